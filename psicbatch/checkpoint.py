@@ -1,0 +1,247 @@
+"""The ``model.pt`` checkpoint: weights plus everything needed to use them correctly.
+
+A checkpoint is a plain dict saved with ``torch.save`` and read back with
+``torch.load(weights_only=True)``, so loading never runs code from the file::
+
+    format            "psicbatch-checkpoint"
+    format_version    int (FORMAT_VERSION); newer files are refused with a clear message
+    psicbatch_version version that wrote the file
+    model             ModelConfig as a dict (width, in_channels)
+    preprocessing     Preprocessing as a dict (input_size, mean, std)
+    thresholds        Thresholds as a dict (classification, segmentation)
+    state_dict        the network's weights
+    training          JSON-like metadata (dataset, mode, epochs, seed, metrics ...)
+
+Keeping preprocessing and thresholds next to the weights means an engine or a batch run
+can never drift from the way the model was trained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from psicbatch import __version__
+from psicbatch.errors import CheckpointError
+from psicbatch.model import ModelConfig, PSICNet
+
+FORMAT = "psicbatch-checkpoint"
+FORMAT_VERSION = 1
+_REQUIRED_KEYS = ("model", "preprocessing", "thresholds", "state_dict")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How raw images become network input: resize to ``input_size``, scale to [0, 1],
+    then ``(x - mean) / std`` per channel."""
+
+    input_size: tuple[int, int] = (512, 512)  # height, width
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.25,)
+
+    def __post_init__(self) -> None:
+        height, width = self.input_size
+        if height < 1 or width < 1:
+            raise ValueError(f"input_size must be positive, got {self.input_size}")
+        if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
+            raise ValueError(f"mean/std must match in length and std be > 0: {self}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Preprocessing:
+        return cls(
+            input_size=tuple(data["input_size"]),
+            mean=tuple(data["mean"]),
+            std=tuple(data["std"]),
+        )
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Decision thresholds on probabilities: image-level defect, and mask pixels."""
+
+    classification: float = 0.5
+    segmentation: float = 0.5
+
+
+@dataclass
+class Checkpoint:
+    model_config: ModelConfig
+    preprocessing: Preprocessing
+    state_dict: dict[str, torch.Tensor]
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    training: dict[str, Any] = field(default_factory=dict)
+    psicbatch_version: str = __version__
+
+    @classmethod
+    def from_model(
+        cls,
+        model: PSICNet,
+        preprocessing: Preprocessing,
+        thresholds: Thresholds | None = None,
+        training: dict[str, Any] | None = None,
+    ) -> Checkpoint:
+        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        return cls(model.config, preprocessing, state, thresholds or Thresholds(), training or {})
+
+    def build_model(self) -> PSICNet:
+        """A PSIC-Net with these weights, in eval mode, on the CPU."""
+        model = PSICNet(self.model_config)
+        model.load_state_dict(self.state_dict)
+        return model.eval()
+
+    def to_dict(self) -> dict[str, Any]:
+        preprocessing = asdict(self.preprocessing)
+        preprocessing["input_size"] = list(self.preprocessing.input_size)
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "psicbatch_version": self.psicbatch_version,
+            "model": self.model_config.to_dict(),
+            "preprocessing": preprocessing,
+            "thresholds": asdict(self.thresholds),
+            "state_dict": self.state_dict,
+            "training": self.training,
+        }
+
+
+def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
+    """Write atomically (temporary file, then rename) so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(checkpoint.to_dict(), temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read and validate a checkpoint; every way it can be wrong is a one-line CheckpointError."""
+    path = Path(path)
+    data = _load_plain_data(path)
+    _check_header(path, data)
+    try:
+        model_config = ModelConfig(**data["model"])
+        preprocessing = Preprocessing.from_dict(data["preprocessing"])
+        thresholds = Thresholds(**data["thresholds"])
+    except (TypeError, ValueError, KeyError) as error:
+        raise CheckpointError(path, f"invalid configuration in checkpoint ({error})") from None
+    if len(preprocessing.mean) != model_config.in_channels:
+        raise CheckpointError(
+            path,
+            f"preprocessing has {len(preprocessing.mean)} channel(s) but the model "
+            f"expects {model_config.in_channels}",
+        )
+    _check_weights(path, model_config, data["state_dict"])
+    return Checkpoint(
+        model_config=model_config,
+        preprocessing=preprocessing,
+        state_dict=data["state_dict"],
+        thresholds=thresholds,
+        training=data.get("training") or {},
+        psicbatch_version=str(data.get("psicbatch_version", "unknown")),
+    )
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Content hash used to tie engines and results to the exact checkpoint they came from."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load_plain_data(path: Path) -> Any:
+    if not path.is_file():
+        raise CheckpointError(path, "no such file" if not path.exists() else "not a file")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            path, "not a PyTorch checkpoint (expected a torch.save zip archive, e.g. model.pt)"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = _offending_global(str(error))
+        raise CheckpointError(
+            path,
+            "refused: the file contains pickled Python objects beyond plain tensors and "
+            f"containers, which could run code when loaded ({reason})",
+        ) from None
+    except Exception as error:  # a damaged archive can fail in many ways inside torch
+        raise CheckpointError(path, f"damaged PyTorch file ({_first_line(str(error))})") from None
+
+
+def _check_header(path: Path, data: Any) -> None:
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        if (
+            isinstance(data, dict)
+            and data
+            and all(isinstance(v, torch.Tensor) for v in data.values())
+        ):
+            what = "a bare state_dict"
+        else:
+            what = f"a {type(data).__name__}"
+        raise CheckpointError(
+            path,
+            f"not a psicbatch checkpoint (found {what}); expected a file written by "
+            "'psicbatch train' or 'psicbatch init'",
+        )
+    version = data.get("format_version")
+    if not isinstance(version, int):
+        raise CheckpointError(path, f"invalid checkpoint format version {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            path,
+            f"checkpoint format version {version} is newer than this psicbatch "
+            f"{__version__} supports (up to {FORMAT_VERSION}); upgrade psicbatch",
+        )
+    missing = [key for key in _REQUIRED_KEYS if key not in data]
+    if missing:
+        raise CheckpointError(path, f"checkpoint is missing {', '.join(missing)}")
+
+
+def _check_weights(path: Path, config: ModelConfig, state_dict: Any) -> None:
+    """Compare names and shapes with the configured network (built on the meta device: free)."""
+    if not isinstance(state_dict, dict):
+        raise CheckpointError(path, "state_dict is not a dict of tensors")
+    with torch.device("meta"):
+        expected = PSICNet(config).state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            path,
+            f"weights do not match a PSIC-Net of width {config.width}: "
+            f"{len(missing)} missing (e.g. {missing[:1]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:1]})",
+        )
+    for name, tensor in expected.items():
+        found = state_dict[name]
+        if not isinstance(found, torch.Tensor) or found.shape != tensor.shape:
+            shape = tuple(found.shape) if isinstance(found, torch.Tensor) else type(found).__name__
+            raise CheckpointError(
+                path, f"weight {name} has shape {shape}, expected {tuple(tensor.shape)}"
+            )
+
+
+def _offending_global(message: str) -> str:
+    """Pick torch's line naming the blocked object out of its long multi-paragraph message."""
+    for line in message.splitlines():
+        if "GLOBAL" in line or "Unsupported" in line:
+            return line.strip().rstrip(".")
+    return "unsupported object"
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else "unknown error"

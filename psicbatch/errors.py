@@ -1,0 +1,15 @@
+"""User-facing errors: anything the user can fix is raised as a PsicbatchError.
+
+The CLI prints these as a single line (no traceback); every other exception is a bug.
+"""
+
+
+class PsicbatchError(Exception):
+    """An error caused by input the user controls (a file, an option, the environment)."""
+
+
+class CheckpointError(PsicbatchError):
+    """A file that cannot be used as a psicbatch checkpoint."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")

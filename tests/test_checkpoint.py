@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from psicbatch.checkpoint import (
+    Checkpoint,
+    Preprocessing,
+    Thresholds,
+    load_checkpoint,
+    save_checkpoint,
+)
+from psicbatch.errors import CheckpointError
+from psicbatch.model import ModelConfig, PSICNet
+
+
+def make_checkpoint() -> Checkpoint:
+    model = PSICNet(ModelConfig(width=0.125))
+    # Non-default BatchNorm statistics, so the round trip covers buffers too.
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(2, 1, 48, 40))
+    return Checkpoint.from_model(
+        model,
+        Preprocessing(input_size=(48, 40), mean=(0.4,), std=(0.2,)),
+        Thresholds(classification=0.7, segmentation=0.3),
+        training={"mode": "two-step", "epochs": [3, 2]},
+    )
+
+
+def test_round_trip_preserves_outputs_exactly(tmp_path: Path) -> None:
+    original = make_checkpoint()
+    path = save_checkpoint(original, tmp_path / "model.pt")
+    loaded = load_checkpoint(path)
+    assert loaded.model_config == original.model_config
+    assert loaded.preprocessing == original.preprocessing
+    assert loaded.thresholds == original.thresholds
+    assert loaded.training == original.training
+    images = torch.randn(3, 1, 48, 40)
+    with torch.no_grad():
+        expected = original.build_model()(images)
+        actual = loaded.build_model()(images)
+    assert torch.equal(expected[0], actual[0]) and torch.equal(expected[1], actual[1])
+
+
+def test_save_leaves_no_temporary_files(tmp_path: Path) -> None:
+    save_checkpoint(make_checkpoint(), tmp_path / "sub" / "model.pt")
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["model.pt"]
+
+
+def _expect_error(path: Path, *fragments: str) -> str:
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(str(path))
+    for fragment in fragments:
+        assert fragment in message
+    return message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    _expect_error(tmp_path / "absent.pt", "no such file")
+
+
+def test_directory(tmp_path: Path) -> None:
+    _expect_error(tmp_path, "not a file")
+
+
+def test_random_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "random.pt"
+    path.write_bytes(os.urandom(4096))
+    _expect_error(path, "not a PyTorch checkpoint")
+
+
+def test_truncated_checkpoint(tmp_path: Path) -> None:
+    path = save_checkpoint(make_checkpoint(), tmp_path / "model.pt")
+    path.write_bytes(path.read_bytes()[:-5000])
+    message = _expect_error(path)
+    assert "not a PyTorch checkpoint" in message or "damaged" in message
+
+
+def test_bare_state_dict(tmp_path: Path) -> None:
+    path = tmp_path / "weights.pt"
+    torch.save(PSICNet(ModelConfig(width=0.125)).state_dict(), path)
+    _expect_error(path, "not a psicbatch checkpoint", "bare state_dict")
+
+
+def test_other_torch_object(tmp_path: Path) -> None:
+    path = tmp_path / "list.pt"
+    torch.save([1, 2, 3], path)
+    _expect_error(path, "not a psicbatch checkpoint", "list")
+
+
+def test_newer_format_version(tmp_path: Path) -> None:
+    data = make_checkpoint().to_dict()
+    data["format_version"] = 99
+    torch.save(data, tmp_path / "future.pt")
+    _expect_error(tmp_path / "future.pt", "format version 99", "upgrade psicbatch")
+
+
+def test_tampered_weights(tmp_path: Path) -> None:
+    data = make_checkpoint().to_dict()
+    name = next(iter(data["state_dict"]))
+    data["state_dict"][name] = torch.zeros(3, 3)
+    torch.save(data, tmp_path / "tampered.pt")
+    _expect_error(tmp_path / "tampered.pt", name, "(3, 3)")
+
+
+def test_weights_for_another_width(tmp_path: Path) -> None:
+    data = make_checkpoint().to_dict()
+    data["model"]["width"] = 0.25
+    torch.save(data, tmp_path / "wrong-width.pt")
+    _expect_error(tmp_path / "wrong-width.pt", "expected")
+
+
+def test_missing_weights(tmp_path: Path) -> None:
+    data = make_checkpoint().to_dict()
+    data["state_dict"].pop(next(iter(data["state_dict"])))
+    torch.save(data, tmp_path / "partial.pt")
+    _expect_error(tmp_path / "partial.pt", "1 missing")
+
+
+def test_invalid_configuration(tmp_path: Path) -> None:
+    data = make_checkpoint().to_dict()
+    data["model"]["width"] = -1
+    torch.save(data, tmp_path / "bad-config.pt")
+    _expect_error(tmp_path / "bad-config.pt", "invalid configuration")
+
+
+class _RunsCode:
+    """Pickles to a call of os.system: loading it unsafely would create a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickled_code_is_refused_without_running(tmp_path: Path) -> None:
+    marker = tmp_path / "executed"
+    data = make_checkpoint().to_dict()
+    data["training"] = {"payload": _RunsCode(marker)}
+    torch.save(data, tmp_path / "evil.pt")
+    _expect_error(tmp_path / "evil.pt", "refused", "could run code", "system")
+    assert not marker.exists()

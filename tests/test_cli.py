@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from psicbatch import __version__
+from psicbatch.cli import main
+
+CONSOLE_SCRIPT = Path(sys.executable).parent / "psicbatch"
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path: Path, runner: CliRunner) -> Path:
+    path = tmp_path / "tiny.pt"
+    result = runner.invoke(main, ["init", str(path), "--width", "0.125", "--input-size", "64x48"])
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def test_version(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+@pytest.mark.parametrize("command", [[], *[[name] for name in main.commands]])
+def test_every_command_has_help(runner: CliRunner, command: list[str]) -> None:
+    result = runner.invoke(main, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+def test_info_reports_config_parameters_and_flops(runner: CliRunner, tiny_checkpoint: Path) -> None:
+    result = runner.invoke(main, ["info", str(tiny_checkpoint), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["width"] == 0.125
+    assert summary["input_size"] == "64x48"
+    assert summary["parameters"] == 537_644
+    assert summary["gflop_per_image"] > 0
+    assert len(summary["sha256"]) == 64
+
+
+def test_info_table(runner: CliRunner, tiny_checkpoint: Path) -> None:
+    result = runner.invoke(main, ["info", str(tiny_checkpoint)], terminal_width=160)
+    assert result.exit_code == 0, result.output
+    assert "537644" in result.output and "64x48" in result.output
+
+
+def test_info_on_bad_file_is_one_line(runner: CliRunner, tmp_path: Path) -> None:
+    bad = tmp_path / "notes.pt"
+    bad.write_text("not a model")
+    result = runner.invoke(main, ["info", str(bad)])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Error: {bad}: not a PyTorch checkpoint (expected a torch.save zip archive, e.g. model.pt)"
+    ]
+
+
+def test_init_rejects_bad_options(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(main, ["init", str(tmp_path / "m.pt"), "--input-size", "12by5"])
+    assert result.exit_code == 2 and "1408x512" in result.output
+    result = runner.invoke(main, ["init", str(tmp_path / "m.pt"), "--width", "0"])
+    assert result.exit_code == 2 and "width" in result.output
+
+
+def test_console_script_runs(tiny_checkpoint: Path) -> None:
+    help_run = subprocess.run([CONSOLE_SCRIPT, "--help"], capture_output=True, text=True)
+    assert help_run.returncode == 0 and "info" in help_run.stdout
+    info_run = subprocess.run(
+        [CONSOLE_SCRIPT, "info", tiny_checkpoint, "--json"], capture_output=True, text=True
+    )
+    assert info_run.returncode == 0, info_run.stderr
+    assert json.loads(info_run.stdout)["parameters"] == 537_644
