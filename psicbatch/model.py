@@ -207,11 +207,17 @@ class PSICNet(nn.Module):
         """Parameters trained in step one (feature extraction + inverse convolution)."""
         return [*self.features.parameters(), *self.decoder.parameters()]
 
+    def segment(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Deep features and segmentation logits, both for ``x`` padded to a multiple of 8.
+
+        Split out so two-step training can compute them once for the frozen network.
+        """
+        skip_half, skip_quarter, deep = self.features(pad_to_multiple(x, STRIDE))
+        return deep, self.decoder(deep, skip_quarter, skip_half)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         height, width = x.shape[-2:]
-        x = pad_to_multiple(x, STRIDE)
-        skip_half, skip_quarter, deep = self.features(x)
-        seg_logits = self.decoder(deep, skip_quarter, skip_half)
+        deep, seg_logits = self.segment(x)
         cls_logits = self.classifier(deep, seg_logits)
         return seg_logits[..., :height, :width], cls_logits
 

@@ -1,0 +1,1 @@
+"""Click commands, one module per area; ``psicbatch.cli`` assembles them."""

@@ -1,0 +1,102 @@
+"""Commands that create and inspect checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from psicbatch.checkpoint import (
+    Checkpoint,
+    Preprocessing,
+    file_sha256,
+    load_checkpoint,
+    save_checkpoint,
+)
+from psicbatch.commands.options import SIZE
+from psicbatch.model import ModelConfig, PSICNet, count_flops, count_parameters
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead.")
+def info(checkpoint: Path, as_json: bool) -> None:
+    """Show a checkpoint's configuration, size and cost per image."""
+    loaded = load_checkpoint(checkpoint)
+    summary = checkpoint_summary(checkpoint, loaded)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    table = Table(title=f"psicbatch checkpoint {checkpoint}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+        table.add_row(key, str(value))
+    Console().print(table)
+
+
+def checkpoint_summary(path: Path, checkpoint: Checkpoint) -> dict[str, Any]:
+    height, width = checkpoint.preprocessing.input_size
+    params = sum(t.numel() for name, t in checkpoint.state_dict.items() if _is_parameter(name))
+    flops = count_flops(checkpoint.model_config, height, width)
+    return {
+        "file": str(path),
+        "sha256": file_sha256(path),
+        "psicbatch_version": checkpoint.psicbatch_version,
+        "width": checkpoint.model_config.width,
+        "in_channels": checkpoint.model_config.in_channels,
+        "parameters": params,
+        "input_size": f"{height}x{width}",
+        "gflop_per_image": round(flops / 1e9, 2),
+        "mean": list(checkpoint.preprocessing.mean),
+        "std": list(checkpoint.preprocessing.std),
+        "thresholds": {
+            "classification": checkpoint.thresholds.classification,
+            "segmentation": checkpoint.thresholds.segmentation,
+        },
+        "training": checkpoint.training,
+    }
+
+
+def _is_parameter(name: str) -> bool:
+    # BatchNorm running statistics are buffers, not learned parameters.
+    return not name.endswith(("running_mean", "running_var", "num_batches_tracked"))
+
+
+@click.command()
+@click.argument("output", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--width", default=1.0, show_default=True, help="Channel width multiplier.")
+@click.option("--in-channels", type=click.Choice(["1", "3"]), default="1", show_default=True)
+@click.option("--input-size", type=SIZE, default="512x512", show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Random seed for the weights.")
+def init(
+    output: Path, width: float, in_channels: str, input_size: tuple[int, int], seed: int
+) -> None:
+    """Write an untrained (randomly initialised) checkpoint.
+
+    Useful to measure speed and build engines before a model is trained; its predictions
+    are meaningless.
+    """
+    try:
+        config = ModelConfig(width=width, in_channels=int(in_channels))
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    torch.manual_seed(seed)
+    model = PSICNet(config)
+    channels = config.in_channels
+    preprocessing = Preprocessing(input_size, mean=(0.5,) * channels, std=(0.25,) * channels)
+    checkpoint = Checkpoint.from_model(
+        model, preprocessing, training={"mode": "untrained", "seed": seed}
+    )
+    save_checkpoint(checkpoint, output)
+    click.echo(
+        f"wrote {output} ({count_parameters(model):,} parameters, untrained); "
+        f"next: psicbatch info {output}"
+    )

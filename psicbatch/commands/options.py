@@ -1,0 +1,105 @@
+"""Option types and option groups shared by several commands."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from psicbatch.data.layouts import LAYOUTS, SampleRef, read_dataset
+from psicbatch.predict import PRECISIONS
+from psicbatch.train import MODES, TrainOptions
+
+
+class SizeType(click.ParamType):
+    """An image size written as HEIGHTxWIDTH, e.g. 1408x512."""
+
+    name = "HxW"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            height, width = (int(part) for part in str(value).lower().split("x"))
+        except ValueError:
+            self.fail(f"{value!r} is not a size like 1408x512 (height x width)", param, ctx)
+        if height < 1 or width < 1:
+            self.fail(f"{value!r}: height and width must be positive", param, ctx)
+        return height, width
+
+
+SIZE = SizeType()
+
+
+def dataset_options(command: Callable) -> Callable:
+    """DATA folder, its layout and colour handling."""
+    command = click.option(
+        "--channels",
+        type=click.Choice(["auto", "1", "3"]),
+        default="auto",
+        show_default=True,
+        help="Grayscale (1) or colour (3); auto: colour for kolektorsdd2 only.",
+    )(command)
+    command = click.option(
+        "--layout",
+        type=click.Choice(list(LAYOUTS)),
+        default="folder",
+        show_default=True,
+        help="How DATA is organised (see the README).",
+    )(command)
+    return click.argument("data", type=click.Path(path_type=Path))(command)
+
+
+def load_dataset(data: Path, layout: str, channels: str) -> tuple[list[SampleRef], int]:
+    samples = read_dataset(data, layout)
+    if channels == "auto":
+        return samples, 3 if layout == "kolektorsdd2" else 1
+    return samples, int(channels)
+
+
+def training_options(command: Callable) -> Callable:
+    defaults = TrainOptions()
+    options = [
+        click.option("--mode", type=click.Choice(MODES), default=defaults.mode, show_default=True,
+                     help="two-step: the paper's; end-to-end: eq. (1), for comparison."),
+        click.option("--width", default=defaults.width, show_default=True,
+                     help="Channel width multiplier (1 = the paper's network)."),
+        click.option("--input-size", type=SIZE, default="512x512", show_default=True,
+                     help="Images are resized to this size for the network."),
+        click.option("--seg-epochs", default=defaults.seg_epochs, show_default=True,
+                     help="Epochs of step 1 (or of end-to-end training)."),
+        click.option("--cls-epochs", default=defaults.cls_epochs, show_default=True,
+                     help="Epochs of step 2 (classification)."),
+        click.option("--batch-size", default=defaults.batch_size, show_default=True),
+        click.option("--seg-lr", default=defaults.seg_lr, show_default=True,
+                     help="Initial SGD learning rate of step 1 / end-to-end."),
+        click.option("--cls-lr", default=defaults.cls_lr, show_default=True,
+                     help="Initial SGD learning rate of step 2."),
+        click.option("--dilate", default=defaults.dilate, show_default=True,
+                     help="Grow defect labels by this many pixels (thin annotations)."),
+        click.option("--augment/--no-augment", default=defaults.augment, show_default=True,
+                     help="Random horizontal and vertical flips."),
+        click.option("--seed", default=defaults.seed, show_default=True),
+        click.option("--precision", type=click.Choice(PRECISIONS), default="auto",
+                     show_default=True, help="auto: bf16 autocast on CPU and CUDA."),
+        click.option("--device", default="auto", show_default=True,
+                     help="auto, cpu, cuda or cuda:N."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def train_options_from(kwargs: dict[str, Any]) -> TrainOptions:
+    """Pop the training options out of a command's keyword arguments."""
+    names = TrainOptions.__dataclass_fields__
+    return TrainOptions(**{name: kwargs.pop(name) for name in list(kwargs) if name in names})
+
+
+def command_line() -> str:
+    """The command as typed, recorded in reports so results can be reproduced."""
+    return "psicbatch " + shlex.join(sys.argv[1:])

@@ -1,0 +1,122 @@
+"""k-fold cross-validation: train and evaluate one model per fold, report as the paper does.
+
+Each fold lives in ``OUT/foldK/`` (model, evaluation report); a fold whose evaluation is
+already written is skipped and a fold with a partial training resumes, so an interrupted
+run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from rich.progress import Progress
+
+from psicbatch.checkpoint import load_checkpoint
+from psicbatch.data.layouts import SampleRef
+from psicbatch.data.memory import load_into_memory
+from psicbatch.data.splits import kfold_by_group, save_splits
+from psicbatch.evaluate import evaluate, summarize
+from psicbatch.reports import (
+    cross_validation_markdown,
+    cross_validation_tables,
+    plot_curves,
+    write_evaluation_report,
+    write_json,
+    write_predictions,
+)
+from psicbatch.train import Trainer, TrainOptions, partial_path
+
+
+def cross_validate(
+    samples: list[SampleRef],
+    options: TrainOptions,
+    folds: int,
+    out: Path,
+    dataset: dict[str, str],
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Run every fold and write ``OUT/report.md``, ``cv.json``, predictions and curves."""
+    out.mkdir(parents=True, exist_ok=True)
+    test_ids = kfold_by_group(samples, folds, options.seed)
+    save_splits(out / "splits.json", test_ids, options.seed)
+    channels = 3 if dataset.get("channels") == "3" else 1
+    data = load_into_memory(samples, options.input_size, channels, progress)
+    fold_reports, all_rows = [], []
+    for fold, fold_test_ids in enumerate(test_ids, start=1):
+        report = _run_fold(samples, data, options, fold, set(fold_test_ids), out, dataset, progress)
+        fold_reports.append(report)
+        all_rows += [{**row, "fold": fold} for row in report.pop("rows")]
+    pooled = summarize(all_rows)
+    report = {
+        "dataset": dataset["path"],
+        "layout": dataset["layout"],
+        "command": dataset["command"],
+        "images": len(samples),
+        "defective_images": sum(s.is_defective for s in samples),
+        "options": {**options.__dict__, "input_size": list(options.input_size)},
+        "folds": fold_reports,
+        "tables": cross_validation_tables([f["summary"] for f in fold_reports]),
+        "pooled": pooled,
+    }
+    write_json(out / "cv.json", report)
+    write_predictions(out / "predictions.parquet", all_rows)
+    plot_curves(out, all_rows, f"{folds}-fold CV, pooled")
+    (out / "report.md").write_text(cross_validation_markdown(report))
+    return report
+
+
+def _run_fold(
+    samples: list[SampleRef],
+    data: Any,
+    options: TrainOptions,
+    fold: int,
+    test_ids: set[str],
+    out: Path,
+    dataset: dict[str, str],
+    progress: Progress | None,
+) -> dict[str, Any]:
+    fold_dir = out / f"fold{fold}"
+    model_path = fold_dir / "model.pt"
+    done_marker = fold_dir / "fold.json"
+    train_index = [i for i, s in enumerate(samples) if s.id not in test_ids]
+    test_index = [i for i, s in enumerate(samples) if s.id in test_ids]
+    if done_marker.exists() and model_path.exists():
+        record = json.loads(done_marker.read_text())
+        record["rows"] = pq.read_table(fold_dir / "evaluation" / "predictions.parquet").to_pylist()
+        return record
+    if not model_path.exists():
+        trainer = Trainer(
+            data.subset(train_index),
+            options,
+            model_path,
+            progress,
+            metadata={"dataset": {**dataset, "fold": fold, "train_images": len(train_index)}},
+        )
+        trainer.run(resume=partial_path(model_path).exists())
+    checkpoint = load_checkpoint(model_path)
+    train_minutes = checkpoint.training.get("train_seconds", 0.0) / 60
+    test_samples = [samples[i] for i in test_index]
+    evaluation = evaluate(
+        checkpoint,
+        test_samples,
+        data.subset(test_index),
+        batch_size=4 * options.batch_size,
+        device=options.device,
+        precision=options.precision,
+        progress=progress,
+    )
+    write_evaluation_report(
+        fold_dir / "evaluation", evaluation.rows, evaluation.summary, f"Fold {fold} test set"
+    )
+    record = {
+        "fold": fold,
+        "train_images": len(train_index),
+        "test_images": len(test_index),
+        "train_minutes": train_minutes,
+        "summary": evaluation.summary,
+    }
+    write_json(done_marker, record)
+    return {**record, "rows": evaluation.rows}

@@ -1,0 +1,1 @@
+"""Datasets: reading published layouts and users' folders, splits, synthetic data."""

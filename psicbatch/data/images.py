@@ -1,0 +1,53 @@
+"""Reading images and masks from disk into numpy arrays, the one way every reader uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from psicbatch.errors import PsicbatchError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+class ImageReadError(PsicbatchError):
+    """An image or mask file that cannot be decoded."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+def read_image(path: Path, channels: int) -> np.ndarray:
+    """Decode to uint8 H x W x ``channels`` (1: grayscale, 3: RGB), EXIF rotation applied."""
+    with _open(path) as image:
+        image = ImageOps.exif_transpose(image)
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            # 16-bit grayscale: keep the top 8 bits instead of PIL's clipping conversion.
+            image = Image.fromarray((np.asarray(image, dtype=np.uint32) >> 8).astype(np.uint8))
+        array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+    return array[:, :, None] if channels == 1 else array
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """Binary H x W mask: defect where the stored value (or palette index) is above zero."""
+    with _open(path) as image:
+        # Palette images: the *indices* mark the defect, not the colours they map to.
+        array = np.asarray(image) if image.mode == "P" else np.asarray(image.convert("L"))
+    return array > 0
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        image = Image.open(path)
+        image.load()
+    except FileNotFoundError:
+        raise ImageReadError(path, "no such file") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(path, "not a readable image (unknown or damaged format)") from None
+    except (OSError, ValueError, SyntaxError) as error:
+        raise ImageReadError(path, f"damaged image ({error})") from None
+    return image

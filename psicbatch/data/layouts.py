@@ -1,0 +1,179 @@
+"""Dataset readers: each published layout becomes one list of ``SampleRef``.
+
+Layouts (``DATA`` is the folder given on the command line):
+
+- ``kolektorsdd``: ``kosNN/PartK.jpg`` with ``kosNN/PartK_label.bmp`` (or ``.png``); a
+  defect where the mask is above zero. Folds group whole ``kosNN`` folders.
+- ``kolektorsdd2``: ``train|test/ID.png`` (colour) with ``ID_GT.png``.
+- ``dagm``: ``ClassN/Train|Test/NNNN.PNG``; defective images are listed in
+  ``.../Label/Labels.txt`` with masks ``.../Label/NNNN_label.PNG``. Groups are classes.
+- ``folder`` (your own data): ``images/NAME.ext`` with optional ``masks/NAME.ext`` (same
+  name, any image extension); an image without a mask is defect-free.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from psicbatch.data.images import IMAGE_SUFFIXES, read_mask
+from psicbatch.errors import PsicbatchError
+
+
+@dataclass(frozen=True)
+class SampleRef:
+    """One image of a dataset, before decoding: enough to load, label and split it."""
+
+    id: str
+    image_path: Path
+    mask_path: Path | None
+    is_defective: bool
+    group: str
+    subset: str = ""  # the layout's own train/test division, where it has one
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _has_defect(mask_path: Path | None) -> bool:
+    return mask_path is not None and bool(read_mask(mask_path).any())
+
+
+def read_kolektorsdd(root: Path) -> list[SampleRef]:
+    samples = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        for image in _images_in(folder):
+            if image.stem.endswith("_label"):
+                continue
+            masks = [image.with_name(f"{image.stem}_label{s}") for s in (".bmp", ".png")]
+            mask = next((m for m in masks if m.exists()), None)
+            if mask is None:
+                raise PsicbatchError(f"{image}: no label file {masks[0].name} or {masks[1].name}")
+            samples.append(
+                SampleRef(
+                    id=f"{folder.name}/{image.stem}",
+                    image_path=image,
+                    mask_path=mask,
+                    is_defective=_has_defect(mask),
+                    group=folder.name,
+                )
+            )
+    return samples
+
+
+def read_kolektorsdd2(root: Path) -> list[SampleRef]:
+    samples = []
+    for subset in ("train", "test"):
+        if not (root / subset).is_dir():
+            continue
+        for image in _images_in(root / subset):
+            if image.stem.endswith("_GT"):
+                continue
+            mask = image.with_name(f"{image.stem}_GT.png")
+            if not mask.exists():
+                raise PsicbatchError(f"{image}: no ground-truth file {mask.name}")
+            samples.append(
+                SampleRef(
+                    id=f"{subset}/{image.stem}",
+                    image_path=image,
+                    mask_path=mask,
+                    is_defective=_has_defect(mask),
+                    group=f"{subset}/{image.stem}",
+                    subset=subset,
+                )
+            )
+    return samples
+
+
+def read_dagm(root: Path) -> list[SampleRef]:
+    samples = []
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"Class\d+", p.name))
+    for class_dir in classes:
+        for subset in ("Train", "Test"):
+            folder = class_dir / subset
+            if not folder.is_dir():
+                continue
+            defective = _dagm_labels(folder)
+            for image in _images_in(folder):
+                mask_name = defective.get(image.stem)
+                mask = folder / "Label" / mask_name if mask_name else None
+                samples.append(
+                    SampleRef(
+                        id=f"{class_dir.name}/{subset}/{image.stem}",
+                        image_path=image,
+                        mask_path=mask,
+                        is_defective=mask is not None,
+                        group=class_dir.name,
+                        subset=subset.lower(),
+                    )
+                )
+    return samples
+
+
+def _dagm_labels(folder: Path) -> dict[str, str]:
+    """Map image stem -> mask file name for the defective images of one DAGM folder.
+
+    ``Label/Labels.txt`` lines read ``number  label  image_name  0  mask_name`` (label 1:
+    defective), after a first line holding a count. Without that file, an image is
+    defective when ``Label/NNNN_label.PNG`` exists.
+    """
+    labels_file = folder / "Label" / "Labels.txt"
+    if not labels_file.exists():
+        masks = folder / "Label"
+        found = _images_in(masks) if masks.is_dir() else []
+        return {p.stem.removesuffix("_label"): p.name for p in found}
+    defective = {}
+    for line_number, line in enumerate(labels_file.read_text().splitlines(), start=1):
+        fields = line.split()
+        if not fields or (line_number == 1 and len(fields) < 3):
+            continue
+        if len(fields) < 3 or fields[1] not in ("0", "1"):
+            raise PsicbatchError(f"{labels_file}:{line_number}: unexpected line {line!r}")
+        if fields[1] == "1":
+            if len(fields) < 5:
+                raise PsicbatchError(f"{labels_file}:{line_number}: defect without mask name")
+            defective[Path(fields[2]).stem] = fields[4]
+    return defective
+
+
+def read_folder(root: Path) -> list[SampleRef]:
+    images_dir, masks_dir = root / "images", root / "masks"
+    if not images_dir.is_dir():
+        raise PsicbatchError(f"{root}: the folder layout needs an images/ subfolder")
+    masks = {p.stem: p for p in _images_in(masks_dir)} if masks_dir.is_dir() else {}
+    samples = []
+    for image in _images_in(images_dir):
+        mask = masks.get(image.stem)
+        samples.append(
+            SampleRef(
+                id=image.stem,
+                image_path=image,
+                mask_path=mask,
+                is_defective=_has_defect(mask),
+                group=image.stem,
+            )
+        )
+    return samples
+
+
+LAYOUTS: dict[str, Callable[[Path], list[SampleRef]]] = {
+    "kolektorsdd": read_kolektorsdd,
+    "kolektorsdd2": read_kolektorsdd2,
+    "dagm": read_dagm,
+    "folder": read_folder,
+}
+
+
+def read_dataset(root: Path, layout: str) -> list[SampleRef]:
+    """All samples of a dataset; a clear error for an unknown layout or an empty folder."""
+    if layout not in LAYOUTS:
+        raise PsicbatchError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    if not root.is_dir():
+        raise PsicbatchError(f"{root}: not a folder")
+    samples = LAYOUTS[layout](root)
+    if not samples:
+        raise PsicbatchError(f"{root}: no images found in the {layout!r} layout")
+    return samples

@@ -1,0 +1,65 @@
+"""Decoding a (small) training or evaluation set once into uint8 tensors held in memory.
+
+Surface-defect datasets are small (hundreds to a few thousand images), so decoding each
+image once and keeping it as uint8 at the network's input size is the fastest way to feed
+many training epochs on a CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from rich.progress import Progress
+
+from psicbatch.data.images import read_image, read_mask
+from psicbatch.data.layouts import SampleRef
+from psicbatch.preprocess import resize_image, resize_mask
+
+
+@dataclass
+class TensorDataset:
+    ids: list[str]
+    images: torch.Tensor  # uint8, N x C x H x W
+    masks: torch.Tensor  # bool, N x 1 x H x W
+    labels: torch.Tensor  # bool, N
+    original_sizes: list[tuple[int, int]]  # (height, width) of each file before resizing
+
+    def subset(self, indices: list[int]) -> TensorDataset:
+        index = torch.tensor(indices, dtype=torch.long)
+        return TensorDataset(
+            [self.ids[i] for i in indices],
+            self.images[index],
+            self.masks[index],
+            self.labels[index],
+            [self.original_sizes[i] for i in indices],
+        )
+
+    def channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and std of the pixels on [0, 1], for the checkpoint's normalisation."""
+        pixels = self.images.float().div_(255).transpose(0, 1).reshape(self.images.shape[1], -1)
+        std = pixels.std(dim=1).clamp_min(1e-3)
+        return tuple(pixels.mean(dim=1).tolist()), tuple(std.tolist())
+
+
+def load_into_memory(
+    samples: list[SampleRef],
+    size: tuple[int, int],
+    channels: int,
+    progress: Progress | None = None,
+) -> TensorDataset:
+    images = torch.empty((len(samples), channels, *size), dtype=torch.uint8)
+    masks = torch.zeros((len(samples), 1, *size), dtype=torch.bool)
+    task = progress.add_task("loading images", total=len(samples), status="") if progress else None
+    original_sizes = []
+    for index, sample in enumerate(samples):
+        image = read_image(sample.image_path, channels)
+        original_sizes.append(image.shape[:2])
+        image = resize_image(image, size)
+        images[index] = torch.from_numpy(image.transpose(2, 0, 1).copy())
+        if sample.mask_path is not None and sample.is_defective:
+            masks[index, 0] = torch.from_numpy(resize_mask(read_mask(sample.mask_path), size))
+        if progress is not None:
+            progress.advance(task)
+    labels = torch.tensor([s.is_defective for s in samples], dtype=torch.bool)
+    return TensorDataset([s.id for s in samples], images, masks, labels, original_sizes)

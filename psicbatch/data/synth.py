@@ -1,0 +1,104 @@
+"""DAGM-like synthetic surface images with exact defect masks, for tests and the demo.
+
+Backgrounds are one of a few industrial-looking textures (blurred grain, brushed metal,
+woven stripes); defects are ellipses, scratches or spot clusters, brighter or darker than
+the surface. Output uses the ``folder`` layout: ``images/NAME.png`` and, for defective
+images only, ``masks/NAME.png``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+TEXTURES = ("grain", "brushed", "woven")
+DEFECTS = ("ellipse", "scratch", "spots")
+
+
+def texture(rng: np.random.Generator, kind: str, height: int, width: int) -> np.ndarray:
+    noise = rng.normal(size=(height, width))
+    if kind == "grain":
+        surface = ndimage.gaussian_filter(noise, sigma=rng.uniform(1.0, 3.0))
+    elif kind == "brushed":
+        sigma = (rng.uniform(0.5, 1.0), rng.uniform(6.0, 12.0))
+        surface = ndimage.gaussian_filter(noise, sigma=sigma[:: rng.choice([-1, 1])])
+    else:
+        y, x = np.mgrid[:height, :width]
+        angle = rng.uniform(0, np.pi)
+        period = rng.uniform(6, 14)
+        phase = (x * np.cos(angle) + y * np.sin(angle)) * 2 * np.pi / period
+        surface = np.sin(phase) + 0.5 * ndimage.gaussian_filter(noise, 1.0)
+    surface = (surface - surface.mean()) / (surface.std() + 1e-8)
+    return rng.uniform(90, 160) + rng.uniform(12, 25) * surface
+
+
+def defect_mask(rng: np.random.Generator, kind: str, height: int, width: int) -> np.ndarray:
+    y, x = np.mgrid[:height, :width]
+    scale = min(height, width)
+    cy, cx = rng.uniform(0.15, 0.85) * height, rng.uniform(0.15, 0.85) * width
+    if kind == "ellipse":
+        a, b = rng.uniform(0.05, 0.18) * scale, rng.uniform(0.02, 0.08) * scale
+        angle = rng.uniform(0, np.pi)
+        u = (x - cx) * np.cos(angle) + (y - cy) * np.sin(angle)
+        v = -(x - cx) * np.sin(angle) + (y - cy) * np.cos(angle)
+        return (u / a) ** 2 + (v / b) ** 2 <= 1
+    if kind == "scratch":
+        mask = np.zeros((height, width), bool)
+        angle = rng.uniform(0, 2 * np.pi)
+        thickness = rng.uniform(1.0, 2.5)
+        for _ in range(int(rng.uniform(0.2, 0.5) * scale)):
+            mask |= (x - cx) ** 2 + (y - cy) ** 2 <= thickness**2
+            angle += rng.normal(0, 0.15)
+            cy = np.clip(cy + np.sin(angle), 0, height - 1)
+            cx = np.clip(cx + np.cos(angle), 0, width - 1)
+        return mask
+    mask = np.zeros((height, width), bool)
+    for _ in range(rng.integers(3, 8)):
+        sy, sx = cy + rng.normal(0, 0.05 * scale), cx + rng.normal(0, 0.05 * scale)
+        mask |= (x - sx) ** 2 + (y - sy) ** 2 <= rng.uniform(1.5, 0.03 * scale + 2) ** 2
+    return mask
+
+
+def synth_image(
+    rng: np.random.Generator, height: int, width: int, defective: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """One uint8 image and its boolean mask (all False when defect-free)."""
+    surface = texture(rng, rng.choice(TEXTURES), height, width)
+    mask = np.zeros((height, width), bool)
+    if defective:
+        mask = defect_mask(rng, rng.choice(DEFECTS), height, width)
+        contrast = rng.uniform(35, 70) * rng.choice([-1, 1])
+        surface = surface + contrast * mask
+    return np.clip(surface, 0, 255).astype(np.uint8), mask
+
+
+def generate(
+    out: Path,
+    count: int,
+    size: tuple[int, int] = (128, 128),
+    defect_rate: float = 0.3,
+    seed: int = 0,
+) -> list[Path]:
+    """Write ``count`` images (a ``defect_rate`` share defective) and return image paths."""
+    height, width = size
+    rng = np.random.default_rng(seed)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(exist_ok=True)
+    defective_count = round(count * defect_rate)
+    flags = np.array([True] * defective_count + [False] * (count - defective_count))
+    rng.shuffle(flags)
+    paths = []
+    for index, defective in enumerate(flags):
+        image, mask = synth_image(rng, height, width, bool(defective))
+        name = f"synth_{index:05d}.png"
+        Image.fromarray(image).save(out / "images" / name)
+        if defective:
+            Image.fromarray(mask.astype(np.uint8) * 255).save(out / "masks" / name)
+        paths.append(out / "images" / name)
+    meta = {"count": count, "size": [height, width], "defect_rate": defect_rate, "seed": seed}
+    (out / "synth.json").write_text(json.dumps(meta, indent=2))
+    return paths

@@ -1,0 +1,349 @@
+"""Training PSIC-Net (paper section 3.2).
+
+``two-step`` (the paper's mode, default):
+  1. feature extraction + inverse convolution trained on the segmentation task with the
+     weighted cross-entropy of eq. (2): per batch, defect pixels weigh alpha = |X-|/|X| and
+     background pixels 1 - alpha, so the rare defect pixels are not drowned out;
+  2. those parts frozen, the classification network trained with a weighted binary
+     cross-entropy (positive weight = defect-free / defective images). Frozen parts give
+     the same output every epoch, so their output is computed once and cached.
+``end-to-end`` (eq. 1, for comparison): L = lambda L_seg + delta (1 - lambda) L_cls with
+  lambda falling linearly from 1 to 0 over the epochs.
+
+Optimiser: plain SGD without momentum, learning rate decaying polynomially to zero, as the
+paper describes. Segmentation epochs see every defective image and as many randomly drawn
+defect-free ones (balanced sampling). After training, both decision thresholds are chosen
+on the training images (best F1) and saved. Progress is checkpointed after every epoch to
+``OUT.partial``; ``resume`` continues from there with the same result as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import Progress
+
+from psicbatch.checkpoint import (
+    Checkpoint,
+    Preprocessing,
+    Thresholds,
+    load_checkpoint,
+    save_checkpoint,
+)
+from psicbatch.data.memory import TensorDataset
+from psicbatch.errors import PsicbatchError
+from psicbatch.metrics import best_f1_threshold
+from psicbatch.model import ModelConfig, PSICNet
+from psicbatch.predict import autocast, predict_batches, resolve_device, resolve_precision
+from psicbatch.preprocess import normalize
+
+MODES = ("two-step", "end-to-end")
+PHASES = ("segmentation", "classification", "end-to-end")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    mode: str = "two-step"
+    width: float = 0.25
+    input_size: tuple[int, int] = (512, 512)
+    seg_epochs: int = 40  # also the epoch count of end-to-end mode
+    cls_epochs: int = 30
+    batch_size: int = 4
+    seg_lr: float = 0.1
+    cls_lr: float = 0.05
+    dilate: int = 0  # grow defect labels by this many pixels (thin annotations)
+    augment: bool = True  # random horizontal and vertical flips
+    delta: float = 0.01  # end-to-end classification loss weight
+    seed: int = 0
+    precision: str = "auto"
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise PsicbatchError(
+                f"unknown training mode {self.mode!r}; choose {' or '.join(MODES)}"
+            )
+
+
+def partial_path(out: Path) -> Path:
+    return out.with_name(out.name + ".partial")
+
+
+def weighted_cross_entropy(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Eq. (2) with alpha = share of background pixels in the batch.
+
+    Divided by the total weight rather than the pixel count: the gradient's direction is
+    eq. (2)'s, but its size no longer shrinks with the (tiny) share of defect pixels.
+    """
+    targets = masks.float()
+    alpha = 1.0 - targets.mean()
+    weights = torch.where(masks, alpha, 1.0 - alpha)
+    losses = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
+    return (weights * losses).sum() / weights.sum().clamp_min(1e-12)
+
+
+def dilate_masks(masks: torch.Tensor, pixels: int) -> torch.Tensor:
+    if pixels <= 0:
+        return masks
+    kernel = 2 * pixels + 1
+    return F.max_pool2d(masks.float(), kernel, stride=1, padding=pixels) > 0
+
+
+def balanced_order(labels: torch.Tensor, rng: np.random.Generator) -> np.ndarray:
+    """Every defective image plus as many defect-free ones, drawn afresh, shuffled."""
+    positives = np.flatnonzero(labels.numpy())
+    negatives = np.flatnonzero(~labels.numpy())
+    if positives.size == 0:
+        raise PsicbatchError("training needs at least one defective image")
+    count = min(positives.size, negatives.size)
+    order = np.concatenate([positives, rng.choice(negatives, size=count, replace=False)])
+    rng.shuffle(order)
+    return order
+
+
+def _flip(images: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator) -> tuple:
+    images, masks = images.clone(), masks.clone()
+    for index in range(len(images)):
+        dims = [d for d, flip in ((-1, rng.random() < 0.5), (-2, rng.random() < 0.5)) if flip]
+        if dims:
+            images[index] = images[index].flip(dims)
+            masks[index] = masks[index].flip(dims)
+    return images, masks
+
+
+def _poly_lr(base: float, step: int, total: int) -> float:
+    return base * (1 - step / max(1, total)) ** 0.9
+
+
+class Trainer:
+    """Runs the phases of one training, saving progress after every epoch."""
+
+    def __init__(
+        self,
+        data: TensorDataset,
+        options: TrainOptions,
+        out: Path,
+        progress: Progress | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.data = data
+        self.options = options
+        self.out = out
+        self.progress = progress
+        self.device = resolve_device(options.device)
+        self.precision = resolve_precision(options.precision, self.device)
+        self.masks = dilate_masks(data.masks, options.dilate)
+        self.metadata = metadata or {}
+
+    def run(self, resume: bool = False) -> Checkpoint:
+        model, preprocessing, state = self._start(resume)
+        model.to(self.device)
+        phases = (
+            [("segmentation", self.options.seg_epochs), ("classification", self.options.cls_epochs)]
+            if self.options.mode == "two-step"
+            else [("end-to-end", self.options.seg_epochs)]
+        )
+        for phase, epochs in phases:
+            done = state["epochs_done"].get(phase, 0)
+            if done < epochs:
+                self._run_phase(model, preprocessing, state, phase, done, epochs)
+        thresholds = self._choose_thresholds(model, preprocessing)
+        state["complete"] = True
+        final = self._checkpoint(model, preprocessing, state, thresholds)
+        save_checkpoint(final, self.out)
+        partial_path(self.out).unlink(missing_ok=True)
+        return final
+
+    def _start(self, resume: bool) -> tuple[PSICNet, Preprocessing, dict[str, Any]]:
+        partial = partial_path(self.out)
+        if resume and partial.exists():
+            saved = load_checkpoint(partial)
+            state = saved.training
+            if state.get("options") != self._options_record():
+                raise PsicbatchError(
+                    f"{partial}: was started with other options; rerun without --resume "
+                    "or with the same options"
+                )
+            return saved.build_model(), saved.preprocessing, state
+        if resume:
+            raise PsicbatchError(f"{partial}: nothing to resume (no partial training found)")
+        torch.manual_seed(self.options.seed)
+        config = ModelConfig(width=self.options.width, in_channels=self.data.images.shape[1])
+        mean, std = self.data.channel_stats()
+        preprocessing = Preprocessing(self.options.input_size, mean, std)
+        state = {
+            "options": self._options_record(),
+            "epochs_done": {},
+            "loss_history": {},
+            "complete": False,
+            **self.metadata,
+        }
+        return PSICNet(config), preprocessing, state
+
+    def _options_record(self) -> dict[str, Any]:
+        record = asdict(self.options)
+        record["input_size"] = list(self.options.input_size)
+        return record
+
+    def _run_phase(
+        self,
+        model: PSICNet,
+        preprocessing: Preprocessing,
+        state: dict[str, Any],
+        phase: str,
+        done: int,
+        epochs: int,
+    ) -> None:
+        epoch_fn = {
+            "segmentation": self._segmentation_epoch,
+            "classification": self._classification_epoch,
+            "end-to-end": self._end_to_end_epoch,
+        }[phase]
+        cache = self._frozen_outputs(model, preprocessing) if phase == "classification" else None
+        task = self._task(f"training {phase}", epochs, done)
+        history = state["loss_history"].setdefault(phase, [])
+        for epoch in range(done, epochs):
+            started = time.monotonic()
+            rng = np.random.default_rng([self.options.seed, PHASES.index(phase), epoch])
+            loss = epoch_fn(model, preprocessing, rng, epoch, epochs, cache)
+            history.append(round(loss, 6))
+            state["epochs_done"][phase] = epoch + 1
+            state["train_seconds"] = state.get("train_seconds", 0.0) + time.monotonic() - started
+            save_checkpoint(self._checkpoint(model, preprocessing, state), partial_path(self.out))
+            if self.progress is not None:
+                self.progress.update(task, advance=1, status=f"loss {loss:.4f}")
+
+    def _task(self, description: str, total: int, completed: int) -> Any:
+        if self.progress is None:
+            return None
+        return self.progress.add_task(description, total=total, completed=completed, status="")
+
+    def _batches(self, order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+    def _inputs(
+        self, index: np.ndarray, preprocessing: Preprocessing, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        images, masks = self.data.images[index], self.masks[index]
+        if self.options.augment:
+            images, masks = _flip(images, masks, rng)
+        return normalize(images, preprocessing).to(self.device), masks.to(self.device)
+
+    def _segmentation_epoch(self, model, preprocessing, rng, epoch, epochs, cache) -> float:
+        model.train()
+        parameters = model.segmentation_parameters()
+        order = balanced_order(self.data.labels, rng)
+        batches = self._batches(order, self.options.batch_size)
+        losses = []
+        for step, index in enumerate(batches):
+            lr = _poly_lr(self.options.seg_lr, epoch * len(batches) + step, epochs * len(batches))
+            images, masks = self._inputs(index, preprocessing, rng)
+            with autocast(self.device, self.precision):
+                _, seg_logits = model.segment(images)
+            height, width = masks.shape[-2:]
+            loss = weighted_cross_entropy(seg_logits[..., :height, :width], masks)
+            _sgd_step(loss, parameters, lr)
+            losses.append(loss.item())
+        return float(np.mean(losses))
+
+    def _frozen_outputs(self, model: PSICNet, preprocessing: Preprocessing) -> tuple:
+        """Deep features and segmentation logits of every image, from the frozen network."""
+        model.eval()
+        deep_parts, seg_parts = [], []
+        with torch.no_grad():
+            for start in range(0, len(self.data.images), self.options.batch_size):
+                batch = self.data.images[start : start + self.options.batch_size]
+                with autocast(self.device, self.precision):
+                    deep, seg = model.segment(normalize(batch, preprocessing).to(self.device))
+                deep_parts.append(deep)
+                seg_parts.append(seg)
+        return torch.cat(deep_parts), torch.cat(seg_parts)
+
+    def _classification_epoch(self, model, preprocessing, rng, epoch, epochs, cache) -> float:
+        deep_all, seg_all = cache
+        model.eval()
+        model.classifier.train()
+        parameters = list(model.classifier.parameters())
+        labels = self.data.labels.float().to(self.device)
+        positives = float(labels.sum())
+        pos_weight = torch.tensor((len(labels) - positives) / max(positives, 1.0))
+        order = rng.permutation(len(labels))
+        batch_size = 4 * self.options.batch_size
+        batches = self._batches(order, batch_size)
+        losses = []
+        for step, index in enumerate(batches):
+            lr = _poly_lr(self.options.cls_lr, epoch * len(batches) + step, epochs * len(batches))
+            with autocast(self.device, self.precision):
+                logits = model.classifier(deep_all[index], seg_all[index]).squeeze(1)
+            loss = F.binary_cross_entropy_with_logits(
+                logits.float(), labels[index], pos_weight=pos_weight.to(self.device)
+            )
+            _sgd_step(loss, parameters, lr)
+            losses.append(loss.item())
+        return float(np.mean(losses))
+
+    def _end_to_end_epoch(self, model, preprocessing, rng, epoch, epochs, cache) -> float:
+        model.train()
+        parameters = list(model.parameters())
+        mix = 1.0 - epoch / epochs  # lambda of eq. (1)
+        order = balanced_order(self.data.labels, rng)
+        batches = self._batches(order, self.options.batch_size)
+        losses = []
+        for step, index in enumerate(batches):
+            lr = _poly_lr(self.options.seg_lr, epoch * len(batches) + step, epochs * len(batches))
+            images, masks = self._inputs(index, preprocessing, rng)
+            labels = self.data.labels[index].float().to(self.device)
+            with autocast(self.device, self.precision):
+                seg_logits, cls_logits = model(images)
+            seg_loss = weighted_cross_entropy(seg_logits, masks)
+            cls_loss = F.binary_cross_entropy_with_logits(cls_logits.float().squeeze(1), labels)
+            loss = mix * seg_loss + self.options.delta * (1 - mix) * cls_loss
+            _sgd_step(loss, parameters, lr)
+            losses.append(loss.item())
+        return float(np.mean(losses))
+
+    def _choose_thresholds(self, model: PSICNet, preprocessing: Preprocessing) -> Thresholds:
+        """Best-F1 thresholds on the training images: per image, and per pixel."""
+        image_probs = torch.empty(len(self.data.images))
+        edges = torch.linspace(0, 1, 2001)
+        defect_hist = torch.zeros(len(edges) - 1)
+        background_hist = torch.zeros(len(edges) - 1)
+        for index, probs, seg in predict_batches(
+            model, self.data.images, preprocessing, 4 * self.options.batch_size,
+            self.device, self.precision,
+        ):  # fmt: skip
+            image_probs[index] = probs
+            masks = self.data.masks[index]  # thresholds are judged on the undilated labels
+            defect_hist += torch.histc(seg[masks], bins=len(edges) - 1, min=0, max=1)
+            background_hist += torch.histc(seg[~masks], bins=len(edges) - 1, min=0, max=1)
+        # Predicting defect for p >= edges[i]: counts above each edge, best pixel F1.
+        true_pos = defect_hist.flip(0).cumsum(0).flip(0)
+        false_pos = background_hist.flip(0).cumsum(0).flip(0)
+        f1 = 2 * true_pos / (true_pos + false_pos + defect_hist.sum()).clamp_min(1)
+        segmentation = float(edges[int(f1.argmax())]) if defect_hist.sum() > 0 else 0.5
+        classification = best_f1_threshold(self.data.labels.numpy(), image_probs.numpy())
+        return Thresholds(classification=classification, segmentation=max(segmentation, 0.005))
+
+    def _checkpoint(
+        self,
+        model: PSICNet,
+        preprocessing: Preprocessing,
+        state: dict[str, Any],
+        thresholds: Thresholds | None = None,
+    ) -> Checkpoint:
+        return Checkpoint.from_model(model, preprocessing, thresholds, dict(state))
+
+
+def _sgd_step(loss: torch.Tensor, parameters: list[torch.nn.Parameter], lr: float) -> None:
+    """Plain SGD without momentum (the paper's optimiser): p <- p - lr * grad."""
+    grads = torch.autograd.grad(loss, parameters, allow_unused=True)
+    with torch.no_grad():
+        for parameter, grad in zip(parameters, grads, strict=True):
+            if grad is not None:
+                parameter.add_(grad, alpha=-lr)
