@@ -8,11 +8,17 @@ import click
 
 from psicbatch import __version__
 from psicbatch.commands import model, training
+from psicbatch.commands.options import ARGV_KEY
 from psicbatch.errors import PsicbatchError
 
 
 class _Group(click.Group):
-    """Turns PsicbatchError into click's one-line 'Error: ...' with exit code 1."""
+    """Turns PsicbatchError into click's one-line 'Error: ...' with exit code 1, and keeps
+    the arguments so reports can record the exact command."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[ARGV_KEY] = list(args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

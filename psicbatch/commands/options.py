@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -100,6 +99,9 @@ def train_options_from(kwargs: dict[str, Any]) -> TrainOptions:
     return TrainOptions(**{name: kwargs.pop(name) for name in list(kwargs) if name in names})
 
 
+ARGV_KEY = "psicbatch.argv"
+
+
 def command_line() -> str:
     """The command as typed, recorded in reports so results can be reproduced."""
-    return "psicbatch " + shlex.join(sys.argv[1:])
+    return "psicbatch " + shlex.join(click.get_current_context().meta.get(ARGV_KEY, []))

@@ -1,0 +1,177 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from psicbatch.data.images import ImageReadError, read_image, read_mask
+from psicbatch.data.layouts import read_dataset
+from psicbatch.errors import PsicbatchError
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+KSDD = SHARED / "kolektorsdd"
+KSDD_ORIGINAL = SHARED / "kolektorsdd-original-sample"
+
+
+def gray(height: int = 20, width: int = 12, value: int = 100) -> Image.Image:
+    return Image.fromarray(np.full((height, width), value, np.uint8))
+
+
+def palette_mask(height: int = 20, width: int = 12, defect: bool = True) -> Image.Image:
+    """Like the published KolektorSDD labels: palette BMP whose *index* 1 marks the defect,
+    with a palette that maps index 1 to black (so colour-based reading would miss it)."""
+    indices = np.zeros((height, width), np.uint8)
+    if defect:
+        indices[5:9, 3:6] = 1
+    image = Image.fromarray(indices, mode="P")
+    image.putpalette([255, 255, 255, 0, 0, 0] + [0] * 762)
+    return image
+
+
+def make_kolektorsdd(root: Path) -> None:
+    for folder, defect in (("kos01", True), ("kos02", False)):
+        (root / folder).mkdir(parents=True)
+        for part in range(2):
+            gray().save(root / folder / f"Part{part}.jpg")
+            has_defect = defect and part == 1
+            palette_mask(defect=has_defect).save(root / folder / f"Part{part}_label.bmp")
+
+
+def test_kolektorsdd_palette_bmp(tmp_path: Path) -> None:
+    make_kolektorsdd(tmp_path)
+    samples = read_dataset(tmp_path, "kolektorsdd")
+    assert [s.id for s in samples] == ["kos01/Part0", "kos01/Part1", "kos02/Part0", "kos02/Part1"]
+    assert [s.is_defective for s in samples] == [False, True, False, False]
+    assert {s.group for s in samples} == {"kos01", "kos02"}
+    assert read_mask(samples[1].mask_path).sum() == 12
+
+
+def test_kolektorsdd_png_labels(tmp_path: Path) -> None:
+    (tmp_path / "kos07").mkdir()
+    gray().save(tmp_path / "kos07" / "Part3.jpg")
+    mask = np.zeros((20, 12), np.uint8)
+    mask[2, 2] = 255
+    Image.fromarray(mask).save(tmp_path / "kos07" / "Part3_label.png")
+    (sample,) = read_dataset(tmp_path, "kolektorsdd")
+    assert sample.is_defective and read_mask(sample.mask_path).sum() == 1
+
+
+def test_kolektorsdd_missing_label(tmp_path: Path) -> None:
+    (tmp_path / "kos01").mkdir()
+    gray().save(tmp_path / "kos01" / "Part0.jpg")
+    with pytest.raises(PsicbatchError, match="Part0.jpg: no label file"):
+        read_dataset(tmp_path, "kolektorsdd")
+
+
+def test_kolektorsdd2_colour(tmp_path: Path) -> None:
+    for subset, name, defect in (("train", "10000", True), ("test", "20000", False)):
+        (tmp_path / subset).mkdir()
+        colour = np.zeros((16, 8, 3), np.uint8)
+        colour[..., 0] = 200
+        Image.fromarray(colour).save(tmp_path / subset / f"{name}.png")
+        mask = np.zeros((16, 8, 3), np.uint8)
+        if defect:
+            mask[4:6, 2:4] = 255
+        Image.fromarray(mask).save(tmp_path / subset / f"{name}_GT.png")
+    samples = read_dataset(tmp_path, "kolektorsdd2")
+    assert [(s.id, s.is_defective, s.subset) for s in samples] == [
+        ("train/10000", True, "train"),
+        ("test/20000", False, "test"),
+    ]
+    image = read_image(samples[0].image_path, 3)
+    assert image.shape == (16, 8, 3) and image[0, 0].tolist() == [200, 0, 0]
+    assert read_mask(samples[0].mask_path).sum() == 4
+
+
+def make_dagm(root: Path, with_labels_file: bool = True) -> None:
+    for subset in ("Train", "Test"):
+        folder = root / "Class3" / subset
+        (folder / "Label").mkdir(parents=True)
+        for number in ("0001", "0002", "0003"):
+            gray(32, 32).save(folder / f"{number}.PNG")
+        mask = np.zeros((32, 32), np.uint8)
+        mask[10:20, 12:16] = 255
+        Image.fromarray(mask).save(folder / "Label" / "0002_label.PNG")
+        if with_labels_file:
+            (folder / "Label" / "Labels.txt").write_text(
+                "1\n1\t0\t0001.PNG\t0\t\n2\t1\t0002.PNG\t0\t0002_label.PNG\n3\t0\t0003.PNG\t0\t\n"
+            )
+
+
+@pytest.mark.parametrize("with_labels_file", [True, False])
+def test_dagm(tmp_path: Path, with_labels_file: bool) -> None:
+    make_dagm(tmp_path, with_labels_file)
+    samples = read_dataset(tmp_path, "dagm")
+    assert len(samples) == 6
+    defective = [s.id for s in samples if s.is_defective]
+    assert defective == ["Class3/Train/0002", "Class3/Test/0002"]
+    assert all(s.group == "Class3" for s in samples)
+    assert read_mask(samples[1].mask_path).sum() == 40
+
+
+def test_dagm_bad_labels_line(tmp_path: Path) -> None:
+    make_dagm(tmp_path)
+    (tmp_path / "Class3" / "Train" / "Label" / "Labels.txt").write_text("1\n1\tX\t0001.PNG\n")
+    with pytest.raises(PsicbatchError, match=r"Labels.txt:2: unexpected line"):
+        read_dataset(tmp_path, "dagm")
+
+
+def test_folder_layout(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for name in ("a", "b", "c"):
+        gray().save(tmp_path / "images" / f"{name}.png")
+    mask = np.zeros((20, 12), np.uint8)
+    mask[1, 1] = 255
+    Image.fromarray(mask).save(tmp_path / "masks" / "a.bmp")
+    Image.fromarray(np.zeros((20, 12), np.uint8)).save(tmp_path / "masks" / "b.png")
+    samples = read_dataset(tmp_path, "folder")
+    assert [(s.id, s.is_defective) for s in samples] == [("a", True), ("b", False), ("c", False)]
+    assert samples[2].mask_path is None
+
+
+def test_unknown_layout_lists_choices(tmp_path: Path) -> None:
+    with pytest.raises(PsicbatchError, match="choose one of kolektorsdd, kolektorsdd2, dagm"):
+        read_dataset(tmp_path, "coco")
+
+
+def test_empty_dataset(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    with pytest.raises(PsicbatchError, match="no images found"):
+        read_dataset(tmp_path, "folder")
+
+
+def test_unreadable_image_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "broken.png"
+    path.write_bytes(b"not an image")
+    with pytest.raises(ImageReadError, match="broken.png: not a readable image"):
+        read_image(path, 1)
+
+
+def test_sixteen_bit_png_keeps_its_top_byte(tmp_path: Path) -> None:
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.full((4, 4), 40000, np.uint16)).save(path)
+    assert read_image(path, 1)[0, 0, 0] == 40000 >> 8
+
+
+@pytest.mark.skipif(not KSDD_ORIGINAL.exists(), reason="shared KolektorSDD sample not present")
+def test_real_kolektorsdd_published_bmp_labels() -> None:
+    samples = read_dataset(KSDD_ORIGINAL, "kolektorsdd")
+    assert len(samples) == 16
+    assert [s.id for s in samples if s.is_defective] == ["kos01/Part5", "kos21/Part5"]
+    mask = read_mask(next(s for s in samples if s.id == "kos01/Part5").mask_path)
+    image = read_image(samples[0].image_path, 1)
+    assert mask.shape == (1270, 500) and mask.sum() == 1143
+    assert image.dtype == np.uint8 and image.shape[1:] == (500, 1)
+
+
+@pytest.mark.skipif(not KSDD.exists(), reason="shared KolektorSDD not present")
+def test_real_kolektorsdd_png_labels_match_published_bmp() -> None:
+    converted = {s.id: s for s in read_dataset(KSDD, "kolektorsdd")}
+    assert len(converted) == 400 and sum(s.is_defective for s in converted.values()) == 52
+    for original in read_dataset(KSDD_ORIGINAL, "kolektorsdd"):
+        assert np.array_equal(
+            read_mask(original.mask_path), read_mask(converted[original.id].mask_path)
+        )

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from psicbatch import metrics
+
+
+def box(shape: tuple[int, int], top: int, left: int, height: int, width: int) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    mask[top : top + height, left : left + width] = True
+    return mask
+
+
+def test_mask_iou_hand_cases() -> None:
+    empty = np.zeros((10, 10), bool)
+    full = np.ones((10, 10), bool)
+    assert metrics.mask_iou(empty, empty) == 1.0
+    assert metrics.mask_iou(full, full) == 1.0
+    assert metrics.mask_iou(full, empty) == 0.0
+    one = box((10, 10), 4, 4, 1, 1)
+    assert metrics.mask_iou(one, one) == 1.0
+    assert metrics.mask_iou(one, box((10, 10), 4, 5, 1, 1)) == 0.0
+    # 4x4 vs 4x2 inside it: 8 / 16
+    assert metrics.mask_iou(box((10, 10), 0, 0, 4, 4), box((10, 10), 0, 0, 4, 2)) == 0.5
+
+
+def test_boundary_band_width_follows_the_diagonal() -> None:
+    # 100x100 image: d = round(0.02 * 141.4) = 3 px; a 20x20 square keeps its 14x14 core.
+    square = box((100, 100), 40, 40, 20, 20)
+    band = metrics.boundary_band(square)
+    assert band.sum() == 20 * 20 - 14 * 14
+    assert not band[45:55, 45:55].any() and band[40, 40] and band[42, 50]
+
+
+def test_boundary_band_at_image_border() -> None:
+    # The image border counts as contour: a mask covering the whole image is all band within d.
+    full = np.ones((100, 100), bool)
+    band = metrics.boundary_band(full)
+    assert band.sum() == 100 * 100 - 94 * 94
+    # A square in the corner gets its band along the image edges too.
+    corner = box((100, 100), 0, 0, 10, 10)
+    assert metrics.boundary_band(corner).sum() == 100 - 4 * 4
+
+
+def test_boundary_band_keeps_small_masks_whole() -> None:
+    one = box((100, 100), 50, 50, 1, 1)
+    assert np.array_equal(metrics.boundary_band(one), one)
+    assert metrics.boundary_iou(one, one) == 1.0
+    assert metrics.boundary_iou(one, np.zeros_like(one)) == 0.0
+
+
+def test_boundary_iou_is_stricter_than_mask_iou() -> None:
+    truth = box((100, 100), 30, 30, 40, 40)
+    prediction = box((100, 100), 32, 32, 40, 40)
+    assert metrics.boundary_iou(truth, prediction) < metrics.mask_iou(truth, prediction)
+
+
+def test_two_class_miou() -> None:
+    truth = box((4, 4), 0, 0, 2, 2)  # 4 defect pixels
+    prediction = box((4, 4), 0, 0, 2, 1)  # 2 of them found
+    counts = metrics.pixel_counts(truth, prediction)
+    assert counts.tolist() == [2, 4, 12, 14]
+    assert metrics.two_class_miou(counts) == pytest.approx((2 / 4 + 12 / 14) / 2)
+    empty = np.zeros((4, 4), bool)
+    assert metrics.two_class_miou(metrics.pixel_counts(empty, empty)) == 1.0
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_auc_and_ap_match_scikit_learn(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    labels = rng.random(60) < 0.25
+    labels[:2] = [True, False]
+    scores = np.round(rng.random(60) + 0.4 * labels, 1)  # rounding creates ties
+    assert metrics.roc_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))
+    assert metrics.average_precision(labels, scores) == pytest.approx(
+        average_precision_score(labels, scores)
+    )
+
+
+def test_perfect_and_degenerate_classification() -> None:
+    labels = np.array([0, 0, 1, 1], bool)
+    assert metrics.roc_auc(labels, np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
+    assert metrics.average_precision(labels, np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
+    assert metrics.roc_auc(labels, np.full(4, 0.5)) == 0.5
+    assert math.isnan(metrics.roc_auc(np.zeros(4, bool), np.arange(4.0)))
+    assert math.isnan(metrics.average_precision(np.zeros(4, bool), np.arange(4.0)))
+
+
+def test_classification_counts() -> None:
+    counts = metrics.classification_counts([1, 1, 0, 0, 0], [1, 0, 1, 0, 0])
+    assert counts == {"tp": 1, "fp": 1, "fn": 1, "tn": 2, "accuracy": 0.6}
+
+
+def test_best_f1_threshold_separates_classes() -> None:
+    labels = np.array([0, 0, 0, 1, 1], bool)
+    scores = np.array([0.1, 0.2, 0.3, 0.7, 0.9])
+    threshold = metrics.best_f1_threshold(labels, scores)
+    assert 0.3 < threshold <= 0.7
+    assert metrics.classification_counts(labels, scores >= threshold)["accuracy"] == 1.0

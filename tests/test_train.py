@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import psicbatch.train as train_module
+from psicbatch.checkpoint import load_checkpoint
+from psicbatch.data.layouts import read_dataset
+from psicbatch.data.memory import TensorDataset, load_into_memory
+from psicbatch.data.synth import generate
+from psicbatch.errors import PsicbatchError
+from psicbatch.metrics import average_precision
+from psicbatch.predict import predict_batches
+from psicbatch.train import (
+    Trainer,
+    TrainOptions,
+    balanced_order,
+    dilate_masks,
+    partial_path,
+    weighted_cross_entropy,
+)
+
+SIZE = (64, 64)
+TINY = TrainOptions(
+    width=0.125, input_size=SIZE, seg_epochs=12, cls_epochs=10, batch_size=4, precision="bf16"
+)
+
+
+def synthetic(tmp_path: Path, name: str, count: int, seed: int) -> TensorDataset:
+    generate(tmp_path / name, count, SIZE, defect_rate=0.4, seed=seed)
+    return load_into_memory(read_dataset(tmp_path / name, "folder"), SIZE, 1)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[TensorDataset, TensorDataset]:
+    root = tmp_path_factory.mktemp("synth")
+    return synthetic(root, "train", 60, seed=1), synthetic(root, "test", 40, seed=2)
+
+
+def test_weighted_cross_entropy_balances_rare_pixels() -> None:
+    masks = torch.zeros(1, 1, 10, 10, dtype=torch.bool)
+    masks[0, 0, 0, :2] = True  # 2% defect pixels
+    logits = torch.zeros(1, 1, 10, 10)
+    # With every pixel at p = 0.5 the loss is log 2, whatever the balance.
+    assert weighted_cross_entropy(logits, masks).item() == pytest.approx(np.log(2))
+    # Calling every pixel clean (missing the 2 defect pixels) costs exactly as much as
+    # calling every pixel defective (98 false alarms): the classes are balanced.
+    all_clean = weighted_cross_entropy(torch.full((1, 1, 10, 10), -4.0), masks)
+    all_defect = weighted_cross_entropy(torch.full((1, 1, 10, 10), 4.0), masks)
+    assert all_clean.item() == pytest.approx(all_defect.item(), rel=1e-5)
+    assert all_clean.item() > 2
+
+
+def test_balanced_order_takes_every_defect_and_as_many_clean() -> None:
+    labels = torch.tensor([True, False, False, True, False, False, False])
+    order = balanced_order(labels, np.random.default_rng(0))
+    assert sorted(order[labels[order]].tolist()) == [0, 3]
+    assert len(order) == 4
+
+
+def test_balanced_order_needs_a_defect() -> None:
+    with pytest.raises(PsicbatchError, match="at least one defective"):
+        balanced_order(torch.tensor([False, False]), np.random.default_rng(0))
+
+
+def test_dilate_masks() -> None:
+    masks = torch.zeros(1, 1, 5, 5, dtype=torch.bool)
+    masks[0, 0, 2, 2] = True
+    assert dilate_masks(masks, 1).sum() == 9
+    assert dilate_masks(masks, 0) is masks
+
+
+def test_two_step_training_learns(tmp_path: Path, data: tuple) -> None:
+    train, test = data
+    checkpoint = Trainer(train, TINY, tmp_path / "model.pt").run()
+    history = checkpoint.training["loss_history"]
+    assert np.mean(history["segmentation"][-3:]) < 0.7 * np.mean(history["segmentation"][:2])
+    assert np.mean(history["classification"][-3:]) < np.mean(history["classification"][:2])
+    model = checkpoint.build_model()
+    (_, probabilities, _), *_ = predict_batches(
+        model, test.images, checkpoint.preprocessing, 64, torch.device("cpu"), "bf16"
+    )
+    chance = test.labels.float().mean().item()
+    assert average_precision(test.labels.numpy(), probabilities.numpy()) > chance + 0.3
+    saved = load_checkpoint(tmp_path / "model.pt")
+    assert saved.training["complete"] and saved.training["epochs_done"] == {
+        "segmentation": 12,
+        "classification": 10,
+    }
+    assert 0 < saved.thresholds.classification < 1 and 0 < saved.thresholds.segmentation < 1
+    assert not partial_path(tmp_path / "model.pt").exists()
+
+
+def test_end_to_end_mode_runs(tmp_path: Path, data: tuple) -> None:
+    options = TrainOptions(**{**TINY.__dict__, "mode": "end-to-end", "seg_epochs": 3})
+    checkpoint = Trainer(data[0], options, tmp_path / "e2e.pt").run()
+    assert list(checkpoint.training["loss_history"]) == ["end-to-end"]
+
+
+def test_resume_after_crash_gives_the_same_model(
+    tmp_path: Path, data: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    options = TrainOptions(**{**TINY.__dict__, "seg_epochs": 4, "cls_epochs": 3})
+    reference = Trainer(data[0], options, tmp_path / "straight.pt").run()
+
+    real_save, saves = train_module.save_checkpoint, []
+
+    def crash_on_fifth_save(checkpoint, path):  # noqa: ANN001, ANN202
+        saves.append(path)
+        if len(saves) == 5:  # after 4 segmentation epochs, during classification
+            raise KeyboardInterrupt
+        return real_save(checkpoint, path)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", crash_on_fifth_save)
+    out = tmp_path / "resumed.pt"
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(data[0], options, out).run()
+    assert partial_path(out).exists() and not out.exists()
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    resumed = Trainer(data[0], options, out).run(resume=True)
+    assert resumed.training["loss_history"] == reference.training["loss_history"]
+    for name, tensor in reference.state_dict.items():
+        assert torch.equal(tensor, resumed.state_dict[name]), name
+    assert resumed.thresholds == reference.thresholds
+
+
+def test_resume_refuses_other_options(tmp_path: Path, data: tuple) -> None:
+    out = tmp_path / "m.pt"
+    options = TrainOptions(**{**TINY.__dict__, "seg_epochs": 1, "cls_epochs": 1})
+    train_module.save_checkpoint(
+        Trainer(data[0], options, out).run(), partial_path(out)
+    )  # a finished model standing in as a partial one
+    changed = TrainOptions(**{**options.__dict__, "seed": 7})
+    with pytest.raises(PsicbatchError, match="other options"):
+        Trainer(data[0], changed, out).run(resume=True)
+
+
+def test_resume_without_partial(tmp_path: Path, data: tuple) -> None:
+    with pytest.raises(PsicbatchError, match="nothing to resume"):
+        Trainer(data[0], TINY, tmp_path / "none.pt").run(resume=True)
