@@ -60,7 +60,7 @@ def test_cv_reports_in_paper_layout_and_resumes(dataset: Path, tmp_path: Path) -
     assert {"auc", "map", "accuracy"} <= set(report["tables"]["table3"])
     splits = json.loads((out / "splits.json").read_text())
     all_ids = sorted(r["id"] for r in pq.read_table(out / "predictions.parquet").to_pylist())
-    assert sorted(sum(splits["test_ids"], [])) == all_ids
+    assert sorted(i for fold in splits["test_ids"] for i in fold) == all_ids
     assert len(pq.read_table(out / "predictions.parquet")) == 30
     markdown = (out / "report.md").read_text()
     assert "paper Table 1 layout" in markdown and "psicbatch cv" in markdown

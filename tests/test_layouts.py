@@ -61,7 +61,7 @@ def test_kolektorsdd_png_labels(tmp_path: Path) -> None:
 def test_kolektorsdd_missing_label(tmp_path: Path) -> None:
     (tmp_path / "kos01").mkdir()
     gray().save(tmp_path / "kos01" / "Part0.jpg")
-    with pytest.raises(PsicbatchError, match="Part0.jpg: no label file"):
+    with pytest.raises(PsicbatchError, match=r"Part0\.jpg: no label file"):
         read_dataset(tmp_path, "kolektorsdd")
 
 
@@ -146,7 +146,7 @@ def test_empty_dataset(tmp_path: Path) -> None:
 def test_unreadable_image_is_named(tmp_path: Path) -> None:
     path = tmp_path / "broken.png"
     path.write_bytes(b"not an image")
-    with pytest.raises(ImageReadError, match="broken.png: not a readable image"):
+    with pytest.raises(ImageReadError, match=r"broken\.png: not a readable image"):
         read_image(path, 1)
 
 

@@ -108,7 +108,7 @@ def test_resume_after_crash_gives_the_same_model(
 
     real_save, saves = train_module.save_checkpoint, []
 
-    def crash_on_fifth_save(checkpoint, path):  # noqa: ANN001, ANN202
+    def crash_on_fifth_save(checkpoint: object, path: Path) -> object:
         saves.append(path)
         if len(saves) == 5:  # after 4 segmentation epochs, during classification
             raise KeyboardInterrupt
