@@ -17,9 +17,9 @@ $(STAMP): setup.cfg pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	mkdir -p $(DEMO_DIR)
-	$(BIN)/psicbatch init $(DEMO_DIR)/untrained.pt --width 0.25 --input-size 512x512
-	$(BIN)/psicbatch info $(DEMO_DIR)/untrained.pt
+	rm -rf $(DEMO_DIR)
+	$(BIN)/psicbatch synth $(DEMO_DIR)/images --count 48 --size 128x128 --seed 7
+	$(BIN)/psicbatch eval psicbatch/assets/demo_model.pt $(DEMO_DIR)/images --out $(DEMO_DIR)/report
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

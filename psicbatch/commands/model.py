@@ -61,8 +61,24 @@ def checkpoint_summary(path: Path, checkpoint: Checkpoint) -> dict[str, Any]:
             "classification": checkpoint.thresholds.classification,
             "segmentation": checkpoint.thresholds.segmentation,
         },
-        "training": checkpoint.training,
+        "training": training_summary(checkpoint.training),
     }
+
+
+def training_summary(training: dict[str, Any]) -> dict[str, Any]:
+    """The parts of the training record a person wants to see at a glance."""
+    options = training.get("options", {})
+    losses = training.get("loss_history", {})
+    dataset = training.get("dataset", {})
+    summary = {
+        "mode": options.get("mode", training.get("mode", "unknown")),
+        "complete": training.get("complete", training.get("mode") == "untrained"),
+        "epochs": training.get("epochs_done", {}),
+        "final_loss": {phase: values[-1] for phase, values in losses.items() if values},
+        "minutes": round(training.get("train_seconds", 0.0) / 60, 1),
+        "data": f"{dataset.get('path', '-')} ({dataset.get('layout', '-')})",
+    }
+    return {key: value for key, value in summary.items() if value not in ({}, None)}
 
 
 def _is_parameter(name: str) -> bool:
