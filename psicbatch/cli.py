@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from psicbatch import __version__
-from psicbatch.commands import model, training
+from psicbatch.commands import engines, model, training
 from psicbatch.commands.options import ARGV_KEY
 from psicbatch.errors import PsicbatchError
 
@@ -40,5 +40,7 @@ for command in (
     training.train,
     training.evaluate_command,
     training.cross_validate_command,
+    engines.build_engine_command,
+    engines.engines_command,
 ):
     main.add_command(command)

@@ -1,0 +1,142 @@
+"""Commands that compile checkpoints into engines and list them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from psicbatch.commands.options import SIZE
+from psicbatch.engines import list_engines
+from psicbatch.engines.build import BACKENDS, PRECISIONS, BuildOptions, build_engine
+from psicbatch.engines.parity import MIN_MASK_IOU
+
+
+@click.command("build-engine")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default="auto",
+    show_default=True,
+    help="auto: TensorRT with a GPU, else the fastest CPU option (torch bf16).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="auto",
+    show_default=True,
+    help="auto: fp16 on GPUs, bf16 for torch on CPU, fp32 for ONNX Runtime.",
+)
+@click.option(
+    "--input-size",
+    type=SIZE,
+    default=None,
+    help="Preferred input size (default: the checkpoint's), rounded up to x8.",
+)
+@click.option(
+    "--fixed-size",
+    is_flag=True,
+    help="Accept only --input-size (default: 8x8 up to twice it, in multiples of 8).",
+)
+@click.option("--max-batch", default=16, show_default=True, help="Largest batch accepted.")
+@click.option(
+    "--calib",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Representative images: int8 calibration and parity check.",
+)
+@click.option(
+    "--threads",
+    default=0,
+    show_default=True,
+    help="ONNX Runtime intra-op threads (0: one per core).",
+)
+@click.option(
+    "--compile",
+    "compile_model",
+    is_flag=True,
+    help="torch backend: torch.compile the model when loaded.",
+)
+@click.option("--workspace-gb", default=4.0, show_default=True, help="TensorRT workspace.")
+@click.option(
+    "--min-mask-iou",
+    default=MIN_MASK_IOU,
+    show_default=True,
+    help="Parity: least mean mask IoU against the fp32 model.",
+)
+@click.option(
+    "--no-parity-check",
+    is_flag=True,
+    help="Keep the engine even when it disagrees with the fp32 model.",
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Engine folder (default: engines/<model>-<backend>-<precision>-<HxW>).",
+)
+def build_engine_command(checkpoint: Path, backend: str, precision: str,
+                         input_size: tuple[int, int] | None, fixed_size: bool, max_batch: int,
+                         calib: Path | None, threads: int, compile_model: bool,
+                         workspace_gb: float, min_mask_iou: float, no_parity_check: bool,
+                         out: Path | None) -> None:  # fmt: skip
+    """Compile a checkpoint into an engine folder (engine file + manifest.json)."""
+    options = BuildOptions(
+        backend=backend,
+        precision=precision,
+        input_size=input_size,
+        max_batch=max_batch,
+        calib=calib,
+        out=out,
+        dynamic_size=not fixed_size,
+        threads=threads,
+        compile=compile_model,
+        workspace_gb=workspace_gb,
+        check_parity=not no_parity_check,
+        min_mask_iou=min_mask_iou,
+    )
+    directory, manifest = build_engine(checkpoint, options)
+    engine_path = directory / manifest.engine_file
+    parity = manifest.parity
+    click.echo(
+        f"built {manifest.backend} {manifest.precision} engine {engine_path} "
+        f"({engine_path.stat().st_size / 2**20:.1f} MiB), input "
+        f"{manifest.input_size[0]}x{manifest.input_size[1]} "
+        f"(accepts {manifest.min_size[0]}x{manifest.min_size[1]}.."
+        f"{manifest.max_size[0]}x{manifest.max_size[1]}), batch 1..{manifest.max_batch}"
+    )
+    click.echo(
+        f"parity vs fp32 on {parity['images']} images: max |dp| "
+        f"{parity['max_abs_probability_diff']:.2g}, {parity['decision_flips']} decision flips, "
+        f"mask IoU {parity['mask_iou_mean']:.3f} (min {parity['mask_iou_min']:.3f})"
+    )
+    click.echo(f"next: psicbatch engines {directory.parent}")
+
+
+@click.command("engines")
+@click.argument("root", type=click.Path(path_type=Path, file_okay=False), default="engines")
+def engines_command(root: Path) -> None:
+    """List the engines built under ROOT (default: engines/)."""
+    table = Table(title=f"engines under {root}")
+    for column in ("folder", "backend", "precision", "input", "batch", "parity IoU", "built for"):
+        table.add_column(column)
+    for directory, manifest in list_engines(root) if root.is_dir() else []:
+        if isinstance(manifest, str):
+            table.add_row(str(directory), "[red]unreadable", manifest, "", "", "", "")
+            continue
+        details = manifest.backend_details
+        target = details.get("gpu_name") or details.get("device", "cpu")
+        table.add_row(
+            str(directory),
+            manifest.backend,
+            manifest.precision,
+            f"{manifest.input_size[0]}x{manifest.input_size[1]}",
+            f"{manifest.min_batch}..{manifest.max_batch}",
+            f"{manifest.parity.get('mask_iou_mean', float('nan')):.3f}",
+            str(target),
+        )
+    Console(width=160).print(table)

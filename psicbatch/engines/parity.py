@@ -1,0 +1,67 @@
+"""Build-time parity: the engine against the checkpoint in plain fp32 torch, on the same images.
+
+Exported or reduced-precision engines can silently differ from the framework; a build
+measures how much and refuses engines that change decisions or masks noticeably.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from psicbatch.checkpoint import Checkpoint
+from psicbatch.engines.base import Engine
+from psicbatch.engines.export import ProbabilityModel
+from psicbatch.metrics import mask_iou
+
+MIN_MASK_IOU = 0.9
+
+
+def measure_parity(engine: Engine, checkpoint: Checkpoint, images: np.ndarray) -> dict[str, Any]:
+    reference = ProbabilityModel(checkpoint.build_model())
+    batch = engine.batch_range[1]
+    expected_p, expected_s, actual_p, actual_s = [], [], [], []
+    for start in range(0, len(images), batch):
+        chunk = images[start : start + batch]
+        if len(chunk) < engine.batch_range[0]:
+            break
+        with torch.no_grad():
+            p, s = reference(torch.from_numpy(chunk))
+        expected_p.append(p.numpy())
+        expected_s.append(s[:, 0].numpy())
+        engine_p, engine_s = engine.infer(chunk)
+        actual_p.append(engine_p)
+        actual_s.append(engine_s)
+    expected_p, actual_p = np.concatenate(expected_p), np.concatenate(actual_p)
+    expected_s, actual_s = np.concatenate(expected_s), np.concatenate(actual_s)
+    thresholds = checkpoint.thresholds
+    flips = (expected_p >= thresholds.classification) != (actual_p >= thresholds.classification)
+    ious = [
+        mask_iou(e >= thresholds.segmentation, a >= thresholds.segmentation)
+        for e, a in zip(expected_s, actual_s, strict=True)
+    ]
+    return {
+        "images": len(expected_p),
+        "max_abs_probability_diff": float(np.abs(expected_p - actual_p).max()),
+        "max_abs_mask_probability_diff": float(np.abs(expected_s - actual_s).max()),
+        "decision_flips": int(flips.sum()),
+        "decision_flip_rate": float(flips.mean()),
+        "mask_iou_mean": float(np.mean(ious)),
+        "mask_iou_min": float(np.min(ious)),
+    }
+
+
+def parity_problem(parity: dict[str, Any], min_mask_iou: float = MIN_MASK_IOU) -> str | None:
+    if parity["decision_flips"]:
+        return (
+            f"{parity['decision_flips']} of {parity['images']} defect decisions differ from "
+            "the fp32 model"
+        )
+    if parity["mask_iou_mean"] < min_mask_iou:
+        return (
+            f"masks agree with the fp32 model at IoU {parity['mask_iou_mean']:.3f} on average, "
+            f"below {min_mask_iou}"
+        )
+    return None

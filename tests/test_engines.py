@@ -1,0 +1,199 @@
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from psicbatch.assets import demo_model_path
+from psicbatch.checkpoint import load_checkpoint
+from psicbatch.cli import main
+from psicbatch.data.synth import generate
+from psicbatch.engines import load_engine
+from psicbatch.engines.build import BuildOptions, build_engine
+from psicbatch.engines.export import ProbabilityModel
+from psicbatch.engines.manifest import MANIFEST_NAME
+from psicbatch.errors import PsicbatchError
+from psicbatch.metrics import mask_iou
+
+HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
+# backend, precision, max |probability difference| allowed against torch fp32
+CPU_BUILDS = [
+    ("torch", "fp32", 1e-5),
+    ("torch", "bf16", 0.05),
+    ("onnxruntime", "fp32", 1e-4),
+    ("onnxruntime", "int8", 0.1),
+]
+
+
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("calib")
+    generate(root, 32, (128, 128), defect_rate=0.5, seed=11)
+    return root
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory: pytest.TempPathFactory, calibration: Path) -> dict:
+    root = tmp_path_factory.mktemp("engines")
+    built = {}
+    for backend, precision, _ in CPU_BUILDS:
+        options = BuildOptions(
+            backend=backend,
+            precision=precision,
+            max_batch=4,
+            calib=calibration if precision == "int8" else None,
+            out=root / f"{backend}-{precision}",
+        )
+        built[backend, precision] = build_engine(demo_model_path(), options)
+    return built
+
+
+def reference(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    model = ProbabilityModel(load_checkpoint(demo_model_path()).build_model())
+    with torch.no_grad():
+        probabilities, segmentation = model(torch.from_numpy(images))
+    return probabilities.numpy(), segmentation[:, 0].numpy()
+
+
+@pytest.mark.parametrize(("backend", "precision", "tolerance"), CPU_BUILDS)
+@pytest.mark.parametrize("size", [(128, 128), (64, 96)])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_engine_matches_fp32_torch(engines, backend, precision, tolerance, size, batch) -> None:
+    directory, manifest = engines[backend, precision]
+    engine = load_engine(directory)
+    images = np.random.default_rng(batch).normal(size=(batch, 1, *size)).astype(np.float32)
+    probabilities, segmentation = engine.infer(images)
+    expected_p, expected_s = reference(images)
+    assert probabilities.shape == (batch,) and segmentation.shape == (batch, *size)
+    assert np.abs(probabilities - expected_p).max() <= tolerance
+    threshold = manifest.thresholds["segmentation"]
+    for actual, expected in zip(segmentation, expected_s, strict=True):
+        assert mask_iou(actual >= threshold, expected >= threshold) >= 0.7
+
+
+@pytest.mark.parametrize(("backend", "precision", "tolerance"), CPU_BUILDS)
+def test_manifest_records_parity_and_provenance(engines, backend, precision, tolerance) -> None:
+    directory, manifest = engines[backend, precision]
+    written = json.loads((directory / MANIFEST_NAME).read_text())
+    assert written["backend"] == backend and written["precision"] == precision
+    assert written["parity"]["decision_flips"] == 0
+    assert written["parity"]["mask_iou_mean"] >= 0.9
+    assert len(written["checkpoint_sha256"]) == 64
+    assert written["input_size"] == [128, 128] and written["max_batch"] == 4
+    assert written["versions"]["torch"] == importlib.metadata.version("torch")
+    assert [o["name"] for o in written["outputs"]] == ["defect_probability", "segmentation"]
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        [MANIFEST_NAME, manifest.engine_file]
+    )
+
+
+def test_onnx_file_loads_in_a_fresh_session_with_dynamic_shapes(engines) -> None:
+    import onnxruntime as ort
+
+    directory, manifest = engines["onnxruntime", "fp32"]
+    session = ort.InferenceSession(str(directory / manifest.engine_file))
+    (model_input,) = session.get_inputs()
+    assert model_input.name == "image"
+    assert isinstance(model_input.shape[0], str)  # symbolic batch
+    assert all(isinstance(dim, str) for dim in model_input.shape[2:])  # symbolic size
+    for shape in [(1, 1, 128, 128), (3, 1, 40, 256)]:
+        probabilities, segmentation = session.run(None, {"image": np.zeros(shape, np.float32)})
+        assert probabilities.shape == (shape[0],) and segmentation.shape == (
+            shape[0],
+            1,
+            *shape[2:],
+        )
+
+
+def test_size_and_batch_outside_range_are_refused_before_inference(engines) -> None:
+    engine = load_engine(engines["torch", "fp32"][0])
+    with pytest.raises(PsicbatchError, match=r"input size 300x128 is outside .* 8x8 \.\. 256x256"):
+        engine.infer(np.zeros((1, 1, 300, 128), np.float32))
+    with pytest.raises(PsicbatchError, match=r"input size 100x128 .*multiples of 8"):
+        engine.infer(np.zeros((1, 1, 100, 128), np.float32))
+    with pytest.raises(PsicbatchError, match=r"batch of 5 is outside .* range 1\.\.4"):
+        engine.infer(np.zeros((5, 1, 128, 128), np.float32))
+    with pytest.raises(PsicbatchError, match=r"takes N x 1 x H x W input"):
+        engine.infer(np.zeros((1, 3, 128, 128), np.float32))
+
+
+def test_fixed_size_engine_accepts_only_its_size(tmp_path: Path) -> None:
+    options = BuildOptions(backend="torch", precision="fp32", input_size=(60, 60),
+                           dynamic_size=False, max_batch=2, out=tmp_path / "fixed")  # fmt: skip
+    directory, manifest = build_engine(demo_model_path(), options)
+    assert manifest.input_size == manifest.min_size == manifest.max_size == (64, 64)
+    engine = load_engine(directory)
+    assert engine.infer(np.zeros((2, 1, 64, 64), np.float32))[1].shape == (2, 64, 64)
+    with pytest.raises(PsicbatchError, match=r"64x64 \.\. 64x64"):
+        engine.infer(np.zeros((1, 1, 128, 128), np.float32))
+
+
+def test_tampered_engine_file_is_refused(engines, tmp_path: Path) -> None:
+    import shutil
+
+    directory = tmp_path / "copy"
+    shutil.copytree(engines["torch", "fp32"][0], directory)
+    with open(directory / "model.pt", "ab") as stream:
+        stream.write(b"\0")
+    with pytest.raises(PsicbatchError, match="does not match its manifest"):
+        load_engine(directory)
+
+
+def test_other_manifest_schema_is_refused(engines, tmp_path: Path) -> None:
+    import shutil
+
+    directory = tmp_path / "copy"
+    shutil.copytree(engines["torch", "fp32"][0], directory)
+    manifest = json.loads((directory / MANIFEST_NAME).read_text())
+    manifest["schema_version"] = 99
+    (directory / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(PsicbatchError, match=r"schema 99.*rebuild"):
+        load_engine(directory)
+
+
+def test_parity_failure_refuses_the_build(tmp_path: Path) -> None:
+    options = BuildOptions(backend="torch", precision="bf16", min_mask_iou=1.01,
+                           out=tmp_path / "strict")  # fmt: skip
+    with pytest.raises(PsicbatchError, match=r"parity check failed.*--no-parity-check"):
+        build_engine(demo_model_path(), options)
+    assert not (tmp_path / "strict").exists()
+    assert not any(p.name.endswith(".building") for p in tmp_path.iterdir())
+    kept = BuildOptions(**{**options.__dict__, "check_parity": False})
+    directory, manifest = build_engine(demo_model_path(), kept)
+    assert directory.exists() and manifest.parity["mask_iou_mean"] < 1.01
+
+
+def test_option_validation(tmp_path: Path) -> None:
+    with pytest.raises(PsicbatchError, match="int8 needs --calib DIR"):
+        build_engine(demo_model_path(), BuildOptions(backend="onnxruntime", precision="int8"))
+    with pytest.raises(PsicbatchError, match="not available with --backend onnxruntime"):
+        build_engine(demo_model_path(), BuildOptions(backend="onnxruntime", precision="bf16"))
+    with pytest.raises(PsicbatchError, match="max-batch must be at least 1"):
+        build_engine(demo_model_path(), BuildOptions(max_batch=0))
+
+
+@pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed here")
+def test_missing_tensorrt_is_one_clear_line() -> None:
+    result = CliRunner().invoke(main, ["build-engine", str(demo_model_path()), "--backend",
+                                       "tensorrt"])  # fmt: skip
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "Error: TensorRT is not installed (Python package 'tensorrt'); use --backend auto "
+        "(fastest available here) or --backend onnxruntime"
+    )
+
+
+def test_build_engine_and_engines_commands(tmp_path: Path) -> None:
+    out = tmp_path / "engines" / "demo"
+    result = CliRunner().invoke(main, ["build-engine", str(demo_model_path()), "-o", str(out),
+                                       "--max-batch", "2"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "0 decision flips" in result.output and "batch 1..2" in result.output
+    listing = CliRunner().invoke(main, ["engines", str(tmp_path / "engines")])
+    assert listing.exit_code == 0 and "demo" in listing.output and "torch" in listing.output
