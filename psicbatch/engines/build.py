@@ -17,7 +17,7 @@ import torch
 
 from psicbatch import __version__
 from psicbatch.checkpoint import Checkpoint, file_sha256, load_checkpoint
-from psicbatch.engines import load_engine
+from psicbatch.engines import Engine, load_engine
 from psicbatch.engines.export import (
     export_onnx,
     load_calibration_images,
@@ -118,36 +118,14 @@ def build_engine(checkpoint_path: Path, options: BuildOptions) -> tuple[Path, Ma
     backend = resolve_backend(options.backend)
     precision = resolve_precision(backend, options.precision, options.calib)
     size = engine_size(checkpoint, options.input_size)
-    min_size, max_size = size_range(size, options.dynamic_size)
     directory = options.out or default_directory(checkpoint_path, backend, precision, size)
     parity_images = (
         load_calibration_images(options.calib, checkpoint, size)
         if options.calib
         else synthetic_parity_images(checkpoint, size)
     )
-    manifest = Manifest(
-        backend=backend,
-        precision=precision,
-        engine_file="",
-        engine_sha256="",
-        channels=checkpoint.model_config.in_channels,
-        input_size=size,
-        min_size=min_size,
-        max_size=max_size,
-        min_batch=1,
-        max_batch=options.max_batch,
-        checkpoint_sha256=file_sha256(checkpoint_path),
-        preprocessing={
-            "input_size": list(checkpoint.preprocessing.input_size),
-            "mean": list(checkpoint.preprocessing.mean),
-            "std": list(checkpoint.preprocessing.std),
-        },
-        thresholds={
-            "classification": checkpoint.thresholds.classification,
-            "segmentation": checkpoint.thresholds.segmentation,
-        },
-        versions=_library_versions(backend),
-    )
+    manifest = draft_manifest(checkpoint_path, checkpoint, backend, precision, size,
+                              options.dynamic_size, options.max_batch)  # fmt: skip
     staging = directory.with_name(f".{directory.name}.building")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -171,6 +149,60 @@ def build_engine(checkpoint_path: Path, options: BuildOptions) -> tuple[Path, Ma
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return directory, manifest
+
+
+def draft_manifest(
+    checkpoint_path: Path,
+    checkpoint: Checkpoint,
+    backend: str,
+    precision: str,
+    size: tuple[int, int],
+    dynamic_size: bool,
+    max_batch: int,
+) -> Manifest:
+    """Everything the manifest says before the engine file exists."""
+    min_size, max_size = size_range(size, dynamic_size)
+    return Manifest(
+        backend=backend,
+        precision=precision,
+        engine_file="",
+        engine_sha256="",
+        channels=checkpoint.model_config.in_channels,
+        input_size=size,
+        min_size=min_size,
+        max_size=max_size,
+        min_batch=1,
+        max_batch=max_batch,
+        checkpoint_sha256=file_sha256(checkpoint_path),
+        preprocessing={
+            "input_size": list(checkpoint.preprocessing.input_size),
+            "mean": list(checkpoint.preprocessing.mean),
+            "std": list(checkpoint.preprocessing.std),
+        },
+        thresholds={
+            "classification": checkpoint.thresholds.classification,
+            "segmentation": checkpoint.thresholds.segmentation,
+        },
+        versions=_library_versions(backend),
+    )
+
+
+def checkpoint_engine(
+    checkpoint_path: Path, precision: str = "auto", device: str = "cpu", max_batch: int = 64
+) -> Engine:
+    """A torch engine straight from a checkpoint, without building an engine folder."""
+    from psicbatch.engines.torch_engine import TorchEngine
+
+    checkpoint = load_checkpoint(checkpoint_path)
+    if precision == "auto":
+        precision = "fp16" if device.startswith("cuda") else "bf16"
+    size = engine_size(checkpoint, None)
+    manifest = draft_manifest(checkpoint_path, checkpoint, "torch", precision, size, True,
+                              max_batch)  # fmt: skip
+    manifest.engine_file = str(checkpoint_path.resolve())
+    manifest.engine_sha256 = manifest.checkpoint_sha256
+    manifest.backend_details = {"device": device, "compile": False}
+    return TorchEngine(checkpoint_path.parent, manifest)
 
 
 def _build_backend(

@@ -1,0 +1,136 @@
+"""``psicbatch run``: the batch inspection job."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from psicbatch.assets import demo_model_path
+from psicbatch.progress import progress_bar
+from psicbatch.run.inputs import collect_inputs
+from psicbatch.run.runner import EngineSpec, RunOptions, RunSummary, run
+
+EXIT_IMAGES_FAILED = 3
+
+
+def _devices(value: str | None) -> tuple[int, ...]:
+    if not value:
+        return ()
+    try:
+        return tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected GPU numbers like 0,1") from None
+
+
+@click.command("run")
+@click.argument("sources", nargs=-1)
+@click.option(
+    "--list",
+    "list_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A text file with one image path per line.",
+)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default="results.parquet",
+    show_default=True,
+)
+@click.option(
+    "--engine",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="An engine folder from build-engine.",
+)
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A checkpoint, run with the torch backend (default: the bundled demo model).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    default="auto",
+    show_default=True,
+    help="With --model: autocast precision.",
+)
+@click.option("--batch-size", default=8, show_default=True)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    help="CPU worker processes (the CPU threads are divided between them).",
+)
+@click.option("--devices", help="GPUs to use, e.g. 0,1: one worker process each.")
+@click.option(
+    "--decoder",
+    type=click.Choice(["auto", "dali", "pil"]),
+    default="auto",
+    show_default=True,
+    help="auto: DALI when installed, else PIL.",
+)
+@click.option(
+    "--threshold", type=float, help="Image-level decision threshold (default: the model's)."
+)
+@click.option("--resume", is_flag=True, help="Continue an interrupted run into the same --out.")
+@click.option(
+    "--allow-errors",
+    is_flag=True,
+    help=f"Exit 0 even when some images failed (otherwise {EXIT_IMAGES_FAILED}).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
+def run_command(sources: tuple[str, ...], list_file: Path | None, out: Path,
+                engine: Path | None, model: Path | None, precision: str, batch_size: int,
+                workers: int, devices: str | None, decoder: str, threshold: float | None,
+                resume: bool, allow_errors: bool, quiet: bool) -> None:  # fmt: skip
+    """Inspect images: defect probability and RLE mask per image, written to Parquet.
+
+    SOURCES are folders (searched recursively), image files or glob patterns.
+    """
+    if engine and model:
+        raise click.BadParameter("give --engine or --model, not both")
+    paths = collect_inputs(list(sources), list_file)
+    spec = EngineSpec(engine_dir=engine, checkpoint=None if engine else model or demo_model_path(),
+                      precision=precision)  # fmt: skip
+    options = RunOptions(out=out, batch_size=batch_size, workers=workers,
+                         devices=_devices(devices), decoder=decoder, threshold=threshold,
+                         resume=resume)  # fmt: skip
+    console = Console(stderr=True)
+    with progress_bar(quiet, console) as progress:
+        task = progress.add_task("inspecting", total=len(paths), status="")
+        started = time.monotonic()
+
+        def update(summary: RunSummary) -> None:
+            rate = summary.images / max(time.monotonic() - started, 1e-9)
+            progress.update(task, completed=summary.skipped + summary.images,
+                            status=f"{rate:.1f} img/s  defects {summary.defects}  "
+                                   f"errors {summary.errors}")  # fmt: skip
+
+        summary = run(paths, spec, options, update)
+        update(summary)
+    if not quiet:
+        _print_summary(console, summary, out)
+    if summary.errors and not allow_errors:
+        sys.exit(EXIT_IMAGES_FAILED)
+
+
+def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
+    table = Table(title="psicbatch run", show_header=False)
+    rate = summary.images / summary.seconds if summary.seconds else 0.0
+    for key, value in (
+        ("images processed", summary.images),
+        ("skipped (already done)", summary.skipped),
+        ("defective", summary.defects),
+        ("errors", summary.errors),
+        ("throughput", f"{rate:.2f} images/s after start-up ({summary.decoder} decoder)"),
+        ("results", str(out)),
+    ):
+        table.add_row(key, str(value))
+    console.print(table)
+    for path, message in summary.error_examples[:10]:
+        console.print(f"[red]error[/red] {path}: {message}")

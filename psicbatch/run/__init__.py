@@ -1,0 +1,1 @@
+"""``psicbatch run``: images in, one Parquet table of probabilities and RLE masks out."""

@@ -1,0 +1,161 @@
+"""The results table: schema, crash-safe incremental writing, resume, atomic completion.
+
+While a run is going, results are written in input order as numbered part files in
+``OUT.parts/``; each part appears atomically (temporary name, then rename), so a killed
+run leaves only complete parts. ``--resume`` skips every path already in a part. At the
+end the parts are streamed, one row group each, into ``OUT`` under a temporary name that
+is then renamed, so ``OUT`` exists only when complete. ``OUT.lock`` (an OS file lock, freed
+even when the process is killed) keeps two runs from writing the same output.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from psicbatch.errors import PsicbatchError
+
+SCHEMA_VERSION = 1
+METADATA_KEY = b"psicbatch"
+INDEX_COLUMN = "input_index"  # only in part files: the position in the input list
+
+SCHEMA = pa.schema(
+    [
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("probability", pa.float32()),
+        pa.field("is_defect", pa.bool_()),
+        pa.field("mask", pa.struct([("size", pa.list_(pa.int32())), ("counts", pa.string())])),
+        pa.field("mask_area", pa.int64()),
+        pa.field(
+            "mask_bbox",
+            pa.struct([("x", pa.int32()), ("y", pa.int32()), ("w", pa.int32()), ("h", pa.int32())]),
+        ),
+        pa.field("seg_max", pa.float32()),
+        pa.field("error", pa.string()),
+    ]
+)
+PART_SCHEMA = SCHEMA.append(pa.field(INDEX_COLUMN, pa.int64(), nullable=False))
+
+
+def parts_directory(out: Path) -> Path:
+    return out.with_name(out.name + ".parts")
+
+
+class OutputLock:
+    """Exclusive, non-blocking lock on ``OUT.lock`` for the duration of a run."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out.with_name(out.name + ".lock")
+        self.handle: Any = None
+
+    def __enter__(self) -> OutputLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(self.path, "a+")  # held open for the lock's lifetime
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.close()
+            raise PsicbatchError(
+                f"{self.path.with_suffix('')}: another psicbatch run is writing this output "
+                f"(lock {self.path}); wait for it or choose another --out"
+            ) from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(f"{os.getpid()}\n")
+        self.handle.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.path.unlink(missing_ok=True)
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+class PartWriter:
+    """Writes rows as numbered part files, each appearing atomically."""
+
+    def __init__(self, out: Path) -> None:
+        self.directory = parts_directory(out)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        existing = sorted(self.directory.glob("part-*.parquet"))
+        self.next_number = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        name = f"part-{self.next_number:08d}.parquet"
+        temporary = self.directory / f".{name}.tmp"
+        try:
+            pq.write_table(pa.Table.from_pylist(rows, schema=PART_SCHEMA), temporary,
+                           compression="zstd")  # fmt: skip
+            os.replace(temporary, self.directory / name)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            raise PsicbatchError(
+                f"{self.directory}: cannot write results ({error.strerror or error}); the run "
+                "can be continued with --resume once the problem is fixed"
+            ) from None
+        self.next_number += 1
+
+
+def completed_paths(out: Path) -> set[str]:
+    """Paths already in the part files of an interrupted run."""
+    directory = parts_directory(out)
+    if not directory.is_dir():
+        return set()
+    done: set[str] = set()
+    for part in sorted(directory.glob("part-*.parquet")):
+        done.update(pq.read_table(part, columns=["path"]).column("path").to_pylist())
+    return done
+
+
+def finalize(out: Path, metadata: dict[str, Any]) -> int:
+    """Stream the parts into ``OUT`` (atomically), then remove them. Returns the row count."""
+    directory = parts_directory(out)
+    parts = sorted(directory.glob("part-*.parquet")) if directory.is_dir() else []
+    schema = SCHEMA.with_metadata({METADATA_KEY: json.dumps(metadata).encode()})
+    temporary = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    rows = 0
+    try:
+        with pq.ParquetWriter(temporary, schema, compression="zstd") as writer:
+            for part in _in_input_order(parts):
+                table = pq.read_table(part).sort_by(INDEX_COLUMN).drop_columns([INDEX_COLUMN])
+                writer.write_table(table.cast(schema))
+                rows += table.num_rows
+        os.replace(temporary, out)
+    except OSError as error:
+        raise PsicbatchError(
+            f"{out}: cannot write the results file ({error.strerror or error}); the computed "
+            "results are kept and --resume finishes the file"
+        ) from None
+    finally:
+        temporary.unlink(missing_ok=True)
+    shutil.rmtree(directory, ignore_errors=True)
+    return rows
+
+
+def _in_input_order(parts: list[Path]) -> list[Path]:
+    """Parts sorted by their first input index (runs write them in order already)."""
+    first = {
+        part: pq.read_table(part, columns=[INDEX_COLUMN]).column(INDEX_COLUMN)[0].as_py()
+        for part in parts
+    }
+    return sorted(parts, key=lambda part: first[part])
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The ``psicbatch`` JSON stored in a results file's key-value metadata."""
+    raw = pq.read_schema(path).metadata or {}
+    if METADATA_KEY not in raw:
+        raise PsicbatchError(f"{path}: not a psicbatch results file (no '{METADATA_KEY.decode()}'"
+                             " metadata)")  # fmt: skip
+    return json.loads(raw[METADATA_KEY])

@@ -1,0 +1,44 @@
+"""One result row per input image: probabilities and the mask at the original resolution."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from psicbatch.preprocess import resize_probabilities
+from psicbatch.run import rle
+
+
+def result_row(
+    index: int,
+    path: Path,
+    probability: float,
+    segmentation: np.ndarray,
+    original_size: tuple[int, int],
+    classification_threshold: float,
+    segmentation_threshold: float,
+) -> dict[str, Any]:
+    full = resize_probabilities(torch.from_numpy(segmentation)[None, None], original_size)
+    probabilities = full[0, 0].numpy()
+    mask = probabilities >= segmentation_threshold
+    height, width = original_size
+    return {
+        "input_index": index,
+        "path": str(path),
+        "width": width,
+        "height": height,
+        "probability": float(probability),
+        "is_defect": bool(probability >= classification_threshold),
+        "mask": rle.encode(mask),
+        "mask_area": int(mask.sum()),
+        "mask_bbox": rle.bbox(mask),
+        "seg_max": float(probabilities.max()),
+        "error": None,
+    }
+
+
+def error_row(index: int, path: Path, message: str) -> dict[str, Any]:
+    return {"input_index": index, "path": str(path), "error": message}

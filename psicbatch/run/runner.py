@@ -1,0 +1,328 @@
+"""The batch runner: inputs -> decode -> engine -> rows -> Parquet, in input order.
+
+Each worker decodes the next batch in a background thread while the engine runs the
+current one (a queue of two batches bounds memory). One worker runs in this process; with
+several (``--workers N`` on CPU, one per ``--devices`` GPU) each is a spawned process with
+its own decoder and engine pulling batches from a shared queue, and the parent writes the
+results in input order. At most a fixed number of batches is ever in flight, so memory
+does not grow with the number of images.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from psicbatch import __version__
+from psicbatch.engines import Engine, load_engine
+from psicbatch.errors import PsicbatchError
+from psicbatch.run.decode import DecodedBatch, Preprocess, make_decoder
+from psicbatch.run.output import (
+    SCHEMA_VERSION,
+    OutputLock,
+    PartWriter,
+    completed_paths,
+    finalize,
+    parts_directory,
+)
+from psicbatch.run.rows import error_row, result_row
+
+Task = tuple[int, list[tuple[int, Path]]]  # batch number, [(input index, path)]
+FLUSH_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Where the engine comes from: a built engine folder or a checkpoint (torch engine)."""
+
+    engine_dir: Path | None = None
+    checkpoint: Path | None = None
+    precision: str = "auto"
+
+    def open(self, device: str, max_batch: int) -> Engine:
+        if self.engine_dir is not None:
+            return load_engine(self.engine_dir)
+        from psicbatch.engines.build import checkpoint_engine
+
+        return checkpoint_engine(self.checkpoint, self.precision, device, max_batch)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    out: Path
+    batch_size: int = 8
+    workers: int = 1
+    devices: tuple[int, ...] = ()
+    decoder: str = "auto"
+    threshold: float | None = None  # overrides the engine's image threshold
+    resume: bool = False
+    part_rows: int = 1024
+
+
+@dataclass
+class RunSummary:
+    images: int = 0
+    skipped: int = 0  # already done in an interrupted run
+    defects: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    decoder: str = ""
+    error_examples: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            self.images += 1
+            if row.get("error"):
+                self.errors += 1
+                if len(self.error_examples) < 20:
+                    self.error_examples.append((row["path"], row["error"]))
+            elif row["is_defect"]:
+                self.defects += 1
+
+
+def run(
+    paths: list[Path],
+    spec: EngineSpec,
+    options: RunOptions,
+    on_rows: Callable[[RunSummary], None] | None = None,
+) -> RunSummary:
+    """Process every path not already done and write ``options.out``."""
+    if options.batch_size < 1 or options.workers < 1:
+        raise PsicbatchError("--batch-size and --workers must be at least 1")
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    with OutputLock(options.out):
+        done = _prepare_output(options)
+        todo = [(i, p) for i, p in enumerate(paths) if str(p) not in done]
+        summary = RunSummary(skipped=len(paths) - len(todo))
+        tasks = [
+            (number, todo[start : start + options.batch_size])
+            for number, start in enumerate(range(0, len(todo), options.batch_size))
+        ]
+        engine_info, results = _results(tasks, spec, options)
+        summary.decoder = engine_info["decoder"]
+        clock = time.monotonic()
+        writer = PartWriter(options.out)
+        pending: list[dict[str, Any]] = []
+        last_flush = time.monotonic()
+        for rows in results:
+            pending += rows
+            summary.add(rows)
+            if len(pending) >= options.part_rows or time.monotonic() - last_flush > FLUSH_SECONDS:
+                writer.write(pending)
+                pending, last_flush = [], time.monotonic()
+            if on_rows is not None:
+                on_rows(summary)
+        writer.write(pending)
+        summary.seconds = time.monotonic() - clock
+        metadata = {
+            "schema_version": SCHEMA_VERSION,
+            "psicbatch_version": __version__,
+            "checkpoint_sha256": engine_info["checkpoint_sha256"],
+            "engine": engine_info["manifest"],
+            "thresholds": engine_info["thresholds"],
+            "decoder": engine_info["decoder"],
+            "inputs": len(paths),
+            "started_at": started_at,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        finalize(options.out, metadata)
+    return summary
+
+
+def _prepare_output(options: RunOptions) -> set[str]:
+    parts = parts_directory(options.out)
+    if parts.exists() and not options.resume:
+        raise PsicbatchError(
+            f"{options.out}: an interrupted run left results in {parts}; continue it with "
+            "--resume, or delete that folder to start over"
+        )
+    return completed_paths(options.out) if options.resume else set()
+
+
+def _results(
+    tasks: list[Task], spec: EngineSpec, options: RunOptions
+) -> tuple[dict[str, Any], Iterator[list[dict[str, Any]]]]:
+    """Engine facts for the metadata, and the rows of every batch in input order."""
+    devices = [f"cuda:{d}" for d in options.devices] or ["cpu"] * options.workers
+    if len(devices) == 1:
+        worker = _Worker(spec, options, devices[0], threads=None)
+        return worker.info(), (rows for _, rows in worker.process(iter(tasks)))
+    return _parallel_results(tasks, spec, options, devices)
+
+
+class _Worker:
+    """One decoder and one engine; turns batches into result rows."""
+
+    def __init__(self, spec: EngineSpec, options: RunOptions, device: str,
+                 threads: int | None) -> None:  # fmt: skip
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        self.engine = spec.open(device, max(options.batch_size, 1))
+        manifest = self.engine.manifest
+        self.threshold = (
+            options.threshold
+            if options.threshold is not None
+            else manifest.thresholds["classification"]
+        )
+        self.seg_threshold = manifest.thresholds["segmentation"]
+        preprocess = Preprocess(
+            size=tuple(manifest.input_size),
+            channels=manifest.channels,
+            mean=tuple(manifest.preprocessing["mean"]),
+            std=tuple(manifest.preprocessing["std"]),
+        )
+        device_id = int(device.split(":")[1]) if device.startswith("cuda") else None
+        self.decoder = make_decoder(
+            options.decoder, preprocess, options.batch_size, threads or 2, device_id
+        )
+
+    def info(self) -> dict[str, Any]:
+        manifest = self.engine.manifest
+        return {
+            "checkpoint_sha256": manifest.checkpoint_sha256,
+            "manifest": {k: v for k, v in vars(manifest).items() if k != "parity"},
+            "thresholds": {"classification": self.threshold, "segmentation": self.seg_threshold},
+            "decoder": self.decoder.name,
+        }
+
+    def process(self, tasks: Iterator[Task]) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+        for (number, items), decoded in _prefetch(tasks, self._decode):
+            yield number, self._rows(items, decoded)
+
+    def _decode(self, task: Task) -> DecodedBatch:
+        return self.decoder.decode([path for _, path in task[1]])
+
+    def _rows(self, items: list[tuple[int, Path]], decoded: DecodedBatch) -> list[dict]:
+        rows: list[dict[str, Any] | None] = [None] * len(items)
+        for position, message in decoded.errors.items():
+            index, path = items[position]
+            rows[position] = error_row(index, path, message)
+        if decoded.images is not None:
+            largest = self.engine.batch_range[1]
+            for start in range(0, len(decoded.positions), largest):
+                chunk = slice(start, start + largest)
+                probabilities, segmentation = self.engine.infer(decoded.images[chunk])
+                for offset, position in enumerate(decoded.positions[chunk]):
+                    index, path = items[position]
+                    rows[position] = result_row(
+                        index, path, probabilities[offset], segmentation[offset],
+                        decoded.sizes[start + offset], self.threshold, self.seg_threshold,
+                    )  # fmt: skip
+        return rows
+
+
+def _prefetch(tasks: Iterator[Task], decode: Callable) -> Iterator[tuple[Task, DecodedBatch]]:
+    """Decode the next batch in a thread while the caller works on the current one."""
+    ready: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for task in tasks:
+                if stop.is_set():
+                    return
+                ready.put((task, decode(task)))
+        except BaseException as error:  # handed to the consumer, raised there
+            ready.put(error)
+            return
+        ready.put(None)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def _parallel_results(
+    tasks: list[Task], spec: EngineSpec, options: RunOptions, devices: list[str]
+) -> tuple[dict[str, Any], Iterator[list[dict[str, Any]]]]:
+    context = multiprocessing.get_context("spawn")
+    task_queue = context.Queue()
+    result_queue = context.Queue()
+    threads = max(1, (os.cpu_count() or 1) // len(devices)) if devices[0] == "cpu" else 2
+    workers = [
+        context.Process(
+            target=_worker_main,
+            args=(spec, options, device, threads, task_queue, result_queue),
+            daemon=True,
+        )
+        for device in devices
+    ]
+    for process in workers:
+        process.start()
+    info = _receive(result_queue, workers)  # each worker reports its engine once ready
+    for _ in workers[1:]:
+        _receive(result_queue, workers)
+    return info, _ordered(tasks, task_queue, result_queue, workers)
+
+
+def _ordered(tasks: list[Task], task_queue: Any, result_queue: Any,
+             workers: list) -> Iterator[list[dict[str, Any]]]:  # fmt: skip
+    """Feed at most 2 batches per worker ahead; yield results in batch order."""
+    feed = iter(tasks)
+    for task in islice(feed, 2 * len(workers)):
+        task_queue.put(task)
+    finished: dict[int, list[dict[str, Any]]] = {}
+    next_number = 0
+    try:
+        while next_number < len(tasks):
+            number, rows = _receive(result_queue, workers)
+            finished[number] = rows
+            while next_number in finished:
+                yield finished.pop(next_number)
+                next_number += 1
+                task = next(feed, None)
+                if task is not None:
+                    task_queue.put(task)
+    finally:
+        for _ in workers:
+            task_queue.put(None)
+        for process in workers:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+
+
+def _receive(result_queue: Any, workers: list) -> Any:
+    while True:
+        try:
+            message = result_queue.get(timeout=1.0)
+        except queue.Empty:
+            dead = [p for p in workers if not p.is_alive()]
+            if dead:
+                raise PsicbatchError(
+                    f"a worker process stopped unexpectedly (exit code {dead[0].exitcode})"
+                ) from None
+            continue
+        if isinstance(message, tuple) and message and message[0] == "failed":
+            raise PsicbatchError(message[1])
+        return message
+
+
+def _worker_main(spec: EngineSpec, options: RunOptions, device: str, threads: int,
+                 task_queue: Any, result_queue: Any) -> None:  # fmt: skip
+    try:
+        worker = _Worker(spec, options, device, threads)
+        result_queue.put(worker.info())
+        for number, rows in worker.process(iter(task_queue.get, None)):
+            result_queue.put((number, rows))
+    except PsicbatchError as error:
+        result_queue.put(("failed", str(error)))
+    except Exception as error:  # reported to the parent, which stops the run cleanly
+        result_queue.put(("failed", f"worker on {device} failed: {type(error).__name__}: {error}"))
