@@ -11,15 +11,15 @@ DEMO_DIR := build/demo
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,onnx,dali]"
 	touch $(STAMP)
 
 setup: $(STAMP)
 
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
-	$(BIN)/psicbatch synth $(DEMO_DIR)/images --count 48 --size 128x128 --seed 7
-	$(BIN)/psicbatch eval psicbatch/assets/demo_model.pt $(DEMO_DIR)/images --out $(DEMO_DIR)/report
+	$(BIN)/psicbatch synth $(DEMO_DIR)/data --count 48 --size 128x128 --seed 7
+	$(BIN)/psicbatch run $(DEMO_DIR)/data/images --out $(DEMO_DIR)/results.parquet
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -79,6 +79,12 @@ def _devices(value: str | None) -> tuple[int, ...]:
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted run into the same --out.")
 @click.option(
+    "--flush-every",
+    default=1024,
+    show_default=True,
+    help="Rows per row group; results are saved at least this often (and every 10 s).",
+)
+@click.option(
     "--allow-errors",
     is_flag=True,
     help=f"Exit 0 even when some images failed (otherwise {EXIT_IMAGES_FAILED}).",
@@ -87,7 +93,8 @@ def _devices(value: str | None) -> tuple[int, ...]:
 def run_command(sources: tuple[str, ...], list_file: Path | None, out: Path,
                 engine: Path | None, model: Path | None, precision: str, batch_size: int,
                 workers: int, devices: str | None, decoder: str, threshold: float | None,
-                resume: bool, allow_errors: bool, quiet: bool) -> None:  # fmt: skip
+                resume: bool, flush_every: int, allow_errors: bool,
+                quiet: bool) -> None:  # fmt: skip
     """Inspect images: defect probability and RLE mask per image, written to Parquet.
 
     SOURCES are folders (searched recursively), image files or glob patterns.
@@ -99,7 +106,7 @@ def run_command(sources: tuple[str, ...], list_file: Path | None, out: Path,
                       precision=precision)  # fmt: skip
     options = RunOptions(out=out, batch_size=batch_size, workers=workers,
                          devices=_devices(devices), decoder=decoder, threshold=threshold,
-                         resume=resume)  # fmt: skip
+                         resume=resume, part_rows=flush_every)  # fmt: skip
     console = Console(stderr=True)
     with progress_bar(quiet, console) as progress:
         task = progress.add_task("inspecting", total=len(paths), status="")

@@ -48,8 +48,9 @@ def export_onnx(
     dtype: torch.dtype = torch.float32,
 ) -> Path:
     """One self-contained ONNX file with dynamic batch (and size, in multiples of 8)."""
-    import onnx
     from torch.export import Dim
+
+    onnx = require_onnx()
 
     model = ProbabilityModel(checkpoint.build_model(), dtype)
     channels = checkpoint.model_config.in_channels
@@ -74,6 +75,20 @@ def export_onnx(
         )
     onnx.checker.check_model(str(path), full_check=True)
     return path
+
+
+def require_onnx() -> object:
+    """The onnx module, or a clear message naming the extra to install."""
+    try:
+        import onnx
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as error:
+        raise PsicbatchError(
+            f"ONNX export needs the 'onnx' extra ({error.name} is missing): "
+            "pip install 'psicbatch[onnx]'"
+        ) from None
+    return onnx
 
 
 def quantize_int8(onnx_path: Path, out_path: Path, calibration: np.ndarray) -> Path:

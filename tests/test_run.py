@@ -1,0 +1,197 @@
+"""psicbatch run end to end on CPU: both decoders, several workers, bad files, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from pycocotools import mask as coco
+
+from psicbatch.assets import demo_model_path
+from psicbatch.cli import main
+from psicbatch.data.images import read_image
+from psicbatch.data.synth import generate
+from psicbatch.engines.build import checkpoint_engine
+from psicbatch.errors import PsicbatchError
+from psicbatch.run import rle
+from psicbatch.run.decode import DaliDecoder, PilDecoder, Preprocess
+from psicbatch.run.inputs import collect_inputs
+from psicbatch.run.output import OutputLock, read_metadata
+from psicbatch.run.rows import result_row
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+CONSOLE = Path(sys.executable).parent / "psicbatch"
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic images at a size other than the model's, so every path resizes."""
+    root = tmp_path_factory.mktemp("run")
+    generate(root, 14, (150, 190), defect_rate=0.5, seed=21)
+    return root / "images"
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["run", "-q", *args])
+    return result.exit_code, result.output
+
+
+def table(path: Path) -> list[dict]:
+    return pq.read_table(path).to_pylist()
+
+
+@pytest.mark.parametrize("decoder", ["dali", "pil"])
+def test_one_and_two_workers_give_identical_tables(images: Path, tmp_path: Path,
+                                                   decoder: str) -> None:  # fmt: skip
+    outputs = []
+    for workers in (1, 2):
+        out = tmp_path / f"{decoder}{workers}.parquet"
+        code, output = run_cli(str(images), "--out", str(out), "--decoder", decoder,
+                               "--workers", str(workers), "--batch-size", "4")  # fmt: skip
+        assert code == 0, output
+        outputs.append(table(out))
+    assert outputs[0] == outputs[1]
+    assert [row["path"] for row in outputs[0]] == [str(p) for p in sorted(images.glob("*.png"))]
+    assert all(row["error"] is None for row in outputs[0])
+    assert read_metadata(tmp_path / f"{decoder}1.parquet")["decoder"] == decoder
+
+
+def test_dali_and_pil_preprocess_alike() -> None:
+    """Same tensors within a small tolerance (JPEG decoders and resize kernels differ)."""
+    files = sorted((SHARED / "kolektorsdd" / "kos02").glob("Part*.jpg"))[:3]
+    if not files:
+        pytest.skip("shared KolektorSDD not present")
+    preprocess = Preprocess(size=(352, 128), channels=1, mean=(0.5,), std=(0.25,))
+    dali = DaliDecoder(preprocess, batch_size=4).decode(files)
+    pil = PilDecoder(preprocess).decode(files)
+    assert dali.sizes == pil.sizes == [read_image(f, 1).shape[:2] for f in files]
+    difference = np.abs(dali.images - pil.images) * 0.25 * 255  # in grey levels
+    assert difference.mean() < 0.5 and difference.max() < 12
+
+
+def test_table_reads_back_and_masks_are_the_models(images: Path, tmp_path: Path) -> None:
+    import duckdb
+
+    out = tmp_path / "results.parquet"
+    assert run_cli(str(images), "--out", str(out), "--decoder", "pil")[0] == 0
+    ((count, mean),) = duckdb.sql(f"SELECT count(*), avg(probability) FROM '{out}'").fetchall()
+    assert count == 14 and 0 <= mean <= 1
+    metadata = read_metadata(out)
+    assert metadata["schema_version"] == 1 and metadata["inputs"] == 14
+    assert len(metadata["checkpoint_sha256"]) == 64 and metadata["finished_at"]
+    # The stored RLE decodes (with pycocotools) to the mask the model gives for that image.
+    engine = checkpoint_engine(demo_model_path())
+    thresholds = engine.manifest.thresholds
+    preprocess = Preprocess(engine.input_size, 1, tuple(engine.manifest.preprocessing["mean"]),
+                            tuple(engine.manifest.preprocessing["std"]))  # fmt: skip
+    rows = table(out)
+    decoded = PilDecoder(preprocess).decode([Path(r["path"]) for r in rows])
+    probabilities, segmentation = engine.infer(decoded.images)
+    for i, row in enumerate(rows):
+        expected = result_row(i, Path(row["path"]), probabilities[i], segmentation[i],
+                              decoded.sizes[i], thresholds["classification"],
+                              thresholds["segmentation"])  # fmt: skip
+        stored = coco.decode({"size": row["mask"]["size"],
+                              "counts": row["mask"]["counts"].encode()})  # fmt: skip
+        assert np.array_equal(stored.astype(bool), rle.decode(expected["mask"]))
+        assert stored.shape == (150, 190) and row["mask_area"] == int(stored.sum())
+        assert row["probability"] == pytest.approx(probabilities[i], abs=1e-6)
+    assert any(row["mask_area"] > 0 for row in rows) and any(row["is_defect"] for row in rows)
+
+
+def bad_folder(root: Path, images: Path) -> Path:
+    folder = root / "mixed"
+    folder.mkdir()
+    good = sorted(images.glob("*.png"))[:4]
+    for path in good:
+        (folder / path.name).write_bytes(path.read_bytes())
+    jpeg = folder / "source.jpg"
+    Image.open(good[0]).save(jpeg, quality=90)
+    (folder / "corrupt.jpg").write_bytes(jpeg.read_bytes()[:200])
+    jpeg.unlink()
+    (folder / "truncated.png").write_bytes(good[1].read_bytes()[:600])
+    (folder / "zero.png").write_bytes(b"")
+    (folder / "notes.png").write_text("this is not an image\n")
+    return folder
+
+
+@pytest.mark.parametrize("decoder", ["dali", "pil"])
+def test_bad_files_get_error_rows_and_good_ones_results(images: Path, tmp_path: Path,
+                                                        decoder: str) -> None:  # fmt: skip
+    folder = bad_folder(tmp_path, images)
+    out = tmp_path / "mixed.parquet"
+    code, _ = run_cli(str(folder), "--out", str(out), "--decoder", decoder, "--batch-size", "8")
+    assert code == 3  # some images failed
+    rows = {Path(r["path"]).name: r for r in table(out)}
+    assert len(rows) == 8
+    errors = {name: row["error"] for name, row in rows.items() if row["error"]}
+    assert set(errors) == {"corrupt.jpg", "truncated.png", "zero.png", "notes.png"}
+    assert errors["zero.png"] == "empty file (0 bytes)"
+    assert "not a readable image" in errors["notes.png"]
+    assert all(row["probability"] is not None for n, row in rows.items() if n not in errors)
+    assert run_cli(str(folder), "--out", str(tmp_path / "again.parquet"), "--decoder", decoder,
+                   "--allow-errors")[0] == 0  # fmt: skip
+
+
+def test_inputs_from_folders_globs_and_lists(images: Path, tmp_path: Path) -> None:
+    names = sorted(images.glob("*.png"))
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# two images\n{names[0]}\n\n{names[1].name}\n")
+    (tmp_path / names[1].name).write_bytes(names[1].read_bytes())
+    assert collect_inputs([str(images)]) == names
+    assert collect_inputs([str(images / "*_0000[0-1].png")]) == names[:2]
+    assert collect_inputs([], listing) == [names[0], tmp_path / names[1].name]
+    assert collect_inputs([str(images), str(names[0])]) == names  # each once
+    with pytest.raises(PsicbatchError, match="no such file or folder"):
+        collect_inputs([str(tmp_path / "missing")])
+
+
+def test_a_second_run_on_the_same_output_is_refused(images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "locked.parquet"
+    with OutputLock(out):
+        code, output = run_cli(str(images), "--out", str(out))
+    assert code == 1 and "another psicbatch run is writing this output" in output
+    assert not out.exists()
+
+
+def test_interrupted_run_is_refused_without_resume(images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.parquet"
+    (tmp_path / "r.parquet.parts").mkdir()
+    code, output = run_cli(str(images), "--out", str(out))
+    assert code == 1 and "--resume" in output
+
+
+def test_killed_run_resumes_to_the_same_table(images: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "many"
+    generate(folder, 120, (96, 96), defect_rate=0.3, seed=5)
+    reference = tmp_path / "reference.parquet"
+    args = [str(folder / "images"), "--decoder", "pil", "--batch-size", "4", "--flush-every",
+            "8", "-q"]  # fmt: skip
+    assert run_cli(*args, "--out", str(reference))[0] == 0
+    out = tmp_path / "killed.parquet"
+    process = subprocess.Popen([CONSOLE, "run", *args, "--out", out], start_new_session=True)
+    parts = tmp_path / "killed.parquet.parts"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(parts.glob("part-*.parquet"))) < 2:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not out.exists(), "the run finished before it could be killed"
+    done = len(pq.read_table(parts).column("path")) if parts.exists() else 0
+    assert 0 < done < 120
+    assert run_cli(*args, "--out", str(out), "--resume")[0] == 0
+    assert table(out) == table(reference)
+    assert not parts.exists() and not (tmp_path / "killed.parquet.lock").exists()
+    assert json.dumps(read_metadata(out)["thresholds"]) == json.dumps(
+        read_metadata(reference)["thresholds"]
+    )
