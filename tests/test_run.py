@@ -195,3 +195,15 @@ def test_killed_run_resumes_to_the_same_table(images: Path, tmp_path: Path) -> N
     assert json.dumps(read_metadata(out)["thresholds"]) == json.dumps(
         read_metadata(reference)["thresholds"]
     )
+
+
+def test_ray_executor_gives_the_local_executors_rows(images: Path, tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="Ray is an optional extra")
+    folder = bad_folder(tmp_path, images)
+    local, ray = tmp_path / "local.parquet", tmp_path / "ray.parquet"
+    args = [str(folder), "--decoder", "pil", "--batch-size", "3", "--allow-errors"]
+    assert run_cli(*args, "--out", str(local))[0] == 0
+    code, output = run_cli(*args, "--out", str(ray), "--executor", "ray")
+    assert code == 0, output
+    assert table(ray) == table(local)
+    assert read_metadata(ray)["thresholds"] == read_metadata(local)["thresholds"]

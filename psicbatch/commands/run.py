@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import click
@@ -89,12 +91,20 @@ def _devices(value: str | None) -> tuple[int, ...]:
     is_flag=True,
     help=f"Exit 0 even when some images failed (otherwise {EXIT_IMAGES_FAILED}).",
 )
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="ray: Ray Data stages on a local or remote Ray cluster.",
+)
+@click.option("--address", help="Ray cluster address (default: start a local Ray).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def run_command(sources: tuple[str, ...], list_file: Path | None, out: Path,
                 engine: Path | None, model: Path | None, precision: str, batch_size: int,
                 workers: int, devices: str | None, decoder: str, threshold: float | None,
-                resume: bool, flush_every: int, allow_errors: bool,
-                quiet: bool) -> None:  # fmt: skip
+                resume: bool, flush_every: int, allow_errors: bool, executor: str,
+                address: str | None, quiet: bool) -> None:  # fmt: skip
     """Inspect images: defect probability and RLE mask per image, written to Parquet.
 
     SOURCES are folders (searched recursively), image files or glob patterns.
@@ -118,12 +128,20 @@ def run_command(sources: tuple[str, ...], list_file: Path | None, out: Path,
                             status=f"{rate:.1f} img/s  defects {summary.defects}  "
                                    f"errors {summary.errors}")  # fmt: skip
 
-        summary = run(paths, spec, options, update)
+        summary = run(paths, spec, options, update, _executor(executor, address))
         update(summary)
     if not quiet:
         _print_summary(console, summary, out)
     if summary.errors and not allow_errors:
         sys.exit(EXIT_IMAGES_FAILED)
+
+
+def _executor(name: str, address: str | None) -> Callable | None:
+    if name == "local":
+        return None
+    from psicbatch.run.ray_executor import ray_results
+
+    return partial(ray_results, address=address)
 
 
 def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
@@ -134,7 +152,11 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
         ("skipped (already done)", summary.skipped),
         ("defective", summary.defects),
         ("errors", summary.errors),
-        ("throughput", f"{rate:.2f} images/s after start-up ({summary.decoder} decoder)"),
+        (
+            "time",
+            f"{summary.seconds:.1f} s including start-up, {rate:.2f} images/s "
+            f"({summary.decoder} decoder)",
+        ),
         ("results", str(out)),
     ):
         table.add_row(key, str(value))

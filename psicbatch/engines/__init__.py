@@ -42,4 +42,4 @@ def list_engines(root: Path) -> list[tuple[Path, Manifest | str]]:
     return found
 
 
-__all__ = ["Engine", "Manifest", "list_engines", "load_engine"]
+__all__ = ["Engine", "Manifest", "list_engines", "load_engine", "read_manifest"]

@@ -187,12 +187,10 @@ def draft_manifest(
     )
 
 
-def checkpoint_engine(
+def checkpoint_manifest(
     checkpoint_path: Path, precision: str = "auto", device: str = "cpu", max_batch: int = 64
-) -> Engine:
-    """A torch engine straight from a checkpoint, without building an engine folder."""
-    from psicbatch.engines.torch_engine import TorchEngine
-
+) -> Manifest:
+    """The manifest of a torch engine that runs a checkpoint file in place."""
     checkpoint = load_checkpoint(checkpoint_path)
     if precision == "auto":
         precision = "fp16" if device.startswith("cuda") else "bf16"
@@ -202,6 +200,16 @@ def checkpoint_engine(
     manifest.engine_file = str(checkpoint_path.resolve())
     manifest.engine_sha256 = manifest.checkpoint_sha256
     manifest.backend_details = {"device": device, "compile": False}
+    return manifest
+
+
+def checkpoint_engine(
+    checkpoint_path: Path, precision: str = "auto", device: str = "cpu", max_batch: int = 64
+) -> Engine:
+    """A torch engine straight from a checkpoint, without building an engine folder."""
+    from psicbatch.engines.torch_engine import TorchEngine
+
+    manifest = checkpoint_manifest(checkpoint_path, precision, device, max_batch)
     return TorchEngine(checkpoint_path.parent, manifest)
 
 

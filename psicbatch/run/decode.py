@@ -188,11 +188,15 @@ def dali_available() -> bool:
     return importlib.util.find_spec("nvidia.dali") is not None
 
 
+def decoder_name(kind: str) -> str:
+    """Which decoder ``kind`` resolves to here: ``auto`` is DALI when installed, else PIL."""
+    return "dali" if kind == "dali" or (kind == "auto" and dali_available()) else "pil"
+
+
 def make_decoder(
     kind: str, preprocess: Preprocess, batch_size: int, threads: int, device_id: int | None
 ) -> PilDecoder | DaliDecoder:
-    """``auto``: DALI when installed, else PIL."""
-    if kind == "dali" or (kind == "auto" and dali_available()):
+    if decoder_name(kind) == "dali":
         return DaliDecoder(preprocess, batch_size, threads, device_id)
     return PilDecoder(preprocess, threads)
 

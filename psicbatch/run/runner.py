@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from psicbatch import __version__
-from psicbatch.engines import Engine, load_engine
+from psicbatch.engines import Engine, Manifest, load_engine, read_manifest
 from psicbatch.errors import PsicbatchError
-from psicbatch.run.decode import DecodedBatch, Preprocess, make_decoder
+from psicbatch.run.decode import DecodedBatch, Preprocess, decoder_name, make_decoder
 from psicbatch.run.output import (
     SCHEMA_VERSION,
     OutputLock,
@@ -47,6 +47,14 @@ class EngineSpec:
     engine_dir: Path | None = None
     checkpoint: Path | None = None
     precision: str = "auto"
+
+    def describe(self, max_batch: int) -> Manifest:
+        """The engine's manifest without loading the engine (for metadata and planning)."""
+        if self.engine_dir is not None:
+            return read_manifest(self.engine_dir)
+        from psicbatch.engines.build import checkpoint_manifest
+
+        return checkpoint_manifest(self.checkpoint, self.precision, "cpu", max_batch)
 
     def open(self, device: str, max_batch: int) -> Engine:
         if self.engine_dir is not None:
@@ -94,11 +102,17 @@ def run(
     spec: EngineSpec,
     options: RunOptions,
     on_rows: Callable[[RunSummary], None] | None = None,
+    executor: Callable | None = None,
 ) -> RunSummary:
-    """Process every path not already done and write ``options.out``."""
+    """Process every path not already done and write ``options.out``.
+
+    ``executor(tasks, spec, options)`` yields the rows of each batch in batch order; the
+    default runs local workers, ``ray_executor.ray_results`` a Ray cluster.
+    """
     if options.batch_size < 1 or options.workers < 1:
         raise PsicbatchError("--batch-size and --workers must be at least 1")
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    clock = time.monotonic()
     with OutputLock(options.out):
         done = _prepare_output(options)
         todo = [(i, p) for i, p in enumerate(paths) if str(p) not in done]
@@ -107,9 +121,9 @@ def run(
             (number, todo[start : start + options.batch_size])
             for number, start in enumerate(range(0, len(todo), options.batch_size))
         ]
-        engine_info, results = _results(tasks, spec, options)
+        engine_info = describe_run(spec, options)
+        results = (executor or local_results)(tasks, spec, options)
         summary.decoder = engine_info["decoder"]
-        clock = time.monotonic()
         writer = PartWriter(options.out)
         pending: list[dict[str, Any]] = []
         last_flush = time.monotonic()
@@ -148,18 +162,32 @@ def _prepare_output(options: RunOptions) -> set[str]:
     return completed_paths(options.out) if options.resume else set()
 
 
-def _results(
+def describe_run(spec: EngineSpec, options: RunOptions) -> dict[str, Any]:
+    """Engine and decoder facts recorded in the results file's metadata."""
+    manifest = spec.describe(options.batch_size)
+    thresholds = dict(manifest.thresholds)
+    if options.threshold is not None:
+        thresholds["classification"] = options.threshold
+    return {
+        "checkpoint_sha256": manifest.checkpoint_sha256,
+        "manifest": {k: v for k, v in vars(manifest).items() if k != "parity"},
+        "thresholds": thresholds,
+        "decoder": decoder_name(options.decoder),
+    }
+
+
+def local_results(
     tasks: list[Task], spec: EngineSpec, options: RunOptions
-) -> tuple[dict[str, Any], Iterator[list[dict[str, Any]]]]:
-    """Engine facts for the metadata, and the rows of every batch in input order."""
+) -> Iterator[list[dict[str, Any]]]:
+    """Rows of every batch in input order, from workers on this machine."""
     devices = [f"cuda:{d}" for d in options.devices] or ["cpu"] * options.workers
     if len(devices) == 1:
-        worker = _Worker(spec, options, devices[0], threads=None)
-        return worker.info(), (rows for _, rows in worker.process(iter(tasks)))
+        worker = Worker(spec, options, devices[0], threads=None)
+        return (rows for _, rows in worker.process(iter(tasks)))
     return _parallel_results(tasks, spec, options, devices)
 
 
-class _Worker:
+class Worker:
     """One decoder and one engine; turns batches into result rows."""
 
     def __init__(self, spec: EngineSpec, options: RunOptions, device: str,
@@ -187,21 +215,16 @@ class _Worker:
             options.decoder, preprocess, options.batch_size, threads or 2, device_id
         )
 
-    def info(self) -> dict[str, Any]:
-        manifest = self.engine.manifest
-        return {
-            "checkpoint_sha256": manifest.checkpoint_sha256,
-            "manifest": {k: v for k, v in vars(manifest).items() if k != "parity"},
-            "thresholds": {"classification": self.threshold, "segmentation": self.seg_threshold},
-            "decoder": self.decoder.name,
-        }
-
     def process(self, tasks: Iterator[Task]) -> Iterator[tuple[int, list[dict[str, Any]]]]:
         for (number, items), decoded in _prefetch(tasks, self._decode):
             yield number, self._rows(items, decoded)
 
     def _decode(self, task: Task) -> DecodedBatch:
         return self.decoder.decode([path for _, path in task[1]])
+
+    def rows(self, items: list[tuple[int, Path]]) -> list[dict[str, Any]]:
+        """Decode and infer one batch without prefetching (for executors that batch)."""
+        return self._rows(items, self._decode((0, items)))
 
     def _rows(self, items: list[tuple[int, Path]], decoded: DecodedBatch) -> list[dict]:
         rows: list[dict[str, Any] | None] = [None] * len(items)
@@ -251,7 +274,7 @@ def _prefetch(tasks: Iterator[Task], decode: Callable) -> Iterator[tuple[Task, D
 
 def _parallel_results(
     tasks: list[Task], spec: EngineSpec, options: RunOptions, devices: list[str]
-) -> tuple[dict[str, Any], Iterator[list[dict[str, Any]]]]:
+) -> Iterator[list[dict[str, Any]]]:
     context = multiprocessing.get_context("spawn")
     task_queue = context.Queue()
     result_queue = context.Queue()
@@ -266,10 +289,9 @@ def _parallel_results(
     ]
     for process in workers:
         process.start()
-    info = _receive(result_queue, workers)  # each worker reports its engine once ready
-    for _ in workers[1:]:
+    for _ in workers:  # each worker reports once its engine is loaded
         _receive(result_queue, workers)
-    return info, _ordered(tasks, task_queue, result_queue, workers)
+    return _ordered(tasks, task_queue, result_queue, workers)
 
 
 def _ordered(tasks: list[Task], task_queue: Any, result_queue: Any,
@@ -318,8 +340,8 @@ def _receive(result_queue: Any, workers: list) -> Any:
 def _worker_main(spec: EngineSpec, options: RunOptions, device: str, threads: int,
                  task_queue: Any, result_queue: Any) -> None:  # fmt: skip
     try:
-        worker = _Worker(spec, options, device, threads)
-        result_queue.put(worker.info())
+        worker = Worker(spec, options, device, threads)
+        result_queue.put("ready")
         for number, rows in worker.process(iter(task_queue.get, None)):
             result_queue.put((number, rows))
     except PsicbatchError as error:
