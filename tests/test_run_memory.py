@@ -47,7 +47,7 @@ def test_resident_memory_does_not_grow_with_the_number_of_images(tmp_path: Path)
             "-q",
             "--decoder",
             "pil",
-        ]  # fmt: skip
+        ]
     )
     samples = []
     while process.poll() is None:
