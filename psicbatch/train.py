@@ -235,22 +235,37 @@ class Trainer:
             images, masks = _flip(images, masks, rng)
         return normalize(images, preprocessing).to(self.device), masks.to(self.device)
 
-    def _segmentation_epoch(self, model, preprocessing, rng, epoch, epochs, cache) -> float:
-        model.train()
-        parameters = model.segmentation_parameters()
-        order = balanced_order(self.data.labels, rng)
-        batches = self._batches(order, self.options.batch_size)
+    def _sgd_epoch(
+        self,
+        parameters: list[torch.nn.Parameter],
+        batches: list[np.ndarray],
+        base_lr: float,
+        epoch: int,
+        epochs: int,
+        batch_loss: Any,
+    ) -> float:
+        """One pass of plain SGD with the decaying learning rate; returns the mean loss."""
         losses = []
         for step, index in enumerate(batches):
-            lr = _poly_lr(self.options.seg_lr, epoch * len(batches) + step, epochs * len(batches))
+            lr = _poly_lr(base_lr, epoch * len(batches) + step, epochs * len(batches))
+            loss = batch_loss(index)
+            _sgd_step(loss, parameters, lr)
+            losses.append(loss.item())
+        return float(np.mean(losses))
+
+    def _segmentation_epoch(self, model, preprocessing, rng, epoch, epochs, cache) -> float:
+        model.train()
+
+        def batch_loss(index: np.ndarray) -> torch.Tensor:
             images, masks = self._inputs(index, preprocessing, rng)
             with autocast(self.device, self.precision):
                 _, seg_logits = model.segment(images)
             height, width = masks.shape[-2:]
-            loss = weighted_cross_entropy(seg_logits[..., :height, :width], masks)
-            _sgd_step(loss, parameters, lr)
-            losses.append(loss.item())
-        return float(np.mean(losses))
+            return weighted_cross_entropy(seg_logits[..., :height, :width], masks)
+
+        batches = self._batches(balanced_order(self.data.labels, rng), self.options.batch_size)
+        return self._sgd_epoch(model.segmentation_parameters(), batches, self.options.seg_lr,
+                               epoch, epochs, batch_loss)  # fmt: skip
 
     def _frozen_outputs(self, model: PSICNet, preprocessing: Preprocessing) -> tuple:
         """Deep features and segmentation logits of every image, from the frozen network."""
@@ -269,44 +284,37 @@ class Trainer:
         deep_all, seg_all = cache
         model.eval()
         model.classifier.train()
-        parameters = list(model.classifier.parameters())
         labels = self.data.labels.float().to(self.device)
         positives = float(labels.sum())
         pos_weight = torch.tensor((len(labels) - positives) / max(positives, 1.0))
-        order = rng.permutation(len(labels))
-        batch_size = 4 * self.options.batch_size
-        batches = self._batches(order, batch_size)
-        losses = []
-        for step, index in enumerate(batches):
-            lr = _poly_lr(self.options.cls_lr, epoch * len(batches) + step, epochs * len(batches))
+
+        def batch_loss(index: np.ndarray) -> torch.Tensor:
             with autocast(self.device, self.precision):
                 logits = model.classifier(deep_all[index], seg_all[index]).squeeze(1)
-            loss = F.binary_cross_entropy_with_logits(
+            return F.binary_cross_entropy_with_logits(
                 logits.float(), labels[index], pos_weight=pos_weight.to(self.device)
             )
-            _sgd_step(loss, parameters, lr)
-            losses.append(loss.item())
-        return float(np.mean(losses))
+
+        batches = self._batches(rng.permutation(len(labels)), 4 * self.options.batch_size)
+        return self._sgd_epoch(list(model.classifier.parameters()), batches, self.options.cls_lr,
+                               epoch, epochs, batch_loss)  # fmt: skip
 
     def _end_to_end_epoch(self, model, preprocessing, rng, epoch, epochs, cache) -> float:
         model.train()
-        parameters = list(model.parameters())
         mix = 1.0 - epoch / epochs  # lambda of eq. (1)
-        order = balanced_order(self.data.labels, rng)
-        batches = self._batches(order, self.options.batch_size)
-        losses = []
-        for step, index in enumerate(batches):
-            lr = _poly_lr(self.options.seg_lr, epoch * len(batches) + step, epochs * len(batches))
+
+        def batch_loss(index: np.ndarray) -> torch.Tensor:
             images, masks = self._inputs(index, preprocessing, rng)
             labels = self.data.labels[index].float().to(self.device)
             with autocast(self.device, self.precision):
                 seg_logits, cls_logits = model(images)
             seg_loss = weighted_cross_entropy(seg_logits, masks)
             cls_loss = F.binary_cross_entropy_with_logits(cls_logits.float().squeeze(1), labels)
-            loss = mix * seg_loss + self.options.delta * (1 - mix) * cls_loss
-            _sgd_step(loss, parameters, lr)
-            losses.append(loss.item())
-        return float(np.mean(losses))
+            return mix * seg_loss + self.options.delta * (1 - mix) * cls_loss
+
+        batches = self._batches(balanced_order(self.data.labels, rng), self.options.batch_size)
+        return self._sgd_epoch(list(model.parameters()), batches, self.options.seg_lr, epoch,
+                               epochs, batch_loss)  # fmt: skip
 
     def _choose_thresholds(self, model: PSICNet, preprocessing: Preprocessing) -> Thresholds:
         """Best-F1 thresholds on the training images: per image, and per pixel."""
