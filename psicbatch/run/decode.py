@@ -13,15 +13,19 @@ scale to [0, 1], normalise with the checkpoint's mean/std):
 from __future__ import annotations
 
 import importlib.util
+import io
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from psicbatch.data.images import ImageReadError, read_image
 from psicbatch.preprocess import resize_image
+
+MAX_PIXELS = 100_000_000  # far above any inspection camera, far below a decompression bomb
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,27 @@ def read_bytes(path: Path) -> np.ndarray:
         raise ImageReadError(path, f"cannot be read ({error.strerror or error})") from None
     if not data:
         raise ImageReadError(path, "empty file (0 bytes)")
+    _check_dimensions(path, data)
     return np.frombuffer(data, dtype=np.uint8)
+
+
+def _check_dimensions(path: Path, data: bytes) -> None:
+    """Refuse images whose header claims more than MAX_PIXELS before anything decodes them
+    (a 20000x20000 header would make a decoder allocate gigabytes). Formats PIL cannot
+    identify are left to the decoder, which reports its own error."""
+    too_large = f"above the {MAX_PIXELS / 1e6:.0f} megapixel limit"
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except Image.DecompressionBombError:
+        raise ImageReadError(path, f"image is far too large ({too_large})") from None
+    except Exception:  # unknown or damaged header: the decoder says what is wrong
+        return
+    if width * height > MAX_PIXELS:
+        raise ImageReadError(
+            path,
+            f"image is {width}x{height} ({width * height / 1e6:.0f} megapixels), {too_large}",
+        )
 
 
 class PilDecoder:

@@ -58,8 +58,13 @@ class OutputLock:
         self.handle: Any = None
 
     def __enter__(self) -> OutputLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.path, "a+")  # held open for the lock's lifetime
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.handle = open(self.path, "a+")  # held open for the lock's lifetime
+        except OSError as error:
+            raise PsicbatchError(
+                f"{self.path.parent}: cannot write the output there ({error.strerror or error})"
+            ) from None
         try:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -105,6 +110,14 @@ class PartWriter:
                 "can be continued with --resume once the problem is fixed"
             ) from None
         self.next_number += 1
+
+
+def remove_stale_temporaries(out: Path) -> None:
+    """Half-written files of a killed run (never mistaken for results: they are not parts)."""
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):
+        stale.unlink(missing_ok=True)
+    for stale in parts_directory(out).glob(".part-*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def completed_paths(out: Path) -> set[str]:

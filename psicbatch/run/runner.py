@@ -33,6 +33,7 @@ from psicbatch.run.output import (
     completed_paths,
     finalize,
     parts_directory,
+    remove_stale_temporaries,
 )
 from psicbatch.run.rows import error_row, result_row
 
@@ -159,7 +160,10 @@ def _prepare_output(options: RunOptions) -> set[str]:
             f"{options.out}: an interrupted run left results in {parts}; continue it with "
             "--resume, or delete that folder to start over"
         )
-    return completed_paths(options.out) if options.resume else set()
+    if not options.resume:
+        return set()
+    remove_stale_temporaries(options.out)
+    return completed_paths(options.out)
 
 
 def describe_run(spec: EngineSpec, options: RunOptions) -> dict[str, Any]:

@@ -1,0 +1,235 @@
+"""Faults a long unattended run must survive: bad files, kills, full disks, locked outputs.
+
+The bad-input corpus is generated here (nothing binary is committed). Each case has its
+documented outcome: a result for valid variants of an image, an error row naming the
+problem for everything else, and never a lost result for a good image.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import psicbatch.run.output as output_module
+from psicbatch.cli import main
+
+# file name -> None (a result is expected) or a fragment of the expected error message
+CORPUS: dict[str, str | None] = {
+    "good.png": None,
+    "good.jpg": None,
+    "sixteen_bit.png": None,
+    "rgba.png": None,
+    "palette.png": None,
+    "cmyk.jpg": None,
+    "exif_rotated.jpg": None,
+    "one_pixel.png": None,
+    "with space ü.png": None,
+    "truncated.jpg": "truncated",
+    "truncated.png": "truncated",
+    "zero.png": "empty file (0 bytes)",
+    "random_bytes.jpg": "not a readable image",
+    "text.png": "not a readable image",
+    "huge_header.png": "too large",
+}
+GOOD = [name for name, problem in CORPUS.items() if problem is None]
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A tiny file whose header claims a huge image."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    pixels = zlib.compress(b"\0" * (width + 1))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels)
+                     + chunk(b"IEND", b""))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    rng = np.random.default_rng(0)
+    base = rng.integers(60, 200, (96, 80), dtype=np.uint8)
+    Image.fromarray(base).save(root / "good.png")
+    Image.fromarray(base).save(root / "good.jpg", quality=95)
+    (root / "truncated.jpg").write_bytes((root / "good.jpg").read_bytes()[:400])
+    (root / "truncated.png").write_bytes((root / "good.png").read_bytes()[:500])
+    (root / "zero.png").write_bytes(b"")
+    (root / "random_bytes.jpg").write_bytes(rng.bytes(5000))
+    (root / "text.png").write_text("not an image\n")
+    Image.fromarray(base.astype(np.uint16) * 257).save(root / "sixteen_bit.png")
+    Image.fromarray(np.dstack([base] * 3 + [np.full_like(base, 200)]), "RGBA").save(
+        root / "rgba.png"
+    )
+    Image.fromarray(base).convert("P").save(root / "palette.png")
+    Image.fromarray(np.dstack([base] * 3)).convert("CMYK").save(root / "cmyk.jpg")
+    rotated = Image.fromarray(np.ascontiguousarray(base.T))
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # displayed rotated by 90 degrees: 80 wide, 96 high
+    rotated.save(root / "exif_rotated.jpg", exif=exif)
+    Image.fromarray(np.full((1, 1), 128, np.uint8)).save(root / "one_pixel.png")
+    Image.fromarray(base).save(root / "with space ü.png")
+    _png_header_only(root / "huge_header.png", 20000, 20000)
+    (root / "loop").mkdir()
+    os.symlink("..", root / "loop" / "back")  # a folder link back up: a loop if followed
+    return root
+
+
+@pytest.mark.parametrize("decoder", ["dali", "pil"])
+def test_bad_input_corpus(corpus: Path, tmp_path: Path, decoder: str) -> None:
+    out = tmp_path / "corpus.parquet"
+    result = CliRunner().invoke(main, ["run", str(corpus), "--out", str(out), "-q",
+                                       "--decoder", decoder, "--batch-size", "4"])  # fmt: skip
+    assert result.exit_code == 3, result.output
+    rows = {Path(row["path"]).name: row for row in pq.read_table(out).to_pylist()}
+    assert sorted(rows) == sorted(CORPUS)  # every file once; the link loop was not followed
+    lost = [name for name in GOOD if rows[name]["error"] or rows[name]["probability"] is None]
+    print(f"good images lost: {len(lost)} of {len(GOOD)}")
+    assert lost == []
+    for name, problem in CORPUS.items():
+        if problem is not None:
+            assert problem in rows[name]["error"], (name, rows[name]["error"])
+            assert rows[name]["probability"] is None
+    assert (rows["exif_rotated.jpg"]["width"], rows["exif_rotated.jpg"]["height"]) == (80, 96)
+    assert (rows["one_pixel.png"]["width"], rows["one_pixel.png"]["height"]) == (1, 1)
+    assert rows["good.png"]["mask"]["size"] == [96, 80]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_unreadable_file(corpus: Path, tmp_path: Path) -> None:
+    locked = tmp_path / "locked.png"
+    locked.write_bytes((corpus / "good.png").read_bytes())
+    locked.chmod(0)
+    out = tmp_path / "locked.parquet"
+    CliRunner().invoke(main, ["run", str(locked), "--out", str(out), "-q", "--decoder", "pil"])
+    assert pq.read_table(out).to_pylist()[0]["error"] == "permission denied"
+
+
+# --- interruption -------------------------------------------------------------------------
+
+KILL_DRIVER = textwrap.dedent(
+    """
+    import os, signal, sys
+    point, target = sys.argv[1], int(sys.argv[2])
+    calls = {"n": 0}
+
+    def die_after(original, on_call=None):
+        def wrapped(*args, **kwargs):
+            calls["n"] += 1
+            if on_call is None and calls["n"] == target:
+                os.kill(os.getpid(), signal.SIGKILL)
+            result = original(*args, **kwargs)
+            if on_call is not None and on_call(*args) and calls["n"] >= target:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return result
+        return wrapped
+
+    import psicbatch.run.decode as decode
+    import psicbatch.engines.torch_engine as torch_engine
+    import psicbatch.run.output as output
+    if point == "decode":
+        decode.PilDecoder.decode = die_after(decode.PilDecoder.decode)
+    elif point == "inference":
+        torch_engine.TorchEngine._run = die_after(torch_engine.TorchEngine._run)
+    elif point == "row-group-write":  # the part's temporary file is written, not yet renamed
+        output.pq.write_table = die_after(output.pq.write_table, on_call=lambda *a: True)
+    elif point == "final-rename":  # the finished file is complete under its temporary name
+        real_replace = output.os.replace
+        def replace(source, destination):
+            if str(destination).endswith("results.parquet"):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real_replace(source, destination)
+        output.os.replace = replace
+    from psicbatch.cli import main
+    main(sys.argv[3:])
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def run_images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    from psicbatch.data.synth import generate
+
+    root = tmp_path_factory.mktemp("interrupt")
+    generate(root, 40, (64, 64), defect_rate=0.3, seed=3)
+    reference = root / "reference.parquet"
+    result = CliRunner().invoke(main, ["run", str(root / "images"), "--out", str(reference),
+                                       "-q", *RUN_ARGS])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return root / "images", pq.read_table(reference).to_pylist()
+
+
+RUN_ARGS = ["--decoder", "pil", "--batch-size", "4", "--flush-every", "4"]
+
+
+@pytest.mark.parametrize(
+    ("point", "target"),
+    [("decode", 4), ("inference", 5), ("row-group-write", 3), ("final-rename", 1)],
+)
+def test_kill_at_any_point_then_resume(run_images, tmp_path: Path, point: str,
+                                       target: int) -> None:  # fmt: skip
+    images, reference = run_images
+    out = tmp_path / "results.parquet"
+    driver = tmp_path / "driver.py"
+    driver.write_text(KILL_DRIVER)
+    killed = subprocess.run([sys.executable, driver, point, str(target), "run", images,
+                             "--out", out, "-q", *RUN_ARGS], capture_output=True)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    assert not out.exists()  # a half-finished run never looks like a finished file
+    result = CliRunner().invoke(main, ["run", str(images), "--out", str(out), "-q", "--resume",
+                                       *RUN_ARGS])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(out).to_pylist() == reference
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith((".results", "results"))]
+    assert leftovers == ["results.parquet"]
+
+
+def test_disk_full_is_a_clear_error_and_resumable(
+    run_images: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images, reference = run_images
+    out = tmp_path / "results.parquet"
+    real_write, writes = output_module.pq.write_table, []
+
+    def fill_disk_after_two(table: object, where: Path, **kwargs: object) -> None:
+        writes.append(where)
+        if len(writes) > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(table, where, **kwargs)
+
+    monkeypatch.setattr(output_module.pq, "write_table", fill_disk_after_two)
+    result = CliRunner().invoke(main, ["run", str(images), "--out", str(out), "-q", *RUN_ARGS])
+    assert result.exit_code == 1
+    message = result.output.strip()
+    assert "No space left on device" in message and "--resume" in message
+    assert len(message.splitlines()) == 1
+    monkeypatch.undo()
+    result = CliRunner().invoke(main, ["run", str(images), "--out", str(out), "-q", "--resume",
+                                       *RUN_ARGS])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(out).to_pylist() == reference
+
+
+def test_unwritable_output_location(run_images, tmp_path: Path) -> None:
+    images, _ = run_images
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where a folder should be")
+    result = CliRunner().invoke(main, ["run", str(images), "--out", str(blocker / "r.parquet"),
+                                       "-q", *RUN_ARGS])  # fmt: skip
+    assert result.exit_code == 1
+    assert "not-a-folder" in result.output and len(result.output.strip().splitlines()) == 1
