@@ -1,0 +1,1 @@
+"""Benchmarking: latency statistics, stable measurement windows, the machine's ceiling."""
