@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from psicbatch import __version__
-from psicbatch.commands import engines, model, run, training
+from psicbatch.commands import bench, engines, model, run, training
 from psicbatch.commands.options import ARGV_KEY
 from psicbatch.errors import PsicbatchError
 
@@ -43,5 +43,6 @@ for command in (
     engines.build_engine_command,
     engines.engines_command,
     run.run_command,
+    bench.bench_command,
 ):
     main.add_command(command)

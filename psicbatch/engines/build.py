@@ -184,17 +184,22 @@ def draft_manifest(
             "segmentation": checkpoint.thresholds.segmentation,
         },
         versions=_library_versions(backend),
+        model=checkpoint.model_config.to_dict(),
     )
 
 
 def checkpoint_manifest(
-    checkpoint_path: Path, precision: str = "auto", device: str = "cpu", max_batch: int = 64
+    checkpoint_path: Path,
+    precision: str = "auto",
+    device: str = "cpu",
+    max_batch: int = 64,
+    input_size: tuple[int, int] | None = None,
 ) -> Manifest:
     """The manifest of a torch engine that runs a checkpoint file in place."""
     checkpoint = load_checkpoint(checkpoint_path)
     if precision == "auto":
         precision = "fp16" if device.startswith("cuda") else "bf16"
-    size = engine_size(checkpoint, None)
+    size = engine_size(checkpoint, input_size)
     manifest = draft_manifest(checkpoint_path, checkpoint, "torch", precision, size, True,
                               max_batch)  # fmt: skip
     manifest.engine_file = str(checkpoint_path.resolve())
@@ -204,12 +209,16 @@ def checkpoint_manifest(
 
 
 def checkpoint_engine(
-    checkpoint_path: Path, precision: str = "auto", device: str = "cpu", max_batch: int = 64
+    checkpoint_path: Path,
+    precision: str = "auto",
+    device: str = "cpu",
+    max_batch: int = 64,
+    input_size: tuple[int, int] | None = None,
 ) -> Engine:
     """A torch engine straight from a checkpoint, without building an engine folder."""
     from psicbatch.engines.torch_engine import TorchEngine
 
-    manifest = checkpoint_manifest(checkpoint_path, precision, device, max_batch)
+    manifest = checkpoint_manifest(checkpoint_path, precision, device, max_batch, input_size)
     return TorchEngine(checkpoint_path.parent, manifest)
 
 

@@ -36,6 +36,7 @@ class Manifest:
     preprocessing: dict[str, Any]
     thresholds: dict[str, float]
     versions: dict[str, str]
+    model: dict[str, Any] = field(default_factory=dict)  # ModelConfig: width, in_channels
     parity: dict[str, Any] = field(default_factory=dict)
     backend_details: dict[str, Any] = field(default_factory=dict)
     size_multiple: int = 8

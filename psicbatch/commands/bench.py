@@ -1,0 +1,135 @@
+"""``psicbatch bench``: latency and throughput against the industrial per-image target."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from psicbatch.assets import demo_model_path
+from psicbatch.bench.report import (
+    SIZE_PRESETS,
+    BenchPlan,
+    markdown,
+    random_checkpoint,
+    run_benchmark,
+)
+from psicbatch.commands.options import SIZE, command_line
+from psicbatch.reports import write_json
+
+
+def _sizes(value: str) -> tuple[tuple[str, tuple[int, int]], ...]:
+    sizes = []
+    for part in value.split(","):
+        part = part.strip().lower()
+        sizes.append((part, SIZE_PRESETS[part]) if part in SIZE_PRESETS
+                     else (part, SIZE.convert(part, None, None)))  # fmt: skip
+    return tuple(sizes)
+
+
+def _label(row: dict) -> str:
+    size = f"{row['size'][0]}x{row['size'][1]}"
+    return size if row["size_name"] == size else f"{row['size_name']} {size}"
+
+
+def _batches(value: str) -> tuple[int, ...]:
+    try:
+        batches = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected batch sizes like 1,4,16") from None
+    if any(b < 1 for b in batches):
+        raise click.BadParameter("batch sizes must be at least 1")
+    return batches
+
+
+@click.command("bench")
+@click.option(
+    "--engine",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="An engine folder from build-engine.",
+)
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A checkpoint, run with the torch backend (default: the bundled demo model).",
+)
+@click.option(
+    "--width",
+    type=float,
+    help="Benchmark an untrained PSIC-Net of this width "
+    "(1 = the paper's network); cost is what matters.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    default="auto",
+    show_default=True,
+    help="With --model or --width.",
+)
+@click.option(
+    "--sizes",
+    default="dagm",
+    show_default=True,
+    help="Comma-separated presets (ksdd=1408x512, ksdd2=640x232, dagm=512x512) or HxW.",
+)
+@click.option(
+    "--batch", "batches", default="1,4", show_default=True, help="Comma-separated batch sizes."
+)
+@click.option(
+    "--images",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Real images for the baseline (default: synthetic).",
+)
+@click.option(
+    "--duration",
+    default=20.0,
+    show_default=True,
+    help="Longest measurement per configuration, in seconds.",
+)
+@click.option(
+    "--baseline/--no-baseline",
+    default=True,
+    show_default=True,
+    help="Also time the research-code way (PIL, fp32 eager, batch 1).",
+)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(path_type=Path, file_okay=False),
+    default="bench",
+    show_default=True,
+)
+def bench_command(engine: Path | None, model: Path | None, width: float | None, precision: str,
+                  sizes: str, batches: str, images: Path | None, duration: float,
+                  baseline: bool, out: Path) -> None:  # fmt: skip
+    """Measure latency and throughput per image size and batch, with the machine's ceiling."""
+    if sum(x is not None for x in (engine, model, width)) > 1:
+        raise click.BadParameter("give at most one of --engine, --model, --width")
+    plan = BenchPlan(_sizes(sizes), _batches(batches), duration, baseline and not engine, images)
+    console = Console(stderr=True)
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = None
+        if engine is None:
+            checkpoint = (
+                random_checkpoint(width, Path(folder)) if width else model or demo_model_path()
+            )
+        report = run_benchmark(plan, checkpoint, engine, precision,
+                               progress=lambda text: console.print(f"  {text}"))  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    report["command"] = command_line()
+    write_json(out / "bench.json", report)
+    (out / "bench.md").write_text(markdown(report, report["command"]))
+    table = Table(title=f"psicbatch bench ({report['ceiling']['gflops']:.0f} GFLOP/s ceiling)")
+    for column in ("size", "best images/s", "s/image (batch 1)", "ceiling share", "vs baseline",
+                   "verdict"):  # fmt: skip
+        table.add_column(column)
+    for row in report["summary"]:
+        speedup = f"{row['speedup_vs_baseline']:.2f}x" if row["speedup_vs_baseline"] else "-"
+        table.add_row(_label(row),
+                      f"{row['best_images_per_s']:.3f}", f"{row['latency_s_per_image']:.3f}",
+                      f"{100 * row['ceiling_share']:.0f}%", speedup, row["verdict"])  # fmt: skip
+    Console().print(table)
+    click.echo(f"reports written to {out}/ (bench.json, bench.md)")

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from psicbatch.cli import main
+
+
+def test_tiny_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    args = ["bench", "--sizes", "64x64,dagm", "--batch", "1,2", "--width", "0.125",
+            "--duration", "1", "-o", str(out)]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "bench.json").read_text())
+    assert report["ceiling"]["gflops"] > 0
+    assert {(r["size_name"], r["batch"]) for r in report["results"]} == {
+        ("64x64", 1),
+        ("64x64", 2),
+        ("dagm", 1),
+        ("dagm", 2),
+    }
+    for row in report["results"]:
+        latency = row["latency_per_call"]
+        assert latency["unit"] == "ms" and latency["count"] >= 1
+        assert latency["min"] <= latency["p50"] <= latency["p99"] <= latency["max"]
+        assert row["warmup"]["count"] == 2 and row["throughput_items_per_s"] > 0
+        assert row["ceiling_share"] > 0 and row["achieved_gflops"] > 0
+    dagm = next(s for s in report["summary"] if s["size_name"] == "dagm")
+    assert dagm["size"] == [512, 512] and dagm["speedup_vs_baseline"] > 0
+    assert dagm["verdict"].startswith(("meets", "misses"))
+    assert report["baseline"]["dagm"]["items_per_call"] == 1
+    text = (out / "bench.md").read_text()
+    assert "psicbatch bench" in text and "dagm (512x512)" in text and "--width 0.125" in text
+
+
+def test_bad_options(tmp_path: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(main, ["bench", "--batch", "0"]).exit_code == 2
+    assert runner.invoke(main, ["bench", "--sizes", "huge"]).exit_code == 2
+    both = runner.invoke(main, ["bench", "--width", "1", "--model", str(tmp_path / "m.pt")])
+    assert both.exit_code == 2 and "at most one" in both.output
