@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR := build/demo
 
-.PHONY: setup demo test test-all lint format clean
+.PHONY: setup demo test test-all lint format bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ test: lint
 
 test-all: lint
 	$(BIN)/pytest -m "slow or not slow"
+
+bench: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" benchmarks/cpu_paper_sizes.sh
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
