@@ -43,6 +43,7 @@ for command in (
     engines.build_engine_command,
     engines.engines_command,
     run.run_command,
+    run.report_command,
     bench.bench_command,
 ):
     main.add_command(command)

@@ -163,3 +163,21 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
     console.print(table)
     for path, message in summary.error_examples[:10]:
         console.print(f"[red]error[/red] {path}: {message}")
+
+
+@click.command("report")
+@click.argument("results", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default="report.html",
+    show_default=True,
+)
+@click.option("--top", default=24, show_default=True, help="Thumbnails of the most likely defects.")
+def report_command(results: Path, html_path: Path, top: int) -> None:
+    """A self-contained HTML page about a results file: counts, defects, errors."""
+    from psicbatch.run.html_report import build_report
+
+    html_path.write_text(build_report(results, top), encoding="utf-8")
+    click.echo(f"wrote {html_path}")

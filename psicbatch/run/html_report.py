@@ -1,0 +1,116 @@
+"""A self-contained HTML page about one results file, for a person to look at.
+
+Everything (plots, thumbnails) is embedded as base64 PNG, so the page can be mailed or
+archived alone. Thumbnails are the images as stored at their paths with the mask drawn
+over them in red; an image that can no longer be read is listed without a thumbnail.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+from PIL import Image
+
+from psicbatch.data.images import ImageReadError, read_image
+from psicbatch.run import rle
+from psicbatch.run.output import read_metadata
+
+THUMBNAIL_HEIGHT = 220
+
+
+def _png_data_uri(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def thumbnail(row: dict[str, Any]) -> str | None:
+    """The image with its mask in red, scaled to THUMBNAIL_HEIGHT; None if unreadable."""
+    try:
+        image = read_image(Path(row["path"]), 3)
+    except ImageReadError:
+        return None
+    mask = rle.decode(row["mask"])
+    if mask.shape != image.shape[:2]:
+        return None
+    overlay = image.astype(np.float32)
+    overlay[mask] = 0.45 * overlay[mask] + 0.55 * np.array([255, 0, 0])
+    picture = Image.fromarray(overlay.astype(np.uint8))
+    scale = THUMBNAIL_HEIGHT / picture.height
+    picture = picture.resize((max(1, round(picture.width * scale)), THUMBNAIL_HEIGHT))
+    return _png_data_uri(picture)
+
+
+def histogram(probabilities: list[float]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 2.6), dpi=100)
+    axes.hist(probabilities, bins=40, range=(0, 1), color="#4063a0")
+    axes.set(xlabel="defect probability", ylabel="images", yscale="log")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def build_report(results: Path, top: int = 24) -> str:
+    metadata = read_metadata(results)
+    rows = pq.read_table(results).to_pylist()
+    ok = [r for r in rows if r["error"] is None]
+    errors = [r for r in rows if r["error"] is not None]
+    defects = sorted((r for r in ok if r["is_defect"]), key=lambda r: -r["probability"])
+    shown = defects[:top]
+    e = html.escape
+    cards = []
+    for row in shown:
+        uri = thumbnail(row)
+        picture = (
+            f'<img src="{uri}" alt="{e(row["path"])}">' if uri else "<p>(image unreadable)</p>"
+        )
+        cards.append(
+            f'<figure class="defect">{picture}<figcaption>{e(row["path"])}<br>'
+            f"p = {row['probability']:.3f}, {row['mask_area']} px</figcaption></figure>"
+        )
+    error_items = "".join(f"<li><code>{e(r['path'])}</code>: {e(r['error'])}</li>" for r in errors)
+    rate = len(defects) / len(ok) if ok else 0.0
+    meta_rows = "".join(
+        f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>"
+        for k, v in metadata.items()
+        if k != "engine"
+    )
+    engine = metadata.get("engine", {})
+    meta_rows += (
+        f"<tr><th>engine</th><td>{e(str(engine.get('backend')))} "
+        f"{e(str(engine.get('precision')))}, input {e(str(engine.get('input_size')))}</td></tr>"
+    )
+    histogram_html = f'<img src="{histogram([r["probability"] for r in ok])}">' if ok else ""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>psicbatch report: {e(results.name)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+.counts td {{ padding: 0 1.5em 0 0; font-size: 1.3em; }}
+.defects {{ display: flex; flex-wrap: wrap; gap: 12px; }}
+.defect {{ margin: 0; border: 1px solid #ccc; padding: 6px; max-width: 320px; }}
+.defect figcaption {{ font-size: 0.8em; word-break: break-all; }}
+table.meta th {{ text-align: left; padding-right: 1em; }}
+</style></head><body>
+<h1>psicbatch report: {e(str(results))}</h1>
+<table class="counts"><tr><td>{len(rows)} images</td><td>{len(defects)} defective</td>
+<td>{100 * rate:.1f}% defect rate</td><td>{len(errors)} errors</td></tr></table>
+<h2>Defect probability</h2>{histogram_html}
+<h2>Most likely defects ({len(shown)} of {len(defects)})</h2>
+<div class="defects">{"".join(cards) or "<p>No defects found.</p>"}</div>
+<h2>Errors ({len(errors)})</h2><ul>{error_items or "<li>none</li>"}</ul>
+<h2>Run</h2><table class="meta">{meta_rows}</table>
+</body></html>
+"""

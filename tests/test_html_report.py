@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from psicbatch.cli import main
+from psicbatch.data.synth import generate
+
+
+def test_html_report_shows_every_listed_defect(tmp_path: Path) -> None:
+    generate(tmp_path / "data", 16, (96, 112), defect_rate=0.5, seed=8)
+    (tmp_path / "data" / "images" / "broken.png").write_text("not an image")
+    results = tmp_path / "results.parquet"
+    runner = CliRunner()
+    run = runner.invoke(main, ["run", str(tmp_path / "data" / "images"), "--out", str(results),
+                               "-q", "--decoder", "pil", "--allow-errors"])  # fmt: skip
+    assert run.exit_code == 0, run.output
+    page = tmp_path / "report.html"
+    result = runner.invoke(main, ["report", str(results), "--html", str(page), "--top", "5"])
+    assert result.exit_code == 0, result.output
+    text = page.read_text()
+    listed = re.search(r"Most likely defects \((\d+) of (\d+)\)", text)
+    assert listed is not None
+    shown, found = int(listed.group(1)), int(listed.group(2))
+    assert found > 0 and shown == min(5, found)
+    assert (
+        len(re.findall(r'<figure class="defect"><img src="data:image/png;base64,', text)) == shown
+    )
+    assert "16 images" not in text and "17 images" in text  # the broken file counts too
+    assert "broken.png" in text and "not a readable image" in text
+    assert "data:image/png;base64," in text.split("Defect probability")[1]  # histogram
+    assert "checkpoint_sha256" in text
