@@ -55,7 +55,7 @@ def histogram(probabilities: list[float]) -> str:
 
     figure, axes = plt.subplots(figsize=(6, 2.6), dpi=100)
     axes.hist(probabilities, bins=40, range=(0, 1), color="#4063a0")
-    axes.set(xlabel="defect probability", ylabel="images", yscale="log")
+    axes.set(xlabel="defect probability", ylabel="images")
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
@@ -106,7 +106,7 @@ table.meta th {{ text-align: left; padding-right: 1em; }}
 </style></head><body>
 <h1>psicbatch report: {e(str(results))}</h1>
 <table class="counts"><tr><td>{len(rows)} images</td><td>{len(defects)} defective</td>
-<td>{100 * rate:.1f}% defect rate</td><td>{len(errors)} errors</td></tr></table>
+<td>{100 * rate:.1f}% of readable images defective</td><td>{len(errors)} errors</td></tr></table>
 <h2>Defect probability</h2>{histogram_html}
 <h2>Most likely defects ({len(shown)} of {len(defects)})</h2>
 <div class="defects">{"".join(cards) or "<p>No defects found.</p>"}</div>
