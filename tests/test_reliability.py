@@ -110,14 +110,33 @@ def test_bad_input_corpus(corpus: Path, tmp_path: Path, decoder: str) -> None:
     assert rows["good.png"]["mask"]["size"] == [96, 80]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
-def test_unreadable_file(corpus: Path, tmp_path: Path) -> None:
-    locked = tmp_path / "locked.png"
-    locked.write_bytes((corpus / "good.png").read_bytes())
-    locked.chmod(0)
+@pytest.mark.parametrize("decoder", ["dali", "pil"])
+def test_unreadable_file(corpus: Path, tmp_path: Path, decoder: str,
+                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for name in ("a.png", "locked.png", "b.png"):
+        (folder / name).write_bytes((corpus / "good.png").read_bytes())
+    locked = folder / "locked.png"
+    if os.geteuid() == 0:
+        # Root reads files whatever their permissions: let the read fail as the OS would.
+        real_read_bytes = Path.read_bytes
+
+        def refuse(path: Path) -> bytes:
+            if path == locked:
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return real_read_bytes(path)
+
+        monkeypatch.setattr(Path, "read_bytes", refuse)
+    else:
+        locked.chmod(0)
     out = tmp_path / "locked.parquet"
-    CliRunner().invoke(main, ["run", str(locked), "--out", str(out), "-q", "--decoder", "pil"])
-    assert pq.read_table(out).to_pylist()[0]["error"] == "permission denied"
+    result = CliRunner().invoke(main, ["run", str(folder), "--out", str(out), "-q",
+                                       "--decoder", decoder])  # fmt: skip
+    assert result.exit_code == 3, result.output
+    rows = {Path(r["path"]).name: r for r in pq.read_table(out).to_pylist()}
+    assert rows["locked.png"]["error"] == "permission denied"
+    assert rows["a.png"]["error"] is None and rows["b.png"]["error"] is None
 
 
 # --- interruption -------------------------------------------------------------------------
