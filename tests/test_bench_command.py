@@ -32,8 +32,21 @@ def test_tiny_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
     assert dagm["size"] == [512, 512] and dagm["speedup_vs_baseline"] > 0
     assert dagm["verdict"].startswith(("meets", "misses"))
     assert report["baseline"]["dagm"]["items_per_call"] == 1
+    end_to_end = report["end_to_end"]["64x64"]
+    assert end_to_end["images"] >= 3 * end_to_end["batch"]
+    assert end_to_end["throughput_items_per_s"] > 0 and end_to_end["share_of_engine_only"] > 0
+    assert set(end_to_end["stage_seconds_per_image"]) == {
+        "decode+preprocess", "inference", "postprocess", "write"
+    }  # fmt: skip
     text = (out / "bench.md").read_text()
     assert "psicbatch bench" in text and "dagm (512x512)" in text and "--width 0.125" in text
+    assert "End to end" in text
+    for figure in ("bench_latency.png", "bench_throughput.png"):
+        assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    compared = CliRunner().invoke(main, ["bench", "--compare", str(out / "bench.json"),
+                                         str(out / "bench.json")])  # fmt: skip
+    assert compared.exit_code == 0, compared.output
+    assert "1.00x" in compared.output and "dagm" in compared.output
 
 
 def test_bad_options(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ machine's own matrix-product ceiling, all in one run so they can be compared as 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -11,15 +12,18 @@ import torch
 from psicbatch.bench.stats import Measurement, measure
 from psicbatch.checkpoint import Checkpoint
 from psicbatch.data.images import read_image
+from psicbatch.data.synth import generate
 from psicbatch.engines import Engine
 from psicbatch.predict import autocast
 from psicbatch.preprocess import normalize, resize_image
+from psicbatch.run.runner import EngineSpec, RunOptions, run
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def matmul_ceiling(precision: str, device: str = "cpu", size: int = 2048,
-                   seconds: float = 6.0) -> dict[str, float | str]:  # fmt: skip
+def matmul_ceiling(
+    precision: str, device: str = "cpu", size: int = 2048, seconds: float = 6.0
+) -> dict[str, float | str]:
     """GFLOP/s of a large square matrix product in ``precision`` (int8 engines: bf16)."""
     dtype = DTYPES.get(precision, torch.bfloat16)
     a = torch.randn(size, size, device=device).to(dtype)
@@ -43,12 +47,14 @@ def engine_only(engine: Engine, size: tuple[int, int], batch: int, seconds: floa
     """The engine on ready-made input: the model stage with nothing around it."""
     rng = np.random.default_rng(0)
     images = rng.normal(size=(batch, engine.manifest.channels, *size)).astype(np.float32)
-    return measure(lambda: engine.infer(images), batch, window_seconds=seconds / 6,
-                   max_seconds=seconds)  # fmt: skip
+    return measure(
+        lambda: engine.infer(images), batch, window_seconds=seconds / 6, max_seconds=seconds
+    )
 
 
-def research_baseline(checkpoint: Checkpoint, files: list[Path], size: tuple[int, int],
-                      seconds: float) -> Measurement:  # fmt: skip
+def research_baseline(
+    checkpoint: Checkpoint, files: list[Path], size: tuple[int, int], seconds: float
+) -> Measurement:
     """How research code runs inference: PIL decode, torch fp32 eager, one image at a time."""
     model = checkpoint.build_model()
     channels = checkpoint.model_config.in_channels
@@ -64,3 +70,23 @@ def research_baseline(checkpoint: Checkpoint, files: list[Path], size: tuple[int
         torch.sigmoid(seg).numpy()
 
     return measure(one_image, 1, warmup_calls=1, window_seconds=seconds / 6, max_seconds=seconds)
+
+
+def end_to_end(
+    spec: EngineSpec, size: tuple[int, int], batch: int, images: int, folder: Path
+) -> dict[str, Any]:
+    """The whole ``psicbatch run`` path on ``images`` PNG files of ``size``: decode,
+    preprocess, inference, masks, RLE and Parquet writing."""
+    files = generate(folder / "images", images, size, defect_rate=0.3, seed=2)
+    summary = run(files, spec, RunOptions(out=folder / "results.parquet", batch_size=batch))
+    per_image = {
+        stage: seconds / summary.images for stage, seconds in summary.stage_seconds.items()
+    }
+    return {
+        "images": summary.images,
+        "batch": batch,
+        "decoder": summary.decoder,
+        "throughput_items_per_s": summary.steady_throughput,
+        "seconds_including_startup": summary.seconds,
+        "stage_seconds_per_image": per_image,
+    }

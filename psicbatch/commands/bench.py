@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -10,6 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from psicbatch.assets import demo_model_path
+from psicbatch.bench.plots import compare as compare_reports
+from psicbatch.bench.plots import plot_benchmark
 from psicbatch.bench.report import (
     SIZE_PRESETS,
     BenchPlan,
@@ -25,9 +28,17 @@ def _sizes(value: str) -> tuple[tuple[str, tuple[int, int]], ...]:
     sizes = []
     for part in value.split(","):
         part = part.strip().lower()
-        sizes.append((part, SIZE_PRESETS[part]) if part in SIZE_PRESETS
-                     else (part, SIZE.convert(part, None, None)))  # fmt: skip
+        sizes.append(
+            (part, SIZE_PRESETS[part])
+            if part in SIZE_PRESETS
+            else (part, SIZE.convert(part, None, None))
+        )
     return tuple(sizes)
+
+
+def _share(row: dict) -> str:
+    share = row.get("end_to_end_share")
+    return "-" if share is None else f"{100 * share:.0f}% of engine"
 
 
 def _label(row: dict) -> str:
@@ -96,19 +107,47 @@ def _batches(value: str) -> tuple[int, ...]:
     help="Also time the research-code way (PIL, fp32 eager, batch 1).",
 )
 @click.option(
+    "--end-to-end/--no-end-to-end",
+    default=True,
+    show_default=True,
+    help="Also time the whole run path (decode, masks, Parquet) at each size.",
+)
+@click.option(
+    "--compare",
+    nargs=2,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Show two bench.json reports side by side instead of measuring.",
+)
+@click.option(
     "--out",
     "-o",
     type=click.Path(path_type=Path, file_okay=False),
     default="bench",
     show_default=True,
 )
-def bench_command(engine: Path | None, model: Path | None, width: float | None, precision: str,
-                  sizes: str, batches: str, images: Path | None, duration: float,
-                  baseline: bool, out: Path) -> None:  # fmt: skip
+def bench_command(
+    engine: Path | None,
+    model: Path | None,
+    width: float | None,
+    precision: str,
+    sizes: str,
+    batches: str,
+    images: Path | None,
+    duration: float,
+    baseline: bool,
+    end_to_end: bool,
+    compare: tuple[Path, Path] | None,
+    out: Path,
+) -> None:
     """Measure latency and throughput per image size and batch, with the machine's ceiling."""
+    if compare:
+        _print_comparison(*compare)
+        return
     if sum(x is not None for x in (engine, model, width)) > 1:
         raise click.BadParameter("give at most one of --engine, --model, --width")
-    plan = BenchPlan(_sizes(sizes), _batches(batches), duration, baseline and not engine, images)
+    plan = BenchPlan(
+        _sizes(sizes), _batches(batches), duration, baseline and not engine, images, end_to_end
+    )
     console = Console(stderr=True)
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = None
@@ -116,20 +155,62 @@ def bench_command(engine: Path | None, model: Path | None, width: float | None, 
             checkpoint = (
                 random_checkpoint(width, Path(folder)) if width else model or demo_model_path()
             )
-        report = run_benchmark(plan, checkpoint, engine, precision,
-                               progress=lambda text: console.print(f"  {text}"))  # fmt: skip
+        report = run_benchmark(
+            plan, checkpoint, engine, precision, progress=lambda text: console.print(f"  {text}")
+        )
     out.mkdir(parents=True, exist_ok=True)
     report["command"] = command_line()
     write_json(out / "bench.json", report)
     (out / "bench.md").write_text(markdown(report, report["command"]))
+    plot_benchmark(report, out)
     table = Table(title=f"psicbatch bench ({report['ceiling']['gflops']:.0f} GFLOP/s ceiling)")
-    for column in ("size", "best images/s", "s/image (batch 1)", "ceiling share", "vs baseline",
-                   "verdict"):  # fmt: skip
+    for column in (
+        "size",
+        "best images/s",
+        "s/image (batch 1)",
+        "ceiling share",
+        "vs baseline",
+        "end to end",
+        "verdict",
+    ):
         table.add_column(column)
     for row in report["summary"]:
         speedup = f"{row['speedup_vs_baseline']:.2f}x" if row["speedup_vs_baseline"] else "-"
-        table.add_row(_label(row),
-                      f"{row['best_images_per_s']:.3f}", f"{row['latency_s_per_image']:.3f}",
-                      f"{100 * row['ceiling_share']:.0f}%", speedup, row["verdict"])  # fmt: skip
+        table.add_row(
+            _label(row),
+            f"{row['best_images_per_s']:.3f}",
+            f"{row['latency_s_per_image']:.3f}",
+            f"{100 * row['ceiling_share']:.0f}%",
+            speedup,
+            _share(row),
+            row["verdict"],
+        )
     Console().print(table)
-    click.echo(f"reports written to {out}/ (bench.json, bench.md)")
+    click.echo(f"reports written to {out}/ (bench.json, bench.md, bench_*.png)")
+
+
+def _print_comparison(first: Path, second: Path) -> None:
+    reports = [json.loads(path.read_text()) for path in (first, second)]
+    table = Table(title=f"{first} vs {second}")
+    for column in (
+        "size",
+        f"images/s {first.parent.name or first.name}",
+        f"images/s {second.parent.name or second.name}",
+        "ratio",
+        "s/image (first)",
+        "s/image (second)",
+    ):
+        table.add_column(column)
+    for row in compare_reports(*reports):
+        table.add_row(
+            row["size"],
+            f"{row['images_per_s'][0]:.3f}",
+            f"{row['images_per_s'][1]:.3f}",
+            f"{row['ratio']:.2f}x",
+            f"{row['latency_s'][0]:.3f}",
+            f"{row['latency_s'][1]:.3f}",
+        )
+    for index, report in enumerate(reports, start=1):
+        m = report["machine"]
+        table.caption = (table.caption or "") + f"{index}: {m['cpu']}, GPU {m['gpu']}  "
+    Console().print(table)

@@ -144,6 +144,16 @@ def _executor(name: str, address: str | None) -> Callable | None:
     return partial(ray_results, address=address)
 
 
+def _stages(summary: RunSummary) -> str:
+    if not summary.images or not summary.stage_seconds:
+        return "-"
+    parts = [
+        f"{stage} {1000 * seconds / summary.images:.1f} ms"
+        for stage, seconds in summary.stage_seconds.items()
+    ]
+    return ", ".join(parts) + " (decoding overlaps inference)"
+
+
 def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
     table = Table(title="psicbatch run", show_header=False)
     rate = summary.images / summary.seconds if summary.seconds else 0.0
@@ -157,6 +167,7 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
             f"{summary.seconds:.1f} s including start-up, {rate:.2f} images/s "
             f"({summary.decoder} decoder)",
         ),
+        ("stage time per image", _stages(summary)),
         ("results", str(out)),
     ):
         table.add_row(key, str(value))

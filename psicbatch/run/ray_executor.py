@@ -24,7 +24,7 @@ from psicbatch.run.runner import EngineSpec, RunOptions, Task, Worker
 def ray_results(
     tasks: list[Task], spec: EngineSpec, options: RunOptions, address: str | None = None,
     actors: int | None = None,
-) -> Iterator[list[dict[str, Any]]]:  # fmt: skip
+) -> Iterator[tuple[list[dict[str, Any]], dict[str, float]]]:  # fmt: skip
     try:
         import ray
     except ImportError:
@@ -61,7 +61,8 @@ def ray_results(
         num_gpus=gpus,
         num_cpus=1,
     )
+    # Stage times are not collected from Ray actors; Ray's own dashboard shows them.
     return (
-        batch.to_pylist()
+        (batch.to_pylist(), {})
         for batch in dataset.iter_batches(batch_size=options.batch_size, batch_format="pyarrow")
     )

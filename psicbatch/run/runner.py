@@ -48,6 +48,7 @@ class EngineSpec:
     engine_dir: Path | None = None
     checkpoint: Path | None = None
     precision: str = "auto"
+    input_size: tuple[int, int] | None = None  # checkpoints: run at this size instead
 
     def describe(self, max_batch: int) -> Manifest:
         """The engine's manifest without loading the engine (for metadata and planning)."""
@@ -55,14 +56,16 @@ class EngineSpec:
             return read_manifest(self.engine_dir)
         from psicbatch.engines.build import checkpoint_manifest
 
-        return checkpoint_manifest(self.checkpoint, self.precision, "cpu", max_batch)
+        return checkpoint_manifest(self.checkpoint, self.precision, "cpu", max_batch,
+                                   self.input_size)  # fmt: skip
 
     def open(self, device: str, max_batch: int) -> Engine:
         if self.engine_dir is not None:
             return load_engine(self.engine_dir)
         from psicbatch.engines.build import checkpoint_engine
 
-        return checkpoint_engine(self.checkpoint, self.precision, device, max_batch)
+        return checkpoint_engine(self.checkpoint, self.precision, device, max_batch,
+                                 self.input_size)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,17 @@ class RunSummary:
     seconds: float = 0.0
     decoder: str = ""
     error_examples: list[tuple[str, str]] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # summed over batches
+    steady_images: int = 0  # images after the first batch (start-up excluded)
+    steady_seconds: float = 0.0
+
+    @property
+    def steady_throughput(self) -> float:
+        return self.steady_images / self.steady_seconds if self.steady_seconds else 0.0
+
+    def add_times(self, times: dict[str, float]) -> None:
+        for stage, seconds in times.items():
+            self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
 
     def add(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
@@ -107,8 +121,8 @@ def run(
 ) -> RunSummary:
     """Process every path not already done and write ``options.out``.
 
-    ``executor(tasks, spec, options)`` yields the rows of each batch in batch order; the
-    default runs local workers, ``ray_executor.ray_results`` a Ray cluster.
+    ``executor(tasks, spec, options)`` yields (rows, stage seconds) of each batch in batch
+    order; the default runs local workers, ``ray_executor.ray_results`` a Ray cluster.
     """
     if options.batch_size < 1 or options.workers < 1:
         raise PsicbatchError("--batch-size and --workers must be at least 1")
@@ -127,16 +141,22 @@ def run(
         summary.decoder = engine_info["decoder"]
         writer = PartWriter(options.out)
         pending: list[dict[str, Any]] = []
-        last_flush = time.monotonic()
-        for rows in results:
+        last_flush = first_batch_done = time.monotonic()
+        for batch_number, (rows, times) in enumerate(results):
+            if batch_number == 0:
+                first_batch_done = time.monotonic()
+            else:
+                summary.steady_images += len(rows)
             pending += rows
             summary.add(rows)
+            summary.add_times(times)
             if len(pending) >= options.part_rows or time.monotonic() - last_flush > FLUSH_SECONDS:
-                writer.write(pending)
+                summary.add_times(_timed_write(writer, pending))
                 pending, last_flush = [], time.monotonic()
             if on_rows is not None:
                 on_rows(summary)
-        writer.write(pending)
+        summary.add_times(_timed_write(writer, pending))
+        summary.steady_seconds = time.monotonic() - first_batch_done
         summary.seconds = time.monotonic() - clock
         metadata = {
             "schema_version": SCHEMA_VERSION,
@@ -151,6 +171,12 @@ def run(
         }
         finalize(options.out, metadata)
     return summary
+
+
+def _timed_write(writer: PartWriter, rows: list[dict[str, Any]]) -> dict[str, float]:
+    start = time.perf_counter()
+    writer.write(rows)
+    return {"write": time.perf_counter() - start}
 
 
 def _prepare_output(options: RunOptions) -> set[str]:
@@ -182,12 +208,12 @@ def describe_run(spec: EngineSpec, options: RunOptions) -> dict[str, Any]:
 
 def local_results(
     tasks: list[Task], spec: EngineSpec, options: RunOptions
-) -> Iterator[list[dict[str, Any]]]:
-    """Rows of every batch in input order, from workers on this machine."""
+) -> Iterator[tuple[list[dict[str, Any]], dict[str, float]]]:
+    """(rows, stage seconds) of every batch in input order, from workers on this machine."""
     devices = [f"cuda:{d}" for d in options.devices] or ["cpu"] * options.workers
     if len(devices) == 1:
         worker = Worker(spec, options, devices[0], threads=None)
-        return (rows for _, rows in worker.process(iter(tasks)))
+        return ((rows, times) for _, rows, times in worker.process(iter(tasks)))
     return _parallel_results(tasks, spec, options, devices)
 
 
@@ -219,19 +245,25 @@ class Worker:
             options.decoder, preprocess, options.batch_size, threads or 2, device_id
         )
 
-    def process(self, tasks: Iterator[Task]) -> Iterator[tuple[int, list[dict[str, Any]]]]:
-        for (number, items), decoded in _prefetch(tasks, self._decode):
-            yield number, self._rows(items, decoded)
+    def process(
+        self, tasks: Iterator[Task]
+    ) -> Iterator[tuple[int, list[dict[str, Any]], dict[str, float]]]:
+        """(batch number, rows, stage seconds); decoding overlaps the previous batch."""
+        for (number, items), decoded, decode_seconds in _prefetch(tasks, self._decode):
+            times = {"decode+preprocess": decode_seconds}
+            yield number, self._rows(items, decoded, times), times
 
     def _decode(self, task: Task) -> DecodedBatch:
         return self.decoder.decode([path for _, path in task[1]])
 
     def rows(self, items: list[tuple[int, Path]]) -> list[dict[str, Any]]:
         """Decode and infer one batch without prefetching (for executors that batch)."""
-        return self._rows(items, self._decode((0, items)))
+        return self._rows(items, self._decode((0, items)), {})
 
-    def _rows(self, items: list[tuple[int, Path]], decoded: DecodedBatch) -> list[dict]:
+    def _rows(self, items: list[tuple[int, Path]], decoded: DecodedBatch,
+              times: dict[str, float]) -> list[dict]:  # fmt: skip
         rows: list[dict[str, Any] | None] = [None] * len(items)
+        inference = postprocess = 0.0
         for position, message in decoded.errors.items():
             index, path = items[position]
             rows[position] = error_row(index, path, message)
@@ -239,17 +271,24 @@ class Worker:
             largest = self.engine.batch_range[1]
             for start in range(0, len(decoded.positions), largest):
                 chunk = slice(start, start + largest)
+                began = time.perf_counter()
                 probabilities, segmentation = self.engine.infer(decoded.images[chunk])
+                inferred = time.perf_counter()
+                inference += inferred - began
                 for offset, position in enumerate(decoded.positions[chunk]):
                     index, path = items[position]
                     rows[position] = result_row(
                         index, path, probabilities[offset], segmentation[offset],
                         decoded.sizes[start + offset], self.threshold, self.seg_threshold,
                     )  # fmt: skip
+                postprocess += time.perf_counter() - inferred
+        times.update({"inference": inference, "postprocess": postprocess})
         return rows
 
 
-def _prefetch(tasks: Iterator[Task], decode: Callable) -> Iterator[tuple[Task, DecodedBatch]]:
+def _prefetch(
+    tasks: Iterator[Task], decode: Callable
+) -> Iterator[tuple[Task, DecodedBatch, float]]:
     """Decode the next batch in a thread while the caller works on the current one."""
     ready: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
@@ -259,7 +298,9 @@ def _prefetch(tasks: Iterator[Task], decode: Callable) -> Iterator[tuple[Task, D
             for task in tasks:
                 if stop.is_set():
                     return
-                ready.put((task, decode(task)))
+                began = time.perf_counter()
+                decoded = decode(task)
+                ready.put((task, decoded, time.perf_counter() - began))
         except BaseException as error:  # handed to the consumer, raised there
             ready.put(error)
             return
@@ -278,7 +319,7 @@ def _prefetch(tasks: Iterator[Task], decode: Callable) -> Iterator[tuple[Task, D
 
 def _parallel_results(
     tasks: list[Task], spec: EngineSpec, options: RunOptions, devices: list[str]
-) -> Iterator[list[dict[str, Any]]]:
+) -> Iterator[tuple[list[dict[str, Any]], dict[str, float]]]:
     context = multiprocessing.get_context("spawn")
     task_queue = context.Queue()
     result_queue = context.Queue()
@@ -299,17 +340,17 @@ def _parallel_results(
 
 
 def _ordered(tasks: list[Task], task_queue: Any, result_queue: Any,
-             workers: list) -> Iterator[list[dict[str, Any]]]:  # fmt: skip
+             workers: list) -> Iterator[tuple[list[dict[str, Any]], dict[str, float]]]:  # fmt: skip
     """Feed at most 2 batches per worker ahead; yield results in batch order."""
     feed = iter(tasks)
     for task in islice(feed, 2 * len(workers)):
         task_queue.put(task)
-    finished: dict[int, list[dict[str, Any]]] = {}
+    finished: dict[int, tuple[list[dict[str, Any]], dict[str, float]]] = {}
     next_number = 0
     try:
         while next_number < len(tasks):
-            number, rows = _receive(result_queue, workers)
-            finished[number] = rows
+            number, rows, times = _receive(result_queue, workers)
+            finished[number] = (rows, times)
             while next_number in finished:
                 yield finished.pop(next_number)
                 next_number += 1
@@ -346,8 +387,8 @@ def _worker_main(spec: EngineSpec, options: RunOptions, device: str, threads: in
     try:
         worker = Worker(spec, options, device, threads)
         result_queue.put("ready")
-        for number, rows in worker.process(iter(task_queue.get, None)):
-            result_queue.put((number, rows))
+        for message in worker.process(iter(task_queue.get, None)):
+            result_queue.put(message)
     except PsicbatchError as error:
         result_queue.put(("failed", str(error)))
     except Exception as error:  # reported to the parent, which stops the run cleanly
