@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from pathlib import Path
 
@@ -16,6 +17,10 @@ def test_tiny_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads((out / "bench.json").read_text())
     assert report["ceiling"]["gflops"] > 0
+    assert report["memory_peak"]["host_mib"] > 100
+    libraries = report["machine"]["libraries"]
+    assert libraries["torch"] == importlib.metadata.version("torch")
+    assert set(libraries) >= {"onnxruntime", "nvidia-dali-cuda120", "tensorrt"}
     assert {(r["size_name"], r["batch"]) for r in report["results"]} == {
         ("64x64", 1),
         ("64x64", 2),

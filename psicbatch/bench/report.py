@@ -50,6 +50,31 @@ def random_checkpoint(width: float, folder: Path) -> Path:
     return path
 
 
+def library_versions() -> dict[str, str]:
+    """Versions of every library the measured paths may use ("not installed" when absent)."""
+    import importlib.metadata
+
+    versions = {}
+    for name in ("torch", "numpy", "pillow", "pyarrow", "onnx", "onnxruntime",
+                 "nvidia-dali-cuda120", "tensorrt"):  # fmt: skip
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def memory_peak() -> dict[str, float | None]:
+    """Peak resident memory of this process (and of the GPU, where one is used), in MiB."""
+    import resource
+
+    peak = {"host_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    peak["gpu_mib"] = (
+        torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    )
+    return peak
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or "unknown"
     try:
@@ -131,6 +156,7 @@ def run_benchmark(
         "baseline": baselines,
         "end_to_end": end_to_end_results,
         "summary": _summary(results, baselines, end_to_end_results),
+        "memory_peak": memory_peak(),
     }
 
 
@@ -222,7 +248,8 @@ def markdown(report: dict[str, Any], command: str) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, GPU: {m['gpu'] or 'none'}; "
         f"torch {m['torch']}, psicbatch {m['psicbatch']}.",
         f"Ceiling measured in the same run: {c['gflops']:.0f} GFLOP/s ({c['precision']} "
-        f"{c['size']}x{c['size']} matrix product).",
+        f"{c['size']}x{c['size']} matrix product). Peak memory: "
+        f"{report['memory_peak']['host_mib']:.0f} MiB.",
         "",
         "```",
         command,
