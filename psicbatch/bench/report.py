@@ -92,6 +92,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "psicbatch": __version__,
+        "libraries": library_versions(),
     }
 
 
