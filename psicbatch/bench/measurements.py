@@ -12,7 +12,6 @@ import torch
 from psicbatch.bench.stats import Measurement, measure
 from psicbatch.checkpoint import Checkpoint
 from psicbatch.data.images import read_image
-from psicbatch.data.synth import generate
 from psicbatch.engines import Engine
 from psicbatch.predict import autocast
 from psicbatch.preprocess import normalize, resize_image
@@ -72,12 +71,9 @@ def research_baseline(
     return measure(one_image, 1, warmup_calls=1, window_seconds=seconds / 6, max_seconds=seconds)
 
 
-def end_to_end(
-    spec: EngineSpec, size: tuple[int, int], batch: int, images: int, folder: Path
-) -> dict[str, Any]:
-    """The whole ``psicbatch run`` path on ``images`` PNG files of ``size``: decode,
-    preprocess, inference, masks, RLE and Parquet writing."""
-    files = generate(folder / "images", images, size, defect_rate=0.3, seed=2)
+def end_to_end(spec: EngineSpec, files: list[Path], batch: int, folder: Path) -> dict[str, Any]:
+    """The whole ``psicbatch run`` path on ``files``: decode, preprocess, inference, masks,
+    RLE and Parquet writing."""
     summary = run(files, spec, RunOptions(out=folder / "results.parquet", batch_size=batch))
     per_image = {
         stage: seconds / summary.images for stage, seconds in summary.stage_seconds.items()

@@ -21,6 +21,22 @@ class ImageReadError(PsicbatchError):
         self.problem = problem
 
 
+def image_files(folder: Path) -> list[Path]:
+    """Images under ``folder`` (recursive), label files of the supported layouts (masks/,
+    Label/, *_label, *_GT) left out, so a dataset folder can be given as it is."""
+    files = sorted(p for p in folder.rglob("*") if _is_image_not_label(p, folder))
+    if not files:
+        raise PsicbatchError(f"{folder}: no images found")
+    return files
+
+
+def _is_image_not_label(path: Path, root: Path) -> bool:
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return False
+    folders = {part.lower() for part in path.relative_to(root).parts[:-1]}
+    return not folders & {"masks", "label"} and not path.stem.endswith(("_label", "_GT"))
+
+
 def read_image(path: Path, channels: int) -> np.ndarray:
     """Decode to uint8 H x W x ``channels`` (1: grayscale, 3: RGB), EXIF rotation applied."""
     with _open(path) as image:

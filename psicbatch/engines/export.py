@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from psicbatch.checkpoint import Checkpoint
-from psicbatch.data.images import IMAGE_SUFFIXES, read_image
+from psicbatch.data.images import image_files, read_image
 from psicbatch.data.synth import synth_image
 from psicbatch.engines.manifest import INPUT_NAME, OUTPUT_NAMES
 from psicbatch.errors import PsicbatchError
@@ -158,22 +158,11 @@ def load_calibration_images(
     """Up to ``limit`` images from ``folder`` (recursive), preprocessed as the checkpoint says."""
     if not folder.is_dir():
         raise PsicbatchError(f"{folder}: calibration folder not found")
-    paths = sorted(p for p in folder.rglob("*") if _is_calibration_image(p, folder))
-    if not paths:
-        raise PsicbatchError(f"{folder}: no images for calibration")
+    paths = image_files(folder)
     step = max(1, len(paths) // limit)  # spread the sample over the whole folder
     channels = checkpoint.model_config.in_channels
     images = [resize_image(read_image(p, channels), size) for p in paths[::step][:limit]]
     return _normalized(np.stack(images), checkpoint)
-
-
-def _is_calibration_image(path: Path, root: Path) -> bool:
-    """Images only: label files of the supported layouts (masks/, Label/, *_label, *_GT)
-    are skipped, so a dataset folder can be passed as it is."""
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        return False
-    folders = {part.lower() for part in path.relative_to(root).parts[:-1]}
-    return not folders & {"masks", "label"} and not path.stem.endswith(("_label", "_GT"))
 
 
 def synthetic_parity_images(checkpoint: Checkpoint, size: tuple[int, int], count: int = 8):
