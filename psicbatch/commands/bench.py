@@ -20,7 +20,7 @@ from psicbatch.bench.report import (
     random_checkpoint,
     run_benchmark,
 )
-from psicbatch.commands.options import SIZE, command_line
+from psicbatch.commands.options import SIZE, command_line, engine_options
 from psicbatch.reports import write_json
 
 
@@ -57,28 +57,12 @@ def _batches(value: str) -> tuple[int, ...]:
 
 
 @click.command("bench")
-@click.option(
-    "--engine",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="An engine folder from build-engine.",
-)
-@click.option(
-    "--model",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="A checkpoint, run with the torch backend (default: the bundled demo model).",
-)
+@engine_options
 @click.option(
     "--width",
     type=float,
     help="Benchmark an untrained PSIC-Net of this width "
     "(1 = the paper's network); cost is what matters.",
-)
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-    default="auto",
-    show_default=True,
-    help="With --model or --width.",
 )
 @click.option(
     "--sizes",

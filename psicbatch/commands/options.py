@@ -60,6 +60,23 @@ def load_dataset(data: Path, layout: str, channels: str) -> tuple[list[SampleRef
     return samples, int(channels)
 
 
+def engine_options(command: Callable) -> Callable:
+    """Which engine runs: a built engine folder, or a checkpoint run with the torch backend."""
+    options = [
+        click.option("--engine", type=click.Path(path_type=Path, file_okay=False),
+                     help="An engine folder from build-engine."),
+        click.option("--model", type=click.Path(path_type=Path, dir_okay=False),
+                     help="A checkpoint, run with the torch backend (default: the bundled "
+                          "demo model)."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+                     default="auto", show_default=True,
+                     help="With --model: autocast precision (auto: bf16 on CPU)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def training_options(command: Callable) -> Callable:
     defaults = TrainOptions()
     options = [

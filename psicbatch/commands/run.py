@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from psicbatch.assets import demo_model_path
+from psicbatch.commands.options import engine_options
 from psicbatch.progress import progress_bar
 from psicbatch.run.inputs import collect_inputs
 from psicbatch.run.runner import EngineSpec, RunOptions, RunSummary, run
@@ -31,6 +32,7 @@ def _devices(value: str | None) -> tuple[int, ...]:
 
 @click.command("run")
 @click.argument("sources", nargs=-1)
+@engine_options
 @click.option(
     "--list",
     "list_file",
@@ -43,23 +45,6 @@ def _devices(value: str | None) -> tuple[int, ...]:
     type=click.Path(path_type=Path, dir_okay=False),
     default="results.parquet",
     show_default=True,
-)
-@click.option(
-    "--engine",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="An engine folder from build-engine.",
-)
-@click.option(
-    "--model",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="A checkpoint, run with the torch backend (default: the bundled demo model).",
-)
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-    default="auto",
-    show_default=True,
-    help="With --model: autocast precision.",
 )
 @click.option("--batch-size", default=8, show_default=True)
 @click.option(
