@@ -24,6 +24,12 @@ PAPER_RESULTS = {
 }  # fmt: skip
 
 
+def markdown_table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    """Lines of a markdown table; cells are written with str()."""
+    lines = ["| " + " | ".join(header) + " |", "| --- " * len(header) + "|"]
+    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, default=_json_default, allow_nan=True) + "\n")
 
@@ -169,18 +175,19 @@ def cross_validation_markdown(report: dict[str, Any]) -> str:
             f"| paper | {paper['auc']:.2f} | {paper['map']:.2f} | {paper['accuracy']:.2f} | | |"
         )
     lines += ["", "mAP is the mean of the folds' AP; FP and FN are summed over folds.", ""]
-    lines += ["## Folds", "", "| fold | test images | defective | Mask mIoU | Boundary mIoU | AUC "
-              "| AP | Accuracy | train time (min) |", "| --- | --- | --- | --- | --- | --- | --- "
-              "| --- | --- |"]  # fmt: skip
-    for fold in report["folds"]:
-        s = fold["summary"]
-        lines.append(
-            f"| {fold['fold']} | {s['images']} | {s['defective_images']} "
-            f"| {_pct(s['segmentation']['mask_miou'])} "
-            f"| {_pct(s['segmentation']['boundary_miou'])} "
-            f"| {_pct(s['classification']['auc'])} | {_pct(s['classification']['ap'])} "
-            f"| {_pct(s['classification']['accuracy'])} | {fold['train_minutes']:.1f} |"
-        )
+    lines += ["## Folds", ""]
+    lines += markdown_table(
+        ["fold", "test images", "defective", "Mask mIoU", "Boundary mIoU", "AUC", "AP",
+         "Accuracy", "train time (min)"],
+        [
+            [fold["fold"], s["images"], s["defective_images"],
+             _pct(s["segmentation"]["mask_miou"]), _pct(s["segmentation"]["boundary_miou"]),
+             _pct(s["classification"]["auc"]), _pct(s["classification"]["ap"]),
+             _pct(s["classification"]["accuracy"]), f"{fold['train_minutes']:.1f}"]
+            for fold in report["folds"]
+            for s in [fold["summary"]]
+        ],
+    )  # fmt: skip
     pooled = report["pooled"]
     lines += [
         "",

@@ -24,6 +24,7 @@ from psicbatch.data.synth import generate
 from psicbatch.engines import load_engine
 from psicbatch.engines.build import checkpoint_engine
 from psicbatch.model import ModelConfig, PSICNet, count_flops
+from psicbatch.reports import markdown_table
 from psicbatch.run.runner import EngineSpec
 
 SIZE_PRESETS = {"ksdd": (1408, 512), "ksdd2": (640, 232), "dagm": (512, 512)}
@@ -263,61 +264,54 @@ def markdown(report: dict[str, Any], command: str) -> str:
         "",
         "## Per size",
         "",
-        "| size | best images/s (batch) | latency s/image (batch 1, p50) | share of ceiling "
-        "| baseline images/s | speedup | verdict |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for s in report["summary"]:
-        base = f"{s['baseline_images_per_s']:.3f}" if s["baseline_images_per_s"] else "-"
-        speed = f"{s['speedup_vs_baseline']:.2f}x" if s["speedup_vs_baseline"] else "-"
-        lines.append(
-            f"| {s['size_name']} ({s['size'][0]}x{s['size'][1]}) | {s['best_images_per_s']:.3f} "
-            f"({s['best_batch']}) | {s['latency_s_per_image']:.3f} "
-            f"| {100 * s['ceiling_share']:.0f}% | {base} | {speed} | {s['verdict']} |"
-        )
+    lines += markdown_table(
+        ["size", "best images/s (batch)", "latency s/image (batch 1, p50)", "share of ceiling",
+         "baseline images/s", "speedup", "verdict"],
+        [
+            [f"{s['size_name']} ({s['size'][0]}x{s['size'][1]})",
+             f"{s['best_images_per_s']:.3f} ({s['best_batch']})",
+             f"{s['latency_s_per_image']:.3f}", f"{100 * s['ceiling_share']:.0f}%",
+             f"{s['baseline_images_per_s']:.3f}" if s["baseline_images_per_s"] else "-",
+             f"{s['speedup_vs_baseline']:.2f}x" if s["speedup_vs_baseline"] else "-",
+             s["verdict"]]
+            for s in report["summary"]
+        ],
+    )  # fmt: skip
     if any(row["ceiling_share"] > 1 for row in report["summary"]):
-        lines += [
-            "",
-            "A share above 100% means the model's convolutions ran faster than the "
-            "matrix product: that product is a lower bound of the machine's peak here, "
-            "not the peak itself.",
-        ]
+        lines += ["", "A share above 100% means the model's convolutions ran faster than the "
+                  "matrix product: that product is a lower bound of the machine's peak here, "
+                  "not the peak itself."]  # fmt: skip
     if report.get("end_to_end"):
+        stages = ("decode+preprocess", "inference", "postprocess", "write")
+        lines += ["", "## End to end (`psicbatch run` path)", ""]
+        lines += markdown_table(
+            ["size", "batch", "images", "images/s", "share of engine-only", "decoder",
+             "s/image: decode+preprocess / inference / postprocess / write"],
+            [
+                [name, e["batch"], e["images"], f"{e['throughput_items_per_s']:.3f}",
+                 f"{100 * e['share_of_engine_only']:.0f}%", e["decoder"],
+                 " / ".join(f"{e['stage_seconds_per_image'].get(k, 0.0):.4f}" for k in stages)]
+                for name, e in report["end_to_end"].items()
+            ],
+        )  # fmt: skip
         lines += [
             "",
-            "## End to end (`psicbatch run` path)",
-            "",
-            "| size | batch | images | images/s | share of engine-only | decoder "
-            "| s/image: decode+preprocess / inference / postprocess / write |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
+            "Decoding runs in a background thread, overlapped with inference; the stage "
+            "times add up to more than the wall time when it is hidden.",
         ]
-        for name, e in report["end_to_end"].items():
-            stages = e["stage_seconds_per_image"]
-            split = " / ".join(
-                f"{stages.get(k, 0.0):.4f}"
-                for k in ("decode+preprocess", "inference", "postprocess", "write")
-            )
-            lines.append(
-                f"| {name} | {e['batch']} | {e['images']} "
-                f"| {e['throughput_items_per_s']:.3f} "
-                f"| {100 * e['share_of_engine_only']:.0f}% | {e['decoder']} | {split} |"
-            )
-        lines += [
-            "",
-            "Decoding runs in a background thread, overlapped with inference; "
-            "the stage times add up to more than the wall time when it is hidden.",
-        ]
-    header = "| size | batch | backend | precision | GFLOP/image | images/s | p50 ms | p99 ms "
-    header += "| GFLOP/s | stable |"
-    lines += ["", "## Engine only, every configuration", "", header, "| --- " * 10 + "|"]
-    for r in report["results"]:
-        lat = r["latency_per_call"]
-        lines.append(
-            f"| {r['size_name']} | {r['batch']} | {r['backend']} | {r['precision']} "
-            f"| {r['gflop_per_image']:.1f} | {r['throughput_items_per_s']:.3f} "
-            f"| {lat['p50']:.1f} | {lat['p99']:.1f} | {r['achieved_gflops']:.0f} "
-            f"| {'yes' if r['stable'] else 'no'} |"
-        )
+    lines += ["", "## Engine only, every configuration", ""]
+    lines += markdown_table(
+        ["size", "batch", "backend", "precision", "GFLOP/image", "images/s", "p50 ms", "p99 ms",
+         "GFLOP/s", "stable"],
+        [
+            [r["size_name"], r["batch"], r["backend"], r["precision"],
+             f"{r['gflop_per_image']:.1f}", f"{r['throughput_items_per_s']:.3f}",
+             f"{r['latency_per_call']['p50']:.1f}", f"{r['latency_per_call']['p99']:.1f}",
+             f"{r['achieved_gflops']:.0f}", "yes" if r["stable"] else "no"]
+            for r in report["results"]
+        ],
+    )  # fmt: skip
     lines += [
         "",
         "Latencies are per call (one batch); the baseline is PIL decoding plus torch fp32 eager "
