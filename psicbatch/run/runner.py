@@ -222,10 +222,13 @@ class Worker:
 
     def __init__(self, spec: EngineSpec, options: RunOptions, device: str,
                  threads: int | None) -> None:  # fmt: skip
-        if threads is not None:
-            import torch
+        import torch
 
+        if threads is not None:
             torch.set_num_threads(threads)
+        if device.startswith("cuda"):
+            # Engines opened from a folder use the current device: make it this worker's GPU.
+            torch.cuda.set_device(torch.device(device))
         self.engine = spec.open(device, max(options.batch_size, 1))
         manifest = self.engine.manifest
         self.threshold = (
