@@ -64,7 +64,7 @@ def tensorrt_usable() -> bool:
 
 def resolve_backend(backend: str) -> str:
     """``auto``: TensorRT with a GPU; otherwise torch, the fastest option measured on CPUs
-    (bf16 + channels_last, about twice ONNX Runtime fp32; see benchmarks/)."""
+    (bf16 + channels_last, 2.5x ONNX Runtime fp32; benchmarks/results/cpu-backends/)."""
     if backend == "auto":
         return "tensorrt" if tensorrt_usable() else "torch"
     if backend == "tensorrt":

@@ -1,7 +1,7 @@
 """The torch backend: the checkpoint itself, run with autocast and channels_last.
 
 On CPUs with AVX-512 BF16 this is the fastest option measured (bf16 + channels_last,
-about twice ONNX Runtime fp32); it also runs on CUDA (fp16/bf16).
+2.5x ONNX Runtime fp32, benchmarks/results/cpu-backends/); it also runs on CUDA.
 """
 
 from __future__ import annotations
