@@ -18,13 +18,14 @@ from PIL import Image
 from pycocotools import mask as coco
 
 from psicbatch.assets import demo_model_path
+from psicbatch.checkpoint import Preprocessing
 from psicbatch.cli import main
 from psicbatch.data.images import read_image
 from psicbatch.data.synth import generate
 from psicbatch.engines.build import checkpoint_engine
 from psicbatch.errors import PsicbatchError
 from psicbatch.run import rle
-from psicbatch.run.decode import DaliDecoder, PilDecoder, Preprocess
+from psicbatch.run.decode import DaliDecoder, PilDecoder
 from psicbatch.run.inputs import collect_inputs
 from psicbatch.run.output import OutputLock, read_metadata
 from psicbatch.run.rows import result_row
@@ -71,9 +72,9 @@ def test_dali_and_pil_preprocess_alike() -> None:
     files = sorted((SHARED / "kolektorsdd" / "kos02").glob("Part*.jpg"))[:3]
     if not files:
         pytest.skip("shared KolektorSDD not present")
-    preprocess = Preprocess(size=(352, 128), channels=1, mean=(0.5,), std=(0.25,))
-    dali = DaliDecoder(preprocess, batch_size=4).decode(files)
-    pil = PilDecoder(preprocess).decode(files)
+    preprocessing = Preprocessing((352, 128), mean=(0.5,), std=(0.25,))
+    dali = DaliDecoder(preprocessing, channels=1, batch_size=4).decode(files)
+    pil = PilDecoder(preprocessing, channels=1).decode(files)
     assert dali.sizes == pil.sizes == [read_image(f, 1).shape[:2] for f in files]
     difference = np.abs(dali.images - pil.images) * 0.25 * 255  # in grey levels
     assert difference.mean() < 0.5 and difference.max() < 12
@@ -92,10 +93,9 @@ def test_table_reads_back_and_masks_are_the_models(images: Path, tmp_path: Path)
     # The stored RLE decodes (with pycocotools) to the mask the model gives for that image.
     engine = checkpoint_engine(demo_model_path())
     thresholds = engine.manifest.thresholds
-    preprocess = Preprocess(engine.input_size, 1, tuple(engine.manifest.preprocessing["mean"]),
-                            tuple(engine.manifest.preprocessing["std"]))  # fmt: skip
+    preprocessing = engine.manifest.engine_preprocessing()
     rows = table(out)
-    decoded = PilDecoder(preprocess).decode([Path(r["path"]) for r in rows])
+    decoded = PilDecoder(preprocessing, channels=1).decode([Path(r["path"]) for r in rows])
     probabilities, segmentation = engine.infer(decoded.images)
     for i, row in enumerate(rows):
         expected = result_row(i, Path(row["path"]), probabilities[i], segmentation[i],

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from psicbatch.checkpoint import file_sha256
+from psicbatch.checkpoint import Preprocessing, file_sha256
 from psicbatch.errors import PsicbatchError
 
 MANIFEST_NAME = "manifest.json"
@@ -59,6 +59,10 @@ class Manifest:
                 {"name": OUTPUT_NAMES[1], "dtype": "float32",
                  "shape": ["batch", 1, "height", "width"]},
             ]  # fmt: skip
+
+    def engine_preprocessing(self) -> Preprocessing:
+        """The checkpoint's normalisation at this engine's input size: what decoders apply."""
+        return Preprocessing.from_dict({**self.preprocessing, "input_size": self.input_size})
 
     def write(self, directory: Path) -> Path:
         path = directory / MANIFEST_NAME

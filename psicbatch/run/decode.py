@@ -20,20 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
+from psicbatch.checkpoint import Preprocessing
 from psicbatch.data.images import ImageReadError, read_image
-from psicbatch.preprocess import resize_image
+from psicbatch.preprocess import normalize, resize_image
 
 MAX_PIXELS = 100_000_000  # far above any inspection camera, far below a decompression bomb
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    size: tuple[int, int]  # engine input (H, W)
-    channels: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
 
 
 @dataclass
@@ -84,18 +78,17 @@ def _check_dimensions(path: Path, data: bytes) -> None:
 class PilDecoder:
     name = "pil"
 
-    def __init__(self, preprocess: Preprocess, threads: int = 2) -> None:
-        self.preprocess = preprocess
+    def __init__(self, preprocessing: Preprocessing, channels: int, threads: int = 2) -> None:
+        self.preprocessing = preprocessing
+        self.channels = channels
         self.pool = ThreadPoolExecutor(max_workers=threads)
-        p = preprocess
-        self.mean = np.array(p.mean, np.float32).reshape(-1, 1, 1) * 255
-        self.std = np.array(p.std, np.float32).reshape(-1, 1, 1) * 255
 
     def _one(self, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
         read_bytes(path)  # same up-front checks (empty, unreadable) as the DALI decoder
-        image = read_image(path, self.preprocess.channels)
-        resized = resize_image(image, self.preprocess.size).transpose(2, 0, 1)
-        return (resized.astype(np.float32) - self.mean) / self.std, image.shape[:2]
+        image = read_image(path, self.channels)
+        resized = resize_image(image, self.preprocessing.input_size).transpose(2, 0, 1)
+        tensor = torch.from_numpy(resized.copy())[None]
+        return normalize(tensor, self.preprocessing)[0].numpy(), image.shape[:2]
 
     def decode(self, paths: list[Path]) -> DecodedBatch:
         return _collect(list(self.pool.map(_capture(self._one), paths)))
@@ -109,12 +102,14 @@ class DaliDecoder:
 
     def __init__(
         self,
-        preprocess: Preprocess,
+        preprocessing: Preprocessing,
+        channels: int,
         batch_size: int,
         threads: int = 2,
         device_id: int | None = None,
     ) -> None:
-        self.preprocess = preprocess
+        self.preprocessing = preprocessing
+        self.channels = channels
         self.batch_size = batch_size
         self.threads = threads
         self.device_id = device_id
@@ -125,8 +120,8 @@ class DaliDecoder:
         import nvidia.dali.types as types
         from nvidia.dali import pipeline_def
 
-        p = self.preprocess
-        height, width = p.size
+        p = self.preprocessing
+        height, width = p.input_size
         gpu = self.device_id is not None
 
         @pipeline_def(
@@ -142,7 +137,7 @@ class DaliDecoder:
             decoded = fn.decoders.image(
                 encoded,
                 device="mixed" if gpu else "cpu",
-                output_type=types.GRAY if p.channels == 1 else types.RGB,
+                output_type=types.GRAY if self.channels == 1 else types.RGB,
             )
             resized = fn.resize(
                 decoded,
@@ -218,11 +213,16 @@ def decoder_name(kind: str) -> str:
 
 
 def make_decoder(
-    kind: str, preprocess: Preprocess, batch_size: int, threads: int, device_id: int | None
+    kind: str,
+    preprocessing: Preprocessing,
+    channels: int,
+    batch_size: int,
+    threads: int,
+    device_id: int | None,
 ) -> PilDecoder | DaliDecoder:
     if decoder_name(kind) == "dali":
-        return DaliDecoder(preprocess, batch_size, threads, device_id)
-    return PilDecoder(preprocess, threads)
+        return DaliDecoder(preprocessing, channels, batch_size, threads, device_id)
+    return PilDecoder(preprocessing, channels, threads)
 
 
 def _capture(function: Callable) -> Callable:

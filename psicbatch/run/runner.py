@@ -25,7 +25,7 @@ from typing import Any
 from psicbatch import __version__
 from psicbatch.engines import Engine, Manifest, load_engine, read_manifest
 from psicbatch.errors import PsicbatchError
-from psicbatch.run.decode import DecodedBatch, Preprocess, decoder_name, make_decoder
+from psicbatch.run.decode import DecodedBatch, decoder_name, make_decoder
 from psicbatch.run.output import (
     SCHEMA_VERSION,
     OutputLock,
@@ -237,15 +237,14 @@ class Worker:
             else manifest.thresholds["classification"]
         )
         self.seg_threshold = manifest.thresholds["segmentation"]
-        preprocess = Preprocess(
-            size=tuple(manifest.input_size),
-            channels=manifest.channels,
-            mean=tuple(manifest.preprocessing["mean"]),
-            std=tuple(manifest.preprocessing["std"]),
-        )
         device_id = int(device.split(":")[1]) if device.startswith("cuda") else None
         self.decoder = make_decoder(
-            options.decoder, preprocess, options.batch_size, threads or 2, device_id
+            options.decoder,
+            manifest.engine_preprocessing(),
+            manifest.channels,
+            options.batch_size,
+            threads or 2,
+            device_id,
         )
 
     def process(
