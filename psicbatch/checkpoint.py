@@ -53,6 +53,10 @@ class Preprocessing:
         if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
             raise ValueError(f"mean/std must match in length and std be > 0: {self}")
 
+    def to_dict(self) -> dict[str, list]:
+        """Plain lists, as stored in checkpoints and engine manifests."""
+        return {"input_size": list(self.input_size), "mean": list(self.mean), "std": list(self.std)}
+
     @classmethod
     def from_dict(cls, data: dict) -> Preprocessing:
         return cls(
@@ -97,14 +101,12 @@ class Checkpoint:
         return model.eval()
 
     def to_dict(self) -> dict[str, Any]:
-        preprocessing = asdict(self.preprocessing)
-        preprocessing["input_size"] = list(self.preprocessing.input_size)
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "psicbatch_version": self.psicbatch_version,
             "model": self.model_config.to_dict(),
-            "preprocessing": preprocessing,
+            "preprocessing": self.preprocessing.to_dict(),
             "thresholds": asdict(self.thresholds),
             "state_dict": self.state_dict,
             "training": self.training,

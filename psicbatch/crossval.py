@@ -56,7 +56,7 @@ def cross_validate(
         "command": dataset["command"],
         "images": len(samples),
         "defective_images": sum(s.is_defective for s in samples),
-        "options": {**options.__dict__, "input_size": list(options.input_size)},
+        "options": options.to_dict(),
         "folds": fold_reports,
         "tables": cross_validation_tables([f["summary"] for f in fold_reports]),
         "pooled": pooled,

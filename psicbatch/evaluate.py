@@ -15,7 +15,7 @@ from psicbatch.data.images import read_mask
 from psicbatch.data.layouts import SampleRef
 from psicbatch.data.memory import TensorDataset
 from psicbatch.predict import predict_batches, resolve_device, resolve_precision
-from psicbatch.preprocess import resize_probabilities
+from psicbatch.preprocess import full_resolution_mask
 
 PIXEL_COUNT_KEYS = (
     "defect_intersection",
@@ -53,8 +53,9 @@ def evaluate(
     ):
         for offset, sample in enumerate(samples[index]):
             size = data.original_sizes[index.start + offset]
-            seg_full = resize_probabilities(seg[offset : offset + 1], size)[0, 0].numpy()
-            predicted = seg_full >= thresholds.segmentation
+            _, predicted = full_resolution_mask(
+                seg[offset, 0].numpy(), size, thresholds.segmentation
+            )
             truth = (
                 read_mask(sample.mask_path)
                 if sample.is_defective and sample.mask_path is not None

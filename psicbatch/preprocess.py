@@ -48,3 +48,11 @@ def resize_probabilities(probabilities: torch.Tensor, size: tuple[int, int]) -> 
     return torch.nn.functional.interpolate(
         probabilities.float(), size=size, mode="bilinear", align_corners=False
     )
+
+
+def full_resolution_mask(
+    segmentation: np.ndarray, size: tuple[int, int], threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel probabilities at the engine size -> (probabilities at ``size``, mask there)."""
+    full = resize_probabilities(torch.from_numpy(segmentation)[None, None], size)[0, 0].numpy()
+    return full, full >= threshold

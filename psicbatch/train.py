@@ -64,6 +64,10 @@ class TrainOptions:
     precision: str = "auto"
     device: str = "auto"
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record of the options (kept in checkpoints, compared on resume)."""
+        return {**asdict(self), "input_size": list(self.input_size)}
+
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise PsicbatchError(
@@ -165,7 +169,7 @@ class Trainer:
         if resume and partial.exists():
             saved = load_checkpoint(partial)
             state = saved.training
-            if state.get("options") != self._options_record():
+            if state.get("options") != self.options.to_dict():
                 raise PsicbatchError(
                     f"{partial}: was started with other options; rerun without --resume "
                     "or with the same options"
@@ -178,18 +182,13 @@ class Trainer:
         mean, std = self.data.channel_stats()
         preprocessing = Preprocessing(self.options.input_size, mean, std)
         state = {
-            "options": self._options_record(),
+            "options": self.options.to_dict(),
             "epochs_done": {},
             "loss_history": {},
             "complete": False,
             **self.metadata,
         }
         return PSICNet(config), preprocessing, state
-
-    def _options_record(self) -> dict[str, Any]:
-        record = asdict(self.options)
-        record["input_size"] = list(self.options.input_size)
-        return record
 
     def _run_phase(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,7 @@ def checkpoint_summary(path: Path, checkpoint: Checkpoint) -> dict[str, Any]:
         "gflop_per_image": round(flops / 1e9, 2),
         "mean": list(checkpoint.preprocessing.mean),
         "std": list(checkpoint.preprocessing.std),
-        "thresholds": {
-            "classification": checkpoint.thresholds.classification,
-            "segmentation": checkpoint.thresholds.segmentation,
-        },
+        "thresholds": asdict(checkpoint.thresholds),
         "training": training_summary(checkpoint.training),
     }
 

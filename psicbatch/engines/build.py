@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -174,15 +174,8 @@ def draft_manifest(
         min_batch=1,
         max_batch=max_batch,
         checkpoint_sha256=file_sha256(checkpoint_path),
-        preprocessing={
-            "input_size": list(checkpoint.preprocessing.input_size),
-            "mean": list(checkpoint.preprocessing.mean),
-            "std": list(checkpoint.preprocessing.std),
-        },
-        thresholds={
-            "classification": checkpoint.thresholds.classification,
-            "segmentation": checkpoint.thresholds.segmentation,
-        },
+        preprocessing=checkpoint.preprocessing.to_dict(),
+        thresholds=asdict(checkpoint.thresholds),
         versions=_library_versions(backend),
         model=checkpoint.model_config.to_dict(),
     )

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from psicbatch.preprocess import resize_probabilities
+from psicbatch.preprocess import full_resolution_mask
 from psicbatch.run import rle
 
 
@@ -21,9 +20,7 @@ def result_row(
     classification_threshold: float,
     segmentation_threshold: float,
 ) -> dict[str, Any]:
-    full = resize_probabilities(torch.from_numpy(segmentation)[None, None], original_size)
-    probabilities = full[0, 0].numpy()
-    mask = probabilities >= segmentation_threshold
+    probabilities, mask = full_resolution_mask(segmentation, original_size, segmentation_threshold)
     height, width = original_size
     return {
         "input_index": index,
