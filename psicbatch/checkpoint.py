@@ -113,6 +113,18 @@ class Checkpoint:
         }
 
 
+def untrained_checkpoint(
+    config: ModelConfig, input_size: tuple[int, int] = (512, 512), seed: int = 0
+) -> Checkpoint:
+    """Randomly initialised weights, to measure cost or build engines before training."""
+    torch.manual_seed(seed)
+    channels = config.in_channels
+    preprocessing = Preprocessing(input_size, mean=(0.5,) * channels, std=(0.25,) * channels)
+    return Checkpoint.from_model(
+        PSICNet(config), preprocessing, training={"mode": "untrained", "seed": seed}
+    )
+
+
 def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
     """Write atomically (temporary file, then rename) so a crash never leaves half a file."""
     path = Path(path)

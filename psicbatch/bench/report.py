@@ -18,14 +18,16 @@ from psicbatch.bench.measurements import (
     matmul_ceiling,
     research_baseline,
 )
-from psicbatch.checkpoint import Checkpoint, Preprocessing, load_checkpoint, save_checkpoint
+from psicbatch.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, untrained_checkpoint
 from psicbatch.data.images import image_files
 from psicbatch.data.synth import generate
 from psicbatch.engines import load_engine
 from psicbatch.engines.build import checkpoint_engine
-from psicbatch.model import ModelConfig, PSICNet, count_flops
+from psicbatch.model import ModelConfig, count_flops
+from psicbatch.predict import resolve_device
 from psicbatch.reports import markdown_table
 from psicbatch.run.runner import EngineSpec
+from psicbatch.versions import installed_versions
 
 SIZE_PRESETS = {"ksdd": (1408, 512), "ksdd2": (640, 232), "dagm": (512, 512)}
 TARGET_SECONDS = (1.0, 2.0)  # the industrial per-image budget the paper cites
@@ -43,27 +45,13 @@ class BenchPlan:
 
 def random_checkpoint(width: float, folder: Path) -> Path:
     """An untrained checkpoint of the given width: cost, not accuracy, is what is measured."""
-    torch.manual_seed(0)
-    model = PSICNet(ModelConfig(width=width))
     path = folder / f"random-width-{width}.pt"
-    save_checkpoint(
-        Checkpoint.from_model(model, Preprocessing(), training={"mode": "untrained"}), path
-    )
+    save_checkpoint(untrained_checkpoint(ModelConfig(width=width)), path)
     return path
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of every library the measured paths may use ("not installed" when absent)."""
-    import importlib.metadata
-
-    versions = {}
-    for name in ("torch", "numpy", "pillow", "pyarrow", "onnx", "onnxruntime",
-                 "nvidia-dali-cuda120", "tensorrt"):  # fmt: skip
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+BENCH_LIBRARIES = ("torch", "numpy", "pillow", "pyarrow", "onnx", "onnxruntime",
+                   "nvidia-dali-cuda120", "tensorrt")  # fmt: skip
 
 
 def memory_peak() -> dict[str, float | None]:
@@ -94,7 +82,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "psicbatch": __version__,
-        "libraries": library_versions(),
+        "libraries": installed_versions(BENCH_LIBRARIES),
     }
 
 
@@ -112,11 +100,11 @@ def run_benchmark(
     ceiling = None
     for name, size in plan.sizes:
         engine = template or checkpoint_engine(
-            checkpoint_path, precision, _device(), max(plan.batches), size
+            checkpoint_path, precision, str(resolve_device("auto")), max(plan.batches), size
         )
         gflop = count_flops(ModelConfig(**engine.manifest.model), *size) / 1e9
         if ceiling is None:
-            ceiling = matmul_ceiling(engine.manifest.precision, _device())
+            ceiling = matmul_ceiling(engine.manifest.precision, str(resolve_device("auto")))
         for batch in plan.batches:
             measured = engine_only(engine, size, batch, plan.seconds)
             achieved = measured.throughput * gflop
@@ -193,10 +181,6 @@ def _end_to_end(
         result["throughput_items_per_s"] / best["throughput_items_per_s"]
     )
     return result
-
-
-def _device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _baseline(checkpoint: Checkpoint, size: tuple[int, int], plan: BenchPlan) -> dict[str, Any]:

@@ -8,19 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import click
-import torch
 from rich.console import Console
 from rich.table import Table
 
 from psicbatch.checkpoint import (
     Checkpoint,
-    Preprocessing,
     file_sha256,
     load_checkpoint,
     save_checkpoint,
+    untrained_checkpoint,
 )
 from psicbatch.commands.options import SIZE
-from psicbatch.model import ModelConfig, PSICNet, count_flops, count_parameters
+from psicbatch.model import ModelConfig, count_flops, count_parameters
 
 
 @click.command()
@@ -102,15 +101,9 @@ def init(
         config = ModelConfig(width=width, in_channels=int(in_channels))
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
-    torch.manual_seed(seed)
-    model = PSICNet(config)
-    channels = config.in_channels
-    preprocessing = Preprocessing(input_size, mean=(0.5,) * channels, std=(0.25,) * channels)
-    checkpoint = Checkpoint.from_model(
-        model, preprocessing, training={"mode": "untrained", "seed": seed}
-    )
+    checkpoint = untrained_checkpoint(config, input_size, seed)
     save_checkpoint(checkpoint, output)
+    parameters = count_parameters(checkpoint.build_model())
     click.echo(
-        f"wrote {output} ({count_parameters(model):,} parameters, untrained); "
-        f"next: psicbatch info {output}"
+        f"wrote {output} ({parameters:,} parameters, untrained); next: psicbatch info {output}"
     )

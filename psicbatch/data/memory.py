@@ -19,7 +19,6 @@ from psicbatch.preprocess import resize_image, resize_mask
 
 @dataclass
 class TensorDataset:
-    ids: list[str]
     images: torch.Tensor  # uint8, N x C x H x W
     masks: torch.Tensor  # bool, N x 1 x H x W
     labels: torch.Tensor  # bool, N
@@ -28,7 +27,6 @@ class TensorDataset:
     def subset(self, indices: list[int]) -> TensorDataset:
         index = torch.tensor(indices, dtype=torch.long)
         return TensorDataset(
-            [self.ids[i] for i in indices],
             self.images[index],
             self.masks[index],
             self.labels[index],
@@ -62,4 +60,4 @@ def load_into_memory(
         if progress is not None:
             progress.advance(task)
     labels = torch.tensor([s.is_defective for s in samples], dtype=torch.bool)
-    return TensorDataset([s.id for s in samples], images, masks, labels, original_sizes)
+    return TensorDataset(images, masks, labels, original_sizes)

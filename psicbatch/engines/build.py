@@ -7,7 +7,6 @@ against the fp32 checkpoint, and only then move the folder into place.
 
 from __future__ import annotations
 
-import importlib.metadata
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from psicbatch.engines.export import (
 from psicbatch.engines.manifest import Manifest
 from psicbatch.engines.parity import MIN_MASK_IOU, measure_parity, parity_problem
 from psicbatch.errors import PsicbatchError
+from psicbatch.versions import installed_versions
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
@@ -263,10 +263,4 @@ def _build_backend(
 def _library_versions(backend: str) -> dict[str, str]:
     names = {"torch": ["torch"], "onnxruntime": ["torch", "onnx", "onnxruntime"],
              "tensorrt": ["torch", "onnx", "onnxruntime", "tensorrt"]}[backend]  # fmt: skip
-    versions = {"psicbatch": __version__}
-    for name in names:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+    return {"psicbatch": __version__, **installed_versions(names)}
