@@ -6,6 +6,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from psicbatch.bench.measurements import HOST_OUTPUTS
+from psicbatch.bench.report import STAGES
 from psicbatch.cli import main
 
 
@@ -41,11 +43,21 @@ def test_tiny_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
     assert end_to_end["images"] >= 3 * end_to_end["batch"]
     assert end_to_end["throughput_items_per_s"] > 0 and end_to_end["share_of_engine_only"] > 0
     assert set(end_to_end["stage_seconds_per_image"]) == {
-        "decode+preprocess", "inference", "postprocess", "write"
+        "decode+preprocess", "in series", "inference", "postprocess", "write"
     }  # fmt: skip
+    assert end_to_end["device"] == "cpu" and end_to_end["bounded_by"] in STAGES
+    assert 0 < end_to_end["share_of_decode_only"] and end_to_end["decode_only_items_per_s"] > 0
+    # The null-engine host ceiling: every size with each kind of output, decoding excluded.
+    host = report["host_ceiling"]
+    assert {(tuple(h["size"]), h["outputs"]) for h in host} == {
+        (size, outputs) for size in ((64, 64), (512, 512)) for outputs in HOST_OUTPUTS
+    }
+    for row in host:
+        assert row["decoder"] == "null" and row["throughput_items_per_s"] > 0
+        assert row["images"] >= 8 * row["batch"] and row["bounded_by"] in STAGES
     text = (out / "bench.md").read_text()
     assert "psicbatch bench" in text and "dagm (512x512)" in text and "--width 0.125" in text
-    assert "End to end" in text
+    assert "End to end" in text and "Host ceiling (null engine, decoding excluded)" in text
     for figure in ("bench_latency.png", "bench_throughput.png"):
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     compared = CliRunner().invoke(main, ["bench", "--compare", str(out / "bench.json"),

@@ -68,7 +68,7 @@ def test_engine_matches_fp32_torch(engines, backend, precision, tolerance, size,
     directory, manifest = engines[backend, precision]
     engine = load_engine(directory)
     images = np.random.default_rng(batch).normal(size=(batch, 1, *size)).astype(np.float32)
-    probabilities, segmentation = engine.infer(images)
+    probabilities, segmentation = (t.numpy() for t in engine.infer(torch.from_numpy(images)))
     expected_p, expected_s = reference(images)
     assert probabilities.shape == (batch,) and segmentation.shape == (batch, *size)
     assert np.abs(probabilities - expected_p).max() <= tolerance
@@ -114,13 +114,13 @@ def test_onnx_file_loads_in_a_fresh_session_with_dynamic_shapes(engines) -> None
 def test_size_and_batch_outside_range_are_refused_before_inference(engines) -> None:
     engine = load_engine(engines["torch", "fp32"][0])
     with pytest.raises(PsicbatchError, match=r"input size 300x128 is outside .* 8x8 \.\. 256x256"):
-        engine.infer(np.zeros((1, 1, 300, 128), np.float32))
+        engine.infer(torch.zeros((1, 1, 300, 128)))
     with pytest.raises(PsicbatchError, match=r"input size 100x128 .*multiples of 8"):
-        engine.infer(np.zeros((1, 1, 100, 128), np.float32))
+        engine.infer(torch.zeros((1, 1, 100, 128)))
     with pytest.raises(PsicbatchError, match=r"batch of 5 is outside .* range 1\.\.4"):
-        engine.infer(np.zeros((5, 1, 128, 128), np.float32))
+        engine.infer(torch.zeros((5, 1, 128, 128)))
     with pytest.raises(PsicbatchError, match=r"takes N x 1 x H x W input"):
-        engine.infer(np.zeros((1, 3, 128, 128), np.float32))
+        engine.infer(torch.zeros((1, 3, 128, 128)))
 
 
 def test_fixed_size_engine_accepts_only_its_size(tmp_path: Path) -> None:
@@ -129,9 +129,9 @@ def test_fixed_size_engine_accepts_only_its_size(tmp_path: Path) -> None:
     directory, manifest = build_engine(demo_model_path(), options)
     assert manifest.input_size == manifest.min_size == manifest.max_size == (64, 64)
     engine = load_engine(directory)
-    assert engine.infer(np.zeros((2, 1, 64, 64), np.float32))[1].shape == (2, 64, 64)
+    assert engine.infer(torch.zeros((2, 1, 64, 64)))[1].shape == (2, 64, 64)
     with pytest.raises(PsicbatchError, match=r"64x64 \.\. 64x64"):
-        engine.infer(np.zeros((1, 1, 128, 128), np.float32))
+        engine.infer(torch.zeros((1, 1, 128, 128)))
 
 
 def test_tampered_engine_file_is_refused(engines, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from hypothesis.extra.numpy import arrays
 
 from psicbatch.run import rle
 from psicbatch.run.output import PartWriter, finalize, parts_directory, read_metadata
+from tests.reference_rows import bbox
 
 
 @st.composite
@@ -30,7 +31,7 @@ def result_rows(draw: st.DrawFn) -> dict:
         "is_defect": probability >= 0.5,
         "mask": rle.encode(mask),
         "mask_area": int(mask.sum()),
-        "mask_bbox": rle.bbox(mask),
+        "mask_bbox": bbox(mask),
         "seg_max": draw(st.floats(0, 1, width=32)),
         "error": None,
     }

@@ -48,11 +48,3 @@ def test_random_masks_round_trip_and_match_pycocotools(mask: np.ndarray) -> None
 def test_decode_rejects_wrong_size() -> None:
     with pytest.raises(ValueError, match="covers 35 pixels"):
         rle.decode({"size": [6, 6], "counts": rle.encode(np.zeros((5, 7), bool))["counts"]})
-
-
-def test_bbox() -> None:
-    mask = np.zeros((10, 8), bool)
-    assert rle.bbox(mask) is None
-    mask[2:5, 3] = True
-    mask[4, 6] = True
-    assert rle.bbox(mask) == {"x": 3, "y": 2, "w": 4, "h": 3}

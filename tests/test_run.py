@@ -28,7 +28,7 @@ from psicbatch.run import rle
 from psicbatch.run.decode import DaliDecoder, PilDecoder
 from psicbatch.run.inputs import collect_inputs
 from psicbatch.run.output import OutputLock, read_metadata
-from psicbatch.run.rows import result_row
+from tests.reference_rows import result_row
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CONSOLE = Path(sys.executable).parent / "psicbatch"
@@ -76,7 +76,7 @@ def test_dali_and_pil_preprocess_alike() -> None:
     dali = DaliDecoder(preprocessing, channels=1, batch_size=4).decode(files)
     pil = PilDecoder(preprocessing, channels=1).decode(files)
     assert dali.sizes == pil.sizes == [read_image(f, 1).shape[:2] for f in files]
-    difference = np.abs(dali.images - pil.images) * 0.25 * 255  # in grey levels
+    difference = (dali.images - pil.images).abs().numpy() * 0.25 * 255  # in grey levels
     assert difference.mean() < 0.5 and difference.max() < 12
 
 
@@ -96,7 +96,7 @@ def test_table_reads_back_and_masks_are_the_models(images: Path, tmp_path: Path)
     preprocessing = engine.manifest.engine_preprocessing()
     rows = table(out)
     decoded = PilDecoder(preprocessing, channels=1).decode([Path(r["path"]) for r in rows])
-    probabilities, segmentation = engine.infer(decoded.images)
+    probabilities, segmentation = (t.numpy() for t in engine.infer(decoded.images))
     for i, row in enumerate(rows):
         expected = result_row(i, Path(row["path"]), probabilities[i], segmentation[i],
                               decoded.sizes[i], thresholds["classification"],

@@ -3,19 +3,19 @@ machine's own matrix-product ceiling, all in one run so they can be compared as 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from psicbatch.bench.stats import Measurement, measure
-from psicbatch.checkpoint import Checkpoint
+from psicbatch.checkpoint import Checkpoint, Preprocessing
 from psicbatch.data.images import read_image
 from psicbatch.engines import Engine
-from psicbatch.predict import autocast
+from psicbatch.engines.spec import EngineSpec
 from psicbatch.preprocess import normalize, resize_image
-from psicbatch.run.runner import EngineSpec, RunOptions, run
+from psicbatch.run.runner import RunOptions, run
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -43,19 +43,26 @@ def matmul_ceiling(
 
 
 def engine_only(engine: Engine, size: tuple[int, int], batch: int, seconds: float) -> Measurement:
-    """The engine on ready-made input: the model stage with nothing around it."""
-    rng = np.random.default_rng(0)
-    images = rng.normal(size=(batch, engine.manifest.channels, *size)).astype(np.float32)
-    return measure(
-        lambda: engine.infer(images), batch, window_seconds=seconds / 6, max_seconds=seconds
-    )
+    """The engine on ready-made input already on its device: the model stage alone."""
+    generator = torch.Generator().manual_seed(0)
+    shape = (batch, engine.manifest.channels, *size)
+    images = torch.randn(shape, generator=generator).to(engine.device)
+
+    def call() -> None:
+        engine.infer(images)
+        if engine.device.type == "cuda":
+            torch.cuda.synchronize(engine.device)
+
+    return measure(call, batch, window_seconds=seconds / 6, max_seconds=seconds)
 
 
 def research_baseline(
-    checkpoint: Checkpoint, files: list[Path], size: tuple[int, int], seconds: float
-) -> Measurement:
-    """How research code runs inference: PIL decode, torch fp32 eager, one image at a time."""
-    model = checkpoint.build_model()
+    checkpoint: Checkpoint, files: list[Path], size: tuple[int, int], seconds: float,
+    device: str = "cpu",
+) -> Measurement:  # fmt: skip
+    """How research code runs inference: PIL decode, torch fp32 eager, one image at a time,
+    on the same device as the engine it is compared with."""
+    model = checkpoint.build_model().to(device)
     channels = checkpoint.model_config.in_channels
     position = [0]
 
@@ -64,25 +71,75 @@ def research_baseline(
         position[0] += 1
         image = resize_image(read_image(path, channels), size)
         tensor = torch.from_numpy(image.transpose(2, 0, 1).copy())[None]
-        with torch.no_grad(), autocast(torch.device("cpu"), "fp32"):
-            seg, _ = model(normalize(tensor, checkpoint.preprocessing))
-        torch.sigmoid(seg).numpy()
+        with torch.no_grad():
+            seg, _ = model(normalize(tensor, checkpoint.preprocessing).to(device))
+        torch.sigmoid(seg).cpu().numpy()
 
     return measure(one_image, 1, warmup_calls=1, window_seconds=seconds / 6, max_seconds=seconds)
 
 
-def end_to_end(spec: EngineSpec, files: list[Path], batch: int, folder: Path) -> dict[str, Any]:
-    """The whole ``psicbatch run`` path on ``files``: decode, preprocess, inference, masks,
-    RLE and Parquet writing."""
-    summary = run(files, spec, RunOptions(out=folder / "results.parquet", batch_size=batch))
+def end_to_end(
+    spec: EngineSpec, files: list[Path], batch: int, folder: Path, device: str,
+    decoder: str = "auto",
+) -> dict[str, Any]:  # fmt: skip
+    """The whole ``psicbatch run`` path on ``files`` on ``device``: decode, preprocess,
+    inference, masks, RLE and Parquet writing; the slowest stage is named."""
+    options = RunOptions(out=folder / "results.parquet", batch_size=batch, devices=(device,),
+                         decoder=decoder)  # fmt: skip
+    summary = run(files, spec, options)
     per_image = {
         stage: seconds / summary.images for stage, seconds in summary.stage_seconds.items()
     }
     return {
         "images": summary.images,
         "batch": batch,
+        "device": device,
         "decoder": summary.decoder,
         "throughput_items_per_s": summary.steady_throughput,
         "seconds_including_startup": summary.seconds,
         "stage_seconds_per_image": per_image,
+        "bounded_by": max(per_image, key=per_image.get) if per_image else None,
     }
+
+
+def decode_only(
+    files: list[Path], preprocessing: Preprocessing, channels: int, batch: int, device: str,
+    decoder: str = "auto",
+) -> dict[str, Any]:  # fmt: skip
+    """The run's decoder alone on ``files``: the most any run can reach on them."""
+    from psicbatch.run.decode import make_decoder
+    from psicbatch.run.worker import available_cpus
+
+    chosen = make_decoder(decoder, preprocessing, channels, batch, available_cpus(),
+                          torch.device(device))  # fmt: skip
+    chosen.decode(files[:batch])  # warm-up
+    began = time.perf_counter()
+    for start in range(0, len(files), batch):
+        chosen.decode(files[start : start + batch])
+    seconds = time.perf_counter() - began
+    chosen.close()
+    return {"images": len(files), "decoder": chosen.name,
+            "throughput_items_per_s": len(files) / seconds}  # fmt: skip
+
+
+HOST_OUTPUTS = ("clean", "defects", "noisy")
+
+
+def host_ceiling(
+    size: tuple[int, int], outputs: str, batch: int, seconds: float, device: str, folder: Path
+) -> dict[str, Any]:
+    """The whole run path with the null engine and decoding excluded: what the host side
+    (upload, masks, RLE, rows, Parquet) can feed, whatever the GPU. A short probe sizes
+    the measured run to about ``seconds``."""
+    spec = EngineSpec(null_outputs=outputs, input_size=size)
+
+    def measured(count: int, name: str) -> dict[str, Any]:
+        paths = [Path(f"null/{index:07d}.png") for index in range(count)]
+        return end_to_end(spec, paths, batch, folder / name, device, decoder="null")
+
+    probe = measured(4 * batch, "probe")
+    count = int(min(20000, max(8 * batch, probe["throughput_items_per_s"] * seconds)))
+    result = measured(count, "measured")
+    result["outputs"] = outputs
+    result["size"] = list(size)
+    return result

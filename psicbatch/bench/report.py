@@ -13,20 +13,22 @@ import torch
 
 from psicbatch import __version__
 from psicbatch.bench.measurements import (
+    HOST_OUTPUTS,
+    decode_only,
     end_to_end,
     engine_only,
+    host_ceiling,
     matmul_ceiling,
     research_baseline,
 )
 from psicbatch.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, untrained_checkpoint
 from psicbatch.data.images import image_files
 from psicbatch.data.synth import generate
-from psicbatch.engines import load_engine
+from psicbatch.engines import Engine, default_device, load_engine
 from psicbatch.engines.build import checkpoint_engine
+from psicbatch.engines.spec import EngineSpec
 from psicbatch.model import ModelConfig, count_flops
-from psicbatch.predict import resolve_device
 from psicbatch.reports import markdown_table
-from psicbatch.run.runner import EngineSpec
 from psicbatch.versions import installed_versions
 
 SIZE_PRESETS = {"ksdd": (1408, 512), "ksdd2": (640, 232), "dagm": (512, 512)}
@@ -41,6 +43,8 @@ class BenchPlan:
     baseline: bool = True
     images: Path | None = None
     end_to_end: bool = True
+    host_ceiling: bool = True
+    host_batch: int = 32
 
 
 def random_checkpoint(width: float, folder: Path) -> Path:
@@ -94,17 +98,18 @@ def run_benchmark(
     progress: Any = None,
 ) -> dict[str, Any]:
     """Measure every size x batch, the baseline per size and the ceiling, in one run."""
-    template = load_engine(engine_dir) if engine_dir is not None else None
+    device = default_device()  # engine-only, end to end, baseline and host: all on this one
+    template = load_engine(engine_dir, device) if engine_dir is not None else None
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path is not None else None
-    results, baselines, end_to_end_results = [], {}, {}
+    results, baselines, end_to_end_results, host = [], {}, {}, []
     ceiling = None
     for name, size in plan.sizes:
         engine = template or checkpoint_engine(
-            checkpoint_path, precision, str(resolve_device("auto")), max(plan.batches), size
+            checkpoint_path, precision, device, max(plan.batches), size
         )
         gflop = count_flops(ModelConfig(**engine.manifest.model), *size) / 1e9
         if ceiling is None:
-            ceiling = matmul_ceiling(engine.manifest.precision, str(resolve_device("auto")))
+            ceiling = matmul_ceiling(engine.manifest.precision, device)
         for batch in plan.batches:
             measured = engine_only(engine, size, batch, plan.seconds)
             achieved = measured.throughput * gflop
@@ -126,16 +131,26 @@ def run_benchmark(
                 progress(f"{name} batch {batch}: {measured.throughput:.2f} images/s")
         if plan.end_to_end:
             end_to_end_results[name] = _end_to_end(
-                results[-len(plan.batches) :], checkpoint_path, engine_dir, precision, size, plan
-            )
+                results[-len(plan.batches) :], engine, checkpoint_path, engine_dir, precision,
+                size, plan, device,
+            )  # fmt: skip
             if progress:
                 e2e = end_to_end_results[name]
                 progress(
                     f"{name} end to end (batch {e2e['batch']}): "
                     f"{e2e['throughput_items_per_s']:.2f} images/s"
                 )
+        if plan.host_ceiling:
+            with tempfile.TemporaryDirectory() as folder:
+                for outputs in HOST_OUTPUTS:
+                    host.append(host_ceiling(size, outputs, plan.host_batch,
+                                             min(10.0, plan.seconds / 2), device,
+                                             Path(folder) / outputs))  # fmt: skip
+                    if progress:
+                        progress(f"{name} host ceiling, {outputs} outputs: "
+                                 f"{host[-1]['throughput_items_per_s']:.0f} images/s")  # fmt: skip
         if plan.baseline and checkpoint is not None:
-            baselines[name] = _baseline(checkpoint, size, plan)
+            baselines[name] = _baseline(checkpoint, size, plan, device)
             if progress:
                 progress(
                     f"{name} baseline: {baselines[name]['throughput_items_per_s']:.2f} images/s"
@@ -146,6 +161,7 @@ def run_benchmark(
         "results": results,
         "baseline": baselines,
         "end_to_end": end_to_end_results,
+        "host_ceiling": host,
         "summary": _summary(results, baselines, end_to_end_results),
         "memory_peak": memory_peak(),
     }
@@ -153,14 +169,17 @@ def run_benchmark(
 
 def _end_to_end(
     measured: list[dict],
+    engine: Engine,
     checkpoint_path: Path | None,
     engine_dir: Path | None,
     precision: str,
     size: tuple[int, int],
     plan: BenchPlan,
+    device: str,
 ) -> dict[str, Any]:
     """The run path at the batch size the engine did best with, on enough images for
-    about half the measurement time (at least three batches)."""
+    about half the measurement time (at least three batches), next to the run's decoder
+    alone on the same files."""
     best = max(measured, key=lambda r: r["throughput_items_per_s"])
     batch = best["batch"]
     count = int(min(400, max(3 * batch, best["throughput_items_per_s"] * plan.seconds / 2)))
@@ -176,21 +195,28 @@ def _end_to_end(
             if plan.images
             else generate(Path(folder) / "images", count, size, defect_rate=0.3, seed=2)
         )
-        result = end_to_end(spec, files, batch, Path(folder))
+        result = end_to_end(spec, files, batch, Path(folder), device)
+        decoding = decode_only(files, engine.manifest.engine_preprocessing(),
+                               engine.manifest.channels, batch, device)  # fmt: skip
     result["share_of_engine_only"] = (
         result["throughput_items_per_s"] / best["throughput_items_per_s"]
+    )
+    result["decode_only_items_per_s"] = decoding["throughput_items_per_s"]
+    result["share_of_decode_only"] = (
+        result["throughput_items_per_s"] / decoding["throughput_items_per_s"]
     )
     return result
 
 
-def _baseline(checkpoint: Checkpoint, size: tuple[int, int], plan: BenchPlan) -> dict[str, Any]:
+def _baseline(
+    checkpoint: Checkpoint, size: tuple[int, int], plan: BenchPlan, device: str
+) -> dict[str, Any]:
     if plan.images is not None:
-        return research_baseline(
-            checkpoint, image_files(plan.images)[:32], size, plan.seconds
-        ).to_dict()
+        files = image_files(plan.images)[:32]
+        return research_baseline(checkpoint, files, size, plan.seconds, device).to_dict()
     with tempfile.TemporaryDirectory() as folder:
         files = generate(Path(folder), 8, size, defect_rate=0.5, seed=1)
-        return research_baseline(checkpoint, files, size, plan.seconds).to_dict()
+        return research_baseline(checkpoint, files, size, plan.seconds, device).to_dict()
 
 
 def _summary(
@@ -220,6 +246,15 @@ def _summary(
             }
         )
     return rows
+
+
+STAGES = ("decode+preprocess", "in series", "inference", "postprocess", "write")
+STAGE_HEADER = " / ".join(STAGES)
+
+
+def _stage_ms(result: dict[str, Any]) -> str:
+    per_image = result["stage_seconds_per_image"]
+    return " / ".join(f"{1000 * per_image.get(stage, 0.0):.2f}" for stage in STAGES)
 
 
 def _verdict(seconds: float) -> str:
@@ -267,22 +302,47 @@ def markdown(report: dict[str, Any], command: str) -> str:
                   "matrix product: that product is a lower bound of the machine's peak here, "
                   "not the peak itself."]  # fmt: skip
     if report.get("end_to_end"):
-        stages = ("decode+preprocess", "inference", "postprocess", "write")
         lines += ["", "## End to end (`psicbatch run` path)", ""]
         lines += markdown_table(
-            ["size", "batch", "images", "images/s", "share of engine-only", "decoder",
-             "s/image: decode+preprocess / inference / postprocess / write"],
+            ["size", "batch", "device", "images", "images/s", "share of engine-only",
+             "decoding alone, images/s (share)", "decoder", f"ms/image: {STAGE_HEADER}",
+             "bounded by"],
             [
-                [name, e["batch"], e["images"], f"{e['throughput_items_per_s']:.3f}",
-                 f"{100 * e['share_of_engine_only']:.0f}%", e["decoder"],
-                 " / ".join(f"{e['stage_seconds_per_image'].get(k, 0.0):.4f}" for k in stages)]
+                [name, e["batch"], e.get("device", "-"), e["images"],
+                 f"{e['throughput_items_per_s']:.3f}", f"{100 * e['share_of_engine_only']:.0f}%",
+                 f"{e['decode_only_items_per_s']:.1f} ({100 * e['share_of_decode_only']:.0f}%)"
+                 if "decode_only_items_per_s" in e else "-",
+                 e["decoder"], _stage_ms(e), e.get("bounded_by") or "-"]
                 for name, e in report["end_to_end"].items()
             ],
         )  # fmt: skip
         lines += [
             "",
-            "Decoding runs in a background thread, overlapped with inference; the stage "
-            "times add up to more than the wall time when it is hidden.",
+            "Decoding, inference and post-processing run in threads of their own, on "
+            "different batches at once, and Parquet is written in another; the stage times "
+            "add up to more than the wall time when they overlap. 'in series' is the work "
+            "the inference thread does besides the engine (the upload).",
+        ]
+    if report.get("host_ceiling"):
+        lines += ["", "## Host ceiling (null engine, decoding excluded)", ""]
+        lines += markdown_table(
+            ["size", "outputs", "batch", "device", "images", "images/s",
+             f"ms/image: {STAGE_HEADER}", "bounded by"],
+            [
+                [f"{h['size'][0]}x{h['size'][1]}", h["outputs"], h["batch"], h["device"],
+                 h["images"], f"{h['throughput_items_per_s']:.0f}", _stage_ms(h),
+                 h.get("bounded_by") or "-"]
+                for h in report["host_ceiling"]
+            ],
+        )  # fmt: skip
+        lines += [
+            "",
+            "The whole run path with an engine that returns ready outputs at once and a "
+            "decoder that hands out one ready batch (as when the GPU decodes): what the host "
+            "side can feed, whatever the accelerator. Outputs: clean = every image defect-free;"
+            " defects = one image in ten with a thin crack-like defect; noisy = an untrained "
+            "network's kind of output (a random field at 1/8 resolution, about half of the "
+            "pixels above threshold).",
         ]
     lines += ["", "## Engine only, every configuration", ""]
     lines += markdown_table(

@@ -97,6 +97,13 @@ def _batches(value: str) -> tuple[int, ...]:
     help="Also time the whole run path (decode, masks, Parquet) at each size.",
 )
 @click.option(
+    "--host-ceiling/--no-host-ceiling",
+    default=True,
+    show_default=True,
+    help="Also run the whole run path with a null engine and decoding excluded: what the "
+    "host side can feed, for clean, defective and noisy outputs.",
+)
+@click.option(
     "--compare",
     nargs=2,
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
@@ -120,6 +127,7 @@ def bench_command(
     duration: float,
     baseline: bool,
     end_to_end: bool,
+    host_ceiling: bool,
     compare: tuple[Path, Path] | None,
     out: Path,
 ) -> None:
@@ -129,9 +137,8 @@ def bench_command(
         return
     if sum(x is not None for x in (engine, model, width)) > 1:
         raise click.BadParameter("give at most one of --engine, --model, --width")
-    plan = BenchPlan(
-        _sizes(sizes), _batches(batches), duration, baseline and not engine, images, end_to_end
-    )
+    plan = BenchPlan(_sizes(sizes), _batches(batches), duration, baseline and not engine,
+                     images, end_to_end, host_ceiling)  # fmt: skip
     console = Console(stderr=True)
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = None

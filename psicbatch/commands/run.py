@@ -16,18 +16,22 @@ from psicbatch.assets import demo_model_path
 from psicbatch.commands.options import engine_options
 from psicbatch.progress import progress_bar
 from psicbatch.run.inputs import collect_inputs
-from psicbatch.run.runner import EngineSpec, RunOptions, RunSummary, run
+from psicbatch.engines.spec import EngineSpec
+from psicbatch.run.runner import DEFAULT_BATCH_TIMEOUT, RunOptions, RunSummary, run
 
 EXIT_IMAGES_FAILED = 3
 
 
-def _devices(value: str | None) -> tuple[int, ...]:
+def _devices(value: str | None) -> tuple[str, ...]:
+    """``0,1`` -> cuda:0, cuda:1; ``cpu`` -> the CPU; nothing -> the default."""
     if not value:
         return ()
+    if value.strip().lower() == "cpu":
+        return ("cpu",)
     try:
-        return tuple(int(part) for part in value.split(","))
+        return tuple(f"cuda:{int(part)}" for part in value.split(","))
     except ValueError:
-        raise click.BadParameter(f"{value!r}: expected GPU numbers like 0,1") from None
+        raise click.BadParameter(f"{value!r}: expected GPU numbers like 0,1, or cpu") from None
 
 
 @click.command("run")
@@ -51,9 +55,12 @@ def _devices(value: str | None) -> tuple[int, ...]:
     "--workers",
     default=1,
     show_default=True,
-    help="CPU worker processes (the CPU threads are divided between them).",
+    help="Worker processes: on the CPU (its threads are divided between them), or per GPU.",
 )
-@click.option("--devices", help="GPUs to use, e.g. 0,1: one worker process each.")
+@click.option(
+    "--devices",
+    help="GPUs to use, e.g. 0,1, or cpu (default: GPU 0 when one is visible, else the CPU).",
+)
 @click.option(
     "--decoder",
     type=click.Choice(["auto", "dali", "pil"]),
@@ -65,6 +72,12 @@ def _devices(value: str | None) -> tuple[int, ...]:
     "--threshold", type=float, help="Image-level decision threshold (default: the model's)."
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted run into the same --out.")
+@click.option(
+    "--batch-timeout",
+    default=DEFAULT_BATCH_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait for one batch before declaring a worker hung.",
+)
 @click.option(
     "--flush-every",
     default=1024,
@@ -88,7 +101,8 @@ def _devices(value: str | None) -> tuple[int, ...]:
 def run_command(sources: tuple[str, ...], list_file: Path | None, out: Path,
                 engine: Path | None, model: Path | None, precision: str, batch_size: int,
                 workers: int, devices: str | None, decoder: str, threshold: float | None,
-                resume: bool, flush_every: int, allow_errors: bool, executor: str,
+                resume: bool, batch_timeout: float, flush_every: int, allow_errors: bool,
+                executor: str,
                 address: str | None, quiet: bool) -> None:  # fmt: skip
     """Inspect images: defect probability and RLE mask per image, written to Parquet.
 
@@ -101,7 +115,8 @@ def run_command(sources: tuple[str, ...], list_file: Path | None, out: Path,
                       precision=precision)  # fmt: skip
     options = RunOptions(out=out, batch_size=batch_size, workers=workers,
                          devices=_devices(devices), decoder=decoder, threshold=threshold,
-                         resume=resume, part_rows=flush_every)  # fmt: skip
+                         resume=resume, part_rows=flush_every,
+                         batch_timeout=batch_timeout)  # fmt: skip
     console = Console(stderr=True)
     with progress_bar(quiet, console) as progress:
         task = progress.add_task("inspecting", total=len(paths), status="")
@@ -136,7 +151,7 @@ def _stages(summary: RunSummary) -> str:
         f"{stage} {1000 * seconds / summary.images:.1f} ms"
         for stage, seconds in summary.stage_seconds.items()
     ]
-    return ", ".join(parts) + " (decoding overlaps inference)"
+    return ", ".join(parts) + " (decoding, inference and post-processing overlap)"
 
 
 def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:

@@ -10,6 +10,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from psicbatch.errors import PsicbatchError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+UNREADABLE = "not a readable image (unknown or damaged format)"
 
 
 class ImageReadError(PsicbatchError):
@@ -63,7 +64,7 @@ def _open(path: Path) -> Image.Image:
     except FileNotFoundError:
         raise ImageReadError(path, "no such file") from None
     except UnidentifiedImageError:
-        raise ImageReadError(path, "not a readable image (unknown or damaged format)") from None
+        raise ImageReadError(path, UNREADABLE) from None
     except (OSError, ValueError, SyntaxError) as error:
         raise ImageReadError(path, f"damaged image ({error})") from None
     return image

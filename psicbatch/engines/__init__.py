@@ -1,13 +1,16 @@
 """Compiled PSIC-Net engines behind one interface (see ``base.Engine``).
 
 Backend modules are imported only when an engine of that kind is loaded, so TensorRT or
-ONNX Runtime are never needed to use the others.
+ONNX Runtime are never needed to use the others. Every engine runs on the device it is
+opened on.
 """
 
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
+
+import torch
 
 from psicbatch.engines.base import Engine
 from psicbatch.engines.manifest import MANIFEST_NAME, Manifest, read_manifest
@@ -20,13 +23,27 @@ _ENGINE_CLASSES = {
 }
 
 
-def load_engine(directory: Path) -> Engine:
-    """Open an engine folder after checking its manifest and the engine file's sha256."""
+def default_device() -> str:
+    """The first GPU when one is visible, else the CPU."""
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def engine_class(backend: str, where: object) -> type[Engine]:
+    if backend not in _ENGINE_CLASSES:
+        raise PsicbatchError(
+            f"{where}: unknown engine backend {backend!r}; known: {', '.join(_ENGINE_CLASSES)}"
+        )
+    module_name, class_name = _ENGINE_CLASSES[backend]
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def load_engine(directory: Path, device: str | None = None) -> Engine:
+    """Open an engine folder, after checking its manifest and the engine file's sha256, on
+    ``device`` (default: the first GPU when one is visible, else the CPU)."""
     manifest = read_manifest(directory)
-    if manifest.backend not in _ENGINE_CLASSES:
-        raise PsicbatchError(f"{directory}: unknown engine backend {manifest.backend!r}")
-    module_name, class_name = _ENGINE_CLASSES[manifest.backend]
-    return getattr(importlib.import_module(module_name), class_name)(directory, manifest)
+    cls = engine_class(manifest.backend, directory)
+    return cls(directory, manifest, torch.device(device or default_device()),
+               directory / manifest.engine_file)  # fmt: skip
 
 
 def list_engines(root: Path) -> list[tuple[Path, Manifest | str]]:
@@ -42,4 +59,4 @@ def list_engines(root: Path) -> list[tuple[Path, Manifest | str]]:
     return found
 
 
-__all__ = ["Engine", "Manifest", "list_engines", "load_engine", "read_manifest"]
+__all__ = ["Engine", "Manifest", "default_device", "list_engines", "load_engine", "read_manifest"]

@@ -1,7 +1,9 @@
 """The engine interface: one way to run a compiled PSIC-Net, whatever the backend.
 
-The runner and the benchmark only ever call ``infer``; shapes are checked here, before
-any backend sees them, so a wrong size is a clear message rather than a runtime crash.
+Engines take and return torch tensors on their own device, so a batch decoded on the GPU
+reaches the network and the mask post-processing without crossing to the host. Shapes
+are checked here, before any backend sees them, so a wrong size is a clear message
+rather than a runtime crash.
 """
 
 from __future__ import annotations
@@ -9,30 +11,28 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-import numpy as np
+import torch
 
 from psicbatch.engines.manifest import Manifest
 from psicbatch.errors import PsicbatchError
 
 
 class Engine(ABC):
-    def __init__(self, directory: Path, manifest: Manifest) -> None:
+    def __init__(self, directory: Path, manifest: Manifest, device: torch.device) -> None:
         self.directory = directory
         self.manifest = manifest
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        """The size (H, W) images should be resized to for this engine."""
-        return self.manifest.input_size
+        self.device = device
 
     @property
     def batch_range(self) -> tuple[int, int]:
         return self.manifest.min_batch, self.manifest.max_batch
 
-    def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Normalised float32 N x C x H x W -> (defect probability N, mask probability N x H x W)."""
-        self.check_input(images.shape)
-        probabilities, segmentation = self._run(np.ascontiguousarray(images, dtype=np.float32))
+    def infer(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised float32 N x C x H x W -> (defect probability N, mask probability
+        N x H x W), both float32 on ``self.device``. Input on another device is moved."""
+        self.check_input(tuple(images.shape))
+        batch = images.to(self.device, torch.float32, non_blocking=True)
+        probabilities, segmentation = self._run(batch)
         return probabilities.reshape(-1), segmentation.reshape(len(images), *images.shape[2:])
 
     def check_input(self, shape: tuple[int, ...]) -> None:
@@ -45,9 +45,11 @@ class Engine(ABC):
         if not m.min_batch <= batch <= m.max_batch:
             raise PsicbatchError(
                 f"batch of {batch} is outside engine {self.directory}'s range "
-                f"{m.min_batch}..{m.max_batch}; rebuild with --max-batch {batch} or send smaller batches"
+                f"{m.min_batch}..{m.max_batch}; rebuild with --max-batch {batch} or send "
+                "smaller batches"
             )
-        fits = all(lo <= v <= hi for v, lo, hi in zip((height, width), m.min_size, m.max_size))
+        bounds = zip((height, width), m.min_size, m.max_size, strict=True)
+        fits = all(lo <= v <= hi for v, lo, hi in bounds)
         if not fits or height % m.size_multiple or width % m.size_multiple:
             raise PsicbatchError(
                 f"input size {height}x{width} is outside engine {self.directory}'s range "
@@ -56,5 +58,5 @@ class Engine(ABC):
             )
 
     @abstractmethod
-    def _run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Backend inference on a checked, contiguous float32 batch."""
+    def _run(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backend inference on a checked float32 batch already on ``self.device``."""

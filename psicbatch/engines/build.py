@@ -16,7 +16,7 @@ import torch
 
 from psicbatch import __version__
 from psicbatch.checkpoint import Checkpoint, file_sha256, load_checkpoint
-from psicbatch.engines import Engine, load_engine
+from psicbatch.engines import Engine, default_device, load_engine
 from psicbatch.engines.export import (
     export_onnx,
     load_calibration_images,
@@ -136,7 +136,9 @@ def build_engine(checkpoint_path: Path, options: BuildOptions) -> tuple[Path, Ma
         manifest.backend_details = result["details"]
         manifest.engine_sha256 = file_sha256(staging / manifest.engine_file)
         manifest.write(staging)
-        manifest.parity = measure_parity(load_engine(staging), checkpoint, parity_images)
+        device = default_device()
+        manifest.parity = measure_parity(load_engine(staging, device), checkpoint, parity_images)
+        manifest.parity["device"] = device
         manifest.write(staging)
         problem = parity_problem(manifest.parity, options.min_mask_iou)
         if problem and options.check_parity:
@@ -188,7 +190,8 @@ def checkpoint_manifest(
     max_batch: int = 64,
     input_size: tuple[int, int] | None = None,
 ) -> Manifest:
-    """The manifest of a torch engine that runs a checkpoint file in place."""
+    """The manifest of a torch engine that runs a checkpoint file in place on ``device``
+    (``auto`` precision: fp16 on a GPU, bf16 on the CPU)."""
     checkpoint = load_checkpoint(checkpoint_path)
     if precision == "auto":
         precision = "fp16" if device.startswith("cuda") else "bf16"
@@ -197,7 +200,7 @@ def checkpoint_manifest(
                               max_batch)  # fmt: skip
     manifest.engine_file = str(checkpoint_path.resolve())
     manifest.engine_sha256 = manifest.checkpoint_sha256
-    manifest.backend_details = {"device": device, "compile": False}
+    manifest.backend_details = {"compile": False}
     return manifest
 
 
@@ -212,7 +215,7 @@ def checkpoint_engine(
     from psicbatch.engines.torch_engine import TorchEngine
 
     manifest = checkpoint_manifest(checkpoint_path, precision, device, max_batch, input_size)
-    return TorchEngine(checkpoint_path.parent, manifest)
+    return TorchEngine(checkpoint_path.parent, manifest, torch.device(device), checkpoint_path)
 
 
 def _build_backend(

@@ -1,16 +1,21 @@
-"""The ONNX Runtime backend: fp32, or int8 QDQ; CPU here, the CUDA provider where installed."""
+"""The ONNX Runtime backend: fp32, or int8 QDQ; CPU here, the CUDA provider where installed.
+
+ONNX Runtime works on numpy arrays, so this engine converts at its edge: tensors arrive
+and leave on the engine's device like every other engine's.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import torch
 
 from psicbatch.engines.base import Engine
 from psicbatch.engines.manifest import INPUT_NAME, Manifest
 
 ENGINE_FILE = "model.onnx"
+CUDA_PROVIDER = "CUDAExecutionProvider"
 
 
 def _session_options(threads: int) -> Any:
@@ -22,11 +27,11 @@ def _session_options(threads: int) -> Any:
     return options
 
 
-def _providers() -> list[str]:
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+def providers_for(device: torch.device, available: list[str]) -> list[Any]:
+    """The CUDA provider on this engine's GPU (its ``device_id``), or the CPU provider."""
+    if device.type == "cuda" and CUDA_PROVIDER in available:
+        return [(CUDA_PROVIDER, {"device_id": device.index or 0}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
 
 
 def build_onnxruntime(onnx_path: Path, directory: Path, threads: int) -> dict[str, Any]:
@@ -43,20 +48,26 @@ def build_onnxruntime(onnx_path: Path, directory: Path, threads: int) -> dict[st
     ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     return {
         "engine_file": ENGINE_FILE,
-        "details": {"threads": threads, "providers": _providers()},
+        "details": {"threads": threads, "providers": ort.get_available_providers()},
     }
 
 
 class OnnxRuntimeEngine(Engine):
-    def __init__(self, directory: Path, manifest: Manifest) -> None:
-        super().__init__(directory, manifest)
+    def __init__(
+        self, directory: Path, manifest: Manifest, device: torch.device, engine_file: Path
+    ) -> None:
+        super().__init__(directory, manifest, device)
         import onnxruntime as ort
 
         threads = int(manifest.backend_details.get("threads", 0))
+        self.providers = providers_for(device, ort.get_available_providers())
         self.session = ort.InferenceSession(
-            str(directory / manifest.engine_file), _session_options(threads), providers=_providers()
+            str(engine_file), _session_options(threads), providers=self.providers
         )
 
-    def _run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        probabilities, segmentation = self.session.run(None, {INPUT_NAME: images})
-        return probabilities, segmentation
+    def _run(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        probabilities, segmentation = self.session.run(None, {INPUT_NAME: images.cpu().numpy()})
+        return (
+            torch.from_numpy(probabilities).to(self.device),
+            torch.from_numpy(segmentation).to(self.device),
+        )

@@ -31,9 +31,9 @@ def measure_parity(engine: Engine, checkpoint: Checkpoint, images: np.ndarray) -
             p, s = reference(torch.from_numpy(chunk))
         expected_p.append(p.numpy())
         expected_s.append(s[:, 0].numpy())
-        engine_p, engine_s = engine.infer(chunk)
-        actual_p.append(engine_p)
-        actual_s.append(engine_s)
+        engine_p, engine_s = engine.infer(torch.from_numpy(chunk))
+        actual_p.append(engine_p.cpu().numpy())
+        actual_s.append(engine_s.cpu().numpy())
     expected_p, actual_p = np.concatenate(expected_p), np.concatenate(actual_p)
     expected_s, actual_s = np.concatenate(expected_s), np.concatenate(actual_s)
     thresholds = checkpoint.thresholds

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import torch
 
 from psicbatch.engines.base import Engine
 from psicbatch.engines.manifest import INPUT_NAME, OUTPUT_NAMES, Manifest
@@ -89,12 +89,12 @@ def import_tensorrt() -> Any:
     return tensorrt
 
 
-def current_gpu() -> tuple[str, str]:
-    import torch
-
+def current_gpu(device: torch.device | None = None) -> tuple[str, str]:
+    """Name and compute capability of ``device``, or of the current CUDA device."""
     if not torch.cuda.is_available():
         raise PsicbatchError("TensorRT needs a CUDA GPU and none is visible")
-    properties = torch.cuda.get_device_properties(0)
+    index = torch.cuda.current_device() if device is None or device.index is None else device.index
+    properties = torch.cuda.get_device_properties(index)
     return properties.name, f"{properties.major}.{properties.minor}"
 
 
@@ -148,37 +148,45 @@ def build_tensorrt(
 
 
 class TensorRTEngine(Engine):
-    """Runs a plan with ``execute_async_v3`` on its own CUDA stream, torch tensors as buffers."""
+    """Runs a plan with ``execute_async_v3`` on its own CUDA stream of the engine's GPU; the
+    input and output buffers are the torch tensors themselves (no copies)."""
 
-    def __init__(self, directory: Path, manifest: Manifest) -> None:
-        super().__init__(directory, manifest)
-        import torch
-
+    def __init__(
+        self, directory: Path, manifest: Manifest, device: torch.device, engine_file: Path
+    ) -> None:
+        if device.type != "cuda":
+            raise PsicbatchError(f"engine {directory}: TensorRT engines run on a CUDA GPU only")
+        super().__init__(directory, manifest, device)
         trt = import_tensorrt()
-        gpu_name, capability = current_gpu()
+        gpu_name, capability = current_gpu(device)
         problem = compatibility_problem(
             manifest.backend_details, trt.__version__, gpu_name, capability
         )
         if problem:
             raise PsicbatchError(
-                f"engine {directory}: {problem}; rebuild it here with "
-                f"'psicbatch build-engine MODEL --backend tensorrt --precision {manifest.precision}'"
+                f"engine {directory}: {problem}; rebuild it here with 'psicbatch build-engine "
+                f"MODEL --backend tensorrt --precision {manifest.precision}'"
             )
-        self.torch = torch
-        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine = runtime.deserialize_cuda_engine((directory / manifest.engine_file).read_bytes())
-        if self.engine is None:
-            raise PsicbatchError(f"{directory / manifest.engine_file}: TensorRT could not load it")
-        self.context = self.engine.create_execution_context()
-        self.stream = torch.cuda.Stream()
+        with torch.cuda.device(device):
+            runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+            self.engine = runtime.deserialize_cuda_engine(engine_file.read_bytes())
+            if self.engine is None:
+                raise PsicbatchError(f"{engine_file}: TensorRT could not load it")
+            self.context = self.engine.create_execution_context()
+            self.stream = torch.cuda.Stream(device)
 
-    def _run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        torch = self.torch
+    def _run(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        count, _, height, width = images.shape
+        caller = torch.cuda.current_stream(self.device)
+        # The engine's stream starts after whatever produced the input (upload, decoding) and
+        # the caller's stream continues only once the outputs are written.
+        self.stream.wait_stream(caller)
         with torch.cuda.stream(self.stream):
-            batch = torch.from_numpy(images).pin_memory().cuda(non_blocking=True)
-            count, _, height, width = batch.shape
-            probabilities = torch.empty((count,), device="cuda", dtype=torch.float32)
-            segmentation = torch.empty((count, 1, height, width), device="cuda", dtype=torch.float32)
+            batch = images.contiguous()
+            probabilities = torch.empty((count,), device=self.device, dtype=torch.float32)
+            segmentation = torch.empty(
+                (count, 1, height, width), device=self.device, dtype=torch.float32
+            )
             self.context.set_input_shape(INPUT_NAME, tuple(batch.shape))
             for name, tensor in zip(
                 (INPUT_NAME, *OUTPUT_NAMES), (batch, probabilities, segmentation), strict=True
@@ -186,5 +194,7 @@ class TensorRTEngine(Engine):
                 self.context.set_tensor_address(name, tensor.data_ptr())
             if not self.context.execute_async_v3(self.stream.cuda_stream):
                 raise PsicbatchError(f"engine {self.directory}: TensorRT execution failed")
-        self.stream.synchronize()
-        return probabilities.cpu().numpy(), segmentation.cpu().numpy()
+        caller.wait_stream(self.stream)
+        for tensor in (batch, probabilities, segmentation):
+            tensor.record_stream(caller)  # allocated on the engine stream, used on the caller's
+        return probabilities, segmentation

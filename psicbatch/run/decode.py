@@ -1,13 +1,21 @@
 """Decoding and preprocessing image files into engine input, with per-file errors.
 
 Two decoders with one interface and the same preprocessing (resize to the engine size,
-scale to [0, 1], normalise with the checkpoint's mean/std):
+scale to [0, 1], normalise with the checkpoint's mean/std), both giving a torch tensor
+ready for the engine:
 
-- ``DaliDecoder``: NVIDIA DALI, GPU decoding (``mixed``) with a device id, CPU operators
-  without one. DALI fails a whole batch on one bad file and the pipeline cannot be used
-  again, so a failed batch is retried file by file on fresh pipelines to name the bad
-  file(s) and keep every good image.
+- ``DaliDecoder``: NVIDIA DALI, GPU decoding (``mixed``) on a GPU worker, CPU operators
+  otherwise. The pipeline's output is copied straight into a torch tensor on the same
+  device (GPU memory for ``mixed``: no round trip through the host). DALI fails a whole
+  batch on one bad file and the pipeline cannot be used again, so a failed batch is
+  retried file by file on fresh pipelines to name the bad file(s) and keep every good one.
 - ``PilDecoder``: PIL in a thread pool, when DALI is not installed.
+
+Original sizes come from the file headers (read anyway to refuse oversized images), so
+the DALI graph has no GPU-to-CPU shape output and runs under DALI's default executor.
+For GPU engines, host tensors are allocated in pinned memory so that the upload is an
+asynchronous copy. ``NullDecoder`` hands out one ready batch, to measure everything
+after decoding.
 """
 
 from __future__ import annotations
@@ -18,16 +26,19 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from psicbatch.checkpoint import Preprocessing
-from psicbatch.data.images import ImageReadError, read_image
+from psicbatch.data.images import UNREADABLE, ImageReadError, read_image
+from psicbatch.errors import PsicbatchError
 from psicbatch.preprocess import normalize, resize_image
 
 MAX_PIXELS = 100_000_000  # far above any inspection camera, far below a decompression bomb
+EXIF_ORIENTATION = 0x0112
 
 
 @dataclass
@@ -35,13 +46,14 @@ class DecodedBatch:
     """Good images of one batch (in order) and the errors of the others, by position."""
 
     positions: list[int] = field(default_factory=list)
-    images: np.ndarray | None = None  # float32 N x C x H x W, one per position
+    images: torch.Tensor | None = None  # float32 N x C x H x W, one per position
     sizes: list[tuple[int, int]] = field(default_factory=list)  # original (H, W)
     errors: dict[int, str] = field(default_factory=dict)
 
 
-def read_bytes(path: Path) -> np.ndarray:
-    """The file's bytes, or an ImageReadError saying why they cannot be used."""
+def read_bytes(path: Path) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """The file's bytes and the (H, W) its header gives (None for formats PIL cannot
+    identify), or an ImageReadError saying why they cannot be used."""
     try:
         data = path.read_bytes()
     except PermissionError:
@@ -52,35 +64,47 @@ def read_bytes(path: Path) -> np.ndarray:
         raise ImageReadError(path, f"cannot be read ({error.strerror or error})") from None
     if not data:
         raise ImageReadError(path, "empty file (0 bytes)")
-    _check_dimensions(path, data)
-    return np.frombuffer(data, dtype=np.uint8)
+    return np.frombuffer(data, dtype=np.uint8), _header_size(path, data)
 
 
-def _check_dimensions(path: Path, data: bytes) -> None:
-    """Refuse images whose header claims more than MAX_PIXELS before anything decodes them
-    (a 20000x20000 header would make a decoder allocate gigabytes). Formats PIL cannot
-    identify are left to the decoder, which reports its own error."""
+def _header_size(path: Path, data: bytes) -> tuple[int, int] | None:
+    """(H, W) after EXIF rotation, as decoders output it. Refuses images whose header
+    claims more than MAX_PIXELS before anything decodes them (a 20000x20000 header would
+    make a decoder allocate gigabytes). Formats PIL cannot identify give None."""
     too_large = f"above the {MAX_PIXELS / 1e6:.0f} megapixel limit"
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
+            rotated = _orientation(image) in (5, 6, 7, 8)
     except Image.DecompressionBombError:
         raise ImageReadError(path, f"image is far too large ({too_large})") from None
     except Exception:  # unknown or damaged header: the decoder says what is wrong
-        return
+        return None
     if width * height > MAX_PIXELS:
         raise ImageReadError(
             path,
             f"image is {width}x{height} ({width * height / 1e6:.0f} megapixels), {too_large}",
         )
+    return (width, height) if rotated else (height, width)
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag; 1 (as stored) when there is none or it cannot be read."""
+    try:
+        return int(image.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # damaged metadata: the decoder will say what is wrong with the file
+        return 1
 
 
 class PilDecoder:
     name = "pil"
 
-    def __init__(self, preprocessing: Preprocessing, channels: int, threads: int = 2) -> None:
+    def __init__(
+        self, preprocessing: Preprocessing, channels: int, threads: int = 2, pin: bool = False
+    ) -> None:
         self.preprocessing = preprocessing
         self.channels = channels
+        self.pin = pin
         self.pool = ThreadPoolExecutor(max_workers=threads)
 
     def _one(self, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
@@ -91,7 +115,7 @@ class PilDecoder:
         return normalize(tensor, self.preprocessing)[0].numpy(), image.shape[:2]
 
     def decode(self, paths: list[Path]) -> DecodedBatch:
-        return _collect(list(self.pool.map(_capture(self._one), paths)))
+        return _collect(list(self.pool.map(_capture(self._one), paths)), self.pin)
 
     def close(self) -> None:
         self.pool.shutdown()
@@ -107,100 +131,120 @@ class DaliDecoder:
         batch_size: int,
         threads: int = 2,
         device_id: int | None = None,
+        pin: bool = False,
     ) -> None:
         self.preprocessing = preprocessing
         self.channels = channels
         self.batch_size = batch_size
         self.threads = threads
         self.device_id = device_id
+        self.pin = pin
         self.pipeline = self._build()
 
     def _build(self) -> object:
-        import nvidia.dali.fn as fn
-        import nvidia.dali.types as types
-        from nvidia.dali import pipeline_def
-
-        p = self.preprocessing
-        height, width = p.input_size
-        gpu = self.device_id is not None
-
-        @pipeline_def(
-            batch_size=self.batch_size,
-            num_threads=self.threads,
-            device_id=self.device_id,
-            prefetch_queue_depth=1,
-            exec_async=False,
-            exec_pipelined=False,
-        )
-        def pipeline():
-            encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
-            decoded = fn.decoders.image(
-                encoded,
-                device="mixed" if gpu else "cpu",
-                output_type=types.GRAY if self.channels == 1 else types.RGB,
-            )
-            resized = fn.resize(
-                decoded,
-                resize_x=width,
-                resize_y=height,
-                interp_type=types.INTERP_LINEAR,
-                antialias=True,
-            )
-            normalized = fn.crop_mirror_normalize(
-                resized,
-                dtype=types.FLOAT,
-                output_layout="CHW",
-                mean=[m * 255 for m in p.mean],
-                std=[s * 255 for s in p.std],
-            )
-            return normalized, decoded.shape()
-
-        built = pipeline()
+        built = define_pipeline(self.preprocessing, self.channels, self.batch_size,
+                                self.threads, self.device_id)  # fmt: skip
         built.build()
         return built
 
-    def _run(self, data: list[np.ndarray]) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
-        self.pipeline.feed_input("encoded", data)
-        images, shapes = self.pipeline.run()
-        if self.device_id is not None:
-            images = images.as_cpu()
-        shapes = shapes.as_cpu() if hasattr(shapes, "as_cpu") else shapes
-        return (
-            [np.array(images[i]) for i in range(len(data))],
-            [tuple(int(v) for v in np.array(shapes[i])[:2]) for i in range(len(data))],
-        )
+    def _run(self, data: list[np.ndarray]) -> torch.Tensor:
+        """Decode, resize and normalise ``data``; the result stays on the decoding device."""
+        from nvidia.dali.plugin.pytorch import feed_ndarray
 
+        self.pipeline.feed_input("encoded", data)
+        (images,) = self.pipeline.run()
+        shape = (len(data), self.channels, *self.preprocessing.input_size)
+        if self.device_id is None:
+            target = torch.empty(shape, dtype=torch.float32, pin_memory=self.pin)
+            return feed_ndarray(images.as_tensor(), target)
+        device = torch.device("cuda", self.device_id)
+        target = torch.empty(shape, dtype=torch.float32, device=device)
+        stream = torch.cuda.current_stream(device)
+        feed_ndarray(images.as_tensor(), target, cuda_stream=stream)
+        stream.synchronize()  # in the decoding thread: the engine's thread never waits here
+        return target
     def decode(self, paths: list[Path]) -> DecodedBatch:
-        results: list[tuple[np.ndarray, tuple[int, int]] | str] = []
-        readable: list[tuple[int, Path, np.ndarray]] = []
+        batch = DecodedBatch()
+        readable: list[tuple[int, Path, np.ndarray, tuple[int, int]]] = []
         for position, path in enumerate(paths):
             try:
-                readable.append((position, path, read_bytes(path)))
-                results.append("")
+                data, size = read_bytes(path)
             except ImageReadError as error:
-                results.append(error.problem)
-        if readable:
-            try:
-                images, sizes = self._run([data for _, _, data in readable])
-                for (position, _, _), image, size in zip(readable, images, sizes, strict=True):
-                    results[position] = (image, size)
-            except RuntimeError:
-                self._isolate(readable, results)
-        return _collect(results)
+                batch.errors[position] = error.problem
+                continue
+            if size is None:
+                batch.errors[position] = _diagnose(path, None)
+            else:
+                readable.append((position, path, data, size))
+        if not readable:
+            return batch
+        try:
+            images = self._run([data for _, _, data, _ in readable])
+        except RuntimeError:
+            return self._isolate(readable, batch)
+        batch.positions = [position for position, _, _, _ in readable]
+        batch.sizes = [size for _, _, _, size in readable]
+        batch.images = images
+        return batch
 
-    def _isolate(self, readable: list, results: list) -> None:
+    def _isolate(self, readable: list, batch: DecodedBatch) -> DecodedBatch:
         """After a failed batch: fresh pipeline, one file at a time."""
         self.pipeline = self._build()
-        for position, path, data in readable:
+        images = []
+        for position, path, data, size in readable:
             try:
-                images, sizes = self._run([data])
-                results[position] = (images[0], sizes[0])
+                images.append(self._run([data]))
             except RuntimeError as error:
-                results[position] = _diagnose(path, error)
+                batch.errors[position] = _diagnose(path, error)
                 self.pipeline = self._build()
+                continue
+            batch.positions.append(position)
+            batch.sizes.append(size)
+        if images:
+            batch.images = torch.cat(images)
+        return batch
 
     def close(self) -> None:
         self.pipeline = None
+
+
+def define_pipeline(
+    preprocessing: Preprocessing,
+    channels: int,
+    batch_size: int,
+    threads: int,
+    device_id: int | None,
+) -> Any:
+    """The DALI graph: decode (``mixed``, on the GPU, with a device id), resize, normalise.
+    Defining it needs no GPU; building a ``mixed`` one does."""
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+    from nvidia.dali import pipeline_def
+
+    height, width = preprocessing.input_size
+
+    @pipeline_def(batch_size=batch_size, num_threads=threads, device_id=device_id,
+                  prefetch_queue_depth=1)  # fmt: skip
+    def pipeline() -> Any:
+        encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
+        decoded = fn.decoders.image(
+            encoded,
+            device="cpu" if device_id is None else "mixed",
+            output_type=types.GRAY if channels == 1 else types.RGB,
+        )
+        resized = fn.resize(
+            decoded, resize_x=width, resize_y=height, interp_type=types.INTERP_LINEAR,
+            antialias=True,
+        )  # fmt: skip
+        return fn.crop_mirror_normalize(
+            resized,
+            dtype=types.FLOAT,
+            output_layout="CHW",
+            mean=[m * 255 for m in preprocessing.mean],
+            std=[s * 255 for s in preprocessing.std],
+        )
+
+    return pipeline()
 
 
 def dali_available() -> bool:
@@ -218,11 +262,42 @@ def make_decoder(
     channels: int,
     batch_size: int,
     threads: int,
-    device_id: int | None,
-) -> PilDecoder | DaliDecoder:
+    device: torch.device,
+) -> PilDecoder | DaliDecoder | NullDecoder:
+    """The decoder for an engine on ``device``: DALI decodes on that GPU; host tensors are
+    pinned for GPU engines."""
+    gpu = device.type == "cuda"
+    if kind == "null":
+        return NullDecoder(preprocessing, channels, batch_size, device)
     if decoder_name(kind) == "dali":
-        return DaliDecoder(preprocessing, channels, batch_size, threads, device_id)
-    return PilDecoder(preprocessing, channels, threads)
+        if not dali_available():
+            raise PsicbatchError(
+                "--decoder dali needs NVIDIA DALI: pip install 'psicbatch[dali]' "
+                "(or use --decoder pil)"
+            )
+        device_id = (device.index or 0) if gpu else None
+        return DaliDecoder(preprocessing, channels, batch_size, threads, device_id, pin=gpu)
+    return PilDecoder(preprocessing, channels, threads, pin=gpu)
+
+
+class NullDecoder:
+    """One ready batch of engine-size images, handed out for any paths without reading
+    them: ``psicbatch bench`` measures the host side as if the GPU decoded the files."""
+
+    name = "null"
+
+    def __init__(self, preprocessing: Preprocessing, channels: int, batch_size: int,
+                 device: torch.device) -> None:  # fmt: skip
+        shape = (batch_size, channels, *preprocessing.input_size)
+        self.images = torch.zeros(shape, device=device)
+        self.size = tuple(preprocessing.input_size)
+
+    def decode(self, paths: list[Path]) -> DecodedBatch:
+        count = len(paths)
+        return DecodedBatch(list(range(count)), self.images[:count], [self.size] * count)
+
+    def close(self) -> None:
+        self.images = None
 
 
 def _capture(function: Callable) -> Callable:
@@ -237,7 +312,7 @@ def _capture(function: Callable) -> Callable:
     return wrapped
 
 
-def _collect(results: list) -> DecodedBatch:
+def _collect(results: list, pin: bool) -> DecodedBatch:
     batch = DecodedBatch()
     images = []
     for position, result in enumerate(results):
@@ -248,11 +323,13 @@ def _collect(results: list) -> DecodedBatch:
             images.append(result[0])
             batch.sizes.append(result[1])
     if images:
-        batch.images = np.stack(images).astype(np.float32, copy=False)
+        batch.images = torch.empty((len(images), *images[0].shape), pin_memory=pin)
+        for row, image in enumerate(images):
+            batch.images[row] = torch.from_numpy(image)
     return batch
 
 
-def _diagnose(path: Path, error: Exception) -> str:
+def _diagnose(path: Path, error: Exception | None) -> str:
     """Why DALI rejected a file: PIL's diagnosis when it has one, else DALI's message."""
     try:
         read_image(path, 1)
@@ -260,6 +337,8 @@ def _diagnose(path: Path, error: Exception) -> str:
         return pil_error.problem
     except Exception:  # PIL failing differently still leaves DALI's reason
         pass
+    if error is None:
+        return UNREADABLE
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     useful = [line for line in lines if "failure" in line.lower() or "error" in line.lower()]
     reason = (useful[-1] if useful else "decoder error").rstrip(".")

@@ -13,7 +13,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import queue
 import shutil
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +113,45 @@ class PartWriter:
                 "can be continued with --resume once the problem is fixed"
             ) from None
         self.next_number += 1
+
+
+class BackgroundWriter:
+    """Writes part files in a thread of its own, so compressing and writing row groups runs
+    beside the workers; a write error is raised on the next ``write`` or at ``close``."""
+
+    def __init__(self, writer: PartWriter, depth: int = 2) -> None:
+        self.writer = writer
+        self.seconds = 0.0  # spent writing, for the run's stage times
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._loop, name="psicbatch-writer", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while (rows := self.queue.get()) is not None:
+            if self.error is not None:
+                continue  # drain after a failure; the error is reported to the caller
+            began = time.perf_counter()
+            try:
+                self.writer.write(rows)
+            except BaseException as error:
+                self.error = error
+            self.seconds += time.perf_counter() - began
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        self._raise()
+        if rows:
+            self.queue.put(rows)
+
+    def close(self) -> None:
+        """Wait until every row is written."""
+        self.queue.put(None)
+        self.thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 def remove_stale_temporaries(out: Path) -> None:

@@ -16,14 +16,15 @@ from typing import Any
 
 import pyarrow as pa
 
+from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
 from psicbatch.run.output import PART_SCHEMA
-from psicbatch.run.runner import EngineSpec, RunOptions, Task, Worker
+from psicbatch.run.worker import Task, Worker
 
 
 def ray_results(
-    tasks: list[Task], spec: EngineSpec, options: RunOptions, address: str | None = None,
-    actors: int | None = None,
+    tasks: list[Task], spec: EngineSpec, options: Any, devices: list[str],
+    address: str | None = None,
 ) -> Iterator[tuple[list[dict[str, Any]], dict[str, float]]]:  # fmt: skip
     try:
         import ray
@@ -38,8 +39,8 @@ def ray_results(
     items = [{"input_index": i, "path": str(p)} for _, batch in tasks for i, p in batch]
     if not items:
         return iter(())
-    gpus = 1 if options.devices else 0
-    count = actors or (len(options.devices) if options.devices else options.workers)
+    gpus = 1 if devices[0].startswith("cuda") else 0
+    count = len(devices)
 
     class Inspector:
         """One decoder and engine per actor, created once and reused for every batch."""

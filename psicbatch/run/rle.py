@@ -14,7 +14,19 @@ import numpy as np
 def encode(mask: np.ndarray) -> dict[str, object]:
     """Binary H x W mask -> ``{"size": [h, w], "counts": str}``."""
     height, width = mask.shape
-    return {"size": [height, width], "counts": _compress(run_lengths(mask))}
+    return encode_column_major(np.asarray(mask, dtype=bool).ravel(order="F"), (height, width))
+
+
+def encode_column_major(flat: np.ndarray, size: tuple[int, int]) -> dict[str, object]:
+    """The same encoding from a mask already flattened column by column (H * W values), as
+    the batched post-processing hands it over."""
+    return {"size": list(size), "counts": _compress(_run_lengths(flat))}
+
+
+def empty(size: tuple[int, int]) -> dict[str, object]:
+    """The RLE of a mask without defect pixels, with no per-pixel work."""
+    height, width = size
+    return {"size": [height, width], "counts": _compress(np.array([height * width]))}
 
 
 def decode(rle: dict[str, object]) -> np.ndarray:
@@ -28,27 +40,32 @@ def decode(rle: dict[str, object]) -> np.ndarray:
     return flat.reshape((width, height)).T
 
 
-def run_lengths(mask: np.ndarray) -> list[int]:
-    flat = np.asarray(mask, dtype=bool).ravel(order="F")
+def _run_lengths(flat: np.ndarray) -> np.ndarray:
+    """Alternating background/defect run lengths of a flat bool array, background first."""
     if flat.size == 0:
-        return []
+        return np.zeros(0, dtype=np.int64)
     changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate([[0], changes, [flat.size]])
-    counts = np.diff(bounds).tolist()
-    return [0, *counts] if flat[0] else counts
+    counts = np.diff(np.concatenate([[0], changes, [flat.size]]))
+    return np.concatenate([[0], counts]) if flat[0] else counts
 
 
-def _compress(counts: list[int]) -> str:
-    chars = []
-    for index, count in enumerate(counts):
-        value = count - counts[index - 2] if index > 2 else count
-        more = True
-        while more:
-            chunk = value & 0x1F
-            value >>= 5
-            more = value != -1 if chunk & 0x10 else value != 0
-            chars.append(chr(chunk + (0x20 if more else 0) + 48))
-    return "".join(chars)
+def _compress(counts: np.ndarray) -> str:
+    """All counts at once: each round of the loop takes the next 5-bit group of every value
+    still being written (at most 7 rounds for any 32-bit count)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    values = counts.copy()
+    values[3:] -= counts[1:-2]  # from the fourth count on: the difference to two before
+    groups, writing = [], []
+    active = np.ones(values.shape, dtype=bool)
+    while active.any():
+        chunk = values & 0x1F
+        values = values >> 5  # arithmetic shift: negative differences keep their sign
+        more = np.where(chunk & 0x10, values != -1, values != 0)
+        groups.append(chunk + np.where(more, 0x20, 0) + 48)
+        writing.append(active)
+        active = active & more
+    chars = np.stack(groups, axis=1)[np.stack(writing, axis=1)]  # value by value, in order
+    return chars.astype(np.uint8).tobytes().decode("ascii")
 
 
 def _decompress(text: str) -> list[int]:
@@ -68,12 +85,3 @@ def _decompress(text: str) -> list[int]:
             value += counts[-2]
         counts.append(value)
     return counts
-
-
-def bbox(mask: np.ndarray) -> dict[str, int] | None:
-    """Tight box of the defect pixels as x, y, w, h; None for an empty mask."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        return None
-    x, y = int(cols[0]), int(rows[0])
-    return {"x": x, "y": y, "w": int(cols[-1]) - x + 1, "h": int(rows[-1]) - y + 1}

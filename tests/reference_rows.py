@@ -1,4 +1,5 @@
-"""One result row per input image: probabilities and the mask at the original resolution."""
+"""The per-image definition of a result row, kept as the reference the batched
+post-processing (``psicbatch.run.postprocess``) must equal, byte for byte."""
 
 from __future__ import annotations
 
@@ -11,10 +12,19 @@ from psicbatch.preprocess import full_resolution_mask
 from psicbatch.run import rle
 
 
+def bbox(mask: np.ndarray) -> dict[str, int] | None:
+    """Tight box of the defect pixels as x, y, w, h; None for an empty mask."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    x, y = int(cols[0]), int(rows[0])
+    return {"x": x, "y": y, "w": int(cols[-1]) - x + 1, "h": int(rows[-1]) - y + 1}
+
+
 def result_row(
     index: int,
     path: Path,
-    probability: float,
+    probability: np.float32,
     segmentation: np.ndarray,
     original_size: tuple[int, int],
     classification_threshold: float,
@@ -31,11 +41,7 @@ def result_row(
         "is_defect": bool(probability >= classification_threshold),
         "mask": rle.encode(mask),
         "mask_area": int(mask.sum()),
-        "mask_bbox": rle.bbox(mask),
+        "mask_bbox": bbox(mask),
         "seg_max": float(probabilities.max()),
         "error": None,
     }
-
-
-def error_row(index: int, path: Path, message: str) -> dict[str, Any]:
-    return {"input_index": index, "path": str(path), "error": message}

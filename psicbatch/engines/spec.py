@@ -1,0 +1,55 @@
+"""Which engine a run uses and how it is opened on a device: ``open_engine(spec, device)``.
+
+A spec is plain data (it travels to worker processes); the engine itself is opened in the
+process and on the device that runs it. ``describe_engine`` gives the manifest of that
+same engine without loading it, so the results file records what actually ran.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from psicbatch.engines import Engine, Manifest, load_engine, read_manifest
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """A built engine folder, a checkpoint (run with the torch backend) or, for measuring
+    the host side, the null engine's kind of outputs."""
+
+    engine_dir: Path | None = None
+    checkpoint: Path | None = None
+    precision: str = "auto"
+    input_size: tuple[int, int] | None = None  # checkpoints and null: run at this size
+    null_outputs: str | None = None
+
+
+def describe_engine(spec: EngineSpec, device: str, max_batch: int) -> Manifest:
+    """The manifest of the engine ``open_engine`` gives on ``device``."""
+    if spec.engine_dir is not None:
+        return read_manifest(spec.engine_dir)
+    if spec.null_outputs is not None:
+        from psicbatch.engines.null_engine import null_manifest
+
+        return null_manifest(spec.input_size or (512, 512), max_batch)
+    from psicbatch.engines.build import checkpoint_manifest
+
+    return checkpoint_manifest(spec.checkpoint, spec.precision, device, max_batch,
+                               spec.input_size)  # fmt: skip
+
+
+def open_engine(spec: EngineSpec, device: str, max_batch: int) -> Engine:
+    if spec.engine_dir is not None:
+        return load_engine(spec.engine_dir, device)
+    if spec.null_outputs is not None:
+        from psicbatch.engines.null_engine import NullEngine
+
+        manifest = describe_engine(spec, device, max_batch)
+        return NullEngine(manifest, torch.device(device), spec.null_outputs)
+    from psicbatch.engines.build import checkpoint_engine
+
+    return checkpoint_engine(spec.checkpoint, spec.precision, device, max_batch,
+                             spec.input_size)  # fmt: skip

@@ -1,0 +1,141 @@
+"""Where workers run: in this process (one worker) or in spawned processes (several).
+
+Each spawned GPU worker sees only its own GPU (``CUDA_VISIBLE_DEVICES``), so every
+library in it (torch, DALI, ONNX Runtime, TensorRT) uses that GPU as device 0. The
+parent hands out batches and yields results in input order, with a window of several
+batches per worker in flight, so one slow batch does not stall the other workers. A
+worker that sends nothing for ``batch_timeout`` seconds stops the run with a clear error.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import time
+from collections.abc import Iterator
+from itertools import islice
+from typing import Any
+
+from psicbatch.engines.spec import EngineSpec
+from psicbatch.errors import PsicbatchError
+from psicbatch.run.worker import Rows, Task, Worker, available_cpus
+
+BatchResult = tuple[Rows, dict[str, float]]
+IN_FLIGHT_PER_WORKER = 4
+
+
+def local_results(
+    tasks: list[Task], spec: EngineSpec, options: Any, devices: list[str]
+) -> Iterator[BatchResult]:
+    """(rows, stage seconds) of every batch in input order, from workers on this machine."""
+    if len(devices) == 1:
+        worker = Worker(spec, options, devices[0], threads=None)
+        return ((rows, times) for _, rows, times in worker.process(iter(tasks)))
+    return _parallel_results(tasks, spec, options, devices)
+
+
+def worker_environment(device: str) -> tuple[dict[str, str], str]:
+    """(environment to set, device to open) for a spawned worker on ``device``: a GPU
+    worker sees only its GPU, which is then ``cuda:0`` inside the worker."""
+    if not device.startswith("cuda"):
+        return {}, device
+    index = device.partition(":")[2] or "0"
+    return {"CUDA_VISIBLE_DEVICES": index}, "cuda:0"
+
+
+def _parallel_results(
+    tasks: list[Task], spec: EngineSpec, options: Any, devices: list[str]
+) -> Iterator[BatchResult]:
+    context = multiprocessing.get_context("spawn")
+    task_queue = context.Queue()
+    result_queue = context.Queue()
+    cpu_workers = sum(device == "cpu" for device in devices)
+    cpu_threads = max(1, available_cpus() // max(cpu_workers, 1))
+    workers = [
+        context.Process(
+            target=_worker_main,
+            args=(spec, options, device, cpu_threads if device == "cpu" else 2,
+                  task_queue, result_queue),
+            daemon=True,
+        )  # fmt: skip
+        for device in devices
+    ]
+    for process in workers:
+        process.start()
+    for _ in workers:  # each worker reports once its engine is loaded
+        receive(result_queue, workers, options.batch_timeout, "opening its engine")
+    return _ordered(tasks, task_queue, result_queue, workers, options.batch_timeout)
+
+
+def _ordered(
+    tasks: list[Task], task_queue: Any, result_queue: Any, workers: list, timeout: float
+) -> Iterator[BatchResult]:
+    """Keep a window of batches in flight; yield results in batch order."""
+    feed = iter(tasks)
+    window = IN_FLIGHT_PER_WORKER * len(workers)
+    sent = 0
+    for task in islice(feed, window):
+        task_queue.put(task)
+        sent += 1
+    finished: dict[int, BatchResult] = {}
+    next_number = 0
+    try:
+        while next_number < len(tasks):
+            number, rows, times = receive(result_queue, workers, timeout,
+                                          f"batch {next_number}")  # fmt: skip
+            finished[number] = (rows, times)
+            while next_number in finished:
+                yield finished.pop(next_number)
+                next_number += 1
+            # Results waiting for an earlier batch still count against the window.
+            while sent - next_number < window and (task := next(feed, None)) is not None:
+                task_queue.put(task)
+                sent += 1
+    finally:
+        for _ in workers:
+            task_queue.put(None)
+        for process in workers:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+
+
+def receive(result_queue: Any, workers: list, timeout: float, waiting_for: str) -> Any:
+    """The next message from any worker; a clear error when a worker died, failed, or
+    sent nothing for ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            message = result_queue.get(timeout=min(1.0, timeout))
+        except queue.Empty:
+            dead = [p for p in workers if not p.is_alive()]
+            if dead:
+                raise PsicbatchError(
+                    f"a worker process stopped unexpectedly (exit code {dead[0].exitcode})"
+                ) from None
+            if time.monotonic() > deadline:
+                raise PsicbatchError(
+                    f"no result from any worker for {timeout:.0f} s while waiting for "
+                    f"{waiting_for}; a worker may be hung (raise --batch-timeout if batches "
+                    "are legitimately this slow)"
+                ) from None
+            continue
+        if isinstance(message, tuple) and message and message[0] == "failed":
+            raise PsicbatchError(message[1])
+        return message
+
+
+def _worker_main(spec: EngineSpec, options: Any, device: str, threads: int,
+                 task_queue: Any, result_queue: Any) -> None:  # fmt: skip
+    environment, local_device = worker_environment(device)
+    os.environ.update(environment)  # before anything initialises CUDA in this process
+    try:
+        worker = Worker(spec, options, local_device, threads)
+        result_queue.put("ready")
+        for message in worker.process(iter(task_queue.get, None)):
+            result_queue.put(message)
+    except PsicbatchError as error:
+        result_queue.put(("failed", str(error)))
+    except Exception as error:  # reported to the parent, which stops the run cleanly
+        result_queue.put(("failed", f"worker on {device} failed: {type(error).__name__}: {error}"))

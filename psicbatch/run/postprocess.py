@@ -1,0 +1,139 @@
+"""Engine outputs -> result rows, for a whole batch at once on the engine's device.
+
+Per size group (images of one original size), as tensor ops: resize the probability maps
+to that size, take each image's highest pixel probability, and only for images whose
+maximum reaches the threshold (exactly those with defect pixels) threshold the map,
+count the area and find the bounding box. Only those masks cross to the host, as one
+byte per pixel, already in the column-major order of COCO RLE; every other image gets
+the empty mask's RLE without any per-pixel work. The rows are byte-identical to
+resizing, thresholding and encoding each image on its own (``tests/reference_rows.py``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from psicbatch.preprocess import resize_probabilities
+from psicbatch.run import rle
+
+
+@dataclass
+class MaskSummary:
+    """Host-side results of one batch, in the order of its decoded images."""
+
+    probabilities: np.ndarray  # float32 N
+    seg_max: np.ndarray  # float32 N: highest pixel probability at the original size
+    area: np.ndarray  # int64 N: defect pixels
+    bbox: np.ndarray  # int64 N x 4: x, y, w, h (zeros where the mask is empty)
+    sizes: list[tuple[int, int]]
+    masks: dict[int, np.ndarray] = field(default_factory=dict)  # non-empty, column-major flat
+
+
+def summarize(
+    probabilities: torch.Tensor,
+    segmentation: torch.Tensor,
+    sizes: list[tuple[int, int]],
+    threshold: float,
+) -> MaskSummary:
+    """Engine outputs (N and N x H x W, on any device) -> the batch's ``MaskSummary``."""
+    device = segmentation.device
+    count = len(sizes)
+    seg_max = torch.empty(count, device=device)
+    area = torch.zeros(count, dtype=torch.int64, device=device)
+    bbox = torch.zeros((count, 4), dtype=torch.int64, device=device)
+    masks: list[tuple[list[int], torch.Tensor]] = []
+    for size, positions in _size_groups(sizes).items():
+        index = torch.tensor(positions, device=device)
+        maps = resize_probabilities(segmentation[index][:, None], size)[:, 0]
+        maxima = maps.amax(dim=(1, 2))
+        seg_max[index] = maxima
+        hits = torch.nonzero(maxima >= threshold).flatten().tolist()  # one small sync
+        if not hits:
+            continue
+        hit_index = torch.tensor(hits, device=device)
+        defect = maps[hit_index] >= threshold
+        where = index[hit_index]
+        area[where] = defect.sum(dim=(1, 2))
+        bbox[where] = _boxes(defect)
+        flat = defect.transpose(1, 2).reshape(len(hits), -1).to(torch.uint8)
+        masks.append(([positions[h] for h in hits], flat))
+    host = _to_host([probabilities.float(), seg_max, area, bbox] + [m for _, m in masks])
+    summary = MaskSummary(host[0].numpy(), host[1].numpy(), host[2].numpy(), host[3].numpy(),
+                          list(sizes))  # fmt: skip
+    for (positions, _), flat in zip(masks, host[4:], strict=True):
+        for row, position in enumerate(positions):
+            summary.masks[position] = flat[row].numpy().view(bool)
+    return summary
+
+
+def _size_groups(sizes: list[tuple[int, int]]) -> dict[tuple[int, int], list[int]]:
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for position, size in enumerate(sizes):
+        groups[tuple(size)].append(position)
+    return groups
+
+
+def _boxes(defect: torch.Tensor) -> torch.Tensor:
+    """x, y, w, h of the defect pixels of each non-empty K x H x W mask."""
+    rows = defect.any(dim=2).to(torch.uint8)
+    cols = defect.any(dim=1).to(torch.uint8)
+    top, left = rows.argmax(dim=1), cols.argmax(dim=1)  # first True
+    bottom = rows.shape[1] - 1 - rows.flip(1).argmax(dim=1)
+    right = cols.shape[1] - 1 - cols.flip(1).argmax(dim=1)
+    return torch.stack([left, top, right - left + 1, bottom - top + 1], dim=1)
+
+
+def _to_host(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Copy to the host: on a GPU into pinned memory, all started before one wait."""
+    if tensors[0].device.type != "cuda":
+        return [t.cpu() for t in tensors]
+    copies = []
+    for tensor in tensors:
+        target = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+        copies.append(target.copy_(tensor, non_blocking=True))
+    torch.cuda.current_stream(tensors[0].device).synchronize()
+    return copies
+
+
+def result_rows(
+    items: list[tuple[int, Path]],
+    positions: list[int],
+    summary: MaskSummary,
+    classification_threshold: float,
+) -> list[dict[str, Any]]:
+    """One row per decoded image of a batch; ``positions`` are their places in ``items``."""
+    rows = []
+    for image, position in enumerate(positions):
+        index, path = items[position]
+        height, width = summary.sizes[image]
+        probability = summary.probabilities[image]
+        flat = summary.masks.get(image)
+        x, y, w, h = (int(v) for v in summary.bbox[image])
+        rows.append(
+            {
+                "input_index": index,
+                "path": str(path),
+                "width": width,
+                "height": height,
+                "probability": float(probability),
+                "is_defect": bool(probability >= classification_threshold),
+                "mask": rle.empty((height, width))
+                if flat is None
+                else rle.encode_column_major(flat, (height, width)),
+                "mask_area": int(summary.area[image]),
+                "mask_bbox": None if flat is None else {"x": x, "y": y, "w": w, "h": h},
+                "seg_max": float(summary.seg_max[image]),
+                "error": None,
+            }
+        )
+    return rows
+
+
+def error_row(index: int, path: Path, message: str) -> dict[str, Any]:
+    return {"input_index": index, "path": str(path), "error": message}

@@ -1,0 +1,148 @@
+"""The run pipeline's machinery: overlapped stages, hung workers, device planning,
+the DALI GPU graph and the metadata of the engine that runs."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from psicbatch.assets import demo_model_path
+from psicbatch.engines.ort_engine import providers_for
+from psicbatch.engines.spec import EngineSpec, describe_engine
+from psicbatch.errors import PsicbatchError
+from psicbatch.checkpoint import Preprocessing
+from psicbatch.run.executors import receive, worker_environment
+from psicbatch.run.runner import RunOptions, describe_run, worker_devices
+from psicbatch.run.stages import StageTimeout, staged
+
+
+def test_stages_overlap_and_keep_order() -> None:
+    """Three stages of 0.1 s each on 6 items: overlapped, well under the serial 1.8 s."""
+    active, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow(value: int) -> int:
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.1)
+        with lock:
+            active[0] -= 1
+        return value
+
+    chain = staged(staged(staged(range(6), slow), slow), slow)
+    assert list(chain) == list(range(6))
+    assert most[0] >= 2  # different items were in different stages at once
+
+
+def test_a_stage_error_reaches_the_consumer() -> None:
+    def fail(value: int) -> int:
+        if value == 2:
+            raise ValueError("bad item")
+        return value
+
+    with pytest.raises(ValueError, match="bad item"):
+        list(staged(range(5), fail))
+
+
+def test_a_hung_stage_times_out_with_a_clear_error() -> None:
+    hang = threading.Event()
+    with pytest.raises(StageTimeout, match=r"no result from the inference stage within 1 s"):
+        list(staged(range(3), lambda v: hang.wait(), timeout=1.0, name="inference"))
+    hang.set()
+
+
+def test_a_hung_worker_process_times_out_with_a_clear_error() -> None:
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    worker = context.Process(target=time.sleep, args=(30,), daemon=True)
+    worker.start()
+    try:
+        began = time.monotonic()
+        with pytest.raises(PsicbatchError, match=r"no result from any worker for 2 s.*batch 7"):
+            receive(results, [worker], 2.0, "batch 7")
+        assert time.monotonic() - began < 10
+    finally:
+        worker.terminate()
+
+
+def test_each_spawned_gpu_worker_sees_only_its_gpu() -> None:
+    assert worker_environment("cuda:1") == ({"CUDA_VISIBLE_DEVICES": "1"}, "cuda:0")
+    assert worker_environment("cuda:0") == ({"CUDA_VISIBLE_DEVICES": "0"}, "cuda:0")
+    assert worker_environment("cpu") == ({}, "cpu")
+
+
+def test_worker_plan_allows_several_workers_per_gpu(tmp_path: Path) -> None:
+    options = RunOptions(out=tmp_path / "r.parquet", devices=("cuda:0", "cuda:1"), workers=2)
+    assert worker_devices(options) == ["cuda:0", "cuda:0", "cuda:1", "cuda:1"]
+    cpu = RunOptions(out=tmp_path / "r.parquet", devices=("cpu",), workers=3)
+    assert worker_devices(cpu) == ["cpu"] * 3
+
+
+def test_onnxruntime_gets_the_workers_device_id() -> None:
+    available = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    providers = providers_for(torch.device("cuda:1"), available)
+    assert providers[0] == ("CUDAExecutionProvider", {"device_id": 1})
+    assert providers_for(torch.device("cpu"), available) == ["CPUExecutionProvider"]
+    assert providers_for(torch.device("cuda:0"), ["CPUExecutionProvider"]) == [
+        "CPUExecutionProvider"
+    ]
+
+
+def test_tensorrt_reads_the_current_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from psicbatch.engines import tensorrt_engine
+
+    class Properties:
+        def __init__(self, index: int) -> None:
+            self.name, self.major, self.minor = f"GPU{index}", 9, index
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", Properties)
+    assert tensorrt_engine.current_gpu() == ("GPU3", "9.3")
+    assert tensorrt_engine.current_gpu(torch.device("cuda:1")) == ("GPU1", "9.1")
+
+
+def test_tensorrt_engine_refuses_the_cpu(tmp_path: Path) -> None:
+    from psicbatch.engines.null_engine import null_manifest
+    from psicbatch.engines.tensorrt_engine import TensorRTEngine
+
+    with pytest.raises(PsicbatchError, match="CUDA GPU only"):
+        TensorRTEngine(tmp_path, null_manifest((64, 64), 2), torch.device("cpu"), tmp_path)
+
+
+def test_torch_engine_runs_on_the_runs_device_not_the_builds(tmp_path: Path) -> None:
+    from psicbatch.engines import load_engine
+    from psicbatch.engines.build import BuildOptions, build_engine
+
+    options = BuildOptions(backend="torch", precision="fp32", max_batch=2, out=tmp_path / "e")
+    directory, manifest = build_engine(demo_model_path(), options)
+    assert "device" not in manifest.backend_details
+    assert load_engine(directory, "cpu").device == torch.device("cpu")
+    assert load_engine(directory, "meta").device == torch.device("meta")
+
+
+def test_metadata_for_model_on_gpu_describes_the_gpu_engine(tmp_path: Path) -> None:
+    """``--model ... --devices 0`` records fp16 on cuda:0, as the workers run it."""
+    spec = EngineSpec(checkpoint=demo_model_path())
+    options = RunOptions(out=tmp_path / "r.parquet", devices=("cuda:0",))
+    info = describe_run(spec, options, worker_devices(options))
+    assert info["devices"] == ["cuda:0"]
+    assert info["manifest"]["precision"] == "fp16" and info["manifest"]["backend"] == "torch"
+    cpu = RunOptions(out=tmp_path / "r.parquet", devices=("cpu",))
+    assert describe_run(spec, cpu, worker_devices(cpu))["manifest"]["precision"] == "bf16"
+    assert describe_engine(spec, "cpu", 4).max_batch == 4
+
+
+def test_dali_gpu_pipeline_graph_can_be_defined_without_a_gpu() -> None:
+    pytest.importorskip("nvidia.dali")
+    from psicbatch.run.decode import define_pipeline
+
+    preprocessing = Preprocessing((64, 48), mean=(0.5,), std=(0.25,))
+    pipeline = define_pipeline(preprocessing, channels=1, batch_size=4, threads=2, device_id=0)
+    assert pipeline is not None  # building it needs the GPU; defining it must not fail

@@ -1,0 +1,96 @@
+"""Batched post-processing equals the per-image reference, row for row, byte for byte."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from psicbatch.run import rle
+from psicbatch.run.postprocess import result_rows, summarize
+from tests.reference_rows import result_row
+
+ENGINE_SIZE = (24, 16)
+THRESHOLD = 0.6
+
+
+def maps_with_cases(count: int, seed: int) -> torch.Tensor:
+    """Random probability maps, the first ones made into the edge cases."""
+    rng = np.random.default_rng(seed)
+    maps = rng.random((count, *ENGINE_SIZE), dtype=np.float32)
+    maps[0] = 0.1  # empty
+    maps[1] = 0.99  # full
+    maps[2] = 0.1
+    maps[2, 5, 7] = 0.9  # one pixel
+    maps[3] = 0.1
+    maps[3, -1, -1] = THRESHOLD  # exactly at the threshold, in the last corner
+    return torch.from_numpy(maps)
+
+
+def check_rows(maps: torch.Tensor, sizes: list[tuple[int, int]], seed: int) -> None:
+    probabilities = torch.from_numpy(np.random.default_rng(seed).random(len(maps), np.float32))
+    items = [(10 + i, Path(f"image{i}.png")) for i in range(len(maps))]
+    summary = summarize(probabilities, maps, sizes, THRESHOLD)
+    rows = result_rows(items, list(range(len(maps))), summary, 0.5)
+    for i, row in enumerate(rows):
+        expected = result_row(items[i][0], items[i][1], probabilities.numpy()[i],
+                              maps.numpy()[i], sizes[i], 0.5, THRESHOLD)  # fmt: skip
+        assert row == expected, f"image {i} of size {sizes[i]}"
+
+
+SIZES = [ENGINE_SIZE, (48, 32), (7, 5), (1, 1), (100, 3), (24, 16), (13, 40), (48, 32)]
+
+
+def test_edge_cases_at_many_sizes_equal_the_reference() -> None:
+    """Originals equal to, larger and smaller than the engine size, in mixed groups."""
+    check_rows(maps_with_cases(len(SIZES), 0), SIZES, 0)
+
+
+def test_empty_and_full_masks() -> None:
+    maps = maps_with_cases(4, 1)
+    summary = summarize(torch.zeros(4), maps, [ENGINE_SIZE] * 4, THRESHOLD)
+    assert 0 not in summary.masks and summary.area[0] == 0  # empty: no mask crosses over
+    assert summary.area[1] == ENGINE_SIZE[0] * ENGINE_SIZE[1]
+    assert summary.area[2] == 1 and list(summary.bbox[2]) == [7, 5, 1, 1]
+    assert summary.area[3] == 1 and list(summary.bbox[3]) == [15, 23, 1, 1]
+    rows = result_rows([(i, Path(str(i))) for i in range(4)], [0, 1, 2, 3], summary, 0.5)
+    assert rows[0]["mask"] == rle.encode(np.zeros((24, 16), bool)) == rle.empty((24, 16))
+    assert rows[0]["mask_bbox"] is None
+
+
+def test_rows_go_to_their_positions_around_errors() -> None:
+    maps = maps_with_cases(4, 2)[:3]
+    items = [(i, Path(f"f{i}")) for i in range(5)]
+    summary = summarize(torch.full((3,), 0.7), maps, [ENGINE_SIZE] * 3, THRESHOLD)
+    rows = result_rows(items, [0, 2, 4], summary, 0.5)
+    assert [row["input_index"] for row in rows] == [0, 2, 4]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 60), st.integers(1, 60)), min_size=1, max_size=6),
+    st.integers(0, 2**16),
+)
+def test_random_masks_and_sizes_equal_the_reference(sizes: list, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    maps = torch.from_numpy(rng.random((len(sizes), *ENGINE_SIZE), dtype=np.float32))
+    check_rows(maps, [tuple(size) for size in sizes], seed)
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 4, 40])
+def test_run_length_compression_matches_pycocotools(count: int) -> None:
+    from pycocotools import mask as coco
+
+    rng = np.random.default_rng(count)
+    mask = np.zeros((300, 200), bool)
+    for _ in range(count):
+        y, x = rng.integers(0, 290), rng.integers(0, 190)
+        mask[y : y + rng.integers(1, 10), x : x + rng.integers(1, 10)] = True
+    expected = coco.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"].decode()
+    assert rle.encode(mask)["counts"] == expected
+    flat = mask.ravel(order="F")
+    assert rle.encode_column_major(flat, mask.shape)["counts"] == expected
