@@ -46,7 +46,7 @@ def test_tiny_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
         "decode+preprocess", "in series", "inference", "postprocess", "write"
     }  # fmt: skip
     assert end_to_end["device"] == "cpu" and end_to_end["bounded_by"] in STAGES
-    assert 0 < end_to_end["share_of_decode_only"] and end_to_end["decode_only_items_per_s"] > 0
+    assert end_to_end["share_of_decode_only"] > 0 and end_to_end["decode_only_items_per_s"] > 0
     # The null-engine host ceiling: every size with each kind of output, decoding excluded.
     host = report["host_ceiling"]
     assert {(tuple(h["size"]), h["outputs"]) for h in host} == {

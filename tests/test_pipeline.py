@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from psicbatch.assets import demo_model_path
+from psicbatch.checkpoint import Preprocessing
 from psicbatch.engines.ort_engine import providers_for
 from psicbatch.engines.spec import EngineSpec, describe_engine
 from psicbatch.errors import PsicbatchError
-from psicbatch.checkpoint import Preprocessing
 from psicbatch.run.executors import receive, worker_environment
 from psicbatch.run.runner import RunOptions, describe_run, worker_devices
 from psicbatch.run.stages import StageTimeout, staged

@@ -14,9 +14,9 @@ from rich.table import Table
 
 from psicbatch.assets import demo_model_path
 from psicbatch.commands.options import engine_options
+from psicbatch.engines.spec import EngineSpec
 from psicbatch.progress import progress_bar
 from psicbatch.run.inputs import collect_inputs
-from psicbatch.engines.spec import EngineSpec
 from psicbatch.run.runner import DEFAULT_BATCH_TIMEOUT, RunOptions, RunSummary, run
 
 EXIT_IMAGES_FAILED = 3

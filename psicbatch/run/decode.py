@@ -163,6 +163,7 @@ class DaliDecoder:
         feed_ndarray(images.as_tensor(), target, cuda_stream=stream)
         stream.synchronize()  # in the decoding thread: the engine's thread never waits here
         return target
+
     def decode(self, paths: list[Path]) -> DecodedBatch:
         batch = DecodedBatch()
         readable: list[tuple[int, Path, np.ndarray, tuple[int, int]]] = []

@@ -55,8 +55,14 @@ def _parallel_results(
     workers = [
         context.Process(
             target=_worker_main,
-            args=(spec, options, device, cpu_threads if device == "cpu" else 2,
-                  task_queue, result_queue),
+            args=(
+                spec,
+                options,
+                device,
+                cpu_threads if device == "cpu" else 2,
+                task_queue,
+                result_queue,
+            ),
             daemon=True,
         )  # fmt: skip
         for device in devices

@@ -47,28 +47,32 @@ def summarize(
     seg_max = torch.empty(count, device=device)
     area = torch.zeros(count, dtype=torch.int64, device=device)
     bbox = torch.zeros((count, 4), dtype=torch.int64, device=device)
-    masks: list[tuple[list[int], torch.Tensor]] = []
+    masks: list[tuple[list[int], torch.Tensor]] = []  # positions, flat column-major masks
     for size, positions in _size_groups(sizes).items():
         index = torch.tensor(positions, device=device)
-        maps = resize_probabilities(segmentation[index][:, None], size)[:, 0]
+        whole = positions == list(range(count))  # one size for the batch: no copy needed
+        group = segmentation if whole else segmentation[index]
+        maps = resize_probabilities(group[:, None], size)[:, 0]
         maxima = maps.amax(dim=(1, 2))
         seg_max[index] = maxima
         hits = torch.nonzero(maxima >= threshold).flatten().tolist()  # one small sync
         if not hits:
             continue
-        hit_index = torch.tensor(hits, device=device)
-        defect = maps[hit_index] >= threshold
-        where = index[hit_index]
-        area[where] = defect.sum(dim=(1, 2))
-        bbox[where] = _boxes(defect)
-        flat = defect.transpose(1, 2).reshape(len(hits), -1).to(torch.uint8)
-        masks.append(([positions[h] for h in hits], flat))
+        every = len(hits) == len(positions)
+        defect = (
+            maps >= threshold if every else maps[torch.tensor(hits, device=device)] >= threshold
+        )
+        where = index if every else index[torch.tensor(hits, device=device)]
+        row_counts = defect.view(torch.uint8).sum(dim=2, dtype=torch.int32)
+        area[where] = row_counts.sum(dim=1).long()
+        bbox[where] = _boxes(row_counts > 0, defect.any(dim=1))
+        masks.append(([positions[h] for h in hits], defect.transpose(1, 2).reshape(len(hits), -1)))
     host = _to_host([probabilities.float(), seg_max, area, bbox] + [m for _, m in masks])
     summary = MaskSummary(host[0].numpy(), host[1].numpy(), host[2].numpy(), host[3].numpy(),
                           list(sizes))  # fmt: skip
     for (positions, _), flat in zip(masks, host[4:], strict=True):
         for row, position in enumerate(positions):
-            summary.masks[position] = flat[row].numpy().view(bool)
+            summary.masks[position] = flat[row].numpy()
     return summary
 
 
@@ -79,10 +83,10 @@ def _size_groups(sizes: list[tuple[int, int]]) -> dict[tuple[int, int], list[int
     return groups
 
 
-def _boxes(defect: torch.Tensor) -> torch.Tensor:
-    """x, y, w, h of the defect pixels of each non-empty K x H x W mask."""
-    rows = defect.any(dim=2).to(torch.uint8)
-    cols = defect.any(dim=1).to(torch.uint8)
+def _boxes(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """x, y, w, h of non-empty masks, from whether each row (K x H) and each column (K x W)
+    holds a defect pixel."""
+    rows, cols = rows.to(torch.uint8), cols.to(torch.uint8)
     top, left = rows.argmax(dim=1), cols.argmax(dim=1)  # first True
     bottom = rows.shape[1] - 1 - rows.flip(1).argmax(dim=1)
     right = cols.shape[1] - 1 - cols.flip(1).argmax(dim=1)

@@ -106,8 +106,9 @@ class Worker:
                 engine_began = time.perf_counter()
                 outputs.append(self.engine.infer(images[start : start + largest]))
                 engine_seconds += time.perf_counter() - engine_began
-            batch.probabilities = torch.cat([p for p, _ in outputs])
-            batch.segmentation = torch.cat([s for _, s in outputs])
+            batch.probabilities, batch.segmentation = (
+                outputs[0] if len(outputs) == 1 else (torch.cat(parts) for parts in zip(*outputs))
+            )
             if gpu:
                 batch.done = torch.cuda.Event(enable_timing=True)
                 batch.done.record(torch.cuda.current_stream(self.device))
@@ -128,7 +129,11 @@ class Worker:
                 self.post_stream.wait_event(batch.done)
                 batch.segmentation.record_stream(self.post_stream)
                 batch.probabilities.record_stream(self.post_stream)
-            with torch.cuda.stream(self.post_stream) if self.post_stream else contextlib.nullcontext():
+            with (
+                torch.cuda.stream(self.post_stream)
+                if self.post_stream
+                else contextlib.nullcontext()
+            ):
                 summary = summarize(batch.probabilities, batch.segmentation,
                                     batch.decoded.sizes, self.seg_threshold)  # fmt: skip
             if batch.done is not None:  # the GPU's own time for the engine, now known
@@ -140,5 +145,3 @@ class Worker:
         batch.decoded = batch.probabilities = batch.segmentation = None  # free memory early
         batch.times["postprocess"] = time.perf_counter() - began
         return batch
-
-
