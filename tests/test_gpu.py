@@ -1,44 +1,106 @@
-"""GPU paths: torch engines on CUDA, DALI GPU decoding, one worker per GPU.
+"""GPU paths: torch and TensorRT engines on CUDA, DALI GPU decoding, GPU runs, two GPUs.
 
-These tests skip where no CUDA GPU is visible; they have not yet run on a GPU.
+Every test here skips where no CUDA GPU is visible (TensorRT ones also without TensorRT,
+the two-GPU one with fewer than two GPUs).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 from click.testing import CliRunner
 
 from psicbatch.assets import demo_model_path
+from psicbatch.checkpoint import Preprocessing
 from psicbatch.cli import main
 from psicbatch.data.synth import generate
+from psicbatch.engines import load_engine
 from psicbatch.engines.build import BuildOptions, build_engine
+from psicbatch.metrics import mask_iou
+from psicbatch.run import rle
+from psicbatch.run.decode import DaliDecoder, PilDecoder
+from psicbatch.run.output import read_metadata
 
 pytestmark = pytest.mark.gpu
 
 
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("gpu")
+    generate(root, 16, (150, 190), defect_rate=0.5, seed=4)
+    return root / "images"
+
+
+def run_cli(*args: str) -> None:
+    result = CliRunner().invoke(main, ["run", "-q", *args])
+    assert result.exit_code == 0, result.output
+
+
 def test_torch_fp16_engine_on_cuda_keeps_parity(tmp_path: Path) -> None:
     options = BuildOptions(backend="torch", precision="fp16", max_batch=4, out=tmp_path / "e")
-    _, manifest = build_engine(demo_model_path(), options)
-    assert manifest.backend_details["device"] == "cuda"
+    directory, manifest = build_engine(demo_model_path(), options)
+    assert manifest.parity["device"].startswith("cuda")
     assert manifest.parity["decision_flips"] == 0
     assert manifest.parity["mask_iou_mean"] >= 0.9
+    engine = load_engine(directory, "cuda:0")
+    probabilities, segmentation = engine.infer(torch.zeros((2, 1, 128, 128), device="cuda"))
+    assert probabilities.device.type == segmentation.device.type == "cuda"
 
 
-def test_gpu_run_with_dali_gpu_decoding_matches_the_cpu_run(tmp_path: Path) -> None:
-    generate(tmp_path / "data", 12, (150, 190), defect_rate=0.5, seed=4)
-    images = str(tmp_path / "data" / "images")
+def test_dali_gpu_tensors_equal_pils(images: Path) -> None:
+    pytest.importorskip("nvidia.dali")
+    files = sorted(images.glob("*.png"))[:6]
+    preprocessing = Preprocessing((128, 96), mean=(0.5,), std=(0.25,))
+    dali = DaliDecoder(preprocessing, channels=1, batch_size=8, device_id=0).decode(files)
+    pil = PilDecoder(preprocessing, channels=1).decode(files)
+    assert dali.images.device.type == "cuda"  # stays on the GPU
+    assert dali.sizes == pil.sizes
+    difference = (dali.images.cpu() - pil.images).abs().numpy() * 0.25 * 255
+    assert difference.mean() < 0.5 and difference.max() < 12
+
+
+@pytest.mark.parametrize("decoder", ["pil", "dali"])
+def test_gpu_run_matches_the_cpu_run(images: Path, tmp_path: Path, decoder: str) -> None:
+    if decoder == "dali":
+        pytest.importorskip("nvidia.dali")
     cpu, gpu = tmp_path / "cpu.parquet", tmp_path / "gpu.parquet"
-    runner = CliRunner()
-    assert runner.invoke(main, ["run", images, "-o", str(cpu), "-q", "--decoder", "pil",
-                                "--precision", "fp32"]).exit_code == 0  # fmt: skip
-    result = runner.invoke(main, ["run", images, "-o", str(gpu), "-q", "--devices", "0",
-                                  "--decoder", "dali"])  # fmt: skip
-    assert result.exit_code == 0, result.output
+    run_cli(str(images), "-o", str(cpu), "--devices", "cpu", "--decoder", "pil",
+            "--precision", "fp32")  # fmt: skip
+    run_cli(str(images), "-o", str(gpu), "--devices", "0", "--decoder", decoder)
     cpu_rows, gpu_rows = pq.read_table(cpu).to_pylist(), pq.read_table(gpu).to_pylist()
     assert [r["path"] for r in cpu_rows] == [r["path"] for r in gpu_rows]
+    ious = []
     for a, b in zip(cpu_rows, gpu_rows, strict=True):
         assert abs(a["probability"] - b["probability"]) < 0.05
         assert a["is_defect"] == b["is_defect"]
+        if a["mask_area"] or b["mask_area"]:
+            ious.append(mask_iou(rle.decode(a["mask"]), rle.decode(b["mask"])))
+    assert np.mean(ious) >= 0.9
+    metadata = read_metadata(gpu)
+    assert metadata["devices"] == ["cuda:0"]
+    assert metadata["engine"]["precision"] == "fp16" and metadata["decoder"] == decoder
+
+
+@pytest.mark.tensorrt
+def test_tensorrt_build_parity_and_run(images: Path, tmp_path: Path) -> None:
+    options = BuildOptions(backend="tensorrt", precision="fp16", max_batch=8, out=tmp_path / "t")
+    directory, manifest = build_engine(demo_model_path(), options)
+    assert manifest.parity["decision_flips"] == 0 and manifest.parity["mask_iou_mean"] >= 0.9
+    out = tmp_path / "trt.parquet"
+    run_cli(str(images), "-o", str(out), "--engine", str(directory), "--devices", "0")
+    assert read_metadata(out)["engine"]["backend"] == "tensorrt"
+    assert all(row["error"] is None for row in pq.read_table(out).to_pylist())
+
+
+def test_two_gpus_give_the_one_gpu_table(images: Path, tmp_path: Path) -> None:
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs")
+    one, two = tmp_path / "one.parquet", tmp_path / "two.parquet"
+    run_cli(str(images), "-o", str(one), "--devices", "0", "--batch-size", "4")
+    run_cli(str(images), "-o", str(two), "--devices", "0,1", "--batch-size", "4")
+    assert pq.read_table(one).to_pylist() == pq.read_table(two).to_pylist()
+    assert read_metadata(two)["devices"] == ["cuda:0", "cuda:1"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +39,10 @@ def _is_image_not_label(path: Path, root: Path) -> bool:
     return not folders & {"masks", "label"} and not path.stem.endswith(("_label", "_GT"))
 
 
-def read_image(path: Path, channels: int) -> np.ndarray:
-    """Decode to uint8 H x W x ``channels`` (1: grayscale, 3: RGB), EXIF rotation applied."""
-    with _open(path) as image:
+def read_image(path: Path, channels: int, data: bytes | None = None) -> np.ndarray:
+    """Decode to uint8 H x W x ``channels`` (1: grayscale, 3: RGB), EXIF rotation applied;
+    from ``data`` when the file's bytes were already read (errors still name ``path``)."""
+    with _open(path, data) as image:
         image = ImageOps.exif_transpose(image)
         if image.mode in ("I;16", "I;16B", "I;16L", "I"):
             # 16-bit grayscale: keep the top 8 bits instead of PIL's clipping conversion.
@@ -57,9 +59,9 @@ def read_mask(path: Path) -> np.ndarray:
     return array > 0
 
 
-def _open(path: Path) -> Image.Image:
+def _open(path: Path, data: bytes | None = None) -> Image.Image:
     try:
-        image = Image.open(path)
+        image = Image.open(path if data is None else io.BytesIO(data))
         image.load()
     except FileNotFoundError:
         raise ImageReadError(path, "no such file") from None

@@ -108,8 +108,8 @@ class PilDecoder:
         self.pool = ThreadPoolExecutor(max_workers=threads)
 
     def _one(self, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
-        read_bytes(path)  # same up-front checks (empty, unreadable) as the DALI decoder
-        image = read_image(path, self.channels)
+        data, _ = read_bytes(path)  # same up-front checks as the DALI decoder, one read
+        image = read_image(path, self.channels, data.tobytes())
         resized = resize_image(image, self.preprocessing.input_size).transpose(2, 0, 1)
         tensor = torch.from_numpy(resized.copy())[None]
         return normalize(tensor, self.preprocessing)[0].numpy(), image.shape[:2]

@@ -30,7 +30,7 @@ def local_results(
 ) -> Iterator[BatchResult]:
     """(rows, stage seconds) of every batch in input order, from workers on this machine."""
     if len(devices) == 1:
-        worker = Worker(spec, options, devices[0], threads=None)
+        worker = Worker(spec, options, devices[0], threads=available_cpus())
         return ((rows, times) for _, rows, times in worker.process(iter(tasks)))
     return _parallel_results(tasks, spec, options, devices)
 
@@ -52,21 +52,11 @@ def _parallel_results(
     result_queue = context.Queue()
     cpu_workers = sum(device == "cpu" for device in devices)
     cpu_threads = max(1, available_cpus() // max(cpu_workers, 1))
-    workers = [
-        context.Process(
-            target=_worker_main,
-            args=(
-                spec,
-                options,
-                device,
-                cpu_threads if device == "cpu" else 2,
-                task_queue,
-                result_queue,
-            ),
-            daemon=True,
-        )  # fmt: skip
-        for device in devices
-    ]
+    workers = []
+    for device in devices:
+        threads = cpu_threads if device == "cpu" else 2
+        arguments = (spec, options, device, threads, task_queue, result_queue)
+        workers.append(context.Process(target=_worker_main, args=arguments, daemon=True))
     for process in workers:
         process.start()
     for _ in workers:  # each worker reports once its engine is loaded

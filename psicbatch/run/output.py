@@ -1,5 +1,7 @@
 """The results table: schema, crash-safe incremental writing, resume, atomic completion.
 
+``ResultsOutput`` drives the steps below for a run, in order.
+
 While a run is going, results are written in input order as numbered part files in
 ``OUT.parts/``; each part appears atomically (temporary name, then rename), so a killed
 run leaves only complete parts. ``--resume`` skips every path already in a part. At the
@@ -152,6 +154,60 @@ class BackgroundWriter:
     def _raise(self) -> None:
         if self.error is not None:
             raise self.error
+
+
+class ResultsOutput:
+    """The results file's whole life in one place: lock it, know which inputs an
+    interrupted run already did, write rows in the background, and finish the file.
+
+    ``with ResultsOutput(out, resume) as output: output.write(rows); output.finish(meta)``.
+    Leaving the block without ``finish`` (an error, a kill) keeps every row written so far
+    in ``OUT.parts/`` for ``--resume``.
+    """
+
+    def __init__(self, out: Path, resume: bool) -> None:
+        self.out = out
+        self.resume = resume
+        self.lock = OutputLock(out)
+        self.done: set[str] = set()  # input paths already in the parts (resume)
+        self.writer: BackgroundWriter | None = None
+
+    def __enter__(self) -> ResultsOutput:
+        self.lock.__enter__()
+        try:
+            parts = parts_directory(self.out)
+            if parts.exists() and not self.resume:
+                raise PsicbatchError(
+                    f"{self.out}: an interrupted run left results in {parts}; continue it "
+                    "with --resume, or delete that folder to start over"
+                )
+            if self.resume:
+                remove_stale_temporaries(self.out)
+                self.done = completed_paths(self.out)
+            self.writer = BackgroundWriter(PartWriter(self.out))
+        except BaseException:
+            self.lock.__exit__()
+            raise
+        return self
+
+    @property
+    def write_seconds(self) -> float:
+        return self.writer.seconds
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        self.writer.write(rows)
+
+    def finish(self, metadata: dict[str, Any]) -> None:
+        """Wait for every row, then assemble ``OUT`` atomically from the parts."""
+        self.writer.close()
+        finalize(self.out, metadata)
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.writer is not None and self.writer.thread.is_alive():
+                self.writer.close()  # rows handed over are saved even when the run stops
+        finally:
+            self.lock.__exit__()
 
 
 def remove_stale_temporaries(out: Path) -> None:

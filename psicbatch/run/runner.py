@@ -20,16 +20,7 @@ from psicbatch.engines.spec import EngineSpec, describe_engine
 from psicbatch.errors import PsicbatchError
 from psicbatch.run.decode import decoder_name
 from psicbatch.run.executors import local_results
-from psicbatch.run.output import (
-    SCHEMA_VERSION,
-    BackgroundWriter,
-    OutputLock,
-    PartWriter,
-    completed_paths,
-    finalize,
-    parts_directory,
-    remove_stale_temporaries,
-)
+from psicbatch.run.output import SCHEMA_VERSION, ResultsOutput
 
 FLUSH_SECONDS = 10.0
 DEFAULT_BATCH_TIMEOUT = 600.0
@@ -106,18 +97,16 @@ def run(
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     clock = time.monotonic()
     devices = worker_devices(options)
-    with OutputLock(options.out):
-        done = _prepare_output(options)
-        todo = [(i, p) for i, p in enumerate(paths) if str(p) not in done]
+    with ResultsOutput(options.out, options.resume) as output:
+        todo = [(i, p) for i, p in enumerate(paths) if str(p) not in output.done]
         summary = RunSummary(skipped=len(paths) - len(todo))
         tasks = [
             (number, todo[start : start + options.batch_size])
             for number, start in enumerate(range(0, len(todo), options.batch_size))
         ]
         engine_info = describe_run(spec, options, devices)
-        results = (executor or local_results)(tasks, spec, options, devices)
         summary.decoder = engine_info["decoder"]
-        writer = BackgroundWriter(PartWriter(options.out))
+        results = (executor or local_results)(tasks, spec, options, devices)
         pending: list[dict[str, Any]] = []
         last_flush = first_batch_done = time.monotonic()
         try:
@@ -131,45 +120,30 @@ def run(
                 summary.add_times(times)
                 if (len(pending) >= options.part_rows
                         or time.monotonic() - last_flush > FLUSH_SECONDS):  # fmt: skip
-                    writer.write(pending)
+                    output.write(pending)
                     pending, last_flush = [], time.monotonic()
                 if on_rows is not None:
                     on_rows(summary)
         finally:  # rows already computed are saved even when the run stops
-            try:
-                writer.write(pending)
-            finally:
-                writer.close()
-        summary.add_times({"write": writer.seconds})
+            output.write(pending)
+        output.finish(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "psicbatch_version": __version__,
+                "checkpoint_sha256": engine_info["checkpoint_sha256"],
+                "engine": engine_info["manifest"],
+                "devices": engine_info["devices"],
+                "thresholds": engine_info["thresholds"],
+                "decoder": engine_info["decoder"],
+                "inputs": len(paths),
+                "started_at": started_at,
+                "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+        )
+        summary.add_times({"write": output.write_seconds})
         summary.steady_seconds = time.monotonic() - first_batch_done
         summary.seconds = time.monotonic() - clock
-        metadata = {
-            "schema_version": SCHEMA_VERSION,
-            "psicbatch_version": __version__,
-            "checkpoint_sha256": engine_info["checkpoint_sha256"],
-            "engine": engine_info["manifest"],
-            "devices": engine_info["devices"],
-            "thresholds": engine_info["thresholds"],
-            "decoder": engine_info["decoder"],
-            "inputs": len(paths),
-            "started_at": started_at,
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        finalize(options.out, metadata)
     return summary
-
-
-def _prepare_output(options: RunOptions) -> set[str]:
-    parts = parts_directory(options.out)
-    if parts.exists() and not options.resume:
-        raise PsicbatchError(
-            f"{options.out}: an interrupted run left results in {parts}; continue it with "
-            "--resume, or delete that folder to start over"
-        )
-    if not options.resume:
-        return set()
-    remove_stale_temporaries(options.out)
-    return completed_paths(options.out)
 
 
 def describe_run(spec: EngineSpec, options: RunOptions, devices: list[str]) -> dict[str, Any]:

@@ -106,9 +106,11 @@ class Worker:
                 engine_began = time.perf_counter()
                 outputs.append(self.engine.infer(images[start : start + largest]))
                 engine_seconds += time.perf_counter() - engine_began
-            batch.probabilities, batch.segmentation = (
-                outputs[0] if len(outputs) == 1 else (torch.cat(parts) for parts in zip(*outputs))
-            )
+            if len(outputs) == 1:  # the usual case: no copy
+                batch.probabilities, batch.segmentation = outputs[0]
+            else:
+                batch.probabilities = torch.cat([p for p, _ in outputs])
+                batch.segmentation = torch.cat([s for _, s in outputs])
             if gpu:
                 batch.done = torch.cuda.Event(enable_timing=True)
                 batch.done.record(torch.cuda.current_stream(self.device))
