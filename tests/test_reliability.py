@@ -119,15 +119,15 @@ def test_unreadable_file(corpus: Path, tmp_path: Path, decoder: str,
         (folder / name).write_bytes((corpus / "good.png").read_bytes())
     locked = folder / "locked.png"
     if os.geteuid() == 0:
-        # Root reads files whatever their permissions: let the read fail as the OS would.
-        real_read_bytes = Path.read_bytes
+        # Root opens files whatever their permissions: let the open fail as the OS would.
+        real_open = os.open
 
-        def refuse(path: Path) -> bytes:
-            if path == locked:
+        def refuse(path: object, flags: int, *args: object) -> int:
+            if Path(path) == locked:
                 raise PermissionError(errno.EACCES, "Permission denied", str(path))
-            return real_read_bytes(path)
+            return real_open(path, flags, *args)
 
-        monkeypatch.setattr(Path, "read_bytes", refuse)
+        monkeypatch.setattr(os, "open", refuse)
     else:
         locked.chmod(0)
     out = tmp_path / "locked.parquet"

@@ -16,6 +16,7 @@ from psicbatch.assets import demo_model_path
 from psicbatch.commands.options import engine_options
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.progress import progress_bar
+from psicbatch.run.files import DEFAULT_DECODE_SECONDS, DEFAULT_MAX_MIB, MIB, FileLimits
 from psicbatch.run.inputs import collect_inputs
 from psicbatch.run.runner import DEFAULT_BATCH_TIMEOUT, RunOptions, RunSummary, run
 
@@ -79,6 +80,19 @@ def _devices(value: str | None) -> tuple[str, ...]:
     help="Seconds to wait for one batch before declaring a worker hung.",
 )
 @click.option(
+    "--max-file-size",
+    default=DEFAULT_MAX_MIB,
+    show_default=True,
+    type=float,
+    help="MiB; larger files get an error row instead of being read.",
+)
+@click.option(
+    "--decode-timeout",
+    default=DEFAULT_DECODE_SECONDS,
+    show_default=True,
+    help="Seconds one file may take to decode before it gets an error row.",
+)
+@click.option(
     "--flush-every",
     default=1024,
     show_default=True,
@@ -101,8 +115,8 @@ def _devices(value: str | None) -> tuple[str, ...]:
 def run_command(sources: tuple[str, ...], list_file: Path | None, out: Path,
                 engine: Path | None, model: Path | None, precision: str, batch_size: int,
                 workers: int, devices: str | None, decoder: str, threshold: float | None,
-                resume: bool, batch_timeout: float, flush_every: int, allow_errors: bool,
-                executor: str,
+                resume: bool, batch_timeout: float, max_file_size: float,
+                decode_timeout: float, flush_every: int, allow_errors: bool, executor: str,
                 address: str | None, quiet: bool) -> None:  # fmt: skip
     """Inspect images: defect probability and RLE mask per image, written to Parquet.
 
@@ -115,8 +129,8 @@ def run_command(sources: tuple[str, ...], list_file: Path | None, out: Path,
                       precision=precision)  # fmt: skip
     options = RunOptions(out=out, batch_size=batch_size, workers=workers,
                          devices=_devices(devices), decoder=decoder, threshold=threshold,
-                         resume=resume, part_rows=flush_every,
-                         batch_timeout=batch_timeout)  # fmt: skip
+                         resume=resume, part_rows=flush_every, batch_timeout=batch_timeout,
+                         limits=FileLimits(int(max_file_size * MIB), decode_timeout))  # fmt: skip
     console = Console(stderr=True)
     with progress_bar(quiet, console) as progress:
         task = progress.add_task("inspecting", total=len(paths), status="")
@@ -160,6 +174,7 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
     for key, value in (
         ("images processed", summary.images),
         ("skipped (already done)", summary.skipped),
+        ("recomputed (file changed, gone or failed since)", summary.recomputed),
         ("defective", summary.defects),
         ("errors", summary.errors),
         (

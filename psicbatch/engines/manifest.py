@@ -71,6 +71,18 @@ class Manifest:
         return path
 
 
+def inside_folder(directory: Path, name: str, named_in: Path) -> Path:
+    """``directory / name``, refused unless it resolves inside ``directory``: an engine
+    folder is self-contained, so its manifest cannot make psicbatch load another file."""
+    target = (directory / name).resolve()
+    if not target.is_relative_to(directory.resolve()):
+        raise PsicbatchError(
+            f"{named_in}: {name!r} points outside its engine folder {directory}; an engine "
+            "folder must hold every file it uses"
+        )
+    return target
+
+
 def read_manifest(directory: Path, verify: bool = True) -> Manifest:
     """Read and check a manifest; with ``verify``, also the engine file's sha256."""
     path = directory / MANIFEST_NAME
@@ -91,7 +103,7 @@ def read_manifest(directory: Path, verify: bool = True) -> Manifest:
     except TypeError as error:
         raise PsicbatchError(f"{path}: malformed manifest ({error})") from None
     if verify:
-        engine = directory / manifest.engine_file
+        engine = inside_folder(directory, manifest.engine_file, path)
         if not engine.is_file():
             raise PsicbatchError(f"{path}: engine file {manifest.engine_file} is missing")
         if file_sha256(engine) != manifest.engine_sha256:

@@ -6,13 +6,14 @@ and leave on the engine's device like every other engine's.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from psicbatch.engines.base import Engine
-from psicbatch.engines.manifest import INPUT_NAME, Manifest
+from psicbatch.engines.manifest import INPUT_NAME, Manifest, inside_folder
 
 ENGINE_FILE = "model.onnx"
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -52,6 +53,32 @@ def build_onnxruntime(onnx_path: Path, directory: Path, threads: int) -> dict[st
     }
 
 
+def check_external_data(model_path: Path) -> None:
+    """Refuse ONNX files whose weights live in files outside their engine folder."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    for tensor in _tensors(model.graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        inside_folder(model_path.parent, location, model_path)
+
+
+def _tensors(graph: Any) -> Iterator[Any]:
+    """Every tensor of a graph: initializers, and those in node attributes and subgraphs."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from _tensors(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _tensors(subgraph)
+
+
 class OnnxRuntimeEngine(Engine):
     def __init__(
         self, directory: Path, manifest: Manifest, device: torch.device, engine_file: Path
@@ -59,6 +86,7 @@ class OnnxRuntimeEngine(Engine):
         super().__init__(directory, manifest, device)
         import onnxruntime as ort
 
+        check_external_data(engine_file)
         threads = int(manifest.backend_details.get("threads", 0))
         self.providers = providers_for(device, ort.get_available_providers())
         self.session = ort.InferenceSession(

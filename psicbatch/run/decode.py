@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import importlib.util
 import io
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,10 @@ from psicbatch.checkpoint import Preprocessing
 from psicbatch.data.images import UNREADABLE, ImageReadError, read_image
 from psicbatch.errors import PsicbatchError
 from psicbatch.preprocess import normalize, resize_image
+from psicbatch.run.files import FileLimits, FileStamp, current_stamp, read_file
+from psicbatch.run.limited import TimeLimitExceeded, call_limited, run_limited
 
+DEFAULT_LIMITS = FileLimits()
 MAX_PIXELS = 100_000_000  # far above any inspection camera, far below a decompression bomb
 EXIF_ORIENTATION = 0x0112
 
@@ -49,22 +51,18 @@ class DecodedBatch:
     images: torch.Tensor | None = None  # float32 N x C x H x W, one per position
     sizes: list[tuple[int, int]] = field(default_factory=list)  # original (H, W)
     errors: dict[int, str] = field(default_factory=dict)
+    stamps: dict[int, FileStamp] = field(default_factory=dict)  # every file that was read
 
 
-def read_bytes(path: Path) -> tuple[np.ndarray, tuple[int, int] | None]:
-    """The file's bytes and the (H, W) its header gives (None for formats PIL cannot
-    identify), or an ImageReadError saying why they cannot be used."""
-    try:
-        data = path.read_bytes()
-    except PermissionError:
-        raise ImageReadError(path, "permission denied") from None
-    except IsADirectoryError:
-        raise ImageReadError(path, "is a directory") from None
-    except OSError as error:
-        raise ImageReadError(path, f"cannot be read ({error.strerror or error})") from None
-    if not data:
-        raise ImageReadError(path, "empty file (0 bytes)")
-    return np.frombuffer(data, dtype=np.uint8), _header_size(path, data)
+def read_bytes(path: Path, max_bytes: int) -> tuple[bytes, tuple[int, int] | None, FileStamp]:
+    """The file's bytes, the (H, W) its header gives (None for formats PIL cannot
+    identify) and its stamp, or an ImageReadError saying why they cannot be used."""
+    data, stamp = read_file(path, max_bytes)
+    return data, _header_size(path, data), stamp
+
+
+def _timed_out(limits: FileLimits) -> str:
+    return f"decoding took longer than {limits.decode_seconds:g} s (--decode-timeout)"
 
 
 def _header_size(path: Path, data: bytes) -> tuple[int, int] | None:
@@ -99,26 +97,56 @@ def _orientation(image: Image.Image) -> int:
 class PilDecoder:
     name = "pil"
 
-    def __init__(
-        self, preprocessing: Preprocessing, channels: int, threads: int = 2, pin: bool = False
-    ) -> None:
+    def __init__(self, preprocessing: Preprocessing, channels: int, threads: int = 2,
+                 pin: bool = False, limits: FileLimits = DEFAULT_LIMITS) -> None:  # fmt: skip
         self.preprocessing = preprocessing
         self.channels = channels
+        self.threads = threads
         self.pin = pin
-        self.pool = ThreadPoolExecutor(max_workers=threads)
+        self.limits = limits
 
-    def _one(self, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
-        data, _ = read_bytes(path)  # same up-front checks as the DALI decoder, one read
-        image = read_image(path, self.channels, data.tobytes())
+    def _one(self, path: Path) -> tuple[np.ndarray, tuple[int, int], FileStamp]:
+        data, _, stamp = read_bytes(path, self.limits.max_bytes)
+        try:
+            image = read_image(path, self.channels, data)
+        except ImageReadError as error:
+            raise StampedError(error.problem, stamp) from None
         resized = resize_image(image, self.preprocessing.input_size).transpose(2, 0, 1)
         tensor = torch.from_numpy(resized.copy())[None]
-        return normalize(tensor, self.preprocessing)[0].numpy(), image.shape[:2]
+        return normalize(tensor, self.preprocessing)[0].numpy(), image.shape[:2], stamp
 
     def decode(self, paths: list[Path]) -> DecodedBatch:
-        return _collect(list(self.pool.map(_capture(self._one), paths)), self.pin)
+        calls = [partial(self._one, path) for path in paths]
+        results = run_limited(calls, self.threads, self.limits.decode_seconds)
+        outcomes = [_outcome(result, self.limits) for result in results]
+        for position, result in enumerate(results):
+            if isinstance(result, TimeLimitExceeded):  # it was read: record which version
+                outcomes[position] = (outcomes[position][0], current_stamp(paths[position]))
+        return _collect(outcomes, self.pin)
 
     def close(self) -> None:
-        self.pool.shutdown()
+        pass
+
+
+class StampedError(Exception):
+    """A file that was read (so it has a stamp) but could not be decoded."""
+
+    def __init__(self, problem: str, stamp: FileStamp) -> None:
+        super().__init__(problem)
+        self.problem, self.stamp = problem, stamp
+
+
+def _outcome(result: object, limits: FileLimits) -> object:
+    """A decoded image, or (problem, stamp or None) for a file that gave none."""
+    if isinstance(result, StampedError):
+        return result.problem, result.stamp
+    if isinstance(result, ImageReadError):
+        return result.problem, None
+    if isinstance(result, TimeLimitExceeded):
+        return _timed_out(limits), None
+    if isinstance(result, Exception):  # a decoder library failing on one file
+        return f"not a decodable image ({type(result).__name__}: {result})", None
+    return result
 
 
 class DaliDecoder:
@@ -132,6 +160,7 @@ class DaliDecoder:
         threads: int = 2,
         device_id: int | None = None,
         pin: bool = False,
+        limits: FileLimits = DEFAULT_LIMITS,
     ) -> None:
         self.preprocessing = preprocessing
         self.channels = channels
@@ -139,6 +168,7 @@ class DaliDecoder:
         self.threads = threads
         self.device_id = device_id
         self.pin = pin
+        self.limits = limits
         self.pipeline = self._build()
 
     def _build(self) -> object:
@@ -166,22 +196,24 @@ class DaliDecoder:
 
     def decode(self, paths: list[Path]) -> DecodedBatch:
         batch = DecodedBatch()
-        readable: list[tuple[int, Path, np.ndarray, tuple[int, int]]] = []
+        readable: list[tuple[int, Path, bytes, tuple[int, int]]] = []
         for position, path in enumerate(paths):
             try:
-                data, size = read_bytes(path)
+                data, size, batch.stamps[position] = read_bytes(path, self.limits.max_bytes)
             except ImageReadError as error:
                 batch.errors[position] = error.problem
                 continue
             if size is None:
-                batch.errors[position] = _diagnose(path, None)
+                batch.errors[position] = _diagnose(path, None, data)
             else:
                 readable.append((position, path, data, size))
         if not readable:
             return batch
+        arrays = [np.frombuffer(data, dtype=np.uint8) for _, _, data, _ in readable]
+        seconds = self.limits.decode_seconds * len(readable)
         try:
-            images = self._run([data for _, _, data, _ in readable])
-        except RuntimeError:
+            images = call_limited(partial(self._run, arrays), seconds)
+        except (RuntimeError, TimeLimitExceeded):
             return self._isolate(readable, batch)
         batch.positions = [position for position, _, _, _ in readable]
         batch.sizes = [size for _, _, _, size in readable]
@@ -189,15 +221,20 @@ class DaliDecoder:
         return batch
 
     def _isolate(self, readable: list, batch: DecodedBatch) -> DecodedBatch:
-        """After a failed batch: fresh pipeline, one file at a time."""
+        """After a failed or overlong batch: fresh pipeline, one file at a time."""
         self.pipeline = self._build()
         images = []
         for position, path, data, size in readable:
+            array = np.frombuffer(data, dtype=np.uint8)
             try:
-                images.append(self._run([data]))
-            except RuntimeError as error:
-                batch.errors[position] = _diagnose(path, error)
-                self.pipeline = self._build()
+                images.append(call_limited(partial(self._run, [array]),
+                                           self.limits.decode_seconds))  # fmt: skip
+            except (RuntimeError, TimeLimitExceeded) as error:
+                timed_out = isinstance(error, TimeLimitExceeded)
+                batch.errors[position] = (
+                    _timed_out(self.limits) if timed_out else _diagnose(path, error, data)
+                )
+                self.pipeline = self._build()  # a failed or abandoned pipeline is not reused
                 continue
             batch.positions.append(position)
             batch.sizes.append(size)
@@ -264,6 +301,7 @@ def make_decoder(
     batch_size: int,
     threads: int,
     device: torch.device,
+    limits: FileLimits = DEFAULT_LIMITS,
 ) -> PilDecoder | DaliDecoder | NullDecoder:
     """The decoder for an engine on ``device``: DALI decodes on that GPU; host tensors are
     pinned for GPU engines."""
@@ -277,8 +315,8 @@ def make_decoder(
                 "(or use --decoder pil)"
             )
         device_id = (device.index or 0) if gpu else None
-        return DaliDecoder(preprocessing, channels, batch_size, threads, device_id, pin=gpu)
-    return PilDecoder(preprocessing, channels, threads, pin=gpu)
+        return DaliDecoder(preprocessing, channels, batch_size, threads, device_id, gpu, limits)
+    return PilDecoder(preprocessing, channels, threads, gpu, limits)
 
 
 class NullDecoder:
@@ -301,28 +339,19 @@ class NullDecoder:
         self.images = None
 
 
-def _capture(function: Callable) -> Callable:
-    def wrapped(path: Path) -> object:
-        try:
-            return function(path)
-        except ImageReadError as error:
-            return error.problem
-        except Exception as error:  # a decoder library failing on one file must not stop a run
-            return f"not a decodable image ({type(error).__name__}: {error})"
-
-    return wrapped
-
-
 def _collect(results: list, pin: bool) -> DecodedBatch:
     batch = DecodedBatch()
     images = []
     for position, result in enumerate(results):
-        if isinstance(result, str):
-            batch.errors[position] = result
+        if isinstance(result[0], str):
+            batch.errors[position], stamp = result
         else:
+            image, size, stamp = result
             batch.positions.append(position)
-            images.append(result[0])
-            batch.sizes.append(result[1])
+            images.append(image)
+            batch.sizes.append(size)
+        if stamp is not None:
+            batch.stamps[position] = stamp
     if images:
         batch.images = torch.empty((len(images), *images[0].shape), pin_memory=pin)
         for row, image in enumerate(images):
@@ -330,10 +359,10 @@ def _collect(results: list, pin: bool) -> DecodedBatch:
     return batch
 
 
-def _diagnose(path: Path, error: Exception | None) -> str:
+def _diagnose(path: Path, error: Exception | None, data: bytes) -> str:
     """Why DALI rejected a file: PIL's diagnosis when it has one, else DALI's message."""
     try:
-        read_image(path, 1)
+        read_image(path, 1, data)
     except ImageReadError as pil_error:
         return pil_error.problem
     except Exception:  # PIL failing differently still leaves DALI's reason

@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from psicbatch.errors import PsicbatchError
+from psicbatch.run.files import FileStamp, current_stamp
 
 SCHEMA_VERSION = 1
 METADATA_KEY = b"psicbatch"
@@ -48,7 +50,16 @@ SCHEMA = pa.schema(
         pa.field("error", pa.string()),
     ]
 )
-PART_SCHEMA = SCHEMA.append(pa.field(INDEX_COLUMN, pa.int64(), nullable=False))
+# Part files also record which version of each file was read, for --resume.
+STAMP_COLUMNS = ("file_size", "file_mtime_ns")
+PART_SCHEMA = pa.schema(
+    [
+        *SCHEMA,
+        pa.field(INDEX_COLUMN, pa.int64(), nullable=False),
+        *(pa.field(name, pa.int64()) for name in STAMP_COLUMNS),
+    ]
+)
+PART_ONLY = [INDEX_COLUMN, *STAMP_COLUMNS]
 
 
 def parts_directory(out: Path) -> Path:
@@ -170,6 +181,7 @@ class ResultsOutput:
         self.resume = resume
         self.lock = OutputLock(out)
         self.done: set[str] = set()  # input paths already in the parts (resume)
+        self.recomputed = 0  # rows of the interrupted run computed again
         self.writer: BackgroundWriter | None = None
 
     def __enter__(self) -> ResultsOutput:
@@ -183,7 +195,7 @@ class ResultsOutput:
                 )
             if self.resume:
                 remove_stale_temporaries(self.out)
-                self.done = completed_paths(self.out)
+                self.done, self.recomputed = _unchanged(self.out)
             self.writer = BackgroundWriter(PartWriter(self.out))
         except BaseException:
             self.lock.__exit__()
@@ -210,6 +222,17 @@ class ResultsOutput:
             self.lock.__exit__()
 
 
+def _unchanged(out: Path) -> tuple[set[str], int]:
+    """Paths of an interrupted run whose rows still hold, and how many rows were dropped
+    to be computed again: those whose file is not as it was when read (changed, gone,
+    or readable now where it was not)."""
+    recorded = completed_stamps(out)
+    stale = {path for path, stamp in recorded.items() if current_stamp(Path(path)) != stamp}
+    if stale:
+        drop_rows(out, stale)
+    return set(recorded) - stale, len(stale)
+
+
 def remove_stale_temporaries(out: Path) -> None:
     """Half-written files of a killed run (never mistaken for results: they are not parts)."""
     for stale in out.parent.glob(f".{out.name}.tmp-*"):
@@ -218,15 +241,40 @@ def remove_stale_temporaries(out: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
-def completed_paths(out: Path) -> set[str]:
-    """Paths already in the part files of an interrupted run."""
+def completed_stamps(out: Path) -> dict[str, FileStamp | None]:
+    """Paths already in the part files of an interrupted run, each with the stamp of the
+    file version it was computed from (None: the file could not be read then)."""
     directory = parts_directory(out)
     if not directory.is_dir():
-        return set()
-    done: set[str] = set()
+        return {}
+    done: dict[str, FileStamp | None] = {}
     for part in sorted(directory.glob("part-*.parquet")):
-        done.update(pq.read_table(part, columns=["path"]).column("path").to_pylist())
+        table = pq.read_table(part)
+        if not set(STAMP_COLUMNS) <= set(table.column_names):
+            done.update(dict.fromkeys(table.column("path").to_pylist()))
+            continue
+        for path, size, mtime in zip(*(table.column(c).to_pylist() for c in ("path",
+                                                                          *STAMP_COLUMNS)),
+                                     strict=True):  # fmt: skip
+            done[path] = None if size is None else FileStamp(size, mtime)
     return done
+
+
+def drop_rows(out: Path, paths: set[str]) -> None:
+    """Remove the rows of ``paths`` from the part files (each part replaced atomically),
+    so that they are computed again."""
+    for part in sorted(parts_directory(out).glob("part-*.parquet")):
+        table = pq.read_table(part)
+        keep = pc.invert(pc.is_in(table.column("path"), pa.array(sorted(paths), pa.string())))
+        if pc.all(keep).as_py():
+            continue
+        kept = table.filter(keep)
+        if kept.num_rows == 0:
+            part.unlink()
+            continue
+        temporary = part.with_name(f".{part.name}.tmp")
+        pq.write_table(kept, temporary, compression="zstd")
+        os.replace(temporary, part)
 
 
 def finalize(out: Path, metadata: dict[str, Any]) -> int:
@@ -239,7 +287,8 @@ def finalize(out: Path, metadata: dict[str, Any]) -> int:
     try:
         with pq.ParquetWriter(temporary, schema, compression="zstd") as writer:
             for part in _in_input_order(parts):
-                table = pq.read_table(part).sort_by(INDEX_COLUMN).drop_columns([INDEX_COLUMN])
+                table = pq.read_table(part).sort_by(INDEX_COLUMN)
+                table = table.drop_columns([c for c in PART_ONLY if c in table.column_names])
                 writer.write_table(table.cast(schema))
                 rows += table.num_rows
         os.replace(temporary, out)

@@ -20,6 +20,7 @@ from psicbatch.engines.spec import EngineSpec, describe_engine
 from psicbatch.errors import PsicbatchError
 from psicbatch.run.decode import decoder_name
 from psicbatch.run.executors import local_results
+from psicbatch.run.files import FileLimits
 from psicbatch.run.output import SCHEMA_VERSION, ResultsOutput
 
 FLUSH_SECONDS = 10.0
@@ -37,6 +38,7 @@ class RunOptions:
     resume: bool = False
     part_rows: int = 1024
     batch_timeout: float = DEFAULT_BATCH_TIMEOUT
+    limits: FileLimits = field(default_factory=FileLimits)  # per file: bytes, decode seconds
 
 
 def worker_devices(options: RunOptions) -> list[str]:
@@ -49,6 +51,7 @@ def worker_devices(options: RunOptions) -> list[str]:
 class RunSummary:
     images: int = 0
     skipped: int = 0  # already done in an interrupted run
+    recomputed: int = 0  # rows of an interrupted run whose file changed, vanished or failed
     defects: int = 0
     errors: int = 0
     seconds: float = 0.0
@@ -92,14 +95,16 @@ def run(
     """
     if options.batch_size < 1 or options.workers < 1:
         raise PsicbatchError("--batch-size and --workers must be at least 1")
-    if options.batch_timeout <= 0:
-        raise PsicbatchError("--batch-timeout must be positive")
+    if options.batch_timeout <= 0 or options.limits.decode_seconds <= 0:
+        raise PsicbatchError("--batch-timeout and --decode-timeout must be positive")
+    if options.limits.max_bytes < 1:
+        raise PsicbatchError("--max-file-size must be positive")
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     clock = time.monotonic()
     devices = worker_devices(options)
     with ResultsOutput(options.out, options.resume) as output:
         todo = [(i, p) for i, p in enumerate(paths) if str(p) not in output.done]
-        summary = RunSummary(skipped=len(paths) - len(todo))
+        summary = RunSummary(skipped=len(paths) - len(todo), recomputed=output.recomputed)
         tasks = [
             (number, todo[start : start + options.batch_size])
             for number, start in enumerate(range(0, len(todo), options.batch_size))

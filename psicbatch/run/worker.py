@@ -68,7 +68,7 @@ class Worker:
         self.batch_timeout = options.batch_timeout
         self.decoder = make_decoder(options.decoder, manifest.engine_preprocessing(),
                                     manifest.channels, options.batch_size, threads or 2,
-                                    self.device)  # fmt: skip
+                                    self.device, options.limits)  # fmt: skip
         gpu = self.device.type == "cuda"
         self.post_stream = torch.cuda.Stream(self.device) if gpu else None
 
@@ -143,6 +143,9 @@ class Worker:
             done = result_rows(items, batch.decoded.positions, summary, self.threshold)
             for position, row in zip(batch.decoded.positions, done, strict=True):
                 rows[position] = row
+        for position, stamp in batch.decoded.stamps.items():  # which file version was read
+            rows[position]["file_size"] = stamp.size
+            rows[position]["file_mtime_ns"] = stamp.mtime_ns
         batch.rows = rows
         batch.decoded = batch.probabilities = batch.segmentation = None  # free memory early
         batch.times["postprocess"] = time.perf_counter() - began

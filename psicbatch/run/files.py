@@ -1,0 +1,112 @@
+"""Reading input files safely: regular files only, bounded reads, opening never blocks.
+
+An input folder on a shared drive may hold named pipes, sockets, devices or links to
+them; reading one would block forever (a pipe) or until memory runs out (``/dev/zero``).
+Each input is checked with ``stat`` before it is opened, opened non-blocking, checked
+again on the open descriptor, and read up to a size limit. What was read is stamped
+with the file's size and modification time, so a resumed run can tell whether it changed.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from psicbatch.data.images import ImageReadError
+
+MIB = 2**20
+DEFAULT_MAX_MIB = 256  # far above any camera image
+DEFAULT_DECODE_SECONDS = 60.0  # a camera image decodes in milliseconds
+_KINDS = (
+    (stat.S_ISFIFO, "named pipe"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+)
+
+
+@dataclass(frozen=True)
+class FileLimits:
+    """Per-file limits of a run: bytes read, and seconds one file may take to decode."""
+
+    max_bytes: int = DEFAULT_MAX_MIB * MIB
+    decode_seconds: float = DEFAULT_DECODE_SECONDS
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """What identifies the version of a file that was read."""
+
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, status: os.stat_result) -> FileStamp:
+        return cls(status.st_size, status.st_mtime_ns)
+
+
+def current_stamp(path: Path) -> FileStamp | None:
+    """The file's stamp now (links followed); None when it is gone or not a regular file."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return FileStamp.of(status) if stat.S_ISREG(status.st_mode) else None
+
+
+def read_file(path: Path, max_bytes: int) -> tuple[bytes, FileStamp]:
+    """The whole file, or an ImageReadError naming why it is not read."""
+    try:
+        _check_regular(path, os.stat(path), max_bytes)
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except PermissionError:
+        raise ImageReadError(path, "permission denied") from None
+    except FileNotFoundError:
+        raise ImageReadError(path, "no such file") from None
+    except OSError as error:
+        raise ImageReadError(path, f"cannot be read ({error.strerror or error})") from None
+    try:
+        status = os.fstat(descriptor)
+        _check_regular(path, status, max_bytes)  # the file opened may not be the one checked
+        data = _read_at_most(descriptor, max_bytes + 1)
+    except OSError as error:
+        raise ImageReadError(path, f"cannot be read ({error.strerror or error})") from None
+    finally:
+        os.close(descriptor)
+    if len(data) > max_bytes:
+        raise ImageReadError(path, _too_large(len(data), max_bytes, "grew while read: "))
+    if not data:
+        raise ImageReadError(path, "empty file (0 bytes)")
+    return data, FileStamp.of(status)
+
+
+def _check_regular(path: Path, status: os.stat_result, max_bytes: int) -> None:
+    if stat.S_ISDIR(status.st_mode):
+        raise ImageReadError(path, "is a directory")
+    for test, kind in _KINDS:
+        if test(status.st_mode):
+            raise ImageReadError(path, f"not a regular file ({kind})")
+    if not stat.S_ISREG(status.st_mode):
+        raise ImageReadError(path, "not a regular file")
+    if status.st_size > max_bytes:
+        raise ImageReadError(path, _too_large(status.st_size, max_bytes))
+
+
+def _too_large(size: int, max_bytes: int, prefix: str = "") -> str:
+    return (
+        f"{prefix}file is {size / MIB:.1f} MiB, above the {max_bytes / MIB:.3g} MiB limit "
+        "(--max-file-size)"
+    )
+
+
+def _read_at_most(descriptor: int, limit: int) -> bytes:
+    chunks, total = [], 0
+    while total < limit:
+        chunk = os.read(descriptor, min(limit - total, 8 * MIB))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)

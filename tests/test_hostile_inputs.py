@@ -1,0 +1,216 @@
+"""Inputs that are not plain image files, engine folders that point outside themselves,
+files changed between a kill and --resume, and files that take too long to decode.
+
+Runs that could hang go through a subprocess with a timeout (or a bounded in-process
+call), so a regression fails instead of hanging the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from psicbatch.assets import demo_model_path
+from psicbatch.checkpoint import file_sha256
+from psicbatch.cli import main
+from psicbatch.engines import load_engine
+from psicbatch.engines.build import BuildOptions, build_engine
+from psicbatch.engines.manifest import MANIFEST_NAME
+from psicbatch.engines.spec import EngineSpec
+from psicbatch.errors import PsicbatchError
+from psicbatch.run.inputs import collect_inputs
+from psicbatch.run.runner import RunOptions, run
+
+CONSOLE = Path(sys.executable).parent / "psicbatch"
+PER_RUN_SECONDS = 120
+
+
+def image(path: Path, seed: int, size: tuple[int, int] = (64, 80)) -> Path:
+    pixels = np.random.default_rng(seed).integers(0, 255, size, dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.fixture
+def hostile(tmp_path: Path) -> Path:
+    folder = tmp_path / "share"
+    folder.mkdir()
+    image(folder / "a_good.png", 1)
+    image(folder / "z_good.png", 2)
+    os.mkfifo(folder / "fifo.png")
+    os.symlink("/dev/zero", folder / "zero.png")
+    image(folder / "big.png", 3, (400, 400))  # ~160 kB, over the limit given below
+    listener = socket.socket(socket.AF_UNIX)
+    try:
+        listener.bind(str(folder / "socket.png"))
+    except OSError:  # platforms or file systems without Unix sockets
+        pass
+    finally:
+        listener.close()
+    return folder
+
+
+@pytest.mark.parametrize("decoder", ["dali", "pil"])
+def test_special_files_and_oversized_files_get_error_rows(hostile: Path, tmp_path: Path,
+                                                          decoder: str) -> None:  # fmt: skip
+    if decoder == "dali":
+        pytest.importorskip("nvidia.dali")
+    out = tmp_path / "results.parquet"
+    began = time.monotonic()
+    finished = subprocess.run(
+        [CONSOLE, "run", hostile, "--out", out, "-q", "--decoder", decoder,
+         "--max-file-size", "0.1", "--allow-errors"],
+        capture_output=True, timeout=PER_RUN_SECONDS,
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stderr.decode()[-2000:]
+    assert time.monotonic() - began < PER_RUN_SECONDS
+    rows = {Path(r["path"]).name: r for r in pq.read_table(out).to_pylist()}
+    assert rows["fifo.png"]["error"] == "not a regular file (named pipe)"
+    assert rows["zero.png"]["error"] == "not a regular file (character device)"
+    assert "above the 0.1 MiB limit (--max-file-size)" in rows["big.png"]["error"]
+    if (hostile / "socket.png").exists():
+        assert rows["socket.png"]["error"] == "not a regular file (socket)"
+    assert rows["a_good.png"]["error"] is None and rows["z_good.png"]["error"] is None
+
+
+def test_listing_takes_special_files_without_opening_them(hostile: Path) -> None:
+    names = {path.name for path in collect_inputs([str(hostile)])}
+    assert {"fifo.png", "zero.png", "a_good.png"} <= names
+
+
+@pytest.fixture(scope="module")
+def torch_engine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("engine")
+    options = BuildOptions(backend="torch", precision="fp32", max_batch=2, out=folder / "e")
+    return build_engine(demo_model_path(), options)[0]
+
+
+@pytest.mark.parametrize("where", ["absolute", "parent"])
+def test_engine_file_outside_its_folder_is_refused(torch_engine: Path, tmp_path: Path,
+                                                   where: str) -> None:  # fmt: skip
+    folder = tmp_path / "folder" / "engine"
+    shutil.copytree(torch_engine, folder)
+    outside = tmp_path / "folder" / "elsewhere.pt"
+    shutil.copyfile(torch_engine / "model.pt", outside)
+    manifest = json.loads((folder / MANIFEST_NAME).read_text())
+    manifest["engine_file"] = str(outside) if where == "absolute" else "../elsewhere.pt"
+    manifest["engine_sha256"] = file_sha256(outside)  # the hash matches: only the place is wrong
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(PsicbatchError, match="points outside its engine folder"):
+        load_engine(folder, "cpu")
+
+
+def external_data_model(path: Path, location: str) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    weight = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[1])
+    weight.data_location = TensorProto.EXTERNAL
+    weight.external_data.add(key="location", value=location)
+    node = helper.make_node("Add", ["x", "w"], ["y"])
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], [weight],
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph), str(path))
+
+
+def test_onnx_external_data_outside_the_folder_is_refused(tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    from psicbatch.engines.ort_engine import check_external_data
+
+    folder = tmp_path / "engine"
+    folder.mkdir()
+    external_data_model(folder / "inside.onnx", "weights.bin")
+    check_external_data(folder / "inside.onnx")  # inside: accepted
+    for location in ("../weights.bin", str(tmp_path / "weights.bin")):
+        external_data_model(folder / "outside.onnx", location)
+        with pytest.raises(PsicbatchError, match="points outside its engine folder"):
+            check_external_data(folder / "outside.onnx")
+
+
+def test_files_changed_between_a_kill_and_resume_are_recomputed(tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    files = [image(folder / f"{i:02d}.png", i) for i in range(60)]
+    out = tmp_path / "results.parquet"
+    args = ["--decoder", "pil", "--batch-size", "4", "--flush-every", "4", "-q"]
+    process = subprocess.Popen([CONSOLE, "run", folder, "--out", out, *args],
+                               start_new_session=True)  # fmt: skip
+    parts = out.with_name(out.name + ".parts")
+    deadline = time.monotonic() + PER_RUN_SECONDS
+    while time.monotonic() < deadline and len(list(parts.glob("part-*.parquet"))) < 2:
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not out.exists(), "the run finished before it could be killed"
+    done = pq.read_table(parts).column("path").to_pylist()
+    assert str(files[0]) in done and str(files[1]) in done
+    image(files[0], 100)  # replaced by another image
+    os.utime(files[0], ns=(time.time_ns(), time.time_ns() + 10**9))  # and surely newer
+    files[1].unlink()  # gone
+    options = RunOptions(out=out, batch_size=4, resume=True, decoder="pil", devices=("cpu",))
+    summary = run(files, EngineSpec(checkpoint=demo_model_path()), options)
+    assert summary.recomputed == 2 and summary.skipped == len(done) - 2
+    rows = {Path(r["path"]).name: r for r in pq.read_table(out).to_pylist()}
+    assert len(rows) == 60 and rows["01.png"]["error"] == "no such file"
+    fresh = tmp_path / "fresh.parquet"
+    assert (
+        CliRunner().invoke(main, ["run", str(files[0]), "--out", str(fresh), *args]).exit_code == 0
+    )
+    assert {k: v for k, v in rows["00.png"].items()} == pq.read_table(fresh).to_pylist()[0]
+
+
+@pytest.mark.parametrize("decoder", ["dali", "pil"])
+def test_a_file_that_decodes_too_long_gets_an_error_row(
+    tmp_path: Path, decoder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if decoder == "dali":
+        pytest.importorskip("nvidia.dali")
+    import psicbatch.run.decode as decode
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index in range(5):
+        image(folder / f"{index}.png", index)
+    slow = image(folder / "slow.png", 99).read_bytes()
+    if decoder == "pil":
+        real = decode.read_image
+
+        def stall(path: Path, channels: int, data: bytes | None = None) -> np.ndarray:
+            if path.name == "slow.png":
+                time.sleep(30)
+            return real(path, channels, data)
+
+        monkeypatch.setattr(decode, "read_image", stall)
+    else:
+        real_run = decode.DaliDecoder._run
+
+        def stall(self: object, arrays: list) -> object:
+            if any(array.tobytes() == slow for array in arrays):
+                time.sleep(30)
+            return real_run(self, arrays)
+
+        monkeypatch.setattr(decode.DaliDecoder, "_run", stall)
+    out = tmp_path / "results.parquet"
+    began = time.monotonic()
+    result = CliRunner().invoke(main, ["run", str(folder), "--out", str(out), "-q", "--decoder",
+                                       decoder, "--decode-timeout", "1"])  # fmt: skip
+    assert result.exit_code == 3, result.output
+    assert time.monotonic() - began < 25
+    rows = {Path(r["path"]).name: r for r in pq.read_table(out).to_pylist()}
+    assert rows["slow.png"]["error"] == "decoding took longer than 1 s (--decode-timeout)"
+    assert all(rows[f"{i}.png"]["error"] is None for i in range(5))
