@@ -255,6 +255,8 @@ def engine_busy(result: dict[str, Any]) -> float:
     """Share of an end-to-end run's time the engine was computing, from that run alone."""
     inference = result["stage_seconds_per_image"].get("inference", 0.0)
     return result["throughput_items_per_s"] * inference
+
+
 STAGE_HEADER = " / ".join(STAGES)
 
 
