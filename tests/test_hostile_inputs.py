@@ -32,6 +32,7 @@ from psicbatch.engines.manifest import MANIFEST_NAME
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
 from psicbatch.run.inputs import collect_inputs
+from psicbatch.run.output import read_metadata
 from psicbatch.run.runner import RunOptions, run
 
 CONSOLE = Path(sys.executable).parent / "psicbatch"
@@ -167,6 +168,7 @@ def test_files_changed_between_a_kill_and_resume_are_recomputed(tmp_path: Path) 
     assert summary.recomputed == 2 and summary.skipped == len(done) - 2
     rows = {Path(r["path"]).name: r for r in pq.read_table(out).to_pylist()}
     assert len(rows) == 60 and rows["01.png"]["error"] == "no such file"
+    assert read_metadata(out)["resumed"] == {"kept": len(done) - 2, "recomputed": 2}
     fresh = tmp_path / "fresh.parquet"
     assert (
         CliRunner().invoke(main, ["run", str(files[0]), "--out", str(fresh), *args]).exit_code == 0

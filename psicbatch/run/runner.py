@@ -141,6 +141,9 @@ def run(
                 "thresholds": engine_info["thresholds"],
                 "decoder": engine_info["decoder"],
                 "inputs": len(paths),
+                "resumed": {"kept": summary.skipped, "recomputed": summary.recomputed}
+                if options.resume
+                else None,
                 "started_at": started_at,
                 "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
