@@ -174,7 +174,7 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
     for key, value in (
         ("images processed", summary.images),
         ("skipped (already done)", summary.skipped),
-        ("recomputed (file changed, gone or failed since)", summary.recomputed),
+        ("recomputed (file changed since the interrupted run)", summary.recomputed),
         ("defective", summary.defects),
         ("errors", summary.errors),
         (
