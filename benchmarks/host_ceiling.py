@@ -53,10 +53,20 @@ def per_image_reference(outputs: str, images: int, folder: Path) -> float:
     while done < images:
         probabilities, segmentation = (t.numpy() for t in engine.infer(batch_input))
         rows = [
-            {**result_row(done + i, Path(f"{done + i}.png"), probabilities[i], segmentation[i],
-                          SIZE, 0.5, 0.5), "input_index": done + i}
+            {
+                **result_row(
+                    done + i,
+                    Path(f"{done + i}.png"),
+                    probabilities[i],
+                    segmentation[i],
+                    SIZE,
+                    0.5,
+                    0.5,
+                ),
+                "input_index": done + i,
+            }
             for i in range(BATCH)
-        ]  # fmt: skip
+        ]
         writer.write(rows)
         done += BATCH
     return done / (time.perf_counter() - began)
@@ -75,8 +85,11 @@ def main() -> None:
             reference_count = {"clean": 640, "defects": 640, "noisy": 192}[outputs]
             before = per_image_reference(outputs, reference_count, folder / f"ref-{outputs}")
             report["host"].append({**now, "per_image_reference_items_per_s": before})
-            print(f"{outputs}: {now['throughput_items_per_s']:.0f} images/s "
-                  f"(per-image reference {before:.0f})", flush=True)  # fmt: skip
+            print(
+                f"{outputs}: {now['throughput_items_per_s']:.0f} images/s "
+                f"(per-image reference {before:.0f})",
+                flush=True,
+            )
         files = generate(folder / "png", args.count, SIZE, defect_rate=0.3, seed=5)
         checkpoint = demo_model_path()
         spec = EngineSpec(checkpoint=checkpoint)
@@ -95,9 +108,10 @@ def main() -> None:
             "run_decoder": summary.decoder,
             "decoder_alone_items_per_s": decoder["throughput_items_per_s"],
             "plain_pil_single_thread_items_per_s": plain,
-            "stage_ms_per_image": {k: 1000 * v / summary.images
-                                   for k, v in summary.stage_seconds.items()},
-        }  # fmt: skip
+            "stage_ms_per_image": {
+                k: 1000 * v / summary.images for k, v in summary.stage_seconds.items()
+            },
+        }
         print(json.dumps(report["run_vs_decode"], indent=1), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     report["command"] = "python benchmarks/host_ceiling.py " + " ".join(sys.argv[1:])
@@ -108,30 +122,57 @@ def main() -> None:
 def markdown(report: dict) -> str:
     m, r = report["machine"], report["run_vs_decode"]
     stages = ("in series", "inference", "postprocess", "write")
-    lines = ["# psicbatch host ceiling", "",
-             f"Machine: {m['cpu']}, {m['cores']} cores, GPU: {m['gpu'] or 'none'}; "
-             f"torch {m['torch']}. All figures from one run.", "", "```",
-             report["command"], "```", "",
-             f"## Null engine, decoding excluded, {report['size'][0]}x{report['size'][1]}, "
-             f"batch {report['batch']}", ""]  # fmt: skip
+    lines = [
+        "# psicbatch host ceiling",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, GPU: {m['gpu'] or 'none'}; "
+        f"torch {m['torch']}. All figures from one run.",
+        "",
+        "```",
+        report["command"],
+        "```",
+        "",
+        f"## Null engine, decoding excluded, {report['size'][0]}x{report['size'][1]}, "
+        f"batch {report['batch']}",
+        "",
+    ]
     lines += markdown_table(
-        ["outputs", "images", "images/s", "per-image rows + serial write, images/s", "ratio",
-         "ms/image: " + " / ".join(stages), "bounded by"],
-        [[h["outputs"], h["images"], f"{h['throughput_items_per_s']:.0f}",
-          f"{h['per_image_reference_items_per_s']:.0f}",
-          f"{h['throughput_items_per_s'] / h['per_image_reference_items_per_s']:.1f}x",
-          " / ".join(f"{1000 * h['stage_seconds_per_image'].get(s, 0):.3f}" for s in stages),
-          h["bounded_by"]] for h in report["host"]],
-    )  # fmt: skip
+        [
+            "outputs",
+            "images",
+            "images/s",
+            "per-image rows + serial write, images/s",
+            "ratio",
+            "ms/image: " + " / ".join(stages),
+            "bounded by",
+        ],
+        [
+            [
+                h["outputs"],
+                h["images"],
+                f"{h['throughput_items_per_s']:.0f}",
+                f"{h['per_image_reference_items_per_s']:.0f}",
+                f"{h['throughput_items_per_s'] / h['per_image_reference_items_per_s']:.1f}x",
+                " / ".join(f"{1000 * h['stage_seconds_per_image'].get(s, 0):.3f}" for s in stages),
+                h["bounded_by"],
+            ]
+            for h in report["host"]
+        ],
+    )
     lines += ["", "## `psicbatch run` against decoding alone (1408x512 PNG, demo model)", ""]
     lines += markdown_table(
-        ["files", "run images/s", "run's decoder alone", "share", "plain PIL, one thread",
-         "share"],
-        [[r["files"], f"{r['run_items_per_s']:.1f}", f"{r['decoder_alone_items_per_s']:.1f}",
-          f"{100 * r['run_items_per_s'] / r['decoder_alone_items_per_s']:.0f}%",
-          f"{r['plain_pil_single_thread_items_per_s']:.1f}",
-          f"{100 * r['run_items_per_s'] / r['plain_pil_single_thread_items_per_s']:.0f}%"]],
-    )  # fmt: skip
+        ["files", "run images/s", "run's decoder alone", "share", "plain PIL, one thread", "share"],
+        [
+            [
+                r["files"],
+                f"{r['run_items_per_s']:.1f}",
+                f"{r['decoder_alone_items_per_s']:.1f}",
+                f"{100 * r['run_items_per_s'] / r['decoder_alone_items_per_s']:.0f}%",
+                f"{r['plain_pil_single_thread_items_per_s']:.1f}",
+                f"{100 * r['run_items_per_s'] / r['plain_pil_single_thread_items_per_s']:.0f}%",
+            ]
+        ],
+    )
     return "\n".join(lines) + "\n"
 
 

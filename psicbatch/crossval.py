@@ -8,6 +8,7 @@ run continues where it stopped.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,11 @@ from psicbatch.checkpoint import load_checkpoint
 from psicbatch.data.layouts import SampleRef
 from psicbatch.data.memory import load_into_memory
 from psicbatch.data.splits import kfold_by_group, save_splits
+from psicbatch.engines import Engine, load_engine
+from psicbatch.engines.build import BuildOptions, build_engine, checkpoint_engine
+from psicbatch.errors import PsicbatchError
 from psicbatch.evaluate import evaluate, summarize
+from psicbatch.predict import resolve_device
 from psicbatch.reports import (
     cross_validation_markdown,
     cross_validation_tables,
@@ -30,6 +35,14 @@ from psicbatch.reports import (
 from psicbatch.train import Trainer, TrainOptions, partial_path
 
 
+@dataclass(frozen=True)
+class FoldEngine:
+    """How each fold's model is scored: the engine that would be deployed."""
+
+    backend: str = "torch"
+    precision: str = "auto"
+
+
 def cross_validate(
     samples: list[SampleRef],
     options: TrainOptions,
@@ -37,6 +50,7 @@ def cross_validate(
     out: Path,
     dataset: dict[str, str],
     progress: Progress | None = None,
+    scoring: FoldEngine = FoldEngine(),
 ) -> dict[str, Any]:
     """Run every fold and write ``OUT/report.md``, ``cv.json``, predictions and curves."""
     out.mkdir(parents=True, exist_ok=True)
@@ -46,7 +60,9 @@ def cross_validate(
     data = load_into_memory(samples, options.input_size, channels, progress)
     fold_reports, all_rows = [], []
     for fold, fold_test_ids in enumerate(test_ids, start=1):
-        report = _run_fold(samples, data, options, fold, set(fold_test_ids), out, dataset, progress)
+        report = _run_fold(
+            samples, data, options, fold, set(fold_test_ids), out, dataset, progress, scoring
+        )
         fold_reports.append(report)
         all_rows += [{**row, "fold": fold} for row in report.pop("rows")]
     pooled = summarize(all_rows)
@@ -68,6 +84,28 @@ def cross_validate(
     return report
 
 
+def _fold_engine(
+    model_path: Path, fold_dir: Path, scoring: FoldEngine, device: str, max_batch: int
+) -> Engine:
+    """The fold's model as the engine ``scoring`` asks for (built next to it if needed)."""
+    if scoring.backend == "torch":
+        return checkpoint_engine(model_path, scoring.precision, device, max_batch)
+    if scoring.precision == "int8":
+        raise PsicbatchError(
+            "int8 engines need calibration images; build each fold's engine with "
+            "'psicbatch build-engine FOLD/model.pt --precision int8 --calib DIR' and score it "
+            "with 'psicbatch eval --engine'"
+        )
+    options = BuildOptions(
+        backend=scoring.backend,
+        precision=scoring.precision,
+        max_batch=max_batch,
+        out=fold_dir / "engine",
+    )
+    directory, _ = build_engine(model_path, options)
+    return load_engine(directory, device)
+
+
 def _run_fold(
     samples: list[SampleRef],
     data: Any,
@@ -77,6 +115,7 @@ def _run_fold(
     out: Path,
     dataset: dict[str, str],
     progress: Progress | None,
+    scoring: FoldEngine,
 ) -> dict[str, Any]:
     fold_dir = out / f"fold{fold}"
     model_path = fold_dir / "model.pt"
@@ -99,15 +138,9 @@ def _run_fold(
     checkpoint = load_checkpoint(model_path)
     train_minutes = checkpoint.training.get("train_seconds", 0.0) / 60
     test_samples = [samples[i] for i in test_index]
-    evaluation = evaluate(
-        checkpoint,
-        test_samples,
-        data.subset(test_index),
-        batch_size=4 * options.batch_size,
-        device=options.device,
-        precision=options.precision,
-        progress=progress,
-    )
+    batch = 4 * options.batch_size
+    engine = _fold_engine(model_path, fold_dir, scoring, str(resolve_device(options.device)), batch)
+    evaluation = evaluate(engine, test_samples, data.subset(test_index), batch, progress)
     write_evaluation_report(
         fold_dir / "evaluation", evaluation.rows, evaluation.summary, f"Fold {fold} test set"
     )

@@ -1,4 +1,9 @@
-"""Scoring a checkpoint on labelled images with the paper's metrics (see ``metrics``)."""
+"""Scoring an engine on labelled images with the paper's metrics (see ``metrics``).
+
+Evaluation runs through the same ``Engine`` interface as ``psicbatch run``, so the
+figures describe the engine that is deployed: a checkpoint (torch engine), or a built
+ONNX Runtime, int8 or TensorRT engine.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,11 @@ import numpy as np
 from rich.progress import Progress
 
 from psicbatch import metrics
-from psicbatch.checkpoint import Checkpoint
 from psicbatch.data.images import read_mask
 from psicbatch.data.layouts import SampleRef
 from psicbatch.data.memory import TensorDataset
-from psicbatch.predict import predict_batches, resolve_device, resolve_precision
-from psicbatch.preprocess import full_resolution_mask
+from psicbatch.engines import Engine
+from psicbatch.preprocess import full_resolution_mask, normalize
 
 PIXEL_COUNT_KEYS = (
     "defect_intersection",
@@ -32,61 +36,104 @@ class Evaluation:
 
 
 def evaluate(
-    checkpoint: Checkpoint,
+    engine: Engine,
     samples: list[SampleRef],
     data: TensorDataset,
     batch_size: int = 8,
-    device: str = "auto",
-    precision: str = "auto",
     progress: Progress | None = None,
 ) -> Evaluation:
-    """Predict every image of ``data`` (already at the checkpoint's input size) and score it
-    against its original-resolution mask."""
-    torch_device = resolve_device(device)
-    precision = resolve_precision(precision, torch_device)
-    model = checkpoint.build_model()
-    thresholds = checkpoint.thresholds
+    """Run ``engine`` (any backend: the engine that is deployed is the one scored) on every
+    image of ``data`` (uint8, already at the engine's input size) and score each against
+    its original-resolution mask."""
+    preprocessing = engine.manifest.engine_preprocessing()
+    thresholds = engine.manifest.thresholds
+    step = max(1, min(batch_size, engine.batch_range[1]))
     task = progress.add_task("evaluating", total=len(samples), status="") if progress else None
     rows: list[dict[str, Any]] = []
-    for index, probabilities, seg in predict_batches(
-        model, data.images, checkpoint.preprocessing, batch_size, torch_device, precision
-    ):
-        for offset, sample in enumerate(samples[index]):
-            size = data.original_sizes[index.start + offset]
+    for start in range(0, len(samples), step):
+        probabilities, segmentation = engine.infer(
+            normalize(data.images[start : start + step], preprocessing)
+        )
+        probabilities, segmentation = probabilities.cpu().numpy(), segmentation.cpu().numpy()
+        for offset, sample in enumerate(samples[start : start + step]):
+            size = data.original_sizes[start + offset]
             _, predicted = full_resolution_mask(
-                seg[offset, 0].numpy(), size, thresholds.segmentation
+                segmentation[offset], size, thresholds["segmentation"]
             )
-            truth = (
-                read_mask(sample.mask_path)
-                if sample.is_defective and sample.mask_path is not None
-                else np.zeros(size, dtype=bool)
-            )
-            counts = metrics.pixel_counts(truth, predicted)
-            probability = float(probabilities[offset])
             rows.append(
-                {
-                    "id": sample.id,
-                    "path": str(sample.image_path),
-                    "is_defective": sample.is_defective,
-                    "probability": probability,
-                    "predicted_defective": probability >= thresholds.classification,
-                    "mask_iou": metrics.mask_iou(truth, predicted) if truth.any() else math.nan,
-                    "boundary_iou": (
-                        metrics.boundary_iou(truth, predicted) if truth.any() else math.nan
-                    ),
-                    "true_defect_pixels": int(truth.sum()),
-                    "predicted_defect_pixels": int(predicted.sum()),
-                    **dict(zip(PIXEL_COUNT_KEYS, counts.tolist(), strict=True)),
-                }
+                _score(
+                    sample,
+                    float(probabilities[offset]),
+                    predicted,
+                    size,
+                    thresholds["classification"],
+                )
             )
             if progress is not None:
                 progress.advance(task)
     summary = summarize(rows)
-    summary["thresholds"] = {
-        "classification": thresholds.classification,
-        "segmentation": thresholds.segmentation,
-    }
+    summary["thresholds"] = dict(thresholds)
+    summary["engine"] = describe(engine)
     return Evaluation(rows, summary)
+
+
+def describe(engine: Engine) -> dict[str, Any]:
+    """What a report says about the engine it scored."""
+    m = engine.manifest
+    return {
+        "backend": m.backend,
+        "precision": m.precision,
+        "device": str(engine.device),
+        "engine_sha256": m.engine_sha256,
+        "checkpoint_sha256": m.checkpoint_sha256,
+        "input_size": list(m.input_size),
+    }
+
+
+def _score(
+    sample: SampleRef,
+    probability: float,
+    predicted: np.ndarray,
+    size: tuple[int, int],
+    threshold: float,
+) -> dict[str, Any]:
+    truth = (
+        read_mask(sample.mask_path)
+        if sample.is_defective and sample.mask_path is not None
+        else np.zeros(size, dtype=bool)
+    )
+    counts = metrics.pixel_counts(truth, predicted)
+    return {
+        "id": sample.id,
+        "path": str(sample.image_path),
+        "is_defective": sample.is_defective,
+        "probability": probability,
+        "predicted_defective": probability >= threshold,
+        "mask_iou": metrics.mask_iou(truth, predicted) if truth.any() else math.nan,
+        "boundary_iou": metrics.boundary_iou(truth, predicted) if truth.any() else math.nan,
+        "true_defect_pixels": int(truth.sum()),
+        "predicted_defect_pixels": int(predicted.sum()),
+        **dict(zip(PIXEL_COUNT_KEYS, counts.tolist(), strict=True)),
+    }
+
+
+HEADLINE = (
+    ("segmentation", "mask_miou"),
+    ("segmentation", "boundary_miou"),
+    ("segmentation", "two_class_miou"),
+    ("classification", "auc"),
+    ("classification", "ap"),
+    ("classification", "accuracy"),
+)
+
+
+def compare(summary: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    """The headline metrics of an engine next to those of its reference, with deltas."""
+    metrics_side_by_side = {}
+    for group, name in HEADLINE:
+        ours, theirs = summary[group][name], reference[group][name]
+        metrics_side_by_side[name] = {"engine": ours, "reference": theirs, "delta": ours - theirs}
+    return {"reference_engine": reference["engine"], "metrics": metrics_side_by_side}
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:

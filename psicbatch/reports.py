@@ -15,13 +15,28 @@ from psicbatch import metrics
 
 # Paper Tables 1 and 3 (percent), for side-by-side comparison.
 PAPER_RESULTS = {
-    "kolektorsdd": {"mask_miou": 88.49, "boundary_miou": 73.99, "auc": 98.05, "map": 96.43,
-                    "accuracy": 98.53},
-    "kolektorsdd2": {"mask_miou": 86.13, "boundary_miou": 70.98, "auc": 96.34, "map": 93.27,
-                     "accuracy": 97.50},
-    "dagm": {"mask_miou": 89.10, "boundary_miou": 82.55, "auc": 100.0, "map": 100.0,
-             "accuracy": 100.0},
-}  # fmt: skip
+    "kolektorsdd": {
+        "mask_miou": 88.49,
+        "boundary_miou": 73.99,
+        "auc": 98.05,
+        "map": 96.43,
+        "accuracy": 98.53,
+    },
+    "kolektorsdd2": {
+        "mask_miou": 86.13,
+        "boundary_miou": 70.98,
+        "auc": 96.34,
+        "map": 93.27,
+        "accuracy": 97.50,
+    },
+    "dagm": {
+        "mask_miou": 89.10,
+        "boundary_miou": 82.55,
+        "auc": 100.0,
+        "map": 100.0,
+        "accuracy": 100.0,
+    },
+}
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> list[str]:
@@ -53,11 +68,23 @@ def plot_curves(out_dir: Path, rows: list[dict[str, Any]], title: str) -> list[P
     fpr, tpr = metrics.roc_curve(labels, scores)
     paths = []
     for name, x, y, xlabel, ylabel, value in (
-        ("pr_curve.png", recall, precision, "recall", "precision",
-         f"AP {metrics.average_precision(labels, scores):.4f}"),
-        ("roc_curve.png", fpr, tpr, "false positive rate", "true positive rate",
-         f"AUC {metrics.roc_auc(labels, scores):.4f}"),
-    ):  # fmt: skip
+        (
+            "pr_curve.png",
+            recall,
+            precision,
+            "recall",
+            "precision",
+            f"AP {metrics.average_precision(labels, scores):.4f}",
+        ),
+        (
+            "roc_curve.png",
+            fpr,
+            tpr,
+            "false positive rate",
+            "true positive rate",
+            f"AUC {metrics.roc_auc(labels, scores):.4f}",
+        ),
+    ):
         figure, axes = plt.subplots(figsize=(4.5, 4.5), dpi=100)
         axes.step(x, y, where="post", label=value)
         axes.set(xlabel=xlabel, ylabel=ylabel, xlim=(0, 1.01), ylim=(0, 1.01), title=title)
@@ -72,22 +99,48 @@ def plot_curves(out_dir: Path, rows: list[dict[str, Any]], title: str) -> list[P
 
 def evaluation_markdown(summary: dict[str, Any], title: str) -> str:
     seg, cls = summary["segmentation"], summary["classification"]
-    return "\n".join(
-        [
-            f"# {title}",
-            "",
-            f"{summary['images']} images, {summary['defective_images']} defective.",
-            "",
-            "| Mask mIoU (%) | Boundary mIoU (%) | two-class mIoU (%) | AUC (%) | AP (%) "
-            "| Accuracy (%) | FP | FN |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
-            f"| {_pct(seg['mask_miou'])} | {_pct(seg['boundary_miou'])} "
-            f"| {_pct(seg['two_class_miou'])} | {_pct(cls['auc'])} | {_pct(cls['ap'])} "
-            f"| {_pct(cls['accuracy'])} | {cls['fp']} | {cls['fn']} |",
-            "",
-            METRIC_NOTE,
+    lines = [
+        f"# {title}",
+        "",
+        f"{summary['images']} images, {summary['defective_images']} defective.",
+    ]
+    if "engine" in summary:
+        lines += ["", f"Engine: {_engine_line(summary['engine'])}."]
+    lines += [
+        "",
+        "| Mask mIoU (%) | Boundary mIoU (%) | two-class mIoU (%) | AUC (%) | AP (%) "
+        "| Accuracy (%) | FP | FN |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| {_pct(seg['mask_miou'])} | {_pct(seg['boundary_miou'])} "
+        f"| {_pct(seg['two_class_miou'])} | {_pct(cls['auc'])} | {_pct(cls['ap'])} "
+        f"| {_pct(cls['accuracy'])} | {cls['fp']} | {cls['fn']} |",
+        "",
+        METRIC_NOTE,
+        "",
+    ]
+    if "comparison" in summary:
+        comparison = summary["comparison"]
+        lines += [
+            f"## Against {comparison.get('reference', 'the reference')} "
+            f"({_engine_line(comparison['reference_engine'])})",
             "",
         ]
+        lines += markdown_table(
+            ["metric (%)", "this engine", "reference", "delta (points)"],
+            [
+                [name, _pct(v["engine"]), _pct(v["reference"]), f"{100 * v['delta']:+.2f}"]
+                for name, v in comparison["metrics"].items()
+            ],
+        )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _engine_line(engine: dict[str, Any]) -> str:
+    return (
+        f"{engine['backend']} {engine['precision']} on {engine['device']}, "
+        f"{engine['input_size'][0]}x{engine['input_size'][1]}, engine sha256 "
+        f"{engine['engine_sha256'][:12]}"
     )
 
 
@@ -110,8 +163,11 @@ def cross_validation_tables(fold_summaries: list[dict[str, Any]]) -> dict[str, A
     """Table 1 (mean / max / min over folds) and Table 3 (AUC, mAP, accuracy) in percent."""
 
     def stats(values: list[float]) -> dict[str, float]:
-        return {"mean": 100 * float(np.mean(values)), "max": 100 * max(values),
-                "min": 100 * min(values)}  # fmt: skip
+        return {
+            "mean": 100 * float(np.mean(values)),
+            "max": 100 * max(values),
+            "min": 100 * min(values),
+        }
 
     segs = [s["segmentation"] for s in fold_summaries]
     clss = [s["classification"] for s in fold_summaries]
@@ -177,17 +233,33 @@ def cross_validation_markdown(report: dict[str, Any]) -> str:
     lines += ["", "mAP is the mean of the folds' AP; FP and FN are summed over folds.", ""]
     lines += ["## Folds", ""]
     lines += markdown_table(
-        ["fold", "test images", "defective", "Mask mIoU", "Boundary mIoU", "AUC", "AP",
-         "Accuracy", "train time (min)"],
         [
-            [fold["fold"], s["images"], s["defective_images"],
-             _pct(s["segmentation"]["mask_miou"]), _pct(s["segmentation"]["boundary_miou"]),
-             _pct(s["classification"]["auc"]), _pct(s["classification"]["ap"]),
-             _pct(s["classification"]["accuracy"]), f"{fold['train_minutes']:.1f}"]
+            "fold",
+            "test images",
+            "defective",
+            "Mask mIoU",
+            "Boundary mIoU",
+            "AUC",
+            "AP",
+            "Accuracy",
+            "train time (min)",
+        ],
+        [
+            [
+                fold["fold"],
+                s["images"],
+                s["defective_images"],
+                _pct(s["segmentation"]["mask_miou"]),
+                _pct(s["segmentation"]["boundary_miou"]),
+                _pct(s["classification"]["auc"]),
+                _pct(s["classification"]["ap"]),
+                _pct(s["classification"]["accuracy"]),
+                f"{fold['train_minutes']:.1f}",
+            ]
             for fold in report["folds"]
             for s in [fold["summary"]]
         ],
-    )  # fmt: skip
+    )
     pooled = report["pooled"]
     lines += [
         "",

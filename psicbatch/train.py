@@ -40,7 +40,8 @@ from psicbatch.data.memory import TensorDataset
 from psicbatch.errors import PsicbatchError
 from psicbatch.metrics import best_f1_threshold
 from psicbatch.model import ModelConfig, PSICNet
-from psicbatch.predict import autocast, predict_batches, resolve_device, resolve_precision
+from psicbatch.precision import autocast, resolve_precision
+from psicbatch.predict import predict_batches, resolve_device
 from psicbatch.preprocess import normalize
 
 MODES = ("two-step", "end-to-end")
@@ -141,7 +142,7 @@ class Trainer:
         self.out = out
         self.progress = progress
         self.device = resolve_device(options.device)
-        self.precision = resolve_precision(options.precision, self.device)
+        self.precision = resolve_precision(options.precision, "torch", self.device, training=True)
         self.masks = dilate_masks(data.masks, options.dilate)
         self.metadata = metadata or {}
 
@@ -263,8 +264,9 @@ class Trainer:
             return weighted_cross_entropy(seg_logits[..., :height, :width], masks)
 
         batches = self._batches(balanced_order(self.data.labels, rng), self.options.batch_size)
-        return self._sgd_epoch(model.segmentation_parameters(), batches, self.options.seg_lr,
-                               epoch, epochs, batch_loss)  # fmt: skip
+        return self._sgd_epoch(
+            model.segmentation_parameters(), batches, self.options.seg_lr, epoch, epochs, batch_loss
+        )
 
     def _frozen_outputs(self, model: PSICNet, preprocessing: Preprocessing) -> tuple:
         """Deep features and segmentation logits of every image, from the frozen network."""
@@ -295,8 +297,14 @@ class Trainer:
             )
 
         batches = self._batches(rng.permutation(len(labels)), 4 * self.options.batch_size)
-        return self._sgd_epoch(list(model.classifier.parameters()), batches, self.options.cls_lr,
-                               epoch, epochs, batch_loss)  # fmt: skip
+        return self._sgd_epoch(
+            list(model.classifier.parameters()),
+            batches,
+            self.options.cls_lr,
+            epoch,
+            epochs,
+            batch_loss,
+        )
 
     def _end_to_end_epoch(self, model, preprocessing, rng, epoch, epochs, cache) -> float:
         model.train()
@@ -312,8 +320,9 @@ class Trainer:
             return mix * seg_loss + self.options.delta * (1 - mix) * cls_loss
 
         batches = self._batches(balanced_order(self.data.labels, rng), self.options.batch_size)
-        return self._sgd_epoch(list(model.parameters()), batches, self.options.seg_lr, epoch,
-                               epochs, batch_loss)  # fmt: skip
+        return self._sgd_epoch(
+            list(model.parameters()), batches, self.options.seg_lr, epoch, epochs, batch_loss
+        )
 
     def _choose_thresholds(self, model: PSICNet, preprocessing: Preprocessing) -> Thresholds:
         """Best-F1 thresholds on the training images: per image, and per pixel."""
@@ -322,9 +331,13 @@ class Trainer:
         defect_hist = torch.zeros(len(edges) - 1)
         background_hist = torch.zeros(len(edges) - 1)
         for index, probs, seg in predict_batches(
-            model, self.data.images, preprocessing, 4 * self.options.batch_size,
-            self.device, self.precision,
-        ):  # fmt: skip
+            model,
+            self.data.images,
+            preprocessing,
+            4 * self.options.batch_size,
+            self.device,
+            self.precision,
+        ):
             image_probs[index] = probs
             masks = self.data.masks[index]  # thresholds are judged on the undilated labels
             defect_hist += torch.histc(seg[masks], bins=len(edges) - 1, min=0, max=1)

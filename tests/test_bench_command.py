@@ -13,8 +13,19 @@ from psicbatch.cli import main
 
 def test_tiny_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
     out = tmp_path / "bench"
-    args = ["bench", "--sizes", "64x64,dagm", "--batch", "1,2", "--width", "0.125",
-            "--duration", "1", "-o", str(out)]  # fmt: skip
+    args = [
+        "bench",
+        "--sizes",
+        "64x64,dagm",
+        "--batch",
+        "1,2",
+        "--width",
+        "0.125",
+        "--duration",
+        "1",
+        "-o",
+        str(out),
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "bench.json").read_text())
@@ -43,8 +54,12 @@ def test_tiny_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
     assert end_to_end["images"] >= 3 * end_to_end["batch"]
     assert end_to_end["throughput_items_per_s"] > 0 and end_to_end["share_of_engine_only"] > 0
     assert set(end_to_end["stage_seconds_per_image"]) == {
-        "decode+preprocess", "in series", "inference", "postprocess", "write"
-    }  # fmt: skip
+        "decode+preprocess",
+        "in series",
+        "inference",
+        "postprocess",
+        "write",
+    }
     assert end_to_end["device"] == "cpu" and end_to_end["bounded_by"] in STAGES
     assert end_to_end["share_of_decode_only"] > 0 and end_to_end["decode_only_items_per_s"] > 0
     # The null-engine host ceiling: every size with each kind of output, decoding excluded.
@@ -60,8 +75,9 @@ def test_tiny_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
     assert "End to end" in text and "Host ceiling (null engine, decoding excluded)" in text
     for figure in ("bench_latency.png", "bench_throughput.png"):
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    compared = CliRunner().invoke(main, ["bench", "--compare", str(out / "bench.json"),
-                                         str(out / "bench.json")])  # fmt: skip
+    compared = CliRunner().invoke(
+        main, ["bench", "--compare", str(out / "bench.json"), str(out / "bench.json")]
+    )
     assert compared.exit_code == 0, compared.output
     assert "1.00x" in compared.output and "dagm" in compared.output
 

@@ -48,8 +48,14 @@ class FakeClock:
 
 def test_measure_separates_warmup_and_stops_when_stable() -> None:
     clock = FakeClock([5.0, 3.0] + [0.1] * 1000)  # slow warm-up, then steady 0.1 s calls
-    result = measure(clock.work, items_per_call=4, warmup_calls=2, window_seconds=1.0,
-                     max_seconds=60, clock=clock)  # fmt: skip
+    result = measure(
+        clock.work,
+        items_per_call=4,
+        warmup_calls=2,
+        window_seconds=1.0,
+        max_seconds=60,
+        clock=clock,
+    )
     assert result.warmup_seconds == [5.0, 3.0]
     assert result.stable and len(result.window_rates) == 3
     assert all(rate == pytest.approx(40) for rate in result.window_rates)
@@ -60,8 +66,14 @@ def test_measure_separates_warmup_and_stops_when_stable() -> None:
 def test_measure_reports_instability_when_time_runs_out() -> None:
     # Windows alternate between 8 fast calls (16/s) and one slow call (0.5/s): never stable.
     clock = FakeClock(([1 / 16] * 8 + [2.0]) * 1000)
-    result = measure(clock.work, items_per_call=1, warmup_calls=0, window_seconds=0.5,
-                     max_seconds=20, clock=clock)  # fmt: skip
+    result = measure(
+        clock.work,
+        items_per_call=1,
+        warmup_calls=0,
+        window_seconds=0.5,
+        max_seconds=20,
+        clock=clock,
+    )
     assert not result.stable
     assert result.window_rates[:4] == [16.0, 0.5, 16.0, 0.5]
     assert result.to_dict()["stable"] is False

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from click.testing import CliRunner
@@ -124,8 +125,14 @@ def test_size_and_batch_outside_range_are_refused_before_inference(engines) -> N
 
 
 def test_fixed_size_engine_accepts_only_its_size(tmp_path: Path) -> None:
-    options = BuildOptions(backend="torch", precision="fp32", input_size=(60, 60),
-                           dynamic_size=False, max_batch=2, out=tmp_path / "fixed")  # fmt: skip
+    options = BuildOptions(
+        backend="torch",
+        precision="fp32",
+        input_size=(60, 60),
+        dynamic_size=False,
+        max_batch=2,
+        out=tmp_path / "fixed",
+    )
     directory, manifest = build_engine(demo_model_path(), options)
     assert manifest.input_size == manifest.min_size == manifest.max_size == (64, 64)
     engine = load_engine(directory)
@@ -158,8 +165,9 @@ def test_other_manifest_schema_is_refused(engines, tmp_path: Path) -> None:
 
 
 def test_parity_failure_refuses_the_build(tmp_path: Path) -> None:
-    options = BuildOptions(backend="torch", precision="bf16", min_mask_iou=1.01,
-                           out=tmp_path / "strict")  # fmt: skip
+    options = BuildOptions(
+        backend="torch", precision="bf16", min_mask_iou=1.01, out=tmp_path / "strict"
+    )
     with pytest.raises(PsicbatchError, match=r"parity check failed.*--no-parity-check"):
         build_engine(demo_model_path(), options)
     assert not (tmp_path / "strict").exists()
@@ -172,16 +180,19 @@ def test_parity_failure_refuses_the_build(tmp_path: Path) -> None:
 def test_option_validation(tmp_path: Path) -> None:
     with pytest.raises(PsicbatchError, match="int8 needs --calib DIR"):
         build_engine(demo_model_path(), BuildOptions(backend="onnxruntime", precision="int8"))
-    with pytest.raises(PsicbatchError, match="not available with --backend onnxruntime"):
+    with pytest.raises(PsicbatchError, match="bf16 is not available with the onnxruntime backend"):
         build_engine(demo_model_path(), BuildOptions(backend="onnxruntime", precision="bf16"))
+    with pytest.raises(PsicbatchError, match="unknown precision 'fp8'; choose one of auto, fp32"):
+        build_engine(demo_model_path(), BuildOptions(precision="fp8"))
     with pytest.raises(PsicbatchError, match="max-batch must be at least 1"):
         build_engine(demo_model_path(), BuildOptions(max_batch=0))
 
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed here")
 def test_missing_tensorrt_is_one_clear_line() -> None:
-    result = CliRunner().invoke(main, ["build-engine", str(demo_model_path()), "--backend",
-                                       "tensorrt"])  # fmt: skip
+    result = CliRunner().invoke(
+        main, ["build-engine", str(demo_model_path()), "--backend", "tensorrt"]
+    )
     assert result.exit_code == 1
     assert result.output.strip() == (
         "Error: TensorRT is not installed (Python package 'tensorrt'); use --backend auto "
@@ -191,9 +202,82 @@ def test_missing_tensorrt_is_one_clear_line() -> None:
 
 def test_build_engine_and_engines_commands(tmp_path: Path) -> None:
     out = tmp_path / "engines" / "demo"
-    result = CliRunner().invoke(main, ["build-engine", str(demo_model_path()), "-o", str(out),
-                                       "--max-batch", "2"])  # fmt: skip
+    result = CliRunner().invoke(
+        main, ["build-engine", str(demo_model_path()), "-o", str(out), "--max-batch", "2"]
+    )
     assert result.exit_code == 0, result.output
     assert "0 decision flips" in result.output and "batch 1..2" in result.output
     listing = CliRunner().invoke(main, ["engines", str(tmp_path / "engines")])
     assert listing.exit_code == 0 and "demo" in listing.output and "torch" in listing.output
+
+
+def test_int8_parity_is_measured_on_images_with_defect_masks(engines) -> None:
+    parity = engines["onnxruntime", "int8"][1].parity
+    assert parity["images_with_defect_pixels"] >= 8  # the calibration set's defects, not noise
+    assert parity["mask_iou_mean_with_defect_pixels"] >= 0.9
+    assert parity["decision_flips"] == 0
+
+
+def evaluate_cli(*args: str) -> dict:
+    result = CliRunner().invoke(main, ["eval", *args, "-q"])
+    assert result.exit_code == 0, result.output
+    out = Path(args[args.index("-o") + 1])
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_eval_of_an_onnxruntime_engine_equals_eval_of_its_checkpoint(
+    engines, calibration: Path, tmp_path: Path
+) -> None:
+    directory = engines["onnxruntime", "fp32"][0]
+    engine = evaluate_cli("--engine", str(directory), str(calibration), "-o", str(tmp_path / "e"))
+    model = evaluate_cli(
+        str(demo_model_path()), str(calibration), "--precision", "fp32", "-o", str(tmp_path / "m")
+    )
+    assert engine["engine"]["backend"] == "onnxruntime" and model["engine"]["backend"] == "torch"
+    assert engine["engine"]["engine_sha256"] == engines["onnxruntime", "fp32"][1].engine_sha256
+    for group in ("segmentation", "classification"):
+        for name, value in model[group].items():
+            assert engine[group][name] == pytest.approx(value, abs=1e-3), name
+
+
+def test_int8_engine_report_shows_the_deltas(engines, calibration: Path, tmp_path: Path) -> None:
+    out = tmp_path / "int8"
+    summary = evaluate_cli(
+        "--engine",
+        str(engines["onnxruntime", "int8"][0]),
+        str(calibration),
+        "--compare-to",
+        str(demo_model_path()),
+        "-o",
+        str(out),
+    )
+    comparison = summary["comparison"]
+    assert comparison["reference_engine"]["precision"] == "fp32"
+    ap = comparison["metrics"]["ap"]
+    assert ap["delta"] == pytest.approx(ap["engine"] - ap["reference"])
+    report = (out / "report.md").read_text()
+    assert "onnxruntime int8" in report and "delta (points)" in report and "mask_miou" in report
+
+
+def test_eval_needs_a_model_or_an_engine(calibration: Path) -> None:
+    result = CliRunner().invoke(main, ["eval", str(calibration)])
+    assert result.exit_code == 2 and "give CHECKPOINT DATA, or --engine DIR DATA" in result.output
+
+
+def test_run_with_an_engine_folder_and_a_threshold(
+    engines, calibration: Path, tmp_path: Path
+) -> None:
+    from psicbatch.run.output import read_metadata
+
+    out = tmp_path / "results.parquet"
+    directory = engines["onnxruntime", "fp32"][0]
+    args = ["run", str(calibration / "images"), "--engine", str(directory), "--threshold", "0.3"]
+    result = CliRunner().invoke(main, [*args, "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    rows = pq.read_table(out).to_pylist()
+    assert len(rows) == 32 and all(r["is_defect"] == (r["probability"] >= 0.3) for r in rows)
+    assert any(r["is_defect"] for r in rows) and not all(r["is_defect"] for r in rows)
+    metadata = read_metadata(out)
+    assert metadata["thresholds"]["classification"] == 0.3
+    assert metadata["engine"]["backend"] == "onnxruntime"
+    assert metadata["engine"]["engine_sha256"] == engines["onnxruntime", "fp32"][1].engine_sha256

@@ -68,8 +68,9 @@ def test_gpu_run_matches_the_cpu_run(images: Path, tmp_path: Path, decoder: str)
     if decoder == "dali":
         pytest.importorskip("nvidia.dali")
     cpu, gpu = tmp_path / "cpu.parquet", tmp_path / "gpu.parquet"
-    run_cli(str(images), "-o", str(cpu), "--devices", "cpu", "--decoder", "pil",
-            "--precision", "fp32")  # fmt: skip
+    run_cli(
+        str(images), "-o", str(cpu), "--devices", "cpu", "--decoder", "pil", "--precision", "fp32"
+    )
     run_cli(str(images), "-o", str(gpu), "--devices", "0", "--decoder", decoder)
     cpu_rows, gpu_rows = pq.read_table(cpu).to_pylist(), pq.read_table(gpu).to_pylist()
     assert [r["path"] for r in cpu_rows] == [r["path"] for r in gpu_rows]

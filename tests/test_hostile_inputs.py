@@ -65,17 +65,30 @@ def hostile(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("decoder", ["dali", "pil"])
-def test_special_files_and_oversized_files_get_error_rows(hostile: Path, tmp_path: Path,
-                                                          decoder: str) -> None:  # fmt: skip
+def test_special_files_and_oversized_files_get_error_rows(
+    hostile: Path, tmp_path: Path, decoder: str
+) -> None:
     if decoder == "dali":
         pytest.importorskip("nvidia.dali")
     out = tmp_path / "results.parquet"
     began = time.monotonic()
     finished = subprocess.run(
-        [CONSOLE, "run", hostile, "--out", out, "-q", "--decoder", decoder,
-         "--max-file-size", "0.1", "--allow-errors"],
-        capture_output=True, timeout=PER_RUN_SECONDS,
-    )  # fmt: skip
+        [
+            CONSOLE,
+            "run",
+            hostile,
+            "--out",
+            out,
+            "-q",
+            "--decoder",
+            decoder,
+            "--max-file-size",
+            "0.1",
+            "--allow-errors",
+        ],
+        capture_output=True,
+        timeout=PER_RUN_SECONDS,
+    )
     assert finished.returncode == 0, finished.stderr.decode()[-2000:]
     assert time.monotonic() - began < PER_RUN_SECONDS
     rows = {Path(r["path"]).name: r for r in pq.read_table(out).to_pylist()}
@@ -100,8 +113,9 @@ def torch_engine(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("where", ["absolute", "parent"])
-def test_engine_file_outside_its_folder_is_refused(torch_engine: Path, tmp_path: Path,
-                                                   where: str) -> None:  # fmt: skip
+def test_engine_file_outside_its_folder_is_refused(
+    torch_engine: Path, tmp_path: Path, where: str
+) -> None:
     folder = tmp_path / "folder" / "engine"
     shutil.copytree(torch_engine, folder)
     outside = tmp_path / "folder" / "elsewhere.pt"
@@ -123,9 +137,12 @@ def external_data_model(path: Path, location: str) -> None:
     weight.external_data.add(key="location", value=location)
     node = helper.make_node("Add", ["x", "w"], ["y"])
     graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], [weight],
-    )  # fmt: skip
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        [weight],
+    )
     onnx.save(helper.make_model(graph), str(path))
 
 
@@ -149,8 +166,9 @@ def test_files_changed_between_a_kill_and_resume_are_recomputed(tmp_path: Path) 
     files = [image(folder / f"{i:02d}.png", i) for i in range(60)]
     out = tmp_path / "results.parquet"
     args = ["--decoder", "pil", "--batch-size", "4", "--flush-every", "4", "-q"]
-    process = subprocess.Popen([CONSOLE, "run", folder, "--out", out, *args],
-                               start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(
+        [CONSOLE, "run", folder, "--out", out, *args], start_new_session=True
+    )
     parts = out.with_name(out.name + ".parts")
     deadline = time.monotonic() + PER_RUN_SECONDS
     while time.monotonic() < deadline and len(list(parts.glob("part-*.parquet"))) < 2:
@@ -209,8 +227,20 @@ def test_a_file_that_decodes_too_long_gets_an_error_row(
         monkeypatch.setattr(decode.DaliDecoder, "_run", stall)
     out = tmp_path / "results.parquet"
     began = time.monotonic()
-    result = CliRunner().invoke(main, ["run", str(folder), "--out", str(out), "-q", "--decoder",
-                                       decoder, "--decode-timeout", "1"])  # fmt: skip
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            str(folder),
+            "--out",
+            str(out),
+            "-q",
+            "--decoder",
+            decoder,
+            "--decode-timeout",
+            "1",
+        ],
+    )
     assert result.exit_code == 3, result.output
     assert time.monotonic() - began < 25
     rows = {Path(r["path"]).name: r for r in pq.read_table(out).to_pylist()}

@@ -14,8 +14,19 @@ def test_html_report_shows_every_listed_defect(tmp_path: Path) -> None:
     (tmp_path / "data" / "images" / "broken.png").write_text("not an image")
     results = tmp_path / "results.parquet"
     runner = CliRunner()
-    run = runner.invoke(main, ["run", str(tmp_path / "data" / "images"), "--out", str(results),
-                               "-q", "--decoder", "pil", "--allow-errors"])  # fmt: skip
+    run = runner.invoke(
+        main,
+        [
+            "run",
+            str(tmp_path / "data" / "images"),
+            "--out",
+            str(results),
+            "-q",
+            "--decoder",
+            "pil",
+            "--allow-errors",
+        ],
+    )
     assert run.exit_code == 0, run.output
     page = tmp_path / "report.html"
     result = runner.invoke(main, ["report", str(results), "--html", str(page), "--top", "5"])

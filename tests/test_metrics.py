@@ -101,3 +101,29 @@ def test_best_f1_threshold_separates_classes() -> None:
     threshold = metrics.best_f1_threshold(labels, scores)
     assert 0.3 < threshold <= 0.7
     assert metrics.classification_counts(labels, scores >= threshold)["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_curves_and_best_f1_threshold_match_scikit_learn(seed: int) -> None:
+    from sklearn.metrics import f1_score
+    from sklearn.metrics import precision_recall_curve as sk_pr
+    from sklearn.metrics import roc_curve as sk_roc
+
+    rng = np.random.default_rng(seed)
+    labels = rng.random(60) < 0.3
+    scores = np.round(rng.random(60) * 0.6 + 0.4 * labels, 2)  # ties included
+    precision, recall, thresholds = metrics.precision_recall_curve(labels, scores)
+    sk_precision, sk_recall, sk_thresholds = sk_pr(labels, scores)
+    # scikit-learn appends the (precision 1, recall 0) end point and may stop at full recall.
+    kept = len(sk_thresholds)
+    np.testing.assert_allclose(precision[-kept:], sk_precision[:-1])
+    np.testing.assert_allclose(recall[-kept:], sk_recall[:-1])
+    np.testing.assert_allclose(thresholds[-kept:], sk_thresholds)
+    fpr, tpr = metrics.roc_curve(labels, scores)
+    sk_fpr, sk_tpr, _ = sk_roc(labels, scores, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, sk_fpr)
+    np.testing.assert_allclose(tpr, sk_tpr)
+    # The chosen threshold reaches the best F1 any threshold can.
+    threshold = metrics.best_f1_threshold(labels, scores)
+    best = max(f1_score(labels, scores >= t) for t in np.unique(scores))
+    assert f1_score(labels, scores >= threshold) == pytest.approx(best)

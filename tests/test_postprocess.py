@@ -37,8 +37,15 @@ def check_rows(maps: torch.Tensor, sizes: list[tuple[int, int]], seed: int) -> N
     summary = summarize(probabilities, maps, sizes, THRESHOLD)
     rows = result_rows(items, list(range(len(maps))), summary, 0.5)
     for i, row in enumerate(rows):
-        expected = result_row(items[i][0], items[i][1], probabilities.numpy()[i],
-                              maps.numpy()[i], sizes[i], 0.5, THRESHOLD)  # fmt: skip
+        expected = result_row(
+            items[i][0],
+            items[i][1],
+            probabilities.numpy()[i],
+            maps.numpy()[i],
+            sizes[i],
+            0.5,
+            THRESHOLD,
+        )
         assert row == expected, f"image {i} of size {sizes[i]}"
 
 

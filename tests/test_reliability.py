@@ -56,8 +56,9 @@ def _png_header_only(path: Path, width: int, height: int) -> None:
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     pixels = zlib.compress(b"\0" * (width + 1))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels)
-                     + chunk(b"IEND", b""))  # fmt: skip
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +94,10 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("decoder", ["dali", "pil"])
 def test_bad_input_corpus(corpus: Path, tmp_path: Path, decoder: str) -> None:
     out = tmp_path / "corpus.parquet"
-    result = CliRunner().invoke(main, ["run", str(corpus), "--out", str(out), "-q",
-                                       "--decoder", decoder, "--batch-size", "4"])  # fmt: skip
+    result = CliRunner().invoke(
+        main,
+        ["run", str(corpus), "--out", str(out), "-q", "--decoder", decoder, "--batch-size", "4"],
+    )
     assert result.exit_code == 3, result.output
     rows = {Path(row["path"]).name: row for row in pq.read_table(out).to_pylist()}
     assert sorted(rows) == sorted(CORPUS)  # every file once; the link loop was not followed
@@ -111,8 +114,9 @@ def test_bad_input_corpus(corpus: Path, tmp_path: Path, decoder: str) -> None:
 
 
 @pytest.mark.parametrize("decoder", ["dali", "pil"])
-def test_unreadable_file(corpus: Path, tmp_path: Path, decoder: str,
-                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_unreadable_file(
+    corpus: Path, tmp_path: Path, decoder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = tmp_path / "folder"
     folder.mkdir()
     for name in ("a.png", "locked.png", "b.png"):
@@ -131,8 +135,9 @@ def test_unreadable_file(corpus: Path, tmp_path: Path, decoder: str,
     else:
         locked.chmod(0)
     out = tmp_path / "locked.parquet"
-    result = CliRunner().invoke(main, ["run", str(folder), "--out", str(out), "-q",
-                                       "--decoder", decoder])  # fmt: skip
+    result = CliRunner().invoke(
+        main, ["run", str(folder), "--out", str(out), "-q", "--decoder", decoder]
+    )
     assert result.exit_code == 3, result.output
     rows = {Path(r["path"]).name: r for r in pq.read_table(out).to_pylist()}
     assert rows["locked.png"]["error"] == "permission denied"
@@ -187,8 +192,9 @@ def run_images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dic
     root = tmp_path_factory.mktemp("interrupt")
     generate(root, 40, (64, 64), defect_rate=0.3, seed=3)
     reference = root / "reference.parquet"
-    result = CliRunner().invoke(main, ["run", str(root / "images"), "--out", str(reference),
-                                       "-q", *RUN_ARGS])  # fmt: skip
+    result = CliRunner().invoke(
+        main, ["run", str(root / "images"), "--out", str(reference), "-q", *RUN_ARGS]
+    )
     assert result.exit_code == 0, result.output
     return root / "images", pq.read_table(reference).to_pylist()
 
@@ -200,18 +206,20 @@ RUN_ARGS = ["--decoder", "pil", "--batch-size", "4", "--flush-every", "4"]
     ("point", "target"),
     [("decode", 4), ("inference", 5), ("row-group-write", 3), ("final-rename", 1)],
 )
-def test_kill_at_any_point_then_resume(run_images, tmp_path: Path, point: str,
-                                       target: int) -> None:  # fmt: skip
+def test_kill_at_any_point_then_resume(run_images, tmp_path: Path, point: str, target: int) -> None:
     images, reference = run_images
     out = tmp_path / "results.parquet"
     driver = tmp_path / "driver.py"
     driver.write_text(KILL_DRIVER)
-    killed = subprocess.run([sys.executable, driver, point, str(target), "run", images,
-                             "--out", out, "-q", *RUN_ARGS], capture_output=True)  # fmt: skip
+    killed = subprocess.run(
+        [sys.executable, driver, point, str(target), "run", images, "--out", out, "-q", *RUN_ARGS],
+        capture_output=True,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
     assert not out.exists()  # a half-finished run never looks like a finished file
-    result = CliRunner().invoke(main, ["run", str(images), "--out", str(out), "-q", "--resume",
-                                       *RUN_ARGS])  # fmt: skip
+    result = CliRunner().invoke(
+        main, ["run", str(images), "--out", str(out), "-q", "--resume", *RUN_ARGS]
+    )
     assert result.exit_code == 0, result.output
     assert pq.read_table(out).to_pylist() == reference
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith((".results", "results"))]
@@ -238,8 +246,9 @@ def test_disk_full_is_a_clear_error_and_resumable(
     assert "No space left on device" in message and "--resume" in message
     assert len(message.splitlines()) == 1
     monkeypatch.undo()
-    result = CliRunner().invoke(main, ["run", str(images), "--out", str(out), "-q", "--resume",
-                                       *RUN_ARGS])  # fmt: skip
+    result = CliRunner().invoke(
+        main, ["run", str(images), "--out", str(out), "-q", "--resume", *RUN_ARGS]
+    )
     assert result.exit_code == 0, result.output
     assert pq.read_table(out).to_pylist() == reference
 
@@ -248,7 +257,8 @@ def test_unwritable_output_location(run_images, tmp_path: Path) -> None:
     images, _ = run_images
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where a folder should be")
-    result = CliRunner().invoke(main, ["run", str(images), "--out", str(blocker / "r.parquet"),
-                                       "-q", *RUN_ARGS])  # fmt: skip
+    result = CliRunner().invoke(
+        main, ["run", str(images), "--out", str(blocker / "r.parquet"), "-q", *RUN_ARGS]
+    )
     assert result.exit_code == 1
     assert "not-a-folder" in result.output and len(result.output.strip().splitlines()) == 1

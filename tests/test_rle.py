@@ -16,8 +16,12 @@ def coco_encode(mask: np.ndarray) -> dict:
 
 
 def edge_cases() -> list[np.ndarray]:
-    cases = [np.zeros((5, 7), bool), np.ones((5, 7), bool), np.zeros((1, 1), bool),
-             np.ones((1, 1), bool)]  # fmt: skip
+    cases = [
+        np.zeros((5, 7), bool),
+        np.ones((5, 7), bool),
+        np.zeros((1, 1), bool),
+        np.ones((1, 1), bool),
+    ]
     for row, col in ((0, 0), (5, 3), (2, 1)):
         mask = np.zeros((6, 4), bool)
         mask[row, col] = True
@@ -35,14 +39,14 @@ def test_edge_cases_match_pycocotools(mask: np.ndarray) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(arrays(bool, st.tuples(st.integers(1, 40), st.integers(1, 40)),
-              elements=st.booleans()))  # fmt: skip
+@given(arrays(bool, st.tuples(st.integers(1, 40), st.integers(1, 40)), elements=st.booleans()))
 def test_random_masks_round_trip_and_match_pycocotools(mask: np.ndarray) -> None:
     encoded = rle.encode(mask)
     assert encoded == coco_encode(mask)
     assert np.array_equal(rle.decode(encoded), mask)
-    assert np.array_equal(coco.decode({"size": encoded["size"],
-                                       "counts": encoded["counts"].encode()}), mask)  # fmt: skip
+    assert np.array_equal(
+        coco.decode({"size": encoded["size"], "counts": encoded["counts"].encode()}), mask
+    )
 
 
 def test_decode_rejects_wrong_size() -> None:

@@ -52,13 +52,23 @@ def table(path: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("decoder", ["dali", "pil"])
-def test_one_and_two_workers_give_identical_tables(images: Path, tmp_path: Path,
-                                                   decoder: str) -> None:  # fmt: skip
+def test_one_and_two_workers_give_identical_tables(
+    images: Path, tmp_path: Path, decoder: str
+) -> None:
     outputs = []
     for workers in (1, 2):
         out = tmp_path / f"{decoder}{workers}.parquet"
-        code, output = run_cli(str(images), "--out", str(out), "--decoder", decoder,
-                               "--workers", str(workers), "--batch-size", "4")  # fmt: skip
+        code, output = run_cli(
+            str(images),
+            "--out",
+            str(out),
+            "--decoder",
+            decoder,
+            "--workers",
+            str(workers),
+            "--batch-size",
+            "4",
+        )
         assert code == 0, output
         outputs.append(table(out))
     assert outputs[0] == outputs[1]
@@ -98,11 +108,18 @@ def test_table_reads_back_and_masks_are_the_models(images: Path, tmp_path: Path)
     decoded = PilDecoder(preprocessing, channels=1).decode([Path(r["path"]) for r in rows])
     probabilities, segmentation = (t.numpy() for t in engine.infer(decoded.images))
     for i, row in enumerate(rows):
-        expected = result_row(i, Path(row["path"]), probabilities[i], segmentation[i],
-                              decoded.sizes[i], thresholds["classification"],
-                              thresholds["segmentation"])  # fmt: skip
-        stored = coco.decode({"size": row["mask"]["size"],
-                              "counts": row["mask"]["counts"].encode()})  # fmt: skip
+        expected = result_row(
+            i,
+            Path(row["path"]),
+            probabilities[i],
+            segmentation[i],
+            decoded.sizes[i],
+            thresholds["classification"],
+            thresholds["segmentation"],
+        )
+        stored = coco.decode(
+            {"size": row["mask"]["size"], "counts": row["mask"]["counts"].encode()}
+        )
         assert np.array_equal(stored.astype(bool), rle.decode(expected["mask"]))
         assert stored.shape == (150, 190) and row["mask_area"] == int(stored.sum())
         assert row["probability"] == pytest.approx(probabilities[i], abs=1e-6)
@@ -126,8 +143,9 @@ def bad_folder(root: Path, images: Path) -> Path:
 
 
 @pytest.mark.parametrize("decoder", ["dali", "pil"])
-def test_bad_files_get_error_rows_and_good_ones_results(images: Path, tmp_path: Path,
-                                                        decoder: str) -> None:  # fmt: skip
+def test_bad_files_get_error_rows_and_good_ones_results(
+    images: Path, tmp_path: Path, decoder: str
+) -> None:
     folder = bad_folder(tmp_path, images)
     out = tmp_path / "mixed.parquet"
     code, _ = run_cli(str(folder), "--out", str(out), "--decoder", decoder, "--batch-size", "8")
@@ -139,8 +157,17 @@ def test_bad_files_get_error_rows_and_good_ones_results(images: Path, tmp_path: 
     assert errors["zero.png"] == "empty file (0 bytes)"
     assert "not a readable image" in errors["notes.png"]
     assert all(row["probability"] is not None for n, row in rows.items() if n not in errors)
-    assert run_cli(str(folder), "--out", str(tmp_path / "again.parquet"), "--decoder", decoder,
-                   "--allow-errors")[0] == 0  # fmt: skip
+    assert (
+        run_cli(
+            str(folder),
+            "--out",
+            str(tmp_path / "again.parquet"),
+            "--decoder",
+            decoder,
+            "--allow-errors",
+        )[0]
+        == 0
+    )
 
 
 def test_inputs_from_folders_globs_and_lists(images: Path, tmp_path: Path) -> None:
@@ -175,8 +202,16 @@ def test_killed_run_resumes_to_the_same_table(images: Path, tmp_path: Path) -> N
     folder = tmp_path / "many"
     generate(folder, 120, (96, 96), defect_rate=0.3, seed=5)
     reference = tmp_path / "reference.parquet"
-    args = [str(folder / "images"), "--decoder", "pil", "--batch-size", "4", "--flush-every",
-            "8", "-q"]  # fmt: skip
+    args = [
+        str(folder / "images"),
+        "--decoder",
+        "pil",
+        "--batch-size",
+        "4",
+        "--flush-every",
+        "8",
+        "-q",
+    ]
     assert run_cli(*args, "--out", str(reference))[0] == 0
     out = tmp_path / "killed.parquet"
     process = subprocess.Popen([CONSOLE, "run", *args, "--out", out], start_new_session=True)

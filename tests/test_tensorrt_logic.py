@@ -10,11 +10,22 @@ from psicbatch.errors import PsicbatchError
 
 
 def manifest(**changes: object) -> Manifest:
-    fields = dict(backend="tensorrt", precision="fp16", engine_file="model.plan",
-                  engine_sha256="0" * 64, channels=1, input_size=(1408, 512),
-                  min_size=(8, 8), max_size=(2816, 1024), min_batch=1, max_batch=8,
-                  checkpoint_sha256="1" * 64, preprocessing={}, thresholds={},
-                  versions={})  # fmt: skip
+    fields = dict(
+        backend="tensorrt",
+        precision="fp16",
+        engine_file="model.plan",
+        engine_sha256="0" * 64,
+        channels=1,
+        input_size=(1408, 512),
+        min_size=(8, 8),
+        max_size=(2816, 1024),
+        min_batch=1,
+        max_batch=8,
+        checkpoint_sha256="1" * 64,
+        preprocessing={},
+        thresholds={},
+        versions={},
+    )
     return Manifest(**{**fields, **changes})
 
 
@@ -63,8 +74,11 @@ def test_profile_covers_batch_and_size_range() -> None:
 
 
 def test_engine_from_another_version_or_gpu_is_explained() -> None:
-    details = {"tensorrt_version": "10.13.0", "gpu_name": "NVIDIA A100",
-               "compute_capability": "8.0"}  # fmt: skip
+    details = {
+        "tensorrt_version": "10.13.0",
+        "gpu_name": "NVIDIA A100",
+        "compute_capability": "8.0",
+    }
     assert trt_engine.compatibility_problem(details, "10.13.0", "NVIDIA A100", "8.0") is None
     version = trt_engine.compatibility_problem(details, "11.4.1", "NVIDIA A100", "8.0")
     assert version == "built with TensorRT 10.13.0, this machine has TensorRT 11.4.1"

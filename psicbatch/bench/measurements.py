@@ -14,10 +14,9 @@ from psicbatch.checkpoint import Checkpoint, Preprocessing
 from psicbatch.data.images import read_image
 from psicbatch.engines import Engine
 from psicbatch.engines.spec import EngineSpec
+from psicbatch.precision import DTYPES
 from psicbatch.preprocess import normalize, resize_image
 from psicbatch.run.runner import RunOptions, run
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def matmul_ceiling(
@@ -57,9 +56,12 @@ def engine_only(engine: Engine, size: tuple[int, int], batch: int, seconds: floa
 
 
 def research_baseline(
-    checkpoint: Checkpoint, files: list[Path], size: tuple[int, int], seconds: float,
+    checkpoint: Checkpoint,
+    files: list[Path],
+    size: tuple[int, int],
+    seconds: float,
     device: str = "cpu",
-) -> Measurement:  # fmt: skip
+) -> Measurement:
     """How research code runs inference: PIL decode, torch fp32 eager, one image at a time,
     on the same device as the engine it is compared with."""
     model = checkpoint.build_model().to(device)
@@ -79,13 +81,18 @@ def research_baseline(
 
 
 def end_to_end(
-    spec: EngineSpec, files: list[Path], batch: int, folder: Path, device: str,
+    spec: EngineSpec,
+    files: list[Path],
+    batch: int,
+    folder: Path,
+    device: str,
     decoder: str = "auto",
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """The whole ``psicbatch run`` path on ``files`` on ``device``: decode, preprocess,
     inference, masks, RLE and Parquet writing; the slowest stage is named."""
-    options = RunOptions(out=folder / "results.parquet", batch_size=batch, devices=(device,),
-                         decoder=decoder)  # fmt: skip
+    options = RunOptions(
+        out=folder / "results.parquet", batch_size=batch, devices=(device,), decoder=decoder
+    )
     summary = run(files, spec, options)
     per_image = {
         stage: seconds / summary.images for stage, seconds in summary.stage_seconds.items()
@@ -103,23 +110,31 @@ def end_to_end(
 
 
 def decode_only(
-    files: list[Path], preprocessing: Preprocessing, channels: int, batch: int, device: str,
+    files: list[Path],
+    preprocessing: Preprocessing,
+    channels: int,
+    batch: int,
+    device: str,
     decoder: str = "auto",
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """The run's decoder alone on ``files``: the most any run can reach on them."""
     from psicbatch.run.decode import make_decoder
     from psicbatch.run.worker import available_cpus
 
-    chosen = make_decoder(decoder, preprocessing, channels, batch, available_cpus(),
-                          torch.device(device))  # fmt: skip
+    chosen = make_decoder(
+        decoder, preprocessing, channels, batch, available_cpus(), torch.device(device)
+    )
     chosen.decode(files[:batch])  # warm-up
     began = time.perf_counter()
     for start in range(0, len(files), batch):
         chosen.decode(files[start : start + batch])
     seconds = time.perf_counter() - began
     chosen.close()
-    return {"images": len(files), "decoder": chosen.name,
-            "throughput_items_per_s": len(files) / seconds}  # fmt: skip
+    return {
+        "images": len(files),
+        "decoder": chosen.name,
+        "throughput_items_per_s": len(files) / seconds,
+    }
 
 
 HOST_OUTPUTS = ("clean", "defects", "noisy")

@@ -54,8 +54,16 @@ def random_checkpoint(width: float, folder: Path) -> Path:
     return path
 
 
-BENCH_LIBRARIES = ("torch", "numpy", "pillow", "pyarrow", "onnx", "onnxruntime",
-                   "nvidia-dali-cuda120", "tensorrt")  # fmt: skip
+BENCH_LIBRARIES = (
+    "torch",
+    "numpy",
+    "pillow",
+    "pyarrow",
+    "onnx",
+    "onnxruntime",
+    "nvidia-dali-cuda120",
+    "tensorrt",
+)
 
 
 def memory_peak() -> dict[str, float | None]:
@@ -131,9 +139,15 @@ def run_benchmark(
                 progress(f"{name} batch {batch}: {measured.throughput:.2f} images/s")
         if plan.end_to_end:
             end_to_end_results[name] = _end_to_end(
-                results[-len(plan.batches) :], engine, checkpoint_path, engine_dir, precision,
-                size, plan, device,
-            )  # fmt: skip
+                results[-len(plan.batches) :],
+                engine,
+                checkpoint_path,
+                engine_dir,
+                precision,
+                size,
+                plan,
+                device,
+            )
             if progress:
                 e2e = end_to_end_results[name]
                 progress(
@@ -143,12 +157,21 @@ def run_benchmark(
         if plan.host_ceiling:
             with tempfile.TemporaryDirectory() as folder:
                 for outputs in HOST_OUTPUTS:
-                    host.append(host_ceiling(size, outputs, plan.host_batch,
-                                             min(10.0, plan.seconds / 2), device,
-                                             Path(folder) / outputs))  # fmt: skip
+                    host.append(
+                        host_ceiling(
+                            size,
+                            outputs,
+                            plan.host_batch,
+                            min(10.0, plan.seconds / 2),
+                            device,
+                            Path(folder) / outputs,
+                        )
+                    )
                     if progress:
-                        progress(f"{name} host ceiling, {outputs} outputs: "
-                                 f"{host[-1]['throughput_items_per_s']:.0f} images/s")  # fmt: skip
+                        progress(
+                            f"{name} host ceiling, {outputs} outputs: "
+                            f"{host[-1]['throughput_items_per_s']:.0f} images/s"
+                        )
         if plan.baseline and checkpoint is not None:
             baselines[name] = _baseline(checkpoint, size, plan, device)
             if progress:
@@ -196,8 +219,9 @@ def _end_to_end(
             else generate(Path(folder) / "images", count, size, defect_rate=0.3, seed=2)
         )
         result = end_to_end(spec, files, batch, Path(folder), device)
-        decoding = decode_only(files, engine.manifest.engine_preprocessing(),
-                               engine.manifest.channels, batch, device)  # fmt: skip
+        decoding = decode_only(
+            files, engine.manifest.engine_preprocessing(), engine.manifest.channels, batch, device
+        )
     result["share_of_engine_only"] = (
         result["throughput_items_per_s"] / best["throughput_items_per_s"]
     )
@@ -293,38 +317,70 @@ def markdown(report: dict[str, Any], command: str) -> str:
         "",
     ]
     lines += markdown_table(
-        ["size", "best images/s (batch)", "latency s/image (batch 1, p50)", "share of ceiling",
-         "baseline images/s", "speedup", "verdict"],
         [
-            [f"{s['size_name']} ({s['size'][0]}x{s['size'][1]})",
-             f"{s['best_images_per_s']:.3f} ({s['best_batch']})",
-             f"{s['latency_s_per_image']:.3f}", f"{100 * s['ceiling_share']:.0f}%",
-             f"{s['baseline_images_per_s']:.3f}" if s["baseline_images_per_s"] else "-",
-             f"{s['speedup_vs_baseline']:.2f}x" if s["speedup_vs_baseline"] else "-",
-             s["verdict"]]
+            "size",
+            "best images/s (batch)",
+            "latency s/image (batch 1, p50)",
+            "share of ceiling",
+            "baseline images/s",
+            "speedup",
+            "verdict",
+        ],
+        [
+            [
+                f"{s['size_name']} ({s['size'][0]}x{s['size'][1]})",
+                f"{s['best_images_per_s']:.3f} ({s['best_batch']})",
+                f"{s['latency_s_per_image']:.3f}",
+                f"{100 * s['ceiling_share']:.0f}%",
+                f"{s['baseline_images_per_s']:.3f}" if s["baseline_images_per_s"] else "-",
+                f"{s['speedup_vs_baseline']:.2f}x" if s["speedup_vs_baseline"] else "-",
+                s["verdict"],
+            ]
             for s in report["summary"]
         ],
-    )  # fmt: skip
+    )
     if any(row["ceiling_share"] > 1 for row in report["summary"]):
-        lines += ["", "A share above 100% means the model's convolutions ran faster than the "
-                  "matrix product: that product is a lower bound of the machine's peak here, "
-                  "not the peak itself."]  # fmt: skip
+        lines += [
+            "",
+            "A share above 100% means the model's convolutions ran faster than the "
+            "matrix product: that product is a lower bound of the machine's peak here, "
+            "not the peak itself.",
+        ]
     if report.get("end_to_end"):
         lines += ["", "## End to end (`psicbatch run` path)", ""]
         lines += markdown_table(
-            ["size", "batch", "device", "images", "images/s", "share of engine-only",
-             "engine busy", "decoding alone, images/s (share)", "decoder",
-             f"ms/image: {STAGE_HEADER}", "bounded by"],
             [
-                [name, e["batch"], e.get("device", "-"), e["images"],
-                 f"{e['throughput_items_per_s']:.3f}", f"{100 * e['share_of_engine_only']:.0f}%",
-                 f"{100 * engine_busy(e):.0f}%",
-                 f"{e['decode_only_items_per_s']:.1f} ({100 * e['share_of_decode_only']:.0f}%)"
-                 if "decode_only_items_per_s" in e else "-",
-                 e["decoder"], _stage_ms(e), e.get("bounded_by") or "-"]
+                "size",
+                "batch",
+                "device",
+                "images",
+                "images/s",
+                "share of engine-only",
+                "engine busy",
+                "decoding alone, images/s (share)",
+                "decoder",
+                f"ms/image: {STAGE_HEADER}",
+                "bounded by",
+            ],
+            [
+                [
+                    name,
+                    e["batch"],
+                    e.get("device", "-"),
+                    e["images"],
+                    f"{e['throughput_items_per_s']:.3f}",
+                    f"{100 * e['share_of_engine_only']:.0f}%",
+                    f"{100 * engine_busy(e):.0f}%",
+                    f"{e['decode_only_items_per_s']:.1f} ({100 * e['share_of_decode_only']:.0f}%)"
+                    if "decode_only_items_per_s" in e
+                    else "-",
+                    e["decoder"],
+                    _stage_ms(e),
+                    e.get("bounded_by") or "-",
+                ]
                 for name, e in report["end_to_end"].items()
             ],
-        )  # fmt: skip
+        )
         lines += [
             "",
             "Decoding, inference and post-processing run in threads of their own, on "
@@ -338,15 +394,30 @@ def markdown(report: dict[str, Any], command: str) -> str:
     if report.get("host_ceiling"):
         lines += ["", "## Host ceiling (null engine, decoding excluded)", ""]
         lines += markdown_table(
-            ["size", "outputs", "batch", "device", "images", "images/s",
-             f"ms/image: {STAGE_HEADER}", "bounded by"],
             [
-                [f"{h['size'][0]}x{h['size'][1]}", h["outputs"], h["batch"], h["device"],
-                 h["images"], f"{h['throughput_items_per_s']:.0f}", _stage_ms(h),
-                 h.get("bounded_by") or "-"]
+                "size",
+                "outputs",
+                "batch",
+                "device",
+                "images",
+                "images/s",
+                f"ms/image: {STAGE_HEADER}",
+                "bounded by",
+            ],
+            [
+                [
+                    f"{h['size'][0]}x{h['size'][1]}",
+                    h["outputs"],
+                    h["batch"],
+                    h["device"],
+                    h["images"],
+                    f"{h['throughput_items_per_s']:.0f}",
+                    _stage_ms(h),
+                    h.get("bounded_by") or "-",
+                ]
                 for h in report["host_ceiling"]
             ],
-        )  # fmt: skip
+        )
         lines += [
             "",
             "The whole run path with an engine that returns ready outputs at once and a "
@@ -358,16 +429,34 @@ def markdown(report: dict[str, Any], command: str) -> str:
         ]
     lines += ["", "## Engine only, every configuration", ""]
     lines += markdown_table(
-        ["size", "batch", "backend", "precision", "GFLOP/image", "images/s", "p50 ms", "p99 ms",
-         "GFLOP/s", "stable"],
         [
-            [r["size_name"], r["batch"], r["backend"], r["precision"],
-             f"{r['gflop_per_image']:.1f}", f"{r['throughput_items_per_s']:.3f}",
-             f"{r['latency_per_call']['p50']:.1f}", f"{r['latency_per_call']['p99']:.1f}",
-             f"{r['achieved_gflops']:.0f}", "yes" if r["stable"] else "no"]
+            "size",
+            "batch",
+            "backend",
+            "precision",
+            "GFLOP/image",
+            "images/s",
+            "p50 ms",
+            "p99 ms",
+            "GFLOP/s",
+            "stable",
+        ],
+        [
+            [
+                r["size_name"],
+                r["batch"],
+                r["backend"],
+                r["precision"],
+                f"{r['gflop_per_image']:.1f}",
+                f"{r['throughput_items_per_s']:.3f}",
+                f"{r['latency_per_call']['p50']:.1f}",
+                f"{r['latency_per_call']['p99']:.1f}",
+                f"{r['achieved_gflops']:.0f}",
+                "yes" if r["stable"] else "no",
+            ]
             for r in report["results"]
         ],
-    )  # fmt: skip
+    )
     lines += [
         "",
         "Latencies are per call (one batch); the baseline is PIL decoding plus torch fp32 eager "

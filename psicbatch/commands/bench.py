@@ -137,8 +137,15 @@ def bench_command(
         return
     if sum(x is not None for x in (engine, model, width)) > 1:
         raise click.BadParameter("give at most one of --engine, --model, --width")
-    plan = BenchPlan(_sizes(sizes), _batches(batches), duration, baseline and not engine,
-                     images, end_to_end, host_ceiling)  # fmt: skip
+    plan = BenchPlan(
+        _sizes(sizes),
+        _batches(batches),
+        duration,
+        baseline and not engine,
+        images,
+        end_to_end,
+        host_ceiling,
+    )
     console = Console(stderr=True)
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = None

@@ -10,8 +10,9 @@ from rich.table import Table
 
 from psicbatch.commands.options import SIZE
 from psicbatch.engines import list_engines
-from psicbatch.engines.build import BACKENDS, PRECISIONS, BuildOptions, build_engine
+from psicbatch.engines.build import BACKENDS, BuildOptions, build_engine
 from psicbatch.engines.parity import MIN_MASK_IOU
+from psicbatch.precision import CHOICES
 
 
 @click.command("build-engine")
@@ -25,7 +26,7 @@ from psicbatch.engines.parity import MIN_MASK_IOU
 )
 @click.option(
     "--precision",
-    type=click.Choice(PRECISIONS),
+    type=click.Choice(CHOICES),
     default="auto",
     show_default=True,
     help="auto: fp16 on GPUs, bf16 for torch on CPU, fp32 for ONNX Runtime.",
@@ -79,11 +80,21 @@ from psicbatch.engines.parity import MIN_MASK_IOU
     default=None,
     help="Engine folder (default: engines/<model>-<backend>-<precision>-<HxW>).",
 )
-def build_engine_command(checkpoint: Path, backend: str, precision: str,
-                         input_size: tuple[int, int] | None, fixed_size: bool, max_batch: int,
-                         calib: Path | None, threads: int, compile_model: bool,
-                         workspace_gb: float, min_mask_iou: float, no_parity_check: bool,
-                         out: Path | None) -> None:  # fmt: skip
+def build_engine_command(
+    checkpoint: Path,
+    backend: str,
+    precision: str,
+    input_size: tuple[int, int] | None,
+    fixed_size: bool,
+    max_batch: int,
+    calib: Path | None,
+    threads: int,
+    compile_model: bool,
+    workspace_gb: float,
+    min_mask_iou: float,
+    no_parity_check: bool,
+    out: Path | None,
+) -> None:
     """Compile a checkpoint into an engine folder (engine file + manifest.json)."""
     options = BuildOptions(
         backend=backend,

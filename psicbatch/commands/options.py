@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from psicbatch.data.layouts import LAYOUTS, SampleRef, read_dataset
-from psicbatch.predict import PRECISIONS
+from psicbatch.precision import TORCH_CHOICES
 from psicbatch.train import MODES, TrainOptions
 
 
@@ -63,15 +63,24 @@ def load_dataset(data: Path, layout: str, channels: str) -> tuple[list[SampleRef
 def engine_options(command: Callable) -> Callable:
     """Which engine runs: a built engine folder, or a checkpoint run with the torch backend."""
     options = [
-        click.option("--engine", type=click.Path(path_type=Path, file_okay=False),
-                     help="An engine folder from build-engine."),
-        click.option("--model", type=click.Path(path_type=Path, dir_okay=False),
-                     help="A checkpoint, run with the torch backend (default: the bundled "
-                          "demo model)."),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-                     default="auto", show_default=True,
-                     help="With --model: autocast precision (auto: bf16 on CPU)."),
-    ]  # fmt: skip
+        click.option(
+            "--engine",
+            type=click.Path(path_type=Path, file_okay=False),
+            help="An engine folder from build-engine.",
+        ),
+        click.option(
+            "--model",
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="A checkpoint, run with the torch backend (default: the bundled demo model).",
+        ),
+        click.option(
+            "--precision",
+            type=click.Choice(TORCH_CHOICES),
+            default="auto",
+            show_default=True,
+            help="With --model: autocast precision (auto: bf16 on CPU).",
+        ),
+    ]
     for option in reversed(options):
         command = option(command)
     return command
@@ -80,31 +89,75 @@ def engine_options(command: Callable) -> Callable:
 def training_options(command: Callable) -> Callable:
     defaults = TrainOptions()
     options = [
-        click.option("--mode", type=click.Choice(MODES), default=defaults.mode, show_default=True,
-                     help="two-step: the paper's; end-to-end: eq. (1), for comparison."),
-        click.option("--width", default=defaults.width, show_default=True,
-                     help="Channel width multiplier (1 = the paper's network)."),
-        click.option("--input-size", type=SIZE, default="512x512", show_default=True,
-                     help="Images are resized to this size for the network."),
-        click.option("--seg-epochs", default=defaults.seg_epochs, show_default=True,
-                     help="Epochs of step 1 (or of end-to-end training)."),
-        click.option("--cls-epochs", default=defaults.cls_epochs, show_default=True,
-                     help="Epochs of step 2 (classification)."),
+        click.option(
+            "--mode",
+            type=click.Choice(MODES),
+            default=defaults.mode,
+            show_default=True,
+            help="two-step: the paper's; end-to-end: eq. (1), for comparison.",
+        ),
+        click.option(
+            "--width",
+            default=defaults.width,
+            show_default=True,
+            help="Channel width multiplier (1 = the paper's network).",
+        ),
+        click.option(
+            "--input-size",
+            type=SIZE,
+            default="512x512",
+            show_default=True,
+            help="Images are resized to this size for the network.",
+        ),
+        click.option(
+            "--seg-epochs",
+            default=defaults.seg_epochs,
+            show_default=True,
+            help="Epochs of step 1 (or of end-to-end training).",
+        ),
+        click.option(
+            "--cls-epochs",
+            default=defaults.cls_epochs,
+            show_default=True,
+            help="Epochs of step 2 (classification).",
+        ),
         click.option("--batch-size", default=defaults.batch_size, show_default=True),
-        click.option("--seg-lr", default=defaults.seg_lr, show_default=True,
-                     help="Initial SGD learning rate of step 1 / end-to-end."),
-        click.option("--cls-lr", default=defaults.cls_lr, show_default=True,
-                     help="Initial SGD learning rate of step 2."),
-        click.option("--dilate", default=defaults.dilate, show_default=True,
-                     help="Grow defect labels by this many pixels (thin annotations)."),
-        click.option("--augment/--no-augment", default=defaults.augment, show_default=True,
-                     help="Random horizontal and vertical flips."),
+        click.option(
+            "--seg-lr",
+            default=defaults.seg_lr,
+            show_default=True,
+            help="Initial SGD learning rate of step 1 / end-to-end.",
+        ),
+        click.option(
+            "--cls-lr",
+            default=defaults.cls_lr,
+            show_default=True,
+            help="Initial SGD learning rate of step 2.",
+        ),
+        click.option(
+            "--dilate",
+            default=defaults.dilate,
+            show_default=True,
+            help="Grow defect labels by this many pixels (thin annotations).",
+        ),
+        click.option(
+            "--augment/--no-augment",
+            default=defaults.augment,
+            show_default=True,
+            help="Random horizontal and vertical flips.",
+        ),
         click.option("--seed", default=defaults.seed, show_default=True),
-        click.option("--precision", type=click.Choice(PRECISIONS), default="auto",
-                     show_default=True, help="auto: bf16 autocast on CPU and CUDA."),
-        click.option("--device", default="auto", show_default=True,
-                     help="auto, cpu, cuda or cuda:N."),
-    ]  # fmt: skip
+        click.option(
+            "--precision",
+            type=click.Choice(TORCH_CHOICES),
+            default="auto",
+            show_default=True,
+            help="auto: bf16 autocast on CPU and CUDA.",
+        ),
+        click.option(
+            "--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
+        ),
+    ]
     for option in reversed(options):
         command = option(command)
     return command

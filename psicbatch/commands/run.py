@@ -112,12 +112,28 @@ def _devices(value: str | None) -> tuple[str, ...]:
 )
 @click.option("--address", help="Ray cluster address (default: start a local Ray).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
-def run_command(sources: tuple[str, ...], list_file: Path | None, out: Path,
-                engine: Path | None, model: Path | None, precision: str, batch_size: int,
-                workers: int, devices: str | None, decoder: str, threshold: float | None,
-                resume: bool, batch_timeout: float, max_file_size: float,
-                decode_timeout: float, flush_every: int, allow_errors: bool, executor: str,
-                address: str | None, quiet: bool) -> None:  # fmt: skip
+def run_command(
+    sources: tuple[str, ...],
+    list_file: Path | None,
+    out: Path,
+    engine: Path | None,
+    model: Path | None,
+    precision: str,
+    batch_size: int,
+    workers: int,
+    devices: str | None,
+    decoder: str,
+    threshold: float | None,
+    resume: bool,
+    batch_timeout: float,
+    max_file_size: float,
+    decode_timeout: float,
+    flush_every: int,
+    allow_errors: bool,
+    executor: str,
+    address: str | None,
+    quiet: bool,
+) -> None:
     """Inspect images: defect probability and RLE mask per image, written to Parquet.
 
     SOURCES are folders (searched recursively), image files or glob patterns.
@@ -125,12 +141,23 @@ def run_command(sources: tuple[str, ...], list_file: Path | None, out: Path,
     if engine and model:
         raise click.BadParameter("give --engine or --model, not both")
     paths = collect_inputs(list(sources), list_file)
-    spec = EngineSpec(engine_dir=engine, checkpoint=None if engine else model or demo_model_path(),
-                      precision=precision)  # fmt: skip
-    options = RunOptions(out=out, batch_size=batch_size, workers=workers,
-                         devices=_devices(devices), decoder=decoder, threshold=threshold,
-                         resume=resume, part_rows=flush_every, batch_timeout=batch_timeout,
-                         limits=FileLimits(int(max_file_size * MIB), decode_timeout))  # fmt: skip
+    spec = EngineSpec(
+        engine_dir=engine,
+        checkpoint=None if engine else model or demo_model_path(),
+        precision=precision,
+    )
+    options = RunOptions(
+        out=out,
+        batch_size=batch_size,
+        workers=workers,
+        devices=_devices(devices),
+        decoder=decoder,
+        threshold=threshold,
+        resume=resume,
+        part_rows=flush_every,
+        batch_timeout=batch_timeout,
+        limits=FileLimits(int(max_file_size * MIB), decode_timeout),
+    )
     console = Console(stderr=True)
     with progress_bar(quiet, console) as progress:
         task = progress.add_task("inspecting", total=len(paths), status="")
@@ -138,9 +165,11 @@ def run_command(sources: tuple[str, ...], list_file: Path | None, out: Path,
 
         def update(summary: RunSummary) -> None:
             rate = summary.images / max(time.monotonic() - started, 1e-9)
-            progress.update(task, completed=summary.skipped + summary.images,
-                            status=f"{rate:.1f} img/s  defects {summary.defects}  "
-                                   f"errors {summary.errors}")  # fmt: skip
+            progress.update(
+                task,
+                completed=summary.skipped + summary.images,
+                status=f"{rate:.1f} img/s  defects {summary.defects}  errors {summary.errors}",
+            )
 
         summary = run(paths, spec, options, update, _executor(executor, address))
         update(summary)

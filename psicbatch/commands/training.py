@@ -8,7 +8,6 @@ from typing import Any
 import click
 from rich.console import Console
 
-from psicbatch.checkpoint import load_checkpoint
 from psicbatch.commands.options import (
     SIZE,
     command_line,
@@ -17,10 +16,15 @@ from psicbatch.commands.options import (
     train_options_from,
     training_options,
 )
-from psicbatch.crossval import cross_validate
+from psicbatch.crossval import FoldEngine, cross_validate
+from psicbatch.data.layouts import LAYOUTS, read_dataset
 from psicbatch.data.memory import load_into_memory
 from psicbatch.data.synth import generate
-from psicbatch.evaluate import evaluate
+from psicbatch.engines import load_engine
+from psicbatch.engines.build import checkpoint_engine
+from psicbatch.evaluate import compare, evaluate
+from psicbatch.precision import CHOICES, TORCH_CHOICES
+from psicbatch.predict import resolve_device
 from psicbatch.progress import progress_bar
 from psicbatch.reports import evaluation_markdown, write_evaluation_report
 from psicbatch.train import Trainer
@@ -45,8 +49,13 @@ def synth(out: Path, count: int, size: tuple[int, int], defect_rate: float, seed
 @click.command()
 @dataset_options
 @training_options
-@click.option("--out", "-o", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="Checkpoint to write (progress is kept in OUT.partial).")  # fmt: skip
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="Checkpoint to write (progress is kept in OUT.partial).",
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted training from OUT.partial.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def train(
@@ -55,8 +64,12 @@ def train(
     """Train PSIC-Net on a labelled dataset (two-step mode by default)."""
     options = train_options_from(kwargs)
     samples, channel_count = load_dataset(data, layout, channels)
-    dataset = {"path": str(data), "layout": layout, "images": len(samples),
-               "command": command_line()}  # fmt: skip
+    dataset = {
+        "path": str(data),
+        "layout": layout,
+        "images": len(samples),
+        "command": command_line(),
+    }
     with progress_bar(quiet, console) as progress:
         tensors = load_into_memory(samples, options.input_size, channel_count, progress)
         checkpoint = Trainer(tensors, options, out, progress, {"dataset": dataset}).run(resume)
@@ -68,38 +81,82 @@ def train(
 
 
 @click.command("eval")
-@click.argument("checkpoint", type=click.Path(path_type=Path))
-@dataset_options
-@click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False),
-              default="evaluation", show_default=True, help="Report folder.")  # fmt: skip
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--engine",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Score a built engine folder instead of a checkpoint.",
+)
+@click.option(
+    "--compare-to",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also score this checkpoint in fp32 and show the metric deltas.",
+)
+@click.option(
+    "--layout",
+    type=click.Choice(list(LAYOUTS)),
+    default="folder",
+    show_default=True,
+    help="How DATA is organised (see the README).",
+)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(path_type=Path, file_okay=False),
+    default="evaluation",
+    show_default=True,
+    help="Report folder.",
+)
 @click.option("--batch-size", default=8, show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto")
-@click.option("--device", default="auto", show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(TORCH_CHOICES),
+    default="auto",
+    show_default=True,
+    help="For a checkpoint: auto is bf16 on the CPU, fp16 on a GPU.",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--quiet", "-q", is_flag=True)
 def evaluate_command(
-    checkpoint: Path,
-    data: Path,
+    paths: tuple[Path, ...],
+    engine: Path | None,
+    compare_to: Path | None,
     layout: str,
-    channels: str,
     out: Path,
     batch_size: int,
     precision: str,
     device: str,
     quiet: bool,
 ) -> None:
-    """Score a checkpoint on labelled images: mask/boundary IoU, AUC, AP, accuracy."""
-    loaded = load_checkpoint(checkpoint)
-    samples, _ = load_dataset(data, layout, channels)
-    channel_count = loaded.model_config.in_channels
+    """Score a checkpoint (CHECKPOINT DATA) or an engine (--engine DIR DATA) on labelled
+    images: mask/boundary IoU, AUC, AP, accuracy."""
+    if len(paths) != (1 if engine else 2):
+        raise click.UsageError("give CHECKPOINT DATA, or --engine DIR DATA")
+    *model, data = paths
+    device = str(resolve_device(device))
+    opened = (
+        load_engine(engine, device)
+        if engine
+        else checkpoint_engine(model[0], precision, device, batch_size)
+    )
+    name = engine or model[0]
+    samples = read_dataset(data, layout)
     with progress_bar(quiet, console) as progress:
         tensors = load_into_memory(
-            samples, loaded.preprocessing.input_size, channel_count, progress
+            samples, opened.manifest.input_size, opened.manifest.channels, progress
         )
-        result = evaluate(loaded, samples, tensors, batch_size, device, precision, progress)
-    result.summary["checkpoint"] = str(checkpoint)
+        result = evaluate(opened, samples, tensors, batch_size, progress)
+        if compare_to is not None:
+            reference = checkpoint_engine(
+                compare_to, "fp32", device, batch_size, opened.manifest.input_size
+            )
+            baseline = evaluate(reference, samples, tensors, batch_size, progress)
+            result.summary["comparison"] = compare(result.summary, baseline.summary)
+            result.summary["comparison"]["reference"] = str(compare_to)
+    result.summary["evaluated"] = str(name)
     result.summary["command"] = command_line()
-    write_evaluation_report(out, result.rows, result.summary, f"Evaluation of {checkpoint}")
-    click.echo(evaluation_markdown(result.summary, f"Evaluation of {checkpoint} on {data}"))
+    write_evaluation_report(out, result.rows, result.summary, f"Evaluation of {name}")
+    click.echo(evaluation_markdown(result.summary, f"Evaluation of {name} on {data}"))
     click.echo(f"report written to {out}/ (report.md, metrics.json, predictions.parquet, curves)")
 
 
@@ -107,18 +164,57 @@ def evaluate_command(
 @dataset_options
 @training_options
 @click.option("--folds", default=3, show_default=True, help="Number of folds.")
-@click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Folder for fold models and the report; rerun to resume.")  # fmt: skip
+@click.option(
+    "--engine-backend",
+    type=click.Choice(["torch", "onnxruntime", "tensorrt"]),
+    default="torch",
+    show_default=True,
+    help="Score each fold's model as this engine (built next to it).",
+)
+@click.option(
+    "--engine-precision",
+    type=click.Choice(CHOICES),
+    default="auto",
+    show_default=True,
+    help="The scored engine's precision.",
+)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Folder for fold models and the report; rerun to resume.",
+)
 @click.option("--quiet", "-q", is_flag=True)
 def cross_validate_command(
-    data: Path, layout: str, channels: str, folds: int, out: Path, quiet: bool, **kwargs: Any
+    data: Path,
+    layout: str,
+    channels: str,
+    folds: int,
+    engine_backend: str,
+    engine_precision: str,
+    out: Path,
+    quiet: bool,
+    **kwargs: Any,
 ) -> None:
     """k-fold cross-validation with grouped, stratified folds; reports in the paper's layout."""
     options = train_options_from(kwargs)
     samples, channel_count = load_dataset(data, layout, channels)
-    dataset = {"path": str(data), "layout": layout, "channels": str(channel_count),
-               "command": command_line()}  # fmt: skip
+    dataset = {
+        "path": str(data),
+        "layout": layout,
+        "channels": str(channel_count),
+        "command": command_line(),
+    }
     with progress_bar(quiet, console) as progress:
-        report = cross_validate(samples, options, folds, out, dataset, progress)
+        report = cross_validate(
+            samples,
+            options,
+            folds,
+            out,
+            dataset,
+            progress,
+            FoldEngine(engine_backend, engine_precision),
+        )
     click.echo((out / "report.md").read_text())
     click.echo(f"{len(report['folds'])} folds written to {out}/")

@@ -42,8 +42,12 @@ def load_engine(directory: Path, device: str | None = None) -> Engine:
     ``device`` (default: the first GPU when one is visible, else the CPU)."""
     manifest = read_manifest(directory)
     cls = engine_class(manifest.backend, directory)
-    return cls(directory, manifest, torch.device(device or default_device()),
-               directory / manifest.engine_file)  # fmt: skip
+    return cls(
+        directory,
+        manifest,
+        torch.device(device or default_device()),
+        directory / manifest.engine_file,
+    )
 
 
 def list_engines(root: Path) -> list[tuple[Path, Manifest | str]]:

@@ -26,15 +26,10 @@ from psicbatch.engines.export import (
 from psicbatch.engines.manifest import Manifest
 from psicbatch.engines.parity import MIN_MASK_IOU, measure_parity, parity_problem
 from psicbatch.errors import PsicbatchError
+from psicbatch.precision import resolve_precision
 from psicbatch.versions import installed_versions
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
-SUPPORTED_PRECISIONS = {
-    "torch": ("fp32", "bf16", "fp16"),
-    "onnxruntime": ("fp32", "int8"),
-    "tensorrt": ("fp32", "fp16", "bf16", "int8"),
-}
 SIZE_MULTIPLE = 8
 
 
@@ -74,18 +69,9 @@ def resolve_backend(backend: str) -> str:
     return backend
 
 
-def resolve_precision(backend: str, precision: str, calib: Path | None) -> str:
-    if precision == "auto":
-        if backend == "torch":
-            return "fp16" if torch.cuda.is_available() else "bf16"
-        return "fp16" if backend == "tensorrt" else "fp32"
-    if precision not in SUPPORTED_PRECISIONS[backend]:
-        raise PsicbatchError(
-            f"--precision {precision} is not available with --backend {backend}; "
-            f"choose one of {', '.join(SUPPORTED_PRECISIONS[backend])}"
-        )
-    if backend == "torch" and precision == "fp16" and not torch.cuda.is_available():
-        raise PsicbatchError("--precision fp16 with the torch backend needs a CUDA GPU; use bf16")
+def build_precision(backend: str, precision: str, calib: Path | None) -> str:
+    """The precision to build, for this machine's default device; int8 needs images."""
+    precision = resolve_precision(precision, backend, default_device())
     if precision == "int8" and calib is None:
         raise PsicbatchError(
             "--precision int8 needs --calib DIR: a folder of representative images to "
@@ -116,7 +102,7 @@ def build_engine(checkpoint_path: Path, options: BuildOptions) -> tuple[Path, Ma
     if options.max_batch < 1:
         raise PsicbatchError(f"--max-batch must be at least 1, got {options.max_batch}")
     backend = resolve_backend(options.backend)
-    precision = resolve_precision(backend, options.precision, options.calib)
+    precision = build_precision(backend, options.precision, options.calib)
     size = engine_size(checkpoint, options.input_size)
     directory = options.out or default_directory(checkpoint_path, backend, precision, size)
     parity_images = (
@@ -124,14 +110,22 @@ def build_engine(checkpoint_path: Path, options: BuildOptions) -> tuple[Path, Ma
         if options.calib
         else synthetic_parity_images(checkpoint, size)
     )
-    manifest = draft_manifest(checkpoint_path, checkpoint, backend, precision, size,
-                              options.dynamic_size, options.max_batch)  # fmt: skip
+    manifest = draft_manifest(
+        checkpoint_path,
+        checkpoint,
+        backend,
+        precision,
+        size,
+        options.dynamic_size,
+        options.max_batch,
+    )
     staging = directory.with_name(f".{directory.name}.building")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        result = _build_backend(checkpoint_path, checkpoint, manifest, options, staging,
-                                parity_images)  # fmt: skip
+        result = _build_backend(
+            checkpoint_path, checkpoint, manifest, options, staging, parity_images
+        )
         manifest.engine_file = result["engine_file"]
         manifest.backend_details = result["details"]
         manifest.engine_sha256 = file_sha256(staging / manifest.engine_file)
@@ -193,11 +187,11 @@ def checkpoint_manifest(
     """The manifest of a torch engine that runs a checkpoint file in place on ``device``
     (``auto`` precision: fp16 on a GPU, bf16 on the CPU)."""
     checkpoint = load_checkpoint(checkpoint_path)
-    if precision == "auto":
-        precision = "fp16" if device.startswith("cuda") else "bf16"
+    precision = resolve_precision(precision, "torch", device)
     size = engine_size(checkpoint, input_size)
-    manifest = draft_manifest(checkpoint_path, checkpoint, "torch", precision, size, True,
-                              max_batch)  # fmt: skip
+    manifest = draft_manifest(
+        checkpoint_path, checkpoint, "torch", precision, size, True, max_batch
+    )
     manifest.engine_file = str(checkpoint_path.resolve())
     manifest.engine_sha256 = manifest.checkpoint_sha256
     manifest.backend_details = {"compile": False}
@@ -237,8 +231,9 @@ def _build_backend(
         if manifest.backend == "onnxruntime":
             from psicbatch.engines.ort_engine import build_onnxruntime
 
-            graph = export_onnx(checkpoint, work / "fp32.onnx", size, max_batch,
-                                options.dynamic_size)  # fmt: skip
+            graph = export_onnx(
+                checkpoint, work / "fp32.onnx", size, max_batch, options.dynamic_size
+            )
             if manifest.precision == "int8":
                 graph = quantize_int8(graph, work / "int8.onnx", calibration)
             return build_onnxruntime(graph, staging, options.threads)
@@ -251,19 +246,31 @@ def _build_backend(
         )
 
         plan = precision_plan(tensorrt_major(tensorrt.__version__), manifest.precision)
-        dtype = {"float32": torch.float32, "float16": torch.float16,
-                 "bfloat16": torch.bfloat16}[plan.graph_dtype]  # fmt: skip
-        graph = export_onnx(checkpoint, work / "model.onnx", size, max_batch,
-                            options.dynamic_size, dtype)  # fmt: skip
+        dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[
+            plan.graph_dtype
+        ]
+        graph = export_onnx(
+            checkpoint, work / "model.onnx", size, max_batch, options.dynamic_size, dtype
+        )
         if plan.quantize:
             graph = quantize_int8(graph, work / "int8.onnx", calibration)
-        return build_tensorrt(graph, staging, manifest, plan, max_batch, options.workspace_gb,
-                              Path("engines") / ".timing-cache")  # fmt: skip
+        return build_tensorrt(
+            graph,
+            staging,
+            manifest,
+            plan,
+            max_batch,
+            options.workspace_gb,
+            Path("engines") / ".timing-cache",
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def _library_versions(backend: str) -> dict[str, str]:
-    names = {"torch": ["torch"], "onnxruntime": ["torch", "onnx", "onnxruntime"],
-             "tensorrt": ["torch", "onnx", "onnxruntime", "tensorrt"]}[backend]  # fmt: skip
+    names = {
+        "torch": ["torch"],
+        "onnxruntime": ["torch", "onnx", "onnxruntime"],
+        "tensorrt": ["torch", "onnx", "onnxruntime", "tensorrt"],
+    }[backend]
     return {"psicbatch": __version__, **installed_versions(names)}

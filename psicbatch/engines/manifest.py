@@ -50,15 +50,21 @@ class Manifest:
         self.max_size = tuple(self.max_size)
         if not self.inputs:
             self.inputs = [
-                {"name": INPUT_NAME, "dtype": "float32",
-                 "shape": ["batch", self.channels, "height", "width"]}
-            ]  # fmt: skip
+                {
+                    "name": INPUT_NAME,
+                    "dtype": "float32",
+                    "shape": ["batch", self.channels, "height", "width"],
+                }
+            ]
         if not self.outputs:
             self.outputs = [
                 {"name": OUTPUT_NAMES[0], "dtype": "float32", "shape": ["batch"]},
-                {"name": OUTPUT_NAMES[1], "dtype": "float32",
-                 "shape": ["batch", 1, "height", "width"]},
-            ]  # fmt: skip
+                {
+                    "name": OUTPUT_NAMES[1],
+                    "dtype": "float32",
+                    "shape": ["batch", 1, "height", "width"],
+                },
+            ]
 
     def engine_preprocessing(self) -> Preprocessing:
         """The checkpoint's normalisation at this engine's input size: what decoders apply."""

@@ -27,12 +27,25 @@ THRESHOLD = 0.5
 
 def null_manifest(size: tuple[int, int], max_batch: int, channels: int = 1) -> Manifest:
     return Manifest(
-        backend="null", precision="fp32", engine_file="", engine_sha256="", channels=channels,
-        input_size=size, min_size=size, max_size=size, min_batch=1, max_batch=max_batch,
-        checkpoint_sha256="", preprocessing={"input_size": list(size), "mean": [0.5] * channels,
-                                             "std": [0.25] * channels},
-        thresholds={"classification": THRESHOLD, "segmentation": THRESHOLD}, versions={},
-    )  # fmt: skip
+        backend="null",
+        precision="fp32",
+        engine_file="",
+        engine_sha256="",
+        channels=channels,
+        input_size=size,
+        min_size=size,
+        max_size=size,
+        min_batch=1,
+        max_batch=max_batch,
+        checkpoint_sha256="",
+        preprocessing={
+            "input_size": list(size),
+            "mean": [0.5] * channels,
+            "std": [0.25] * channels,
+        },
+        thresholds={"classification": THRESHOLD, "segmentation": THRESHOLD},
+        versions={},
+    )
 
 
 def crack(size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
@@ -71,8 +84,9 @@ class NullEngine(Engine):
                 for index in range(0, count, DEFECT_EVERY):
                     segmentation[index, 0] = crack(size, generator)
             elif self.outputs == "noisy":
-                coarse = torch.rand((count, 1, -(-size[0] // 8), -(-size[1] // 8)),
-                                    generator=generator)  # fmt: skip
+                coarse = torch.rand(
+                    (count, 1, -(-size[0] // 8), -(-size[1] // 8)), generator=generator
+                )
                 segmentation = torch.nn.functional.interpolate(coarse, size=size, mode="bilinear")
                 probabilities.fill_(0.5)
             self.cache[size] = probabilities.to(self.device), segmentation.to(self.device)

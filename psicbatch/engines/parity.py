@@ -42,6 +42,10 @@ def measure_parity(engine: Engine, checkpoint: Checkpoint, images: np.ndarray) -
         mask_iou(e >= thresholds.segmentation, a >= thresholds.segmentation)
         for e, a in zip(expected_s, actual_s, strict=True)
     ]
+    # Masks that are empty in both agree trivially: report the defective ones apart.
+    with_defects = [
+        i for i, e in zip(ious, expected_s, strict=True) if (e >= thresholds.segmentation).any()
+    ]
     return {
         "images": len(expected_p),
         "max_abs_probability_diff": float(np.abs(expected_p - actual_p).max()),
@@ -50,6 +54,8 @@ def measure_parity(engine: Engine, checkpoint: Checkpoint, images: np.ndarray) -
         "decision_flip_rate": float(flips.mean()),
         "mask_iou_mean": float(np.mean(ious)),
         "mask_iou_min": float(np.min(ious)),
+        "images_with_defect_pixels": len(with_defects),
+        "mask_iou_mean_with_defect_pixels": float(np.mean(with_defects)) if with_defects else None,
     }
 
 

@@ -37,8 +37,7 @@ def describe_engine(spec: EngineSpec, device: str, max_batch: int) -> Manifest:
         return null_manifest(spec.input_size or (512, 512), max_batch)
     from psicbatch.engines.build import checkpoint_manifest
 
-    return checkpoint_manifest(spec.checkpoint, spec.precision, device, max_batch,
-                               spec.input_size)  # fmt: skip
+    return checkpoint_manifest(spec.checkpoint, spec.precision, device, max_batch, spec.input_size)
 
 
 def open_engine(spec: EngineSpec, device: str, max_batch: int) -> Engine:
@@ -51,5 +50,4 @@ def open_engine(spec: EngineSpec, device: str, max_batch: int) -> Engine:
         return NullEngine(manifest, torch.device(device), spec.null_outputs)
     from psicbatch.engines.build import checkpoint_engine
 
-    return checkpoint_engine(spec.checkpoint, spec.precision, device, max_batch,
-                             spec.input_size)  # fmt: skip
+    return checkpoint_engine(spec.checkpoint, spec.precision, device, max_batch, spec.input_size)

@@ -55,10 +55,13 @@ def profile_shapes(manifest: Manifest, opt_batch: int) -> tuple[tuple[int, ...],
     channels = manifest.channels
     return (
         (manifest.min_batch, channels, *manifest.min_size),
-        (min(max(opt_batch, manifest.min_batch), manifest.max_batch), channels,
-         *manifest.input_size),
+        (
+            min(max(opt_batch, manifest.min_batch), manifest.max_batch),
+            channels,
+            *manifest.input_size,
+        ),
         (manifest.max_batch, channels, *manifest.max_size),
-    )  # fmt: skip
+    )
 
 
 def compatibility_problem(

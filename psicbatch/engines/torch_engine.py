@@ -18,7 +18,7 @@ from psicbatch.checkpoint import Checkpoint, load_checkpoint
 from psicbatch.engines.base import Engine
 from psicbatch.engines.export import ProbabilityModel
 from psicbatch.engines.manifest import Manifest
-from psicbatch.predict import autocast
+from psicbatch.precision import autocast
 
 ENGINE_FILE = "model.pt"
 

@@ -97,8 +97,14 @@ def _orientation(image: Image.Image) -> int:
 class PilDecoder:
     name = "pil"
 
-    def __init__(self, preprocessing: Preprocessing, channels: int, threads: int = 2,
-                 pin: bool = False, limits: FileLimits = DEFAULT_LIMITS) -> None:  # fmt: skip
+    def __init__(
+        self,
+        preprocessing: Preprocessing,
+        channels: int,
+        threads: int = 2,
+        pin: bool = False,
+        limits: FileLimits = DEFAULT_LIMITS,
+    ) -> None:
         self.preprocessing = preprocessing
         self.channels = channels
         self.threads = threads
@@ -172,8 +178,9 @@ class DaliDecoder:
         self.pipeline = self._build()
 
     def _build(self) -> object:
-        built = define_pipeline(self.preprocessing, self.channels, self.batch_size,
-                                self.threads, self.device_id)  # fmt: skip
+        built = define_pipeline(
+            self.preprocessing, self.channels, self.batch_size, self.threads, self.device_id
+        )
         built.build()
         return built
 
@@ -227,8 +234,7 @@ class DaliDecoder:
         for position, path, data, size in readable:
             array = np.frombuffer(data, dtype=np.uint8)
             try:
-                images.append(call_limited(partial(self._run, [array]),
-                                           self.limits.decode_seconds))  # fmt: skip
+                images.append(call_limited(partial(self._run, [array]), self.limits.decode_seconds))
             except (RuntimeError, TimeLimitExceeded) as error:
                 timed_out = isinstance(error, TimeLimitExceeded)
                 batch.errors[position] = (
@@ -261,8 +267,9 @@ def define_pipeline(
 
     height, width = preprocessing.input_size
 
-    @pipeline_def(batch_size=batch_size, num_threads=threads, device_id=device_id,
-                  prefetch_queue_depth=1)  # fmt: skip
+    @pipeline_def(
+        batch_size=batch_size, num_threads=threads, device_id=device_id, prefetch_queue_depth=1
+    )
     def pipeline() -> Any:
         encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
         decoded = fn.decoders.image(
@@ -271,9 +278,12 @@ def define_pipeline(
             output_type=types.GRAY if channels == 1 else types.RGB,
         )
         resized = fn.resize(
-            decoded, resize_x=width, resize_y=height, interp_type=types.INTERP_LINEAR,
+            decoded,
+            resize_x=width,
+            resize_y=height,
+            interp_type=types.INTERP_LINEAR,
             antialias=True,
-        )  # fmt: skip
+        )
         return fn.crop_mirror_normalize(
             resized,
             dtype=types.FLOAT,
@@ -325,8 +335,9 @@ class NullDecoder:
 
     name = "null"
 
-    def __init__(self, preprocessing: Preprocessing, channels: int, batch_size: int,
-                 device: torch.device) -> None:  # fmt: skip
+    def __init__(
+        self, preprocessing: Preprocessing, channels: int, batch_size: int, device: torch.device
+    ) -> None:
         shape = (batch_size, channels, *preprocessing.input_size)
         self.images = torch.zeros(shape, device=device)
         self.size = tuple(preprocessing.input_size)

@@ -78,8 +78,7 @@ def _ordered(
     next_number = 0
     try:
         while next_number < len(tasks):
-            number, rows, times = receive(result_queue, workers, timeout,
-                                          f"batch {next_number}")  # fmt: skip
+            number, rows, times = receive(result_queue, workers, timeout, f"batch {next_number}")
             finished[number] = (rows, times)
             while next_number in finished:
                 yield finished.pop(next_number)
@@ -122,8 +121,9 @@ def receive(result_queue: Any, workers: list, timeout: float, waiting_for: str) 
         return message
 
 
-def _worker_main(spec: EngineSpec, options: Any, device: str, threads: int,
-                 task_queue: Any, result_queue: Any) -> None:  # fmt: skip
+def _worker_main(
+    spec: EngineSpec, options: Any, device: str, threads: int, task_queue: Any, result_queue: Any
+) -> None:
     environment, local_device = worker_environment(device)
     os.environ.update(environment)  # before anything initialises CUDA in this process
     try:

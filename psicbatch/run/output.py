@@ -116,8 +116,9 @@ class PartWriter:
         name = f"part-{self.next_number:08d}.parquet"
         temporary = self.directory / f".{name}.tmp"
         try:
-            pq.write_table(pa.Table.from_pylist(rows, schema=PART_SCHEMA), temporary,
-                           compression="zstd")  # fmt: skip
+            pq.write_table(
+                pa.Table.from_pylist(rows, schema=PART_SCHEMA), temporary, compression="zstd"
+            )
             os.replace(temporary, self.directory / name)
         except OSError as error:
             temporary.unlink(missing_ok=True)
@@ -253,9 +254,9 @@ def completed_stamps(out: Path) -> dict[str, FileStamp | None]:
         if not set(STAMP_COLUMNS) <= set(table.column_names):
             done.update(dict.fromkeys(table.column("path").to_pylist()))
             continue
-        for path, size, mtime in zip(*(table.column(c).to_pylist() for c in ("path",
-                                                                          *STAMP_COLUMNS)),
-                                     strict=True):  # fmt: skip
+        for path, size, mtime in zip(
+            *(table.column(c).to_pylist() for c in ("path", *STAMP_COLUMNS)), strict=True
+        ):
             done[path] = None if size is None else FileStamp(size, mtime)
     return done
 
@@ -316,6 +317,7 @@ def read_metadata(path: Path) -> dict[str, Any]:
     """The ``psicbatch`` JSON stored in a results file's key-value metadata."""
     raw = pq.read_schema(path).metadata or {}
     if METADATA_KEY not in raw:
-        raise PsicbatchError(f"{path}: not a psicbatch results file (no '{METADATA_KEY.decode()}'"
-                             " metadata)")  # fmt: skip
+        raise PsicbatchError(
+            f"{path}: not a psicbatch results file (no '{METADATA_KEY.decode()}' metadata)"
+        )
     return json.loads(raw[METADATA_KEY])

@@ -68,8 +68,9 @@ def summarize(
         bbox[where] = _boxes(row_counts > 0, defect.any(dim=1))
         masks.append(([positions[h] for h in hits], defect.transpose(1, 2).reshape(len(hits), -1)))
     host = _to_host([probabilities.float(), seg_max, area, bbox] + [m for _, m in masks])
-    summary = MaskSummary(host[0].numpy(), host[1].numpy(), host[2].numpy(), host[3].numpy(),
-                          list(sizes))  # fmt: skip
+    summary = MaskSummary(
+        host[0].numpy(), host[1].numpy(), host[2].numpy(), host[3].numpy(), list(sizes)
+    )
     for (positions, _), flat in zip(masks, host[4:], strict=True):
         for row, position in enumerate(positions):
             summary.masks[position] = flat[row].numpy()

@@ -23,16 +23,20 @@ from psicbatch.run.worker import Task, Worker
 
 
 def ray_results(
-    tasks: list[Task], spec: EngineSpec, options: Any, devices: list[str],
+    tasks: list[Task],
+    spec: EngineSpec,
+    options: Any,
+    devices: list[str],
     address: str | None = None,
-) -> Iterator[tuple[list[dict[str, Any]], dict[str, float]]]:  # fmt: skip
+) -> Iterator[tuple[list[dict[str, Any]], dict[str, float]]]:
     try:
         import ray
     except ImportError:
         raise PsicbatchError("--executor ray needs Ray: pip install 'psicbatch[ray]'") from None
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)  # fmt: skip
+        ray.init(
+            address=address, include_dashboard=False, log_to_driver=False, configure_logging=False
+        )
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
@@ -50,8 +54,13 @@ def ray_results(
             self.worker = Worker(spec, options, device, threads=None if gpus else 1)
 
         def __call__(self, batch: pa.Table) -> pa.Table:
-            items = list(zip(batch.column("input_index").to_pylist(),
-                             map(Path, batch.column("path").to_pylist()), strict=True))  # fmt: skip
+            items = list(
+                zip(
+                    batch.column("input_index").to_pylist(),
+                    map(Path, batch.column("path").to_pylist()),
+                    strict=True,
+                )
+            )
             return pa.Table.from_pylist(self.worker.rows(items), schema=PART_SCHEMA)
 
     dataset = ray.data.from_items(items).map_batches(

@@ -123,8 +123,10 @@ def run(
                 pending += rows
                 summary.add(rows)
                 summary.add_times(times)
-                if (len(pending) >= options.part_rows
-                        or time.monotonic() - last_flush > FLUSH_SECONDS):  # fmt: skip
+                if (
+                    len(pending) >= options.part_rows
+                    or time.monotonic() - last_flush > FLUSH_SECONDS
+                ):
                     output.write(pending)
                     pending, last_flush = [], time.monotonic()
                 if on_rows is not None:

@@ -66,9 +66,15 @@ class Worker:
         )
         self.seg_threshold = manifest.thresholds["segmentation"]
         self.batch_timeout = options.batch_timeout
-        self.decoder = make_decoder(options.decoder, manifest.engine_preprocessing(),
-                                    manifest.channels, options.batch_size, threads or 2,
-                                    self.device, options.limits)  # fmt: skip
+        self.decoder = make_decoder(
+            options.decoder,
+            manifest.engine_preprocessing(),
+            manifest.channels,
+            options.batch_size,
+            threads or 2,
+            self.device,
+            options.limits,
+        )
         gpu = self.device.type == "cuda"
         self.post_stream = torch.cuda.Stream(self.device) if gpu else None
 
@@ -76,8 +82,9 @@ class Worker:
         """(batch number, rows, stage seconds) per batch, in order; the three stages overlap."""
         decoded = staged(tasks, self._decode, name="decoding")
         inferred = staged(decoded, self._infer, name="inference")
-        for batch in staged(inferred, self._finish, timeout=self.batch_timeout,
-                            name="post-processing"):  # fmt: skip
+        for batch in staged(
+            inferred, self._finish, timeout=self.batch_timeout, name="post-processing"
+        ):
             yield batch.task[0], batch.rows, batch.times
 
     def rows(self, items: list[tuple[int, Path]]) -> Rows:
@@ -136,8 +143,9 @@ class Worker:
                 if self.post_stream
                 else contextlib.nullcontext()
             ):
-                summary = summarize(batch.probabilities, batch.segmentation,
-                                    batch.decoded.sizes, self.seg_threshold)  # fmt: skip
+                summary = summarize(
+                    batch.probabilities, batch.segmentation, batch.decoded.sizes, self.seg_threshold
+                )
             if batch.done is not None:  # the GPU's own time for the engine, now known
                 batch.times["inference"] = batch.started.elapsed_time(batch.done) / 1000
             done = result_rows(items, batch.decoded.positions, summary, self.threshold)
