@@ -96,7 +96,7 @@ def main() -> None:
         summary = run(files, spec, RunOptions(out=folder / "run.parquet", devices=("cpu",)))
         manifest = describe_engine(spec, "cpu", 8)
         preprocessing = manifest.engine_preprocessing()
-        decoder = decode_only(files, preprocessing, 1, 8, "cpu")
+        decoder = decode_only(files, preprocessing, 8, "cpu")
         began = time.perf_counter()
         for path in files:
             with Image.open(path) as image:

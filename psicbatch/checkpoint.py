@@ -31,39 +31,11 @@ import torch
 from psicbatch import __version__
 from psicbatch.errors import CheckpointError
 from psicbatch.model import ModelConfig, PSICNet
+from psicbatch.preprocess import Preprocessing
 
 FORMAT = "psicbatch-checkpoint"
 FORMAT_VERSION = 1
 _REQUIRED_KEYS = ("model", "preprocessing", "thresholds", "state_dict")
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How raw images become network input: resize to ``input_size``, scale to [0, 1],
-    then ``(x - mean) / std`` per channel."""
-
-    input_size: tuple[int, int] = (512, 512)  # height, width
-    mean: tuple[float, ...] = (0.5,)
-    std: tuple[float, ...] = (0.25,)
-
-    def __post_init__(self) -> None:
-        height, width = self.input_size
-        if height < 1 or width < 1:
-            raise ValueError(f"input_size must be positive, got {self.input_size}")
-        if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
-            raise ValueError(f"mean/std must match in length and std be > 0: {self}")
-
-    def to_dict(self) -> dict[str, list]:
-        """Plain lists, as stored in checkpoints and engine manifests."""
-        return {"input_size": list(self.input_size), "mean": list(self.mean), "std": list(self.std)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Preprocessing:
-        return cls(
-            input_size=tuple(data["input_size"]),
-            mean=tuple(data["mean"]),
-            std=tuple(data["std"]),
-        )
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,9 @@ from collections.abc import Iterator
 
 import torch
 
-from psicbatch.checkpoint import Preprocessing
 from psicbatch.model import PSICNet
 from psicbatch.precision import autocast
-from psicbatch.preprocess import normalize
+from psicbatch.preprocess import Preprocessing, normalize
 
 
 def resolve_device(device: str) -> torch.device:

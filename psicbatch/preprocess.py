@@ -1,16 +1,101 @@
-"""Image preprocessing shared by training, evaluation and inference.
+"""How an image file becomes network input, and how network output returns to the image.
 
-One definition of "resize, scale to [0, 1], normalise" keeps every path (training, the
-PIL decoder, the DALI pipeline) producing the same tensors for the same file.
+The one place for these rules: ``Preprocessing`` says them (size, interpolation, colour,
+normalisation; saved in every checkpoint and engine manifest), ``read_resized`` decodes
+and resizes a file, ``load_tensor`` gives the normalised tensor. Training, evaluation,
+the PIL decoder, calibration and parity images and the benchmark baseline all call these;
+the DALI pipeline takes its settings from the same ``Preprocessing``.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from psicbatch.checkpoint import Preprocessing
+from psicbatch.data.images import image_files, read_image
+
+# Bilinear resizing that averages over the covered pixels when shrinking (PIL's BILINEAR;
+# DALI's linear interpolation with antialiasing): the only one trained and served so far.
+INTERPOLATIONS = ("bilinear-antialias",)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How raw images become network input: decode to grayscale (1 mean/std value: PIL's
+    ITU-R 601-2 luma, 16-bit images keep their top 8 bits) or RGB (3 values), EXIF
+    rotation applied; resize to ``input_size`` with ``interpolation``; scale to [0, 1];
+    then ``(x - mean) / std`` per channel."""
+
+    input_size: tuple[int, int] = (512, 512)  # height, width
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.25,)
+    interpolation: str = INTERPOLATIONS[0]
+
+    def __post_init__(self) -> None:
+        height, width = self.input_size
+        if height < 1 or width < 1:
+            raise ValueError(f"input_size must be positive, got {self.input_size}")
+        if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
+            raise ValueError(f"mean/std must match in length and std be > 0: {self}")
+        if len(self.mean) not in (1, 3):
+            raise ValueError(f"1 (grayscale) or 3 (RGB) channels, got {len(self.mean)}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}")
+
+    @property
+    def channels(self) -> int:
+        return len(self.mean)
+
+    def at_size(self, size: tuple[int, int]) -> Preprocessing:
+        return Preprocessing(tuple(size), self.mean, self.std, self.interpolation)
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain values, as stored in checkpoints and engine manifests."""
+        return {
+            "input_size": list(self.input_size),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Preprocessing:
+        return cls(
+            input_size=tuple(data["input_size"]),
+            mean=tuple(data["mean"]),
+            std=tuple(data["std"]),
+            interpolation=data.get("interpolation", INTERPOLATIONS[0]),  # older files
+        )
+
+
+def read_resized(
+    path: Path, size: tuple[int, int], channels: int, data: bytes | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """uint8 H x W x C at ``size`` and the original (H, W): decoding, colour and resizing
+    as every path does them (``data``: the file's bytes, when already read)."""
+    image = read_image(path, channels, data)
+    return resize_image(image, size), image.shape[:2]
+
+
+def load_tensor(
+    path: Path, preprocessing: Preprocessing, data: bytes | None = None
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The normalised float32 C x H x W network input of one file, and its original size."""
+    image, size = read_resized(path, preprocessing.input_size, preprocessing.channels, data)
+    chw = torch.from_numpy(np.array(image.transpose(2, 0, 1)))  # a writable copy
+    return normalize(chw[None], preprocessing)[0], size
+
+
+def load_folder(folder: Path, preprocessing: Preprocessing, limit: int) -> torch.Tensor:
+    """Up to ``limit`` images spread over ``folder`` (recursive), as network input: the
+    calibration and parity images of engine builds."""
+    paths = image_files(folder)
+    step = max(1, len(paths) // limit)
+    return torch.stack([load_tensor(p, preprocessing)[0] for p in paths[::step][:limit]])
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -15,12 +15,12 @@ import torch
 from click.testing import CliRunner
 
 from psicbatch.assets import demo_model_path
-from psicbatch.checkpoint import Preprocessing
 from psicbatch.cli import main
 from psicbatch.data.synth import generate
 from psicbatch.engines import load_engine
 from psicbatch.engines.build import BuildOptions, build_engine
 from psicbatch.metrics import mask_iou
+from psicbatch.preprocess import Preprocessing
 from psicbatch.run import rle
 from psicbatch.run.decode import DaliDecoder, PilDecoder
 from psicbatch.run.output import read_metadata
@@ -55,8 +55,8 @@ def test_dali_gpu_tensors_equal_pils(images: Path) -> None:
     pytest.importorskip("nvidia.dali")
     files = sorted(images.glob("*.png"))[:6]
     preprocessing = Preprocessing((128, 96), mean=(0.5,), std=(0.25,))
-    dali = DaliDecoder(preprocessing, channels=1, batch_size=8, device_id=0).decode(files)
-    pil = PilDecoder(preprocessing, channels=1).decode(files)
+    dali = DaliDecoder(preprocessing, batch_size=8, device_id=0).decode(files)
+    pil = PilDecoder(preprocessing).decode(files)
     assert dali.images.device.type == "cuda"  # stays on the GPU
     assert dali.sizes == pil.sizes
     difference = (dali.images.cpu() - pil.images).abs().numpy() * 0.25 * 255

@@ -208,14 +208,16 @@ def test_a_file_that_decodes_too_long_gets_an_error_row(
         image(folder / f"{index}.png", index)
     slow = image(folder / "slow.png", 99).read_bytes()
     if decoder == "pil":
-        real = decode.read_image
+        import psicbatch.preprocess as preprocess
+
+        real = preprocess.read_image
 
         def stall(path: Path, channels: int, data: bytes | None = None) -> np.ndarray:
             if path.name == "slow.png":
                 time.sleep(30)
             return real(path, channels, data)
 
-        monkeypatch.setattr(decode, "read_image", stall)
+        monkeypatch.setattr(preprocess, "read_image", stall)
     else:
         real_run = decode.DaliDecoder._run
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from psicbatch.assets import demo_model_path
-from psicbatch.checkpoint import Preprocessing
 from psicbatch.engines.ort_engine import providers_for
 from psicbatch.engines.spec import EngineSpec, describe_engine
 from psicbatch.errors import PsicbatchError
+from psicbatch.preprocess import Preprocessing
 from psicbatch.run.executors import receive, worker_environment
 from psicbatch.run.runner import RunOptions, describe_run, worker_devices
 from psicbatch.run.stages import StageTimeout, staged
@@ -144,5 +144,5 @@ def test_dali_gpu_pipeline_graph_can_be_defined_without_a_gpu() -> None:
     from psicbatch.run.decode import define_pipeline
 
     preprocessing = Preprocessing((64, 48), mean=(0.5,), std=(0.25,))
-    pipeline = define_pipeline(preprocessing, channels=1, batch_size=4, threads=2, device_id=0)
+    pipeline = define_pipeline(preprocessing, batch_size=4, threads=2, device_id=0)
     assert pipeline is not None  # building it needs the GPU; defining it must not fail

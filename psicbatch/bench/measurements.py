@@ -10,12 +10,11 @@ from typing import Any
 import torch
 
 from psicbatch.bench.stats import Measurement, measure
-from psicbatch.checkpoint import Checkpoint, Preprocessing
-from psicbatch.data.images import read_image
+from psicbatch.checkpoint import Checkpoint
 from psicbatch.engines import Engine
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.precision import DTYPES
-from psicbatch.preprocess import normalize, resize_image
+from psicbatch.preprocess import Preprocessing, load_tensor
 from psicbatch.run.runner import RunOptions, run
 
 
@@ -65,16 +64,15 @@ def research_baseline(
     """How research code runs inference: PIL decode, torch fp32 eager, one image at a time,
     on the same device as the engine it is compared with."""
     model = checkpoint.build_model().to(device)
-    channels = checkpoint.model_config.in_channels
+    preprocessing = checkpoint.preprocessing.at_size(size)
     position = [0]
 
     def one_image() -> None:
         path = files[position[0] % len(files)]
         position[0] += 1
-        image = resize_image(read_image(path, channels), size)
-        tensor = torch.from_numpy(image.transpose(2, 0, 1).copy())[None]
+        tensor, _ = load_tensor(path, preprocessing)
         with torch.no_grad():
-            seg, _ = model(normalize(tensor, checkpoint.preprocessing).to(device))
+            seg, _ = model(tensor[None].to(device))
         torch.sigmoid(seg).cpu().numpy()
 
     return measure(one_image, 1, warmup_calls=1, window_seconds=seconds / 6, max_seconds=seconds)
@@ -112,7 +110,6 @@ def end_to_end(
 def decode_only(
     files: list[Path],
     preprocessing: Preprocessing,
-    channels: int,
     batch: int,
     device: str,
     decoder: str = "auto",
@@ -121,9 +118,7 @@ def decode_only(
     from psicbatch.run.decode import make_decoder
     from psicbatch.run.worker import available_cpus
 
-    chosen = make_decoder(
-        decoder, preprocessing, channels, batch, available_cpus(), torch.device(device)
-    )
+    chosen = make_decoder(decoder, preprocessing, batch, available_cpus(), torch.device(device))
     chosen.decode(files[:batch])  # warm-up
     began = time.perf_counter()
     for start in range(0, len(files), batch):

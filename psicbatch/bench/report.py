@@ -219,9 +219,7 @@ def _end_to_end(
             else generate(Path(folder) / "images", count, size, defect_rate=0.3, seed=2)
         )
         result = end_to_end(spec, files, batch, Path(folder), device)
-        decoding = decode_only(
-            files, engine.manifest.engine_preprocessing(), engine.manifest.channels, batch, device
-        )
+        decoding = decode_only(files, engine.manifest.engine_preprocessing(), batch, device)
     result["share_of_engine_only"] = (
         result["throughput_items_per_s"] / best["throughput_items_per_s"]
     )

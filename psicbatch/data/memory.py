@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 from rich.progress import Progress
 
-from psicbatch.data.images import read_image, read_mask
+from psicbatch.data.images import read_mask
 from psicbatch.data.layouts import SampleRef
-from psicbatch.preprocess import resize_image, resize_mask
+from psicbatch.preprocess import read_resized, resize_mask
 
 
 @dataclass
@@ -51,9 +51,8 @@ def load_into_memory(
     task = progress.add_task("loading images", total=len(samples), status="") if progress else None
     original_sizes = []
     for index, sample in enumerate(samples):
-        image = read_image(sample.image_path, channels)
-        original_sizes.append(image.shape[:2])
-        image = resize_image(image, size)
+        image, original_size = read_resized(sample.image_path, size, channels)
+        original_sizes.append(original_size)
         images[index] = torch.from_numpy(image.transpose(2, 0, 1).copy())
         if sample.mask_path is not None and sample.is_defective:
             masks[index, 0] = torch.from_numpy(resize_mask(read_mask(sample.mask_path), size))

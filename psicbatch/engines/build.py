@@ -12,25 +12,28 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from psicbatch import __version__
 from psicbatch.checkpoint import Checkpoint, file_sha256, load_checkpoint
 from psicbatch.engines import Engine, default_device, load_engine
-from psicbatch.engines.export import (
-    export_onnx,
-    load_calibration_images,
-    quantize_int8,
+from psicbatch.engines.export import export_onnx
+from psicbatch.engines.manifest import Manifest
+from psicbatch.engines.parity import (
+    MIN_MASK_IOU,
+    measure_parity,
+    parity_problem,
     synthetic_parity_images,
 )
-from psicbatch.engines.manifest import Manifest
-from psicbatch.engines.parity import MIN_MASK_IOU, measure_parity, parity_problem
+from psicbatch.engines.quantize import quantize_int8
 from psicbatch.errors import PsicbatchError
+from psicbatch.model import STRIDE
 from psicbatch.precision import resolve_precision
+from psicbatch.preprocess import load_folder
 from psicbatch.versions import installed_versions
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
-SIZE_MULTIPLE = 8
 
 
 @dataclass(frozen=True)
@@ -80,17 +83,26 @@ def build_precision(backend: str, precision: str, calib: Path | None) -> str:
     return precision
 
 
+def calibration_images(
+    folder: Path, checkpoint: Checkpoint, size: tuple[int, int], limit: int = 64
+) -> np.ndarray:
+    """Up to ``limit`` images spread over ``folder``, preprocessed as the checkpoint says."""
+    if not folder.is_dir():
+        raise PsicbatchError(f"{folder}: calibration folder not found")
+    return load_folder(folder, checkpoint.preprocessing.at_size(size), limit).numpy()
+
+
 def engine_size(checkpoint: Checkpoint, requested: tuple[int, int] | None) -> tuple[int, int]:
     """The engine's preferred input size, rounded up to a multiple of 8."""
     height, width = requested or checkpoint.preprocessing.input_size
-    return (-(-height // SIZE_MULTIPLE) * SIZE_MULTIPLE, -(-width // SIZE_MULTIPLE) * SIZE_MULTIPLE)
+    return (-(-height // STRIDE) * STRIDE, -(-width // STRIDE) * STRIDE)
 
 
 def size_range(size: tuple[int, int], dynamic: bool) -> tuple[tuple[int, int], tuple[int, int]]:
     """Dynamic engines accept 8x8 up to twice the preferred size; fixed ones exactly it."""
     if not dynamic:
         return size, size
-    return (SIZE_MULTIPLE, SIZE_MULTIPLE), (2 * size[0], 2 * size[1])
+    return (STRIDE, STRIDE), (2 * size[0], 2 * size[1])
 
 
 def default_directory(checkpoint_path: Path, backend: str, precision: str, size: tuple) -> Path:
@@ -106,7 +118,7 @@ def build_engine(checkpoint_path: Path, options: BuildOptions) -> tuple[Path, Ma
     size = engine_size(checkpoint, options.input_size)
     directory = options.out or default_directory(checkpoint_path, backend, precision, size)
     parity_images = (
-        load_calibration_images(options.calib, checkpoint, size)
+        calibration_images(options.calib, checkpoint, size)
         if options.calib
         else synthetic_parity_images(checkpoint, size)
     )

@@ -11,8 +11,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from psicbatch.checkpoint import Preprocessing, file_sha256
+from psicbatch.checkpoint import file_sha256
 from psicbatch.errors import PsicbatchError
+from psicbatch.model import STRIDE
+from psicbatch.preprocess import Preprocessing
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
@@ -39,7 +41,7 @@ class Manifest:
     model: dict[str, Any] = field(default_factory=dict)  # ModelConfig: width, in_channels
     parity: dict[str, Any] = field(default_factory=dict)
     backend_details: dict[str, Any] = field(default_factory=dict)
-    size_multiple: int = 8
+    size_multiple: int = STRIDE
     schema_version: int = SCHEMA_VERSION
     inputs: list[dict[str, Any]] = field(default_factory=list)
     outputs: list[dict[str, Any]] = field(default_factory=list)

@@ -19,6 +19,7 @@ import torch
 
 from psicbatch.engines.base import Engine
 from psicbatch.engines.manifest import Manifest
+from psicbatch.model import STRIDE
 
 NULL_OUTPUTS = ("clean", "defects", "noisy")
 DEFECT_EVERY = 10  # "defects": one image in ten
@@ -85,7 +86,7 @@ class NullEngine(Engine):
                     segmentation[index, 0] = crack(size, generator)
             elif self.outputs == "noisy":
                 coarse = torch.rand(
-                    (count, 1, -(-size[0] // 8), -(-size[1] // 8)), generator=generator
+                    (count, 1, -(-size[0] // STRIDE), -(-size[1] // STRIDE)), generator=generator
                 )
                 segmentation = torch.nn.functional.interpolate(coarse, size=size, mode="bilinear")
                 probabilities.fill_(0.5)

@@ -12,11 +12,24 @@ import numpy as np
 import torch
 
 from psicbatch.checkpoint import Checkpoint
+from psicbatch.data.synth import synth_image
 from psicbatch.engines.base import Engine
 from psicbatch.engines.export import ProbabilityModel
 from psicbatch.metrics import mask_iou
+from psicbatch.preprocess import normalize
 
 MIN_MASK_IOU = 0.9
+
+
+def synthetic_parity_images(
+    checkpoint: Checkpoint, size: tuple[int, int], count: int = 8
+) -> np.ndarray:
+    """Textured images, half with defects, for parity checks when no images are given."""
+    rng = np.random.default_rng(0)
+    channels = checkpoint.model_config.in_channels
+    images = np.stack([synth_image(rng, *size, defective=i % 2 == 0)[0] for i in range(count)])
+    batch = torch.from_numpy(images)[:, None].repeat(1, channels, 1, 1)
+    return normalize(batch, checkpoint.preprocessing).numpy()
 
 
 def measure_parity(engine: Engine, checkpoint: Checkpoint, images: np.ndarray) -> dict[str, Any]:

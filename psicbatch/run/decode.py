@@ -31,10 +31,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from psicbatch.checkpoint import Preprocessing
 from psicbatch.data.images import UNREADABLE, ImageReadError, read_image
 from psicbatch.errors import PsicbatchError
-from psicbatch.preprocess import normalize, resize_image
+from psicbatch.preprocess import Preprocessing, load_tensor
 from psicbatch.run.files import FileLimits, FileStamp, current_stamp, read_file
 from psicbatch.run.limited import TimeLimitExceeded, call_limited, run_limited
 
@@ -100,13 +99,11 @@ class PilDecoder:
     def __init__(
         self,
         preprocessing: Preprocessing,
-        channels: int,
         threads: int = 2,
         pin: bool = False,
         limits: FileLimits = DEFAULT_LIMITS,
     ) -> None:
         self.preprocessing = preprocessing
-        self.channels = channels
         self.threads = threads
         self.pin = pin
         self.limits = limits
@@ -114,12 +111,10 @@ class PilDecoder:
     def _one(self, path: Path) -> tuple[np.ndarray, tuple[int, int], FileStamp]:
         data, _, stamp = read_bytes(path, self.limits.max_bytes)
         try:
-            image = read_image(path, self.channels, data)
+            tensor, size = load_tensor(path, self.preprocessing, data)
         except ImageReadError as error:
             raise StampedError(error.problem, stamp) from None
-        resized = resize_image(image, self.preprocessing.input_size).transpose(2, 0, 1)
-        tensor = torch.from_numpy(resized.copy())[None]
-        return normalize(tensor, self.preprocessing)[0].numpy(), image.shape[:2], stamp
+        return tensor.numpy(), size, stamp
 
     def decode(self, paths: list[Path]) -> DecodedBatch:
         calls = [partial(self._one, path) for path in paths]
@@ -161,7 +156,6 @@ class DaliDecoder:
     def __init__(
         self,
         preprocessing: Preprocessing,
-        channels: int,
         batch_size: int,
         threads: int = 2,
         device_id: int | None = None,
@@ -169,7 +163,6 @@ class DaliDecoder:
         limits: FileLimits = DEFAULT_LIMITS,
     ) -> None:
         self.preprocessing = preprocessing
-        self.channels = channels
         self.batch_size = batch_size
         self.threads = threads
         self.device_id = device_id
@@ -178,9 +171,7 @@ class DaliDecoder:
         self.pipeline = self._build()
 
     def _build(self) -> object:
-        built = define_pipeline(
-            self.preprocessing, self.channels, self.batch_size, self.threads, self.device_id
-        )
+        built = define_pipeline(self.preprocessing, self.batch_size, self.threads, self.device_id)
         built.build()
         return built
 
@@ -190,7 +181,7 @@ class DaliDecoder:
 
         self.pipeline.feed_input("encoded", data)
         (images,) = self.pipeline.run()
-        shape = (len(data), self.channels, *self.preprocessing.input_size)
+        shape = (len(data), self.preprocessing.channels, *self.preprocessing.input_size)
         if self.device_id is None:
             target = torch.empty(shape, dtype=torch.float32, pin_memory=self.pin)
             return feed_ndarray(images.as_tensor(), target)
@@ -252,9 +243,12 @@ class DaliDecoder:
         self.pipeline = None
 
 
+# Preprocessing.interpolation -> DALI resize arguments giving the same result.
+DALI_INTERPOLATION = {"bilinear-antialias": {"interp_type": "INTERP_LINEAR", "antialias": True}}
+
+
 def define_pipeline(
     preprocessing: Preprocessing,
-    channels: int,
     batch_size: int,
     threads: int,
     device_id: int | None,
@@ -266,6 +260,7 @@ def define_pipeline(
     from nvidia.dali import pipeline_def
 
     height, width = preprocessing.input_size
+    interpolation = DALI_INTERPOLATION[preprocessing.interpolation]
 
     @pipeline_def(
         batch_size=batch_size, num_threads=threads, device_id=device_id, prefetch_queue_depth=1
@@ -275,14 +270,14 @@ def define_pipeline(
         decoded = fn.decoders.image(
             encoded,
             device="cpu" if device_id is None else "mixed",
-            output_type=types.GRAY if channels == 1 else types.RGB,
+            output_type=types.GRAY if preprocessing.channels == 1 else types.RGB,
         )
         resized = fn.resize(
             decoded,
             resize_x=width,
             resize_y=height,
-            interp_type=types.INTERP_LINEAR,
-            antialias=True,
+            interp_type=getattr(types, interpolation["interp_type"]),
+            antialias=interpolation["antialias"],
         )
         return fn.crop_mirror_normalize(
             resized,
@@ -307,7 +302,6 @@ def decoder_name(kind: str) -> str:
 def make_decoder(
     kind: str,
     preprocessing: Preprocessing,
-    channels: int,
     batch_size: int,
     threads: int,
     device: torch.device,
@@ -317,7 +311,7 @@ def make_decoder(
     pinned for GPU engines."""
     gpu = device.type == "cuda"
     if kind == "null":
-        return NullDecoder(preprocessing, channels, batch_size, device)
+        return NullDecoder(preprocessing, batch_size, device)
     if decoder_name(kind) == "dali":
         if not dali_available():
             raise PsicbatchError(
@@ -325,8 +319,8 @@ def make_decoder(
                 "(or use --decoder pil)"
             )
         device_id = (device.index or 0) if gpu else None
-        return DaliDecoder(preprocessing, channels, batch_size, threads, device_id, gpu, limits)
-    return PilDecoder(preprocessing, channels, threads, gpu, limits)
+        return DaliDecoder(preprocessing, batch_size, threads, device_id, gpu, limits)
+    return PilDecoder(preprocessing, threads, gpu, limits)
 
 
 class NullDecoder:
@@ -335,10 +329,8 @@ class NullDecoder:
 
     name = "null"
 
-    def __init__(
-        self, preprocessing: Preprocessing, channels: int, batch_size: int, device: torch.device
-    ) -> None:
-        shape = (batch_size, channels, *preprocessing.input_size)
+    def __init__(self, preprocessing: Preprocessing, batch_size: int, device: torch.device) -> None:
+        shape = (batch_size, preprocessing.channels, *preprocessing.input_size)
         self.images = torch.zeros(shape, device=device)
         self.size = tuple(preprocessing.input_size)
 

@@ -69,7 +69,6 @@ class Worker:
         self.decoder = make_decoder(
             options.decoder,
             manifest.engine_preprocessing(),
-            manifest.channels,
             options.batch_size,
             threads or 2,
             self.device,

@@ -1,0 +1,71 @@
+"""int8 quantization of an exported ONNX graph, shared by the ONNX Runtime and TensorRT
+backends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from psicbatch.engines.manifest import INPUT_NAME
+
+
+def quantize_int8(onnx_path: Path, out_path: Path, calibration: np.ndarray) -> Path:
+    """Static int8 quantization in QDQ form (symmetric, per-channel weights).
+
+    QDQ graphs run in ONNX Runtime and are TensorRT's explicit-quantization format, so
+    both int8 backends share this one step.
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{INPUT_NAME: image[None]} for image in calibration])
+
+        def get_next(self) -> dict | None:
+            return next(self.batches, None)
+
+    prepared = out_path.with_name(out_path.stem + ".prep.onnx")
+    try:
+        quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(out_path),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=_output_layers(prepared),
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        )
+    finally:
+        prepared.unlink(missing_ok=True)
+    return out_path
+
+
+def _output_layers(onnx_path: Path) -> list[str]:
+    """Names of the nodes feeding the output sigmoids, kept in float precision.
+
+    Pixel thresholds sit where the sigmoid saturates, so int8 error in the last layers
+    moves mask borders noticeably; everything before them is quantized.
+    """
+    import onnx
+
+    graph = onnx.load(str(onnx_path)).graph
+    producers = {output: node for node in graph.node for output in node.output}
+    excluded = []
+    for node in graph.node:
+        if node.op_type == "Sigmoid":
+            source = producers.get(node.input[0])
+            while source is not None and source.op_type not in ("Conv", "Gemm", "MatMul"):
+                source = producers.get(source.input[0]) if source.input else None
+            if source is not None:
+                excluded.append(source.name)
+    return excluded
