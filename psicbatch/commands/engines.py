@@ -63,6 +63,12 @@ from psicbatch.precision import CHOICES
 )
 @click.option("--workspace-gb", default=4.0, show_default=True, help="TensorRT workspace.")
 @click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="TensorRT timing cache folder, reused across builds (default: next to the engine).",
+)
+@click.option(
     "--min-mask-iou",
     default=MIN_MASK_IOU,
     show_default=True,
@@ -91,6 +97,7 @@ def build_engine_command(
     threads: int,
     compile_model: bool,
     workspace_gb: float,
+    cache_dir: Path | None,
     min_mask_iou: float,
     no_parity_check: bool,
     out: Path | None,
@@ -107,6 +114,7 @@ def build_engine_command(
         threads=threads,
         compile=compile_model,
         workspace_gb=workspace_gb,
+        cache_dir=cache_dir,
         check_parity=not no_parity_check,
         min_mask_iou=min_mask_iou,
     )
@@ -125,7 +133,7 @@ def build_engine_command(
         f"{parity['max_abs_probability_diff']:.2g}, {parity['decision_flips']} decision flips, "
         f"mask IoU {parity['mask_iou_mean']:.3f} (min {parity['mask_iou_min']:.3f})"
     )
-    click.echo(f"next: psicbatch engines {directory.parent}")
+    click.echo(f"next: psicbatch run IMAGES --engine {directory} --out results.parquet")
 
 
 @click.command("engines")

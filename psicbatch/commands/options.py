@@ -163,6 +163,24 @@ def training_options(command: Callable) -> Callable:
     return command
 
 
+def training_setup(
+    data: Path, layout: str, channels: str, kwargs: dict[str, Any]
+) -> tuple[TrainOptions, list[SampleRef], int, dict[str, str]]:
+    """What train and cv both start from: the training options (popped from the
+    command's keyword arguments), the samples, their channel count, and the dataset's
+    description recorded in checkpoints and reports."""
+    options = train_options_from(kwargs)
+    samples, channel_count = load_dataset(data, layout, channels)
+    dataset = {
+        "path": str(data),
+        "layout": layout,
+        "images": len(samples),
+        "channels": str(channel_count),
+        "command": command_line(),
+    }
+    return options, samples, channel_count, dataset
+
+
 def train_options_from(kwargs: dict[str, Any]) -> TrainOptions:
     """Pop the training options out of a command's keyword arguments."""
     names = TrainOptions.__dataclass_fields__

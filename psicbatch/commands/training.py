@@ -12,9 +12,8 @@ from psicbatch.commands.options import (
     SIZE,
     command_line,
     dataset_options,
-    load_dataset,
-    train_options_from,
     training_options,
+    training_setup,
 )
 from psicbatch.crossval import FoldEngine, cross_validate
 from psicbatch.data.layouts import LAYOUTS, read_dataset
@@ -62,14 +61,7 @@ def train(
     data: Path, layout: str, channels: str, out: Path, resume: bool, quiet: bool, **kwargs: Any
 ) -> None:
     """Train PSIC-Net on a labelled dataset (two-step mode by default)."""
-    options = train_options_from(kwargs)
-    samples, channel_count = load_dataset(data, layout, channels)
-    dataset = {
-        "path": str(data),
-        "layout": layout,
-        "images": len(samples),
-        "command": command_line(),
-    }
+    options, samples, channel_count, dataset = training_setup(data, layout, channels, kwargs)
     with progress_bar(quiet, console) as progress:
         tensors = load_into_memory(samples, options.input_size, channel_count, progress)
         checkpoint = Trainer(tensors, options, out, progress, {"dataset": dataset}).run(resume)
@@ -198,14 +190,7 @@ def cross_validate_command(
     **kwargs: Any,
 ) -> None:
     """k-fold cross-validation with grouped, stratified folds; reports in the paper's layout."""
-    options = train_options_from(kwargs)
-    samples, channel_count = load_dataset(data, layout, channels)
-    dataset = {
-        "path": str(data),
-        "layout": layout,
-        "channels": str(channel_count),
-        "command": command_line(),
-    }
+    options, samples, _, dataset = training_setup(data, layout, channels, kwargs)
     with progress_bar(quiet, console) as progress:
         report = cross_validate(
             samples,

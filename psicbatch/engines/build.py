@@ -48,6 +48,7 @@ class BuildOptions:
     threads: int = 0
     compile: bool = False
     workspace_gb: float = 4.0
+    cache_dir: Path | None = None  # TensorRT timing cache; default: beside the engine folder
     check_parity: bool = True
     min_mask_iou: float = MIN_MASK_IOU
 
@@ -273,7 +274,7 @@ def _build_backend(
             plan,
             max_batch,
             options.workspace_gb,
-            Path("engines") / ".timing-cache",
+            options.cache_dir or staging.parent / ".timing-cache",  # beside the engine folder
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
