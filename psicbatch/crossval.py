@@ -20,7 +20,8 @@ from psicbatch.data.layouts import SampleRef
 from psicbatch.data.memory import load_into_memory
 from psicbatch.data.splits import kfold_by_group, save_splits
 from psicbatch.engines import Engine, load_engine
-from psicbatch.engines.build import BuildOptions, build_engine, checkpoint_engine
+from psicbatch.engines.build import BuildOptions, build_engine
+from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.errors import PsicbatchError
 from psicbatch.evaluate import evaluate, summarize
 from psicbatch.predict import resolve_device
@@ -89,7 +90,9 @@ def _fold_engine(
 ) -> Engine:
     """The fold's model as the engine ``scoring`` asks for (built next to it if needed)."""
     if scoring.backend == "torch":
-        return checkpoint_engine(model_path, scoring.precision, device, max_batch)
+        return open_engine(
+            EngineSpec(checkpoint=model_path, precision=scoring.precision), device, max_batch
+        )
     if scoring.precision == "int8":
         raise PsicbatchError(
             "int8 engines need calibration images; build each fold's engine with "

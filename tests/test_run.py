@@ -21,7 +21,7 @@ from psicbatch.assets import demo_model_path
 from psicbatch.cli import main
 from psicbatch.data.images import read_image
 from psicbatch.data.synth import generate
-from psicbatch.engines.build import checkpoint_engine
+from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.errors import PsicbatchError
 from psicbatch.preprocess import Preprocessing
 from psicbatch.run import rle
@@ -126,7 +126,7 @@ def test_table_reads_back_and_masks_are_the_models(images: Path, tmp_path: Path)
     assert metadata["schema_version"] == 1 and metadata["inputs"] == 14
     assert len(metadata["checkpoint_sha256"]) == 64 and metadata["finished_at"]
     # The stored RLE decodes (with pycocotools) to the mask the model gives for that image.
-    engine = checkpoint_engine(demo_model_path())
+    engine = open_engine(EngineSpec(checkpoint=demo_model_path()), "cpu")
     thresholds = engine.manifest.thresholds
     preprocessing = engine.manifest.engine_preprocessing()
     rows = table(out)

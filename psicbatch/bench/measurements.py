@@ -107,18 +107,12 @@ def end_to_end(
     }
 
 
-def decode_only(
-    files: list[Path],
-    preprocessing: Preprocessing,
-    batch: int,
-    device: str,
-    decoder: str = "auto",
-) -> dict[str, Any]:
-    """The run's decoder alone on ``files``: the most any run can reach on them."""
+def decode_only(files: list[Path], preprocessing: Preprocessing, batch: int, device: str) -> dict:
+    """The run's decoder alone on ``files`` (on ``device``): the most a run can reach."""
     from psicbatch.run.decode import make_decoder
     from psicbatch.run.worker import available_cpus
 
-    chosen = make_decoder(decoder, preprocessing, batch, available_cpus(), torch.device(device))
+    chosen = make_decoder("auto", preprocessing, batch, available_cpus(), torch.device(device))
     chosen.decode(files[:batch])  # warm-up
     began = time.perf_counter()
     for start in range(0, len(files), batch):

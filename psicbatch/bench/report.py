@@ -25,8 +25,7 @@ from psicbatch.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, u
 from psicbatch.data.images import image_files
 from psicbatch.data.synth import generate
 from psicbatch.engines import Engine, default_device, load_engine
-from psicbatch.engines.build import checkpoint_engine
-from psicbatch.engines.spec import EngineSpec
+from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.model import ModelConfig, count_flops
 from psicbatch.reports import markdown_table
 from psicbatch.versions import installed_versions
@@ -112,9 +111,8 @@ def run_benchmark(
     results, baselines, end_to_end_results, host = [], {}, {}, []
     ceiling = None
     for name, size in plan.sizes:
-        engine = template or checkpoint_engine(
-            checkpoint_path, precision, device, max(plan.batches), size
-        )
+        spec = EngineSpec(checkpoint=checkpoint_path, precision=precision, input_size=size)
+        engine = template or open_engine(spec, device, max(plan.batches))
         gflop = count_flops(ModelConfig(**engine.manifest.model), *size) / 1e9
         if ceiling is None:
             ceiling = matmul_ceiling(engine.manifest.precision, device)
@@ -282,6 +280,49 @@ def engine_busy(result: dict[str, Any]) -> float:
 STAGE_HEADER = " / ".join(STAGES)
 
 
+END_TO_END_COLUMNS = (
+    "size | batch | device | images | images/s | share of engine-only | engine busy | "
+    f"decoding alone, images/s (share) | decoder | ms/image: {STAGE_HEADER} | bounded by"
+).split(" | ")
+HOST_COLUMNS = (
+    f"size | outputs | batch | device | images | images/s | ms/image: {STAGE_HEADER} | bounded by"
+).split(" | ")
+
+
+def _end_to_end_row(name: str, e: dict[str, Any]) -> list[Any]:
+    decoding = (
+        f"{e['decode_only_items_per_s']:.1f} ({100 * e['share_of_decode_only']:.0f}%)"
+        if "decode_only_items_per_s" in e
+        else "-"
+    )
+    return [
+        name,
+        e["batch"],
+        e.get("device", "-"),
+        e["images"],
+        f"{e['throughput_items_per_s']:.3f}",
+        f"{100 * e['share_of_engine_only']:.0f}%",
+        f"{100 * engine_busy(e):.0f}%",
+        decoding,
+        e["decoder"],
+        _stage_ms(e),
+        e.get("bounded_by") or "-",
+    ]
+
+
+def _host_row(h: dict[str, Any]) -> list[Any]:
+    return [
+        f"{h['size'][0]}x{h['size'][1]}",
+        h["outputs"],
+        h["batch"],
+        h["device"],
+        h["images"],
+        f"{h['throughput_items_per_s']:.0f}",
+        _stage_ms(h),
+        h.get("bounded_by") or "-",
+    ]
+
+
 def _stage_ms(result: dict[str, Any]) -> str:
     per_image = result["stage_seconds_per_image"]
     return " / ".join(f"{1000 * per_image.get(stage, 0.0):.2f}" for stage in STAGES)
@@ -347,37 +388,7 @@ def markdown(report: dict[str, Any], command: str) -> str:
     if report.get("end_to_end"):
         lines += ["", "## End to end (`psicbatch run` path)", ""]
         lines += markdown_table(
-            [
-                "size",
-                "batch",
-                "device",
-                "images",
-                "images/s",
-                "share of engine-only",
-                "engine busy",
-                "decoding alone, images/s (share)",
-                "decoder",
-                f"ms/image: {STAGE_HEADER}",
-                "bounded by",
-            ],
-            [
-                [
-                    name,
-                    e["batch"],
-                    e.get("device", "-"),
-                    e["images"],
-                    f"{e['throughput_items_per_s']:.3f}",
-                    f"{100 * e['share_of_engine_only']:.0f}%",
-                    f"{100 * engine_busy(e):.0f}%",
-                    f"{e['decode_only_items_per_s']:.1f} ({100 * e['share_of_decode_only']:.0f}%)"
-                    if "decode_only_items_per_s" in e
-                    else "-",
-                    e["decoder"],
-                    _stage_ms(e),
-                    e.get("bounded_by") or "-",
-                ]
-                for name, e in report["end_to_end"].items()
-            ],
+            END_TO_END_COLUMNS, [_end_to_end_row(n, e) for n, e in report["end_to_end"].items()]
         )
         lines += [
             "",
@@ -391,31 +402,7 @@ def markdown(report: dict[str, Any], command: str) -> str:
         ]
     if report.get("host_ceiling"):
         lines += ["", "## Host ceiling (null engine, decoding excluded)", ""]
-        lines += markdown_table(
-            [
-                "size",
-                "outputs",
-                "batch",
-                "device",
-                "images",
-                "images/s",
-                f"ms/image: {STAGE_HEADER}",
-                "bounded by",
-            ],
-            [
-                [
-                    f"{h['size'][0]}x{h['size'][1]}",
-                    h["outputs"],
-                    h["batch"],
-                    h["device"],
-                    h["images"],
-                    f"{h['throughput_items_per_s']:.0f}",
-                    _stage_ms(h),
-                    h.get("bounded_by") or "-",
-                ]
-                for h in report["host_ceiling"]
-            ],
-        )
+        lines += markdown_table(HOST_COLUMNS, [_host_row(h) for h in report["host_ceiling"]])
         lines += [
             "",
             "The whole run path with an engine that returns ready outputs at once and a "

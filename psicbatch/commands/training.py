@@ -19,8 +19,7 @@ from psicbatch.crossval import FoldEngine, cross_validate
 from psicbatch.data.layouts import LAYOUTS, read_dataset
 from psicbatch.data.memory import load_into_memory
 from psicbatch.data.synth import generate
-from psicbatch.engines import load_engine
-from psicbatch.engines.build import checkpoint_engine
+from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.evaluate import compare, evaluate
 from psicbatch.precision import CHOICES, TORCH_CHOICES
 from psicbatch.predict import resolve_device
@@ -126,11 +125,10 @@ def evaluate_command(
         raise click.UsageError("give CHECKPOINT DATA, or --engine DIR DATA")
     *model, data = paths
     device = str(resolve_device(device))
-    opened = (
-        load_engine(engine, device)
-        if engine
-        else checkpoint_engine(model[0], precision, device, batch_size)
+    spec = EngineSpec(
+        engine_dir=engine, checkpoint=None if engine else model[0], precision=precision
     )
+    opened = open_engine(spec, device, batch_size)
     name = engine or model[0]
     samples = read_dataset(data, layout)
     with progress_bar(quiet, console) as progress:
@@ -139,9 +137,10 @@ def evaluate_command(
         )
         result = evaluate(opened, samples, tensors, batch_size, progress)
         if compare_to is not None:
-            reference = checkpoint_engine(
-                compare_to, "fp32", device, batch_size, opened.manifest.input_size
+            fp32 = EngineSpec(
+                checkpoint=compare_to, precision="fp32", input_size=opened.manifest.input_size
             )
+            reference = open_engine(fp32, device, batch_size)
             baseline = evaluate(reference, samples, tensors, batch_size, progress)
             result.summary["comparison"] = compare(result.summary, baseline.summary)
             result.summary["comparison"]["reference"] = str(compare_to)

@@ -42,6 +42,13 @@ def _has_defect(mask_path: Path | None) -> bool:
     return mask_path is not None and bool(read_mask(mask_path).any())
 
 
+def _sample(
+    sample_id: str, image: Path, mask: Path | None, group: str, subset: str = ""
+) -> SampleRef:
+    """A sample whose label is its mask: defective where the mask marks any pixel."""
+    return SampleRef(sample_id, image, mask, _has_defect(mask), group, subset)
+
+
 def read_kolektorsdd(root: Path) -> list[SampleRef]:
     samples = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -52,15 +59,7 @@ def read_kolektorsdd(root: Path) -> list[SampleRef]:
             mask = next((m for m in masks if m.exists()), None)
             if mask is None:
                 raise PsicbatchError(f"{image}: no label file {masks[0].name} or {masks[1].name}")
-            samples.append(
-                SampleRef(
-                    id=f"{folder.name}/{image.stem}",
-                    image_path=image,
-                    mask_path=mask,
-                    is_defective=_has_defect(mask),
-                    group=folder.name,
-                )
-            )
+            samples.append(_sample(f"{folder.name}/{image.stem}", image, mask, folder.name))
     return samples
 
 
@@ -75,16 +74,8 @@ def read_kolektorsdd2(root: Path) -> list[SampleRef]:
             mask = image.with_name(f"{image.stem}_GT.png")
             if not mask.exists():
                 raise PsicbatchError(f"{image}: no ground-truth file {mask.name}")
-            samples.append(
-                SampleRef(
-                    id=f"{subset}/{image.stem}",
-                    image_path=image,
-                    mask_path=mask,
-                    is_defective=_has_defect(mask),
-                    group=f"{subset}/{image.stem}",
-                    subset=subset,
-                )
-            )
+            sample_id = f"{subset}/{image.stem}"
+            samples.append(_sample(sample_id, image, mask, sample_id, subset))
     return samples
 
 
@@ -100,16 +91,11 @@ def read_dagm(root: Path) -> list[SampleRef]:
             for image in _images_in(folder):
                 mask_name = defective.get(image.stem)
                 mask = folder / "Label" / mask_name if mask_name else None
-                samples.append(
-                    SampleRef(
-                        id=f"{class_dir.name}/{subset}/{image.stem}",
-                        image_path=image,
-                        mask_path=mask,
-                        is_defective=mask is not None,
-                        group=class_dir.name,
-                        subset=subset.lower(),
-                    )
-                )
+                sample_id = f"{class_dir.name}/{subset}/{image.stem}"
+                labelled = SampleRef(
+                    sample_id, image, mask, mask is not None, class_dir.name, subset.lower()
+                )  # Labels.txt says which are defective
+                samples.append(labelled)
     return samples
 
 
@@ -147,15 +133,7 @@ def read_folder(root: Path) -> list[SampleRef]:
     samples = []
     for image in _images_in(images_dir):
         mask = masks.get(image.stem)
-        samples.append(
-            SampleRef(
-                id=image.stem,
-                image_path=image,
-                mask_path=mask,
-                is_defective=_has_defect(mask),
-                group=image.stem,
-            )
-        )
+        samples.append(_sample(image.stem, image, mask, image.stem))
     return samples
 
 

@@ -17,7 +17,7 @@ import torch
 
 from psicbatch import __version__
 from psicbatch.checkpoint import Checkpoint, file_sha256, load_checkpoint
-from psicbatch.engines import Engine, default_device, load_engine
+from psicbatch.engines import default_device, load_engine
 from psicbatch.engines.export import export_onnx
 from psicbatch.engines.manifest import Manifest
 from psicbatch.engines.parity import (
@@ -209,20 +209,6 @@ def checkpoint_manifest(
     manifest.engine_sha256 = manifest.checkpoint_sha256
     manifest.backend_details = {"compile": False}
     return manifest
-
-
-def checkpoint_engine(
-    checkpoint_path: Path,
-    precision: str = "auto",
-    device: str = "cpu",
-    max_batch: int = 64,
-    input_size: tuple[int, int] | None = None,
-) -> Engine:
-    """A torch engine straight from a checkpoint, without building an engine folder."""
-    from psicbatch.engines.torch_engine import TorchEngine
-
-    manifest = checkpoint_manifest(checkpoint_path, precision, device, max_batch, input_size)
-    return TorchEngine(checkpoint_path.parent, manifest, torch.device(device), checkpoint_path)
 
 
 def _build_backend(

@@ -27,7 +27,7 @@ class EngineSpec:
     null_outputs: str | None = None
 
 
-def describe_engine(spec: EngineSpec, device: str, max_batch: int) -> Manifest:
+def describe_engine(spec: EngineSpec, device: str, max_batch: int = 64) -> Manifest:
     """The manifest of the engine ``open_engine`` gives on ``device``."""
     if spec.engine_dir is not None:
         return read_manifest(spec.engine_dir)
@@ -40,7 +40,9 @@ def describe_engine(spec: EngineSpec, device: str, max_batch: int) -> Manifest:
     return checkpoint_manifest(spec.checkpoint, spec.precision, device, max_batch, spec.input_size)
 
 
-def open_engine(spec: EngineSpec, device: str, max_batch: int) -> Engine:
+def open_engine(spec: EngineSpec, device: str, max_batch: int = 64) -> Engine:
+    """The engine of ``spec``, loaded on ``device`` (a checkpoint runs in place, as a torch
+    engine, without building an engine folder)."""
     if spec.engine_dir is not None:
         return load_engine(spec.engine_dir, device)
     if spec.null_outputs is not None:
@@ -48,6 +50,7 @@ def open_engine(spec: EngineSpec, device: str, max_batch: int) -> Engine:
 
         manifest = describe_engine(spec, device, max_batch)
         return NullEngine(manifest, torch.device(device), spec.null_outputs)
-    from psicbatch.engines.build import checkpoint_engine
+    from psicbatch.engines.torch_engine import TorchEngine
 
-    return checkpoint_engine(spec.checkpoint, spec.precision, device, max_batch, spec.input_size)
+    manifest = describe_engine(spec, device, max_batch)
+    return TorchEngine(spec.checkpoint.parent, manifest, torch.device(device), spec.checkpoint)

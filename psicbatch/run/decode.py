@@ -25,7 +25,7 @@ import io
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -93,20 +93,15 @@ def _orientation(image: Image.Image) -> int:
         return 1
 
 
+@dataclass
 class PilDecoder:
-    name = "pil"
+    """PIL in threads, each file within its decoding time limit."""
 
-    def __init__(
-        self,
-        preprocessing: Preprocessing,
-        threads: int = 2,
-        pin: bool = False,
-        limits: FileLimits = DEFAULT_LIMITS,
-    ) -> None:
-        self.preprocessing = preprocessing
-        self.threads = threads
-        self.pin = pin
-        self.limits = limits
+    preprocessing: Preprocessing
+    threads: int = 2
+    pin: bool = False  # host tensors in pinned memory, for GPU engines
+    limits: FileLimits = DEFAULT_LIMITS
+    name: ClassVar[str] = "pil"
 
     def _one(self, path: Path) -> tuple[np.ndarray, tuple[int, int], FileStamp]:
         data, _, stamp = read_bytes(path, self.limits.max_bytes)
@@ -150,24 +145,19 @@ def _outcome(result: object, limits: FileLimits) -> object:
     return result
 
 
+@dataclass
 class DaliDecoder:
-    name = "dali"
+    """NVIDIA DALI: on GPU ``device_id`` (``mixed`` decoding), else its CPU operators."""
 
-    def __init__(
-        self,
-        preprocessing: Preprocessing,
-        batch_size: int,
-        threads: int = 2,
-        device_id: int | None = None,
-        pin: bool = False,
-        limits: FileLimits = DEFAULT_LIMITS,
-    ) -> None:
-        self.preprocessing = preprocessing
-        self.batch_size = batch_size
-        self.threads = threads
-        self.device_id = device_id
-        self.pin = pin
-        self.limits = limits
+    preprocessing: Preprocessing
+    batch_size: int
+    threads: int = 2
+    device_id: int | None = None
+    pin: bool = False
+    limits: FileLimits = DEFAULT_LIMITS
+    name: ClassVar[str] = "dali"
+
+    def __post_init__(self) -> None:
         self.pipeline = self._build()
 
     def _build(self) -> object:
