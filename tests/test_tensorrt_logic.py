@@ -56,7 +56,7 @@ def test_precision_comes_from_flags_on_10_and_from_the_graph_on_11(
 def test_old_tensorrt_and_unknown_precision_are_refused() -> None:
     with pytest.raises(PsicbatchError, match=r"TensorRT 8\.x is not supported"):
         trt_engine.precision_plan(8, "fp16")
-    with pytest.raises(PsicbatchError, match="fp32, fp16, bf16 or int8"):
+    with pytest.raises(PsicbatchError, match="must be one of fp16, fp32, bf16, int8: fp8"):
         trt_engine.precision_plan(10, "fp8")
 
 

@@ -245,9 +245,7 @@ def _build_backend(
         )
 
         plan = precision_plan(tensorrt_major(tensorrt.__version__), manifest.precision)
-        dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[
-            plan.graph_dtype
-        ]
+        dtype = getattr(torch, plan.graph_dtype)
         graph = export_onnx(
             checkpoint, work / "model.onnx", size, max_batch, options.dynamic_size, dtype
         )

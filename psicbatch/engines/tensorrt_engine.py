@@ -22,6 +22,7 @@ import torch
 from psicbatch.engines.base import Engine
 from psicbatch.engines.manifest import INPUT_NAME, OUTPUT_NAMES, Manifest
 from psicbatch.errors import PsicbatchError
+from psicbatch.precision import DTYPES, SUPPORTED
 
 ENGINE_FILE = "model.plan"
 TIMING_CACHE = "timing.cache"
@@ -41,13 +42,16 @@ def tensorrt_major(version: str) -> int:
 def precision_plan(major: int, precision: str) -> PrecisionPlan:
     if major < 10:
         raise PsicbatchError(f"TensorRT {major}.x is not supported; install TensorRT 10 or 11")
-    if precision not in ("fp32", "fp16", "bf16", "int8"):
-        raise PsicbatchError(f"TensorRT precision must be fp32, fp16, bf16 or int8: {precision}")
-    if major == 10:
-        flags = {"fp32": (), "fp16": ("FP16",), "bf16": ("BF16",), "int8": ("INT8",)}[precision]
+    supported = SUPPORTED["tensorrt"]["cuda"]
+    if precision not in supported:
+        raise PsicbatchError(
+            f"TensorRT precision must be one of {', '.join(supported)}: {precision}"
+        )
+    if major == 10:  # builder flags are named like the precisions: FP16, BF16, INT8
+        flags = () if precision == "fp32" else (precision.upper(),)
         return PrecisionPlan(flags, "float32", precision == "int8")
-    dtype = {"fp16": "float16", "bf16": "bfloat16"}.get(precision, "float32")
-    return PrecisionPlan((), dtype, precision == "int8")
+    dtype = DTYPES.get(precision, torch.float32)  # int8: a float32 graph with Q/DQ nodes
+    return PrecisionPlan((), str(dtype).removeprefix("torch."), precision == "int8")
 
 
 def profile_shapes(manifest: Manifest, opt_batch: int) -> tuple[tuple[int, ...], ...]:
