@@ -12,6 +12,7 @@ import torch
 from psicbatch.bench.stats import Measurement, measure
 from psicbatch.checkpoint import Checkpoint
 from psicbatch.engines import Engine
+from psicbatch.engines.null_engine import NULL_OUTPUTS
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.precision import DTYPES
 from psicbatch.preprocess import Preprocessing, load_tensor
@@ -126,7 +127,7 @@ def decode_only(files: list[Path], preprocessing: Preprocessing, batch: int, dev
     }
 
 
-HOST_OUTPUTS = ("clean", "defects", "noisy")
+HOST_OUTPUTS = NULL_OUTPUTS  # every kind of ready output the null engine gives
 
 
 def host_ceiling(
