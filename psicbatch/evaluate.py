@@ -136,21 +136,41 @@ def compare(summary: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any
     return {"reference_engine": reference["engine"], "metrics": metrics_side_by_side}
 
 
+def image_iou(row: dict[str, Any], kind: str, gated: bool) -> float:
+    """One image's mask or boundary IoU (``kind``) counted over all images: a defect-free
+    image scores 1 when nothing is predicted on it and 0 otherwise. ``gated``: the mask of
+    an image judged defect-free counts as empty, as ``psicbatch run --masks gated`` writes
+    it (a defective image judged defect-free then scores 0)."""
+    kept = row["predicted_defective"] or not gated
+    if not math.isnan(row[kind]):  # a defective image
+        return row[kind] if kept else 0.0
+    return 0.0 if kept and row["predicted_defect_pixels"] else 1.0
+
+
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Dataset-level metrics from per-image rows (also used to pool folds)."""
+    """Dataset-level metrics from per-image rows (also used to pool folds).
+
+    Mask and boundary mIoU: over the defective images (strict; what an overlay shows),
+    over all images, and over all images with decision-gated masks (see ``image_iou``).
+    """
     counts = np.array([[row[key] for key in PIXEL_COUNT_KEYS] for row in rows]).sum(axis=0)
     labels = np.array([row["is_defective"] for row in rows], dtype=bool)
     scores = np.array([row["probability"] for row in rows], dtype=float)
     decisions = np.array([row["predicted_defective"] for row in rows], dtype=bool)
     defective = [row for row in rows if not math.isnan(row["mask_iou"])]
+    segmentation = {
+        "mask_miou": _mean(row["mask_iou"] for row in defective),
+        "boundary_miou": _mean(row["boundary_iou"] for row in defective),
+        "two_class_miou": metrics.two_class_miou(counts),
+    }
+    for reading, gated in (("all", False), ("gated", True)):
+        for kind in ("mask", "boundary"):
+            values = (image_iou(row, f"{kind}_iou", gated) for row in rows)
+            segmentation[f"{kind}_miou_{reading}"] = _mean(values)
     return {
         "images": len(rows),
         "defective_images": int(labels.sum()),
-        "segmentation": {
-            "mask_miou": _mean(row["mask_iou"] for row in defective),
-            "boundary_miou": _mean(row["boundary_iou"] for row in defective),
-            "two_class_miou": metrics.two_class_miou(counts),
-        },
+        "segmentation": segmentation,
         "classification": {
             "auc": metrics.roc_auc(labels, scores),
             "ap": metrics.average_precision(labels, scores),

@@ -127,3 +127,35 @@ def test_curves_and_best_f1_threshold_match_scikit_learn(seed: int) -> None:
     threshold = metrics.best_f1_threshold(labels, scores)
     best = max(f1_score(labels, scores >= t) for t in np.unique(scores))
     assert f1_score(labels, scores >= threshold) == pytest.approx(best)
+
+
+def score_row(defective: bool, probability: float, iou: float, predicted_pixels: int) -> dict:
+    from psicbatch.evaluate import PIXEL_COUNT_KEYS
+
+    return {
+        "is_defective": defective,
+        "probability": probability,
+        "predicted_defective": probability >= 0.5,
+        "mask_iou": iou if defective else math.nan,
+        "boundary_iou": iou / 2 if defective else math.nan,
+        "predicted_defect_pixels": predicted_pixels,
+        **dict.fromkeys(PIXEL_COUNT_KEYS, 1),
+    }
+
+
+def test_all_image_and_gated_mask_miou_by_hand() -> None:
+    from psicbatch.evaluate import summarize
+
+    rows = [
+        score_row(False, 0.1, math.nan, 0),  # defect-free, predicted empty: 1 in both readings
+        score_row(False, 0.2, math.nan, 1),  # defect-free, one pixel, judged good: all 0, gated 1
+        score_row(False, 0.9, math.nan, 5),  # defect-free, judged defective with pixels: 0, 0
+        score_row(True, 0.3, 0.6, 40),  # defective but below the image threshold: all 0.6, gated 0
+        score_row(True, 0.8, 0.8, 50),  # defective, found: 0.8 in every reading
+    ]
+    segmentation = summarize(rows)["segmentation"]
+    assert segmentation["mask_miou"] == pytest.approx((0.6 + 0.8) / 2)  # defective only
+    assert segmentation["mask_miou_all"] == pytest.approx((1 + 0 + 0 + 0.6 + 0.8) / 5)
+    assert segmentation["mask_miou_gated"] == pytest.approx((1 + 1 + 0 + 0 + 0.8) / 5)
+    assert segmentation["boundary_miou_all"] == pytest.approx((1 + 0 + 0 + 0.3 + 0.4) / 5)
+    assert segmentation["boundary_miou_gated"] == pytest.approx((1 + 1 + 0 + 0 + 0.4) / 5)

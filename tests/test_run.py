@@ -115,16 +115,48 @@ def test_dali_and_pil_preprocess_alike() -> None:
     assert difference.mean() < 0.5 and difference.max() < 12
 
 
+def test_gated_masks_are_empty_exactly_for_images_judged_defect_free(
+    images: Path, tmp_path: Path
+) -> None:
+    every, gated = tmp_path / "all.parquet", tmp_path / "gated.parquet"
+    # A threshold just above the least likely image that has defect pixels, so that one
+    # is judged defect-free while the more likely ones stay defective.
+    assert run_cli(str(images), "--out", str(every), "--decoder", "pil", "--masks", "all")[0] == 0
+    masked = sorted(row["probability"] for row in table(every) if row["mask_area"])
+    assert len(masked) >= 2 and masked[0] < masked[-1]
+    threshold = repr(float(np.nextafter(np.float32(masked[0]), np.float32(1))))
+    for out, masks in ((every, "all"), (gated, "gated")):
+        out.unlink(missing_ok=True)
+        args = ["--decoder", "pil", "--masks", masks, "--threshold", threshold]
+        assert run_cli(str(images), "--out", str(out), *args)[0] == 0
+    assert read_metadata(gated)["masks"] == "gated"
+    rows_all, rows_gated = table(every), table(gated)
+    assert {r["is_defect"] for r in rows_gated} == {True, False}
+    for full, kept in zip(rows_all, rows_gated, strict=True):
+        if kept["is_defect"]:
+            assert kept == full
+        else:
+            assert kept["mask_area"] == 0 and kept["mask_bbox"] is None
+            assert not rle.decode(kept["mask"]).any()
+            assert kept["mask"]["size"] == full["mask"]["size"]
+            assert {k: v for k, v in kept.items() if not k.startswith("mask")} == {
+                k: v for k, v in full.items() if not k.startswith("mask")
+            }
+    pairs = zip(rows_all, rows_gated, strict=True)
+    assert any(full["mask_area"] for full, kept in pairs if not kept["is_defect"])
+
+
 def test_table_reads_back_and_masks_are_the_models(images: Path, tmp_path: Path) -> None:
     import duckdb
 
     out = tmp_path / "results.parquet"
-    assert run_cli(str(images), "--out", str(out), "--decoder", "pil")[0] == 0
+    assert run_cli(str(images), "--out", str(out), "--decoder", "pil", "--masks", "all")[0] == 0
     ((count, mean),) = duckdb.sql(f"SELECT count(*), avg(probability) FROM '{out}'").fetchall()
     assert count == 14 and 0 <= mean <= 1
     metadata = read_metadata(out)
     assert metadata["schema_version"] == 1 and metadata["inputs"] == 14
     assert len(metadata["checkpoint_sha256"]) == 64 and metadata["finished_at"]
+    assert metadata["masks"] == "all"
     # The stored RLE decodes (with pycocotools) to the mask the model gives for that image.
     engine = open_engine(EngineSpec(checkpoint=demo_model_path()), "cpu")
     thresholds = engine.manifest.thresholds

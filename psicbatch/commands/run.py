@@ -18,7 +18,13 @@ from psicbatch.engines.spec import EngineSpec
 from psicbatch.progress import progress_bar
 from psicbatch.run.files import DEFAULT_DECODE_SECONDS, DEFAULT_MAX_MIB, MIB, FileLimits
 from psicbatch.run.inputs import collect_inputs
-from psicbatch.run.runner import DEFAULT_BATCH_TIMEOUT, RunOptions, RunSummary, run
+from psicbatch.run.runner import (
+    DEFAULT_BATCH_TIMEOUT,
+    MASK_MODES,
+    RunOptions,
+    RunSummary,
+    run,
+)
 
 EXIT_IMAGES_FAILED = 3
 
@@ -72,6 +78,14 @@ def _devices(value: str | None) -> tuple[str, ...]:
 @click.option(
     "--threshold", type=float, help="Image-level decision threshold (default: the model's)."
 )
+@click.option(
+    "--masks",
+    type=click.Choice(MASK_MODES),
+    default="gated",
+    show_default=True,
+    help="gated: a mask only for images judged defective (others get an empty one); "
+    "all: every image's thresholded mask.",
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run into the same --out.")
 @click.option(
     "--batch-timeout",
@@ -124,6 +138,7 @@ def run_command(
     devices: str | None,
     decoder: str,
     threshold: float | None,
+    masks: str,
     resume: bool,
     batch_timeout: float,
     max_file_size: float,
@@ -153,6 +168,7 @@ def run_command(
         devices=_devices(devices),
         decoder=decoder,
         threshold=threshold,
+        masks=masks,
         resume=resume,
         part_rows=flush_every,
         batch_timeout=batch_timeout,

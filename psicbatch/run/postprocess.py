@@ -111,14 +111,17 @@ def result_rows(
     positions: list[int],
     summary: MaskSummary,
     classification_threshold: float,
+    gated: bool = False,
 ) -> list[dict[str, Any]]:
-    """One row per decoded image of a batch; ``positions`` are their places in ``items``."""
+    """One row per decoded image of a batch; ``positions`` are their places in ``items``.
+    ``gated``: images judged defect-free get an empty mask (area 0, no box)."""
     rows = []
     for image, position in enumerate(positions):
         index, path = items[position]
         height, width = summary.sizes[image]
         probability = summary.probabilities[image]
-        flat = summary.masks.get(image)
+        is_defect = bool(probability >= classification_threshold)
+        flat = summary.masks.get(image) if is_defect or not gated else None
         x, y, w, h = (int(v) for v in summary.bbox[image])
         rows.append(
             {
@@ -127,11 +130,11 @@ def result_rows(
                 "width": width,
                 "height": height,
                 "probability": float(probability),
-                "is_defect": bool(probability >= classification_threshold),
+                "is_defect": is_defect,
                 "mask": rle.empty((height, width))
                 if flat is None
                 else rle.encode_column_major(flat, (height, width)),
-                "mask_area": int(summary.area[image]),
+                "mask_area": 0 if flat is None else int(summary.area[image]),
                 "mask_bbox": None if flat is None else {"x": x, "y": y, "w": w, "h": h},
                 "seg_max": float(summary.seg_max[image]),
                 "error": None,

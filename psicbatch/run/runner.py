@@ -24,6 +24,7 @@ from psicbatch.run.files import FileLimits
 from psicbatch.run.output import SCHEMA_VERSION, ResultsOutput
 
 FLUSH_SECONDS = 10.0
+MASK_MODES = ("gated", "all")
 DEFAULT_BATCH_TIMEOUT = 600.0
 
 
@@ -35,6 +36,7 @@ class RunOptions:
     devices: tuple[str, ...] = ()  # "cpu" or "cuda:N"; empty: the first GPU, else the CPU
     decoder: str = "auto"
     threshold: float | None = None  # overrides the engine's image threshold
+    masks: str = "gated"  # gated: masks only for images judged defective; all: every mask
     resume: bool = False
     part_rows: int = 1024
     batch_timeout: float = DEFAULT_BATCH_TIMEOUT
@@ -95,6 +97,8 @@ def run(
     """
     if options.batch_size < 1 or options.workers < 1:
         raise PsicbatchError("--batch-size and --workers must be at least 1")
+    if options.masks not in MASK_MODES:
+        raise PsicbatchError(f"--masks must be one of {', '.join(MASK_MODES)}")
     if options.batch_timeout <= 0 or options.limits.decode_seconds <= 0:
         raise PsicbatchError("--batch-timeout and --decode-timeout must be positive")
     if options.limits.max_bytes < 1:
@@ -142,6 +146,7 @@ def run(
                 "devices": engine_info["devices"],
                 "thresholds": engine_info["thresholds"],
                 "decoder": engine_info["decoder"],
+                "masks": options.masks,
                 "inputs": len(paths),
                 "resumed": {"kept": summary.skipped, "recomputed": summary.recomputed}
                 if options.resume
