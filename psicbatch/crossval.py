@@ -52,8 +52,12 @@ def cross_validate(
     dataset: dict[str, str],
     progress: Progress | None = None,
     scoring: FoldEngine = FoldEngine(),
+    only_fold: int | None = None,
 ) -> dict[str, Any]:
-    """Run every fold and write ``OUT/report.md``, ``cv.json``, predictions and curves."""
+    """Run every fold (or only fold ``only_fold``, 1-based, for studies that change one
+    thing on fixed folds) and write ``OUT/report.md``, ``cv.json``, predictions and curves."""
+    if only_fold is not None and not 1 <= only_fold <= folds:
+        raise PsicbatchError(f"--fold must be between 1 and {folds}, got {only_fold}")
     out.mkdir(parents=True, exist_ok=True)
     test_ids = kfold_by_group(samples, folds, options.seed)
     save_splits(out / "splits.json", test_ids, options.seed)
@@ -61,6 +65,8 @@ def cross_validate(
     data = load_into_memory(samples, options.input_size, channels, progress)
     fold_reports, all_rows = [], []
     for fold, fold_test_ids in enumerate(test_ids, start=1):
+        if only_fold is not None and fold != only_fold:
+            continue
         report = _run_fold(
             samples, data, options, fold, set(fold_test_ids), out, dataset, progress, scoring
         )

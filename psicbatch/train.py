@@ -45,6 +45,7 @@ from psicbatch.predict import predict_batches, resolve_device
 from psicbatch.preprocess import normalize
 
 MODES = ("two-step", "end-to-end")
+PIXEL_THRESHOLDS = ("f1", "iou")
 PHASES = ("segmentation", "classification", "end-to-end")
 
 
@@ -61,6 +62,8 @@ class TrainOptions:
     dilate: int = 0  # grow defect labels by this many pixels (thin annotations)
     augment: bool = True  # random horizontal and vertical flips
     delta: float = 0.01  # end-to-end classification loss weight
+    alpha_cap: float = 1.0  # eq. (2): the defect pixels' weight alpha at most this (1: none)
+    pixel_threshold: str = "f1"  # pixel threshold chosen for best F1 or best IoU
     seed: int = 0
     precision: str = "auto"
     device: str = "auto"
@@ -74,20 +77,27 @@ class TrainOptions:
             raise PsicbatchError(
                 f"unknown training mode {self.mode!r}; choose {' or '.join(MODES)}"
             )
+        if not 0.5 <= self.alpha_cap <= 1.0:
+            raise PsicbatchError(f"--alpha-cap must lie in [0.5, 1], got {self.alpha_cap}")
+        if self.pixel_threshold not in PIXEL_THRESHOLDS:
+            raise PsicbatchError(f"--pixel-threshold must be one of {', '.join(PIXEL_THRESHOLDS)}")
 
 
 def partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
-def weighted_cross_entropy(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Eq. (2) with alpha = share of background pixels in the batch.
+def weighted_cross_entropy(
+    logits: torch.Tensor, masks: torch.Tensor, alpha_cap: float = 1.0
+) -> torch.Tensor:
+    """Eq. (2) with alpha = share of background pixels in the batch, at most ``alpha_cap``
+    (a cap below 1 weighs defect pixels less, so masks grow less beyond the annotations).
 
     Divided by the total weight rather than the pixel count: the gradient's direction is
     eq. (2)'s, but its size no longer shrinks with the (tiny) share of defect pixels.
     """
     targets = masks.float()
-    alpha = 1.0 - targets.mean()
+    alpha = (1.0 - targets.mean()).clamp_max(alpha_cap)
     weights = torch.where(masks, alpha, 1.0 - alpha)
     losses = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
     return (weights * losses).sum() / weights.sum().clamp_min(1e-12)
@@ -261,7 +271,9 @@ class Trainer:
             with autocast(self.device, self.precision):
                 _, seg_logits = model.segment(images)
             height, width = masks.shape[-2:]
-            return weighted_cross_entropy(seg_logits[..., :height, :width], masks)
+            return weighted_cross_entropy(
+                seg_logits[..., :height, :width], masks, self.options.alpha_cap
+            )
 
         batches = self._batches(balanced_order(self.data.labels, rng), self.options.batch_size)
         return self._sgd_epoch(
@@ -315,7 +327,7 @@ class Trainer:
             labels = self.data.labels[index].float().to(self.device)
             with autocast(self.device, self.precision):
                 seg_logits, cls_logits = model(images)
-            seg_loss = weighted_cross_entropy(seg_logits, masks)
+            seg_loss = weighted_cross_entropy(seg_logits, masks, self.options.alpha_cap)
             cls_loss = F.binary_cross_entropy_with_logits(cls_logits.float().squeeze(1), labels)
             return mix * seg_loss + self.options.delta * (1 - mix) * cls_loss
 
@@ -325,7 +337,8 @@ class Trainer:
         )
 
     def _choose_thresholds(self, model: PSICNet, preprocessing: Preprocessing) -> Thresholds:
-        """Best-F1 thresholds on the training images: per image, and per pixel."""
+        """Thresholds on the training images: best F1 per image; per pixel, best F1 or best
+        IoU (pooled pixels) as the options say."""
         image_probs = torch.empty(len(self.data.images))
         edges = torch.linspace(0, 1, 2001)
         defect_hist = torch.zeros(len(edges) - 1)
@@ -342,11 +355,14 @@ class Trainer:
             masks = self.data.masks[index]  # thresholds are judged on the undilated labels
             defect_hist += torch.histc(seg[masks], bins=len(edges) - 1, min=0, max=1)
             background_hist += torch.histc(seg[~masks], bins=len(edges) - 1, min=0, max=1)
-        # Predicting defect for p >= edges[i]: counts above each edge, best pixel F1.
+        # Predicting defect for p >= edges[i]: counts above each edge; best pixel F1 or IoU.
         true_pos = defect_hist.flip(0).cumsum(0).flip(0)
         false_pos = background_hist.flip(0).cumsum(0).flip(0)
-        f1 = 2 * true_pos / (true_pos + false_pos + defect_hist.sum()).clamp_min(1)
-        segmentation = float(edges[int(f1.argmax())]) if defect_hist.sum() > 0 else 0.5
+        if self.options.pixel_threshold == "iou":
+            score = true_pos / (false_pos + defect_hist.sum()).clamp_min(1)  # TP/(TP+FP+FN)
+        else:
+            score = 2 * true_pos / (true_pos + false_pos + defect_hist.sum()).clamp_min(1)
+        segmentation = float(edges[int(score.argmax())]) if defect_hist.sum() > 0 else 0.5
         classification = best_f1_threshold(self.data.labels.numpy(), image_probs.numpy())
         return Thresholds(classification=classification, segmentation=max(segmentation, 0.005))
 

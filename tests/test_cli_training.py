@@ -70,6 +70,35 @@ def test_cv_reports_in_paper_layout_and_resumes(dataset: Path, tmp_path: Path) -
     assert (out / "fold1" / "model.pt").stat().st_mtime_ns == stamp
 
 
+def test_cv_runs_a_single_fold_with_the_mask_study_options(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "one-fold"
+    args = [
+        "cv",
+        str(dataset),
+        "--folds",
+        "3",
+        "--fold",
+        "2",
+        "--out",
+        str(out),
+        "-q",
+        "--alpha-cap",
+        "0.9",
+        "--pixel-threshold",
+        "iou",
+        *TINY,
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "cv.json").read_text())
+    assert [fold["fold"] for fold in report["folds"]] == [2]
+    assert report["options"]["alpha_cap"] == 0.9 and report["options"]["pixel_threshold"] == "iou"
+    assert not (out / "fold1").exists() and (out / "fold2" / "model.pt").exists()
+    assert "mask_iou_gated" in report["tables"]["table1"]
+    bad = CliRunner().invoke(main, [*args[:4], "--fold", "4", *args[6:]])
+    assert bad.exit_code == 1 and "--fold must be between 1 and 3" in bad.output
+
+
 def test_train_on_missing_folder_is_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["train", str(tmp_path / "nope"), "--out", "m.pt"])
     assert result.exit_code == 1

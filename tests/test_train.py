@@ -54,6 +54,21 @@ def test_weighted_cross_entropy_balances_rare_pixels() -> None:
     assert all_clean.item() > 2
 
 
+def test_alpha_cap_weighs_defect_pixels_less() -> None:
+    masks = torch.zeros(1, 1, 10, 10, dtype=torch.bool)
+    masks[0, 0, 0, :2] = True  # alpha would be 0.98
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    miss, alarm = (
+        bce(torch.tensor(-4.0), torch.tensor(1.0)),
+        bce(torch.tensor(-4.0), torch.tensor(0.0)),
+    )
+    # All pixels called clean: 2 missed defect pixels at weight 0.9, 98 right at weight 0.1.
+    expected = (2 * 0.9 * miss + 98 * 0.1 * alarm) / (2 * 0.9 + 98 * 0.1)
+    capped = weighted_cross_entropy(torch.full((1, 1, 10, 10), -4.0), masks, alpha_cap=0.9)
+    assert capped.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert capped < weighted_cross_entropy(torch.full((1, 1, 10, 10), -4.0), masks)
+
+
 def test_balanced_order_takes_every_defect_and_as_many_clean() -> None:
     labels = torch.tensor([True, False, False, True, False, False, False])
     order = balanced_order(labels, np.random.default_rng(0))

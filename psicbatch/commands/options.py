@@ -11,7 +11,7 @@ import click
 
 from psicbatch.data.layouts import LAYOUTS, SampleRef, read_dataset
 from psicbatch.precision import TORCH_CHOICES
-from psicbatch.train import MODES, TrainOptions
+from psicbatch.train import MODES, PIXEL_THRESHOLDS, TrainOptions
 
 
 class SizeType(click.ParamType):
@@ -145,6 +145,19 @@ def training_options(command: Callable) -> Callable:
             default=defaults.augment,
             show_default=True,
             help="Random horizontal and vertical flips.",
+        ),
+        click.option(
+            "--alpha-cap",
+            default=defaults.alpha_cap,
+            show_default=True,
+            help="Eq. (2): weight of defect pixels at most this (1: the paper's, no cap).",
+        ),
+        click.option(
+            "--pixel-threshold",
+            type=click.Choice(PIXEL_THRESHOLDS),
+            default=defaults.pixel_threshold,
+            show_default=True,
+            help="Choose the pixel threshold for best F1 or best IoU on the training images.",
         ),
         click.option("--seed", default=defaults.seed, show_default=True),
         click.option(

@@ -155,6 +155,7 @@ def evaluate_command(
 @dataset_options
 @training_options
 @click.option("--folds", default=3, show_default=True, help="Number of folds.")
+@click.option("--fold", "only_fold", type=int, help="Run only this fold (1-based).")
 @click.option(
     "--engine-backend",
     type=click.Choice(["torch", "onnxruntime", "tensorrt"]),
@@ -182,6 +183,7 @@ def cross_validate_command(
     layout: str,
     channels: str,
     folds: int,
+    only_fold: int | None,
     engine_backend: str,
     engine_precision: str,
     out: Path,
@@ -199,6 +201,7 @@ def cross_validate_command(
             dataset,
             progress,
             FoldEngine(engine_backend, engine_precision),
+            only_fold,
         )
     click.echo((out / "report.md").read_text())
     click.echo(f"{len(report['folds'])} folds written to {out}/")

@@ -148,8 +148,9 @@ class Worker:
                 )
             if batch.done is not None:  # the GPU's own time for the engine, now known
                 batch.times["inference"] = batch.started.elapsed_time(batch.done) / 1000
-            done = result_rows(items, batch.decoded.positions, summary, self.threshold,
-                               gated=self.masks == "gated")
+            done = result_rows(
+                items, batch.decoded.positions, summary, self.threshold, gated=self.masks == "gated"
+            )
             for position, row in zip(batch.decoded.positions, done, strict=True):
                 rows[position] = row
         for position, stamp in batch.decoded.stamps.items():  # which file version was read
