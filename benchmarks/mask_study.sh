@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Mask-quality study on KolektorSDD: the committed CPU recipe (width 0.25, 704x256,
+# 40 + 30 epochs, seed 0: the folds of results/kolektorsdd-cv3) with one change at a time,
+# on fold 1 of 3 only (about 16 minutes of training per variant on 2 cores).
+# Results: benchmarks/results/mask-study/<variant>/. The baseline is fold 1 of
+# results/kolektorsdd-cv3. Usage: benchmarks/mask_study.sh [VARIANT ...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${KOLEKTORSDD:-../shared/data/kolektorsdd}
+RECIPE=(--layout kolektorsdd --folds 3 --fold 1 --width 0.25 --input-size 704x256
+        --seg-epochs 40 --cls-epochs 30 --quiet)
+declare -A VARIANTS=(
+    [alpha-cap-0.9]="--alpha-cap 0.9"
+    [pixel-threshold-iou]="--pixel-threshold iou"
+    [baseline-rerun]=""
+)
+chosen=("$@")
+if [ ${#chosen[@]} -eq 0 ]; then chosen=(alpha-cap-0.9 pixel-threshold-iou); fi
+for variant in "${chosen[@]}"; do
+    # shellcheck disable=SC2086
+    psicbatch cv "$DATA" "${RECIPE[@]}" --out "benchmarks/results/mask-study/$variant" \
+        ${VARIANTS[$variant]}
+done
