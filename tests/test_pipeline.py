@@ -52,7 +52,9 @@ def test_a_stage_error_reaches_the_consumer() -> None:
 
 def test_a_hung_stage_times_out_with_a_clear_error() -> None:
     hang = threading.Event()
-    with pytest.raises(StageTimeout, match=r"no result from the inference stage within 1 s"):
+    with pytest.raises(
+        StageTimeout, match=r"no inference result within 1 s; the worker may be hung"
+    ):
         list(staged(range(3), lambda v: hang.wait(), timeout=1.0, name="inference"))
     hang.set()
 

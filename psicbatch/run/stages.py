@@ -63,7 +63,7 @@ def staged(
                 value = ready.get(timeout=timeout)
             except queue.Empty:
                 raise StageTimeout(
-                    f"no result from the {name} stage within {timeout:.0f} s; it may be "
+                    f"no {name} result within {timeout:.0f} s; the worker may be "
                     "hung (raise --batch-timeout if batches are legitimately this slow)"
                 ) from None
             if value is _DONE:

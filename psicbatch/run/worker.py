@@ -82,9 +82,7 @@ class Worker:
         """(batch number, rows, stage seconds) per batch, in order; the three stages overlap."""
         decoded = staged(tasks, self._decode, name="decoding")
         inferred = staged(decoded, self._infer, name="inference")
-        for batch in staged(
-            inferred, self._finish, timeout=self.batch_timeout, name="post-processing"
-        ):
+        for batch in staged(inferred, self._finish, timeout=self.batch_timeout, name="batch"):
             yield batch.task[0], batch.rows, batch.times
 
     def rows(self, items: list[tuple[int, Path]]) -> Rows:
