@@ -226,7 +226,8 @@ class DaliDecoder:
             batch.positions.append(position)
             batch.sizes.append(size)
         if images:
-            batch.images = torch.cat(images)
+            joined = torch.cat(images)
+            batch.images = joined.pin_memory() if self.pin else joined
         return batch
 
     def close(self) -> None:
