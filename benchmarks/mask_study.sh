@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Mask-quality study on KolektorSDD: the committed CPU recipe (width 0.25, 704x256,
 # 40 + 30 epochs, seed 0: the folds of results/kolektorsdd-cv3) with one change at a time,
-# on fold 1 of 3 only (about 16 minutes of training per variant on 2 cores).
+# on fold 1 of 3 only (6 to 16 minutes of training per variant on 2 cores; the larger input
+# and the wider network take about four times as long). A later option overrides the
+# recipe's (click keeps the last value).
 # Results: benchmarks/results/mask-study/<variant>/. The baseline is fold 1 of
 # results/kolektorsdd-cv3. Usage: benchmarks/mask_study.sh [VARIANT ...]
 set -euo pipefail
@@ -13,6 +15,8 @@ declare -A VARIANTS=(
     [alpha-cap-0.9]="--alpha-cap 0.9"
     [pixel-threshold-iou]="--pixel-threshold iou"
     [baseline-rerun]=""
+    [input-1408x512]="--input-size 1408x512"
+    [width-0.5]="--width 0.5"
 )
 chosen=("$@")
 if [ ${#chosen[@]} -eq 0 ]; then chosen=(alpha-cap-0.9 pixel-threshold-iou); fi

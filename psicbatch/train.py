@@ -63,7 +63,7 @@ class TrainOptions:
     augment: bool = True  # random horizontal and vertical flips
     delta: float = 0.01  # end-to-end classification loss weight
     alpha_cap: float = 1.0  # eq. (2): the defect pixels' weight alpha at most this (1: none)
-    pixel_threshold: str = "f1"  # pixel threshold chosen for best F1 or best IoU
+    pixel_threshold: str = "f1"  # f1: best pooled F1; iou: best mean IoU per defective image
     seed: int = 0
     precision: str = "auto"
     device: str = "auto"
@@ -81,6 +81,35 @@ class TrainOptions:
             raise PsicbatchError(f"--alpha-cap must lie in [0.5, 1], got {self.alpha_cap}")
         if self.pixel_threshold not in PIXEL_THRESHOLDS:
             raise PsicbatchError(f"--pixel-threshold must be one of {', '.join(PIXEL_THRESHOLDS)}")
+
+
+HISTOGRAM_BINS = 2000
+
+
+def choose_pixel_threshold(defect: torch.Tensor, background: torch.Tensor, criterion: str) -> float:
+    """The pixel threshold (a bin edge) from per-image histograms (images x bins) of the
+    probabilities of defect and background pixels.
+
+    ``f1``: best F1 of all images' pixels pooled (the same threshold as best pooled IoU,
+    since IoU = F1 / (2 - F1)). ``iou``: best mean IoU over the images with defect
+    pixels, the strict mask mIoU that evaluation reports, where every image counts alike
+    whatever its defect's size.
+    """
+    if defect.sum() == 0:
+        return 0.5
+    edges = torch.linspace(0, 1, defect.shape[1] + 1)
+    # Predicting defect for p >= edges[i]: counts at or above each edge.
+    true_pos = defect.flip(1).cumsum(1).flip(1)
+    false_pos = background.flip(1).cumsum(1).flip(1)
+    if criterion == "iou":
+        defective = defect.sum(1) > 0
+        totals = defect.sum(1, keepdim=True)
+        ious = true_pos / (false_pos + totals).clamp_min(1)  # TP / (TP + FP + FN)
+        score = ious[defective].mean(0)
+    else:
+        tp, fp = true_pos.sum(0), false_pos.sum(0)
+        score = 2 * tp / (tp + fp + defect.sum()).clamp_min(1)
+    return max(float(edges[int(score.argmax())]), 0.005)
 
 
 def partial_path(out: Path) -> Path:
@@ -337,12 +366,10 @@ class Trainer:
         )
 
     def _choose_thresholds(self, model: PSICNet, preprocessing: Preprocessing) -> Thresholds:
-        """Thresholds on the training images: best F1 per image; per pixel, best F1 or best
-        IoU (pooled pixels) as the options say."""
+        """Thresholds on the training images: best F1 per image; per pixel, see
+        ``pixel_threshold``."""
         image_probs = torch.empty(len(self.data.images))
-        edges = torch.linspace(0, 1, 2001)
-        defect_hist = torch.zeros(len(edges) - 1)
-        background_hist = torch.zeros(len(edges) - 1)
+        defect_hists, background_hists = [], []  # per image, over HISTOGRAM_BINS bins
         for index, probs, seg in predict_batches(
             model,
             self.data.images,
@@ -353,18 +380,14 @@ class Trainer:
         ):
             image_probs[index] = probs
             masks = self.data.masks[index]  # thresholds are judged on the undilated labels
-            defect_hist += torch.histc(seg[masks], bins=len(edges) - 1, min=0, max=1)
-            background_hist += torch.histc(seg[~masks], bins=len(edges) - 1, min=0, max=1)
-        # Predicting defect for p >= edges[i]: counts above each edge; best pixel F1 or IoU.
-        true_pos = defect_hist.flip(0).cumsum(0).flip(0)
-        false_pos = background_hist.flip(0).cumsum(0).flip(0)
-        if self.options.pixel_threshold == "iou":
-            score = true_pos / (false_pos + defect_hist.sum()).clamp_min(1)  # TP/(TP+FP+FN)
-        else:
-            score = 2 * true_pos / (true_pos + false_pos + defect_hist.sum()).clamp_min(1)
-        segmentation = float(edges[int(score.argmax())]) if defect_hist.sum() > 0 else 0.5
+            for image_seg, mask in zip(seg, masks, strict=True):
+                defect_hists.append(torch.histc(image_seg[mask], HISTOGRAM_BINS, 0, 1))
+                background_hists.append(torch.histc(image_seg[~mask], HISTOGRAM_BINS, 0, 1))
+        segmentation = choose_pixel_threshold(
+            torch.stack(defect_hists), torch.stack(background_hists), self.options.pixel_threshold
+        )
         classification = best_f1_threshold(self.data.labels.numpy(), image_probs.numpy())
-        return Thresholds(classification=classification, segmentation=max(segmentation, 0.005))
+        return Thresholds(classification=classification, segmentation=segmentation)
 
     def _checkpoint(
         self,

@@ -156,3 +156,50 @@ def test_resume_refuses_other_options(tmp_path: Path, data: tuple) -> None:
 def test_resume_without_partial(tmp_path: Path, data: tuple) -> None:
     with pytest.raises(PsicbatchError, match="nothing to resume"):
         Trainer(data[0], TINY, tmp_path / "none.pt").run(resume=True)
+
+
+def brute_force_threshold(defect: list, background: list, criterion: str) -> float:
+    """The best bin edge by direct counting over every image's pixel probabilities."""
+    best, best_score = 0.0, -1.0
+    for edge in np.linspace(0, 1, 201):
+        tps = [int((d >= edge).sum()) for d in defect]
+        fps = [int((b >= edge).sum()) for b in background]
+        if criterion == "iou":
+            score = np.mean(
+                [tp / (fp + len(d)) for tp, fp, d in zip(tps, fps, defect, strict=True)]
+            )
+        else:
+            tp, fp, total = sum(tps), sum(fps), sum(len(d) for d in defect)
+            score = 2 * tp / (tp + fp + total)
+        if score > best_score + 1e-12:
+            best, best_score = edge, score
+    return best
+
+
+@pytest.mark.parametrize("criterion", ["f1", "iou"])
+def test_pixel_threshold_is_the_best_by_direct_counting(criterion: str) -> None:
+    from psicbatch.train import choose_pixel_threshold
+
+    rng = np.random.default_rng(3)
+    # A large defect found at moderate probability, next to small ones found confidently.
+    defect = [rng.uniform(0.55, 0.75, 900), rng.uniform(0.85, 0.99, 12), rng.uniform(0.9, 1, 8)]
+    background = [rng.uniform(0, 0.7, 3000), rng.uniform(0, 0.88, 3000), rng.uniform(0, 0.6, 3000)]
+    histograms = [
+        torch.stack([torch.histc(torch.from_numpy(a).float(), 200, 0, 1) for a in arrays])
+        for arrays in (defect, background)
+    ]
+    chosen = choose_pixel_threshold(*histograms, criterion)
+    assert chosen == pytest.approx(brute_force_threshold(defect, background, criterion), abs=1e-6)
+
+
+def test_mean_iou_and_pooled_f1_thresholds_differ_when_defect_sizes_differ() -> None:
+    from psicbatch.train import choose_pixel_threshold
+
+    rng = np.random.default_rng(3)
+    defect = [rng.uniform(0.55, 0.75, 900), rng.uniform(0.85, 0.99, 12), rng.uniform(0.9, 1, 8)]
+    background = [rng.uniform(0, 0.7, 3000), rng.uniform(0, 0.88, 3000), rng.uniform(0, 0.6, 3000)]
+    histograms = [
+        torch.stack([torch.histc(torch.from_numpy(a).float(), 200, 0, 1) for a in arrays])
+        for arrays in (defect, background)
+    ]
+    assert choose_pixel_threshold(*histograms, "iou") != choose_pixel_threshold(*histograms, "f1")
