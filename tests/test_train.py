@@ -176,18 +176,24 @@ def brute_force_threshold(defect: list, background: list, criterion: str) -> flo
     return best
 
 
-@pytest.mark.parametrize("criterion", ["f1", "iou"])
-def test_pixel_threshold_is_the_best_by_direct_counting(criterion: str) -> None:
-    from psicbatch.train import choose_pixel_threshold
-
+def defect_sizes_that_differ() -> tuple[list, list, list[torch.Tensor]]:
+    """A large defect found at moderate probability, next to small ones found confidently:
+    per-image pixel probabilities, and their per-image histograms (200 bins)."""
     rng = np.random.default_rng(3)
-    # A large defect found at moderate probability, next to small ones found confidently.
     defect = [rng.uniform(0.55, 0.75, 900), rng.uniform(0.85, 0.99, 12), rng.uniform(0.9, 1, 8)]
     background = [rng.uniform(0, 0.7, 3000), rng.uniform(0, 0.88, 3000), rng.uniform(0, 0.6, 3000)]
     histograms = [
         torch.stack([torch.histc(torch.from_numpy(a).float(), 200, 0, 1) for a in arrays])
         for arrays in (defect, background)
     ]
+    return defect, background, histograms
+
+
+@pytest.mark.parametrize("criterion", ["f1", "iou"])
+def test_pixel_threshold_is_the_best_by_direct_counting(criterion: str) -> None:
+    from psicbatch.train import choose_pixel_threshold
+
+    defect, background, histograms = defect_sizes_that_differ()
     chosen = choose_pixel_threshold(*histograms, criterion)
     assert chosen == pytest.approx(brute_force_threshold(defect, background, criterion), abs=1e-6)
 
@@ -195,11 +201,5 @@ def test_pixel_threshold_is_the_best_by_direct_counting(criterion: str) -> None:
 def test_mean_iou_and_pooled_f1_thresholds_differ_when_defect_sizes_differ() -> None:
     from psicbatch.train import choose_pixel_threshold
 
-    rng = np.random.default_rng(3)
-    defect = [rng.uniform(0.55, 0.75, 900), rng.uniform(0.85, 0.99, 12), rng.uniform(0.9, 1, 8)]
-    background = [rng.uniform(0, 0.7, 3000), rng.uniform(0, 0.88, 3000), rng.uniform(0, 0.6, 3000)]
-    histograms = [
-        torch.stack([torch.histc(torch.from_numpy(a).float(), 200, 0, 1) for a in arrays])
-        for arrays in (defect, background)
-    ]
+    _, _, histograms = defect_sizes_that_differ()
     assert choose_pixel_threshold(*histograms, "iou") != choose_pixel_threshold(*histograms, "f1")
