@@ -78,7 +78,7 @@ def engine_options(command: Callable) -> Callable:
             type=click.Choice(TORCH_CHOICES),
             default="auto",
             show_default=True,
-            help="With --model: autocast precision (auto: bf16 on CPU).",
+            help="With --model: autocast precision (auto: bf16 on the CPU, fp16 on a GPU).",
         ),
     ]
     for option in reversed(options):
