@@ -184,7 +184,9 @@ def test_files_changed_between_a_kill_and_resume_are_recomputed(tmp_path: Path) 
     options = RunOptions(out=out, batch_size=4, resume=True, decoder="pil", devices=("cpu",))
     summary = run(files, EngineSpec(checkpoint=demo_model_path()), options)
     assert summary.recomputed == 2 and summary.skipped == len(done) - 2
-    rows = {Path(r["path"]).name: r for r in pq.read_table(out).to_pylist()}
+    table = pq.read_table(out).to_pylist()
+    assert [row["path"] for row in table] == [str(f) for f in files]  # still in input order
+    rows = {Path(r["path"]).name: r for r in table}
     assert len(rows) == 60 and rows["01.png"]["error"] == "no such file"
     assert read_metadata(out)["resumed"] == {"kept": len(done) - 2, "recomputed": 2}
     fresh = tmp_path / "fresh.parquet"

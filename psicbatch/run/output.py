@@ -13,12 +13,14 @@ even when the process is killed) keeps two runs from writing the same output.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import os
 import queue
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,19 +116,25 @@ class PartWriter:
         if not rows:
             return
         name = f"part-{self.next_number:08d}.parquet"
-        temporary = self.directory / f".{name}.tmp"
         try:
-            pq.write_table(
-                pa.Table.from_pylist(rows, schema=PART_SCHEMA), temporary, compression="zstd"
-            )
-            os.replace(temporary, self.directory / name)
+            _write_part(pa.Table.from_pylist(rows, schema=PART_SCHEMA), self.directory / name)
         except OSError as error:
-            temporary.unlink(missing_ok=True)
             raise PsicbatchError(
                 f"{self.directory}: cannot write results ({error.strerror or error}); the run "
                 "can be continued with --resume once the problem is fixed"
             ) from None
         self.next_number += 1
+
+
+def _write_part(table: pa.Table, path: Path) -> None:
+    """A part appears whole or not at all: written under a temporary name (which
+    ``remove_stale_temporaries`` knows), then renamed."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        pq.write_table(table, temporary, compression="zstd")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 class BackgroundWriter:
@@ -250,13 +258,12 @@ def completed_stamps(out: Path) -> dict[str, FileStamp | None]:
         return {}
     done: dict[str, FileStamp | None] = {}
     for part in sorted(directory.glob("part-*.parquet")):
-        table = pq.read_table(part)
-        if not set(STAMP_COLUMNS) <= set(table.column_names):
-            done.update(dict.fromkeys(table.column("path").to_pylist()))
+        if not set(STAMP_COLUMNS) <= set(pq.read_schema(part).names):  # older part files
+            done.update(dict.fromkeys(_paths(part)))
             continue
-        for path, size, mtime in zip(
-            *(table.column(c).to_pylist() for c in ("path", *STAMP_COLUMNS)), strict=True
-        ):
+        table = pq.read_table(part, columns=["path", *STAMP_COLUMNS])  # not the masks
+        columns = (table.column(c).to_pylist() for c in ("path", *STAMP_COLUMNS))
+        for path, size, mtime in zip(*columns, strict=True):
             done[path] = None if size is None else FileStamp(size, mtime)
     return done
 
@@ -264,18 +271,20 @@ def completed_stamps(out: Path) -> dict[str, FileStamp | None]:
 def drop_rows(out: Path, paths: set[str]) -> None:
     """Remove the rows of ``paths`` from the part files (each part replaced atomically),
     so that they are computed again."""
+    dropped = pa.array(sorted(paths), pa.string())
     for part in sorted(parts_directory(out).glob("part-*.parquet")):
+        if not set(_paths(part)) & paths:
+            continue  # only parts holding a dropped row are read whole and rewritten
         table = pq.read_table(part)
-        keep = pc.invert(pc.is_in(table.column("path"), pa.array(sorted(paths), pa.string())))
-        if pc.all(keep).as_py():
-            continue
-        kept = table.filter(keep)
+        kept = table.filter(pc.invert(pc.is_in(table.column("path"), dropped)))
         if kept.num_rows == 0:
             part.unlink()
-            continue
-        temporary = part.with_name(f".{part.name}.tmp")
-        pq.write_table(kept, temporary, compression="zstd")
-        os.replace(temporary, part)
+        else:
+            _write_part(kept, part)
+
+
+def _paths(part: Path) -> list[str]:
+    return pq.read_table(part, columns=["path"]).column("path").to_pylist()
 
 
 def finalize(out: Path, metadata: dict[str, Any]) -> int:
@@ -287,8 +296,7 @@ def finalize(out: Path, metadata: dict[str, Any]) -> int:
     rows = 0
     try:
         with pq.ParquetWriter(temporary, schema, compression="zstd") as writer:
-            for part in _in_input_order(parts):
-                table = pq.read_table(part).sort_by(INDEX_COLUMN)
+            for table in _in_input_order(parts):
                 table = table.drop_columns([c for c in PART_ONLY if c in table.column_names])
                 writer.write_table(table.cast(schema))
                 rows += table.num_rows
@@ -304,13 +312,21 @@ def finalize(out: Path, metadata: dict[str, Any]) -> int:
     return rows
 
 
-def _in_input_order(parts: list[Path]) -> list[Path]:
-    """Parts sorted by their first input index (runs write them in order already)."""
-    first = {
-        part: pq.read_table(part, columns=[INDEX_COLUMN]).column(INDEX_COLUMN)[0].as_py()
-        for part in parts
-    }
-    return sorted(parts, key=lambda part: first[part])
+def _in_input_order(parts: list[Path]) -> Iterator[pa.Table]:
+    """The parts' rows in input order. Runs write parts in order, so each part is streamed
+    alone; only after a resume recomputed some rows (their new part overlaps older ones'
+    index ranges) are all parts read together and sorted."""
+    ranges = {}
+    for part in parts:
+        index = pq.read_table(part, columns=[INDEX_COLUMN]).column(INDEX_COLUMN)
+        ranges[part] = (pc.min(index).as_py(), pc.max(index).as_py())
+    ordered = sorted(parts, key=lambda part: ranges[part])
+    disjoint = all(ranges[a][1] < ranges[b][0] for a, b in itertools.pairwise(ordered))
+    if disjoint:
+        yield from (pq.read_table(part).sort_by(INDEX_COLUMN) for part in ordered)
+    elif ordered:
+        tables = [pq.read_table(part) for part in ordered]
+        yield pa.concat_tables(tables, promote_options="default").sort_by(INDEX_COLUMN)
 
 
 def read_metadata(path: Path) -> dict[str, Any]:

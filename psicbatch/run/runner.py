@@ -53,7 +53,7 @@ def worker_devices(options: RunOptions) -> list[str]:
 class RunSummary:
     images: int = 0
     skipped: int = 0  # already done in an interrupted run
-    recomputed: int = 0  # rows of an interrupted run whose file changed, vanished or failed
+    recomputed: int = 0  # rows of an interrupted run whose file changed since (or vanished)
     defects: int = 0
     errors: int = 0
     seconds: float = 0.0
