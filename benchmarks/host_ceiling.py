@@ -29,10 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from psicbatch.assets import demo_model_path  # noqa: E402
-from psicbatch.bench.measurements import HOST_OUTPUTS, decode_only, host_ceiling  # noqa: E402
+from psicbatch.bench.measurements import decode_only, host_ceiling  # noqa: E402
 from psicbatch.bench.report import machine  # noqa: E402
 from psicbatch.data.synth import generate  # noqa: E402
-from psicbatch.engines.null_engine import NullEngine, null_manifest  # noqa: E402
+from psicbatch.engines.null_engine import (  # noqa: E402
+    NULL_OUTPUTS,
+    NullEngine,
+    null_manifest,
+)
 from psicbatch.engines.spec import EngineSpec, describe_engine  # noqa: E402
 from psicbatch.reports import markdown_table  # noqa: E402
 from psicbatch.run.output import PartWriter  # noqa: E402
@@ -80,7 +84,7 @@ def main() -> None:
     report: dict = {"machine": machine(), "size": list(SIZE), "batch": BATCH, "host": []}
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        for outputs in HOST_OUTPUTS:
+        for outputs in NULL_OUTPUTS:
             now = host_ceiling(SIZE, outputs, BATCH, 10.0, "cpu", folder / outputs)
             reference_count = {"clean": 640, "defects": 640, "noisy": 192}[outputs]
             before = per_image_reference(outputs, reference_count, folder / f"ref-{outputs}")

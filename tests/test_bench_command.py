@@ -6,9 +6,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from psicbatch.bench.measurements import HOST_OUTPUTS
 from psicbatch.bench.report import STAGES
 from psicbatch.cli import main
+from psicbatch.engines.null_engine import NULL_OUTPUTS
 
 
 def test_tiny_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
@@ -65,7 +65,7 @@ def test_tiny_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
     # The null-engine host ceiling: every size with each kind of output, decoding excluded.
     host = report["host_ceiling"]
     assert {(tuple(h["size"]), h["outputs"]) for h in host} == {
-        (size, outputs) for size in ((64, 64), (512, 512)) for outputs in HOST_OUTPUTS
+        (size, outputs) for size in ((64, 64), (512, 512)) for outputs in NULL_OUTPUTS
     }
     for row in host:
         assert row["decoder"] == "null" and row["throughput_items_per_s"] > 0

@@ -12,7 +12,6 @@ import torch
 from psicbatch.bench.stats import Measurement, measure
 from psicbatch.checkpoint import Checkpoint
 from psicbatch.engines import Engine
-from psicbatch.engines.null_engine import NULL_OUTPUTS
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.precision import DTYPES
 from psicbatch.preprocess import Preprocessing, load_tensor
@@ -125,9 +124,6 @@ def decode_only(files: list[Path], preprocessing: Preprocessing, batch: int, dev
         "decoder": chosen.name,
         "throughput_items_per_s": len(files) / seconds,
     }
-
-
-HOST_OUTPUTS = NULL_OUTPUTS  # every kind of ready output the null engine gives
 
 
 def host_ceiling(

@@ -13,7 +13,6 @@ import torch
 
 from psicbatch import __version__
 from psicbatch.bench.measurements import (
-    HOST_OUTPUTS,
     decode_only,
     end_to_end,
     engine_only,
@@ -25,6 +24,7 @@ from psicbatch.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, u
 from psicbatch.data.images import image_files
 from psicbatch.data.synth import generate
 from psicbatch.engines import Engine, default_device, load_engine
+from psicbatch.engines.null_engine import NULL_OUTPUTS
 from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.model import ModelConfig, count_flops
 from psicbatch.reports import markdown_table
@@ -154,7 +154,7 @@ def run_benchmark(
                 )
         if plan.host_ceiling:
             with tempfile.TemporaryDirectory() as folder:
-                for outputs in HOST_OUTPUTS:
+                for outputs in NULL_OUTPUTS:
                     host.append(
                         host_ceiling(
                             size,
