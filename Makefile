@@ -11,7 +11,7 @@ DEMO_DIR := build/demo
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,onnx,dali,ray]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,onnx,openvino,dali,ray,bench]"
 	touch $(STAMP)
 
 setup: $(STAMP)

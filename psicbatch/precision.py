@@ -15,10 +15,12 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 # backend -> device type -> (precisions it runs, the first being what ``auto`` picks).
 # Inference: bf16 is the fastest torch option on CPUs with AVX-512 BF16 (2.5x ONNX Runtime
-# fp32, benchmarks/results/cpu-backends/); fp16 is the GPU engines' usual choice.
+# fp32, benchmarks/results/cpu-backends/); fp16 is the GPU engines' usual choice. OpenVINO
+# is psicbatch's CPU int8 runtime (benchmarks/results/cpu-int8/).
 SUPPORTED = {
     "torch": {"cpu": ("bf16", "fp32"), "cuda": ("fp16", "bf16", "fp32")},
     "onnxruntime": {"cpu": ("fp32", "int8"), "cuda": ("fp32", "int8")},
+    "openvino": {"cpu": ("int8",)},
     "tensorrt": {"cuda": ("fp16", "fp32", "bf16", "int8")},
 }
 TORCH_CHOICES = ("auto", *sorted(set(SUPPORTED["torch"]["cpu"] + SUPPORTED["torch"]["cuda"])))

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from psicbatch.data.images import image_files, read_image
+from psicbatch.data.images import read_image
 
 # Bilinear resizing that averages over the covered pixels when shrinking (PIL's BILINEAR;
 # DALI's linear interpolation with antialiasing): the only one trained and served so far.
@@ -90,12 +90,10 @@ def load_tensor(
     return normalize(chw[None], preprocessing)[0], size
 
 
-def load_folder(folder: Path, preprocessing: Preprocessing, limit: int) -> torch.Tensor:
-    """Up to ``limit`` images spread over ``folder`` (recursive), as network input: the
-    calibration and parity images of engine builds."""
-    paths = image_files(folder)
-    step = max(1, len(paths) // limit)
-    return torch.stack([load_tensor(p, preprocessing)[0] for p in paths[::step][:limit]])
+def load_images(paths: list[Path], preprocessing: Preprocessing) -> torch.Tensor:
+    """Image files as one batch of network input: the calibration and parity images of
+    engine builds."""
+    return torch.stack([load_tensor(path, preprocessing)[0] for path in paths])
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -29,6 +29,7 @@ CPU_BUILDS = [
     ("torch", "bf16", 0.05),
     ("onnxruntime", "fp32", 1e-4),
     ("onnxruntime", "int8", 0.1),
+    ("openvino", "int8", 0.1),
 ]
 
 
@@ -211,9 +212,12 @@ def test_build_engine_and_engines_commands(tmp_path: Path) -> None:
     assert listing.exit_code == 0 and "demo" in listing.output and "torch" in listing.output
 
 
-def test_int8_parity_is_measured_on_images_with_defect_masks(engines) -> None:
-    parity = engines["onnxruntime", "int8"][1].parity
-    assert parity["images_with_defect_pixels"] >= 8  # the calibration set's defects, not noise
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_int8_parity_is_measured_on_images_held_out_of_calibration(engines, backend) -> None:
+    parity = engines[backend, "int8"][1].parity
+    assert parity["source"].startswith("held out of --calib")
+    assert (parity["images"], parity["calibration_images"]) == (8, 24)  # every 4th of 32
+    assert parity["images_with_defect_pixels"] >= 3  # defects, not noise
     assert parity["mask_iou_mean_with_defect_pixels"] >= 0.9
     assert parity["decision_flips"] == 0
 

@@ -11,6 +11,7 @@ from rich.table import Table
 from psicbatch.commands.options import SIZE
 from psicbatch.engines import list_engines
 from psicbatch.engines.build import BACKENDS, BuildOptions, build_engine
+from psicbatch.engines.image_sets import PARITY_COUNT
 from psicbatch.engines.parity import MIN_MASK_IOU
 from psicbatch.precision import CHOICES
 
@@ -22,14 +23,15 @@ from psicbatch.precision import CHOICES
     type=click.Choice(BACKENDS),
     default="auto",
     show_default=True,
-    help="auto: TensorRT with a GPU, else the fastest CPU option (torch bf16).",
+    help="auto: TensorRT with a GPU; on CPUs OpenVINO int8 when --calib is given and "
+    "parity holds, else torch bf16.",
 )
 @click.option(
     "--precision",
     type=click.Choice(CHOICES),
     default="auto",
     show_default=True,
-    help="auto: fp16 on GPUs, bf16 for torch on CPU, fp32 for ONNX Runtime.",
+    help="auto: fp16 on GPUs; on CPUs int8 or bf16 (see --backend); fp32 for ONNX Runtime.",
 )
 @click.option(
     "--input-size",
@@ -47,13 +49,27 @@ from psicbatch.precision import CHOICES
     "--calib",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Representative images: int8 calibration and parity check.",
+    help="Representative images for int8 calibration; every 4th is held out for the "
+    "parity check unless --parity-images is given.",
+)
+@click.option(
+    "--parity-images",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Images to compare the engine with fp32 on, none of them in --calib "
+    "(default: held out of --calib, else synthetic images).",
+)
+@click.option(
+    "--parity-count",
+    default=PARITY_COUNT,
+    show_default=True,
+    help="At most this many parity images, spread over the folder.",
 )
 @click.option(
     "--threads",
     default=0,
     show_default=True,
-    help="ONNX Runtime intra-op threads (0: one per core).",
+    help="ONNX Runtime / OpenVINO threads (0: one per core).",
 )
 @click.option(
     "--compile",
@@ -94,6 +110,8 @@ def build_engine_command(
     fixed_size: bool,
     max_batch: int,
     calib: Path | None,
+    parity_images: Path | None,
+    parity_count: int,
     threads: int,
     compile_model: bool,
     workspace_gb: float,
@@ -109,6 +127,8 @@ def build_engine_command(
         input_size=input_size,
         max_batch=max_batch,
         calib=calib,
+        parity_images=parity_images,
+        parity_count=parity_count,
         out=out,
         dynamic_size=not fixed_size,
         threads=threads,
@@ -128,12 +148,20 @@ def build_engine_command(
         f"(accepts {manifest.min_size[0]}x{manifest.min_size[1]}.."
         f"{manifest.max_size[0]}x{manifest.max_size[1]}), batch 1..{manifest.max_batch}"
     )
-    click.echo(
-        f"parity vs fp32 on {parity['images']} images: max |dp| "
-        f"{parity['max_abs_probability_diff']:.2g}, {parity['decision_flips']} decision flips, "
-        f"mask IoU {parity['mask_iou_mean']:.3f} (min {parity['mask_iou_min']:.3f})"
-    )
+    click.echo(f"chose {manifest.backend} {manifest.precision}: {manifest.selection}")
+    click.echo(parity_line(parity))
     click.echo(f"next: psicbatch run IMAGES --engine {directory} --out results.parquet")
+
+
+def parity_line(parity: dict) -> str:
+    defects = parity["mask_iou_mean_with_defect_pixels"]
+    defect_iou = "n/a" if defects is None else f"{defects:.3f}"
+    return (
+        f"parity vs fp32 on {parity['images']} images ({parity['source']}): max |dp| "
+        f"{parity['max_abs_probability_diff']:.2g}, {parity['decision_flips']} decision flips, "
+        f"mask IoU {parity['mask_iou_mean']:.3f} (min {parity['mask_iou_min']:.3f}), "
+        f"{defect_iou} on the {parity['images_with_defect_pixels']} with defect pixels"
+    )
 
 
 @click.command("engines")

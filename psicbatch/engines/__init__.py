@@ -19,6 +19,7 @@ from psicbatch.errors import PsicbatchError
 _ENGINE_CLASSES = {
     "torch": ("psicbatch.engines.torch_engine", "TorchEngine"),
     "onnxruntime": ("psicbatch.engines.ort_engine", "OnnxRuntimeEngine"),
+    "openvino": ("psicbatch.engines.openvino_engine", "OpenVinoEngine"),
     "tensorrt": ("psicbatch.engines.tensorrt_engine", "TensorRTEngine"),
 }
 

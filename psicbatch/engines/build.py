@@ -7,33 +7,30 @@ against the fp32 checkpoint, and only then move the folder into place.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from psicbatch import __version__
 from psicbatch.checkpoint import Checkpoint, file_sha256, load_checkpoint
 from psicbatch.engines import default_device, load_engine
 from psicbatch.engines.export import export_onnx
+from psicbatch.engines.image_sets import PARITY_COUNT, ImageSets, image_sets
 from psicbatch.engines.manifest import Manifest
-from psicbatch.engines.parity import (
-    MIN_MASK_IOU,
-    measure_parity,
-    parity_problem,
-    synthetic_parity_images,
-)
+from psicbatch.engines.parity import MIN_MASK_IOU, measure_parity, parity_problem
 from psicbatch.engines.quantize import quantize_int8
 from psicbatch.errors import PsicbatchError
 from psicbatch.model import STRIDE
-from psicbatch.precision import resolve_precision
-from psicbatch.preprocess import load_folder
+from psicbatch.precision import SUPPORTED, resolve_precision
 from psicbatch.versions import installed_versions
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+BACKENDS = ("auto", "tensorrt", "openvino", "onnxruntime", "torch")
+# CPU int8 runtimes, fastest first (benchmarks/results/cpu-int8/).
+CPU_INT8_BACKENDS = ("openvino", "onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -43,6 +40,8 @@ class BuildOptions:
     input_size: tuple[int, int] | None = None  # default: the checkpoint's training size
     max_batch: int = 16
     calib: Path | None = None
+    parity_images: Path | None = None  # default: held out of calib, else synthetic
+    parity_count: int = PARITY_COUNT
     out: Path | None = None
     dynamic_size: bool = True
     threads: int = 0
@@ -53,6 +52,25 @@ class BuildOptions:
     min_mask_iou: float = MIN_MASK_IOU
 
 
+@dataclass(frozen=True)
+class Choice:
+    """What to build and why; ``fallback`` is built instead if this one fails parity."""
+
+    backend: str
+    precision: str
+    reason: str
+    fallback: Choice | None = None
+
+
+class ParityError(PsicbatchError):
+    def __init__(self, problem: str) -> None:
+        super().__init__(
+            f"parity check failed: {problem}; the engine was not written "
+            "(--no-parity-check keeps it anyway)"
+        )
+        self.problem = problem
+
+
 def tensorrt_usable() -> bool:
     try:
         import tensorrt  # noqa: F401
@@ -61,36 +79,64 @@ def tensorrt_usable() -> bool:
     return torch.cuda.is_available()
 
 
-def resolve_backend(backend: str) -> str:
-    """``auto``: TensorRT with a GPU; otherwise torch, the fastest option measured on CPUs
-    (bf16 + channels_last, 2.5x ONNX Runtime fp32; benchmarks/results/cpu-backends/)."""
-    if backend == "auto":
-        return "tensorrt" if tensorrt_usable() else "torch"
-    if backend == "tensorrt":
-        from psicbatch.engines.tensorrt_engine import import_tensorrt
+def cpu_int8_backend() -> str | None:
+    """The fastest CPU int8 runtime installed here, if any."""
+    for backend, module in (("openvino", "openvino"), ("onnxruntime", "onnxruntime")):
+        if importlib.util.find_spec(module) is not None:
+            return backend
+    return None
 
-        import_tensorrt()
-    return backend
+
+def choose_engine(options: BuildOptions) -> Choice:
+    """The backend and precision to build.
+
+    ``auto`` is TensorRT with a GPU. On CPUs it is int8 (about three times torch bf16 at the
+    paper's sizes, benchmarks/results/cpu-int8/) when calibration images are given and the
+    int8 engine keeps parity with fp32; otherwise torch bf16 (2.5x ONNX Runtime fp32,
+    benchmarks/results/cpu-backends/).
+    """
+    device = default_device()
+    if options.backend != "auto":
+        if options.backend == "tensorrt":
+            from psicbatch.engines.tensorrt_engine import import_tensorrt
+
+            import_tensorrt()
+        precision = build_precision(options.backend, options.precision, options.calib)
+        return Choice(options.backend, precision, "as requested")
+    if tensorrt_usable():
+        precision = build_precision("tensorrt", options.precision, options.calib)
+        return Choice("tensorrt", precision, "TensorRT, on this machine's GPU")
+    int8 = cpu_int8_backend() if device == "cpu" else None
+    if options.precision == "int8":
+        if int8 is None:
+            raise PsicbatchError(
+                "--precision int8 needs a CPU int8 runtime: pip install 'psicbatch[openvino]'"
+            )
+        return Choice(int8, build_precision(int8, "int8", options.calib), "int8, as requested")
+    if options.precision != "auto" or device != "cpu":
+        precision = resolve_precision(options.precision, "torch", device)
+        return Choice("torch", precision, "torch, no TensorRT here")
+    if options.calib is None:
+        return Choice("torch", "bf16", "bf16: int8 needs calibration images (--calib DIR)")
+    if int8 is None:
+        return Choice("torch", "bf16", "bf16: no CPU int8 runtime installed (psicbatch[openvino])")
+    fallback = Choice("torch", "bf16", "bf16: the int8 engine failed its parity check")
+    return Choice(int8, "int8", "int8: calibrated, and parity with fp32 held", fallback)
 
 
 def build_precision(backend: str, precision: str, calib: Path | None) -> str:
-    """The precision to build, for this machine's default device; int8 needs images."""
-    precision = resolve_precision(precision, backend, default_device())
+    """The precision to build, for this machine's default device (the CPU for CPU-only
+    backends); int8 needs images."""
+    device = default_device()
+    if torch.device(device).type not in SUPPORTED[backend]:
+        device = "cpu"
+    precision = resolve_precision(precision, backend, device)
     if precision == "int8" and calib is None:
         raise PsicbatchError(
             "--precision int8 needs --calib DIR: a folder of representative images to "
             "calibrate the quantization ranges"
         )
     return precision
-
-
-def calibration_images(
-    folder: Path, checkpoint: Checkpoint, size: tuple[int, int], limit: int = 64
-) -> np.ndarray:
-    """Up to ``limit`` images spread over ``folder``, preprocessed as the checkpoint says."""
-    if not folder.is_dir():
-        raise PsicbatchError(f"{folder}: calibration folder not found")
-    return load_folder(folder, checkpoint.preprocessing.at_size(size), limit).numpy()
 
 
 def engine_size(checkpoint: Checkpoint, requested: tuple[int, int] | None) -> tuple[int, int]:
@@ -111,53 +157,82 @@ def default_directory(checkpoint_path: Path, backend: str, precision: str, size:
 
 
 def build_engine(checkpoint_path: Path, options: BuildOptions) -> tuple[Path, Manifest]:
+    """Build the chosen engine; an automatic int8 choice that fails parity builds its
+    fallback instead, and the manifest says why."""
     checkpoint = load_checkpoint(checkpoint_path)
     if options.max_batch < 1:
         raise PsicbatchError(f"--max-batch must be at least 1, got {options.max_batch}")
-    backend = resolve_backend(options.backend)
-    precision = build_precision(backend, options.precision, options.calib)
+    choice = choose_engine(options)
     size = engine_size(checkpoint, options.input_size)
-    directory = options.out or default_directory(checkpoint_path, backend, precision, size)
-    parity_images = (
-        calibration_images(options.calib, checkpoint, size)
-        if options.calib
-        else synthetic_parity_images(checkpoint, size)
+    images = image_sets(
+        checkpoint, size, options.calib, options.parity_images, options.parity_count
     )
-    manifest = draft_manifest(
-        checkpoint_path,
-        checkpoint,
-        backend,
-        precision,
-        size,
-        options.dynamic_size,
-        options.max_batch,
-    )
-    staging = directory.with_name(f".{directory.name}.building")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    build = Build(checkpoint_path, checkpoint, options, size, images)
+    if choice.fallback is None:
+        return build.checked(choice, options.check_parity)
     try:
-        result = _build_backend(
-            checkpoint_path, checkpoint, manifest, options, staging, parity_images
+        return build.checked(choice, enforce_parity=True)
+    except ParityError as error:
+        fallback = choice.fallback
+        reason = f"{fallback.reason} ({error.problem})"
+        return build.checked(replace(fallback, reason=reason), options.check_parity)
+
+
+@dataclass
+class Build:
+    """One checkpoint's build inputs, shared by a choice and its fallback."""
+
+    checkpoint_path: Path
+    checkpoint: Checkpoint
+    options: BuildOptions
+    size: tuple[int, int]
+    images: ImageSets
+
+    def checked(self, choice: Choice, enforce_parity: bool) -> tuple[Path, Manifest]:
+        """Build into a staging folder, measure parity, and only then move it into place."""
+        options = self.options
+        directory = options.out or default_directory(
+            self.checkpoint_path, choice.backend, choice.precision, self.size
         )
-        manifest.engine_file = result["engine_file"]
-        manifest.backend_details = result["details"]
-        manifest.engine_sha256 = file_sha256(staging / manifest.engine_file)
-        manifest.write(staging)
-        device = default_device()
-        manifest.parity = measure_parity(load_engine(staging, device), checkpoint, parity_images)
-        manifest.parity["device"] = device
-        manifest.write(staging)
-        problem = parity_problem(manifest.parity, options.min_mask_iou)
-        if problem and options.check_parity:
-            raise PsicbatchError(
-                f"parity check failed: {problem}; the engine was not written "
-                "(--no-parity-check keeps it anyway)"
-            )
-        shutil.rmtree(directory, ignore_errors=True)
-        staging.rename(directory)
-    finally:
+        manifest = draft_manifest(
+            self.checkpoint_path,
+            self.checkpoint,
+            choice.backend,
+            choice.precision,
+            self.size,
+            options.dynamic_size,
+            options.max_batch,
+        )
+        manifest.selection = choice.reason
+        staging = directory.with_name(f".{directory.name}.building")
         shutil.rmtree(staging, ignore_errors=True)
-    return directory, manifest
+        staging.mkdir(parents=True)
+        try:
+            result = _build_backend(
+                self.checkpoint_path, self.checkpoint, manifest, options, staging, self.images
+            )
+            manifest.engine_file = result["engine_file"]
+            manifest.backend_details = result["details"]
+            manifest.engine_sha256 = file_sha256(staging / manifest.engine_file)
+            manifest.write(staging)
+            device = default_device()
+            quantized = choice.precision == "int8"
+            engine = load_engine(staging, device)
+            manifest.parity = measure_parity(engine, self.checkpoint, self.images.parity)
+            manifest.parity.update(
+                device=device,
+                source=self.images.parity_source,
+                calibration_images=self.images.calibration_count if quantized else 0,
+            )
+            manifest.write(staging)
+            problem = parity_problem(manifest.parity, options.min_mask_iou)
+            if problem and enforce_parity:
+                raise ParityError(problem)
+            shutil.rmtree(directory, ignore_errors=True)
+            staging.rename(directory)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return directory, manifest
 
 
 def draft_manifest(
@@ -217,7 +292,7 @@ def _build_backend(
     manifest: Manifest,
     options: BuildOptions,
     staging: Path,
-    calibration: Any,
+    images: ImageSets,
 ) -> dict[str, Any]:
     if manifest.backend == "torch":
         from psicbatch.engines.torch_engine import build_torch
@@ -227,14 +302,18 @@ def _build_backend(
     work = staging / "work"
     work.mkdir()
     try:
-        if manifest.backend == "onnxruntime":
-            from psicbatch.engines.ort_engine import build_onnxruntime
-
+        if manifest.backend in CPU_INT8_BACKENDS:
             graph = export_onnx(
                 checkpoint, work / "fp32.onnx", size, max_batch, options.dynamic_size
             )
             if manifest.precision == "int8":
-                graph = quantize_int8(graph, work / "int8.onnx", calibration)
+                graph = quantize_int8(graph, work / "int8.onnx", images.calibration, "u8")
+            if manifest.backend == "openvino":
+                from psicbatch.engines.openvino_engine import build_openvino
+
+                return build_openvino(graph, staging, options.threads)
+            from psicbatch.engines.ort_engine import build_onnxruntime
+
             return build_onnxruntime(graph, staging, options.threads)
         import tensorrt
 
@@ -250,7 +329,7 @@ def _build_backend(
             checkpoint, work / "model.onnx", size, max_batch, options.dynamic_size, dtype
         )
         if plan.quantize:
-            graph = quantize_int8(graph, work / "int8.onnx", calibration)
+            graph = quantize_int8(graph, work / "int8.onnx", images.calibration, "s8")
         return build_tensorrt(
             graph,
             staging,
@@ -268,6 +347,7 @@ def _library_versions(backend: str) -> dict[str, str]:
     names = {
         "torch": ["torch"],
         "onnxruntime": ["torch", "onnx", "onnxruntime"],
+        "openvino": ["torch", "onnx", "onnxruntime", "openvino"],
         "tensorrt": ["torch", "onnx", "onnxruntime", "tensorrt"],
     }[backend]
     return {"psicbatch": __version__, **installed_versions(names)}

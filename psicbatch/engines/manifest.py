@@ -41,6 +41,7 @@ class Manifest:
     model: dict[str, Any] = field(default_factory=dict)  # ModelConfig: width, in_channels
     parity: dict[str, Any] = field(default_factory=dict)
     backend_details: dict[str, Any] = field(default_factory=dict)
+    selection: str = ""  # why build-engine chose this backend and precision
     size_multiple: int = STRIDE
     schema_version: int = SCHEMA_VERSION
     inputs: list[dict[str, Any]] = field(default_factory=list)

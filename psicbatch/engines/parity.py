@@ -73,14 +73,21 @@ def measure_parity(engine: Engine, checkpoint: Checkpoint, images: np.ndarray) -
 
 
 def parity_problem(parity: dict[str, Any], min_mask_iou: float = MIN_MASK_IOU) -> str | None:
+    """Why the engine disagrees too much with fp32, or None. Masks are judged on the images
+    where fp32 finds defect pixels (empty masks agree trivially and would hide a drift),
+    or on all images when there are none."""
     if parity["decision_flips"]:
         return (
             f"{parity['decision_flips']} of {parity['images']} defect decisions differ from "
             "the fp32 model"
         )
-    if parity["mask_iou_mean"] < min_mask_iou:
+    iou = parity["mask_iou_mean_with_defect_pixels"]
+    where = f"the {parity['images_with_defect_pixels']} images with defect pixels"
+    if iou is None:
+        iou, where = parity["mask_iou_mean"], f"the {parity['images']} images"
+    if iou < min_mask_iou:
         return (
-            f"masks agree with the fp32 model at IoU {parity['mask_iou_mean']:.3f} on average, "
+            f"masks agree with the fp32 model at IoU {iou:.3f} on average over {where}, "
             f"below {min_mask_iou}"
         )
     return None

@@ -1,5 +1,5 @@
-"""int8 quantization of an exported ONNX graph, shared by the ONNX Runtime and TensorRT
-backends."""
+"""int8 quantization of an exported ONNX graph, shared by the CPU int8 runtimes (OpenVINO,
+ONNX Runtime) and TensorRT."""
 
 from __future__ import annotations
 
@@ -9,12 +9,24 @@ import numpy as np
 
 from psicbatch.engines.manifest import INPUT_NAME
 
+ACTIVATIONS = ("u8", "s8")
 
-def quantize_int8(onnx_path: Path, out_path: Path, calibration: np.ndarray) -> Path:
-    """Static int8 quantization in QDQ form (symmetric, per-channel weights).
 
-    QDQ graphs run in ONNX Runtime and are TensorRT's explicit-quantization format, so
-    both int8 backends share this one step.
+def quantize_int8(
+    onnx_path: Path,
+    out_path: Path,
+    calibration: np.ndarray,
+    activations: str = "u8",
+    operator_form: bool = False,
+) -> Path:
+    """Static int8 quantization in QDQ form, per-channel symmetric int8 weights.
+
+    ``u8``: unsigned, asymmetric activations, what x86 VNNI multiplies natively (u8 x s8)
+    and a full 8 bits for the non-negative outputs of ReLU; the faster and closer choice
+    for CPU runtimes (benchmarks/results/cpu-int8/). ``s8``: symmetric signed activations,
+    the format TensorRT's explicit quantization requires. ``operator_form`` writes
+    QLinearConv-style operators instead of QDQ pairs (ONNX Runtime only; compared in the
+    benchmark, slower there).
     """
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -24,6 +36,9 @@ def quantize_int8(onnx_path: Path, out_path: Path, calibration: np.ndarray) -> P
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    if activations not in ACTIVATIONS:
+        raise ValueError(f"activations must be one of {ACTIVATIONS}, got {activations!r}")
+
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self.batches = iter([{INPUT_NAME: image[None]} for image in calibration])
@@ -31,6 +46,7 @@ def quantize_int8(onnx_path: Path, out_path: Path, calibration: np.ndarray) -> P
         def get_next(self) -> dict | None:
             return next(self.batches, None)
 
+    unsigned = activations == "u8"
     prepared = out_path.with_name(out_path.stem + ".prep.onnx")
     try:
         quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
@@ -38,12 +54,12 @@ def quantize_int8(onnx_path: Path, out_path: Path, calibration: np.ndarray) -> P
             str(prepared),
             str(out_path),
             Reader(),
-            quant_format=QuantFormat.QDQ,
+            quant_format=QuantFormat.QOperator if operator_form else QuantFormat.QDQ,
             per_channel=True,
-            activation_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8 if unsigned else QuantType.QInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=_output_layers(prepared),
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+            extra_options={"ActivationSymmetric": not unsigned, "WeightSymmetric": True},
         )
     finally:
         prepared.unlink(missing_ok=True)

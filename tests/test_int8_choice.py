@@ -1,0 +1,102 @@
+"""CPU int8 engines: separate calibration and parity images, and what ``--backend auto
+--precision auto`` picks on a CPU (int8 only with calibration images and parity)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from psicbatch.assets import demo_model_path
+from psicbatch.cli import main
+from psicbatch.data.synth import generate
+from psicbatch.engines import load_engine
+from psicbatch.engines.build import BuildOptions, build_engine
+from psicbatch.errors import PsicbatchError
+
+cpu_only = pytest.mark.skipif(
+    torch.cuda.is_available(), reason="auto picks GPU engines where a GPU is visible"
+)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Calibration and parity images from different seeds: no file in common."""
+    root = tmp_path_factory.mktemp("int8")
+    generate(root / "calib", 24, (128, 128), defect_rate=0.5, seed=21)
+    generate(root / "parity", 12, (128, 128), defect_rate=0.5, seed=22)
+    return root / "calib" / "images", root / "parity" / "images"
+
+
+def test_openvino_int8_keeps_parity_on_separate_parity_images(folders, tmp_path: Path) -> None:
+    calib, parity_images = folders
+    options = BuildOptions(
+        backend="openvino",
+        precision="int8",
+        max_batch=4,
+        calib=calib,
+        parity_images=parity_images,
+        out=tmp_path / "int8",
+    )
+    directory, manifest = build_engine(demo_model_path(), options)
+    parity = manifest.parity
+    assert parity["source"] == f"--parity-images {parity_images}"
+    assert (parity["images"], parity["calibration_images"]) == (12, 24)
+    assert parity["decision_flips"] == 0
+    assert parity["images_with_defect_pixels"] >= 4
+    assert parity["mask_iou_mean_with_defect_pixels"] >= 0.9
+    engine = load_engine(directory, "cpu")
+    probabilities, masks = engine.infer(torch.zeros(3, 1, 128, 128))
+    assert probabilities.shape == (3,) and masks.shape == (3, 128, 128)
+
+
+def test_parity_images_may_not_overlap_calibration(folders) -> None:
+    calib, _ = folders
+    options = BuildOptions(backend="openvino", precision="int8", calib=calib, parity_images=calib)
+    with pytest.raises(PsicbatchError, match=r"share 24 image\(s\).*calibration did not see"):
+        build_engine(demo_model_path(), options)
+
+
+def test_one_calibration_image_cannot_be_split(folders, tmp_path: Path) -> None:
+    calib, _ = folders
+    single = tmp_path / "one"
+    single.mkdir()
+    (single / "a.png").write_bytes(next(calib.iterdir()).read_bytes())
+    options = BuildOptions(backend="openvino", precision="int8", calib=single)
+    with pytest.raises(PsicbatchError, match=r"one image cannot be split.*--parity-images"):
+        build_engine(demo_model_path(), options)
+
+
+@cpu_only
+def test_auto_picks_int8_with_calibration_images_and_parity(folders, tmp_path: Path) -> None:
+    calib, _ = folders
+    result = CliRunner().invoke(
+        main, ["build-engine", str(demo_model_path()), "--calib", str(calib), "-o", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "chose openvino int8: int8: calibrated, and parity with fp32 held" in result.output
+    assert "(held out of --calib" in result.output and "0 decision flips" in result.output
+
+
+@cpu_only
+def test_auto_picks_bf16_without_calibration_images(tmp_path: Path) -> None:
+    _, manifest = build_engine(demo_model_path(), BuildOptions(out=tmp_path / "e"))
+    assert (manifest.backend, manifest.precision) == ("torch", "bf16")
+    assert manifest.selection == "bf16: int8 needs calibration images (--calib DIR)"
+    assert manifest.parity["source"] == "synthetic"
+
+
+@cpu_only
+def test_auto_falls_back_to_bf16_when_int8_fails_parity(folders, tmp_path: Path) -> None:
+    """An unreachable mask IoU makes int8 fail; its parity check is enforced even with
+    --no-parity-check (it decides the choice), which then keeps the bf16 engine."""
+    calib, _ = folders
+    options = BuildOptions(calib=calib, min_mask_iou=1.01, check_parity=False, out=tmp_path / "e")
+    directory, manifest = build_engine(demo_model_path(), options)
+    assert (manifest.backend, manifest.precision) == ("torch", "bf16")
+    assert manifest.selection.startswith("bf16: the int8 engine failed its parity check (")
+    assert "below 1.01" in manifest.selection
+    assert load_engine(directory).manifest.selection == manifest.selection
+    assert not any(p.name.endswith(".building") for p in tmp_path.iterdir())
