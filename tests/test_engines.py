@@ -217,8 +217,8 @@ def test_int8_parity_is_measured_on_images_held_out_of_calibration(engines, back
     parity = engines[backend, "int8"][1].parity
     assert parity["source"].startswith("held out of --calib")
     assert (parity["images"], parity["calibration_images"]) == (8, 24)  # every 4th of 32
-    assert parity["images_with_defect_pixels"] >= 3  # defects, not noise
-    assert parity["mask_iou_mean_with_defect_pixels"] >= 0.9
+    assert parity["images_judged_defective"] >= 3  # defects, not noise
+    assert parity["mask_iou_mean_judged_defective"] >= 0.9
     assert parity["decision_flips"] == 0
 
 

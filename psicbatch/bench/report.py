@@ -60,6 +60,7 @@ BENCH_LIBRARIES = (
     "pyarrow",
     "onnx",
     "onnxruntime",
+    "openvino",
     "nvidia-dali-cuda120",
     "tensorrt",
 )

@@ -154,13 +154,13 @@ def build_engine_command(
 
 
 def parity_line(parity: dict) -> str:
-    defects = parity["mask_iou_mean_with_defect_pixels"]
+    defects = parity["mask_iou_mean_judged_defective"]
     defect_iou = "n/a" if defects is None else f"{defects:.3f}"
     return (
         f"parity vs fp32 on {parity['images']} images ({parity['source']}): max |dp| "
         f"{parity['max_abs_probability_diff']:.2g}, {parity['decision_flips']} decision flips, "
         f"mask IoU {parity['mask_iou_mean']:.3f} (min {parity['mask_iou_min']:.3f}), "
-        f"{defect_iou} on the {parity['images_with_defect_pixels']} with defect pixels"
+        f"{defect_iou} on the {parity['images_judged_defective']} judged defective"
     )
 
 

@@ -50,15 +50,15 @@ def measure_parity(engine: Engine, checkpoint: Checkpoint, images: np.ndarray) -
     expected_p, actual_p = np.concatenate(expected_p), np.concatenate(actual_p)
     expected_s, actual_s = np.concatenate(expected_s), np.concatenate(actual_s)
     thresholds = checkpoint.thresholds
-    flips = (expected_p >= thresholds.classification) != (actual_p >= thresholds.classification)
+    expected_defective = expected_p >= thresholds.classification
+    flips = expected_defective != (actual_p >= thresholds.classification)
     ious = [
         mask_iou(e >= thresholds.segmentation, a >= thresholds.segmentation)
         for e, a in zip(expected_s, actual_s, strict=True)
     ]
-    # Masks that are empty in both agree trivially: report the defective ones apart.
-    with_defects = [
-        i for i, e in zip(ious, expected_s, strict=True) if (e >= thresholds.segmentation).any()
-    ]
+    # The masks that matter are those of images judged defective: `run` writes only those
+    # by default, and empty or speck masks on the others would hide or exaggerate drift.
+    judged = [iou for iou, defective in zip(ious, expected_defective, strict=True) if defective]
     return {
         "images": len(expected_p),
         "max_abs_probability_diff": float(np.abs(expected_p - actual_p).max()),
@@ -67,22 +67,22 @@ def measure_parity(engine: Engine, checkpoint: Checkpoint, images: np.ndarray) -
         "decision_flip_rate": float(flips.mean()),
         "mask_iou_mean": float(np.mean(ious)),
         "mask_iou_min": float(np.min(ious)),
-        "images_with_defect_pixels": len(with_defects),
-        "mask_iou_mean_with_defect_pixels": float(np.mean(with_defects)) if with_defects else None,
+        "images_judged_defective": len(judged),
+        "mask_iou_mean_judged_defective": float(np.mean(judged)) if judged else None,
+        "mask_iou_min_judged_defective": float(np.min(judged)) if judged else None,
     }
 
 
 def parity_problem(parity: dict[str, Any], min_mask_iou: float = MIN_MASK_IOU) -> str | None:
-    """Why the engine disagrees too much with fp32, or None. Masks are judged on the images
-    where fp32 finds defect pixels (empty masks agree trivially and would hide a drift),
-    or on all images when there are none."""
+    """Why the engine disagrees too much with fp32, or None. Masks are compared on the
+    images fp32 judges defective, or on all images when there are none."""
     if parity["decision_flips"]:
         return (
             f"{parity['decision_flips']} of {parity['images']} defect decisions differ from "
             "the fp32 model"
         )
-    iou = parity["mask_iou_mean_with_defect_pixels"]
-    where = f"the {parity['images_with_defect_pixels']} images with defect pixels"
+    iou = parity["mask_iou_mean_judged_defective"]
+    where = f"the {parity['images_judged_defective']} images judged defective"
     if iou is None:
         iou, where = parity["mask_iou_mean"], f"the {parity['images']} images"
     if iou < min_mask_iou:
