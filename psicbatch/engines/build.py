@@ -105,23 +105,23 @@ def choose_engine(options: BuildOptions) -> Choice:
         return Choice(options.backend, precision, "as requested")
     if tensorrt_usable():
         precision = build_precision("tensorrt", options.precision, options.calib)
-        return Choice("tensorrt", precision, "TensorRT, on this machine's GPU")
+        return Choice("tensorrt", precision, "TensorRT and a GPU are present")
     int8 = cpu_int8_backend() if device == "cpu" else None
     if options.precision == "int8":
         if int8 is None:
             raise PsicbatchError(
                 "--precision int8 needs a CPU int8 runtime: pip install 'psicbatch[openvino]'"
             )
-        return Choice(int8, build_precision(int8, "int8", options.calib), "int8, as requested")
+        return Choice(int8, build_precision(int8, "int8", options.calib), "as requested")
     if options.precision != "auto" or device != "cpu":
         precision = resolve_precision(options.precision, "torch", device)
-        return Choice("torch", precision, "torch, no TensorRT here")
+        return Choice("torch", precision, "no TensorRT here")
     if options.calib is None:
-        return Choice("torch", "bf16", "bf16: int8 needs calibration images (--calib DIR)")
+        return Choice("torch", "bf16", "int8 needs calibration images (--calib DIR)")
     if int8 is None:
-        return Choice("torch", "bf16", "bf16: no CPU int8 runtime installed (psicbatch[openvino])")
-    fallback = Choice("torch", "bf16", "bf16: the int8 engine failed its parity check")
-    return Choice(int8, "int8", "int8: calibrated, and parity with fp32 held", fallback)
+        return Choice("torch", "bf16", "no CPU int8 runtime installed (psicbatch[openvino])")
+    fallback = Choice("torch", "bf16", "the int8 engine failed its parity check")
+    return Choice(int8, "int8", "calibration images given, and parity with fp32 held", fallback)
 
 
 def build_precision(backend: str, precision: str, calib: Path | None) -> str:
