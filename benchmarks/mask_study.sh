@@ -17,6 +17,7 @@ declare -A VARIANTS=(
     [baseline-rerun]=""
     [input-1408x512]="--input-size 1408x512"
     [width-0.5]="--width 0.5"
+    [width-0.75]="--width 0.75"
 )
 chosen=("$@")
 if [ ${#chosen[@]} -eq 0 ]; then chosen=(alpha-cap-0.9 pixel-threshold-iou); fi

@@ -90,8 +90,8 @@ def cpu_int8_backend() -> str | None:
 def choose_engine(options: BuildOptions) -> Choice:
     """The backend and precision to build.
 
-    ``auto`` is TensorRT with a GPU. On CPUs it is int8 (about three times torch bf16 at the
-    paper's sizes, benchmarks/results/cpu-int8/) when calibration images are given and the
+    ``auto`` is TensorRT with a GPU. On CPUs it is int8 (2.3-3x torch bf16 at the paper's
+    sizes, benchmarks/results/cpu-int8/) when calibration images are given and the
     int8 engine keeps parity with fp32; otherwise torch bf16 (2.5x ONNX Runtime fp32,
     benchmarks/results/cpu-backends/).
     """
@@ -106,7 +106,7 @@ def choose_engine(options: BuildOptions) -> Choice:
     if tensorrt_usable():
         precision = build_precision("tensorrt", options.precision, options.calib)
         return Choice("tensorrt", precision, "TensorRT and a GPU are present")
-    int8 = cpu_int8_backend() if device == "cpu" else None
+    int8 = cpu_int8_backend()
     if options.precision == "int8":
         if int8 is None:
             raise PsicbatchError(

@@ -1,5 +1,5 @@
-"""The OpenVINO backend: int8 on CPUs, the fastest CPU option measured (about three times
-torch bf16 at the paper's sizes on AVX-512 VNNI, benchmarks/results/cpu-int8/).
+"""The OpenVINO backend: int8 on CPUs, the fastest CPU option measured (2.3-3x torch bf16
+at the paper's sizes on AVX-512 VNNI, benchmarks/results/cpu-int8/).
 
 The engine file is the quantized QDQ ONNX graph itself: OpenVINO reads it directly, so the
 file stays portable and ONNX Runtime can open the same graph. Like ONNX Runtime, OpenVINO
