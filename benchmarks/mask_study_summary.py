@@ -1,5 +1,6 @@
-"""One table for the mask-quality study: each variant's fold-1 results next to the
-committed recipe's fold 1 (results/kolektorsdd-cv3).
+"""One table for the mask-quality study: each variant's fold-1 results next to the first
+recipe's fold 1 (results/kolektorsdd-cv3) and the adopted recipe's
+(results/kolektorsdd-cv3-width0.5).
 
 Usage: python benchmarks/mask_study_summary.py   (writes results/mask-study/summary.md)
 """
@@ -51,9 +52,13 @@ def row(name: str, fold: dict) -> list[str]:
 def main() -> None:
     rows = [
         row(
-            "recipe (committed 3-fold run, fold 1)",
+            "first recipe, width 0.25 (its 3-fold run, fold 1)",
             fold_one(RESULTS / "kolektorsdd-cv3"),
-        )
+        ),
+        row(
+            "width 0.5 + pixel-threshold iou (adopted; its 3-fold run, fold 1)",
+            fold_one(RESULTS / "kolektorsdd-cv3-width0.5"),
+        ),
     ]
     for folder in sorted((RESULTS / "mask-study").iterdir()):
         if (folder / "cv.json").exists():
