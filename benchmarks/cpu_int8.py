@@ -39,7 +39,7 @@ from psicbatch.bench.stats import measure  # noqa: E402
 from psicbatch.checkpoint import save_checkpoint, untrained_checkpoint  # noqa: E402
 from psicbatch.engines.export import ProbabilityModel, export_onnx  # noqa: E402
 from psicbatch.engines.openvino_engine import compile_settings  # noqa: E402
-from psicbatch.engines.ort_engine import _session_options  # noqa: E402
+from psicbatch.engines.ort_engine import session_options  # noqa: E402
 from psicbatch.engines.parity import synthetic_parity_images  # noqa: E402
 from psicbatch.engines.quantize import quantize_int8  # noqa: E402
 from psicbatch.engines.spec import EngineSpec, open_engine  # noqa: E402
@@ -65,7 +65,7 @@ def onnxruntime_session(graph: Path) -> Runner:
     import onnxruntime as ort
 
     session = ort.InferenceSession(
-        str(graph), _session_options(threads()), providers=["CPUExecutionProvider"]
+        str(graph), session_options(threads()), providers=["CPUExecutionProvider"]
     )
     return lambda batch: session.run(None, {"image": batch})
 

@@ -47,7 +47,8 @@ def fold_parity(cv: Path, data: Path, backends: list[str], work: Path) -> list[d
         if not model.is_file():
             print(f"fold {index}: no {model}, skipped", flush=True)
             continue
-        train_ids = [sample for sample in everything if sample not in set(test_ids)]
+        held_out = set(test_ids)
+        train_ids = [sample for sample in everything if sample not in held_out]
         calib = linked_images(train_ids, data, work / f"fold{index}" / "train")
         parity_images = linked_images(test_ids, data, work / f"fold{index}" / "test")
         for backend in backends:

@@ -81,10 +81,7 @@ def tensorrt_usable() -> bool:
 
 def cpu_int8_backend() -> str | None:
     """The fastest CPU int8 runtime installed here, if any."""
-    for backend, module in (("openvino", "openvino"), ("onnxruntime", "onnxruntime")):
-        if importlib.util.find_spec(module) is not None:
-            return backend
-    return None
+    return next((b for b in CPU_INT8_BACKENDS if importlib.util.find_spec(b) is not None), None)
 
 
 def choose_engine(options: BuildOptions) -> Choice:

@@ -53,7 +53,7 @@ def image_sets(
                 "images; add images or pass --parity-images DIR"
             )
         parity_files = calibration_files[::HOLD_OUT_EVERY]
-        calibration_files = [p for p in calibration_files if p not in set(parity_files)]
+        calibration_files = [p for i, p in enumerate(calibration_files) if i % HOLD_OUT_EVERY]
         parity_source = f"held out of --calib {calib} (every {HOLD_OUT_EVERY}th image)"
     else:
         parity_source = f"--parity-images {parity_images}"

@@ -32,11 +32,10 @@ def import_openvino() -> Any:
 
 
 def build_openvino(onnx_path: Path, directory: Path, threads: int) -> dict[str, Any]:
-    """Copy the graph in and compile it once, so a graph OpenVINO cannot run fails the
-    build rather than the first run."""
-    openvino = import_openvino()
+    """Copy the graph in; the build's parity check then compiles and runs it, so a graph
+    OpenVINO cannot run fails the build rather than the first run."""
+    import_openvino()
     shutil.copyfile(onnx_path, directory / ENGINE_FILE)
-    openvino.Core().compile_model(str(directory / ENGINE_FILE), "CPU")
     return {"engine_file": ENGINE_FILE, "details": {"threads": threads, "device": "cpu"}}
 
 

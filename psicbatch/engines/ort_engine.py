@@ -19,7 +19,7 @@ ENGINE_FILE = "model.onnx"
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
 
-def _session_options(threads: int) -> Any:
+def session_options(threads: int) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -43,7 +43,7 @@ def build_onnxruntime(onnx_path: Path, directory: Path, threads: int) -> dict[st
     """
     import onnxruntime as ort
 
-    options = _session_options(threads)
+    options = session_options(threads)
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     options.optimized_model_filepath = str(directory / ENGINE_FILE)
     ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
@@ -90,7 +90,7 @@ class OnnxRuntimeEngine(Engine):
         threads = int(manifest.backend_details.get("threads", 0))
         self.providers = providers_for(device, ort.get_available_providers())
         self.session = ort.InferenceSession(
-            str(engine_file), _session_options(threads), providers=self.providers
+            str(engine_file), session_options(threads), providers=self.providers
         )
 
     def _run(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
