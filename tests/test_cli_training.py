@@ -86,6 +86,8 @@ def test_cv_runs_a_single_fold_with_the_mask_study_options(dataset: Path, tmp_pa
         "0.9",
         "--pixel-threshold",
         "iou",
+        "--dice-weight",
+        "0.5",
         *TINY,
     ]
     result = CliRunner().invoke(main, args)
@@ -93,6 +95,7 @@ def test_cv_runs_a_single_fold_with_the_mask_study_options(dataset: Path, tmp_pa
     report = json.loads((out / "cv.json").read_text())
     assert [fold["fold"] for fold in report["folds"]] == [2]
     assert report["options"]["alpha_cap"] == 0.9 and report["options"]["pixel_threshold"] == "iou"
+    assert report["options"]["dice_weight"] == 0.5
     assert not (out / "fold1").exists() and (out / "fold2" / "model.pt").exists()
     assert "mask_iou_gated" in report["tables"]["table1"]
     bad = CliRunner().invoke(main, [*args[:4], "--fold", "4", *args[6:]])

@@ -20,6 +20,8 @@ from psicbatch.train import (
     balanced_order,
     dilate_masks,
     partial_path,
+    segmentation_loss,
+    soft_dice_loss,
     weighted_cross_entropy,
 )
 
@@ -69,6 +71,45 @@ def test_alpha_cap_weighs_defect_pixels_less() -> None:
     assert capped < weighted_cross_entropy(torch.full((1, 1, 10, 10), -4.0), masks)
 
 
+def test_soft_dice_loss_by_hand() -> None:
+    masks = torch.zeros(1, 1, 1, 10, dtype=torch.bool)
+    masks[0, 0, 0, :2] = True
+    # p = 0.5 everywhere: overlap 2 x 0.5 = 1, predicted sum 5, true sum 2 -> Dice 2 / 7.
+    assert soft_dice_loss(torch.zeros(1, 1, 1, 10), masks).item() == pytest.approx(5 / 7)
+    exact = torch.where(masks, 20.0, -20.0)
+    assert soft_dice_loss(exact, masks).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_soft_dice_loss_ignores_defect_free_images() -> None:
+    masks = torch.zeros(2, 1, 1, 10, dtype=torch.bool)
+    masks[1, 0, 0, :2] = True
+    logits = torch.randn(2, 1, 1, 10)
+    assert soft_dice_loss(logits, masks).item() == pytest.approx(
+        soft_dice_loss(logits[1:], masks[1:]).item()
+    )
+    clean = torch.zeros(1, 1, 1, 10, requires_grad=True)
+    loss = soft_dice_loss(clean, masks[:1])
+    loss.backward()
+    assert loss.item() == 0.0 and clean.grad is not None and not clean.grad.any()
+
+
+def test_segmentation_loss_adds_dice_only_when_asked() -> None:
+    masks = torch.zeros(1, 1, 1, 10, dtype=torch.bool)
+    masks[0, 0, 0, :2] = True
+    logits = torch.zeros(1, 1, 1, 10)
+    plain = weighted_cross_entropy(logits, masks)
+    assert segmentation_loss(logits, masks, TINY).item() == pytest.approx(plain.item())
+    with_dice = TrainOptions(**{**TINY.__dict__, "dice_weight": 0.5})
+    expected = plain.item() + 0.5 * 5 / 7
+    assert segmentation_loss(logits, masks, with_dice).item() == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("weight", [-0.1, 11.0])
+def test_dice_weight_out_of_range(weight: float) -> None:
+    with pytest.raises(PsicbatchError, match="--dice-weight"):
+        TrainOptions(dice_weight=weight)
+
+
 def test_balanced_order_takes_every_defect_and_as_many_clean() -> None:
     labels = torch.tensor([True, False, False, True, False, False, False])
     order = balanced_order(labels, np.random.default_rng(0))
@@ -115,6 +156,12 @@ def test_end_to_end_mode_runs(tmp_path: Path, data: tuple) -> None:
     assert list(checkpoint.training["loss_history"]) == ["end-to-end"]
 
 
+def test_training_with_a_dice_term_learns(tmp_path: Path, data: tuple) -> None:
+    options = TrainOptions(**{**TINY.__dict__, "seg_epochs": 6, "cls_epochs": 1, "dice_weight": 1})
+    history = Trainer(data[0], options, tmp_path / "dice.pt").run().training["loss_history"]
+    assert np.mean(history["segmentation"][-2:]) < 0.8 * np.mean(history["segmentation"][:2])
+
+
 def test_resume_after_crash_gives_the_same_model(
     tmp_path: Path, data: tuple, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -151,6 +198,18 @@ def test_resume_refuses_other_options(tmp_path: Path, data: tuple) -> None:
     changed = TrainOptions(**{**options.__dict__, "seed": 7})
     with pytest.raises(PsicbatchError, match="other options"):
         Trainer(data[0], changed, out).run(resume=True)
+
+
+def test_resume_accepts_a_partial_run_saved_before_a_new_option(
+    tmp_path: Path, data: tuple
+) -> None:
+    out = tmp_path / "m.pt"
+    options = TrainOptions(**{**TINY.__dict__, "seg_epochs": 1, "cls_epochs": 1})
+    older = Trainer(data[0], options, out).run()
+    del older.training["options"]["dice_weight"]  # as saved before the option existed
+    train_module.save_checkpoint(older, partial_path(out))
+    resumed = Trainer(data[0], options, out).run(resume=True)
+    assert resumed.training["epochs_done"] == {"segmentation": 1, "classification": 1}
 
 
 def test_resume_without_partial(tmp_path: Path, data: tuple) -> None:

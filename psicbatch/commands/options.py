@@ -153,6 +153,12 @@ def training_options(command: Callable) -> Callable:
             help="Eq. (2): weight of defect pixels at most this (1: the paper's, no cap).",
         ),
         click.option(
+            "--dice-weight",
+            default=defaults.dice_weight,
+            show_default=True,
+            help="Add this times a per-image soft Dice loss to eq. (2) (0: the paper's loss).",
+        ),
+        click.option(
             "--pixel-threshold",
             type=click.Choice(PIXEL_THRESHOLDS),
             default=defaults.pixel_threshold,
