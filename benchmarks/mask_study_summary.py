@@ -56,7 +56,7 @@ def main() -> None:
             fold_one(RESULTS / "kolektorsdd-cv3"),
         ),
         row(
-            "width 0.5 + pixel-threshold iou (adopted; its 3-fold run, fold 1)",
+            "width 0.5 + pixel-threshold iou (its 3-fold run, fold 1)",
             fold_one(RESULTS / "kolektorsdd-cv3-width0.5"),
         ),
     ]
