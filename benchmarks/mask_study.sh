@@ -22,6 +22,8 @@ declare -A VARIANTS=(
     [width-0.75]="--width 0.75"
     # From the adopted recipe (width 0.5, pixel threshold for IoU): one change each.
     [adopted-dice-1]="--width 0.5 --pixel-threshold iou --dice-weight 1"
+    [adopted-dice-1-input-1408x512]="--width 0.5 --pixel-threshold iou --dice-weight 1
+        --input-size 1408x512"
 )
 chosen=("$@")
 if [ ${#chosen[@]} -eq 0 ]; then chosen=(alpha-cap-0.9 pixel-threshold-iou); fi
