@@ -29,20 +29,20 @@ from psicbatch.checkpoint import load_checkpoint  # noqa: E402
 from psicbatch.data.images import read_mask  # noqa: E402
 from psicbatch.data.layouts import read_dataset  # noqa: E402
 from psicbatch.data.memory import load_into_memory  # noqa: E402
+from psicbatch.metrics import mask_iou  # noqa: E402
 from psicbatch.precision import resolve_precision  # noqa: E402
 from psicbatch.predict import predict_batches  # noqa: E402
 from psicbatch.preprocess import resize_probabilities  # noqa: E402
 from psicbatch.reports import markdown_table  # noqa: E402
-from psicbatch.train import HISTOGRAM_BINS, choose_pixel_threshold  # noqa: E402
+from psicbatch.train import choose_pixel_threshold, pixel_histograms  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "kolektorsdd"
 
 
-def full_size_probabilities(checkpoint, data, indices: list[int]) -> list[torch.Tensor]:
+def full_size_probabilities(model, checkpoint, data, indices: list[int]) -> list[torch.Tensor]:
     """Each image's pixel probabilities brought back to its original size."""
     device = torch.device("cpu")
     precision = resolve_precision("auto", "torch", device)
-    model = checkpoint.build_model()
     maps = []
     for batch, _, segmentation in predict_batches(
         model, data.images[indices], checkpoint.preprocessing, 16, device, precision
@@ -55,19 +55,13 @@ def full_size_probabilities(checkpoint, data, indices: list[int]) -> list[torch.
 
 def histograms(maps: list[torch.Tensor], masks: list[np.ndarray]) -> tuple:
     """Per-image histograms of the defect and the background pixels' probabilities."""
-    defect, clean = [], []
-    for probabilities, truth in zip(maps, masks, strict=True):
-        inside = torch.from_numpy(truth)
-        defect.append(torch.histc(probabilities[inside], HISTOGRAM_BINS, 0, 1))
-        clean.append(torch.histc(probabilities[~inside], HISTOGRAM_BINS, 0, 1))
+    pairs = [pixel_histograms(p, torch.from_numpy(m)) for p, m in zip(maps, masks, strict=True)]
+    defect, clean = zip(*pairs, strict=True)
     return torch.stack(defect), torch.stack(clean)
 
 
 def strict_miou(maps: list[torch.Tensor], masks: list[np.ndarray], threshold: float) -> float:
-    ious = []
-    for probabilities, truth in zip(maps, masks, strict=True):
-        predicted = probabilities.numpy() >= threshold
-        ious.append((truth & predicted).sum() / max((truth | predicted).sum(), 1))
+    ious = [mask_iou(m, p.numpy() >= threshold) for p, m in zip(maps, masks, strict=True)]
     return 100 * float(np.mean(ious))
 
 
@@ -85,8 +79,9 @@ def threshold_rows(cv_dir: Path, data_dir: Path) -> list[dict]:
         test = [i for i in defective if samples[i].id in held_out]
         train_masks = [read_mask(samples[i].mask_path) for i in train]
         test_masks = [read_mask(samples[i].mask_path) for i in test]
-        train_maps = full_size_probabilities(checkpoint, data, train)
-        test_maps = full_size_probabilities(checkpoint, data, test)
+        model = checkpoint.build_model()
+        train_maps = full_size_probabilities(model, checkpoint, data, train)
+        test_maps = full_size_probabilities(model, checkpoint, data, test)
         own = checkpoint.thresholds.segmentation
         full_size = choose_pixel_threshold(*histograms(train_maps, train_masks), "iou")
         best = choose_pixel_threshold(*histograms(test_maps, test_masks), "iou")

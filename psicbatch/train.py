@@ -89,6 +89,17 @@ class TrainOptions:
 HISTOGRAM_BINS = 2000
 
 
+def pixel_histograms(
+    probabilities: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One image's histograms (HISTOGRAM_BINS over [0, 1]) of its defect and background
+    pixels' probabilities: what ``choose_pixel_threshold`` chooses from."""
+    return (
+        torch.histc(probabilities[mask], HISTOGRAM_BINS, 0, 1),
+        torch.histc(probabilities[~mask], HISTOGRAM_BINS, 0, 1),
+    )
+
+
 def choose_pixel_threshold(defect: torch.Tensor, background: torch.Tensor, criterion: str) -> float:
     """The pixel threshold (a bin edge) from per-image histograms (images x bins) of the
     probabilities of defect and background pixels.
@@ -410,8 +421,9 @@ class Trainer:
             image_probs[index] = probs
             masks = self.data.masks[index]  # thresholds are judged on the undilated labels
             for image_seg, mask in zip(seg, masks, strict=True):
-                defect_hists.append(torch.histc(image_seg[mask], HISTOGRAM_BINS, 0, 1))
-                background_hists.append(torch.histc(image_seg[~mask], HISTOGRAM_BINS, 0, 1))
+                defect, background = pixel_histograms(image_seg, mask)
+                defect_hists.append(defect)
+                background_hists.append(background)
         segmentation = choose_pixel_threshold(
             torch.stack(defect_hists), torch.stack(background_hists), self.options.pixel_threshold
         )
