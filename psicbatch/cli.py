@@ -10,6 +10,7 @@ from psicbatch import __version__
 from psicbatch.commands import bench, engines, model, run, training
 from psicbatch.commands.options import ARGV_KEY
 from psicbatch.errors import PsicbatchError
+from psicbatch.run.shutdown import exit_process
 
 
 class _Group(click.Group):
@@ -47,3 +48,14 @@ for command in (
     bench.bench_command,
 ):
     main.add_command(command)
+
+
+def entry() -> None:
+    """The console script: ``main``, then an exit that never waits on stuck threads."""
+    try:
+        main.main()
+        code = 0
+    except SystemExit as exit_request:
+        code = exit_request.code if isinstance(exit_request.code, int) else 1
+        code = 0 if exit_request.code is None else code
+    exit_process(code)

@@ -20,7 +20,13 @@ from psicbatch.bench.report import (
     random_checkpoint,
     run_benchmark,
 )
-from psicbatch.commands.options import SIZE, command_line, engine_options
+from psicbatch.commands.options import (
+    NETWORK_SIZE,
+    POSITIVE,
+    Bounded,
+    command_line,
+    engine_options,
+)
 from psicbatch.reports import write_json
 
 
@@ -31,7 +37,7 @@ def _sizes(value: str) -> tuple[tuple[str, tuple[int, int]], ...]:
         sizes.append(
             (part, SIZE_PRESETS[part])
             if part in SIZE_PRESETS
-            else (part, SIZE.convert(part, None, None))
+            else (part, NETWORK_SIZE.convert(part, None, None))
         )
     return tuple(sizes)
 
@@ -60,7 +66,7 @@ def _batches(value: str) -> tuple[int, ...]:
 @engine_options
 @click.option(
     "--width",
-    type=float,
+    type=Bounded(float, 0, 4, low_open=True),
     help="Benchmark an untrained PSIC-Net of this width "
     "(1 = the paper's network); cost is what matters.",
 )
@@ -80,6 +86,7 @@ def _batches(value: str) -> tuple[int, ...]:
 )
 @click.option(
     "--duration",
+    type=POSITIVE,
     default=20.0,
     show_default=True,
     help="Longest measurement per configuration, in seconds.",

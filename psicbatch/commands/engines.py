@@ -8,11 +8,18 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from psicbatch.commands.options import SIZE
+from psicbatch.commands.options import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    PROBABILITY,
+    SizeType,
+)
 from psicbatch.engines import list_engines
 from psicbatch.engines.build import BACKENDS, BuildOptions, build_engine
 from psicbatch.engines.image_sets import PARITY_COUNT
 from psicbatch.engines.parity import MIN_MASK_IOU
+from psicbatch.model import MIN_NETWORK_SIZE
 from psicbatch.precision import CHOICES
 
 
@@ -35,7 +42,7 @@ from psicbatch.precision import CHOICES
 )
 @click.option(
     "--input-size",
-    type=SIZE,
+    type=SizeType(minimum=MIN_NETWORK_SIZE),
     default=None,
     help="Preferred input size (default: the checkpoint's), rounded up to x8.",
 )
@@ -44,7 +51,9 @@ from psicbatch.precision import CHOICES
     is_flag=True,
     help="Accept only --input-size (default: 8x8 up to twice it, in multiples of 8).",
 )
-@click.option("--max-batch", default=16, show_default=True, help="Largest batch accepted.")
+@click.option(
+    "--max-batch", type=AT_LEAST_ONE, default=16, show_default=True, help="Largest batch accepted."
+)
 @click.option(
     "--calib",
     type=click.Path(path_type=Path, file_okay=False),
@@ -61,12 +70,14 @@ from psicbatch.precision import CHOICES
 )
 @click.option(
     "--parity-count",
+    type=AT_LEAST_ONE,
     default=PARITY_COUNT,
     show_default=True,
     help="At most this many parity images, spread over the folder.",
 )
 @click.option(
     "--threads",
+    type=NON_NEGATIVE_INT,
     default=0,
     show_default=True,
     help="ONNX Runtime / OpenVINO threads (0: one per core).",
@@ -77,7 +88,9 @@ from psicbatch.precision import CHOICES
     is_flag=True,
     help="torch backend: torch.compile the model when loaded.",
 )
-@click.option("--workspace-gb", default=4.0, show_default=True, help="TensorRT workspace.")
+@click.option(
+    "--workspace-gb", type=POSITIVE, default=4.0, show_default=True, help="TensorRT workspace."
+)
 @click.option(
     "--cache-dir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -86,6 +99,7 @@ from psicbatch.precision import CHOICES
 )
 @click.option(
     "--min-mask-iou",
+    type=PROBABILITY,
     default=MIN_MASK_IOU,
     show_default=True,
     help="Parity: least mean mask IoU against the fp32 model.",

@@ -18,7 +18,7 @@ from psicbatch.checkpoint import (
     save_checkpoint,
     untrained_checkpoint,
 )
-from psicbatch.commands.options import SIZE
+from psicbatch.commands.options import NETWORK_SIZE, Bounded
 from psicbatch.model import ModelConfig, count_flops, count_parameters
 
 
@@ -85,9 +85,15 @@ def _is_parameter(name: str) -> bool:
 
 @click.command()
 @click.argument("output", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--width", default=1.0, show_default=True, help="Channel width multiplier.")
+@click.option(
+    "--width",
+    type=Bounded(float, 0, 4, low_open=True),
+    default=1.0,
+    show_default=True,
+    help="Channel width multiplier.",
+)
 @click.option("--in-channels", type=click.Choice(["1", "3"]), default="1", show_default=True)
-@click.option("--input-size", type=SIZE, default="512x512", show_default=True)
+@click.option("--input-size", type=NETWORK_SIZE, default="512x512", show_default=True)
 @click.option("--seed", default=0, show_default=True, help="Random seed for the weights.")
 def init(
     output: Path, width: float, in_channels: str, input_size: tuple[int, int], seed: int

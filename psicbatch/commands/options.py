@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -10,14 +11,63 @@ from typing import Any
 import click
 
 from psicbatch.data.layouts import LAYOUTS, SampleRef, read_dataset
+from psicbatch.model import MIN_NETWORK_SIZE, STRIDE
 from psicbatch.precision import TORCH_CHOICES
 from psicbatch.train import MODES, PIXEL_THRESHOLDS, TrainOptions
 
 
+class Bounded(click.ParamType):
+    """A finite number within limits. click's own ranges let NaN through (every comparison
+    with NaN is false), and infinities make no sense for any psicbatch option."""
+
+    def __init__(
+        self,
+        kind: type = float,
+        low: float | None = None,
+        high: float | None = None,
+        low_open: bool = False,
+    ) -> None:
+        self.kind, self.low, self.high, self.low_open = kind, low, high, low_open
+        self.name = "integer" if kind is int else "number"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float | int:
+        try:
+            number = self.kind(value)
+        except (TypeError, ValueError, OverflowError):
+            self.fail(
+                f"{value!r} is not a{'n' if self.kind is int else ''} {self.name}", param, ctx
+            )
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        too_low = self.low is not None and (
+            number <= self.low if self.low_open else number < self.low
+        )
+        if too_low or (self.high is not None and number > self.high):
+            self.fail(f"{value!r} is not {self.describe()}", param, ctx)
+        return number
+
+    def describe(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"<= {self.high:g}"
+
+
+POSITIVE = Bounded(float, 0, low_open=True)
+AT_LEAST_ONE = Bounded(int, 1)
+NON_NEGATIVE_INT = Bounded(int, 0)
+PROBABILITY = Bounded(float, 0, 1)
+
+
 class SizeType(click.ParamType):
-    """An image size written as HEIGHTxWIDTH, e.g. 1408x512."""
+    """An image size written as HEIGHTxWIDTH, e.g. 1408x512; ``multiple`` and ``minimum``
+    for sizes the network itself takes."""
 
     name = "HxW"
+
+    def __init__(self, multiple: int = 1, minimum: int = 1) -> None:
+        self.multiple, self.minimum = multiple, minimum
 
     def convert(self, value: Any, param: Any, ctx: Any) -> tuple[int, int]:
         if isinstance(value, tuple):
@@ -28,10 +78,20 @@ class SizeType(click.ParamType):
             self.fail(f"{value!r} is not a size like 1408x512 (height x width)", param, ctx)
         if height < 1 or width < 1:
             self.fail(f"{value!r}: height and width must be positive", param, ctx)
+        if min(height, width) < self.minimum or height % self.multiple or width % self.multiple:
+            self.fail(
+                f"{value!r}: the network takes sizes that are multiples of {self.multiple}, "
+                f"at least {self.minimum}x{self.minimum} (e.g. 512x512)",
+                param,
+                ctx,
+            )
         return height, width
 
 
 SIZE = SizeType()
+# Sizes the network is trained, built or measured at: three 2x2 poolings need multiples
+# of model.STRIDE; below MIN_NETWORK_SIZE the classifier sees less than one pixel.
+NETWORK_SIZE = SizeType(STRIDE, MIN_NETWORK_SIZE)
 
 
 def dataset_options(command: Callable) -> Callable:
@@ -98,44 +158,52 @@ def training_options(command: Callable) -> Callable:
         ),
         click.option(
             "--width",
+            type=Bounded(float, 0, 4, low_open=True),
             default=defaults.width,
             show_default=True,
             help="Channel width multiplier (1 = the paper's network).",
         ),
         click.option(
             "--input-size",
-            type=SIZE,
+            type=NETWORK_SIZE,
             default="512x512",
             show_default=True,
             help="Images are resized to this size for the network.",
         ),
         click.option(
             "--seg-epochs",
+            type=NON_NEGATIVE_INT,
             default=defaults.seg_epochs,
             show_default=True,
             help="Epochs of step 1 (or of end-to-end training).",
         ),
         click.option(
             "--cls-epochs",
+            type=NON_NEGATIVE_INT,
             default=defaults.cls_epochs,
             show_default=True,
             help="Epochs of step 2 (classification).",
         ),
-        click.option("--batch-size", default=defaults.batch_size, show_default=True),
+        click.option(
+            "--batch-size", type=AT_LEAST_ONE, default=defaults.batch_size, show_default=True
+        ),
         click.option(
             "--seg-lr",
+            type=POSITIVE,
             default=defaults.seg_lr,
             show_default=True,
             help="Initial SGD learning rate of step 1 / end-to-end.",
         ),
         click.option(
             "--cls-lr",
+            type=POSITIVE,
             default=defaults.cls_lr,
             show_default=True,
             help="Initial SGD learning rate of step 2.",
         ),
         click.option(
             "--dilate",
+            type=NON_NEGATIVE_INT,
             default=defaults.dilate,
             show_default=True,
             help="Grow defect labels by this many pixels (thin annotations).",
@@ -148,12 +216,14 @@ def training_options(command: Callable) -> Callable:
         ),
         click.option(
             "--alpha-cap",
+            type=Bounded(float, 0.5, 1),
             default=defaults.alpha_cap,
             show_default=True,
             help="Eq. (2): weight of defect pixels at most this (1: the paper's, no cap).",
         ),
         click.option(
             "--dice-weight",
+            type=Bounded(float, 0, 10),
             default=defaults.dice_weight,
             show_default=True,
             help="Add this times a per-image soft Dice loss to eq. (2) (0: the paper's loss).",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -13,11 +14,22 @@ from rich.console import Console
 from rich.table import Table
 
 from psicbatch.assets import demo_model_path
-from psicbatch.commands.options import engine_options
+from psicbatch.commands.options import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    PROBABILITY,
+    engine_options,
+)
 from psicbatch.engines.spec import EngineSpec
+from psicbatch.errors import PsicbatchError
+from psicbatch.paths import readable_path
 from psicbatch.progress import progress_bar
 from psicbatch.run.files import DEFAULT_DECODE_SECONDS, DEFAULT_MAX_MIB, MIB, FileLimits
 from psicbatch.run.inputs import collect_inputs
+from psicbatch.run.job import resolved_sources
+from psicbatch.run.output import parts_directory
+from psicbatch.run.output_guard import REPORT, check_output
 from psicbatch.run.runner import (
     DEFAULT_BATCH_TIMEOUT,
     MASK_MODES,
@@ -25,6 +37,7 @@ from psicbatch.run.runner import (
     RunSummary,
     run,
 )
+from psicbatch.run.shutdown import Stopped, signals_stop
 
 EXIT_IMAGES_FAILED = 3
 
@@ -57,9 +70,13 @@ def _devices(value: str | None) -> tuple[str, ...]:
     default="results.parquet",
     show_default=True,
 )
-@click.option("--batch-size", default=8, show_default=True)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace an earlier psicbatch results file at --out."
+)
+@click.option("--batch-size", type=AT_LEAST_ONE, default=8, show_default=True)
 @click.option(
     "--workers",
+    type=AT_LEAST_ONE,
     default=1,
     show_default=True,
     help="Worker processes: on the CPU (its threads are divided between them), or per GPU.",
@@ -76,7 +93,9 @@ def _devices(value: str | None) -> tuple[str, ...]:
     help="auto: DALI when installed, else PIL.",
 )
 @click.option(
-    "--threshold", type=float, help="Image-level decision threshold (default: the model's)."
+    "--threshold",
+    type=PROBABILITY,
+    help="Image-level decision threshold in [0, 1] (default: the model's).",
 )
 @click.option(
     "--masks",
@@ -89,6 +108,7 @@ def _devices(value: str | None) -> tuple[str, ...]:
 @click.option("--resume", is_flag=True, help="Continue an interrupted run into the same --out.")
 @click.option(
     "--batch-timeout",
+    type=POSITIVE,
     default=DEFAULT_BATCH_TIMEOUT,
     show_default=True,
     help="Seconds to wait for one batch before declaring a worker hung.",
@@ -97,17 +117,19 @@ def _devices(value: str | None) -> tuple[str, ...]:
     "--max-file-size",
     default=DEFAULT_MAX_MIB,
     show_default=True,
-    type=float,
+    type=POSITIVE,
     help="MiB; larger files get an error row instead of being read.",
 )
 @click.option(
     "--decode-timeout",
+    type=POSITIVE,
     default=DEFAULT_DECODE_SECONDS,
     show_default=True,
     help="Seconds one file may take to decode before it gets an error row.",
 )
 @click.option(
     "--flush-every",
+    type=AT_LEAST_ONE,
     default=1024,
     show_default=True,
     help="Rows per row group; results are saved at least this often (and every 10 s).",
@@ -130,6 +152,7 @@ def run_command(
     sources: tuple[str, ...],
     list_file: Path | None,
     out: Path,
+    overwrite: bool,
     engine: Path | None,
     model: Path | None,
     precision: str,
@@ -155,7 +178,8 @@ def run_command(
     """
     if engine and model:
         raise click.BadParameter("give --engine or --model, not both")
-    paths = collect_inputs(list(sources), list_file)
+    inputs = collect_inputs(list(sources), list_file)
+    paths = inputs.paths
     spec = EngineSpec(
         engine_dir=engine,
         checkpoint=None if engine else model or demo_model_path(),
@@ -170,12 +194,17 @@ def run_command(
         threshold=threshold,
         masks=masks,
         resume=resume,
+        overwrite=overwrite,
+        sources=tuple(resolved_sources(sources, list_file)),
+        list_file=list_file,
         part_rows=flush_every,
         batch_timeout=batch_timeout,
         limits=FileLimits(int(max_file_size * MIB), decode_timeout),
     )
     console = Console(stderr=True)
-    with progress_bar(quiet, console) as progress:
+    if not quiet and inputs.skipped_note():
+        console.print(f"note: {inputs.skipped_note()}", markup=False, highlight=False)
+    with signals_stop(), progress_bar(quiet, console) as progress:
         task = progress.add_task("inspecting", total=len(paths), status="")
         started = time.monotonic()
 
@@ -187,12 +216,28 @@ def run_command(
                 status=f"{rate:.1f} img/s  defects {summary.defects}  errors {summary.errors}",
             )
 
-        summary = run(paths, spec, options, update, _executor(executor, address))
+        try:
+            summary = run(paths, spec, options, update, _executor(executor, address))
+        except (Stopped, KeyboardInterrupt) as stop:
+            _stopped(console, stop, out)
         update(summary)
     if not quiet:
         _print_summary(console, summary, out)
     if summary.errors and not allow_errors:
         sys.exit(EXIT_IMAGES_FAILED)
+
+
+def _stopped(console: Console, stop: BaseException, out: Path) -> None:
+    """One line and the signal's exit code (130 for Ctrl-C, 143 for SIGTERM)."""
+    stop = stop if isinstance(stop, Stopped) else Stopped(signal.SIGINT)
+    parts = parts_directory(out)
+    saved = (
+        f"the results computed so far are in {readable_path(parts)}; continue with --resume"
+        if parts.is_dir()
+        else "no results had been computed yet"
+    )
+    console.print(f"stopped by {stop}: {saved}", markup=False, highlight=False)
+    sys.exit(stop.exit_code)
 
 
 def _executor(name: str, address: str | None) -> Callable | None:
@@ -228,16 +273,17 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
             f"({summary.decoder} decoder)",
         ),
         ("stage time per image", _stages(summary)),
-        ("results", str(out)),
+        ("files no longer among the inputs (rows dropped)", summary.dropped),
+        ("results", readable_path(out)),
     ):
         table.add_row(key, str(value))
     console.print(table)
     for path, message in summary.error_examples[:10]:
-        console.print(f"[red]error[/red] {path}: {message}")
+        console.print(f"error {path}: {message}", markup=False, highlight=False)
 
 
 @click.command("report")
-@click.argument("results", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("results", type=click.Path(path_type=Path, dir_okay=False))
 @click.option(
     "--html",
     "html_path",
@@ -245,10 +291,42 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
     default="report.html",
     show_default=True,
 )
-@click.option("--top", default=24, show_default=True, help="Thumbnails of the most likely defects.")
-def report_command(results: Path, html_path: Path, top: int) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace an earlier psicbatch report at --html.")
+@click.option(
+    "--top",
+    type=NON_NEGATIVE_INT,
+    default=24,
+    show_default=True,
+    help="Thumbnails of the most likely defects.",
+)
+@click.option(
+    "--max-file-size",
+    default=DEFAULT_MAX_MIB,
+    show_default=True,
+    type=POSITIVE,
+    help="MiB; larger images get no thumbnail.",
+)
+@click.option(
+    "--decode-timeout",
+    type=POSITIVE,
+    default=DEFAULT_DECODE_SECONDS,
+    show_default=True,
+    help="Seconds one image may take to decode for its thumbnail.",
+)
+def report_command(
+    results: Path,
+    html_path: Path,
+    overwrite: bool,
+    top: int,
+    max_file_size: float,
+    decode_timeout: float,
+) -> None:
     """A self-contained HTML page about a results file: counts, defects, errors."""
-    from psicbatch.run.html_report import build_report
+    from psicbatch.run.html_report import write_report
 
-    html_path.write_text(build_report(results, top), encoding="utf-8")
-    click.echo(f"wrote {html_path}")
+    if not html_path.absolute().parent.is_dir():
+        raise PsicbatchError(f"{readable_path(html_path)}: its folder does not exist")
+    check_output(html_path, REPORT, named_inputs={"the results file": results}, overwrite=overwrite)
+    limits = FileLimits(int(max_file_size * MIB), decode_timeout)
+    write_report(results, html_path, top, limits)
+    click.echo(f"wrote {readable_path(html_path)}")

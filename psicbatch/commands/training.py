@@ -9,7 +9,10 @@ import click
 from rich.console import Console
 
 from psicbatch.commands.options import (
+    AT_LEAST_ONE,
+    PROBABILITY,
     SIZE,
+    Bounded,
     command_line,
     dataset_options,
     training_options,
@@ -32,14 +35,20 @@ console = Console(stderr=True)
 
 @click.command()
 @click.argument("out", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--count", default=200, show_default=True, help="Number of images.")
+@click.option(
+    "--count", type=AT_LEAST_ONE, default=200, show_default=True, help="Number of images."
+)
 @click.option("--size", type=SIZE, default="128x128", show_default=True)
-@click.option("--defect-rate", default=0.3, show_default=True, help="Share of defective images.")
+@click.option(
+    "--defect-rate",
+    type=PROBABILITY,
+    default=0.3,
+    show_default=True,
+    help="Share of defective images.",
+)
 @click.option("--seed", default=0, show_default=True)
 def synth(out: Path, count: int, size: tuple[int, int], defect_rate: float, seed: int) -> None:
     """Generate a DAGM-like synthetic dataset (folder layout) with exact defect masks."""
-    if count < 1 or not 0 <= defect_rate <= 1:
-        raise click.BadParameter("need --count >= 1 and 0 <= --defect-rate <= 1")
     generate(out, count, size, defect_rate, seed)
     click.echo(f"wrote {count} images to {out}; next: psicbatch train {out} --out model.pt")
 
@@ -98,7 +107,7 @@ def train(
     show_default=True,
     help="Report folder.",
 )
-@click.option("--batch-size", default=8, show_default=True)
+@click.option("--batch-size", type=AT_LEAST_ONE, default=8, show_default=True)
 @click.option(
     "--precision",
     type=click.Choice(TORCH_CHOICES),
@@ -154,7 +163,9 @@ def evaluate_command(
 @click.command("cv")
 @dataset_options
 @training_options
-@click.option("--folds", default=3, show_default=True, help="Number of folds.")
+@click.option(
+    "--folds", type=Bounded(int, 2), default=3, show_default=True, help="Number of folds."
+)
 @click.option("--fold", "only_fold", type=int, help="Run only this fold (1-based).")
 @click.option(
     "--engine-backend",

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from psicbatch.errors import PsicbatchError
+from psicbatch.paths import readable_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 UNREADABLE = "not a readable image (unknown or damaged format)"
@@ -18,7 +19,7 @@ class ImageReadError(PsicbatchError):
     """An image or mask file that cannot be decoded."""
 
     def __init__(self, path: Path, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
+        super().__init__(f"{readable_path(path)}: {problem}")
         self.path = path
         self.problem = problem
 

@@ -5,6 +5,8 @@ library in it (torch, DALI, ONNX Runtime, TensorRT) uses that GPU as device 0. T
 parent hands out batches and yields results in input order, with a window of several
 batches per worker in flight, so one slow batch does not stall the other workers. A
 worker that sends nothing for ``batch_timeout`` seconds stops the run with a clear error.
+Whenever the run stops early (an error, a hung worker, a signal) the workers are
+terminated at once; a worker also ends by itself when its parent dies.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
+from psicbatch.run.shutdown import die_with_parent
 from psicbatch.run.worker import Rows, Task, Worker, available_cpus
 
 BatchResult = tuple[Rows, dict[str, float]]
@@ -55,12 +58,16 @@ def _parallel_results(
     workers = []
     for device in devices:
         threads = cpu_threads if device == "cpu" else 2
-        arguments = (spec, options, device, threads, task_queue, result_queue)
+        arguments = (spec, options, device, threads, task_queue, result_queue, os.getpid())
         workers.append(context.Process(target=_worker_main, args=arguments, daemon=True))
-    for process in workers:
-        process.start()
-    for _ in workers:  # each worker reports once its engine is loaded
-        receive(result_queue, workers, options.batch_timeout, "opening its engine")
+    try:
+        for process in workers:
+            process.start()
+        for _ in workers:  # each worker reports once its engine is loaded
+            receive(result_queue, workers, options.batch_timeout, "opening its engine")
+    except BaseException:
+        _stop_now(workers, task_queue, result_queue)
+        raise
     return _ordered(tasks, task_queue, result_queue, workers, options.batch_timeout)
 
 
@@ -87,13 +94,30 @@ def _ordered(
             while sent - next_number < window and (task := next(feed, None)) is not None:
                 task_queue.put(task)
                 sent += 1
-    finally:
-        for _ in workers:
-            task_queue.put(None)
-        for process in workers:
-            process.join(timeout=10)
-            if process.is_alive():
-                process.terminate()
+    except BaseException:  # an error, a hung worker, a signal, or the consumer stopping
+        _stop_now(workers, task_queue, result_queue)
+        raise
+    for _ in workers:
+        task_queue.put(None)
+    for process in workers:
+        process.join(timeout=10)
+    _stop_now(workers, task_queue, result_queue)
+
+
+def _stop_now(workers: list, task_queue: Any, result_queue: Any) -> None:
+    """Terminate workers still alive and let the queues go without flushing: a hung
+    worker never reads what is left in the task queue, and waiting for that would keep
+    this process alive."""
+    for process in workers:
+        if process.is_alive():
+            process.terminate()
+    for process in workers:
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+    for channel in (task_queue, result_queue):
+        channel.cancel_join_thread()
+        channel.close()
 
 
 def receive(result_queue: Any, workers: list, timeout: float, waiting_for: str) -> Any:
@@ -122,8 +146,15 @@ def receive(result_queue: Any, workers: list, timeout: float, waiting_for: str) 
 
 
 def _worker_main(
-    spec: EngineSpec, options: Any, device: str, threads: int, task_queue: Any, result_queue: Any
+    spec: EngineSpec,
+    options: Any,
+    device: str,
+    threads: int,
+    task_queue: Any,
+    result_queue: Any,
+    parent_pid: int,
 ) -> None:
+    die_with_parent(parent_pid)
     environment, local_device = worker_environment(device)
     os.environ.update(environment)  # before anything initialises CUDA in this process
     try:

@@ -82,6 +82,17 @@ def read_file(path: Path, max_bytes: int) -> tuple[bytes, FileStamp]:
     return data, FileStamp.of(status)
 
 
+def check_regular(path: Path) -> None:
+    """An ImageReadError unless ``path`` is a regular file (links followed) that exists."""
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        raise ImageReadError(path, "no such file") from None
+    except OSError as error:
+        raise ImageReadError(path, f"cannot be read ({error.strerror or error})") from None
+    _check_regular(path, status, status.st_size)
+
+
 def _check_regular(path: Path, status: os.stat_result, max_bytes: int) -> None:
     if stat.S_ISDIR(status.st_mode):
         raise ImageReadError(path, "is a directory")

@@ -3,6 +3,8 @@
 Everything (plots, thumbnails) is embedded as base64 PNG, so the page can be mailed or
 archived alone. Thumbnails are the images as stored at their paths with the mask drawn
 over them in red; an image that can no longer be read is listed without a thumbnail.
+The paths come from the results file, so they are read as ``run`` reads its inputs:
+regular files only, within the same size and decoding-time limits.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +21,13 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from psicbatch.data.images import ImageReadError, read_image
+from psicbatch.errors import PsicbatchError
+from psicbatch.paths import path_from_bytes, readable_path
 from psicbatch.run import rle
+from psicbatch.run.files import FileLimits, check_regular, read_file
+from psicbatch.run.limited import TimeLimitExceeded, call_limited
 from psicbatch.run.output import read_metadata
+from psicbatch.run.output_guard import REPORT, REPORT_MARKER, replace_checked
 
 THUMBNAIL_HEIGHT = 220
 
@@ -30,11 +38,15 @@ def _png_data_uri(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def thumbnail(row: dict[str, Any]) -> str | None:
-    """The image with its mask in red, scaled to THUMBNAIL_HEIGHT; None if unreadable."""
+def thumbnail(row: dict[str, Any], limits: FileLimits) -> str | None:
+    """The image with its mask in red, scaled to THUMBNAIL_HEIGHT; None if it cannot be
+    read within ``limits``."""
+    raw = row.get("path_bytes")  # results files of schema 1 have only the readable path
+    path = path_from_bytes(raw) if raw is not None else Path(row["path"])
     try:
-        image = read_image(Path(row["path"]), 3)
-    except ImageReadError:
+        data, _ = read_file(path, limits.max_bytes)
+        image = call_limited(lambda: read_image(path, 3, data), limits.decode_seconds)
+    except (ImageReadError, TimeLimitExceeded):
         return None
     mask = rle.decode(row["mask"])
     if mask.shape != image.shape[:2]:
@@ -63,7 +75,24 @@ def histogram(probabilities: list[float]) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def build_report(results: Path, top: int = 24) -> str:
+def write_report(results: Path, html_path: Path, top: int, limits: FileLimits) -> None:
+    """Build the page and write it atomically, only over nothing or an earlier report."""
+    page = build_report(results, top, limits)
+    temporary = html_path.with_name(f".{html_path.name}.tmp-{os.getpid()}")
+    try:
+        temporary.write_text(page, encoding="utf-8")
+        replace_checked(temporary, html_path, REPORT)
+    except OSError as error:
+        raise PsicbatchError(
+            f"{readable_path(html_path)}: cannot write the report ({error.strerror or error})"
+        ) from None
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def build_report(results: Path, top: int = 24, limits: FileLimits | None = None) -> str:
+    limits = limits or FileLimits()
+    check_regular(results)
     metadata = read_metadata(results)
     rows = pq.read_table(results).to_pylist()
     ok = [r for r in rows if r["error"] is None]
@@ -73,7 +102,7 @@ def build_report(results: Path, top: int = 24) -> str:
     e = html.escape
     cards = []
     for row in shown:
-        uri = thumbnail(row)
+        uri = thumbnail(row, limits)
         picture = (
             f'<img src="{uri}" alt="{e(row["path"])}">' if uri else "<p>(image unreadable)</p>"
         )
@@ -95,7 +124,8 @@ def build_report(results: Path, top: int = 24) -> str:
     )
     histogram_html = f'<img src="{histogram([r["probability"] for r in ok])}">' if ok else ""
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>psicbatch report: {e(results.name)}</title>
+<html lang="en"><head><meta charset="utf-8">{REPORT_MARKER.decode()}
+<title>psicbatch report: {e(readable_path(results.name))}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 .counts td {{ padding: 0 1.5em 0 0; font-size: 1.3em; }}
@@ -104,7 +134,7 @@ body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 .defect figcaption {{ font-size: 0.8em; word-break: break-all; }}
 table.meta th {{ text-align: left; padding-right: 1em; }}
 </style></head><body>
-<h1>psicbatch report: {e(str(results))}</h1>
+<h1>psicbatch report: {e(readable_path(results))}</h1>
 <table class="counts"><tr><td>{len(rows)} images</td><td>{len(defects)} defective</td>
 <td>{100 * rate:.1f}% of readable images defective</td><td>{len(errors)} errors</td></tr></table>
 <h2>Defect probability</h2>{histogram_html}

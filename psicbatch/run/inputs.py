@@ -4,57 +4,96 @@ from __future__ import annotations
 
 import glob
 import os
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from psicbatch.data.images import IMAGE_SUFFIXES
 from psicbatch.errors import PsicbatchError
+from psicbatch.paths import readable_path
 
 
-def collect_inputs(sources: list[str], list_file: Path | None = None) -> list[Path]:
+@dataclass
+class Inputs:
+    paths: list[Path]
+    # Files that folder scans passed over, by extension ("" for none): not image types
+    # psicbatch reads. Reported, so a folder of .gif or .webp files is not a silent no-op.
+    skipped: Counter = field(default_factory=Counter)
+
+    def skipped_note(self) -> str | None:
+        """One line saying what the folder scans passed over, or None."""
+        if not self.skipped:
+            return None
+        kinds = ", ".join(
+            f"{count} {suffix or '(no extension)'}" for suffix, count in self.skipped.most_common()
+        )
+        readable = ", ".join(IMAGE_SUFFIXES)
+        return (
+            f"skipped {sum(self.skipped.values())} files in the input folders that are not "
+            f"images psicbatch reads ({kinds}); it reads {readable}"
+        )
+
+
+def collect_inputs(sources: list[str], list_file: Path | None = None) -> Inputs:
     """Images in a stable order, each once.
 
     Folders are searched recursively for image extensions without following symbolic links
     to folders (so link loops cannot trap the search); files named explicitly are taken
     whatever their extension; anything else is a glob pattern. A list file holds one path
-    per line (blank lines and ``#`` comments skipped), relative to the list file's folder.
+    per line (blank lines and ``#`` comments skipped), relative to the list file's folder;
+    its bytes are taken as file names as they are, whatever their encoding.
     """
-    found: list[Path] = []
+    inputs = Inputs([])
     for source in sources:
-        found += _expand(source)
+        inputs.paths += _expand(source, inputs.skipped)
     if list_file is not None:
-        found += _read_list(list_file)
-    unique = list(dict.fromkeys(found))
-    if not unique:
+        inputs.paths += _read_list(list_file)
+    inputs.paths = list(dict.fromkeys(inputs.paths))
+    if not inputs.paths:
         raise PsicbatchError("no input images: give folders, files, globs or --list")
-    return unique
+    return inputs
 
 
-def _expand(source: str) -> list[Path]:
+def _expand(source: str, skipped: Counter) -> list[Path]:
     path = Path(source)
     if path.is_dir():
-        return _walk(path)
+        return _walk(path, skipped)
     if path.is_file() or path.is_symlink():
         return [path]
     matches = sorted(glob.glob(source, recursive=True))
     if not matches:
-        raise PsicbatchError(f"{source}: no such file or folder, and no file matches it")
-    return [p for m in matches for p in (_walk(Path(m)) if Path(m).is_dir() else [Path(m)])]
+        raise PsicbatchError(
+            f"{readable_path(source)}: no such file or folder, and no file matches it"
+        )
+    return [
+        p for m in matches for p in (_walk(Path(m), skipped) if Path(m).is_dir() else [Path(m)])
+    ]
 
 
-def _walk(folder: Path) -> list[Path]:
+def _walk(folder: Path, skipped: Counter) -> list[Path]:
     images = []
     for root, folders, files in os.walk(folder, followlinks=False):
         folders.sort()
-        images += [
-            Path(root) / f for f in sorted(files) if Path(f).suffix.lower() in IMAGE_SUFFIXES
-        ]
+        for name in sorted(files):
+            suffix = Path(name).suffix.lower()
+            if suffix in IMAGE_SUFFIXES:
+                images.append(Path(root) / name)
+            else:
+                skipped[readable_path(suffix)] += 1
     return images
 
 
 def _read_list(list_file: Path) -> list[Path]:
     try:
-        lines = list_file.read_text().splitlines()
+        lines = list_file.read_bytes().splitlines()
     except OSError as error:
-        raise PsicbatchError(f"{list_file}: cannot read the list ({error.strerror})") from None
-    entries = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-    return [p if p.is_absolute() else list_file.parent / p for p in map(Path, entries)]
+        raise PsicbatchError(
+            f"{readable_path(list_file)}: cannot read the list ({error.strerror})"
+        ) from None
+    if b"\0" in b"".join(lines[:1000]):
+        raise PsicbatchError(
+            f"{readable_path(list_file)}: not a list of paths (it holds NUL bytes: a binary file?)"
+        )
+    entries = [line.strip() for line in lines if line.strip() and not line.startswith(b"#")]
+    paths = [Path(os.fsdecode(entry)) for entry in entries]
+    return [p if p.is_absolute() else list_file.parent / p for p in paths]

@@ -39,7 +39,9 @@ def run_limited(
         while waiting and len(running) < max(1, threads):
             index = waiting.pop()
             running[index] = time.monotonic() + seconds
-            threading.Thread(target=body, args=(index,), daemon=True).start()
+            threading.Thread(
+                target=body, args=(index,), name="psicbatch-limited", daemon=True
+            ).start()
         try:
             index, value, error = finished.get(
                 timeout=max(0.0, min(running.values()) - time.monotonic())

@@ -3,11 +3,14 @@
 ``ResultsOutput`` drives the steps below for a run, in order.
 
 While a run is going, results are written in input order as numbered part files in
-``OUT.parts/``; each part appears atomically (temporary name, then rename), so a killed
-run leaves only complete parts. ``--resume`` skips every path already in a part. At the
+``OUT.parts/``, beside the job's identity (``job.json``); each part appears atomically
+(temporary name, then rename), so a killed run leaves only complete parts. ``--resume``
+checks that it continues the same job and skips every input already in a part. At the
 end the parts are streamed, one row group each, into ``OUT`` under a temporary name that
-is then renamed, so ``OUT`` exists only when complete. ``OUT.lock`` (an OS file lock, freed
-even when the process is killed) keeps two runs from writing the same output.
+is then renamed (only over nothing or a psicbatch results file), so ``OUT`` exists only
+when complete. ``OUT.lock`` (an OS file lock, freed even when the process is killed)
+keeps two runs from writing the same output. A run that stops before it saved a row
+leaves no ``OUT.parts``.
 """
 
 from __future__ import annotations
@@ -29,15 +32,20 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from psicbatch.errors import PsicbatchError
+from psicbatch.paths import path_from_bytes, readable_path
 from psicbatch.run.files import FileStamp, current_stamp
+from psicbatch.run.job import JobIdentity, check_same_job
+from psicbatch.run.output_guard import RESULTS, replace_checked
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 METADATA_KEY = b"psicbatch"
 INDEX_COLUMN = "input_index"  # only in part files: the position in the input list
+KEY_COLUMN = "input_key"  # only in part files: the input's absolute path, as bytes
 
 SCHEMA = pa.schema(
     [
-        pa.field("path", pa.string(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),  # readable (invalid UTF-8 as U+FFFD)
+        pa.field("path_bytes", pa.binary(), nullable=False),  # the name exactly
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         pa.field("probability", pa.float32()),
@@ -58,10 +66,11 @@ PART_SCHEMA = pa.schema(
     [
         *SCHEMA,
         pa.field(INDEX_COLUMN, pa.int64(), nullable=False),
+        pa.field(KEY_COLUMN, pa.binary(), nullable=False),
         *(pa.field(name, pa.int64()) for name in STAMP_COLUMNS),
     ]
 )
-PART_ONLY = [INDEX_COLUMN, *STAMP_COLUMNS]
+PART_ONLY = [INDEX_COLUMN, KEY_COLUMN, *STAMP_COLUMNS]
 
 
 def parts_directory(out: Path) -> Path:
@@ -88,8 +97,9 @@ class OutputLock:
         except BlockingIOError:
             self.handle.close()
             raise PsicbatchError(
-                f"{self.path.with_suffix('')}: another psicbatch run is writing this output "
-                f"(lock {self.path}); wait for it or choose another --out"
+                f"{readable_path(self.path.with_suffix(''))}: another psicbatch run is writing "
+                f"this output (lock {readable_path(self.path)}); wait for it or choose another "
+                "--out"
             ) from None
         self.handle.seek(0)
         self.handle.truncate()
@@ -108,7 +118,6 @@ class PartWriter:
 
     def __init__(self, out: Path) -> None:
         self.directory = parts_directory(out)
-        self.directory.mkdir(parents=True, exist_ok=True)
         existing = sorted(self.directory.glob("part-*.parquet"))
         self.next_number = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
 
@@ -177,37 +186,51 @@ class BackgroundWriter:
 
 
 class ResultsOutput:
-    """The results file's whole life in one place: lock it, know which inputs an
-    interrupted run already did, write rows in the background, and finish the file.
+    """The results file's whole life in one place: lock it, check that a resume continues
+    the same job and know which inputs it already did, write rows in the background, and
+    finish the file.
 
-    ``with ResultsOutput(out, resume) as output: output.write(rows); output.finish(meta)``.
-    Leaving the block without ``finish`` (an error, a kill) keeps every row written so far
-    in ``OUT.parts/`` for ``--resume``.
+    ``with ResultsOutput(out, job, keys, resume) as output: output.write(rows);
+    output.finish(meta)``. Leaving the block without ``finish`` (an error, a kill, a
+    signal) keeps every row written so far in ``OUT.parts/`` for ``--resume``.
     """
 
-    def __init__(self, out: Path, resume: bool) -> None:
+    def __init__(self, out: Path, job: JobIdentity, keys: list[bytes], resume: bool) -> None:
         self.out = out
+        self.job = job
+        self.keys = keys  # input_key of every input, in input order
         self.resume = resume
         self.lock = OutputLock(out)
-        self.done: set[str] = set()  # input paths already in the parts (resume)
+        self.done: set[bytes] = set()  # inputs already in the parts (resume)
         self.recomputed = 0  # rows of the interrupted run computed again
+        self.dropped = 0  # rows of files no longer among the inputs
         self.writer: BackgroundWriter | None = None
 
     def __enter__(self) -> ResultsOutput:
         self.lock.__enter__()
+        parts = parts_directory(self.out)
         try:
-            parts = parts_directory(self.out)
             if parts.exists() and not self.resume:
                 raise PsicbatchError(
-                    f"{self.out}: an interrupted run left results in {parts}; continue it "
-                    "with --resume, or delete that folder to start over"
+                    f"{readable_path(self.out)}: an interrupted run left results in "
+                    f"{readable_path(parts)}; continue it with --resume, or delete that "
+                    "folder to start over"
                 )
-            if self.resume:
+            if parts.exists():
+                check_same_job(parts, self.job)
                 remove_stale_temporaries(self.out)
-                self.done, self.recomputed = _unchanged(self.out)
+                self.done, self.recomputed, self.dropped = reconcile(self.out, self.keys)
+            else:
+                parts.mkdir()
+                self.job.write(parts)
             self.writer = BackgroundWriter(PartWriter(self.out))
+        except OSError as error:
+            self._release()
+            raise PsicbatchError(
+                f"{readable_path(parts)}: cannot be written ({error.strerror or error})"
+            ) from None
         except BaseException:
-            self.lock.__exit__()
+            self._release()
             raise
         return self
 
@@ -228,18 +251,62 @@ class ResultsOutput:
             if self.writer is not None and self.writer.thread.is_alive():
                 self.writer.close()  # rows handed over are saved even when the run stops
         finally:
-            self.lock.__exit__()
+            self._release()
+
+    def _release(self) -> None:
+        """Unlock; a run that saved no row leaves no parts folder to block the next one."""
+        parts = parts_directory(self.out)
+        if parts.is_dir() and not any(parts.glob("part-*.parquet")):
+            shutil.rmtree(parts, ignore_errors=True)
+        self.lock.__exit__()
 
 
-def _unchanged(out: Path) -> tuple[set[str], int]:
-    """Paths of an interrupted run whose rows still hold, and how many rows were dropped
-    to be computed again: those whose file is not as it was when read (changed, gone,
-    or readable now where it was not)."""
-    recorded = completed_stamps(out)
-    stale = {path for path, stamp in recorded.items() if current_stamp(Path(path)) != stamp}
-    if stale:
-        drop_rows(out, stale)
-    return set(recorded) - stale, len(stale)
+def reconcile(out: Path, keys: list[bytes]) -> tuple[set[bytes], int, int]:
+    """Bring an interrupted run's parts up to the current inputs before resuming.
+
+    Rows keep their place in the *current* input order (folders may have gained or lost
+    files since). Rows of files no longer among the inputs are dropped; rows of files
+    that changed since they were read (or vanished, or became readable) are dropped to
+    be computed again. Only parts that change are rewritten. Returns the inputs still
+    done, how many rows will be computed again, and how many were dropped for good.
+    """
+    position = {key: index for index, key in enumerate(keys)}
+    done: set[bytes] = set()
+    recomputed = dropped = 0
+    for part in sorted(parts_directory(out).glob("part-*.parquet")):
+        columns = [KEY_COLUMN, INDEX_COLUMN, *STAMP_COLUMNS]
+        if not set(columns) <= set(pq.read_schema(part).names):
+            raise PsicbatchError(
+                f"{readable_path(part)}: written by an older psicbatch; delete "
+                f"{readable_path(part.parent)} to start over"
+            )
+        table = pq.read_table(part, columns=columns)  # not the masks
+        keep, indices = [], []
+        for key, _, size, mtime in zip(
+            *(table.column(c).to_pylist() for c in columns), strict=True
+        ):
+            if key not in position:
+                dropped += 1
+                keep.append(False)
+                continue
+            stamp = None if size is None else FileStamp(size, mtime)
+            if current_stamp(path_from_bytes(key)) != stamp:
+                recomputed += 1
+                keep.append(False)
+                continue
+            keep.append(True)
+            done.add(key)
+            indices.append(position[key])
+        if all(keep) and indices == table.column(INDEX_COLUMN).to_pylist():
+            continue
+        kept = pq.read_table(part).filter(pa.array(keep))
+        if kept.num_rows == 0:
+            part.unlink()
+            continue
+        column = kept.schema.get_field_index(INDEX_COLUMN)
+        kept = kept.set_column(column, INDEX_COLUMN, pa.array(indices, pa.int64()))
+        _write_part(kept, part)
+    return done, recomputed, dropped
 
 
 def remove_stale_temporaries(out: Path) -> None:
@@ -248,43 +315,6 @@ def remove_stale_temporaries(out: Path) -> None:
         stale.unlink(missing_ok=True)
     for stale in parts_directory(out).glob(".part-*.tmp"):
         stale.unlink(missing_ok=True)
-
-
-def completed_stamps(out: Path) -> dict[str, FileStamp | None]:
-    """Paths already in the part files of an interrupted run, each with the stamp of the
-    file version it was computed from (None: the file could not be read then)."""
-    directory = parts_directory(out)
-    if not directory.is_dir():
-        return {}
-    done: dict[str, FileStamp | None] = {}
-    for part in sorted(directory.glob("part-*.parquet")):
-        if not set(STAMP_COLUMNS) <= set(pq.read_schema(part).names):  # older part files
-            done.update(dict.fromkeys(_paths(part)))
-            continue
-        table = pq.read_table(part, columns=["path", *STAMP_COLUMNS])  # not the masks
-        columns = (table.column(c).to_pylist() for c in ("path", *STAMP_COLUMNS))
-        for path, size, mtime in zip(*columns, strict=True):
-            done[path] = None if size is None else FileStamp(size, mtime)
-    return done
-
-
-def drop_rows(out: Path, paths: set[str]) -> None:
-    """Remove the rows of ``paths`` from the part files (each part replaced atomically),
-    so that they are computed again."""
-    dropped = pa.array(sorted(paths), pa.string())
-    for part in sorted(parts_directory(out).glob("part-*.parquet")):
-        if not set(_paths(part)) & paths:
-            continue  # only parts holding a dropped row are read whole and rewritten
-        table = pq.read_table(part)
-        kept = table.filter(pc.invert(pc.is_in(table.column("path"), dropped)))
-        if kept.num_rows == 0:
-            part.unlink()
-        else:
-            _write_part(kept, part)
-
-
-def _paths(part: Path) -> list[str]:
-    return pq.read_table(part, columns=["path"]).column("path").to_pylist()
 
 
 def finalize(out: Path, metadata: dict[str, Any]) -> int:
@@ -300,11 +330,11 @@ def finalize(out: Path, metadata: dict[str, Any]) -> int:
                 table = table.drop_columns([c for c in PART_ONLY if c in table.column_names])
                 writer.write_table(table.cast(schema))
                 rows += table.num_rows
-        os.replace(temporary, out)
+        replace_checked(temporary, out, RESULTS)
     except OSError as error:
         raise PsicbatchError(
-            f"{out}: cannot write the results file ({error.strerror or error}); the computed "
-            "results are kept and --resume finishes the file"
+            f"{readable_path(out)}: cannot write the results file ({error.strerror or error}); "
+            "the computed results are kept and --resume finishes the file"
         ) from None
     finally:
         temporary.unlink(missing_ok=True)
@@ -331,9 +361,17 @@ def _in_input_order(parts: list[Path]) -> Iterator[pa.Table]:
 
 def read_metadata(path: Path) -> dict[str, Any]:
     """The ``psicbatch`` JSON stored in a results file's key-value metadata."""
-    raw = pq.read_schema(path).metadata or {}
+    try:
+        raw = pq.read_schema(path).metadata or {}
+    except OSError as error:
+        raise PsicbatchError(f"{readable_path(path)}: cannot be read ({error})") from None
+    except pa.ArrowInvalid:
+        raise PsicbatchError(
+            f"{readable_path(path)}: not a psicbatch results file (not a Parquet file)"
+        ) from None
     if METADATA_KEY not in raw:
         raise PsicbatchError(
-            f"{path}: not a psicbatch results file (no '{METADATA_KEY.decode()}' metadata)"
+            f"{readable_path(path)}: not a psicbatch results file (no "
+            f"'{METADATA_KEY.decode()}' metadata)"
         )
     return json.loads(raw[METADATA_KEY])

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from psicbatch.paths import path_bytes, readable_path
 from psicbatch.preprocess import resize_probabilities
 from psicbatch.run import rle
 
@@ -126,7 +127,8 @@ def result_rows(
         rows.append(
             {
                 "input_index": index,
-                "path": str(path),
+                "path": readable_path(path),
+                "path_bytes": path_bytes(path),
                 "width": width,
                 "height": height,
                 "probability": float(probability),
@@ -144,4 +146,9 @@ def result_rows(
 
 
 def error_row(index: int, path: Path, message: str) -> dict[str, Any]:
-    return {"input_index": index, "path": str(path), "error": message}
+    return {
+        "input_index": index,
+        "path": readable_path(path),
+        "path_bytes": path_bytes(path),
+        "error": message,
+    }

@@ -11,15 +11,18 @@ file would fail a Ray read task, losing the per-file error isolation.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
-from psicbatch.run.output import PART_SCHEMA
+from psicbatch.paths import path_bytes, path_from_bytes
+from psicbatch.run.output import KEY_COLUMN, PART_SCHEMA
 from psicbatch.run.worker import Task, Worker
+
+# Rows as actors return them; the driver adds each input's key, as for local workers.
+RAY_SCHEMA = PART_SCHEMA.remove(PART_SCHEMA.get_field_index(KEY_COLUMN))
 
 
 def ray_results(
@@ -40,7 +43,9 @@ def ray_results(
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
-    items = [{"input_index": i, "path": str(p)} for _, batch in tasks for i, p in batch]
+    items = [
+        {"input_index": i, "path_bytes": path_bytes(p)} for _, batch in tasks for i, p in batch
+    ]
     if not items:
         return iter(())
     gpus = 1 if devices[0].startswith("cuda") else 0
@@ -57,11 +62,11 @@ def ray_results(
             items = list(
                 zip(
                     batch.column("input_index").to_pylist(),
-                    map(Path, batch.column("path").to_pylist()),
+                    map(path_from_bytes, batch.column("path_bytes").to_pylist()),
                     strict=True,
                 )
             )
-            return pa.Table.from_pylist(self.worker.rows(items), schema=PART_SCHEMA)
+            return pa.Table.from_pylist(self.worker.rows(items), schema=RAY_SCHEMA)
 
     dataset = ray.data.from_items(items).map_batches(
         Inspector,

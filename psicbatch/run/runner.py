@@ -18,10 +18,13 @@ from psicbatch import __version__
 from psicbatch.engines import default_device
 from psicbatch.engines.spec import EngineSpec, describe_engine
 from psicbatch.errors import PsicbatchError
+from psicbatch.paths import input_key
 from psicbatch.run.decode import decoder_name
 from psicbatch.run.executors import local_results
 from psicbatch.run.files import FileLimits
-from psicbatch.run.output import SCHEMA_VERSION, ResultsOutput
+from psicbatch.run.job import JobIdentity
+from psicbatch.run.output import KEY_COLUMN, SCHEMA_VERSION, ResultsOutput, parts_directory
+from psicbatch.run.output_guard import RESULTS, check_output
 
 FLUSH_SECONDS = 10.0
 MASK_MODES = ("gated", "all")
@@ -38,6 +41,9 @@ class RunOptions:
     threshold: float | None = None  # overrides the engine's image threshold
     masks: str = "gated"  # gated: masks only for images judged defective; all: every mask
     resume: bool = False
+    overwrite: bool = False  # replace an earlier psicbatch results file at ``out``
+    sources: tuple[str, ...] = ()  # resolved sources, the job's identity (job.resolved_sources)
+    list_file: Path | None = None  # never overwritten by ``out``
     part_rows: int = 1024
     batch_timeout: float = DEFAULT_BATCH_TIMEOUT
     limits: FileLimits = field(default_factory=FileLimits)  # per file: bytes, decode seconds
@@ -54,6 +60,7 @@ class RunSummary:
     images: int = 0
     skipped: int = 0  # already done in an interrupted run
     recomputed: int = 0  # rows of an interrupted run whose file changed since (or vanished)
+    dropped: int = 0  # rows of an interrupted run whose file is no longer among the inputs
     defects: int = 0
     errors: int = 0
     seconds: float = 0.0
@@ -105,15 +112,32 @@ def run(
         raise PsicbatchError("--max-file-size must be positive")
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     clock = time.monotonic()
+    check_output(
+        options.out,
+        RESULTS,
+        paths,
+        {
+            "the --list file": options.list_file,
+            "the model": spec.checkpoint,
+            "inside the engine folder": spec.engine_dir,
+        },
+        overwrite=options.overwrite or (options.resume and parts_directory(options.out).is_dir()),
+    )
     devices = worker_devices(options)
-    with ResultsOutput(options.out, options.resume) as output:
-        todo = [(i, p) for i, p in enumerate(paths) if str(p) not in output.done]
-        summary = RunSummary(skipped=len(paths) - len(todo), recomputed=output.recomputed)
+    engine_info = describe_run(spec, options, devices)
+    keys = [input_key(path) for path in paths]
+    job = job_identity(engine_info, options)
+    with ResultsOutput(options.out, job, keys, options.resume) as output:
+        todo = [(i, p) for i, p in enumerate(paths) if keys[i] not in output.done]
+        summary = RunSummary(
+            skipped=len(paths) - len(todo),
+            recomputed=output.recomputed,
+            dropped=output.dropped,
+        )
         tasks = [
             (number, todo[start : start + options.batch_size])
             for number, start in enumerate(range(0, len(todo), options.batch_size))
         ]
-        engine_info = describe_run(spec, options, devices)
         summary.decoder = engine_info["decoder"]
         results = (executor or local_results)(tasks, spec, options, devices)
         pending: list[dict[str, Any]] = []
@@ -124,6 +148,8 @@ def run(
                     first_batch_done = time.monotonic()
                 else:
                     summary.steady_images += len(rows)
+                for row in rows:
+                    row[KEY_COLUMN] = keys[row["input_index"]]
                 pending += rows
                 summary.add(rows)
                 summary.add_times(times)
@@ -136,6 +162,9 @@ def run(
                 if on_rows is not None:
                     on_rows(summary)
         finally:  # rows already computed are saved even when the run stops
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()  # stops the workers at once when the run stops early
             output.write(pending)
         output.finish(
             {
@@ -148,7 +177,11 @@ def run(
                 "decoder": engine_info["decoder"],
                 "masks": options.masks,
                 "inputs": len(paths),
-                "resumed": {"kept": summary.skipped, "recomputed": summary.recomputed}
+                "resumed": {
+                    "kept": summary.skipped,
+                    "recomputed": summary.recomputed,
+                    "dropped": summary.dropped,
+                }
                 if options.resume
                 else None,
                 "started_at": started_at,
@@ -174,3 +207,17 @@ def describe_run(spec: EngineSpec, options: RunOptions, devices: list[str]) -> d
         "thresholds": thresholds,
         "decoder": "null" if options.decoder == "null" else decoder_name(options.decoder),
     }
+
+
+def job_identity(engine_info: dict[str, Any], options: RunOptions) -> JobIdentity:
+    """What a resumed run must share with the run it continues (see ``job``)."""
+    manifest = engine_info["manifest"]
+    engine_keys = ("backend", "precision", "engine_sha256", "checkpoint_sha256", "input_size")
+    return JobIdentity(
+        sources=list(options.sources),
+        engine={key: manifest[key] for key in engine_keys} | {"files": manifest.get("files", {})},
+        thresholds=engine_info["thresholds"],
+        masks=options.masks,
+        decoder=engine_info["decoder"],
+        preprocessing=manifest["preprocessing"],
+    )

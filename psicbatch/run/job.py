@@ -1,0 +1,94 @@
+"""What makes a run the job it is, so that ``--resume`` continues that job or refuses.
+
+An interrupted run records its identity in ``OUT.parts/job.json``: the sources (resolved
+to absolute paths, so ``imgs`` and ``/data/imgs`` are one source), the engine (backend,
+precision and the sha256 of every file it runs), the thresholds, the mask mode, the
+decoder and the preprocessing. Rows computed under one identity are never mixed with
+rows computed under another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from psicbatch.errors import PsicbatchError
+from psicbatch.paths import readable_path
+
+JOB_FILE = "job.json"
+# Field -> how a message names it.
+DESCRIPTIONS = {
+    "sources": "the input sources",
+    "engine": "the model or engine",
+    "thresholds": "the thresholds (--threshold)",
+    "masks": "the mask mode (--masks)",
+    "decoder": "the decoder (--decoder)",
+    "preprocessing": "the preprocessing",
+}
+
+
+@dataclass(frozen=True)
+class JobIdentity:
+    sources: list[str]
+    engine: dict[str, Any]
+    thresholds: dict[str, float]
+    masks: str
+    decoder: str
+    preprocessing: dict[str, Any]
+
+    def differences(self, other: JobIdentity) -> list[str]:
+        """Descriptions of the fields in which ``other`` differs from this identity."""
+        mine, theirs = _comparable(self), _comparable(other)
+        return [DESCRIPTIONS[name] for name in DESCRIPTIONS if mine[name] != theirs[name]]
+
+    def write(self, folder: Path) -> None:
+        # ensure_ascii keeps names that are not valid UTF-8 exact (as \\udcXX escapes).
+        (folder / JOB_FILE).write_text(json.dumps(asdict(self), indent=1) + "\n")
+
+    @classmethod
+    def read(cls, folder: Path) -> JobIdentity | None:
+        """The identity an interrupted run recorded; None when it recorded none."""
+        path = folder / JOB_FILE
+        try:
+            return cls(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as error:
+            raise PsicbatchError(f"{path}: damaged job record ({error})") from None
+
+
+def _comparable(identity: JobIdentity) -> dict[str, Any]:
+    """As JSON would give it back, so a fresh identity compares equal to a recorded one."""
+    return json.loads(json.dumps(asdict(identity)))
+
+
+def check_same_job(folder: Path, current: JobIdentity) -> None:
+    """Refuse, in one line, to resume into ``folder`` with another job's identity."""
+    recorded = JobIdentity.read(folder)
+    if recorded is None:
+        raise PsicbatchError(
+            f"{readable_path(folder)}: written by an older psicbatch without a job record, "
+            "so it cannot be resumed safely; delete that folder to start over"
+        )
+    differing = recorded.differences(current)
+    if differing:
+        raise PsicbatchError(
+            f"{readable_path(folder)}: --resume must continue the same job, but "
+            f"{', '.join(differing)} differ from the interrupted run's; use the same "
+            "options, or another --out (or delete that folder to start over)"
+        )
+
+
+def resolved_sources(sources: Sequence[str], list_file: Path | None) -> list[str]:
+    """Sources as absolute paths with links resolved; glob patterns made absolute."""
+    resolved = [
+        os.path.realpath(source) if os.path.exists(source) else os.path.abspath(source)
+        for source in sources
+    ]
+    if list_file is not None:
+        resolved.append("list:" + os.path.realpath(list_file))
+    return resolved

@@ -1,0 +1,130 @@
+"""Whether a command may write its output at a path, decided before any work starts.
+
+An output never replaces what psicbatch did not make: an input of the same command (an
+image, the list file, the model or engine), a file of another kind, a device node or a
+folder. An earlier psicbatch output of the same kind is replaced only with
+``--overwrite`` (or by the ``--resume`` that continues it). The final rename checks the
+kind again, so a file that appeared at the path during a long run is not replaced either.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from psicbatch.errors import PsicbatchError
+from psicbatch.paths import readable_path
+
+REPORT_MARKER = b'<meta name="generator" content="psicbatch report">'
+
+
+def is_results_file(path: Path) -> bool:
+    """A Parquet file carrying psicbatch's results metadata."""
+    from psicbatch.run.output import METADATA_KEY
+
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except Exception:  # not Parquet, damaged, unreadable: not ours either way
+        return False
+    return METADATA_KEY in metadata
+
+
+def is_report_file(path: Path) -> bool:
+    """An HTML page written by ``psicbatch report`` (it carries REPORT_MARKER near the top)."""
+    try:
+        with open(path, "rb") as handle:
+            return REPORT_MARKER in handle.read(4096)
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class OutputKind:
+    noun: str  # "results file", "report"
+    option: str  # the option that names it, for messages
+    recognise: object  # Path -> bool: is an existing file of this kind
+
+
+RESULTS = OutputKind("results file", "--out", is_results_file)
+REPORT = OutputKind("report", "--html", is_report_file)
+
+
+def check_output(
+    path: Path,
+    kind: OutputKind,
+    inputs: Iterable[Path] = (),
+    named_inputs: dict[str, Path | None] | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Refuse, in one line, an output path that must not be written.
+
+    ``inputs`` are many (compared by absolute path); ``named_inputs`` are the few files
+    and folders the command reads by name, e.g. {"the model": model.pt} (files compared
+    as files, links and hard links included; a folder covers everything inside it).
+    """
+    shown = readable_path(path)
+    status = _status(path, shown)
+    for what, named in (named_inputs or {}).items():
+        if named is not None and _is_or_inside(path, status, Path(named)):
+            raise PsicbatchError(
+                f"{shown}: is {what} of this command; choose another {kind.option}"
+            )
+    target = os.path.abspath(path)
+    if any(os.path.abspath(source) == target for source in inputs):
+        raise PsicbatchError(f"{shown}: is one of the input images; choose another {kind.option}")
+    if status is None:
+        return
+    if not stat.S_ISREG(status.st_mode):
+        raise PsicbatchError(
+            f"{shown}: exists and is not a regular file; {kind.option} must name a file "
+            f"psicbatch may create or replace"
+        )
+    if not kind.recognise(path):
+        raise PsicbatchError(
+            f"{shown}: exists and is not a psicbatch {kind.noun}; refusing to replace it "
+            f"(choose another {kind.option})"
+        )
+    if not overwrite:
+        raise PsicbatchError(
+            f"{shown}: holds an earlier psicbatch {kind.noun}; pass --overwrite to replace "
+            f"it, or choose another {kind.option}"
+        )
+
+
+def replace_checked(temporary: Path, path: Path, kind: OutputKind) -> None:
+    """Rename ``temporary`` to ``path``, only over nothing or a file of ``kind``."""
+    status = _status(path, readable_path(path))
+    if status is not None and not (stat.S_ISREG(status.st_mode) and kind.recognise(path)):
+        raise PsicbatchError(
+            f"{readable_path(path)}: a file that is not a psicbatch {kind.noun} appeared "
+            "there while psicbatch worked; not replaced"
+        )
+    os.replace(temporary, path)
+
+
+def _status(path: Path, shown: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        raise PsicbatchError(f"{shown}: a part of this path is not a folder") from None
+    except OSError as error:
+        raise PsicbatchError(f"{shown}: cannot be checked ({error.strerror or error})") from None
+
+
+def _is_or_inside(path: Path, status: os.stat_result | None, other: Path) -> bool:
+    if os.path.isdir(other):
+        return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(other))
+    if status is None:
+        return os.path.abspath(path) == os.path.abspath(other)
+    try:
+        other_status = os.stat(other)
+    except OSError:
+        return False
+    return (status.st_dev, status.st_ino) == (other_status.st_dev, other_status.st_ino)

@@ -1,0 +1,88 @@
+"""Stopping cleanly: on SIGINT or SIGTERM, on a hung worker, and when the parent dies.
+
+A signal becomes an exception (``Stopped``) in the main thread, so every ``finally`` on
+the way out runs: rows already computed are written, worker processes are terminated.
+The process then exits with ``exit_code`` (130 for SIGINT, 143 for SIGTERM), without
+waiting for threads that are stuck in native code (a hung decoder or engine): the
+interpreter's own teardown would wait for them or abort on them. Worker processes end
+with their parent even when it is killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+WATCHDOG_SECONDS = 1.0
+
+
+class Stopped(BaseException):
+    """The run was asked to stop by a signal (not an error: nothing is wrong with it)."""
+
+    def __init__(self, signal_number: int) -> None:
+        super().__init__(signal.Signals(signal_number).name)
+        self.signal_number = signal_number
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signal_number
+
+
+@contextlib.contextmanager
+def signals_stop() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM raise ``Stopped`` in the main thread; a second
+    signal while the first is being handled is ignored, so saving results completes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signal_number: int, frame: object) -> None:
+        for number in STOP_SIGNALS:
+            signal.signal(number, signal.SIG_IGN)
+        raise Stopped(signal_number)
+
+    previous = {number: signal.signal(number, stop) for number in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def exit_process(code: int) -> None:
+    """Exit with ``code``. When psicbatch's own threads are still alive (stuck in a
+    decoder or engine call that cannot be interrupted), skip the interpreter's teardown,
+    which would wait for them or abort in native destructors."""
+    stuck = [t for t in threading.enumerate() if t.name.startswith("psicbatch-") and t.is_alive()]
+    if not stuck:
+        sys.exit(code)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """In a worker process: end when the parent process ends, however it ends.
+
+    On Linux the kernel sends SIGKILL when the parent dies (``PR_SET_PDEATHSIG``); a
+    watchdog thread covers other systems and a parent that died before this call.
+    """
+    with contextlib.suppress(Exception):  # not Linux, or no prctl: the watchdog remains
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(WATCHDOG_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="psicbatch-parent-watchdog", daemon=True).start()
