@@ -26,7 +26,7 @@ INTERPOLATIONS = ("bilinear-antialias",)
 @dataclass(frozen=True)
 class Preprocessing:
     """How raw images become network input: decode to grayscale (1 mean/std value: PIL's
-    ITU-R 601-2 luma, 16-bit images keep their top 8 bits) or RGB (3 values), EXIF
+    ITU-R 601-2 luma, 16-bit images rounded to 8 bits) or RGB (3 values), EXIF
     rotation applied; resize to ``input_size`` with ``interpolation``; scale to [0, 1];
     then ``(x - mean) / std`` per channel."""
 

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from psicbatch.data.layouts import LAYOUTS, SampleRef, read_dataset
+from psicbatch.errors import PsicbatchError
 from psicbatch.model import MIN_NETWORK_SIZE, STRIDE
 from psicbatch.precision import TORCH_CHOICES
 from psicbatch.train import MODES, PIXEL_THRESHOLDS, TrainOptions
@@ -260,6 +261,11 @@ def training_setup(
     description recorded in checkpoints and reports."""
     options = train_options_from(kwargs)
     samples, channel_count = load_dataset(data, layout, channels)
+    if len(samples) < 2:
+        raise PsicbatchError(
+            f"{data}: {len(samples)} labelled image found; training needs at least 2 "
+            "(thresholds and batches need more than one)"
+        )
     dataset = {
         "path": str(data),
         "layout": layout,

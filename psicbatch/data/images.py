@@ -11,7 +11,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# Formats (as PIL names them) that both decoders, PIL and DALI, read; any other (GIF, for
+# one) is refused by both, so the decoder never decides whether an image gets a result.
+DECODED_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "TIFF", "WEBP")
 UNREADABLE = "not a readable image (unknown or damaged format)"
 
 
@@ -46,8 +49,10 @@ def read_image(path: Path, channels: int, data: bytes | None = None) -> np.ndarr
     with _open(path, data) as image:
         image = ImageOps.exif_transpose(image)
         if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            # 16-bit grayscale: keep the top 8 bits instead of PIL's clipping conversion.
-            image = Image.fromarray((np.asarray(image, dtype=np.uint32) >> 8).astype(np.uint8))
+            # 16-bit grayscale to 8 bits rounded (v / 257), as DALI converts it, instead
+            # of PIL's clipping conversion.
+            wide = np.asarray(image, dtype=np.uint32).clip(0, 65535)
+            image = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))
         array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
     return array[:, :, None] if channels == 1 else array
 

@@ -14,6 +14,8 @@ from rich.progress import Progress
 
 from psicbatch.data.images import read_mask
 from psicbatch.data.layouts import SampleRef
+from psicbatch.errors import PsicbatchError
+from psicbatch.paths import readable_path
 from psicbatch.preprocess import read_resized, resize_mask
 
 
@@ -55,7 +57,14 @@ def load_into_memory(
         original_sizes.append(original_size)
         images[index] = torch.from_numpy(image.transpose(2, 0, 1).copy())
         if sample.mask_path is not None and sample.is_defective:
-            masks[index, 0] = torch.from_numpy(resize_mask(read_mask(sample.mask_path), size))
+            mask = read_mask(sample.mask_path)
+            if mask.shape != tuple(original_size):
+                raise PsicbatchError(
+                    f"{readable_path(sample.mask_path)}: mask is {mask.shape[1]}x{mask.shape[0]} "
+                    f"(width x height) but its image {readable_path(sample.image_path)} is "
+                    f"{original_size[1]}x{original_size[0]}; masks must have their image's size"
+                )
+            masks[index, 0] = torch.from_numpy(resize_mask(mask, size))
         if progress is not None:
             progress.advance(task)
     labels = torch.tensor([s.is_defective for s in samples], dtype=torch.bool)

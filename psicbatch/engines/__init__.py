@@ -43,12 +43,17 @@ def load_engine(directory: Path, device: str | None = None) -> Engine:
     ``device`` (default: the first GPU when one is visible, else the CPU)."""
     manifest = read_manifest(directory)
     cls = engine_class(manifest.backend, directory)
-    return cls(
-        directory,
-        manifest,
-        torch.device(device or default_device()),
-        directory / manifest.engine_file,
-    )
+    engine_file = directory / manifest.engine_file
+    try:
+        return cls(directory, manifest, torch.device(device or default_device()), engine_file)
+    except (PsicbatchError, ImportError):
+        raise
+    except Exception as error:  # the runtime refused the file: damaged or not an engine
+        first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        raise PsicbatchError(
+            f"{engine_file}: the {manifest.backend} runtime cannot load it "
+            f"({type(error).__name__}: {first_line}); rebuild with 'psicbatch build-engine'"
+        ) from None
 
 
 def list_engines(root: Path) -> list[tuple[Path, Manifest | str]]:

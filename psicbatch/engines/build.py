@@ -20,7 +20,7 @@ from psicbatch.checkpoint import Checkpoint, file_sha256, load_checkpoint
 from psicbatch.engines import default_device, load_engine
 from psicbatch.engines.export import export_onnx
 from psicbatch.engines.image_sets import PARITY_COUNT, ImageSets, image_sets
-from psicbatch.engines.manifest import Manifest
+from psicbatch.engines.manifest import MANIFEST_NAME, Manifest
 from psicbatch.engines.parity import MIN_MASK_IOU, measure_parity, parity_problem
 from psicbatch.engines.quantize import quantize_int8
 from psicbatch.errors import PsicbatchError
@@ -211,6 +211,7 @@ class Build:
             manifest.engine_file = result["engine_file"]
             manifest.backend_details = result["details"]
             manifest.engine_sha256 = file_sha256(staging / manifest.engine_file)
+            manifest.data_files = data_file_digests(staging, manifest.engine_file)
             manifest.write(staging)
             device = default_device()
             quantized = choice.precision == "int8"
@@ -230,6 +231,16 @@ class Build:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return directory, manifest
+
+
+def data_file_digests(folder: Path, engine_file: str) -> dict[str, str]:
+    """sha256 of every file in a built engine folder besides the engine file (external
+    weights, OpenVINO's .bin): the manifest covers everything the runtime reads."""
+    return {
+        path.relative_to(folder).as_posix(): file_sha256(path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != MANIFEST_NAME and path.name != engine_file
+    }
 
 
 def draft_manifest(

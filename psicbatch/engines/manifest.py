@@ -42,6 +42,8 @@ class Manifest:
     parity: dict[str, Any] = field(default_factory=dict)
     backend_details: dict[str, Any] = field(default_factory=dict)
     selection: str = ""  # why build-engine chose this backend and precision
+    # sha256 of every other file the engine reads (ONNX external data, OpenVINO weights)
+    data_files: dict[str, str] = field(default_factory=dict)
     size_multiple: int = STRIDE
     schema_version: int = SCHEMA_VERSION
     inputs: list[dict[str, Any]] = field(default_factory=list)
@@ -101,23 +103,98 @@ def read_manifest(directory: Path, verify: bool = True) -> Manifest:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise PsicbatchError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise PsicbatchError(f"{path}: cannot be read ({error})") from None
+    if not isinstance(data, dict):
+        raise PsicbatchError(f"{path}: malformed manifest (a JSON object is expected)")
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
         raise PsicbatchError(
             f"{path}: engine manifest schema {version!r}, this psicbatch reads schema "
             f"{SCHEMA_VERSION}; rebuild with 'psicbatch build-engine'"
         )
+    problem = _field_problem(data)
+    if problem:
+        raise PsicbatchError(f"{path}: malformed manifest ({problem})")
     try:
         manifest = Manifest(**data)
-    except TypeError as error:
+    except (TypeError, ValueError) as error:
         raise PsicbatchError(f"{path}: malformed manifest ({error})") from None
     if verify:
-        engine = inside_folder(directory, manifest.engine_file, path)
-        if not engine.is_file():
-            raise PsicbatchError(f"{path}: engine file {manifest.engine_file} is missing")
-        if file_sha256(engine) != manifest.engine_sha256:
-            raise PsicbatchError(
-                f"{engine}: does not match its manifest (sha256 differs); the file was "
-                "replaced or damaged, rebuild with 'psicbatch build-engine'"
-            )
+        for name, sha256 in {
+            manifest.engine_file: manifest.engine_sha256,
+            **manifest.data_files,
+        }.items():
+            _verify_file(directory, name, sha256, path)
     return manifest
+
+
+def _verify_file(directory: Path, name: str, sha256: str, manifest_path: Path) -> None:
+    target = inside_folder(directory, name, manifest_path)
+    if not target.is_file():
+        raise PsicbatchError(f"{manifest_path}: engine file {name} is missing")
+    if file_sha256(target) != sha256:
+        raise PsicbatchError(
+            f"{target}: does not match its manifest (sha256 differs); the file was "
+            "replaced or damaged, rebuild with 'psicbatch build-engine'"
+        )
+
+
+# Manifest field -> (check, what it must be): a wrong type or an impossible value is
+# refused when the manifest is read, not deep inside a runtime.
+def _is_size(value: Any) -> bool:
+    return (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    )
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _is_thresholds(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and {"classification", "segmentation"} <= set(value)
+        and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1
+            for v in value.values()
+        )
+    )
+
+
+def _is_digests(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    )
+
+
+_FIELD_CHECKS = {
+    "backend": (lambda v: isinstance(v, str), "a string"),
+    "precision": (lambda v: isinstance(v, str), "a string"),
+    "engine_file": (lambda v: isinstance(v, str) and v != "", "a file name"),
+    "engine_sha256": (lambda v: isinstance(v, str), "a string"),
+    "channels": (lambda v: v in (1, 3) and not isinstance(v, bool), "1 or 3"),
+    "input_size": (_is_size, "[height, width] of positive integers"),
+    "min_size": (_is_size, "[height, width] of positive integers"),
+    "max_size": (_is_size, "[height, width] of positive integers"),
+    "min_batch": (_is_count, "a positive integer"),
+    "max_batch": (_is_count, "a positive integer"),
+    "preprocessing": (lambda v: isinstance(v, dict), "an object"),
+    "thresholds": (_is_thresholds, "classification and segmentation numbers in [0, 1]"),
+    "versions": (lambda v: isinstance(v, dict), "an object"),
+    "data_files": (_is_digests, "an object of file names and sha256 digests"),
+}
+
+
+def _field_problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with a manifest's fields, or None (NaN fails every range check)."""
+    for name, (check, expected) in _FIELD_CHECKS.items():
+        if name in data and not check(data[name]):
+            return f"{name} must be {expected}, got {json.dumps(data[name])[:60]}"
+    batches = data.get("min_batch"), data.get("max_batch")
+    if all(_is_count(b) for b in batches) and batches[0] > batches[1]:
+        return "min_batch is above max_batch"
+    return None

@@ -14,6 +14,7 @@ import torch
 
 from psicbatch.engines.base import Engine
 from psicbatch.engines.manifest import INPUT_NAME, Manifest, inside_folder
+from psicbatch.errors import PsicbatchError
 
 ENGINE_FILE = "model.onnx"
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -53,16 +54,28 @@ def build_onnxruntime(onnx_path: Path, directory: Path, threads: int) -> dict[st
     }
 
 
-def check_external_data(model_path: Path) -> None:
-    """Refuse ONNX files whose weights live in files outside their engine folder."""
+def check_external_data(model_path: Path, covered: dict[str, str]) -> None:
+    """Refuse ONNX files whose weights live in files outside their engine folder, or in
+    files whose sha256 the manifest does not hold (``covered``: its data_files)."""
     import onnx
 
-    model = onnx.load(str(model_path), load_external_data=False)
+    try:
+        model = onnx.load(str(model_path), load_external_data=False)
+    except Exception as error:  # a damaged file: protobuf's errors have no common type
+        raise PsicbatchError(
+            f"{model_path}: not a readable ONNX graph ({type(error).__name__}); rebuild "
+            "with 'psicbatch build-engine'"
+        ) from None
     for tensor in _tensors(model.graph):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
         inside_folder(model_path.parent, location, model_path)
+        if Path(location).as_posix() not in covered:
+            raise PsicbatchError(
+                f"{model_path}: its external data {location!r} is not covered by the "
+                "manifest's sha256 digests; rebuild with 'psicbatch build-engine'"
+            )
 
 
 def _tensors(graph: Any) -> Iterator[Any]:
@@ -86,7 +99,7 @@ class OnnxRuntimeEngine(Engine):
         super().__init__(directory, manifest, device)
         import onnxruntime as ort
 
-        check_external_data(engine_file)
+        check_external_data(engine_file, manifest.data_files)
         threads = int(manifest.backend_details.get("threads", 0))
         self.providers = providers_for(device, ort.get_available_providers())
         self.session = ort.InferenceSession(

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from psicbatch.data.images import UNREADABLE, ImageReadError, read_image
+from psicbatch.data.images import DECODED_FORMATS, UNREADABLE, ImageReadError, read_image
 from psicbatch.errors import PsicbatchError
 from psicbatch.preprocess import Preprocessing, load_tensor
 from psicbatch.run.files import FileLimits, FileStamp, current_stamp, read_file
@@ -67,16 +67,22 @@ def _timed_out(limits: FileLimits) -> str:
 def _header_size(path: Path, data: bytes) -> tuple[int, int] | None:
     """(H, W) after EXIF rotation, as decoders output it. Refuses images whose header
     claims more than MAX_PIXELS before anything decodes them (a 20000x20000 header would
-    make a decoder allocate gigabytes). Formats PIL cannot identify give None."""
+    make a decoder allocate gigabytes), and formats not both decoders read. Formats PIL
+    cannot identify give None."""
     too_large = f"above the {MAX_PIXELS / 1e6:.0f} megapixel limit"
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
             rotated = _orientation(image) in (5, 6, 7, 8)
+            kind = image.format
     except Image.DecompressionBombError:
         raise ImageReadError(path, f"image is far too large ({too_large})") from None
     except Exception:  # unknown or damaged header: the decoder says what is wrong
         return None
+    if kind not in DECODED_FORMATS:
+        raise ImageReadError(
+            path, f"unsupported image format ({kind}); psicbatch reads PNG, JPEG, BMP, TIFF, WebP"
+        )
     if width * height > MAX_PIXELS:
         raise ImageReadError(
             path,

@@ -212,10 +212,17 @@ def describe_run(spec: EngineSpec, options: RunOptions, devices: list[str]) -> d
 def job_identity(engine_info: dict[str, Any], options: RunOptions) -> JobIdentity:
     """What a resumed run must share with the run it continues (see ``job``)."""
     manifest = engine_info["manifest"]
-    engine_keys = ("backend", "precision", "engine_sha256", "checkpoint_sha256", "input_size")
+    engine_keys = (
+        "backend",
+        "precision",
+        "engine_sha256",
+        "data_files",
+        "checkpoint_sha256",
+        "input_size",
+    )
     return JobIdentity(
         sources=list(options.sources),
-        engine={key: manifest[key] for key in engine_keys} | {"files": manifest.get("files", {})},
+        engine={key: manifest[key] for key in engine_keys},
         thresholds=engine_info["thresholds"],
         masks=options.masks,
         decoder=engine_info["decoder"],
