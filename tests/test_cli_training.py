@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from psicbatch.assets import demo_model_path
 from psicbatch.cli import main
 
 TINY = ["--width", "0.125", "--input-size", "48x48", "--seg-epochs", "2", "--cls-epochs", "2"]
@@ -106,3 +107,67 @@ def test_train_on_missing_folder_is_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["train", str(tmp_path / "nope"), "--out", "m.pt"])
     assert result.exit_code == 1
     assert result.output.strip() == f"Error: {tmp_path / 'nope'}: not a folder"
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--width", "0"),
+        ("--width", "-1"),
+        ("--width", "nan"),
+        ("--batch-size", "0"),
+        ("--input-size", "7x7"),
+        ("--input-size", "100x100"),  # not a multiple of 8
+        ("--seg-lr", "inf"),
+        ("--dice-weight", "nan"),
+    ],
+)
+def test_impossible_training_options_are_refused_before_any_data_is_read(
+    tmp_path: Path, option: str, value: str
+) -> None:
+    # The data folder does not exist: a usage error (2) proves nothing was read first.
+    result = CliRunner().invoke(
+        main, ["train", str(tmp_path / "no-data"), "--out", str(tmp_path / "m.pt"), option, value]
+    )
+    assert result.exit_code == 2, result.output
+    assert option in result.output
+
+
+def _folder_dataset(root: Path, count: int, mask_size: tuple[int, int] | None = None) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(count):
+        Image.fromarray(np.full((48, 64), 100, np.uint8)).save(root / "images" / f"{i}.png")
+    if mask_size is not None:
+        mask = np.zeros(mask_size, np.uint8)
+        mask[5:9, 5:9] = 255
+        Image.fromarray(mask).save(root / "masks" / "0.png")
+    return root
+
+
+def test_training_needs_two_images(tmp_path: Path) -> None:
+    data = _folder_dataset(tmp_path / "one", 1)
+    result = CliRunner().invoke(main, ["train", str(data), "--out", str(tmp_path / "m.pt"), *TINY])
+    assert result.exit_code == 1 and "at least 2" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_masks_of_another_size_than_their_image_are_refused(tmp_path: Path) -> None:
+    data = _folder_dataset(tmp_path / "data", 4, mask_size=(24, 32))  # half the image
+    for command in (
+        ["train", "--out", str(tmp_path / "m.pt"), *TINY],
+        ["eval", str(demo_model_path())],
+    ):
+        args = (
+            [command[0], *command[1:], str(data)]
+            if command[0] == "train"
+            else [*command, str(data)]
+        )
+        result = CliRunner().invoke(main, [*args, "-q"])
+        assert result.exit_code == 1, result.output
+        message = result.output.strip()
+        assert "0.png: mask is 32x24" in message and "is 64x48" in message
+        assert len(message.splitlines()) == 1

@@ -285,3 +285,96 @@ def test_run_with_an_engine_folder_and_a_threshold(
     assert metadata["thresholds"]["classification"] == 0.3
     assert metadata["engine"]["backend"] == "onnxruntime"
     assert metadata["engine"]["engine_sha256"] == engines["onnxruntime", "fp32"][1].engine_sha256
+
+
+def _copy_with_manifest(engines: dict, key: tuple, tmp_path: Path, **changes: object) -> Path:
+    import shutil
+
+    directory = tmp_path / "copy"
+    shutil.copytree(engines[key][0], directory)
+    manifest = json.loads((directory / MANIFEST_NAME).read_text())
+    manifest.update(changes)
+    (directory / MANIFEST_NAME).write_text(json.dumps(manifest))
+    return directory
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[1, 2]", "a JSON object is expected"),
+        ({"thresholds": {"classification": float("nan"), "segmentation": 0.5}}, "thresholds"),
+        ({"thresholds": {"classification": 2.0, "segmentation": 0.5}}, "thresholds"),
+        ({"input_size": "big"}, "input_size"),
+        ({"max_batch": 0}, "max_batch"),
+        ({"channels": 2}, "channels"),
+        ({"data_files": ["x"]}, "data_files"),
+    ],
+)
+def test_malformed_manifests_are_one_line_errors(
+    engines, tmp_path: Path, content: object, message: str
+) -> None:
+    directory = _copy_with_manifest(engines, ("torch", "fp32"), tmp_path)
+    if isinstance(content, str):
+        (directory / MANIFEST_NAME).write_text(content)
+    else:
+        directory = _copy_with_manifest(engines, ("torch", "fp32"), tmp_path / "2", **content)
+    with pytest.raises(PsicbatchError, match="malformed manifest") as raised:
+        load_engine(directory, "cpu")
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+    out = tmp_path / "r.parquet"
+    result = CliRunner().invoke(
+        main, ["run", str(demo_model_path()), "--engine", str(directory), "--out", str(out)]
+    )
+    assert result.exit_code == 1 and "malformed manifest" in result.output
+
+
+def test_a_corrupt_onnx_file_with_a_matching_digest_is_a_one_line_error(
+    engines, tmp_path: Path
+) -> None:
+    from psicbatch.checkpoint import file_sha256
+
+    directory = _copy_with_manifest(engines, ("onnxruntime", "fp32"), tmp_path)
+    manifest = json.loads((directory / MANIFEST_NAME).read_text())
+    engine_file = directory / manifest["engine_file"]
+    engine_file.write_bytes(engine_file.read_bytes()[:5000])  # cut short
+    manifest["engine_sha256"] = file_sha256(engine_file)  # as if built that way
+    (directory / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(PsicbatchError, match=r"not a readable ONNX graph|cannot load it") as raised:
+        load_engine(directory, "cpu")
+    assert "\n" not in str(raised.value)
+
+
+def test_onnx_external_data_is_covered_by_the_manifest(engines, tmp_path: Path) -> None:
+    import onnx
+
+    from psicbatch.checkpoint import file_sha256
+    from psicbatch.engines.build import data_file_digests
+
+    directory = _copy_with_manifest(engines, ("onnxruntime", "fp32"), tmp_path)
+    manifest = json.loads((directory / MANIFEST_NAME).read_text())
+    engine_file = directory / manifest["engine_file"]
+    graph = onnx.load(str(engine_file))
+    onnx.save(graph, str(engine_file), save_as_external_data=True, location="weights.bin")
+    manifest["engine_sha256"] = file_sha256(engine_file)
+    (directory / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(PsicbatchError, match="not covered by the manifest"):
+        load_engine(directory, "cpu")  # weights outside the digests are refused
+    manifest["data_files"] = data_file_digests(directory, manifest["engine_file"])
+    assert set(manifest["data_files"]) == {"weights.bin"}
+    (directory / MANIFEST_NAME).write_text(json.dumps(manifest))
+    images = torch.rand(1, 1, 128, 128)
+    before = load_engine(directory, "cpu").infer(images)[0]
+    torch.testing.assert_close(
+        before, load_engine(engines["onnxruntime", "fp32"][0]).infer(images)[0]
+    )
+    weights = bytearray((directory / "weights.bin").read_bytes())
+    weights[100:104] = b"\x00\x00\x80\x7f"  # one weight edited
+    (directory / "weights.bin").write_bytes(bytes(weights))
+    with pytest.raises(PsicbatchError, match=r"weights\.bin: does not match its manifest"):
+        load_engine(directory, "cpu")
+
+
+def test_built_engines_record_every_file_they_read(engines) -> None:
+    for (backend, _), (directory, manifest) in engines.items():
+        files = {p.name for p in directory.iterdir() if p.is_file()} - {MANIFEST_NAME}
+        assert files == {manifest.engine_file, *manifest.data_files}, backend

@@ -32,6 +32,7 @@ from psicbatch.engines.manifest import MANIFEST_NAME
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
 from psicbatch.run.inputs import collect_inputs
+from psicbatch.run.job import resolved_sources
 from psicbatch.run.output import read_metadata
 from psicbatch.run.runner import RunOptions, run
 
@@ -101,7 +102,7 @@ def test_special_files_and_oversized_files_get_error_rows(
 
 
 def test_listing_takes_special_files_without_opening_them(hostile: Path) -> None:
-    names = {path.name for path in collect_inputs([str(hostile)])}
+    names = {path.name for path in collect_inputs([str(hostile)]).paths}
     assert {"fifo.png", "zero.png", "a_good.png"} <= names
 
 
@@ -181,14 +182,22 @@ def test_files_changed_between_a_kill_and_resume_are_recomputed(tmp_path: Path) 
     image(files[0], 100)  # replaced by another image
     os.utime(files[0], ns=(time.time_ns(), time.time_ns() + 10**9))  # and surely newer
     files[1].unlink()  # gone
-    options = RunOptions(out=out, batch_size=4, resume=True, decoder="pil", devices=("cpu",))
+    options = RunOptions(
+        out=out,
+        batch_size=4,
+        resume=True,
+        decoder="pil",
+        devices=("cpu",),
+        sources=tuple(resolved_sources([str(folder)], None)),
+    )
     summary = run(files, EngineSpec(checkpoint=demo_model_path()), options)
     assert summary.recomputed == 2 and summary.skipped == len(done) - 2
     table = pq.read_table(out).to_pylist()
     assert [row["path"] for row in table] == [str(f) for f in files]  # still in input order
     rows = {Path(r["path"]).name: r for r in table}
     assert len(rows) == 60 and rows["01.png"]["error"] == "no such file"
-    assert read_metadata(out)["resumed"] == {"kept": len(done) - 2, "recomputed": 2}
+    resumed = read_metadata(out)["resumed"]
+    assert resumed == {"kept": len(done) - 2, "recomputed": 2, "dropped": 0}
     fresh = tmp_path / "fresh.parquet"
     assert (
         CliRunner().invoke(main, ["run", str(files[0]), "--out", str(fresh), *args]).exit_code == 0

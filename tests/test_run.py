@@ -154,7 +154,7 @@ def test_table_reads_back_and_masks_are_the_models(images: Path, tmp_path: Path)
     ((count, mean),) = duckdb.sql(f"SELECT count(*), avg(probability) FROM '{out}'").fetchall()
     assert count == 14 and 0 <= mean <= 1
     metadata = read_metadata(out)
-    assert metadata["schema_version"] == 1 and metadata["inputs"] == 14
+    assert metadata["schema_version"] == 2 and metadata["inputs"] == 14
     assert len(metadata["checkpoint_sha256"]) == 64 and metadata["finished_at"]
     assert metadata["masks"] == "all"
     # The stored RLE decodes (with pycocotools) to the mask the model gives for that image.
@@ -232,12 +232,31 @@ def test_inputs_from_folders_globs_and_lists(images: Path, tmp_path: Path) -> No
     listing = tmp_path / "list.txt"
     listing.write_text(f"# two images\n{names[0]}\n\n{names[1].name}\n")
     (tmp_path / names[1].name).write_bytes(names[1].read_bytes())
-    assert collect_inputs([str(images)]) == names
-    assert collect_inputs([str(images / "*_0000[0-1].png")]) == names[:2]
-    assert collect_inputs([], listing) == [names[0], tmp_path / names[1].name]
-    assert collect_inputs([str(images), str(names[0])]) == names  # each once
+    assert collect_inputs([str(images)]).paths == names
+    assert collect_inputs([str(images / "*_0000[0-1].png")]).paths == names[:2]
+    assert collect_inputs([], listing).paths == [names[0], tmp_path / names[1].name]
+    assert collect_inputs([str(images), str(names[0])]).paths == names  # each once
     with pytest.raises(PsicbatchError, match="no such file or folder"):
         collect_inputs([str(tmp_path / "missing")])
+
+
+def test_folder_scans_say_what_they_skipped(images: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in ("a.png", "b.webp"):
+        Image.open(sorted(images.glob("*.png"))[0]).save(folder / name)
+    (folder / "animation.gif").write_bytes(b"GIF89a")
+    (folder / "notes.txt").write_text("x")
+    (folder / "README").write_text("x")
+    inputs = collect_inputs([str(folder)])
+    assert [path.name for path in inputs.paths] == ["a.png", "b.webp"]
+    assert inputs.skipped == {".gif": 1, ".txt": 1, "": 1}
+    note = inputs.skipped_note()
+    assert "skipped 3 files" in note and "1 .gif" in note and "(no extension)" in note
+    out = tmp_path / "r.parquet"
+    result = CliRunner().invoke(main, ["run", str(folder), "--out", str(out), "--decoder", "pil"])
+    assert result.exit_code == 0, result.output
+    assert "skipped 3 files in the input folders" in result.output
 
 
 def test_a_second_run_on_the_same_output_is_refused(images: Path, tmp_path: Path) -> None:
@@ -299,3 +318,24 @@ def test_ray_executor_gives_the_local_executors_rows(images: Path, tmp_path: Pat
     assert code == 0, output
     assert table(ray) == table(local)
     assert read_metadata(ray)["thresholds"] == read_metadata(local)["thresholds"]
+
+
+def test_both_decoders_refuse_gif_and_round_16_bit_alike(tmp_path: Path) -> None:
+    every_value = np.arange(65536, dtype=np.uint32).astype(np.uint16).reshape(256, 256)
+    Image.fromarray(every_value).save(tmp_path / "sixteen.png")
+    Image.fromarray((every_value >> 8).astype(np.uint8)).save(tmp_path / "moving.gif")
+    Image.fromarray((every_value >> 8).astype(np.uint8)).save(tmp_path / "w.webp", lossless=True)
+    paths = [tmp_path / name for name in ("sixteen.png", "moving.gif", "w.webp")]
+    grey_levels = Preprocessing(input_size=(256, 256), mean=(0.0,), std=(1 / 255,))
+    decoded = [
+        decoder.decode(paths) for decoder in (DaliDecoder(grey_levels, 4), PilDecoder(grey_levels))
+    ]
+    for batch in decoded:
+        assert batch.positions == [0, 2]
+        assert (
+            batch.errors == {1: batch.errors[1]}
+            and "unsupported image format (GIF)" in batch.errors[1]
+        )
+    dali, pil = (batch.images[0, 0].round().numpy() for batch in decoded)
+    np.testing.assert_array_equal(dali, pil)  # every one of the 65536 values
+    np.testing.assert_array_equal(pil, np.round(every_value / 257))

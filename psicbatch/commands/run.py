@@ -203,7 +203,9 @@ def run_command(
     )
     console = Console(stderr=True)
     if not quiet and inputs.skipped_note():
-        console.print(f"note: {inputs.skipped_note()}", markup=False, highlight=False)
+        console.print(
+            f"note: {inputs.skipped_note()}", markup=False, highlight=False, soft_wrap=True
+        )
     with signals_stop(), progress_bar(quiet, console) as progress:
         task = progress.add_task("inspecting", total=len(paths), status="")
         started = time.monotonic()
@@ -236,7 +238,7 @@ def _stopped(console: Console, stop: BaseException, out: Path) -> None:
         if parts.is_dir()
         else "no results had been computed yet"
     )
-    console.print(f"stopped by {stop}: {saved}", markup=False, highlight=False)
+    console.print(f"stopped by {stop}: {saved}", markup=False, highlight=False, soft_wrap=True)
     sys.exit(stop.exit_code)
 
 
@@ -279,7 +281,7 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
         table.add_row(key, str(value))
     console.print(table)
     for path, message in summary.error_examples[:10]:
-        console.print(f"error {path}: {message}", markup=False, highlight=False)
+        console.print(f"error {path}: {message}", markup=False, highlight=False, soft_wrap=True)
 
 
 @click.command("report")

@@ -26,6 +26,9 @@ from psicbatch.run.worker import Rows, Task, Worker, available_cpus
 
 BatchResult = tuple[Rows, dict[str, float]]
 IN_FLIGHT_PER_WORKER = 4
+# Starting a worker (imports, loading or deserialising the engine) may take far longer
+# than a batch; --batch-timeout applies to batches, this at least to the start.
+ENGINE_OPEN_SECONDS = 300.0
 
 
 def local_results(
@@ -34,7 +37,8 @@ def local_results(
     """(rows, stage seconds) of every batch in input order, from workers on this machine."""
     if len(devices) == 1:
         worker = Worker(spec, options, devices[0], threads=available_cpus())
-        return ((rows, times) for _, rows, times in worker.process(iter(tasks)))
+        batches = worker.process(iter(tasks), options.batch_timeout)
+        return ((rows, times) for _, rows, times in batches)
     return _parallel_results(tasks, spec, options, devices)
 
 
@@ -63,8 +67,9 @@ def _parallel_results(
     try:
         for process in workers:
             process.start()
+        opening = max(options.batch_timeout, ENGINE_OPEN_SECONDS)
         for _ in workers:  # each worker reports once its engine is loaded
-            receive(result_queue, workers, options.batch_timeout, "opening its engine")
+            receive(result_queue, workers, opening, "opening its engine")
     except BaseException:
         _stop_now(workers, task_queue, result_queue)
         raise

@@ -24,7 +24,8 @@ from psicbatch.data.images import ImageReadError, read_image
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import path_from_bytes, readable_path
 from psicbatch.run import rle
-from psicbatch.run.files import FileLimits, check_regular, read_file
+from psicbatch.run.decode import read_bytes
+from psicbatch.run.files import FileLimits, check_regular
 from psicbatch.run.limited import TimeLimitExceeded, call_limited
 from psicbatch.run.output import read_metadata
 from psicbatch.run.output_guard import REPORT, REPORT_MARKER, replace_checked
@@ -44,7 +45,7 @@ def thumbnail(row: dict[str, Any], limits: FileLimits) -> str | None:
     raw = row.get("path_bytes")  # results files of schema 1 have only the readable path
     path = path_from_bytes(raw) if raw is not None else Path(row["path"])
     try:
-        data, _ = read_file(path, limits.max_bytes)
+        data, _, _ = read_bytes(path, limits.max_bytes)  # refuses huge headers too
         image = call_limited(lambda: read_image(path, 3, data), limits.decode_seconds)
     except (ImageReadError, TimeLimitExceeded):
         return None

@@ -1,6 +1,6 @@
 """What makes a run the job it is, so that ``--resume`` continues that job or refuses.
 
-An interrupted run records its identity in ``OUT.parts/job.json``: the sources (resolved
+An interrupted run records its identity in ``OUT.parts/_job.json``: the sources (resolved
 to absolute paths, so ``imgs`` and ``/data/imgs`` are one source), the engine (backend,
 precision and the sha256 of every file it runs), the thresholds, the mask mode, the
 decoder and the preprocessing. Rows computed under one identity are never mixed with
@@ -19,7 +19,7 @@ from typing import Any
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 
-JOB_FILE = "job.json"
+JOB_FILE = "_job.json"  # "_": Parquet readers of the folder pass over it
 # Field -> how a message names it.
 DESCRIPTIONS = {
     "sources": "the input sources",

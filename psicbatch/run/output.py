@@ -3,7 +3,7 @@
 ``ResultsOutput`` drives the steps below for a run, in order.
 
 While a run is going, results are written in input order as numbered part files in
-``OUT.parts/``, beside the job's identity (``job.json``); each part appears atomically
+``OUT.parts/``, beside the job's identity (``_job.json``); each part appears atomically
 (temporary name, then rename), so a killed run leaves only complete parts. ``--resume``
 checks that it continues the same job and skips every input already in a part. At the
 end the parts are streamed, one row group each, into ``OUT`` under a temporary name that

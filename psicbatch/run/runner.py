@@ -7,6 +7,8 @@ background writer, and records in the results file the engine as it actually ran
 
 from __future__ import annotations
 
+import hashlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -106,10 +108,13 @@ def run(
         raise PsicbatchError("--batch-size and --workers must be at least 1")
     if options.masks not in MASK_MODES:
         raise PsicbatchError(f"--masks must be one of {', '.join(MASK_MODES)}")
-    if options.batch_timeout <= 0 or options.limits.decode_seconds <= 0:
-        raise PsicbatchError("--batch-timeout and --decode-timeout must be positive")
+    seconds = (options.batch_timeout, options.limits.decode_seconds)
+    if not all(math.isfinite(s) and s > 0 for s in seconds):
+        raise PsicbatchError("--batch-timeout and --decode-timeout must be positive and finite")
     if options.limits.max_bytes < 1:
         raise PsicbatchError("--max-file-size must be positive")
+    if options.threshold is not None and not 0 <= options.threshold <= 1:  # NaN fails too
+        raise PsicbatchError(f"--threshold must lie in [0, 1], got {options.threshold}")
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     clock = time.monotonic()
     check_output(
@@ -126,7 +131,7 @@ def run(
     devices = worker_devices(options)
     engine_info = describe_run(spec, options, devices)
     keys = [input_key(path) for path in paths]
-    job = job_identity(engine_info, options)
+    job = job_identity(engine_info, options, keys)
     with ResultsOutput(options.out, job, keys, options.resume) as output:
         todo = [(i, p) for i, p in enumerate(paths) if keys[i] not in output.done]
         summary = RunSummary(
@@ -209,7 +214,17 @@ def describe_run(spec: EngineSpec, options: RunOptions, devices: list[str]) -> d
     }
 
 
-def job_identity(engine_info: dict[str, Any], options: RunOptions) -> JobIdentity:
+def _digest(keys: list[bytes]) -> str:
+    """Inputs given as a list (not as sources): identified by their absolute paths."""
+    digest = hashlib.sha256()
+    for key in keys:
+        digest.update(key + b"\0")
+    return f"{len(keys)} listed inputs, sha256 {digest.hexdigest()}"
+
+
+def job_identity(
+    engine_info: dict[str, Any], options: RunOptions, keys: list[bytes]
+) -> JobIdentity:
     """What a resumed run must share with the run it continues (see ``job``)."""
     manifest = engine_info["manifest"]
     engine_keys = (
@@ -221,7 +236,7 @@ def job_identity(engine_info: dict[str, Any], options: RunOptions) -> JobIdentit
         "input_size",
     )
     return JobIdentity(
-        sources=list(options.sources),
+        sources=list(options.sources) or [_digest(keys)],
         engine={key: manifest[key] for key in engine_keys},
         thresholds=engine_info["thresholds"],
         masks=options.masks,

@@ -66,7 +66,6 @@ class Worker:
         )
         self.seg_threshold = manifest.thresholds["segmentation"]
         self.masks = options.masks
-        self.batch_timeout = options.batch_timeout
         self.decoder = make_decoder(
             options.decoder,
             manifest.engine_preprocessing(),
@@ -78,11 +77,15 @@ class Worker:
         gpu = self.device.type == "cuda"
         self.post_stream = torch.cuda.Stream(self.device) if gpu else None
 
-    def process(self, tasks: Iterator[Task]) -> Iterator[tuple[int, Rows, dict[str, float]]]:
-        """(batch number, rows, stage seconds) per batch, in order; the three stages overlap."""
+    def process(
+        self, tasks: Iterator[Task], batch_timeout: float | None = None
+    ) -> Iterator[tuple[int, Rows, dict[str, float]]]:
+        """(batch number, rows, stage seconds) per batch, in order; the three stages overlap.
+        With ``batch_timeout``, a batch taking longer raises ``StageTimeout`` (a spawned
+        worker, which may wait for tasks, is watched by its parent instead)."""
         decoded = staged(tasks, self._decode, name="decoding")
         inferred = staged(decoded, self._infer, name="inference")
-        for batch in staged(inferred, self._finish, timeout=self.batch_timeout, name="batch"):
+        for batch in staged(inferred, self._finish, timeout=batch_timeout, name="batch"):
             yield batch.task[0], batch.rows, batch.times
 
     def rows(self, items: list[tuple[int, Path]]) -> Rows:

@@ -1,0 +1,291 @@
+"""Outputs that must not be replaced, file names that are not UTF-8, resumes that must
+continue the same job, failed starts, impossible option values, and `report` on files
+it must not trust. Every case here once lost data or crashed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from psicbatch.assets import demo_model_path
+from psicbatch.cli import main
+from psicbatch.model import PSICNet
+from psicbatch.run.output import read_metadata
+from psicbatch.run.output_guard import REPORT_MARKER
+
+CONSOLE = Path(sys.executable).parent / "psicbatch"
+FAST = ["--decoder", "pil", "--precision", "fp32", "--devices", "cpu", "-q"]
+INVALID_UTF8 = os.fsdecode(b"camera_\xff\xfe.png")
+
+
+def image(path: Path, seed: int, size: tuple[int, int] = (48, 64)) -> Path:
+    pixels = np.random.default_rng(seed).integers(0, 255, size, dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def invoke(*args: object) -> object:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(6):
+        image(folder / f"part_{i:03d}.png", i)
+    return folder
+
+
+def interrupted_run(folder: Path, out: Path, *args: str) -> Path:
+    """A real run of the console command, killed after it saved two parts."""
+    import signal
+
+    process = subprocess.Popen(
+        [
+            CONSOLE,
+            "run",
+            folder,
+            "--out",
+            out,
+            *FAST,
+            "--batch-size",
+            "2",
+            "--flush-every",
+            "2",
+            *args,
+        ],
+        start_new_session=True,
+    )
+    parts = out.with_name(out.name + ".parts")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(parts.glob("part-*.parquet"))) < 2:
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not out.exists(), "the run finished before it could be killed"
+    return parts
+
+
+# 1. Outputs never replace what they must not.
+
+
+def test_out_refuses_inputs_foreign_files_and_devices(images: Path, tmp_path: Path) -> None:
+    listing = tmp_path / "list.txt"
+    listing.write_text("imgs/part_000.png\n")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me\n")
+    model = tmp_path / "m.pt"
+    shutil.copy(demo_model_path(), model)
+    target = images / "part_001.png"
+    cases = [
+        ([images, "--out", target], target, "is one of the input images"),
+        ([images, "--model", model, "--out", model], model, "is the model"),
+        (["--list", listing, "--out", listing], listing, "is the --list file"),
+        ([images, "--out", notes], notes, "is not a psicbatch results file"),
+    ]
+    for args, victim, message in cases:
+        before = victim.read_bytes()
+        result = invoke("run", *args, *FAST)
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+        assert victim.read_bytes() == before
+    result = invoke("run", images, "--out", "/dev/null", *FAST)
+    assert result.exit_code == 1 and "not a regular file" in result.output
+    assert Path("/dev/null").is_char_device()
+
+
+def test_earlier_results_are_replaced_only_with_overwrite(images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.parquet"
+    assert invoke("run", images, "--out", out, *FAST).exit_code == 0
+    result = invoke("run", images, "--out", out, *FAST, "--threshold", "0.99")
+    assert result.exit_code == 1 and "--overwrite" in result.output
+    assert read_metadata(out)["thresholds"]["classification"] != 0.99
+    assert (
+        invoke("run", images, "--out", out, *FAST, "--threshold", "0.99", "--overwrite").exit_code
+        == 0
+    )
+    assert read_metadata(out)["thresholds"]["classification"] == 0.99
+
+
+def test_report_never_replaces_its_results_or_foreign_files(images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.parquet"
+    assert invoke("run", images, "--out", out, *FAST).exit_code == 0
+    before = out.read_bytes()
+    result = invoke("report", out, "--html", out)
+    assert result.exit_code == 1 and "is the results file" in result.output
+    assert out.read_bytes() == before
+    page = tmp_path / "page.html"
+    page.write_text("<html>mine</html>")
+    result = invoke("report", out, "--html", page)
+    assert result.exit_code == 1 and "not a psicbatch report" in result.output
+    report = tmp_path / "report.html"
+    assert invoke("report", out, "--html", report).exit_code == 0
+    assert REPORT_MARKER in report.read_bytes()
+    assert invoke("report", out, "--html", report).exit_code == 1
+    assert invoke("report", out, "--html", report, "--overwrite").exit_code == 0
+
+
+def test_report_on_an_empty_file_or_into_a_missing_folder(images: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.parquet"
+    empty.write_bytes(b"")
+    result = invoke("report", empty, "--html", tmp_path / "a.html")
+    assert result.exit_code == 1 and "not a psicbatch results file" in result.output
+    out = tmp_path / "r.parquet"
+    assert invoke("run", images, "--out", out, *FAST).exit_code == 0
+    result = invoke("report", out, "--html", tmp_path / "missing" / "a.html")
+    assert result.exit_code == 1 and "folder does not exist" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_report_does_not_trust_the_paths_in_results(images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.parquet"
+    assert invoke("run", images, "--out", out, *FAST, "--threshold", "0").exit_code == 0
+    first, second = sorted(images.glob("*.png"))[:2]
+    first.unlink()
+    os.mkfifo(first)  # reading it would block forever
+    from tests.test_reliability import _png_header_only
+
+    _png_header_only(second, 60000, 60000)  # decoding it would take gigabytes
+    report = tmp_path / "report.html"
+    process = subprocess.run(
+        [CONSOLE, "report", out, "--html", report], capture_output=True, timeout=120
+    )
+    assert process.returncode == 0, process.stderr
+    assert report.read_text().count("(image unreadable)") == 2
+
+
+# 2. Any byte string is a valid file name.
+
+
+def test_file_names_that_are_not_utf8(images: Path, tmp_path: Path) -> None:
+    odd = image(images / INVALID_UTF8, 9)
+    out = tmp_path / "r.parquet"
+    result = invoke("run", images, "--out", out, *FAST)
+    assert result.exit_code == 0, result.output
+    rows = {row["path_bytes"]: row for row in pq.read_table(out).to_pylist()}
+    row = rows[os.fsencode(odd)]
+    assert row["error"] is None and "\ufffd" in row["path"]
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"imgs/camera_\xff\xfe.png\n")  # a list that is not UTF-8 either
+    listed = tmp_path / "listed.parquet"
+    assert invoke("run", "--list", listing, "--out", listed, *FAST).exit_code == 0
+    assert pq.read_table(listed).column("path_bytes").to_pylist() == [os.fsencode(odd)]
+    assert pq.read_table(listed).column("error").to_pylist() == [None]
+
+
+def test_resume_with_names_that_are_not_utf8(images: Path, tmp_path: Path) -> None:
+    for i in range(10):
+        image(images / os.fsdecode(b"x\xff%02d.png" % i), 20 + i)
+    out = tmp_path / "r.parquet"
+    interrupted_run(images, out)
+    result = invoke("run", images, "--out", out, *FAST, "--batch-size", "2", "--resume")
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(out).num_rows == 16
+
+
+# 3. A resume continues the same job or refuses.
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (["--model", "OTHER_MODEL"], "the model or engine"),
+        (["--threshold", "0.99"], "the thresholds"),
+        (["--masks", "all"], "the mask mode"),
+        (["OTHER_SOURCE"], "the input sources"),
+    ],
+)
+def test_resume_refuses_another_job(
+    images: Path, tmp_path: Path, change: list[str], named: str
+) -> None:
+    out = tmp_path / "r.parquet"
+    parts = interrupted_run(images, out)
+    saved = sorted(p.name for p in parts.iterdir())
+    other_model = tmp_path / "other.pt"
+    from psicbatch.checkpoint import load_checkpoint, save_checkpoint
+
+    checkpoint = load_checkpoint(demo_model_path())
+    checkpoint.state_dict = PSICNet(checkpoint.model_config).state_dict()  # untrained
+    save_checkpoint(checkpoint, other_model)
+    other_source = tmp_path / "other"
+    other_source.mkdir()
+    image(other_source / "o.png", 99)
+    change = [
+        str(other_model) if c == "OTHER_MODEL" else str(other_source) if c == "OTHER_SOURCE" else c
+        for c in change
+    ]
+    result = invoke("run", images, "--out", out, *FAST, "--resume", *change)
+    assert result.exit_code == 1, result.output
+    assert named in result.output and len(result.output.strip().splitlines()) == 1
+    assert sorted(p.name for p in parts.iterdir()) == saved  # nothing mixed in
+
+
+def test_resume_with_the_same_folder_spelled_differently_and_files_added_and_removed(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(6, 12):
+        image(images / f"part_{i:03d}.png", i)
+    out = tmp_path / "r.parquet"
+    monkeypatch.chdir(tmp_path)
+    interrupted_run(Path("imgs"), out)  # relative
+    (images / "part_000.png").unlink()  # removed after the kill
+    image(images / "part_0005a.png", 50)  # added, sorting in the middle
+    result = invoke("run", images.resolve(), "--out", out, *FAST, "--batch-size", "2", "--resume")
+    assert result.exit_code == 0, result.output
+    names = [Path(p).name for p in pq.read_table(out).column("path").to_pylist()]
+    expected = sorted(p.name for p in images.glob("*.png"))
+    assert names == expected  # the current input order, each file once
+    resumed = read_metadata(out)["resumed"]
+    assert resumed["kept"] + resumed["recomputed"] <= len(expected)
+    assert resumed["dropped"] in (0, 1)  # the removed file, when it had been saved
+
+
+# 7. A failed start blocks nothing.
+
+
+def test_a_failed_start_leaves_no_parts(images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.parquet"
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    result = invoke("run", images, "--out", out, *FAST, "--model", broken)
+    assert result.exit_code == 1
+    assert not out.with_name(out.name + ".parts").exists()
+    assert invoke("run", images, "--out", out, *FAST).exit_code == 0
+
+
+# 8. Impossible values are refused before anything is read.
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--threshold", "nan"),
+        ("--threshold", "2"),
+        ("--threshold", "inf"),
+        ("--threshold", "-1"),
+        ("--max-file-size", "nan"),
+        ("--max-file-size", "inf"),
+        ("--decode-timeout", "inf"),
+        ("--batch-timeout", "inf"),
+        ("--batch-timeout", "0"),
+        ("--batch-size", "0"),
+        ("--workers", "0"),
+        ("--flush-every", "0"),
+    ],
+)
+def test_impossible_run_options_are_usage_errors(tmp_path: Path, option: str, value: str) -> None:
+    result = invoke("run", tmp_path / "no-such-folder", option, value, "--out", tmp_path / "r")
+    assert result.exit_code == 2, result.output
+    assert option in result.output
+    assert not (tmp_path / "r.parts").exists()
