@@ -3,6 +3,7 @@ post-processing (``psicbatch.run.postprocess``) must equal, byte for byte."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ def result_row(
     return {
         "input_index": index,
         "path": str(path),
+        "path_bytes": os.fsencode(path),
         "width": width,
         "height": height,
         "probability": float(probability),

@@ -19,12 +19,13 @@ from tests.reference_rows import bbox
 @st.composite
 def result_rows(draw: st.DrawFn) -> dict:
     path = draw(st.text(min_size=1, max_size=30).filter(lambda t: "\x00" not in t))
+    named = {"path": path, "path_bytes": path.encode()}
     if draw(st.booleans()):
-        return {"path": path, "error": draw(st.text(min_size=1, max_size=40))}
+        return {**named, "error": draw(st.text(min_size=1, max_size=40))}
     mask = draw(arrays(bool, st.tuples(st.integers(1, 12), st.integers(1, 12))))
     probability = draw(st.floats(0, 1, width=32))
     return {
-        "path": path,
+        **named,
         "width": mask.shape[1],
         "height": mask.shape[0],
         "probability": probability,
@@ -42,8 +43,9 @@ def result_rows(draw: st.DrawFn) -> dict:
 def test_rows_round_trip_through_parts_and_final_file(rows: list[dict], part_size: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "results.parquet"
+        parts_directory(out).mkdir()  # as ResultsOutput makes it
         writer = PartWriter(out)
-        indexed = [{**row, "input_index": i} for i, row in enumerate(rows)]
+        indexed = [{**row, "input_index": i, "input_key": b"/%d" % i} for i, row in enumerate(rows)]
         for start in range(0, len(indexed), part_size):
             writer.write(indexed[start : start + part_size])
         finalize(out, {"schema_version": 1, "note": "round trip"})

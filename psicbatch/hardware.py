@@ -1,0 +1,61 @@
+"""Which precisions this machine's CPU computes natively, from what torch reports.
+
+bf16 and fp16 are fast on a CPU only with native instructions (AVX-512 BF16 or AMX;
+AVX-512 FP16 or AMX-FP16; their Arm counterparts). Elsewhere torch emulates them: on an
+AVX2 PC bf16 autocast runs about 6x slower than fp32. int8 runs everywhere, but is fast
+only with dot-product instructions (VNNI or AMX on x86, the dot-product extension on Arm).
+Every ``auto`` precision asks here instead of assuming the hardware.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+INT8_DOT_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"}
+
+
+@dataclass(frozen=True)
+class CpuPrecisions:
+    capability: str  # torch's CPU kernel level: AVX512, AVX2, DEFAULT, ...
+    bf16: bool  # native bf16 matrix products (oneDNN says so)
+    fp16: bool  # native fp16 matrix products
+    int8_dot: bool  # int8 dot-product instructions
+
+    def describe(self) -> str:
+        """One line for reports: the kernel level and what runs natively."""
+        native = [name for name, has in (("bf16", self.bf16), ("fp16", self.fp16)) if has]
+        int8 = "int8 dot products" if self.int8_dot else "no int8 dot products"
+        floats = f"native {', '.join(native)}" if native else "no native bf16/fp16"
+        return f"CPU capability {self.capability}; {floats}; {int8}"
+
+
+@functools.cache
+def cpu_precisions() -> CpuPrecisions:
+    """This CPU's native precisions (measured once per process)."""
+    return CpuPrecisions(
+        capability=torch.backends.cpu.get_cpu_capability(),
+        bf16=_onednn_says("_is_mkldnn_bf16_supported"),
+        fp16=_onednn_says("_is_mkldnn_fp16_supported"),
+        int8_dot=bool(_cpu_flags() & INT8_DOT_FLAGS),
+    )
+
+
+def _onednn_says(check: str) -> bool:
+    with contextlib.suppress(Exception):  # older torch or a build without oneDNN: not native
+        return bool(getattr(torch.ops.mkldnn, check)())
+    return False
+
+
+def _cpu_flags() -> set[str]:
+    """Instruction-set flags of the first CPU (``flags`` on x86, ``Features`` on Arm)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() in ("flags", "Features"):
+                return set(value.split())
+    return set()
