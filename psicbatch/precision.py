@@ -4,34 +4,52 @@ means. The one place train, eval, build-engine, run and bench ask."""
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 
+from psicbatch import hardware
 from psicbatch.errors import PsicbatchError
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 CHOICES = ("auto", *PRECISIONS)
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
-# backend -> device type -> (precisions it runs, the first being what ``auto`` picks).
-# Inference: bf16 is the fastest torch option on CPUs with AVX-512 BF16 (2.5x ONNX Runtime
-# fp32, benchmarks/results/cpu-backends/); fp16 is the GPU engines' usual choice. OpenVINO
-# is psicbatch's CPU int8 runtime (benchmarks/results/cpu-int8/).
+# backend -> device type -> (precisions it runs; on GPUs the first is what ``auto``
+# picks). On CPUs ``auto`` asks the hardware (``cpu_auto``): torch bf16 only where the CPU
+# has native bf16 (it is then the fastest torch option, 2.5x ONNX Runtime fp32 on AVX-512
+# BF16, benchmarks/results/cpu-backends/), else fp32 (bf16 is about 6x slower than fp32
+# on AVX2-only CPUs). OpenVINO is psicbatch's CPU int8 runtime (benchmarks/results/cpu-int8/)
+# and also runs fp32.
 SUPPORTED = {
-    "torch": {"cpu": ("bf16", "fp32"), "cuda": ("fp16", "bf16", "fp32")},
+    "torch": {"cpu": ("fp32", "bf16"), "cuda": ("fp16", "bf16", "fp32")},
     "onnxruntime": {"cpu": ("fp32", "int8"), "cuda": ("fp32", "int8")},
-    "openvino": {"cpu": ("int8",)},
+    "openvino": {"cpu": ("int8", "fp32")},
     "tensorrt": {"cuda": ("fp16", "fp32", "bf16", "int8")},
 }
 TORCH_CHOICES = ("auto", *sorted(set(SUPPORTED["torch"]["cpu"] + SUPPORTED["torch"]["cuda"])))
 
 
-def resolve_precision(
+@dataclass(frozen=True)
+class PrecisionChoice:
+    precision: str
+    reason: str  # recorded where users look: summaries, metadata, reports, manifests
+
+
+def cpu_auto() -> PrecisionChoice:
+    """What ``auto`` means for torch on this CPU: bf16 only where it is native."""
+    native = hardware.cpu_precisions()
+    if native.bf16:
+        return PrecisionChoice("bf16", f"auto: bf16, native on this CPU ({native.describe()})")
+    return PrecisionChoice("fp32", f"auto: fp32, this CPU has no native bf16 ({native.describe()})")
+
+
+def choose_precision(
     requested: str, backend: str, device: str | torch.device, training: bool = False
-) -> str:
-    """The precision to run: ``requested``, checked against the table, or what ``auto``
-    means there. Training's ``auto`` is bf16 wherever the hardware has it (no loss
-    scaling needed), fp16 on older GPUs."""
+) -> PrecisionChoice:
+    """The precision to run and why: ``requested``, checked against the table, or what
+    ``auto`` means there. Training's ``auto`` on GPUs is bf16 where the GPU has it (no
+    loss scaling needed), else fp16."""
     if requested not in CHOICES:
         raise PsicbatchError(f"unknown precision {requested!r}; choose one of {', '.join(CHOICES)}")
     device_type = torch.device(device).type
@@ -40,16 +58,30 @@ def resolve_precision(
         places = " or ".join(SUPPORTED[backend])
         raise PsicbatchError(f"the {backend} backend runs on {places}, not on {device_type}")
     if requested == "auto":
-        if training:
-            cuda = device_type == "cuda"
-            return "fp16" if cuda and not torch.cuda.is_bf16_supported() else "bf16"
-        return supported[0]
+        if backend == "torch" and device_type == "cpu":
+            return cpu_auto()
+        if training and device_type == "cuda":
+            bf16 = torch.cuda.is_bf16_supported()
+            return PrecisionChoice(
+                "bf16" if bf16 else "fp16",
+                "auto: bf16, native on this GPU" if bf16 else "auto: fp16, this GPU lacks bf16",
+            )
+        return PrecisionChoice(
+            supported[0], f"auto: {supported[0]} with {backend} on {device_type}"
+        )
     if requested not in supported:
         raise PsicbatchError(
             f"--precision {requested} is not available with the {backend} backend on "
             f"{device_type}; choose one of {', '.join(sorted(supported))}"
         )
-    return requested
+    return PrecisionChoice(requested, "as requested")
+
+
+def resolve_precision(
+    requested: str, backend: str, device: str | torch.device, training: bool = False
+) -> str:
+    """``choose_precision`` without the reason."""
+    return choose_precision(requested, backend, device, training).precision
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

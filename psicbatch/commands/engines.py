@@ -19,6 +19,7 @@ from psicbatch.engines import list_engines
 from psicbatch.engines.build import BACKENDS, BuildOptions, build_engine
 from psicbatch.engines.image_sets import PARITY_COUNT
 from psicbatch.engines.parity import MIN_MASK_IOU
+from psicbatch.engines.tuning import TUNE_SECONDS
 from psicbatch.model import MIN_NETWORK_SIZE
 from psicbatch.precision import CHOICES
 
@@ -110,6 +111,20 @@ from psicbatch.precision import CHOICES
     help="Keep the engine even when it disagrees with the fp32 model.",
 )
 @click.option(
+    "--tune/--no-tune",
+    default=True,
+    show_default=True,
+    help="With --backend auto --precision auto on a CPU: build and time every candidate "
+    "installed here and keep the fastest that keeps parity (--no-tune: a rule of thumb).",
+)
+@click.option(
+    "--tune-seconds",
+    type=POSITIVE,
+    default=TUNE_SECONDS,
+    show_default=True,
+    help="Time budget for building and timing the candidates.",
+)
+@click.option(
     "-o",
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
@@ -132,6 +147,8 @@ def build_engine_command(
     cache_dir: Path | None,
     min_mask_iou: float,
     no_parity_check: bool,
+    tune: bool,
+    tune_seconds: float,
     out: Path | None,
 ) -> None:
     """Compile a checkpoint into an engine folder (engine file + manifest.json)."""
@@ -151,6 +168,8 @@ def build_engine_command(
         cache_dir=cache_dir,
         check_parity=not no_parity_check,
         min_mask_iou=min_mask_iou,
+        tune=tune,
+        tune_seconds=tune_seconds,
     )
     directory, manifest = build_engine(checkpoint, options)
     engine_path = directory / manifest.engine_file
@@ -162,6 +181,10 @@ def build_engine_command(
         f"(accepts {manifest.min_size[0]}x{manifest.min_size[1]}.."
         f"{manifest.max_size[0]}x{manifest.max_size[1]}), batch 1..{manifest.max_batch}"
     )
+    for trial in manifest.tuning:
+        seconds = trial["seconds_per_image"]
+        timing = f"{1000 * seconds:9.1f} ms/image" if seconds else f"{'-':>17}"
+        click.echo(f"  {trial['backend']:<12} {trial['precision']:<5} {timing}  {trial['outcome']}")
     click.echo(f"chose {manifest.backend} {manifest.precision}: {manifest.selection}")
     click.echo(parity_line(parity))
     click.echo(f"next: psicbatch run IMAGES --engine {directory} --out results.parquet")

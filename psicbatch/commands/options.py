@@ -139,7 +139,8 @@ def engine_options(command: Callable) -> Callable:
             type=click.Choice(TORCH_CHOICES),
             default="auto",
             show_default=True,
-            help="With --model: autocast precision (auto: bf16 on the CPU, fp16 on a GPU).",
+            help="With --model: autocast precision (auto: fp16 on a GPU; on a CPU bf16 "
+            "where it is native, else fp32).",
         ),
     ]
     for option in reversed(options):
@@ -242,7 +243,8 @@ def training_options(command: Callable) -> Callable:
             type=click.Choice(TORCH_CHOICES),
             default="auto",
             show_default=True,
-            help="auto: bf16 autocast on CPU and CUDA.",
+            help="auto: on a CPU bf16 where it is native, else fp32; on a GPU bf16 "
+            "(fp16 where it lacks bf16).",
         ),
         click.option(
             "--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."

@@ -113,7 +113,7 @@ def train(
     type=click.Choice(TORCH_CHOICES),
     default="auto",
     show_default=True,
-    help="For a checkpoint: auto is bf16 on the CPU, fp16 on a GPU.",
+    help="For a checkpoint: auto is fp16 on a GPU; on a CPU bf16 where it is native, else fp32.",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--quiet", "-q", is_flag=True)

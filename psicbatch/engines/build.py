@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,18 @@ from psicbatch.engines.image_sets import PARITY_COUNT, ImageSets, image_sets
 from psicbatch.engines.manifest import MANIFEST_NAME, Manifest
 from psicbatch.engines.parity import MIN_MASK_IOU, measure_parity, parity_problem
 from psicbatch.engines.quantize import quantize_int8
+from psicbatch.engines.tuning import (
+    TIMING_BATCH,
+    TUNE_SECONDS,
+    Candidate,
+    cpu_candidates,
+    time_engine,
+    tune,
+)
+from psicbatch.engines.tuning import summary as tuning_summary
 from psicbatch.errors import PsicbatchError
 from psicbatch.model import STRIDE
-from psicbatch.precision import SUPPORTED, resolve_precision
+from psicbatch.precision import SUPPORTED, choose_precision, cpu_auto, resolve_precision
 from psicbatch.versions import installed_versions
 
 BACKENDS = ("auto", "tensorrt", "openvino", "onnxruntime", "torch")
@@ -50,6 +60,8 @@ class BuildOptions:
     cache_dir: Path | None = None  # TensorRT timing cache; default: beside the engine folder
     check_parity: bool = True
     min_mask_iou: float = MIN_MASK_IOU
+    tune: bool = True  # auto on a CPU: time the candidates (False: the rule of thumb)
+    tune_seconds: float = TUNE_SECONDS
 
 
 @dataclass(frozen=True)
@@ -87,10 +99,12 @@ def cpu_int8_backend() -> str | None:
 def choose_engine(options: BuildOptions) -> Choice:
     """The backend and precision to build.
 
-    ``auto`` is TensorRT with a GPU. On CPUs it is int8 (2.3-3x torch bf16 at the paper's
-    sizes, benchmarks/results/cpu-int8/) when calibration images are given and the
-    int8 engine keeps parity with fp32; otherwise torch bf16 (2.5x ONNX Runtime fp32,
-    benchmarks/results/cpu-backends/).
+    ``auto`` is TensorRT with a GPU. On CPUs, ``build_engine`` times the candidates
+    (``tuning``); this rule of thumb serves ``--no-tune``: int8 (2.3-3x torch bf16 at the
+    paper's sizes on AVX-512 VNNI, benchmarks/results/cpu-int8/) when calibration images
+    are given and the int8 engine keeps parity with fp32; otherwise torch in the CPU's
+    fastest native precision (bf16 where native: 2.5x ONNX Runtime fp32 there,
+    benchmarks/results/cpu-backends/; else fp32).
     """
     device = default_device()
     if options.backend != "auto":
@@ -113,11 +127,22 @@ def choose_engine(options: BuildOptions) -> Choice:
     if options.precision != "auto" or device != "cpu":
         precision = resolve_precision(options.precision, "torch", device)
         return Choice("torch", precision, "no TensorRT here")
+    floating = cpu_auto()
     if options.calib is None:
-        return Choice("torch", "bf16", "int8 needs calibration images (--calib DIR)")
+        return Choice(
+            "torch",
+            floating.precision,
+            f"int8 needs calibration images (--calib DIR); {floating.reason}",
+        )
     if int8 is None:
-        return Choice("torch", "bf16", "no CPU int8 runtime installed (psicbatch[openvino])")
-    fallback = Choice("torch", "bf16", "the int8 engine failed its parity check")
+        return Choice(
+            "torch",
+            floating.precision,
+            f"no CPU int8 runtime installed (psicbatch[openvino]); {floating.reason}",
+        )
+    fallback = Choice(
+        "torch", floating.precision, f"the int8 engine failed its parity check; {floating.reason}"
+    )
     return Choice(int8, "int8", "calibration images given, and parity with fp32 held", fallback)
 
 
@@ -165,6 +190,9 @@ def build_engine(checkpoint_path: Path, options: BuildOptions) -> tuple[Path, Ma
         checkpoint, size, options.calib, options.parity_images, options.parity_count
     )
     build = Build(checkpoint_path, checkpoint, options, size, images)
+    measured = options.backend == options.precision == "auto" and options.tune
+    if measured and default_device() == "cpu" and not tensorrt_usable():
+        return tuned_build(build)
     if choice.fallback is None:
         return build.checked(choice, options.check_parity)
     try:
@@ -185,12 +213,13 @@ class Build:
     size: tuple[int, int]
     images: ImageSets
 
-    def checked(self, choice: Choice, enforce_parity: bool) -> tuple[Path, Manifest]:
-        """Build into a staging folder, measure parity, and only then move it into place."""
+    def checked(
+        self, choice: Choice, enforce_parity: bool, directory: Path | None = None
+    ) -> tuple[Path, Manifest]:
+        """Build into a staging folder, measure parity, and only then move it into place
+        (``directory``, default: --out or the default folder)."""
         options = self.options
-        directory = options.out or default_directory(
-            self.checkpoint_path, choice.backend, choice.precision, self.size
-        )
+        directory = directory or self.directory(choice.backend, choice.precision)
         manifest = draft_manifest(
             self.checkpoint_path,
             self.checkpoint,
@@ -231,6 +260,51 @@ class Build:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return directory, manifest
+
+    def directory(self, backend: str, precision: str) -> Path:
+        return self.options.out or default_directory(
+            self.checkpoint_path, backend, precision, self.size
+        )
+
+
+def tuned_build(build: Build) -> tuple[Path, Manifest]:
+    """Build every CPU candidate beside the final folder, time those that keep parity,
+    and keep the fastest; the manifest records the whole table."""
+    options = build.options
+    final_parent = build.directory("torch", "fp32").parent
+    final_parent.mkdir(parents=True, exist_ok=True)
+    workspace = Path(tempfile.mkdtemp(prefix=".psicbatch-tuning-", dir=final_parent))
+
+    def build_candidate(candidate: Candidate) -> tuple[Path, Manifest]:
+        choice = Choice(candidate.backend, candidate.precision, "measured")
+        folder = workspace / f"{candidate.backend}-{candidate.precision}"
+        return build.checked(choice, enforce_parity=True, directory=folder)
+
+    def measure(built: tuple[Path, Manifest], seconds: float) -> float:
+        folder, manifest = built
+        batch = min(TIMING_BATCH, manifest.max_batch)
+        return time_engine(load_engine(folder, "cpu"), batch, tuple(manifest.input_size), seconds)
+
+    try:
+        candidates = cpu_candidates(options.calib is not None)
+        trials, best = tune(candidates, build_candidate, measure, options.tune_seconds)
+        if best is None:
+            choice = choose_engine(replace(options, tune=False))
+            reason = f"{choice.reason} (no candidate was timed: {trials[0].outcome})"
+            return build.checked(replace(choice, reason=reason), options.check_parity)
+        folder, manifest = best
+        chosen = next(
+            t for t in trials if (t.backend, t.precision) == (manifest.backend, manifest.precision)
+        )
+        manifest.selection = tuning_summary(trials, chosen)
+        manifest.tuning = [trial.to_dict() for trial in trials]
+        manifest.write(folder)
+        directory = build.directory(manifest.backend, manifest.precision)
+        shutil.rmtree(directory, ignore_errors=True)
+        folder.rename(directory)
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+    return directory, manifest
 
 
 def data_file_digests(folder: Path, engine_file: str) -> dict[str, str]:
@@ -281,9 +355,10 @@ def checkpoint_manifest(
     input_size: tuple[int, int] | None = None,
 ) -> Manifest:
     """The manifest of a torch engine that runs a checkpoint file in place on ``device``
-    (``auto`` precision: fp16 on a GPU, bf16 on the CPU)."""
+    (``auto`` precision: fp16 on a GPU; on the CPU bf16 where it is native, else fp32)."""
     checkpoint = load_checkpoint(checkpoint_path)
-    precision = resolve_precision(precision, "torch", device)
+    choice = choose_precision(precision, "torch", device)
+    precision = choice.precision
     size = engine_size(checkpoint, input_size)
     manifest = draft_manifest(
         checkpoint_path, checkpoint, "torch", precision, size, True, max_batch
@@ -291,6 +366,7 @@ def checkpoint_manifest(
     manifest.engine_file = str(checkpoint_path.resolve())
     manifest.engine_sha256 = manifest.checkpoint_sha256
     manifest.backend_details = {"compile": False}
+    manifest.selection = choice.reason
     return manifest
 
 

@@ -44,6 +44,7 @@ class Manifest:
     selection: str = ""  # why build-engine chose this backend and precision
     # sha256 of every other file the engine reads (ONNX external data, OpenVINO weights)
     data_files: dict[str, str] = field(default_factory=dict)
+    tuning: list[dict[str, Any]] = field(default_factory=list)  # candidates timed, if any
     size_multiple: int = STRIDE
     schema_version: int = SCHEMA_VERSION
     inputs: list[dict[str, Any]] = field(default_factory=list)

@@ -1,0 +1,120 @@
+"""Choosing a CPU engine by timing the candidates on this machine.
+
+The fastest CPU engine differs by machine: torch bf16 wins on AVX-512 BF16 servers,
+ONNX Runtime fp32 beats torch fp32 by 1.5x on some AVX2 PCs, OpenVINO int8 beats ONNX
+Runtime int8 by 2x on VNNI machines but not without VNNI. Like TensorRT's tactic timing,
+one level up: every candidate installed here is built, checked for parity with fp32 and
+timed at the engine's input size and a run's batch, within a time budget; the fastest
+that keeps parity wins. Candidates the budget does not reach are listed as skipped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+
+from psicbatch import hardware
+from psicbatch.errors import PsicbatchError
+
+TUNE_SECONDS = 60.0
+TIMING_BATCH = 8  # the run's default batch size
+
+
+@dataclass(frozen=True)
+class Candidate:
+    backend: str
+    precision: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend} {self.precision}"
+
+
+@dataclass
+class Trial:
+    """One candidate's outcome: its time per image, or why it has none."""
+
+    backend: str
+    precision: str
+    seconds_per_image: float | None = None
+    outcome: str = "timed"  # or: failed parity, could not be built, skipped
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def cpu_candidates(calibrated: bool) -> list[Candidate]:
+    """What can run here, likely winners first (the budget may not reach the last):
+    int8 with calibration images, torch bf16 where it is native, then the fp32 engines."""
+    installed = [b for b in ("openvino", "onnxruntime") if importlib.util.find_spec(b)]
+    candidates = [Candidate(b, "int8") for b in installed] if calibrated else []
+    if hardware.cpu_precisions().bf16:
+        candidates.append(Candidate("torch", "bf16"))
+    candidates += [Candidate(b, "fp32") for b in ("onnxruntime", "torch", "openvino")]
+    return [c for c in candidates if c.backend == "torch" or c.backend in installed]
+
+
+def tune(
+    candidates: list[Candidate],
+    build: Callable[[Candidate], object],
+    measure: Callable[[object, float], float],
+    budget: float = TUNE_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+) -> tuple[list[Trial], object | None]:
+    """Build and time each candidate while the budget lasts; the trials in order and
+    the fastest build (None when no candidate was timed).
+
+    ``build(candidate)`` returns a built engine or raises PsicbatchError (a failed parity
+    check included); ``measure(built, seconds)`` times it within about ``seconds``.
+    """
+    started = clock()
+    trials: list[Trial] = []
+    best: tuple[float, object] | None = None
+    for number, candidate in enumerate(candidates):
+        trial = Trial(candidate.backend, candidate.precision)
+        trials.append(trial)
+        left = budget - (clock() - started)
+        if left <= 0:
+            trial.outcome = "skipped: the time budget was spent (--tune-seconds)"
+            continue
+        try:
+            built = build(candidate)
+        except PsicbatchError as error:
+            trial.outcome = f"not used: {error}"
+            continue
+        share = max(budget - (clock() - started), 0.0) / (len(candidates) - number)
+        trial.seconds_per_image = measure(built, share)
+        if best is None or trial.seconds_per_image < best[0]:
+            best = (trial.seconds_per_image, built)
+    return trials, None if best is None else best[1]
+
+
+def time_engine(engine: object, batch: int, size: tuple[int, int], seconds: float) -> float:
+    """Median seconds per image over repeated batches (one warm-up first), at least one
+    timed batch however short ``seconds`` is."""
+    images = torch.rand(batch, engine.manifest.channels, *size)
+    engine.infer(images)  # warm-up: first-call allocations and kernel choices
+    times = []
+    deadline = time.monotonic() + seconds
+    while not times or (time.monotonic() < deadline and len(times) < 20):
+        began = time.perf_counter()
+        engine.infer(images)
+        times.append((time.perf_counter() - began) / batch)
+    return statistics.median(times)
+
+
+def summary(trials: list[Trial], chosen: Trial) -> str:
+    """The choice as one sentence, with how much faster it is than the runner-up."""
+    timed = sorted((t for t in trials if t.seconds_per_image), key=lambda t: t.seconds_per_image)
+    text = (
+        f"measured on this machine ({hardware.cpu_precisions().describe()}): the fastest of "
+        f"{len(timed)} timed candidates, {1000 * chosen.seconds_per_image:.1f} ms/image"
+    )
+    if len(timed) > 1:
+        text += f", {timed[1].seconds_per_image / timed[0].seconds_per_image:.2f}x the next"
+    return text
