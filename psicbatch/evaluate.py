@@ -87,6 +87,7 @@ def describe(engine: Engine) -> dict[str, Any]:
         "engine_sha256": m.engine_sha256,
         "checkpoint_sha256": m.checkpoint_sha256,
         "input_size": list(m.input_size),
+        "selection": m.selection,  # why this backend and precision
     }
 
 

@@ -162,8 +162,9 @@ def readings_table(segmentation: dict[str, Any]) -> list[str]:
 
 
 def _engine_line(engine: dict[str, Any]) -> str:
+    why = f" ({engine['selection']})" if engine.get("selection") else ""
     return (
-        f"{engine['backend']} {engine['precision']} on {engine['device']}, "
+        f"{engine['backend']} {engine['precision']} on {engine['device']}{why}, "
         f"{engine['input_size'][0]}x{engine['input_size'][1]}, engine sha256 "
         f"{engine['engine_sha256'][:12]}"
     )

@@ -40,7 +40,7 @@ from psicbatch.data.memory import TensorDataset
 from psicbatch.errors import PsicbatchError
 from psicbatch.metrics import best_f1_threshold
 from psicbatch.model import ModelConfig, PSICNet
-from psicbatch.precision import autocast, resolve_precision
+from psicbatch.precision import autocast, choose_precision
 from psicbatch.predict import predict_batches, resolve_device
 from psicbatch.preprocess import normalize
 
@@ -221,12 +221,16 @@ class Trainer:
         self.out = out
         self.progress = progress
         self.device = resolve_device(options.device)
-        self.precision = resolve_precision(options.precision, "torch", self.device, training=True)
+        self.precision_choice = choose_precision(
+            options.precision, "torch", self.device, training=True
+        )
+        self.precision = self.precision_choice.precision
         self.masks = dilate_masks(data.masks, options.dilate)
         self.metadata = metadata or {}
 
     def run(self, resume: bool = False) -> Checkpoint:
         model, preprocessing, state = self._start(resume)
+        state["precision"] = asdict(self.precision_choice)  # what ran, and why
         model.to(self.device)
         phases = (
             [("segmentation", self.options.seg_epochs), ("classification", self.options.cls_epochs)]

@@ -26,7 +26,9 @@ from psicbatch.data.synth import generate
 from psicbatch.engines import Engine, default_device, load_engine
 from psicbatch.engines.null_engine import NULL_OUTPUTS
 from psicbatch.engines.spec import EngineSpec, open_engine
+from psicbatch.hardware import cpu_precisions
 from psicbatch.model import ModelConfig, count_flops
+from psicbatch.precision import cpu_auto
 from psicbatch.reports import markdown_table
 from psicbatch.versions import installed_versions
 
@@ -89,6 +91,7 @@ def machine() -> dict[str, Any]:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "cpu": cpu,
+        "isa": cpu_precisions().describe(),
         "cores": os.cpu_count(),
         "gpu": gpu,
         "python": platform.python_version(),
@@ -117,6 +120,7 @@ def run_benchmark(
         gflop = count_flops(ModelConfig(**engine.manifest.model), *size) / 1e9
         if ceiling is None:
             ceiling = matmul_ceiling(engine.manifest.precision, device)
+            chosen = engine.manifest
         for batch in plan.batches:
             measured = engine_only(engine, size, batch, plan.seconds)
             achieved = measured.throughput * gflop
@@ -179,6 +183,12 @@ def run_benchmark(
                 )
     return {
         "machine": machine(),
+        "engine": {
+            "backend": chosen.backend,
+            "precision": chosen.precision,
+            "selection": chosen.selection,
+            "advice": faster_precision_advice(chosen.backend, chosen.precision, device),
+        },
         "ceiling": ceiling,
         "results": results,
         "baseline": baselines,
@@ -338,13 +348,32 @@ def _verdict(seconds: float) -> str:
     return f"misses the {high:g} s target"
 
 
+def faster_precision_advice(backend: str, precision: str, device: str) -> str | None:
+    """A configuration known to be faster on this machine than the one measured, if any."""
+    if device == "cpu" and backend == "torch" and precision != cpu_auto().precision:
+        best = cpu_auto()
+        return f"--precision {best.precision} is faster than {precision} here ({best.reason})"
+    return None
+
+
+def _engine_lines(engine: dict[str, Any] | None) -> list[str]:
+    if engine is None:  # reports written before the engine was recorded
+        return []
+    why = f" ({engine['selection']})" if engine["selection"] else ""
+    lines = [f"Engine: {engine['backend']} {engine['precision']}{why}."]
+    if engine["advice"]:
+        lines.append(f"Faster here: {engine['advice']}.")
+    return lines
+
+
 def markdown(report: dict[str, Any], command: str) -> str:
     m, c = report["machine"], report["ceiling"]
     lines = [
         "# psicbatch benchmark",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, GPU: {m['gpu'] or 'none'}; "
-        f"torch {m['torch']}, psicbatch {m['psicbatch']}.",
+        f"Machine: {m['cpu']} ({m.get('isa', 'ISA not recorded')}), {m['cores']} cores, "
+        f"GPU: {m['gpu'] or 'none'}; torch {m['torch']}, psicbatch {m['psicbatch']}.",
+        *_engine_lines(report.get("engine")),
         f"Ceiling measured in the same run: {c['gflops']:.0f} GFLOP/s ({c['precision']} "
         f"{c['size']}x{c['size']} matrix product). Peak memory: "
         f"{report['memory_peak']['host_mib']:.0f} MiB.",

@@ -274,6 +274,7 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
             f"{summary.seconds:.1f} s including start-up, {rate:.2f} images/s "
             f"({summary.decoder} decoder)",
         ),
+        ("engine", summary.engine),
         ("stage time per image", _stages(summary)),
         ("files no longer among the inputs (rows dropped)", summary.dropped),
         ("results", readable_path(out)),

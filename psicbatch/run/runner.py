@@ -67,6 +67,7 @@ class RunSummary:
     errors: int = 0
     seconds: float = 0.0
     decoder: str = ""
+    engine: str = ""  # backend, precision and device as they ran, and why
     error_examples: list[tuple[str, str]] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)  # summed over batches
     steady_images: int = 0  # images after the first batch (start-up excluded)
@@ -144,6 +145,10 @@ def run(
             for number, start in enumerate(range(0, len(todo), options.batch_size))
         ]
         summary.decoder = engine_info["decoder"]
+        manifest = engine_info["manifest"]
+        summary.engine = f"{manifest['backend']} {manifest['precision']} on {devices[0]}"
+        if manifest["selection"]:
+            summary.engine += f" ({manifest['selection']})"
         results = (executor or local_results)(tasks, spec, options, devices)
         pending: list[dict[str, Any]] = []
         last_flush = first_batch_done = time.monotonic()
