@@ -30,6 +30,7 @@ CPU_BUILDS = [
     ("onnxruntime", "fp32", 1e-4),
     ("onnxruntime", "int8", 0.1),
     ("openvino", "int8", 0.1),
+    ("openvino", "fp32", 1e-4),
 ]
 
 
@@ -201,15 +202,31 @@ def test_missing_tensorrt_is_one_clear_line() -> None:
     )
 
 
-def test_build_engine_and_engines_commands(tmp_path: Path) -> None:
+@pytest.mark.skipif(torch.cuda.is_available(), reason="auto builds TensorRT on GPUs")
+def test_build_engine_times_the_candidates_and_lists_the_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from psicbatch.engines import build
+    from psicbatch.engines.tuning import Candidate
+
+    two = [Candidate("onnxruntime", "fp32"), Candidate("torch", "fp32")]  # keeps it short
+    monkeypatch.setattr(build, "cpu_candidates", lambda calibrated: two)
     out = tmp_path / "engines" / "demo"
     result = CliRunner().invoke(
         main, ["build-engine", str(demo_model_path()), "-o", str(out), "--max-batch", "2"]
     )
     assert result.exit_code == 0, result.output
     assert "0 decision flips" in result.output and "batch 1..2" in result.output
+    manifest = load_engine(out, "cpu").manifest
+    timed = {(t["backend"], t["precision"]): t["seconds_per_image"] for t in manifest.tuning}
+    assert set(timed) == {("onnxruntime", "fp32"), ("torch", "fp32")} and all(timed.values())
+    assert (manifest.backend, manifest.precision) == min(timed, key=timed.get)
+    assert manifest.selection.startswith("measured on this machine (CPU capability")
+    assert "ms/image  timed" in result.output
+    assert not list((tmp_path / "engines").glob(".psicbatch-tuning-*"))  # cleaned up
     listing = CliRunner().invoke(main, ["engines", str(tmp_path / "engines")])
-    assert listing.exit_code == 0 and "demo" in listing.output and "torch" in listing.output
+    assert listing.exit_code == 0 and "demo" in listing.output
+    assert manifest.backend in listing.output
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])

@@ -1,5 +1,6 @@
 """CPU int8 engines: separate calibration and parity images, and what ``--backend auto
---precision auto`` picks on a CPU (int8 only with calibration images and parity)."""
+--precision auto --no-tune`` picks on a CPU (int8 only with calibration images and
+parity; otherwise torch in the CPU's native float precision)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from psicbatch.engines import load_engine
 from psicbatch.engines.build import BuildOptions, build_engine
 from psicbatch.engines.quantize import _stride
 from psicbatch.errors import PsicbatchError
+from psicbatch.precision import cpu_auto
 
 cpu_only = pytest.mark.skipif(
     torch.cuda.is_available(), reason="auto picks GPU engines where a GPU is visible"
 )
+NATIVE_FLOAT = cpu_auto().precision  # bf16 where native, else fp32
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +77,16 @@ def test_one_calibration_image_cannot_be_split(folders, tmp_path: Path) -> None:
 def test_auto_picks_int8_with_calibration_images_and_parity(folders, tmp_path: Path) -> None:
     calib, _ = folders
     result = CliRunner().invoke(
-        main, ["build-engine", str(demo_model_path()), "--calib", str(calib), "-o", str(tmp_path)]
+        main,
+        [
+            "build-engine",
+            str(demo_model_path()),
+            "--calib",
+            str(calib),
+            "--no-tune",
+            "-o",
+            str(tmp_path),
+        ],
     )
     assert result.exit_code == 0, result.output
     chose = "chose openvino int8: calibration images given, and parity with fp32 held"
@@ -83,21 +95,26 @@ def test_auto_picks_int8_with_calibration_images_and_parity(folders, tmp_path: P
 
 
 @cpu_only
-def test_auto_picks_bf16_without_calibration_images(tmp_path: Path) -> None:
-    _, manifest = build_engine(demo_model_path(), BuildOptions(out=tmp_path / "e"))
-    assert (manifest.backend, manifest.precision) == ("torch", "bf16")
-    assert manifest.selection == "int8 needs calibration images (--calib DIR)"
+def test_auto_picks_the_native_float_without_calibration_images(tmp_path: Path) -> None:
+    options = BuildOptions(out=tmp_path / "e", tune=False)
+    _, manifest = build_engine(demo_model_path(), options)
+    assert (manifest.backend, manifest.precision) == ("torch", NATIVE_FLOAT)
+    assert manifest.selection == f"int8 needs calibration images (--calib DIR); {cpu_auto().reason}"
     assert manifest.parity["source"] == "synthetic"
 
 
 @cpu_only
-def test_auto_falls_back_to_bf16_when_int8_fails_parity(folders, tmp_path: Path) -> None:
+def test_auto_falls_back_to_the_native_float_when_int8_fails_parity(
+    folders, tmp_path: Path
+) -> None:
     """An unreachable mask IoU makes int8 fail; its parity check is enforced even with
-    --no-parity-check (it decides the choice), which then keeps the bf16 engine."""
+    --no-parity-check (it decides the choice), which then keeps the float engine."""
     calib, _ = folders
-    options = BuildOptions(calib=calib, min_mask_iou=1.01, check_parity=False, out=tmp_path / "e")
+    options = BuildOptions(
+        calib=calib, min_mask_iou=1.01, check_parity=False, out=tmp_path / "e", tune=False
+    )
     directory, manifest = build_engine(demo_model_path(), options)
-    assert (manifest.backend, manifest.precision) == ("torch", "bf16")
+    assert (manifest.backend, manifest.precision) == ("torch", NATIVE_FLOAT)
     assert manifest.selection.startswith("the int8 engine failed its parity check (")
     assert "below 1.01" in manifest.selection
     assert load_engine(directory).manifest.selection == manifest.selection

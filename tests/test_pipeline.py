@@ -15,6 +15,7 @@ from psicbatch.assets import demo_model_path
 from psicbatch.engines.ort_engine import providers_for
 from psicbatch.engines.spec import EngineSpec, describe_engine
 from psicbatch.errors import PsicbatchError
+from psicbatch.precision import cpu_auto
 from psicbatch.preprocess import Preprocessing
 from psicbatch.run.executors import receive, worker_environment
 from psicbatch.run.runner import RunOptions, describe_run, worker_devices
@@ -137,7 +138,8 @@ def test_metadata_for_model_on_gpu_describes_the_gpu_engine(tmp_path: Path) -> N
     assert info["devices"] == ["cuda:0"]
     assert info["manifest"]["precision"] == "fp16" and info["manifest"]["backend"] == "torch"
     cpu = RunOptions(out=tmp_path / "r.parquet", devices=("cpu",))
-    assert describe_run(spec, cpu, worker_devices(cpu))["manifest"]["precision"] == "bf16"
+    native = cpu_auto().precision  # bf16 where the CPU has it natively, else fp32
+    assert describe_run(spec, cpu, worker_devices(cpu))["manifest"]["precision"] == native
     assert describe_engine(spec, "cpu", 4).max_batch == 4
 
 

@@ -140,9 +140,7 @@ def choose_engine(options: BuildOptions) -> Choice:
             floating.precision,
             f"no CPU int8 runtime installed (psicbatch[openvino]); {floating.reason}",
         )
-    fallback = Choice(
-        "torch", floating.precision, f"the int8 engine failed its parity check; {floating.reason}"
-    )
+    fallback = Choice("torch", floating.precision, floating.reason)
     return Choice(int8, "int8", "calibration images given, and parity with fp32 held", fallback)
 
 
@@ -199,7 +197,7 @@ def build_engine(checkpoint_path: Path, options: BuildOptions) -> tuple[Path, Ma
         return build.checked(choice, enforce_parity=True)
     except ParityError as error:
         fallback = choice.fallback
-        reason = f"{fallback.reason} ({error.problem})"
+        reason = f"the int8 engine failed its parity check ({error.problem}); {fallback.reason}"
         return build.checked(replace(fallback, reason=reason), options.check_parity)
 
 

@@ -5,7 +5,8 @@ ONNX Runtime fp32 beats torch fp32 by 1.5x on some AVX2 PCs, OpenVINO int8 beats
 Runtime int8 by 2x on VNNI machines but not without VNNI. Like TensorRT's tactic timing,
 one level up: every candidate installed here is built, checked for parity with fp32 and
 timed at the engine's input size and a run's batch, within a time budget; the fastest
-that keeps parity wins. Candidates the budget does not reach are listed as skipped.
+that keeps parity wins. A candidate is started only while the budget lasts (the last one
+started may end past it); candidates the budget does not reach are listed as skipped.
 """
 
 from __future__ import annotations

@@ -1,0 +1,108 @@
+"""What ``auto`` means on the machine at hand: native-precision detection, every command's
+``auto`` on CPUs with and without native bf16, and the measured engine choice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from psicbatch import hardware
+from psicbatch.assets import demo_model_path
+from psicbatch.bench.report import faster_precision_advice
+from psicbatch.data.memory import TensorDataset
+from psicbatch.engines.build import BuildOptions, choose_engine
+from psicbatch.engines.parity import MIN_MASK_IOU
+from psicbatch.engines.spec import EngineSpec, describe_engine
+from psicbatch.engines.tuning import Candidate, tune
+from psicbatch.errors import PsicbatchError
+from psicbatch.run.runner import RunOptions, describe_run, worker_devices
+from psicbatch.train import Trainer, TrainOptions
+
+AVX2 = hardware.CpuPrecisions("AVX2", bf16=False, fp16=False, int8_dot=False)
+AVX512_BF16 = hardware.CpuPrecisions("AVX512", bf16=True, fp16=False, int8_dot=True)
+
+
+def test_detection_follows_what_torch_and_the_cpu_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    for native, flags in ((True, {"avx512_bf16", "avx512_vnni"}), (False, {"avx2", "fma"})):
+        hardware.cpu_precisions.cache_clear()
+        monkeypatch.setattr(hardware, "_onednn_says", lambda check, native=native: native)
+        monkeypatch.setattr(hardware, "_cpu_flags", lambda flags=flags: flags)
+        found = hardware.cpu_precisions()
+        assert (found.bf16, found.fp16, found.int8_dot) == (native, native, native)
+        assert ("native bf16, fp16" in found.describe()) == native
+    hardware.cpu_precisions.cache_clear()
+    real = hardware.cpu_precisions()  # this machine, whatever it is: a consistent answer
+    assert real.capability and real.bf16 == hardware._onednn_says("_is_mkldnn_bf16_supported")
+
+
+@pytest.mark.parametrize(("cpu", "expected"), [(AVX2, "fp32"), (AVX512_BF16, "bf16")])
+def test_every_auto_follows_the_cpu(
+    cpu: hardware.CpuPrecisions, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hardware, "cpu_precisions", lambda: cpu)
+    data = TensorDataset(
+        torch.zeros(2, 1, 32, 32, dtype=torch.uint8),
+        torch.zeros(2, 1, 32, 32, dtype=torch.bool),
+        torch.tensor([False, True]),
+        [(32, 32)] * 2,
+    )
+    trainer = Trainer(data, TrainOptions(device="cpu"), tmp_path / "m.pt")
+    assert trainer.precision == expected and cpu.describe() in trainer.precision_choice.reason
+    run = RunOptions(out=tmp_path / "r.parquet", devices=("cpu",))
+    manifest = describe_run(EngineSpec(checkpoint=demo_model_path()), run, worker_devices(run))[
+        "manifest"
+    ]
+    assert manifest["precision"] == expected and f"auto: {expected}" in manifest["selection"]
+    evaluated = describe_engine(EngineSpec(checkpoint=demo_model_path()), "cpu")  # eval, bench
+    assert evaluated.precision == expected
+    if not torch.cuda.is_available():
+        choice = choose_engine(BuildOptions(tune=False))  # build-engine --no-tune
+        assert (choice.backend, choice.precision) == ("torch", expected)
+    other = "bf16" if expected == "fp32" else "fp32"
+    assert faster_precision_advice("torch", other, "cpu").startswith(f"--precision {expected}")
+    assert faster_precision_advice("torch", expected, "cpu") is None
+
+
+def test_tuning_keeps_the_fastest_candidate_that_keeps_parity() -> None:
+    candidates = [
+        Candidate(b, p)
+        for b, p in (("openvino", "int8"), ("torch", "fp32"), ("onnxruntime", "fp32"))
+    ]
+    timings = {"openvino int8": 0.001, "torch fp32": 0.009, "onnxruntime fp32": 0.004}
+
+    def build(candidate: Candidate) -> str:
+        if candidate.label == "openvino int8":  # fastest, but disagrees with fp32
+            raise PsicbatchError(f"parity check failed: mask IoU below {MIN_MASK_IOU}")
+        return candidate.label
+
+    trials, best = tune(candidates, build, lambda built, seconds: timings[built], budget=60)
+    assert best == "onnxruntime fp32"
+    assert [t.outcome.split(":")[0] for t in trials] == ["not used", "timed", "timed"]
+    assert trials[0].seconds_per_image is None and "parity check failed" in trials[0].outcome
+
+
+def test_tuning_stops_when_the_budget_is_spent() -> None:
+    now = [0.0]
+    shares = []
+
+    def build(candidate: Candidate) -> str:
+        now[0] += 35.0  # each build takes 35 s of the 60 s budget: the third never starts
+        return candidate.label
+
+    def measure(built: str, seconds: float) -> float:
+        shares.append(seconds)
+        return {"torch fp32": 0.02, "onnxruntime fp32": 0.01}.get(built, 0.001)
+
+    candidates = [
+        Candidate("torch", "fp32"),
+        Candidate("onnxruntime", "fp32"),
+        Candidate("openvino", "fp32"),
+    ]
+    trials, best = tune(candidates, build, measure, budget=60, clock=lambda: now[0])
+    assert best == "onnxruntime fp32"  # the third, faster one was never reached
+    assert trials[2].outcome.startswith("skipped: the time budget was spent")
+    assert all(share <= 60 for share in shares)
+    nothing, none = tune(candidates, build, measure, budget=0, clock=lambda: now[0])
+    assert none is None and all(t.outcome.startswith("skipped") for t in nothing)
