@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from psicbatch.metrics import mask_iou
 from psicbatch.preprocess import full_resolution_mask
 from psicbatch.run import rle
 
@@ -47,3 +48,23 @@ def result_row(
         "seg_max": float(probabilities.max()),
         "error": None,
     }
+
+
+SAME_EXACTLY = ("path", "path_bytes", "width", "height", "is_defect", "error")
+
+
+def assert_same_results(
+    first: list[dict], second: list[dict], atol: float = 1e-4, min_iou: float = 0.99
+) -> None:
+    """Two runs' tables agree: the same rows, files and decisions, probabilities within
+    ``atol`` and masks nearly identical. Runs with other thread counts, worker layouts or
+    GPUs may use kernels that differ in the last bits, so floats are not compared exactly."""
+    assert len(first) == len(second)
+    for a, b in zip(first, second, strict=True):
+        assert {k: a[k] for k in SAME_EXACTLY} == {k: b[k] for k in SAME_EXACTLY}
+        if a["error"] is not None:
+            continue
+        assert abs(a["probability"] - b["probability"]) <= atol, a["path"]
+        assert abs(a["seg_max"] - b["seg_max"]) <= atol, a["path"]
+        if a["mask_area"] or b["mask_area"]:
+            assert mask_iou(rle.decode(a["mask"]), rle.decode(b["mask"])) >= min_iou, a["path"]

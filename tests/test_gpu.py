@@ -24,6 +24,7 @@ from psicbatch.preprocess import Preprocessing
 from psicbatch.run import rle
 from psicbatch.run.decode import DaliDecoder, PilDecoder
 from psicbatch.run.output import read_metadata
+from tests.reference_rows import assert_same_results
 
 pytestmark = pytest.mark.gpu
 
@@ -103,5 +104,6 @@ def test_two_gpus_give_the_one_gpu_table(images: Path, tmp_path: Path) -> None:
     one, two = tmp_path / "one.parquet", tmp_path / "two.parquet"
     run_cli(str(images), "-o", str(one), "--devices", "0", "--batch-size", "4")
     run_cli(str(images), "-o", str(two), "--devices", "0,1", "--batch-size", "4")
-    assert pq.read_table(one).to_pylist() == pq.read_table(two).to_pylist()
+    # cudnn.benchmark may choose other kernels in another process: not bit-identical
+    assert_same_results(pq.read_table(one).to_pylist(), pq.read_table(two).to_pylist())
     assert read_metadata(two)["devices"] == ["cuda:0", "cuda:1"]
