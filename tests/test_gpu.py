@@ -1,7 +1,8 @@
 """GPU paths: torch and TensorRT engines on CUDA, DALI GPU decoding, GPU runs, two GPUs.
 
 Every test here skips where no CUDA GPU is visible (TensorRT ones also without TensorRT,
-the two-GPU one with fewer than two GPUs).
+the two-GPU one with fewer than two GPUs). Their CPU-side halves are in
+test_gpu_paths_on_cpu.py; benchmarks/gpu_check.sh runs these first on a GPU machine.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from psicbatch.run import rle
 from psicbatch.run.decode import DaliDecoder, PilDecoder
 from psicbatch.run.output import read_metadata
 from tests.reference_rows import assert_same_results
+from tests.test_gpu_paths_on_cpu import write_mixed_sizes
 
 pytestmark = pytest.mark.gpu
 
@@ -107,3 +109,57 @@ def test_two_gpus_give_the_one_gpu_table(images: Path, tmp_path: Path) -> None:
     # cudnn.benchmark may choose other kernels in another process: not bit-identical
     assert_same_results(pq.read_table(one).to_pylist(), pq.read_table(two).to_pylist())
     assert read_metadata(two)["devices"] == ["cuda:0", "cuda:1"]
+
+
+def test_a_bad_file_under_dali_on_the_gpu_gets_an_error_row(images: Path, tmp_path: Path) -> None:
+    pytest.importorskip("nvidia.dali")
+    folder = tmp_path / "with-bad"
+    folder.mkdir()
+    files = sorted(images.glob("*.png"))[:5]
+    for path in files:
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "truncated.png").write_bytes(files[0].read_bytes()[:300])
+    out = tmp_path / "r.parquet"
+    result = CliRunner().invoke(
+        main, ["run", str(folder), "-o", str(out), "--devices", "0", "--decoder", "dali", "-q"]
+    )
+    assert result.exit_code == 3, result.output  # some images failed, the run did not
+    rows = {Path(r["path"]).name: r for r in pq.read_table(out).to_pylist()}
+    assert rows["truncated.png"]["error"] and len(rows) == 6
+    assert all(rows[p.name]["error"] is None for p in files)
+
+
+def test_workers_under_a_preset_device_mask(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As under SLURM: the job's GPU named by UUID; cuda:0 means that GPU in every worker."""
+    uuid = f"GPU-{torch.cuda.get_device_properties(0).uuid}"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", uuid)
+    out = tmp_path / "r.parquet"
+    run_cli(str(images), "-o", str(out), "--devices", "0", "--workers", "2", "--batch-size", "4")
+    assert all(row["error"] is None for row in pq.read_table(out).to_pylist())
+
+
+def test_mixed_sizes_and_a_partial_batch_on_the_gpu(tmp_path: Path) -> None:
+    folder = write_mixed_sizes(tmp_path / "mixed")
+    cpu, gpu = tmp_path / "cpu.parquet", tmp_path / "gpu.parquet"
+    common = [str(folder), "--batch-size", "4", "--masks", "all", "--precision", "fp32"]
+    run_cli(*common, "-o", str(cpu), "--devices", "cpu", "--decoder", "pil")
+    run_cli(*common, "-o", str(gpu), "--devices", "0", "--decoder", "pil")
+    assert_same_results(pq.read_table(cpu).to_pylist(), pq.read_table(gpu).to_pylist(), 1e-3, 0.95)
+
+
+def test_the_papers_network_at_1408x512_on_the_gpu(tmp_path: Path) -> None:
+    from psicbatch.checkpoint import save_checkpoint, untrained_checkpoint
+    from psicbatch.engines.spec import EngineSpec, open_engine
+    from psicbatch.model import ModelConfig
+    from psicbatch.run.postprocess import summarize
+
+    path = tmp_path / "paper.pt"
+    save_checkpoint(untrained_checkpoint(ModelConfig(width=1.0), (1408, 512)), path)
+    engine = open_engine(EngineSpec(checkpoint=path, precision="fp16"), "cuda:0", 4)
+    probabilities, segmentation = engine.infer(torch.rand(4, 1, 1408, 512, device="cuda"))
+    assert segmentation.shape == (4, 1408, 512) and segmentation.device.type == "cuda"
+    assert torch.isfinite(probabilities).all() and torch.isfinite(segmentation).all()
+    summary = summarize(probabilities, segmentation, [(1408, 512)] * 4, 0.5)
+    assert summary.seg_max.shape == (4,)

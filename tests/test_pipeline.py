@@ -74,10 +74,29 @@ def test_a_hung_worker_process_times_out_with_a_clear_error() -> None:
         worker.terminate()
 
 
-def test_each_spawned_gpu_worker_sees_only_its_gpu() -> None:
+def test_each_spawned_gpu_worker_sees_only_its_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert worker_environment("cuda:1") == ({"CUDA_VISIBLE_DEVICES": "1"}, "cuda:0")
     assert worker_environment("cuda:0") == ({"CUDA_VISIBLE_DEVICES": "0"}, "cuda:0")
     assert worker_environment("cpu") == ({}, "cpu")
+
+
+def test_gpu_numbers_count_within_a_schedulers_mask(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SLURM or Kubernetes gave this job GPUs 2 and 3 (or two by UUID): cuda:1 is the
+    second of those, never the machine's GPU 1."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert worker_environment("cuda:0") == ({"CUDA_VISIBLE_DEVICES": "2"}, "cuda:0")
+    assert worker_environment("cuda:1") == ({"CUDA_VISIBLE_DEVICES": "3"}, "cuda:0")
+    uuids = "GPU-5c0e0a9e-1111-2222-3333-444455556666, GPU-77aa0b1c-aaaa-bbbb-cccc-ddddeeeeffff"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", uuids)
+    assert worker_environment("cuda:1")[0] == {
+        "CUDA_VISIBLE_DEVICES": "GPU-77aa0b1c-aaaa-bbbb-cccc-ddddeeeeffff"
+    }
+    with pytest.raises(PsicbatchError, match=r"cuda:2: this process sees 2 GPU\(s\)"):
+        worker_environment("cuda:2")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(PsicbatchError, match="sees 0 GPU"):
+        worker_environment("cuda:0")
 
 
 def test_worker_plan_allows_several_workers_per_gpu(tmp_path: Path) -> None:
@@ -92,9 +111,15 @@ def test_onnxruntime_gets_the_workers_device_id() -> None:
     providers = providers_for(torch.device("cuda:1"), available)
     assert providers[0] == ("CUDAExecutionProvider", {"device_id": 1})
     assert providers_for(torch.device("cpu"), available) == ["CPUExecutionProvider"]
-    assert providers_for(torch.device("cuda:0"), ["CPUExecutionProvider"]) == [
-        "CPUExecutionProvider"
-    ]
+
+
+def test_a_gpu_onnxruntime_engine_without_the_cuda_provider_is_one_clear_error() -> None:
+    with pytest.raises(PsicbatchError, match=r"needs ONNX Runtime's CUDA provider") as raised:
+        providers_for(torch.device("cuda:0"), ["CPUExecutionProvider"])
+    assert "psicbatch[onnx-gpu]" in str(raised.value) and "\n" not in str(raised.value)
+    from psicbatch.precision import SUPPORTED
+
+    assert "int8" not in SUPPORTED["onnxruntime"]["cuda"]  # the CUDA provider runs it in float
 
 
 def test_tensorrt_reads_the_current_gpu(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -233,7 +233,8 @@ class DaliDecoder:
             batch.sizes.append(size)
         if images:
             joined = torch.cat(images)
-            batch.images = joined.pin_memory() if self.pin else joined
+            host = joined.device.type == "cpu"  # GPU decoding's output stays where it is
+            batch.images = joined.pin_memory() if self.pin and host else joined
         return batch
 
     def close(self) -> None:

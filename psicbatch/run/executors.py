@@ -42,13 +42,29 @@ def local_results(
     return _parallel_results(tasks, spec, options, devices)
 
 
-def worker_environment(device: str) -> tuple[dict[str, str], str]:
+def worker_environment(device: str, parent_mask: str | None = None) -> tuple[dict[str, str], str]:
     """(environment to set, device to open) for a spawned worker on ``device``: a GPU
-    worker sees only its GPU, which is then ``cuda:0`` inside the worker."""
+    worker sees only its GPU, which is then ``cuda:0`` inside the worker.
+
+    ``cuda:N`` is the N-th GPU this process sees. Under a scheduler that already masks
+    GPUs (SLURM or Kubernetes set ``CUDA_VISIBLE_DEVICES=2,3``, or GPU UUIDs), that is the
+    N-th entry of the parent's mask (``parent_mask``, default: this process's), kept as
+    written, so a worker never leaves its allocation.
+    """
     if not device.startswith("cuda"):
         return {}, device
-    index = device.partition(":")[2] or "0"
-    return {"CUDA_VISIBLE_DEVICES": index}, "cuda:0"
+    index = int(device.partition(":")[2] or "0")
+    if parent_mask is None:
+        parent_mask = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if parent_mask is None:
+        return {"CUDA_VISIBLE_DEVICES": str(index)}, "cuda:0"
+    visible = [entry.strip() for entry in parent_mask.split(",") if entry.strip()]
+    if index >= len(visible):
+        raise PsicbatchError(
+            f"{device}: this process sees {len(visible)} GPU(s) "
+            f"(CUDA_VISIBLE_DEVICES={parent_mask!r}); --devices counts from 0 within them"
+        )
+    return {"CUDA_VISIBLE_DEVICES": visible[index]}, "cuda:0"
 
 
 def _parallel_results(
@@ -57,6 +73,8 @@ def _parallel_results(
     context = multiprocessing.get_context("spawn")
     task_queue = context.Queue()
     result_queue = context.Queue()
+    for device in devices:  # a device outside the allocation fails here, not in a worker
+        worker_environment(device)
     cpu_workers = sum(device == "cpu" for device in devices)
     cpu_threads = max(1, available_cpus() // max(cpu_workers, 1))
     workers = []

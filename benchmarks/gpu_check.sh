@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# The prepared GPU check: run it first whenever a GPU machine is at hand.
+#
+#   benchmarks/gpu_check.sh OUT_DIR            # on a GPU machine: at most ~8 minutes on one H100
+#   benchmarks/gpu_check.sh OUT_DIR --dry-run  # the same steps on the CPU at tiny sizes
+#
+# Needs torch with CUDA and psicbatch (`pip install -e .`, or PYTHONPATH at this checkout);
+# installs nothing and reaches no network. DALI is used when it imports and reported
+# missing otherwise; everything else runs either way. Steps:
+#   1. the machine: nvidia-smi -q, library versions, whether DALI imports;
+#   2. the gpu-marked tests (tests/test_gpu.py);
+#   3. psicbatch bench: the paper's network (width 1) at 1408x512, torch fp16 engine,
+#      batches 1/8/32, engine-only and end to end (with the engine's busy share);
+#   4. psicbatch run end to end on 2,000 generated 1408x512 images, half JPEG, half PNG,
+#      on GPU 0, then with --devices on every visible GPU (the summary gives the stage
+#      times; step 3's end-to-end row gives the engine's busy share).
+# Everything it measures lands in OUT_DIR: machine.txt, nvidia-smi.txt, versions.json,
+# gpu-tests.txt, bench.json and bench.md, run-one-gpu.txt and run-all-gpus.txt.
+set -euo pipefail
+out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR [--dry-run]}
+mode=${2:-gpu}
+root=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+python=${PYTHON:-python3}
+psicbatch() { "$python" -m psicbatch "$@"; }
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+
+if [[ $mode == --dry-run ]]; then
+    width=0.125 size=128x128 count=24 batches=1,2 duration=0.5 precision=fp32
+    one=(--devices cpu) all=(--devices cpu --workers 2)
+else
+    width=1 size=1408x512 count=2000 batches=1,8,32 duration=10 precision=fp16
+    gpus=$("$python" -c "import torch; print(','.join(map(str, range(torch.cuda.device_count()))))")
+    [[ -n $gpus ]] || { echo "gpu_check: no CUDA GPU visible (use --dry-run on a CPU)" >&2; exit 1; }
+    one=(--devices 0) all=(--devices "$gpus")
+fi
+
+echo "== 1. machine" | tee "$out/machine.txt"
+{
+    date -u +"%Y-%m-%dT%H:%M:%SZ"
+    echo "mode: ${mode}"
+    "$python" -c "from psicbatch.hardware import cpu_precisions; print(cpu_precisions().describe())"
+    "$python" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpus', torch.cuda.device_count())"
+} | tee -a "$out/machine.txt"
+if command -v nvidia-smi >/dev/null; then
+    nvidia-smi -q >"$out/nvidia-smi.txt" 2>&1 || true
+else
+    echo "nvidia-smi not found" >"$out/nvidia-smi.txt"
+fi
+"$python" - >"$out/versions.json" <<'EOF'
+import json
+from psicbatch.versions import installed_versions
+names = ["torch", "numpy", "pyarrow", "nvidia-dali-cuda120", "onnxruntime", "onnxruntime-gpu",
+         "openvino", "tensorrt", "pillow"]
+print(json.dumps(installed_versions(names), indent=1))
+EOF
+if "$python" -c "import nvidia.dali" 2>/dev/null; then
+    decoder=dali
+    echo "DALI imports: runs use the DALI decoder" | tee -a "$out/machine.txt"
+else
+    decoder=pil
+    echo "DALI does not import here: runs use the PIL decoder, DALI GPU tests skip" \
+        | tee -a "$out/machine.txt"
+fi
+
+echo "== 2. gpu tests"
+(cd "$root" && "$python" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py) \
+    >"$out/gpu-tests.txt" 2>&1 || echo "gpu tests FAILED (see gpu-tests.txt)" | tee -a "$out/machine.txt"
+tail -n 3 "$out/gpu-tests.txt"
+
+echo "== 3. bench: width $width at $size, torch $precision, batches $batches"
+psicbatch bench --width "$width" --precision "$precision" --sizes "$size" --batch "$batches" \
+    --duration "$duration" --no-baseline --no-host-ceiling -o "$work/bench" \
+    >"$out/bench-log.txt" 2>&1
+cp "$work/bench/bench.json" "$work/bench/bench.md" "$out/"
+
+echo "== 4. run: $count generated $size images, half JPEG"
+psicbatch init "$work/model.pt" --width "$width" --input-size "$size" >/dev/null
+psicbatch synth "$work/data" --count "$count" --size "$size" --seed 5 >/dev/null
+"$python" - "$work/data/images" <<'EOF'
+import sys
+from pathlib import Path
+from PIL import Image
+for path in sorted(Path(sys.argv[1]).glob("*.png"))[::2]:
+    Image.open(path).save(path.with_suffix(".jpg"), quality=92)
+    path.unlink()
+EOF
+# An untrained network's masks are noise; --threshold 1 judges every image defect-free, as
+# on a healthy line, so encoding noise masks on the host does not decide the throughput.
+for name in one-gpu all-gpus; do
+    if [[ $name == one-gpu ]]; then devices=("${one[@]}"); else devices=("${all[@]}"); fi
+    status=0
+    psicbatch run "$work/data/images" --model "$work/model.pt" --precision "$precision" \
+        --decoder "$decoder" --batch-size 8 "${devices[@]}" --threshold 1 \
+        --out "$work/run-$name.parquet" >"$work/run.log" 2>&1 || status=$?
+    # The summary table comes last; keep it (and any error) without the progress bar.
+    {
+        echo "psicbatch run ${devices[*]}: exit code $status"
+        grep -v "inspecting" "$work/run.log"
+    } >"$out/run-$name.txt"
+    cat "$out/run-$name.txt"
+done
+echo "gpu_check: done, results in $out"
