@@ -29,7 +29,7 @@ psicbatch() { "$python" -m psicbatch "$@"; }
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 
 if [[ $mode == --dry-run ]]; then
-    width=0.125 size=128x128 count=24 batches=1,2 duration=0.5 precision=fp32
+    width=0.125 size=128x128 count=8 batches=1,2 duration=0.5 precision=fp32
     one=(--devices cpu) all=(--devices cpu --workers 2)
 else
     width=1 size=1408x512 count=2000 batches=1,8,32 duration=10 precision=fp16

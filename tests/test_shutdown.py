@@ -20,6 +20,7 @@ from PIL import Image
 CONSOLE = Path(sys.executable).parent / "psicbatch"
 FAST = ["--decoder", "pil", "--precision", "fp32", "--devices", "cpu", "-q"]
 STARTUP_SECONDS = 120
+IMAGES = 600
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def many_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Enough small images that a run lasts well past its first saved rows."""
     folder = tmp_path_factory.mktemp("many")
     rng = np.random.default_rng(0)
-    for i in range(1500):
+    for i in range(IMAGES):
         Image.fromarray(rng.integers(0, 255, (40, 48), dtype=np.uint8)).save(
             folder / f"{i:04d}.png", compress_level=0
         )
@@ -141,18 +142,18 @@ def test_a_signal_saves_what_is_done_and_exits_with_its_code(
         timeout=STARTUP_SECONDS * 2,
     )
     assert resumed.returncode == 0, resumed.stderr
-    assert pq.read_table(out).num_rows == 1500
+    assert pq.read_table(out).num_rows == IMAGES
 
 
 def test_a_full_disk_mid_run_is_one_line_and_exit_1(many_images: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.parquet"
 
-    def small_files_only() -> None:  # writes past 8 kB fail as on a full disk (EFBIG)
+    def small_files_only() -> None:  # writes past 4 kB fail as on a full disk (EFBIG)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (8 * 1024, 8 * 1024))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4 * 1024, 4 * 1024))
 
-    # The first part (1024 rows, at least 16 bytes each) cannot be written: mid-run.
-    process = start(many_images, out, "--flush-every", "1024", preexec_fn=small_files_only)
+    # The first part (300 rows, at least 16 bytes each) cannot be written: mid-run.
+    process = start(many_images, out, "--flush-every", "300", preexec_fn=small_files_only)
     _, stderr = process.communicate(timeout=STARTUP_SECONDS * 2)
     assert process.returncode == 1, stderr
     message = stderr.decode().strip()
