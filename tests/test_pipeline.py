@@ -175,3 +175,16 @@ def test_dali_gpu_pipeline_graph_can_be_defined_without_a_gpu() -> None:
     preprocessing = Preprocessing((64, 48), mean=(0.5,), std=(0.25,))
     pipeline = define_pipeline(preprocessing, batch_size=4, threads=2, device_id=0)
     assert pipeline is not None  # building it needs the GPU; defining it must not fail
+
+
+def test_the_torch_engine_layout_follows_precision_and_device() -> None:
+    """fp32 on a CPU keeps the default layout (channels_last is 1.4x slower there, measured
+    on AVX2); reduced precisions use channels_last."""
+    from psicbatch.engines.spec import open_engine
+
+    for precision, layout in (("fp32", torch.contiguous_format), ("bf16", torch.channels_last)):
+        spec = EngineSpec(checkpoint=demo_model_path(), precision=precision)
+        engine = open_engine(spec, "cpu", 2)
+        assert engine.memory_format == layout
+        probabilities, masks = engine.infer(torch.rand(1, 1, 64, 64))
+        assert probabilities.shape == (1,) and masks.shape == (1, 64, 64)

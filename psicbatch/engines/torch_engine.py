@@ -1,9 +1,13 @@
-"""The torch backend: the checkpoint itself, run with autocast and channels_last.
+"""The torch backend: the checkpoint itself, run with autocast.
 
 On CPUs with AVX-512 BF16 this is the fastest option measured (bf16 + channels_last,
 2.5x ONNX Runtime fp32, benchmarks/results/cpu-backends/); it also runs on CUDA, where
 it is the GPU engine that can be verified without TensorRT. The engine runs on the
 device it is opened on, not the one it was built on.
+
+Memory layout: channels_last for bf16/fp16 and on GPUs; the default (contiguous) layout
+for fp32 on CPUs, where channels_last measured 1.4-1.5x slower (the paper's network at
+1408x512 on an AVX2 CPU, benchmarks/results/cpu-paper-sizes-avx2/memory-layout.md).
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ class TorchEngine(Engine):
         super().__init__(directory, manifest, device)
         checkpoint: Checkpoint = load_checkpoint(engine_file)
         model = ProbabilityModel(checkpoint.build_model()).to(device)
-        self.model = model.to(memory_format=torch.channels_last)
+        cpu_fp32 = device.type == "cpu" and manifest.precision == "fp32"
+        self.memory_format = torch.contiguous_format if cpu_fp32 else torch.channels_last
+        self.model = model.to(memory_format=self.memory_format)
         if device.type == "cuda":
             # Batch and size are fixed within a run: let cuDNN pick the fastest kernels once.
             torch.backends.cudnn.benchmark = True
@@ -44,7 +50,7 @@ class TorchEngine(Engine):
             self.model = torch.compile(self.model)
 
     def _run(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = images.contiguous(memory_format=torch.channels_last)
+        batch = images.contiguous(memory_format=self.memory_format)
         with torch.inference_mode(), autocast(self.device, self.manifest.precision):
             probabilities, segmentation = self.model(batch)
         return probabilities.float(), segmentation.float()
