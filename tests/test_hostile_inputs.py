@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from psicbatch.run.inputs import collect_inputs
 from psicbatch.run.job import resolved_sources
 from psicbatch.run.output import read_metadata
 from psicbatch.run.runner import RunOptions, run
+from tests.killed_runs import killed_run
 
 CONSOLE = Path(sys.executable).parent / "psicbatch"
 PER_RUN_SECONDS = 120
@@ -167,16 +167,7 @@ def test_files_changed_between_a_kill_and_resume_are_recomputed(tmp_path: Path) 
     files = [image(folder / f"{i:02d}.png", i) for i in range(60)]
     out = tmp_path / "results.parquet"
     args = ["--decoder", "pil", "--batch-size", "4", "--flush-every", "4", "-q"]
-    process = subprocess.Popen(
-        [CONSOLE, "run", folder, "--out", out, *args], start_new_session=True
-    )
-    parts = out.with_name(out.name + ".parts")
-    deadline = time.monotonic() + PER_RUN_SECONDS
-    while time.monotonic() < deadline and len(list(parts.glob("part-*.parquet"))) < 2:
-        time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not out.exists(), "the run finished before it could be killed"
+    parts = killed_run([folder, *args], out, seconds=PER_RUN_SECONDS)
     done = pq.read_table(parts).column("path").to_pylist()
     assert str(files[0]) in done and str(files[1]) in done
     image(files[0], 100)  # replaced by another image

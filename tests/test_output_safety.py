@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from psicbatch.cli import main
 from psicbatch.model import PSICNet
 from psicbatch.run.output import read_metadata
 from psicbatch.run.output_guard import REPORT_MARKER
+from tests.killed_runs import killed_run
 
 CONSOLE = Path(sys.executable).parent / "psicbatch"
 FAST = ["--decoder", "pil", "--precision", "fp32", "--devices", "cpu", "-q"]
@@ -49,32 +49,7 @@ def images(tmp_path: Path) -> Path:
 
 def interrupted_run(folder: Path, out: Path, *args: str) -> Path:
     """A real run of the console command, killed after it saved two parts."""
-    import signal
-
-    process = subprocess.Popen(
-        [
-            CONSOLE,
-            "run",
-            folder,
-            "--out",
-            out,
-            *FAST,
-            "--batch-size",
-            "2",
-            "--flush-every",
-            "2",
-            *args,
-        ],
-        start_new_session=True,
-    )
-    parts = out.with_name(out.name + ".parts")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(parts.glob("part-*.parquet"))) < 2:
-        time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not out.exists(), "the run finished before it could be killed"
-    return parts
+    return killed_run([folder, *FAST, "--batch-size", "2", "--flush-every", "2", *args], out)
 
 
 # 1. Outputs never replace what they must not.

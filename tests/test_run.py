@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +23,10 @@ from psicbatch.run import rle
 from psicbatch.run.decode import DaliDecoder, PilDecoder
 from psicbatch.run.inputs import collect_inputs
 from psicbatch.run.output import OutputLock, read_metadata
+from tests.killed_runs import killed_run
 from tests.reference_rows import assert_same_results, result_row
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-CONSOLE = Path(sys.executable).parent / "psicbatch"
 
 
 @pytest.fixture(scope="module")
@@ -290,14 +285,7 @@ def test_killed_run_resumes_to_the_same_table(images: Path, tmp_path: Path) -> N
     ]
     assert run_cli(*args, "--out", str(reference))[0] == 0
     out = tmp_path / "killed.parquet"
-    process = subprocess.Popen([CONSOLE, "run", *args, "--out", out], start_new_session=True)
-    parts = tmp_path / "killed.parquet.parts"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(parts.glob("part-*.parquet"))) < 2:
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not out.exists(), "the run finished before it could be killed"
+    parts = killed_run(args, out)
     done = len(pq.read_table(parts).column("path")) if parts.exists() else 0
     assert 0 < done < 120
     assert run_cli(*args, "--out", str(out), "--resume")[0] == 0

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from psicbatch.errors import PsicbatchError
-from psicbatch.paths import readable_path
+from psicbatch.paths import input_key, readable_path
 
 REPORT_MARKER = b'<meta name="generator" content="psicbatch report">'
 
@@ -57,13 +57,14 @@ REPORT = OutputKind("report", "--html", is_report_file)
 def check_output(
     path: Path,
     kind: OutputKind,
-    inputs: Iterable[Path] = (),
+    input_keys: Collection[bytes] = (),
     named_inputs: dict[str, Path | None] | None = None,
     overwrite: bool = False,
 ) -> None:
     """Refuse, in one line, an output path that must not be written.
 
-    ``inputs`` are many (compared by absolute path); ``named_inputs`` are the few files
+    ``input_keys`` are the many inputs' ``paths.input_key`` (absolute paths, as the run
+    already computed them to match rows); ``named_inputs`` are the few files
     and folders the command reads by name, e.g. {"the model": model.pt} (files compared
     as files, links and hard links included; a folder covers everything inside it).
     """
@@ -74,8 +75,7 @@ def check_output(
             raise PsicbatchError(
                 f"{shown}: is {what} of this command; choose another {kind.option}"
             )
-    target = os.path.abspath(path)
-    if any(os.path.abspath(source) == target for source in inputs):
+    if input_key(path) in input_keys:
         raise PsicbatchError(f"{shown}: is one of the input images; choose another {kind.option}")
     if status is None:
         return

@@ -118,10 +118,11 @@ def run(
         raise PsicbatchError(f"--threshold must lie in [0, 1], got {options.threshold}")
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     clock = time.monotonic()
+    keys = [input_key(path) for path in paths]
     check_output(
         options.out,
         RESULTS,
-        paths,
+        set(keys),
         {
             "the --list file": options.list_file,
             "the model": spec.checkpoint,
@@ -131,7 +132,6 @@ def run(
     )
     devices = worker_devices(options)
     engine_info = describe_run(spec, options, devices)
-    keys = [input_key(path) for path in paths]
     job = job_identity(engine_info, options, keys)
     with ResultsOutput(options.out, job, keys, options.resume) as output:
         todo = [(i, p) for i, p in enumerate(paths) if keys[i] not in output.done]
