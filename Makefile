@@ -8,10 +8,10 @@ DEMO_DIR := build/demo
 
 .PHONY: setup demo test test-all lint format bench clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,onnx,openvino,dali,ray,bench]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,onnx,openvino,dali,ray,bench]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -25,11 +25,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# One test worker per core (at most 4), each pinned to its own cores (tests/conftest.py).
+PARALLEL := -n auto --maxprocesses 4 --dist loadfile
+
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest $(PARALLEL)
 
 test-all: lint
-	$(BIN)/pytest -m "slow or not slow"
+	$(BIN)/pytest $(PARALLEL) -m "slow or not slow"
 
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" benchmarks/cpu_paper_sizes.sh

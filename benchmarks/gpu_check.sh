@@ -30,7 +30,7 @@ export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 
 if [[ $mode == --dry-run ]]; then
     width=0.125 size=128x128 count=8 batches=1,2 duration=0.5 precision=fp32
-    one=(--devices cpu) all=(--devices cpu --workers 2)
+    one=(--devices cpu) all=(--devices cpu)  # the script's flow, not the engine or workers
 else
     width=1 size=1408x512 count=2000 batches=1,8,32 duration=10 precision=fp16
     gpus=$("$python" -c "import torch; print(','.join(map(str, range(torch.cuda.device_count()))))")
@@ -39,36 +39,41 @@ else
 fi
 
 echo "== 1. machine" | tee "$out/machine.txt"
-{
-    date -u +"%Y-%m-%dT%H:%M:%SZ"
-    echo "mode: ${mode}"
-    "$python" -c "from psicbatch.hardware import cpu_precisions; print(cpu_precisions().describe())"
-    "$python" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpus', torch.cuda.device_count())"
-} | tee -a "$out/machine.txt"
 if command -v nvidia-smi >/dev/null; then
     nvidia-smi -q >"$out/nvidia-smi.txt" 2>&1 || true
 else
     echo "nvidia-smi not found" >"$out/nvidia-smi.txt"
 fi
-"$python" - >"$out/versions.json" <<'EOF'
-import json
+# One interpreter for every probe: each start of Python with torch costs seconds.
+"$python" - "$out" "$mode" <<'EOF' | tee -a "$out/machine.txt"
+import datetime, json, sys
+from pathlib import Path
+import torch
+from psicbatch.hardware import cpu_precisions
 from psicbatch.versions import installed_versions
+out, mode = Path(sys.argv[1]), sys.argv[2]
+print(datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+print("mode:", mode)
+print(cpu_precisions().describe())
+print("torch", torch.__version__, "cuda", torch.version.cuda, "gpus", torch.cuda.device_count())
 names = ["torch", "numpy", "pyarrow", "nvidia-dali-cuda120", "onnxruntime", "onnxruntime-gpu",
          "openvino", "tensorrt", "pillow"]
-print(json.dumps(installed_versions(names), indent=1))
+(out / "versions.json").write_text(json.dumps(installed_versions(names), indent=1) + "\n")
+try:
+    import nvidia.dali  # noqa: F401
+    print("DALI imports: runs use the DALI decoder")
+except ImportError:
+    print("DALI does not import here: runs use the PIL decoder, DALI GPU tests skip")
 EOF
-if "$python" -c "import nvidia.dali" 2>/dev/null; then
-    decoder=dali
-    echo "DALI imports: runs use the DALI decoder" | tee -a "$out/machine.txt"
-else
-    decoder=pil
-    echo "DALI does not import here: runs use the PIL decoder, DALI GPU tests skip" \
-        | tee -a "$out/machine.txt"
-fi
+if grep -q "^DALI imports" "$out/machine.txt"; then decoder=dali; else decoder=pil; fi
 
 echo "== 2. gpu tests"
-(cd "$root" && "$python" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py) \
-    >"$out/gpu-tests.txt" 2>&1 || echo "gpu tests FAILED (see gpu-tests.txt)" | tee -a "$out/machine.txt"
+if [[ $mode == --dry-run ]]; then
+    echo "dry run: the gpu tests skip without a GPU, not run" >"$out/gpu-tests.txt"
+else
+    (cd "$root" && "$python" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py) \
+        >"$out/gpu-tests.txt" 2>&1 || echo "gpu tests FAILED (see gpu-tests.txt)" | tee -a "$out/machine.txt"
+fi
 tail -n 3 "$out/gpu-tests.txt"
 
 echo "== 3. bench: width $width at $size, torch $precision, batches $batches"
@@ -78,13 +83,18 @@ psicbatch bench --width "$width" --precision "$precision" --sizes "$size" --batc
 cp "$work/bench/bench.json" "$work/bench/bench.md" "$out/"
 
 echo "== 4. run: $count generated $size images, half JPEG"
-psicbatch init "$work/model.pt" --width "$width" --input-size "$size" >/dev/null
-psicbatch synth "$work/data" --count "$count" --size "$size" --seed 5 >/dev/null
-"$python" - "$work/data/images" <<'EOF'
+"$python" - "$work" "$width" "$size" "$count" <<'EOF'
 import sys
 from pathlib import Path
 from PIL import Image
-for path in sorted(Path(sys.argv[1]).glob("*.png"))[::2]:
+from psicbatch.checkpoint import save_checkpoint, untrained_checkpoint
+from psicbatch.data.synth import generate
+from psicbatch.model import ModelConfig
+work, width, count = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[4])
+size = tuple(map(int, sys.argv[3].split("x")))
+save_checkpoint(untrained_checkpoint(ModelConfig(width=width), size, 0), work / "model.pt")
+generate(work / "data", count, size, seed=5)
+for path in sorted((work / "data" / "images").glob("*.png"))[::2]:
     Image.open(path).save(path.with_suffix(".jpg"), quality=92)
     path.unlink()
 EOF

@@ -1,11 +1,31 @@
-"""Shared fixtures and marker handling: GPU and TensorRT tests skip where those are absent."""
+"""Shared fixtures and marker handling: GPU and TensorRT tests skip where those are absent.
+
+Under pytest-xdist (``make test`` runs one worker per core) each worker is pinned to its
+own share of the CPUs before torch loads: psicbatch sizes its threads from the affinity
+mask, so parallel workers (and the runs they start) never oversubscribe the cores.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 
-import pytest
-import torch
+
+def _pin_this_worker() -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or count < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    share = cpus[int(worker[2:]) % count :: count]
+    if share and len(cpus) >= count:
+        os.sched_setaffinity(0, share)
+
+
+_pin_this_worker()
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from psicbatch.bench.measurements import engine_ceiling
 from psicbatch.bench.stats import is_stable, latency_summary, measure
 
 
@@ -77,3 +78,11 @@ def test_measure_reports_instability_when_time_runs_out() -> None:
     assert not result.stable
     assert result.window_rates[:4] == [16.0, 0.5, 16.0, 0.5]
     assert result.to_dict()["stable"] is False
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_int8_engines_are_compared_with_their_runtimes_int8_product(backend: str) -> None:
+    pytest.importorskip(backend)
+    ceiling = engine_ceiling(backend, "int8", "cpu", seconds=0.2)
+    assert ceiling["precision"] == f"int8 ({backend})" and ceiling["gflops"] > 0
+    assert engine_ceiling("torch", "fp32", "cpu", seconds=0.2)["precision"] == "float32"

@@ -10,9 +10,9 @@ import torch
 
 from psicbatch import hardware
 from psicbatch.assets import demo_model_path
-from psicbatch.bench.report import faster_precision_advice
+from psicbatch.bench.report import faster_configuration_advice
 from psicbatch.data.memory import TensorDataset
-from psicbatch.engines.build import BuildOptions, choose_engine
+from psicbatch.engines.build import BuildOptions, checkpoint_manifest, choose_engine
 from psicbatch.engines.parity import MIN_MASK_IOU
 from psicbatch.engines.spec import EngineSpec, describe_engine
 from psicbatch.engines.tuning import Candidate, tune
@@ -61,8 +61,23 @@ def test_every_auto_follows_the_cpu(
         choice = choose_engine(BuildOptions(tune=False))  # build-engine --no-tune
         assert (choice.backend, choice.precision) == ("torch", expected)
     other = "bf16" if expected == "fp32" else "fp32"
-    assert faster_precision_advice("torch", other, "cpu").startswith(f"--precision {expected}")
-    assert faster_precision_advice("torch", expected, "cpu") is None
+    slower = checkpoint_manifest(demo_model_path(), precision=other)
+    assert faster_configuration_advice(slower, "cpu").startswith(f"--precision {expected}")
+    native = checkpoint_manifest(demo_model_path(), precision=expected)
+    assert not (faster_configuration_advice(native, "cpu") or "").startswith("--precision")
+
+
+def test_bench_names_the_fastest_engine_of_a_measured_build() -> None:
+    manifest = checkpoint_manifest(demo_model_path(), precision="fp32")
+    manifest.tuning = [
+        {"backend": "torch", "precision": "fp32", "seconds_per_image": 0.009},
+        {"backend": "openvino", "precision": "fp32", "seconds_per_image": 0.004},
+        {"backend": "onnxruntime", "precision": "int8", "seconds_per_image": None},
+    ]
+    assert faster_configuration_advice(manifest, "cpu").startswith("openvino fp32 was the fastest")
+    manifest.backend = "openvino"
+    assert faster_configuration_advice(manifest, "cpu") is None
+    assert faster_configuration_advice(manifest, "cuda:0") is None
 
 
 def test_tuning_keeps_the_fastest_candidate_that_keeps_parity() -> None:

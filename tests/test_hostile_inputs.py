@@ -34,7 +34,7 @@ from psicbatch.run.inputs import collect_inputs
 from psicbatch.run.job import resolved_sources
 from psicbatch.run.output import read_metadata
 from psicbatch.run.runner import RunOptions, run
-from tests.killed_runs import killed_run
+from tests.run_processes import killed_run
 
 CONSOLE = Path(sys.executable).parent / "psicbatch"
 PER_RUN_SECONDS = 120

@@ -21,7 +21,7 @@ from psicbatch.cli import main
 from psicbatch.model import PSICNet
 from psicbatch.run.output import read_metadata
 from psicbatch.run.output_guard import REPORT_MARKER
-from tests.killed_runs import killed_run
+from tests.run_processes import killed_run
 
 CONSOLE = Path(sys.executable).parent / "psicbatch"
 FAST = ["--decoder", "pil", "--precision", "fp32", "--devices", "cpu", "-q"]
@@ -172,6 +172,26 @@ def test_resume_with_names_that_are_not_utf8(images: Path, tmp_path: Path) -> No
 # 3. A resume continues the same job or refuses.
 
 
+@pytest.fixture(scope="module")
+def interrupted_job(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One interrupted run shared by the refusal cases: a refused resume changes nothing,
+    which each case checks, so they can all refuse the same job."""
+    from psicbatch.checkpoint import load_checkpoint, save_checkpoint
+
+    root = tmp_path_factory.mktemp("job")
+    folder = root / "imgs"
+    folder.mkdir()
+    for i in range(6):
+        image(folder / f"part_{i:03d}.png", i)
+    out = root / "r.parquet"
+    checkpoint = load_checkpoint(demo_model_path())
+    checkpoint.state_dict = PSICNet(checkpoint.model_config).state_dict()  # untrained
+    save_checkpoint(checkpoint, root / "other.pt")
+    (root / "other").mkdir()
+    image(root / "other" / "o.png", 99)
+    return {"images": folder, "out": out, "parts": interrupted_run(folder, out), "root": root}
+
+
 @pytest.mark.parametrize(
     ("change", "named"),
     [
@@ -182,28 +202,16 @@ def test_resume_with_names_that_are_not_utf8(images: Path, tmp_path: Path) -> No
     ],
 )
 def test_resume_refuses_another_job(
-    images: Path, tmp_path: Path, change: list[str], named: str
+    interrupted_job: dict[str, Path], change: list[str], named: str
 ) -> None:
-    out = tmp_path / "r.parquet"
-    parts = interrupted_run(images, out)
-    saved = sorted(p.name for p in parts.iterdir())
-    other_model = tmp_path / "other.pt"
-    from psicbatch.checkpoint import load_checkpoint, save_checkpoint
-
-    checkpoint = load_checkpoint(demo_model_path())
-    checkpoint.state_dict = PSICNet(checkpoint.model_config).state_dict()  # untrained
-    save_checkpoint(checkpoint, other_model)
-    other_source = tmp_path / "other"
-    other_source.mkdir()
-    image(other_source / "o.png", 99)
-    change = [
-        str(other_model) if c == "OTHER_MODEL" else str(other_source) if c == "OTHER_SOURCE" else c
-        for c in change
-    ]
-    result = invoke("run", images, "--out", out, *FAST, "--resume", *change)
+    job = interrupted_job
+    saved = sorted(p.name for p in job["parts"].iterdir())
+    replacements = {"OTHER_MODEL": job["root"] / "other.pt", "OTHER_SOURCE": job["root"] / "other"}
+    change = [str(replacements.get(c, c)) for c in change]
+    result = invoke("run", job["images"], "--out", job["out"], *FAST, "--resume", *change)
     assert result.exit_code == 1, result.output
     assert named in result.output and len(result.output.strip().splitlines()) == 1
-    assert sorted(p.name for p in parts.iterdir()) == saved  # nothing mixed in
+    assert sorted(p.name for p in job["parts"].iterdir()) == saved  # nothing mixed in
 
 
 def test_resume_with_the_same_folder_spelled_differently_and_files_added_and_removed(

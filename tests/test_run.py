@@ -23,8 +23,8 @@ from psicbatch.run import rle
 from psicbatch.run.decode import DaliDecoder, PilDecoder
 from psicbatch.run.inputs import collect_inputs
 from psicbatch.run.output import OutputLock, read_metadata
-from tests.killed_runs import killed_run
 from tests.reference_rows import assert_same_results, result_row
+from tests.run_processes import killed_run
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -12,18 +12,30 @@ import torch
 from psicbatch.bench.stats import Measurement, measure
 from psicbatch.checkpoint import Checkpoint
 from psicbatch.engines import Engine
+from psicbatch.engines.build import CPU_INT8_BACKENDS
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.precision import DTYPES, cpu_auto
 from psicbatch.preprocess import Preprocessing, load_tensor
 from psicbatch.run.runner import RunOptions, run
 
 
+def engine_ceiling(
+    backend: str, precision: str, device: str = "cpu", seconds: float = 6.0
+) -> dict[str, float | str]:
+    """The ceiling an engine is compared with: the matrix product of the runtime and
+    precision it runs (an int8 CPU engine's own runtime's int8 product)."""
+    if precision == "int8" and device == "cpu" and backend in CPU_INT8_BACKENDS:
+        from psicbatch.bench.int8_ceiling import int8_ceiling
+
+        return int8_ceiling(backend, seconds=seconds)
+    return matmul_ceiling(precision, device, seconds=seconds)
+
+
 def matmul_ceiling(
     precision: str, device: str = "cpu", size: int = 2048, seconds: float = 6.0
 ) -> dict[str, float | str]:
-    """GFLOP/s of a large square matrix product in ``precision``. int8 engines get the
-    CPU's fastest native float (torch's own int8 product is a slow reference kernel on
-    CPUs, not what int8 runtimes use, so it would be no ceiling)."""
+    """GFLOP/s of a large square torch matrix product in ``precision`` (an int8 precision
+    that torch does not run natively falls back to the CPU's fastest native float)."""
     dtype = DTYPES.get(precision) or DTYPES[cpu_auto().precision]
     a = torch.randn(size, size, device=device).to(dtype)
     b = torch.randn(size, size, device=device).to(dtype)

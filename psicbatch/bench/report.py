@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import tempfile
@@ -15,15 +16,15 @@ from psicbatch import __version__
 from psicbatch.bench.measurements import (
     decode_only,
     end_to_end,
+    engine_ceiling,
     engine_only,
     host_ceiling,
-    matmul_ceiling,
     research_baseline,
 )
 from psicbatch.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, untrained_checkpoint
 from psicbatch.data.images import image_files
 from psicbatch.data.synth import generate
-from psicbatch.engines import Engine, default_device, load_engine
+from psicbatch.engines import Engine, Manifest, default_device, load_engine
 from psicbatch.engines.null_engine import NULL_OUTPUTS
 from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.hardware import cpu_precisions
@@ -119,7 +120,10 @@ def run_benchmark(
         engine = template or open_engine(spec, device, max(plan.batches))
         gflop = count_flops(ModelConfig(**engine.manifest.model), *size) / 1e9
         if ceiling is None:
-            ceiling = matmul_ceiling(engine.manifest.precision, device)
+            manifest = engine.manifest
+            ceiling = engine_ceiling(
+                manifest.backend, manifest.precision, device, seconds=min(6.0, plan.seconds)
+            )
             chosen = engine.manifest
         for batch in plan.batches:
             measured = engine_only(engine, size, batch, plan.seconds)
@@ -187,7 +191,7 @@ def run_benchmark(
             "backend": chosen.backend,
             "precision": chosen.precision,
             "selection": chosen.selection,
-            "advice": faster_precision_advice(chosen.backend, chosen.precision, device),
+            "advice": faster_configuration_advice(chosen, device),
         },
         "ceiling": ceiling,
         "results": results,
@@ -348,11 +352,33 @@ def _verdict(seconds: float) -> str:
     return f"misses the {high:g} s target"
 
 
-def faster_precision_advice(backend: str, precision: str, device: str) -> str | None:
-    """A configuration known to be faster on this machine than the one measured, if any."""
-    if device == "cpu" and backend == "torch" and precision != cpu_auto().precision:
+def faster_configuration_advice(manifest: Manifest, device: str) -> str | None:
+    """A configuration faster on this machine than the one measured, where one is known:
+    torch's native precision here, or the fastest engine of a measured build's table."""
+    if device != "cpu":
+        return None
+    if manifest.backend == "torch" and manifest.precision != cpu_auto().precision:
         best = cpu_auto()
-        return f"--precision {best.precision} is faster than {precision} here ({best.reason})"
+        return (
+            f"--precision {best.precision} is faster than {manifest.precision} here ({best.reason})"
+        )
+    timed = [t for t in manifest.tuning or [] if t.get("seconds_per_image")]
+    if timed:
+        fastest = min(timed, key=lambda t: t["seconds_per_image"])
+        if (fastest["backend"], fastest["precision"]) != (manifest.backend, manifest.precision):
+            return (
+                f"{fastest['backend']} {fastest['precision']} was the fastest engine measured "
+                "when this engine was built (build-engine --backend auto --precision auto)"
+            )
+        return None
+    if manifest.backend == "torch":
+        others = [b for b in ("onnxruntime", "openvino") if importlib.util.find_spec(b)]
+        if others:
+            return (
+                "not measured: a built engine may be faster on this CPU "
+                f"({' and '.join(others)} are installed); 'psicbatch build-engine MODEL' "
+                "times every candidate here and keeps the fastest"
+            )
     return None
 
 
@@ -366,6 +392,10 @@ def _engine_lines(engine: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _unit(ceiling: dict[str, Any]) -> str:
+    return "GOP/s" if str(ceiling["precision"]).startswith("int8") else "GFLOP/s"
+
+
 def markdown(report: dict[str, Any], command: str) -> str:
     m, c = report["machine"], report["ceiling"]
     lines = [
@@ -374,7 +404,7 @@ def markdown(report: dict[str, Any], command: str) -> str:
         f"Machine: {m['cpu']} ({m.get('isa', 'ISA not recorded')}), {m['cores']} cores, "
         f"GPU: {m['gpu'] or 'none'}; torch {m['torch']}, psicbatch {m['psicbatch']}.",
         *_engine_lines(report.get("engine")),
-        f"Ceiling measured in the same run: {c['gflops']:.0f} GFLOP/s ({c['precision']} "
+        f"Ceiling measured in the same run: {c['gflops']:.0f} {_unit(c)} ({c['precision']} "
         f"{c['size']}x{c['size']} matrix product). Peak memory: "
         f"{report['memory_peak']['host_mib']:.0f} MiB.",
         "",

@@ -19,7 +19,7 @@ import torch
 from psicbatch import __version__
 from psicbatch.checkpoint import Checkpoint, file_sha256, load_checkpoint
 from psicbatch.engines import default_device, load_engine
-from psicbatch.engines.export import export_onnx
+from psicbatch.engines.export import export_onnx_once
 from psicbatch.engines.image_sets import PARITY_COUNT, ImageSets, image_sets
 from psicbatch.engines.manifest import MANIFEST_NAME, Manifest
 from psicbatch.engines.parity import MIN_MASK_IOU, measure_parity, parity_problem
@@ -385,8 +385,13 @@ def _build_backend(
     work.mkdir()
     try:
         if manifest.backend in CPU_INT8_BACKENDS:
-            graph = export_onnx(
-                checkpoint, work / "fp32.onnx", size, max_batch, options.dynamic_size
+            graph = export_onnx_once(
+                checkpoint,
+                manifest.checkpoint_sha256,
+                work / "fp32.onnx",
+                size,
+                max_batch,
+                options.dynamic_size,
             )
             if manifest.precision == "int8":
                 graph = quantize_int8(graph, work / "int8.onnx", images.calibration, "u8")
@@ -407,8 +412,14 @@ def _build_backend(
 
         plan = precision_plan(tensorrt_major(tensorrt.__version__), manifest.precision)
         dtype = getattr(torch, plan.graph_dtype)
-        graph = export_onnx(
-            checkpoint, work / "model.onnx", size, max_batch, options.dynamic_size, dtype
+        graph = export_onnx_once(
+            checkpoint,
+            manifest.checkpoint_sha256,
+            work / "model.onnx",
+            size,
+            max_batch,
+            options.dynamic_size,
+            dtype,
         )
         if plan.quantize:
             graph = quantize_int8(graph, work / "int8.onnx", images.calibration, "s8")

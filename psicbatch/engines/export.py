@@ -72,6 +72,31 @@ def export_onnx(
     return path
 
 
+_last_export: dict[str, object] = {}
+
+
+def export_onnx_once(
+    checkpoint: Checkpoint,
+    checkpoint_sha256: str,
+    path: Path,
+    input_size: tuple[int, int],
+    max_batch: int,
+    dynamic_size: bool,
+    dtype: torch.dtype = torch.float32,
+) -> Path:
+    """``export_onnx``, remembered for the last graph this process exported.
+
+    The export is the slow part of an ONNX-based build (tens of seconds for the paper's
+    network), and a tuned build turns the same graph into up to four candidates."""
+    key = (checkpoint_sha256, tuple(input_size), max_batch, dynamic_size, dtype)
+    if _last_export.get("key") == key:
+        path.write_bytes(_last_export["graph"])  # type: ignore[arg-type]
+        return path
+    export_onnx(checkpoint, path, input_size, max_batch, dynamic_size, dtype)
+    _last_export.update(key=key, graph=path.read_bytes())
+    return path
+
+
 def require_onnx() -> object:
     """The onnx module, or a clear message naming the extra to install."""
     try:

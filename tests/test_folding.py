@@ -1,0 +1,74 @@
+"""BatchNorm folding keeps the network's outputs."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from psicbatch.assets import demo_model_path
+from psicbatch.checkpoint import load_checkpoint
+from psicbatch.engines.folding import fold_batchnorm
+from psicbatch.model import ModelConfig, PSICNet
+
+
+def with_random_statistics(model: PSICNet) -> PSICNet:
+    """BatchNorm layers far from the identity, so a folding mistake cannot hide."""
+    generator = torch.Generator().manual_seed(3)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            channels = module.num_features
+            module.running_mean.copy_(torch.randn(channels, generator=generator))
+            module.running_var.copy_(torch.rand(channels, generator=generator) * 3 + 0.1)
+            module.weight.data.copy_(torch.randn(channels, generator=generator))
+            module.bias.data.copy_(torch.randn(channels, generator=generator))
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        lambda: load_checkpoint(demo_model_path()).build_model().eval(),
+        lambda: with_random_statistics(PSICNet(ModelConfig(width=0.125))),
+    ],
+    ids=["demo", "random-statistics"],
+)
+def test_folded_network_computes_the_same_outputs(model) -> None:
+    reference = model()
+    folded = fold_batchnorm(copy.deepcopy(reference))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    images = torch.randn(2, 1, 64, 96, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        expected, got = reference(images), folded(images)
+    for a, b in zip(expected, got, strict=True):
+        scale = a.abs().max().item()
+        assert (a - b).abs().max().item() <= 1e-5 * max(1.0, scale)
+
+
+def test_folding_refuses_a_model_in_training_mode() -> None:
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(PSICNet(ModelConfig(width=0.125)).train())
+
+
+def test_the_same_graph_is_exported_once_per_process(tmp_path, monkeypatch) -> None:
+    """A tuned build turns one exported graph into several candidates."""
+    from psicbatch.engines import export
+
+    calls = []
+
+    def fake_export(checkpoint, path, size, max_batch, dynamic, dtype=torch.float32):
+        calls.append((size, max_batch))
+        path.write_bytes(f"graph {len(calls)}".encode())
+        return path
+
+    monkeypatch.setattr(export, "export_onnx", fake_export)
+    monkeypatch.setattr(export, "_last_export", {})
+    checkpoint = object()
+    first = export.export_onnx_once(checkpoint, "sha-a", tmp_path / "1.onnx", (64, 64), 4, True)
+    again = export.export_onnx_once(checkpoint, "sha-a", tmp_path / "2.onnx", (64, 64), 4, True)
+    assert first.read_bytes() == again.read_bytes() == b"graph 1" and len(calls) == 1
+    export.export_onnx_once(checkpoint, "sha-a", tmp_path / "3.onnx", (64, 64), 8, True)
+    export.export_onnx_once(checkpoint, "sha-b", tmp_path / "4.onnx", (64, 64), 8, True)
+    assert len(calls) == 3
