@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from psicbatch.assets import demo_model_path  # noqa: E402
-from psicbatch.bench.report import machine  # noqa: E402
+from psicbatch.bench.machine import machine  # noqa: E402
 from psicbatch.checkpoint import save_checkpoint, untrained_checkpoint  # noqa: E402
 from psicbatch.data.synth import generate  # noqa: E402
 from psicbatch.engines import load_engine  # noqa: E402

@@ -34,7 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from psicbatch.bench.report import machine  # noqa: E402
+from psicbatch.bench.machine import machine  # noqa: E402
 from psicbatch.bench.stats import measure  # noqa: E402
 from psicbatch.checkpoint import save_checkpoint, untrained_checkpoint  # noqa: E402
 from psicbatch.engines.export import ProbabilityModel, export_onnx  # noqa: E402

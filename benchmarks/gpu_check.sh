@@ -30,7 +30,7 @@ export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 
 if [[ $mode == --dry-run ]]; then
     width=0.125 size=128x128 count=8 batches=1,2 duration=0.5 precision=fp32
-    one=(--devices cpu) all=(--devices cpu)  # the script's flow, not the engine or workers
+    one=(--devices cpu) all=()  # the script's flow only: one run
 else
     width=1 size=1408x512 count=2000 batches=1,8,32 duration=10 precision=fp16
     gpus=$("$python" -c "import torch; print(','.join(map(str, range(torch.cuda.device_count()))))")
@@ -102,6 +102,10 @@ EOF
 # on a healthy line, so encoding noise masks on the host does not decide the throughput.
 for name in one-gpu all-gpus; do
     if [[ $name == one-gpu ]]; then devices=("${one[@]}"); else devices=("${all[@]}"); fi
+    if [[ ${#devices[@]} -eq 0 ]]; then
+        echo "dry run: one CPU run only (see run-one-gpu.txt)" >"$out/run-$name.txt"
+        continue
+    fi
     status=0
     psicbatch run "$work/data/images" --model "$work/model.pt" --precision "$precision" \
         --decoder "$decoder" --batch-size 8 "${devices[@]}" --threshold 1 \

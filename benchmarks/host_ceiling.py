@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from psicbatch.assets import demo_model_path  # noqa: E402
+from psicbatch.bench.machine import machine  # noqa: E402
 from psicbatch.bench.measurements import decode_only, host_ceiling  # noqa: E402
-from psicbatch.bench.report import machine  # noqa: E402
 from psicbatch.data.synth import generate  # noqa: E402
 from psicbatch.engines.null_engine import (  # noqa: E402
     NULL_OUTPUTS,

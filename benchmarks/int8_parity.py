@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from psicbatch.bench.report import machine  # noqa: E402
+from psicbatch.bench.machine import machine  # noqa: E402
 from psicbatch.engines.build import BuildOptions, build_engine  # noqa: E402
 from psicbatch.reports import markdown_table  # noqa: E402
 

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from psicbatch.evaluate import summarize  # noqa: E402
+from psicbatch.evaluate import metrics_summary  # noqa: E402
 from psicbatch.reports import READINGS, cross_validation_tables, markdown_table  # noqa: E402
 
 
@@ -25,7 +25,7 @@ def main() -> None:
     folder = Path(sys.argv[1])
     rows = pq.read_table(folder / "predictions.parquet").to_pylist()
     folds = sorted({row["fold"] for row in rows})
-    summaries = [summarize([r for r in rows if r["fold"] == fold]) for fold in folds]
+    summaries = [metrics_summary([r for r in rows if r["fold"] == fold]) for fold in folds]
     table1 = cross_validation_tables(summaries)["table1"]
     readings = {
         label: {kind: table1[f"{kind}_iou{suffix}"] for kind in ("mask", "boundary")}

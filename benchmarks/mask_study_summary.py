@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT))
 
 import pyarrow.parquet as pq  # noqa: E402
 
-from psicbatch.evaluate import summarize  # noqa: E402
+from psicbatch.evaluate import metrics_summary  # noqa: E402
 from psicbatch.reports import markdown_table  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -28,7 +28,7 @@ def fold_one(folder: Path) -> dict:
     that predate a metric get it too)."""
     fold = next(f for f in json.loads((folder / "cv.json").read_text())["folds"] if f["fold"] == 1)
     rows = [r for r in pq.read_table(folder / "predictions.parquet").to_pylist() if r["fold"] == 1]
-    fold["summary"] = {**fold["summary"], **summarize(rows)}
+    fold["summary"] = {**fold["summary"], **metrics_summary(rows)}
     return fold
 
 

@@ -19,12 +19,12 @@ from psicbatch.checkpoint import load_checkpoint
 from psicbatch.data.layouts import SampleRef
 from psicbatch.data.memory import load_into_memory
 from psicbatch.data.splits import kfold_by_group, save_splits
+from psicbatch.devices import resolve_device
 from psicbatch.engines import Engine, load_engine
 from psicbatch.engines.build import BuildOptions, build_engine
 from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.errors import PsicbatchError
-from psicbatch.evaluate import evaluate, summarize
-from psicbatch.predict import resolve_device
+from psicbatch.evaluate import evaluate, metrics_summary
 from psicbatch.reports import (
     cross_validation_markdown,
     cross_validation_tables,
@@ -72,7 +72,7 @@ def cross_validate(
         )
         fold_reports.append(report)
         all_rows += [{**row, "fold": fold} for row in report.pop("rows")]
-    pooled = summarize(all_rows)
+    pooled = metrics_summary(all_rows)
     report = {
         "dataset": dataset["path"],
         "layout": dataset["layout"],

@@ -71,7 +71,7 @@ def evaluate(
             )
             if progress is not None:
                 progress.advance(task)
-    summary = summarize(rows)
+    summary = metrics_summary(rows)
     summary["thresholds"] = dict(thresholds)
     summary["engine"] = describe(engine)
     return Evaluation(rows, summary)
@@ -148,7 +148,7 @@ def image_iou(row: dict[str, Any], kind: str, gated: bool) -> float:
     return 0.0 if kept and row["predicted_defect_pixels"] else 1.0
 
 
-def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def metrics_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Dataset-level metrics from per-image rows (also used to pool folds).
 
     Mask and boundary mIoU: over the defective images (strict; what an overlay shows),

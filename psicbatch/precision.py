@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from psicbatch import hardware
+from psicbatch.engines.registry import BACKENDS
 from psicbatch.errors import PsicbatchError
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -21,13 +22,7 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # BF16, benchmarks/results/cpu-backends/), else fp32 (bf16 is about 6x slower than fp32
 # on AVX2-only CPUs). OpenVINO is psicbatch's CPU int8 runtime (benchmarks/results/cpu-int8/)
 # and also runs fp32.
-SUPPORTED = {
-    "torch": {"cpu": ("fp32", "bf16"), "cuda": ("fp16", "bf16", "fp32")},
-    # ONNX Runtime's CUDA provider runs QDQ int8 graphs in float: int8 there is no int8.
-    "onnxruntime": {"cpu": ("fp32", "int8"), "cuda": ("fp32",)},
-    "openvino": {"cpu": ("int8", "fp32")},
-    "tensorrt": {"cuda": ("fp16", "fp32", "bf16", "int8")},
-}
+SUPPORTED = {name: backend.precisions for name, backend in BACKENDS.items()}
 TORCH_CHOICES = ("auto", *sorted(set(SUPPORTED["torch"]["cpu"] + SUPPORTED["torch"]["cuda"])))
 
 

@@ -37,11 +37,12 @@ from psicbatch.checkpoint import (
     save_checkpoint,
 )
 from psicbatch.data.memory import TensorDataset
+from psicbatch.devices import resolve_device
 from psicbatch.errors import PsicbatchError
+from psicbatch.memory_inference import predict_batches
 from psicbatch.metrics import best_f1_threshold
 from psicbatch.model import ModelConfig, PSICNet
 from psicbatch.precision import autocast, choose_precision
-from psicbatch.predict import predict_batches, resolve_device
 from psicbatch.preprocess import normalize
 
 MODES = ("two-step", "end-to-end")

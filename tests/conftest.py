@@ -33,9 +33,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     no_tensorrt = pytest.mark.skip(reason="needs TensorRT (not installable on this machine)")
     has_tensorrt = importlib.util.find_spec("tensorrt") is not None
     for item in items:
-        if "gpu" in item.keywords and not torch.cuda.is_available():
+        # Markers, not keywords: a parameter named "tensorrt" is no TensorRT test.
+        if item.get_closest_marker("gpu") and not torch.cuda.is_available():
             item.add_marker(no_gpu)
-        if "tensorrt" in item.keywords and not has_tensorrt:
+        if item.get_closest_marker("tensorrt") and not has_tensorrt:
             item.add_marker(no_tensorrt)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from psicbatch.bench.report import STAGES
+from psicbatch.bench.benchmark import STAGES
 from psicbatch.cli import main
 from psicbatch.engines.null_engine import NULL_OUTPUTS
 
@@ -88,3 +88,6 @@ def test_bad_options(tmp_path: Path) -> None:
     assert runner.invoke(main, ["bench", "--sizes", "huge"]).exit_code == 2
     both = runner.invoke(main, ["bench", "--width", "1", "--model", str(tmp_path / "m.pt")])
     assert both.exit_code == 2 and "at most one" in both.output
+    for width in ("9", "0", "-1"):  # refused by the option, before any model is built
+        wide = runner.invoke(main, ["bench", "--width", width])
+        assert wide.exit_code == 2 and "Invalid value for '--width'" in wide.output

@@ -117,6 +117,7 @@ def test_train_on_missing_folder_is_one_line(tmp_path: Path) -> None:
         ("--width", "nan"),
         ("--batch-size", "0"),
         ("--input-size", "7x7"),
+        ("--input-size", "0x0"),
         ("--input-size", "100x100"),  # not a multiple of 8
         ("--seg-lr", "inf"),
         ("--dice-weight", "nan"),

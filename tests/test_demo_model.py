@@ -11,8 +11,8 @@ from psicbatch.checkpoint import load_checkpoint
 from psicbatch.data.layouts import read_dataset
 from psicbatch.data.memory import load_into_memory
 from psicbatch.data.synth import generate
+from psicbatch.memory_inference import predict_batches
 from psicbatch.metrics import average_precision
-from psicbatch.predict import predict_batches
 
 
 def test_demo_model_is_small_and_complete() -> None:

@@ -184,10 +184,14 @@ def test_option_validation(tmp_path: Path) -> None:
         build_engine(demo_model_path(), BuildOptions(backend="onnxruntime", precision="int8"))
     with pytest.raises(PsicbatchError, match="bf16 is not available with the onnxruntime backend"):
         build_engine(demo_model_path(), BuildOptions(backend="onnxruntime", precision="bf16"))
-    with pytest.raises(PsicbatchError, match="unknown precision 'fp8'; choose one of auto, fp32"):
+    with pytest.raises(PsicbatchError, match="unknown --precision 'fp8'; choose one of auto, fp32"):
         build_engine(demo_model_path(), BuildOptions(precision="fp8"))
-    with pytest.raises(PsicbatchError, match="max-batch must be at least 1"):
+    with pytest.raises(PsicbatchError, match="max-batch and --parity-count must be at least 1"):
         build_engine(demo_model_path(), BuildOptions(max_batch=0))
+    with pytest.raises(PsicbatchError, match="unknown --backend 'tflite'"):
+        BuildOptions(backend="tflite")
+    with pytest.raises(PsicbatchError, match="--tune-seconds must be positive and finite"):
+        BuildOptions(tune_seconds=float("inf"))
 
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed here")

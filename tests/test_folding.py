@@ -58,17 +58,22 @@ def test_the_same_graph_is_exported_once_per_process(tmp_path, monkeypatch) -> N
 
     calls = []
 
-    def fake_export(checkpoint, path, size, max_batch, dynamic, dtype=torch.float32):
+    def fake_export(checkpoint, path, size, max_batch, dynamic, dtype):
         calls.append((size, max_batch))
         path.write_bytes(f"graph {len(calls)}".encode())
-        return path
 
-    monkeypatch.setattr(export, "export_onnx", fake_export)
+    monkeypatch.setattr(export, "_export", fake_export)
     monkeypatch.setattr(export, "_last_export", {})
-    checkpoint = object()
-    first = export.export_onnx_once(checkpoint, "sha-a", tmp_path / "1.onnx", (64, 64), 4, True)
-    again = export.export_onnx_once(checkpoint, "sha-a", tmp_path / "2.onnx", (64, 64), 4, True)
-    assert first.read_bytes() == again.read_bytes() == b"graph 1" and len(calls) == 1
-    export.export_onnx_once(checkpoint, "sha-a", tmp_path / "3.onnx", (64, 64), 8, True)
-    export.export_onnx_once(checkpoint, "sha-b", tmp_path / "4.onnx", (64, 64), 8, True)
-    assert len(calls) == 3
+
+    def exported(name: str, max_batch: int, sha: str | None) -> bytes:
+        """The graph's bytes; ``sha`` None: no digest, so nothing is remembered."""
+        path = tmp_path / name
+        export.export_onnx(object(), path, (64, 64), max_batch, True, checkpoint_sha256=sha)
+        return path.read_bytes()
+
+    assert exported("1.onnx", 4, "sha-a") == exported("2.onnx", 4, "sha-a") == b"graph 1"
+    assert len(calls) == 1
+    exported("3.onnx", 8, "sha-a")
+    exported("4.onnx", 8, "sha-b")
+    exported("5.onnx", 8, None)  # without a checkpoint digest: always exported
+    assert len(calls) == 4

@@ -153,7 +153,7 @@ def test_the_papers_network_at_1408x512_on_the_gpu(tmp_path: Path) -> None:
     from psicbatch.checkpoint import save_checkpoint, untrained_checkpoint
     from psicbatch.engines.spec import EngineSpec, open_engine
     from psicbatch.model import ModelConfig
-    from psicbatch.run.postprocess import summarize
+    from psicbatch.run.postprocess import summarize_masks
 
     path = tmp_path / "paper.pt"
     save_checkpoint(untrained_checkpoint(ModelConfig(width=1.0), (1408, 512)), path)
@@ -161,5 +161,5 @@ def test_the_papers_network_at_1408x512_on_the_gpu(tmp_path: Path) -> None:
     probabilities, segmentation = engine.infer(torch.rand(4, 1, 1408, 512, device="cuda"))
     assert segmentation.shape == (4, 1408, 512) and segmentation.device.type == "cuda"
     assert torch.isfinite(probabilities).all() and torch.isfinite(segmentation).all()
-    summary = summarize(probabilities, segmentation, [(1408, 512)] * 4, 0.5)
+    summary = summarize_masks(probabilities, segmentation, [(1408, 512)] * 4, 0.5)
     assert summary.seg_max.shape == (4,)

@@ -10,7 +10,7 @@ import torch
 
 from psicbatch import hardware
 from psicbatch.assets import demo_model_path
-from psicbatch.bench.report import faster_configuration_advice
+from psicbatch.bench.machine import faster_configuration_advice
 from psicbatch.data.memory import TensorDataset
 from psicbatch.engines.build import BuildOptions, checkpoint_manifest, choose_engine
 from psicbatch.engines.parity import MIN_MASK_IOU

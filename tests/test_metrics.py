@@ -144,7 +144,7 @@ def score_row(defective: bool, probability: float, iou: float, predicted_pixels:
 
 
 def test_all_image_and_gated_mask_miou_by_hand() -> None:
-    from psicbatch.evaluate import summarize
+    from psicbatch.evaluate import metrics_summary
 
     rows = [
         score_row(False, 0.1, math.nan, 0),  # defect-free, predicted empty: 1 in both readings
@@ -153,7 +153,7 @@ def test_all_image_and_gated_mask_miou_by_hand() -> None:
         score_row(True, 0.3, 0.6, 40),  # defective but below the image threshold: all 0.6, gated 0
         score_row(True, 0.8, 0.8, 50),  # defective, found: 0.8 in every reading
     ]
-    segmentation = summarize(rows)["segmentation"]
+    segmentation = metrics_summary(rows)["segmentation"]
     assert segmentation["mask_miou"] == pytest.approx((0.6 + 0.8) / 2)  # defective only
     assert segmentation["mask_miou_all"] == pytest.approx((1 + 0 + 0 + 0.6 + 0.8) / 5)
     assert segmentation["mask_miou_gated"] == pytest.approx((1 + 1 + 0 + 0 + 0.8) / 5)

@@ -62,3 +62,35 @@ def test_rows_round_trip_through_parts_and_final_file(rows: list[dict], part_siz
                 assert read[key] == value, key
         if written.get("mask"):
             assert np.array_equal(rle.decode(read["mask"]), rle.decode(written["mask"]))
+
+
+def _inspect_fixture_images(folder: Path) -> Path:
+    """A run over one small defect-free-looking image and one broken file."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from psicbatch.cli import main
+
+    folder.mkdir()
+    Image.fromarray(np.full((40, 56), 120, np.uint8)).save(folder / "a.png")
+    (folder / "b.png").write_bytes(b"not a png")
+    out = folder.parent / "results.parquet"
+    fp32_on_cpu = ["--decoder", "pil", "--devices", "cpu", "--precision", "fp32"]
+    result = CliRunner().invoke(main, ["run", str(folder), "--out", str(out), *fp32_on_cpu])
+    assert result.exit_code == 3, result.output  # one image failed
+    return out
+
+
+def test_results_keep_the_schema_written_before_rows_were_typed(tmp_path: Path) -> None:
+    """tests/data/results-schema-2.parquet was written by `psicbatch run` (same two inputs)
+    before result rows became a dataclass: the columns, their types, nullability and
+    order, and the schema version, are unchanged."""
+    before = Path(__file__).parent / "data" / "results-schema-2.parquet"
+    after = _inspect_fixture_images(tmp_path / "images")
+    assert pq.read_schema(after).remove_metadata().equals(pq.read_schema(before).remove_metadata())
+    assert read_metadata(after)["schema_version"] == read_metadata(before)["schema_version"] == 2
+    old, new = pq.read_table(before).to_pylist(), pq.read_table(after).to_pylist()
+    for old_row, new_row in zip(old, new, strict=True):
+        assert (old_row["error"] is None) == (new_row["error"] is None)
+        for column in ("width", "height", "is_defect", "mask", "mask_area", "mask_bbox"):
+            assert old_row[column] == new_row[column]

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from psicbatch.run import rle
-from psicbatch.run.postprocess import result_rows, summarize
+from psicbatch.run.postprocess import result_rows, summarize_masks
 from tests.reference_rows import result_row
 
 ENGINE_SIZE = (24, 16)
@@ -34,7 +34,7 @@ def maps_with_cases(count: int, seed: int) -> torch.Tensor:
 def check_rows(maps: torch.Tensor, sizes: list[tuple[int, int]], seed: int) -> None:
     probabilities = torch.from_numpy(np.random.default_rng(seed).random(len(maps), np.float32))
     items = [(10 + i, Path(f"image{i}.png")) for i in range(len(maps))]
-    summary = summarize(probabilities, maps, sizes, THRESHOLD)
+    summary = summarize_masks(probabilities, maps, sizes, THRESHOLD)
     rows = result_rows(items, list(range(len(maps))), summary, 0.5)
     for i, row in enumerate(rows):
         expected = result_row(
@@ -59,7 +59,7 @@ def test_edge_cases_at_many_sizes_equal_the_reference() -> None:
 
 def test_empty_and_full_masks() -> None:
     maps = maps_with_cases(4, 1)
-    summary = summarize(torch.zeros(4), maps, [ENGINE_SIZE] * 4, THRESHOLD)
+    summary = summarize_masks(torch.zeros(4), maps, [ENGINE_SIZE] * 4, THRESHOLD)
     assert 0 not in summary.masks and summary.area[0] == 0  # empty: no mask crosses over
     assert summary.area[1] == ENGINE_SIZE[0] * ENGINE_SIZE[1]
     assert summary.area[2] == 1 and list(summary.bbox[2]) == [7, 5, 1, 1]
@@ -72,7 +72,7 @@ def test_empty_and_full_masks() -> None:
 def test_rows_go_to_their_positions_around_errors() -> None:
     maps = maps_with_cases(4, 2)[:3]
     items = [(i, Path(f"f{i}")) for i in range(5)]
-    summary = summarize(torch.full((3,), 0.7), maps, [ENGINE_SIZE] * 3, THRESHOLD)
+    summary = summarize_masks(torch.full((3,), 0.7), maps, [ENGINE_SIZE] * 3, THRESHOLD)
     rows = result_rows(items, [0, 2, 4], summary, 0.5)
     assert [row["input_index"] for row in rows] == [0, 2, 4]
 

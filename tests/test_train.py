@@ -12,8 +12,8 @@ from psicbatch.data.layouts import read_dataset
 from psicbatch.data.memory import TensorDataset, load_into_memory
 from psicbatch.data.synth import generate
 from psicbatch.errors import PsicbatchError
+from psicbatch.memory_inference import predict_batches
 from psicbatch.metrics import average_precision
-from psicbatch.predict import predict_batches
 from psicbatch.train import (
     Trainer,
     TrainOptions,

@@ -12,7 +12,7 @@ import torch
 from psicbatch.bench.stats import Measurement, measure
 from psicbatch.checkpoint import Checkpoint
 from psicbatch.engines import Engine
-from psicbatch.engines.build import CPU_INT8_BACKENDS
+from psicbatch.engines.registry import CPU_INT8_BACKENDS
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.precision import DTYPES, cpu_auto
 from psicbatch.preprocess import Preprocessing, load_tensor

@@ -11,15 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 from psicbatch.assets import demo_model_path
+from psicbatch.bench.benchmark import SIZE_PRESETS, BenchPlan, random_checkpoint, run_benchmark
+from psicbatch.bench.markdown import markdown
 from psicbatch.bench.plots import compare as compare_reports
 from psicbatch.bench.plots import plot_benchmark
-from psicbatch.bench.report import (
-    SIZE_PRESETS,
-    BenchPlan,
-    markdown,
-    random_checkpoint,
-    run_benchmark,
-)
 from psicbatch.commands.options import (
     NETWORK_SIZE,
     POSITIVE,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -14,14 +15,12 @@ from psicbatch.commands.options import (
     POSITIVE,
     PROBABILITY,
     SizeType,
+    precision_option,
 )
 from psicbatch.engines import list_engines
-from psicbatch.engines.build import BACKENDS, BuildOptions, build_engine
-from psicbatch.engines.image_sets import PARITY_COUNT
-from psicbatch.engines.parity import MIN_MASK_IOU
-from psicbatch.engines.tuning import TUNE_SECONDS
+from psicbatch.engines.build import build_engine
+from psicbatch.engines.build_options import BACKENDS, BuildOptions
 from psicbatch.model import MIN_NETWORK_SIZE
-from psicbatch.precision import CHOICES
 
 
 @click.command("build-engine")
@@ -29,90 +28,89 @@ from psicbatch.precision import CHOICES
 @click.option(
     "--backend",
     type=click.Choice(BACKENDS),
-    default="auto",
+    default=BuildOptions.backend,
     show_default=True,
-    help="auto: TensorRT with a GPU; on CPUs OpenVINO int8 when --calib is given and "
-    "parity holds, else torch bf16.",
+    help="auto: TensorRT with a GPU; on a CPU the fastest engine measured here (see --tune).",
 )
-@click.option(
-    "--precision",
-    type=click.Choice(CHOICES),
-    default="auto",
-    show_default=True,
-    help="auto: fp16 on GPUs; on CPUs int8 or bf16 (see --backend); fp32 for ONNX Runtime.",
-)
+@precision_option("engine")
 @click.option(
     "--input-size",
     type=SizeType(minimum=MIN_NETWORK_SIZE),
-    default=None,
+    default=BuildOptions.input_size,
     help="Preferred input size (default: the checkpoint's), rounded up to x8.",
 )
 @click.option(
-    "--fixed-size",
-    is_flag=True,
-    help="Accept only --input-size (default: 8x8 up to twice it, in multiples of 8).",
+    "--dynamic-size/--fixed-size",
+    default=BuildOptions.dynamic_size,
+    show_default=True,
+    help="--fixed-size: accept only --input-size (dynamic: 8x8 up to twice it, in multiples of 8).",
 )
 @click.option(
-    "--max-batch", type=AT_LEAST_ONE, default=16, show_default=True, help="Largest batch accepted."
+    "--max-batch",
+    type=AT_LEAST_ONE,
+    default=BuildOptions.max_batch,
+    show_default=True,
+    help="Largest batch accepted.",
 )
 @click.option(
     "--calib",
     type=click.Path(path_type=Path, file_okay=False),
-    default=None,
+    default=BuildOptions.calib,
     help="Representative images for int8 calibration; every 4th is held out for the "
     "parity check unless --parity-images is given.",
 )
 @click.option(
     "--parity-images",
     type=click.Path(path_type=Path, file_okay=False),
-    default=None,
+    default=BuildOptions.parity_images,
     help="Images to compare the engine with fp32 on, none of them in --calib "
     "(default: held out of --calib, else synthetic images).",
 )
 @click.option(
     "--parity-count",
     type=AT_LEAST_ONE,
-    default=PARITY_COUNT,
+    default=BuildOptions.parity_count,
     show_default=True,
     help="At most this many parity images, spread over the folder.",
 )
 @click.option(
     "--threads",
     type=NON_NEGATIVE_INT,
-    default=0,
+    default=BuildOptions.threads,
     show_default=True,
     help="ONNX Runtime / OpenVINO threads (0: one per core).",
 )
+@click.option("--compile", is_flag=True, help="torch backend: torch.compile the model when loaded.")
 @click.option(
-    "--compile",
-    "compile_model",
-    is_flag=True,
-    help="torch backend: torch.compile the model when loaded.",
-)
-@click.option(
-    "--workspace-gb", type=POSITIVE, default=4.0, show_default=True, help="TensorRT workspace."
+    "--workspace-gb",
+    type=POSITIVE,
+    default=BuildOptions.workspace_gb,
+    show_default=True,
+    help="TensorRT workspace.",
 )
 @click.option(
     "--cache-dir",
     type=click.Path(path_type=Path, file_okay=False),
-    default=None,
+    default=BuildOptions.cache_dir,
     help="TensorRT timing cache folder, reused across builds (default: next to the engine).",
 )
 @click.option(
     "--min-mask-iou",
     type=PROBABILITY,
-    default=MIN_MASK_IOU,
+    default=BuildOptions.min_mask_iou,
     show_default=True,
     help="Parity: least mean mask IoU against the fp32 model.",
 )
 @click.option(
-    "--no-parity-check",
-    is_flag=True,
-    help="Keep the engine even when it disagrees with the fp32 model.",
+    "--parity-check/--no-parity-check",
+    "check_parity",
+    default=BuildOptions.check_parity,
+    show_default=True,
+    help="--no-parity-check: keep the engine even when it disagrees with the fp32 model.",
 )
 @click.option(
     "--tune/--no-tune",
-    default=True,
+    default=BuildOptions.tune,
     show_default=True,
     help="With --backend auto --precision auto on a CPU: build and time every candidate "
     "installed here and keep the fastest that keeps parity (--no-tune: a rule of thumb).",
@@ -120,7 +118,7 @@ from psicbatch.precision import CHOICES
 @click.option(
     "--tune-seconds",
     type=POSITIVE,
-    default=TUNE_SECONDS,
+    default=BuildOptions.tune_seconds,
     show_default=True,
     help="Time budget for building and timing the candidates.",
 )
@@ -128,49 +126,12 @@ from psicbatch.precision import CHOICES
     "-o",
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
-    default=None,
+    default=BuildOptions.out,
     help="Engine folder (default: engines/<model>-<backend>-<precision>-<HxW>).",
 )
-def build_engine_command(
-    checkpoint: Path,
-    backend: str,
-    precision: str,
-    input_size: tuple[int, int] | None,
-    fixed_size: bool,
-    max_batch: int,
-    calib: Path | None,
-    parity_images: Path | None,
-    parity_count: int,
-    threads: int,
-    compile_model: bool,
-    workspace_gb: float,
-    cache_dir: Path | None,
-    min_mask_iou: float,
-    no_parity_check: bool,
-    tune: bool,
-    tune_seconds: float,
-    out: Path | None,
-) -> None:
+def build_engine_command(checkpoint: Path, **values: Any) -> None:
     """Compile a checkpoint into an engine folder (engine file + manifest.json)."""
-    options = BuildOptions(
-        backend=backend,
-        precision=precision,
-        input_size=input_size,
-        max_batch=max_batch,
-        calib=calib,
-        parity_images=parity_images,
-        parity_count=parity_count,
-        out=out,
-        dynamic_size=not fixed_size,
-        threads=threads,
-        compile=compile_model,
-        workspace_gb=workspace_gb,
-        cache_dir=cache_dir,
-        check_parity=not no_parity_check,
-        min_mask_iou=min_mask_iou,
-        tune=tune,
-        tune_seconds=tune_seconds,
-    )
+    options = BuildOptions(**values)
     directory, manifest = build_engine(checkpoint, options)
     engine_path = directory / manifest.engine_file
     parity = manifest.parity

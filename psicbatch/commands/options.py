@@ -13,7 +13,7 @@ import click
 from psicbatch.data.layouts import LAYOUTS, SampleRef, read_dataset
 from psicbatch.errors import PsicbatchError
 from psicbatch.model import MIN_NETWORK_SIZE, STRIDE
-from psicbatch.precision import TORCH_CHOICES
+from psicbatch.precision import CHOICES, TORCH_CHOICES
 from psicbatch.train import MODES, PIXEL_THRESHOLDS, TrainOptions
 
 
@@ -95,6 +95,28 @@ SIZE = SizeType()
 NETWORK_SIZE = SizeType(STRIDE, MIN_NETWORK_SIZE)
 
 
+# What ``auto`` means, per use of a model (precision.choose_precision decides).
+AUTO_PRECISION = {
+    "checkpoint": "fp16 on a GPU; on a CPU bf16 where it is native, else fp32",
+    "training": "on a CPU bf16 where it is native, else fp32; on a GPU bf16 (fp16 where it "
+    "lacks bf16)",
+    "engine": "on a CPU the fastest engine measured here (--tune), int8 candidates with "
+    "--calib; TensorRT fp16 on a GPU",
+}
+
+
+def precision_option(use: str, flag: str = "--precision", what: str = "") -> Callable:
+    """The one definition of a precision option; ``use`` is a key of AUTO_PRECISION."""
+    choices = CHOICES if use == "engine" else TORCH_CHOICES
+    return click.option(
+        flag,
+        type=click.Choice(choices),
+        default="auto",
+        show_default=True,
+        help=f"{what}auto: {AUTO_PRECISION[use]}.",
+    )
+
+
 def dataset_options(command: Callable) -> Callable:
     """DATA folder, its layout and colour handling."""
     command = click.option(
@@ -134,14 +156,7 @@ def engine_options(command: Callable) -> Callable:
             type=click.Path(path_type=Path, dir_okay=False),
             help="A checkpoint, run with the torch backend (default: the bundled demo model).",
         ),
-        click.option(
-            "--precision",
-            type=click.Choice(TORCH_CHOICES),
-            default="auto",
-            show_default=True,
-            help="With --model: autocast precision (auto: fp16 on a GPU; on a CPU bf16 "
-            "where it is native, else fp32).",
-        ),
+        precision_option("checkpoint", what="With --model: the autocast precision; "),
     ]
     for option in reversed(options):
         command = option(command)
@@ -238,14 +253,7 @@ def training_options(command: Callable) -> Callable:
             help="Choose the pixel threshold for best F1 or best IoU on the training images.",
         ),
         click.option("--seed", default=defaults.seed, show_default=True),
-        click.option(
-            "--precision",
-            type=click.Choice(TORCH_CHOICES),
-            default="auto",
-            show_default=True,
-            help="auto: on a CPU bf16 where it is native, else fp32; on a GPU bf16 "
-            "(fp16 where it lacks bf16).",
-        ),
+        precision_option("training"),
         click.option(
             "--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
         ),

@@ -28,15 +28,10 @@ from psicbatch.progress import progress_bar
 from psicbatch.run.files import DEFAULT_DECODE_SECONDS, DEFAULT_MAX_MIB, MIB, FileLimits
 from psicbatch.run.inputs import collect_inputs
 from psicbatch.run.job import resolved_sources
+from psicbatch.run.options import DEFAULT_BATCH_TIMEOUT, MASK_MODES, RunOptions
 from psicbatch.run.output import parts_directory
 from psicbatch.run.output_guard import REPORT, check_output
-from psicbatch.run.runner import (
-    DEFAULT_BATCH_TIMEOUT,
-    MASK_MODES,
-    RunOptions,
-    RunSummary,
-    run,
-)
+from psicbatch.run.runner import RunSummary, run
 from psicbatch.run.shutdown import Stopped, signals_stop
 
 EXIT_IMAGES_FAILED = 3

@@ -15,6 +15,7 @@ from psicbatch.commands.options import (
     Bounded,
     command_line,
     dataset_options,
+    precision_option,
     training_options,
     training_setup,
 )
@@ -22,10 +23,10 @@ from psicbatch.crossval import FoldEngine, cross_validate
 from psicbatch.data.layouts import LAYOUTS, read_dataset
 from psicbatch.data.memory import load_into_memory
 from psicbatch.data.synth import generate
+from psicbatch.devices import resolve_device
+from psicbatch.engines.registry import NAMES
 from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.evaluate import compare, evaluate
-from psicbatch.precision import CHOICES, TORCH_CHOICES
-from psicbatch.predict import resolve_device
 from psicbatch.progress import progress_bar
 from psicbatch.reports import evaluation_markdown, write_evaluation_report
 from psicbatch.train import Trainer
@@ -108,13 +109,7 @@ def train(
     help="Report folder.",
 )
 @click.option("--batch-size", type=AT_LEAST_ONE, default=8, show_default=True)
-@click.option(
-    "--precision",
-    type=click.Choice(TORCH_CHOICES),
-    default="auto",
-    show_default=True,
-    help="For a checkpoint: auto is fp16 on a GPU; on a CPU bf16 where it is native, else fp32.",
-)
+@precision_option("checkpoint", what="For a checkpoint: ")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--quiet", "-q", is_flag=True)
 def evaluate_command(
@@ -169,18 +164,12 @@ def evaluate_command(
 @click.option("--fold", "only_fold", type=int, help="Run only this fold (1-based).")
 @click.option(
     "--engine-backend",
-    type=click.Choice(["torch", "onnxruntime", "tensorrt"]),
+    type=click.Choice(NAMES),
     default="torch",
     show_default=True,
     help="Score each fold's model as this engine (built next to it).",
 )
-@click.option(
-    "--engine-precision",
-    type=click.Choice(CHOICES),
-    default="auto",
-    show_default=True,
-    help="The scored engine's precision.",
-)
+@precision_option("engine", "--engine-precision", "The scored engine's precision; ")
 @click.option(
     "--out",
     "-o",

@@ -7,21 +7,14 @@ opened on.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import torch
 
 from psicbatch.engines.base import Engine
 from psicbatch.engines.manifest import MANIFEST_NAME, Manifest, read_manifest
+from psicbatch.engines.registry import backend as registered_backend
 from psicbatch.errors import PsicbatchError
-
-_ENGINE_CLASSES = {
-    "torch": ("psicbatch.engines.torch_engine", "TorchEngine"),
-    "onnxruntime": ("psicbatch.engines.ort_engine", "OnnxRuntimeEngine"),
-    "openvino": ("psicbatch.engines.openvino_engine", "OpenVinoEngine"),
-    "tensorrt": ("psicbatch.engines.tensorrt_engine", "TensorRTEngine"),
-}
 
 
 def default_device() -> str:
@@ -30,12 +23,8 @@ def default_device() -> str:
 
 
 def engine_class(backend: str, where: object) -> type[Engine]:
-    if backend not in _ENGINE_CLASSES:
-        raise PsicbatchError(
-            f"{where}: unknown engine backend {backend!r}; known: {', '.join(_ENGINE_CLASSES)}"
-        )
-    module_name, class_name = _ENGINE_CLASSES[backend]
-    return getattr(importlib.import_module(module_name), class_name)
+    entry = registered_backend(backend, where)
+    return entry.load(entry.engine_class)
 
 
 def load_engine(directory: Path, device: str | None = None) -> Engine:

@@ -7,7 +7,6 @@ against the fp32 checkpoint, and only then move the folder into place.
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, replace
@@ -19,14 +18,15 @@ import torch
 from psicbatch import __version__
 from psicbatch.checkpoint import Checkpoint, file_sha256, load_checkpoint
 from psicbatch.engines import default_device, load_engine
-from psicbatch.engines.export import export_onnx_once
-from psicbatch.engines.image_sets import PARITY_COUNT, ImageSets, image_sets
+from psicbatch.engines.build_options import BuildOptions
+from psicbatch.engines.export import export_onnx
+from psicbatch.engines.image_sets import ImageSets, image_sets
 from psicbatch.engines.manifest import MANIFEST_NAME, Manifest
-from psicbatch.engines.parity import MIN_MASK_IOU, measure_parity, parity_problem
+from psicbatch.engines.parity import measure_parity, parity_problem
 from psicbatch.engines.quantize import quantize_int8
+from psicbatch.engines.registry import backend, installed_cpu_int8
 from psicbatch.engines.tuning import (
     TIMING_BATCH,
-    TUNE_SECONDS,
     Candidate,
     cpu_candidates,
     time_engine,
@@ -37,31 +37,6 @@ from psicbatch.errors import PsicbatchError
 from psicbatch.model import STRIDE
 from psicbatch.precision import SUPPORTED, choose_precision, cpu_auto, resolve_precision
 from psicbatch.versions import installed_versions
-
-BACKENDS = ("auto", "tensorrt", "openvino", "onnxruntime", "torch")
-# CPU int8 runtimes, fastest first (benchmarks/results/cpu-int8/).
-CPU_INT8_BACKENDS = ("openvino", "onnxruntime")
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    backend: str = "auto"
-    precision: str = "auto"
-    input_size: tuple[int, int] | None = None  # default: the checkpoint's training size
-    max_batch: int = 16
-    calib: Path | None = None
-    parity_images: Path | None = None  # default: held out of calib, else synthetic
-    parity_count: int = PARITY_COUNT
-    out: Path | None = None
-    dynamic_size: bool = True
-    threads: int = 0
-    compile: bool = False
-    workspace_gb: float = 4.0
-    cache_dir: Path | None = None  # TensorRT timing cache; default: beside the engine folder
-    check_parity: bool = True
-    min_mask_iou: float = MIN_MASK_IOU
-    tune: bool = True  # auto on a CPU: time the candidates (False: the rule of thumb)
-    tune_seconds: float = TUNE_SECONDS
 
 
 @dataclass(frozen=True)
@@ -92,8 +67,8 @@ def tensorrt_usable() -> bool:
 
 
 def cpu_int8_backend() -> str | None:
-    """The fastest CPU int8 runtime installed here, if any."""
-    return next((b for b in CPU_INT8_BACKENDS if importlib.util.find_spec(b) is not None), None)
+    """The fastest CPU int8 runtime installed here (benchmarks/results/cpu-int8/), if any."""
+    return next(iter(installed_cpu_int8()), None)
 
 
 def choose_engine(options: BuildOptions) -> Choice:
@@ -146,11 +121,15 @@ def choose_engine(options: BuildOptions) -> Choice:
 
 def build_precision(backend: str, precision: str, calib: Path | None) -> str:
     """The precision to build, for this machine's default device (the CPU for CPU-only
-    backends); int8 needs images."""
+    backends); int8 needs images, so ``auto`` without them is the backend's first float."""
     device = default_device()
     if torch.device(device).type not in SUPPORTED[backend]:
         device = "cpu"
+    requested = precision
     precision = resolve_precision(precision, backend, device)
+    if precision == "int8" and calib is None and requested == "auto":
+        supported = SUPPORTED[backend][torch.device(device).type]
+        precision = next(p for p in supported if p != "int8")
     if precision == "int8" and calib is None:
         raise PsicbatchError(
             "--precision int8 needs --calib DIR: a folder of representative images to "
@@ -180,8 +159,6 @@ def build_engine(checkpoint_path: Path, options: BuildOptions) -> tuple[Path, Ma
     """Build the chosen engine; an automatic int8 choice that fails parity builds its
     fallback instead, and the manifest says why."""
     checkpoint = load_checkpoint(checkpoint_path)
-    if options.max_batch < 1:
-        raise PsicbatchError(f"--max-batch must be at least 1, got {options.max_batch}")
     choice = choose_engine(options)
     size = engine_size(checkpoint, options.input_size)
     images = image_sets(
@@ -376,32 +353,25 @@ def _build_backend(
     staging: Path,
     images: ImageSets,
 ) -> dict[str, Any]:
-    if manifest.backend == "torch":
-        from psicbatch.engines.torch_engine import build_torch
-
-        return build_torch(checkpoint_path, staging, options.compile)
+    entry = backend(manifest.backend)
+    if not entry.from_onnx:
+        return entry.load(entry.builder)(checkpoint_path, staging, options.compile)
     size, max_batch = manifest.input_size, manifest.max_batch
     work = staging / "work"
     work.mkdir()
     try:
-        if manifest.backend in CPU_INT8_BACKENDS:
-            graph = export_onnx_once(
+        if entry.cpu_int8:
+            graph = export_onnx(
                 checkpoint,
-                manifest.checkpoint_sha256,
                 work / "fp32.onnx",
                 size,
                 max_batch,
                 options.dynamic_size,
+                checkpoint_sha256=manifest.checkpoint_sha256,
             )
             if manifest.precision == "int8":
                 graph = quantize_int8(graph, work / "int8.onnx", images.calibration, "u8")
-            if manifest.backend == "openvino":
-                from psicbatch.engines.openvino_engine import build_openvino
-
-                return build_openvino(graph, staging, options.threads)
-            from psicbatch.engines.ort_engine import build_onnxruntime
-
-            return build_onnxruntime(graph, staging, options.threads)
+            return entry.load(entry.builder)(graph, staging, options.threads)
         import tensorrt
 
         from psicbatch.engines.tensorrt_engine import (
@@ -412,14 +382,14 @@ def _build_backend(
 
         plan = precision_plan(tensorrt_major(tensorrt.__version__), manifest.precision)
         dtype = getattr(torch, plan.graph_dtype)
-        graph = export_onnx_once(
+        graph = export_onnx(
             checkpoint,
-            manifest.checkpoint_sha256,
             work / "model.onnx",
             size,
             max_batch,
             options.dynamic_size,
             dtype,
+            checkpoint_sha256=manifest.checkpoint_sha256,
         )
         if plan.quantize:
             graph = quantize_int8(graph, work / "int8.onnx", images.calibration, "s8")
@@ -436,11 +406,5 @@ def _build_backend(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _library_versions(backend: str) -> dict[str, str]:
-    names = {
-        "torch": ["torch"],
-        "onnxruntime": ["torch", "onnx", "onnxruntime"],
-        "openvino": ["torch", "onnx", "onnxruntime", "openvino"],
-        "tensorrt": ["torch", "onnx", "onnxruntime", "tensorrt"],
-    }[backend]
-    return {"psicbatch": __version__, **installed_versions(names)}
+def _library_versions(name: str) -> dict[str, str]:
+    return {"psicbatch": __version__, **installed_versions(backend(name).packages)}

@@ -41,8 +41,35 @@ def export_onnx(
     max_batch: int,
     dynamic_size: bool,
     dtype: torch.dtype = torch.float32,
+    checkpoint_sha256: str | None = None,
 ) -> Path:
-    """One self-contained ONNX file with dynamic batch (and size, in multiples of 8)."""
+    """One self-contained ONNX file with dynamic batch (and size, in multiples of 8).
+
+    With ``checkpoint_sha256`` the last graph this process exported is reused when the
+    same checkpoint and shapes come again: the export is the slow part of an ONNX-based
+    build (tens of seconds for the paper's network), and a tuned build turns the same
+    graph into up to four candidates."""
+    key = (checkpoint_sha256, tuple(input_size), max_batch, dynamic_size, dtype)
+    if checkpoint_sha256 is not None and _last_export.get("key") == key:
+        path.write_bytes(_last_export["graph"])  # type: ignore[arg-type]
+        return path
+    _export(checkpoint, path, input_size, max_batch, dynamic_size, dtype)
+    if checkpoint_sha256 is not None:
+        _last_export.update(key=key, graph=path.read_bytes())
+    return path
+
+
+_last_export: dict[str, object] = {}
+
+
+def _export(
+    checkpoint: Checkpoint,
+    path: Path,
+    input_size: tuple[int, int],
+    max_batch: int,
+    dynamic_size: bool,
+    dtype: torch.dtype,
+) -> None:
     from torch.export import Dim
 
     onnx = require_onnx()
@@ -69,32 +96,9 @@ def export_onnx(
             verbose=False,
         )
     onnx.checker.check_model(str(path), full_check=True)
-    return path
 
 
 _last_export: dict[str, object] = {}
-
-
-def export_onnx_once(
-    checkpoint: Checkpoint,
-    checkpoint_sha256: str,
-    path: Path,
-    input_size: tuple[int, int],
-    max_batch: int,
-    dynamic_size: bool,
-    dtype: torch.dtype = torch.float32,
-) -> Path:
-    """``export_onnx``, remembered for the last graph this process exported.
-
-    The export is the slow part of an ONNX-based build (tens of seconds for the paper's
-    network), and a tuned build turns the same graph into up to four candidates."""
-    key = (checkpoint_sha256, tuple(input_size), max_batch, dynamic_size, dtype)
-    if _last_export.get("key") == key:
-        path.write_bytes(_last_export["graph"])  # type: ignore[arg-type]
-        return path
-    export_onnx(checkpoint, path, input_size, max_batch, dynamic_size, dtype)
-    _last_export.update(key=key, graph=path.read_bytes())
-    return path
 
 
 def require_onnx() -> object:

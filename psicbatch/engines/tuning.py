@@ -11,7 +11,6 @@ started may end past it); candidates the budget does not reach are listed as ski
 
 from __future__ import annotations
 
-import importlib.util
 import statistics
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from psicbatch import hardware
+from psicbatch.engines.registry import BACKENDS, installed_cpu_int8
 from psicbatch.errors import PsicbatchError
 
 TUNE_SECONDS = 60.0
@@ -52,12 +52,15 @@ class Trial:
 def cpu_candidates(calibrated: bool) -> list[Candidate]:
     """What can run here, likely winners first (the budget may not reach the last):
     int8 with calibration images, torch bf16 where it is native, then the fp32 engines."""
-    installed = [b for b in ("openvino", "onnxruntime") if importlib.util.find_spec(b)]
-    candidates = [Candidate(b, "int8") for b in installed] if calibrated else []
+    int8 = installed_cpu_int8() if calibrated else []
+    candidates = [Candidate(b, "int8") for b in int8]
     if hardware.cpu_precisions().bf16:
         candidates.append(Candidate("torch", "bf16"))
-    candidates += [Candidate(b, "fp32") for b in ("onnxruntime", "torch", "openvino")]
-    return [c for c in candidates if c.backend == "torch" or c.backend in installed]
+    return candidates + [
+        Candidate(name, "fp32")
+        for name, entry in BACKENDS.items()
+        if "fp32" in entry.precisions.get("cpu", ()) and entry.installed()
+    ]
 
 
 def tune(

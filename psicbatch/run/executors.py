@@ -21,6 +21,7 @@ from typing import Any
 
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
+from psicbatch.run.options import RunOptions
 from psicbatch.run.shutdown import die_with_parent
 from psicbatch.run.worker import Rows, Task, Worker, available_cpus
 
@@ -32,7 +33,7 @@ ENGINE_OPEN_SECONDS = 300.0
 
 
 def local_results(
-    tasks: list[Task], spec: EngineSpec, options: Any, devices: list[str]
+    tasks: list[Task], spec: EngineSpec, options: RunOptions, devices: list[str]
 ) -> Iterator[BatchResult]:
     """(rows, stage seconds) of every batch in input order, from workers on this machine."""
     if len(devices) == 1:
@@ -68,7 +69,7 @@ def worker_environment(device: str, parent_mask: str | None = None) -> tuple[dic
 
 
 def _parallel_results(
-    tasks: list[Task], spec: EngineSpec, options: Any, devices: list[str]
+    tasks: list[Task], spec: EngineSpec, options: RunOptions, devices: list[str]
 ) -> Iterator[BatchResult]:
     context = multiprocessing.get_context("spawn")
     task_queue = context.Queue()
@@ -170,7 +171,7 @@ def receive(result_queue: Any, workers: list, timeout: float, waiting_for: str) 
 
 def _worker_main(
     spec: EngineSpec,
-    options: Any,
+    options: RunOptions,
     device: str,
     threads: int,
     task_queue: Any,

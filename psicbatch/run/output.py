@@ -36,30 +36,13 @@ from psicbatch.paths import path_from_bytes, readable_path
 from psicbatch.run.files import FileStamp, current_stamp
 from psicbatch.run.job import JobIdentity, check_same_job
 from psicbatch.run.output_guard import RESULTS, replace_checked
+from psicbatch.run.rows import SCHEMA
 
 SCHEMA_VERSION = 2
 METADATA_KEY = b"psicbatch"
 INDEX_COLUMN = "input_index"  # only in part files: the position in the input list
 KEY_COLUMN = "input_key"  # only in part files: the input's absolute path, as bytes
 
-SCHEMA = pa.schema(
-    [
-        pa.field("path", pa.string(), nullable=False),  # readable (invalid UTF-8 as U+FFFD)
-        pa.field("path_bytes", pa.binary(), nullable=False),  # the name exactly
-        pa.field("width", pa.int32()),
-        pa.field("height", pa.int32()),
-        pa.field("probability", pa.float32()),
-        pa.field("is_defect", pa.bool_()),
-        pa.field("mask", pa.struct([("size", pa.list_(pa.int32())), ("counts", pa.string())])),
-        pa.field("mask_area", pa.int64()),
-        pa.field(
-            "mask_bbox",
-            pa.struct([("x", pa.int32()), ("y", pa.int32()), ("w", pa.int32()), ("h", pa.int32())]),
-        ),
-        pa.field("seg_max", pa.float32()),
-        pa.field("error", pa.string()),
-    ]
-)
 # Part files also record which version of each file was read, for --resume.
 STAMP_COLUMNS = ("file_size", "file_mtime_ns")
 PART_SCHEMA = pa.schema(

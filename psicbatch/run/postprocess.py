@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from psicbatch.paths import path_bytes, readable_path
 from psicbatch.preprocess import resize_probabilities
 from psicbatch.run import rle
+from psicbatch.run.rows import ResultRow
 
 
 @dataclass
@@ -36,7 +36,7 @@ class MaskSummary:
     masks: dict[int, np.ndarray] = field(default_factory=dict)  # non-empty, column-major flat
 
 
-def summarize(
+def summarize_masks(
     probabilities: torch.Tensor,
     segmentation: torch.Tensor,
     sizes: list[tuple[int, int]],
@@ -124,31 +124,19 @@ def result_rows(
         is_defect = bool(probability >= classification_threshold)
         flat = summary.masks.get(image) if is_defect or not gated else None
         x, y, w, h = (int(v) for v in summary.bbox[image])
-        rows.append(
-            {
-                "input_index": index,
-                "path": readable_path(path),
-                "path_bytes": path_bytes(path),
-                "width": width,
-                "height": height,
-                "probability": float(probability),
-                "is_defect": is_defect,
-                "mask": rle.empty((height, width))
-                if flat is None
-                else rle.encode_column_major(flat, (height, width)),
-                "mask_area": 0 if flat is None else int(summary.area[image]),
-                "mask_bbox": None if flat is None else {"x": x, "y": y, "w": w, "h": h},
-                "seg_max": float(summary.seg_max[image]),
-                "error": None,
-            }
+        row = ResultRow.for_file(
+            index,
+            path,
+            width=width,
+            height=height,
+            probability=float(probability),
+            is_defect=is_defect,
+            mask=rle.empty((height, width))
+            if flat is None
+            else rle.encode_column_major(flat, (height, width)),
+            mask_area=0 if flat is None else int(summary.area[image]),
+            mask_bbox=None if flat is None else {"x": x, "y": y, "w": w, "h": h},
+            seg_max=float(summary.seg_max[image]),
         )
+        rows.append(row.as_dict())
     return rows
-
-
-def error_row(index: int, path: Path, message: str) -> dict[str, Any]:
-    return {
-        "input_index": index,
-        "path": readable_path(path),
-        "path_bytes": path_bytes(path),
-        "error": message,
-    }

@@ -18,6 +18,7 @@ import pyarrow as pa
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import path_bytes, path_from_bytes
+from psicbatch.run.options import RunOptions
 from psicbatch.run.output import KEY_COLUMN, PART_SCHEMA
 from psicbatch.run.worker import Task, Worker
 
@@ -28,7 +29,7 @@ RAY_SCHEMA = PART_SCHEMA.remove(PART_SCHEMA.get_field_index(KEY_COLUMN))
 def ray_results(
     tasks: list[Task],
     spec: EngineSpec,
-    options: Any,
+    options: RunOptions,
     devices: list[str],
     address: str | None = None,
 ) -> Iterator[tuple[list[dict[str, Any]], dict[str, float]]]:

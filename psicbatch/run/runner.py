@@ -8,7 +8,6 @@ background writer, and records in the results file the engine as it actually ran
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,36 +18,15 @@ from typing import Any
 from psicbatch import __version__
 from psicbatch.engines import default_device
 from psicbatch.engines.spec import EngineSpec, describe_engine
-from psicbatch.errors import PsicbatchError
 from psicbatch.paths import input_key
 from psicbatch.run.decode import decoder_name
 from psicbatch.run.executors import local_results
-from psicbatch.run.files import FileLimits
 from psicbatch.run.job import JobIdentity
+from psicbatch.run.options import RunOptions
 from psicbatch.run.output import KEY_COLUMN, SCHEMA_VERSION, ResultsOutput, parts_directory
 from psicbatch.run.output_guard import RESULTS, check_output
 
 FLUSH_SECONDS = 10.0
-MASK_MODES = ("gated", "all")
-DEFAULT_BATCH_TIMEOUT = 600.0
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    out: Path
-    batch_size: int = 8
-    workers: int = 1  # worker processes: in all on the CPU, per GPU with devices
-    devices: tuple[str, ...] = ()  # "cpu" or "cuda:N"; empty: the first GPU, else the CPU
-    decoder: str = "auto"
-    threshold: float | None = None  # overrides the engine's image threshold
-    masks: str = "gated"  # gated: masks only for images judged defective; all: every mask
-    resume: bool = False
-    overwrite: bool = False  # replace an earlier psicbatch results file at ``out``
-    sources: tuple[str, ...] = ()  # resolved sources, the job's identity (job.resolved_sources)
-    list_file: Path | None = None  # never overwritten by ``out``
-    part_rows: int = 1024
-    batch_timeout: float = DEFAULT_BATCH_TIMEOUT
-    limits: FileLimits = field(default_factory=FileLimits)  # per file: bytes, decode seconds
 
 
 def worker_devices(options: RunOptions) -> list[str]:
@@ -105,17 +83,6 @@ def run(
     in batch order; the default runs local workers, ``ray_executor.ray_results`` a Ray
     cluster.
     """
-    if options.batch_size < 1 or options.workers < 1:
-        raise PsicbatchError("--batch-size and --workers must be at least 1")
-    if options.masks not in MASK_MODES:
-        raise PsicbatchError(f"--masks must be one of {', '.join(MASK_MODES)}")
-    seconds = (options.batch_timeout, options.limits.decode_seconds)
-    if not all(math.isfinite(s) and s > 0 for s in seconds):
-        raise PsicbatchError("--batch-timeout and --decode-timeout must be positive and finite")
-    if options.limits.max_bytes < 1:
-        raise PsicbatchError("--max-file-size must be positive")
-    if options.threshold is not None and not 0 <= options.threshold <= 1:  # NaN fails too
-        raise PsicbatchError(f"--threshold must lie in [0, 1], got {options.threshold}")
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     clock = time.monotonic()
     keys = [input_key(path) for path in paths]
@@ -150,58 +117,78 @@ def run(
         if manifest["selection"]:
             summary.engine += f" ({manifest['selection']})"
         results = (executor or local_results)(tasks, spec, options, devices)
-        pending: list[dict[str, Any]] = []
-        last_flush = first_batch_done = time.monotonic()
-        try:
-            for batch_number, (rows, times) in enumerate(results):
-                if batch_number == 0:
-                    first_batch_done = time.monotonic()
-                else:
-                    summary.steady_images += len(rows)
-                for row in rows:
-                    row[KEY_COLUMN] = keys[row["input_index"]]
-                pending += rows
-                summary.add(rows)
-                summary.add_times(times)
-                if (
-                    len(pending) >= options.part_rows
-                    or time.monotonic() - last_flush > FLUSH_SECONDS
-                ):
-                    output.write(pending)
-                    pending, last_flush = [], time.monotonic()
-                if on_rows is not None:
-                    on_rows(summary)
-        finally:  # rows already computed are saved even when the run stops
-            close = getattr(results, "close", None)
-            if close is not None:
-                close()  # stops the workers at once when the run stops early
-            output.write(pending)
-        output.finish(
-            {
-                "schema_version": SCHEMA_VERSION,
-                "psicbatch_version": __version__,
-                "checkpoint_sha256": engine_info["checkpoint_sha256"],
-                "engine": engine_info["manifest"],
-                "devices": engine_info["devices"],
-                "thresholds": engine_info["thresholds"],
-                "decoder": engine_info["decoder"],
-                "masks": options.masks,
-                "inputs": len(paths),
-                "resumed": {
-                    "kept": summary.skipped,
-                    "recomputed": summary.recomputed,
-                    "dropped": summary.dropped,
-                }
-                if options.resume
-                else None,
-                "started_at": started_at,
-                "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            }
-        )
+        first_batch_done = _save_results(results, keys, output, summary, options, on_rows)
+        output.finish(_metadata(engine_info, options, summary, len(paths), started_at))
         summary.add_times({"write": output.write_seconds})
         summary.steady_seconds = time.monotonic() - first_batch_done
         summary.seconds = time.monotonic() - clock
     return summary
+
+
+def _save_results(
+    results: Any,
+    keys: list[bytes],
+    output: ResultsOutput,
+    summary: RunSummary,
+    options: RunOptions,
+    on_rows: Callable[[RunSummary], None] | None,
+) -> float:
+    """Write every batch's rows as they arrive (in parts, so a stopped run keeps them);
+    returns when the first batch was done, where steady throughput starts."""
+    pending: list[dict[str, Any]] = []
+    last_flush = first_batch_done = time.monotonic()
+    try:
+        for batch_number, (rows, times) in enumerate(results):
+            if batch_number == 0:
+                first_batch_done = time.monotonic()
+            else:
+                summary.steady_images += len(rows)
+            for row in rows:
+                row[KEY_COLUMN] = keys[row["input_index"]]
+            pending += rows
+            summary.add(rows)
+            summary.add_times(times)
+            if len(pending) >= options.part_rows or time.monotonic() - last_flush > FLUSH_SECONDS:
+                output.write(pending)
+                pending, last_flush = [], time.monotonic()
+            if on_rows is not None:
+                on_rows(summary)
+    finally:  # rows already computed are saved even when the run stops
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()  # stops the workers at once when the run stops early
+        output.write(pending)
+    return first_batch_done
+
+
+def _metadata(
+    engine_info: dict[str, Any],
+    options: RunOptions,
+    summary: RunSummary,
+    inputs: int,
+    started_at: str,
+) -> dict[str, Any]:
+    """The results file's metadata: the engine as it ran, and how the run went."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "psicbatch_version": __version__,
+        "checkpoint_sha256": engine_info["checkpoint_sha256"],
+        "engine": engine_info["manifest"],
+        "devices": engine_info["devices"],
+        "thresholds": engine_info["thresholds"],
+        "decoder": engine_info["decoder"],
+        "masks": options.masks,
+        "inputs": inputs,
+        "resumed": {
+            "kept": summary.skipped,
+            "recomputed": summary.recomputed,
+            "dropped": summary.dropped,
+        }
+        if options.resume
+        else None,
+        "started_at": started_at,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def describe_run(spec: EngineSpec, options: RunOptions, devices: list[str]) -> dict[str, Any]:

@@ -21,7 +21,9 @@ import torch
 
 from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.run.decode import DecodedBatch, make_decoder
-from psicbatch.run.postprocess import error_row, result_rows, summarize
+from psicbatch.run.options import RunOptions
+from psicbatch.run.postprocess import result_rows, summarize_masks
+from psicbatch.run.rows import error_row
 from psicbatch.run.stages import staged
 
 Task = tuple[int, list[tuple[int, Path]]]  # batch number, [(input index, path)]
@@ -37,8 +39,8 @@ def available_cpus() -> int:
 
 
 @dataclass
-class Inferred:
-    """A batch between the inference and post-processing stages."""
+class InFlightBatch:
+    """One batch on its way through the stages: decoded, inferred, then rows."""
 
     task: Task
     decoded: DecodedBatch
@@ -51,7 +53,9 @@ class Inferred:
 
 
 class Worker:
-    def __init__(self, spec: EngineSpec, options: Any, device: str, threads: int | None) -> None:
+    def __init__(
+        self, spec: EngineSpec, options: RunOptions, device: str, threads: int | None
+    ) -> None:
         if threads is not None:
             torch.set_num_threads(threads)
         self.device = torch.device(device)
@@ -92,12 +96,12 @@ class Worker:
         """One batch, stage after stage (for executors that hand out single batches)."""
         return self._finish(self._infer(self._decode((0, items)))).rows
 
-    def _decode(self, task: Task) -> Inferred:
+    def _decode(self, task: Task) -> InFlightBatch:
         began = time.perf_counter()
         decoded = self.decoder.decode([path for _, path in task[1]])
-        return Inferred(task, decoded, {"decode+preprocess": time.perf_counter() - began})
+        return InFlightBatch(task, decoded, {"decode+preprocess": time.perf_counter() - began})
 
-    def _infer(self, batch: Inferred) -> Inferred:
+    def _infer(self, batch: InFlightBatch) -> InFlightBatch:
         """Upload and run the engine; on GPUs only launches work, recording an event."""
         began = time.perf_counter()
         images = batch.decoded.images
@@ -126,7 +130,7 @@ class Worker:
         batch.times["in series"] = time.perf_counter() - began - engine_seconds
         return batch
 
-    def _finish(self, batch: Inferred) -> Inferred:
+    def _finish(self, batch: InFlightBatch) -> InFlightBatch:
         """Masks, RLE and rows for one batch, on the post-processing stream."""
         began = time.perf_counter()
         items = batch.task[1]
@@ -144,7 +148,7 @@ class Worker:
                 if self.post_stream
                 else contextlib.nullcontext()
             ):
-                summary = summarize(
+                summary = summarize_masks(
                     batch.probabilities, batch.segmentation, batch.decoded.sizes, self.seg_threshold
                 )
             if batch.done is not None:  # the GPU's own time for the engine, now known

@@ -1,4 +1,5 @@
-"""Batched forward passes on in-memory uint8 images: probabilities for both outputs."""
+"""Batched forward passes on images already in memory (uint8 tensors): training's
+threshold search and studies. Not the run path, which goes through engines."""
 
 from __future__ import annotations
 
@@ -9,12 +10,6 @@ import torch
 from psicbatch.model import PSICNet
 from psicbatch.precision import autocast
 from psicbatch.preprocess import Preprocessing, normalize
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def predict_batches(

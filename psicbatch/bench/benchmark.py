@@ -1,0 +1,248 @@
+"""The benchmark run: every size x batch engine-only, end to end, host ceiling and
+baseline, on one device, in one run (the report is a dict written as JSON; its markdown is
+``bench.markdown``)."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from psicbatch.bench.machine import faster_configuration_advice, machine, memory_peak
+from psicbatch.bench.measurements import (
+    decode_only,
+    end_to_end,
+    engine_ceiling,
+    engine_only,
+    host_ceiling,
+    research_baseline,
+)
+from psicbatch.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, untrained_checkpoint
+from psicbatch.data.images import image_files
+from psicbatch.data.synth import generate
+from psicbatch.engines import Engine, default_device, load_engine
+from psicbatch.engines.null_engine import NULL_OUTPUTS
+from psicbatch.engines.spec import EngineSpec, open_engine
+from psicbatch.model import ModelConfig, count_flops
+
+SIZE_PRESETS = {"ksdd": (1408, 512), "ksdd2": (640, 232), "dagm": (512, 512)}
+TARGET_SECONDS = (1.0, 2.0)  # the industrial per-image budget the paper cites
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    sizes: tuple[tuple[str, tuple[int, int]], ...]
+    batches: tuple[int, ...]
+    seconds: float = 20.0
+    baseline: bool = True
+    images: Path | None = None
+    end_to_end: bool = True
+    host_ceiling: bool = True
+    host_batch: int = 32
+
+
+def random_checkpoint(width: float, folder: Path) -> Path:
+    """An untrained checkpoint of the given width: cost, not accuracy, is what is measured."""
+    path = folder / f"random-width-{width}.pt"
+    save_checkpoint(untrained_checkpoint(ModelConfig(width=width)), path)
+    return path
+
+
+def run_benchmark(
+    plan: BenchPlan,
+    checkpoint_path: Path | None,
+    engine_dir: Path | None,
+    precision: str,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Measure every size x batch, the baseline per size and the ceiling, in one run."""
+    device = default_device()  # engine-only, end to end, baseline and host: all on this one
+    template = load_engine(engine_dir, device) if engine_dir is not None else None
+    checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path is not None else None
+    results, baselines, end_to_end_results, host = [], {}, {}, []
+    ceiling = None
+    for name, size in plan.sizes:
+        spec = EngineSpec(checkpoint=checkpoint_path, precision=precision, input_size=size)
+        engine = template or open_engine(spec, device, max(plan.batches))
+        gflop = count_flops(ModelConfig(**engine.manifest.model), *size) / 1e9
+        if ceiling is None:
+            manifest = engine.manifest
+            ceiling = engine_ceiling(
+                manifest.backend, manifest.precision, device, seconds=min(6.0, plan.seconds)
+            )
+            chosen = engine.manifest
+        for batch in plan.batches:
+            measured = engine_only(engine, size, batch, plan.seconds)
+            achieved = measured.throughput * gflop
+            results.append(
+                {
+                    "size_name": name,
+                    "size": list(size),
+                    "batch": batch,
+                    "backend": engine.manifest.backend,
+                    "precision": engine.manifest.precision,
+                    "gflop_per_image": gflop,
+                    **measured.to_dict(),
+                    "seconds_per_image": 1 / measured.throughput if measured.throughput else None,
+                    "achieved_gflops": achieved,
+                    "ceiling_share": achieved / ceiling["gflops"],
+                }
+            )
+            if progress:
+                progress(f"{name} batch {batch}: {measured.throughput:.2f} images/s")
+        if plan.end_to_end:
+            end_to_end_results[name] = _end_to_end(
+                results[-len(plan.batches) :],
+                engine,
+                checkpoint_path,
+                engine_dir,
+                precision,
+                size,
+                plan,
+                device,
+            )
+            if progress:
+                e2e = end_to_end_results[name]
+                progress(
+                    f"{name} end to end (batch {e2e['batch']}): "
+                    f"{e2e['throughput_items_per_s']:.2f} images/s"
+                )
+        if plan.host_ceiling:
+            with tempfile.TemporaryDirectory() as folder:
+                for outputs in NULL_OUTPUTS:
+                    host.append(
+                        host_ceiling(
+                            size,
+                            outputs,
+                            plan.host_batch,
+                            min(10.0, plan.seconds / 2),
+                            device,
+                            Path(folder) / outputs,
+                        )
+                    )
+                    if progress:
+                        progress(
+                            f"{name} host ceiling, {outputs} outputs: "
+                            f"{host[-1]['throughput_items_per_s']:.0f} images/s"
+                        )
+        if plan.baseline and checkpoint is not None:
+            baselines[name] = _baseline(checkpoint, size, plan, device)
+            if progress:
+                progress(
+                    f"{name} baseline: {baselines[name]['throughput_items_per_s']:.2f} images/s"
+                )
+    return {
+        "machine": machine(),
+        "engine": {
+            "backend": chosen.backend,
+            "precision": chosen.precision,
+            "selection": chosen.selection,
+            "advice": faster_configuration_advice(chosen, device),
+        },
+        "ceiling": ceiling,
+        "results": results,
+        "baseline": baselines,
+        "end_to_end": end_to_end_results,
+        "host_ceiling": host,
+        "summary": _summary(results, baselines, end_to_end_results),
+        "memory_peak": memory_peak(),
+    }
+
+
+def _end_to_end(
+    measured: list[dict],
+    engine: Engine,
+    checkpoint_path: Path | None,
+    engine_dir: Path | None,
+    precision: str,
+    size: tuple[int, int],
+    plan: BenchPlan,
+    device: str,
+) -> dict[str, Any]:
+    """The run path at the batch size the engine did best with, on enough images for
+    about half the measurement time (at least three batches), next to the run's decoder
+    alone on the same files."""
+    best = max(measured, key=lambda r: r["throughput_items_per_s"])
+    batch = best["batch"]
+    count = int(min(400, max(3 * batch, best["throughput_items_per_s"] * plan.seconds / 2)))
+    spec = EngineSpec(
+        engine_dir=engine_dir,
+        checkpoint=checkpoint_path,
+        precision=precision,
+        input_size=None if engine_dir else size,
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        files = (
+            image_files(plan.images)[:count]
+            if plan.images
+            else generate(Path(folder) / "images", count, size, defect_rate=0.3, seed=2)
+        )
+        result = end_to_end(spec, files, batch, Path(folder), device)
+        decoding = decode_only(files, engine.manifest.engine_preprocessing(), batch, device)
+    result["share_of_engine_only"] = (
+        result["throughput_items_per_s"] / best["throughput_items_per_s"]
+    )
+    result["decode_only_items_per_s"] = decoding["throughput_items_per_s"]
+    result["share_of_decode_only"] = (
+        result["throughput_items_per_s"] / decoding["throughput_items_per_s"]
+    )
+    return result
+
+
+def _baseline(
+    checkpoint: Checkpoint, size: tuple[int, int], plan: BenchPlan, device: str
+) -> dict[str, Any]:
+    if plan.images is not None:
+        files = image_files(plan.images)[:32]
+        return research_baseline(checkpoint, files, size, plan.seconds, device).to_dict()
+    with tempfile.TemporaryDirectory() as folder:
+        files = generate(Path(folder), 8, size, defect_rate=0.5, seed=1)
+        return research_baseline(checkpoint, files, size, plan.seconds, device).to_dict()
+
+
+def _summary(
+    results: list[dict], baselines: dict[str, dict], end_to_end: dict[str, dict]
+) -> list[dict[str, Any]]:
+    """Per size: best engine throughput, batch-1 latency, speedup and verdict."""
+    rows = []
+    for name in dict.fromkeys(r["size_name"] for r in results):
+        mine = [r for r in results if r["size_name"] == name]
+        best = max(mine, key=lambda r: r["throughput_items_per_s"])
+        single = next((r for r in mine if r["batch"] == 1), None)
+        latency = single["latency_per_call"]["p50"] / 1000 if single else best["seconds_per_image"]
+        base = baselines.get(name, {}).get("throughput_items_per_s")
+        rows.append(
+            {
+                "size_name": name,
+                "size": best["size"],
+                "best_images_per_s": best["throughput_items_per_s"],
+                "best_batch": best["batch"],
+                "latency_s_per_image": latency,
+                "ceiling_share": best["ceiling_share"],
+                "baseline_images_per_s": base,
+                "speedup_vs_baseline": best["throughput_items_per_s"] / base if base else None,
+                "end_to_end_images_per_s": end_to_end.get(name, {}).get("throughput_items_per_s"),
+                "end_to_end_share": end_to_end.get(name, {}).get("share_of_engine_only"),
+                "verdict": _verdict(latency),
+            }
+        )
+    return rows
+
+
+STAGES = ("decode+preprocess", "in series", "inference", "postprocess", "write")
+
+
+def engine_busy(result: dict[str, Any]) -> float:
+    """Share of an end-to-end run's time the engine was computing, from that run alone."""
+    inference = result["stage_seconds_per_image"].get("inference", 0.0)
+    return result["throughput_items_per_s"] * inference
+
+
+def _verdict(seconds: float) -> str:
+    low, high = TARGET_SECONDS
+    if seconds <= low:
+        return f"meets the {low:g} s target"
+    if seconds <= high:
+        return f"meets the {high:g} s target"
+    return f"misses the {high:g} s target"

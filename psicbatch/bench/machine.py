@@ -1,0 +1,86 @@
+"""The machine a benchmark ran on, and what is known to run faster on it."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from psicbatch import __version__
+from psicbatch.engines import Manifest
+from psicbatch.engines.registry import BACKENDS, all_packages
+from psicbatch.hardware import cpu_precisions
+from psicbatch.precision import cpu_auto
+from psicbatch.versions import installed_versions
+
+BENCH_LIBRARIES = ("numpy", "pillow", "pyarrow", "nvidia-dali-cuda120", *all_packages())
+
+
+def memory_peak() -> dict[str, float | None]:
+    """Peak resident memory of this process (and of the GPU, where one is used), in MiB."""
+    import resource
+
+    peak = {"host_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    peak["gpu_mib"] = (
+        torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    )
+    return peak
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "cpu": cpu,
+        "isa": cpu_precisions().describe(),
+        "cores": os.cpu_count(),
+        "gpu": gpu,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "psicbatch": __version__,
+        "libraries": installed_versions(BENCH_LIBRARIES),
+    }
+
+
+def faster_configuration_advice(manifest: Manifest, device: str) -> str | None:
+    """A configuration faster on this machine than the one measured, where one is known:
+    torch's native precision here, or the fastest engine of a measured build's table."""
+    if device != "cpu":
+        return None
+    if manifest.backend == "torch" and manifest.precision != cpu_auto().precision:
+        best = cpu_auto()
+        return (
+            f"--precision {best.precision} is faster than {manifest.precision} here ({best.reason})"
+        )
+    timed = [t for t in manifest.tuning or [] if t.get("seconds_per_image")]
+    if timed:
+        fastest = min(timed, key=lambda t: t["seconds_per_image"])
+        if (fastest["backend"], fastest["precision"]) != (manifest.backend, manifest.precision):
+            return (
+                f"{fastest['backend']} {fastest['precision']} was the fastest engine measured "
+                "when this engine was built (build-engine --backend auto --precision auto)"
+            )
+        return None
+    if manifest.backend == "torch":
+        others = [
+            name
+            for name, entry in BACKENDS.items()
+            if name != "torch" and "cpu" in entry.precisions and entry.installed()
+        ]
+        if others:
+            return (
+                "not measured: a built engine may be faster on this CPU "
+                f"({' and '.join(others)} are installed); 'psicbatch build-engine MODEL' "
+                "times every candidate here and keeps the fastest"
+            )
+    return None

@@ -1,0 +1,187 @@
+"""The benchmark report as markdown: one table definition per section."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psicbatch.bench.benchmark import STAGES, engine_busy
+from psicbatch.reports import markdown_table
+
+STAGE_HEADER = " / ".join(STAGES)
+
+
+END_TO_END_COLUMNS = (
+    "size | batch | device | images | images/s | share of engine-only | engine busy | "
+    f"decoding alone, images/s (share) | decoder | ms/image: {STAGE_HEADER} | bounded by"
+).split(" | ")
+HOST_COLUMNS = (
+    f"size | outputs | batch | device | images | images/s | ms/image: {STAGE_HEADER} | bounded by"
+).split(" | ")
+
+
+def _end_to_end_row(name: str, e: dict[str, Any]) -> list[Any]:
+    decoding = (
+        f"{e['decode_only_items_per_s']:.1f} ({100 * e['share_of_decode_only']:.0f}%)"
+        if "decode_only_items_per_s" in e
+        else "-"
+    )
+    return [
+        name,
+        e["batch"],
+        e.get("device", "-"),
+        e["images"],
+        f"{e['throughput_items_per_s']:.3f}",
+        f"{100 * e['share_of_engine_only']:.0f}%",
+        f"{100 * engine_busy(e):.0f}%",
+        decoding,
+        e["decoder"],
+        _stage_ms(e),
+        e.get("bounded_by") or "-",
+    ]
+
+
+def _host_row(h: dict[str, Any]) -> list[Any]:
+    return [
+        f"{h['size'][0]}x{h['size'][1]}",
+        h["outputs"],
+        h["batch"],
+        h["device"],
+        h["images"],
+        f"{h['throughput_items_per_s']:.0f}",
+        _stage_ms(h),
+        h.get("bounded_by") or "-",
+    ]
+
+
+def _stage_ms(result: dict[str, Any]) -> str:
+    per_image = result["stage_seconds_per_image"]
+    return " / ".join(f"{1000 * per_image.get(stage, 0.0):.2f}" for stage in STAGES)
+
+
+def _engine_lines(engine: dict[str, Any] | None) -> list[str]:
+    if engine is None:  # reports written before the engine was recorded
+        return []
+    why = f" ({engine['selection']})" if engine["selection"] else ""
+    lines = [f"Engine: {engine['backend']} {engine['precision']}{why}."]
+    if engine["advice"]:
+        lines.append(f"Faster here: {engine['advice']}.")
+    return lines
+
+
+def _unit(ceiling: dict[str, Any]) -> str:
+    return "GOP/s" if str(ceiling["precision"]).startswith("int8") else "GFLOP/s"
+
+
+def markdown(report: dict[str, Any], command: str) -> str:
+    m, c = report["machine"], report["ceiling"]
+    lines = [
+        "# psicbatch benchmark",
+        "",
+        f"Machine: {m['cpu']} ({m.get('isa', 'ISA not recorded')}), {m['cores']} cores, "
+        f"GPU: {m['gpu'] or 'none'}; torch {m['torch']}, psicbatch {m['psicbatch']}.",
+        *_engine_lines(report.get("engine")),
+        f"Ceiling measured in the same run: {c['gflops']:.0f} {_unit(c)} ({c['precision']} "
+        f"{c['size']}x{c['size']} matrix product). Peak memory: "
+        f"{report['memory_peak']['host_mib']:.0f} MiB.",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        "## Per size",
+        "",
+    ]
+    lines += markdown_table(
+        [
+            "size",
+            "best images/s (batch)",
+            "latency s/image (batch 1, p50)",
+            "share of ceiling",
+            "baseline images/s",
+            "speedup",
+            "verdict",
+        ],
+        [
+            [
+                f"{s['size_name']} ({s['size'][0]}x{s['size'][1]})",
+                f"{s['best_images_per_s']:.3f} ({s['best_batch']})",
+                f"{s['latency_s_per_image']:.3f}",
+                f"{100 * s['ceiling_share']:.0f}%",
+                f"{s['baseline_images_per_s']:.3f}" if s["baseline_images_per_s"] else "-",
+                f"{s['speedup_vs_baseline']:.2f}x" if s["speedup_vs_baseline"] else "-",
+                s["verdict"],
+            ]
+            for s in report["summary"]
+        ],
+    )
+    if any(row["ceiling_share"] > 1 for row in report["summary"]):
+        lines += [
+            "",
+            "A share above 100% means the model's convolutions ran faster than the "
+            "matrix product: that product is a lower bound of the machine's peak here, "
+            "not the peak itself.",
+        ]
+    if report.get("end_to_end"):
+        lines += ["", "## End to end (`psicbatch run` path)", ""]
+        lines += markdown_table(
+            END_TO_END_COLUMNS, [_end_to_end_row(n, e) for n, e in report["end_to_end"].items()]
+        )
+        lines += [
+            "",
+            "Decoding, inference and post-processing run in threads of their own, on "
+            "different batches at once, and Parquet is written in another; the stage times "
+            "add up to more than the wall time when they overlap. 'in series' is the work "
+            "the inference thread does besides the engine (the upload). 'engine busy' is the "
+            "share of the run's time the engine was computing, measured within the run "
+            "itself (images/s x inference s/image): unlike the share of engine-only, which "
+            "compares with a measurement taken minutes earlier, machine drift cannot move it.",
+        ]
+    if report.get("host_ceiling"):
+        lines += ["", "## Host ceiling (null engine, decoding excluded)", ""]
+        lines += markdown_table(HOST_COLUMNS, [_host_row(h) for h in report["host_ceiling"]])
+        lines += [
+            "",
+            "The whole run path with an engine that returns ready outputs at once and a "
+            "decoder that hands out one ready batch (as when the GPU decodes): what the host "
+            "side can feed, whatever the accelerator. Outputs: clean = every image defect-free;"
+            " defects = one image in ten with a thin crack-like defect; noisy = an untrained "
+            "network's kind of output (a random field at 1/8 resolution, about half of the "
+            "pixels above threshold).",
+        ]
+    lines += ["", "## Engine only, every configuration", ""]
+    lines += markdown_table(
+        [
+            "size",
+            "batch",
+            "backend",
+            "precision",
+            "GFLOP/image",
+            "images/s",
+            "p50 ms",
+            "p99 ms",
+            "GFLOP/s",
+            "stable",
+        ],
+        [
+            [
+                r["size_name"],
+                r["batch"],
+                r["backend"],
+                r["precision"],
+                f"{r['gflop_per_image']:.1f}",
+                f"{r['throughput_items_per_s']:.3f}",
+                f"{r['latency_per_call']['p50']:.1f}",
+                f"{r['latency_per_call']['p99']:.1f}",
+                f"{r['achieved_gflops']:.0f}",
+                "yes" if r["stable"] else "no",
+            ]
+            for r in report["results"]
+        ],
+    )
+    lines += [
+        "",
+        "Latencies are per call (one batch); the baseline is PIL decoding plus torch fp32 eager "
+        "inference, one image at a time, as research code runs it.",
+        "",
+    ]
+    return "\n".join(lines)
