@@ -106,16 +106,28 @@ def timed_command(*args: object) -> float:
 
 
 def run_end_to_end(work: Path, count: int) -> list[dict[str, Any]]:
-    """``psicbatch run`` on 1408x512 PNG files: the default and every explicit precision."""
+    """``psicbatch run`` on 1408x512 PNG files: the default and every explicit precision,
+    two rounds in turn (the first round also warms the file cache), the faster of each."""
     generate(work / "ksdd-like", count, (1408, 512), defect_rate=0.2, seed=3)
     images = work / "ksdd-like" / "images"
-    rows = []
-    for precision in ("default", "fp32", "bf16"):
-        extra = [] if precision == "default" else ["--precision", precision]
-        out = work / f"run-{precision}.parquet"
-        seconds = timed_command("run", images, "--out", out, "-q", *extra)
-        rows.append({"precision": precision, "seconds": seconds, "images_per_s": count / seconds})
-    return rows
+    precisions = ("default", "fp32", "bf16")
+    rounds: dict[str, list[float]] = {p: [] for p in precisions}
+    for _ in range(2):
+        for precision in precisions:
+            extra = [] if precision == "default" else ["--precision", precision]
+            out = work / f"run-{precision}.parquet"
+            rounds[precision].append(
+                timed_command("run", images, "--out", out, "--overwrite", "-q", *extra)
+            )
+    return [
+        {
+            "precision": precision,
+            "seconds": min(times),
+            "rounds": times,
+            "images_per_s": count / min(times),
+        }
+        for precision, times in rounds.items()
+    ]
 
 
 def train_default_vs_fp32(work: Path) -> list[dict[str, Any]]:
@@ -175,9 +187,14 @@ def markdown(report: dict[str, Any], command: str) -> str:
     )
     lines += ["", "## `psicbatch run` on 1408x512 PNG files (demo model, whole command)", ""]
     lines += markdown_table(
-        ["--precision", "seconds", "images/s"],
+        ["--precision", "seconds (faster of two rounds)", "rounds", "images/s"],
         [
-            [r["precision"], f"{r['seconds']:.1f}", f"{r['images_per_s']:.1f}"]
+            [
+                r["precision"],
+                f"{r['seconds']:.1f}",
+                " / ".join(f"{t:.1f}" for t in r["rounds"]),
+                f"{r['images_per_s']:.1f}",
+            ]
             for r in report["run"]
         ],
     )

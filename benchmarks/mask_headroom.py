@@ -31,10 +31,10 @@ from psicbatch.data.layouts import read_dataset  # noqa: E402
 from psicbatch.data.memory import load_into_memory  # noqa: E402
 from psicbatch.memory_inference import predict_batches  # noqa: E402
 from psicbatch.metrics import mask_iou  # noqa: E402
+from psicbatch.pixel_threshold import choose_pixel_threshold, pixel_histograms  # noqa: E402
 from psicbatch.precision import resolve_precision  # noqa: E402
 from psicbatch.preprocess import resize_probabilities  # noqa: E402
 from psicbatch.reports import markdown_table  # noqa: E402
-from psicbatch.train import choose_pixel_threshold, pixel_histograms  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "kolektorsdd"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,9 +17,10 @@ from rich.progress import Progress
 
 from psicbatch import metrics
 from psicbatch.data.images import read_mask
-from psicbatch.data.layouts import SampleRef
-from psicbatch.data.memory import TensorDataset
+from psicbatch.data.layouts import SampleRef, read_dataset
+from psicbatch.data.memory import TensorDataset, load_into_memory
 from psicbatch.engines import Engine
+from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.preprocess import full_resolution_mask, normalize
 
 PIXEL_COUNT_KEYS = (
@@ -33,6 +35,32 @@ PIXEL_COUNT_KEYS = (
 class Evaluation:
     rows: list[dict[str, Any]]  # one per image
     summary: dict[str, Any]
+
+
+def evaluate_dataset(
+    spec: EngineSpec,
+    data: Path,
+    layout: str,
+    device: str,
+    batch_size: int = 8,
+    compare_to: Path | None = None,
+    progress: Progress | None = None,
+) -> Evaluation:
+    """``psicbatch eval``: open the engine (first, so a bad engine fails before any image is
+    read), read the labelled dataset at its input size and score it; with ``compare_to``
+    also score that checkpoint in fp32 on the same images and add the differences."""
+    engine = open_engine(spec, device, batch_size)
+    samples = read_dataset(data, layout)
+    manifest = engine.manifest
+    tensors = load_into_memory(samples, manifest.input_size, manifest.channels, progress)
+    result = evaluate(engine, samples, tensors, batch_size, progress)
+    if compare_to is not None:
+        fp32 = EngineSpec(checkpoint=compare_to, precision="fp32", input_size=manifest.input_size)
+        reference = open_engine(fp32, device, batch_size)
+        baseline = evaluate(reference, samples, tensors, batch_size, progress)
+        comparison = compare(result.summary, baseline.summary)
+        result.summary["comparison"] = {**comparison, "reference": str(compare_to)}
+    return result
 
 
 def evaluate(

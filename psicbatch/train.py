@@ -39,14 +39,16 @@ from psicbatch.checkpoint import (
 from psicbatch.data.memory import TensorDataset
 from psicbatch.devices import resolve_device
 from psicbatch.errors import PsicbatchError
+from psicbatch.losses import segmentation_loss
 from psicbatch.memory_inference import predict_batches
 from psicbatch.metrics import best_f1_threshold
 from psicbatch.model import ModelConfig, PSICNet
+from psicbatch.pixel_threshold import PIXEL_THRESHOLDS, choose_pixel_threshold, pixel_histograms
 from psicbatch.precision import autocast, choose_precision
 from psicbatch.preprocess import normalize
+from psicbatch.sampling import balanced_order, dilate_masks, random_flips
 
 MODES = ("two-step", "end-to-end")
-PIXEL_THRESHOLDS = ("f1", "iou")
 PHASES = ("segmentation", "classification", "end-to-end")
 
 
@@ -87,119 +89,8 @@ class TrainOptions:
             raise PsicbatchError(f"--pixel-threshold must be one of {', '.join(PIXEL_THRESHOLDS)}")
 
 
-HISTOGRAM_BINS = 2000
-
-
-def pixel_histograms(
-    probabilities: torch.Tensor, mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One image's histograms (HISTOGRAM_BINS over [0, 1]) of its defect and background
-    pixels' probabilities: what ``choose_pixel_threshold`` chooses from."""
-    return (
-        torch.histc(probabilities[mask], HISTOGRAM_BINS, 0, 1),
-        torch.histc(probabilities[~mask], HISTOGRAM_BINS, 0, 1),
-    )
-
-
-def choose_pixel_threshold(defect: torch.Tensor, background: torch.Tensor, criterion: str) -> float:
-    """The pixel threshold (a bin edge) from per-image histograms (images x bins) of the
-    probabilities of defect and background pixels.
-
-    ``f1``: best F1 of all images' pixels pooled (the same threshold as best pooled IoU,
-    since IoU = F1 / (2 - F1)). ``iou``: best mean IoU over the images with defect
-    pixels, the strict mask mIoU that evaluation reports, where every image counts alike
-    whatever its defect's size.
-    """
-    if defect.sum() == 0:
-        return 0.5
-    edges = torch.linspace(0, 1, defect.shape[1] + 1)
-    # Predicting defect for p >= edges[i]: counts at or above each edge.
-    true_pos = defect.flip(1).cumsum(1).flip(1)
-    false_pos = background.flip(1).cumsum(1).flip(1)
-    if criterion == "iou":
-        defective = defect.sum(1) > 0
-        totals = defect.sum(1, keepdim=True)
-        ious = true_pos / (false_pos + totals).clamp_min(1)  # TP / (TP + FP + FN)
-        score = ious[defective].mean(0)
-    else:
-        tp, fp = true_pos.sum(0), false_pos.sum(0)
-        score = 2 * tp / (tp + fp + defect.sum()).clamp_min(1)
-    return max(float(edges[int(score.argmax())]), 0.005)
-
-
 def partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
-
-
-def weighted_cross_entropy(
-    logits: torch.Tensor, masks: torch.Tensor, alpha_cap: float = 1.0
-) -> torch.Tensor:
-    """Eq. (2) with alpha = share of background pixels in the batch, at most ``alpha_cap``
-    (a cap below 1 weighs defect pixels less, so masks grow less beyond the annotations).
-
-    Divided by the total weight rather than the pixel count: the gradient's direction is
-    eq. (2)'s, but its size no longer shrinks with the (tiny) share of defect pixels.
-    """
-    targets = masks.float()
-    alpha = (1.0 - targets.mean()).clamp_max(alpha_cap)
-    weights = torch.where(masks, alpha, 1.0 - alpha)
-    losses = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
-    return (weights * losses).sum() / weights.sum().clamp_min(1e-12)
-
-
-def soft_dice_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """1 - soft Dice, per image with defect pixels, averaged over those images.
-
-    Overlap counted per image, as mask IoU is scored: eq. (2) alone rewards a wide margin of
-    saturated probabilities around thin defects, which Dice charges as false positives.
-    Images without defect pixels add nothing (cross-entropy keeps them clean).
-    """
-    has_defect = masks.flatten(1).any(1)
-    if not has_defect.any():
-        return logits.float().sum() * 0.0
-    probabilities = torch.sigmoid(logits.float()).flatten(1)[has_defect]
-    targets = masks.flatten(1)[has_defect].float()
-    dice = 2 * (probabilities * targets).sum(1) / (probabilities.sum(1) + targets.sum(1))
-    return 1.0 - dice.mean()
-
-
-def segmentation_loss(
-    logits: torch.Tensor, masks: torch.Tensor, options: TrainOptions
-) -> torch.Tensor:
-    """Eq. (2) (with ``alpha_cap``), plus ``dice_weight`` times the soft Dice loss."""
-    loss = weighted_cross_entropy(logits, masks, options.alpha_cap)
-    if options.dice_weight > 0:
-        loss = loss + options.dice_weight * soft_dice_loss(logits, masks)
-    return loss
-
-
-def dilate_masks(masks: torch.Tensor, pixels: int) -> torch.Tensor:
-    if pixels <= 0:
-        return masks
-    kernel = 2 * pixels + 1
-    return F.max_pool2d(masks.float(), kernel, stride=1, padding=pixels) > 0
-
-
-def balanced_order(labels: torch.Tensor, rng: np.random.Generator) -> np.ndarray:
-    """Every defective image plus as many defect-free ones, drawn afresh, shuffled."""
-    positives = np.flatnonzero(labels.numpy())
-    negatives = np.flatnonzero(~labels.numpy())
-    if positives.size == 0:
-        raise PsicbatchError("training needs at least one defective image")
-    count = min(positives.size, negatives.size)
-    order = np.concatenate([positives, rng.choice(negatives, size=count, replace=False)])
-    rng.shuffle(order)
-    return order
-
-
-def _flip(images: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator) -> tuple:
-    images, masks = images.clone(), masks.clone()
-    for index in range(len(images)):
-        dims = [d for d, flip in ((-1, rng.random() < 0.5), (-2, rng.random() < 0.5)) if flip]
-        if dims:
-            images[index] = images[index].flip(dims)
-            masks[index] = masks[index].flip(dims)
-    return images, masks
 
 
 def _poly_lr(base: float, step: int, total: int) -> float:
@@ -228,6 +119,7 @@ class Trainer:
         self.precision = self.precision_choice.precision
         self.masks = dilate_masks(data.masks, options.dilate)
         self.metadata = metadata or {}
+        self._loss_weights = (options.alpha_cap, options.dice_weight)
 
     def run(self, resume: bool = False) -> Checkpoint:
         model, preprocessing, state = self._start(resume)
@@ -318,7 +210,7 @@ class Trainer:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         images, masks = self.data.images[index], self.masks[index]
         if self.options.augment:
-            images, masks = _flip(images, masks, rng)
+            images, masks = random_flips(images, masks, rng)
         return normalize(images, preprocessing).to(self.device), masks.to(self.device)
 
     def _sgd_epoch(
@@ -347,7 +239,7 @@ class Trainer:
             with autocast(self.device, self.precision):
                 _, seg_logits = model.segment(images)
             height, width = masks.shape[-2:]
-            return segmentation_loss(seg_logits[..., :height, :width], masks, self.options)
+            return segmentation_loss(seg_logits[..., :height, :width], masks, *self._loss_weights)
 
         batches = self._batches(balanced_order(self.data.labels, rng), self.options.batch_size)
         return self._sgd_epoch(
@@ -401,7 +293,7 @@ class Trainer:
             labels = self.data.labels[index].float().to(self.device)
             with autocast(self.device, self.precision):
                 seg_logits, cls_logits = model(images)
-            seg_loss = segmentation_loss(seg_logits, masks, self.options)
+            seg_loss = segmentation_loss(seg_logits, masks, *self._loss_weights)
             cls_loss = F.binary_cross_entropy_with_logits(cls_logits.float().squeeze(1), labels)
             return mix * seg_loss + self.options.delta * (1 - mix) * cls_loss
 

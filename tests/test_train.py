@@ -12,18 +12,11 @@ from psicbatch.data.layouts import read_dataset
 from psicbatch.data.memory import TensorDataset, load_into_memory
 from psicbatch.data.synth import generate
 from psicbatch.errors import PsicbatchError
+from psicbatch.losses import segmentation_loss, soft_dice_loss, weighted_cross_entropy
 from psicbatch.memory_inference import predict_batches
 from psicbatch.metrics import average_precision
-from psicbatch.train import (
-    Trainer,
-    TrainOptions,
-    balanced_order,
-    dilate_masks,
-    partial_path,
-    segmentation_loss,
-    soft_dice_loss,
-    weighted_cross_entropy,
-)
+from psicbatch.sampling import balanced_order, dilate_masks
+from psicbatch.train import Trainer, TrainOptions, partial_path
 
 SIZE = (64, 64)
 # precision auto: bf16 where the CPU has it natively, else fp32 (emulated bf16 is ~6x slower)
@@ -97,10 +90,9 @@ def test_segmentation_loss_adds_dice_only_when_asked() -> None:
     masks[0, 0, 0, :2] = True
     logits = torch.zeros(1, 1, 1, 10)
     plain = weighted_cross_entropy(logits, masks)
-    assert segmentation_loss(logits, masks, TINY).item() == pytest.approx(plain.item())
-    with_dice = TrainOptions(**{**TINY.__dict__, "dice_weight": 0.5})
+    assert segmentation_loss(logits, masks).item() == pytest.approx(plain.item())
     expected = plain.item() + 0.5 * 5 / 7
-    assert segmentation_loss(logits, masks, with_dice).item() == pytest.approx(expected)
+    assert segmentation_loss(logits, masks, dice_weight=0.5).item() == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("weight", [-0.1, 11.0])
@@ -251,7 +243,7 @@ def defect_sizes_that_differ() -> tuple[list, list, list[torch.Tensor]]:
 
 @pytest.mark.parametrize("criterion", ["f1", "iou"])
 def test_pixel_threshold_is_the_best_by_direct_counting(criterion: str) -> None:
-    from psicbatch.train import choose_pixel_threshold
+    from psicbatch.pixel_threshold import choose_pixel_threshold
 
     defect, background, histograms = defect_sizes_that_differ()
     chosen = choose_pixel_threshold(*histograms, criterion)
@@ -259,7 +251,7 @@ def test_pixel_threshold_is_the_best_by_direct_counting(criterion: str) -> None:
 
 
 def test_mean_iou_and_pooled_f1_thresholds_differ_when_defect_sizes_differ() -> None:
-    from psicbatch.train import choose_pixel_threshold
+    from psicbatch.pixel_threshold import choose_pixel_threshold
 
     _, _, histograms = defect_sizes_that_differ()
     assert choose_pixel_threshold(*histograms, "iou") != choose_pixel_threshold(*histograms, "f1")

@@ -13,8 +13,9 @@ import click
 from psicbatch.data.layouts import LAYOUTS, SampleRef, read_dataset
 from psicbatch.errors import PsicbatchError
 from psicbatch.model import MIN_NETWORK_SIZE, STRIDE
+from psicbatch.pixel_threshold import PIXEL_THRESHOLDS
 from psicbatch.precision import CHOICES, TORCH_CHOICES
-from psicbatch.train import MODES, PIXEL_THRESHOLDS, TrainOptions
+from psicbatch.train import MODES, TrainOptions
 
 
 class Bounded(click.ParamType):

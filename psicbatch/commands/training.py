@@ -20,13 +20,13 @@ from psicbatch.commands.options import (
     training_setup,
 )
 from psicbatch.crossval import FoldEngine, cross_validate
-from psicbatch.data.layouts import LAYOUTS, read_dataset
+from psicbatch.data.layouts import LAYOUTS
 from psicbatch.data.memory import load_into_memory
 from psicbatch.data.synth import generate
 from psicbatch.devices import resolve_device
 from psicbatch.engines.registry import NAMES
-from psicbatch.engines.spec import EngineSpec, open_engine
-from psicbatch.evaluate import compare, evaluate
+from psicbatch.engines.spec import EngineSpec
+from psicbatch.evaluate import evaluate_dataset
 from psicbatch.progress import progress_bar
 from psicbatch.reports import evaluation_markdown, write_evaluation_report
 from psicbatch.train import Trainer
@@ -128,26 +128,14 @@ def evaluate_command(
     if len(paths) != (1 if engine else 2):
         raise click.UsageError("give CHECKPOINT DATA, or --engine DIR DATA")
     *model, data = paths
-    device = str(resolve_device(device))
     spec = EngineSpec(
         engine_dir=engine, checkpoint=None if engine else model[0], precision=precision
     )
-    opened = open_engine(spec, device, batch_size)
     name = engine or model[0]
-    samples = read_dataset(data, layout)
     with progress_bar(quiet, console) as progress:
-        tensors = load_into_memory(
-            samples, opened.manifest.input_size, opened.manifest.channels, progress
+        result = evaluate_dataset(
+            spec, data, layout, str(resolve_device(device)), batch_size, compare_to, progress
         )
-        result = evaluate(opened, samples, tensors, batch_size, progress)
-        if compare_to is not None:
-            fp32 = EngineSpec(
-                checkpoint=compare_to, precision="fp32", input_size=opened.manifest.input_size
-            )
-            reference = open_engine(fp32, device, batch_size)
-            baseline = evaluate(reference, samples, tensors, batch_size, progress)
-            result.summary["comparison"] = compare(result.summary, baseline.summary)
-            result.summary["comparison"]["reference"] = str(compare_to)
     result.summary["evaluated"] = str(name)
     result.summary["command"] = command_line()
     write_evaluation_report(out, result.rows, result.summary, f"Evaluation of {name}")

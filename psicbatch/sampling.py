@@ -1,0 +1,39 @@
+"""What each training epoch sees: balanced draws, random flips, dilated masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from psicbatch.errors import PsicbatchError
+
+
+def dilate_masks(masks: torch.Tensor, pixels: int) -> torch.Tensor:
+    if pixels <= 0:
+        return masks
+    kernel = 2 * pixels + 1
+    return F.max_pool2d(masks.float(), kernel, stride=1, padding=pixels) > 0
+
+
+def balanced_order(labels: torch.Tensor, rng: np.random.Generator) -> np.ndarray:
+    """Every defective image plus as many defect-free ones, drawn afresh, shuffled."""
+    positives = np.flatnonzero(labels.numpy())
+    negatives = np.flatnonzero(~labels.numpy())
+    if positives.size == 0:
+        raise PsicbatchError("training needs at least one defective image")
+    count = min(positives.size, negatives.size)
+    order = np.concatenate([positives, rng.choice(negatives, size=count, replace=False)])
+    rng.shuffle(order)
+    return order
+
+
+def random_flips(images: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator) -> tuple:
+    """Each image (and its mask) flipped left-right and/or up-down, each with p = 0.5."""
+    images, masks = images.clone(), masks.clone()
+    for index in range(len(images)):
+        dims = [d for d, flip in ((-1, rng.random() < 0.5), (-2, rng.random() < 0.5)) if flip]
+        if dims:
+            images[index] = images[index].flip(dims)
+            masks[index] = masks[index].flip(dims)
+    return images, masks
