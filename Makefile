@@ -24,6 +24,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # One test worker per core (at most 4), each pinned to its own cores (tests/conftest.py).
 PARALLEL := -n auto --maxprocesses 4 --dist loadfile

@@ -79,10 +79,8 @@ def evaluate(
     task = progress.add_task("evaluating", total=len(samples), status="") if progress else None
     rows: list[dict[str, Any]] = []
     for start in range(0, len(samples), step):
-        probabilities, segmentation = engine.infer(
-            normalize(data.images[start : start + step], preprocessing)
-        )
-        probabilities, segmentation = probabilities.cpu().numpy(), segmentation.cpu().numpy()
+        outputs = engine.infer(normalize(data.images[start : start + step], preprocessing))
+        probabilities, segmentation = (output.cpu().numpy() for output in outputs)
         for offset, sample in enumerate(samples[start : start + step]):
             size = data.original_sizes[start + offset]
             _, predicted = full_resolution_mask(
@@ -97,7 +95,7 @@ def evaluate(
                     thresholds["classification"],
                 )
             )
-            if progress is not None:
+            if progress is not None and task is not None:
                 progress.advance(task)
     summary = metrics_summary(rows)
     summary["thresholds"] = dict(thresholds)

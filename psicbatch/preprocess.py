@@ -51,7 +51,8 @@ class Preprocessing:
         return len(self.mean)
 
     def at_size(self, size: tuple[int, int]) -> Preprocessing:
-        return Preprocessing(tuple(size), self.mean, self.std, self.interpolation)
+        height, width = size
+        return Preprocessing((height, width), self.mean, self.std, self.interpolation)
 
     def to_dict(self) -> dict[str, object]:
         """Plain values, as stored in checkpoints and engine manifests."""

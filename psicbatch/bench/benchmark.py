@@ -86,7 +86,7 @@ def run_benchmark(
                     **measured.to_dict(),
                     "seconds_per_image": 1 / measured.throughput if measured.throughput else None,
                     "achieved_gflops": achieved,
-                    "ceiling_share": achieved / ceiling["gflops"],
+                    "ceiling_share": achieved / float(ceiling["gflops"]),
                 }
             )
             if progress:

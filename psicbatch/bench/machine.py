@@ -23,7 +23,9 @@ def memory_peak() -> dict[str, float | None]:
     """Peak resident memory of this process (and of the GPU, where one is used), in MiB."""
     import resource
 
-    peak = {"host_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    peak: dict[str, float | None] = {
+        "host_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    }
     peak["gpu_mib"] = (
         torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
     )

@@ -117,7 +117,7 @@ def end_to_end(
         "throughput_items_per_s": summary.steady_throughput,
         "seconds_including_startup": summary.seconds,
         "stage_seconds_per_image": per_image,
-        "bounded_by": max(per_image, key=per_image.get) if per_image else None,
+        "bounded_by": max(per_image, key=lambda stage: per_image[stage]) if per_image else None,
     }
 
 

@@ -16,9 +16,10 @@ def plot_benchmark(report: dict[str, Any], out: Path) -> list[Path]:
     labels = [f"{r['size_name']}\nbatch {r['batch']}" for r in results]
     figure, axes = plt.subplots(figsize=(max(5, 1.3 * len(results)), 3.6), dpi=100)
     width = 0.2
-    for offset, key in enumerate(("p50", "p90", "p99")):
-        values = [r["latency_per_call"][key] for r in results]
-        axes.bar([i + (offset - 1) * width for i in range(len(results))], values, width, label=key)
+    for offset, percentile in enumerate(("p50", "p90", "p99")):
+        values = [r["latency_per_call"][percentile] for r in results]
+        positions = [i + (offset - 1) * width for i in range(len(results))]
+        axes.bar(positions, values, width, label=percentile)
     axes.set_xticks(range(len(results)), labels, fontsize=8)
     axes.set(ylabel="latency per call (ms)", title="Engine latency percentiles")
     axes.legend()

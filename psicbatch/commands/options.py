@@ -266,7 +266,7 @@ def training_options(command: Callable) -> Callable:
 
 def training_setup(
     data: Path, layout: str, channels: str, kwargs: dict[str, Any]
-) -> tuple[TrainOptions, list[SampleRef], int, dict[str, str]]:
+) -> tuple[TrainOptions, list[SampleRef], int, dict[str, Any]]:
     """What train and cv both start from: the training options (popped from the
     command's keyword arguments), the samples, their channel count, and the dataset's
     description recorded in checkpoints and reports."""

@@ -65,7 +65,7 @@ def load_into_memory(
                     f"{original_size[1]}x{original_size[0]}; masks must have their image's size"
                 )
             masks[index, 0] = torch.from_numpy(resize_mask(mask, size))
-        if progress is not None:
+        if progress is not None and task is not None:
             progress.advance(task)
     labels = torch.tensor([s.is_defective for s in samples], dtype=torch.bool)
     return TensorDataset(images, masks, labels, original_sizes)

@@ -7,6 +7,7 @@ opened on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,7 +23,10 @@ def default_device() -> str:
     return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
-def engine_class(backend: str, where: object) -> type[Engine]:
+EngineClass = Callable[[Path, Manifest, torch.device, Path], Engine]
+
+
+def engine_class(backend: str, where: object) -> EngineClass:
     entry = registered_backend(backend, where)
     return entry.load(entry.engine_class)
 

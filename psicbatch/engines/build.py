@@ -258,11 +258,12 @@ def tuned_build(build: Build) -> tuple[Path, Manifest]:
     def measure(built: tuple[Path, Manifest], seconds: float) -> float:
         folder, manifest = built
         batch = min(TIMING_BATCH, manifest.max_batch)
-        return time_engine(load_engine(folder, "cpu"), batch, tuple(manifest.input_size), seconds)
+        return time_engine(load_engine(folder, "cpu"), batch, manifest.input_size, seconds)
 
     try:
         candidates = cpu_candidates(options.calib is not None)
-        trials, best = tune(candidates, build_candidate, measure, options.tune_seconds)
+        outcome = tune(candidates, build_candidate, measure, options.tune_seconds)
+        trials, best = outcome
         if best is None:
             choice = choose_engine(replace(options, tune=False))
             reason = f"{choice.reason} (no candidate was timed: {trials[0].outcome})"

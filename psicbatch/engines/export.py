@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,7 +52,7 @@ def export_onnx(
     graph into up to four candidates."""
     key = (checkpoint_sha256, tuple(input_size), max_batch, dynamic_size, dtype)
     if checkpoint_sha256 is not None and _last_export.get("key") == key:
-        path.write_bytes(_last_export["graph"])  # type: ignore[arg-type]
+        path.write_bytes(_last_export["graph"])
         return path
     _export(checkpoint, path, input_size, max_batch, dynamic_size, dtype)
     if checkpoint_sha256 is not None:
@@ -59,7 +60,7 @@ def export_onnx(
     return path
 
 
-_last_export: dict[str, object] = {}
+_last_export: dict[str, Any] = {}  # "key" and "graph" (bytes) of the last export
 
 
 def _export(
@@ -98,10 +99,7 @@ def _export(
     onnx.checker.check_model(str(path), full_check=True)
 
 
-_last_export: dict[str, object] = {}
-
-
-def require_onnx() -> object:
+def require_onnx() -> Any:
     """The onnx module, or a clear message naming the extra to install."""
     try:
         import onnx

@@ -51,9 +51,9 @@ class Manifest:
     outputs: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.input_size = tuple(self.input_size)
-        self.min_size = tuple(self.min_size)
-        self.max_size = tuple(self.max_size)
+        self.input_size = _pair(self.input_size)  # JSON gives lists
+        self.min_size = _pair(self.min_size)
+        self.max_size = _pair(self.max_size)
         if not self.inputs:
             self.inputs = [
                 {
@@ -190,12 +190,17 @@ _FIELD_CHECKS = {
 }
 
 
+def _pair(values: Any) -> tuple[int, int]:
+    first, second = values
+    return first, second
+
+
 def _field_problem(data: dict[str, Any]) -> str | None:
     """What is wrong with a manifest's fields, or None (NaN fails every range check)."""
     for name, (check, expected) in _FIELD_CHECKS.items():
         if name in data and not check(data[name]):
             return f"{name} must be {expected}, got {json.dumps(data[name])[:60]}"
-    batches = data.get("min_batch"), data.get("max_batch")
-    if all(_is_count(b) for b in batches) and batches[0] > batches[1]:
+    low, high = data.get("min_batch"), data.get("max_batch")
+    if isinstance(low, int) and isinstance(high, int) and _is_count(low) and low > high:
         return "min_batch is above max_batch"
     return None

@@ -94,7 +94,8 @@ class NullEngine(Engine):
         return self.cache[size]
 
     def _run(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        probabilities, segmentation = self._ready(tuple(images.shape[-2:]))
+        height, width = images.shape[-2:]
+        probabilities, segmentation = self._ready((height, width))
         start = self.position % self.cycle
         self.position += len(images)
         chosen = slice(start, start + len(images))

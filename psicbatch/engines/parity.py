@@ -47,22 +47,22 @@ def measure_parity(engine: Engine, checkpoint: Checkpoint, images: np.ndarray) -
         engine_p, engine_s = engine.infer(torch.from_numpy(chunk))
         actual_p.append(engine_p.cpu().numpy())
         actual_s.append(engine_s.cpu().numpy())
-    expected_p, actual_p = np.concatenate(expected_p), np.concatenate(actual_p)
-    expected_s, actual_s = np.concatenate(expected_s), np.concatenate(actual_s)
+    expected, actual = np.concatenate(expected_p), np.concatenate(actual_p)
+    expected_maps, actual_maps = np.concatenate(expected_s), np.concatenate(actual_s)
     thresholds = checkpoint.thresholds
-    expected_defective = expected_p >= thresholds.classification
-    flips = expected_defective != (actual_p >= thresholds.classification)
+    expected_defective = expected >= thresholds.classification
+    flips = expected_defective != (actual >= thresholds.classification)
     ious = [
         mask_iou(e >= thresholds.segmentation, a >= thresholds.segmentation)
-        for e, a in zip(expected_s, actual_s, strict=True)
+        for e, a in zip(expected_maps, actual_maps, strict=True)
     ]
     # The masks that matter are those of images judged defective: `run` writes only those
     # by default, and empty or speck masks on the others would hide or exaggerate drift.
     judged = [iou for iou, defective in zip(ious, expected_defective, strict=True) if defective]
     return {
-        "images": len(expected_p),
-        "max_abs_probability_diff": float(np.abs(expected_p - actual_p).max()),
-        "max_abs_mask_probability_diff": float(np.abs(expected_s - actual_s).max()),
+        "images": len(expected),
+        "max_abs_probability_diff": float(np.abs(expected - actual).max()),
+        "max_abs_mask_probability_diff": float(np.abs(expected_maps - actual_maps).max()),
         "decision_flips": int(flips.sum()),
         "decision_flip_rate": float(flips.mean()),
         "mask_iou_mean": float(np.mean(ious)),

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from psicbatch.engines.manifest import INPUT_NAME
+from psicbatch.errors import PsicbatchError
 
 ACTIVATIONS = ("u8", "s8")
 
@@ -15,7 +16,7 @@ ACTIVATIONS = ("u8", "s8")
 def quantize_int8(
     onnx_path: Path,
     out_path: Path,
-    calibration: np.ndarray,
+    calibration: np.ndarray | None,
     activations: str = "u8",
     operator_form: bool = False,
 ) -> Path:
@@ -28,6 +29,9 @@ def quantize_int8(
     QLinearConv-style operators instead of QDQ pairs (ONNX Runtime only; compared in the
     benchmark, slower there).
     """
+    if calibration is None:
+        raise PsicbatchError("int8 needs calibration images: --calib DIR")
+    samples: np.ndarray = calibration
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -43,13 +47,13 @@ def quantize_int8(
         """Images one at a time, over the range the calibrator asks for."""
 
         def __init__(self) -> None:
-            self.set_range(0, len(calibration))
+            self.set_range(0, len(samples))
 
         def __len__(self) -> int:
-            return len(calibration)
+            return len(samples)
 
         def set_range(self, start_index: int, end_index: int) -> None:
-            images = calibration[start_index:end_index]
+            images = samples[start_index:end_index]
             self.batches = iter([{INPUT_NAME: image[None]} for image in images])
 
         def get_next(self) -> dict | None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from psicbatch.engines import Engine, Manifest, load_engine, read_manifest
+from psicbatch.errors import PsicbatchError
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,9 @@ def describe_engine(spec: EngineSpec, device: str, max_batch: int = 64) -> Manif
         return null_manifest(spec.input_size or (512, 512), max_batch)
     from psicbatch.engines.build import checkpoint_manifest
 
-    return checkpoint_manifest(spec.checkpoint, spec.precision, device, max_batch, spec.input_size)
+    return checkpoint_manifest(
+        _checkpoint(spec), spec.precision, device, max_batch, spec.input_size
+    )
 
 
 def open_engine(spec: EngineSpec, device: str, max_batch: int = 64) -> Engine:
@@ -53,4 +56,11 @@ def open_engine(spec: EngineSpec, device: str, max_batch: int = 64) -> Engine:
     from psicbatch.engines.torch_engine import TorchEngine
 
     manifest = describe_engine(spec, device, max_batch)
-    return TorchEngine(spec.checkpoint.parent, manifest, torch.device(device), spec.checkpoint)
+    checkpoint = _checkpoint(spec)
+    return TorchEngine(checkpoint.parent, manifest, torch.device(device), checkpoint)
+
+
+def _checkpoint(spec: EngineSpec) -> Path:
+    if spec.checkpoint is None:
+        raise PsicbatchError("give an engine folder (--engine) or a checkpoint (--model)")
+    return spec.checkpoint

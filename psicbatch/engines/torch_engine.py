@@ -44,7 +44,8 @@ class TorchEngine(Engine):
         model = fold_batchnorm(ProbabilityModel(checkpoint.build_model())).to(device)
         cpu_fp32 = device.type == "cpu" and manifest.precision == "fp32"
         self.memory_format = torch.contiguous_format if cpu_fp32 else torch.channels_last
-        self.model = model.to(memory_format=self.memory_format)
+        # Module.to takes memory_format at run time; torch's type stubs omit it.
+        self.model = model.to(memory_format=self.memory_format)  # type: ignore[call-overload]
         if device.type == "cuda":
             # Batch and size are fixed within a run: let cuDNN pick the fastest kernels once.
             torch.backends.cudnn.benchmark = True

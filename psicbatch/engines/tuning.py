@@ -15,10 +15,12 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 import torch
 
 from psicbatch import hardware
+from psicbatch.engines.base import Engine
 from psicbatch.engines.registry import BACKENDS, installed_cpu_int8
 from psicbatch.errors import PsicbatchError
 
@@ -63,13 +65,16 @@ def cpu_candidates(calibrated: bool) -> list[Candidate]:
     ]
 
 
+Built = TypeVar("Built")
+
+
 def tune(
     candidates: list[Candidate],
-    build: Callable[[Candidate], object],
-    measure: Callable[[object, float], float],
+    build: Callable[[Candidate], Built],
+    measure: Callable[[Built, float], float],
     budget: float = TUNE_SECONDS,
     clock: Callable[[], float] = time.monotonic,
-) -> tuple[list[Trial], object | None]:
+) -> tuple[list[Trial], Built | None]:
     """Build and time each candidate while the budget lasts; the trials in order and
     the fastest build (None when no candidate was timed).
 
@@ -78,7 +83,7 @@ def tune(
     """
     started = clock()
     trials: list[Trial] = []
-    best: tuple[float, object] | None = None
+    best: tuple[float, Built] | None = None
     for number, candidate in enumerate(candidates):
         trial = Trial(candidate.backend, candidate.precision)
         trials.append(trial)
@@ -98,12 +103,12 @@ def tune(
     return trials, None if best is None else best[1]
 
 
-def time_engine(engine: object, batch: int, size: tuple[int, int], seconds: float) -> float:
+def time_engine(engine: Engine, batch: int, size: tuple[int, int], seconds: float) -> float:
     """Median seconds per image over repeated batches (one warm-up first), at least one
     timed batch however short ``seconds`` is."""
     images = torch.rand(batch, engine.manifest.channels, *size)
     engine.infer(images)  # warm-up: first-call allocations and kernel choices
-    times = []
+    times: list[float] = []
     deadline = time.monotonic() + seconds
     while not times or (time.monotonic() < deadline and len(times) < 20):
         began = time.perf_counter()
@@ -114,11 +119,11 @@ def time_engine(engine: object, batch: int, size: tuple[int, int], seconds: floa
 
 def summary(trials: list[Trial], chosen: Trial) -> str:
     """The choice as one sentence, with how much faster it is than the runner-up."""
-    timed = sorted((t for t in trials if t.seconds_per_image), key=lambda t: t.seconds_per_image)
+    timed = sorted(t.seconds_per_image for t in trials if t.seconds_per_image)
     text = (
         f"measured on this machine ({hardware.cpu_precisions().describe()}): the fastest of "
-        f"{len(timed)} timed candidates, {1000 * chosen.seconds_per_image:.1f} ms/image"
+        f"{len(timed)} timed candidates, {1000 * (chosen.seconds_per_image or 0):.1f} ms/image"
     )
     if len(timed) > 1:
-        text += f", {timed[1].seconds_per_image / timed[0].seconds_per_image:.2f}x the next"
+        text += f", {timed[1] / timed[0]:.2f}x the next"
     return text

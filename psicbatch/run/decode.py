@@ -138,7 +138,7 @@ class StampedError(Exception):
         self.problem, self.stamp = problem, stamp
 
 
-def _outcome(result: object, limits: FileLimits) -> object:
+def _outcome(result: object, limits: FileLimits) -> Any:
     """A decoded image, or (problem, stamp or None) for a file that gave none."""
     if isinstance(result, StampedError):
         return result.problem, result.stamp
@@ -166,7 +166,7 @@ class DaliDecoder:
     def __post_init__(self) -> None:
         self.pipeline = self._build()
 
-    def _build(self) -> object:
+    def _build(self) -> Any:
         built = define_pipeline(self.preprocessing, self.batch_size, self.threads, self.device_id)
         built.build()
         return built
@@ -242,7 +242,9 @@ class DaliDecoder:
 
 
 # Preprocessing.interpolation -> DALI resize arguments giving the same result.
-DALI_INTERPOLATION = {"bilinear-antialias": {"interp_type": "INTERP_LINEAR", "antialias": True}}
+DALI_INTERPOLATION: dict[str, dict[str, Any]] = {
+    "bilinear-antialias": {"interp_type": "INTERP_LINEAR", "antialias": True}
+}
 
 
 def define_pipeline(
@@ -329,10 +331,13 @@ class NullDecoder:
 
     def __init__(self, preprocessing: Preprocessing, batch_size: int, device: torch.device) -> None:
         shape = (batch_size, preprocessing.channels, *preprocessing.input_size)
-        self.images = torch.zeros(shape, device=device)
-        self.size = tuple(preprocessing.input_size)
+        self.images: torch.Tensor | None = torch.zeros(shape, device=device)
+        height, width = preprocessing.input_size
+        self.size = (height, width)
 
     def decode(self, paths: list[Path]) -> DecodedBatch:
+        if self.images is None:
+            raise RuntimeError("the null decoder was closed")
         count = len(paths)
         return DecodedBatch(list(range(count)), self.images[:count], [self.size] * count)
 

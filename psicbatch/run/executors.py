@@ -115,8 +115,8 @@ def _ordered(
                 yield finished.pop(next_number)
                 next_number += 1
             # Results waiting for an earlier batch still count against the window.
-            while sent - next_number < window and (task := next(feed, None)) is not None:
-                task_queue.put(task)
+            while sent - next_number < window and (queued := next(feed, None)) is not None:
+                task_queue.put(queued)
                 sent += 1
     except BaseException:  # an error, a hung worker, a signal, or the consumer stopping
         _stop_now(workers, task_queue, result_queue)

@@ -218,15 +218,21 @@ class ResultsOutput:
         return self
 
     @property
+    def _open_writer(self) -> BackgroundWriter:
+        if self.writer is None:
+            raise RuntimeError("ResultsOutput is used outside its 'with' block")
+        return self.writer
+
+    @property
     def write_seconds(self) -> float:
-        return self.writer.seconds
+        return self._open_writer.seconds
 
     def write(self, rows: list[dict[str, Any]]) -> None:
-        self.writer.write(rows)
+        self._open_writer.write(rows)
 
     def finish(self, metadata: dict[str, Any]) -> None:
         """Wait for every row, then assemble ``OUT`` atomically from the parts."""
-        self.writer.close()
+        self._open_writer.close()
         finalize(self.out, metadata)
 
     def __exit__(self, *exc: object) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +47,7 @@ def is_report_file(path: Path) -> bool:
 class OutputKind:
     noun: str  # "results file", "report"
     option: str  # the option that names it, for messages
-    recognise: object  # Path -> bool: is an existing file of this kind
+    recognise: Callable[[Path], bool]  # is an existing file of this kind
 
 
 RESULTS = OutputKind("results file", "--out", is_results_file)

@@ -80,8 +80,8 @@ def summarize_masks(
 
 def _size_groups(sizes: list[tuple[int, int]]) -> dict[tuple[int, int], list[int]]:
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for position, size in enumerate(sizes):
-        groups[tuple(size)].append(position)
+    for position, (height, width) in enumerate(sizes):
+        groups[height, width].append(position)
     return groups
 
 

@@ -8,28 +8,30 @@ difference to the count two before) in 5-bit groups with a continuation bit, off
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
-def encode(mask: np.ndarray) -> dict[str, object]:
+def encode(mask: np.ndarray) -> dict[str, Any]:
     """Binary H x W mask -> ``{"size": [h, w], "counts": str}``."""
     height, width = mask.shape
     return encode_column_major(np.asarray(mask, dtype=bool).ravel(order="F"), (height, width))
 
 
-def encode_column_major(flat: np.ndarray, size: tuple[int, int]) -> dict[str, object]:
+def encode_column_major(flat: np.ndarray, size: tuple[int, int]) -> dict[str, Any]:
     """The same encoding from a mask already flattened column by column (H * W values), as
     the batched post-processing hands it over."""
     return {"size": list(size), "counts": _compress(_run_lengths(flat))}
 
 
-def empty(size: tuple[int, int]) -> dict[str, object]:
+def empty(size: tuple[int, int]) -> dict[str, Any]:
     """The RLE of a mask without defect pixels, with no per-pixel work."""
     height, width = size
     return {"size": [height, width], "counts": _compress(np.array([height * width]))}
 
 
-def decode(rle: dict[str, object]) -> np.ndarray:
+def decode(rle: dict[str, Any]) -> np.ndarray:
     height, width = rle["size"]
     counts = _decompress(str(rle["counts"]))
     values = np.zeros(len(counts), dtype=bool)

@@ -43,7 +43,7 @@ class InFlightBatch:
     """One batch on its way through the stages: decoded, inferred, then rows."""
 
     task: Task
-    decoded: DecodedBatch
+    decoded: DecodedBatch | None  # dropped once rows are made, to free memory early
     times: dict[str, float]
     probabilities: torch.Tensor | None = None
     segmentation: torch.Tensor | None = None
@@ -94,7 +94,9 @@ class Worker:
 
     def rows(self, items: list[tuple[int, Path]]) -> Rows:
         """One batch, stage after stage (for executors that hand out single batches)."""
-        return self._finish(self._infer(self._decode((0, items)))).rows
+        rows = self._finish(self._infer(self._decode((0, items)))).rows
+        assert rows is not None
+        return rows
 
     def _decode(self, task: Task) -> InFlightBatch:
         began = time.perf_counter()
@@ -104,6 +106,7 @@ class Worker:
     def _infer(self, batch: InFlightBatch) -> InFlightBatch:
         """Upload and run the engine; on GPUs only launches work, recording an event."""
         began = time.perf_counter()
+        assert batch.decoded is not None, "a batch is inferred before it is finished"
         images = batch.decoded.images
         engine_seconds = 0.0
         gpu = self.post_stream is not None
@@ -134,12 +137,14 @@ class Worker:
         """Masks, RLE and rows for one batch, on the post-processing stream."""
         began = time.perf_counter()
         items = batch.task[1]
-        rows: list[dict[str, Any] | None] = [None] * len(items)
-        for position, message in batch.decoded.errors.items():
+        decoded = batch.decoded
+        assert decoded is not None, "a batch is finished once"
+        rows: list[dict[str, Any]] = [{} for _ in items]  # every position gets a row below
+        for position, message in decoded.errors.items():
             index, path = items[position]
             rows[position] = error_row(index, path, message)
-        if batch.segmentation is not None:
-            if batch.done is not None:
+        if batch.segmentation is not None and batch.probabilities is not None:
+            if batch.done is not None and self.post_stream is not None:
                 self.post_stream.wait_event(batch.done)
                 batch.segmentation.record_stream(self.post_stream)
                 batch.probabilities.record_stream(self.post_stream)
@@ -149,16 +154,16 @@ class Worker:
                 else contextlib.nullcontext()
             ):
                 summary = summarize_masks(
-                    batch.probabilities, batch.segmentation, batch.decoded.sizes, self.seg_threshold
+                    batch.probabilities, batch.segmentation, decoded.sizes, self.seg_threshold
                 )
             if batch.done is not None:  # the GPU's own time for the engine, now known
                 batch.times["inference"] = batch.started.elapsed_time(batch.done) / 1000
             done = result_rows(
-                items, batch.decoded.positions, summary, self.threshold, gated=self.masks == "gated"
+                items, decoded.positions, summary, self.threshold, gated=self.masks == "gated"
             )
-            for position, row in zip(batch.decoded.positions, done, strict=True):
+            for position, row in zip(decoded.positions, done, strict=True):
                 rows[position] = row
-        for position, stamp in batch.decoded.stamps.items():  # which file version was read
+        for position, stamp in decoded.stamps.items():  # which file version was read
             rows[position]["file_size"] = stamp.size
             rows[position]["file_mtime_ns"] = stamp.mtime_ns
         batch.rows = rows
