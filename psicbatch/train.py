@@ -119,7 +119,6 @@ class Trainer:
         self.precision = self.precision_choice.precision
         self.masks = dilate_masks(data.masks, options.dilate)
         self.metadata = metadata or {}
-        self._loss_weights = (options.alpha_cap, options.dice_weight)
 
     def run(self, resume: bool = False) -> Checkpoint:
         model, preprocessing, state = self._start(resume)
@@ -239,7 +238,12 @@ class Trainer:
             with autocast(self.device, self.precision):
                 _, seg_logits = model.segment(images)
             height, width = masks.shape[-2:]
-            return segmentation_loss(seg_logits[..., :height, :width], masks, *self._loss_weights)
+            return segmentation_loss(
+                seg_logits[..., :height, :width],
+                masks,
+                self.options.alpha_cap,
+                self.options.dice_weight,
+            )
 
         batches = self._batches(balanced_order(self.data.labels, rng), self.options.batch_size)
         return self._sgd_epoch(
@@ -293,7 +297,9 @@ class Trainer:
             labels = self.data.labels[index].float().to(self.device)
             with autocast(self.device, self.precision):
                 seg_logits, cls_logits = model(images)
-            seg_loss = segmentation_loss(seg_logits, masks, *self._loss_weights)
+            seg_loss = segmentation_loss(
+                seg_logits, masks, self.options.alpha_cap, self.options.dice_weight
+            )
             cls_loss = F.binary_cross_entropy_with_logits(cls_logits.float().squeeze(1), labels)
             return mix * seg_loss + self.options.delta * (1 - mix) * cls_loss
 

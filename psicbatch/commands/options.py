@@ -103,12 +103,14 @@ AUTO_PRECISION = {
     "lacks bf16)",
     "engine": "on a CPU the fastest engine measured here (--tune), int8 candidates with "
     "--calib; TensorRT fp16 on a GPU",
+    "scored": "torch as for a checkpoint, TensorRT fp16, ONNX Runtime and OpenVINO fp32 "
+    "(int8 needs calibration images: build fold engines with build-engine --calib)",
 }
 
 
 def precision_option(use: str, flag: str = "--precision", what: str = "") -> Callable:
     """The one definition of a precision option; ``use`` is a key of AUTO_PRECISION."""
-    choices = CHOICES if use == "engine" else TORCH_CHOICES
+    choices = CHOICES if use in ("engine", "scored") else TORCH_CHOICES
     return click.option(
         flag,
         type=click.Choice(choices),

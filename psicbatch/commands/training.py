@@ -157,7 +157,7 @@ def evaluate_command(
     show_default=True,
     help="Score each fold's model as this engine (built next to it).",
 )
-@precision_option("engine", "--engine-precision", "The scored engine's precision; ")
+@precision_option("scored", "--engine-precision", "The scored engine's precision; ")
 @click.option(
     "--out",
     "-o",

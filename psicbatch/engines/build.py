@@ -24,7 +24,7 @@ from psicbatch.engines.image_sets import ImageSets, image_sets
 from psicbatch.engines.manifest import MANIFEST_NAME, Manifest
 from psicbatch.engines.parity import measure_parity, parity_problem
 from psicbatch.engines.quantize import quantize_int8
-from psicbatch.engines.registry import backend, installed_cpu_int8
+from psicbatch.engines.registry import CPU_INT8_BACKENDS, backend, installed_cpu_int8
 from psicbatch.engines.tuning import (
     TIMING_BATCH,
     Candidate,
@@ -93,11 +93,10 @@ def choose_engine(options: BuildOptions) -> Choice:
         precision = build_precision("tensorrt", options.precision, options.calib)
         return Choice("tensorrt", precision, "TensorRT and a GPU are present")
     int8 = cpu_int8_backend()
+    install_int8 = backend(CPU_INT8_BACKENDS[0]).install_hint  # the fastest one
     if options.precision == "int8":
         if int8 is None:
-            raise PsicbatchError(
-                "--precision int8 needs a CPU int8 runtime: pip install 'psicbatch[openvino]'"
-            )
+            raise PsicbatchError(f"--precision int8 needs a CPU int8 runtime: {install_int8}")
         return Choice(int8, build_precision(int8, "int8", options.calib), "as requested")
     if options.precision != "auto" or device != "cpu":
         precision = resolve_precision(options.precision, "torch", device)
@@ -113,7 +112,7 @@ def choose_engine(options: BuildOptions) -> Choice:
         return Choice(
             "torch",
             floating.precision,
-            f"no CPU int8 runtime installed (psicbatch[openvino]); {floating.reason}",
+            f"no CPU int8 runtime installed ({install_int8}); {floating.reason}",
         )
     fallback = Choice("torch", floating.precision, floating.reason)
     return Choice(int8, "int8", "calibration images given, and parity with fp32 held", fallback)
@@ -262,6 +261,7 @@ def tuned_build(build: Build) -> tuple[Path, Manifest]:
 
     try:
         candidates = cpu_candidates(options.calib is not None)
+        # Two steps: unpacked at once, mypy infers tune's type variable as Optional.
         outcome = tune(candidates, build_candidate, measure, options.tune_seconds)
         trials, best = outcome
         if best is None:

@@ -35,6 +35,9 @@ class ProbabilityModel(nn.Module):
         return torch.sigmoid(cls_logits.float()).squeeze(1), torch.sigmoid(seg_logits.float())
 
 
+_last_export: dict[str, Any] = {}  # "key" and "graph" (bytes) of the last export
+
+
 def export_onnx(
     checkpoint: Checkpoint,
     path: Path,
@@ -58,9 +61,6 @@ def export_onnx(
     if checkpoint_sha256 is not None:
         _last_export.update(key=key, graph=path.read_bytes())
     return path
-
-
-_last_export: dict[str, Any] = {}  # "key" and "graph" (bytes) of the last export
 
 
 def _export(

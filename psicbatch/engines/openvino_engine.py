@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from psicbatch.engines import registry
 from psicbatch.engines.base import Engine
 from psicbatch.engines.manifest import Manifest
 from psicbatch.errors import PsicbatchError
@@ -25,9 +26,8 @@ def import_openvino() -> Any:
     try:
         import openvino
     except ImportError:
-        raise PsicbatchError(
-            "the openvino backend needs OpenVINO: pip install 'psicbatch[openvino]'"
-        ) from None
+        hint = registry.backend("openvino").install_hint
+        raise PsicbatchError(f"the openvino backend needs OpenVINO: {hint}") from None
     return openvino
 
 

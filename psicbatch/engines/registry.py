@@ -35,6 +35,10 @@ class Backend:
     def load(self, attribute: str) -> Any:
         return getattr(importlib.import_module(self.module), attribute)
 
+    @property
+    def install_hint(self) -> str:
+        return f"pip install 'psicbatch[{self.extra}]'"
+
 
 _ONNX = ("torch", "onnx", "onnxruntime")
 BACKENDS: dict[str, Backend] = {

@@ -47,10 +47,10 @@ class ResultRow:
         return cls(index, readable_path(path), path_bytes(path), **values)
 
     def as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in ROW_FIELDS}
+        """Every field, in order (a shallow copy: no per-field copying on the hot path)."""
+        return dict(vars(self))
 
 
-ROW_FIELDS = tuple(f.name for f in fields(ResultRow))
 SCHEMA = pa.schema(
     [
         pa.field(f.name, f.metadata["arrow"], nullable=f.metadata["nullable"])
