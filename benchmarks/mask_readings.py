@@ -28,8 +28,11 @@ def main() -> None:
     summaries = [metrics_summary([r for r in rows if r["fold"] == fold]) for fold in folds]
     table1 = cross_validation_tables(summaries)["table1"]
     readings = {
-        label: {kind: table1[f"{kind}_iou{suffix}"] for kind in ("mask", "boundary")}
-        for label, suffix in READINGS
+        label: {
+            kind: table1[f"{kind}_miou" + (f"_{reading}" if reading else "")]
+            for kind in ("mask", "boundary")
+        }
+        for label, reading in READINGS
     }
     (folder / "mask_readings.json").write_text(json.dumps(readings, indent=2) + "\n")
     lines = [

@@ -28,23 +28,23 @@ def fold_one(folder: Path) -> dict:
     that predate a metric get it too)."""
     fold = next(f for f in json.loads((folder / "cv.json").read_text())["folds"] if f["fold"] == 1)
     rows = [r for r in pq.read_table(folder / "predictions.parquet").to_pylist() if r["fold"] == 1]
-    fold["summary"] = {**fold["summary"], **metrics_summary(rows)}
+    thresholds = fold["summary"]["thresholds"]
+    fold["summary"] = metrics_summary(rows)
+    fold["summary"].thresholds = thresholds
     return fold
 
 
 def row(name: str, fold: dict) -> list[str]:
     summary = fold["summary"]
-    segmentation, classification = summary["segmentation"], summary["classification"]
-    readings = [
-        f"{100 * segmentation[key]:.2f}" if key in segmentation else "-" for key in SEGMENTATION
-    ]
+    segmentation, classification = summary.segmentation, summary.classification
+    readings = [f"{100 * getattr(segmentation, key):.2f}" for key in SEGMENTATION]
     return [
         name,
-        f"{summary['thresholds']['segmentation']:.4f}",
+        f"{summary.thresholds['segmentation']:.4f}",
         *readings,
-        f"{100 * classification['ap']:.2f}",
-        str(classification["fn"]),
-        str(classification["fp"]),
+        f"{100 * classification.ap:.2f}",
+        str(classification.fn),
+        str(classification.fp),
         f"{fold['train_minutes']:.1f}",
     ]
 

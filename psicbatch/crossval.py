@@ -33,6 +33,7 @@ from psicbatch.reports import (
     write_json,
     write_predictions,
 )
+from psicbatch.scores import EvaluationSummary
 from psicbatch.train import Trainer, TrainOptions, partial_path
 
 
@@ -133,6 +134,7 @@ def _run_fold(
     test_index = [i for i, s in enumerate(samples) if s.id in test_ids]
     if done_marker.exists() and model_path.exists():
         record = json.loads(done_marker.read_text())
+        record["summary"] = EvaluationSummary.from_dict(record["summary"])
         record["rows"] = pq.read_table(fold_dir / "evaluation" / "predictions.parquet").to_pylist()
         return record
     if not model_path.exists():

@@ -22,6 +22,12 @@ from psicbatch.data.memory import TensorDataset, load_into_memory
 from psicbatch.engines import Engine
 from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.preprocess import full_resolution_mask, normalize
+from psicbatch.scores import (
+    ClassificationScores,
+    EngineDescription,
+    EvaluationSummary,
+    SegmentationScores,
+)
 
 PIXEL_COUNT_KEYS = (
     "defect_intersection",
@@ -34,7 +40,7 @@ PIXEL_COUNT_KEYS = (
 @dataclass
 class Evaluation:
     rows: list[dict[str, Any]]  # one per image
-    summary: dict[str, Any]
+    summary: EvaluationSummary
 
 
 def evaluate_dataset(
@@ -58,8 +64,7 @@ def evaluate_dataset(
         fp32 = EngineSpec(checkpoint=compare_to, precision="fp32", input_size=manifest.input_size)
         reference = open_engine(fp32, device, batch_size)
         baseline = evaluate(reference, samples, tensors, batch_size, progress)
-        comparison = compare(result.summary, baseline.summary)
-        result.summary["comparison"] = {**comparison, "reference": str(compare_to)}
+        result.summary.comparison = result.summary.compare(baseline.summary, str(compare_to))
     return result
 
 
@@ -98,23 +103,22 @@ def evaluate(
             if progress is not None and task is not None:
                 progress.advance(task)
     summary = metrics_summary(rows)
-    summary["thresholds"] = dict(thresholds)
-    summary["engine"] = describe(engine)
+    summary.thresholds = dict(thresholds)
+    summary.engine = describe(engine)
     return Evaluation(rows, summary)
 
 
-def describe(engine: Engine) -> dict[str, Any]:
-    """What a report says about the engine it scored."""
+def describe(engine: Engine) -> EngineDescription:
     m = engine.manifest
-    return {
-        "backend": m.backend,
-        "precision": m.precision,
-        "device": str(engine.device),
-        "engine_sha256": m.engine_sha256,
-        "checkpoint_sha256": m.checkpoint_sha256,
-        "input_size": list(m.input_size),
-        "selection": m.selection,  # why this backend and precision
-    }
+    return EngineDescription(
+        backend=m.backend,
+        precision=m.precision,
+        device=str(engine.device),
+        engine_sha256=m.engine_sha256,
+        checkpoint_sha256=m.checkpoint_sha256,
+        input_size=(m.input_size[0], m.input_size[1]),
+        selection=m.selection,
+    )
 
 
 def _score(
@@ -144,25 +148,6 @@ def _score(
     }
 
 
-HEADLINE = (
-    ("segmentation", "mask_miou"),
-    ("segmentation", "boundary_miou"),
-    ("segmentation", "two_class_miou"),
-    ("classification", "auc"),
-    ("classification", "ap"),
-    ("classification", "accuracy"),
-)
-
-
-def compare(summary: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
-    """The headline metrics of an engine next to those of its reference, with deltas."""
-    metrics_side_by_side = {}
-    for group, name in HEADLINE:
-        ours, theirs = summary[group][name], reference[group][name]
-        metrics_side_by_side[name] = {"engine": ours, "reference": theirs, "delta": ours - theirs}
-    return {"reference_engine": reference["engine"], "metrics": metrics_side_by_side}
-
-
 def image_iou(row: dict[str, Any], kind: str, gated: bool) -> float:
     """One image's mask or boundary IoU (``kind``) counted over all images: a defect-free
     image scores 1 when nothing is predicted on it and 0 otherwise. ``gated``: the mask of
@@ -174,7 +159,7 @@ def image_iou(row: dict[str, Any], kind: str, gated: bool) -> float:
     return 0.0 if kept and row["predicted_defect_pixels"] else 1.0
 
 
-def metrics_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def metrics_summary(rows: list[dict[str, Any]]) -> EvaluationSummary:
     """Dataset-level metrics from per-image rows (also used to pool folds).
 
     Mask and boundary mIoU: over the defective images (strict; what an overlay shows),
@@ -185,25 +170,26 @@ def metrics_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     scores = np.array([row["probability"] for row in rows], dtype=float)
     decisions = np.array([row["predicted_defective"] for row in rows], dtype=bool)
     defective = [row for row in rows if not math.isnan(row["mask_iou"])]
-    segmentation = {
-        "mask_miou": _mean(row["mask_iou"] for row in defective),
-        "boundary_miou": _mean(row["boundary_iou"] for row in defective),
-        "two_class_miou": metrics.two_class_miou(counts),
+    readings = {
+        f"{kind}_miou_{reading}": _mean(image_iou(row, f"{kind}_iou", gated) for row in rows)
+        for reading, gated in (("all", False), ("gated", True))
+        for kind in ("mask", "boundary")
     }
-    for reading, gated in (("all", False), ("gated", True)):
-        for kind in ("mask", "boundary"):
-            values = (image_iou(row, f"{kind}_iou", gated) for row in rows)
-            segmentation[f"{kind}_miou_{reading}"] = _mean(values)
-    return {
-        "images": len(rows),
-        "defective_images": int(labels.sum()),
-        "segmentation": segmentation,
-        "classification": {
-            "auc": metrics.roc_auc(labels, scores),
-            "ap": metrics.average_precision(labels, scores),
+    return EvaluationSummary(
+        images=len(rows),
+        defective_images=int(labels.sum()),
+        segmentation=SegmentationScores(
+            mask_miou=_mean(row["mask_iou"] for row in defective),
+            boundary_miou=_mean(row["boundary_iou"] for row in defective),
+            two_class_miou=metrics.two_class_miou(counts),
+            **readings,
+        ),
+        classification=ClassificationScores(
+            auc=metrics.roc_auc(labels, scores),
+            ap=metrics.average_precision(labels, scores),
             **metrics.classification_counts(labels, decisions),
-        },
-    }
+        ),
+    )
 
 
 def _mean(values: Any) -> float:

@@ -4,39 +4,67 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from psicbatch import metrics
+from psicbatch.scores import (
+    CLASSIFICATION,
+    HEADLINE,
+    EvaluationSummary,
+    Metric,
+    MetricDelta,
+    SegmentationScores,
+)
 
-# Paper Tables 1 and 3 (percent), for side-by-side comparison.
+# Paper Tables 1 and 3 (percent), for side-by-side comparison; "ap" is the paper's mAP.
 PAPER_RESULTS = {
     "kolektorsdd": {
         "mask_miou": 88.49,
         "boundary_miou": 73.99,
         "auc": 98.05,
-        "map": 96.43,
+        "ap": 96.43,
         "accuracy": 98.53,
     },
     "kolektorsdd2": {
         "mask_miou": 86.13,
         "boundary_miou": 70.98,
         "auc": 96.34,
-        "map": 93.27,
+        "ap": 93.27,
         "accuracy": 97.50,
     },
     "dagm": {
         "mask_miou": 89.10,
         "boundary_miou": 82.55,
         "auc": 100.0,
-        "map": 100.0,
+        "ap": 100.0,
         "accuracy": 100.0,
     },
 }
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Column(Generic[T]):
+    """One column of a report table: its header and how a row's item fills its cell."""
+
+    header: str
+    cell: Callable[[T], object]
+
+
+def column_table(columns: Sequence[Column[T]], items: Iterable[T]) -> list[str]:
+    """Lines of a markdown table with one row per item."""
+    return markdown_table(
+        [column.header for column in columns],
+        [[column.cell(item) for column in columns] for item in items],
+    )
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> list[str]:
@@ -97,77 +125,72 @@ def plot_curves(out_dir: Path, rows: list[dict[str, Any]], title: str) -> list[P
     return paths
 
 
-def evaluation_markdown(summary: dict[str, Any], title: str) -> str:
-    seg, cls = summary["segmentation"], summary["classification"]
+def _metric_column(metric: Metric, header: str) -> Column[EvaluationSummary]:
+    return Column(header, lambda summary: _pct(metric.of(summary)))
+
+
+def _fold_column(column: Column[EvaluationSummary]) -> Column[dict[str, Any]]:
+    """A summary column read from a ``cv`` fold record's summary."""
+    return Column(column.header, lambda fold: column.cell(fold["summary"]))
+
+
+SUMMARY_COLUMNS: tuple[Column[EvaluationSummary], ...] = (
+    *(_metric_column(metric, f"{metric.label} (%)") for metric in HEADLINE),
+    Column("FP", lambda s: s.classification.fp),
+    Column("FN", lambda s: s.classification.fn),
+)
+METRIC_LABELS = {metric.name: metric.label for metric in HEADLINE}
+COMPARISON_COLUMNS: tuple[Column[tuple[str, MetricDelta]], ...] = (
+    Column("metric (%)", lambda item: METRIC_LABELS.get(item[0], item[0])),
+    Column("this engine", lambda item: _pct(item[1].engine)),
+    Column("reference", lambda item: _pct(item[1].reference)),
+    Column("delta (points)", lambda item: f"{100 * item[1].delta:+.2f}"),
+)
+
+
+def evaluation_markdown(summary: EvaluationSummary, title: str) -> str:
     lines = [
         f"# {title}",
         "",
-        f"{summary['images']} images, {summary['defective_images']} defective.",
+        f"{summary.images} images, {summary.defective_images} defective.",
     ]
-    if "engine" in summary:
-        lines += ["", f"Engine: {_engine_line(summary['engine'])}."]
+    if summary.engine is not None:
+        lines += ["", f"Engine: {summary.engine.line()}."]
     lines += [
         "",
-        "| Mask mIoU (%) | Boundary mIoU (%) | two-class mIoU (%) | AUC (%) | AP (%) "
-        "| Accuracy (%) | FP | FN |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        f"| {_pct(seg['mask_miou'])} | {_pct(seg['boundary_miou'])} "
-        f"| {_pct(seg['two_class_miou'])} | {_pct(cls['auc'])} | {_pct(cls['ap'])} "
-        f"| {_pct(cls['accuracy'])} | {cls['fp']} | {cls['fn']} |",
+        *column_table(SUMMARY_COLUMNS, [summary]),
         "",
-        *readings_table(seg),
+        *readings_table(summary.segmentation),
         "",
         METRIC_NOTE,
         "",
     ]
-    if "comparison" in summary:
-        comparison = summary["comparison"]
+    comparison = summary.comparison
+    if comparison is not None:
         lines += [
-            f"## Against {comparison.get('reference', 'the reference')} "
-            f"({_engine_line(comparison['reference_engine'])})",
+            f"## Against {comparison.reference} ({comparison.reference_engine.line()})",
+            "",
+            *column_table(COMPARISON_COLUMNS, comparison.metrics.items()),
             "",
         ]
-        lines += markdown_table(
-            ["metric (%)", "this engine", "reference", "delta (points)"],
-            [
-                [name, _pct(v["engine"]), _pct(v["reference"]), f"{100 * v['delta']:+.2f}"]
-                for name, v in comparison["metrics"].items()
-            ],
-        )
-        lines.append("")
     return "\n".join(lines)
 
 
 READINGS = (
     ("defective images only", ""),
-    ("all images", "_all"),
-    ("all images, masks gated by the image decision", "_gated"),
+    ("all images", "all"),
+    ("all images, masks gated by the image decision", "gated"),
 )
 
 
-def readings_table(segmentation: dict[str, Any]) -> list[str]:
+def readings_table(segmentation: SegmentationScores) -> list[str]:
     """Mask and boundary mIoU in the three readings, labelled."""
-    return markdown_table(
-        ["Mask / Boundary mIoU (%) over", "Mask mIoU", "Boundary mIoU"],
-        [
-            [
-                label,
-                _pct(segmentation[f"mask_miou{suffix}"]),
-                _pct(segmentation[f"boundary_miou{suffix}"]),
-            ]
-            for label, suffix in READINGS
-            if f"mask_miou{suffix}" in segmentation
-        ],
+    columns: tuple[Column[tuple[str, str]], ...] = (
+        Column("Mask / Boundary mIoU (%) over", lambda item: item[0]),
+        Column("Mask mIoU", lambda item: _pct(segmentation.reading("mask", item[1]))),
+        Column("Boundary mIoU", lambda item: _pct(segmentation.reading("boundary", item[1]))),
     )
-
-
-def _engine_line(engine: dict[str, Any]) -> str:
-    why = f" ({engine['selection']})" if engine.get("selection") else ""
-    return (
-        f"{engine['backend']} {engine['precision']} on {engine['device']}{why}, "
-        f"{engine['input_size'][0]}x{engine['input_size'][1]}, engine sha256 "
-        f"{engine['engine_sha256'][:12]}"
-    )
+    return column_table(columns, READINGS)
 
 
 METRIC_NOTE = (
@@ -182,7 +205,9 @@ METRIC_NOTE = (
 )
 
 
-def write_evaluation_report(out_dir: Path, rows: list[dict], summary: dict, title: str) -> None:
+def write_evaluation_report(
+    out_dir: Path, rows: list[dict], summary: EvaluationSummary, title: str
+) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "metrics.json", summary)
     write_predictions(out_dir / "predictions.parquet", rows)
@@ -190,8 +215,9 @@ def write_evaluation_report(out_dir: Path, rows: list[dict], summary: dict, titl
     (out_dir / "report.md").write_text(evaluation_markdown(summary, title))
 
 
-def cross_validation_tables(fold_summaries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Table 1 (mean / max / min over folds) and Table 3 (AUC, mAP, accuracy) in percent."""
+def cross_validation_tables(fold_summaries: list[EvaluationSummary]) -> dict[str, Any]:
+    """Table 1 (mean / max / min over folds of every segmentation score) and Table 3 (the
+    mean over folds of AUC, AP (the paper's mAP) and accuracy; FP and FN summed), in percent."""
 
     def stats(values: list[float]) -> dict[str, float]:
         return {
@@ -200,33 +226,69 @@ def cross_validation_tables(fold_summaries: list[dict[str, Any]]) -> dict[str, A
             "min": 100 * min(values),
         }
 
-    segs = [s["segmentation"] for s in fold_summaries]
-    clss = [s["classification"] for s in fold_summaries]
     return {
         "table1": {
-            "mask_iou": stats([s["mask_miou"] for s in segs]),
-            "boundary_iou": stats([s["boundary_miou"] for s in segs]),
-            "two_class_miou": stats([s["two_class_miou"] for s in segs]),
-            **{
-                f"{kind}_iou{suffix}": stats([s[f"{kind}_miou{suffix}"] for s in segs])
-                for _, suffix in READINGS[1:]
-                for kind in ("mask", "boundary")
-                if all(f"{kind}_miou{suffix}" in s for s in segs)
-            },
+            score.name: stats([getattr(s.segmentation, score.name) for s in fold_summaries])
+            for score in fields(SegmentationScores)
         },
         "table3": {
-            "auc": 100 * float(np.mean([c["auc"] for c in clss])),
-            "map": 100 * float(np.mean([c["ap"] for c in clss])),
-            "accuracy": 100 * float(np.mean([c["accuracy"] for c in clss])),
-            "fp": sum(c["fp"] for c in clss),
-            "fn": sum(c["fn"] for c in clss),
+            **{
+                metric.name: 100 * float(np.mean([metric.of(s) for s in fold_summaries]))
+                for metric in CLASSIFICATION
+            },
+            "fp": sum(s.classification.fp for s in fold_summaries),
+            "fn": sum(s.classification.fn for s in fold_summaries),
         },
     }
 
 
+FOLD_COLUMNS: tuple[Column[dict[str, Any]], ...] = (
+    Column("fold", lambda fold: fold["fold"]),
+    _fold_column(Column("test images", lambda summary: summary.images)),
+    _fold_column(Column("defective", lambda summary: summary.defective_images)),
+    *(
+        _fold_column(_metric_column(metric, metric.label))
+        for metric in HEADLINE
+        if metric.name != "two_class_miou"
+    ),
+    Column("train time (min)", lambda fold: f"{fold['train_minutes']:.1f}"),
+)
+
+
 def cross_validation_markdown(report: dict[str, Any]) -> str:
+    """``cv``'s report: folds' ``summary`` and ``pooled`` are ``EvaluationSummary``s."""
     t1, t3 = report["tables"]["table1"], report["tables"]["table3"]
-    paper = PAPER_RESULTS.get(report["layout"])
+    paper = PAPER_RESULTS.get(report["layout"], {})
+    spread = ("mask_miou", "boundary_miou")
+    table1_header = [
+        "",
+        *(
+            header
+            for kind in ("Mask", "Boundary")
+            for header in (f"{kind} mIoU", f"Max {kind} IoU", f"Min {kind} IoU")
+        ),
+        "two-class mIoU",
+    ]
+    table1_rows = [
+        [
+            "psicbatch",
+            *(f"{t1[name][stat]:.2f}" for name in spread for stat in ("mean", "max", "min")),
+            f"{t1['two_class_miou']['mean']:.2f}",
+        ]
+    ]
+    if paper:
+        table1_rows.append(
+            ["paper", *(cell for name in spread for cell in (f"{paper[name]:.2f}", "", "")), ""]
+        )
+    table3_header = ["", *("mAP" if m.name == "ap" else m.label for m in CLASSIFICATION)]
+    table3_header += ["FP", "FN"]
+    table3_rows = [
+        ["psicbatch", *(f"{t3[m.name]:.2f}" for m in CLASSIFICATION), t3["fp"], t3["fn"]]
+    ]
+    if paper:
+        table3_rows.append(["paper", *(f"{paper[m.name]:.2f}" for m in CLASSIFICATION), "", ""])
+    mean_readings = SegmentationScores(**{name: t1[name]["mean"] / 100 for name in t1})
+    pooled: EvaluationSummary = report["pooled"]
     lines = [
         f"# {len(report['folds'])}-fold cross-validation on {report['dataset']}",
         "",
@@ -239,82 +301,32 @@ def cross_validation_markdown(report: dict[str, Any]) -> str:
         "",
         "## Segmentation (paper Table 1 layout, %)",
         "",
-        "| | Mask mIoU | Max Mask IoU | Min Mask IoU | Boundary mIoU | Max Boundary IoU "
-        "| Min Boundary IoU | two-class mIoU |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        f"| psicbatch | {t1['mask_iou']['mean']:.2f} | {t1['mask_iou']['max']:.2f} "
-        f"| {t1['mask_iou']['min']:.2f} | {t1['boundary_iou']['mean']:.2f} "
-        f"| {t1['boundary_iou']['max']:.2f} | {t1['boundary_iou']['min']:.2f} "
-        f"| {t1['two_class_miou']['mean']:.2f} |",
-    ]
-    if paper:
-        lines.append(
-            f"| paper | {paper['mask_miou']:.2f} | | | {paper['boundary_miou']:.2f} | | | |"
-        )
-    lines += [
+        *markdown_table(table1_header, table1_rows),
         "",
         "Mean, max and min are over folds; each fold's value is the mean over its defective "
         "test images (strict reading).",
         "",
         "### The three readings of mask and boundary mIoU (mean over folds, %)",
         "",
-        *readings_table(
-            {
-                f"{kind}_miou{suffix}": t1[f"{kind}_iou{suffix}"]["mean"] / 100
-                for _, suffix in READINGS
-                for kind in ("mask", "boundary")
-                if f"{kind}_iou{suffix}" in t1
-            }
-        ),
+        *readings_table(mean_readings),
         "",
         "## Classification (paper Table 3 layout, %)",
         "",
-        "| | AUC | mAP | Accuracy | FP | FN |",
-        "| --- | --- | --- | --- | --- | --- |",
-        f"| psicbatch | {t3['auc']:.2f} | {t3['map']:.2f} | {t3['accuracy']:.2f} "
-        f"| {t3['fp']} | {t3['fn']} |",
-    ]
-    if paper:
-        lines.append(
-            f"| paper | {paper['auc']:.2f} | {paper['map']:.2f} | {paper['accuracy']:.2f} | | |"
-        )
-    lines += ["", "mAP is the mean of the folds' AP; FP and FN are summed over folds.", ""]
-    lines += ["## Folds", ""]
-    lines += markdown_table(
-        [
-            "fold",
-            "test images",
-            "defective",
-            "Mask mIoU",
-            "Boundary mIoU",
-            "AUC",
-            "AP",
-            "Accuracy",
-            "train time (min)",
-        ],
-        [
-            [
-                fold["fold"],
-                s["images"],
-                s["defective_images"],
-                _pct(s["segmentation"]["mask_miou"]),
-                _pct(s["segmentation"]["boundary_miou"]),
-                _pct(s["classification"]["auc"]),
-                _pct(s["classification"]["ap"]),
-                _pct(s["classification"]["accuracy"]),
-                f"{fold['train_minutes']:.1f}",
-            ]
-            for fold in report["folds"]
-            for s in [fold["summary"]]
-        ],
-    )
-    pooled = report["pooled"]
-    lines += [
+        *markdown_table(table3_header, table3_rows),
         "",
-        f"Pooled over all folds' test predictions: AUC {_pct(pooled['classification']['auc'])}, "
-        f"AP {_pct(pooled['classification']['ap'])}, "
-        f"Mask mIoU {_pct(pooled['segmentation']['mask_miou'])}, "
-        f"Boundary mIoU {_pct(pooled['segmentation']['boundary_miou'])}.",
+        "mAP is the mean of the folds' AP; FP and FN are summed over folds.",
+        "",
+        "## Folds",
+        "",
+        *column_table(FOLD_COLUMNS, report["folds"]),
+        "",
+        "Pooled over all folds' test predictions: "
+        + ", ".join(
+            f"{m.label} {_pct(m.of(pooled))}"
+            for m in HEADLINE
+            if m.name in ("auc", "ap", "mask_miou", "boundary_miou")
+        )
+        + ".",
         "",
         METRIC_NOTE,
         "",
@@ -327,6 +339,8 @@ def _pct(value: float) -> str:
 
 
 def _json_default(value: Any) -> Any:
+    if isinstance(value, EvaluationSummary):
+        return value.to_dict()
     if isinstance(value, (np.integer, np.floating)):
         return value.item()
     if isinstance(value, Path):

@@ -57,8 +57,8 @@ def test_cv_reports_in_paper_layout_and_resumes(dataset: Path, tmp_path: Path) -
     assert result.exit_code == 0, result.output
     report = json.loads((out / "cv.json").read_text())
     assert len(report["folds"]) == 2
-    assert set(report["tables"]["table1"]["mask_iou"]) == {"mean", "max", "min"}
-    assert {"auc", "map", "accuracy"} <= set(report["tables"]["table3"])
+    assert set(report["tables"]["table1"]["mask_miou"]) == {"mean", "max", "min"}
+    assert {"auc", "ap", "accuracy", "fp", "fn"} <= set(report["tables"]["table3"])
     splits = json.loads((out / "splits.json").read_text())
     all_ids = sorted(r["id"] for r in pq.read_table(out / "predictions.parquet").to_pylist())
     assert sorted(i for fold in splits["test_ids"] for i in fold) == all_ids
@@ -98,7 +98,7 @@ def test_cv_runs_a_single_fold_with_the_mask_study_options(dataset: Path, tmp_pa
     assert report["options"]["alpha_cap"] == 0.9 and report["options"]["pixel_threshold"] == "iou"
     assert report["options"]["dice_weight"] == 0.5
     assert not (out / "fold1").exists() and (out / "fold2" / "model.pt").exists()
-    assert "mask_iou_gated" in report["tables"]["table1"]
+    assert "mask_miou_gated" in report["tables"]["table1"]
     bad = CliRunner().invoke(main, [*args[:4], "--fold", "4", *args[6:]])
     assert bad.exit_code == 1 and "--fold must be between 1 and 3" in bad.output
 

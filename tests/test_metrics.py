@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from psicbatch import metrics
+from psicbatch.scores import EvaluationSummary
 
 
 def box(shape: tuple[int, int], top: int, left: int, height: int, width: int) -> np.ndarray:
@@ -153,9 +155,13 @@ def test_all_image_and_gated_mask_miou_by_hand() -> None:
         score_row(True, 0.3, 0.6, 40),  # defective but below the image threshold: all 0.6, gated 0
         score_row(True, 0.8, 0.8, 50),  # defective, found: 0.8 in every reading
     ]
-    segmentation = metrics_summary(rows)["segmentation"]
-    assert segmentation["mask_miou"] == pytest.approx((0.6 + 0.8) / 2)  # defective only
-    assert segmentation["mask_miou_all"] == pytest.approx((1 + 0 + 0 + 0.6 + 0.8) / 5)
-    assert segmentation["mask_miou_gated"] == pytest.approx((1 + 1 + 0 + 0 + 0.8) / 5)
-    assert segmentation["boundary_miou_all"] == pytest.approx((1 + 0 + 0 + 0.3 + 0.4) / 5)
-    assert segmentation["boundary_miou_gated"] == pytest.approx((1 + 1 + 0 + 0 + 0.4) / 5)
+    summary = metrics_summary(rows)
+    segmentation = summary.segmentation
+    assert segmentation.mask_miou == pytest.approx((0.6 + 0.8) / 2)  # defective only
+    assert segmentation.mask_miou_all == pytest.approx((1 + 0 + 0 + 0.6 + 0.8) / 5)
+    assert segmentation.mask_miou_gated == pytest.approx((1 + 1 + 0 + 0 + 0.8) / 5)
+    assert segmentation.boundary_miou_all == pytest.approx((1 + 0 + 0 + 0.3 + 0.4) / 5)
+    assert segmentation.boundary_miou_gated == pytest.approx((1 + 1 + 0 + 0 + 0.4) / 5)
+    assert (summary.classification.fp, summary.classification.fn) == (1, 1)
+    # The JSON form (metrics.json, cv.json) reads back to the same summary.
+    assert EvaluationSummary.from_dict(json.loads(json.dumps(summary.to_dict()))) == summary

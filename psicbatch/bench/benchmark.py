@@ -1,6 +1,6 @@
 """The benchmark run: every size x batch engine-only, end to end, host ceiling and
-baseline, on one device, in one run (the report is a dict written as JSON; its markdown is
-``bench.markdown``)."""
+baseline, on one device, in one run (the report is ``bench.report.BenchReport``; its
+markdown is ``bench.markdown``)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from psicbatch.bench.measurements import (
     host_ceiling,
     research_baseline,
 )
+from psicbatch.bench.report import BenchReport, EngineChoice, EngineOnlyRow, summarize
 from psicbatch.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, untrained_checkpoint
 from psicbatch.data.images import image_files
 from psicbatch.data.synth import generate
@@ -27,7 +28,6 @@ from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.model import ModelConfig, count_flops
 
 SIZE_PRESETS = {"ksdd": (1408, 512), "ksdd2": (640, 232), "dagm": (512, 512)}
-TARGET_SECONDS = (1.0, 2.0)  # the industrial per-image budget the paper cites
 
 
 @dataclass(frozen=True)
@@ -55,39 +55,40 @@ def run_benchmark(
     engine_dir: Path | None,
     precision: str,
     progress: Any = None,
-) -> dict[str, Any]:
+) -> BenchReport:
     """Measure every size x batch, the baseline per size and the ceiling, in one run."""
     device = default_device()  # engine-only, end to end, baseline and host: all on this one
     template = load_engine(engine_dir, device) if engine_dir is not None else None
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path is not None else None
-    results, baselines, end_to_end_results, host = [], {}, {}, []
-    ceiling = None
-    for name, size in plan.sizes:
+    results: list[EngineOnlyRow] = []
+    baselines: dict[str, dict[str, Any]] = {}
+    end_to_end_results: dict[str, dict[str, Any]] = {}
+    host: list[dict[str, Any]] = []
+
+    def open_at(size: tuple[int, int]) -> Engine:
         spec = EngineSpec(checkpoint=checkpoint_path, precision=precision, input_size=size)
-        engine = template or open_engine(spec, device, max(plan.batches))
+        return template or open_engine(spec, device, max(plan.batches))
+
+    first = open_at(plan.sizes[0][1])
+    chosen = first.manifest  # every size runs the same backend and precision
+    ceiling = engine_ceiling(
+        chosen.backend, chosen.precision, device, seconds=min(6.0, plan.seconds)
+    )
+    for index, (name, size) in enumerate(plan.sizes):
+        engine = first if index == 0 else open_at(size)
         gflop = count_flops(ModelConfig(**engine.manifest.model), *size) / 1e9
-        if ceiling is None:
-            manifest = engine.manifest
-            ceiling = engine_ceiling(
-                manifest.backend, manifest.precision, device, seconds=min(6.0, plan.seconds)
-            )
-            chosen = engine.manifest
         for batch in plan.batches:
             measured = engine_only(engine, size, batch, plan.seconds)
-            achieved = measured.throughput * gflop
             results.append(
-                {
-                    "size_name": name,
-                    "size": list(size),
-                    "batch": batch,
-                    "backend": engine.manifest.backend,
-                    "precision": engine.manifest.precision,
-                    "gflop_per_image": gflop,
-                    **measured.to_dict(),
-                    "seconds_per_image": 1 / measured.throughput if measured.throughput else None,
-                    "achieved_gflops": achieved,
-                    "ceiling_share": achieved / float(ceiling["gflops"]),
-                }
+                EngineOnlyRow.measured(
+                    name,
+                    size,
+                    batch,
+                    (engine.manifest.backend, engine.manifest.precision),
+                    gflop,
+                    measured,
+                    float(ceiling["gflops"]),
+                )
             )
             if progress:
                 progress(f"{name} batch {batch}: {measured.throughput:.2f} images/s")
@@ -132,26 +133,26 @@ def run_benchmark(
                 progress(
                     f"{name} baseline: {baselines[name]['throughput_items_per_s']:.2f} images/s"
                 )
-    return {
-        "machine": machine(),
-        "engine": {
-            "backend": chosen.backend,
-            "precision": chosen.precision,
-            "selection": chosen.selection,
-            "advice": faster_configuration_advice(chosen, device),
-        },
-        "ceiling": ceiling,
-        "results": results,
-        "baseline": baselines,
-        "end_to_end": end_to_end_results,
-        "host_ceiling": host,
-        "summary": _summary(results, baselines, end_to_end_results),
-        "memory_peak": memory_peak(),
-    }
+    return BenchReport(
+        machine=machine(),
+        engine=EngineChoice(
+            chosen.backend,
+            chosen.precision,
+            chosen.selection,
+            faster_configuration_advice(chosen, device),
+        ),
+        ceiling=ceiling,
+        results=results,
+        baseline=baselines,
+        end_to_end=end_to_end_results,
+        host_ceiling=host,
+        summary=summarize(results, baselines, end_to_end_results),
+        memory_peak=memory_peak(),
+    )
 
 
 def _end_to_end(
-    measured: list[dict],
+    measured: list[EngineOnlyRow],
     engine: Engine,
     checkpoint_path: Path | None,
     engine_dir: Path | None,
@@ -163,9 +164,9 @@ def _end_to_end(
     """The run path at the batch size the engine did best with, on enough images for
     about half the measurement time (at least three batches), next to the run's decoder
     alone on the same files."""
-    best = max(measured, key=lambda r: r["throughput_items_per_s"])
-    batch = best["batch"]
-    count = int(min(400, max(3 * batch, best["throughput_items_per_s"] * plan.seconds / 2)))
+    best = max(measured, key=lambda r: r.throughput_items_per_s)
+    batch = best.batch
+    count = int(min(400, max(3 * batch, best.throughput_items_per_s * plan.seconds / 2)))
     spec = EngineSpec(
         engine_dir=engine_dir,
         checkpoint=checkpoint_path,
@@ -180,9 +181,7 @@ def _end_to_end(
         )
         result = end_to_end(spec, files, batch, Path(folder), device)
         decoding = decode_only(files, engine.manifest.engine_preprocessing(), batch, device)
-    result["share_of_engine_only"] = (
-        result["throughput_items_per_s"] / best["throughput_items_per_s"]
-    )
+    result["share_of_engine_only"] = result["throughput_items_per_s"] / best.throughput_items_per_s
     result["decode_only_items_per_s"] = decoding["throughput_items_per_s"]
     result["share_of_decode_only"] = (
         result["throughput_items_per_s"] / decoding["throughput_items_per_s"]
@@ -201,35 +200,6 @@ def _baseline(
         return research_baseline(checkpoint, files, size, plan.seconds, device).to_dict()
 
 
-def _summary(
-    results: list[dict], baselines: dict[str, dict], end_to_end: dict[str, dict]
-) -> list[dict[str, Any]]:
-    """Per size: best engine throughput, batch-1 latency, speedup and verdict."""
-    rows = []
-    for name in dict.fromkeys(r["size_name"] for r in results):
-        mine = [r for r in results if r["size_name"] == name]
-        best = max(mine, key=lambda r: r["throughput_items_per_s"])
-        single = next((r for r in mine if r["batch"] == 1), None)
-        latency = single["latency_per_call"]["p50"] / 1000 if single else best["seconds_per_image"]
-        base = baselines.get(name, {}).get("throughput_items_per_s")
-        rows.append(
-            {
-                "size_name": name,
-                "size": best["size"],
-                "best_images_per_s": best["throughput_items_per_s"],
-                "best_batch": best["batch"],
-                "latency_s_per_image": latency,
-                "ceiling_share": best["ceiling_share"],
-                "baseline_images_per_s": base,
-                "speedup_vs_baseline": best["throughput_items_per_s"] / base if base else None,
-                "end_to_end_images_per_s": end_to_end.get(name, {}).get("throughput_items_per_s"),
-                "end_to_end_share": end_to_end.get(name, {}).get("share_of_engine_only"),
-                "verdict": _verdict(latency),
-            }
-        )
-    return rows
-
-
 STAGES = ("decode+preprocess", "in series", "inference", "postprocess", "write")
 
 
@@ -237,12 +207,3 @@ def engine_busy(result: dict[str, Any]) -> float:
     """Share of an end-to-end run's time the engine was computing, from that run alone."""
     inference = result["stage_seconds_per_image"].get("inference", 0.0)
     return result["throughput_items_per_s"] * inference
-
-
-def _verdict(seconds: float) -> str:
-    low, high = TARGET_SECONDS
-    if seconds <= low:
-        return f"meets the {low:g} s target"
-    if seconds <= high:
-        return f"meets the {high:g} s target"
-    return f"misses the {high:g} s target"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from psicbatch.bench.benchmark import STAGES, engine_busy
-from psicbatch.reports import markdown_table
+from psicbatch.bench.report import BenchReport, EngineChoice, EngineOnlyRow, SizeSummary
+from psicbatch.reports import Column, column_table, markdown_table
 
 STAGE_HEADER = " / ".join(STAGES)
 
@@ -58,73 +59,80 @@ def _stage_ms(result: dict[str, Any]) -> str:
     return " / ".join(f"{1000 * per_image.get(stage, 0.0):.2f}" for stage in STAGES)
 
 
-def _engine_lines(engine: dict[str, Any] | None) -> list[str]:
+def _engine_lines(engine: EngineChoice | None) -> list[str]:
     if engine is None:  # reports written before the engine was recorded
         return []
-    why = f" ({engine['selection']})" if engine["selection"] else ""
-    lines = [f"Engine: {engine['backend']} {engine['precision']}{why}."]
-    if engine["advice"]:
-        lines.append(f"Faster here: {engine['advice']}.")
+    why = f" ({engine.selection})" if engine.selection else ""
+    lines = [f"Engine: {engine.backend} {engine.precision}{why}."]
+    if engine.advice:
+        lines.append(f"Faster here: {engine.advice}.")
     return lines
+
+
+def _optional(value: float | None, template: str) -> str:
+    return "-" if value is None else template.format(value)
+
+
+# The per-size table, in bench.md and on the terminal.
+SIZE_COLUMNS: tuple[Column[SizeSummary], ...] = (
+    Column("size", lambda s: s.label),
+    Column("best images/s (batch)", lambda s: f"{s.best_images_per_s:.3f} ({s.best_batch})"),
+    Column("latency s/image (batch 1, p50)", lambda s: f"{s.latency_s_per_image:.3f}"),
+    Column("share of ceiling", lambda s: f"{100 * s.ceiling_share:.0f}%"),
+    Column("baseline images/s", lambda s: _optional(s.baseline_images_per_s, "{:.3f}")),
+    Column("speedup", lambda s: _optional(s.speedup_vs_baseline, "{:.2f}x")),
+    Column("end to end", lambda s: _optional(s.end_to_end_share, "{:.0%} of engine")),
+    Column("verdict", lambda s: s.verdict),
+)
+ENGINE_ONLY_COLUMNS: tuple[Column[EngineOnlyRow], ...] = (
+    Column("size", lambda r: r.size_name),
+    Column("batch", lambda r: r.batch),
+    Column("backend", lambda r: r.backend),
+    Column("precision", lambda r: r.precision),
+    Column("GFLOP/image", lambda r: f"{r.gflop_per_image:.1f}"),
+    Column("images/s", lambda r: f"{r.throughput_items_per_s:.3f}"),
+    Column("p50 ms", lambda r: f"{r.latency_per_call['p50']:.1f}"),
+    Column("p99 ms", lambda r: f"{r.latency_per_call['p99']:.1f}"),
+    Column("GFLOP/s", lambda r: f"{r.achieved_gflops:.0f}"),
+    Column("stable", lambda r: "yes" if r.stable else "no"),
+)
 
 
 def _unit(ceiling: dict[str, Any]) -> str:
     return "GOP/s" if str(ceiling["precision"]).startswith("int8") else "GFLOP/s"
 
 
-def markdown(report: dict[str, Any], command: str) -> str:
-    m, c = report["machine"], report["ceiling"]
+def markdown(report: BenchReport) -> str:
+    m, c = report.machine, report.ceiling
     lines = [
         "# psicbatch benchmark",
         "",
         f"Machine: {m['cpu']} ({m.get('isa', 'ISA not recorded')}), {m['cores']} cores, "
         f"GPU: {m['gpu'] or 'none'}; torch {m['torch']}, psicbatch {m['psicbatch']}.",
-        *_engine_lines(report.get("engine")),
+        *_engine_lines(report.engine),
         f"Ceiling measured in the same run: {c['gflops']:.0f} {_unit(c)} ({c['precision']} "
         f"{c['size']}x{c['size']} matrix product). Peak memory: "
-        f"{report['memory_peak']['host_mib']:.0f} MiB.",
+        f"{report.memory_peak['host_mib']:.0f} MiB.",
         "",
         "```",
-        command,
+        report.command or "",
         "```",
         "",
         "## Per size",
         "",
     ]
-    lines += markdown_table(
-        [
-            "size",
-            "best images/s (batch)",
-            "latency s/image (batch 1, p50)",
-            "share of ceiling",
-            "baseline images/s",
-            "speedup",
-            "verdict",
-        ],
-        [
-            [
-                f"{s['size_name']} ({s['size'][0]}x{s['size'][1]})",
-                f"{s['best_images_per_s']:.3f} ({s['best_batch']})",
-                f"{s['latency_s_per_image']:.3f}",
-                f"{100 * s['ceiling_share']:.0f}%",
-                f"{s['baseline_images_per_s']:.3f}" if s["baseline_images_per_s"] else "-",
-                f"{s['speedup_vs_baseline']:.2f}x" if s["speedup_vs_baseline"] else "-",
-                s["verdict"],
-            ]
-            for s in report["summary"]
-        ],
-    )
-    if any(row["ceiling_share"] > 1 for row in report["summary"]):
+    lines += column_table(SIZE_COLUMNS, report.summary)
+    if any(row.ceiling_share > 1 for row in report.summary):
         lines += [
             "",
             "A share above 100% means the model's convolutions ran faster than the "
             "matrix product: that product is a lower bound of the machine's peak here, "
             "not the peak itself.",
         ]
-    if report.get("end_to_end"):
+    if report.end_to_end:
         lines += ["", "## End to end (`psicbatch run` path)", ""]
         lines += markdown_table(
-            END_TO_END_COLUMNS, [_end_to_end_row(n, e) for n, e in report["end_to_end"].items()]
+            END_TO_END_COLUMNS, [_end_to_end_row(n, e) for n, e in report.end_to_end.items()]
         )
         lines += [
             "",
@@ -136,9 +144,9 @@ def markdown(report: dict[str, Any], command: str) -> str:
             "itself (images/s x inference s/image): unlike the share of engine-only, which "
             "compares with a measurement taken minutes earlier, machine drift cannot move it.",
         ]
-    if report.get("host_ceiling"):
+    if report.host_ceiling:
         lines += ["", "## Host ceiling (null engine, decoding excluded)", ""]
-        lines += markdown_table(HOST_COLUMNS, [_host_row(h) for h in report["host_ceiling"]])
+        lines += markdown_table(HOST_COLUMNS, [_host_row(h) for h in report.host_ceiling])
         lines += [
             "",
             "The whole run path with an engine that returns ready outputs at once and a "
@@ -149,35 +157,7 @@ def markdown(report: dict[str, Any], command: str) -> str:
             "pixels above threshold).",
         ]
     lines += ["", "## Engine only, every configuration", ""]
-    lines += markdown_table(
-        [
-            "size",
-            "batch",
-            "backend",
-            "precision",
-            "GFLOP/image",
-            "images/s",
-            "p50 ms",
-            "p99 ms",
-            "GFLOP/s",
-            "stable",
-        ],
-        [
-            [
-                r["size_name"],
-                r["batch"],
-                r["backend"],
-                r["precision"],
-                f"{r['gflop_per_image']:.1f}",
-                f"{r['throughput_items_per_s']:.3f}",
-                f"{r['latency_per_call']['p50']:.1f}",
-                f"{r['latency_per_call']['p99']:.1f}",
-                f"{r['achieved_gflops']:.0f}",
-                "yes" if r["stable"] else "no",
-            ]
-            for r in report["results"]
-        ],
-    )
+    lines += column_table(ENGINE_ONLY_COLUMNS, report.results)
     lines += [
         "",
         "Latencies are per call (one batch); the baseline is PIL decoding plus torch fp32 eager "

@@ -12,9 +12,9 @@ from rich.table import Table
 
 from psicbatch.assets import demo_model_path
 from psicbatch.bench.benchmark import SIZE_PRESETS, BenchPlan, random_checkpoint, run_benchmark
-from psicbatch.bench.markdown import markdown
-from psicbatch.bench.plots import compare as compare_reports
+from psicbatch.bench.markdown import SIZE_COLUMNS, markdown
 from psicbatch.bench.plots import plot_benchmark
+from psicbatch.bench.report import BenchReport, compare_reports
 from psicbatch.commands.options import (
     NETWORK_SIZE,
     POSITIVE,
@@ -35,16 +35,6 @@ def _sizes(value: str) -> tuple[tuple[str, tuple[int, int]], ...]:
             else (part, NETWORK_SIZE.convert(part, None, None))
         )
     return tuple(sizes)
-
-
-def _share(row: dict) -> str:
-    share = row.get("end_to_end_share")
-    return "-" if share is None else f"{100 * share:.0f}% of engine"
-
-
-def _label(row: dict) -> str:
-    size = f"{row['size'][0]}x{row['size'][1]}"
-    return size if row["size_name"] == size else f"{row['size_name']} {size}"
 
 
 def _batches(value: str) -> tuple[int, ...]:
@@ -159,38 +149,21 @@ def bench_command(
             plan, checkpoint, engine, precision, progress=lambda text: console.print(f"  {text}")
         )
     out.mkdir(parents=True, exist_ok=True)
-    report["command"] = command_line()
-    write_json(out / "bench.json", report)
-    (out / "bench.md").write_text(markdown(report, report["command"]))
+    report.command = command_line()
+    write_json(out / "bench.json", report.to_dict())
+    (out / "bench.md").write_text(markdown(report))
     plot_benchmark(report, out)
-    table = Table(title=f"psicbatch bench ({report['ceiling']['gflops']:.0f} GFLOP/s ceiling)")
-    for column in (
-        "size",
-        "best images/s",
-        "s/image (batch 1)",
-        "ceiling share",
-        "vs baseline",
-        "end to end",
-        "verdict",
-    ):
-        table.add_column(column)
-    for row in report["summary"]:
-        speedup = f"{row['speedup_vs_baseline']:.2f}x" if row["speedup_vs_baseline"] else "-"
-        table.add_row(
-            _label(row),
-            f"{row['best_images_per_s']:.3f}",
-            f"{row['latency_s_per_image']:.3f}",
-            f"{100 * row['ceiling_share']:.0f}%",
-            speedup,
-            _share(row),
-            row["verdict"],
-        )
+    table = Table(title=f"psicbatch bench ({report.ceiling['gflops']:.0f} GFLOP/s ceiling)")
+    for column in SIZE_COLUMNS:
+        table.add_column(column.header)
+    for row in report.summary:
+        table.add_row(*(str(column.cell(row)) for column in SIZE_COLUMNS))
     Console().print(table)
     click.echo(f"reports written to {out}/ (bench.json, bench.md, bench_*.png)")
 
 
 def _print_comparison(first: Path, second: Path) -> None:
-    reports = [json.loads(path.read_text()) for path in (first, second)]
+    reports = [BenchReport.from_dict(json.loads(path.read_text())) for path in (first, second)]
     table = Table(title=f"{first} vs {second}")
     for column in (
         "size",
@@ -203,14 +176,14 @@ def _print_comparison(first: Path, second: Path) -> None:
         table.add_column(column)
     for row in compare_reports(*reports):
         table.add_row(
-            row["size"],
-            f"{row['images_per_s'][0]:.3f}",
-            f"{row['images_per_s'][1]:.3f}",
-            f"{row['ratio']:.2f}x",
-            f"{row['latency_s'][0]:.3f}",
-            f"{row['latency_s'][1]:.3f}",
+            row.size,
+            f"{row.images_per_s[0]:.3f}",
+            f"{row.images_per_s[1]:.3f}",
+            f"{row.ratio:.2f}x",
+            f"{row.latency_s[0]:.3f}",
+            f"{row.latency_s[1]:.3f}",
         )
     for index, report in enumerate(reports, start=1):
-        m = report["machine"]
+        m = report.machine
         table.caption = (table.caption or "") + f"{index}: {m['cpu']}, GPU {m['gpu']}  "
     Console().print(table)

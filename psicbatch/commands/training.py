@@ -136,8 +136,8 @@ def evaluate_command(
         result = evaluate_dataset(
             spec, data, layout, str(resolve_device(device)), batch_size, compare_to, progress
         )
-    result.summary["evaluated"] = str(name)
-    result.summary["command"] = command_line()
+    result.summary.evaluated = str(name)
+    result.summary.command = command_line()
     write_evaluation_report(out, result.rows, result.summary, f"Evaluation of {name}")
     click.echo(evaluation_markdown(result.summary, f"Evaluation of {name} on {data}"))
     click.echo(f"report written to {out}/ (report.md, metrics.json, predictions.parquet, curves)")

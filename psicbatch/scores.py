@@ -1,0 +1,162 @@
+"""Typed evaluation results: what ``eval`` and ``cv`` compute, write as JSON and read back.
+
+One dataclass per part of a summary, and one list (``HEADLINE``) of the metrics every
+report shows, so a metric is named once; reports are built from these, never from keys.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SegmentationScores:
+    """Mask and boundary mIoU in three readings (see ``evaluate.image_iou``), and the
+    two-class mIoU of the pooled pixels. Summaries written before the "all" and "gated"
+    readings existed read back with those as NaN."""
+
+    mask_miou: float
+    boundary_miou: float
+    two_class_miou: float
+    mask_miou_all: float = math.nan
+    boundary_miou_all: float = math.nan
+    mask_miou_gated: float = math.nan
+    boundary_miou_gated: float = math.nan
+
+    def reading(self, kind: str, reading: str) -> float:
+        """``kind`` mask or boundary; ``reading`` "" (defective images), "all" or "gated"."""
+        return float(getattr(self, f"{kind}_miou" + (f"_{reading}" if reading else "")))
+
+
+@dataclass(frozen=True)
+class ClassificationScores:
+    auc: float
+    ap: float
+    accuracy: float
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+
+
+@dataclass(frozen=True)
+class EngineDescription:
+    """What a report says about the engine it scored."""
+
+    backend: str
+    precision: str
+    device: str
+    engine_sha256: str
+    checkpoint_sha256: str | None
+    input_size: tuple[int, int]
+    selection: str | None = None  # why this backend and precision
+
+    def line(self) -> str:
+        why = f" ({self.selection})" if self.selection else ""
+        height, width = self.input_size
+        return (
+            f"{self.backend} {self.precision} on {self.device}{why}, {height}x{width}, "
+            f"engine sha256 {self.engine_sha256[:12]}"
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EngineDescription:
+        return cls(**{**data, "input_size": tuple(data["input_size"])})
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One headline metric: where it lives in a summary and how a table heads it."""
+
+    group: str  # "segmentation" or "classification"
+    name: str
+    label: str
+
+    def of(self, summary: EvaluationSummary) -> float:
+        return float(getattr(getattr(summary, self.group), self.name))
+
+
+HEADLINE = (
+    Metric("segmentation", "mask_miou", "Mask mIoU"),
+    Metric("segmentation", "boundary_miou", "Boundary mIoU"),
+    Metric("segmentation", "two_class_miou", "two-class mIoU"),
+    Metric("classification", "auc", "AUC"),
+    Metric("classification", "ap", "AP"),
+    Metric("classification", "accuracy", "Accuracy"),
+)
+CLASSIFICATION = tuple(metric for metric in HEADLINE if metric.group == "classification")
+
+
+@dataclass(frozen=True)
+class MetricDelta:
+    engine: float
+    reference: float
+    delta: float
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The headline metrics of an engine next to a reference checkpoint's (fp32)."""
+
+    reference: str
+    reference_engine: EngineDescription
+    metrics: dict[str, MetricDelta]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Comparison:
+        return cls(
+            reference=data.get("reference", "the reference"),
+            reference_engine=EngineDescription.from_dict(data["reference_engine"]),
+            metrics={name: MetricDelta(**value) for name, value in data["metrics"].items()},
+        )
+
+
+@dataclass
+class EvaluationSummary:
+    images: int
+    defective_images: int
+    segmentation: SegmentationScores
+    classification: ClassificationScores
+    thresholds: dict[str, float] = field(default_factory=dict)
+    engine: EngineDescription | None = None
+    comparison: Comparison | None = None
+    evaluated: str | None = None  # the engine or checkpoint path, as given
+    command: str | None = None
+
+    def compare(self, reference: EvaluationSummary, name: str) -> Comparison:
+        """This summary's headline metrics next to ``reference``'s, with deltas."""
+        if reference.engine is None:
+            raise ValueError("the reference summary does not describe its engine")
+        return Comparison(
+            reference=name,
+            reference_engine=reference.engine,
+            metrics={
+                metric.name: MetricDelta(
+                    metric.of(self), metric.of(reference), metric.of(self) - metric.of(reference)
+                )
+                for metric in HEADLINE
+            },
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``metrics.json``, ``cv.json``); absent parts are left out."""
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvaluationSummary:
+        known = {f.name for f in fields(SegmentationScores)}
+        return cls(
+            images=data["images"],
+            defective_images=data["defective_images"],
+            segmentation=SegmentationScores(
+                **{k: v for k, v in data["segmentation"].items() if k in known}
+            ),
+            classification=ClassificationScores(**data["classification"]),
+            thresholds=dict(data.get("thresholds", {})),
+            engine=EngineDescription.from_dict(data["engine"]) if data.get("engine") else None,
+            comparison=Comparison.from_dict(data["comparison"]) if data.get("comparison") else None,
+            evaluated=data.get("evaluated"),
+            command=data.get("command"),
+        )
