@@ -12,7 +12,7 @@
 #   3. psicbatch bench: the paper's network (width 1) at 1408x512, torch fp16 engine,
 #      batches 1/8/32, engine-only and end to end (with the engine's busy share);
 #   4. psicbatch run end to end on 2,000 generated 1408x512 images, half JPEG, half PNG,
-#      on GPU 0, then with --devices on every visible GPU (the summary gives the stage
+#      on GPU 0, then with --device on every visible GPU (the summary gives the stage
 #      times; step 3's end-to-end row gives the engine's busy share).
 # Everything it measures lands in OUT_DIR: machine.txt, nvidia-smi.txt, versions.json,
 # gpu-tests.txt, bench.json and bench.md, run-one-gpu.txt and run-all-gpus.txt.
@@ -30,12 +30,12 @@ export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 
 if [[ $mode == --dry-run ]]; then
     width=0.125 size=128x128 count=8 batches=1,2 duration=0.5 precision=fp32
-    one=(--devices cpu) all=()  # the script's flow only: one run
+    one=(--device cpu) all=()  # the script's flow only: one run
 else
     width=1 size=1408x512 count=2000 batches=1,8,32 duration=10 precision=fp16
     gpus=$("$python" -c "import torch; print(','.join(map(str, range(torch.cuda.device_count()))))")
     [[ -n $gpus ]] || { echo "gpu_check: no CUDA GPU visible (use --dry-run on a CPU)" >&2; exit 1; }
-    one=(--devices 0) all=(--devices "$gpus")
+    one=(--device 0) all=(--device "$gpus")
 fi
 
 echo "== 1. machine" | tee "$out/machine.txt"

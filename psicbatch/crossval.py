@@ -150,7 +150,7 @@ def _run_fold(
     train_minutes = checkpoint.training.get("train_seconds", 0.0) / 60
     test_samples = [samples[i] for i in test_index]
     batch = 4 * options.batch_size
-    engine = _fold_engine(model_path, fold_dir, scoring, str(resolve_device(options.device)), batch)
+    engine = _fold_engine(model_path, fold_dir, scoring, resolve_device(options.device), batch)
     evaluation = evaluate(engine, test_samples, data.subset(test_index), batch, progress)
     write_evaluation_report(
         fold_dir / "evaluation", evaluation.rows, evaluation.summary, f"Fold {fold} test set"

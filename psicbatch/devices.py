@@ -1,12 +1,57 @@
-"""Device names as commands take them."""
+"""One device syntax for every command's ``--device``.
+
+``auto`` (the first GPU when one is visible, else the CPU), ``cpu``, ``cuda``, ``cuda:N``
+or ``N``; where a command runs several workers (``run``) also a list of GPUs (``0,1``,
+``cuda:0,cuda:1``) or ``all``. Every form resolves to ``cpu`` or ``cuda:N``, checked
+against the GPUs visible here, so a typo fails in one line before any work starts.
+"""
 
 from __future__ import annotations
 
 import torch
 
+from psicbatch.errors import PsicbatchError
 
-def resolve_device(device: str) -> torch.device:
-    """``auto``: the first GPU when one is visible, else the CPU; anything else as given."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+DEVICE_HELP = "auto, cpu, cuda, cuda:N or N"
+DEVICES_HELP = f"{DEVICE_HELP}, or GPUs as 0,1 or all"
+
+
+def default_device() -> str:
+    """The first GPU when one is visible, else the CPU."""
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def parse_devices(value: str) -> tuple[str, ...]:
+    """Every device ``value`` names, as ``cpu`` or ``cuda:N`` (see the module's syntax)."""
+    text = value.strip().lower()
+    if text in ("", "auto"):
+        return (default_device(),)
+    if text == "cpu":
+        return ("cpu",)
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if text == "all":
+        if not visible:
+            raise PsicbatchError("device 'all': no GPU is visible here")
+        return tuple(f"cuda:{index}" for index in range(visible))
+    devices = tuple(_gpu(part.strip(), value, visible) for part in text.split(","))
+    if len(set(devices)) != len(devices):
+        raise PsicbatchError(f"device {value!r}: a GPU is named twice")
+    return devices
+
+
+def resolve_device(value: str) -> str:
+    """The one device ``value`` names, for commands that run on one device."""
+    devices = parse_devices(value)
+    if len(devices) > 1:
+        raise PsicbatchError(f"device {value!r}: this command runs on one device")
+    return devices[0]
+
+
+def _gpu(part: str, value: str, visible: int) -> str:
+    number = part.removeprefix("cuda").removeprefix(":") or "0"
+    if not number.isdigit():
+        raise PsicbatchError(f"device {value!r}: expected {DEVICES_HELP}")
+    if int(number) >= visible:
+        seen = f"{visible} GPUs are visible" if visible else "no GPU is visible"
+        raise PsicbatchError(f"device {value!r}: GPU {int(number)} does not exist here ({seen})")
+    return f"cuda:{int(number)}"

@@ -112,7 +112,7 @@ class Trainer:
         self.options = options
         self.out = out
         self.progress = progress
-        self.device = resolve_device(options.device)
+        self.device = torch.device(resolve_device(options.device))
         self.precision_choice = choose_precision(
             options.precision, "torch", self.device, training=True
         )

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 CONSOLE = Path(sys.executable).parent / "psicbatch"
-FAST = ["--decoder", "pil", "--precision", "fp32", "--devices", "cpu", "-q"]
+FAST = ["--decoder", "pil", "--precision", "fp32", "--device", "cpu", "-q"]
 STARTUP_SECONDS = 120
 IMAGES = 600
 

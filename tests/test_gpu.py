@@ -72,9 +72,9 @@ def test_gpu_run_matches_the_cpu_run(images: Path, tmp_path: Path, decoder: str)
         pytest.importorskip("nvidia.dali")
     cpu, gpu = tmp_path / "cpu.parquet", tmp_path / "gpu.parquet"
     run_cli(
-        str(images), "-o", str(cpu), "--devices", "cpu", "--decoder", "pil", "--precision", "fp32"
+        str(images), "-o", str(cpu), "--device", "cpu", "--decoder", "pil", "--precision", "fp32"
     )
-    run_cli(str(images), "-o", str(gpu), "--devices", "0", "--decoder", decoder)
+    run_cli(str(images), "-o", str(gpu), "--device", "0", "--decoder", decoder)
     cpu_rows, gpu_rows = pq.read_table(cpu).to_pylist(), pq.read_table(gpu).to_pylist()
     assert [r["path"] for r in cpu_rows] == [r["path"] for r in gpu_rows]
     ious = []
@@ -95,7 +95,7 @@ def test_tensorrt_build_parity_and_run(images: Path, tmp_path: Path) -> None:
     directory, manifest = build_engine(demo_model_path(), options)
     assert manifest.parity["decision_flips"] == 0 and manifest.parity["mask_iou_mean"] >= 0.9
     out = tmp_path / "trt.parquet"
-    run_cli(str(images), "-o", str(out), "--engine", str(directory), "--devices", "0")
+    run_cli(str(images), "-o", str(out), "--engine", str(directory), "--device", "0")
     assert read_metadata(out)["engine"]["backend"] == "tensorrt"
     assert all(row["error"] is None for row in pq.read_table(out).to_pylist())
 
@@ -104,8 +104,8 @@ def test_two_gpus_give_the_one_gpu_table(images: Path, tmp_path: Path) -> None:
     if torch.cuda.device_count() < 2:
         pytest.skip("needs two GPUs")
     one, two = tmp_path / "one.parquet", tmp_path / "two.parquet"
-    run_cli(str(images), "-o", str(one), "--devices", "0", "--batch-size", "4")
-    run_cli(str(images), "-o", str(two), "--devices", "0,1", "--batch-size", "4")
+    run_cli(str(images), "-o", str(one), "--device", "0", "--batch-size", "4")
+    run_cli(str(images), "-o", str(two), "--device", "0,1", "--batch-size", "4")
     # cudnn.benchmark may choose other kernels in another process: not bit-identical
     assert_same_results(pq.read_table(one).to_pylist(), pq.read_table(two).to_pylist())
     assert read_metadata(two)["devices"] == ["cuda:0", "cuda:1"]
@@ -121,7 +121,7 @@ def test_a_bad_file_under_dali_on_the_gpu_gets_an_error_row(images: Path, tmp_pa
     (folder / "truncated.png").write_bytes(files[0].read_bytes()[:300])
     out = tmp_path / "r.parquet"
     result = CliRunner().invoke(
-        main, ["run", str(folder), "-o", str(out), "--devices", "0", "--decoder", "dali", "-q"]
+        main, ["run", str(folder), "-o", str(out), "--device", "0", "--decoder", "dali", "-q"]
     )
     assert result.exit_code == 3, result.output  # some images failed, the run did not
     rows = {Path(r["path"]).name: r for r in pq.read_table(out).to_pylist()}
@@ -136,7 +136,7 @@ def test_workers_under_a_preset_device_mask(
     uuid = f"GPU-{torch.cuda.get_device_properties(0).uuid}"
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", uuid)
     out = tmp_path / "r.parquet"
-    run_cli(str(images), "-o", str(out), "--devices", "0", "--workers", "2", "--batch-size", "4")
+    run_cli(str(images), "-o", str(out), "--device", "0", "--workers", "2", "--batch-size", "4")
     assert all(row["error"] is None for row in pq.read_table(out).to_pylist())
 
 
@@ -144,8 +144,8 @@ def test_mixed_sizes_and_a_partial_batch_on_the_gpu(tmp_path: Path) -> None:
     folder = write_mixed_sizes(tmp_path / "mixed")
     cpu, gpu = tmp_path / "cpu.parquet", tmp_path / "gpu.parquet"
     common = [str(folder), "--batch-size", "4", "--masks", "all", "--precision", "fp32"]
-    run_cli(*common, "-o", str(cpu), "--devices", "cpu", "--decoder", "pil")
-    run_cli(*common, "-o", str(gpu), "--devices", "0", "--decoder", "pil")
+    run_cli(*common, "-o", str(cpu), "--device", "cpu", "--decoder", "pil")
+    run_cli(*common, "-o", str(gpu), "--device", "0", "--decoder", "pil")
     assert_same_results(pq.read_table(cpu).to_pylist(), pq.read_table(gpu).to_pylist(), 1e-3, 0.95)
 
 

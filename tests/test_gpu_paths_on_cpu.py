@@ -66,7 +66,7 @@ def mixed_sizes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_mixed_sizes_and_a_partial_last_batch(mixed_sizes: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.parquet"
     args = ["run", str(mixed_sizes), "--out", str(out), "--batch-size", "4", "--masks", "all"]
-    result = CliRunner().invoke(main, [*args, "--devices", "cpu", "--decoder", "pil", "-q"])
+    result = CliRunner().invoke(main, [*args, "--device", "cpu", "--decoder", "pil", "-q"])
     assert result.exit_code == 0, result.output
     rows = pq.read_table(out).to_pylist()
     assert len(rows) == 7 and all(row["error"] is None for row in rows)

@@ -75,7 +75,7 @@ def _inspect_fixture_images(folder: Path) -> Path:
     Image.fromarray(np.full((40, 56), 120, np.uint8)).save(folder / "a.png")
     (folder / "b.png").write_bytes(b"not a png")
     out = folder.parent / "results.parquet"
-    fp32_on_cpu = ["--decoder", "pil", "--devices", "cpu", "--precision", "fp32"]
+    fp32_on_cpu = ["--decoder", "pil", "--device", "cpu", "--precision", "fp32"]
     result = CliRunner().invoke(main, ["run", str(folder), "--out", str(out), *fp32_on_cpu])
     assert result.exit_code == 3, result.output  # one image failed
     return out

@@ -24,7 +24,7 @@ from psicbatch.run.output_guard import REPORT_MARKER
 from tests.run_processes import killed_run
 
 CONSOLE = Path(sys.executable).parent / "psicbatch"
-FAST = ["--decoder", "pil", "--precision", "fp32", "--devices", "cpu", "-q"]
+FAST = ["--decoder", "pil", "--precision", "fp32", "--device", "cpu", "-q"]
 INVALID_UTF8 = os.fsdecode(b"camera_\xff\xfe.png")
 
 

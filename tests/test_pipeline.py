@@ -156,7 +156,7 @@ def test_torch_engine_runs_on_the_runs_device_not_the_builds(tmp_path: Path) -> 
 
 
 def test_metadata_for_model_on_gpu_describes_the_gpu_engine(tmp_path: Path) -> None:
-    """``--model ... --devices 0`` records fp16 on cuda:0, as the workers run it."""
+    """``--model ... --device 0`` records fp16 on cuda:0, as the workers run it."""
     spec = EngineSpec(checkpoint=demo_model_path())
     options = RunOptions(out=tmp_path / "r.parquet", devices=("cuda:0",))
     info = describe_run(spec, options, worker_devices(options))

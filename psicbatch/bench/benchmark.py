@@ -22,7 +22,8 @@ from psicbatch.bench.report import BenchReport, EngineChoice, EngineOnlyRow, sum
 from psicbatch.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, untrained_checkpoint
 from psicbatch.data.images import image_files
 from psicbatch.data.synth import generate
-from psicbatch.engines import Engine, default_device, load_engine
+from psicbatch.devices import resolve_device
+from psicbatch.engines import Engine, load_engine
 from psicbatch.engines.null_engine import NULL_OUTPUTS
 from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.model import ModelConfig, count_flops
@@ -54,10 +55,12 @@ def run_benchmark(
     checkpoint_path: Path | None,
     engine_dir: Path | None,
     precision: str,
+    device: str = "auto",
     progress: Any = None,
 ) -> BenchReport:
-    """Measure every size x batch, the baseline per size and the ceiling, in one run."""
-    device = default_device()  # engine-only, end to end, baseline and host: all on this one
+    """Measure every size x batch, the baseline per size and the ceiling, in one run, all
+    on ``device`` (engine-only, end to end, baseline and host ceiling)."""
+    device = resolve_device(device)
     template = load_engine(engine_dir, device) if engine_dir is not None else None
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path is not None else None
     results: list[EngineOnlyRow] = []

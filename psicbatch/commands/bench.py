@@ -20,6 +20,7 @@ from psicbatch.commands.options import (
     POSITIVE,
     Bounded,
     command_line,
+    device_option,
     engine_options,
 )
 from psicbatch.reports import write_json
@@ -95,6 +96,7 @@ def _batches(value: str) -> tuple[int, ...]:
     help="Also run the whole run path with a null engine and decoding excluded: what the "
     "host side can feed, for clean, defective and noisy outputs.",
 )
+@device_option()
 @click.option(
     "--compare",
     nargs=2,
@@ -120,6 +122,7 @@ def bench_command(
     baseline: bool,
     end_to_end: bool,
     host_ceiling: bool,
+    device: str,
     compare: tuple[Path, Path] | None,
     out: Path,
 ) -> None:
@@ -146,7 +149,12 @@ def bench_command(
                 random_checkpoint(width, Path(folder)) if width else model or demo_model_path()
             )
         report = run_benchmark(
-            plan, checkpoint, engine, precision, progress=lambda text: console.print(f"  {text}")
+            plan,
+            checkpoint,
+            engine,
+            precision,
+            device,
+            progress=lambda text: console.print(f"  {text}"),
         )
     out.mkdir(parents=True, exist_ok=True)
     report.command = command_line()

@@ -15,6 +15,7 @@ from psicbatch.commands.options import (
     POSITIVE,
     PROBABILITY,
     SizeType,
+    device_option,
     precision_option,
 )
 from psicbatch.engines import list_engines
@@ -122,6 +123,7 @@ from psicbatch.model import MIN_NETWORK_SIZE
     show_default=True,
     help="Time budget for building and timing the candidates.",
 )
+@device_option()
 @click.option(
     "-o",
     "--out",

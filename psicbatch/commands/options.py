@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from psicbatch.data.layouts import LAYOUTS, SampleRef, read_dataset
+from psicbatch.devices import DEVICE_HELP, DEVICES_HELP, parse_devices, resolve_device
 from psicbatch.errors import PsicbatchError
 from psicbatch.model import MIN_NETWORK_SIZE, STRIDE
 from psicbatch.pixel_threshold import PIXEL_THRESHOLDS
@@ -58,6 +59,42 @@ class Bounded(click.ParamType):
 
 POSITIVE = Bounded(float, 0, low_open=True)
 AT_LEAST_ONE = Bounded(int, 1)
+
+
+class Devices(click.ParamType):
+    """``--device`` in the one syntax of ``psicbatch.devices``, resolved and checked when
+    the command line is read: one device (``cpu`` or ``cuda:N``), or with ``several`` a
+    tuple of them."""
+
+    name = "device"
+
+    def __init__(self, several: bool = False) -> None:
+        self.several = several
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str | tuple[str, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_devices(value) if self.several else resolve_device(value)
+        except PsicbatchError as error:
+            self.fail(str(error), param, ctx)
+
+
+def device_option(several: bool = False) -> Callable:
+    """``--device`` for every command; ``run`` (several workers) also takes GPU lists, and
+    the spelling ``--devices``."""
+    names = ("--device", "--devices") if several else ("--device",)
+    return click.option(
+        *names,
+        "devices" if several else "device",
+        type=Devices(several),
+        default="auto",
+        show_default=True,
+        help=(DEVICES_HELP if several else DEVICE_HELP)
+        + " (auto: the first GPU when one is visible, else the CPU).",
+    )
+
+
 NON_NEGATIVE_INT = Bounded(int, 0)
 PROBABILITY = Bounded(float, 0, 1)
 
@@ -257,9 +294,7 @@ def training_options(command: Callable) -> Callable:
         ),
         click.option("--seed", default=defaults.seed, show_default=True),
         precision_option("training"),
-        click.option(
-            "--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
-        ),
+        device_option(),
     ]
     for option in reversed(options):
         command = option(command)

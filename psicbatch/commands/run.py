@@ -19,6 +19,7 @@ from psicbatch.commands.options import (
     NON_NEGATIVE_INT,
     POSITIVE,
     PROBABILITY,
+    device_option,
     engine_options,
 )
 from psicbatch.engines.spec import EngineSpec
@@ -35,18 +36,6 @@ from psicbatch.run.runner import RunSummary, run
 from psicbatch.run.shutdown import Stopped, signals_stop
 
 EXIT_IMAGES_FAILED = 3
-
-
-def _devices(value: str | None) -> tuple[str, ...]:
-    """``0,1`` -> cuda:0, cuda:1; ``cpu`` -> the CPU; nothing -> the default."""
-    if not value:
-        return ()
-    if value.strip().lower() == "cpu":
-        return ("cpu",)
-    try:
-        return tuple(f"cuda:{int(part)}" for part in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: expected GPU numbers like 0,1, or cpu") from None
 
 
 @click.command("run")
@@ -76,10 +65,7 @@ def _devices(value: str | None) -> tuple[str, ...]:
     show_default=True,
     help="Worker processes: on the CPU (its threads are divided between them), or per GPU.",
 )
-@click.option(
-    "--devices",
-    help="GPUs to use, e.g. 0,1, or cpu (default: GPU 0 when one is visible, else the CPU).",
-)
+@device_option(several=True)
 @click.option(
     "--decoder",
     type=click.Choice(["auto", "dali", "pil"]),
@@ -153,7 +139,7 @@ def run_command(
     precision: str,
     batch_size: int,
     workers: int,
-    devices: str | None,
+    devices: tuple[str, ...],
     decoder: str,
     threshold: float | None,
     masks: str,
@@ -184,7 +170,7 @@ def run_command(
         out=out,
         batch_size=batch_size,
         workers=workers,
-        devices=_devices(devices),
+        devices=devices,
         decoder=decoder,
         threshold=threshold,
         masks=masks,

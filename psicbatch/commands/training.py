@@ -15,6 +15,7 @@ from psicbatch.commands.options import (
     Bounded,
     command_line,
     dataset_options,
+    device_option,
     precision_option,
     training_options,
     training_setup,
@@ -23,7 +24,6 @@ from psicbatch.crossval import FoldEngine, cross_validate
 from psicbatch.data.layouts import LAYOUTS
 from psicbatch.data.memory import load_into_memory
 from psicbatch.data.synth import generate
-from psicbatch.devices import resolve_device
 from psicbatch.engines.registry import NAMES
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.evaluate import evaluate_dataset
@@ -110,7 +110,7 @@ def train(
 )
 @click.option("--batch-size", type=AT_LEAST_ONE, default=8, show_default=True)
 @precision_option("checkpoint", what="For a checkpoint: ")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option()
 @click.option("--quiet", "-q", is_flag=True)
 def evaluate_command(
     paths: tuple[Path, ...],
@@ -133,9 +133,7 @@ def evaluate_command(
     )
     name = engine or model[0]
     with progress_bar(quiet, console) as progress:
-        result = evaluate_dataset(
-            spec, data, layout, str(resolve_device(device)), batch_size, compare_to, progress
-        )
+        result = evaluate_dataset(spec, data, layout, device, batch_size, compare_to, progress)
     result.summary.evaluated = str(name)
     result.summary.command = command_line()
     write_evaluation_report(out, result.rows, result.summary, f"Evaluation of {name}")

@@ -12,16 +12,11 @@ from pathlib import Path
 
 import torch
 
+from psicbatch.devices import default_device
 from psicbatch.engines.base import Engine
 from psicbatch.engines.manifest import MANIFEST_NAME, Manifest, read_manifest
 from psicbatch.engines.registry import backend as registered_backend
 from psicbatch.errors import PsicbatchError
-
-
-def default_device() -> str:
-    """The first GPU when one is visible, else the CPU."""
-    return "cuda:0" if torch.cuda.is_available() else "cpu"
-
 
 EngineClass = Callable[[Path, Manifest, torch.device, Path], Engine]
 
@@ -62,4 +57,4 @@ def list_engines(root: Path) -> list[tuple[Path, Manifest | str]]:
     return found
 
 
-__all__ = ["Engine", "Manifest", "default_device", "list_engines", "load_engine", "read_manifest"]
+__all__ = ["Engine", "Manifest", "list_engines", "load_engine", "read_manifest"]

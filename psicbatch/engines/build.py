@@ -17,7 +17,8 @@ import torch
 
 from psicbatch import __version__
 from psicbatch.checkpoint import Checkpoint, file_sha256, load_checkpoint
-from psicbatch.engines import default_device, load_engine
+from psicbatch.devices import resolve_device
+from psicbatch.engines import load_engine
 from psicbatch.engines.build_options import BuildOptions
 from psicbatch.engines.export import export_onnx
 from psicbatch.engines.image_sets import ImageSets, image_sets
@@ -58,12 +59,15 @@ class ParityError(PsicbatchError):
         self.problem = problem
 
 
-def tensorrt_usable() -> bool:
+def tensorrt_usable(device: str) -> bool:
+    """TensorRT's bindings import and ``device`` is a GPU."""
+    if not device.startswith("cuda"):
+        return False
     try:
         import tensorrt  # noqa: F401
     except ImportError:
         return False
-    return torch.cuda.is_available()
+    return True
 
 
 def cpu_int8_backend() -> str | None:
@@ -81,23 +85,25 @@ def choose_engine(options: BuildOptions) -> Choice:
     fastest native precision (bf16 where native: 2.5x ONNX Runtime fp32 there,
     benchmarks/results/cpu-backends/; else fp32).
     """
-    device = default_device()
+    device = resolve_device(options.device)
     if options.backend != "auto":
         if options.backend == "tensorrt":
             from psicbatch.engines.tensorrt_engine import import_tensorrt
 
             import_tensorrt()
-        precision = build_precision(options.backend, options.precision, options.calib)
+            if device == "cpu":
+                raise PsicbatchError("--backend tensorrt builds on a GPU; --device is cpu")
+        precision = build_precision(options.backend, options.precision, options.calib, device)
         return Choice(options.backend, precision, "as requested")
-    if tensorrt_usable():
-        precision = build_precision("tensorrt", options.precision, options.calib)
-        return Choice("tensorrt", precision, "TensorRT and a GPU are present")
+    if tensorrt_usable(device):
+        precision = build_precision("tensorrt", options.precision, options.calib, device)
+        return Choice("tensorrt", precision, f"TensorRT is installed and {device} is a GPU")
     int8 = cpu_int8_backend()
     install_int8 = backend(CPU_INT8_BACKENDS[0]).install_hint  # the fastest one
     if options.precision == "int8":
         if int8 is None:
             raise PsicbatchError(f"--precision int8 needs a CPU int8 runtime: {install_int8}")
-        return Choice(int8, build_precision(int8, "int8", options.calib), "as requested")
+        return Choice(int8, build_precision(int8, "int8", options.calib, device), "as requested")
     if options.precision != "auto" or device != "cpu":
         precision = resolve_precision(options.precision, "torch", device)
         return Choice("torch", precision, "no TensorRT here")
@@ -118,10 +124,9 @@ def choose_engine(options: BuildOptions) -> Choice:
     return Choice(int8, "int8", "calibration images given, and parity with fp32 held", fallback)
 
 
-def build_precision(backend: str, precision: str, calib: Path | None) -> str:
-    """The precision to build, for this machine's default device (the CPU for CPU-only
-    backends); int8 needs images, so ``auto`` without them is the backend's first float."""
-    device = default_device()
+def build_precision(backend: str, precision: str, calib: Path | None, device: str) -> str:
+    """The precision to build for ``device`` (the CPU for CPU-only backends); int8 needs
+    images, so ``auto`` without them is the backend's first float."""
     if torch.device(device).type not in SUPPORTED[backend]:
         device = "cpu"
     requested = precision
@@ -165,7 +170,7 @@ def build_engine(checkpoint_path: Path, options: BuildOptions) -> tuple[Path, Ma
     )
     build = Build(checkpoint_path, checkpoint, options, size, images)
     measured = options.backend == options.precision == "auto" and options.tune
-    if measured and default_device() == "cpu" and not tensorrt_usable():
+    if measured and resolve_device(options.device) == "cpu":
         return tuned_build(build)
     if choice.fallback is None:
         return build.checked(choice, options.check_parity)
@@ -216,7 +221,7 @@ class Build:
             manifest.engine_sha256 = file_sha256(staging / manifest.engine_file)
             manifest.data_files = data_file_digests(staging, manifest.engine_file)
             manifest.write(staging)
-            device = default_device()
+            device = resolve_device(options.device)
             quantized = choice.precision == "int8"
             engine = load_engine(staging, device)
             manifest.parity = measure_parity(engine, self.checkpoint, self.images.parity)
@@ -394,15 +399,16 @@ def _build_backend(
         )
         if plan.quantize:
             graph = quantize_int8(graph, work / "int8.onnx", images.calibration, "s8")
-        return build_tensorrt(
-            graph,
-            staging,
-            manifest,
-            plan,
-            max_batch,
-            options.workspace_gb,
-            options.cache_dir or staging.parent / ".timing-cache",  # beside the engine folder
-        )
+        with torch.cuda.device(torch.device(resolve_device(options.device))):
+            return build_tensorrt(
+                graph,
+                staging,
+                manifest,
+                plan,
+                max_batch,
+                options.workspace_gb,
+                options.cache_dir or staging.parent / ".timing-cache",  # beside the engine
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -39,6 +39,7 @@ class BuildOptions:
     min_mask_iou: float = MIN_MASK_IOU
     tune: bool = True  # auto on a CPU: time the candidates (False: the rule of thumb)
     tune_seconds: float = TUNE_SECONDS
+    device: str = "auto"  # where the engine is built, timed and checked (psicbatch.devices)
 
     def __post_init__(self) -> None:
         """The command line checks each option's range; this keeps library callers to

@@ -40,7 +40,7 @@ def providers_for(device: torch.device, available: list[str]) -> list[Any]:
             f"the onnxruntime engine on {device} needs ONNX Runtime's CUDA provider, which "
             "the installed onnxruntime lacks (it is the CPU build): on GPU machines install "
             "'psicbatch[onnx-gpu]' instead of 'psicbatch[onnx]' (pip uninstall onnxruntime "
-            "first: the two packages conflict), or run this engine with --devices cpu"
+            "first: the two packages conflict), or run this engine with --device cpu"
         )
     return [(CUDA_PROVIDER, {"device_id": device.index or 0}), "CPUExecutionProvider"]
 

@@ -63,7 +63,7 @@ def worker_environment(device: str, parent_mask: str | None = None) -> tuple[dic
     if index >= len(visible):
         raise PsicbatchError(
             f"{device}: this process sees {len(visible)} GPU(s) "
-            f"(CUDA_VISIBLE_DEVICES={parent_mask!r}); --devices counts from 0 within them"
+            f"(CUDA_VISIBLE_DEVICES={parent_mask!r}); --device counts from 0 within them"
         )
     return {"CUDA_VISIBLE_DEVICES": visible[index]}, "cuda:0"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from psicbatch import __version__
-from psicbatch.engines import default_device
+from psicbatch.devices import default_device
 from psicbatch.engines.spec import EngineSpec, describe_engine
 from psicbatch.paths import input_key
 from psicbatch.run.decode import decoder_name

@@ -1,0 +1,88 @@
+"""One --device syntax for every command, checked against the GPUs visible here."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from psicbatch.cli import main
+from psicbatch.devices import parse_devices, resolve_device
+from psicbatch.errors import PsicbatchError
+
+
+@pytest.fixture
+def two_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+
+
+@pytest.fixture
+def no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("auto", ("cuda:0",)),
+        ("cpu", ("cpu",)),
+        ("cuda", ("cuda:0",)),
+        ("cuda:1", ("cuda:1",)),
+        ("1", ("cuda:1",)),
+        ("0,1", ("cuda:0", "cuda:1")),
+        ("cuda:0, cuda:1", ("cuda:0", "cuda:1")),
+        ("all", ("cuda:0", "cuda:1")),
+        (" CPU ", ("cpu",)),
+    ],
+)
+def test_every_spelling_resolves_to_cpu_or_a_numbered_gpu(two_gpus, value, expected) -> None:
+    assert parse_devices(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("2", "GPU 2 does not exist here (2 GPUs are visible)"),
+        ("0,0", "a GPU is named twice"),
+        ("cpu,0", "expected auto, cpu, cuda, cuda:N or N, or GPUs as 0,1 or all"),
+        ("gpu", "expected auto, cpu"),
+        ("cuda:-1", "expected auto, cpu"),
+    ],
+)
+def test_bad_devices_are_one_line_errors(two_gpus, value, message) -> None:
+    with pytest.raises(PsicbatchError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_devices(value)
+
+
+def test_without_a_gpu_auto_is_the_cpu_and_gpus_are_refused(no_gpu) -> None:
+    assert parse_devices("auto") == ("cpu",) and resolve_device("auto") == "cpu"
+    for value in ("cuda", "0", "all"):
+        with pytest.raises(PsicbatchError, match="no GPU is visible"):
+            parse_devices(value)
+
+
+def test_one_device_commands_refuse_a_list(two_gpus) -> None:
+    assert resolve_device("1") == "cuda:1"
+    with pytest.raises(PsicbatchError, match="this command runs on one device"):
+        resolve_device("0,1")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run", "images"],
+        ["run", "images", "--devices"],  # the spelling run also takes
+        ["train", "data"],
+        ["eval", "model.pt", "data"],
+        ["cv", "data"],
+        ["bench"],
+        ["build-engine", "model.pt"],
+    ],
+)
+def test_every_command_checks_its_device_before_any_work(no_gpu, command) -> None:
+    flag = [] if command[-1] == "--devices" else ["--device"]
+    result = CliRunner().invoke(main, [*command, *flag, "cuda:3"])
+    assert result.exit_code == 2, result.output
+    assert "device 'cuda:3': GPU 3 does not exist here (no GPU is visible)" in result.output
+    assert "Traceback" not in result.output
