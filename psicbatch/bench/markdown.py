@@ -6,57 +6,46 @@ from typing import Any
 
 from psicbatch.bench.benchmark import STAGES, engine_busy
 from psicbatch.bench.report import BenchReport, EngineChoice, EngineOnlyRow, SizeSummary
-from psicbatch.reports import Column, column_table, markdown_table
+from psicbatch.reports import Column, column_table
 
 STAGE_HEADER = " / ".join(STAGES)
-
-
-END_TO_END_COLUMNS = (
-    "size | batch | device | images | images/s | share of engine-only | engine busy | "
-    f"decoding alone, images/s (share) | decoder | ms/image: {STAGE_HEADER} | bounded by"
-).split(" | ")
-HOST_COLUMNS = (
-    f"size | outputs | batch | device | images | images/s | ms/image: {STAGE_HEADER} | bounded by"
-).split(" | ")
-
-
-def _end_to_end_row(name: str, e: dict[str, Any]) -> list[Any]:
-    decoding = (
-        f"{e['decode_only_items_per_s']:.1f} ({100 * e['share_of_decode_only']:.0f}%)"
-        if "decode_only_items_per_s" in e
-        else "-"
-    )
-    return [
-        name,
-        e["batch"],
-        e.get("device", "-"),
-        e["images"],
-        f"{e['throughput_items_per_s']:.3f}",
-        f"{100 * e['share_of_engine_only']:.0f}%",
-        f"{100 * engine_busy(e):.0f}%",
-        decoding,
-        e["decoder"],
-        _stage_ms(e),
-        e.get("bounded_by") or "-",
-    ]
-
-
-def _host_row(h: dict[str, Any]) -> list[Any]:
-    return [
-        f"{h['size'][0]}x{h['size'][1]}",
-        h["outputs"],
-        h["batch"],
-        h["device"],
-        h["images"],
-        f"{h['throughput_items_per_s']:.0f}",
-        _stage_ms(h),
-        h.get("bounded_by") or "-",
-    ]
 
 
 def _stage_ms(result: dict[str, Any]) -> str:
     per_image = result["stage_seconds_per_image"]
     return " / ".join(f"{1000 * per_image.get(stage, 0.0):.2f}" for stage in STAGES)
+
+
+def _decoding_alone(e: dict[str, Any]) -> str:
+    if "decode_only_items_per_s" not in e:  # reports written before it was measured
+        return "-"
+    return f"{e['decode_only_items_per_s']:.1f} ({100 * e['share_of_decode_only']:.0f}%)"
+
+
+# Rows of end-to-end runs and host ceilings are the dicts ``measurements.end_to_end`` returns.
+END_TO_END_COLUMNS: tuple[Column[tuple[str, dict[str, Any]]], ...] = (
+    Column("size", lambda item: item[0]),
+    Column("batch", lambda item: item[1]["batch"]),
+    Column("device", lambda item: item[1].get("device", "-")),
+    Column("images", lambda item: item[1]["images"]),
+    Column("images/s", lambda item: f"{item[1]['throughput_items_per_s']:.3f}"),
+    Column("share of engine-only", lambda item: f"{100 * item[1]['share_of_engine_only']:.0f}%"),
+    Column("engine busy", lambda item: f"{100 * engine_busy(item[1]):.0f}%"),
+    Column("decoding alone, images/s (share)", lambda item: _decoding_alone(item[1])),
+    Column("decoder", lambda item: item[1]["decoder"]),
+    Column(f"ms/image: {STAGE_HEADER}", lambda item: _stage_ms(item[1])),
+    Column("bounded by", lambda item: item[1].get("bounded_by") or "-"),
+)
+HOST_COLUMNS: tuple[Column[dict[str, Any]], ...] = (
+    Column("size", lambda h: f"{h['size'][0]}x{h['size'][1]}"),
+    Column("outputs", lambda h: h["outputs"]),
+    Column("batch", lambda h: h["batch"]),
+    Column("device", lambda h: h["device"]),
+    Column("images", lambda h: h["images"]),
+    Column("images/s", lambda h: f"{h['throughput_items_per_s']:.0f}"),
+    Column(f"ms/image: {STAGE_HEADER}", _stage_ms),
+    Column("bounded by", lambda h: h.get("bounded_by") or "-"),
+)
 
 
 def _engine_lines(engine: EngineChoice | None) -> list[str]:
@@ -131,9 +120,7 @@ def markdown(report: BenchReport) -> str:
         ]
     if report.end_to_end:
         lines += ["", "## End to end (`psicbatch run` path)", ""]
-        lines += markdown_table(
-            END_TO_END_COLUMNS, [_end_to_end_row(n, e) for n, e in report.end_to_end.items()]
-        )
+        lines += column_table(END_TO_END_COLUMNS, report.end_to_end.items())
         lines += [
             "",
             "Decoding, inference and post-processing run in threads of their own, on "
@@ -146,7 +133,7 @@ def markdown(report: BenchReport) -> str:
         ]
     if report.host_ceiling:
         lines += ["", "## Host ceiling (null engine, decoding excluded)", ""]
-        lines += markdown_table(HOST_COLUMNS, [_host_row(h) for h in report.host_ceiling])
+        lines += column_table(HOST_COLUMNS, report.host_ceiling)
         lines += [
             "",
             "The whole run path with an engine that returns ready outputs at once and a "
