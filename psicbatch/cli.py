@@ -2,20 +2,47 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import click
 
 from psicbatch import __version__
-from psicbatch.commands import bench, engines, model, run, training
-from psicbatch.commands.options import ARGV_KEY
+from psicbatch.commands import ARGV_KEY
 from psicbatch.errors import PsicbatchError
 from psicbatch.run.shutdown import exit_process
 
+# Each command's module is imported when the command runs: a command (and every worker
+# process a run spawns, which imports this module again) pays only for what it uses.
+COMMANDS = {
+    "bench": ("psicbatch.commands.bench", "bench_command"),
+    "build-engine": ("psicbatch.commands.engines", "build_engine_command"),
+    "cv": ("psicbatch.commands.training", "cross_validate_command"),
+    "engines": ("psicbatch.commands.engines", "engines_command"),
+    "eval": ("psicbatch.commands.training", "evaluate_command"),
+    "info": ("psicbatch.commands.model", "info"),
+    "init": ("psicbatch.commands.model", "init"),
+    "report": ("psicbatch.commands.run", "report_command"),
+    "run": ("psicbatch.commands.run", "run_command"),
+    "synth": ("psicbatch.commands.training", "synth"),
+    "train": ("psicbatch.commands.training", "train"),
+}
+
 
 class _Group(click.Group):
-    """Turns PsicbatchError into click's one-line 'Error: ...' with exit code 1, and keeps
-    the arguments so reports can record the exact command."""
+    """Loads commands on demand (``COMMANDS``), turns PsicbatchError into click's one-line
+    'Error: ...' with exit code 1, and keeps the arguments so reports can record the
+    exact command."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[name]
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        return command
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta[ARGV_KEY] = list(args)
@@ -32,22 +59,6 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="psicbatch")
 def main() -> None:
     """Train, compile and run PSIC-Net for batch surface-defect inspection."""
-
-
-for command in (
-    model.init,
-    model.info,
-    training.synth,
-    training.train,
-    training.evaluate_command,
-    training.cross_validate_command,
-    engines.build_engine_command,
-    engines.engines_command,
-    run.run_command,
-    run.report_command,
-    bench.bench_command,
-):
-    main.add_command(command)
 
 
 def entry() -> None:

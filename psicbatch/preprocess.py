@@ -82,13 +82,21 @@ def read_resized(
     return resize_image(image, size), image.shape[:2]
 
 
+def read_chw(
+    path: Path, preprocessing: Preprocessing, data: bytes | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """uint8 C x H x W at the engine size and the original (H, W): what decoders hand on,
+    one byte per pixel, to be normalised where the engine runs (``Normalizer``)."""
+    image, size = read_resized(path, preprocessing.input_size, preprocessing.channels, data)
+    return np.array(image.transpose(2, 0, 1), order="C"), size  # a writable copy
+
+
 def load_tensor(
     path: Path, preprocessing: Preprocessing, data: bytes | None = None
 ) -> tuple[torch.Tensor, tuple[int, int]]:
     """The normalised float32 C x H x W network input of one file, and its original size."""
-    image, size = read_resized(path, preprocessing.input_size, preprocessing.channels, data)
-    chw = torch.from_numpy(np.array(image.transpose(2, 0, 1)))  # a writable copy
-    return normalize(chw[None], preprocessing)[0], size
+    chw, size = read_chw(path, preprocessing, data)
+    return normalize(torch.from_numpy(chw)[None], preprocessing)[0], size
 
 
 def load_images(paths: list[Path], preprocessing: Preprocessing) -> torch.Tensor:
@@ -118,11 +126,23 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(coverage) > 0
 
 
+class Normalizer:
+    """uint8 N x C x H x W -> float32 network input, on one device with the mean and std
+    kept there: a run uploads one byte per pixel and normalises on the engine's device,
+    with the same arithmetic (so the same bits) as ``normalize``."""
+
+    def __init__(self, preprocessing: Preprocessing, device: torch.device | str) -> None:
+        shape = (1, -1, 1, 1)
+        self.mean = torch.tensor(preprocessing.mean, dtype=torch.float32).view(shape).to(device)
+        self.std = torch.tensor(preprocessing.std, dtype=torch.float32).view(shape).to(device)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.float() / 255.0 - self.mean) / self.std
+
+
 def normalize(images: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
-    """uint8 N x C x H x W -> float32 network input."""
-    mean = torch.tensor(preprocessing.mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(preprocessing.std, dtype=torch.float32).view(1, -1, 1, 1)
-    return (images.float() / 255.0 - mean) / std
+    """uint8 N x C x H x W -> float32 network input, where the images are."""
+    return Normalizer(preprocessing, images.device)(images)
 
 
 def resize_probabilities(probabilities: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

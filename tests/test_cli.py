@@ -5,11 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
 from psicbatch import __version__
-from psicbatch.cli import main
+from psicbatch.cli import COMMANDS, main
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "psicbatch"
 
@@ -32,11 +33,22 @@ def test_version(runner: CliRunner) -> None:
     assert result.exit_code == 0 and __version__ in result.output
 
 
-@pytest.mark.parametrize("command", [[], *[[name] for name in main.commands]])
+@pytest.mark.parametrize("command", [[], *[[name] for name in COMMANDS]])
 def test_every_command_has_help(runner: CliRunner, command: list[str]) -> None:
     result = runner.invoke(main, [*command, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output
+    if command:  # the command table's name is the command's own
+        assert main.get_command(click.Context(main), command[0]).name == command[0]
+    else:
+        assert all(f"  {name} " in result.output for name in COMMANDS)
+
+
+def test_the_command_line_loads_a_command_only_when_it_runs() -> None:
+    """Each spawned worker of a run imports the command line again: it must stay light."""
+    probe = "import sys, psicbatch.cli; print(sorted({'torch', 'pyarrow'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
 
 
 def test_info_reports_config_parameters_and_flops(runner: CliRunner, tiny_checkpoint: Path) -> None:

@@ -124,6 +124,8 @@ def test_size_and_batch_outside_range_are_refused_before_inference(engines) -> N
         engine.infer(torch.zeros((5, 1, 128, 128)))
     with pytest.raises(PsicbatchError, match=r"takes N x 1 x H x W input"):
         engine.infer(torch.zeros((1, 3, 128, 128)))
+    with pytest.raises(PsicbatchError, match=r"takes normalised float input, got torch.uint8"):
+        engine.infer(torch.zeros((1, 1, 128, 128), dtype=torch.uint8))  # raw decoded pixels
 
 
 def test_fixed_size_engine_accepts_only_its_size(tmp_path: Path) -> None:

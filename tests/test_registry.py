@@ -13,7 +13,9 @@ from psicbatch.precision import PRECISIONS, SUPPORTED
 
 
 def choices(command: str, option: str) -> tuple[str, ...]:
-    parameter = next(p for p in main.commands[command].params if p.name == option)
+    found = main.get_command(click.Context(main), command)
+    assert found is not None
+    parameter = next(p for p in found.params if p.name == option)
     assert isinstance(parameter.type, click.Choice)
     return tuple(parameter.type.choices)
 

@@ -15,11 +15,11 @@ from psicbatch.bench.benchmark import SIZE_PRESETS, BenchPlan, random_checkpoint
 from psicbatch.bench.markdown import SIZE_COLUMNS, markdown
 from psicbatch.bench.plots import plot_benchmark
 from psicbatch.bench.report import BenchReport, compare_reports
+from psicbatch.commands import command_line
 from psicbatch.commands.options import (
     NETWORK_SIZE,
     POSITIVE,
     Bounded,
-    command_line,
     device_option,
     engine_options,
 )

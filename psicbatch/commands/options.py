@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from psicbatch.commands import command_line
 from psicbatch.data.layouts import LAYOUTS, SampleRef, read_dataset
 from psicbatch.devices import DEVICE_HELP, DEVICES_HELP, parse_devices, resolve_device
 from psicbatch.errors import PsicbatchError
@@ -328,11 +328,3 @@ def train_options_from(kwargs: dict[str, Any]) -> TrainOptions:
     """Pop the training options out of a command's keyword arguments."""
     names = TrainOptions.__dataclass_fields__
     return TrainOptions(**{name: kwargs.pop(name) for name in list(kwargs) if name in names})
-
-
-ARGV_KEY = "psicbatch.argv"
-
-
-def command_line() -> str:
-    """The command as typed, recorded in reports so results can be reproduced."""
-    return "psicbatch " + shlex.join(click.get_current_context().meta.get(ARGV_KEY, []))

@@ -8,12 +8,12 @@ from typing import Any
 import click
 from rich.console import Console
 
+from psicbatch.commands import command_line
 from psicbatch.commands.options import (
     AT_LEAST_ONE,
     PROBABILITY,
     SIZE,
     Bounded,
-    command_line,
     dataset_options,
     device_option,
     precision_option,

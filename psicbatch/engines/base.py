@@ -31,6 +31,11 @@ class Engine(ABC):
         """Normalised float32 N x C x H x W -> (defect probability N, mask probability
         N x H x W), both float32 on ``self.device``. Input on another device is moved."""
         self.check_input(tuple(images.shape))
+        if not images.is_floating_point():  # raw pixels: normalise first (preprocess)
+            raise PsicbatchError(
+                f"engine {self.directory} takes normalised float input, got {images.dtype} "
+                "(psicbatch.preprocess.normalize turns decoded pixels into it)"
+            )
         batch = images.to(self.device, torch.float32, non_blocking=True)
         probabilities, segmentation = self._run(batch)
         return probabilities.reshape(-1), segmentation.reshape(len(images), *images.shape[2:])

@@ -1,21 +1,23 @@
 """Decoding and preprocessing image files into engine input, with per-file errors.
 
-Two decoders with one interface and the same preprocessing (resize to the engine size,
-scale to [0, 1], normalise with the checkpoint's mean/std), both giving a torch tensor
-ready for the engine:
+Two decoders with one interface and the same preprocessing up to the engine's input
+size (decode, colour, resize), both giving uint8 N x C x H x W: one byte per pixel to
+upload, normalised on the engine's device by the worker (``preprocess.Normalizer``):
 
 - ``DaliDecoder``: NVIDIA DALI, GPU decoding (``mixed``) on a GPU worker, CPU operators
   otherwise. The pipeline's output is copied straight into a torch tensor on the same
-  device (GPU memory for ``mixed``: no round trip through the host). DALI fails a whole
-  batch on one bad file and the pipeline cannot be used again, so a failed batch is
-  retried file by file on fresh pipelines to name the bad file(s) and keep every good one.
+  device (GPU memory for ``mixed``: no round trip through the host), on a CUDA stream of
+  the decoder's own, which it waits for before DALI reuses its buffers: never behind
+  the engine's work. DALI fails a whole batch on one bad file and the pipeline cannot be
+  used again, so a failed batch is retried file by file on fresh pipelines to name the
+  bad file(s) and keep every good one.
 - ``PilDecoder``: PIL in a thread pool, when DALI is not installed.
 
 Original sizes come from the file headers (read anyway to refuse oversized images), so
 the DALI graph has no GPU-to-CPU shape output and runs under DALI's default executor.
 For GPU engines, host tensors are allocated in pinned memory so that the upload is an
-asynchronous copy. ``NullDecoder`` hands out one ready batch, to measure everything
-after decoding.
+asynchronous copy. ``NullDecoder`` hands out one ready, already normalised batch (as if
+decoded and normalised on the GPU), to measure everything after decoding.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from PIL import Image
 
 from psicbatch.data.images import DECODED_FORMATS, UNREADABLE, ImageReadError, read_image
 from psicbatch.errors import PsicbatchError
-from psicbatch.preprocess import Preprocessing, load_tensor
+from psicbatch.preprocess import Preprocessing, read_chw
 from psicbatch.run.files import FileLimits, FileStamp, current_stamp, read_file
 from psicbatch.run.limited import TimeLimitExceeded, call_limited, run_limited
 
@@ -47,7 +49,8 @@ class DecodedBatch:
     """Good images of one batch (in order) and the errors of the others, by position."""
 
     positions: list[int] = field(default_factory=list)
-    images: torch.Tensor | None = None  # float32 N x C x H x W, one per position
+    # uint8 N x C x H x W, one per position (the null decoder: float32 network input)
+    images: torch.Tensor | None = None
     sizes: list[tuple[int, int]] = field(default_factory=list)  # original (H, W)
     errors: dict[int, str] = field(default_factory=dict)
     stamps: dict[int, FileStamp] = field(default_factory=dict)  # every file that was read
@@ -112,10 +115,10 @@ class PilDecoder:
     def _one(self, path: Path) -> tuple[np.ndarray, tuple[int, int], FileStamp]:
         data, _, stamp = read_bytes(path, self.limits.max_bytes)
         try:
-            tensor, size = load_tensor(path, self.preprocessing, data)
+            image, size = read_chw(path, self.preprocessing, data)
         except ImageReadError as error:
             raise StampedError(error.problem, stamp) from None
-        return tensor.numpy(), size, stamp
+        return image, size, stamp
 
     def decode(self, paths: list[Path]) -> DecodedBatch:
         calls = [partial(self._one, path) for path in paths]
@@ -165,6 +168,7 @@ class DaliDecoder:
 
     def __post_init__(self) -> None:
         self.pipeline = self._build()
+        self.stream: torch.cuda.Stream | None = None  # the copies' own, made at first use
 
     def _build(self) -> Any:
         built = define_pipeline(self.preprocessing, self.batch_size, self.threads, self.device_id)
@@ -172,20 +176,23 @@ class DaliDecoder:
         return built
 
     def _run(self, data: list[np.ndarray]) -> torch.Tensor:
-        """Decode, resize and normalise ``data``; the result stays on the decoding device."""
+        """Decode and resize ``data``; the result stays on the decoding device."""
         from nvidia.dali.plugin.pytorch import feed_ndarray
 
         self.pipeline.feed_input("encoded", data)
         (images,) = self.pipeline.run()
         shape = (len(data), self.preprocessing.channels, *self.preprocessing.input_size)
         if self.device_id is None:
-            target = torch.empty(shape, dtype=torch.float32, pin_memory=self.pin)
+            target = torch.empty(shape, dtype=torch.uint8, pin_memory=self.pin)
             return feed_ndarray(images.as_tensor(), target)
-        device = torch.device("cuda", self.device_id)
-        target = torch.empty(shape, dtype=torch.float32, device=device)
-        stream = torch.cuda.current_stream(device)
-        feed_ndarray(images.as_tensor(), target, cuda_stream=stream)
-        stream.synchronize()  # in the decoding thread: the engine's thread never waits here
+        if self.stream is None:
+            self.stream = torch.cuda.Stream(torch.device("cuda", self.device_id))
+        with torch.cuda.stream(self.stream):  # allocated for, and copied on, this stream
+            target = torch.empty(shape, dtype=torch.uint8, device=self.stream.device)
+        feed_ndarray(images.as_tensor(), target, cuda_stream=self.stream)
+        # DALI reuses its output buffers at the next run: wait for this copy alone (the
+        # decoder's own stream holds no other work), in the decoding thread.
+        self.stream.synchronize()
         return target
 
     def decode(self, paths: list[Path]) -> DecodedBatch:
@@ -253,8 +260,8 @@ def define_pipeline(
     threads: int,
     device_id: int | None,
 ) -> Any:
-    """The DALI graph: decode (``mixed``, on the GPU, with a device id), resize, normalise.
-    Defining it needs no GPU; building a ``mixed`` one does."""
+    """The DALI graph: decode (``mixed``, on the GPU, with a device id), resize, to uint8
+    C x H x W. Defining it needs no GPU; building a ``mixed`` one does."""
     import nvidia.dali.fn as fn
     import nvidia.dali.types as types
     from nvidia.dali import pipeline_def
@@ -279,13 +286,7 @@ def define_pipeline(
             interp_type=getattr(types, interpolation["interp_type"]),
             antialias=interpolation["antialias"],
         )
-        return fn.crop_mirror_normalize(
-            resized,
-            dtype=types.FLOAT,
-            output_layout="CHW",
-            mean=[m * 255 for m in preprocessing.mean],
-            std=[s * 255 for s in preprocessing.std],
-        )
+        return fn.transpose(resized, perm=[2, 0, 1], output_layout="CHW")
 
     return pipeline()
 
@@ -359,7 +360,8 @@ def _collect(results: list, pin: bool) -> DecodedBatch:
         if stamp is not None:
             batch.stamps[position] = stamp
     if images:
-        batch.images = torch.empty((len(images), *images[0].shape), pin_memory=pin)
+        shape = (len(images), *images[0].shape)
+        batch.images = torch.empty(shape, dtype=torch.uint8, pin_memory=pin)
         for row, image in enumerate(images):
             batch.images[row] = torch.from_numpy(image)
     return batch

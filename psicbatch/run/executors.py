@@ -76,11 +76,10 @@ def _parallel_results(
     result_queue = context.Queue()
     for device in devices:  # a device outside the allocation fails here, not in a worker
         worker_environment(device)
-    cpu_workers = sum(device == "cpu" for device in devices)
-    cpu_threads = max(1, available_cpus() // max(cpu_workers, 1))
+    # Each worker's share of the CPUs: its torch threads on the CPU, its decoding threads.
+    threads = max(1, available_cpus() // len(devices))
     workers = []
     for device in devices:
-        threads = cpu_threads if device == "cpu" else 2
         arguments = (spec, options, device, threads, task_queue, result_queue, os.getpid())
         workers.append(context.Process(target=_worker_main, args=arguments, daemon=True))
     try:

@@ -1,7 +1,8 @@
 """Running the same decode and inference as Ray Data stages, on one machine or a cluster.
 
 The input list becomes a Ray dataset; ``map_batches`` runs an actor pool whose actors each
-hold one ``Worker`` (decoder + engine, ``num_gpus=1`` each on GPU clusters), and results
+hold one ``Worker`` (decoder + engine, ``num_gpus=1`` each on GPU clusters) and run three
+batches at once, overlapping decoding, inference and post-processing, and results
 stream back in input order to the driver, which writes them with the same crash-safe
 writer as local runs: same schema, same error rows, same ``--resume``. Files are read
 inside the actors rather than with ``ray.data.read_binary_files``, because one unreadable
@@ -69,11 +70,16 @@ def ray_results(
             )
             return pa.Table.from_pylist(self.worker.rows(items), schema=RAY_SCHEMA)
 
+    # Three calls at once per actor: one batch decoding, one inferring, one post-processing
+    # (Worker.rows lets each stage take one batch at a time), as local workers overlap.
+    pool = ray.data.ActorPoolStrategy(
+        size=count, max_concurrent_calls_per_actor=3, enable_true_multi_threading=True
+    )
     dataset = ray.data.from_items(items).map_batches(
         Inspector,
         batch_size=options.batch_size,
         batch_format="pyarrow",
-        concurrency=count,
+        compute=pool,
         num_gpus=gpus,
         num_cpus=1,
     )

@@ -1,16 +1,18 @@
 """One worker: a decoder and an engine on one device, turning batches into result rows.
 
 Three stages run at the same time, each in its own thread, on different batches:
-decoding batch N+1, inference of batch N, and post-processing of batch N-1 (masks, RLE,
-rows). On a GPU, inference and post-processing each have their own CUDA stream, ordered
-by an event, so the engine's stream never waits for the host; only small results and
-the masks of defective images cross to the host.
+decoding batch N+1 (with its upload as uint8 and its normalisation on the engine's
+device), inference of batch N, and post-processing of batch N-1 (masks, RLE, rows). On a
+GPU each stage queues its work on a CUDA stream of its own and hands the batch on with an
+event (``streams``), so no stage waits for another on the host and the inference thread
+only launches the engine; only small results and the masks of defective images cross
+back to the host.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +22,8 @@ from typing import Any
 import torch
 
 from psicbatch.engines.spec import EngineSpec, open_engine
+from psicbatch.preprocess import Normalizer
+from psicbatch.run import streams
 from psicbatch.run.decode import DecodedBatch, make_decoder
 from psicbatch.run.options import RunOptions
 from psicbatch.run.postprocess import result_rows, summarize_masks
@@ -45,10 +49,12 @@ class InFlightBatch:
     task: Task
     decoded: DecodedBatch | None  # dropped once rows are made, to free memory early
     times: dict[str, float]
+    images: torch.Tensor | None = None  # network input on the engine's device
+    uploaded: streams.Event = None  # CUDA events, on GPUs: input ready,
+    started: streams.Event = None  # inference began,
+    done: streams.Event = None  # outputs ready
     probabilities: torch.Tensor | None = None
     segmentation: torch.Tensor | None = None
-    started: Any = None  # CUDA events around inference, on GPUs
-    done: Any = None
     rows: Rows | None = None
 
 
@@ -70,16 +76,20 @@ class Worker:
         )
         self.seg_threshold = manifest.thresholds["segmentation"]
         self.masks = options.masks
+        preprocessing = manifest.engine_preprocessing()
         self.decoder = make_decoder(
             options.decoder,
-            manifest.engine_preprocessing(),
+            preprocessing,
             options.batch_size,
             threads or 2,
             self.device,
             options.limits,
         )
-        gpu = self.device.type == "cuda"
-        self.post_stream = torch.cuda.Stream(self.device) if gpu else None
+        self.normalizer = Normalizer(preprocessing, self.device)
+        self.upload_stream = streams.new_stream(self.device)
+        self.infer_stream = streams.new_stream(self.device)
+        self.post_stream = streams.new_stream(self.device)
+        self.stage_locks = tuple(threading.Lock() for _ in range(3))  # for ``rows``
 
     def process(
         self, tasks: Iterator[Task], batch_timeout: float | None = None
@@ -93,42 +103,61 @@ class Worker:
             yield batch.task[0], batch.rows, batch.times
 
     def rows(self, items: list[tuple[int, Path]]) -> Rows:
-        """One batch, stage after stage (for executors that hand out single batches)."""
-        rows = self._finish(self._infer(self._decode((0, items)))).rows
-        assert rows is not None
-        return rows
+        """One batch, stage after stage, for executors that hand out single batches.
+        Several threads may call it at once (a Ray actor running three calls): each stage
+        takes one batch at a time, so batches overlap stage by stage as in ``process``."""
+        batch = InFlightBatch((0, items), None, {})
+        for stage, lock in zip(
+            (self._decode_task, self._infer, self._finish), self.stage_locks, strict=True
+        ):
+            with lock:
+                batch = stage(batch)
+        assert batch.rows is not None
+        return batch.rows
+
+    def _decode_task(self, batch: InFlightBatch) -> InFlightBatch:
+        return self._decode(batch.task)
 
     def _decode(self, task: Task) -> InFlightBatch:
+        """Decode, then upload (uint8, from pinned memory on GPUs) and normalise on the
+        engine's device, all in the decoding thread, beside inference."""
         began = time.perf_counter()
         decoded = self.decoder.decode([path for _, path in task[1]])
-        return InFlightBatch(task, decoded, {"decode+preprocess": time.perf_counter() - began})
+        batch = InFlightBatch(task, decoded, {})
+        if decoded.images is not None:
+            with streams.on(self.upload_stream):
+                images = decoded.images.to(self.device, non_blocking=True)
+                streams.used_on(self.upload_stream, images)  # GPU decoding made it elsewhere
+                ready = images.dtype != torch.uint8  # the null decoder's ready input
+                batch.images = images if ready else self.normalizer(images)
+                batch.uploaded = streams.mark(self.upload_stream)
+            decoded.images = None  # the host copy is no longer needed
+        batch.times["decode+preprocess"] = time.perf_counter() - began
+        return batch
 
     def _infer(self, batch: InFlightBatch) -> InFlightBatch:
-        """Upload and run the engine; on GPUs only launches work, recording an event."""
+        """Run the engine; on GPUs this only queues work on the inference stream, after
+        the upload's event, and marks its start and end."""
         began = time.perf_counter()
-        assert batch.decoded is not None, "a batch is inferred before it is finished"
-        images = batch.decoded.images
+        images = batch.images
         engine_seconds = 0.0
-        gpu = self.post_stream is not None
-        if images is not None and gpu:
-            batch.started = torch.cuda.Event(enable_timing=True)
-            batch.started.record(torch.cuda.current_stream(self.device))
         if images is not None:
-            images = images.to(self.device, non_blocking=True)
-            largest = self.engine.batch_range[1]
-            outputs = []
-            for start in range(0, len(images), largest):
-                engine_began = time.perf_counter()
-                outputs.append(self.engine.infer(images[start : start + largest]))
-                engine_seconds += time.perf_counter() - engine_began
-            if len(outputs) == 1:  # the usual case: no copy
-                batch.probabilities, batch.segmentation = outputs[0]
-            else:
-                batch.probabilities = torch.cat([p for p, _ in outputs])
-                batch.segmentation = torch.cat([s for _, s in outputs])
-            if gpu:
-                batch.done = torch.cuda.Event(enable_timing=True)
-                batch.done.record(torch.cuda.current_stream(self.device))
+            streams.hand_over(batch.uploaded, self.infer_stream, images)
+            with streams.on(self.infer_stream):
+                batch.started = streams.mark(self.infer_stream)
+                largest = self.engine.batch_range[1]
+                outputs = []
+                for start in range(0, len(images), largest):
+                    engine_began = time.perf_counter()
+                    outputs.append(self.engine.infer(images[start : start + largest]))
+                    engine_seconds += time.perf_counter() - engine_began
+                if len(outputs) == 1:  # the usual case: no copy
+                    batch.probabilities, batch.segmentation = outputs[0]
+                else:
+                    batch.probabilities = torch.cat([p for p, _ in outputs])
+                    batch.segmentation = torch.cat([s for _, s in outputs])
+                batch.done = streams.mark(self.infer_stream)
+            batch.images = None
         batch.times["inference"] = engine_seconds
         batch.times["in series"] = time.perf_counter() - began - engine_seconds
         return batch
@@ -144,19 +173,12 @@ class Worker:
             index, path = items[position]
             rows[position] = error_row(index, path, message)
         if batch.segmentation is not None and batch.probabilities is not None:
-            if batch.done is not None and self.post_stream is not None:
-                self.post_stream.wait_event(batch.done)
-                batch.segmentation.record_stream(self.post_stream)
-                batch.probabilities.record_stream(self.post_stream)
-            with (
-                torch.cuda.stream(self.post_stream)
-                if self.post_stream
-                else contextlib.nullcontext()
-            ):
+            streams.hand_over(batch.done, self.post_stream, batch.segmentation, batch.probabilities)
+            with streams.on(self.post_stream):
                 summary = summarize_masks(
                     batch.probabilities, batch.segmentation, decoded.sizes, self.seg_threshold
                 )
-            if batch.done is not None:  # the GPU's own time for the engine, now known
+            if batch.started is not None and batch.done is not None:  # the GPU's own time
                 batch.times["inference"] = batch.started.elapsed_time(batch.done) / 1000
             done = result_rows(
                 items, decoded.positions, summary, self.threshold, gated=self.masks == "gated"
