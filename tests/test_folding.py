@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,6 +12,10 @@ from torch import nn
 from psicbatch.assets import demo_model_path
 from psicbatch.checkpoint import load_checkpoint
 from psicbatch.engines.folding import fold_batchnorm
+from psicbatch.engines.image_sets import synthetic_parity_images
+from psicbatch.engines.parity import measure_parity, parity_problem
+from psicbatch.engines.spec import EngineSpec, open_engine
+from psicbatch.engines.torch_engine import WEIGHT_TYPES, TorchEngine
 from psicbatch.model import ModelConfig, PSICNet
 
 
@@ -77,3 +82,19 @@ def test_the_same_graph_is_exported_once_per_process(tmp_path, monkeypatch) -> N
     exported("4.onnx", 8, "sha-b")
     exported("5.onnx", 8, None)  # without a checkpoint digest: always exported
     assert len(calls) == 4
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_the_half_precision_torch_engine_keeps_parity_on_the_demo_model(precision) -> None:
+    """The GPU's torch engine (BatchNorm folded, fp16 or bf16 weights, channels_last)
+    checked as every build checks an engine; the CPU runs the same engine code."""
+    checkpoint = load_checkpoint(demo_model_path())
+    fp32 = open_engine(EngineSpec(checkpoint=demo_model_path(), precision="fp32"), "cpu", 4)
+    manifest = replace(fp32.manifest, precision=precision)
+    engine = TorchEngine(demo_model_path().parent, manifest, torch.device("cpu"), demo_model_path())
+    assert next(engine.model.parameters()).dtype == WEIGHT_TYPES[precision]
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in engine.model.modules())
+    images = synthetic_parity_images(checkpoint, manifest.input_size)[:8]
+    parity = measure_parity(engine, checkpoint, images)
+    assert parity_problem(parity) is None, parity
+    assert parity["images_judged_defective"] >= 2  # masks were compared, not only decisions

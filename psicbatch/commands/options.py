@@ -196,7 +196,7 @@ def engine_options(command: Callable) -> Callable:
             type=click.Path(path_type=Path, dir_okay=False),
             help="A checkpoint, run with the torch backend (default: the bundled demo model).",
         ),
-        precision_option("checkpoint", what="With --model: the autocast precision; "),
+        precision_option("checkpoint", what="With --model: the precision the weights run in; "),
     ]
     for option in reversed(options):
         command = option(command)

@@ -7,11 +7,15 @@ network has 19 of them) without changing what is computed beyond float rounding.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+M = TypeVar("M", bound=nn.Module)
 
-def fold_batchnorm(model: nn.Module) -> nn.Module:
+
+def fold_batchnorm(model: M) -> M:
     """Fold every conv -> BatchNorm pair of ``model`` (in eval mode) in place; returns it.
 
     PSIC-Net's blocks are ``Sequential(conv, BatchNorm2d, ReLU)``; the BatchNorm becomes

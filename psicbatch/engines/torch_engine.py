@@ -1,10 +1,14 @@
-"""The torch backend: the checkpoint itself, run with autocast.
+"""The torch backend: the checkpoint itself, prepared for inference when it opens.
 
 On CPUs with AVX-512 BF16 this is the fastest option measured (bf16 + channels_last,
 2.5x ONNX Runtime fp32, benchmarks/results/cpu-backends/); it also runs on CUDA, where
 it is the GPU engine that can be verified without TensorRT. The engine runs on the
-device it is opened on, not the one it was built on. BatchNorm is folded into the
-convolutions when the engine opens (one pass less over every activation map).
+device it is opened on, not the one it was built on. When it opens, BatchNorm is folded
+into the convolutions (one pass less over every activation map) and the weights are cast
+to the engine's precision (fp16/bf16 weights: no per-layer casts, as autocast over fp32
+weights makes); only the sigmoid outputs are float32. On a GPU, or with ``--compile``,
+one batch at the engine's largest batch and input size runs at open, so cuDNN's kernel
+choice and compilation happen there rather than in a run's first batch.
 
 Memory layout: channels_last for bf16/fp16 and on GPUs; the default (contiguous) layout
 for fp32 on CPUs, where channels_last measured 1.4-1.5x slower (the paper's network at
@@ -24,9 +28,9 @@ from psicbatch.engines.base import Engine
 from psicbatch.engines.export import ProbabilityModel
 from psicbatch.engines.folding import fold_batchnorm
 from psicbatch.engines.manifest import Manifest
-from psicbatch.precision import autocast
 
 ENGINE_FILE = "model.pt"
+WEIGHT_TYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def build_torch(checkpoint_path: Path, directory: Path, compile_model: bool) -> dict[str, Any]:
@@ -41,19 +45,28 @@ class TorchEngine(Engine):
     ) -> None:
         super().__init__(directory, manifest, device)
         checkpoint: Checkpoint = load_checkpoint(engine_file)
-        model = fold_batchnorm(ProbabilityModel(checkpoint.build_model())).to(device)
+        dtype = WEIGHT_TYPES[manifest.precision]
+        model = ProbabilityModel(fold_batchnorm(checkpoint.build_model()), dtype).to(device)
         cpu_fp32 = device.type == "cpu" and manifest.precision == "fp32"
         self.memory_format = torch.contiguous_format if cpu_fp32 else torch.channels_last
         # Module.to takes memory_format at run time; torch's type stubs omit it.
         self.model = model.to(memory_format=self.memory_format)  # type: ignore[call-overload]
+        compiled = bool(manifest.backend_details.get("compile"))
         if device.type == "cuda":
             # Batch and size are fixed within a run: let cuDNN pick the fastest kernels once.
             torch.backends.cudnn.benchmark = True
-        if manifest.backend_details.get("compile"):
+        if compiled:
             self.model = torch.compile(self.model)
+        if compiled or device.type == "cuda":
+            self._run(torch.zeros(self.warm_up_shape, device=device))
+
+    @property
+    def warm_up_shape(self) -> tuple[int, int, int, int]:
+        m = self.manifest
+        return (m.max_batch, m.channels, *m.input_size)
 
     def _run(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch = images.contiguous(memory_format=self.memory_format)
-        with torch.inference_mode(), autocast(self.device, self.manifest.precision):
+        with torch.inference_mode():
             probabilities, segmentation = self.model(batch)
-        return probabilities.float(), segmentation.float()
+        return probabilities, segmentation
