@@ -58,6 +58,7 @@ def test_tiny_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
         "in series",
         "inference",
         "postprocess",
+        "rows",
         "write",
     }
     assert end_to_end["device"] == "cpu" and end_to_end["bounded_by"] in STAGES

@@ -68,7 +68,7 @@ def test_the_worker_normalises_in_the_decoding_stage(worker: Worker, files: list
 def test_every_stage_hands_its_batch_on_through_the_stream_helpers(
     worker: Worker, files: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The calls a GPU run makes (marks and hand-overs) happen on the CPU too, in order."""
+    """The calls a GPU run makes (marks and hand-overs) happen on the CPU too, per batch."""
     calls: list[str] = []
     mark, hand_over = streams.mark, streams.hand_over
 

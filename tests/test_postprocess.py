@@ -60,7 +60,10 @@ def test_edge_cases_at_many_sizes_equal_the_reference() -> None:
 def test_empty_and_full_masks() -> None:
     maps = maps_with_cases(4, 1)
     summary = summarize_masks(torch.zeros(4), maps, [ENGINE_SIZE] * 4, THRESHOLD)
-    assert 0 not in summary.masks and summary.area[0] == 0  # empty: no mask crosses over
+    assert 0 not in summary.runs and summary.area[0] == 0  # empty: nothing crosses over
+    assert summary.runs[1][0].size == 0 and summary.runs[1][1]  # full: one run, defect first
+    changes, first = summary.runs[3]  # one pixel at x 15, y 23: the very last one
+    assert list(changes) == [ENGINE_SIZE[0] * ENGINE_SIZE[1] - 1] and not first
     assert summary.area[1] == ENGINE_SIZE[0] * ENGINE_SIZE[1]
     assert summary.area[2] == 1 and list(summary.bbox[2]) == [7, 5, 1, 1]
     assert summary.area[3] == 1 and list(summary.bbox[3]) == [15, 23, 1, 1]
@@ -100,4 +103,5 @@ def test_run_length_compression_matches_pycocotools(count: int) -> None:
     expected = coco.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"].decode()
     assert rle.encode(mask)["counts"] == expected
     flat = mask.ravel(order="F")
-    assert rle.encode_column_major(flat, mask.shape)["counts"] == expected
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    assert rle.encode_changes(changes, bool(flat[0]), mask.shape)["counts"] == expected

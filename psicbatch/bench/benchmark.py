@@ -203,7 +203,7 @@ def _baseline(
         return research_baseline(checkpoint, files, size, plan.seconds, device).to_dict()
 
 
-STAGES = ("decode+preprocess", "in series", "inference", "postprocess", "write")
+STAGES = ("decode+preprocess", "in series", "inference", "postprocess", "rows", "write")
 
 
 def engine_busy(result: dict[str, Any]) -> float:

@@ -3,10 +3,13 @@
 Per size group (images of one original size), as tensor ops: resize the probability maps
 to that size, take each image's highest pixel probability, and only for images whose
 maximum reaches the threshold (exactly those with defect pixels) threshold the map,
-count the area and find the bounding box. Only those masks cross to the host, as one
-byte per pixel, already in the column-major order of COCO RLE; every other image gets
-the empty mask's RLE without any per-pixel work. The rows are byte-identical to
-resizing, thresholding and encoding each image on its own (``tests/reference_rows.py``).
+count the area, find the bounding box and the mask's run boundaries in the column-major
+order of COCO RLE. Only those boundaries cross to the host (4 bytes each, a few per
+defect column, instead of a byte per pixel); every other image gets the empty mask's
+RLE without any per-pixel work. Index tensors reach the device from pinned memory, so
+the one wait per size group is for the list of images with defects. The rows are
+byte-identical to resizing, thresholding and encoding each image on its own
+(``tests/reference_rows.py``).
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ class MaskSummary:
     area: np.ndarray  # int64 N: defect pixels
     bbox: np.ndarray  # int64 N x 4: x, y, w, h (zeros where the mask is empty)
     sizes: list[tuple[int, int]]
-    masks: dict[int, np.ndarray] = field(default_factory=dict)  # non-empty, column-major flat
+    # Non-empty masks: where their column-major values change, and their first value.
+    runs: dict[int, tuple[np.ndarray, bool]] = field(default_factory=dict)
 
 
 def summarize_masks(
@@ -48,34 +52,61 @@ def summarize_masks(
     seg_max = torch.empty(count, device=device)
     area = torch.zeros(count, dtype=torch.int64, device=device)
     bbox = torch.zeros((count, 4), dtype=torch.int64, device=device)
-    masks: list[tuple[list[int], torch.Tensor]] = []  # positions, flat column-major masks
+    runs: list[tuple[list[int], torch.Tensor, torch.Tensor]] = []  # positions, changes, firsts
     for size, positions in _size_groups(sizes).items():
-        index = torch.tensor(positions, device=device)
+        index = _on_device(positions, device)
         whole = positions == list(range(count))  # one size for the batch: no copy needed
         group = segmentation if whole else segmentation[index]
         maps = resize_probabilities(group[:, None], size)[:, 0]
         maxima = maps.amax(dim=(1, 2))
         seg_max[index] = maxima
-        hits = torch.nonzero(maxima >= threshold).flatten().tolist()  # one small sync
+        found = torch.nonzero(maxima >= threshold).flatten()
+        hits = found.tolist()  # the one small wait of the group
         if not hits:
             continue
         every = len(hits) == len(positions)
-        defect = (
-            maps >= threshold if every else maps[torch.tensor(hits, device=device)] >= threshold
-        )
-        where = index if every else index[torch.tensor(hits, device=device)]
+        defect = maps >= threshold if every else maps[found] >= threshold
+        where = index if every else index[found]
         row_counts = defect.view(torch.uint8).sum(dim=2, dtype=torch.int32)
         area[where] = row_counts.sum(dim=1).long()
         bbox[where] = _boxes(row_counts > 0, defect.any(dim=1))
-        masks.append(([positions[h] for h in hits], defect.transpose(1, 2).reshape(len(hits), -1)))
-    host = _to_host([probabilities.float(), seg_max, area, bbox] + [m for _, m in masks])
+        flat = defect.transpose(1, 2).reshape(len(hits), -1)  # column-major, as COCO RLE
+        runs.append(([positions[h] for h in hits], *_run_boundaries(flat)))
+    host = _to_host(
+        [probabilities.float(), seg_max, area, bbox]
+        + [tensor for _, changes, firsts in runs for tensor in (changes, firsts)]
+    )
     summary = MaskSummary(
         host[0].numpy(), host[1].numpy(), host[2].numpy(), host[3].numpy(), list(sizes)
     )
-    for (positions, _), flat in zip(masks, host[4:], strict=True):
+    for group_number, (positions, _, _) in enumerate(runs):
+        changes, firsts = (t.numpy() for t in host[4 + 2 * group_number : 6 + 2 * group_number])
+        pixels = sizes[positions[0]][0] * sizes[positions[0]][1]
+        # Changes are sorted by image (row of ``flat``), then position: split by image.
+        bounds = np.searchsorted(changes, np.arange(len(positions) + 1) * pixels)
         for row, position in enumerate(positions):
-            summary.masks[position] = flat[row].numpy()
+            within = changes[bounds[row] : bounds[row + 1]] - row * pixels
+            summary.runs[position] = (within, bool(firsts[row]))
     return summary
+
+
+def _on_device(values: list[int], device: torch.device) -> torch.Tensor:
+    """An index tensor on ``device``: from pinned memory, without waiting, on a GPU."""
+    host = torch.tensor(values, pin_memory=device.type == "cuda")
+    return host.to(device, non_blocking=True)
+
+
+def _run_boundaries(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """K flattened masks -> (the positions i where mask[i] != mask[i - 1], counted over
+    all K masks laid end to end, int32 where they fit, sorted; each mask's first value)."""
+    pixels = flat.shape[1]
+    differs = torch.zeros_like(flat)
+    differs[:, 1:] = flat[:, 1:] != flat[:, :-1]
+    changes = torch.nonzero(differs.flatten()).flatten()
+    if flat.numel() < 2**31:
+        changes = changes.to(torch.int32)
+    assert pixels > 0
+    return changes, flat[:, 0]
 
 
 def _size_groups(sizes: list[tuple[int, int]]) -> dict[tuple[int, int], list[int]]:
@@ -122,7 +153,7 @@ def result_rows(
         height, width = summary.sizes[image]
         probability = summary.probabilities[image]
         is_defect = bool(probability >= classification_threshold)
-        flat = summary.masks.get(image) if is_defect or not gated else None
+        runs = summary.runs.get(image) if is_defect or not gated else None
         x, y, w, h = (int(v) for v in summary.bbox[image])
         row = ResultRow.for_file(
             index,
@@ -132,10 +163,10 @@ def result_rows(
             probability=float(probability),
             is_defect=is_defect,
             mask=rle.empty((height, width))
-            if flat is None
-            else rle.encode_column_major(flat, (height, width)),
-            mask_area=0 if flat is None else int(summary.area[image]),
-            mask_bbox=None if flat is None else {"x": x, "y": y, "w": w, "h": h},
+            if runs is None
+            else rle.encode_changes(*runs, (height, width)),
+            mask_area=0 if runs is None else int(summary.area[image]),
+            mask_bbox=None if runs is None else {"x": x, "y": y, "w": w, "h": h},
             seg_max=float(summary.seg_max[image]),
         )
         rows.append(row.as_dict())

@@ -1,8 +1,8 @@
 """Running the same decode and inference as Ray Data stages, on one machine or a cluster.
 
 The input list becomes a Ray dataset; ``map_batches`` runs an actor pool whose actors each
-hold one ``Worker`` (decoder + engine, ``num_gpus=1`` each on GPU clusters) and run three
-batches at once, overlapping decoding, inference and post-processing, and results
+hold one ``Worker`` (decoder + engine, ``num_gpus=1`` each on GPU clusters) and run one
+batch per stage at once, overlapping decoding, inference and post-processing, and results
 stream back in input order to the driver, which writes them with the same crash-safe
 writer as local runs: same schema, same error rows, same ``--resume``. Files are read
 inside the actors rather than with ``ray.data.read_binary_files``, because one unreadable
@@ -21,7 +21,7 @@ from psicbatch.errors import PsicbatchError
 from psicbatch.paths import path_bytes, path_from_bytes
 from psicbatch.run.options import RunOptions
 from psicbatch.run.output import KEY_COLUMN, PART_SCHEMA
-from psicbatch.run.worker import Task, Worker
+from psicbatch.run.worker import STAGE_COUNT, Task, Worker
 
 # Rows as actors return them; the driver adds each input's key, as for local workers.
 RAY_SCHEMA = PART_SCHEMA.remove(PART_SCHEMA.get_field_index(KEY_COLUMN))
@@ -70,10 +70,10 @@ def ray_results(
             )
             return pa.Table.from_pylist(self.worker.rows(items), schema=RAY_SCHEMA)
 
-    # Three calls at once per actor: one batch decoding, one inferring, one post-processing
-    # (Worker.rows lets each stage take one batch at a time), as local workers overlap.
+    # One call per stage at once per actor (Worker.rows lets each stage take one batch at a
+    # time), so decoding, inference and post-processing overlap as in local workers.
     pool = ray.data.ActorPoolStrategy(
-        size=count, max_concurrent_calls_per_actor=3, enable_true_multi_threading=True
+        size=count, max_concurrent_calls_per_actor=STAGE_COUNT, enable_true_multi_threading=True
     )
     dataset = ray.data.from_items(items).map_batches(
         Inspector,

@@ -15,14 +15,22 @@ import numpy as np
 
 def encode(mask: np.ndarray) -> dict[str, Any]:
     """Binary H x W mask -> ``{"size": [h, w], "counts": str}``."""
-    height, width = mask.shape
-    return encode_column_major(np.asarray(mask, dtype=bool).ravel(order="F"), (height, width))
+    flat = np.asarray(mask, dtype=bool).ravel(order="F")
+    if flat.size == 0:
+        return {"size": list(mask.shape), "counts": ""}
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    return encode_changes(changes, bool(flat[0]), mask.shape)
 
 
-def encode_column_major(flat: np.ndarray, size: tuple[int, int]) -> dict[str, Any]:
-    """The same encoding from a mask already flattened column by column (H * W values), as
-    the batched post-processing hands it over."""
-    return {"size": list(size), "counts": _compress(_run_lengths(flat))}
+def encode_changes(changes: np.ndarray, first: bool, size: tuple[int, int]) -> dict[str, Any]:
+    """The same encoding from where a column-major mask's values change (positions i with
+    mask[i] != mask[i - 1]) and its first value, as the batched post-processing hands
+    them over instead of the mask."""
+    height, width = size
+    counts = np.diff(np.concatenate([[0], changes, [height * width]]))
+    if first:  # runs start with background: an empty one first
+        counts = np.concatenate([[0], counts])
+    return {"size": [height, width], "counts": _compress(counts)}
 
 
 def empty(size: tuple[int, int]) -> dict[str, Any]:
@@ -40,15 +48,6 @@ def decode(rle: dict[str, Any]) -> np.ndarray:
     if flat.size != height * width:
         raise ValueError(f"RLE covers {flat.size} pixels, size says {height}x{width}")
     return flat.reshape((width, height)).T
-
-
-def _run_lengths(flat: np.ndarray) -> np.ndarray:
-    """Alternating background/defect run lengths of a flat bool array, background first."""
-    if flat.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    counts = np.diff(np.concatenate([[0], changes, [flat.size]]))
-    return np.concatenate([[0], counts]) if flat[0] else counts
 
 
 def _compress(counts: np.ndarray) -> str:

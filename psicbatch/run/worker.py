@@ -1,12 +1,13 @@
 """One worker: a decoder and an engine on one device, turning batches into result rows.
 
-Three stages run at the same time, each in its own thread, on different batches:
-decoding batch N+1 (with its upload as uint8 and its normalisation on the engine's
-device), inference of batch N, and post-processing of batch N-1 (masks, RLE, rows). On a
-GPU each stage queues its work on a CUDA stream of its own and hands the batch on with an
-event (``streams``), so no stage waits for another on the host and the inference thread
-only launches the engine; only small results and the masks of defective images cross
-back to the host.
+Four stages run at the same time, each in its own thread, on different batches:
+decoding (with the upload as uint8 and the normalisation on the engine's device),
+inference, post-processing on the device (masks, areas, boxes, RLE run boundaries), and
+rows on the host (RLE strings, result rows). On a GPU each stage that launches GPU work
+queues it on a CUDA stream of its own and hands the batch on with an event (``streams``),
+so no stage waits for another on the host and the inference thread only launches the
+engine; only small results and the run boundaries of defective masks cross back to the
+host, and the per-image Python work happens in a thread that launches no GPU work.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from psicbatch.preprocess import Normalizer
 from psicbatch.run import streams
 from psicbatch.run.decode import DecodedBatch, make_decoder
 from psicbatch.run.options import RunOptions
-from psicbatch.run.postprocess import result_rows, summarize_masks
+from psicbatch.run.postprocess import MaskSummary, result_rows, summarize_masks
 from psicbatch.run.rows import error_row
 from psicbatch.run.stages import staged
 
 Task = tuple[int, list[tuple[int, Path]]]  # batch number, [(input index, path)]
+STAGE_COUNT = 4  # decoding, inference, post-processing, rows
 Rows = list[dict[str, Any]]
 
 
@@ -55,6 +57,7 @@ class InFlightBatch:
     done: streams.Event = None  # outputs ready
     probabilities: torch.Tensor | None = None
     segmentation: torch.Tensor | None = None
+    summary: MaskSummary | None = None  # on the host
     rows: Rows | None = None
 
 
@@ -89,7 +92,8 @@ class Worker:
         self.upload_stream = streams.new_stream(self.device)
         self.infer_stream = streams.new_stream(self.device)
         self.post_stream = streams.new_stream(self.device)
-        self.stage_locks = tuple(threading.Lock() for _ in range(3))  # for ``rows``
+        self.stages = (self._decode_task, self._infer, self._postprocess, self._make_rows)
+        self.stage_locks = tuple(threading.Lock() for _ in self.stages)  # for ``rows``
 
     def process(
         self, tasks: Iterator[Task], batch_timeout: float | None = None
@@ -99,17 +103,17 @@ class Worker:
         worker, which may wait for tasks, is watched by its parent instead)."""
         decoded = staged(tasks, self._decode, name="decoding")
         inferred = staged(decoded, self._infer, name="inference")
-        for batch in staged(inferred, self._finish, timeout=batch_timeout, name="batch"):
+        summarized = staged(inferred, self._postprocess, name="post-processing")
+        for batch in staged(summarized, self._make_rows, timeout=batch_timeout, name="batch"):
             yield batch.task[0], batch.rows, batch.times
 
     def rows(self, items: list[tuple[int, Path]]) -> Rows:
         """One batch, stage after stage, for executors that hand out single batches.
-        Several threads may call it at once (a Ray actor running three calls): each stage
-        takes one batch at a time, so batches overlap stage by stage as in ``process``."""
+        Several threads may call it at once (a Ray actor running one call per stage): each
+        stage takes one batch at a time, so batches overlap stage by stage as in
+        ``process``."""
         batch = InFlightBatch((0, items), None, {})
-        for stage, lock in zip(
-            (self._decode_task, self._infer, self._finish), self.stage_locks, strict=True
-        ):
+        for stage, lock in zip(self.stages, self.stage_locks, strict=True):
             with lock:
                 batch = stage(batch)
         assert batch.rows is not None
@@ -162,26 +166,37 @@ class Worker:
         batch.times["in series"] = time.perf_counter() - began - engine_seconds
         return batch
 
-    def _finish(self, batch: InFlightBatch) -> InFlightBatch:
-        """Masks, RLE and rows for one batch, on the post-processing stream."""
+    def _postprocess(self, batch: InFlightBatch) -> InFlightBatch:
+        """Masks on the device, on the post-processing stream, after inference's event;
+        their summary (areas, boxes, run boundaries) comes back to the host."""
         began = time.perf_counter()
-        items = batch.task[1]
         decoded = batch.decoded
-        assert decoded is not None, "a batch is finished once"
-        rows: list[dict[str, Any]] = [{} for _ in items]  # every position gets a row below
-        for position, message in decoded.errors.items():
-            index, path = items[position]
-            rows[position] = error_row(index, path, message)
+        assert decoded is not None, "a batch is post-processed once"
         if batch.segmentation is not None and batch.probabilities is not None:
             streams.hand_over(batch.done, self.post_stream, batch.segmentation, batch.probabilities)
             with streams.on(self.post_stream):
-                summary = summarize_masks(
+                batch.summary = summarize_masks(
                     batch.probabilities, batch.segmentation, decoded.sizes, self.seg_threshold
                 )
             if batch.started is not None and batch.done is not None:  # the GPU's own time
                 batch.times["inference"] = batch.started.elapsed_time(batch.done) / 1000
+        batch.probabilities = batch.segmentation = None  # free device memory early
+        batch.times["postprocess"] = time.perf_counter() - began
+        return batch
+
+    def _make_rows(self, batch: InFlightBatch) -> InFlightBatch:
+        """RLE and result rows on the host, in a thread that launches no GPU work."""
+        began = time.perf_counter()
+        items = batch.task[1]
+        decoded = batch.decoded
+        assert decoded is not None, "a batch gets its rows once"
+        rows: list[dict[str, Any]] = [{} for _ in items]  # every position gets a row below
+        for position, message in decoded.errors.items():
+            index, path = items[position]
+            rows[position] = error_row(index, path, message)
+        if batch.summary is not None:
             done = result_rows(
-                items, decoded.positions, summary, self.threshold, gated=self.masks == "gated"
+                items, decoded.positions, batch.summary, self.threshold, self.masks == "gated"
             )
             for position, row in zip(decoded.positions, done, strict=True):
                 rows[position] = row
@@ -189,6 +204,6 @@ class Worker:
             rows[position]["file_size"] = stamp.size
             rows[position]["file_mtime_ns"] = stamp.mtime_ns
         batch.rows = rows
-        batch.decoded = batch.probabilities = batch.segmentation = None  # free memory early
-        batch.times["postprocess"] = time.perf_counter() - began
+        batch.decoded = batch.summary = None
+        batch.times["rows"] = time.perf_counter() - began
         return batch
