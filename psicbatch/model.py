@@ -200,6 +200,8 @@ class PSICNet(nn.Module):
     def reset_parameters(self) -> None:
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+                if module.weight.is_meta:  # shapes only: initialising them would cost the
+                    continue  # import of torch's compiler stack (seconds) and do nothing
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)

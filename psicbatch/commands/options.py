@@ -9,14 +9,10 @@ from typing import Any
 
 import click
 
-from psicbatch.commands import command_line
-from psicbatch.data.layouts import LAYOUTS, SampleRef, read_dataset
 from psicbatch.devices import DEVICE_HELP, DEVICES_HELP, parse_devices, resolve_device
 from psicbatch.errors import PsicbatchError
 from psicbatch.model import MIN_NETWORK_SIZE, STRIDE
-from psicbatch.pixel_threshold import PIXEL_THRESHOLDS
 from psicbatch.precision import CHOICES, TORCH_CHOICES
-from psicbatch.train import MODES, TrainOptions
 
 
 class Bounded(click.ParamType):
@@ -157,32 +153,6 @@ def precision_option(use: str, flag: str = "--precision", what: str = "") -> Cal
     )
 
 
-def dataset_options(command: Callable) -> Callable:
-    """DATA folder, its layout and colour handling."""
-    command = click.option(
-        "--channels",
-        type=click.Choice(["auto", "1", "3"]),
-        default="auto",
-        show_default=True,
-        help="Grayscale (1) or colour (3); auto: colour for kolektorsdd2 only.",
-    )(command)
-    command = click.option(
-        "--layout",
-        type=click.Choice(list(LAYOUTS)),
-        default="folder",
-        show_default=True,
-        help="How DATA is organised (see the README).",
-    )(command)
-    return click.argument("data", type=click.Path(path_type=Path))(command)
-
-
-def load_dataset(data: Path, layout: str, channels: str) -> tuple[list[SampleRef], int]:
-    samples = read_dataset(data, layout)
-    if channels == "auto":
-        return samples, 3 if layout == "kolektorsdd2" else 1
-    return samples, int(channels)
-
-
 def engine_options(command: Callable) -> Callable:
     """Which engine runs: a built engine folder, or a checkpoint run with the torch backend."""
     options = [
@@ -201,130 +171,3 @@ def engine_options(command: Callable) -> Callable:
     for option in reversed(options):
         command = option(command)
     return command
-
-
-def training_options(command: Callable) -> Callable:
-    defaults = TrainOptions()
-    options = [
-        click.option(
-            "--mode",
-            type=click.Choice(MODES),
-            default=defaults.mode,
-            show_default=True,
-            help="two-step: the paper's; end-to-end: eq. (1), for comparison.",
-        ),
-        click.option(
-            "--width",
-            type=Bounded(float, 0, 4, low_open=True),
-            default=defaults.width,
-            show_default=True,
-            help="Channel width multiplier (1 = the paper's network).",
-        ),
-        click.option(
-            "--input-size",
-            type=NETWORK_SIZE,
-            default="512x512",
-            show_default=True,
-            help="Images are resized to this size for the network.",
-        ),
-        click.option(
-            "--seg-epochs",
-            type=NON_NEGATIVE_INT,
-            default=defaults.seg_epochs,
-            show_default=True,
-            help="Epochs of step 1 (or of end-to-end training).",
-        ),
-        click.option(
-            "--cls-epochs",
-            type=NON_NEGATIVE_INT,
-            default=defaults.cls_epochs,
-            show_default=True,
-            help="Epochs of step 2 (classification).",
-        ),
-        click.option(
-            "--batch-size", type=AT_LEAST_ONE, default=defaults.batch_size, show_default=True
-        ),
-        click.option(
-            "--seg-lr",
-            type=POSITIVE,
-            default=defaults.seg_lr,
-            show_default=True,
-            help="Initial SGD learning rate of step 1 / end-to-end.",
-        ),
-        click.option(
-            "--cls-lr",
-            type=POSITIVE,
-            default=defaults.cls_lr,
-            show_default=True,
-            help="Initial SGD learning rate of step 2.",
-        ),
-        click.option(
-            "--dilate",
-            type=NON_NEGATIVE_INT,
-            default=defaults.dilate,
-            show_default=True,
-            help="Grow defect labels by this many pixels (thin annotations).",
-        ),
-        click.option(
-            "--augment/--no-augment",
-            default=defaults.augment,
-            show_default=True,
-            help="Random horizontal and vertical flips.",
-        ),
-        click.option(
-            "--alpha-cap",
-            type=Bounded(float, 0.5, 1),
-            default=defaults.alpha_cap,
-            show_default=True,
-            help="Eq. (2): weight of defect pixels at most this (1: the paper's, no cap).",
-        ),
-        click.option(
-            "--dice-weight",
-            type=Bounded(float, 0, 10),
-            default=defaults.dice_weight,
-            show_default=True,
-            help="Add this times a per-image soft Dice loss to eq. (2) (0: the paper's loss).",
-        ),
-        click.option(
-            "--pixel-threshold",
-            type=click.Choice(PIXEL_THRESHOLDS),
-            default=defaults.pixel_threshold,
-            show_default=True,
-            help="Choose the pixel threshold for best F1 or best IoU on the training images.",
-        ),
-        click.option("--seed", default=defaults.seed, show_default=True),
-        precision_option("training"),
-        device_option(),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
-def training_setup(
-    data: Path, layout: str, channels: str, kwargs: dict[str, Any]
-) -> tuple[TrainOptions, list[SampleRef], int, dict[str, Any]]:
-    """What train and cv both start from: the training options (popped from the
-    command's keyword arguments), the samples, their channel count, and the dataset's
-    description recorded in checkpoints and reports."""
-    options = train_options_from(kwargs)
-    samples, channel_count = load_dataset(data, layout, channels)
-    if len(samples) < 2:
-        raise PsicbatchError(
-            f"{data}: {len(samples)} labelled image found; training needs at least 2 "
-            "(thresholds and batches need more than one)"
-        )
-    dataset = {
-        "path": str(data),
-        "layout": layout,
-        "images": len(samples),
-        "channels": str(channel_count),
-        "command": command_line(),
-    }
-    return options, samples, channel_count, dataset
-
-
-def train_options_from(kwargs: dict[str, Any]) -> TrainOptions:
-    """Pop the training options out of a command's keyword arguments."""
-    names = TrainOptions.__dataclass_fields__
-    return TrainOptions(**{name: kwargs.pop(name) for name in list(kwargs) if name in names})

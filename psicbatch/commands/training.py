@@ -14,12 +14,10 @@ from psicbatch.commands.options import (
     PROBABILITY,
     SIZE,
     Bounded,
-    dataset_options,
     device_option,
     precision_option,
-    training_options,
-    training_setup,
 )
+from psicbatch.commands.training_options import dataset_options, training_options, training_setup
 from psicbatch.crossval import FoldEngine, cross_validate
 from psicbatch.data.layouts import LAYOUTS
 from psicbatch.data.memory import load_into_memory
