@@ -134,8 +134,9 @@ def _stop_now(workers: list, task_queue: Any, result_queue: Any) -> None:
     for process in workers:
         if process.is_alive():
             process.terminate()
-    for process in workers:
-        process.join(timeout=5)
+    deadline = time.monotonic() + 5  # for all of them together: a stopped process holds
+    for process in workers:  # SIGTERM pending until it is killed
+        process.join(timeout=max(0.0, deadline - time.monotonic()))
         if process.is_alive():
             process.kill()
     for channel in (task_queue, result_queue):
