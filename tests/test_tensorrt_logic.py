@@ -7,6 +7,7 @@ import pytest
 from psicbatch.engines import tensorrt_engine as trt_engine
 from psicbatch.engines.manifest import Manifest
 from psicbatch.errors import PsicbatchError
+from psicbatch.run.options import DEFAULT_BATCH_SIZE
 
 
 def manifest(**changes: object) -> Manifest:
@@ -39,7 +40,7 @@ def test_module_imports_without_tensorrt() -> None:
         (10, "fp32", (), "float32", False),
         (10, "fp16", ("FP16",), "float32", False),
         (10, "bf16", ("BF16",), "float32", False),
-        (10, "int8", ("INT8",), "float32", True),
+        (10, "int8", ("INT8", "FP16"), "float32", True),  # unquantized layers in fp16
         (11, "fp32", (), "float32", False),
         (11, "fp16", (), "float16", False),
         (11, "bf16", (), "bfloat16", False),
@@ -71,6 +72,8 @@ def test_profile_covers_batch_and_size_range() -> None:
     assert opt == (4, 1, 1408, 512)
     assert high == (8, 1, 2816, 1024)
     assert trt_engine.profile_shapes(manifest(), opt_batch=64)[1][0] == 8
+    # By default the optimum is the batch psicbatch run sends by default.
+    assert trt_engine.profile_shapes(manifest())[1][0] == DEFAULT_BATCH_SIZE
 
 
 def test_engine_from_another_version_or_gpu_is_explained() -> None:

@@ -29,7 +29,7 @@ from psicbatch.progress import progress_bar
 from psicbatch.run.files import DEFAULT_DECODE_SECONDS, DEFAULT_MAX_MIB, MIB, FileLimits
 from psicbatch.run.inputs import collect_inputs
 from psicbatch.run.job import resolved_sources
-from psicbatch.run.options import DEFAULT_BATCH_TIMEOUT, MASK_MODES, RunOptions
+from psicbatch.run.options import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT, MASK_MODES, RunOptions
 from psicbatch.run.output import parts_directory
 from psicbatch.run.output_guard import REPORT, check_output
 from psicbatch.run.runner import RunSummary, run
@@ -57,7 +57,7 @@ EXIT_IMAGES_FAILED = 3
 @click.option(
     "--overwrite", is_flag=True, help="Replace an earlier psicbatch results file at --out."
 )
-@click.option("--batch-size", type=AT_LEAST_ONE, default=8, show_default=True)
+@click.option("--batch-size", type=AT_LEAST_ONE, default=DEFAULT_BATCH_SIZE, show_default=True)
 @click.option(
     "--workers",
     type=AT_LEAST_ONE,

@@ -405,7 +405,6 @@ def _build_backend(
                 staging,
                 manifest,
                 plan,
-                max_batch,
                 options.workspace_gb,
                 options.cache_dir or staging.parent / ".timing-cache",  # beside the engine
             )

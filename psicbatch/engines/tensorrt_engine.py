@@ -6,9 +6,16 @@ plan, optimisation profile, compatibility checks) is unit-tested; everything els
 build shares with the other backends (ONNX export, int8 QDQ quantization, parity check,
 manifest) is tested through them.
 
-Precision: TensorRT 10 takes it from builder flags (FP16, BF16, INT8 with a QDQ graph);
-TensorRT 11 removed those flags and builds strongly typed networks, so the ONNX graph
-itself is exported in fp16/bf16, or carries Q/DQ nodes for int8.
+Precision: TensorRT 10 takes it from builder flags (FP16, BF16, INT8 with a QDQ graph;
+INT8 with FP16, so the layers left unquantized run in fp16, not fp32); TensorRT 11
+removed those flags and builds strongly typed networks, so the ONNX graph itself is
+exported in fp16/bf16, or carries Q/DQ nodes for int8 (outside them it stays fp32 there:
+the quantizer works on fp32 graphs).
+
+Profile: the optimum is the engine's input size at the batch ``psicbatch run`` sends by
+default (``DEFAULT_BATCH_SIZE``, at most the engine's largest batch), where TensorRT
+tunes its kernels; the range is the manifest's (dynamic engines: up to twice the input
+size and the largest batch), for which TensorRT sizes its activation memory.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from psicbatch.engines.base import Engine
 from psicbatch.engines.manifest import INPUT_NAME, OUTPUT_NAMES, Manifest
 from psicbatch.errors import PsicbatchError
 from psicbatch.precision import DTYPES, SUPPORTED
+from psicbatch.run.options import DEFAULT_BATCH_SIZE
 
 ENGINE_FILE = "model.plan"
 TIMING_CACHE = "timing.cache"
@@ -48,14 +56,17 @@ def precision_plan(major: int, precision: str) -> PrecisionPlan:
             f"TensorRT precision must be one of {', '.join(supported)}: {precision}"
         )
     if major == 10:  # builder flags are named like the precisions: FP16, BF16, INT8
-        flags = () if precision == "fp32" else (precision.upper(),)
+        flags = {"fp32": (), "int8": ("INT8", "FP16")}.get(precision, (precision.upper(),))
         return PrecisionPlan(flags, "float32", precision == "int8")
     dtype = DTYPES.get(precision, torch.float32)  # int8: a float32 graph with Q/DQ nodes
     return PrecisionPlan((), str(dtype).removeprefix("torch."), precision == "int8")
 
 
-def profile_shapes(manifest: Manifest, opt_batch: int) -> tuple[tuple[int, ...], ...]:
-    """(min, opt, max) input shapes of the single optimisation profile."""
+def profile_shapes(
+    manifest: Manifest, opt_batch: int = DEFAULT_BATCH_SIZE
+) -> tuple[tuple[int, ...], ...]:
+    """(min, opt, max) input shapes of the single optimisation profile: the optimum at
+    the input size and the batch runs send (within the engine's batch range)."""
     channels = manifest.channels
     return (
         (manifest.min_batch, channels, *manifest.min_size),
@@ -110,7 +121,6 @@ def build_tensorrt(
     directory: Path,
     manifest: Manifest,
     plan: PrecisionPlan,
-    opt_batch: int,
     workspace_gb: float,
     cache_dir: Path,
 ) -> dict[str, Any]:
@@ -129,7 +139,7 @@ def build_tensorrt(
     for flag in plan.builder_flags:
         config.set_flag(getattr(trt.BuilderFlag, flag))
     profile = builder.create_optimization_profile()
-    profile.set_shape(INPUT_NAME, *profile_shapes(manifest, opt_batch))
+    profile.set_shape(INPUT_NAME, *profile_shapes(manifest))
     config.add_optimization_profile(profile)
     # Timing cache: reused across builds on this GPU, making rebuilds much faster.
     cache_path = cache_dir / f"{TIMING_CACHE}.{capability}.{trt.__version__}"

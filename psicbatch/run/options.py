@@ -14,13 +14,14 @@ from psicbatch.errors import PsicbatchError
 from psicbatch.run.files import FileLimits
 
 MASK_MODES = ("gated", "all")
+DEFAULT_BATCH_SIZE = 8  # also the batch TensorRT engines are tuned for
 DEFAULT_BATCH_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True)
 class RunOptions:
     out: Path
-    batch_size: int = 8
+    batch_size: int = DEFAULT_BATCH_SIZE
     workers: int = 1  # worker processes: in all on the CPU, per GPU with devices
     devices: tuple[str, ...] = ()  # "cpu" or "cuda:N"; empty: the first GPU, else the CPU
     decoder: str = "auto"
