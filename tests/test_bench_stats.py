@@ -64,6 +64,30 @@ def test_measure_separates_warmup_and_stops_when_stable() -> None:
     assert result.to_dict()["latency_per_call"]["p99"] == pytest.approx(100)
 
 
+def test_calls_timed_by_the_gpus_events_count_every_launch() -> None:
+    """A GPU call launches 10 batches between two events and returns the seconds per
+    launch by the GPU's clock; the host clock only bounds the windows."""
+    clock = FakeClock([1.0] * 1000)  # each call holds the host for 1 s: 10 launches
+
+    def launches() -> float:
+        clock.work()
+        return 0.08  # the GPU's own time per launch, below the host's 0.1 s
+
+    result = measure(
+        launches,
+        items_per_call=4,
+        warmup_calls=1,
+        window_seconds=2.0,
+        max_seconds=60,
+        clock=clock,
+        launches_per_call=10,
+    )
+    assert result.warmup_seconds == [0.08] and result.latencies[0] == 0.08
+    assert result.throughput == pytest.approx(4 / 0.08)  # by the events
+    assert all(rate == pytest.approx(40) for rate in result.window_rates)  # 10 x 4 per 1 s
+    assert result.to_dict()["latency_per_call"]["p50"] == pytest.approx(80)
+
+
 def test_measure_reports_instability_when_time_runs_out() -> None:
     # Windows alternate between 8 fast calls (16/s) and one slow call (0.5/s): never stable.
     clock = FakeClock(([1 / 16] * 8 + [2.0]) * 1000)

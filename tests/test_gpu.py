@@ -163,3 +163,12 @@ def test_the_papers_network_at_1408x512_on_the_gpu(tmp_path: Path) -> None:
     assert torch.isfinite(probabilities).all() and torch.isfinite(segmentation).all()
     summary = summarize_masks(probabilities, segmentation, [(1408, 512)] * 4, 0.5)
     assert summary.seg_max.shape == (4,)
+
+
+def test_cuda_event_timings_are_positive_and_ordered() -> None:
+    from psicbatch.bench.measurements import gpu_timed
+
+    device = torch.device("cuda:0")
+    small, large = (torch.randn(n, n, device=device, dtype=torch.float16) for n in (1024, 4096))
+    seconds = [gpu_timed(lambda m=m: torch.matmul(m, m), device)() for m in (small, large)]
+    assert 0 < seconds[0] < seconds[1]  # 64x the work takes longer by the GPU's clock

@@ -105,3 +105,17 @@ def test_run_length_compression_matches_pycocotools(count: int) -> None:
     flat = mask.ravel(order="F")
     changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
     assert rle.encode_changes(changes, bool(flat[0]), mask.shape)["counts"] == expected
+
+
+def test_run_boundaries_are_the_same_from_torch_and_numpy() -> None:
+    """The GPU finds run boundaries with torch, the CPU with numpy: same positions."""
+    from psicbatch.run.postprocess import boundaries_numpy, boundaries_torch
+
+    rng = np.random.default_rng(7)
+    masks = torch.from_numpy(rng.random((4, 300)) < 0.1)
+    masks[1] = True  # one run only
+    masks[2] = False  # no defect at all (never handed over, but well defined)
+    expected = boundaries_numpy(masks)
+    assert torch.equal(boundaries_torch(masks).long(), expected.long())
+    first = masks[0].numpy()
+    assert list(expected[expected < 300]) == list(np.flatnonzero(first[1:] != first[:-1]) + 1)

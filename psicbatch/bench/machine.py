@@ -20,15 +20,22 @@ BENCH_LIBRARIES = ("numpy", "pillow", "pyarrow", "nvidia-dali-cuda120", *all_pac
 
 
 def memory_peak() -> dict[str, float | None]:
-    """Peak resident memory of this process (and of the GPU, where one is used), in MiB."""
+    """Peak resident memory of this process and, on a GPU, what torch's allocator peaked
+    at and reserved, and what the driver counts as used on the device now (every process
+    and library: cuDNN workspaces, TensorRT, ONNX Runtime, DALI), in MiB."""
     import resource
 
     peak: dict[str, float | None] = {
-        "host_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        "host_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "gpu_mib": None,
+        "gpu_reserved_mib": None,
+        "gpu_driver_used_mib": None,
     }
-    peak["gpu_mib"] = (
-        torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-    )
+    if torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info()
+        peak["gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        peak["gpu_reserved_mib"] = torch.cuda.max_memory_reserved() / 2**20
+        peak["gpu_driver_used_mib"] = (total - free) / 2**20
     return peak
 
 

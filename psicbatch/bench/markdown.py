@@ -16,6 +16,24 @@ def _stage_ms(result: dict[str, Any]) -> str:
     return " / ".join(f"{1000 * per_image.get(stage, 0.0):.2f}" for stage in STAGES)
 
 
+def _latency(result: dict[str, Any]) -> str:
+    latency = result.get("latency_per_image")  # absent from reports written before it
+    if not latency:
+        return "-"
+    return " / ".join(f"{latency[p]:.0f}" for p in ("p50", "p95", "p99"))
+
+
+def _memory(peak: dict[str, Any]) -> str:
+    text = f"host {peak['host_mib']:.0f} MiB"
+    if peak.get("gpu_driver_used_mib") is not None:
+        text += (
+            f"; GPU: torch allocated {peak['gpu_mib']:.0f} MiB (reserved "
+            f"{peak['gpu_reserved_mib']:.0f}), the driver counts {peak['gpu_driver_used_mib']:.0f}"
+            " MiB in use on the device at the end"
+        )
+    return text
+
+
 def _decoding_alone(e: dict[str, Any]) -> str:
     if "decode_only_items_per_s" not in e:  # reports written before it was measured
         return "-"
@@ -33,6 +51,7 @@ END_TO_END_COLUMNS: tuple[Column[tuple[str, dict[str, Any]]], ...] = (
     Column("engine busy", lambda item: f"{100 * engine_busy(item[1]):.0f}%"),
     Column("decoding alone, images/s (share)", lambda item: _decoding_alone(item[1])),
     Column("decoder", lambda item: item[1]["decoder"]),
+    Column("latency ms p50 / p95 / p99", lambda item: _latency(item[1])),
     Column(f"ms/image: {STAGE_HEADER}", lambda item: _stage_ms(item[1])),
     Column("bounded by", lambda item: item[1].get("bounded_by") or "-"),
 )
@@ -101,7 +120,7 @@ def markdown(report: BenchReport) -> str:
         *_engine_lines(report.engine),
         f"Ceiling measured in the same run: {c['gflops']:.0f} {_unit(c)} ({c['precision']} "
         f"{c['size']}x{c['size']} matrix product). Peak memory: "
-        f"{report.memory_peak['host_mib']:.0f} MiB.",
+        f"{_memory(report.memory_peak)}.",
         "",
         "```",
         report.command or "",
@@ -123,13 +142,17 @@ def markdown(report: BenchReport) -> str:
         lines += column_table(END_TO_END_COLUMNS, report.end_to_end.items())
         lines += [
             "",
-            "Decoding, inference and post-processing run in threads of their own, on "
+            "Decoding (with the upload and normalisation), inference, post-processing on "
+            "the engine's device and rows on the host run in threads of their own, on "
             "different batches at once, and Parquet is written in another; the stage times "
             "add up to more than the wall time when they overlap. 'in series' is the work "
-            "the inference thread does besides the engine (the upload). 'engine busy' is the "
-            "share of the run's time the engine was computing, measured within the run "
-            "itself (images/s x inference s/image): unlike the share of engine-only, which "
-            "compares with a measurement taken minutes earlier, machine drift cannot move it.",
+            "the inference thread does besides the engine. Images/s are from the first "
+            "batch's rows to the last's (start-up and finalising the file excluded), over "
+            "about --duration seconds of work; latency is per image, from the start of its "
+            "batch's decoding to its row. 'engine busy' is the share of the run's time the "
+            "engine was computing, measured within the run itself (images/s x inference "
+            "s/image): unlike the share of engine-only, which compares with a measurement "
+            "taken minutes earlier, machine drift cannot move it.",
         ]
     if report.host_ceiling:
         lines += ["", "## Host ceiling (null engine, decoding excluded)", ""]

@@ -4,12 +4,13 @@ machine's own matrix-product ceiling, all in one run so they can be compared as 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from psicbatch.bench.stats import Measurement, measure
+from psicbatch.bench.stats import Measurement, latency_summary, measure
 from psicbatch.checkpoint import Checkpoint
 from psicbatch.engines import Engine
 from psicbatch.engines.registry import CPU_INT8_BACKENDS
@@ -31,21 +32,62 @@ def engine_ceiling(
     return matmul_ceiling(precision, device, seconds=seconds)
 
 
+# On a GPU, launches between two CUDA events and one host wait: a sync after every call
+# would leave the GPU idle between calls and measure latency, not throughput.
+GPU_LAUNCHES_PER_SYNC = 10
+CEILING_SIZES = {"cpu": 2048, "cuda": 8192}  # large enough to reach the peak on each
+
+
+def gpu_timed(launch: Callable[[], object], device: torch.device) -> Callable[[], float]:
+    """A call that launches ``launch`` GPU_LAUNCHES_PER_SYNC times between two CUDA
+    events and returns the seconds per launch by the GPU's own clock."""
+
+    def call() -> float:
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        stream = torch.cuda.current_stream(device)
+        start.record(stream)
+        for _ in range(GPU_LAUNCHES_PER_SYNC):
+            launch()
+        end.record(stream)
+        end.synchronize()
+        return start.elapsed_time(end) / 1000 / GPU_LAUNCHES_PER_SYNC
+
+    return call
+
+
+def timed_calls(
+    launch: Callable[[], object], device: torch.device, items: int, window: float, limit: float
+) -> Measurement:
+    """``launch`` measured as ``measure`` does (``window`` seconds per window, at most
+    ``limit`` in all): one call at a time on the CPU, events around
+    GPU_LAUNCHES_PER_SYNC launches on a GPU."""
+    if device.type != "cuda":
+
+        def call() -> None:
+            launch()
+
+        return measure(call, items, window_seconds=window, max_seconds=limit)
+    return measure(
+        gpu_timed(launch, device),
+        items,
+        window_seconds=window,
+        max_seconds=limit,
+        launches_per_call=GPU_LAUNCHES_PER_SYNC,
+    )
+
+
 def matmul_ceiling(
-    precision: str, device: str = "cpu", size: int = 2048, seconds: float = 6.0
+    precision: str, device: str = "cpu", size: int | None = None, seconds: float = 6.0
 ) -> dict[str, float | str]:
     """GFLOP/s of a large square torch matrix product in ``precision`` (an int8 precision
     that torch does not run natively falls back to the CPU's fastest native float)."""
+    where = torch.device(device)
+    size = size or CEILING_SIZES[where.type]
     dtype = DTYPES.get(precision) or DTYPES[cpu_auto().precision]
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
-
-    def call() -> None:
-        torch.matmul(a, b)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
-    result = measure(call, 1, warmup_calls=2, window_seconds=seconds / 4, max_seconds=seconds)
+    a = torch.randn(size, size, device=where).to(dtype)
+    b = torch.randn(size, size, device=where).to(dtype)
+    result = timed_calls(lambda: torch.matmul(a, b), where, 1, seconds / 4, seconds)
     return {
         "precision": str(dtype).removeprefix("torch."),
         "size": size,
@@ -59,13 +101,7 @@ def engine_only(engine: Engine, size: tuple[int, int], batch: int, seconds: floa
     generator = torch.Generator().manual_seed(0)
     shape = (batch, engine.manifest.channels, *size)
     images = torch.randn(shape, generator=generator).to(engine.device)
-
-    def call() -> None:
-        engine.infer(images)
-        if engine.device.type == "cuda":
-            torch.cuda.synchronize(engine.device)
-
-    return measure(call, batch, window_seconds=seconds / 6, max_seconds=seconds)
+    return timed_calls(lambda: engine.infer(images), engine.device, batch, seconds / 6, seconds)
 
 
 def research_baseline(
@@ -117,6 +153,7 @@ def end_to_end(
         "throughput_items_per_s": summary.steady_throughput,
         "seconds_including_startup": summary.seconds,
         "stage_seconds_per_image": per_image,
+        "latency_per_image": latency_summary(summary.latencies) if summary.latencies else None,
         "bounded_by": max(per_image, key=lambda stage: per_image[stage]) if per_image else None,
     }
 

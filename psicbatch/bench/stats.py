@@ -41,7 +41,9 @@ def is_stable(window_rates: list[float], count: int = 3, tolerance: float = 0.10
 
 @dataclass
 class Measurement:
-    """Timings of one configuration: warm-up apart, then the windows until stable."""
+    """Timings of one configuration: warm-up apart, then the windows until stable.
+    ``latencies`` are seconds per launch (per engine call on a GPU, averaged over the
+    launches between two events)."""
 
     items_per_call: int
     warmup_seconds: list[float] = field(default_factory=list)
@@ -68,30 +70,36 @@ class Measurement:
 
 
 def measure(
-    call: Callable[[], object],
+    call: Callable[[], float | None],
     items_per_call: int,
     warmup_calls: int = 2,
     window_seconds: float = 2.0,
     max_seconds: float = 30.0,
     clock: Callable[[], float] = time.perf_counter,
+    launches_per_call: int = 1,
 ) -> Measurement:
     """Time ``call`` after warm-up in windows until stable or ``max_seconds`` have passed.
 
-    Every window holds at least one call, so slow configurations still get measured.
+    Every window holds at least one call, so slow configurations still get measured. A
+    ``call`` that returns a duration is timed by it (seconds per launch, as a GPU's events
+    measure ``launches_per_call`` launches between two of them); otherwise by ``clock``.
     """
     result = Measurement(items_per_call)
-    for _ in range(warmup_calls):
+
+    def timed() -> float:
         start = clock()
-        call()
-        result.warmup_seconds.append(clock() - start)
+        seconds = call()
+        return (clock() - start) / launches_per_call if seconds is None else seconds
+
+    for _ in range(warmup_calls):
+        result.warmup_seconds.append(timed())
     began = clock()
     while not result.stable and clock() - began < max_seconds:
         window_start, calls = clock(), 0
         while calls == 0 or clock() - window_start < window_seconds:
-            start = clock()
-            call()
-            result.latencies.append(clock() - start)
+            result.latencies.append(timed())
             calls += 1
-        result.window_rates.append(items_per_call * calls / (clock() - window_start))
+        launches = calls * launches_per_call
+        result.window_rates.append(items_per_call * launches / (clock() - window_start))
         result.stable = is_stable(result.window_rates)
     return result

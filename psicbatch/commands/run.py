@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 
 import click
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -241,6 +242,13 @@ def _stages(summary: RunSummary) -> str:
     return ", ".join(parts) + " (decoding, inference and post-processing overlap)"
 
 
+def _latencies(summary: RunSummary) -> str:
+    if not summary.latencies:
+        return "-"
+    p50, p95, p99 = np.percentile(summary.latencies, [50, 95, 99]) * 1000
+    return f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms"
+
+
 def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
     table = Table(title="psicbatch run", show_header=False)
     rate = summary.images / summary.seconds if summary.seconds else 0.0
@@ -257,6 +265,7 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
         ),
         ("engine", summary.engine),
         ("stage time per image", _stages(summary)),
+        ("latency per image (decoding to row)", _latencies(summary)),
         ("files no longer among the inputs (rows dropped)", summary.dropped),
         ("results", readable_path(out)),
     ):

@@ -98,15 +98,28 @@ def _on_device(values: list[int], device: torch.device) -> torch.Tensor:
 
 def _run_boundaries(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """K flattened masks -> (the positions i where mask[i] != mask[i - 1], counted over
-    all K masks laid end to end, int32 where they fit, sorted; each mask's first value)."""
-    pixels = flat.shape[1]
+    all K masks laid end to end, sorted; each mask's first value), on ``flat``'s device.
+    On a CPU numpy finds them (its flatnonzero is several times faster than torch's
+    nonzero there); elsewhere torch does, on the device."""
+    if flat.device.type == "cpu":
+        return boundaries_numpy(flat), flat[:, 0]
+    return boundaries_torch(flat), flat[:, 0]
+
+
+def boundaries_torch(flat: torch.Tensor) -> torch.Tensor:
     differs = torch.zeros_like(flat)
-    differs[:, 1:] = flat[:, 1:] != flat[:, :-1]
-    changes = torch.nonzero(differs.flatten()).flatten()
-    if flat.numel() < 2**31:
-        changes = changes.to(torch.int32)
-    assert pixels > 0
-    return changes, flat[:, 0]
+    torch.ne(flat[:, 1:], flat[:, :-1], out=differs[:, 1:])
+    changes = torch.nonzero(differs.view(-1)).flatten()
+    return changes.to(torch.int32) if flat.numel() < 2**31 else changes
+
+
+def boundaries_numpy(flat: torch.Tensor) -> torch.Tensor:
+    masks = flat.numpy()
+    pixels = masks.shape[1]
+    changes = [
+        np.flatnonzero(mask[1:] != mask[:-1]) + (1 + row * pixels) for row, mask in enumerate(masks)
+    ]
+    return torch.from_numpy(np.concatenate(changes))
 
 
 def _size_groups(sizes: list[tuple[int, int]]) -> dict[tuple[int, int], list[int]]:

@@ -8,6 +8,7 @@ difference to the count two before) in 5-bit groups with a continuation bit, off
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,13 @@ def encode_changes(changes: np.ndarray, first: bool, size: tuple[int, int]) -> d
 def empty(size: tuple[int, int]) -> dict[str, Any]:
     """The RLE of a mask without defect pixels, with no per-pixel work."""
     height, width = size
-    return {"size": [height, width], "counts": _compress(np.array([height * width]))}
+    return {"size": [height, width], "counts": _empty_counts(height * width)}
+
+
+@functools.lru_cache(maxsize=64)
+def _empty_counts(pixels: int) -> str:
+    """One run of background: most images of a line, at a handful of sizes."""
+    return _compress(np.array([pixels]))
 
 
 def decode(rle: dict[str, Any]) -> np.ndarray:

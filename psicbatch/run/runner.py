@@ -25,6 +25,7 @@ from psicbatch.run.job import JobIdentity
 from psicbatch.run.options import RunOptions
 from psicbatch.run.output import KEY_COLUMN, SCHEMA_VERSION, ResultsOutput, parts_directory
 from psicbatch.run.output_guard import RESULTS, check_output
+from psicbatch.run.worker import LATENCY
 
 FLUSH_SECONDS = 10.0
 
@@ -49,15 +50,20 @@ class RunSummary:
     error_examples: list[tuple[str, str]] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)  # summed over batches
     steady_images: int = 0  # images after the first batch (start-up excluded)
-    steady_seconds: float = 0.0
+    steady_seconds: float = 0.0  # from the first batch's rows to the last's (no finalising)
+    latencies: list[float] = field(default_factory=list)  # per image: decoding to its row
 
     @property
     def steady_throughput(self) -> float:
         return self.steady_images / self.steady_seconds if self.steady_seconds else 0.0
 
-    def add_times(self, times: dict[str, float]) -> None:
+    def add_times(self, times: dict[str, float], images: int = 0) -> None:
+        """A batch's stage seconds, and its latency (``LATENCY``) for each of its images."""
         for stage, seconds in times.items():
-            self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
+            if stage == LATENCY:
+                self.latencies += [seconds] * images
+            else:
+                self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
 
     def add(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
@@ -117,10 +123,10 @@ def run(
         if manifest["selection"]:
             summary.engine += f" ({manifest['selection']})"
         results = (executor or local_results)(tasks, spec, options, devices)
-        first_batch_done = _save_results(results, keys, output, summary, options, on_rows)
+        first, last = _save_results(results, keys, output, summary, options, on_rows)
+        summary.steady_seconds = last - first
         output.finish(_metadata(engine_info, options, summary, len(paths), started_at))
         summary.add_times({"write": output.write_seconds})
-        summary.steady_seconds = time.monotonic() - first_batch_done
         summary.seconds = time.monotonic() - clock
     return summary
 
@@ -132,9 +138,10 @@ def _save_results(
     summary: RunSummary,
     options: RunOptions,
     on_rows: Callable[[RunSummary], None] | None,
-) -> float:
+) -> tuple[float, float]:
     """Write every batch's rows as they arrive (in parts, so a stopped run keeps them);
-    returns when the first batch was done, where steady throughput starts."""
+    returns when the first batch was done (where steady throughput starts) and when the
+    last one was."""
     pending: list[dict[str, Any]] = []
     last_flush = first_batch_done = time.monotonic()
     try:
@@ -147,7 +154,7 @@ def _save_results(
                 row[KEY_COLUMN] = keys[row["input_index"]]
             pending += rows
             summary.add(rows)
-            summary.add_times(times)
+            summary.add_times(times, len(rows))
             if len(pending) >= options.part_rows or time.monotonic() - last_flush > FLUSH_SECONDS:
                 output.write(pending)
                 pending, last_flush = [], time.monotonic()
@@ -158,7 +165,7 @@ def _save_results(
         if close is not None:
             close()  # stops the workers at once when the run stops early
         output.write(pending)
-    return first_batch_done
+    return first_batch_done, time.monotonic()
 
 
 def _metadata(

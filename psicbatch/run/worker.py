@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from psicbatch.run.stages import staged
 
 Task = tuple[int, list[tuple[int, Path]]]  # batch number, [(input index, path)]
 STAGE_COUNT = 4  # decoding, inference, post-processing, rows
+LATENCY = "latency"  # in a batch's times: seconds from the start of decoding to its rows
 Rows = list[dict[str, Any]]
 
 
@@ -51,6 +52,7 @@ class InFlightBatch:
     task: Task
     decoded: DecodedBatch | None  # dropped once rows are made, to free memory early
     times: dict[str, float]
+    began: float = field(default_factory=time.perf_counter)  # when its decoding began
     images: torch.Tensor | None = None  # network input on the engine's device
     uploaded: streams.Event = None  # CUDA events, on GPUs: input ready,
     started: streams.Event = None  # inference began,
@@ -105,6 +107,7 @@ class Worker:
         inferred = staged(decoded, self._infer, name="inference")
         summarized = staged(inferred, self._postprocess, name="post-processing")
         for batch in staged(summarized, self._make_rows, timeout=batch_timeout, name="batch"):
+            batch.times[LATENCY] = time.perf_counter() - batch.began
             yield batch.task[0], batch.rows, batch.times
 
     def rows(self, items: list[tuple[int, Path]]) -> Rows:
@@ -127,7 +130,7 @@ class Worker:
         engine's device, all in the decoding thread, beside inference."""
         began = time.perf_counter()
         decoded = self.decoder.decode([path for _, path in task[1]])
-        batch = InFlightBatch(task, decoded, {})
+        batch = InFlightBatch(task, decoded, {}, began)
         if decoded.images is not None:
             with streams.on(self.upload_stream):
                 images = decoded.images.to(self.device, non_blocking=True)
