@@ -30,6 +30,8 @@ def test_tiny_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads((out / "bench.json").read_text())
     assert report["ceiling"]["gflops"] > 0
+    # Cold start apart: opening the engine, and its first call before any warm-up.
+    assert report["engine"]["open_seconds"] > 0 and report["engine"]["first_call_ms"] > 0
     assert report["memory_peak"]["host_mib"] > 100
     libraries = report["machine"]["libraries"]
     assert libraries["torch"] == importlib.metadata.version("torch")
@@ -74,6 +76,7 @@ def test_tiny_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
     text = (out / "bench.md").read_text()
     assert "psicbatch bench" in text and "dagm (512x512)" in text and "--width 0.125" in text
     assert "End to end" in text and "Host ceiling (null engine, decoding excluded)" in text
+    assert "Cold start, apart from every figure below" in text
     for figure in ("bench_latency.png", "bench_throughput.png"):
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     compared = CliRunner().invoke(
@@ -92,3 +95,10 @@ def test_bad_options(tmp_path: Path) -> None:
     for width in ("9", "0", "-1"):  # refused by the option, before any model is built
         wide = runner.invoke(main, ["bench", "--width", width])
         assert wide.exit_code == 2 and "Invalid value for '--width'" in wide.output
+
+
+def test_default_batches_fill_a_gpu_more_than_a_cpu() -> None:
+    from psicbatch.commands.bench import _batches
+
+    assert _batches("auto", "cpu") == (1, 4) and _batches("auto", "cuda:0") == (1, 8, 32)
+    assert _batches("2,16", "cuda:0") == (2, 16)

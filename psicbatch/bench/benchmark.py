@@ -5,6 +5,7 @@ markdown is ``bench.markdown``)."""
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,13 @@ from psicbatch.bench.measurements import (
     host_ceiling,
     research_baseline,
 )
-from psicbatch.bench.report import BenchReport, EngineChoice, EngineOnlyRow, summarize
+from psicbatch.bench.report import (
+    BenchReport,
+    EngineChoice,
+    EngineOnlyRow,
+    first_call_ms,
+    summarize,
+)
 from psicbatch.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, untrained_checkpoint
 from psicbatch.data.images import image_files
 from psicbatch.data.synth import generate
@@ -74,7 +81,9 @@ def run_benchmark(
         spec = EngineSpec(checkpoint=checkpoint_path, precision=precision, input_size=size)
         return template or open_engine(spec, device, max(plan.batches))
 
+    opening = time.perf_counter()
     first = open_at(plan.sizes[0][1])
+    open_seconds = time.perf_counter() - opening  # cold start: load, prepare, warm up
     chosen = first.manifest  # every size runs the same backend and precision
     ceiling = engine_ceiling(
         chosen.backend, chosen.precision, device, seconds=min(6.0, plan.seconds)
@@ -145,6 +154,8 @@ def run_benchmark(
             chosen.precision,
             chosen.selection,
             faster_configuration_advice(chosen, device),
+            open_seconds,
+            first_call_ms(results),
         ),
         ceiling=ceiling,
         results=results,

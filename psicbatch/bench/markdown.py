@@ -72,6 +72,12 @@ def _engine_lines(engine: EngineChoice | None) -> list[str]:
         return []
     why = f" ({engine.selection})" if engine.selection else ""
     lines = [f"Engine: {engine.backend} {engine.precision}{why}."]
+    if engine.open_seconds is not None and engine.first_call_ms is not None:
+        lines.append(
+            f"Cold start, apart from every figure below: the engine opened in "
+            f"{engine.open_seconds:.2f} s (loading, preparing; on a GPU one warm-up batch) "
+            f"and its first call took {engine.first_call_ms:.1f} ms."
+        )
     if engine.advice:
         lines.append(f"Faster here: {engine.advice}.")
     return lines

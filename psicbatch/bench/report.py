@@ -31,6 +31,7 @@ class EngineOnlyRow:
     seconds_per_image: float | None
     achieved_gflops: float
     ceiling_share: float
+    first_call_ms: float | None = None  # the first warm-up call (reports before: absent)
 
     @classmethod
     def measured(
@@ -93,6 +94,8 @@ class EngineChoice:
     precision: str
     selection: str | None
     advice: str | None
+    open_seconds: float | None = None  # cold start: opening (loading, preparing, warming)
+    first_call_ms: float | None = None  # the first engine call, before any warm-up
 
 
 @dataclass
@@ -129,6 +132,12 @@ class BenchReport:
             memory_peak=data.get("memory_peak", {}),
             command=data.get("command"),
         )
+
+
+def first_call_ms(results: list[EngineOnlyRow]) -> float | None:
+    """The first call of the run's first configuration (on a GPU: the mean of its first
+    launches, timed together)."""
+    return results[0].first_call_ms if results else None
 
 
 def summarize(

@@ -61,6 +61,7 @@ class Measurement:
         return {
             "items_per_call": self.items_per_call,
             "warmup": latency_summary(self.warmup_seconds) if self.warmup_seconds else None,
+            "first_call_ms": 1000 * self.warmup_seconds[0] if self.warmup_seconds else None,
             "latency_per_call": latency_summary(self.latencies),
             "throughput_items_per_s": self.throughput,
             "windows": len(self.window_rates),

@@ -38,7 +38,12 @@ def _sizes(value: str) -> tuple[tuple[str, tuple[int, int]], ...]:
     return tuple(sizes)
 
 
-def _batches(value: str) -> tuple[int, ...]:
+DEFAULT_BATCHES = {"cpu": "1,4", "cuda": "1,8,32"}  # a GPU needs larger batches to fill
+
+
+def _batches(value: str, device: str) -> tuple[int, ...]:
+    if value == "auto":
+        value = DEFAULT_BATCHES["cuda" if device.startswith("cuda") else "cpu"]
     try:
         batches = tuple(int(part) for part in value.split(","))
     except ValueError:
@@ -63,7 +68,11 @@ def _batches(value: str) -> tuple[int, ...]:
     help="Comma-separated presets (ksdd=1408x512, ksdd2=640x232, dagm=512x512) or HxW.",
 )
 @click.option(
-    "--batch", "batches", default="1,4", show_default=True, help="Comma-separated batch sizes."
+    "--batch",
+    "batches",
+    default="auto",
+    show_default=True,
+    help="Comma-separated batch sizes (auto: 1,4 on a CPU, 1,8,32 on a GPU).",
 )
 @click.option(
     "--images",
@@ -134,7 +143,7 @@ def bench_command(
         raise click.BadParameter("give at most one of --engine, --model, --width")
     plan = BenchPlan(
         _sizes(sizes),
-        _batches(batches),
+        _batches(batches, device),
         duration,
         baseline and not engine,
         images,
