@@ -17,6 +17,7 @@ from psicbatch.run.shutdown import exit_process
 COMMANDS = {
     "bench": ("psicbatch.commands.bench", "bench_command"),
     "build-engine": ("psicbatch.commands.engines", "build_engine_command"),
+    "calibrate": ("psicbatch.commands.calibrate", "calibrate_command"),
     "cv": ("psicbatch.commands.training", "cross_validate_command"),
     "engines": ("psicbatch.commands.engines", "engines_command"),
     "eval": ("psicbatch.commands.training", "evaluate_command"),

@@ -23,6 +23,7 @@ from psicbatch.commands.options import (
     device_option,
     engine_options,
 )
+from psicbatch.decisions import CLASSIFIER, Decisions, file_sha256
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
@@ -78,6 +79,12 @@ EXIT_IMAGES_FAILED = 3
     "--threshold",
     type=PROBABILITY,
     help="Image-level decision threshold in [0, 1] (default: the model's).",
+)
+@click.option(
+    "--decisions",
+    "decisions_file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="A decision file from psicbatch calibrate: its threshold, minimum area and rule.",
 )
 @click.option(
     "--masks",
@@ -143,6 +150,7 @@ def run_command(
     devices: tuple[str, ...],
     decoder: str,
     threshold: float | None,
+    decisions_file: Path | None,
     masks: str,
     resume: bool,
     batch_timeout: float,
@@ -160,6 +168,14 @@ def run_command(
     """
     if engine and model:
         raise click.BadParameter("give --engine or --model, not both")
+    if decisions_file and threshold is not None:
+        raise click.BadParameter("give --threshold or --decisions, not both")
+    rule, decisions = CLASSIFIER, None
+    if decisions_file is not None:
+        chosen = Decisions.read(decisions_file)
+        threshold, rule = chosen.classification_threshold, chosen.rule
+        decisions = {"file": str(decisions_file), "sha256": file_sha256(decisions_file)}
+        decisions.update(chosen.to_dict())
     inputs = collect_inputs(list(sources), list_file)
     paths = inputs.paths
     spec = EngineSpec(
@@ -174,6 +190,8 @@ def run_command(
         devices=devices,
         decoder=decoder,
         threshold=threshold,
+        rule=rule,
+        decisions=decisions,
         masks=masks,
         resume=resume,
         overwrite=overwrite,

@@ -24,7 +24,7 @@ JOB_FILE = "_job.json"  # "_": Parquet readers of the folder pass over it
 DESCRIPTIONS = {
     "sources": "the input sources",
     "engine": "the model or engine",
-    "thresholds": "the thresholds (--threshold)",
+    "thresholds": "the thresholds and decision rule (--threshold, --decisions)",
     "masks": "the mask mode (--masks)",
     "decoder": "the decoder (--decoder)",
     "preprocessing": "the preprocessing",
@@ -35,7 +35,7 @@ DESCRIPTIONS = {
 class JobIdentity:
     sources: list[str]
     engine: dict[str, Any]
-    thresholds: dict[str, float]
+    thresholds: dict[str, Any]
     masks: str
     decoder: str
     preprocessing: dict[str, Any]

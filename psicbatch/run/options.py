@@ -9,7 +9,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from psicbatch.decisions import Rule
 from psicbatch.errors import PsicbatchError
 from psicbatch.run.files import FileLimits
 
@@ -26,6 +28,8 @@ class RunOptions:
     devices: tuple[str, ...] = ()  # "cpu" or "cuda:N"; empty: the first GPU, else the CPU
     decoder: str = "auto"
     threshold: float | None = None  # overrides the engine's image threshold
+    rule: Rule = field(default_factory=Rule)  # the image decision (a decision file's rule)
+    decisions: dict[str, Any] | None = None  # the decision file applied, as recorded
     masks: str = "gated"  # gated: masks only for images judged defective; all: every mask
     resume: bool = False
     overwrite: bool = False  # replace an earlier psicbatch results file at ``out``

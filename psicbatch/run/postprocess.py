@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from psicbatch.decisions import CLASSIFIER, Rule
 from psicbatch.preprocess import resize_probabilities
 from psicbatch.run import rle
 from psicbatch.run.rows import ResultRow
@@ -157,15 +158,18 @@ def result_rows(
     summary: MaskSummary,
     classification_threshold: float,
     gated: bool = False,
+    rule: Rule = CLASSIFIER,
 ) -> list[dict[str, Any]]:
     """One row per decoded image of a batch; ``positions`` are their places in ``items``.
-    ``gated``: images judged defect-free get an empty mask (area 0, no box)."""
+    ``gated``: images judged defect-free get an empty mask (area 0, no box). ``rule``:
+    how the image probability and the mask area make the decision."""
     rows = []
+    decided = rule.defective(summary.probabilities >= classification_threshold, summary.area)
     for image, position in enumerate(positions):
         index, path = items[position]
         height, width = summary.sizes[image]
         probability = summary.probabilities[image]
-        is_defect = bool(probability >= classification_threshold)
+        is_defect = bool(decided[image])
         runs = summary.runs.get(image) if is_defect or not gated else None
         x, y, w, h = (int(v) for v in summary.bbox[image])
         row = ResultRow.for_file(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from psicbatch import __version__
+from psicbatch.decisions import CLASSIFIER
 from psicbatch.devices import default_device
 from psicbatch.engines.spec import EngineSpec, describe_engine
 from psicbatch.paths import input_key
@@ -185,6 +186,7 @@ def _metadata(
         "thresholds": engine_info["thresholds"],
         "decoder": engine_info["decoder"],
         "masks": options.masks,
+        "decisions": options.decisions,
         "inputs": inputs,
         "resumed": {
             "kept": summary.skipped,
@@ -201,9 +203,11 @@ def _metadata(
 def describe_run(spec: EngineSpec, options: RunOptions, devices: list[str]) -> dict[str, Any]:
     """Engine, devices and decoder as they run, recorded in the results file's metadata."""
     manifest = describe_engine(spec, devices[0], options.batch_size)
-    thresholds = dict(manifest.thresholds)
+    thresholds: dict[str, Any] = dict(manifest.thresholds)
     if options.threshold is not None:
         thresholds["classification"] = options.threshold
+    if options.rule != CLASSIFIER:  # a decision file's area rule decides too
+        thresholds.update(rule=options.rule.name, min_area=options.rule.min_area)
     return {
         "checkpoint_sha256": manifest.checkpoint_sha256,
         "manifest": {k: v for k, v in vars(manifest).items() if k != "parity"},

@@ -81,6 +81,7 @@ class Worker:
         )
         self.seg_threshold = manifest.thresholds["segmentation"]
         self.masks = options.masks
+        self.rule = options.rule
         preprocessing = manifest.engine_preprocessing()
         self.decoder = make_decoder(
             options.decoder,
@@ -199,7 +200,12 @@ class Worker:
             rows[position] = error_row(index, path, message)
         if batch.summary is not None:
             done = result_rows(
-                items, decoded.positions, batch.summary, self.threshold, self.masks == "gated"
+                items,
+                decoded.positions,
+                batch.summary,
+                self.threshold,
+                self.masks == "gated",
+                self.rule,
             )
             for position, row in zip(decoded.positions, done, strict=True):
                 rows[position] = row

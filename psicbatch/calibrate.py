@@ -1,0 +1,135 @@
+"""``psicbatch calibrate``: decisions chosen from stored predictions, without inference.
+
+Two kinds of input, both Parquet: the predictions of ``psicbatch eval`` or ``cv``
+(labels included), or the results of ``psicbatch run`` joined with the labels of a
+dataset (recalibration: the probabilities and mask areas already computed are reused, so
+a new target or rule costs seconds, not another pass over the images).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from psicbatch.data.layouts import read_dataset
+from psicbatch.decisions import CLASSIFIER, OperatingPoint, Rule, choose, operating_points
+from psicbatch.errors import PsicbatchError
+from psicbatch.paths import path_bytes
+
+
+@dataclass
+class Validation:
+    """Labelled validation images as calibration needs them."""
+
+    paths: list[str]
+    probabilities: np.ndarray
+    labels: np.ndarray
+    areas: np.ndarray  # predicted defect pixels (masks of every image, not gated)
+    folds: np.ndarray | None  # cv predictions: each image's fold
+    source: str
+
+
+def read_validation(
+    predictions: Path, labels: Path | None = None, layout: str = "folder", rule: Rule = CLASSIFIER
+) -> Validation:
+    """Eval/cv predictions (``labels`` None) or run results joined with ``labels``."""
+    try:
+        table = pq.read_table(predictions)
+    except (OSError, ValueError) as error:
+        raise PsicbatchError(f"{predictions}: not a readable Parquet file ({error})") from None
+    columns = set(table.column_names)
+    if labels is None:
+        needed = {"path", "probability", "is_defective", "predicted_defect_pixels"}
+        if not needed <= columns:
+            raise PsicbatchError(
+                f"{predictions}: not eval or cv predictions (it lacks "
+                f"{', '.join(sorted(needed - columns))}); for the results of psicbatch run, "
+                "give the labelled dataset with --labels DATA"
+            )
+        rows = table.to_pylist()
+        return Validation(
+            [row["path"] for row in rows],
+            np.array([row["probability"] for row in rows], dtype=float),
+            np.array([row["is_defective"] for row in rows], dtype=bool),
+            np.array([row["predicted_defect_pixels"] for row in rows], dtype=np.int64),
+            np.array([row["fold"] for row in rows]) if "fold" in columns else None,
+            f"predictions {predictions}",
+        )
+    return _joined_with_labels(predictions, table.to_pylist(), labels, layout, rule)
+
+
+def _joined_with_labels(
+    results: Path, rows: list[dict[str, Any]], labels: Path, layout: str, rule: Rule
+) -> Validation:
+    """Run results (rows with errors left out) labelled from the dataset's layout."""
+    from psicbatch.run.output import read_metadata
+
+    if rule.name != "classifier" and read_metadata(results).get("masks") == "gated":
+        raise PsicbatchError(
+            f"{results}: its masks are gated by the image decision (the default), so images "
+            "judged good have no mask area; rerun with --masks all to calibrate an area rule"
+        )
+    samples = read_dataset(labels, layout)
+    truth = {path_bytes(s.image_path.resolve()): s.is_defective for s in samples}
+
+    def key(row: dict[str, Any]) -> bytes:
+        return path_bytes(Path(row["path"]).resolve())
+
+    kept = [row for row in rows if row.get("error") is None]
+    missing = [row["path"] for row in kept if key(row) not in truth]
+    if missing:
+        raise PsicbatchError(
+            f"{results}: {len(missing)} result(s) are not images of {labels}, e.g. {missing[0]}"
+        )
+    if not kept:
+        raise PsicbatchError(f"{results}: no result without an error to calibrate on")
+    return Validation(
+        [row["path"] for row in kept],
+        np.array([row["probability"] for row in kept], dtype=float),
+        np.array([truth[key(row)] for row in kept], dtype=bool),
+        np.array([row["mask_area"] for row in kept], dtype=np.int64),
+        None,
+        f"run results {results} labelled by {labels}",
+    )
+
+
+@dataclass
+class Calibration:
+    chosen: OperatingPoint
+    points: list[OperatingPoint]
+    per_fold: dict[int, OperatingPoint]  # cv predictions: each fold's own operating point
+    nearest: list[dict[str, Any]]  # the images closest to the threshold, on either side
+
+
+def calibrate(
+    data: Validation,
+    rule: Rule,
+    max_escape_rate: float | None,
+    max_false_reject_rate: float | None,
+    nearest: int = 5,
+) -> Calibration:
+    points = operating_points(data.probabilities, data.labels, data.areas, rule)
+    chosen = choose(points, max_escape_rate, max_false_reject_rate)
+    per_fold = {}
+    if data.folds is not None:
+        for fold in sorted(set(data.folds.tolist())):
+            inside = data.folds == fold
+            fold_points = operating_points(
+                data.probabilities[inside], data.labels[inside], data.areas[inside], rule
+            )
+            per_fold[int(fold)] = choose(fold_points, max_escape_rate, max_false_reject_rate)
+    order = np.argsort(np.abs(data.probabilities - chosen.threshold))[: nearest * 2]
+    closest = [
+        {
+            "path": data.paths[i],
+            "probability": float(data.probabilities[i]),
+            "defective": bool(data.labels[i]),
+            "mask_area": int(data.areas[i]),
+        }
+        for i in order
+    ]
+    return Calibration(chosen, points, per_fold, closest)

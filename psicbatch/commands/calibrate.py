@@ -1,0 +1,181 @@
+"""``psicbatch calibrate``: thresholds for a target escape rate, from stored predictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from psicbatch.calibrate import Calibration, Validation, calibrate, read_validation
+from psicbatch.commands import command_line
+from psicbatch.commands.options import NON_NEGATIVE_INT, PROBABILITY
+from psicbatch.data.layouts import LAYOUTS
+from psicbatch.decisions import RULES, Decisions, OperatingPoint, Rule, who_and_when
+from psicbatch.reports import Column, column_table
+
+POINT_COLUMNS: tuple[Column[OperatingPoint], ...] = (
+    Column("threshold", lambda p: f"{p.threshold:.4g}"),
+    Column("escapes", lambda p: f"{p.escapes} of {p.defective}"),
+    Column("escape rate (%)", lambda p: f"{100 * p.escape_rate:.2f}"),
+    Column("95% upper bound (%)", lambda p: f"{100 * p.escape_rate_upper:.1f}"),
+    Column("false rejects", lambda p: f"{p.false_rejects} of {p.good}"),
+    Column("false-reject rate (%)", lambda p: f"{100 * p.false_reject_rate:.2f}"),
+)
+
+
+@click.command("calibrate")
+@click.argument("predictions", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option(
+    "--labels",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="With the results of psicbatch run: the labelled dataset of those images.",
+)
+@click.option(
+    "--layout",
+    type=click.Choice(list(LAYOUTS)),
+    default="folder",
+    show_default=True,
+    help="How the --labels dataset is organised (see the README).",
+)
+@click.option(
+    "--max-escape-rate",
+    type=PROBABILITY,
+    default=0.0,
+    show_default=True,
+    help="Most defective images judged good, as a share (0: none).",
+)
+@click.option(
+    "--max-false-reject-rate",
+    type=PROBABILITY,
+    help="Instead: most good images judged defective, as a share; the fewest escapes within it.",
+)
+@click.option(
+    "--min-area",
+    type=NON_NEGATIVE_INT,
+    default=0,
+    show_default=True,
+    help="Defect pixels (at the image's resolution) that count, for --rule both/either.",
+)
+@click.option(
+    "--rule",
+    type=click.Choice(RULES),
+    default="classifier",
+    show_default=True,
+    help="classifier: probability only; both: and a mask of at least --min-area pixels; "
+    "either: one of the two.",
+)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default="decisions.json",
+    show_default=True,
+    help="The decision file for psicbatch run --decisions (a report .md beside it).",
+)
+def calibrate_command(
+    predictions: Path,
+    labels: Path | None,
+    layout: str,
+    max_escape_rate: float,
+    max_false_reject_rate: float | None,
+    min_area: int,
+    rule: str,
+    out: Path,
+) -> None:
+    """Choose the image threshold for a target escape rate from eval/cv predictions, or
+    from run results with --labels, and write a decision file and its report."""
+    chosen_rule = Rule(rule, min_area)
+    data = read_validation(predictions, labels, layout, chosen_rule)
+    result = calibrate(data, chosen_rule, max_escape_rate, max_false_reject_rate)
+    target = (
+        {"max_false_reject_rate": max_false_reject_rate}
+        if max_false_reject_rate is not None
+        else {"max_escape_rate": max_escape_rate}
+    )
+    set_by, set_at = who_and_when()
+    decisions = Decisions(
+        classification_threshold=result.chosen.threshold,
+        rule=chosen_rule,
+        target=target,
+        validation={"source": data.source, **result.chosen.to_dict()},
+        set_by=set_by,
+        set_at=set_at,
+        command=command_line(),
+    )
+    decisions.write(out)
+    report = out.with_suffix(".md")
+    report.write_text(calibration_markdown(decisions, data, result))
+    point = result.chosen
+    click.echo(
+        f"threshold {point.threshold:.4g}: {point.escapes} of {point.defective} defective images "
+        f"escape (95% upper bound {100 * point.escape_rate_upper:.1f}%), {point.false_rejects} "
+        f"of {point.good} good images rejected ({100 * point.false_reject_rate:.2f}%)"
+    )
+    click.echo(f"decisions written to {out} (report {report})")
+    click.echo(f"next: psicbatch run IMAGES --decisions {out}")
+
+
+def calibration_markdown(decisions: Decisions, data: Validation, result: Calibration) -> str:
+    point, rule = result.chosen, decisions.rule
+    rule_text = {
+        "classifier": "the image probability alone",
+        "both": f"the image probability and a mask of at least {rule.min_area} pixels",
+        "either": f"the image probability, or a mask of at least {rule.min_area} pixels",
+    }[rule.name]
+    lines = [
+        "# Decisions for the line",
+        "",
+        f"Target: {', '.join(f'{k} {v:g}' for k, v in decisions.target.items())}; decision by "
+        f"{rule_text}. Validation: {data.source}, {point.defective} defective and "
+        f"{point.good} good images. Set by {decisions.set_by} at {decisions.set_at}.",
+        "",
+        "```",
+        decisions.command,
+        "```",
+        "",
+        "## Operating point",
+        "",
+        *column_table(POINT_COLUMNS, [point]),
+        "",
+        f"With {point.defective} defective validation images and {point.escapes} escaping, the "
+        f"escape rate on new parts is below {100 * point.escape_rate_upper:.1f}% with 95% "
+        "confidence (one-sided Clopper-Pearson bound): that is all this many defects can "
+        "vouch for. More labelled defective images narrow it (about 3/n with none escaping).",
+    ]
+    if result.per_fold:
+        lines += [
+            "",
+            "## Per fold (each fold's own operating point for the same target)",
+            "",
+            "Cross-validation predictions come from one model per fold, so the operating "
+            "point above mixes models; a decision file belongs with the model its "
+            "predictions came from. Each fold's own point:",
+            "",
+        ]
+        fold_columns = (Column("fold", lambda item: item[0]), *map(_of_fold, POINT_COLUMNS))
+        lines += column_table(fold_columns, result.per_fold.items())
+    lines += ["", "## Trade-off (every distinct decision on these images)", ""]
+    lines += column_table(POINT_COLUMNS, _spread(result.points, point))
+    lines += ["", "## Images nearest the threshold", ""]
+    lines += column_table(
+        (
+            Column("path", lambda image: image["path"]),
+            Column("probability", lambda image: f"{image['probability']:.4f}"),
+            Column("labelled", lambda image: "defective" if image["defective"] else "good"),
+            Column("mask area (px)", lambda image: image["mask_area"]),
+        ),
+        result.nearest,
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _of_fold(column: Column[OperatingPoint]) -> Column[tuple[int, OperatingPoint]]:
+    return Column(column.header, lambda item: column.cell(item[1]))
+
+
+def _spread(points: list[OperatingPoint], chosen: OperatingPoint) -> list[OperatingPoint]:
+    """At most 15 rows: evenly spaced over the curve, with the chosen point."""
+    step = max(1, len(points) // 14)
+    kept = {id(p): p for p in points[::step]}
+    kept[id(chosen)] = chosen
+    return sorted(kept.values(), key=lambda p: p.threshold)

@@ -1,0 +1,225 @@
+"""Decisions a line can set: the image threshold chosen for a target escape rate (defective
+parts judged good), a minimum defect area, and the rule combining them; stored in a
+versioned decision file that ``psicbatch run --decisions`` applies.
+
+A line does not ask for the best F1: it asks for no escapes, and as few false rejects
+(good parts judged defective) as that allows. Every candidate threshold's rates are
+computed on labelled validation images, and the chosen operating point says how much the
+validation data can vouch for it: with n defective images and none escaping, the escape
+rate is only known to be below the one-sided 95% Clopper-Pearson bound 1 - 0.05^(1/n)
+(about 3/n), which a report must show, not hide.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import math
+import socket
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import beta
+
+from psicbatch.errors import PsicbatchError
+
+RULES = ("classifier", "both", "either")  # how the image decision and the area combine
+CONFIDENCE = 0.95
+DECISIONS_FORMAT = "psicbatch-decisions"
+DECISIONS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``classifier``: probability >= threshold. ``both``: that and a mask of at least
+    ``min_area`` pixels (specks do not reject a part). ``either``: one of the two."""
+
+    name: str = "classifier"
+    min_area: int = 0
+
+    def __post_init__(self) -> None:
+        if self.name not in RULES:
+            raise PsicbatchError(f"unknown rule {self.name!r}; choose one of {', '.join(RULES)}")
+        if self.min_area < 0:
+            raise PsicbatchError(f"the minimum area must be at least 0 pixels, got {self.min_area}")
+
+    def defective(self, above: np.ndarray, areas: np.ndarray) -> np.ndarray:
+        """The decision from 'probability at or above the threshold' and the mask areas."""
+        large = areas >= self.min_area
+        if self.name == "both":
+            return above & large
+        if self.name == "either":
+            return above | (large & (areas > 0))
+        return above
+
+
+CLASSIFIER = Rule()  # the default: the image probability alone
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    threshold: float
+    escapes: int  # defective images judged good
+    defective: int
+    false_rejects: int  # good images judged defective
+    good: int
+
+    @property
+    def escape_rate(self) -> float:
+        return self.escapes / self.defective
+
+    @property
+    def false_reject_rate(self) -> float:
+        return self.false_rejects / self.good
+
+    @property
+    def escape_rate_upper(self) -> float:
+        """One-sided 95% upper confidence bound of the escape rate (Clopper-Pearson)."""
+        return upper_bound(self.escapes, self.defective)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "escape_rate": self.escape_rate,
+            "false_reject_rate": self.false_reject_rate,
+            "escape_rate_upper_95": self.escape_rate_upper,
+        }
+
+
+def upper_bound(failures: int, trials: int, confidence: float = CONFIDENCE) -> float:
+    """Clopper-Pearson one-sided upper bound of a rate seen ``failures`` times in ``trials``."""
+    if failures >= trials:
+        return 1.0
+    return float(beta.ppf(confidence, failures + 1, trials - failures))
+
+
+def operating_points(
+    probabilities: np.ndarray, labels: np.ndarray, areas: np.ndarray, rule: Rule
+) -> list[OperatingPoint]:
+    """Every distinct decision the threshold can make on these images, from the lowest
+    threshold (everything rejected) up: each at the midpoint between neighbouring scores,
+    so the validation images keep their decision with the largest margin."""
+    labels = np.asarray(labels, dtype=bool)
+    if not labels.any():
+        raise PsicbatchError(
+            "the validation images hold no defective image: an escape rate cannot be "
+            "estimated; add labelled defective images"
+        )
+    if labels.all():
+        raise PsicbatchError(
+            "the validation images hold no defect-free image: a false-reject rate cannot be "
+            "estimated; add labelled good images"
+        )
+    scores = np.asarray(probabilities, dtype=float)
+    distinct = np.unique(scores)
+    candidates = [0.0, *((distinct[:-1] + distinct[1:]) / 2), math.nextafter(distinct[-1], 2)]
+    points = []
+    for threshold in candidates:
+        decided = rule.defective(scores >= threshold, np.asarray(areas))
+        points.append(
+            OperatingPoint(
+                float(threshold),
+                escapes=int((labels & ~decided).sum()),
+                defective=int(labels.sum()),
+                false_rejects=int((~labels & decided).sum()),
+                good=int((~labels).sum()),
+            )
+        )
+    return points
+
+
+def choose(
+    points: list[OperatingPoint],
+    max_escape_rate: float | None = 0.0,
+    max_false_reject_rate: float | None = None,
+) -> OperatingPoint:
+    """The operating point for a target: the fewest false rejects with at most
+    ``max_escape_rate`` escapes, or the fewest escapes with at most
+    ``max_false_reject_rate`` false rejects (ties: the higher threshold)."""
+    if max_false_reject_rate is not None:
+        allowed = [p for p in points if p.false_reject_rate <= max_false_reject_rate]
+        target = f"a false-reject rate of at most {max_false_reject_rate:g}"
+        return _best(allowed, target, lambda p: (p.escapes, p.false_rejects, -p.threshold))
+    limit = 0.0 if max_escape_rate is None else max_escape_rate
+    allowed = [p for p in points if p.escape_rate <= limit]
+    target = f"an escape rate of at most {limit:g}"
+    return _best(allowed, target, lambda p: (p.false_rejects, p.escapes, -p.threshold))
+
+
+def _best(
+    allowed: list[OperatingPoint], target: str, order: Callable[[OperatingPoint], tuple]
+) -> OperatingPoint:
+    if not allowed:  # the lowest threshold rejects everything: only an area rule can miss
+        raise PsicbatchError(
+            f"no threshold gives {target} on these images with this rule; relax the target "
+            "or the minimum area"
+        )
+    return min(allowed, key=order)
+
+
+@dataclass
+class Decisions:
+    """What a decision file holds: the thresholds, the rule, and how they were chosen."""
+
+    classification_threshold: float  # pixel thresholds stay the model's own
+    rule: Rule = field(default_factory=Rule)
+    target: dict[str, float] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)  # rates, counts, source
+    set_by: str = ""
+    set_at: str = ""
+    command: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": DECISIONS_FORMAT, "version": DECISIONS_VERSION, **asdict(self)}
+
+    def write(self, path: Path) -> None:
+        """Written whole to a temporary name, then renamed: never half a file."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        partial.replace(path)
+
+    @classmethod
+    def read(cls, path: Path) -> Decisions:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise PsicbatchError(f"{path}: not a readable decision file ({error})") from None
+        if not isinstance(data, dict) or data.get("format") != DECISIONS_FORMAT:
+            raise PsicbatchError(f"{path}: not a psicbatch decision file")
+        if data.get("version", 0) > DECISIONS_VERSION:
+            raise PsicbatchError(
+                f"{path}: decision file version {data['version']} is newer than this "
+                f"psicbatch reads (up to {DECISIONS_VERSION}); upgrade psicbatch"
+            )
+        try:
+            return cls(
+                classification_threshold=float(data["classification_threshold"]),
+                rule=Rule(**data.get("rule", {})),
+                target=data.get("target", {}),
+                validation=data.get("validation", {}),
+                set_by=data.get("set_by", ""),
+                set_at=data.get("set_at", ""),
+                command=data.get("command", ""),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise PsicbatchError(f"{path}: damaged decision file ({error})") from None
+
+
+def who_and_when() -> tuple[str, str]:
+    """Who set the decisions (user@host) and when (UTC), recorded in the file."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return f"{user}@{socket.gethostname()}", stamp
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

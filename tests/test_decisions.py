@@ -1,0 +1,136 @@
+"""Decisions for a line: thresholds for a target escape rate, area rules, decision files
+applied by run, and recalibration from stored results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from psicbatch.cli import main
+from psicbatch.data.synth import generate
+from psicbatch.decisions import Decisions, Rule, choose, operating_points, upper_bound
+from psicbatch.errors import PsicbatchError
+from psicbatch.run.output import read_metadata
+
+SCORES = np.array([0.1, 0.2, 0.3, 0.6, 0.8])
+LABELS = np.array([False, False, True, False, True])
+AREAS = np.array([0, 3, 40, 50, 5])
+
+
+def test_zero_escapes_with_the_fewest_false_rejects_by_hand() -> None:
+    point = choose(operating_points(SCORES, LABELS, AREAS, Rule()), max_escape_rate=0.0)
+    # Both defects (0.3, 0.8) kept: the threshold sits between 0.2 and 0.3; the good image
+    # at 0.6 is the one false reject.
+    assert point.threshold == pytest.approx(0.25)
+    assert (point.escapes, point.defective, point.false_rejects, point.good) == (0, 2, 1, 3)
+    assert point.escape_rate_upper == pytest.approx(1 - 0.05 ** (1 / 2))
+
+
+def test_a_false_reject_target_takes_the_fewest_escapes_within_it() -> None:
+    point = choose(operating_points(SCORES, LABELS, AREAS, Rule()), None, 0.0)
+    assert point.threshold == pytest.approx(0.7)  # between 0.6 and 0.8
+    assert (point.escapes, point.false_rejects) == (1, 0)
+
+
+def test_the_area_rules_by_hand() -> None:
+    both = operating_points(SCORES, LABELS, AREAS, Rule("both", 10))
+    # The defect at 0.8 has only 5 pixels: under "both" it escapes at every threshold.
+    assert min(point.escapes for point in both) == 1
+    either = operating_points(SCORES, LABELS, AREAS, Rule("either", 10))
+    top = either[-1]  # a threshold above every score: only the area decides
+    assert (top.escapes, top.false_rejects) == (1, 1)  # 0.8 (5 px) escapes; 0.6 (50 px) rejected
+
+
+def test_an_area_rule_that_cannot_meet_the_target_says_so() -> None:
+    with pytest.raises(PsicbatchError, match="no threshold gives an escape rate of at most 0 "):
+        choose(operating_points(SCORES, LABELS, AREAS, Rule("both", 10)), 0.0)
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (np.zeros(5, bool), "no defective image: an escape rate cannot be estimated"),
+        (np.ones(5, bool), "no defect-free image: a false-reject rate cannot be estimated"),
+    ],
+)
+def test_one_sided_validation_data_is_refused(labels: np.ndarray, message: str) -> None:
+    with pytest.raises(PsicbatchError, match=message):
+        operating_points(SCORES, labels, AREAS, Rule())
+
+
+def test_the_upper_bound_is_clopper_pearsons() -> None:
+    assert upper_bound(0, 52) == pytest.approx(1 - 0.05 ** (1 / 52))  # about 3/n
+    assert upper_bound(3, 3) == 1.0 and 0.0 < upper_bound(1, 100) < 0.05
+
+
+def test_decision_files_round_trip_and_refuse_others(tmp_path: Path) -> None:
+    path = tmp_path / "d.json"
+    Decisions(0.25, Rule("both", 12), {"max_escape_rate": 0.0}).write(path)
+    read = Decisions.read(path)
+    assert read.classification_threshold == 0.25 and read.rule == Rule("both", 12)
+    (tmp_path / "other.json").write_text('{"format": "something else"}')
+    with pytest.raises(PsicbatchError, match="not a psicbatch decision file"):
+        Decisions.read(tmp_path / "other.json")
+    with pytest.raises(PsicbatchError, match="unknown rule 'most'"):
+        Rule("most")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("line")
+    generate(root, 24, (128, 128), defect_rate=0.4, seed=21)
+    return root
+
+
+def cli(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_recalibrating_from_run_results_equals_calibrating_from_eval(
+    dataset: Path, tmp_path: Path
+) -> None:
+    """The run's stored probabilities and mask areas give the eval's decisions."""
+    model = str(Path(__file__).parents[1] / "psicbatch" / "assets" / "demo_model.pt")
+    cli("eval", model, str(dataset), "--precision", "fp32", "-o", str(tmp_path / "eval"), "-q")
+    results = tmp_path / "results.parquet"
+    common = ["--decoder", "pil", "--precision", "fp32", "--device", "cpu", "-q"]
+    cli("run", str(dataset / "images"), "-o", str(results), "--masks", "all", *common)
+    rule = ["--rule", "both", "--min-area", "20"]
+    from_eval = tmp_path / "from-eval.json"
+    from_run = tmp_path / "from-run.json"
+    cli("calibrate", str(tmp_path / "eval" / "predictions.parquet"), *rule, "-o", str(from_eval))
+    cli("calibrate", str(results), "--labels", str(dataset), *rule, "-o", str(from_run))
+    a, b = (json.loads(path.read_text())["validation"] for path in (from_eval, from_run))
+    for key in ("threshold", "escapes", "defective", "false_rejects", "good"):
+        assert a[key] == pytest.approx(b[key]), key
+    assert "Images nearest the threshold" in from_run.with_suffix(".md").read_text()
+    # A run whose masks were gated has no area for images judged good: refused, in one line.
+    gated = tmp_path / "gated.parquet"
+    cli("run", str(dataset / "images"), "-o", str(gated), *common)
+    refused = CliRunner().invoke(
+        main, ["calibrate", str(gated), "--labels", str(dataset), *rule, "-o", str(tmp_path / "x")]
+    )
+    assert refused.exit_code == 1 and "rerun with --masks all" in refused.output
+
+    # The decision file applied by run: its rule decides, and the metadata says which file.
+    applied = tmp_path / "applied.parquet"
+    cli("run", str(dataset / "images"), "-o", str(applied), "--decisions", str(from_run), *common)
+    metadata = read_metadata(applied)
+    assert metadata["decisions"]["sha256"] and metadata["decisions"]["rule"]["min_area"] == 20
+    assert metadata["thresholds"]["rule"] == "both"
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(applied).to_pylist()
+    threshold = json.loads(from_run.read_text())["classification_threshold"]
+    for row in rows:
+        assert row["is_defect"] == (row["probability"] >= threshold and row["mask_area"] >= 20)
+    both = CliRunner().invoke(
+        main, ["run", str(dataset / "images"), "--threshold", "0.5", "--decisions", str(from_run)]
+    )
+    assert both.exit_code == 2 and "give --threshold or --decisions, not both" in both.output
