@@ -134,3 +134,35 @@ def test_recalibrating_from_run_results_equals_calibrating_from_eval(
         main, ["run", str(dataset / "images"), "--threshold", "0.5", "--decisions", str(from_run)]
     )
     assert both.exit_code == 2 and "give --threshold or --decisions, not both" in both.output
+
+
+def test_a_region_of_interest_removes_defects_outside_it(dataset: Path, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from psicbatch.run import rle
+
+    region = np.zeros((50, 40), np.uint8)
+    region[:, :20] = 255  # inspect the left half only, at any image size
+    Image.fromarray(region).save(tmp_path / "roi.png")
+    common = ["--decoder", "pil", "--precision", "fp32", "--device", "cpu", "-q", "--masks", "all"]
+    full, inside = tmp_path / "full.parquet", tmp_path / "inside.parquet"
+    images = str(dataset / "images")
+    cli("run", images, "-o", str(full), *common)
+    cli("run", images, "-o", str(inside), "--roi", str(tmp_path / "roi.png"), *common)
+    removed = 0
+    rows = (pq.read_table(path).to_pylist() for path in (full, inside))
+    for a, b in zip(*rows, strict=True):
+        whole, kept = rle.decode(a["mask"]), rle.decode(b["mask"])
+        left = np.zeros_like(whole)
+        left[:, : whole.shape[1] // 2] = True
+        assert np.array_equal(kept, whole & left)  # outside the region: nothing
+        assert b["mask_area"] == int(kept.sum()) and b["probability"] == a["probability"]
+        removed += int(whole.sum() - kept.sum())
+    assert removed > 0  # the synthetic defects do fall outside it too
+    assert read_metadata(inside)["roi"]["sha256"] and read_metadata(full)["roi"] is None
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(tmp_path / "black.png")
+    black = CliRunner().invoke(
+        main, ["run", str(dataset / "images"), "--roi", str(tmp_path / "black.png"), *common]
+    )
+    assert black.exit_code == 1 and "has no white pixel: nothing would be inspected" in black.output

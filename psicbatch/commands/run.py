@@ -28,6 +28,7 @@ from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 from psicbatch.progress import progress_bar
+from psicbatch.roi import RegionOfInterest
 from psicbatch.run.files import DEFAULT_DECODE_SECONDS, DEFAULT_MAX_MIB, MIB, FileLimits
 from psicbatch.run.inputs import collect_inputs
 from psicbatch.run.job import resolved_sources
@@ -85,6 +86,12 @@ EXIT_IMAGES_FAILED = 3
     "decisions_file",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     help="A decision file from psicbatch calibrate: its threshold, minimum area and rule.",
+)
+@click.option(
+    "--roi",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Region of interest: a grayscale image, white where to inspect; defects outside it "
+    "are removed from masks, areas and the area rule.",
 )
 @click.option(
     "--masks",
@@ -151,6 +158,7 @@ def run_command(
     decoder: str,
     threshold: float | None,
     decisions_file: Path | None,
+    roi: Path | None,
     masks: str,
     resume: bool,
     batch_timeout: float,
@@ -176,6 +184,8 @@ def run_command(
         threshold, rule = chosen.classification_threshold, chosen.rule
         decisions = {"file": str(decisions_file), "sha256": file_sha256(decisions_file)}
         decisions.update(chosen.to_dict())
+    if roi is not None:
+        RegionOfInterest(roi)  # a bad region fails here, before any image is read
     inputs = collect_inputs(list(sources), list_file)
     paths = inputs.paths
     spec = EngineSpec(
@@ -192,6 +202,7 @@ def run_command(
         threshold=threshold,
         rule=rule,
         decisions=decisions,
+        roi=roi,
         masks=masks,
         resume=resume,
         overwrite=overwrite,

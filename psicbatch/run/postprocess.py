@@ -24,6 +24,7 @@ import torch
 
 from psicbatch.decisions import CLASSIFIER, Rule
 from psicbatch.preprocess import resize_probabilities
+from psicbatch.roi import RegionOfInterest
 from psicbatch.run import rle
 from psicbatch.run.rows import ResultRow
 
@@ -46,8 +47,10 @@ def summarize_masks(
     segmentation: torch.Tensor,
     sizes: list[tuple[int, int]],
     threshold: float,
+    roi: RegionOfInterest | None = None,
 ) -> MaskSummary:
-    """Engine outputs (N and N x H x W, on any device) -> the batch's ``MaskSummary``."""
+    """Engine outputs (N and N x H x W, on any device) -> the batch's ``MaskSummary``;
+    with ``roi``, pixels outside the region of interest count as defect-free."""
     device = segmentation.device
     count = len(sizes)
     seg_max = torch.empty(count, device=device)
@@ -59,6 +62,8 @@ def summarize_masks(
         whole = positions == list(range(count))  # one size for the batch: no copy needed
         group = segmentation if whole else segmentation[index]
         maps = resize_probabilities(group[:, None], size)[:, 0]
+        if roi is not None:
+            maps = maps * roi.at(size, device)
         maxima = maps.amax(dim=(1, 2))
         seg_max[index] = maxima
         found = torch.nonzero(maxima >= threshold).flatten()

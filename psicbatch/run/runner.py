@@ -20,6 +20,7 @@ from psicbatch.decisions import CLASSIFIER
 from psicbatch.devices import default_device
 from psicbatch.engines.spec import EngineSpec, describe_engine
 from psicbatch.paths import input_key
+from psicbatch.roi import RegionOfInterest
 from psicbatch.run.decode import decoder_name
 from psicbatch.run.executors import local_results
 from psicbatch.run.job import JobIdentity
@@ -187,6 +188,7 @@ def _metadata(
         "decoder": engine_info["decoder"],
         "masks": options.masks,
         "decisions": options.decisions,
+        "roi": RegionOfInterest(options.roi).record() if options.roi is not None else None,
         "inputs": inputs,
         "resumed": {
             "kept": summary.skipped,
@@ -208,6 +210,8 @@ def describe_run(spec: EngineSpec, options: RunOptions, devices: list[str]) -> d
         thresholds["classification"] = options.threshold
     if options.rule != CLASSIFIER:  # a decision file's area rule decides too
         thresholds.update(rule=options.rule.name, min_area=options.rule.min_area)
+    if options.roi is not None:  # masks, areas and the area rule look inside it only
+        thresholds["roi_sha256"] = RegionOfInterest(options.roi).sha256
     return {
         "checkpoint_sha256": manifest.checkpoint_sha256,
         "manifest": {k: v for k, v in vars(manifest).items() if k != "parity"},

@@ -24,6 +24,7 @@ import torch
 
 from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.preprocess import Normalizer
+from psicbatch.roi import RegionOfInterest
 from psicbatch.run import streams
 from psicbatch.run.decode import DecodedBatch, make_decoder
 from psicbatch.run.options import RunOptions
@@ -82,6 +83,7 @@ class Worker:
         self.seg_threshold = manifest.thresholds["segmentation"]
         self.masks = options.masks
         self.rule = options.rule
+        self.roi = RegionOfInterest(options.roi) if options.roi is not None else None
         preprocessing = manifest.engine_preprocessing()
         self.decoder = make_decoder(
             options.decoder,
@@ -180,7 +182,11 @@ class Worker:
             streams.hand_over(batch.done, self.post_stream, batch.segmentation, batch.probabilities)
             with streams.on(self.post_stream):
                 batch.summary = summarize_masks(
-                    batch.probabilities, batch.segmentation, decoded.sizes, self.seg_threshold
+                    batch.probabilities,
+                    batch.segmentation,
+                    decoded.sizes,
+                    self.seg_threshold,
+                    self.roi,
                 )
             if batch.started is not None and batch.done is not None:  # the GPU's own time
                 batch.times["inference"] = batch.started.elapsed_time(batch.done) / 1000
