@@ -190,11 +190,16 @@ class Decisions:
             data = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise PsicbatchError(f"{path}: not a readable decision file ({error})") from None
+        return cls.from_dict(data, str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> Decisions:
+        """A decision file's content (also as an engine manifest stores it)."""
         if not isinstance(data, dict) or data.get("format") != DECISIONS_FORMAT:
-            raise PsicbatchError(f"{path}: not a psicbatch decision file")
+            raise PsicbatchError(f"{where}: not a psicbatch decision file")
         if data.get("version", 0) > DECISIONS_VERSION:
             raise PsicbatchError(
-                f"{path}: decision file version {data['version']} is newer than this "
+                f"{where}: decision file version {data['version']} is newer than this "
                 f"psicbatch reads (up to {DECISIONS_VERSION}); upgrade psicbatch"
             )
         try:
@@ -208,7 +213,7 @@ class Decisions:
                 command=data.get("command", ""),
             )
         except (KeyError, TypeError, ValueError) as error:
-            raise PsicbatchError(f"{path}: damaged decision file ({error})") from None
+            raise PsicbatchError(f"{where}: damaged decision file ({error})") from None
 
 
 def who_and_when() -> tuple[str, str]:

@@ -166,3 +166,41 @@ def test_a_region_of_interest_removes_defects_outside_it(dataset: Path, tmp_path
         main, ["run", str(dataset / "images"), "--roi", str(tmp_path / "black.png"), *common]
     )
     assert black.exit_code == 1 and "has no white pixel: nothing would be inspected" in black.output
+
+
+def test_decisions_stored_in_an_engine_are_a_new_revision_that_run_applies(
+    dataset: Path, tmp_path: Path
+) -> None:
+    from psicbatch.assets import demo_model_path
+    from psicbatch.engines import load_engine
+    from psicbatch.engines.build import BuildOptions, build_engine
+    from psicbatch.engines.manifest import read_manifest
+
+    engine, _ = build_engine(
+        demo_model_path(),
+        BuildOptions(backend="torch", precision="fp32", max_batch=8, out=tmp_path / "engine"),
+    )
+    common = ["--decoder", "pil", "--device", "cpu", "-q", "--masks", "all"]
+    results = tmp_path / "results.parquet"
+    cli("run", str(dataset / "images"), "--engine", str(engine), "-o", str(results), *common)
+    decisions = tmp_path / "decisions.json"
+    output = cli(
+        "calibrate", str(results), "--labels", str(dataset), "--engine", str(engine),
+        "--rule", "both", "--min-area", "5", "-o", str(decisions),
+    )  # fmt: skip
+    assert "stored in" in output and "manifest revision 2" in output
+    revised = read_manifest(engine)  # the engine file's sha256 is still checked, and holds
+    assert revised.revision == 2 and revised.decisions["rule"] == {"name": "both", "min_area": 5}
+    first = json.loads((engine / "manifest.r1.json").read_text())  # the earlier revision
+    assert first["revision"] == 1 and first["decisions"] is None
+    assert load_engine(engine, "cpu").manifest.revision == 2
+    applied = tmp_path / "applied.parquet"
+    cli("run", str(dataset / "images"), "--engine", str(engine), "-o", str(applied), *common)
+    metadata = read_metadata(applied)
+    assert metadata["decisions"]["manifest_revision"] == 2
+    assert metadata["thresholds"]["min_area"] == 5
+    assert metadata["thresholds"]["classification"] == revised.decisions["classification_threshold"]
+    # A revised manifest does not vouch for a replaced engine file.
+    (engine / revised.engine_file).write_bytes(b"not the engine")
+    with pytest.raises(PsicbatchError, match="does not match its manifest"):
+        load_engine(engine, "cpu")

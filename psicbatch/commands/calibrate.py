@@ -11,6 +11,7 @@ from psicbatch.commands import command_line
 from psicbatch.commands.options import NON_NEGATIVE_INT, PROBABILITY
 from psicbatch.data.layouts import LAYOUTS
 from psicbatch.decisions import RULES, Decisions, OperatingPoint, Rule, who_and_when
+from psicbatch.engines.revisions import set_decisions
 from psicbatch.reports import Column, column_table
 
 POINT_COLUMNS: tuple[Column[OperatingPoint], ...] = (
@@ -65,6 +66,12 @@ POINT_COLUMNS: tuple[Column[OperatingPoint], ...] = (
     "either: one of the two.",
 )
 @click.option(
+    "--engine",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Also store the decisions in this engine folder, as a new manifest revision "
+    "(earlier revisions are kept); run applies them with that engine.",
+)
+@click.option(
     "--out",
     "-o",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -80,6 +87,7 @@ def calibrate_command(
     max_false_reject_rate: float | None,
     min_area: int,
     rule: str,
+    engine: Path | None,
     out: Path,
 ) -> None:
     """Choose the image threshold for a target escape rate from eval/cv predictions, or
@@ -112,6 +120,9 @@ def calibrate_command(
         f"of {point.good} good images rejected ({100 * point.false_reject_rate:.2f}%)"
     )
     click.echo(f"decisions written to {out} (report {report})")
+    if engine is not None:
+        manifest = set_decisions(engine, decisions, out)
+        click.echo(f"stored in {engine} as manifest revision {manifest.revision}")
     click.echo(f"next: psicbatch run IMAGES --decisions {out}")
 
 

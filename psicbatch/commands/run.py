@@ -24,6 +24,7 @@ from psicbatch.commands.options import (
     engine_options,
 )
 from psicbatch.decisions import CLASSIFIER, Decisions, file_sha256
+from psicbatch.engines.revisions import engine_decisions
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
@@ -184,6 +185,11 @@ def run_command(
         threshold, rule = chosen.classification_threshold, chosen.rule
         decisions = {"file": str(decisions_file), "sha256": file_sha256(decisions_file)}
         decisions.update(chosen.to_dict())
+    elif engine is not None and threshold is None:  # the engine's own, if it holds some
+        stored = engine_decisions(engine)
+        if stored is not None:
+            threshold, rule = stored[0].classification_threshold, stored[0].rule
+            decisions = stored[1]
     if roi is not None:
         RegionOfInterest(roi)  # a bad region fails here, before any image is read
     inputs = collect_inputs(list(sources), list_file)

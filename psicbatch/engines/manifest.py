@@ -49,6 +49,10 @@ class Manifest:
     schema_version: int = SCHEMA_VERSION
     inputs: list[dict[str, Any]] = field(default_factory=list)
     outputs: list[dict[str, Any]] = field(default_factory=list)
+    # Decisions set for this engine (psicbatch calibrate --engine), applied by run; each
+    # change is a new revision, the earlier ones kept as manifest.rN.json beside it.
+    decisions: dict[str, Any] | None = None
+    revision: int = 1
 
     def __post_init__(self) -> None:
         self.input_size = _pair(self.input_size)  # JSON gives lists
@@ -77,9 +81,11 @@ class Manifest:
         return Preprocessing.from_dict({**self.preprocessing, "input_size": self.input_size})
 
     def write(self, directory: Path) -> Path:
+        """Written whole under a temporary name, then renamed: never half a manifest."""
         path = directory / MANIFEST_NAME
-        data = asdict(self)
-        path.write_text(json.dumps(data, indent=2) + "\n")
+        partial = path.with_name(f".{MANIFEST_NAME}.partial")
+        partial.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        partial.replace(path)
         return path
 
 
