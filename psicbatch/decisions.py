@@ -169,6 +169,7 @@ class Decisions:
     classification_threshold: float  # pixel thresholds stay the model's own
     rule: Rule = field(default_factory=Rule)
     target: dict[str, float] = field(default_factory=dict)
+    pixel_size_mm: float | None = None  # when the minimum area was given in mm²
     validation: dict[str, Any] = field(default_factory=dict)  # rates, counts, source
     set_by: str = ""
     set_at: str = ""
@@ -207,6 +208,7 @@ class Decisions:
                 classification_threshold=float(data["classification_threshold"]),
                 rule=Rule(**data.get("rule", {})),
                 target=data.get("target", {}),
+                pixel_size_mm=data.get("pixel_size_mm"),
                 validation=data.get("validation", {}),
                 set_by=data.get("set_by", ""),
                 set_at=data.get("set_at", ""),

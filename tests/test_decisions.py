@@ -204,3 +204,26 @@ def test_decisions_stored_in_an_engine_are_a_new_revision_that_run_applies(
     (engine / revised.engine_file).write_bytes(b"not the engine")
     with pytest.raises(PsicbatchError, match="does not match its manifest"):
         load_engine(engine, "cpu")
+
+
+def test_calibrate_in_square_millimetres_with_an_html_report(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [
+        {"path": str(tmp_path / f"{i}.png"), "probability": float(p), "is_defective": bool(d),
+         "predicted_defect_pixels": int(a)}
+        for i, (p, d, a) in enumerate(zip(SCORES, LABELS, AREAS, strict=True))
+    ]  # fmt: skip
+    predictions = tmp_path / "predictions.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), predictions)
+    out = tmp_path / "d.json"
+    area = ["--rule", "either", "--min-area-mm2", "0.3", "--pixel-size", "0.1"]
+    cli("calibrate", str(predictions), *area, "-o", str(out))
+    decisions = Decisions.read(out)
+    assert decisions.rule == Rule("either", 30) and decisions.pixel_size_mm == 0.1  # 0.3 / 0.01
+    page = out.with_suffix(".html").read_text()
+    assert "Images nearest the threshold" in page and 'src="data:image/png;base64,' in page
+    assert "30 pixels (0.3 mm² at 0.1 mm per pixel)" in page
+    alone = CliRunner().invoke(main, ["calibrate", str(predictions), "--pixel-size", "0.1"])
+    assert alone.exit_code == 2 and "--min-area-mm2 and --pixel-size go together" in alone.output

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
 
 from psicbatch.calibrate import Calibration, Validation, calibrate, read_validation
+from psicbatch.calibration_report import calibration_html
 from psicbatch.commands import command_line
-from psicbatch.commands.options import NON_NEGATIVE_INT, PROBABILITY
+from psicbatch.commands.options import NON_NEGATIVE_INT, POSITIVE, PROBABILITY
 from psicbatch.data.layouts import LAYOUTS
 from psicbatch.decisions import RULES, Decisions, OperatingPoint, Rule, who_and_when
 from psicbatch.engines.revisions import set_decisions
@@ -58,6 +60,16 @@ POINT_COLUMNS: tuple[Column[OperatingPoint], ...] = (
     help="Defect pixels (at the image's resolution) that count, for --rule both/either.",
 )
 @click.option(
+    "--min-area-mm2",
+    type=POSITIVE,
+    help="The minimum area in square millimetres instead (needs --pixel-size).",
+)
+@click.option(
+    "--pixel-size",
+    type=POSITIVE,
+    help="Millimetres per pixel at the images' original resolution, for --min-area-mm2.",
+)
+@click.option(
     "--rule",
     type=click.Choice(RULES),
     default="classifier",
@@ -86,12 +98,20 @@ def calibrate_command(
     max_escape_rate: float,
     max_false_reject_rate: float | None,
     min_area: int,
+    min_area_mm2: float | None,
+    pixel_size: float | None,
     rule: str,
     engine: Path | None,
     out: Path,
 ) -> None:
     """Choose the image threshold for a target escape rate from eval/cv predictions, or
     from run results with --labels, and write a decision file and its report."""
+    if (min_area_mm2 is None) != (pixel_size is None):
+        raise click.BadParameter("--min-area-mm2 and --pixel-size go together")
+    if min_area_mm2 is not None and pixel_size is not None:
+        if min_area:
+            raise click.BadParameter("give --min-area (pixels) or --min-area-mm2, not both")
+        min_area = math.ceil(min_area_mm2 / pixel_size**2 - 1e-9)
     chosen_rule = Rule(rule, min_area)
     data = read_validation(predictions, labels, layout, chosen_rule)
     result = calibrate(data, chosen_rule, max_escape_rate, max_false_reject_rate)
@@ -105,6 +125,7 @@ def calibrate_command(
         classification_threshold=result.chosen.threshold,
         rule=chosen_rule,
         target=target,
+        pixel_size_mm=pixel_size,
         validation={"source": data.source, **result.chosen.to_dict()},
         set_by=set_by,
         set_at=set_at,
@@ -113,32 +134,50 @@ def calibrate_command(
     decisions.write(out)
     report = out.with_suffix(".md")
     report.write_text(calibration_markdown(decisions, data, result))
+    page = calibration_html(
+        decisions, result, _summary(decisions, data, result.chosen), POINT_COLUMNS, FOLD_COLUMNS
+    )
+    out.with_suffix(".html").write_text(page, encoding="utf-8")
     point = result.chosen
     click.echo(
         f"threshold {point.threshold:.4g}: {point.escapes} of {point.defective} defective images "
         f"escape (95% upper bound {100 * point.escape_rate_upper:.1f}%), {point.false_rejects} "
         f"of {point.good} good images rejected ({100 * point.false_reject_rate:.2f}%)"
     )
-    click.echo(f"decisions written to {out} (report {report})")
+    click.echo(f"decisions written to {out} (reports {report}, {out.with_suffix('.html')})")
     if engine is not None:
         manifest = set_decisions(engine, decisions, out)
         click.echo(f"stored in {engine} as manifest revision {manifest.revision}")
     click.echo(f"next: psicbatch run IMAGES --decisions {out}")
 
 
-def calibration_markdown(decisions: Decisions, data: Validation, result: Calibration) -> str:
-    point, rule = result.chosen, decisions.rule
+def _area(decisions: Decisions) -> str:
+    pixels, size = decisions.rule.min_area, decisions.pixel_size_mm
+    if size is None:
+        return f"{pixels} pixels"
+    return f"{pixels} pixels ({pixels * size**2:.3g} mm² at {size:g} mm per pixel)"
+
+
+def _summary(decisions: Decisions, data: Validation, point: OperatingPoint) -> str:
+    rule = decisions.rule
     rule_text = {
         "classifier": "the image probability alone",
-        "both": f"the image probability and a mask of at least {rule.min_area} pixels",
-        "either": f"the image probability, or a mask of at least {rule.min_area} pixels",
+        "both": f"the image probability and a mask of at least {_area(decisions)}",
+        "either": f"the image probability, or a mask of at least {_area(decisions)}",
     }[rule.name]
+    return (
+        f"Target: {', '.join(f'{k} {v:g}' for k, v in decisions.target.items())}; decision by "
+        f"{rule_text}. Validation: {data.source}, {point.defective} defective and "
+        f"{point.good} good images. Set by {decisions.set_by} at {decisions.set_at}."
+    )
+
+
+def calibration_markdown(decisions: Decisions, data: Validation, result: Calibration) -> str:
+    point = result.chosen
     lines = [
         "# Decisions for the line",
         "",
-        f"Target: {', '.join(f'{k} {v:g}' for k, v in decisions.target.items())}; decision by "
-        f"{rule_text}. Validation: {data.source}, {point.defective} defective and "
-        f"{point.good} good images. Set by {decisions.set_by} at {decisions.set_at}.",
+        _summary(decisions, data, point),
         "",
         "```",
         decisions.command,
@@ -163,8 +202,7 @@ def calibration_markdown(decisions: Decisions, data: Validation, result: Calibra
             "predictions came from. Each fold's own point:",
             "",
         ]
-        fold_columns = (Column("fold", lambda item: item[0]), *map(_of_fold, POINT_COLUMNS))
-        lines += column_table(fold_columns, result.per_fold.items())
+        lines += column_table(FOLD_COLUMNS, result.per_fold.items())
     lines += ["", "## Trade-off (every distinct decision on these images)", ""]
     lines += column_table(POINT_COLUMNS, _spread(result.points, point))
     lines += ["", "## Images nearest the threshold", ""]
@@ -182,6 +220,9 @@ def calibration_markdown(decisions: Decisions, data: Validation, result: Calibra
 
 def _of_fold(column: Column[OperatingPoint]) -> Column[tuple[int, OperatingPoint]]:
     return Column(column.header, lambda item: column.cell(item[1]))
+
+
+FOLD_COLUMNS = (Column("fold", lambda item: item[0]), *map(_of_fold, POINT_COLUMNS))
 
 
 def _spread(points: list[OperatingPoint], chosen: OperatingPoint) -> list[OperatingPoint]:
