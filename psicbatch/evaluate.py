@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from rich.progress import Progress
 
 from psicbatch import metrics
@@ -22,6 +23,7 @@ from psicbatch.data.memory import TensorDataset, load_into_memory
 from psicbatch.engines import Engine
 from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.preprocess import full_resolution_mask, normalize
+from psicbatch.roi import RegionOfInterest
 from psicbatch.scores import (
     ClassificationScores,
     EngineDescription,
@@ -51,19 +53,21 @@ def evaluate_dataset(
     batch_size: int = 8,
     compare_to: Path | None = None,
     progress: Progress | None = None,
+    roi: RegionOfInterest | None = None,
 ) -> Evaluation:
     """``psicbatch eval``: open the engine (first, so a bad engine fails before any image is
     read), read the labelled dataset at its input size and score it; with ``compare_to``
-    also score that checkpoint in fp32 on the same images and add the differences."""
+    also score that checkpoint in fp32 on the same images and add the differences; with
+    ``roi``, masks (true and predicted) count inside the region of interest only."""
     engine = open_engine(spec, device, batch_size)
     samples = read_dataset(data, layout)
     manifest = engine.manifest
     tensors = load_into_memory(samples, manifest.input_size, manifest.channels, progress)
-    result = evaluate(engine, samples, tensors, batch_size, progress)
+    result = evaluate(engine, samples, tensors, batch_size, progress, roi)
     if compare_to is not None:
         fp32 = EngineSpec(checkpoint=compare_to, precision="fp32", input_size=manifest.input_size)
         reference = open_engine(fp32, device, batch_size)
-        baseline = evaluate(reference, samples, tensors, batch_size, progress)
+        baseline = evaluate(reference, samples, tensors, batch_size, progress, roi)
         result.summary.comparison = result.summary.compare(baseline.summary, str(compare_to))
     return result
 
@@ -74,10 +78,11 @@ def evaluate(
     data: TensorDataset,
     batch_size: int = 8,
     progress: Progress | None = None,
+    roi: RegionOfInterest | None = None,
 ) -> Evaluation:
     """Run ``engine`` (any backend: the engine that is deployed is the one scored) on every
     image of ``data`` (uint8, already at the engine's input size) and score each against
-    its original-resolution mask."""
+    its original-resolution mask (inside ``roi`` only, when given, as ``run --roi``)."""
     preprocessing = engine.manifest.engine_preprocessing()
     thresholds = engine.manifest.thresholds
     step = max(1, min(batch_size, engine.batch_range[1]))
@@ -91,6 +96,7 @@ def evaluate(
             _, predicted = full_resolution_mask(
                 segmentation[offset], size, thresholds["segmentation"]
             )
+            inside = roi.at(size, torch.device("cpu")).numpy() if roi is not None else None
             rows.append(
                 _score(
                     sample,
@@ -98,6 +104,7 @@ def evaluate(
                     predicted,
                     size,
                     thresholds["classification"],
+                    inside,
                 )
             )
             if progress is not None and task is not None:
@@ -105,6 +112,7 @@ def evaluate(
     summary = metrics_summary(rows)
     summary.thresholds = dict(thresholds)
     summary.engine = describe(engine)
+    summary.roi = roi.record() if roi is not None else None
     return Evaluation(rows, summary)
 
 
@@ -127,12 +135,15 @@ def _score(
     predicted: np.ndarray,
     size: tuple[int, int],
     threshold: float,
+    inside: np.ndarray | None = None,
 ) -> dict[str, Any]:
     truth = (
         read_mask(sample.mask_path)
         if sample.is_defective and sample.mask_path is not None
         else np.zeros(size, dtype=bool)
     )
+    if inside is not None:  # only the region of interest counts, for both masks
+        truth, predicted = truth & inside, predicted & inside
     counts = metrics.pixel_counts(truth, predicted)
     return {
         "id": sample.id,

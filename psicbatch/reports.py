@@ -156,6 +156,13 @@ def evaluation_markdown(summary: EvaluationSummary, title: str) -> str:
     ]
     if summary.engine is not None:
         lines += ["", f"Engine: {summary.engine.line()}."]
+    if summary.roi is not None:
+        roi = summary.roi
+        lines += [
+            "",
+            f"Masks scored inside the region of interest {roi['file']} "
+            f"(sha256 {roi['sha256'][:12]}).",
+        ]
     lines += [
         "",
         *column_table(SUMMARY_COLUMNS, [summary]),

@@ -124,6 +124,7 @@ class EvaluationSummary:
     comparison: Comparison | None = None
     evaluated: str | None = None  # the engine or checkpoint path, as given
     command: str | None = None
+    roi: dict[str, Any] | None = None  # the region of interest masks were scored in
 
     def compare(self, reference: EvaluationSummary, name: str) -> Comparison:
         """This summary's headline metrics next to ``reference``'s, with deltas."""
@@ -159,4 +160,5 @@ class EvaluationSummary:
             comparison=Comparison.from_dict(data["comparison"]) if data.get("comparison") else None,
             evaluated=data.get("evaluated"),
             command=data.get("command"),
+            roi=data.get("roi"),
         )

@@ -227,3 +227,29 @@ def test_calibrate_in_square_millimetres_with_an_html_report(tmp_path: Path) -> 
     assert "30 pixels (0.3 mm² at 0.1 mm per pixel)" in page
     alone = CliRunner().invoke(main, ["calibrate", str(predictions), "--pixel-size", "0.1"])
     assert alone.exit_code == 2 and "--min-area-mm2 and --pixel-size go together" in alone.output
+
+
+def test_eval_scores_masks_inside_a_region_of_interest(dataset: Path, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    region = np.zeros((10, 10), np.uint8)
+    region[:, :5] = 255
+    Image.fromarray(region).save(tmp_path / "roi.png")
+    model = str(Path(__file__).parents[1] / "psicbatch" / "assets" / "demo_model.pt")
+    common = ["--precision", "fp32", "-q"]
+    cli("eval", model, str(dataset), "-o", str(tmp_path / "all"), *common)
+    region_option = ["--roi", str(tmp_path / "roi.png")]
+    cli("eval", model, str(dataset), "-o", str(tmp_path / "roi"), *region_option, *common)
+    whole, inside = (
+        pq.read_table(tmp_path / name / "predictions.parquet").to_pylist()
+        for name in ("all", "roi")
+    )
+    for a, b in zip(whole, inside, strict=True):
+        assert b["predicted_defect_pixels"] <= a["predicted_defect_pixels"]
+        assert b["true_defect_pixels"] <= a["true_defect_pixels"]
+        assert b["probability"] == a["probability"]  # the image decision is the network's
+    truth = [sum(r["true_defect_pixels"] for r in rows) for rows in (inside, whole)]
+    assert truth[0] < truth[1]  # labelled defects outside the region no longer count
+    assert json.loads((tmp_path / "roi" / "metrics.json").read_text())["roi"]["sha256"]
+    assert "inside the region of interest" in (tmp_path / "roi" / "report.md").read_text()

@@ -27,6 +27,7 @@ from psicbatch.engines.spec import EngineSpec
 from psicbatch.evaluate import evaluate_dataset
 from psicbatch.progress import progress_bar
 from psicbatch.reports import evaluation_markdown, write_evaluation_report
+from psicbatch.roi import RegionOfInterest
 from psicbatch.train import Trainer
 
 console = Console(stderr=True)
@@ -109,6 +110,11 @@ def train(
 @click.option("--batch-size", type=AT_LEAST_ONE, default=8, show_default=True)
 @precision_option("checkpoint", what="For a checkpoint: ")
 @device_option()
+@click.option(
+    "--roi",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Score masks inside this region of interest only (white = inspect), as run --roi.",
+)
 @click.option("--quiet", "-q", is_flag=True)
 def evaluate_command(
     paths: tuple[Path, ...],
@@ -119,6 +125,7 @@ def evaluate_command(
     batch_size: int,
     precision: str,
     device: str,
+    roi: Path | None,
     quiet: bool,
 ) -> None:
     """Score a checkpoint (CHECKPOINT DATA) or an engine (--engine DIR DATA) on labelled
@@ -130,8 +137,11 @@ def evaluate_command(
         engine_dir=engine, checkpoint=None if engine else model[0], precision=precision
     )
     name = engine or model[0]
+    region = RegionOfInterest(roi) if roi is not None else None  # checked before any work
     with progress_bar(quiet, console) as progress:
-        result = evaluate_dataset(spec, data, layout, device, batch_size, compare_to, progress)
+        result = evaluate_dataset(
+            spec, data, layout, device, batch_size, compare_to, progress, region
+        )
     result.summary.evaluated = str(name)
     result.summary.command = command_line()
     write_evaluation_report(out, result.rows, result.summary, f"Evaluation of {name}")
