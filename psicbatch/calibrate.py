@@ -50,16 +50,20 @@ def read_validation(
                 f"{', '.join(sorted(needed - columns))}); for the results of psicbatch run, "
                 "give the labelled dataset with --labels DATA"
             )
-        rows = table.to_pylist()
-        return Validation(
-            [row["path"] for row in rows],
-            np.array([row["probability"] for row in rows], dtype=float),
-            np.array([row["is_defective"] for row in rows], dtype=bool),
-            np.array([row["predicted_defect_pixels"] for row in rows], dtype=np.int64),
-            np.array([row["fold"] for row in rows]) if "fold" in columns else None,
-            f"predictions {predictions}",
-        )
+        return scored_rows(table.to_pylist(), f"predictions {predictions}")
     return _joined_with_labels(predictions, table.to_pylist(), labels, layout, rule)
+
+
+def scored_rows(rows: list[dict[str, Any]], source: str) -> Validation:
+    """The per-image rows of ``evaluate`` (as eval and cv store them)."""
+    return Validation(
+        [row["path"] for row in rows],
+        np.array([row["probability"] for row in rows], dtype=float),
+        np.array([row["is_defective"] for row in rows], dtype=bool),
+        np.array([row["predicted_defect_pixels"] for row in rows], dtype=np.int64),
+        np.array([row["fold"] for row in rows]) if rows and "fold" in rows[0] else None,
+        source,
+    )
 
 
 def _joined_with_labels(

@@ -253,3 +253,16 @@ def test_eval_scores_masks_inside_a_region_of_interest(dataset: Path, tmp_path: 
     assert truth[0] < truth[1]  # labelled defects outside the region no longer count
     assert json.loads((tmp_path / "roi" / "metrics.json").read_text())["roi"]["sha256"]
     assert "inside the region of interest" in (tmp_path / "roi" / "report.md").read_text()
+
+
+def test_calibrate_can_score_a_dataset_itself(dataset: Path, tmp_path: Path) -> None:
+    model = str(Path(__file__).parents[1] / "psicbatch" / "assets" / "demo_model.pt")
+    cli("eval", model, str(dataset), "--precision", "fp32", "-o", str(tmp_path / "eval"), "-q")
+    stored, scored = tmp_path / "stored.json", tmp_path / "scored.json"
+    cli("calibrate", str(tmp_path / "eval" / "predictions.parquet"), "-o", str(stored))
+    cli("calibrate", str(dataset), "--model", model, "--precision", "fp32", "-o", str(scored))
+    a, b = (json.loads(path.read_text())["validation"] for path in (stored, scored))
+    for key in ("threshold", "escapes", "false_rejects", "defective", "good"):
+        assert a[key] == b[key], key
+    lone = CliRunner().invoke(main, ["calibrate", str(dataset), "-o", str(tmp_path / "x.json")])
+    assert lone.exit_code == 2 and "give --model or --engine" in lone.output

@@ -7,10 +7,16 @@ from pathlib import Path
 
 import click
 
-from psicbatch.calibrate import Calibration, Validation, calibrate, read_validation
+from psicbatch.calibrate import Calibration, Validation, calibrate, read_validation, scored_rows
 from psicbatch.calibration_report import calibration_html
 from psicbatch.commands import command_line
-from psicbatch.commands.options import NON_NEGATIVE_INT, POSITIVE, PROBABILITY
+from psicbatch.commands.options import (
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    PROBABILITY,
+    device_option,
+    precision_option,
+)
 from psicbatch.data.layouts import LAYOUTS
 from psicbatch.decisions import RULES, Decisions, OperatingPoint, Rule, who_and_when
 from psicbatch.engines.revisions import set_decisions
@@ -27,7 +33,14 @@ POINT_COLUMNS: tuple[Column[OperatingPoint], ...] = (
 
 
 @click.command("calibrate")
-@click.argument("predictions", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("predictions", type=click.Path(path_type=Path, exists=True))
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="With a dataset folder as PREDICTIONS: score it with this checkpoint first.",
+)
+@precision_option("checkpoint", what="With --model: the precision the weights run in; ")
+@device_option()
 @click.option(
     "--labels",
     type=click.Path(path_type=Path, file_okay=False, exists=True),
@@ -80,8 +93,9 @@ POINT_COLUMNS: tuple[Column[OperatingPoint], ...] = (
 @click.option(
     "--engine",
     type=click.Path(path_type=Path, file_okay=False, exists=True),
-    help="Also store the decisions in this engine folder, as a new manifest revision "
-    "(earlier revisions are kept); run applies them with that engine.",
+    help="The engine the decisions are for: it scores PREDICTIONS when that is a dataset "
+    "folder, and receives the decisions as a new manifest revision (earlier revisions are "
+    "kept); run applies them with that engine.",
 )
 @click.option(
     "--out",
@@ -93,6 +107,9 @@ POINT_COLUMNS: tuple[Column[OperatingPoint], ...] = (
 )
 def calibrate_command(
     predictions: Path,
+    model: Path | None,
+    precision: str,
+    device: str,
     labels: Path | None,
     layout: str,
     max_escape_rate: float,
@@ -104,8 +121,9 @@ def calibrate_command(
     engine: Path | None,
     out: Path,
 ) -> None:
-    """Choose the image threshold for a target escape rate from eval/cv predictions, or
-    from run results with --labels, and write a decision file and its report."""
+    """Choose the image threshold for a target escape rate from eval/cv predictions, from
+    run results with --labels, or by scoring a labelled dataset (PREDICTIONS a folder)
+    with --model or --engine; write a decision file and its reports."""
     if (min_area_mm2 is None) != (pixel_size is None):
         raise click.BadParameter("--min-area-mm2 and --pixel-size go together")
     if min_area_mm2 is not None and pixel_size is not None:
@@ -113,7 +131,10 @@ def calibrate_command(
             raise click.BadParameter("give --min-area (pixels) or --min-area-mm2, not both")
         min_area = math.ceil(min_area_mm2 / pixel_size**2 - 1e-9)
     chosen_rule = Rule(rule, min_area)
-    data = read_validation(predictions, labels, layout, chosen_rule)
+    if predictions.is_dir():
+        data = _scored(predictions, engine, model, precision, layout, device)
+    else:
+        data = read_validation(predictions, labels, layout, chosen_rule)
     result = calibrate(data, chosen_rule, max_escape_rate, max_false_reject_rate)
     target = (
         {"max_false_reject_rate": max_false_reject_rate}
@@ -149,6 +170,25 @@ def calibrate_command(
         manifest = set_decisions(engine, decisions, out)
         click.echo(f"stored in {engine} as manifest revision {manifest.revision}")
     click.echo(f"next: psicbatch run IMAGES --decisions {out}")
+
+
+def _scored(
+    dataset: Path,
+    engine: Path | None,
+    model: Path | None,
+    precision: str,
+    layout: str,
+    device: str,
+) -> Validation:
+    """A labelled dataset scored by a model or engine, as ``eval`` scores it."""
+    from psicbatch.engines.spec import EngineSpec
+    from psicbatch.evaluate import evaluate_dataset
+
+    if (engine is None) == (model is None):
+        raise click.BadParameter("with a dataset folder, give --model or --engine")
+    spec = EngineSpec(engine_dir=engine, checkpoint=model, precision=precision)
+    result = evaluate_dataset(spec, dataset, layout, device)
+    return scored_rows(result.rows, f"{dataset} scored by {engine or model}")
 
 
 def _area(decisions: Decisions) -> str:
