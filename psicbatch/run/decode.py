@@ -27,7 +27,7 @@ import io
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ from PIL import Image
 
 from psicbatch.data.images import DECODED_FORMATS, UNREADABLE, ImageReadError, read_image
 from psicbatch.errors import PsicbatchError
-from psicbatch.preprocess import Preprocessing, read_chw
+from psicbatch.preprocess import Preprocessing, read_chw, resize_image
 from psicbatch.run.files import FileLimits, FileStamp, current_stamp, read_file
 from psicbatch.run.limited import TimeLimitExceeded, call_limited, run_limited
 
@@ -54,6 +54,15 @@ class DecodedBatch:
     sizes: list[tuple[int, int]] = field(default_factory=list)  # original (H, W)
     errors: dict[int, str] = field(default_factory=dict)
     stamps: dict[int, FileStamp] = field(default_factory=dict)  # every file that was read
+
+
+class Decoder(Protocol):
+    """What a worker needs of a decoder: file names (or names of in-memory images) in,
+    one batch out, with each file's error apart."""
+
+    def decode(self, paths: list[Path]) -> DecodedBatch: ...
+
+    def close(self) -> None: ...
 
 
 def read_bytes(path: Path, max_bytes: int) -> tuple[bytes, tuple[int, int] | None, FileStamp]:
@@ -322,6 +331,51 @@ def make_decoder(
         device_id = (device.index or 0) if gpu else None
         return DaliDecoder(preprocessing, batch_size, threads, device_id, gpu, limits)
     return PilDecoder(preprocessing, threads, gpu, limits)
+
+
+class ArrayDecoder:
+    """Images already in memory (uint8 H x W, or H x W x 1/3/4), handed in by
+    ``psicbatch.Inspector`` under the names its tasks carry; converted and resized by the
+    same rules as decoded files (``preprocess``)."""
+
+    name = "array"
+
+    def __init__(self, preprocessing: Preprocessing, pin: bool = False) -> None:
+        self.preprocessing, self.pin = preprocessing, pin
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def decode(self, paths: list[Path]) -> DecodedBatch:
+        outcomes: list[Any] = []
+        for name in paths:
+            array = self.arrays.pop(str(name))
+            try:
+                image, size = array_chw(array, self.preprocessing)
+            except ValueError as error:
+                outcomes.append((str(error), None))
+                continue
+            outcomes.append((image, size, None))
+        return _collect(outcomes, self.pin)
+
+    def close(self) -> None:
+        self.arrays.clear()
+
+
+def array_chw(
+    array: np.ndarray, preprocessing: Preprocessing
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """An in-memory image as decoders hand images on: uint8 C x H x W at the engine size."""
+    if not isinstance(array, np.ndarray) or array.dtype != np.uint8:
+        kind = getattr(array, "dtype", type(array).__name__)
+        raise ValueError(f"not a uint8 image array ({kind})")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ValueError(f"an image array is H x W or H x W x 1/3/4, got shape {array.shape}")
+    mode = "L" if preprocessing.channels == 1 else "RGB"
+    pixels = np.asarray(Image.fromarray(array).convert(mode))
+    pixels = pixels[:, :, None] if preprocessing.channels == 1 else pixels
+    resized = resize_image(pixels, preprocessing.input_size)
+    return np.array(resized.transpose(2, 0, 1), order="C"), (array.shape[0], array.shape[1])
 
 
 class NullDecoder:

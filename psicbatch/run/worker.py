@@ -26,7 +26,7 @@ from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.preprocess import Normalizer
 from psicbatch.roi import RegionOfInterest
 from psicbatch.run import streams
-from psicbatch.run.decode import DecodedBatch, make_decoder
+from psicbatch.run.decode import DecodedBatch, Decoder, make_decoder
 from psicbatch.run.options import RunOptions
 from psicbatch.run.postprocess import MaskSummary, result_rows, summarize_masks
 from psicbatch.run.rows import error_row
@@ -85,7 +85,7 @@ class Worker:
         self.rule = options.rule
         self.roi = RegionOfInterest(options.roi) if options.roi is not None else None
         preprocessing = manifest.engine_preprocessing()
-        self.decoder = make_decoder(
+        self.decoder: Decoder = make_decoder(
             options.decoder,
             preprocessing,
             options.batch_size,

@@ -1,0 +1,147 @@
+"""The Python API: inspection as a library call, for line software that embeds it.
+
+    from psicbatch import Inspector
+
+    with Inspector("engines/my-engine", device="cuda:0") as inspector:
+        for result in inspector.inspect(["part-001.png", "part-002.png"]):
+            print(result.path, result.probability, result.is_defect, result.mask_area)
+
+Files or in-memory images (uint8 numpy arrays) go through the same worker as
+``psicbatch run`` (decoding, the engine, masks on the device, RLE), batch by batch;
+typed results come back in input order, an unreadable image as a result with its error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from psicbatch.assets import demo_model_path
+from psicbatch.decisions import CLASSIFIER, Decisions
+from psicbatch.devices import resolve_device
+from psicbatch.engines.spec import EngineSpec
+from psicbatch.errors import PsicbatchError
+from psicbatch.run import rle
+from psicbatch.run.decode import ArrayDecoder
+from psicbatch.run.options import DEFAULT_BATCH_SIZE, RunOptions
+from psicbatch.run.worker import Task, Worker
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """One image's result, as a row of ``psicbatch run`` holds it."""
+
+    index: int  # its position in the inputs
+    path: str  # the file, or "<array N>" for an in-memory image
+    probability: float | None
+    is_defect: bool | None
+    mask_rle: dict[str, Any] | None  # COCO RLE at the image's original size
+    mask_area: int | None  # defect pixels
+    box: tuple[int, int, int, int] | None  # x, y, w, h of the mask, None when empty
+    size: tuple[int, int] | None  # original (height, width)
+    error: str | None  # why the image could not be inspected
+
+    def mask(self) -> np.ndarray:
+        """The defect mask as a bool H x W array."""
+        if self.mask_rle is None:
+            raise PsicbatchError(f"{self.path}: no mask ({self.error})")
+        return rle.decode(self.mask_rle)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Inspection:
+        box = row.get("mask_bbox")
+        return cls(
+            index=row["input_index"],
+            path=row["path"],
+            probability=row.get("probability"),
+            is_defect=row.get("is_defect"),
+            mask_rle=row.get("mask"),
+            mask_area=row.get("mask_area"),
+            box=None if box is None else (box["x"], box["y"], box["w"], box["h"]),
+            size=None if row.get("height") is None else (row["height"], row["width"]),
+            error=row.get("error"),
+        )
+
+
+class Inspector:
+    """A decoder and an engine opened once, on one device, for any number of calls."""
+
+    def __init__(
+        self,
+        engine_or_checkpoint: str | Path | None = None,
+        device: str = "auto",
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        precision: str = "auto",
+        decoder: str = "auto",
+        decisions: str | Path | None = None,
+        roi: str | Path | None = None,
+        masks: str = "gated",
+    ) -> None:
+        """``engine_or_checkpoint``: an engine folder or a checkpoint (default: the bundled
+        demo model); ``decisions``: a decision file from ``psicbatch calibrate``."""
+        source = Path(engine_or_checkpoint) if engine_or_checkpoint else demo_model_path()
+        folder = source.is_dir()
+        spec = EngineSpec(
+            engine_dir=source if folder else None,
+            checkpoint=None if folder else source,
+            precision=precision,
+        )
+        chosen = Decisions.read(Path(decisions)) if decisions is not None else None
+        where = resolve_device(device)
+        options = RunOptions(
+            out=Path("results.parquet"),  # never written: results are returned
+            batch_size=batch_size,
+            devices=(where,),
+            decoder=decoder,
+            threshold=chosen.classification_threshold if chosen else None,
+            rule=chosen.rule if chosen else CLASSIFIER,
+            roi=Path(roi) if roi is not None else None,
+            masks=masks,
+        )
+        self.batch_size = batch_size
+        self.worker = Worker(spec, options, where, threads=None)
+        self.files_decoder = self.worker.decoder
+        self.arrays = ArrayDecoder(
+            self.worker.engine.manifest.engine_preprocessing(), pin=where.startswith("cuda")
+        )
+
+    def inspect(self, images: Iterable[str | Path | np.ndarray]) -> Iterator[Inspection]:
+        """Results for ``images`` (all files, or all uint8 arrays), in their order."""
+        items = list(images)
+        in_memory = [isinstance(item, np.ndarray) for item in items]
+        if any(in_memory) and not all(in_memory):
+            raise PsicbatchError("give files or arrays in one call, not both")
+        names: list[tuple[int, Path]] = []
+        for index, item in enumerate(items):
+            if isinstance(item, np.ndarray):
+                names.append((index, Path(f"<array {index}>")))
+                self.arrays.arrays[str(names[-1][1])] = item
+            else:
+                names.append((index, Path(item)))
+        self.worker.decoder = self.arrays if items and all(in_memory) else self.files_decoder
+        tasks: list[Task] = [
+            (number, names[start : start + self.batch_size])
+            for number, start in enumerate(range(0, len(names), self.batch_size))
+        ]
+        for _, rows, _ in self.worker.process(iter(tasks)):
+            yield from (Inspection.from_row(row) for row in rows)
+
+    def close(self) -> None:
+        self.files_decoder.close()
+        self.arrays.close()
+
+    def __enter__(self) -> Inspector:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

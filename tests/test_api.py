@@ -1,0 +1,56 @@
+"""The Python API: the same results as psicbatch run, for files and in-memory images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import psicbatch
+from psicbatch.cli import main
+from psicbatch.data.synth import generate
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("api")
+    generate(root, 10, (150, 190), defect_rate=0.5, seed=3)
+    return root / "images"
+
+
+def test_inspecting_files_gives_the_rows_of_psicbatch_run(images: Path, tmp_path: Path) -> None:
+    files = sorted(images.glob("*.png"))
+    out = tmp_path / "r.parquet"
+    args = ["run", *map(str, files), "-o", str(out), "--decoder", "pil", "--precision", "fp32"]
+    result = CliRunner().invoke(main, [*args, "--device", "cpu", "-q", "--batch-size", "4"])
+    assert result.exit_code == 0, result.output
+    rows = {row["path"]: row for row in pq.read_table(out).to_pylist()}
+    with psicbatch.Inspector(device="cpu", precision="fp32", decoder="pil", batch_size=4) as it:
+        results = list(it.inspect(files))
+    assert [r.index for r in results] == list(range(len(files)))
+    for found in results:
+        row = rows[found.path]
+        assert found.probability == pytest.approx(row["probability"])
+        assert found.is_defect == row["is_defect"] and found.mask_rle == row["mask"]
+        assert found.mask().sum() == found.mask_area == row["mask_area"]
+        assert found.size == (150, 190) and found.error is None
+    assert any(found.is_defect for found in results)
+
+
+def test_arrays_give_what_their_files_give_and_bad_ones_only_an_error(images: Path) -> None:
+    files = sorted(images.glob("*.png"))[:3]
+    arrays = [np.asarray(Image.open(path)) for path in files]
+    with psicbatch.Inspector(device="cpu", precision="fp32", decoder="pil") as inspector:
+        from_files = list(inspector.inspect(files))
+        from_arrays = list(inspector.inspect([*arrays, np.zeros((5, 5), np.float32)]))
+        with pytest.raises(psicbatch.errors.PsicbatchError, match="files or arrays"):
+            list(inspector.inspect([files[0], arrays[0]]))
+    for a, b in zip(from_files, from_arrays, strict=False):
+        assert b.path.startswith("<array ")
+        assert (a.probability, a.mask_rle, a.mask_area) == (b.probability, b.mask_rle, b.mask_area)
+    assert from_arrays[-1].error == "not a uint8 image array (float32)"
+    assert from_arrays[-1].probability is None
