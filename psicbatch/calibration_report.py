@@ -1,6 +1,6 @@
-"""The calibration report as one self-contained HTML page: the operating point, the
-escape / false-reject curve, each fold's point, and the images nearest the threshold
-(with thumbnails where the files can be read)."""
+"""The calibration reports: markdown (the operating point, the trade-off as a table,
+each fold's point, the images nearest the threshold) and one self-contained HTML page
+with the escape / false-reject curve and thumbnails where the files can be read."""
 
 from __future__ import annotations
 
@@ -9,17 +9,36 @@ import html
 import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from PIL import Image
 
-from psicbatch.calibrate import Calibration
+from psicbatch.calibrate import Calibration, Validation
 from psicbatch.data.images import ImageReadError, read_image
 from psicbatch.decisions import Decisions, OperatingPoint
-from psicbatch.reports import Column
+from psicbatch.reports import Column, column_table
 
 T = TypeVar("T")
 THUMBNAIL_HEIGHT = 160
+
+POINT_COLUMNS: tuple[Column[OperatingPoint], ...] = (
+    Column("threshold", lambda p: f"{p.threshold:.4g}"),
+    Column("escapes", lambda p: f"{p.escapes} of {p.defective}"),
+    Column("escape rate (%)", lambda p: f"{100 * p.escape_rate:.2f}"),
+    Column("95% upper bound (%)", lambda p: f"{100 * p.escape_rate_upper:.1f}"),
+    Column("false rejects", lambda p: f"{p.false_rejects} of {p.good}"),
+    Column("false-reject rate (%)", lambda p: f"{100 * p.false_reject_rate:.2f}"),
+)
+
+
+def _point(item: tuple[int, OperatingPoint]) -> OperatingPoint:
+    return item[1]
+
+
+FOLD_COLUMNS: tuple[Column[tuple[int, OperatingPoint]], ...] = (
+    Column("fold", lambda item: item[0]),
+    *(column.on(_point) for column in POINT_COLUMNS),
+)
 
 
 def html_table(columns: Sequence[Column[T]], items: Iterable[T]) -> str:
@@ -66,13 +85,7 @@ def thumbnail(path: str) -> str | None:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def calibration_html(
-    decisions: Decisions,
-    result: Calibration,
-    summary: str,
-    point_columns: Sequence[Column[OperatingPoint]],
-    fold_columns: Sequence[Column[tuple[int, OperatingPoint]]],
-) -> str:
+def calibration_html(decisions: Decisions, data: Validation, result: Calibration) -> str:
     e = html.escape
     cards = []
     for image in result.nearest:
@@ -85,9 +98,8 @@ def calibration_html(
         )
     folds = ""
     if result.per_fold:
-        table = html_table(fold_columns, result.per_fold.items())
+        table = html_table(FOLD_COLUMNS, result.per_fold.items())
         folds = f"<h2>Each fold's own operating point</h2>{table}"
-    rows: list[Any] = [result.chosen]
     curve = curve_png(result.points, result.chosen)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>psicbatch decisions</title>
@@ -99,11 +111,86 @@ figure {{ margin: 0; border: 1px solid #ccc; padding: 6px; max-width: 260px; }}
 figcaption {{ font-size: 0.8em; word-break: break-all; }}
 </style></head><body>
 <h1>Decisions for the line</h1>
-<p>{e(summary)}</p>
+<p>{e(summary_line(decisions, data, result.chosen))}</p>
 <pre>{e(decisions.command)}</pre>
-<h2>Operating point</h2>{html_table(point_columns, rows)}
+<h2>Operating point</h2>{html_table(POINT_COLUMNS, [result.chosen])}
 <h2>Escapes and false rejects against the threshold</h2><img src="{curve}" alt="">
 {folds}
 <h2>Images nearest the threshold</h2><div class="images">{"".join(cards)}</div>
 </body></html>
 """
+
+
+def _area(decisions: Decisions) -> str:
+    pixels, size = decisions.rule.min_area, decisions.pixel_size_mm
+    if size is None:
+        return f"{pixels} pixels"
+    return f"{pixels} pixels ({pixels * size**2:.3g} mm² at {size:g} mm per pixel)"
+
+
+def summary_line(decisions: Decisions, data: Validation, point: OperatingPoint) -> str:
+    rule = decisions.rule
+    rule_text = {
+        "classifier": "the image probability alone",
+        "both": f"the image probability and a mask of at least {_area(decisions)}",
+        "either": f"the image probability, or a mask of at least {_area(decisions)}",
+    }[rule.name]
+    return (
+        f"Target: {', '.join(f'{k} {v:g}' for k, v in decisions.target.items())}; decision by "
+        f"{rule_text}. Validation: {data.source}, {point.defective} defective and "
+        f"{point.good} good images. Set by {decisions.set_by} at {decisions.set_at}."
+    )
+
+
+def calibration_markdown(decisions: Decisions, data: Validation, result: Calibration) -> str:
+    point = result.chosen
+    lines = [
+        "# Decisions for the line",
+        "",
+        summary_line(decisions, data, point),
+        "",
+        "```",
+        decisions.command,
+        "```",
+        "",
+        "## Operating point",
+        "",
+        *column_table(POINT_COLUMNS, [point]),
+        "",
+        f"With {point.defective} defective validation images and {point.escapes} escaping, the "
+        f"escape rate on new parts is below {100 * point.escape_rate_upper:.1f}% with 95% "
+        "confidence (one-sided Clopper-Pearson bound): that is all this many defects can "
+        "vouch for. More labelled defective images narrow it (about 3/n with none escaping).",
+    ]
+    if result.per_fold:
+        lines += [
+            "",
+            "## Per fold (each fold's own operating point for the same target)",
+            "",
+            "Cross-validation predictions come from one model per fold, so the operating "
+            "point above mixes models; a decision file belongs with the model its "
+            "predictions came from. Each fold's own point:",
+            "",
+        ]
+        lines += column_table(FOLD_COLUMNS, result.per_fold.items())
+    lines += ["", "## Trade-off (every distinct decision on these images)", ""]
+    lines += column_table(POINT_COLUMNS, _spread(result.points, point))
+    lines += ["", "## Images nearest the threshold", ""]
+    lines += column_table(
+        (
+            Column("path", lambda image: image["path"]),
+            Column("probability", lambda image: f"{image['probability']:.4f}"),
+            Column("labelled", lambda image: "defective" if image["defective"] else "good"),
+            Column("mask area (px)", lambda image: image["mask_area"]),
+        ),
+        result.nearest,
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _spread(points: list[OperatingPoint], chosen: OperatingPoint) -> list[OperatingPoint]:
+    """At most 15 rows: evenly spaced over the curve, with the chosen point."""
+    step = max(1, len(points) // 14)
+    kept = {id(p): p for p in points[::step]}
+    kept[id(chosen)] = chosen
+    return sorted(kept.values(), key=lambda p: p.threshold)

@@ -48,14 +48,22 @@ class Rule:
         if self.min_area < 0:
             raise PsicbatchError(f"the minimum area must be at least 0 pixels, got {self.min_area}")
 
+    def parts(self, areas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(images judged defective whatever the probability, images judged defective
+        when their probability reaches the threshold), from the mask areas."""
+        areas = np.asarray(areas)
+        large = areas >= self.min_area
+        none = np.zeros(areas.shape, dtype=bool)
+        if self.name == "both":
+            return none, large
+        if self.name == "either":
+            return large & (areas > 0), ~none
+        return none, ~none
+
     def defective(self, above: np.ndarray, areas: np.ndarray) -> np.ndarray:
         """The decision from 'probability at or above the threshold' and the mask areas."""
-        large = areas >= self.min_area
-        if self.name == "both":
-            return above & large
-        if self.name == "either":
-            return above | (large & (areas > 0))
-        return above
+        always, when_above = self.parts(areas)
+        return always | (above & when_above)
 
 
 CLASSIFIER = Rule()  # the default: the image probability alone
@@ -117,20 +125,24 @@ def operating_points(
         )
     scores = np.asarray(probabilities, dtype=float)
     distinct = np.unique(scores)
-    candidates = [0.0, *((distinct[:-1] + distinct[1:]) / 2), math.nextafter(distinct[-1], 2)]
-    points = []
-    for threshold in candidates:
-        decided = rule.defective(scores >= threshold, np.asarray(areas))
-        points.append(
-            OperatingPoint(
-                float(threshold),
-                escapes=int((labels & ~decided).sum()),
-                defective=int(labels.sum()),
-                false_rejects=int((~labels & decided).sum()),
-                good=int((~labels).sum()),
-            )
-        )
-    return points
+    candidates = np.array(
+        [0.0, *((distinct[:-1] + distinct[1:]) / 2), math.nextafter(distinct[-1], 2)]
+    )
+    # One sort and cumulative counts (not a pass over every image per candidate): the
+    # images at or above a threshold are a prefix of the images by descending score.
+    always, when_above = rule.parts(areas)
+    order = np.argsort(-scores, kind="stable")
+    swing = (when_above & ~always)[order]  # decided by the threshold alone
+    swing_defective = np.concatenate([[0], np.cumsum(swing & labels[order])])
+    swing_good = np.concatenate([[0], np.cumsum(swing & ~labels[order])])
+    above = len(scores) - np.searchsorted(np.sort(scores), candidates, side="left")
+    defective, good = int(labels.sum()), int((~labels).sum())
+    caught = int((always & labels).sum()) + swing_defective[above]
+    rejected = int((always & ~labels).sum()) + swing_good[above]
+    return [
+        OperatingPoint(float(t), defective - int(c), defective, int(r), good)
+        for t, c, r in zip(candidates, caught, rejected, strict=True)
+    ]
 
 
 def choose(

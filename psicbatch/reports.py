@@ -49,6 +49,7 @@ PAPER_RESULTS = {
 }
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,10 @@ class Column(Generic[T]):
 
     header: str
     cell: Callable[[T], object]
+
+    def on(self, part: Callable[[U], T]) -> Column[U]:
+        """The same column for rows that hold its item as ``part`` of them."""
+        return Column(self.header, lambda row: self.cell(part(row)))
 
 
 def column_table(columns: Sequence[Column[T]], items: Iterable[T]) -> list[str]:
@@ -127,11 +132,6 @@ def plot_curves(out_dir: Path, rows: list[dict[str, Any]], title: str) -> list[P
 
 def _metric_column(metric: Metric, header: str) -> Column[EvaluationSummary]:
     return Column(header, lambda summary: _pct(metric.of(summary)))
-
-
-def _fold_column(column: Column[EvaluationSummary]) -> Column[dict[str, Any]]:
-    """A summary column read from a ``cv`` fold record's summary."""
-    return Column(column.header, lambda fold: column.cell(fold["summary"]))
 
 
 SUMMARY_COLUMNS: tuple[Column[EvaluationSummary], ...] = (
@@ -249,12 +249,18 @@ def cross_validation_tables(fold_summaries: list[EvaluationSummary]) -> dict[str
     }
 
 
+def _fold_summary(fold: dict[str, Any]) -> EvaluationSummary:
+    """A ``cv`` fold record's summary."""
+    summary: EvaluationSummary = fold["summary"]
+    return summary
+
+
 FOLD_COLUMNS: tuple[Column[dict[str, Any]], ...] = (
     Column("fold", lambda fold: fold["fold"]),
-    _fold_column(Column("test images", lambda summary: summary.images)),
-    _fold_column(Column("defective", lambda summary: summary.defective_images)),
+    Column[EvaluationSummary]("test images", lambda s: s.images).on(_fold_summary),
+    Column[EvaluationSummary]("defective", lambda s: s.defective_images).on(_fold_summary),
     *(
-        _fold_column(_metric_column(metric, metric.label))
+        _metric_column(metric, metric.label).on(_fold_summary)
         for metric in HEADLINE
         if metric.name != "two_class_miou"
     ),

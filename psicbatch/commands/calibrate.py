@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from psicbatch.calibrate import Calibration, Validation, calibrate, read_validation, scored_rows
-from psicbatch.calibration_report import calibration_html
+from psicbatch.calibrate import Validation, calibrate, read_validation, scored_rows
+from psicbatch.calibration_report import calibration_html, calibration_markdown
 from psicbatch.commands import command_line
 from psicbatch.commands.options import (
     NON_NEGATIVE_INT,
@@ -18,18 +18,8 @@ from psicbatch.commands.options import (
     precision_option,
 )
 from psicbatch.data.layouts import LAYOUTS
-from psicbatch.decisions import RULES, Decisions, OperatingPoint, Rule, who_and_when
+from psicbatch.decisions import RULES, Decisions, Rule, who_and_when
 from psicbatch.engines.revisions import set_decisions
-from psicbatch.reports import Column, column_table
-
-POINT_COLUMNS: tuple[Column[OperatingPoint], ...] = (
-    Column("threshold", lambda p: f"{p.threshold:.4g}"),
-    Column("escapes", lambda p: f"{p.escapes} of {p.defective}"),
-    Column("escape rate (%)", lambda p: f"{100 * p.escape_rate:.2f}"),
-    Column("95% upper bound (%)", lambda p: f"{100 * p.escape_rate_upper:.1f}"),
-    Column("false rejects", lambda p: f"{p.false_rejects} of {p.good}"),
-    Column("false-reject rate (%)", lambda p: f"{100 * p.false_reject_rate:.2f}"),
-)
 
 
 @click.command("calibrate")
@@ -155,10 +145,7 @@ def calibrate_command(
     decisions.write(out)
     report = out.with_suffix(".md")
     report.write_text(calibration_markdown(decisions, data, result))
-    page = calibration_html(
-        decisions, result, _summary(decisions, data, result.chosen), POINT_COLUMNS, FOLD_COLUMNS
-    )
-    out.with_suffix(".html").write_text(page, encoding="utf-8")
+    out.with_suffix(".html").write_text(calibration_html(decisions, data, result), encoding="utf-8")
     point = result.chosen
     click.echo(
         f"threshold {point.threshold:.4g}: {point.escapes} of {point.defective} defective images "
@@ -189,85 +176,3 @@ def _scored(
     spec = EngineSpec(engine_dir=engine, checkpoint=model, precision=precision)
     result = evaluate_dataset(spec, dataset, layout, device)
     return scored_rows(result.rows, f"{dataset} scored by {engine or model}")
-
-
-def _area(decisions: Decisions) -> str:
-    pixels, size = decisions.rule.min_area, decisions.pixel_size_mm
-    if size is None:
-        return f"{pixels} pixels"
-    return f"{pixels} pixels ({pixels * size**2:.3g} mm² at {size:g} mm per pixel)"
-
-
-def _summary(decisions: Decisions, data: Validation, point: OperatingPoint) -> str:
-    rule = decisions.rule
-    rule_text = {
-        "classifier": "the image probability alone",
-        "both": f"the image probability and a mask of at least {_area(decisions)}",
-        "either": f"the image probability, or a mask of at least {_area(decisions)}",
-    }[rule.name]
-    return (
-        f"Target: {', '.join(f'{k} {v:g}' for k, v in decisions.target.items())}; decision by "
-        f"{rule_text}. Validation: {data.source}, {point.defective} defective and "
-        f"{point.good} good images. Set by {decisions.set_by} at {decisions.set_at}."
-    )
-
-
-def calibration_markdown(decisions: Decisions, data: Validation, result: Calibration) -> str:
-    point = result.chosen
-    lines = [
-        "# Decisions for the line",
-        "",
-        _summary(decisions, data, point),
-        "",
-        "```",
-        decisions.command,
-        "```",
-        "",
-        "## Operating point",
-        "",
-        *column_table(POINT_COLUMNS, [point]),
-        "",
-        f"With {point.defective} defective validation images and {point.escapes} escaping, the "
-        f"escape rate on new parts is below {100 * point.escape_rate_upper:.1f}% with 95% "
-        "confidence (one-sided Clopper-Pearson bound): that is all this many defects can "
-        "vouch for. More labelled defective images narrow it (about 3/n with none escaping).",
-    ]
-    if result.per_fold:
-        lines += [
-            "",
-            "## Per fold (each fold's own operating point for the same target)",
-            "",
-            "Cross-validation predictions come from one model per fold, so the operating "
-            "point above mixes models; a decision file belongs with the model its "
-            "predictions came from. Each fold's own point:",
-            "",
-        ]
-        lines += column_table(FOLD_COLUMNS, result.per_fold.items())
-    lines += ["", "## Trade-off (every distinct decision on these images)", ""]
-    lines += column_table(POINT_COLUMNS, _spread(result.points, point))
-    lines += ["", "## Images nearest the threshold", ""]
-    lines += column_table(
-        (
-            Column("path", lambda image: image["path"]),
-            Column("probability", lambda image: f"{image['probability']:.4f}"),
-            Column("labelled", lambda image: "defective" if image["defective"] else "good"),
-            Column("mask area (px)", lambda image: image["mask_area"]),
-        ),
-        result.nearest,
-    )
-    return "\n".join(lines) + "\n"
-
-
-def _of_fold(column: Column[OperatingPoint]) -> Column[tuple[int, OperatingPoint]]:
-    return Column(column.header, lambda item: column.cell(item[1]))
-
-
-FOLD_COLUMNS = (Column("fold", lambda item: item[0]), *map(_of_fold, POINT_COLUMNS))
-
-
-def _spread(points: list[OperatingPoint], chosen: OperatingPoint) -> list[OperatingPoint]:
-    """At most 15 rows: evenly spaced over the curve, with the chosen point."""
-    step = max(1, len(points) // 14)
-    kept = {id(p): p for p in points[::step]}
-    kept[id(chosen)] = chosen
-    return sorted(kept.values(), key=lambda p: p.threshold)

@@ -29,7 +29,6 @@ from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 from psicbatch.progress import progress_bar
-from psicbatch.roi import RegionOfInterest
 from psicbatch.run.files import DEFAULT_DECODE_SECONDS, DEFAULT_MAX_MIB, MIB, FileLimits
 from psicbatch.run.inputs import collect_inputs
 from psicbatch.run.job import resolved_sources
@@ -190,8 +189,6 @@ def run_command(
         if stored is not None:
             threshold, rule = stored[0].classification_threshold, stored[0].rule
             decisions = stored[1]
-    if roi is not None:
-        RegionOfInterest(roi)  # a bad region fails here, before any image is read
     inputs = collect_inputs(list(sources), list_file)
     paths = inputs.paths
     spec = EngineSpec(

@@ -107,9 +107,8 @@ def _run_boundaries(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     all K masks laid end to end, sorted; each mask's first value), on ``flat``'s device.
     On a CPU numpy finds them (its flatnonzero is several times faster than torch's
     nonzero there); elsewhere torch does, on the device."""
-    if flat.device.type == "cpu":
-        return boundaries_numpy(flat), flat[:, 0]
-    return boundaries_torch(flat), flat[:, 0]
+    boundaries = boundaries_numpy if flat.device.type == "cpu" else boundaries_torch
+    return boundaries(flat), flat[:, 0]
 
 
 def boundaries_torch(flat: torch.Tensor) -> torch.Tensor:

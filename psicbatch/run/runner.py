@@ -188,7 +188,7 @@ def _metadata(
         "decoder": engine_info["decoder"],
         "masks": options.masks,
         "decisions": options.decisions,
-        "roi": RegionOfInterest(options.roi).record() if options.roi is not None else None,
+        "roi": engine_info["roi"],
         "inputs": inputs,
         "resumed": {
             "kept": summary.skipped,
@@ -210,14 +210,17 @@ def describe_run(spec: EngineSpec, options: RunOptions, devices: list[str]) -> d
         thresholds["classification"] = options.threshold
     if options.rule != CLASSIFIER:  # a decision file's area rule decides too
         thresholds.update(rule=options.rule.name, min_area=options.rule.min_area)
-    if options.roi is not None:  # masks, areas and the area rule look inside it only
-        thresholds["roi_sha256"] = RegionOfInterest(options.roi).sha256
+    # Read here, before any image: a bad region fails the run at once.
+    region = RegionOfInterest(options.roi).record() if options.roi is not None else None
+    if region is not None:  # masks, areas and the area rule look inside it only
+        thresholds["roi_sha256"] = region["sha256"]
     return {
         "checkpoint_sha256": manifest.checkpoint_sha256,
         "manifest": {k: v for k, v in vars(manifest).items() if k != "parity"},
         "devices": devices,
         "thresholds": thresholds,
         "decoder": "null" if options.decoder == "null" else decoder_name(options.decoder),
+        "roi": region,
     }
 
 

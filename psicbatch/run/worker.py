@@ -103,7 +103,7 @@ class Worker:
     def process(
         self, tasks: Iterator[Task], batch_timeout: float | None = None
     ) -> Iterator[tuple[int, Rows, dict[str, float]]]:
-        """(batch number, rows, stage seconds) per batch, in order; the three stages overlap.
+        """(batch number, rows, stage seconds) per batch, in order; the four stages overlap.
         With ``batch_timeout``, a batch taking longer raises ``StageTimeout`` (a spawned
         worker, which may wait for tasks, is watched by its parent instead)."""
         decoded = staged(tasks, self._decode, name="decoding")
