@@ -17,7 +17,7 @@ from psicbatch.commands.options import (
     device_option,
     precision_option,
 )
-from psicbatch.data.layouts import LAYOUTS
+from psicbatch.commands.training_options import layout_option
 from psicbatch.decisions import RULES, Decisions, Rule, who_and_when
 from psicbatch.engines.revisions import set_decisions
 
@@ -36,13 +36,7 @@ from psicbatch.engines.revisions import set_decisions
     type=click.Path(path_type=Path, file_okay=False, exists=True),
     help="With the results of psicbatch run: the labelled dataset of those images.",
 )
-@click.option(
-    "--layout",
-    type=click.Choice(list(LAYOUTS)),
-    default="folder",
-    show_default=True,
-    help="How the --labels dataset is organised (see the README).",
-)
+@layout_option("the --labels dataset")
 @click.option(
     "--max-escape-rate",
     type=PROBABILITY,

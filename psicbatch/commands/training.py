@@ -17,9 +17,13 @@ from psicbatch.commands.options import (
     device_option,
     precision_option,
 )
-from psicbatch.commands.training_options import dataset_options, training_options, training_setup
+from psicbatch.commands.training_options import (
+    dataset_options,
+    layout_option,
+    training_options,
+    training_setup,
+)
 from psicbatch.crossval import FoldEngine, cross_validate
-from psicbatch.data.layouts import LAYOUTS
 from psicbatch.data.memory import load_into_memory
 from psicbatch.data.synth import generate
 from psicbatch.engines.registry import NAMES
@@ -92,13 +96,7 @@ def train(
     type=click.Path(path_type=Path, dir_okay=False),
     help="Also score this checkpoint in fp32 and show the metric deltas.",
 )
-@click.option(
-    "--layout",
-    type=click.Choice(list(LAYOUTS)),
-    default="folder",
-    show_default=True,
-    help="How DATA is organised (see the README).",
-)
+@layout_option()
 @click.option(
     "--out",
     "-o",

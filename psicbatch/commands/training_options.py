@@ -25,6 +25,17 @@ from psicbatch.pixel_threshold import PIXEL_THRESHOLDS
 from psicbatch.train import MODES, TrainOptions
 
 
+def layout_option(what: str = "DATA") -> Callable:
+    """The one definition of ``--layout``: how a labelled dataset is organised."""
+    return click.option(
+        "--layout",
+        type=click.Choice(list(LAYOUTS)),
+        default="folder",
+        show_default=True,
+        help=f"How {what} is organised (see the README).",
+    )
+
+
 def dataset_options(command: Callable) -> Callable:
     """DATA folder, its layout and colour handling."""
     command = click.option(
@@ -34,13 +45,7 @@ def dataset_options(command: Callable) -> Callable:
         show_default=True,
         help="Grayscale (1) or colour (3); auto: colour for kolektorsdd2 only.",
     )(command)
-    command = click.option(
-        "--layout",
-        type=click.Choice(list(LAYOUTS)),
-        default="folder",
-        show_default=True,
-        help="How DATA is organised (see the README).",
-    )(command)
+    command = layout_option()(command)
     return click.argument("data", type=click.Path(path_type=Path))(command)
 
 
