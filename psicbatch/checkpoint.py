@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from psicbatch import __version__
+from psicbatch.atomic import write_atomically
 from psicbatch.errors import CheckpointError
 from psicbatch.model import ModelConfig, PSICNet
 from psicbatch.preprocess import Preprocessing
@@ -101,12 +102,7 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
     """Write atomically (temporary file, then rename) so a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(checkpoint.to_dict(), temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_atomically(path, lambda temporary: torch.save(checkpoint.to_dict(), temporary))
     return path
 
 

@@ -13,7 +13,6 @@ rate is only known to be below the one-sided 95% Clopper-Pearson bound 1 - 0.05^
 from __future__ import annotations
 
 import getpass
-import hashlib
 import json
 import math
 import socket
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import beta
 
+from psicbatch.atomic import write_atomically
 from psicbatch.errors import PsicbatchError
 
 RULES = ("classifier", "both", "either")  # how the image decision and the area combine
@@ -193,9 +193,8 @@ class Decisions:
     def write(self, path: Path) -> None:
         """Written whole to a temporary name, then renamed: never half a file."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial")
-        partial.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        partial.replace(path)
+        text = json.dumps(self.to_dict(), indent=2) + "\n"
+        write_atomically(path, lambda temporary: temporary.write_text(text))
 
     @classmethod
     def read(cls, path: Path) -> Decisions:
@@ -238,7 +237,3 @@ def who_and_when() -> tuple[str, str]:
         user = "unknown"
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return f"{user}@{socket.gethostname()}", stamp
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

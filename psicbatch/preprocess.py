@@ -87,8 +87,14 @@ def read_chw(
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """uint8 C x H x W at the engine size and the original (H, W): what decoders hand on,
     one byte per pixel, to be normalised where the engine runs (``Normalizer``)."""
-    image, size = read_resized(path, preprocessing.input_size, preprocessing.channels, data)
-    return np.array(image.transpose(2, 0, 1), order="C"), size  # a writable copy
+    image = read_image(path, preprocessing.channels, data)
+    return chw_at_size(image, preprocessing), image.shape[:2]
+
+
+def chw_at_size(image: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+    """uint8 H x W x C (any size) -> uint8 C x H x W at the engine size, a writable copy."""
+    resized = resize_image(image, preprocessing.input_size)
+    return np.array(resized.transpose(2, 0, 1), order="C")
 
 
 def load_tensor(

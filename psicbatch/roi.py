@@ -9,7 +9,6 @@ file; the image probability is the network's and stays as it is.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from psicbatch.checkpoint import file_sha256
 from psicbatch.errors import PsicbatchError
 
 
@@ -34,7 +34,7 @@ class RegionOfInterest:
                 f"{path}: the region of interest has no white pixel: nothing would be inspected"
             )
         self.path = path
-        self.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        self.sha256 = file_sha256(path)
         self._scaled: dict[tuple[tuple[int, int], torch.device], torch.Tensor] = {}
 
     def at(self, size: tuple[int, int], device: torch.device) -> torch.Tensor:

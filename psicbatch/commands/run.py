@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from psicbatch.assets import demo_model_path
+from psicbatch.checkpoint import file_sha256
 from psicbatch.commands.options import (
     AT_LEAST_ONE,
     NON_NEGATIVE_INT,
@@ -23,7 +24,7 @@ from psicbatch.commands.options import (
     device_option,
     engine_options,
 )
-from psicbatch.decisions import CLASSIFIER, Decisions, file_sha256
+from psicbatch.decisions import CLASSIFIER, Decisions
 from psicbatch.engines.revisions import engine_decisions
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError

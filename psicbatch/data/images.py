@@ -53,7 +53,12 @@ def read_image(path: Path, channels: int, data: bytes | None = None) -> np.ndarr
             # of PIL's clipping conversion.
             wide = np.asarray(image, dtype=np.uint32).clip(0, 65535)
             image = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))
-        array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+        return with_channels(image, channels)
+
+
+def with_channels(image: Image.Image, channels: int) -> np.ndarray:
+    """uint8 H x W x ``channels``: grayscale (1) or RGB (3), as every reader converts."""
+    array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
     return array[:, :, None] if channels == 1 else array
 
 

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from psicbatch.atomic import write_atomically
 from psicbatch.checkpoint import file_sha256
 from psicbatch.errors import PsicbatchError
 from psicbatch.model import STRIDE
@@ -83,9 +84,8 @@ class Manifest:
     def write(self, directory: Path) -> Path:
         """Written whole under a temporary name, then renamed: never half a manifest."""
         path = directory / MANIFEST_NAME
-        partial = path.with_name(f".{MANIFEST_NAME}.partial")
-        partial.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        partial.replace(path)
+        text = json.dumps(asdict(self), indent=2) + "\n"
+        write_atomically(path, lambda temporary: temporary.write_text(text))
         return path
 
 

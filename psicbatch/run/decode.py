@@ -33,9 +33,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from psicbatch.data.images import DECODED_FORMATS, UNREADABLE, ImageReadError, read_image
+from psicbatch.data.images import (
+    DECODED_FORMATS,
+    UNREADABLE,
+    ImageReadError,
+    read_image,
+    with_channels,
+)
 from psicbatch.errors import PsicbatchError
-from psicbatch.preprocess import Preprocessing, read_chw, resize_image
+from psicbatch.preprocess import Preprocessing, chw_at_size, read_chw
 from psicbatch.run.files import FileLimits, FileStamp, current_stamp, read_file
 from psicbatch.run.limited import TimeLimitExceeded, call_limited, run_limited
 
@@ -371,11 +377,8 @@ def array_chw(
         array = array[:, :, 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
         raise ValueError(f"an image array is H x W or H x W x 1/3/4, got shape {array.shape}")
-    mode = "L" if preprocessing.channels == 1 else "RGB"
-    pixels = np.asarray(Image.fromarray(array).convert(mode))
-    pixels = pixels[:, :, None] if preprocessing.channels == 1 else pixels
-    resized = resize_image(pixels, preprocessing.input_size)
-    return np.array(resized.transpose(2, 0, 1), order="C"), (array.shape[0], array.shape[1])
+    pixels = with_channels(Image.fromarray(array), preprocessing.channels)
+    return chw_at_size(pixels, preprocessing), (array.shape[0], array.shape[1])
 
 
 class NullDecoder:

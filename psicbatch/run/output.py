@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from psicbatch.atomic import write_atomically
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import path_from_bytes, readable_path
 from psicbatch.run.files import FileStamp, current_stamp
@@ -121,12 +122,9 @@ class PartWriter:
 def _write_part(table: pa.Table, path: Path) -> None:
     """A part appears whole or not at all: written under a temporary name (which
     ``remove_stale_temporaries`` knows), then renamed."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        pq.write_table(table, temporary, compression="zstd")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_atomically(
+        path, lambda temporary: pq.write_table(table, temporary, compression="zstd"), ".tmp"
+    )
 
 
 class BackgroundWriter:
