@@ -64,6 +64,7 @@ def test_tiny_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
         "write",
     }
     assert end_to_end["device"] == "cpu" and end_to_end["bounded_by"] in STAGES
+    assert end_to_end["threshold"] == 1.0  # an untrained network's noise masks not encoded
     assert end_to_end["share_of_decode_only"] > 0 and end_to_end["decode_only_items_per_s"] > 0
     # The null-engine host ceiling: every size with each kind of output, decoding excluded.
     host = report["host_ceiling"]

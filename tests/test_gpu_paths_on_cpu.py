@@ -114,6 +114,7 @@ def test_the_gpu_check_script_runs_in_its_cpu_dry_run_mode(tmp_path: Path) -> No
         "bench-log.txt",
         "run-one-gpu.txt",
         "run-all-gpus.txt",
+        "kernels.md",
     }
     assert expected <= {path.name for path in out.iterdir()}
     assert "torch" in json.loads((out / "versions.json").read_text())
@@ -121,5 +122,7 @@ def test_the_gpu_check_script_runs_in_its_cpu_dry_run_mode(tmp_path: Path) -> No
     assert [r["batch"] for r in bench["results"]] == [1, 2]
     summary = (out / "run-one-gpu.txt").read_text()
     assert "exit code 0" in summary and "images processed" in summary
-    assert "dry run" in (out / "run-all-gpus.txt").read_text()
+    assert "one device only" in (out / "run-all-gpus.txt").read_text()
+    assert "| input | weight |" in (out / "kernels.md").read_text()  # convolutions by shape
+    assert "FAILED" not in (out / "machine.txt").read_text()
     assert "dry run" in (out / "gpu-tests.txt").read_text()  # they skip without a GPU

@@ -160,6 +160,13 @@ def markdown(report: BenchReport) -> str:
             "s/image): unlike the share of engine-only, which compares with a measurement "
             "taken minutes earlier, machine drift cannot move it.",
         ]
+        if any(e.get("threshold") == 1.0 for e in report.end_to_end.values()):
+            lines += [
+                "",
+                "The network is untrained (--width): its masks are noise, so the run judges "
+                "every image defect-free (image threshold 1), as on a healthy line; the host "
+                "ceiling below measures defective and noisy outputs.",
+            ]
     if report.host_ceiling:
         lines += ["", "## Host ceiling (null engine, decoding excluded)", ""]
         lines += column_table(HOST_COLUMNS, report.host_ceiling)

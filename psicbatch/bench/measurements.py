@@ -135,11 +135,16 @@ def end_to_end(
     folder: Path,
     device: str,
     decoder: str = "auto",
+    threshold: float | None = None,
 ) -> dict[str, Any]:
     """The whole ``psicbatch run`` path on ``files`` on ``device``: decode, preprocess,
     inference, masks, RLE and Parquet writing; the slowest stage is named."""
     options = RunOptions(
-        out=folder / "results.parquet", batch_size=batch, devices=(device,), decoder=decoder
+        out=folder / "results.parquet",
+        batch_size=batch,
+        devices=(device,),
+        decoder=decoder,
+        threshold=threshold,
     )
     summary = run(files, spec, options)
     per_image = {
@@ -150,6 +155,7 @@ def end_to_end(
         "batch": batch,
         "device": device,
         "decoder": summary.decoder,
+        "threshold": threshold,
         "throughput_items_per_s": summary.steady_throughput,
         "seconds_including_startup": summary.seconds,
         "stage_seconds_per_image": per_image,

@@ -149,6 +149,7 @@ def bench_command(
         images,
         end_to_end,
         host_ceiling,
+        threshold=1.0 if width else None,
     )
     console = Console(stderr=True)
     with tempfile.TemporaryDirectory() as folder:

@@ -10,6 +10,8 @@ weights makes); only the sigmoid outputs are float32. On a GPU, or with ``--comp
 one batch at the engine's largest batch and input size runs at open, so cuDNN's kernel
 choice and compilation happen there rather than in a run's first batch.
 
+On CUDA, fp32 is IEEE fp32 (TF32 off); fp16 and bf16 engines leave TF32 to torch's defaults.
+
 Memory layout: channels_last for bf16/fp16 and on GPUs; the default (contiguous) layout
 for fp32 on CPUs, where channels_last measured 1.4-1.5x slower (the paper's network at
 1408x512 on an AVX2 CPU, benchmarks/results/cpu-paper-sizes-avx2/memory-layout.md).
@@ -55,6 +57,10 @@ class TorchEngine(Engine):
         if device.type == "cuda":
             # Batch and size are fixed within a run: let cuDNN pick the fastest kernels once.
             torch.backends.cudnn.benchmark = True
+            # fp32 means fp32: cuDNN's default TF32 convolutions keep 10 mantissa bits,
+            # which moved probabilities by more than 1e-3 from the CPU's on an H200.
+            fp32 = manifest.precision == "fp32"
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = not fp32
         if compiled:
             self.model = torch.compile(self.model)
         if compiled or device.type == "cuda":

@@ -1,0 +1,83 @@
+"""Where the paper's network spends a GPU's time: CUDA time per convolution shape.
+
+    python benchmarks/gpu_kernels.py [--precision fp16] [--batch 8] [--size 1408x512]
+    python benchmarks/gpu_kernels.py --device cpu --precision fp32 --width 0.125 --size 128x128
+
+Opens the torch engine as ``psicbatch run`` does (BatchNorm folded, half-precision weights,
+channels_last, cuDNN's kernel choice at open), profiles a few calls and prints the
+convolutions grouped by input shapes, most device time first, with the TFLOP/s each
+reached. It says which layer keeps the engine from the GPU's matrix-product rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from psicbatch.checkpoint import save_checkpoint, untrained_checkpoint
+from psicbatch.engines.spec import EngineSpec, open_engine
+from psicbatch.model import ModelConfig
+
+CALLS = 5
+
+
+def conv_tflops(shapes: list[list[int]], device_us: float, calls: int) -> float:
+    """Achieved TFLOP/s of a convolution from its profiled input and weight shapes: every
+    input pixel meets every weight once ('same' padding; a stride-2 transposed convolution
+    scatters each input pixel over its kernel, the same count)."""
+    (batch, in_channels, height, width), (out_channels, _, kh, kw) = shapes[0], shapes[1]
+    flop = 2 * batch * out_channels * height * width * in_channels * kh * kw * calls
+    return flop / (device_us * 1e-6) / 1e12
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--precision", default="fp16")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", default="1408x512")
+    parser.add_argument("--width", type=float, default=1.0)
+    parser.add_argument("--device", default="cuda:0", help="cpu: the same steps, CPU times")
+    args = parser.parse_args()
+    on_gpu = args.device != "cpu"
+    size = tuple(int(n) for n in args.size.split("x"))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.pt"
+        save_checkpoint(untrained_checkpoint(ModelConfig(width=args.width), size), path)
+        spec = EngineSpec(checkpoint=path, precision=args.precision)
+        engine = open_engine(spec, args.device, args.batch)
+    images = torch.rand(args.batch, 1, *size, device=args.device)
+    engine.infer(images)
+    activity = ProfilerActivity.CUDA if on_gpu else ProfilerActivity.CPU
+    with profile(activities=[activity], record_shapes=True) as prof:
+        for _ in range(CALLS):
+            engine.infer(images)
+        if on_gpu:
+            torch.cuda.synchronize()
+    events = prof.key_averages(group_by_input_shape=True)
+
+    def spent(event: Any) -> float:  # microseconds on the device the engine runs on
+        return float(event.device_time_total if on_gpu else event.cpu_time_total)
+
+    own = (e.self_device_time_total if on_gpu else e.self_cpu_time_total for e in events)
+    total_us = float(sum(own))
+    convolutions = [e for e in events if e.key == "aten::convolution" and e.input_shapes]
+    convolutions.sort(key=spent, reverse=True)
+    print(f"{args.device}, {args.precision}, batch {args.batch}, {args.size}, width {args.width}:")
+    print(f"{total_us / CALLS / 1e3:.1f} ms of {'device' if on_gpu else 'CPU'} time per call\n")
+    print("| input | weight | ms per call | share | TFLOP/s |")
+    print("| --- | --- | --- | --- | --- |")
+    for event in convolutions[:12]:
+        shapes = event.input_shapes
+        print(
+            f"| {shapes[0]} | {shapes[1]} | {spent(event) / CALLS / 1e3:.2f} "
+            f"| {spent(event) / total_us:.0%} | {conv_tflops(shapes, spent(event), CALLS):.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
