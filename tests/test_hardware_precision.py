@@ -32,6 +32,7 @@ def test_detection_follows_what_torch_and_the_cpu_report(monkeypatch: pytest.Mon
         found = hardware.cpu_precisions()
         assert (found.bf16, found.fp16, found.int8_dot) == (native, native, native)
         assert ("native bf16, fp16" in found.describe()) == native
+    monkeypatch.undo()  # the real helpers again, before the cache holds a mocked answer
     hardware.cpu_precisions.cache_clear()
     real = hardware.cpu_precisions()  # this machine, whatever it is: a consistent answer
     assert real.capability and real.bf16 == hardware._onednn_says("_is_mkldnn_bf16_supported")
