@@ -6,8 +6,9 @@
         for result in inspector.inspect(["part-001.png", "part-002.png"]):
             print(result.path, result.probability, result.is_defect, result.mask_area)
 
-Files or in-memory images (uint8 numpy arrays) go through the same worker as
-``psicbatch run`` (decoding, the engine, masks on the device, RLE), batch by batch;
+Files or in-memory images (numpy arrays: uint8, or uint16 grayscale at full range) go
+through the same worker as ``psicbatch run`` (decoding, the engine, masks on the device,
+RLE), batch by batch;
 typed results come back in input order, an unreadable image as a result with its error.
 """
 
@@ -111,7 +112,7 @@ class Inspector:
         )
 
     def inspect(self, images: Iterable[str | Path | np.ndarray]) -> Iterator[Inspection]:
-        """Results for ``images`` (all files, or all uint8 arrays), in their order."""
+        """Results for ``images`` (all files, or all numpy arrays), in their order."""
         items = list(images)
         in_memory = [isinstance(item, np.ndarray) for item in items]
         if any(in_memory) and not all(in_memory):

@@ -63,7 +63,8 @@ def cross_validate(
     test_ids = kfold_by_group(samples, folds, options.seed)
     save_splits(out / "splits.json", test_ids, options.seed)
     channels = 3 if dataset.get("channels") == "3" else 1
-    data = load_into_memory(samples, options.input_size, channels, progress)
+    bit_depth = int(dataset.get("bit_depth", 8))
+    data = load_into_memory(samples, options.input_size, channels, progress, bit_depth)
     fold_reports, all_rows = [], []
     for fold, fold_test_ids in enumerate(test_ids, start=1):
         if only_fold is not None and fold != only_fold:

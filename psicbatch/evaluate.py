@@ -62,7 +62,10 @@ def evaluate_dataset(
     engine = open_engine(spec, device, batch_size)
     samples = read_dataset(data, layout)
     manifest = engine.manifest
-    tensors = load_into_memory(samples, manifest.input_size, manifest.channels, progress)
+    preprocessing = manifest.engine_preprocessing()
+    tensors = load_into_memory(
+        samples, manifest.input_size, manifest.channels, progress, preprocessing.bit_depth
+    )
     result = evaluate(engine, samples, tensors, batch_size, progress, roi)
     if compare_to is not None:
         fp32 = EngineSpec(checkpoint=compare_to, precision="fp32", input_size=manifest.input_size)

@@ -9,14 +9,14 @@ the DALI pipeline takes its settings from the same ``Preprocessing``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from psicbatch.data.images import read_image
+from psicbatch.data.images import BIT_DEPTHS, read_image
 
 # Bilinear resizing that averages over the covered pixels when shrinking (PIL's BILINEAR;
 # DALI's linear interpolation with antialiasing): the only one trained and served so far.
@@ -26,14 +26,16 @@ INTERPOLATIONS = ("bilinear-antialias",)
 @dataclass(frozen=True)
 class Preprocessing:
     """How raw images become network input: decode to grayscale (1 mean/std value: PIL's
-    ITU-R 601-2 luma, 16-bit images rounded to 8 bits) or RGB (3 values), EXIF
-    rotation applied; resize to ``input_size`` with ``interpolation``; scale to [0, 1];
+    ITU-R 601-2 luma) or RGB (3 values), EXIF rotation applied, at ``bit_depth``
+    (``data.images.at_bit_depth``: 8, or 12/16-bit grayscale at full range); resize to
+    ``input_size`` with ``interpolation``; scale to [0, 1] (pixel / (2^bit_depth - 1));
     then ``(x - mean) / std`` per channel."""
 
     input_size: tuple[int, int] = (512, 512)  # height, width
     mean: tuple[float, ...] = (0.5,)
     std: tuple[float, ...] = (0.25,)
     interpolation: str = INTERPOLATIONS[0]
+    bit_depth: int = 8
 
     def __post_init__(self) -> None:
         height, width = self.input_size
@@ -45,14 +47,21 @@ class Preprocessing:
             raise ValueError(f"1 (grayscale) or 3 (RGB) channels, got {len(self.mean)}")
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {INTERPOLATIONS}")
+        if self.bit_depth not in BIT_DEPTHS or (self.bit_depth > 8 and self.channels != 1):
+            raise ValueError(f"bit depth 8, or 12/16 for grayscale, got {self.bit_depth}")
 
     @property
     def channels(self) -> int:
         return len(self.mean)
 
+    @property
+    def max_value(self) -> int:
+        """The pixel value that scales to 1."""
+        return 2**self.bit_depth - 1
+
     def at_size(self, size: tuple[int, int]) -> Preprocessing:
         height, width = size
-        return Preprocessing((height, width), self.mean, self.std, self.interpolation)
+        return replace(self, input_size=(height, width))
 
     def to_dict(self) -> dict[str, object]:
         """Plain values, as stored in checkpoints and engine manifests."""
@@ -61,6 +70,8 @@ class Preprocessing:
             "mean": list(self.mean),
             "std": list(self.std),
             "interpolation": self.interpolation,
+            "bit_depth": self.bit_depth,
+            "scale": f"pixel / {self.max_value}",  # for readers of the file; derived
         }
 
     @classmethod
@@ -70,29 +81,31 @@ class Preprocessing:
             mean=tuple(data["mean"]),
             std=tuple(data["std"]),
             interpolation=data.get("interpolation", INTERPOLATIONS[0]),  # older files
+            bit_depth=data.get("bit_depth", 8),  # older files: 8-bit models
         )
 
 
 def read_resized(
-    path: Path, size: tuple[int, int], channels: int, data: bytes | None = None
+    path: Path, size: tuple[int, int], channels: int, bit_depth: int = 8
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """uint8 H x W x C at ``size`` and the original (H, W): decoding, colour and resizing
-    as every path does them (``data``: the file's bytes, when already read)."""
-    image = read_image(path, channels, data)
+    """H x W x C pixels (uint8, or uint16 above 8 bits) at ``size`` and the original
+    (H, W): decoding, colour and resizing as every path does them."""
+    image = read_image(path, channels, bit_depth=bit_depth)
     return resize_image(image, size), image.shape[:2]
 
 
 def read_chw(
     path: Path, preprocessing: Preprocessing, data: bytes | None = None
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """uint8 C x H x W at the engine size and the original (H, W): what decoders hand on,
-    one byte per pixel, to be normalised where the engine runs (``Normalizer``)."""
-    image = read_image(path, preprocessing.channels, data)
+    """C x H x W pixels at the engine size and the original (H, W): what decoders hand
+    on, one or two bytes per pixel, to be normalised where the engine runs
+    (``Normalizer``; ``data``: the file's bytes, when already read)."""
+    image = read_image(path, preprocessing.channels, data, preprocessing.bit_depth)
     return chw_at_size(image, preprocessing), image.shape[:2]
 
 
 def chw_at_size(image: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
-    """uint8 H x W x C (any size) -> uint8 C x H x W at the engine size, a writable copy."""
+    """H x W x C pixels (any size) -> C x H x W at the engine size, a writable copy."""
     resized = resize_image(image, preprocessing.input_size)
     return np.array(resized.transpose(2, 0, 1), order="C")
 
@@ -112,10 +125,15 @@ def load_images(paths: list[Path], preprocessing: Preprocessing) -> torch.Tensor
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear (antialiased when shrinking) resize of uint8 H x W x C to ``size`` (H, W)."""
+    """Bilinear (antialiased when shrinking) resize of uint8 H x W x C, or uint16
+    H x W x 1, to ``size`` (H, W); 16-bit pixels are resized in float32 and rounded."""
     height, width = size
     if image.shape[:2] == (height, width):
         return image
+    if image.dtype == np.uint16:
+        wide = Image.fromarray(image[:, :, 0].astype(np.float32))
+        resized = np.asarray(wide.resize((width, height), Image.BILINEAR))
+        return np.rint(resized).clip(0, 65535).astype(np.uint16)[:, :, None]
     if image.shape[2] == 1:
         resized = Image.fromarray(image[:, :, 0]).resize((width, height), Image.BILINEAR)
         return np.asarray(resized)[:, :, None]
@@ -133,21 +151,27 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 class Normalizer:
-    """uint8 N x C x H x W -> float32 network input, on one device with the mean and std
-    kept there: a run uploads one byte per pixel and normalises on the engine's device,
-    with the same arithmetic (so the same bits) as ``normalize``."""
+    """uint8 (uint16 above 8 bits) N x C x H x W -> float32 network input, on one device
+    with the mean and std kept there: a run uploads one or two bytes per pixel and
+    normalises on the engine's device, with the same arithmetic (so the same bits) as
+    ``normalize``. A 12-bit model clips values above 4095 here."""
 
     def __init__(self, preprocessing: Preprocessing, device: torch.device | str) -> None:
         shape = (1, -1, 1, 1)
         self.mean = torch.tensor(preprocessing.mean, dtype=torch.float32).view(shape).to(device)
         self.std = torch.tensor(preprocessing.std, dtype=torch.float32).view(shape).to(device)
+        self.max_value = float(preprocessing.max_value)
+        self.clip = preprocessing.bit_depth == 12
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.float() / 255.0 - self.mean) / self.std
+        pixels = images.float()
+        if self.clip:
+            pixels = pixels.clamp_(max=self.max_value)
+        return (pixels / self.max_value - self.mean) / self.std
 
 
 def normalize(images: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
-    """uint8 N x C x H x W -> float32 network input, where the images are."""
+    """Pixels N x C x H x W -> float32 network input, where the images are."""
     return Normalizer(preprocessing, images.device)(images)
 
 

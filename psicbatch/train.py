@@ -158,7 +158,9 @@ class Trainer:
         torch.manual_seed(self.options.seed)
         config = ModelConfig(width=self.options.width, in_channels=self.data.images.shape[1])
         mean, std = self.data.channel_stats()
-        preprocessing = Preprocessing(self.options.input_size, mean, std)
+        preprocessing = Preprocessing(
+            self.options.input_size, mean, std, bit_depth=self.data.bit_depth
+        )
         state = {
             "options": self.options.to_dict(),
             "epochs_done": {},
@@ -207,10 +209,11 @@ class Trainer:
     def _inputs(
         self, index: np.ndarray, preprocessing: Preprocessing, rng: np.random.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        images, masks = self.data.images[index], self.masks[index]
+        # Normalised first: flipping is the same either way, and torch flips no uint16.
+        images, masks = normalize(self.data.images[index], preprocessing), self.masks[index]
         if self.options.augment:
             images, masks = random_flips(images, masks, rng)
-        return normalize(images, preprocessing).to(self.device), masks.to(self.device)
+        return images.to(self.device), masks.to(self.device)
 
     def _sgd_epoch(
         self,

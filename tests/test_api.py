@@ -52,5 +52,5 @@ def test_arrays_give_what_their_files_give_and_bad_ones_only_an_error(images: Pa
     for a, b in zip(from_files, from_arrays, strict=False):
         assert b.path.startswith("<array ")
         assert (a.probability, a.mask_rle, a.mask_area) == (b.probability, b.mask_rle, b.mask_area)
-    assert from_arrays[-1].error == "not a uint8 image array (float32)"
+    assert from_arrays[-1].error == "not a uint8 or uint16 image array (float32)"
     assert from_arrays[-1].probability is None

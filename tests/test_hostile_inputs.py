@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -214,10 +215,10 @@ def test_a_file_that_decodes_too_long_gets_an_error_row(
 
         real = preprocess.read_image
 
-        def stall(path: Path, channels: int, data: bytes | None = None) -> np.ndarray:
+        def stall(path: Path, *args: Any) -> np.ndarray:
             if path.name == "slow.png":
                 time.sleep(30)
-            return real(path, channels, data)
+            return real(path, *args)
 
         monkeypatch.setattr(preprocess, "read_image", stall)
     else:

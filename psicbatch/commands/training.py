@@ -75,7 +75,9 @@ def train(
     """Train PSIC-Net on a labelled dataset (two-step mode by default)."""
     options, samples, channel_count, dataset = training_setup(data, layout, channels, kwargs)
     with progress_bar(quiet, console) as progress:
-        tensors = load_into_memory(samples, options.input_size, channel_count, progress)
+        tensors = load_into_memory(
+            samples, options.input_size, channel_count, progress, dataset["bit_depth"]
+        )
         checkpoint = Trainer(tensors, options, out, progress, {"dataset": dataset}).run(resume)
     click.echo(
         f"wrote {out} (thresholds: image {checkpoint.thresholds.classification:.3f}, "

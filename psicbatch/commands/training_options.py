@@ -19,6 +19,7 @@ from psicbatch.commands.options import (
     device_option,
     precision_option,
 )
+from psicbatch.data.images import BIT_DEPTHS, file_bit_depth
 from psicbatch.data.layouts import LAYOUTS, SampleRef, read_dataset
 from psicbatch.errors import PsicbatchError
 from psicbatch.pixel_threshold import PIXEL_THRESHOLDS
@@ -37,7 +38,16 @@ def layout_option(what: str = "DATA") -> Callable:
 
 
 def dataset_options(command: Callable) -> Callable:
-    """DATA folder, its layout and colour handling."""
+    """DATA folder, its layout, colour and bit depth."""
+    command = click.option(
+        "--bit-depth",
+        type=click.Choice(["auto", *map(str, BIT_DEPTHS)]),
+        default="auto",
+        show_default=True,
+        help="Pixel depth the model reads: 8, or 12/16-bit grayscale at full range (12: "
+        "12-bit values stored in 16-bit files). auto: 16 when the first image is a 16-bit "
+        "file, else 8.",
+    )(command)
     command = click.option(
         "--channels",
         type=click.Choice(["auto", "1", "3"]),
@@ -162,6 +172,7 @@ def training_setup(
     description recorded in checkpoints and reports."""
     options = train_options_from(kwargs)
     samples, channel_count = load_dataset(data, layout, channels)
+    bit_depth = _bit_depth(kwargs.pop("bit_depth"), samples, channel_count)
     if len(samples) < 2:
         raise PsicbatchError(
             f"{data}: {len(samples)} labelled image found; training needs at least 2 "
@@ -172,9 +183,19 @@ def training_setup(
         "layout": layout,
         "images": len(samples),
         "channels": str(channel_count),
+        "bit_depth": bit_depth,
         "command": command_line(),
     }
     return options, samples, channel_count, dataset
+
+
+def _bit_depth(choice: str, samples: list[SampleRef], channels: int) -> int:
+    """The model's pixel depth: as chosen, or (auto) the first image's."""
+    if choice == "auto":
+        return file_bit_depth(samples[0].image_path) if channels == 1 else 8
+    if int(choice) > 8 and channels != 1:
+        raise PsicbatchError(f"--bit-depth {choice} is for grayscale images (--channels 1)")
+    return int(choice)
 
 
 def train_options_from(kwargs: dict[str, Any]) -> TrainOptions:

@@ -16,6 +16,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # one) is refused by both, so the decoder never decides whether an image gets a result.
 DECODED_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "TIFF", "WEBP")
 UNREADABLE = "not a readable image (unknown or damaged format)"
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I")  # PIL's modes of 16-bit grayscale files
+BIT_DEPTHS = (8, 12, 16)  # a model's pixel depth: 8 bits, or 12/16 stored in 16-bit files
 
 
 class ImageReadError(PsicbatchError):
@@ -43,17 +45,51 @@ def _is_image_not_label(path: Path, root: Path) -> bool:
     return not folders & {"masks", "label"} and not path.stem.endswith(("_label", "_GT"))
 
 
-def read_image(path: Path, channels: int, data: bytes | None = None) -> np.ndarray:
-    """Decode to uint8 H x W x ``channels`` (1: grayscale, 3: RGB), EXIF rotation applied;
-    from ``data`` when the file's bytes were already read (errors still name ``path``)."""
+def read_image(
+    path: Path, channels: int, data: bytes | None = None, bit_depth: int = 8
+) -> np.ndarray:
+    """Decode to H x W x ``channels`` (1: grayscale, 3: RGB) at a model's ``bit_depth``
+    (``at_bit_depth``), EXIF rotation applied; from ``data`` when the file's bytes were
+    already read (errors still name ``path``)."""
     with _open(path, data) as image:
-        image = ImageOps.exif_transpose(image)
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            # 16-bit grayscale to 8 bits rounded (v / 257), as DALI converts it, instead
-            # of PIL's clipping conversion.
-            wide = np.asarray(image, dtype=np.uint32).clip(0, 65535)
-            image = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))
-        return with_channels(image, channels)
+        return at_bit_depth(ImageOps.exif_transpose(image), channels, bit_depth, path)
+
+
+def at_bit_depth(image: Image.Image, channels: int, bit_depth: int, path: Path) -> np.ndarray:
+    """An opened image as a model of ``bit_depth`` reads it. 8: uint8, a 16-bit image
+    rounded to 8 bits (v / 257, as DALI converts it, instead of PIL's clipping). 12 or 16:
+    uint16 grayscale at full range, values as stored (a 12-bit model clips above 4095 when
+    it normalises); an 8-bit image is refused, since scaling it up would invent precision."""
+    wide = image_bit_depth(image) == 16
+    check_bit_depth(16 if wide else 8, bit_depth, path)
+    if bit_depth > 8:
+        return np.asarray(image, dtype=np.uint32).clip(0, 65535).astype(np.uint16)[:, :, None]
+    if wide:
+        pixels = np.asarray(image, dtype=np.uint32).clip(0, 65535)
+        image = Image.fromarray(((pixels * 255 + 32767) // 65535).astype(np.uint8))
+    return with_channels(image, channels)
+
+
+def image_bit_depth(image: Image.Image) -> int:
+    """16 for 16-bit grayscale (PIL's I;16 modes, and 32-bit integer images, read as
+    16-bit), 8 for every other mode (PIL opens only these, also from a header alone)."""
+    return 16 if image.mode in WIDE_MODES else 8
+
+
+def check_bit_depth(image_depth: int, bit_depth: int, path: Path) -> None:
+    """Refuse an 8-bit image for a model of more bits (known from the header alone)."""
+    if bit_depth > 8 and image_depth == 8:
+        raise ImageReadError(
+            path,
+            f"an 8-bit image, but the model reads {bit_depth}-bit grayscale "
+            "(give it the camera's 16-bit files, or use a model trained on 8-bit images)",
+        )
+
+
+def file_bit_depth(path: Path) -> int:
+    """A file's bit depth from its header (16 or 8): ``train --bit-depth auto``."""
+    with _open(path, lazy=True) as image:
+        return image_bit_depth(image)
 
 
 def with_channels(image: Image.Image, channels: int) -> np.ndarray:
@@ -70,10 +106,12 @@ def read_mask(path: Path) -> np.ndarray:
     return array > 0
 
 
-def _open(path: Path, data: bytes | None = None) -> Image.Image:
+def _open(path: Path, data: bytes | None = None, lazy: bool = False) -> Image.Image:
+    """Open (and, unless ``lazy``, decode) an image; failures as one-line errors."""
     try:
         image = Image.open(path if data is None else io.BytesIO(data))
-        image.load()
+        if not lazy:
+            image.load()
     except FileNotFoundError:
         raise ImageReadError(path, "no such file") from None
     except UnidentifiedImageError:

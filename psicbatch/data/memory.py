@@ -1,8 +1,8 @@
 """Decoding a (small) training or evaluation set once into uint8 tensors held in memory.
 
 Surface-defect datasets are small (hundreds to a few thousand images), so decoding each
-image once and keeping it as uint8 at the network's input size is the fastest way to feed
-many training epochs on a CPU.
+image once and keeping its pixels (uint8, or uint16 for 12/16-bit models) at the network's
+input size is the fastest way to feed many training epochs on a CPU.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from psicbatch.preprocess import read_resized, resize_mask
 
 @dataclass
 class TensorDataset:
-    images: torch.Tensor  # uint8, N x C x H x W
+    images: torch.Tensor  # uint8 (uint16 above 8 bits), N x C x H x W
     masks: torch.Tensor  # bool, N x 1 x H x W
     labels: torch.Tensor  # bool, N
     original_sizes: list[tuple[int, int]]  # (height, width) of each file before resizing
+    bit_depth: int = 8  # the pixels' scale: 2^bit_depth - 1 is white
 
     def subset(self, indices: list[int]) -> TensorDataset:
         index = torch.tensor(indices, dtype=torch.long)
@@ -33,11 +34,14 @@ class TensorDataset:
             self.masks[index],
             self.labels[index],
             [self.original_sizes[i] for i in indices],
+            self.bit_depth,
         )
 
     def channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Per-channel mean and std of the pixels on [0, 1], for the checkpoint's normalisation."""
-        pixels = self.images.float().div_(255).transpose(0, 1).reshape(self.images.shape[1], -1)
+        white = 2**self.bit_depth - 1
+        pixels = self.images.float().clamp_(max=white).div_(white)
+        pixels = pixels.transpose(0, 1).reshape(self.images.shape[1], -1)
         std = pixels.std(dim=1).clamp_min(1e-3)
         return tuple(pixels.mean(dim=1).tolist()), tuple(std.tolist())
 
@@ -47,13 +51,15 @@ def load_into_memory(
     size: tuple[int, int],
     channels: int,
     progress: Progress | None = None,
+    bit_depth: int = 8,
 ) -> TensorDataset:
-    images = torch.empty((len(samples), channels, *size), dtype=torch.uint8)
+    pixel_type = torch.uint8 if bit_depth == 8 else torch.uint16
+    images = torch.empty((len(samples), channels, *size), dtype=pixel_type)
     masks = torch.zeros((len(samples), 1, *size), dtype=torch.bool)
     task = progress.add_task("loading images", total=len(samples), status="") if progress else None
     original_sizes = []
     for index, sample in enumerate(samples):
-        image, original_size = read_resized(sample.image_path, size, channels)
+        image, original_size = read_resized(sample.image_path, size, channels, bit_depth)
         original_sizes.append(original_size)
         images[index] = torch.from_numpy(image.transpose(2, 0, 1).copy())
         if sample.mask_path is not None and sample.is_defective:
@@ -68,4 +74,4 @@ def load_into_memory(
         if progress is not None and task is not None:
             progress.advance(task)
     labels = torch.tensor([s.is_defective for s in samples], dtype=torch.bool)
-    return TensorDataset(images, masks, labels, original_sizes)
+    return TensorDataset(images, masks, labels, original_sizes, bit_depth)

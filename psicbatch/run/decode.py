@@ -1,8 +1,9 @@
 """Decoding and preprocessing image files into engine input, with per-file errors.
 
 Two decoders with one interface and the same preprocessing up to the engine's input
-size (decode, colour, resize), both giving uint8 N x C x H x W: one byte per pixel to
-upload, normalised on the engine's device by the worker (``preprocess.Normalizer``):
+size (decode, colour, bit depth, resize), both giving uint8 N x C x H x W (uint16 for
+12/16-bit models): one or two bytes per pixel to upload, normalised on the engine's
+device by the worker (``preprocess.Normalizer``):
 
 - ``DaliDecoder``: NVIDIA DALI, GPU decoding (``mixed``) on a GPU worker, CPU operators
   otherwise. The pipeline's output is copied straight into a torch tensor on the same
@@ -37,8 +38,10 @@ from psicbatch.data.images import (
     DECODED_FORMATS,
     UNREADABLE,
     ImageReadError,
+    at_bit_depth,
+    check_bit_depth,
+    image_bit_depth,
     read_image,
-    with_channels,
 )
 from psicbatch.errors import PsicbatchError
 from psicbatch.preprocess import Preprocessing, chw_at_size, read_chw
@@ -71,28 +74,32 @@ class Decoder(Protocol):
     def close(self) -> None: ...
 
 
-def read_bytes(path: Path, max_bytes: int) -> tuple[bytes, tuple[int, int] | None, FileStamp]:
+def read_bytes(
+    path: Path, max_bytes: int, bit_depth: int = 8
+) -> tuple[bytes, tuple[int, int] | None, FileStamp]:
     """The file's bytes, the (H, W) its header gives (None for formats PIL cannot
-    identify) and its stamp, or an ImageReadError saying why they cannot be used."""
+    identify) and its stamp, or an ImageReadError saying why they cannot be used (by a
+    model of ``bit_depth``, too)."""
     data, stamp = read_file(path, max_bytes)
-    return data, _header_size(path, data), stamp
+    return data, _header_size(path, data, bit_depth), stamp
 
 
 def _timed_out(limits: FileLimits) -> str:
     return f"decoding took longer than {limits.decode_seconds:g} s (--decode-timeout)"
 
 
-def _header_size(path: Path, data: bytes) -> tuple[int, int] | None:
+def _header_size(path: Path, data: bytes, bit_depth: int) -> tuple[int, int] | None:
     """(H, W) after EXIF rotation, as decoders output it. Refuses images whose header
     claims more than MAX_PIXELS before anything decodes them (a 20000x20000 header would
-    make a decoder allocate gigabytes), and formats not both decoders read. Formats PIL
-    cannot identify give None."""
+    make a decoder allocate gigabytes), formats not both decoders read, and 8-bit images
+    for deeper models. Formats PIL cannot identify give None."""
     too_large = f"above the {MAX_PIXELS / 1e6:.0f} megapixel limit"
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
             rotated = _orientation(image) in (5, 6, 7, 8)
             kind = image.format
+            depth = image_bit_depth(image)
     except Image.DecompressionBombError:
         raise ImageReadError(path, f"image is far too large ({too_large})") from None
     except Exception:  # unknown or damaged header: the decoder says what is wrong
@@ -101,6 +108,7 @@ def _header_size(path: Path, data: bytes) -> tuple[int, int] | None:
         raise ImageReadError(
             path, f"unsupported image format ({kind}); psicbatch reads PNG, JPEG, BMP, TIFF, WebP"
         )
+    check_bit_depth(depth, bit_depth, path)
     if width * height > MAX_PIXELS:
         raise ImageReadError(
             path,
@@ -128,7 +136,7 @@ class PilDecoder:
     name: ClassVar[str] = "pil"
 
     def _one(self, path: Path) -> tuple[np.ndarray, tuple[int, int], FileStamp]:
-        data, _, stamp = read_bytes(path, self.limits.max_bytes)
+        data, _, stamp = read_bytes(path, self.limits.max_bytes, self.preprocessing.bit_depth)
         try:
             image, size = read_chw(path, self.preprocessing, data)
         except ImageReadError as error:
@@ -197,25 +205,32 @@ class DaliDecoder:
         self.pipeline.feed_input("encoded", data)
         (images,) = self.pipeline.run()
         shape = (len(data), self.preprocessing.channels, *self.preprocessing.input_size)
+        # 16-bit pixels leave DALI reinterpreted as int16 (its torch copy has no uint16)
+        # and are viewed as uint16 again here: the same bits.
+        wide = self.preprocessing.bit_depth > 8
+        dtype = torch.int16 if wide else torch.uint8
         if self.device_id is None:
-            target = torch.empty(shape, dtype=torch.uint8, pin_memory=self.pin)
-            return feed_ndarray(images.as_tensor(), target)
+            target = torch.empty(shape, dtype=dtype, pin_memory=self.pin)
+            feed_ndarray(images.as_tensor(), target)
+            return target.view(torch.uint16) if wide else target
         if self.stream is None:
             self.stream = torch.cuda.Stream(torch.device("cuda", self.device_id))
         with torch.cuda.stream(self.stream):  # allocated for, and copied on, this stream
-            target = torch.empty(shape, dtype=torch.uint8, device=self.stream.device)
+            target = torch.empty(shape, dtype=dtype, device=self.stream.device)
         feed_ndarray(images.as_tensor(), target, cuda_stream=self.stream)
         # DALI reuses its output buffers at the next run: wait for this copy alone (the
         # decoder's own stream holds no other work), in the decoding thread.
         self.stream.synchronize()
-        return target
+        return target.view(torch.uint16) if wide else target
 
     def decode(self, paths: list[Path]) -> DecodedBatch:
         batch = DecodedBatch()
         readable: list[tuple[int, Path, bytes, tuple[int, int]]] = []
         for position, path in enumerate(paths):
             try:
-                data, size, batch.stamps[position] = read_bytes(path, self.limits.max_bytes)
+                data, size, batch.stamps[position] = read_bytes(
+                    path, self.limits.max_bytes, self.preprocessing.bit_depth
+                )
             except ImageReadError as error:
                 batch.errors[position] = error.problem
                 continue
@@ -276,13 +291,15 @@ def define_pipeline(
     device_id: int | None,
 ) -> Any:
     """The DALI graph: decode (``mixed``, on the GPU, with a device id), resize, to uint8
-    C x H x W. Defining it needs no GPU; building a ``mixed`` one does."""
+    C x H x W (uint16 for 12/16-bit models, at full range, reinterpreted as int16 for the
+    copy to torch). Defining it needs no GPU; building a ``mixed`` one does."""
     import nvidia.dali.fn as fn
     import nvidia.dali.types as types
     from nvidia.dali import pipeline_def
 
     height, width = preprocessing.input_size
     interpolation = DALI_INTERPOLATION[preprocessing.interpolation]
+    wide = preprocessing.bit_depth > 8
 
     @pipeline_def(
         batch_size=batch_size, num_threads=threads, device_id=device_id, prefetch_queue_depth=1
@@ -293,6 +310,7 @@ def define_pipeline(
             encoded,
             device="cpu" if device_id is None else "mixed",
             output_type=types.GRAY if preprocessing.channels == 1 else types.RGB,
+            dtype=types.UINT16 if wide else types.UINT8,
         )
         resized = fn.resize(
             decoded,
@@ -301,7 +319,8 @@ def define_pipeline(
             interp_type=getattr(types, interpolation["interp_type"]),
             antialias=interpolation["antialias"],
         )
-        return fn.transpose(resized, perm=[2, 0, 1], output_layout="CHW")
+        chw = fn.transpose(resized, perm=[2, 0, 1], output_layout="CHW")
+        return fn.reinterpret(chw, dtype=types.INT16) if wide else chw
 
     return pipeline()
 
@@ -340,9 +359,9 @@ def make_decoder(
 
 
 class ArrayDecoder:
-    """Images already in memory (uint8 H x W, or H x W x 1/3/4), handed in by
-    ``psicbatch.Inspector`` under the names its tasks carry; converted and resized by the
-    same rules as decoded files (``preprocess``)."""
+    """Images already in memory (uint8 H x W, or H x W x 1/3/4; uint16 H x W grayscale),
+    handed in by ``psicbatch.Inspector`` under the names its tasks carry; converted and
+    resized by the same rules as decoded files (``preprocess``, ``at_bit_depth``)."""
 
     name = "array"
 
@@ -369,15 +388,22 @@ class ArrayDecoder:
 def array_chw(
     array: np.ndarray, preprocessing: Preprocessing
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """An in-memory image as decoders hand images on: uint8 C x H x W at the engine size."""
-    if not isinstance(array, np.ndarray) or array.dtype != np.uint8:
+    """An in-memory image as decoders hand images on: C x H x W at the engine size."""
+    if not isinstance(array, np.ndarray) or array.dtype not in (np.uint8, np.uint16):
         kind = getattr(array, "dtype", type(array).__name__)
-        raise ValueError(f"not a uint8 image array ({kind})")
+        raise ValueError(f"not a uint8 or uint16 image array ({kind})")
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
-        raise ValueError(f"an image array is H x W or H x W x 1/3/4, got shape {array.shape}")
-    pixels = with_channels(Image.fromarray(array), preprocessing.channels)
+    colours = (3, 4) if array.dtype == np.uint8 else ()
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in colours):
+        raise ValueError(
+            f"an image array is H x W or H x W x 1 (uint8 also x 3/4), got shape {array.shape}"
+        )
+    image = Image.fromarray(array)
+    try:
+        pixels = at_bit_depth(image, preprocessing.channels, preprocessing.bit_depth, Path())
+    except ImageReadError as error:
+        raise ValueError(error.problem) from None
     return chw_at_size(pixels, preprocessing), (array.shape[0], array.shape[1])
 
 
@@ -418,7 +444,8 @@ def _collect(results: list, pin: bool) -> DecodedBatch:
             batch.stamps[position] = stamp
     if images:
         shape = (len(images), *images[0].shape)
-        batch.images = torch.empty(shape, dtype=torch.uint8, pin_memory=pin)
+        dtype = torch.from_numpy(images[0][:0]).dtype  # uint8, or uint16 above 8 bits
+        batch.images = torch.empty(shape, dtype=dtype, pin_memory=pin)
         for row, image in enumerate(images):
             batch.images[row] = torch.from_numpy(image)
     return batch

@@ -129,7 +129,7 @@ class Worker:
         return self._decode(batch.task)
 
     def _decode(self, task: Task) -> InFlightBatch:
-        """Decode, then upload (uint8, from pinned memory on GPUs) and normalise on the
+        """Decode, then upload (pixels, from pinned memory on GPUs) and normalise on the
         engine's device, all in the decoding thread, beside inference."""
         began = time.perf_counter()
         decoded = self.decoder.decode([path for _, path in task[1]])
@@ -138,7 +138,7 @@ class Worker:
             with streams.on(self.upload_stream):
                 images = decoded.images.to(self.device, non_blocking=True)
                 streams.used_on(self.upload_stream, images)  # GPU decoding made it elsewhere
-                ready = images.dtype != torch.uint8  # the null decoder's ready input
+                ready = images.is_floating_point()  # the null decoder's ready input
                 batch.images = images if ready else self.normalizer(images)
                 batch.uploaded = streams.mark(self.upload_stream)
             decoded.images = None  # the host copy is no longer needed
