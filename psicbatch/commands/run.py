@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+from click.core import ParameterSource
 from rich.console import Console
 from rich.table import Table
 
@@ -24,7 +25,7 @@ from psicbatch.commands.options import (
     device_option,
     engine_options,
 )
-from psicbatch.decisions import CLASSIFIER, Decisions
+from psicbatch.decisions import CLASSIFIER, Decisions, Rule
 from psicbatch.engines.revisions import engine_decisions
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
@@ -37,9 +38,11 @@ from psicbatch.run.options import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT, MAS
 from psicbatch.run.output import parts_directory
 from psicbatch.run.output_guard import REPORT, check_output
 from psicbatch.run.runner import RunSummary, run
-from psicbatch.run.shutdown import Stopped, signals_stop
+from psicbatch.run.shutdown import Stopped, exit_at_once, signals_stop
+from psicbatch.run.watch import WatchOptions, WatchStatus, watch
 
 EXIT_IMAGES_FAILED = 3
+WATCH_OUT = "results"  # --watch's default --out: a folder of parts
 
 
 @click.command("run")
@@ -54,9 +57,10 @@ EXIT_IMAGES_FAILED = 3
 @click.option(
     "--out",
     "-o",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=click.Path(path_type=Path),
     default="results.parquet",
     show_default=True,
+    help="The results file (with --watch: a folder of parts, default results/).",
 )
 @click.option(
     "--overwrite", is_flag=True, help="Replace an earlier psicbatch results file at --out."
@@ -144,6 +148,24 @@ EXIT_IMAGES_FAILED = 3
     help="ray: Ray Data stages on a local or remote Ray cluster.",
 )
 @click.option("--address", help="Ray cluster address (default: start a local Ray).")
+@click.option(
+    "--watch",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Inspect files as they are written into this folder, until stopped (SIGINT/"
+    "SIGTERM); --out is then a folder of Parquet parts by date and hour.",
+)
+@click.option(
+    "--settle",
+    type=POSITIVE,
+    default=2.0,
+    show_default=True,
+    help="With --watch: a file is complete when unchanged for this many seconds.",
+)
+@click.option(
+    "--marker",
+    help="With --watch: a file is complete when a file of its name plus this suffix "
+    "exists (e.g. .done), instead of --settle.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def run_command(
     sources: tuple[str, ...],
@@ -169,6 +191,9 @@ def run_command(
     allow_errors: bool,
     executor: str,
     address: str | None,
+    watch: Path | None,
+    settle: float,
+    marker: str | None,
     quiet: bool,
 ) -> None:
     """Inspect images: defect probability and RLE mask per image, written to Parquet.
@@ -179,19 +204,13 @@ def run_command(
         raise click.BadParameter("give --engine or --model, not both")
     if decisions_file and threshold is not None:
         raise click.BadParameter("give --threshold or --decisions, not both")
-    rule, decisions = CLASSIFIER, None
-    if decisions_file is not None:
-        chosen = Decisions.read(decisions_file)
-        threshold, rule = chosen.classification_threshold, chosen.rule
-        decisions = {"file": str(decisions_file), "sha256": file_sha256(decisions_file)}
-        decisions.update(chosen.to_dict())
-    elif engine is not None and threshold is None:  # the engine's own, if it holds some
-        stored = engine_decisions(engine)
-        if stored is not None:
-            threshold, rule = stored[0].classification_threshold, stored[0].rule
-            decisions = stored[1]
-    inputs = collect_inputs(list(sources), list_file)
-    paths = inputs.paths
+    threshold, rule, decisions = _decisions(decisions_file, engine, threshold)
+    if watch is not None:
+        if sources or list_file or resume or executor != "local":
+            raise click.BadParameter("--watch takes no SOURCES, --list, --resume or --executor")
+        if click.get_current_context().get_parameter_source("out") == ParameterSource.DEFAULT:
+            out = Path(WATCH_OUT)
+    inputs = collect_inputs(list(sources), list_file) if watch is None else None
     spec = EngineSpec(
         engine_dir=engine,
         checkpoint=None if engine else model or demo_model_path(),
@@ -210,13 +229,18 @@ def run_command(
         masks=masks,
         resume=resume,
         overwrite=overwrite,
-        sources=tuple(resolved_sources(sources, list_file)),
+        sources=tuple(resolved_sources([str(watch)] if watch else sources, list_file)),
         list_file=list_file,
         part_rows=flush_every,
         batch_timeout=batch_timeout,
         limits=FileLimits(int(max_file_size * MIB), decode_timeout),
     )
     console = Console(stderr=True)
+    if watch is not None:
+        _watch(spec, options, WatchOptions(watch, settle, marker), console, quiet)
+        return
+    assert inputs is not None
+    paths = inputs.paths
     if not quiet and inputs.skipped_note():
         console.print(
             f"note: {inputs.skipped_note()}", markup=False, highlight=False, soft_wrap=True
@@ -242,6 +266,45 @@ def run_command(
         _print_summary(console, summary, out)
     if summary.errors and not allow_errors:
         sys.exit(EXIT_IMAGES_FAILED)
+
+
+def _decisions(
+    decisions_file: Path | None, engine: Path | None, threshold: float | None
+) -> tuple[float | None, Rule, dict | None]:
+    """The image threshold and rule: a decision file's, else the engine's own (if it
+    holds some and no --threshold is given), else the classifier's threshold."""
+    if decisions_file is not None:
+        chosen = Decisions.read(decisions_file)
+        decisions = {"file": str(decisions_file), "sha256": file_sha256(decisions_file)}
+        decisions.update(chosen.to_dict())
+        return chosen.classification_threshold, chosen.rule, decisions
+    if engine is not None and threshold is None:
+        stored = engine_decisions(engine)
+        if stored is not None:
+            return stored[0].classification_threshold, stored[0].rule, stored[1]
+    return threshold, CLASSIFIER, None
+
+
+def _watch(
+    spec: EngineSpec, options: RunOptions, watching: WatchOptions, console: Console, quiet: bool
+) -> None:
+    """Inspect until stopped, with a status line; a signal ends it normally (exit 0)."""
+    with signals_stop(), console.status("starting", spinner="dots") as line:
+
+        def show(status: WatchStatus) -> None:
+            if not quiet:
+                line.update(f"watching {readable_path(watching.folder)}: {status.line()}")
+
+        status = WatchStatus()
+        try:
+            watch(spec, options, watching, show, status)
+        except (Stopped, KeyboardInterrupt) as stop:
+            reason = stop if isinstance(stop, Stopped) else Stopped(signal.SIGINT)
+            if not quiet:
+                console.print(f"stopped by {reason}; results in {readable_path(options.out)}")
+    if not quiet:
+        console.print(status.line(), markup=False, highlight=False)
+    exit_at_once(0)  # every part is written whole: stop within the second asked of it
 
 
 def _stopped(console: Console, stop: BaseException, out: Path) -> None:

@@ -45,14 +45,14 @@ class JobIdentity:
         mine, theirs = _comparable(self), _comparable(other)
         return [DESCRIPTIONS[name] for name in DESCRIPTIONS if mine[name] != theirs[name]]
 
-    def write(self, folder: Path) -> None:
+    def write(self, folder: Path, name: str = JOB_FILE) -> None:
         # ensure_ascii keeps names that are not valid UTF-8 exact (as \\udcXX escapes).
-        (folder / JOB_FILE).write_text(json.dumps(asdict(self), indent=1) + "\n")
+        (folder / name).write_text(json.dumps(asdict(self), indent=1) + "\n")
 
     @classmethod
-    def read(cls, folder: Path) -> JobIdentity | None:
+    def read(cls, folder: Path, name: str = JOB_FILE) -> JobIdentity | None:
         """The identity an interrupted run recorded; None when it recorded none."""
-        path = folder / JOB_FILE
+        path = folder / name
         try:
             return cls(**json.loads(path.read_text()))
         except FileNotFoundError:
@@ -66,9 +66,9 @@ def _comparable(identity: JobIdentity) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(identity)))
 
 
-def check_same_job(folder: Path, current: JobIdentity) -> None:
+def check_same_job(folder: Path, current: JobIdentity, name: str = JOB_FILE) -> None:
     """Refuse, in one line, to resume into ``folder`` with another job's identity."""
-    recorded = JobIdentity.read(folder)
+    recorded = JobIdentity.read(folder, name)
     if recorded is None:
         raise PsicbatchError(
             f"{readable_path(folder)}: written by an older psicbatch without a job record, "

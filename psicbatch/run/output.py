@@ -110,7 +110,7 @@ class PartWriter:
             return
         name = f"part-{self.next_number:08d}.parquet"
         try:
-            _write_part(pa.Table.from_pylist(rows, schema=PART_SCHEMA), self.directory / name)
+            write_part(pa.Table.from_pylist(rows, schema=PART_SCHEMA), self.directory / name)
         except OSError as error:
             raise PsicbatchError(
                 f"{self.directory}: cannot write results ({error.strerror or error}); the run "
@@ -119,7 +119,7 @@ class PartWriter:
         self.next_number += 1
 
 
-def _write_part(table: pa.Table, path: Path) -> None:
+def write_part(table: pa.Table, path: Path) -> None:
     """A part appears whole or not at all: written under a temporary name (which
     ``remove_stale_temporaries`` knows), then renamed."""
     write_atomically(
@@ -292,7 +292,7 @@ def reconcile(out: Path, keys: list[bytes]) -> tuple[set[bytes], int, int]:
             continue
         column = kept.schema.get_field_index(INDEX_COLUMN)
         kept = kept.set_column(column, INDEX_COLUMN, pa.array(indices, pa.int64()))
-        _write_part(kept, part)
+        write_part(kept, part)
     return done, recomputed, dropped
 
 

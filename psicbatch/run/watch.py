@@ -1,0 +1,230 @@
+"""``psicbatch run --watch``: inspect files as a line writes them, each version exactly once.
+
+A file is complete when its size and modification time have not changed for
+``settle_seconds`` (or, with a marker suffix, when ``NAME<suffix>`` exists). Complete
+files go through the same worker as ``psicbatch run``, one batch at a time, and each
+batch's rows become one Parquet part under ``OUT/date=YYYY-MM-DD/hour=HH/`` (UTC, the
+time it was written): a hive-partitioned folder that pyarrow, DuckDB and polars read as
+one dataset. A part appears whole or not at all, so the parts are the ledger: on start,
+every (path, size, mtime) in them is done, whatever happened to the last process (a
+SIGKILL loses only the batch in flight, which is inspected again). ``OUT/_watch.json``
+records the job's identity (as ``--resume`` does), so a restart with another engine is
+refused. SIGINT/SIGTERM stop at once: a batch in flight is dropped, to be inspected again.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from psicbatch.data.images import IMAGE_SUFFIXES
+from psicbatch.engines.spec import EngineSpec
+from psicbatch.errors import PsicbatchError
+from psicbatch.paths import path_bytes, readable_path
+from psicbatch.run.job import JobIdentity, check_same_job
+from psicbatch.run.options import RunOptions
+from psicbatch.run.output import write_part
+from psicbatch.run.rows import SCHEMA
+from psicbatch.run.runner import describe_run, job_identity, worker_devices
+from psicbatch.run.worker import Worker
+
+IDENTITY_FILE = "_watch.json"  # leading "_": dataset readers skip it
+WATCH_SCHEMA = pa.schema(
+    [
+        *SCHEMA,
+        pa.field("file_size", pa.int64(), nullable=False),
+        pa.field("file_mtime_ns", pa.int64(), nullable=False),
+        pa.field("completed_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+FileVersion = tuple[bytes, int, int]  # path bytes, size, mtime in ns
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    folder: Path
+    settle_seconds: float = 2.0
+    marker: str | None = None  # e.g. ".done": NAME is complete once NAME.done exists
+    poll_seconds: float = 0.1
+
+
+@dataclass
+class CompletionTracker:
+    """Which files are complete: unchanged for ``settle_seconds``, or marked."""
+
+    settle_seconds: float
+    marker: str | None = None
+    seen: dict[Path, tuple[int, int, float]] = field(default_factory=dict)  # size, mtime, since
+
+    def complete(self, found: dict[Path, os.stat_result], now: float) -> list[Path]:
+        """The files of ``found`` (path -> stat) complete at ``now``, in name order."""
+        ready = []
+        for path, stat in sorted(found.items()):
+            size, mtime = stat.st_size, stat.st_mtime_ns
+            previous = self.seen.get(path)
+            if previous is None or previous[:2] != (size, mtime):
+                self.seen[path] = previous = (size, mtime, now)
+            if self.marker is not None:
+                done = path.with_name(path.name + self.marker).exists()
+            else:
+                done = size > 0 and now - previous[2] >= self.settle_seconds
+            if done:
+                ready.append(path)
+                del self.seen[path]
+        for path in set(self.seen) - set(found):  # removed before it was complete
+            del self.seen[path]
+        return ready
+
+
+def scan(folder: Path, skip: Path) -> dict[Path, os.stat_result]:
+    """Image files under ``folder`` (recursive), ``skip`` (the output) left out."""
+    found = {}
+    for root, folders, names in os.walk(folder):
+        folders[:] = [name for name in folders if Path(root, name) != skip]
+        for name in names:
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                path = Path(root, name)
+                try:
+                    found[path] = path.stat()
+                except FileNotFoundError:  # removed while scanning
+                    continue
+    return found
+
+
+def done_versions(out: Path) -> set[FileVersion]:
+    """Every file version in the parts already written: the ledger."""
+    done: set[FileVersion] = set()
+    for part in out.glob("date=*/hour=*/part-*.parquet"):
+        table = pq.read_table(part, columns=["path_bytes", "file_size", "file_mtime_ns"])
+        done.update(zip(*(table.column(i).to_pylist() for i in range(3)), strict=True))
+    return done
+
+
+def _version(path: Path, stat: os.stat_result) -> FileVersion:
+    return path_bytes(path), stat.st_size, stat.st_mtime_ns
+
+
+@dataclass
+class WatchStatus:
+    """What the status line shows: counts and latency from complete to row written."""
+
+    images: int = 0
+    defects: int = 0
+    errors: int = 0
+    latencies: list[float] = field(default_factory=list)  # seconds, the last 10,000
+
+    def add(self, rows: list[dict[str, Any]], latencies: list[float]) -> None:
+        self.images += len(rows)
+        self.defects += sum(bool(row["is_defect"]) for row in rows)
+        self.errors += sum(row["error"] is not None for row in rows)
+        self.latencies = (self.latencies + latencies)[-10_000:]
+
+    def line(self) -> str:
+        if not self.latencies:
+            return f"{self.images} images, waiting for files"
+        p50, p95, p99 = np.percentile(np.array(self.latencies) * 1000, [50, 95, 99])
+        return (
+            f"{self.images} images, {self.defects} defective, {self.errors} errors; latency "
+            f"(complete to written) p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms"
+        )
+
+
+def watch(
+    spec: EngineSpec,
+    options: RunOptions,
+    watching: WatchOptions,
+    status: Callable[[WatchStatus], None] = lambda _: None,
+    result: WatchStatus | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Inspect complete files under ``watching.folder`` until a signal stops the process
+    (``shutdown.signals_stop`` turns it into ``Stopped``, which leaves through here);
+    ``result`` counts as it goes, so it holds the figures however the watch ends."""
+    folder, out = watching.folder.resolve(), options.out.resolve()
+    if not folder.is_dir():
+        raise PsicbatchError(f"{readable_path(folder)}: --watch needs a folder")
+    devices = worker_devices(options)
+    if len(devices) > 1:
+        raise PsicbatchError("--watch runs on one device; give one --device")
+    identity = job_identity(describe_run(spec, options, devices), options, [])
+    _claim(out, identity)
+    done = done_versions(out)
+    worker = Worker(spec, options, devices[0], threads=None)
+    tracker = CompletionTracker(watching.settle_seconds, watching.marker)
+    result = result if result is not None else WatchStatus()
+    status(result)
+    for batch, completed in _complete_batches(folder, out, tracker, done, watching, clock):
+        rows = worker.rows(list(enumerate(path for path, _ in batch)))
+        stamp = datetime.datetime.now(datetime.timezone.utc)
+        for row, (path, stat) in zip(rows, batch, strict=True):
+            row.pop("input_index")
+            row.update(file_size=stat.st_size, file_mtime_ns=stat.st_mtime_ns)
+            row["completed_at"] = stamp - datetime.timedelta(seconds=clock() - completed[path])
+        write_part(pa.Table.from_pylist(rows, schema=WATCH_SCHEMA), _part_path(out, stamp))
+        written = clock()
+        done.update(_version(path, stat) for path, stat in batch)
+        result.add(rows, [written - completed.pop(path) for path, _ in batch])
+        status(result)
+
+
+def _complete_batches(
+    folder: Path,
+    out: Path,
+    tracker: CompletionTracker,
+    done: set[FileVersion],
+    watching: WatchOptions,
+    clock: Callable[[], float],
+) -> Iterator[tuple[list[tuple[Path, os.stat_result]], dict[Path, float]]]:
+    """Batches of complete, not yet inspected files, with when each was found complete."""
+    completed: dict[Path, float] = {}
+    queue: list[tuple[Path, os.stat_result]] = []
+    while True:
+        found = {
+            path: stat
+            for path, stat in scan(folder, out).items()
+            if _version(path, stat) not in done
+        }
+        now = clock()
+        for path in tracker.complete(found, now):
+            completed[path] = now
+            queue.append((path, found[path]))
+        if queue:
+            batch, queue = queue[:BATCH_LIMIT], queue[BATCH_LIMIT:]
+            yield batch, completed
+            continue
+        time.sleep(watching.poll_seconds)
+
+
+BATCH_LIMIT = 8  # files per part at most: latency before throughput on a line
+
+
+def _part_path(out: Path, stamp: datetime.datetime) -> Path:
+    """A new, unique part in the hour's partition (never an existing file's name)."""
+    partition = out / f"date={stamp:%Y-%m-%d}" / f"hour={stamp:%H}"
+    partition.mkdir(parents=True, exist_ok=True)
+    return partition / f"part-{stamp:%Y%m%dT%H%M%S%f}-{os.getpid()}.parquet"
+
+
+def _claim(out: Path, identity: JobIdentity) -> None:
+    """``out`` as this job's folder: new, or recorded with the same identity."""
+    if out.exists() and not out.is_dir():
+        raise PsicbatchError(f"{readable_path(out)}: not a folder (--watch writes a folder)")
+    if (out / IDENTITY_FILE).exists():
+        check_same_job(out, identity, IDENTITY_FILE)
+        return
+    if out.is_dir() and any(out.iterdir()):
+        raise PsicbatchError(
+            f"{readable_path(out)}: not empty and not a psicbatch --watch output; "
+            "give another --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    identity.write(out, IDENTITY_FILE)

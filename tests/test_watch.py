@@ -1,0 +1,127 @@
+"""``psicbatch run --watch``: complete files only, each exactly once, a clean quick stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+import pyarrow.dataset as ds
+from click.testing import CliRunner
+
+from psicbatch.cli import main
+from psicbatch.data.synth import generate
+from psicbatch.run.watch import CompletionTracker
+from tests.run_processes import CONSOLE
+
+
+def stat(size: int, mtime: int) -> os.stat_result:
+    return SimpleNamespace(st_size=size, st_mtime_ns=mtime)  # type: ignore[return-value]
+
+
+def test_a_file_is_complete_once_unchanged_for_the_settle_time() -> None:
+    tracker = CompletionTracker(settle_seconds=1.0)
+    path = Path("part.png")
+    assert tracker.complete({path: stat(0, 1)}, now=0.0) == []  # created, empty
+    assert tracker.complete({path: stat(500, 2)}, now=0.9) == []  # a chunk written
+    assert tracker.complete({path: stat(900, 3)}, now=1.8) == []  # another: the clock restarts
+    assert tracker.complete({path: stat(900, 3)}, now=2.7) == []  # 0.9 s unchanged
+    assert tracker.complete({path: stat(900, 3)}, now=2.85) == [path]
+    assert tracker.complete({}, now=3.0) == [] and tracker.seen == {}
+
+
+def test_with_a_marker_only_the_marker_says_complete(tmp_path: Path) -> None:
+    tracker = CompletionTracker(settle_seconds=0.0, marker=".done")
+    path = tmp_path / "part.png"
+    path.write_bytes(b"x")
+    assert tracker.complete({path: path.stat()}, now=100.0) == []
+    (tmp_path / "part.png.done").touch()
+    assert tracker.complete({path: path.stat()}, now=100.0) == [path]
+
+
+def start_watch(folder: Path, out: Path, *options: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [CONSOLE, "run", "--watch", folder, "--out", out, "--device", "cpu", *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def rows(out: Path) -> list[dict]:
+    if not any(out.glob("date=*/hour=*/part-*.parquet")):
+        return []
+    return ds.dataset(out, format="parquet", partitioning="hive").to_table().to_pylist()
+
+
+def wait_for(condition: Callable[[], bool], process: subprocess.Popen, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert process.poll() is None, process.communicate()[1]  # it stopped: why
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def write_in_chunks(source: Path, target: Path, pause: float) -> None:
+    data = source.read_bytes()
+    with target.open("wb") as file:
+        for start in range(0, len(data), len(data) // 3 + 1):
+            file.write(data[start : start + len(data) // 3 + 1])
+            file.flush()
+            time.sleep(pause)
+
+
+def test_watch_survives_a_kill_with_every_file_once_and_stops_on_sigterm(tmp_path: Path) -> None:
+    images = generate(tmp_path / "made", 9, (64, 64), seed=3)
+    folder, out = tmp_path / "line", tmp_path / "results"
+    folder.mkdir()
+    options = ("--settle", "0.6", "--precision", "fp32")
+    first = start_watch(folder, out, *options)
+    write_in_chunks(images[0], folder / "a0.png", pause=0.3)  # each pause below --settle
+    for index, image in enumerate(images[1:4], start=1):
+        (folder / f"a{index}.png").write_bytes(image.read_bytes())
+    wait_for(lambda: len(rows(out)) == 4, first)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    (folder / "broken.png").write_bytes(images[4].read_bytes()[:100])
+    for index, image in enumerate(images[5:], start=5):
+        (folder / f"b{index}.png").write_bytes(image.read_bytes())
+    second = start_watch(folder, out, *options)
+    wait_for(lambda: len(rows(out)) == 9, second)
+    time.sleep(1.0)  # nothing more comes: no file twice
+    began = time.monotonic()
+    second.send_signal(signal.SIGTERM)
+    _, stderr = second.communicate(timeout=30)
+    assert time.monotonic() - began < 1.0 and second.returncode == 0, stderr
+    assert "latency (complete to written) p50" in stderr
+    table = rows(out)
+    names = sorted(Path(row["path"]).name for row in table)
+    assert names == sorted(["a0.png", "a1.png", "a2.png", "a3.png", "broken.png"] +
+                           [f"b{i}.png" for i in range(5, 9)])  # fmt: skip
+    by_name = {Path(row["path"]).name: row for row in table}
+    assert by_name["a0.png"]["file_size"] == images[0].stat().st_size  # read once complete
+    assert by_name["a0.png"]["error"] is None and by_name["broken.png"]["error"]
+    assert {row["date"] for row in table} and all(row["completed_at"] for row in table)
+
+
+def test_a_restart_with_another_engine_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "line").mkdir()
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    args = ["run", "--watch", str(tmp_path / "line"), "--out", str(out), "--device", "cpu"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "not a psicbatch --watch output" in result.output
+    (out / "notes.txt").unlink()
+    (out / "_watch.json").write_text(
+        '{"sources": [], "engine": {}, "thresholds": {}, "masks": "gated", '
+        '"decoder": "pil", "preprocessing": {}}'
+    )
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "the model or engine" in result.output
+    assert len(result.output.strip().splitlines()) == 1
