@@ -17,7 +17,7 @@ import torch
 from rich.progress import Progress
 
 from psicbatch import metrics
-from psicbatch.data.images import read_mask
+from psicbatch.data.images import read_image, read_mask
 from psicbatch.data.layouts import SampleRef, read_dataset
 from psicbatch.data.memory import TensorDataset, load_into_memory
 from psicbatch.engines import Engine
@@ -30,6 +30,7 @@ from psicbatch.scores import (
     EvaluationSummary,
     SegmentationScores,
 )
+from psicbatch.tiles import TileGrid
 
 PIXEL_COUNT_KEYS = (
     "defect_intersection",
@@ -63,14 +64,22 @@ def evaluate_dataset(
     samples = read_dataset(data, layout)
     manifest = engine.manifest
     preprocessing = manifest.engine_preprocessing()
-    tensors = load_into_memory(
-        samples, manifest.input_size, manifest.channels, progress, preprocessing.bit_depth
-    )
-    result = evaluate(engine, samples, tensors, batch_size, progress, roi)
+    if preprocessing.tile_overlap is not None:
+        result = evaluate_tiled(engine, samples, progress, roi)
+        tensors = None
+    else:
+        tensors = load_into_memory(
+            samples, manifest.input_size, manifest.channels, progress, preprocessing.bit_depth
+        )
+        result = evaluate(engine, samples, tensors, batch_size, progress, roi)
     if compare_to is not None:
         fp32 = EngineSpec(checkpoint=compare_to, precision="fp32", input_size=manifest.input_size)
         reference = open_engine(fp32, device, batch_size)
-        baseline = evaluate(reference, samples, tensors, batch_size, progress, roi)
+        baseline = (
+            evaluate(reference, samples, tensors, batch_size, progress, roi)
+            if tensors is not None
+            else evaluate_tiled(reference, samples, progress, roi)
+        )
         result.summary.comparison = result.summary.compare(baseline.summary, str(compare_to))
     return result
 
@@ -112,8 +121,48 @@ def evaluate(
             )
             if progress is not None and task is not None:
                 progress.advance(task)
+    return _evaluation(rows, engine, roi)
+
+
+def evaluate_tiled(
+    engine: Engine,
+    samples: list[SampleRef],
+    progress: Progress | None = None,
+    roi: RegionOfInterest | None = None,
+) -> Evaluation:
+    """As ``evaluate``, for a tiled model: each image read at native resolution, cut into
+    the engine's tiles and stitched back as ``psicbatch run`` does (``tiles.TileGrid``)."""
+    preprocessing = engine.manifest.engine_preprocessing()
+    thresholds = engine.manifest.thresholds
+    largest = engine.batch_range[1]
+    task = progress.add_task("evaluating", total=len(samples), status="") if progress else None
+    rows: list[dict[str, Any]] = []
+    for sample in samples:
+        image = read_image(sample.image_path, preprocessing.channels, None, preprocessing.bit_depth)
+        grid = TileGrid(image.shape[:2], preprocessing.input_size, preprocessing.tile_overlap or 0)
+        tiles = torch.from_numpy(grid.cut(image))
+        outputs = [
+            engine.infer(normalize(tiles[start : start + largest], preprocessing).to(engine.device))
+            for start in range(0, len(tiles), largest)
+        ]
+        probability, _ = grid.deciding_tile(torch.cat([p for p, _ in outputs]).cpu())
+        stitched = grid.stitch(torch.cat([s for _, s in outputs]).cpu()).numpy()
+        size = grid.size
+        inside = roi.at(size, torch.device("cpu")).numpy() if roi is not None else None
+        predicted = stitched >= thresholds["segmentation"]
+        rows.append(
+            _score(sample, probability, predicted, size, thresholds["classification"], inside)
+        )
+        if progress is not None and task is not None:
+            progress.advance(task)
+    return _evaluation(rows, engine, roi)
+
+
+def _evaluation(
+    rows: list[dict[str, Any]], engine: Engine, roi: RegionOfInterest | None
+) -> Evaluation:
     summary = metrics_summary(rows)
-    summary.thresholds = dict(thresholds)
+    summary.thresholds = dict(engine.manifest.thresholds)
     summary.engine = describe(engine)
     summary.roi = roi.record() if roi is not None else None
     return Evaluation(rows, summary)

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from psicbatch.data.images import BIT_DEPTHS, read_image
+from psicbatch.tiles import TileGrid
 
 # Bilinear resizing that averages over the covered pixels when shrinking (PIL's BILINEAR;
 # DALI's linear interpolation with antialiasing): the only one trained and served so far.
@@ -36,6 +37,9 @@ class Preprocessing:
     std: tuple[float, ...] = (0.25,)
     interpolation: str = INTERPOLATIONS[0]
     bit_depth: int = 8
+    # None: images are resized to input_size; a number: cut at native resolution into
+    # input_size tiles sharing at least this many pixels (``tiles.TileGrid``).
+    tile_overlap: int | None = None
 
     def __post_init__(self) -> None:
         height, width = self.input_size
@@ -49,6 +53,8 @@ class Preprocessing:
             raise ValueError(f"interpolation must be one of {INTERPOLATIONS}")
         if self.bit_depth not in BIT_DEPTHS or (self.bit_depth > 8 and self.channels != 1):
             raise ValueError(f"bit depth 8, or 12/16 for grayscale, got {self.bit_depth}")
+        if self.tile_overlap is not None and not 0 <= 2 * self.tile_overlap < min(height, width):
+            raise ValueError(f"tile overlap must be below half the tile, got {self.tile_overlap}")
 
     @property
     def channels(self) -> int:
@@ -72,6 +78,7 @@ class Preprocessing:
             "interpolation": self.interpolation,
             "bit_depth": self.bit_depth,
             "scale": f"pixel / {self.max_value}",  # for readers of the file; derived
+            "tile_overlap": self.tile_overlap,
         }
 
     @classmethod
@@ -82,6 +89,7 @@ class Preprocessing:
             std=tuple(data["std"]),
             interpolation=data.get("interpolation", INTERPOLATIONS[0]),  # older files
             bit_depth=data.get("bit_depth", 8),  # older files: 8-bit models
+            tile_overlap=data.get("tile_overlap"),  # older files: resized, not tiled
         )
 
 
@@ -102,6 +110,17 @@ def read_chw(
     (``Normalizer``; ``data``: the file's bytes, when already read)."""
     image = read_image(path, preprocessing.channels, data, preprocessing.bit_depth)
     return chw_at_size(image, preprocessing), image.shape[:2]
+
+
+def engine_input(
+    image: np.ndarray, preprocessing: Preprocessing
+) -> tuple[np.ndarray, tuple[int, int] | TileGrid]:
+    """H x W x C pixels -> what decoders hand on: C x H x W at the engine size and the
+    original size, or, for a tiled model, the tiles (T x C x h x w) and their grid."""
+    if preprocessing.tile_overlap is None:
+        return chw_at_size(image, preprocessing), (image.shape[0], image.shape[1])
+    grid = TileGrid(image.shape[:2], preprocessing.input_size, preprocessing.tile_overlap)
+    return grid.cut(image), grid
 
 
 def chw_at_size(image: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:

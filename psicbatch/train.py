@@ -68,6 +68,7 @@ class TrainOptions:
     alpha_cap: float = 1.0  # eq. (2): the defect pixels' weight alpha at most this (1: none)
     dice_weight: float = 0.0  # weight of a soft Dice term added to eq. (2) (0: the paper's)
     pixel_threshold: str = "f1"  # f1: best pooled F1; iou: best mean IoU per defective image
+    tile_overlap: int | None = None  # trained on input_size tiles at native resolution
     seed: int = 0
     precision: str = "auto"
     device: str = "auto"
@@ -159,7 +160,11 @@ class Trainer:
         config = ModelConfig(width=self.options.width, in_channels=self.data.images.shape[1])
         mean, std = self.data.channel_stats()
         preprocessing = Preprocessing(
-            self.options.input_size, mean, std, bit_depth=self.data.bit_depth
+            self.options.input_size,
+            mean,
+            std,
+            bit_depth=self.data.bit_depth,
+            tile_overlap=self.options.tile_overlap,
         )
         state = {
             "options": self.options.to_dict(),

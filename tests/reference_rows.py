@@ -47,6 +47,7 @@ def result_row(
         "mask_bbox": bbox(mask),
         "seg_max": float(probabilities.max()),
         "error": None,
+        "tile": None,
     }
 
 

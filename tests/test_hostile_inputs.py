@@ -211,16 +211,14 @@ def test_a_file_that_decodes_too_long_gets_an_error_row(
         image(folder / f"{index}.png", index)
     slow = image(folder / "slow.png", 99).read_bytes()
     if decoder == "pil":
-        import psicbatch.preprocess as preprocess
-
-        real = preprocess.read_image
+        real = decode.read_image
 
         def stall(path: Path, *args: Any) -> np.ndarray:
             if path.name == "slow.png":
                 time.sleep(30)
             return real(path, *args)
 
-        monkeypatch.setattr(preprocess, "read_image", stall)
+        monkeypatch.setattr(decode, "read_image", stall)
     else:
         real_run = decode.DaliDecoder._run
 

@@ -84,13 +84,34 @@ def _inspect_fixture_images(folder: Path) -> Path:
 def test_results_keep_the_schema_written_before_rows_were_typed(tmp_path: Path) -> None:
     """tests/data/results-schema-2.parquet was written by `psicbatch run` (same two inputs)
     before result rows became a dataclass: the columns, their types, nullability and
-    order, and the schema version, are unchanged."""
+    order are unchanged; schema 3 only adds the tiled models' ``tile`` at the end."""
     before = Path(__file__).parent / "data" / "results-schema-2.parquet"
     after = _inspect_fixture_images(tmp_path / "images")
-    assert pq.read_schema(after).remove_metadata().equals(pq.read_schema(before).remove_metadata())
-    assert read_metadata(after)["schema_version"] == read_metadata(before)["schema_version"] == 2
+    old_schema, new_schema = (pq.read_schema(p).remove_metadata() for p in (before, after))
+    assert new_schema.remove(new_schema.get_field_index("tile")).equals(old_schema)
+    assert new_schema.names[-1] == "tile"  # schema 3 adds it, after every older column
+    assert read_metadata(before)["schema_version"] == 2
+    assert read_metadata(after)["schema_version"] == 3
     old, new = pq.read_table(before).to_pylist(), pq.read_table(after).to_pylist()
     for old_row, new_row in zip(old, new, strict=True):
         assert (old_row["error"] is None) == (new_row["error"] is None)
         for column in ("width", "height", "is_defect", "mask", "mask_area", "mask_bbox"):
             assert old_row[column] == new_row[column]
+
+
+def test_parts_written_before_the_tile_column_finish_with_nulls(tmp_path: Path) -> None:
+    """Resuming an older psicbatch's parts: the results file gets today's schema."""
+    import pyarrow as pa
+
+    from psicbatch.run.output import PART_SCHEMA
+
+    out = tmp_path / "results.parquet"
+    parts_directory(out).mkdir()
+    older = PART_SCHEMA.remove(PART_SCHEMA.get_field_index("tile"))
+    row = {"path": "a.png", "path_bytes": b"a.png", "input_index": 0, "input_key": b"/a.png"}
+    pq.write_table(
+        pa.Table.from_pylist([row], schema=older), parts_directory(out) / "part-00000000.parquet"
+    )
+    assert finalize(out, {"schema_version": 3}) == 1
+    (back,) = pq.read_table(out).to_pylist()
+    assert back["path"] == "a.png" and back["tile"] is None

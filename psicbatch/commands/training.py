@@ -11,6 +11,8 @@ from rich.console import Console
 from psicbatch.commands import command_line
 from psicbatch.commands.options import (
     AT_LEAST_ONE,
+    NETWORK_SIZE,
+    NON_NEGATIVE_INT,
     PROBABILITY,
     SIZE,
     Bounded,
@@ -24,7 +26,7 @@ from psicbatch.commands.training_options import (
     training_setup,
 )
 from psicbatch.crossval import FoldEngine, cross_validate
-from psicbatch.data.memory import load_into_memory
+from psicbatch.data.memory import load_into_memory, load_tiles
 from psicbatch.data.synth import generate
 from psicbatch.engines.registry import NAMES
 from psicbatch.engines.spec import EngineSpec
@@ -68,16 +70,51 @@ def synth(out: Path, count: int, size: tuple[int, int], defect_rate: float, seed
     help="Checkpoint to write (progress is kept in OUT.partial).",
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted training from OUT.partial.")
+@click.option(
+    "--tile",
+    type=NETWORK_SIZE,
+    help="Train on tiles of this size (HxW) cut at native resolution instead of resizing "
+    "whole images (it replaces --input-size); runs then tile every image the same way.",
+)
+@click.option(
+    "--overlap",
+    type=NON_NEGATIVE_INT,
+    default=32,
+    show_default=True,
+    help="With --tile: pixels neighbouring tiles share at least (below half a tile).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def train(
-    data: Path, layout: str, channels: str, out: Path, resume: bool, quiet: bool, **kwargs: Any
+    data: Path,
+    layout: str,
+    channels: str,
+    out: Path,
+    resume: bool,
+    tile: tuple[int, int] | None,
+    overlap: int,
+    quiet: bool,
+    **kwargs: Any,
 ) -> None:
     """Train PSIC-Net on a labelled dataset (two-step mode by default)."""
+    if tile is not None:
+        if not 2 * overlap < min(tile):
+            raise click.BadParameter("must be below half the tile", param_hint="--overlap")
+        kwargs.update(input_size=tile, tile_overlap=overlap)
     options, samples, channel_count, dataset = training_setup(data, layout, channels, kwargs)
     with progress_bar(quiet, console) as progress:
-        tensors = load_into_memory(
-            samples, options.input_size, channel_count, progress, dataset["bit_depth"]
-        )
+        if options.tile_overlap is None:
+            tensors = load_into_memory(
+                samples, options.input_size, channel_count, progress, dataset["bit_depth"]
+            )
+        else:
+            tensors = load_tiles(
+                samples,
+                options.input_size,
+                options.tile_overlap,
+                channel_count,
+                progress,
+                dataset["bit_depth"],
+            )
         checkpoint = Trainer(tensors, options, out, progress, {"dataset": dataset}).run(resume)
     click.echo(
         f"wrote {out} (thresholds: image {checkpoint.thresholds.classification:.3f}, "

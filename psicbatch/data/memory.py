@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from rich.progress import Progress
 
-from psicbatch.data.images import read_mask
+from psicbatch.data.images import read_image, read_mask
 from psicbatch.data.layouts import SampleRef
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 from psicbatch.preprocess import read_resized, resize_mask
+from psicbatch.tiles import TileGrid
 
 
 @dataclass
@@ -46,6 +48,49 @@ class TensorDataset:
         return tuple(pixels.mean(dim=1).tolist()), tuple(std.tolist())
 
 
+def load_tiles(
+    samples: list[SampleRef],
+    tile: tuple[int, int],
+    overlap: int,
+    channels: int,
+    progress: Progress | None = None,
+    bit_depth: int = 8,
+) -> TensorDataset:
+    """Every image cut at native resolution into the grid of tiles a tiled run uses
+    (``tiles.TileGrid``), each tile a sample labelled defective when its mask part holds
+    a defect pixel; the trainer's balanced order then oversamples the defect tiles."""
+    images, masks, labels = [], [], []
+    task = progress.add_task("cutting tiles", total=len(samples), status="") if progress else None
+    for sample in samples:
+        image = read_image(sample.image_path, channels, bit_depth=bit_depth)
+        mask = _mask(sample, image.shape[:2])
+        grid = TileGrid(image.shape[:2], tile, overlap)
+        images.append(torch.from_numpy(grid.cut(image)))
+        mask_tiles = torch.from_numpy(grid.cut(mask[:, :, None]))
+        masks.append(mask_tiles)
+        labels.append(mask_tiles.flatten(1).any(dim=1))
+        if progress is not None and task is not None:
+            progress.advance(task)
+    count = sum(len(t) for t in images)
+    return TensorDataset(
+        torch.cat(images), torch.cat(masks), torch.cat(labels), [tile] * count, bit_depth
+    )
+
+
+def _mask(sample: SampleRef, size: tuple[int, int]) -> np.ndarray:
+    """The sample's defect mask at its image's size (all False for a defect-free one)."""
+    if sample.mask_path is None or not sample.is_defective:
+        return np.zeros(size, bool)
+    mask = read_mask(sample.mask_path)
+    if mask.shape != tuple(size):
+        raise PsicbatchError(
+            f"{readable_path(sample.mask_path)}: mask is {mask.shape[1]}x{mask.shape[0]} "
+            f"(width x height) but its image {readable_path(sample.image_path)} is "
+            f"{size[1]}x{size[0]}; masks must have their image's size"
+        )
+    return mask
+
+
 def load_into_memory(
     samples: list[SampleRef],
     size: tuple[int, int],
@@ -63,13 +108,7 @@ def load_into_memory(
         original_sizes.append(original_size)
         images[index] = torch.from_numpy(image.transpose(2, 0, 1).copy())
         if sample.mask_path is not None and sample.is_defective:
-            mask = read_mask(sample.mask_path)
-            if mask.shape != tuple(original_size):
-                raise PsicbatchError(
-                    f"{readable_path(sample.mask_path)}: mask is {mask.shape[1]}x{mask.shape[0]} "
-                    f"(width x height) but its image {readable_path(sample.image_path)} is "
-                    f"{original_size[1]}x{original_size[0]}; masks must have their image's size"
-                )
+            mask = _mask(sample, original_size)
             masks[index, 0] = torch.from_numpy(resize_mask(mask, size))
         if progress is not None and task is not None:
             progress.advance(task)

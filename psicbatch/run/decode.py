@@ -12,7 +12,8 @@ device by the worker (``preprocess.Normalizer``):
   the engine's work. DALI fails a whole batch on one bad file and the pipeline cannot be
   used again, so a failed batch is retried file by file on fresh pipelines to name the
   bad file(s) and keep every good one.
-- ``PilDecoder``: PIL in a thread pool, when DALI is not installed.
+- ``PilDecoder``: PIL in a thread pool, when DALI is not installed, and for tiled models
+  (each image cut at native resolution into the engine's tiles, ``tiles.TileGrid``).
 
 Original sizes come from the file headers (read anyway to refuse oversized images), so
 the DALI graph has no GPU-to-CPU shape output and runs under DALI's default executor.
@@ -44,9 +45,10 @@ from psicbatch.data.images import (
     read_image,
 )
 from psicbatch.errors import PsicbatchError
-from psicbatch.preprocess import Preprocessing, chw_at_size, read_chw
+from psicbatch.preprocess import Preprocessing, engine_input
 from psicbatch.run.files import FileLimits, FileStamp, current_stamp, read_file
 from psicbatch.run.limited import TimeLimitExceeded, call_limited, run_limited
+from psicbatch.tiles import TileGrid
 
 DEFAULT_LIMITS = FileLimits()
 MAX_PIXELS = 100_000_000  # far above any inspection camera, far below a decompression bomb
@@ -62,6 +64,8 @@ class DecodedBatch:
     images: torch.Tensor | None = None
     sizes: list[tuple[int, int]] = field(default_factory=list)  # original (H, W)
     errors: dict[int, str] = field(default_factory=dict)
+    # A tiled model's: each image's grid, its tiles following each other in ``images``
+    grids: list[TileGrid] = field(default_factory=list)
     stamps: dict[int, FileStamp] = field(default_factory=dict)  # every file that was read
 
 
@@ -135,13 +139,14 @@ class PilDecoder:
     limits: FileLimits = DEFAULT_LIMITS
     name: ClassVar[str] = "pil"
 
-    def _one(self, path: Path) -> tuple[np.ndarray, tuple[int, int], FileStamp]:
-        data, _, stamp = read_bytes(path, self.limits.max_bytes, self.preprocessing.bit_depth)
+    def _one(self, path: Path) -> tuple[np.ndarray, tuple[int, int] | TileGrid, FileStamp]:
+        depth = self.preprocessing.bit_depth
+        data, _, stamp = read_bytes(path, self.limits.max_bytes, depth)
         try:
-            image, size = read_chw(path, self.preprocessing, data)
+            image = read_image(path, self.preprocessing.channels, data, depth)
         except ImageReadError as error:
             raise StampedError(error.problem, stamp) from None
-        return image, size, stamp
+        return *engine_input(image, self.preprocessing), stamp
 
     def decode(self, paths: list[Path]) -> DecodedBatch:
         calls = [partial(self._one, path) for path in paths]
@@ -347,6 +352,8 @@ def make_decoder(
     gpu = device.type == "cuda"
     if kind == "null":
         return NullDecoder(preprocessing, batch_size, device)
+    if preprocessing.tile_overlap is not None:  # DALI does not tile
+        return PilDecoder(preprocessing, threads, gpu, limits)
     if decoder_name(kind) == "dali":
         if not dali_available():
             raise PsicbatchError(
@@ -374,21 +381,19 @@ class ArrayDecoder:
         for name in paths:
             array = self.arrays.pop(str(name))
             try:
-                image, size = array_chw(array, self.preprocessing)
+                pixels = array_pixels(array, self.preprocessing)
             except ValueError as error:
                 outcomes.append((str(error), None))
                 continue
-            outcomes.append((image, size, None))
+            outcomes.append((*engine_input(pixels, self.preprocessing), None))
         return _collect(outcomes, self.pin)
 
     def close(self) -> None:
         self.arrays.clear()
 
 
-def array_chw(
-    array: np.ndarray, preprocessing: Preprocessing
-) -> tuple[np.ndarray, tuple[int, int]]:
-    """An in-memory image as decoders hand images on: C x H x W at the engine size."""
+def array_pixels(array: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+    """An in-memory image as files decode: H x W x C at the model's bit depth."""
     if not isinstance(array, np.ndarray) or array.dtype not in (np.uint8, np.uint16):
         kind = getattr(array, "dtype", type(array).__name__)
         raise ValueError(f"not a uint8 or uint16 image array ({kind})")
@@ -401,10 +406,9 @@ def array_chw(
         )
     image = Image.fromarray(array)
     try:
-        pixels = at_bit_depth(image, preprocessing.channels, preprocessing.bit_depth, Path())
+        return at_bit_depth(image, preprocessing.channels, preprocessing.bit_depth, Path())
     except ImageReadError as error:
         raise ValueError(error.problem) from None
-    return chw_at_size(pixels, preprocessing), (array.shape[0], array.shape[1])
 
 
 class NullDecoder:
@@ -430,6 +434,8 @@ class NullDecoder:
 
 
 def _collect(results: list, pin: bool) -> DecodedBatch:
+    """Decoders' per-file outcomes -> one batch: an image (C x H x W) and its size, or
+    its tiles (T x C x h x w) and their grid, or (problem, stamp)."""
     batch = DecodedBatch()
     images = []
     for position, result in enumerate(results):
@@ -437,17 +443,22 @@ def _collect(results: list, pin: bool) -> DecodedBatch:
             batch.errors[position], stamp = result
         else:
             image, size, stamp = result
+            if isinstance(size, TileGrid):
+                batch.grids.append(size)
+                size = size.size
             batch.positions.append(position)
-            images.append(image)
+            images.append(image if image.ndim == 4 else image[None])
             batch.sizes.append(size)
         if stamp is not None:
             batch.stamps[position] = stamp
     if images:
-        shape = (len(images), *images[0].shape)
+        shape = (sum(len(tiles) for tiles in images), *images[0].shape[1:])
         dtype = torch.from_numpy(images[0][:0]).dtype  # uint8, or uint16 above 8 bits
         batch.images = torch.empty(shape, dtype=dtype, pin_memory=pin)
-        for row, image in enumerate(images):
-            batch.images[row] = torch.from_numpy(image)
+        row = 0
+        for image in images:
+            batch.images[row : row + len(image)] = torch.from_numpy(image)
+            row += len(image)
     return batch
 
 

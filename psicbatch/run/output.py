@@ -39,7 +39,7 @@ from psicbatch.run.job import JobIdentity, check_same_job
 from psicbatch.run.output_guard import RESULTS, replace_checked
 from psicbatch.run.rows import SCHEMA
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 2: path_bytes; 3: tile
 METADATA_KEY = b"psicbatch"
 INDEX_COLUMN = "input_index"  # only in part files: the position in the input list
 KEY_COLUMN = "input_key"  # only in part files: the input's absolute path, as bytes
@@ -315,7 +315,7 @@ def finalize(out: Path, metadata: dict[str, Any]) -> int:
         with pq.ParquetWriter(temporary, schema, compression="zstd") as writer:
             for table in _in_input_order(parts):
                 table = table.drop_columns([c for c in PART_ONLY if c in table.column_names])
-                writer.write_table(table.cast(schema))
+                writer.write_table(_as_schema(table, schema))
                 rows += table.num_rows
         replace_checked(temporary, out, RESULTS)
     except OSError as error:
@@ -327,6 +327,15 @@ def finalize(out: Path, metadata: dict[str, Any]) -> int:
         temporary.unlink(missing_ok=True)
     shutil.rmtree(directory, ignore_errors=True)
     return rows
+
+
+def _as_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A part's rows in the results schema; columns added since the part was written
+    (resuming an older psicbatch's parts) are nulls."""
+    for name in schema.names:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
+    return table.select(schema.names).cast(schema)
 
 
 def _in_input_order(parts: list[Path]) -> Iterator[pa.Table]:

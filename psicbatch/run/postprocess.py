@@ -27,6 +27,7 @@ from psicbatch.preprocess import resize_probabilities
 from psicbatch.roi import RegionOfInterest
 from psicbatch.run import rle
 from psicbatch.run.rows import ResultRow
+from psicbatch.tiles import TileGrid
 
 
 @dataclass
@@ -40,6 +41,7 @@ class MaskSummary:
     sizes: list[tuple[int, int]]
     # Non-empty masks: where their column-major values change, and their first value.
     runs: dict[int, tuple[np.ndarray, bool]] = field(default_factory=dict)
+    tiles: list[dict[str, int]] | None = None  # tiled models: the deciding tile per image
 
 
 def summarize_masks(
@@ -94,6 +96,36 @@ def summarize_masks(
             within = changes[bounds[row] : bounds[row + 1]] - row * pixels
             summary.runs[position] = (within, bool(firsts[row]))
     return summary
+
+
+def summarize_tiles(
+    probabilities: torch.Tensor,
+    segmentation: torch.Tensor,
+    grids: list[TileGrid],
+    threshold: float,
+    roi: RegionOfInterest | None = None,
+) -> MaskSummary:
+    """Tile outputs (every grid's tiles in order) -> one ``MaskSummary`` of the images:
+    each image's tiles stitched at its size, its probability the highest tile's."""
+    parts, tiles, start = [], [], 0
+    for grid in grids:
+        count = len(grid.origins)
+        probability, tile = grid.deciding_tile(probabilities[start : start + count])
+        stitched = grid.stitch(segmentation[start : start + count])[None]
+        parts.append(
+            summarize_masks(torch.tensor([probability]), stitched, [grid.size], threshold, roi)
+        )
+        tiles.append(tile)
+        start += count
+    return MaskSummary(
+        np.concatenate([p.probabilities for p in parts]),
+        np.concatenate([p.seg_max for p in parts]),
+        np.concatenate([p.area for p in parts]),
+        np.concatenate([p.bbox for p in parts]),
+        [grid.size for grid in grids],
+        {image: part.runs[0] for image, part in enumerate(parts) if 0 in part.runs},
+        tiles,
+    )
 
 
 def _on_device(values: list[int], device: torch.device) -> torch.Tensor:
@@ -189,6 +221,7 @@ def result_rows(
             mask_area=0 if runs is None else int(summary.area[image]),
             mask_bbox=None if runs is None else {"x": x, "y": y, "w": w, "h": h},
             seg_max=float(summary.seg_max[image]),
+            tile=summary.tiles[image] if summary.tiles is not None else None,
         )
         rows.append(row.as_dict())
     return rows

@@ -41,6 +41,8 @@ class ResultRow:
     mask_bbox: dict[str, int] | None = field(default=None, metadata=_arrow(BOX_TYPE))
     seg_max: float | None = field(default=None, metadata=_arrow(pa.float32()))
     error: str | None = field(default=None, metadata=_arrow(pa.string()))
+    # tiled models: the tile whose probability decided (the image's highest)
+    tile: dict[str, int] | None = field(default=None, metadata=_arrow(BOX_TYPE))
 
     @classmethod
     def for_file(cls, index: int, path: Path, **values: Any) -> ResultRow:

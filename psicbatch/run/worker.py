@@ -28,7 +28,7 @@ from psicbatch.roi import RegionOfInterest
 from psicbatch.run import streams
 from psicbatch.run.decode import DecodedBatch, Decoder, make_decoder
 from psicbatch.run.options import RunOptions
-from psicbatch.run.postprocess import MaskSummary, result_rows, summarize_masks
+from psicbatch.run.postprocess import MaskSummary, result_rows, summarize_masks, summarize_tiles
 from psicbatch.run.rows import error_row
 from psicbatch.run.stages import staged
 
@@ -139,7 +139,10 @@ class Worker:
                 images = decoded.images.to(self.device, non_blocking=True)
                 streams.used_on(self.upload_stream, images)  # GPU decoding made it elsewhere
                 ready = images.is_floating_point()  # the null decoder's ready input
-                batch.images = images if ready else self.normalizer(images)
+                # Tiles stay as pixels until each engine call: a large image's tiles in
+                # float32 would take 4 bytes per pixel more.
+                tiled = bool(decoded.grids)
+                batch.images = images if ready or tiled else self.normalizer(images)
                 batch.uploaded = streams.mark(self.upload_stream)
             decoded.images = None  # the host copy is no longer needed
         batch.times["decode+preprocess"] = time.perf_counter() - began
@@ -159,7 +162,10 @@ class Worker:
                 outputs = []
                 for start in range(0, len(images), largest):
                     engine_began = time.perf_counter()
-                    outputs.append(self.engine.infer(images[start : start + largest]))
+                    chunk = images[start : start + largest]
+                    if not chunk.is_floating_point():  # tiles: normalised call by call
+                        chunk = self.normalizer(chunk)
+                    outputs.append(self.engine.infer(chunk))
                     engine_seconds += time.perf_counter() - engine_began
                 if len(outputs) == 1:  # the usual case: no copy
                     batch.probabilities, batch.segmentation = outputs[0]
@@ -181,13 +187,22 @@ class Worker:
         if batch.segmentation is not None and batch.probabilities is not None:
             streams.hand_over(batch.done, self.post_stream, batch.segmentation, batch.probabilities)
             with streams.on(self.post_stream):
-                batch.summary = summarize_masks(
-                    batch.probabilities,
-                    batch.segmentation,
-                    decoded.sizes,
-                    self.seg_threshold,
-                    self.roi,
-                )
+                if decoded.grids:  # a tiled model: stitch each image's tiles
+                    batch.summary = summarize_tiles(
+                        batch.probabilities,
+                        batch.segmentation,
+                        decoded.grids,
+                        self.seg_threshold,
+                        self.roi,
+                    )
+                else:
+                    batch.summary = summarize_masks(
+                        batch.probabilities,
+                        batch.segmentation,
+                        decoded.sizes,
+                        self.seg_threshold,
+                        self.roi,
+                    )
             if batch.started is not None and batch.done is not None:  # the GPU's own time
                 batch.times["inference"] = batch.started.elapsed_time(batch.done) / 1000
         batch.probabilities = batch.segmentation = None  # free device memory early

@@ -1,0 +1,141 @@
+"""Large images in tiles: the grid, seamless stitching, a thin crack found at native
+resolution that resizing loses, and training on tiles."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from psicbatch.api import Inspector
+from psicbatch.assets import demo_model_path
+from psicbatch.checkpoint import load_checkpoint, save_checkpoint
+from psicbatch.cli import main
+from psicbatch.data.synth import defect_mask, generate, texture
+from psicbatch.preprocess import Preprocessing
+from psicbatch.run import rle
+from psicbatch.tiles import TileGrid, axis_origins
+
+
+@pytest.mark.parametrize(
+    ("length", "tile", "overlap"), [(6000, 128, 16), (129, 128, 16), (300, 64, 0)]
+)
+def test_the_grid_covers_the_axis_with_at_least_the_overlap(
+    length: int, tile: int, overlap: int
+) -> None:
+    origins = axis_origins(length, tile, overlap)
+    assert origins[0] == 0 and origins[-1] + tile == length
+    shared = [a + tile - b for a, b in itertools.pairwise(origins)]
+    assert min(shared) >= overlap and max(shared) - min(shared) <= 1  # evenly spread
+    assert axis_origins(100, 128, 16) == [0]
+
+
+def test_stitching_has_no_seams() -> None:
+    """Tiles cut from one map stitch back to exactly that map, tile borders included."""
+    rng = np.random.default_rng(0)
+    truth = rng.random((300, 500)).astype(np.float32)
+    grid = TileGrid((300, 500), (64, 96), overlap=12)
+    tiles = torch.from_numpy(grid.cut(truth[:, :, None]))[:, 0]
+    assert torch.allclose(grid.stitch(tiles), torch.from_numpy(truth), atol=1e-6)
+    small = TileGrid((40, 50), (64, 96), overlap=12)  # padded to one tile, cropped back
+    tiles = torch.from_numpy(small.cut(truth[:40, :50, None]))[:, 0]
+    assert tiles.shape == (1, 64, 96)
+    assert torch.allclose(small.stitch(tiles), torch.from_numpy(truth[:40, :50]))
+
+
+def tiled_demo(path: Path) -> Path:
+    """The demo model (trained on 128x128 synthetic images) applied in 128x128 tiles."""
+    checkpoint = load_checkpoint(demo_model_path())
+    preprocessing = checkpoint.preprocessing
+    checkpoint.preprocessing = Preprocessing(
+        preprocessing.input_size, preprocessing.mean, preprocessing.std, tile_overlap=16
+    )
+    return save_checkpoint(checkpoint, path)
+
+
+def line_scan_image(height: int = 1500, width: int = 6000) -> tuple[np.ndarray, np.ndarray]:
+    """A 6000x1500 surface with one crack about 3 pixels wide and 50 long."""
+    rng = np.random.default_rng(11)
+    surface = texture(rng, "grain", height, width)
+    crack = np.zeros((height, width), bool)
+    local = defect_mask(np.random.default_rng(5), "scratch", 128, 128)
+    top, left = height // 2 - 50, width // 2 + 37  # not on a tile boundary's middle
+    crack[top : top + 128, left : left + 128] = local
+    image = np.clip(surface - 60 * crack, 0, 255).astype(np.uint8)
+    return image, crack
+
+
+def test_a_tiled_model_finds_a_thin_crack_that_resizing_loses(tmp_path: Path) -> None:
+    image, crack = line_scan_image()
+    widths = crack.sum(axis=0)
+    assert 2 <= np.median(widths[widths > 0]) <= 5  # a crack a few pixels wide
+    path = tmp_path / "line.png"
+    Image.fromarray(image).save(path)
+    with Inspector(tiled_demo(tmp_path / "tiled.pt"), device="cpu", precision="fp32") as tiled:
+        found = next(iter(tiled.inspect([path])))
+    with Inspector(demo_model_path(), device="cpu", precision="fp32") as resized:
+        missed = next(iter(resized.inspect([path])))
+    assert found.is_defect and found.size == (1500, 6000)
+    mask = found.mask()
+    assert mask.shape == crack.shape and (mask & crack).sum() >= 0.3 * crack.sum()
+    assert (mask & ~crack).sum() < crack.sum()  # the rest of the line stays clean
+    assert not missed.is_defect
+
+
+def test_a_tiled_run_records_the_deciding_tile(tmp_path: Path) -> None:
+    image, _ = line_scan_image(300, 1000)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(image).save(folder / "a.png")
+    Image.fromarray(image[:100, :90]).save(folder / "small.png")  # below one tile
+    out = tmp_path / "r.parquet"
+    args = ["run", str(folder), "--model", str(tiled_demo(tmp_path / "t.pt")), "-o", str(out)]
+    result = CliRunner().invoke(main, [*args, "--device", "cpu", "--masks", "all", "-q"])
+    assert result.exit_code == 0, result.output
+    rows = {Path(row["path"]).name: row for row in pq.read_table(out).to_pylist()}
+    assert rle.decode(rows["a.png"]["mask"]).shape == (300, 1000)  # one mask, original size
+    assert rows["a.png"]["tile"]["w"] == 128 and rows["small.png"]["tile"]["w"] == 90
+    assert rle.decode(rows["small.png"]["mask"]).shape == (100, 90)
+
+
+def test_train_on_tiles_records_the_tiling(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    generate(data, 4, (160, 224), defect_rate=0.5, seed=2)
+    model = tmp_path / "tiles.pt"
+    tiny = ["--width", "0.125", "--seg-epochs", "1", "--cls-epochs", "1", "-q"]
+    base = ["train", str(data), "-o", str(model), "--tile", "64x64", *tiny]
+    result = CliRunner().invoke(main, [*base, "--overlap", "8"])
+    assert result.exit_code == 0, result.output
+    checkpoint = load_checkpoint(model)
+    assert checkpoint.preprocessing.input_size == (64, 64)
+    assert checkpoint.preprocessing.tile_overlap == 8
+    assert checkpoint.training["options"]["tile_overlap"] == 8
+    wide = CliRunner().invoke(main, [*base, "--overlap", "32"])
+    assert wide.exit_code == 2 and "below half the tile" in wide.output
+
+
+def test_eval_scores_a_tiled_model_as_run_inspects_it(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    generate(data, 4, (200, 300), defect_rate=0.5, seed=7)
+    model = tiled_demo(tmp_path / "tiled.pt")
+    report, out = tmp_path / "report", tmp_path / "r.parquet"
+    common = ["--device", "cpu", "--precision", "fp32", "-q"]
+    result = CliRunner().invoke(main, ["eval", str(model), str(data), "-o", str(report), *common])
+    assert result.exit_code == 0, result.output
+    run = CliRunner().invoke(
+        main, ["run", str(data / "images"), "--model", str(model), "-o", str(out), *common]
+    )
+    assert run.exit_code == 0, run.output
+    scored = {
+        Path(r["path"]).name: r["probability"]
+        for r in pq.read_table(report / "predictions.parquet").to_pylist()
+    }
+    inspected = {Path(r["path"]).name: r["probability"] for r in pq.read_table(out).to_pylist()}
+    assert scored.keys() == inspected.keys()
+    assert all(abs(scored[name] - inspected[name]) < 1e-5 for name in scored)
