@@ -146,3 +146,18 @@ def test_train_reads_16_bit_files_at_full_range(tmp_path: Path) -> None:
         "grayscale (give it the camera's 16-bit files, or "
         "use a model trained on 8-bit images)"
     )
+
+
+@pytest.mark.skipif(not dali_available(), reason="no DALI")
+def test_a_file_dali_cannot_read_falls_back_to_pil(tmp_path: Path) -> None:
+    """A bilevel TIFF (PIL leaves out BitsPerSample, which DALI requires) in a batch with
+    a PNG: DALI's batch fails, and the TIFF gets PIL's pixels instead of an error row."""
+    pixels = np.random.default_rng(0).random((40, 56)) > 0.5
+    Image.fromarray(pixels).save(tmp_path / "bilevel.tif")
+    Image.fromarray(low_byte_image().astype(np.uint8)).save(tmp_path / "plain.png")
+    files = [tmp_path / "bilevel.tif", tmp_path / "plain.png"]
+    size = Preprocessing((40, 56))
+    dali, pil = DaliDecoder(size, 4).decode(files), PilDecoder(size).decode(files)
+    assert dali.errors == pil.errors == {} and dali.positions == pil.positions == [0, 1]
+    assert dali.images is not None and pil.images is not None
+    assert torch.equal(dali.images, pil.images)

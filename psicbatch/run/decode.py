@@ -45,7 +45,7 @@ from psicbatch.data.images import (
     read_image,
 )
 from psicbatch.errors import PsicbatchError
-from psicbatch.preprocess import Preprocessing, engine_input
+from psicbatch.preprocess import Preprocessing, engine_input, read_chw
 from psicbatch.run.files import FileLimits, FileStamp, current_stamp, read_file
 from psicbatch.run.limited import TimeLimitExceeded, call_limited, run_limited
 from psicbatch.tiles import TileGrid
@@ -240,7 +240,7 @@ class DaliDecoder:
                 batch.errors[position] = error.problem
                 continue
             if size is None:
-                batch.errors[position] = _diagnose(path, None, data)
+                batch.errors[position] = _diagnose(path, data)
             else:
                 readable.append((position, path, data, size))
         if not readable:
@@ -264,13 +264,17 @@ class DaliDecoder:
             array = np.frombuffer(data, dtype=np.uint8)
             try:
                 images.append(call_limited(partial(self._run, [array]), self.limits.decode_seconds))
-            except (RuntimeError, TimeLimitExceeded) as error:
-                timed_out = isinstance(error, TimeLimitExceeded)
-                batch.errors[position] = (
-                    _timed_out(self.limits) if timed_out else _diagnose(path, error, data)
-                )
-                self.pipeline = self._build()  # a failed or abandoned pipeline is not reused
+            except TimeLimitExceeded:
+                batch.errors[position] = _timed_out(self.limits)
+                self.pipeline = self._build()  # an abandoned pipeline is not reused
                 continue
+            except RuntimeError as error:
+                self.pipeline = self._build()  # nor is a failed one
+                fallback = self._with_pil(path, data, error)
+                if isinstance(fallback, str):
+                    batch.errors[position] = fallback
+                    continue
+                images.append(fallback)
             batch.positions.append(position)
             batch.sizes.append(size)
         if images:
@@ -278,6 +282,24 @@ class DaliDecoder:
             host = joined.device.type == "cpu"  # GPU decoding's output stays where it is
             batch.images = joined.pin_memory() if self.pin and host else joined
         return batch
+
+    def _with_pil(self, path: Path, data: bytes, error: Exception) -> torch.Tensor | str:
+        """What DALI cannot decode, PIL may (a bilevel TIFF without BitsPerSample, for
+        one): the PIL decoder's pixels, where DALI's are, so the decoder never decides
+        whether an image gets a result; else why neither can read it."""
+        read = partial(read_chw, path, self.preprocessing, data)
+        try:
+            image, _ = call_limited(read, self.limits.decode_seconds)
+        except TimeLimitExceeded:
+            return _timed_out(self.limits)
+        except ImageReadError as pil_error:
+            return pil_error.problem
+        except Exception:  # PIL failing differently still leaves DALI's reason
+            return _dali_reason(error)
+        where = (
+            torch.device("cpu") if self.device_id is None else torch.device("cuda", self.device_id)
+        )
+        return torch.from_numpy(image)[None].to(where)
 
     def close(self) -> None:
         self.pipeline = None
@@ -462,16 +484,19 @@ def _collect(results: list, pin: bool) -> DecodedBatch:
     return batch
 
 
-def _diagnose(path: Path, error: Exception | None, data: bytes) -> str:
-    """Why DALI rejected a file: PIL's diagnosis when it has one, else DALI's message."""
+def _diagnose(path: Path, data: bytes) -> str:
+    """Why a file whose header PIL cannot identify is unreadable: PIL's diagnosis."""
     try:
         read_image(path, 1, data)
     except ImageReadError as pil_error:
         return pil_error.problem
-    except Exception:  # PIL failing differently still leaves DALI's reason
+    except Exception:  # PIL failing differently: unreadable all the same
         pass
-    if error is None:
-        return UNREADABLE
+    return UNREADABLE
+
+
+def _dali_reason(error: Exception) -> str:
+    """DALI's own message, shortened to its reason."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     useful = [line for line in lines if "failure" in line.lower() or "error" in line.lower()]
     reason = (useful[-1] if useful else "decoder error").rstrip(".")
