@@ -206,8 +206,10 @@ def run_command(
         raise click.BadParameter("give --threshold or --decisions, not both")
     threshold, rule, decisions = _decisions(decisions_file, engine, threshold)
     if watch is not None:
-        if sources or list_file or resume or executor != "local":
-            raise click.BadParameter("--watch takes no SOURCES, --list, --resume or --executor")
+        if sources or list_file or resume or executor != "local" or workers > 1:
+            raise click.BadParameter(
+                "--watch takes no SOURCES, --list, --resume, --executor or --workers"
+            )
         if click.get_current_context().get_parameter_source("out") == ParameterSource.DEFAULT:
             out = Path(WATCH_OUT)
     inputs = collect_inputs(list(sources), list_file) if watch is None else None

@@ -167,11 +167,13 @@ def watch(
         stamp = datetime.datetime.now(datetime.timezone.utc)
         for row, (path, stat) in zip(rows, batch, strict=True):
             row.pop("input_index")
-            row.update(file_size=stat.st_size, file_mtime_ns=stat.st_mtime_ns)
+            # The version the decoder read (it records it); the scanned one if it read none.
+            row.setdefault("file_size", stat.st_size)
+            row.setdefault("file_mtime_ns", stat.st_mtime_ns)
             row["completed_at"] = stamp - datetime.timedelta(seconds=clock() - completed[path])
         write_part(pa.Table.from_pylist(rows, schema=WATCH_SCHEMA), _part_path(out, stamp))
         written = clock()
-        done.update(_version(path, stat) for path, stat in batch)
+        done.update((row["path_bytes"], row["file_size"], row["file_mtime_ns"]) for row in rows)
         result.add(rows, [written - completed.pop(path) for path, _ in batch])
         status(result)
 
