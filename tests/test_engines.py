@@ -114,6 +114,23 @@ def test_onnx_file_loads_in_a_fresh_session_with_dynamic_shapes(engines) -> None
         )
 
 
+@pytest.mark.slow
+def test_a_compiled_torch_engine_keeps_parity_on_the_cpu(tmp_path: Path) -> None:
+    """torch.compile (about 30 s of compiling on 2 cores, hence slow)."""
+    options = BuildOptions(
+        backend="torch",
+        precision="fp32",
+        max_batch=2,
+        compile=True,
+        dynamic_size=False,
+        out=tmp_path / "c",
+        device="cpu",
+    )
+    _, manifest = build_engine(demo_model_path(), options)
+    assert manifest.backend_details["compile"] is True
+    assert manifest.parity["decision_flips"] == 0 and manifest.parity["mask_iou_min"] >= 0.99
+
+
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_bound_tensors_give_what_a_plain_session_gives(engines, precision: str) -> None:
     """The engine binds torch tensors as ONNX Runtime's inputs and outputs (no numpy

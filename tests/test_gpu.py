@@ -54,6 +54,23 @@ def test_torch_fp16_engine_on_cuda_keeps_parity(tmp_path: Path) -> None:
     assert probabilities.device.type == segmentation.device.type == "cuda"
 
 
+def test_compiled_fp16_engine_keeps_parity_on_cuda(tmp_path: Path) -> None:
+    """torch.compile at one fixed input size, warmed at open, checked against fp32."""
+    options = BuildOptions(
+        backend="torch",
+        precision="fp16",
+        max_batch=4,
+        compile=True,
+        dynamic_size=False,
+        out=tmp_path / "c",
+        device="cuda:0",
+    )
+    _, manifest = build_engine(demo_model_path(), options)
+    assert manifest.backend_details["compile"] is True
+    assert manifest.parity["device"].startswith("cuda")
+    assert manifest.parity["decision_flips"] == 0 and manifest.parity["mask_iou_mean"] >= 0.9
+
+
 def test_dali_gpu_tensors_equal_pils(images: Path) -> None:
     pytest.importorskip("nvidia.dali")
     files = sorted(images.glob("*.png"))[:6]
