@@ -103,3 +103,20 @@ def test_default_batches_fill_a_gpu_more_than_a_cpu() -> None:
 
     assert _batches("auto", "cpu") == (1, 4) and _batches("auto", "cuda:0") == (1, 8, 32)
     assert _batches("2,16", "cuda:0") == (2, 16)
+
+
+def test_a_batch_sweep_doubles_until_images_per_second_level_off(tmp_path: Path) -> None:
+    from psicbatch.bench.benchmark import levelled_off, sweep_batches
+
+    assert sweep_batches("cpu") == (1, 2, 4, 8, 16, 32) and sweep_batches("cuda:0")[-1] == 1024
+    assert not levelled_off([10, 20, 20.1]) and levelled_off([10, 10.2, 10.1])
+    out = tmp_path / "sweep"
+    args = ["bench", "--batch", "sweep", "--width", "0.125", "--sizes", "32x32"]
+    quick = ["--duration", "0.3", "--no-baseline", "--no-end-to-end", "--no-host-ceiling"]
+    result = CliRunner().invoke(main, [*args, *quick, "--device", "cpu", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "bench.json").read_text())
+    batches = [row["batch"] for row in report["results"]]
+    assert batches == [2**i for i in range(len(batches))] and len(batches) >= 3
+    assert report["sweep"]["32x32"]  # why it stopped: levelled off or the CPU's limit
+    assert "Batch sweep at 32x32: stopped" in (out / "bench.md").read_text()

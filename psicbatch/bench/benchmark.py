@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from psicbatch.bench.machine import faster_configuration_advice, machine, memory_peak
 from psicbatch.bench.measurements import (
@@ -37,6 +41,8 @@ from psicbatch.model import ModelConfig, count_flops
 
 SIZE_PRESETS = {"ksdd": (1408, 512), "ksdd2": (640, 232), "dagm": (512, 512)}
 END_TO_END_FILES = 400  # distinct files an end-to-end run cycles through
+SWEEP_LIMITS = {"cpu": 32, "cuda": 1024}  # --batch sweep's largest batch per device type
+PLATEAU = 0.03  # a sweep stops after two doublings that each gained less than this
 MAX_END_TO_END = 200_000  # images, whatever the speed
 
 
@@ -50,6 +56,7 @@ class BenchPlan:
     end_to_end: bool = True
     host_ceiling: bool = True
     host_batch: int = 32
+    sweep: bool = False  # batches double until memory runs out or throughput levels off
     # The end-to-end image threshold; 1 for an untrained network, whose masks are noise:
     # every image is then judged defect-free, as on a healthy line, and encoding noise
     # masks does not decide the throughput (the host ceiling measures defective outputs).
@@ -81,38 +88,36 @@ def run_benchmark(
     end_to_end_results: dict[str, dict[str, Any]] = {}
     host: list[dict[str, Any]] = []
 
-    def open_at(size: tuple[int, int]) -> Engine:
+    def open_at(size: tuple[int, int], max_batch: int = max(plan.batches)) -> Engine:
         spec = EngineSpec(checkpoint=checkpoint_path, precision=precision, input_size=size)
-        return template or open_engine(spec, device, max(plan.batches))
+        return template or open_engine(spec, device, max_batch)
 
     opening = time.perf_counter()
-    first = open_at(plan.sizes[0][1])
+    first = open_at(plan.sizes[0][1], 1 if plan.sweep else max(plan.batches))
     open_seconds = time.perf_counter() - opening  # cold start: load, prepare, warm up
     chosen = first.manifest  # every size runs the same backend and precision
     ceiling = engine_ceiling(
         chosen.backend, chosen.precision, device, seconds=min(6.0, plan.seconds)
     )
+    sweep_stops: dict[str, str] = {}
     for index, (name, size) in enumerate(plan.sizes):
-        engine = first if index == 0 else open_at(size)
-        gflop = count_flops(ModelConfig(**engine.manifest.model), *size) / 1e9
-        for batch in plan.batches:
-            measured = engine_only(engine, size, batch, plan.seconds)
-            results.append(
-                EngineOnlyRow.measured(
-                    name,
-                    size,
-                    batch,
-                    (engine.manifest.backend, engine.manifest.precision),
-                    gflop,
-                    measured,
-                    float(ceiling["gflops"]),
-                )
-            )
-            if progress:
-                progress(f"{name} batch {batch}: {measured.throughput:.2f} images/s")
-        if plan.end_to_end:
+        engine = first if index == 0 else open_at(size, 1 if plan.sweep else max(plan.batches))
+        rows, engine, stop = _engine_only_rows(
+            name,
+            size,
+            engine,
+            partial(open_at, size),
+            template is not None,
+            plan,
+            float(ceiling["gflops"]),
+            progress,
+        )
+        if stop is not None:
+            sweep_stops[name] = stop
+        results += rows
+        if plan.end_to_end and rows:
             end_to_end_results[name] = _end_to_end(
-                results[-len(plan.batches) :],
+                rows,
                 engine,
                 checkpoint_path,
                 engine_dir,
@@ -168,7 +173,62 @@ def run_benchmark(
         host_ceiling=host,
         summary=summarize(results, baselines, end_to_end_results),
         memory_peak=memory_peak(),
+        sweep=sweep_stops,
     )
+
+
+def sweep_batches(device: str) -> tuple[int, ...]:
+    """--batch sweep's ladder: 1, 2, 4, ... up to the device type's limit (on a CPU a
+    batch that does not fit is not an error torch can catch, so the limit is low)."""
+    limit = SWEEP_LIMITS["cuda" if device.startswith("cuda") else "cpu"]
+    return tuple(2**power for power in range(limit.bit_length()) if 2**power <= limit)
+
+
+def levelled_off(throughputs: list[float]) -> bool:
+    """True when each of the last two doublings gained less than PLATEAU."""
+    if len(throughputs) < 3:
+        return False
+    a, b, c = throughputs[-3:]
+    return b < a * (1 + PLATEAU) and c < b * (1 + PLATEAU)
+
+
+def _engine_only_rows(
+    name: str,
+    size: tuple[int, int],
+    engine: Engine,
+    open_for: Callable[[int], Engine],
+    fixed: bool,
+    plan: BenchPlan,
+    ceiling_gflops: float,
+    progress: Any,
+) -> tuple[list[EngineOnlyRow], Engine, str | None]:
+    """One size's engine-only rows, the engine last measured and, for a sweep, why it
+    stopped. A sweep opens a checkpoint's engine for each batch (sized and warmed for it
+    alone); a built engine (``fixed``) stops at its largest batch."""
+    gflop = count_flops(ModelConfig(**engine.manifest.model), *size) / 1e9
+    rows: list[EngineOnlyRow] = []
+    for batch in plan.batches:
+        if plan.sweep and fixed and batch > engine.batch_range[1]:
+            return rows, engine, f"the engine's largest batch ({engine.batch_range[1]})"
+        if plan.sweep and not fixed and batch > 1:
+            engine = open_for(batch)
+        try:
+            measured = engine_only(engine, size, batch, plan.seconds)
+        except torch.cuda.OutOfMemoryError:
+            if not plan.sweep:
+                raise
+            torch.cuda.empty_cache()
+            return rows, engine, f"out of memory at batch {batch}"
+        backend = (engine.manifest.backend, engine.manifest.precision)
+        rows.append(
+            EngineOnlyRow.measured(name, size, batch, backend, gflop, measured, ceiling_gflops)
+        )
+        if progress:
+            progress(f"{name} batch {batch}: {measured.throughput:.2f} images/s")
+        if plan.sweep and levelled_off([row.throughput_items_per_s for row in rows]):
+            return rows, engine, f"images/s gained under {PLATEAU:.0%} twice in a row"
+    stop = f"the sweep's largest batch here ({plan.batches[-1]})" if plan.sweep else None
+    return rows, engine, stop
 
 
 def _end_to_end(

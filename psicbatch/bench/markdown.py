@@ -181,6 +181,8 @@ def markdown(report: BenchReport) -> str:
         ]
     lines += ["", "## Engine only, every configuration", ""]
     lines += column_table(ENGINE_ONLY_COLUMNS, report.results)
+    for name, reason in report.sweep.items():
+        lines += ["", f"Batch sweep at {name}: stopped, {reason}."]
     lines += [
         "",
         "Latencies are per call (one batch); the baseline is PIL decoding plus torch fp32 eager "

@@ -110,6 +110,7 @@ class BenchReport:
     summary: list[SizeSummary] = field(default_factory=list)
     memory_peak: dict[str, Any] = field(default_factory=dict)
     command: str | None = None
+    sweep: dict[str, str] = field(default_factory=dict)  # --batch sweep: why each size stopped
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +132,7 @@ class BenchReport:
             summary=[SizeSummary.from_dict(row) for row in data["summary"]],
             memory_peak=data.get("memory_peak", {}),
             command=data.get("command"),
+            sweep=data.get("sweep", {}),
         )
 
 

@@ -11,7 +11,13 @@ from rich.console import Console
 from rich.table import Table
 
 from psicbatch.assets import demo_model_path
-from psicbatch.bench.benchmark import SIZE_PRESETS, BenchPlan, random_checkpoint, run_benchmark
+from psicbatch.bench.benchmark import (
+    SIZE_PRESETS,
+    BenchPlan,
+    random_checkpoint,
+    run_benchmark,
+    sweep_batches,
+)
 from psicbatch.bench.markdown import SIZE_COLUMNS, markdown
 from psicbatch.bench.plots import plot_benchmark
 from psicbatch.bench.report import BenchReport, compare_reports
@@ -23,6 +29,7 @@ from psicbatch.commands.options import (
     device_option,
     engine_options,
 )
+from psicbatch.devices import resolve_device
 from psicbatch.reports import write_json
 
 
@@ -42,6 +49,8 @@ DEFAULT_BATCHES = {"cpu": "1,4", "cuda": "1,8,32"}  # a GPU needs larger batches
 
 
 def _batches(value: str, device: str) -> tuple[int, ...]:
+    if value == "sweep":
+        return sweep_batches(resolve_device(device))
     if value == "auto":
         value = DEFAULT_BATCHES["cuda" if device.startswith("cuda") else "cpu"]
     try:
@@ -72,7 +81,9 @@ def _batches(value: str, device: str) -> tuple[int, ...]:
     "batches",
     default="auto",
     show_default=True,
-    help="Comma-separated batch sizes (auto: 1,4 on a CPU, 1,8,32 on a GPU).",
+    help="Comma-separated batch sizes (auto: 1,4 on a CPU, 1,8,32 on a GPU), or sweep: "
+    "1, 2, 4, ... until memory runs out or images/s levels off (at most 1024 on a GPU, 32 "
+    "on a CPU).",
 )
 @click.option(
     "--images",
@@ -150,6 +161,7 @@ def bench_command(
         end_to_end,
         host_ceiling,
         threshold=1.0 if width else None,
+        sweep=batches == "sweep",
     )
     console = Console(stderr=True)
     with tempfile.TemporaryDirectory() as folder:
