@@ -73,8 +73,10 @@ class TileGrid:
         grow = ((0, height - image.shape[0]), (0, width - image.shape[1]), (0, 0))
         padded = np.pad(image, grow, mode="edge") if any(g[1] for g in grow[:2]) else image
         th, tw = self.tile
-        tiles = [padded[y : y + th, x : x + tw] for y, x in self.origins]
-        return np.ascontiguousarray(np.stack(tiles).transpose(0, 3, 1, 2))
+        tiles = np.empty((len(self.origins), image.shape[2], th, tw), dtype=image.dtype)
+        for index, (y, x) in enumerate(self.origins):  # one copy of each tile, no more
+            tiles[index] = padded[y : y + th, x : x + tw].transpose(2, 0, 1)
+        return tiles
 
     def stitch(self, segmentation: torch.Tensor) -> torch.Tensor:
         """T x h x w tile probabilities (this grid's, in order) -> H x W, blended."""

@@ -159,19 +159,24 @@ class Worker:
             with streams.on(self.infer_stream):
                 batch.started = streams.mark(self.infer_stream)
                 largest = self.engine.batch_range[1]
-                outputs = []
                 for start in range(0, len(images), largest):
                     engine_began = time.perf_counter()
                     chunk = images[start : start + largest]
                     if not chunk.is_floating_point():  # tiles: normalised call by call
                         chunk = self.normalizer(chunk)
-                    outputs.append(self.engine.infer(chunk))
+                    probabilities, segmentation = self.engine.infer(chunk)
                     engine_seconds += time.perf_counter() - engine_began
-                if len(outputs) == 1:  # the usual case: no copy
-                    batch.probabilities, batch.segmentation = outputs[0]
-                else:
-                    batch.probabilities = torch.cat([p for p, _ in outputs])
-                    batch.segmentation = torch.cat([s for _, s in outputs])
+                    if len(chunk) == len(images):  # the usual case: one call, no copy
+                        batch.probabilities, batch.segmentation = probabilities, segmentation
+                        continue
+                    if start == 0:  # more than one call (tiles): each written in place
+                        batch.probabilities = probabilities.new_empty(len(images))
+                        batch.segmentation = segmentation.new_empty(
+                            (len(images), *segmentation.shape[1:])
+                        )
+                    assert batch.probabilities is not None and batch.segmentation is not None
+                    batch.probabilities[start : start + len(chunk)] = probabilities
+                    batch.segmentation[start : start + len(chunk)] = segmentation
                 batch.done = streams.mark(self.infer_stream)
             batch.images = None
         batch.times["inference"] = engine_seconds
