@@ -139,3 +139,24 @@ def test_eval_scores_a_tiled_model_as_run_inspects_it(tmp_path: Path) -> None:
     inspected = {Path(r["path"]).name: r["probability"] for r in pq.read_table(out).to_pylist()}
     assert scored.keys() == inspected.keys()
     assert all(abs(scored[name] - inspected[name]) < 1e-5 for name in scored)
+
+
+def test_a_built_engine_tiles_as_its_checkpoint_does(tmp_path: Path) -> None:
+    """Engines take tiles as their input: no special graph, the manifest keeps the tiling."""
+    from psicbatch.engines.build import BuildOptions, build_engine
+
+    image, _ = line_scan_image(300, 1000)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    model = tiled_demo(tmp_path / "t.pt")
+    options = BuildOptions(
+        backend="onnxruntime", precision="fp32", max_batch=8, out=tmp_path / "e", device="cpu"
+    )
+    directory, manifest = build_engine(model, options)
+    assert manifest.engine_preprocessing().tile_overlap == 16
+    with Inspector(directory, device="cpu") as engine:
+        built = next(iter(engine.inspect([tmp_path / "a.png"])))
+    with Inspector(model, device="cpu", precision="fp32") as checkpoint:
+        direct = next(iter(checkpoint.inspect([tmp_path / "a.png"])))
+    assert built.size == direct.size == (300, 1000)
+    assert abs(built.probability - direct.probability) < 1e-4
+    assert abs(built.mask_area - direct.mask_area) <= 2  # float rounding at the threshold
