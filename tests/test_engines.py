@@ -114,21 +114,29 @@ def test_onnx_file_loads_in_a_fresh_session_with_dynamic_shapes(engines) -> None
         )
 
 
-@pytest.mark.slow
-def test_a_compiled_torch_engine_keeps_parity_on_the_cpu(tmp_path: Path) -> None:
-    """torch.compile (about 30 s of compiling on 2 cores, hence slow)."""
+def compiled_engine_parity(out: Path, precision: str, device: str) -> dict:
+    """Build the demo model as a compiled torch engine (torch.compile at one fixed size,
+    warmed at open) on ``device``; its parity against fp32, as the build checked it."""
     options = BuildOptions(
         backend="torch",
-        precision="fp32",
+        precision=precision,
         max_batch=2,
         compile=True,
         dynamic_size=False,
-        out=tmp_path / "c",
-        device="cpu",
+        out=out,
+        device=device,
     )
     _, manifest = build_engine(demo_model_path(), options)
     assert manifest.backend_details["compile"] is True
-    assert manifest.parity["decision_flips"] == 0 and manifest.parity["mask_iou_min"] >= 0.99
+    assert manifest.parity["device"].startswith(device.split(":")[0])
+    return manifest.parity
+
+
+@pytest.mark.slow
+def test_a_compiled_torch_engine_keeps_parity_on_the_cpu(tmp_path: Path) -> None:
+    """torch.compile (about 30 s of compiling on 2 cores, hence slow)."""
+    parity = compiled_engine_parity(tmp_path / "c", "fp32", "cpu")
+    assert parity["decision_flips"] == 0 and parity["mask_iou_min"] >= 0.99
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])

@@ -26,6 +26,7 @@ from psicbatch.run import rle
 from psicbatch.run.decode import DaliDecoder, PilDecoder
 from psicbatch.run.output import read_metadata
 from tests.reference_rows import assert_same_results
+from tests.test_engines import compiled_engine_parity
 from tests.test_gpu_paths_on_cpu import write_mixed_sizes
 
 pytestmark = pytest.mark.gpu
@@ -55,20 +56,8 @@ def test_torch_fp16_engine_on_cuda_keeps_parity(tmp_path: Path) -> None:
 
 
 def test_compiled_fp16_engine_keeps_parity_on_cuda(tmp_path: Path) -> None:
-    """torch.compile at one fixed input size, warmed at open, checked against fp32."""
-    options = BuildOptions(
-        backend="torch",
-        precision="fp16",
-        max_batch=4,
-        compile=True,
-        dynamic_size=False,
-        out=tmp_path / "c",
-        device="cuda:0",
-    )
-    _, manifest = build_engine(demo_model_path(), options)
-    assert manifest.backend_details["compile"] is True
-    assert manifest.parity["device"].startswith("cuda")
-    assert manifest.parity["decision_flips"] == 0 and manifest.parity["mask_iou_mean"] >= 0.9
+    parity = compiled_engine_parity(tmp_path / "c", "fp16", "cuda:0")
+    assert parity["decision_flips"] == 0 and parity["mask_iou_mean"] >= 0.9
 
 
 def test_dali_gpu_tensors_equal_pils(images: Path) -> None:
