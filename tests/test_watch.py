@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from psicbatch.cli import main
 from psicbatch.data.synth import generate
-from psicbatch.run.watch import CompletionTracker
+from psicbatch.run.watch import CompletionTracker, WatchOptions
 from tests.run_processes import CONSOLE
 
 
@@ -41,6 +41,27 @@ def test_with_a_marker_only_the_marker_says_complete(tmp_path: Path) -> None:
     assert tracker.complete({path: path.stat()}, now=100.0) == []
     (tmp_path / "part.png.done").touch()
     assert tracker.complete({path: path.stat()}, now=100.0) == [path]
+
+
+def test_files_found_complete_together_are_each_handed_out_once(tmp_path: Path) -> None:
+    """More complete files than one part holds: the rest wait in no later scan."""
+    from psicbatch.run.watch import BATCH_LIMIT, _complete_batches, _version
+
+    count = BATCH_LIMIT + 3
+    for index in range(count):
+        (tmp_path / f"{index:02d}.png").write_bytes(b"x")
+        (tmp_path / f"{index:02d}.png.done").touch()
+    done: set = set()
+    watching = WatchOptions(tmp_path, marker=".done")
+    batches = _complete_batches(
+        tmp_path, tmp_path / "out", CompletionTracker(0, ".done"), done, watching, time.monotonic
+    )
+    handed = []
+    for _ in range(2):  # as the watch does: each batch written, then the next asked for
+        batch, _ = next(batches)
+        handed += [path.name for path, _ in batch]
+        done.update(_version(path, stat) for path, stat in batch)
+    assert sorted(handed) == [f"{index:02d}.png" for index in range(count)]
 
 
 def start_watch(folder: Path, out: Path, *options: str) -> subprocess.Popen:

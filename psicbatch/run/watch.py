@@ -165,16 +165,16 @@ def watch(
     for batch, completed in _complete_batches(folder, out, tracker, done, watching, clock):
         rows = worker.rows(list(enumerate(path for path, _ in batch)))
         stamp = datetime.datetime.now(datetime.timezone.utc)
-        for row, (path, stat) in zip(rows, batch, strict=True):
+        completed_at = stamp - datetime.timedelta(seconds=clock() - completed)
+        for row, (_, stat) in zip(rows, batch, strict=True):
             row.pop("input_index")
             # The version the decoder read (it records it); the scanned one if it read none.
             row.setdefault("file_size", stat.st_size)
             row.setdefault("file_mtime_ns", stat.st_mtime_ns)
-            row["completed_at"] = stamp - datetime.timedelta(seconds=clock() - completed[path])
+            row["completed_at"] = completed_at
         write_part(pa.Table.from_pylist(rows, schema=WATCH_SCHEMA), _part_path(out, stamp))
-        written = clock()
         done.update((row["path_bytes"], row["file_size"], row["file_mtime_ns"]) for row in rows)
-        result.add(rows, [written - completed.pop(path) for path, _ in batch])
+        result.add(rows, [clock() - completed] * len(rows))
         status(result)
 
 
@@ -185,10 +185,10 @@ def _complete_batches(
     done: set[FileVersion],
     watching: WatchOptions,
     clock: Callable[[], float],
-) -> Iterator[tuple[list[tuple[Path, os.stat_result]], dict[Path, float]]]:
-    """Batches of complete, not yet inspected files, with when each was found complete."""
-    completed: dict[Path, float] = {}
-    queue: list[tuple[Path, os.stat_result]] = []
+) -> Iterator[tuple[list[tuple[Path, os.stat_result]], float]]:
+    """Batches of complete files not in ``done``, with when they were found complete.
+    Every file found complete by one scan is handed out (and, by the caller, added to
+    ``done``) before the next scan, so no scan finds a file that is still waiting."""
     while True:
         found = {
             path: stat
@@ -196,14 +196,11 @@ def _complete_batches(
             if _version(path, stat) not in done
         }
         now = clock()
-        for path in tracker.complete(found, now):
-            completed[path] = now
-            queue.append((path, found[path]))
-        if queue:
-            batch, queue = queue[:BATCH_LIMIT], queue[BATCH_LIMIT:]
-            yield batch, completed
-            continue
-        time.sleep(watching.poll_seconds)
+        ready = tracker.complete(found, now)
+        for start in range(0, len(ready), BATCH_LIMIT):
+            yield [(path, found[path]) for path in ready[start : start + BATCH_LIMIT]], now
+        if not ready:
+            time.sleep(watching.poll_seconds)
 
 
 BATCH_LIMIT = 8  # files per part at most: latency before throughput on a line
