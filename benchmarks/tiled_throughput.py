@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,6 @@ from psicbatch.checkpoint import load_checkpoint, save_checkpoint
 from psicbatch.data.synth import defect_mask, texture
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.hardware import cpu_precisions
-from psicbatch.preprocess import Preprocessing
 from psicbatch.run.options import RunOptions
 from psicbatch.run.runner import run
 from psicbatch.tiles import TileGrid
@@ -40,10 +40,7 @@ OVERLAP = 16
 
 def tiled_demo(path: Path) -> Path:
     checkpoint = load_checkpoint(demo_model_path())
-    kept = checkpoint.preprocessing
-    checkpoint.preprocessing = Preprocessing(
-        kept.input_size, kept.mean, kept.std, tile_overlap=OVERLAP
-    )
+    checkpoint.preprocessing = replace(checkpoint.preprocessing, tile_overlap=OVERLAP)
     return save_checkpoint(checkpoint, path)
 
 

@@ -22,7 +22,7 @@ from psicbatch.data.layouts import SampleRef, read_dataset
 from psicbatch.data.memory import TensorDataset, load_into_memory
 from psicbatch.engines import Engine
 from psicbatch.engines.spec import EngineSpec, open_engine
-from psicbatch.preprocess import full_resolution_mask, normalize
+from psicbatch.preprocess import engine_input, full_resolution_mask, normalize
 from psicbatch.roi import RegionOfInterest
 from psicbatch.scores import (
     ClassificationScores,
@@ -64,22 +64,21 @@ def evaluate_dataset(
     samples = read_dataset(data, layout)
     manifest = engine.manifest
     preprocessing = manifest.engine_preprocessing()
-    if preprocessing.tile_overlap is not None:
-        result = evaluate_tiled(engine, samples, progress, roi)
-        tensors = None
-    else:
+    tensors = None
+    if preprocessing.tile_overlap is None:  # tiled models read each image when scored
         tensors = load_into_memory(
             samples, manifest.input_size, manifest.channels, progress, preprocessing.bit_depth
         )
-        result = evaluate(engine, samples, tensors, batch_size, progress, roi)
+
+    def score(scored: Engine) -> Evaluation:
+        if tensors is None:
+            return evaluate_tiled(scored, samples, progress, roi)
+        return evaluate(scored, samples, tensors, batch_size, progress, roi)
+
+    result = score(engine)
     if compare_to is not None:
         fp32 = EngineSpec(checkpoint=compare_to, precision="fp32", input_size=manifest.input_size)
-        reference = open_engine(fp32, device, batch_size)
-        baseline = (
-            evaluate(reference, samples, tensors, batch_size, progress, roi)
-            if tensors is not None
-            else evaluate_tiled(reference, samples, progress, roi)
-        )
+        baseline = score(open_engine(fp32, device, batch_size))
         result.summary.comparison = result.summary.compare(baseline.summary, str(compare_to))
     return result
 
@@ -139,8 +138,9 @@ def evaluate_tiled(
     rows: list[dict[str, Any]] = []
     for sample in samples:
         image = read_image(sample.image_path, preprocessing.channels, None, preprocessing.bit_depth)
-        grid = TileGrid(image.shape[:2], preprocessing.input_size, preprocessing.tile_overlap or 0)
-        tiles = torch.from_numpy(grid.cut(image))
+        cut, grid = engine_input(image, preprocessing)
+        assert isinstance(grid, TileGrid), "a tiled model's input is tiles"
+        tiles = torch.from_numpy(cut)
         outputs = [
             engine.infer(normalize(tiles[start : start + largest], preprocessing).to(engine.device))
             for start in range(0, len(tiles), largest)

@@ -4,6 +4,7 @@ resolution that resizing loses, and training on tiles."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,6 @@ from psicbatch.assets import demo_model_path
 from psicbatch.checkpoint import load_checkpoint, save_checkpoint
 from psicbatch.cli import main
 from psicbatch.data.synth import defect_mask, generate, texture
-from psicbatch.preprocess import Preprocessing
 from psicbatch.run import rle
 from psicbatch.tiles import TileGrid, axis_origins
 
@@ -52,10 +52,7 @@ def test_stitching_has_no_seams() -> None:
 def tiled_demo(path: Path) -> Path:
     """The demo model (trained on 128x128 synthetic images) applied in 128x128 tiles."""
     checkpoint = load_checkpoint(demo_model_path())
-    preprocessing = checkpoint.preprocessing
-    checkpoint.preprocessing = Preprocessing(
-        preprocessing.input_size, preprocessing.mean, preprocessing.std, tile_overlap=16
-    )
+    checkpoint.preprocessing = replace(checkpoint.preprocessing, tile_overlap=16)
     return save_checkpoint(checkpoint, path)
 
 

@@ -88,12 +88,13 @@ def run_benchmark(
     end_to_end_results: dict[str, dict[str, Any]] = {}
     host: list[dict[str, Any]] = []
 
-    def open_at(size: tuple[int, int], max_batch: int = max(plan.batches)) -> Engine:
+    def open_at(size: tuple[int, int], max_batch: int) -> Engine:
         spec = EngineSpec(checkpoint=checkpoint_path, precision=precision, input_size=size)
         return template or open_engine(spec, device, max_batch)
 
+    opening_batch = 1 if plan.sweep else max(plan.batches)  # a sweep reopens per batch
     opening = time.perf_counter()
-    first = open_at(plan.sizes[0][1], 1 if plan.sweep else max(plan.batches))
+    first = open_at(plan.sizes[0][1], opening_batch)
     open_seconds = time.perf_counter() - opening  # cold start: load, prepare, warm up
     chosen = first.manifest  # every size runs the same backend and precision
     ceiling = engine_ceiling(
@@ -101,7 +102,7 @@ def run_benchmark(
     )
     sweep_stops: dict[str, str] = {}
     for index, (name, size) in enumerate(plan.sizes):
-        engine = first if index == 0 else open_at(size, 1 if plan.sweep else max(plan.batches))
+        engine = first if index == 0 else open_at(size, opening_batch)
         rows, engine, stop = _engine_only_rows(
             name,
             size,

@@ -60,14 +60,15 @@ def at_bit_depth(image: Image.Image, channels: int, bit_depth: int, path: Path) 
     rounded to 8 bits (v / 257, as DALI converts it, instead of PIL's clipping). 12 or 16:
     uint16 grayscale at full range, values as stored (a 12-bit model clips above 4095 when
     it normalises); an 8-bit image is refused, since scaling it up would invent precision."""
-    wide = image_bit_depth(image) == 16
-    check_bit_depth(16 if wide else 8, bit_depth, path)
+    depth = image_bit_depth(image)
+    check_bit_depth(depth, bit_depth, path)
+    if depth == 8:
+        return with_channels(image, channels)
+    pixels = np.asarray(image, dtype=np.uint32).clip(0, 65535)
     if bit_depth > 8:
-        return np.asarray(image, dtype=np.uint32).clip(0, 65535).astype(np.uint16)[:, :, None]
-    if wide:
-        pixels = np.asarray(image, dtype=np.uint32).clip(0, 65535)
-        image = Image.fromarray(((pixels * 255 + 32767) // 65535).astype(np.uint8))
-    return with_channels(image, channels)
+        return pixels.astype(np.uint16)[:, :, None]
+    rounded = Image.fromarray(((pixels * 255 + 32767) // 65535).astype(np.uint8))
+    return with_channels(rounded, channels)
 
 
 def image_bit_depth(image: Image.Image) -> int:

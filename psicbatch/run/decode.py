@@ -356,8 +356,13 @@ def dali_available() -> bool:
     return importlib.util.find_spec("nvidia.dali") is not None
 
 
-def decoder_name(kind: str) -> str:
-    """Which decoder ``kind`` resolves to here: ``auto`` is DALI when installed, else PIL."""
+def decoder_name(kind: str, preprocessing: Preprocessing) -> str:
+    """Which decoder ``kind`` resolves to here for a model: ``auto`` is DALI when
+    installed, else PIL; a tiled model's images are decoded by PIL (DALI does not tile)."""
+    if kind == "null":
+        return "null"
+    if preprocessing.tile_overlap is not None:
+        return "pil"
     return "dali" if kind == "dali" or (kind == "auto" and dali_available()) else "pil"
 
 
@@ -372,11 +377,10 @@ def make_decoder(
     """The decoder for an engine on ``device``: DALI decodes on that GPU; host tensors are
     pinned for GPU engines."""
     gpu = device.type == "cuda"
-    if kind == "null":
+    name = decoder_name(kind, preprocessing)
+    if name == "null":
         return NullDecoder(preprocessing, batch_size, device)
-    if preprocessing.tile_overlap is not None:  # DALI does not tile
-        return PilDecoder(preprocessing, threads, gpu, limits)
-    if decoder_name(kind) == "dali":
+    if name == "dali":
         if not dali_available():
             raise PsicbatchError(
                 "--decoder dali needs NVIDIA DALI: pip install 'psicbatch[dali]' "

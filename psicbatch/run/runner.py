@@ -18,11 +18,10 @@ from typing import Any
 from psicbatch import __version__
 from psicbatch.decisions import CLASSIFIER
 from psicbatch.devices import default_device
-from psicbatch.engines.manifest import Manifest
 from psicbatch.engines.spec import EngineSpec, describe_engine
 from psicbatch.paths import input_key
 from psicbatch.roi import RegionOfInterest
-from psicbatch.run.decode import PilDecoder, decoder_name
+from psicbatch.run.decode import decoder_name
 from psicbatch.run.executors import local_results
 from psicbatch.run.job import JobIdentity
 from psicbatch.run.options import RunOptions
@@ -220,17 +219,9 @@ def describe_run(spec: EngineSpec, options: RunOptions, devices: list[str]) -> d
         "manifest": {k: v for k, v in vars(manifest).items() if k != "parity"},
         "devices": devices,
         "thresholds": thresholds,
-        "decoder": _decoder(options, manifest),
+        "decoder": decoder_name(options.decoder, manifest.engine_preprocessing()),
         "roi": region,
     }
-
-
-def _decoder(options: RunOptions, manifest: Manifest) -> str:
-    if options.decoder == "null":
-        return "null"
-    if manifest.engine_preprocessing().tile_overlap is not None:
-        return PilDecoder.name  # DALI does not tile
-    return decoder_name(options.decoder)
 
 
 def _digest(keys: list[bytes]) -> str:
