@@ -17,6 +17,8 @@
 #      GPU where there are several (the summary gives the stage times and the latency);
 #   5. device time per convolution shape of the same engine (benchmarks/gpu_kernels.py).
 # A step that fails is recorded in machine.txt and the later steps still run.
+# STEPS="1 4 5" runs only those steps (step 1 always runs); GPU_TESTS="expr" selects
+# the gpu tests of step 2. A later check can so repeat what an earlier one did not finish.
 # Everything it measures lands in OUT_DIR: machine.txt, nvidia-smi.txt, versions.json,
 # gpu-tests.txt, bench.json and bench.md, run-one-gpu.txt, run-all-gpus.txt, kernels.md.
 set -euo pipefail
@@ -28,6 +30,8 @@ out=$(cd "$out" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 python=${PYTHON:-python3}
+steps=" ${STEPS:-1 2 3 4 5} "
+wanted() { [[ $steps == *" $1 "* ]]; }
 psicbatch() { "$python" -m psicbatch "$@"; }
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 
@@ -74,17 +78,21 @@ EOF
 if grep -q "^DALI imports" "$out/machine.txt"; then decoder=dali; else decoder=pil; fi
 
 echo "== 2. gpu tests"
-if [[ $mode == --dry-run ]]; then
+if ! wanted 2; then
+    echo "not run (STEPS=$steps)" >"$out/gpu-tests.txt"
+elif [[ $mode == --dry-run ]]; then
     echo "dry run: the gpu tests skip without a GPU, not run" >"$out/gpu-tests.txt"
 else
-    (cd "$root" && "$python" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py) \
+    (cd "$root" && "$python" -m pytest -q -p no:cacheprovider -m gpu ${GPU_TESTS:+-k "$GPU_TESTS"} tests/test_gpu.py) \
         >"$out/gpu-tests.txt" 2>&1 || echo "gpu tests FAILED (see gpu-tests.txt)" | tee -a "$out/machine.txt"
 fi
 tail -n 3 "$out/gpu-tests.txt"
 
 echo "== 3. bench: width $width at $size, torch $precision, batches $batches, engine only"
 # A failed step is recorded and the check goes on: every later step still measures.
-if psicbatch bench --width "$width" --precision "$precision" --sizes "$size" --batch "$batches" \
+if ! wanted 3; then
+    echo "not run (STEPS=$steps)" >"$out/bench-log.txt"
+elif psicbatch bench --width "$width" --precision "$precision" --sizes "$size" --batch "$batches" \
     --duration "$duration" --no-baseline --no-host-ceiling --no-end-to-end -o "$work/bench" \
     >"$out/bench-log.txt" 2>&1; then
     cp "$work/bench/bench.json" "$work/bench/bench.md" "$out/"
@@ -93,7 +101,8 @@ else
 fi
 
 echo "== 4. run: $count generated $size images, half JPEG"
-"$python" - "$work" "$width" "$size" "$count" <<'EOF'
+if wanted 4; then
+    "$python" - "$work" "$width" "$size" "$count" <<'EOF'
 import sys
 from pathlib import Path
 from PIL import Image
@@ -116,28 +125,31 @@ for copy in range(count):
     source = generated[copy % distinct]
     (work / "data" / "images" / f"{copy:05d}{source.suffix}").hardlink_to(source)
 EOF
-# An untrained network's masks are noise; --threshold 1 judges every image defect-free, as
-# on a healthy line, so encoding noise masks on the host does not decide the throughput.
-for name in one-gpu all-gpus; do
-    if [[ $name == one-gpu ]]; then devices=("${one[@]}"); else devices=("${all[@]}"); fi
-    if [[ ${#devices[@]} -eq 0 ]]; then
-        echo "one device only: one run (see run-one-gpu.txt)" >"$out/run-$name.txt"
-        continue
-    fi
-    status=0
-    psicbatch run "$work/data/images" --model "$work/model.pt" --precision "$precision" \
-        --decoder "$decoder" --batch-size 8 "${devices[@]}" --threshold 1 \
-        --out "$work/run-$name.parquet" >"$work/run.log" 2>&1 || status=$?
-    # The summary table comes last; keep it (and any error) without the progress bar.
-    {
-        echo "psicbatch run ${devices[*]}: exit code $status"
-        grep -v "inspecting" "$work/run.log"
-    } >"$out/run-$name.txt"
-    cat "$out/run-$name.txt"
-done
+    # An untrained network's masks are noise; --threshold 1 judges every image defect-free, as
+    # on a healthy line, so encoding noise masks on the host does not decide the throughput.
+    for name in one-gpu all-gpus; do
+        if [[ $name == one-gpu ]]; then devices=("${one[@]}"); else devices=("${all[@]}"); fi
+        if [[ ${#devices[@]} -eq 0 ]]; then
+            echo "one device only: one run (see run-one-gpu.txt)" >"$out/run-$name.txt"
+            continue
+        fi
+        status=0
+        psicbatch run "$work/data/images" --model "$work/model.pt" --precision "$precision" \
+            --decoder "$decoder" --batch-size 8 "${devices[@]}" --threshold 1 \
+            --out "$work/run-$name.parquet" >"$work/run.log" 2>&1 || status=$?
+        # The summary table comes last; keep it (and any error) without the progress bar.
+        {
+            echo "psicbatch run ${devices[*]}: exit code $status"
+            grep -v "inspecting" "$work/run.log"
+        } >"$out/run-$name.txt"
+        cat "$out/run-$name.txt"
+    done
+fi
 
 echo "== 5. device time per convolution shape, torch $precision engine"
-"$python" "$root/benchmarks/gpu_kernels.py" "${kernels[@]}" >"$out/kernels.md" 2>&1 ||
-    echo "kernel profile FAILED (see kernels.md)" | tee -a "$out/machine.txt"
-grep -v "^USDT" "$out/kernels.md" | head -n 8
+if wanted 5; then
+    "$python" "$root/benchmarks/gpu_kernels.py" "${kernels[@]}" >"$out/kernels.md" 2>&1 ||
+        echo "kernel profile FAILED (see kernels.md)" | tee -a "$out/machine.txt"
+    grep -v "^USDT" "$out/kernels.md" | head -n 8
+fi
 echo "gpu_check: done, results in $out"

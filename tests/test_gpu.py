@@ -175,6 +175,10 @@ def test_cuda_event_timings_are_positive_and_ordered() -> None:
     from psicbatch.bench.measurements import gpu_timed
 
     device = torch.device("cuda:0")
-    small, large = (torch.randn(n, n, device=device, dtype=torch.float16) for n in (1024, 4096))
-    seconds = [gpu_timed(lambda m=m: torch.matmul(m, m), device)() for m in (small, large)]
-    assert 0 < seconds[0] < seconds[1]  # 64x the work takes longer by the GPU's clock
+    small, large = (torch.randn(n, n, device=device, dtype=torch.float16) for n in (1024, 8192))
+    timers = [gpu_timed(lambda m=m: torch.matmul(m, m), device) for m in (small, large)]
+    for timer in timers:
+        timer()  # the first call also creates cuBLAS's handle and workspace
+    seconds = [timer() for timer in timers]
+    assert 0 < seconds[0] < seconds[1]  # 512x the work takes longer by the GPU's clock
+
