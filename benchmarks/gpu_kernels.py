@@ -19,8 +19,11 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from psicbatch.bench.measurements import gpu_timed
 from psicbatch.checkpoint import save_checkpoint, untrained_checkpoint
+from psicbatch.engines.cuda_graphs import GraphedForward
 from psicbatch.engines.spec import EngineSpec, open_engine
+from psicbatch.engines.torch_engine import TorchEngine
 from psicbatch.model import ModelConfig
 
 CALLS = 5
@@ -52,10 +55,17 @@ def main() -> None:
         engine = open_engine(spec, args.device, args.batch)
     images = torch.rand(args.batch, 1, *size, device=args.device)
     engine.infer(images)
-    activity = ProfilerActivity.CUDA if on_gpu else ProfilerActivity.CPU
-    with profile(activities=[activity], record_shapes=True) as prof:
+    # The operators (and their input shapes) are CPU-side events; on a GPU each one also
+    # sums the device time of the kernels it launched. The engine's CUDA graph would hide
+    # its kernels from the profiler: the profile runs the eager forward pass.
+    assert isinstance(engine, TorchEngine)
+    forward = engine.forward
+    if isinstance(forward, GraphedForward):
+        forward = forward.forward
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+    with profile(activities=activities, record_shapes=True) as prof, torch.inference_mode():
         for _ in range(CALLS):
-            engine.infer(images)
+            forward(images.to(memory_format=engine.memory_format))
         if on_gpu:
             torch.cuda.synchronize()
     events = prof.key_averages(group_by_input_shape=True)
@@ -63,12 +73,16 @@ def main() -> None:
     def spent(event: Any) -> float:  # microseconds on the device the engine runs on
         return float(event.device_time_total if on_gpu else event.cpu_time_total)
 
-    own = (e.self_device_time_total if on_gpu else e.self_cpu_time_total for e in events)
-    total_us = float(sum(own))
+    if on_gpu:  # the whole call by CUDA events; the graph replayed, as runs do
+        total_us = gpu_timed(lambda: engine.infer(images), torch.device(args.device))() * 1e6
+        total_us *= CALLS
+    else:
+        total_us = float(sum(e.self_cpu_time_total for e in events))
     convolutions = [e for e in events if e.key == "aten::convolution" and e.input_shapes]
     convolutions.sort(key=spent, reverse=True)
     print(f"{args.device}, {args.precision}, batch {args.batch}, {args.size}, width {args.width}:")
-    print(f"{total_us / CALLS / 1e3:.1f} ms of {'device' if on_gpu else 'CPU'} time per call\n")
+    what = "device time per call (CUDA graph)" if on_gpu else "CPU time per call"
+    print(f"{total_us / CALLS / 1e3:.1f} ms of {what}; convolutions in eager calls:\n")
     print("| input | weight | ms per call | share | TFLOP/s |")
     print("| --- | --- | --- | --- | --- |")
     for event in convolutions[:12]:

@@ -17,6 +17,7 @@ from psicbatch.cli import main
 from psicbatch.data.synth import generate
 from psicbatch.engines import load_engine
 from psicbatch.engines.build import BuildOptions, build_engine
+from psicbatch.engines.cuda_graphs import GraphedForward
 from psicbatch.engines.export import ProbabilityModel
 from psicbatch.engines.manifest import MANIFEST_NAME
 from psicbatch.errors import PsicbatchError
@@ -442,3 +443,20 @@ def test_built_engines_record_every_file_they_read(engines) -> None:
     for (backend, _), (directory, manifest) in engines.items():
         files = {p.name for p in directory.iterdir() if p.is_file()} - {MANIFEST_NAME}
         assert files == {manifest.engine_file, *manifest.data_files}, backend
+
+
+def test_cuda_graphs_leave_cpu_calls_eager() -> None:
+    """The torch engine's graph wrapper is the same code on the CPU, where it never
+    captures (the capture itself is a gpu test)."""
+    calls: list[torch.Size] = []
+
+    def forward(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(images.shape)
+        return images.mean((1, 2, 3)), images[:, 0]
+
+    graphed = GraphedForward(forward)
+    images = torch.rand(2, 1, 8, 8)
+    for _ in range(3):
+        probabilities, _ = graphed(images)
+    assert len(calls) == 3 and not graphed.graphs
+    torch.testing.assert_close(probabilities, images.mean((1, 2, 3)))

@@ -182,3 +182,27 @@ def test_cuda_event_timings_are_positive_and_ordered() -> None:
     seconds = [timer() for timer in timers]
     assert 0 < seconds[0] < seconds[1]  # 512x the work takes longer by the GPU's clock
 
+
+def test_cuda_graph_replays_equal_eager_calls_and_keep_earlier_outputs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from psicbatch.engines.cuda_graphs import GraphedForward
+    from psicbatch.engines.export import ProbabilityModel
+    from psicbatch.engines.folding import fold_batchnorm
+    from psicbatch.model import ModelConfig, PSICNet
+
+    # IEEE fp32: with TF32 (torch's default for cuDNN) eager and graphed calls differed by
+    # 4e-5 on an H200, as two TF32 runs can.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    torch.manual_seed(0)
+    model = ProbabilityModel(fold_batchnorm(PSICNet(ModelConfig(width=0.25)).eval())).cuda()
+    graphed = GraphedForward(model)
+    first, second = (torch.rand(2, 1, 256, 256, device="cuda") for _ in range(2))
+    with torch.inference_mode():
+        eager = [model(images) for images in (first, second)]
+        graphed(first)  # eager: the first sighting of the shape
+        kept = graphed(first)  # captured now, then replayed
+        replayed = graphed(second)
+    assert len(graphed.graphs) == 1
+    for got, want in zip(kept + replayed, eager[0] + eager[1], strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-4)  # other inputs: ~1e-1 away

@@ -330,3 +330,12 @@ def test_both_decoders_refuse_gif_and_round_16_bit_alike(tmp_path: Path) -> None
     dali, pil = (batch.images[0, 0].round().numpy() for batch in decoded)
     np.testing.assert_array_equal(dali, pil)  # every one of the 65536 values
     np.testing.assert_array_equal(pil, np.round(every_value / 257))
+
+
+def test_the_summary_gives_the_rate_after_start_up() -> None:
+    from psicbatch.commands.run import _steady
+    from psicbatch.run.runner import RunSummary
+
+    assert _steady(RunSummary(images=4, seconds=9.0)) == "one batch only"
+    summary = RunSummary(images=20, seconds=9.0, steady_images=16, steady_seconds=2.0)
+    assert _steady(summary) == "8.00 images/s after the first batch"

@@ -347,6 +347,14 @@ def _latencies(summary: RunSummary) -> str:
     return f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms"
 
 
+def _steady(summary: RunSummary) -> str:
+    """The line's own rate, once the engine is open and the pipeline full: what a long
+    run reaches (start-up is paid once per run)."""
+    if not summary.steady_seconds:
+        return "one batch only"
+    return f"{summary.steady_throughput:.2f} images/s after the first batch"
+
+
 def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
     table = Table(title="psicbatch run", show_header=False)
     rate = summary.images / summary.seconds if summary.seconds else 0.0
@@ -358,8 +366,8 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
         ("errors", summary.errors),
         (
             "time",
-            f"{summary.seconds:.1f} s including start-up, {rate:.2f} images/s "
-            f"({summary.decoder} decoder)",
+            f"{summary.seconds:.1f} s including start-up, {rate:.2f} images/s; "
+            f"{_steady(summary)} ({summary.decoder} decoder)",
         ),
         ("engine", summary.engine),
         ("stage time per image", _stages(summary)),

@@ -8,7 +8,9 @@ into the convolutions (one pass less over every activation map) and the weights 
 to the engine's precision (fp16/bf16 weights: no per-layer casts, as autocast over fp32
 weights makes); only the sigmoid outputs are float32. On a GPU, or with ``--compile``,
 one batch at the engine's largest batch and input size runs at open, so cuDNN's kernel
-choice and compilation happen there rather than in a run's first batch.
+choice and compilation happen there rather than in a run's first batch. On a GPU the
+uncompiled engine replays each steady batch shape as one CUDA graph (cuda_graphs.py),
+captured at open for the largest batch.
 
 On CUDA, fp32 is IEEE fp32 (TF32 off); fp16 and bf16 engines leave TF32 to torch's defaults.
 
@@ -27,6 +29,7 @@ import torch
 
 from psicbatch.checkpoint import Checkpoint, load_checkpoint
 from psicbatch.engines.base import Engine
+from psicbatch.engines.cuda_graphs import Forward, GraphedForward
 from psicbatch.engines.export import ProbabilityModel
 from psicbatch.engines.folding import fold_batchnorm
 from psicbatch.engines.manifest import Manifest
@@ -63,8 +66,11 @@ class TorchEngine(Engine):
             torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = not fp32
         if compiled:
             self.model = torch.compile(self.model)
+        self.forward: Forward = self.model if compiled else GraphedForward(self.model)
         if compiled or device.type == "cuda":
-            self._run(torch.zeros(self.warm_up_shape, device=device))
+            warm_up = torch.zeros(self.warm_up_shape, device=device)
+            for _ in range(1 if compiled else 2):  # the second call captures the graph
+                self._run(warm_up)
 
     @property
     def warm_up_shape(self) -> tuple[int, int, int, int]:
@@ -74,5 +80,5 @@ class TorchEngine(Engine):
     def _run(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch = images.contiguous(memory_format=self.memory_format)
         with torch.inference_mode():
-            probabilities, segmentation = self.model(batch)
+            probabilities, segmentation = self.forward(batch)
         return probabilities, segmentation
