@@ -57,12 +57,18 @@ def worker() -> Worker:
     return Worker(spec, options, "cpu", threads=1)
 
 
-def test_the_worker_normalises_in_the_decoding_stage(worker: Worker, files: list[Path]) -> None:
+def test_the_worker_normalises_in_the_decoding_stage_and_keeps_pixels_until_rows(
+    worker: Worker, files: list[Path]
+) -> None:
     batch = worker._decode((0, list(enumerate(files))))
     preprocessing = worker.engine.manifest.engine_preprocessing()
     assert batch.images is not None and torch.equal(batch.images, float_input(files, preprocessing))
-    assert batch.decoded is not None and batch.decoded.images is None  # host copy released
     assert batch.uploaded is None  # no streams on the CPU
+    # The pixels are on the engine's device already (as DALI's GPU output is on a GPU):
+    # the batch holds them until its rows are made, when its device work is done.
+    assert batch.decoded is not None and batch.decoded.images is not None
+    done = worker._make_rows(worker._postprocess(worker._infer(batch)))
+    assert done.decoded is None and done.rows is not None
 
 
 def test_every_stage_hands_its_batch_on_through_the_stream_helpers(

@@ -28,6 +28,7 @@ from psicbatch.run.output import read_metadata
 from tests.reference_rows import assert_same_results
 from tests.test_engines import compiled_engine_parity
 from tests.test_gpu_paths_on_cpu import write_mixed_sizes
+from tests.test_run import dali_copy
 
 pytestmark = pytest.mark.gpu
 
@@ -206,3 +207,19 @@ def test_cuda_graph_replays_equal_eager_calls_and_keep_earlier_outputs(
     assert len(graphed.graphs) == 1
     for got, want in zip(kept + replayed, eager[0] + eager[1], strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-4)  # other inputs: ~1e-1 away
+
+
+def test_dali_gpu_output_without_a_copy_equals_the_copied_path(images: Path) -> None:
+    """Zero-copy DLPack tensors equal DALI's own copy of the same pixels to the host, and
+    stay as decoded while later batches are decoded into DALI's pool."""
+    pytest.importorskip("nvidia.dali")
+    files = sorted(images.glob("*.png"))[:12]
+    decoder = DaliDecoder(Preprocessing((128, 96)), batch_size=4, device_id=0)
+    first = decoder.decode(files[:4]).images
+    assert first.device.type == "cuda"
+    kept = first.clone()
+    for start in (4, 8):
+        decoder.decode(files[start : start + 4])
+    torch.cuda.synchronize()
+    assert torch.equal(first, kept)
+    assert torch.equal(dali_copy(decoder, files[:4]), kept.cpu())

@@ -339,3 +339,26 @@ def test_the_summary_gives_the_rate_after_start_up() -> None:
     assert _steady(RunSummary(images=4, seconds=9.0)) == "one batch only"
     summary = RunSummary(images=20, seconds=9.0, steady_images=16, steady_seconds=2.0)
     assert _steady(summary) == "8.00 images/s after the first batch"
+
+
+def dali_copy(decoder: DaliDecoder, files: list[Path]) -> torch.Tensor:
+    """The decoder's pixels for ``files`` by DALI's own copy to host memory."""
+    decoder.pipeline.feed_input("encoded", [np.fromfile(path, np.uint8) for path in files])
+    (output,) = decoder.pipeline.run()
+    host = output.as_cpu() if hasattr(output, "as_cpu") else output
+    return torch.from_numpy(np.array(host.as_tensor()))
+
+
+def test_dali_hands_its_own_buffers_over_and_they_outlive_later_batches(images: Path) -> None:
+    """DALI's output reaches torch through DLPack, without a copy, equal to DALI's own
+    copy, and a batch's pixels stay as decoded while the decoder goes on (DALI's
+    executor does not reuse a buffer someone holds)."""
+    files = sorted(images.glob("*.png"))
+    decoder = DaliDecoder(Preprocessing((64, 48)), batch_size=4)
+    first = decoder.decode(files[:4]).images
+    assert first is not None
+    kept = first.clone()
+    for start in (4, 8):
+        decoder.decode(files[start : start + 4])
+    assert torch.equal(first, kept)
+    assert torch.equal(dali_copy(decoder, files[:4]), kept)

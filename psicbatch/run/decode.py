@@ -204,28 +204,33 @@ class DaliDecoder:
         return built
 
     def _run(self, data: list[np.ndarray]) -> torch.Tensor:
-        """Decode and resize ``data``; the result stays on the decoding device."""
+        """Decode and resize ``data``; the result stays on the decoding device. DALI's
+        dynamic executor leaves each output buffer to whoever holds it, so the tensor is
+        DALI's own memory through DLPack (no copy); only CPU-decoded pixels bound for a
+        GPU are copied, into pinned memory for an asynchronous upload. Whoever launches
+        GPU work on DALI's memory holds the tensor until that work is done: it is not
+        torch's, so ``record_stream`` cannot keep it from reuse."""
         from nvidia.dali.plugin.pytorch import feed_ndarray
 
         self.pipeline.feed_input("encoded", data)
         (images,) = self.pipeline.run()
-        shape = (len(data), self.preprocessing.channels, *self.preprocessing.input_size)
-        # 16-bit pixels leave DALI reinterpreted as int16 (its torch copy has no uint16)
-        # and are viewed as uint16 again here: the same bits.
+        # 16-bit pixels leave DALI reinterpreted as int16 and are viewed as uint16 again
+        # here: the same bits.
         wide = self.preprocessing.bit_depth > 8
-        dtype = torch.int16 if wide else torch.uint8
-        if self.device_id is None:
-            target = torch.empty(shape, dtype=dtype, pin_memory=self.pin)
+        if self.device_id is None and self.pin:
+            shape = (len(data), self.preprocessing.channels, *self.preprocessing.input_size)
+            target = torch.empty(shape, dtype=torch.int16 if wide else torch.uint8, pin_memory=True)
             feed_ndarray(images.as_tensor(), target)
-            return target.view(torch.uint16) if wide else target
-        if self.stream is None:
-            self.stream = torch.cuda.Stream(torch.device("cuda", self.device_id))
-        with torch.cuda.stream(self.stream):  # allocated for, and copied on, this stream
-            target = torch.empty(shape, dtype=dtype, device=self.stream.device)
-        feed_ndarray(images.as_tensor(), target, cuda_stream=self.stream)
-        # DALI reuses its output buffers at the next run: wait for this copy alone (the
-        # decoder's own stream holds no other work), in the decoding thread.
-        self.stream.synchronize()
+        elif self.device_id is None:
+            target = torch.from_dlpack(images.as_tensor())
+        else:
+            if self.stream is None:
+                self.stream = torch.cuda.Stream(torch.device("cuda", self.device_id))
+            with torch.cuda.stream(self.stream):  # DLPack orders this stream after DALI's
+                target = torch.from_dlpack(images.as_tensor())
+            # Decoded by the time any other stream reads it: wait, in the decoding thread,
+            # for DALI's work alone (this stream holds nothing else).
+            self.stream.synchronize()
         return target.view(torch.uint16) if wide else target
 
     def decode(self, paths: list[Path]) -> DecodedBatch:
@@ -318,8 +323,8 @@ def define_pipeline(
     device_id: int | None,
 ) -> Any:
     """The DALI graph: decode (``mixed``, on the GPU, with a device id), resize, to uint8
-    C x H x W (uint16 for 12/16-bit models, at full range, reinterpreted as int16 for the
-    copy to torch). Defining it needs no GPU; building a ``mixed`` one does."""
+    C x H x W (uint16 for 12/16-bit models, at full range, reinterpreted as int16 on its
+    way to torch). Defining it needs no GPU; building a ``mixed`` one does."""
     import nvidia.dali.fn as fn
     import nvidia.dali.types as types
     from nvidia.dali import pipeline_def
@@ -329,7 +334,11 @@ def define_pipeline(
     wide = preprocessing.bit_depth > 8
 
     @pipeline_def(
-        batch_size=batch_size, num_threads=threads, device_id=device_id, prefetch_queue_depth=1
+        batch_size=batch_size,
+        num_threads=threads,
+        device_id=device_id,
+        prefetch_queue_depth=1,
+        exec_dynamic=True,  # outputs live as long as their holders (zero-copy to torch)
     )
     def pipeline() -> Any:
         encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)

@@ -144,7 +144,10 @@ class Worker:
                 tiled = bool(decoded.grids)
                 batch.images = images if ready or tiled else self.normalizer(images)
                 batch.uploaded = streams.mark(self.upload_stream)
-            decoded.images = None  # the host copy is no longer needed
+            if images is not decoded.images:
+                decoded.images = None  # the host copy is no longer needed
+            # Else the batch keeps its pixels until its rows: DALI's GPU output is DALI's
+            # memory, which record_stream cannot keep from reuse while work reads it.
         batch.times["decode+preprocess"] = time.perf_counter() - began
         return batch
 
