@@ -52,6 +52,8 @@ def test_precision_comes_from_flags_on_10_and_from_the_graph_on_11(
 ) -> None:
     plan = trt_engine.precision_plan(major, precision)
     assert (plan.builder_flags, plan.graph_dtype, plan.quantize) == (flags, dtype, quantize)
+    # int8 on 11: the layers outside the Q/DQ pairs in fp16, as INT8 + FP16 gives on 10
+    assert plan.qdq_float16 == (major == 11 and precision == "int8")
 
 
 def test_old_tensorrt_and_unknown_precision_are_refused() -> None:

@@ -21,6 +21,7 @@ from psicbatch.devices import resolve_device
 from psicbatch.engines import load_engine
 from psicbatch.engines.build_options import BuildOptions
 from psicbatch.engines.export import export_onnx
+from psicbatch.engines.half_precision import float16_outside_qdq
 from psicbatch.engines.image_sets import ImageSets, image_sets
 from psicbatch.engines.manifest import MANIFEST_NAME, Manifest
 from psicbatch.engines.parity import measure_parity, parity_problem
@@ -399,6 +400,8 @@ def _build_backend(
         )
         if plan.quantize:
             graph = quantize_int8(graph, work / "int8.onnx", images.calibration, "s8")
+        if plan.qdq_float16:
+            graph = float16_outside_qdq(graph, work / "int8-fp16.onnx")
         with torch.cuda.device(torch.device(resolve_device(options.device))):
             return build_tensorrt(
                 graph,

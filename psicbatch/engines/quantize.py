@@ -25,7 +25,8 @@ def quantize_int8(
     ``u8``: unsigned, asymmetric activations, what x86 VNNI multiplies natively (u8 x s8)
     and a full 8 bits for the non-negative outputs of ReLU; the faster and closer choice
     for CPU runtimes (benchmarks/results/cpu-int8/). ``s8``: symmetric signed activations,
-    the format TensorRT's explicit quantization requires. ``operator_form`` writes
+    the format TensorRT's explicit quantization requires; biases then stay float, since
+    TensorRT's parser refuses a DequantizeLinear of int32 biases. ``operator_form`` writes
     QLinearConv-style operators instead of QDQ pairs (ONNX Runtime only; compared in the
     benchmark, slower there).
     """
@@ -78,6 +79,7 @@ def quantize_int8(
                 # Ranges are merged every few images: the calibrator keeps every
                 # activation of the images in between, gigabytes each at paper size.
                 "CalibStridedMinMax": _stride(len(calibration)),
+                "QuantizeBias": unsigned,
             },
         )
     finally:

@@ -9,8 +9,9 @@ manifest) is tested through them.
 Precision: TensorRT 10 takes it from builder flags (FP16, BF16, INT8 with a QDQ graph;
 INT8 with FP16, so the layers left unquantized run in fp16, not fp32); TensorRT 11
 removed those flags and builds strongly typed networks, so the ONNX graph itself is
-exported in fp16/bf16, or carries Q/DQ nodes for int8 (outside them it stays fp32 there:
-the quantizer works on fp32 graphs).
+exported in fp16/bf16, or carries Q/DQ nodes for int8: the quantizer works on fp32
+graphs, and the quantized graph's float parts are then cast to fp16 (half_precision.py),
+so the layers left unquantized run in fp16 on 11 as on 10.
 
 Profile: the optimum is the engine's input size at the batch ``psicbatch run`` sends by
 default (``DEFAULT_BATCH_SIZE``, at most the engine's largest batch), where TensorRT
@@ -41,6 +42,7 @@ class PrecisionPlan:
     builder_flags: tuple[str, ...]  # names in trt.BuilderFlag
     graph_dtype: str  # float32, float16 or bfloat16: the exported ONNX graph's precision
     quantize: bool  # int8 through Q/DQ nodes in the graph
+    qdq_float16: bool = False  # the quantized graph's float parts cast to fp16 (TensorRT 11)
 
 
 def tensorrt_major(version: str) -> int:
@@ -59,7 +61,8 @@ def precision_plan(major: int, precision: str) -> PrecisionPlan:
         flags = {"fp32": (), "int8": ("INT8", "FP16")}.get(precision, (precision.upper(),))
         return PrecisionPlan(flags, "float32", precision == "int8")
     dtype = DTYPES.get(precision, torch.float32)  # int8: a float32 graph with Q/DQ nodes
-    return PrecisionPlan((), str(dtype).removeprefix("torch."), precision == "int8")
+    int8 = precision == "int8"
+    return PrecisionPlan((), str(dtype).removeprefix("torch."), int8, qdq_float16=int8)
 
 
 def profile_shapes(
@@ -159,6 +162,7 @@ def build_tensorrt(
             "compute_capability": capability,
             "builder_flags": list(plan.builder_flags),
             "graph_dtype": plan.graph_dtype,
+            "qdq_float16": plan.qdq_float16,
             "workspace_gb": workspace_gb,
         },
     }
