@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The prepared GPU check: run it first whenever a GPU machine is at hand.
 #
-#   benchmarks/gpu_check.sh OUT_DIR            # on a GPU machine: about 4 minutes on one H200
+#   benchmarks/gpu_check.sh OUT_DIR            # on a GPU machine: about 6-8 minutes on one H200
 #   benchmarks/gpu_check.sh OUT_DIR --dry-run  # the same steps on the CPU at tiny sizes
 #
 # Needs torch with CUDA and psicbatch (`pip install -e .`, or PYTHONPATH at this checkout);
@@ -12,15 +12,17 @@
 #   3. psicbatch bench: the paper's network (width 1) at 1408x512, torch fp16 engine,
 #      batches 1/8/32, engine-only (its own end-to-end phase generates 400 distinct files
 #      and ran past the check's time on an H200; step 4 measures the same run path);
-#   4. psicbatch run end to end on 2,000 1408x512 images, half JPEG, half PNG (200
-#      generated files under ten names each), on GPU 0, then with --device on every visible
-#      GPU where there are several (the summary gives the stage times and the latency);
+#   4. psicbatch run end to end on 6,000 1408x512 JPEG files, then 6,000 PNG files (200
+#      generated images under 30 names each; at least 20 s of work at the engine's rate),
+#      on GPU 0, then with --device on every visible GPU where there are several; the
+#      summaries give the rate after start-up, stage times and latency, and end-to-end.md
+#      puts each rate beside step 3's engine-only rate at the run's batch (8);
 #   5. device time per convolution shape of the same engine (benchmarks/gpu_kernels.py).
 # A step that fails is recorded in machine.txt and the later steps still run.
 # STEPS="1 4 5" runs only those steps (step 1 always runs); GPU_TESTS="expr" selects
 # the gpu tests of step 2. A later check can so repeat what an earlier one did not finish.
 # Everything it measures lands in OUT_DIR: machine.txt, nvidia-smi.txt, versions.json,
-# gpu-tests.txt, bench.json and bench.md, run-one-gpu.txt, run-all-gpus.txt, kernels.md.
+# gpu-tests.txt, bench.json and bench.md, run-*.txt, end-to-end.md, kernels.md.
 set -euo pipefail
 out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR [--dry-run]}
 mode=${2:-gpu}
@@ -36,11 +38,11 @@ psicbatch() { "$python" -m psicbatch "$@"; }
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 
 if [[ $mode == --dry-run ]]; then
-    width=0.125 size=128x128 count=8 batches=1,2 duration=0.5 precision=fp32
+    width=0.125 size=128x128 count=12 batches=1,2 run_batch=2 duration=0.5 precision=fp32
     one=(--device cpu) all=()  # the script's flow only: one run
     kernels=(--device cpu --precision fp32 --width 0.125 --size 128x128 --batch 2)
 else
-    width=1 size=1408x512 count=2000 batches=1,8,32 duration=5 precision=fp16
+    width=1 size=1408x512 count=6000 batches=1,8,32 run_batch=8 duration=5 precision=fp16
     kernels=(--precision fp16 --batch 8 --size 1408x512)
     gpus=$("$python" -c "import torch; print(','.join(map(str, range(torch.cuda.device_count()))))")
     [[ -n $gpus ]] || { echo "gpu_check: no CUDA GPU visible (use --dry-run on a CPU)" >&2; exit 1; }
@@ -100,7 +102,7 @@ else
     echo "bench FAILED (see bench-log.txt)" | tee -a "$out/machine.txt"
 fi
 
-echo "== 4. run: $count generated $size images, half JPEG"
+echo "== 4. run: $count generated $size images as JPEG, then as PNG"
 if wanted 4; then
     "$python" - "$work" "$width" "$size" "$count" <<'EOF'
 import sys
@@ -112,38 +114,60 @@ from psicbatch.model import ModelConfig
 work, width, count = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[4])
 size = tuple(map(int, sys.argv[3].split("x")))
 save_checkpoint(untrained_checkpoint(ModelConfig(width=width), size, 0), work / "model.pt")
-# Generating a 1408x512 image takes about 0.1 s of one core: 200 distinct files (every
-# tenth of the count), each linked under ten names, make the run's inputs.
-distinct = max(1, count // 10)
+# Generating a 1408x512 image takes about 0.1 s of one core: 200 distinct images, each
+# linked under many names, make the run's inputs (the page cache holds them either way).
+distinct = min(200, count)
 generated = sorted(generate(work / "generated", distinct, size, seed=5))
-for index, path in enumerate(generated[::2]):
+for path in generated:
     Image.open(path).save(path.with_suffix(".jpg"), quality=92)
-    path.unlink()
-    generated[2 * index] = path.with_suffix(".jpg")
-(work / "data" / "images").mkdir(parents=True)
-for copy in range(count):
-    source = generated[copy % distinct]
-    (work / "data" / "images" / f"{copy:05d}{source.suffix}").hardlink_to(source)
+for suffix in ("jpg", "png"):
+    folder = work / "data" / suffix
+    folder.mkdir(parents=True)
+    for copy in range(count):
+        source = generated[copy % distinct].with_suffix(f".{suffix}")
+        (folder / f"{copy:06d}.{suffix}").hardlink_to(source)
 EOF
     # An untrained network's masks are noise; --threshold 1 judges every image defect-free, as
     # on a healthy line, so encoding noise masks on the host does not decide the throughput.
     for name in one-gpu all-gpus; do
         if [[ $name == one-gpu ]]; then devices=("${one[@]}"); else devices=("${all[@]}"); fi
-        if [[ ${#devices[@]} -eq 0 ]]; then
-            echo "one device only: one run (see run-one-gpu.txt)" >"$out/run-$name.txt"
-            continue
-        fi
-        status=0
-        psicbatch run "$work/data/images" --model "$work/model.pt" --precision "$precision" \
-            --decoder "$decoder" --batch-size 8 "${devices[@]}" --threshold 1 \
-            --out "$work/run-$name.parquet" >"$work/run.log" 2>&1 || status=$?
-        # The summary table comes last; keep it (and any error) without the progress bar.
-        {
-            echo "psicbatch run ${devices[*]}: exit code $status"
-            grep -v "inspecting" "$work/run.log"
-        } >"$out/run-$name.txt"
-        cat "$out/run-$name.txt"
+        for suffix in jpg png; do
+            log="$out/run-$name-$suffix.txt"
+            if [[ ${#devices[@]} -eq 0 ]]; then
+                echo "one device only: see run-one-gpu-$suffix.txt" >"$log"
+                continue
+            fi
+            status=0
+            # A wide console keeps the summary's lines whole, for the table below.
+            COLUMNS=200 psicbatch run "$work/data/$suffix" --model "$work/model.pt" \
+                --precision "$precision" --decoder "$decoder" --batch-size "$run_batch" "${devices[@]}" \
+                --threshold 1 --out "$work/run-$name-$suffix.parquet" >"$work/run.log" 2>&1 ||
+                status=$?
+            # The summary table comes last; keep it (and any error) without the progress bar.
+            {
+                echo "psicbatch run ${devices[*]} on $count .$suffix files: exit code $status"
+                grep -v "inspecting" "$work/run.log"
+            } >"$log"
+            grep -E "exit code|images/s" "$log"
+        done
     done
+    # End to end against engine-only at the run's batch (step 3), both measured here.
+    "$python" - "$out" "$run_batch" <<'EOF' | tee "$out/end-to-end.md"
+import json, re, sys
+from pathlib import Path
+out, batch = Path(sys.argv[1]), int(sys.argv[2])
+bench = out / "bench.json"
+results = json.loads(bench.read_text())["results"] if bench.exists() else []
+alone = {r["batch"]: r["throughput_items_per_s"] for r in results}.get(batch)
+print(f"| run | images/s after the first batch | engine-only images/s (batch {batch}) | share |")
+print("| --- | --- | --- | --- |")
+for log in sorted(out.glob("run-*-*.txt")):
+    found = re.search(r"([0-9.]+) images/s after the first batch", log.read_text())
+    if found:
+        rate = float(found[1])
+        share = f"{rate / alone:.0%}" if alone else "-"
+        print(f"| {log.stem} | {rate:.1f} | {f'{alone:.1f}' if alone else '-'} | {share} |")
+EOF
 fi
 
 echo "== 5. device time per convolution shape, torch $precision engine"

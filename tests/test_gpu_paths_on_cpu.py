@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -112,17 +113,24 @@ def test_the_gpu_check_script_runs_in_its_cpu_dry_run_mode(tmp_path: Path) -> No
         "bench.json",
         "bench.md",
         "bench-log.txt",
-        "run-one-gpu.txt",
-        "run-all-gpus.txt",
+        "run-one-gpu-jpg.txt",
+        "run-one-gpu-png.txt",
+        "run-all-gpus-jpg.txt",
+        "end-to-end.md",
         "kernels.md",
     }
     assert expected <= {path.name for path in out.iterdir()}
     assert "torch" in json.loads((out / "versions.json").read_text())
     bench = json.loads((out / "bench.json").read_text())
     assert [r["batch"] for r in bench["results"]] == [1, 2]
-    summary = (out / "run-one-gpu.txt").read_text()
-    assert "exit code 0" in summary and "images processed" in summary
-    assert "one device only" in (out / "run-all-gpus.txt").read_text()
+    for suffix in ("jpg", "png"):
+        summary = (out / f"run-one-gpu-{suffix}.txt").read_text()
+        assert "exit code 0" in summary and "images processed" in summary
+        assert "one device only" in (out / f"run-all-gpus-{suffix}.txt").read_text()
+    # Each run's rate after start-up beside engine-only at the run's batch, as a share.
+    row = r"\| run-one-gpu-(jpg|png) \| [0-9.]+ \| [0-9.]+ \| [0-9]+% \|"
+    shares = re.findall(row, (out / "end-to-end.md").read_text())
+    assert shares == ["jpg", "png"]
     assert "| input | weight |" in (out / "kernels.md").read_text()  # convolutions by shape
     assert "FAILED" not in (out / "machine.txt").read_text()
     assert "dry run" in (out / "gpu-tests.txt").read_text()  # they skip without a GPU

@@ -336,7 +336,7 @@ def test_the_summary_gives_the_rate_after_start_up() -> None:
     from psicbatch.commands.run import _steady
     from psicbatch.run.runner import RunSummary
 
-    assert _steady(RunSummary(images=4, seconds=9.0)) == "one batch only"
+    assert _steady(RunSummary(images=4, seconds=9.0, steady_seconds=0.1)) == "one batch only"
     summary = RunSummary(images=20, seconds=9.0, steady_images=16, steady_seconds=2.0)
     assert _steady(summary) == "8.00 images/s after the first batch"
 

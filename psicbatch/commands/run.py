@@ -350,7 +350,7 @@ def _latencies(summary: RunSummary) -> str:
 def _steady(summary: RunSummary) -> str:
     """The line's own rate, once the engine is open and the pipeline full: what a long
     run reaches (start-up is paid once per run)."""
-    if not summary.steady_seconds:
+    if not summary.steady_images or not summary.steady_seconds:
         return "one batch only"
     return f"{summary.steady_throughput:.2f} images/s after the first batch"
 
