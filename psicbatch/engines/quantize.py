@@ -79,7 +79,7 @@ def quantize_int8(
                 # Ranges are merged every few images: the calibrator keeps every
                 # activation of the images in between, gigabytes each at paper size.
                 "CalibStridedMinMax": _stride(len(calibration)),
-                "QuantizeBias": unsigned,
+                "QuantizeBias": unsigned,  # s8 is TensorRT's form: float biases only
             },
         )
     finally:

@@ -284,6 +284,8 @@ class DaliDecoder:
             batch.sizes.append(size)
         if images:
             joined = torch.cat(images)
+            if joined.is_cuda:  # the copy reads DALI's buffers, released on return
+                torch.cuda.current_stream(joined.device).synchronize()
             host = joined.device.type == "cpu"  # GPU decoding's output stays where it is
             batch.images = joined.pin_memory() if self.pin and host else joined
         return batch
