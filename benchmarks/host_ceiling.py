@@ -39,7 +39,7 @@ from psicbatch.engines.null_engine import (  # noqa: E402
 )
 from psicbatch.engines.spec import EngineSpec, describe_engine  # noqa: E402
 from psicbatch.reports import markdown_table  # noqa: E402
-from psicbatch.run.output import PartWriter  # noqa: E402
+from psicbatch.run.output import INDEX_COLUMN, KEY_COLUMN, PartWriter  # noqa: E402
 from psicbatch.run.runner import RunOptions, run  # noqa: E402
 from tests.reference_rows import result_row  # noqa: E402
 
@@ -51,6 +51,7 @@ def per_image_reference(outputs: str, images: int, folder: Path) -> float:
     """Images/s of the per-image post-processing and in-series write on null outputs."""
     engine = NullEngine(null_manifest(SIZE, BATCH), torch.device("cpu"), outputs)
     writer = PartWriter(folder / "reference.parquet")
+    writer.directory.mkdir(parents=True)  # a run's output creates it; here nothing else does
     batch_input = torch.zeros((BATCH, 1, *SIZE))
     began = time.perf_counter()
     done = 0
@@ -67,7 +68,8 @@ def per_image_reference(outputs: str, images: int, folder: Path) -> float:
                     0.5,
                     0.5,
                 ),
-                "input_index": done + i,
+                INDEX_COLUMN: done + i,
+                KEY_COLUMN: f"{done + i}.png".encode(),
             }
             for i in range(BATCH)
         ]
@@ -80,12 +82,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
     parser.add_argument("--count", type=int, default=200, help="PNG files for part 2")
+    parser.add_argument("--seconds", type=float, default=10.0, help="of work per null run")
     args = parser.parse_args()
     report: dict = {"machine": machine(), "size": list(SIZE), "batch": BATCH, "host": []}
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         for outputs in NULL_OUTPUTS:
-            now = host_ceiling(SIZE, outputs, BATCH, 10.0, "cpu", folder / outputs)
+            now = host_ceiling(SIZE, outputs, BATCH, args.seconds, "cpu", folder / outputs)
             reference_count = {"clean": 640, "defects": 640, "noisy": 192}[outputs]
             before = per_image_reference(outputs, reference_count, folder / f"ref-{outputs}")
             report["host"].append({**now, "per_image_reference_items_per_s": before})

@@ -134,3 +134,16 @@ def test_the_gpu_check_script_runs_in_its_cpu_dry_run_mode(tmp_path: Path) -> No
     assert "| input | weight |" in (out / "kernels.md").read_text()  # convolutions by shape
     assert "FAILED" not in (out / "machine.txt").read_text()
     assert "dry run" in (out / "gpu-tests.txt").read_text()  # they skip without a GPU
+
+
+@pytest.mark.slow  # reason: the host ceiling benchmark end to end at 1408x512 (~15 s)
+def test_the_host_ceiling_benchmark_runs_and_writes_its_report(tmp_path: Path) -> None:
+    command = [sys.executable, str(ROOT / "benchmarks" / "host_ceiling.py"), str(tmp_path)]
+    process = subprocess.run(
+        [*command, "--count", "16", "--seconds", "0.5"], capture_output=True, text=True
+    )
+    assert process.returncode == 0, process.stdout + process.stderr
+    report = json.loads((tmp_path / "host_ceiling.json").read_text())
+    assert [h["outputs"] for h in report["host"]] == ["clean", "defects", "noisy"]
+    assert all(h["throughput_items_per_s"] > 0 for h in report["host"])
+    assert "## Null engine" in (tmp_path / "host_ceiling.md").read_text()
