@@ -132,8 +132,8 @@ def markdown(report: dict) -> str:
     lines = [
         "# psicbatch host ceiling",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, GPU: {m['gpu'] or 'none'}; "
-        f"torch {m['torch']}. All figures from one run.",
+        f"Machine: {m['cpu']} ({m.get('isa', 'ISA not recorded')}), {m['cores']} cores, "
+        f"GPU: {m['gpu'] or 'none'}; torch {m['torch']}. All figures from one run.",
         "",
         "```",
         report["command"],
