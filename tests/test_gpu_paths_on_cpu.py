@@ -147,3 +147,12 @@ def test_the_host_ceiling_benchmark_runs_and_writes_its_report(tmp_path: Path) -
     assert [h["outputs"] for h in report["host"]] == ["clean", "defects", "noisy"]
     assert all(h["throughput_items_per_s"] > 0 for h in report["host"])
     assert "## Null engine" in (tmp_path / "host_ceiling.md").read_text()
+
+
+@pytest.mark.slow  # reason: quantizes and times five int8 candidates (about 2 minutes)
+def test_the_cpu_int8_benchmark_runs_and_writes_its_report(tmp_path: Path) -> None:
+    command = [sys.executable, str(ROOT / "benchmarks" / "cpu_int8.py"), str(tmp_path)]
+    quick = ["--sizes", "128x128", "--batches", "1", "--seconds", "0.3", "--skip", "pt2e"]
+    process = subprocess.run([*command, *quick], capture_output=True, text=True)
+    assert process.returncode == 0, process.stdout + process.stderr
+    assert any(path.suffix == ".md" for path in tmp_path.iterdir())
