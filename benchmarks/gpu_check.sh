@@ -68,8 +68,8 @@ print(datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"
 print("mode:", mode)
 print(cpu_precisions().describe())
 print("torch", torch.__version__, "cuda", torch.version.cuda, "gpus", torch.cuda.device_count())
-names = ["torch", "numpy", "pyarrow", "nvidia-dali-cuda120", "onnxruntime", "onnxruntime-gpu",
-         "openvino", "tensorrt", "pillow"]
+names = ["torch", "numpy", "pyarrow", "nvidia-dali-cuda120", "nvidia-dali-cuda130",
+         "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt", "pillow"]
 (out / "versions.json").write_text(json.dumps(installed_versions(names), indent=1) + "\n")
 try:
     import nvidia.dali  # noqa: F401

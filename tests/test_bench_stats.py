@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from psicbatch.bench.machine import DriverMemorySampler
 from psicbatch.bench.measurements import engine_ceiling
 from psicbatch.bench.stats import is_stable, latency_summary, measure
 
@@ -110,3 +113,18 @@ def test_int8_engines_are_compared_with_their_runtimes_int8_product(backend: str
     ceiling = engine_ceiling(backend, "int8", "cpu", seconds=0.2)
     assert ceiling["precision"] == f"int8 ({backend})" and ceiling["gflops"] > 0
     assert engine_ceiling("torch", "fp32", "cpu", seconds=0.2)["precision"] == "float32"
+
+
+def test_the_driver_memory_sampler_keeps_the_highest_reading() -> None:
+    """Readings taken while the work runs, plus one before and one after: the peak is
+    the highest of them, even when the work has freed it by the end."""
+    readings = iter([100.0, 900.0, 300.0] + [200.0] * 1000)
+    with DriverMemorySampler(lambda: next(readings), interval=0.001) as sampler:
+        deadline = time.monotonic() + 5
+        while sampler.peak_mib != 900.0 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert sampler.peak_mib == 900.0  # read by the sampling thread, during the work
+    assert sampler.peak_mib == 900.0  # the lower readings after it do not replace it
+    with DriverMemorySampler(None) as idle:  # a CPU: nothing to read
+        pass
+    assert idle.peak_mib is None

@@ -14,7 +14,13 @@ from typing import Any
 
 import torch
 
-from psicbatch.bench.machine import faster_configuration_advice, machine, memory_peak
+from psicbatch.bench.machine import (
+    DriverMemorySampler,
+    driver_used_mib,
+    faster_configuration_advice,
+    machine,
+    memory_peak,
+)
 from psicbatch.bench.measurements import (
     decode_only,
     end_to_end,
@@ -79,8 +85,24 @@ def run_benchmark(
     progress: Any = None,
 ) -> BenchReport:
     """Measure every size x batch, the baseline per size and the ceiling, in one run, all
-    on ``device`` (engine-only, end to end, baseline and host ceiling)."""
+    on ``device`` (engine-only, end to end, baseline and host ceiling), with the GPU
+    memory the driver counts sampled throughout."""
     device = resolve_device(device)
+    read = partial(driver_used_mib, device) if device.startswith("cuda") else None
+    with DriverMemorySampler(read) as sampler:
+        report = _measure(plan, checkpoint_path, engine_dir, precision, device, progress)
+    report.memory_peak = memory_peak(sampler.peak_mib)
+    return report
+
+
+def _measure(
+    plan: BenchPlan,
+    checkpoint_path: Path | None,
+    engine_dir: Path | None,
+    precision: str,
+    device: str,
+    progress: Any,
+) -> BenchReport:
     template = load_engine(engine_dir, device) if engine_dir is not None else None
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path is not None else None
     results: list[EngineOnlyRow] = []
@@ -173,7 +195,7 @@ def run_benchmark(
         end_to_end=end_to_end_results,
         host_ceiling=host,
         summary=summarize(results, baselines, end_to_end_results),
-        memory_peak=memory_peak(),
+        memory_peak={},  # run_benchmark's, once every measurement is done
         sweep=sweep_stops,
     )
 

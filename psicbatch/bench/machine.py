@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,26 +18,68 @@ from psicbatch.hardware import cpu_precisions
 from psicbatch.precision import cpu_auto
 from psicbatch.versions import installed_versions
 
-BENCH_LIBRARIES = ("numpy", "pillow", "pyarrow", "nvidia-dali-cuda120", *all_packages())
+DALI_PACKAGES = ("nvidia-dali-cuda120", "nvidia-dali-cuda130")
+BENCH_LIBRARIES = ("numpy", "pillow", "pyarrow", *DALI_PACKAGES, *all_packages())
 
 
-def memory_peak() -> dict[str, float | None]:
+def driver_used_mib(device: str) -> float:
+    """What the driver counts as used on ``device`` now (every process and library:
+    cuDNN workspaces, TensorRT, ONNX Runtime, DALI), in MiB."""
+    free, total = torch.cuda.mem_get_info(torch.device(device))
+    return (total - free) / 2**20
+
+
+class DriverMemorySampler:
+    """The most memory the driver counted in use while a benchmark ran, read every
+    ``interval`` seconds in a thread beside it: torch's own peak misses cuDNN's workspaces
+    and other libraries' memory, and one reading at the end misses the peak. Without a
+    ``read`` (on a CPU) it samples nothing."""
+
+    def __init__(self, read: Callable[[], float] | None, interval: float = 0.05) -> None:
+        self.read, self.interval = read, interval
+        self.peak_mib: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="memory sampler", daemon=True)
+
+    def __enter__(self) -> DriverMemorySampler:
+        if self.read is not None:
+            self._take()
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.read is not None:
+            self._stop.set()
+            self._thread.join()
+            self._take()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._take()
+
+    def _take(self) -> None:
+        assert self.read is not None
+        reading = self.read()
+        self.peak_mib = reading if self.peak_mib is None else max(self.peak_mib, reading)
+
+
+def memory_peak(driver_peak_mib: float | None = None) -> dict[str, float | None]:
     """Peak resident memory of this process and, on a GPU, what torch's allocator peaked
-    at and reserved, and what the driver counts as used on the device now (every process
-    and library: cuDNN workspaces, TensorRT, ONNX Runtime, DALI), in MiB."""
+    at and reserved, the most the driver counted in use on the device while sampled, and
+    what it counts now, in MiB."""
     import resource
 
     peak: dict[str, float | None] = {
         "host_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "gpu_mib": None,
         "gpu_reserved_mib": None,
+        "gpu_driver_peak_mib": driver_peak_mib,
         "gpu_driver_used_mib": None,
     }
     if torch.cuda.is_available():
-        free, total = torch.cuda.mem_get_info()
         peak["gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
         peak["gpu_reserved_mib"] = torch.cuda.max_memory_reserved() / 2**20
-        peak["gpu_driver_used_mib"] = (total - free) / 2**20
+        peak["gpu_driver_used_mib"] = driver_used_mib("cuda")
     return peak
 
 

@@ -31,6 +31,8 @@ def _memory(peak: dict[str, Any]) -> str:
             f"{peak['gpu_reserved_mib']:.0f}), the driver counts {peak['gpu_driver_used_mib']:.0f}"
             " MiB in use on the device at the end"
         )
+    if peak.get("gpu_driver_peak_mib") is not None:  # absent from reports written before it
+        text += f" and counted at most {peak['gpu_driver_peak_mib']:.0f} MiB while it ran"
     return text
 
 
