@@ -460,3 +460,28 @@ def test_cuda_graphs_leave_cpu_calls_eager() -> None:
         probabilities, _ = graphed(images)
     assert len(calls) == 3 and not graphed.graphs
     torch.testing.assert_close(probabilities, images.mean((1, 2, 3)))
+
+
+def test_a_shape_is_captured_at_its_second_call_and_replayed_after() -> None:
+    """The rule, with a stand-in for the graph: a shape's first call runs eagerly (cuDNN
+    chooses its kernels there), the second captures, later ones replay; a shape met once
+    (a run's last, partial batch) is never captured."""
+    events: list[str] = []
+
+    def forward(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        events.append(f"eager {len(images)}")
+        return images.mean((1, 2, 3)), images[:, 0]
+
+    def capture(eager: object, example: torch.Tensor) -> object:
+        events.append(f"capture {len(example)}")
+
+        def replay(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            events.append(f"replay {len(images)}")
+            return images.mean((1, 2, 3)), images[:, 0]
+
+        return replay
+
+    graphed = GraphedForward(forward, capture, capturable=lambda images: True)  # type: ignore[arg-type]
+    for batch in (8, 8, 8, 8, 3):
+        graphed(torch.rand(batch, 1, 8, 8))
+    assert events == ["eager 8", "capture 8", "replay 8", "replay 8", "replay 8", "eager 3"]

@@ -41,19 +41,30 @@ class Graphed:
         return probabilities.clone(), segmentation.clone()
 
 
-class GraphedForward:
-    """``forward`` as graphs on CUDA, one per shape seen twice; eager otherwise."""
+def on_cuda(images: torch.Tensor) -> bool:
+    return images.is_cuda
 
-    def __init__(self, forward: Forward) -> None:
-        self.forward = forward
-        self.graphs: dict[torch.Size, Graphed] = {}
+
+class GraphedForward:
+    """``forward`` as graphs on CUDA, one per shape seen twice; eager otherwise.
+    ``capture`` and ``capturable`` are the graph and where one is made (tests replace
+    them to check the rule on a CPU)."""
+
+    def __init__(
+        self,
+        forward: Forward,
+        capture: Callable[[Forward, torch.Tensor], Forward] = Graphed,
+        capturable: Callable[[torch.Tensor], bool] = on_cuda,
+    ) -> None:
+        self.forward, self.capture, self.capturable = forward, capture, capturable
+        self.graphs: dict[torch.Size, Forward] = {}
         self.seen: set[torch.Size] = set()
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         shape = images.shape
         graphed = self.graphs.get(shape)
-        if graphed is None and images.is_cuda and shape in self.seen:
-            graphed = self.graphs[shape] = Graphed(self.forward, images)
+        if graphed is None and shape in self.seen and self.capturable(images):
+            graphed = self.graphs[shape] = self.capture(self.forward, images)
         if graphed is None:
             self.seen.add(shape)
             return self.forward(images)
