@@ -17,7 +17,7 @@ from psicbatch.cli import main
 from psicbatch.data.synth import generate
 from psicbatch.engines import load_engine
 from psicbatch.engines.build import BuildOptions, build_engine
-from psicbatch.engines.cuda_graphs import GraphedForward
+from psicbatch.engines.cuda_graphs import Forward, GraphedForward
 from psicbatch.engines.export import ProbabilityModel
 from psicbatch.engines.manifest import MANIFEST_NAME
 from psicbatch.errors import PsicbatchError
@@ -472,7 +472,7 @@ def test_a_shape_is_captured_at_its_second_call_and_replayed_after() -> None:
         events.append(f"eager {len(images)}")
         return images.mean((1, 2, 3)), images[:, 0]
 
-    def capture(eager: object, example: torch.Tensor) -> object:
+    def capture(eager: Forward, example: torch.Tensor) -> Forward:
         events.append(f"capture {len(example)}")
 
         def replay(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -481,7 +481,7 @@ def test_a_shape_is_captured_at_its_second_call_and_replayed_after() -> None:
 
         return replay
 
-    graphed = GraphedForward(forward, capture, capturable=lambda images: True)  # type: ignore[arg-type]
+    graphed = GraphedForward(forward, capture, capturable=lambda images: True)
     for batch in (8, 8, 8, 8, 3):
         graphed(torch.rand(batch, 1, 8, 8))
     assert events == ["eager 8", "capture 8", "replay 8", "replay 8", "replay 8", "eager 3"]
