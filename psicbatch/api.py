@@ -70,7 +70,9 @@ class Inspection:
 
 
 class Inspector:
-    """A decoder and an engine opened once, on one device, for any number of calls."""
+    """A decoder and an engine opened once, on one device, for any number of calls, one
+    at a time: threads that inspect at once need an Inspector each (an engine's buffers
+    and CUDA graphs serve one call at a time)."""
 
     def __init__(
         self,
