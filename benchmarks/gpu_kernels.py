@@ -29,12 +29,14 @@ from psicbatch.model import ModelConfig
 CALLS = 5
 
 
-def conv_tflops(shapes: list[list[int]], device_us: float, calls: int) -> float:
-    """Achieved TFLOP/s of a convolution from its profiled input and weight shapes: every
-    input pixel meets every weight once ('same' padding; a stride-2 transposed convolution
-    scatters each input pixel over its kernel, the same count)."""
-    (batch, in_channels, height, width), (out_channels, _, kh, kw) = shapes[0], shapes[1]
-    flop = 2 * batch * out_channels * height * width * in_channels * kh * kw * calls
+def conv_tflops(shapes: list[list[int]], device_us: float, count: int) -> float:
+    """Achieved TFLOP/s of ``count`` runs of a convolution from its profiled input and
+    weight shapes: every input pixel meets every weight once ('same' padding; a stride-2
+    transposed convolution scatters each input pixel over its kernel, the same count).
+    The weight's first two dimensions are output x input channels for a convolution and
+    input x output for a transposed one: their product is the same either way."""
+    (batch, _, height, width), (first, second, kh, kw) = shapes[0], shapes[1]
+    flop = 2 * batch * height * width * first * second * kh * kw * count
     return flop / (device_us * 1e-6) / 1e12
 
 
@@ -83,13 +85,14 @@ def main() -> None:
     print(f"{args.device}, {args.precision}, batch {args.batch}, {args.size}, width {args.width}:")
     what = "device time per call (CUDA graph)" if on_gpu else "CPU time per call"
     print(f"{total_us / CALLS / 1e3:.1f} ms of {what}; convolutions in eager calls:\n")
-    print("| input | weight | ms per call | share | TFLOP/s |")
-    print("| --- | --- | --- | --- | --- |")
+    # Layers of one shape (several in PSIC-Net) are grouped: a row sums them.
+    print("| input | weight | layers | ms per call | share | TFLOP/s |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for event in convolutions[:12]:
-        shapes = event.input_shapes
+        shapes, us = event.input_shapes, spent(event)
         print(
-            f"| {shapes[0]} | {shapes[1]} | {spent(event) / CALLS / 1e3:.2f} "
-            f"| {spent(event) / total_us:.0%} | {conv_tflops(shapes, spent(event), CALLS):.1f} |"
+            f"| {shapes[0]} | {shapes[1]} | {event.count // CALLS} | {us / CALLS / 1e3:.2f} "
+            f"| {us / total_us:.0%} | {conv_tflops(shapes, us, event.count):.1f} |"
         )
 
 

@@ -131,7 +131,7 @@ def test_the_gpu_check_script_runs_in_its_cpu_dry_run_mode(tmp_path: Path) -> No
     row = r"\| run-one-gpu-(jpg|png) \| [0-9.]+ \| [0-9.]+ \| [0-9]+% \|"
     shares = re.findall(row, (out / "end-to-end.md").read_text())
     assert shares == ["jpg", "png"]
-    assert "| input | weight |" in (out / "kernels.md").read_text()  # convolutions by shape
+    assert "| input | weight | layers |" in (out / "kernels.md").read_text()  # by shape
     assert "FAILED" not in (out / "machine.txt").read_text()
     assert "dry run" in (out / "gpu-tests.txt").read_text()  # they skip without a GPU
 
