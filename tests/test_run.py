@@ -257,6 +257,22 @@ def test_folder_scans_say_what_they_skipped(images: Path, tmp_path: Path) -> Non
     assert "skipped 3 files in the input folders" in result.output
 
 
+def test_finding_no_images_names_where_it_looked_and_what_it_passed_over(
+    tmp_path: Path,
+) -> None:
+    empty, gifs = tmp_path / "empty", tmp_path / "gifs"
+    empty.mkdir()
+    gifs.mkdir()
+    (gifs / "a.gif").write_bytes(b"GIF89a")
+    for sources, expected in (
+        ([empty], f"no input images in {empty}: psicbatch reads .png, .jpg"),
+        ([gifs], f"no input images in {gifs}: skipped 1 file in the input folders"),
+    ):
+        result = CliRunner().invoke(main, ["run", *map(str, sources), "-o", str(tmp_path / "r")])
+        assert result.exit_code == 1 and result.output.startswith(f"Error: {expected}")
+        assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
 def test_a_second_run_on_the_same_output_is_refused(images: Path, tmp_path: Path) -> None:
     out = tmp_path / "locked.parquet"
     with OutputLock(out):

@@ -27,10 +27,11 @@ class Inputs:
         kinds = ", ".join(
             f"{count} {suffix or '(no extension)'}" for suffix, count in self.skipped.most_common()
         )
-        readable = ", ".join(IMAGE_SUFFIXES)
+        count = sum(self.skipped.values())
+        files = "file" if count == 1 else "files"
         return (
-            f"skipped {sum(self.skipped.values())} files in the input folders that are not "
-            f"images psicbatch reads ({kinds}); it reads {readable}"
+            f"skipped {count} {files} in the input folders that psicbatch does not read "
+            f"({kinds}); it reads {', '.join(IMAGE_SUFFIXES)}"
         )
 
 
@@ -50,8 +51,19 @@ def collect_inputs(sources: list[str], list_file: Path | None = None) -> Inputs:
         inputs.paths += _read_list(list_file)
     inputs.paths = list(dict.fromkeys(inputs.paths))
     if not inputs.paths:
-        raise PsicbatchError("no input images: give folders, files, globs or --list")
+        raise PsicbatchError(_nothing_found(sources, list_file, inputs))
     return inputs
+
+
+def _nothing_found(sources: list[str], list_file: Path | None, inputs: Inputs) -> str:
+    """Why there is nothing to inspect, naming where psicbatch looked."""
+    places = [readable_path(source) for source in sources]
+    if list_file is not None:
+        places.append(f"the list {readable_path(list_file)}")
+    if not places:
+        return "no input images: give folders, files, globs or --list"
+    found = inputs.skipped_note() or f"psicbatch reads {', '.join(IMAGE_SUFFIXES)}"
+    return f"no input images in {', '.join(places)}: {found}"
 
 
 def _expand(source: str, skipped: Counter) -> list[Path]:
