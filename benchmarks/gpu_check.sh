@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The prepared GPU check: run it first whenever a GPU machine is at hand.
 #
-#   benchmarks/gpu_check.sh OUT_DIR            # on a GPU machine: about 6-8 minutes on one H200
+#   benchmarks/gpu_check.sh OUT_DIR            # on a GPU machine: about 7-9 minutes on one H200
 #   benchmarks/gpu_check.sh OUT_DIR --dry-run  # the same steps on the CPU at tiny sizes
 #
 # Needs torch with CUDA and psicbatch (`pip install -e .`, or PYTHONPATH at this checkout);
@@ -17,12 +17,14 @@
 #      on GPU 0, then with --device on every visible GPU where there are several; the
 #      summaries give the rate after start-up, stage times and latency, and end-to-end.md
 #      puts each rate beside step 3's engine-only rate at the run's batch (8);
-#   5. device time per convolution shape of the same engine (benchmarks/gpu_kernels.py).
+#   5. device time per convolution shape of the same engine (benchmarks/gpu_kernels.py);
+#   6. the engine's cold start and engine-only rate with cuDNN's algorithm search at open
+#      and with its heuristic choice (benchmarks/gpu_cold_start.py).
 # A step that fails is recorded in machine.txt and the later steps still run.
 # STEPS="1 4 5" runs only those steps (step 1 always runs); GPU_TESTS="expr" selects
 # the gpu tests of step 2. A later check can so repeat what an earlier one did not finish.
 # Everything it measures lands in OUT_DIR: machine.txt, nvidia-smi.txt, versions.json,
-# gpu-tests.txt, bench.json and bench.md, run-*.txt, end-to-end.md, kernels.md.
+# gpu-tests.txt, bench.json and bench.md, run-*.txt, end-to-end.md, kernels.md, cold-start.md.
 set -euo pipefail
 out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR [--dry-run]}
 mode=${2:-gpu}
@@ -32,7 +34,7 @@ out=$(cd "$out" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 python=${PYTHON:-python3}
-steps=" ${STEPS:-1 2 3 4 5} "
+steps=" ${STEPS:-1 2 3 4 5 6} "
 wanted() { [[ $steps == *" $1 "* ]]; }
 psicbatch() { "$python" -m psicbatch "$@"; }
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
@@ -41,9 +43,11 @@ if [[ $mode == --dry-run ]]; then
     width=0.125 size=128x128 count=12 batches=1,2 run_batch=2 duration=0.5 precision=fp32
     one=(--device cpu) all=()  # the script's flow only: one run
     kernels=(--device cpu --precision fp32 --width 0.125 --size 128x128 --batch 2)
+    cold=("${kernels[@]}")
 else
     width=1 size=1408x512 count=6000 batches=1,8,32 run_batch=8 duration=5 precision=fp16
     kernels=(--precision fp16 --batch 8 --size 1408x512)
+    cold=("${kernels[@]}")
     gpus=$("$python" -c "import torch; print(','.join(map(str, range(torch.cuda.device_count()))))")
     [[ -n $gpus ]] || { echo "gpu_check: no CUDA GPU visible (use --dry-run on a CPU)" >&2; exit 1; }
     one=(--device 0) all=(--device "$gpus")
@@ -175,5 +179,11 @@ if wanted 5; then
     "$python" "$root/benchmarks/gpu_kernels.py" "${kernels[@]}" >"$out/kernels.md" 2>&1 ||
         echo "kernel profile FAILED (see kernels.md)" | tee -a "$out/machine.txt"
     grep -v "^USDT" "$out/kernels.md" | head -n 8
+fi
+echo "== 6. cold start with and without cuDNN's search, torch $precision engine"
+if wanted 6; then
+    "$python" "$root/benchmarks/gpu_cold_start.py" "${cold[@]}" >"$out/cold-start.md" 2>&1 ||
+        echo "cold start FAILED (see cold-start.md)" | tee -a "$out/machine.txt"
+    grep -v "^USDT" "$out/cold-start.md" | tail -n 4
 fi
 echo "gpu_check: done, results in $out"

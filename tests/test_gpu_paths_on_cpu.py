@@ -118,6 +118,7 @@ def test_the_gpu_check_script_runs_in_its_cpu_dry_run_mode(tmp_path: Path) -> No
         "run-all-gpus-jpg.txt",
         "end-to-end.md",
         "kernels.md",
+        "cold-start.md",
     }
     assert expected <= {path.name for path in out.iterdir()}
     assert "torch" in json.loads((out / "versions.json").read_text())
@@ -132,6 +133,9 @@ def test_the_gpu_check_script_runs_in_its_cpu_dry_run_mode(tmp_path: Path) -> No
     shares = re.findall(row, (out / "end-to-end.md").read_text())
     assert shares == ["jpg", "png"]
     assert "| input | weight | layers |" in (out / "kernels.md").read_text()  # by shape
+    cold_start = (out / "cold-start.md").read_text()
+    assert re.search(r"\| searched at open \| [0-9.]+ \| [0-9.]+ \|", cold_start)
+    assert re.search(r"\| heuristic \| [0-9.]+ \| [0-9.]+ \|", cold_start)
     assert "FAILED" not in (out / "machine.txt").read_text()
     assert "dry run" in (out / "gpu-tests.txt").read_text()  # they skip without a GPU
 

@@ -21,6 +21,7 @@ for fp32 on CPUs, where channels_last measured 1.4-1.5x slower (the paper's netw
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from psicbatch.engines.folding import fold_batchnorm
 from psicbatch.engines.manifest import Manifest
 
 ENGINE_FILE = "model.pt"
+CUDNN_SEARCH_ENV = "PSICBATCH_CUDNN_SEARCH"
 WEIGHT_TYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -58,8 +60,10 @@ class TorchEngine(Engine):
         self.model = model.to(memory_format=self.memory_format)  # type: ignore[call-overload]
         compiled = bool(manifest.backend_details.get("compile"))
         if device.type == "cuda":
-            # Batch and size are fixed within a run: let cuDNN pick the fastest kernels once.
-            torch.backends.cudnn.benchmark = True
+            # Batch and size are fixed within a run: let cuDNN pick the fastest kernels once
+            # (its search took most of a minute at batch 32 on an H200; CUDNN_SEARCH_ENV=0
+            # takes its heuristic choice instead, for a faster start).
+            torch.backends.cudnn.benchmark = os.environ.get(CUDNN_SEARCH_ENV, "1") != "0"
             # fp32 means fp32: cuDNN's default TF32 convolutions keep 10 mantissa bits,
             # which moved probabilities by more than 1e-3 from the CPU's on an H200.
             fp32 = manifest.precision == "fp32"
