@@ -18,33 +18,21 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import torch
+from gpu_kernels import engine_arguments, open_untrained
 
 from psicbatch.bench.measurements import gpu_timed
-from psicbatch.checkpoint import save_checkpoint, untrained_checkpoint
-from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.engines.torch_engine import CUDNN_SEARCH_ENV
-from psicbatch.model import ModelConfig
 
 CALLS = 20  # timed calls of the engine after it opened
 
 
 def measure_once(args: argparse.Namespace) -> dict[str, float]:
     """Open the engine and time it: run in a child process, one per setting."""
-    size = tuple(int(n) for n in args.size.split("x"))
+    engine, size, opened = open_untrained(args)
     device = torch.device(args.device)
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "model.pt"
-        save_checkpoint(untrained_checkpoint(ModelConfig(width=args.width), size), path)
-        began = time.perf_counter()
-        engine = open_engine(
-            EngineSpec(checkpoint=path, precision=args.precision), device, args.batch
-        )
-        opened = time.perf_counter() - began
     images = torch.rand(args.batch, 1, *size, device=device)
     for _ in range(2):  # warm: on a GPU the engine opened with this batch's graph
         engine.infer(images)
@@ -61,11 +49,7 @@ def measure_once(args: argparse.Namespace) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--precision", default="fp16")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--size", default="1408x512")
-    parser.add_argument("--width", type=float, default=1.0)
-    parser.add_argument("--device", default="cuda:0")
+    engine_arguments(parser)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

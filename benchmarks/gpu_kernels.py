@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from psicbatch.bench.measurements import gpu_timed
 from psicbatch.checkpoint import save_checkpoint, untrained_checkpoint
+from psicbatch.engines.base import Engine
 from psicbatch.engines.cuda_graphs import GraphedForward
 from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.engines.torch_engine import TorchEngine
@@ -40,21 +42,35 @@ def conv_tflops(shapes: list[list[int]], device_us: float, count: int) -> float:
     return flop / (device_us * 1e-6) / 1e12
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """The engine the GPU scripts open (this one and gpu_cold_start.py)."""
     parser.add_argument("--precision", default="fp16")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", default="1408x512")
     parser.add_argument("--width", type=float, default=1.0)
     parser.add_argument("--device", default="cuda:0", help="cpu: the same steps, CPU times")
-    args = parser.parse_args()
-    on_gpu = args.device != "cpu"
-    size = tuple(int(n) for n in args.size.split("x"))
+
+
+def open_untrained(args: argparse.Namespace) -> tuple[Engine, tuple[int, int], float]:
+    """The torch engine of an untrained network (cost does not depend on the weights) at
+    ``args``' size and largest batch, its input size and the seconds it took to open."""
+    height, width = (int(n) for n in args.size.split("x"))
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.pt"
-        save_checkpoint(untrained_checkpoint(ModelConfig(width=args.width), size), path)
+        checkpoint = untrained_checkpoint(ModelConfig(width=args.width), (height, width))
+        save_checkpoint(checkpoint, path)
         spec = EngineSpec(checkpoint=path, precision=args.precision)
+        began = time.perf_counter()
         engine = open_engine(spec, args.device, args.batch)
+    return engine, (height, width), time.perf_counter() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    engine_arguments(parser)
+    args = parser.parse_args()
+    on_gpu = args.device != "cpu"
+    engine, size, _ = open_untrained(args)
     images = torch.rand(args.batch, 1, *size, device=args.device)
     engine.infer(images)
     # The operators (and their input shapes) are CPU-side events; on a GPU each one also
