@@ -5,10 +5,11 @@
 
 On a GPU the torch engine lets cuDNN time its algorithms for every layer's shape when it
 opens (``torch.backends.cudnn.benchmark``): the fastest kernels, at the price of a slow
-start (most of a minute at batch 32 on an H200). ``PSICBATCH_CUDNN_SEARCH=0`` takes
-cuDNN's heuristic choice instead. Each setting runs in a fresh process (cuDNN remembers
-its choices within one), which opens the engine (timed), then measures engine-only
-images/s by CUDA events; the table says what each start costs and what it gives.
+start (an engine took 86 s to open at batch 32 on an H200, likely mostly this).
+``PSICBATCH_CUDNN_SEARCH=0`` takes cuDNN's heuristic choice instead. Each setting runs in
+a fresh process (cuDNN remembers its choices within one), which opens the engine (timed),
+then measures engine-only images/s by CUDA events; the table says what each start costs
+and what it gives.
 """
 
 from __future__ import annotations

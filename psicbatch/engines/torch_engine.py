@@ -61,8 +61,8 @@ class TorchEngine(Engine):
         compiled = bool(manifest.backend_details.get("compile"))
         if device.type == "cuda":
             # Batch and size are fixed within a run: let cuDNN pick the fastest kernels once
-            # (its search took most of a minute at batch 32 on an H200; CUDNN_SEARCH_ENV=0
-            # takes its heuristic choice instead, for a faster start).
+            # (likely most of the 86 s an engine took to open at batch 32 on an H200;
+            # CUDNN_SEARCH_ENV=0 takes its heuristic choice instead, for a faster start).
             torch.backends.cudnn.benchmark = os.environ.get(CUDNN_SEARCH_ENV, "1") != "0"
             # fp32 means fp32: cuDNN's default TF32 convolutions keep 10 mantissa bits,
             # which moved probabilities by more than 1e-3 from the CPU's on an H200.
