@@ -187,6 +187,8 @@ def test_cuda_event_timings_are_positive_and_ordered() -> None:
 def test_cuda_graph_replays_equal_eager_calls_and_keep_earlier_outputs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Two batch sizes, captured into one shared memory pool and replayed alternately:
+    each replay equals the eager call, and outputs handed out earlier stay as they were."""
     from psicbatch.engines.cuda_graphs import GraphedForward
     from psicbatch.engines.export import ProbabilityModel
     from psicbatch.engines.folding import fold_batchnorm
@@ -198,15 +200,16 @@ def test_cuda_graph_replays_equal_eager_calls_and_keep_earlier_outputs(
     torch.manual_seed(0)
     model = ProbabilityModel(fold_batchnorm(PSICNet(ModelConfig(width=0.25)).eval())).cuda()
     graphed = GraphedForward(model)
-    first, second = (torch.rand(2, 1, 256, 256, device="cuda") for _ in range(2))
+    inputs = [torch.rand(batch, 1, 256, 256, device="cuda") for batch in (2, 3, 2, 3)]
     with torch.inference_mode():
-        eager = [model(images) for images in (first, second)]
-        graphed(first)  # eager: the first sighting of the shape
-        kept = graphed(first)  # captured now, then replayed
-        replayed = graphed(second)
-    assert len(graphed.graphs) == 1
-    for got, want in zip(kept + replayed, eager[0] + eager[1], strict=True):
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-4)  # other inputs: ~1e-1 away
+        eager = [model(images) for images in inputs]
+        for images in inputs:  # each shape: eager first, then captured
+            graphed(images)
+        replayed = [graphed(images) for images in inputs]  # alternating shapes
+    assert len(graphed.graphs) == 2
+    for got, want in zip(replayed, eager, strict=True):
+        for a, b in zip(got, want, strict=True):  # other inputs' outputs: ~1e-1 away
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
 
 
 def test_dali_gpu_output_without_a_copy_equals_the_copied_path(images: Path) -> None:

@@ -12,6 +12,7 @@ batch) never pays for a capture.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -21,8 +22,8 @@ Forward = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 class Graphed:
     """The graph of one input shape, with the buffers it reads and writes."""
 
-    def __init__(self, forward: Forward, example: torch.Tensor) -> None:
-        self.input = example.clone()
+    def __init__(self, forward: Forward, example: torch.Tensor, pool: Any = None) -> None:
+        self.input = example.clone()  # outside the pool: no other graph's work reuses it
         side = torch.cuda.Stream(example.device)  # capture needs a warmed, non-default stream
         side.wait_stream(torch.cuda.current_stream(example.device))
         with torch.cuda.stream(side):
@@ -30,7 +31,7 @@ class Graphed:
         torch.cuda.current_stream(example.device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         # Other threads (decoding, post-processing) keep using CUDA during a capture.
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+        with torch.cuda.graph(self.graph, pool=pool, capture_error_mode="thread_local"):
             self.outputs = forward(self.input)
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,12 +54,23 @@ class GraphedForward:
     def __init__(
         self,
         forward: Forward,
-        capture: Callable[[Forward, torch.Tensor], Forward] = Graphed,
+        capture: Callable[[Forward, torch.Tensor], Forward] | None = None,
         capturable: Callable[[torch.Tensor], bool] = on_cuda,
     ) -> None:
-        self.forward, self.capture, self.capturable = forward, capture, capturable
+        self.forward, self.capturable = forward, capturable
+        self.capture = capture or self._graph
         self.graphs: dict[torch.Size, Forward] = {}
         self.seen: set[torch.Size] = set()
+        self.pool: Any = None  # torch's pool handle (its type is private)
+
+    def _graph(self, forward: Forward, example: torch.Tensor) -> Forward:
+        """Every shape's graph in one memory pool, so it holds about the largest graph's
+        activations, not their sum (a watch run meets many batch sizes). That is safe
+        here: replays run one at a time on the caller's stream, a graph's activations are
+        dead once its replay ends, and its outputs are cloned before the next replay."""
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
+        return Graphed(forward, example, self.pool)
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         shape = images.shape
