@@ -6,17 +6,18 @@ size (decode, colour, bit depth, resize), both giving uint8 N x C x H x W (uint1
 device by the worker (``preprocess.Normalizer``):
 
 - ``DaliDecoder``: NVIDIA DALI, GPU decoding (``mixed``) on a GPU worker, CPU operators
-  otherwise. The pipeline's output is copied straight into a torch tensor on the same
-  device (GPU memory for ``mixed``: no round trip through the host), on a CUDA stream of
-  the decoder's own, which it waits for before DALI reuses its buffers: never behind
-  the engine's work. DALI fails a whole batch on one bad file and the pipeline cannot be
-  used again, so a failed batch is retried file by file on fresh pipelines to name the
-  bad file(s) and keep every good one.
+  otherwise. The pipeline's output reaches torch without a copy, on the same device (GPU
+  memory for ``mixed``: no round trip through the host), through DLPack on a CUDA stream
+  of the decoder's own, which it waits for: never behind the engine's work. DALI fails a
+  whole batch on one bad file and the pipeline cannot be used again, so a failed batch
+  is retried file by file on fresh pipelines to name the bad file(s) and keep every good
+  one.
 - ``PilDecoder``: PIL in a thread pool, when DALI is not installed, and for tiled models
   (each image cut at native resolution into the engine's tiles, ``tiles.TileGrid``).
 
 Original sizes come from the file headers (read anyway to refuse oversized images), so
-the DALI graph has no GPU-to-CPU shape output and runs under DALI's default executor.
+the DALI graph has no GPU-to-CPU shape output; it runs under DALI's dynamic executor,
+whose outputs live as long as their holders.
 For GPU engines, host tensors are allocated in pinned memory so that the upload is an
 asynchronous copy. ``NullDecoder`` hands out one ready, already normalised batch (as if
 decoded and normalised on the GPU), to measure everything after decoding.

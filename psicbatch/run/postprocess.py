@@ -177,14 +177,16 @@ def _boxes(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
 
 
 def _to_host(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Copy to the host: on a GPU into pinned memory, all started before one wait."""
-    if tensors[0].device.type != "cuda":
+    """Copy to the host: from a GPU into pinned memory, all started before one wait
+    (a tiled batch's probabilities are already on the host, its masks on the GPU)."""
+    on_gpu = [tensor.device for tensor in tensors if tensor.is_cuda]
+    if not on_gpu:
         return [t.cpu() for t in tensors]
     copies = []
     for tensor in tensors:
         target = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
         copies.append(target.copy_(tensor, non_blocking=True))
-    torch.cuda.current_stream(tensors[0].device).synchronize()
+    torch.cuda.current_stream(on_gpu[0]).synchronize()
     return copies
 
 

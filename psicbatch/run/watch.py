@@ -38,6 +38,7 @@ from psicbatch.run.runner import describe_run, job_identity, worker_devices
 from psicbatch.run.worker import Worker
 
 IDENTITY_FILE = "_watch.json"  # leading "_": dataset readers skip it
+BATCH_LIMIT = 8  # files per part at most: latency before throughput on a line
 WATCH_SCHEMA = pa.schema(
     [
         *SCHEMA,
@@ -201,9 +202,6 @@ def _complete_batches(
             yield [(path, found[path]) for path in ready[start : start + BATCH_LIMIT]], now
         if not ready:
             time.sleep(watching.poll_seconds)
-
-
-BATCH_LIMIT = 8  # files per part at most: latency before throughput on a line
 
 
 def _part_path(out: Path, stamp: datetime.datetime) -> Path:
