@@ -68,10 +68,19 @@ def test_info_table(runner: CliRunner, tiny_checkpoint: Path) -> None:
     assert "537644" in result.output and "64x48" in result.output
 
 
-def test_info_on_bad_file_is_one_line(runner: CliRunner, tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["info", "run"])
+def test_a_bad_model_file_is_one_line(runner: CliRunner, tmp_path: Path, command: str) -> None:
+    """run too: nothing (no progress line) is printed before the model is read."""
     bad = tmp_path / "notes.pt"
     bad.write_text("not a model")
-    result = runner.invoke(main, ["info", str(bad)])
+    image = tmp_path / "images" / "part.png"
+    image.parent.mkdir()
+    image.write_bytes(_png_bytes())
+    arguments = {
+        "info": [str(bad)],
+        "run": [str(image.parent), "--model", str(bad), "--out", str(tmp_path / "r.parquet")],
+    }[command]
+    result = runner.invoke(main, [command, *arguments])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
         f"Error: {bad}: not a PyTorch checkpoint (expected a torch.save zip archive, e.g. model.pt)"
@@ -93,3 +102,13 @@ def test_console_script_runs(tiny_checkpoint: Path) -> None:
     )
     assert info_run.returncode == 0, info_run.stderr
     assert json.loads(info_run.stdout)["parameters"] == 537_644
+
+
+def _png_bytes() -> bytes:
+    from io import BytesIO
+
+    from PIL import Image
+
+    buffer = BytesIO()
+    Image.new("L", (32, 32)).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -247,27 +247,48 @@ def run_command(
         console.print(
             f"note: {inputs.skipped_note()}", markup=False, highlight=False, soft_wrap=True
         )
-    with signals_stop(), progress_bar(quiet, console) as progress:
-        task = progress.add_task("inspecting", total=len(paths), status="")
-        started = time.monotonic()
-
-        def update(summary: RunSummary) -> None:
-            rate = summary.images / max(time.monotonic() - started, 1e-9)
-            progress.update(
-                task,
-                completed=summary.skipped + summary.images,
-                status=f"{rate:.1f} img/s  defects {summary.defects}  errors {summary.errors}",
-            )
-
-        try:
-            summary = run(paths, spec, options, update, _executor(executor, address))
-        except (Stopped, KeyboardInterrupt) as stop:
-            _stopped(console, stop, out)
-        update(summary)
+    summary = _inspect(paths, spec, options, _executor(executor, address), console, quiet)
     if not quiet:
         _print_summary(console, summary, out)
     if summary.errors and not allow_errors:
         sys.exit(EXIT_IMAGES_FAILED)
+
+
+def _inspect(
+    paths: list[Path],
+    spec: EngineSpec,
+    options: RunOptions,
+    executor: Callable | None,
+    console: Console,
+    quiet: bool,
+) -> RunSummary:
+    """The run under a progress bar, shown from the first report on: once the output and
+    the engine are checked, so an error in either is the only line printed."""
+    progress = progress_bar(quiet, console)
+    task = progress.add_task("inspecting", total=len(paths), status="opening the engine")
+    started = time.monotonic()
+
+    def update(summary: RunSummary) -> None:
+        progress.start()  # no-op once started
+        if summary.images + summary.errors == 0:
+            return
+        rate = summary.images / max(time.monotonic() - started, 1e-9)
+        progress.update(
+            task,
+            completed=summary.skipped + summary.images,
+            status=f"{rate:.1f} img/s  defects {summary.defects}  errors {summary.errors}",
+        )
+
+    with signals_stop():
+        try:
+            summary = run(paths, spec, options, update, executor)
+            update(summary)
+        except (Stopped, KeyboardInterrupt) as stop:
+            progress.stop()
+            _stopped(console, stop, options.out)
+        finally:
+            progress.stop()
+    return summary
 
 
 def _decisions(

@@ -87,9 +87,10 @@ def run(
 ) -> RunSummary:
     """Process every path not already done and write ``options.out``.
 
-    ``executor(tasks, spec, options, devices)`` yields (rows, stage seconds) of each batch
-    in batch order; the default runs local workers, ``ray_executor.ray_results`` a Ray
-    cluster.
+    ``on_rows(summary)`` is called once the output and engine are checked, before any
+    work, then after every batch. ``executor(tasks, spec, options, devices)`` yields
+    (rows, stage seconds) of each batch in batch order; the default runs local workers,
+    ``ray_executor.ray_results`` a Ray cluster.
     """
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     clock = time.monotonic()
@@ -124,6 +125,8 @@ def run(
         summary.engine = f"{manifest['backend']} {manifest['precision']} on {devices[0]}"
         if manifest["selection"]:
             summary.engine += f" ({manifest['selection']})"
+        if on_rows is not None:  # the inputs, output and engine are checked: work starts
+            on_rows(summary)
         results = (executor or local_results)(tasks, spec, options, devices)
         first, last = _save_results(results, keys, output, summary, options, on_rows)
         summary.steady_seconds = last - first
