@@ -56,6 +56,23 @@ def test_torch_fp16_engine_on_cuda_keeps_parity(tmp_path: Path) -> None:
     assert probabilities.device.type == segmentation.device.type == "cuda"
 
 
+def test_partial_batches_on_cuda_run_as_few_padded_shapes(tmp_path: Path) -> None:
+    """Batches of 1 to 6 on an engine of largest batch 6: graphs of 1, 2, 4 and 6 images
+    only, each image's outputs as in a batch of its own."""
+    options = BuildOptions(backend="torch", precision="fp16", max_batch=6, out=tmp_path / "e")
+    engine = load_engine(build_engine(demo_model_path(), options)[0], "cuda:0")
+    images = torch.rand(6, 1, 128, 128, device="cuda")
+    alone = [engine.infer(images[i : i + 1]) for i in range(6)]
+    for _ in range(2):  # the second round replays graphs
+        for count in range(1, 7):
+            probabilities, segmentation = engine.infer(images[:count])
+            assert probabilities.shape == (count,) and segmentation.shape == (count, 128, 128)
+            for i in range(count):
+                torch.testing.assert_close(probabilities[i : i + 1], alone[i][0], atol=2e-3, rtol=0)
+    shapes = {shape[0] for shape in engine.forward.graphs}  # type: ignore[union-attr]
+    assert shapes == {1, 2, 4, 6}
+
+
 def test_compiled_fp16_engine_keeps_parity_on_cuda(tmp_path: Path) -> None:
     parity = compiled_engine_parity(tmp_path / "c", "fp16", "cuda:0")
     assert parity["decision_flips"] == 0 and parity["mask_iou_mean"] >= 0.9

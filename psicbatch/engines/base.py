@@ -4,6 +4,13 @@ Engines take and return torch tensors on their own device, so a batch decoded on
 reaches the network and the mask post-processing without crossing to the host. Shapes
 are checked here, before any backend sees them, so a wrong size is a clear message
 rather than a runtime crash.
+
+Backends that pay for every new batch size (cuDNN's kernel search, a CUDA graph's
+capture and memory) get batches padded with zeros to a power of two, at most the
+engine's largest batch: a run's partial batches (its last, those that lost a bad file,
+a watch run's, a tiled image's last tiles) then meet at most log2(largest) + 1 sizes,
+each searched and captured once, instead of one more search per size. The padding costs
+under twice the work of a partial batch and nothing for full ones.
 """
 
 from __future__ import annotations
@@ -37,8 +44,18 @@ class Engine(ABC):
                 "(psicbatch.preprocess.normalize turns decoded pixels into it)"
             )
         batch = images.to(self.device, torch.float32, non_blocking=True)
+        count = len(batch)
+        size = padded_batch(count, self.manifest.max_batch) if self.pads_batches else count
+        if size > count:
+            batch = torch.cat([batch, batch.new_zeros((size - count, *batch.shape[1:]))])
         probabilities, segmentation = self._run(batch)
-        return probabilities.reshape(-1), segmentation.reshape(len(images), *images.shape[2:])
+        segmentation = segmentation.reshape(size, *images.shape[2:])
+        return probabilities.reshape(-1)[:count], segmentation[:count]
+
+    @property
+    def pads_batches(self) -> bool:
+        """Whether each new batch size costs a search or a capture here (see above)."""
+        return False
 
     def check_input(self, shape: tuple[int, ...]) -> None:
         m = self.manifest
@@ -65,3 +82,8 @@ class Engine(ABC):
     @abstractmethod
     def _run(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Backend inference on a checked float32 batch already on ``self.device``."""
+
+
+def padded_batch(batch: int, largest: int) -> int:
+    """The power of two at or above ``batch``, or ``largest`` where that is smaller."""
+    return min(largest, 1 << (batch - 1).bit_length())

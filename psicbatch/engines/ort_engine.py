@@ -120,6 +120,10 @@ class OnnxRuntimeEngine(Engine):
             str(engine_file), session_options(threads), providers=self.providers
         )
 
+    @property
+    def pads_batches(self) -> bool:
+        return self.device.type == "cuda"  # the CUDA provider's cuDNN searches per shape
+
     def _run(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         images = images.contiguous()
         batch, _, height, width = images.shape

@@ -10,7 +10,8 @@ weights makes); only the sigmoid outputs are float32. On a GPU, or with ``--comp
 one batch at the engine's largest batch and input size runs at open, so cuDNN's kernel
 choice and compilation happen there rather than in a run's first batch. On a GPU the
 uncompiled engine replays each steady batch shape as one CUDA graph (cuda_graphs.py),
-captured at open for the largest batch.
+captured at open for the largest batch; partial batches are padded to a power of two
+(engines/base.py), so few shapes are ever searched and captured.
 
 On CUDA, fp32 is IEEE fp32 (TF32 off); fp16 and bf16 engines leave TF32 to torch's defaults.
 
@@ -75,6 +76,10 @@ class TorchEngine(Engine):
             warm_up = torch.zeros(self.warm_up_shape, device=device)
             for _ in range(1 if compiled else 2):  # the second call captures the graph
                 self._run(warm_up)
+
+    @property
+    def pads_batches(self) -> bool:
+        return self.device.type == "cuda"  # cuDNN searches, graphs capture, per batch size
 
     @property
     def warm_up_shape(self) -> tuple[int, int, int, int]:
