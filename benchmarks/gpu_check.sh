@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The prepared GPU check: run it first whenever a GPU machine is at hand.
 #
-#   benchmarks/gpu_check.sh OUT_DIR            # on a GPU machine: about 7-9 minutes on one H200
+#   benchmarks/gpu_check.sh OUT_DIR            # on a GPU machine: about 8-10 minutes on one H200
 #   benchmarks/gpu_check.sh OUT_DIR --dry-run  # the same steps on the CPU at tiny sizes
 #
 # Needs torch with CUDA and psicbatch (`pip install -e .`, or PYTHONPATH at this checkout);
@@ -19,12 +19,15 @@
 #      puts each rate beside step 3's engine-only rate at the run's batch (8);
 #   5. device time per convolution shape of the same engine (benchmarks/gpu_kernels.py);
 #   6. the engine's cold start and engine-only rate with cuDNN's algorithm search at open
-#      and with its heuristic choice (benchmarks/gpu_cold_start.py).
+#      and with its heuristic choice (benchmarks/gpu_cold_start.py);
+#   7. exact rewrites of the network's narrow layers and torch.compile, each timed against
+#      the engine as it runs (benchmarks/gpu_variants.py; last, as the most optional).
 # A step that fails is recorded in machine.txt and the later steps still run.
 # STEPS="1 4 5" runs only those steps (step 1 always runs); GPU_TESTS="expr" selects
 # the gpu tests of step 2. A later check can so repeat what an earlier one did not finish.
 # Everything it measures lands in OUT_DIR: machine.txt, nvidia-smi.txt, versions.json,
-# gpu-tests.txt, bench.json and bench.md, run-*.txt, end-to-end.md, kernels.md, cold-start.md.
+# gpu-tests.txt, bench.json and bench.md, run-*.txt, end-to-end.md, kernels.md, cold-start.md,
+# variants.md.
 set -euo pipefail
 out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR [--dry-run]}
 mode=${2:-gpu}
@@ -34,7 +37,7 @@ out=$(cd "$out" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 python=${PYTHON:-python3}
-steps=" ${STEPS:-1 2 3 4 5 6} "
+steps=" ${STEPS:-1 2 3 4 5 6 7} "
 wanted() { [[ $steps == *" $1 "* ]]; }
 psicbatch() { "$python" -m psicbatch "$@"; }
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
@@ -185,5 +188,11 @@ if wanted 6; then
     "$python" "$root/benchmarks/gpu_cold_start.py" "${cold[@]}" >"$out/cold-start.md" 2>&1 ||
         echo "cold start FAILED (see cold-start.md)" | tee -a "$out/machine.txt"
     grep -v "^USDT" "$out/cold-start.md" | tail -n 4
+fi
+echo "== 7. exact rewrites of the network against the torch $precision engine"
+if wanted 7; then
+    "$python" "$root/benchmarks/gpu_variants.py" "${kernels[@]}" >"$out/variants.md" 2>&1 ||
+        echo "variants FAILED (see variants.md)" | tee -a "$out/machine.txt"
+    grep "^|" "$out/variants.md" | tail -n 5
 fi
 echo "gpu_check: done, results in $out"

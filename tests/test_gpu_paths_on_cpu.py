@@ -119,6 +119,7 @@ def test_the_gpu_check_script_runs_in_its_cpu_dry_run_mode(tmp_path: Path) -> No
         "end-to-end.md",
         "kernels.md",
         "cold-start.md",
+        "variants.md",
     }
     assert expected <= {path.name for path in out.iterdir()}
     assert "torch" in json.loads((out / "versions.json").read_text())
@@ -136,6 +137,11 @@ def test_the_gpu_check_script_runs_in_its_cpu_dry_run_mode(tmp_path: Path) -> No
     cold_start = (out / "cold-start.md").read_text()
     assert re.search(r"\| searched at open \| [0-9.]+ \| [0-9.]+ \|", cold_start)
     assert re.search(r"\| heuristic \| [0-9.]+ \| [0-9.]+ \|", cold_start)
+    variants = (out / "variants.md").read_text()
+    for variant in ("deconvs as convs", "first layer on 8 channels", "both rewrites"):
+        assert re.search(
+            rf"\| {variant} \| [0-9.]+ \| [0-9.]+ \| [0-9.e+-]+, [0-9.e+-]+ \|", variants
+        )
     assert "FAILED" not in (out / "machine.txt").read_text()
     assert "dry run" in (out / "gpu-tests.txt").read_text()  # they skip without a GPU
 

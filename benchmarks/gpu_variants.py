@@ -1,0 +1,185 @@
+"""Exact rewrites of the network measured against the torch engine as it runs today.
+
+    python benchmarks/gpu_variants.py [--precision fp16] [--batch 8] [--size 1408x512]
+    python benchmarks/gpu_variants.py --device cpu --precision fp32 --width 0.125 --size 128x128
+
+The kernel profile (gpu_kernels.py) found the paper's network at 1408x512 short of 400
+images/s on an H200 in its narrow layers: the one-channel first convolution (11 TFLOP/s),
+the 32-channel layers and the transposed convolutions at half resolution (about 100),
+against 527 for conv10. Each variant here computes the same function (checked: the
+largest difference of its outputs from the engine's is printed) and is timed as the
+engine runs in ``psicbatch run`` (folded BatchNorm, the engine's precision,
+channels_last, one CUDA graph per call):
+
+- *engine*: the torch engine's own forward pass;
+- *deconvs as convs*: stride-1 transposed convolutions (deconv2, 3 and 5) as ordinary
+  convolutions with flipped kernels (cuDNN's forward kernels instead of its
+  data-gradient ones);
+- *first layer on 8 channels*: the input padded with seven zero channels and the first
+  kernel with zero weights, a shape tensor cores take;
+- *both rewrites*;
+- *compiled*: ``torch.compile`` (Inductor fuses the element-wise work between
+  convolutions) with the same graph replay; GPU only here.
+
+A variant that fails says why in its row; the others still run. Adopt a rewrite in the
+engine only from a measured gain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from gpu_kernels import engine_arguments, open_untrained
+from torch import nn
+
+from psicbatch.bench.measurements import gpu_timed
+from psicbatch.engines.cuda_graphs import Forward, GraphedForward
+from psicbatch.engines.torch_engine import TorchEngine
+
+SECONDS = 3.0  # of timed calls per variant
+FIRST_LAYER_CHANNELS = 8
+
+
+def deconvs_as_convs(model: nn.Module) -> nn.Module:
+    """Every stride-1 transposed convolution replaced by the convolution it equals."""
+    for module in model.modules():
+        for name, child in module.named_children():
+            if isinstance(child, nn.ConvTranspose2d) and child.stride == (1, 1):
+                setattr(module, name, _as_conv(child))
+    return model
+
+
+def _as_conv(deconv: nn.ConvTranspose2d) -> nn.Conv2d:
+    """A stride-1 transposed convolution is the convolution with the kernel flipped in
+    both axes, input and output channels swapped and padding kernel - 1 - padding."""
+    assert deconv.groups == 1 and deconv.dilation == (1, 1) and deconv.output_padding == (0, 0)
+    kernel = deconv.kernel_size
+    conv = nn.Conv2d(
+        deconv.in_channels,
+        deconv.out_channels,
+        kernel,
+        padding=tuple(k - 1 - p for k, p in zip(kernel, deconv.padding, strict=True)),
+        bias=deconv.bias is not None,
+    ).to(deconv.weight)
+    with torch.no_grad():
+        conv.weight.copy_(deconv.weight.transpose(0, 1).flip(2, 3))
+        if deconv.bias is not None:
+            conv.bias.copy_(deconv.bias)
+    return conv
+
+
+class PaddedChannels(nn.Module):
+    """The first convolution on its input padded with zero channels (zero weights)."""
+
+    def __init__(self, conv: nn.Conv2d, channels: int, layout: torch.memory_format) -> None:
+        super().__init__()
+        self.extra, self.layout = channels - conv.in_channels, layout
+        self.conv = nn.Conv2d(
+            channels, conv.out_channels, conv.kernel_size, padding=conv.padding, bias=True
+        ).to(conv.weight)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.weight[:, : conv.in_channels] = conv.weight
+            assert conv.bias is not None  # folded BatchNorm gave it one
+            self.conv.bias.copy_(conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padded = F.pad(x, (0, 0, 0, 0, 0, self.extra))
+        return self.conv(padded.contiguous(memory_format=self.layout))
+
+
+def first_layer_padded(model: nn.Module, layout: torch.memory_format) -> nn.Module:
+    block = model.model.features.layers[0]  # type: ignore[union-attr]
+    block[0] = PaddedChannels(block[0], FIRST_LAYER_CHANNELS, layout)
+    return model
+
+
+def both(model: nn.Module, layout: torch.memory_format) -> nn.Module:
+    return first_layer_padded(deconvs_as_convs(model), layout)
+
+
+def compiled(model: nn.Module) -> Forward:
+    return torch.compile(model)  # type: ignore[return-value]
+
+
+REWRITES: dict[str, Callable[[nn.Module, torch.memory_format], nn.Module | Forward]] = {
+    "deconvs as convs": lambda model, _: deconvs_as_convs(model),
+    "first layer on 8 channels": first_layer_padded,
+    "both rewrites": both,
+    "compiled": lambda model, _: compiled(model),
+}
+
+
+def images_per_second(forward: Forward, images: torch.Tensor) -> float:
+    """Engine-only rate: CUDA events around many calls on a GPU, wall time on a CPU."""
+    with torch.inference_mode():
+        for _ in range(2):  # eager, then captured (GPU)
+            forward(images)
+        timed = gpu_timed(lambda: forward(images), images.device) if images.is_cuda else None
+
+        def call() -> float:
+            if timed is not None:
+                return timed()
+            began = time.perf_counter()
+            forward(images)
+            return time.perf_counter() - began
+
+        calls = max(3, int(SECONDS / call()))
+        seconds = sum(call() for _ in range(calls))
+    return len(images) * calls / seconds
+
+
+def largest_differences(
+    forward: Forward, reference: tuple[torch.Tensor, torch.Tensor], images: torch.Tensor
+) -> tuple[float, float]:
+    with torch.inference_mode():
+        outputs = forward(images)
+    return tuple(  # type: ignore[return-value]
+        float((ours - theirs).abs().max()) for ours, theirs in zip(outputs, reference, strict=True)
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    engine_arguments(parser)
+    args = parser.parse_args()
+    engine, size, _ = open_untrained(args)
+    assert isinstance(engine, TorchEngine)
+    images = torch.rand(args.batch, engine.manifest.channels, *size, device=args.device)
+    images = images.contiguous(memory_format=engine.memory_format)
+    with torch.inference_mode():
+        reference = engine.forward(images)
+    baseline = images_per_second(engine.forward, images)
+    print(
+        f"{args.device}, {args.precision}, batch {args.batch}, {args.size}, width {args.width}:\n"
+    )
+    print("| variant | images/s | against the engine | largest difference: probability, mask |")
+    print("| --- | --- | --- | --- |")
+    print(f"| engine | {baseline:.1f} | 1.00 | - |")
+    for name, rewrite in REWRITES.items():
+        if name == "compiled" and not images.is_cuda:
+            print(f"| {name} | GPU only here | - | - |")
+            continue
+        try:
+            rewritten = rewrite(copy.deepcopy(engine.model), engine.memory_format)
+            if isinstance(rewritten, nn.Module):  # new layers in the engine's layout
+                rewritten = rewritten.to(memory_format=engine.memory_format)  # type: ignore[call-overload]
+            forward = GraphedForward(rewritten)
+            differences = largest_differences(forward, reference, images)
+            rate = images_per_second(forward, images)
+        except Exception as error:  # a failed variant is a result too
+            print(f"| {name} | failed: {type(error).__name__}: {str(error)[:120]} | - | - |")
+            continue
+        print(
+            f"| {name} | {rate:.1f} | {rate / baseline:.2f} "
+            f"| {differences[0]:.1e}, {differences[1]:.1e} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
