@@ -288,6 +288,18 @@ def test_interrupted_run_is_refused_without_resume(images: Path, tmp_path: Path)
     assert code == 1 and "--resume" in output
 
 
+def test_resuming_a_finished_run_says_it_finished(images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.parquet"
+    assert run_cli(str(images), "--out", str(out))[0] == 0
+    before = out.read_bytes()
+    code, output = run_cli(str(images), "--out", str(out), "--resume")
+    assert code == 1 and output.strip().splitlines() == [
+        f"Error: {out}: holds an earlier psicbatch results file of a finished run (no "
+        "r.parquet.parts to resume from); pass --overwrite to replace it, or choose another --out"
+    ]
+    assert out.read_bytes() == before
+
+
 def test_killed_run_resumes_to_the_same_table(images: Path, tmp_path: Path) -> None:
     folder = tmp_path / "many"
     generate(folder, 120, (96, 96), defect_rate=0.3, seed=5)

@@ -265,24 +265,23 @@ def _inspect(
     """The run under a progress bar, shown from the first report on: once the output and
     the engine are checked, so an error in either is the only line printed."""
     progress = progress_bar(quiet, console)
-    task = progress.add_task("inspecting", total=len(paths), status="opening the engine")
+    task = progress.add_task("inspecting", total=len(paths), status="")
     started = time.monotonic()
 
-    def update(summary: RunSummary) -> None:
+    def update(summary: RunSummary, final: bool = False) -> None:
         progress.start()  # no-op once started
-        if summary.images + summary.errors == 0:
-            return
         rate = summary.images / max(time.monotonic() - started, 1e-9)
+        status = f"{rate:.1f} img/s  defects {summary.defects}  errors {summary.errors}"
         progress.update(
             task,
             completed=summary.skipped + summary.images,
-            status=f"{rate:.1f} img/s  defects {summary.defects}  errors {summary.errors}",
+            status=status if summary.images or final else "opening the engine",
         )
 
     with signals_stop():
         try:
             summary = run(paths, spec, options, update, executor)
-            update(summary)
+            update(summary, final=True)
         except (Stopped, KeyboardInterrupt) as stop:
             progress.stop()
             _stopped(console, stop, options.out)

@@ -60,6 +60,7 @@ def check_output(
     input_keys: Collection[bytes] = (),
     named_inputs: dict[str, Path | None] | None = None,
     overwrite: bool = False,
+    earlier: str = "",
 ) -> None:
     """Refuse, in one line, an output path that must not be written.
 
@@ -67,6 +68,7 @@ def check_output(
     already computed them to match rows); ``named_inputs`` are the few files
     and folders the command reads by name, e.g. {"the model": model.pt} (files compared
     as files, links and hard links included; a folder covers everything inside it).
+    ``earlier`` says more of an earlier output found there (e.g. that its run finished).
     """
     shown = readable_path(path)
     status = _status(path, shown)
@@ -91,8 +93,8 @@ def check_output(
         )
     if not overwrite:
         raise PsicbatchError(
-            f"{shown}: holds an earlier psicbatch {kind.noun}; pass --overwrite to replace "
-            f"it, or choose another {kind.option}"
+            f"{shown}: holds an earlier psicbatch {kind.noun}{earlier}; pass --overwrite to "
+            f"replace it, or choose another {kind.option}"
         )
 
 

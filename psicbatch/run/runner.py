@@ -95,6 +95,7 @@ def run(
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     clock = time.monotonic()
     keys = [input_key(path) for path in paths]
+    parts = parts_directory(options.out)
     check_output(
         options.out,
         RESULTS,
@@ -104,7 +105,8 @@ def run(
             "the model": spec.checkpoint,
             "inside the engine folder": spec.engine_dir,
         },
-        overwrite=options.overwrite or (options.resume and parts_directory(options.out).is_dir()),
+        overwrite=options.overwrite or (options.resume and parts.is_dir()),
+        earlier=f" of a finished run (no {parts.name} to resume from)" if options.resume else "",
     )
     devices = worker_devices(options)
     engine_info = describe_run(spec, options, devices)
