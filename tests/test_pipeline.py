@@ -41,14 +41,54 @@ def test_stages_overlap_and_keep_order() -> None:
     assert most[0] >= 2  # different items were in different stages at once
 
 
-def test_a_stage_error_reaches_the_consumer() -> None:
+def test_a_stage_with_workers_works_on_consecutive_items_at_once_in_order() -> None:
+    """Items meet in pairs at a barrier (one worker would wait there for ever), and
+    finish in shuffled order: the results still come in the items' order."""
+    pairs = threading.Barrier(2, timeout=2)
+
+    def paired(value: int) -> int:
+        pairs.wait()
+        time.sleep(0.01 * (value % 3))
+        return value
+
+    assert list(staged(range(8), paired, workers=2)) == list(range(8))
+    pairs.reset()
+    with pytest.raises(threading.BrokenBarrierError):
+        list(staged(range(2), paired, workers=1))
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_a_stage_error_reaches_the_consumer(workers: int) -> None:
     def fail(value: int) -> int:
         if value == 2:
             raise ValueError("bad item")
         return value
 
     with pytest.raises(ValueError, match="bad item"):
-        list(staged(range(5), fail))
+        list(staged(range(5), fail, workers=workers))
+
+
+def test_an_error_of_the_items_reaches_the_consumer() -> None:
+    def items():
+        yield 1
+        raise RuntimeError("upstream failed")
+
+    with pytest.raises(RuntimeError, match="upstream failed"):
+        list(staged(items(), lambda value: value, workers=2))
+
+
+def test_a_consumer_that_stops_early_stops_the_stage_threads() -> None:
+    def alive() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("psicbatch-early")]
+
+    results = staged(range(100), lambda value: value, name="early", workers=3)
+    assert next(results) == 0
+    assert len(alive()) == 4  # the producer and three workers
+    results.close()
+    deadline = time.monotonic() + 5
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert alive() == []
 
 
 def test_a_hung_stage_times_out_with_a_clear_error() -> None:

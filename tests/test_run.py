@@ -20,10 +20,11 @@ from psicbatch.data.synth import generate
 from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.errors import PsicbatchError
 from psicbatch.preprocess import Preprocessing, normalize
-from psicbatch.run import rle
+from psicbatch.run import rle, worker
 from psicbatch.run.decode import DaliDecoder, PilDecoder
 from psicbatch.run.inputs import collect_inputs
 from psicbatch.run.output import OutputLock, read_metadata
+from psicbatch.run.worker import MAX_DECODING_BATCHES, concurrent_batches
 from tests.reference_rows import assert_same_results, result_row
 from tests.run_processes import killed_run
 
@@ -71,6 +72,24 @@ def test_one_and_two_workers_give_the_same_table(
     assert [row["path"] for row in outputs[0]] == [str(p) for p in sorted(images.glob("*.png"))]
     assert all(row["error"] is None for row in outputs[0])
     assert read_metadata(tmp_path / f"{decoder}1.parquet")["decoder"] == decoder
+
+
+def test_batches_decoded_at_once_give_the_table_of_one_at_a_time(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More decoding threads than a batch has files: PIL decodes several batches at once
+    (DALI's one pipeline, one); the rows and their order stay as one batch at a time."""
+    assert [concurrent_batches(threads, 8) for threads in (2, 8, 9, 16, 64)] == [1, 1, 2, 2, 4]
+    assert PilDecoder.concurrent and not DaliDecoder.concurrent
+    outputs = []
+    for at_once in (1, MAX_DECODING_BATCHES):
+        monkeypatch.setattr(worker, "MAX_DECODING_BATCHES", at_once)
+        out = tmp_path / f"{at_once}.parquet"
+        args = ["--decoder", "pil", "--batch-size", "1", "--workers", "1"]
+        code, output = run_cli(str(images), "--out", str(out), *args)
+        assert code == 0, output
+        outputs.append(table(out))
+    assert outputs[0] == outputs[1]
 
 
 @pytest.mark.parametrize("channels", [1, 3])

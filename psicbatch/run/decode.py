@@ -72,7 +72,10 @@ class DecodedBatch:
 
 class Decoder(Protocol):
     """What a worker needs of a decoder: file names (or names of in-memory images) in,
-    one batch out, with each file's error apart."""
+    one batch out, with each file's error apart. ``concurrent``: ``decode`` may run for
+    several batches at once."""
+
+    concurrent: ClassVar[bool]
 
     def decode(self, paths: list[Path]) -> DecodedBatch: ...
 
@@ -139,6 +142,7 @@ class PilDecoder:
     pin: bool = False  # host tensors in pinned memory, for GPU engines
     limits: FileLimits = DEFAULT_LIMITS
     name: ClassVar[str] = "pil"
+    concurrent: ClassVar[bool] = True  # each call's own threads, no shared state
 
     def _one(self, path: Path) -> tuple[np.ndarray, tuple[int, int] | TileGrid, FileStamp]:
         depth = self.preprocessing.bit_depth
@@ -194,6 +198,7 @@ class DaliDecoder:
     pin: bool = False
     limits: FileLimits = DEFAULT_LIMITS
     name: ClassVar[str] = "dali"
+    concurrent: ClassVar[bool] = False  # one pipeline, one batch at a time
 
     def __post_init__(self) -> None:
         self.pipeline = self._build()
@@ -409,6 +414,7 @@ class ArrayDecoder:
     resized by the same rules as decoded files (``preprocess``, ``at_bit_depth``)."""
 
     name = "array"
+    concurrent: ClassVar[bool] = False
 
     def __init__(self, preprocessing: Preprocessing, pin: bool = False) -> None:
         self.preprocessing, self.pin = preprocessing, pin
@@ -454,6 +460,7 @@ class NullDecoder:
     them: ``psicbatch bench`` measures the host side as if the GPU decoded the files."""
 
     name = "null"
+    concurrent: ClassVar[bool] = False
 
     def __init__(self, preprocessing: Preprocessing, batch_size: int, device: torch.device) -> None:
         shape = (batch_size, preprocessing.channels, *preprocessing.input_size)
