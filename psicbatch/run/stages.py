@@ -70,7 +70,8 @@ class _Stage:
         self, items: Iterable[Any], function: Callable[[Any], Any], depth: int, workers: int
     ) -> None:
         self.items, self.function, self.workers = items, function, workers
-        self.ready: queue.Queue = queue.Queue(maxsize=depth + workers - 1)  # futures
+        # Futures in order: ``depth`` results ahead of the consumer, beside those computed.
+        self.ready: queue.Queue = queue.Queue(maxsize=depth + workers)
         self.jobs: queue.Queue = queue.Queue()
         self.stop = threading.Event()
 
