@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from gpu_kernels import engine_arguments, open_untrained
 from torch import nn
 
-from psicbatch.bench.measurements import gpu_timed
+from psicbatch.bench.measurements import GPU_LAUNCHES_PER_SYNC, gpu_timed
 from psicbatch.engines.cuda_graphs import Forward, GraphedForward
 from psicbatch.engines.torch_engine import TorchEngine
 
@@ -129,8 +129,9 @@ def images_per_second(forward: Forward, images: torch.Tensor) -> float:
             forward(images)
             return time.perf_counter() - began
 
-        calls = max(3, int(SECONDS / call()))
-        seconds = sum(call() for _ in range(calls))
+        launches = GPU_LAUNCHES_PER_SYNC if timed is not None else 1  # per call()
+        calls = max(3, int(SECONDS / (call() * launches)))
+        seconds = sum(call() for _ in range(calls))  # call(): seconds per launch
     return len(images) * calls / seconds
 
 
