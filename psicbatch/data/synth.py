@@ -9,6 +9,7 @@ images only, ``masks/NAME.png``.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +38,10 @@ def texture(rng: np.random.Generator, kind: str, height: int, width: int) -> np.
 
 
 def defect_mask(rng: np.random.Generator, kind: str, height: int, width: int) -> np.ndarray:
-    y, x = np.mgrid[:height, :width]
     scale = min(height, width)
     cy, cx = rng.uniform(0.15, 0.85) * height, rng.uniform(0.15, 0.85) * width
     if kind == "ellipse":
+        y, x = np.mgrid[:height, :width]
         a, b = rng.uniform(0.05, 0.18) * scale, rng.uniform(0.02, 0.08) * scale
         angle = rng.uniform(0, np.pi)
         u = (x - cx) * np.cos(angle) + (y - cy) * np.sin(angle)
@@ -51,7 +52,7 @@ def defect_mask(rng: np.random.Generator, kind: str, height: int, width: int) ->
         angle = rng.uniform(0, 2 * np.pi)
         thickness = rng.uniform(1.0, 2.5)
         for _ in range(int(rng.uniform(0.2, 0.5) * scale)):
-            mask |= (x - cx) ** 2 + (y - cy) ** 2 <= thickness**2
+            add_disc(mask, cy, cx, thickness)
             angle += rng.normal(0, 0.15)
             cy = np.clip(cy + np.sin(angle), 0, height - 1)
             cx = np.clip(cx + np.cos(angle), 0, width - 1)
@@ -59,8 +60,21 @@ def defect_mask(rng: np.random.Generator, kind: str, height: int, width: int) ->
     mask = np.zeros((height, width), bool)
     for _ in range(rng.integers(3, 8)):
         sy, sx = cy + rng.normal(0, 0.05 * scale), cx + rng.normal(0, 0.05 * scale)
-        mask |= (x - sx) ** 2 + (y - sy) ** 2 <= rng.uniform(1.5, 0.03 * scale + 2) ** 2
+        add_disc(mask, sy, sx, rng.uniform(1.5, 0.03 * scale + 2))
     return mask
+
+
+def add_disc(mask: np.ndarray, cy: float, cx: float, radius: float) -> None:
+    """Set the pixels with (x - cx)^2 + (y - cy)^2 <= radius^2, computed only in the
+    disc's bounding box (a scratch is hundreds of discs: over the whole image, a
+    1408x512 one took a quarter of a second)."""
+    top, left = max(0, math.floor(cy - radius)), max(0, math.floor(cx - radius))
+    bottom = min(mask.shape[0], math.ceil(cy + radius) + 1)
+    right = min(mask.shape[1], math.ceil(cx + radius) + 1)
+    if top >= bottom or left >= right:
+        return
+    y, x = np.ogrid[top:bottom, left:right]
+    mask[top:bottom, left:right] |= (x - cx) ** 2 + (y - cy) ** 2 <= radius**2
 
 
 def synth_image(
