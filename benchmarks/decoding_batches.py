@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from psicbatch.bench.machine import machine  # noqa: E402
 from psicbatch.bench.measurements import end_to_end  # noqa: E402
+from psicbatch.cpus import available_cpus  # noqa: E402
 from psicbatch.data.synth import generate  # noqa: E402
 from psicbatch.engines.spec import EngineSpec  # noqa: E402
 from psicbatch.reports import markdown_table  # noqa: E402
@@ -57,7 +58,7 @@ def main() -> None:
     parser.add_argument("--batches", default="1,2,8")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
-    threads = worker.available_cpus()
+    threads = available_cpus()
     rows, results = [], []
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)

@@ -111,38 +111,36 @@ fi
 
 echo "== 4. run: $count generated $size images as JPEG, then as PNG"
 if wanted 4; then
-    "$python" - "$work" "$width" "$size" "$count" <<'EOF'
-import multiprocessing, os, sys
+    # A file, not standard input: the processes that generate the images import it.
+    cat >"$work/inputs.py" <<'EOF'
+import sys
 from pathlib import Path
 from PIL import Image
 from psicbatch.checkpoint import save_checkpoint, untrained_checkpoint
-from psicbatch.data.synth import generate
+from psicbatch.data.synth import generate_many
 from psicbatch.model import ModelConfig
-work, width, count = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[4])
-size = tuple(map(int, sys.argv[3].split("x")))
-save_checkpoint(untrained_checkpoint(ModelConfig(width=width), size, 0), work / "model.pt")
-# Generating a 1408x512 image takes about 0.1 s of one core: 200 distinct images (in
-# chunks on every core), each linked under many names, make the run's inputs (the page
-# cache holds them either way).
-distinct = min(200, count)
-chunks = min(distinct, os.cpu_count() or 1)
 
-def chunk(number: int) -> list[Path]:
-    share = distinct // chunks + (number < distinct % chunks)
-    images = generate(work / "generated" / str(number), share, size, seed=5 + number)
-    for path in images:
+def main() -> None:
+    work, width, count = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[4])
+    size = tuple(map(int, sys.argv[3].split("x")))
+    save_checkpoint(untrained_checkpoint(ModelConfig(width=width), size, 0), work / "model.pt")
+    # 200 distinct images (generated on every core), each linked under many names, make
+    # the run's inputs (the page cache holds them either way).
+    distinct = min(200, count)
+    generated = sorted(generate_many(work / "generated", distinct, size, seed=5))
+    for path in generated:
         Image.open(path).save(path.with_suffix(".jpg"), quality=92)
-    return images
+    for suffix in ("jpg", "png"):
+        folder = work / "data" / suffix
+        folder.mkdir(parents=True)
+        for copy in range(count):
+            source = generated[copy % distinct].with_suffix(f".{suffix}")
+            (folder / f"{copy:06d}.{suffix}").hardlink_to(source)
 
-with multiprocessing.get_context("fork").Pool(chunks) as pool:  # fork: chunk is __main__'s
-    generated = sorted(path for part in pool.map(chunk, range(chunks)) for path in part)
-for suffix in ("jpg", "png"):
-    folder = work / "data" / suffix
-    folder.mkdir(parents=True)
-    for copy in range(count):
-        source = generated[copy % distinct].with_suffix(f".{suffix}")
-        (folder / f"{copy:06d}.{suffix}").hardlink_to(source)
+if __name__ == "__main__":
+    main()
 EOF
+    "$python" "$work/inputs.py" "$work" "$width" "$size" "$count"
     # An untrained network's masks are noise; --threshold 1 judges every image defect-free, as
     # on a healthy line, so encoding noise masks on the host does not decide the throughput.
     for name in one-gpu all-gpus; do

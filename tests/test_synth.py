@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from psicbatch.data.synth import add_disc, generate
+from psicbatch.data.synth import add_disc, generate, generate_many
 
 
 @pytest.mark.parametrize(
@@ -29,3 +29,15 @@ def test_a_seed_gives_the_same_images(tmp_path: Path) -> None:
     second = generate(tmp_path / "b", 6, (64, 48), defect_rate=1.0, seed=3)
     for one, other in zip(first, second, strict=True):
         assert one.read_bytes() == other.read_bytes()
+
+
+def test_images_generated_on_several_processes_are_each_chunk_s_own(tmp_path: Path) -> None:
+    """Chunk k is generate(..., seed=seed + k) in its own folder: the same images."""
+    paths = generate_many(tmp_path / "many", 5, (48, 40), defect_rate=0.4, seed=7, processes=2)
+    assert len(paths) == 5 and len(set(paths)) == 5
+    for chunk, count in enumerate((3, 2)):
+        alone = generate(
+            tmp_path / f"alone{chunk}", count, (48, 40), defect_rate=0.4, seed=7 + chunk
+        )
+        ours = sorted((tmp_path / "many" / str(chunk) / "images").iterdir())
+        assert [p.read_bytes() for p in ours] == [p.read_bytes() for p in alone]

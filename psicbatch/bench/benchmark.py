@@ -38,7 +38,7 @@ from psicbatch.bench.report import (
 )
 from psicbatch.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, untrained_checkpoint
 from psicbatch.data.images import image_files
-from psicbatch.data.synth import generate
+from psicbatch.data.synth import generate, generate_many
 from psicbatch.devices import resolve_device
 from psicbatch.engines import Engine, load_engine
 from psicbatch.engines.null_engine import NULL_OUTPUTS
@@ -282,7 +282,7 @@ def _end_to_end(
         files = (
             image_files(plan.images)[:distinct]
             if plan.images
-            else generate(Path(folder) / "images", distinct, size, defect_rate=0.3, seed=2)
+            else generate_many(Path(folder) / "images", distinct, size, defect_rate=0.3, seed=2)
         )
         cycled = [files[index % len(files)] for index in range(count)]
         result = end_to_end(spec, cycled, batch, Path(folder), device, threshold=plan.threshold)

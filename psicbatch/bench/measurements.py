@@ -166,8 +166,8 @@ def end_to_end(
 
 def decode_only(files: list[Path], preprocessing: Preprocessing, batch: int, device: str) -> dict:
     """The run's decoder alone on ``files`` (on ``device``): the most a run can reach."""
+    from psicbatch.cpus import available_cpus
     from psicbatch.run.decode import make_decoder
-    from psicbatch.run.worker import available_cpus
 
     chosen = make_decoder("auto", preprocessing, batch, available_cpus(), torch.device(device))
     chosen.decode(files[:batch])  # warm-up

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from psicbatch.cpus import available_cpus
+
 TEXTURES = ("grain", "brushed", "woven")
+PIXELS_PER_PROCESS = 8 * 1408 * 512  # about a second of generating
 DEFECTS = ("ellipse", "scratch", "spots")
 
 
@@ -116,3 +121,32 @@ def generate(
     meta = {"count": count, "size": [height, width], "defect_rate": defect_rate, "seed": seed}
     (out / "synth.json").write_text(json.dumps(meta, indent=2))
     return paths
+
+
+def generate_many(
+    out: Path,
+    count: int,
+    size: tuple[int, int],
+    defect_rate: float = 0.3,
+    seed: int = 0,
+    processes: int | None = None,
+) -> list[Path]:
+    """``generate`` in chunks on several processes (a 1408x512 image takes about 0.1 s of
+    one core): chunk k is ``generate(out / str(k), ..., seed=seed + k)``, so the same
+    seed and number of processes give the same images. By default, one process per CPU
+    with at least ``PIXELS_PER_PROCESS`` to generate (starting one costs about a second).
+    Returns every image path."""
+    if processes is None:
+        processes = min(available_cpus(), count * size[0] * size[1] // PIXELS_PER_PROCESS)
+    chunks = max(1, min(count, processes))
+    shares = [count // chunks + (k < count % chunks) for k in range(chunks)]
+    jobs = [(out / str(k), share, size, defect_rate, seed + k) for k, share in enumerate(shares)]
+    if chunks == 1:
+        return generate(*jobs[0])
+    context = multiprocessing.get_context("spawn")  # no state of the caller's inherited
+    with ProcessPoolExecutor(chunks, mp_context=context) as pool:
+        return [path for part in pool.map(_generate_job, jobs) for path in part]
+
+
+def _generate_job(job: tuple[Path, int, tuple[int, int], float, int]) -> list[Path]:
+    return generate(*job)

@@ -19,11 +19,12 @@ from collections.abc import Iterator
 from itertools import islice
 from typing import Any
 
+from psicbatch.cpus import available_cpus
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
 from psicbatch.run.options import RunOptions
 from psicbatch.run.shutdown import die_with_parent
-from psicbatch.run.worker import Rows, Task, Worker, available_cpus
+from psicbatch.run.worker import Rows, Task, Worker
 
 BatchResult = tuple[Rows, dict[str, float]]
 IN_FLIGHT_PER_WORKER = 4

@@ -12,7 +12,6 @@ host, and the per-image Python work happens in a thread that launches no GPU wor
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -37,14 +36,6 @@ STAGE_COUNT = 4  # decoding, inference, post-processing, rows
 MAX_DECODING_BATCHES = 4  # batches decoded at once, at most
 LATENCY = "latency"  # in a batch's times: seconds from the start of decoding to its rows
 Rows = list[dict[str, Any]]
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity), not the machine's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # platforms without affinity
-        return os.cpu_count() or 1
 
 
 def concurrent_batches(threads: int, batch_size: int) -> int:
