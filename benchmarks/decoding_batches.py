@@ -3,11 +3,12 @@
 A worker's decoding stage waits for a batch's slowest file before the next batch starts;
 when the worker has more decoding threads than the batch has files (16 CPUs and batches
 of 8 on a GPU server), threads idle. ``psicbatch run`` therefore decodes
-``ceil(threads / batch)`` batches at once (at most 4) with the PIL decoder. This measures
-``psicbatch run``'s path with the null engine (no inference cost: decoding decides) on
-1408x512 PNG and JPEG files, PIL decoding, one batch at a time against the default, at
-batches where this machine's threads outnumber the batch and where they do not. The two
-settings alternate, three times each, so drift of the machine shows as spread.
+``ceil(threads / batch)`` batches at once (at most 4; DALI with a pipeline each). This
+measures ``psicbatch run``'s path with the null engine (no inference cost: decoding
+decides) on 1408x512 PNG and JPEG files, PIL and DALI (CPU) decoding, one batch at a time
+against the default, at batches where this machine's threads outnumber the batch and
+where they do not. The two settings alternate, three times each, so drift of the machine
+shows as spread.
 
 Usage: python benchmarks/decoding_batches.py OUT_DIR [--count 240] [--batches 1,2,8]
 """
@@ -38,14 +39,16 @@ DISTINCT = 24  # generated images, cycled through
 ROUNDS = 3
 
 
-def images_per_second(files: list[Path], batch: int, at_once: int | None, folder: Path) -> float:
+def images_per_second(
+    files: list[Path], batch: int, decoder: str, at_once: int | None, folder: Path
+) -> float:
     """The run path's rate with at most ``at_once`` batches decoded at once (None: the
     default rule). The worker runs in this process, so the limit applies to it."""
     default = worker.MAX_DECODING_BATCHES
     worker.MAX_DECODING_BATCHES = at_once or default
     try:
         spec = EngineSpec(null_outputs="clean", input_size=SIZE)
-        result = end_to_end(spec, files, batch, folder, "cpu", decoder="pil")
+        result = end_to_end(spec, files, batch, folder, "cpu", decoder=decoder)
     finally:
         worker.MAX_DECODING_BATCHES = default
     return float(result["throughput_items_per_s"])
@@ -56,6 +59,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--count", type=int, default=240, help="files per measured run")
     parser.add_argument("--batches", default="1,2,8")
+    parser.add_argument("--decoders", default="pil,dali")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     threads = available_cpus()
@@ -67,44 +71,41 @@ def main() -> None:
         for png in pngs:
             Image.open(png).save(png.with_suffix(".jpg"), quality=92)
             jpgs.append(png.with_suffix(".jpg"))
-        for kind, distinct in (("png", pngs), ("jpg", jpgs)):
+        cases = [
+            (decoder, kind, distinct, batch)
+            for decoder in args.decoders.split(",")
+            for kind, distinct in (("png", pngs), ("jpg", jpgs))
+            for batch in batches
+        ]
+        for decoder, kind, distinct, batch in cases:
             files = [distinct[i % len(distinct)] for i in range(args.count)]
-            for batch in batches:
-                rates: dict[str, list[float]] = {"one": [], "default": []}
-                for round_number in range(ROUNDS):
-                    for setting, at_once in (("one", 1), ("default", None)):
-                        out = root / f"{kind}-{batch}-{setting}-{round_number}"
-                        rates[setting].append(images_per_second(files, batch, at_once, out))
-                at_once = worker.concurrent_batches(threads, batch)
-                one, default = max(rates["one"]), max(rates["default"])
-                results.append({"kind": kind, "batch": batch, "at_once": at_once, **rates})
-                rows.append(
-                    [
-                        kind,
-                        batch,
-                        at_once,
-                        " / ".join(f"{r:.1f}" for r in rates["one"]),
-                        " / ".join(f"{r:.1f}" for r in rates["default"]),
-                        f"{default / one:.2f}",
-                    ]
-                )
-                print(rows[-1], flush=True)
+            rates: dict[str, list[float]] = {"one": [], "default": []}
+            for round_number in range(ROUNDS):
+                for setting, at_once in (("one", 1), ("default", None)):
+                    out = root / f"{decoder}-{kind}-{batch}-{setting}-{round_number}"
+                    rates[setting].append(images_per_second(files, batch, decoder, at_once, out))
+            at_once = worker.concurrent_batches(threads, batch)
+            result = {"decoder": decoder, "kind": kind, "batch": batch, "at_once": at_once}
+            results.append({**result, **rates})
+            rows.append(
+                [
+                    *result.values(),
+                    " / ".join(f"{r:.1f}" for r in rates["one"]),
+                    " / ".join(f"{r:.1f}" for r in rates["default"]),
+                    f"{max(rates['default']) / max(rates['one']):.2f}",
+                ]
+            )
+            print(rows[-1], flush=True)
     facts = machine()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "decoding-batches.json").write_text(
         json.dumps({"machine": facts, "threads": threads, "results": results}, indent=1) + "\n"
     )
-    header = [
-        "files",
-        "batch",
-        "batches at once",
-        "one at a time, images/s",
-        "default",
-        "best/best",
-    ]
+    header = ["decoder", "files", "batch", "batches at once", "one at a time, images/s"]
+    header += ["default", "best/best"]
     text = (
         f"# Decoding batches at once: {facts['cpu']}, {facts['isa']}, {threads} decoding "
-        f"threads\n\n`psicbatch run` path, null engine, PIL decoding, {SIZE[0]}x{SIZE[1]}, "
+        f"threads\n\n`psicbatch run` path, null engine, CPU decoding, {SIZE[0]}x{SIZE[1]}, "
         f"{args.count} files a run; {ROUNDS} runs of each setting, alternating.\n\n"
         + "\n".join(markdown_table(header, rows))
         + "\n"

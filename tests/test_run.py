@@ -21,7 +21,7 @@ from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.errors import PsicbatchError
 from psicbatch.preprocess import Preprocessing, normalize
 from psicbatch.run import rle, worker
-from psicbatch.run.decode import DaliDecoder, PilDecoder
+from psicbatch.run.decode import DaliDecoder, DecoderPool, PilDecoder, make_decoder
 from psicbatch.run.inputs import collect_inputs
 from psicbatch.run.output import OutputLock, read_metadata
 from psicbatch.run.worker import MAX_DECODING_BATCHES, concurrent_batches
@@ -74,18 +74,20 @@ def test_one_and_two_workers_give_the_same_table(
     assert read_metadata(tmp_path / f"{decoder}1.parquet")["decoder"] == decoder
 
 
+@pytest.mark.parametrize("decoder", ["dali", "pil"])
 def test_batches_decoded_at_once_give_the_table_of_one_at_a_time(
-    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, decoder: str
 ) -> None:
-    """More decoding threads than a batch has files: PIL decodes several batches at once
-    (DALI's one pipeline, one); the rows and their order stay as one batch at a time."""
+    """More decoding threads than a batch has files: several batches decode at once (DALI
+    with a pipeline each); the rows and their order stay as one batch at a time."""
     assert [concurrent_batches(threads, 8) for threads in (2, 8, 9, 16, 64)] == [1, 1, 2, 2, 4]
-    assert PilDecoder.concurrent and not DaliDecoder.concurrent
+    pool = make_decoder("dali", Preprocessing((32, 32)), 1, 4, torch.device("cpu"), at_once=2)
+    assert isinstance(pool, DecoderPool) and [d.threads for d in pool.decoders] == [2, 2]
     outputs = []
     for at_once in (1, MAX_DECODING_BATCHES):
         monkeypatch.setattr(worker, "MAX_DECODING_BATCHES", at_once)
         out = tmp_path / f"{at_once}.parquet"
-        args = ["--decoder", "pil", "--batch-size", "1", "--workers", "1"]
+        args = ["--decoder", decoder, "--batch-size", "1", "--workers", "1"]
         code, output = run_cli(str(images), "--out", str(out), *args)
         assert code == 0, output
         outputs.append(table(out))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import queue
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -390,9 +391,11 @@ def make_decoder(
     threads: int,
     device: torch.device,
     limits: FileLimits = DEFAULT_LIMITS,
-) -> PilDecoder | DaliDecoder | NullDecoder:
+    at_once: int = 1,
+) -> PilDecoder | DaliDecoder | DecoderPool | NullDecoder:
     """The decoder for an engine on ``device``: DALI decodes on that GPU; host tensors are
-    pinned for GPU engines."""
+    pinned for GPU engines. ``at_once``: batches the caller may decode at the same time
+    (PIL's calls are independent; DALI gets a pipeline each, sharing the threads)."""
     gpu = device.type == "cuda"
     name = decoder_name(kind, preprocessing)
     if name == "null":
@@ -404,8 +407,38 @@ def make_decoder(
                 "(or use --decoder pil)"
             )
         device_id = (device.index or 0) if gpu else None
-        return DaliDecoder(preprocessing, batch_size, threads, device_id, gpu, limits)
+        each = max(1, threads // at_once)
+        pipelines = [
+            DaliDecoder(preprocessing, batch_size, each, device_id, gpu, limits)
+            for _ in range(at_once)
+        ]
+        return pipelines[0] if at_once == 1 else DecoderPool(pipelines)
     return PilDecoder(preprocessing, threads, gpu, limits)
+
+
+class DecoderPool:
+    """Decoders that each take one batch at a time (DALI: a pipeline each), for callers
+    decoding several batches at once: each call takes an idle one."""
+
+    name = "dali"
+    concurrent: ClassVar[bool] = True
+
+    def __init__(self, decoders: list[DaliDecoder]) -> None:
+        self.decoders = decoders
+        self.idle: queue.Queue = queue.Queue()
+        for decoder in decoders:
+            self.idle.put(decoder)
+
+    def decode(self, paths: list[Path]) -> DecodedBatch:
+        decoder = self.idle.get()
+        try:
+            return decoder.decode(paths)
+        finally:
+            self.idle.put(decoder)
+
+    def close(self) -> None:
+        for decoder in self.decoders:
+            decoder.close()
 
 
 class ArrayDecoder:

@@ -1,6 +1,7 @@
 """One worker: a decoder and an engine on one device, turning batches into result rows.
 
-Four stages run at the same time, each in its own thread, on different batches:
+Four stages run at the same time, each in its own thread (decoding in several, where
+one batch's files leave decoding threads idle), on different batches:
 decoding (with the upload as uint8 and the normalisation on the engine's device),
 inference, post-processing on the device (masks, areas, boxes, RLE run boundaries), and
 rows on the host (RLE strings, result rows). On a GPU each stage that launches GPU work
@@ -42,8 +43,8 @@ def concurrent_batches(threads: int, batch_size: int) -> int:
     """Batches decoded at once: enough for every decoding thread to have a file. One
     batch at a time waits for its slowest file, and a batch of 8 keeps only 8 of 16
     threads busy. The same shape on a 2-core CPU, ``--batch-size 1`` with 2 threads:
-    1408x512 PNG 54-61 images/s one batch at a time, 94-103 two at once
-    (benchmarks/results/decoding-batches-avx512/)."""
+    1408x512 PNG with PIL 58-59 images/s one batch at a time, 97-100 two at once; with
+    DALI's CPU operators 39-41 and 67-72 (benchmarks/results/decoding-batches-avx512/)."""
     return max(1, min(MAX_DECODING_BATCHES, -(-threads // batch_size)))
 
 
@@ -86,6 +87,7 @@ class Worker:
         self.rule = options.rule
         self.roi = RegionOfInterest(options.roi) if options.roi is not None else None
         preprocessing = manifest.engine_preprocessing()
+        at_once = concurrent_batches(threads or 2, options.batch_size)
         self.decoder: Decoder = make_decoder(
             options.decoder,
             preprocessing,
@@ -93,10 +95,9 @@ class Worker:
             threads or 2,
             self.device,
             options.limits,
+            at_once,
         )
-        self.decoding_batches = (
-            concurrent_batches(threads or 2, options.batch_size) if self.decoder.concurrent else 1
-        )
+        self.decoding_batches = at_once if self.decoder.concurrent else 1
         self.normalizer = Normalizer(preprocessing, self.device)
         self.upload_stream = streams.new_stream(self.device)
         self.infer_stream = streams.new_stream(self.device)
