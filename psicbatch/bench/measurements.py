@@ -165,15 +165,22 @@ def end_to_end(
 
 
 def decode_only(files: list[Path], preprocessing: Preprocessing, batch: int, device: str) -> dict:
-    """The run's decoder alone on ``files`` (on ``device``): the most a run can reach."""
+    """The run's decoder alone on ``files`` (on ``device``), as many batches at once as a
+    run decodes: the most a run can reach."""
     from psicbatch.cpus import available_cpus
     from psicbatch.run.decode import make_decoder
+    from psicbatch.run.stages import staged
+    from psicbatch.run.worker import concurrent_batches
 
-    chosen = make_decoder("auto", preprocessing, batch, available_cpus(), torch.device(device))
+    threads = available_cpus()
+    at_once = concurrent_batches(threads, batch)
+    where = torch.device(device)
+    chosen = make_decoder("auto", preprocessing, batch, threads, where, at_once=at_once)
     chosen.decode(files[:batch])  # warm-up
     began = time.perf_counter()
-    for start in range(0, len(files), batch):
-        chosen.decode(files[start : start + batch])
+    batches = [files[start : start + batch] for start in range(0, len(files), batch)]
+    for _ in staged(batches, chosen.decode, workers=at_once if chosen.concurrent else 1):
+        pass
     seconds = time.perf_counter() - began
     chosen.close()
     return {
