@@ -21,8 +21,8 @@ from scipy import ndimage
 from psicbatch.cpus import available_cpus
 
 TEXTURES = ("grain", "brushed", "woven")
-PIXELS_PER_PROCESS = 8 * 1408 * 512  # about a second of generating
 DEFECTS = ("ellipse", "scratch", "spots")
+PIXELS_PER_PROCESS = 8 * 1408 * 512  # generate_many: about a second of work per process
 
 
 def texture(rng: np.random.Generator, kind: str, height: int, width: int) -> np.ndarray:
