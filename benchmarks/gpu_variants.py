@@ -161,7 +161,7 @@ def main() -> None:
     )
     print("| variant | images/s | against the engine | largest difference: probability, mask |")
     print("| --- | --- | --- | --- |")
-    print(f"| engine | {baseline:.1f} | 1.00 | - |")
+    print(f"| engine | {baseline:.1f} | 1.00 | - |", flush=True)  # each row as it comes
     for name, rewrite in REWRITES.items():
         if name == "compiled" and not images.is_cuda:
             print(f"| {name} | GPU only here | - | - |")
@@ -174,11 +174,13 @@ def main() -> None:
             differences = largest_differences(forward, reference, images)
             rate = images_per_second(forward, images)
         except Exception as error:  # a failed variant is a result too
-            print(f"| {name} | failed: {type(error).__name__}: {str(error)[:120]} | - | - |")
+            failure = f"failed: {type(error).__name__}: {str(error)[:120]}"
+            print(f"| {name} | {failure} | - | - |", flush=True)
             continue
         print(
             f"| {name} | {rate:.1f} | {rate / baseline:.2f} "
-            f"| {differences[0]:.1e}, {differences[1]:.1e} |"
+            f"| {differences[0]:.1e}, {differences[1]:.1e} |",
+            flush=True,
         )
 
 
