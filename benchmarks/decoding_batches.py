@@ -32,7 +32,7 @@ from psicbatch.cpus import available_cpus  # noqa: E402
 from psicbatch.data.synth import generate  # noqa: E402
 from psicbatch.engines.spec import EngineSpec  # noqa: E402
 from psicbatch.reports import markdown_table  # noqa: E402
-from psicbatch.run import worker  # noqa: E402
+from psicbatch.run import decode  # noqa: E402
 
 SIZE = (1408, 512)
 DISTINCT = 24  # generated images, cycled through
@@ -44,13 +44,13 @@ def images_per_second(
 ) -> float:
     """The run path's rate with at most ``at_once`` batches decoded at once (None: the
     default rule). The worker runs in this process, so the limit applies to it."""
-    default = worker.MAX_DECODING_BATCHES
-    worker.MAX_DECODING_BATCHES = at_once or default
+    default = decode.MAX_DECODING_BATCHES
+    decode.MAX_DECODING_BATCHES = at_once or default
     try:
         spec = EngineSpec(null_outputs="clean", input_size=SIZE)
         result = end_to_end(spec, files, batch, folder, "cpu", decoder=decoder)
     finally:
-        worker.MAX_DECODING_BATCHES = default
+        decode.MAX_DECODING_BATCHES = default
     return float(result["throughput_items_per_s"])
 
 
@@ -84,7 +84,7 @@ def main() -> None:
                 for setting, at_once in (("one", 1), ("default", None)):
                     out = root / f"{decoder}-{kind}-{batch}-{setting}-{round_number}"
                     rates[setting].append(images_per_second(files, batch, decoder, at_once, out))
-            at_once = worker.concurrent_batches(threads, batch)
+            at_once = decode.concurrent_batches(threads, batch)
             result = {"decoder": decoder, "kind": kind, "batch": batch, "at_once": at_once}
             results.append({**result, **rates})
             rows.append(

@@ -20,11 +20,17 @@ from psicbatch.data.synth import generate
 from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.errors import PsicbatchError
 from psicbatch.preprocess import Preprocessing, normalize
-from psicbatch.run import rle, worker
-from psicbatch.run.decode import DaliDecoder, DecoderPool, PilDecoder, make_decoder
+from psicbatch.run import decode, rle
+from psicbatch.run.decode import (
+    MAX_DECODING_BATCHES,
+    DaliDecoder,
+    DecoderPool,
+    PilDecoder,
+    concurrent_batches,
+    make_decoder,
+)
 from psicbatch.run.inputs import collect_inputs
 from psicbatch.run.output import OutputLock, read_metadata
-from psicbatch.run.worker import MAX_DECODING_BATCHES, concurrent_batches
 from tests.reference_rows import assert_same_results, result_row
 from tests.run_processes import killed_run
 
@@ -81,11 +87,11 @@ def test_batches_decoded_at_once_give_the_table_of_one_at_a_time(
     """More decoding threads than a batch has files: several batches decode at once (DALI
     with a pipeline each); the rows and their order stay as one batch at a time."""
     assert [concurrent_batches(threads, 8) for threads in (2, 8, 9, 16, 64)] == [1, 1, 2, 2, 4]
-    pool = make_decoder("dali", Preprocessing((32, 32)), 1, 4, torch.device("cpu"), at_once=2)
-    assert isinstance(pool, DecoderPool) and [d.threads for d in pool.decoders] == [2, 2]
+    pool = make_decoder("dali", Preprocessing((32, 32)), 8, 16, torch.device("cpu"))
+    assert isinstance(pool, DecoderPool) and [d.threads for d in pool.decoders] == [8, 8]
     outputs = []
     for at_once in (1, MAX_DECODING_BATCHES):
-        monkeypatch.setattr(worker, "MAX_DECODING_BATCHES", at_once)
+        monkeypatch.setattr(decode, "MAX_DECODING_BATCHES", at_once)
         out = tmp_path / f"{at_once}.parquet"
         args = ["--decoder", decoder, "--batch-size", "1", "--workers", "1"]
         code, output = run_cli(str(images), "--out", str(out), *args)

@@ -170,16 +170,12 @@ def decode_only(files: list[Path], preprocessing: Preprocessing, batch: int, dev
     from psicbatch.cpus import available_cpus
     from psicbatch.run.decode import make_decoder
     from psicbatch.run.stages import staged
-    from psicbatch.run.worker import concurrent_batches
 
-    threads = available_cpus()
-    at_once = concurrent_batches(threads, batch)
-    where = torch.device(device)
-    chosen = make_decoder("auto", preprocessing, batch, threads, where, at_once=at_once)
+    chosen = make_decoder("auto", preprocessing, batch, available_cpus(), torch.device(device))
     chosen.decode(files[:batch])  # warm-up
     began = time.perf_counter()
     batches = [files[start : start + batch] for start in range(0, len(files), batch)]
-    for _ in staged(batches, chosen.decode, workers=at_once if chosen.concurrent else 1):
+    for _ in staged(batches, chosen.decode, workers=chosen.at_once):
         pass
     seconds = time.perf_counter() - began
     chosen.close()

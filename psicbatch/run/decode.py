@@ -53,6 +53,7 @@ from psicbatch.run.limited import TimeLimitExceeded, call_limited, run_limited
 from psicbatch.tiles import TileGrid
 
 DEFAULT_LIMITS = FileLimits()
+MAX_DECODING_BATCHES = 4  # batches a decoder takes at once, at most
 MAX_PIXELS = 100_000_000  # far above any inspection camera, far below a decompression bomb
 EXIF_ORIENTATION = 0x0112
 
@@ -73,10 +74,10 @@ class DecodedBatch:
 
 class Decoder(Protocol):
     """What a worker needs of a decoder: file names (or names of in-memory images) in,
-    one batch out, with each file's error apart. ``concurrent``: ``decode`` may run for
-    several batches at once."""
+    one batch out, with each file's error apart. ``at_once``: how many batches ``decode``
+    may be given at the same time."""
 
-    concurrent: ClassVar[bool]
+    at_once: int
 
     def decode(self, paths: list[Path]) -> DecodedBatch: ...
 
@@ -142,8 +143,8 @@ class PilDecoder:
     threads: int = 2
     pin: bool = False  # host tensors in pinned memory, for GPU engines
     limits: FileLimits = DEFAULT_LIMITS
+    at_once: int = 1  # any number: each call has its own threads, no shared state
     name: ClassVar[str] = "pil"
-    concurrent: ClassVar[bool] = True  # each call's own threads, no shared state
 
     def _one(self, path: Path) -> tuple[np.ndarray, tuple[int, int] | TileGrid, FileStamp]:
         depth = self.preprocessing.bit_depth
@@ -199,7 +200,7 @@ class DaliDecoder:
     pin: bool = False
     limits: FileLimits = DEFAULT_LIMITS
     name: ClassVar[str] = "dali"
-    concurrent: ClassVar[bool] = False  # one pipeline, one batch at a time
+    at_once = 1  # one pipeline, one batch at a time (``DecoderPool``: several)
 
     def __post_init__(self) -> None:
         self.pipeline = self._build()
@@ -391,12 +392,12 @@ def make_decoder(
     threads: int,
     device: torch.device,
     limits: FileLimits = DEFAULT_LIMITS,
-    at_once: int = 1,
 ) -> PilDecoder | DaliDecoder | DecoderPool | NullDecoder:
     """The decoder for an engine on ``device``: DALI decodes on that GPU; host tensors are
-    pinned for GPU engines. ``at_once``: batches the caller may decode at the same time
-    (PIL's calls are independent; DALI gets a pipeline each, sharing the threads)."""
+    pinned for GPU engines. It takes ``concurrent_batches`` batches at once (PIL's calls
+    are independent; DALI gets a pipeline each, sharing the threads)."""
     gpu = device.type == "cuda"
+    at_once = concurrent_batches(threads, batch_size)
     name = decoder_name(kind, preprocessing)
     if name == "null":
         return NullDecoder(preprocessing, batch_size, device)
@@ -413,7 +414,16 @@ def make_decoder(
             for _ in range(at_once)
         ]
         return pipelines[0] if at_once == 1 else DecoderPool(pipelines)
-    return PilDecoder(preprocessing, threads, gpu, limits)
+    return PilDecoder(preprocessing, threads, gpu, limits, at_once)
+
+
+def concurrent_batches(threads: int, batch_size: int) -> int:
+    """Batches decoded at once: enough for every decoding thread to have a file. One
+    batch at a time waits for its slowest file, and a batch of 8 keeps only 8 of 16
+    threads busy. The same shape on a 2-core CPU, ``--batch-size 1`` with 2 threads:
+    1408x512 PNG with PIL 58-59 images/s one batch at a time, 97-100 two at once; with
+    DALI's CPU operators 39-41 and 67-72 (benchmarks/results/decoding-batches-avx512/)."""
+    return max(1, min(MAX_DECODING_BATCHES, -(-threads // batch_size)))
 
 
 class DecoderPool:
@@ -421,10 +431,10 @@ class DecoderPool:
     decoding several batches at once: each call takes an idle one."""
 
     name = "dali"
-    concurrent: ClassVar[bool] = True
 
     def __init__(self, decoders: list[DaliDecoder]) -> None:
         self.decoders = decoders
+        self.at_once = len(decoders)
         self.idle: queue.Queue = queue.Queue()
         for decoder in decoders:
             self.idle.put(decoder)
@@ -447,7 +457,7 @@ class ArrayDecoder:
     resized by the same rules as decoded files (``preprocess``, ``at_bit_depth``)."""
 
     name = "array"
-    concurrent: ClassVar[bool] = False
+    at_once = 1
 
     def __init__(self, preprocessing: Preprocessing, pin: bool = False) -> None:
         self.preprocessing, self.pin = preprocessing, pin
@@ -493,7 +503,7 @@ class NullDecoder:
     them: ``psicbatch bench`` measures the host side as if the GPU decoded the files."""
 
     name = "null"
-    concurrent: ClassVar[bool] = False
+    at_once = 1
 
     def __init__(self, preprocessing: Preprocessing, batch_size: int, device: torch.device) -> None:
         shape = (batch_size, preprocessing.channels, *preprocessing.input_size)

@@ -34,18 +34,8 @@ from psicbatch.run.stages import staged
 
 Task = tuple[int, list[tuple[int, Path]]]  # batch number, [(input index, path)]
 STAGE_COUNT = 4  # decoding, inference, post-processing, rows
-MAX_DECODING_BATCHES = 4  # batches decoded at once, at most
 LATENCY = "latency"  # in a batch's times: seconds from the start of decoding to its rows
 Rows = list[dict[str, Any]]
-
-
-def concurrent_batches(threads: int, batch_size: int) -> int:
-    """Batches decoded at once: enough for every decoding thread to have a file. One
-    batch at a time waits for its slowest file, and a batch of 8 keeps only 8 of 16
-    threads busy. The same shape on a 2-core CPU, ``--batch-size 1`` with 2 threads:
-    1408x512 PNG with PIL 58-59 images/s one batch at a time, 97-100 two at once; with
-    DALI's CPU operators 39-41 and 67-72 (benchmarks/results/decoding-batches-avx512/)."""
-    return max(1, min(MAX_DECODING_BATCHES, -(-threads // batch_size)))
 
 
 @dataclass
@@ -87,7 +77,6 @@ class Worker:
         self.rule = options.rule
         self.roi = RegionOfInterest(options.roi) if options.roi is not None else None
         preprocessing = manifest.engine_preprocessing()
-        at_once = concurrent_batches(threads or 2, options.batch_size)
         self.decoder: Decoder = make_decoder(
             options.decoder,
             preprocessing,
@@ -95,9 +84,7 @@ class Worker:
             threads or 2,
             self.device,
             options.limits,
-            at_once,
         )
-        self.decoding_batches = at_once if self.decoder.concurrent else 1
         self.normalizer = Normalizer(preprocessing, self.device)
         self.upload_stream = streams.new_stream(self.device)
         self.infer_stream = streams.new_stream(self.device)
@@ -111,7 +98,7 @@ class Worker:
         """(batch number, rows, stage seconds) per batch, in order; the four stages overlap.
         With ``batch_timeout``, a batch taking longer raises ``StageTimeout`` (a spawned
         worker, which may wait for tasks, is watched by its parent instead)."""
-        decoded = staged(tasks, self._decode, name="decoding", workers=self.decoding_batches)
+        decoded = staged(tasks, self._decode, name="decoding", workers=self.decoder.at_once)
         inferred = staged(decoded, self._infer, name="inference")
         summarized = staged(inferred, self._postprocess, name="post-processing")
         for batch in staged(summarized, self._make_rows, timeout=batch_timeout, name="batch"):
