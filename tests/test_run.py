@@ -30,9 +30,11 @@ from psicbatch.run.decode import (
     make_decoder,
 )
 from psicbatch.run.inputs import collect_inputs
+from psicbatch.run.job import resolved_sources
 from psicbatch.run.output import OutputLock, read_metadata
 from tests.reference_rows import assert_same_results, result_row
 from tests.run_processes import killed_run
+from tests.test_layouts import make_dagm, make_kolektorsdd
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -282,6 +284,41 @@ def test_folder_scans_say_what_they_skipped(images: Path, tmp_path: Path) -> Non
     result = CliRunner().invoke(main, ["run", str(folder), "--out", str(out), "--decoder", "pil"])
     assert result.exit_code == 0, result.output
     assert "skipped 3 files in the input folders" in result.output
+
+
+def test_dataset_masks_are_named_and_layout_takes_the_images_only(tmp_path: Path) -> None:
+    ksdd, dagm = tmp_path / "ksdd", tmp_path / "dagm"
+    make_kolektorsdd(ksdd)  # 4 images, each with a Part*_label.bmp
+    make_dagm(dagm)  # 6 images; Label/ holds 2 masks (PNG) and Labels.txt
+    plain = collect_inputs([str(ksdd), str(dagm)])
+    assert len(plain.paths) == 16 and plain.mask_like == 6
+    assert "6 input files look like a dataset's defect masks" in plain.mask_note()
+    assert collect_inputs([str(ksdd / "kos01" / "Part0.jpg")]).mask_note() is None
+    in_layout = collect_inputs([str(ksdd)], layout="kolektorsdd")
+    assert [p.relative_to(ksdd).as_posix() for p in in_layout.paths] == [
+        "kos01/Part0.jpg",
+        "kos01/Part1.jpg",
+        "kos02/Part0.jpg",
+        "kos02/Part1.jpg",
+    ]
+    assert in_layout.mask_note() is None
+    assert len(collect_inputs([str(dagm)], layout="dagm").paths) == 6
+    # A resume must use the same layout: it is part of the job's sources.
+    assert resolved_sources([str(ksdd)], None, "kolektorsdd") == [f"kolektorsdd:{ksdd.resolve()}"]
+    with pytest.raises(PsicbatchError, match="no images found in the 'kolektorsdd2' layout"):
+        collect_inputs([str(ksdd)], layout="kolektorsdd2")
+
+    out = tmp_path / "r.parquet"
+    code, _ = run_cli(str(ksdd), "--out", str(out), "--decoder", "pil")
+    assert code == 0 and len(table(out)) == 8
+    result = CliRunner().invoke(
+        main, ["run", str(ksdd), "--layout", "kolektorsdd", "-o", str(out), "--overwrite"]
+    )
+    assert result.exit_code == 0 and "look like a dataset's defect masks" not in result.output
+    assert [Path(row["path"]).name for row in table(out)] == ["Part0.jpg", "Part1.jpg"] * 2
+    result = CliRunner().invoke(main, ["run", str(ksdd), "-o", str(tmp_path / "n.parquet")])
+    assert "4 input files look like a dataset's defect masks" in result.output
+    assert "--layout (kolektorsdd, kolektorsdd2, dagm, folder)" in result.output
 
 
 def test_finding_no_images_names_where_it_looked_and_what_it_passed_over(

@@ -25,6 +25,7 @@ from psicbatch.commands.options import (
     device_option,
     engine_options,
 )
+from psicbatch.data.layouts import LAYOUTS
 from psicbatch.decisions import CLASSIFIER, Decisions, Rule
 from psicbatch.engines.revisions import engine_decisions
 from psicbatch.engines.spec import EngineSpec
@@ -53,6 +54,12 @@ WATCH_OUT = "results"  # --watch's default --out: a folder of parts
     "list_file",
     type=click.Path(path_type=Path, dir_okay=False),
     help="A text file with one image path per line.",
+)
+@click.option(
+    "--layout",
+    type=click.Choice(list(LAYOUTS)),
+    help="SOURCES are dataset folders in this layout (as for train and eval): only their "
+    "images are inspected, not their masks.",
 )
 @click.option(
     "--out",
@@ -170,6 +177,7 @@ WATCH_OUT = "results"  # --watch's default --out: a folder of parts
 def run_command(
     sources: tuple[str, ...],
     list_file: Path | None,
+    layout: str | None,
     out: Path,
     overwrite: bool,
     engine: Path | None,
@@ -206,13 +214,13 @@ def run_command(
         raise click.BadParameter("give --threshold or --decisions, not both")
     threshold, rule, decisions = _decisions(decisions_file, engine, threshold)
     if watch is not None:
-        if sources or list_file or resume or executor != "local" or workers > 1:
+        if sources or list_file or layout or resume or executor != "local" or workers > 1:
             raise click.BadParameter(
-                "--watch takes no SOURCES, --list, --resume, --executor or --workers"
+                "--watch takes no SOURCES, --list, --layout, --resume, --executor or --workers"
             )
         if click.get_current_context().get_parameter_source("out") == ParameterSource.DEFAULT:
             out = Path(WATCH_OUT)
-    inputs = collect_inputs(list(sources), list_file) if watch is None else None
+    inputs = collect_inputs(list(sources), list_file, layout) if watch is None else None
     spec = EngineSpec(
         engine_dir=engine,
         checkpoint=None if engine else model or demo_model_path(),
@@ -231,7 +239,7 @@ def run_command(
         masks=masks,
         resume=resume,
         overwrite=overwrite,
-        sources=tuple(resolved_sources([str(watch)] if watch else sources, list_file)),
+        sources=tuple(resolved_sources([str(watch)] if watch else sources, list_file, layout)),
         list_file=list_file,
         part_rows=flush_every,
         batch_timeout=batch_timeout,
@@ -243,10 +251,9 @@ def run_command(
         return
     assert inputs is not None
     paths = inputs.paths
-    if not quiet and inputs.skipped_note():
-        console.print(
-            f"note: {inputs.skipped_note()}", markup=False, highlight=False, soft_wrap=True
-        )
+    for note in (inputs.skipped_note(), inputs.mask_note()):
+        if note and not quiet:
+            console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     summary = _inspect(paths, spec, options, _executor(executor, address), console, quiet)
     if not quiet:
         _print_summary(console, summary, out)

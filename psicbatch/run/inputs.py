@@ -1,4 +1,10 @@
-"""Turning the command line's sources (folders, globs, files, list files) into one list."""
+"""Turning the command line's sources (folders, globs, files, list files) into one list.
+
+Datasets keep their ground-truth masks beside or below their images, as image files:
+a folder scan takes them too. ``--layout`` takes a dataset's images only (the layout
+readers of training and evaluation); without it, files named like such masks are counted
+so the run can say so.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from psicbatch.data.images import IMAGE_SUFFIXES
+from psicbatch.data.layouts import LAYOUTS, read_dataset
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
+
+# How the published layouts name ground-truth masks: KolektorSDD and DAGM ``*_label``,
+# KolektorSDD2 ``*_GT``; DAGM keeps them in ``Label/``, the folder layout in ``masks/``.
+MASK_STEM_ENDINGS = ("_label", "_gt")
+MASK_FOLDERS = ("label", "masks")
+
+
+def looks_like_mask(path: Path) -> bool:
+    """Named or placed like a dataset's ground-truth mask (case-insensitive)."""
+    return path.stem.lower().endswith(MASK_STEM_ENDINGS) or path.parent.name.lower() in MASK_FOLDERS
 
 
 @dataclass
@@ -19,6 +36,8 @@ class Inputs:
     # Files that folder scans passed over, by extension ("" for none): not image types
     # psicbatch reads. Reported, so a folder of .gif or .webp files is not a silent no-op.
     skipped: Counter = field(default_factory=Counter)
+    # Images found by folder scans and globs that look like ground-truth masks.
+    mask_like: int = 0
 
     def skipped_note(self) -> str | None:
         """One line saying what the folder scans passed over, or None."""
@@ -34,19 +53,38 @@ class Inputs:
             f"({kinds}); it reads {', '.join(IMAGE_SUFFIXES)}"
         )
 
+    def mask_note(self) -> str | None:
+        """One line saying that files named like masks are inspected as images, or None."""
+        if not self.mask_like:
+            return None
+        files = "file looks" if self.mask_like == 1 else "files look"
+        return (
+            f"{self.mask_like} input {files} like a dataset's defect masks (named *_label or "
+            "*_GT, or in a Label/ or masks/ folder) and will be inspected as images; "
+            f"--layout ({', '.join(LAYOUTS)}) takes a dataset's images only"
+        )
 
-def collect_inputs(sources: list[str], list_file: Path | None = None) -> Inputs:
+
+def collect_inputs(
+    sources: list[str], list_file: Path | None = None, layout: str | None = None
+) -> Inputs:
     """Images in a stable order, each once.
 
     Folders are searched recursively for image extensions without following symbolic links
     to folders (so link loops cannot trap the search); files named explicitly are taken
     whatever their extension; anything else is a glob pattern. A list file holds one path
     per line (blank lines and ``#`` comments skipped), relative to the list file's folder;
-    its bytes are taken as file names as they are, whatever their encoding.
+    its bytes are taken as file names as they are, whatever their encoding. With
+    ``layout``, each source is a dataset folder in that layout and gives its images.
     """
     inputs = Inputs([])
     for source in sources:
-        inputs.paths += _expand(source, inputs.skipped)
+        if layout is None:
+            inputs.paths += _expand(source, inputs.skipped)
+        else:
+            inputs.paths += [sample.image_path for sample in read_dataset(Path(source), layout)]
+    if layout is None:  # what the sources gave, before the list's explicit choices
+        inputs.mask_like = sum(map(looks_like_mask, dict.fromkeys(inputs.paths)))
     if list_file is not None:
         inputs.paths += _read_list(list_file)
     inputs.paths = list(dict.fromkeys(inputs.paths))

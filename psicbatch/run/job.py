@@ -83,12 +83,17 @@ def check_same_job(folder: Path, current: JobIdentity, name: str = JOB_FILE) -> 
         )
 
 
-def resolved_sources(sources: Sequence[str], list_file: Path | None) -> list[str]:
-    """Sources as absolute paths with links resolved; glob patterns made absolute."""
+def resolved_sources(
+    sources: Sequence[str], list_file: Path | None, layout: str | None = None
+) -> list[str]:
+    """Sources as absolute paths with links resolved; glob patterns made absolute; with a
+    dataset ``layout``, each folder prefixed by it (its images only are the inputs)."""
     resolved = [
         os.path.realpath(source) if os.path.exists(source) else os.path.abspath(source)
         for source in sources
     ]
+    if layout is not None:
+        resolved = [f"{layout}:{source}" for source in resolved]
     if list_file is not None:
         resolved.append("list:" + os.path.realpath(list_file))
     return resolved
