@@ -14,8 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
+from psicbatch.api import Inspector
 from psicbatch.assets import demo_model_path
+from psicbatch.checkpoint import load_checkpoint
 from psicbatch.cli import main
 from psicbatch.data.synth import generate
 from psicbatch.engines import load_engine
@@ -29,6 +32,7 @@ from tests.reference_rows import assert_same_results
 from tests.test_engines import compiled_engine_parity
 from tests.test_gpu_paths_on_cpu import write_mixed_sizes
 from tests.test_run import dali_copy
+from tests.test_tiles import line_scan_image, tiled_demo
 
 pytestmark = pytest.mark.gpu
 
@@ -171,6 +175,40 @@ def test_mixed_sizes_and_a_partial_batch_on_the_gpu(tmp_path: Path) -> None:
     run_cli(*common, "-o", str(cpu), "--device", "cpu", "--decoder", "pil")
     run_cli(*common, "-o", str(gpu), "--device", "0", "--decoder", "pil")
     assert_same_results(pq.read_table(cpu).to_pylist(), pq.read_table(gpu).to_pylist(), 1e-3, 0.95)
+
+
+def test_a_tiled_run_on_the_gpu_matches_the_cpu_run(tmp_path: Path) -> None:
+    """Tiles normalised call by call, stitched and decided on the device: the CPU's rows."""
+    image, _ = line_scan_image(300, 1000)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(image).save(folder / "a.png")
+    Image.fromarray(np.ascontiguousarray(image[::-1, ::-1])).save(folder / "b.png")
+    Image.fromarray(image[:100, :90]).save(folder / "small.png")  # below one tile
+    cpu, gpu = tmp_path / "cpu.parquet", tmp_path / "gpu.parquet"
+    model = tiled_demo(tmp_path / "tiled.pt")
+    common = [str(folder), "--model", str(model), "--masks", "all", "--precision", "fp32"]
+    run_cli(*common, "--batch-size", "2", "-o", str(cpu), "--device", "cpu", "--decoder", "pil")
+    run_cli(*common, "--batch-size", "2", "-o", str(gpu), "--device", "0", "--decoder", "pil")
+    cpu_rows, gpu_rows = pq.read_table(cpu).to_pylist(), pq.read_table(gpu).to_pylist()
+    assert_same_results(cpu_rows, gpu_rows, 1e-3, 0.95)
+    assert [row["tile"] for row in cpu_rows] == [row["tile"] for row in gpu_rows]
+
+
+def test_training_on_the_gpu(tmp_path: Path) -> None:
+    """Both steps on CUDA at the automatic precision; the checkpoint then runs on a CPU."""
+    data, model = tmp_path / "data", tmp_path / "gpu.pt"
+    generate(data, 8, (64, 64), defect_rate=0.5, seed=3)
+    tiny = ["--width", "0.125", "--input-size", "64x64", "--seg-epochs", "3", "--cls-epochs", "2"]
+    result = CliRunner().invoke(main, ["train", str(data), "-o", str(model), *tiny, "-q"])
+    assert result.exit_code == 0, result.output
+    training = load_checkpoint(model).training
+    assert training["complete"] and training["precision"]["precision"] in ("bf16", "fp16")
+    losses = [loss for phase in training["loss_history"].values() for loss in phase]
+    assert len(losses) == 5 and all(np.isfinite(losses))
+    with Inspector(model, device="cpu", precision="fp32") as inspector:
+        found = list(inspector.inspect(sorted((data / "images").glob("*.png"))))
+    assert len(found) == 8 and all(0 <= item.probability <= 1 for item in found)
 
 
 def test_the_papers_network_at_1408x512_on_the_gpu(tmp_path: Path) -> None:
