@@ -46,11 +46,11 @@ if [[ $mode == --dry-run ]]; then
     width=0.125 size=128x128 count=12 batches=1,2 run_batch=2 duration=0.5 precision=fp32
     one=(--device cpu) all=()  # the script's flow only: one run
     kernels=(--device cpu --precision fp32 --width 0.125 --size 128x128 --batch 2)
-    cold=("${kernels[@]}")
+    cold=("${kernels[@]}") variants=("${kernels[@]}" --seconds 0.3)
 else
     width=1 size=1408x512 count=6000 batches=1,8,32 run_batch=8 duration=5 precision=fp16
     kernels=(--precision fp16 --batch 8 --size 1408x512)
-    cold=("${kernels[@]}")
+    cold=("${kernels[@]}") variants=("${kernels[@]}")
     gpus=$("$python" -c "import torch; print(','.join(map(str, range(torch.cuda.device_count()))))")
     [[ -n $gpus ]] || { echo "gpu_check: no CUDA GPU visible (use --dry-run on a CPU)" >&2; exit 1; }
     one=(--device 0) all=(--device "$gpus")
@@ -198,7 +198,7 @@ if wanted 6; then
 fi
 echo "== 7. exact rewrites of the network against the torch $precision engine"
 if wanted 7; then
-    "$python" "$root/benchmarks/gpu_variants.py" "${kernels[@]}" >"$out/variants.md" 2>&1 ||
+    "$python" "$root/benchmarks/gpu_variants.py" "${variants[@]}" >"$out/variants.md" 2>&1 ||
         echo "variants FAILED (see variants.md)" | tee -a "$out/machine.txt"
     grep "^|" "$out/variants.md" | tail -n 5
 fi

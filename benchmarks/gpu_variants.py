@@ -41,7 +41,6 @@ from psicbatch.bench.measurements import GPU_LAUNCHES_PER_SYNC, gpu_timed
 from psicbatch.engines.cuda_graphs import Forward, GraphedForward
 from psicbatch.engines.torch_engine import TorchEngine
 
-SECONDS = 3.0  # of timed calls per variant
 FIRST_LAYER_CHANNELS = 8
 
 
@@ -115,7 +114,7 @@ REWRITES: dict[str, Callable[[nn.Module, torch.memory_format], nn.Module | Forwa
 }
 
 
-def images_per_second(forward: Forward, images: torch.Tensor) -> float:
+def images_per_second(forward: Forward, images: torch.Tensor, seconds: float) -> float:
     """Engine-only rate: CUDA events around many calls on a GPU, wall time on a CPU."""
     with torch.inference_mode():
         for _ in range(2):  # eager, then captured (GPU)
@@ -130,9 +129,9 @@ def images_per_second(forward: Forward, images: torch.Tensor) -> float:
             return time.perf_counter() - began
 
         launches = GPU_LAUNCHES_PER_SYNC if timed is not None else 1  # per call()
-        calls = max(3, int(SECONDS / (call() * launches)))
-        seconds = sum(call() for _ in range(calls))  # call(): seconds per launch
-    return len(images) * calls / seconds
+        calls = max(3, int(seconds / (call() * launches)))
+        timed_seconds = sum(call() for _ in range(calls))  # call(): seconds per launch
+    return len(images) * calls / timed_seconds
 
 
 def largest_differences(
@@ -148,6 +147,7 @@ def largest_differences(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     engine_arguments(parser)
+    parser.add_argument("--seconds", type=float, default=3.0, help="of timed calls per variant")
     args = parser.parse_args()
     engine, size, _ = open_untrained(args)
     assert isinstance(engine, TorchEngine)
@@ -155,7 +155,7 @@ def main() -> None:
     images = images.contiguous(memory_format=engine.memory_format)
     with torch.inference_mode():
         reference = engine.forward(images)
-    baseline = images_per_second(engine.forward, images)
+    baseline = images_per_second(engine.forward, images, args.seconds)
     print(
         f"{args.device}, {args.precision}, batch {args.batch}, {args.size}, width {args.width}:\n"
     )
@@ -172,7 +172,7 @@ def main() -> None:
                 rewritten = rewritten.to(memory_format=engine.memory_format)  # type: ignore[call-overload]
             forward = GraphedForward(rewritten)
             differences = largest_differences(forward, reference, images)
-            rate = images_per_second(forward, images)
+            rate = images_per_second(forward, images, args.seconds)
         except Exception as error:  # a failed variant is a result too
             failure = f"failed: {type(error).__name__}: {str(error)[:120]}"
             print(f"| {name} | {failure} | - | - |", flush=True)
