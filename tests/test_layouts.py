@@ -65,6 +65,23 @@ def test_kolektorsdd_missing_label(tmp_path: Path) -> None:
         read_dataset(tmp_path, "kolektorsdd")
 
 
+def test_a_wrong_layout_names_the_one_the_folder_looks_like(tmp_path: Path) -> None:
+    ksdd, dagm = tmp_path / "ksdd", tmp_path / "dagm"
+    make_kolektorsdd(ksdd)
+    make_dagm(dagm)
+    for root, layout, expected, guess in (
+        (ksdd, "folder", "the folder layout needs an images/ subfolder", "kolektorsdd"),
+        (ksdd, "dagm", "no images found in the 'dagm' layout", "kolektorsdd"),
+        (dagm, "kolektorsdd", "no images found in the 'kolektorsdd' layout", "dagm"),
+    ):
+        with pytest.raises(PsicbatchError) as error:
+            read_dataset(root, layout)
+        assert str(error.value) == f"{root}: {expected}; it looks like --layout {guess}"
+    (tmp_path / "other").mkdir()
+    with pytest.raises(PsicbatchError, match=r"needs an images/ subfolder$"):
+        read_dataset(tmp_path / "other", "folder")  # no guess: nothing added
+
+
 def test_kolektorsdd2_colour(tmp_path: Path) -> None:
     for subset, name, defect in (("train", "10000", True), ("test", "20000", False)):
         (tmp_path / subset).mkdir()

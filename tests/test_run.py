@@ -293,6 +293,7 @@ def test_dataset_masks_are_named_and_layout_takes_the_images_only(tmp_path: Path
     plain = collect_inputs([str(ksdd), str(dagm)])
     assert len(plain.paths) == 16 and plain.mask_like == 6
     assert "6 input files look like a dataset's defect masks" in plain.mask_note()
+    assert "--layout (kolektorsdd, kolektorsdd2, dagm, folder) takes" in plain.mask_note()
     assert collect_inputs([str(ksdd / "kos01" / "Part0.jpg")]).mask_note() is None
     in_layout = collect_inputs([str(ksdd)], layout="kolektorsdd")
     assert [p.relative_to(ksdd).as_posix() for p in in_layout.paths] == [
@@ -318,7 +319,7 @@ def test_dataset_masks_are_named_and_layout_takes_the_images_only(tmp_path: Path
     assert [Path(row["path"]).name for row in table(out)] == ["Part0.jpg", "Part1.jpg"] * 2
     result = CliRunner().invoke(main, ["run", str(ksdd), "-o", str(tmp_path / "n.parquet")])
     assert "4 input files look like a dataset's defect masks" in result.output
-    assert "--layout (kolektorsdd, kolektorsdd2, dagm, folder)" in result.output
+    assert "--layout kolektorsdd takes a dataset's images only" in result.output
 
 
 def test_finding_no_images_names_where_it_looked_and_what_it_passed_over(

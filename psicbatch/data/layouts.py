@@ -145,13 +145,35 @@ LAYOUTS: dict[str, Callable[[Path], list[SampleRef]]] = {
 }
 
 
+def guess_layout(root: Path) -> str | None:
+    """The layout a folder looks like from its top level (None: none of them), so a
+    wrong or forgotten ``--layout`` can be answered with the right one."""
+    folders = {p.name for p in root.iterdir() if p.is_dir()} if root.is_dir() else set()
+    if any(re.fullmatch(r"kos\d+", name) for name in folders):
+        return "kolektorsdd"
+    if any(re.fullmatch(r"Class\d+", name) for name in folders):
+        return "dagm"
+    if folders & {"train", "test"}:
+        return "kolektorsdd2"
+    if "images" in folders:
+        return "folder"
+    return None
+
+
 def read_dataset(root: Path, layout: str) -> list[SampleRef]:
-    """All samples of a dataset; a clear error for an unknown layout or an empty folder."""
+    """All samples of a dataset; a clear error for an unknown layout or an empty folder,
+    naming the layout the folder looks like when that is another."""
     if layout not in LAYOUTS:
         raise PsicbatchError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     if not root.is_dir():
         raise PsicbatchError(f"{root}: not a folder")
-    samples = LAYOUTS[layout](root)
-    if not samples:
-        raise PsicbatchError(f"{root}: no images found in the {layout!r} layout")
+    try:
+        samples = LAYOUTS[layout](root)
+        if not samples:
+            raise PsicbatchError(f"{root}: no images found in the {layout!r} layout")
+    except PsicbatchError as error:
+        guess = guess_layout(root)
+        if guess is None or guess == layout:
+            raise
+        raise PsicbatchError(f"{error}; it looks like --layout {guess}") from None
     return samples

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from psicbatch.data.images import IMAGE_SUFFIXES
-from psicbatch.data.layouts import LAYOUTS, read_dataset
+from psicbatch.data.layouts import LAYOUTS, guess_layout, read_dataset
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 
@@ -36,8 +36,10 @@ class Inputs:
     # Files that folder scans passed over, by extension ("" for none): not image types
     # psicbatch reads. Reported, so a folder of .gif or .webp files is not a silent no-op.
     skipped: Counter = field(default_factory=Counter)
-    # Images found by folder scans and globs that look like ground-truth masks.
+    # Images found by folder scans and globs that look like ground-truth masks, and the
+    # dataset layout the source folders look like (when they agree on one).
     mask_like: int = 0
+    layout_guess: str | None = None
 
     def skipped_note(self) -> str | None:
         """One line saying what the folder scans passed over, or None."""
@@ -58,10 +60,11 @@ class Inputs:
         if not self.mask_like:
             return None
         files = "file looks" if self.mask_like == 1 else "files look"
+        layout = self.layout_guess or f"({', '.join(LAYOUTS)})"
         return (
             f"{self.mask_like} input {files} like a dataset's defect masks (named *_label or "
             "*_GT, or in a Label/ or masks/ folder) and will be inspected as images; "
-            f"--layout ({', '.join(LAYOUTS)}) takes a dataset's images only"
+            f"--layout {layout} takes a dataset's images only"
         )
 
 
@@ -85,6 +88,8 @@ def collect_inputs(
             inputs.paths += [sample.image_path for sample in read_dataset(Path(source), layout)]
     if layout is None:  # what the sources gave, before the list's explicit choices
         inputs.mask_like = sum(map(looks_like_mask, dict.fromkeys(inputs.paths)))
+        guesses = {guess_layout(Path(source)) for source in sources} - {None}
+        inputs.layout_guess = guesses.pop() if len(guesses) == 1 else None
     if list_file is not None:
         inputs.paths += _read_list(list_file)
     inputs.paths = list(dict.fromkeys(inputs.paths))
