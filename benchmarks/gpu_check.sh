@@ -5,8 +5,10 @@
 #   benchmarks/gpu_check.sh OUT_DIR --dry-run  # the same steps on the CPU at tiny sizes
 #
 # Needs torch with CUDA and psicbatch (`pip install -e .`, or PYTHONPATH at this checkout);
-# installs nothing and reaches no network. DALI is used when it imports and reported
-# missing otherwise; everything else runs either way. Steps:
+# reaches no network and installs nothing, except DALI from the parts in build/dali when
+# they are all there (benchmarks/dali_parts.sh), into a folder of its own that it removes
+# at the end. DALI is used when it imports and reported missing otherwise; everything
+# else runs either way. Steps:
 #   1. the machine: nvidia-smi -q, library versions, whether DALI imports;
 #   2. the gpu-marked tests (tests/test_gpu.py);
 #   3. psicbatch bench: the paper's network (width 1) at 1408x512, torch fp16 engine,
@@ -58,6 +60,13 @@ else
 fi
 
 echo "== 1. machine" | tee "$out/machine.txt"
+# DALI carried over in parts (benchmarks/dali_parts.sh) is installed for this check alone.
+if [[ -f $root/build/dali/SHA256 ]] && ! "$python" -c "import nvidia.dali" 2>/dev/null; then
+    if bash "$root/benchmarks/dali_parts.sh" install "$root/build/dali" "$work/dali" 2>&1 |
+        tee -a "$out/machine.txt"; then
+        export PYTHONPATH="$PYTHONPATH:$work/dali"
+    fi
+fi
 if command -v nvidia-smi >/dev/null; then
     nvidia-smi -q >"$out/nvidia-smi.txt" 2>&1 || true
 else
