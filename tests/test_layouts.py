@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from psicbatch.data.images import ImageReadError, read_image, read_mask
-from psicbatch.data.layouts import read_dataset
+from psicbatch.data.layouts import guess_layout, read_dataset
 from psicbatch.errors import PsicbatchError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -80,6 +80,7 @@ def test_a_wrong_layout_names_the_one_the_folder_looks_like(tmp_path: Path) -> N
     (tmp_path / "other").mkdir()
     with pytest.raises(PsicbatchError, match=r"needs an images/ subfolder$"):
         read_dataset(tmp_path / "other", "folder")  # no guess: nothing added
+    assert guess_layout(tmp_path / "missing") is None
 
 
 def test_kolektorsdd2_colour(tmp_path: Path) -> None:

@@ -148,7 +148,10 @@ LAYOUTS: dict[str, Callable[[Path], list[SampleRef]]] = {
 def guess_layout(root: Path) -> str | None:
     """The layout a folder looks like from its top level (None: none of them), so a
     wrong or forgotten ``--layout`` can be answered with the right one."""
-    folders = {p.name for p in root.iterdir() if p.is_dir()} if root.is_dir() else set()
+    try:
+        folders = {p.name for p in root.iterdir() if p.is_dir()}
+    except OSError:  # not a folder, or not readable: the caller's error says so
+        return None
     if any(re.fullmatch(r"kos\d+", name) for name in folders):
         return "kolektorsdd"
     if any(re.fullmatch(r"Class\d+", name) for name in folders):
