@@ -43,3 +43,20 @@ def test_html_report_shows_every_listed_defect(tmp_path: Path) -> None:
     assert "broken.png" in text and "not a readable image" in text
     assert "data:image/png;base64," in text.split("Defect probability")[1]  # histogram
     assert "checkpoint_sha256" in text
+
+
+def test_a_report_of_a_folder_that_holds_no_results_is_one_line(tmp_path: Path) -> None:
+    plain, watch = tmp_path / "plain", tmp_path / "watch"
+    plain.mkdir()
+    watch.mkdir()
+    (watch / "_watch.json").write_text("{}")
+    for folder, expected in (
+        (plain, "not a results file, nor a folder of psicbatch run --watch"),
+        (watch, "no results yet (no part-*.parquet)"),
+    ):
+        html = tmp_path / "r.html"
+        result = CliRunner().invoke(main, ["report", str(folder), "--html", str(html)])
+        assert result.exit_code == 1 and expected in result.output
+        assert len(result.output.strip().splitlines()) == 1 and not html.exists()
+    inside = CliRunner().invoke(main, ["report", str(watch), "--html", str(watch / "r.html")])
+    assert inside.exit_code == 1 and "is inside the results folder" in inside.output

@@ -409,7 +409,7 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
 
 
 @click.command("report")
-@click.argument("results", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("results", type=click.Path(path_type=Path))
 @click.option(
     "--html",
     "html_path",
@@ -447,12 +447,17 @@ def report_command(
     max_file_size: float,
     decode_timeout: float,
 ) -> None:
-    """A self-contained HTML page about a results file: counts, defects, errors."""
+    """A self-contained HTML page about a results file: counts, defects, errors.
+
+    RESULTS is a results file of psicbatch run, or a --watch output folder (or one
+    date=... or hour=... folder in it).
+    """
     from psicbatch.run.html_report import write_report
 
     if not html_path.absolute().parent.is_dir():
         raise PsicbatchError(f"{readable_path(html_path)}: its folder does not exist")
-    check_output(html_path, REPORT, named_inputs={"the results file": results}, overwrite=overwrite)
+    what = "inside the results folder" if results.is_dir() else "the results file"
+    check_output(html_path, REPORT, named_inputs={what: results}, overwrite=overwrite)
     limits = FileLimits(int(max_file_size * MIB), decode_timeout)
     write_report(results, html_path, top, limits)
     click.echo(f"wrote {readable_path(html_path)}")

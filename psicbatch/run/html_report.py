@@ -1,4 +1,4 @@
-"""A self-contained HTML page about one results file, for a person to look at.
+"""A self-contained HTML page about a run's results, for a person to look at.
 
 Everything (plots, thumbnails) is embedded as base64 PNG, so the page can be mailed or
 archived alone. Thumbnails are the images as stored at their paths with the mask drawn
@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 from PIL import Image
 
 from psicbatch.data.images import ImageReadError, read_image
@@ -25,10 +24,10 @@ from psicbatch.errors import PsicbatchError
 from psicbatch.paths import path_from_bytes, readable_path
 from psicbatch.run import rle
 from psicbatch.run.decode import read_bytes
-from psicbatch.run.files import FileLimits, check_regular
+from psicbatch.run.files import FileLimits
 from psicbatch.run.limited import TimeLimitExceeded, call_limited
-from psicbatch.run.output import read_metadata
 from psicbatch.run.output_guard import REPORT, REPORT_MARKER, replace_checked
+from psicbatch.run.results import read_results
 
 THUMBNAIL_HEIGHT = 220
 
@@ -93,9 +92,7 @@ def write_report(results: Path, html_path: Path, top: int, limits: FileLimits) -
 
 def build_report(results: Path, top: int = 24, limits: FileLimits | None = None) -> str:
     limits = limits or FileLimits()
-    check_regular(results)
-    metadata = read_metadata(results)
-    rows = pq.read_table(results).to_pylist()
+    rows, metadata = read_results(results)
     ok = [r for r in rows if r["error"] is None]
     errors = [r for r in rows if r["error"] is not None]
     defects = sorted((r for r in ok if r["is_defect"]), key=lambda r: -r["probability"])

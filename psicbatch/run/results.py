@@ -1,0 +1,59 @@
+"""A run's results as rows and a description of the run, for reading them back.
+
+``psicbatch run`` writes one results file (the description in its Parquet metadata);
+``run --watch`` writes a folder of parts by date and hour with the job's identity in
+``_watch.json`` at its top. Both read the same way here, and so does one day or hour of
+a watch folder (``OUT/date=2026-12-04``): the identity is then the nearest one above.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from psicbatch.errors import PsicbatchError
+from psicbatch.paths import readable_path
+from psicbatch.run.files import check_regular
+from psicbatch.run.output import read_metadata
+from psicbatch.run.watch import IDENTITY_FILE
+
+PARTITION_LEVELS = 2  # date=..., hour=...
+
+
+def read_results(results: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The rows and the run's description of a results file or a watch folder."""
+    if results.is_dir():
+        return _watch_results(results)
+    check_regular(results)
+    metadata = read_metadata(results)
+    return pq.read_table(results).to_pylist(), metadata
+
+
+def _watch_results(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every part below ``folder``, described by the watch's identity and the time span
+    its parts cover."""
+    above = [folder, *folder.resolve().parents][: PARTITION_LEVELS + 1]
+    identity = next((f / IDENTITY_FILE for f in above if (f / IDENTITY_FILE).is_file()), None)
+    if identity is None:
+        raise PsicbatchError(
+            f"{readable_path(folder)}: not a results file, nor a folder of psicbatch run "
+            f"--watch (no {IDENTITY_FILE} in it or in the two folders above)"
+        )
+    parts = sorted(folder.rglob("part-*.parquet"))
+    if not parts:
+        raise PsicbatchError(f"{readable_path(folder)}: no results yet (no part-*.parquet)")
+    try:
+        description = json.loads(identity.read_text())
+        rows = [row for part in parts for row in pq.read_table(part).to_pylist()]
+    except (OSError, ValueError) as error:
+        raise PsicbatchError(f"{readable_path(folder)}: cannot be read ({error})") from None
+    completed = sorted(row["completed_at"] for row in rows)
+    description["parts"] = len(parts)
+    if completed:
+        description["completed"] = (
+            f"{completed[0]:%Y-%m-%d %H:%M:%S} to {completed[-1]:%Y-%m-%d %H:%M:%S} UTC"
+        )
+    return rows, description
