@@ -68,6 +68,13 @@ def test_info_table(runner: CliRunner, tiny_checkpoint: Path) -> None:
     assert "537644" in result.output and "64x48" in result.output
 
 
+def test_info_on_a_folder_that_is_no_engine_is_one_line(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(main, ["info", str(tmp_path)])
+    assert result.exit_code == 1 and result.output.strip().splitlines() == [
+        f"Error: {tmp_path}: not an engine folder (no manifest.json)"
+    ]
+
+
 @pytest.mark.parametrize("command", ["info", "run"])
 def test_a_bad_model_file_is_one_line(runner: CliRunner, tmp_path: Path, command: str) -> None:
     """run too: nothing (no progress line) is printed before the model is read."""

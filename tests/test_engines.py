@@ -95,6 +95,14 @@ def test_manifest_records_parity_and_provenance(engines, backend, precision, tol
     assert sorted(p.name for p in directory.iterdir()) == sorted(
         [MANIFEST_NAME, manifest.engine_file]
     )
+    info = CliRunner().invoke(main, ["info", str(directory), "--json"])
+    assert info.exit_code == 0, info.output
+    shown = json.loads(info.output)
+    assert (shown["backend"], shown["precision"], shown["batch"]) == (backend, precision, "1..4")
+    assert shown["width"] == 0.125 and shown["gflop_per_image"] == 0.35
+    assert (
+        shown["parity"]["decision_flips"] == 0 and shown["engine_sha256"] == manifest.engine_sha256
+    )
 
 
 def test_onnx_file_loads_in_a_fresh_session_with_dynamic_shapes(engines) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -19,6 +20,7 @@ from psicbatch.checkpoint import (
     untrained_checkpoint,
 )
 from psicbatch.commands.options import NETWORK_SIZE, Bounded
+from psicbatch.engines.manifest import Manifest, read_manifest
 from psicbatch.model import ModelConfig, count_flops, count_parameters
 
 
@@ -26,13 +28,16 @@ from psicbatch.model import ModelConfig, count_flops, count_parameters
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead.")
 def info(checkpoint: Path, as_json: bool) -> None:
-    """Show a checkpoint's configuration, size and cost per image."""
-    loaded = load_checkpoint(checkpoint)
-    summary = checkpoint_summary(checkpoint, loaded)
+    """Show a checkpoint's configuration, size and cost per image, or an engine folder's
+    backend, precision, shapes, parity and decisions."""
+    if checkpoint.is_dir():
+        kind, summary = "engine", engine_summary(checkpoint, read_manifest(checkpoint))
+    else:
+        kind, summary = "checkpoint", checkpoint_summary(checkpoint, load_checkpoint(checkpoint))
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
-    table = Table(title=f"psicbatch checkpoint {checkpoint}", show_header=False)
+    table = Table(title=f"psicbatch {kind} {checkpoint}", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
     for key, value in summary.items():
@@ -60,6 +65,46 @@ def checkpoint_summary(path: Path, checkpoint: Checkpoint) -> dict[str, Any]:
         "thresholds": asdict(checkpoint.thresholds),
         "training": training_summary(checkpoint.training),
     }
+
+
+def engine_summary(directory: Path, manifest: Manifest) -> dict[str, Any]:
+    """What an engine folder runs and how far it was checked, from its manifest (whose
+    sha256 of the engine file ``read_manifest`` has verified)."""
+    height, width = manifest.input_size
+    config = None  # unknown (an older or edited manifest): no width, no cost shown
+    if manifest.model:
+        with contextlib.suppress(TypeError, ValueError):
+            config = ModelConfig(**manifest.model)
+    parity = manifest.parity
+    summary = {
+        "folder": str(directory),
+        "backend": manifest.backend,
+        "precision": manifest.precision,
+        "engine_file": manifest.engine_file,
+        "engine_sha256": manifest.engine_sha256,
+        "checkpoint_sha256": manifest.checkpoint_sha256,
+        "width": config.width if config else None,
+        "in_channels": manifest.channels,
+        "input_size": f"{height}x{width}",
+        "accepted_sizes": "{}x{}..{}x{}".format(*manifest.min_size, *manifest.max_size),
+        "batch": f"{manifest.min_batch}..{manifest.max_batch}",
+        "gflop_per_image": round(count_flops(config, height, width) / 1e9, 2) if config else None,
+        "tile_overlap": manifest.preprocessing.get("tile_overlap"),
+        "bit_depth": manifest.preprocessing.get("bit_depth"),
+        "thresholds": manifest.thresholds,
+        "decisions": manifest.decisions or {},
+        "revision": manifest.revision,
+        "parity": {
+            key: parity[key]
+            for key in ("images", "source", "device", "decision_flips", "mask_iou_mean")
+            if key in parity
+        },
+        "built_for": manifest.backend_details.get("gpu_name")
+        or manifest.backend_details.get("device", "cpu"),
+        "selection": manifest.selection,
+        "versions": manifest.versions,
+    }
+    return {key: value for key, value in summary.items() if value not in ({}, None, "")}
 
 
 def training_summary(training: dict[str, Any]) -> dict[str, Any]:
