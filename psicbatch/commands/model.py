@@ -25,19 +25,19 @@ from psicbatch.model import ModelConfig, count_flops, count_parameters
 
 
 @click.command()
-@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("path", metavar="CHECKPOINT|ENGINE", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead.")
-def info(checkpoint: Path, as_json: bool) -> None:
-    """Show a checkpoint's configuration, size and cost per image, or an engine folder's
-    backend, precision, shapes, parity and decisions."""
-    if checkpoint.is_dir():
-        kind, summary = "engine", engine_summary(checkpoint, read_manifest(checkpoint))
+def info(path: Path, as_json: bool) -> None:
+    """Show a checkpoint (configuration, size, cost per image) or an engine folder
+    (backend, precision, shapes, parity, decisions)."""
+    if path.is_dir():
+        kind, summary = "engine", engine_summary(path, read_manifest(path))
     else:
-        kind, summary = "checkpoint", checkpoint_summary(checkpoint, load_checkpoint(checkpoint))
+        kind, summary = "checkpoint", checkpoint_summary(path, load_checkpoint(path))
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
-    table = Table(title=f"psicbatch {kind} {checkpoint}", show_header=False)
+    table = Table(title=f"psicbatch {kind} {path}", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
     for key, value in summary.items():
