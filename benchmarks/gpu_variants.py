@@ -48,13 +48,20 @@ from psicbatch.engines.torch_engine import TorchEngine
 FIRST_LAYER_CHANNELS = 8
 
 
-def deconvs_as_convs(model: nn.Module) -> nn.Module:
-    """Every stride-1 transposed convolution replaced by the convolution it equals."""
+def replace_deconvs(
+    model: nn.Module, stride: int, rewrite: Callable[[nn.ConvTranspose2d], nn.Module]
+) -> nn.Module:
+    """Every transposed convolution of ``stride`` replaced by ``rewrite`` of it."""
     for module in model.modules():
         for name, child in module.named_children():
-            if isinstance(child, nn.ConvTranspose2d) and child.stride == (1, 1):
-                setattr(module, name, deconv_as_conv(child))
+            if isinstance(child, nn.ConvTranspose2d) and child.stride == (stride, stride):
+                setattr(module, name, rewrite(child))
     return model
+
+
+def deconvs_as_convs(model: nn.Module) -> nn.Module:
+    """Every stride-1 transposed convolution as the convolution it equals."""
+    return replace_deconvs(model, 1, deconv_as_conv)
 
 
 def deconv_as_conv(deconv: nn.ConvTranspose2d) -> nn.Conv2d:
@@ -112,12 +119,8 @@ class SubPixelUpsampling(nn.Module):
 
 
 def upsampling_as_subpixel(model: nn.Module) -> nn.Module:
-    """Every stride-2 transposed convolution replaced by its sub-pixel convolution."""
-    for module in model.modules():
-        for name, child in module.named_children():
-            if isinstance(child, nn.ConvTranspose2d) and child.stride == (2, 2):
-                setattr(module, name, SubPixelUpsampling(child))
-    return model
+    """Every stride-2 transposed convolution as its sub-pixel convolution."""
+    return replace_deconvs(model, 2, SubPixelUpsampling)
 
 
 class PaddedChannels(nn.Module):
