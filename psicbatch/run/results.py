@@ -50,7 +50,7 @@ def _watch_results(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         rows = [row for part in parts for row in pq.read_table(part).to_pylist()]
     except (OSError, ValueError) as error:
         raise PsicbatchError(f"{readable_path(folder)}: cannot be read ({error})") from None
-    completed = sorted(row["completed_at"] for row in rows)
+    completed = sorted(row["completed_at"] for row in rows if row.get("completed_at"))
     description["parts"] = len(parts)
     if completed:
         description["completed"] = (
