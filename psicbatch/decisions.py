@@ -60,6 +60,12 @@ class Rule:
             return large & (areas > 0), ~none
         return none, ~none
 
+    @property
+    def needs_probability(self) -> bool:
+        """Whether an image below the probability threshold is judged defect-free whatever
+        its mask (so a gated run need not compute its mask)."""
+        return self.name != "either"
+
     def defective(self, above: np.ndarray, areas: np.ndarray) -> np.ndarray:
         """The decision from 'probability at or above the threshold' and the mask areas."""
         always, when_above = self.parts(areas)

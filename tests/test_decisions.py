@@ -130,6 +130,17 @@ def test_recalibrating_from_run_results_equals_calibrating_from_eval(
     threshold = json.loads(from_run.read_text())["classification_threshold"]
     for row in rows:
         assert row["is_defect"] == (row["probability"] >= threshold and row["mask_area"] >= 20)
+    # Under "either" the area alone can judge an image defective: its mask is computed
+    # even when its probability is below the threshold.
+    either, by_area, high = tmp_path / "either.json", tmp_path / "either.parquet", 0.999
+    Decisions(high, Rule("either", 20), {}).write(either)
+    cli("run", str(dataset / "images"), "-o", str(by_area), "--decisions", str(either), *common)
+    every = {row["path"]: row["mask_area"] for row in pq.read_table(results).to_pylist()}
+    decided = [(r["probability"], every[r["path"]], r) for r in pq.read_table(by_area).to_pylist()]
+    assert any(p < high and area >= 20 for p, area, _ in decided)  # the case at stake
+    for probability, area, row in decided:
+        assert row["is_defect"] == (probability >= high or area >= 20)
+        assert row["mask_area"] == (area if row["is_defect"] else 0)
     both = CliRunner().invoke(
         main, ["run", str(dataset / "images"), "--threshold", "0.5", "--decisions", str(from_run)]
     )

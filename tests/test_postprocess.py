@@ -10,6 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from psicbatch.decisions import CLASSIFIER, Rule
 from psicbatch.run import rle
 from psicbatch.run.postprocess import result_rows, summarize_masks
 from tests.reference_rows import result_row
@@ -78,6 +79,25 @@ def test_rows_go_to_their_positions_around_errors() -> None:
     summary = summarize_masks(torch.full((3,), 0.7), maps, [ENGINE_SIZE] * 3, THRESHOLD)
     rows = result_rows(items, [0, 2, 4], summary, 0.5)
     assert [row["input_index"] for row in rows] == [0, 2, 4]
+
+
+@pytest.mark.parametrize("rule", [CLASSIFIER, Rule("both", 3)])
+def test_a_gate_leaves_out_masks_that_gated_rows_would_not_show(rule: Rule) -> None:
+    """Images the probability judges defect-free get no area, box or runs, and a gated
+    run's rows are the same as with every mask computed."""
+    maps = maps_with_cases(8, 3)
+    probabilities = torch.tensor([0.1, 0.9, 0.2, 0.8, 0.3, 0.7, 0.5, 0.49])
+    items = [(i, Path(f"f{i}")) for i in range(8)]
+    every = summarize_masks(probabilities, maps, [(48, 32)] * 8, THRESHOLD)
+    gated = summarize_masks(probabilities, maps, [(48, 32)] * 8, THRESHOLD, gate=lambda p: p >= 0.5)
+    kept = {i for i in range(8) if probabilities[i] >= 0.5 and every.area[i] > 0}
+    assert set(gated.runs) == kept and set(every.runs) > kept
+    assert all(gated.area[i] == 0 and not gated.bbox[i].any() for i in range(8) if i not in kept)
+    assert np.array_equal(gated.seg_max, every.seg_max)
+    rows = [
+        result_rows(items, list(range(8)), s, 0.5, gated=True, rule=rule) for s in (every, gated)
+    ]
+    assert rows[0] == rows[1]
 
 
 @settings(max_examples=25, deadline=None)

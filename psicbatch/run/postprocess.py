@@ -6,7 +6,9 @@ maximum reaches the threshold (exactly those with defect pixels) threshold the m
 count the area, find the bounding box and the mask's run boundaries in the column-major
 order of COCO RLE. Only those boundaries cross to the host (4 bytes each, a few per
 defect column, instead of a byte per pixel); every other image gets the empty mask's
-RLE without any per-pixel work. Index tensors reach the device from pinned memory, so
+RLE without any per-pixel work; so does every image a ``gate`` leaves out (in a gated run,
+the images whose probability already judges them defect-free: their rows get empty masks
+anyway). Index tensors reach the device from pinned memory, so
 the one wait per size group is for the list of images with defects. The rows are
 byte-identical to resizing, thresholding and encoding each image on its own
 (``tests/reference_rows.py``).
@@ -15,6 +17,7 @@ byte-identical to resizing, thresholding and encoding each image on its own
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,16 +47,23 @@ class MaskSummary:
     tiles: list[dict[str, int]] | None = None  # tiled models: the deciding tile per image
 
 
+Gate = Callable[[torch.Tensor], torch.Tensor]  # image probabilities -> which need masks
+
+
 def summarize_masks(
     probabilities: torch.Tensor,
     segmentation: torch.Tensor,
     sizes: list[tuple[int, int]],
     threshold: float,
     roi: RegionOfInterest | None = None,
+    gate: Gate | None = None,
 ) -> MaskSummary:
     """Engine outputs (N and N x H x W, on any device) -> the batch's ``MaskSummary``;
-    with ``roi``, pixels outside the region of interest count as defect-free."""
+    with ``roi``, pixels outside the region of interest count as defect-free; with
+    ``gate``, only the images it keeps get an area, a box and run boundaries (every
+    image gets its highest pixel probability)."""
     device = segmentation.device
+    wanted = gate(probabilities.to(device)) if gate is not None else None
     count = len(sizes)
     seg_max = torch.empty(count, device=device)
     area = torch.zeros(count, dtype=torch.int64, device=device)
@@ -68,7 +78,10 @@ def summarize_masks(
             maps = maps * roi.at(size, device)
         maxima = maps.amax(dim=(1, 2))
         seg_max[index] = maxima
-        found = torch.nonzero(maxima >= threshold).flatten()
+        hit = maxima >= threshold
+        if wanted is not None:
+            hit &= wanted if whole else wanted[index]
+        found = torch.nonzero(hit).flatten()
         hits = found.tolist()  # the one small wait of the group
         if not hits:
             continue
@@ -104,6 +117,7 @@ def summarize_tiles(
     grids: list[TileGrid],
     threshold: float,
     roi: RegionOfInterest | None = None,
+    gate: Gate | None = None,
 ) -> MaskSummary:
     """Tile outputs (every grid's tiles in order) -> one ``MaskSummary`` of the images:
     each image's tiles stitched at its size, its probability the highest tile's."""
@@ -113,7 +127,9 @@ def summarize_tiles(
         probability, tile = grid.deciding_tile(probabilities[start : start + count])
         stitched = grid.stitch(segmentation[start : start + count])[None]
         parts.append(
-            summarize_masks(torch.tensor([probability]), stitched, [grid.size], threshold, roi)
+            summarize_masks(
+                torch.tensor([probability]), stitched, [grid.size], threshold, roi, gate
+            )
         )
         tiles.append(tile)
         start += count

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,10 @@ class InFlightBatch:
     rows: Rows | None = None
 
 
+def _at_least(probabilities: torch.Tensor, threshold: float) -> torch.Tensor:
+    return probabilities.float() >= threshold
+
+
 class Worker:
     def __init__(
         self, spec: EngineSpec, options: RunOptions, device: str, threads: int | None
@@ -76,6 +81,10 @@ class Worker:
         self.masks = options.masks
         self.rule = options.rule
         self.roi = RegionOfInterest(options.roi) if options.roi is not None else None
+        # Gated masks: an image whose probability already judges it defect-free gets an
+        # empty mask, so its mask is not computed (on a healthy line, nearly every image).
+        gated = self.masks == "gated" and self.rule.needs_probability
+        self.gate = partial(_at_least, threshold=self.threshold) if gated else None
         preprocessing = manifest.engine_preprocessing()
         self.decoder: Decoder = make_decoder(
             options.decoder,
@@ -194,6 +203,7 @@ class Worker:
                         decoded.grids,
                         self.seg_threshold,
                         self.roi,
+                        self.gate,
                     )
                 else:
                     batch.summary = summarize_masks(
@@ -202,6 +212,7 @@ class Worker:
                         decoded.sizes,
                         self.seg_threshold,
                         self.roi,
+                        self.gate,
                     )
             if batch.started is not None and batch.done is not None:  # the GPU's own time
                 batch.times["inference"] = batch.started.elapsed_time(batch.done) / 1000
