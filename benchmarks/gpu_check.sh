@@ -151,7 +151,7 @@ if __name__ == "__main__":
 EOF
     "$python" "$work/inputs.py" "$work" "$width" "$size" "$count"
     # An untrained network's masks are noise; --threshold 1 judges every image defect-free, as
-    # on a healthy line, so encoding noise masks on the host does not decide the throughput.
+    # on a healthy line, so noise masks are neither computed nor encoded (gated masks).
     for name in one-gpu all-gpus; do
         if [[ $name == one-gpu ]]; then devices=("${one[@]}"); else devices=("${all[@]}"); fi
         for suffix in jpg png; do
