@@ -31,11 +31,14 @@ def test_html_report_shows_every_listed_defect(tmp_path: Path) -> None:
     page = tmp_path / "report.html"
     result = runner.invoke(main, ["report", str(results), "--html", str(page), "--top", "5"])
     assert result.exit_code == 0, result.output
+    counts = re.search(r"wrote .*report.html: 17 images, (\d+) defective, 1 errors", result.output)
+    assert counts is not None, result.output
     text = page.read_text()
     listed = re.search(r"Most likely defects \((\d+) of (\d+)\)", text)
     assert listed is not None
     shown, found = int(listed.group(1)), int(listed.group(2))
     assert found > 0 and shown == min(5, found)
+    assert int(counts.group(1)) == found
     assert (
         len(re.findall(r'<figure class="defect"><img src="data:image/png;base64,', text)) == shown
     )

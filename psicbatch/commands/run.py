@@ -459,5 +459,5 @@ def report_command(
     what = "inside the results folder" if results.is_dir() else "the results file"
     check_output(html_path, REPORT, named_inputs={what: results}, overwrite=overwrite)
     limits = FileLimits(int(max_file_size * MIB), decode_timeout)
-    write_report(results, html_path, top, limits)
-    click.echo(f"wrote {readable_path(html_path)}")
+    counts = write_report(results, html_path, top, limits)
+    click.echo(f"wrote {readable_path(html_path)}: {counts}")

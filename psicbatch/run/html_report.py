@@ -75,9 +75,10 @@ def histogram(probabilities: list[float]) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def write_report(results: Path, html_path: Path, top: int, limits: FileLimits) -> None:
-    """Build the page and write it atomically, only over nothing or an earlier report."""
-    page = build_report(results, top, limits)
+def write_report(results: Path, html_path: Path, top: int, limits: FileLimits) -> str:
+    """Build the page and write it atomically, only over nothing or an earlier report;
+    the counts it shows, in one line."""
+    page, counts = build_report(results, top, limits)
     temporary = html_path.with_name(f".{html_path.name}.tmp-{os.getpid()}")
     try:
         temporary.write_text(page, encoding="utf-8")
@@ -88,9 +89,11 @@ def write_report(results: Path, html_path: Path, top: int, limits: FileLimits) -
         ) from None
     finally:
         temporary.unlink(missing_ok=True)
+    return counts
 
 
-def build_report(results: Path, top: int = 24, limits: FileLimits | None = None) -> str:
+def build_report(results: Path, top: int = 24, limits: FileLimits | None = None) -> tuple[str, str]:
+    """The page, and its counts in one line."""
     limits = limits or FileLimits()
     rows, metadata = read_results(results)
     ok = [r for r in rows if r["error"] is None]
@@ -121,7 +124,8 @@ def build_report(results: Path, top: int = 24, limits: FileLimits | None = None)
         f"{e(str(engine.get('precision')))}, input {e(str(engine.get('input_size')))}</td></tr>"
     )
     histogram_html = f'<img src="{histogram([r["probability"] for r in ok])}">' if ok else ""
-    return f"""<!DOCTYPE html>
+    counts = f"{len(rows)} images, {len(defects)} defective, {len(errors)} errors"
+    page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">{REPORT_MARKER.decode()}
 <title>psicbatch report: {e(readable_path(results.name))}</title>
 <style>
@@ -142,3 +146,4 @@ table.meta th {{ text-align: left; padding-right: 1em; }}
 <h2>Run</h2><table class="meta">{meta_rows}</table>
 </body></html>
 """
+    return page, counts
