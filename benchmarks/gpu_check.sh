@@ -25,7 +25,9 @@
 #   7. exact rewrites of the network's narrow layers and torch.compile, each timed against
 #      the engine as it runs (benchmarks/gpu_variants.py; last, as the most optional).
 # A step that fails is recorded in machine.txt and the later steps still run.
-# STEPS="1 4 5" runs only those steps (step 1 always runs); GPU_TESTS="expr" selects
+# STEPS="1 4 5" runs only those steps (step 1 always runs); BENCH_BATCHES=8 times only
+# the run's batch in step 3 (the engine opens at the largest batch: 86 s at 32 on an H200,
+# most likely cuDNN's search for every layer's shape); GPU_TESTS="expr" selects
 # the gpu tests of step 2. A later check can so repeat what an earlier one did not finish.
 # Everything it measures lands in OUT_DIR: machine.txt, nvidia-smi.txt, versions.json,
 # gpu-tests.txt, bench.json and bench.md, run-*.txt, end-to-end.md, kernels.md, cold-start.md,
@@ -50,7 +52,8 @@ if [[ $mode == --dry-run ]]; then
     kernels=(--device cpu --precision fp32 --width 0.125 --size 128x128 --batch 2)
     cold=("${kernels[@]}") variants=("${kernels[@]}" --seconds 0.3)
 else
-    width=1 size=1408x512 count=6000 batches=1,8,32 run_batch=8 duration=5 precision=fp16
+    width=1 size=1408x512 count=6000 batches=${BENCH_BATCHES:-1,8,32} run_batch=8 duration=5
+    precision=fp16
     kernels=(--precision fp16 --batch 8 --size 1408x512)
     cold=("${kernels[@]}") variants=("${kernels[@]}")
     gpus=$("$python" -c "import torch; print(','.join(map(str, range(torch.cuda.device_count()))))")
