@@ -8,6 +8,7 @@ problem for everything else, and never a lost result for a good image.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import signal
 import struct
@@ -35,6 +36,7 @@ CORPUS: dict[str, str | None] = {
     "palette.png": None,
     "cmyk.jpg": None,
     "exif_rotated.jpg": None,
+    "exif_after_pixels.png": None,
     "one_pixel.png": None,
     "with space ü.png": None,
     "truncated.jpg": "truncated",
@@ -47,18 +49,32 @@ CORPUS: dict[str, str | None] = {
 GOOD = [name for name, problem in CORPUS.items() if problem is None]
 
 
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC."""
+    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
 def _png_header_only(path: Path, width: int, height: int) -> None:
     """A tiny file whose header claims a huge image."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     pixels = zlib.compress(b"\0" * (width + 1))
     path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", pixels)
+        + _chunk(b"IEND", b"")
     )
+
+
+def _png_with_exif_after_pixels(path: Path, image: Image.Image, exif: Image.Exif) -> None:
+    """A PNG whose eXIf chunk follows its image data, where the PNG extension allows it."""
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    png = buffer.getvalue()
+    end = png.rindex(b"IEND") - 4  # the IEND chunk's start
+    payload = exif.tobytes()[len(b"Exif\0\0") :]  # the chunk holds the TIFF data alone
+    path.write_bytes(png[:end] + _chunk(b"eXIf", payload) + png[end:])
 
 
 @pytest.fixture(scope="module")
@@ -83,12 +99,30 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     exif = rotated.getexif()
     exif[0x0112] = 6  # displayed rotated by 90 degrees: 80 wide, 96 high
     rotated.save(root / "exif_rotated.jpg", exif=exif)
+    _png_with_exif_after_pixels(root / "exif_after_pixels.png", rotated, exif)
     Image.fromarray(np.full((1, 1), 128, np.uint8)).save(root / "one_pixel.png")
     Image.fromarray(base).save(root / "with space ü.png")
     _png_header_only(root / "huge_header.png", 20000, 20000)
     (root / "loop").mkdir()
     os.symlink("..", root / "loop" / "back")  # a folder link back up: a loop if followed
     return root
+
+
+def test_a_png_header_is_read_without_decoding_its_pixels(
+    corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every file's header is checked (size, format, depth, EXIF orientation) before it
+    is decoded; PIL itself would decode a PNG to look for EXIF after its pixels."""
+    from PIL import PngImagePlugin
+
+    from psicbatch.run.decode import read_bytes
+
+    def decoded(image: Image.Image) -> None:
+        raise AssertionError("the header check decoded the pixels")
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", decoded)
+    for name in ("good.png", "exif_after_pixels.png"):  # 96 high, 80 wide as displayed
+        assert read_bytes(corpus / name, 2**20)[1] == (96, 80), name
 
 
 @pytest.mark.parametrize("decoder", ["dali", "pil"])
@@ -108,7 +142,8 @@ def test_bad_input_corpus(corpus: Path, tmp_path: Path, decoder: str) -> None:
         if problem is not None:
             assert problem in rows[name]["error"], (name, rows[name]["error"])
             assert rows[name]["probability"] is None
-    assert (rows["exif_rotated.jpg"]["width"], rows["exif_rotated.jpg"]["height"]) == (80, 96)
+    for rotated in ("exif_rotated.jpg", "exif_after_pixels.png"):
+        assert (rows[rotated]["width"], rows[rotated]["height"]) == (80, 96), rotated
     assert (rows["one_pixel.png"]["width"], rows["one_pixel.png"]["height"]) == (1, 1)
     assert rows["good.png"]["mask"]["size"] == [96, 80]
 
