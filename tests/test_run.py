@@ -27,6 +27,7 @@ from psicbatch.run.decode import (
     DecoderPool,
     PilDecoder,
     concurrent_batches,
+    decoder_name,
     make_decoder,
 )
 from psicbatch.run.inputs import collect_inputs
@@ -100,6 +101,23 @@ def test_batches_decoded_at_once_give_the_table_of_one_at_a_time(
         assert code == 0, output
         outputs.append(table(out))
     assert outputs[0] == outputs[1]
+
+
+def test_the_automatic_decoder_is_dali_on_a_gpu_and_pil_on_the_cpu(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain, tiled = Preprocessing((32, 32)), Preprocessing((32, 32), tile_overlap=4)
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    monkeypatch.setattr(decode, "dali_available", lambda: True)
+    assert [decoder_name("auto", plain, device) for device in (cpu, gpu)] == ["pil", "dali"]
+    assert decoder_name("auto", tiled, gpu) == "pil"  # DALI does not tile
+    assert decoder_name("dali", plain, cpu) == "dali"  # asked for: DALI's CPU operators
+    out = tmp_path / "r.parquet"  # DALI "installed", a CPU run: PIL
+    code, output = run_cli(str(images), "--out", str(out), "--device", "cpu")
+    assert code == 0, output
+    assert read_metadata(out)["decoder"] == "pil"
+    monkeypatch.setattr(decode, "dali_available", lambda: False)
+    assert decoder_name("auto", plain, gpu) == "pil"
 
 
 @pytest.mark.parametrize("channels", [1, 3])

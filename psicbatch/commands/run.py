@@ -86,7 +86,7 @@ WATCH_OUT = "results"  # --watch's default --out: a folder of parts
     type=click.Choice(["auto", "dali", "pil"]),
     default="auto",
     show_default=True,
-    help="auto: DALI when installed, else PIL.",
+    help="auto: DALI on a GPU when installed, else PIL.",
 )
 @click.option(
     "--threshold",

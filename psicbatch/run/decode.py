@@ -399,14 +399,19 @@ def dali_available() -> bool:
     return importlib.util.find_spec("nvidia.dali") is not None
 
 
-def decoder_name(kind: str, preprocessing: Preprocessing) -> str:
-    """Which decoder ``kind`` resolves to here for a model: ``auto`` is DALI when
-    installed, else PIL; a tiled model's images are decoded by PIL (DALI does not tile)."""
+def decoder_name(kind: str, preprocessing: Preprocessing, device: torch.device) -> str:
+    """Which decoder ``kind`` resolves to here for a model on ``device``: ``auto`` is DALI
+    for a GPU (it decodes there) when installed, and PIL for the CPU, where it decodes
+    faster than DALI's CPU operators (PNG 1.3x, JPEG 1.7x on a 2-core AVX-512 Xeon:
+    benchmarks/results/png-header-avx512/) and exactly as training and eval do; a tiled
+    model's images are decoded by PIL (DALI does not tile)."""
     if kind == "null":
         return "null"
     if preprocessing.tile_overlap is not None:
         return "pil"
-    return "dali" if kind == "dali" or (kind == "auto" and dali_available()) else "pil"
+    if kind == "auto":
+        return "dali" if device.type == "cuda" and dali_available() else "pil"
+    return kind
 
 
 def make_decoder(
@@ -422,7 +427,7 @@ def make_decoder(
     are independent; DALI gets a pipeline each, sharing the threads)."""
     gpu = device.type == "cuda"
     at_once = concurrent_batches(threads, batch_size)
-    name = decoder_name(kind, preprocessing)
+    name = decoder_name(kind, preprocessing, device)
     if name == "null":
         return NullDecoder(preprocessing, batch_size, device)
     if name == "dali":

@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from psicbatch import __version__
 from psicbatch.decisions import CLASSIFIER
 from psicbatch.devices import default_device
@@ -224,7 +226,9 @@ def describe_run(spec: EngineSpec, options: RunOptions, devices: list[str]) -> d
         "manifest": {k: v for k, v in vars(manifest).items() if k != "parity"},
         "devices": devices,
         "thresholds": thresholds,
-        "decoder": decoder_name(options.decoder, manifest.engine_preprocessing()),
+        "decoder": decoder_name(
+            options.decoder, manifest.engine_preprocessing(), torch.device(devices[0])
+        ),
         "roi": region,
     }
 
