@@ -109,20 +109,31 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_a_png_header_is_read_without_decoding_its_pixels(
-    corpus: Path, monkeypatch: pytest.MonkeyPatch
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every file's header is checked (size, format, depth, EXIF orientation) before it
-    is decoded; PIL itself would decode a PNG to look for EXIF after its pixels."""
+    is decoded; PIL itself would decode a PNG to look for EXIF after its pixels. Only a
+    PNG that holds such a chunk is decoded for it (96 high, 80 wide as displayed)."""
     from PIL import PngImagePlugin
 
     from psicbatch.run.decode import read_bytes
 
-    def decoded(image: Image.Image) -> None:
-        raise AssertionError("the header check decoded the pixels")
+    decoded: list[tuple[int, int]] = []
+    load = PngImagePlugin.PngImageFile.load
 
-    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", decoded)
-    for name in ("good.png", "exif_after_pixels.png"):  # 96 high, 80 wide as displayed
-        assert read_bytes(corpus / name, 2**20)[1] == (96, 80), name
+    def counted(image: PngImagePlugin.PngImageFile) -> object:
+        decoded.append(image.size)
+        return load(image)
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", counted)
+    assert read_bytes(corpus / "good.png", 2**20)[1] == (96, 80)
+    assert decoded == []
+    assert read_bytes(corpus / "exif_after_pixels.png", 2**20)[1] == (96, 80)
+    assert len(decoded) == 1
+    xmp = PngImagePlugin.PngInfo()  # an orientation PIL reads from XMP text
+    xmp.add_itxt("XML:com.adobe.xmp", '<rdf:Description tiff:Orientation="6"/>')
+    Image.new("L", (96, 80)).save(tmp_path / "xmp.png", pnginfo=xmp)
+    assert read_bytes(tmp_path / "xmp.png", 2**20)[1] == (96, 80)
 
 
 @pytest.mark.parametrize("decoder", ["dali", "pil"])

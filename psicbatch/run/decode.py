@@ -129,34 +129,38 @@ def _header_size(path: Path, data: bytes, bit_depth: int) -> tuple[int, int] | N
 
 def _orientation(image: Image.Image, data: bytes) -> int:
     """The EXIF orientation tag; 1 (as stored) when there is none or it cannot be read.
-    A PNG's EXIF may follow its pixels, and PIL decodes the whole image to look for it
-    there: here the chunk headers are walked instead (a decode saved per PNG file)."""
+    PIL looks for a PNG's orientation after its pixels too, by decoding the whole image:
+    a PNG without any chunk that can hold one (``_png_may_orient``) is not decoded here."""
     try:
-        if image.format == "PNG" and "exif" not in image.info:
-            payload = _png_chunk(data, b"eXIf")
-            if payload is None:
-                return 1
-            exif = Image.Exif()
-            exif.load(payload)
-            return int(exif.get(EXIF_ORIENTATION, 1))
+        if image.format == "PNG" and "exif" not in image.info and not _png_may_orient(data):
+            return 1
         return int(image.getexif().get(EXIF_ORIENTATION, 1))
     except Exception:  # damaged metadata: the decoder will say what is wrong with the file
         return 1
 
 
-def _png_chunk(data: bytes, kind: bytes) -> bytes | None:
-    """The payload of a PNG's first chunk of ``kind``, found from the chunk headers alone
-    (each: 4-byte length, 4-byte type, data, 4-byte CRC); None if it has none."""
+# Text chunks PIL reads an orientation from (XMP, ImageMagick's raw EXIF), besides eXIf.
+ORIENTING_KEYWORDS = (b"XML:com.adobe.xmp", b"Raw profile type exif")
+
+
+def _png_may_orient(data: bytes) -> bool:
+    """Whether a PNG has an eXIf chunk or a text chunk PIL reads an orientation from,
+    anywhere in the file: found from the chunk headers alone (each: 4-byte length, 4-byte
+    type, data, 4-byte CRC), without decoding."""
     offset = 8  # after the signature
     while offset + 8 <= len(data):
         length = int.from_bytes(data[offset : offset + 4], "big")
-        found = data[offset + 4 : offset + 8]
-        if found == kind:
-            return data[offset + 8 : offset + 8 + length]
-        if found == b"IEND":
-            return None
+        kind = data[offset + 4 : offset + 8]
+        if kind == b"eXIf":
+            return True
+        if kind in (b"tEXt", b"zTXt", b"iTXt"):
+            keyword = data[offset + 8 : offset + 8 + min(length, 80)].split(b"\0", 1)[0]
+            if keyword in ORIENTING_KEYWORDS:
+                return True
+        if kind == b"IEND":
+            return False
         offset += 12 + length
-    return None
+    return False
 
 
 @dataclass
