@@ -197,7 +197,8 @@ def interrupted_job(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
     [
         (["--model", "OTHER_MODEL"], "the model or engine"),
         (["--threshold", "0.99"], "the thresholds"),
-        (["--masks", "all"], "the mask mode"),
+        (["--masks", "all"], "the mask mode (--masks; gated then, all now)"),
+        (["--decoder", "dali"], "the decoder (--decoder; pil then, dali now)"),
         (["OTHER_SOURCE"], "the input sources"),
     ],
 )

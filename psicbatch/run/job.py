@@ -25,7 +25,7 @@ DESCRIPTIONS = {
     "sources": "the input sources",
     "engine": "the model or engine",
     "thresholds": "the thresholds and decision rule (--threshold, --decisions)",
-    "masks": "the mask mode (--masks)",
+    "masks": "the mask mode (--masks)",  # one word each: named with their values
     "decoder": "the decoder (--decoder)",
     "preprocessing": "the preprocessing",
 }
@@ -41,9 +41,17 @@ class JobIdentity:
     preprocessing: dict[str, Any]
 
     def differences(self, other: JobIdentity) -> list[str]:
-        """Descriptions of the fields in which ``other`` differs from this identity."""
+        """Descriptions of the fields in which ``other`` differs from this identity; a
+        one-word field (the mask mode, the decoder) with both values, since ``auto`` may
+        resolve to another decoder than it did (a newer psicbatch, DALI installed since)."""
         mine, theirs = _comparable(self), _comparable(other)
-        return [DESCRIPTIONS[name] for name in DESCRIPTIONS if mine[name] != theirs[name]]
+        return [
+            f"{DESCRIPTIONS[name][:-1]}; {mine[name]} then, {theirs[name]} now)"
+            if isinstance(mine[name], str)
+            else DESCRIPTIONS[name]
+            for name in DESCRIPTIONS
+            if mine[name] != theirs[name]
+        ]
 
     def write(self, folder: Path, name: str = JOB_FILE) -> None:
         # ensure_ascii keeps names that are not valid UTF-8 exact (as \\udcXX escapes).
