@@ -308,3 +308,35 @@ def test_unwritable_output_location(run_images, tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert "not-a-folder" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_stop_right_after_rows_are_handed_over_saves_them_once(tmp_path: Path) -> None:
+    """A signal raises wherever the main thread is. Stopped the instant after a flush has
+    handed rows to the writer, a run must not hand them over again on its way out: they
+    would be in the results twice after --resume."""
+    from psicbatch.run.options import RunOptions
+    from psicbatch.run.runner import RunSummary, _save_results
+
+    def rows(*indices: int) -> list[dict]:
+        return [
+            {"input_index": i, "path": str(i), "error": None, "is_defect": False} for i in indices
+        ]
+
+    class StoppedAtSecondFlush:
+        def __init__(self) -> None:
+            self.saved: list[int] = []
+            self.stopped = False
+
+        def write(self, handed: list[dict]) -> None:
+            self.saved += [row["input_index"] for row in handed]
+            if len(self.saved) == 4 and not self.stopped:
+                self.stopped = True
+                raise KeyboardInterrupt  # as a SIGINT arriving just after the hand-over
+
+    output = StoppedAtSecondFlush()
+    batches = iter([(rows(0, 1), {}), (rows(2, 3), {}), (rows(4, 5), {})])
+    options = RunOptions(out=tmp_path / "r.parquet", part_rows=2)
+    keys = [str(i).encode() for i in range(6)]
+    with pytest.raises(KeyboardInterrupt):
+        _save_results(batches, keys, output, RunSummary(), options, None)  # type: ignore[arg-type]
+    assert output.saved == [0, 1, 2, 3]

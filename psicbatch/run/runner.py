@@ -165,11 +165,13 @@ def _save_results(
             summary.add(rows)
             summary.add_times(times, len(rows))
             if len(pending) >= options.part_rows or time.monotonic() - last_flush > FLUSH_SECONDS:
-                output.write(pending)
-                pending, last_flush = [], time.monotonic()
+                # Taken from ``pending`` before the hand-over: a stop (a signal raises at
+                # any point) right after it must not hand the same rows over again below.
+                flushing, pending, last_flush = pending, [], time.monotonic()
+                output.write(flushing)
             if on_rows is not None:
                 on_rows(summary)
-    finally:  # rows already computed are saved even when the run stops
+    finally:  # rows already computed are saved even when the run stops (once: see above)
         close = getattr(results, "close", None)
         if close is not None:
             close()  # stops the workers at once when the run stops early
