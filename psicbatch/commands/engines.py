@@ -175,8 +175,6 @@ def engines_command(root: Path) -> None:
         if isinstance(manifest, str):
             table.add_row(str(directory), "[red]unreadable", manifest, "", "", "", "")
             continue
-        details = manifest.backend_details
-        target = details.get("gpu_name") or details.get("device", "cpu")
         table.add_row(
             str(directory),
             manifest.backend,
@@ -184,6 +182,6 @@ def engines_command(root: Path) -> None:
             f"{manifest.input_size[0]}x{manifest.input_size[1]}",
             f"{manifest.min_batch}..{manifest.max_batch}",
             f"{manifest.parity.get('mask_iou_mean', float('nan')):.3f}",
-            str(target),
+            manifest.built_for,
         )
     Console(width=160).print(table)

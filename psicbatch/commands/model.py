@@ -99,8 +99,7 @@ def engine_summary(directory: Path, manifest: Manifest) -> dict[str, Any]:
             for key in ("images", "source", "device", "decision_flips", "mask_iou_mean")
             if key in parity
         },
-        "built_for": manifest.backend_details.get("gpu_name")
-        or manifest.backend_details.get("device", "cpu"),
+        "built_for": manifest.built_for,
         "selection": manifest.selection,
         "versions": manifest.versions,
     }

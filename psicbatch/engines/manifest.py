@@ -77,6 +77,13 @@ class Manifest:
                 },
             ]
 
+    @property
+    def built_for(self) -> str:
+        """What the engine was built for: its GPU (TensorRT), else the device it names."""
+        return str(
+            self.backend_details.get("gpu_name") or self.backend_details.get("device", "cpu")
+        )
+
     def engine_preprocessing(self) -> Preprocessing:
         """The checkpoint's normalisation at this engine's input size: what decoders apply."""
         return Preprocessing.from_dict({**self.preprocessing, "input_size": self.input_size})
