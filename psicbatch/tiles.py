@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 import torch
@@ -78,34 +78,52 @@ class TileGrid:
             tiles[index] = padded[y : y + th, x : x + tw].transpose(2, 0, 1)
         return tiles
 
-    def stitch(self, segmentation: torch.Tensor) -> torch.Tensor:
-        """T x h x w tile probabilities (this grid's, in order) -> H x W, blended."""
+    def stitch(self, segmentation: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """T x h x w tile probabilities (this grid's, in order) -> H x W, blended (into
+        ``out`` when given). One multiply-add per tile: on a GPU every operation is a
+        kernel launch, and an image of a line-scan camera has hundreds of tiles."""
         th, tw = self.tile
         device = segmentation.device
-        ramp_y = torch.from_numpy(axis_ramp(th, self.overlap)).to(device)
-        ramp_x = torch.from_numpy(axis_ramp(tw, self.overlap)).to(device)
-        weights = ramp_y[:, None] * ramp_x[None, :]
-        total = torch.zeros(self.padded, device=device)
-        sum_y = torch.zeros(self.padded[0], device=device)
-        sum_x = torch.zeros(self.padded[1], device=device)
-        for y in self.ys:
-            sum_y[y : y + th] += ramp_y
-        for x in self.xs:
-            sum_x[x : x + tw] += ramp_x
+        weights, sum_y, sum_x = _blending(self, device)
+        if out is not None and self.padded == self.size:
+            total = out.zero_()  # stitched in place
+        else:
+            total = torch.zeros(self.padded, device=device)
         for (y, x), probabilities in zip(self.origins, segmentation, strict=True):
-            total[y : y + th, x : x + tw] += probabilities.float() * weights
-        total /= sum_y[:, None] * sum_x[None, :]
-        return total[: self.size[0], : self.size[1]]
+            total[y : y + th, x : x + tw].addcmul_(probabilities, weights)
+        total /= sum_y[:, None]  # two 1-D divisions: no full-size map of weight sums
+        total /= sum_x[None, :]
+        cropped = total[: self.size[0], : self.size[1]]
+        return cropped if out is None or total is out else out.copy_(cropped)
 
-    def deciding_tile(self, probabilities: torch.Tensor) -> tuple[float, dict[str, int]]:
-        """The image probability (the highest tile probability) and that tile's box,
-        clipped to the image."""
-        best = int(torch.argmax(probabilities))
-        y, x = self.origins[best]
-        box = {
+    def tile_box(self, index: int) -> dict[str, int]:
+        """Tile ``index``'s box, clipped to the image."""
+        y, x = self.origins[index]
+        return {
             "x": x,
             "y": y,
             "w": min(self.tile[1], self.size[1] - x),
             "h": min(self.tile[0], self.size[0] - y),
         }
-        return float(probabilities[best]), box
+
+    def deciding_tile(self, probabilities: torch.Tensor) -> tuple[float, dict[str, int]]:
+        """The image probability (the highest tile probability) and that tile's box."""
+        best = int(torch.argmax(probabilities))
+        return float(probabilities[best]), self.tile_box(best)
+
+
+@lru_cache(maxsize=16)
+def _blending(grid: TileGrid, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """A tile's weights and their sums along each axis of ``grid``, on ``device``: made
+    once per grid and device (a line-scan camera's images are all one size), so stitching
+    uploads nothing."""
+    th, tw = grid.tile
+    ramp_y = torch.from_numpy(axis_ramp(th, grid.overlap)).to(device)
+    ramp_x = torch.from_numpy(axis_ramp(tw, grid.overlap)).to(device)
+    sum_y = torch.zeros(grid.padded[0], device=device)
+    sum_x = torch.zeros(grid.padded[1], device=device)
+    for y in grid.ys:
+        sum_y[y : y + th] += ramp_y
+    for x in grid.xs:
+        sum_x[x : x + tw] += ramp_x
+    return ramp_y[:, None] * ramp_x[None, :], sum_y, sum_x

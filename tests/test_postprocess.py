@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from psicbatch.decisions import CLASSIFIER, Rule
 from psicbatch.run import rle
-from psicbatch.run.postprocess import result_rows, summarize_masks
+from psicbatch.run.postprocess import result_rows, summarize_masks, summarize_tiles
+from psicbatch.tiles import TileGrid
 from tests.reference_rows import result_row
 
 ENGINE_SIZE = (24, 16)
@@ -139,3 +140,36 @@ def test_run_boundaries_are_the_same_from_torch_and_numpy() -> None:
     assert torch.equal(boundaries_torch(masks).long(), expected.long())
     first = masks[0].numpy()
     assert list(expected[expected < 300]) == list(np.flatnonzero(first[1:] != first[:-1]) + 1)
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_tiled_batches_equal_each_image_stitched_and_summarized_alone(gated: bool) -> None:
+    """Images of two sizes, interleaved, one below a tile: summarized together per size,
+    each image's probability, deciding tile, mask and box are its own."""
+    grids = [TileGrid((50, 140), (32, 32), 8), TileGrid((20, 25), (32, 32), 8)]
+    grids = [grids[0], grids[1], grids[0], grids[0]]
+    rng = np.random.default_rng(7)
+    counts = [len(grid.origins) for grid in grids]
+    probabilities = torch.from_numpy(rng.random(sum(counts), np.float32))
+    segmentation = torch.from_numpy(rng.random((sum(counts), 32, 32), np.float32) ** 4)
+    gate = (lambda p: p >= 0.95) if gated else None
+    summary = summarize_tiles(probabilities, segmentation, grids, THRESHOLD, gate=gate)
+    start = 0
+    for image, (grid, count) in enumerate(zip(grids, counts, strict=True)):
+        span = slice(start, start + count)
+        probability, tile = grid.deciding_tile(probabilities[span])
+        stitched = grid.stitch(segmentation[span])[None]
+        alone = summarize_masks(
+            torch.tensor([probability]), stitched, [grid.size], THRESHOLD, gate=gate
+        )
+        assert summary.probabilities[image] == alone.probabilities[0]
+        assert summary.tiles is not None and summary.tiles[image] == tile
+        assert summary.sizes[image] == grid.size
+        assert summary.seg_max[image] == pytest.approx(alone.seg_max[0], abs=1e-6)
+        assert summary.area[image] == alone.area[0]
+        assert (summary.bbox[image] == alone.bbox[0]).all()
+        assert (image in summary.runs) == (0 in alone.runs)
+        if 0 in alone.runs:
+            assert (summary.runs[image][0] == alone.runs[0][0]).all()
+        start += count
+    assert (len(summary.runs) < len(grids)) == gated
