@@ -196,7 +196,7 @@ def interrupted_job(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
     ("change", "named"),
     [
         (["--model", "OTHER_MODEL"], "the model or engine"),
-        (["--threshold", "0.99"], "the thresholds"),
+        (["--threshold", "0.99"], "the thresholds and decision rule (--threshold, --decisions)"),
         (["--masks", "all"], "the mask mode (--masks; gated then, all now)"),
         (["--decoder", "dali"], "the decoder (--decoder; pil then, dali now)"),
         (["OTHER_SOURCE"], "the input sources"),

@@ -21,6 +21,12 @@ from pathlib import Path
 from psicbatch.data.images import IMAGE_SUFFIXES, read_mask
 from psicbatch.errors import PsicbatchError
 
+# How the published layouts name and place ground-truth masks.
+LABEL_SUFFIX = "_label"  # KolektorSDD and DAGM: NAME_label.ext
+GT_SUFFIX = "_GT"  # KolektorSDD2: NAME_GT.png
+LABEL_FOLDER = "Label"  # DAGM: ClassN/Train/Label/
+MASK_FOLDER = "masks"  # the folder layout: masks/NAME.ext
+
 
 @dataclass(frozen=True)
 class SampleRef:
@@ -53,9 +59,9 @@ def read_kolektorsdd(root: Path) -> list[SampleRef]:
     samples = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         for image in _images_in(folder):
-            if image.stem.endswith("_label"):
+            if image.stem.endswith(LABEL_SUFFIX):
                 continue
-            masks = [image.with_name(f"{image.stem}_label{s}") for s in (".bmp", ".png")]
+            masks = [image.with_name(f"{image.stem}{LABEL_SUFFIX}{s}") for s in (".bmp", ".png")]
             mask = next((m for m in masks if m.exists()), None)
             if mask is None:
                 raise PsicbatchError(f"{image}: no label file {masks[0].name} or {masks[1].name}")
@@ -69,9 +75,9 @@ def read_kolektorsdd2(root: Path) -> list[SampleRef]:
         if not (root / subset).is_dir():
             continue
         for image in _images_in(root / subset):
-            if image.stem.endswith("_GT"):
+            if image.stem.endswith(GT_SUFFIX):
                 continue
-            mask = image.with_name(f"{image.stem}_GT.png")
+            mask = image.with_name(f"{image.stem}{GT_SUFFIX}.png")
             if not mask.exists():
                 raise PsicbatchError(f"{image}: no ground-truth file {mask.name}")
             sample_id = f"{subset}/{image.stem}"
@@ -90,7 +96,7 @@ def read_dagm(root: Path) -> list[SampleRef]:
             defective = _dagm_labels(folder)
             for image in _images_in(folder):
                 mask_name = defective.get(image.stem)
-                mask = folder / "Label" / mask_name if mask_name else None
+                mask = folder / LABEL_FOLDER / mask_name if mask_name else None
                 sample_id = f"{class_dir.name}/{subset}/{image.stem}"
                 labelled = SampleRef(
                     sample_id, image, mask, mask is not None, class_dir.name, subset.lower()
@@ -106,11 +112,11 @@ def _dagm_labels(folder: Path) -> dict[str, str]:
     defective), after a first line holding a count. Without that file, an image is
     defective when ``Label/NNNN_label.PNG`` exists.
     """
-    labels_file = folder / "Label" / "Labels.txt"
+    labels_file = folder / LABEL_FOLDER / "Labels.txt"
     if not labels_file.exists():
-        masks = folder / "Label"
+        masks = folder / LABEL_FOLDER
         found = _images_in(masks) if masks.is_dir() else []
-        return {p.stem.removesuffix("_label"): p.name for p in found}
+        return {p.stem.removesuffix(LABEL_SUFFIX): p.name for p in found}
     defective = {}
     for line_number, line in enumerate(labels_file.read_text().splitlines(), start=1):
         fields = line.split()
@@ -126,7 +132,7 @@ def _dagm_labels(folder: Path) -> dict[str, str]:
 
 
 def read_folder(root: Path) -> list[SampleRef]:
-    images_dir, masks_dir = root / "images", root / "masks"
+    images_dir, masks_dir = root / "images", root / MASK_FOLDER
     if not images_dir.is_dir():
         raise PsicbatchError(f"{root}: the folder layout needs an images/ subfolder")
     masks = {p.stem: p for p in _images_in(masks_dir)} if masks_dir.is_dir() else {}

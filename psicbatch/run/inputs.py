@@ -15,18 +15,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from psicbatch.data.images import IMAGE_SUFFIXES
-from psicbatch.data.layouts import LAYOUTS, guess_layout, read_dataset
+from psicbatch.data.layouts import (
+    GT_SUFFIX,
+    LABEL_FOLDER,
+    LABEL_SUFFIX,
+    LAYOUTS,
+    MASK_FOLDER,
+    guess_layout,
+    read_dataset,
+)
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 
-# How the published layouts name ground-truth masks: KolektorSDD and DAGM ``*_label``,
-# KolektorSDD2 ``*_GT``; DAGM keeps them in ``Label/``, the folder layout in ``masks/``.
-MASK_STEM_ENDINGS = ("_label", "_gt")
-MASK_FOLDERS = ("label", "masks")
+MASK_STEM_ENDINGS = (LABEL_SUFFIX.lower(), GT_SUFFIX.lower())
+MASK_FOLDERS = (LABEL_FOLDER.lower(), MASK_FOLDER.lower())
+MASK_NAMING = (
+    f"named *{LABEL_SUFFIX} or *{GT_SUFFIX}, or in a {LABEL_FOLDER}/ or {MASK_FOLDER}/ folder"
+)
 
 
 def looks_like_mask(path: Path) -> bool:
-    """Named or placed like a dataset's ground-truth mask (case-insensitive)."""
+    """Named or placed like a layout's ground-truth mask, in any letter case (a folder of
+    copied masks need not keep the layout's spelling)."""
     return path.stem.lower().endswith(MASK_STEM_ENDINGS) or path.parent.name.lower() in MASK_FOLDERS
 
 
@@ -62,8 +72,8 @@ class Inputs:
         files = "file looks" if self.mask_like == 1 else "files look"
         layout = self.layout_guess or f"({', '.join(LAYOUTS)})"
         return (
-            f"{self.mask_like} input {files} like a dataset's defect masks (named *_label or "
-            "*_GT, or in a Label/ or masks/ folder) and will be inspected as images; "
+            f"{self.mask_like} input {files} like a dataset's defect masks ({MASK_NAMING}) "
+            "and will be inspected as images; "
             f"--layout {layout} takes a dataset's images only"
         )
 

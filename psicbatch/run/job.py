@@ -20,14 +20,14 @@ from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 
 JOB_FILE = "_job.json"  # "_": Parquet readers of the folder pass over it
-# Field -> how a message names it.
-DESCRIPTIONS = {
-    "sources": "the input sources",
-    "engine": "the model or engine",
-    "thresholds": "the thresholds and decision rule (--threshold, --decisions)",
-    "masks": "the mask mode (--masks)",  # one word each: named with their values
-    "decoder": "the decoder (--decoder)",
-    "preprocessing": "the preprocessing",
+# Field -> how a message names it, and the options that set it.
+FIELDS = {
+    "sources": ("the input sources", ""),
+    "engine": ("the model or engine", ""),
+    "thresholds": ("the thresholds and decision rule", "--threshold, --decisions"),
+    "masks": ("the mask mode", "--masks"),  # one word each: named with their values
+    "decoder": ("the decoder", "--decoder"),
+    "preprocessing": ("the preprocessing", ""),
 }
 
 
@@ -46,10 +46,8 @@ class JobIdentity:
         resolve to another decoder than it did (a newer psicbatch, DALI installed since)."""
         mine, theirs = _comparable(self), _comparable(other)
         return [
-            f"{DESCRIPTIONS[name][:-1]}; {mine[name]} then, {theirs[name]} now)"
-            if isinstance(mine[name], str)
-            else DESCRIPTIONS[name]
-            for name in DESCRIPTIONS
+            _describe(name, mine[name], theirs[name])
+            for name in FIELDS
             if mine[name] != theirs[name]
         ]
 
@@ -67,6 +65,16 @@ class JobIdentity:
             return None
         except (OSError, ValueError, TypeError) as error:
             raise PsicbatchError(f"{path}: damaged job record ({error})") from None
+
+
+def _describe(name: str, then: Any, now: Any) -> str:
+    """``the decoder (--decoder; dali then, pil now)``: a field, its options and, for a
+    one-word field, both values."""
+    what, options = FIELDS[name]
+    details = [options] if options else []
+    if isinstance(then, str):
+        details.append(f"{then} then, {now} now")
+    return f"{what} ({'; '.join(details)})" if details else what
 
 
 def _comparable(identity: JobIdentity) -> dict[str, Any]:
