@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import csv
 import re
+import shutil
 from pathlib import Path
 
+import pyarrow.parquet as pq
+import pytest
 from click.testing import CliRunner
 
 from psicbatch.cli import main
@@ -63,3 +67,52 @@ def test_a_report_of_a_folder_that_holds_no_results_is_one_line(tmp_path: Path) 
         assert len(result.output.strip().splitlines()) == 1 and not html.exists()
     inside = CliRunner().invoke(main, ["report", str(watch), "--html", str(watch / "r.html")])
     assert inside.exit_code == 1 and "is inside the results folder" in inside.output
+
+
+def test_report_csv_is_a_table_a_spreadsheet_opens_safely(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--csv alone writes only the table: one row per image, boxes split into columns, no
+    masks; a file name a spreadsheet would read as a formula is quoted as text."""
+    generate(tmp_path / "data", 6, (64, 80), defect_rate=0.5, seed=3)
+    folder = tmp_path / "data" / "images"
+    for name in ("=1+2.png", "-b.png"):
+        shutil.copy(next(folder.glob("*.png")), folder / name)
+    (folder / "broken.png").write_text("not an image")
+    monkeypatch.chdir(folder)  # paths as given: "=1+2.png" begins its cell
+    results = tmp_path / "r.parquet"
+    runner = CliRunner()
+    fast = ["-q", "--decoder", "pil", "--device", "cpu", "--masks", "all", "--allow-errors"]
+    names = sorted(path.name for path in folder.iterdir())
+    run = runner.invoke(main, ["run", "--out", str(results), *fast, "--", *names])
+    assert run.exit_code == 0, run.output
+    table = tmp_path / "r.csv"
+    result = runner.invoke(main, ["report", str(results), "--csv", str(table)])
+    assert result.exit_code == 0, result.output
+    assert "r.csv: 9 rows" in result.output and "report.html" not in result.output
+    with open(table, newline="", encoding="utf-8") as handle:
+        written = list(csv.DictReader(handle))
+    rows = pq.read_table(results).to_pylist()
+    assert [row["path"].removeprefix("'") for row in written] == [row["path"] for row in rows]
+    quoted = {row["path"] for row in written if row["path"].startswith("'")}
+    assert quoted == {"'=1+2.png", "'-b.png"}
+    assert "mask" not in written[0] and "path_bytes" not in written[0]
+    for row, stored in zip(written, rows, strict=True):
+        if stored["error"] is not None:
+            assert row["error"] == stored["error"] and row["probability"] == ""
+            continue
+        assert float(row["probability"]) == pytest.approx(stored["probability"], rel=1e-6)
+        assert row["is_defect"] == str(stored["is_defect"]).lower()
+        assert int(row["mask_area"]) == stored["mask_area"]
+        box = stored["mask_bbox"] or {}
+        assert [row[f"mask_bbox_{k}"] for k in "xywh"] == [str(box.get(k, "")) for k in "xywh"]
+    assert any(row["mask_bbox_x"] for row in written)  # some masks, so boxes were compared
+    # An earlier table is replaced only with --overwrite; another CSV file never.
+    assert runner.invoke(main, ["report", str(results), "--csv", str(table)]).exit_code == 1
+    again = ["report", str(results), "--csv", str(table), "--overwrite"]
+    assert runner.invoke(main, again).exit_code == 0
+    mine = tmp_path / "mine.csv"
+    mine.write_text("part,result\n")
+    result = runner.invoke(main, ["report", str(results), "--csv", str(mine), "--overwrite"])
+    assert result.exit_code == 1 and "not a psicbatch CSV table" in result.output
+    assert mine.read_text() == "part,result\n"

@@ -4,6 +4,7 @@ it must not trust. Every case here once lost data or crashed."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -18,9 +19,10 @@ from PIL import Image
 
 from psicbatch.assets import demo_model_path
 from psicbatch.cli import main
+from psicbatch.errors import PsicbatchError
 from psicbatch.model import PSICNet
 from psicbatch.run.output import read_metadata
-from psicbatch.run.output_guard import REPORT_MARKER
+from psicbatch.run.output_guard import REPORT_MARKER, RESULTS, write_checked
 from tests.run_processes import killed_run
 
 CONSOLE = Path(sys.executable).parent / "psicbatch"
@@ -78,6 +80,22 @@ def test_out_refuses_inputs_foreign_files_and_devices(images: Path, tmp_path: Pa
     result = invoke("run", images, "--out", "/dev/null", *FAST)
     assert result.exit_code == 1 and "not a regular file" in result.output
     assert Path("/dev/null").is_char_device()
+
+
+def test_outputs_are_named_as_what_they_hold(images: Path, tmp_path: Path) -> None:
+    """Parquet is not written as results.csv, nor a page as report.pdf; the suffix is the
+    format's in any letter case, or there is none."""
+    wrong = invoke("run", images, "--out", tmp_path / "r.csv", *FAST)
+    said = "r.csv: a psicbatch results file is Parquet, not .csv; name it *.parquet"
+    assert wrong.exit_code == 1 and said in wrong.output, wrong.output
+    assert len(wrong.output.strip().splitlines()) == 1 and not (tmp_path / "r.csv").exists()
+    results = tmp_path / "r.PQ"
+    assert invoke("run", images, "--out", results, *FAST).exit_code == 0
+    wrong = invoke("report", results, "--html", tmp_path / "page.pdf")
+    said = "page.pdf: a psicbatch report is HTML, not .pdf; name it *.html"
+    assert wrong.exit_code == 1 and said in wrong.output, wrong.output
+    assert not (tmp_path / "page.pdf").exists()
+    assert invoke("report", results, "--html", tmp_path / "page").exit_code == 0
 
 
 def test_earlier_results_are_replaced_only_with_overwrite(images: Path, tmp_path: Path) -> None:
@@ -273,3 +291,19 @@ def test_impossible_run_options_are_usage_errors(tmp_path: Path, option: str, va
     assert result.exit_code == 2, result.output
     assert option in result.output
     assert not (tmp_path / "r.parts").exists()
+
+
+def test_a_failed_write_is_one_line_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """A disk that fills up while an output is written: the message says which output and
+    what is still there; neither the output nor its temporary file is left."""
+
+    def fill_up(temporary: Path) -> None:
+        temporary.write_bytes(b"half a file")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    out = tmp_path / "r.parquet"
+    with pytest.raises(PsicbatchError) as raised:
+        write_checked(out, RESULTS, fill_up, "; the parts are kept")
+    said = f"{out}: cannot write the results file (No space left on device); the parts are kept"
+    assert str(raised.value) == said
+    assert list(tmp_path.iterdir()) == []

@@ -129,15 +129,17 @@ def test_watch_survives_a_kill_with_every_file_once_and_stops_on_sigterm(tmp_pat
     assert by_name["a0.png"]["error"] is None and by_name["broken.png"]["error"]
     assert {row["date"] for row in table} and all(row["completed_at"] for row in table)
     # The report reads the watch's folder, or one day of it, as it reads a results file.
-    page = tmp_path / "watch.html"
+    page, csv_table = tmp_path / "watch.html", tmp_path / "watch.csv"
     for results, overwrite in ((out, []), (next(out.glob("date=*")), ["--overwrite"])):
         expected = sum(f"date={row['date']}" in str(results) or results == out for row in table)
-        report = ["report", str(results), "--html", str(page), *overwrite]
+        report = ["report", str(results), "--html", str(page), "--csv", str(csv_table), *overwrite]
         result = CliRunner().invoke(main, report)
         assert result.exit_code == 0, result.output
         text = page.read_text()
         assert f"<td>{expected} images</td>" in text and "<td>1 errors</td>" in text
         assert "<tr><th>parts</th>" in text and "<tr><th>completed</th>" in text
+        assert f"watch.csv: {expected} rows" in result.output
+        assert "completed_at" in csv_table.read_text().splitlines()[0]
 
 
 def test_a_restart_with_another_engine_is_refused(tmp_path: Path) -> None:

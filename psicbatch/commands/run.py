@@ -414,10 +414,17 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
     "--html",
     "html_path",
     type=click.Path(path_type=Path, dir_okay=False),
-    default="report.html",
-    show_default=True,
+    help="The page (default: report.html, unless only --csv is given).",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an earlier psicbatch report at --html.")
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also (or only) a CSV table: one row per image, boxes split into columns, no masks.",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace an earlier psicbatch page or table at --html, --csv."
+)
 @click.option(
     "--top",
     type=NON_NEGATIVE_INT,
@@ -441,23 +448,35 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
 )
 def report_command(
     results: Path,
-    html_path: Path,
+    html_path: Path | None,
+    csv_path: Path | None,
     overwrite: bool,
     top: int,
     max_file_size: float,
     decode_timeout: float,
 ) -> None:
-    """A self-contained HTML page about a results file: counts, defects, errors.
+    """A self-contained HTML page about a results file: counts, defects, errors; with
+    --csv, a table of it for spreadsheets.
 
     RESULTS is a results file of psicbatch run, or a --watch output folder (or one
     date=... or hour=... folder in it).
     """
+    from psicbatch.run.csv_table import CSV_TABLE, write_csv_table
     from psicbatch.run.html_report import write_report
 
-    if not html_path.absolute().parent.is_dir():
-        raise PsicbatchError(f"{readable_path(html_path)}: its folder does not exist")
+    if html_path is None and csv_path is None:
+        html_path = Path("report.html")
+    outputs = {kind: path for kind, path in ((REPORT, html_path), (CSV_TABLE, csv_path)) if path}
     what = "inside the results folder" if results.is_dir() else "the results file"
-    check_output(html_path, REPORT, named_inputs={what: results}, overwrite=overwrite)
-    limits = FileLimits(int(max_file_size * MIB), decode_timeout)
-    counts = write_report(results, html_path, top, limits)
-    click.echo(f"wrote {readable_path(html_path)}: {counts}")
+    for kind, path in outputs.items():
+        if not path.absolute().parent.is_dir():
+            raise PsicbatchError(f"{readable_path(path)}: its folder does not exist")
+        named: dict[str, Path | None] = {what: results}
+        named.update({f"the {other.noun}": p for other, p in outputs.items() if other != kind})
+        check_output(path, kind, named_inputs=named, overwrite=overwrite)
+    if csv_path is not None:
+        click.echo(f"wrote {readable_path(csv_path)}: {write_csv_table(results, csv_path)}")
+    if html_path is not None:
+        limits = FileLimits(int(max_file_size * MIB), decode_timeout)
+        counts = write_report(results, html_path, top, limits)
+        click.echo(f"wrote {readable_path(html_path)}: {counts}")

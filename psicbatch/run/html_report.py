@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,12 @@ import numpy as np
 from PIL import Image
 
 from psicbatch.data.images import ImageReadError, read_image
-from psicbatch.errors import PsicbatchError
 from psicbatch.paths import path_from_bytes, readable_path
 from psicbatch.run import rle
 from psicbatch.run.decode import read_bytes
 from psicbatch.run.files import FileLimits
 from psicbatch.run.limited import TimeLimitExceeded, call_limited
-from psicbatch.run.output_guard import REPORT, REPORT_MARKER, replace_checked
+from psicbatch.run.output_guard import REPORT, REPORT_MARKER, write_checked
 from psicbatch.run.results import read_results
 
 THUMBNAIL_HEIGHT = 220
@@ -79,16 +77,7 @@ def write_report(results: Path, html_path: Path, top: int, limits: FileLimits) -
     """Build the page and write it atomically, only over nothing or an earlier report;
     the counts it shows, in one line."""
     page, counts = build_report(results, top, limits)
-    temporary = html_path.with_name(f".{html_path.name}.tmp-{os.getpid()}")
-    try:
-        temporary.write_text(page, encoding="utf-8")
-        replace_checked(temporary, html_path, REPORT)
-    except OSError as error:
-        raise PsicbatchError(
-            f"{readable_path(html_path)}: cannot write the report ({error.strerror or error})"
-        ) from None
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_checked(html_path, REPORT, lambda temporary: temporary.write_text(page, encoding="utf-8"))
     return counts
 
 

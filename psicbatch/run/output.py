@@ -36,7 +36,7 @@ from psicbatch.errors import PsicbatchError
 from psicbatch.paths import path_from_bytes, readable_path
 from psicbatch.run.files import FileStamp, current_stamp
 from psicbatch.run.job import JobIdentity, check_same_job
-from psicbatch.run.output_guard import RESULTS, replace_checked
+from psicbatch.run.output_guard import RESULTS, write_checked
 from psicbatch.run.rows import SCHEMA
 
 SCHEMA_VERSION = 3  # 2: path_bytes; 3: tile
@@ -309,22 +309,18 @@ def finalize(out: Path, metadata: dict[str, Any]) -> int:
     directory = parts_directory(out)
     parts = sorted(directory.glob("part-*.parquet")) if directory.is_dir() else []
     schema = SCHEMA.with_metadata({METADATA_KEY: json.dumps(metadata).encode()})
-    temporary = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     rows = 0
-    try:
+
+    def write(temporary: Path) -> None:
+        nonlocal rows
         with pq.ParquetWriter(temporary, schema, compression="zstd") as writer:
             for table in _in_input_order(parts):
                 table = table.drop_columns([c for c in PART_ONLY if c in table.column_names])
                 writer.write_table(_as_schema(table, schema))
                 rows += table.num_rows
-        replace_checked(temporary, out, RESULTS)
-    except OSError as error:
-        raise PsicbatchError(
-            f"{readable_path(out)}: cannot write the results file ({error.strerror or error}); "
-            "the computed results are kept and --resume finishes the file"
-        ) from None
-    finally:
-        temporary.unlink(missing_ok=True)
+
+    kept = "; the computed results are kept and --resume finishes the file"
+    write_checked(out, RESULTS, write, kept)
     shutil.rmtree(directory, ignore_errors=True)
     return rows
 

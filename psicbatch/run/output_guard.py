@@ -1,6 +1,7 @@
 """Whether a command may write its output at a path, decided before any work starts.
 
-An output never replaces what psicbatch did not make: an input of the same command (an
+An output is named as what it holds (a results file ``.parquet``, a report ``.html``, or
+no suffix), and never replaces what psicbatch did not make: an input of the same command (an
 image, the list file, the model or engine), a file of another kind, a device node or a
 folder. An earlier psicbatch output of the same kind is replaced only with
 ``--overwrite`` (or by the ``--resume`` that continues it). The final rename checks the
@@ -48,10 +49,12 @@ class OutputKind:
     noun: str  # "results file", "report"
     option: str  # the option that names it, for messages
     recognise: Callable[[Path], bool]  # is an existing file of this kind
+    file_format: str  # what it is written as
+    suffixes: tuple[str, ...]  # the names it may have (besides none): the first is shown
 
 
-RESULTS = OutputKind("results file", "--out", is_results_file)
-REPORT = OutputKind("report", "--html", is_report_file)
+RESULTS = OutputKind("results file", "--out", is_results_file, "Parquet", (".parquet", ".pq"))
+REPORT = OutputKind("report", "--html", is_report_file, "HTML", (".html", ".htm"))
 
 
 def check_output(
@@ -79,23 +82,45 @@ def check_output(
             )
     if input_key(path) in input_keys:
         raise PsicbatchError(f"{shown}: is one of the input images; choose another {kind.option}")
-    if status is None:
-        return
-    if not stat.S_ISREG(status.st_mode):
+    if status is not None and not stat.S_ISREG(status.st_mode):
         raise PsicbatchError(
             f"{shown}: exists and is not a regular file; {kind.option} must name a file "
             f"psicbatch may create or replace"
         )
-    if not kind.recognise(path):
+    if status is not None and not kind.recognise(path):
         raise PsicbatchError(
             f"{shown}: exists and is not a psicbatch {kind.noun}; refusing to replace it "
             f"(choose another {kind.option})"
         )
-    if not overwrite:
+    if path.suffix and path.suffix.lower() not in kind.suffixes:  # no Parquet in a .csv
+        raise PsicbatchError(
+            f"{shown}: a psicbatch {kind.noun} is {kind.file_format}, not {path.suffix}; "
+            f"name it *{kind.suffixes[0]}"
+        )
+    if status is not None and not overwrite:
         raise PsicbatchError(
             f"{shown}: holds an earlier psicbatch {kind.noun}{earlier}; pass --overwrite to "
             f"replace it, or choose another {kind.option}"
         )
+
+
+def write_checked(
+    path: Path, kind: OutputKind, write: Callable[[Path], object], kept: str = ""
+) -> None:
+    """``write`` the output under a temporary name beside ``path``, then rename it over
+    nothing or a file of ``kind``; a failure is one line (ending in ``kept``, what is
+    still there) and leaves no temporary file."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(temporary)
+        replace_checked(temporary, path, kind)
+    except OSError as error:
+        raise PsicbatchError(
+            f"{readable_path(path)}: cannot write the {kind.noun} ({error.strerror or error})"
+            + kept
+        ) from None
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def replace_checked(temporary: Path, path: Path, kind: OutputKind) -> None:

@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from psicbatch.errors import PsicbatchError
@@ -25,14 +27,20 @@ PARTITION_LEVELS = 2  # date=..., hour=...
 
 def read_results(results: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The rows and the run's description of a results file or a watch folder."""
+    table, description = read_results_table(results)
+    return table.to_pylist(), description
+
+
+def read_results_table(results: Path) -> tuple[pa.Table, dict[str, Any]]:
+    """``read_results`` as one table."""
     if results.is_dir():
         return _watch_results(results)
     check_regular(results)
     metadata = read_metadata(results)
-    return pq.read_table(results).to_pylist(), metadata
+    return pq.read_table(results), metadata
 
 
-def _watch_results(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _watch_results(folder: Path) -> tuple[pa.Table, dict[str, Any]]:
     """Every part below ``folder``, described by the watch's identity and the time span
     its parts cover."""
     above = [folder, *folder.resolve().parents][: PARTITION_LEVELS + 1]
@@ -47,13 +55,12 @@ def _watch_results(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         raise PsicbatchError(f"{readable_path(folder)}: no results yet (no part-*.parquet)")
     try:
         description = json.loads(identity.read_text())
-        rows = [row for part in parts for row in pq.read_table(part).to_pylist()]
-    except (OSError, ValueError) as error:
+        table = pa.concat_tables([pq.read_table(part) for part in parts], promote_options="default")
+    except (OSError, ValueError) as error:  # pyarrow's errors are ValueErrors too
         raise PsicbatchError(f"{readable_path(folder)}: cannot be read ({error})") from None
-    completed = sorted(row["completed_at"] for row in rows if row.get("completed_at"))
     description["parts"] = len(parts)
-    if completed:
-        description["completed"] = (
-            f"{completed[0]:%Y-%m-%d %H:%M:%S} to {completed[-1]:%Y-%m-%d %H:%M:%S} UTC"
-        )
-    return rows, description
+    span = pc.min_max(table["completed_at"]) if "completed_at" in table.column_names else None
+    if span is not None and span["min"].is_valid:
+        first, last = span["min"].as_py(), span["max"].as_py()
+        description["completed"] = f"{first:%Y-%m-%d %H:%M:%S} to {last:%Y-%m-%d %H:%M:%S} UTC"
+    return table, description
