@@ -112,6 +112,7 @@ def _fold_engine(
         precision=scoring.precision,
         max_batch=max_batch,
         out=fold_dir / "engine",
+        overwrite=True,  # the fold's own, rebuilt when cv resumes
     )
     directory, _ = build_engine(model_path, options)
     return load_engine(directory, device)

@@ -18,6 +18,7 @@ from psicbatch.data.synth import generate
 from psicbatch.engines import load_engine
 from psicbatch.engines.build import BuildOptions, build_engine
 from psicbatch.engines.cuda_graphs import Forward, GraphedForward
+from psicbatch.engines.destination import move_into_place
 from psicbatch.engines.export import ProbabilityModel
 from psicbatch.engines.manifest import MANIFEST_NAME
 from psicbatch.errors import PsicbatchError
@@ -493,3 +494,45 @@ def test_a_shape_is_captured_at_its_second_call_and_replayed_after() -> None:
     for batch in (8, 8, 8, 8, 3):
         graphed(torch.rand(batch, 1, 8, 8))
     assert events == ["eager 8", "capture 8", "replay 8", "replay 8", "replay 8", "eager 3"]
+
+
+def test_an_engine_replaces_nothing_but_an_earlier_engine_and_that_on_request(
+    tmp_path: Path,
+) -> None:
+    """A folder of the user's files is never deleted to make room for an engine; an
+    earlier engine (its decision revisions too) goes only with --overwrite."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "thesis.txt").write_text("mine")
+    build = ["build-engine", str(demo_model_path()), "--backend", "torch", "--precision", "fp32"]
+
+    def invoke(*more: str) -> object:
+        return CliRunner().invoke(main, [*build, "--out", str(out), *more])
+
+    for flags in ([], ["--overwrite"]):
+        refused = invoke(*flags)
+        assert refused.exit_code == 1 and "is not an engine folder" in refused.output
+        assert len(refused.output.strip().splitlines()) == 1
+        assert (out / "thesis.txt").read_text() == "mine"
+    (out / "thesis.txt").unlink()
+    assert invoke().exit_code == 0  # an empty folder is the engine's to fill
+    (out / "manifest.r1.json").write_text((out / MANIFEST_NAME).read_text())  # a revision
+    refused = invoke()
+    assert refused.exit_code == 1 and "holds an earlier engine; pass --overwrite" in refused.output
+    assert invoke("--overwrite").exit_code == 0
+    assert not (out / "manifest.r1.json").exists()
+    (out / "notes.txt").write_text("mine")  # the user's file inside an engine folder
+    refused = invoke("--overwrite")
+    assert refused.exit_code == 1 and "holds notes.txt, which is not its engine's" in refused.output
+    assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging left behind
+
+
+def test_a_file_that_appears_in_the_destination_during_a_build_is_kept(tmp_path: Path) -> None:
+    built, destination = tmp_path / "built", tmp_path / "engine"
+    built.mkdir()
+    destination.mkdir()
+    (destination / "arrived.txt").write_text("mine")
+    with pytest.raises(PsicbatchError, match="not an engine folder"):
+        move_into_place(built, destination, overwrite=True)
+    assert (destination / "arrived.txt").read_text() == "mine" and built.is_dir()

@@ -131,6 +131,11 @@ from psicbatch.model import MIN_NETWORK_SIZE
     default=BuildOptions.out,
     help="Engine folder (default: engines/<model>-<backend>-<precision>-<HxW>).",
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an earlier engine folder at --out (and the decisions set on it).",
+)
 def build_engine_command(checkpoint: Path, **values: Any) -> None:
     """Compile a checkpoint into an engine folder (engine file + manifest.json)."""
     options = BuildOptions(**values)

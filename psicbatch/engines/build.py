@@ -20,6 +20,7 @@ from psicbatch.checkpoint import Checkpoint, file_sha256, load_checkpoint
 from psicbatch.devices import resolve_device
 from psicbatch.engines import load_engine
 from psicbatch.engines.build_options import BuildOptions
+from psicbatch.engines.destination import check_destination, move_into_place
 from psicbatch.engines.export import export_onnx
 from psicbatch.engines.half_precision import float16_outside_qdq
 from psicbatch.engines.image_sets import ImageSets, image_sets
@@ -166,12 +167,22 @@ def build_engine(checkpoint_path: Path, options: BuildOptions) -> tuple[Path, Ma
     checkpoint = load_checkpoint(checkpoint_path)
     choice = choose_engine(options)
     size = engine_size(checkpoint, options.input_size)
+    measured = options.backend == options.precision == "auto" and options.tune
+    tuned = measured and resolve_device(options.device) == "cpu"
+    # Every folder the build may end in, checked before any work.
+    ends = [(choice.backend, choice.precision)]
+    if choice.fallback is not None:
+        ends.append((choice.fallback.backend, choice.fallback.precision))
+    if tuned:
+        ends += [(c.backend, c.precision) for c in cpu_candidates(options.calib is not None)]
+    for name, precision in ends:
+        directory = options.out or default_directory(checkpoint_path, name, precision, size)
+        check_destination(directory, options.overwrite)
     images = image_sets(
         checkpoint, size, options.calib, options.parity_images, options.parity_count
     )
     build = Build(checkpoint_path, checkpoint, options, size, images)
-    measured = options.backend == options.precision == "auto" and options.tune
-    if measured and resolve_device(options.device) == "cpu":
+    if tuned:
         return tuned_build(build)
     if choice.fallback is None:
         return build.checked(choice, options.check_parity)
@@ -235,8 +246,7 @@ class Build:
             problem = parity_problem(manifest.parity, options.min_mask_iou)
             if problem and enforce_parity:
                 raise ParityError(problem)
-            shutil.rmtree(directory, ignore_errors=True)
-            staging.rename(directory)
+            move_into_place(staging, directory, options.overwrite)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return directory, manifest
@@ -282,8 +292,7 @@ def tuned_build(build: Build) -> tuple[Path, Manifest]:
         manifest.tuning = [trial.to_dict() for trial in trials]
         manifest.write(folder)
         directory = build.directory(manifest.backend, manifest.precision)
-        shutil.rmtree(directory, ignore_errors=True)
-        folder.rename(directory)
+        move_into_place(folder, directory, options.overwrite)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
     return directory, manifest

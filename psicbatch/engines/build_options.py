@@ -30,6 +30,7 @@ class BuildOptions:
     parity_images: Path | None = None  # default: held out of calib, else synthetic
     parity_count: int = PARITY_COUNT
     out: Path | None = None
+    overwrite: bool = False  # replace an earlier engine folder at out (engines.destination)
     dynamic_size: bool = True
     threads: int = 0
     compile: bool = False
