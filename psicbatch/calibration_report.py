@@ -20,6 +20,33 @@ from psicbatch.reports import Column, column_table
 
 T = TypeVar("T")
 THUMBNAIL_HEIGHT = 160
+MARKDOWN_TITLE = "Decisions for the line"  # how calibrate's reports are known again
+HTML_TITLE = "psicbatch decisions"
+
+
+def is_calibration_markdown(path: Path) -> bool:
+    return _starts_with(path, f"# {MARKDOWN_TITLE}\n".encode())
+
+
+def is_calibration_page(path: Path) -> bool:
+    return _starts_with(path, b"<!DOCTYPE html>") and _holds(path, f"<title>{HTML_TITLE}</title>")
+
+
+def _starts_with(path: Path, start: bytes) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(start)) == start
+    except OSError:
+        return False
+
+
+def _holds(path: Path, text: str) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return text.encode() in handle.read(4096)
+    except OSError:
+        return False
+
 
 POINT_COLUMNS: tuple[Column[OperatingPoint], ...] = (
     Column("threshold", lambda p: f"{p.threshold:.4g}"),
@@ -102,7 +129,7 @@ def calibration_html(decisions: Decisions, data: Validation, result: Calibration
         folds = f"<h2>Each fold's own operating point</h2>{table}"
     curve = curve_png(result.points, result.chosen)
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>psicbatch decisions</title>
+<html lang="en"><head><meta charset="utf-8"><title>{HTML_TITLE}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 70em; }}
 table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 2px 8px; }}
@@ -145,7 +172,7 @@ def summary_line(decisions: Decisions, data: Validation, point: OperatingPoint) 
 def calibration_markdown(decisions: Decisions, data: Validation, result: Calibration) -> str:
     point = result.chosen
     lines = [
-        "# Decisions for the line",
+        f"# {MARKDOWN_TITLE}",
         "",
         summary_line(decisions, data, point),
         "",

@@ -134,6 +134,18 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     )
 
 
+def is_checkpoint(path: Path) -> bool:
+    """A file written by ``psicbatch train`` or ``init`` (read as plain data only, its
+    tensors memory-mapped rather than loaded)."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return False
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # damaged, unreadable, pickled code: not a checkpoint to replace
+        return False
+    return isinstance(data, dict) and data.get("format") == FORMAT
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """Content hash used to tie engines and results to the exact checkpoint they came from."""
     digest = hashlib.sha256()

@@ -202,6 +202,15 @@ class Decisions:
         text = json.dumps(self.to_dict(), indent=2) + "\n"
         write_atomically(path, lambda temporary: temporary.write_text(text))
 
+    @staticmethod
+    def is_decision_file(path: Path) -> bool:
+        """A JSON file written by ``psicbatch calibrate``."""
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            return False
+        return isinstance(data, dict) and data.get("format") == DECISIONS_FORMAT
+
     @classmethod
     def read(cls, path: Path) -> Decisions:
         try:

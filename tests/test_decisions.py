@@ -110,6 +110,11 @@ def test_recalibrating_from_run_results_equals_calibrating_from_eval(
     for key in ("threshold", "escapes", "defective", "false_rejects", "good"):
         assert a[key] == pytest.approx(b[key]), key
     assert "Images nearest the threshold" in from_run.with_suffix(".md").read_text()
+    # Calibrating again replaces the decision file and its reports only with --overwrite.
+    again = ["calibrate", str(results), "--labels", str(dataset), *rule, "-o", str(from_run)]
+    refused = CliRunner().invoke(main, again)
+    assert refused.exit_code == 1 and "holds an earlier psicbatch decision file" in refused.output
+    cli(*again, "--overwrite")
     # A run whose masks were gated has no area for images judged good: refused, in one line.
     gated = tmp_path / "gated.parquet"
     cli("run", str(dataset / "images"), "-o", str(gated), *common)

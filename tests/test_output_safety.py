@@ -98,6 +98,53 @@ def test_outputs_are_named_as_what_they_hold(images: Path, tmp_path: Path) -> No
     assert invoke("report", results, "--html", tmp_path / "page").exit_code == 0
 
 
+def test_checkpoints_replace_only_earlier_checkpoints_and_those_on_request(
+    tmp_path: Path,
+) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me\n")
+    for command in (["init", notes], ["train", tmp_path, "--out", notes]):
+        refused = invoke(*command, "--overwrite")
+        assert refused.exit_code == 1 and "is not a psicbatch checkpoint" in refused.output
+        assert len(refused.output.strip().splitlines()) == 1
+    assert notes.read_text() == "keep me\n"
+    model = tmp_path / "m.pt"
+    tiny = ["--width", "0.125", "--input-size", "64x64"]
+    assert invoke("init", model, *tiny).exit_code == 0
+    refused = invoke("init", model, *tiny, "--seed", "1")
+    assert refused.exit_code == 1 and "pass --overwrite" in refused.output
+    refused = invoke("train", tmp_path, "--out", model)  # before any data is read
+    assert refused.exit_code == 1 and "pass --overwrite" in refused.output
+    before = model.read_bytes()
+    assert invoke("init", model, *tiny, "--seed", "1", "--overwrite").exit_code == 0
+    assert model.read_bytes() != before
+
+
+def test_folders_of_other_files_are_not_written_into(tmp_path: Path) -> None:
+    """eval, cv, bench and synth write several files into a folder: a new or empty one,
+    or their own earlier one, never a folder of the user's files."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.md").write_text("my notes\n")
+    model = str(demo_model_path())
+    commands = {
+        "evaluation": ["eval", model, tmp_path, "--out", mine],
+        "cross-validation": ["cv", tmp_path, "--out", mine],
+        "benchmark": ["bench", "--out", mine],
+        "synthetic dataset": ["synth", mine, "--count", "2"],
+    }
+    for noun, command in commands.items():
+        refused = invoke(*command)
+        said = f"holds files and is not an earlier psicbatch {noun}"
+        assert refused.exit_code == 1 and said in refused.output, refused.output
+        assert len(refused.output.strip().splitlines()) == 1
+    assert sorted(p.name for p in mine.iterdir()) == ["report.md"]
+    data = tmp_path / "data"
+    assert invoke("synth", data, "--count", "6", "--size", "32x32").exit_code == 0
+    assert invoke("synth", data, "--count", "3", "--size", "32x32").exit_code == 0
+    assert len(list((data / "images").iterdir())) == 3  # none left from the larger set
+
+
 def test_earlier_results_are_replaced_only_with_overwrite(images: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.parquet"
     assert invoke("run", images, "--out", out, *FAST).exit_code == 0

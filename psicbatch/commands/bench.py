@@ -31,6 +31,7 @@ from psicbatch.commands.options import (
 )
 from psicbatch.devices import resolve_device
 from psicbatch.reports import write_json
+from psicbatch.run.output_guard import check_output_folder
 
 
 def _sizes(value: str) -> tuple[tuple[str, tuple[int, int]], ...]:
@@ -152,6 +153,7 @@ def bench_command(
         return
     if sum(x is not None for x in (engine, model, width)) > 1:
         raise click.BadParameter("give at most one of --engine, --model, --width")
+    check_output_folder(out, "bench.json", "benchmark")
     plan = BenchPlan(
         _sizes(sizes),
         _batches(batches, device),

@@ -8,7 +8,12 @@ from pathlib import Path
 import click
 
 from psicbatch.calibrate import Validation, calibrate, read_validation, scored_rows
-from psicbatch.calibration_report import calibration_html, calibration_markdown
+from psicbatch.calibration_report import (
+    calibration_html,
+    calibration_markdown,
+    is_calibration_markdown,
+    is_calibration_page,
+)
 from psicbatch.commands import command_line
 from psicbatch.commands.options import (
     NON_NEGATIVE_INT,
@@ -20,6 +25,14 @@ from psicbatch.commands.options import (
 from psicbatch.commands.training_options import layout_option
 from psicbatch.decisions import RULES, Decisions, Rule, who_and_when
 from psicbatch.engines.revisions import set_decisions
+from psicbatch.run.output_guard import OutputKind, check_output
+
+# The decision file and its two reports, each replacing only its own kind.
+OUTPUTS = (
+    OutputKind("decision file", "--out", Decisions.is_decision_file, "JSON", (".json",)),
+    OutputKind("calibration report", "--out", is_calibration_markdown, "Markdown", (".md",)),
+    OutputKind("calibration page", "--out", is_calibration_page, "HTML", (".html",)),
+)
 
 
 @click.command("calibrate")
@@ -87,7 +100,10 @@ from psicbatch.engines.revisions import set_decisions
     type=click.Path(path_type=Path, dir_okay=False),
     default="decisions.json",
     show_default=True,
-    help="The decision file for psicbatch run --decisions (a report .md beside it).",
+    help="The decision file for psicbatch run --decisions (reports .md and .html beside it).",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace an earlier decision file and its reports at --out."
 )
 def calibrate_command(
     predictions: Path,
@@ -104,6 +120,7 @@ def calibrate_command(
     rule: str,
     engine: Path | None,
     out: Path,
+    overwrite: bool,
 ) -> None:
     """Choose the image threshold for a target escape rate from eval/cv predictions, from
     run results with --labels, or by scoring a labelled dataset (PREDICTIONS a folder)
@@ -115,6 +132,15 @@ def calibrate_command(
             raise click.BadParameter("give --min-area (pixels) or --min-area-mm2, not both")
         min_area = math.ceil(min_area_mm2 / pixel_size**2 - 1e-9)
     chosen_rule = Rule(rule, min_area)
+    written = (out, out.with_suffix(".md"), out.with_suffix(".html"))
+    inputs: dict[str, Path | None] = {
+        "the predictions": predictions,
+        "the labels": labels,
+        "the model": model,
+        "inside the engine": engine,
+    }
+    for kind, path in zip(OUTPUTS, written, strict=True):
+        check_output(path, kind, named_inputs=inputs, overwrite=overwrite)
     if predictions.is_dir():
         data = _scored(predictions, engine, model, precision, layout, device)
     else:
@@ -137,16 +163,15 @@ def calibrate_command(
         command=command_line(),
     )
     decisions.write(out)
-    report = out.with_suffix(".md")
-    report.write_text(calibration_markdown(decisions, data, result))
-    out.with_suffix(".html").write_text(calibration_html(decisions, data, result), encoding="utf-8")
+    written[1].write_text(calibration_markdown(decisions, data, result))
+    written[2].write_text(calibration_html(decisions, data, result), encoding="utf-8")
     point = result.chosen
     click.echo(
         f"threshold {point.threshold:.4g}: {point.escapes} of {point.defective} defective images "
         f"escape (95% upper bound {100 * point.escape_rate_upper:.1f}%), {point.false_rejects} "
         f"of {point.good} good images rejected ({100 * point.false_reject_rate:.2f}%)"
     )
-    click.echo(f"decisions written to {out} (reports {report}, {out.with_suffix('.html')})")
+    click.echo(f"decisions written to {out} (reports {written[1]}, {written[2]})")
     if engine is not None:
         manifest = set_decisions(engine, decisions, out)
         click.echo(f"stored in {engine} as manifest revision {manifest.revision}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from psicbatch.checkpoint import (
 from psicbatch.commands.options import NETWORK_SIZE, Bounded
 from psicbatch.engines.manifest import Manifest, read_manifest
 from psicbatch.model import ModelConfig, count_flops, count_parameters
+from psicbatch.run.output_guard import CHECKPOINT, check_output
 
 
 @click.command()
@@ -139,14 +140,21 @@ def _is_parameter(name: str) -> bool:
 @click.option("--in-channels", type=click.Choice(["1", "3"]), default="1", show_default=True)
 @click.option("--input-size", type=NETWORK_SIZE, default="512x512", show_default=True)
 @click.option("--seed", default=0, show_default=True, help="Random seed for the weights.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier psicbatch checkpoint.")
 def init(
-    output: Path, width: float, in_channels: str, input_size: tuple[int, int], seed: int
+    output: Path,
+    width: float,
+    in_channels: str,
+    input_size: tuple[int, int],
+    seed: int,
+    overwrite: bool,
 ) -> None:
     """Write an untrained (randomly initialised) checkpoint.
 
     Useful to measure speed and build engines before a model is trained; its predictions
     are meaningless.
     """
+    check_output(output, replace(CHECKPOINT, option="OUTPUT"), overwrite=overwrite)
     try:
         config = ModelConfig(width=width, in_channels=int(in_channels))
     except ValueError as error:

@@ -34,6 +34,7 @@ from psicbatch.evaluate import evaluate_dataset
 from psicbatch.progress import progress_bar
 from psicbatch.reports import evaluation_markdown, write_evaluation_report
 from psicbatch.roi import RegionOfInterest
+from psicbatch.run.output_guard import CHECKPOINT, check_output, check_output_folder
 from psicbatch.train import Trainer
 
 console = Console(stderr=True)
@@ -55,6 +56,9 @@ console = Console(stderr=True)
 @click.option("--seed", default=0, show_default=True)
 def synth(out: Path, count: int, size: tuple[int, int], defect_rate: float, seed: int) -> None:
     """Generate a DAGM-like synthetic dataset (folder layout) with exact defect masks."""
+    check_output_folder(out, "synth.json", "synthetic dataset", "OUT")
+    for earlier in [*out.glob("images/synth_*.png"), *out.glob("masks/synth_*.png")]:
+        earlier.unlink()  # an earlier, larger set would leave images behind
     generate(out, count, size, defect_rate, seed)
     click.echo(f"wrote {count} images to {out}; next: psicbatch train {out} --out model.pt")
 
@@ -70,6 +74,7 @@ def synth(out: Path, count: int, size: tuple[int, int], defect_rate: float, seed
     help="Checkpoint to write (progress is kept in OUT.partial).",
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted training from OUT.partial.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier psicbatch checkpoint at --out.")
 @click.option(
     "--tile",
     type=NETWORK_SIZE,
@@ -90,6 +95,7 @@ def train(
     channels: str,
     out: Path,
     resume: bool,
+    overwrite: bool,
     tile: tuple[int, int] | None,
     overlap: int,
     quiet: bool,
@@ -100,6 +106,7 @@ def train(
         if not 2 * overlap < min(tile):
             raise click.BadParameter("must be below half the tile", param_hint="--overlap")
         kwargs.update(input_size=tile, tile_overlap=overlap)
+    check_output(out, CHECKPOINT, overwrite=overwrite)  # before hours of training, not after
     options, samples, channel_count, dataset = training_setup(data, layout, channels, kwargs)
     with progress_bar(quiet, console) as progress:
         if options.tile_overlap is None:
@@ -175,6 +182,7 @@ def evaluate_command(
     )
     name = engine or model[0]
     region = RegionOfInterest(roi) if roi is not None else None  # checked before any work
+    check_output_folder(out, "metrics.json", "evaluation")
     with progress_bar(quiet, console) as progress:
         result = evaluate_dataset(
             spec, data, layout, device, batch_size, compare_to, progress, region
@@ -222,6 +230,7 @@ def cross_validate_command(
     **kwargs: Any,
 ) -> None:
     """k-fold cross-validation with grouped, stratified folds; reports in the paper's layout."""
+    check_output_folder(out, "splits.json", "cross-validation")
     options, samples, _, dataset = training_setup(data, layout, channels, kwargs)
     with progress_bar(quiet, console) as progress:
         report = cross_validate(

@@ -18,6 +18,7 @@ from pathlib import Path
 from psicbatch.engines.manifest import MANIFEST_NAME
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
+from psicbatch.run.output_guard import folder_entries
 
 REVISION = re.compile(r"manifest\.r\d+\.json")  # revisions.revision_path
 
@@ -26,14 +27,7 @@ def check_destination(directory: Path, overwrite: bool) -> None:
     """Refuse, in one line, to build into ``directory`` when that would replace anything
     but an earlier engine (and that without ``overwrite``)."""
     shown = readable_path(directory)
-    try:
-        entries = sorted(entry.name for entry in directory.iterdir())
-    except FileNotFoundError:
-        return
-    except NotADirectoryError:
-        raise PsicbatchError(f"{shown}: exists and is not a folder; choose another --out") from None
-    except OSError as error:
-        raise PsicbatchError(f"{shown}: cannot be read ({error.strerror or error})") from None
+    entries = folder_entries(directory, "--out")
     if not entries:
         return
     own = _engine_files(directory)

@@ -50,11 +50,18 @@ class OutputKind:
     option: str  # the option that names it, for messages
     recognise: Callable[[Path], bool]  # is an existing file of this kind
     file_format: str  # what it is written as
-    suffixes: tuple[str, ...]  # the names it may have (besides none): the first is shown
+    suffixes: tuple[str, ...]  # the names it may have (besides none; empty: any), first shown
+
+
+def _is_checkpoint(path: Path) -> bool:
+    from psicbatch.checkpoint import is_checkpoint
+
+    return is_checkpoint(path)
 
 
 RESULTS = OutputKind("results file", "--out", is_results_file, "Parquet", (".parquet", ".pq"))
 REPORT = OutputKind("report", "--html", is_report_file, "HTML", (".html", ".htm"))
+CHECKPOINT = OutputKind("checkpoint", "--out", _is_checkpoint, "a torch.save archive", ())
 
 
 def check_output(
@@ -92,7 +99,7 @@ def check_output(
             f"{shown}: exists and is not a psicbatch {kind.noun}; refusing to replace it "
             f"(choose another {kind.option})"
         )
-    if path.suffix and path.suffix.lower() not in kind.suffixes:  # no Parquet in a .csv
+    if kind.suffixes and path.suffix and path.suffix.lower() not in kind.suffixes:  # not a .csv
         raise PsicbatchError(
             f"{shown}: a psicbatch {kind.noun} is {kind.file_format}, not {path.suffix}; "
             f"name it *{kind.suffixes[0]}"
@@ -102,6 +109,34 @@ def check_output(
             f"{shown}: holds an earlier psicbatch {kind.noun}{earlier}; pass --overwrite to "
             f"replace it, or choose another {kind.option}"
         )
+
+
+def check_output_folder(folder: Path, marker: str, noun: str, option: str = "--out") -> None:
+    """Refuse, in one line, a folder of other files as the folder of a command that
+    writes several (eval, cv, bench, synth). It may be new, empty, or an earlier one of
+    its kind, known by ``marker`` in it: its files are then replaced, nothing else in it
+    is touched."""
+    if folder_entries(folder, option) and not (folder / marker).is_file():
+        raise PsicbatchError(
+            f"{readable_path(folder)}: holds files and is not an earlier psicbatch {noun} "
+            f"(no {marker}); choose another {option}, or an empty folder"
+        )
+
+
+def folder_entries(folder: Path, option: str) -> list[str]:
+    """The names in an output folder (none where it does not exist yet), or a one-line
+    error when the path is something else."""
+    shown = readable_path(folder)
+    try:
+        return sorted(entry.name for entry in folder.iterdir())
+    except FileNotFoundError:
+        return []
+    except NotADirectoryError:
+        raise PsicbatchError(
+            f"{shown}: exists and is not a folder; choose another {option}"
+        ) from None
+    except OSError as error:
+        raise PsicbatchError(f"{shown}: cannot be read ({error.strerror or error})") from None
 
 
 def write_checked(
