@@ -5,12 +5,15 @@ import re
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
 from psicbatch.cli import main
 from psicbatch.data.synth import generate
+from psicbatch.run.csv_table import spreadsheet_table
+from psicbatch.run.results import read_results_table
 
 
 def test_html_report_shows_every_listed_defect(tmp_path: Path) -> None:
@@ -116,3 +119,21 @@ def test_report_csv_is_a_table_a_spreadsheet_opens_safely(
     result = runner.invoke(main, ["report", str(results), "--csv", str(mine), "--overwrite"])
     assert result.exit_code == 1 and "not a psicbatch CSV table" in result.output
     assert mine.read_text() == "part,result\n"
+
+
+def test_a_watch_folder_with_parts_of_an_older_schema_reads_as_one_table(tmp_path: Path) -> None:
+    """A watch that ran across an upgrade holds parts without the newer columns: they read
+    as nulls there, for the page and the CSV table alike."""
+    (tmp_path / "_watch.json").write_text("{}")
+    hour = tmp_path / "date=2026-12-04" / "hour=07"
+    hour.mkdir(parents=True)
+    old = pa.table({"path": ["a.png"], "probability": pa.array([0.2], pa.float32())})
+    new = old.append_column("tile", pa.array([{"x": 0, "y": 0, "w": 8, "h": 8}]))
+    pq.write_table(old, hour / "part-00000.parquet")
+    pq.write_table(new, hour / "part-00001.parquet")
+    table, description = read_results_table(tmp_path)
+    assert table.column("tile").to_pylist() == [None, {"x": 0, "y": 0, "w": 8, "h": 8}]
+    assert description["parts"] == 2
+    assert spreadsheet_table(table).column_names == [
+        "path", "probability", "tile_x", "tile_y", "tile_w", "tile_h"
+    ]  # fmt: skip

@@ -55,7 +55,9 @@ def _watch_results(folder: Path) -> tuple[pa.Table, dict[str, Any]]:
         raise PsicbatchError(f"{readable_path(folder)}: no results yet (no part-*.parquet)")
     try:
         description = json.loads(identity.read_text())
-        table = pa.concat_tables([pq.read_table(part) for part in parts], promote_options="default")
+        table = pa.concat_tables(
+            [pq.read_table(part) for part in parts], promote_options="permissive"
+        )
     except (OSError, ValueError) as error:  # pyarrow's errors are ValueErrors too
         raise PsicbatchError(f"{readable_path(folder)}: cannot be read ({error})") from None
     description["parts"] = len(parts)
