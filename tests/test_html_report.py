@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 import shutil
 from pathlib import Path
@@ -110,6 +111,12 @@ def test_report_csv_is_a_table_a_spreadsheet_opens_safely(
         box = stored["mask_bbox"] or {}
         assert [row[f"mask_bbox_{k}"] for k in "xywh"] == [str(box.get(k, "")) for k in "xywh"]
     assert any(row["mask_bbox_x"] for row in written)  # some masks, so boxes were compared
+    shown = runner.invoke(main, ["info", str(results), "--json"])
+    assert shown.exit_code == 0, shown.output
+    summary = json.loads(shown.output)
+    defective = sum(bool(row["is_defect"]) for row in rows)
+    assert (summary["images"], summary["defective"], summary["errors"]) == (9, defective, 1)
+    assert summary["engine"] in ("torch bf16", "torch fp32")  # auto: what this CPU runs best
     # An earlier table is replaced only with --overwrite; another CSV file never.
     assert runner.invoke(main, ["report", str(results), "--csv", str(table)]).exit_code == 1
     again = ["report", str(results), "--csv", str(table), "--overwrite"]

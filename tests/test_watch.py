@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -139,6 +140,10 @@ def test_watch_survives_a_kill_with_every_file_once_and_stops_on_sigterm(tmp_pat
         assert f"<td>{expected} images</td>" in text and "<td>1 errors</td>" in text
         assert "<tr><th>parts</th>" in text and "<tr><th>completed</th>" in text
         assert f"watch.csv: {expected} rows" in result.output
+        shown = CliRunner().invoke(main, ["info", str(results), "--json"])
+        assert shown.exit_code == 0, shown.output
+        assert json.loads(shown.output)["images"] == expected
+        assert json.loads(shown.output)["errors"] == 1
         assert "completed_at" in csv_table.read_text().splitlines()[0]
 
 

@@ -20,19 +20,26 @@ from psicbatch.checkpoint import (
     untrained_checkpoint,
 )
 from psicbatch.commands.options import NETWORK_SIZE, Bounded
-from psicbatch.engines.manifest import Manifest, read_manifest
+from psicbatch.engines.manifest import MANIFEST_NAME, Manifest, read_manifest
 from psicbatch.model import ModelConfig, count_flops, count_parameters
 from psicbatch.run.output_guard import CHECKPOINT, check_output
 
 
 @click.command()
-@click.argument("path", metavar="CHECKPOINT|ENGINE", type=click.Path(path_type=Path))
+@click.argument("path", metavar="CHECKPOINT|ENGINE|RESULTS", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead.")
 def info(path: Path, as_json: bool) -> None:
-    """Show a checkpoint (configuration, size, cost per image) or an engine folder
-    (backend, precision, shapes, parity, decisions)."""
-    if path.is_dir():
+    """Show a checkpoint (configuration, size, cost per image), an engine folder (backend,
+    precision, shapes, parity, decisions) or a run's results (counts, engine, settings)."""
+    from psicbatch.run.output_guard import is_results_file
+    from psicbatch.run.results import results_summary, watch_identity
+
+    if path.is_dir() and not (path / MANIFEST_NAME).exists() and watch_identity(path):
+        kind, summary = "results", results_summary(path)
+    elif path.is_dir():
         kind, summary = "engine", engine_summary(path, read_manifest(path))
+    elif is_results_file(path):
+        kind, summary = "results", results_summary(path)
     else:
         kind, summary = "checkpoint", checkpoint_summary(path, load_checkpoint(path))
     if as_json:

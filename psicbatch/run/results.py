@@ -40,11 +40,43 @@ def read_results_table(results: Path) -> tuple[pa.Table, dict[str, Any]]:
     return pq.read_table(results), metadata
 
 
+def watch_identity(folder: Path) -> Path | None:
+    """The identity file of the --watch output ``folder`` is (or is a day or hour of)."""
+    above = [folder, *folder.resolve().parents][: PARTITION_LEVELS + 1]
+    return next((f / IDENTITY_FILE for f in above if (f / IDENTITY_FILE).is_file()), None)
+
+
+def results_summary(results: Path) -> dict[str, Any]:
+    """What a results file or watch folder holds and what made it, from its own record:
+    the counts, the engine, thresholds and decisions, the run's settings and times."""
+    table, run = read_results_table(results)
+    engine, decisions = run.get("engine") or {}, run.get("decisions") or {}
+    summary = {
+        "results": readable_path(results),
+        "images": table.num_rows,
+        "defective": pc.sum(table["is_defect"]).as_py() or 0,
+        "errors": table.num_rows - table["error"].null_count,
+        "engine": " ".join(str(engine[key]) for key in ("backend", "precision") if key in engine),
+        "engine_sha256": engine.get("engine_sha256"),
+        "checkpoint_sha256": run.get("checkpoint_sha256"),
+        "thresholds": run.get("thresholds"),
+        "decisions": {
+            key: decisions[key]
+            for key in ("classification_threshold", "rule", "decision_file", "manifest_revision")
+            if key in decisions
+        },
+    }
+    for key in ("masks", "decoder", "devices", "roi", "inputs", "resumed", "parts", "completed"):
+        summary[key] = run.get(key)
+    for key in ("started_at", "finished_at", "psicbatch_version", "schema_version"):
+        summary[key] = run.get(key)
+    return {key: value for key, value in summary.items() if value not in ({}, None, "")}
+
+
 def _watch_results(folder: Path) -> tuple[pa.Table, dict[str, Any]]:
     """Every part below ``folder``, described by the watch's identity and the time span
     its parts cover."""
-    above = [folder, *folder.resolve().parents][: PARTITION_LEVELS + 1]
-    identity = next((f / IDENTITY_FILE for f in above if (f / IDENTITY_FILE).is_file()), None)
+    identity = watch_identity(folder)
     if identity is None:
         raise PsicbatchError(
             f"{readable_path(folder)}: not a results file, nor a folder of psicbatch run "
