@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from psicbatch.cli import main
 from psicbatch.data.synth import generate
+from psicbatch.run import html_report
 from psicbatch.run.csv_table import spreadsheet_table
 from psicbatch.run.results import read_results_table
 
@@ -144,3 +145,23 @@ def test_a_watch_folder_with_parts_of_an_older_schema_reads_as_one_table(tmp_pat
     assert spreadsheet_table(table).column_names == [
         "path", "probability", "tile_x", "tile_y", "tile_w", "tile_h"
     ]  # fmt: skip
+
+
+def test_a_page_names_its_first_errors_and_counts_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A camera that writes thousands of broken files does not make a page of thousands
+    of lines: the first ERRORS_LISTED are named, the rest counted."""
+    generate(tmp_path / "data", 2, (48, 48), defect_rate=0.5, seed=1)
+    folder = tmp_path / "data" / "images"
+    for i in range(5):
+        (folder / f"broken_{i}.png").write_text("not an image")
+    results = tmp_path / "r.parquet"
+    fast = ["-q", "--decoder", "pil", "--device", "cpu", "--allow-errors"]
+    assert (
+        CliRunner().invoke(main, ["run", str(folder), "--out", str(results), *fast]).exit_code == 0
+    )
+    monkeypatch.setattr(html_report, "ERRORS_LISTED", 2)
+    page, counts = html_report.build_report(results)
+    assert counts.endswith("5 errors") and "<h2>Errors (5)</h2>" in page
+    assert page.count("not a readable image") == 2 and "and 3 more" in page

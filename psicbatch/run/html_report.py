@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 from PIL import Image
 
 from psicbatch.data.images import ImageReadError, read_image
@@ -25,9 +26,10 @@ from psicbatch.run.decode import read_bytes
 from psicbatch.run.files import FileLimits
 from psicbatch.run.limited import TimeLimitExceeded, call_limited
 from psicbatch.run.output_guard import REPORT, REPORT_MARKER, write_checked
-from psicbatch.run.results import read_results
+from psicbatch.run.results import read_results_table, results_counts
 
 THUMBNAIL_HEIGHT = 220
+ERRORS_LISTED = 200  # the page names these; the rest are counted
 
 
 def _png_data_uri(image: Image.Image) -> str:
@@ -57,7 +59,7 @@ def thumbnail(row: dict[str, Any], limits: FileLimits) -> str | None:
     return _png_data_uri(picture)
 
 
-def histogram(probabilities: list[float]) -> str:
+def histogram(probabilities: np.ndarray) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,13 +84,17 @@ def write_report(results: Path, html_path: Path, top: int, limits: FileLimits) -
 
 
 def build_report(results: Path, top: int = 24, limits: FileLimits | None = None) -> tuple[str, str]:
-    """The page, and its counts in one line."""
+    """The page, and its counts in one line. The rows stay in one Arrow table (a day of
+    a line's results can hold millions); only the rows the page shows become Python."""
     limits = limits or FileLimits()
-    rows, metadata = read_results(results)
-    ok = [r for r in rows if r["error"] is None]
-    errors = [r for r in rows if r["error"] is not None]
-    defects = sorted((r for r in ok if r["is_defect"]), key=lambda r: -r["probability"])
-    shown = defects[:top]
+    table, metadata = read_results_table(results)
+    images, defect_count, error_count = results_counts(table)
+    readable = pc.is_null(table["error"])  # masks and indices: no copy of the table
+    defects = pc.indices_nonzero(pc.and_(readable, pc.fill_null(table["is_defect"], False)))
+    order = pc.array_sort_indices(pc.take(table["probability"], defects), order="descending")
+    shown = table.take(pc.take(defects, order[:top])).to_pylist()  # the stable sort's first
+    failed = pc.indices_nonzero(pc.invert(readable))
+    listed = table.take(failed[:ERRORS_LISTED]).to_pylist()
     e = html.escape
     cards = []
     for row in shown:
@@ -100,8 +106,14 @@ def build_report(results: Path, top: int = 24, limits: FileLimits | None = None)
             f'<figure class="defect">{picture}<figcaption>{e(row["path"])}<br>'
             f"p = {row['probability']:.3f}, {row['mask_area']} px</figcaption></figure>"
         )
-    error_items = "".join(f"<li><code>{e(r['path'])}</code>: {e(r['error'])}</li>" for r in errors)
-    rate = len(defects) / len(ok) if ok else 0.0
+    error_items = "".join(f"<li><code>{e(r['path'])}</code>: {e(r['error'])}</li>" for r in listed)
+    if error_count > len(listed):
+        error_items += (
+            f"<li>and {error_count - len(listed)} more (every one is in the results; "
+            "<code>psicbatch report --csv</code> lists them)</li>"
+        )
+    readable_count = images - error_count
+    rate = defect_count / readable_count if readable_count else 0.0
     meta_rows = "".join(
         f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>"
         for k, v in metadata.items()
@@ -112,8 +124,9 @@ def build_report(results: Path, top: int = 24, limits: FileLimits | None = None)
         f"<tr><th>engine</th><td>{e(str(engine.get('backend')))} "
         f"{e(str(engine.get('precision')))}, input {e(str(engine.get('input_size')))}</td></tr>"
     )
-    histogram_html = f'<img src="{histogram([r["probability"] for r in ok])}">' if ok else ""
-    counts = f"{len(rows)} images, {len(defects)} defective, {len(errors)} errors"
+    probabilities = pc.filter(table["probability"], readable).to_numpy()
+    histogram_html = f'<img src="{histogram(probabilities)}">' if readable_count else ""
+    counts = f"{images} images, {defect_count} defective, {error_count} errors"
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">{REPORT_MARKER.decode()}
 <title>psicbatch report: {e(readable_path(results.name))}</title>
@@ -126,12 +139,12 @@ body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 table.meta th {{ text-align: left; padding-right: 1em; }}
 </style></head><body>
 <h1>psicbatch report: {e(readable_path(results))}</h1>
-<table class="counts"><tr><td>{len(rows)} images</td><td>{len(defects)} defective</td>
-<td>{100 * rate:.1f}% of readable images defective</td><td>{len(errors)} errors</td></tr></table>
+<table class="counts"><tr><td>{images} images</td><td>{defect_count} defective</td>
+<td>{100 * rate:.1f}% of readable images defective</td><td>{error_count} errors</td></tr></table>
 <h2>Defect probability</h2>{histogram_html}
-<h2>Most likely defects ({len(shown)} of {len(defects)})</h2>
+<h2>Most likely defects ({len(shown)} of {defect_count})</h2>
 <div class="defects">{"".join(cards) or "<p>No defects found.</p>"}</div>
-<h2>Errors ({len(errors)})</h2><ul>{error_items or "<li>none</li>"}</ul>
+<h2>Errors ({error_count})</h2><ul>{error_items or "<li>none</li>"}</ul>
 <h2>Run</h2><table class="meta">{meta_rows}</table>
 </body></html>
 """

@@ -25,14 +25,8 @@ from psicbatch.run.watch import IDENTITY_FILE
 PARTITION_LEVELS = 2  # date=..., hour=...
 
 
-def read_results(results: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The rows and the run's description of a results file or a watch folder."""
-    table, description = read_results_table(results)
-    return table.to_pylist(), description
-
-
 def read_results_table(results: Path) -> tuple[pa.Table, dict[str, Any]]:
-    """``read_results`` as one table."""
+    """The rows and the run's description of a results file or a watch folder."""
     if results.is_dir():
         return _watch_results(results)
     check_regular(results)
@@ -46,16 +40,23 @@ def watch_identity(folder: Path) -> Path | None:
     return next((f / IDENTITY_FILE for f in above if (f / IDENTITY_FILE).is_file()), None)
 
 
+def results_counts(table: pa.Table) -> tuple[int, int, int]:
+    """Images, those judged defective, those with an error (no decision)."""
+    defective = pc.sum(table["is_defect"]).as_py() or 0
+    return table.num_rows, defective, table.num_rows - table["error"].null_count
+
+
 def results_summary(results: Path) -> dict[str, Any]:
     """What a results file or watch folder holds and what made it, from its own record:
     the counts, the engine, thresholds and decisions, the run's settings and times."""
     table, run = read_results_table(results)
     engine, decisions = run.get("engine") or {}, run.get("decisions") or {}
+    images, defective, errors = results_counts(table)
     summary = {
         "results": readable_path(results),
-        "images": table.num_rows,
-        "defective": pc.sum(table["is_defect"]).as_py() or 0,
-        "errors": table.num_rows - table["error"].null_count,
+        "images": images,
+        "defective": defective,
+        "errors": errors,
         "engine": " ".join(str(engine[key]) for key in ("backend", "precision") if key in engine),
         "engine_sha256": engine.get("engine_sha256"),
         "checkpoint_sha256": run.get("checkpoint_sha256"),
