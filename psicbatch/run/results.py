@@ -67,10 +67,9 @@ def results_summary(results: Path) -> dict[str, Any]:
             if key in decisions
         },
     }
-    for key in ("masks", "decoder", "devices", "roi", "inputs", "resumed", "parts", "completed"):
-        summary[key] = run.get(key)
-    for key in ("started_at", "finished_at", "psicbatch_version", "schema_version"):
-        summary[key] = run.get(key)
+    settings = ("masks", "decoder", "devices", "roi", "inputs", "resumed", "parts", "completed")
+    times = ("started_at", "finished_at", "psicbatch_version", "schema_version")
+    summary.update({key: run.get(key) for key in (*settings, *times)})
     return {key: value for key, value in summary.items() if value not in ({}, None, "")}
 
 
