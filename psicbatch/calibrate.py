@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from psicbatch.data.layouts import read_dataset
 from psicbatch.decisions import CLASSIFIER, OperatingPoint, Rule, choose, operating_points
 from psicbatch.errors import PsicbatchError
-from psicbatch.paths import path_bytes
+from psicbatch.paths import path_bytes, path_from_bytes
 
 
 @dataclass
@@ -51,7 +51,8 @@ def read_validation(
                 "give the labelled dataset with --labels DATA"
             )
         return scored_rows(table.to_pylist(), f"predictions {predictions}")
-    return _joined_with_labels(predictions, table.to_pylist(), labels, layout, rule)
+    used = [c for c in ("path", "path_bytes", "probability", "mask_area", "error") if c in columns]
+    return _joined_with_labels(predictions, table.select(used).to_pylist(), labels, layout, rule)
 
 
 def scored_rows(rows: list[dict[str, Any]], source: str) -> Validation:
@@ -81,7 +82,12 @@ def _joined_with_labels(
     truth = {path_bytes(s.image_path.resolve()): s.is_defective for s in samples}
 
     def key(row: dict[str, Any]) -> bytes:
-        return path_bytes(Path(row["path"]).resolve())
+        """The file a row is of, exactly (``path`` shows names that are not UTF-8 as
+        U+FFFD; results of schema 1 have only it)."""
+        raw = row.get("path_bytes")
+        return path_bytes(
+            (path_from_bytes(raw) if raw is not None else Path(row["path"])).resolve()
+        )
 
     kept = [row for row in rows if row.get("error") is None]
     missing = [row["path"] for row in kept if key(row) not in truth]

@@ -4,6 +4,7 @@ applied by run, and recalibration from stored results."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -282,3 +283,22 @@ def test_calibrate_can_score_a_dataset_itself(dataset: Path, tmp_path: Path) -> 
         assert a[key] == b[key], key
     lone = CliRunner().invoke(main, ["calibrate", str(dataset), "-o", str(tmp_path / "x.json")])
     assert lone.exit_code == 2 and "give --model or --engine" in lone.output
+
+
+def test_run_results_of_files_whose_names_are_not_utf8_are_labelled(tmp_path: Path) -> None:
+    """Results name such a file exactly in path_bytes; calibration finds its label there,
+    not by the U+FFFD text of path."""
+    root = tmp_path / "line"
+    generate(root, 8, (64, 64), defect_rate=0.5, seed=3)
+    odd = os.fsdecode(b"camera_\xff")
+    for folder in (root / "images", root / "masks"):
+        first = folder / "synth_00000.png"
+        if first.exists():
+            first.rename(folder / f"{odd}.png")
+    results = tmp_path / "r.parquet"
+    common = ["--decoder", "pil", "--precision", "fp32", "--device", "cpu", "-q"]
+    cli("run", str(root / "images"), "-o", str(results), *common)
+    out = tmp_path / "d.json"
+    cli("calibrate", str(results), "--labels", str(root), "-o", str(out))
+    validation = json.loads(out.read_text())["validation"]
+    assert validation["defective"] + validation["good"] == 8
