@@ -19,6 +19,7 @@ from PIL import Image
 
 from psicbatch.assets import demo_model_path
 from psicbatch.cli import main
+from psicbatch.data.synth import generate
 from psicbatch.errors import PsicbatchError
 from psicbatch.model import PSICNet
 from psicbatch.run.output import read_metadata
@@ -203,6 +204,30 @@ def test_report_does_not_trust_the_paths_in_results(images: Path, tmp_path: Path
     )
     assert process.returncode == 0, process.stderr
     assert report.read_text().count("(image unreadable)") == 2
+
+
+def test_calibration_and_datasets_do_not_open_what_is_not_a_file(tmp_path: Path) -> None:
+    """A named pipe where an image was: calibrate's page shows no thumbnail for it, eval
+    and training name it in one line; neither waits for a writer that never comes."""
+    root = tmp_path / "line"
+    generate(root, 6, (48, 48), defect_rate=0.5, seed=2)
+    out = tmp_path / "r.parquet"
+    assert invoke("run", root / "images", "--out", out, *FAST, "--masks", "all").exit_code == 0
+    pipe = root / "images" / "synth_00000.png"
+    pipe.unlink()
+    os.mkfifo(pipe)
+    decisions = tmp_path / "d.json"
+    calibrate = [CONSOLE, "calibrate", out, "--labels", root, "-o", decisions]
+    process = subprocess.run(calibrate, capture_output=True, text=True, timeout=120)
+    assert process.returncode == 0, process.stderr
+    assert "(image not readable here)" in decisions.with_suffix(".html").read_text()
+    for command in (
+        ["eval", demo_model_path(), root, "--out", tmp_path / "eval"],
+        ["train", root, "--out", tmp_path / "m.pt", "--width", "0.125", "--input-size", "32x32"],
+    ):
+        process = subprocess.run([CONSOLE, *command], capture_output=True, text=True, timeout=120)
+        assert process.returncode == 1, process.stderr
+        assert f"{pipe}: not a regular file (named pipe)" in process.stderr.strip().splitlines()[-1]
 
 
 # 2. Any byte string is a valid file name.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -107,8 +109,37 @@ def read_mask(path: Path) -> np.ndarray:
     return array > 0
 
 
+# What a path that is not a regular file is, for messages; opening one could block for
+# ever (a named pipe nobody writes) or never end (a device such as /dev/zero).
+SPECIAL_FILES = (
+    (stat.S_ISDIR, "is a directory"),
+    (stat.S_ISFIFO, "not a regular file (named pipe)"),
+    (stat.S_ISSOCK, "not a regular file (socket)"),
+    (stat.S_ISCHR, "not a regular file (character device)"),
+    (stat.S_ISBLK, "not a regular file (block device)"),
+)
+
+
+def not_regular(mode: int) -> str | None:
+    """Why a file of ``mode`` (``os.stat``'s, links followed) must not be opened, or None."""
+    problems = [problem for test, problem in SPECIAL_FILES if test(mode)]
+    if not problems and not stat.S_ISREG(mode):
+        problems.append("not a regular file")
+    return problems[0] if problems else None
+
+
 def _open(path: Path, data: bytes | None = None, lazy: bool = False) -> Image.Image:
-    """Open (and, unless ``lazy``, decode) an image; failures as one-line errors."""
+    """Open (and, unless ``lazy``, decode) an image, only from a regular file; failures
+    as one-line errors."""
+    if data is None:
+        try:
+            problem = not_regular(os.stat(path).st_mode)
+        except FileNotFoundError:
+            raise ImageReadError(path, "no such file") from None
+        except OSError:
+            problem = None  # opening it says what is wrong
+        if problem:
+            raise ImageReadError(path, problem)
     try:
         image = Image.open(path if data is None else io.BytesIO(data))
         if not lazy:

@@ -14,17 +14,11 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from psicbatch.data.images import ImageReadError
+from psicbatch.data.images import ImageReadError, not_regular
 
 MIB = 2**20
 DEFAULT_MAX_MIB = 256  # far above any camera image
 DEFAULT_DECODE_SECONDS = 60.0  # a camera image decodes in milliseconds
-_KINDS = (
-    (stat.S_ISFIFO, "named pipe"),
-    (stat.S_ISSOCK, "socket"),
-    (stat.S_ISCHR, "character device"),
-    (stat.S_ISBLK, "block device"),
-)
 
 
 @dataclass(frozen=True)
@@ -94,13 +88,9 @@ def check_regular(path: Path) -> None:
 
 
 def _check_regular(path: Path, status: os.stat_result, max_bytes: int) -> None:
-    if stat.S_ISDIR(status.st_mode):
-        raise ImageReadError(path, "is a directory")
-    for test, kind in _KINDS:
-        if test(status.st_mode):
-            raise ImageReadError(path, f"not a regular file ({kind})")
-    if not stat.S_ISREG(status.st_mode):
-        raise ImageReadError(path, "not a regular file")
+    problem = not_regular(status.st_mode)
+    if problem:
+        raise ImageReadError(path, problem)
     if status.st_size > max_bytes:
         raise ImageReadError(path, _too_large(status.st_size, max_bytes))
 
