@@ -27,6 +27,7 @@ from scipy.stats import beta
 
 from psicbatch.atomic import write_atomically
 from psicbatch.errors import PsicbatchError
+from psicbatch.paths import regular_file_bytes
 
 RULES = ("classifier", "both", "either")  # how the image decision and the area combine
 CONFIDENCE = 0.95
@@ -214,7 +215,7 @@ class Decisions:
     @classmethod
     def read(cls, path: Path) -> Decisions:
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(regular_file_bytes(path))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise PsicbatchError(f"{path}: not a readable decision file ({error})") from None
         return cls.from_dict(data, str(path))

@@ -10,7 +10,10 @@ says which file it is.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+
+from psicbatch.errors import PsicbatchError
 
 
 def path_bytes(path: os.PathLike | str) -> bytes:
@@ -32,3 +35,32 @@ def input_key(path: os.PathLike | str) -> bytes:
 def path_from_bytes(raw: bytes) -> Path:
     """The path a stored ``path_bytes`` value names."""
     return Path(os.fsdecode(raw))
+
+
+# What a path that is not a regular file is, for messages; opening one could block for
+# ever (a named pipe nobody writes) or never end (a device such as /dev/zero).
+SPECIAL_FILES = (
+    (stat.S_ISDIR, "is a directory"),
+    (stat.S_ISFIFO, "not a regular file (named pipe)"),
+    (stat.S_ISSOCK, "not a regular file (socket)"),
+    (stat.S_ISCHR, "not a regular file (character device)"),
+    (stat.S_ISBLK, "not a regular file (block device)"),
+)
+
+
+def not_regular(mode: int) -> str | None:
+    """Why a file of ``mode`` (``os.stat``'s, links followed) must not be opened, or None."""
+    problems = [problem for test, problem in SPECIAL_FILES if test(mode)]
+    if not problems and not stat.S_ISREG(mode):
+        problems.append("not a regular file")
+    return problems[0] if problems else None
+
+
+def regular_file_bytes(path: Path) -> bytes:
+    """A small input file's bytes (a list of paths, a decision file, a report), refused in
+    one line when it is not a regular file: reading a named pipe would wait for ever.
+    Other failures raise OSError, for the caller to word."""
+    problem = not_regular(os.stat(path).st_mode)
+    if problem:
+        raise PsicbatchError(f"{readable_path(path)}: {problem}")
+    return path.read_bytes()

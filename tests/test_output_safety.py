@@ -230,6 +230,30 @@ def test_calibration_and_datasets_do_not_open_what_is_not_a_file(tmp_path: Path)
         assert f"{pipe}: not a regular file (named pipe)" in process.stderr.strip().splitlines()[-1]
 
 
+def test_small_input_files_that_are_pipes_or_not_what_they_claim(tmp_path: Path) -> None:
+    """A list, a decision file or a bench report that is a named pipe, or a report that is
+    not one: one line naming the file, never a wait or a traceback."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    images = tmp_path / "imgs"
+    images.mkdir()
+    image(images / "a.png", 1)
+    for command in (
+        ["run", "--list", pipe, "--out", tmp_path / "a.parquet"],
+        ["run", images, "--decisions", pipe, "--out", tmp_path / "b.parquet"],
+        ["bench", "--compare", pipe, pipe],
+    ):
+        process = subprocess.run([CONSOLE, *command], capture_output=True, text=True, timeout=60)
+        assert process.returncode == 1, process.stderr
+        assert process.stderr.strip() == f"Error: {pipe}: not a regular file (named pipe)"
+    for text, said in (("{}", "KeyError: 'machine'"), ("nope", "JSONDecodeError")):
+        report = tmp_path / "bench.json"
+        report.write_text(text)
+        result = invoke("bench", "--compare", report, report)
+        assert result.exit_code == 1 and said in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+
+
 # 2. Any byte string is a valid file name.
 
 

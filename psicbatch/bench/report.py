@@ -3,10 +3,14 @@ and plots, and what ``bench --compare`` reads back. Field names are the JSON key
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from psicbatch.bench.stats import Measurement
+from psicbatch.errors import PsicbatchError
+from psicbatch.paths import readable_path, regular_file_bytes
 
 TARGET_SECONDS = (1.0, 2.0)  # the industrial per-image budget the paper cites
 
@@ -114,6 +118,21 @@ class BenchReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def read(cls, path: Path) -> BenchReport:
+        """A ``bench.json`` file, or a one-line error naming it."""
+        try:
+            return cls.from_dict(json.loads(regular_file_bytes(path)))
+        except OSError as error:
+            raise PsicbatchError(
+                f"{readable_path(path)}: cannot be read ({error.strerror or error})"
+            ) from None
+        except (ValueError, KeyError, TypeError, AttributeError) as error:  # JSON, fields
+            raise PsicbatchError(
+                f"{readable_path(path)}: not a psicbatch bench.json ({type(error).__name__}: "
+                f"{error})"
+            ) from None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BenchReport:

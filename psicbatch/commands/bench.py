@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -195,7 +194,7 @@ def bench_command(
 
 
 def _print_comparison(first: Path, second: Path) -> None:
-    reports = [BenchReport.from_dict(json.loads(path.read_text())) for path in (first, second)]
+    reports = [BenchReport.read(path) for path in (first, second)]
     table = Table(title=f"{first} vs {second}")
     for column in (
         "size",

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from psicbatch.errors import PsicbatchError
-from psicbatch.paths import readable_path
+from psicbatch.paths import not_regular, readable_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Formats (as PIL names them) that both decoders, PIL and DALI, read; any other (GIF, for
@@ -107,25 +106,6 @@ def read_mask(path: Path) -> np.ndarray:
         # Palette images: the *indices* mark the defect, not the colours they map to.
         array = np.asarray(image) if image.mode == "P" else np.asarray(image.convert("L"))
     return array > 0
-
-
-# What a path that is not a regular file is, for messages; opening one could block for
-# ever (a named pipe nobody writes) or never end (a device such as /dev/zero).
-SPECIAL_FILES = (
-    (stat.S_ISDIR, "is a directory"),
-    (stat.S_ISFIFO, "not a regular file (named pipe)"),
-    (stat.S_ISSOCK, "not a regular file (socket)"),
-    (stat.S_ISCHR, "not a regular file (character device)"),
-    (stat.S_ISBLK, "not a regular file (block device)"),
-)
-
-
-def not_regular(mode: int) -> str | None:
-    """Why a file of ``mode`` (``os.stat``'s, links followed) must not be opened, or None."""
-    problems = [problem for test, problem in SPECIAL_FILES if test(mode)]
-    if not problems and not stat.S_ISREG(mode):
-        problems.append("not a regular file")
-    return problems[0] if problems else None
 
 
 def _open(path: Path, data: bytes | None = None, lazy: bool = False) -> Image.Image:

@@ -14,7 +14,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from psicbatch.data.images import ImageReadError, not_regular
+from psicbatch.data.images import ImageReadError
+from psicbatch.paths import not_regular
 
 MIB = 2**20
 DEFAULT_MAX_MIB = 256  # far above any camera image

@@ -25,7 +25,7 @@ from psicbatch.data.layouts import (
     read_dataset,
 )
 from psicbatch.errors import PsicbatchError
-from psicbatch.paths import readable_path
+from psicbatch.paths import readable_path, regular_file_bytes
 
 MASK_STEM_ENDINGS = (LABEL_SUFFIX.lower(), GT_SUFFIX.lower())
 MASK_FOLDERS = (LABEL_FOLDER.lower(), MASK_FOLDER.lower())
@@ -150,7 +150,7 @@ def _walk(folder: Path, skipped: Counter) -> list[Path]:
 
 def _read_list(list_file: Path) -> list[Path]:
     try:
-        lines = list_file.read_bytes().splitlines()
+        lines = regular_file_bytes(list_file).splitlines()
     except OSError as error:
         raise PsicbatchError(
             f"{readable_path(list_file)}: cannot read the list ({error.strerror})"
