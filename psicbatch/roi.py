@@ -9,6 +9,8 @@ file; the image probability is the network's and stays as it is.
 
 from __future__ import annotations
 
+import hashlib
+import io
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +18,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from psicbatch.checkpoint import file_sha256
 from psicbatch.errors import PsicbatchError
+from psicbatch.paths import regular_file_bytes
 
 
 class RegionOfInterest:
     def __init__(self, path: Path) -> None:
         try:
-            with Image.open(path) as image:
+            data = regular_file_bytes(path)  # not a pipe, whose read would wait for ever
+            with Image.open(io.BytesIO(data)) as image:
                 pixels = np.asarray(image.convert("L"))
         except (OSError, ValueError) as error:
             problem = f"not a readable region-of-interest image ({error})"
@@ -34,7 +37,7 @@ class RegionOfInterest:
                 f"{path}: the region of interest has no white pixel: nothing would be inspected"
             )
         self.path = path
-        self.sha256 = file_sha256(path)
+        self.sha256 = hashlib.sha256(data).hexdigest()  # of the bytes read, not a later file
         self._scaled: dict[tuple[tuple[int, int], torch.device], torch.Tensor] = {}
 
     def at(self, size: tuple[int, int], device: torch.device) -> torch.Tensor:

@@ -242,10 +242,15 @@ def test_small_input_files_that_are_pipes_or_not_what_they_claim(tmp_path: Path)
         ["run", "--list", pipe, "--out", tmp_path / "a.parquet"],
         ["run", images, "--decisions", pipe, "--out", tmp_path / "b.parquet"],
         ["bench", "--compare", pipe, pipe],
+        ["run", images, "--roi", pipe, "--out", tmp_path / "c.parquet"],
+        ["eval", demo_model_path(), images, "--roi", pipe],
     ):
         process = subprocess.run([CONSOLE, *command], capture_output=True, text=True, timeout=60)
         assert process.returncode == 1, process.stderr
-        assert process.stderr.strip() == f"Error: {pipe}: not a regular file (named pipe)"
+        assert process.stderr.strip().startswith(f"Error: {pipe}: not a"), process.stderr
+        assert "(named pipe)" in process.stderr and len(process.stderr.strip().splitlines()) == 1
+    shown = subprocess.run([CONSOLE, "info", pipe], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 1 and shown.stderr.strip() == f"Error: {pipe}: not a file"
     for text, said in (("{}", "KeyError: 'machine'"), ("nope", "JSONDecodeError")):
         report = tmp_path / "bench.json"
         report.write_text(text)

@@ -28,6 +28,8 @@ def is_results_file(path: Path) -> bool:
     """A Parquet file carrying psicbatch's results metadata."""
     from psicbatch.run.output import METADATA_KEY
 
+    if not os.path.isfile(path):  # a named pipe would make the read wait for ever
+        return False
     try:
         metadata = pq.read_schema(path).metadata or {}
     except Exception:  # not Parquet, damaged, unreadable: not ours either way
