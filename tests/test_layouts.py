@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -193,3 +196,17 @@ def test_real_kolektorsdd_png_labels_match_published_bmp() -> None:
         assert np.array_equal(
             read_mask(original.mask_path), read_mask(converted[original.id].mask_path)
         )
+
+
+def test_a_dagm_labels_file_that_is_a_pipe_is_named_not_waited_on(tmp_path: Path) -> None:
+    make_dagm(tmp_path)
+    labels = tmp_path / "Class3" / "Train" / "Label" / "Labels.txt"
+    labels.unlink()
+    os.mkfifo(labels)
+    command = [Path(sys.executable).parent / "psicbatch", "train", tmp_path, "--layout", "dagm"]
+    process = subprocess.run(
+        [*command, "-o", tmp_path / "m.pt"], capture_output=True, text=True, timeout=60
+    )
+    assert (
+        process.returncode == 1 and f"{labels}: not a regular file (named pipe)" in process.stderr
+    )

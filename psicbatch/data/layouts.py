@@ -20,6 +20,7 @@ from pathlib import Path
 
 from psicbatch.data.images import IMAGE_SUFFIXES, read_mask
 from psicbatch.errors import PsicbatchError
+from psicbatch.paths import regular_file_bytes
 
 # How the published layouts name and place ground-truth masks.
 LABEL_SUFFIX = "_label"  # KolektorSDD and DAGM: NAME_label.ext
@@ -118,7 +119,8 @@ def _dagm_labels(folder: Path) -> dict[str, str]:
         found = _images_in(masks) if masks.is_dir() else []
         return {p.stem.removesuffix(LABEL_SUFFIX): p.name for p in found}
     defective = {}
-    for line_number, line in enumerate(labels_file.read_text().splitlines(), start=1):
+    text = regular_file_bytes(labels_file).decode(errors="replace")  # never a pipe
+    for line_number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if not fields or (line_number == 1 and len(fields) < 3):
             continue
