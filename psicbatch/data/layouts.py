@@ -119,7 +119,10 @@ def _dagm_labels(folder: Path) -> dict[str, str]:
         found = _images_in(masks) if masks.is_dir() else []
         return {p.stem.removesuffix(LABEL_SUFFIX): p.name for p in found}
     defective = {}
-    text = regular_file_bytes(labels_file).decode(errors="replace")  # never a pipe
+    try:
+        text = regular_file_bytes(labels_file).decode(errors="replace")  # never a pipe
+    except OSError as error:
+        raise PsicbatchError(f"{labels_file}: cannot be read ({error.strerror or error})") from None
     for line_number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if not fields or (line_number == 1 and len(fields) < 3):
