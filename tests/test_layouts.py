@@ -210,3 +210,13 @@ def test_a_dagm_labels_file_that_is_a_pipe_is_named_not_waited_on(tmp_path: Path
     assert (
         process.returncode == 1 and f"{labels}: not a regular file (named pipe)" in process.stderr
     )
+
+
+def test_an_image_far_too_large_to_decode_is_named_not_a_traceback(tmp_path: Path) -> None:
+    """A header claiming 3.6 gigapixels in a dataset: PIL's decompression-bomb refusal
+    becomes the usual one-line error."""
+    from tests.test_reliability import _png_header_only
+
+    _png_header_only(tmp_path / "huge.png", 60000, 60000)
+    with pytest.raises(ImageReadError, match=r"huge.png: image is far too large \(Image size"):
+        read_image(tmp_path / "huge.png", 1)

@@ -128,6 +128,8 @@ def _open(path: Path, data: bytes | None = None, lazy: bool = False) -> Image.Im
         raise ImageReadError(path, "no such file") from None
     except UnidentifiedImageError:
         raise ImageReadError(path, UNREADABLE) from None
+    except Image.DecompressionBombError as error:  # "Image size (N pixels) exceeds limit ..."
+        raise ImageReadError(path, f"image is far too large ({str(error).split(',')[0]})") from None
     except (OSError, ValueError, SyntaxError) as error:
         raise ImageReadError(path, f"damaged image ({error})") from None
     return image
