@@ -46,11 +46,13 @@ def test_arrays_give_what_their_files_give_and_bad_ones_only_an_error(images: Pa
     arrays = [np.asarray(Image.open(path)) for path in files]
     with psicbatch.Inspector(device="cpu", precision="fp32", decoder="pil") as inspector:
         from_files = list(inspector.inspect(files))
-        from_arrays = list(inspector.inspect([*arrays, np.zeros((5, 5), np.float32)]))
+        bad = [np.zeros((0, 5), np.uint8), np.zeros((5, 5), np.float32)]
+        from_arrays = list(inspector.inspect([*arrays, *bad]))
         with pytest.raises(psicbatch.errors.PsicbatchError, match="files or arrays"):
             list(inspector.inspect([files[0], arrays[0]]))
     for a, b in zip(from_files, from_arrays, strict=False):
         assert b.path.startswith("<array ")
         assert (a.probability, a.mask_rle, a.mask_area) == (b.probability, b.mask_rle, b.mask_area)
+    assert from_arrays[-2].error == "an empty image array (shape (0, 5))"
     assert from_arrays[-1].error == "not a uint8 or uint16 image array (float32)"
-    assert from_arrays[-1].probability is None
+    assert from_arrays[-1].probability is None and from_arrays[-2].probability is None

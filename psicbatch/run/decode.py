@@ -524,6 +524,8 @@ def array_pixels(array: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
         raise ValueError(
             f"an image array is H x W or H x W x 1 (uint8 also x 3/4), got shape {array.shape}"
         )
+    if array.size == 0:  # a file cannot be 0 pixels wide; nothing could resize it
+        raise ValueError(f"an empty image array (shape {array.shape})")
     image = Image.fromarray(array)
     try:
         return at_bit_depth(image, preprocessing.channels, preprocessing.bit_depth, Path())
