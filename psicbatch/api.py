@@ -14,6 +14,7 @@ typed results come back in input order, an unreadable image as a result with its
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,8 +125,11 @@ class Inspector:
             if isinstance(item, np.ndarray):
                 names.append((index, Path(f"<array {index}>")))
                 self.arrays.arrays[str(names[-1][1])] = item
-            else:
+            elif isinstance(item, str | os.PathLike):
                 names.append((index, Path(item)))
+            else:
+                kind = type(item).__name__
+                raise PsicbatchError(f"image {index}: give a path or a numpy array, not a {kind}")
         self.worker.decoder = self.arrays if items and all(in_memory) else self.files_decoder
         tasks: list[Task] = [
             (number, names[start : start + self.batch_size])

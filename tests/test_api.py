@@ -50,6 +50,8 @@ def test_arrays_give_what_their_files_give_and_bad_ones_only_an_error(images: Pa
         from_arrays = list(inspector.inspect([*arrays, *bad]))
         with pytest.raises(psicbatch.errors.PsicbatchError, match="files or arrays"):
             list(inspector.inspect([files[0], arrays[0]]))
+        with pytest.raises(psicbatch.errors.PsicbatchError, match="image 1: give a path or a"):
+            list(inspector.inspect([files[0], [[1, 2], [3, 4]]]))
     for a, b in zip(from_files, from_arrays, strict=False):
         assert b.path.startswith("<array ")
         assert (a.probability, a.mask_rle, a.mask_area) == (b.probability, b.mask_rle, b.mask_area)
