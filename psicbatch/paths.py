@@ -1,10 +1,13 @@
-"""File names as the OS gives them.
+"""File names as the OS gives them, and which files may be opened at all.
 
 POSIX file names are bytes and need not be valid UTF-8 (names from Windows shares and old
 cameras often are not). Python carries such names in ``str`` with ``surrogateescape``;
 they cannot be written to Parquet strings as they are. Each row therefore stores the name
 twice: readable (invalid bytes shown as U+FFFD) and as the exact bytes, so a row always
 says which file it is.
+
+Only regular files are opened: a named pipe would make a read wait for ever, and a
+device such as /dev/zero would never end one.
 """
 
 from __future__ import annotations
@@ -37,8 +40,7 @@ def path_from_bytes(raw: bytes) -> Path:
     return Path(os.fsdecode(raw))
 
 
-# What a path that is not a regular file is, for messages; opening one could block for
-# ever (a named pipe nobody writes) or never end (a device such as /dev/zero).
+# What a path that is not a regular file is, for messages.
 SPECIAL_FILES = (
     (stat.S_ISDIR, "is a directory"),
     (stat.S_ISFIFO, "not a regular file (named pipe)"),
@@ -50,10 +52,10 @@ SPECIAL_FILES = (
 
 def not_regular(mode: int) -> str | None:
     """Why a file of ``mode`` (``os.stat``'s, links followed) must not be opened, or None."""
-    problems = [problem for test, problem in SPECIAL_FILES if test(mode)]
-    if not problems and not stat.S_ISREG(mode):
-        problems.append("not a regular file")
-    return problems[0] if problems else None
+    for test, problem in SPECIAL_FILES:
+        if test(mode):
+            return problem
+    return None if stat.S_ISREG(mode) else "not a regular file"
 
 
 def regular_file_bytes(path: Path) -> bytes:
