@@ -2,7 +2,10 @@
 
 Each fold lives in ``OUT/foldK/`` (model, evaluation report); a fold whose evaluation is
 already written is skipped and a fold with a partial training resumes, so an interrupted
-run continues where it stopped.
+run continues where it stopped. ``OUT/cv_job.json`` records what makes the job the job it
+is (the dataset, the folds, the training options, the scoring engine), so a folder's
+finished folds are reused only by the same job: a rerun with other options is refused
+rather than reported with another job's folds.
 """
 
 from __future__ import annotations
@@ -59,8 +62,11 @@ def cross_validate(
     thing on fixed folds) and write ``OUT/report.md``, ``cv.json``, predictions and curves."""
     if only_fold is not None and not 1 <= only_fold <= folds:
         raise PsicbatchError(f"--fold must be between 1 and {folds}, got {only_fold}")
-    out.mkdir(parents=True, exist_ok=True)
     test_ids = kfold_by_group(samples, folds, options.seed)
+    job = _job_identity(dataset, test_ids, options, scoring)
+    _check_same_job(out, job)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / JOB_FILE).write_text(json.dumps(job, indent=1) + "\n")
     save_splits(out / "splits.json", test_ids, options.seed)
     channels = 3 if dataset.get("channels") == "3" else 1
     bit_depth = int(dataset.get("bit_depth", 8))
@@ -91,6 +97,53 @@ def cross_validate(
     plot_curves(out, all_rows, f"{folds}-fold CV, pooled")
     (out / "report.md").write_text(cross_validation_markdown(report))
     return report
+
+
+JOB_FILE = "cv_job.json"
+# Identity field -> how a message names it.
+JOB_FIELDS = {
+    "dataset": "the dataset (DATA, --layout, --channels)",
+    "folds": "the folds (--folds, --seed, the dataset's images)",
+    "training": "the training options",
+    "scoring": "the scoring engine (--engine-backend, --engine-precision)",
+}
+
+
+def _job_identity(
+    dataset: dict[str, Any], test_ids: list[list[str]], options: TrainOptions, scoring: FoldEngine
+) -> dict[str, Any]:
+    """What a cross-validation's folds depend on, as JSON gives it back (the device they
+    ran on is not part of it)."""
+    where = {key: dataset.get(key) for key in ("layout", "channels", "bit_depth")}
+    training = {key: value for key, value in options.to_dict().items() if key != "device"}
+    job = {
+        "dataset": {"path": str(Path(dataset["path"]).resolve()), **where},
+        "folds": test_ids,
+        "training": training,
+        "scoring": {"backend": scoring.backend, "precision": scoring.precision},
+    }
+    return json.loads(json.dumps(job))
+
+
+def _check_same_job(out: Path, job: dict[str, Any]) -> None:
+    """Refuse, in one line, to continue another job's folds in ``out``. A folder of an
+    earlier psicbatch, without a job record, is checked by its splits."""
+    recorded: dict[str, Any] = {}
+    try:
+        if (out / JOB_FILE).is_file():
+            recorded = json.loads((out / JOB_FILE).read_text())
+        elif (out / "splits.json").is_file():
+            recorded = {"folds": json.loads((out / "splits.json").read_text())["test_ids"]}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise PsicbatchError(f"{out}: damaged cross-validation record ({error})") from None
+    differing = [
+        JOB_FIELDS[key] for key in JOB_FIELDS if key in recorded and recorded[key] != job[key]
+    ]
+    if differing:
+        raise PsicbatchError(
+            f"{out}: holds the folds of another cross-validation (it differs in "
+            f"{'; '.join(differing)}); choose another --out, or remove the folder to start again"
+        )
 
 
 def _fold_engine(

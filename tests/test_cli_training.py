@@ -69,6 +69,16 @@ def test_cv_reports_in_paper_layout_and_resumes(dataset: Path, tmp_path: Path) -
     stamp = (out / "fold1" / "model.pt").stat().st_mtime_ns
     assert CliRunner().invoke(main, args).exit_code == 0
     assert (out / "fold1" / "model.pt").stat().st_mtime_ns == stamp
+    # Another job's rerun is refused before any work, not reported with these folds.
+    for change, named in (
+        (["--seg-epochs", "3"], "the training options"),
+        (["--folds", "3"], "the folds (--folds, --seed, the dataset's images)"),
+    ):
+        changed = [*args, *change] if change[0] != "--folds" else [*args[:2], *change, *args[4:]]
+        refused = CliRunner().invoke(main, changed)
+        assert refused.exit_code == 1 and f"differs in {named}" in refused.output, refused.output
+        assert len(refused.output.strip().splitlines()) == 1
+    assert (out / "fold1" / "model.pt").stat().st_mtime_ns == stamp
 
 
 def test_cv_runs_a_single_fold_with_the_mask_study_options(dataset: Path, tmp_path: Path) -> None:
