@@ -206,6 +206,16 @@ def test_decisions_stored_in_an_engine_are_a_new_revision_that_run_applies(
         "--rule", "both", "--min-area", "5", "-o", str(decisions),
     )  # fmt: skip
     assert "stored in" in output and "manifest revision 2" in output
+    # Predictions another engine scored (the checkpoint itself) are not stored in this one.
+    evaluation = tmp_path / "eval"
+    cli("eval", str(demo_model_path()), str(dataset), "-o", str(evaluation), "-q")
+    refused = CliRunner().invoke(
+        main,
+        ["calibrate", str(evaluation / "predictions.parquet"), "--engine", str(engine),
+         "-o", str(tmp_path / "other.json")],
+    )  # fmt: skip
+    assert refused.exit_code == 1 and "scored by another engine" in refused.output
+    assert read_manifest(engine).revision == 2 and not (tmp_path / "other.json").exists()
     revised = read_manifest(engine)  # the engine file's sha256 is still checked, and holds
     assert revised.revision == 2 and revised.decisions["rule"] == {"name": "both", "min_area": 5}
     first = json.loads((engine / "manifest.r1.json").read_text())  # the earlier revision

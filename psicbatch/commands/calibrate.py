@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from psicbatch.commands.options import (
 from psicbatch.commands.training_options import layout_option
 from psicbatch.decisions import RULES, Decisions, Rule, who_and_when
 from psicbatch.engines.revisions import set_decisions
+from psicbatch.errors import PsicbatchError
 from psicbatch.run.output_guard import OutputKind, check_output
 
 # The decision file and its two reports, each replacing only its own kind.
@@ -144,6 +146,8 @@ def calibrate_command(
     if predictions.is_dir():
         data = _scored(predictions, engine, model, precision, layout, device)
     else:
+        if engine is not None:
+            _check_scored_by(predictions, engine)
         data = read_validation(predictions, labels, layout, chosen_rule)
     result = calibrate(data, chosen_rule, max_escape_rate, max_false_reject_rate)
     target = (
@@ -176,6 +180,41 @@ def calibrate_command(
         manifest = set_decisions(engine, decisions, out)
         click.echo(f"stored in {engine} as manifest revision {manifest.revision}")
     click.echo(f"next: psicbatch run IMAGES --decisions {out}")
+
+
+def _check_scored_by(predictions: Path, engine: Path) -> None:
+    """Refuse, in one line, to store in ``engine`` decisions calibrated on another engine's
+    probabilities: run results and eval predictions record the engine that scored them
+    (cv predictions pool several folds' models and record none)."""
+    from psicbatch.engines.manifest import read_manifest
+    from psicbatch.run.output import read_metadata
+    from psicbatch.run.output_guard import is_results_file
+
+    record = predictions.parent / "metrics.json"  # eval writes it beside its predictions
+    try:
+        if is_results_file(predictions):
+            scorer = read_metadata(predictions).get("engine") or {}
+        elif record.is_file():
+            scorer = json.loads(record.read_text()).get("engine") or {}
+        else:
+            return
+    except (OSError, ValueError, AttributeError):
+        return  # no readable record: nothing to compare
+    manifest = read_manifest(engine)
+    # The precision too: a torch engine's file can be the checkpoint itself.
+    ours = (manifest.backend, manifest.precision, manifest.engine_sha256)
+    theirs = (scorer.get("backend"), scorer.get("precision"), scorer.get("engine_sha256") or "")
+    if theirs[2] and theirs != ours:
+        raise PsicbatchError(
+            f"{predictions}: scored by another engine ({_named(theirs)}) than {engine} "
+            f"({_named(ours)}); its decisions would not fit that engine's probabilities: "
+            "calibrate on that engine's own results, or give the dataset folder with --engine"
+        )
+
+
+def _named(engine: tuple[object, object, str]) -> str:
+    backend, precision, sha256 = engine
+    return f"{backend} {precision}, sha256 {sha256[:12]}"
 
 
 def _scored(
