@@ -193,6 +193,9 @@ class Decisions:
     set_by: str = ""
     set_at: str = ""
     command: str = ""
+    # The engine whose probabilities the threshold was chosen on (backend, precision,
+    # engine_sha256); empty when unknown (cv predictions pool several folds' models).
+    scored_by: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": DECISIONS_FORMAT, "version": DECISIONS_VERSION, **asdict(self)}
@@ -240,9 +243,23 @@ class Decisions:
                 set_by=data.get("set_by", ""),
                 set_at=data.get("set_at", ""),
                 command=data.get("command", ""),
+                scored_by=data.get("scored_by") or {},
             )
         except (KeyError, TypeError, ValueError) as error:
             raise PsicbatchError(f"{where}: damaged decision file ({error})") from None
+
+
+def scoring_engine(engine: dict[str, Any]) -> dict[str, Any]:
+    """What identifies the engine behind a set of probabilities, from an engine record
+    (a manifest, or what eval and run store): a torch engine's file can be the checkpoint
+    itself, so the precision counts too."""
+    return {key: engine.get(key) for key in ("backend", "precision", "engine_sha256")}
+
+
+def named_engine(engine: dict[str, Any]) -> str:
+    """``onnxruntime fp32, sha256 1a7c1b5dea22``, for messages."""
+    sha256 = str(engine.get("engine_sha256") or "")[:12]
+    return f"{engine.get('backend')} {engine.get('precision')}, sha256 {sha256}"
 
 
 def who_and_when() -> tuple[str, str]:

@@ -129,6 +129,18 @@ def test_recalibrating_from_run_results_equals_calibrating_from_eval(
     cli("run", str(dataset / "images"), "-o", str(applied), "--decisions", str(from_run), *common)
     metadata = read_metadata(applied)
     assert metadata["decisions"]["sha256"] and metadata["decisions"]["rule"]["min_area"] == 20
+    # The file says which engine's probabilities it was chosen on; another engine (here
+    # the same checkpoint in bf16) is refused before any work.
+    assert json.loads(from_run.read_text())["scored_by"]["precision"] == "fp32"
+    other = [*common[:2], "--precision", "bf16", *common[4:]]
+    refused = CliRunner().invoke(
+        main,
+        ["run", str(dataset / "images"), "-o", str(tmp_path / "bf16.parquet"),
+         "--decisions", str(from_run), *other],
+    )  # fmt: skip
+    assert refused.exit_code == 1, refused.output
+    assert "chosen on another engine's probabilities (torch fp32" in refused.output
+    assert not (tmp_path / "bf16.parquet").exists()
     assert metadata["thresholds"]["rule"] == "both"
     import pyarrow.parquet as pq
 

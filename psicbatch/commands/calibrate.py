@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -24,7 +25,14 @@ from psicbatch.commands.options import (
     precision_option,
 )
 from psicbatch.commands.training_options import layout_option
-from psicbatch.decisions import RULES, Decisions, Rule, who_and_when
+from psicbatch.decisions import (
+    RULES,
+    Decisions,
+    Rule,
+    named_engine,
+    scoring_engine,
+    who_and_when,
+)
 from psicbatch.engines.revisions import set_decisions
 from psicbatch.errors import PsicbatchError
 from psicbatch.run.output_guard import OutputKind, check_output
@@ -144,10 +152,11 @@ def calibrate_command(
     for kind, path in zip(OUTPUTS, written, strict=True):
         check_output(path, kind, named_inputs=inputs, overwrite=overwrite)
     if predictions.is_dir():
-        data = _scored(predictions, engine, model, precision, layout, device)
+        data, scorer = _scored(predictions, engine, model, precision, layout, device)
     else:
+        scorer = _scorer(predictions)
         if engine is not None:
-            _check_scored_by(predictions, engine)
+            _check_scored_by(predictions, scorer, engine)
         data = read_validation(predictions, labels, layout, chosen_rule)
     result = calibrate(data, chosen_rule, max_escape_rate, max_false_reject_rate)
     target = (
@@ -165,6 +174,7 @@ def calibrate_command(
         set_by=set_by,
         set_at=set_at,
         command=command_line(),
+        scored_by=scorer,
     )
     decisions.write(out)
     written[1].write_text(calibration_markdown(decisions, data, result))
@@ -182,39 +192,38 @@ def calibrate_command(
     click.echo(f"next: psicbatch run IMAGES --decisions {out}")
 
 
-def _check_scored_by(predictions: Path, engine: Path) -> None:
-    """Refuse, in one line, to store in ``engine`` decisions calibrated on another engine's
-    probabilities: run results and eval predictions record the engine that scored them
-    (cv predictions pool several folds' models and record none)."""
-    from psicbatch.engines.manifest import read_manifest
+def _scorer(predictions: Path) -> dict[str, Any]:
+    """The engine that scored stored predictions: run results and eval predictions record
+    it; cv predictions pool several folds' models and record none (empty)."""
     from psicbatch.run.output import read_metadata
     from psicbatch.run.output_guard import is_results_file
 
     record = predictions.parent / "metrics.json"  # eval writes it beside its predictions
     try:
         if is_results_file(predictions):
-            scorer = read_metadata(predictions).get("engine") or {}
+            engine = read_metadata(predictions).get("engine") or {}
         elif record.is_file():
-            scorer = json.loads(record.read_text()).get("engine") or {}
+            engine = json.loads(record.read_text()).get("engine") or {}
         else:
-            return
+            return {}
     except (OSError, ValueError, AttributeError):
-        return  # no readable record: nothing to compare
-    manifest = read_manifest(engine)
-    # The precision too: a torch engine's file can be the checkpoint itself.
-    ours = (manifest.backend, manifest.precision, manifest.engine_sha256)
-    theirs = (scorer.get("backend"), scorer.get("precision"), scorer.get("engine_sha256") or "")
-    if theirs[2] and theirs != ours:
+        return {}  # no readable record
+    return scoring_engine(engine) if engine.get("engine_sha256") else {}
+
+
+def _check_scored_by(predictions: Path, scorer: dict[str, Any], engine: Path) -> None:
+    """Refuse, in one line, to store in ``engine`` decisions calibrated on another
+    engine's probabilities."""
+    from psicbatch.engines.manifest import read_manifest
+
+    ours = scoring_engine(vars(read_manifest(engine)))
+    if scorer and scorer != ours:
         raise PsicbatchError(
-            f"{predictions}: scored by another engine ({_named(theirs)}) than {engine} "
-            f"({_named(ours)}); its decisions would not fit that engine's probabilities: "
-            "calibrate on that engine's own results, or give the dataset folder with --engine"
+            f"{predictions}: scored by another engine ({named_engine(scorer)}) than {engine} "
+            f"({named_engine(ours)}); its decisions would not fit that engine's "
+            "probabilities: calibrate on that engine's own results, or give the dataset "
+            "folder with --engine"
         )
-
-
-def _named(engine: tuple[object, object, str]) -> str:
-    backend, precision, sha256 = engine
-    return f"{backend} {precision}, sha256 {sha256[:12]}"
 
 
 def _scored(
@@ -224,8 +233,9 @@ def _scored(
     precision: str,
     layout: str,
     device: str,
-) -> Validation:
-    """A labelled dataset scored by a model or engine, as ``eval`` scores it."""
+) -> tuple[Validation, dict[str, Any]]:
+    """A labelled dataset scored by a model or engine, as ``eval`` scores it, and that
+    engine."""
     from psicbatch.engines.spec import EngineSpec
     from psicbatch.evaluate import evaluate_dataset
 
@@ -233,4 +243,6 @@ def _scored(
         raise click.BadParameter("with a dataset folder, give --model or --engine")
     spec = EngineSpec(engine_dir=engine, checkpoint=model, precision=precision)
     result = evaluate_dataset(spec, dataset, layout, device)
-    return scored_rows(result.rows, f"{dataset} scored by {engine or model}")
+    validation = scored_rows(result.rows, f"{dataset} scored by {engine or model}")
+    engine_used = result.summary.engine
+    return validation, scoring_engine(vars(engine_used)) if engine_used else {}
