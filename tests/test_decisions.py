@@ -218,9 +218,11 @@ def test_decisions_stored_in_an_engine_are_a_new_revision_that_run_applies(
         "--rule", "both", "--min-area", "5", "-o", str(decisions),
     )  # fmt: skip
     assert "stored in" in output and "manifest revision 2" in output
-    # Predictions another engine scored (the checkpoint itself) are not stored in this one.
+    # Predictions another engine scored (the checkpoint itself, in bf16 on every CPU) are
+    # not stored in this one.
     evaluation = tmp_path / "eval"
-    cli("eval", str(demo_model_path()), str(dataset), "-o", str(evaluation), "-q")
+    checkpoint = [str(demo_model_path()), str(dataset), "--precision", "bf16"]
+    cli("eval", *checkpoint, "-o", str(evaluation), "-q")
     refused = CliRunner().invoke(
         main,
         ["calibrate", str(evaluation / "predictions.parquet"), "--engine", str(engine),
