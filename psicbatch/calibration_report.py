@@ -16,6 +16,7 @@ from PIL import Image
 from psicbatch.calibrate import Calibration, Validation
 from psicbatch.data.images import ImageReadError, read_image
 from psicbatch.decisions import Decisions, OperatingPoint
+from psicbatch.paths import file_head
 from psicbatch.reports import Column, column_table
 
 T = TypeVar("T")
@@ -25,27 +26,12 @@ HTML_TITLE = "psicbatch decisions"
 
 
 def is_calibration_markdown(path: Path) -> bool:
-    return _starts_with(path, f"# {MARKDOWN_TITLE}\n".encode())
+    return file_head(path).startswith(f"# {MARKDOWN_TITLE}\n".encode())
 
 
 def is_calibration_page(path: Path) -> bool:
-    return _starts_with(path, b"<!DOCTYPE html>") and _holds(path, f"<title>{HTML_TITLE}</title>")
-
-
-def _starts_with(path: Path, start: bytes) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(len(start)) == start
-    except OSError:
-        return False
-
-
-def _holds(path: Path, text: str) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            return text.encode() in handle.read(4096)
-    except OSError:
-        return False
+    head = file_head(path)
+    return head.startswith(b"<!DOCTYPE html>") and f"<title>{HTML_TITLE}</title>".encode() in head
 
 
 POINT_COLUMNS: tuple[Column[OperatingPoint], ...] = (

@@ -66,3 +66,16 @@ def regular_file_bytes(path: Path) -> bytes:
     if problem:
         raise PsicbatchError(f"{readable_path(path)}: {problem}")
     return path.read_bytes()
+
+
+def file_head(path: Path, size: int = 4096) -> bytes:
+    """The first ``size`` bytes of a regular file (empty for anything else, or a file that
+    cannot be read): how an output psicbatch wrote is known again by its first line or a
+    marker near its top."""
+    if not os.path.isfile(path):
+        return b""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(size)
+    except OSError:
+        return b""

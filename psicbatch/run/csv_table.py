@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from psicbatch.paths import file_head
 from psicbatch.run.output_guard import OutputKind, write_checked
 from psicbatch.run.results import read_results_table
 
@@ -50,10 +51,10 @@ def write_csv_table(results: Path, csv_path: Path) -> str:
 def is_results_table(path: Path) -> bool:
     """A CSV file whose header begins as this module writes one."""
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
-            header = next(csv.reader([handle.readline(4096)]), [])
-    except (OSError, UnicodeDecodeError):
+        first_line = file_head(path).split(b"\n", 1)[0].decode("utf-8")
+    except UnicodeDecodeError:
         return False
+    header = next(csv.reader([first_line]), [])
     return header[: len(FIRST_COLUMNS)] == FIRST_COLUMNS
 
 

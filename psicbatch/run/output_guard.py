@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from psicbatch.errors import PsicbatchError
-from psicbatch.paths import input_key, readable_path
+from psicbatch.paths import file_head, input_key, readable_path
 
 REPORT_MARKER = b'<meta name="generator" content="psicbatch report">'
 
@@ -39,11 +39,7 @@ def is_results_file(path: Path) -> bool:
 
 def is_report_file(path: Path) -> bool:
     """An HTML page written by ``psicbatch report`` (it carries REPORT_MARKER near the top)."""
-    try:
-        with open(path, "rb") as handle:
-            return REPORT_MARKER in handle.read(4096)
-    except OSError:
-        return False
+    return REPORT_MARKER in file_head(path)
 
 
 @dataclass(frozen=True)
