@@ -2,10 +2,10 @@
 
 Each fold lives in ``OUT/foldK/`` (model, evaluation report); a fold whose evaluation is
 already written is skipped and a fold with a partial training resumes, so an interrupted
-run continues where it stopped. ``OUT/cv_job.json`` records what makes the job the job it
-is (the dataset, the folds, the training options, the scoring engine), so a folder's
-finished folds are reused only by the same job: a rerun with other options is refused
-rather than reported with another job's folds.
+run continues where it stopped. ``OUT/cv_job.json`` and ``OUT/splits.json`` record what
+makes the job the job it is (the dataset, the training options, the scoring engine; the
+folds), so a folder's finished folds are reused only by the same job: a rerun with other
+options is refused rather than reported with another job's folds.
 """
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ def cross_validate(
     if only_fold is not None and not 1 <= only_fold <= folds:
         raise PsicbatchError(f"--fold must be between 1 and {folds}, got {only_fold}")
     test_ids = kfold_by_group(samples, folds, options.seed)
-    job = _job_identity(dataset, test_ids, options, scoring)
-    _check_same_job(out, job)
+    job = _job_identity(dataset, options, scoring)
+    _check_same_job(out, job, test_ids)
     out.mkdir(parents=True, exist_ok=True)
     (out / JOB_FILE).write_text(json.dumps(job, indent=1) + "\n")
     save_splits(out / "splits.json", test_ids, options.seed)
@@ -99,7 +99,7 @@ def cross_validate(
     return report
 
 
-JOB_FILE = "cv_job.json"
+JOB_FILE = "cv_job.json"  # beside splits.json, which records the folds
 # Identity field -> how a message names it.
 JOB_FIELDS = {
     "dataset": "the dataset (DATA, --layout, --channels)",
@@ -110,34 +110,35 @@ JOB_FIELDS = {
 
 
 def _job_identity(
-    dataset: dict[str, Any], test_ids: list[list[str]], options: TrainOptions, scoring: FoldEngine
+    dataset: dict[str, Any], options: TrainOptions, scoring: FoldEngine
 ) -> dict[str, Any]:
-    """What a cross-validation's folds depend on, as JSON gives it back (the device they
-    ran on is not part of it)."""
+    """What a cross-validation's folds depend on besides the folds themselves, as JSON
+    gives it back (the device they ran on is not part of it)."""
     where = {key: dataset.get(key) for key in ("layout", "channels", "bit_depth")}
     training = {key: value for key, value in options.to_dict().items() if key != "device"}
     job = {
         "dataset": {"path": str(Path(dataset["path"]).resolve()), **where},
-        "folds": test_ids,
         "training": training,
         "scoring": {"backend": scoring.backend, "precision": scoring.precision},
     }
     return json.loads(json.dumps(job))
 
 
-def _check_same_job(out: Path, job: dict[str, Any]) -> None:
-    """Refuse, in one line, to continue another job's folds in ``out``. A folder of an
-    earlier psicbatch, without a job record, is checked by its splits."""
+def _check_same_job(out: Path, job: dict[str, Any], test_ids: list[list[str]]) -> None:
+    """Refuse, in one line, to continue another job's folds in ``out``: its splits.json
+    records the folds, its job record (absent in a folder of an earlier psicbatch) the
+    rest."""
     recorded: dict[str, Any] = {}
     try:
         if (out / JOB_FILE).is_file():
             recorded = json.loads((out / JOB_FILE).read_text())
-        elif (out / "splits.json").is_file():
-            recorded = {"folds": json.loads((out / "splits.json").read_text())["test_ids"]}
+        if (out / "splits.json").is_file():
+            recorded["folds"] = json.loads((out / "splits.json").read_text())["test_ids"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise PsicbatchError(f"{out}: damaged cross-validation record ({error})") from None
+    current = {**job, "folds": test_ids}
     differing = [
-        JOB_FIELDS[key] for key in JOB_FIELDS if key in recorded and recorded[key] != job[key]
+        JOB_FIELDS[key] for key in JOB_FIELDS if key in recorded and recorded[key] != current[key]
     ]
     if differing:
         raise PsicbatchError(
