@@ -8,6 +8,7 @@ ONNX Runtime, int8 or TensorRT engine.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,14 @@ import torch
 from rich.progress import Progress
 
 from psicbatch import metrics
-from psicbatch.data.images import read_image, read_mask
+from psicbatch.data.labelled import LabelledImage, from_memory, read_labelled
 from psicbatch.data.layouts import SampleRef, read_dataset
-from psicbatch.data.memory import TensorDataset, load_into_memory
+from psicbatch.data.memory import TensorDataset
 from psicbatch.engines import Engine
 from psicbatch.engines.spec import EngineSpec, open_engine
-from psicbatch.preprocess import engine_input, full_resolution_mask, normalize
+from psicbatch.errors import PsicbatchError
+from psicbatch.paths import readable_path
+from psicbatch.preprocess import full_resolution_mask, normalize
 from psicbatch.roi import RegionOfInterest
 from psicbatch.scores import (
     ClassificationScores,
@@ -57,29 +60,24 @@ def evaluate_dataset(
     roi: RegionOfInterest | None = None,
 ) -> Evaluation:
     """``psicbatch eval``: open the engine (first, so a bad engine fails before any image is
-    read), read the labelled dataset at its input size and score it; with ``compare_to``
-    also score that checkpoint in fp32 on the same images and add the differences; with
-    ``roi``, masks (true and predicted) count inside the region of interest only."""
+    read), then score it on the labelled dataset, each image read once as it is needed;
+    with ``compare_to`` also score that checkpoint in fp32 on the same images and add the
+    differences; with ``roi``, masks (true and predicted) count inside the region of
+    interest only."""
     engine = open_engine(spec, device, batch_size)
-    samples = read_dataset(data, layout)
-    manifest = engine.manifest
-    preprocessing = manifest.engine_preprocessing()
-    tensors = None
-    if preprocessing.tile_overlap is None:  # tiled models read each image when scored
-        tensors = load_into_memory(
-            samples, manifest.input_size, manifest.channels, progress, preprocessing.bit_depth
-        )
-
-    def score(scored: Engine) -> Evaluation:
-        if tensors is None:
-            return evaluate_tiled(scored, samples, progress, roi)
-        return evaluate(scored, samples, tensors, batch_size, progress, roi)
-
-    result = score(engine)
+    engines = [engine]
     if compare_to is not None:
-        fp32 = EngineSpec(checkpoint=compare_to, precision="fp32", input_size=manifest.input_size)
-        baseline = score(open_engine(fp32, device, batch_size))
-        result.summary.comparison = result.summary.compare(baseline.summary, str(compare_to))
+        fp32 = EngineSpec(
+            checkpoint=compare_to, precision="fp32", input_size=engine.manifest.input_size
+        )
+        engines.append(open_engine(fp32, device, batch_size))
+        _check_same_reading(engine, engines[1], compare_to)
+    samples = read_dataset(data, layout)
+    preprocessing = engine.manifest.engine_preprocessing()
+    images = read_labelled(samples, preprocessing, batch_size)
+    result, *baseline = evaluate_engines(engines, images, len(samples), batch_size, progress, roi)
+    if baseline:
+        result.summary.comparison = result.summary.compare(baseline[0].summary, str(compare_to))
     return result
 
 
@@ -91,71 +89,105 @@ def evaluate(
     progress: Progress | None = None,
     roi: RegionOfInterest | None = None,
 ) -> Evaluation:
-    """Run ``engine`` (any backend: the engine that is deployed is the one scored) on every
-    image of ``data`` (uint8, already at the engine's input size) and score each against
-    its original-resolution mask (inside ``roi`` only, when given, as ``run --roi``)."""
-    preprocessing = engine.manifest.engine_preprocessing()
-    thresholds = engine.manifest.thresholds
-    step = max(1, min(batch_size, engine.batch_range[1]))
-    task = progress.add_task("evaluating", total=len(samples), status="") if progress else None
-    rows: list[dict[str, Any]] = []
-    for start in range(0, len(samples), step):
-        outputs = engine.infer(normalize(data.images[start : start + step], preprocessing))
-        probabilities, segmentation = (output.cpu().numpy() for output in outputs)
-        for offset, sample in enumerate(samples[start : start + step]):
-            size = data.original_sizes[start + offset]
-            _, predicted = full_resolution_mask(
-                segmentation[offset], size, thresholds["segmentation"]
-            )
-            inside = roi.at(size, torch.device("cpu")).numpy() if roi is not None else None
-            rows.append(
-                _score(
-                    sample,
-                    float(probabilities[offset]),
-                    predicted,
-                    size,
-                    thresholds["classification"],
-                    inside,
-                )
-            )
-            if progress is not None and task is not None:
-                progress.advance(task)
-    return _evaluation(rows, engine, roi)
+    """``evaluate_engines`` for one engine on images already in memory (cross-validation's
+    test folds)."""
+    images = from_memory(samples, data)
+    return evaluate_engines([engine], images, len(samples), batch_size, progress, roi)[0]
 
 
-def evaluate_tiled(
-    engine: Engine,
-    samples: list[SampleRef],
+def evaluate_engines(
+    engines: list[Engine],
+    images: Iterable[LabelledImage],
+    count: int,
+    batch_size: int = 8,
     progress: Progress | None = None,
     roi: RegionOfInterest | None = None,
-) -> Evaluation:
-    """As ``evaluate``, for a tiled model: each image read at native resolution, cut into
-    the engine's tiles and stitched back as ``psicbatch run`` does (``tiles.TileGrid``)."""
-    preprocessing = engine.manifest.engine_preprocessing()
-    thresholds = engine.manifest.thresholds
-    largest = engine.batch_range[1]
-    task = progress.add_task("evaluating", total=len(samples), status="") if progress else None
-    rows: list[dict[str, Any]] = []
-    for sample in samples:
-        image = read_image(sample.image_path, preprocessing.channels, None, preprocessing.bit_depth)
-        cut, grid = engine_input(image, preprocessing)
-        assert isinstance(grid, TileGrid), "a tiled model's input is tiles"
-        tiles = torch.from_numpy(cut)
-        outputs = [
-            engine.infer(normalize(tiles[start : start + largest], preprocessing).to(engine.device))
-            for start in range(0, len(tiles), largest)
-        ]
-        probability, _ = grid.deciding_tile(torch.cat([p for p, _ in outputs]).cpu())
-        stitched = grid.stitch(torch.cat([s for _, s in outputs]).cpu()).numpy()
-        size = grid.size
-        inside = roi.at(size, torch.device("cpu")).numpy() if roi is not None else None
-        predicted = stitched >= thresholds["segmentation"]
-        rows.append(
-            _score(sample, probability, predicted, size, thresholds["classification"], inside)
-        )
+) -> list[Evaluation]:
+    """Run every engine (any backend: the engine that is deployed is the one scored) on
+    each batch of ``images`` and score each image against its original-resolution mask
+    (inside ``roi`` only, when given, as ``run --roi``): one evaluation per engine. A
+    tiled model's images go one at a time, their tiles stitched back as ``psicbatch run``
+    does (``tiles.TileGrid``)."""
+    tiled = engines[0].manifest.engine_preprocessing().tile_overlap is not None
+    step = 1 if tiled else max(1, min(batch_size, *(e.batch_range[1] for e in engines)))
+    task = progress.add_task("evaluating", total=count, status="") if progress else None
+    rows: list[list[dict[str, Any]]] = [[] for _ in engines]
+    for group in _groups(images, step):
+        for engine, engine_rows in zip(engines, rows, strict=True):
+            engine_rows += _score_group(engine, group, roi)
         if progress is not None and task is not None:
-            progress.advance(task)
-    return _evaluation(rows, engine, roi)
+            progress.advance(task, len(group))
+    return [_evaluation(r, engine, roi) for r, engine in zip(rows, engines, strict=True)]
+
+
+def _check_same_reading(engine: Engine, baseline: Engine, name: Path) -> None:
+    """The compared checkpoint must read images as the engine does, since both score the
+    same decoded pixels."""
+    ours, theirs = (e.manifest.engine_preprocessing() for e in (engine, baseline))
+    fields = ("channels", "bit_depth", "interpolation", "tile_overlap")
+    differing = [f for f in fields if getattr(ours, f) != getattr(theirs, f)]
+    if differing:
+        found = ", ".join(
+            f"{f} {getattr(theirs, f)} (engine: {getattr(ours, f)})" for f in differing
+        )
+        raise PsicbatchError(
+            f"{readable_path(name)}: reads images differently from the engine scored, {found}; "
+            "compare the engine with the checkpoint it was built from"
+        )
+
+
+def _groups(images: Iterable[LabelledImage], size: int) -> Iterator[list[LabelledImage]]:
+    group: list[LabelledImage] = []
+    for image in images:
+        group.append(image)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def _score_group(
+    engine: Engine, group: list[LabelledImage], roi: RegionOfInterest | None
+) -> list[dict[str, Any]]:
+    """One engine's rows for a batch of images, or for one tiled image."""
+    thresholds = engine.manifest.thresholds
+    grid = group[0].placement
+    if isinstance(grid, TileGrid):
+        (image,) = group
+        probabilities, segmentation = _infer(engine, image.pixels)
+        probability, _ = grid.deciding_tile(probabilities)
+        stitched = grid.stitch(segmentation).numpy()
+        scored = [(image, probability, stitched >= thresholds["segmentation"])]
+    else:
+        probabilities, segmentation = _infer(engine, np.stack([i.pixels for i in group]))
+        scored = [
+            (
+                image,
+                float(probability),
+                full_resolution_mask(maps.numpy(), image.size, thresholds["segmentation"])[1],
+            )
+            for image, probability, maps in zip(group, probabilities, segmentation, strict=True)
+        ]
+    return [
+        _score(image, probability, predicted, thresholds["classification"], roi)
+        for image, probability, predicted in scored
+    ]
+
+
+def _infer(engine: Engine, pixels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The engine's outputs for N x C x H x W pixels (uploaded as they are, normalised
+    where the engine runs), in batches it accepts, back on the CPU."""
+    preprocessing = engine.manifest.engine_preprocessing()
+    largest = engine.batch_range[1]
+    batch = torch.from_numpy(pixels)
+    outputs = [
+        engine.infer(normalize(batch[start : start + largest].to(engine.device), preprocessing))
+        for start in range(0, len(batch), largest)
+    ]
+    probabilities = torch.cat([p for p, _ in outputs]).cpu()
+    segmentation = torch.cat([s for _, s in outputs]).cpu()
+    return probabilities, segmentation
 
 
 def _evaluation(
@@ -182,21 +214,18 @@ def describe(engine: Engine) -> EngineDescription:
 
 
 def _score(
-    sample: SampleRef,
+    image: LabelledImage,
     probability: float,
     predicted: np.ndarray,
-    size: tuple[int, int],
     threshold: float,
-    inside: np.ndarray | None = None,
+    roi: RegionOfInterest | None,
 ) -> dict[str, Any]:
-    truth = (
-        read_mask(sample.mask_path)
-        if sample.is_defective and sample.mask_path is not None
-        else np.zeros(size, dtype=bool)
-    )
-    if inside is not None:  # only the region of interest counts, for both masks
+    truth = image.truth
+    if roi is not None:  # only the region of interest counts, for both masks
+        inside = roi.at(image.size, torch.device("cpu")).numpy()
         truth, predicted = truth & inside, predicted & inside
     counts = metrics.pixel_counts(truth, predicted)
+    sample = image.sample
     return {
         "id": sample.id,
         "path": str(sample.image_path),

@@ -63,7 +63,7 @@ def load_tiles(
     task = progress.add_task("cutting tiles", total=len(samples), status="") if progress else None
     for sample in samples:
         image = read_image(sample.image_path, channels, bit_depth=bit_depth)
-        mask = _mask(sample, image.shape[:2])
+        mask = defect_mask(sample, image.shape[:2])
         grid = TileGrid(image.shape[:2], tile, overlap)
         images.append(torch.from_numpy(grid.cut(image)))
         mask_tiles = torch.from_numpy(grid.cut(mask[:, :, None]))
@@ -77,7 +77,7 @@ def load_tiles(
     )
 
 
-def _mask(sample: SampleRef, size: tuple[int, int]) -> np.ndarray:
+def defect_mask(sample: SampleRef, size: tuple[int, int]) -> np.ndarray:
     """The sample's defect mask at its image's size (all False for a defect-free one)."""
     if sample.mask_path is None or not sample.is_defective:
         return np.zeros(size, bool)
@@ -108,7 +108,7 @@ def load_into_memory(
         original_sizes.append(original_size)
         images[index] = torch.from_numpy(image.transpose(2, 0, 1).copy())
         if sample.mask_path is not None and sample.is_defective:
-            mask = _mask(sample, original_size)
+            mask = defect_mask(sample, original_size)
             masks[index, 0] = torch.from_numpy(resize_mask(mask, size))
         if progress is not None and task is not None:
             progress.advance(task)
