@@ -4,22 +4,16 @@ with the escape / false-reject curve and thumbnails where the files can be read.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
-from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TypeVar
-
-from PIL import Image
 
 from psicbatch.calibrate import Calibration, Validation
 from psicbatch.data.images import ImageReadError, read_image
 from psicbatch.decisions import Decisions, OperatingPoint
 from psicbatch.paths import file_head
-from psicbatch.reports import Column, column_table
+from psicbatch.pictures import figure_data_uri, png_data_uri, tinted_thumbnail
+from psicbatch.reports import Column, column_table, html_table
 
-T = TypeVar("T")
 THUMBNAIL_HEIGHT = 160
 MARKDOWN_TITLE = "Decisions for the line"  # how calibrate's reports are known again
 HTML_TITLE = "psicbatch decisions"
@@ -54,15 +48,6 @@ FOLD_COLUMNS: tuple[Column[tuple[int, OperatingPoint]], ...] = (
 )
 
 
-def html_table(columns: Sequence[Column[T]], items: Iterable[T]) -> str:
-    head = "".join(f"<th>{html.escape(c.header)}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c.cell(item)))}</td>" for c in columns) + "</tr>"
-        for item in items
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def curve_png(points: list[OperatingPoint], chosen: OperatingPoint) -> str:
     """Escape and false-reject rates against the threshold, the chosen one marked."""
     import matplotlib
@@ -80,22 +65,15 @@ def curve_png(points: list[OperatingPoint], chosen: OperatingPoint) -> str:
     axes.set(xscale="log", xlabel="image threshold", ylabel="% of defective / good images")
     axes.legend(fontsize=8)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return figure_data_uri(figure)
 
 
 def thumbnail(path: str) -> str | None:
     try:
-        image = Image.fromarray(read_image(Path(path), 3))
+        image = read_image(Path(path), 3)
     except (ImageReadError, OSError):
         return None
-    scale = THUMBNAIL_HEIGHT / image.height
-    image = image.resize((max(1, round(image.width * scale)), THUMBNAIL_HEIGHT))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return png_data_uri(tinted_thumbnail(image, THUMBNAIL_HEIGHT))
 
 
 def calibration_html(decisions: Decisions, data: Validation, result: Calibration) -> str:

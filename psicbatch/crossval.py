@@ -32,7 +32,6 @@ from psicbatch.reports import (
     cross_validation_markdown,
     cross_validation_tables,
     plot_curves,
-    write_evaluation_report,
     write_json,
     write_predictions,
 )
@@ -208,9 +207,7 @@ def _run_fold(
     batch = 4 * options.batch_size
     engine = _fold_engine(model_path, fold_dir, scoring, resolve_device(options.device), batch)
     evaluation = evaluate(engine, test_samples, data.subset(test_index), batch, progress)
-    write_evaluation_report(
-        fold_dir / "evaluation", evaluation.rows, evaluation.summary, f"Fold {fold} test set"
-    )
+    evaluation.write(fold_dir / "evaluation", f"Fold {fold} test set")
     record = {
         "fold": fold,
         "train_images": len(train_index),

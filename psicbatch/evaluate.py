@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,11 @@ from psicbatch.data.memory import TensorDataset
 from psicbatch.engines import Engine
 from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.errors import PsicbatchError
+from psicbatch.evaluation_page import evaluation_html
+from psicbatch.gallery import Gallery
 from psicbatch.paths import readable_path
 from psicbatch.preprocess import full_resolution_mask, normalize
+from psicbatch.reports import write_evaluation_report
 from psicbatch.roi import RegionOfInterest
 from psicbatch.scores import (
     ClassificationScores,
@@ -47,6 +50,14 @@ PIXEL_COUNT_KEYS = (
 class Evaluation:
     rows: list[dict[str, Any]]  # one per image
     summary: EvaluationSummary
+    gallery: Gallery = field(default_factory=Gallery)  # the images it got most wrong
+
+    def write(self, out_dir: Path, title: str) -> None:
+        """``report.md``, ``metrics.json``, ``predictions.parquet``, the curves and the
+        page with the images the engine got most wrong, ``report.html``."""
+        curves = write_evaluation_report(out_dir, self.rows, self.summary, title)
+        page = evaluation_html(self.summary, self.gallery, title, curves)
+        (out_dir / "report.html").write_text(page, encoding="utf-8")
 
 
 def evaluate_dataset(
@@ -112,12 +123,16 @@ def evaluate_engines(
     step = 1 if tiled else max(1, min(batch_size, *(e.batch_range[1] for e in engines)))
     task = progress.add_task("evaluating", total=count, status="") if progress else None
     rows: list[list[dict[str, Any]]] = [[] for _ in engines]
+    galleries = [Gallery() for _ in engines]
     for group in _groups(images, step):
-        for engine, engine_rows in zip(engines, rows, strict=True):
-            engine_rows += _score_group(engine, group, roi)
+        for engine, engine_rows, gallery in zip(engines, rows, galleries, strict=True):
+            _score_group(engine, group, roi, engine_rows, gallery)
         if progress is not None and task is not None:
             progress.advance(task, len(group))
-    return [_evaluation(r, engine, roi) for r, engine in zip(rows, engines, strict=True)]
+    return [
+        Evaluation(engine_rows, _summary(engine_rows, engine, roi), gallery)
+        for engine, engine_rows, gallery in zip(engines, rows, galleries, strict=True)
+    ]
 
 
 def _check_same_reading(engine: Engine, baseline: Engine, name: Path) -> None:
@@ -148,9 +163,14 @@ def _groups(images: Iterable[LabelledImage], size: int) -> Iterator[list[Labelle
 
 
 def _score_group(
-    engine: Engine, group: list[LabelledImage], roi: RegionOfInterest | None
-) -> list[dict[str, Any]]:
-    """One engine's rows for a batch of images, or for one tiled image."""
+    engine: Engine,
+    group: list[LabelledImage],
+    roi: RegionOfInterest | None,
+    rows: list[dict[str, Any]],
+    gallery: Gallery,
+) -> None:
+    """One engine's rows for a batch of images, or for one tiled image, added to
+    ``rows``; the gallery sees each."""
     thresholds = engine.manifest.thresholds
     grid = group[0].placement
     if isinstance(grid, TileGrid):
@@ -169,10 +189,14 @@ def _score_group(
             )
             for image, probability, maps in zip(group, probabilities, segmentation, strict=True)
         ]
-    return [
-        _score(image, probability, predicted, thresholds["classification"], roi)
-        for image, probability, predicted in scored
-    ]
+    for image, probability, predicted in scored:
+        truth = image.truth
+        if roi is not None:  # only the region of interest counts, for both masks
+            inside = roi.at(image.size, torch.device("cpu")).numpy()
+            truth, predicted = truth & inside, predicted & inside
+        row = _row(image.sample, probability, truth, predicted, thresholds["classification"])
+        rows.append(row)
+        gallery.offer(row, truth, predicted)
 
 
 def _infer(engine: Engine, pixels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,14 +214,14 @@ def _infer(engine: Engine, pixels: np.ndarray) -> tuple[torch.Tensor, torch.Tens
     return probabilities, segmentation
 
 
-def _evaluation(
+def _summary(
     rows: list[dict[str, Any]], engine: Engine, roi: RegionOfInterest | None
-) -> Evaluation:
+) -> EvaluationSummary:
     summary = metrics_summary(rows)
     summary.thresholds = dict(engine.manifest.thresholds)
     summary.engine = describe(engine)
     summary.roi = roi.record() if roi is not None else None
-    return Evaluation(rows, summary)
+    return summary
 
 
 def describe(engine: Engine) -> EngineDescription:
@@ -213,19 +237,14 @@ def describe(engine: Engine) -> EngineDescription:
     )
 
 
-def _score(
-    image: LabelledImage,
+def _row(
+    sample: SampleRef,
     probability: float,
+    truth: np.ndarray,
     predicted: np.ndarray,
     threshold: float,
-    roi: RegionOfInterest | None,
 ) -> dict[str, Any]:
-    truth = image.truth
-    if roi is not None:  # only the region of interest counts, for both masks
-        inside = roi.at(image.size, torch.device("cpu")).numpy()
-        truth, predicted = truth & inside, predicted & inside
     counts = metrics.pixel_counts(truth, predicted)
-    sample = image.sample
     return {
         "id": sample.id,
         "path": str(sample.image_path),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -70,6 +71,15 @@ def column_table(columns: Sequence[Column[T]], items: Iterable[T]) -> list[str]:
         [column.header for column in columns],
         [[column.cell(item) for column in columns] for item in items],
     )
+
+
+def html_table(columns: Sequence[Column[T]], items: Iterable[T]) -> str:
+    head = "".join(f"<th>{html.escape(c.header)}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c.cell(item)))}</td>" for c in columns) + "</tr>"
+        for item in items
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> list[str]:
@@ -148,21 +158,24 @@ COMPARISON_COLUMNS: tuple[Column[tuple[str, MetricDelta]], ...] = (
 )
 
 
-def evaluation_markdown(summary: EvaluationSummary, title: str) -> str:
-    lines = [
-        f"# {title}",
-        "",
-        f"{summary.images} images, {summary.defective_images} defective.",
-    ]
+def evaluation_context(summary: EvaluationSummary) -> list[str]:
+    """The sentences that say what was scored: images, engine, region of interest."""
+    sentences = [f"{summary.images} images, {summary.defective_images} defective."]
     if summary.engine is not None:
-        lines += ["", f"Engine: {summary.engine.line()}."]
+        sentences.append(f"Engine: {summary.engine.line()}.")
     if summary.roi is not None:
         roi = summary.roi
-        lines += [
-            "",
+        sentences.append(
             f"Masks scored inside the region of interest {roi['file']} "
-            f"(sha256 {roi['sha256'][:12]}).",
-        ]
+            f"(sha256 {roi['sha256'][:12]})."
+        )
+    return sentences
+
+
+def evaluation_markdown(summary: EvaluationSummary, title: str) -> str:
+    lines = [f"# {title}"]
+    for sentence in evaluation_context(summary):
+        lines += ["", sentence]
     lines += [
         "",
         *column_table(SUMMARY_COLUMNS, [summary]),
@@ -190,14 +203,18 @@ READINGS = (
 )
 
 
-def readings_table(segmentation: SegmentationScores) -> list[str]:
-    """Mask and boundary mIoU in the three readings, labelled."""
-    columns: tuple[Column[tuple[str, str]], ...] = (
+def reading_columns(segmentation: SegmentationScores) -> tuple[Column[tuple[str, str]], ...]:
+    """Columns of mask and boundary mIoU, one row per reading (``READINGS``)."""
+    return (
         Column("Mask / Boundary mIoU (%) over", lambda item: item[0]),
         Column("Mask mIoU", lambda item: _pct(segmentation.reading("mask", item[1]))),
         Column("Boundary mIoU", lambda item: _pct(segmentation.reading("boundary", item[1]))),
     )
-    return column_table(columns, READINGS)
+
+
+def readings_table(segmentation: SegmentationScores) -> list[str]:
+    """Mask and boundary mIoU in the three readings, labelled."""
+    return column_table(reading_columns(segmentation), READINGS)
 
 
 METRIC_NOTE = (
@@ -214,12 +231,15 @@ METRIC_NOTE = (
 
 def write_evaluation_report(
     out_dir: Path, rows: list[dict], summary: EvaluationSummary, title: str
-) -> None:
+) -> list[Path]:
+    """``metrics.json``, ``predictions.parquet``, ``report.md`` and the curves (their paths
+    are returned)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "metrics.json", summary)
     write_predictions(out_dir / "predictions.parquet", rows)
-    plot_curves(out_dir, rows, title)
+    curves = plot_curves(out_dir, rows, title)
     (out_dir / "report.md").write_text(evaluation_markdown(summary, title))
+    return curves
 
 
 def cross_validation_tables(fold_summaries: list[EvaluationSummary]) -> dict[str, Any]:

@@ -1,16 +1,22 @@
 """Evaluation reads each image as it is scored: bounded memory on a test set of any size,
-the same figures as scoring images held in memory, and one decode for a comparison."""
+the same figures as scoring images held in memory, and one decode for a comparison; its
+page shows the images the engine got most wrong."""
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 from psicbatch.assets import demo_model_path
+from psicbatch.checkpoint import load_checkpoint, save_checkpoint
 from psicbatch.cli import main
 from psicbatch.cpus import available_cpus
 from psicbatch.data.labelled import read_labelled
@@ -20,6 +26,8 @@ from psicbatch.data.synth import generate
 from psicbatch.engines.base import Engine
 from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.evaluate import evaluate, evaluate_engines
+from psicbatch.gallery import KINDS, THUMBNAIL_HEIGHT, Gallery
+from psicbatch.pictures import shrink_mask, thumbnail_size
 
 IMAGES = 40
 
@@ -94,3 +102,58 @@ def test_compare_to_a_checkpoint_that_reads_images_otherwise_is_one_line(
     assert f"{rgb}: reads images differently" in result.output
     assert "channels 3 (engine: 1)" in result.output
     assert not (tmp_path / "e").exists()
+
+
+def _row(index: int, defective: bool, judged: bool, probability: float, iou: float) -> dict:
+    return {
+        "id": str(index),
+        "path": f"/nowhere/{index}.png",
+        "is_defective": defective,
+        "predicted_defective": judged,
+        "probability": probability,
+        "mask_iou": iou,
+    }
+
+
+def test_the_gallery_keeps_the_worst_images_of_each_kind() -> None:
+    gallery = Gallery(size=3)
+    mask = np.zeros((40, 80), bool)
+    rows = [_row(i, True, False, p, math.nan) for i, p in enumerate([0.3, 0.1, 0.4, 0.1, 0.05])]
+    rows += [_row(10 + i, False, True, p, math.nan) for i, p in enumerate([0.6, 0.9])]
+    rows += [_row(20 + i, True, True, 0.9, iou) for i, iou in enumerate([0.8, 0.2, math.nan])]
+    rows.append(_row(30, False, False, 0.01, math.nan))  # right: in no kind
+    for row in rows:
+        gallery.offer(row, mask, mask)
+    missed, alarms, masks = ([e.row["id"] for e in gallery.worst(kind)] for kind in KINDS)
+    assert missed == ["4", "1", "3"]  # lowest probability first; of two equal, the first seen
+    assert alarms == ["11", "10"]
+    assert masks == ["21", "20"]  # an image without a true mask has no mask IoU
+    assert list(gallery.counts.values()) == [5, 2, 2]
+    assert gallery.worst(KINDS[0])[0].truth.shape == (THUMBNAIL_HEIGHT, 2 * THUMBNAIL_HEIGHT)
+
+
+def test_a_crack_one_pixel_wide_stays_visible_in_a_thumbnail() -> None:
+    mask = np.zeros((2000, 600), bool)
+    mask[:, 300] = True
+    small = shrink_mask(mask, thumbnail_size(mask.shape, 220))
+    assert small.shape == (220, 66) and small.any(axis=1).all()
+
+
+def test_eval_writes_a_page_of_the_images_it_got_most_wrong(dataset: Path, tmp_path: Path) -> None:
+    strict = load_checkpoint(demo_model_path())  # judges most images defect-free
+    strict.thresholds = replace(strict.thresholds, classification=0.999)
+    model = save_checkpoint(strict, tmp_path / "strict.pt")
+    out = tmp_path / "e"
+    result = CliRunner().invoke(main, ["eval", str(model), str(dataset), "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "metrics.json").read_text())
+    missed = summary["classification"]["fn"]
+    assert missed > 0
+    page = (out / "report.html").read_text()
+    section = page[page.index("<h2>Missed defects") : page.index("<h2>False alarms")]
+    assert f"<h2>Missed defects ({missed})</h2>" in section
+    assert section.count('<figure><img src="data:image/png;base64,') == missed
+    rows = pq.read_table(out / "predictions.parquet").to_pylist()
+    lowest = min((r for r in rows if r["is_defective"]), key=lambda r: r["probability"])
+    assert section.index(lowest["path"]) < section.index("</figure>")  # listed first
+    assert page.count('alt="pr_curve"') == 1

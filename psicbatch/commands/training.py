@@ -32,7 +32,7 @@ from psicbatch.engines.registry import NAMES
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.evaluate import evaluate_dataset
 from psicbatch.progress import progress_bar
-from psicbatch.reports import evaluation_markdown, write_evaluation_report
+from psicbatch.reports import evaluation_markdown
 from psicbatch.roi import RegionOfInterest
 from psicbatch.run.output_guard import CHECKPOINT, check_output, check_output_folder
 from psicbatch.train import Trainer
@@ -189,9 +189,12 @@ def evaluate_command(
         )
     result.summary.evaluated = str(name)
     result.summary.command = command_line()
-    write_evaluation_report(out, result.rows, result.summary, f"Evaluation of {name}")
+    result.write(out, f"Evaluation of {name}")
     click.echo(evaluation_markdown(result.summary, f"Evaluation of {name} on {data}"))
-    click.echo(f"report written to {out}/ (report.md, metrics.json, predictions.parquet, curves)")
+    click.echo(
+        f"report written to {out}/ (report.html, report.md, metrics.json, "
+        "predictions.parquet, curves)"
+    )
 
 
 @click.command("cv")

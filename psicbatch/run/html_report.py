@@ -1,26 +1,24 @@
 """A self-contained HTML page about a run's results, for a person to look at.
 
 Everything (plots, thumbnails) is embedded as base64 PNG, so the page can be mailed or
-archived alone. Thumbnails are the images as stored at their paths with the mask drawn
-over them in red; an image that can no longer be read is listed without a thumbnail.
+archived alone. Thumbnails are the images as stored at their paths with the mask tinted
+over them in red (``pictures``); an image that can no longer be read is listed without a thumbnail.
 The paths come from the results file, so they are read as ``run`` reads its inputs:
 regular files only, within the same size and decoding-time limits.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
-from PIL import Image
 
 from psicbatch.data.images import ImageReadError, read_image
 from psicbatch.paths import path_from_bytes, readable_path
+from psicbatch.pictures import RED, figure_data_uri, png_data_uri, tinted_thumbnail
 from psicbatch.run import rle
 from psicbatch.run.decode import read_bytes
 from psicbatch.run.files import FileLimits
@@ -30,12 +28,6 @@ from psicbatch.run.results import read_results_table, results_counts
 
 THUMBNAIL_HEIGHT = 220
 ERRORS_LISTED = 200  # the page names these; the rest are counted
-
-
-def _png_data_uri(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def thumbnail(row: dict[str, Any], limits: FileLimits) -> str | None:
@@ -51,12 +43,7 @@ def thumbnail(row: dict[str, Any], limits: FileLimits) -> str | None:
     mask = rle.decode(row["mask"])
     if mask.shape != image.shape[:2]:
         return None
-    overlay = image.astype(np.float32)
-    overlay[mask] = 0.45 * overlay[mask] + 0.55 * np.array([255, 0, 0])
-    picture = Image.fromarray(overlay.astype(np.uint8))
-    scale = THUMBNAIL_HEIGHT / picture.height
-    picture = picture.resize((max(1, round(picture.width * scale)), THUMBNAIL_HEIGHT))
-    return _png_data_uri(picture)
+    return png_data_uri(tinted_thumbnail(image, THUMBNAIL_HEIGHT, [(mask, RED)]))
 
 
 def histogram(probabilities: np.ndarray) -> str:
@@ -69,10 +56,7 @@ def histogram(probabilities: np.ndarray) -> str:
     axes.hist(probabilities, bins=40, range=(0, 1), color="#4063a0")
     axes.set(xlabel="defect probability", ylabel="images")
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return figure_data_uri(figure)
 
 
 def write_report(results: Path, html_path: Path, top: int, limits: FileLimits) -> str:
