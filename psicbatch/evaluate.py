@@ -26,7 +26,7 @@ from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.errors import PsicbatchError
 from psicbatch.evaluation_page import evaluation_html
 from psicbatch.gallery import Gallery
-from psicbatch.paths import readable_path
+from psicbatch.paths import path_bytes, readable_path
 from psicbatch.preprocess import full_resolution_mask, normalize
 from psicbatch.reports import write_evaluation_report
 from psicbatch.roi import RegionOfInterest
@@ -246,8 +246,9 @@ def _row(
 ) -> dict[str, Any]:
     counts = metrics.pixel_counts(truth, predicted)
     return {
-        "id": sample.id,
-        "path": str(sample.image_path),
+        "id": readable_path(sample.id),
+        "path": readable_path(sample.image_path),  # for people; names need not be UTF-8
+        "path_bytes": path_bytes(sample.image_path),
         "is_defective": sample.is_defective,
         "probability": probability,
         "predicted_defective": probability >= threshold,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from psicbatch.data.images import ImageReadError, read_image
 from psicbatch.gallery import KINDS, THUMBNAIL_HEIGHT, Example, Gallery, Kind
-from psicbatch.paths import readable_path
+from psicbatch.paths import path_from_bytes
 from psicbatch.pictures import RED, png_bytes_uri, png_data_uri, thumbnail_size, tinted_thumbnail
 from psicbatch.reports import (
     COMPARISON_COLUMNS,
@@ -94,7 +94,7 @@ def _card(example: Example) -> str:
     picture = f'<img src="{uri}" alt="">' if uri else "<p>(image not readable here)</p>"
     iou = "" if math.isnan(row["mask_iou"]) else f", mask IoU {row['mask_iou']:.3f}"
     return (
-        f"<figure>{picture}<figcaption>{e(readable_path(row['path']))}<br>"
+        f"<figure>{picture}<figcaption>{e(row['path'])}<br>"
         f"p = {row['probability']:.4g}{iou}, {row['predicted_defect_pixels']} px predicted, "
         f"{row['true_defect_pixels']} px true</figcaption></figure>"
     )
@@ -104,7 +104,7 @@ def _thumbnail(example: Example) -> str | None:
     """The image read again, its masks tinted over it; None when it cannot be read or
     is no longer the size it was scored at."""
     try:
-        image = read_image(Path(example.row["path"]), 3)
+        image = read_image(path_from_bytes(example.row["path_bytes"]), 3)
     except (ImageReadError, OSError):
         return None
     if thumbnail_size(image.shape[:2], THUMBNAIL_HEIGHT) != example.truth.shape:

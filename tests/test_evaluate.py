@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -157,3 +158,19 @@ def test_eval_writes_a_page_of_the_images_it_got_most_wrong(dataset: Path, tmp_p
     lowest = min((r for r in rows if r["is_defective"]), key=lambda r: r["probability"])
     assert section.index(lowest["path"]) < section.index("</figure>")  # listed first
     assert page.count('alt="pr_curve"') == 1
+
+
+def test_eval_of_files_whose_names_are_not_utf8(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    generate(data, 8, (64, 64), defect_rate=0.5, seed=1)
+    odd = os.fsdecode(b"camera_\xff")
+    for folder in ("images", "masks"):
+        if (data / folder / "synth_00000.png").exists():
+            (data / folder / "synth_00000.png").rename(data / folder / f"{odd}.png")
+    out = tmp_path / "e"
+    args = ["eval", str(demo_model_path()), str(data), "-o", str(out), "-q"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    rows = pq.read_table(out / "predictions.parquet").to_pylist()
+    (row,) = (r for r in rows if r["path_bytes"].endswith(b"camera_\xff.png"))
+    assert row["path"].endswith("camera_\ufffd.png") and row["id"] == "camera_\ufffd"
