@@ -7,6 +7,7 @@ test_gpu_paths_on_cpu.py; benchmarks/gpu_check.sh runs these first on a GPU mach
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -209,6 +210,24 @@ def test_training_on_the_gpu(tmp_path: Path) -> None:
     with Inspector(model, device="cpu", precision="fp32") as inspector:
         found = list(inspector.inspect(sorted((data / "images").glob("*.png"))))
     assert len(found) == 8 and all(0 <= item.probability <= 1 for item in found)
+
+
+def test_eval_on_the_gpu_matches_the_cpu_eval(images: Path, tmp_path: Path) -> None:
+    """Streamed evaluation on CUDA (uint8 uploads, normalised on the device) scores as on
+    the CPU, both in fp32, and writes its page."""
+    summaries = {}
+    for device in ("cpu", "0"):
+        out = tmp_path / f"eval-{device}"
+        args = [str(demo_model_path()), str(images.parent), "-o", str(out), "--device", device]
+        result = CliRunner().invoke(main, ["eval", *args, "--precision", "fp32", "-q"])
+        assert result.exit_code == 0, result.output
+        summaries[device] = json.loads((out / "metrics.json").read_text())
+        assert (out / "report.html").stat().st_size > 0
+    cpu, gpu = summaries["cpu"], summaries["0"]
+    assert gpu["engine"]["device"] == "cuda:0" and cpu["engine"]["device"] == "cpu"
+    for group in ("segmentation", "classification"):
+        for name, value in cpu[group].items():
+            assert gpu[group][name] == pytest.approx(value, abs=0.01, nan_ok=True), name
 
 
 def test_the_papers_network_at_1408x512_on_the_gpu(tmp_path: Path) -> None:
