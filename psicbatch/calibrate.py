@@ -18,14 +18,15 @@ import pyarrow.parquet as pq
 from psicbatch.data.layouts import read_dataset
 from psicbatch.decisions import CLASSIFIER, OperatingPoint, Rule, choose, operating_points
 from psicbatch.errors import PsicbatchError
-from psicbatch.paths import path_bytes, path_from_bytes
+from psicbatch.paths import path_bytes, row_file
 
 
 @dataclass
 class Validation:
     """Labelled validation images as calibration needs them."""
 
-    paths: list[str]
+    paths: list[str]  # for people
+    files: list[Path]  # exactly, for reading them again
     probabilities: np.ndarray
     labels: np.ndarray
     areas: np.ndarray  # predicted defect pixels (masks of every image, not gated)
@@ -59,6 +60,7 @@ def scored_rows(rows: list[dict[str, Any]], source: str) -> Validation:
     """The per-image rows of ``evaluate`` (as eval and cv store them)."""
     return Validation(
         [row["path"] for row in rows],
+        [row_file(row) for row in rows],
         np.array([row["probability"] for row in rows], dtype=float),
         np.array([row["is_defective"] for row in rows], dtype=bool),
         np.array([row["predicted_defect_pixels"] for row in rows], dtype=np.int64),
@@ -82,12 +84,7 @@ def _joined_with_labels(
     truth = {path_bytes(s.image_path.resolve()): s.is_defective for s in samples}
 
     def key(row: dict[str, Any]) -> bytes:
-        """The file a row is of, exactly (``path`` shows names that are not UTF-8 as
-        U+FFFD; results of schema 1 have only it)."""
-        raw = row.get("path_bytes")
-        return path_bytes(
-            (path_from_bytes(raw) if raw is not None else Path(row["path"])).resolve()
-        )
+        return path_bytes(row_file(row).resolve())
 
     kept = [row for row in rows if row.get("error") is None]
     missing = [row["path"] for row in kept if key(row) not in truth]
@@ -99,6 +96,7 @@ def _joined_with_labels(
         raise PsicbatchError(f"{results}: no result without an error to calibrate on")
     return Validation(
         [row["path"] for row in kept],
+        [row_file(row) for row in kept],
         np.array([row["probability"] for row in kept], dtype=float),
         np.array([truth[key(row)] for row in kept], dtype=bool),
         np.array([row["mask_area"] for row in kept], dtype=np.int64),
@@ -136,6 +134,7 @@ def calibrate(
     closest = [
         {
             "path": data.paths[i],
+            "file": data.files[i],
             "probability": float(data.probabilities[i]),
             "defective": bool(data.labels[i]),
             "mask_area": int(data.areas[i]),

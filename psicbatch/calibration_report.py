@@ -68,9 +68,9 @@ def curve_png(points: list[OperatingPoint], chosen: OperatingPoint) -> str:
     return figure_data_uri(figure)
 
 
-def thumbnail(path: str) -> str | None:
+def thumbnail(path: Path) -> str | None:
     try:
-        image = read_image(Path(path), 3)
+        image = read_image(path, 3)
     except (ImageReadError, OSError):
         return None
     return png_data_uri(tinted_thumbnail(image, THUMBNAIL_HEIGHT))
@@ -80,7 +80,7 @@ def calibration_html(decisions: Decisions, data: Validation, result: Calibration
     e = html.escape
     cards = []
     for image in result.nearest:
-        uri = thumbnail(image["path"])
+        uri = thumbnail(image["file"])
         picture = f'<img src="{uri}" alt="">' if uri else "<p>(image not readable here)</p>"
         label = "defective" if image["defective"] else "good"
         cards.append(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from psicbatch.data.images import ImageReadError, read_image
 from psicbatch.gallery import KINDS, THUMBNAIL_HEIGHT, Example, Gallery, Kind
-from psicbatch.paths import path_from_bytes
+from psicbatch.paths import row_file
 from psicbatch.pictures import RED, png_bytes_uri, png_data_uri, thumbnail_size, tinted_thumbnail
 from psicbatch.reports import (
     COMPARISON_COLUMNS,
@@ -104,7 +104,7 @@ def _thumbnail(example: Example) -> str | None:
     """The image read again, its masks tinted over it; None when it cannot be read or
     is no longer the size it was scored at."""
     try:
-        image = read_image(path_from_bytes(example.row["path_bytes"]), 3)
+        image = read_image(row_file(example.row), 3)
     except (ImageReadError, OSError):
         return None
     if thumbnail_size(image.shape[:2], THUMBNAIL_HEIGHT) != example.truth.shape:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from psicbatch.errors import PsicbatchError
 
@@ -38,6 +40,13 @@ def input_key(path: os.PathLike | str) -> bytes:
 def path_from_bytes(raw: bytes) -> Path:
     """The path a stored ``path_bytes`` value names."""
     return Path(os.fsdecode(raw))
+
+
+def row_file(row: Mapping[str, Any]) -> Path:
+    """The file a stored results or predictions row is of, exactly: its ``path_bytes``
+    (``path`` shows names that are not UTF-8 with U+FFFD; older rows have only ``path``)."""
+    raw = row.get("path_bytes")
+    return path_from_bytes(raw) if raw is not None else Path(row["path"])
 
 
 # What a path that is not a regular file is, for messages.

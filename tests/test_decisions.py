@@ -311,7 +311,7 @@ def test_calibrate_can_score_a_dataset_itself(dataset: Path, tmp_path: Path) -> 
 
 def test_run_results_of_files_whose_names_are_not_utf8_are_labelled(tmp_path: Path) -> None:
     """Results name such a file exactly in path_bytes; calibration finds its label there,
-    not by the U+FFFD text of path."""
+    not by the U+FFFD text of path, and its page reads the image there too."""
     root = tmp_path / "line"
     generate(root, 8, (64, 64), defect_rate=0.5, seed=3)
     odd = os.fsdecode(b"camera_\xff")
@@ -326,3 +326,5 @@ def test_run_results_of_files_whose_names_are_not_utf8_are_labelled(tmp_path: Pa
     cli("calibrate", str(results), "--labels", str(root), "-o", str(out))
     validation = json.loads(out.read_text())["validation"]
     assert validation["defective"] + validation["good"] == 8
+    page = out.with_suffix(".html").read_text()  # all 8 are nearest the threshold
+    assert "camera_\ufffd.png" in page and "not readable" not in page

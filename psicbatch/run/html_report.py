@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from psicbatch.data.images import ImageReadError, read_image
-from psicbatch.paths import path_from_bytes, readable_path
+from psicbatch.paths import readable_path, row_file
 from psicbatch.pictures import RED, figure_data_uri, png_data_uri, tinted_thumbnail
 from psicbatch.run import rle
 from psicbatch.run.decode import read_bytes
@@ -33,8 +33,7 @@ ERRORS_LISTED = 200  # the page names these; the rest are counted
 def thumbnail(row: dict[str, Any], limits: FileLimits) -> str | None:
     """The image with its mask in red, scaled to THUMBNAIL_HEIGHT; None if it cannot be
     read within ``limits``."""
-    raw = row.get("path_bytes")  # results files of schema 1 have only the readable path
-    path = path_from_bytes(raw) if raw is not None else Path(row["path"])
+    path = row_file(row)
     try:
         data, _, _ = read_bytes(path, limits.max_bytes)  # refuses huge headers too
         image = call_limited(lambda: read_image(path, 3, data), limits.decode_seconds)
