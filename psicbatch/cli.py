@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from psicbatch import __version__
-from psicbatch.commands import ARGV_KEY
+from psicbatch.commands import ARGV_KEY, SUMMARIES
 from psicbatch.errors import PsicbatchError
 from psicbatch.run.shutdown import exit_process
 
@@ -31,12 +31,17 @@ COMMANDS = {
 
 
 class _Group(click.Group):
-    """Loads commands on demand (``COMMANDS``), turns PsicbatchError into click's one-line
-    'Error: ...' with exit code 1, and keeps the arguments so reports can record the
-    exact command."""
+    """Loads commands on demand (``COMMANDS``; ``--help`` lists them without loading any),
+    turns PsicbatchError into click's one-line 'Error: ...' with exit code 1, and keeps the
+    arguments so reports can record the exact command."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list from ``SUMMARIES``: listing the commands imports none of them."""
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, SUMMARIES[name]) for name in self.list_commands(ctx)])
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:

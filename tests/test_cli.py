@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from psicbatch import __version__
 from psicbatch.cli import COMMANDS, main
+from psicbatch.commands import SUMMARIES
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "psicbatch"
 
@@ -38,8 +39,10 @@ def test_every_command_has_help(runner: CliRunner, command: list[str]) -> None:
     result = runner.invoke(main, [*command, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output
-    if command:  # the command table's name is the command's own
-        assert main.get_command(click.Context(main), command[0]).name == command[0]
+    if command:  # the command table's name and summary are the command's own
+        loaded = main.get_command(click.Context(main), command[0])
+        assert loaded.name == command[0]
+        assert loaded.get_short_help_str(limit=200) == SUMMARIES[command[0]]
     else:
         assert all(f"  {name} " in result.output for name in COMMANDS)
 
@@ -49,6 +52,17 @@ def test_the_command_line_loads_a_command_only_when_it_runs() -> None:
     probe = "import sys, psicbatch.cli; print(sorted({'torch', 'pyarrow'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_the_list_of_commands_loads_none_of_them() -> None:
+    """``psicbatch --help`` answers at once instead of importing torch for every summary."""
+    probe = (
+        "import sys\nfrom psicbatch.cli import main\ntry:\n    main(['--help'])\n"
+        "except SystemExit:\n    pass\nprint(sorted({'torch', 'pyarrow'} & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]" and "eval " in result.stdout
 
 
 def test_info_reports_config_parameters_and_flops(runner: CliRunner, tiny_checkpoint: Path) -> None:

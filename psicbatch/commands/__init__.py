@@ -12,6 +12,23 @@ import click
 
 ARGV_KEY = "psicbatch.argv"
 
+# Each command's short help, what ``psicbatch --help`` lists: kept here, where listing them
+# imports no command module (they import torch), so the listing answers at once.
+SUMMARIES = {
+    "bench": "Measure latency and throughput per image size and batch, with the machine's ceiling.",
+    "build-engine": "Compile a checkpoint into an engine folder (engine file + manifest.json).",
+    "calibrate": "Choose the image threshold for a target escape rate; write a decision file.",
+    "cv": "k-fold cross-validation with grouped, stratified folds; reports in the paper's layout.",
+    "engines": "List the engines built under ROOT (default: engines/).",
+    "eval": "Score a checkpoint or an engine on labelled images with the paper's metrics.",
+    "info": "Show a checkpoint, an engine folder or a run's results.",
+    "init": "Write an untrained (randomly initialised) checkpoint.",
+    "report": "A self-contained HTML page (or with --csv a table) of a run's results.",
+    "run": "Inspect images: defect probability and RLE mask per image, written to Parquet.",
+    "synth": "Generate a DAGM-like synthetic dataset (folder layout) with exact defect masks.",
+    "train": "Train PSIC-Net on a labelled dataset (two-step mode by default).",
+}
+
 
 def command_line() -> str:
     """The command as typed, recorded in reports so results can be reproduced."""

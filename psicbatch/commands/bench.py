@@ -20,7 +20,7 @@ from psicbatch.bench.benchmark import (
 from psicbatch.bench.markdown import SIZE_COLUMNS, markdown
 from psicbatch.bench.plots import plot_benchmark
 from psicbatch.bench.report import BenchReport, compare_reports
-from psicbatch.commands import command_line
+from psicbatch.commands import SUMMARIES, command_line
 from psicbatch.commands.options import (
     NETWORK_SIZE,
     POSITIVE,
@@ -62,7 +62,7 @@ def _batches(value: str, device: str) -> tuple[int, ...]:
     return batches
 
 
-@click.command("bench")
+@click.command("bench", short_help=SUMMARIES["bench"])
 @engine_options
 @click.option(
     "--width",

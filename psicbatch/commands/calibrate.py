@@ -16,7 +16,7 @@ from psicbatch.calibration_report import (
     is_calibration_markdown,
     is_calibration_page,
 )
-from psicbatch.commands import command_line
+from psicbatch.commands import SUMMARIES, command_line
 from psicbatch.commands.options import (
     NON_NEGATIVE_INT,
     POSITIVE,
@@ -45,7 +45,7 @@ OUTPUTS = (
 )
 
 
-@click.command("calibrate")
+@click.command("calibrate", short_help=SUMMARIES["calibrate"])
 @click.argument("predictions", type=click.Path(path_type=Path, exists=True))
 @click.option(
     "--model",

@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from psicbatch.commands import SUMMARIES
 from psicbatch.commands.options import (
     AT_LEAST_ONE,
     NON_NEGATIVE_INT,
@@ -24,7 +25,7 @@ from psicbatch.engines.build_options import BACKENDS, BuildOptions
 from psicbatch.model import MIN_NETWORK_SIZE
 
 
-@click.command("build-engine")
+@click.command("build-engine", short_help=SUMMARIES["build-engine"])
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option(
     "--backend",
@@ -169,7 +170,7 @@ def parity_line(parity: dict) -> str:
     )
 
 
-@click.command("engines")
+@click.command("engines", short_help=SUMMARIES["engines"])
 @click.argument("root", type=click.Path(path_type=Path, file_okay=False), default="engines")
 def engines_command(root: Path) -> None:
     """List the engines built under ROOT (default: engines/)."""

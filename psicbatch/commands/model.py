@@ -19,13 +19,14 @@ from psicbatch.checkpoint import (
     save_checkpoint,
     untrained_checkpoint,
 )
+from psicbatch.commands import SUMMARIES
 from psicbatch.commands.options import NETWORK_SIZE, Bounded
 from psicbatch.engines.manifest import MANIFEST_NAME, Manifest, read_manifest
 from psicbatch.model import ModelConfig, count_flops, count_parameters
 from psicbatch.run.output_guard import CHECKPOINT, check_output
 
 
-@click.command()
+@click.command(short_help=SUMMARIES["info"])
 @click.argument("path", metavar="CHECKPOINT|ENGINE|RESULTS", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead.")
 def info(path: Path, as_json: bool) -> None:
@@ -135,7 +136,7 @@ def _is_parameter(name: str) -> bool:
     return not name.endswith(("running_mean", "running_var", "num_batches_tracked"))
 
 
-@click.command()
+@click.command(short_help=SUMMARIES["init"])
 @click.argument("output", type=click.Path(path_type=Path, dir_okay=False))
 @click.option(
     "--width",

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from psicbatch.assets import demo_model_path
 from psicbatch.checkpoint import file_sha256
+from psicbatch.commands import SUMMARIES
 from psicbatch.commands.options import (
     AT_LEAST_ONE,
     NON_NEGATIVE_INT,
@@ -46,7 +47,7 @@ EXIT_IMAGES_FAILED = 3
 WATCH_OUT = "results"  # --watch's default --out: a folder of parts
 
 
-@click.command("run")
+@click.command("run", short_help=SUMMARIES["run"])
 @click.argument("sources", nargs=-1)
 @engine_options
 @click.option(
@@ -408,7 +409,7 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
         console.print(f"error {path}: {message}", markup=False, highlight=False, soft_wrap=True)
 
 
-@click.command("report")
+@click.command("report", short_help=SUMMARIES["report"])
 @click.argument("results", type=click.Path(path_type=Path))
 @click.option(
     "--html",

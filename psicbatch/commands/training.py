@@ -8,7 +8,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from psicbatch.commands import command_line
+from psicbatch.commands import SUMMARIES, command_line
 from psicbatch.commands.options import (
     AT_LEAST_ONE,
     NETWORK_SIZE,
@@ -40,7 +40,7 @@ from psicbatch.train import Trainer
 console = Console(stderr=True)
 
 
-@click.command()
+@click.command(short_help=SUMMARIES["synth"])
 @click.argument("out", type=click.Path(path_type=Path, file_okay=False))
 @click.option(
     "--count", type=AT_LEAST_ONE, default=200, show_default=True, help="Number of images."
@@ -63,7 +63,7 @@ def synth(out: Path, count: int, size: tuple[int, int], defect_rate: float, seed
     click.echo(f"wrote {count} images to {out}; next: psicbatch train {out} --out model.pt")
 
 
-@click.command()
+@click.command(short_help=SUMMARIES["train"])
 @dataset_options
 @training_options
 @click.option(
@@ -130,7 +130,7 @@ def train(
     )
 
 
-@click.command("eval")
+@click.command("eval", short_help=SUMMARIES["eval"])
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "--engine",
@@ -197,7 +197,7 @@ def evaluate_command(
     )
 
 
-@click.command("cv")
+@click.command("cv", short_help=SUMMARIES["cv"])
 @dataset_options
 @training_options
 @click.option(
