@@ -1,8 +1,10 @@
-"""Decoding a (small) training or evaluation set once into uint8 tensors held in memory.
+"""Decoding a (small) training set once into uint8 tensors held in memory.
 
-Surface-defect datasets are small (hundreds to a few thousand images), so decoding each
-image once and keeping its pixels (uint8, or uint16 for 12/16-bit models) at the network's
-input size is the fastest way to feed many training epochs on a CPU.
+Surface-defect training sets are small (hundreds to a few thousand images), so decoding
+each image once and keeping its pixels (uint8, or uint16 for 12/16-bit models) at the
+network's input size is the fastest way to feed many training epochs on a CPU.
+Cross-validation scores its test folds from the same tensors; ``eval`` reads its images
+as it scores them instead (``labelled``).
 """
 
 from __future__ import annotations
