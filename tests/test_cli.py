@@ -85,7 +85,8 @@ def test_info_table(runner: CliRunner, tiny_checkpoint: Path) -> None:
 def test_info_on_a_folder_that_is_no_engine_is_one_line(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(main, ["info", str(tmp_path)])
     assert result.exit_code == 1 and result.output.strip().splitlines() == [
-        f"Error: {tmp_path}: not an engine folder (no manifest.json)"
+        f"Error: {tmp_path}: not an engine folder (manifest.json), an eval or cv folder "
+        "(metrics.json or cv.json) or a --watch results folder"
     ]
 
 

@@ -65,6 +65,10 @@ def test_cv_reports_in_paper_layout_and_resumes(dataset: Path, tmp_path: Path) -
     assert len(pq.read_table(out / "predictions.parquet")) == 30
     markdown = (out / "report.md").read_text()
     assert "paper Table 1 layout" in markdown and "psicbatch cv" in markdown
+    assert (out / "fold1" / "evaluation" / "report.html").is_file()
+    shown = json.loads(CliRunner().invoke(main, ["info", str(out), "--json"]).output)
+    assert shown["folds"] == 2 and shown["images"] == 30
+    assert shown["AP (%)"] == round(100 * report["pooled"]["classification"]["ap"], 2)
     # A rerun finds every fold finished and only rewrites the summary.
     stamp = (out / "fold1" / "model.pt").stat().st_mtime_ns
     assert CliRunner().invoke(main, args).exit_code == 0

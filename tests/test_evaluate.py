@@ -158,6 +158,14 @@ def test_eval_writes_a_page_of_the_images_it_got_most_wrong(dataset: Path, tmp_p
     lowest = min((r for r in rows if r["is_defective"]), key=lambda r: r["probability"])
     assert section.index(lowest["path"]) < section.index("</figure>")  # listed first
     assert page.count('alt="pr_curve"') == 1
+    shown = CliRunner().invoke(main, ["info", str(out)], terminal_width=200)
+    assert shown.exit_code == 0 and "psicbatch evaluation" in shown.output
+    assert f"{summary['classification']['fp']} / {missed}" in shown.output
+    (out / "metrics.json").write_text("{")
+    damaged = CliRunner().invoke(main, ["info", str(out)])
+    assert (
+        damaged.exit_code == 1 and "metrics.json: not a readable psicbatch record" in damaged.output
+    )
 
 
 def test_eval_of_files_whose_names_are_not_utf8(tmp_path: Path) -> None:

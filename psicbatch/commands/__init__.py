@@ -21,7 +21,7 @@ SUMMARIES = {
     "cv": "k-fold cross-validation with grouped, stratified folds; reports in the paper's layout.",
     "engines": "List the engines built under ROOT (default: engines/).",
     "eval": "Score a checkpoint or an engine on labelled images with the paper's metrics.",
-    "info": "Show a checkpoint, an engine folder or a run's results.",
+    "info": "Show a checkpoint, an engine folder, a run's results or an evaluation.",
     "init": "Write an untrained (randomly initialised) checkpoint.",
     "report": "A self-contained HTML page (or with --csv a table) of a run's results.",
     "run": "Inspect images: defect probability and RLE mask per image, written to Parquet.",

@@ -22,21 +22,32 @@ from psicbatch.checkpoint import (
 from psicbatch.commands import SUMMARIES
 from psicbatch.commands.options import NETWORK_SIZE, Bounded
 from psicbatch.engines.manifest import MANIFEST_NAME, Manifest, read_manifest
+from psicbatch.errors import PsicbatchError
 from psicbatch.model import ModelConfig, count_flops, count_parameters
 from psicbatch.run.output_guard import CHECKPOINT, check_output
 
 
 @click.command(short_help=SUMMARIES["info"])
-@click.argument("path", metavar="CHECKPOINT|ENGINE|RESULTS", type=click.Path(path_type=Path))
+@click.argument(
+    "path", metavar="CHECKPOINT|ENGINE|RESULTS|EVALUATION", type=click.Path(path_type=Path)
+)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead.")
 def info(path: Path, as_json: bool) -> None:
     """Show a checkpoint (configuration, size, cost per image), an engine folder (backend,
-    precision, shapes, parity, decisions) or a run's results (counts, engine, settings)."""
+    precision, shapes, parity, decisions), a run's results (counts, engine, settings) or an
+    eval or cv folder (headline metrics, engine, command)."""
     from psicbatch.run.output_guard import is_results_file
     from psicbatch.run.results import results_summary, watch_identity
 
     if path.is_dir() and not (path / MANIFEST_NAME).exists() and watch_identity(path):
         kind, summary = "results", results_summary(path)
+    elif path.is_dir() and any((path / name).is_file() for name in EVALUATION_RECORDS):
+        kind, summary = evaluation_summary(path)
+    elif path.is_dir() and not (path / MANIFEST_NAME).exists():
+        raise PsicbatchError(
+            f"{path}: not an engine folder ({MANIFEST_NAME}), an eval or cv folder "
+            f"({' or '.join(EVALUATION_RECORDS)}) or a --watch results folder"
+        )
     elif path.is_dir():
         kind, summary = "engine", engine_summary(path, read_manifest(path))
     elif is_results_file(path):
@@ -54,6 +65,45 @@ def info(path: Path, as_json: bool) -> None:
             value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
         table.add_row(key, str(value))
     Console().print(table)
+
+
+# The record an ``eval`` report folder holds, and a ``cv`` folder's (pooled over folds).
+EVALUATION_RECORDS = ("metrics.json", "cv.json")
+
+
+def evaluation_summary(path: Path) -> tuple[str, dict[str, Any]]:
+    """An ``eval`` report folder's headline figures, or a ``cv`` folder's pooled ones (with
+    its folds' engine, the same for each), and which of the two it is."""
+    from psicbatch.paths import regular_file_bytes
+    from psicbatch.scores import HEADLINE, EngineDescription, EvaluationSummary
+
+    name = next(n for n in reversed(EVALUATION_RECORDS) if (path / n).is_file())
+    try:
+        record = json.loads(regular_file_bytes(path / name))
+        summary = EvaluationSummary.from_dict(record["pooled"] if name == "cv.json" else record)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise PsicbatchError(f"{path / name}: not a readable psicbatch record ({error})") from None
+    engine = summary.engine.line() if summary.engine else "-"
+    folds = {}
+    if name == "cv.json":  # each fold scores its own model, on engines alike
+        folds = {"folds": len(record["folds"])}
+        scored = [fold["summary"].get("engine") for fold in record["folds"]]
+        if scored and scored[0]:
+            e = EngineDescription.from_dict(scored[0])
+            height, width = e.input_size
+            engine = f"{e.backend} {e.precision} on {e.device}, {height}x{width}, one per fold"
+    return "cross-validation" if folds else "evaluation", {
+        "folder": str(path),
+        "evaluated": summary.evaluated or record.get("dataset", "-"),
+        **folds,
+        "images": summary.images,
+        "defective_images": summary.defective_images,
+        **{f"{metric.label} (%)": round(100 * metric.of(summary), 2) for metric in HEADLINE},
+        "FP / FN": f"{summary.classification.fp} / {summary.classification.fn}",
+        "engine": engine,
+        "command": summary.command or record.get("command", "-"),
+        "reports": ", ".join(n for n in ("report.html", "report.md") if (path / n).is_file()),
+    }
 
 
 def checkpoint_summary(path: Path, checkpoint: Checkpoint) -> dict[str, Any]:
