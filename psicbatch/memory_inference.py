@@ -24,7 +24,7 @@ def predict_batches(
     model.eval().to(device)
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            batch = normalize(images[start : start + batch_size], preprocessing).to(device)
+            batch = normalize(images[start : start + batch_size].to(device), preprocessing)
             with autocast(device, precision):
                 seg_logits, cls_logits = model(batch)
             yield (
