@@ -90,6 +90,11 @@ def cross_validate(
         "folds": fold_reports,
         "tables": cross_validation_tables([f["summary"] for f in fold_reports]),
         "pooled": pooled,
+        "fold_pages": [  # folds scored before the pages existed have none
+            page
+            for fold in fold_reports
+            if (out / (page := f"fold{fold['fold']}/evaluation/report.html")).is_file()
+        ],
     }
     write_json(out / "cv.json", report)
     write_predictions(out / "predictions.parquet", all_rows)

@@ -361,6 +361,16 @@ def cross_validation_markdown(report: dict[str, Any]) -> str:
         )
         + ".",
         "",
+        *(
+            [
+                "Each fold's test set, with the images its model got most wrong: "
+                + ", ".join(f"`{page}`" for page in report["fold_pages"])
+                + ".",
+                "",
+            ]
+            if report.get("fold_pages")
+            else []
+        ),
         METRIC_NOTE,
         "",
     ]

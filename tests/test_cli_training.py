@@ -65,7 +65,9 @@ def test_cv_reports_in_paper_layout_and_resumes(dataset: Path, tmp_path: Path) -
     assert len(pq.read_table(out / "predictions.parquet")) == 30
     markdown = (out / "report.md").read_text()
     assert "paper Table 1 layout" in markdown and "psicbatch cv" in markdown
-    assert (out / "fold1" / "evaluation" / "report.html").is_file()
+    pages = ["fold1/evaluation/report.html", "fold2/evaluation/report.html"]
+    assert report["fold_pages"] == pages and all((out / page).is_file() for page in pages)
+    assert f"`{pages[1]}`" in markdown
     shown = json.loads(CliRunner().invoke(main, ["info", str(out), "--json"]).output)
     assert shown["folds"] == 2 and shown["images"] == 30
     assert shown["AP (%)"] == round(100 * report["pooled"]["classification"]["ap"], 2)
