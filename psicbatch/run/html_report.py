@@ -2,9 +2,9 @@
 
 Everything (plots, thumbnails) is embedded as base64 PNG, so the page can be mailed or
 archived alone. Thumbnails are the images as stored at their paths with the mask tinted
-over them in red (``pictures``); an image that can no longer be read is listed without a thumbnail.
-The paths come from the results file, so they are read as ``run`` reads its inputs:
-regular files only, within the same size and decoding-time limits.
+over them in red (``pictures``); an image that can no longer be read is listed without
+a thumbnail. The paths come from the results file, so they are read as ``run`` reads its
+inputs: regular files only, within the same size and decoding-time limits.
 """
 
 from __future__ import annotations
