@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from psicbatch import __version__
+from psicbatch.assets import demo_model_path
 from psicbatch.cli import COMMANDS, main
 from psicbatch.commands import SUMMARIES
 
@@ -134,3 +135,23 @@ def _png_bytes() -> bytes:
     buffer = BytesIO()
     Image.new("L", (32, 32)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_a_loss_history_at_a_glance() -> None:
+    from psicbatch.commands.model import sparkline
+
+    falling = [10.0 ** -(i / 10) for i in range(90)]  # nine orders of magnitude, evenly
+    line = sparkline(falling)
+    first, bars, last = line.split(" ")
+    assert (first, last) == ("1", "1.259e-09") and len(bars) == 30
+    assert bars[0] == "█" and bars[-1] == "▁"
+    # On the log scale an even fall gives evenly spaced bars, not one drop and a floor.
+    assert len(set(bars)) == 8
+    assert sparkline([0.0, 1.0, 0.5]).split(" ")[1] == "▁█▅"  # a zero: a linear scale
+
+
+def test_info_shows_how_the_loss_fell(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["info", str(demo_model_path())], terminal_width=160)
+    assert result.exit_code == 0
+    assert "segmentation loss by epoch" in result.output
+    assert "classification loss by epoch" in result.output

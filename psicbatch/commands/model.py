@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,11 @@ def checkpoint_summary(path: Path, checkpoint: Checkpoint) -> dict[str, Any]:
         "std": list(checkpoint.preprocessing.std),
         "thresholds": asdict(checkpoint.thresholds),
         "training": training_summary(checkpoint.training),
+        **{
+            f"{phase} loss by epoch": sparkline(values)
+            for phase, values in checkpoint.training.get("loss_history", {}).items()
+            if values
+        },
     }
 
 
@@ -179,6 +185,25 @@ def training_summary(training: dict[str, Any]) -> dict[str, Any]:
         "data": f"{dataset.get('path', '-')} ({dataset.get('layout', '-')})",
     }
     return {key: value for key, value in summary.items() if value not in ({}, None)}
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], width: int = 30) -> str:
+    """A loss history at a glance: its first and last value and one bar per epoch (the
+    mean of neighbouring epochs beyond ``width``), on a log scale where every value is
+    positive, since losses fall by orders of magnitude."""
+    count = min(width, len(values))
+    groups = [
+        values[i * len(values) // count : (i + 1) * len(values) // count] for i in range(count)
+    ]
+    means = [sum(group) / len(group) for group in groups]
+    if min(means) > 0:
+        means = [math.log(value) for value in means]
+    low, span = min(means), (max(means) - min(means)) or 1.0
+    bars = "".join(SPARKS[round((value - low) / span * (len(SPARKS) - 1))] for value in means)
+    return f"{values[0]:.4g} {bars} {values[-1]:.4g}"
 
 
 def _is_parameter(name: str) -> bool:
