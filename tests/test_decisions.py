@@ -305,6 +305,11 @@ def test_calibrate_can_score_a_dataset_itself(dataset: Path, tmp_path: Path) -> 
     a, b = (json.loads(path.read_text())["validation"] for path in (stored, scored))
     for key in ("threshold", "escapes", "false_rejects", "defective", "good"):
         assert a[key] == b[key], key
+    assert "evaluating" in cli(  # scoring a dataset is long work: it shows progress
+        "calibrate", str(dataset), "--model", model, "-o", str(tmp_path / "p.json")
+    )
+    quiet = cli("calibrate", str(dataset), "--model", model, "-o", str(tmp_path / "q.json"), "-q")
+    assert "evaluating" not in quiet and "decisions written" in quiet
     lone = CliRunner().invoke(main, ["calibrate", str(dataset), "-o", str(tmp_path / "x.json")])
     assert lone.exit_code == 2 and "give --model or --engine" in lone.output
 

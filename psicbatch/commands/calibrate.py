@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.progress import Progress
 
 from psicbatch.calibrate import Validation, calibrate, read_validation, scored_rows
 from psicbatch.calibration_report import (
@@ -35,6 +36,7 @@ from psicbatch.decisions import (
 )
 from psicbatch.engines.revisions import set_decisions
 from psicbatch.errors import PsicbatchError
+from psicbatch.progress import progress_bar
 from psicbatch.run.output_guard import OutputKind, check_output
 
 # The decision file and its two reports, each replacing only its own kind.
@@ -115,6 +117,7 @@ OUTPUTS = (
 @click.option(
     "--overwrite", is_flag=True, help="Replace an earlier decision file and its reports at --out."
 )
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar while a dataset is scored.")
 def calibrate_command(
     predictions: Path,
     model: Path | None,
@@ -131,6 +134,7 @@ def calibrate_command(
     engine: Path | None,
     out: Path,
     overwrite: bool,
+    quiet: bool,
 ) -> None:
     """Choose the image threshold for a target escape rate from eval/cv predictions, from
     run results with --labels, or by scoring a labelled dataset (PREDICTIONS a folder)
@@ -152,7 +156,8 @@ def calibrate_command(
     for kind, path in zip(OUTPUTS, written, strict=True):
         check_output(path, kind, named_inputs=inputs, overwrite=overwrite)
     if predictions.is_dir():
-        data, scorer = _scored(predictions, engine, model, precision, layout, device)
+        with progress_bar(quiet) as progress:
+            data, scorer = _scored(predictions, engine, model, precision, layout, device, progress)
     else:
         scorer = _scorer(predictions)
         if engine is not None:
@@ -233,6 +238,7 @@ def _scored(
     precision: str,
     layout: str,
     device: str,
+    progress: Progress,
 ) -> tuple[Validation, dict[str, Any]]:
     """A labelled dataset scored by a model or engine, as ``eval`` scores it, and that
     engine."""
@@ -242,7 +248,7 @@ def _scored(
     if (engine is None) == (model is None):
         raise click.BadParameter("with a dataset folder, give --model or --engine")
     spec = EngineSpec(engine_dir=engine, checkpoint=model, precision=precision)
-    result = evaluate_dataset(spec, dataset, layout, device)
+    result = evaluate_dataset(spec, dataset, layout, device, progress=progress)
     validation = scored_rows(result.rows, f"{dataset} scored by {engine or model}")
     engine_used = result.summary.engine
     return validation, scoring_engine(vars(engine_used)) if engine_used else {}
