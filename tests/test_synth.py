@@ -1,5 +1,5 @@
 """The synthetic data generator: discs drawn in their bounding box equal the whole-image
-formula, and a seed gives the same images."""
+formula, a seed gives the same images, and the command shows its progress."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from psicbatch.cli import main
 from psicbatch.data.synth import add_disc, generate, generate_many
 
 
@@ -41,3 +43,10 @@ def test_images_generated_on_several_processes_are_each_chunk_s_own(tmp_path: Pa
         )
         ours = sorted((tmp_path / "many" / str(chunk) / "images").iterdir())
         assert [p.read_bytes() for p in ours] == [p.read_bytes() for p in alone]
+
+
+def test_synth_shows_progress_unless_quiet(tmp_path: Path) -> None:
+    shown = CliRunner().invoke(main, ["synth", str(tmp_path / "a"), "--count", "3"])
+    quiet = CliRunner().invoke(main, ["synth", str(tmp_path / "b"), "--count", "3", "-q"])
+    assert shown.exit_code == quiet.exit_code == 0
+    assert "generating" in shown.output and "generating" not in quiet.output

@@ -54,12 +54,16 @@ console = Console(stderr=True)
     help="Share of defective images.",
 )
 @click.option("--seed", default=0, show_default=True)
-def synth(out: Path, count: int, size: tuple[int, int], defect_rate: float, seed: int) -> None:
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def synth(
+    out: Path, count: int, size: tuple[int, int], defect_rate: float, seed: int, quiet: bool
+) -> None:
     """Generate a DAGM-like synthetic dataset (folder layout) with exact defect masks."""
     check_output_folder(out, "synth.json", "synthetic dataset", "OUT")
     for earlier in [*out.glob("images/synth_*.png"), *out.glob("masks/synth_*.png")]:
         earlier.unlink()  # an earlier, larger set would leave images behind
-    generate(out, count, size, defect_rate, seed)
+    with progress_bar(quiet, console) as progress:
+        generate(out, count, size, defect_rate, seed, progress)
     click.echo(f"wrote {count} images to {out}; next: psicbatch train {out} --out model.pt")
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from rich.progress import Progress
 from scipy import ndimage
 
 from psicbatch.cpus import available_cpus
@@ -101,6 +102,7 @@ def generate(
     size: tuple[int, int] = (128, 128),
     defect_rate: float = 0.3,
     seed: int = 0,
+    progress: Progress | None = None,
 ) -> list[Path]:
     """Write ``count`` images (a ``defect_rate`` share defective) and return image paths."""
     height, width = size
@@ -111,6 +113,7 @@ def generate(
     flags = np.array([True] * defective_count + [False] * (count - defective_count))
     rng.shuffle(flags)
     paths = []
+    task = progress.add_task("generating", total=count, status="") if progress else None
     for index, defective in enumerate(flags):
         image, mask = synth_image(rng, height, width, bool(defective))
         name = f"synth_{index:05d}.png"
@@ -118,6 +121,8 @@ def generate(
         if defective:
             Image.fromarray(mask.astype(np.uint8) * 255).save(out / "masks" / name)
         paths.append(out / "images" / name)
+        if progress is not None and task is not None:
+            progress.advance(task)
     meta = {"count": count, "size": [height, width], "defect_rate": defect_rate, "seed": seed}
     (out / "synth.json").write_text(json.dumps(meta, indent=2))
     return paths
