@@ -279,6 +279,13 @@ def test_build_engine_times_the_candidates_and_lists_the_engine(
     assert (manifest.backend, manifest.precision) == min(timed, key=timed.get)
     assert manifest.selection.startswith("measured on this machine (CPU capability")
     assert "ms/image  timed" in result.output
+    for step in (  # a long build says what it is doing
+        "] reading the calibration and parity images",
+        "] onnxruntime fp32: exporting the ONNX graph",
+        "] torch fp32: checking parity with fp32 on",
+        "] onnxruntime fp32: timing for up to",
+    ):
+        assert step in result.output, step
     assert not list((tmp_path / "engines").glob(".psicbatch-tuning-*"))  # cleaned up
     listing = CliRunner().invoke(main, ["engines", str(tmp_path / "engines")])
     assert listing.exit_code == 0 and "demo" in listing.output

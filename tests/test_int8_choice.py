@@ -92,6 +92,7 @@ def test_auto_picks_int8_with_calibration_images_and_parity(folders, tmp_path: P
     chose = "chose openvino int8: calibration images given, and parity with fp32 held"
     assert chose in result.output
     assert "(held out of --calib" in result.output and "0 decision flips" in result.output
+    assert "] openvino int8: calibrating int8 ranges on 18 images" in result.output
 
 
 @cpu_only

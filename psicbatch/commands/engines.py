@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +141,15 @@ from psicbatch.model import MIN_NETWORK_SIZE
 def build_engine_command(checkpoint: Path, **values: Any) -> None:
     """Compile a checkpoint into an engine folder (engine file + manifest.json)."""
     options = BuildOptions(**values)
-    directory, manifest = build_engine(checkpoint, options)
+    steps = Console(stderr=True)
+    started = time.monotonic()
+
+    def say(step: str) -> None:
+        status.update(step)
+        steps.print(f"[{time.monotonic() - started:6.1f} s] {step}", highlight=False)
+
+    with steps.status("building", spinner="dots") as status:
+        directory, manifest = build_engine(checkpoint, options, say)
     engine_path = directory / manifest.engine_file
     parity = manifest.parity
     click.echo(

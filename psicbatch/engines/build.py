@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,10 @@ class ParityError(PsicbatchError):
             "(--no-parity-check keeps it anyway)"
         )
         self.problem = problem
+
+
+def _silent(step: str) -> None:
+    """The default listener of a build's steps."""
 
 
 def tensorrt_usable(device: str) -> bool:
@@ -161,9 +166,12 @@ def default_directory(checkpoint_path: Path, backend: str, precision: str, size:
     return Path("engines") / f"{checkpoint_path.stem}-{backend}-{precision}-{size[0]}x{size[1]}"
 
 
-def build_engine(checkpoint_path: Path, options: BuildOptions) -> tuple[Path, Manifest]:
+def build_engine(
+    checkpoint_path: Path, options: BuildOptions, say: Callable[[str], None] = _silent
+) -> tuple[Path, Manifest]:
     """Build the chosen engine; an automatic int8 choice that fails parity builds its
-    fallback instead, and the manifest says why."""
+    fallback instead, and the manifest says why. ``say`` hears each step as it starts
+    (a build of the paper's network takes minutes on a CPU)."""
     checkpoint = load_checkpoint(checkpoint_path)
     choice = choose_engine(options)
     size = engine_size(checkpoint, options.input_size)
@@ -178,10 +186,11 @@ def build_engine(checkpoint_path: Path, options: BuildOptions) -> tuple[Path, Ma
     for name, precision in ends:
         directory = options.out or default_directory(checkpoint_path, name, precision, size)
         check_destination(directory, options.overwrite)
+    say("reading the calibration and parity images")
     images = image_sets(
         checkpoint, size, options.calib, options.parity_images, options.parity_count
     )
-    build = Build(checkpoint_path, checkpoint, options, size, images)
+    build = Build(checkpoint_path, checkpoint, options, size, images, say)
     if tuned:
         return tuned_build(build)
     if choice.fallback is None:
@@ -203,6 +212,7 @@ class Build:
     options: BuildOptions
     size: tuple[int, int]
     images: ImageSets
+    say: Callable[[str], None] = _silent
 
     def checked(
         self, choice: Choice, enforce_parity: bool, directory: Path | None = None
@@ -226,7 +236,13 @@ class Build:
         staging.mkdir(parents=True)
         try:
             result = _build_backend(
-                self.checkpoint_path, self.checkpoint, manifest, options, staging, self.images
+                self.checkpoint_path,
+                self.checkpoint,
+                manifest,
+                options,
+                staging,
+                self.images,
+                lambda step: self.say(f"{choice.backend} {choice.precision}: {step}"),
             )
             manifest.engine_file = result["engine_file"]
             manifest.backend_details = result["details"]
@@ -236,6 +252,10 @@ class Build:
             device = resolve_device(options.device)
             quantized = choice.precision == "int8"
             engine = load_engine(staging, device)
+            self.say(
+                f"{choice.backend} {choice.precision}: checking parity with fp32 on "
+                f"{len(self.images.parity)} images"
+            )
             manifest.parity = measure_parity(engine, self.checkpoint, self.images.parity)
             manifest.parity.update(
                 device=device,
@@ -272,6 +292,7 @@ def tuned_build(build: Build) -> tuple[Path, Manifest]:
 
     def measure(built: tuple[Path, Manifest], seconds: float) -> float:
         folder, manifest = built
+        build.say(f"{manifest.backend} {manifest.precision}: timing for up to {seconds:.0f} s")
         batch = min(TIMING_BATCH, manifest.max_batch)
         return time_engine(load_engine(folder, "cpu"), batch, manifest.input_size, seconds)
 
@@ -368,14 +389,18 @@ def _build_backend(
     options: BuildOptions,
     staging: Path,
     images: ImageSets,
+    say: Callable[[str], None],
 ) -> dict[str, Any]:
     entry = backend(manifest.backend)
     if not entry.from_onnx:
+        say("building")
         return entry.load(entry.builder)(checkpoint_path, staging, options.compile)
     size, max_batch = manifest.input_size, manifest.max_batch
     work = staging / "work"
     work.mkdir()
     try:
+        calibrating = f"calibrating int8 ranges on {images.calibration_count} images"
+        say("exporting the ONNX graph")
         if entry.cpu_int8:
             graph = export_onnx(
                 checkpoint,
@@ -386,7 +411,9 @@ def _build_backend(
                 checkpoint_sha256=manifest.checkpoint_sha256,
             )
             if manifest.precision == "int8":
+                say(calibrating)
                 graph = quantize_int8(graph, work / "int8.onnx", images.calibration, "u8")
+            say("building")
             return entry.load(entry.builder)(graph, staging, options.threads)
         import tensorrt
 
@@ -408,9 +435,11 @@ def _build_backend(
             checkpoint_sha256=manifest.checkpoint_sha256,
         )
         if plan.quantize:
+            say(calibrating)
             graph = quantize_int8(graph, work / "int8.onnx", images.calibration, "s8")
         if plan.qdq_float16:
             graph = float16_outside_qdq(graph, work / "int8-fp16.onnx")
+        say("building (TensorRT times its kernels: minutes)")
         with torch.cuda.device(torch.device(resolve_device(options.device))):
             return build_tensorrt(
                 graph,
