@@ -39,6 +39,7 @@ from psicbatch.checkpoint import (
 from psicbatch.data.memory import TensorDataset
 from psicbatch.devices import resolve_device
 from psicbatch.errors import PsicbatchError
+from psicbatch.loss_scaling import LossScale
 from psicbatch.losses import segmentation_loss
 from psicbatch.memory_inference import predict_batches
 from psicbatch.metrics import best_f1_threshold
@@ -118,12 +119,15 @@ class Trainer:
             options.precision, "torch", self.device, training=True
         )
         self.precision = self.precision_choice.precision
+        self.loss_scale = LossScale.for_precision(self.precision)
         self.masks = dilate_masks(data.masks, options.dilate)
         self.metadata = metadata or {}
 
     def run(self, resume: bool = False) -> Checkpoint:
         model, preprocessing, state = self._start(resume)
         state["precision"] = asdict(self.precision_choice)  # what ran, and why
+        if "loss_scale" in state:  # a resumed fp16 training goes on at its scale
+            self.loss_scale = LossScale(**state["loss_scale"])
         model.to(self.device)
         phases = (
             [("segmentation", self.options.seg_epochs), ("classification", self.options.cls_epochs)]
@@ -199,6 +203,8 @@ class Trainer:
             history.append(round(loss, 6))
             state["epochs_done"][phase] = epoch + 1
             state["train_seconds"] = state.get("train_seconds", 0.0) + time.monotonic() - started
+            if self.loss_scale.dynamic:
+                state["loss_scale"] = self.loss_scale.record()
             save_checkpoint(self._checkpoint(model, preprocessing, state), partial_path(self.out))
             if self.progress is not None:
                 self.progress.update(task, advance=1, status=f"loss {loss:.4f}")
@@ -236,7 +242,9 @@ class Trainer:
         for step, index in enumerate(batches):
             lr = _poly_lr(base_lr, epoch * len(batches) + step, epochs * len(batches))
             loss = batch_loss(index)
-            _sgd_step(loss, parameters, lr)
+            grads = self.loss_scale.gradients(loss, parameters)
+            if grads is not None:  # None: fp16 gradients overflowed, the step is skipped
+                _sgd_step(parameters, grads, lr)
             losses.append(loss.item())
         return float(np.mean(losses))
 
@@ -353,9 +361,10 @@ class Trainer:
         return Checkpoint.from_model(model, preprocessing, thresholds, dict(state))
 
 
-def _sgd_step(loss: torch.Tensor, parameters: list[torch.nn.Parameter], lr: float) -> None:
+def _sgd_step(
+    parameters: list[torch.nn.Parameter], grads: list[torch.Tensor | None], lr: float
+) -> None:
     """Plain SGD without momentum (the paper's optimiser): p <- p - lr * grad."""
-    grads = torch.autograd.grad(loss, parameters, allow_unused=True)
     with torch.no_grad():
         for parameter, grad in zip(parameters, grads, strict=True):
             if grad is not None:

@@ -230,6 +230,21 @@ def test_eval_on_the_gpu_matches_the_cpu_eval(images: Path, tmp_path: Path) -> N
             assert gpu[group][name] == pytest.approx(value, abs=0.01, nan_ok=True), name
 
 
+def test_fp16_training_on_the_gpu_scales_its_loss(tmp_path: Path) -> None:
+    """fp16 (the choice on GPUs without bf16) trains with dynamic loss scaling."""
+    data, model = tmp_path / "data", tmp_path / "fp16.pt"
+    generate(data, 8, (64, 64), defect_rate=0.5, seed=3)
+    tiny = ["--width", "0.125", "--input-size", "64x64", "--seg-epochs", "3", "--cls-epochs", "2"]
+    args = ["train", str(data), "-o", str(model), *tiny, "--precision", "fp16", "-q"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    training = load_checkpoint(model).training
+    assert training["precision"]["precision"] == "fp16"
+    assert training["loss_scale"]["dynamic"] and training["loss_scale"]["scale"] >= 1
+    losses = [loss for phase in training["loss_history"].values() for loss in phase]
+    assert len(losses) == 5 and all(np.isfinite(losses))
+
+
 def test_the_papers_network_at_1408x512_on_the_gpu(tmp_path: Path) -> None:
     from psicbatch.checkpoint import save_checkpoint, untrained_checkpoint
     from psicbatch.engines.spec import EngineSpec, open_engine
