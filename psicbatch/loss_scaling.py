@@ -45,7 +45,9 @@ class LossScale:
             self.good_steps = 0
             self.skipped_steps += 1
             return None
-        unscaled = [None if grad is None else grad / self.scale for grad in grads]
+        unscaled: list[torch.Tensor | None] = [
+            None if grad is None else grad / self.scale for grad in grads
+        ]
         self.good_steps += 1
         if self.good_steps == GROWTH_INTERVAL:
             self.scale *= 2

@@ -122,3 +122,20 @@ def test_tuning_stops_when_the_budget_is_spent() -> None:
     assert all(share <= 60 for share in shares)
     nothing, none = tune(candidates, build, measure, budget=0, clock=lambda: now[0])
     assert none is None and all(t.outcome.startswith("skipped") for t in nothing)
+
+
+@pytest.mark.parametrize(
+    ("capability", "chosen"),
+    [((7, 5), "fp16"), ((7, 0), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")],
+)
+def test_training_on_a_gpu_takes_bf16_only_where_it_is_native(
+    monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], chosen: str
+) -> None:
+    """A T4 (7.5) or V100 (7.0) emulates bf16, which torch's own check counts as support:
+    auto trains those in fp16 (with loss scaling), Ampere (8.0) and later in bf16."""
+    from psicbatch.precision import choose_precision
+
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert choose_precision("auto", "torch", "cuda:0", training=True).precision == chosen
