@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from psicbatch.paths import path_bytes, readable_path
 from psicbatch.preprocess import full_resolution_mask, normalize
 from psicbatch.reports import write_evaluation_report
 from psicbatch.roi import RegionOfInterest
+from psicbatch.run.stages import staged
 from psicbatch.scores import (
     ClassificationScores,
     EngineDescription,
@@ -113,20 +115,32 @@ def evaluate_engines(
     batch_size: int = 8,
     progress: Progress | None = None,
     roi: RegionOfInterest | None = None,
+    overlap: bool | None = None,
 ) -> list[Evaluation]:
     """Run every engine (any backend: the engine that is deployed is the one scored) on
     each batch of ``images`` and score each image against its original-resolution mask
     (inside ``roi`` only, when given, as ``run --roi``): one evaluation per engine. A
     tiled model's images go one at a time, their tiles stitched back as ``psicbatch run``
-    does (``tiles.TileGrid``)."""
+    does (``tiles.TileGrid``). ``overlap``: infer beside the scoring (default: on GPUs)."""
     tiled = engines[0].manifest.engine_preprocessing().tile_overlap is not None
     step = 1 if tiled else max(1, min(batch_size, *(e.batch_range[1] for e in engines)))
     task = progress.add_task("evaluating", total=count, status="") if progress else None
     rows: list[list[dict[str, Any]]] = [[] for _ in engines]
     galleries = [Gallery() for _ in engines]
-    for group in _groups(images, step):
-        for engine, engine_rows, gallery in zip(engines, rows, galleries, strict=True):
-            _score_group(engine, group, roi, engine_rows, gallery)
+    # On a GPU, inference runs a batch ahead in a thread of its own while this one scores,
+    # or the host's scoring would leave the device idle in between. On a CPU both share
+    # the same cores: no faster, and inference in a second thread costs memory (its own
+    # thread team and buffers; benchmarks/results/eval-memory-avx512/).
+    if overlap is None:
+        overlap = any(engine.device.type == "cuda" for engine in engines)
+    infer = partial(_infer_group, engines)
+    groups = _groups(images, step)
+    inferred = staged(groups, infer, 1, name="eval-infer") if overlap else map(infer, groups)
+    for group, outputs in inferred:
+        for engine, output, engine_rows, gallery in zip(
+            engines, outputs, rows, galleries, strict=True
+        ):
+            _score_group(engine, group, output, roi, engine_rows, gallery)
         if progress is not None and task is not None:
             progress.advance(task, len(group))
     return [
@@ -162,25 +176,34 @@ def _groups(images: Iterable[LabelledImage], size: int) -> Iterator[list[Labelle
         yield group
 
 
+def _infer_group(
+    engines: list[Engine], group: list[LabelledImage]
+) -> tuple[list[LabelledImage], list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Every engine's outputs for a batch of images, or for one tiled image's tiles."""
+    tiled = isinstance(group[0].placement, TileGrid)
+    pixels = group[0].pixels if tiled else np.stack([image.pixels for image in group])
+    return group, [_infer(engine, pixels) for engine in engines]
+
+
 def _score_group(
     engine: Engine,
     group: list[LabelledImage],
+    outputs: tuple[torch.Tensor, torch.Tensor],
     roi: RegionOfInterest | None,
     rows: list[dict[str, Any]],
     gallery: Gallery,
 ) -> None:
-    """One engine's rows for a batch of images, or for one tiled image, added to
-    ``rows``; the gallery sees each."""
+    """One engine's rows for a batch of images, or for one tiled image, from its outputs,
+    added to ``rows``; the gallery sees each."""
     thresholds = engine.manifest.thresholds
+    probabilities, segmentation = outputs
     grid = group[0].placement
     if isinstance(grid, TileGrid):
         (image,) = group
-        probabilities, segmentation = _infer(engine, image.pixels)
         probability, _ = grid.deciding_tile(probabilities)
         stitched = grid.stitch(segmentation).numpy()
         scored = [(image, probability, stitched >= thresholds["segmentation"])]
     else:
-        probabilities, segmentation = _infer(engine, np.stack([i.pixels for i in group]))
         scored = [
             (
                 image,

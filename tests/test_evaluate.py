@@ -64,6 +64,21 @@ def test_streamed_scores_equal_scores_of_images_held_in_memory(dataset: Path) ->
     assert streamed.summary.to_dict() == in_memory.summary.to_dict()
 
 
+def test_inference_beside_the_scoring_scores_the_same(dataset: Path) -> None:
+    """What a GPU does (inference a batch ahead in its own thread), run on the CPU."""
+    engine = open_engine(EngineSpec(checkpoint=demo_model_path(), precision="fp32"), "cpu", 8)
+    samples = read_dataset(dataset, "folder")
+    preprocessing = engine.manifest.engine_preprocessing()
+    (series, beside) = (
+        evaluate_engines(
+            [engine], read_labelled(samples, preprocessing, 4), len(samples), 4, overlap=overlap
+        )[0]
+        for overlap in (False, True)
+    )
+    assert all(_same(a, b) for a, b in zip(series.rows, beside.rows, strict=True))
+    assert len(beside.rows) == IMAGES
+
+
 def test_eval_reads_images_as_it_scores_them(
     dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
