@@ -170,16 +170,24 @@ class Classifier(nn.Module):
         self.fc = nn.Linear(2 * CLASSIFIER_CHANNELS[-1] + 2, 1)
 
     def forward(self, deep: torch.Tensor, seg_logits: torch.Tensor) -> torch.Tensor:
+        return self.head(*self.inputs(deep, seg_logits))
+
+    @staticmethod
+    def inputs(deep: torch.Tensor, seg_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the trained layers see, computed without parameters: the first stage's
+        pooled input (1/16 resolution) and the segmentation logits' max and mean. Two-step
+        training keeps these for every image instead of the deep features and full-size
+        logits, a quarter of the memory and less."""
         x = torch.cat([deep, F.max_pool2d(seg_logits, STRIDE)], dim=1)
-        for stage in self.stages:
-            x = stage(F.max_pool2d(x, 2, ceil_mode=True))
-        pooled = [
-            x.amax(dim=(2, 3)),
-            x.mean(dim=(2, 3)),
-            seg_logits.amax(dim=(2, 3)),
-            seg_logits.mean(dim=(2, 3)),
-        ]
-        return self.fc(torch.cat(pooled, dim=1))
+        seg_stats = torch.cat([seg_logits.amax(dim=(2, 3)), seg_logits.mean(dim=(2, 3))], dim=1)
+        return F.max_pool2d(x, 2, ceil_mode=True), seg_stats
+
+    def head(self, pooled: torch.Tensor, seg_stats: torch.Tensor) -> torch.Tensor:
+        """The trained layers, from ``inputs``."""
+        x = pooled
+        for number, stage in enumerate(self.stages):
+            x = stage(x if number == 0 else F.max_pool2d(x, 2, ceil_mode=True))
+        return self.fc(torch.cat([x.amax(dim=(2, 3)), x.mean(dim=(2, 3)), seg_stats], dim=1))
 
 
 class PSICNet(nn.Module):

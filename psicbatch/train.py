@@ -269,20 +269,22 @@ class Trainer:
         )
 
     def _frozen_outputs(self, model: PSICNet, preprocessing: Preprocessing) -> tuple:
-        """Deep features and segmentation logits of every image, from the frozen network."""
+        """What the classifier's trained layers see of every image (``Classifier.inputs``),
+        from the frozen network: computed once for all classification epochs."""
         model.eval()
-        deep_parts, seg_parts = [], []
+        pooled_parts, stats_parts = [], []
         with torch.no_grad():
             for start in range(0, len(self.data.images), self.options.batch_size):
                 batch = self.data.images[start : start + self.options.batch_size]
                 with autocast(self.device, self.precision):
                     deep, seg = model.segment(normalize(batch.to(self.device), preprocessing))
-                deep_parts.append(deep)
-                seg_parts.append(seg)
-        return torch.cat(deep_parts), torch.cat(seg_parts)
+                    pooled, seg_stats = model.classifier.inputs(deep, seg)
+                pooled_parts.append(pooled)
+                stats_parts.append(seg_stats)
+        return torch.cat(pooled_parts), torch.cat(stats_parts)
 
     def _classification_epoch(self, model, preprocessing, rng, epoch, epochs, cache) -> float:
-        deep_all, seg_all = cache
+        pooled_all, stats_all = cache
         model.eval()
         model.classifier.train()
         labels = self.data.labels.float().to(self.device)
@@ -291,7 +293,7 @@ class Trainer:
 
         def batch_loss(index: np.ndarray) -> torch.Tensor:
             with autocast(self.device, self.precision):
-                logits = model.classifier(deep_all[index], seg_all[index]).squeeze(1)
+                logits = model.classifier.head(pooled_all[index], stats_all[index]).squeeze(1)
             return F.binary_cross_entropy_with_logits(
                 logits.float(), labels[index], pos_weight=pos_weight.to(self.device)
             )

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from psicbatch.model import ModelConfig, PSICNet, count_flops, count_parameters, pad_to_multiple
 
@@ -131,3 +132,21 @@ def test_pad_to_multiple_replicates_edges() -> None:
     assert torch.equal(padded[..., :2, :3], x)
     assert torch.equal(padded[0, 0, 3], torch.tensor([3.0, 4.0, 5.0, 5.0]))
     assert pad_to_multiple(padded, 4) is padded
+
+
+def test_the_classifier_from_its_kept_inputs_equals_the_paper_head() -> None:
+    """Two-step training keeps ``Classifier.inputs`` of every image instead of the deep
+    features and full-size logits; ``head`` of them must be the decision head exactly:
+    here written out in one piece (as it was before the split)."""
+    torch.manual_seed(0)
+    model = PSICNet(ModelConfig(width=0.125)).eval()
+    deep, seg = model.segment(torch.randn(2, 1, 60, 90))
+    head = model.classifier
+    x = torch.cat([deep, F.max_pool2d(seg, 8)], dim=1)
+    for stage in head.stages:
+        x = stage(F.max_pool2d(x, 2, ceil_mode=True))
+    features = [x.amax(dim=(2, 3)), x.mean(dim=(2, 3)), seg.amax(dim=(2, 3)), seg.mean(dim=(2, 3))]
+    expected = head.fc(torch.cat(features, dim=1))
+    pooled, stats = head.inputs(deep, seg)
+    assert pooled.shape[-2:] == (4, 6) and stats.shape == (2, 2)  # 1/16 of 64x96
+    assert torch.equal(head.head(pooled, stats), expected)
