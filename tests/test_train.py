@@ -277,3 +277,24 @@ def test_bf16_training_runs_and_is_recorded(tmp_path: Path, data: tuple) -> None
     checkpoint = Trainer(few, options, tmp_path / "bf16.pt").run()
     assert checkpoint.training["precision"] == {"precision": "bf16", "reason": "as requested"}
     assert all(np.isfinite(checkpoint.training["loss_history"]["segmentation"]))
+
+
+def test_channel_statistics_summed_a_few_images_at_a_time() -> None:
+    """The normalisation's mean and (unbiased) std, summed in chunks in float64, equal
+    those of every pixel at once, for 8-bit colour and 16-bit grayscale."""
+    generator = torch.Generator().manual_seed(1)
+    for channels, bit_depth in ((3, 8), (1, 16)):
+        high = 2**bit_depth
+        pixels = torch.randint(0, high, (37, channels, 20, 30), generator=generator)
+        dtype = torch.uint8 if bit_depth == 8 else torch.uint16
+        data = TensorDataset(
+            pixels.to(dtype),
+            torch.zeros(37, 1, 20, 30, dtype=torch.bool),
+            torch.zeros(37, dtype=torch.bool),
+            [(20, 30)] * 37,
+            bit_depth,
+        )
+        every = (pixels.double() / (high - 1)).transpose(0, 1).reshape(channels, -1)
+        mean, std = data.channel_stats()
+        assert mean == pytest.approx(every.mean(dim=1).tolist(), abs=1e-12)
+        assert std == pytest.approx(every.std(dim=1).tolist(), abs=1e-12)

@@ -22,6 +22,8 @@ from psicbatch.paths import readable_path
 from psicbatch.preprocess import read_resized, resize_mask
 from psicbatch.tiles import TileGrid
 
+STATS_CHUNK = 16  # images whose pixels are summed at once
+
 
 @dataclass
 class TensorDataset:
@@ -42,12 +44,22 @@ class TensorDataset:
         )
 
     def channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Per-channel mean and std of the pixels on [0, 1], for the checkpoint's normalisation."""
+        """Per-channel mean and std (unbiased) of the pixels on [0, 1], for the checkpoint's
+        normalisation: summed a few images at a time in float64, since a float copy of the
+        whole set would take 4 bytes per pixel of every image at once."""
         white = 2**self.bit_depth - 1
-        pixels = self.images.float().clamp_(max=white).div_(white)
-        pixels = pixels.transpose(0, 1).reshape(self.images.shape[1], -1)
-        std = pixels.std(dim=1).clamp_min(1e-3)
-        return tuple(pixels.mean(dim=1).tolist()), tuple(std.tolist())
+        channels = self.images.shape[1]
+        total = torch.zeros(channels, dtype=torch.float64)
+        squares = torch.zeros(channels, dtype=torch.float64)
+        for chunk in self.images.split(STATS_CHUNK):
+            pixels = chunk.double().clamp_(max=white).div_(white)
+            total += pixels.sum(dim=(0, 2, 3))
+            squares += pixels.square().sum(dim=(0, 2, 3))
+        count = self.images.numel() // channels
+        mean = total / count
+        variance = (squares - count * mean.square()) / max(count - 1, 1)
+        std = variance.clamp_min(0).sqrt().clamp_min(1e-3)
+        return tuple(mean.tolist()), tuple(std.tolist())
 
 
 def load_tiles(
