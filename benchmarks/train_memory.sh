@@ -9,18 +9,13 @@ out=$(realpath -m "$1") other=$(realpath "$2") pairs=${3:-2} count=${4:-200}
 size=${5:-512x512} width=${6:-0.25}
 here=$(cd "$(dirname "$0")/.." && pwd)
 python=${PYTHON:-$here/.venv/bin/python}
+source "$here/benchmarks/alternate.sh"
 mkdir -p "$out"
 [ -f "$out/data/synth.json" ] || (cd "$here" && "$python" -m psicbatch synth "$out/data" --count "$count" --size "$size" --seed 3 -q)
-grep -m1 "model name" /proc/cpuinfo | sed 's/.*: /cpu: /' > "$out/machine.txt"
-echo "avx512: $(grep -o 'avx512[a-z_0-9]*' /proc/cpuinfo | sort -u | tr '\n' ' ')" >> "$out/machine.txt"
-echo "cpus: $(nproc)" >> "$out/machine.txt"
-for pair in $(seq "$pairs"); do
-  for side in other this; do
-    root=$([ "$side" = this ] && echo "$here" || echo "$other")
-    rm -f "$out/model-$side-$pair.pt" "$out/model-$side-$pair.pt.partial"
-    (cd "$root" && /usr/bin/time -f "$side-$pair %e s %M KiB" "$python" -m psicbatch train \
-      "$out/data" --out "$out/model-$side-$pair.pt" --width "$width" --input-size "$size" \
-      --seg-epochs 1 --cls-epochs 1 --quiet 2> "$out/time-$side-$pair.txt" > /dev/null)
-    cat "$out/time-$side-$pair.txt"
-  done
-done | tee "$out/times.txt"
+machine_facts "$out"
+training() {
+  rm -f "$out/model-$1-$2.pt" "$out/model-$1-$2.pt.partial"
+  ARGS=(train "$out/data" --out "$out/model-$1-$2.pt" --width "$width" --input-size "$size"
+    --seg-epochs 1 --cls-epochs 1 --quiet)
+}
+alternate "$out" "$other" "$pairs" training
