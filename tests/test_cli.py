@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -148,6 +149,7 @@ def test_a_loss_history_at_a_glance() -> None:
     # On the log scale an even fall gives evenly spaced bars, not one drop and a floor.
     assert len(set(bars)) == 8
     assert sparkline([0.0, 1.0, 0.5]).split(" ")[1] == "▁█▅"  # a zero: a linear scale
+    assert sparkline([0.5, 0.1, math.nan, math.inf]).split(" ")[1] == "█▁××"  # diverged
 
 
 def test_info_shows_how_the_loss_fell(runner: CliRunner) -> None:

@@ -74,7 +74,7 @@ EVALUATION_RECORDS = ("metrics.json", "cv.json")
 
 def evaluation_summary(path: Path) -> tuple[str, dict[str, Any]]:
     """An ``eval`` report folder's headline figures, or a ``cv`` folder's pooled ones (with
-    its folds' engine, the same for each), and which of the two it is."""
+    the kind of engine its folds' models were scored as), and which of the two it is."""
     from psicbatch.paths import regular_file_bytes
     from psicbatch.scores import HEADLINE, EngineDescription, EvaluationSummary
 
@@ -85,18 +85,17 @@ def evaluation_summary(path: Path) -> tuple[str, dict[str, Any]]:
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise PsicbatchError(f"{path / name}: not a readable psicbatch record ({error})") from None
     engine = summary.engine.line() if summary.engine else "-"
-    folds = {}
+    what: dict[str, Any] = {"evaluated": summary.evaluated or "-"}
     if name == "cv.json":  # each fold scores its own model, on engines alike
-        folds = {"folds": len(record["folds"])}
+        what = {"dataset": record.get("dataset", "-"), "folds": len(record["folds"])}
         scored = [fold["summary"].get("engine") for fold in record["folds"]]
         if scored and scored[0]:
             e = EngineDescription.from_dict(scored[0])
             height, width = e.input_size
             engine = f"{e.backend} {e.precision} on {e.device}, {height}x{width}, one per fold"
-    return "cross-validation" if folds else "evaluation", {
+    return "cross-validation" if name == "cv.json" else "evaluation", {
         "folder": str(path),
-        "evaluated": summary.evaluated or record.get("dataset", "-"),
-        **folds,
+        **what,
         "images": summary.images,
         "defective_images": summary.defective_images,
         **{f"{metric.label} (%)": round(100 * metric.of(summary), 2) for metric in HEADLINE},
@@ -193,16 +192,22 @@ SPARKS = "▁▂▃▄▅▆▇█"
 def sparkline(values: list[float], width: int = 30) -> str:
     """A loss history at a glance: its first and last value and one bar per epoch (the
     mean of neighbouring epochs beyond ``width``), on a log scale where every value is
-    positive, since losses fall by orders of magnitude."""
+    positive, since losses fall by orders of magnitude; × where a loss was not finite."""
     count = min(width, len(values))
     groups = [
         values[i * len(values) // count : (i + 1) * len(values) // count] for i in range(count)
     ]
     means = [sum(group) / len(group) for group in groups]
-    if min(means) > 0:
-        means = [math.log(value) for value in means]
-    low, span = min(means), (max(means) - min(means)) or 1.0
-    bars = "".join(SPARKS[round((value - low) / span * (len(SPARKS) - 1))] for value in means)
+    finite = [value for value in means if math.isfinite(value)]
+    if finite and min(finite) > 0:
+        means = [math.log(value) if math.isfinite(value) else value for value in means]
+        finite = [math.log(value) for value in finite]
+    low = min(finite, default=0.0)
+    span = (max(finite, default=0.0) - low) or 1.0
+    bars = "".join(
+        SPARKS[round((value - low) / span * (len(SPARKS) - 1))] if math.isfinite(value) else "×"
+        for value in means
+    )
     return f"{values[0]:.4g} {bars} {values[-1]:.4g}"
 
 
