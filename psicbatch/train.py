@@ -337,7 +337,7 @@ class Trainer:
             model,
             self.data.images,
             preprocessing,
-            4 * self.options.batch_size,
+            self.options.batch_size,
             self.device,
             self.precision,
         ):
