@@ -54,12 +54,15 @@ class Evaluation:
     summary: EvaluationSummary
     gallery: Gallery = field(default_factory=Gallery)  # the images it got most wrong
 
-    def write(self, out_dir: Path, title: str) -> None:
-        """``report.md``, ``metrics.json``, ``predictions.parquet``, the curves and the
-        page with the images the engine got most wrong, ``report.html``."""
+    def write(self, out_dir: Path, title: str) -> list[str]:
+        """``report.md``, ``metrics.json``, ``predictions.parquet``, the curves (where the
+        labels have both kinds) and the page with the images the engine got most wrong,
+        ``report.html``; the names of the files written."""
         curves = write_evaluation_report(out_dir, self.rows, self.summary, title)
         page = evaluation_html(self.summary, self.gallery, title, curves)
         (out_dir / "report.html").write_text(page, encoding="utf-8")
+        tables = ["report.md", "metrics.json", "predictions.parquet"]
+        return ["report.html", *tables, *(curve.name for curve in curves)]
 
 
 def evaluate_dataset(

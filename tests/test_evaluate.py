@@ -197,3 +197,15 @@ def test_eval_of_files_whose_names_are_not_utf8(tmp_path: Path) -> None:
     rows = pq.read_table(out / "predictions.parquet").to_pylist()
     (row,) = (r for r in rows if r["path_bytes"].endswith(b"camera_\xff.png"))
     assert row["path"].endswith("camera_\ufffd.png") and row["id"] == "camera_\ufffd"
+
+
+def test_eval_names_the_files_it_wrote(tmp_path: Path) -> None:
+    """Without defective images there are no curves, and the message says so."""
+    generate(tmp_path / "good", 6, (64, 64), defect_rate=0.0, seed=2)
+    out = tmp_path / "e"
+    args = ["eval", str(demo_model_path()), str(tmp_path / "good"), "-o", str(out), "-q"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    written = "(report.html, report.md, metrics.json, predictions.parquet)"
+    assert f"report written to {out}/ {written}" in result.output
+    assert not list(out.glob("*.png"))

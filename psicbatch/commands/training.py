@@ -193,12 +193,9 @@ def evaluate_command(
         )
     result.summary.evaluated = str(name)
     result.summary.command = command_line()
-    result.write(out, f"Evaluation of {name}")
+    written = result.write(out, f"Evaluation of {name}")
     click.echo(evaluation_markdown(result.summary, f"Evaluation of {name} on {data}"))
-    click.echo(
-        f"report written to {out}/ (report.html, report.md, metrics.json, "
-        "predictions.parquet, curves)"
-    )
+    click.echo(f"report written to {out}/ ({', '.join(written)})")
 
 
 @click.command("cv", short_help=SUMMARIES["cv"])
