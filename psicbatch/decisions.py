@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import beta
 
 from psicbatch.atomic import write_atomically
 from psicbatch.errors import PsicbatchError
@@ -108,6 +107,8 @@ class OperatingPoint:
 
 def upper_bound(failures: int, trials: int, confidence: float = CONFIDENCE) -> float:
     """Clopper-Pearson one-sided upper bound of a rate seen ``failures`` times in ``trials``."""
+    from scipy.stats import beta  # imported here: it takes 0.4 s, and only calibration needs it
+
     if failures >= trials:
         return 1.0
     return float(beta.ppf(confidence, failures + 1, trials - failures))
