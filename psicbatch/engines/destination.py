@@ -11,16 +11,14 @@ and again just before the replacement.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 
 from psicbatch.engines.manifest import MANIFEST_NAME
+from psicbatch.engines.revisions import is_revision
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 from psicbatch.run.output_guard import folder_entries
-
-REVISION = re.compile(r"manifest\.r\d+\.json")  # revisions.revision_path
 
 
 def check_destination(directory: Path, overwrite: bool) -> None:
@@ -36,7 +34,7 @@ def check_destination(directory: Path, overwrite: bool) -> None:
             f"{shown}: holds files and is not an engine folder (no psicbatch {MANIFEST_NAME}); "
             "refusing to replace it (choose another --out)"
         )
-    foreign = [name for name in entries if name not in own and not REVISION.fullmatch(name)]
+    foreign = [name for name in entries if name not in own and not is_revision(name)]
     if foreign:
         raise PsicbatchError(
             f"{shown}: holds {foreign[0]}, which is not its engine's; refusing to replace "

@@ -8,6 +8,7 @@ data is part of each revision.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,16 @@ from typing import Any
 from psicbatch.decisions import Decisions
 from psicbatch.engines.manifest import MANIFEST_NAME, Manifest, read_manifest
 
+REVISION_NAME = re.compile(r"manifest\.r\d+\.json")  # what revision_path names
+
 
 def revision_path(directory: Path, revision: int) -> Path:
     return directory / f"manifest.r{revision}.json"
+
+
+def is_revision(name: str) -> bool:
+    """A kept earlier manifest's file name (``revision_path``)."""
+    return REVISION_NAME.fullmatch(name) is not None
 
 
 def set_decisions(directory: Path, decisions: Decisions, source: Path) -> Manifest:
