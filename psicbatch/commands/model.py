@@ -40,17 +40,19 @@ def info(path: Path, as_json: bool) -> None:
     from psicbatch.run.output_guard import is_results_file
     from psicbatch.run.results import results_summary, watch_identity
 
-    if path.is_dir() and not (path / MANIFEST_NAME).exists() and watch_identity(path):
-        kind, summary = "results", results_summary(path)
-    elif path.is_dir() and any((path / name).is_file() for name in EVALUATION_RECORDS):
-        kind, summary = evaluation_summary(path)
-    elif path.is_dir() and not (path / MANIFEST_NAME).exists():
-        raise PsicbatchError(
-            f"{path}: not an engine folder ({MANIFEST_NAME}), an eval or cv folder "
-            f"({' or '.join(EVALUATION_RECORDS)}) or a --watch results folder"
-        )
-    elif path.is_dir():
-        kind, summary = "engine", engine_summary(path, read_manifest(path))
+    if path.is_dir():
+        engine = (path / MANIFEST_NAME).exists()
+        if not engine and watch_identity(path):
+            kind, summary = "results", results_summary(path)
+        elif any((path / name).is_file() for name in EVALUATION_RECORDS):
+            kind, summary = evaluation_summary(path)
+        elif engine:
+            kind, summary = "engine", engine_summary(path, read_manifest(path))
+        else:
+            raise PsicbatchError(
+                f"{path}: not an engine folder ({MANIFEST_NAME}), an eval or cv folder "
+                f"({' or '.join(EVALUATION_RECORDS)}) or a --watch results folder"
+            )
     elif is_results_file(path):
         kind, summary = "results", results_summary(path)
     else:
