@@ -12,10 +12,11 @@ import sys
 
 import torch
 
+from psicbatch.data.masks import DefectMasks
 from psicbatch.data.memory import TensorDataset
 
 count = int(sys.argv[1]) if len(sys.argv) > 1 else 600
 images = torch.randint(0, 256, (count, 1, 512, 512), dtype=torch.uint8)
 labels = torch.zeros(count, dtype=torch.bool)
-data = TensorDataset(images, torch.zeros(1, dtype=torch.bool), labels, [(512, 512)] * count)
+data = TensorDataset(images, DefectMasks(count, (512, 512)), labels, [(512, 512)] * count)
 print(data.channel_stats())

@@ -47,7 +47,7 @@ from psicbatch.model import ModelConfig, PSICNet
 from psicbatch.pixel_threshold import PIXEL_THRESHOLDS, choose_pixel_threshold, pixel_histograms
 from psicbatch.precision import autocast, choose_precision
 from psicbatch.preprocess import normalize
-from psicbatch.sampling import balanced_order, dilate_masks, random_flips
+from psicbatch.sampling import balanced_order, random_flips
 
 MODES = ("two-step", "end-to-end")
 PHASES = ("segmentation", "classification", "end-to-end")
@@ -120,7 +120,7 @@ class Trainer:
         )
         self.precision = self.precision_choice.precision
         self.loss_scale = LossScale.for_precision(self.precision)
-        self.masks = dilate_masks(data.masks, options.dilate)
+        self.masks = data.masks.dilated(options.dilate)
         self.metadata = metadata or {}
 
     def run(self, resume: bool = False) -> Checkpoint:

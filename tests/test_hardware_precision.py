@@ -11,6 +11,7 @@ import torch
 from psicbatch import hardware
 from psicbatch.assets import demo_model_path
 from psicbatch.bench.machine import faster_configuration_advice
+from psicbatch.data.masks import DefectMasks
 from psicbatch.data.memory import TensorDataset
 from psicbatch.engines.build import BuildOptions, checkpoint_manifest, choose_engine
 from psicbatch.engines.parity import MIN_MASK_IOU
@@ -45,7 +46,7 @@ def test_every_auto_follows_the_cpu(
     monkeypatch.setattr(hardware, "cpu_precisions", lambda: cpu)
     data = TensorDataset(
         torch.zeros(2, 1, 32, 32, dtype=torch.uint8),
-        torch.zeros(2, 1, 32, 32, dtype=torch.bool),
+        DefectMasks(2, (32, 32)),
         torch.tensor([False, True]),
         [(32, 32)] * 2,
     )

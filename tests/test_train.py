@@ -9,13 +9,14 @@ import torch
 import psicbatch.train as train_module
 from psicbatch.checkpoint import load_checkpoint
 from psicbatch.data.layouts import read_dataset
+from psicbatch.data.masks import DefectMasks
 from psicbatch.data.memory import TensorDataset, load_into_memory
 from psicbatch.data.synth import generate
 from psicbatch.errors import PsicbatchError
 from psicbatch.losses import segmentation_loss, soft_dice_loss, weighted_cross_entropy
 from psicbatch.memory_inference import predict_batches
 from psicbatch.metrics import average_precision
-from psicbatch.sampling import balanced_order, dilate_masks
+from psicbatch.sampling import balanced_order
 from psicbatch.train import Trainer, TrainOptions, partial_path
 
 SIZE = (64, 64)
@@ -116,8 +117,9 @@ def test_balanced_order_needs_a_defect() -> None:
 def test_dilate_masks() -> None:
     masks = torch.zeros(1, 1, 5, 5, dtype=torch.bool)
     masks[0, 0, 2, 2] = True
-    assert dilate_masks(masks, 1).sum() == 9
-    assert dilate_masks(masks, 0) is masks
+    held = DefectMasks.from_tensor(masks)
+    assert held.dilated(1)[:].sum() == 9
+    assert held.dilated(0) is held
 
 
 def test_dilating_a_few_masks_at_a_time_equals_dilating_all_at_once() -> None:
@@ -126,7 +128,7 @@ def test_dilating_a_few_masks_at_a_time_equals_dilating_all_at_once() -> None:
     masks = torch.rand(40, 1, 24, 32, generator=generator) > 0.995
     masks[::3] = False  # defect-free images among them
     expected = torch.nn.functional.max_pool2d(masks.float(), 5, stride=1, padding=2) > 0
-    assert torch.equal(dilate_masks(masks, 2), expected)
+    assert torch.equal(DefectMasks.from_tensor(masks).dilated(2)[:], expected)
     assert masks.flatten(1).any(dim=1).sum() > 16  # more than one chunk
 
 
@@ -289,7 +291,7 @@ def test_channel_statistics_summed_a_few_images_at_a_time() -> None:
         dtype = torch.uint8 if bit_depth == 8 else torch.uint16
         data = TensorDataset(
             pixels.to(dtype),
-            torch.zeros(37, 1, 20, 30, dtype=torch.bool),
+            DefectMasks(37, (20, 30)),
             torch.zeros(37, dtype=torch.bool),
             [(20, 30)] * 37,
             bit_depth,

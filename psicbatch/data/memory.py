@@ -17,6 +17,7 @@ from rich.progress import Progress
 
 from psicbatch.data.images import read_image, read_mask
 from psicbatch.data.layouts import SampleRef
+from psicbatch.data.masks import DefectMasks
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 from psicbatch.preprocess import read_resized, resize_mask
@@ -28,7 +29,7 @@ STATS_CHUNK = 16  # images whose pixels are summed at once
 @dataclass
 class TensorDataset:
     images: torch.Tensor  # uint8 (uint16 above 8 bits), N x C x H x W
-    masks: torch.Tensor  # bool, N x 1 x H x W
+    masks: DefectMasks  # N x 1 x H x W, only those with a defect pixel held
     labels: torch.Tensor  # bool, N
     original_sizes: list[tuple[int, int]]  # (height, width) of each file before resizing
     bit_depth: int = 8  # the pixels' scale: 2^bit_depth - 1 is white
@@ -37,7 +38,7 @@ class TensorDataset:
         index = torch.tensor(indices, dtype=torch.long)
         return TensorDataset(
             self.images[index],
-            self.masks[index],
+            self.masks.subset(indices),
             self.labels[index],
             [self.original_sizes[i] for i in indices],
             self.bit_depth,
@@ -73,21 +74,22 @@ def load_tiles(
     """Every image cut at native resolution into the grid of tiles a tiled run uses
     (``tiles.TileGrid``), each tile a sample labelled defective when its mask part holds
     a defect pixel; the trainer's balanced order then oversamples the defect tiles."""
-    images, masks, labels = [], [], []
+    images, labels = [], []
+    masks = DefectMasks(0, tile)
     task = progress.add_task("cutting tiles", total=len(samples), status="") if progress else None
     for sample in samples:
         image = read_image(sample.image_path, channels, bit_depth=bit_depth)
         mask = defect_mask(sample, image.shape[:2])
         grid = TileGrid(image.shape[:2], tile, overlap)
         images.append(torch.from_numpy(grid.cut(image)))
-        mask_tiles = torch.from_numpy(grid.cut(mask[:, :, None]))
-        masks.append(mask_tiles)
-        labels.append(mask_tiles.flatten(1).any(dim=1))
+        mask_tiles = grid.cut(mask[:, :, None])[:, 0]
+        for mask_tile in mask_tiles:
+            masks.append(mask_tile)
+        labels.append(torch.from_numpy(mask_tiles.reshape(len(mask_tiles), -1).any(axis=1)))
         if progress is not None and task is not None:
             progress.advance(task)
-    count = sum(len(t) for t in images)
     return TensorDataset(
-        torch.cat(images), torch.cat(masks), torch.cat(labels), [tile] * count, bit_depth
+        torch.cat(images), masks, torch.cat(labels), [tile] * masks.count, bit_depth
     )
 
 
@@ -114,7 +116,7 @@ def load_into_memory(
 ) -> TensorDataset:
     pixel_type = torch.uint8 if bit_depth == 8 else torch.uint16
     images = torch.empty((len(samples), channels, *size), dtype=pixel_type)
-    masks = torch.zeros((len(samples), 1, *size), dtype=torch.bool)
+    masks = DefectMasks(len(samples), size)
     task = progress.add_task("loading images", total=len(samples), status="") if progress else None
     original_sizes = []
     for index, sample in enumerate(samples):
@@ -123,7 +125,7 @@ def load_into_memory(
         images[index] = torch.from_numpy(image.transpose(2, 0, 1).copy())
         if sample.mask_path is not None and sample.is_defective:
             mask = defect_mask(sample, original_size)
-            masks[index, 0] = torch.from_numpy(resize_mask(mask, size))
+            masks.put(index, resize_mask(mask, size))
         if progress is not None and task is not None:
             progress.advance(task)
     labels = torch.tensor([s.is_defective for s in samples], dtype=torch.bool)
