@@ -272,16 +272,20 @@ class Trainer:
         """What the classifier's trained layers see of every image (``Classifier.inputs``),
         from the frozen network: computed once for all classification epochs."""
         model.eval()
-        pooled_parts, stats_parts = [], []
+        count = len(self.data.images)
+        cache: tuple[torch.Tensor, ...] = ()
         with torch.no_grad():
-            for start in range(0, len(self.data.images), self.options.batch_size):
+            for start in range(0, count, self.options.batch_size):
                 batch = self.data.images[start : start + self.options.batch_size]
                 with autocast(self.device, self.precision):
                     deep, seg = model.segment(normalize(batch.to(self.device), preprocessing))
-                    pooled, seg_stats = model.classifier.inputs(deep, seg)
-                pooled_parts.append(pooled)
-                stats_parts.append(seg_stats)
-        return torch.cat(pooled_parts), torch.cat(stats_parts)
+                    outputs = model.classifier.inputs(deep, seg)
+                # Written in place: joining the batches' parts at the end would hold the
+                # whole cache twice at once, the training's peak.
+                cache = cache or tuple(o.new_empty((count, *o.shape[1:])) for o in outputs)
+                for held, output in zip(cache, outputs, strict=True):
+                    held[start : start + len(batch)] = output
+        return cache
 
     def _classification_epoch(self, model, preprocessing, rng, epoch, epochs, cache) -> float:
         pooled_all, stats_all = cache
