@@ -46,7 +46,8 @@ def test_with_a_marker_only_the_marker_says_complete(tmp_path: Path) -> None:
 
 def test_files_found_complete_together_are_each_handed_out_once(tmp_path: Path) -> None:
     """More complete files than one part holds: the rest wait in no later scan."""
-    from psicbatch.run.watch import BATCH_LIMIT, _complete_batches, _version
+    from psicbatch.run.folder_scan import version
+    from psicbatch.run.watch import BATCH_LIMIT, _complete_batches
 
     count = BATCH_LIMIT + 3
     for index in range(count):
@@ -61,7 +62,7 @@ def test_files_found_complete_together_are_each_handed_out_once(tmp_path: Path) 
     for _ in range(2):  # as the watch does: each batch written, then the next asked for
         batch, _ = next(batches)
         handed += [path.name for path, _ in batch]
-        done.update(_version(path, stat) for path, stat in batch)
+        done.update(version(path, stat) for path, stat in batch)
     assert sorted(handed) == [f"{index:02d}.png" for index in range(count)]
 
 

@@ -26,10 +26,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from psicbatch.data.images import IMAGE_SUFFIXES
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
-from psicbatch.paths import path_bytes, readable_path
+from psicbatch.paths import readable_path
+from psicbatch.run.folder_scan import FileVersion, FolderScan
 from psicbatch.run.job import JobIdentity, check_same_job
 from psicbatch.run.options import RunOptions
 from psicbatch.run.output import write_part
@@ -47,7 +47,6 @@ WATCH_SCHEMA = pa.schema(
         pa.field("completed_at", pa.timestamp("us", tz="UTC"), nullable=False),
     ]
 )
-FileVersion = tuple[bytes, int, int]  # path bytes, size, mtime in ns
 
 
 @dataclass(frozen=True)
@@ -86,21 +85,6 @@ class CompletionTracker:
         return ready
 
 
-def scan(folder: Path, skip: Path) -> dict[Path, os.stat_result]:
-    """Image files under ``folder`` (recursive), ``skip`` (the output) left out."""
-    found = {}
-    for root, folders, names in os.walk(folder):
-        folders[:] = [name for name in folders if Path(root, name) != skip]
-        for name in names:
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                path = Path(root, name)
-                try:
-                    found[path] = path.stat()
-                except FileNotFoundError:  # removed while scanning
-                    continue
-    return found
-
-
 def done_versions(out: Path) -> set[FileVersion]:
     """Every file version in the parts already written: the ledger."""
     done: set[FileVersion] = set()
@@ -108,10 +92,6 @@ def done_versions(out: Path) -> set[FileVersion]:
         table = pq.read_table(part, columns=["path_bytes", "file_size", "file_mtime_ns"])
         done.update(zip(*(table.column(i).to_pylist() for i in range(3)), strict=True))
     return done
-
-
-def _version(path: Path, stat: os.stat_result) -> FileVersion:
-    return path_bytes(path), stat.st_size, stat.st_mtime_ns
 
 
 @dataclass
@@ -190,18 +170,15 @@ def _complete_batches(
     """Batches of complete files not in ``done``, with when they were found complete.
     Every file found complete by one scan is handed out (and, by the caller, added to
     ``done``) before the next scan, so no scan finds a file that is still waiting."""
+    scanner = FolderScan(folder, out, done)
     while True:
-        found = {
-            path: stat
-            for path, stat in scan(folder, out).items()
-            if _version(path, stat) not in done
-        }
         now = clock()
+        found = scanner.pending(now)
         ready = tracker.complete(found, now)
         for start in range(0, len(ready), BATCH_LIMIT):
             yield [(path, found[path]) for path in ready[start : start + BATCH_LIMIT]], now
         if not ready:
-            time.sleep(watching.poll_seconds)
+            time.sleep(max(watching.poll_seconds, scanner.wait_seconds))
 
 
 def _part_path(out: Path, stamp: datetime.datetime) -> Path:
