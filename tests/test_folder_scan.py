@@ -3,26 +3,44 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from psicbatch.run import folder_scan
-from psicbatch.run.folder_scan import FULL_PASS_SECONDS, FolderScan, version
+from psicbatch.run.folder_scan import FULL_PASS_SECONDS, QUIET_NS, FolderScan, version
+
+
+def counted(monkeypatch: pytest.MonkeyPatch, name: str) -> list[str]:
+    """The first argument of every call of ``os.<name>`` from here on."""
+    called: list[str] = []
+    real = getattr(os, name)
+
+    def counting(path: str, *args: object, **kwargs: object) -> object:
+        called.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(folder_scan.os, name, counting)
+    return called
 
 
 @pytest.fixture
 def stats(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The paths the scan stats, in order."""
-    called: list[str] = []
-    real = os.stat
+    """The files (not folders) the scan stats, in order."""
+    return counted(monkeypatch, "stat")
 
-    def counting(path: str, *args: object, **kwargs: object) -> os.stat_result:
-        called.append(str(path))
-        return real(path, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(folder_scan.os, "stat", counting)
-    return called
+@pytest.fixture
+def listings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The folders the scan lists, in order."""
+    return counted(monkeypatch, "scandir")
+
+
+def quiet(folder: Path) -> None:
+    """The folder last changed long ago, as a line's older folders did."""
+    long_ago = time.time_ns() - 10 * QUIET_NS
+    os.utime(folder, ns=(long_ago, long_ago))
 
 
 def write(path: Path, data: bytes = b"x") -> Path:
@@ -38,13 +56,30 @@ def test_inspected_files_are_not_stated_between_full_passes(
     scan = FolderScan(tmp_path, tmp_path / "out", done)
     stats.clear()
     assert sorted(scan.pending(now=0.0)) == files[25:]  # a full pass: every file stated
-    assert len(stats) == 30
+    assert sorted(stats) == [str(tmp_path), *map(str, files)]
     stats.clear()
     assert sorted(scan.pending(now=0.5)) == files[25:]
-    assert sorted(stats) == [str(path) for path in files[25:]]  # the 5 not yet inspected
+    assert sorted(stats) == [str(tmp_path), *map(str, files[25:])]  # the 5 not yet inspected
     stats.clear()
     scan.pending(now=FULL_PASS_SECONDS)  # the next full pass
-    assert len(stats) == 30
+    assert len(stats) == 31
+
+
+def test_a_quiet_folder_is_not_listed_again_until_it_changes(
+    tmp_path: Path, listings: list[str]
+) -> None:
+    older = tmp_path / "2026-12-04"
+    older.mkdir()
+    inspected = [write(older / f"{index}.png") for index in range(5)]
+    quiet(older)
+    scan = FolderScan(tmp_path, tmp_path / "out", {version(p, p.stat()) for p in inspected})
+    assert scan.pending(now=0.0) == {}
+    listings.clear()
+    assert scan.pending(now=0.5) == {}
+    assert listings == [str(tmp_path)]  # changed just now (older was made in it): listed
+    added = write(older / "late.png")  # the folder changes: listed again, the file found
+    assert list(scan.pending(now=0.6)) == [added]
+    assert listings[1:] == [str(tmp_path), str(older)]
 
 
 def test_a_file_replaced_by_a_rename_is_found_at_once(tmp_path: Path) -> None:
@@ -83,3 +118,16 @@ def test_images_in_subfolders_only_and_not_the_output(tmp_path: Path) -> None:
         write(tmp_path / other)
     found = FolderScan(tmp_path, tmp_path / "out", set()).pending(now=0.0)
     assert sorted(found) == sorted([images[0], images[1], tmp_path / "elsewhere" / "c.png"])
+
+
+def test_a_folder_changed_within_its_clock_tick_is_listed_again(tmp_path: Path) -> None:
+    """A file created in the same tick of the folder's clock as the listing leaves the
+    folder's modification time as it was: a folder changed that recently is not trusted."""
+    folder = tmp_path / "camera"
+    folder.mkdir()
+    scan = FolderScan(tmp_path, tmp_path / "out", set())
+    assert scan.pending(now=0.0) == {}
+    tick = os.stat(folder).st_mtime_ns
+    late = write(folder / "late.png")
+    os.utime(folder, ns=(tick, tick))  # as if in the same tick
+    assert list(scan.pending(now=0.5)) == [late]

@@ -2,12 +2,13 @@
 files it has.
 
 A line's folder keeps every image it was given, often for days: a watch that stats each
-of them on every poll spends more and more of a core doing nothing (20,000 inspected
-files took 224 ms a scan on a 2-core Xeon, every 0.1 s). Here each poll only lists names
-and inode numbers (one ``readdir``, no ``stat``); a file is stat'ed when its name is new,
-not yet inspected, or now names another inode (a file replaced by a rename). Files
-rewritten in place keep their inode: full passes stat every file again, at most every
-``FULL_PASS_SECONDS`` and never more than a small share of the time.
+of them on every poll spends more and more of a core doing nothing (with 20,000
+inspected files, 76% of one core on a 2-core Xeon; ``benchmarks/watch_soak.py``). Here a
+poll stats each folder; one whose modification time has not changed (no file added,
+removed or renamed in it) keeps its last listing. A file is stat'ed when its name is
+new, not yet inspected, or now names another inode (a file replaced by a rename). Files
+rewritten in place change neither: full passes list and stat everything again, at most
+every ``FULL_PASS_SECONDS`` and never more than a small share of the time.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from psicbatch.data.images import IMAGE_SUFFIXES
@@ -23,7 +25,12 @@ from psicbatch.paths import path_bytes
 FileVersion = tuple[bytes, int, int]  # path bytes, size, mtime in ns
 FULL_PASS_SECONDS = 2.0  # at least this long between full passes
 FULL_PASS_SHARE = 0.05  # and full passes take at most this share of the time
-POLL_SHARE = 0.1  # listing names takes at most this share of the time between polls
+POLL_SHARE = 0.1  # a poll takes at most this share of the time between polls
+# A folder changed this recently may change again within the same tick of its clock
+# (FAT's is 2 s): it is listed again at every poll until it has been quiet this long.
+# (A file server whose clock runs behind can still hide a file that long: until the next
+# full pass.)
+QUIET_NS = 2_000_000_000
 
 
 def version(path: Path | str, stat: os.stat_result) -> FileVersion:
@@ -31,31 +38,43 @@ def version(path: Path | str, stat: os.stat_result) -> FileVersion:
     return path_bytes(Path(path)), stat.st_size, stat.st_mtime_ns
 
 
-def image_entries(folder: str, skip: str) -> Iterator[os.DirEntry[str]]:
-    """Image files under ``folder`` (recursive; ``skip``, the output, left out), as
-    ``readdir`` gives them: names and inodes, without a ``stat``. Linked folders are not
-    followed, as ``os.walk`` does not."""
-    folders = [folder]
-    while folders:
-        try:
-            entries = list(os.scandir(folders.pop()))
-        except (FileNotFoundError, NotADirectoryError):  # removed while scanning
-            continue
+@dataclass
+class Listing:
+    """A folder as last listed: its modification time, its subfolders, and its image
+    files (path, inode) that were not known to be inspected then or since."""
+
+    mtime_ns: int
+    listed_ns: int  # wall clock
+    folders: list[str]
+    candidates: list[tuple[str, int]]
+
+    def still_valid(self, mtime_ns: int) -> bool:
+        return mtime_ns == self.mtime_ns and self.listed_ns - mtime_ns > QUIET_NS
+
+
+def list_folder(folder: str, mtime_ns: int, skip: str) -> Listing:
+    """``folder``'s subfolders (``skip``, the output, left out; linked folders are not
+    followed, as ``os.walk`` does not) and image files, as ``readdir`` gives them."""
+    listed_ns = time.time_ns()
+    folders, images = [], []
+    with os.scandir(folder) as entries:
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
                 if entry.path != skip:
                     folders.append(entry.path)
             elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
-                yield entry
+                images.append((entry.path, entry.inode()))
+    return Listing(mtime_ns, listed_ns, folders, images)
 
 
 class FolderScan:
-    """The image files under ``folder`` whose current version is not in ``done`` (the
-    watch's ledger, which it extends as it writes results)."""
+    """The image files under ``folder`` (recursive) whose current version is not in
+    ``done`` (the watch's ledger, which it extends as it writes results)."""
 
     def __init__(self, folder: Path, skip: Path, done: set[FileVersion]) -> None:
         self.folder, self.skip, self.done = str(folder), str(skip), done
         self.inspected: dict[str, int] = {}  # path -> inode, of files whose version is done
+        self.listings: dict[str, Listing] = {}
         self.next_full_pass = 0.0
         self.wait_seconds = 0.0  # how long to wait before the next poll, at least
 
@@ -63,25 +82,45 @@ class FolderScan:
         """Path -> stat of every image file not yet inspected in its current version."""
         full_pass = now >= self.next_full_pass
         started = time.monotonic()
+        if full_pass:  # everything listed and stat'ed again; removed files forgotten
+            self.inspected, self.listings = {}, {}
         found = {}
-        inspected = {} if full_pass else self.inspected  # a full pass forgets removed files
-        for entry in image_entries(self.folder, self.skip):
-            inode = entry.inode()
-            if not full_pass and inspected.get(entry.path) == inode:
-                continue
-            try:
-                stat = os.stat(entry.path)
-            except FileNotFoundError:  # removed while scanning
-                continue
-            if version(entry.path, stat) in self.done:
-                inspected[entry.path] = inode
-            else:
-                inspected.pop(entry.path, None)
-                found[Path(entry.path)] = stat
-        self.inspected = inspected
+        for listing in self._folders():
+            candidates = []
+            for path, inode in listing.candidates:
+                if self.inspected.get(path) == inode:
+                    continue
+                try:
+                    stat = os.stat(path)
+                except FileNotFoundError:  # removed since it was listed
+                    continue
+                if version(path, stat) in self.done:
+                    self.inspected[path] = inode
+                else:
+                    self.inspected.pop(path, None)
+                    found[Path(path)] = stat
+                    candidates.append((path, inode))
+            listing.candidates = candidates
         took = time.monotonic() - started
         if full_pass:
             self.next_full_pass = now + max(FULL_PASS_SECONDS, took / FULL_PASS_SHARE)
         else:
             self.wait_seconds = took / POLL_SHARE
         return found
+
+    def _folders(self) -> Iterator[Listing]:
+        """Every folder's listing, listed again where the folder changed."""
+        listings, folders = {}, [self.folder]
+        while folders:
+            folder = folders.pop()
+            try:
+                mtime_ns = os.stat(folder).st_mtime_ns
+                listing = self.listings.get(folder)
+                if listing is None or not listing.still_valid(mtime_ns):
+                    listing = list_folder(folder, mtime_ns, self.skip)
+            except (FileNotFoundError, NotADirectoryError):  # removed while scanning
+                continue
+            listings[folder] = listing
+            folders.extend(listing.folders)
+            yield listing
+        self.listings = listings
