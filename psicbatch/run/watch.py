@@ -10,6 +10,7 @@ every (path, size, mtime) in them is done, whatever happened to the last process
 SIGKILL loses only the batch in flight, which is inspected again). ``OUT/_watch.json``
 records the job's identity (as ``--resume`` does), so a restart with another engine is
 refused. SIGINT/SIGTERM stop at once: a batch in flight is dropped, to be inspected again.
+Each finished hour's parts are merged into one (``compaction``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import pyarrow.parquet as pq
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
+from psicbatch.run.compaction import Compactor
 from psicbatch.run.folder_scan import FileVersion, FolderScan
 from psicbatch.run.job import JobIdentity, check_same_job
 from psicbatch.run.options import RunOptions
@@ -143,6 +145,9 @@ def watch(
     tracker = CompletionTracker(watching.settle_seconds, watching.marker)
     result = result if result is not None else WatchStatus()
     status(result)
+    compactor = Compactor(out)
+    current = _hour_folder(out, datetime.datetime.now(datetime.timezone.utc))
+    compactor.start(current)  # the hours an earlier watch left unmerged
     for batch, completed in _complete_batches(folder, out, tracker, done, watching, clock):
         rows = worker.rows(list(enumerate(path for path, _ in batch)))
         stamp = datetime.datetime.now(datetime.timezone.utc)
@@ -153,7 +158,11 @@ def watch(
             row.setdefault("file_size", stat.st_size)
             row.setdefault("file_mtime_ns", stat.st_mtime_ns)
             row["completed_at"] = completed_at
-        write_part(pa.Table.from_pylist(rows, schema=WATCH_SCHEMA), _part_path(out, stamp))
+        part = _part_path(out, stamp)
+        write_part(pa.Table.from_pylist(rows, schema=WATCH_SCHEMA), part)
+        if part.parent != current:  # a new hour: the one before it is finished
+            current = part.parent
+            compactor.start(current)
         done.update((row["path_bytes"], row["file_size"], row["file_mtime_ns"]) for row in rows)
         result.add(rows, [clock() - completed] * len(rows))
         status(result)
@@ -181,9 +190,14 @@ def _complete_batches(
             time.sleep(max(watching.poll_seconds, scanner.wait_seconds))
 
 
+def _hour_folder(out: Path, stamp: datetime.datetime) -> Path:
+    """The partition of the hour of ``stamp`` (UTC)."""
+    return out / f"date={stamp:%Y-%m-%d}" / f"hour={stamp:%H}"
+
+
 def _part_path(out: Path, stamp: datetime.datetime) -> Path:
     """A new, unique part in the hour's partition (never an existing file's name)."""
-    partition = out / f"date={stamp:%Y-%m-%d}" / f"hour={stamp:%H}"
+    partition = _hour_folder(out, stamp)
     partition.mkdir(parents=True, exist_ok=True)
     return partition / f"part-{stamp:%Y%m%dT%H%M%S%f}-{os.getpid()}.parquet"
 
