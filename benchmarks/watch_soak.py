@@ -6,10 +6,11 @@ This feeds it ``--files`` files (copies of a few generated PNGs, each completed 
 ``.done`` marker), a batch at a time and never more than a few batches ahead of its
 results, and samples its resident memory (VmRSS) and CPU time by the number of results
 written; then it leaves the watch idle for ``--idle`` seconds, all files still in its
-folder, and measures the CPU it takes doing nothing.
+folder, and measures the CPU it takes doing nothing. With ``--archive`` the files whose
+results are written are removed instead, as a line's archiving would move them away.
 
 Usage: python benchmarks/watch_soak.py OUT_DIR [--files 4000] [--size 1408x512]
-       [--idle 20] [--checkout DIR] [--model CHECKPOINT]
+       [--idle 20] [--archive] [--checkout DIR] [--model CHECKPOINT]
 ``--checkout`` runs the watch of another checkout (an earlier commit), for comparison.
 """
 
@@ -89,7 +90,13 @@ def soak(folder: Path, args: argparse.Namespace) -> tuple[list[Sample], float]:
                     name.with_name(name.name + ".done").touch()
                 fed = min(fed + BATCH, args.files)
             time.sleep(0.2)
-            written = count_rows(results, counted) if results.is_dir() else 0
+            newly = count_rows(results, counted) if results.is_dir() else 0
+            if args.archive:  # the files of the results written so far leave the folder
+                for index in range(written, newly):
+                    name = watched / f"{index:06d}.png"
+                    name.unlink(missing_ok=True)
+                    name.with_name(name.name + ".done").unlink(missing_ok=True)
+            written = newly
             samples.append((written, resident_mib(watch.pid), cpu_seconds(watch.pid)))
         idle_from = cpu_seconds(watch.pid)
         time.sleep(args.idle)
@@ -123,6 +130,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=4000)
     parser.add_argument("--size", default="1408x512", help="HxW of the generated images")
     parser.add_argument("--idle", type=float, default=20.0, help="seconds left idle at the end")
+    parser.add_argument("--archive", action="store_true", help="remove files once inspected")
     parser.add_argument("--checkout", type=Path, default=ROOT, help="whose psicbatch runs")
     parser.add_argument("--model", type=Path, help="checkpoint (default: the demo model)")
     args = parser.parse_args()
@@ -136,17 +144,21 @@ def main() -> None:
     ).stdout.strip()
     args.out.mkdir(parents=True, exist_ok=True)
     record = {"machine": facts, "revision": revision, "files": args.files, "size": args.size}
-    record |= {"idle_seconds": args.idle, "idle_cpu_share": idle_share, "samples": samples}
+    record |= {"archive": args.archive, "idle_seconds": args.idle}
+    record |= {"idle_cpu_share": idle_share, "samples": samples}
     (args.out / "watch-soak.json").write_text(json.dumps(record) + "\n")
     header = ["results written", "peak resident MiB", "CPU ms per file"]
     text = (
         f"# A watch over {args.files} files: {facts['cpu']}, {facts['isa']}\n\n"
         f"`psicbatch run --watch` at {revision} (PIL decoding, "
         f"{args.model or 'demo model'}), {args.files} files of {args.size} PNG fed {BATCH} "
-        f"at a time, at most {AHEAD} batches ahead of the results; {seconds:.0f} s in all.\n\n"
+        f"at a time, at most {AHEAD} batches ahead of the results"
+        + (", each file removed once its result was written" if args.archive else "")
+        + f"; {seconds:.0f} s in all.\n\n"
         + "\n".join(markdown_table(header, quarter_rows(samples, args.files)))
-        + f"\n\nThen idle for {args.idle:.0f} s with every file still in its folder: "
-        f"{idle_share:.1%} of one core.\n"
+        + f"\n\nThen idle for {args.idle:.0f} s"
+        + ("" if args.archive else " with every file still in its folder")
+        + f": {idle_share:.1%} of one core.\n"
     )
     (args.out / "watch-soak.md").write_text(text)
     print(text)

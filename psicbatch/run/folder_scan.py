@@ -69,7 +69,9 @@ def list_folder(folder: str, mtime_ns: int, skip: str) -> Listing:
 
 class FolderScan:
     """The image files under ``folder`` (recursive) whose current version is not in
-    ``done`` (the watch's ledger, which it extends as it writes results)."""
+    ``done`` (the watch's ledger, which it extends as it writes results). Full passes
+    drop from ``done`` the files no longer in the folder, so that a watch whose folder
+    is emptied now and then (archived) does not grow with every file it ever saw."""
 
     def __init__(self, folder: Path, skip: Path, done: set[FileVersion]) -> None:
         self.folder, self.skip, self.done = str(folder), str(skip), done
@@ -84,10 +86,12 @@ class FolderScan:
         started = time.monotonic()
         if full_pass:  # everything listed and stat'ed again; removed files forgotten
             self.inspected, self.listings = {}, {}
-        found = {}
+        found, present = {}, set()
         for listing in self._folders():
             candidates = []
             for path, inode in listing.candidates:
+                if full_pass:
+                    present.add(path_bytes(path))
                 if self.inspected.get(path) == inode:
                     continue
                 try:
@@ -101,6 +105,8 @@ class FolderScan:
                     found[Path(path)] = stat
                     candidates.append((path, inode))
             listing.candidates = candidates
+        if full_pass:
+            self.done.difference_update([v for v in self.done if v[0] not in present])
         took = time.monotonic() - started
         if full_pass:
             self.next_full_pass = now + max(FULL_PASS_SECONDS, took / FULL_PASS_SHARE)
