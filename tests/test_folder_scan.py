@@ -131,17 +131,3 @@ def test_a_folder_changed_within_its_clock_tick_is_listed_again(tmp_path: Path) 
     late = write(folder / "late.png")
     os.utime(folder, ns=(tick, tick))  # as if in the same tick
     assert list(scan.pending(now=0.5)) == [late]
-
-
-def test_full_passes_forget_the_versions_of_files_that_left_the_folder(tmp_path: Path) -> None:
-    """An archived file's version leaves the ledger: it does not grow with every file
-    the watch ever saw."""
-    kept, archived = write(tmp_path / "kept.png"), write(tmp_path / "archived.png")
-    done = {version(p, p.stat()) for p in (kept, archived)}
-    scan = FolderScan(tmp_path, tmp_path / "out", done)
-    scan.pending(now=0.0)
-    archived.unlink()
-    scan.pending(now=1.0)  # not a full pass
-    assert len(done) == 2
-    scan.pending(now=scan.next_full_pass)
-    assert done == {version(kept, kept.stat())}

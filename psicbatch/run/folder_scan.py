@@ -69,9 +69,7 @@ def list_folder(folder: str, mtime_ns: int, skip: str) -> Listing:
 
 class FolderScan:
     """The image files under ``folder`` (recursive) whose current version is not in
-    ``done`` (the watch's ledger, which it extends as it writes results). Full passes
-    drop from ``done`` the files no longer in the folder, so that a watch whose folder
-    is emptied now and then (archived) does not grow with every file it ever saw."""
+    ``done`` (the watch's ledger, which it extends as it writes results)."""
 
     def __init__(self, folder: Path, skip: Path, done: set[FileVersion]) -> None:
         self.folder, self.skip, self.done = str(folder), str(skip), done
@@ -86,12 +84,10 @@ class FolderScan:
         started = time.monotonic()
         if full_pass:  # everything listed and stat'ed again; removed files forgotten
             self.inspected, self.listings = {}, {}
-        found, present = {}, set()
+        found = {}
         for listing in self._folders():
             candidates = []
             for path, inode in listing.candidates:
-                if full_pass:
-                    present.add(path_bytes(path))
                 if self.inspected.get(path) == inode:
                     continue
                 try:
@@ -105,8 +101,6 @@ class FolderScan:
                     found[Path(path)] = stat
                     candidates.append((path, inode))
             listing.candidates = candidates
-        if full_pass:
-            self.done.difference_update([v for v in self.done if v[0] not in present])
         took = time.monotonic() - started
         if full_pass:
             self.next_full_pass = now + max(FULL_PASS_SECONDS, took / FULL_PASS_SHARE)
