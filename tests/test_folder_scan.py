@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from psicbatch.run import folder_scan
-from psicbatch.run.folder_scan import FULL_PASS_SECONDS, QUIET_NS, FolderScan, version
+from psicbatch.run.folder_scan import FULL_PASS_SECONDS, QUIET_NS, FolderScan, Ledger, version
 
 
 def counted(monkeypatch: pytest.MonkeyPatch, name: str) -> list[str]:
@@ -131,3 +132,43 @@ def test_a_folder_changed_within_its_clock_tick_is_listed_again(tmp_path: Path) 
     late = write(folder / "late.png")
     os.utime(folder, ns=(tick, tick))  # as if in the same tick
     assert list(scan.pending(now=0.5)) == [late]
+
+
+def test_the_ledger_knows_a_version_by_path_size_and_time() -> None:
+    ledger = Ledger([(b"/line/a.png", 10, 5)])
+    ledger.add((b"/line/b.png", 10, 5))
+    assert (b"/line/a.png", 10, 5) in ledger and (b"/line/b.png", 10, 5) in ledger
+    for other in ((b"/line/a.png", 11, 5), (b"/line/a.png", 10, 6), (b"/line/c.png", 10, 5)):
+        assert other not in ledger
+    assert len(ledger) == 2
+
+
+def test_versions_added_one_by_one_are_sorted_in_each_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Ledger, "RECENT_LIMIT", 4)
+    versions = [(f"/line/{i}.png".encode(), i, 2**62 + i) for i in range(11)]
+    ledger = Ledger(versions[:3])
+    for file_version in versions + versions[5:]:  # each again, some after a sort-in
+        ledger.add(file_version)
+    ledger.update(versions)  # all again at once
+    assert len(ledger) == 11 and all(v in ledger for v in versions)
+    assert (b"/line/11.png", 11, 2**62 + 11) not in ledger
+
+
+def test_the_ledger_takes_a_tenth_of_the_memory_of_its_versions() -> None:
+    """It grows with every version a watch inspects, for the life of the process."""
+    versions = [(f"/line/camera1/2026-12-05/{i:08d}.png".encode(), 2_000_000 + i,
+                 1_764_900_000_000_000_000 + i) for i in range(20_000)]  # fmt: skip
+
+    def allocated(make: object) -> int:
+        tracemalloc.start()
+        held = make()  # type: ignore[operator]
+        size = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        del held
+        return size
+
+    as_tuples = allocated(lambda: {(bytes(p), s + 2**40, t + 1) for p, s, t in versions})
+    as_ledger = allocated(lambda: Ledger(versions))
+    assert as_ledger < as_tuples / 10, (as_ledger, as_tuples)

@@ -13,11 +13,15 @@ every ``FULL_PASS_SECONDS`` and never more than a small share of the time.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from psicbatch.data.images import IMAGE_SUFFIXES
 from psicbatch.paths import path_bytes
@@ -36,6 +40,70 @@ QUIET_NS = 2_000_000_000
 def version(path: Path | str, stat: os.stat_result) -> FileVersion:
     """What identifies a version of a file: its path, size and modification time."""
     return path_bytes(Path(path)), stat.st_size, stat.st_mtime_ns
+
+
+class Ledger:
+    """The file versions a watch has inspected, held as 16-byte digests (BLAKE2b) in
+    sorted arrays.
+
+    A watch's ledger grows with every version it inspects, for the life of the process
+    (a line's week at one image a second is 600,000): a set of (path, size, time) takes
+    about 180 bytes a version, this 16. New digests wait in a small set and are sorted
+    into the arrays a few thousand at a time. Two versions share a digest with a
+    probability near 2^-128 per pair."""
+
+    RECENT_LIMIT = 4096  # digests held in the set before they are sorted in
+
+    def __init__(self, versions: Iterable[FileVersion] = ()) -> None:
+        self._high = np.empty(0, np.uint64)  # the digests' two halves, sorted by both
+        self._low = np.empty(0, np.uint64)
+        self._recent: set[bytes] = set()
+        self.update(versions)
+
+    @staticmethod
+    def _digest(file_version: FileVersion) -> bytes:
+        path, size, mtime_ns = file_version
+        numbers = struct.pack("<qq", size, mtime_ns)  # fixed width: no two versions alike
+        return hashlib.blake2b(path + numbers, digest_size=16).digest()
+
+    def add(self, file_version: FileVersion) -> None:
+        digest = self._digest(file_version)
+        if not self._holds(digest):
+            self._recent.add(digest)
+            if len(self._recent) >= self.RECENT_LIMIT:
+                self._sort_in()
+
+    def update(self, versions: Iterable[FileVersion]) -> None:
+        self._recent.update(map(self._digest, versions))
+        self._sort_in()
+
+    def __contains__(self, file_version: object) -> bool:
+        return self._holds(self._digest(file_version))  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return len(self._high) + len(self._recent)
+
+    def _holds(self, digest: bytes) -> bool:
+        if digest in self._recent:
+            return True
+        high, low = (np.uint64(half) for half in struct.unpack("<QQ", digest))
+        first = np.searchsorted(self._high, high, side="left")
+        last = np.searchsorted(self._high, high, side="right")
+        return bool((self._low[first:last] == low).any())
+
+    def _sort_in(self) -> None:
+        """The recent digests into the sorted arrays, each digest once."""
+        if not self._recent:
+            return
+        halves = np.frombuffer(b"".join(self._recent), dtype="<u8").reshape(-1, 2)
+        high = np.concatenate([self._high, halves[:, 0]])
+        low = np.concatenate([self._low, halves[:, 1]])
+        order = np.lexsort((low, high))
+        high, low = high[order], low[order]
+        first = np.ones(len(high), dtype=bool)
+        first[1:] = (high[1:] != high[:-1]) | (low[1:] != low[:-1])
+        self._high, self._low = high[first], low[first]
+        self._recent.clear()
 
 
 @dataclass
@@ -71,7 +139,7 @@ class FolderScan:
     """The image files under ``folder`` (recursive) whose current version is not in
     ``done`` (the watch's ledger, which it extends as it writes results)."""
 
-    def __init__(self, folder: Path, skip: Path, done: set[FileVersion]) -> None:
+    def __init__(self, folder: Path, skip: Path, done: Container[FileVersion]) -> None:
         self.folder, self.skip, self.done = str(folder), str(skip), done
         self.inspected: dict[str, int] = {}  # path -> inode, of files whose version is done
         self.listings: dict[str, Listing] = {}

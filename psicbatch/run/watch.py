@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 from psicbatch.run.compaction import Compactor
-from psicbatch.run.folder_scan import FileVersion, FolderScan
+from psicbatch.run.folder_scan import FileVersion, FolderScan, Ledger
 from psicbatch.run.job import JobIdentity, check_same_job
 from psicbatch.run.options import RunOptions
 from psicbatch.run.output import write_part
@@ -87,9 +87,9 @@ class CompletionTracker:
         return ready
 
 
-def done_versions(out: Path) -> set[FileVersion]:
+def done_versions(out: Path) -> Ledger:
     """Every file version in the parts already written: the ledger."""
-    done: set[FileVersion] = set()
+    done = Ledger()
     for part in out.glob("date=*/hour=*/part-*.parquet"):
         table = pq.read_table(part, columns=["path_bytes", "file_size", "file_mtime_ns"])
         done.update(zip(*(table.column(i).to_pylist() for i in range(3)), strict=True))
@@ -172,7 +172,7 @@ def _complete_batches(
     folder: Path,
     out: Path,
     tracker: CompletionTracker,
-    done: set[FileVersion],
+    done: Container[FileVersion],
     watching: WatchOptions,
     clock: Callable[[], float],
 ) -> Iterator[tuple[list[tuple[Path, os.stat_result]], float]]:
