@@ -76,12 +76,26 @@ def test_an_hour_merged_before_is_merged_again_with_its_new_parts(tmp_path: Path
 def test_a_failed_merge_stops_the_watch_at_its_next_hour(tmp_path: Path) -> None:
     hour = hour_folder(tmp_path, 9)
     (hour / "part-2026-12-04T09-merged-1-1.parquet").write_bytes(b"not parquet")
-    compactor = Compactor(tmp_path)
-    compactor.start(tmp_path / "none")
+    compactor = Compactor(tmp_path, tmp_path / "none")
+    compactor.start()
     assert compactor.thread is not None
     compactor.thread.join(timeout=30)
     with pytest.raises(PsicbatchError, match=r"merged-1-1\.parquet: cannot be read"):
-        compactor.start(tmp_path / "none")
+        compactor.start()
+
+
+def test_the_first_part_of_a_new_hour_merges_the_hour_before(tmp_path: Path) -> None:
+    nine, ten = hour_folder(tmp_path, 9), hour_folder(tmp_path, 10)
+    compactor = Compactor(tmp_path, nine)
+    for part in write_parts(nine, 0, 3):
+        compactor.part_written(part)  # the same hour: nothing to merge
+    assert compactor.thread is None
+    (first_of_ten,) = write_parts(ten, 3, 1)
+    compactor.part_written(first_of_ten)
+    assert compactor.thread is not None
+    compactor.thread.join(timeout=30)
+    assert len(list(nine.iterdir())) == 1 and numbers(nine) == [0, 1, 2]
+    assert numbers(ten) == [3]
 
 
 def test_a_restarted_watch_merges_the_hours_before_and_inspects_nothing_twice(

@@ -79,20 +79,27 @@ class Compactor:
     """Merges a watch's finished hours in the background, one pass at a time; an error
     of a pass is raised by the next ``start`` (so the watch stops with it)."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, current: Path) -> None:
         self.out = out
+        self.current = current  # the hour being written
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
 
-    def start(self, current: Path) -> None:
-        """Merge every hour but ``current``, unless a pass is still running (the next
-        hour's start catches up)."""
+    def part_written(self, part: Path) -> None:
+        """The first part of a new hour finishes the hour before: merge it."""
+        if part.parent != self.current:
+            self.current = part.parent
+            self.start()
+
+    def start(self) -> None:
+        """Merge every hour but the current one, unless a pass is still running (the
+        next hour's start catches up)."""
         if self.error is not None:
             raise self.error
         if self.thread is not None and self.thread.is_alive():
             return
         self.thread = threading.Thread(
-            target=self._run, args=(current,), name="psicbatch-compact", daemon=True
+            target=self._run, args=(self.current,), name="psicbatch-compact", daemon=True
         )
         self.thread.start()
 

@@ -145,9 +145,8 @@ def watch(
     tracker = CompletionTracker(watching.settle_seconds, watching.marker)
     result = result if result is not None else WatchStatus()
     status(result)
-    compactor = Compactor(out)
-    current = _hour_folder(out, datetime.datetime.now(datetime.timezone.utc))
-    compactor.start(current)  # the hours an earlier watch left unmerged
+    compactor = Compactor(out, _hour_folder(out, datetime.datetime.now(datetime.timezone.utc)))
+    compactor.start()  # the hours an earlier watch left unmerged
     for batch, completed in _complete_batches(folder, out, tracker, done, watching, clock):
         rows = worker.rows(list(enumerate(path for path, _ in batch)))
         stamp = datetime.datetime.now(datetime.timezone.utc)
@@ -160,9 +159,7 @@ def watch(
             row["completed_at"] = completed_at
         part = _part_path(out, stamp)
         write_part(pa.Table.from_pylist(rows, schema=WATCH_SCHEMA), part)
-        if part.parent != current:  # a new hour: the one before it is finished
-            current = part.parent
-            compactor.start(current)
+        compactor.part_written(part)
         done.update((row["path_bytes"], row["file_size"], row["file_mtime_ns"]) for row in rows)
         result.add(rows, [clock() - completed] * len(rows))
         status(result)
