@@ -12,6 +12,7 @@ import pytest
 
 from psicbatch.data.synth import generate
 from psicbatch.errors import PsicbatchError
+from psicbatch.run import compaction
 from psicbatch.run.compaction import Compactor, compact, merge
 from psicbatch.run.output import write_part
 from tests.test_watch import rows, start_watch, wait_for
@@ -127,3 +128,27 @@ def test_a_restarted_watch_merges_the_hours_before_and_inspects_nothing_twice(
     second.communicate(timeout=30)
     assert sorted(Path(row["path"]).name for row in rows(out)) == ["0.png", "1.png", "2.png"]
     assert "2020-01-01" in {row["date"] for row in rows(out)}
+
+
+def test_a_merge_writes_a_row_group_every_few_thousand_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory follows a row group, not the hour."""
+    monkeypatch.setattr(compaction, "ROWS_PER_GROUP", 2)
+    hour = hour_folder(tmp_path, 9)
+    merged = merge(hour, write_parts(hour, 0, 5))
+    assert merged is not None and numbers(hour) == [0, 1, 2, 3, 4]
+    metadata = pq.read_metadata(merged)
+    assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [2, 2, 1]
+
+
+def test_an_hour_whose_parts_have_other_columns_is_left_as_it_is(tmp_path: Path) -> None:
+    """Parts of two psicbatch versions within an hour are not merged, nor lost."""
+    hour = hour_folder(tmp_path, 9)
+    parts = write_parts(hour, 0, 2)
+    write_part(
+        pa.table({"number": [2], "new_column": ["x"]}),
+        hour / "part-20261204T090002000000-1.parquet",
+    )
+    assert compact(tmp_path, tmp_path / "none") == 0
+    assert sorted(hour.iterdir()) == sorted([*parts, hour / "part-20261204T090002000000-1.parquet"])
