@@ -134,14 +134,14 @@ def main() -> None:
     parser.add_argument("--checkout", type=Path, default=ROOT, help="whose psicbatch runs")
     parser.add_argument("--model", type=Path, help="checkpoint (default: the demo model)")
     args = parser.parse_args()
+    revision = subprocess.run(  # before the watch starts: the code it runs
+        ["git", "rev-parse", "--short", "HEAD"], cwd=args.checkout, capture_output=True, text=True
+    ).stdout.strip()
     with tempfile.TemporaryDirectory() as folder:
         started = time.monotonic()
         samples, idle_share = soak(Path(folder), args)
         seconds = time.monotonic() - started
     facts = machine()
-    revision = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=args.checkout, capture_output=True, text=True
-    ).stdout.strip()
     args.out.mkdir(parents=True, exist_ok=True)
     record = {"machine": facts, "revision": revision, "files": args.files, "size": args.size}
     record |= {"archive": args.archive, "idle_seconds": args.idle}
