@@ -344,7 +344,8 @@ class Trainer:
         image_probs = torch.empty(count)
         # Per image, over HISTOGRAM_BINS bins; filled in place: thousands of small tensors
         # kept in a list, allocated between each batch's large freed ones, fragment the
-        # heap (RSS grew by 500 MB over 3,240 tiles; benchmarks/results/train-memory-avx512/).
+        # heap (RSS grew by up to 909 MiB over 3,240 tiles;
+        # benchmarks/results/train-memory-avx512/).
         defect_hists = torch.empty(count, HISTOGRAM_BINS)
         background_hists = torch.empty(count, HISTOGRAM_BINS)
         for index, probs, seg in predict_batches(
