@@ -24,6 +24,11 @@ def hour_folder(out: Path, hour: int) -> Path:
     return folder
 
 
+def later(out: Path) -> Path:
+    """An hour after every hour these tests write: the one being written."""
+    return out / "date=2026-12-05" / "hour=00"
+
+
 def write_parts(folder: Path, first: int, count: int) -> list[Path]:
     """One-row parts numbered from ``first``, named as a watch names them (by time)."""
     parts = []
@@ -42,6 +47,9 @@ def test_finished_hours_become_one_part_each_and_the_current_hour_is_left(tmp_pa
     finished, current = hour_folder(tmp_path, 9), hour_folder(tmp_path, 10)
     write_parts(finished, 0, 5)
     write_parts(current, 5, 3)
+    following = hour_folder(tmp_path, 11)  # begun since the merge was asked for: left too
+    write_parts(following, 8, 2)
+    (following / ".part-20261204T110002000000-1.parquet.tmp").write_bytes(b"being written")
     (finished / ".part-20261204T090009000000-1.parquet.tmp").write_bytes(
         b"half"
     )  # a killed process's
@@ -50,6 +58,7 @@ def test_finished_hours_become_one_part_each_and_the_current_hour_is_left(tmp_pa
     assert merged.name.startswith("part-2026-12-04T09-merged-")
     assert numbers(finished) == [0, 1, 2, 3, 4]
     assert len(list(current.glob("part-*.parquet"))) == 3
+    assert len(list(following.iterdir())) == 3
     assert compact(tmp_path, current) == 0  # nothing more to merge
 
 
@@ -61,7 +70,7 @@ def test_parts_left_beside_their_merged_file_are_removed_first(tmp_path: Path) -
     merge(hour, parts)
     for part, data in kept.items():
         part.write_bytes(data)  # as if never removed
-    compact(tmp_path, tmp_path / "none")
+    compact(tmp_path, later(tmp_path))
     assert numbers(hour) == [0, 1, 2] and len(list(hour.iterdir())) == 1
 
 
@@ -70,14 +79,14 @@ def test_an_hour_merged_before_is_merged_again_with_its_new_parts(tmp_path: Path
     hour = hour_folder(tmp_path, 9)
     merge(hour, write_parts(hour, 0, 2))
     write_parts(hour, 2, 2)
-    compact(tmp_path, tmp_path / "none")
+    compact(tmp_path, later(tmp_path))
     assert numbers(hour) == [0, 1, 2, 3] and len(list(hour.iterdir())) == 1
 
 
 def test_a_failed_merge_stops_the_watch_at_its_next_hour(tmp_path: Path) -> None:
     hour = hour_folder(tmp_path, 9)
     (hour / "part-2026-12-04T09-merged-1-1.parquet").write_bytes(b"not parquet")
-    compactor = Compactor(tmp_path, tmp_path / "none")
+    compactor = Compactor(tmp_path, later(tmp_path))
     compactor.start()
     assert compactor.thread is not None
     compactor.thread.join(timeout=30)
@@ -150,5 +159,5 @@ def test_an_hour_whose_parts_have_other_columns_is_left_as_it_is(tmp_path: Path)
         pa.table({"number": [2], "new_column": ["x"]}),
         hour / "part-20261204T090002000000-1.parquet",
     )
-    assert compact(tmp_path, tmp_path / "none") == 0
+    assert compact(tmp_path, later(tmp_path)) == 0
     assert sorted(hour.iterdir()) == sorted([*parts, hour / "part-20261204T090002000000-1.parquet"])

@@ -31,8 +31,17 @@ ROWS_PER_GROUP = 65_536  # rows read before a row group is written
 
 
 def finished_hours(out: Path, current: Path) -> list[Path]:
-    """The hour folders of ``out`` other than ``current`` (the hour being written)."""
-    return sorted(hour for hour in out.glob("date=*/hour=*") if hour != current and hour.is_dir())
+    """The hour folders of ``out`` before ``current`` (the hour being written). Not the
+    ones after it: the watch may have begun writing the next hour since ``current`` was
+    taken, and a part being written there must not be touched."""
+    return sorted(
+        hour for hour in out.glob("date=*/hour=*") if _when(hour) < _when(current) and hour.is_dir()
+    )
+
+
+def _when(hour: Path) -> tuple[str, str]:
+    """An hour folder's place in time: ``date=YYYY-MM-DD``, ``hour=HH`` sort as times do."""
+    return hour.parent.name, hour.name
 
 
 def compact(out: Path, current: Path) -> int:
