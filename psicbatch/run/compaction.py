@@ -69,14 +69,18 @@ def merge(hour: Path, parts: list[Path]) -> Path | None:
         schema = columns.with_metadata(metadata)
         with pq.ParquetWriter(temporary, schema, compression="zstd") as writer:
             group: list[pa.Table] = []
-            for index, part in enumerate(parts):
+            rows = 0
+            for part in parts:
                 table = pq.read_table(part).replace_schema_metadata(None)
                 if not table.schema.equals(columns):
                     raise DifferentColumns(part)
                 group.append(table)
-                if sum(t.num_rows for t in group) >= ROWS_PER_GROUP or index == len(parts) - 1:
+                rows += table.num_rows
+                if rows >= ROWS_PER_GROUP:
                     writer.write_table(pa.concat_tables(group))
-                    group = []
+                    group, rows = [], 0
+            if group:
+                writer.write_table(pa.concat_tables(group))
 
     date, hour_of_day = hour.parent.name.removeprefix("date="), hour.name.removeprefix("hour=")
     stamp = datetime.datetime.now(datetime.timezone.utc)
