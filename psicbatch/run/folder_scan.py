@@ -67,21 +67,21 @@ class Ledger:
         return hashlib.blake2b(path + numbers, digest_size=16).digest()
 
     def add(self, file_version: FileVersion) -> None:
-        digest = self._digest(file_version)
-        if not self._holds(digest):
-            self._recent.add(digest)
-            if len(self._recent) >= self.RECENT_LIMIT:
-                self._sort_in()
+        self.update([file_version])
 
     def update(self, versions: Iterable[FileVersion]) -> None:
+        """Sorted in once a few thousand have come: a restarted watch adds each part's
+        versions in turn, and sorting every time would make that quadratic."""
         self._recent.update(map(self._digest, versions))
-        self._sort_in()
+        if len(self._recent) >= self.RECENT_LIMIT:
+            self._sort_in()
 
     def __contains__(self, file_version: object) -> bool:
         return self._holds(self._digest(file_version))  # type: ignore[arg-type]
 
     def __len__(self) -> int:
-        return len(self._high) + len(self._recent)
+        self._sort_in()  # the recent digests may repeat sorted ones
+        return len(self._high)
 
     def _holds(self, digest: bytes) -> bool:
         if digest in self._recent:
