@@ -18,6 +18,8 @@ from psicbatch.api import Inspector
 from psicbatch.assets import demo_model_path
 from psicbatch.checkpoint import load_checkpoint, save_checkpoint
 from psicbatch.cli import main
+from psicbatch.data import memory
+from psicbatch.data.layouts import read_dataset
 from psicbatch.data.synth import defect_mask, generate, texture
 from psicbatch.run import rle
 from psicbatch.tiles import TileGrid, axis_origins
@@ -115,6 +117,20 @@ def test_train_on_tiles_records_the_tiling(tmp_path: Path) -> None:
     assert checkpoint.training["options"]["tile_overlap"] == 8
     wide = CliRunner().invoke(main, [*base, "--overlap", "32"])
     assert wide.exit_code == 2 and "below half the tile" in wide.output
+
+
+def test_training_tiles_are_defective_where_their_part_of_the_mask_is(tmp_path: Path) -> None:
+    generate(tmp_path, 4, (160, 224), defect_rate=0.5, seed=2)
+    samples = read_dataset(tmp_path, "folder")
+    tiles = memory.load_tiles(samples, (64, 64), 8, 1)
+    grids = [TileGrid((160, 224), (64, 64), 8) for _ in samples]
+    expected = [
+        bool(mask_tile.any())
+        for sample, grid in zip(samples, grids, strict=True)
+        for mask_tile in grid.cut(memory.defect_mask(sample, (160, 224))[:, :, None])
+    ]
+    assert tiles.labels.tolist() == expected and 0 < sum(expected) < len(expected)
+    assert torch.equal(tiles.masks[:].flatten(1).any(dim=1), tiles.labels)
 
 
 def test_eval_scores_a_tiled_model_as_run_inspects_it(tmp_path: Path) -> None:

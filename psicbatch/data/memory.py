@@ -74,7 +74,7 @@ def load_tiles(
     """Every image cut at native resolution into the grid of tiles a tiled run uses
     (``tiles.TileGrid``), each tile a sample labelled defective when its mask part holds
     a defect pixel; the trainer's balanced order then oversamples the defect tiles."""
-    images, labels = [], []
+    images = []
     masks = DefectMasks(0, tile)
     task = progress.add_task("cutting tiles", total=len(samples), status="") if progress else None
     for sample in samples:
@@ -82,15 +82,13 @@ def load_tiles(
         mask = defect_mask(sample, image.shape[:2])
         grid = TileGrid(image.shape[:2], tile, overlap)
         images.append(torch.from_numpy(grid.cut(image)))
-        mask_tiles = grid.cut(mask[:, :, None])[:, 0]
-        for mask_tile in mask_tiles:
+        for mask_tile in grid.cut(mask[:, :, None])[:, 0]:
             masks.append(mask_tile)
-        labels.append(torch.from_numpy(mask_tiles.reshape(len(mask_tiles), -1).any(axis=1)))
         if progress is not None and task is not None:
             progress.advance(task)
-    return TensorDataset(
-        torch.cat(images), masks, torch.cat(labels), [tile] * masks.count, bit_depth
-    )
+    labels = torch.zeros(masks.count, dtype=torch.bool)
+    labels[masks.defective] = True  # the tiles whose part of the mask holds a defect pixel
+    return TensorDataset(torch.cat(images), masks, labels, [tile] * masks.count, bit_depth)
 
 
 def defect_mask(sample: SampleRef, size: tuple[int, int]) -> np.ndarray:
