@@ -39,7 +39,7 @@ QUIET_NS = 2_000_000_000
 
 def version(path: Path | str, stat: os.stat_result) -> FileVersion:
     """What identifies a version of a file: its path, size and modification time."""
-    return path_bytes(Path(path)), stat.st_size, stat.st_mtime_ns
+    return path_bytes(path), stat.st_size, stat.st_mtime_ns
 
 
 class Ledger:
