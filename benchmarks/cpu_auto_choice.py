@@ -34,8 +34,8 @@ from psicbatch.assets import demo_model_path  # noqa: E402
 from psicbatch.bench.machine import machine  # noqa: E402
 from psicbatch.checkpoint import save_checkpoint, untrained_checkpoint  # noqa: E402
 from psicbatch.data.synth import generate  # noqa: E402
-from psicbatch.engines import load_engine  # noqa: E402
 from psicbatch.engines.build import BuildOptions, build_engine  # noqa: E402
+from psicbatch.engines.loading import load_engine  # noqa: E402
 from psicbatch.engines.tuning import cpu_candidates, time_engine, tune  # noqa: E402
 from psicbatch.hardware import cpu_precisions  # noqa: E402
 from psicbatch.model import ModelConfig  # noqa: E402

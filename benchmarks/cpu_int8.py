@@ -43,7 +43,8 @@ from psicbatch.engines.ort_engine import session_options  # noqa: E402
 from psicbatch.engines.parity import synthetic_parity_images  # noqa: E402
 from psicbatch.engines.quantize import quantize_int8  # noqa: E402
 from psicbatch.engines.spec import EngineSpec, open_engine  # noqa: E402
-from psicbatch.model import STRIDE, ModelConfig  # noqa: E402
+from psicbatch.model import ModelConfig  # noqa: E402
+from psicbatch.network_size import STRIDE  # noqa: E402
 from psicbatch.reports import markdown_table  # noqa: E402
 from psicbatch.versions import installed_versions  # noqa: E402
 

@@ -23,8 +23,9 @@ from psicbatch.data.layouts import SampleRef
 from psicbatch.data.memory import load_into_memory
 from psicbatch.data.splits import kfold_by_group, save_splits
 from psicbatch.devices import resolve_device
-from psicbatch.engines import Engine, load_engine
+from psicbatch.engines.base import Engine
 from psicbatch.engines.build import BuildOptions, build_engine
+from psicbatch.engines.loading import load_engine
 from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.errors import PsicbatchError
 from psicbatch.evaluate import evaluate, metrics_summary
@@ -36,7 +37,8 @@ from psicbatch.reports import (
     write_predictions,
 )
 from psicbatch.scores import EvaluationSummary
-from psicbatch.train import Trainer, TrainOptions, partial_path
+from psicbatch.train import Trainer, partial_path
+from psicbatch.train_options import TrainOptions
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,12 @@
 or ``N``; where a command runs several workers (``run``) also a list of GPUs (``0,1``,
 ``cuda:0,cuda:1``) or ``all``. Every form resolves to ``cpu`` or ``cuda:N``, checked
 against the GPUs visible here, so a typo fails in one line before any work starts.
+
+torch is imported only when a device is resolved: declaring ``--device`` (and every
+command's ``--help``) does not pay the second it takes to import.
 """
 
 from __future__ import annotations
-
-import torch
 
 from psicbatch.errors import PsicbatchError
 
@@ -18,6 +19,8 @@ DEVICES_HELP = f"{DEVICE_HELP}, or GPUs as 0,1 or all"
 
 def default_device() -> str:
     """The first GPU when one is visible, else the CPU."""
+    import torch
+
     return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
@@ -28,6 +31,8 @@ def parse_devices(value: str) -> tuple[str, ...]:
         return (default_device(),)
     if text == "cpu":
         return ("cpu",)
+    import torch
+
     visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if text == "all":
         if not visible:

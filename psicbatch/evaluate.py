@@ -22,7 +22,7 @@ from psicbatch import metrics
 from psicbatch.data.labelled import LabelledImage, from_memory, read_labelled
 from psicbatch.data.layouts import SampleRef, read_dataset
 from psicbatch.data.memory import TensorDataset
-from psicbatch.engines import Engine
+from psicbatch.engines.base import Engine
 from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.errors import PsicbatchError
 from psicbatch.evaluation_page import evaluation_html

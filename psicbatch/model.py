@@ -56,9 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: The network's total down-sampling; inputs are padded to a multiple of it.
-STRIDE = 8
-MIN_NETWORK_SIZE = 32  # smallest input side trained or built (the classifier pools 3 more times)
+from psicbatch.network_size import STRIDE
 
 FEATURE_CHANNELS = (32, 32, 64, 64, 64, 128, 128, 128, 128, 1024)
 FEATURE_KERNELS = (5,) * 9 + (15,)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import torch
 
-PIXEL_THRESHOLDS = ("f1", "iou")
-
 HISTOGRAM_BINS = 2000
 
 

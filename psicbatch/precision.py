@@ -1,5 +1,6 @@
-"""Numeric precisions: which ones each backend runs on which device, and what ``auto``
-means. The one place train, eval, build-engine, run and bench ask."""
+"""Numeric precisions: what ``auto`` means here, and whether a backend runs a precision on
+a device (its table: ``engines.registry.SUPPORTED``). The one place train, eval,
+build-engine, run and bench ask."""
 
 from __future__ import annotations
 
@@ -9,21 +10,10 @@ from dataclasses import dataclass
 import torch
 
 from psicbatch import hardware
-from psicbatch.engines.registry import BACKENDS
+from psicbatch.engines.registry import PRECISION_CHOICES, SUPPORTED
 from psicbatch.errors import PsicbatchError
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-CHOICES = ("auto", *PRECISIONS)
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-# backend -> device type -> (precisions it runs; on GPUs the first is what ``auto``
-# picks). On CPUs ``auto`` asks the hardware (``cpu_auto``): torch bf16 only where the CPU
-# has native bf16 (it is then the fastest torch option, 2.5x ONNX Runtime fp32 on AVX-512
-# BF16, benchmarks/results/cpu-backends/), else fp32 (bf16 is about 6x slower than fp32
-# on AVX2-only CPUs). OpenVINO is psicbatch's CPU int8 runtime (benchmarks/results/cpu-int8/)
-# and also runs fp32.
-SUPPORTED = {name: backend.precisions for name, backend in BACKENDS.items()}
-TORCH_CHOICES = ("auto", *sorted(set(SUPPORTED["torch"]["cpu"] + SUPPORTED["torch"]["cuda"])))
 
 
 @dataclass(frozen=True)
@@ -55,8 +45,10 @@ def choose_precision(
     """The precision to run and why: ``requested``, checked against the table, or what
     ``auto`` means there. Training's ``auto`` on GPUs is bf16 where the GPU has it (no
     loss scaling needed), else fp16."""
-    if requested not in CHOICES:
-        raise PsicbatchError(f"unknown precision {requested!r}; choose one of {', '.join(CHOICES)}")
+    if requested not in PRECISION_CHOICES:
+        raise PsicbatchError(
+            f"unknown precision {requested!r}; choose one of {', '.join(PRECISION_CHOICES)}"
+        )
     device_type = torch.device(device).type
     supported = SUPPORTED[backend].get(device_type)
     if supported is None:

@@ -20,7 +20,7 @@ on the training images (best F1) and saved. Progress is checkpointed after every
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -46,54 +46,15 @@ from psicbatch.metrics import best_f1_threshold
 from psicbatch.model import ModelConfig, PSICNet
 from psicbatch.pixel_threshold import (
     HISTOGRAM_BINS,
-    PIXEL_THRESHOLDS,
     choose_pixel_threshold,
     pixel_histograms,
 )
 from psicbatch.precision import autocast, choose_precision
 from psicbatch.preprocess import normalize
 from psicbatch.sampling import balanced_order, random_flips
+from psicbatch.train_options import TrainOptions
 
-MODES = ("two-step", "end-to-end")
 PHASES = ("segmentation", "classification", "end-to-end")
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    mode: str = "two-step"
-    width: float = 0.25
-    input_size: tuple[int, int] = (512, 512)
-    seg_epochs: int = 40  # also the epoch count of end-to-end mode
-    cls_epochs: int = 30
-    batch_size: int = 4
-    seg_lr: float = 0.1
-    cls_lr: float = 0.05
-    dilate: int = 0  # grow defect labels by this many pixels (thin annotations)
-    augment: bool = True  # random horizontal and vertical flips
-    delta: float = 0.01  # end-to-end classification loss weight
-    alpha_cap: float = 1.0  # eq. (2): the defect pixels' weight alpha at most this (1: none)
-    dice_weight: float = 0.0  # weight of a soft Dice term added to eq. (2) (0: the paper's)
-    pixel_threshold: str = "f1"  # f1: best pooled F1; iou: best mean IoU per defective image
-    tile_overlap: int | None = None  # trained on input_size tiles at native resolution
-    seed: int = 0
-    precision: str = "auto"
-    device: str = "auto"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready record of the options (kept in checkpoints, compared on resume)."""
-        return {**asdict(self), "input_size": list(self.input_size)}
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise PsicbatchError(
-                f"unknown training mode {self.mode!r}; choose {' or '.join(MODES)}"
-            )
-        if not 0.5 <= self.alpha_cap <= 1.0:
-            raise PsicbatchError(f"--alpha-cap must lie in [0.5, 1], got {self.alpha_cap}")
-        if not 0.0 <= self.dice_weight <= 10.0:
-            raise PsicbatchError(f"--dice-weight must lie in [0, 10], got {self.dice_weight}")
-        if self.pixel_threshold not in PIXEL_THRESHOLDS:
-            raise PsicbatchError(f"--pixel-threshold must be one of {', '.join(PIXEL_THRESHOLDS)}")
 
 
 def partial_path(out: Path) -> Path:

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from psicbatch.assets import demo_model_path
-from psicbatch.engines import load_engine
 from psicbatch.engines.base import Engine, padded_batch
 from psicbatch.engines.build import BuildOptions, build_engine
+from psicbatch.engines.loading import load_engine
 from psicbatch.engines.null_engine import null_manifest
 from psicbatch.engines.torch_engine import TorchEngine
 

@@ -67,6 +67,30 @@ def test_the_list_of_commands_loads_none_of_them() -> None:
     assert result.stdout.splitlines()[-1] == "[]" and "eval " in result.stdout
 
 
+def test_no_command_imports_torch_before_it_runs() -> None:
+    """A command's ``--help`` and its option errors answer at once: declaring a command's
+    options imports no torch (a second or more); its work imports it when it runs."""
+    probe = (
+        "import importlib, sys\nfrom psicbatch.cli import COMMANDS\n"
+        "for module, _ in COMMANDS.values():\n    importlib.import_module(module)\n"
+        "    if 'torch' in sys.modules:\n        print(module)\n        break\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "", f"{result.stdout.strip()} imports torch"
+
+
+def test_an_option_error_needs_no_torch(runner: CliRunner) -> None:
+    probe = (
+        "import sys\nfrom psicbatch.cli import main\ntry:\n"
+        "    main(['run', 'x', '--batch-size', '0'])\nexcept SystemExit as e:\n"
+        "    print(e.code, 'torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.stdout.splitlines()[-1] == "2 False", result.stdout + result.stderr
+    assert "Invalid value for '--batch-size'" in result.stderr
+
+
 def test_info_reports_config_parameters_and_flops(runner: CliRunner, tiny_checkpoint: Path) -> None:
     result = runner.invoke(main, ["info", str(tiny_checkpoint), "--json"])
     assert result.exit_code == 0, result.output
@@ -139,7 +163,7 @@ def _png_bytes() -> bytes:
 
 
 def test_a_loss_history_at_a_glance() -> None:
-    from psicbatch.commands.model import sparkline
+    from psicbatch.summaries import sparkline
 
     falling = [10.0 ** -(i / 10) for i in range(90)]  # nine orders of magnitude, evenly
     line = sparkline(falling)

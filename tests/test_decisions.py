@@ -201,8 +201,8 @@ def test_decisions_stored_in_an_engine_are_a_new_revision_that_run_applies(
     dataset: Path, tmp_path: Path
 ) -> None:
     from psicbatch.assets import demo_model_path
-    from psicbatch.engines import load_engine
     from psicbatch.engines.build import BuildOptions, build_engine
+    from psicbatch.engines.loading import load_engine
     from psicbatch.engines.manifest import read_manifest
 
     engine, _ = build_engine(

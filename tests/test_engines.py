@@ -15,11 +15,11 @@ from psicbatch.assets import demo_model_path
 from psicbatch.checkpoint import load_checkpoint
 from psicbatch.cli import main
 from psicbatch.data.synth import generate
-from psicbatch.engines import load_engine
 from psicbatch.engines.build import BuildOptions, build_engine
 from psicbatch.engines.cuda_graphs import Forward, GraphedForward
 from psicbatch.engines.destination import move_into_place
 from psicbatch.engines.export import ProbabilityModel
+from psicbatch.engines.loading import load_engine
 from psicbatch.engines.manifest import MANIFEST_NAME
 from psicbatch.errors import PsicbatchError
 from psicbatch.metrics import mask_iou

@@ -22,8 +22,8 @@ from psicbatch.assets import demo_model_path
 from psicbatch.checkpoint import load_checkpoint
 from psicbatch.cli import main
 from psicbatch.data.synth import generate
-from psicbatch.engines import load_engine
 from psicbatch.engines.build import BuildOptions, build_engine
+from psicbatch.engines.loading import load_engine
 from psicbatch.metrics import mask_iou
 from psicbatch.preprocess import Preprocessing
 from psicbatch.run import rle

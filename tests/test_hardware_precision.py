@@ -14,12 +14,13 @@ from psicbatch.bench.machine import faster_configuration_advice
 from psicbatch.data.masks import DefectMasks
 from psicbatch.data.memory import TensorDataset
 from psicbatch.engines.build import BuildOptions, checkpoint_manifest, choose_engine
-from psicbatch.engines.parity import MIN_MASK_IOU
+from psicbatch.engines.build_options import MIN_MASK_IOU
 from psicbatch.engines.spec import EngineSpec, describe_engine
 from psicbatch.engines.tuning import Candidate, tune
 from psicbatch.errors import PsicbatchError
 from psicbatch.run.runner import RunOptions, describe_run, worker_devices
-from psicbatch.train import Trainer, TrainOptions
+from psicbatch.train import Trainer
+from psicbatch.train_options import TrainOptions
 
 AVX2 = hardware.CpuPrecisions("AVX2", bf16=False, fp16=False, int8_dot=False)
 AVX512_BF16 = hardware.CpuPrecisions("AVX512", bf16=True, fp16=False, int8_dot=True)

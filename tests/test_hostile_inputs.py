@@ -26,8 +26,8 @@ from PIL import Image
 from psicbatch.assets import demo_model_path
 from psicbatch.checkpoint import file_sha256
 from psicbatch.cli import main
-from psicbatch.engines import load_engine
 from psicbatch.engines.build import BuildOptions, build_engine
+from psicbatch.engines.loading import load_engine
 from psicbatch.engines.manifest import MANIFEST_NAME
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError

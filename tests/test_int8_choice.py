@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from psicbatch.assets import demo_model_path
 from psicbatch.cli import main
 from psicbatch.data.synth import generate
-from psicbatch.engines import load_engine
 from psicbatch.engines.build import BuildOptions, build_engine
+from psicbatch.engines.loading import load_engine
 from psicbatch.engines.quantize import _stride
 from psicbatch.errors import PsicbatchError
 from psicbatch.precision import cpu_auto

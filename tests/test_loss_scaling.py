@@ -14,7 +14,8 @@ from psicbatch.data.layouts import read_dataset
 from psicbatch.data.memory import load_into_memory
 from psicbatch.data.synth import generate
 from psicbatch.loss_scaling import INITIAL_SCALE, LossScale
-from psicbatch.train import Trainer, TrainOptions
+from psicbatch.train import Trainer
+from psicbatch.train_options import TrainOptions
 
 
 def test_a_gradient_that_underflows_in_fp16_survives_scaling() -> None:

@@ -157,7 +157,7 @@ def test_a_gpu_onnxruntime_engine_without_the_cuda_provider_is_one_clear_error()
     with pytest.raises(PsicbatchError, match=r"needs ONNX Runtime's CUDA provider") as raised:
         providers_for(torch.device("cuda:0"), ["CPUExecutionProvider"])
     assert "psicbatch[onnx-gpu]" in str(raised.value) and "\n" not in str(raised.value)
-    from psicbatch.precision import SUPPORTED
+    from psicbatch.engines.registry import SUPPORTED
 
     assert "int8" not in SUPPORTED["onnxruntime"]["cuda"]  # the CUDA provider runs it in float
 
@@ -185,8 +185,8 @@ def test_tensorrt_engine_refuses_the_cpu(tmp_path: Path) -> None:
 
 
 def test_torch_engine_runs_on_the_runs_device_not_the_builds(tmp_path: Path) -> None:
-    from psicbatch.engines import load_engine
     from psicbatch.engines.build import BuildOptions, build_engine
+    from psicbatch.engines.loading import load_engine
 
     options = BuildOptions(backend="torch", precision="fp32", max_batch=2, out=tmp_path / "e")
     directory, manifest = build_engine(demo_model_path(), options)

@@ -7,9 +7,8 @@ import pytest
 
 from psicbatch.cli import main
 from psicbatch.engines.base import Engine
-from psicbatch.engines.registry import BACKENDS, CPU_INT8_BACKENDS, backend
+from psicbatch.engines.registry import BACKENDS, CPU_INT8_BACKENDS, PRECISIONS, SUPPORTED, backend
 from psicbatch.errors import PsicbatchError
-from psicbatch.precision import PRECISIONS, SUPPORTED
 
 
 def choices(command: str, option: str) -> tuple[str, ...]:

@@ -17,7 +17,8 @@ from psicbatch.losses import segmentation_loss, soft_dice_loss, weighted_cross_e
 from psicbatch.memory_inference import predict_batches
 from psicbatch.metrics import average_precision
 from psicbatch.sampling import balanced_order
-from psicbatch.train import Trainer, TrainOptions, partial_path
+from psicbatch.train import Trainer, partial_path
+from psicbatch.train_options import TrainOptions
 
 SIZE = (64, 64)
 # precision auto: bf16 where the CPU has it natively, else fp32 (emulated bf16 is ~6x slower)

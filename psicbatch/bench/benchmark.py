@@ -40,7 +40,8 @@ from psicbatch.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, u
 from psicbatch.data.images import image_files
 from psicbatch.data.synth import generate, generate_many
 from psicbatch.devices import resolve_device
-from psicbatch.engines import Engine, load_engine
+from psicbatch.engines.base import Engine
+from psicbatch.engines.loading import load_engine
 from psicbatch.engines.null_engine import NULL_OUTPUTS
 from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.model import ModelConfig, count_flops

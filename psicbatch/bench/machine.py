@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from psicbatch import __version__
-from psicbatch.engines import Manifest
+from psicbatch.engines.manifest import Manifest
 from psicbatch.engines.registry import BACKENDS, all_packages
 from psicbatch.hardware import cpu_precisions
 from psicbatch.precision import cpu_auto

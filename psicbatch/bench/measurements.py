@@ -12,7 +12,7 @@ import torch
 
 from psicbatch.bench.stats import Measurement, latency_summary, measure
 from psicbatch.checkpoint import Checkpoint
-from psicbatch.engines import Engine
+from psicbatch.engines.base import Engine
 from psicbatch.engines.registry import CPU_INT8_BACKENDS
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.precision import DTYPES, cpu_auto

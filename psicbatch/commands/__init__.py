@@ -1,7 +1,9 @@
 """Click commands, one module per area; ``psicbatch.cli`` loads them as they are run.
 
 Kept light (click only): the command line imports this package before it knows which
-command runs.
+command runs. A command module declares its options from modules that import no torch,
+and imports its work (torch, engines, training) in the command's body: ``--help`` and
+option errors answer at once instead of after the second torch takes to import.
 """
 
 from __future__ import annotations

@@ -10,16 +10,6 @@ from rich.console import Console
 from rich.table import Table
 
 from psicbatch.assets import demo_model_path
-from psicbatch.bench.benchmark import (
-    SIZE_PRESETS,
-    BenchPlan,
-    random_checkpoint,
-    run_benchmark,
-    sweep_batches,
-)
-from psicbatch.bench.markdown import SIZE_COLUMNS, markdown
-from psicbatch.bench.plots import plot_benchmark
-from psicbatch.bench.report import BenchReport, compare_reports
 from psicbatch.commands import SUMMARIES, command_line
 from psicbatch.commands.options import (
     NETWORK_SIZE,
@@ -29,11 +19,12 @@ from psicbatch.commands.options import (
     engine_options,
 )
 from psicbatch.devices import resolve_device
-from psicbatch.reports import write_json
 from psicbatch.run.output_guard import check_output_folder
 
 
 def _sizes(value: str) -> tuple[tuple[str, tuple[int, int]], ...]:
+    from psicbatch.bench.benchmark import SIZE_PRESETS
+
     sizes = []
     for part in value.split(","):
         part = part.strip().lower()
@@ -50,6 +41,8 @@ DEFAULT_BATCHES = {"cpu": "1,4", "cuda": "1,8,32"}  # a GPU needs larger batches
 
 def _batches(value: str, device: str) -> tuple[int, ...]:
     if value == "sweep":
+        from psicbatch.bench.benchmark import sweep_batches
+
         return sweep_batches(resolve_device(device))
     if value == "auto":
         value = DEFAULT_BATCHES["cuda" if device.startswith("cuda") else "cpu"]
@@ -147,6 +140,11 @@ def bench_command(
     out: Path,
 ) -> None:
     """Measure latency and throughput per image size and batch, with the machine's ceiling."""
+    from psicbatch.bench.benchmark import BenchPlan, random_checkpoint, run_benchmark
+    from psicbatch.bench.markdown import SIZE_COLUMNS, markdown
+    from psicbatch.bench.plots import plot_benchmark
+    from psicbatch.reports import write_json
+
     if compare:
         _print_comparison(*compare)
         return
@@ -194,6 +192,8 @@ def bench_command(
 
 
 def _print_comparison(first: Path, second: Path) -> None:
+    from psicbatch.bench.report import BenchReport, compare_reports
+
     reports = [BenchReport.read(path) for path in (first, second)]
     table = Table(title=f"{first} vs {second}")
     for column in (

@@ -34,7 +34,6 @@ from psicbatch.decisions import (
     scoring_engine,
     who_and_when,
 )
-from psicbatch.engines.revisions import set_decisions
 from psicbatch.errors import PsicbatchError
 from psicbatch.progress import progress_bar
 from psicbatch.run.output_guard import OutputKind, check_output
@@ -192,6 +191,8 @@ def calibrate_command(
     )
     click.echo(f"decisions written to {out} (reports {written[1]}, {written[2]})")
     if engine is not None:
+        from psicbatch.engines.revisions import set_decisions
+
         manifest = set_decisions(engine, decisions, out)
         click.echo(f"stored in {engine} as manifest revision {manifest.revision}")
     click.echo(f"next: psicbatch run IMAGES --decisions {out}")

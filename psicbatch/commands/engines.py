@@ -20,10 +20,8 @@ from psicbatch.commands.options import (
     device_option,
     precision_option,
 )
-from psicbatch.engines import list_engines
-from psicbatch.engines.build import build_engine
 from psicbatch.engines.build_options import BACKENDS, BuildOptions
-from psicbatch.model import MIN_NETWORK_SIZE
+from psicbatch.network_size import MIN_NETWORK_SIZE
 
 
 @click.command("build-engine", short_help=SUMMARIES["build-engine"])
@@ -140,6 +138,8 @@ from psicbatch.model import MIN_NETWORK_SIZE
 )
 def build_engine_command(checkpoint: Path, **values: Any) -> None:
     """Compile a checkpoint into an engine folder (engine file + manifest.json)."""
+    from psicbatch.engines.build import build_engine
+
     options = BuildOptions(**values)
     steps = Console(stderr=True)
     started = time.monotonic()
@@ -183,6 +183,8 @@ def parity_line(parity: dict) -> str:
 @click.argument("root", type=click.Path(path_type=Path, file_okay=False), default="engines")
 def engines_command(root: Path) -> None:
     """List the engines built under ROOT (default: engines/)."""
+    from psicbatch.engines.loading import list_engines
+
     table = Table(title=f"engines under {root}")
     for column in ("folder", "backend", "precision", "input", "batch", "parity IoU", "built for"):
         table.add_column(column)

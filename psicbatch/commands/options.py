@@ -10,9 +10,9 @@ from typing import Any
 import click
 
 from psicbatch.devices import DEVICE_HELP, DEVICES_HELP, parse_devices, resolve_device
+from psicbatch.engines.registry import PRECISION_CHOICES, TORCH_PRECISION_CHOICES
 from psicbatch.errors import PsicbatchError
-from psicbatch.model import MIN_NETWORK_SIZE, STRIDE
-from psicbatch.precision import CHOICES, TORCH_CHOICES
+from psicbatch.network_size import MIN_NETWORK_SIZE, STRIDE
 
 
 class Bounded(click.ParamType):
@@ -125,7 +125,7 @@ class SizeType(click.ParamType):
 
 SIZE = SizeType()
 # Sizes the network is trained, built or measured at: three 2x2 poolings need multiples
-# of model.STRIDE; below MIN_NETWORK_SIZE the classifier sees less than one pixel.
+# of STRIDE; below MIN_NETWORK_SIZE the classifier sees less than one pixel.
 NETWORK_SIZE = SizeType(STRIDE, MIN_NETWORK_SIZE)
 
 
@@ -143,7 +143,7 @@ AUTO_PRECISION = {
 
 def precision_option(use: str, flag: str = "--precision", what: str = "") -> Callable:
     """The one definition of a precision option; ``use`` is a key of AUTO_PRECISION."""
-    choices = CHOICES if use in ("engine", "scored") else TORCH_CHOICES
+    choices = PRECISION_CHOICES if use in ("engine", "scored") else TORCH_PRECISION_CHOICES
     return click.option(
         flag,
         type=click.Choice(choices),

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import numpy as np
@@ -16,7 +17,6 @@ from rich.console import Console
 from rich.table import Table
 
 from psicbatch.assets import demo_model_path
-from psicbatch.checkpoint import file_sha256
 from psicbatch.commands import SUMMARIES
 from psicbatch.commands.options import (
     AT_LEAST_ONE,
@@ -28,8 +28,6 @@ from psicbatch.commands.options import (
 )
 from psicbatch.data.layouts import LAYOUTS
 from psicbatch.decisions import CLASSIFIER, Decisions, Rule
-from psicbatch.engines.revisions import engine_decisions
-from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 from psicbatch.progress import progress_bar
@@ -39,9 +37,12 @@ from psicbatch.run.job import resolved_sources
 from psicbatch.run.options import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT, MASK_MODES, RunOptions
 from psicbatch.run.output import parts_directory
 from psicbatch.run.output_guard import REPORT, check_output
-from psicbatch.run.runner import RunSummary, run
 from psicbatch.run.shutdown import Stopped, exit_at_once, signals_stop
-from psicbatch.run.watch import WatchOptions, WatchStatus, watch
+
+if TYPE_CHECKING:
+    from psicbatch.engines.spec import EngineSpec
+    from psicbatch.run.runner import RunSummary
+    from psicbatch.run.watch import WatchOptions, WatchStatus
 
 EXIT_IMAGES_FAILED = 3
 WATCH_OUT = "results"  # --watch's default --out: a folder of parts
@@ -209,6 +210,9 @@ def run_command(
 
     SOURCES are folders (searched recursively), image files or glob patterns.
     """
+    from psicbatch.engines.spec import EngineSpec
+    from psicbatch.run.watch import WatchOptions
+
     if engine and model:
         raise click.BadParameter("give --engine or --model, not both")
     if decisions_file and threshold is not None:
@@ -272,6 +276,8 @@ def _inspect(
 ) -> RunSummary:
     """The run under a progress bar, shown from the first report on: once the output and
     the engine are checked, so an error in either is the only line printed."""
+    from psicbatch.run.runner import run
+
     progress = progress_bar(quiet, console)
     task = progress.add_task("inspecting", total=len(paths), status="")
     started = time.monotonic()
@@ -303,6 +309,9 @@ def _decisions(
 ) -> tuple[float | None, Rule, dict | None]:
     """The image threshold and rule: a decision file's, else the engine's own (if it
     holds some and no --threshold is given), else the classifier's threshold."""
+    from psicbatch.checkpoint import file_sha256
+    from psicbatch.engines.revisions import engine_decisions
+
     if decisions_file is not None:
         chosen = Decisions.read(decisions_file)
         decisions = {"file": str(decisions_file), "sha256": file_sha256(decisions_file)}
@@ -319,6 +328,8 @@ def _watch(
     spec: EngineSpec, options: RunOptions, watching: WatchOptions, console: Console, quiet: bool
 ) -> None:
     """Inspect until stopped, with a status line; a signal ends it normally (exit 0)."""
+    from psicbatch.run.watch import WatchStatus, watch
+
     with signals_stop(), console.status("starting", spinner="dots") as line:
 
         def show(status: WatchStatus) -> None:

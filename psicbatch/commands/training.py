@@ -25,17 +25,9 @@ from psicbatch.commands.training_options import (
     training_options,
     training_setup,
 )
-from psicbatch.crossval import FoldEngine, cross_validate
-from psicbatch.data.memory import load_into_memory, load_tiles
-from psicbatch.data.synth import generate
 from psicbatch.engines.registry import NAMES
-from psicbatch.engines.spec import EngineSpec
-from psicbatch.evaluate import evaluate_dataset
 from psicbatch.progress import progress_bar
-from psicbatch.reports import evaluation_markdown
-from psicbatch.roi import RegionOfInterest
 from psicbatch.run.output_guard import CHECKPOINT, check_output, check_output_folder
-from psicbatch.train import Trainer
 
 console = Console(stderr=True)
 
@@ -59,6 +51,8 @@ def synth(
     out: Path, count: int, size: tuple[int, int], defect_rate: float, seed: int, quiet: bool
 ) -> None:
     """Generate a DAGM-like synthetic dataset (folder layout) with exact defect masks."""
+    from psicbatch.data.synth import generate
+
     check_output_folder(out, "synth.json", "synthetic dataset", "OUT")
     for earlier in [*out.glob("images/synth_*.png"), *out.glob("masks/synth_*.png")]:
         earlier.unlink()  # an earlier, larger set would leave images behind
@@ -106,6 +100,9 @@ def train(
     **kwargs: Any,
 ) -> None:
     """Train PSIC-Net on a labelled dataset (two-step mode by default)."""
+    from psicbatch.data.memory import load_into_memory, load_tiles
+    from psicbatch.train import Trainer
+
     if tile is not None:
         if not 2 * overlap < min(tile):
             raise click.BadParameter("must be below half the tile", param_hint="--overlap")
@@ -178,6 +175,11 @@ def evaluate_command(
 ) -> None:
     """Score a checkpoint (CHECKPOINT DATA) or an engine (--engine DIR DATA) on labelled
     images: mask/boundary IoU, AUC, AP, accuracy."""
+    from psicbatch.engines.spec import EngineSpec
+    from psicbatch.evaluate import evaluate_dataset
+    from psicbatch.reports import evaluation_markdown
+    from psicbatch.roi import RegionOfInterest
+
     if len(paths) != (1 if engine else 2):
         raise click.UsageError("give CHECKPOINT DATA, or --engine DIR DATA")
     *model, data = paths
@@ -234,6 +236,8 @@ def cross_validate_command(
     **kwargs: Any,
 ) -> None:
     """k-fold cross-validation with grouped, stratified folds; reports in the paper's layout."""
+    from psicbatch.crossval import FoldEngine, cross_validate
+
     check_output_folder(out, "splits.json", "cross-validation")
     options, samples, _, dataset = training_setup(data, layout, channels, kwargs)
     with progress_bar(quiet, console) as progress:

@@ -22,8 +22,7 @@ from psicbatch.commands.options import (
 from psicbatch.data.images import BIT_DEPTHS, file_bit_depth
 from psicbatch.data.layouts import LAYOUTS, SampleRef, read_dataset
 from psicbatch.errors import PsicbatchError
-from psicbatch.pixel_threshold import PIXEL_THRESHOLDS
-from psicbatch.train import MODES, TrainOptions
+from psicbatch.train_options import MODES, PIXEL_THRESHOLDS, TrainOptions
 
 
 def layout_option(what: str = "DATA") -> Callable:

@@ -19,16 +19,16 @@ import torch
 from psicbatch import __version__
 from psicbatch.checkpoint import Checkpoint, file_sha256, load_checkpoint
 from psicbatch.devices import resolve_device
-from psicbatch.engines import load_engine
 from psicbatch.engines.build_options import BuildOptions
 from psicbatch.engines.destination import check_destination, move_into_place
 from psicbatch.engines.export import export_onnx
 from psicbatch.engines.half_precision import float16_outside_qdq
 from psicbatch.engines.image_sets import ImageSets, image_sets
+from psicbatch.engines.loading import load_engine
 from psicbatch.engines.manifest import MANIFEST_NAME, Manifest
 from psicbatch.engines.parity import measure_parity, parity_problem
 from psicbatch.engines.quantize import quantize_int8
-from psicbatch.engines.registry import CPU_INT8_BACKENDS, backend, installed_cpu_int8
+from psicbatch.engines.registry import CPU_INT8_BACKENDS, SUPPORTED, backend, installed_cpu_int8
 from psicbatch.engines.tuning import (
     TIMING_BATCH,
     Candidate,
@@ -38,8 +38,8 @@ from psicbatch.engines.tuning import (
 )
 from psicbatch.engines.tuning import summary as tuning_summary
 from psicbatch.errors import PsicbatchError
-from psicbatch.model import STRIDE
-from psicbatch.precision import SUPPORTED, choose_precision, cpu_auto, resolve_precision
+from psicbatch.network_size import STRIDE
+from psicbatch.precision import choose_precision, cpu_auto, resolve_precision
 from psicbatch.versions import installed_versions
 
 

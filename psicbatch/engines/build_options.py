@@ -10,14 +10,13 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from psicbatch.engines.image_sets import PARITY_COUNT
-from psicbatch.engines.parity import MIN_MASK_IOU
-from psicbatch.engines.registry import NAMES
-from psicbatch.engines.tuning import TUNE_SECONDS
+from psicbatch.engines.registry import NAMES, PRECISION_CHOICES
 from psicbatch.errors import PsicbatchError
-from psicbatch.precision import CHOICES
 
 BACKENDS = ("auto", *NAMES)
+PARITY_COUNT = 32  # parity images at most, spread over the folder given
+MIN_MASK_IOU = 0.9  # least mean mask IoU against the fp32 model for an engine to be kept
+TUNE_SECONDS = 60.0  # budget for building and timing the candidates of a CPU's auto choice
 
 
 @dataclass(frozen=True)
@@ -49,9 +48,10 @@ class BuildOptions:
             raise PsicbatchError(
                 f"unknown --backend {self.backend!r}; choose one of {', '.join(BACKENDS)}"
             )
-        if self.precision not in CHOICES:
+        if self.precision not in PRECISION_CHOICES:
             raise PsicbatchError(
-                f"unknown --precision {self.precision!r}; choose one of {', '.join(CHOICES)}"
+                f"unknown --precision {self.precision!r}; "
+                f"choose one of {', '.join(PRECISION_CHOICES)}"
             )
         if self.max_batch < 1 or self.parity_count < 1 or self.threads < 0:
             raise PsicbatchError(

@@ -13,7 +13,8 @@ from torch import nn
 from psicbatch.checkpoint import Checkpoint
 from psicbatch.engines.manifest import INPUT_NAME, OUTPUT_NAMES
 from psicbatch.errors import PsicbatchError
-from psicbatch.model import STRIDE, PSICNet
+from psicbatch.model import PSICNet
+from psicbatch.network_size import STRIDE
 
 ONNX_OPSET = 18
 

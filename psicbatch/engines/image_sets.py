@@ -14,6 +14,7 @@ import numpy as np
 
 from psicbatch.checkpoint import Checkpoint
 from psicbatch.data.images import image_files
+from psicbatch.engines.build_options import PARITY_COUNT
 from psicbatch.engines.parity import synthetic_parity_images
 from psicbatch.errors import PsicbatchError
 from psicbatch.preprocess import load_images
@@ -21,7 +22,6 @@ from psicbatch.preprocess import load_images
 # A trained KolektorSDD fold model flipped a decision with 53 calibration images and kept
 # parity with 132 (benchmarks/results/cpu-int8/): ranges need the rarer images too.
 CALIBRATION_COUNT = 256
-PARITY_COUNT = 32
 HOLD_OUT_EVERY = 4
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from psicbatch.atomic import write_atomically
 from psicbatch.checkpoint import file_sha256
 from psicbatch.errors import PsicbatchError
-from psicbatch.model import STRIDE
+from psicbatch.network_size import STRIDE
 from psicbatch.preprocess import Preprocessing
 
 MANIFEST_NAME = "manifest.json"

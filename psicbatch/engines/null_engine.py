@@ -19,7 +19,7 @@ import torch
 
 from psicbatch.engines.base import Engine
 from psicbatch.engines.manifest import Manifest
-from psicbatch.model import STRIDE
+from psicbatch.network_size import STRIDE
 
 NULL_OUTPUTS = ("clean", "defects", "noisy")
 DEFECT_EVERY = 10  # "defects": one image in ten

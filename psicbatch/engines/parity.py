@@ -14,11 +14,10 @@ import torch
 from psicbatch.checkpoint import Checkpoint
 from psicbatch.data.synth import synth_image
 from psicbatch.engines.base import Engine
+from psicbatch.engines.build_options import MIN_MASK_IOU
 from psicbatch.engines.export import ProbabilityModel
 from psicbatch.metrics import mask_iou
 from psicbatch.preprocess import normalize
-
-MIN_MASK_IOU = 0.9
 
 
 def synthetic_parity_images(

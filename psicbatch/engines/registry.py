@@ -97,6 +97,23 @@ NAMES = tuple(BACKENDS)
 CPU_INT8_BACKENDS = tuple(name for name, backend in BACKENDS.items() if backend.cpu_int8)
 
 
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+#: What ``--precision`` takes: ``auto`` (see ``psicbatch.precision``) or a precision.
+PRECISION_CHOICES = ("auto", *PRECISIONS)
+# backend -> device type -> (precisions it runs; on GPUs the first is what ``auto``
+# picks). On CPUs ``auto`` asks the hardware (``cpu_auto``): torch bf16 only where the CPU
+# has native bf16 (it is then the fastest torch option, 2.5x ONNX Runtime fp32 on AVX-512
+# BF16, benchmarks/results/cpu-backends/), else fp32 (bf16 is about 6x slower than fp32
+# on AVX2-only CPUs). OpenVINO is psicbatch's CPU int8 runtime (benchmarks/results/cpu-int8/)
+# and also runs fp32.
+SUPPORTED = {name: backend.precisions for name, backend in BACKENDS.items()}
+#: What runs of a checkpoint with torch take (no int8).
+TORCH_PRECISION_CHOICES = (
+    "auto",
+    *sorted(set(SUPPORTED["torch"]["cpu"] + SUPPORTED["torch"]["cuda"])),
+)
+
+
 def backend(name: str, where: object = "engine") -> Backend:
     """The table entry for ``name``, or a one-line error naming ``where`` it came from."""
     if name not in BACKENDS:

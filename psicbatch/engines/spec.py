@@ -12,7 +12,9 @@ from pathlib import Path
 
 import torch
 
-from psicbatch.engines import Engine, Manifest, load_engine, read_manifest
+from psicbatch.engines.base import Engine
+from psicbatch.engines.loading import load_engine
+from psicbatch.engines.manifest import Manifest, read_manifest
 from psicbatch.errors import PsicbatchError
 
 

@@ -29,8 +29,9 @@ import torch
 
 from psicbatch.engines.base import Engine
 from psicbatch.engines.manifest import INPUT_NAME, OUTPUT_NAMES, Manifest
+from psicbatch.engines.registry import SUPPORTED
 from psicbatch.errors import PsicbatchError
-from psicbatch.precision import DTYPES, SUPPORTED
+from psicbatch.precision import DTYPES
 from psicbatch.run.options import DEFAULT_BATCH_SIZE
 
 ENGINE_FILE = "model.plan"

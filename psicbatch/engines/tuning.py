@@ -21,10 +21,10 @@ import torch
 
 from psicbatch import hardware
 from psicbatch.engines.base import Engine
+from psicbatch.engines.build_options import TUNE_SECONDS
 from psicbatch.engines.registry import BACKENDS, installed_cpu_int8
 from psicbatch.errors import PsicbatchError
 
-TUNE_SECONDS = 60.0
 TIMING_BATCH = 8  # the run's default batch size
 
 

@@ -1,0 +1,185 @@
+"""What ``psicbatch info`` shows of a checkpoint, an engine folder, a run's results or an
+evaluation: the fields a person checks at a glance, also written as JSON."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from psicbatch.checkpoint import Checkpoint, file_sha256, load_checkpoint
+from psicbatch.engines.manifest import MANIFEST_NAME, Manifest, read_manifest
+from psicbatch.errors import PsicbatchError
+from psicbatch.model import ModelConfig, count_flops
+from psicbatch.paths import regular_file_bytes
+from psicbatch.run.output_guard import is_results_file
+from psicbatch.run.results import results_summary, watch_identity
+from psicbatch.scores import HEADLINE, EngineDescription, EvaluationSummary
+
+
+def summarize(path: Path) -> tuple[str, dict[str, Any]]:
+    """What ``path`` is (a checkpoint, an engine folder, a run's results, an evaluation)
+    and its summary; a one-line error where it is none of them."""
+    if path.is_dir():
+        engine = (path / MANIFEST_NAME).exists()
+        if not engine and watch_identity(path):
+            return "results", results_summary(path)
+        if any((path / name).is_file() for name in EVALUATION_RECORDS):
+            return evaluation_summary(path)
+        if engine:
+            return "engine", engine_summary(path, read_manifest(path))
+        raise PsicbatchError(
+            f"{path}: not an engine folder ({MANIFEST_NAME}), an eval or cv folder "
+            f"({' or '.join(EVALUATION_RECORDS)}) or a --watch results folder"
+        )
+    if is_results_file(path):
+        return "results", results_summary(path)
+    return "checkpoint", checkpoint_summary(path, load_checkpoint(path))
+
+
+# The record an ``eval`` report folder holds, and a ``cv`` folder's (pooled over folds).
+EVALUATION_RECORDS = ("metrics.json", "cv.json")
+
+
+def evaluation_summary(path: Path) -> tuple[str, dict[str, Any]]:
+    """An ``eval`` report folder's headline figures, or a ``cv`` folder's pooled ones (with
+    the kind of engine its folds' models were scored as), and which of the two it is."""
+    name = next(n for n in reversed(EVALUATION_RECORDS) if (path / n).is_file())
+    try:
+        record = json.loads(regular_file_bytes(path / name))
+        summary = EvaluationSummary.from_dict(record["pooled"] if name == "cv.json" else record)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise PsicbatchError(f"{path / name}: not a readable psicbatch record ({error})") from None
+    engine = summary.engine.line() if summary.engine else "-"
+    what: dict[str, Any] = {"evaluated": summary.evaluated or "-"}
+    if name == "cv.json":  # each fold scores its own model, on engines alike
+        what = {"dataset": record.get("dataset", "-"), "folds": len(record["folds"])}
+        scored = [fold["summary"].get("engine") for fold in record["folds"]]
+        if scored and scored[0]:
+            e = EngineDescription.from_dict(scored[0])
+            height, width = e.input_size
+            engine = f"{e.backend} {e.precision} on {e.device}, {height}x{width}, one per fold"
+    return "cross-validation" if name == "cv.json" else "evaluation", {
+        "folder": str(path),
+        **what,
+        "images": summary.images,
+        "defective_images": summary.defective_images,
+        **{f"{metric.label} (%)": round(100 * metric.of(summary), 2) for metric in HEADLINE},
+        "FP / FN": f"{summary.classification.fp} / {summary.classification.fn}",
+        "engine": engine,
+        "command": summary.command or record.get("command", "-"),
+        "reports": ", ".join(n for n in ("report.html", "report.md") if (path / n).is_file()),
+    }
+
+
+def checkpoint_summary(path: Path, checkpoint: Checkpoint) -> dict[str, Any]:
+    height, width = checkpoint.preprocessing.input_size
+    params = sum(t.numel() for name, t in checkpoint.state_dict.items() if _is_parameter(name))
+    flops = count_flops(checkpoint.model_config, height, width)
+    return {
+        "file": str(path),
+        "sha256": file_sha256(path),
+        "psicbatch_version": checkpoint.psicbatch_version,
+        "width": checkpoint.model_config.width,
+        "in_channels": checkpoint.model_config.in_channels,
+        "parameters": params,
+        "input_size": f"{height}x{width}",
+        "gflop_per_image": round(flops / 1e9, 2),
+        "mean": list(checkpoint.preprocessing.mean),
+        "std": list(checkpoint.preprocessing.std),
+        "thresholds": asdict(checkpoint.thresholds),
+        "training": training_summary(checkpoint.training),
+        **{
+            f"{phase} loss by epoch": sparkline(values)
+            for phase, values in checkpoint.training.get("loss_history", {}).items()
+            if values
+        },
+    }
+
+
+def engine_summary(directory: Path, manifest: Manifest) -> dict[str, Any]:
+    """What an engine folder runs and how far it was checked, from its manifest (whose
+    sha256 of the engine file ``read_manifest`` has verified)."""
+    height, width = manifest.input_size
+    config = None  # unknown (an older or edited manifest): no width, no cost shown
+    if manifest.model:
+        with contextlib.suppress(TypeError, ValueError):
+            config = ModelConfig(**manifest.model)
+    parity = manifest.parity
+    summary = {
+        "folder": str(directory),
+        "backend": manifest.backend,
+        "precision": manifest.precision,
+        "engine_file": manifest.engine_file,
+        "engine_sha256": manifest.engine_sha256,
+        "checkpoint_sha256": manifest.checkpoint_sha256,
+        "width": config.width if config else None,
+        "in_channels": manifest.channels,
+        "input_size": f"{height}x{width}",
+        "accepted_sizes": "{}x{}..{}x{}".format(*manifest.min_size, *manifest.max_size),
+        "batch": f"{manifest.min_batch}..{manifest.max_batch}",
+        "gflop_per_image": round(count_flops(config, height, width) / 1e9, 2) if config else None,
+        "tile_overlap": manifest.preprocessing.get("tile_overlap"),
+        "bit_depth": manifest.preprocessing.get("bit_depth"),
+        "thresholds": manifest.thresholds,
+        "decisions": manifest.decisions or {},
+        "revision": manifest.revision,
+        "parity": {
+            key: parity[key]
+            for key in ("images", "source", "device", "decision_flips", "mask_iou_mean")
+            if key in parity
+        },
+        "built_for": manifest.built_for,
+        "selection": manifest.selection,
+        "versions": manifest.versions,
+    }
+    return {key: value for key, value in summary.items() if value not in ({}, None, "")}
+
+
+def training_summary(training: dict[str, Any]) -> dict[str, Any]:
+    """The parts of the training record a person wants to see at a glance."""
+    options = training.get("options", {})
+    losses = training.get("loss_history", {})
+    dataset = training.get("dataset", {})
+    summary = {
+        "mode": options.get("mode", training.get("mode", "unknown")),
+        "complete": training.get("complete", training.get("mode") == "untrained"),
+        "epochs": training.get("epochs_done", {}),
+        "final_loss": {phase: values[-1] for phase, values in losses.items() if values},
+        "minutes": round(training.get("train_seconds", 0.0) / 60, 1),
+        "data": f"{dataset.get('path', '-')} ({dataset.get('layout', '-')})",
+    }
+    return {key: value for key, value in summary.items() if value not in ({}, None)}
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], width: int = 30) -> str:
+    """A loss history at a glance: its first and last value and one bar per epoch (the
+    mean of neighbouring epochs beyond ``width``), on a log scale where every value is
+    positive, since losses fall by orders of magnitude; × where a loss was not finite."""
+    count = min(width, len(values))
+    groups = [
+        values[i * len(values) // count : (i + 1) * len(values) // count] for i in range(count)
+    ]
+    means = [sum(group) / len(group) for group in groups]
+    finite = [value for value in means if math.isfinite(value)]
+    if finite and min(finite) > 0:
+        means = [math.log(value) if math.isfinite(value) else value for value in means]
+        finite = [math.log(value) for value in finite]
+    low = min(finite, default=0.0)
+    span = (max(finite, default=0.0) - low) or 1.0
+    bars = "".join(
+        SPARKS[round((value - low) / span * (len(SPARKS) - 1))] if math.isfinite(value) else "×"
+        for value in means
+    )
+    return f"{values[0]:.4g} {bars} {values[-1]:.4g}"
+
+
+def _is_parameter(name: str) -> bool:
+    # BatchNorm running statistics are buffers, not learned parameters.
+    return not name.endswith(("running_mean", "running_var", "num_batches_tracked"))

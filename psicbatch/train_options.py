@@ -1,0 +1,50 @@
+"""A training's options, checked when they are made. Kept apart from ``train`` so that the
+command line declares them without importing torch."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from psicbatch.errors import PsicbatchError
+
+PIXEL_THRESHOLDS = ("f1", "iou")  # how the pixel threshold is chosen (``pixel_threshold``)
+MODES = ("two-step", "end-to-end")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    mode: str = "two-step"
+    width: float = 0.25
+    input_size: tuple[int, int] = (512, 512)
+    seg_epochs: int = 40  # also the epoch count of end-to-end mode
+    cls_epochs: int = 30
+    batch_size: int = 4
+    seg_lr: float = 0.1
+    cls_lr: float = 0.05
+    dilate: int = 0  # grow defect labels by this many pixels (thin annotations)
+    augment: bool = True  # random horizontal and vertical flips
+    delta: float = 0.01  # end-to-end classification loss weight
+    alpha_cap: float = 1.0  # eq. (2): the defect pixels' weight alpha at most this (1: none)
+    dice_weight: float = 0.0  # weight of a soft Dice term added to eq. (2) (0: the paper's)
+    pixel_threshold: str = "f1"  # f1: best pooled F1; iou: best mean IoU per defective image
+    tile_overlap: int | None = None  # trained on input_size tiles at native resolution
+    seed: int = 0
+    precision: str = "auto"
+    device: str = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record of the options (kept in checkpoints, compared on resume)."""
+        return {**asdict(self), "input_size": list(self.input_size)}
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise PsicbatchError(
+                f"unknown training mode {self.mode!r}; choose {' or '.join(MODES)}"
+            )
+        if not 0.5 <= self.alpha_cap <= 1.0:
+            raise PsicbatchError(f"--alpha-cap must lie in [0.5, 1], got {self.alpha_cap}")
+        if not 0.0 <= self.dice_weight <= 10.0:
+            raise PsicbatchError(f"--dice-weight must lie in [0, 10], got {self.dice_weight}")
+        if self.pixel_threshold not in PIXEL_THRESHOLDS:
+            raise PsicbatchError(f"--pixel-threshold must be one of {', '.join(PIXEL_THRESHOLDS)}")
