@@ -4,6 +4,8 @@ import csv
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -55,6 +57,26 @@ def test_html_report_shows_every_listed_defect(tmp_path: Path) -> None:
     assert "broken.png" in text and "not a readable image" in text
     assert "data:image/png;base64," in text.split("Defect probability")[1]  # histogram
     assert "checkpoint_sha256" in text
+
+
+def test_a_report_needs_no_torch(tmp_path: Path) -> None:
+    """Reading results back (page, table) never runs a model: it skips torch's import."""
+    generate(tmp_path / "data", 4, (64, 64), defect_rate=0.5, seed=3)
+    results = tmp_path / "results.parquet"
+    fast = ["-q", "--decoder", "pil", "--device", "cpu"]
+    run = CliRunner().invoke(
+        main, ["run", str(tmp_path / "data" / "images"), "-o", str(results), *fast]
+    )
+    assert run.exit_code == 0, run.output
+    page, table = tmp_path / "r.html", tmp_path / "r.csv"
+    arguments = ["report", str(results), "--html", str(page), "--csv", str(table)]
+    probe = (
+        f"import sys\nfrom psicbatch.cli import main\ntry:\n    main({arguments!r})\n"
+        "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.stdout.splitlines()[-1] == "0 False", result.stdout + result.stderr
+    assert page.is_file() and table.is_file()
 
 
 def test_a_report_of_a_folder_that_holds_no_results_is_one_line(tmp_path: Path) -> None:

@@ -116,7 +116,7 @@ def test_a_png_header_is_read_without_decoding_its_pixels(
     PNG that holds such a chunk is decoded for it (96 high, 80 wide as displayed)."""
     from PIL import PngImagePlugin
 
-    from psicbatch.run.decode import read_bytes
+    from psicbatch.run.headers import read_bytes
 
     decoded: list[tuple[int, int]] = []
     load = PngImagePlugin.PngImageFile.load

@@ -26,7 +26,6 @@ decoded and normalised on the GPU), to measure everything after decoding.
 from __future__ import annotations
 
 import importlib.util
-import io
 import queue
 from dataclasses import dataclass, field
 from functools import partial
@@ -38,24 +37,20 @@ import torch
 from PIL import Image
 
 from psicbatch.data.images import (
-    DECODED_FORMATS,
     UNREADABLE,
     ImageReadError,
     at_bit_depth,
-    check_bit_depth,
-    image_bit_depth,
     read_image,
 )
 from psicbatch.errors import PsicbatchError
 from psicbatch.preprocess import Preprocessing, engine_input, read_chw
-from psicbatch.run.files import FileLimits, FileStamp, current_stamp, read_file
+from psicbatch.run.files import FileLimits, FileStamp, current_stamp
+from psicbatch.run.headers import read_bytes
 from psicbatch.run.limited import TimeLimitExceeded, call_limited, run_limited
 from psicbatch.tiles import TileGrid
 
 DEFAULT_LIMITS = FileLimits()
 MAX_DECODING_BATCHES = 4  # batches a decoder takes at once, at most
-MAX_PIXELS = 100_000_000  # far above any inspection camera, far below a decompression bomb
-EXIF_ORIENTATION = 0x0112
 
 
 @dataclass
@@ -84,83 +79,8 @@ class Decoder(Protocol):
     def close(self) -> None: ...
 
 
-def read_bytes(
-    path: Path, max_bytes: int, bit_depth: int = 8
-) -> tuple[bytes, tuple[int, int] | None, FileStamp]:
-    """The file's bytes, the (H, W) its header gives (None for formats PIL cannot
-    identify) and its stamp, or an ImageReadError saying why they cannot be used (by a
-    model of ``bit_depth``, too)."""
-    data, stamp = read_file(path, max_bytes)
-    return data, _header_size(path, data, bit_depth), stamp
-
-
 def _timed_out(limits: FileLimits) -> str:
     return f"decoding took longer than {limits.decode_seconds:g} s (--decode-timeout)"
-
-
-def _header_size(path: Path, data: bytes, bit_depth: int) -> tuple[int, int] | None:
-    """(H, W) after EXIF rotation, as decoders output it. Refuses images whose header
-    claims more than MAX_PIXELS before anything decodes them (a 20000x20000 header would
-    make a decoder allocate gigabytes), formats not both decoders read, and 8-bit images
-    for deeper models. Formats PIL cannot identify give None."""
-    too_large = f"above the {MAX_PIXELS / 1e6:.0f} megapixel limit"
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            rotated = _orientation(image, data) in (5, 6, 7, 8)
-            kind = image.format
-            depth = image_bit_depth(image)
-    except Image.DecompressionBombError:
-        raise ImageReadError(path, f"image is far too large ({too_large})") from None
-    except Exception:  # unknown or damaged header: the decoder says what is wrong
-        return None
-    if kind not in DECODED_FORMATS:
-        raise ImageReadError(
-            path, f"unsupported image format ({kind}); psicbatch reads PNG, JPEG, BMP, TIFF, WebP"
-        )
-    check_bit_depth(depth, bit_depth, path)
-    if width * height > MAX_PIXELS:
-        raise ImageReadError(
-            path,
-            f"image is {width}x{height} ({width * height / 1e6:.0f} megapixels), {too_large}",
-        )
-    return (width, height) if rotated else (height, width)
-
-
-def _orientation(image: Image.Image, data: bytes) -> int:
-    """The EXIF orientation tag; 1 (as stored) when there is none or it cannot be read.
-    PIL looks for a PNG's orientation after its pixels too, by decoding the whole image:
-    a PNG without any chunk that can hold one (``_png_may_orient``) is not decoded here."""
-    try:
-        if image.format == "PNG" and "exif" not in image.info and not _png_may_orient(data):
-            return 1
-        return int(image.getexif().get(EXIF_ORIENTATION, 1))
-    except Exception:  # damaged metadata: the decoder will say what is wrong with the file
-        return 1
-
-
-# Text chunks PIL reads an orientation from (XMP, ImageMagick's raw EXIF), besides eXIf.
-ORIENTING_KEYWORDS = (b"XML:com.adobe.xmp", b"Raw profile type exif")
-
-
-def _png_may_orient(data: bytes) -> bool:
-    """Whether a PNG has an eXIf chunk or a text chunk PIL reads an orientation from,
-    anywhere in the file: found from the chunk headers alone (each: 4-byte length, 4-byte
-    type, data, 4-byte CRC), without decoding."""
-    offset = 8  # after the signature
-    while offset + 8 <= len(data):
-        length = int.from_bytes(data[offset : offset + 4], "big")
-        kind = data[offset + 4 : offset + 8]
-        if kind == b"eXIf":
-            return True
-        if kind in (b"tEXt", b"zTXt", b"iTXt"):
-            keyword = data[offset + 8 : offset + 8 + min(length, 80)].split(b"\0", 1)[0]
-            if keyword in ORIENTING_KEYWORDS:
-                return True
-        if kind == b"IEND":
-            return False
-        offset += 12 + length
-    return False
 
 
 @dataclass

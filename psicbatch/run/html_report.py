@@ -20,8 +20,8 @@ from psicbatch.data.images import ImageReadError, read_image
 from psicbatch.paths import readable_path, row_file
 from psicbatch.pictures import RED, figure_data_uri, png_data_uri, tinted_thumbnail
 from psicbatch.run import rle
-from psicbatch.run.decode import read_bytes
 from psicbatch.run.files import FileLimits
+from psicbatch.run.headers import read_bytes
 from psicbatch.run.limited import TimeLimitExceeded, call_limited
 from psicbatch.run.output_guard import REPORT, REPORT_MARKER, write_checked
 from psicbatch.run.results import read_results_table, results_counts

@@ -20,6 +20,7 @@ from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 
 JOB_FILE = "_job.json"  # "_": Parquet readers of the folder pass over it
+WATCH_JOB_FILE = "_watch.json"  # a --watch's identity, at the top of its output folder
 # Field -> how a message names it, and the options that set it.
 FIELDS = {
     "sources": ("the input sources", ""),

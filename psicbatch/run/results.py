@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 from psicbatch.run.files import check_regular
+from psicbatch.run.job import WATCH_JOB_FILE
 from psicbatch.run.output import read_metadata
-from psicbatch.run.watch import IDENTITY_FILE
 
 PARTITION_LEVELS = 2  # date=..., hour=...
 
@@ -37,7 +37,7 @@ def read_results_table(results: Path) -> tuple[pa.Table, dict[str, Any]]:
 def watch_identity(folder: Path) -> Path | None:
     """The identity file of the --watch output ``folder`` is (or is a day or hour of)."""
     above = [folder, *folder.resolve().parents][: PARTITION_LEVELS + 1]
-    return next((f / IDENTITY_FILE for f in above if (f / IDENTITY_FILE).is_file()), None)
+    return next((f / WATCH_JOB_FILE for f in above if (f / WATCH_JOB_FILE).is_file()), None)
 
 
 def results_counts(table: pa.Table) -> tuple[int, int, int]:
@@ -80,7 +80,7 @@ def _watch_results(folder: Path) -> tuple[pa.Table, dict[str, Any]]:
     if identity is None:
         raise PsicbatchError(
             f"{readable_path(folder)}: not a results file, nor a folder of psicbatch run "
-            f"--watch (no {IDENTITY_FILE} in it or in the two folders above)"
+            f"--watch (no {WATCH_JOB_FILE} in it or in the two folders above)"
         )
     parts = sorted(folder.rglob("part-*.parquet"))
     if not parts:

@@ -32,14 +32,13 @@ from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 from psicbatch.run.compaction import Compactor
 from psicbatch.run.folder_scan import FileVersion, FolderScan, Ledger
-from psicbatch.run.job import JobIdentity, check_same_job
+from psicbatch.run.job import WATCH_JOB_FILE, JobIdentity, check_same_job
 from psicbatch.run.options import RunOptions
 from psicbatch.run.output import write_part
 from psicbatch.run.rows import SCHEMA
 from psicbatch.run.runner import describe_run, job_identity, worker_devices
 from psicbatch.run.worker import Worker
 
-IDENTITY_FILE = "_watch.json"  # leading "_": dataset readers skip it
 BATCH_LIMIT = 8  # files per part at most: latency before throughput on a line
 WATCH_SCHEMA = pa.schema(
     [
@@ -203,8 +202,8 @@ def _claim(out: Path, identity: JobIdentity) -> None:
     """``out`` as this job's folder: new, or recorded with the same identity."""
     if out.exists() and not out.is_dir():
         raise PsicbatchError(f"{readable_path(out)}: not a folder (--watch writes a folder)")
-    if (out / IDENTITY_FILE).exists():
-        check_same_job(out, identity, IDENTITY_FILE)
+    if (out / WATCH_JOB_FILE).exists():
+        check_same_job(out, identity, WATCH_JOB_FILE)
         return
     if out.is_dir() and any(out.iterdir()):
         raise PsicbatchError(
@@ -212,4 +211,4 @@ def _claim(out: Path, identity: JobIdentity) -> None:
             "give another --out"
         )
     out.mkdir(parents=True, exist_ok=True)
-    identity.write(out, IDENTITY_FILE)
+    identity.write(out, WATCH_JOB_FILE)
