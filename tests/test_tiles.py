@@ -19,8 +19,10 @@ from psicbatch.assets import demo_model_path
 from psicbatch.checkpoint import load_checkpoint, save_checkpoint
 from psicbatch.cli import main
 from psicbatch.data import memory
+from psicbatch.data.images import read_image
 from psicbatch.data.layouts import read_dataset
 from psicbatch.data.synth import defect_mask, generate, texture
+from psicbatch.errors import PsicbatchError
 from psicbatch.run import rle
 from psicbatch.tiles import TileGrid, axis_origins
 
@@ -131,6 +133,41 @@ def test_training_tiles_are_defective_where_their_part_of_the_mask_is(tmp_path: 
     ]
     assert tiles.labels.tolist() == expected and 0 < sum(expected) < len(expected)
     assert torch.equal(tiles.masks[:].flatten(1).any(dim=1), tiles.labels)
+
+
+def test_training_tiles_of_images_of_several_sizes_and_rotations(tmp_path: Path) -> None:
+    """The grids come from the headers, sizes after EXIF rotation; the tiles are those of
+    the decoded images, in order."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    rng = np.random.default_rng(4)
+    Image.fromarray(rng.integers(0, 255, (100, 150), np.uint8)).save(tmp_path / "images/a.png")
+    mask = np.zeros((100, 150), np.uint8)
+    mask[10:30, 100:140] = 255
+    Image.fromarray(mask).save(tmp_path / "masks/a.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 80 high, 120 wide; shown rotated: 120 high, 80 wide
+    stored = Image.fromarray(rng.integers(0, 255, (80, 120), np.uint8))
+    stored.save(tmp_path / "images/b.jpg", exif=exif.tobytes())
+    samples = read_dataset(tmp_path, "folder")
+    tiles = memory.load_tiles(samples, (64, 64), 8, 1)
+    decoded = [read_image(sample.image_path, 1) for sample in samples]
+    assert [image.shape[:2] for image in decoded] == [(100, 150), (120, 80)]
+    expected = np.concatenate([TileGrid(d.shape[:2], (64, 64), 8).cut(d) for d in decoded])
+    assert np.array_equal(tiles.images.numpy(), expected)
+    # a: 2 x 3 tiles, x from 0, 43, 86 (the defect, x 100-139, y 10-29, is in the first
+    # row's last two); b: 2 x 2 tiles, none defective
+    assert tiles.labels.tolist() == [False, True, True] + [False] * 7
+
+
+def test_a_file_that_decodes_to_another_size_than_its_header_is_one_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    generate(tmp_path, 2, (96, 96), defect_rate=0.0, seed=1)
+    monkeypatch.setattr(memory, "header_size", lambda path, data, bit_depth: (96, 160))
+    samples = read_dataset(tmp_path, "folder")
+    with pytest.raises(PsicbatchError, match=r"synth_00000.png: decodes to 96x96 .* says 160x96"):
+        memory.load_tiles(samples, (64, 64), 8, 1)
 
 
 def test_eval_scores_a_tiled_model_as_run_inspects_it(tmp_path: Path) -> None:

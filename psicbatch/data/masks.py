@@ -53,11 +53,6 @@ class DefectMasks:
         else:
             self._packed.pop(index, None)
 
-    def append(self, mask: np.ndarray) -> None:
-        """Add a mask after the last one."""
-        self.count += 1
-        self.put(self.count - 1, mask)
-
     def __getitem__(self, index: Index) -> torch.Tensor:
         rows = np.arange(self.count)[np.asarray(index) if not isinstance(index, slice) else index]
         pixels = self.size[0] * self.size[1]

@@ -10,20 +10,24 @@ as it scores them instead (``labelled``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from rich.progress import Progress
 
-from psicbatch.data.images import read_image, read_mask
+from psicbatch.data.images import UNREADABLE, ImageReadError, read_image, read_mask
 from psicbatch.data.layouts import SampleRef
 from psicbatch.data.masks import DefectMasks
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 from psicbatch.preprocess import read_resized, resize_mask
+from psicbatch.run.files import read_file
+from psicbatch.run.headers import header_size
 from psicbatch.tiles import TileGrid
 
 STATS_CHUNK = 16  # images whose pixels are summed at once
+ANY_FILE_SIZE = 2**40  # training reads files of any size (a run has --max-file-size)
 
 
 @dataclass
@@ -73,22 +77,55 @@ def load_tiles(
 ) -> TensorDataset:
     """Every image cut at native resolution into the grid of tiles a tiled run uses
     (``tiles.TileGrid``), each tile a sample labelled defective when its mask part holds
-    a defect pixel; the trainer's balanced order then oversamples the defect tiles."""
-    images = []
-    masks = DefectMasks(0, tile)
-    task = progress.add_task("cutting tiles", total=len(samples), status="") if progress else None
+    a defect pixel; the trainer's balanced order then oversamples the defect tiles.
+
+    The files' headers give every grid first (as a run reads them: sizes after EXIF
+    rotation, oversized images refused), so the tiles are cut into one tensor of their
+    final size: joining per-image parts would hold them twice, and the allocator keeps
+    the parts' memory after they are freed."""
+    task = progress.add_task("reading headers", total=len(samples), status="") if progress else None
+    grids = []
     for sample in samples:
-        image = read_image(sample.image_path, channels, bit_depth=bit_depth)
-        mask = defect_mask(sample, image.shape[:2])
-        grid = TileGrid(image.shape[:2], tile, overlap)
-        images.append(torch.from_numpy(grid.cut(image)))
-        for mask_tile in grid.cut(mask[:, :, None])[:, 0]:
-            masks.append(mask_tile)
+        grids.append(TileGrid(_header_size(sample.image_path, bit_depth), tile, overlap))
         if progress is not None and task is not None:
             progress.advance(task)
-    labels = torch.zeros(masks.count, dtype=torch.bool)
+    count = sum(len(grid.origins) for grid in grids)
+    images = torch.empty((count, channels, *tile), dtype=_pixel_type(bit_depth))
+    masks = DefectMasks(count, tile)
+    task = progress.add_task("cutting tiles", total=len(samples), status="") if progress else None
+    start = 0
+    for sample, grid in zip(samples, grids, strict=True):
+        image = read_image(sample.image_path, channels, bit_depth=bit_depth)
+        if image.shape[:2] != grid.size:
+            raise ImageReadError(
+                sample.image_path,
+                f"decodes to {image.shape[1]}x{image.shape[0]} (width x height), but its "
+                f"header says {grid.size[1]}x{grid.size[0]}",
+            )
+        end = start + len(grid.origins)
+        images[start:end] = torch.from_numpy(grid.cut(image))
+        mask = defect_mask(sample, grid.size)
+        for index, mask_tile in enumerate(grid.cut(mask[:, :, None])[:, 0], start=start):
+            masks.put(index, mask_tile)
+        start = end
+        if progress is not None and task is not None:
+            progress.advance(task)
+    labels = torch.zeros(count, dtype=torch.bool)
     labels[masks.defective] = True  # the tiles whose part of the mask holds a defect pixel
-    return TensorDataset(torch.cat(images), masks, labels, [tile] * masks.count, bit_depth)
+    return TensorDataset(images, masks, labels, [tile] * count, bit_depth)
+
+
+def _header_size(path: Path, bit_depth: int) -> tuple[int, int]:
+    """An image's (H, W) after EXIF rotation, from its header; any file size is read."""
+    data, _ = read_file(path, ANY_FILE_SIZE)
+    size = header_size(path, data, bit_depth)
+    if size is None:
+        raise ImageReadError(path, UNREADABLE)
+    return size
+
+
+def _pixel_type(bit_depth: int) -> torch.dtype:
+    return torch.uint8 if bit_depth == 8 else torch.uint16
 
 
 def defect_mask(sample: SampleRef, size: tuple[int, int]) -> np.ndarray:
@@ -112,8 +149,7 @@ def load_into_memory(
     progress: Progress | None = None,
     bit_depth: int = 8,
 ) -> TensorDataset:
-    pixel_type = torch.uint8 if bit_depth == 8 else torch.uint16
-    images = torch.empty((len(samples), channels, *size), dtype=pixel_type)
+    images = torch.empty((len(samples), channels, *size), dtype=_pixel_type(bit_depth))
     masks = DefectMasks(len(samples), size)
     task = progress.add_task("loading images", total=len(samples), status="") if progress else None
     original_sizes = []
