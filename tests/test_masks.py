@@ -39,11 +39,3 @@ def test_a_subset_is_renumbered_from_zero() -> None:
     indices = [11, 3, 4, 0]
     subset = DefectMasks.from_tensor(masks).subset(indices)
     assert len(subset) == 4 and torch.equal(subset[:], masks[indices])
-
-
-def test_appended_masks_follow_the_last() -> None:
-    masks = random_masks(5, (6, 6), seed=3)
-    held = DefectMasks(0, (6, 6))
-    for mask in masks:
-        held.append(mask[0].numpy())
-    assert len(held) == 5 and torch.equal(held[:], masks)
