@@ -90,7 +90,11 @@ def test_tiny_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
 def test_bad_options(tmp_path: Path) -> None:
     runner = CliRunner()
     assert runner.invoke(main, ["bench", "--batch", "0"]).exit_code == 2
-    assert runner.invoke(main, ["bench", "--sizes", "huge"]).exit_code == 2
+    huge = runner.invoke(main, ["bench", "--sizes", "dagm,huge"])
+    assert huge.exit_code == 2 and "Invalid value for '--sizes'" in huge.output
+    assert "'huge' is neither a preset (ksdd, ksdd2, dagm) nor a size" in huge.output
+    odd = runner.invoke(main, ["bench", "--sizes", "100x100"])
+    assert odd.exit_code == 2 and "multiples of 8" in odd.output
     both = runner.invoke(main, ["bench", "--width", "1", "--model", str(tmp_path / "m.pt")])
     assert both.exit_code == 2 and "at most one" in both.output
     for width in ("9", "0", "-1"):  # refused by the option, before any model is built

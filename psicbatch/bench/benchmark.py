@@ -46,7 +46,6 @@ from psicbatch.engines.null_engine import NULL_OUTPUTS
 from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.model import ModelConfig, count_flops
 
-SIZE_PRESETS = {"ksdd": (1408, 512), "ksdd2": (640, 232), "dagm": (512, 512)}
 END_TO_END_FILES = 400  # distinct files an end-to-end run cycles through
 SWEEP_LIMITS = {"cpu": 32, "cuda": 1024}  # --batch sweep's largest batch per device type
 PLATEAU = 0.03  # a sweep stops after two doublings that each gained less than this

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -21,19 +23,31 @@ from psicbatch.commands.options import (
 from psicbatch.devices import resolve_device
 from psicbatch.run.output_guard import check_output_folder
 
+# The image sizes of the datasets the paper measures on (KolektorSDD, KolektorSDD2, DAGM).
+SIZE_PRESETS = {"ksdd": (1408, 512), "ksdd2": (640, 232), "dagm": (512, 512)}
 
-def _sizes(value: str) -> tuple[tuple[str, tuple[int, int]], ...]:
-    from psicbatch.bench.benchmark import SIZE_PRESETS
 
-    sizes = []
-    for part in value.split(","):
-        part = part.strip().lower()
-        sizes.append(
-            (part, SIZE_PRESETS[part])
-            if part in SIZE_PRESETS
-            else (part, NETWORK_SIZE.convert(part, None, None))
-        )
-    return tuple(sizes)
+class BenchSizes(click.ParamType):
+    """``--sizes``: comma-separated presets or HxW sizes, checked when the command line is
+    read, each kept with the name it was given by."""
+
+    name = "sizes"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[tuple[str, tuple[int, int]], ...]:
+        if isinstance(value, tuple):
+            return value
+        sizes = []
+        for part in (part.strip().lower() for part in str(value).split(",")):
+            if part in SIZE_PRESETS:
+                sizes.append((part, SIZE_PRESETS[part]))
+            elif re.fullmatch(r"\d+x\d+", part):
+                sizes.append((part, NETWORK_SIZE.convert(part, param, ctx)))
+            else:
+                presets = ", ".join(SIZE_PRESETS)
+                self.fail(
+                    f"{part!r} is neither a preset ({presets}) nor a size like 1408x512", param, ctx
+                )
+        return tuple(sizes)
 
 
 DEFAULT_BATCHES = {"cpu": "1,4", "cuda": "1,8,32"}  # a GPU needs larger batches to fill
@@ -65,9 +79,12 @@ def _batches(value: str, device: str) -> tuple[int, ...]:
 )
 @click.option(
     "--sizes",
+    type=BenchSizes(),
     default="dagm",
     show_default=True,
-    help="Comma-separated presets (ksdd=1408x512, ksdd2=640x232, dagm=512x512) or HxW.",
+    help="Comma-separated presets ("
+    + ", ".join(f"{name}={height}x{width}" for name, (height, width) in SIZE_PRESETS.items())
+    + ") or HxW.",
 )
 @click.option(
     "--batch",
@@ -128,7 +145,7 @@ def bench_command(
     model: Path | None,
     width: float | None,
     precision: str,
-    sizes: str,
+    sizes: tuple[tuple[str, tuple[int, int]], ...],
     batches: str,
     images: Path | None,
     duration: float,
@@ -152,7 +169,7 @@ def bench_command(
         raise click.BadParameter("give at most one of --engine, --model, --width")
     check_output_folder(out, "bench.json", "benchmark")
     plan = BenchPlan(
-        _sizes(sizes),
+        sizes,
         _batches(batches, device),
         duration,
         baseline and not engine,
