@@ -18,7 +18,6 @@ can never drift from the way the model was trained.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import zipfile
@@ -144,15 +143,6 @@ def is_checkpoint(path: Path) -> bool:
     except Exception:  # damaged, unreadable, pickled code: not a checkpoint to replace
         return False
     return isinstance(data, dict) and data.get("format") == FORMAT
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Content hash used to tie engines and results to the exact checkpoint they came from."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _load_plain_data(path: Path) -> Any:

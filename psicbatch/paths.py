@@ -12,6 +12,7 @@ device such as /dev/zero would never end one.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from collections.abc import Mapping
@@ -88,3 +89,12 @@ def file_head(path: Path, size: int = 4096) -> bytes:
             return handle.read(size)
     except OSError:
         return b""
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Content hash used to tie engines and results to the exact checkpoint they came from."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,5 +1,7 @@
 """What ``psicbatch info`` shows of a checkpoint, an engine folder, a run's results or an
-evaluation: the fields a person checks at a glance, also written as JSON."""
+evaluation: the fields a person checks at a glance, also written as JSON. torch is
+imported only for a checkpoint or an engine (loading weights, counting the cost per
+image): results and evaluations are shown without it."""
 
 from __future__ import annotations
 
@@ -10,11 +12,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from psicbatch.checkpoint import Checkpoint, file_sha256, load_checkpoint
 from psicbatch.engines.manifest import MANIFEST_NAME, Manifest, read_manifest
 from psicbatch.errors import PsicbatchError
-from psicbatch.model import ModelConfig, count_flops
-from psicbatch.paths import regular_file_bytes
+from psicbatch.paths import file_sha256, regular_file_bytes
 from psicbatch.run.output_guard import is_results_file
 from psicbatch.run.results import results_summary, watch_identity
 from psicbatch.scores import HEADLINE, EngineDescription, EvaluationSummary
@@ -37,7 +37,7 @@ def summarize(path: Path) -> tuple[str, dict[str, Any]]:
         )
     if is_results_file(path):
         return "results", results_summary(path)
-    return "checkpoint", checkpoint_summary(path, load_checkpoint(path))
+    return "checkpoint", checkpoint_summary(path)
 
 
 # The record an ``eval`` report folder holds, and a ``cv`` folder's (pooled over folds).
@@ -75,7 +75,11 @@ def evaluation_summary(path: Path) -> tuple[str, dict[str, Any]]:
     }
 
 
-def checkpoint_summary(path: Path, checkpoint: Checkpoint) -> dict[str, Any]:
+def checkpoint_summary(path: Path) -> dict[str, Any]:
+    from psicbatch.checkpoint import load_checkpoint  # torch: for checkpoints and engines only
+    from psicbatch.model import count_flops
+
+    checkpoint = load_checkpoint(path)
     height, width = checkpoint.preprocessing.input_size
     params = sum(t.numel() for name, t in checkpoint.state_dict.items() if _is_parameter(name))
     flops = count_flops(checkpoint.model_config, height, width)
@@ -103,6 +107,8 @@ def checkpoint_summary(path: Path, checkpoint: Checkpoint) -> dict[str, Any]:
 def engine_summary(directory: Path, manifest: Manifest) -> dict[str, Any]:
     """What an engine folder runs and how far it was checked, from its manifest (whose
     sha256 of the engine file ``read_manifest`` has verified)."""
+    from psicbatch.model import ModelConfig, count_flops
+
     height, width = manifest.input_size
     config = None  # unknown (an older or edited manifest): no width, no cost shown
     if manifest.model:

@@ -412,7 +412,7 @@ def test_malformed_manifests_are_one_line_errors(
 def test_a_corrupt_onnx_file_with_a_matching_digest_is_a_one_line_error(
     engines, tmp_path: Path
 ) -> None:
-    from psicbatch.checkpoint import file_sha256
+    from psicbatch.paths import file_sha256
 
     directory = _copy_with_manifest(engines, ("onnxruntime", "fp32"), tmp_path)
     manifest = json.loads((directory / MANIFEST_NAME).read_text())
@@ -428,8 +428,8 @@ def test_a_corrupt_onnx_file_with_a_matching_digest_is_a_one_line_error(
 def test_onnx_external_data_is_covered_by_the_manifest(engines, tmp_path: Path) -> None:
     import onnx
 
-    from psicbatch.checkpoint import file_sha256
     from psicbatch.engines.build import data_file_digests
+    from psicbatch.paths import file_sha256
 
     directory = _copy_with_manifest(engines, ("onnxruntime", "fp32"), tmp_path)
     manifest = json.loads((directory / MANIFEST_NAME).read_text())

@@ -24,13 +24,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 from psicbatch.assets import demo_model_path
-from psicbatch.checkpoint import file_sha256
 from psicbatch.cli import main
 from psicbatch.engines.build import BuildOptions, build_engine
 from psicbatch.engines.loading import load_engine
 from psicbatch.engines.manifest import MANIFEST_NAME
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
+from psicbatch.paths import file_sha256
 from psicbatch.run.inputs import collect_inputs
 from psicbatch.run.job import resolved_sources
 from psicbatch.run.output import read_metadata

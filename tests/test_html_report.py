@@ -59,8 +59,9 @@ def test_html_report_shows_every_listed_defect(tmp_path: Path) -> None:
     assert "checkpoint_sha256" in text
 
 
-def test_a_report_needs_no_torch(tmp_path: Path) -> None:
-    """Reading results back (page, table) never runs a model: it skips torch's import."""
+def test_reading_results_back_needs_no_torch(tmp_path: Path) -> None:
+    """Reading results back (page, table, info) and listing engines never run a model:
+    they skip torch's import."""
     generate(tmp_path / "data", 4, (64, 64), defect_rate=0.5, seed=3)
     results = tmp_path / "results.parquet"
     fast = ["-q", "--decoder", "pil", "--device", "cpu"]
@@ -69,13 +70,20 @@ def test_a_report_needs_no_torch(tmp_path: Path) -> None:
     )
     assert run.exit_code == 0, run.output
     page, table = tmp_path / "r.html", tmp_path / "r.csv"
-    arguments = ["report", str(results), "--html", str(page), "--csv", str(table)]
-    probe = (
-        f"import sys\nfrom psicbatch.cli import main\ntry:\n    main({arguments!r})\n"
-        "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules)"
-    )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-    assert result.stdout.splitlines()[-1] == "0 False", result.stdout + result.stderr
+    (tmp_path / "engines" / "broken").mkdir(parents=True)
+    (tmp_path / "engines" / "broken" / "manifest.json").write_text("{")
+    for arguments, shown in [
+        (["report", str(results), "--html", str(page), "--csv", str(table)], "wrote"),
+        (["info", str(results)], "psicbatch results"),
+        (["engines", str(tmp_path / "engines")], "unreadable"),
+    ]:
+        probe = (
+            f"import sys\nfrom psicbatch.cli import main\ntry:\n    main({arguments!r})\n"
+            "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules)"
+        )
+        result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+        assert result.stdout.splitlines()[-1] == "0 False", result.stdout + result.stderr
+        assert shown in result.stdout + result.stderr
     assert page.is_file() and table.is_file()
 
 

@@ -183,7 +183,7 @@ def parity_line(parity: dict) -> str:
 @click.argument("root", type=click.Path(path_type=Path, file_okay=False), default="engines")
 def engines_command(root: Path) -> None:
     """List the engines built under ROOT (default: engines/)."""
-    from psicbatch.engines.loading import list_engines
+    from psicbatch.engines.manifest import list_engines
 
     table = Table(title=f"engines under {root}")
     for column in ("folder", "backend", "precision", "input", "batch", "parity IoU", "built for"):

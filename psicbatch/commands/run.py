@@ -309,8 +309,8 @@ def _decisions(
 ) -> tuple[float | None, Rule, dict | None]:
     """The image threshold and rule: a decision file's, else the engine's own (if it
     holds some and no --threshold is given), else the classifier's threshold."""
-    from psicbatch.checkpoint import file_sha256
     from psicbatch.engines.revisions import engine_decisions
+    from psicbatch.paths import file_sha256
 
     if decisions_file is not None:
         chosen = Decisions.read(decisions_file)

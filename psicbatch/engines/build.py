@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from psicbatch import __version__
-from psicbatch.checkpoint import Checkpoint, file_sha256, load_checkpoint
+from psicbatch.checkpoint import Checkpoint, load_checkpoint
 from psicbatch.devices import resolve_device
 from psicbatch.engines.build_options import BuildOptions
 from psicbatch.engines.destination import check_destination, move_into_place
@@ -39,6 +39,7 @@ from psicbatch.engines.tuning import (
 from psicbatch.engines.tuning import summary as tuning_summary
 from psicbatch.errors import PsicbatchError
 from psicbatch.network_size import STRIDE
+from psicbatch.paths import file_sha256
 from psicbatch.precision import choose_precision, cpu_auto, resolve_precision
 from psicbatch.versions import installed_versions
 

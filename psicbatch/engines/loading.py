@@ -1,5 +1,5 @@
-"""Opening and listing engine folders: the manifest is checked first, then the backend
-that built the engine is imported and opens it on the device asked for."""
+"""Opening engine folders: the manifest is checked first, then the backend that built the
+engine is imported and opens it on the device asked for."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 from psicbatch.devices import default_device
 from psicbatch.engines.base import Engine
-from psicbatch.engines.manifest import MANIFEST_NAME, Manifest, read_manifest
+from psicbatch.engines.manifest import Manifest, read_manifest
 from psicbatch.engines.registry import backend as registered_backend
 from psicbatch.errors import PsicbatchError
 
@@ -38,16 +38,3 @@ def load_engine(directory: Path, device: str | None = None) -> Engine:
             f"{engine_file}: the {manifest.backend} runtime cannot load it "
             f"({type(error).__name__}: {first_line}); rebuild with 'psicbatch build-engine'"
         ) from None
-
-
-def list_engines(root: Path) -> list[tuple[Path, Manifest | str]]:
-    """Every engine folder under ``root`` with its manifest, or why it cannot be read."""
-    found: list[tuple[Path, Manifest | str]] = []
-    for manifest_path in sorted(root.rglob(MANIFEST_NAME)):
-        if any(part.startswith(".") for part in manifest_path.relative_to(root).parts):
-            continue
-        try:
-            found.append((manifest_path.parent, read_manifest(manifest_path.parent)))
-        except PsicbatchError as error:
-            found.append((manifest_path.parent, str(error)))
-    return found

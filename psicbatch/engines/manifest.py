@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psicbatch.atomic import write_atomically
-from psicbatch.checkpoint import file_sha256
 from psicbatch.errors import PsicbatchError
 from psicbatch.network_size import STRIDE
-from psicbatch.preprocess import Preprocessing
+from psicbatch.paths import file_sha256
+
+if TYPE_CHECKING:  # preprocess imports torch; listing and reading manifests does not need it
+    from psicbatch.preprocess import Preprocessing
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
@@ -86,6 +88,8 @@ class Manifest:
 
     def engine_preprocessing(self) -> Preprocessing:
         """The checkpoint's normalisation at this engine's input size: what decoders apply."""
+        from psicbatch.preprocess import Preprocessing
+
         return Preprocessing.from_dict({**self.preprocessing, "input_size": self.input_size})
 
     def write(self, directory: Path) -> Path:
@@ -217,3 +221,16 @@ def _field_problem(data: dict[str, Any]) -> str | None:
     if isinstance(low, int) and isinstance(high, int) and _is_count(low) and low > high:
         return "min_batch is above max_batch"
     return None
+
+
+def list_engines(root: Path) -> list[tuple[Path, Manifest | str]]:
+    """Every engine folder under ``root`` with its manifest, or why it cannot be read."""
+    found: list[tuple[Path, Manifest | str]] = []
+    for manifest_path in sorted(root.rglob(MANIFEST_NAME)):
+        if any(part.startswith(".") for part in manifest_path.relative_to(root).parts):
+            continue
+        try:
+            found.append((manifest_path.parent, read_manifest(manifest_path.parent)))
+        except PsicbatchError as error:
+            found.append((manifest_path.parent, str(error)))
+    return found
