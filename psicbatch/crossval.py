@@ -20,7 +20,7 @@ from rich.progress import Progress
 
 from psicbatch.checkpoint import load_checkpoint
 from psicbatch.data.layouts import SampleRef
-from psicbatch.data.memory import load_into_memory
+from psicbatch.data.memory import InPlaceSplits, load_into_memory
 from psicbatch.data.splits import kfold_by_group, save_splits
 from psicbatch.devices import resolve_device
 from psicbatch.engines.base import Engine
@@ -71,7 +71,9 @@ def cross_validate(
     save_splits(out / "splits.json", test_ids, options.seed)
     channels = 3 if dataset.get("channels") == "3" else 1
     bit_depth = int(dataset.get("bit_depth", 8))
-    data = load_into_memory(samples, options.input_size, channels, progress, bit_depth)
+    data = InPlaceSplits(
+        load_into_memory(samples, options.input_size, channels, progress, bit_depth)
+    )
     fold_reports, all_rows = [], []
     for fold, fold_test_ids in enumerate(test_ids, start=1):
         if only_fold is not None and fold != only_fold:
@@ -180,7 +182,7 @@ def _fold_engine(
 
 def _run_fold(
     samples: list[SampleRef],
-    data: Any,
+    data: InPlaceSplits,
     options: TrainOptions,
     fold: int,
     test_ids: set[str],
@@ -199,9 +201,10 @@ def _run_fold(
         record["summary"] = EvaluationSummary.from_dict(record["summary"])
         record["rows"] = pq.read_table(fold_dir / "evaluation" / "predictions.parquet").to_pylist()
         return record
+    train_data, test_data = data.split(train_index, test_index)
     if not model_path.exists():
         trainer = Trainer(
-            data.subset(train_index),
+            train_data,
             options,
             model_path,
             progress,
@@ -213,7 +216,7 @@ def _run_fold(
     test_samples = [samples[i] for i in test_index]
     batch = 4 * options.batch_size
     engine = _fold_engine(model_path, fold_dir, scoring, resolve_device(options.device), batch)
-    evaluation = evaluate(engine, test_samples, data.subset(test_index), batch, progress)
+    evaluation = evaluate(engine, test_samples, test_data, batch, progress)
     evaluation.write(fold_dir / "evaluation", f"Fold {fold} test set")
     record = {
         "fold": fold,

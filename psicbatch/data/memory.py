@@ -67,6 +67,61 @@ class TensorDataset:
         return tuple(mean.tolist()), tuple(std.tolist())
 
 
+class InPlaceSplits:
+    """Splits of one in-memory dataset into two parts that share its pixels instead of
+    copying them: for each split the images are rearranged in place, a row at a time, so
+    that the first part's rows come first, each part in the order given; both parts are
+    then views. Cross-validation holds its images once, not once more per fold.
+
+    The dataset given is the splits' own from then on: its rows no longer follow its
+    samples, and a part is valid until the next split."""
+
+    def __init__(self, data: TensorDataset) -> None:
+        self.data = data
+        self.rows = list(range(len(data.images)))  # the sample each row holds now
+
+    def split(self, first: list[int], second: list[int]) -> tuple[TensorDataset, TensorDataset]:
+        """The samples ``first`` and ``second`` (indices of the dataset's samples, each
+        sample in exactly one of them) as two datasets."""
+        target = [*first, *second]
+        if sorted(target) != list(range(len(self.rows))):
+            raise ValueError("the two parts must hold every sample exactly once")
+        row_of = {sample: row for row, sample in enumerate(self.rows)}
+        rearrange_rows(self.data.images, [row_of[sample] for sample in target])
+        self.rows = target
+        cut = len(first)
+        return self._part(slice(0, cut), first), self._part(slice(cut, None), second)
+
+    def _part(self, rows: slice, samples: list[int]) -> TensorDataset:
+        data = self.data
+        return TensorDataset(
+            data.images[rows],
+            data.masks.subset(samples),
+            data.labels[samples],
+            [data.original_sizes[i] for i in samples],
+            data.bit_depth,
+        )
+
+
+def rearrange_rows(tensor: torch.Tensor, sources: list[int]) -> None:
+    """Row ``r`` of ``tensor`` becomes what row ``sources[r]`` was, in place: each cycle of
+    the permutation is followed with one row held aside."""
+    done = [False] * len(sources)
+    for start in range(len(sources)):
+        if done[start]:
+            continue
+        held = tensor[start].clone()
+        row = start
+        while True:
+            done[row] = True
+            source = sources[row]
+            if source == start:
+                tensor[row] = held
+                break
+            tensor[row] = tensor[source]
+            row = source
+
+
 def load_tiles(
     samples: list[SampleRef],
     tile: tuple[int, int],
