@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from psicbatch.assets import demo_model_path
+from psicbatch.bench.plots import plot_benchmark
+from psicbatch.bench.report import BenchReport, compare_reports
 from psicbatch.commands import SUMMARIES, command_line
 from psicbatch.commands.options import (
     NETWORK_SIZE,
@@ -21,6 +23,7 @@ from psicbatch.commands.options import (
     engine_options,
 )
 from psicbatch.devices import resolve_device
+from psicbatch.reports import write_json
 from psicbatch.run.output_guard import check_output_folder
 
 # The image sizes of the datasets the paper measures on (KolektorSDD, KolektorSDD2, DAGM).
@@ -159,8 +162,6 @@ def bench_command(
     """Measure latency and throughput per image size and batch, with the machine's ceiling."""
     from psicbatch.bench.benchmark import BenchPlan, random_checkpoint, run_benchmark
     from psicbatch.bench.markdown import SIZE_COLUMNS, markdown
-    from psicbatch.bench.plots import plot_benchmark
-    from psicbatch.reports import write_json
 
     if compare:
         _print_comparison(*compare)
@@ -209,8 +210,6 @@ def bench_command(
 
 
 def _print_comparison(first: Path, second: Path) -> None:
-    from psicbatch.bench.report import BenchReport, compare_reports
-
     reports = [BenchReport.read(path) for path in (first, second)]
     table = Table(title=f"{first} vs {second}")
     for column in (

@@ -34,9 +34,12 @@ from psicbatch.decisions import (
     scoring_engine,
     who_and_when,
 )
+from psicbatch.engines.manifest import read_manifest
+from psicbatch.engines.revisions import set_decisions
 from psicbatch.errors import PsicbatchError
 from psicbatch.progress import progress_bar
-from psicbatch.run.output_guard import OutputKind, check_output
+from psicbatch.run.output import read_metadata
+from psicbatch.run.output_guard import OutputKind, check_output, is_results_file
 
 # The decision file and its two reports, each replacing only its own kind.
 OUTPUTS = (
@@ -191,8 +194,6 @@ def calibrate_command(
     )
     click.echo(f"decisions written to {out} (reports {written[1]}, {written[2]})")
     if engine is not None:
-        from psicbatch.engines.revisions import set_decisions
-
         manifest = set_decisions(engine, decisions, out)
         click.echo(f"stored in {engine} as manifest revision {manifest.revision}")
     click.echo(f"next: psicbatch run IMAGES --decisions {out}")
@@ -201,9 +202,6 @@ def calibrate_command(
 def _scorer(predictions: Path) -> dict[str, Any]:
     """The engine that scored stored predictions: run results and eval predictions record
     it; cv predictions pool several folds' models and record none (empty)."""
-    from psicbatch.run.output import read_metadata
-    from psicbatch.run.output_guard import is_results_file
-
     record = predictions.parent / "metrics.json"  # eval writes it beside its predictions
     try:
         if is_results_file(predictions):
@@ -220,8 +218,6 @@ def _scorer(predictions: Path) -> dict[str, Any]:
 def _check_scored_by(predictions: Path, scorer: dict[str, Any], engine: Path) -> None:
     """Refuse, in one line, to store in ``engine`` decisions calibrated on another
     engine's probabilities."""
-    from psicbatch.engines.manifest import read_manifest
-
     ours = scoring_engine(vars(read_manifest(engine)))
     if scorer and scorer != ours:
         raise PsicbatchError(

@@ -21,6 +21,7 @@ from psicbatch.commands.options import (
     precision_option,
 )
 from psicbatch.engines.build_options import BACKENDS, BuildOptions
+from psicbatch.engines.manifest import list_engines
 from psicbatch.network_size import MIN_NETWORK_SIZE
 
 
@@ -183,8 +184,6 @@ def parity_line(parity: dict) -> str:
 @click.argument("root", type=click.Path(path_type=Path, file_okay=False), default="engines")
 def engines_command(root: Path) -> None:
     """List the engines built under ROOT (default: engines/)."""
-    from psicbatch.engines.manifest import list_engines
-
     table = Table(title=f"engines under {root}")
     for column in ("folder", "backend", "precision", "input", "batch", "parity IoU", "built for"):
         table.add_column(column)

@@ -12,6 +12,8 @@ from rich.table import Table
 
 from psicbatch.commands import SUMMARIES
 from psicbatch.commands.options import NETWORK_SIZE, Bounded
+from psicbatch.run.output_guard import CHECKPOINT, check_output
+from psicbatch.summaries import summarize
 
 
 @click.command(short_help=SUMMARIES["info"])
@@ -23,8 +25,6 @@ def info(path: Path, as_json: bool) -> None:
     """Show a checkpoint (configuration, size, cost per image), an engine folder (backend,
     precision, shapes, parity, decisions), a run's results (counts, engine, settings) or an
     eval or cv folder (headline metrics, engine, command)."""
-    from psicbatch.summaries import summarize
-
     kind, summary = summarize(path)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
@@ -67,7 +67,6 @@ def init(
     """
     from psicbatch.checkpoint import save_checkpoint, untrained_checkpoint
     from psicbatch.model import ModelConfig, count_parameters
-    from psicbatch.run.output_guard import CHECKPOINT, check_output
 
     check_output(output, replace(CHECKPOINT, option="OUTPUT"), overwrite=overwrite)
     try:

@@ -28,10 +28,13 @@ from psicbatch.commands.options import (
 )
 from psicbatch.data.layouts import LAYOUTS
 from psicbatch.decisions import CLASSIFIER, Decisions, Rule
+from psicbatch.engines.revisions import engine_decisions
 from psicbatch.errors import PsicbatchError
-from psicbatch.paths import readable_path
+from psicbatch.paths import file_sha256, readable_path
 from psicbatch.progress import progress_bar
+from psicbatch.run.csv_table import CSV_TABLE, write_csv_table
 from psicbatch.run.files import DEFAULT_DECODE_SECONDS, DEFAULT_MAX_MIB, MIB, FileLimits
+from psicbatch.run.html_report import write_report
 from psicbatch.run.inputs import collect_inputs
 from psicbatch.run.job import resolved_sources
 from psicbatch.run.options import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT, MASK_MODES, RunOptions
@@ -309,9 +312,6 @@ def _decisions(
 ) -> tuple[float | None, Rule, dict | None]:
     """The image threshold and rule: a decision file's, else the engine's own (if it
     holds some and no --threshold is given), else the classifier's threshold."""
-    from psicbatch.engines.revisions import engine_decisions
-    from psicbatch.paths import file_sha256
-
     if decisions_file is not None:
         chosen = Decisions.read(decisions_file)
         decisions = {"file": str(decisions_file), "sha256": file_sha256(decisions_file)}
@@ -473,9 +473,6 @@ def report_command(
     RESULTS is a results file of psicbatch run, or a --watch output folder (or one
     date=... or hour=... folder in it).
     """
-    from psicbatch.run.csv_table import CSV_TABLE, write_csv_table
-    from psicbatch.run.html_report import write_report
-
     if html_path is None and csv_path is None:
         html_path = Path("report.html")
     outputs = {kind: path for kind, path in ((REPORT, html_path), (CSV_TABLE, csv_path)) if path}

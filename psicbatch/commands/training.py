@@ -25,8 +25,10 @@ from psicbatch.commands.training_options import (
     training_options,
     training_setup,
 )
+from psicbatch.data.synth import generate
 from psicbatch.engines.registry import NAMES
 from psicbatch.progress import progress_bar
+from psicbatch.reports import evaluation_markdown
 from psicbatch.run.output_guard import CHECKPOINT, check_output, check_output_folder
 
 console = Console(stderr=True)
@@ -51,8 +53,6 @@ def synth(
     out: Path, count: int, size: tuple[int, int], defect_rate: float, seed: int, quiet: bool
 ) -> None:
     """Generate a DAGM-like synthetic dataset (folder layout) with exact defect masks."""
-    from psicbatch.data.synth import generate
-
     check_output_folder(out, "synth.json", "synthetic dataset", "OUT")
     for earlier in [*out.glob("images/synth_*.png"), *out.glob("masks/synth_*.png")]:
         earlier.unlink()  # an earlier, larger set would leave images behind
@@ -177,7 +177,6 @@ def evaluate_command(
     images: mask/boundary IoU, AUC, AP, accuracy."""
     from psicbatch.engines.spec import EngineSpec
     from psicbatch.evaluate import evaluate_dataset
-    from psicbatch.reports import evaluation_markdown
     from psicbatch.roi import RegionOfInterest
 
     if len(paths) != (1 if engine else 2):
