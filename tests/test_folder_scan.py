@@ -106,7 +106,7 @@ def test_full_passes_forget_removed_files(tmp_path: Path) -> None:
     scan.pending(now=0.0)
     removed.unlink()
     scan.pending(now=scan.next_full_pass)
-    assert list(scan.inspected) == [str(kept)]
+    assert scan.inspected == {str(tmp_path): {"kept.png": kept.stat().st_ino}}
 
 
 def test_images_in_subfolders_only_and_not_the_output(tmp_path: Path) -> None:

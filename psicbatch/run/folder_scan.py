@@ -108,9 +108,10 @@ class Ledger:
 
 @dataclass
 class Listing:
-    """A folder as last listed: its modification time, its subfolders, and its image
-    files (path, inode) that were not known to be inspected then or since."""
+    """A folder as last listed: its path and modification time, its subfolders, and its
+    image files (name, inode) that were not known to be inspected then or since."""
 
+    folder: str
     mtime_ns: int
     listed_ns: int  # wall clock
     folders: list[str]
@@ -120,9 +121,12 @@ class Listing:
         return mtime_ns == self.mtime_ns and self.listed_ns - mtime_ns > QUIET_NS
 
 
-def list_folder(folder: str, mtime_ns: int, skip: str) -> Listing:
+def list_folder(folder: str, mtime_ns: int, skip: str, inspected: dict[str, int]) -> Listing:
     """``folder``'s subfolders (``skip``, the output, left out; linked folders are not
-    followed, as ``os.walk`` does not) and image files, as ``readdir`` gives them."""
+    followed, as ``os.walk`` does not) and image files not ``inspected`` (name -> inode)
+    in that inode, as ``readdir`` gives them. A folder that keeps receiving files is
+    listed at every poll: per entry, only what ``readdir`` gave (type, name, inode) is
+    read, and no path is made."""
     listed_ns = time.time_ns()
     folders, images = [], []
     with os.scandir(folder) as entries:
@@ -130,9 +134,11 @@ def list_folder(folder: str, mtime_ns: int, skip: str) -> Listing:
             if entry.is_dir(follow_symlinks=False):
                 if entry.path != skip:
                     folders.append(entry.path)
-            elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
-                images.append((entry.path, entry.inode()))
-    return Listing(mtime_ns, listed_ns, folders, images)
+            elif entry.name.lower().endswith(IMAGE_SUFFIXES):
+                inode = entry.inode()
+                if inspected.get(entry.name) != inode:
+                    images.append((entry.name, inode))
+    return Listing(folder, mtime_ns, listed_ns, folders, images)
 
 
 class FolderScan:
@@ -141,7 +147,8 @@ class FolderScan:
 
     def __init__(self, folder: Path, skip: Path, done: Container[FileVersion]) -> None:
         self.folder, self.skip, self.done = str(folder), str(skip), done
-        self.inspected: dict[str, int] = {}  # path -> inode, of files whose version is done
+        # folder -> name -> inode, of the files whose current version is done
+        self.inspected: dict[str, dict[str, int]] = {}
         self.listings: dict[str, Listing] = {}
         self.next_full_pass = 0.0
         self.wait_seconds = 0.0  # how long to wait before the next poll, at least
@@ -154,20 +161,22 @@ class FolderScan:
             self.inspected, self.listings = {}, {}
         found = {}
         for listing in self._folders():
+            inspected = self.inspected.setdefault(listing.folder, {})
             candidates = []
-            for path, inode in listing.candidates:
-                if self.inspected.get(path) == inode:
-                    continue
+            for name, inode in listing.candidates:
+                if inspected.get(name) == inode:
+                    continue  # inspected since the folder was listed
+                path = os.path.join(listing.folder, name)
                 try:
                     stat = os.stat(path)
                 except FileNotFoundError:  # removed since it was listed
                     continue
                 if version(path, stat) in self.done:
-                    self.inspected[path] = inode
+                    inspected[name] = inode
                 else:
-                    self.inspected.pop(path, None)
+                    inspected.pop(name, None)
                     found[Path(path)] = stat
-                    candidates.append((path, inode))
+                    candidates.append((name, inode))
             listing.candidates = candidates
         took = time.monotonic() - started
         if full_pass:
@@ -185,7 +194,9 @@ class FolderScan:
                 mtime_ns = os.stat(folder).st_mtime_ns
                 listing = self.listings.get(folder)
                 if listing is None or not listing.still_valid(mtime_ns):
-                    listing = list_folder(folder, mtime_ns, self.skip)
+                    listing = list_folder(
+                        folder, mtime_ns, self.skip, self.inspected.get(folder, {})
+                    )
             except (FileNotFoundError, NotADirectoryError):  # removed while scanning
                 continue
             listings[folder] = listing
