@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
-from psicbatch.data.images import UNREADABLE, ImageReadError, read_image, read_mask
+from psicbatch.data.images import ImageReadError, read_image, read_mask
 from psicbatch.data.layouts import SampleRef
 from psicbatch.data.masks import DefectMasks
 from psicbatch.errors import PsicbatchError
@@ -171,11 +171,13 @@ def load_tiles(
 
 
 def _header_size(path: Path, bit_depth: int) -> tuple[int, int]:
-    """An image's (H, W) after EXIF rotation, from its header; any file size is read."""
+    """An image's (H, W) after EXIF rotation, from its header; any file size is read. A
+    header PIL cannot read is decoded, which says what is wrong with the file."""
     data, _ = read_file(path, ANY_FILE_SIZE)
     size = header_size(path, data, bit_depth)
     if size is None:
-        raise ImageReadError(path, UNREADABLE)
+        height, width = read_image(path, 1, data, bit_depth).shape[:2]
+        return height, width
     return size
 
 
