@@ -9,9 +9,7 @@ size=${5:-512x512} width=${6:-0.125} folds=${7:-3}
 here=$(cd "$(dirname "$0")/.." && pwd)
 python=${PYTHON:-$here/.venv/bin/python}
 source "$here/benchmarks/alternate.sh"
-mkdir -p "$out"
-[ -f "$out/data/synth.json" ] || (cd "$here" && "$python" -m psicbatch synth "$out/data" --count "$count" --size "$size" --seed 3 -q)
-machine_facts "$out"
+generated_images "$out" "$count" "$size"
 crossval() {
   rm -rf "$out/cv-$1-$2"
   ARGS=(cv "$out/data" --out "$out/cv-$1-$2" --width "$width" --input-size "$size"

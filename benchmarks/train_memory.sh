@@ -11,9 +11,7 @@ read -r -a shape <<< "${TRAIN_ARGS:---input-size $size}"
 here=$(cd "$(dirname "$0")/.." && pwd)
 python=${PYTHON:-$here/.venv/bin/python}
 source "$here/benchmarks/alternate.sh"
-mkdir -p "$out"
-[ -f "$out/data/synth.json" ] || (cd "$here" && "$python" -m psicbatch synth "$out/data" --count "$count" --size "$size" --seed 3 -q)
-machine_facts "$out"
+generated_images "$out" "$count" "$size"
 training() {
   rm -f "$out/model-$1-$2.pt" "$out/model-$1-$2.pt.partial"
   ARGS=(train "$out/data" --out "$out/model-$1-$2.pt" --width "$width" "${shape[@]}"

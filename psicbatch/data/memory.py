@@ -38,10 +38,12 @@ class TensorDataset:
     original_sizes: list[tuple[int, int]]  # (height, width) of each file before resizing
     bit_depth: int = 8  # the pixels' scale: 2^bit_depth - 1 is white
 
-    def subset(self, indices: list[int]) -> TensorDataset:
+    def subset(self, indices: list[int], images: torch.Tensor | None = None) -> TensorDataset:
+        """The samples ``indices``, with their pixels copied, or ``images`` where the
+        caller holds them already (a view: ``InPlaceSplits``)."""
         index = torch.tensor(indices, dtype=torch.long)
         return TensorDataset(
-            self.images[index],
+            self.images[index] if images is None else images,
             self.masks.subset(indices),
             self.labels[index],
             [self.original_sizes[i] for i in indices],
@@ -90,16 +92,9 @@ class InPlaceSplits:
         rearrange_rows(self.data.images, [row_of[sample] for sample in target])
         self.rows = target
         cut = len(first)
-        return self._part(slice(0, cut), first), self._part(slice(cut, None), second)
-
-    def _part(self, rows: slice, samples: list[int]) -> TensorDataset:
-        data = self.data
-        return TensorDataset(
-            data.images[rows],
-            data.masks.subset(samples),
-            data.labels[samples],
-            [data.original_sizes[i] for i in samples],
-            data.bit_depth,
+        return (
+            self.data.subset(first, self.data.images[:cut]),
+            self.data.subset(second, self.data.images[cut:]),
         )
 
 
