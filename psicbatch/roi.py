@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from psicbatch.data.images import check_pixels
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import regular_file_bytes
 
@@ -27,6 +28,7 @@ class RegionOfInterest:
         try:
             data = regular_file_bytes(path)  # not a pipe, whose read would wait for ever
             with Image.open(io.BytesIO(data)) as image:
+                check_pixels(path, *image.size)
                 pixels = np.asarray(image.convert("L"))
         except (OSError, ValueError) as error:
             problem = f"not a readable region-of-interest image ({error})"

@@ -108,6 +108,38 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def test_images_up_to_the_pixel_limit_raise_no_warning_and_larger_are_one_line(
+    tmp_path: Path,
+) -> None:
+    """psicbatch accepts up to 100 megapixels; PIL alone warns of a decompression bomb from
+    89 megapixels on, a scary line for an image psicbatch reads. Above the limit every
+    reader (training's, a run's header check, a region of interest) refuses the image
+    from its header, in one line, before decoding it."""
+    import warnings
+
+    from psicbatch.data.images import file_bit_depth, read_image
+    from psicbatch.errors import PsicbatchError
+    from psicbatch.roi import RegionOfInterest
+    from psicbatch.run.headers import header_size
+
+    accepted, refused = tmp_path / "95mp.png", tmp_path / "120mp.png"
+    _png_header_only(accepted, 10_000, 9_500)
+    _png_header_only(refused, 12_000, 10_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning fails the test
+        assert file_bit_depth(accepted) == 8
+        assert header_size(accepted, accepted.read_bytes(), 8) == (9_500, 10_000)
+    message = r"120mp.png: image is 12000x10000 \(120 megapixels\), above the 100 megapixel limit"
+    with warnings.catch_warnings():  # pytest resets the filter psicbatch sets on import
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with pytest.raises(PsicbatchError, match=message):
+            read_image(refused, 1)
+        with pytest.raises(PsicbatchError, match=message):
+            header_size(refused, refused.read_bytes(), 8)
+        with pytest.raises(PsicbatchError, match=message):
+            RegionOfInterest(refused)
+
+
 def test_a_png_header_is_read_without_decoding_its_pixels(
     corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

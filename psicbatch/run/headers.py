@@ -10,10 +10,16 @@ from pathlib import Path
 
 from PIL import Image
 
-from psicbatch.data.images import DECODED_FORMATS, ImageReadError, check_bit_depth, image_bit_depth
+from psicbatch.data.images import (
+    DECODED_FORMATS,
+    MAX_PIXELS,
+    ImageReadError,
+    check_bit_depth,
+    check_pixels,
+    image_bit_depth,
+)
 from psicbatch.run.files import FileStamp, read_file
 
-MAX_PIXELS = 100_000_000  # far above any inspection camera, far below a decompression bomb
 EXIF_ORIENTATION = 0x0112
 
 
@@ -32,15 +38,17 @@ def header_size(path: Path, data: bytes, bit_depth: int) -> tuple[int, int] | No
     claims more than MAX_PIXELS before anything decodes them (a 20000x20000 header would
     make a decoder allocate gigabytes), formats not both decoders read, and 8-bit images
     for deeper models. Formats PIL cannot identify give None."""
-    too_large = f"above the {MAX_PIXELS / 1e6:.0f} megapixel limit"
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
-            rotated = _orientation(image, data) in (5, 6, 7, 8)
-            kind = image.format
-            depth = image_bit_depth(image)
+            kind, depth = image.format, image_bit_depth(image)
+            # An oversized image is refused below, before its orientation is looked for:
+            # for some PNGs that decodes them.
+            oversized = width * height > MAX_PIXELS
+            rotated = not oversized and _orientation(image, data) in (5, 6, 7, 8)
     except Image.DecompressionBombError:
-        raise ImageReadError(path, f"image is far too large ({too_large})") from None
+        limit = f"above the {MAX_PIXELS / 1e6:.0f} megapixel limit"
+        raise ImageReadError(path, f"image is far too large ({limit})") from None
     except Exception:  # unknown or damaged header: the decoder says what is wrong
         return None
     if kind not in DECODED_FORMATS:
@@ -48,11 +56,7 @@ def header_size(path: Path, data: bytes, bit_depth: int) -> tuple[int, int] | No
             path, f"unsupported image format ({kind}); psicbatch reads PNG, JPEG, BMP, TIFF, WebP"
         )
     check_bit_depth(depth, bit_depth, path)
-    if width * height > MAX_PIXELS:
-        raise ImageReadError(
-            path,
-            f"image is {width}x{height} ({width * height / 1e6:.0f} megapixels), {too_large}",
-        )
+    check_pixels(path, width, height)
     return (width, height) if rotated else (height, width)
 
 
