@@ -134,7 +134,7 @@ def list_folder(folder: str, mtime_ns: int, skip: str, inspected: dict[str, int]
             if entry.is_dir(follow_symlinks=False):
                 if entry.path != skip:
                     folders.append(entry.path)
-            elif entry.name.lower().endswith(IMAGE_SUFFIXES):
+            elif entry.name.lstrip(".").lower().endswith(IMAGE_SUFFIXES):  # as splitext
                 inode = entry.inode()
                 if inspected.get(entry.name) != inode:
                     images.append((entry.name, inode))
