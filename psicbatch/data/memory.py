@@ -22,8 +22,7 @@ from psicbatch.data.masks import DefectMasks
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 from psicbatch.preprocess import read_resized, resize_mask
-from psicbatch.run.files import read_file
-from psicbatch.run.headers import header_size
+from psicbatch.run.headers import read_bytes
 from psicbatch.tiles import TileGrid
 
 STATS_CHUNK = 16  # images whose pixels are summed at once
@@ -168,8 +167,7 @@ def load_tiles(
 def _header_size(path: Path, bit_depth: int) -> tuple[int, int]:
     """An image's (H, W) after EXIF rotation, from its header; any file size is read. A
     header PIL cannot read is decoded, which says what is wrong with the file."""
-    data, _ = read_file(path, ANY_FILE_SIZE)
-    size = header_size(path, data, bit_depth)
+    data, size, _ = read_bytes(path, ANY_FILE_SIZE, bit_depth)
     if size is None:
         height, width = read_image(path, 1, data, bit_depth).shape[:2]
         return height, width
