@@ -60,7 +60,7 @@ def test_html_report_shows_every_listed_defect(tmp_path: Path) -> None:
 
 
 def test_reading_results_back_needs_no_torch(tmp_path: Path) -> None:
-    """Reading results back (page, table, info) and listing engines never run a model:
+    """Reading results back (page, table, masks, info) and listing engines never run a model:
     they skip torch's import."""
     generate(tmp_path / "data", 4, (64, 64), defect_rate=0.5, seed=3)
     results = tmp_path / "results.parquet"
@@ -74,6 +74,7 @@ def test_reading_results_back_needs_no_torch(tmp_path: Path) -> None:
     (tmp_path / "engines" / "broken" / "manifest.json").write_text("{")
     for arguments, shown in [
         (["report", str(results), "--html", str(page), "--csv", str(table)], "wrote"),
+        (["report", str(results), "--mask-images", str(tmp_path / "masks")], "wrote"),
         (["info", str(results)], "psicbatch results"),
         (["engines", str(tmp_path / "engines")], "unreadable"),
     ]:

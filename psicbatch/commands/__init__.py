@@ -25,7 +25,7 @@ SUMMARIES = {
     "eval": "Score a checkpoint or an engine on labelled images with the paper's metrics.",
     "info": "Show a checkpoint, an engine folder, a run's results or an evaluation.",
     "init": "Write an untrained (randomly initialised) checkpoint.",
-    "report": "A self-contained HTML page (or with --csv a table) of a run's results.",
+    "report": "A self-contained HTML page of a run's results (or a CSV table, mask PNGs).",
     "run": "Inspect images: defect probability and RLE mask per image, written to Parquet.",
     "synth": "Generate a DAGM-like synthetic dataset (folder layout) with exact defect masks.",
     "train": "Train PSIC-Net on a labelled dataset (two-step mode by default).",

@@ -37,6 +37,7 @@ from psicbatch.run.files import DEFAULT_DECODE_SECONDS, DEFAULT_MAX_MIB, MIB, Fi
 from psicbatch.run.html_report import write_report
 from psicbatch.run.inputs import collect_inputs
 from psicbatch.run.job import resolved_sources
+from psicbatch.run.mask_images import write_mask_images
 from psicbatch.run.options import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT, MASK_MODES, RunOptions
 from psicbatch.run.output import parts_directory
 from psicbatch.run.output_guard import REPORT, check_output
@@ -435,7 +436,16 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
     help="Also (or only) a CSV table: one row per image, boxes split into columns, no masks.",
 )
 @click.option(
-    "--overwrite", is_flag=True, help="Replace an earlier psicbatch page or table at --html, --csv."
+    "--mask-images",
+    "mask_folder",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Also (or only) a folder with each non-empty mask as a 1-bit PNG at its image's "
+    "size, listed in masks.csv.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an earlier psicbatch page, table or mask export at --html, --csv, --mask-images.",
 )
 @click.option(
     "--top",
@@ -462,18 +472,19 @@ def report_command(
     results: Path,
     html_path: Path | None,
     csv_path: Path | None,
+    mask_folder: Path | None,
     overwrite: bool,
     top: int,
     max_file_size: float,
     decode_timeout: float,
 ) -> None:
     """A self-contained HTML page about a results file: counts, defects, errors; with
-    --csv, a table of it for spreadsheets.
+    --csv, a table of it for spreadsheets; with --mask-images, its masks as image files.
 
     RESULTS is a results file of psicbatch run, or a --watch output folder (or one
     date=... or hour=... folder in it).
     """
-    if html_path is None and csv_path is None:
+    if html_path is None and csv_path is None and mask_folder is None:
         html_path = Path("report.html")
     outputs = {kind: path for kind, path in ((REPORT, html_path), (CSV_TABLE, csv_path)) if path}
     what = "inside the results folder" if results.is_dir() else "the results file"
@@ -483,6 +494,9 @@ def report_command(
         named: dict[str, Path | None] = {what: results}
         named.update({f"the {other.noun}": p for other, p in outputs.items() if other != kind})
         check_output(path, kind, named_inputs=named, overwrite=overwrite)
+    if mask_folder is not None:
+        written = write_mask_images(results, mask_folder, overwrite)
+        click.echo(f"wrote {readable_path(mask_folder)}: {written}")
     if csv_path is not None:
         click.echo(f"wrote {readable_path(csv_path)}: {write_csv_table(results, csv_path)}")
     if html_path is not None:
