@@ -10,6 +10,7 @@ import click
 from psicbatch import __version__
 from psicbatch.commands import ARGV_KEY, SUMMARIES
 from psicbatch.errors import PsicbatchError
+from psicbatch.pixel_limit import max_pixels
 from psicbatch.run.shutdown import exit_process
 
 # Each command's module is imported when the command runs: a command (and every worker
@@ -56,6 +57,7 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
+            max_pixels()  # a bad limit is refused before any command (or worker) reads it
             return super().invoke(ctx)
         except PsicbatchError as error:
             raise click.ClickException(str(error)) from None

@@ -129,7 +129,10 @@ def test_images_up_to_the_pixel_limit_raise_no_warning_and_larger_are_one_line(
         warnings.simplefilter("error")  # a warning fails the test
         assert file_bit_depth(accepted) == 8
         assert header_size(accepted, accepted.read_bytes(), 8) == (9_500, 10_000)
-    message = r"120mp.png: image is 12000x10000 \(120 megapixels\), above the 100 megapixel limit"
+    message = (
+        r"120mp.png: image is 12000x10000 \(120 megapixels\), above the 100 megapixel limit "
+        r"\(set PSICBATCH_MAX_MEGAPIXELS to raise it\)$"
+    )
     with warnings.catch_warnings():  # pytest resets the filter psicbatch sets on import
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with pytest.raises(PsicbatchError, match=message):
@@ -138,6 +141,36 @@ def test_images_up_to_the_pixel_limit_raise_no_warning_and_larger_are_one_line(
             header_size(refused, refused.read_bytes(), 8)
         with pytest.raises(PsicbatchError, match=message):
             RegionOfInterest(refused)
+
+
+def test_the_pixel_limit_is_raised_for_every_process_of_a_run(tmp_path: Path) -> None:
+    """PSICBATCH_MAX_MEGAPIXELS moves the limit for the run and its worker processes: the
+    120-megapixel image (its rows beyond the first left out of the file, so it stays
+    small; PIL decodes them as zeros) is read. A value that is not a positive number is
+    refused in one line before anything runs."""
+    images = tmp_path / "images"
+    images.mkdir()
+    _png_header_only(images / "120mp.png", 12_000, 10_000)
+    Image.new("L", (64, 48), 90).save(images / "small.png")
+    out = tmp_path / "r.parquet"
+    command = [sys.executable, "-m", "psicbatch", "run", str(images), "--out", str(out)]
+    options = ["-q", "--device", "cpu", "--decoder", "pil", "--workers", "2", "--allow-errors"]
+    environment = {**os.environ, "PSICBATCH_MAX_MEGAPIXELS": "150"}
+    finished = subprocess.run([*command, *options], env=environment, capture_output=True)
+    assert finished.returncode == 0, finished.stderr.decode()
+    rows = {Path(row["path"]).name: row for row in pq.read_table(out).to_pylist()}
+    assert rows["small.png"]["error"] is None and rows["120mp.png"]["error"] is None
+    assert (rows["120mp.png"]["width"], rows["120mp.png"]["height"]) == (12_000, 10_000)
+    for value in ("0", "many", "nan"):
+        result = CliRunner().invoke(
+            main, ["run", str(images), "--out", str(tmp_path / "x.parquet")],
+            env={"PSICBATCH_MAX_MEGAPIXELS": value},
+        )  # fmt: skip
+        assert result.exit_code == 1, result.output
+        assert result.output.strip() == (
+            f"Error: PSICBATCH_MAX_MEGAPIXELS={value}: not a positive number of megapixels"
+        )
+    assert not (tmp_path / "x.parquet").exists()
 
 
 def test_a_png_header_is_read_without_decoding_its_pixels(

@@ -1,6 +1,7 @@
 """Reading images and masks from disk into numpy arrays, the one way every reader uses.
 
-Every image's size is checked from its header against ``MAX_PIXELS`` before it is decoded
+Every image's size is checked from its header against ``MAX_PIXELS`` (100 megapixels,
+or ``PSICBATCH_MAX_MEGAPIXELS``: see ``pixel_limit``) before it is decoded
 (``check_pixels``), and refused in one line above it. PIL's own decompression-bomb check
 is set to the same limit for this process: no warning for the images psicbatch accepts,
 and PIL's refusal at twice the limit stays as a backstop.
@@ -18,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import not_regular, readable_path
+from psicbatch.pixel_limit import VARIABLE, max_pixels
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Formats (as PIL names them) that both decoders, PIL and DALI, read; any other (GIF, for
@@ -26,7 +28,7 @@ DECODED_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "TIFF", "WEBP")
 UNREADABLE = "not a readable image (unknown or damaged format)"
 WIDE_MODES = ("I;16", "I;16B", "I;16L", "I")  # PIL's modes of 16-bit grayscale files
 BIT_DEPTHS = (8, 12, 16)  # a model's pixel depth: 8 bits, or 12/16 stored in 16-bit files
-MAX_PIXELS = 100_000_000  # far above any inspection camera, far below a decompression bomb
+MAX_PIXELS = max_pixels()
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
@@ -152,6 +154,6 @@ def check_pixels(path: Path, width: int, height: int) -> None:
     if width * height > MAX_PIXELS:
         raise ImageReadError(
             path,
-            f"image is {width}x{height} ({width * height / 1e6:.0f} megapixels), above the "
-            f"{MAX_PIXELS / 1e6:.0f} megapixel limit",
+            f"image is {width}x{height} ({width * height / 1e6:.3g} megapixels), above the "
+            f"{MAX_PIXELS / 1e6:.3g} megapixel limit (set {VARIABLE} to raise it)",
         )

@@ -18,6 +18,7 @@ from psicbatch.data.images import (
     check_pixels,
     image_bit_depth,
 )
+from psicbatch.pixel_limit import VARIABLE
 from psicbatch.run.files import FileStamp, read_file
 
 EXIF_ORIENTATION = 0x0112
@@ -47,7 +48,7 @@ def header_size(path: Path, data: bytes, bit_depth: int) -> tuple[int, int] | No
             oversized = width * height > MAX_PIXELS
             rotated = not oversized and _orientation(image, data) in (5, 6, 7, 8)
     except Image.DecompressionBombError:
-        limit = f"above the {MAX_PIXELS / 1e6:.0f} megapixel limit"
+        limit = f"above the {MAX_PIXELS / 1e6:.3g} megapixel limit; set {VARIABLE} to raise it"
         raise ImageReadError(path, f"image is far too large ({limit})") from None
     except Exception:  # unknown or damaged header: the decoder says what is wrong
         return None
