@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 
 from psicbatch.assets import demo_model_path
-from psicbatch.decisions import CLASSIFIER, Decisions
 from psicbatch.devices import resolve_device
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
 from psicbatch.run import rle
 from psicbatch.run.decode import ArrayDecoder
 from psicbatch.run.options import DEFAULT_BATCH_SIZE, RunOptions
+from psicbatch.run.run_decisions import check_decisions_fit, run_decisions
 from psicbatch.run.worker import Task, Worker
 
 
@@ -87,7 +87,8 @@ class Inspector:
         masks: str = "gated",
     ) -> None:
         """``engine_or_checkpoint``: an engine folder or a checkpoint (default: the bundled
-        demo model); ``decisions``: a decision file from ``psicbatch calibrate``."""
+        demo model); ``decisions``: a decision file from ``psicbatch calibrate`` (default:
+        the decisions stored with the engine, if any, as ``psicbatch run`` applies them)."""
         source = Path(engine_or_checkpoint) if engine_or_checkpoint else demo_model_path()
         folder = source.is_dir()
         spec = EngineSpec(
@@ -95,20 +96,26 @@ class Inspector:
             checkpoint=None if folder else source,
             precision=precision,
         )
-        chosen = Decisions.read(Path(decisions)) if decisions is not None else None
+        chosen = run_decisions(Path(decisions) if decisions else None, spec.engine_dir, None)
         where = resolve_device(device)
         options = RunOptions(
             out=Path("results.parquet"),  # never written: results are returned
             batch_size=batch_size,
             devices=(where,),
             decoder=decoder,
-            threshold=chosen.classification_threshold if chosen else None,
-            rule=chosen.rule if chosen else CLASSIFIER,
+            threshold=chosen.threshold,
+            rule=chosen.rule,
+            decisions=chosen.record,
             roi=Path(roi) if roi is not None else None,
             masks=masks,
         )
         self.batch_size = batch_size
         self.worker = Worker(spec, options, where, threads=None)
+        try:
+            check_decisions_fit(chosen.record, vars(self.worker.engine.manifest))
+        except PsicbatchError:
+            self.worker.decoder.close()  # its threads would outlive a refused Inspector
+            raise
         self.files_decoder = self.worker.decoder
         self.arrays = ArrayDecoder(
             self.worker.engine.manifest.engine_preprocessing(), pin=where.startswith("cuda")

@@ -58,3 +58,43 @@ def test_arrays_give_what_their_files_give_and_bad_ones_only_an_error(images: Pa
     assert from_arrays[-2].error == "an empty image array (shape (0, 5))"
     assert from_arrays[-1].error == "not a uint8 or uint16 image array (float32)"
     assert from_arrays[-1].probability is None and from_arrays[-2].probability is None
+
+
+def test_an_engine_s_stored_decisions_apply_as_in_psicbatch_run(
+    images: Path, tmp_path: Path
+) -> None:
+    """Decisions calibrated into an engine folder decide for the Inspector as they do for
+    ``run --engine``; decisions chosen on another engine's probabilities are refused."""
+    from psicbatch.assets import demo_model_path
+    from psicbatch.decisions import Decisions, Rule, scoring_engine
+    from psicbatch.engines.build import BuildOptions, build_engine
+    from psicbatch.engines.manifest import read_manifest
+    from psicbatch.engines.revisions import set_decisions
+
+    engine, _ = build_engine(
+        demo_model_path(),
+        BuildOptions(backend="torch", precision="fp32", max_batch=4, out=tmp_path / "engine"),
+    )
+    files = sorted(images.glob("*.png"))
+    fast = ["--decoder", "pil", "--device", "cpu", "-q", "--masks", "all"]
+    plain = tmp_path / "plain.parquet"
+    run = ["run", *map(str, files), "--engine", str(engine)]
+    assert CliRunner().invoke(main, [*run, "-o", str(plain), *fast]).exit_code == 0
+    model_decided = pq.read_table(plain).to_pylist()
+    probabilities = sorted(row["probability"] for row in model_decided)
+    threshold = probabilities[len(probabilities) // 2]  # not the model's: half are defects
+    scored_by = scoring_engine(vars(read_manifest(engine)))
+    chosen = Decisions(threshold, Rule("both", 5), {}, scored_by=scored_by)
+    set_decisions(engine, chosen, tmp_path / "decisions.json")
+    decided = tmp_path / "decided.parquet"
+    assert CliRunner().invoke(main, [*run, "-o", str(decided), *fast]).exit_code == 0
+    rows = pq.read_table(decided).to_pylist()
+    assert [row["is_defect"] for row in rows] != [row["is_defect"] for row in model_decided]
+    with psicbatch.Inspector(engine, device="cpu", decoder="pil", masks="all") as inspector:
+        found = list(inspector.inspect(files))
+    assert [r.is_defect for r in found] == [row["is_defect"] for row in rows]
+    assert [r.mask_area for r in found] == [row["mask_area"] for row in rows]
+    other = Decisions(threshold, Rule("both", 5), {}, scored_by={**scored_by, "precision": "bf16"})
+    set_decisions(engine, other, tmp_path / "other.json")
+    with pytest.raises(psicbatch.errors.PsicbatchError, match="another engine's probabilities"):
+        psicbatch.Inspector(engine, device="cpu", decoder="pil")

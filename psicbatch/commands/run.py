@@ -27,10 +27,8 @@ from psicbatch.commands.options import (
     engine_options,
 )
 from psicbatch.data.layouts import LAYOUTS
-from psicbatch.decisions import CLASSIFIER, Decisions, Rule
-from psicbatch.engines.revisions import engine_decisions
 from psicbatch.errors import PsicbatchError
-from psicbatch.paths import file_sha256, readable_path
+from psicbatch.paths import readable_path
 from psicbatch.progress import progress_bar
 from psicbatch.run.csv_table import CSV_TABLE, write_csv_table
 from psicbatch.run.files import DEFAULT_DECODE_SECONDS, DEFAULT_MAX_MIB, MIB, FileLimits
@@ -41,6 +39,7 @@ from psicbatch.run.mask_images import write_mask_images
 from psicbatch.run.options import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT, MASK_MODES, RunOptions
 from psicbatch.run.output import parts_directory
 from psicbatch.run.output_guard import REPORT, check_output
+from psicbatch.run.run_decisions import run_decisions
 from psicbatch.run.shutdown import Stopped, exit_at_once, signals_stop
 
 if TYPE_CHECKING:
@@ -221,7 +220,7 @@ def run_command(
         raise click.BadParameter("give --engine or --model, not both")
     if decisions_file and threshold is not None:
         raise click.BadParameter("give --threshold or --decisions, not both")
-    threshold, rule, decisions = _decisions(decisions_file, engine, threshold)
+    decisions = run_decisions(decisions_file, engine, threshold)
     if watch is not None:
         if sources or list_file or layout or resume or executor != "local" or workers > 1:
             raise click.BadParameter(
@@ -241,9 +240,9 @@ def run_command(
         workers=workers,
         devices=devices,
         decoder=decoder,
-        threshold=threshold,
-        rule=rule,
-        decisions=decisions,
+        threshold=decisions.threshold,
+        rule=decisions.rule,
+        decisions=decisions.record,
         roi=roi,
         masks=masks,
         resume=resume,
@@ -306,23 +305,6 @@ def _inspect(
         finally:
             progress.stop()
     return summary
-
-
-def _decisions(
-    decisions_file: Path | None, engine: Path | None, threshold: float | None
-) -> tuple[float | None, Rule, dict | None]:
-    """The image threshold and rule: a decision file's, else the engine's own (if it
-    holds some and no --threshold is given), else the classifier's threshold."""
-    if decisions_file is not None:
-        chosen = Decisions.read(decisions_file)
-        decisions = {"file": str(decisions_file), "sha256": file_sha256(decisions_file)}
-        decisions.update(chosen.to_dict())
-        return chosen.classification_threshold, chosen.rule, decisions
-    if engine is not None and threshold is None:
-        stored = engine_decisions(engine)
-        if stored is not None:
-            return stored[0].classification_threshold, stored[0].rule, stored[1]
-    return threshold, CLASSIFIER, None
 
 
 def _watch(

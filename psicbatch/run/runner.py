@@ -18,10 +18,9 @@ from typing import Any
 import torch
 
 from psicbatch import __version__
-from psicbatch.decisions import CLASSIFIER, named_engine, scoring_engine
+from psicbatch.decisions import CLASSIFIER
 from psicbatch.devices import default_device
 from psicbatch.engines.spec import EngineSpec, describe_engine
-from psicbatch.errors import PsicbatchError
 from psicbatch.paths import input_key
 from psicbatch.roi import RegionOfInterest
 from psicbatch.run.decode import decoder_name
@@ -30,6 +29,7 @@ from psicbatch.run.job import JobIdentity
 from psicbatch.run.options import RunOptions
 from psicbatch.run.output import KEY_COLUMN, SCHEMA_VERSION, ResultsOutput, parts_directory
 from psicbatch.run.output_guard import RESULTS, check_output
+from psicbatch.run.run_decisions import check_decisions_fit
 from psicbatch.run.worker import LATENCY
 
 FLUSH_SECONDS = 10.0
@@ -113,7 +113,7 @@ def run(
     )
     devices = worker_devices(options)
     engine_info = describe_run(spec, options, devices)
-    _check_decisions_fit(options.decisions, engine_info["manifest"])
+    check_decisions_fit(options.decisions, engine_info["manifest"])
     job = job_identity(engine_info, options, keys)
     with ResultsOutput(options.out, job, keys, options.resume) as output:
         todo = [(i, p) for i, p in enumerate(paths) if keys[i] not in output.done]
@@ -211,20 +211,6 @@ def _metadata(
         "started_at": started_at,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def _check_decisions_fit(decisions: dict[str, Any] | None, engine: dict[str, Any]) -> None:
-    """Refuse, in one line, decisions chosen on another engine's probabilities: their
-    escape rate holds for that engine only. Decisions that do not say which engine they
-    were chosen on (older files, cv predictions) are applied as they are."""
-    scored_by = (decisions or {}).get("scored_by")
-    if scored_by and scored_by != scoring_engine(engine):
-        source = (decisions or {}).get("file") or "the engine's decisions"
-        raise PsicbatchError(
-            f"{source}: chosen on another engine's probabilities ({named_engine(scored_by)}) "
-            f"than this run's ({named_engine(engine)}); calibrate on this engine's results, "
-            "or run the engine they were chosen on"
-        )
 
 
 def describe_run(spec: EngineSpec, options: RunOptions, devices: list[str]) -> dict[str, Any]:
