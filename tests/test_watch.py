@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pyarrow.dataset as ds
+import pytest
 from click.testing import CliRunner
 
 from psicbatch.cli import main
@@ -164,3 +165,20 @@ def test_a_restart_with_another_engine_is_refused(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1 and "the model or engine" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.timeout(60)  # without the check, the watch would start and wait for files
+def test_decisions_chosen_on_another_engine_are_refused_before_watching(tmp_path: Path) -> None:
+    """As for a run: their escape rate holds for the engine they were chosen on only."""
+    from psicbatch.decisions import Decisions, Rule
+
+    (tmp_path / "line").mkdir()
+    other = {"backend": "onnxruntime", "precision": "int8", "engine_sha256": "0" * 64}
+    decisions = tmp_path / "decisions.json"
+    Decisions(0.5, Rule("classifier", 0), {}, scored_by=other).write(decisions)
+    out = tmp_path / "results"
+    args = ["run", "--watch", str(tmp_path / "line"), "--out", str(out), "--device", "cpu"]
+    result = CliRunner().invoke(main, [*args, "--decisions", str(decisions)])
+    assert result.exit_code == 1, result.output
+    assert "chosen on another engine's probabilities (onnxruntime int8" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()

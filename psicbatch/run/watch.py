@@ -36,6 +36,7 @@ from psicbatch.run.job import WATCH_JOB_FILE, JobIdentity, check_same_job
 from psicbatch.run.options import RunOptions
 from psicbatch.run.output import write_part
 from psicbatch.run.rows import SCHEMA
+from psicbatch.run.run_decisions import check_decisions_fit
 from psicbatch.run.runner import describe_run, job_identity, worker_devices
 from psicbatch.run.worker import Worker
 
@@ -137,7 +138,9 @@ def watch(
     devices = worker_devices(options)
     if len(devices) > 1:
         raise PsicbatchError("--watch runs on one device; give one --device")
-    identity = job_identity(describe_run(spec, options, devices), options, [])
+    engine = describe_run(spec, options, devices)
+    check_decisions_fit(options.decisions, engine["manifest"])
+    identity = job_identity(engine, options, [])
     _claim(out, identity)
     done = done_versions(out)
     worker = Worker(spec, options, devices[0], threads=None)
