@@ -96,7 +96,12 @@ class Inspector:
             checkpoint=None if folder else source,
             precision=precision,
         )
-        chosen = run_decisions(Path(decisions) if decisions else None, spec.engine_dir, None)
+        chosen = run_decisions(
+            Path(decisions) if decisions else None,
+            spec.engine_dir,
+            None,
+            Path(roi) if roi is not None else None,
+        )
         where = resolve_device(device)
         options = RunOptions(
             out=Path("results.parquet"),  # never written: results are returned
@@ -106,7 +111,7 @@ class Inspector:
             threshold=chosen.threshold,
             rule=chosen.rule,
             decisions=chosen.record,
-            roi=Path(roi) if roi is not None else None,
+            roi=chosen.roi,
             masks=masks,
         )
         self.batch_size = batch_size

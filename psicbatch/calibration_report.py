@@ -12,6 +12,7 @@ from psicbatch.data.images import ImageReadError, read_image
 from psicbatch.decisions import Decisions, OperatingPoint
 from psicbatch.paths import file_head
 from psicbatch.pictures import figure_data_uri, png_data_uri, tinted_thumbnail
+from psicbatch.region_record import short
 from psicbatch.reports import Column, column_table, html_table
 
 THUMBNAIL_HEIGHT = 160
@@ -126,10 +127,16 @@ def summary_line(decisions: Decisions, data: Validation, point: OperatingPoint) 
         "both": f"the image probability and a mask of at least {_area(decisions)}",
         "either": f"the image probability, or a mask of at least {_area(decisions)}",
     }[rule.name]
+    region = (
+        f" Masks counted inside the region of interest {short(decisions.roi)}, which runs of "
+        "these decisions apply."
+        if decisions.roi is not None
+        else ""
+    )
     return (
         f"Target: {', '.join(f'{k} {v:g}' for k, v in decisions.target.items())}; decision by "
         f"{rule_text}. Validation: {data.source}, {point.defective} defective and "
-        f"{point.good} good images. Set by {decisions.set_by} at {decisions.set_at}."
+        f"{point.good} good images.{region} Set by {decisions.set_by} at {decisions.set_at}."
     )
 
 

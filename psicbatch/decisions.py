@@ -31,7 +31,7 @@ from psicbatch.paths import regular_file_bytes
 RULES = ("classifier", "both", "either")  # how the image decision and the area combine
 CONFIDENCE = 0.95
 DECISIONS_FORMAT = "psicbatch-decisions"
-DECISIONS_VERSION = 1
+DECISIONS_VERSION = 2  # 2: may name a region of interest (version 1 never does)
 
 
 @dataclass(frozen=True)
@@ -197,9 +197,15 @@ class Decisions:
     # The engine whose probabilities the threshold was chosen on (backend, precision,
     # engine_sha256); empty when unknown (cv predictions pool several folds' models).
     scored_by: dict[str, Any] = field(default_factory=dict)
+    # The region of interest the masks were counted inside (file, sha256, size), which
+    # runs must apply (``region_record``); None for whole images.
+    roi: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": DECISIONS_FORMAT, "version": DECISIONS_VERSION, **asdict(self)}
+        """Version 1 unless a region is named: psicbatch before regions reads such files
+        and would not know to apply it, so it must refuse them."""
+        version = DECISIONS_VERSION if self.roi is not None else 1
+        return {"format": DECISIONS_FORMAT, "version": version, **asdict(self)}
 
     def write(self, path: Path) -> None:
         """Written whole to a temporary name, then renamed: never half a file."""
@@ -245,6 +251,7 @@ class Decisions:
                 set_at=data.get("set_at", ""),
                 command=data.get("command", ""),
                 scored_by=data.get("scored_by") or {},
+                roi=_region(data.get("roi")),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise PsicbatchError(f"{where}: damaged decision file ({error})") from None
@@ -271,3 +278,11 @@ def who_and_when() -> tuple[str, str]:
         user = "unknown"
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return f"{user}@{socket.gethostname()}", stamp
+
+
+def _region(record: Any) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    if not isinstance(record, dict) or not {"file", "sha256"} <= set(record):
+        raise ValueError(f"its region of interest is not a file and a sha256: {record!r}")
+    return record

@@ -333,3 +333,111 @@ def test_run_results_of_files_whose_names_are_not_utf8_are_labelled(tmp_path: Pa
     assert validation["defective"] + validation["good"] == 8
     page = out.with_suffix(".html").read_text()  # all 8 are nearest the threshold
     assert "camera_\ufffd.png" in page and "not readable" not in page
+
+
+def _left_half_region(path: Path) -> Path:
+    from PIL import Image
+
+    region = np.zeros((10, 10), np.uint8)
+    region[:, :5] = 255
+    Image.fromarray(region).save(path)
+    return path
+
+
+def _refused(*args: str) -> str:
+    """The one line a refused command prints."""
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 1, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    return result.output
+
+
+def test_decisions_calibrated_inside_a_region_apply_that_region_in_every_run(
+    dataset: Path, tmp_path: Path
+) -> None:
+    """An area rule chosen on masks counted inside a region holds inside it only: the
+    decision file names the region, runs apply it without --roi, refuse another one, and
+    refuse to go on without it when its file is gone."""
+    import pyarrow.parquet as pq
+
+    from psicbatch.assets import demo_model_path
+
+    region = _left_half_region(tmp_path / "roi.png")
+    fast = ["--precision", "fp32", "--device", "cpu", "-q"]
+    evaluation = tmp_path / "eval"
+    cli("eval", str(demo_model_path()), str(dataset), "-o", str(evaluation), "--roi",
+        str(region), *fast)  # fmt: skip
+    predictions = str(evaluation / "predictions.parquet")
+    decisions = tmp_path / "d.json"
+    area = ["--rule", "either", "--min-area", "5", "--max-escape-rate", "1"]
+    cli("calibrate", predictions, *area, "-o", str(decisions))
+    written = json.loads(decisions.read_text())
+    assert written["version"] == 2 and written["roi"]["file"] == str(region)
+    assert Decisions(0.5).to_dict()["version"] == 1  # files without a region stay readable
+    assert "inside the region of interest" in decisions.with_suffix(".md").read_text()
+    run = ["run", str(dataset / "images"), "--decisions", str(decisions), *fast, "--masks", "all"]
+    implied, explicit = tmp_path / "implied.parquet", tmp_path / "explicit.parquet"
+    cli(*run, "-o", str(implied))
+    cli(*run, "-o", str(explicit), "--roi", str(region))
+    assert read_metadata(implied)["roi"]["sha256"] == written["roi"]["sha256"]
+    assert pq.read_table(implied).to_pylist() == pq.read_table(explicit).to_pylist()
+    other = _left_half_region(tmp_path / "other.png")
+    other.write_bytes(other.read_bytes() + b"\0")  # the same picture, other bytes
+    refused = _refused(*run, "-o", str(tmp_path / "x.parquet"), "--roi", str(other))
+    assert "not the region of interest the decisions of" in refused
+    moved = region.rename(tmp_path / "moved.png")
+    refused = _refused(*run, "-o", str(tmp_path / "x.parquet"))
+    assert "no longer there unchanged; give that region with --roi" in refused
+    cli(*run, "-o", str(tmp_path / "found.parquet"), "--roi", str(moved))
+    assert not (tmp_path / "x.parquet").exists()
+    # Masks counted on whole images have no region to locate.
+    cli("eval", str(demo_model_path()), str(dataset), "-o", str(tmp_path / "whole"), *fast)
+    whole = str(tmp_path / "whole" / "predictions.parquet")
+    refused = _refused("calibrate", whole, "--roi", str(moved), "-o", str(tmp_path / "w.json"))
+    assert "counted on whole images" in refused
+
+
+def test_an_engine_keeps_the_region_its_decisions_were_calibrated_inside(
+    dataset: Path, tmp_path: Path
+) -> None:
+    """calibrate --engine copies the region into the engine folder, named by its hash:
+    run --engine and the Inspector apply it after the original is gone, and a rebuild
+    into the folder counts it as the engine's own."""
+    import pyarrow.parquet as pq
+
+    import psicbatch
+    from psicbatch.assets import demo_model_path
+    from psicbatch.engines.build import BuildOptions, build_engine
+    from psicbatch.engines.destination import check_destination
+
+    engine, _ = build_engine(
+        demo_model_path(),
+        BuildOptions(backend="torch", precision="fp32", max_batch=8, out=tmp_path / "engine"),
+    )
+    region = _left_half_region(tmp_path / "roi.png")
+    evaluation = tmp_path / "eval"
+    cli("eval", "--engine", str(engine), str(dataset), "-o", str(evaluation), "--roi",
+        str(region), "-q")  # fmt: skip
+    predictions = str(evaluation / "predictions.parquet")
+    area = ["--rule", "either", "--min-area", "5", "--max-escape-rate", "1"]
+    cli("calibrate", predictions, "--engine", str(engine), *area, "-o", str(tmp_path / "d.json"))
+    sha256 = json.loads((tmp_path / "d.json").read_text())["roi"]["sha256"]
+    kept = engine / f"roi-{sha256[:12]}.png"
+    assert kept.read_bytes() == region.read_bytes()
+    region.unlink()
+    results = tmp_path / "r.parquet"
+    fast = ["--decoder", "pil", "--device", "cpu", "-q", "--masks", "all"]
+    cli("run", str(dataset / "images"), "--engine", str(engine), "-o", str(results), *fast)
+    assert read_metadata(results)["roi"]["file"] == str(kept)
+    rows = pq.read_table(results).to_pylist()
+    files = sorted((dataset / "images").glob("*.png"))
+    with psicbatch.Inspector(engine, device="cpu", decoder="pil", masks="all") as inspector:
+        found = {r.path: (r.mask_area, r.is_defect) for r in inspector.inspect(files)}
+    assert found == {row["path"]: (row["mask_area"], row["is_defect"]) for row in rows}
+    check_destination(engine, overwrite=True)  # nothing foreign in the folder
+    # Without the region's file, it cannot be stored: refused before anything is written.
+    refused = _refused(
+        "calibrate", predictions, "--engine", str(engine), *area, "-o", str(tmp_path / "e.json")
+    )
+    assert "give it with --roi to store it with the engine" in refused
+    assert not (tmp_path / "e.json").exists()

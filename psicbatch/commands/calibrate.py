@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from psicbatch.engines.manifest import read_manifest
 from psicbatch.engines.revisions import set_decisions
 from psicbatch.errors import PsicbatchError
 from psicbatch.progress import progress_bar
+from psicbatch.region_record import applied_region, recorded_file, short
 from psicbatch.run.output import read_metadata
 from psicbatch.run.output_guard import OutputKind, check_output, is_results_file
 
@@ -119,6 +121,13 @@ OUTPUTS = (
 @click.option(
     "--overwrite", is_flag=True, help="Replace an earlier decision file and its reports at --out."
 )
+@click.option(
+    "--roi",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="With a dataset folder: count masks inside this region of interest only (white = "
+    "inspect), as run --roi; with predictions scored inside a region: where that region "
+    "is now. Runs of the decisions apply the same region.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar while a dataset is scored.")
 def calibrate_command(
     predictions: Path,
@@ -136,6 +145,7 @@ def calibrate_command(
     engine: Path | None,
     out: Path,
     overwrite: bool,
+    roi: Path | None,
     quiet: bool,
 ) -> None:
     """Choose the image threshold for a target escape rate from eval/cv predictions, from
@@ -154,14 +164,18 @@ def calibrate_command(
         "the labels": labels,
         "the model": model,
         "inside the engine": engine,
+        "the region of interest": roi,
     }
     for kind, path in zip(OUTPUTS, written, strict=True):
         check_output(path, kind, named_inputs=inputs, overwrite=overwrite)
     if predictions.is_dir():
         with progress_bar(quiet) as progress:
-            data, scorer = _scored(predictions, engine, model, precision, layout, device, progress)
+            data, scorer, region = _scored(
+                predictions, engine, model, precision, layout, device, roi, progress
+            )
     else:
-        scorer = _scorer(predictions)
+        scorer, recorded_region = _recorded(predictions)
+        region = _located_region(predictions, recorded_region, roi, engine)
         if engine is not None:
             _check_scored_by(predictions, scorer, engine)
         data = read_validation(predictions, labels, layout, chosen_rule)
@@ -182,6 +196,7 @@ def calibrate_command(
         set_at=set_at,
         command=command_line(),
         scored_by=scorer,
+        roi=region,
     )
     decisions.write(out)
     written[1].write_text(calibration_markdown(decisions, data, result))
@@ -199,20 +214,46 @@ def calibrate_command(
     click.echo(f"next: psicbatch run IMAGES --decisions {out}")
 
 
-def _scorer(predictions: Path) -> dict[str, Any]:
-    """The engine that scored stored predictions: run results and eval predictions record
-    it; cv predictions pool several folds' models and record none (empty)."""
+def _recorded(predictions: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The engine that scored stored predictions and the region of interest their masks
+    were counted inside, as run results and eval predictions record them (cv predictions
+    pool several folds' models and record neither)."""
     record = predictions.parent / "metrics.json"  # eval writes it beside its predictions
     try:
         if is_results_file(predictions):
-            engine = read_metadata(predictions).get("engine") or {}
+            stored = read_metadata(predictions)
         elif record.is_file():
-            engine = json.loads(record.read_text()).get("engine") or {}
+            stored = json.loads(record.read_text())
         else:
-            return {}
+            return {}, None
+        engine, region = stored.get("engine") or {}, stored.get("roi")
     except (OSError, ValueError, AttributeError):
-        return {}  # no readable record
-    return scoring_engine(engine) if engine.get("engine_sha256") else {}
+        return {}, None  # no readable record
+    return scoring_engine(engine) if engine.get("engine_sha256") else {}, region
+
+
+def _located_region(
+    predictions: Path, region: dict[str, Any] | None, given: Path | None, engine: Path | None
+) -> dict[str, Any] | None:
+    """The record of the region stored predictions were scored inside, naming where its
+    file is now (``given``, or the recorded file, as an absolute path) when it can be
+    found; refused in one line where it must be found (to be stored in an engine), and
+    when ``given`` does not fit the predictions."""
+    if region is None:
+        if given is not None:
+            raise PsicbatchError(
+                f"{predictions}: its masks were counted on whole images, not inside a region "
+                "of interest; score the dataset folder with --roi (or eval --roi) instead"
+            )
+        return None
+    found = applied_region(region, given, None, str(predictions)) if given else None
+    found = found or recorded_file(region)
+    if found is None and engine is not None:
+        raise PsicbatchError(
+            f"{predictions}: scored inside the region of interest {short(region)}, which is "
+            "no longer there unchanged; give it with --roi to store it with the engine"
+        )
+    return {**region, "file": os.path.abspath(found)} if found else region
 
 
 def _check_scored_by(predictions: Path, scorer: dict[str, Any], engine: Path) -> None:
@@ -235,17 +276,23 @@ def _scored(
     precision: str,
     layout: str,
     device: str,
+    roi: Path | None,
     progress: Progress,
-) -> tuple[Validation, dict[str, Any]]:
-    """A labelled dataset scored by a model or engine, as ``eval`` scores it, and that
-    engine."""
+) -> tuple[Validation, dict[str, Any], dict[str, Any] | None]:
+    """A labelled dataset scored by a model or engine, as ``eval`` scores it (masks
+    inside ``roi`` only, when given), that engine and the region's record."""
     from psicbatch.engines.spec import EngineSpec
     from psicbatch.evaluate import evaluate_dataset
+    from psicbatch.roi import RegionOfInterest
 
     if (engine is None) == (model is None):
         raise click.BadParameter("with a dataset folder, give --model or --engine")
+    region = RegionOfInterest(roi) if roi is not None else None  # checked before any work
     spec = EngineSpec(engine_dir=engine, checkpoint=model, precision=precision)
-    result = evaluate_dataset(spec, dataset, layout, device, progress=progress)
+    result = evaluate_dataset(spec, dataset, layout, device, progress=progress, roi=region)
     validation = scored_rows(result.rows, f"{dataset} scored by {engine or model}")
     engine_used = result.summary.engine
-    return validation, scoring_engine(vars(engine_used)) if engine_used else {}
+    scorer = scoring_engine(vars(engine_used)) if engine_used else {}
+    if region is None:
+        return validation, scorer, None
+    return validation, scorer, {**region.record(), "file": os.path.abspath(region.path)}

@@ -220,7 +220,7 @@ def run_command(
         raise click.BadParameter("give --engine or --model, not both")
     if decisions_file and threshold is not None:
         raise click.BadParameter("give --threshold or --decisions, not both")
-    decisions = run_decisions(decisions_file, engine, threshold)
+    decisions = run_decisions(decisions_file, engine, threshold, roi)
     if watch is not None:
         if sources or list_file or layout or resume or executor != "local" or workers > 1:
             raise click.BadParameter(
@@ -243,7 +243,7 @@ def run_command(
         threshold=decisions.threshold,
         rule=decisions.rule,
         decisions=decisions.record,
-        roi=roi,
+        roi=decisions.roi,
         masks=masks,
         resume=resume,
         overwrite=overwrite,

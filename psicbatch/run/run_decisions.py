@@ -1,6 +1,7 @@
 """Which decisions a run applies, the same for ``psicbatch run`` and ``Inspector``: a
 decision file's, else those stored with its engine (unless a threshold is given), else
-the model's own threshold; and the check that they were chosen on the probabilities of
+the model's own threshold; the region of interest they were calibrated inside with
+them (``region_record``); and the check that they were chosen on the probabilities of
 the engine that runs."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from psicbatch.decisions import CLASSIFIER, Decisions, Rule, named_engine, scori
 from psicbatch.engines.revisions import engine_decisions
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import file_sha256
+from psicbatch.region_record import applied_region
 
 
 @dataclass(frozen=True)
@@ -20,21 +22,31 @@ class RunDecisions:
     threshold: float | None  # the image threshold; None: the model's
     rule: Rule
     record: dict[str, Any] | None  # what the results' metadata says of them
+    roi: Path | None  # the region of interest the run applies
 
 
 def run_decisions(
-    decisions_file: Path | None, engine_dir: Path | None, threshold: float | None
+    decisions_file: Path | None,
+    engine_dir: Path | None,
+    threshold: float | None,
+    roi: Path | None = None,
 ) -> RunDecisions:
+    """``roi`` is the region asked for (``--roi``): decisions calibrated inside a region
+    take that region, and refuse another."""
     if decisions_file is not None:
         chosen = Decisions.read(decisions_file)
         record = {"file": str(decisions_file), "sha256": file_sha256(decisions_file)}
         record.update(chosen.to_dict())
-        return RunDecisions(chosen.classification_threshold, chosen.rule, record)
+        region = applied_region(chosen.roi, roi, None, str(decisions_file))
+        return RunDecisions(chosen.classification_threshold, chosen.rule, record, region)
     if engine_dir is not None and threshold is None:
         stored = engine_decisions(engine_dir)
         if stored is not None:
-            return RunDecisions(stored[0].classification_threshold, stored[0].rule, stored[1])
-    return RunDecisions(threshold, CLASSIFIER, None)
+            decisions, record = stored
+            where = f"the engine {engine_dir}"
+            region = applied_region(decisions.roi, roi, engine_dir, where)
+            return RunDecisions(decisions.classification_threshold, decisions.rule, record, region)
+    return RunDecisions(threshold, CLASSIFIER, None, roi)
 
 
 def check_decisions_fit(decisions: dict[str, Any] | None, engine: dict[str, Any]) -> None:
