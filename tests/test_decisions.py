@@ -375,6 +375,13 @@ def test_decisions_calibrated_inside_a_region_apply_that_region_in_every_run(
     assert written["version"] == 2 and written["roi"]["file"] == str(region)
     assert Decisions(0.5).to_dict()["version"] == 1  # files without a region stay readable
     assert "inside the region of interest" in decisions.with_suffix(".md").read_text()
+    scored = tmp_path / "scored.json"  # the dataset scored inside the region by calibrate
+    cli("calibrate", str(dataset), "--model", str(demo_model_path()), "--roi", str(region),
+        *area, *fast, "-o", str(scored))  # fmt: skip
+    by_itself = json.loads(scored.read_text())
+    assert by_itself["roi"] == written["roi"]
+    for key in ("threshold", "escapes", "false_rejects", "defective", "good"):
+        assert by_itself["validation"][key] == written["validation"][key], key
     run = ["run", str(dataset / "images"), "--decisions", str(decisions), *fast, "--masks", "all"]
     implied, explicit = tmp_path / "implied.parquet", tmp_path / "explicit.parquet"
     cli(*run, "-o", str(implied))
