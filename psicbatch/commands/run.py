@@ -108,7 +108,8 @@ WATCH_OUT = "results"  # --watch's default --out: a folder of parts
     "--roi",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     help="Region of interest: a grayscale image, white where to inspect; defects outside it "
-    "are removed from masks, areas and the area rule.",
+    "are removed from masks, areas and the area rule (default: the region the decisions "
+    "were calibrated inside, if any; another is refused).",
 )
 @click.option(
     "--masks",
