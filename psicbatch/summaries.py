@@ -15,7 +15,7 @@ from typing import Any
 from psicbatch.engines.manifest import MANIFEST_NAME, Manifest, read_manifest
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import file_sha256, regular_file_bytes
-from psicbatch.run.output_guard import is_results_file
+from psicbatch.run.output_guard import RESULTS, is_results_file
 from psicbatch.run.results import results_summary, watch_identity
 from psicbatch.scores import HEADLINE, EngineDescription, EvaluationSummary
 
@@ -35,8 +35,8 @@ def summarize(path: Path) -> tuple[str, dict[str, Any]]:
             f"{path}: not an engine folder ({MANIFEST_NAME}), an eval or cv folder "
             f"({' or '.join(EVALUATION_RECORDS)}) or a --watch results folder"
         )
-    if is_results_file(path):
-        return "results", results_summary(path)
+    if is_results_file(path) or path.suffix.lower() in RESULTS.suffixes:
+        return "results", results_summary(path)  # a damaged one says what is wrong with it
     return "checkpoint", checkpoint_summary(path)
 
 

@@ -116,6 +116,16 @@ def test_info_on_a_folder_that_is_no_engine_is_one_line(runner: CliRunner, tmp_p
     ]
 
 
+def test_info_on_a_damaged_results_file_says_so(runner: CliRunner, tmp_path: Path) -> None:
+    """A file named as results is read as results, whatever it holds: not as a model."""
+    damaged = tmp_path / "results.parquet"
+    damaged.write_bytes(b"PAR1" + b"\0" * 100)  # a copy cut short
+    result = runner.invoke(main, ["info", str(damaged)])
+    assert result.exit_code == 1 and result.output.strip().splitlines() == [
+        f"Error: {damaged}: not a psicbatch results file (not a Parquet file)"
+    ]
+
+
 @pytest.mark.parametrize("command", ["info", "run"])
 def test_a_bad_model_file_is_one_line(runner: CliRunner, tmp_path: Path, command: str) -> None:
     """run too: nothing (no progress line) is printed before the model is read."""
