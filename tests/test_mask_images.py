@@ -68,7 +68,7 @@ def test_every_non_empty_mask_becomes_a_png_equal_to_its_rle(results: Path, tmp_
         index = list(csv.DictReader(handle))
     assert [row["path"] for row in index] == [row["path"] for row in masked]
     every_name = mask_names([row_file(row) for row in rows])
-    names = dict(zip((row["path"] for row in rows), every_name, strict=True))
+    names = dict(zip((row["path"] for row in rows), map(Path, every_name), strict=True))
     for row, listed in zip(masked, index, strict=True):
         name = names[row["path"]]
         assert listed["mask_image"] == readable_path(name)
@@ -88,10 +88,9 @@ def test_every_non_empty_mask_becomes_a_png_equal_to_its_rle(results: Path, tmp_
 
 def test_mask_names_mirror_the_inputs_and_never_collide() -> None:
     files = [Path(p) for p in ("/l/a/x.jpg", "/l/a/x.bmp", "/l/b/x.jpg", "/l/b/y.tif")]
-    assert mask_names(files) == [
-        Path(p) for p in ("a/x.jpg.png", "a/x.bmp.png", "b/x.png", "b/y.png")
-    ]
-    assert mask_names([Path("/l/a/x.jpg")]) == [Path("x.png")]
+    assert mask_names(files) == ["a/x.jpg.png", "a/x.bmp.png", "b/x.png", "b/y.png"]
+    assert mask_names([Path("/l/a/x.jpg")]) == ["x.png"]
+    assert mask_names([Path("/x.jpg"), Path("/y/z.png")]) == ["x.png", "y/z.png"]
     taken = [Path(p) for p in ("/l/x.png", "/l/x.jpg", "/l/x.png.png", "/l/x.png")]
     names = mask_names(taken)
     assert len(set(names)) == len(names) == 4

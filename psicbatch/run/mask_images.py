@@ -44,24 +44,27 @@ PATH_COLUMNS = ("path", "path_bytes")  # schema 1 files have only the first
 RUN_KEYS = ("checkpoint_sha256", "thresholds", "decisions", "masks", "roi", "finished_at")
 
 
-def mask_names(files: list[Path]) -> list[Path]:
+def mask_names(files: list[Path]) -> list[str]:
     """Where each input's mask goes inside the export: its path below the common folder
     of all the run's inputs (so a name does not depend on which images have a mask),
     with the suffix ``.png``; names two inputs would share keep the input's suffix, and
-    a name still taken gets ``-2``, ``-3``..."""
-    absolute = [Path(os.path.abspath(file)) for file in files]
-    root = os.path.commonpath([path.parent for path in absolute]) if absolute else ""
-    relative = [path.relative_to(root) for path in absolute]
-    plain = [path.with_suffix(".png") for path in relative]
+    a name still taken gets ``-2``, ``-3``... (Worked on as strings: a day of a line's
+    results names hundreds of thousands of files.)"""
+    absolute = [os.path.abspath(file) for file in files]
+    folders = {os.path.dirname(path) for path in absolute}  # few, however many files
+    root = os.path.commonpath(list(folders)) if folders else ""
+    start = len(os.path.join(root, ""))  # the root and its separator
+    relative = [path[start:] for path in absolute]
+    plain = [os.path.splitext(path)[0] + ".png" for path in relative]
     shared = Counter(plain)
-    names: list[Path] = []
-    taken: set[Path] = set()
+    names: list[str] = []
+    taken: set[str] = set()
     for path, name in zip(relative, plain, strict=True):
-        candidate = path.with_name(path.name + ".png") if shared[name] > 1 else name
+        candidate = path + ".png" if shared[name] > 1 else name
         number = 1
         while candidate in taken:
             number += 1
-            candidate = name.with_name(f"{name.stem}-{number}.png")
+            candidate = f"{name[: -len('.png')]}-{number}.png"
         taken.add(candidate)
         names.append(candidate)
     return names
@@ -82,7 +85,7 @@ def write_mask_images(results: Path, folder: Path, overwrite: bool, quiet: bool 
         "results": readable_path(os.path.abspath(results)),
         "run": {key: run[key] for key in RUN_KEYS if run.get(key) is not None},
         "complete": False,
-        "files": sorted(str(name) for name in {*earlier, *names}),  # all it may have written
+        "files": sorted({*earlier, *names}),  # all it may have written
     }
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -101,7 +104,7 @@ def write_mask_images(results: Path, folder: Path, overwrite: bool, quiet: bool 
             complete=True,
             written_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             masks=len(names),
-            files=[str(name) for name in names],
+            files=names,
         )
         _write_record(folder, record)
     except OSError as error:
@@ -117,7 +120,7 @@ def _masked(table: pa.Table) -> pa.BooleanArray:
     return pc.and_(readable, pc.greater(pc.fill_null(table["mask_area"], 0), 0)).combine_chunks()
 
 
-def _earlier_files(folder: Path, overwrite: bool) -> set[Path]:
+def _earlier_files(folder: Path, overwrite: bool) -> set[str]:
     """The files an earlier export wrote in ``folder`` (none for a new or empty folder);
     a folder of other files, or an earlier export without ``overwrite``, is refused."""
     check_output_folder(folder, MASK_RECORD, "mask export", "--mask-images")
@@ -129,7 +132,7 @@ def _earlier_files(folder: Path, overwrite: bool) -> set[Path]:
         record = json.loads(record_path.read_text(encoding="utf-8"))
         if record.get("generator") != GENERATOR:
             raise ValueError("made by something else")
-        files = {Path(name) for name in record["files"]}
+        files = {str(name) for name in record["files"]}
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise PsicbatchError(
             f"{shown}: its {MASK_RECORD} is not a psicbatch mask export's record ({error}); "
@@ -140,12 +143,12 @@ def _earlier_files(folder: Path, overwrite: bool) -> set[Path]:
             f"{shown}: holds an earlier psicbatch mask export; pass --overwrite to replace "
             "it, or choose another --mask-images"
         )
-    if any(name.is_absolute() or ".." in name.parts for name in files):
+    if any(os.path.isabs(name) or ".." in Path(name).parts for name in files):
         raise PsicbatchError(f"{shown}: its {MASK_RECORD} names files outside the folder")
     return files
 
 
-def _check_targets(folder: Path, names: list[Path], earlier: set[Path]) -> None:
+def _check_targets(folder: Path, names: list[str], earlier: set[str]) -> None:
     """Refuse, before writing anything, a mask name that a file the export did not write
     already holds."""
     for name in names:
