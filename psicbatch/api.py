@@ -85,10 +85,15 @@ class Inspector:
         decisions: str | Path | None = None,
         roi: str | Path | None = None,
         masks: str = "gated",
+        threshold: float | None = None,
     ) -> None:
         """``engine_or_checkpoint``: an engine folder or a checkpoint (default: the bundled
         demo model); ``decisions``: a decision file from ``psicbatch calibrate`` (default:
-        the decisions stored with the engine, if any, as ``psicbatch run`` applies them)."""
+        the decisions stored with the engine, if any, as ``psicbatch run`` applies them);
+        ``threshold``: the image threshold instead of any decisions (the model's when
+        neither is given)."""
+        if decisions is not None and threshold is not None:
+            raise PsicbatchError("give threshold or decisions, not both")
         source = Path(engine_or_checkpoint) if engine_or_checkpoint else demo_model_path()
         folder = source.is_dir()
         spec = EngineSpec(
@@ -99,7 +104,7 @@ class Inspector:
         chosen = run_decisions(
             Path(decisions) if decisions else None,
             spec.engine_dir,
-            None,
+            threshold,
             Path(roi) if roi is not None else None,
         )
         where = resolve_device(device)

@@ -94,6 +94,13 @@ def test_an_engine_s_stored_decisions_apply_as_in_psicbatch_run(
         found = list(inspector.inspect(files))
     assert [r.is_defect for r in found] == [row["is_defect"] for row in rows]
     assert [r.mask_area for r in found] == [row["mask_area"] for row in rows]
+    models = read_manifest(engine).thresholds["classification"]  # what decided model_decided
+    own = psicbatch.Inspector(engine, device="cpu", decoder="pil", masks="all", threshold=models)
+    with own:  # a threshold of one's own replaces the stored decisions, as --threshold
+        mine = [r.is_defect for r in own.inspect(files)]
+    assert mine == [row["is_defect"] for row in model_decided]
+    with pytest.raises(psicbatch.errors.PsicbatchError, match="threshold or decisions, not"):
+        psicbatch.Inspector(engine, decisions=tmp_path / "d.json", threshold=0.5)
     other = Decisions(threshold, Rule("both", 5), {}, scored_by={**scored_by, "precision": "bf16"})
     set_decisions(engine, other, tmp_path / "other.json")
     with pytest.raises(psicbatch.errors.PsicbatchError, match="another engine's probabilities"):
