@@ -24,8 +24,12 @@ def short(record: dict[str, Any]) -> str:
 
 
 def matches(path: Path, record: dict[str, Any]) -> bool:
-    """Whether ``path`` is a regular file holding the recorded region's bytes."""
-    return os.path.isfile(path) and file_sha256(path) == record["sha256"]
+    """Whether ``path`` is a regular file holding the recorded region's bytes (one that
+    cannot be read is not)."""
+    try:
+        return os.path.isfile(path) and file_sha256(path) == record["sha256"]
+    except OSError:
+        return False
 
 
 def recorded_file(record: dict[str, Any], base: Path | None = None) -> Path | None:
