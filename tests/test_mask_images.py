@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -150,7 +151,7 @@ def test_an_interrupted_export_is_recorded_and_finished_by_a_rerun(
     written = []
     real_write = mask_images._write_mask
 
-    def write_then_stop(path: Path, mask: dict) -> None:
+    def write_then_stop(path: Path, mask: np.ndarray) -> None:
         if written:
             raise KeyboardInterrupt
         real_write(path, mask)
@@ -165,3 +166,18 @@ def test_an_interrupted_export_is_recorded_and_finished_by_a_rerun(
     monkeypatch.setattr(mask_images, "_write_mask", real_write)
     assert _export(results, folder, "--overwrite")[0] == 0
     assert json.loads((folder / MASK_RECORD).read_text())["complete"]
+
+
+def test_a_damaged_mask_stops_the_export_in_one_line(results: Path, tmp_path: Path) -> None:
+    """A results file edited by hand may hold an RLE that decodes to another size."""
+    table = pq.read_table(results)
+    rows = table.to_pylist()
+    first = next(row for row in rows if row["error"] is None and row["mask_area"] > 0)
+    first["mask"] = {"size": [3, 3], "counts": first["mask"]["counts"]}
+    edited = tmp_path / "edited.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), edited)
+    code, output = _export(edited, tmp_path / "masks")
+    assert code == 1 and "Traceback" not in output, output
+    last = output.strip().splitlines()[-1]  # below the progress bar, as far as it got
+    assert last.startswith("Error: ") and "cannot be decoded (RLE covers" in last
+    assert not json.loads((tmp_path / "masks" / MASK_RECORD).read_text())["complete"]

@@ -93,7 +93,7 @@ def write_mask_images(results: Path, folder: Path, overwrite: bool, quiet: bool 
         with progress_bar(quiet) as progress:
             task = progress.add_task("mask images", total=len(names), status="")
             for mask, name in zip(rows["mask"].to_pylist(), names, strict=True):
-                _write_mask(folder / name, mask)
+                _write_mask(folder / name, _decoded(mask, results, name))
                 progress.advance(task)
         for stale in sorted(earlier - set(names)):
             (folder / stale).unlink(missing_ok=True)
@@ -160,9 +160,20 @@ def _check_targets(folder: Path, names: list[str], earlier: set[str]) -> None:
             )
 
 
-def _write_mask(path: Path, mask: dict[str, Any]) -> None:
+def _decoded(mask: dict[str, Any] | None, results: Path, name: str) -> np.ndarray:
+    """A row's mask as a bool array; a damaged one (an edited file) is a one-line error."""
+    try:
+        return decode(mask or {})
+    except (KeyError, IndexError, TypeError, ValueError) as error:
+        raise PsicbatchError(
+            f"{readable_path(results)}: the mask for {readable_path(name)} cannot be decoded "
+            f"({error or type(error).__name__}); the export stopped there (masks.json says so)"
+        ) from None
+
+
+def _write_mask(path: Path, mask: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.fromarray(np.ascontiguousarray(decode(mask)))  # bool: PIL's mode "1"
+    image = Image.fromarray(np.ascontiguousarray(mask))  # bool: PIL's mode "1"
     write_atomically(path, lambda temporary: image.save(temporary, format="PNG"))
 
 
