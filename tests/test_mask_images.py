@@ -181,3 +181,7 @@ def test_a_damaged_mask_stops_the_export_in_one_line(results: Path, tmp_path: Pa
     last = output.strip().splitlines()[-1]  # below the progress bar, as far as it got
     assert last.startswith("Error: ") and "cannot be decoded (RLE covers" in last
     assert not json.loads((tmp_path / "masks" / MASK_RECORD).read_text())["complete"]
+    page = tmp_path / "r.html"  # the page shows that image without its picture instead
+    shown = CliRunner().invoke(main, ["report", str(edited), "--html", str(page), "--top", "99"])
+    assert shown.exit_code == 0, shown.output
+    assert "(image unreadable)" in page.read_text()

@@ -32,14 +32,14 @@ ERRORS_LISTED = 200  # the page names these; the rest are counted
 
 def thumbnail(row: dict[str, Any], limits: FileLimits) -> str | None:
     """The image with its mask in red, scaled to THUMBNAIL_HEIGHT; None if it cannot be
-    read within ``limits``."""
+    read within ``limits``, or its mask (of an edited results file) cannot be decoded."""
     path = row_file(row)
     try:
         data, _, _ = read_bytes(path, limits.max_bytes)  # refuses huge headers too
         image = call_limited(lambda: read_image(path, 3, data), limits.decode_seconds)
-    except (ImageReadError, TimeLimitExceeded):
+        mask = rle.decode(row["mask"])
+    except (ImageReadError, TimeLimitExceeded, KeyError, IndexError, TypeError, ValueError):
         return None
-    mask = rle.decode(row["mask"])
     if mask.shape != image.shape[:2]:
         return None
     return png_data_uri(tinted_thumbnail(image, THUMBNAIL_HEIGHT, [(mask, RED)]))
