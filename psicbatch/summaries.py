@@ -1,7 +1,7 @@
-"""What ``psicbatch info`` shows of a checkpoint, an engine folder, a run's results or an
-evaluation: the fields a person checks at a glance, also written as JSON. torch is
-imported only for a checkpoint or an engine (loading weights, counting the cost per
-image): results and evaluations are shown without it."""
+"""What ``psicbatch info`` shows of a checkpoint, an engine folder, a run's results, an
+evaluation or a decision file: the fields a person checks at a glance, also written as
+JSON. torch is imported only for a checkpoint or an engine (loading weights, counting the
+cost per image): results, evaluations and decisions are shown without it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from psicbatch.decisions import Decisions
 from psicbatch.engines.manifest import MANIFEST_NAME, Manifest, read_manifest
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import file_sha256, regular_file_bytes
@@ -37,7 +38,36 @@ def summarize(path: Path) -> tuple[str, dict[str, Any]]:
         )
     if is_results_file(path) or path.suffix.lower() in RESULTS.suffixes:
         return "results", results_summary(path)  # a damaged one says what is wrong with it
+    if path.name in EVALUATION_RECORDS and path.is_file():  # the record stands for its folder
+        return evaluation_summary(path.parent)
+    if path.suffix.lower() == ".json":
+        return "decisions", decisions_summary(path)
     return "checkpoint", checkpoint_summary(path)
+
+
+def decisions_summary(path: Path) -> dict[str, Any]:
+    """A decision file's threshold and rule, what they were chosen for and on, and the
+    region of interest runs of them apply."""
+    decisions = Decisions.read(path)
+    chosen = decisions.validation
+    summary = {
+        "file": str(path),
+        "classification_threshold": decisions.classification_threshold,
+        "rule": asdict(decisions.rule),
+        "target": decisions.target,
+        "pixel_size_mm": decisions.pixel_size_mm,
+        "validation": {
+            key: chosen[key]
+            for key in ("source", "defective", "escapes", "good", "false_rejects")
+            if key in chosen
+        },
+        "escape_rate_upper_95": chosen.get("escape_rate_upper_95"),
+        "scored_by": decisions.scored_by,
+        "roi": decisions.roi,
+        "set_by": decisions.set_by,
+        "set_at": decisions.set_at,
+    }
+    return {key: value for key, value in summary.items() if value not in ({}, None, "")}
 
 
 # The record an ``eval`` report folder holds, and a ``cv`` folder's (pooled over folds).

@@ -375,6 +375,11 @@ def test_decisions_calibrated_inside_a_region_apply_that_region_in_every_run(
     assert written["version"] == 2 and written["roi"]["file"] == str(region)
     assert Decisions(0.5).to_dict()["version"] == 1  # files without a region stay readable
     assert "inside the region of interest" in decisions.with_suffix(".md").read_text()
+    shown = json.loads(cli("info", str(decisions), "--json"))
+    assert shown["rule"] == {"name": "either", "min_area": 5} and shown["roi"] == written["roi"]
+    assert shown["classification_threshold"] == written["classification_threshold"]
+    assert shown["validation"]["defective"] == written["validation"]["defective"]
+    assert "psicbatch evaluation" in cli("info", str(evaluation / "metrics.json"))
     scored = tmp_path / "scored.json"  # the dataset scored inside the region by calibrate
     cli("calibrate", str(dataset), "--model", str(demo_model_path()), "--roi", str(region),
         *area, *fast, "-o", str(scored))  # fmt: skip

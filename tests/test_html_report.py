@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from psicbatch.cli import main
 from psicbatch.data.synth import generate
+from psicbatch.decisions import Decisions, Rule
 from psicbatch.run import html_report
 from psicbatch.run.csv_table import spreadsheet_table
 from psicbatch.run.results import read_results_table
@@ -60,8 +61,8 @@ def test_html_report_shows_every_listed_defect(tmp_path: Path) -> None:
 
 
 def test_reading_results_back_needs_no_torch(tmp_path: Path) -> None:
-    """Reading results back (page, table, masks, info) and listing engines never run a model:
-    they skip torch's import."""
+    """Reading results back (page, table, masks, info), showing decisions and listing
+    engines never run a model: they skip torch's import."""
     generate(tmp_path / "data", 4, (64, 64), defect_rate=0.5, seed=3)
     results = tmp_path / "results.parquet"
     fast = ["-q", "--decoder", "pil", "--device", "cpu"]
@@ -72,11 +73,13 @@ def test_reading_results_back_needs_no_torch(tmp_path: Path) -> None:
     page, table = tmp_path / "r.html", tmp_path / "r.csv"
     (tmp_path / "engines" / "broken").mkdir(parents=True)
     (tmp_path / "engines" / "broken" / "manifest.json").write_text("{")
+    Decisions(0.75, Rule("both", 9)).write(tmp_path / "decisions.json")
     for arguments, shown in [
         (["report", str(results), "--html", str(page), "--csv", str(table)], "wrote"),
         (["report", str(results), "--mask-images", str(tmp_path / "masks")], "wrote"),
         (["info", str(results)], "psicbatch results"),
         (["engines", str(tmp_path / "engines")], "unreadable"),
+        (["info", str(tmp_path / "decisions.json")], "name=both, min_area=9"),
     ]:
         probe = (
             f"import sys\nfrom psicbatch.cli import main\ntry:\n    main({arguments!r})\n"

@@ -23,8 +23,9 @@ from psicbatch.summaries import summarize
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead.")
 def info(path: Path, as_json: bool) -> None:
     """Show a checkpoint (configuration, size, cost per image), an engine folder (backend,
-    precision, shapes, parity, decisions), a run's results (counts, engine, settings) or an
-    eval or cv folder (headline metrics, engine, command)."""
+    precision, shapes, parity, decisions), a run's results (counts, engine, settings), an
+    eval or cv folder (headline metrics, engine, command) or a decision file (threshold,
+    rule, what it was chosen for and on, its region of interest)."""
     kind, summary = summarize(path)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
