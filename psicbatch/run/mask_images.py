@@ -164,10 +164,10 @@ def _decoded(mask: dict[str, Any] | None, results: Path, name: str) -> np.ndarra
     """A row's mask as a bool array; a damaged one (an edited file) is a one-line error."""
     try:
         return decode(mask or {})
-    except (KeyError, IndexError, TypeError, ValueError) as error:
+    except ValueError as error:
         raise PsicbatchError(
             f"{readable_path(results)}: the mask for {readable_path(name)} cannot be decoded "
-            f"({error or type(error).__name__}); the export stopped there (masks.json says so)"
+            f"({error}); the export stopped there (masks.json says so)"
         ) from None
 
 

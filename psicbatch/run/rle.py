@@ -47,11 +47,17 @@ def _empty_counts(pixels: int) -> str:
 
 
 def decode(rle: dict[str, Any]) -> np.ndarray:
-    height, width = rle["size"]
-    counts = _decompress(str(rle["counts"]))
-    values = np.zeros(len(counts), dtype=bool)
-    values[1::2] = True
-    flat = np.repeat(values, counts)
+    """``{"size": [h, w], "counts": str}`` -> binary H x W mask. An RLE that is not one
+    (from an edited file: a missing field, a cut string, negative runs) raises
+    ValueError, whatever is wrong with it."""
+    try:
+        height, width = (int(side) for side in rle["size"])
+        counts = _decompress(str(rle["counts"]))
+        values = np.zeros(len(counts), dtype=bool)
+        values[1::2] = True
+        flat = np.repeat(values, counts)
+    except (KeyError, IndexError, TypeError, ValueError) as error:
+        raise ValueError(f"not a COCO RLE ({type(error).__name__}: {error})") from None
     if flat.size != height * width:
         raise ValueError(f"RLE covers {flat.size} pixels, size says {height}x{width}")
     return flat.reshape((width, height)).T
