@@ -246,8 +246,9 @@ def _located_region(
                 "of interest; score the dataset folder with --roi (or eval --roi) instead"
             )
         return None
-    found = applied_region(region, given, None, str(predictions)) if given else None
-    found = found or recorded_file(region)
+    found = (
+        applied_region(region, given, None, str(predictions)) if given else recorded_file(region)
+    )
     if found is None and engine is not None:
         raise PsicbatchError(
             f"{predictions}: scored inside the region of interest {short(region)}, which is "

@@ -138,9 +138,9 @@ def watch(
     devices = worker_devices(options)
     if len(devices) > 1:
         raise PsicbatchError("--watch runs on one device; give one --device")
-    engine = describe_run(spec, options, devices)
-    check_decisions_fit(options.decisions, engine["manifest"])
-    identity = job_identity(engine, options, [])
+    engine_info = describe_run(spec, options, devices)
+    check_decisions_fit(options.decisions, engine_info["manifest"])
+    identity = job_identity(engine_info, options, [])
     _claim(out, identity)
     done = done_versions(out)
     worker = Worker(spec, options, devices[0], threads=None)
