@@ -22,6 +22,7 @@ from psicbatch import metrics
 from psicbatch.data.labelled import LabelledImage, from_memory, read_labelled
 from psicbatch.data.layouts import SampleRef, read_dataset
 from psicbatch.data.memory import TensorDataset
+from psicbatch.decisions import Rule
 from psicbatch.engines.base import Engine
 from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.errors import PsicbatchError
@@ -31,8 +32,10 @@ from psicbatch.paths import path_bytes, readable_path
 from psicbatch.preprocess import full_resolution_mask, normalize
 from psicbatch.reports import write_evaluation_report
 from psicbatch.roi import RegionOfInterest
+from psicbatch.run.run_decisions import RunDecisions, check_decisions_fit
 from psicbatch.run.stages import staged
 from psicbatch.scores import (
+    AppliedDecisions,
     ClassificationScores,
     EngineDescription,
     EvaluationSummary,
@@ -74,13 +77,17 @@ def evaluate_dataset(
     compare_to: Path | None = None,
     progress: Progress | None = None,
     roi: RegionOfInterest | None = None,
+    decisions: RunDecisions | None = None,
 ) -> Evaluation:
     """``psicbatch eval``: open the engine (first, so a bad engine fails before any image is
     read), then score it on the labelled dataset, each image read once as it is needed;
     with ``compare_to`` also score that checkpoint in fp32 on the same images and add the
     differences; with ``roi``, masks (true and predicted) count inside the region of
-    interest only."""
+    interest only; with ``decisions``, images are judged as a run of them judges them
+    (refused for decisions chosen on another engine's probabilities)."""
     engine = open_engine(spec, device, batch_size)
+    if decisions is not None:
+        check_decisions_fit(decisions.record, vars(engine.manifest))
     engines = [engine]
     if compare_to is not None:
         fp32 = EngineSpec(
@@ -91,7 +98,9 @@ def evaluate_dataset(
     samples = read_dataset(data, layout)
     preprocessing = engine.manifest.engine_preprocessing()
     images = read_labelled(samples, preprocessing, batch_size)
-    result, *baseline = evaluate_engines(engines, images, len(samples), batch_size, progress, roi)
+    result, *baseline = evaluate_engines(
+        engines, images, len(samples), batch_size, progress, roi, decisions=decisions
+    )
     if baseline:
         result.summary.comparison = result.summary.compare(baseline[0].summary, str(compare_to))
     return result
@@ -119,16 +128,23 @@ def evaluate_engines(
     progress: Progress | None = None,
     roi: RegionOfInterest | None = None,
     overlap: bool | None = None,
+    decisions: RunDecisions | None = None,
 ) -> list[Evaluation]:
     """Run every engine (any backend: the engine that is deployed is the one scored) on
     each batch of ``images`` and score each image against its original-resolution mask
     (inside ``roi`` only, when given, as ``run --roi``): one evaluation per engine. A
     tiled model's images go one at a time, their tiles stitched back as ``psicbatch run``
-    does (``tiles.TileGrid``). ``overlap``: infer beside the scoring (default: on GPUs)."""
+    does (``tiles.TileGrid``). ``overlap``: infer beside the scoring (default: on GPUs).
+    Every engine judges images by the same ``decisions`` (default: its model's
+    threshold)."""
     tiled = engines[0].manifest.engine_preprocessing().tile_overlap is not None
     step = 1 if tiled else max(1, min(batch_size, *(e.batch_range[1] for e in engines)))
     task = progress.add_task("evaluating", total=count, status="") if progress else None
     rows: list[list[dict[str, Any]]] = [[] for _ in engines]
+    judged = [
+        applied_decisions(decisions, engine.manifest.thresholds["classification"])
+        for engine in engines
+    ]
     galleries = [Gallery() for _ in engines]
     # On a GPU, inference runs a batch ahead in a thread of its own while this one scores,
     # or the host's scoring would leave the device idle in between. On a CPU both share
@@ -140,16 +156,43 @@ def evaluate_engines(
     groups = _groups(images, step)
     inferred = staged(groups, infer, 1, name="eval-infer") if overlap else map(infer, groups)
     for group, outputs in inferred:
-        for engine, output, engine_rows, gallery in zip(
-            engines, outputs, rows, galleries, strict=True
+        for engine, output, decision, engine_rows, gallery in zip(
+            engines, outputs, judged, rows, galleries, strict=True
         ):
-            _score_group(engine, group, output, roi, engine_rows, gallery)
+            _score_group(engine, group, output, roi, decision, engine_rows, gallery)
         if progress is not None and task is not None:
             progress.advance(task, len(group))
     return [
-        Evaluation(engine_rows, _summary(engine_rows, engine, roi), gallery)
-        for engine, engine_rows, gallery in zip(engines, rows, galleries, strict=True)
+        Evaluation(engine_rows, _summary(engine_rows, engine, roi, decision), gallery)
+        for engine, engine_rows, decision, gallery in zip(
+            engines, rows, judged, galleries, strict=True
+        )
     ]
+
+
+def applied_decisions(decisions: RunDecisions | None, model_threshold: float) -> AppliedDecisions:
+    """What an evaluation judges images by, and where that comes from: a decision file,
+    decisions stored with the engine, a given threshold, or the model's own."""
+    if decisions is None or decisions.threshold is None:
+        return AppliedDecisions(model_threshold)
+    record = decisions.record or {}
+    if "file" in record:
+        source = f"the decision file {record['file']}"
+    elif "engine" in record:
+        revision = record.get("manifest_revision")
+        source = f"the decisions stored with {record['engine']} (manifest revision {revision})"
+    else:
+        source = "the threshold given"
+    validation = record.get("validation") or {}
+    counts = ("source", "escapes", "defective", "false_rejects", "good")
+    return AppliedDecisions(
+        threshold=decisions.threshold,
+        rule=decisions.rule.name,
+        min_area=decisions.rule.min_area,
+        source=source,
+        target=dict(record.get("target") or {}),
+        validation={key: validation[key] for key in counts if key in validation},
+    )
 
 
 def _check_same_reading(engine: Engine, baseline: Engine, name: Path) -> None:
@@ -193,6 +236,7 @@ def _score_group(
     group: list[LabelledImage],
     outputs: tuple[torch.Tensor, torch.Tensor],
     roi: RegionOfInterest | None,
+    decision: AppliedDecisions,
     rows: list[dict[str, Any]],
     gallery: Gallery,
 ) -> None:
@@ -220,7 +264,7 @@ def _score_group(
         if roi is not None:  # only the region of interest counts, for both masks
             inside = roi.at(image.size, torch.device("cpu")).numpy()
             truth, predicted = truth & inside, predicted & inside
-        row = _row(image.sample, probability, truth, predicted, thresholds["classification"])
+        row = _row(image.sample, probability, truth, predicted, decision)
         rows.append(row)
         gallery.offer(row, truth, predicted)
 
@@ -241,12 +285,16 @@ def _infer(engine: Engine, pixels: np.ndarray) -> tuple[torch.Tensor, torch.Tens
 
 
 def _summary(
-    rows: list[dict[str, Any]], engine: Engine, roi: RegionOfInterest | None
+    rows: list[dict[str, Any]],
+    engine: Engine,
+    roi: RegionOfInterest | None,
+    decision: AppliedDecisions,
 ) -> EvaluationSummary:
     summary = metrics_summary(rows)
-    summary.thresholds = dict(engine.manifest.thresholds)
+    summary.thresholds = {**engine.manifest.thresholds, "classification": decision.threshold}
     summary.engine = describe(engine)
     summary.roi = roi.record() if roi is not None else None
+    summary.decisions = decision
     return summary
 
 
@@ -268,22 +316,30 @@ def _row(
     probability: float,
     truth: np.ndarray,
     predicted: np.ndarray,
-    threshold: float,
+    decision: AppliedDecisions,
 ) -> dict[str, Any]:
     counts = metrics.pixel_counts(truth, predicted)
+    area = int(predicted.sum())
     return {
         "id": readable_path(sample.id),
         "path": readable_path(sample.image_path),  # for people; names need not be UTF-8
         "path_bytes": path_bytes(sample.image_path),
         "is_defective": sample.is_defective,
         "probability": probability,
-        "predicted_defective": probability >= threshold,
+        "predicted_defective": _judged_defective(decision, probability, area),
         "mask_iou": metrics.mask_iou(truth, predicted) if truth.any() else math.nan,
         "boundary_iou": metrics.boundary_iou(truth, predicted) if truth.any() else math.nan,
         "true_defect_pixels": int(truth.sum()),
-        "predicted_defect_pixels": int(predicted.sum()),
+        "predicted_defect_pixels": area,
         **dict(zip(PIXEL_COUNT_KEYS, counts.tolist(), strict=True)),
     }
+
+
+def _judged_defective(decision: AppliedDecisions, probability: float, area: int) -> bool:
+    """As a run judges the image: the probability against the threshold, combined with
+    the mask's area by the rule (``decisions.Rule``)."""
+    rule = Rule(decision.rule, decision.min_area)
+    return bool(rule.defective(np.array([probability >= decision.threshold]), np.array([area]))[0])
 
 
 def image_iou(row: dict[str, Any], kind: str, gated: bool) -> float:

@@ -15,8 +15,10 @@ from psicbatch.pictures import RED, png_bytes_uri, png_data_uri, thumbnail_size,
 from psicbatch.reports import (
     COMPARISON_COLUMNS,
     METRIC_NOTE,
+    RATE_COLUMNS,
     READINGS,
     SUMMARY_COLUMNS,
+    decision_rates,
     evaluation_context,
     html_table,
     reading_columns,
@@ -33,6 +35,12 @@ def evaluation_html(
 ) -> str:
     e = html.escape
     context = "".join(f"<p>{e(sentence)}</p>" for sentence in evaluation_context(summary))
+    rates, verdicts = decision_rates(summary)
+    decisions = (
+        "<h2>Escapes and false rejects</h2>"
+        + html_table(RATE_COLUMNS, rates)
+        + "".join(f"<p>{e(sentence)}</p>" for sentence in verdicts)
+    )
     comparison = ""
     if summary.comparison is not None:
         reference = summary.comparison
@@ -68,7 +76,7 @@ figcaption {{ font-size: 0.8em; word-break: break-all; }}
 <h1>{e(title)}</h1>{context}
 {html_table(SUMMARY_COLUMNS, [summary])}
 {html_table(reading_columns(summary.segmentation), READINGS)}
-<p class="note">{e(METRIC_NOTE)}</p>{comparison}
+<p class="note">{e(METRIC_NOTE)}</p>{decisions}{comparison}
 <div>{pictures}</div>
 <p>Masks as scored, tinted over each image: {legend}.</p>
 {sections}

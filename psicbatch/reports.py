@@ -159,10 +159,13 @@ COMPARISON_COLUMNS: tuple[Column[tuple[str, MetricDelta]], ...] = (
 
 
 def evaluation_context(summary: EvaluationSummary) -> list[str]:
-    """The sentences that say what was scored: images, engine, region of interest."""
+    """The sentences that say what was scored: images, engine, the image decision, region
+    of interest."""
     sentences = [f"{summary.images} images, {summary.defective_images} defective."]
     if summary.engine is not None:
         sentences.append(f"Engine: {summary.engine.line()}.")
+    if summary.decisions is not None:
+        sentences.append(f"Judged defective: {summary.decisions.line()}.")
     if summary.roi is not None:
         roi = summary.roi
         sentences.append(
@@ -170,6 +173,80 @@ def evaluation_context(summary: EvaluationSummary) -> list[str]:
             f"(sha256 {roi['sha256'][:12]})."
         )
     return sentences
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Escapes (defective images judged good) and false rejects (good images judged
+    defective) on one set of images: what a line's decisions are chosen for."""
+
+    images: str
+    escapes: int
+    defective: int
+    false_rejects: int
+    good: int
+
+    @classmethod
+    def of(cls, summary: EvaluationSummary) -> Rates:
+        counts = summary.classification
+        return cls(
+            "these images", counts.fn, counts.fn + counts.tp, counts.fp, counts.fp + counts.tn
+        )
+
+    def escape_bound(self) -> str:
+        """The one-sided 95% upper bound of the escape rate these images vouch for."""
+        from psicbatch.decisions import upper_bound  # scipy: only where rates are shown
+
+        if not self.defective:
+            return "n/a"
+        return f"{100 * upper_bound(self.escapes, self.defective):.1f}%"
+
+
+def _share(count: int, total: int) -> str:
+    return f"{count} of {total} ({100 * count / total:.1f}%)" if total else "n/a (none)"
+
+
+RATE_COLUMNS: tuple[Column[Rates], ...] = (
+    Column("images", lambda r: r.images),
+    Column("escapes (defective judged good)", lambda r: _share(r.escapes, r.defective)),
+    Column("escape rate below (95%)", Rates.escape_bound),
+    Column("false rejects (good judged defective)", lambda r: _share(r.false_rejects, r.good)),
+)
+
+
+def decision_rates(summary: EvaluationSummary) -> tuple[list[Rates], list[str]]:
+    """The escapes and false rejects of the evaluated images, and of the validation
+    images calibrated decisions were chosen on, with sentences setting them against the
+    decisions' target."""
+    measured = Rates.of(summary)
+    rows, sentences = [measured], list[str]()
+    decisions = summary.decisions
+    if decisions is None:
+        return rows, sentences
+    validation = decisions.validation
+    if {"escapes", "defective", "false_rejects", "good"} <= set(validation):
+        source = validation.get("source")
+        rows.append(
+            Rates(
+                f"validation ({source})" if source else "validation",
+                validation["escapes"],
+                validation["defective"],
+                validation["false_rejects"],
+                validation["good"],
+            )
+        )
+    for key, what, count, total in (
+        ("max_escape_rate", "escape rate", measured.escapes, measured.defective),
+        ("max_false_reject_rate", "false-reject rate", measured.false_rejects, measured.good),
+    ):
+        if key in decisions.target and total:
+            limit, rate = decisions.target[key], count / total
+            verdict = "within" if rate <= limit else "above"
+            sentences.append(
+                f"The {what} on these images, {100 * rate:.1f}%, is {verdict} the target the "
+                f"decisions were chosen for (at most {100 * limit:g}%)."
+            )
+    return rows, sentences
 
 
 def evaluation_markdown(summary: EvaluationSummary, title: str) -> str:
@@ -185,6 +262,10 @@ def evaluation_markdown(summary: EvaluationSummary, title: str) -> str:
         METRIC_NOTE,
         "",
     ]
+    rates, verdicts = decision_rates(summary)
+    lines += ["## Escapes and false rejects", "", *column_table(RATE_COLUMNS, rates), ""]
+    for sentence in verdicts:
+        lines += [sentence, ""]
     comparison = summary.comparison
     if comparison is not None:
         lines += [

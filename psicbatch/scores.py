@@ -67,6 +67,32 @@ class EngineDescription:
 
 
 @dataclass(frozen=True)
+class AppliedDecisions:
+    """The image decision an evaluation scored, where it came from and, for calibrated
+    decisions, what they were chosen for and what validation gave them: a report sets
+    the escapes and false rejects measured on its images beside those."""
+
+    threshold: float  # probability at or above: defective (with the rule)
+    rule: str = "classifier"  # decisions.RULES
+    min_area: int = 0
+    source: str = "the model's threshold"
+    target: dict[str, float] = field(default_factory=dict)  # max_escape_rate, ...
+    validation: dict[str, Any] = field(default_factory=dict)  # escapes, defective, ...
+
+    def line(self) -> str:
+        """``probability >= 0.231 and at least 10 defect pixels (rule both), from ...``"""
+        decision = f"probability >= {self.threshold:.4g}"
+        pixels = max(self.min_area, 1) if self.rule == "either" else self.min_area
+        area = f"at least {pixels} defect pixel" + ("s" if pixels != 1 else "")
+        if self.rule == "both" and pixels:
+            decision = f"{decision} and {area}"
+        elif self.rule == "either":
+            decision = f"{decision} or {area}"
+        rule = f" (rule {self.rule})" if self.rule != "classifier" else ""
+        return f"{decision}{rule}, from {self.source}"
+
+
+@dataclass(frozen=True)
 class Metric:
     """One headline metric: where it lives in a summary and how a table heads it."""
 
@@ -125,6 +151,7 @@ class EvaluationSummary:
     evaluated: str | None = None  # the engine or checkpoint path, as given
     command: str | None = None
     roi: dict[str, Any] | None = None  # the region of interest masks were scored in
+    decisions: AppliedDecisions | None = None  # None in summaries written before them
 
     def compare(self, reference: EvaluationSummary, name: str) -> Comparison:
         """This summary's headline metrics next to ``reference``'s, with deltas."""
@@ -161,4 +188,5 @@ class EvaluationSummary:
             evaluated=data.get("evaluated"),
             command=data.get("command"),
             roi=data.get("roi"),
+            decisions=AppliedDecisions(**data["decisions"]) if data.get("decisions") else None,
         )

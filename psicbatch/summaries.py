@@ -99,6 +99,7 @@ def evaluation_summary(path: Path) -> tuple[str, dict[str, Any]]:
         "defective_images": summary.defective_images,
         **{f"{metric.label} (%)": round(100 * metric.of(summary), 2) for metric in HEADLINE},
         "FP / FN": f"{summary.classification.fp} / {summary.classification.fn}",
+        "judged defective": summary.decisions.line() if summary.decisions else "-",
         "engine": engine,
         "command": summary.command or record.get("command", "-"),
         "reports": ", ".join(n for n in ("report.html", "report.md") if (path / n).is_file()),

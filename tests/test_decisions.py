@@ -453,3 +453,84 @@ def test_an_engine_keeps_the_region_its_decisions_were_calibrated_inside(
     )
     assert "give it with --roi to store it with the engine" in refused
     assert not (tmp_path / "e.json").exists()
+
+
+def test_eval_judges_images_by_the_decisions_a_run_applies(dataset: Path, tmp_path: Path) -> None:
+    """eval --decisions (or an engine's stored decisions) judges each image as a run of
+    the same decisions does, rule and area included, and its report sets the escapes and
+    false rejects on these images beside the target and the validation figures."""
+    import pyarrow.parquet as pq
+
+    from psicbatch.assets import demo_model_path
+
+    model, fast = str(demo_model_path()), ["--precision", "fp32", "--device", "cpu", "-q"]
+    cli("eval", model, str(dataset), "-o", str(tmp_path / "val"), *fast)
+    decisions = tmp_path / "d.json"
+    cli("calibrate", str(tmp_path / "val" / "predictions.parquet"), "--rule", "both",
+        "--min-area", "20", "--max-escape-rate", "0", "-o", str(decisions))  # fmt: skip
+    either = tmp_path / "either.json"  # the area alone judges some images defective
+    Decisions(0.999, Rule("either", 20), {"max_false_reject_rate": 0.0}).write(either)
+    nothing = tmp_path / "nothing.json"  # no image has that large a mask: all escape
+    Decisions(0.0, Rule("both", 10**9), {"max_escape_rate": 0.0}).write(nothing)
+    for name, chosen in (("nothing", nothing), ("either", either), ("both", decisions)):
+        held_out = tmp_path / name
+        cli("eval", model, str(dataset), "-o", str(held_out), "--decisions", str(chosen), *fast)
+        results = tmp_path / f"{name}.parquet"
+        cli("run", str(dataset / "images"), "-o", str(results), "--decisions", str(chosen),
+            "--decoder", "pil", *fast)  # fmt: skip
+        by_run = {row["path"]: row["is_defect"] for row in pq.read_table(results).to_pylist()}
+        rows = pq.read_table(held_out / "predictions.parquet").to_pylist()
+        assert {row["path"]: row["predicted_defective"] for row in rows} == by_run
+        recorded = json.loads((held_out / "metrics.json").read_text())
+        threshold = json.loads(chosen.read_text())["classification_threshold"]
+        assert recorded["thresholds"]["classification"] == threshold
+        assert recorded["decisions"]["source"] == f"the decision file {chosen}"
+        if name == "either":
+            assert any(r["probability"] < 0.999 and r["predicted_defective"] for r in rows)
+    # Calibrated on these very images, the rates here are validation's, within the target.
+    report = (tmp_path / "both" / "report.md").read_text()
+    validation = json.loads(decisions.read_text())["validation"]
+    escapes = f"{validation['escapes']} of {validation['defective']}"
+    assert report.count(escapes) == 2 and "within the target" in report
+    assert "and at least 20 defect pixels (rule both)" in report
+    assert "Escapes and false rejects" in (tmp_path / "both" / "report.html").read_text()
+    assert "within the target" in (tmp_path / "either" / "report.md").read_text()
+    missed = (tmp_path / "nothing" / "report.md").read_text()
+    assert "escape rate on these images, 100.0%, is above the target" in missed
+    shown = json.loads(cli("info", str(tmp_path / "both"), "--json"))
+    assert f"from the decision file {decisions}" in shown["judged defective"]
+    # Without decisions: the model's threshold, said so.
+    plain = json.loads((tmp_path / "val" / "metrics.json").read_text())["decisions"]
+    assert plain["source"] == "the model's threshold" and plain["rule"] == "classifier"
+    # Decisions chosen on fp32 probabilities do not judge bf16 ones.
+    other = [model, str(dataset), "--decisions", str(decisions), "--precision", "bf16"]
+    refused = _refused("eval", *other, "-o", str(tmp_path / "bf16"), "-q")
+    assert "chosen on another engine's probabilities" in refused
+    both = CliRunner().invoke(
+        main, ["eval", model, str(dataset), "--threshold", "0.5", "--decisions", str(decisions)]
+    )
+    assert both.exit_code == 2 and "give --threshold or --decisions, not both" in both.output
+
+
+def test_eval_of_an_engine_applies_its_stored_decisions(dataset: Path, tmp_path: Path) -> None:
+    from psicbatch.assets import demo_model_path
+    from psicbatch.engines.build import BuildOptions, build_engine
+
+    engine, _ = build_engine(
+        demo_model_path(),
+        BuildOptions(backend="torch", precision="fp32", max_batch=8, out=tmp_path / "engine"),
+    )
+    cli("eval", "--engine", str(engine), str(dataset), "-o", str(tmp_path / "val"), "-q")
+    cli("calibrate", str(tmp_path / "val" / "predictions.parquet"), "--engine", str(engine),
+        "--max-false-reject-rate", "0", "-o", str(tmp_path / "d.json"))  # fmt: skip
+    stored = json.loads((tmp_path / "d.json").read_text())["classification_threshold"]
+    cli("eval", "--engine", str(engine), str(dataset), "-o", str(tmp_path / "stored"), "-q")
+    recorded = json.loads((tmp_path / "stored" / "metrics.json").read_text())
+    assert recorded["thresholds"]["classification"] == stored
+    assert recorded["decisions"]["source"].endswith("(manifest revision 2)")
+    assert recorded["classification"]["fp"] == 0  # the target: no false rejects
+    given = tmp_path / "given"
+    cli("eval", "--engine", str(engine), str(dataset), "-o", str(given), "--threshold", "0", "-q")
+    recorded = json.loads((given / "metrics.json").read_text())
+    assert recorded["decisions"]["source"] == "the threshold given"
+    assert recorded["classification"]["fn"] == 0  # every image judged defective

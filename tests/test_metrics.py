@@ -165,3 +165,23 @@ def test_all_image_and_gated_mask_miou_by_hand() -> None:
     assert (summary.classification.fp, summary.classification.fn) == (1, 1)
     # The JSON form (metrics.json, cv.json) reads back to the same summary.
     assert EvaluationSummary.from_dict(json.loads(json.dumps(summary.to_dict()))) == summary
+
+
+def test_the_applied_decision_is_worded_and_read_back() -> None:
+    from psicbatch.evaluate import metrics_summary
+    from psicbatch.scores import AppliedDecisions
+
+    assert AppliedDecisions(0.5).line() == "probability >= 0.5, from the model's threshold"
+    both = AppliedDecisions(0.25, "both", 10, "the decision file d.json")
+    assert both.line() == (
+        "probability >= 0.25 and at least 10 defect pixels (rule both), from the decision file "
+        "d.json"
+    )
+    either = AppliedDecisions(0.9, "either", 0, "x").line()  # any mask pixel judges
+    assert either.startswith("probability >= 0.9 or at least 1 defect pixel (rule either)")
+    summary = metrics_summary([score_row(True, 0.8, 0.8, 50), score_row(False, 0.1, math.nan, 0)])
+    summary.decisions = both
+    assert EvaluationSummary.from_dict(json.loads(json.dumps(summary.to_dict()))) == summary
+    older = summary.to_dict()
+    del older["decisions"]  # a summary written before decisions were recorded
+    assert EvaluationSummary.from_dict(older).decisions is None

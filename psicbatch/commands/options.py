@@ -13,6 +13,7 @@ from psicbatch.devices import DEVICE_HELP, DEVICES_HELP, parse_devices, resolve_
 from psicbatch.engines.registry import PRECISION_CHOICES, TORCH_PRECISION_CHOICES
 from psicbatch.errors import PsicbatchError
 from psicbatch.network_size import MIN_NETWORK_SIZE, STRIDE
+from psicbatch.run.run_decisions import RunDecisions, run_decisions
 
 
 class Bounded(click.ParamType):
@@ -171,3 +172,35 @@ def engine_options(command: Callable) -> Callable:
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def decision_options(command: Callable) -> Callable:
+    """How images are judged defective: the one definition of ``--threshold`` and
+    ``--decisions`` (resolved by ``run.run_decisions``)."""
+    options = [
+        click.option(
+            "--threshold",
+            type=PROBABILITY,
+            help="Image-level decision threshold in [0, 1] (default: the decisions stored with "
+            "--engine, else the model's threshold).",
+        ),
+        click.option(
+            "--decisions",
+            "decisions_file",
+            type=click.Path(path_type=Path, dir_okay=False, exists=True),
+            help="A decision file from psicbatch calibrate: its threshold, minimum area and rule.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def chosen_decisions(
+    decisions_file: Path | None, engine: Path | None, threshold: float | None, roi: Path | None
+) -> RunDecisions:
+    """The decisions and region the options of ``decision_options`` (and ``--engine``,
+    ``--roi``) ask for."""
+    if decisions_file and threshold is not None:
+        raise click.BadParameter("give --threshold or --decisions, not both")
+    return run_decisions(decisions_file, engine, threshold, roi)

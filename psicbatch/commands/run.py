@@ -22,7 +22,8 @@ from psicbatch.commands.options import (
     AT_LEAST_ONE,
     NON_NEGATIVE_INT,
     POSITIVE,
-    PROBABILITY,
+    chosen_decisions,
+    decision_options,
     device_option,
     engine_options,
 )
@@ -39,7 +40,6 @@ from psicbatch.run.mask_images import write_mask_images
 from psicbatch.run.options import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT, MASK_MODES, RunOptions
 from psicbatch.run.output import parts_directory
 from psicbatch.run.output_guard import REPORT, check_output
-from psicbatch.run.run_decisions import run_decisions
 from psicbatch.run.shutdown import Stopped, exit_at_once, signals_stop
 
 if TYPE_CHECKING:
@@ -93,17 +93,7 @@ WATCH_OUT = "results"  # --watch's default --out: a folder of parts
     show_default=True,
     help="auto: DALI on a GPU when installed, else PIL.",
 )
-@click.option(
-    "--threshold",
-    type=PROBABILITY,
-    help="Image-level decision threshold in [0, 1] (default: the model's).",
-)
-@click.option(
-    "--decisions",
-    "decisions_file",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    help="A decision file from psicbatch calibrate: its threshold, minimum area and rule.",
-)
+@decision_options
 @click.option(
     "--roi",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
@@ -219,9 +209,7 @@ def run_command(
 
     if engine and model:
         raise click.BadParameter("give --engine or --model, not both")
-    if decisions_file and threshold is not None:
-        raise click.BadParameter("give --threshold or --decisions, not both")
-    decisions = run_decisions(decisions_file, engine, threshold, roi)
+    decisions = chosen_decisions(decisions_file, engine, threshold, roi)
     if watch is not None:
         if sources or list_file or layout or resume or executor != "local" or workers > 1:
             raise click.BadParameter(

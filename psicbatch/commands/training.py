@@ -16,6 +16,8 @@ from psicbatch.commands.options import (
     PROBABILITY,
     SIZE,
     Bounded,
+    chosen_decisions,
+    decision_options,
     device_option,
     precision_option,
 )
@@ -155,10 +157,12 @@ def train(
 @click.option("--batch-size", type=AT_LEAST_ONE, default=8, show_default=True)
 @precision_option("checkpoint", what="For a checkpoint: ")
 @device_option()
+@decision_options
 @click.option(
     "--roi",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    help="Score masks inside this region of interest only (white = inspect), as run --roi.",
+    help="Score masks inside this region of interest only (white = inspect), as run --roi "
+    "(default: the region the decisions were calibrated inside, if any; another is refused).",
 )
 @click.option("--quiet", "-q", is_flag=True)
 def evaluate_command(
@@ -170,27 +174,31 @@ def evaluate_command(
     batch_size: int,
     precision: str,
     device: str,
+    threshold: float | None,
+    decisions_file: Path | None,
     roi: Path | None,
     quiet: bool,
 ) -> None:
     """Score a checkpoint (CHECKPOINT DATA) or an engine (--engine DIR DATA) on labelled
-    images: mask/boundary IoU, AUC, AP, accuracy."""
+    images: mask/boundary IoU, AUC, AP, accuracy, and the escapes and false rejects of
+    the image decisions a run would apply."""
     from psicbatch.engines.spec import EngineSpec
     from psicbatch.evaluate import evaluate_dataset
     from psicbatch.roi import RegionOfInterest
 
     if len(paths) != (1 if engine else 2):
         raise click.UsageError("give CHECKPOINT DATA, or --engine DIR DATA")
+    decisions = chosen_decisions(decisions_file, engine, threshold, roi)
     *model, data = paths
     spec = EngineSpec(
         engine_dir=engine, checkpoint=None if engine else model[0], precision=precision
     )
     name = engine or model[0]
-    region = RegionOfInterest(roi) if roi is not None else None  # checked before any work
+    region = RegionOfInterest(decisions.roi) if decisions.roi is not None else None
     check_output_folder(out, "metrics.json", "evaluation")
     with progress_bar(quiet, console) as progress:
         result = evaluate_dataset(
-            spec, data, layout, device, batch_size, compare_to, progress, region
+            spec, data, layout, device, batch_size, compare_to, progress, region, decisions
         )
     result.summary.evaluated = str(name)
     result.summary.command = command_line()
