@@ -466,8 +466,9 @@ def test_eval_judges_images_by_the_decisions_a_run_applies(dataset: Path, tmp_pa
     model, fast = str(demo_model_path()), ["--precision", "fp32", "--device", "cpu", "-q"]
     cli("eval", model, str(dataset), "-o", str(tmp_path / "val"), *fast)
     decisions = tmp_path / "d.json"
-    cli("calibrate", str(tmp_path / "val" / "predictions.parquet"), "--rule", "both",
-        "--min-area", "20", "--max-escape-rate", "0", "-o", str(decisions))  # fmt: skip
+    said = cli("calibrate", str(tmp_path / "val" / "predictions.parquet"), "--rule", "both",
+               "--min-area", "20", "--max-escape-rate", "0", "-o", str(decisions))  # fmt: skip
+    assert f"next: psicbatch eval MODEL HELD_OUT_DATA --decisions {decisions}" in said
     either = tmp_path / "either.json"  # the area alone judges some images defective
     Decisions(0.999, Rule("either", 20), {"max_false_reject_rate": 0.0}).write(either)
     nothing = tmp_path / "nothing.json"  # no image has that large a mask: all escape
@@ -521,8 +522,10 @@ def test_eval_of_an_engine_applies_its_stored_decisions(dataset: Path, tmp_path:
         BuildOptions(backend="torch", precision="fp32", max_batch=8, out=tmp_path / "engine"),
     )
     cli("eval", "--engine", str(engine), str(dataset), "-o", str(tmp_path / "val"), "-q")
-    cli("calibrate", str(tmp_path / "val" / "predictions.parquet"), "--engine", str(engine),
-        "--max-false-reject-rate", "0", "-o", str(tmp_path / "d.json"))  # fmt: skip
+    predictions = str(tmp_path / "val" / "predictions.parquet")
+    said = cli("calibrate", predictions, "--engine", str(engine), "--max-false-reject-rate", "0",
+               "-o", str(tmp_path / "d.json"))  # fmt: skip
+    assert f"next: psicbatch eval HELD_OUT_DATA --engine {engine}" in said
     stored = json.loads((tmp_path / "d.json").read_text())["classification_threshold"]
     cli("eval", "--engine", str(engine), str(dataset), "-o", str(tmp_path / "stored"), "-q")
     recorded = json.loads((tmp_path / "stored" / "metrics.json").read_text())

@@ -211,7 +211,12 @@ def calibrate_command(
     if engine is not None:
         manifest = set_decisions(engine, decisions, out)
         click.echo(f"stored in {engine} as manifest revision {manifest.revision}")
-    click.echo(f"next: psicbatch run IMAGES --decisions {out}")
+    applied = f"--engine {engine}" if engine else f"--decisions {out}"
+    model = "" if engine else " MODEL"
+    click.echo(
+        f"next: psicbatch eval{model} HELD_OUT_DATA {applied} (their escapes on images they "
+        f"were not chosen on), then psicbatch run IMAGES {applied}"
+    )
 
 
 def _recorded(predictions: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
