@@ -209,7 +209,7 @@ def _share(count: int, total: int) -> str:
 RATE_COLUMNS: tuple[Column[Rates], ...] = (
     Column("images", lambda r: r.images),
     Column("escapes (defective judged good)", lambda r: _share(r.escapes, r.defective)),
-    Column("escape rate below (95%)", Rates.escape_bound),
+    Column("escape rate, 95% upper bound", Rates.escape_bound),
     Column("false rejects (good judged defective)", lambda r: _share(r.false_rejects, r.good)),
 )
 
