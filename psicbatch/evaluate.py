@@ -175,23 +175,9 @@ def applied_decisions(decisions: RunDecisions | None, model_threshold: float) ->
     decisions stored with the engine, a given threshold, or the model's own."""
     if decisions is None or decisions.threshold is None:
         return AppliedDecisions(model_threshold)
-    record = decisions.record or {}
-    if "file" in record:
-        source = f"the decision file {record['file']}"
-    elif "engine" in record:
-        revision = record.get("manifest_revision")
-        source = f"the decisions stored with {record['engine']} (manifest revision {revision})"
-    else:
-        source = "the threshold given"
-    validation = record.get("validation") or {}
-    counts = ("source", "escapes", "defective", "false_rejects", "good")
-    return AppliedDecisions(
-        threshold=decisions.threshold,
-        rule=decisions.rule.name,
-        min_area=decisions.rule.min_area,
-        source=source,
-        target=dict(record.get("target") or {}),
-        validation={key: validation[key] for key in counts if key in validation},
+    rule = decisions.rule
+    return AppliedDecisions.from_record(
+        decisions.threshold, decisions.record, rule.name, rule.min_area
     )
 
 

@@ -91,6 +91,36 @@ class AppliedDecisions:
         rule = f" (rule {self.rule})" if self.rule != "classifier" else ""
         return f"{decision}{rule}, from {self.source}"
 
+    @classmethod
+    def from_record(
+        cls,
+        threshold: float,
+        record: dict[str, Any] | None,
+        rule: str = "classifier",
+        min_area: int = 0,
+    ) -> AppliedDecisions:
+        """Decisions given to a run or an evaluation, from the record results and
+        evaluations keep of them (a decision file's, an engine's stored ones, or none
+        for a threshold given alone)."""
+        record = record or {}
+        if "file" in record:
+            source = f"the decision file {record['file']}"
+        elif "engine" in record:
+            revision = record.get("manifest_revision")
+            source = f"the decisions stored with {record['engine']} (manifest revision {revision})"
+        else:
+            source = "the threshold given"
+        validation = record.get("validation") or {}
+        counts = ("source", "escapes", "defective", "false_rejects", "good")
+        return cls(
+            threshold=threshold,
+            rule=rule,
+            min_area=min_area,
+            source=source,
+            target=dict(record.get("target") or {}),
+            validation={key: validation[key] for key in counts if key in validation},
+        )
+
 
 @dataclass(frozen=True)
 class Metric:

@@ -199,3 +199,33 @@ def test_a_page_names_its_first_errors_and_counts_the_rest(
     page, counts = html_report.build_report(results)
     assert counts.endswith("5 errors") and "<h2>Errors (5)</h2>" in page
     assert page.count("not a readable image") == 2 and "and 3 more" in page
+
+
+def test_a_page_and_info_say_how_the_run_judged_its_images(tmp_path: Path) -> None:
+    from psicbatch.run.results import judged_by
+
+    generate(tmp_path / "data", 4, (64, 64), defect_rate=0.5, seed=3)
+    decisions, results = tmp_path / "d.json", tmp_path / "results.parquet"
+    Decisions(0.75, Rule("both", 9), {"max_escape_rate": 0.0}).write(decisions)
+    args = ["run", str(tmp_path / "data" / "images"), "-o", str(results), "--decisions"]
+    run = CliRunner().invoke(main, [*args, str(decisions), "-q", "--decoder", "pil"])
+    assert run.exit_code == 0, run.output
+    said = (
+        "probability &gt;= 0.75 and at least 9 defect pixels (rule both), from the decision "
+        f"file {decisions}"
+    )
+    page, _ = html_report.build_report(results)
+    assert f"Judged defective: {said}." in page
+    shown = CliRunner().invoke(main, ["info", str(results), "--json"])
+    assert json.loads(shown.output)["judged defective"] == said.replace("&gt;", ">")
+    # Without decisions: the model's threshold, or one given alone.
+    engine = {"thresholds": {"classification": 0.5, "segmentation": 0.5}}
+    model = judged_by({"engine": engine, "thresholds": {"classification": 0.5}})
+    given = judged_by({"engine": engine, "thresholds": {"classification": 0.25}})
+    assert model is not None and model.line() == "probability >= 0.5, from the model's threshold"
+    assert given is not None and given.line() == "probability >= 0.25, from the threshold given"
+    stored = {"engine": "engines/e", "manifest_revision": 3}
+    record = {"engine": engine, "thresholds": {"classification": 0.5}, "decisions": stored}
+    by_engine = judged_by(record)
+    assert by_engine is not None and by_engine.source.endswith("engines/e (manifest revision 3)")
+    assert judged_by({}) is None  # nothing recorded: nothing said

@@ -212,9 +212,9 @@ def calibrate_command(
         manifest = set_decisions(engine, decisions, out)
         click.echo(f"stored in {engine} as manifest revision {manifest.revision}")
     applied = f"--engine {engine}" if engine else f"--decisions {out}"
-    model = "" if engine else " MODEL"
+    scored = "" if engine else " MODEL"
     click.echo(
-        f"next: psicbatch eval{model} HELD_OUT_DATA {applied} (their escapes on images they "
+        f"next: psicbatch eval{scored} HELD_OUT_DATA {applied} (their escapes on images they "
         f"were not chosen on), then psicbatch run IMAGES {applied}"
     )
 

@@ -24,7 +24,7 @@ from psicbatch.run.files import FileLimits
 from psicbatch.run.headers import read_bytes
 from psicbatch.run.limited import TimeLimitExceeded, call_limited
 from psicbatch.run.output_guard import REPORT, REPORT_MARKER, write_checked
-from psicbatch.run.results import read_results_table, results_counts
+from psicbatch.run.results import judged_by, read_results_table, results_counts
 
 THUMBNAIL_HEIGHT = 220
 ERRORS_LISTED = 200  # the page names these; the rest are counted
@@ -45,7 +45,9 @@ def thumbnail(row: dict[str, Any], limits: FileLimits) -> str | None:
     return png_data_uri(tinted_thumbnail(image, THUMBNAIL_HEIGHT, [(mask, RED)]))
 
 
-def histogram(probabilities: np.ndarray) -> str:
+def histogram(probabilities: np.ndarray, threshold: float | None = None) -> str:
+    """The probabilities' histogram, with the image threshold marked: how many images sit
+    near the decision is what a person checks."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,6 +56,18 @@ def histogram(probabilities: np.ndarray) -> str:
     figure, axes = plt.subplots(figsize=(6, 2.6), dpi=100)
     axes.hist(probabilities, bins=40, range=(0, 1), color="#4063a0")
     axes.set(xlabel="defect probability", ylabel="images")
+    if threshold is not None:
+        axes.axvline(threshold, color="#c03030", linestyle="--")
+        right = threshold < 0.7  # the label beside the line, inside the plot
+        axes.text(
+            threshold + (0.01 if right else -0.01),
+            0.95,
+            f"threshold {threshold:.3g}",
+            color="#c03030",
+            ha="left" if right else "right",
+            va="top",
+            transform=axes.get_xaxis_transform(),
+        )
     figure.tight_layout()
     return figure_data_uri(figure)
 
@@ -108,7 +122,11 @@ def build_report(results: Path, top: int = 24, limits: FileLimits | None = None)
         f"{e(str(engine.get('precision')))}, input {e(str(engine.get('input_size')))}</td></tr>"
     )
     probabilities = pc.filter(table["probability"], readable).to_numpy()
-    histogram_html = f'<img src="{histogram(probabilities)}">' if readable_count else ""
+    judged = judged_by(metadata)
+    threshold = judged.threshold if judged else None
+    histogram_html = f'<img src="{histogram(probabilities, threshold)}">' if readable_count else ""
+    if judged is not None:
+        histogram_html = f"<p>Judged defective: {e(judged.line())}.</p>{histogram_html}"
     counts = f"{images} images, {defect_count} defective, {error_count} errors"
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">{REPORT_MARKER.decode()}

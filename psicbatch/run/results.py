@@ -21,6 +21,7 @@ from psicbatch.paths import readable_path
 from psicbatch.run.files import check_regular
 from psicbatch.run.job import WATCH_JOB_FILE
 from psicbatch.run.output import read_metadata
+from psicbatch.scores import AppliedDecisions
 
 PARTITION_LEVELS = 2  # date=..., hour=...
 
@@ -40,6 +41,21 @@ def watch_identity(folder: Path) -> Path | None:
     return next((f / WATCH_JOB_FILE for f in above if (f / WATCH_JOB_FILE).is_file()), None)
 
 
+def judged_by(run: dict[str, Any]) -> AppliedDecisions | None:
+    """How a run judged its images (threshold, rule, where they came from), from its
+    description; None when it records no threshold."""
+    thresholds = run.get("thresholds") or {}
+    threshold = thresholds.get("classification")
+    if threshold is None:
+        return None
+    record = run.get("decisions")
+    model = ((run.get("engine") or {}).get("thresholds") or {}).get("classification")
+    if not record and threshold == model:
+        return AppliedDecisions(threshold)
+    rule, min_area = thresholds.get("rule", "classifier"), thresholds.get("min_area", 0)
+    return AppliedDecisions.from_record(threshold, record, rule, min_area)
+
+
 def results_counts(table: pa.Table) -> tuple[int, int, int]:
     """Images, those judged defective, those with an error (no decision)."""
     defective = pc.sum(table["is_defect"]).as_py() or 0
@@ -52,6 +68,7 @@ def results_summary(results: Path) -> dict[str, Any]:
     table, run = read_results_table(results)
     engine, decisions = run.get("engine") or {}, run.get("decisions") or {}
     images, defective, errors = results_counts(table)
+    judged = judged_by(run)
     summary = {
         "results": readable_path(results),
         "images": images,
@@ -61,9 +78,10 @@ def results_summary(results: Path) -> dict[str, Any]:
         "engine_sha256": engine.get("engine_sha256"),
         "checkpoint_sha256": run.get("checkpoint_sha256"),
         "thresholds": run.get("thresholds"),
+        "judged defective": judged.line() if judged else None,
         "decisions": {
             key: decisions[key]
-            for key in ("classification_threshold", "rule", "decision_file", "manifest_revision")
+            for key in ("file", "engine", "manifest_revision", "decision_file", "target")
             if key in decisions
         },
     }
