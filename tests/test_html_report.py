@@ -51,9 +51,9 @@ def test_html_report_shows_every_listed_defect(tmp_path: Path) -> None:
     shown, found = int(listed.group(1)), int(listed.group(2))
     assert found > 0 and shown == min(5, found)
     assert int(counts.group(1)) == found
-    assert (
-        len(re.findall(r'<figure class="defect"><img src="data:image/png;base64,', text)) == shown
-    )
+    defects = text.split("Most likely defects")[1].split("Nearest the threshold")[0]
+    figures = r'<figure class="defect"><img src="data:image/png;base64,'
+    assert len(re.findall(figures, defects)) == shown
     assert "16 images" not in text and "17 images" in text  # the broken file counts too
     assert "broken.png" in text and "not a readable image" in text
     assert "data:image/png;base64," in text.split("Defect probability")[1]  # histogram
@@ -214,8 +214,15 @@ def test_a_page_and_info_say_how_the_run_judged_its_images(tmp_path: Path) -> No
         "probability &gt;= 0.75 and at least 9 defect pixels (rule both), from the decision "
         f"file {decisions}"
     )
-    page, _ = html_report.build_report(results)
+    page, _ = html_report.build_report(results, top=3)
     assert f"Judged defective: {said}." in page
+    # The borderline images, nearest the threshold first, judged either way.
+    rows = pq.read_table(results).to_pylist()
+    nearest = sorted(rows, key=lambda row: abs(row["probability"] - 0.75))[:3]
+    borderline = page.split("Nearest the threshold (3)")[1]
+    places = [borderline.index(row["path"]) for row in nearest]
+    assert places == sorted(places)
+    assert borderline.count("(judged good)") == sum(not row["is_defect"] for row in nearest)
     shown = CliRunner().invoke(main, ["info", str(results), "--json"])
     assert json.loads(shown.output)["judged defective"] == said.replace("&gt;", ">")
     # Without decisions: the model's threshold, or one given alone.

@@ -423,7 +423,7 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
     type=NON_NEGATIVE_INT,
     default=24,
     show_default=True,
-    help="Thumbnails of the most likely defects.",
+    help="Thumbnails of the most likely defects, and of the images nearest the threshold.",
 )
 @click.option(
     "--max-file-size",

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from psicbatch.data.images import ImageReadError, read_image
@@ -72,6 +73,27 @@ def histogram(probabilities: np.ndarray, threshold: float | None = None) -> str:
     return figure_data_uri(figure)
 
 
+def nearest_threshold(
+    table: pa.Table, readable: pa.ChunkedArray, threshold: float, count: int
+) -> list[dict[str, Any]]:
+    """The readable rows whose probability lies nearest the threshold, nearest first,
+    judged either way: the borderline parts a person should look at first."""
+    candidates = pc.indices_nonzero(readable)
+    distance = pc.abs(pc.subtract(pc.take(table["probability"], candidates), threshold))
+    order = pc.array_sort_indices(distance)
+    return table.take(pc.take(candidates, order[:count])).to_pylist()
+
+
+def _card(row: dict[str, Any], limits: FileLimits, judged: str = "") -> str:
+    e = html.escape
+    uri = thumbnail(row, limits)
+    picture = f'<img src="{uri}" alt="{e(row["path"])}">' if uri else "<p>(image unreadable)</p>"
+    return (
+        f'<figure class="defect">{picture}<figcaption>{e(row["path"])}<br>'
+        f"p = {row['probability']:.3f}{judged}, {row['mask_area']} px</figcaption></figure>"
+    )
+
+
 def write_report(results: Path, html_path: Path, top: int, limits: FileLimits) -> str:
     """Build the page and write it atomically, only over nothing or an earlier report;
     the counts it shows, in one line."""
@@ -93,16 +115,7 @@ def build_report(results: Path, top: int = 24, limits: FileLimits | None = None)
     failed = pc.indices_nonzero(pc.invert(readable))
     listed = table.take(failed[:ERRORS_LISTED]).to_pylist()
     e = html.escape
-    cards = []
-    for row in shown:
-        uri = thumbnail(row, limits)
-        picture = (
-            f'<img src="{uri}" alt="{e(row["path"])}">' if uri else "<p>(image unreadable)</p>"
-        )
-        cards.append(
-            f'<figure class="defect">{picture}<figcaption>{e(row["path"])}<br>'
-            f"p = {row['probability']:.3f}, {row['mask_area']} px</figcaption></figure>"
-        )
+    cards = [_card(row, limits) for row in shown]
     error_items = "".join(f"<li><code>{e(r['path'])}</code>: {e(r['error'])}</li>" for r in listed)
     if error_count > len(listed):
         error_items += (
@@ -125,8 +138,18 @@ def build_report(results: Path, top: int = 24, limits: FileLimits | None = None)
     judged = judged_by(metadata)
     threshold = judged.threshold if judged else None
     histogram_html = f'<img src="{histogram(probabilities, threshold)}">' if readable_count else ""
+    borderline = ""
     if judged is not None:
         histogram_html = f"<p>Judged defective: {e(judged.line())}.</p>{histogram_html}"
+        nearest = nearest_threshold(table, readable, judged.threshold, top)
+        verdict = {True: " (judged defective)", False: " (judged good)"}
+        borderline = (
+            f"<h2>Nearest the threshold ({len(nearest)})</h2><p>The images whose probability "
+            "lies closest to the threshold, judged either way, nearest first: the borderline "
+            'parts to look at first.</p><div class="defects">'
+            + "".join(_card(row, limits, verdict[bool(row["is_defect"])]) for row in nearest)
+            + "</div>"
+        )
     counts = f"{images} images, {defect_count} defective, {error_count} errors"
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">{REPORT_MARKER.decode()}
@@ -145,6 +168,7 @@ table.meta th {{ text-align: left; padding-right: 1em; }}
 <h2>Defect probability</h2>{histogram_html}
 <h2>Most likely defects ({len(shown)} of {defect_count})</h2>
 <div class="defects">{"".join(cards) or "<p>No defects found.</p>"}</div>
+{borderline}
 <h2>Errors ({error_count})</h2><ul>{error_items or "<li>none</li>"}</ul>
 <h2>Run</h2><table class="meta">{meta_rows}</table>
 </body></html>
