@@ -392,6 +392,10 @@ def test_decisions_calibrated_inside_a_region_apply_that_region_in_every_run(
     cli(*run, "-o", str(implied))
     cli(*run, "-o", str(explicit), "--roi", str(region))
     assert read_metadata(implied)["roi"]["sha256"] == written["roi"]["sha256"]
+    checked = tmp_path / "checked"  # eval of the decisions scores inside their region too
+    cli("eval", str(demo_model_path()), str(dataset), "-o", str(checked), "--decisions",
+        str(decisions), *fast)  # fmt: skip
+    assert json.loads((checked / "metrics.json").read_text())["roi"] == written["roi"]
     assert pq.read_table(implied).to_pylist() == pq.read_table(explicit).to_pylist()
     other = _left_half_region(tmp_path / "other.png")
     other.write_bytes(other.read_bytes() + b"\0")  # the same picture, other bytes
