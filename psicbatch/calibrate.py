@@ -8,6 +8,7 @@ a new target or rule costs seconds, not another pass over the images).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,18 @@ class Validation:
 def read_validation(
     predictions: Path, labels: Path | None = None, layout: str = "folder", rule: Rule = CLASSIFIER
 ) -> Validation:
-    """Eval/cv predictions (``labels`` None) or run results joined with ``labels``."""
+    """Eval/cv predictions (``labels`` None) or run results joined with ``labels``; an
+    area ``rule`` is refused on masks gated by the image decision."""
     try:
         table = pq.read_table(predictions)
     except (OSError, ValueError) as error:
         raise PsicbatchError(f"{predictions}: not a readable Parquet file ({error})") from None
+    if rule.name != "classifier" and _masks_gated(predictions, labels is not None):
+        raise PsicbatchError(
+            f"{predictions}: its masks are gated by the image decision (run's default), so "
+            "images judged good have no mask area; rerun with --masks all to calibrate an "
+            "area rule"
+        )
     columns = set(table.column_names)
     if labels is None:
         needed = {"path", "probability", "is_defective", "predicted_defect_pixels"}
@@ -53,7 +61,22 @@ def read_validation(
             )
         return scored_rows(table.to_pylist(), f"predictions {predictions}")
     used = [c for c in ("path", "path_bytes", "probability", "mask_area", "error") if c in columns]
-    return _joined_with_labels(predictions, table.select(used).to_pylist(), labels, layout, rule)
+    return _joined_with_labels(predictions, table.select(used).to_pylist(), labels, layout)
+
+
+def _masks_gated(predictions: Path, run_results: bool) -> bool:
+    """Whether the masks behind stored predictions were gated by the image decision: run
+    results say so in their metadata, eval predictions of such results in the record
+    beside them (``metrics.json``)."""
+    from psicbatch.run.output import read_metadata
+
+    if run_results:
+        return read_metadata(predictions).get("masks") == "gated"
+    try:
+        record = json.loads((predictions.parent / "metrics.json").read_text())
+        return bool(record.get("gated_masks"))
+    except (OSError, ValueError, AttributeError):
+        return False  # no readable record: masks of every image, as eval scores them
 
 
 def scored_rows(rows: list[dict[str, Any]], source: str) -> Validation:
@@ -70,16 +93,9 @@ def scored_rows(rows: list[dict[str, Any]], source: str) -> Validation:
 
 
 def _joined_with_labels(
-    results: Path, rows: list[dict[str, Any]], labels: Path, layout: str, rule: Rule
+    results: Path, rows: list[dict[str, Any]], labels: Path, layout: str
 ) -> Validation:
     """Run results (rows with errors left out) labelled from the dataset's layout."""
-    from psicbatch.run.output import read_metadata
-
-    if rule.name != "classifier" and read_metadata(results).get("masks") == "gated":
-        raise PsicbatchError(
-            f"{results}: its masks are gated by the image decision (the default), so images "
-            "judged good have no mask area; rerun with --masks all to calibrate an area rule"
-        )
     samples = read_dataset(labels, layout)
     truth = {path_bytes(s.image_path.resolve()): s.is_defective for s in samples}
 

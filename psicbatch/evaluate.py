@@ -250,7 +250,8 @@ def _score_group(
         if roi is not None:  # only the region of interest counts, for both masks
             inside = roi.at(image.size, torch.device("cpu")).numpy()
             truth, predicted = truth & inside, predicted & inside
-        row = _row(image.sample, probability, truth, predicted, decision)
+        judged = _judged_defective(decision, probability, int(predicted.sum()))
+        row = image_row(image.sample, probability, truth, predicted, judged)
         rows.append(row)
         gallery.offer(row, truth, predicted)
 
@@ -297,26 +298,27 @@ def describe(engine: Engine) -> EngineDescription:
     )
 
 
-def _row(
+def image_row(
     sample: SampleRef,
     probability: float,
     truth: np.ndarray,
     predicted: np.ndarray,
-    decision: AppliedDecisions,
+    judged_defective: bool,
 ) -> dict[str, Any]:
+    """One image's scores: its masks (true and predicted, at its original size) and
+    whether it was judged defective."""
     counts = metrics.pixel_counts(truth, predicted)
-    area = int(predicted.sum())
     return {
         "id": readable_path(sample.id),
         "path": readable_path(sample.image_path),  # for people; names need not be UTF-8
         "path_bytes": path_bytes(sample.image_path),
         "is_defective": sample.is_defective,
         "probability": probability,
-        "predicted_defective": _judged_defective(decision, probability, area),
+        "predicted_defective": judged_defective,
         "mask_iou": metrics.mask_iou(truth, predicted) if truth.any() else math.nan,
         "boundary_iou": metrics.boundary_iou(truth, predicted) if truth.any() else math.nan,
         "true_defect_pixels": int(truth.sum()),
-        "predicted_defect_pixels": area,
+        "predicted_defect_pixels": int(predicted.sum()),
         **dict(zip(PIXEL_COUNT_KEYS, counts.tolist(), strict=True)),
     }
 

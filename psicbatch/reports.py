@@ -162,6 +162,8 @@ def evaluation_context(summary: EvaluationSummary) -> list[str]:
     """The sentences that say what was scored: images, engine, the image decision, region
     of interest."""
     sentences = [f"{summary.images} images, {summary.defective_images} defective."]
+    if summary.source is not None:
+        sentences.append(summary.source)
     if summary.engine is not None:
         sentences.append(f"Engine: {summary.engine.line()}.")
     if summary.decisions is not None:

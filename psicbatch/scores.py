@@ -182,6 +182,8 @@ class EvaluationSummary:
     command: str | None = None
     roi: dict[str, Any] | None = None  # the region of interest masks were scored in
     decisions: AppliedDecisions | None = None  # None in summaries written before them
+    source: str | None = None  # what was scored, when not an engine's inference (a sentence)
+    gated_masks: bool = False  # scored from a run's gated masks: images judged good have none
 
     def compare(self, reference: EvaluationSummary, name: str) -> Comparison:
         """This summary's headline metrics next to ``reference``'s, with deltas."""
@@ -219,4 +221,6 @@ class EvaluationSummary:
             command=data.get("command"),
             roi=data.get("roi"),
             decisions=AppliedDecisions(**data["decisions"]) if data.get("decisions") else None,
+            source=data.get("source"),
+            gated_masks=bool(data.get("gated_masks", False)),
         )

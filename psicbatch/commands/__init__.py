@@ -22,7 +22,7 @@ SUMMARIES = {
     "calibrate": "Choose the image threshold for a target escape rate; write a decision file.",
     "cv": "k-fold cross-validation with grouped, stratified folds; reports in the paper's layout.",
     "engines": "List the engines built under ROOT (default: engines/).",
-    "eval": "Score a checkpoint or an engine on labelled images with the paper's metrics.",
+    "eval": "Score a checkpoint, an engine or a run's results on labelled images: paper's metrics.",
     "info": "Show a checkpoint, an engine folder, a run's results, an evaluation or decisions.",
     "init": "Write an untrained (randomly initialised) checkpoint.",
     "report": "A self-contained HTML page of a run's results (or a CSV table, mask PNGs).",

@@ -164,6 +164,12 @@ def train(
     help="Score masks inside this region of interest only (white = inspect), as run --roi "
     "(default: the region the decisions were calibrated inside, if any; another is refused).",
 )
+@click.option(
+    "--labels",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Score a run's results (RESULTS: a results file or --watch folder) against this "
+    "labelled dataset: the decisions and masks the run made, without inference.",
+)
 @click.option("--quiet", "-q", is_flag=True)
 def evaluate_command(
     paths: tuple[Path, ...],
@@ -177,29 +183,47 @@ def evaluate_command(
     threshold: float | None,
     decisions_file: Path | None,
     roi: Path | None,
+    labels: Path | None,
     quiet: bool,
 ) -> None:
-    """Score a checkpoint (CHECKPOINT DATA) or an engine (--engine DIR DATA) on labelled
-    images: mask/boundary IoU, AUC, AP, accuracy, and the escapes and false rejects of
-    the image decisions a run would apply."""
+    """Score a checkpoint (CHECKPOINT DATA), an engine (--engine DIR DATA) or a run's
+    results (RESULTS --labels DATA) on labelled images: mask/boundary IoU, AUC, AP,
+    accuracy, and the escapes and false rejects of the image decisions a run applies."""
     from psicbatch.engines.spec import EngineSpec
-    from psicbatch.evaluate import evaluate_dataset
+    from psicbatch.evaluate import Evaluation, evaluate_dataset
     from psicbatch.roi import RegionOfInterest
 
-    if len(paths) != (1 if engine else 2):
-        raise click.UsageError("give CHECKPOINT DATA, or --engine DIR DATA")
-    decisions = chosen_decisions(decisions_file, engine, threshold, roi)
-    *model, data = paths
-    spec = EngineSpec(
-        engine_dir=engine, checkpoint=None if engine else model[0], precision=precision
-    )
-    name = engine or model[0]
-    region = RegionOfInterest(decisions.roi) if decisions.roi is not None else None
-    check_output_folder(out, "metrics.json", "evaluation")
-    with progress_bar(quiet, console) as progress:
-        result = evaluate_dataset(
-            spec, data, layout, device, batch_size, compare_to, progress, region, decisions
+    result: Evaluation
+    if labels is not None:
+        scoring = (engine, compare_to, decisions_file, threshold, roi)
+        if len(paths) != 1 or any(option is not None for option in scoring):
+            raise click.UsageError(
+                "with --labels give RESULTS alone: the run's own decisions and masks are "
+                "scored (no --engine, --compare-to, --decisions, --threshold or --roi)"
+            )
+        from psicbatch.audit import audit_results
+
+        name, data = paths[0], labels
+        check_output_folder(out, "metrics.json", "evaluation")
+        with progress_bar(quiet, console) as progress:
+            result = audit_results(name, labels, layout, progress)
+    else:
+        if len(paths) != (1 if engine else 2):
+            raise click.UsageError(
+                "give CHECKPOINT DATA, --engine DIR DATA, or RESULTS --labels DATA"
+            )
+        decisions = chosen_decisions(decisions_file, engine, threshold, roi)
+        *model, data = paths
+        spec = EngineSpec(
+            engine_dir=engine, checkpoint=None if engine else model[0], precision=precision
         )
+        name = engine or model[0]
+        region = RegionOfInterest(decisions.roi) if decisions.roi is not None else None
+        check_output_folder(out, "metrics.json", "evaluation")
+        with progress_bar(quiet, console) as progress:
+            result = evaluate_dataset(
+                spec, data, layout, device, batch_size, compare_to, progress, region, decisions
+            )
     result.summary.evaluated = str(name)
     result.summary.command = command_line()
     written = result.write(out, f"Evaluation of {name}")

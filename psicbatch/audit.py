@@ -1,0 +1,157 @@
+"""What a run decided, scored against labels without inference: ``eval RESULTS --labels``.
+
+A line's results hold each image's probability, decision and mask as the run made them:
+its engine, threshold, rule, region of interest and mask mode. When some of those images
+are labelled later (a review of a day's parts), scoring the stored decisions and masks
+gives the paper's metrics and the escapes and false rejects of what the line actually
+did, whatever it ran with, at the cost of reading masks instead of running a network.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from rich.progress import Progress
+
+from psicbatch.data.layouts import SampleRef, read_dataset
+from psicbatch.data.memory import defect_mask
+from psicbatch.errors import PsicbatchError
+from psicbatch.evaluate import Evaluation, image_row, metrics_summary
+from psicbatch.gallery import Gallery
+from psicbatch.paths import path_bytes, readable_path, row_file
+from psicbatch.region_record import recorded_file, short
+from psicbatch.roi import RegionOfInterest
+from psicbatch.run import rle
+from psicbatch.run.results import judged_by, read_results_table
+from psicbatch.scores import EngineDescription
+
+USED_COLUMNS = ("path", "path_bytes", "probability", "is_defect", "mask", "error")
+
+
+def audit_results(
+    results: Path, labels: Path, layout: str, progress: Progress | None = None
+) -> Evaluation:
+    """Score the rows of ``results`` (a results file or a --watch folder) whose images are
+    in the labelled dataset ``labels``, in the dataset's order; the summary says how
+    many labelled images had a result."""
+    table, run = read_results_table(results)
+    samples = read_dataset(labels, layout)
+    found = _result_rows(table, samples)
+    scored = [(sample, row) for sample, row in found if row.get("error") is None]
+    if not scored:
+        example = f" (they name e.g. {table['path'][0]})" if table.num_rows else ""
+        raise PsicbatchError(
+            f"{readable_path(results)}: none of its results without an error is of an image "
+            f"of {readable_path(labels)}{example}; give the dataset the run inspected, from "
+            "the folder the run started in where it was given relative paths"
+        )
+    region = _region(run, results)
+    task = progress.add_task("scoring", total=len(scored), status="") if progress else None
+    rows: list[dict[str, Any]] = []
+    gallery = Gallery()
+    for sample, result in scored:
+        predicted = _mask(result, results)
+        truth = defect_mask(sample, predicted.shape)
+        if region is not None:  # the run's masks are inside it already
+            truth = truth & region.at(predicted.shape, torch.device("cpu")).numpy()
+        row = image_row(
+            sample, float(result["probability"]), truth, predicted, bool(result["is_defect"])
+        )
+        rows.append(row)
+        gallery.offer(row, truth, predicted)
+        if progress is not None and task is not None:
+            progress.advance(task)
+    summary = metrics_summary(rows)
+    summary.thresholds = {
+        key: value
+        for key, value in (run.get("thresholds") or {}).items()
+        if key in ("classification", "segmentation")
+    }
+    summary.decisions = judged_by(run)
+    summary.engine = _engine(run)
+    summary.roi = run.get("roi")
+    summary.gated_masks = run.get("masks") == "gated"  # results before the option: all
+    summary.source = _source(results, run, len(samples), len(found), len(scored), table.num_rows)
+    return Evaluation(rows, summary, gallery)
+
+
+def _source(
+    results: Path, run: dict[str, Any], labelled: int, found: int, scored: int, rows: int
+) -> str:
+    """The sentence a report opens with: what was scored, and what was left out."""
+    masks = run.get("masks", "all")
+    how = (
+        "gated: an image judged good has none, so every reading is of gated masks"
+        if masks == "gated"
+        else masks
+    )
+    counts = [f"{found} of the {labelled} labelled images have a result"]
+    if found > scored:
+        counts.append(f"{found - scored} of them an error (not scored)")
+    if rows > found:
+        counts.append(f"{rows - found} results are of images not labelled (not scored)")
+    return (
+        f"Scored without inference from the results {readable_path(results)}, as the run "
+        f"decided and wrote them (masks {how}): {'; '.join(counts)}."
+    )
+
+
+def _result_rows(table: Any, samples: list[SampleRef]) -> list[tuple[SampleRef, dict[str, Any]]]:
+    """Each labelled sample with its result row (the last one, where a watch inspected a
+    replaced file again), in the dataset's order; only those rows become Python."""
+    by_file = {path_bytes(sample.image_path.resolve()): sample for sample in samples}
+    names = table.select([c for c in ("path", "path_bytes") if c in table.column_names])
+    position: dict[bytes, int] = {}
+    for index, row in enumerate(names.to_pylist()):
+        key = path_bytes(row_file(row).resolve())
+        if key in by_file:
+            position[key] = index
+    wanted = [key for key in by_file if key in position]
+    columns = [c for c in USED_COLUMNS if c in table.column_names]
+    indices = pa.array([position[key] for key in wanted], type=pa.int64())
+    rows = table.select(columns).take(indices).to_pylist()
+    return [(by_file[key], row) for key, row in zip(wanted, rows, strict=True)]
+
+
+def _mask(result: dict[str, Any], results: Path) -> np.ndarray:
+    try:
+        return rle.decode(result["mask"])
+    except ValueError as error:
+        raise PsicbatchError(
+            f"{readable_path(results)}: the mask of {result['path']} is damaged ({error})"
+        ) from None
+
+
+def _region(run: dict[str, Any], results: Path) -> RegionOfInterest | None:
+    """The region the run inspected inside, for the labels: its masks hold nothing
+    outside it, so labelled defects there must not count either."""
+    record = run.get("roi")
+    if not record:
+        return None
+    found = recorded_file(record)
+    if found is None:
+        raise PsicbatchError(
+            f"{readable_path(results)}: inspected inside the region of interest "
+            f"{short(record)}, which is no longer there unchanged to count the labels inside it"
+        )
+    return RegionOfInterest(found)
+
+
+def _engine(run: dict[str, Any]) -> EngineDescription | None:
+    engine, devices = run.get("engine") or {}, run.get("devices") or ["?"]
+    try:
+        return EngineDescription(
+            backend=engine["backend"],
+            precision=engine["precision"],
+            device=str(devices[0]),
+            engine_sha256=engine["engine_sha256"],
+            checkpoint_sha256=engine.get("checkpoint_sha256"),
+            input_size=(engine["input_size"][0], engine["input_size"][1]),
+            selection=engine.get("selection"),
+        )
+    except (KeyError, IndexError, TypeError):
+        return None  # a description from before engines were recorded

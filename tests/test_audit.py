@@ -1,0 +1,158 @@
+"""``eval RESULTS --labels DATA``: a run's own decisions and masks scored against labels,
+without inference."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from psicbatch.assets import demo_model_path
+from psicbatch.cli import main
+from psicbatch.data.synth import generate
+from psicbatch.decisions import Decisions, Rule
+
+FAST = ["--precision", "fp32", "--device", "cpu", "-q"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("audit")
+    generate(root, 16, (96, 96), defect_rate=0.4, seed=5)
+    return root
+
+
+def cli(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _rows(folder: Path) -> dict[str, dict]:
+    return {row["path"]: row for row in pq.read_table(folder / "predictions.parquet").to_pylist()}
+
+
+def test_a_run_with_every_mask_scores_as_eval_of_its_engine(dataset: Path, tmp_path: Path) -> None:
+    results = tmp_path / "all.parquet"
+    cli("run", str(dataset / "images"), "-o", str(results), "--masks", "all", "--decoder", "pil",
+        *FAST)  # fmt: skip
+    cli("eval", str(results), "--labels", str(dataset), "-o", str(tmp_path / "audit"), "-q")
+    cli("eval", str(demo_model_path()), str(dataset), "-o", str(tmp_path / "eval"), *FAST)
+    audited, evaluated = _rows(tmp_path / "audit"), _rows(tmp_path / "eval")
+    assert audited.keys() == evaluated.keys() and len(audited) == 16
+    for path, row in audited.items():
+        other = evaluated[path]
+        assert row["probability"] == pytest.approx(other["probability"], abs=1e-6)
+        for key in ("predicted_defective", "predicted_defect_pixels", "true_defect_pixels"):
+            assert row[key] == other[key], (path, key)
+        assert row["mask_iou"] == pytest.approx(other["mask_iou"], nan_ok=True)
+    a, b = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("audit", "eval"))
+    assert a["classification"] == b["classification"]
+    assert a["engine"]["engine_sha256"] == b["engine"]["engine_sha256"]
+    assert "without inference" in a["source"] and "masks all" in a["source"]
+
+
+def test_a_gated_run_is_scored_as_it_decided(dataset: Path, tmp_path: Path) -> None:
+    """Its decision file's rule judged; images judged good have no mask; results of
+    images not labelled, and error rows, are counted and left out."""
+    inputs = tmp_path / "inputs"
+    shutil.copytree(dataset / "images", inputs)
+    (inputs / "broken.png").write_text("not an image")
+    labelled = tmp_path / "labelled"
+    shutil.copytree(dataset, labelled)
+    first = sorted((labelled / "images").glob("*.png"))[0]
+    (inputs / first.name).write_text("damaged")  # a labelled image the run cannot read
+    shutil.copy(first, inputs / "extra.png")  # an image nobody labelled
+    decisions = tmp_path / "d.json"
+    Decisions(0.1, Rule("both", 95), {"max_escape_rate": 0.0}).write(decisions)
+    results = tmp_path / "gated.parquet"
+    cli("run", str(inputs), "-o", str(results), "--decisions", str(decisions), "--decoder", "pil",
+        "--allow-errors", *FAST)  # fmt: skip
+    # The results name the run's inputs: label those names as the dataset labels its own.
+    for image in sorted((labelled / "images").glob("*.png")):
+        image.unlink()
+    for image in sorted(inputs.glob("synth_*.png")):
+        (labelled / "images" / image.name).symlink_to(image)
+    audit = tmp_path / "audit"
+    cli("eval", str(results), "--labels", str(labelled), "-o", str(audit), "-q")
+    decided = {row["path"]: row for row in pq.read_table(results).to_pylist()}
+    rows = _rows(audit)
+    assert len(rows) == 15  # 16 labelled, one unreadable to the run
+    for row in rows.values():
+        result = decided[row["path"].replace(str(labelled / "images"), str(inputs))]
+        assert row["predicted_defective"] == result["is_defect"]
+        assert row["predicted_defect_pixels"] == result["mask_area"]
+        if not result["is_defect"]:
+            assert row["predicted_defect_pixels"] == 0  # gated: no mask
+            assert math.isnan(row["mask_iou"]) or row["mask_iou"] == 0
+    # The case at stake: the rule judged an image otherwise than the model's threshold.
+    assert any(row["predicted_defective"] != (row["probability"] >= 0.5) for row in rows.values())
+    recorded = json.loads((audit / "metrics.json").read_text())
+    assert recorded["decisions"]["source"] == f"the decision file {decisions}"
+    assert recorded["decisions"]["min_area"] == 95
+    source = recorded["source"]
+    assert "16 of the 16 labelled images have a result; 1 of them an error" in source
+    assert "2 results are of images not labelled" in source  # extra.png and broken.png
+    assert "masks gated" in source
+    report = (audit / "report.md").read_text()
+    assert "Escapes and false rejects" in report and source in report
+    # Its predictions calibrate a threshold, but not an area rule: gated masks have no
+    # area for images judged good.
+    predictions = str(audit / "predictions.parquet")
+    cli("calibrate", predictions, "-o", str(tmp_path / "threshold.json"))
+    area = ["--rule", "both", "--min-area", "5", "-o", str(tmp_path / "area.json")]
+    refused = CliRunner().invoke(main, ["calibrate", predictions, *area])
+    assert refused.exit_code == 1 and "rerun with --masks all" in refused.output
+
+
+def test_results_of_other_images_and_mixed_options_are_refused(
+    dataset: Path, tmp_path: Path
+) -> None:
+    results = tmp_path / "r.parquet"
+    cli("run", str(dataset / "images"), "-o", str(results), "--decoder", "pil", *FAST)
+    other = tmp_path / "other"
+    generate(other, 4, (64, 64), defect_rate=0.5, seed=9)
+    refused = CliRunner().invoke(
+        main, ["eval", str(results), "--labels", str(other), "-o", str(tmp_path / "x"), "-q"]
+    )
+    assert refused.exit_code == 1 and len(refused.output.strip().splitlines()) == 1
+    assert "none of its results without an error is of an image of" in refused.output
+    assert not (tmp_path / "x").exists()
+    mixed = ["eval", str(results), "--labels", str(dataset), "--threshold", "0.5"]
+    refused = CliRunner().invoke(main, mixed)
+    assert refused.exit_code == 2 and "with --labels give RESULTS alone" in refused.output
+
+
+def test_labels_count_inside_the_region_the_run_inspected(dataset: Path, tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    region = np.zeros((10, 10), np.uint8)
+    region[:, :5] = 255
+    Image.fromarray(region).save(tmp_path / "roi.png")
+    inside = ["--roi", str(tmp_path / "roi.png")]
+    results = tmp_path / "r.parquet"
+    cli("run", str(dataset / "images"), "-o", str(results), "--masks", "all", "--decoder", "pil",
+        *inside, *FAST)  # fmt: skip
+    cli("eval", str(results), "--labels", str(dataset), "-o", str(tmp_path / "audit"), "-q")
+    cli("eval", str(demo_model_path()), str(dataset), "-o", str(tmp_path / "eval"), *inside, *FAST)
+    audited, evaluated = _rows(tmp_path / "audit"), _rows(tmp_path / "eval")
+    for path, row in audited.items():
+        for key in ("true_defect_pixels", "predicted_defect_pixels", "defect_intersection"):
+            assert row[key] == evaluated[path][key], (path, key)
+    cli("eval", str(demo_model_path()), str(dataset), "-o", str(tmp_path / "w"), *FAST)
+    labelled = [
+        sum(r["true_defect_pixels"] for r in rows.values())
+        for rows in (_rows(tmp_path / "w"), audited)
+    ]
+    assert labelled[0] > labelled[1]  # labelled defects outside the region do not count
+    (tmp_path / "roi.png").rename(tmp_path / "moved.png")
+    refused = CliRunner().invoke(
+        main, ["eval", str(results), "--labels", str(dataset), "-o", str(tmp_path / "x")]
+    )
+    assert refused.exit_code == 1 and "no longer there unchanged" in refused.output
