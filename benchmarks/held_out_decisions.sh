@@ -2,7 +2,8 @@
 # Decisions chosen on validation images, checked on images no step has seen, on the real
 # KolektorSDD: train on the folders of one cross-validation fold's training part, then
 # split its test folders in two (alternately): calibrate on the first half, and score the
-# second with `eval --decisions`.
+# second with `eval --decisions`; then run the decisions on the second half and score what
+# that run decided against the labels (`eval RESULTS --labels`, no inference).
 #   benchmarks/held_out_decisions.sh DATA SPLITS OUT [FOLD]
 # DATA: the KolektorSDD folder (kosNN folders); SPLITS: a cv run's splits.json (its folds
 # are whole folders). The three parts are folders of links to DATA's folders, under OUT.
@@ -38,8 +39,12 @@ if [ ! -f "$model" ]; then
   "$psicbatch" train "$out/data/train" --layout kolektorsdd --out "$model" "${training[@]}" --quiet \
     $([ -f "$model.partial" ] && echo --resume)
 fi
-rm -rf "$out/validation" "$out/test"
+rm -rf "$out/validation" "$out/test" "$out/audit" "$out/test-run.parquet"
 "$psicbatch" eval "$model" "$out/data/validation" --layout kolektorsdd -o "$out/validation" -q >/dev/null
 "$psicbatch" calibrate "$out/validation/predictions.parquet" -o "$out/decisions.json" --overwrite
 "$psicbatch" eval "$model" "$out/data/test" --layout kolektorsdd --decisions "$out/decisions.json" \
   -o "$out/test" -q
+"$psicbatch" run "$out/data/test" --layout kolektorsdd --model "$model" \
+  --decisions "$out/decisions.json" -o "$out/test-run.parquet" -q
+"$psicbatch" eval "$out/test-run.parquet" --labels "$out/data/test" --layout kolektorsdd \
+  -o "$out/audit" -q
