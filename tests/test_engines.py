@@ -346,7 +346,10 @@ def test_int8_engine_report_shows_the_deltas(engines, calibration: Path, tmp_pat
 
 def test_eval_needs_a_model_or_an_engine(calibration: Path) -> None:
     result = CliRunner().invoke(main, ["eval", str(calibration)])
-    assert result.exit_code == 2 and "give CHECKPOINT DATA, or --engine DIR DATA" in result.output
+    assert (
+        result.exit_code == 2
+        and "give CHECKPOINT DATA, --engine DIR DATA, or RESULTS --labels DATA" in result.output
+    )
 
 
 def test_run_with_an_engine_folder_and_a_threshold(
