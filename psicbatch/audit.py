@@ -9,6 +9,8 @@ did, whatever it ran with, at the cost of reading masks instead of running a net
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from psicbatch.data.memory import defect_mask
 from psicbatch.errors import PsicbatchError
 from psicbatch.evaluate import Evaluation, image_row, metrics_summary
 from psicbatch.gallery import Gallery
-from psicbatch.paths import path_bytes, readable_path, row_file
+from psicbatch.paths import path_bytes, path_from_bytes, readable_path
 from psicbatch.region_record import recorded_file, short
 from psicbatch.roi import RegionOfInterest
 from psicbatch.run import rle
@@ -41,7 +43,7 @@ def audit_results(
     table, run = read_results_table(results)
     samples = read_dataset(labels, layout)
     found = _result_rows(table, samples)
-    scored = [(sample, row) for sample, row in found if row.get("error") is None]
+    scored = [(sample, row) for sample, row in found.pairs if row.get("error") is None]
     if not scored:
         example = f" (they name e.g. {table['path'][0]})" if table.num_rows else ""
         raise PsicbatchError(
@@ -75,12 +77,12 @@ def audit_results(
     summary.engine = _engine(run)
     summary.roi = run.get("roi")
     summary.gated_masks = run.get("masks") == "gated"  # results before the option: all
-    summary.source = _source(results, run, len(samples), len(found), len(scored), table.num_rows)
+    summary.source = _source(results, run, len(samples), found, len(scored), table.num_rows)
     return Evaluation(rows, summary, gallery)
 
 
 def _source(
-    results: Path, run: dict[str, Any], labelled: int, found: int, scored: int, rows: int
+    results: Path, run: dict[str, Any], labelled: int, found: Found, scored: int, rows: int
 ) -> str:
     """The sentence a report opens with: what was scored, and what was left out."""
     masks = run.get("masks", "all")
@@ -89,32 +91,64 @@ def _source(
         if masks == "gated"
         else masks
     )
-    counts = [f"{found} of the {labelled} labelled images have a result"]
-    if found > scored:
-        counts.append(f"{found - scored} of them an error (not scored)")
-    if rows > found:
-        counts.append(f"{rows - found} results are of images not labelled (not scored)")
+    with_result = len(found.pairs)
+    counts = [f"{with_result} of the {labelled} labelled images have a result"]
+    if with_result > scored:
+        counts.append(f"{with_result - scored} of them an error (not scored)")
+    if found.rows_of_labelled > with_result:
+        again = found.rows_of_labelled - with_result
+        counts.append(
+            f"{again} earlier results of the same images (inspected again; the last scored)"
+        )
+    if rows > found.rows_of_labelled:
+        counts.append(
+            f"{rows - found.rows_of_labelled} results are of images not labelled (not scored)"
+        )
     return (
         f"Scored without inference from the results {readable_path(results)}, as the run "
         f"decided and wrote them (masks {how}): {'; '.join(counts)}."
     )
 
 
-def _result_rows(table: Any, samples: list[SampleRef]) -> list[tuple[SampleRef, dict[str, Any]]]:
+@dataclass
+class Found:
+    """The labelled samples' result rows, and how many rows were of labelled images."""
+
+    pairs: list[tuple[SampleRef, dict[str, Any]]]  # in the dataset's order
+    rows_of_labelled: int  # earlier inspections of the same images included
+
+
+def _result_rows(table: Any, samples: list[SampleRef]) -> Found:
     """Each labelled sample with its result row (the last one, where a watch inspected a
     replaced file again), in the dataset's order; only those rows become Python."""
     by_file = {path_bytes(sample.image_path.resolve()): sample for sample in samples}
+    # A file name no labelled image has rules a row out without resolving its path (a
+    # system call per folder level: seconds over a week of a line's results); a path
+    # seen before is not resolved again.
+    labelled_names = {os.path.basename(key) for key in by_file} | {
+        os.fsencode(sample.image_path.name) for sample in samples
+    }
     names = table.select([c for c in ("path", "path_bytes") if c in table.column_names])
     position: dict[bytes, int] = {}
+    resolved: dict[bytes, bytes] = {}
+    rows_of_labelled = 0
     for index, row in enumerate(names.to_pylist()):
-        key = path_bytes(row_file(row).resolve())
+        raw = row.get("path_bytes") or path_bytes(row["path"])  # as ``paths.row_file``
+        if os.path.basename(raw) not in labelled_names:
+            continue
+        if raw not in resolved:
+            resolved[raw] = path_bytes(path_from_bytes(raw).resolve())
+        key = resolved[raw]
         if key in by_file:
             position[key] = index
+            rows_of_labelled += 1
     wanted = [key for key in by_file if key in position]
     columns = [c for c in USED_COLUMNS if c in table.column_names]
     indices = pa.array([position[key] for key in wanted], type=pa.int64())
     rows = table.select(columns).take(indices).to_pylist()
-    return [(by_file[key], row) for key, row in zip(wanted, rows, strict=True)]
+    return Found(
+        [(by_file[key], row) for key, row in zip(wanted, rows, strict=True)], rows_of_labelled
+    )
 
 
 def _mask(result: dict[str, Any], results: Path) -> np.ndarray:

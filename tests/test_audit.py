@@ -8,6 +8,8 @@ import math
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -55,6 +57,21 @@ def test_a_run_with_every_mask_scores_as_eval_of_its_engine(dataset: Path, tmp_p
     assert a["classification"] == b["classification"]
     assert a["engine"]["engine_sha256"] == b["engine"]["engine_sha256"]
     assert "without inference" in a["source"] and "masks all" in a["source"]
+    # Images inspected twice (a watch seeing a file replaced): the last result is scored.
+    table = pq.read_table(results)
+    earlier = table.set_column(
+        table.schema.get_field_index("is_defect"), "is_defect", pc.invert(table["is_defect"])
+    )
+    again = tmp_path / "again.parquet"
+    pq.write_table(
+        pa.concat_tables([earlier, table]).replace_schema_metadata(table.schema.metadata), again
+    )
+    cli("eval", str(again), "--labels", str(dataset), "-o", str(tmp_path / "again"), "-q")
+    assert _rows(tmp_path / "again").keys() == audited.keys()
+    for path, row in _rows(tmp_path / "again").items():
+        assert row["predicted_defective"] == audited[path]["predicted_defective"]
+    source = json.loads((tmp_path / "again" / "metrics.json").read_text())["source"]
+    assert "16 earlier results of the same images" in source
 
 
 def test_a_gated_run_is_scored_as_it_decided(dataset: Path, tmp_path: Path) -> None:
