@@ -18,6 +18,7 @@ from psicbatch.assets import demo_model_path
 from psicbatch.cli import main
 from psicbatch.data.synth import generate
 from psicbatch.decisions import Decisions, Rule
+from tests.test_decisions import cli
 
 FAST = ["--precision", "fp32", "--device", "cpu", "-q"]
 
@@ -27,12 +28,6 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("audit")
     generate(root, 16, (96, 96), defect_rate=0.4, seed=5)
     return root
-
-
-def cli(*args: str) -> str:
-    result = CliRunner().invoke(main, list(args))
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 def _rows(folder: Path) -> dict[str, dict]:
