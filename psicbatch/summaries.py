@@ -18,7 +18,7 @@ from psicbatch.errors import PsicbatchError
 from psicbatch.paths import file_sha256, regular_file_bytes
 from psicbatch.run.output_guard import RESULTS, is_results_file
 from psicbatch.run.results import results_summary, watch_identity
-from psicbatch.scores import HEADLINE, EngineDescription, EvaluationSummary
+from psicbatch.scores import HEADLINE, AppliedDecisions, EngineDescription, EvaluationSummary
 
 
 def summarize(path: Path) -> tuple[str, dict[str, Any]]:
@@ -48,10 +48,13 @@ def summarize(path: Path) -> tuple[str, dict[str, Any]]:
 def decisions_summary(path: Path) -> dict[str, Any]:
     """A decision file's threshold and rule, what they were chosen for and on, and the
     region of interest runs of them apply."""
-    decisions = Decisions.read(path)
+    return {"file": str(path), **decisions_fields(Decisions.read(path))}
+
+
+def decisions_fields(decisions: Decisions) -> dict[str, Any]:
+    """What a person checks of decisions, in a file or stored with an engine."""
     chosen = decisions.validation
     summary = {
-        "file": str(path),
         "classification_threshold": decisions.classification_threshold,
         "rule": asdict(decisions.rule),
         "target": decisions.target,
@@ -162,7 +165,7 @@ def engine_summary(directory: Path, manifest: Manifest) -> dict[str, Any]:
         "tile_overlap": manifest.preprocessing.get("tile_overlap"),
         "bit_depth": manifest.preprocessing.get("bit_depth"),
         "thresholds": manifest.thresholds,
-        "decisions": manifest.decisions or {},
+        **_stored_decisions(directory, manifest),
         "revision": manifest.revision,
         "parity": {
             key: parity[key]
@@ -174,6 +177,26 @@ def engine_summary(directory: Path, manifest: Manifest) -> dict[str, Any]:
         "versions": manifest.versions,
     }
     return {key: value for key, value in summary.items() if value not in ({}, None, "")}
+
+
+def _stored_decisions(directory: Path, manifest: Manifest) -> dict[str, Any]:
+    """The decisions stored with an engine, as a run of it applies them, and where they
+    came from."""
+    if not manifest.decisions:
+        return {}
+    where = str(directory / MANIFEST_NAME)
+    try:
+        decisions = Decisions.from_dict(manifest.decisions, where)
+    except PsicbatchError as error:
+        return {"decisions": str(error)}  # shown, as the run would refuse them
+    record = {"engine": str(directory), "manifest_revision": manifest.revision}
+    rule = decisions.rule
+    line = AppliedDecisions.from_record(
+        decisions.classification_threshold, record, rule.name, rule.min_area
+    ).line()
+    fields = decisions_fields(decisions)
+    fields["decision_file"] = manifest.decisions.get("decision_file")
+    return {"judged defective": line, "decisions": fields}
 
 
 def training_summary(training: dict[str, Any]) -> dict[str, Any]:

@@ -531,6 +531,12 @@ def test_eval_of_an_engine_applies_its_stored_decisions(dataset: Path, tmp_path:
                "-o", str(tmp_path / "d.json"))  # fmt: skip
     assert f"next: psicbatch eval HELD_OUT_DATA --engine {engine}" in said
     stored = json.loads((tmp_path / "d.json").read_text())["classification_threshold"]
+    shown = json.loads(cli("info", str(engine), "--json"))  # as a run of the engine judges
+    assert shown["judged defective"] == (
+        f"probability >= {stored:.4g}, from the decisions stored with {engine} "
+        "(manifest revision 2)"
+    )
+    assert shown["decisions"]["decision_file"] == str(tmp_path / "d.json")
     cli("eval", "--engine", str(engine), str(dataset), "-o", str(tmp_path / "stored"), "-q")
     recorded = json.loads((tmp_path / "stored" / "metrics.json").read_text())
     assert recorded["thresholds"]["classification"] == stored
