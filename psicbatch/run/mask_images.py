@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timezone
 from itertools import compress
 from pathlib import Path
@@ -29,6 +30,7 @@ import pyarrow.csv as pa_csv
 from PIL import Image
 
 from psicbatch.atomic import write_atomically
+from psicbatch.cpus import available_cpus
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path, row_file
 from psicbatch.progress import progress_bar
@@ -36,6 +38,7 @@ from psicbatch.run.csv_table import spreadsheet_table
 from psicbatch.run.output_guard import check_output_folder
 from psicbatch.run.results import read_results_table
 from psicbatch.run.rle import decode
+from psicbatch.run.stages import staged
 
 MASK_INDEX = "masks.csv"
 MASK_RECORD = "masks.json"
@@ -92,9 +95,8 @@ def write_mask_images(results: Path, folder: Path, overwrite: bool, quiet: bool 
         _write_record(folder, record)
         with progress_bar(quiet) as progress:
             task = progress.add_task("mask images", total=len(names), status="")
-            for mask, name in zip(rows["mask"].to_pylist(), names, strict=True):
-                _write_mask(folder / name, _decoded(mask, results, name))
-                progress.advance(task)
+            masks = rows["mask"].to_pylist()
+            _write_masks(folder, results, masks, names, lambda: progress.advance(task))
         for stale in sorted(earlier - set(names)):
             (folder / stale).unlink(missing_ok=True)
         shown_names = pa.array([readable_path(name) for name in names], pa.string())
@@ -169,6 +171,26 @@ def _decoded(mask: dict[str, Any] | None, results: Path, name: str) -> np.ndarra
             f"{readable_path(results)}: the mask for {readable_path(name)} cannot be decoded "
             f"({error}); the export stopped there (masks.json says so)"
         ) from None
+
+
+def _write_masks(
+    folder: Path,
+    results: Path,
+    masks: list[dict[str, Any] | None],
+    names: list[str],
+    advance: Callable[[], object],
+) -> None:
+    """Each mask decoded and written to its name, by one thread per available CPU (PNG
+    encoding and file writes release the GIL); ``advance`` after each, in order."""
+
+    def write(item: tuple[dict[str, Any] | None, str]) -> None:
+        mask, name = item
+        _write_mask(folder / name, _decoded(mask, results, name))
+
+    workers = available_cpus()
+    items = zip(masks, names, strict=True)
+    for _ in staged(items, write, depth=2 * workers, name="mask-images", workers=workers):
+        advance()
 
 
 def _write_mask(path: Path, mask: np.ndarray) -> None:
