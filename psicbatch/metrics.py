@@ -23,21 +23,28 @@ BOUNDARY_DILATION_RATIO = 0.02
 
 def mask_iou(truth: np.ndarray, prediction: np.ndarray) -> float:
     """IoU of two binary masks; 1.0 when both are empty (nothing to find, nothing found)."""
-    union = np.logical_or(truth, prediction).sum()
-    if union == 0:
-        return 1.0
-    return float(np.logical_and(truth, prediction).sum() / union)
+    intersection, union = pixel_counts(truth, prediction)[:2]
+    return 1.0 if union == 0 else float(intersection / union)
 
 
 def boundary_band(mask: np.ndarray, ratio: float = BOUNDARY_DILATION_RATIO) -> np.ndarray:
     """Mask pixels within d = ratio * diagonal (at least 1 px) of the mask's contour."""
     height, width = mask.shape
     distance = max(1, round(ratio * math.hypot(height, width)))
-    # Eroding with the outside (and the image border) as background, as the reference code does.
+    band = np.zeros_like(mask, dtype=bool)
+    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return band
+    # Eroding with the outside (and the image border) as background, as the reference code
+    # does; within the mask's bounding box only, since outside it every pixel is
+    # background either way: a defect covers a small part of its image.
+    box = (slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1))
+    part = mask[box]
     eroded = ndimage.binary_erosion(
-        mask, structure=np.ones((3, 3), bool), iterations=distance, border_value=0
+        part, structure=np.ones((3, 3), bool), iterations=distance, border_value=0
     )
-    return mask & ~eroded
+    band[box] = part & ~eroded
+    return band
 
 
 def boundary_iou(
@@ -47,16 +54,13 @@ def boundary_iou(
 
 
 def pixel_counts(truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
-    """[defect intersection, defect union, background intersection, background union]."""
-    return np.array(
-        [
-            np.logical_and(truth, prediction).sum(),
-            np.logical_or(truth, prediction).sum(),
-            np.logical_and(~truth, ~prediction).sum(),
-            np.logical_or(~truth, ~prediction).sum(),
-        ],
-        dtype=np.int64,
-    )
+    """[defect intersection, defect union, background intersection, background union],
+    from three counts: background pixels are those outside the defect union (and
+    outside the intersection)."""
+    intersection = np.count_nonzero(np.logical_and(truth, prediction))
+    union = np.count_nonzero(truth) + np.count_nonzero(prediction) - intersection
+    pixels = np.broadcast(truth, prediction).size
+    return np.array([intersection, union, pixels - union, pixels - intersection], dtype=np.int64)
 
 
 def two_class_miou(counts: np.ndarray) -> float:

@@ -55,6 +55,38 @@ def test_boundary_band_keeps_small_masks_whole() -> None:
     assert metrics.boundary_iou(one, np.zeros_like(one)) == 0.0
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_the_band_and_counts_equal_their_definitions_on_random_masks(seed: int) -> None:
+    """Eroding around the mask only, and counting background pixels from the defect
+    counts, give exactly what whole-image erosion and direct counts give: for blobs that
+    touch the image border, several blobs, and empty masks."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    height, width = rng.integers(20, 120, size=2)
+    shapes = [np.zeros((height, width), bool) for _ in range(2)]
+    for mask in shapes:
+        for _ in range(rng.integers(0, 4)):  # 0 blobs: an empty mask
+            y, x = rng.integers(0, height), rng.integers(0, width)
+            h, w = rng.integers(1, height // 2 + 2), rng.integers(1, width // 2 + 2)
+            mask[y : y + h, x : x + w] = True
+        mask ^= rng.random(mask.shape) < 0.02  # ragged edges and specks
+    truth, prediction = shapes
+    distance = max(1, round(metrics.BOUNDARY_DILATION_RATIO * math.hypot(height, width)))
+    for mask in shapes:
+        eroded = ndimage.binary_erosion(
+            mask, structure=np.ones((3, 3), bool), iterations=distance, border_value=0
+        )
+        assert np.array_equal(metrics.boundary_band(mask), mask & ~eroded)
+    expected = [
+        np.logical_and(truth, prediction).sum(),
+        np.logical_or(truth, prediction).sum(),
+        np.logical_and(~truth, ~prediction).sum(),
+        np.logical_or(~truth, ~prediction).sum(),
+    ]
+    assert metrics.pixel_counts(truth, prediction).tolist() == expected
+
+
 def test_boundary_iou_is_stricter_than_mask_iou() -> None:
     truth = box((100, 100), 30, 30, 40, 40)
     prediction = box((100, 100), 32, 32, 40, 40)
