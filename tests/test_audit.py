@@ -67,6 +67,19 @@ def test_a_run_with_every_mask_scores_as_eval_of_its_engine(dataset: Path, tmp_p
         assert row["predicted_defective"] == audited[path]["predicted_defective"]
     source = json.loads((tmp_path / "again" / "metrics.json").read_text())["source"]
     assert "16 earlier results of the same images" in source
+    # The same rows as a --watch folder's hourly parts score the same.
+    from psicbatch.run.output import read_metadata
+
+    watch = tmp_path / "watch"
+    hour = watch / "date=2026-12-05" / "hour=09"
+    hour.mkdir(parents=True)
+    (watch / "_watch.json").write_text(json.dumps(read_metadata(results)))
+    plain = table.replace_schema_metadata(None)
+    pq.write_table(plain.slice(0, 7), hour / "part-00000.parquet")
+    pq.write_table(plain.slice(7), hour / "part-00001.parquet")
+    cli("eval", str(watch), "--labels", str(dataset), "-o", str(tmp_path / "watched"), "-q")
+    same = [json.dumps(_rows(tmp_path / n), default=str) for n in ("watched", "audit")]
+    assert same[0] == same[1]  # (as text: NaN, for no defect, equals NaN)
 
 
 def test_a_gated_run_is_scored_as_it_decided(dataset: Path, tmp_path: Path) -> None:
