@@ -10,6 +10,7 @@ did, whatever it ran with, at the cost of reading masks instead of running a net
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,8 @@ def _source(
     )
     with_result = len(found.pairs)
     counts = [f"{with_result} of the {labelled} labelled images have a result"]
+    if found.copies:
+        counts.append(f"{found.copies} of them as copies of the files the run inspected")
     if with_result > scored:
         counts.append(f"{with_result - scored} of them an error (not scored)")
     if found.rows_of_labelled > with_result:
@@ -116,11 +119,14 @@ class Found:
 
     pairs: list[tuple[SampleRef, dict[str, Any]]]  # in the dataset's order
     rows_of_labelled: int  # earlier inspections of the same images included
+    copies: int  # labelled images that are copies of the files the run inspected
 
 
 def _result_rows(table: Any, samples: list[SampleRef]) -> Found:
     """Each labelled sample with its result row (the last one, where a watch inspected a
-    replaced file again), in the dataset's order; only those rows become Python."""
+    replaced file again), in the dataset's order; only those rows become Python. A
+    labelled image is the file a row names, or a copy of it: a file of the same name and
+    the same bytes (reviewed images are often copied out of the line's folder)."""
     by_file = {path_bytes(sample.image_path.resolve()): sample for sample in samples}
     # A file name no labelled image has rules a row out without resolving its path (a
     # system call per folder level: seconds over a week of a line's results); a path
@@ -132,9 +138,11 @@ def _result_rows(table: Any, samples: list[SampleRef]) -> Found:
     position: dict[bytes, int] = {}
     resolved: dict[bytes, bytes] = {}
     rows_of_labelled = 0
+    elsewhere: dict[bytes, list[tuple[int, bytes]]] = {}  # by name: rows of other files
     for index, row in enumerate(names.to_pylist()):
         raw = row.get("path_bytes") or path_bytes(row["path"])  # as ``paths.row_file``
-        if os.path.basename(raw) not in labelled_names:
+        name = os.path.basename(raw)
+        if name not in labelled_names:
             continue
         if raw not in resolved:
             resolved[raw] = path_bytes(path_from_bytes(raw).resolve())
@@ -142,13 +150,46 @@ def _result_rows(table: Any, samples: list[SampleRef]) -> Found:
         if key in by_file:
             position[key] = index
             rows_of_labelled += 1
+        else:
+            elsewhere.setdefault(name, []).append((index, raw))
+    copies = 0
+    for key, sample in by_file.items():
+        if key in position:
+            continue
+        same = [
+            index
+            for index, raw in elsewhere.get(os.path.basename(key), [])
+            if _same_file_content(path_from_bytes(raw), sample.image_path)
+        ]
+        if same:
+            position[key] = same[-1]
+            rows_of_labelled += len(same)
+            copies += 1
     wanted = [key for key in by_file if key in position]
     columns = [c for c in USED_COLUMNS if c in table.column_names]
     indices = pa.array([position[key] for key in wanted], type=pa.int64())
     rows = table.select(columns).take(indices).to_pylist()
-    return Found(
-        [(by_file[key], row) for key, row in zip(wanted, rows, strict=True)], rows_of_labelled
-    )
+    pairs = [(by_file[key], row) for key, row in zip(wanted, rows, strict=True)]
+    return Found(pairs, rows_of_labelled, copies)
+
+
+def _same_file_content(inspected: Path, labelled: Path) -> bool:
+    """Whether two regular files hold the same bytes (sizes first); a path that is not a
+    regular file (gone, a pipe) is not opened."""
+    try:
+        first, second = os.stat(inspected), os.stat(labelled)
+        regular = stat.S_ISREG(first.st_mode) and stat.S_ISREG(second.st_mode)
+        if not regular or first.st_size != second.st_size:
+            return False
+        with open(inspected, "rb") as one, open(labelled, "rb") as other:
+            while True:
+                chunk = one.read(1 << 20)
+                if chunk != other.read(1 << 20):
+                    return False
+                if not chunk:
+                    return True
+    except OSError:
+        return False
 
 
 def _mask(result: dict[str, Any], results: Path) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -80,6 +81,21 @@ def test_a_run_with_every_mask_scores_as_eval_of_its_engine(dataset: Path, tmp_p
     cli("eval", str(watch), "--labels", str(dataset), "-o", str(tmp_path / "watched"), "-q")
     same = [json.dumps(_rows(tmp_path / n), default=str) for n in ("watched", "audit")]
     assert same[0] == same[1]  # (as text: NaN, for no defect, equals NaN)
+    # Reviewed images copied out of the folder the run inspected are found by their bytes;
+    # a copy that differs (here: one byte more) is not the image the run saw.
+    reviewed = tmp_path / "reviewed"
+    shutil.copytree(dataset, reviewed)
+    changed = sorted((reviewed / "images").glob("*.png"))[3]
+    changed.write_bytes(changed.read_bytes() + b"\0")
+    cli("eval", str(results), "--labels", str(reviewed), "-o", str(tmp_path / "copies"), "-q")
+    copied = _rows(tmp_path / "copies")
+    assert len(copied) == 15 and str(changed) not in copied
+    for path, row in copied.items():
+        original = audited[path.replace(str(reviewed), str(dataset))]
+        assert row["predicted_defective"] == original["predicted_defective"]
+        assert row["probability"] == original["probability"]
+    source = json.loads((tmp_path / "copies" / "metrics.json").read_text())["source"]
+    assert "15 of the 16 labelled images have a result; 15 of them as copies" in source
 
 
 def test_a_gated_run_is_scored_as_it_decided(dataset: Path, tmp_path: Path) -> None:
@@ -181,3 +197,18 @@ def test_labels_count_inside_the_region_the_run_inspected(dataset: Path, tmp_pat
         main, ["eval", str(results), "--labels", str(dataset), "-o", str(tmp_path / "x")]
     )
     assert refused.exit_code == 1 and "no longer there unchanged" in refused.output
+
+
+@pytest.mark.timeout(60)
+def test_only_regular_files_are_compared_as_copies(tmp_path: Path) -> None:
+    from psicbatch.audit import _same_file_content
+
+    labelled, inspected, pipe = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"
+    labelled.write_bytes(b"same bytes")
+    inspected.write_bytes(b"same bytes")
+    os.mkfifo(pipe)  # opening it would wait for a writer forever
+    assert _same_file_content(inspected, labelled)
+    assert not _same_file_content(pipe, labelled)
+    assert not _same_file_content(tmp_path / "gone.png", labelled)
+    inspected.write_bytes(b"same bytez")
+    assert not _same_file_content(inspected, labelled)
