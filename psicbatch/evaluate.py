@@ -7,6 +7,7 @@ ONNX Runtime, int8 or TensorRT engine.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.errors import PsicbatchError
 from psicbatch.evaluation_page import evaluation_html
 from psicbatch.gallery import Gallery
-from psicbatch.paths import path_bytes, readable_path
+from psicbatch.paths import file_set_sha256, path_bytes, readable_path
 from psicbatch.preprocess import full_resolution_mask, normalize
 from psicbatch.reports import write_evaluation_report
 from psicbatch.roi import RegionOfInterest
@@ -101,6 +102,8 @@ def evaluate_dataset(
     result, *baseline = evaluate_engines(
         engines, images, len(samples), batch_size, progress, roi, decisions=decisions
     )
+    files = [sample.image_path for sample in samples]
+    result.summary.decisions = seen_in_validation(result.summary.decisions, files)
     if baseline:
         result.summary.comparison = result.summary.compare(baseline[0].summary, str(compare_to))
     return result
@@ -179,6 +182,17 @@ def applied_decisions(decisions: RunDecisions | None, model_threshold: float) ->
     return AppliedDecisions.from_record(
         decisions.threshold, decisions.record, rule.name, rule.min_area
     )
+
+
+def seen_in_validation(
+    decisions: AppliedDecisions | None, files: Iterable[Path]
+) -> AppliedDecisions | None:
+    """The decisions, marked when ``files`` are the very images they were chosen on: then
+    an evaluation repeats validation's figures instead of checking them."""
+    if decisions is None or "images_sha256" not in decisions.validation:
+        return decisions
+    same = decisions.validation["images_sha256"] == file_set_sha256(files)
+    return dataclasses.replace(decisions, chosen_on_these_images=same)
 
 
 def _check_same_reading(engine: Engine, baseline: Engine, name: Path) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,13 @@ def file_head(path: Path, size: int = 4096) -> bytes:
             return handle.read(size)
     except OSError:
         return b""
+
+
+def file_set_sha256(files: Iterable[os.PathLike | str]) -> str:
+    """One hash of a set of files by their resolved names: whether an evaluation scores
+    the very images decisions were chosen on (copies and links to them aside)."""
+    names = sorted({os.fsencode(os.path.realpath(file)) for file in files})
+    return hashlib.sha256(b"\0".join(names)).hexdigest()
 
 
 def file_sha256(path: str | os.PathLike) -> str:

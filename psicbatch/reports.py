@@ -225,6 +225,11 @@ def decision_rates(summary: EvaluationSummary) -> tuple[list[Rates], list[str]]:
     decisions = summary.decisions
     if decisions is None:
         return rows, sentences
+    if decisions.chosen_on_these_images:
+        sentences.append(
+            "These are the very images the decisions were chosen on: the rates repeat "
+            "validation's and do not check the decisions on images they have not seen."
+        )
     validation = decisions.validation
     if {"escapes", "defective", "false_rejects", "good"} <= set(validation):
         source = validation.get("source")

@@ -78,6 +78,7 @@ class AppliedDecisions:
     source: str = "the model's threshold"
     target: dict[str, float] = field(default_factory=dict)  # max_escape_rate, ...
     validation: dict[str, Any] = field(default_factory=dict)  # escapes, defective, ...
+    chosen_on_these_images: bool = False  # the evaluated images are validation's own
 
     def line(self) -> str:
         """``probability >= 0.231 and at least 10 defect pixels (rule both), from ...``"""
@@ -111,7 +112,7 @@ class AppliedDecisions:
         else:
             source = "the threshold given"
         validation = record.get("validation") or {}
-        counts = ("source", "escapes", "defective", "false_rejects", "good")
+        counts = ("source", "escapes", "defective", "false_rejects", "good", "images_sha256")
         return cls(
             threshold=threshold,
             rule=rule,

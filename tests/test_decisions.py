@@ -498,6 +498,12 @@ def test_eval_judges_images_by_the_decisions_a_run_applies(dataset: Path, tmp_pa
     escapes = f"{validation['escapes']} of {validation['defective']}"
     assert report.count(escapes) == 2 and "within the target" in report
     assert "and at least 20 defect pixels (rule both)" in report
+    assert "These are the very images the decisions were chosen on" in report
+    other = tmp_path / "other"  # images the decisions were not chosen on: a real check
+    generate(other, 6, (128, 128), defect_rate=0.5, seed=4)
+    cli("eval", model, str(other), "-o", str(tmp_path / "held"), "--decisions", str(decisions),
+        *fast)  # fmt: skip
+    assert "very images" not in (tmp_path / "held" / "report.md").read_text()
     assert "Escapes and false rejects" in (tmp_path / "both" / "report.html").read_text()
     assert "within the target" in (tmp_path / "either" / "report.md").read_text()
     missed = (tmp_path / "nothing" / "report.md").read_text()
