@@ -55,8 +55,8 @@ def boundary_iou(
 
 def pixel_counts(truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
     """[defect intersection, defect union, background intersection, background union],
-    from three counts: background pixels are those outside the defect union (and
-    outside the intersection)."""
+    from three counts: both masks' background is every pixel outside the defect union,
+    either mask's every pixel outside the defect intersection."""
     intersection = np.count_nonzero(np.logical_and(truth, prediction))
     union = np.count_nonzero(truth) + np.count_nonzero(prediction) - intersection
     pixels = np.broadcast(truth, prediction).size
