@@ -219,14 +219,6 @@ def _region(run: dict[str, Any], results: Path) -> RegionOfInterest | None:
 def _engine(run: dict[str, Any]) -> EngineDescription | None:
     engine, devices = run.get("engine") or {}, run.get("devices") or ["?"]
     try:
-        return EngineDescription(
-            backend=engine["backend"],
-            precision=engine["precision"],
-            device=str(devices[0]),
-            engine_sha256=engine["engine_sha256"],
-            checkpoint_sha256=engine.get("checkpoint_sha256"),
-            input_size=(engine["input_size"][0], engine["input_size"][1]),
-            selection=engine.get("selection"),
-        )
+        return EngineDescription.of_manifest(engine, str(devices[0]))
     except (KeyError, IndexError, TypeError):
         return None  # a description from before engines were recorded

@@ -300,16 +300,7 @@ def _summary(
 
 
 def describe(engine: Engine) -> EngineDescription:
-    m = engine.manifest
-    return EngineDescription(
-        backend=m.backend,
-        precision=m.precision,
-        device=str(engine.device),
-        engine_sha256=m.engine_sha256,
-        checkpoint_sha256=m.checkpoint_sha256,
-        input_size=(m.input_size[0], m.input_size[1]),
-        selection=m.selection,
-    )
+    return EngineDescription.of_manifest(vars(engine.manifest), str(engine.device))
 
 
 def image_row(

@@ -65,6 +65,21 @@ class EngineDescription:
     def from_dict(cls, data: dict[str, Any]) -> EngineDescription:
         return cls(**{**data, "input_size": tuple(data["input_size"])})
 
+    @classmethod
+    def of_manifest(cls, manifest: dict[str, Any], device: str) -> EngineDescription:
+        """From an engine manifest's fields (a ``Manifest``'s, or as a run's results
+        record them), running on ``device``."""
+        size = manifest["input_size"]
+        return cls(
+            backend=manifest["backend"],
+            precision=manifest["precision"],
+            device=device,
+            engine_sha256=manifest["engine_sha256"],
+            checkpoint_sha256=manifest.get("checkpoint_sha256"),
+            input_size=(size[0], size[1]),
+            selection=manifest.get("selection"),
+        )
+
 
 @dataclass(frozen=True)
 class AppliedDecisions:
