@@ -14,6 +14,7 @@ from typing import Any
 
 from psicbatch.decisions import Decisions
 from psicbatch.engines.manifest import MANIFEST_NAME, Manifest, read_manifest
+from psicbatch.engines.revisions import engine_decisions
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import file_sha256, regular_file_bytes
 from psicbatch.run.output_guard import RESULTS, is_results_file
@@ -165,7 +166,7 @@ def engine_summary(directory: Path, manifest: Manifest) -> dict[str, Any]:
         "tile_overlap": manifest.preprocessing.get("tile_overlap"),
         "bit_depth": manifest.preprocessing.get("bit_depth"),
         "thresholds": manifest.thresholds,
-        **_stored_decisions(directory, manifest),
+        **_stored_decisions(directory),
         "revision": manifest.revision,
         "parity": {
             key: parity[key]
@@ -179,23 +180,22 @@ def engine_summary(directory: Path, manifest: Manifest) -> dict[str, Any]:
     return {key: value for key, value in summary.items() if value not in ({}, None, "")}
 
 
-def _stored_decisions(directory: Path, manifest: Manifest) -> dict[str, Any]:
+def _stored_decisions(directory: Path) -> dict[str, Any]:
     """The decisions stored with an engine, as a run of it applies them, and where they
     came from."""
-    if not manifest.decisions:
-        return {}
-    where = str(directory / MANIFEST_NAME)
     try:
-        decisions = Decisions.from_dict(manifest.decisions, where)
+        stored = engine_decisions(directory)
     except PsicbatchError as error:
         return {"decisions": str(error)}  # shown, as the run would refuse them
-    record = {"engine": str(directory), "manifest_revision": manifest.revision}
+    if stored is None:
+        return {}
+    decisions, record = stored
     rule = decisions.rule
     line = AppliedDecisions.from_record(
         decisions.classification_threshold, record, rule.name, rule.min_area
     ).line()
     fields = decisions_fields(decisions)
-    fields["decision_file"] = manifest.decisions.get("decision_file")
+    fields["decision_file"] = record.get("decision_file")
     return {"judged defective": line, "decisions": fields}
 
 
