@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
+from rich.progress import Progress
 
 from psicbatch.commands import SUMMARIES, command_line
 from psicbatch.commands.options import (
@@ -193,7 +196,7 @@ def evaluate_command(
     from psicbatch.evaluate import Evaluation, evaluate_dataset
     from psicbatch.roi import RegionOfInterest
 
-    result: Evaluation
+    score: Callable[[Progress], Evaluation]
     if labels is not None:
         scoring = (engine, compare_to, decisions_file, threshold, roi)
         if len(paths) != 1 or any(option is not None for option in scoring):
@@ -204,9 +207,7 @@ def evaluate_command(
         from psicbatch.audit import audit_results
 
         name, data = paths[0], labels
-        check_output_folder(out, "metrics.json", "evaluation")
-        with progress_bar(quiet, console) as progress:
-            result = audit_results(name, labels, layout, progress)
+        score = partial(audit_results, name, labels, layout)
     else:
         if len(paths) != (1 if engine else 2):
             raise click.UsageError(
@@ -219,11 +220,20 @@ def evaluate_command(
         )
         name = engine or model[0]
         region = RegionOfInterest(decisions.roi) if decisions.roi is not None else None
-        check_output_folder(out, "metrics.json", "evaluation")
-        with progress_bar(quiet, console) as progress:
-            result = evaluate_dataset(
-                spec, data, layout, device, batch_size, compare_to, progress, region, decisions
-            )
+        score = partial(
+            evaluate_dataset,
+            spec,
+            data,
+            layout,
+            device,
+            batch_size,
+            compare_to,
+            roi=region,
+            decisions=decisions,
+        )
+    check_output_folder(out, "metrics.json", "evaluation")
+    with progress_bar(quiet, console) as progress:
+        result = score(progress)
     result.summary.evaluated = str(name)
     result.summary.command = command_line()
     written = result.write(out, f"Evaluation of {name}")
