@@ -84,9 +84,8 @@ def nearest_threshold(
     return table.take(pc.take(candidates, order[:count])).to_pylist()
 
 
-def _card(row: dict[str, Any], limits: FileLimits, judged: str = "") -> str:
+def _card(row: dict[str, Any], uri: str | None, judged: str = "") -> str:
     e = html.escape
-    uri = thumbnail(row, limits)
     picture = f'<img src="{uri}" alt="{e(row["path"])}">' if uri else "<p>(image unreadable)</p>"
     return (
         f'<figure class="defect">{picture}<figcaption>{e(row["path"])}<br>'
@@ -115,7 +114,17 @@ def build_report(results: Path, top: int = 24, limits: FileLimits | None = None)
     failed = pc.indices_nonzero(pc.invert(readable))
     listed = table.take(failed[:ERRORS_LISTED]).to_pylist()
     e = html.escape
-    cards = [_card(row, limits) for row in shown]
+    made: dict[tuple[Path, str], str | None] = {}
+
+    def picture(row: dict[str, Any]) -> str | None:
+        """The row's thumbnail, made once: a row can be both a likely defect and one of
+        the borderline images."""
+        key = (row_file(row), str(row.get("mask")))
+        if key not in made:
+            made[key] = thumbnail(row, limits)
+        return made[key]
+
+    cards = [_card(row, picture(row)) for row in shown]
     error_items = "".join(f"<li><code>{e(r['path'])}</code>: {e(r['error'])}</li>" for r in listed)
     if error_count > len(listed):
         error_items += (
@@ -147,7 +156,7 @@ def build_report(results: Path, top: int = 24, limits: FileLimits | None = None)
             f"<h2>Nearest the threshold ({len(nearest)})</h2><p>The images whose probability "
             "lies closest to the threshold, judged either way, nearest first: the borderline "
             'parts to look at first.</p><div class="defects">'
-            + "".join(_card(row, limits, verdict[bool(row["is_defect"])]) for row in nearest)
+            + "".join(_card(row, picture(row), verdict[bool(row["is_defect"])]) for row in nearest)
             + "</div>"
         )
     counts = f"{images} images, {defect_count} defective, {error_count} errors"
