@@ -26,7 +26,7 @@ import numpy as np
 
 from psicbatch.atomic import write_atomically
 from psicbatch.errors import PsicbatchError
-from psicbatch.paths import regular_file_bytes
+from psicbatch.paths import FileSnapshot
 
 RULES = ("classifier", "both", "either")  # how the image decision and the area combine
 CONFIDENCE = 0.95
@@ -224,11 +224,17 @@ class Decisions:
 
     @classmethod
     def read(cls, path: Path) -> Decisions:
+        return cls.read_hashed(path)[0]
+
+    @classmethod
+    def read_hashed(cls, path: Path) -> tuple[Decisions, str]:
+        """The decisions and the sha256 of the very bytes they were read from."""
         try:
-            data = json.loads(regular_file_bytes(path))
+            snapshot = FileSnapshot.read(path)
+            data = json.loads(snapshot.data)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise PsicbatchError(f"{path}: not a readable decision file ({error})") from None
-        return cls.from_dict(data, str(path))
+        return cls.from_dict(data, str(path)), snapshot.sha256
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> Decisions:

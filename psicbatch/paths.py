@@ -16,6 +16,7 @@ import hashlib
 import os
 import stat
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,23 @@ def regular_file_bytes(path: Path) -> bytes:
     if problem:
         raise PsicbatchError(f"{readable_path(path)}: {problem}")
     return path.read_bytes()
+
+
+@dataclass(frozen=True)
+class FileSnapshot:
+    """A small input file's bytes, read once, and their sha256: what is checked against a
+    record is what is then used, even if the file changes on disk meanwhile (and every
+    worker process gets the same bytes)."""
+
+    path: Path
+    data: bytes
+    sha256: str
+
+    @classmethod
+    def read(cls, path: Path) -> FileSnapshot:
+        """Refused as ``regular_file_bytes`` refuses; other failures raise OSError."""
+        data = regular_file_bytes(path)
+        return cls(path, data, hashlib.sha256(data).hexdigest())
 
 
 def file_head(path: Path, size: int = 4096) -> bytes:

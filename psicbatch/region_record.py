@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from psicbatch.errors import PsicbatchError
-from psicbatch.paths import file_sha256, readable_path
+from psicbatch.paths import FileSnapshot, readable_path
 
 
 def short(record: dict[str, Any]) -> str:
@@ -23,40 +23,59 @@ def short(record: dict[str, Any]) -> str:
     return f"{record['file']} (sha256 {str(record['sha256'])[:12]})"
 
 
-def matches(path: Path, record: dict[str, Any]) -> bool:
-    """Whether ``path`` is a regular file holding the recorded region's bytes (one that
-    cannot be read is not)."""
+def read_region(path: Path) -> FileSnapshot:
+    """A region file's bytes, read once (``RegionOfInterest`` decodes them), or a one-line
+    error naming the file."""
     try:
-        return os.path.isfile(path) and file_sha256(path) == record["sha256"]
-    except OSError:
-        return False
+        return FileSnapshot.read(path)
+    except OSError as error:
+        raise unreadable_region(path, error) from None
 
 
-def recorded_file(record: dict[str, Any], base: Path | None = None) -> Path | None:
+def unreadable_region(path: Path, error: Exception) -> PsicbatchError:
+    """The one line for a region file that cannot be read or decoded."""
+    problem = f"not a readable region-of-interest image ({error})"
+    return PsicbatchError(f"{readable_path(path)}: {problem}")
+
+
+def matching(path: Path, record: dict[str, Any]) -> FileSnapshot | None:
+    """The bytes of ``path`` when it is a regular file holding the recorded region (one
+    that cannot be read does not)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        snapshot = FileSnapshot.read(path)
+    except (OSError, PsicbatchError):
+        return None
+    return snapshot if snapshot.sha256 == record["sha256"] else None
+
+
+def recorded_file(record: dict[str, Any], base: Path | None = None) -> FileSnapshot | None:
     """The recorded region's file (relative names below ``base``, an engine folder), when
     it is still there unchanged."""
     path = Path(record["file"])
     if base is not None and not path.is_absolute():
         path = base / path
-    return path if matches(path, record) else None
+    return matching(path, record)
 
 
 def applied_region(
     record: dict[str, Any] | None, given: Path | None, base: Path | None, where: str
-) -> Path | None:
+) -> FileSnapshot | None:
     """The region a run applies: ``given`` (``--roi``), which must be the recorded one;
     else the recorded one; a one-line error when decisions name a region that cannot be
     found. ``where`` names the decisions in messages."""
     if record is None:
-        return given
+        return read_region(given) if given is not None else None
     if given is not None:
-        if not matches(given, record):
+        snapshot = matching(given, record)
+        if snapshot is None:
             raise PsicbatchError(
                 f"{readable_path(given)}: not the region of interest the decisions of "
                 f"{where} were calibrated inside ({short(record)}); give that region, or "
                 "calibrate on predictions scored inside this one"
             )
-        return given
+        return snapshot
     found = recorded_file(record, base)
     if found is None:
         raise PsicbatchError(

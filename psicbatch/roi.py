@@ -9,9 +9,7 @@ file; the image probability is the network's and stays as it is.
 
 from __future__ import annotations
 
-import hashlib
 import io
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,26 +18,29 @@ from PIL import Image
 
 from psicbatch.data.images import check_pixels
 from psicbatch.errors import PsicbatchError
-from psicbatch.paths import regular_file_bytes
+from psicbatch.paths import FileSnapshot, readable_path
+from psicbatch.region_record import unreadable_region
 
 
 class RegionOfInterest:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, source: FileSnapshot) -> None:
+        """Decoded from bytes read once (``region_record.read_region``), so the hash
+        recorded is that of the region applied."""
+        path = source.path
         try:
-            data = regular_file_bytes(path)  # not a pipe, whose read would wait for ever
-            with Image.open(io.BytesIO(data)) as image:
+            with Image.open(io.BytesIO(source.data)) as image:
                 check_pixels(path, *image.size)
                 pixels = np.asarray(image.convert("L"))
         except (OSError, ValueError) as error:
-            problem = f"not a readable region-of-interest image ({error})"
-            raise PsicbatchError(f"{path}: {problem}") from None
+            raise unreadable_region(path, error) from None
         self.inside = pixels >= 128
         if not self.inside.any():
             raise PsicbatchError(
-                f"{path}: the region of interest has no white pixel: nothing would be inspected"
+                f"{readable_path(path)}: the region of interest has no white pixel: nothing "
+                "would be inspected"
             )
         self.path = path
-        self.sha256 = hashlib.sha256(data).hexdigest()  # of the bytes read, not a later file
+        self.sha256 = source.sha256
         self._scaled: dict[tuple[tuple[int, int], torch.device], torch.Tensor] = {}
 
     def at(self, size: tuple[int, int], device: torch.device) -> torch.Tensor:

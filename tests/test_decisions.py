@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from psicbatch.cli import main
 from psicbatch.data.synth import generate
@@ -411,6 +413,50 @@ def test_decisions_calibrated_inside_a_region_apply_that_region_in_every_run(
     whole = str(tmp_path / "whole" / "predictions.parquet")
     refused = _refused("calibrate", whole, "--roi", str(moved), "-o", str(tmp_path / "w.json"))
     assert "counted on whole images" in refused
+
+
+def test_a_run_applies_the_region_as_it_was_checked_even_if_its_file_then_changes(
+    dataset: Path, tmp_path: Path
+) -> None:
+    """The region is read once, where it is checked: a file replaced after the run has
+    started (here, by a region that inspects everything) changes neither what two
+    worker processes apply nor what the results record."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    from psicbatch.assets import demo_model_path
+    from psicbatch.engines.spec import EngineSpec
+    from psicbatch.run import rle
+    from psicbatch.run.run_decisions import run_decisions
+    from psicbatch.run.runner import RunOptions, RunSummary, run
+
+    region = _left_half_region(tmp_path / "roi.png")
+    checked = hashlib.sha256(region.read_bytes()).hexdigest()
+    everything = tmp_path / "everything.png"
+    Image.fromarray(np.full((10, 10), 255, np.uint8)).save(everything)
+    images = sorted((dataset / "images").iterdir())
+    spec = EngineSpec(checkpoint=demo_model_path(), precision="fp32")
+
+    def results(out: Path, roi: Path, on_rows: Callable[[RunSummary], None] | None) -> list:
+        chosen = run_decisions(None, None, None, roi)
+        options = RunOptions(out, batch_size=4, workers=2, devices=("cpu",), decoder="pil",
+                             roi=chosen.roi, masks="all")  # fmt: skip
+        run(images, spec, options, on_rows)
+        return pq.read_table(out).to_pylist()
+
+    def replace_region(summary: RunSummary) -> None:
+        region.write_bytes(everything.read_bytes())
+
+    whole = results(tmp_path / "whole.parquet", everything, None)
+    assert any(rle.decode(row["mask"])[:, 64:].any() for row in whole)  # the case at stake
+    inside = results(tmp_path / "inside.parquet", region, replace_region)
+    assert region.read_bytes() == everything.read_bytes()  # the file did change
+    assert read_metadata(tmp_path / "inside.parquet")["roi"]["sha256"] == checked
+    for full, kept in zip(whole, inside, strict=True):
+        mask = rle.decode(full["mask"])
+        mask[:, 64:] = False
+        assert np.array_equal(rle.decode(kept["mask"]), mask), kept["path"]
 
 
 def test_an_engine_keeps_the_region_its_decisions_were_calibrated_inside(

@@ -119,6 +119,7 @@ def test_images_up_to_the_pixel_limit_raise_no_warning_and_larger_are_one_line(
 
     from psicbatch.data.images import file_bit_depth, read_image
     from psicbatch.errors import PsicbatchError
+    from psicbatch.region_record import read_region
     from psicbatch.roi import RegionOfInterest
     from psicbatch.run.headers import header_size
 
@@ -140,7 +141,7 @@ def test_images_up_to_the_pixel_limit_raise_no_warning_and_larger_are_one_line(
         with pytest.raises(PsicbatchError, match=message):
             header_size(refused, refused.read_bytes(), 8)
         with pytest.raises(PsicbatchError, match=message):
-            RegionOfInterest(refused)
+            RegionOfInterest(read_region(refused))
 
 
 def test_the_pixel_limit_is_raised_for_every_process_of_a_run(tmp_path: Path) -> None:

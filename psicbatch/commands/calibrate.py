@@ -40,7 +40,7 @@ from psicbatch.engines.revisions import set_decisions
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import file_set_sha256
 from psicbatch.progress import progress_bar
-from psicbatch.region_record import applied_region, recorded_file, short
+from psicbatch.region_record import applied_region, read_region, recorded_file, short
 from psicbatch.run.output import read_metadata
 from psicbatch.run.output_guard import OutputKind, check_output, is_results_file
 
@@ -264,7 +264,7 @@ def _located_region(
             f"{predictions}: scored inside the region of interest {short(region)}, which is "
             "no longer there unchanged; give it with --roi to store it with the engine"
         )
-    return {**region, "file": os.path.abspath(found)} if found else region
+    return {**region, "file": os.path.abspath(found.path)} if found else region
 
 
 def _check_scored_by(predictions: Path, scorer: dict[str, Any], engine: Path) -> None:
@@ -298,7 +298,8 @@ def _scored(
 
     if (engine is None) == (model is None):
         raise click.BadParameter("with a dataset folder, give --model or --engine")
-    region = RegionOfInterest(roi) if roi is not None else None  # checked before any work
+    # Checked before any work.
+    region = RegionOfInterest(read_region(roi)) if roi is not None else None
     spec = EngineSpec(engine_dir=engine, checkpoint=model, precision=precision)
     result = evaluate_dataset(spec, dataset, layout, device, progress=progress, roi=region)
     validation = scored_rows(result.rows, f"{dataset} scored by {engine or model}")

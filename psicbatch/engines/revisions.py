@@ -10,7 +10,6 @@ carries it wherever it is copied, and no revision's region replaces another's.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 from pathlib import Path
@@ -20,8 +19,8 @@ from psicbatch.atomic import write_atomically
 from psicbatch.decisions import Decisions
 from psicbatch.engines.manifest import MANIFEST_NAME, Manifest, read_manifest
 from psicbatch.errors import PsicbatchError
-from psicbatch.paths import readable_path, regular_file_bytes
-from psicbatch.region_record import short
+from psicbatch.paths import readable_path
+from psicbatch.region_record import matching, short
 
 # What revision_path names, and the regions revisions keep (region_name).
 REVISION_NAME = re.compile(r"manifest\.r\d+\.json|roi-[0-9a-f]{12}\.[A-Za-z0-9]+")
@@ -76,16 +75,14 @@ def _keep_region(directory: Path, region: dict[str, Any]) -> str:
     """Copy the region into the engine folder, the bytes checked against its hash; its
     name there."""
     original = Path(region["file"])
-    try:
-        data = regular_file_bytes(original)
-    except (OSError, PsicbatchError):
-        data = b""
-    if hashlib.sha256(data).hexdigest() != region["sha256"]:
+    snapshot = matching(original, region)
+    if snapshot is None:
         raise PsicbatchError(
             f"{readable_path(original)}: the region of interest the decisions were "
             f"calibrated inside ({short(region)}) is not there unchanged, so it cannot be "
             "stored with the engine; give it with --roi"
         )
     name = region_name(region)
+    data = snapshot.data
     write_atomically(directory / name, lambda temporary: temporary.write_bytes(data))
     return name

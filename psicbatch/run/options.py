@@ -13,6 +13,7 @@ from typing import Any
 
 from psicbatch.decisions import Rule
 from psicbatch.errors import PsicbatchError
+from psicbatch.paths import FileSnapshot
 from psicbatch.run.files import FileLimits
 
 MASK_MODES = ("gated", "all")
@@ -30,7 +31,7 @@ class RunOptions:
     threshold: float | None = None  # overrides the engine's image threshold
     rule: Rule = field(default_factory=Rule)  # the image decision (a decision file's rule)
     decisions: dict[str, Any] | None = None  # the decision file applied, as recorded
-    roi: Path | None = None  # region of interest: defects outside it are removed
+    roi: FileSnapshot | None = None  # region of interest (as read): defects outside it are removed
     masks: str = "gated"  # gated: masks only for images judged defective; all: every mask
     resume: bool = False
     overwrite: bool = False  # replace an earlier psicbatch results file at ``out``

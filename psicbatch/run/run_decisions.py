@@ -13,7 +13,7 @@ from typing import Any
 from psicbatch.decisions import CLASSIFIER, Decisions, Rule, named_engine, scoring_engine
 from psicbatch.engines.revisions import engine_decisions
 from psicbatch.errors import PsicbatchError
-from psicbatch.paths import file_sha256
+from psicbatch.paths import FileSnapshot
 from psicbatch.region_record import applied_region
 
 
@@ -22,7 +22,7 @@ class RunDecisions:
     threshold: float | None  # the image threshold; None: the model's
     rule: Rule
     record: dict[str, Any] | None  # what the results' metadata says of them
-    roi: Path | None  # the region of interest the run applies
+    roi: FileSnapshot | None  # the region of interest the run applies, as read
 
 
 def run_decisions(
@@ -34,8 +34,8 @@ def run_decisions(
     """``roi`` is the region asked for (``--roi``): decisions calibrated inside a region
     take that region, and refuse another."""
     if decisions_file is not None:
-        chosen = Decisions.read(decisions_file)
-        record = {"file": str(decisions_file), "sha256": file_sha256(decisions_file)}
+        chosen, sha256 = Decisions.read_hashed(decisions_file)
+        record = {"file": str(decisions_file), "sha256": sha256}
         record.update(chosen.to_dict())
         region = applied_region(chosen.roi, roi, None, str(decisions_file))
         return RunDecisions(chosen.classification_threshold, chosen.rule, record, region)
@@ -46,7 +46,7 @@ def run_decisions(
             where = f"the engine {engine_dir}"
             region = applied_region(decisions.roi, roi, engine_dir, where)
             return RunDecisions(decisions.classification_threshold, decisions.rule, record, region)
-    return RunDecisions(threshold, CLASSIFIER, None, roi)
+    return RunDecisions(threshold, CLASSIFIER, None, applied_region(None, roi, None, ""))
 
 
 def check_decisions_fit(decisions: dict[str, Any] | None, engine: dict[str, Any]) -> None:

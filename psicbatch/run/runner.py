@@ -221,7 +221,7 @@ def describe_run(spec: EngineSpec, options: RunOptions, devices: list[str]) -> d
         thresholds["classification"] = options.threshold
     if options.rule != CLASSIFIER:  # a decision file's area rule decides too
         thresholds.update(rule=options.rule.name, min_area=options.rule.min_area)
-    # Read here, before any image: a bad region fails the run at once.
+    # Decoded here, before any image: a bad region fails the run at once.
     region = RegionOfInterest(options.roi).record() if options.roi is not None else None
     if region is not None:  # masks, areas and the area rule look inside it only
         thresholds["roi_sha256"] = region["sha256"]
