@@ -23,7 +23,8 @@ from rich.progress import Progress
 from psicbatch.data.layouts import SampleRef, read_dataset
 from psicbatch.data.memory import defect_mask
 from psicbatch.errors import PsicbatchError
-from psicbatch.evaluate import Evaluation, image_row, metrics_summary, seen_in_validation
+from psicbatch.evaluate import Evaluation, image_row, metrics_summary
+from psicbatch.fingerprints import overlap_of
 from psicbatch.gallery import Gallery
 from psicbatch.paths import path_bytes, path_from_bytes, readable_path
 from psicbatch.region_record import recorded_file, short
@@ -74,7 +75,10 @@ def audit_results(
         for key, value in (run.get("thresholds") or {}).items()
         if key in ("classification", "segmentation")
     }
-    summary.decisions = seen_in_validation(judged_by(run), [s.image_path for s, _ in scored])
+    summary.decisions = judged_by(run)
+    engine = run.get("engine") or {}
+    files = [sample.image_path for sample, _ in scored]
+    summary.overlap = overlap_of(files, engine.get("training_images"), run.get("decisions"))
     summary.engine = _engine(run)
     summary.roi = run.get("roi")
     summary.gated_masks = run.get("masks") == "gated"  # results before the option: all

@@ -21,7 +21,7 @@ from rich.progress import Progress
 from psicbatch.checkpoint import load_checkpoint
 from psicbatch.data.layouts import SampleRef
 from psicbatch.data.memory import InPlaceSplits, load_into_memory
-from psicbatch.data.splits import kfold_by_group, save_splits
+from psicbatch.data.splits import joined_groups, kfold_by_group, save_splits
 from psicbatch.devices import resolve_device
 from psicbatch.engines.base import Engine
 from psicbatch.engines.build import BuildOptions, build_engine
@@ -29,6 +29,7 @@ from psicbatch.engines.loading import load_engine
 from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.errors import PsicbatchError
 from psicbatch.evaluate import evaluate, metrics_summary
+from psicbatch.fingerprints import ImageSet, file_digests, overlap_of
 from psicbatch.reports import (
     cross_validation_markdown,
     cross_validation_tables,
@@ -63,7 +64,8 @@ def cross_validate(
     thing on fixed folds) and write ``OUT/report.md``, ``cv.json``, predictions and curves."""
     if only_fold is not None and not 1 <= only_fold <= folds:
         raise PsicbatchError(f"--fold must be between 1 and {folds}, got {only_fold}")
-    test_ids = kfold_by_group(samples, folds, options.seed)
+    digests = file_digests(sample.image_path for sample in samples)
+    test_ids = kfold_by_group(samples, folds, options.seed, digests)
     job = _job_identity(dataset, options, scoring)
     _check_same_job(out, job, test_ids)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,6 +92,7 @@ def cross_validate(
         "command": dataset["command"],
         "images": len(samples),
         "defective_images": sum(s.is_defective for s in samples),
+        "joined_groups": _linked(joined_groups(samples, digests)),
         "options": options.to_dict(),
         "folds": fold_reports,
         "tables": cross_validation_tables([f["summary"] for f in fold_reports]),
@@ -107,11 +110,19 @@ def cross_validate(
     return report
 
 
+def _linked(joined: dict[str, str]) -> list[list[str]]:
+    """The sets of groups that share identical images, each sorted, for the report."""
+    sets: dict[str, list[str]] = {}
+    for group, first in sorted(joined.items()):
+        sets.setdefault(first, [first]).append(group)
+    return list(sets.values())
+
+
 JOB_FILE = "cv_job.json"  # beside splits.json, which records the folds
 # Identity field -> how a message names it.
 JOB_FIELDS = {
     "dataset": "the dataset (DATA, --layout, --channels)",
-    "folds": "the folds (--folds, --seed, the dataset's images)",
+    "folds": "the folds (--folds, --seed, the dataset's images and which are identical)",
     "training": "the training options",
     "scoring": "the scoring engine (--engine-backend, --engine-precision)",
 }
@@ -196,6 +207,7 @@ def _run_fold(
     done_marker = fold_dir / "fold.json"
     train_index = [i for i, s in enumerate(samples) if s.id not in test_ids]
     test_index = [i for i, s in enumerate(samples) if s.id in test_ids]
+    train_files = [samples[i].image_path for i in train_index]
     if done_marker.exists() and model_path.exists():
         record = json.loads(done_marker.read_text())
         record["summary"] = EvaluationSummary.from_dict(record["summary"])
@@ -208,7 +220,10 @@ def _run_fold(
             options,
             model_path,
             progress,
-            metadata={"dataset": {**dataset, "fold": fold, "train_images": len(train_index)}},
+            metadata={
+                "dataset": {**dataset, "fold": fold, "train_images": len(train_index)},
+                "image_digests": ImageSet.of_files(train_files).encode(),
+            },
         )
         trainer.run(resume=partial_path(model_path).exists())
     checkpoint = load_checkpoint(model_path)
@@ -217,6 +232,9 @@ def _run_fold(
     batch = 4 * options.batch_size
     engine = _fold_engine(model_path, fold_dir, scoring, resolve_device(options.device), batch)
     evaluation = evaluate(engine, test_samples, test_data, batch, progress)
+    test_files = [sample.image_path for sample in test_samples]  # known by content: 0 seen
+    training = str(checkpoint.training.get("image_digests", ""))
+    evaluation.summary.overlap = overlap_of(test_files, training, None)
     evaluation.write(fold_dir / "evaluation", f"Fold {fold} test set")
     record = {
         "fold": fold,

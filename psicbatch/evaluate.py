@@ -7,7 +7,6 @@ ONNX Runtime, int8 or TensorRT engine.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -28,8 +27,9 @@ from psicbatch.engines.base import Engine
 from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.errors import PsicbatchError
 from psicbatch.evaluation_page import evaluation_html
+from psicbatch.fingerprints import overlap_of
 from psicbatch.gallery import Gallery
-from psicbatch.paths import file_set_sha256, path_bytes, readable_path
+from psicbatch.paths import path_bytes, readable_path
 from psicbatch.preprocess import full_resolution_mask, normalize
 from psicbatch.reports import write_evaluation_report
 from psicbatch.roi import RegionOfInterest
@@ -103,7 +103,8 @@ def evaluate_dataset(
         engines, images, len(samples), batch_size, progress, roi, decisions=decisions
     )
     files = [sample.image_path for sample in samples]
-    result.summary.decisions = seen_in_validation(result.summary.decisions, files)
+    record = decisions.record if decisions is not None else None
+    result.summary.overlap = overlap_of(files, engine.manifest.training_images, record)
     if baseline:
         result.summary.comparison = result.summary.compare(baseline[0].summary, str(compare_to))
     return result
@@ -182,17 +183,6 @@ def applied_decisions(decisions: RunDecisions | None, model_threshold: float) ->
     return AppliedDecisions.from_record(
         decisions.threshold, decisions.record, rule.name, rule.min_area
     )
-
-
-def seen_in_validation(
-    decisions: AppliedDecisions | None, files: Iterable[Path]
-) -> AppliedDecisions | None:
-    """The decisions, marked when ``files`` are the very images they were chosen on: then
-    an evaluation repeats validation's figures instead of checking them."""
-    if decisions is None or "images_sha256" not in decisions.validation:
-        return decisions
-    same = decisions.validation["images_sha256"] == file_set_sha256(files)
-    return dataclasses.replace(decisions, chosen_on_these_images=same)
 
 
 def _check_same_reading(engine: Engine, baseline: Engine, name: Path) -> None:

@@ -15,12 +15,19 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from psicbatch.errors import PsicbatchError
+
+
+class _Updatable(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+
+
+Hash = TypeVar("Hash", bound=_Updatable)  # any hashlib object
 
 
 def path_bytes(path: os.PathLike | str) -> bytes:
@@ -109,17 +116,14 @@ def file_head(path: Path, size: int = 4096) -> bytes:
         return b""
 
 
-def file_set_sha256(files: Iterable[os.PathLike | str]) -> str:
-    """One hash of a set of files by their resolved names: whether an evaluation scores
-    the very images decisions were chosen on (copies and links to them aside)."""
-    names = sorted({os.fsencode(os.path.realpath(file)) for file in files})
-    return hashlib.sha256(b"\0".join(names)).hexdigest()
-
-
 def file_sha256(path: str | os.PathLike) -> str:
     """Content hash used to tie engines and results to the exact checkpoint they came from."""
-    digest = hashlib.sha256()
+    return hashed_file(path, hashlib.sha256()).hexdigest()
+
+
+def hashed_file(path: str | os.PathLike, digest: Hash) -> Hash:
+    """``digest`` updated with the file's bytes, read a MiB at a time."""
     with open(path, "rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
+    return digest

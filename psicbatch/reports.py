@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from psicbatch import metrics
+from psicbatch.fingerprints import seen_before
 from psicbatch.scores import (
     CLASSIFICATION,
     HEADLINE,
@@ -166,6 +167,7 @@ def evaluation_context(summary: EvaluationSummary) -> list[str]:
         sentences.append(summary.source)
     if summary.engine is not None:
         sentences.append(f"Engine: {summary.engine.line()}.")
+    sentences += seen_before(summary.overlap, "training")
     if summary.decisions is not None:
         sentences.append(f"Judged defective: {summary.decisions.line()}.")
     if summary.roi is not None:
@@ -225,11 +227,7 @@ def decision_rates(summary: EvaluationSummary) -> tuple[list[Rates], list[str]]:
     decisions = summary.decisions
     if decisions is None:
         return rows, sentences
-    if decisions.chosen_on_these_images:
-        sentences.append(
-            "These are the very images the decisions were chosen on: the rates repeat "
-            "validation's and do not check the decisions on images they have not seen."
-        )
+    sentences += seen_before(summary.overlap, "validation")
     validation = decisions.validation
     if {"escapes", "defective", "false_rejects", "good"} <= set(validation):
         source = validation.get("source")
@@ -372,8 +370,30 @@ FOLD_COLUMNS: tuple[Column[dict[str, Any]], ...] = (
         for metric in HEADLINE
         if metric.name != "two_class_miou"
     ),
+    Column[EvaluationSummary]("test images seen in training", lambda s: _seen(s)).on(_fold_summary),
     Column("train time (min)", lambda fold: f"{fold['train_minutes']:.1f}"),
 )
+
+
+def _seen(summary: EvaluationSummary) -> str:
+    """How many of a fold's test images its model was trained on (copies known by content)."""
+    overlap = summary.overlap
+    if overlap is None or overlap.training is None:
+        return "not recorded"
+    return str(overlap.training)
+
+
+def _joined(report: dict[str, Any]) -> list[str]:
+    """The sentence naming groups kept in one fold because they hold identical images."""
+    joined = report.get("joined_groups") or []
+    if not joined:
+        return []
+    sets = ", ".join(f"({', '.join(groups)})" for groups in joined)
+    return [
+        f"Groups holding identical image files, each kept within one fold so that no test "
+        f"image is a copy of a training image: {sets}.",
+        "",
+    ]
 
 
 def cross_validation_markdown(report: dict[str, Any]) -> str:
@@ -420,6 +440,7 @@ def cross_validation_markdown(report: dict[str, Any]) -> str:
         report["command"],
         "```",
         "",
+        *_joined(report),
         "## Segmentation (paper Table 1 layout, %)",
         "",
         *markdown_table(table1_header, table1_rows),

@@ -10,6 +10,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from psicbatch.fingerprints import Overlap
+
 
 @dataclass(frozen=True)
 class SegmentationScores:
@@ -93,7 +95,6 @@ class AppliedDecisions:
     source: str = "the model's threshold"
     target: dict[str, float] = field(default_factory=dict)  # max_escape_rate, ...
     validation: dict[str, Any] = field(default_factory=dict)  # escapes, defective, ...
-    chosen_on_these_images: bool = False  # the evaluated images are validation's own
 
     def line(self) -> str:
         """``probability >= 0.231 and at least 10 defect pixels (rule both), from ...``"""
@@ -127,7 +128,7 @@ class AppliedDecisions:
         else:
             source = "the threshold given"
         validation = record.get("validation") or {}
-        counts = ("source", "escapes", "defective", "false_rejects", "good", "images_sha256")
+        counts = ("source", "escapes", "defective", "false_rejects", "good")
         return cls(
             threshold=threshold,
             rule=rule,
@@ -200,6 +201,7 @@ class EvaluationSummary:
     decisions: AppliedDecisions | None = None  # None in summaries written before them
     source: str | None = None  # what was scored, when not an engine's inference (a sentence)
     gated_masks: bool = False  # scored from a run's gated masks: images judged good have none
+    overlap: Overlap | None = None  # of the images, those the model or decisions had seen
 
     def compare(self, reference: EvaluationSummary, name: str) -> Comparison:
         """This summary's headline metrics next to ``reference``'s, with deltas."""
@@ -236,7 +238,15 @@ class EvaluationSummary:
             evaluated=data.get("evaluated"),
             command=data.get("command"),
             roi=data.get("roi"),
-            decisions=AppliedDecisions(**data["decisions"]) if data.get("decisions") else None,
+            decisions=_applied(data["decisions"]) if data.get("decisions") else None,
             source=data.get("source"),
             gated_masks=bool(data.get("gated_masks", False)),
+            overlap=Overlap(**data["overlap"]) if data.get("overlap") else None,
         )
+
+
+def _applied(data: dict[str, Any]) -> AppliedDecisions:
+    """Decisions as a summary records them; keys of older records that are no longer
+    kept are left out."""
+    known = {f.name for f in fields(AppliedDecisions)}
+    return AppliedDecisions(**{key: value for key, value in data.items() if key in known})

@@ -16,6 +16,7 @@ from psicbatch.decisions import Decisions
 from psicbatch.engines.manifest import MANIFEST_NAME, Manifest, read_manifest
 from psicbatch.engines.revisions import engine_decisions
 from psicbatch.errors import PsicbatchError
+from psicbatch.fingerprints import SEEN_BEFORE, seen_before, trained_on
 from psicbatch.paths import file_sha256, regular_file_bytes
 from psicbatch.run.output_guard import RESULTS, is_results_file
 from psicbatch.run.results import results_summary, watch_identity
@@ -104,6 +105,11 @@ def evaluation_summary(path: Path) -> tuple[str, dict[str, Any]]:
         **{f"{metric.label} (%)": round(100 * metric.of(summary), 2) for metric in HEADLINE},
         "FP / FN": f"{summary.classification.fp} / {summary.classification.fn}",
         "judged defective": summary.decisions.line() if summary.decisions else "-",
+        **{
+            f"seen in {kind}": " ".join(seen_before(summary.overlap, kind))
+            for kind in SEEN_BEFORE
+            if seen_before(summary.overlap, kind)
+        },
         "engine": engine,
         "command": summary.command or record.get("command", "-"),
         "reports": ", ".join(n for n in ("report.html", "report.md") if (path / n).is_file()),
@@ -166,6 +172,7 @@ def engine_summary(directory: Path, manifest: Manifest) -> dict[str, Any]:
         "tile_overlap": manifest.preprocessing.get("tile_overlap"),
         "bit_depth": manifest.preprocessing.get("bit_depth"),
         "thresholds": manifest.thresholds,
+        "trained_on": trained_on(manifest.training_images),
         **_stored_decisions(directory),
         "revision": manifest.revision,
         "parity": {
@@ -211,6 +218,7 @@ def training_summary(training: dict[str, Any]) -> dict[str, Any]:
         "final_loss": {phase: values[-1] for phase, values in losses.items() if values},
         "minutes": round(training.get("train_seconds", 0.0) / 60, 1),
         "data": f"{dataset.get('path', '-')} ({dataset.get('layout', '-')})",
+        "trained_on": trained_on(training.get("image_digests")),
     }
     return {key: value for key, value in summary.items() if value not in ({}, None)}
 

@@ -31,12 +31,18 @@ def test_synth_writes_folder_layout(dataset: Path) -> None:
     assert json.loads((dataset / "synth.json").read_text())["count"] == 30
 
 
-def test_train_then_eval(dataset: Path, tmp_path: Path) -> None:
-    runner = CliRunner()
-    model = tmp_path / "model.pt"
-    result = runner.invoke(main, ["train", str(dataset), "--out", str(model), "-q", *TINY])
+@pytest.fixture(scope="module")
+def trained(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model = tmp_path_factory.mktemp("model") / "model.pt"
+    result = CliRunner().invoke(main, ["train", str(dataset), "--out", str(model), "-q", *TINY])
     assert result.exit_code == 0, result.output
     assert "next: psicbatch eval" in result.output
+    return model
+
+
+def test_train_then_eval(dataset: Path, trained: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    model = trained
     report = tmp_path / "report"
     result = runner.invoke(main, ["eval", str(model), str(dataset), "-o", str(report), "-q"])
     assert result.exit_code == 0, result.output
@@ -48,6 +54,73 @@ def test_train_then_eval(dataset: Path, tmp_path: Path) -> None:
     assert len(rows) == 30 and {"id", "probability", "mask_iou"} <= set(rows[0])
     assert (report / "pr_curve.png").stat().st_size > 0
     assert "Mask mIoU" in (report / "report.md").read_text()
+    seen = "All of these images are among the 30 images the model was trained on"
+    assert seen in (report / "report.md").read_text()
+
+
+def _cli(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_evaluations_count_the_images_the_model_and_its_decisions_had_seen(
+    dataset: Path, trained: Path, tmp_path: Path
+) -> None:
+    """A checkpoint keeps digests of its training images' files, a decision file of its
+    validation images', and every evaluation (of a checkpoint, an engine or a run's
+    results) counts how many of its images are among them: renamed copies included,
+    since images are known by content."""
+    import shutil
+
+    from psicbatch.data.synth import generate
+
+    mixed = tmp_path / "mixed"  # 6 new images, and 3 training images renamed
+    generate(mixed, 6, (48, 48), defect_rate=0.5, seed=99)
+    for image in sorted((dataset / "images").glob("*.png"))[:3]:
+        shutil.copy(image, mixed / "images" / f"copy_{image.name}")
+        if (dataset / "masks" / image.name).exists():
+            shutil.copy(dataset / "masks" / image.name, mixed / "masks" / f"copy_{image.name}")
+    shown = json.loads(_cli("info", str(trained), "--json"))
+    assert shown["training"]["trained_on"] == "30 images, known by their files' content"
+    # Decisions chosen on the training images themselves.
+    validation, decisions = tmp_path / "validation", tmp_path / "d.json"
+    _cli("eval", str(trained), str(dataset), "-o", str(validation), "-q")
+    _cli("calibrate", str(validation / "predictions.parquet"), "--max-escape-rate", "1",
+         "-o", str(decisions))  # fmt: skip
+    by_model = "3 of these 9 images are among the 30 images the model was trained on"
+    by_decisions = "3 of these 9 images are among the 30 images the decisions were chosen on"
+    report = tmp_path / "report"
+    _cli("eval", str(trained), str(mixed), "-o", str(report), "--decisions", str(decisions), "-q")
+    for page in ("report.md", "report.html"):
+        assert (
+            by_model in (report / page).read_text() and by_decisions in (report / page).read_text()
+        )
+    overlap = json.loads((report / "metrics.json").read_text())["overlap"]
+    assert overlap == {"images": 9, "training": 3, "training_total": 30, "validation": 3,
+                       "validation_total": 30}  # fmt: skip
+    assert json.loads(_cli("info", str(report), "--json"))["seen in training"].startswith(by_model)
+    # A built engine carries the record in its manifest.
+    engine = tmp_path / "engine"
+    _cli("build-engine", str(trained), "--backend", "onnxruntime", "--precision", "fp32",
+         "--out", str(engine))  # fmt: skip
+    assert json.loads(_cli("info", str(engine), "--json"))["trained_on"].startswith("30 images")
+    _cli("eval", "--engine", str(engine), str(mixed), "-o", str(tmp_path / "by-engine"), "-q")
+    assert by_model in (tmp_path / "by-engine" / "report.md").read_text()
+    # A run's results, scored against the labels, say the same.
+    results = tmp_path / "mixed.parquet"
+    _cli("run", str(mixed / "images"), "-o", str(results), "--model", str(trained),
+         "--decisions", str(decisions), "--decoder", "pil", "-q")  # fmt: skip
+    audit = tmp_path / "audit"
+    _cli("eval", str(results), "--labels", str(mixed), "-o", str(audit), "-q")
+    said = (audit / "report.md").read_text()
+    assert by_model in said and by_decisions in said
+    # New images only: none seen, and said so.
+    fresh = tmp_path / "fresh"
+    shutil.copytree(mixed, fresh, ignore=shutil.ignore_patterns("copy_*"))
+    _cli("eval", str(trained), str(fresh), "-o", str(tmp_path / "new"), "-q")
+    none = "None of these images is among the 30 images the model was trained on"
+    assert none in (tmp_path / "new" / "report.md").read_text()
 
 
 def test_cv_reports_in_paper_layout_and_resumes(dataset: Path, tmp_path: Path) -> None:
@@ -62,6 +135,14 @@ def test_cv_reports_in_paper_layout_and_resumes(dataset: Path, tmp_path: Path) -
     splits = json.loads((out / "splits.json").read_text())
     all_ids = sorted(r["id"] for r in pq.read_table(out / "predictions.parquet").to_pylist())
     assert sorted(i for fold in splits["test_ids"] for i in fold) == all_ids
+    fold_model = json.loads(
+        CliRunner().invoke(main, ["info", str(out / "fold1" / "model.pt"), "--json"]).output
+    )
+    trained_on = 30 - len(splits["test_ids"][0])  # each fold's model knows its own images
+    assert fold_model["training"]["trained_on"].startswith(f"{trained_on} images")
+    assert [fold["summary"]["overlap"]["training"] for fold in report["folds"]] == [0, 0]
+    assert report["joined_groups"] == []  # no two images alike
+    assert "| test images seen in training |" in (out / "report.md").read_text()
     assert len(pq.read_table(out / "predictions.parquet")) == 30
     markdown = (out / "report.md").read_text()
     assert "paper Table 1 layout" in markdown and "psicbatch cv" in markdown
@@ -78,7 +159,7 @@ def test_cv_reports_in_paper_layout_and_resumes(dataset: Path, tmp_path: Path) -
     # Another job's rerun is refused before any work, not reported with these folds.
     for change, named in (
         (["--seg-epochs", "3"], "the training options"),
-        (["--folds", "3"], "the folds (--folds, --seed, the dataset's images)"),
+        (["--folds", "3"], "the folds (--folds, --seed, the dataset's images and which are"),
     ):
         changed = [*args, *change] if change[0] != "--folds" else [*args[:2], *change, *args[4:]]
         refused = CliRunner().invoke(main, changed)

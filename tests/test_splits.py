@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from psicbatch.data.layouts import SampleRef
-from psicbatch.data.splits import kfold_by_group
+from psicbatch.data.splits import joined_groups, kfold_by_group
 from psicbatch.errors import PsicbatchError
 
 
@@ -41,3 +41,34 @@ def test_folds_are_deterministic_and_seeded() -> None:
 def test_too_few_defective_groups() -> None:
     with pytest.raises(PsicbatchError, match="3 folds need at least 3 groups"):
         kfold_by_group(samples(defective_groups=2), 3)
+
+
+def test_groups_holding_an_identical_image_share_a_fold() -> None:
+    """KolektorSDD's kos01 and kos26 hold the same image files: split apart, a fold's
+    model would be tested on copies of its training images. Digests link such groups
+    (chains too: g1-g7 and g7-g9 put all three together); without a shared image, the
+    folds are those made without digests."""
+    data = samples()
+    distinct: list[bytes | None] = [n.to_bytes(2, "big") for n in range(len(data))]
+    for seed in range(6):
+        assert kfold_by_group(data, 3, seed, distinct) == kfold_by_group(data, 3, seed)
+    shared = list(distinct)
+    position = {s.id: n for n, s in enumerate(data)}
+    shared[position["g7/3"]] = shared[position["g1/5"]]  # g7 holds a copy of a g1 image
+    shared[position["g9/0"]] = shared[position["g7/6"]]  # and g9 one of a g7 image
+    linked = ("g1", "g7", "g9")
+    split_apart = 0
+    for seed in range(6):
+        assert len({_fold_of(data, seed, shared)[g] for g in linked}) == 1, seed
+        split_apart += len({_fold_of(data, seed, None)[g] for g in linked}) > 1
+    assert split_apart  # the case at stake: without digests they are split apart
+    assert joined_groups(data, shared) == {"g7": "g1", "g9": "g1"}
+
+
+def _fold_of(
+    data: list[SampleRef], seed: int, digests: list[bytes | None] | None
+) -> dict[str, int]:
+    """Each group's fold."""
+    folds = kfold_by_group(data, 3, seed, digests)
+    assert sorted(i for fold in folds for i in fold) == sorted(s.id for s in data)
+    return {i.split("/")[0]: n for n, fold in enumerate(folds) for i in fold}

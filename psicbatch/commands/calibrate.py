@@ -38,7 +38,7 @@ from psicbatch.decisions import (
 from psicbatch.engines.manifest import read_manifest
 from psicbatch.engines.revisions import set_decisions
 from psicbatch.errors import PsicbatchError
-from psicbatch.paths import file_set_sha256
+from psicbatch.fingerprints import ImageSet
 from psicbatch.progress import progress_bar
 from psicbatch.region_record import applied_region, read_region, recorded_file, short
 from psicbatch.run.output import read_metadata
@@ -195,7 +195,7 @@ def calibrate_command(
         validation={
             "source": data.source,
             **result.chosen.to_dict(),
-            "images_sha256": file_set_sha256(data.files),  # eval says when it scores them
+            "image_digests": ImageSet.of_files(data.files).encode(),  # eval counts them
         },
         set_by=set_by,
         set_at=set_at,

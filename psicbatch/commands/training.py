@@ -106,6 +106,7 @@ def train(
 ) -> None:
     """Train PSIC-Net on a labelled dataset (two-step mode by default)."""
     from psicbatch.data.memory import load_into_memory, load_tiles
+    from psicbatch.fingerprints import ImageSet
     from psicbatch.train import Trainer
 
     if tile is not None:
@@ -128,7 +129,9 @@ def train(
                 progress,
                 dataset["bit_depth"],
             )
-        checkpoint = Trainer(tensors, options, out, progress, {"dataset": dataset}).run(resume)
+        images = ImageSet.of_files(sample.image_path for sample in samples)  # eval counts them
+        metadata = {"dataset": dataset, "image_digests": images.encode()}
+        checkpoint = Trainer(tensors, options, out, progress, metadata).run(resume)
     click.echo(
         f"wrote {out} (thresholds: image {checkpoint.thresholds.classification:.3f}, "
         f"pixel {checkpoint.thresholds.segmentation:.3f}); "

@@ -5,25 +5,35 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 from psicbatch.data.layouts import SampleRef
 from psicbatch.errors import PsicbatchError
 
 
-def kfold_by_group(samples: list[SampleRef], folds: int, seed: int = 0) -> list[list[str]]:
+def kfold_by_group(
+    samples: list[SampleRef],
+    folds: int,
+    seed: int = 0,
+    digests: Sequence[bytes | None] | None = None,
+) -> list[list[str]]:
     """Test-set sample ids for each fold.
 
     Whole groups (a ``kosNN`` folder, a DAGM class, or a single image) go to one fold, so
-    related images never sit on both sides of a split. Groups with defects are dealt out
-    first, each to the fold with the fewest defective images so far, then defect-free
-    groups to the fold with the fewest images; the order is shuffled with ``seed``.
+    related images never sit on both sides of a split; with ``digests`` (each sample's
+    image file, ``fingerprints.file_digest``), groups holding an identical image count as
+    one (KolektorSDD's kos01 and kos26 hold the same eight images). Groups with defects
+    are dealt out first, each to the fold with the fewest defective images so far, then
+    defect-free groups to the fold with the fewest images; the order is shuffled with
+    ``seed``.
     """
     if folds < 2:
         raise PsicbatchError(f"cross-validation needs at least 2 folds, got {folds}")
+    joined = joined_groups(samples, digests or [None] * len(samples))
     groups: dict[str, list[SampleRef]] = defaultdict(list)
     for sample in samples:
-        groups[sample.group].append(sample)
+        groups[joined.get(sample.group, sample.group)].append(sample)
     defective = sorted(g for g, members in groups.items() if any(s.is_defective for s in members))
     clean = sorted(set(groups) - set(defective))
     if len(defective) < folds:
@@ -44,6 +54,28 @@ def kfold_by_group(samples: list[SampleRef], folds: int, seed: int = 0) -> list[
         fold = min(range(folds), key=lambda f: len(test_ids[f]))
         test_ids[fold] += [s.id for s in groups[group]]
     return [sorted(ids) for ids in test_ids]
+
+
+def joined_groups(samples: list[SampleRef], digests: Sequence[bytes | None]) -> dict[str, str]:
+    """Each group that shares an identical image with another group, mapped to the first
+    name (sorted) of all the groups so linked; groups with images of their own are left
+    out."""
+    parent: dict[str, str] = {}
+
+    def root(group: str) -> str:
+        while parent.get(group, group) != group:
+            group = parent[group]
+        return group
+
+    first_holder: dict[bytes, str] = {}
+    for sample, digest in zip(samples, digests, strict=True):
+        if digest is None:
+            continue
+        holder = first_holder.setdefault(digest, sample.group)
+        a, b = sorted((root(holder), root(sample.group)))
+        if a != b:
+            parent[b] = a
+    return {group: root(group) for group in parent}
 
 
 def save_splits(path: Path, test_ids: list[list[str]], seed: int) -> None:

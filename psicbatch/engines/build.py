@@ -357,6 +357,7 @@ def draft_manifest(
         thresholds=asdict(checkpoint.thresholds),
         versions=_library_versions(backend),
         model=checkpoint.model_config.to_dict(),
+        training_images=str(checkpoint.training.get("image_digests", "")),
     )
 
 

@@ -56,6 +56,9 @@ class Manifest:
     # change is a new revision, the earlier ones kept as manifest.rN.json beside it.
     decisions: dict[str, Any] | None = None
     revision: int = 1
+    # The checkpoint's training images, as digests of their files (fingerprints.ImageSet):
+    # evaluations count how many of their own images the model learnt from.
+    training_images: str = ""
 
     def __post_init__(self) -> None:
         self.input_size = _pair(self.input_size)  # JSON gives lists
