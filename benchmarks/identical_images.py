@@ -21,7 +21,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from psicbatch.data.layouts import read_dataset
+from psicbatch.data.images import read_mask
+from psicbatch.data.layouts import SampleRef, read_dataset
 from psicbatch.data.splits import joined_groups
 from psicbatch.evaluate import metrics_summary
 from psicbatch.fingerprints import file_digests
@@ -47,12 +48,16 @@ def main() -> None:
     identical = sorted(ids for ids in holders.values() if len(ids) > 1)
     digest_of = {s.id: d for s, d in zip(samples, digests, strict=True)}
     defective = {s.id for s in samples if s.is_defective}
+    by_id = {s.id: s for s in samples}
     result: dict[str, Any] = {
         "dataset": str(args.data),
         "images": len(samples),
         "distinct_image_files": len(holders),
         "identical_files": identical,
-        "identical_defective": [ids for ids in identical if set(ids) & defective],
+        # Copies of a defective image, with each copy's annotated defect pixels.
+        "identical_defective": [
+            {i: _defect_pixels(by_id[i]) for i in ids} for ids in identical if set(ids) & defective
+        ],
         "linked_groups": sorted(set(joined_groups(samples, digests).items())),
         "cv": [_cv_effect(folder, digest_of) for folder in args.cv],
     }
@@ -60,6 +65,10 @@ def main() -> None:
     (args.out / "identical_images.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / "identical_images.md").write_text(_markdown(result))
     print(_markdown(result))
+
+
+def _defect_pixels(sample: SampleRef) -> int:
+    return int(read_mask(sample.mask_path).sum()) if sample.mask_path else 0
 
 
 def _cv_effect(folder: Path, digest_of: dict[str, bytes | None]) -> dict[str, Any]:
@@ -101,8 +110,14 @@ def _markdown(result: dict[str, Any]) -> str:
         + "; ".join(", ".join(ids) for ids in result["identical_files"])
         + ".",
         "",
-        "Of them defective in at least one copy: "
-        + ("; ".join(", ".join(ids) for ids in result["identical_defective"]) or "none")
+        "Of them defective in at least one copy, with each copy's annotated defect pixels: "
+        + (
+            "; ".join(
+                ", ".join(f"{i} ({pixels})" for i, pixels in copies.items())
+                for copies in result["identical_defective"]
+            )
+            or "none"
+        )
         + ".",
         "",
         "Groups linked by an identical image (kept in one fold by `psicbatch cv`): "
