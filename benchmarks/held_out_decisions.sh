@@ -7,6 +7,8 @@
 #   benchmarks/held_out_decisions.sh DATA SPLITS OUT [FOLD]
 # DATA: the KolektorSDD folder (kosNN folders); SPLITS: a cv run's splits.json (its folds
 # are whole folders). The three parts are folders of links to DATA's folders, under OUT.
+# A training folder holding a copy of a tested folder's image (KolektorSDD's kos26 is
+# kos01 again) is left out of training, so that no step scores images training saw.
 # TRAIN_ARGS replaces the training options (default: those of kolektorsdd-cv3-dice).
 set -euo pipefail
 data=$(realpath "$1") splits=$(realpath "$2") out=$(realpath -m "$3") fold=${4:-1}
@@ -18,11 +20,17 @@ mkdir -p "$out"
 import json, os, sys
 from pathlib import Path
 
+from psicbatch.fingerprints import ImageSet
+
 data, splits, out, fold = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
 tested = sorted({i.split("/")[0] for i in json.loads(splits.read_text())["test_ids"][fold - 1]})
 folders = sorted(p.name for p in data.iterdir() if p.is_dir() and p.name.startswith("kos"))
+images = {f: ImageSet.of_files(sorted((data / f).glob("*.jpg"))).digests for f in folders}
+seen = set().union(*(images[f] for f in tested))
+copies = [f for f in folders if f not in tested and images[f] & seen]
+print(f"left out of training (copies of tested images): {' '.join(copies) or 'none'}")
 parts = {
-    "train": [f for f in folders if f not in tested],
+    "train": [f for f in folders if f not in tested and f not in copies],
     "validation": tested[0::2],
     "test": tested[1::2],
 }

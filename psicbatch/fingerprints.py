@@ -6,7 +6,7 @@ a digest of every training image file, a decision file one of every validation i
 an evaluation counts how many of its own images are among them. An image is known by its
 file's bytes (a 64-bit BLAKE2b digest): a copy or a renamed file is the same image, a
 re-encoded one is not. A set is stored as one base64 string of its sorted digests, eight
-bytes an image (2 KiB for 264 KolektorSDD training images).
+bytes an image (2.8 kB of text for 264 KolektorSDD training images).
 """
 
 from __future__ import annotations

@@ -361,6 +361,14 @@ def _fold_summary(fold: dict[str, Any]) -> EvaluationSummary:
     return summary
 
 
+def _seen(summary: EvaluationSummary) -> str:
+    """How many of a fold's test images its model was trained on (copies known by content)."""
+    overlap = summary.overlap
+    if overlap is None or overlap.training is None:
+        return "not recorded"
+    return str(overlap.training)
+
+
 FOLD_COLUMNS: tuple[Column[dict[str, Any]], ...] = (
     Column("fold", lambda fold: fold["fold"]),
     Column[EvaluationSummary]("test images", lambda s: s.images).on(_fold_summary),
@@ -370,17 +378,9 @@ FOLD_COLUMNS: tuple[Column[dict[str, Any]], ...] = (
         for metric in HEADLINE
         if metric.name != "two_class_miou"
     ),
-    Column[EvaluationSummary]("test images seen in training", lambda s: _seen(s)).on(_fold_summary),
+    Column[EvaluationSummary]("test images seen in training", _seen).on(_fold_summary),
     Column("train time (min)", lambda fold: f"{fold['train_minutes']:.1f}"),
 )
-
-
-def _seen(summary: EvaluationSummary) -> str:
-    """How many of a fold's test images its model was trained on (copies known by content)."""
-    overlap = summary.overlap
-    if overlap is None or overlap.training is None:
-        return "not recorded"
-    return str(overlap.training)
 
 
 def _joined(report: dict[str, Any]) -> list[str]:
