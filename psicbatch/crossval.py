@@ -59,12 +59,15 @@ def cross_validate(
     progress: Progress | None = None,
     scoring: FoldEngine = FoldEngine(),
     only_fold: int | None = None,
+    digests: list[bytes | None] | None = None,
 ) -> dict[str, Any]:
     """Run every fold (or only fold ``only_fold``, 1-based, for studies that change one
-    thing on fixed folds) and write ``OUT/report.md``, ``cv.json``, predictions and curves."""
+    thing on fixed folds) and write ``OUT/report.md``, ``cv.json``, predictions and curves.
+    ``digests``: each sample's image file's (read here when not given)."""
     if only_fold is not None and not 1 <= only_fold <= folds:
         raise PsicbatchError(f"--fold must be between 1 and {folds}, got {only_fold}")
-    digests = file_digests(sample.image_path for sample in samples)
+    if digests is None:
+        digests = file_digests(sample.image_path for sample in samples)
     test_ids = kfold_by_group(samples, folds, options.seed, digests)
     job = _job_identity(dataset, options, scoring)
     _check_same_job(out, job, test_ids)

@@ -52,7 +52,11 @@ class ImageSet:
     @classmethod
     def of_files(cls, paths: Iterable[Path]) -> ImageSet:
         """The set of the files that can be read (one that cannot is left out)."""
-        return cls(frozenset(d for d in file_digests(paths) if d is not None))
+        return cls.of_digests(file_digests(paths))
+
+    @classmethod
+    def of_digests(cls, digests: Iterable[bytes | None]) -> ImageSet:
+        return cls(frozenset(d for d in digests if d is not None))
 
     def __len__(self) -> int:
         return len(self.digests)
@@ -110,6 +114,26 @@ def overlap_of(
             setattr(overlap, name, images.count_among(digests))
             setattr(overlap, f"{name}_total", len(images))
     return overlap
+
+
+def copies_note(ids: list[str], digests: list[bytes | None], shown: int = 3) -> str | None:
+    """``2 of the 400 images are byte-identical copies of others (kos26/Part0 of
+    kos01/Part0, ...)``; None when every image file is its own."""
+    first: dict[bytes, str] = {}
+    copies = []
+    for sample_id, digest in zip(ids, digests, strict=True):
+        if digest is not None:
+            original = first.setdefault(digest, sample_id)
+            if original != sample_id:
+                copies.append(f"{sample_id} of {original}")
+    if not copies:
+        return None
+    more = f", and {len(copies) - shown} more" if len(copies) > shown else ""
+    return (
+        f"{len(copies)} of the {len(ids)} images are byte-identical copies of others "
+        f"({', '.join(copies[:shown])}{more}): each weighs twice in training, and a copy "
+        "labelled differently contradicts its original"
+    )
 
 
 # What images seen before are, and what their share means for the figures.

@@ -123,6 +123,28 @@ def test_evaluations_count_the_images_the_model_and_its_decisions_had_seen(
     assert none in (tmp_path / "new" / "report.md").read_text()
 
 
+def test_train_notes_images_that_are_copies_of_others(dataset: Path, tmp_path: Path) -> None:
+    """A copy weighs twice in training, and one labelled differently contradicts its
+    original: train says so before it starts, and the checkpoint counts distinct files."""
+    import shutil
+
+    data = Path(shutil.copytree(dataset, tmp_path / "data"))
+    first = sorted((data / "images").glob("*.png"))[0]
+    shutil.copy(first, data / "images" / "z_again.png")  # listed after its original
+    model = tmp_path / "m.pt"
+    result = CliRunner().invoke(main, ["train", str(data), "--out", str(model), *TINY])
+    assert result.exit_code == 0, result.output
+    assert (
+        f"note: 1 of the 31 images are byte-identical copies of others (z_again of {first.stem}): "
+        "each weighs twice in training" in result.output
+    )
+    shown = json.loads(_cli("info", str(model), "--json"))
+    assert shown["training"]["trained_on"].startswith("30 images")
+    quiet = CliRunner().invoke(main, ["train", str(data), "-o", str(model), "--overwrite", "-q",
+                                      *TINY])  # fmt: skip
+    assert quiet.exit_code == 0 and "note:" not in quiet.output
+
+
 def test_cv_reports_in_paper_layout_and_resumes(dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "cv"
     args = ["cv", str(dataset), "--folds", "2", "--out", str(out), "-q", *TINY]

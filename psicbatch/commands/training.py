@@ -25,6 +25,7 @@ from psicbatch.commands.options import (
     precision_option,
 )
 from psicbatch.commands.training_options import (
+    TrainingSetup,
     dataset_options,
     layout_option,
     training_options,
@@ -114,22 +115,24 @@ def train(
             raise click.BadParameter("must be below half the tile", param_hint="--overlap")
         kwargs.update(input_size=tile, tile_overlap=overlap)
     check_output(out, CHECKPOINT, overwrite=overwrite)  # before hours of training, not after
-    options, samples, channel_count, dataset = training_setup(data, layout, channels, kwargs)
+    setup = training_setup(data, layout, channels, kwargs)
+    options, samples, dataset = setup.options, setup.samples, setup.dataset
+    _note_copies(setup, quiet)
     with progress_bar(quiet, console) as progress:
         if options.tile_overlap is None:
             tensors = load_into_memory(
-                samples, options.input_size, channel_count, progress, dataset["bit_depth"]
+                samples, options.input_size, setup.channels, progress, dataset["bit_depth"]
             )
         else:
             tensors = load_tiles(
                 samples,
                 options.input_size,
                 options.tile_overlap,
-                channel_count,
+                setup.channels,
                 progress,
                 dataset["bit_depth"],
             )
-        images = ImageSet.of_files(sample.image_path for sample in samples)  # eval counts them
+        images = ImageSet.of_digests(setup.digests)  # evaluations count them
         metadata = {"dataset": dataset, "image_digests": images.encode()}
         checkpoint = Trainer(tensors, options, out, progress, metadata).run(resume)
     click.echo(
@@ -283,17 +286,29 @@ def cross_validate_command(
     from psicbatch.crossval import FoldEngine, cross_validate
 
     check_output_folder(out, "splits.json", "cross-validation")
-    options, samples, _, dataset = training_setup(data, layout, channels, kwargs)
+    setup = training_setup(data, layout, channels, kwargs)
+    _note_copies(setup, quiet)
     with progress_bar(quiet, console) as progress:
         report = cross_validate(
-            samples,
-            options,
+            setup.samples,
+            setup.options,
             folds,
             out,
-            dataset,
+            setup.dataset,
             progress,
             FoldEngine(engine_backend, engine_precision),
             only_fold,
+            setup.digests,
         )
     click.echo((out / "report.md").read_text())
     click.echo(f"{len(report['folds'])} folds written to {out}/")
+
+
+def _note_copies(setup: TrainingSetup, quiet: bool) -> None:
+    """Say which training images are byte-identical copies of others: each weighs twice
+    in training, and a copy labelled differently contradicts its original."""
+    from psicbatch.fingerprints import copies_note
+
+    note = copies_note([sample.id for sample in setup.samples], setup.digests)
+    if note and not quiet:
+        console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)

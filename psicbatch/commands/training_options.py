@@ -4,6 +4,7 @@ cv), apart from the shared option types so that other commands do not import tra
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from psicbatch.commands.options import (
 from psicbatch.data.images import BIT_DEPTHS, file_bit_depth
 from psicbatch.data.layouts import LAYOUTS, SampleRef, read_dataset
 from psicbatch.errors import PsicbatchError
+from psicbatch.fingerprints import file_digests
 from psicbatch.train_options import MODES, PIXEL_THRESHOLDS, TrainOptions
 
 
@@ -163,12 +165,20 @@ def training_options(command: Callable) -> Callable:
     return command
 
 
-def training_setup(
-    data: Path, layout: str, channels: str, kwargs: dict[str, Any]
-) -> tuple[TrainOptions, list[SampleRef], int, dict[str, Any]]:
+@dataclass(frozen=True)
+class TrainingSetup:
+    options: TrainOptions
+    samples: list[SampleRef]
+    channels: int
+    dataset: dict[str, Any]  # its description, recorded in checkpoints and reports
+    digests: list[bytes | None]  # each sample's image file (fingerprints.file_digest)
+
+
+def training_setup(data: Path, layout: str, channels: str, kwargs: dict[str, Any]) -> TrainingSetup:
     """What train and cv both start from: the training options (popped from the
-    command's keyword arguments), the samples, their channel count, and the dataset's
-    description recorded in checkpoints and reports."""
+    command's keyword arguments), the samples, their channel count, the dataset's
+    description, and each image file's digest (the images a model learns from are
+    recorded, and copies of one another are noted)."""
     options = train_options_from(kwargs)
     samples, channel_count = load_dataset(data, layout, channels)
     bit_depth = _bit_depth(kwargs.pop("bit_depth"), samples, channel_count)
@@ -185,7 +195,8 @@ def training_setup(
         "bit_depth": bit_depth,
         "command": command_line(),
     }
-    return options, samples, channel_count, dataset
+    digests = file_digests(sample.image_path for sample in samples)
+    return TrainingSetup(options, samples, channel_count, dataset, digests)
 
 
 def _bit_depth(choice: str, samples: list[SampleRef], channels: int) -> int:
