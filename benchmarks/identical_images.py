@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
+from psicbatch.bench.machine import machine
 from psicbatch.data.images import read_mask
 from psicbatch.data.layouts import SampleRef, read_dataset
 from psicbatch.data.splits import joined_groups
@@ -40,7 +42,9 @@ def main() -> None:
     parser.add_argument("--cv", type=Path, nargs="*", default=[])
     args = parser.parse_args()
     samples = read_dataset(args.data, args.layout)
+    started = time.perf_counter()
     digests = file_digests(sample.image_path for sample in samples)
+    hashing = time.perf_counter() - started
     holders: dict[bytes, list[str]] = defaultdict(list)
     for sample, digest in zip(samples, digests, strict=True):
         if digest is not None:
@@ -53,6 +57,9 @@ def main() -> None:
         "dataset": str(args.data),
         "images": len(samples),
         "distinct_image_files": len(holders),
+        "bytes": sum(sample.image_path.stat().st_size for sample in samples),
+        "hashing_seconds": round(hashing, 3),  # the page cache warm or not: one run
+        "machine": machine(),
         "identical_files": identical,
         # Copies of a defective image, with each copy's annotated defect pixels.
         "identical_defective": [
@@ -65,6 +72,10 @@ def main() -> None:
     (args.out / "identical_images.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / "identical_images.md").write_text(_markdown(result))
     print(_markdown(result))
+
+
+def machine_line(facts: dict[str, Any]) -> str:
+    return f"{facts['cores']}-core {facts['cpu']}, {facts['isa']}"
 
 
 def _defect_pixels(sample: SampleRef) -> int:
@@ -104,7 +115,9 @@ def _markdown(result: dict[str, Any]) -> str:
     lines = [
         f"# Identical image files in {result['dataset']}",
         "",
-        f"{result['images']} images, {result['distinct_image_files']} distinct files.",
+        f"{result['images']} images, {result['distinct_image_files']} distinct files. "
+        f"Their digests took {result['hashing_seconds']:.2f} s for "
+        f"{result['bytes'] / 1e6:.0f} MB ({machine_line(result['machine'])}).",
         "",
         "Byte-identical images (sample ids): "
         + "; ".join(", ".join(ids) for ids in result["identical_files"])
