@@ -10,6 +10,7 @@ from pathlib import Path
 from psicbatch.calibrate import Calibration, Validation
 from psicbatch.data.images import ImageReadError, read_image
 from psicbatch.decisions import Decisions, OperatingPoint
+from psicbatch.fingerprints import training_note
 from psicbatch.paths import file_head
 from psicbatch.pictures import figure_data_uri, png_data_uri, tinted_thumbnail
 from psicbatch.region_record import short
@@ -133,10 +134,13 @@ def summary_line(decisions: Decisions, data: Validation, point: OperatingPoint) 
         if decisions.roi is not None
         else ""
     )
+    seen = decisions.validation.get("seen_in_training")
+    training = f" Note: {training_note(seen, len(data.files))}." if seen else ""
     return (
         f"Target: {', '.join(f'{k} {v:g}' for k, v in decisions.target.items())}; decision by "
         f"{rule_text}. Validation: {data.source}, {point.defective} defective and "
-        f"{point.good} good images.{region} Set by {decisions.set_by} at {decisions.set_at}."
+        f"{point.good} good images.{region}{training} Set by {decisions.set_by} at "
+        f"{decisions.set_at}."
     )
 
 

@@ -166,6 +166,15 @@ def seen_before(overlap: Overlap | None, kind: str) -> list[str]:
     return [f"{seen} of these {overlap.images} images are among {among}: {some_seen}."]
 
 
+def training_note(seen: int, images: int) -> str:
+    """What calibrating on images the model was trained on means for the threshold."""
+    return (
+        f"{seen} of the {images} validation images are among those the model was trained on: "
+        "its probabilities there are surer than on new parts, so the threshold chosen may "
+        "let more defects escape on the line than validation shows"
+    )
+
+
 def trained_on(text: Any) -> str | None:
     """``264 images, known by their files' content``, for ``info``; None unrecorded."""
     images = _decoded(text)

@@ -86,8 +86,13 @@ def test_evaluations_count_the_images_the_model_and_its_decisions_had_seen(
     # Decisions chosen on the training images themselves.
     validation, decisions = tmp_path / "validation", tmp_path / "d.json"
     _cli("eval", str(trained), str(dataset), "-o", str(validation), "-q")
-    _cli("calibrate", str(validation / "predictions.parquet"), "--max-escape-rate", "1",
-         "-o", str(decisions))  # fmt: skip
+    said = CliRunner().invoke(main, ["calibrate", str(validation / "predictions.parquet"),
+                                     "--max-escape-rate", "1", "-o", str(decisions)])  # fmt: skip
+    # Calibrated on training images: said, and kept with the decisions and their report.
+    on_training = "30 of the 30 validation images are among those the model was trained on"
+    assert said.exit_code == 0 and f"note: {on_training}" in said.output
+    assert json.loads(decisions.read_text())["validation"]["seen_in_training"] == 30
+    assert on_training in decisions.with_suffix(".md").read_text()
     by_model = "3 of these 9 images are among the 30 images the model was trained on"
     by_decisions = "3 of these 9 images are among the 30 images the decisions were chosen on"
     report = tmp_path / "report"
@@ -115,6 +120,11 @@ def test_evaluations_count_the_images_the_model_and_its_decisions_had_seen(
     _cli("eval", str(results), "--labels", str(mixed), "-o", str(audit), "-q")
     said = (audit / "report.md").read_text()
     assert by_model in said and by_decisions in said
+    # Calibrating on those results, or on the folder scored anew, counts the same 3.
+    for source, extra in ((results, ["--labels", str(mixed)]), (mixed, ["--model", str(trained)])):
+        chosen = tmp_path / f"{source.name}.json"
+        _cli("calibrate", str(source), *extra, "--max-escape-rate", "1", "-o", str(chosen), "-q")
+        assert json.loads(chosen.read_text())["validation"]["seen_in_training"] == 3, source
     # New images only: none seen, and said so.
     fresh = tmp_path / "fresh"
     shutil.copytree(mixed, fresh, ignore=shutil.ignore_patterns("copy_*"))

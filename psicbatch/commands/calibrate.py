@@ -38,7 +38,7 @@ from psicbatch.decisions import (
 from psicbatch.engines.manifest import read_manifest
 from psicbatch.engines.revisions import set_decisions
 from psicbatch.errors import PsicbatchError
-from psicbatch.fingerprints import ImageSet
+from psicbatch.fingerprints import ImageSet, Overlap, overlap_of, training_note
 from psicbatch.progress import progress_bar
 from psicbatch.region_record import applied_region, read_region, recorded_file, short
 from psicbatch.run.output import read_metadata
@@ -171,15 +171,16 @@ def calibrate_command(
         check_output(path, kind, named_inputs=inputs, overwrite=overwrite)
     if predictions.is_dir():
         with progress_bar(quiet) as progress:
-            data, scorer, region = _scored(
+            data, scorer, region, seen = _scored(
                 predictions, engine, model, precision, layout, device, roi, progress
             )
     else:
-        scorer, recorded_region = _recorded(predictions)
+        scorer, recorded_region, stored = _recorded(predictions)
         region = _located_region(predictions, recorded_region, roi, engine)
         if engine is not None:
             _check_scored_by(predictions, scorer, engine)
         data = read_validation(predictions, labels, layout, chosen_rule)
+        seen = _seen_in_training(stored, data.files)
     result = calibrate(data, chosen_rule, max_escape_rate, max_false_reject_rate)
     target = (
         {"max_false_reject_rate": max_false_reject_rate}
@@ -196,6 +197,7 @@ def calibrate_command(
             "source": data.source,
             **result.chosen.to_dict(),
             "image_digests": ImageSet.of_files(data.files).encode(),  # eval counts them
+            **({"seen_in_training": seen.training} if seen and seen.training is not None else {}),
         },
         set_by=set_by,
         set_at=set_at,
@@ -204,6 +206,8 @@ def calibrate_command(
         roi=region,
     )
     decisions.write(out)
+    if seen is not None and seen.training and not quiet:
+        click.echo(f"note: {training_note(seen.training, seen.images)}", err=True)
     written[1].write_text(calibration_markdown(decisions, data, result))
     written[2].write_text(calibration_html(decisions, data, result), encoding="utf-8")
     point = result.chosen
@@ -224,10 +228,12 @@ def calibrate_command(
     )
 
 
-def _recorded(predictions: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _recorded(
+    predictions: Path,
+) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
     """The engine that scored stored predictions and the region of interest their masks
     were counted inside, as run results and eval predictions record them (cv predictions
-    pool several folds' models and record neither)."""
+    pool several folds' models and record neither), and the whole record."""
     record = predictions.parent / "metrics.json"  # eval writes it beside its predictions
     try:
         if is_results_file(predictions):
@@ -235,11 +241,23 @@ def _recorded(predictions: Path) -> tuple[dict[str, Any], dict[str, Any] | None]
         elif record.is_file():
             stored = json.loads(record.read_text())
         else:
-            return {}, None
+            return {}, None, {}
         engine, region = stored.get("engine") or {}, stored.get("roi")
     except (OSError, ValueError, AttributeError):
-        return {}, None  # no readable record
-    return scoring_engine(engine) if engine.get("engine_sha256") else {}, region
+        return {}, None, {}  # no readable record
+    return scoring_engine(engine) if engine.get("engine_sha256") else {}, region, stored
+
+
+def _seen_in_training(stored: dict[str, Any], files: list[Path]) -> Overlap | None:
+    """How many validation images the scoring model was trained on: counted here for run
+    results (their engine records its training images), as eval counted them for its
+    predictions; None where nothing records it."""
+    try:
+        if "training_images" in (stored.get("engine") or {}):
+            return overlap_of(files, stored["engine"]["training_images"], None)
+        return Overlap(**stored["overlap"]) if stored.get("overlap") else None
+    except (TypeError, AttributeError):
+        return None  # a damaged record: the note is an aside
 
 
 def _located_region(
@@ -289,9 +307,10 @@ def _scored(
     device: str,
     roi: Path | None,
     progress: Progress,
-) -> tuple[Validation, dict[str, Any], dict[str, Any] | None]:
+) -> tuple[Validation, dict[str, Any], dict[str, Any] | None, Overlap | None]:
     """A labelled dataset scored by a model or engine, as ``eval`` scores it (masks
-    inside ``roi`` only, when given), that engine and the region's record."""
+    inside ``roi`` only, when given), that engine, the region's record and how many of
+    the images the model was trained on."""
     from psicbatch.engines.spec import EngineSpec
     from psicbatch.evaluate import evaluate_dataset
     from psicbatch.roi import RegionOfInterest
@@ -305,6 +324,7 @@ def _scored(
     validation = scored_rows(result.rows, f"{dataset} scored by {engine or model}")
     engine_used = result.summary.engine
     scorer = scoring_engine(vars(engine_used)) if engine_used else {}
+    seen = result.summary.overlap
     if region is None:
-        return validation, scorer, None
-    return validation, scorer, {**region.record(), "file": os.path.abspath(region.path)}
+        return validation, scorer, None, seen
+    return validation, scorer, {**region.record(), "file": os.path.abspath(region.path)}, seen
