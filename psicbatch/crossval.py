@@ -84,7 +84,16 @@ def cross_validate(
         if only_fold is not None and fold != only_fold:
             continue
         report = _run_fold(
-            samples, data, options, fold, set(fold_test_ids), out, dataset, progress, scoring
+            samples,
+            digests,
+            data,
+            options,
+            fold,
+            set(fold_test_ids),
+            out,
+            dataset,
+            progress,
+            scoring,
         )
         fold_reports.append(report)
         all_rows += [{**row, "fold": fold} for row in report.pop("rows")]
@@ -196,6 +205,7 @@ def _fold_engine(
 
 def _run_fold(
     samples: list[SampleRef],
+    digests: list[bytes | None],  # each sample's image file's, known by content
     data: InPlaceSplits,
     options: TrainOptions,
     fold: int,
@@ -210,7 +220,6 @@ def _run_fold(
     done_marker = fold_dir / "fold.json"
     train_index = [i for i, s in enumerate(samples) if s.id not in test_ids]
     test_index = [i for i, s in enumerate(samples) if s.id in test_ids]
-    train_files = [samples[i].image_path for i in train_index]
     if done_marker.exists() and model_path.exists():
         record = json.loads(done_marker.read_text())
         record["summary"] = EvaluationSummary.from_dict(record["summary"])
@@ -225,7 +234,7 @@ def _run_fold(
             progress,
             metadata={
                 "dataset": {**dataset, "fold": fold, "train_images": len(train_index)},
-                "image_digests": ImageSet.of_files(train_files).encode(),
+                "image_digests": ImageSet.of_digests(digests[i] for i in train_index).encode(),
             },
         )
         trainer.run(resume=partial_path(model_path).exists())
@@ -237,7 +246,8 @@ def _run_fold(
     evaluation = evaluate(engine, test_samples, test_data, batch, progress)
     test_files = [sample.image_path for sample in test_samples]  # known by content: 0 seen
     training = str(checkpoint.training.get("image_digests", ""))
-    evaluation.summary.overlap = overlap_of(test_files, training, None)
+    test_digests = [digests[i] for i in test_index]
+    evaluation.summary.overlap = overlap_of(test_files, training, None, test_digests)
     evaluation.write(fold_dir / "evaluation", f"Fold {fold} test set")
     record = {
         "fold": fold,

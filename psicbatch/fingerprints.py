@@ -95,19 +95,24 @@ class Overlap:
 
 
 def overlap_of(
-    files: list[Path], training: str | None, decisions: dict[str, Any] | None
+    files: list[Path],
+    training: str | None,
+    decisions: dict[str, Any] | None,
+    digests: list[bytes | None] | None = None,
 ) -> Overlap | None:
     """``files``' overlap with a model's training images (``training``, as a checkpoint
     or manifest stores them) and with the validation images of ``decisions`` (their
-    record); None, and no file read, when neither records its images. A record that
-    cannot be decoded counts as none: it is a report's aside, not a reason to refuse."""
+    record); None, and no file read, when neither records its images. ``digests``: the
+    files' own, where they were read already. A record that cannot be decoded counts as
+    none: it is a report's aside, not a reason to refuse."""
     validation = ((decisions or {}).get("validation") or {}).get("image_digests")
     known = {
         name: _decoded(text) for name, text in (("training", training), ("validation", validation))
     }
     if not any(known.values()):
         return None
-    digests = file_digests(files)
+    if digests is None:
+        digests = file_digests(files)
     overlap = Overlap(len(files))
     for name, images in known.items():
         if images:

@@ -38,7 +38,7 @@ from psicbatch.decisions import (
 from psicbatch.engines.manifest import read_manifest
 from psicbatch.engines.revisions import set_decisions
 from psicbatch.errors import PsicbatchError
-from psicbatch.fingerprints import ImageSet, Overlap, overlap_of, training_note
+from psicbatch.fingerprints import ImageSet, Overlap, file_digests, overlap_of, training_note
 from psicbatch.progress import progress_bar
 from psicbatch.region_record import applied_region, read_region, recorded_file, short
 from psicbatch.run.output import read_metadata
@@ -174,13 +174,15 @@ def calibrate_command(
             data, scorer, region, seen = _scored(
                 predictions, engine, model, precision, layout, device, roi, progress
             )
+        digests = file_digests(data.files)  # recorded with the decisions
     else:
         scorer, recorded_region, stored = _recorded(predictions)
         region = _located_region(predictions, recorded_region, roi, engine)
         if engine is not None:
             _check_scored_by(predictions, scorer, engine)
         data = read_validation(predictions, labels, layout, chosen_rule)
-        seen = _seen_in_training(stored, data.files)
+        digests = file_digests(data.files)  # recorded, and counted among training images
+        seen = _seen_in_training(stored, data.files, digests)
     result = calibrate(data, chosen_rule, max_escape_rate, max_false_reject_rate)
     target = (
         {"max_false_reject_rate": max_false_reject_rate}
@@ -196,7 +198,7 @@ def calibrate_command(
         validation={
             "source": data.source,
             **result.chosen.to_dict(),
-            "image_digests": ImageSet.of_files(data.files).encode(),  # eval counts them
+            "image_digests": ImageSet.of_digests(digests).encode(),  # eval counts them
             **({"seen_in_training": seen.training} if seen and seen.training is not None else {}),
         },
         set_by=set_by,
@@ -248,13 +250,15 @@ def _recorded(
     return scoring_engine(engine) if engine.get("engine_sha256") else {}, region, stored
 
 
-def _seen_in_training(stored: dict[str, Any], files: list[Path]) -> Overlap | None:
+def _seen_in_training(
+    stored: dict[str, Any], files: list[Path], digests: list[bytes | None]
+) -> Overlap | None:
     """How many validation images the scoring model was trained on: counted here for run
     results (their engine records its training images), as eval counted them for its
     predictions; None where nothing records it."""
     try:
         if "training_images" in (stored.get("engine") or {}):
-            return overlap_of(files, stored["engine"]["training_images"], None)
+            return overlap_of(files, stored["engine"]["training_images"], None, digests)
         return Overlap(**stored["overlap"]) if stored.get("overlap") else None
     except (TypeError, AttributeError):
         return None  # a damaged record: the note is an aside
