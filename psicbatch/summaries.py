@@ -106,9 +106,9 @@ def evaluation_summary(path: Path) -> tuple[str, dict[str, Any]]:
         "FP / FN": f"{summary.classification.fp} / {summary.classification.fn}",
         "judged defective": summary.decisions.line() if summary.decisions else "-",
         **{
-            f"seen in {kind}": " ".join(seen_before(summary.overlap, kind))
+            f"seen in {kind}": " ".join(said)
             for kind in SEEN_BEFORE
-            if seen_before(summary.overlap, kind)
+            if (said := seen_before(summary.overlap, kind))
         },
         "engine": engine,
         "command": summary.command or record.get("command", "-"),

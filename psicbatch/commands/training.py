@@ -33,6 +33,7 @@ from psicbatch.commands.training_options import (
 )
 from psicbatch.data.synth import generate
 from psicbatch.engines.registry import NAMES
+from psicbatch.fingerprints import ImageSet, copies_note
 from psicbatch.progress import progress_bar
 from psicbatch.reports import evaluation_markdown
 from psicbatch.run.output_guard import CHECKPOINT, check_output, check_output_folder
@@ -107,7 +108,6 @@ def train(
 ) -> None:
     """Train PSIC-Net on a labelled dataset (two-step mode by default)."""
     from psicbatch.data.memory import load_into_memory, load_tiles
-    from psicbatch.fingerprints import ImageSet
     from psicbatch.train import Trainer
 
     if tile is not None:
@@ -307,8 +307,6 @@ def cross_validate_command(
 def _note_copies(setup: TrainingSetup, quiet: bool) -> None:
     """Say which training images are byte-identical copies of others: each weighs twice
     in training, and a copy labelled differently contradicts its original."""
-    from psicbatch.fingerprints import copies_note
-
     note = copies_note([sample.id for sample in setup.samples], setup.digests)
     if note and not quiet:
         console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)

@@ -14,7 +14,7 @@ from psicbatch.decisions import CLASSIFIER, Decisions, Rule, named_engine, scori
 from psicbatch.engines.revisions import engine_decisions
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import FileSnapshot
-from psicbatch.region_record import applied_region
+from psicbatch.region_record import applied_region, read_region
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def run_decisions(
             where = f"the engine {engine_dir}"
             region = applied_region(decisions.roi, roi, engine_dir, where)
             return RunDecisions(decisions.classification_threshold, decisions.rule, record, region)
-    return RunDecisions(threshold, CLASSIFIER, None, applied_region(None, roi, None, ""))
+    return RunDecisions(threshold, CLASSIFIER, None, read_region(roi) if roi is not None else None)
 
 
 def check_decisions_fit(decisions: dict[str, Any] | None, engine: dict[str, Any]) -> None:
