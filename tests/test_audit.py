@@ -212,3 +212,61 @@ def test_only_regular_files_are_compared_as_copies(tmp_path: Path) -> None:
     assert not _same_file_content(tmp_path / "gone.png", labelled)
     inspected.write_bytes(b"same bytez")
     assert not _same_file_content(inspected, labelled)
+
+
+@pytest.mark.timeout(180)
+def test_a_watch_folder_audits_as_a_results_file_of_the_same_run(
+    dataset: Path, tmp_path: Path
+) -> None:
+    """A --watch folder records, as a results file does, the region, the decision file and
+    the images the model learnt from: its audit counts labels inside the region and says
+    which of its images the model and its decisions had seen."""
+    import dataclasses
+    import signal
+
+    import numpy as np
+    from PIL import Image
+
+    from psicbatch.checkpoint import load_checkpoint, save_checkpoint
+    from psicbatch.fingerprints import ImageSet
+    from tests.test_watch import rows, start_watch, wait_for
+
+    images = sorted((dataset / "images").glob("*.png"))
+    demo = load_checkpoint(demo_model_path())
+    training = {**demo.training, "image_digests": ImageSet.of_files(images[:3]).encode()}
+    model = save_checkpoint(dataclasses.replace(demo, training=training), tmp_path / "m.pt")
+    region = np.zeros((10, 10), np.uint8)
+    region[:, :5] = 255
+    Image.fromarray(region).save(tmp_path / "roi.png")
+    cli("eval", str(model), str(dataset), "-o", str(tmp_path / "v"), "--roi",
+        str(tmp_path / "roi.png"), *FAST)  # fmt: skip
+    decisions = tmp_path / "d.json"
+    cli("calibrate", str(tmp_path / "v" / "predictions.parquet"), "--max-escape-rate", "1",
+        "-o", str(decisions), "-q")  # fmt: skip
+    same = ("--model", str(model), "--decisions", str(decisions), "--masks", "all",
+            "--decoder", "pil", "--precision", "fp32")  # fmt: skip
+    results = tmp_path / "r.parquet"
+    cli("run", str(dataset / "images"), "-o", str(results), *same, "--device", "cpu", "-q")
+    line, out = tmp_path / "line", tmp_path / "watched"
+    line.mkdir()
+    watching = start_watch(line, out, "--settle", "0.2", *same)
+    for image in images:
+        (line / image.name).write_bytes(image.read_bytes())
+    wait_for(lambda: len(rows(out)) == len(images), watching)
+    watching.send_signal(signal.SIGTERM)
+    assert watching.wait(timeout=30) == 0
+    audits = {}
+    for name, source in (("file", results), ("watch", out)):
+        cli("eval", str(source), "--labels", str(dataset), "-o", str(tmp_path / name), "-q")
+        audits[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    watched, ran = _rows(tmp_path / "watch"), _rows(tmp_path / "file")
+    assert {Path(p).name for p in watched} == {Path(p).name for p in ran}
+    for path, row in ran.items():
+        other = next(r for p, r in watched.items() if Path(p).name == Path(path).name)
+        for key in ("true_defect_pixels", "predicted_defect_pixels", "predicted_defective"):
+            assert row[key] == other[key], (path, key)
+    assert audits["watch"]["overlap"] == audits["file"]["overlap"] == {
+        "images": 16, "training": 3, "training_total": 3, "validation": 16,
+        "validation_total": 16}  # fmt: skip
+    assert audits["watch"]["decisions"] == audits["file"]["decisions"]
+    assert audits["watch"]["roi"] == audits["file"]["roi"] is not None

@@ -21,6 +21,8 @@ from psicbatch.paths import readable_path
 
 JOB_FILE = "_job.json"  # "_": Parquet readers of the folder pass over it
 WATCH_JOB_FILE = "_watch.json"  # a --watch's identity, at the top of its output folder
+# Beside it: its latest start's record, what a results file's metadata holds (``run_record``).
+WATCH_RUN_FILE = "_watch_run.json"
 # Field -> how a message names it, and the options that set it.
 FIELDS = {
     "sources": ("the input sources", ""),

@@ -2,8 +2,10 @@
 
 ``psicbatch run`` writes one results file (the description in its Parquet metadata);
 ``run --watch`` writes a folder of parts by date and hour with the job's identity in
-``_watch.json`` at its top. Both read the same way here, and so does one day or hour of
-a watch folder (``OUT/date=2026-12-04``): the identity is then the nearest one above.
+``_watch.json`` at its top, and beside it in ``_watch_run.json`` what a results file's
+metadata holds, from the watch's latest start. Both read the same way here, and so does
+one day or hour of a watch folder (``OUT/date=2026-12-04``): the identity is then the
+nearest one above.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pyarrow.parquet as pq
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 from psicbatch.run.files import check_regular
-from psicbatch.run.job import WATCH_JOB_FILE
+from psicbatch.run.job import WATCH_JOB_FILE, WATCH_RUN_FILE
 from psicbatch.run.output import read_metadata
 from psicbatch.scores import AppliedDecisions
 
@@ -92,8 +94,8 @@ def results_summary(results: Path) -> dict[str, Any]:
 
 
 def _watch_results(folder: Path) -> tuple[pa.Table, dict[str, Any]]:
-    """Every part below ``folder``, described by the watch's identity and the time span
-    its parts cover."""
+    """Every part below ``folder``, described by the watch's identity, its latest
+    start's record and the time span its parts cover."""
     identity = watch_identity(folder)
     if identity is None:
         raise PsicbatchError(
@@ -105,6 +107,9 @@ def _watch_results(folder: Path) -> tuple[pa.Table, dict[str, Any]]:
         raise PsicbatchError(f"{readable_path(folder)}: no results yet (no part-*.parquet)")
     try:
         description = json.loads(identity.read_text())
+        latest_start = identity.with_name(WATCH_RUN_FILE)  # absent before psicbatch wrote it
+        if latest_start.is_file():
+            description.update(json.loads(latest_start.read_text()))
         table = pa.concat_tables(
             [pq.read_table(part) for part in parts], promote_options="permissive"
         )

@@ -181,14 +181,10 @@ def _save_results(
     return first_batch_done, time.monotonic()
 
 
-def _metadata(
-    engine_info: dict[str, Any],
-    options: RunOptions,
-    summary: RunSummary,
-    inputs: int,
-    started_at: str,
-) -> dict[str, Any]:
-    """The results file's metadata: the engine as it ran, and how the run went."""
+def run_record(engine_info: dict[str, Any], options: RunOptions) -> dict[str, Any]:
+    """How a run judges images, as results record it for reports and audits: the engine
+    as it runs (with the images its model learnt from), the thresholds, the decision file
+    (with its validation images) and the region of interest."""
     return {
         "schema_version": SCHEMA_VERSION,
         "psicbatch_version": __version__,
@@ -200,6 +196,19 @@ def _metadata(
         "masks": options.masks,
         "decisions": options.decisions,
         "roi": engine_info["roi"],
+    }
+
+
+def _metadata(
+    engine_info: dict[str, Any],
+    options: RunOptions,
+    summary: RunSummary,
+    inputs: int,
+    started_at: str,
+) -> dict[str, Any]:
+    """The results file's metadata: the run's record, and how the run went."""
+    return {
+        **run_record(engine_info, options),
         "inputs": inputs,
         "resumed": {
             "kept": summary.skipped,

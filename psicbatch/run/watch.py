@@ -9,13 +9,16 @@ one dataset. A part appears whole or not at all, so the parts are the ledger: on
 every (path, size, mtime) in them is done, whatever happened to the last process (a
 SIGKILL loses only the batch in flight, which is inspected again). ``OUT/_watch.json``
 records the job's identity (as ``--resume`` does), so a restart with another engine is
-refused. SIGINT/SIGTERM stop at once: a batch in flight is dropped, to be inspected again.
-Each finished hour's parts are merged into one (``compaction``).
+refused; ``OUT/_watch_run.json`` what a results file's metadata records (the engine with
+the images its model learnt from, the decision file, the region), from the latest start,
+for reports and audits. SIGINT/SIGTERM stop at once: a batch in flight is dropped, to be
+inspected again. Each finished hour's parts are merged into one (``compaction``).
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import time
 from collections.abc import Callable, Container, Iterator
@@ -27,17 +30,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from psicbatch.atomic import write_atomically
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 from psicbatch.run.compaction import Compactor
 from psicbatch.run.folder_scan import FileVersion, FolderScan, Ledger
-from psicbatch.run.job import WATCH_JOB_FILE, JobIdentity, check_same_job
+from psicbatch.run.job import WATCH_JOB_FILE, WATCH_RUN_FILE, JobIdentity, check_same_job
 from psicbatch.run.options import RunOptions
 from psicbatch.run.output import write_part
 from psicbatch.run.rows import SCHEMA
 from psicbatch.run.run_decisions import check_decisions_fit
-from psicbatch.run.runner import describe_run, job_identity, worker_devices
+from psicbatch.run.runner import describe_run, job_identity, run_record, worker_devices
 from psicbatch.run.worker import Worker
 
 BATCH_LIMIT = 8  # files per part at most: latency before throughput on a line
@@ -142,6 +146,8 @@ def watch(
     check_decisions_fit(options.decisions, engine_info["manifest"])
     identity = job_identity(engine_info, options, [])
     _claim(out, identity)
+    record = json.dumps(run_record(engine_info, options), indent=1) + "\n"
+    write_atomically(out / WATCH_RUN_FILE, lambda path: path.write_text(record))
     done = done_versions(out)
     worker = Worker(spec, options, devices[0], threads=None)
     tracker = CompletionTracker(watching.settle_seconds, watching.marker)
