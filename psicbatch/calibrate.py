@@ -1,9 +1,10 @@
 """``psicbatch calibrate``: decisions chosen from stored predictions, without inference.
 
-Two kinds of input, both Parquet: the predictions of ``psicbatch eval`` or ``cv``
-(labels included), or the results of ``psicbatch run`` joined with the labels of a
-dataset (recalibration: the probabilities and mask areas already computed are reused, so
-a new target or rule costs seconds, not another pass over the images).
+Two kinds of input: the predictions of ``psicbatch eval`` or ``cv`` (labels included),
+or the results of ``psicbatch run`` (a results file or a --watch folder) joined with the
+labels of a dataset as ``eval RESULTS --labels`` joins them (recalibration: the
+probabilities and mask areas already computed are reused, so a new target or rule costs
+seconds, not another pass over the images).
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from psicbatch.data.layouts import read_dataset
 from psicbatch.decisions import CLASSIFIER, OperatingPoint, Rule, choose, operating_points
 from psicbatch.errors import PsicbatchError
-from psicbatch.paths import path_bytes, row_file
+from psicbatch.paths import readable_path, row_file
+from psicbatch.run.labelled_results import labelled_results
+from psicbatch.run.output_guard import is_results_file
+from psicbatch.run.results import read_results_table
 
 
 @dataclass
@@ -35,48 +39,85 @@ class Validation:
     source: str
 
 
+@dataclass
+class StoredPredictions:
+    """Predictions already computed, read once with the record that describes them: eval
+    or cv predictions (labelled in their rows; the record is eval's ``metrics.json``
+    beside them, where there is one) or a run's results (a results file or a --watch
+    folder; the record is the run's)."""
+
+    path: Path
+    table: pa.Table
+    record: dict[str, Any]
+    run_results: bool
+
+    @classmethod
+    def read(cls, path: Path) -> StoredPredictions:
+        if path.is_dir() or is_results_file(path):
+            table, record = read_results_table(path)
+            return cls(path, table, record, True)
+        try:
+            table = pq.read_table(path)
+        except (OSError, ValueError) as error:
+            raise PsicbatchError(f"{path}: not a readable Parquet file ({error})") from None
+        try:  # eval writes it beside its predictions
+            beside = json.loads((path.parent / "metrics.json").read_text())
+        except (OSError, ValueError):
+            beside = {}
+        return cls(path, table, beside if isinstance(beside, dict) else {}, False)
+
+    @property
+    def masks_gated(self) -> bool:
+        """Whether the masks were gated by the image decision: run results say so in their
+        record, eval predictions of such results in theirs; without a record, masks of
+        every image, as eval scores them."""
+        if self.run_results:
+            return self.record.get("masks") == "gated"
+        return bool(self.record.get("gated_masks"))
+
+
+RESULT_COLUMNS = ("path", "path_bytes", "probability", "mask_area", "error")
+
+
 def read_validation(
-    predictions: Path, labels: Path | None = None, layout: str = "folder", rule: Rule = CLASSIFIER
+    stored: StoredPredictions,
+    labels: Path | None = None,
+    layout: str = "folder",
+    rule: Rule = CLASSIFIER,
 ) -> Validation:
     """Eval/cv predictions (``labels`` None) or run results joined with ``labels``; an
     area ``rule`` is refused on masks gated by the image decision."""
-    try:
-        table = pq.read_table(predictions)
-    except (OSError, ValueError) as error:
-        raise PsicbatchError(f"{predictions}: not a readable Parquet file ({error})") from None
-    if rule.name != "classifier" and _masks_gated(predictions, labels is not None):
+    path = readable_path(stored.path)
+    if rule.name != "classifier" and stored.masks_gated:
         raise PsicbatchError(
-            f"{predictions}: its masks are gated by the image decision (run's default), so "
+            f"{path}: its masks are gated by the image decision (run's default), so "
             "images judged good have no mask area; rerun with --masks all to calibrate an "
             "area rule"
         )
-    columns = set(table.column_names)
+    if labels is not None and not stored.run_results:
+        raise PsicbatchError(
+            f"{path}: eval or cv predictions hold their labels; give them without --labels"
+        )
     if labels is None:
         needed = {"path", "probability", "is_defective", "predicted_defect_pixels"}
-        if not needed <= columns:
+        if not needed <= set(stored.table.column_names):
             raise PsicbatchError(
-                f"{predictions}: not eval or cv predictions (it lacks "
-                f"{', '.join(sorted(needed - columns))}); for the results of psicbatch run, "
+                f"{path}: not eval or cv predictions (it lacks "
+                f"{', '.join(sorted(needed - set(stored.table.column_names)))}); for run results "
                 "give the labelled dataset with --labels DATA"
             )
-        return scored_rows(table.to_pylist(), f"predictions {predictions}")
-    used = [c for c in ("path", "path_bytes", "probability", "mask_area", "error") if c in columns]
-    return _joined_with_labels(predictions, table.select(used).to_pylist(), labels, layout)
-
-
-def _masks_gated(predictions: Path, run_results: bool) -> bool:
-    """Whether the masks behind stored predictions were gated by the image decision: run
-    results say so in their metadata, eval predictions of such results in the record
-    beside them (``metrics.json``)."""
-    from psicbatch.run.output import read_metadata
-
-    if run_results:
-        return read_metadata(predictions).get("masks") == "gated"
-    try:
-        record = json.loads((predictions.parent / "metrics.json").read_text())
-        return bool(record.get("gated_masks"))
-    except (OSError, ValueError, AttributeError):
-        return False  # no readable record: masks of every image, as eval scores them
+        return scored_rows(stored.table.to_pylist(), f"predictions {path}")
+    found = labelled_results(stored.path, stored.table, labels, layout, RESULT_COLUMNS)
+    used = found.usable
+    return Validation(
+        [row["path"] for _, row in used],
+        [sample.image_path for sample, _ in used],
+        np.array([row["probability"] for _, row in used], dtype=float),
+        np.array([sample.is_defective for sample, _ in used], dtype=bool),
+        np.array([row["mask_area"] for _, row in used], dtype=np.int64),
+        None,
+        f"run results {path} labelled by {readable_path(labels)}: {found.counts('used')}",
+    )
 
 
 def scored_rows(rows: list[dict[str, Any]], source: str) -> Validation:
@@ -89,35 +130,6 @@ def scored_rows(rows: list[dict[str, Any]], source: str) -> Validation:
         np.array([row["predicted_defect_pixels"] for row in rows], dtype=np.int64),
         np.array([row["fold"] for row in rows]) if rows and "fold" in rows[0] else None,
         source,
-    )
-
-
-def _joined_with_labels(
-    results: Path, rows: list[dict[str, Any]], labels: Path, layout: str
-) -> Validation:
-    """Run results (rows with errors left out) labelled from the dataset's layout."""
-    samples = read_dataset(labels, layout)
-    truth = {path_bytes(s.image_path.resolve()): s.is_defective for s in samples}
-
-    def key(row: dict[str, Any]) -> bytes:
-        return path_bytes(row_file(row).resolve())
-
-    kept = [row for row in rows if row.get("error") is None]
-    missing = [row["path"] for row in kept if key(row) not in truth]
-    if missing:
-        raise PsicbatchError(
-            f"{results}: {len(missing)} result(s) are not images of {labels}, e.g. {missing[0]}"
-        )
-    if not kept:
-        raise PsicbatchError(f"{results}: no result without an error to calibrate on")
-    return Validation(
-        [row["path"] for row in kept],
-        [row_file(row) for row in kept],
-        np.array([row["probability"] for row in kept], dtype=float),
-        np.array([truth[key(row)] for row in kept], dtype=bool),
-        np.array([row["mask_area"] for row in kept], dtype=np.int64),
-        None,
-        f"run results {results} labelled by {labels}",
     )
 
 

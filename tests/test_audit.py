@@ -201,17 +201,17 @@ def test_labels_count_inside_the_region_the_run_inspected(dataset: Path, tmp_pat
 
 @pytest.mark.timeout(60)
 def test_only_regular_files_are_compared_as_copies(tmp_path: Path) -> None:
-    from psicbatch.audit import _same_file_content
+    from psicbatch.run.labelled_results import same_file_content
 
     labelled, inspected, pipe = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"
     labelled.write_bytes(b"same bytes")
     inspected.write_bytes(b"same bytes")
     os.mkfifo(pipe)  # opening it would wait for a writer forever
-    assert _same_file_content(inspected, labelled)
-    assert not _same_file_content(pipe, labelled)
-    assert not _same_file_content(tmp_path / "gone.png", labelled)
+    assert same_file_content(inspected, labelled)
+    assert not same_file_content(pipe, labelled)
+    assert not same_file_content(tmp_path / "gone.png", labelled)
     inspected.write_bytes(b"same bytez")
-    assert not _same_file_content(inspected, labelled)
+    assert not same_file_content(inspected, labelled)
 
 
 @pytest.mark.timeout(180)
@@ -270,3 +270,12 @@ def test_a_watch_folder_audits_as_a_results_file_of_the_same_run(
         "validation_total": 16}  # fmt: skip
     assert audits["watch"]["decisions"] == audits["file"]["decisions"]
     assert audits["watch"]["roi"] == audits["file"]["roi"] is not None
+    # Decisions chosen again on the watch folder are those chosen on the results file.
+    chosen = {}
+    for name, source in (("file", results), ("watch", out)):
+        target = tmp_path / f"{name}.json"
+        cli("calibrate", str(source), "--labels", str(dataset), "-o", str(target), "-q")
+        chosen[name] = json.loads(target.read_text())["validation"]
+    for key in ("threshold", "escapes", "false_rejects", "seen_in_training", "image_digests"):
+        assert chosen["watch"][key] == chosen["file"][key], key
+    assert chosen["watch"]["seen_in_training"] == 3

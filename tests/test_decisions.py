@@ -316,6 +316,54 @@ def test_calibrate_can_score_a_dataset_itself(dataset: Path, tmp_path: Path) -> 
     assert lone.exit_code == 2 and "give --model or --engine" in lone.output
 
 
+def test_recalibrating_from_a_line_s_results_uses_its_labelled_images(
+    dataset: Path, tmp_path: Path
+) -> None:
+    """A line's results hold many images, of which a review labels some, often copied out
+    of the line's folder: calibration uses those, matched as eval RESULTS --labels matches
+    them, and says what it left out."""
+    import shutil
+
+    line = tmp_path / "line"
+    shutil.copytree(dataset / "images", line)
+    generate(tmp_path / "more", 5, (64, 64), defect_rate=0.5, seed=11)
+    for image in (tmp_path / "more" / "images").glob("*.png"):
+        shutil.copy(image, line / f"unreviewed_{image.name}")
+    reviewed = Path(shutil.copytree(dataset, tmp_path / "reviewed"))  # copies of line files
+    common = ["--decoder", "pil", "--precision", "fp32", "--device", "cpu", "-q"]
+    results, labelled_only = tmp_path / "line.parquet", tmp_path / "labelled.parquet"
+    cli("run", str(line), "-o", str(results), "--masks", "all", *common)
+    cli("run", str(dataset / "images"), "-o", str(labelled_only), "--masks", "all", *common)
+    chosen = {}
+    for source, labels in ((results, reviewed), (labelled_only, dataset)):
+        out = tmp_path / f"{source.stem}.json"
+        cli("calibrate", str(source), "--labels", str(labels), "-o", str(out))
+        chosen[source.stem] = json.loads(out.read_text())["validation"]
+    count = len(list((dataset / "images").glob("*.png")))
+    assert chosen["line"]["source"].endswith(
+        f"{count} of the {count} labelled images have a result; {count} of them as copies "
+        "of the files the run inspected; 5 results are of images not labelled (not used)"
+    )
+    for key in ("threshold", "escapes", "defective", "false_rejects", "good"):
+        assert chosen["line"][key] == chosen["labelled"][key], key
+    # Options that do not fit the input are refused, not ignored.
+    model = str(Path(__file__).parents[1] / "psicbatch" / "assets" / "demo_model.pt")
+    cli("eval", model, str(dataset), "--precision", "fp32", "-o", str(tmp_path / "eval"), "-q")
+    predictions = str(tmp_path / "eval" / "predictions.parquet")
+    for args, said in (
+        ([str(results), "--labels", str(dataset), "--model", model], "--model scores a dataset"),
+        ([str(dataset), "--model", model, "--labels", str(dataset)], "--labels goes with run"),
+    ):
+        refused = CliRunner().invoke(main, ["calibrate", *args, "-o", str(tmp_path / "x.json")])
+        assert refused.exit_code == 2 and said in refused.output, refused.output
+    refused = CliRunner().invoke(
+        main, ["calibrate", predictions, "--labels", str(dataset), "-o", str(tmp_path / "x.json")]
+    )
+    assert refused.exit_code == 1 and "hold their labels; give them without --labels" in (
+        refused.output
+    )
+
+
 def test_run_results_of_files_whose_names_are_not_utf8_are_labelled(tmp_path: Path) -> None:
     """Results name such a file exactly in path_bytes; calibration finds its label there,
     not by the U+FFFD text of path, and its page reads the image there too."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -11,7 +10,13 @@ from typing import Any
 import click
 from rich.progress import Progress
 
-from psicbatch.calibrate import Validation, calibrate, read_validation, scored_rows
+from psicbatch.calibrate import (
+    StoredPredictions,
+    Validation,
+    calibrate,
+    read_validation,
+    scored_rows,
+)
 from psicbatch.calibration_report import (
     calibration_html,
     calibration_markdown,
@@ -41,8 +46,8 @@ from psicbatch.errors import PsicbatchError
 from psicbatch.fingerprints import ImageSet, Overlap, file_digests, overlap_of, training_note
 from psicbatch.progress import progress_bar
 from psicbatch.region_record import applied_region, read_region, recorded_file, short
-from psicbatch.run.output import read_metadata
-from psicbatch.run.output_guard import OutputKind, check_output, is_results_file
+from psicbatch.run.output_guard import OutputKind, check_output
+from psicbatch.run.results import watch_identity
 
 # The decision file and its two reports, each replacing only its own kind.
 OUTPUTS = (
@@ -64,7 +69,8 @@ OUTPUTS = (
 @click.option(
     "--labels",
     type=click.Path(path_type=Path, file_okay=False, exists=True),
-    help="With the results of psicbatch run: the labelled dataset of those images.",
+    help="With run results (a results file or a --watch folder): the labelled dataset of "
+    "those images, or of some of them (copies count), matched as eval RESULTS --labels does.",
 )
 @layout_option("the --labels dataset")
 @click.option(
@@ -150,8 +156,9 @@ def calibrate_command(
     quiet: bool,
 ) -> None:
     """Choose the image threshold for a target escape rate from eval/cv predictions, from
-    run results with --labels, or by scoring a labelled dataset (PREDICTIONS a folder)
-    with --model or --engine; write a decision file and its reports."""
+    run results (a file or a --watch folder) with --labels, or by scoring a labelled
+    dataset (PREDICTIONS a folder) with --model or --engine; write a decision file and its
+    reports."""
     if (min_area_mm2 is None) != (pixel_size is None):
         raise click.BadParameter("--min-area-mm2 and --pixel-size go together")
     if min_area_mm2 is not None and pixel_size is not None:
@@ -169,20 +176,27 @@ def calibrate_command(
     }
     for kind, path in zip(OUTPUTS, written, strict=True):
         check_output(path, kind, named_inputs=inputs, overwrite=overwrite)
-    if predictions.is_dir():
+    if predictions.is_dir() and watch_identity(predictions) is None:  # a dataset folder
+        if labels is not None:
+            raise click.BadParameter("--labels goes with run results, not a dataset folder")
         with progress_bar(quiet) as progress:
             data, scorer, region, seen = _scored(
                 predictions, engine, model, precision, layout, device, roi, progress
             )
         digests = file_digests(data.files)  # recorded with the decisions
     else:
-        scorer, recorded_region, stored = _recorded(predictions)
+        if model is not None:
+            raise click.BadParameter(
+                "--model scores a dataset folder; stored predictions are scored already"
+            )
+        stored = StoredPredictions.read(predictions)
+        scorer, recorded_region = _recorded(stored)
         region = _located_region(predictions, recorded_region, roi, engine)
         if engine is not None:
             _check_scored_by(predictions, scorer, engine)
-        data = read_validation(predictions, labels, layout, chosen_rule)
+        data = read_validation(stored, labels, layout, chosen_rule)
         digests = file_digests(data.files)  # recorded, and counted among training images
-        seen = _seen_in_training(stored, data.files, digests)
+        seen = _seen_in_training(stored.record, data.files, digests)
     result = calibrate(data, chosen_rule, max_escape_rate, max_false_reject_rate)
     target = (
         {"max_false_reject_rate": max_false_reject_rate}
@@ -230,24 +244,15 @@ def calibrate_command(
     )
 
 
-def _recorded(
-    predictions: Path,
-) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
+def _recorded(stored: StoredPredictions) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The engine that scored stored predictions and the region of interest their masks
     were counted inside, as run results and eval predictions record them (cv predictions
-    pool several folds' models and record neither), and the whole record."""
-    record = predictions.parent / "metrics.json"  # eval writes it beside its predictions
+    pool several folds' models and record neither)."""
     try:
-        if is_results_file(predictions):
-            stored = read_metadata(predictions)
-        elif record.is_file():
-            stored = json.loads(record.read_text())
-        else:
-            return {}, None, {}
-        engine, region = stored.get("engine") or {}, stored.get("roi")
-    except (OSError, ValueError, AttributeError):
-        return {}, None, {}  # no readable record
-    return scoring_engine(engine) if engine.get("engine_sha256") else {}, region, stored
+        engine, region = stored.record.get("engine") or {}, stored.record.get("roi")
+        return scoring_engine(engine) if engine.get("engine_sha256") else {}, region
+    except AttributeError:
+        return {}, None  # a damaged record
 
 
 def _seen_in_training(

@@ -1,0 +1,144 @@
+"""A run's results matched with a labelled dataset's images: scored by ``eval RESULTS
+--labels`` and chosen on by ``calibrate RESULTS --labels``, so both count the same images.
+
+A labelled image is the file a row names, or a copy of it: a file of the same name and
+the same bytes (reviewed images are often copied out of the line's folder). Where a watch
+inspected a replaced file again, the last result counts.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from psicbatch.data.layouts import SampleRef, read_dataset
+from psicbatch.errors import PsicbatchError
+from psicbatch.paths import path_bytes, path_from_bytes, readable_path
+
+Pair = tuple[SampleRef, dict[str, Any]]
+
+
+@dataclass
+class Found:
+    """The labelled samples' result rows, and how many rows were of labelled images."""
+
+    pairs: list[Pair]  # in the dataset's order
+    rows_of_labelled: int  # earlier inspections of the same images included
+    copies: int  # labelled images that are copies of the files the run inspected
+    labelled: int  # images in the dataset
+    rows: int  # rows in the results
+
+    @property
+    def usable(self) -> list[Pair]:
+        """The pairs whose result has no error."""
+        return [(sample, row) for sample, row in self.pairs if row.get("error") is None]
+
+    def counts(self, done: str) -> str:
+        """What was ``done`` (scored, used) and what was left out, as a sentence's clauses."""
+        with_result, usable = len(self.pairs), len(self.usable)
+        counts = [f"{with_result} of the {self.labelled} labelled images have a result"]
+        if self.copies:
+            counts.append(f"{self.copies} of them as copies of the files the run inspected")
+        if with_result > usable:
+            counts.append(f"{with_result - usable} of them an error (not {done})")
+        if self.rows_of_labelled > with_result:
+            again = self.rows_of_labelled - with_result
+            counts.append(
+                f"{again} earlier results of the same images (inspected again; the last {done})"
+            )
+        if self.rows > self.rows_of_labelled:
+            counts.append(
+                f"{self.rows - self.rows_of_labelled} results are of images not labelled "
+                f"(not {done})"
+            )
+        return "; ".join(counts)
+
+
+def labelled_results(
+    results: Path, table: pa.Table, labels: Path, layout: str, columns: tuple[str, ...]
+) -> Found:
+    """The ``columns`` of the rows of ``table`` (read from ``results``) whose images are
+    in the dataset ``labels``; refused in one line when none of them has a usable row."""
+    samples = read_dataset(labels, layout)
+    found = _result_rows(table, samples, columns)
+    if not found.usable:
+        example = f" (they name e.g. {table['path'][0]})" if table.num_rows else ""
+        raise PsicbatchError(
+            f"{readable_path(results)}: none of its results without an error is of an image "
+            f"of {readable_path(labels)}{example}; give the dataset the run inspected, from "
+            "the folder the run started in where it was given relative paths"
+        )
+    return found
+
+
+def _result_rows(table: pa.Table, samples: list[SampleRef], columns: tuple[str, ...]) -> Found:
+    """Each labelled sample with its result row, in the dataset's order; only those rows
+    become Python."""
+    by_file = {path_bytes(sample.image_path.resolve()): sample for sample in samples}
+    # A file name no labelled image has rules a row out without resolving its path (a
+    # system call per folder level: seconds over a week of a line's results); a path
+    # seen before is not resolved again.
+    labelled_names = {os.path.basename(key) for key in by_file} | {
+        os.fsencode(sample.image_path.name) for sample in samples
+    }
+    names = table.select([c for c in ("path", "path_bytes") if c in table.column_names])
+    position: dict[bytes, int] = {}
+    resolved: dict[bytes, bytes] = {}
+    rows_of_labelled = 0
+    elsewhere: dict[bytes, list[tuple[int, bytes]]] = {}  # by name: rows of other files
+    for index, row in enumerate(names.to_pylist()):
+        raw = row.get("path_bytes") or path_bytes(row["path"])  # as ``paths.row_file``
+        name = os.path.basename(raw)
+        if name not in labelled_names:
+            continue
+        if raw not in resolved:
+            resolved[raw] = path_bytes(path_from_bytes(raw).resolve())
+        key = resolved[raw]
+        if key in by_file:
+            position[key] = index
+            rows_of_labelled += 1
+        else:
+            elsewhere.setdefault(name, []).append((index, raw))
+    copies = 0
+    for key, sample in by_file.items():
+        if key in position:
+            continue
+        same = [
+            index
+            for index, raw in elsewhere.get(os.path.basename(key), [])
+            if same_file_content(path_from_bytes(raw), sample.image_path)
+        ]
+        if same:
+            position[key] = same[-1]
+            rows_of_labelled += len(same)
+            copies += 1
+    wanted = [key for key in by_file if key in position]
+    present = [c for c in columns if c in table.column_names]
+    indices = pa.array([position[key] for key in wanted], type=pa.int64())
+    rows = table.select(present).take(indices).to_pylist()
+    pairs = [(by_file[key], row) for key, row in zip(wanted, rows, strict=True)]
+    return Found(pairs, rows_of_labelled, copies, len(samples), table.num_rows)
+
+
+def same_file_content(inspected: Path, labelled: Path) -> bool:
+    """Whether two regular files hold the same bytes (sizes first); a path that is not a
+    regular file (gone, a pipe) is not opened."""
+    try:
+        first, second = os.stat(inspected), os.stat(labelled)
+        regular = stat.S_ISREG(first.st_mode) and stat.S_ISREG(second.st_mode)
+        if not regular or first.st_size != second.st_size:
+            return False
+        with open(inspected, "rb") as one, open(labelled, "rb") as other:
+            while True:
+                chunk = one.read(1 << 20)
+                if chunk != other.read(1 << 20):
+                    return False
+                if not chunk:
+                    return True
+    except OSError:
+        return False
