@@ -79,13 +79,15 @@ def evaluate_dataset(
     progress: Progress | None = None,
     roi: RegionOfInterest | None = None,
     decisions: RunDecisions | None = None,
+    digests: list[bytes | None] | None = None,
 ) -> Evaluation:
     """``psicbatch eval``: open the engine (first, so a bad engine fails before any image is
     read), then score it on the labelled dataset, each image read once as it is needed;
     with ``compare_to`` also score that checkpoint in fp32 on the same images and add the
     differences; with ``roi``, masks (true and predicted) count inside the region of
     interest only; with ``decisions``, images are judged as a run of them judges them
-    (refused for decisions chosen on another engine's probabilities)."""
+    (refused for decisions chosen on another engine's probabilities). ``digests``: the
+    image files' (in the dataset's order), where the caller made them already."""
     engine = open_engine(spec, device, batch_size)
     if decisions is not None:
         check_decisions_fit(decisions.record, vars(engine.manifest))
@@ -104,7 +106,7 @@ def evaluate_dataset(
     )
     files = [sample.image_path for sample in samples]
     record = decisions.record if decisions is not None else None
-    result.summary.overlap = overlap_of(files, engine.manifest.training_images, record)
+    result.summary.overlap = overlap_of(files, engine.manifest.training_images, record, digests)
     if baseline:
         result.summary.comparison = result.summary.compare(baseline[0].summary, str(compare_to))
     return result

@@ -180,10 +180,9 @@ def calibrate_command(
         if labels is not None:
             raise click.BadParameter("--labels goes with run results, not a dataset folder")
         with progress_bar(quiet) as progress:
-            data, scorer, region, seen = _scored(
+            data, digests, scorer, region, seen = _scored(
                 predictions, engine, model, precision, layout, device, roi, progress
             )
-        digests = file_digests(data.files)  # recorded with the decisions
     else:
         if model is not None:
             raise click.BadParameter(
@@ -316,10 +315,11 @@ def _scored(
     device: str,
     roi: Path | None,
     progress: Progress,
-) -> tuple[Validation, dict[str, Any], dict[str, Any] | None, Overlap | None]:
+) -> tuple[Validation, list[bytes | None], dict[str, Any], dict[str, Any] | None, Overlap | None]:
     """A labelled dataset scored by a model or engine, as ``eval`` scores it (masks
-    inside ``roi`` only, when given), that engine, the region's record and how many of
-    the images the model was trained on."""
+    inside ``roi`` only, when given), its image files' digests, that engine, the region's
+    record and how many of the images the model was trained on."""
+    from psicbatch.data.layouts import read_dataset
     from psicbatch.engines.spec import EngineSpec
     from psicbatch.evaluate import evaluate_dataset
     from psicbatch.roi import RegionOfInterest
@@ -329,11 +329,14 @@ def _scored(
     # Checked before any work.
     region = RegionOfInterest(read_region(roi)) if roi is not None else None
     spec = EngineSpec(engine_dir=engine, checkpoint=model, precision=precision)
-    result = evaluate_dataset(spec, dataset, layout, device, progress=progress, roi=region)
+    # Made once: recorded with the decisions and counted among the training images.
+    digests = file_digests([sample.image_path for sample in read_dataset(dataset, layout)])
+    result = evaluate_dataset(
+        spec, dataset, layout, device, progress=progress, roi=region, digests=digests
+    )
     validation = scored_rows(result.rows, f"{dataset} scored by {engine or model}")
     engine_used = result.summary.engine
     scorer = scoring_engine(vars(engine_used)) if engine_used else {}
     seen = result.summary.overlap
-    if region is None:
-        return validation, scorer, None, seen
-    return validation, scorer, {**region.record(), "file": os.path.abspath(region.path)}, seen
+    where = {**region.record(), "file": os.path.abspath(region.path)} if region else None
+    return validation, digests, scorer, where, seen
