@@ -164,6 +164,7 @@ def test_a_restart_with_another_engine_is_refused(tmp_path: Path) -> None:
     )
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1 and "the model or engine" in result.output
+    assert "give another --out" in result.output and "--resume" not in result.output
     assert len(result.output.strip().splitlines()) == 1
 
 

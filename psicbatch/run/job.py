@@ -86,18 +86,25 @@ def _comparable(identity: JobIdentity) -> dict[str, Any]:
 
 
 def check_same_job(folder: Path, current: JobIdentity, name: str = JOB_FILE) -> None:
-    """Refuse, in one line, to resume into ``folder`` with another job's identity."""
+    """Refuse, in one line, to resume (or, for a watch, to write) into ``folder`` with
+    another job's identity."""
     recorded = JobIdentity.read(folder, name)
     if recorded is None:
         raise PsicbatchError(
             f"{readable_path(folder)}: written by an older psicbatch without a job record, "
             "so it cannot be resumed safely; delete that folder to start over"
         )
-    differing = recorded.differences(current)
+    differing = ", ".join(recorded.differences(current))
+    if differing and name == WATCH_JOB_FILE:
+        raise PsicbatchError(
+            f"{readable_path(folder)}: holds another watch's results: {differing} differ "
+            "from this one's; give another --out, since a folder holds one job's results, "
+            "read as one by its reports and audits"
+        )
     if differing:
         raise PsicbatchError(
             f"{readable_path(folder)}: --resume must continue the same job, but "
-            f"{', '.join(differing)} differ from the interrupted run's; use the same "
+            f"{differing} differ from the interrupted run's; use the same "
             "options, or another --out (or delete that folder to start over)"
         )
 
