@@ -23,12 +23,12 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from psicbatch.bench.machine import machine
+from psicbatch.cv_report import cross_validation_tables
 from psicbatch.data.images import read_mask
 from psicbatch.data.layouts import SampleRef, read_dataset
 from psicbatch.data.splits import joined_groups
 from psicbatch.evaluate import metrics_summary
 from psicbatch.fingerprints import file_digests
-from psicbatch.reports import cross_validation_tables
 
 SEGMENTATION, CLASSIFICATION = ("mask_miou", "boundary_miou"), ("auc", "ap", "accuracy", "fp", "fn")
 TABLE_KEYS = [("table1", name) for name in SEGMENTATION] + [("table3", n) for n in CLASSIFICATION]

@@ -17,8 +17,9 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from psicbatch.cv_report import cross_validation_tables  # noqa: E402
 from psicbatch.evaluate import metrics_summary  # noqa: E402
-from psicbatch.reports import READINGS, cross_validation_tables, markdown_table  # noqa: E402
+from psicbatch.reports import READINGS, markdown_table  # noqa: E402
 
 
 def main() -> None:

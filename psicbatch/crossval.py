@@ -19,6 +19,11 @@ import pyarrow.parquet as pq
 from rich.progress import Progress
 
 from psicbatch.checkpoint import load_checkpoint
+from psicbatch.cv_report import (
+    cross_validation_html,
+    cross_validation_markdown,
+    cross_validation_tables,
+)
 from psicbatch.data.layouts import SampleRef
 from psicbatch.data.memory import InPlaceSplits, load_into_memory
 from psicbatch.data.splits import joined_groups, kfold_by_group, save_splits
@@ -30,13 +35,7 @@ from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.errors import PsicbatchError
 from psicbatch.evaluate import evaluate, metrics_summary
 from psicbatch.fingerprints import ImageSet, file_digests, overlap_of
-from psicbatch.reports import (
-    cross_validation_markdown,
-    cross_validation_tables,
-    plot_curves,
-    write_json,
-    write_predictions,
-)
+from psicbatch.reports import plot_curves, write_json, write_predictions
 from psicbatch.scores import EvaluationSummary
 from psicbatch.train import Trainer, partial_path
 from psicbatch.train_options import TrainOptions
@@ -62,7 +61,8 @@ def cross_validate(
     digests: list[bytes | None] | None = None,
 ) -> dict[str, Any]:
     """Run every fold (or only fold ``only_fold``, 1-based, for studies that change one
-    thing on fixed folds) and write ``OUT/report.md``, ``cv.json``, predictions and curves.
+    thing on fixed folds) and write ``OUT/report.md``, ``report.html``, ``cv.json``,
+    predictions and curves.
     ``digests``: each sample's image file's (read here when not given)."""
     if only_fold is not None and not 1 <= only_fold <= folds:
         raise PsicbatchError(f"--fold must be between 1 and {folds}, got {only_fold}")
@@ -117,8 +117,9 @@ def cross_validate(
     }
     write_json(out / "cv.json", report)
     write_predictions(out / "predictions.parquet", all_rows)
-    plot_curves(out, all_rows, f"{folds}-fold CV, pooled")
-    (out / "report.md").write_text(cross_validation_markdown(report))
+    curves = plot_curves(out, all_rows, f"{folds}-fold CV, pooled")
+    (out / "report.md").write_text(cross_validation_markdown(report, curves))
+    (out / "report.html").write_text(cross_validation_html(report, curves), encoding="utf-8")
     return report
 
 

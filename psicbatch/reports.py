@@ -1,4 +1,5 @@
-"""Evaluation and cross-validation reports: JSON, markdown in the paper's layout, Parquet, PNG."""
+"""Evaluation reports: JSON, markdown in the paper's layout, Parquet, PNG; the tables
+and notes ``cv_report`` and the HTML pages share."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import html
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -17,38 +18,12 @@ import pyarrow.parquet as pq
 from psicbatch import metrics
 from psicbatch.fingerprints import seen_before
 from psicbatch.scores import (
-    CLASSIFICATION,
     HEADLINE,
     EvaluationSummary,
     Metric,
     MetricDelta,
     SegmentationScores,
 )
-
-# Paper Tables 1 and 3 (percent), for side-by-side comparison; "ap" is the paper's mAP.
-PAPER_RESULTS = {
-    "kolektorsdd": {
-        "mask_miou": 88.49,
-        "boundary_miou": 73.99,
-        "auc": 98.05,
-        "ap": 96.43,
-        "accuracy": 98.53,
-    },
-    "kolektorsdd2": {
-        "mask_miou": 86.13,
-        "boundary_miou": 70.98,
-        "auc": 96.34,
-        "ap": 93.27,
-        "accuracy": 97.50,
-    },
-    "dagm": {
-        "mask_miou": 89.10,
-        "boundary_miou": 82.55,
-        "auc": 100.0,
-        "ap": 100.0,
-        "accuracy": 100.0,
-    },
-}
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -141,20 +116,20 @@ def plot_curves(out_dir: Path, rows: list[dict[str, Any]], title: str) -> list[P
     return paths
 
 
-def _metric_column(metric: Metric, header: str) -> Column[EvaluationSummary]:
-    return Column(header, lambda summary: _pct(metric.of(summary)))
+def metric_column(metric: Metric, header: str) -> Column[EvaluationSummary]:
+    return Column(header, lambda summary: percent(metric.of(summary)))
 
 
 SUMMARY_COLUMNS: tuple[Column[EvaluationSummary], ...] = (
-    *(_metric_column(metric, f"{metric.label} (%)") for metric in HEADLINE),
+    *(metric_column(metric, f"{metric.label} (%)") for metric in HEADLINE),
     Column("FP", lambda s: s.classification.fp),
     Column("FN", lambda s: s.classification.fn),
 )
 METRIC_LABELS = {metric.name: metric.label for metric in HEADLINE}
 COMPARISON_COLUMNS: tuple[Column[tuple[str, MetricDelta]], ...] = (
     Column("metric (%)", lambda item: METRIC_LABELS.get(item[0], item[0])),
-    Column("this engine", lambda item: _pct(item[1].engine)),
-    Column("reference", lambda item: _pct(item[1].reference)),
+    Column("this engine", lambda item: percent(item[1].engine)),
+    Column("reference", lambda item: percent(item[1].reference)),
     Column("delta (points)", lambda item: f"{100 * item[1].delta:+.2f}"),
 )
 
@@ -293,8 +268,8 @@ def reading_columns(segmentation: SegmentationScores) -> tuple[Column[tuple[str,
     """Columns of mask and boundary mIoU, one row per reading (``READINGS``)."""
     return (
         Column("Mask / Boundary mIoU (%) over", lambda item: item[0]),
-        Column("Mask mIoU", lambda item: _pct(segmentation.reading("mask", item[1]))),
-        Column("Boundary mIoU", lambda item: _pct(segmentation.reading("boundary", item[1]))),
+        Column("Mask mIoU", lambda item: percent(segmentation.reading("mask", item[1]))),
+        Column("Boundary mIoU", lambda item: percent(segmentation.reading("boundary", item[1]))),
     )
 
 
@@ -328,165 +303,8 @@ def write_evaluation_report(
     return curves
 
 
-def cross_validation_tables(fold_summaries: list[EvaluationSummary]) -> dict[str, Any]:
-    """Table 1 (mean / max / min over folds of every segmentation score) and Table 3 (the
-    mean over folds of AUC, AP (the paper's mAP) and accuracy; FP and FN summed), in percent."""
-
-    def stats(values: list[float]) -> dict[str, float]:
-        return {
-            "mean": 100 * float(np.mean(values)),
-            "max": 100 * max(values),
-            "min": 100 * min(values),
-        }
-
-    return {
-        "table1": {
-            score.name: stats([getattr(s.segmentation, score.name) for s in fold_summaries])
-            for score in fields(SegmentationScores)
-        },
-        "table3": {
-            **{
-                metric.name: 100 * float(np.mean([metric.of(s) for s in fold_summaries]))
-                for metric in CLASSIFICATION
-            },
-            "fp": sum(s.classification.fp for s in fold_summaries),
-            "fn": sum(s.classification.fn for s in fold_summaries),
-        },
-    }
-
-
-def _fold_summary(fold: dict[str, Any]) -> EvaluationSummary:
-    """A ``cv`` fold record's summary."""
-    summary: EvaluationSummary = fold["summary"]
-    return summary
-
-
-def _seen(summary: EvaluationSummary) -> str:
-    """How many of a fold's test images its model was trained on (copies known by content)."""
-    overlap = summary.overlap
-    if overlap is None or overlap.training is None:
-        return "not recorded"
-    return str(overlap.training)
-
-
-FOLD_COLUMNS: tuple[Column[dict[str, Any]], ...] = (
-    Column("fold", lambda fold: fold["fold"]),
-    Column[EvaluationSummary]("test images", lambda s: s.images).on(_fold_summary),
-    Column[EvaluationSummary]("defective", lambda s: s.defective_images).on(_fold_summary),
-    *(
-        _metric_column(metric, metric.label).on(_fold_summary)
-        for metric in HEADLINE
-        if metric.name != "two_class_miou"
-    ),
-    Column[EvaluationSummary]("test images seen in training", _seen).on(_fold_summary),
-    Column("train time (min)", lambda fold: f"{fold['train_minutes']:.1f}"),
-)
-
-
-def _joined(report: dict[str, Any]) -> list[str]:
-    """The sentence naming groups kept in one fold because they hold identical images."""
-    joined = report.get("joined_groups") or []
-    if not joined:
-        return []
-    sets = ", ".join(f"({', '.join(groups)})" for groups in joined)
-    return [
-        f"Groups holding identical image files, each kept within one fold so that no test "
-        f"image is a copy of a training image: {sets}.",
-        "",
-    ]
-
-
-def cross_validation_markdown(report: dict[str, Any]) -> str:
-    """``cv``'s report: folds' ``summary`` and ``pooled`` are ``EvaluationSummary``s."""
-    t1, t3 = report["tables"]["table1"], report["tables"]["table3"]
-    paper = PAPER_RESULTS.get(report["layout"], {})
-    spread = ("mask_miou", "boundary_miou")
-    table1_header = [
-        "",
-        *(
-            header
-            for kind in ("Mask", "Boundary")
-            for header in (f"{kind} mIoU", f"Max {kind} IoU", f"Min {kind} IoU")
-        ),
-        "two-class mIoU",
-    ]
-    table1_rows = [
-        [
-            "psicbatch",
-            *(f"{t1[name][stat]:.2f}" for name in spread for stat in ("mean", "max", "min")),
-            f"{t1['two_class_miou']['mean']:.2f}",
-        ]
-    ]
-    if paper:
-        table1_rows.append(
-            ["paper", *(cell for name in spread for cell in (f"{paper[name]:.2f}", "", "")), ""]
-        )
-    table3_header = ["", *("mAP" if m.name == "ap" else m.label for m in CLASSIFICATION)]
-    table3_header += ["FP", "FN"]
-    table3_rows = [
-        ["psicbatch", *(f"{t3[m.name]:.2f}" for m in CLASSIFICATION), t3["fp"], t3["fn"]]
-    ]
-    if paper:
-        table3_rows.append(["paper", *(f"{paper[m.name]:.2f}" for m in CLASSIFICATION), "", ""])
-    mean_readings = SegmentationScores(**{name: t1[name]["mean"] / 100 for name in t1})
-    pooled: EvaluationSummary = report["pooled"]
-    lines = [
-        f"# {len(report['folds'])}-fold cross-validation on {report['dataset']}",
-        "",
-        f"Layout `{report['layout']}`, {report['images']} images "
-        f"({report['defective_images']} defective). Command:",
-        "",
-        "```",
-        report["command"],
-        "```",
-        "",
-        *_joined(report),
-        "## Segmentation (paper Table 1 layout, %)",
-        "",
-        *markdown_table(table1_header, table1_rows),
-        "",
-        "Mean, max and min are over folds; each fold's value is the mean over its defective "
-        "test images (strict reading).",
-        "",
-        "### The three readings of mask and boundary mIoU (mean over folds, %)",
-        "",
-        *readings_table(mean_readings),
-        "",
-        "## Classification (paper Table 3 layout, %)",
-        "",
-        *markdown_table(table3_header, table3_rows),
-        "",
-        "mAP is the mean of the folds' AP; FP and FN are summed over folds.",
-        "",
-        "## Folds",
-        "",
-        *column_table(FOLD_COLUMNS, report["folds"]),
-        "",
-        "Pooled over all folds' test predictions: "
-        + ", ".join(
-            f"{m.label} {_pct(m.of(pooled))}"
-            for m in HEADLINE
-            if m.name in ("auc", "ap", "mask_miou", "boundary_miou")
-        )
-        + ".",
-        "",
-        *(
-            [
-                "Each fold's test set, with the images its model got most wrong: "
-                + ", ".join(f"`{page}`" for page in report["fold_pages"])
-                + ".",
-                "",
-            ]
-            if report.get("fold_pages")
-            else []
-        ),
-        METRIC_NOTE,
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _pct(value: float) -> str:
+def percent(value: float) -> str:
+    """A share as a percentage with two decimals; n/a where there is none."""
     return "n/a" if value is None or math.isnan(value) else f"{100 * value:.2f}"
 
 

@@ -181,6 +181,14 @@ def test_cv_reports_in_paper_layout_and_resumes(dataset: Path, tmp_path: Path) -
     pages = ["fold1/evaluation/report.html", "fold2/evaluation/report.html"]
     assert report["fold_pages"] == pages and all((out / page).is_file() for page in pages)
     assert f"`{pages[1]}`" in markdown
+    # The same report as a page: its tables, the pooled curves embedded, each fold's page
+    # linked relative to it (the folder moves as a whole).
+    page = (out / "report.html").read_text()
+    assert "![pr_curve](pr_curve.png)" in markdown and (out / "pr_curve.png").is_file()
+    assert page.count('<img src="data:image/png;base64,') == 2  # PR and ROC
+    assert all(f'<a href="{link}">' in page for link in pages)
+    assert "<h2>Classification (paper Table 3 layout, %)</h2>" in page
+    assert "<th>test images seen in training</th>" in page and "<code>psicbatch cv" in page
     shown = json.loads(CliRunner().invoke(main, ["info", str(out), "--json"]).output)
     assert shown["folds"] == 2 and shown["images"] == 30
     assert shown["AP (%)"] == round(100 * report["pooled"]["classification"]["ap"], 2)
