@@ -81,6 +81,14 @@ def test_out_refuses_inputs_foreign_files_and_devices(images: Path, tmp_path: Pa
     result = invoke("run", images, "--out", "/dev/null", *FAST)
     assert result.exit_code == 1 and "not a regular file" in result.output
     assert Path("/dev/null").is_char_device()
+    # A decision file inside a folder the command reads is named as inside it.
+    labels = tmp_path / "labelled"
+    generate(labels, 4, (32, 32), defect_rate=0.5, seed=1)
+    results = tmp_path / "r.parquet"
+    assert invoke("run", labels / "images", "--out", results, *FAST).exit_code == 0
+    inside = invoke("calibrate", results, "--labels", labels, "--out", labels / "d.json")
+    said = "d.json: is inside the labels, which this command reads; choose another --out"
+    assert inside.exit_code == 1 and said in inside.output, inside.output
 
 
 def test_outputs_are_named_as_what_they_hold(images: Path, tmp_path: Path) -> None:

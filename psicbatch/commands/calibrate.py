@@ -171,7 +171,7 @@ def calibrate_command(
         "the predictions": predictions,
         "the labels": labels,
         "the model": model,
-        "inside the engine": engine,
+        "the engine folder": engine,
         "the region of interest": roi,
     }
     for kind, path in zip(OUTPUTS, written, strict=True):

@@ -458,7 +458,7 @@ def report_command(
     if html_path is None and csv_path is None and mask_folder is None:
         html_path = Path("report.html")
     outputs = {kind: path for kind, path in ((REPORT, html_path), (CSV_TABLE, csv_path)) if path}
-    what = "inside the results folder" if results.is_dir() else "the results file"
+    what = "the results folder" if results.is_dir() else "the results file"
     for kind, path in outputs.items():
         if not path.absolute().parent.is_dir():
             raise PsicbatchError(f"{readable_path(path)}: its folder does not exist")

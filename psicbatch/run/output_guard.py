@@ -82,8 +82,9 @@ def check_output(
     status = _status(path, shown)
     for what, named in (named_inputs or {}).items():
         if named is not None and _is_or_inside(path, status, Path(named)):
+            where = f"inside {what}" if os.path.isdir(named) else what
             raise PsicbatchError(
-                f"{shown}: is {what} of this command; choose another {kind.option}"
+                f"{shown}: is {where}, which this command reads; choose another {kind.option}"
             )
     if input_key(path) in input_keys:
         raise PsicbatchError(f"{shown}: is one of the input images; choose another {kind.option}")

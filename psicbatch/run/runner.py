@@ -106,7 +106,7 @@ def run(
         {
             "the --list file": options.list_file,
             "the model": spec.checkpoint,
-            "inside the engine folder": spec.engine_dir,
+            "the engine folder": spec.engine_dir,
         },
         overwrite=options.overwrite or (options.resume and parts.is_dir()),
         earlier=f" of a finished run (no {parts.name} to resume from)" if options.resume else "",
