@@ -18,6 +18,7 @@ from psicbatch.reports import (
     METRIC_NOTE,
     READINGS,
     Column,
+    html_grid,
     markdown_table,
     metric_column,
     percent,
@@ -282,12 +283,7 @@ def cross_validation_html(report: dict[str, Any], curves: list[Path]) -> str:
         elif isinstance(block, Code):
             parts.append(f"<pre><code>{e(block.text)}</code></pre>")
         elif isinstance(block, Table):
-            head = "".join(f"<th>{e(cell)}</th>" for cell in block.header)
-            body = "".join(
-                "<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in row) + "</tr>"
-                for row in block.rows
-            )
-            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            parts.append(html_grid(block.header, block.rows))
         elif isinstance(block, Curves):
             parts += [
                 f'<img src="{png_bytes_uri(curve.read_bytes())}" alt="{e(curve.stem)}">'

@@ -50,10 +50,18 @@ def column_table(columns: Sequence[Column[T]], items: Iterable[T]) -> list[str]:
 
 
 def html_table(columns: Sequence[Column[T]], items: Iterable[T]) -> str:
-    head = "".join(f"<th>{html.escape(c.header)}</th>" for c in columns)
+    return html_grid(
+        [column.header for column in columns],
+        [[column.cell(item) for column in columns] for item in items],
+    )
+
+
+def html_grid(header: list[str], rows: list[list[Any]]) -> str:
+    """An HTML table; cells are written with str(), escaped."""
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c.cell(item)))}</td>" for c in columns) + "</tr>"
-        for item in items
+        "<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>"
+        for row in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
