@@ -279,3 +279,10 @@ def test_a_watch_folder_audits_as_a_results_file_of_the_same_run(
     for key in ("threshold", "escapes", "false_rejects", "seen_in_training", "image_digests"):
         assert chosen["watch"][key] == chosen["file"][key], key
     assert chosen["watch"]["seen_in_training"] == 3
+    # Their pages describe the run as info does: the decision file by name, not its content.
+    for name, source in (("file", results), ("watch", out)):
+        page = tmp_path / f"{name}-report.html"
+        cli("report", str(source), "--html", str(page))
+        text = page.read_text()
+        assert "<tr><th>judged defective</th><td>probability &gt;= " in text
+        assert "<tr><th>roi</th><td>file=" in text and "image_digests" not in text

@@ -13,6 +13,7 @@ from rich.table import Table
 from psicbatch.commands import SUMMARIES
 from psicbatch.commands.options import NETWORK_SIZE, Bounded
 from psicbatch.run.output_guard import CHECKPOINT, check_output
+from psicbatch.run.results import field_text
 from psicbatch.summaries import summarize
 
 
@@ -34,9 +35,7 @@ def info(path: Path, as_json: bool) -> None:
     table.add_column("field", style="bold")
     table.add_column("value")
     for key, value in summary.items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
-        table.add_row(key, str(value))
+        table.add_row(key, field_text(value))
     Console().print(table)
 
 

@@ -25,7 +25,13 @@ from psicbatch.run.files import FileLimits
 from psicbatch.run.headers import read_bytes
 from psicbatch.run.limited import TimeLimitExceeded, call_limited
 from psicbatch.run.output_guard import REPORT, REPORT_MARKER, write_checked
-from psicbatch.run.results import judged_by, read_results_table, results_counts
+from psicbatch.run.results import (
+    described,
+    field_text,
+    judged_by,
+    read_results_table,
+    results_counts,
+)
 
 THUMBNAIL_HEIGHT = 220
 ERRORS_LISTED = 200  # the page names these; the rest are counted
@@ -133,15 +139,11 @@ def build_report(results: Path, top: int = 24, limits: FileLimits | None = None)
         )
     readable_count = images - error_count
     rate = defect_count / readable_count if readable_count else 0.0
+    shown_counts = ("results", "images", "defective", "errors")  # at the top of the page
     meta_rows = "".join(
-        f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>"
-        for k, v in metadata.items()
-        if k != "engine"
-    )
-    engine = metadata.get("engine", {})
-    meta_rows += (
-        f"<tr><th>engine</th><td>{e(str(engine.get('backend')))} "
-        f"{e(str(engine.get('precision')))}, input {e(str(engine.get('input_size')))}</td></tr>"
+        f"<tr><th>{e(key)}</th><td>{e(field_text(value))}</td></tr>"
+        for key, value in described(results, table, metadata).items()
+        if key not in shown_counts
     )
     probabilities = pc.filter(table["probability"], readable).to_numpy()
     judged = judged_by(metadata)

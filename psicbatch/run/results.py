@@ -68,6 +68,12 @@ def results_summary(results: Path) -> dict[str, Any]:
     """What a results file or watch folder holds and what made it, from its own record:
     the counts, the engine, thresholds and decisions, the run's settings and times."""
     table, run = read_results_table(results)
+    return described(results, table, run)
+
+
+def described(results: Path, table: pa.Table, run: dict[str, Any]) -> dict[str, Any]:
+    """``results_summary`` of results already read: what ``info`` and the report's page
+    show of them."""
     engine, decisions = run.get("engine") or {}, run.get("decisions") or {}
     images, defective, errors = results_counts(table)
     judged = judged_by(run)
@@ -77,6 +83,7 @@ def results_summary(results: Path) -> dict[str, Any]:
         "defective": defective,
         "errors": errors,
         "engine": " ".join(str(engine[key]) for key in ("backend", "precision") if key in engine),
+        "input_size": "x".join(str(side) for side in engine.get("input_size") or []),
         "engine_sha256": engine.get("engine_sha256"),
         "checkpoint_sha256": run.get("checkpoint_sha256"),
         "thresholds": run.get("thresholds"),
@@ -87,10 +94,18 @@ def results_summary(results: Path) -> dict[str, Any]:
             if key in decisions
         },
     }
-    settings = ("masks", "decoder", "devices", "roi", "inputs", "resumed", "parts", "completed")
+    settings = ["sources", "masks", "decoder", "devices", "roi", "inputs", "resumed"]
+    settings += ["parts", "completed"]  # a watch folder's
     times = ("started_at", "finished_at", "psicbatch_version", "schema_version")
     summary.update({key: run.get(key) for key in (*settings, *times)})
     return {key: value for key, value in summary.items() if value not in ({}, None, "")}
+
+
+def field_text(value: Any) -> str:
+    """A summary's value as a person reads it: ``key=value, ...`` for a record."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={item}" for key, item in value.items()) or "-"
+    return str(value)
 
 
 def _watch_results(folder: Path) -> tuple[pa.Table, dict[str, Any]]:
