@@ -2,8 +2,10 @@
 --labels`` and chosen on by ``calibrate RESULTS --labels``, so both count the same images.
 
 A labelled image is the file a row names, or a copy of it: a file of the same name and
-the same bytes (reviewed images are often copied out of the line's folder). Where a watch
-inspected a replaced file again, the last result counts.
+the same bytes (reviewed images are often copied out of the line's folder); of several
+such files, the one whose path ends most like the labelled image's (``kos26/Part0.jpg``:
+a dataset may hold identical images under the same names in different folders). Where a
+watch inspected a replaced file again, the last result counts.
 """
 
 from __future__ import annotations
@@ -89,8 +91,8 @@ def _result_rows(table: pa.Table, samples: list[SampleRef], columns: tuple[str, 
     names = table.select([c for c in ("path", "path_bytes") if c in table.column_names])
     position: dict[bytes, int] = {}
     resolved: dict[bytes, bytes] = {}
-    rows_of_labelled = 0
-    elsewhere: dict[bytes, list[tuple[int, bytes]]] = {}  # by name: rows of other files
+    used: set[int] = set()  # rows of labelled images, earlier inspections included
+    elsewhere: dict[bytes, dict[bytes, list[int]]] = {}  # name -> other files -> their rows
     for index, row in enumerate(names.to_pylist()):
         raw = row.get("path_bytes") or path_bytes(row["path"])  # as ``paths.row_file``
         name = os.path.basename(raw)
@@ -101,28 +103,40 @@ def _result_rows(table: pa.Table, samples: list[SampleRef], columns: tuple[str, 
         key = resolved[raw]
         if key in by_file:
             position[key] = index
-            rows_of_labelled += 1
+            used.add(index)
         else:
-            elsewhere.setdefault(name, []).append((index, raw))
+            elsewhere.setdefault(name, {}).setdefault(key, []).append(index)
     copies = 0
     for key, sample in by_file.items():
         if key in position:
             continue
-        same = [
-            index
-            for index, raw in elsewhere.get(os.path.basename(key), [])
-            if same_file_content(path_from_bytes(raw), sample.image_path)
-        ]
-        if same:
-            position[key] = same[-1]
-            rows_of_labelled += len(same)
+        same = {
+            file: rows
+            for file, rows in elsewhere.get(os.path.basename(key), {}).items()
+            if same_file_content(path_from_bytes(file), sample.image_path)
+        }
+        if same:  # the copy whose path ends most like the labelled one's (kos26/Part0.jpg)
+            nearest = max(same, key=lambda file: (_common_tail(file, key), same[file][-1]))
+            position[key] = same[nearest][-1]
+            used.update(same[nearest])
             copies += 1
     wanted = [key for key in by_file if key in position]
     present = [c for c in columns if c in table.column_names]
     indices = pa.array([position[key] for key in wanted], type=pa.int64())
     rows = table.select(present).take(indices).to_pylist()
     pairs = [(by_file[key], row) for key, row in zip(wanted, rows, strict=True)]
-    return Found(pairs, rows_of_labelled, copies, len(samples), table.num_rows)
+    return Found(pairs, len(used), copies, len(samples), table.num_rows)
+
+
+def _common_tail(first: bytes, second: bytes) -> int:
+    """How many trailing path components two paths share."""
+    shared = 0
+    pairs = zip(reversed(first.split(b"/")), reversed(second.split(b"/")), strict=False)
+    for one, other in pairs:  # up to the shorter path's length
+        if one != other:
+            break
+        shared += 1
+    return shared
 
 
 def same_file_content(inspected: Path, labelled: Path) -> bool:
