@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from psicbatch.data.layouts import SampleRef
-from psicbatch.run.labelled_results import _result_rows
+from psicbatch.run.labelled_results import result_rows
 
 
 def _sample(path: Path) -> SampleRef:
@@ -30,18 +30,18 @@ def test_identical_images_in_two_folders_each_find_their_own_copy(tmp_path: Path
             (root / folder / "Part0.jpg").write_bytes(image)
     samples = [_sample(labelled / f / "Part0.jpg") for f in ("kos01", "kos26", "kos02")]
     inspected = [line / f / "Part0.jpg" for f in ("kos01", "kos26", "kos02")]
-    found = _result_rows(_table(inspected), samples, ("path",))
+    found = result_rows(_table(inspected), samples, ("path",))
     paired = {s.group: Path(row["path"]).parent.name for s, row in found.pairs}
     assert paired == {"kos01": "kos01", "kos26": "kos26", "kos02": "kos02"}
     assert (found.copies, found.rows_of_labelled) == (3, 3)  # no image inspected twice
     # Inspected again: the last result of the same file counts, and is counted once more.
-    again = _result_rows(_table([*inspected, inspected[0]]), samples, ("path",))
+    again = result_rows(_table([*inspected, inspected[0]]), samples, ("path",))
     assert {s.group: Path(row["path"]).parent.name for s, row in again.pairs} == paired
     assert again.rows_of_labelled == 4
     # Copies elsewhere under other folder names: the same bytes, the same name, one file.
     flat = tmp_path / "flat"
     flat.mkdir()
     (flat / "Part0.jpg").write_bytes(b"same bytes")
-    alone = _result_rows(_table([flat / "Part0.jpg"]), samples, ("path",))
+    alone = result_rows(_table([flat / "Part0.jpg"]), samples, ("path",))
     assert [s.group for s, _ in alone.pairs] == ["kos01", "kos26"]
     assert alone.rows_of_labelled == 1  # one result, of one file, for both copies

@@ -67,7 +67,7 @@ def labelled_results(
     """The ``columns`` of the rows of ``table`` (read from ``results``) whose images are
     in the dataset ``labels``; refused in one line when none of them has a usable row."""
     samples = read_dataset(labels, layout)
-    found = _result_rows(table, samples, columns)
+    found = result_rows(table, samples, columns)
     if not found.usable:
         example = f" (they name e.g. {table['path'][0]})" if table.num_rows else ""
         raise PsicbatchError(
@@ -78,7 +78,7 @@ def labelled_results(
     return found
 
 
-def _result_rows(table: pa.Table, samples: list[SampleRef], columns: tuple[str, ...]) -> Found:
+def result_rows(table: pa.Table, samples: list[SampleRef], columns: tuple[str, ...]) -> Found:
     """Each labelled sample with its result row, in the dataset's order; only those rows
     become Python."""
     by_file = {path_bytes(sample.image_path.resolve()): sample for sample in samples}
