@@ -214,13 +214,11 @@ def test_only_regular_files_are_compared_as_copies(tmp_path: Path) -> None:
     assert not same_file_content(inspected, labelled)
 
 
-@pytest.mark.timeout(180)
-def test_a_watch_folder_audits_as_a_results_file_of_the_same_run(
-    dataset: Path, tmp_path: Path
-) -> None:
-    """A --watch folder records, as a results file does, the region, the decision file and
-    the images the model learnt from: its audit counts labels inside the region and says
-    which of its images the model and its decisions had seen."""
+def _watched_and_run(dataset: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
+    """The dataset's images inspected by a run into a results file, and by a --watch of a
+    folder they are copied into, with the same model (which learnt from 3 of them),
+    decisions (chosen on all of them) and region: the results file, the line folder, the
+    watch folder."""
     import dataclasses
     import signal
 
@@ -255,6 +253,17 @@ def test_a_watch_folder_audits_as_a_results_file_of_the_same_run(
     wait_for(lambda: len(rows(out)) == len(images), watching)
     watching.send_signal(signal.SIGTERM)
     assert watching.wait(timeout=30) == 0
+    return results, line, out
+
+
+@pytest.mark.timeout(180)
+def test_a_watch_folder_audits_as_a_results_file_of_the_same_run(
+    dataset: Path, tmp_path: Path
+) -> None:
+    """A --watch folder records, as a results file does, the region, the decision file and
+    the images the model learnt from: its audit counts labels inside the region and says
+    which of its images the model and its decisions had seen."""
+    results, line, out = _watched_and_run(dataset, tmp_path)
     audits = {}
     for name, source in (("file", results), ("watch", out)):
         cli("eval", str(source), "--labels", str(dataset), "-o", str(tmp_path / name), "-q")
@@ -286,3 +295,10 @@ def test_a_watch_folder_audits_as_a_results_file_of_the_same_run(
         text = page.read_text()
         assert "<tr><th>judged defective</th><td>probability &gt;= " in text
         assert "<tr><th>roi</th><td>file=" in text and "image_digests" not in text
+    # The line moves its images away: the watch folder's audit still finds the reviewed
+    # copies, by the name and size it recorded of each.
+    shutil.rmtree(line)
+    cli("eval", str(out), "--labels", str(dataset), "-o", str(tmp_path / "moved"), "-q")
+    assert json.dumps(_rows(tmp_path / "moved"), default=str) == json.dumps(watched, default=str)
+    source = json.loads((tmp_path / "moved" / "metrics.json").read_text())["source"]
+    assert "16 of them as copies" in source and "16 of those known by name and size" in source

@@ -45,3 +45,29 @@ def test_identical_images_in_two_folders_each_find_their_own_copy(tmp_path: Path
     alone = result_rows(_table([flat / "Part0.jpg"]), samples, ("path",))
     assert [s.group for s, _ in alone.pairs] == ["kos01", "kos26"]
     assert alone.rows_of_labelled == 1  # one result, of one file, for both copies
+
+
+def test_copies_of_files_moved_away_are_known_by_name_and_recorded_size(tmp_path: Path) -> None:
+    """A line moves its images away once inspected: the reviewed copy is then the file of
+    its name whose size the watch recorded, never one of another size."""
+    labelled, line = tmp_path / "reviewed", tmp_path / "line"
+    for root in (labelled, line):
+        for folder in ("kos01", "kos02"):
+            (root / folder).mkdir(parents=True)
+    (labelled / "kos01" / "Part0.jpg").write_bytes(b"twelve bytes")
+    (labelled / "kos02" / "Part0.jpg").write_bytes(b"other size")
+    inspected = [line / "kos01" / "Part0.jpg", line / "kos02" / "Part0.jpg"]
+    table = _table(inspected).append_column("file_size", pa.array([12, 11], pa.int64()))
+    samples = [_sample(labelled / f / "Part0.jpg") for f in ("kos01", "kos02")]
+    found = result_rows(table, samples, ("path",))  # the inspected files are gone
+    assert [(s.group, Path(row["path"]).parent.name) for s, row in found.pairs] == [
+        ("kos01", "kos01")
+    ]  # kos02's copy has 10 bytes, its inspected file had 11: another image
+    assert (found.copies, found.by_size, found.rows_of_labelled) == (1, 1, 1)
+    assert "1 of those known by name and size, the inspected files being gone" in (
+        found.counts("scored")
+    )
+    # Where the inspected file is still there, its bytes decide, not its recorded size.
+    (line / "kos02" / "Part0.jpg").write_bytes(b"other size")
+    found = result_rows(table, samples, ("path",))
+    assert (found.copies, found.by_size) == (2, 1)

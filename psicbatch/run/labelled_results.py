@@ -2,10 +2,12 @@
 --labels`` and chosen on by ``calibrate RESULTS --labels``, so both count the same images.
 
 A labelled image is the file a row names, or a copy of it: a file of the same name and
-the same bytes (reviewed images are often copied out of the line's folder); of several
-such files, the one whose path ends most like the labelled image's (``kos26/Part0.jpg``:
-a dataset may hold identical images under the same names in different folders). Where a
-watch inspected a replaced file again, the last result counts.
+the same bytes (reviewed images are often copied out of the line's folder) or, where the
+inspected file is gone (a line moves its images away once inspected), of the same name
+and the size a watch recorded of it. Of several such files, the one whose path ends most
+like the labelled image's (``kos26/Part0.jpg``: a dataset may hold identical images under
+the same names in different folders). Where a watch inspected a replaced file again, the
+last result counts.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Found:
     pairs: list[Pair]  # in the dataset's order
     rows_of_labelled: int  # earlier inspections of the same images included
     copies: int  # labelled images that are copies of the files the run inspected
+    by_size: int  # of those, copies of files gone since, known by name and recorded size
     labelled: int  # images in the dataset
     rows: int  # rows in the results
 
@@ -46,6 +49,11 @@ class Found:
         counts = [f"{with_result} of the {self.labelled} labelled images have a result"]
         if self.copies:
             counts.append(f"{self.copies} of them as copies of the files the run inspected")
+        if self.by_size:
+            counts.append(
+                f"{self.by_size} of those known by name and size, the inspected files being "
+                "gone (moved away since)"
+            )
         if with_result > usable:
             counts.append(f"{with_result - usable} of them an error (not {done})")
         if self.rows_of_labelled > with_result:
@@ -88,11 +96,13 @@ def result_rows(table: pa.Table, samples: list[SampleRef], columns: tuple[str, .
     labelled_names = {os.path.basename(key) for key in by_file} | {
         os.fsencode(sample.image_path.name) for sample in samples
     }
-    names = table.select([c for c in ("path", "path_bytes") if c in table.column_names])
+    named = ("path", "path_bytes", "file_size")  # a watch records each file's size
+    names = table.select([c for c in named if c in table.column_names])
     position: dict[bytes, int] = {}
     resolved: dict[bytes, bytes] = {}
     used: set[int] = set()  # rows of labelled images, earlier inspections included
     elsewhere: dict[bytes, dict[bytes, list[int]]] = {}  # name -> other files -> their rows
+    sizes: dict[int, int | None] = {}  # those rows' recorded file sizes
     for index, row in enumerate(names.to_pylist()):
         raw = row.get("path_bytes") or path_bytes(row["path"])  # as ``paths.row_file``
         name = os.path.basename(raw)
@@ -106,26 +116,54 @@ def result_rows(table: pa.Table, samples: list[SampleRef], columns: tuple[str, .
             used.add(index)
         else:
             elsewhere.setdefault(name, {}).setdefault(key, []).append(index)
-    copies = 0
+            sizes[index] = row.get("file_size")
+    copies = by_size = 0
     for key, sample in by_file.items():
         if key in position:
             continue
-        same = {
-            file: rows
-            for file, rows in elsewhere.get(os.path.basename(key), {}).items()
-            if same_file_content(path_from_bytes(file), sample.image_path)
-        }
-        if same:  # the copy whose path ends most like the labelled one's (kos26/Part0.jpg)
-            nearest = max(same, key=lambda file: (_common_tail(file, key), same[file][-1]))
-            position[key] = same[nearest][-1]
-            used.update(same[nearest])
+        copy = _copy_rows(sample, key, elsewhere.get(os.path.basename(key), {}), sizes)
+        if copy is not None:
+            rows, gone = copy
+            position[key] = rows[-1]
+            used.update(rows)
             copies += 1
+            by_size += gone
     wanted = [key for key in by_file if key in position]
     present = [c for c in columns if c in table.column_names]
     indices = pa.array([position[key] for key in wanted], type=pa.int64())
     rows = table.select(present).take(indices).to_pylist()
     pairs = [(by_file[key], row) for key, row in zip(wanted, rows, strict=True)]
-    return Found(pairs, len(used), copies, len(samples), table.num_rows)
+    return Found(pairs, len(used), copies, by_size, len(samples), table.num_rows)
+
+
+def _copy_rows(
+    sample: SampleRef, key: bytes, files: dict[bytes, list[int]], sizes: dict[int, int | None]
+) -> tuple[list[int], bool] | None:
+    """The rows of the inspected file the labelled ``sample`` is a copy of, and whether
+    it was known by its recorded size: a file of the same name holding the same bytes or,
+    where that file is gone (a line moves its images away once inspected), one whose row
+    records the labelled file's size. Of several, one holding the bytes, then the one
+    whose path ends most like ``key`` (``kos26/Part0.jpg``), then the latest."""
+    try:
+        size = os.stat(sample.image_path).st_size
+    except OSError:
+        return None
+    found: dict[bytes, tuple[list[int], bool]] = {}
+    for file, rows in files.items():
+        inspected = path_from_bytes(file)
+        if same_file_content(inspected, sample.image_path):
+            found[file] = (rows, False)
+        elif not os.path.lexists(inspected):
+            recorded = [index for index in rows if sizes.get(index) == size]
+            if recorded:  # rows of other sizes are other versions of that file
+                found[file] = (recorded, True)
+    if not found:
+        return None
+    nearest = max(
+        found,
+        key=lambda file: (not found[file][1], _common_tail(file, key), found[file][0][-1]),
+    )
+    return found[nearest]
 
 
 def _common_tail(first: bytes, second: bytes) -> int:
