@@ -3,7 +3,8 @@
 # a --watch inspects copies of labelled folders (copied in as a camera would write them),
 # the review's labels are the original folders, and the watch folder is audited
 # (`eval OUT --labels`) and recalibrated (`calibrate OUT --labels`) as a results file of
-# the same images is. The figures must be the same, file for file.
+# the same images is. The figures must be the same, file for file. Then the line's images
+# are moved away, as a line archives them, and the watch folder is audited again.
 #   benchmarks/line_loop.sh MODEL DATA OUT FOLDER...
 # MODEL: a checkpoint that never saw FOLDERs (e.g. a cv fold's model and its test folders);
 # DATA: a KolektorSDD folder; FOLDER: the kosNN folders the line sees. Only figures are
@@ -13,8 +14,8 @@ model=$(realpath "$1") data=$(realpath "$2") out=$(realpath -m "$3")
 shift 3
 here=$(cd "$(dirname "$0")/.." && pwd)
 psicbatch=${PSICBATCH:-$here/.venv/bin/psicbatch}
-rm -rf "$out/reviewed" "$out/line" "$out/watched" "$out/run.parquet" "$out"/audit-* \
-  "$out"/decisions-*
+rm -rf "$out/reviewed" "$out/line" "$out/archived" "$out/watched" "$out/run.parquet" \
+  "$out"/audit-* "$out"/decisions-*
 mkdir -p "$out/reviewed" "$out/line"
 for folder in "$@"; do ln -s "$data/$folder" "$out/reviewed/$folder"; done
 same=(--model "$model" --masks all --decoder pil --precision fp32 --device cpu)
@@ -50,6 +51,9 @@ for source in watched run.parquet; do
   "$psicbatch" calibrate "$out/$source" --labels "$out/reviewed" --layout kolektorsdd \
     -o "$out/decisions-$name.json" -q
 done
+mv "$out/line" "$out/archived"
+"$psicbatch" eval "$out/watched" --labels "$out/reviewed" --layout kolektorsdd \
+  -o "$out/audit-moved" -q
 "$here/.venv/bin/python" - "$out" "$images" <<'PY'
 import json, sys
 from pathlib import Path
@@ -61,7 +65,7 @@ def rows(name):
     # As JSON: an IoU with no defect on either side is NaN, which equals nothing.
     return {row["id"]: json.dumps({k: v for k, v in row.items() if k not in ("path", "path_bytes")})
             for row in table}
-watched, ran = rows("watched"), rows("run")
+watched, ran, moved = rows("watched"), rows("run"), rows("moved")
 metrics = {n: json.loads((out / f"audit-{n}" / "metrics.json").read_text()) for n in ("watched", "run")}
 chosen = {n: json.loads((out / f"decisions-{n}.json").read_text())["validation"] for n in ("watched", "run")}
 keys = ("threshold", "escapes", "defective", "false_rejects", "good")
@@ -86,6 +90,9 @@ lines = [
     + ", ".join(f"{k} {chosen['watched'][k]}" for k in keys)
     + f"; on the results file the same: {all(chosen['watched'][k] == chosen['run'][k] for k in keys)}.",
     f"- Their source: {chosen['watched']['source']}",
+    f"- After the line's images were moved away, the watch folder's audit rows identical "
+    f"to those above: {moved == watched}. Its source: "
+    + json.loads((out / "audit-moved" / "metrics.json").read_text())["source"],
     "",
 ]
 (out / "summary.md").write_text("\n".join(lines))
