@@ -141,22 +141,27 @@ def _copy_rows(
 ) -> tuple[list[int], bool] | None:
     """The rows of the inspected file the labelled ``sample`` is a copy of, and whether
     it was known by its recorded size: a file of the same name holding the same bytes or,
-    where that file is gone (a line moves its images away once inspected), one whose row
-    records the labelled file's size. Of several, one holding the bytes, then the one
-    whose path ends most like ``key`` (``kos26/Part0.jpg``), then the latest."""
+    where that file is gone (a line moves its images away once inspected), one whose rows
+    record the labelled file's size. Rows recording another size are of other versions of
+    that file, never this image's (and rule a file out without a system call). Of several
+    files, one holding the bytes, then the one whose path ends most like ``key``
+    (``kos26/Part0.jpg``), then the latest."""
     try:
         size = os.stat(sample.image_path).st_size
     except OSError:
         return None
     found: dict[bytes, tuple[list[int], bool]] = {}
     for file, rows in files.items():
+        versions = [index for index in rows if sizes.get(index) in (None, size)]
+        if not versions:
+            continue
         inspected = path_from_bytes(file)
         if same_file_content(inspected, sample.image_path):
-            found[file] = (rows, False)
-        elif not os.path.lexists(inspected):
-            recorded = [index for index in rows if sizes.get(index) == size]
-            if recorded:  # rows of other sizes are other versions of that file
-                found[file] = (recorded, True)
+            found[file] = (versions, False)
+        elif None not in (sizes.get(index) for index in versions) and not os.path.lexists(
+            inspected
+        ):
+            found[file] = (versions, True)
     if not found:
         return None
     nearest = max(
