@@ -302,3 +302,20 @@ def test_a_watch_folder_audits_as_a_results_file_of_the_same_run(
     assert json.dumps(_rows(tmp_path / "moved"), default=str) == json.dumps(watched, default=str)
     source = json.loads((tmp_path / "moved" / "metrics.json").read_text())["source"]
     assert "16 of them as copies" in source and "16 of those known by name and size" in source
+
+
+def test_a_run_s_images_moved_away_are_found_by_name_and_size(
+    dataset: Path, tmp_path: Path
+) -> None:
+    """Results record the size of each file read, so a review of copies scores a run whose
+    images were archived since, as it scored them while they were there."""
+    line = Path(shutil.copytree(dataset / "images", tmp_path / "line"))
+    results = tmp_path / "r.parquet"
+    cli("run", str(line), "-o", str(results), "--masks", "all", "--decoder", "pil", *FAST)
+    cli("eval", str(results), "--labels", str(dataset), "-o", str(tmp_path / "there"), "-q")
+    line.rename(tmp_path / "archived")
+    cli("eval", str(results), "--labels", str(dataset), "-o", str(tmp_path / "moved"), "-q")
+    there, moved = (json.dumps(_rows(tmp_path / n), default=str) for n in ("there", "moved"))
+    assert moved == there
+    source = json.loads((tmp_path / "moved" / "metrics.json").read_text())["source"]
+    assert "16 of them as copies" in source and "16 of those known by name and size" in source

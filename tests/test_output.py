@@ -84,14 +84,20 @@ def _inspect_fixture_images(folder: Path) -> Path:
 def test_results_keep_the_schema_written_before_rows_were_typed(tmp_path: Path) -> None:
     """tests/data/results-schema-2.parquet was written by `psicbatch run` (same two inputs)
     before result rows became a dataclass: the columns, their types, nullability and
-    order are unchanged; schema 3 only adds the tiled models' ``tile`` at the end."""
+    order are unchanged; schema 3 only adds the tiled models' ``tile`` after them, and
+    schema 4 the size and modification time of the file read, after that."""
     before = Path(__file__).parent / "data" / "results-schema-2.parquet"
     after = _inspect_fixture_images(tmp_path / "images")
     old_schema, new_schema = (pq.read_schema(p).remove_metadata() for p in (before, after))
-    assert new_schema.remove(new_schema.get_field_index("tile")).equals(old_schema)
-    assert new_schema.names[-1] == "tile"  # schema 3 adds it, after every older column
+    added = ["tile", "file_size", "file_mtime_ns"]
+    assert new_schema.names[-3:] == added  # after every older column
+    for name in added:
+        new_schema = new_schema.remove(new_schema.get_field_index(name))
+    assert new_schema.equals(old_schema)
     assert read_metadata(before)["schema_version"] == 2
-    assert read_metadata(after)["schema_version"] == 3
+    assert read_metadata(after)["schema_version"] == 4
+    sizes = pq.read_table(after).column("file_size").to_pylist()
+    assert sizes[0] == (tmp_path / "images" / "a.png").stat().st_size  # the file read
     old, new = pq.read_table(before).to_pylist(), pq.read_table(after).to_pylist()
     for old_row, new_row in zip(old, new, strict=True):
         assert (old_row["error"] is None) == (new_row["error"] is None)

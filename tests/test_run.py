@@ -198,7 +198,7 @@ def test_table_reads_back_and_masks_are_the_models(images: Path, tmp_path: Path)
     ((count, mean),) = duckdb.sql(f"SELECT count(*), avg(probability) FROM '{out}'").fetchall()
     assert count == 14 and 0 <= mean <= 1
     metadata = read_metadata(out)
-    assert metadata["schema_version"] == 3 and metadata["inputs"] == 14
+    assert metadata["schema_version"] == 4 and metadata["inputs"] == 14
     assert len(metadata["checkpoint_sha256"]) == 64 and metadata["finished_at"]
     assert metadata["masks"] == "all"
     # The stored RLE decodes (with pycocotools) to the mask the model gives for that image.

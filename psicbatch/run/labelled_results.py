@@ -4,10 +4,11 @@
 A labelled image is the file a row names, or a copy of it: a file of the same name and
 the same bytes (reviewed images are often copied out of the line's folder) or, where the
 inspected file is gone (a line moves its images away once inspected), of the same name
-and the size a watch recorded of it. Of several such files, the one whose path ends most
-like the labelled image's (``kos26/Part0.jpg``: a dataset may hold identical images under
-the same names in different folders). Where a watch inspected a replaced file again, the
-last result counts.
+and the size the run recorded of it (results of schema 4 on, and every watch's). Of
+several such files, the one whose path ends most like the labelled image's
+(``kos26/Part0.jpg``: a dataset may hold identical images under the same names in
+different folders). Where a watch inspected a replaced file again, the last result
+counts.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def result_rows(table: pa.Table, samples: list[SampleRef], columns: tuple[str, .
     labelled_names = {os.path.basename(key) for key in by_file} | {
         os.fsencode(sample.image_path.name) for sample in samples
     }
-    named = ("path", "path_bytes", "file_size")  # a watch records each file's size
+    named = ("path", "path_bytes", "file_size")  # the size of the file as it was read
     names = table.select([c for c in named if c in table.column_names])
     position: dict[bytes, int] = {}
     resolved: dict[bytes, bytes] = {}

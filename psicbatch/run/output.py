@@ -39,22 +39,23 @@ from psicbatch.run.job import JobIdentity, check_same_job
 from psicbatch.run.output_guard import RESULTS, write_checked
 from psicbatch.run.rows import SCHEMA
 
-SCHEMA_VERSION = 3  # 2: path_bytes; 3: tile
+SCHEMA_VERSION = 4  # 2: path_bytes; 3: tile; 4: file_size, file_mtime_ns
 METADATA_KEY = b"psicbatch"
 INDEX_COLUMN = "input_index"  # only in part files: the position in the input list
 KEY_COLUMN = "input_key"  # only in part files: the input's absolute path, as bytes
 
-# Part files also record which version of each file was read, for --resume.
+# Which version of each file was read: a resume checks it, and an audit knows a reviewed
+# copy of a file moved away since by its name and size.
 STAMP_COLUMNS = ("file_size", "file_mtime_ns")
+RESULTS_SCHEMA = pa.schema([*SCHEMA, *(pa.field(name, pa.int64()) for name in STAMP_COLUMNS)])
 PART_SCHEMA = pa.schema(
     [
-        *SCHEMA,
+        *RESULTS_SCHEMA,
         pa.field(INDEX_COLUMN, pa.int64(), nullable=False),
         pa.field(KEY_COLUMN, pa.binary(), nullable=False),
-        *(pa.field(name, pa.int64()) for name in STAMP_COLUMNS),
     ]
 )
-PART_ONLY = [INDEX_COLUMN, KEY_COLUMN, *STAMP_COLUMNS]
+PART_ONLY = [INDEX_COLUMN, KEY_COLUMN]
 
 
 def parts_directory(out: Path) -> Path:
@@ -308,7 +309,7 @@ def finalize(out: Path, metadata: dict[str, Any]) -> int:
     """Stream the parts into ``OUT`` (atomically), then remove them. Returns the row count."""
     directory = parts_directory(out)
     parts = sorted(directory.glob("part-*.parquet")) if directory.is_dir() else []
-    schema = SCHEMA.with_metadata({METADATA_KEY: json.dumps(metadata).encode()})
+    schema = RESULTS_SCHEMA.with_metadata({METADATA_KEY: json.dumps(metadata).encode()})
     rows = 0
 
     def write(temporary: Path) -> None:
