@@ -10,7 +10,6 @@ copied to a line PC carries it. Nothing here imports torch: the command line rea
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +39,7 @@ def unreadable_region(path: Path, error: Exception) -> PsicbatchError:
 
 def matching(path: Path, record: dict[str, Any]) -> FileSnapshot | None:
     """The bytes of ``path`` when it is a regular file holding the recorded region (one
-    that cannot be read does not)."""
-    if not os.path.isfile(path):
-        return None
+    that cannot be read does not: ``FileSnapshot.read`` refuses a pipe before reading)."""
     try:
         snapshot = FileSnapshot.read(path)
     except (OSError, PsicbatchError):
