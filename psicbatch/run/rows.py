@@ -2,7 +2,9 @@
 
 Rows are built as ``ResultRow`` (a misspelt or missing field is an error where the row
 is made, not a column silently left empty) and cross to pyarrow as plain dicts; the
-results schema (``SCHEMA``) is generated from the fields, in their order.
+results schema (``SCHEMA``) is generated from the fields, in their order. After them,
+results and a watch's parts record which version of the file was read
+(``output.STAMP_COLUMNS``), as the worker stamps it.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from psicbatch.run.compaction import Compactor
 from psicbatch.run.folder_scan import FileVersion, FolderScan, Ledger
 from psicbatch.run.job import WATCH_JOB_FILE, WATCH_RUN_FILE, JobIdentity, check_same_job
 from psicbatch.run.options import RunOptions
-from psicbatch.run.output import write_part
+from psicbatch.run.output import STAMP_COLUMNS, write_part
 from psicbatch.run.rows import SCHEMA
 from psicbatch.run.run_decisions import check_decisions_fit
 from psicbatch.run.runner import describe_run, job_identity, run_record, worker_devices
@@ -48,8 +48,7 @@ BATCH_LIMIT = 8  # files per part at most: latency before throughput on a line
 WATCH_SCHEMA = pa.schema(
     [
         *SCHEMA,
-        pa.field("file_size", pa.int64(), nullable=False),
-        pa.field("file_mtime_ns", pa.int64(), nullable=False),
+        *(pa.field(name, pa.int64(), nullable=False) for name in STAMP_COLUMNS),  # always read
         pa.field("completed_at", pa.timestamp("us", tz="UTC"), nullable=False),
     ]
 )
