@@ -41,7 +41,7 @@ def cpu_precisions() -> CpuPrecisions:
         capability=torch.backends.cpu.get_cpu_capability(),
         bf16=_onednn_says("_is_mkldnn_bf16_supported"),
         fp16=_onednn_says("_is_mkldnn_fp16_supported"),
-        int8_dot=bool(_cpu_flags() & INT8_DOT_FLAGS),
+        int8_dot=bool(cpu_flags() & INT8_DOT_FLAGS),
     )
 
 
@@ -51,11 +51,12 @@ def _onednn_says(check: str) -> bool:
     return False
 
 
-def _cpu_flags() -> set[str]:
+@functools.cache
+def cpu_flags() -> frozenset[str]:
     """Instruction-set flags of the first CPU (``flags`` on x86, ``Features`` on Arm)."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             name, _, value = line.partition(":")
             if name.strip() in ("flags", "Features"):
-                return set(value.split())
-    return set()
+                return frozenset(value.split())
+    return frozenset()

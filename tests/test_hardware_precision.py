@@ -30,7 +30,7 @@ def test_detection_follows_what_torch_and_the_cpu_report(monkeypatch: pytest.Mon
     for native, flags in ((True, {"avx512_bf16", "avx512_vnni"}), (False, {"avx2", "fma"})):
         hardware.cpu_precisions.cache_clear()
         monkeypatch.setattr(hardware, "_onednn_says", lambda check, native=native: native)
-        monkeypatch.setattr(hardware, "_cpu_flags", lambda flags=flags: flags)
+        monkeypatch.setattr(hardware, "cpu_flags", lambda flags=flags: flags)
         found = hardware.cpu_precisions()
         assert (found.bf16, found.fp16, found.int8_dot) == (native, native, native)
         assert ("native bf16, fp16" in found.describe()) == native

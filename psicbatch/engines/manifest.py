@@ -23,6 +23,16 @@ MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("defect_probability", "segmentation")
+# backend_details["large_kernels"] of a torch engine computing conv10 by FFT where it runs
+FREQUENCY_DOMAIN = "frequency domain"
+
+
+def large_kernel_note(backend_details: dict[str, Any]) -> str:
+    """What a record adds to the engine's backend and precision when its large kernels
+    ran in the frequency domain."""
+    if backend_details.get("large_kernels") == FREQUENCY_DOMAIN:
+        return ", large kernels in the frequency domain"
+    return ""
 
 
 @dataclass

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from psicbatch.engines.base import Engine
+from psicbatch.engines.frequency_conv import large_kernel_method
 from psicbatch.engines.loading import load_engine
 from psicbatch.engines.manifest import Manifest, read_manifest
 from psicbatch.errors import PsicbatchError
@@ -31,18 +32,24 @@ class EngineSpec:
 
 
 def describe_engine(spec: EngineSpec, device: str, max_batch: int = 64) -> Manifest:
-    """The manifest of the engine ``open_engine`` gives on ``device``."""
+    """The manifest of the engine ``open_engine`` gives on ``device``; for torch, with how
+    it computes its large kernels there (``backend_details["large_kernels"]``)."""
     if spec.engine_dir is not None:
-        return read_manifest(spec.engine_dir)
-    if spec.null_outputs is not None:
+        manifest = read_manifest(spec.engine_dir)
+    elif spec.null_outputs is not None:
         from psicbatch.engines.null_engine import null_manifest
 
         return null_manifest(spec.input_size or (512, 512), max_batch)
-    from psicbatch.engines.build import checkpoint_manifest
+    else:
+        from psicbatch.engines.build import checkpoint_manifest
 
-    return checkpoint_manifest(
-        _checkpoint(spec), spec.precision, device, max_batch, spec.input_size
-    )
+        manifest = checkpoint_manifest(
+            _checkpoint(spec), spec.precision, device, max_batch, spec.input_size
+        )
+    if manifest.backend == "torch":
+        method = large_kernel_method(torch.device(device), manifest.precision)
+        manifest.backend_details["large_kernels"] = method
+    return manifest
 
 
 def open_engine(spec: EngineSpec, device: str, max_batch: int = 64) -> Engine:

@@ -13,6 +13,9 @@ uncompiled engine replays each steady batch shape as one CUDA graph (cuda_graphs
 captured at open for the largest batch; partial batches are padded to a power of two
 (engines/base.py), so few shapes are ever searched and captured.
 
+On CPUs, conv10's 15x15 kernel runs in the frequency domain where that is faster
+(frequency_conv.py: 5-9x for that layer in fp32, and in bf16 without AMX).
+
 On CUDA, fp32 is IEEE fp32 (TF32 off); fp16 and bf16 engines leave TF32 to torch's defaults.
 
 Memory layout: channels_last for bf16/fp16 and on GPUs; the default (contiguous) layout
@@ -34,6 +37,10 @@ from psicbatch.engines.base import Engine
 from psicbatch.engines.cuda_graphs import Forward, GraphedForward
 from psicbatch.engines.export import ProbabilityModel
 from psicbatch.engines.folding import fold_batchnorm
+from psicbatch.engines.frequency_conv import (
+    frequency_domain_pays,
+    large_kernels_in_frequency_domain,
+)
 from psicbatch.engines.manifest import Manifest
 
 ENGINE_FILE = "model.pt"
@@ -59,6 +66,8 @@ class TorchEngine(Engine):
         self.memory_format = torch.contiguous_format if cpu_fp32 else torch.channels_last
         # Module.to takes memory_format at run time; torch's type stubs omit it.
         self.model = model.to(memory_format=self.memory_format)  # type: ignore[call-overload]
+        if frequency_domain_pays(device, manifest.precision):  # after every cast: see there
+            large_kernels_in_frequency_domain(self.model)
         compiled = bool(manifest.backend_details.get("compile"))
         if device.type == "cuda":
             # Batch and size are fixed within a run: let cuDNN pick the fastest kernels once

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from psicbatch.engines.manifest import large_kernel_note
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 from psicbatch.run.files import check_regular
@@ -82,7 +83,8 @@ def described(results: Path, table: pa.Table, run: dict[str, Any]) -> dict[str, 
         "images": images,
         "defective": defective,
         "errors": errors,
-        "engine": " ".join(str(engine[key]) for key in ("backend", "precision") if key in engine),
+        "engine": " ".join(str(engine[key]) for key in ("backend", "precision") if key in engine)
+        + large_kernel_note(engine.get("backend_details") or {}),
         "input_size": "x".join(str(side) for side in engine.get("input_size") or []),
         "engine_sha256": engine.get("engine_sha256"),
         "checkpoint_sha256": run.get("checkpoint_sha256"),

@@ -20,6 +20,7 @@ import torch
 from psicbatch import __version__
 from psicbatch.decisions import CLASSIFIER
 from psicbatch.devices import default_device
+from psicbatch.engines.manifest import large_kernel_note
 from psicbatch.engines.spec import EngineSpec, describe_engine
 from psicbatch.paths import input_key
 from psicbatch.roi import RegionOfInterest
@@ -129,6 +130,7 @@ def run(
         summary.decoder = engine_info["decoder"]
         manifest = engine_info["manifest"]
         summary.engine = f"{manifest['backend']} {manifest['precision']} on {devices[0]}"
+        summary.engine += large_kernel_note(manifest["backend_details"])
         if manifest["selection"]:
             summary.engine += f" ({manifest['selection']})"
         if on_rows is not None:  # the inputs, output and engine are checked: work starts

@@ -1,0 +1,101 @@
+"""The torch engine with its large kernels direct and in the frequency domain, one run.
+
+The paper's network (untrained: cost does not depend on the weights) opened as the torch
+engine on this CPU, once computing conv10 directly and once in the frequency domain
+(``psicbatch/engines/frequency_conv.py``), each precision given, best of a few batches,
+the two methods alternated twice so drift shows. Also the largest difference between
+the two methods' outputs on the same images. Decides where the engine uses the
+frequency form (``frequency_domain_pays``).
+
+Usage: python benchmarks/frequency_conv.py OUT_FILE [--sizes 1408x512,512x512]
+       [--precisions fp32,bf16] [--batch 1] [--calls 2]
+Hold the kernels to an instruction set with ONEDNN_MAX_CPU_ISA (oneDNN),
+ATEN_CPU_CAPABILITY (torch) and MKL_ENABLE_INSTRUCTIONS (MKL: matrix products, FFTs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from psicbatch import hardware  # noqa: E402
+from psicbatch.checkpoint import save_checkpoint, untrained_checkpoint  # noqa: E402
+from psicbatch.engines import torch_engine  # noqa: E402
+from psicbatch.engines.spec import EngineSpec, open_engine  # noqa: E402
+from psicbatch.model import ModelConfig  # noqa: E402
+
+ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def timed_engine(
+    checkpoint: Path, precision: str, size: tuple[int, int], frequency: bool, images: torch.Tensor
+) -> tuple[float, tuple[torch.Tensor, torch.Tensor]]:
+    """Best seconds per image over ``calls`` batches, and the outputs, with the engine's
+    choice of method replaced by ``frequency``."""
+    torch_engine.frequency_domain_pays = lambda device, precision: frequency  # type: ignore[assignment]
+    spec = EngineSpec(checkpoint=checkpoint, precision=precision, input_size=size)
+    engine = open_engine(spec, "cpu", max_batch=len(images))
+    outputs = engine.infer(images)  # warm-up: first-call allocations and kernel choices
+    times = []
+    for _ in range(ARGS.calls):
+        began = time.perf_counter()
+        engine.infer(images)
+        times.append((time.perf_counter() - began) / len(images))
+    return min(times), outputs
+
+
+def main() -> None:
+    sizes = [tuple(map(int, s.split("x"))) for s in ARGS.sizes.split(",")]
+    limits = ", ".join(f"{k}={os.environ[k]}" for k in ISA_LIMITS if k in os.environ)
+    amx = sorted(f for f in hardware.cpu_flags() if f.startswith("amx"))
+    lines = [
+        f"# Large kernels direct and in the frequency domain, width 1, batch {ARGS.batch}",
+        "",
+        f"CPU: {hardware.cpu_precisions().describe()}; AMX flags: {', '.join(amx) or 'none'}; "
+        f"limits: {limits or 'none'}; {torch.get_num_threads()} threads; "
+        f"torch {torch.__version__}.",
+        f"Command: python {' '.join(sys.argv)}",
+        "",
+        "| size | precision | round | direct s/image | frequency s/image | direct / frequency "
+        "| largest difference (probability, mask) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    print("\n".join(lines), flush=True)
+    with tempfile.TemporaryDirectory() as work:
+        checkpoint = save_checkpoint(untrained_checkpoint(ModelConfig()), Path(work) / "model.pt")
+        for size in sizes:
+            torch.manual_seed(0)
+            images = torch.rand(ARGS.batch, 1, *size) * 4 - 2
+            for precision in ARGS.precisions.split(","):
+                for round_number in (1, 2):
+                    direct, (p0, m0) = timed_engine(checkpoint, precision, size, False, images)
+                    frequency, (p1, m1) = timed_engine(checkpoint, precision, size, True, images)
+                    difference = f"{(p1 - p0).abs().max():.1e}, {(m1 - m0).abs().max():.1e}"
+                    line = (
+                        f"| {size[0]}x{size[1]} | {precision} | {round_number} | {direct:.3f} "
+                        f"| {frequency:.3f} | {direct / frequency:.2f} | {difference} |"
+                    )
+                    lines.append(line)
+                    print(line, flush=True)
+    ARGS.out.parent.mkdir(parents=True, exist_ok=True)
+    ARGS.out.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--sizes", default="1408x512,512x512")
+    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--calls", type=int, default=2)
+    ARGS = parser.parse_args()
+    main()
