@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from psicbatch import hardware  # noqa: E402
 from psicbatch.checkpoint import save_checkpoint, untrained_checkpoint  # noqa: E402
-from psicbatch.engines import torch_engine  # noqa: E402
+from psicbatch.engines import frequency_conv  # noqa: E402
 from psicbatch.engines.spec import EngineSpec, open_engine  # noqa: E402
 from psicbatch.model import ModelConfig  # noqa: E402
 
@@ -41,7 +41,7 @@ def timed_engine(
 ) -> tuple[float, tuple[torch.Tensor, torch.Tensor]]:
     """Best seconds per image over ``calls`` batches, and the outputs, with the engine's
     choice of method replaced by ``frequency``."""
-    torch_engine.frequency_domain_pays = lambda device, precision: frequency  # type: ignore[assignment]
+    frequency_conv.frequency_domain_pays = lambda device, precision: frequency  # type: ignore[assignment]
     spec = EngineSpec(checkpoint=checkpoint, precision=precision, input_size=size)
     engine = open_engine(spec, "cpu", max_batch=len(images))
     outputs = engine.infer(images)  # warm-up: first-call allocations and kernel choices

@@ -23,7 +23,10 @@ channels_last, one CUDA graph per call):
   shuffle (1.44x the multiply-adds, in cuDNN's forward kernels);
 - *all three rewrites*;
 - *compiled*: ``torch.compile`` (Inductor fuses the element-wise work between
-  convolutions) with the same graph replay; GPU only here.
+  convolutions) with the same graph replay; GPU only here;
+- *conv10 by FFT*: conv10's 15x15 kernel in the frequency domain, as the engine computes
+  it on CPUs (psicbatch/engines/frequency_conv.py: about 23 instead of 664 GFLOP per
+  1408x512 image, in fp32 complex matrix products), all of a batch in one pass.
 
 A variant that fails says why in its row; the others still run. Adopt a rewrite in the
 engine only from a measured gain.
@@ -43,6 +46,7 @@ from torch import nn
 
 from psicbatch.bench.measurements import GPU_LAUNCHES_PER_SYNC, gpu_timed
 from psicbatch.engines.cuda_graphs import Forward, GraphedForward
+from psicbatch.engines.frequency_conv import large_kernels_in_frequency_domain
 from psicbatch.engines.torch_engine import TorchEngine
 
 FIRST_LAYER_CHANNELS = 8
@@ -153,6 +157,11 @@ def both(model: nn.Module, layout: torch.memory_format) -> nn.Module:
     return first_layer_padded(deconvs_as_convs(model), layout)
 
 
+def conv10_by_fft(model: nn.Module) -> nn.Module:
+    large_kernels_in_frequency_domain(model, bytes_per_pass=2**40)  # GPU memory: one pass
+    return model
+
+
 def compiled(model: nn.Module) -> Forward:
     return torch.compile(model)  # type: ignore[return-value]
 
@@ -164,6 +173,7 @@ REWRITES: dict[str, Callable[[nn.Module, torch.memory_format], nn.Module | Forwa
     "upsampling as sub-pixel convs": lambda model, _: upsampling_as_subpixel(model),
     "all three rewrites": lambda model, layout: upsampling_as_subpixel(both(model, layout)),
     "compiled": lambda model, _: compiled(model),
+    "conv10 by FFT": lambda model, _: conv10_by_fft(model),
 }
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from psicbatch import hardware
 from psicbatch.assets import demo_model_path
-from psicbatch.engines import frequency_conv, torch_engine
+from psicbatch.engines import frequency_conv
 from psicbatch.engines.frequency_conv import (
     FrequencyConv2d,
     frequency_domain_pays,
@@ -70,8 +70,7 @@ def test_images_split_into_passes_give_the_same_outputs(monkeypatch) -> None:
     layer = FrequencyConv2d(conv)
     with torch.inference_mode():
         whole = layer(x)
-        per_image = layer._output_spectrum_bytes(40, 24)
-        monkeypatch.setattr(frequency_conv, "OUTPUT_BYTES_PER_PASS", 2 * per_image)
+        layer.bytes_per_pass = 2 * layer._output_spectrum_bytes(40, 24)
         passes = []
         monkeypatch.setattr(
             layer, "_convolve", lambda part, f=layer._convolve: passes.append(len(part)) or f(part)
@@ -134,20 +133,20 @@ def test_the_form_is_used_where_it_was_measured_faster(
 @pytest.mark.parametrize("frequency", [True, False])
 def test_the_cpu_engine_runs_and_records_the_form_the_rule_gives(monkeypatch, frequency) -> None:
     """The demo model's probabilities agree either way; records say which ran."""
-    monkeypatch.setattr(torch_engine, "frequency_domain_pays", lambda d, p: frequency)
     monkeypatch.setattr(frequency_conv, "frequency_domain_pays", lambda d, p: frequency)
     spec = EngineSpec(checkpoint=demo_model_path(), precision="fp32")
     engine = open_engine(spec, "cpu", 4)
     used = any(isinstance(m, FrequencyConv2d) for m in engine.model.modules())
     assert used is frequency
     recorded = describe_engine(spec, "cpu", 4).backend_details
+    assert recorded == engine.manifest.backend_details  # described as it runs
     assert (recorded["large_kernels"] == FREQUENCY_DOMAIN) is frequency
     assert ("frequency domain" in large_kernel_note(recorded)) is frequency
     images = torch.randn(
         3, 1, *engine.manifest.input_size, generator=torch.Generator().manual_seed(2)
     )
     probabilities, masks = engine.infer(images)
-    monkeypatch.setattr(torch_engine, "frequency_domain_pays", lambda d, p: not frequency)
+    monkeypatch.setattr(frequency_conv, "frequency_domain_pays", lambda d, p: not frequency)
     other = open_engine(spec, "cpu", 4).infer(images)
     assert torch.allclose(probabilities, other[0], rtol=0, atol=1e-5)
     assert torch.allclose(masks, other[1], rtol=0, atol=1e-5)

@@ -42,6 +42,7 @@ from psicbatch.data.synth import generate, generate_many
 from psicbatch.devices import resolve_device
 from psicbatch.engines.base import Engine
 from psicbatch.engines.loading import load_engine
+from psicbatch.engines.manifest import large_kernel_note
 from psicbatch.engines.null_engine import NULL_OUTPUTS
 from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.model import ModelConfig, count_flops
@@ -188,6 +189,7 @@ def _measure(
             faster_configuration_advice(chosen, device),
             open_seconds,
             first_call_ms(results),
+            large_kernel_note(chosen.backend_details),
         ),
         ceiling=ceiling,
         results=results,

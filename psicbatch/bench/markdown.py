@@ -73,7 +73,7 @@ def _engine_lines(engine: EngineChoice | None) -> list[str]:
     if engine is None:  # reports written before the engine was recorded
         return []
     why = f" ({engine.selection})" if engine.selection else ""
-    lines = [f"Engine: {engine.backend} {engine.precision}{why}."]
+    lines = [f"Engine: {engine.backend} {engine.precision}{engine.computed}{why}."]
     if engine.open_seconds is not None and engine.first_call_ms is not None:
         lines.append(
             f"Cold start, apart from every figure below: the engine opened in "
@@ -143,7 +143,8 @@ def markdown(report: BenchReport) -> str:
             "",
             "A share above 100% means the model's convolutions ran faster than the "
             "matrix product: that product is a lower bound of the machine's peak here, "
-            "not the peak itself.",
+            "not the peak itself, or the engine computed its large kernels in the "
+            "frequency domain, with fewer operations than the network's count.",
         ]
     if report.end_to_end:
         lines += ["", "## End to end (`psicbatch run` path)", ""]

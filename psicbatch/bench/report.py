@@ -100,6 +100,7 @@ class EngineChoice:
     advice: str | None
     open_seconds: float | None = None  # cold start: opening (loading, preparing, warming)
     first_call_ms: float | None = None  # the first engine call, before any warm-up
+    computed: str = ""  # how, where that differs by machine (large_kernel_note)
 
 
 @dataclass

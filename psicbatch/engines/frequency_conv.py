@@ -6,16 +6,17 @@ far less as products of spectra (overlap-save): the padded input is cut into ove
 32x32 tiles, each giving 18x18 outputs; per frequency, the tiles' spectra times the
 kernel's are one complex matrix product over the input channels. That is about 23 GFLOP
 instead of 664, plus the FFTs, and the result is the direct convolution's up to fp32
-rounding (about 4e-7 of the largest output). On a 2-core AVX-512 Xeon the layer took 0.34
-instead of 1.6 s in fp32, and 0.38 instead of 3.2 s with torch and oneDNN held to AVX2
-kernels (benchmarks/results/frequency-conv-avx512/).
+rounding (about 4e-7 of the largest output). The whole network at 1408x512 ran 1.7x
+faster in fp32 on a 2-core AVX-512 Xeon, 2.3x with its kernels held to AVX2, and 2.2x in
+bf16 with oneDNN's AMX kernels off (benchmarks/results/frequency-conv-avx512/).
 
 Where it pays (``frequency_domain_pays``): on CPUs in fp32, and in bf16/fp16 unless the
-CPU has AMX tiles for that type, whose oneDNN kernels ran the direct bf16 layer in 0.19 s
-there (without AMX, 2.7 s). Not on GPUs: cuDNN's fp16 tensor-core kernels ran conv10 at
-527 TFLOP/s on an H200, and this form has not been measured on a GPU. The kernels'
-spectra are about 4.4x the spatial weights' bytes in fp32 (570 MB for the paper's
-conv10): the engine's memory grows by that much.
+CPU has AMX tiles for that type: there oneDNN's bf16 kernels ran the direct network in
+0.45 s per 1408x512 image, against 0.67 s with this form. Not on GPUs: cuDNN's fp16
+tensor-core kernels ran conv10 at 527 TFLOP/s on an H200, and this form has not been
+measured on a GPU (benchmarks/gpu_variants.py times it). The kernels' spectra are about
+4.8x the spatial weights' bytes in fp32 (570 MB for the paper's conv10): the engine's
+memory grows by that much.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from psicbatch import hardware
 from psicbatch.engines.manifest import FREQUENCY_DOMAIN
 
 SMALLEST_KERNEL = 11  # below this the direct convolution's arithmetic is small enough
-OUTPUT_BYTES_PER_PASS = 256 * 2**20  # bounds the spectra of one pass's outputs
+OUTPUT_BYTES_PER_PASS = 256 * 2**20  # bounds the spectra of one pass's outputs on CPUs
 AMX_FLAGS = {"bf16": "amx_bf16", "fp16": "amx_fp16"}
 
 
@@ -57,8 +58,9 @@ class FrequencyConv2d(nn.Module):
     spectrum: torch.Tensor
     bias: torch.Tensor | None
 
-    def __init__(self, conv: nn.Conv2d) -> None:
+    def __init__(self, conv: nn.Conv2d, bytes_per_pass: int = OUTPUT_BYTES_PER_PASS) -> None:
         super().__init__()
+        self.bytes_per_pass = bytes_per_pass
         kernel = conv.kernel_size[0]
         if not takes_frequency_form(conv):
             raise ValueError(f"not a stride-1 'same' square convolution: {conv}")
@@ -77,7 +79,7 @@ class FrequencyConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and x.dim() == 4
         per_image = self._output_spectrum_bytes(*x.shape[-2:])
-        images = max(1, OUTPUT_BYTES_PER_PASS // per_image)
+        images = max(1, self.bytes_per_pass // per_image)
         y = torch.cat([self._convolve(part.float()) for part in x.split(images)])
         if self.bias is not None:
             y += self.bias.view(1, -1, 1, 1)
@@ -134,13 +136,15 @@ def takes_frequency_form(conv: nn.Module) -> TypeGuard[nn.Conv2d]:
     )
 
 
-def large_kernels_in_frequency_domain(model: nn.Module) -> int:
+def large_kernels_in_frequency_domain(
+    model: nn.Module, bytes_per_pass: int = OUTPUT_BYTES_PER_PASS
+) -> int:
     """Replace every large convolution of ``model`` by its frequency form, in place; how
     many were replaced."""
     replaced = 0
     for parent in list(model.modules()):
         for name, child in parent.named_children():
             if takes_frequency_form(child):
-                setattr(parent, name, FrequencyConv2d(child))
+                setattr(parent, name, FrequencyConv2d(child, bytes_per_pass))
                 replaced += 1
     return replaced
