@@ -7,8 +7,12 @@ the two methods alternated twice so drift shows. Also the largest difference bet
 the two methods' outputs on the same images. Decides where the engine uses the
 frequency form (``frequency_domain_pays``).
 
+With ``--train WIDTH:SIZE:BATCH`` it times training steps instead: forward, backward
+and the SGD update of PSIC-Net at that width (eq. (2) on random masks plus the
+classification loss, in train mode), in fp32 and under bf16 autocast as ``train`` runs.
+
 Usage: python benchmarks/frequency_conv.py OUT_FILE [--sizes 1408x512,512x512]
-       [--precisions fp32,bf16] [--batch 1] [--calls 2]
+       [--precisions fp32,bf16] [--batch 1] [--calls 2] [--train 0.5:704x256:4]
 Hold the kernels to an instruction set with ONEDNN_MAX_CPU_ISA (oneDNN),
 ATEN_CPU_CAPABILITY (torch) and MKL_ENABLE_INSTRUCTIONS (MKL: matrix products, FFTs).
 """
@@ -23,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -30,8 +35,11 @@ sys.path.insert(0, str(ROOT))
 from psicbatch import hardware  # noqa: E402
 from psicbatch.checkpoint import save_checkpoint, untrained_checkpoint  # noqa: E402
 from psicbatch.engines import frequency_conv  # noqa: E402
+from psicbatch.engines.frequency_conv import large_kernels_in_frequency_domain  # noqa: E402
 from psicbatch.engines.spec import EngineSpec, open_engine  # noqa: E402
-from psicbatch.model import ModelConfig  # noqa: E402
+from psicbatch.losses import weighted_cross_entropy  # noqa: E402
+from psicbatch.model import ModelConfig, PSICNet  # noqa: E402
+from psicbatch.precision import autocast  # noqa: E402
 
 ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
 
@@ -53,26 +61,66 @@ def timed_engine(
     return min(times), outputs
 
 
-def main() -> None:
-    sizes = [tuple(map(int, s.split("x"))) for s in ARGS.sizes.split(",")]
-    limits = ", ".join(f"{k}={os.environ[k]}" for k in ISA_LIMITS if k in os.environ)
-    amx = sorted(f for f in hardware.cpu_flags() if f.startswith("amx"))
-    lines = [
-        f"# Large kernels direct and in the frequency domain, width 1, batch {ARGS.batch}",
+def timed_training(
+    width: float, size: tuple[int, int], batch: int, precision: str, frequency: bool
+) -> float:
+    """Best seconds per image of a training step, conv10 direct or by FFT."""
+    torch.manual_seed(0)
+    model = PSICNet(ModelConfig(width=width)).train()
+    if frequency:
+        large_kernels_in_frequency_domain(model)
+    images = torch.rand(batch, 1, *size) * 4 - 2
+    masks = torch.rand(batch, 1, *size) > 0.99
+    labels = torch.ones(batch, 1)
+    times = []
+    for _ in range(ARGS.calls + 1):  # the first: allocations and kernel choices
+        began = time.perf_counter()
+        with autocast(torch.device("cpu"), precision):
+            seg_logits, cls_logits = model(images)
+            loss = weighted_cross_entropy(seg_logits.float(), masks)
+            loss = loss + F.binary_cross_entropy_with_logits(cls_logits.float(), labels)
+        model.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(parameter.grad, alpha=-1e-3)
+        times.append((time.perf_counter() - began) / batch)
+    return min(times[1:])
+
+
+def training_rows() -> list[str]:
+    width, size_text, batch = ARGS.train.split(":")
+    size = tuple(map(int, size_text.split("x")))
+    rows = [
+        f"Training steps: width {width}, {size_text}, batch {batch}.",
         "",
-        f"CPU: {hardware.cpu_precisions().describe()}; AMX flags: {', '.join(amx) or 'none'}; "
-        f"limits: {limits or 'none'}; {torch.get_num_threads()} threads; "
-        f"torch {torch.__version__}.",
-        f"Command: python {' '.join(sys.argv)}",
-        "",
+        "| precision | round | direct s/image | frequency s/image | direct / frequency |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for precision in ARGS.precisions.split(","):
+        for round_number in (1, 2):
+            direct, frequency = (
+                timed_training(float(width), size, int(batch), precision, method)
+                for method in (False, True)
+            )
+            rows.append(
+                f"| {precision} | {round_number} | {direct:.3f} | {frequency:.3f} "
+                f"| {direct / frequency:.2f} |"
+            )
+            print(rows[-1], flush=True)
+    return rows
+
+
+def inference_rows() -> list[str]:
+    rows = [
         "| size | precision | round | direct s/image | frequency s/image | direct / frequency "
         "| largest difference (probability, mask) |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    print("\n".join(lines), flush=True)
     with tempfile.TemporaryDirectory() as work:
         checkpoint = save_checkpoint(untrained_checkpoint(ModelConfig()), Path(work) / "model.pt")
-        for size in sizes:
+        for size_text in ARGS.sizes.split(","):
+            size = tuple(map(int, size_text.split("x")))
             torch.manual_seed(0)
             images = torch.rand(ARGS.batch, 1, *size) * 4 - 2
             for precision in ARGS.precisions.split(","):
@@ -80,12 +128,29 @@ def main() -> None:
                     direct, (p0, m0) = timed_engine(checkpoint, precision, size, False, images)
                     frequency, (p1, m1) = timed_engine(checkpoint, precision, size, True, images)
                     difference = f"{(p1 - p0).abs().max():.1e}, {(m1 - m0).abs().max():.1e}"
-                    line = (
-                        f"| {size[0]}x{size[1]} | {precision} | {round_number} | {direct:.3f} "
+                    rows.append(
+                        f"| {size_text} | {precision} | {round_number} | {direct:.3f} "
                         f"| {frequency:.3f} | {direct / frequency:.2f} | {difference} |"
                     )
-                    lines.append(line)
-                    print(line, flush=True)
+                    print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    limits = ", ".join(f"{k}={os.environ[k]}" for k in ISA_LIMITS if k in os.environ)
+    amx = sorted(f for f in hardware.cpu_flags() if f.startswith("amx"))
+    title = "training" if ARGS.train else f"inference, width 1, batch {ARGS.batch}"
+    lines = [
+        f"# Large kernels direct and in the frequency domain: {title}",
+        "",
+        f"CPU: {hardware.cpu_precisions().describe()}; AMX flags: {', '.join(amx) or 'none'}; "
+        f"limits: {limits or 'none'}; {torch.get_num_threads()} threads; "
+        f"torch {torch.__version__}.",
+        f"Command: python {' '.join(sys.argv)}",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+    lines += training_rows() if ARGS.train else inference_rows()
     ARGS.out.parent.mkdir(parents=True, exist_ok=True)
     ARGS.out.write_text("\n".join(lines) + "\n")
 
@@ -97,5 +162,6 @@ if __name__ == "__main__":
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--calls", type=int, default=2)
+    parser.add_argument("--train", help="WIDTH:SIZE:BATCH, e.g. 0.5:704x256:4")
     ARGS = parser.parse_args()
     main()

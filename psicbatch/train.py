@@ -38,6 +38,8 @@ from psicbatch.checkpoint import (
 )
 from psicbatch.data.memory import TensorDataset
 from psicbatch.devices import resolve_device
+from psicbatch.engines.frequency_conv import large_kernel_method, large_kernels_in_frequency_domain
+from psicbatch.engines.manifest import FREQUENCY_DOMAIN
 from psicbatch.errors import PsicbatchError
 from psicbatch.loss_scaling import LossScale
 from psicbatch.losses import segmentation_loss
@@ -95,6 +97,10 @@ class Trainer:
         if "loss_scale" in state:  # a resumed fp16 training goes on at its scale
             self.loss_scale = LossScale(**state["loss_scale"])
         model.to(self.device)
+        # conv10 by FFT where that is faster (weights and state dict unchanged)
+        state["large_kernels"] = large_kernel_method(self.device, self.precision)
+        if state["large_kernels"] == FREQUENCY_DOMAIN:
+            large_kernels_in_frequency_domain(model)
         phases = (
             [("segmentation", self.options.seg_epochs), ("classification", self.options.cls_epochs)]
             if self.options.mode == "two-step"

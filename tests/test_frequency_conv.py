@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +12,9 @@ from torch import nn
 
 from psicbatch import hardware
 from psicbatch.assets import demo_model_path
+from psicbatch.data.layouts import read_dataset
+from psicbatch.data.memory import load_into_memory
+from psicbatch.data.synth import generate
 from psicbatch.engines import frequency_conv
 from psicbatch.engines.frequency_conv import (
     FrequencyConv2d,
@@ -21,6 +25,8 @@ from psicbatch.engines.frequency_conv import (
 from psicbatch.engines.manifest import FREQUENCY_DOMAIN, large_kernel_note
 from psicbatch.engines.spec import EngineSpec, describe_engine, open_engine
 from psicbatch.model import ModelConfig, PSICNet
+from psicbatch.train import Trainer
+from psicbatch.train_options import TrainOptions
 
 
 def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
@@ -72,12 +78,66 @@ def test_images_split_into_passes_give_the_same_outputs(monkeypatch) -> None:
         whole = layer(x)
         layer.bytes_per_pass = 2 * layer._output_spectrum_bytes(40, 24)
         passes = []
+        convolve = layer._convolve
         monkeypatch.setattr(
-            layer, "_convolve", lambda part, f=layer._convolve: passes.append(len(part)) or f(part)
+            layer,
+            "_convolve",
+            lambda part, spectrum: passes.append(len(part)) or convolve(part, spectrum),
         )
         split = layer(x)
     assert passes == [2, 2, 1]
     assert torch.allclose(whole, split, rtol=0, atol=1e-6)
+
+
+def test_gradients_are_the_direct_convolutions() -> None:
+    """Training runs through the frequency form: the same gradients for input and weights."""
+    conv = nn.Conv2d(6, 10, 15, padding=7)
+    layer = FrequencyConv2d(copy.deepcopy(conv))
+    x = torch.randn(3, 6, 30, 21)  # 12 tiles: trained by FFT
+    gradients = []
+    for module in (conv, layer):
+        image = x.clone().requires_grad_()
+        (module(image) * torch.linspace(-1, 1, 21)).square().mean().backward()
+        gradients.append((image.grad, module.weight.grad, module.bias.grad))
+    for direct, frequency in zip(*gradients, strict=True):
+        assert relative_error(frequency, direct.double()) < 1e-5
+
+
+def test_training_steps_with_few_tiles_run_the_direct_convolution(monkeypatch) -> None:
+    """Each step transforms the kernel and its gradient: below 8 tiles that costs more
+    than the direct convolution saves."""
+    layer = FrequencyConv2d(nn.Conv2d(4, 6, 15, padding=7))
+    ffts = []
+    convolve = layer._convolve
+    monkeypatch.setattr(layer, "_convolve", lambda x, s: ffts.append(len(x)) or convolve(x, s))
+    for images, side, by_fft in ((7, 18, False), (8, 18, True), (2, 36, True), (1, 36, False)):
+        ffts.clear()
+        layer(torch.randn(images, 4, side, side)).sum().backward()  # 1 or 4 tiles an image
+        assert bool(ffts) is by_fft
+    with torch.inference_mode():  # inference: always by FFT
+        layer(torch.randn(1, 4, 18, 18))
+    assert ffts[-1] == 1
+
+
+def test_the_kernel_spectrum_follows_the_weights() -> None:
+    """Inference keeps the spectrum while the weights stay; a changed weight is seen."""
+    conv = nn.Conv2d(3, 4, 11, padding=5)
+    layer = FrequencyConv2d(conv)
+    assert dict(layer.named_parameters()).keys() == dict(conv.named_parameters()).keys()
+    x = torch.randn(1, 3, 16, 16)
+    with torch.inference_mode():
+        before = layer(x)
+        assert torch.equal(layer(x), before)  # the cached spectrum: the same computation
+    with torch.no_grad():
+        conv.weight.mul_(-2)  # the layer's own weight: the same parameter
+        after = layer(x)
+        assert (
+            relative_error(
+                after, F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=5)
+            )
+            < 1e-5
+        )
+    assert not torch.allclose(before, after)
 
 
 @pytest.mark.parametrize(
@@ -150,3 +210,32 @@ def test_the_cpu_engine_runs_and_records_the_form_the_rule_gives(monkeypatch, fr
     other = open_engine(spec, "cpu", 4).infer(images)
     assert torch.allclose(probabilities, other[0], rtol=0, atol=1e-5)
     assert torch.allclose(masks, other[1], rtol=0, atol=1e-5)
+
+
+def test_training_in_the_frequency_domain_follows_direct_training(tmp_path, monkeypatch) -> None:
+    """fp32 training on CPUs runs conv10 by FFT: checkpoints keep the network's weight
+    names, say which form trained them, and the losses follow direct training's."""
+    generate(tmp_path / "data", 24, (64, 64), defect_rate=0.5, seed=3)
+    data = load_into_memory(read_dataset(tmp_path / "data", "folder"), (64, 64), 1)
+    options = TrainOptions(
+        width=0.125, input_size=(64, 64), seg_epochs=3, cls_epochs=2, batch_size=8, precision="fp32"
+    )
+    convolve, trained_by_fft = FrequencyConv2d._convolve, []
+
+    def recording(layer, x, spectrum):
+        trained_by_fft.append(torch.is_grad_enabled())
+        return convolve(layer, x, spectrum)
+
+    monkeypatch.setattr(FrequencyConv2d, "_convolve", recording)
+    trained = {}
+    for frequency in (True, False):
+        monkeypatch.setattr(frequency_conv, "frequency_domain_pays", lambda d, p, f=frequency: f)
+        trained[frequency] = Trainer(data, options, tmp_path / f"{frequency}.pt").run()
+    assert any(trained_by_fft)  # batches of 8 images of one tile each: trained by FFT
+    assert trained[True].training["large_kernels"] == FREQUENCY_DOMAIN
+    assert trained[False].training["large_kernels"] == "direct"
+    assert trained[True].state_dict.keys() == PSICNet(ModelConfig(width=0.125)).state_dict().keys()
+    # Step two, on 24 images, moves by several percent with any rounding change (direct
+    # training on one thread instead of two does too): step one's losses are compared.
+    losses = [trained[f].training["loss_history"]["segmentation"] for f in (True, False)]
+    assert np.allclose(*losses, rtol=2e-3)
