@@ -1,4 +1,4 @@
-"""Large convolution kernels computed in the frequency domain, for inference on CPUs.
+"""Large convolution kernels computed in the frequency domain, on CPUs (inference and training).
 
 conv10's 15x15 kernel (128 -> 1024 channels at 1/8 resolution) is 664 of the paper
 network's 970 GFLOP per 1408x512 image. By the convolution theorem the same layer costs
@@ -7,12 +7,13 @@ far less as products of spectra (overlap-save): the padded input is cut into ove
 kernel's are one complex matrix product over the input channels. That is about 23 GFLOP
 instead of 664, plus the FFTs, and the result is the direct convolution's up to fp32
 rounding (about 4e-7 of the largest output). The whole network at 1408x512 ran 1.7x
-faster in fp32 on a 2-core AVX-512 Xeon, 2.3x with its kernels held to AVX2, and 2.2x in
-bf16 with oneDNN's AMX kernels off (benchmarks/results/frequency-conv-avx512/).
+faster in fp32 on a 2-core AVX-512 Xeon, 2.3x with its kernels held to AVX2, and 2.3x in
+bf16 with oneDNN's AMX kernels off; training steps 1.6-1.9x
+(benchmarks/results/frequency-conv-avx512/).
 
 Where it pays (``frequency_domain_pays``): on CPUs in fp32, and in bf16/fp16 unless the
 CPU has AMX tiles for that type: there oneDNN's bf16 kernels ran the direct network in
-0.45 s per 1408x512 image, against 0.67 s with this form. Not on GPUs: cuDNN's fp16
+0.39 s per 1408x512 image, against 0.49 s with this form. Not on GPUs: cuDNN's fp16
 tensor-core kernels ran conv10 at 527 TFLOP/s on an H200, and this form has not been
 measured on a GPU (benchmarks/gpu_variants.py times it). The kernels' spectra are about
 4.8x the spatial weights' bytes in fp32 (570 MB for the paper's conv10): the engine's

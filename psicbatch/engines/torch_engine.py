@@ -14,7 +14,7 @@ captured at open for the largest batch; partial batches are padded to a power of
 (engines/base.py), so few shapes are ever searched and captured.
 
 On CPUs, conv10's 15x15 kernel runs in the frequency domain where that is faster
-(frequency_conv.py: the whole network 1.7-2.4x faster in fp32, 2.2x in bf16 without AMX).
+(frequency_conv.py: the whole network 1.7-2.4x faster in fp32, 2.3x in bf16 without AMX).
 
 On CUDA, fp32 is IEEE fp32 (TF32 off); fp16 and bf16 engines leave TF32 to torch's defaults.
 
