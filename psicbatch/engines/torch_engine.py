@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,9 @@ class TorchEngine(Engine):
             fp32 = manifest.precision == "fp32"
             torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = not fp32
         if compiled:
+            # Inductor leaves the frequency form's complex products to eager kernels, as
+            # measured; its warning about that would reach every compiled run's terminal.
+            warnings.filterwarnings("ignore", "Torchinductor does not support code generation")
             self.model = torch.compile(self.model)
         self.forward: Forward = self.model if compiled else GraphedForward(self.model)
         if compiled or device.type == "cuda":
