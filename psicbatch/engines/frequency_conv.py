@@ -32,7 +32,7 @@ from torch import nn
 from psicbatch import hardware
 from psicbatch.engines.manifest import FREQUENCY_DOMAIN
 
-SMALLEST_KERNEL = 11  # below this the direct convolution's arithmetic is small enough
+SMALLEST_KERNEL = 11  # the network's 5x5 layers ran slower by FFT: transforms outweigh savings
 # A training step also transforms the kernel and its gradient, whatever the batch: with
 # fewer tiles than this (a batch of 4 at 128x128 has 4) the direct form trained faster.
 FEWEST_TILES_TO_TRAIN = 8
