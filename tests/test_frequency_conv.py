@@ -140,6 +140,18 @@ def test_the_kernel_spectrum_follows_the_weights() -> None:
     assert not torch.allclose(before, after)
 
 
+def test_casts_apply_to_the_weights_and_keep_the_transforms() -> None:
+    """A model cast after the replacement (``.to(bfloat16)``) still computes the layer."""
+    conv = nn.Conv2d(4, 5, 11, padding=5)
+    layer = FrequencyConv2d(copy.deepcopy(conv)).to(torch.bfloat16)
+    assert layer.weight.dtype == torch.bfloat16 and layer.kernel_rows.is_complex()
+    x = torch.randn(2, 4, 20, 20)
+    with torch.inference_mode():
+        got = layer(x.bfloat16())
+    expected = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=5)
+    assert got.dtype == torch.bfloat16 and relative_error(got, expected) < 2e-2
+
+
 @pytest.mark.parametrize(
     "conv",
     [

@@ -23,6 +23,7 @@ memory grows by that much.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TypeGuard
 
 import torch
@@ -83,12 +84,23 @@ class FrequencyConv2d(nn.Module):
         taps = rows[:kernel]
         mirrored = torch.full(columns.shape, 2.0)
         mirrored[0] = mirrored[-1] = 1.0  # the columns without a mirror image
-        on = conv.weight.device
-        self.kernel_columns = _dft(columns, taps, size, -1).to(on)
-        self.kernel_rows = _dft(rows, taps, size, -1).to(on)
-        self.inverse_rows = (_dft(kept, rows, size, 1) / size).to(on)
-        self.inverse_columns = (_dft(kept, columns, size, 1) * mirrored / size).to(on)
+        self.kernel_columns = _dft(columns, taps, size, -1)
+        self.kernel_rows = _dft(rows, taps, size, -1)
+        self.inverse_rows = _dft(kept, rows, size, 1) / size
+        self.inverse_columns = _dft(kept, columns, size, 1) * mirrored / size
         self._cached: tuple[tuple[int, int, torch.dtype], torch.Tensor] | None = None
+        self._apply(lambda tensor: tensor)  # the DFT matrices to the weight's device
+
+    def _apply(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True
+    ) -> FrequencyConv2d:
+        """Moves and casts (``.to``, ``.half()``...) apply to the weights; the complex DFT
+        matrices only follow their device (buffers would be cast to real types)."""
+        super()._apply(fn, recurse)
+        for name in ("kernel_columns", "kernel_rows", "inverse_rows", "inverse_columns"):
+            setattr(self, name, getattr(self, name).to(self.weight.device))
+        self._cached = None
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         training = torch.is_grad_enabled() and self.weight.requires_grad
