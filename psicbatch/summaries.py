@@ -217,6 +217,8 @@ def training_summary(training: dict[str, Any]) -> dict[str, Any]:
         "epochs": training.get("epochs_done", {}),
         "final_loss": {phase: values[-1] for phase, values in losses.items() if values},
         "minutes": round(training.get("train_seconds", 0.0) / 60, 1),
+        "precision": (training.get("precision") or {}).get("precision"),
+        "large_kernels": training.get("large_kernels"),  # conv10 direct or by FFT
         "data": f"{dataset.get('path', '-')} ({dataset.get('layout', '-')})",
         "trained_on": trained_on(training.get("image_digests")),
     }

@@ -25,6 +25,7 @@ from psicbatch.engines.frequency_conv import (
 from psicbatch.engines.manifest import FREQUENCY_DOMAIN, large_kernel_note
 from psicbatch.engines.spec import EngineSpec, describe_engine, open_engine
 from psicbatch.model import ModelConfig, PSICNet
+from psicbatch.summaries import training_summary
 from psicbatch.train import Trainer
 from psicbatch.train_options import TrainOptions
 
@@ -246,6 +247,8 @@ def test_training_in_the_frequency_domain_follows_direct_training(tmp_path, monk
     assert any(trained_by_fft)  # batches of 8 images of one tile each: trained by FFT
     assert trained[True].training["large_kernels"] == FREQUENCY_DOMAIN
     assert trained[False].training["large_kernels"] == "direct"
+    shown = training_summary(trained[True].training)  # what info shows of a checkpoint
+    assert (shown["precision"], shown["large_kernels"]) == ("fp32", FREQUENCY_DOMAIN)
     assert trained[True].state_dict.keys() == PSICNet(ModelConfig(width=0.125)).state_dict().keys()
     # Step two, on 24 images, moves by several percent with any rounding change (direct
     # training on one thread instead of two does too): step one's losses are compared.
