@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TypeGuard
 
 import torch
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from psicbatch import hardware
-from psicbatch.engines.manifest import FREQUENCY_DOMAIN
+from psicbatch.engines.manifest import FREQUENCY_DOMAIN, Manifest
 
 SMALLEST_KERNEL = 11  # the network's 5x5 layers ran slower by FFT: transforms outweigh savings
 # A training step also transforms the kernel and its gradient, whatever the batch: with
@@ -49,8 +50,15 @@ def frequency_domain_pays(device: torch.device, precision: str) -> bool:
 
 
 def large_kernel_method(device: torch.device, precision: str) -> str:
-    """How a torch engine computes large kernels on ``device``, as records say it."""
+    """How torch computes large kernels on ``device``, as records say it."""
     return FREQUENCY_DOMAIN if frequency_domain_pays(device, precision) else "direct"
+
+
+def with_large_kernel_method(manifest: Manifest, device: torch.device) -> Manifest:
+    """A torch engine's manifest saying how it computes large kernels on ``device``
+    (``backend_details["large_kernels"]``): what runs, not what was built."""
+    method = large_kernel_method(device, manifest.precision)
+    return replace(manifest, backend_details={**manifest.backend_details, "large_kernels": method})
 
 
 class FrequencyConv2d(nn.Module):

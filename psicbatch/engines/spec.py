@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from psicbatch.engines.base import Engine
-from psicbatch.engines.frequency_conv import large_kernel_method
+from psicbatch.engines.frequency_conv import with_large_kernel_method
 from psicbatch.engines.loading import load_engine
 from psicbatch.engines.manifest import Manifest, read_manifest
 from psicbatch.errors import PsicbatchError
@@ -47,8 +47,7 @@ def describe_engine(spec: EngineSpec, device: str, max_batch: int = 64) -> Manif
             _checkpoint(spec), spec.precision, device, max_batch, spec.input_size
         )
     if manifest.backend == "torch":
-        method = large_kernel_method(torch.device(device), manifest.precision)
-        manifest.backend_details["large_kernels"] = method
+        return with_large_kernel_method(manifest, torch.device(device))
     return manifest
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import os
 import shutil
 import warnings
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +39,8 @@ from psicbatch.engines.cuda_graphs import Forward, GraphedForward
 from psicbatch.engines.export import ProbabilityModel
 from psicbatch.engines.folding import fold_batchnorm
 from psicbatch.engines.frequency_conv import (
-    large_kernel_method,
     large_kernels_in_frequency_domain,
+    with_large_kernel_method,
 )
 from psicbatch.engines.manifest import FREQUENCY_DOMAIN, Manifest
 
@@ -60,10 +59,8 @@ class TorchEngine(Engine):
     def __init__(
         self, directory: Path, manifest: Manifest, device: torch.device, engine_file: Path
     ) -> None:
+        manifest = with_large_kernel_method(manifest, device)  # how it runs here
         super().__init__(directory, manifest, device)
-        method = large_kernel_method(device, manifest.precision)  # how this engine runs here
-        details = {**manifest.backend_details, "large_kernels": method}
-        self.manifest = manifest = replace(manifest, backend_details=details)
         checkpoint: Checkpoint = load_checkpoint(engine_file)
         dtype = WEIGHT_TYPES[manifest.precision]
         model = ProbabilityModel(fold_batchnorm(checkpoint.build_model()), dtype).to(device)
@@ -71,7 +68,7 @@ class TorchEngine(Engine):
         self.memory_format = torch.contiguous_format if cpu_fp32 else torch.channels_last
         # Module.to takes memory_format at run time; torch's type stubs omit it.
         self.model = model.to(memory_format=self.memory_format)  # type: ignore[call-overload]
-        if method == FREQUENCY_DOMAIN:  # after every cast: see frequency_conv
+        if manifest.backend_details["large_kernels"] == FREQUENCY_DOMAIN:  # after every cast
             large_kernels_in_frequency_domain(self.model)
         compiled = bool(manifest.backend_details.get("compile"))
         if device.type == "cuda":
