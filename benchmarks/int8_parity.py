@@ -7,7 +7,11 @@ parity, and reports the build's parity against the fp32 model: decision flips ov
 whole held-out fold and the mask IoU over the images fp32 judges defective (the masks
 ``run`` writes by default).
 
+``--backends torch --precision fp32`` checks the torch engine the same way: on a CPU it
+computes conv10 in the frequency domain, against the fp32 model's direct convolution.
+
 Usage: python benchmarks/int8_parity.py CV_DIR DATA OUT_DIR [--backends openvino,onnxruntime]
+       [--precision int8]
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ def linked_images(ids: list[str], data: Path, folder: Path) -> Path:
     return folder
 
 
-def fold_parity(cv: Path, data: Path, backends: list[str], work: Path) -> list[dict]:
+def fold_parity(
+    cv: Path, data: Path, backends: list[str], precision: str, work: Path
+) -> list[dict]:
     splits = json.loads((cv / "splits.json").read_text())
     everything = sorted({sample for fold in splits["test_ids"] for sample in fold})
     results = []
@@ -55,7 +61,7 @@ def fold_parity(cv: Path, data: Path, backends: list[str], work: Path) -> list[d
             began = time.perf_counter()
             options = BuildOptions(
                 backend=backend,
-                precision="int8",
+                precision=precision,
                 max_batch=4,
                 calib=calib,
                 parity_images=parity_images,
@@ -68,8 +74,8 @@ def fold_parity(cv: Path, data: Path, backends: list[str], work: Path) -> list[d
             results.append(
                 {
                     "fold": index,
-                    "backend": backend,
-                    "calibration_images": parity["calibration_images"],
+                    "backend": f"{backend} {precision}",
+                    "calibration_images": parity.get("calibration_images", "-"),
                     "parity_images": parity["images"],
                     "decision_flips": parity["decision_flips"],
                     "images_judged_defective": parity["images_judged_defective"],
@@ -84,7 +90,7 @@ def fold_parity(cv: Path, data: Path, backends: list[str], work: Path) -> list[d
     return results
 
 
-def report(results: list[dict], command: str) -> str:
+def report(results: list[dict], command: str, precision: str) -> str:
     rows = [
         [
             r["fold"],
@@ -114,15 +120,15 @@ def report(results: list[dict], command: str) -> str:
     ]
     return "\n".join(
         [
-            "# int8 parity on the trained KolektorSDD fold models",
+            f"# {precision} parity on the trained KolektorSDD fold models",
             "",
             "```",
             command,
             "```",
             "",
-            f"Machine: {machine()['cpu']}. Each fold's model, quantized with up to 256 of its "
-            "training images and compared with its fp32 self on every image of its held-out "
-            "test fold (no image in both sets).",
+            f"Machine: {machine()['cpu']}. Each fold's model, built as an engine (int8: "
+            "quantized with up to 256 of its training images) and compared with its fp32 self "
+            "on every image of its held-out test fold (no image in both sets).",
             "",
             *markdown_table(header, rows),
             "",
@@ -136,16 +142,18 @@ def main() -> None:
     parser.add_argument("data", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--backends", default="openvino,onnxruntime")
+    parser.add_argument("--precision", default="int8")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
-        results = fold_parity(args.cv, args.data, args.backends.split(","), Path(work))
+        backends = args.backends.split(",")
+        results = fold_parity(args.cv, args.data, backends, args.precision, Path(work))
     command = "python benchmarks/int8_parity.py " + " ".join(sys.argv[1:])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "parity.json").write_text(
         json.dumps({"command": command, "results": results}, indent=2) + "\n"
     )
-    (args.out / "parity.md").write_text(report(results, command))
-    print(report(results, command))
+    (args.out / "parity.md").write_text(report(results, command, args.precision))
+    print(report(results, command, args.precision))
 
 
 if __name__ == "__main__":
