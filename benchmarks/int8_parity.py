@@ -126,7 +126,8 @@ def report(results: list[dict], command: str, precision: str) -> str:
             command,
             "```",
             "",
-            f"Machine: {machine()['cpu']}. Each fold's model, built as an engine (int8: "
+            f"Machine: {machine()['cpu']} ({machine().get('isa', 'ISA not recorded')}). "
+            "Each fold's model, built as an engine (int8: "
             "quantized with up to 256 of its training images) and compared with its fp32 self "
             "on every image of its held-out test fold (no image in both sets).",
             "",
