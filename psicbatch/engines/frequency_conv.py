@@ -116,7 +116,7 @@ class FrequencyConv2d(nn.Module):
         if training and len(x) * rows * columns < FEWEST_TILES_TO_TRAIN:
             return F.conv2d(x, self.weight, self.bias, padding=self.kernel // 2)
         with torch.autocast(x.device.type, enabled=False):
-            spectrum = self._kernel_spectrum()
+            spectrum = self._kernel_spectrum(training)
             per_image = self._output_spectrum_bytes(*x.shape[-2:])
             images = max(1, self.bytes_per_pass // per_image)
             parts = [self._convolve(part.float(), spectrum) for part in x.split(images)]
@@ -133,8 +133,8 @@ class FrequencyConv2d(nn.Module):
             out[image].view(channels, -1).copy_(y[image].view(-1, channels).t())
         return out
 
-    def _kernel_spectrum(self) -> torch.Tensor:
-        if torch.is_grad_enabled() and self.weight.requires_grad:
+    def _kernel_spectrum(self, training: bool) -> torch.Tensor:
+        if training:
             self._cached = None  # the weight changes with every step
             return self._spectrum_of(self.weight)
         key = (self.weight.data_ptr(), self.weight._version, self.weight.dtype)

@@ -68,7 +68,7 @@ class TorchEngine(Engine):
         self.memory_format = torch.contiguous_format if cpu_fp32 else torch.channels_last
         # Module.to takes memory_format at run time; torch's type stubs omit it.
         self.model = model.to(memory_format=self.memory_format)  # type: ignore[call-overload]
-        if manifest.backend_details["large_kernels"] == FREQUENCY_DOMAIN:  # after every cast
+        if manifest.backend_details["large_kernels"] == FREQUENCY_DOMAIN:
             large_kernels_in_frequency_domain(self.model)
         compiled = bool(manifest.backend_details.get("compile"))
         if device.type == "cuda":
