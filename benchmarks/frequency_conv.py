@@ -20,7 +20,6 @@ ATEN_CPU_CAPABILITY (torch) and MKL_ENABLE_INSTRUCTIONS (MKL: matrix products, F
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -40,8 +39,6 @@ from psicbatch.engines.spec import EngineSpec, open_engine  # noqa: E402
 from psicbatch.losses import weighted_cross_entropy  # noqa: E402
 from psicbatch.model import ModelConfig, PSICNet  # noqa: E402
 from psicbatch.precision import autocast  # noqa: E402
-
-ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
 
 
 def timed_engine(
@@ -137,14 +134,11 @@ def inference_rows() -> list[str]:
 
 
 def main() -> None:
-    limits = ", ".join(f"{k}={os.environ[k]}" for k in ISA_LIMITS if k in os.environ)
-    amx = sorted(f for f in hardware.cpu_flags() if f.startswith("amx"))
     title = "training" if ARGS.train else f"inference, width 1, batch {ARGS.batch}"
     lines = [
         f"# Large kernels direct and in the frequency domain: {title}",
         "",
-        f"CPU: {hardware.cpu_precisions().describe()}; AMX flags: {', '.join(amx) or 'none'}; "
-        f"limits: {limits or 'none'}; {torch.get_num_threads()} threads; "
+        f"CPU: {hardware.cpu_precisions().describe()}; {torch.get_num_threads()} threads; "
         f"torch {torch.__version__}.",
         f"Command: python {' '.join(sys.argv)}",
         "",

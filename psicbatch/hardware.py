@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 INT8_DOT_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"}
+AMX_FLAGS = {"bf16": "amx_bf16", "fp16": "amx_fp16", "int8": "amx_int8"}
+# Environment variables that hold torch, oneDNN or MKL to an older instruction set
+# (to measure what a machine without the newer one would run).
+ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,14 @@ class CpuPrecisions:
         native = [name for name, has in (("bf16", self.bf16), ("fp16", self.fp16)) if has]
         int8 = "int8 dot products" if self.int8_dot else "no int8 dot products"
         floats = f"native {', '.join(native)}" if native else "no native bf16/fp16"
-        return f"CPU capability {self.capability}; {floats}; {int8}"
+        line = f"CPU capability {self.capability}; {floats}; {int8}"
+        amx = [kind for kind, flag in AMX_FLAGS.items() if flag in cpu_flags()]
+        if amx:
+            line += f"; AMX for {', '.join(amx)}"
+        limits = [f"{name}={os.environ[name]}" for name in ISA_LIMITS if os.environ.get(name)]
+        if limits:
+            line += f"; kernels held by {' '.join(limits)}"
+        return line
 
 
 @functools.cache

@@ -217,14 +217,23 @@ def test_dali_gpu_pipeline_graph_can_be_defined_without_a_gpu() -> None:
     assert pipeline is not None  # building it needs the GPU; defining it must not fail
 
 
-def test_the_torch_engine_layout_follows_precision_and_device() -> None:
-    """fp32 on a CPU keeps the default layout (channels_last is 1.4x slower there, measured
-    on AVX2); reduced precisions use channels_last."""
+def test_the_torch_engine_runs_channels_last_with_fused_relus_on_the_cpu() -> None:
+    """channels_last in every precision (fp32 too, since conv10 no longer runs directly
+    there), and each convolution's ReLU inside it where this torch computes that."""
+    from psicbatch.engines.fused_relu import ConvReLU, fusion_works
+    from psicbatch.engines.manifest import FREQUENCY_DOMAIN
     from psicbatch.engines.spec import open_engine
+    from psicbatch.engines.torch_engine import WEIGHT_TYPES
 
-    for precision, layout in (("fp32", torch.contiguous_format), ("bf16", torch.channels_last)):
+    for precision in ("fp32", "bf16"):
         spec = EngineSpec(checkpoint=demo_model_path(), precision=precision)
         engine = open_engine(spec, "cpu", 2)
-        assert engine.memory_format == layout
+        weights = [p for p in engine.model.parameters() if p.dim() == 4]
+        assert all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+        fused = [m for m in engine.model.modules() if isinstance(m, ConvReLU)]
+        # 20 conv -> ReLU blocks, conv10's not fused where it runs in the frequency domain
+        by_fft = engine.manifest.backend_details["large_kernels"] == FREQUENCY_DOMAIN
+        assert fusion_works(WEIGHT_TYPES[precision])  # true of the torch builds tested
+        assert len(fused) == 20 - by_fft
         probabilities, masks = engine.infer(torch.rand(1, 1, 64, 64))
         assert probabilities.shape == (1,) and masks.shape == (1, 64, 64)

@@ -39,14 +39,13 @@ SMALLEST_KERNEL = 11  # the network's 5x5 layers ran slower by FFT: transforms o
 # fewer tiles than this (a batch of 4 at 128x128 has 4) the direct form trained faster.
 FEWEST_TILES_TO_TRAIN = 8
 OUTPUT_BYTES_PER_PASS = 256 * 2**20  # bounds the spectra of one pass's outputs on CPUs
-AMX_FLAGS = {"bf16": "amx_bf16", "fp16": "amx_fp16"}
 
 
 def frequency_domain_pays(device: torch.device, precision: str) -> bool:
     """Whether large kernels run faster in the frequency domain here (see above)."""
     if device.type != "cpu":
         return False
-    return AMX_FLAGS.get(precision) not in hardware.cpu_flags()
+    return hardware.AMX_FLAGS.get(precision) not in hardware.cpu_flags()
 
 
 def large_kernel_method(device: torch.device, precision: str) -> str:

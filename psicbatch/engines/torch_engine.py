@@ -18,9 +18,11 @@ On CPUs, conv10's 15x15 kernel runs in the frequency domain where that is faster
 
 On CUDA, fp32 is IEEE fp32 (TF32 off); fp16 and bf16 engines leave TF32 to torch's defaults.
 
-Memory layout: channels_last for bf16/fp16 and on GPUs; the default (contiguous) layout
-for fp32 on CPUs, where channels_last measured 1.4-1.5x slower (the paper's network at
-1408x512 on an AVX2 CPU, benchmarks/results/cpu-paper-sizes-avx2/memory-layout.md).
+Memory layout: channels_last on every device and in every precision. In fp32 on CPUs the
+default layout used to be kept, since channels_last ran the paper's network 1.4-1.5x
+slower on an AVX2 CPU; that was conv10 computed directly, which fp32 on CPUs no longer
+does (benchmarks/cpu_engine_forms.py). On CPUs each convolution's ReLU runs inside it
+(fused_relu.py).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from psicbatch.engines.frequency_conv import (
     large_kernels_in_frequency_domain,
     with_large_kernel_method,
 )
+from psicbatch.engines.fused_relu import fusion_works, relu_into_convolutions
 from psicbatch.engines.manifest import FREQUENCY_DOMAIN, Manifest
 
 ENGINE_FILE = "model.pt"
@@ -64,13 +67,13 @@ class TorchEngine(Engine):
         checkpoint: Checkpoint = load_checkpoint(engine_file)
         dtype = WEIGHT_TYPES[manifest.precision]
         model = ProbabilityModel(fold_batchnorm(checkpoint.build_model()), dtype).to(device)
-        cpu_fp32 = device.type == "cpu" and manifest.precision == "fp32"
-        self.memory_format = torch.contiguous_format if cpu_fp32 else torch.channels_last
         # Module.to takes memory_format at run time; torch's type stubs omit it.
-        self.model = model.to(memory_format=self.memory_format)  # type: ignore[call-overload]
+        self.model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if manifest.backend_details["large_kernels"] == FREQUENCY_DOMAIN:
             large_kernels_in_frequency_domain(self.model)
         compiled = bool(manifest.backend_details.get("compile"))
+        if device.type == "cpu" and not compiled and fusion_works(dtype):
+            relu_into_convolutions(self.model)  # torch.compile fuses them itself
         if device.type == "cuda":
             # Batch and size are fixed within a run: let cuDNN pick the fastest kernels once
             # (likely most of the 86 s an engine took to open at batch 32 on an H200;
@@ -101,7 +104,7 @@ class TorchEngine(Engine):
         return (m.max_batch, m.channels, *m.input_size)
 
     def _run(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = images.contiguous(memory_format=self.memory_format)
+        batch = images.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             probabilities, segmentation = self.forward(batch)
         return probabilities, segmentation

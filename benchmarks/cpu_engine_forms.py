@@ -1,0 +1,113 @@
+"""The torch engine's forms on this CPU against each other, one run: layout and ReLUs.
+
+The paper's network (untrained: cost does not depend on the weights) opened as the torch
+engine on this CPU (BatchNorm folded, conv10 computed as the engine does here) in three
+forms:
+- contiguous layout, separate ReLUs (the fp32 engine's form before this comparison);
+- channels_last, separate ReLUs;
+- channels_last with each ReLU fused into its convolution (the engine as it opens).
+Best of a few calls per form at batch 1, the forms alternated twice so drift shows, and
+the largest difference of each form's outputs from the first's. Decides the engine's
+layout and fusion on CPUs (``psicbatch/engines/torch_engine.py``, ``fused_relu.py``).
+
+Usage: python benchmarks/cpu_engine_forms.py OUT_FILE [--size 1408x512]
+       [--precisions fp32,bf16] [--calls 3]
+Hold the kernels to an instruction set with ONEDNN_MAX_CPU_ISA (oneDNN),
+ATEN_CPU_CAPABILITY (torch) and MKL_ENABLE_INSTRUCTIONS (MKL); the CPU line says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from psicbatch import hardware  # noqa: E402
+from psicbatch.checkpoint import save_checkpoint, untrained_checkpoint  # noqa: E402
+from psicbatch.engines import torch_engine  # noqa: E402
+from psicbatch.engines.base import Engine  # noqa: E402
+from psicbatch.engines.fused_relu import fusion_works  # noqa: E402
+from psicbatch.engines.spec import EngineSpec, open_engine  # noqa: E402
+from psicbatch.model import ModelConfig  # noqa: E402
+
+FORMS = ("contiguous", "channels_last", "channels_last + fused ReLU")
+
+
+def opened(checkpoint: Path, precision: str, size: tuple[int, int], form: str) -> Engine:
+    torch_engine.fusion_works = fusion_works if "fused" in form else lambda dtype: False  # type: ignore[assignment]
+    spec = EngineSpec(checkpoint=checkpoint, precision=precision, input_size=size)
+    engine = open_engine(spec, "cpu", max_batch=1)
+    if form == "contiguous":  # one input channel: the batch itself is in either layout
+        engine.model.to(memory_format=torch.contiguous_format)  # type: ignore[attr-defined]
+    return engine
+
+
+def timed(engine: Engine, image: torch.Tensor) -> tuple[float, tuple[torch.Tensor, ...]]:
+    """Best seconds per image over ``--calls`` calls after a warm-up, and the outputs."""
+    outputs = engine.infer(image)
+    times = []
+    for _ in range(ARGS.calls):
+        began = time.perf_counter()
+        engine.infer(image)
+        times.append(time.perf_counter() - began)
+    return min(times), outputs
+
+
+def rows_for(checkpoint: Path, precision: str, size: tuple[int, int]) -> list[str]:
+    torch.manual_seed(0)
+    image = torch.rand(1, 1, *size) * 4 - 2
+    rows = []
+    for round_number in (1, 2):
+        results = [timed(opened(checkpoint, precision, size, form), image) for form in FORMS]
+        (base, reference), *others = results
+        cells = [f"{base:.3f}"]
+        for seconds, outputs in others:
+            difference = max(
+                (a - b).abs().max().item() for a, b in zip(outputs, reference, strict=True)
+            )
+            cells.append(f"{seconds:.3f} ({base / seconds:.2f}x, {difference:.0e})")
+        rows.append(f"| {precision} | {round_number} | {' | '.join(cells)} |")
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    size = tuple(map(int, ARGS.size.split("x")))
+    lines = [
+        f"# Torch engine forms on this CPU: width 1, {ARGS.size}, batch 1",
+        "",
+        f"CPU: {hardware.cpu_precisions().describe()}; {torch.get_num_threads()} threads; "
+        f"torch {torch.__version__}; the fused operator works here: "
+        f"fp32 {fusion_works(torch.float32)}, bf16 {fusion_works(torch.bfloat16)}.",
+        f"Command: python {' '.join(sys.argv)}",
+        "",
+        "Seconds per image (best of the calls); in brackets, contiguous / this form and "
+        "the largest difference of its probabilities and masks from the contiguous form's.",
+        "",
+        f"| precision | round | {' | '.join(FORMS)} |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    print("\n".join(lines), flush=True)
+    with tempfile.TemporaryDirectory() as work:
+        checkpoint = save_checkpoint(untrained_checkpoint(ModelConfig()), Path(work) / "model.pt")
+        for precision in ARGS.precisions.split(","):
+            lines += rows_for(checkpoint, precision, size)
+    ARGS.out.parent.mkdir(parents=True, exist_ok=True)
+    ARGS.out.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--size", default="1408x512")
+    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--calls", type=int, default=3)
+    ARGS = parser.parse_args()
+    main()
