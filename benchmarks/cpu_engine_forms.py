@@ -10,8 +10,12 @@ Best of a few calls per form at batch 1, the forms alternated twice so drift sho
 the largest difference of each form's outputs from the first's. Decides the engine's
 layout and fusion on CPUs (``psicbatch/engines/torch_engine.py``, ``fused_relu.py``).
 
+With ``--train WIDTH:SIZE:BATCH`` it times training steps of PSIC-Net at that width
+instead (``frequency_conv.py``'s step, conv10 as ``train`` computes it here), with the
+model contiguous and channels_last: decides ``train``'s layout on CPUs.
+
 Usage: python benchmarks/cpu_engine_forms.py OUT_FILE [--size 1408x512]
-       [--precisions fp32,bf16] [--calls 3]
+       [--precisions fp32,bf16] [--calls 3] [--train 0.5:704x256:4]
 Hold the kernels to an instruction set with ONEDNN_MAX_CPU_ISA (oneDNN),
 ATEN_CPU_CAPABILITY (torch) and MKL_ENABLE_INSTRUCTIONS (MKL); the CPU line says so.
 """
@@ -29,10 +33,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from frequency_conv import timed_training  # noqa: E402
+
 from psicbatch import hardware  # noqa: E402
 from psicbatch.checkpoint import save_checkpoint, untrained_checkpoint  # noqa: E402
 from psicbatch.engines import torch_engine  # noqa: E402
 from psicbatch.engines.base import Engine  # noqa: E402
+from psicbatch.engines.frequency_conv import frequency_domain_pays  # noqa: E402
 from psicbatch.engines.fused_relu import fusion_works  # noqa: E402
 from psicbatch.engines.spec import EngineSpec, open_engine  # noqa: E402
 from psicbatch.model import ModelConfig  # noqa: E402
@@ -78,27 +85,62 @@ def rows_for(checkpoint: Path, precision: str, size: tuple[int, int]) -> list[st
     return rows
 
 
-def main() -> None:
+def training_rows() -> list[str]:
+    width, size_text, batch = ARGS.train.split(":")
+    size = tuple(map(int, size_text.split("x")))
+    rows = [
+        f"Training steps: width {width}, {size_text}, batch {batch}; seconds per image.",
+        "",
+        "| precision | conv10 | round | contiguous | channels_last | contiguous / channels_last |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for precision in ARGS.precisions.split(","):
+        frequency = frequency_domain_pays(torch.device("cpu"), precision)
+        for round_number in (1, 2):
+            plain, last = (
+                timed_training(
+                    float(width), size, int(batch), precision, frequency, ARGS.calls, layout
+                )
+                for layout in (torch.contiguous_format, torch.channels_last)
+            )
+            method = "by FFT" if frequency else "direct"
+            rows.append(
+                f"| {precision} | {method} | {round_number} | {plain:.3f} | {last:.3f} "
+                f"| {plain / last:.2f} |"
+            )
+            print(rows[-1], flush=True)
+    return rows
+
+
+def inference_rows() -> list[str]:
     size = tuple(map(int, ARGS.size.split("x")))
+    rows = [
+        f"Inference: width 1, {ARGS.size}, batch 1. Seconds per image (best of the calls); "
+        "in brackets, contiguous / this form and the largest difference of its "
+        "probabilities and masks from the contiguous form's.",
+        "",
+        f"| precision | round | {' | '.join(FORMS)} |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    with tempfile.TemporaryDirectory() as work:
+        checkpoint = save_checkpoint(untrained_checkpoint(ModelConfig()), Path(work) / "model.pt")
+        for precision in ARGS.precisions.split(","):
+            rows += rows_for(checkpoint, precision, size)
+    return rows
+
+
+def main() -> None:
     lines = [
-        f"# Torch engine forms on this CPU: width 1, {ARGS.size}, batch 1",
+        "# Torch engine forms on this CPU",
         "",
         f"CPU: {hardware.cpu_precisions().describe()}; {torch.get_num_threads()} threads; "
         f"torch {torch.__version__}; the fused operator works here: "
         f"fp32 {fusion_works(torch.float32)}, bf16 {fusion_works(torch.bfloat16)}.",
         f"Command: python {' '.join(sys.argv)}",
         "",
-        "Seconds per image (best of the calls); in brackets, contiguous / this form and "
-        "the largest difference of its probabilities and masks from the contiguous form's.",
-        "",
-        f"| precision | round | {' | '.join(FORMS)} |",
-        "| --- | --- | --- | --- | --- |",
     ]
     print("\n".join(lines), flush=True)
-    with tempfile.TemporaryDirectory() as work:
-        checkpoint = save_checkpoint(untrained_checkpoint(ModelConfig()), Path(work) / "model.pt")
-        for precision in ARGS.precisions.split(","):
-            lines += rows_for(checkpoint, precision, size)
+    lines += training_rows() if ARGS.train else inference_rows()
     ARGS.out.parent.mkdir(parents=True, exist_ok=True)
     ARGS.out.write_text("\n".join(lines) + "\n")
 
@@ -109,5 +151,6 @@ if __name__ == "__main__":
     parser.add_argument("--size", default="1408x512")
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--calls", type=int, default=3)
+    parser.add_argument("--train", help="WIDTH:SIZE:BATCH, e.g. 0.5:704x256:4")
     ARGS = parser.parse_args()
     main()

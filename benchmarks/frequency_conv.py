@@ -59,18 +59,26 @@ def timed_engine(
 
 
 def timed_training(
-    width: float, size: tuple[int, int], batch: int, precision: str, frequency: bool
+    width: float,
+    size: tuple[int, int],
+    batch: int,
+    precision: str,
+    frequency: bool,
+    calls: int,
+    layout: torch.memory_format = torch.contiguous_format,
 ) -> float:
-    """Best seconds per image of a training step, conv10 direct or by FFT."""
+    """Best seconds per image of a training step, conv10 direct or by FFT, the model's
+    weights in ``layout``."""
     torch.manual_seed(0)
     model = PSICNet(ModelConfig(width=width)).train()
+    model.to(memory_format=layout)  # type: ignore[call-overload]
     if frequency:
         large_kernels_in_frequency_domain(model)
     images = torch.rand(batch, 1, *size) * 4 - 2
     masks = torch.rand(batch, 1, *size) > 0.99
     labels = torch.ones(batch, 1)
     times = []
-    for _ in range(ARGS.calls + 1):  # the first: allocations and kernel choices
+    for _ in range(calls + 1):  # the first: allocations and kernel choices
         began = time.perf_counter()
         with autocast(torch.device("cpu"), precision):
             seg_logits, cls_logits = model(images)
@@ -97,7 +105,7 @@ def training_rows() -> list[str]:
     for precision in ARGS.precisions.split(","):
         for round_number in (1, 2):
             direct, frequency = (
-                timed_training(float(width), size, int(batch), precision, method)
+                timed_training(float(width), size, int(batch), precision, method, ARGS.calls)
                 for method in (False, True)
             )
             rows.append(

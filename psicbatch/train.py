@@ -97,6 +97,8 @@ class Trainer:
         if "loss_scale" in state:  # a resumed fp16 training goes on at its scale
             self.loss_scale = LossScale(**state["loss_scale"])
         model.to(self.device)
+        if self.device.type == "cpu":  # measured faster there (benchmarks/cpu_engine_forms.py)
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         # conv10 by FFT where that is faster (weights and state dict unchanged)
         state["large_kernels"] = large_kernel_method(self.device, self.precision)
         if state["large_kernels"] == FREQUENCY_DOMAIN:

@@ -195,6 +195,26 @@ def test_resume_after_crash_gives_the_same_model(
     assert resumed.thresholds == reference.thresholds
 
 
+def test_training_on_the_cpu_runs_channels_last(
+    tmp_path: Path, data: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The layout measured faster for training steps there; checkpoints load as before."""
+    real_phase, layouts = Trainer._run_phase, []
+
+    def phase(self: Trainer, model: torch.nn.Module, *args: object) -> None:
+        weights = [p for p in model.parameters() if p.dim() == 4]
+        layouts.append(all(w.is_contiguous(memory_format=torch.channels_last) for w in weights))
+        real_phase(self, model, *args)
+
+    monkeypatch.setattr(Trainer, "_run_phase", phase)
+    options = TrainOptions(**{**TINY.__dict__, "seg_epochs": 1, "cls_epochs": 1})
+    checkpoint = Trainer(data[0], options, tmp_path / "m.pt").run()
+    assert layouts == [True, True]
+    model = load_checkpoint(tmp_path / "m.pt").build_model()
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, checkpoint.state_dict[name]), name
+
+
 def test_resume_refuses_other_options(tmp_path: Path, data: tuple) -> None:
     out = tmp_path / "m.pt"
     options = TrainOptions(**{**TINY.__dict__, "seg_epochs": 1, "cls_epochs": 1})
