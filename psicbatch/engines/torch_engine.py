@@ -59,6 +59,8 @@ def build_torch(checkpoint_path: Path, directory: Path, compile_model: bool) -> 
 
 
 class TorchEngine(Engine):
+    memory_format = torch.channels_last  # of the weights and every batch (see above)
+
     def __init__(
         self, directory: Path, manifest: Manifest, device: torch.device, engine_file: Path
     ) -> None:
@@ -68,7 +70,7 @@ class TorchEngine(Engine):
         dtype = WEIGHT_TYPES[manifest.precision]
         model = ProbabilityModel(fold_batchnorm(checkpoint.build_model()), dtype).to(device)
         # Module.to takes memory_format at run time; torch's type stubs omit it.
-        self.model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.model = model.to(memory_format=self.memory_format)  # type: ignore[call-overload]
         if manifest.backend_details["large_kernels"] == FREQUENCY_DOMAIN:
             large_kernels_in_frequency_domain(self.model)
         compiled = bool(manifest.backend_details.get("compile"))
@@ -104,7 +106,7 @@ class TorchEngine(Engine):
         return (m.max_batch, m.channels, *m.input_size)
 
     def _run(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = images.contiguous(memory_format=torch.channels_last)
+        batch = images.contiguous(memory_format=self.memory_format)
         with torch.inference_mode():
             probabilities, segmentation = self.forward(batch)
         return probabilities, segmentation
