@@ -22,6 +22,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from psicbatch.bench.measurements import gpu_timed
 from psicbatch.checkpoint import save_checkpoint, untrained_checkpoint
+from psicbatch.engines import torch_engine
 from psicbatch.engines.base import Engine
 from psicbatch.engines.cuda_graphs import GraphedForward
 from psicbatch.engines.spec import EngineSpec, open_engine
@@ -54,6 +55,9 @@ def engine_arguments(parser: argparse.ArgumentParser) -> None:
 def open_untrained(args: argparse.Namespace) -> tuple[Engine, tuple[int, int], float]:
     """The torch engine of an untrained network (cost does not depend on the weights) at
     ``args``' size and largest batch, its input size and the seconds it took to open."""
+    # Its layers as a GPU engine has them, also on a CPU (the dry run), where the engine
+    # would fuse each ReLU into its convolution.
+    torch_engine.fusion_works = lambda dtype: False  # type: ignore[assignment]
     height, width = (int(n) for n in args.size.split("x"))
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.pt"

@@ -45,7 +45,6 @@ from gpu_kernels import engine_arguments, open_untrained
 from torch import nn
 
 from psicbatch.bench.measurements import GPU_LAUNCHES_PER_SYNC, gpu_timed
-from psicbatch.engines import torch_engine
 from psicbatch.engines.cuda_graphs import Forward, GraphedForward
 from psicbatch.engines.frequency_conv import large_kernels_in_frequency_domain
 from psicbatch.engines.torch_engine import TorchEngine
@@ -213,9 +212,6 @@ def main() -> None:
     engine_arguments(parser)
     parser.add_argument("--seconds", type=float, default=3.0, help="of timed calls per variant")
     args = parser.parse_args()
-    # The rewrites take the layers as a GPU engine has them; on a CPU (the dry run) the
-    # engine would fuse each ReLU into its convolution.
-    torch_engine.fusion_works = lambda dtype: False  # type: ignore[assignment]
     engine, size, _ = open_untrained(args)
     assert isinstance(engine, TorchEngine)
     images = torch.rand(args.batch, engine.manifest.channels, *size, device=args.device)
