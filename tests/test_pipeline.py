@@ -233,7 +233,9 @@ def test_the_torch_engine_runs_channels_last_with_fused_relus_on_the_cpu() -> No
         fused = [m for m in engine.model.modules() if isinstance(m, ConvReLU)]
         # 20 conv -> ReLU blocks, conv10's not fused where it runs in the frequency domain
         by_fft = engine.manifest.backend_details["large_kernels"] == FREQUENCY_DOMAIN
-        assert fusion_works(WEIGHT_TYPES[precision])  # true of the torch builds tested
-        assert len(fused) == 20 - by_fft
+        # fp32 everywhere tested; bf16 needs AVX-512 or AVX-NE-CONVERT in oneDNN
+        works = fusion_works(WEIGHT_TYPES[precision])
+        assert works or precision == "bf16"
+        assert len(fused) == (20 - by_fft if works else 0)
         probabilities, masks = engine.infer(torch.rand(1, 1, 64, 64))
         assert probabilities.shape == (1,) and masks.shape == (1, 64, 64)
