@@ -40,6 +40,22 @@ def test_detection_follows_what_torch_and_the_cpu_report(monkeypatch: pytest.Mon
     assert real.capability and real.bf16 == hardware._onednn_says("_is_mkldnn_bf16_supported")
 
 
+def test_the_cpu_line_names_amx_tiles_and_kernels_held_to_older_instructions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Figures measured with kernels held to AVX2 must not read as the CPU's own."""
+    for name in hardware.ISA_LIMITS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert AVX2.describe() == "CPU capability AVX2; no native bf16/fp16; no int8 dot products"
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"amx_bf16", "amx_int8"}))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert AVX2.describe().endswith(
+        "; AMX for bf16, int8; kernels held by ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2"
+    )
+
+
 @pytest.mark.parametrize(("cpu", "expected"), [(AVX2, "fp32"), (AVX512_BF16, "bf16")])
 def test_every_auto_follows_the_cpu(
     cpu: hardware.CpuPrecisions, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

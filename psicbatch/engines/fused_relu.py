@@ -34,14 +34,15 @@ class ConvReLU(nn.Module):
 
 
 def _conv_relu(conv: Convolution, x: torch.Tensor) -> torch.Tensor:
-    c = conv
-    if isinstance(c, nn.ConvTranspose2d):
+    shape = (conv.padding, conv.stride, conv.dilation, conv.groups)
+    if isinstance(conv, nn.ConvTranspose2d):
+        padding, stride, dilation, groups = shape
         return torch.ops.mkldnn._convolution_transpose_pointwise(
-            x, c.weight, c.bias, c.padding, c.output_padding, c.stride, c.dilation, c.groups,
+            x, conv.weight, conv.bias, padding, conv.output_padding, stride, dilation, groups,
             "relu", [None], "",
         )  # fmt: skip
     return torch.ops.mkldnn._convolution_pointwise(
-        x, c.weight, c.bias, c.padding, c.stride, c.dilation, c.groups, "relu", [None], ""
+        x, conv.weight, conv.bias, *shape, "relu", [None], ""
     )
 
 
