@@ -33,9 +33,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from frequency_conv import timed_training  # noqa: E402
+from frequency_conv import compare_training, write_report  # noqa: E402
 
-from psicbatch import hardware  # noqa: E402
 from psicbatch.checkpoint import save_checkpoint, untrained_checkpoint  # noqa: E402
 from psicbatch.engines import torch_engine  # noqa: E402
 from psicbatch.engines.base import Engine  # noqa: E402
@@ -86,30 +85,15 @@ def rows_for(checkpoint: Path, precision: str, size: tuple[int, int]) -> list[st
 
 
 def training_rows() -> list[str]:
-    width, size_text, batch = ARGS.train.split(":")
-    size = tuple(map(int, size_text.split("x")))
-    rows = [
-        f"Training steps: width {width}, {size_text}, batch {batch}; seconds per image.",
-        "",
-        "| precision | conv10 | round | contiguous | channels_last | contiguous / channels_last |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for precision in ARGS.precisions.split(","):
-        frequency = frequency_domain_pays(torch.device("cpu"), precision)
-        for round_number in (1, 2):
-            plain, last = (
-                timed_training(
-                    float(width), size, int(batch), precision, frequency, ARGS.calls, layout
-                )
-                for layout in (torch.contiguous_format, torch.channels_last)
-            )
-            method = "by FFT" if frequency else "direct"
-            rows.append(
-                f"| {precision} | {method} | {round_number} | {plain:.3f} | {last:.3f} "
-                f"| {plain / last:.2f} |"
-            )
-            print(rows[-1], flush=True)
-    return rows
+    """conv10 as ``train`` computes it here (by FFT where that pays), in either layout."""
+    return compare_training(
+        ARGS,
+        ("contiguous", "channels_last"),
+        lambda precision, last: {
+            "frequency": frequency_domain_pays(torch.device("cpu"), precision),
+            "layout": torch.channels_last if last else torch.contiguous_format,
+        },
+    )
 
 
 def inference_rows() -> list[str]:
@@ -130,19 +114,13 @@ def inference_rows() -> list[str]:
 
 
 def main() -> None:
-    lines = [
-        "# Torch engine forms on this CPU",
-        "",
-        f"CPU: {hardware.cpu_precisions().describe()}; {torch.get_num_threads()} threads; "
-        f"torch {torch.__version__}; the fused operator works here: "
-        f"fp32 {fusion_works(torch.float32)}, bf16 {fusion_works(torch.bfloat16)}.",
-        f"Command: python {' '.join(sys.argv)}",
-        "",
-    ]
-    print("\n".join(lines), flush=True)
-    lines += training_rows() if ARGS.train else inference_rows()
-    ARGS.out.parent.mkdir(parents=True, exist_ok=True)
-    ARGS.out.write_text("\n".join(lines) + "\n")
+    write_report(
+        ARGS.out,
+        "Torch engine forms on this CPU",
+        f"; the fused operator works here: fp32 {fusion_works(torch.float32)}, "
+        f"bf16 {fusion_works(torch.bfloat16)}",
+        training_rows if ARGS.train else inference_rows,
+    )
 
 
 if __name__ == "__main__":

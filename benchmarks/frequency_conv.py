@@ -23,7 +23,9 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -63,8 +65,8 @@ def timed_training(
     size: tuple[int, int],
     batch: int,
     precision: str,
-    frequency: bool,
     calls: int,
+    frequency: bool,
     layout: torch.memory_format = torch.contiguous_format,
 ) -> float:
     """Best seconds per image of a training step, conv10 direct or by FFT, the model's
@@ -93,27 +95,37 @@ def timed_training(
     return min(times[1:])
 
 
-def training_rows() -> list[str]:
-    width, size_text, batch = ARGS.train.split(":")
+def compare_training(
+    args: argparse.Namespace,
+    names: tuple[str, str],
+    settings: Callable[[str, bool], dict[str, Any]],
+) -> list[str]:
+    """Training steps of the network ``args.train`` (WIDTH:SIZE:BATCH) in two settings
+    (of ``timed_training``: ``settings(precision, second)``), two rounds per precision."""
+    width, size_text, batch = args.train.split(":")
     size = tuple(map(int, size_text.split("x")))
+    first, second = names
     rows = [
-        f"Training steps: width {width}, {size_text}, batch {batch}.",
+        f"Training steps: width {width}, {size_text}, batch {batch}; seconds per image.",
         "",
-        "| precision | round | direct s/image | frequency s/image | direct / frequency |",
+        f"| precision | round | {first} | {second} | {first} / {second} |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for precision in ARGS.precisions.split(","):
+    for precision in args.precisions.split(","):
         for round_number in (1, 2):
-            direct, frequency = (
-                timed_training(float(width), size, int(batch), precision, method, ARGS.calls)
-                for method in (False, True)
+            a, b = (
+                timed_training(
+                    float(width), size, int(batch), precision, args.calls, **settings(precision, s)
+                )
+                for s in (False, True)
             )
-            rows.append(
-                f"| {precision} | {round_number} | {direct:.3f} | {frequency:.3f} "
-                f"| {direct / frequency:.2f} |"
-            )
+            rows.append(f"| {precision} | {round_number} | {a:.3f} | {b:.3f} | {a / b:.2f} |")
             print(rows[-1], flush=True)
     return rows
+
+
+def training_rows() -> list[str]:
+    return compare_training(ARGS, ("direct", "frequency"), lambda _, fft: {"frequency": fft})
 
 
 def inference_rows() -> list[str]:
@@ -141,20 +153,31 @@ def inference_rows() -> list[str]:
     return rows
 
 
-def main() -> None:
-    title = "training" if ARGS.train else f"inference, width 1, batch {ARGS.batch}"
+def write_report(out: Path, title: str, cpu_notes: str, rows: Callable[[], list[str]]) -> None:
+    """``out``: the title, this CPU and the command, then the rows (printed as they come,
+    so a long run shows its progress)."""
     lines = [
-        f"# Large kernels direct and in the frequency domain: {title}",
+        f"# {title}",
         "",
         f"CPU: {hardware.cpu_precisions().describe()}; {torch.get_num_threads()} threads; "
-        f"torch {torch.__version__}.",
+        f"torch {torch.__version__}{cpu_notes}.",
         f"Command: python {' '.join(sys.argv)}",
         "",
     ]
     print("\n".join(lines), flush=True)
-    lines += training_rows() if ARGS.train else inference_rows()
-    ARGS.out.parent.mkdir(parents=True, exist_ok=True)
-    ARGS.out.write_text("\n".join(lines) + "\n")
+    lines += rows()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    title = "training" if ARGS.train else f"inference, width 1, batch {ARGS.batch}"
+    write_report(
+        ARGS.out,
+        f"Large kernels direct and in the frequency domain: {title}",
+        "",
+        training_rows if ARGS.train else inference_rows,
+    )
 
 
 if __name__ == "__main__":
