@@ -42,6 +42,7 @@ from psicbatch.engines.frequency_conv import frequency_domain_pays  # noqa: E402
 from psicbatch.engines.fused_relu import fusion_works  # noqa: E402
 from psicbatch.engines.spec import EngineSpec, open_engine  # noqa: E402
 from psicbatch.model import ModelConfig  # noqa: E402
+from psicbatch.precision import cpu_auto  # noqa: E402
 
 FORMS = ("contiguous", "channels_last", "channels_last + fused ReLU")
 
@@ -118,7 +119,7 @@ def main() -> None:
         ARGS.out,
         "Torch engine forms on this CPU",
         f"; the fused operator works here: fp32 {fusion_works(torch.float32)}, "
-        f"bf16 {fusion_works(torch.bfloat16)}",
+        f"bf16 {fusion_works(torch.bfloat16)}; precision {cpu_auto().reason}",
         training_rows if ARGS.train else inference_rows,
     )
 

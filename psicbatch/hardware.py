@@ -4,7 +4,8 @@ bf16 and fp16 are fast on a CPU only with native instructions (AVX-512 BF16 or A
 AVX-512 FP16 or AMX-FP16; their Arm counterparts). Elsewhere torch emulates them: on an
 AVX2 PC bf16 autocast runs about 6x slower than fp32. int8 runs everywhere, but is fast
 only with dot-product instructions (VNNI or AMX on x86, the dot-product extension on Arm).
-Every ``auto`` precision asks here instead of assuming the hardware.
+Every ``auto`` precision asks here instead of assuming the hardware, and where the answer
+depends on more than instruction flags (native bf16 without AMX), times a convolution.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 INT8_DOT_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"}
 AMX_FLAGS = {"bf16": "amx_bf16", "fp16": "amx_fp16", "int8": "amx_int8"}
@@ -72,3 +75,32 @@ def cpu_flags() -> frozenset[str]:
             if name.strip() in ("flags", "Features"):
                 return frozenset(value.split())
     return frozenset()
+
+
+def onednn_uses_amx(precision: str) -> bool:
+    """Whether oneDNN may compute ``precision`` on AMX tiles here: the CPU has them, and
+    ``ONEDNN_MAX_CPU_ISA``, where set, does not hold oneDNN below AMX."""
+    if AMX_FLAGS.get(precision) not in cpu_flags():
+        return False
+    limit = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    return limit in ("", "ALL", "DEFAULT") or "AMX" in limit
+
+
+@functools.cache
+def convolution_ms(dtype: torch.dtype) -> float:
+    """Best of three calls of a 5x5 convolution, 64 to 64 channels on a 128x128 map in
+    channels_last (3.4 GFLOP, the kind of layer most of PSIC-Net's CPU time goes to), in
+    ms: a few tens of milliseconds, measured once per process."""
+    generator = torch.Generator().manual_seed(0)
+    layout = torch.channels_last
+    x = torch.randn(1, 64, 128, 128, generator=generator).to(dtype).contiguous(memory_format=layout)
+    weight = torch.randn(64, 64, 5, 5, generator=generator).to(dtype)
+    weight = weight.contiguous(memory_format=layout)
+    best = float("inf")
+    with torch.inference_mode():
+        F.conv2d(x, weight, padding=2)  # first call: oneDNN chooses and prepares its kernel
+        for _ in range(3):
+            began = time.perf_counter()
+            F.conv2d(x, weight, padding=2)
+            best = min(best, time.perf_counter() - began)
+    return best * 1e3

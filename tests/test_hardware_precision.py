@@ -56,11 +56,60 @@ def test_the_cpu_line_names_amx_tiles_and_kernels_held_to_older_instructions(
     )
 
 
-@pytest.mark.parametrize(("cpu", "expected"), [(AVX2, "fp32"), (AVX512_BF16, "bf16")])
+def test_amx_counts_only_where_onednn_may_use_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512_bf16", "amx_bf16"}))
+    for limit, uses in (
+        (None, True),
+        ("AVX512_CORE_AMX", True),
+        ("avx512_core_amx_fp16", True),
+        ("ALL", True),
+        ("AVX512_CORE_BF16", False),
+        ("AVX2", False),
+    ):
+        if limit is None:
+            monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+        else:
+            monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", limit)
+        assert hardware.onednn_uses_amx("bf16") is uses, limit
+        assert not hardware.onednn_uses_amx("fp16")  # no AMX-FP16 tiles on this CPU
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert not hardware.onednn_uses_amx("bf16")
+
+
+def test_a_convolution_is_timed_once_per_type() -> None:
+    first = hardware.convolution_ms(torch.float32)
+    assert 0 < first < 10_000 and hardware.convolution_ms(torch.float32) == first
+
+
+@pytest.mark.parametrize(
+    ("cpu", "amx", "bf16_ms", "expected"),
+    [
+        (AVX2, False, None, "fp32"),
+        (AVX512_BF16, True, None, "bf16"),
+        (AVX512_BF16, False, 14.8, "fp32"),  # as the AMX Xeon measured with oneDNN held
+        (AVX512_BF16, False, 4.0, "bf16"),
+    ],
+)
 def test_every_auto_follows_the_cpu(
-    cpu: hardware.CpuPrecisions, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cpu: hardware.CpuPrecisions,
+    amx: bool,
+    bf16_ms: float | None,
+    expected: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Native bf16 without AMX: whichever type ran the convolution faster."""
+    timed = []
+
+    def convolution_ms(dtype: torch.dtype) -> float:
+        timed.append(dtype)
+        assert bf16_ms is not None, "timed only where bf16 is native without AMX"
+        return bf16_ms if dtype == torch.bfloat16 else 9.3
+
     monkeypatch.setattr(hardware, "cpu_precisions", lambda: cpu)
+    monkeypatch.setattr(hardware, "onednn_uses_amx", lambda precision: amx)
+    monkeypatch.setattr(hardware, "convolution_ms", convolution_ms)
     data = TensorDataset(
         torch.zeros(2, 1, 32, 32, dtype=torch.uint8),
         DefectMasks(2, (32, 32)),
@@ -84,6 +133,9 @@ def test_every_auto_follows_the_cpu(
     assert faster_configuration_advice(slower, "cpu").startswith(f"--precision {expected}")
     native = checkpoint_manifest(demo_model_path(), precision=expected)
     assert not (faster_configuration_advice(native, "cpu") or "").startswith("--precision")
+    assert bool(timed) == (bf16_ms is not None)
+    if timed:
+        assert "a 5x5 convolution took" in trainer.precision_choice.reason
 
 
 def test_bench_names_the_fastest_engine_of_a_measured_build() -> None:

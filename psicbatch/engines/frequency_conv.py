@@ -45,7 +45,7 @@ def frequency_domain_pays(device: torch.device, precision: str) -> bool:
     """Whether large kernels run faster in the frequency domain here (see above)."""
     if device.type != "cpu":
         return False
-    return hardware.AMX_FLAGS.get(precision) not in hardware.cpu_flags()
+    return not hardware.onednn_uses_amx(precision)
 
 
 def large_kernel_method(device: torch.device, precision: str) -> str:
