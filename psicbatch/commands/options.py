@@ -132,9 +132,10 @@ NETWORK_SIZE = SizeType(STRIDE, MIN_NETWORK_SIZE)
 
 # What ``auto`` means, per use of a model (precision.choose_precision decides).
 AUTO_PRECISION = {
-    "checkpoint": "fp16 on a GPU; on a CPU bf16 where it is native, else fp32",
-    "training": "on a CPU bf16 where it is native, else fp32; on a GPU bf16 (fp16 where it "
-    "lacks bf16)",
+    "checkpoint": "fp16 on a GPU; on a CPU bf16 where it is native and faster (timed "
+    "where there is no AMX), else fp32",
+    "training": "on a CPU bf16 where it is native and faster (timed where there is no AMX), "
+    "else fp32; on a GPU bf16 (fp16 where it lacks bf16)",
     "engine": "on a CPU the fastest engine measured here (--tune), int8 candidates with "
     "--calib; TensorRT fp16 on a GPU",
     "scored": "torch as for a checkpoint, TensorRT fp16, ONNX Runtime and OpenVINO fp32 "

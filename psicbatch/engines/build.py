@@ -90,8 +90,8 @@ def choose_engine(options: BuildOptions) -> Choice:
     (``tuning``); this rule of thumb serves ``--no-tune``: int8 (2.3-3x torch bf16 at the
     paper's sizes on AVX-512 VNNI, benchmarks/results/cpu-int8/) when calibration images
     are given and the int8 engine keeps parity with fp32; otherwise torch in the CPU's
-    fastest native precision (bf16 where native: 2.5x ONNX Runtime fp32 there,
-    benchmarks/results/cpu-backends/; else fp32).
+    precision ``auto`` gives (``precision.cpu_auto``: bf16 where native and faster, 2.5x
+    ONNX Runtime fp32 on an AVX-512 BF16 CPU, benchmarks/results/cpu-backends/; else fp32).
     """
     device = resolve_device(options.device)
     if options.backend != "auto":
@@ -369,7 +369,7 @@ def checkpoint_manifest(
     input_size: tuple[int, int] | None = None,
 ) -> Manifest:
     """The manifest of a torch engine that runs a checkpoint file in place on ``device``
-    (``auto`` precision: fp16 on a GPU; on the CPU bf16 where it is native, else fp32)."""
+    (``auto`` precision: fp16 on a GPU; on the CPU ``precision.cpu_auto``'s choice)."""
     checkpoint = load_checkpoint(checkpoint_path)
     choice = choose_precision(precision, "torch", device)
     precision = choice.precision
