@@ -89,8 +89,8 @@ def choose_engine(options: BuildOptions) -> Choice:
     ``auto`` is TensorRT with a GPU. On CPUs, ``build_engine`` times the candidates
     (``tuning``); this rule of thumb serves ``--no-tune``: int8 (2.3-3x torch bf16 at the
     paper's sizes on AVX-512 VNNI, benchmarks/results/cpu-int8/) when calibration images
-    are given and the int8 engine keeps parity with fp32; otherwise torch in the CPU's
-    precision ``auto`` gives (``precision.cpu_auto``: bf16 where native and faster, 2.5x
+    are given and the int8 engine keeps parity with fp32; otherwise torch in the
+    precision ``auto`` gives on this CPU (``cpu_auto``: bf16 where native and faster, 2.5x
     ONNX Runtime fp32 on an AVX-512 BF16 CPU, benchmarks/results/cpu-backends/; else fp32).
     """
     device = resolve_device(options.device)
