@@ -181,10 +181,25 @@ def engine_summary(directory: Path, manifest: Manifest) -> dict[str, Any]:
             if key in parity
         },
         "built_for": manifest.built_for,
+        "large kernels": _large_kernels_here(manifest),
         "selection": manifest.selection,
         "versions": manifest.versions,
     }
     return {key: value for key, value in summary.items() if value not in ({}, None, "")}
+
+
+def _large_kernels_here(manifest: Manifest) -> str | None:
+    """How a torch engine would compute conv10 if opened on this machine's CPU: that
+    depends on the CPU (and on GPUs cuDNN computes it directly), so runs record it too."""
+    import torch
+
+    from psicbatch.engines.frequency_conv import large_kernel_method
+    from psicbatch.engines.registry import SUPPORTED
+
+    if manifest.backend != "torch" or manifest.precision not in SUPPORTED["torch"]["cpu"]:
+        return None
+    method = large_kernel_method(torch.device("cpu"), manifest.precision)
+    return f"{method} on this machine's CPU, direct on GPUs"
 
 
 def _stored_decisions(directory: Path) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from psicbatch.engines.build import BuildOptions, build_engine
 from psicbatch.engines.cuda_graphs import Forward, GraphedForward
 from psicbatch.engines.destination import move_into_place
 from psicbatch.engines.export import ProbabilityModel
+from psicbatch.engines.frequency_conv import large_kernel_method
 from psicbatch.engines.loading import load_engine
 from psicbatch.engines.manifest import MANIFEST_NAME
 from psicbatch.errors import PsicbatchError
@@ -104,6 +105,11 @@ def test_manifest_records_parity_and_provenance(engines, backend, precision, tol
     assert (
         shown["parity"]["decision_flips"] == 0 and shown["engine_sha256"] == manifest.engine_sha256
     )
+    if backend == "torch":  # how conv10 would run here: it depends on the CPU
+        here = large_kernel_method(torch.device("cpu"), precision)
+        assert shown["large kernels"] == f"{here} on this machine's CPU, direct on GPUs"
+    else:
+        assert "large kernels" not in shown
 
 
 def test_onnx_file_loads_in_a_fresh_session_with_dynamic_shapes(engines) -> None:
