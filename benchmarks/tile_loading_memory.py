@@ -13,15 +13,9 @@ import resource
 import sys
 from pathlib import Path
 
+from psicbatch.bench.machine import resident_mib
 from psicbatch.data.layouts import read_dataset
 from psicbatch.data.memory import load_tiles
-
-
-def resident_mib() -> float:
-    status = Path("/proc/self/status").read_text()
-    line = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
-    return int(line.split()[1]) / 1024
-
 
 folder, size, overlap = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 height, width = (int(side) for side in size.split("x"))

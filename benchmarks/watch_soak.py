@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from psicbatch.bench.machine import machine  # noqa: E402
+from psicbatch.bench.machine import machine, resident_mib  # noqa: E402
 from psicbatch.data.synth import generate  # noqa: E402
 from psicbatch.reports import markdown_table  # noqa: E402
 
@@ -41,13 +41,6 @@ BATCH = 8  # files fed at once, a watch batch's most
 AHEAD = 4  # batches fed beyond the results written
 QUARTERS = 4
 Sample = tuple[int, float, float]  # results written, resident MiB, CPU seconds
-
-
-def resident_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -97,7 +90,10 @@ def soak(folder: Path, args: argparse.Namespace) -> tuple[list[Sample], float]:
                     name.unlink(missing_ok=True)
                     name.with_name(name.name + ".done").unlink(missing_ok=True)
             written = newly
-            samples.append((written, resident_mib(watch.pid), cpu_seconds(watch.pid)))
+            resident = resident_mib(watch.pid)
+            if resident is None:
+                raise RuntimeError(f"the watch (pid {watch.pid}) has ended")
+            samples.append((written, resident, cpu_seconds(watch.pid)))
         idle_from = cpu_seconds(watch.pid)
         time.sleep(args.idle)
         idle_share = (cpu_seconds(watch.pid) - idle_from) / args.idle

@@ -11,18 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from psicbatch.bench.machine import resident_mib
+
 CONSOLE = Path(sys.executable).parent / "psicbatch"
 ROWS_PER_PART = 128
-
-
-def resident_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except FileNotFoundError:
-        return None
-    return None
 
 
 @pytest.mark.slow  # reason: 3000 images through the full run path and a process start
@@ -56,7 +48,7 @@ def test_resident_memory_does_not_grow_with_the_number_of_images(tmp_path: Path)
     samples = []  # (parts saved, resident MB)
     while process.poll() is None:
         saved = len(list(parts.glob("*.parquet"))) if parts.is_dir() else 0
-        if (rss := resident_mb(process.pid)) is not None:
+        if (rss := resident_mib(process.pid)) is not None:
             samples.append((saved, rss))
         time.sleep(0.05)
     assert process.returncode == 0

@@ -63,6 +63,18 @@ class DriverMemorySampler:
         self.peak_mib = reading if self.peak_mib is None else max(self.peak_mib, reading)
 
 
+def resident_mib(pid: int | str = "self") -> float | None:
+    """What process ``pid`` holds in memory now (VmRSS, Linux), in MiB; None once it has
+    ended or where /proc has no such field."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        return None
+    return None
+
+
 def memory_peak(driver_peak_mib: float | None = None) -> dict[str, float | None]:
     """Peak resident memory of this process and, on a GPU, what torch's allocator peaked
     at and reserved, the most the driver counted in use on the device while sampled, and
