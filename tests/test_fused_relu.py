@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -72,6 +74,25 @@ def test_the_check_says_whether_the_fused_operator_runs_here() -> None:
     except RuntimeError:
         runs = False
     assert fusion_works(torch.bfloat16) == runs
+
+
+@pytest.mark.parametrize("fault", ["bias left out", "no ReLU"])
+def test_the_check_refuses_an_operator_that_computes_something_else(monkeypatch, fault) -> None:
+    real = fused_relu._conv_relu
+
+    def wrong(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if fault == "no ReLU":
+            return conv(x)
+        unbiased = copy.deepcopy(conv)
+        unbiased.bias = None
+        return real(unbiased, x)
+
+    monkeypatch.setattr(fused_relu, "_conv_relu", wrong)
+    fusion_works.cache_clear()
+    try:
+        assert not fusion_works(torch.float32)
+    finally:
+        fusion_works.cache_clear()
 
 
 def test_an_engine_keeps_its_relus_where_the_fused_operator_fails(monkeypatch) -> None:
