@@ -76,6 +76,17 @@ def test_the_check_says_whether_the_fused_operator_runs_here() -> None:
     assert fusion_works(torch.bfloat16) == runs
 
 
+def test_the_check_leaves_the_random_stream_as_it_was() -> None:
+    """Engines open between seeded steps (cv trains, evaluates, trains again)."""
+    fusion_works.cache_clear()
+    try:
+        before = torch.get_rng_state()
+        assert fusion_works(torch.float32)
+        assert torch.equal(torch.get_rng_state(), before)
+    finally:
+        fusion_works.cache_clear()
+
+
 @pytest.mark.parametrize("fault", ["bias left out", "no ReLU"])
 def test_the_check_refuses_an_operator_that_computes_something_else(monkeypatch, fault) -> None:
     real = fused_relu._conv_relu
