@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -33,7 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from frequency_conv import compare_training, write_report  # noqa: E402
+from frequency_conv import compare_training, timed_calls, write_report  # noqa: E402
 
 from psicbatch.checkpoint import save_checkpoint, untrained_checkpoint  # noqa: E402
 from psicbatch.engines import torch_engine  # noqa: E402
@@ -56,23 +55,15 @@ def opened(checkpoint: Path, precision: str, size: tuple[int, int], form: str) -
     return engine
 
 
-def timed(engine: Engine, image: torch.Tensor) -> tuple[float, tuple[torch.Tensor, ...]]:
-    """Best seconds per image over ``--calls`` calls after a warm-up, and the outputs."""
-    outputs = engine.infer(image)
-    times = []
-    for _ in range(ARGS.calls):
-        began = time.perf_counter()
-        engine.infer(image)
-        times.append(time.perf_counter() - began)
-    return min(times), outputs
-
-
 def rows_for(checkpoint: Path, precision: str, size: tuple[int, int]) -> list[str]:
     torch.manual_seed(0)
     image = torch.rand(1, 1, *size) * 4 - 2
     rows = []
     for round_number in (1, 2):
-        results = [timed(opened(checkpoint, precision, size, form), image) for form in FORMS]
+        results = [
+            timed_calls(opened(checkpoint, precision, size, form), image, ARGS.calls)
+            for form in FORMS
+        ]
         (base, reference), *others = results
         cells = [f"{base:.3f}"]
         for seconds, outputs in others:

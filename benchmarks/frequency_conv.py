@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from psicbatch import hardware  # noqa: E402
 from psicbatch.checkpoint import save_checkpoint, untrained_checkpoint  # noqa: E402
 from psicbatch.engines import frequency_conv  # noqa: E402
+from psicbatch.engines.base import Engine  # noqa: E402
 from psicbatch.engines.frequency_conv import large_kernels_in_frequency_domain  # noqa: E402
 from psicbatch.engines.spec import EngineSpec, open_engine  # noqa: E402
 from psicbatch.losses import weighted_cross_entropy  # noqa: E402
@@ -43,21 +44,27 @@ from psicbatch.model import ModelConfig, PSICNet  # noqa: E402
 from psicbatch.precision import autocast  # noqa: E402
 
 
-def timed_engine(
-    checkpoint: Path, precision: str, size: tuple[int, int], frequency: bool, images: torch.Tensor
+def timed_calls(
+    engine: Engine, images: torch.Tensor, calls: int
 ) -> tuple[float, tuple[torch.Tensor, torch.Tensor]]:
-    """Best seconds per image over ``calls`` batches, and the outputs, with the engine's
-    choice of method replaced by ``frequency``."""
-    frequency_conv.frequency_domain_pays = lambda device, precision: frequency  # type: ignore[assignment]
-    spec = EngineSpec(checkpoint=checkpoint, precision=precision, input_size=size)
-    engine = open_engine(spec, "cpu", max_batch=len(images))
-    outputs = engine.infer(images)  # warm-up: first-call allocations and kernel choices
+    """Best seconds per image over ``calls`` batches after a warm-up (first-call
+    allocations and kernel choices), and the outputs."""
+    outputs = engine.infer(images)
     times = []
-    for _ in range(ARGS.calls):
+    for _ in range(calls):
         began = time.perf_counter()
         engine.infer(images)
         times.append((time.perf_counter() - began) / len(images))
     return min(times), outputs
+
+
+def timed_engine(
+    checkpoint: Path, precision: str, size: tuple[int, int], frequency: bool, images: torch.Tensor
+) -> tuple[float, tuple[torch.Tensor, torch.Tensor]]:
+    """``timed_calls`` of the engine with its choice of method replaced by ``frequency``."""
+    frequency_conv.frequency_domain_pays = lambda device, precision: frequency  # type: ignore[assignment]
+    spec = EngineSpec(checkpoint=checkpoint, precision=precision, input_size=size)
+    return timed_calls(open_engine(spec, "cpu", max_batch=len(images)), images, ARGS.calls)
 
 
 def timed_training(
