@@ -181,7 +181,7 @@ def engine_summary(directory: Path, manifest: Manifest) -> dict[str, Any]:
             if key in parity
         },
         "built_for": manifest.built_for,
-        "large kernels": _large_kernels_here(manifest),
+        "large_kernels": _large_kernels_here(manifest),
         "selection": manifest.selection,
         "versions": manifest.versions,
     }

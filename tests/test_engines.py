@@ -107,9 +107,9 @@ def test_manifest_records_parity_and_provenance(engines, backend, precision, tol
     )
     if backend == "torch":  # how conv10 would run here: it depends on the CPU
         here = large_kernel_method(torch.device("cpu"), precision)
-        assert shown["large kernels"] == f"{here} on this machine's CPU, direct on GPUs"
+        assert shown["large_kernels"] == f"{here} on this machine's CPU, direct on GPUs"
     else:
-        assert "large kernels" not in shown
+        assert "large_kernels" not in shown
 
 
 def test_onnx_file_loads_in_a_fresh_session_with_dynamic_shapes(engines) -> None:
