@@ -22,7 +22,7 @@ def progress_bar(quiet: bool = False, console: Console | None = None) -> Progres
         TimeElapsedColumn(),
         TextColumn("<"),
         TimeRemainingColumn(),
-        TextColumn("{task.fields[status]}"),
+        TextColumn("{task.fields[status]}", markup=False),  # may quote file names
         console=console or Console(stderr=True),
         disable=quiet,
     )

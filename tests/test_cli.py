@@ -108,6 +108,15 @@ def test_info_table(runner: CliRunner, tiny_checkpoint: Path) -> None:
     assert "537644" in result.output and "64x48" in result.output
 
 
+def test_info_shows_names_with_brackets_as_they_are(runner: CliRunner, tmp_path: Path) -> None:
+    """Rich would read ``[red]`` in a file name as markup and drop it."""
+    named = tmp_path / "line[red]3.pt"
+    named.write_bytes(demo_model_path().read_bytes())
+    result = runner.invoke(main, ["info", str(named)], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert result.output.count("line[red]3.pt") == 2  # the title and the file row
+
+
 def test_info_on_a_folder_that_is_no_engine_is_one_line(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(main, ["info", str(tmp_path)])
     assert result.exit_code == 1 and result.output.strip().splitlines() == [

@@ -193,7 +193,7 @@ def bench_command(
             engine,
             precision,
             device,
-            progress=lambda text: console.print(f"  {text}"),
+            progress=lambda text: console.print(f"  {text}", markup=False),
         )
     out.mkdir(parents=True, exist_ok=True)
     report.command = command_line()

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from psicbatch.commands import SUMMARIES
@@ -146,8 +147,8 @@ def build_engine_command(checkpoint: Path, **values: Any) -> None:
     started = time.monotonic()
 
     def say(step: str) -> None:
-        status.update(step)
-        steps.print(f"[{time.monotonic() - started:6.1f} s] {step}", highlight=False)
+        status.update(escape(step))  # steps name files, whose names may hold [brackets]
+        steps.print(f"[{time.monotonic() - started:6.1f} s] {step}", highlight=False, markup=False)
 
     with steps.status("building", spinner="dots") as status:
         directory, manifest = build_engine(checkpoint, options, say)
@@ -184,15 +185,15 @@ def parity_line(parity: dict) -> str:
 @click.argument("root", type=click.Path(path_type=Path, file_okay=False), default="engines")
 def engines_command(root: Path) -> None:
     """List the engines built under ROOT (default: engines/)."""
-    table = Table(title=f"engines under {root}")
+    table = Table(title=escape(f"engines under {root}"))  # names may hold [brackets]
     for column in ("folder", "backend", "precision", "input", "batch", "parity IoU", "built for"):
         table.add_column(column)
     for directory, manifest in list_engines(root) if root.is_dir() else []:
         if isinstance(manifest, str):
-            table.add_row(str(directory), "[red]unreadable", manifest, "", "", "", "")
+            table.add_row(escape(str(directory)), "[red]unreadable", escape(manifest), *[""] * 4)
             continue
         table.add_row(
-            str(directory),
+            escape(str(directory)),
             manifest.backend,
             manifest.precision,
             f"{manifest.input_size[0]}x{manifest.input_size[1]}",

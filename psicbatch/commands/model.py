@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from psicbatch.commands import SUMMARIES
@@ -31,11 +32,11 @@ def info(path: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
-    table = Table(title=f"psicbatch {kind} {path}", show_header=False)
+    table = Table(title=escape(f"psicbatch {kind} {path}"), show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
     for key, value in summary.items():
-        table.add_row(key, field_text(value))
+        table.add_row(key, escape(field_text(value)))  # names may hold [brackets]
     Console().print(table)
 
 

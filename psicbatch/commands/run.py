@@ -14,6 +14,7 @@ import click
 import numpy as np
 from click.core import ParameterSource
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from psicbatch.assets import demo_model_path
@@ -306,7 +307,7 @@ def _watch(
 
         def show(status: WatchStatus) -> None:
             if not quiet:
-                line.update(f"watching {readable_path(watching.folder)}: {status.line()}")
+                line.update(escape(f"watching {readable_path(watching.folder)}: {status.line()}"))
 
         status = WatchStatus()
         try:
@@ -314,7 +315,8 @@ def _watch(
         except (Stopped, KeyboardInterrupt) as stop:
             reason = stop if isinstance(stop, Stopped) else Stopped(signal.SIGINT)
             if not quiet:
-                console.print(f"stopped by {reason}; results in {readable_path(options.out)}")
+                saved_in = readable_path(options.out)
+                console.print(f"stopped by {reason}; results in {saved_in}", markup=False)
     if not quiet:
         console.print(status.line(), markup=False, highlight=False)
     exit_at_once(0)  # every part is written whole: stop within the second asked of it
@@ -386,7 +388,7 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
         ("files no longer among the inputs (rows dropped)", summary.dropped),
         ("results", readable_path(out)),
     ):
-        table.add_row(key, str(value))
+        table.add_row(key, escape(str(value)))  # paths may hold [brackets]
     console.print(table)
     for path, message in summary.error_examples[:10]:
         console.print(f"error {path}: {message}", markup=False, highlight=False, soft_wrap=True)
