@@ -73,7 +73,7 @@ def tensorrt_usable(device: str) -> bool:
         return False
     try:
         import tensorrt  # noqa: F401
-    except ImportError:
+    except (ImportError, OSError):  # not installed, or installed without loadable libraries
         return False
     return True
 

@@ -12,7 +12,7 @@ from psicbatch.devices import default_device
 from psicbatch.engines.base import Engine
 from psicbatch.engines.manifest import Manifest, read_manifest
 from psicbatch.engines.registry import backend as registered_backend
-from psicbatch.errors import PsicbatchError
+from psicbatch.errors import PsicbatchError, error_line
 
 EngineClass = Callable[[Path, Manifest, torch.device, Path], Engine]
 
@@ -33,8 +33,7 @@ def load_engine(directory: Path, device: str | None = None) -> Engine:
     except (PsicbatchError, ImportError):
         raise
     except Exception as error:  # the runtime refused the file: damaged or not an engine
-        first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
         raise PsicbatchError(
             f"{engine_file}: the {manifest.backend} runtime cannot load it "
-            f"({type(error).__name__}: {first_line}); rebuild with 'psicbatch build-engine'"
+            f"({error_line(error)}); rebuild with 'psicbatch build-engine'"
         ) from None
