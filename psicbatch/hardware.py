@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,16 @@ def _onednn_says(check: str) -> bool:
     with contextlib.suppress(Exception):  # older torch or a build without oneDNN: not native
         return bool(getattr(torch.ops.mkldnn, check)())
     return False
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` says."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() == "model name":
+                return value.strip()
+    return platform.processor() or "unknown"
 
 
 @functools.cache

@@ -14,7 +14,7 @@ import torch
 from psicbatch import __version__
 from psicbatch.engines.manifest import Manifest
 from psicbatch.engines.registry import BACKENDS, all_packages
-from psicbatch.hardware import cpu_precisions
+from psicbatch.hardware import cpu_model, cpu_precisions
 from psicbatch.precision import cpu_auto
 from psicbatch.versions import installed_versions
 
@@ -96,17 +96,9 @@ def memory_peak(driver_peak_mib: float | None = None) -> dict[str, float | None]
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "isa": cpu_precisions().describe(),
         "cores": os.cpu_count(),
         "gpu": gpu,

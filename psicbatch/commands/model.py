@@ -20,19 +20,32 @@ from psicbatch.summaries import summarize
 
 @click.command(short_help=SUMMARIES["info"])
 @click.argument(
-    "path", metavar="CHECKPOINT|ENGINE|RESULTS|EVALUATION", type=click.Path(path_type=Path)
+    "path",
+    metavar="[CHECKPOINT|ENGINE|RESULTS|EVALUATION]",
+    type=click.Path(path_type=Path),
+    required=False,
 )
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead.")
-def info(path: Path, as_json: bool) -> None:
+def info(path: Path | None, as_json: bool) -> None:
     """Show a checkpoint (configuration, size, cost per image), an engine folder (backend,
     precision, shapes, parity, decisions), a run's results (counts, engine, settings), an
     eval or cv folder (headline metrics, engine, command) or a decision file (threshold,
-    rule, what it was chosen for and on, its region of interest)."""
-    kind, summary = summarize(path)
+    rule, what it was chosen for and on, its region of interest).
+
+    Without PATH, this machine: CPU instructions and what the torch engine does with them,
+    GPUs, DALI and each engine backend (installed, loading, what it runs), and what
+    build-engine and run choose here by default."""
+    if path is None:
+        from psicbatch.machine_summary import machine_summary
+
+        title, summary = "psicbatch on this machine", machine_summary()
+    else:
+        kind, summary = summarize(path)
+        title = f"psicbatch {kind} {path}"
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
-    table = Table(title=escape(f"psicbatch {kind} {path}"), show_header=False)
+    table = Table(title=escape(title), show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
     for key, value in summary.items():

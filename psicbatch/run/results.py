@@ -104,9 +104,12 @@ def described(results: Path, table: pa.Table, run: dict[str, Any]) -> dict[str, 
 
 
 def field_text(value: Any) -> str:
-    """A summary's value as a person reads it: ``key=value, ...`` for a record."""
+    """A summary's value as a person reads it: ``key=value, ...`` for a record, a list of
+    texts one per line."""
     if isinstance(value, dict):
         return ", ".join(f"{key}={item}" for key, item in value.items()) or "-"
+    if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
+        return "\n".join(value)
     return str(value)
 
 
