@@ -81,11 +81,9 @@ def gpus() -> list[str] | str:
         return "none: this torch is built without CUDA"
     if not torch.cuda.is_available():
         hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
-        return (
-            f"none visible (CUDA_VISIBLE_DEVICES={hidden!r})"
-            if hidden is not None
-            else "none visible"
-        )
+        if hidden is not None:
+            return f"none visible (CUDA_VISIBLE_DEVICES={hidden!r})"
+        return "none visible: no GPU or driver answered this torch"
     described = []
     for index in range(torch.cuda.device_count()):
         device = torch.device("cuda", index)

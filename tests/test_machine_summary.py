@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from psicbatch import hardware, machine_summary
@@ -101,3 +102,15 @@ def test_a_backend_not_installed_names_its_extra(monkeypatch: pytest.MonkeyPatch
     assert status.startswith("not installed (pip install 'psicbatch[tensorrt]'); runs cuda")
     with pytest.raises(PsicbatchError, match="TensorRT is not installed"):
         import_tensorrt()
+
+
+def test_no_gpu_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.version, "cuda", None)
+    monkeypatch.setattr(torch.version, "hip", None)
+    assert machine_summary.gpus() == "none: this torch is built without CUDA"
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert machine_summary.gpus() == "none visible (CUDA_VISIBLE_DEVICES='')"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert machine_summary.gpus().startswith("none visible: no GPU or driver")
