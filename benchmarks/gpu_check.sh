@@ -9,7 +9,8 @@
 # they are all there (benchmarks/dali_parts.sh), into a folder of its own that it removes
 # at the end. DALI is used when it imports and reported missing otherwise; everything
 # else runs either way. Steps:
-#   1. the machine: nvidia-smi -q, library versions, whether DALI imports;
+#   1. the machine: nvidia-smi -q, library versions, whether DALI imports, and what
+#      psicbatch detects and picks there (psicbatch info --json: machine-info.json);
 #   2. the gpu-marked tests (tests/test_gpu.py);
 #   3. psicbatch bench: the paper's network (width 1) at 1408x512, torch fp16 engine,
 #      batches 1/8/32, engine-only (its own end-to-end phase generates 400 distinct files
@@ -30,8 +31,8 @@
 # most likely cuDNN's search for every layer's shape); GPU_TESTS="expr" selects
 # the gpu tests of step 2. A later check can so repeat what an earlier one did not finish.
 # Everything it measures lands in OUT_DIR: machine.txt, nvidia-smi.txt, versions.json,
-# gpu-tests.txt, bench.json and bench.md, run-*.txt, end-to-end.md, kernels.md, cold-start.md,
-# variants.md.
+# machine-info.json, gpu-tests.txt, bench.json and bench.md, run-*.txt, end-to-end.md,
+# kernels.md, cold-start.md, variants.md.
 set -euo pipefail
 out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR [--dry-run]}
 mode=${2:-gpu}
@@ -96,6 +97,9 @@ try:
 except ImportError:
     print("DALI does not import here: runs use the PIL decoder, DALI GPU tests skip")
 EOF
+# What psicbatch itself detects here and would pick (GPUs, backends, DALI against torch's CUDA).
+psicbatch info --json >"$out/machine-info.json" 2>>"$out/machine.txt" ||
+    echo "psicbatch info FAILED" | tee -a "$out/machine.txt"
 if grep -q "^DALI imports" "$out/machine.txt"; then decoder=dali; else decoder=pil; fi
 
 echo "== 2. gpu tests"

@@ -109,6 +109,7 @@ def test_the_gpu_check_script_runs_in_its_cpu_dry_run_mode(tmp_path: Path) -> No
         "machine.txt",
         "nvidia-smi.txt",
         "versions.json",
+        "machine-info.json",
         "gpu-tests.txt",
         "bench.json",
         "bench.md",
@@ -123,6 +124,7 @@ def test_the_gpu_check_script_runs_in_its_cpu_dry_run_mode(tmp_path: Path) -> No
     }
     assert expected <= {path.name for path in out.iterdir()}
     assert "torch" in json.loads((out / "versions.json").read_text())
+    assert json.loads((out / "machine-info.json").read_text())["default device"] == "cpu"
     bench = json.loads((out / "bench.json").read_text())
     assert [r["batch"] for r in bench["results"]] == [1, 2]
     for suffix in ("jpg", "png"):
