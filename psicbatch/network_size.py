@@ -5,3 +5,19 @@ check sizes without importing torch."""
 STRIDE = 8
 #: The smallest input side trained or built (the classifier pools 3 more times).
 MIN_NETWORK_SIZE = 32
+#: ``--input-size auto`` keeps the fixed 512x512 default's pixels (so its cost per image)
+#: while following the images' shape.
+AUTO_PIXELS = 512 * 512
+
+
+def fitted_size(height: int, width: int, pixels: int = AUTO_PIXELS) -> tuple[int, int]:
+    """An image's size as the network takes it: scaled down (never up) to at most about
+    ``pixels``, the aspect ratio kept, each side a multiple of STRIDE and at least
+    MIN_NETWORK_SIZE. Squashing a 1260x500 KolektorSDD image to a square, or stretching a
+    630x230 KolektorSDD2 one to 512x512, distorts defects and spends pixels on nothing."""
+    scale = min(1.0, (pixels / (height * width)) ** 0.5)
+
+    def side(length: int) -> int:
+        return max(MIN_NETWORK_SIZE, round(length * scale / STRIDE) * STRIDE)
+
+    return side(height), side(width)

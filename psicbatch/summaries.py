@@ -235,6 +235,7 @@ def training_summary(training: dict[str, Any]) -> dict[str, Any]:
         "precision": (training.get("precision") or {}).get("precision"),
         "large_kernels": training.get("large_kernels"),  # conv10 direct or by FFT
         "data": f"{dataset.get('path', '-')} ({dataset.get('layout', '-')})",
+        "input_size": dataset.get("input_size"),  # how --input-size auto chose it
         "trained_on": trained_on(training.get("image_digests")),
     }
     return {key: value for key, value in summary.items() if value not in ({}, None)}

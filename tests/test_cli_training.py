@@ -309,3 +309,18 @@ def test_masks_of_another_size_than_their_image_are_refused(tmp_path: Path) -> N
         message = result.output.strip()
         assert "0.png: mask is 32x24" in message and "is 64x48" in message
         assert len(message.splitlines()) == 1
+
+
+def test_the_input_size_follows_the_images_by_default(tmp_path: Path) -> None:
+    """Without --input-size, the network takes the images' own shape: here 40x104 images
+    stay 40x104 (never stretched to a square), and the choice is said and recorded."""
+    from psicbatch.data.synth import generate
+
+    data, model = tmp_path / "tall", tmp_path / "m.pt"
+    generate(data, 8, (40, 104), defect_rate=0.5, seed=3)
+    epochs = ["--width", "0.0625", "--seg-epochs", "1", "--cls-epochs", "1"]
+    said = _cli("train", str(data), "--out", str(model), *epochs)
+    chosen = "40x104 (auto: the images' median size 40x104, as it is, aspect ratio kept)"
+    assert f"note: input size {chosen}" in said
+    shown = json.loads(_cli("info", str(model), "--json"))
+    assert shown["input_size"] == "40x104" and shown["training"]["input_size"] == chosen

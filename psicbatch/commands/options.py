@@ -130,6 +130,19 @@ SIZE = SizeType()
 NETWORK_SIZE = SizeType(STRIDE, MIN_NETWORK_SIZE)
 
 
+class TrainingSizeType(SizeType):
+    """A training's input size, or ``auto``: the images' own (``network_size.fitted_size``),
+    known once the dataset is read."""
+
+    name = "HxW|auto"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        return value if value == "auto" else super().convert(value, param, ctx)
+
+
+TRAINING_SIZE = TrainingSizeType(STRIDE, MIN_NETWORK_SIZE)
+
+
 # What ``auto`` means, per use of a model (precision.choose_precision decides).
 AUTO_PRECISION = {
     "checkpoint": "fp16 on a GPU; on a CPU bf16 where it is native and faster (timed "

@@ -117,7 +117,7 @@ def train(
     check_output(out, CHECKPOINT, overwrite=overwrite)  # before hours of training, not after
     setup = training_setup(data, layout, channels, kwargs)
     options, samples, dataset = setup.options, setup.samples, setup.dataset
-    _note_copies(setup, quiet)
+    _notes(setup, quiet)
     with progress_bar(quiet, console) as progress:
         if options.tile_overlap is None:
             tensors = load_into_memory(
@@ -287,7 +287,7 @@ def cross_validate_command(
 
     check_output_folder(out, "splits.json", "cross-validation")
     setup = training_setup(data, layout, channels, kwargs)
-    _note_copies(setup, quiet)
+    _notes(setup, quiet)
     with progress_bar(quiet, console) as progress:
         report = cross_validate(
             setup.samples,
@@ -304,9 +304,12 @@ def cross_validate_command(
     click.echo(f"{len(report['folds'])} folds written to {out}/")
 
 
-def _note_copies(setup: TrainingSetup, quiet: bool) -> None:
-    """Say which training images are byte-identical copies of others: each weighs twice
-    in training, and a copy labelled differently contradicts its original."""
-    note = copies_note([sample.id for sample in setup.samples], setup.digests)
-    if note and not quiet:
-        console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+def _notes(setup: TrainingSetup, quiet: bool) -> None:
+    """Say the input size ``auto`` chose, and which training images are byte-identical
+    copies of others: each weighs twice in training, and a copy labelled differently
+    contradicts its original."""
+    size = setup.dataset.get("input_size")
+    copies = copies_note([sample.id for sample in setup.samples], setup.digests)
+    for note in (f"input size {size}" if size else None, copies):
+        if note and not quiet:
+            console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)

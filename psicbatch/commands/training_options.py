@@ -3,6 +3,7 @@ cv), apart from the shared option types so that other commands do not import tra
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,17 +14,18 @@ import click
 from psicbatch.commands import command_line
 from psicbatch.commands.options import (
     AT_LEAST_ONE,
-    NETWORK_SIZE,
     NON_NEGATIVE_INT,
     POSITIVE,
+    TRAINING_SIZE,
     Bounded,
     device_option,
     precision_option,
 )
-from psicbatch.data.images import BIT_DEPTHS, file_bit_depth
+from psicbatch.data.images import BIT_DEPTHS, file_bit_depth, file_size
 from psicbatch.data.layouts import LAYOUTS, SampleRef, read_dataset
 from psicbatch.errors import PsicbatchError
 from psicbatch.fingerprints import file_digests
+from psicbatch.network_size import fitted_size
 from psicbatch.train_options import MODES, PIXEL_THRESHOLDS, TrainOptions
 
 
@@ -86,10 +88,12 @@ def training_options(command: Callable) -> Callable:
         ),
         click.option(
             "--input-size",
-            type=NETWORK_SIZE,
-            default="512x512",
+            type=TRAINING_SIZE,
+            default="auto",
             show_default=True,
-            help="Images are resized to this size for the network.",
+            help="Images are resized to this size (HxW) for the network. auto: the "
+            "training images' median size, scaled down to at most 512x512's pixels with "
+            "its aspect ratio kept (1260x500 KolektorSDD images: 816x320).",
         ),
         click.option(
             "--seg-epochs",
@@ -179,7 +183,6 @@ def training_setup(data: Path, layout: str, channels: str, kwargs: dict[str, Any
     command's keyword arguments), the samples, their channel count, the dataset's
     description, and each image file's digest (the images a model learns from are
     recorded, and copies of one another are noted)."""
-    options = train_options_from(kwargs)
     samples, channel_count = load_dataset(data, layout, channels)
     bit_depth = _bit_depth(kwargs.pop("bit_depth"), samples, channel_count)
     if len(samples) < 2:
@@ -187,6 +190,10 @@ def training_setup(data: Path, layout: str, channels: str, kwargs: dict[str, Any
             f"{data}: {len(samples)} labelled image found; training needs at least 2 "
             "(thresholds and batches need more than one)"
         )
+    size_choice = None
+    if kwargs["input_size"] == "auto":
+        kwargs["input_size"], size_choice = auto_input_size(samples)
+    options = train_options_from(kwargs)
     dataset = {
         "path": str(data),
         "layout": layout,
@@ -194,9 +201,28 @@ def training_setup(data: Path, layout: str, channels: str, kwargs: dict[str, Any
         "channels": str(channel_count),
         "bit_depth": bit_depth,
         "command": command_line(),
+        **({"input_size": size_choice} if size_choice else {}),
     }
     digests = file_digests(sample.image_path for sample in samples)
     return TrainingSetup(options, samples, channel_count, dataset, digests)
+
+
+SIZE_SAMPLE = 64  # images whose headers ``auto`` reads: evenly spaced through the dataset
+
+
+def auto_input_size(samples: list[SampleRef]) -> tuple[tuple[int, int], str]:
+    """``--input-size auto``: the median height and width of (up to SIZE_SAMPLE of) the
+    images, as the network takes them (``fitted_size``), and a line saying so."""
+    step = max(1, len(samples) // SIZE_SAMPLE)
+    sizes = [file_size(sample.image_path) for sample in samples[::step]]
+    height = round(statistics.median(h for h, _ in sizes))
+    width = round(statistics.median(w for _, w in sizes))
+    size = fitted_size(height, width)
+    how = "as it is" if size == (height, width) else "scaled to at most 512x512's pixels"
+    return size, (
+        f"{size[0]}x{size[1]} (auto: the images' median size {height}x{width}, {how}, "
+        "aspect ratio kept)"
+    )
 
 
 def _bit_depth(choice: str, samples: list[SampleRef], channels: int) -> int:

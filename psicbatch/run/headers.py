@@ -12,7 +12,9 @@ from PIL import Image
 
 from psicbatch.data.images import (
     DECODED_FORMATS,
+    EXIF_ORIENTATION,
     MAX_PIXELS,
+    TRANSPOSING_ORIENTATIONS,
     ImageReadError,
     check_bit_depth,
     check_pixels,
@@ -20,8 +22,6 @@ from psicbatch.data.images import (
 )
 from psicbatch.pixel_limit import VARIABLE
 from psicbatch.run.files import FileStamp, read_file
-
-EXIF_ORIENTATION = 0x0112
 
 
 def read_bytes(
@@ -46,7 +46,7 @@ def header_size(path: Path, data: bytes, bit_depth: int) -> tuple[int, int] | No
             # An oversized image is refused below, before its orientation is looked for:
             # for some PNGs that decodes them.
             oversized = width * height > MAX_PIXELS
-            rotated = not oversized and _orientation(image, data) in (5, 6, 7, 8)
+            rotated = not oversized and _orientation(image, data) in TRANSPOSING_ORIENTATIONS
     except Image.DecompressionBombError:
         limit = f"above the {MAX_PIXELS / 1e6:.3g} megapixel limit; set {VARIABLE} to raise it"
         raise ImageReadError(path, f"image is far too large ({limit})") from None
