@@ -106,6 +106,7 @@ def cross_validate(
         "defective_images": sum(s.is_defective for s in samples),
         "joined_groups": _linked(joined_groups(samples, digests)),
         "options": options.to_dict(),
+        "input_size_choice": dataset.get("input_size"),  # how --input-size auto chose it
         "folds": fold_reports,
         "tables": cross_validation_tables([f["summary"] for f in fold_reports]),
         "pooled": pooled,

@@ -207,6 +207,14 @@ def _table3(report: dict[str, Any]) -> Table:
     return Table(header, rows)
 
 
+def _network(report: dict[str, Any]) -> str:
+    """The network the folds trained: its width and input size (and how it was chosen)."""
+    options = report["options"]
+    height, width = options["input_size"]
+    size = report.get("input_size_choice") or f"{height}x{width}"
+    return f"PSIC-Net at width {options['width']}, input {size}"
+
+
 def _blocks(report: dict[str, Any], curves: list[Path]) -> list[Block]:
     """The report, in order: folds' ``summary`` and ``pooled`` are ``EvaluationSummary``s."""
     t1 = report["tables"]["table1"]
@@ -222,7 +230,7 @@ def _blocks(report: dict[str, Any], curves: list[Path]) -> list[Block]:
         Heading(1, f"{len(report['folds'])}-fold cross-validation on {report['dataset']}"),
         Paragraph(
             f"Layout `{report['layout']}`, {report['images']} images "
-            f"({report['defective_images']} defective). Command:"
+            f"({report['defective_images']} defective); {_network(report)}. Command:"
         ),
         Code(report["command"]),
         *_joined(report),

@@ -178,6 +178,7 @@ def test_cv_reports_in_paper_layout_and_resumes(dataset: Path, tmp_path: Path) -
     assert len(pq.read_table(out / "predictions.parquet")) == 30
     markdown = (out / "report.md").read_text()
     assert "paper Table 1 layout" in markdown and "psicbatch cv" in markdown
+    assert "(12 defective); PSIC-Net at width 0.125, input 48x48. Command:" in markdown
     pages = ["fold1/evaluation/report.html", "fold2/evaluation/report.html"]
     assert report["fold_pages"] == pages and all((out / page).is_file() for page in pages)
     assert f"`{pages[1]}`" in markdown
@@ -324,3 +325,6 @@ def test_the_input_size_follows_the_images_by_default(tmp_path: Path) -> None:
     assert f"note: input size {chosen}" in said
     shown = json.loads(_cli("info", str(model), "--json"))
     assert shown["input_size"] == "40x104" and shown["training"]["input_size"] == chosen
+    cv = tmp_path / "cv"  # cv says the size too: its command does not
+    _cli("cv", str(data), "--folds", "2", "-o", str(cv), "-q", *epochs)
+    assert f"PSIC-Net at width 0.0625, input {chosen}. Command:" in (cv / "report.md").read_text()
