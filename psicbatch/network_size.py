@@ -13,8 +13,9 @@ AUTO_PIXELS = 512 * 512
 def fitted_size(height: int, width: int, pixels: int = AUTO_PIXELS) -> tuple[int, int]:
     """An image's size as the network takes it: scaled down (never up) to at most about
     ``pixels``, the aspect ratio kept, each side a multiple of STRIDE and at least
-    MIN_NETWORK_SIZE. Squashing a 1260x500 KolektorSDD image to a square, or stretching a
-    630x230 KolektorSDD2 one to 512x512, distorts defects and spends pixels on nothing."""
+    MIN_NETWORK_SIZE. A fixed 512x512 squashes a 1260x500 KolektorSDD image (which did
+    as well there: benchmarks/results/kolektorsdd-input-size/) and stretches a 630x230
+    KolektorSDD2 one, computing 1.8x the pixels it has."""
     scale = min(1.0, (pixels / (height * width)) ** 0.5)
 
     def side(length: int) -> int:
