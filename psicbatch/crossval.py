@@ -38,7 +38,7 @@ from psicbatch.fingerprints import ImageSet, file_digests, overlap_of
 from psicbatch.reports import plot_curves, write_json, write_predictions
 from psicbatch.scores import EvaluationSummary
 from psicbatch.train import Trainer, partial_path
-from psicbatch.train_options import TrainOptions
+from psicbatch.train_options import TrainOptions, changed_values
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def _check_same_job(out: Path, job: dict[str, Any], test_ids: list[list[str]]) -
         raise PsicbatchError(f"{out}: damaged cross-validation record ({error})") from None
     current = {**job, "folds": test_ids}
     differing = [
-        JOB_FIELDS[key] + _changed_values(recorded[key], current[key])
+        JOB_FIELDS[key] + changed_values(recorded[key], current[key])
         for key in JOB_FIELDS
         if key in recorded and recorded[key] != current[key]
     ]
@@ -180,26 +180,6 @@ def _check_same_job(out: Path, job: dict[str, Any], test_ids: list[list[str]]) -
             f"{out}: holds the folds of another cross-validation (choose another --out, or "
             f"remove the folder to start again); it differs in {'; '.join(differing)}"
         )
-
-
-def _changed_values(recorded: Any, current: Any) -> str:
-    """Which values of a record differ, then and now (``: input_size 512x512 there, 816x320
-    now``): a default that changed between two runs is named, not only its group."""
-    if not (isinstance(recorded, dict) and isinstance(current, dict)):
-        return ""
-    changed = [
-        f"{key} {_value_text(recorded.get(key))} there, {_value_text(current.get(key))} now"
-        for key in sorted(set(recorded) | set(current))
-        if recorded.get(key) != current.get(key)
-    ]
-    return f": {', '.join(changed)}" if changed else ""
-
-
-def _value_text(value: Any) -> str:
-    """A recorded value as options write it: sizes as HxW."""
-    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
-        return f"{value[0]}x{value[1]}"
-    return "unset" if value is None else str(value)
 
 
 def _fold_engine(

@@ -54,7 +54,7 @@ from psicbatch.pixel_threshold import (
 from psicbatch.precision import autocast, choose_precision
 from psicbatch.preprocess import normalize
 from psicbatch.sampling import balanced_order, random_flips
-from psicbatch.train_options import TrainOptions
+from psicbatch.train_options import TrainOptions, changed_values
 
 PHASES = ("segmentation", "classification", "end-to-end")
 
@@ -127,9 +127,10 @@ class Trainer:
             # Options added since the partial run was saved take their defaults.
             saved_options = {**TrainOptions().to_dict(), **state.get("options", {})}
             if saved_options != self.options.to_dict():
+                changes = changed_values(saved_options, self.options.to_dict())
                 raise PsicbatchError(
-                    f"{partial}: was started with other options; rerun without --resume "
-                    "or with the same options"
+                    f"{partial}: was started with other options (rerun without --resume "
+                    f"or with the same options){changes}"
                 )
             return saved.build_model(), saved.preprocessing, state
         if resume:

@@ -48,3 +48,23 @@ class TrainOptions:
             raise PsicbatchError(f"--dice-weight must lie in [0, 10], got {self.dice_weight}")
         if self.pixel_threshold not in PIXEL_THRESHOLDS:
             raise PsicbatchError(f"--pixel-threshold must be one of {', '.join(PIXEL_THRESHOLDS)}")
+
+
+def changed_values(recorded: Any, current: Any) -> str:
+    """Which values of a record differ, then and now (``: input_size 512x512 there, 816x320
+    now``): a default that changed between two runs is named, not only its group."""
+    if not (isinstance(recorded, dict) and isinstance(current, dict)):
+        return ""
+    changed = [
+        f"{key} {_value_text(recorded.get(key))} there, {_value_text(current.get(key))} now"
+        for key in sorted(set(recorded) | set(current))
+        if recorded.get(key) != current.get(key)
+    ]
+    return f": {', '.join(changed)}" if changed else ""
+
+
+def _value_text(value: Any) -> str:
+    """A recorded value as options write it: sizes as HxW."""
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return f"{value[0]}x{value[1]}"
+    return "unset" if value is None else str(value)

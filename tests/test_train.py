@@ -221,8 +221,10 @@ def test_resume_refuses_other_options(tmp_path: Path, data: tuple) -> None:
     train_module.save_checkpoint(
         Trainer(data[0], options, out).run(), partial_path(out)
     )  # a finished model standing in as a partial one
-    changed = TrainOptions(**{**options.__dict__, "seed": 7})
-    with pytest.raises(PsicbatchError, match="other options"):
+    changed = TrainOptions(**{**options.__dict__, "seed": 7, "input_size": (40, 24)})
+    size = f"{options.input_size[0]}x{options.input_size[1]}"
+    named = f"other options .*: input_size {size} there, 40x24 now, seed 0 there, 7 now$"
+    with pytest.raises(PsicbatchError, match=named):
         Trainer(data[0], changed, out).run(resume=True)
 
 
