@@ -213,7 +213,7 @@ SIZE_SAMPLE = 64  # images whose headers ``auto`` reads: evenly spaced through t
 def auto_input_size(samples: list[SampleRef]) -> tuple[tuple[int, int], str]:
     """``--input-size auto``: the median height and width of (up to SIZE_SAMPLE of) the
     images, as the network takes them (``fitted_size``), and a line saying so."""
-    step = max(1, len(samples) // SIZE_SAMPLE)
+    step = -(-len(samples) // SIZE_SAMPLE)  # at most SIZE_SAMPLE of them
     sizes = [file_size(sample.image_path) for sample in samples[::step]]
     height = round(statistics.median(h for h, _ in sizes))
     width = round(statistics.median(w for _, w in sizes))
