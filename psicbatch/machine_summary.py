@@ -11,7 +11,6 @@ that in one table before building an engine, instead of in a run's first error.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import platform
 from typing import Any
@@ -28,12 +27,8 @@ from psicbatch.engines.registry import BACKENDS, Backend
 from psicbatch.engines.tuning import cpu_candidates
 from psicbatch.errors import error_line
 from psicbatch.precision import DTYPES, cpu_auto, gpu_has_native_bf16
-from psicbatch.run.decode import dali_available
-from psicbatch.versions import installed_versions
-
-# DALI's wheels, by the CUDA major version they are built for, and the extra installing each.
-DALI_BUILDS = {"nvidia-dali-cuda120": ("12", "dali"), "nvidia-dali-cuda130": ("13", "dali-cuda13")}
-NOT_INSTALLED = "not installed"
+from psicbatch.run.decode import DALI_BUILDS, dali_available
+from psicbatch.versions import NOT_INSTALLED, installed_versions
 
 
 def machine_summary() -> dict[str, Any]:
@@ -127,8 +122,7 @@ def backend_status(entry: Backend) -> str:
     """Installed or not (with the extra that installs it), whether it imports, and what
     it runs where."""
     runs = "; ".join(f"{device} {', '.join(p)}" for device, p in entry.precisions.items())
-    missing = [m for m in entry.modules if importlib.util.find_spec(m) is None]
-    if missing:
+    if not entry.installed():
         return f"{NOT_INSTALLED} ({entry.install_hint}); runs {runs}"
     try:
         modules = [importlib.import_module(m) for m in entry.modules]

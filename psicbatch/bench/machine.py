@@ -16,10 +16,10 @@ from psicbatch.engines.manifest import Manifest
 from psicbatch.engines.registry import BACKENDS, all_packages
 from psicbatch.hardware import cpu_model, cpu_precisions
 from psicbatch.precision import cpu_auto
+from psicbatch.run.decode import DALI_BUILDS
 from psicbatch.versions import installed_versions
 
-DALI_PACKAGES = ("nvidia-dali-cuda120", "nvidia-dali-cuda130")
-BENCH_LIBRARIES = ("numpy", "pillow", "pyarrow", *DALI_PACKAGES, *all_packages())
+BENCH_LIBRARIES = ("numpy", "pillow", "pyarrow", *DALI_BUILDS, *all_packages())
 
 
 def driver_used_mib(device: str) -> float:

@@ -319,6 +319,10 @@ def define_pipeline(
     return pipeline()
 
 
+# DALI's wheels, by the CUDA major version each is built for, and the extra installing it.
+DALI_BUILDS = {"nvidia-dali-cuda120": ("12", "dali"), "nvidia-dali-cuda130": ("13", "dali-cuda13")}
+
+
 def dali_available() -> bool:
     return importlib.util.find_spec("nvidia.dali") is not None
 
