@@ -71,9 +71,11 @@ def tensorrt_usable(device: str) -> bool:
     """TensorRT's bindings import and ``device`` is a GPU."""
     if not device.startswith("cuda"):
         return False
+    from psicbatch.engines.tensorrt_engine import import_tensorrt
+
     try:
-        import tensorrt  # noqa: F401
-    except (ImportError, OSError):  # not installed, or installed without loadable libraries
+        import_tensorrt()
+    except PsicbatchError:  # not installed, or installed without loadable libraries
         return False
     return True
 
