@@ -41,7 +41,7 @@ class CpuPrecisions:
         int8 = "int8 dot products" if self.int8_dot else "no int8 dot products"
         floats = f"native {', '.join(native)}" if native else "no native bf16/fp16"
         line = f"CPU capability {self.capability}; {floats}; {int8}"
-        amx = [kind for kind, flag in AMX_FLAGS.items() if flag in cpu_flags()]
+        amx = [kind for kind in AMX_FLAGS if onednn_uses_amx(kind)]
         if amx:
             line += f"; AMX for {', '.join(amx)}"
         limits = [f"{name}={os.environ[name]}" for name in ISA_LIMITS if os.environ.get(name)]

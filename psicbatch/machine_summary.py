@@ -43,7 +43,7 @@ def machine_summary() -> dict[str, Any]:
         "cpu": hardware.cpu_model(),
         "cpus": f"{available_cpus()} available to psicbatch, of {os.cpu_count()}",
         "cpu instructions": hardware.cpu_precisions().describe(),
-        "torch on the cpu": cpu_choice.reason,
+        "torch on the cpu": cpu_choice.grounds,  # the instruction line is just above
         "conv10 on the cpu": (
             f"{large_kernel_method(cpu, cpu_choice.precision)} in {cpu_choice.precision}"
         ),

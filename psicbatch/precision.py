@@ -19,7 +19,13 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 @dataclass(frozen=True)
 class PrecisionChoice:
     precision: str
-    reason: str  # recorded where users look: summaries, metadata, reports, manifests
+    grounds: str  # why, in a few words
+    machine: str = ""  # the CPU description the grounds rest on, where they do
+
+    @property
+    def reason(self) -> str:
+        """Recorded where users look: summaries, metadata, reports, manifests."""
+        return f"{self.grounds} ({self.machine})" if self.machine else self.grounds
 
 
 def cpu_auto() -> PrecisionChoice:
@@ -32,15 +38,15 @@ def cpu_auto() -> PrecisionChoice:
     native = hardware.cpu_precisions()
     where = native.describe()
     if not native.bf16:
-        return PrecisionChoice("fp32", f"auto: fp32, this CPU has no native bf16 ({where})")
+        return PrecisionChoice("fp32", "auto: fp32, this CPU has no native bf16", where)
     if hardware.onednn_uses_amx("bf16"):
-        return PrecisionChoice("bf16", f"auto: bf16, native on this CPU ({where})")
+        return PrecisionChoice("bf16", "auto: bf16, computed in AMX tiles on this CPU", where)
     bf16_ms, fp32_ms = (hardware.convolution_ms(t) for t in (torch.bfloat16, torch.float32))
     timed = f"a 5x5 convolution took {bf16_ms:.1f} ms in bf16, {fp32_ms:.1f} ms in fp32"
     if bf16_ms < fp32_ms:
-        return PrecisionChoice("bf16", f"auto: bf16, native and faster here ({timed}; {where})")
+        return PrecisionChoice("bf16", f"auto: bf16, native and faster here ({timed})", where)
     return PrecisionChoice(
-        "fp32", f"auto: fp32, faster than this CPU's native bf16 ({timed}; {where})"
+        "fp32", f"auto: fp32, faster than this CPU's native bf16 ({timed})", where
     )
 
 
