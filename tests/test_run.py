@@ -447,8 +447,12 @@ def test_the_summary_gives_the_rate_after_start_up() -> None:
     from psicbatch.commands.run import _steady
     from psicbatch.run.runner import RunSummary
 
-    assert _steady(RunSummary(images=4, seconds=9.0, steady_seconds=0.1)) == "one batch only"
-    summary = RunSummary(images=20, seconds=9.0, steady_images=16, steady_seconds=2.0)
+    # One batch after the first, of unreadable files, handed over at once: no rate.
+    short = RunSummary(images=10, seconds=0.4, steady_images=2, steady_batches=1)
+    short.steady_seconds = 0.0001
+    assert _steady(short).startswith("no rate after start-up: fewer than 3 batches")
+    summary = RunSummary(images=32, seconds=9.0, steady_images=24, steady_batches=3)
+    summary.steady_seconds = 3.0
     assert _steady(summary) == "8.00 images/s after the first batch"
 
 

@@ -56,6 +56,7 @@ class RunSummary:
     error_examples: list[tuple[str, str]] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)  # summed over batches
     steady_images: int = 0  # images after the first batch (start-up excluded)
+    steady_batches: int = 0  # batches after the first
     steady_seconds: float = 0.0  # from the first batch's rows to the last's (no finalising)
     latencies: list[float] = field(default_factory=list)  # per image: decoding to its row
 
@@ -163,6 +164,7 @@ def _save_results(
                 first_batch_done = time.monotonic()
             else:
                 summary.steady_images += len(rows)
+                summary.steady_batches += 1
             for row in rows:
                 row[KEY_COLUMN] = keys[row["input_index"]]
             pending += rows
