@@ -27,6 +27,10 @@ class PrecisionChoice:
         """Recorded where users look: summaries, metadata, reports, manifests."""
         return f"{self.grounds} ({self.machine})" if self.machine else self.grounds
 
+    def record(self) -> dict[str, str]:
+        """As checkpoints keep it: what ran, and why."""
+        return {"precision": self.precision, "reason": self.reason}
+
 
 def cpu_auto() -> PrecisionChoice:
     """What ``auto`` means for torch on this CPU. Without native bf16, fp32 (emulated bf16

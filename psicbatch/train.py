@@ -20,7 +20,6 @@ on the training images (best F1) and saved. Progress is checkpointed after every
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +92,7 @@ class Trainer:
 
     def run(self, resume: bool = False) -> Checkpoint:
         model, preprocessing, state = self._start(resume)
-        state["precision"] = asdict(self.precision_choice)  # what ran, and why
+        state["precision"] = self.precision_choice.record()
         if "loss_scale" in state:  # a resumed fp16 training goes on at its scale
             self.loss_scale = LossScale(**state["loss_scale"])
         model.to(self.device)
