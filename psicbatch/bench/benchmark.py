@@ -46,6 +46,7 @@ from psicbatch.engines.manifest import large_kernel_note
 from psicbatch.engines.null_engine import NULL_OUTPUTS
 from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.model import ModelConfig, count_flops
+from psicbatch.run.runner import STEADY_BATCHES
 
 END_TO_END_FILES = 400  # distinct files an end-to-end run cycles through
 SWEEP_LIMITS = {"cpu": 32, "cuda": 1024}  # --batch sweep's largest batch per device type
@@ -267,12 +268,18 @@ def _end_to_end(
     device: str,
 ) -> dict[str, Any]:
     """The run path at the batch size the engine did best with, for about the
-    measurement time of work at engine-only speed (``plan.seconds``: 20 s by default, at
-    least three batches), next to the run's decoder alone on the same files. Up to
-    ``END_TO_END_FILES`` distinct files are generated and cycled through."""
+    measurement time of work at engine-only speed (``plan.seconds``: 20 s by default; at
+    least ``STEADY_BATCHES`` batches after the first), next to the run's decoder alone on
+    the same files. Up to ``END_TO_END_FILES`` distinct files are generated and cycled
+    through."""
     best = max(measured, key=lambda r: r.throughput_items_per_s)
     batch = best.batch
-    count = int(min(MAX_END_TO_END, max(3 * batch, best.throughput_items_per_s * plan.seconds)))
+    count = int(
+        min(
+            MAX_END_TO_END,
+            max((1 + STEADY_BATCHES) * batch, best.throughput_items_per_s * plan.seconds),
+        )
+    )
     spec = EngineSpec(
         engine_dir=engine_dir,
         checkpoint=checkpoint_path,

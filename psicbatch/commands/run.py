@@ -360,15 +360,12 @@ def _latencies(summary: RunSummary) -> str:
     return f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms"
 
 
-STEADY_BATCHES = 3  # batches after the first that make a rate after start-up
-
-
 def _steady(summary: RunSummary) -> str:
     """The line's own rate, once the engine is open and the pipeline full: what a long
-    run reaches (start-up is paid once per run). Over fewer batches it would time how
-    quickly finished batches are handed over (stages overlap, and a batch of unreadable
-    files takes no inference): a short test run showed thousands of images/s."""
-    if summary.steady_batches < STEADY_BATCHES or not summary.steady_seconds:
+    run reaches (start-up is paid once per run)."""
+    from psicbatch.run.runner import STEADY_BATCHES
+
+    if not summary.steady_measured:
         return f"no rate after start-up: fewer than {STEADY_BATCHES} batches after the first"
     return f"{summary.steady_throughput:.2f} images/s after the first batch"
 
