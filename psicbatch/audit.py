@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
-from psicbatch.data.memory import defect_mask
+from psicbatch.data.memory import known_defect_mask
 from psicbatch.errors import PsicbatchError
 from psicbatch.evaluate import Evaluation, image_row, metrics_summary
 from psicbatch.fingerprints import overlap_of
@@ -47,8 +47,8 @@ def audit_results(
     gallery = Gallery()
     for sample, result in scored:
         predicted = _mask(result, results)
-        truth = defect_mask(sample, predicted.shape)
-        if region is not None:  # the run's masks are inside it already
+        truth = known_defect_mask(sample, predicted.shape)
+        if region is not None and truth is not None:  # the run's masks are inside it already
             truth = truth & region.at(predicted.shape, torch.device("cpu")).numpy()
         row = image_row(
             sample, float(result["probability"]), truth, predicted, bool(result["is_defect"])

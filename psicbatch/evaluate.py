@@ -255,7 +255,8 @@ def _score_group(
         truth = image.truth
         if roi is not None:  # only the region of interest counts, for both masks
             inside = roi.at(image.size, torch.device("cpu")).numpy()
-            truth, predicted = truth & inside, predicted & inside
+            predicted = predicted & inside
+            truth = None if truth is None else truth & inside
         judged = _judged_defective(decision, probability, int(predicted.sum()))
         row = image_row(image.sample, probability, truth, predicted, judged)
         rows.append(row)
@@ -298,13 +299,20 @@ def describe(engine: Engine) -> EngineDescription:
 def image_row(
     sample: SampleRef,
     probability: float,
-    truth: np.ndarray,
+    truth: np.ndarray | None,
     predicted: np.ndarray,
     judged_defective: bool,
 ) -> dict[str, Any]:
     """One image's scores: its masks (true and predicted, at its original size) and
-    whether it was judged defective."""
-    counts = metrics.pixel_counts(truth, predicted)
+    whether it was judged defective. Without a true mask (None: a defective image whose
+    pixels are not labelled) it counts for the image decision only."""
+    counts = np.zeros(len(PIXEL_COUNT_KEYS), int)
+    mask_iou = boundary_iou = math.nan
+    if truth is not None:
+        counts = metrics.pixel_counts(truth, predicted)
+        if truth.any():
+            mask_iou = metrics.mask_iou(truth, predicted)
+            boundary_iou = metrics.boundary_iou(truth, predicted)
     return {
         "id": readable_path(sample.id),
         "path": readable_path(sample.image_path),  # for people; names need not be UTF-8
@@ -312,9 +320,10 @@ def image_row(
         "is_defective": sample.is_defective,
         "probability": probability,
         "predicted_defective": judged_defective,
-        "mask_iou": metrics.mask_iou(truth, predicted) if truth.any() else math.nan,
-        "boundary_iou": metrics.boundary_iou(truth, predicted) if truth.any() else math.nan,
-        "true_defect_pixels": int(truth.sum()),
+        "mask_known": truth is not None,
+        "mask_iou": mask_iou,
+        "boundary_iou": boundary_iou,
+        "true_defect_pixels": None if truth is None else int(truth.sum()),
         "predicted_defect_pixels": int(predicted.sum()),
         **dict(zip(PIXEL_COUNT_KEYS, counts.tolist(), strict=True)),
     }
@@ -332,6 +341,8 @@ def image_iou(row: dict[str, Any], kind: str, gated: bool) -> float:
     image scores 1 when nothing is predicted on it and 0 otherwise. ``gated``: the mask of
     an image judged defect-free counts as empty, as ``psicbatch run --masks gated`` writes
     it (a defective image judged defect-free then scores 0)."""
+    if not row.get("mask_known", True):  # no true mask: not a mask score at all
+        return math.nan
     kept = row["predicted_defective"] or not gated
     if not math.isnan(row[kind]):  # a defective image
         return row[kind] if kept else 0.0
@@ -349,14 +360,16 @@ def metrics_summary(rows: list[dict[str, Any]]) -> EvaluationSummary:
     scores = np.array([row["probability"] for row in rows], dtype=float)
     decisions = np.array([row["predicted_defective"] for row in rows], dtype=bool)
     defective = [row for row in rows if not math.isnan(row["mask_iou"])]
+    masked = [row for row in rows if row.get("mask_known", True)]
     readings = {
-        f"{kind}_miou_{reading}": _mean(image_iou(row, f"{kind}_iou", gated) for row in rows)
+        f"{kind}_miou_{reading}": _mean(image_iou(row, f"{kind}_iou", gated) for row in masked)
         for reading, gated in (("all", False), ("gated", True))
         for kind in ("mask", "boundary")
     }
     return EvaluationSummary(
         images=len(rows),
         defective_images=int(labels.sum()),
+        unmasked_defective=len(rows) - len(masked),
         segmentation=SegmentationScores(
             mask_miou=_mean(row["mask_iou"] for row in defective),
             boundary_miou=_mean(row["boundary_iou"] for row in defective),

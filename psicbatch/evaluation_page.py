@@ -101,10 +101,11 @@ def _card(example: Example) -> str:
     uri = _thumbnail(example)
     picture = f'<img src="{uri}" alt="">' if uri else "<p>(image not readable here)</p>"
     iou = "" if math.isnan(row["mask_iou"]) else f", mask IoU {row['mask_iou']:.3f}"
+    true = row["true_defect_pixels"]
     return (
         f"<figure>{picture}<figcaption>{e(row['path'])}<br>"
         f"p = {row['probability']:.4g}{iou}, {row['predicted_defect_pixels']} px predicted, "
-        f"{row['true_defect_pixels']} px true</figcaption></figure>"
+        f"{'no true mask' if true is None else f'{true} px true'}</figcaption></figure>"
     )
 
 

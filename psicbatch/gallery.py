@@ -72,9 +72,12 @@ class Gallery:
         self._examples: dict[str, list[Example]] = {kind.title: [] for kind in KINDS}
         self._seen = 0
 
-    def offer(self, row: Row, truth: np.ndarray, predicted: np.ndarray) -> None:
-        """Consider one scored image (its masks as scored, at the original size)."""
+    def offer(self, row: Row, truth: np.ndarray | None, predicted: np.ndarray) -> None:
+        """Consider one scored image (its masks as scored, at the original size; no true
+        mask where its defect's pixels are not labelled)."""
         self._seen += 1
+        if truth is None:
+            truth = np.zeros_like(predicted)
         for kind in KINDS:
             if not kind.chosen(row):
                 continue

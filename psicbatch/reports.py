@@ -146,6 +146,11 @@ def evaluation_context(summary: EvaluationSummary) -> list[str]:
     """The sentences that say what was scored: images, engine, the image decision, region
     of interest."""
     sentences = [f"{summary.images} images, {summary.defective_images} defective."]
+    if summary.unmasked_defective:
+        sentences.append(
+            f"{summary.unmasked_defective} of the defective images have no mask: they count "
+            "for the image decision (AUC, AP, escapes) and in no mask score."
+        )
     if summary.source is not None:
         sentences.append(summary.source)
     if summary.engine is not None:

@@ -202,6 +202,7 @@ class EvaluationSummary:
     source: str | None = None  # what was scored, when not an engine's inference (a sentence)
     gated_masks: bool = False  # scored from a run's gated masks: images judged good have none
     overlap: Overlap | None = None  # of the images, those the model or decisions had seen
+    unmasked_defective: int = 0  # defective images without a true mask: no mask scores
 
     def compare(self, reference: EvaluationSummary, name: str) -> Comparison:
         """This summary's headline metrics next to ``reference``'s, with deltas."""
@@ -242,6 +243,7 @@ class EvaluationSummary:
             source=data.get("source"),
             gated_masks=bool(data.get("gated_masks", False)),
             overlap=Overlap(**data["overlap"]) if data.get("overlap") else None,
+            unmasked_defective=int(data.get("unmasked_defective", 0)),
         )
 
 

@@ -319,3 +319,27 @@ def test_a_run_s_images_moved_away_are_found_by_name_and_size(
     assert moved == there
     source = json.loads((tmp_path / "moved" / "metrics.json").read_text())["source"]
     assert "16 of them as copies" in source and "16 of those known by name and size" in source
+
+
+def test_a_review_sorted_into_folders_audits_a_run(dataset: Path, tmp_path: Path) -> None:
+    """Reviewers sort parts into ok/ and ng/ and seldom draw masks: the run's decisions are
+    scored as against full labels; masks only where there are some."""
+    from tests.test_evaluate import sorted_by_review
+
+    unmasked = sorted_by_review(dataset, tmp_path / "reviewed")
+    results = tmp_path / "r.parquet"
+    cli("run", str(dataset / "images"), "-o", str(results), "--masks", "all", *FAST)
+    cli("eval", str(results), "--labels", str(dataset), "-o", str(tmp_path / "full"), "-q")
+    cli("eval", str(results), "--labels", str(tmp_path / "reviewed"), "--layout", "classes",
+        "-o", str(tmp_path / "sorted"), "-q")  # fmt: skip
+    full, reviewed = (
+        {Path(path).name: row for path, row in _rows(tmp_path / name).items()}
+        for name in ("full", "sorted")
+    )  # the labelled copies are matched to the inspected files by name and content
+    assert full.keys() == reviewed.keys() and len(full) == 16
+    for name, row in reviewed.items():
+        assert row["predicted_defective"] == full[name]["predicted_defective"]
+        assert row["mask_known"] is (Path(name).stem not in unmasked)
+    a, b = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("sorted", "full"))
+    assert a["classification"] == b["classification"]
+    assert a["unmasked_defective"] == len(unmasked) > 0

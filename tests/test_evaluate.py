@@ -209,3 +209,66 @@ def test_eval_names_the_files_it_wrote(tmp_path: Path) -> None:
     written = "(report.html, report.md, metrics.json, predictions.parquet)"
     assert f"report written to {out}/ {written}" in result.output
     assert not list(out.glob("*.png"))
+
+
+def sorted_by_review(data: Path, root: Path) -> list[str]:
+    """``data`` (the folder layout) as a review sorts it: ok/ and ng/, with the masks of
+    every other defective image; returns the names of the defective ones without."""
+    for folder in ("ok", "ng", "masks"):
+        (root / folder).mkdir(parents=True)
+    defective = []
+    for image in sorted((data / "images").iterdir()):
+        mask = data / "masks" / image.name
+        if mask.exists() and np.asarray(Image.open(mask)).any():
+            defective.append(image.stem)
+            os.link(image, root / "ng" / image.name)
+            if len(defective) % 2:
+                os.link(mask, root / "masks" / image.name)
+        else:
+            os.link(image, root / "ok" / image.name)
+    return defective[1::2]
+
+
+def test_reviewed_images_without_masks_are_scored_as_images_only(
+    dataset: Path, tmp_path: Path
+) -> None:
+    """A review's ok/ng folders give the same image decisions as the masks would; mask
+    scores come from the defective images with masks alone, and the report says so."""
+    reviewed = tmp_path / "reviewed"
+    unmasked = sorted_by_review(dataset, reviewed)
+    assert unmasked
+    model = str(demo_model_path())
+    for name, data, layout in (("full", dataset, "folder"), ("sorted", reviewed, "classes")):
+        args = ["eval", model, str(data), "--layout", layout, "--precision", "fp32"]
+        result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / name), "-q"])
+        assert result.exit_code == 0, result.output
+    full = {
+        r["id"]: r for r in pq.read_table(tmp_path / "full" / "predictions.parquet").to_pylist()
+    }
+    rows = pq.read_table(tmp_path / "sorted" / "predictions.parquet").to_pylist()
+    assert len(rows) == len(full) == IMAGES
+    for row in rows:
+        other = full[row["id"].split("/")[1]]
+        assert row["probability"] == pytest.approx(other["probability"], abs=1e-6)
+        assert row["is_defective"] == other["is_defective"]
+        assert row["mask_known"] is (row["id"].split("/")[1] not in unmasked)
+        if row["mask_known"]:
+            assert row["true_defect_pixels"] == other["true_defect_pixels"]
+            assert row["mask_iou"] == pytest.approx(other["mask_iou"], nan_ok=True)
+        else:
+            assert row["true_defect_pixels"] is None and math.isnan(row["mask_iou"])
+    summary, reference = (
+        json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("sorted", "full")
+    )
+    assert summary["classification"] == reference["classification"]
+    assert summary["unmasked_defective"] == len(unmasked)
+    masked = [r for r in full.values() if r["id"] not in unmasked and r["is_defective"]]
+    strict = np.mean([r["mask_iou"] for r in masked])
+    assert summary["segmentation"]["mask_miou"] == pytest.approx(strict)
+    report = (tmp_path / "sorted" / "report.md").read_text()
+    assert f"{len(unmasked)} of the defective images have no mask" in report
+    # Training learns from the defects' pixels: a one-line refusal, naming an image.
+    args = ["train", str(reviewed), "--layout", "classes", "--out", str(tmp_path / "m.pt")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "defective without a mask; training" in result.output
+    assert "Traceback" not in result.output

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from psicbatch.data.images import ImageReadError, read_image, read_mask
-from psicbatch.data.layouts import guess_layout, read_dataset
+from psicbatch.data.layouts import guess_layout, read_dataset, require_masks
+from psicbatch.data.memory import defect_mask, known_defect_mask
 from psicbatch.errors import PsicbatchError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -220,3 +221,54 @@ def test_an_image_far_too_large_to_decode_is_named_not_a_traceback(tmp_path: Pat
     _png_header_only(tmp_path / "huge.png", 60000, 60000)
     with pytest.raises(ImageReadError, match=r"huge.png: image is far too large \(Image size"):
         read_image(tmp_path / "huge.png", 1)
+
+
+def make_classes(root: Path, good: str = "OK", defective: str = "NG") -> None:
+    """Two good images, two defective ones, one of them with a mask."""
+    for folder in (good, defective, "masks"):
+        (root / folder).mkdir(parents=True)
+    for name in ("g1", "g2"):
+        gray().save(root / good / f"{name}.png")
+    for name in ("d1", "d2"):
+        gray().save(root / defective / f"{name}.png")
+    mask = np.zeros((20, 12), np.uint8)
+    mask[3:6, 2:4] = 255
+    Image.fromarray(mask).save(root / "masks" / "d1.png")
+
+
+def test_classes_layout_labels_images_by_their_folder(tmp_path: Path) -> None:
+    make_classes(tmp_path)
+    samples = read_dataset(tmp_path, "classes")
+    assert [(s.id, s.is_defective, s.mask_known) for s in samples] == [
+        ("OK/g1", False, True),
+        ("OK/g2", False, True),
+        ("NG/d1", True, True),
+        ("NG/d2", True, False),  # defective, its pixels not labelled
+    ]
+    assert samples[2].mask_path == tmp_path / "masks" / "d1.png"
+    assert guess_layout(tmp_path) == "classes"
+    other = tmp_path / "other"
+    make_classes(other, "good", "defective")
+    assert [s.id for s in read_dataset(other, "classes")][::2] == ["good/g1", "defective/d1"]
+
+
+def test_classes_layout_refuses_a_good_image_whose_mask_marks_a_defect(tmp_path: Path) -> None:
+    make_classes(tmp_path)
+    mask = np.zeros((20, 12), np.uint8)
+    mask[0, 0] = 255
+    Image.fromarray(mask).save(tmp_path / "masks" / "g2.png")
+    with pytest.raises(PsicbatchError, match=r"g2\.png: in OK/, but its mask .* marks defect"):
+        read_dataset(tmp_path, "classes")
+    with pytest.raises(PsicbatchError, match=r"needs a good/ .* or a defective/"):
+        read_dataset(tmp_path / "masks", "classes")
+
+
+def test_training_refuses_defective_images_without_masks(tmp_path: Path) -> None:
+    make_classes(tmp_path)
+    samples = read_dataset(tmp_path, "classes")
+    with pytest.raises(PsicbatchError, match=r"NG.d2\.png: defective without a mask; training"):
+        require_masks(samples)
+    require_masks(samples[:3])  # every defect's pixels known
+    with pytest.raises(PsicbatchError, match="defective without a mask"):
+        defect_mask(samples[3], (20, 12))  # never an empty mask in its place
+    assert known_defect_mask(samples[3], (20, 12)) is None

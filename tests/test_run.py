@@ -311,7 +311,7 @@ def test_dataset_masks_are_named_and_layout_takes_the_images_only(tmp_path: Path
     plain = collect_inputs([str(ksdd), str(dagm)])
     assert len(plain.paths) == 16 and plain.mask_like == 6
     assert "6 input files look like a dataset's defect masks" in plain.mask_note()
-    assert "--layout (kolektorsdd, kolektorsdd2, dagm, folder) takes" in plain.mask_note()
+    assert "--layout (kolektorsdd, kolektorsdd2, dagm, folder, classes) takes" in plain.mask_note()
     assert collect_inputs([str(ksdd / "kos01" / "Part0.jpg")]).mask_note() is None
     in_layout = collect_inputs([str(ksdd)], layout="kolektorsdd")
     assert [p.relative_to(ksdd).as_posix() for p in in_layout.paths] == [

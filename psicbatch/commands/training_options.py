@@ -22,7 +22,7 @@ from psicbatch.commands.options import (
     precision_option,
 )
 from psicbatch.data.images import BIT_DEPTHS, file_bit_depth, file_size
-from psicbatch.data.layouts import LAYOUTS, SampleRef, read_dataset
+from psicbatch.data.layouts import LAYOUTS, SampleRef, read_dataset, require_masks
 from psicbatch.errors import PsicbatchError
 from psicbatch.fingerprints import file_digests
 from psicbatch.network_size import fitted_size
@@ -184,6 +184,7 @@ def training_setup(data: Path, layout: str, channels: str, kwargs: dict[str, Any
     description, and each image file's digest (the images a model learns from are
     recorded, and copies of one another are noted)."""
     samples, channel_count = load_dataset(data, layout, channels)
+    require_masks(samples)
     bit_depth = _bit_depth(kwargs.pop("bit_depth"), samples, channel_count)
     if len(samples) < 2:
         raise PsicbatchError(

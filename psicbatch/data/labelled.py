@@ -15,7 +15,7 @@ import numpy as np
 from psicbatch.cpus import available_cpus
 from psicbatch.data.images import read_image
 from psicbatch.data.layouts import SampleRef
-from psicbatch.data.memory import TensorDataset, defect_mask
+from psicbatch.data.memory import TensorDataset, known_defect_mask
 from psicbatch.preprocess import Preprocessing, engine_input
 from psicbatch.run.stages import staged
 from psicbatch.tiles import TileGrid
@@ -26,7 +26,7 @@ class LabelledImage:
     sample: SampleRef
     pixels: np.ndarray  # C x H x W at the engine's size, or a tiled model's T x C x h x w tiles
     placement: tuple[int, int] | TileGrid  # the original (H, W), or the tiles' grid
-    truth: np.ndarray  # bool H x W defect mask at the original size
+    truth: np.ndarray | None  # bool H x W defect mask at the original size; None: not known
 
     @property
     def size(self) -> tuple[int, int]:
@@ -48,7 +48,7 @@ def read_labelled(
             sample.image_path, preprocessing.channels, bit_depth=preprocessing.bit_depth
         )
         pixels, placement = engine_input(image, preprocessing)
-        return LabelledImage(sample, pixels, placement, defect_mask(sample, image.shape[:2]))
+        return LabelledImage(sample, pixels, placement, known_defect_mask(sample, image.shape[:2]))
 
     if preprocessing.tile_overlap is None:
         depth, workers = 2 * batch_size, available_cpus()
@@ -62,4 +62,6 @@ def from_memory(samples: list[SampleRef], data: TensorDataset) -> Iterator[Label
     training), with their true masks read as they are scored."""
     for index, sample in enumerate(samples):
         size = data.original_sizes[index]
-        yield LabelledImage(sample, data.images[index].numpy(), size, defect_mask(sample, size))
+        yield LabelledImage(
+            sample, data.images[index].numpy(), size, known_defect_mask(sample, size)
+        )

@@ -9,6 +9,11 @@ Layouts (``DATA`` is the folder given on the command line):
   ``.../Label/Labels.txt`` with masks ``.../Label/NNNN_label.PNG``. Groups are classes.
 - ``folder`` (your own data): ``images/NAME.ext`` with optional ``masks/NAME.ext`` (same
   name, any image extension); an image without a mask is defect-free.
+- ``classes`` (images sorted by a review): ``good/`` (or ``ok/``) and ``defective/`` (or
+  ``ng/``), with optional ``masks/NAME.ext`` for defective ones. A line's reviewers sort
+  parts; few draw masks. Decisions and audits need only the sorting; a defective image
+  without a mask has no segmentation score, and training, which learns from the
+  defects' pixels, refuses it.
 """
 
 from __future__ import annotations
@@ -39,6 +44,12 @@ class SampleRef:
     is_defective: bool
     group: str
     subset: str = ""  # the layout's own train/test division, where it has one
+
+    @property
+    def mask_known(self) -> bool:
+        """Whether the image's defect pixels are known: none on a defect-free image, a
+        defective one's only from its mask (the ``classes`` layout may have none)."""
+        return not self.is_defective or self.mask_path is not None
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -148,12 +159,58 @@ def read_folder(root: Path) -> list[SampleRef]:
     return samples
 
 
+GOOD_FOLDERS = ("good", "ok")  # the classes layout's folder names, in any case
+DEFECTIVE_FOLDERS = ("defective", "ng")
+
+
+def read_classes(root: Path) -> list[SampleRef]:
+    folders = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    good = [folders[name] for name in GOOD_FOLDERS if name in folders]
+    defective = [folders[name] for name in DEFECTIVE_FOLDERS if name in folders]
+    if not good and not defective:
+        raise PsicbatchError(
+            f"{root}: the classes layout needs a good/ (or ok/) or a defective/ (or ng/) subfolder"
+        )
+    masks_dir = root / MASK_FOLDER
+    masks = {p.stem: p for p in _images_in(masks_dir)} if masks_dir.is_dir() else {}
+    samples = []
+    for folder in good:
+        for image in _images_in(folder):
+            mask = masks.get(image.stem)
+            if _has_defect(mask):
+                raise PsicbatchError(
+                    f"{image}: in {folder.name}/, but its mask {mask} marks defect pixels"
+                )
+            sample_id = f"{folder.name}/{image.stem}"
+            samples.append(SampleRef(sample_id, image, None, False, sample_id))
+    for folder in defective:
+        for image in _images_in(folder):
+            mask = masks.get(image.stem)
+            sample_id = f"{folder.name}/{image.stem}"
+            samples.append(
+                SampleRef(sample_id, image, mask if _has_defect(mask) else None, True, sample_id)
+            )
+    return samples
+
+
 LAYOUTS: dict[str, Callable[[Path], list[SampleRef]]] = {
     "kolektorsdd": read_kolektorsdd,
     "kolektorsdd2": read_kolektorsdd2,
     "dagm": read_dagm,
     "folder": read_folder,
+    "classes": read_classes,
 }
+
+
+def require_masks(samples: list[SampleRef]) -> None:
+    """Training learns from the defects' pixels: every defective image needs its mask."""
+    unmasked = [sample for sample in samples if not sample.mask_known]
+    if unmasked:
+        more = f" (and {len(unmasked) - 1} more)" if len(unmasked) > 1 else ""
+        raise PsicbatchError(
+            f"{unmasked[0].image_path}{more}: defective without a mask; training learns from "
+            f"the defects' pixels (add {MASK_FOLDER}/NAME.png marking them)"
+        )
 
 
 def guess_layout(root: Path) -> str | None:
@@ -171,6 +228,8 @@ def guess_layout(root: Path) -> str | None:
         return "kolektorsdd2"
     if "images" in folders:
         return "folder"
+    if {name.lower() for name in folders} & {*GOOD_FOLDERS, *DEFECTIVE_FOLDERS}:
+        return "classes"
     return None
 
 

@@ -180,6 +180,8 @@ def _pixel_type(bit_depth: int) -> torch.dtype:
 
 def defect_mask(sample: SampleRef, size: tuple[int, int]) -> np.ndarray:
     """The sample's defect mask at its image's size (all False for a defect-free one)."""
+    if not sample.mask_known:  # never an empty mask in its place: that would say "no defect"
+        raise PsicbatchError(f"{readable_path(sample.image_path)}: defective without a mask")
     if sample.mask_path is None or not sample.is_defective:
         return np.zeros(size, bool)
     mask = read_mask(sample.mask_path)
@@ -190,6 +192,12 @@ def defect_mask(sample: SampleRef, size: tuple[int, int]) -> np.ndarray:
             f"{size[1]}x{size[0]}; masks must have their image's size"
         )
     return mask
+
+
+def known_defect_mask(sample: SampleRef, size: tuple[int, int]) -> np.ndarray | None:
+    """``defect_mask``, or None where the defect's pixels are not known: such an image is
+    scored as an image, not as a mask."""
+    return defect_mask(sample, size) if sample.mask_known else None
 
 
 def load_into_memory(
