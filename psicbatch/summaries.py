@@ -102,6 +102,7 @@ def evaluation_summary(path: Path) -> tuple[str, dict[str, Any]]:
         **what,
         "images": summary.images,
         "defective_images": summary.defective_images,
+        **({"without a mask": summary.unmasked_defective} if summary.unmasked_defective else {}),
         **{f"{metric.label} (%)": round(100 * metric.of(summary), 2) for metric in HEADLINE},
         "FP / FN": f"{summary.classification.fp} / {summary.classification.fn}",
         "judged defective": summary.decisions.line() if summary.decisions else "-",

@@ -267,6 +267,8 @@ def test_reviewed_images_without_masks_are_scored_as_images_only(
     assert summary["segmentation"]["mask_miou"] == pytest.approx(strict)
     report = (tmp_path / "sorted" / "report.md").read_text()
     assert f"{len(unmasked)} of the defective images have no mask" in report
+    shown = CliRunner().invoke(main, ["info", str(tmp_path / "sorted"), "--json"]).output
+    assert json.loads(shown)["without a mask"] == len(unmasked)
     # Training learns from the defects' pixels: a one-line refusal, naming an image.
     args = ["train", str(reviewed), "--layout", "classes", "--out", str(tmp_path / "m.pt")]
     result = CliRunner().invoke(main, args)
