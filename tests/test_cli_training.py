@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from psicbatch.assets import demo_model_path
+from psicbatch.checkpoint import load_checkpoint
 from psicbatch.cli import main
 
 TINY = ["--width", "0.125", "--input-size", "48x48", "--seg-epochs", "2", "--cls-epochs", "2"]
@@ -56,6 +57,8 @@ def test_train_then_eval(dataset: Path, trained: Path, tmp_path: Path) -> None:
     assert "Mask mIoU" in (report / "report.md").read_text()
     seen = "All of these images are among the 30 images the model was trained on"
     assert seen in (report / "report.md").read_text()
+    # --layout auto, the default, is recorded as the layout it found.
+    assert load_checkpoint(model).training["dataset"]["layout"] == "folder"
 
 
 def _cli(*args: str) -> str:

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from psicbatch.data.images import ImageReadError, read_image, read_mask
-from psicbatch.data.layouts import guess_layout, read_dataset, require_masks
+from psicbatch.data.layouts import guess_layout, read_dataset, require_masks, resolve_layout
 from psicbatch.data.memory import defect_mask, known_defect_mask
 from psicbatch.errors import PsicbatchError
 
@@ -85,6 +85,25 @@ def test_a_wrong_layout_names_the_one_the_folder_looks_like(tmp_path: Path) -> N
     with pytest.raises(PsicbatchError, match=r"needs an images/ subfolder$"):
         read_dataset(tmp_path / "other", "folder")  # no guess: nothing added
     assert guess_layout(tmp_path / "missing") is None
+
+
+def test_auto_takes_the_one_layout_the_folder_matches(tmp_path: Path) -> None:
+    ksdd, dagm, reviewed = tmp_path / "ksdd", tmp_path / "dagm", tmp_path / "reviewed"
+    make_kolektorsdd(ksdd)
+    make_dagm(dagm)
+    make_classes(reviewed)
+    for root, layout in ((ksdd, "kolektorsdd"), (dagm, "dagm"), (reviewed, "classes")):
+        assert resolve_layout(root, "auto") == layout
+        assert read_dataset(root, "auto") == read_dataset(root, layout)
+    assert resolve_layout(ksdd, "folder") == "folder"  # a layout asked for is kept
+    (reviewed / "images").mkdir()  # now the folder layout's sign too: not a guess
+    with pytest.raises(PsicbatchError, match="looks like the folder and the classes layouts"):
+        read_dataset(reviewed, "auto")
+    assert guess_layout(reviewed) is None
+    with pytest.raises(PsicbatchError, match="not a dataset layout psicbatch knows"):
+        read_dataset(reviewed / "masks", "auto")
+    with pytest.raises(PsicbatchError, match="missing: not a folder"):
+        read_dataset(tmp_path / "missing", "auto")
 
 
 def test_kolektorsdd2_colour(tmp_path: Path) -> None:

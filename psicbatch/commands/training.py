@@ -138,7 +138,7 @@ def train(
     click.echo(
         f"wrote {out} (thresholds: image {checkpoint.thresholds.classification:.3f}, "
         f"pixel {checkpoint.thresholds.segmentation:.3f}); "
-        f"next: psicbatch eval {out} TEST_DATA --layout {layout}"
+        f"next: psicbatch eval {out} TEST_DATA --layout {dataset['layout']}"
     )
 
 

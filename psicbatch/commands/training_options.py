@@ -22,7 +22,14 @@ from psicbatch.commands.options import (
     precision_option,
 )
 from psicbatch.data.images import BIT_DEPTHS, file_bit_depth, file_size
-from psicbatch.data.layouts import LAYOUTS, SampleRef, read_dataset, require_masks
+from psicbatch.data.layouts import (
+    AUTO,
+    LAYOUTS,
+    SampleRef,
+    read_dataset,
+    require_masks,
+    resolve_layout,
+)
 from psicbatch.errors import PsicbatchError
 from psicbatch.fingerprints import file_digests
 from psicbatch.network_size import fitted_size
@@ -33,10 +40,10 @@ def layout_option(what: str = "DATA") -> Callable:
     """The one definition of ``--layout``: how a labelled dataset is organised."""
     return click.option(
         "--layout",
-        type=click.Choice(list(LAYOUTS)),
-        default="folder",
+        type=click.Choice([AUTO, *LAYOUTS]),
+        default=AUTO,
         show_default=True,
-        help=f"How {what} is organised (see the README).",
+        help=f"How {what} is organised (see the README); auto: the one layout its folders match.",
     )
 
 
@@ -183,6 +190,7 @@ def training_setup(data: Path, layout: str, channels: str, kwargs: dict[str, Any
     command's keyword arguments), the samples, their channel count, the dataset's
     description, and each image file's digest (the images a model learns from are
     recorded, and copies of one another are noted)."""
+    layout = resolve_layout(data, layout)
     samples, channel_count = load_dataset(data, layout, channels)
     require_masks(samples)
     bit_depth = _bit_depth(kwargs.pop("bit_depth"), samples, channel_count)

@@ -213,29 +213,56 @@ def require_masks(samples: list[SampleRef]) -> None:
         )
 
 
-def guess_layout(root: Path) -> str | None:
-    """The layout a folder looks like from its top level (None: none of them), so a
-    wrong or forgotten ``--layout`` can be answered with the right one."""
+AUTO = "auto"  # --layout auto: the one layout the folder's top level matches
+
+
+def matching_layouts(root: Path) -> list[str]:
+    """The layouts a folder looks like from its top level, in ``LAYOUTS``' order."""
     try:
         folders = {p.name for p in root.iterdir() if p.is_dir()}
     except OSError:  # not a folder, or not readable: the caller's error says so
-        return None
-    if any(re.fullmatch(r"kos\d+", name) for name in folders):
-        return "kolektorsdd"
-    if any(re.fullmatch(r"Class\d+", name) for name in folders):
-        return "dagm"
-    if folders & {"train", "test"}:
-        return "kolektorsdd2"
-    if "images" in folders:
-        return "folder"
-    if {name.lower() for name in folders} & {*GOOD_FOLDERS, *DEFECTIVE_FOLDERS}:
-        return "classes"
-    return None
+        return []
+    signs = {
+        "kolektorsdd": any(re.fullmatch(r"kos\d+", name) for name in folders),
+        "kolektorsdd2": bool(folders & {"train", "test"}),
+        "dagm": any(re.fullmatch(r"Class\d+", name) for name in folders),
+        "folder": "images" in folders,
+        "classes": bool({n.lower() for n in folders} & {*GOOD_FOLDERS, *DEFECTIVE_FOLDERS}),
+    }
+    return [layout for layout in LAYOUTS if signs[layout]]
+
+
+def guess_layout(root: Path) -> str | None:
+    """The layout a folder looks like (None: none of them), so a wrong or forgotten
+    ``--layout`` can be answered with the right one."""
+    found = matching_layouts(root)
+    return found[0] if len(found) == 1 else None
+
+
+def resolve_layout(root: Path, layout: str) -> str:
+    """``layout``, or for ``auto`` the one layout ``root`` looks like; a one-line error
+    where it looks like none or like several."""
+    if layout != AUTO:
+        return layout
+    found = matching_layouts(root)
+    if len(found) == 1:
+        return found[0]
+    if not root.is_dir():
+        raise PsicbatchError(f"{root}: not a folder")
+    if found:
+        raise PsicbatchError(
+            f"{root}: looks like the {' and the '.join(found)} layouts; choose one with --layout"
+        )
+    raise PsicbatchError(
+        f"{root}: not a dataset layout psicbatch knows (images/ for folder, good/ or ng/ "
+        "for classes, kosNN/, ClassN/, train/ or test/); choose one with --layout"
+    )
 
 
 def read_dataset(root: Path, layout: str) -> list[SampleRef]:
     """All samples of a dataset; a clear error for an unknown layout or an empty folder,
     naming the layout the folder looks like when that is another."""
+    layout = resolve_layout(root, layout)
     if layout not in LAYOUTS:
         raise PsicbatchError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     if not root.is_dir():
