@@ -324,6 +324,8 @@ def test_dataset_masks_are_named_and_layout_takes_the_images_only(tmp_path: Path
     assert len(collect_inputs([str(dagm)], layout="dagm").paths) == 6
     # A resume must use the same layout: it is part of the job's sources.
     assert resolved_sources([str(ksdd)], None, "kolektorsdd") == [f"kolektorsdd:{ksdd.resolve()}"]
+    assert resolved_sources([str(ksdd)], None, "auto") == [f"kolektorsdd:{ksdd.resolve()}"]
+    assert collect_inputs([str(ksdd)], layout="auto").paths == in_layout.paths
     with pytest.raises(PsicbatchError, match="no images found in the 'kolektorsdd2' layout"):
         collect_inputs([str(ksdd)], layout="kolektorsdd2")
 

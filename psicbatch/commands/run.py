@@ -28,7 +28,7 @@ from psicbatch.commands.options import (
     device_option,
     engine_options,
 )
-from psicbatch.data.layouts import LAYOUTS
+from psicbatch.data.layouts import AUTO, LAYOUTS
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 from psicbatch.progress import progress_bar
@@ -63,9 +63,9 @@ WATCH_OUT = "results"  # --watch's default --out: a folder of parts
 )
 @click.option(
     "--layout",
-    type=click.Choice(list(LAYOUTS)),
-    help="SOURCES are dataset folders in this layout (as for train and eval): only their "
-    "images are inspected, not their masks.",
+    type=click.Choice([AUTO, *LAYOUTS]),
+    help="SOURCES are dataset folders in this layout (as for train and eval; auto: the one "
+    "each folder matches): only their images are inspected, not their masks.",
 )
 @click.option(
     "--out",

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from psicbatch.data.layouts import resolve_layout
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 
@@ -119,7 +120,7 @@ def resolved_sources(
         for source in sources
     ]
     if layout is not None:
-        resolved = [f"{layout}:{source}" for source in resolved]
+        resolved = [f"{resolve_layout(Path(source), layout)}:{source}" for source in resolved]
     if list_file is not None:
         resolved.append("list:" + os.path.realpath(list_file))
     return resolved
