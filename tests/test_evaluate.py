@@ -148,6 +148,18 @@ def test_the_gallery_keeps_the_worst_images_of_each_kind() -> None:
     assert gallery.worst(KINDS[0])[0].truth.shape == (THUMBNAIL_HEIGHT, 2 * THUMBNAIL_HEIGHT)
 
 
+def test_a_missed_defect_without_a_true_mask_is_shown_as_such() -> None:
+    from psicbatch.evaluation_page import _card
+
+    gallery = Gallery(size=3)
+    predicted = np.zeros((40, 80), bool)
+    row = {**_row(0, True, False, 0.2, math.nan), "predicted_defect_pixels": 0}
+    gallery.offer({**row, "true_defect_pixels": None}, None, predicted)
+    (example,) = gallery.worst(KINDS[0])
+    assert not example.truth.any()  # nothing drawn as the true defect
+    assert "0 px predicted, no true mask</figcaption>" in _card(example)
+
+
 def test_a_crack_one_pixel_wide_stays_visible_in_a_thumbnail() -> None:
     mask = np.zeros((2000, 600), bool)
     mask[:, 300] = True
