@@ -38,6 +38,7 @@ from psicbatch.run.stages import staged
 from psicbatch.scores import (
     AppliedDecisions,
     ClassificationScores,
+    DefectTypeScores,
     EngineDescription,
     EvaluationSummary,
     SegmentationScores,
@@ -320,6 +321,7 @@ def image_row(
         "is_defective": sample.is_defective,
         "probability": probability,
         "predicted_defective": judged_defective,
+        "defect_type": sample.defect_type,
         "mask_known": truth is not None,
         "mask_iou": mask_iou,
         "boundary_iou": boundary_iou,
@@ -370,6 +372,7 @@ def metrics_summary(rows: list[dict[str, Any]]) -> EvaluationSummary:
         images=len(rows),
         defective_images=int(labels.sum()),
         unmasked_defective=len(rows) - len(masked),
+        defect_types=defect_type_scores(rows),
         segmentation=SegmentationScores(
             mask_miou=_mean(row["mask_iou"] for row in defective),
             boundary_miou=_mean(row["boundary_iou"] for row in defective),
@@ -382,6 +385,21 @@ def metrics_summary(rows: list[dict[str, Any]]) -> EvaluationSummary:
             **metrics.classification_counts(labels, decisions),
         ),
     )
+
+
+def defect_type_scores(rows: list[dict[str, Any]]) -> list[DefectTypeScores]:
+    """Escapes and mask mIoU of each defect type a review named (none: an empty list)."""
+    defective = [row for row in rows if row["is_defective"]]
+    types = sorted({row.get("defect_type", "") for row in defective})
+    if types in ([], [""]):
+        return []
+    scores = []
+    for kind in types:
+        of_type = [row for row in defective if row.get("defect_type", "") == kind]
+        masked = [row["mask_iou"] for row in of_type if not math.isnan(row["mask_iou"])]
+        escapes = sum(not row["predicted_defective"] for row in of_type)
+        scores.append(DefectTypeScores(kind, len(of_type), escapes, len(masked), _mean(masked)))
+    return scores
 
 
 def _mean(values: Any) -> float:

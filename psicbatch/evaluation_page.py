@@ -14,6 +14,8 @@ from psicbatch.paths import row_file
 from psicbatch.pictures import RED, png_bytes_uri, png_data_uri, thumbnail_size, tinted_thumbnail
 from psicbatch.reports import (
     COMPARISON_COLUMNS,
+    DEFECT_TYPE_COLUMNS,
+    DEFECT_TYPE_TITLE,
     METRIC_NOTE,
     RATE_COLUMNS,
     READINGS,
@@ -41,6 +43,10 @@ def evaluation_html(
         + html_table(RATE_COLUMNS, rates)
         + "".join(f"<p>{e(sentence)}</p>" for sentence in verdicts)
     )
+    if summary.defect_types:
+        decisions += f"<h2>{DEFECT_TYPE_TITLE}</h2>" + html_table(
+            DEFECT_TYPE_COLUMNS, summary.defect_types
+        )
     comparison = ""
     if summary.comparison is not None:
         reference = summary.comparison

@@ -19,6 +19,7 @@ from psicbatch import metrics
 from psicbatch.fingerprints import seen_before
 from psicbatch.scores import (
     HEADLINE,
+    DefectTypeScores,
     EvaluationSummary,
     Metric,
     MetricDelta,
@@ -206,6 +207,15 @@ RATE_COLUMNS: tuple[Column[Rates], ...] = (
 )
 
 
+DEFECT_TYPE_COLUMNS: tuple[Column[DefectTypeScores], ...] = (
+    Column("defect type", lambda t: t.defect_type or "(no type)"),
+    Column("escapes (judged good)", lambda t: _share(t.escapes, t.images)),
+    Column("images with a mask", lambda t: t.with_masks),
+    Column("Mask mIoU (%) of those", lambda t: percent(t.mask_miou)),
+)
+DEFECT_TYPE_TITLE = "Defective images by type"
+
+
 def decision_rates(summary: EvaluationSummary) -> tuple[list[Rates], list[str]]:
     """The escapes and false rejects of the evaluated images, and of the validation
     images calibrated decisions were chosen on, with sentences setting them against the
@@ -259,6 +269,9 @@ def evaluation_markdown(summary: EvaluationSummary, title: str) -> str:
     lines += ["## Escapes and false rejects", "", *column_table(RATE_COLUMNS, rates), ""]
     for sentence in verdicts:
         lines += [sentence, ""]
+    if summary.defect_types:
+        table = column_table(DEFECT_TYPE_COLUMNS, summary.defect_types)
+        lines += [f"## {DEFECT_TYPE_TITLE}", "", *table, ""]
     comparison = summary.comparison
     if comparison is not None:
         lines += [

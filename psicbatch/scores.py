@@ -186,6 +186,18 @@ class Comparison:
         )
 
 
+@dataclass(frozen=True)
+class DefectTypeScores:
+    """The defective images of one type, as a review sorted them: which type a line
+    misses."""
+
+    defect_type: str  # "" for those sorted under no type
+    images: int
+    escapes: int  # judged defect-free
+    with_masks: int
+    mask_miou: float  # over those with a mask (strict); NaN without any
+
+
 @dataclass
 class EvaluationSummary:
     images: int
@@ -203,6 +215,7 @@ class EvaluationSummary:
     gated_masks: bool = False  # scored from a run's gated masks: images judged good have none
     overlap: Overlap | None = None  # of the images, those the model or decisions had seen
     unmasked_defective: int = 0  # defective images without a true mask: no mask scores
+    defect_types: list[DefectTypeScores] = field(default_factory=list)  # where reviews name them
 
     def compare(self, reference: EvaluationSummary, name: str) -> Comparison:
         """This summary's headline metrics next to ``reference``'s, with deltas."""
@@ -244,6 +257,7 @@ class EvaluationSummary:
             gated_masks=bool(data.get("gated_masks", False)),
             overlap=Overlap(**data["overlap"]) if data.get("overlap") else None,
             unmasked_defective=int(data.get("unmasked_defective", 0)),
+            defect_types=[DefectTypeScores(**kind) for kind in data.get("defect_types", [])],
         )
 
 

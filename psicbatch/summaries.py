@@ -105,6 +105,16 @@ def evaluation_summary(path: Path) -> tuple[str, dict[str, Any]]:
         **({"without a mask": summary.unmasked_defective} if summary.unmasked_defective else {}),
         **{f"{metric.label} (%)": round(100 * metric.of(summary), 2) for metric in HEADLINE},
         "FP / FN": f"{summary.classification.fp} / {summary.classification.fn}",
+        **(
+            {
+                "escapes by defect type": [
+                    f"{t.defect_type or '(no type)'}: {t.escapes} of {t.images}"
+                    for t in summary.defect_types
+                ]
+            }
+            if summary.defect_types
+            else {}
+        ),
         "judged defective": summary.decisions.line() if summary.decisions else "-",
         **{
             f"seen in {kind}": " ".join(said)

@@ -286,3 +286,34 @@ def test_reviewed_images_without_masks_are_scored_as_images_only(
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1 and "defective without a mask; training" in result.output
     assert "Traceback" not in result.output
+
+
+def test_defect_types_of_a_review_get_their_own_escapes(dataset: Path, tmp_path: Path) -> None:
+    """Which kind of defect a line misses: each subfolder of ng/ is a defect type."""
+    reviewed = tmp_path / "reviewed"
+    sorted_by_review(dataset, reviewed)
+    (reviewed / "ng" / "scratch").mkdir()
+    moved = sorted((reviewed / "ng").glob("*.png"))[::2]
+    for image in moved:
+        image.rename(reviewed / "ng" / "scratch" / image.name)
+    out = tmp_path / "e"
+    args = ["eval", str(demo_model_path()), str(reviewed), "--precision", "fp32", "-o", str(out)]
+    result = CliRunner().invoke(main, [*args, "-q"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "metrics.json").read_text())
+    types = {t["defect_type"]: t for t in summary["defect_types"]}
+    assert set(types) == {"", "scratch"} and types["scratch"]["images"] == len(moved)
+    assert sum(t["images"] for t in types.values()) == summary["defective_images"]
+    assert sum(t["escapes"] for t in types.values()) == summary["classification"]["fn"]
+    rows = pq.read_table(out / "predictions.parquet").to_pylist()
+    scratches = [r for r in rows if r["defect_type"] == "scratch"]
+    masked = [r["mask_iou"] for r in scratches if r["mask_known"]]
+    assert types["scratch"]["with_masks"] == len(masked)
+    assert types["scratch"]["mask_miou"] == pytest.approx(np.mean(masked), nan_ok=True)
+    for page in ("report.md", "report.html"):
+        assert "Defective images by type" in (out / page).read_text()
+    shown = json.loads(CliRunner().invoke(main, ["info", str(out), "--json"]).output)
+    scratch = types["scratch"]
+    assert (
+        f"scratch: {scratch['escapes']} of {scratch['images']}" in shown["escapes by defect type"]
+    )

@@ -291,3 +291,20 @@ def test_training_refuses_defective_images_without_masks(tmp_path: Path) -> None
     with pytest.raises(PsicbatchError, match="defective without a mask"):
         defect_mask(samples[3], (20, 12))  # never an empty mask in its place
     assert known_defect_mask(samples[3], (20, 12)) is None
+
+
+def test_classes_layout_reads_defect_types_from_subfolders(tmp_path: Path) -> None:
+    make_classes(tmp_path)
+    (tmp_path / "NG" / "scratch" / "deep").mkdir(parents=True)
+    gray().save(tmp_path / "NG" / "scratch" / "deep" / "d3.png")
+    (tmp_path / "OK" / "line2").mkdir()
+    gray().save(tmp_path / "OK" / "line2" / "g3.png")
+    samples = {s.id: s for s in read_dataset(tmp_path, "classes")}
+    assert samples["NG/scratch/deep/d3"].defect_type == "scratch/deep"
+    assert samples["NG/d1"].defect_type == "" and samples["OK/line2/g3"].defect_type == ""
+    assert not samples["OK/line2/g3"].is_defective
+    # Masks are found by name: two defective images of one name are ambiguous.
+    (tmp_path / "NG" / "dent").mkdir()
+    gray().save(tmp_path / "NG" / "dent" / "d1.png")
+    with pytest.raises(PsicbatchError, match=r"d1\.png: its mask .*d1\.png could as well be"):
+        read_dataset(tmp_path, "classes")

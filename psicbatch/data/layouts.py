@@ -10,7 +10,8 @@ Layouts (``DATA`` is the folder given on the command line):
 - ``folder`` (your own data): ``images/NAME.ext`` with optional ``masks/NAME.ext`` (same
   name, any image extension); an image without a mask is defect-free.
 - ``classes`` (images sorted by a review): ``good/`` (or ``ok/``) and ``defective/`` (or
-  ``ng/``), with optional ``masks/NAME.ext`` for defective ones. A line's reviewers sort
+  ``ng/``), each with any subfolders (those of ``defective/`` name defect types), with
+  optional ``masks/NAME.ext`` for defective ones. A line's reviewers sort
   parts; few draw masks. Decisions and audits need only the sorting; a defective image
   without a mask has no segmentation score, and training, which learns from the
   defects' pixels, refuses it.
@@ -44,6 +45,7 @@ class SampleRef:
     is_defective: bool
     group: str
     subset: str = ""  # the layout's own train/test division, where it has one
+    defect_type: str = ""  # a review's subfolder of defective/ (the classes layout)
 
     @property
     def mask_known(self) -> bool:
@@ -175,22 +177,45 @@ def read_classes(root: Path) -> list[SampleRef]:
     masks = {p.stem: p for p in _images_in(masks_dir)} if masks_dir.is_dir() else {}
     samples = []
     for folder in good:
-        for image in _images_in(folder):
+        for image in _images_below(folder):
             mask = masks.get(image.stem)
             if _has_defect(mask):
                 raise PsicbatchError(
                     f"{image}: in {folder.name}/, but its mask {mask} marks defect pixels"
                 )
-            sample_id = f"{folder.name}/{image.stem}"
+            sample_id = image.relative_to(root).with_suffix("").as_posix()
             samples.append(SampleRef(sample_id, image, None, False, sample_id))
+    masked: dict[str, Path] = {}
     for folder in defective:
-        for image in _images_in(folder):
+        for image in _images_below(folder):
             mask = masks.get(image.stem)
-            sample_id = f"{folder.name}/{image.stem}"
+            if mask is not None and image.stem in masked:
+                raise PsicbatchError(
+                    f"{image}: its mask {mask} could as well be that of {masked[image.stem]} "
+                    "(masks are found by name); rename one of them"
+                )
+            masked[image.stem] = image
+            sample_id = image.relative_to(root).with_suffix("").as_posix()
+            kind = image.parent.relative_to(folder).as_posix()  # "." directly in it
             samples.append(
-                SampleRef(sample_id, image, mask if _has_defect(mask) else None, True, sample_id)
+                SampleRef(
+                    sample_id,
+                    image,
+                    mask if _has_defect(mask) else None,
+                    True,
+                    sample_id,
+                    defect_type="" if kind == "." else kind,
+                )
             )
     return samples
+
+
+def _images_below(folder: Path) -> list[Path]:
+    """Images in ``folder`` and its subfolders (a review may sort defects by type); links
+    to folders are not followed."""
+    return sorted(
+        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    )
 
 
 LAYOUTS: dict[str, Callable[[Path], list[SampleRef]]] = {
