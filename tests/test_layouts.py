@@ -308,3 +308,18 @@ def test_classes_layout_reads_defect_types_from_subfolders(tmp_path: Path) -> No
     gray().save(tmp_path / "NG" / "dent" / "d1.png")
     with pytest.raises(PsicbatchError, match=r"d1\.png: its mask .*d1\.png could as well be"):
         read_dataset(tmp_path, "classes")
+
+
+def test_hidden_files_and_folders_are_not_part_of_a_dataset(tmp_path: Path) -> None:
+    """macOS leaves ``._NAME`` files beside copied images, notebooks checkpoint folders."""
+    make_classes(tmp_path)
+    (tmp_path / "NG" / "._d1.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (tmp_path / "NG" / ".ipynb_checkpoints").mkdir()
+    gray().save(tmp_path / "NG" / ".ipynb_checkpoints" / "d1-checkpoint.png")
+    assert [s.id for s in read_dataset(tmp_path, "classes")][2:] == ["NG/d1", "NG/d2"]
+    ksdd = tmp_path / "ksdd"
+    make_kolektorsdd(ksdd)
+    (ksdd / ".ipynb_checkpoints").mkdir()
+    gray().save(ksdd / ".ipynb_checkpoints" / "Part0.jpg")
+    (ksdd / "kos01" / "._Part0.jpg").write_bytes(b"\x00\x05\x16\x07")
+    assert len(read_dataset(ksdd, "kolektorsdd")) == 4

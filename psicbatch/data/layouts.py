@@ -55,7 +55,13 @@ class SampleRef:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if _is_image_name(p.name))
+
+
+def _is_image_name(name: str) -> bool:
+    """An image's name, not a hidden file's: macOS leaves ``._NAME.png`` beside copied
+    images (not images at all), notebooks ``.ipynb_checkpoints/`` copies of them."""
+    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
 def _has_defect(mask_path: Path | None) -> bool:
@@ -71,7 +77,7 @@ def _sample(
 
 def read_kolektorsdd(root: Path) -> list[SampleRef]:
     samples = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for image in _images_in(folder):
             if image.stem.endswith(LABEL_SUFFIX):
                 continue
@@ -214,7 +220,11 @@ def _images_below(folder: Path) -> list[Path]:
     """Images in ``folder`` and its subfolders (a review may sort defects by type); links
     to folders are not followed."""
     return sorted(
-        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        p
+        for p in folder.rglob("*")
+        if _is_image_name(p.name)
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and p.is_file()
     )
 
 
