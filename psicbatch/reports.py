@@ -186,13 +186,14 @@ class Rates:
             "these images", counts.fn, counts.fn + counts.tp, counts.fp, counts.fp + counts.tn
         )
 
-    def escape_bound(self) -> str:
-        """The one-sided 95% upper bound of the escape rate these images vouch for."""
-        from psicbatch.decisions import upper_bound  # scipy: only where rates are shown
 
-        if not self.defective:
-            return "n/a"
-        return f"{100 * upper_bound(self.escapes, self.defective):.1f}%"
+def escape_bound(escapes: int, defective: int) -> str:
+    """The one-sided 95% upper bound of the escape rate ``defective`` images vouch for."""
+    from psicbatch.decisions import upper_bound  # scipy: only where rates are shown
+
+    if not defective:
+        return "n/a"
+    return f"{100 * upper_bound(escapes, defective):.1f}%"
 
 
 def _share(count: int, total: int) -> str:
@@ -202,7 +203,7 @@ def _share(count: int, total: int) -> str:
 RATE_COLUMNS: tuple[Column[Rates], ...] = (
     Column("images", lambda r: r.images),
     Column("escapes (defective judged good)", lambda r: _share(r.escapes, r.defective)),
-    Column("escape rate, 95% upper bound", Rates.escape_bound),
+    Column("escape rate, 95% upper bound", lambda r: escape_bound(r.escapes, r.defective)),
     Column("false rejects (good judged defective)", lambda r: _share(r.false_rejects, r.good)),
 )
 
@@ -210,6 +211,7 @@ RATE_COLUMNS: tuple[Column[Rates], ...] = (
 DEFECT_TYPE_COLUMNS: tuple[Column[DefectTypeScores], ...] = (
     Column("defect type", lambda t: t.defect_type or "(no type)"),
     Column("escapes (judged good)", lambda t: _share(t.escapes, t.images)),
+    Column("escape rate, 95% upper bound", lambda t: escape_bound(t.escapes, t.images)),
     Column("images with a mask", lambda t: t.with_masks),
     Column("Mask mIoU (%) of those", lambda t: percent(t.mask_miou)),
 )

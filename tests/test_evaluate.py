@@ -312,6 +312,10 @@ def test_defect_types_of_a_review_get_their_own_escapes(dataset: Path, tmp_path:
     assert types["scratch"]["mask_miou"] == pytest.approx(np.mean(masked), nan_ok=True)
     for page in ("report.md", "report.html"):
         assert "Defective images by type" in (out / page).read_text()
+    line = next(
+        x for x in (out / "report.md").read_text().splitlines() if x.startswith("| scratch")
+    )
+    assert line.split(" | ")[2].endswith("%")  # the escape rate's 95% upper bound
     shown = json.loads(CliRunner().invoke(main, ["info", str(out), "--json"]).output)
     scratch = types["scratch"]
     assert (
