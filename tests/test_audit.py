@@ -343,3 +343,11 @@ def test_a_review_sorted_into_folders_audits_a_run(dataset: Path, tmp_path: Path
     a, b = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("sorted", "full"))
     assert a["classification"] == b["classification"]
     assert a["unmasked_defective"] == len(unmasked) > 0
+    # Decisions need only the sorting: chosen from it, they are those full labels give.
+    chosen = {}
+    for name, labels in (("full", dataset), ("sorted", tmp_path / "reviewed")):
+        target = tmp_path / f"{name}.json"
+        cli("calibrate", str(results), "--labels", str(labels), "-o", str(target), "-q")
+        chosen[name] = json.loads(target.read_text())["validation"]
+    for key in ("threshold", "escapes", "false_rejects"):
+        assert chosen["sorted"][key] == chosen["full"][key], key
