@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from psicbatch.commands.training_options import auto_input_size
-from psicbatch.data.images import EXIF_ORIENTATION, file_size
 from psicbatch.data.layouts import SampleRef
 from psicbatch.network_size import AUTO_PIXELS, MIN_NETWORK_SIZE, STRIDE, fitted_size
+from psicbatch.run.headers import EXIF_ORIENTATION, image_size
 
 
 @pytest.mark.parametrize(
@@ -60,4 +60,4 @@ def test_a_rotated_photo_counts_as_it_is_shown(tmp_path: Path) -> None:
     exif = Image.Exif()
     exif[EXIF_ORIENTATION] = 6
     Image.fromarray(np.zeros((20, 60), np.uint8)).save(path, exif=exif)
-    assert file_size(path) == (60, 20)
+    assert image_size(path) == (60, 20)

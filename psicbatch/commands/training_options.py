@@ -21,7 +21,7 @@ from psicbatch.commands.options import (
     device_option,
     precision_option,
 )
-from psicbatch.data.images import BIT_DEPTHS, file_bit_depth, file_size
+from psicbatch.data.images import BIT_DEPTHS, file_bit_depth
 from psicbatch.data.layouts import (
     AUTO,
     LAYOUTS,
@@ -33,6 +33,7 @@ from psicbatch.data.layouts import (
 from psicbatch.errors import PsicbatchError
 from psicbatch.fingerprints import file_digests
 from psicbatch.network_size import fitted_size
+from psicbatch.run.headers import image_size
 from psicbatch.train_options import MODES, PIXEL_THRESHOLDS, TrainOptions
 
 
@@ -201,7 +202,7 @@ def training_setup(data: Path, layout: str, channels: str, kwargs: dict[str, Any
         )
     size_choice = None
     if kwargs["input_size"] == "auto":
-        kwargs["input_size"], size_choice = auto_input_size(samples)
+        kwargs["input_size"], size_choice = auto_input_size(samples, bit_depth)
     options = train_options_from(kwargs)
     dataset = {
         "path": str(data),
@@ -219,11 +220,11 @@ def training_setup(data: Path, layout: str, channels: str, kwargs: dict[str, Any
 SIZE_SAMPLE = 64  # images whose headers ``auto`` reads: evenly spaced through the dataset
 
 
-def auto_input_size(samples: list[SampleRef]) -> tuple[tuple[int, int], str]:
+def auto_input_size(samples: list[SampleRef], bit_depth: int = 8) -> tuple[tuple[int, int], str]:
     """``--input-size auto``: the median height and width of (up to SIZE_SAMPLE of) the
     images, as the network takes them (``fitted_size``), and a line saying so."""
     step = -(-len(samples) // SIZE_SAMPLE)  # at most SIZE_SAMPLE of them
-    sizes = [file_size(sample.image_path) for sample in samples[::step]]
+    sizes = [image_size(sample.image_path, bit_depth) for sample in samples[::step]]
     height = round(statistics.median(h for h, _ in sizes))
     width = round(statistics.median(w for _, w in sizes))
     size = fitted_size(height, width)

@@ -29,8 +29,6 @@ UNREADABLE = "not a readable image (unknown or damaged format)"
 WIDE_MODES = ("I;16", "I;16B", "I;16L", "I")  # PIL's modes of 16-bit grayscale files
 BIT_DEPTHS = (8, 12, 16)  # a model's pixel depth: 8 bits, or 12/16 stored in 16-bit files
 MAX_PIXELS = max_pixels()
-EXIF_ORIENTATION = 0x0112
-TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap height and width
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
@@ -100,14 +98,6 @@ def check_bit_depth(image_depth: int, bit_depth: int, path: Path) -> None:
             f"an 8-bit image, but the model reads {bit_depth}-bit grayscale "
             "(give it the camera's 16-bit files, or use a model trained on 8-bit images)",
         )
-
-
-def file_size(path: Path) -> tuple[int, int]:
-    """A file's (H, W) as decoded, EXIF rotation applied, from its header."""
-    with _open(path, lazy=True) as image:
-        width, height = image.size
-        rotated = image.getexif().get(EXIF_ORIENTATION, 1) in TRANSPOSING_ORIENTATIONS
-    return (width, height) if rotated else (height, width)
 
 
 def file_bit_depth(path: Path) -> int:

@@ -10,7 +10,6 @@ as it scores them instead (``labelled``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,11 +21,10 @@ from psicbatch.data.masks import DefectMasks
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 from psicbatch.preprocess import read_resized, resize_mask
-from psicbatch.run.headers import read_bytes
+from psicbatch.run.headers import image_size
 from psicbatch.tiles import TileGrid
 
 STATS_CHUNK = 16  # images whose pixels are summed at once
-ANY_FILE_SIZE = 2**40  # training reads files of any size (a run has --max-file-size)
 
 
 @dataclass
@@ -135,7 +133,7 @@ def load_tiles(
     task = progress.add_task("reading headers", total=len(samples), status="") if progress else None
     grids = []
     for sample in samples:
-        grids.append(TileGrid(_header_size(sample.image_path, bit_depth), tile, overlap))
+        grids.append(TileGrid(image_size(sample.image_path, bit_depth), tile, overlap))
         if progress is not None and task is not None:
             progress.advance(task)
     count = sum(len(grid.origins) for grid in grids)
@@ -162,16 +160,6 @@ def load_tiles(
     labels = torch.zeros(count, dtype=torch.bool)
     labels[masks.defective] = True  # the tiles whose part of the mask holds a defect pixel
     return TensorDataset(images, masks, labels, [tile] * count, bit_depth)
-
-
-def _header_size(path: Path, bit_depth: int) -> tuple[int, int]:
-    """An image's (H, W) after EXIF rotation, from its header; any file size is read. A
-    header PIL cannot read is decoded, which says what is wrong with the file."""
-    data, size, _ = read_bytes(path, ANY_FILE_SIZE, bit_depth)
-    if size is None:
-        height, width = read_image(path, 1, data, bit_depth).shape[:2]
-        return height, width
-    return size
 
 
 def _pixel_type(bit_depth: int) -> torch.dtype:

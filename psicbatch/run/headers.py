@@ -12,16 +12,19 @@ from PIL import Image
 
 from psicbatch.data.images import (
     DECODED_FORMATS,
-    EXIF_ORIENTATION,
     MAX_PIXELS,
-    TRANSPOSING_ORIENTATIONS,
     ImageReadError,
     check_bit_depth,
     check_pixels,
     image_bit_depth,
+    read_image,
 )
 from psicbatch.pixel_limit import VARIABLE
 from psicbatch.run.files import FileStamp, read_file
+
+EXIF_ORIENTATION = 0x0112
+TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap height and width
+ANY_FILE_SIZE = 2**40  # training reads files of any size (a run has --max-file-size)
 
 
 def read_bytes(
@@ -95,3 +98,14 @@ def _png_may_orient(data: bytes) -> bool:
             return False
         offset += 12 + length
     return False
+
+
+def image_size(path: Path, bit_depth: int = 8) -> tuple[int, int]:
+    """An image's (H, W) after EXIF rotation, from its header, for training (any file
+    size is read; the orientation is found without decoding, as a run finds it). A header
+    PIL cannot read is decoded, which says what is wrong with the file."""
+    data, size, _ = read_bytes(path, ANY_FILE_SIZE, bit_depth)
+    if size is None:
+        height, width = read_image(path, 1, data, bit_depth).shape[:2]
+        return height, width
+    return size
