@@ -209,7 +209,7 @@ RATE_COLUMNS: tuple[Column[Rates], ...] = (
 
 
 DEFECT_TYPE_COLUMNS: tuple[Column[DefectTypeScores], ...] = (
-    Column("defect type", lambda t: t.defect_type or "(no type)"),
+    Column("defect type", lambda t: t.label),
     Column("escapes (judged good)", lambda t: _share(t.escapes, t.images)),
     Column("escape rate, 95% upper bound", lambda t: escape_bound(t.escapes, t.images)),
     Column("images with a mask", lambda t: t.with_masks),

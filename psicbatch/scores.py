@@ -197,6 +197,11 @@ class DefectTypeScores:
     with_masks: int
     mask_miou: float  # over those with a mask (strict); NaN without any
 
+    @property
+    def label(self) -> str:
+        """The type as reports name it."""
+        return self.defect_type or "(no type)"
+
 
 @dataclass
 class EvaluationSummary:

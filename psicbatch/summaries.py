@@ -108,8 +108,7 @@ def evaluation_summary(path: Path) -> tuple[str, dict[str, Any]]:
         **(
             {
                 "escapes by defect type": [
-                    f"{t.defect_type or '(no type)'}: {t.escapes} of {t.images}"
-                    for t in summary.defect_types
+                    f"{t.label}: {t.escapes} of {t.images}" for t in summary.defect_types
                 ]
             }
             if summary.defect_types
