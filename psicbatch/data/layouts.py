@@ -191,16 +191,16 @@ def read_classes(root: Path) -> list[SampleRef]:
                 )
             sample_id = image.relative_to(root).with_suffix("").as_posix()
             samples.append(SampleRef(sample_id, image, None, False, sample_id))
-    masked: dict[str, Path] = {}
+    by_name: dict[str, Path] = {}  # defective images, for masks found by name
     for folder in defective:
         for image in _images_below(folder):
             mask = masks.get(image.stem)
-            if mask is not None and image.stem in masked:
+            if mask is not None and image.stem in by_name:
                 raise PsicbatchError(
-                    f"{image}: its mask {mask} could as well be that of {masked[image.stem]} "
+                    f"{image}: its mask {mask} could as well be that of {by_name[image.stem]} "
                     "(masks are found by name); rename one of them"
                 )
-            masked[image.stem] = image
+            by_name[image.stem] = image
             sample_id = image.relative_to(root).with_suffix("").as_posix()
             kind = image.parent.relative_to(folder).as_posix()  # "." directly in it
             samples.append(
