@@ -24,6 +24,7 @@ from psicbatch.paths import readable_path, row_file
 from psicbatch.run.labelled_results import labelled_results
 from psicbatch.run.output_guard import is_results_file
 from psicbatch.run.results import read_results_table
+from psicbatch.scores import TypeEscapes, escapes_by_type
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Validation:
     areas: np.ndarray  # predicted defect pixels (masks of every image, not gated)
     folds: np.ndarray | None  # cv predictions: each image's fold
     source: str
+    defect_types: list[str]  # as a review sorted the images ("" where it named none)
 
 
 @dataclass
@@ -117,6 +119,7 @@ def read_validation(
         np.array([row["mask_area"] for _, row in used], dtype=np.int64),
         None,
         f"run results {path} labelled by {readable_path(labels)}: {found.counts('used')}",
+        [sample.defect_type for sample, _ in used],
     )
 
 
@@ -130,6 +133,7 @@ def scored_rows(rows: list[dict[str, Any]], source: str) -> Validation:
         np.array([row["predicted_defect_pixels"] for row in rows], dtype=np.int64),
         np.array([row["fold"] for row in rows]) if rows and "fold" in rows[0] else None,
         source,
+        [row.get("defect_type", "") for row in rows],  # predictions before types: none
     )
 
 
@@ -139,6 +143,7 @@ class Calibration:
     points: list[OperatingPoint]
     per_fold: dict[int, OperatingPoint]  # cv predictions: each fold's own operating point
     nearest: list[dict[str, Any]]  # the images closest to the threshold, on either side
+    by_type: list[TypeEscapes]  # escapes of each defect type at the chosen point
 
 
 def calibrate(
@@ -169,4 +174,6 @@ def calibrate(
         }
         for i in order
     ]
-    return Calibration(chosen, points, per_fold, closest)
+    judged = rule.defective(data.probabilities >= chosen.threshold, data.areas)
+    by_type = escapes_by_type(data.defect_types, data.labels.tolist(), judged.tolist())
+    return Calibration(chosen, points, per_fold, closest, by_type)

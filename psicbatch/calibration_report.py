@@ -14,11 +14,12 @@ from psicbatch.fingerprints import training_note
 from psicbatch.paths import file_head
 from psicbatch.pictures import figure_data_uri, png_data_uri, tinted_thumbnail
 from psicbatch.region_record import short
-from psicbatch.reports import Column, column_table, html_table
+from psicbatch.reports import TYPE_ESCAPE_COLUMNS, Column, column_table, html_table
 
 THUMBNAIL_HEIGHT = 160
 MARKDOWN_TITLE = "Decisions for the line"  # how calibrate's reports are known again
 HTML_TITLE = "psicbatch decisions"
+TYPE_TITLE = "Defective images by type, with these decisions"
 
 
 def is_calibration_markdown(path: Path) -> bool:
@@ -89,6 +90,9 @@ def calibration_html(decisions: Decisions, data: Validation, result: Calibration
             f"<figure>{picture}<figcaption>{e(image['path'])}<br>{label}, "
             f"p = {image['probability']:.4g}, {image['mask_area']} px</figcaption></figure>"
         )
+    types = ""
+    if result.by_type:
+        types = f"<h2>{TYPE_TITLE}</h2>{html_table(TYPE_ESCAPE_COLUMNS, result.by_type)}"
     folds = ""
     if result.per_fold:
         table = html_table(FOLD_COLUMNS, result.per_fold.items())
@@ -107,6 +111,7 @@ figcaption {{ font-size: 0.8em; word-break: break-all; }}
 <p>{e(summary_line(decisions, data, result.chosen))}</p>
 <pre>{e(decisions.command)}</pre>
 <h2>Operating point</h2>{html_table(POINT_COLUMNS, [result.chosen])}
+{types}
 <h2>Escapes and false rejects against the threshold</h2><img src="{curve}" alt="">
 {folds}
 <h2>Images nearest the threshold</h2><div class="images">{"".join(cards)}</div>
@@ -164,6 +169,8 @@ def calibration_markdown(decisions: Decisions, data: Validation, result: Calibra
         "confidence (one-sided Clopper-Pearson bound): that is all this many defects can "
         "vouch for. More labelled defective images narrow it (about 3/n with none escaping).",
     ]
+    if result.by_type:
+        lines += ["", f"## {TYPE_TITLE}", "", *column_table(TYPE_ESCAPE_COLUMNS, result.by_type)]
     if result.per_fold:
         lines += [
             "",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from psicbatch.scores import (
     EngineDescription,
     EvaluationSummary,
     SegmentationScores,
+    escapes_by_type,
 )
 from psicbatch.tiles import TileGrid
 
@@ -389,16 +390,23 @@ def metrics_summary(rows: list[dict[str, Any]]) -> EvaluationSummary:
 
 def defect_type_scores(rows: list[dict[str, Any]]) -> list[DefectTypeScores]:
     """Escapes and mask mIoU of each defect type a review named (none: an empty list)."""
-    defective = [row for row in rows if row["is_defective"]]
-    types = sorted({row.get("defect_type", "") for row in defective})
-    if types in ([], [""]):
-        return []
+    counted = escapes_by_type(
+        [row.get("defect_type", "") for row in rows],
+        [row["is_defective"] for row in rows],
+        [row["predicted_defective"] for row in rows],
+    )
     scores = []
-    for kind in types:
-        of_type = [row for row in defective if row.get("defect_type", "") == kind]
-        masked = [row["mask_iou"] for row in of_type if not math.isnan(row["mask_iou"])]
-        escapes = sum(not row["predicted_defective"] for row in of_type)
-        scores.append(DefectTypeScores(kind, len(of_type), escapes, len(masked), _mean(masked)))
+    for kind in counted:
+        masked = [
+            row["mask_iou"]
+            for row in rows
+            if row["is_defective"]
+            and row.get("defect_type", "") == kind.defect_type
+            and not math.isnan(row["mask_iou"])
+        ]
+        scores.append(
+            DefectTypeScores(**asdict(kind), with_masks=len(masked), mask_miou=_mean(masked))
+        )
     return scores
 
 

@@ -24,20 +24,22 @@ from psicbatch.scores import (
     Metric,
     MetricDelta,
     SegmentationScores,
+    TypeEscapes,
 )
 
 T = TypeVar("T")
 U = TypeVar("U")
+Item = TypeVar("Item", contravariant=True)  # a column for a type serves its subtypes too
 
 
 @dataclass(frozen=True)
-class Column(Generic[T]):
+class Column(Generic[Item]):
     """One column of a report table: its header and how a row's item fills its cell."""
 
     header: str
-    cell: Callable[[T], object]
+    cell: Callable[[Item], object]
 
-    def on(self, part: Callable[[U], T]) -> Column[U]:
+    def on(self, part: Callable[[U], Item]) -> Column[U]:
         """The same column for rows that hold its item as ``part`` of them."""
         return Column(self.header, lambda row: self.cell(part(row)))
 
@@ -208,10 +210,13 @@ RATE_COLUMNS: tuple[Column[Rates], ...] = (
 )
 
 
-DEFECT_TYPE_COLUMNS: tuple[Column[DefectTypeScores], ...] = (
+TYPE_ESCAPE_COLUMNS: tuple[Column[TypeEscapes], ...] = (
     Column("defect type", lambda t: t.label),
     Column("escapes (judged good)", lambda t: _share(t.escapes, t.images)),
     Column("escape rate, 95% upper bound", lambda t: escape_bound(t.escapes, t.images)),
+)
+DEFECT_TYPE_COLUMNS: tuple[Column[DefectTypeScores], ...] = (
+    *TYPE_ESCAPE_COLUMNS,
     Column("images with a mask", lambda t: t.with_masks),
     Column("Mask mIoU (%) of those", lambda t: percent(t.mask_miou)),
 )

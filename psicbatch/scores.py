@@ -7,6 +7,7 @@ report shows, so a metric is named once; reports are built from these, never fro
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -187,20 +188,44 @@ class Comparison:
 
 
 @dataclass(frozen=True)
-class DefectTypeScores:
-    """The defective images of one type, as a review sorted them: which type a line
-    misses."""
+class TypeEscapes:
+    """The defective images of one type, as a review sorted them, and how many of them
+    were judged defect-free: which type a line misses."""
 
     defect_type: str  # "" for those sorted under no type
     images: int
     escapes: int  # judged defect-free
-    with_masks: int
-    mask_miou: float  # over those with a mask (strict); NaN without any
 
     @property
     def label(self) -> str:
         """The type as reports name it."""
         return self.defect_type or "(no type)"
+
+
+def escapes_by_type(
+    types: Sequence[str], defective: Sequence[bool], judged_defective: Sequence[bool]
+) -> list[TypeEscapes]:
+    """Each named type's defective images and escapes, by type name; an empty list where
+    no review named a type (all images under none)."""
+    named = sorted(
+        {kind for kind, is_defective in zip(types, defective, strict=True) if is_defective}
+    )
+    if named in ([], [""]):
+        return []
+    counts = {kind: [0, 0] for kind in named}
+    for kind, is_defective, judged in zip(types, defective, judged_defective, strict=True):
+        if is_defective:
+            counts[kind][0] += 1
+            counts[kind][1] += not judged
+    return [TypeEscapes(kind, images, escapes) for kind, (images, escapes) in counts.items()]
+
+
+@dataclass(frozen=True)
+class DefectTypeScores(TypeEscapes):
+    """A type's escapes with how well its masks were found (``eval``)."""
+
+    with_masks: int = 0
+    mask_miou: float = math.nan  # over those with a mask (strict); NaN without any
 
 
 @dataclass

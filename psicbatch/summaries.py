@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,13 @@ from psicbatch.fingerprints import SEEN_BEFORE, seen_before, trained_on
 from psicbatch.paths import file_sha256, regular_file_bytes
 from psicbatch.run.output_guard import RESULTS, is_results_file
 from psicbatch.run.results import results_summary, watch_identity
-from psicbatch.scores import HEADLINE, AppliedDecisions, EngineDescription, EvaluationSummary
+from psicbatch.scores import (
+    HEADLINE,
+    AppliedDecisions,
+    EngineDescription,
+    EvaluationSummary,
+    TypeEscapes,
+)
 
 
 def summarize(path: Path) -> tuple[str, dict[str, Any]]:
@@ -67,12 +74,29 @@ def decisions_fields(decisions: Decisions) -> dict[str, Any]:
             if key in chosen
         },
         "escape_rate_upper_95": chosen.get("escape_rate_upper_95"),
+        "escapes by defect type": _recorded_type_escapes(chosen),
         "scored_by": decisions.scored_by,
         "roi": decisions.roi,
         "set_by": decisions.set_by,
         "set_at": decisions.set_at,
     }
-    return {key: value for key, value in summary.items() if value not in ({}, None, "")}
+    return {key: value for key, value in summary.items() if value not in ({}, [], None, "")}
+
+
+def _recorded_type_escapes(validation: dict[str, Any]) -> list[str]:
+    """The escapes by defect type a decision file records (files of earlier versions and
+    reviews without types: none)."""
+    try:
+        return type_escapes_lines(
+            TypeEscapes(**kind) for kind in validation.get("defect_types", [])
+        )
+    except TypeError:
+        return ["(not readable in this decision file)"]
+
+
+def type_escapes_lines(types: Iterable[TypeEscapes]) -> list[str]:
+    """``scratch: 1 of 12`` per defect type."""
+    return [f"{kind.label}: {kind.escapes} of {kind.images}" for kind in types]
 
 
 # The record an ``eval`` report folder holds, and a ``cv`` folder's (pooled over folds).
@@ -106,11 +130,7 @@ def evaluation_summary(path: Path) -> tuple[str, dict[str, Any]]:
         **{f"{metric.label} (%)": round(100 * metric.of(summary), 2) for metric in HEADLINE},
         "FP / FN": f"{summary.classification.fp} / {summary.classification.fn}",
         **(
-            {
-                "escapes by defect type": [
-                    f"{t.label}: {t.escapes} of {t.images}" for t in summary.defect_types
-                ]
-            }
+            {"escapes by defect type": type_escapes_lines(summary.defect_types)}
             if summary.defect_types
             else {}
         ),

@@ -327,6 +327,9 @@ def test_a_review_sorted_into_folders_audits_a_run(dataset: Path, tmp_path: Path
     from tests.test_evaluate import sorted_by_review
 
     unmasked = sorted_by_review(dataset, tmp_path / "reviewed")
+    (tmp_path / "reviewed" / "ng" / "pit").mkdir()
+    for image in sorted((tmp_path / "reviewed" / "ng").glob("*.png"))[::2]:
+        image.rename(tmp_path / "reviewed" / "ng" / "pit" / image.name)
     results = tmp_path / "r.parquet"
     cli("run", str(dataset / "images"), "-o", str(results), "--masks", "all", *FAST)
     cli("eval", str(results), "--labels", str(dataset), "-o", str(tmp_path / "full"), "-q")
@@ -351,3 +354,8 @@ def test_a_review_sorted_into_folders_audits_a_run(dataset: Path, tmp_path: Path
         chosen[name] = json.loads(target.read_text())["validation"]
     for key in ("threshold", "escapes", "false_rejects"):
         assert chosen["sorted"][key] == chosen["full"][key], key
+    types = chosen["sorted"]["defect_types"]  # and which types they let through
+    assert [kind["defect_type"] for kind in types] == ["", "pit"]
+    assert sum(kind["images"] for kind in types) == chosen["sorted"]["defective"]
+    assert sum(kind["escapes"] for kind in types) == chosen["sorted"]["escapes"]
+    assert "defect_types" not in chosen["full"]

@@ -321,3 +321,47 @@ def test_defect_types_of_a_review_get_their_own_escapes(dataset: Path, tmp_path:
     assert (
         f"scratch: {scratch['escapes']} of {scratch['images']}" in shown["escapes by defect type"]
     )
+
+
+def test_decisions_say_which_defect_types_escape_them(dataset: Path, tmp_path: Path) -> None:
+    """Calibration on a review sorted by type: each type's escapes at the chosen threshold,
+    counted from the very probabilities the threshold was chosen on."""
+    reviewed = tmp_path / "reviewed"
+    sorted_by_review(dataset, reviewed)
+    (reviewed / "ng" / "scratch").mkdir()
+    for image in sorted((reviewed / "ng").glob("*.png"))[::2]:
+        image.rename(reviewed / "ng" / "scratch" / image.name)
+    args = ["eval", str(demo_model_path()), str(reviewed), "--precision", "fp32", "-q"]
+    assert CliRunner().invoke(main, [*args, "-o", str(tmp_path / "e")]).exit_code == 0
+    predictions = tmp_path / "e" / "predictions.parquet"
+    rows = [r for r in pq.read_table(predictions).to_pylist() if r["is_defective"]]
+    # Parts pass with defects below a minimum area: some of each type, as lines allow.
+    min_area = int(np.median([r["predicted_defect_pixels"] for r in rows])) + 1
+    out = tmp_path / "d.json"
+    args = ["calibrate", str(predictions), "--rule", "both", "--min-area", str(min_area)]
+    result = CliRunner().invoke(main, [*args, "--max-escape-rate", "1", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    chosen = json.loads(out.read_text())["validation"]
+
+    def escapes(row: dict) -> bool:
+        found = row["predicted_defect_pixels"] >= min_area
+        return not (found and row["probability"] >= chosen["threshold"])
+
+    expected = {
+        kind: {
+            "defect_type": kind,
+            "images": sum(r["defect_type"] == kind for r in rows),
+            "escapes": sum(r["defect_type"] == kind and escapes(r) for r in rows),
+        }
+        for kind in ("", "scratch")
+    }
+    assert chosen["defect_types"] == [expected[""], expected["scratch"]]
+    assert sum(kind["escapes"] for kind in expected.values()) == chosen["escapes"] > 0
+    scratch = expected["scratch"]
+    for page in ("d.md", "d.html"):
+        assert "Defective images by type, with these decisions" in (tmp_path / page).read_text()
+    shown = json.loads(CliRunner().invoke(main, ["info", str(out), "--json"]).output)
+    assert shown["escapes by defect type"] == [
+        f"(no type): {expected['']['escapes']} of {expected['']['images']}",
+        f"scratch: {scratch['escapes']} of {scratch['images']}",
+    ]

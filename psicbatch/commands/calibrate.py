@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +212,11 @@ def calibrate_command(
         validation={
             "source": data.source,
             **result.chosen.to_dict(),
+            **(
+                {"defect_types": [asdict(kind) for kind in result.by_type]}
+                if result.by_type
+                else {}
+            ),
             "image_digests": ImageSet.of_digests(digests).encode(),  # eval counts them
             **({"seen_in_training": seen.training} if seen and seen.training is not None else {}),
         },
