@@ -15,6 +15,8 @@ import numpy as np
 
 from psicbatch.pictures import png_bytes_uri
 from psicbatch.reports import (
+    DEFECT_TYPE_COLUMNS,
+    DEFECT_TYPE_TITLE,
     METRIC_NOTE,
     READINGS,
     Column,
@@ -248,6 +250,7 @@ def _blocks(report: dict[str, Any], curves: list[Path]) -> list[Block]:
         Heading(2, "Folds"),
         Table.of(FOLD_COLUMNS, report["folds"]),
         Paragraph(f"Pooled over all folds' test predictions: {pooled_scores}."),
+        *_defect_types(pooled),
         *([Curves(curves)] if curves else []),
         *(
             [Pages("Each fold's test set, with the images its model got most wrong", pages)]
@@ -255,6 +258,16 @@ def _blocks(report: dict[str, Any], curves: list[Path]) -> list[Block]:
             else []
         ),
         Paragraph(METRIC_NOTE),
+    ]
+
+
+def _defect_types(pooled: EvaluationSummary) -> list[Block]:
+    """Each defect type's escapes and masks over all folds, where a review named types."""
+    if not pooled.defect_types:
+        return []
+    return [
+        Heading(3, f"{DEFECT_TYPE_TITLE} (pooled over folds)"),
+        Table.of(DEFECT_TYPE_COLUMNS, pooled.defect_types),
     ]
 
 

@@ -244,6 +244,40 @@ def test_cv_runs_a_single_fold_with_the_mask_study_options(dataset: Path, tmp_pa
     assert bad.exit_code == 1 and "--fold must be between 1 and 3" in bad.output
 
 
+def test_cv_of_a_review_sorted_by_type_reports_each_types_escapes(
+    dataset: Path, tmp_path: Path
+) -> None:
+    """cv on the classes layout: the pooled report has a row per defect type."""
+    import numpy as np
+    from PIL import Image
+
+    review = tmp_path / "review"
+    for folder in ("good", "defective/crack", "defective/pit", "masks"):
+        (review / folder).mkdir(parents=True)
+    for number, image in enumerate(sorted((dataset / "images").glob("*.png"))):
+        mask = dataset / "masks" / image.name
+        if not mask.exists() or not np.asarray(Image.open(mask)).any():
+            (review / "good" / image.name).symlink_to(image)
+            continue
+        kind = ("crack", "pit")[number % 2]
+        (review / "defective" / kind / image.name).symlink_to(image)
+        (review / "masks" / image.name).symlink_to(mask)
+    out = tmp_path / "cv"
+    result = CliRunner().invoke(
+        main, ["cv", str(review), "--folds", "2", "-o", str(out), "-q", *TINY]
+    )
+    assert result.exit_code == 0, result.output
+    pooled = json.loads((out / "cv.json").read_text())["pooled"]
+    kinds = {kind["defect_type"]: kind for kind in pooled["defect_types"]}
+    assert set(kinds) == {"crack", "pit"}
+    assert sum(kind["images"] for kind in kinds.values()) == pooled["defective_images"]
+    assert sum(kind["escapes"] for kind in kinds.values()) == pooled["classification"]["fn"]
+    for page in ("report.md", "report.html"):
+        text = (out / page).read_text()
+        assert "Defective images by type (pooled over folds)" in text
+        assert "crack" in text and "pit" in text
+
+
 def test_train_on_missing_folder_is_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["train", str(tmp_path / "nope"), "--out", "m.pt"])
     assert result.exit_code == 1

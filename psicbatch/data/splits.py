@@ -1,10 +1,11 @@
-"""Deterministic k-fold splits by group, stratified so every fold holds defective images."""
+"""Deterministic k-fold splits by group, stratified so every fold holds defective images
+(and each defect type a review named)."""
 
 from __future__ import annotations
 
 import json
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,7 +27,9 @@ def kfold_by_group(
     one (KolektorSDD's kos01 and kos26 hold the same eight images). Groups with defects
     are dealt out first, each to the fold with the fewest defective images so far, then
     defect-free groups to the fold with the fewest images; the order is shuffled with
-    ``seed``.
+    ``seed``. Where a review named defect types, the rarest types' groups are dealt first,
+    each to the fold with the fewest of its types: three images of a rare type go to three
+    folds, so every fold's model trains on some of them (without types, the same folds).
     """
     if folds < 2:
         raise PsicbatchError(f"cross-validation needs at least 2 folds, got {folds}")
@@ -44,16 +47,32 @@ def kfold_by_group(
     rng = random.Random(seed)
     rng.shuffle(defective)
     rng.shuffle(clean)
+    kinds = {group: _defect_types(groups[group]) for group in defective}
+    images_of_type = Counter(s.defect_type for s in samples if s.is_defective)
+    defective.sort(key=lambda group: min(images_of_type[kind] for kind in kinds[group]))
     test_ids: list[list[str]] = [[] for _ in range(folds)]
     defects_in = [0] * folds
+    of_type: list[Counter[str]] = [Counter() for _ in range(folds)]
     for group in defective:
-        fold = min(range(folds), key=lambda f: (defects_in[f], len(test_ids[f])))
+        fold = min(
+            range(folds),
+            key=lambda f: (
+                sum(of_type[f][kind] for kind in kinds[group]),
+                defects_in[f],
+                len(test_ids[f]),
+            ),
+        )
         test_ids[fold] += [s.id for s in groups[group]]
         defects_in[fold] += sum(s.is_defective for s in groups[group])
+        of_type[fold].update(s.defect_type for s in groups[group] if s.is_defective)
     for group in clean:
         fold = min(range(folds), key=lambda f: len(test_ids[f]))
         test_ids[fold] += [s.id for s in groups[group]]
     return [sorted(ids) for ids in test_ids]
+
+
+def _defect_types(members: list[SampleRef]) -> set[str]:
+    return {s.defect_type for s in members if s.is_defective}
 
 
 def joined_groups(samples: list[SampleRef], digests: Sequence[bytes | None]) -> dict[str, str]:
