@@ -24,7 +24,7 @@ from psicbatch.paths import readable_path, row_file
 from psicbatch.run.labelled_results import labelled_results
 from psicbatch.run.output_guard import is_results_file
 from psicbatch.run.results import read_results_table
-from psicbatch.scores import TypeEscapes, escapes_by_type
+from psicbatch.scores import named_types
 
 
 @dataclass
@@ -143,7 +143,6 @@ class Calibration:
     points: list[OperatingPoint]
     per_fold: dict[int, OperatingPoint]  # cv predictions: each fold's own operating point
     nearest: list[dict[str, Any]]  # the images closest to the threshold, on either side
-    by_type: list[TypeEscapes]  # escapes of each defect type at the chosen point
 
 
 def calibrate(
@@ -151,18 +150,29 @@ def calibrate(
     rule: Rule,
     max_escape_rate: float | None,
     max_false_reject_rate: float | None,
+    type_limits: dict[str, float] | None = None,
     nearest: int = 5,
 ) -> Calibration:
-    points = operating_points(data.probabilities, data.labels, data.areas, rule)
-    chosen = choose(points, max_escape_rate, max_false_reject_rate)
+    """The operating point for the target on the validation images (and each cv fold's
+    own); ``type_limits``: the most escapes of a named defect type, as a share of its
+    images."""
+    limits = type_limits or {}
+    check_type_limits(limits, data.defect_types, data.labels.tolist(), data.source)
+    target = (max_escape_rate, max_false_reject_rate, limits)
+    points = operating_points(data.probabilities, data.labels, data.areas, rule, data.defect_types)
+    chosen = choose(points, *target)
     per_fold = {}
     if data.folds is not None:
         for fold in sorted(set(data.folds.tolist())):
             inside = data.folds == fold
             fold_points = operating_points(
-                data.probabilities[inside], data.labels[inside], data.areas[inside], rule
+                data.probabilities[inside],
+                data.labels[inside],
+                data.areas[inside],
+                rule,
+                [kind for kind, kept in zip(data.defect_types, inside, strict=True) if kept],
             )
-            per_fold[int(fold)] = choose(fold_points, max_escape_rate, max_false_reject_rate)
+            per_fold[int(fold)] = choose(fold_points, *target)
     order = np.argsort(np.abs(data.probabilities - chosen.threshold))[: nearest * 2]
     closest = [
         {
@@ -174,6 +184,21 @@ def calibrate(
         }
         for i in order
     ]
-    judged = rule.defective(data.probabilities >= chosen.threshold, data.areas)
-    by_type = escapes_by_type(data.defect_types, data.labels.tolist(), judged.tolist())
-    return Calibration(chosen, points, per_fold, closest, by_type)
+    return Calibration(chosen, points, per_fold, closest)
+
+
+def check_type_limits(
+    limits: dict[str, float], types: list[str], defective: list[bool], where: str
+) -> None:
+    """Limits only for defect types the validation images have: a misspelt type would
+    otherwise limit nothing."""
+    known = named_types(types, defective)
+    unknown = sorted(set(limits) - set(known) - {""})
+    if not unknown:
+        return
+    have = (
+        f"its types are {', '.join(kind for kind in known if kind)}"
+        if any(known)
+        else "it names no defect types (subfolders of defective/ in the classes layout)"
+    )
+    raise PsicbatchError(f"{where}: no defective image of type {', '.join(unknown)}; {have}")

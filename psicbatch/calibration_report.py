@@ -9,7 +9,7 @@ from pathlib import Path
 
 from psicbatch.calibrate import Calibration, Validation
 from psicbatch.data.images import ImageReadError, read_image
-from psicbatch.decisions import Decisions, OperatingPoint
+from psicbatch.decisions import Decisions, OperatingPoint, target_text
 from psicbatch.fingerprints import training_note
 from psicbatch.paths import file_head
 from psicbatch.pictures import figure_data_uri, png_data_uri, tinted_thumbnail
@@ -91,8 +91,8 @@ def calibration_html(decisions: Decisions, data: Validation, result: Calibration
             f"p = {image['probability']:.4g}, {image['mask_area']} px</figcaption></figure>"
         )
     types = ""
-    if result.by_type:
-        types = f"<h2>{TYPE_TITLE}</h2>{html_table(TYPE_ESCAPE_COLUMNS, result.by_type)}"
+    if result.chosen.by_type:
+        types = f"<h2>{TYPE_TITLE}</h2>{html_table(TYPE_ESCAPE_COLUMNS, result.chosen.by_type)}"
     folds = ""
     if result.per_fold:
         table = html_table(FOLD_COLUMNS, result.per_fold.items())
@@ -142,7 +142,7 @@ def summary_line(decisions: Decisions, data: Validation, point: OperatingPoint) 
     seen = decisions.validation.get("seen_in_training")
     training = f" Note: {training_note(seen, len(data.files))}." if seen else ""
     return (
-        f"Target: {', '.join(f'{k} {v:g}' for k, v in decisions.target.items())}; decision by "
+        f"Target: {target_text(decisions.target)}; decision by "
         f"{rule_text}. Validation: {data.source}, {point.defective} defective and "
         f"{point.good} good images.{region}{training} Set by {decisions.set_by} at "
         f"{decisions.set_at}."
@@ -169,8 +169,13 @@ def calibration_markdown(decisions: Decisions, data: Validation, result: Calibra
         "confidence (one-sided Clopper-Pearson bound): that is all this many defects can "
         "vouch for. More labelled defective images narrow it (about 3/n with none escaping).",
     ]
-    if result.by_type:
-        lines += ["", f"## {TYPE_TITLE}", "", *column_table(TYPE_ESCAPE_COLUMNS, result.by_type)]
+    if result.chosen.by_type:
+        lines += [
+            "",
+            f"## {TYPE_TITLE}",
+            "",
+            *column_table(TYPE_ESCAPE_COLUMNS, result.chosen.by_type),
+        ]
     if result.per_fold:
         lines += [
             "",

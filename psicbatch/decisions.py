@@ -16,7 +16,7 @@ import getpass
 import json
 import math
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +27,7 @@ import numpy as np
 from psicbatch.atomic import write_atomically
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import FileSnapshot
+from psicbatch.scores import TypeEscapes, named_types
 
 RULES = ("classifier", "both", "either")  # how the image decision and the area combine
 CONFIDENCE = 0.95
@@ -82,6 +83,7 @@ class OperatingPoint:
     defective: int
     false_rejects: int  # good images judged defective
     good: int
+    by_type: tuple[TypeEscapes, ...] = ()  # where a review named defect types
 
     @property
     def escape_rate(self) -> float:
@@ -97,12 +99,22 @@ class OperatingPoint:
         return upper_bound(self.escapes, self.defective)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            **asdict(self),
+        record = {
+            **{key: value for key, value in asdict(self).items() if key != "by_type"},
             "escape_rate": self.escape_rate,
             "false_reject_rate": self.false_reject_rate,
             "escape_rate_upper_95": self.escape_rate_upper,
         }
+        if self.by_type:
+            record["defect_types"] = [asdict(kind) for kind in self.by_type]
+        return record
+
+    def within(self, type_limits: dict[str, float]) -> bool:
+        """Whether each named type's escape rate is within its limit."""
+        return all(
+            kind.escapes <= type_limits.get(kind.defect_type, 1.0) * kind.images
+            for kind in self.by_type
+        )
 
 
 def upper_bound(failures: int, trials: int, confidence: float = CONFIDENCE) -> float:
@@ -115,11 +127,16 @@ def upper_bound(failures: int, trials: int, confidence: float = CONFIDENCE) -> f
 
 
 def operating_points(
-    probabilities: np.ndarray, labels: np.ndarray, areas: np.ndarray, rule: Rule
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    areas: np.ndarray,
+    rule: Rule,
+    defect_types: Sequence[str] | None = None,
 ) -> list[OperatingPoint]:
     """Every distinct decision the threshold can make on these images, from the lowest
     threshold (everything rejected) up: each at the midpoint between neighbouring scores,
-    so the validation images keep their decision with the largest margin."""
+    so the validation images keep their decision with the largest margin; with each
+    image's ``defect_types`` (a review's), each type's escapes at every point."""
     labels = np.asarray(labels, dtype=bool)
     if not labels.any():
         raise PsicbatchError(
@@ -136,38 +153,66 @@ def operating_points(
     candidates = np.array(
         [0.0, *((distinct[:-1] + distinct[1:]) / 2), math.nextafter(distinct[-1], 2)]
     )
-    # One sort and cumulative counts (not a pass over every image per candidate): the
-    # images at or above a threshold are a prefix of the images by descending score.
+    judged = _judged_counter(scores, areas, rule, candidates)
+    defective, good = int(labels.sum()), int((~labels).sum())
+    caught, rejected = judged(labels), judged(~labels)
+    by_type: list[tuple[str, int, np.ndarray]] = []  # (type, its images, caught at each)
+    if defect_types is not None:
+        of_type = np.asarray(defect_types)
+        for kind in named_types(defect_types, labels.tolist()):
+            members = labels & (of_type == kind)
+            by_type.append((kind, int(members.sum()), judged(members)))
+    return [
+        OperatingPoint(
+            float(t),
+            defective - int(caught[n]),
+            defective,
+            int(rejected[n]),
+            good,
+            tuple(TypeEscapes(k, images, images - int(found[n])) for k, images, found in by_type),
+        )
+        for n, t in enumerate(candidates)
+    ]
+
+
+def _judged_counter(
+    scores: np.ndarray, areas: np.ndarray, rule: Rule, candidates: np.ndarray
+) -> Callable[[np.ndarray], np.ndarray]:
+    """How many of a set of images (a boolean mask) are judged defective at each candidate
+    threshold. One sort and cumulative counts, not a pass over every image per candidate:
+    the images at or above a threshold are a prefix of the images by descending score."""
     always, when_above = rule.parts(areas)
     order = np.argsort(-scores, kind="stable")
     swing = (when_above & ~always)[order]  # decided by the threshold alone
-    swing_defective = np.concatenate([[0], np.cumsum(swing & labels[order])])
-    swing_good = np.concatenate([[0], np.cumsum(swing & ~labels[order])])
     above = len(scores) - np.searchsorted(np.sort(scores), candidates, side="left")
-    defective, good = int(labels.sum()), int((~labels).sum())
-    caught = int((always & labels).sum()) + swing_defective[above]
-    rejected = int((always & ~labels).sum()) + swing_good[above]
-    return [
-        OperatingPoint(float(t), defective - int(c), defective, int(r), good)
-        for t, c, r in zip(candidates, caught, rejected, strict=True)
-    ]
+
+    def judged(members: np.ndarray) -> np.ndarray:
+        cumulative = np.concatenate([[0], np.cumsum(swing & members[order])])
+        return int((always & members).sum()) + cumulative[above]
+
+    return judged
 
 
 def choose(
     points: list[OperatingPoint],
     max_escape_rate: float | None = 0.0,
     max_false_reject_rate: float | None = None,
+    type_limits: dict[str, float] | None = None,
 ) -> OperatingPoint:
     """The operating point for a target: the fewest false rejects with at most
     ``max_escape_rate`` escapes, or the fewest escapes with at most
-    ``max_false_reject_rate`` false rejects (ties: the higher threshold)."""
+    ``max_false_reject_rate`` false rejects (ties: the higher threshold); either way
+    within each defect type's limit in ``type_limits``."""
+    limits = type_limits or {}
+    points = [p for p in points if p.within(limits)]
+    of_types = "".join(f", {kind} at most {limit:g}" for kind, limit in sorted(limits.items()))
     if max_false_reject_rate is not None:
         allowed = [p for p in points if p.false_reject_rate <= max_false_reject_rate]
-        target = f"a false-reject rate of at most {max_false_reject_rate:g}"
+        target = f"a false-reject rate of at most {max_false_reject_rate:g}{of_types}"
         return _best(allowed, target, lambda p: (p.escapes, p.false_rejects, -p.threshold))
     limit = 0.0 if max_escape_rate is None else max_escape_rate
     allowed = [p for p in points if p.escape_rate <= limit]
-    target = f"an escape rate of at most {limit:g}"
+    target = f"an escape rate of at most {limit:g}{of_types}"
     return _best(allowed, target, lambda p: (p.false_rejects, p.escapes, -p.threshold))
 
 
@@ -188,7 +233,8 @@ class Decisions:
 
     classification_threshold: float  # pixel thresholds stay the model's own
     rule: Rule = field(default_factory=Rule)
-    target: dict[str, float] = field(default_factory=dict)
+    # max_escape_rate or max_false_reject_rate; max_escape_rate_of: {defect type: rate}
+    target: dict[str, Any] = field(default_factory=dict)
     pixel_size_mm: float | None = None  # when the minimum area was given in mm²
     validation: dict[str, Any] = field(default_factory=dict)  # rates, counts, source
     set_by: str = ""
@@ -261,6 +307,13 @@ class Decisions:
             )
         except (KeyError, TypeError, ValueError) as error:
             raise PsicbatchError(f"{where}: damaged decision file ({error})") from None
+
+
+def target_text(target: dict[str, Any]) -> str:
+    """``max_escape_rate 0, of crack 0``."""
+    limits = target.get("max_escape_rate_of") or {}
+    rates = [f"{key} {value:g}" for key, value in target.items() if key != "max_escape_rate_of"]
+    return ", ".join(rates + [f"of {kind} {rate:g}" for kind, rate in sorted(limits.items())])
 
 
 def scoring_engine(engine: dict[str, Any]) -> dict[str, Any]:

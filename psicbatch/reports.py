@@ -250,13 +250,22 @@ def decision_rates(summary: EvaluationSummary) -> tuple[list[Rates], list[str]]:
         ("max_false_reject_rate", "false-reject rate", measured.false_rejects, measured.good),
     ):
         if key in decisions.target and total:
-            limit, rate = decisions.target[key], count / total
-            verdict = "within" if rate <= limit else "above"
-            sentences.append(
-                f"The {what} on these images, {100 * rate:.1f}%, is {verdict} the target the "
-                f"decisions were chosen for (at most {100 * limit:g}%)."
-            )
+            sentences.append(_against_target(what, count / total, decisions.target[key]))
+    limits = decisions.target.get("max_escape_rate_of") or {}
+    for kind in summary.defect_types:
+        if kind.defect_type in limits and kind.images:
+            what = f"escape rate of {kind.label}"
+            rate = kind.escapes / kind.images
+            sentences.append(_against_target(what, rate, limits[kind.defect_type]))
     return rows, sentences
+
+
+def _against_target(what: str, rate: float, limit: float) -> str:
+    verdict = "within" if rate <= limit else "above"
+    return (
+        f"The {what} on these images, {100 * rate:.1f}%, is {verdict} the target the "
+        f"decisions were chosen for (at most {100 * limit:g}%)."
+    )
 
 
 def evaluation_markdown(summary: EvaluationSummary, title: str) -> str:

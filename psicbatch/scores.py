@@ -94,7 +94,7 @@ class AppliedDecisions:
     rule: str = "classifier"  # decisions.RULES
     min_area: int = 0
     source: str = "the model's threshold"
-    target: dict[str, float] = field(default_factory=dict)  # max_escape_rate, ...
+    target: dict[str, Any] = field(default_factory=dict)  # max_escape_rate, ...
     validation: dict[str, Any] = field(default_factory=dict)  # escapes, defective, ...
 
     def line(self) -> str:
@@ -202,15 +202,20 @@ class TypeEscapes:
         return self.defect_type or "(no type)"
 
 
+def named_types(types: Sequence[str], defective: Sequence[bool]) -> list[str]:
+    """The defect types of the defective images, sorted ("" for those under none); none
+    at all where no review named a type."""
+    named = {kind for kind, is_defective in zip(types, defective, strict=True) if is_defective}
+    return [] if named == {""} else sorted(named)
+
+
 def escapes_by_type(
     types: Sequence[str], defective: Sequence[bool], judged_defective: Sequence[bool]
 ) -> list[TypeEscapes]:
     """Each named type's defective images and escapes, by type name; an empty list where
-    no review named a type (all images under none)."""
-    named = sorted(
-        {kind for kind, is_defective in zip(types, defective, strict=True) if is_defective}
-    )
-    if named in ([], [""]):
+    no review named a type."""
+    named = named_types(types, defective)
+    if not named:
         return []
     counts = {kind: [0, 0] for kind in named}
     for kind, is_defective, judged in zip(types, defective, judged_defective, strict=True):

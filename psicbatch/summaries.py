@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from psicbatch.decisions import Decisions
+from psicbatch.decisions import Decisions, target_text
 from psicbatch.engines.manifest import MANIFEST_NAME, Manifest, read_manifest
 from psicbatch.engines.revisions import engine_decisions
 from psicbatch.errors import PsicbatchError
@@ -66,7 +66,7 @@ def decisions_fields(decisions: Decisions) -> dict[str, Any]:
     summary = {
         "classification_threshold": decisions.classification_threshold,
         "rule": asdict(decisions.rule),
-        "target": decisions.target,
+        "target": target_text(decisions.target),
         "pixel_size_mm": decisions.pixel_size_mm,
         "validation": {
             key: chosen[key]

@@ -18,6 +18,7 @@ from psicbatch.data.synth import generate
 from psicbatch.decisions import Decisions, Rule, choose, operating_points, upper_bound
 from psicbatch.errors import PsicbatchError
 from psicbatch.run.output import read_metadata
+from psicbatch.scores import TypeEscapes
 
 SCORES = np.array([0.1, 0.2, 0.3, 0.6, 0.8])
 LABELS = np.array([False, False, True, False, True])
@@ -51,6 +52,25 @@ def test_the_area_rules_by_hand() -> None:
 def test_an_area_rule_that_cannot_meet_the_target_says_so() -> None:
     with pytest.raises(PsicbatchError, match="no threshold gives an escape rate of at most 0 "):
         choose(operating_points(SCORES, LABELS, AREAS, Rule("both", 10)), 0.0)
+
+
+def test_a_defect_types_limit_by_hand() -> None:
+    """Scores 0.1 .. 0.8; defective: 0.3 (a pit) and 0.8 (a crack). Up to one escape in
+    all, the fewest false rejects would let the pit escape; no pit may escape."""
+    types = ["", "", "pit", "", "crack"]
+    points = operating_points(SCORES, LABELS, AREAS, Rule(), types)
+    loose = choose(points, max_escape_rate=0.5)
+    assert loose.threshold == pytest.approx(0.7) and loose.by_type == (
+        TypeEscapes("crack", 1, 0),
+        TypeEscapes("pit", 1, 1),
+    )
+    strict = choose(points, 0.5, None, {"pit": 0.0})
+    assert strict.threshold == pytest.approx(0.25)
+    assert [kind.escapes for kind in strict.by_type] == [0, 0] and strict.false_rejects == 1
+    with pytest.raises(PsicbatchError, match="false-reject rate of at most 0, pit at most 0 "):
+        choose(points, None, 0.0, {"pit": 0.0})
+    untyped = operating_points(SCORES, LABELS, AREAS, Rule(), [""] * 5)
+    assert all(point.by_type == () for point in untyped)
 
 
 @pytest.mark.parametrize(

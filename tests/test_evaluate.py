@@ -365,3 +365,45 @@ def test_decisions_say_which_defect_types_escape_them(dataset: Path, tmp_path: P
         f"(no type): {expected['']['escapes']} of {expected['']['images']}",
         f"scratch: {scratch['escapes']} of {scratch['images']}",
     ]
+    # A limit for one type: none of it may escape, the others as the target allows.
+    smallest = min(r["predicted_defect_pixels"] for r in rows if r["defect_type"] == "scratch")
+    limited = tmp_path / "limited.json"
+    args = ["calibrate", str(predictions), "--rule", "both", "--min-area", str(smallest)]
+    args += ["--max-escape-rate", "1", "--max-escape-rate-of", "scratch=0", "-o", str(limited)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    decisions = json.loads(limited.read_text())
+    assert decisions["target"] == {"max_escape_rate": 1.0, "max_escape_rate_of": {"scratch": 0.0}}
+    kinds = {kind["defect_type"]: kind for kind in decisions["validation"]["defect_types"]}
+    assert kinds["scratch"]["escapes"] == 0
+    assert "of scratch 0" in (tmp_path / "limited.md").read_text()
+    held_out = ["eval", str(demo_model_path()), str(reviewed), "--precision", "fp32"]
+    held_out += ["--decisions", str(limited)]
+    result = CliRunner().invoke(main, [*held_out, "-q", "-o", str(tmp_path / "held")])
+    assert result.exit_code == 0, result.output
+    report = (tmp_path / "held" / "report.md").read_text()
+    assert "The escape rate of scratch on these images, 0.0%, is within the target" in report
+    # A type no image has limits nothing: refused in one line, before any scoring.
+    for wrong, message in (
+        (
+            ["--max-escape-rate-of", "scrach=0"],
+            "no defective image of type scrach; its types are scratch",
+        ),
+        (["--max-escape-rate-of", "scratch"], "'scratch' is not TYPE=RATE"),
+        (["--max-escape-rate-of", "scratch=2"], "'2' is not in [0, 1]"),
+        (["--max-escape-rate-of", "scratch=0"] * 2, "a defect type is given twice"),
+    ):
+        args = ["calibrate", str(predictions), *wrong, "-o", str(tmp_path / "w.json")]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code != 0 and message in result.output, result.output
+        assert "Traceback" not in result.output
+    args = [
+        "calibrate",
+        str(reviewed),
+        "--model",
+        str(demo_model_path()),
+        "-o",
+        str(tmp_path / "w.json"),
+    ]
+    result = CliRunner().invoke(main, [*args, "--max-escape-rate-of", "pit=0"])
+    assert result.exit_code == 1 and f"{reviewed}: no defective image of type pit" in result.output

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from psicbatch.calibrate import (
     StoredPredictions,
     Validation,
     calibrate,
+    check_type_limits,
     read_validation,
     scored_rows,
 )
@@ -29,6 +29,7 @@ from psicbatch.commands.options import (
     NON_NEGATIVE_INT,
     POSITIVE,
     PROBABILITY,
+    TYPE_LIMIT,
     device_option,
     precision_option,
 )
@@ -80,6 +81,15 @@ OUTPUTS = (
     default=0.0,
     show_default=True,
     help="Most defective images judged good, as a share (0: none).",
+)
+@click.option(
+    "--max-escape-rate-of",
+    "type_limits",
+    type=TYPE_LIMIT,
+    multiple=True,
+    metavar="TYPE=RATE",
+    help="Also: most defective images of this defect type judged good, as a share of that "
+    "type's images (a review's subfolder of defective/; repeatable): crack=0.",
 )
 @click.option(
     "--max-false-reject-rate",
@@ -145,6 +155,7 @@ def calibrate_command(
     labels: Path | None,
     layout: str,
     max_escape_rate: float,
+    type_limits: tuple[tuple[str, float], ...],
     max_false_reject_rate: float | None,
     min_area: int,
     min_area_mm2: float | None,
@@ -167,6 +178,7 @@ def calibrate_command(
             raise click.BadParameter("give --min-area (pixels) or --min-area-mm2, not both")
         min_area = math.ceil(min_area_mm2 / pixel_size**2 - 1e-9)
     chosen_rule = Rule(rule, min_area)
+    target, limits = _target(max_escape_rate, max_false_reject_rate, type_limits)
     written = (out, out.with_suffix(".md"), out.with_suffix(".html"))
     inputs: dict[str, Path | None] = {
         "the predictions": predictions,
@@ -182,7 +194,7 @@ def calibrate_command(
             raise click.BadParameter("--labels goes with run results, not a dataset folder")
         with progress_bar(quiet) as progress:
             data, digests, scorer, region, seen = _scored(
-                predictions, engine, model, precision, layout, device, roi, progress
+                predictions, engine, model, precision, layout, device, roi, limits, progress
             )
     else:
         if model is not None:
@@ -197,12 +209,7 @@ def calibrate_command(
         data = read_validation(stored, labels, layout, chosen_rule)
         digests = file_digests(data.files)  # recorded, and counted among training images
         seen = _seen_in_training(stored.record, data.files, digests)
-    result = calibrate(data, chosen_rule, max_escape_rate, max_false_reject_rate)
-    target = (
-        {"max_false_reject_rate": max_false_reject_rate}
-        if max_false_reject_rate is not None
-        else {"max_escape_rate": max_escape_rate}
-    )
+    result = calibrate(data, chosen_rule, max_escape_rate, max_false_reject_rate, limits)
     set_by, set_at = who_and_when()
     decisions = Decisions(
         classification_threshold=result.chosen.threshold,
@@ -212,11 +219,6 @@ def calibrate_command(
         validation={
             "source": data.source,
             **result.chosen.to_dict(),
-            **(
-                {"defect_types": [asdict(kind) for kind in result.by_type]}
-                if result.by_type
-                else {}
-            ),
             "image_digests": ImageSet.of_digests(digests).encode(),  # eval counts them
             **({"seen_in_training": seen.training} if seen and seen.training is not None else {}),
         },
@@ -247,6 +249,25 @@ def calibrate_command(
         f"next: psicbatch eval{scored} HELD_OUT_DATA {applied} (their escapes on images they "
         f"were not chosen on), then psicbatch run IMAGES {applied}"
     )
+
+
+def _target(
+    max_escape_rate: float,
+    max_false_reject_rate: float | None,
+    type_limits: tuple[tuple[str, float], ...],
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """The target as the decision file records it, and the limits by defect type."""
+    limits = dict(type_limits)
+    if len(limits) < len(type_limits):
+        raise click.BadParameter("a defect type is given twice", param_hint="--max-escape-rate-of")
+    target: dict[str, Any] = (
+        {"max_false_reject_rate": max_false_reject_rate}
+        if max_false_reject_rate is not None
+        else {"max_escape_rate": max_escape_rate}
+    )
+    if limits:
+        target["max_escape_rate_of"] = limits
+    return target, limits
 
 
 def _recorded(stored: StoredPredictions) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -320,6 +341,7 @@ def _scored(
     layout: str,
     device: str,
     roi: Path | None,
+    limits: dict[str, float],
     progress: Progress,
 ) -> tuple[Validation, list[bytes | None], dict[str, Any], dict[str, Any] | None, Overlap | None]:
     """A labelled dataset scored by a model or engine, as ``eval`` scores it (masks
@@ -336,7 +358,10 @@ def _scored(
     region = RegionOfInterest(read_region(roi)) if roi is not None else None
     spec = EngineSpec(engine_dir=engine, checkpoint=model, precision=precision)
     # Made once: recorded with the decisions and counted among the training images.
-    digests = file_digests([sample.image_path for sample in read_dataset(dataset, layout)])
+    samples = read_dataset(dataset, layout)
+    types = [sample.defect_type for sample in samples]
+    check_type_limits(limits, types, [s.is_defective for s in samples], str(dataset))
+    digests = file_digests([sample.image_path for sample in samples])
     result = evaluate_dataset(
         spec, dataset, layout, device, progress=progress, roi=region, digests=digests
     )

@@ -96,6 +96,23 @@ NON_NEGATIVE_INT = Bounded(int, 0)
 PROBABILITY = Bounded(float, 0, 1)
 
 
+class TypeLimit(click.ParamType):
+    """``TYPE=RATE``: a defect type's name and a share between 0 and 1."""
+
+    name = "type=rate"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[str, float]:
+        if isinstance(value, tuple):
+            return value
+        kind, equals, rate = str(value).rpartition("=")
+        if not equals or not kind:
+            self.fail(f"{value!r} is not TYPE=RATE (crack=0)", param, ctx)
+        return kind, PROBABILITY.convert(rate, param, ctx)
+
+
+TYPE_LIMIT = TypeLimit()
+
+
 class SizeType(click.ParamType):
     """An image size written as HEIGHTxWIDTH, e.g. 1408x512; ``multiple`` and ``minimum``
     for sizes the network itself takes."""
