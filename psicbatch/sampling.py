@@ -8,10 +8,14 @@ import torch
 from psicbatch.errors import PsicbatchError
 
 
-def balanced_order(labels: torch.Tensor, rng: np.random.Generator) -> np.ndarray:
-    """Every defective image plus as many defect-free ones, drawn afresh, shuffled."""
-    positives = np.flatnonzero(labels.numpy())
-    negatives = np.flatnonzero(~labels.numpy())
+def balanced_order(
+    labels: torch.Tensor, rng: np.random.Generator, among: torch.Tensor | None = None
+) -> np.ndarray:
+    """Every defective image plus as many defect-free ones, drawn afresh, shuffled; only
+    those ``among`` (bool), where given."""
+    kept = np.ones(len(labels), bool) if among is None else among.numpy()
+    positives = np.flatnonzero(labels.numpy() & kept)
+    negatives = np.flatnonzero(~labels.numpy() & kept)
     if positives.size == 0:
         raise PsicbatchError("training needs at least one defective image")
     count = min(positives.size, negatives.size)

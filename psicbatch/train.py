@@ -53,7 +53,7 @@ from psicbatch.pixel_threshold import (
 from psicbatch.precision import autocast, choose_precision
 from psicbatch.preprocess import normalize
 from psicbatch.sampling import balanced_order, random_flips
-from psicbatch.train_options import TrainOptions, changed_values
+from psicbatch.train_options import TrainOptions, changed_values, check_masks
 
 PHASES = ("segmentation", "classification", "end-to-end")
 
@@ -88,7 +88,9 @@ class Trainer:
         self.precision = self.precision_choice.precision
         self.loss_scale = LossScale.for_precision(self.precision)
         self.masks = data.masks.dilated(options.dilate)
+        self.mask_known = data.masks_known()
         self.metadata = metadata or {}
+        check_masks(data.labels.tolist(), self.mask_known.tolist(), options.mode)
 
     def run(self, resume: bool = False) -> Checkpoint:
         model, preprocessing, state = self._start(resume)
@@ -237,7 +239,8 @@ class Trainer:
                 self.options.dice_weight,
             )
 
-        batches = self._batches(balanced_order(self.data.labels, rng), self.options.batch_size)
+        order = balanced_order(self.data.labels, rng, among=self.mask_known)
+        batches = self._batches(order, self.options.batch_size)
         return self._sgd_epoch(
             model.segmentation_parameters(), batches, self.options.seg_lr, epoch, epochs, batch_loss
         )
@@ -329,7 +332,10 @@ class Trainer:
             masks = self.data.masks[index]  # thresholds are judged on the undilated labels
             rows = range(index.start, index.stop)
             for row, image_seg, mask in zip(rows, seg, masks, strict=True):
-                defect_hists[row], background_hists[row] = pixel_histograms(image_seg, mask)
+                if self.mask_known[row]:  # an unknown mask counts for no pixel
+                    defect_hists[row], background_hists[row] = pixel_histograms(image_seg, mask)
+                else:
+                    defect_hists[row], background_hists[row] = 0, 0
         segmentation = choose_pixel_threshold(
             defect_hists, background_hists, self.options.pixel_threshold
         )

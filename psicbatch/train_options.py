@@ -68,3 +68,22 @@ def _value_text(value: Any) -> str:
     if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
         return f"{value[0]}x{value[1]}"
     return "unset" if value is None else str(value)
+
+
+def check_masks(defective: list[bool], mask_known: list[bool], mode: str) -> None:
+    """Defective images without a mask teach the image decision (step 2) only: the masks
+    need at least one defective image with its mask, and end-to-end training needs all."""
+    unmasked = mask_known.count(False)
+    if not unmasked:
+        return
+    if mode == "end-to-end":
+        raise PsicbatchError(
+            f"{unmasked} defective training images have no mask: end-to-end training learns "
+            "masks and decisions from every image at once; train two-step (the default), "
+            "whose masks are learned from the images with masks"
+        )
+    if not any(bad and known for bad, known in zip(defective, mask_known, strict=True)):
+        raise PsicbatchError(
+            "no defective training image has a mask: the masks are learned from the "
+            "defects' pixels (add masks/NAME.png marking them for some of the images)"
+        )

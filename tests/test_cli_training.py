@@ -247,7 +247,8 @@ def test_cv_runs_a_single_fold_with_the_mask_study_options(dataset: Path, tmp_pa
 def test_cv_of_a_review_sorted_by_type_reports_each_types_escapes(
     dataset: Path, tmp_path: Path
 ) -> None:
-    """cv on the classes layout: the pooled report has a row per defect type."""
+    """cv on the classes layout, some defective images without masks: the pooled report
+    has a row per defect type, and masks are scored where they are known."""
     import numpy as np
     from PIL import Image
 
@@ -261,7 +262,8 @@ def test_cv_of_a_review_sorted_by_type_reports_each_types_escapes(
             continue
         kind = ("crack", "pit")[number % 2]
         (review / "defective" / kind / image.name).symlink_to(image)
-        (review / "masks" / image.name).symlink_to(mask)
+        if number % 3:  # the others teach the decision only
+            (review / "masks" / image.name).symlink_to(mask)
     out = tmp_path / "cv"
     result = CliRunner().invoke(
         main, ["cv", str(review), "--folds", "2", "-o", str(out), "-q", *TINY]
@@ -272,6 +274,13 @@ def test_cv_of_a_review_sorted_by_type_reports_each_types_escapes(
     assert set(kinds) == {"crack", "pit"}
     assert sum(kind["images"] for kind in kinds.values()) == pooled["defective_images"]
     assert sum(kind["escapes"] for kind in kinds.values()) == pooled["classification"]["fn"]
+    unmasked = sum(
+        1 for f in (review / "defective").rglob("*.png") if not (review / "masks" / f.name).exists()
+    )
+    assert pooled["unmasked_defective"] == unmasked > 0
+    assert (
+        sum(kind["with_masks"] for kind in kinds.values()) == pooled["defective_images"] - unmasked
+    )
     for page in ("report.md", "report.html"):
         text = (out / page).read_text()
         assert "Defective images by type (pooled over folds)" in text

@@ -281,11 +281,26 @@ def test_reviewed_images_without_masks_are_scored_as_images_only(
     assert f"{len(unmasked)} of the defective images have no mask" in report
     shown = CliRunner().invoke(main, ["info", str(tmp_path / "sorted"), "--json"]).output
     assert json.loads(shown)["without a mask"] == len(unmasked)
-    # Training learns from the defects' pixels: a one-line refusal, naming an image.
-    args = ["train", str(reviewed), "--layout", "classes", "--out", str(tmp_path / "m.pt")]
+    # Training learns the masks from the images with masks, the decision from all.
+    tiny = ["--width", "0.125", "--seg-epochs", "1", "--cls-epochs", "1", "--input-size", "48x80"]
+    args = ["train", str(reviewed), "--out", str(tmp_path / "m.pt"), *tiny]
     result = CliRunner().invoke(main, args)
-    assert result.exit_code == 1 and "defective without a mask; training" in result.output
-    assert "Traceback" not in result.output
+    assert result.exit_code == 0, result.output
+    defective = summary["defective_images"]
+    assert (
+        f"note: {len(unmasked)} of the {defective} defective images have no mask: the masks "
+        f"are learned from the other {defective - len(unmasked)}"
+    ) in result.output
+    trained = load_checkpoint(tmp_path / "m.pt").training["dataset"]
+    assert trained["defective_without_masks"] == len(unmasked)
+    # Where every defective image's mask is needed: a one-line refusal, naming one.
+    for more, message in (
+        (["--tile", "48x48", "--overlap", "8"], "defective without a mask; tiled training"),
+        (["--mode", "end-to-end"], "end-to-end training learns masks and decisions"),
+    ):
+        result = CliRunner().invoke(main, [*args, "--overwrite", *more])
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert "Traceback" not in result.output
 
 
 def test_defect_types_of_a_review_get_their_own_escapes(dataset: Path, tmp_path: Path) -> None:

@@ -282,12 +282,14 @@ def test_classes_layout_refuses_a_good_image_whose_mask_marks_a_defect(tmp_path:
         read_dataset(tmp_path / "masks", "classes")
 
 
-def test_training_refuses_defective_images_without_masks(tmp_path: Path) -> None:
+def test_defective_images_without_masks_are_refused_where_masks_are_needed(
+    tmp_path: Path,
+) -> None:
     make_classes(tmp_path)
     samples = read_dataset(tmp_path, "classes")
-    with pytest.raises(PsicbatchError, match=r"NG.d2\.png: defective without a mask; training"):
-        require_masks(samples)
-    require_masks(samples[:3])  # every defect's pixels known
+    with pytest.raises(PsicbatchError, match=r"NG.d2\.png: defective without a mask; tiling"):
+        require_masks(samples, "tiling")
+    require_masks(samples[:3], "tiling")  # every defect's pixels known
     with pytest.raises(PsicbatchError, match="defective without a mask"):
         defect_mask(samples[3], (20, 12))  # never an empty mask in its place
     assert known_defect_mask(samples[3], (20, 12)) is None

@@ -323,3 +323,53 @@ def test_channel_statistics_summed_a_few_images_at_a_time() -> None:
         mean, std = data.channel_stats()
         assert mean == pytest.approx(every.mean(dim=1).tolist(), abs=1e-12)
         assert std == pytest.approx(every.std(dim=1).tolist(), abs=1e-12)
+
+
+def test_defective_images_without_masks_teach_the_decision_not_the_masks(
+    tmp_path: Path, data: tuple
+) -> None:
+    """A review's defective images without masks: whatever their stored masks hold (all
+    defect, or none), the model is the same, so their pixels are never learned from or
+    judged by; known, the same masks change the model."""
+    from dataclasses import replace
+
+    train = data[0]
+    unknown = np.flatnonzero(train.labels.numpy())[::2]
+    known = torch.ones(len(train.labels), dtype=torch.bool)
+    known[unknown] = False
+    options = replace(TINY, seg_epochs=2, cls_epochs=2, precision="fp32")
+    models = {}
+    for fill in (True, False):
+        masks = train.masks[:]
+        masks[unknown] = fill
+        held = replace(train, masks=DefectMasks.from_tensor(masks), mask_known=known)
+        models[fill] = Trainer(held, options, tmp_path / f"{fill}.pt").run()
+    full, empty = models[True], models[False]
+    assert full.thresholds == empty.thresholds
+    for name, weights in full.state_dict.items():
+        assert torch.equal(weights, empty.state_dict[name]), name
+    masks = train.masks[:]
+    masks[unknown] = True
+    believed = Trainer(
+        replace(train, masks=DefectMasks.from_tensor(masks)), options, tmp_path / "k.pt"
+    ).run()
+    assert any(
+        not torch.equal(weights, believed.state_dict[name])
+        for name, weights in full.state_dict.items()
+        if not name.startswith("classifier")
+    )
+    # End to end, every image teaches the masks: refused; and the masks need some.
+    with pytest.raises(PsicbatchError, match="end-to-end training learns masks and decisions"):
+        Trainer(
+            replace(train, mask_known=known), replace(options, mode="end-to-end"), tmp_path / "e"
+        )
+    none_known = known & ~train.labels
+    with pytest.raises(PsicbatchError, match="no defective training image has a mask"):
+        Trainer(replace(train, mask_known=none_known), options, tmp_path / "n")
+
+
+def test_balanced_order_among_some_images() -> None:
+    labels = torch.tensor([True, True, True, False, False, False, False])
+    among = torch.tensor([True, False, True, True, True, True, True])
+    order = balanced_order(labels, np.random.default_rng(0), among)
+    assert sorted(order.tolist())[:2] == [0, 2] and 1 not in order and len(order) == 4

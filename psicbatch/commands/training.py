@@ -305,11 +305,19 @@ def cross_validate_command(
 
 
 def _notes(setup: TrainingSetup, quiet: bool) -> None:
-    """Say the input size ``auto`` chose, and which training images are byte-identical
-    copies of others: each weighs twice in training, and a copy labelled differently
-    contradicts its original."""
+    """Say the input size ``auto`` chose, which training images are byte-identical
+    copies of others (each weighs twice in training, and a copy labelled differently
+    contradicts its original), and how many defective images teach the decision only."""
     size = setup.dataset.get("input_size")
     copies = copies_note([sample.id for sample in setup.samples], setup.digests)
-    for note in (f"input size {size}" if size else None, copies):
+    unmasked = setup.dataset.get("defective_without_masks", 0)
+    defective = sum(sample.is_defective for sample in setup.samples)
+    without_masks = (
+        f"{unmasked} of the {defective} defective images have no mask: the masks are "
+        f"learned from the other {defective - unmasked}, the image decision from all"
+        if unmasked
+        else None
+    )
+    for note in (f"input size {size}" if size else None, copies, without_masks):
         if note and not quiet:
             console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)

@@ -34,7 +34,7 @@ from psicbatch.errors import PsicbatchError
 from psicbatch.fingerprints import file_digests
 from psicbatch.network_size import fitted_size
 from psicbatch.run.headers import image_size
-from psicbatch.train_options import MODES, PIXEL_THRESHOLDS, TrainOptions
+from psicbatch.train_options import MODES, PIXEL_THRESHOLDS, TrainOptions, check_masks
 
 
 def layout_option(what: str = "DATA") -> Callable:
@@ -193,7 +193,6 @@ def training_setup(data: Path, layout: str, channels: str, kwargs: dict[str, Any
     recorded, and copies of one another are noted)."""
     layout = resolve_layout(data, layout)
     samples, channel_count = load_dataset(data, layout, channels)
-    require_masks(samples)
     bit_depth = _bit_depth(kwargs.pop("bit_depth"), samples, channel_count)
     if len(samples) < 2:
         raise PsicbatchError(
@@ -204,12 +203,17 @@ def training_setup(data: Path, layout: str, channels: str, kwargs: dict[str, Any
     if kwargs["input_size"] == "auto":
         kwargs["input_size"], size_choice = auto_input_size(samples, bit_depth)
     options = train_options_from(kwargs)
+    if options.tile_overlap is not None:
+        require_masks(samples, "tiled training labels each tile by its part of the mask")
+    check_masks([s.is_defective for s in samples], [s.mask_known for s in samples], options.mode)
+    unmasked = sum(not s.mask_known for s in samples)
     dataset = {
         "path": str(data),
         "layout": layout,
         "images": len(samples),
         "channels": str(channel_count),
         "bit_depth": bit_depth,
+        **({"defective_without_masks": unmasked} if unmasked else {}),
         "command": command_line(),
         **({"input_size": size_choice} if size_choice else {}),
     }

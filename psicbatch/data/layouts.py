@@ -237,14 +237,14 @@ LAYOUTS: dict[str, Callable[[Path], list[SampleRef]]] = {
 }
 
 
-def require_masks(samples: list[SampleRef]) -> None:
-    """Training learns from the defects' pixels: every defective image needs its mask."""
+def require_masks(samples: list[SampleRef], why: str) -> None:
+    """Every defective image needs its mask, ``why`` (said in the error)."""
     unmasked = [sample for sample in samples if not sample.mask_known]
     if unmasked:
         more = f" (and {len(unmasked) - 1} more)" if len(unmasked) > 1 else ""
         raise PsicbatchError(
-            f"{unmasked[0].image_path}{more}: defective without a mask; training learns from "
-            f"the defects' pixels (add {MASK_FOLDER}/NAME.png marking them)"
+            f"{unmasked[0].image_path}{more}: defective without a mask; {why} (add "
+            f"{MASK_FOLDER}/NAME.png marking its defect)"
         )
 
 

@@ -34,6 +34,15 @@ class TensorDataset:
     labels: torch.Tensor  # bool, N
     original_sizes: list[tuple[int, int]]  # (height, width) of each file before resizing
     bit_depth: int = 8  # the pixels' scale: 2^bit_depth - 1 is white
+    # bool N, False for a defective image whose defect pixels are not known (a review's
+    # sorting without a mask): it teaches the image decision, not the masks. None: all known.
+    mask_known: torch.Tensor | None = None
+
+    def masks_known(self) -> torch.Tensor:
+        """Which images' masks are known (bool N)."""
+        if self.mask_known is None:
+            return torch.ones(len(self.labels), dtype=torch.bool)
+        return self.mask_known
 
     def subset(self, indices: list[int], images: torch.Tensor | None = None) -> TensorDataset:
         """The samples ``indices``, with their pixels copied, or ``images`` where the
@@ -45,6 +54,7 @@ class TensorDataset:
             self.labels[index],
             [self.original_sizes[i] for i in indices],
             self.bit_depth,
+            None if self.mask_known is None else self.mask_known[index],
         )
 
     def channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -209,4 +219,5 @@ def load_into_memory(
         if progress is not None and task is not None:
             progress.advance(task)
     labels = torch.tensor([s.is_defective for s in samples], dtype=torch.bool)
-    return TensorDataset(images, masks, labels, original_sizes, bit_depth)
+    known = torch.tensor([s.mask_known for s in samples], dtype=torch.bool)
+    return TensorDataset(images, masks, labels, original_sizes, bit_depth, known)
