@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Training with masks for only some defective images: KolektorSDD (scaled by SCALE, as
+# benchmarks/small_images.sh scales it) sorted as a review would sort it (the classes
+# layout: good/, defective/, masks/), then 3-fold cross-validations with the training
+# defaults on the same folds: every defective image's mask (all/), every second one's
+# (half/) and every fourth one's (quarter/); the others are images the review sorted as
+# defective without drawing their defect. Each run's report lands in OUT_DIR/NAME (fold
+# models included), and OUT_DIR/summary.md sets them side by side.
+#   benchmarks/few_masks.sh OUT_DIR [SCALE]     # SCALE 0.46 by default: 500 px -> 230
+# The classes layout has no kosNN groups: folds split a folder's images (copies of one
+# image are still kept together); all three runs have the same folds.
+set -euo pipefail
+out=$(realpath -m "${1:?usage: benchmarks/few_masks.sh OUT_DIR [SCALE]}")
+scale=${2:-0.46}
+here=$(cd "$(dirname "$0")/.." && pwd)
+python=${PYTHON:-$here/.venv/bin/python}
+data=${DATA:-$here/../shared/data/kolektorsdd}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+"$python" "$here/benchmarks/scaled_kolektorsdd.py" "$data" "$work/small" "$scale"
+"$python" - "$work" <<'PY'
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+work = Path(sys.argv[1])
+defective = []
+for image in sorted((work / "small").glob("kos*/Part*.jpg")):
+    label = image.with_name(f"{image.stem}_label.png")
+    name = f"{image.parent.name}_{image.stem}"
+    if np.asarray(Image.open(label)).any():
+        defective.append((name, image, label))
+    else:
+        for review in ("all", "half", "quarter"):
+            (work / review / "good").mkdir(parents=True, exist_ok=True)
+            (work / review / "good" / f"{name}.jpg").symlink_to(image)
+for number, (name, image, label) in enumerate(defective):
+    for review, every in (("all", 1), ("half", 2), ("quarter", 4)):
+        for folder in ("defective", "masks"):
+            (work / review / folder).mkdir(parents=True, exist_ok=True)
+        (work / review / "defective" / f"{name}.jpg").symlink_to(image)
+        if number % every == 0:
+            (work / review / "masks" / f"{name}.png").symlink_to(label)
+print(f"{len(defective)} defective images: masks for all, every second, every fourth")
+PY
+mkdir -p "$out"
+cd "$here"
+for review in all half quarter; do
+    "$python" -m psicbatch cv "$work/$review" --folds 3 --quiet --out "$out/$review"
+done
+cmp "$out/all/splits.json" "$out/half/splits.json"
+cmp "$out/all/splits.json" "$out/quarter/splits.json"
+"$python" "$here/benchmarks/few_masks_summary.py" "$out" > "$out/summary.md"
+cat "$out/summary.md"
