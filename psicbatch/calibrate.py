@@ -180,6 +180,7 @@ def calibrate(
             "file": data.files[i],
             "probability": float(data.probabilities[i]),
             "defective": bool(data.labels[i]),
+            "defect_type": data.defect_types[i],
             "mask_area": int(data.areas[i]),
         }
         for i in order

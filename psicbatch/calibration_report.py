@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import Any
 
 from psicbatch.calibrate import Calibration, Validation
 from psicbatch.data.images import ImageReadError, read_image
@@ -51,6 +52,13 @@ FOLD_COLUMNS: tuple[Column[tuple[int, OperatingPoint]], ...] = (
 )
 
 
+def labelled(image: dict[str, Any]) -> str:
+    """``good``, ``defective`` or, where a review named its type, ``defective (crack)``."""
+    if not image["defective"]:
+        return "good"
+    return f"defective ({image['defect_type']})" if image["defect_type"] else "defective"
+
+
 def curve_png(points: list[OperatingPoint], chosen: OperatingPoint) -> str:
     """Escape and false-reject rates against the threshold, the chosen one marked."""
     import matplotlib
@@ -85,7 +93,7 @@ def calibration_html(decisions: Decisions, data: Validation, result: Calibration
     for image in result.nearest:
         uri = thumbnail(image["file"])
         picture = f'<img src="{uri}" alt="">' if uri else "<p>(image not readable here)</p>"
-        label = "defective" if image["defective"] else "good"
+        label = labelled(image)
         cards.append(
             f"<figure>{picture}<figcaption>{e(image['path'])}<br>{label}, "
             f"p = {image['probability']:.4g}, {image['mask_area']} px</figcaption></figure>"
@@ -194,7 +202,7 @@ def calibration_markdown(decisions: Decisions, data: Validation, result: Calibra
         (
             Column("path", lambda image: image["path"]),
             Column("probability", lambda image: f"{image['probability']:.4f}"),
-            Column("labelled", lambda image: "defective" if image["defective"] else "good"),
+            Column("labelled", labelled),
             Column("mask area (px)", lambda image: image["mask_area"]),
         ),
         result.nearest,

@@ -375,6 +375,13 @@ def test_decisions_say_which_defect_types_escape_them(dataset: Path, tmp_path: P
     scratch = expected["scratch"]
     for page in ("d.md", "d.html"):
         assert "Defective images by type, with these decisions" in (tmp_path / page).read_text()
+    nearest = (tmp_path / "d.md").read_text().split("## Images nearest the threshold")[1]
+    type_of = {r["path"]: r["defect_type"] for r in rows}  # the defective ones
+    listed = [line.split(" | ") for line in nearest.splitlines() if line.startswith("| /")]
+    assert listed
+    for path, _, label, _ in listed:
+        kind = type_of.get(path[2:])
+        assert label == ("good" if kind is None else f"defective ({kind})" if kind else "defective")
     shown = json.loads(CliRunner().invoke(main, ["info", str(out), "--json"]).output)
     assert shown["escapes by defect type"] == [
         f"(no type): {expected['']['escapes']} of {expected['']['images']}",
