@@ -267,6 +267,8 @@ def training_summary(training: dict[str, Any]) -> dict[str, Any]:
         "data": f"{dataset.get('path', '-')} ({dataset.get('layout', '-')})",
         "input_size": dataset.get("input_size"),  # how --input-size auto chose it
         "trained_on": trained_on(training.get("image_digests")),
+        # defective images that taught the decision only (no mask)
+        "defective_without_masks": dataset.get("defective_without_masks"),
     }
     return {key: value for key, value in summary.items() if value not in ({}, None)}
 

@@ -293,6 +293,8 @@ def test_reviewed_images_without_masks_are_scored_as_images_only(
     ) in result.output
     trained = load_checkpoint(tmp_path / "m.pt").training["dataset"]
     assert trained["defective_without_masks"] == len(unmasked)
+    shown = CliRunner().invoke(main, ["info", str(tmp_path / "m.pt"), "--json"]).output
+    assert json.loads(shown)["training"]["defective_without_masks"] == len(unmasked)
     # Where every defective image's mask is needed: a one-line refusal, naming one.
     for more, message in (
         (["--tile", "48x48", "--overlap", "8"], "defective without a mask; tiled training"),
