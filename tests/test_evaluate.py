@@ -340,9 +340,9 @@ def test_defect_types_of_a_review_get_their_own_escapes(dataset: Path, tmp_path:
     )
 
 
-def test_decisions_say_which_defect_types_escape_them(dataset: Path, tmp_path: Path) -> None:
-    """Calibration on a review sorted by type: each type's escapes at the chosen threshold,
-    counted from the very probabilities the threshold was chosen on."""
+def typed_review(dataset: Path, tmp_path: Path) -> tuple[Path, Path, list[dict]]:
+    """``dataset`` sorted by review into ok/ and ng/, every second defective image in
+    ng/scratch/, evaluated: the review, its predictions and their defective rows."""
     reviewed = tmp_path / "reviewed"
     sorted_by_review(dataset, reviewed)
     (reviewed / "ng" / "scratch").mkdir()
@@ -352,6 +352,13 @@ def test_decisions_say_which_defect_types_escape_them(dataset: Path, tmp_path: P
     assert CliRunner().invoke(main, [*args, "-o", str(tmp_path / "e")]).exit_code == 0
     predictions = tmp_path / "e" / "predictions.parquet"
     rows = [r for r in pq.read_table(predictions).to_pylist() if r["is_defective"]]
+    return reviewed, predictions, rows
+
+
+def test_decisions_say_which_defect_types_escape_them(dataset: Path, tmp_path: Path) -> None:
+    """Calibration on a review sorted by type: each type's escapes at the chosen threshold,
+    counted from the very probabilities the threshold was chosen on."""
+    _, predictions, rows = typed_review(dataset, tmp_path)
     # Parts pass with defects below a minimum area: some of each type, as lines allow.
     min_area = int(np.median([r["predicted_defect_pixels"] for r in rows])) + 1
     out = tmp_path / "d.json"
@@ -389,7 +396,12 @@ def test_decisions_say_which_defect_types_escape_them(dataset: Path, tmp_path: P
         f"(no type): {expected['']['escapes']} of {expected['']['images']}",
         f"scratch: {scratch['escapes']} of {scratch['images']}",
     ]
-    # A limit for one type: none of it may escape, the others as the target allows.
+
+
+def test_decisions_can_limit_one_defect_types_escapes(dataset: Path, tmp_path: Path) -> None:
+    """--max-escape-rate-of: none of a type may escape, the others as the target allows;
+    checked again by eval --decisions; a type no image has is refused in one line."""
+    reviewed, predictions, rows = typed_review(dataset, tmp_path)
     smallest = min(r["predicted_defect_pixels"] for r in rows if r["defect_type"] == "scratch")
     limited = tmp_path / "limited.json"
     args = ["calibrate", str(predictions), "--rule", "both", "--min-area", str(smallest)]
