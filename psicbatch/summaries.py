@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from psicbatch.data.layouts import matching_layouts
 from psicbatch.decisions import Decisions, target_text
 from psicbatch.engines.manifest import MANIFEST_NAME, Manifest, read_manifest
 from psicbatch.engines.revisions import engine_decisions
@@ -41,9 +42,16 @@ def summarize(path: Path) -> tuple[str, dict[str, Any]]:
             return evaluation_summary(path)
         if engine:
             return "engine", engine_summary(path, read_manifest(path))
+        layouts = matching_layouts(path)
+        if len(layouts) == 1:
+            from psicbatch.dataset_summary import dataset_summary
+
+            return "dataset", dataset_summary(path, layouts[0])
+        matched = f": it looks like the {' and the '.join(layouts)} layouts" if layouts else ""
         raise PsicbatchError(
             f"{path}: not an engine folder ({MANIFEST_NAME}), an eval or cv folder "
-            f"({' or '.join(EVALUATION_RECORDS)}) or a --watch results folder"
+            f"({' or '.join(EVALUATION_RECORDS)}), a --watch results folder or a labelled "
+            f"dataset in one layout{matched}"
         )
     if is_results_file(path) or path.suffix.lower() in RESULTS.suffixes:
         return "results", results_summary(path)  # a damaged one says what is wrong with it

@@ -8,9 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from psicbatch.commands.training_options import auto_input_size
 from psicbatch.data.layouts import SampleRef
-from psicbatch.network_size import AUTO_PIXELS, MIN_NETWORK_SIZE, STRIDE, fitted_size
+from psicbatch.network_size import (
+    AUTO_PIXELS,
+    MIN_NETWORK_SIZE,
+    STRIDE,
+    auto_input_size,
+    fitted_size,
+)
 from psicbatch.run.headers import EXIF_ORIENTATION, image_size
 
 

@@ -325,3 +325,37 @@ def test_hidden_files_and_folders_are_not_part_of_a_dataset(tmp_path: Path) -> N
     gray().save(ksdd / ".ipynb_checkpoints" / "Part0.jpg")
     (ksdd / "kos01" / "._Part0.jpg").write_bytes(b"\x00\x05\x16\x07")
     assert len(read_dataset(ksdd, "kolektorsdd")) == 4
+
+
+def test_info_says_how_a_dataset_is_read(tmp_path: Path) -> None:
+    """``info DATA`` before training: layout, counts, masks, types, folds, copies, size."""
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from psicbatch.cli import main
+
+    review = tmp_path / "review"
+    rng = np.random.default_rng(0)
+    for name in ("good/g1", "good/g2", "good/g3", "defective/crack/d1", "defective/crack/d2",
+                 "defective/d3"):  # fmt: skip
+        (review / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (48, 32), np.uint8)).save(review / f"{name}.png")
+    shutil.copy(review / "good" / "g1.png", review / "good" / "g4.png")
+    (review / "masks").mkdir()
+    Image.fromarray(np.full((48, 32), 255, np.uint8)).save(review / "masks" / "d1.png")
+    result = CliRunner().invoke(main, ["info", str(review), "--json"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["layout"].startswith("classes (auto")
+    assert (shown["images"], shown["good"], shown["defective"]) == (7, 4, 3)
+    assert shown["defective without a mask"] == 2
+    assert shown["defect types"] == ["(no type): 1", "crack: 2"]
+    assert shown["cv groups"].startswith("6, 3 of them with defective images, so at most 3 folds")
+    assert shown["identical images"].startswith("1 of the 7 images are byte-identical copies")
+    assert shown["input size (auto)"].startswith("48x32 (auto")
+    (review / "images").mkdir()  # now the folder and classes layouts both match
+    result = CliRunner().invoke(main, ["info", str(review)])
+    said = "a labelled dataset in one layout: it looks like the folder and the classes layouts"
+    assert result.exit_code == 1 and said in result.output

@@ -23,7 +23,8 @@ SUMMARIES = {
     "cv": "k-fold cross-validation with grouped, stratified folds; reports in the paper's layout.",
     "engines": "List the engines built under ROOT (default: engines/).",
     "eval": "Score a checkpoint, an engine or a run's results on labelled images: paper's metrics.",
-    "info": "Show a checkpoint, an engine folder, a run's results, an evaluation or decisions.",
+    "info": "Show a checkpoint, an engine folder, a run's results, an evaluation, decisions"
+    " or a dataset.",
     "init": "Write an untrained (randomly initialised) checkpoint.",
     "report": "A self-contained HTML page of a run's results (or a CSV table, mask PNGs).",
     "run": "Inspect images: defect probability and RLE mask per image, written to Parquet.",

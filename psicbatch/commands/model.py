@@ -21,7 +21,7 @@ from psicbatch.summaries import summarize
 @click.command(short_help=SUMMARIES["info"])
 @click.argument(
     "path",
-    metavar="[CHECKPOINT|ENGINE|RESULTS|EVALUATION]",
+    metavar="[CHECKPOINT|ENGINE|RESULTS|EVALUATION|DATA]",
     type=click.Path(path_type=Path),
     required=False,
 )
@@ -30,7 +30,9 @@ def info(path: Path | None, as_json: bool) -> None:
     """Show a checkpoint (configuration, size, cost per image), an engine folder (backend,
     precision, shapes, parity, decisions), a run's results (counts, engine, settings), an
     eval or cv folder (headline metrics, engine, command) or a decision file (threshold,
-    rule, what it was chosen for and on, its region of interest).
+    rule, what it was chosen for and on, its region of interest) or a labelled dataset
+    folder as training would read it (layout, counts, defective images without masks,
+    defect types, cross-validation groups, identical images, the auto input size).
 
     Without PATH, this machine: CPU instructions and what the torch engine does with them,
     GPUs, DALI and each engine backend (installed, loading, what it runs), and what

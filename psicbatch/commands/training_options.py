@@ -3,7 +3,6 @@ cv), apart from the shared option types so that other commands do not import tra
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +31,7 @@ from psicbatch.data.layouts import (
 )
 from psicbatch.errors import PsicbatchError
 from psicbatch.fingerprints import file_digests
-from psicbatch.network_size import fitted_size
-from psicbatch.run.headers import image_size
+from psicbatch.network_size import auto_input_size
 from psicbatch.train_options import MODES, PIXEL_THRESHOLDS, TrainOptions, check_masks
 
 
@@ -219,24 +217,6 @@ def training_setup(data: Path, layout: str, channels: str, kwargs: dict[str, Any
     }
     digests = file_digests(sample.image_path for sample in samples)
     return TrainingSetup(options, samples, channel_count, dataset, digests)
-
-
-SIZE_SAMPLE = 64  # images whose headers ``auto`` reads: evenly spaced through the dataset
-
-
-def auto_input_size(samples: list[SampleRef], bit_depth: int = 8) -> tuple[tuple[int, int], str]:
-    """``--input-size auto``: the median height and width of (up to SIZE_SAMPLE of) the
-    images, as the network takes them (``fitted_size``), and a line saying so."""
-    step = -(-len(samples) // SIZE_SAMPLE)  # at most SIZE_SAMPLE of them
-    sizes = [image_size(sample.image_path, bit_depth) for sample in samples[::step]]
-    height = round(statistics.median(h for h, _ in sizes))
-    width = round(statistics.median(w for _, w in sizes))
-    size = fitted_size(height, width)
-    how = "as it is" if size == (height, width) else "scaled to at most 512x512's pixels"
-    return size, (
-        f"{size[0]}x{size[1]} (auto: the images' median size {height}x{width}, {how}, "
-        "aspect ratio kept)"
-    )
 
 
 def _bit_depth(choice: str, samples: list[SampleRef], channels: int) -> int:

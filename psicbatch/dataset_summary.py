@@ -1,0 +1,50 @@
+"""``psicbatch info DATA``: how psicbatch reads a labelled dataset, before hours of
+training on it: the layout it matched, the images of each kind, the defective images
+without a mask, the defect types a review named, the groups cross-validation folds are
+made of, and the input size ``--input-size auto`` would train at."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from psicbatch.data.layouts import read_dataset
+from psicbatch.data.splits import joined_groups
+from psicbatch.fingerprints import copies_note, file_digests
+from psicbatch.network_size import auto_input_size
+from psicbatch.scores import named_types
+
+
+def dataset_summary(path: Path, layout: str) -> dict[str, Any]:
+    """The dataset at ``path`` as ``layout`` reads it."""
+    samples = read_dataset(path, layout)
+    defective = [sample for sample in samples if sample.is_defective]
+    unmasked = sum(not sample.mask_known for sample in defective)
+    types = named_types([s.defect_type for s in samples], [s.is_defective for s in samples])
+    per_type = Counter(sample.defect_type for sample in defective)
+    digests = file_digests(sample.image_path for sample in samples)
+    joined = joined_groups(samples, digests)
+    groups = {joined.get(s.group, s.group) for s in samples}
+    with_defects = {joined.get(s.group, s.group) for s in defective}
+    _, said = auto_input_size(samples)
+    summary: dict[str, Any] = {
+        "folder": str(path),
+        "layout": f"{layout} (auto: the one its folders match)",
+        "images": len(samples),
+        "good": len(samples) - len(defective),
+        "defective": len(defective),
+        "defective without a mask": unmasked,
+        "defect types": [f"{kind or '(no type)'}: {per_type[kind]}" for kind in types],
+        "cv groups": (
+            f"{len(groups)}, {len(with_defects)} of them with defective images, so at most "
+            f"{len(with_defects)} folds (groups holding an identical image count as one)"
+        ),
+        "identical images": copies_note([s.id for s in samples], digests) or "none",
+        "input size (auto)": said,
+    }
+    if not unmasked:
+        del summary["defective without a mask"]
+    if not types:
+        del summary["defect types"]
+    return summary
