@@ -9,15 +9,7 @@
 #   benchmarks/few_masks.sh OUT_DIR [SCALE]     # SCALE 0.46 by default: 500 px -> 230
 # The classes layout has no kosNN groups: folds split a folder's images (copies of one
 # image are still kept together); all three runs have the same folds.
-set -euo pipefail
-out=$(realpath -m "${1:?usage: benchmarks/few_masks.sh OUT_DIR [SCALE]}")
-scale=${2:-0.46}
-here=$(cd "$(dirname "$0")/.." && pwd)
-python=${PYTHON:-$here/.venv/bin/python}
-data=${DATA:-$here/../shared/data/kolektorsdd}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-"$python" "$here/benchmarks/scaled_kolektorsdd.py" "$data" "$work/small" "$scale"
+source "$(dirname "$0")/scaled_kolektorsdd.sh"
 "$python" - "$work" <<'PY'
 import sys
 from pathlib import Path

@@ -6,15 +6,7 @@
 # Images are scaled as benchmarks/scaled_kolektorsdd.py says; the scaled copy lives in a
 # temporary folder, removed at the end. Each report lands in OUT_DIR/auto and
 # OUT_DIR/square (fold models included: about 5 MB each).
-set -euo pipefail
-out=$(realpath -m "${1:?usage: benchmarks/small_images.sh OUT_DIR [SCALE]}")
-scale=${2:-0.46}
-here=$(cd "$(dirname "$0")/.." && pwd)
-python=${PYTHON:-$here/.venv/bin/python}
-data=${DATA:-$here/../shared/data/kolektorsdd}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-"$python" "$here/benchmarks/scaled_kolektorsdd.py" "$data" "$work/small" "$scale"
+source "$(dirname "$0")/scaled_kolektorsdd.sh"
 mkdir -p "$out"
 cd "$here"
 "$python" -m psicbatch cv "$work/small" --layout kolektorsdd --folds 3 --quiet --out "$out/auto"
