@@ -73,6 +73,27 @@ def test_a_defect_types_limit_by_hand() -> None:
     assert all(point.by_type == () for point in untyped)
 
 
+@pytest.mark.parametrize("rule", [Rule(), Rule("both", 20), Rule("either", 20)])
+def test_every_points_counts_are_those_of_judging_each_image(rule: Rule) -> None:
+    """The cumulative counts against judging every image at every threshold, with ties,
+    three defect types and images of none."""
+    rng = np.random.default_rng(7)
+    scores = rng.choice(np.linspace(0, 1, 40), 300)  # repeated scores: ties
+    labels = rng.random(300) < 0.3
+    areas = rng.integers(0, 60, 300)
+    types = rng.choice(["", "crack", "pit", "stain"], 300).tolist()
+    points = operating_points(scores, labels, areas, rule, types)
+    assert len(points) == len(np.unique(scores)) + 1
+    for point in points:
+        judged = rule.defective(scores >= point.threshold, areas)
+        assert point.escapes == int((labels & ~judged).sum())
+        assert point.false_rejects == int((~labels & judged).sum())
+        for kind in point.by_type:
+            of_kind = labels & (np.array(types) == kind.defect_type)
+            assert (kind.images, kind.escapes) == (of_kind.sum(), (of_kind & ~judged).sum())
+        assert [kind.defect_type for kind in point.by_type] == ["", "crack", "pit", "stain"]
+
+
 @pytest.mark.parametrize(
     ("labels", "message"),
     [
