@@ -38,7 +38,7 @@ from psicbatch.fingerprints import ImageSet, file_digests, overlap_of
 from psicbatch.reports import plot_curves, write_json, write_predictions
 from psicbatch.scores import EvaluationSummary
 from psicbatch.train import Trainer, partial_path
-from psicbatch.train_options import TrainOptions, changed_values
+from psicbatch.train_options import TrainOptions, changed_values, check_masks
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,7 @@ def cross_validate(
     if digests is None:
         digests = file_digests(sample.image_path for sample in samples)
     test_ids = kfold_by_group(samples, folds, options.seed, digests)
+    _check_fold_masks(samples, test_ids, options.mode)  # before any fold trains
     job = _job_identity(dataset, options, scoring)
     _check_same_job(out, job, test_ids)
     out.mkdir(parents=True, exist_ok=True)
@@ -205,6 +206,17 @@ def _fold_engine(
     )
     directory, _ = build_engine(model_path, options)
     return load_engine(directory, device)
+
+
+def _check_fold_masks(samples: list[SampleRef], test_ids: list[list[str]], mode: str) -> None:
+    """Each fold's training images can teach the masks (``check_masks``)."""
+    for fold, fold_test_ids in enumerate(test_ids, start=1):
+        held_out = set(fold_test_ids)
+        training = [sample for sample in samples if sample.id not in held_out]
+        try:
+            check_masks([s.is_defective for s in training], [s.mask_known for s in training], mode)
+        except PsicbatchError as error:
+            raise PsicbatchError(f"fold {fold}: {error}") from None
 
 
 def _run_fold(

@@ -287,6 +287,33 @@ def test_cv_of_a_review_sorted_by_type_reports_each_types_escapes(
         assert "crack" in text and "pit" in text
 
 
+def test_cv_refuses_folds_whose_training_images_have_no_mask(dataset: Path, tmp_path: Path) -> None:
+    """One defective image with a mask: the fold testing it could learn no mask; refused
+    before any fold trains."""
+    import numpy as np
+    from PIL import Image
+
+    review = tmp_path / "review"
+    for folder in ("good", "defective", "masks"):
+        (review / folder).mkdir(parents=True)
+    masked = False
+    for image in sorted((dataset / "images").glob("*.png")):
+        mask = dataset / "masks" / image.name
+        if not mask.exists() or not np.asarray(Image.open(mask)).any():
+            (review / "good" / image.name).symlink_to(image)
+            continue
+        (review / "defective" / image.name).symlink_to(image)
+        if not masked:
+            (review / "masks" / image.name).symlink_to(mask)
+            masked = True
+    out = tmp_path / "cv"
+    result = CliRunner().invoke(main, ["cv", str(review), "--folds", "2", "-o", str(out), *TINY])
+    assert result.exit_code == 1, result.output
+    assert "no defective training image has a mask" in result.output
+    assert "\nError: fold " in result.output
+    assert not list(out.glob("fold*"))
+
+
 def test_train_on_missing_folder_is_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["train", str(tmp_path / "nope"), "--out", "m.pt"])
     assert result.exit_code == 1
