@@ -5,38 +5,13 @@
 # defaults on the same folds: every defective image's mask (all/), every second one's
 # (half/) and every fourth one's (quarter/); the others are images the review sorted as
 # defective without drawing their defect. Each run's report lands in OUT_DIR/NAME (fold
-# models included), and OUT_DIR/summary.md sets them side by side.
+# models included), and OUT_DIR/summary.md sets them side by side (with the runs of
+# benchmarks/few_masks_dropped.sh, which leaves the unmasked images out, once made).
 #   benchmarks/few_masks.sh OUT_DIR [SCALE]     # SCALE 0.46 by default: 500 px -> 230
 # The classes layout has no kosNN groups: folds split a folder's images (copies of one
 # image are still kept together); all three runs have the same folds.
 source "$(dirname "$0")/scaled_kolektorsdd.sh"
-"$python" - "$work" <<'PY'
-import sys
-from pathlib import Path
-
-import numpy as np
-from PIL import Image
-
-work = Path(sys.argv[1])
-defective = []
-for image in sorted((work / "small").glob("kos*/Part*.jpg")):
-    label = image.with_name(f"{image.stem}_label.png")
-    name = f"{image.parent.name}_{image.stem}"
-    if np.asarray(Image.open(label)).any():
-        defective.append((name, image, label))
-    else:
-        for review in ("all", "half", "quarter"):
-            (work / review / "good").mkdir(parents=True, exist_ok=True)
-            (work / review / "good" / f"{name}.jpg").symlink_to(image)
-for number, (name, image, label) in enumerate(defective):
-    for review, every in (("all", 1), ("half", 2), ("quarter", 4)):
-        for folder in ("defective", "masks"):
-            (work / review / folder).mkdir(parents=True, exist_ok=True)
-        (work / review / "defective" / f"{name}.jpg").symlink_to(image)
-        if number % every == 0:
-            (work / review / "masks" / f"{name}.png").symlink_to(label)
-print(f"{len(defective)} defective images: masks for all, every second, every fourth")
-PY
+"$python" "$here/benchmarks/kolektorsdd_review.py" "$work/small" "$work"
 mkdir -p "$out"
 cd "$here"
 for review in all half quarter; do

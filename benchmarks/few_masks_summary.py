@@ -1,79 +1,114 @@
-"""The runs of ``benchmarks/few_masks.sh`` side by side, as a markdown table.
+"""The runs of ``benchmarks/few_masks.sh`` (and ``few_masks_dropped.sh``, where they
+were made) side by side, as a markdown table.
 
     python benchmarks/few_masks_summary.py OUT_DIR > OUT_DIR/summary.md
 
-Mask scores are compared on the same images: those whose masks every run knew (the
-fewest-masks run's), as well as each run's own.
+Mask scores are compared on the same images, those whose masks every run knew (the
+fewest-masks run's), and on each run's own; image scores as cv reports them (the mean
+of the folds' AUC and AP; FP and FN summed).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 
-RUNS = ("all", "half", "quarter")
+from psicbatch.checkpoint import load_checkpoint
+from psicbatch.cv_report import cross_validation_tables
+from psicbatch.scores import EvaluationSummary
+
+RUNS = ("all", "half", "half-dropped", "quarter", "quarter-dropped")
+
+
+@dataclass
+class Run:
+    name: str
+    rows: list[dict[str, Any]]  # every test image's row, keyed below by file name
+    folds: list[EvaluationSummary]
+    minutes: list[float]  # training time of each fold
+
+    @classmethod
+    def read(cls, folder: Path) -> Run:
+        if (folder / "cv.json").is_file():  # a cross-validation
+            record = json.loads((folder / "cv.json").read_text())
+            return cls(
+                folder.name,
+                pq.read_table(folder / "predictions.parquet").to_pylist(),
+                [EvaluationSummary.from_dict(fold["summary"]) for fold in record["folds"]],
+                [fold["train_minutes"] for fold in record["folds"]],
+            )
+        folds = sorted(folder.glob("fold*"))  # trained and evaluated fold by fold
+        return cls(
+            folder.name,
+            [
+                row
+                for fold in folds
+                for row in pq.read_table(fold / "evaluation" / "predictions.parquet").to_pylist()
+            ],
+            [
+                EvaluationSummary.from_dict(
+                    json.loads((fold / "evaluation" / "metrics.json").read_text())
+                )
+                for fold in folds
+            ],
+            [load_checkpoint(fold / "model.pt").training["train_seconds"] / 60 for fold in folds],
+        )
+
+    def masked(self) -> set[str]:
+        return {_name(r) for r in self.rows if r["is_defective"] and r["mask_known"]}
+
+    def miou(self, names: set[str] | None = None) -> str:
+        values = [
+            r["mask_iou"]
+            for r in self.rows
+            if r["is_defective"] and r["mask_known"] and (names is None or _name(r) in names)
+        ]
+        return f"{100 * np.mean(values):.2f}" if values else "n/a"
+
+
+def _name(row: dict[str, Any]) -> str:
+    return Path(row["path"]).name
 
 
 def main(out: Path) -> None:
-    rows = {run: pq.read_table(out / run / "predictions.parquet").to_pylist() for run in RUNS}
-    records = {run: json.loads((out / run / "cv.json").read_text()) for run in RUNS}
-    known_by_all = set.intersection(
-        *({r["path"] for r in rows[run] if r["is_defective"] and r["mask_known"]} for run in RUNS)
-    )
-    table = [
-        "| | " + " | ".join(RUNS) + " |",
-        "| --- |" + " --- |" * len(RUNS),
-        _row("defective images with a mask", rows, lambda r: str(_masked(r))),
+    runs = [Run.read(out / name) for name in RUNS if (out / name).is_dir()]
+    tables = {run.name: cross_validation_tables(run.folds)["table3"] for run in runs}
+    shared = set.intersection(*(run.masked() for run in runs))
+    lines = [
+        "| | " + " | ".join(run.name for run in runs) + " |",
+        "| --- |" + " --- |" * len(runs),
+        _row("test images", runs, lambda run: str(len(run.rows))),
+        _row("defective test images with a mask", runs, lambda run: str(len(run.masked()))),
         _row(
-            f"Mask mIoU on the {len(known_by_all)} defective images every run has masks of",
-            rows,
-            lambda r: _miou([x for x in r if x["path"] in known_by_all]),
+            f"Mask mIoU on the {len(shared)} defective images every run has masks of",
+            runs,
+            lambda run: run.miou(shared),
         ),
-        _row("Mask mIoU on the run's own masked images", rows, lambda r: _miou(r)),
-        "| AUC | "
-        + " | ".join(f"{records[run]['tables']['table3']['auc']:.2f}" for run in RUNS)
-        + " |",
-        "| mAP (folds' AP) | "
-        + " | ".join(f"{records[run]['tables']['table3']['ap']:.2f}" for run in RUNS)
-        + " |",
-        "| FP, FN over all images | "
-        + " | ".join(
-            f"{records[run]['tables']['table3']['fp']}, {records[run]['tables']['table3']['fn']}"
-            for run in RUNS
-        )
-        + " |",
-        "| training minutes per fold | "
-        + " | ".join(
-            "–".join(
-                f"{m:.1f}" for m in _extremes(f["train_minutes"] for f in records[run]["folds"])
-            )
-            for run in RUNS
-        )
-        + " |",
+        _row("Mask mIoU on the run's own masked test images", runs, lambda run: run.miou()),
+        _row("AUC (mean of folds)", runs, lambda run: f"{tables[run.name]['auc']:.2f}"),
+        _row("mAP (mean of folds' AP)", runs, lambda run: f"{tables[run.name]['ap']:.2f}"),
+        _row(
+            "FP, FN over the test images",
+            runs,
+            lambda run: f"{tables[run.name]['fp']}, {tables[run.name]['fn']}",
+        ),
+        _row(
+            "training minutes per fold",
+            runs,
+            lambda run: f"{min(run.minutes):.1f}–{max(run.minutes):.1f}",
+        ),
     ]
-    print("\n".join(table))
+    print("\n".join(lines))
 
 
-def _row(label: str, rows: dict, cell) -> str:
-    return f"| {label} | " + " | ".join(cell(rows[run]) for run in RUNS) + " |"
-
-
-def _masked(rows: list[dict]) -> int:
-    return sum(r["is_defective"] and r["mask_known"] for r in rows)
-
-
-def _miou(rows: list[dict]) -> str:
-    values = [r["mask_iou"] for r in rows if r["is_defective"] and r["mask_known"]]
-    return f"{100 * np.mean(values):.2f}" if values else "n/a"
-
-
-def _extremes(values) -> tuple[float, float]:
-    values = list(values)
-    return min(values), max(values)
+def _row(label: str, runs: list[Run], cell: Any) -> str:
+    return f"| {label} | " + " | ".join(cell(run) for run in runs) + " |"
 
 
 if __name__ == "__main__":
