@@ -19,6 +19,7 @@ for review in half quarter; do
         mkdir -p "$result"
         "$python" -m psicbatch train "$folds/train" --input-size "$size" --quiet \
             --out "$result/model.pt"
+        "$python" -m psicbatch info "$result/model.pt" --json > "$result/model.json"
         "$python" -m psicbatch eval "$result/model.pt" "$folds/test" --quiet \
             --out "$result/evaluation"
     done

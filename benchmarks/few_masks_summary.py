@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from psicbatch.checkpoint import load_checkpoint
 from psicbatch.cv_report import cross_validation_tables
 from psicbatch.scores import EvaluationSummary
 
@@ -57,7 +56,10 @@ class Run:
                 )
                 for fold in folds
             ],
-            [load_checkpoint(fold / "model.pt").training["train_seconds"] / 60 for fold in folds],
+            [
+                json.loads((fold / "model.json").read_text())["training"]["minutes"]
+                for fold in folds
+            ],
         )
 
     def masked(self) -> set[str]:
@@ -97,6 +99,11 @@ def main(out: Path) -> None:
             "FP, FN over the test images",
             runs,
             lambda run: f"{tables[run.name]['fp']}, {tables[run.name]['fn']}",
+        ),
+        _row(
+            "FN per fold",
+            runs,
+            lambda run: ", ".join(str(fold.classification.fn) for fold in run.folds),
         ),
         _row(
             "training minutes per fold",
