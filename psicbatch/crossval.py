@@ -106,6 +106,8 @@ def cross_validate(
         "images": len(samples),
         "defective_images": sum(s.is_defective for s in samples),
         "joined_groups": _linked(joined_groups(samples, digests)),
+        "group_by": dataset.get("group_by"),  # the pattern naming groups, if one did
+        "groups": len({s.group for s in samples}),
         "options": options.to_dict(),
         "input_size_choice": dataset.get("input_size"),  # how --input-size auto chose it
         "folds": fold_reports,
@@ -136,7 +138,7 @@ def _linked(joined: dict[str, str]) -> list[list[str]]:
 JOB_FILE = "cv_job.json"  # beside splits.json, which records the folds
 # Identity field -> how a message names it.
 JOB_FIELDS = {
-    "dataset": "the dataset (DATA, --layout, --channels)",
+    "dataset": "the dataset (DATA, --layout, --channels, --group-by)",
     "folds": "the folds (--folds, --seed, the dataset's images and which are identical)",
     "training": "the training options",
     "scoring": "the scoring engine (--engine-backend, --engine-precision)",
@@ -149,6 +151,8 @@ def _job_identity(
     """What a cross-validation's folds depend on besides the folds themselves, as JSON
     gives it back (the device they ran on is not part of it)."""
     where = {key: dataset.get(key) for key in ("layout", "channels", "bit_depth")}
+    if dataset.get("group_by") is not None:  # folders of earlier jobs record none
+        where["group_by"] = dataset["group_by"]
     training = {key: value for key, value in options.to_dict().items() if key != "device"}
     job = {
         "dataset": {"path": str(Path(dataset["path"]).resolve()), **where},

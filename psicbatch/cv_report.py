@@ -157,17 +157,26 @@ FOLD_COLUMNS: tuple[Column[dict[str, Any]], ...] = (
 
 
 def _joined(report: dict[str, Any]) -> list[Block]:
-    """The sentence naming groups kept in one fold because they hold identical images."""
-    joined = report.get("joined_groups") or []
-    if not joined:
-        return []
-    sets = ", ".join(f"({', '.join(groups)})" for groups in joined)
-    return [
-        Paragraph(
-            f"Groups holding identical image files, each kept within one fold so that no test "
-            f"image is a copy of a training image: {sets}."
+    """The sentences saying how images were grouped into folds: by a pattern, where one
+    was given, and groups kept in one fold because they hold identical images."""
+    blocks: list[Block] = []
+    if report.get("group_by"):
+        blocks.append(
+            Paragraph(
+                f"Images whose ids share the match of `{report['group_by']}` are kept in one "
+                f"fold: {report['groups']} groups."
+            )
         )
-    ]
+    joined = report.get("joined_groups") or []
+    if joined:
+        sets = ", ".join(f"({', '.join(groups)})" for groups in joined)
+        blocks.append(
+            Paragraph(
+                f"Groups holding identical image files, each kept within one fold so that no "
+                f"test image is a copy of a training image: {sets}."
+            )
+        )
+    return blocks
 
 
 def _table1(report: dict[str, Any]) -> Table:

@@ -314,6 +314,23 @@ def test_cv_refuses_folds_whose_training_images_have_no_mask(dataset: Path, tmp_
     assert not list(out.glob("fold*"))
 
 
+def test_cv_keeps_the_images_a_pattern_groups_in_one_fold(dataset: Path, tmp_path: Path) -> None:
+    """--group-by: images whose ids share the match go to one fold (here by their number's
+    tens: synth_0001x together), the report says so, and a rerun with another pattern
+    is refused rather than resumed."""
+    out = tmp_path / "cv"
+    args = ["cv", str(dataset), "--folds", "2", "-o", str(out), "-q", *TINY]
+    result = CliRunner().invoke(main, [*args, "--group-by", r"synth_000(\d)\d"])
+    assert result.exit_code == 0, result.output
+    folds = json.loads((out / "splits.json").read_text())["test_ids"]
+    tens = [{sample_id[-2] for sample_id in fold} for fold in folds]
+    assert tens[0].isdisjoint(tens[1]) and tens[0] | tens[1] == {"0", "1", "2"}
+    assert "are kept in one fold: 3 groups" in (out / "report.md").read_text()
+    again = CliRunner().invoke(main, [*args, "--group-by", r"synth_0000(\d)"])
+    assert again.exit_code == 1 and "Traceback" not in again.output
+    assert "differs in the dataset (DATA, --layout, --channels, --group-by)" in again.output
+
+
 def test_train_on_missing_folder_is_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["train", str(tmp_path / "nope"), "--out", "m.pt"])
     assert result.exit_code == 1

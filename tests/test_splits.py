@@ -99,3 +99,23 @@ def test_each_defect_type_is_spread_over_the_folds() -> None:
 
 
 GROUPS = [f"g{g}" for g in range(15)]
+
+
+def test_a_pattern_groups_the_images_of_one_part() -> None:
+    """--group-by: the first capture group names each image's group; images it does not
+    match keep their own; a bad or never-matching pattern is refused in one line."""
+    from psicbatch.data.splits import grouped_by
+
+    data = [
+        SampleRef(f"good/{name}", Path(f"good/{name}.png"), None, False, f"good/{name}")
+        for name in ("p1_cam1", "p1_cam2", "p2_cam1", "other")
+    ]
+    grouped = {s.id: s.group for s in grouped_by(data, r"(p\d+)_cam\d+$")}
+    assert grouped["good/p1_cam1"] == grouped["good/p1_cam2"] != grouped["good/p2_cam1"]
+    assert grouped["good/other"] == "good/other"
+    whole = {s.id: s.group for s in grouped_by(data, r"p\d+")}  # no group: the match
+    assert whole["good/p1_cam1"] == whole["good/p1_cam2"]
+    with pytest.raises(PsicbatchError, match=r"--group-by '\(p': not a regular expression"):
+        grouped_by(data, "(p")
+    with pytest.raises(PsicbatchError, match=r"matches no image's id \(such as good/p1_cam1\)"):
+        grouped_by(data, "cam9")

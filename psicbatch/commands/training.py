@@ -255,6 +255,13 @@ def evaluate_command(
 )
 @click.option("--fold", "only_fold", type=int, help="Run only this fold (1-based).")
 @click.option(
+    "--group-by",
+    metavar="REGEX",
+    help="Keep images in one fold whose ids (paths in DATA without the extension) share "
+    "this pattern's match (its first group, if it has one): '^(.*)_cam[0-9]+$' keeps a "
+    "part's camera images together. Default: the layout's groups (kosNN/, ClassN/).",
+)
+@click.option(
     "--engine-backend",
     type=click.Choice(NAMES),
     default="torch",
@@ -276,6 +283,7 @@ def cross_validate_command(
     channels: str,
     folds: int,
     only_fold: int | None,
+    group_by: str | None,
     engine_backend: str,
     engine_precision: str,
     out: Path,
@@ -284,17 +292,22 @@ def cross_validate_command(
 ) -> None:
     """k-fold cross-validation with grouped, stratified folds; reports in the paper's layout."""
     from psicbatch.crossval import FoldEngine, cross_validate
+    from psicbatch.data.splits import grouped_by
 
     check_output_folder(out, "splits.json", "cross-validation")
     setup = training_setup(data, layout, channels, kwargs)
+    samples, dataset = setup.samples, setup.dataset
+    if group_by is not None:
+        samples = grouped_by(samples, group_by)
+        dataset = {**dataset, "group_by": group_by}
     _notes(setup, quiet)
     with progress_bar(quiet, console) as progress:
         report = cross_validate(
-            setup.samples,
+            samples,
             setup.options,
             folds,
             out,
-            setup.dataset,
+            dataset,
             progress,
             FoldEngine(engine_backend, engine_precision),
             only_fold,

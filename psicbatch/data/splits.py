@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from psicbatch.data.layouts import SampleRef
@@ -73,6 +75,34 @@ def kfold_by_group(
 
 def _defect_types(members: list[SampleRef]) -> set[str]:
     return {s.defect_type for s in members if s.is_defective}
+
+
+def grouped_by(samples: list[SampleRef], pattern: str) -> list[SampleRef]:
+    """The samples with the groups ``pattern`` names: images of one part (several cameras
+    or sides) must share a fold, or a model is tested on a part it was trained on. The
+    regular expression is searched in each sample's id (its path in the dataset without
+    the extension, ``good/part12_cam1``); its first capture group, or else its whole
+    match, names the group. Samples it does not match keep their own group; a pattern
+    that matches none is refused, since it would group nothing."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error as error:
+        raise PsicbatchError(
+            f"--group-by {pattern!r}: not a regular expression ({error})"
+        ) from None
+    grouped, matched = [], 0
+    for sample in samples:
+        found = compiled.search(sample.id)
+        if found is None:
+            grouped.append(sample)
+            continue
+        matched += 1
+        name = found.group(1) if compiled.groups else found.group(0)
+        grouped.append(replace(sample, group=f"group-by:{name}"))
+    if not matched:
+        example = f" (such as {samples[0].id})" if samples else ""
+        raise PsicbatchError(f"--group-by {pattern!r} matches no image's id{example}")
+    return grouped
 
 
 def joined_groups(samples: list[SampleRef], digests: Sequence[bytes | None]) -> dict[str, str]:
