@@ -359,3 +359,24 @@ def test_info_says_how_a_dataset_is_read(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["info", str(review)])
     said = "a labelled dataset in one layout: it looks like the folder and the classes layouts"
     assert result.exit_code == 1 and said in result.output
+
+
+def test_classes_masks_at_the_images_own_paths_tell_same_names_apart(tmp_path: Path) -> None:
+    """masks/scratch/x.png is defective/scratch/x.png's, masks/dent/x.png the other x's;
+    a mask only by name (masks/y.png) still serves ng/scratch/y.png."""
+    make_classes(tmp_path)
+    mask = np.zeros((20, 12), np.uint8)
+    for kind, rows in (("scratch", slice(1, 3)), ("dent", slice(10, 14))):
+        (tmp_path / "NG" / kind).mkdir()
+        gray().save(tmp_path / "NG" / kind / "x.png")
+        (tmp_path / "masks" / kind).mkdir()
+        mask[:] = 0
+        mask[rows, 2:4] = 255
+        Image.fromarray(mask).save(tmp_path / "masks" / kind / "x.png")
+    gray().save(tmp_path / "NG" / "scratch" / "y.png")
+    Image.fromarray(mask).save(tmp_path / "masks" / "y.png")
+    samples = {s.id: s for s in read_dataset(tmp_path, "classes")}
+    for kind in ("scratch", "dent"):
+        assert samples[f"NG/{kind}/x"].mask_path == tmp_path / "masks" / kind / "x.png"
+    assert samples["NG/scratch/y"].mask_path == tmp_path / "masks" / "y.png"
+    assert samples["NG/d1"].mask_path == tmp_path / "masks" / "d1.png"

@@ -180,11 +180,15 @@ def read_classes(root: Path) -> list[SampleRef]:
             f"{root}: the classes layout needs a good/ (or ok/) or a defective/ (or ng/) subfolder"
         )
     masks_dir = root / MASK_FOLDER
-    masks = {p.stem: p for p in _images_in(masks_dir)} if masks_dir.is_dir() else {}
+    masks = (  # by path in masks/ without the extension: "scratch/x" or "x"
+        {p.relative_to(masks_dir).with_suffix("").as_posix(): p for p in _images_below(masks_dir)}
+        if masks_dir.is_dir()
+        else {}
+    )
     samples = []
     for folder in good:
         for image in _images_below(folder):
-            mask = masks.get(image.stem)
+            mask, _ = _class_mask(masks, image, folder)
             if _has_defect(mask):
                 raise PsicbatchError(
                     f"{image}: in {folder.name}/, but its mask {mask} marks defect pixels"
@@ -194,11 +198,12 @@ def read_classes(root: Path) -> list[SampleRef]:
     by_name: dict[str, Path] = {}  # defective images, for masks found by name
     for folder in defective:
         for image in _images_below(folder):
-            mask = masks.get(image.stem)
-            if mask is not None and image.stem in by_name:
+            mask, named = _class_mask(masks, image, folder)
+            if named and image.stem in by_name:
                 raise PsicbatchError(
                     f"{image}: its mask {mask} could as well be that of {by_name[image.stem]} "
-                    "(masks are found by name); rename one of them"
+                    f"(masks are found by name); rename one of them, or give each its mask "
+                    f"at its own path in {MASK_FOLDER}/"
                 )
             by_name[image.stem] = image
             sample_id = image.relative_to(root).with_suffix("").as_posix()
@@ -214,6 +219,17 @@ def read_classes(root: Path) -> list[SampleRef]:
                 )
             )
     return samples
+
+
+def _class_mask(masks: dict[str, Path], image: Path, folder: Path) -> tuple[Path | None, bool]:
+    """An image's mask in the classes layout, and whether it was found by name alone: at
+    the image's own path under masks/ (``defective/scratch/x.png``: ``masks/scratch/x.png``),
+    else by name (``masks/x.png``)."""
+    own = image.relative_to(folder).with_suffix("").as_posix()
+    if own in masks:
+        return masks[own], False
+    mask = masks.get(image.stem)
+    return mask, mask is not None
 
 
 def _images_below(folder: Path) -> list[Path]:
