@@ -115,6 +115,8 @@ def test_a_pattern_groups_the_images_of_one_part() -> None:
     assert grouped["good/other"] == "good/other"
     whole = {s.id: s.group for s in grouped_by(data, r"p\d+")}  # no group: the match
     assert whole["good/p1_cam1"] == whole["good/p1_cam2"]
+    optional = {s.id: s.group for s in grouped_by(data, r"(p1)?_cam")}  # p2's takes no part
+    assert optional["good/p2_cam1"] == "good/p2_cam1" != optional["good/p1_cam1"]
     with pytest.raises(PsicbatchError, match=r"--group-by '\(p': not a regular expression"):
         grouped_by(data, "(p")
     with pytest.raises(PsicbatchError, match=r"matches no image's id \(such as good/p1_cam1\)"):

@@ -93,11 +93,11 @@ def grouped_by(samples: list[SampleRef], pattern: str) -> list[SampleRef]:
     grouped, matched = [], 0
     for sample in samples:
         found = compiled.search(sample.id)
-        if found is None:
+        name = None if found is None else found.group(1 if compiled.groups else 0)
+        if name is None:  # no match, or an optional group that took no part in it
             grouped.append(sample)
             continue
         matched += 1
-        name = found.group(1) if compiled.groups else found.group(0)
         grouped.append(replace(sample, group=f"group-by:{name}"))
     if not matched:
         example = f" (such as {samples[0].id})" if samples else ""
