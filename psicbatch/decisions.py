@@ -112,7 +112,7 @@ class OperatingPoint:
     def within(self, type_limits: dict[str, float]) -> bool:
         """Whether each named type's escape rate is within its limit."""
         return all(
-            kind.escapes <= type_limits.get(kind.defect_type, 1.0) * kind.images
+            kind.escapes / kind.images <= type_limits.get(kind.defect_type, 1.0)
             for kind in self.by_type
         )
 
