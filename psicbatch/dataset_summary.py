@@ -16,8 +16,9 @@ from psicbatch.network_size import auto_input_size
 from psicbatch.scores import named_types
 
 
-def dataset_summary(path: Path, layout: str) -> dict[str, Any]:
-    """The dataset at ``path`` as ``layout`` reads it."""
+def dataset_summary(path: Path, layout: str, chosen: bool = False) -> dict[str, Any]:
+    """The dataset at ``path`` as ``layout`` reads it (``chosen`` by --layout, or the one
+    layout its folders match)."""
     samples = read_dataset(path, layout)
     defective = [sample for sample in samples if sample.is_defective]
     unmasked = sum(not sample.mask_known for sample in defective)
@@ -30,7 +31,7 @@ def dataset_summary(path: Path, layout: str) -> dict[str, Any]:
     _, said = auto_input_size(samples)
     summary: dict[str, Any] = {
         "folder": str(path),
-        "layout": f"{layout} (auto: the one its folders match)",
+        "layout": layout if chosen else f"{layout} (auto: the one its folders match)",
         "images": len(samples),
         "good": len(samples) - len(defective),
         "defective": len(defective),

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from psicbatch.data.layouts import matching_layouts
+from psicbatch.data.layouts import AUTO, matching_layouts
 from psicbatch.decisions import Decisions, target_text
 from psicbatch.engines.manifest import MANIFEST_NAME, Manifest, read_manifest
 from psicbatch.engines.revisions import engine_decisions
@@ -31,9 +31,14 @@ from psicbatch.scores import (
 )
 
 
-def summarize(path: Path) -> tuple[str, dict[str, Any]]:
-    """What ``path`` is (a checkpoint, an engine folder, a run's results, an evaluation)
-    and its summary; a one-line error where it is none of them."""
+def summarize(path: Path, layout: str = AUTO) -> tuple[str, dict[str, Any]]:
+    """What ``path`` is (a checkpoint, an engine folder, a run's results, an evaluation,
+    decisions, a labelled dataset: in ``layout`` where one is named) and its summary; a
+    one-line error where it is none of them."""
+    if layout != AUTO:
+        from psicbatch.dataset_summary import dataset_summary
+
+        return "dataset", dataset_summary(path, layout, chosen=True)
     if path.is_dir():
         engine = (path / MANIFEST_NAME).exists()
         if not engine and watch_identity(path):
@@ -51,7 +56,7 @@ def summarize(path: Path) -> tuple[str, dict[str, Any]]:
         raise PsicbatchError(
             f"{path}: not an engine folder ({MANIFEST_NAME}), an eval or cv folder "
             f"({' or '.join(EVALUATION_RECORDS)}), a --watch results folder or a labelled "
-            f"dataset in one layout{matched}"
+            f"dataset in one layout{matched} (choose one with --layout)"
         )
     if is_results_file(path) or path.suffix.lower() in RESULTS.suffixes:
         return "results", results_summary(path)  # a damaged one says what is wrong with it

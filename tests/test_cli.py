@@ -122,7 +122,7 @@ def test_info_on_a_folder_that_is_no_engine_is_one_line(runner: CliRunner, tmp_p
     assert result.exit_code == 1 and result.output.strip().splitlines() == [
         f"Error: {tmp_path}: not an engine folder (manifest.json), an eval or cv folder "
         "(metrics.json or cv.json), a --watch results folder or a labelled dataset in one "
-        "layout"
+        "layout (choose one with --layout)"
     ]
 
 

@@ -359,6 +359,10 @@ def test_info_says_how_a_dataset_is_read(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["info", str(review)])
     said = "a labelled dataset in one layout: it looks like the folder and the classes layouts"
     assert result.exit_code == 1 and said in result.output
+    chosen = CliRunner().invoke(main, ["info", str(review), "--layout", "classes", "--json"])
+    assert chosen.exit_code == 0, chosen.output
+    assert json.loads(chosen.output)["layout"] == "classes"
+    assert json.loads(chosen.output)["defective"] == 3
 
 
 def test_classes_masks_at_the_images_own_paths_tell_same_names_apart(tmp_path: Path) -> None:

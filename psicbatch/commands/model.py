@@ -13,6 +13,7 @@ from rich.table import Table
 
 from psicbatch.commands import SUMMARIES
 from psicbatch.commands.options import NETWORK_SIZE, Bounded
+from psicbatch.commands.training_options import layout_option
 from psicbatch.run.output_guard import CHECKPOINT, check_output
 from psicbatch.run.results import field_text
 from psicbatch.summaries import summarize
@@ -25,8 +26,9 @@ from psicbatch.summaries import summarize
     type=click.Path(path_type=Path),
     required=False,
 )
+@layout_option("a DATA folder")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead.")
-def info(path: Path | None, as_json: bool) -> None:
+def info(path: Path | None, layout: str, as_json: bool) -> None:
     """Show a checkpoint (configuration, size, cost per image), an engine folder (backend,
     precision, shapes, parity, decisions), a run's results (counts, engine, settings), an
     eval or cv folder (headline metrics, engine, command) or a decision file (threshold,
@@ -42,7 +44,7 @@ def info(path: Path | None, as_json: bool) -> None:
 
         title, summary = "psicbatch on this machine", machine_summary()
     else:
-        kind, summary = summarize(path)
+        kind, summary = summarize(path, layout)
         title = f"psicbatch {kind} {path}"
     if as_json:
         click.echo(json.dumps(summary, indent=2))
