@@ -134,8 +134,13 @@ def copies_note(ids: list[str], digests: list[bytes | None], shown: int = 3) -> 
     if not copies:
         return None
     more = f", and {len(copies) - shown} more" if len(copies) > shown else ""
+    are = (
+        "is a byte-identical copy of another"
+        if len(copies) == 1
+        else ("are byte-identical copies of others")
+    )
     return (
-        f"{len(copies)} of the {len(ids)} images are byte-identical copies of others "
+        f"{len(copies)} of the {len(ids)} images {are} "
         f"({', '.join(copies[:shown])}{more}): each weighs twice in training, and a copy "
         "labelled differently contradicts its original"
     )

@@ -148,7 +148,7 @@ def test_train_notes_images_that_are_copies_of_others(dataset: Path, tmp_path: P
     result = CliRunner().invoke(main, ["train", str(data), "--out", str(model), *TINY])
     assert result.exit_code == 0, result.output
     assert (
-        f"note: 1 of the 31 images are byte-identical copies of others (z_again of {first.stem}): "
+        f"note: 1 of the 31 images is a byte-identical copy of another (z_again of {first.stem}): "
         "each weighs twice in training" in result.output
     )
     shown = json.loads(_cli("info", str(model), "--json"))

@@ -353,7 +353,9 @@ def test_info_says_how_a_dataset_is_read(tmp_path: Path) -> None:
     assert shown["defective without a mask"] == 2
     assert shown["defect types"] == ["(no type): 1", "crack: 2"]
     assert shown["cv groups"].startswith("6, 3 of them with defective images, so at most 3 folds")
-    assert shown["identical images"].startswith("1 of the 7 images are byte-identical copies")
+    assert shown["identical images"].startswith(
+        "1 of the 7 images is a byte-identical copy of another"
+    )
     assert shown["input size (auto)"].startswith("48x32 (auto")
     (review / "images").mkdir()  # now the folder and classes layouts both match
     result = CliRunner().invoke(main, ["info", str(review)])
