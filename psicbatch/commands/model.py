@@ -31,7 +31,7 @@ from psicbatch.summaries import summarize
 def info(path: Path | None, layout: str, as_json: bool) -> None:
     """Show a checkpoint (configuration, size, cost per image), an engine folder (backend,
     precision, shapes, parity, decisions), a run's results (counts, engine, settings), an
-    eval or cv folder (headline metrics, engine, command) or a decision file (threshold,
+    eval or cv folder (headline metrics, engine, command), a decision file (threshold,
     rule, what it was chosen for and on, its region of interest) or a labelled dataset
     folder as training would read it (layout, counts, defective images without masks,
     defect types, cross-validation groups, identical images, the auto input size).
