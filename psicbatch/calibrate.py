@@ -192,7 +192,7 @@ def check_type_limits(
     limits: dict[str, float], types: list[str], defective: list[bool], where: str
 ) -> None:
     """Limits only for defect types the validation images have: a misspelt type would
-    otherwise limit nothing."""
+    otherwise be silently ignored."""
     known = named_types(types, defective)
     unknown = sorted(set(limits) - set(known) - {""})
     if not unknown:
