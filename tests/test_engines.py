@@ -552,3 +552,34 @@ def test_a_file_that_appears_in_the_destination_during_a_build_is_kept(tmp_path:
     with pytest.raises(PsicbatchError, match="not an engine folder"):
         move_into_place(built, destination, overwrite=True)
     assert (destination / "arrived.txt").read_text() == "mine" and built.is_dir()
+
+
+def test_a_held_instruction_set_gets_a_kernel_cache_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Inductor would reuse kernels built for the machine's own instructions under an
+    ATEN_CPU_CAPABILITY hold (garbage outputs, measured): the hold gets its own cache; a
+    cache someone chose is kept."""
+    import os
+
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    from psicbatch.engines.torch_engine import separate_kernel_cache
+
+    default = os.path.abspath(default_cache_dir())
+    for before, capability, after in (
+        (None, "avx2", f"{default}-avx2"),
+        (default, "avx2", f"{default}-avx2"),  # inductor writes its default back
+        (str(tmp_path), "avx2", str(tmp_path)),
+        (None, None, None),
+    ):
+        for name, value in (
+            ("TORCHINDUCTOR_CACHE_DIR", before),
+            ("ATEN_CPU_CAPABILITY", capability),
+        ):
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
+        separate_kernel_cache()
+        assert os.environ.get("TORCHINDUCTOR_CACHE_DIR") == after

@@ -89,6 +89,7 @@ class TorchEngine(Engine):
             # Inductor leaves the frequency form's complex products to eager kernels, as
             # measured; its warning about that would reach every compiled run's terminal.
             warnings.filterwarnings("ignore", "Torchinductor does not support code generation")
+            separate_kernel_cache()
             self.model = torch.compile(self.model)
         self.forward: Forward = self.model if compiled else GraphedForward(self.model)
         if compiled or device.type == "cuda":
@@ -110,3 +111,17 @@ class TorchEngine(Engine):
         with torch.inference_mode():
             probabilities, segmentation = self.forward(batch)
         return probabilities, segmentation
+
+
+def separate_kernel_cache() -> None:
+    """Inductor keys its kernel cache without the instructions ``ATEN_CPU_CAPABILITY``
+    holds torch to, so under such a hold it reuses kernels it built for the machine's own
+    and computes garbage (pooling layers 1,068 off on an AVX-512 Xeon held to AVX2); a
+    hold gets a cache of its own, unless one was chosen."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    capability = os.environ.get("ATEN_CPU_CAPABILITY")
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    default = os.path.abspath(default_cache_dir())
+    if capability and (chosen is None or os.path.abspath(chosen) == default):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = f"{default}-{capability}"
