@@ -10,16 +10,20 @@ from pathlib import Path
 from typing import Any
 
 from psicbatch.data.layouts import read_dataset
-from psicbatch.data.splits import joined_groups
+from psicbatch.data.splits import grouped_by, joined_groups
 from psicbatch.fingerprints import copies_note, file_digests
 from psicbatch.network_size import auto_input_size
 from psicbatch.scores import named_types
 
 
-def dataset_summary(path: Path, layout: str, chosen: bool = False) -> dict[str, Any]:
+def dataset_summary(
+    path: Path, layout: str, chosen: bool = False, group_by: str | None = None
+) -> dict[str, Any]:
     """The dataset at ``path`` as ``layout`` reads it (``chosen`` by --layout, or the one
-    layout its folders match)."""
+    layout its folders match), its cv groups as ``cv --group-by`` makes them where given."""
     samples = read_dataset(path, layout)
+    if group_by is not None:
+        samples = grouped_by(samples, group_by)
     defective = [sample for sample in samples if sample.is_defective]
     unmasked = sum(not sample.mask_known for sample in defective)
     types = named_types([s.defect_type for s in samples], [s.is_defective for s in samples])
@@ -38,8 +42,14 @@ def dataset_summary(path: Path, layout: str, chosen: bool = False) -> dict[str, 
         "defective without a mask": unmasked,
         "defect types": [f"{kind or '(no type)'}: {per_type[kind]}" for kind in types],
         "cv groups": (
-            f"{len(groups)}, {len(with_defects)} of them with defective images, so at most "
-            f"{len(with_defects)} folds (groups holding an identical image count as one)"
+            f"{len(groups)}{'' if group_by is None else f' by --group-by {group_by}'}, "
+            f"{len(with_defects)} of them with defective images, "
+            + (
+                f"so at most {len(with_defects)} folds"
+                if len(with_defects) >= 2
+                else "too few for cross-validation (2 folds need 2)"
+            )
+            + " (groups holding an identical image count as one)"
         ),
         "identical images": copies_note([s.id for s in samples], digests) or "none",
         "input size (auto)": said,

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from psicbatch.data.layouts import AUTO, matching_layouts
+from psicbatch.data.layouts import AUTO, matching_layouts, resolve_layout
 from psicbatch.decisions import Decisions, target_text
 from psicbatch.engines.manifest import MANIFEST_NAME, Manifest, read_manifest
 from psicbatch.engines.revisions import engine_decisions
@@ -31,14 +31,17 @@ from psicbatch.scores import (
 )
 
 
-def summarize(path: Path, layout: str = AUTO) -> tuple[str, dict[str, Any]]:
+def summarize(
+    path: Path, layout: str = AUTO, group_by: str | None = None
+) -> tuple[str, dict[str, Any]]:
     """What ``path`` is (a checkpoint, an engine folder, a run's results, an evaluation,
-    decisions, a labelled dataset: in ``layout`` where one is named) and its summary; a
-    one-line error where it is none of them."""
-    if layout != AUTO:
+    decisions, a labelled dataset: in ``layout`` where one is named, its cv groups made by
+    ``group_by`` where given) and its summary; a one-line error where it is none of them."""
+    if layout != AUTO or group_by is not None:
         from psicbatch.dataset_summary import dataset_summary
 
-        return "dataset", dataset_summary(path, layout, chosen=True)
+        read_as = resolve_layout(path, layout)
+        return "dataset", dataset_summary(path, read_as, layout != AUTO, group_by)
     if path.is_dir():
         engine = (path / MANIFEST_NAME).exists()
         if not engine and watch_identity(path):

@@ -357,6 +357,12 @@ def test_info_says_how_a_dataset_is_read(tmp_path: Path) -> None:
         "1 of the 7 images is a byte-identical copy of another"
     )
     assert shown["input size (auto)"].startswith("48x32 (auto")
+    pattern = r"/([gd])\d$"  # one group of good and one of defective images
+    grouped = CliRunner().invoke(main, ["info", str(review), "--group-by", pattern, "--json"])
+    assert json.loads(grouped.output)["cv groups"].startswith(
+        f"2 by --group-by {pattern}, 1 of them with defective images, too few for "
+        "cross-validation (2 folds need 2)"
+    )
     (review / "images").mkdir()  # now the folder and classes layouts both match
     result = CliRunner().invoke(main, ["info", str(review)])
     said = "a labelled dataset in one layout: it looks like the folder and the classes layouts"

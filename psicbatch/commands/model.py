@@ -27,8 +27,13 @@ from psicbatch.summaries import summarize
     required=False,
 )
 @layout_option("a DATA folder")
+@click.option(
+    "--group-by",
+    metavar="REGEX",
+    help="With a DATA folder: its cross-validation groups as cv --group-by makes them.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead.")
-def info(path: Path | None, layout: str, as_json: bool) -> None:
+def info(path: Path | None, layout: str, group_by: str | None, as_json: bool) -> None:
     """Show a checkpoint (configuration, size, cost per image), an engine folder (backend,
     precision, shapes, parity, decisions), a run's results (counts, engine, settings), an
     eval or cv folder (headline metrics, engine, command), a decision file (threshold,
@@ -44,7 +49,7 @@ def info(path: Path | None, layout: str, as_json: bool) -> None:
 
         title, summary = "psicbatch on this machine", machine_summary()
     else:
-        kind, summary = summarize(path, layout)
+        kind, summary = summarize(path, layout, group_by)
         title = f"psicbatch {kind} {path}"
     if as_json:
         click.echo(json.dumps(summary, indent=2))
