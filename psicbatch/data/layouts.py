@@ -11,10 +11,11 @@ Layouts (``DATA`` is the folder given on the command line):
   name, any image extension); an image without a mask is defect-free.
 - ``classes`` (images sorted by a review): ``good/`` (or ``ok/``) and ``defective/`` (or
   ``ng/``), each with any subfolders (those of ``defective/`` name defect types), with
-  optional ``masks/NAME.ext`` for defective ones. A line's reviewers sort
-  parts; few draw masks. Decisions and audits need only the sorting; a defective image
-  without a mask has no segmentation score, and training, which learns from the
-  defects' pixels, refuses it.
+  optional masks for defective ones (``masks/NAME.ext``, or at the image's own path:
+  ``masks/scratch/NAME.ext``). A line's reviewers sort parts; few draw masks. Decisions
+  and audits need only the sorting; a defective image without a mask has no
+  segmentation score, and two-step training learns the image decision from it, not
+  the masks.
 """
 
 from __future__ import annotations
