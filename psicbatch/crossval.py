@@ -34,6 +34,7 @@ from psicbatch.engines.loading import load_engine
 from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.errors import PsicbatchError
 from psicbatch.evaluate import evaluate, metrics_summary
+from psicbatch.fine_tuning import StartingPoint
 from psicbatch.fingerprints import ImageSet, file_digests, overlap_of
 from psicbatch.reports import plot_curves, write_json, write_predictions
 from psicbatch.scores import EvaluationSummary
@@ -59,11 +60,13 @@ def cross_validate(
     scoring: FoldEngine = FoldEngine(),
     only_fold: int | None = None,
     digests: list[bytes | None] | None = None,
+    start: StartingPoint | None = None,
 ) -> dict[str, Any]:
     """Run every fold (or only fold ``only_fold``, 1-based, for studies that change one
     thing on fixed folds) and write ``OUT/report.md``, ``report.html``, ``cv.json``,
     predictions and curves.
-    ``digests``: each sample's image file's (read here when not given)."""
+    ``digests``: each sample's image file's (read here when not given); ``start``: the
+    checkpoint every fold's training starts from (``--init``)."""
     if only_fold is not None and not 1 <= only_fold <= folds:
         raise PsicbatchError(f"--fold must be between 1 and {folds}, got {only_fold}")
     if digests is None:
@@ -95,6 +98,7 @@ def cross_validate(
             dataset,
             progress,
             scoring,
+            start,
         )
         fold_reports.append(report)
         all_rows += [{**row, "fold": fold} for row in report.pop("rows")]
@@ -110,6 +114,7 @@ def cross_validate(
         "groups": len({s.group for s in samples}),
         "options": options.to_dict(),
         "input_size_choice": dataset.get("input_size"),  # how --input-size auto chose it
+        "init": start.record() if start else None,  # the checkpoint the folds started from
         "folds": fold_reports,
         "tables": cross_validation_tables([f["summary"] for f in fold_reports]),
         "pooled": pooled,
@@ -234,6 +239,7 @@ def _run_fold(
     dataset: dict[str, str],
     progress: Progress | None,
     scoring: FoldEngine,
+    start: StartingPoint | None,
 ) -> dict[str, Any]:
     fold_dir = out / f"fold{fold}"
     model_path = fold_dir / "model.pt"
@@ -256,6 +262,7 @@ def _run_fold(
                 "dataset": {**dataset, "fold": fold, "train_images": len(train_index)},
                 "image_digests": ImageSet.of_digests(digests[i] for i in train_index).encode(),
             },
+            start=start,
         )
         trainer.run(resume=partial_path(model_path).exists())
     checkpoint = load_checkpoint(model_path)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from psicbatch.fine_tuning import started_from
 from psicbatch.pictures import png_bytes_uri
 from psicbatch.reports import (
     DEFECT_TYPE_COLUMNS,
@@ -223,7 +224,9 @@ def _network(report: dict[str, Any]) -> str:
     options = report["options"]
     height, width = options["input_size"]
     size = report.get("input_size_choice") or f"{height}x{width}"
-    return f"PSIC-Net at width {options['width']}, input {size}"
+    start = report.get("init")
+    fine_tuned = f", every fold fine-tuned from {started_from(start)}" if start else ""
+    return f"PSIC-Net at width {options['width']}, input {size}{fine_tuned}"
 
 
 def _blocks(report: dict[str, Any], curves: list[Path]) -> list[Block]:

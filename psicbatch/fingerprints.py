@@ -76,6 +76,9 @@ class ImageSet:
             raise ValueError(f"image digests are not {DIGEST_SIZE}-byte digests")
         return cls(frozenset(raw[i : i + DIGEST_SIZE] for i in range(0, len(raw), DIGEST_SIZE)))
 
+    def __or__(self, other: ImageSet) -> ImageSet:
+        return ImageSet(self.digests | other.digests)
+
     def count_among(self, digests: Iterable[bytes | None]) -> int:
         """How many of ``digests`` (an evaluation's images, duplicates counted) are in
         this set."""
@@ -107,7 +110,8 @@ def overlap_of(
     none: it is a report's aside, not a reason to refuse."""
     validation = ((decisions or {}).get("validation") or {}).get("image_digests")
     known = {
-        name: _decoded(text) for name, text in (("training", training), ("validation", validation))
+        name: recorded_images(text)
+        for name, text in (("training", training), ("validation", validation))
     }
     if not any(known.values()):
         return None
@@ -187,11 +191,13 @@ def training_note(seen: int, images: int) -> str:
 
 def trained_on(text: Any) -> str | None:
     """``264 images, known by their files' content``, for ``info``; None unrecorded."""
-    images = _decoded(text)
+    images = recorded_images(text)
     return f"{len(images)} images, known by their files' content" if images else None
 
 
-def _decoded(text: Any) -> ImageSet | None:
+def recorded_images(text: Any) -> ImageSet | None:
+    """A recorded image set; None where none is recorded or the record cannot be decoded
+    (the images a model has seen are a report's aside, not a reason to refuse it)."""
     if not text:
         return None
     try:

@@ -18,6 +18,7 @@ from psicbatch.decisions import Decisions, target_text
 from psicbatch.engines.manifest import MANIFEST_NAME, Manifest, read_manifest
 from psicbatch.engines.revisions import engine_decisions
 from psicbatch.errors import PsicbatchError
+from psicbatch.fine_tuning import started_from
 from psicbatch.fingerprints import SEEN_BEFORE, seen_before, trained_on
 from psicbatch.paths import file_sha256, regular_file_bytes
 from psicbatch.run.output_guard import RESULTS, is_results_file
@@ -282,6 +283,7 @@ def training_summary(training: dict[str, Any]) -> dict[str, Any]:
         "large_kernels": training.get("large_kernels"),  # conv10 direct or by FFT
         "data": f"{dataset.get('path', '-')} ({dataset.get('layout', '-')})",
         "input_size": dataset.get("input_size"),  # how --input-size auto chose it
+        "started_from": started_from(training["init"]) if training.get("init") else None,
         "trained_on": trained_on(training.get("image_digests")),
         # defective images that taught the decision only (no mask)
         "defective_without_masks": dataset.get("defective_without_masks"),

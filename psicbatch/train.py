@@ -20,6 +20,7 @@ on the training images (best F1) and saved. Progress is checkpointed after every
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from psicbatch.devices import resolve_device
 from psicbatch.engines.frequency_conv import large_kernel_method, large_kernels_in_frequency_domain
 from psicbatch.engines.manifest import FREQUENCY_DOMAIN
 from psicbatch.errors import PsicbatchError
+from psicbatch.fine_tuning import StartingPoint
 from psicbatch.loss_scaling import LossScale
 from psicbatch.losses import segmentation_loss
 from psicbatch.memory_inference import predict_batches
@@ -76,7 +78,12 @@ class Trainer:
         out: Path,
         progress: Progress | None = None,
         metadata: dict[str, Any] | None = None,
+        start: StartingPoint | None = None,
     ) -> None:
+        if start is not None:
+            start.check_fits(options.init, options.width, data.images.shape[1], data.bit_depth)
+        elif options.init is not None:
+            raise ValueError("options.init names a starting checkpoint; pass it as start")
         self.data = data
         self.options = options
         self.out = out
@@ -90,6 +97,7 @@ class Trainer:
         self.masks = data.masks.dilated(options.dilate)
         self.mask_known = data.masks_known()
         self.metadata = metadata or {}
+        self.start = start
         check_masks(data.labels.tolist(), self.mask_known.tolist(), options.mode)
 
     def run(self, resume: bool = False) -> Checkpoint:
@@ -137,6 +145,24 @@ class Trainer:
         if resume:
             raise PsicbatchError(f"{partial}: nothing to resume (no partial training found)")
         torch.manual_seed(self.options.seed)
+        state = {
+            "options": self.options.to_dict(),
+            "epochs_done": {},
+            "loss_history": {},
+            "complete": False,
+            **self.metadata,
+        }
+        if self.start is not None:  # fine-tuning: its weights, and what they were learnt on
+            model = self.start.checkpoint.build_model()
+            preprocessing = replace(
+                self.start.checkpoint.preprocessing,
+                input_size=self.options.input_size,
+                tile_overlap=self.options.tile_overlap,
+            )
+            state["init"] = self.start.record()
+            if (seen := self.start.seen_with(state.get("image_digests"))) is not None:
+                state["image_digests"] = seen
+            return model, preprocessing, state
         config = ModelConfig(width=self.options.width, in_channels=self.data.images.shape[1])
         mean, std = self.data.channel_stats()
         preprocessing = Preprocessing(
@@ -146,13 +172,6 @@ class Trainer:
             bit_depth=self.data.bit_depth,
             tile_overlap=self.options.tile_overlap,
         )
-        state = {
-            "options": self.options.to_dict(),
-            "epochs_done": {},
-            "loss_history": {},
-            "complete": False,
-            **self.metadata,
-        }
         return PSICNet(config), preprocessing, state
 
     def _run_phase(

@@ -30,6 +30,7 @@ class TrainOptions:
     pixel_threshold: str = "f1"  # f1: best pooled F1; iou: best mean IoU per defective image
     tile_overlap: int | None = None  # trained on input_size tiles at native resolution
     seed: int = 0
+    init: str | None = None  # SHA-256 of the checkpoint whose weights training starts from
     precision: str = "auto"
     device: str = "auto"
 

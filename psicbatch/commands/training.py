@@ -33,6 +33,8 @@ from psicbatch.commands.training_options import (
 )
 from psicbatch.data.synth import generate
 from psicbatch.engines.registry import NAMES
+from psicbatch.errors import PsicbatchError
+from psicbatch.fine_tuning import started_from
 from psicbatch.fingerprints import ImageSet, copies_note
 from psicbatch.progress import progress_bar
 from psicbatch.reports import evaluation_markdown
@@ -134,7 +136,8 @@ def train(
             )
         images = ImageSet.of_digests(setup.digests)  # evaluations count them
         metadata = {"dataset": dataset, "image_digests": images.encode()}
-        checkpoint = Trainer(tensors, options, out, progress, metadata).run(resume)
+        trainer = Trainer(tensors, options, out, progress, metadata, setup.start)
+        checkpoint = trainer.run(resume)
     click.echo(
         f"wrote {out} (thresholds: image {checkpoint.thresholds.classification:.3f}, "
         f"pixel {checkpoint.thresholds.segmentation:.3f}); "
@@ -297,6 +300,12 @@ def cross_validate_command(
     check_output_folder(out, "splits.json", "cross-validation")
     setup = training_setup(data, layout, channels, kwargs)
     samples, dataset = setup.samples, setup.dataset
+    if setup.start is not None and setup.options.tile_overlap is not None:
+        raise PsicbatchError(
+            f"{setup.start.path}: was trained on tiles, and "
+            "cross-validation trains on whole images; give --input-size HxW to fine-tune "
+            "on whole images"
+        )
     if group_by is not None:
         samples = grouped_by(samples, group_by)
         dataset = {**dataset, "group_by": group_by}
@@ -312,6 +321,7 @@ def cross_validate_command(
             FoldEngine(engine_backend, engine_precision),
             only_fold,
             setup.digests,
+            setup.start,
         )
     click.echo((out / "report.md").read_text())
     click.echo(f"{len(report['folds'])} folds written to {out}/")
@@ -331,6 +341,14 @@ def _notes(setup: TrainingSetup, quiet: bool) -> None:
         if unmasked
         else None
     )
-    for note in (f"input size {size}" if size else None, copies, without_masks):
+    start = setup.start
+    starting = (
+        f"starting from the weights of {started_from(start.record())}; its width "
+        f"{setup.options.width}, normalisation and pixel reading are kept"
+        if start
+        else None
+    )
+    notes = (starting, f"input size {size}" if size else None, copies, without_masks)
+    for note in notes:
         if note and not quiet:
             console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)

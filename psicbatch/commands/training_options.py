@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from psicbatch.commands import command_line
 from psicbatch.commands.options import (
@@ -30,6 +31,7 @@ from psicbatch.data.layouts import (
     resolve_layout,
 )
 from psicbatch.errors import PsicbatchError
+from psicbatch.fine_tuning import StartingPoint, check_same_reading, starting_point
 from psicbatch.fingerprints import file_digests
 from psicbatch.network_size import auto_input_size
 from psicbatch.train_options import MODES, PIXEL_THRESHOLDS, TrainOptions, check_masks
@@ -167,6 +169,13 @@ def training_options(command: Callable) -> Callable:
             help="Choose the pixel threshold for best F1 or best IoU on the training images.",
         ),
         click.option("--seed", default=defaults.seed, show_default=True),
+        click.option(
+            "--init",
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="Start from this trained checkpoint's weights (fine-tuning) instead of "
+            "random ones. Its width, colour, pixel depth and normalisation are kept, and "
+            "with --input-size auto its input size (and tiling).",
+        ),
         precision_option("training"),
         device_option(),
     ]
@@ -182,6 +191,7 @@ class TrainingSetup:
     channels: int
     dataset: dict[str, Any]  # its description, recorded in checkpoints and reports
     digests: list[bytes | None]  # each sample's image file (fingerprints.file_digest)
+    start: StartingPoint | None = None  # the checkpoint --init starts from
 
 
 def training_setup(data: Path, layout: str, channels: str, kwargs: dict[str, Any]) -> TrainingSetup:
@@ -189,6 +199,11 @@ def training_setup(data: Path, layout: str, channels: str, kwargs: dict[str, Any
     command's keyword arguments), the samples, their channel count, the dataset's
     description, and each image file's digest (the images a model learns from are
     recorded, and copies of one another are noted)."""
+    init = kwargs.pop("init")
+    start = starting_point(init) if init is not None else None
+    size_choice = None
+    if start is not None:
+        channels, size_choice = _as_the_start_reads(start, channels, kwargs)
     layout = resolve_layout(data, layout)
     samples, channel_count = load_dataset(data, layout, channels)
     bit_depth = _bit_depth(kwargs.pop("bit_depth"), samples, channel_count)
@@ -197,7 +212,6 @@ def training_setup(data: Path, layout: str, channels: str, kwargs: dict[str, Any
             f"{data}: {len(samples)} labelled image found; training needs at least 2 "
             "(thresholds and batches need more than one)"
         )
-    size_choice = None
     if kwargs["input_size"] == "auto":
         kwargs["input_size"], size_choice = auto_input_size(samples, bit_depth)
     options = train_options_from(kwargs)
@@ -216,7 +230,42 @@ def training_setup(data: Path, layout: str, channels: str, kwargs: dict[str, Any
         **({"input_size": size_choice} if size_choice else {}),
     }
     digests = file_digests(sample.image_path for sample in samples)
-    return TrainingSetup(options, samples, channel_count, dataset, digests)
+    return TrainingSetup(options, samples, channel_count, dataset, digests, start)
+
+
+def _as_the_start_reads(
+    start: StartingPoint, channels: str, kwargs: dict[str, Any]
+) -> tuple[str, str | None]:
+    """Fine-tuning reads images as the starting checkpoint's weights were learnt to: its
+    channels, pixel depth and width where left out (others refused), and, with
+    ``--input-size auto``, its input size and tiling. Returns ``--channels`` and how the
+    input size was chosen (None: given)."""
+    preprocessing = start.checkpoint.preprocessing
+    width = start.checkpoint.model_config.width
+    if channels != "auto":
+        check_same_reading(start, "--channels", int(channels), start.channels)
+    if kwargs["bit_depth"] != "auto":
+        check_same_reading(start, "--bit-depth", int(kwargs["bit_depth"]), start.bit_depth)
+    if _given("width"):
+        check_same_reading(start, "--width", kwargs["width"], width)
+    kwargs.update(width=width, bit_depth=str(start.bit_depth), init=start.digest)
+    if kwargs["input_size"] != "auto":
+        return str(start.channels), None
+    height, size_width = kwargs["input_size"] = preprocessing.input_size
+    if preprocessing.tile_overlap is not None:
+        kwargs["tile_overlap"] = preprocessing.tile_overlap
+        how = f"tiles of {height}x{size_width}, overlap {preprocessing.tile_overlap}"
+    else:
+        how = f"{height}x{size_width}"
+    return str(start.channels), f"{how} (auto: the starting checkpoint's)"
+
+
+def _given(parameter: str) -> bool:
+    """Whether the command line (or the environment) set ``parameter``, rather than its
+    default."""
+    context = click.get_current_context(silent=True)
+    source = context.get_parameter_source(parameter) if context is not None else None
+    return source not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
 
 
 def _bit_depth(choice: str, samples: list[SampleRef], channels: int) -> int:
