@@ -19,5 +19,5 @@ for review in all half quarter; do
 done
 cmp "$out/all/splits.json" "$out/half/splits.json"
 cmp "$out/all/splits.json" "$out/quarter/splits.json"
-"$python" "$here/benchmarks/few_masks_summary.py" "$out" > "$out/summary.md"
+"$python" "$here/benchmarks/runs_summary.py" "$out" > "$out/summary.md"
 cat "$out/summary.md"

@@ -24,5 +24,5 @@ for review in half quarter; do
             --out "$result/evaluation"
     done
 done
-"$python" "$here/benchmarks/few_masks_summary.py" "$out" > "$out/summary.md"
+"$python" "$here/benchmarks/runs_summary.py" "$out" > "$out/summary.md"
 cat "$out/summary.md"

@@ -1,7 +1,11 @@
-"""The runs of ``benchmarks/few_masks.sh`` (and ``few_masks_dropped.sh``, where they
-were made) side by side, as a markdown table.
+"""Runs trained and scored on the same folds, side by side, as a markdown table: those of
+``benchmarks/few_masks.sh`` (and ``few_masks_dropped.sh``, where they were made) by
+default, or the runs named (``benchmarks/fine_tuning.sh``'s).
 
-    python benchmarks/few_masks_summary.py OUT_DIR > OUT_DIR/summary.md
+    python benchmarks/runs_summary.py OUT_DIR [RUN ...] > OUT_DIR/summary.md
+
+A run is a ``psicbatch cv`` folder, or one of ``foldN`` folders, each holding its model's
+``model.json`` (``psicbatch info --json``) and its test set's ``evaluation/``.
 
 Mask scores are compared on the same images, those whose masks every run knew (the
 fewest-masks run's), and on each run's own; image scores as cv reports them (the mean
@@ -78,8 +82,8 @@ def _name(row: dict[str, Any]) -> str:
     return Path(row["path"]).name
 
 
-def main(out: Path) -> None:
-    runs = [Run.read(out / name) for name in RUNS if (out / name).is_dir()]
+def main(out: Path, names: list[str]) -> None:
+    runs = [Run.read(out / name) for name in names or RUNS if (out / name).is_dir()]
     tables = {run.name: cross_validation_tables(run.folds)["table3"] for run in runs}
     shared = set.intersection(*(run.masked() for run in runs))
     lines = [
@@ -119,4 +123,4 @@ def _row(label: str, runs: list[Run], cell: Any) -> str:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2:])
