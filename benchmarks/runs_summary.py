@@ -67,19 +67,21 @@ class Run:
         )
 
     def masked(self) -> set[str]:
-        return {_name(r) for r in self.rows if r["is_defective"] and r["mask_known"]}
+        return {_image_id(r) for r in self.rows if r["is_defective"] and r["mask_known"]}
 
     def miou(self, names: set[str] | None = None) -> str:
         values = [
             r["mask_iou"]
             for r in self.rows
-            if r["is_defective"] and r["mask_known"] and (names is None or _name(r) in names)
+            if r["is_defective"] and r["mask_known"] and (names is None or _image_id(r) in names)
         ]
         return f"{100 * np.mean(values):.2f}" if values else "n/a"
 
 
-def _name(row: dict[str, Any]) -> str:
-    return Path(row["path"]).name
+def _image_id(row: dict[str, Any]) -> str:
+    """The image's id in its dataset (its path there without the extension), the same
+    in every run's test set."""
+    return str(row["id"])
 
 
 def main(out: Path, names: list[str]) -> None:
