@@ -8,17 +8,20 @@
 #   retrained        from random weights (what the line would do without --init);
 #   tuned            from the first model (--init), 40 + 30 epochs;
 #   tuned-short      from it, 10 + 10 epochs;
-#   tuned-short-slow from it, 10 + 10 epochs at a fifth of the learning rates.
+#   tuned-short-slow from it, 10 + 10 epochs at a fifth of the learning rates;
+#   tuned-new        from it, 10 + 10 epochs on the new part alone.
 # Each run's rotation N lands in OUT_DIR/RUN/foldN (model.pt, model.json, evaluation/);
-# OUT_DIR/summary.md sets the runs side by side.
+# OUT_DIR/summary.md sets the runs side by side. A rerun into the same OUT_DIR skips the
+# runs already scored there (the parts are the same every time).
 #   benchmarks/fine_tuning.sh OUT_DIR [SCALE]     # SCALE 0.46 by default: 500 px -> 230
 source "$(dirname "$0")/scaled_kolektorsdd.sh"
 "$python" "$here/benchmarks/kolektorsdd_thirds.py" "$work/small" "$work/parts"
 cd "$here"
-runs=(first retrained tuned tuned-short tuned-short-slow)
+runs=(first retrained tuned tuned-short tuned-short-slow tuned-new)
 train_and_score() {  # RUN ROTATION DATA TEST [TRAIN_OPTION ...]
     local result="$out/$1/fold$2" data=$3 test=$4
     shift 4
+    [[ -f "$result/evaluation/metrics.json" ]] && return
     mkdir -p "$result"
     "$python" -m psicbatch train "$data" --quiet --out "$result/model.pt" "$@"
     "$python" -m psicbatch info "$result/model.pt" --json > "$result/model.json"
@@ -27,9 +30,10 @@ train_and_score() {  # RUN ROTATION DATA TEST [TRAIN_OPTION ...]
 for rotation in 1 2 3; do
     test="$work/parts/$rotation"
     first="$work/parts/$((rotation % 3 + 1))"
+    new="$work/parts/$(((rotation + 1) % 3 + 1))"
     both="$work/both$rotation"
     mkdir -p "$both"
-    ln -s "$first"/* "$work/parts/$(((rotation + 1) % 3 + 1))"/* "$both/"
+    ln -s "$first"/* "$new"/* "$both/"
     start="$out/first/fold$rotation/model.pt"
     short=(--init "$start" --seg-epochs 10 --cls-epochs 10)
     train_and_score first "$rotation" "$first" "$test"
@@ -38,6 +42,7 @@ for rotation in 1 2 3; do
     train_and_score tuned-short "$rotation" "$both" "$test" "${short[@]}"
     train_and_score tuned-short-slow "$rotation" "$both" "$test" "${short[@]}" \
         --seg-lr 0.02 --cls-lr 0.01
+    train_and_score tuned-new "$rotation" "$new" "$test" "${short[@]}"
 done
 "$python" "$here/benchmarks/runs_summary.py" "$out" "${runs[@]}" > "$out/summary.md"
 cat "$out/summary.md"
