@@ -24,6 +24,7 @@ from psicbatch.cv_report import (
     cross_validation_markdown,
     cross_validation_tables,
 )
+from psicbatch.data.combined import datasets_text
 from psicbatch.data.layouts import SampleRef
 from psicbatch.data.memory import InPlaceSplits, load_into_memory
 from psicbatch.data.splits import joined_groups, kfold_by_group, save_splits
@@ -156,11 +157,12 @@ def _job_identity(
     """What a cross-validation's folds depend on besides the folds themselves, as JSON
     gives it back (the device they ran on is not part of it)."""
     where = {key: dataset.get(key) for key in ("layout", "channels", "bit_depth")}
+    folders = [Path(folder).resolve() for folder in dataset.get("folders") or [dataset["path"]]]
     if dataset.get("group_by") is not None:  # folders of earlier jobs record none
         where["group_by"] = dataset["group_by"]
     training = {key: value for key, value in options.to_dict().items() if key != "device"}
     job = {
-        "dataset": {"path": str(Path(dataset["path"]).resolve()), **where},
+        "dataset": {"path": datasets_text(folders), **where},
         "training": training,
         "scoring": {"backend": scoring.backend, "precision": scoring.precision},
     }

@@ -31,6 +31,7 @@ from psicbatch.commands.training_options import (
     training_options,
     training_setup,
 )
+from psicbatch.data.layouts import LAYOUTS
 from psicbatch.data.synth import generate
 from psicbatch.engines.registry import NAMES
 from psicbatch.errors import PsicbatchError
@@ -97,7 +98,7 @@ def synth(
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def train(
-    data: Path,
+    data: tuple[Path, ...],
     layout: str,
     channels: str,
     out: Path,
@@ -108,7 +109,8 @@ def train(
     quiet: bool,
     **kwargs: Any,
 ) -> None:
-    """Train PSIC-Net on a labelled dataset (two-step mode by default)."""
+    """Train PSIC-Net on a labelled dataset (two-step mode by default); several DATA
+    folders train as one (a line's first images and those reviewed since)."""
     from psicbatch.data.memory import load_into_memory, load_tiles
     from psicbatch.train import Trainer
 
@@ -138,10 +140,11 @@ def train(
         metadata = {"dataset": dataset, "image_digests": images.encode()}
         trainer = Trainer(tensors, options, out, progress, metadata, setup.start)
         checkpoint = trainer.run(resume)
+    layout = f" --layout {dataset['layout']}" if dataset["layout"] in LAYOUTS else ""
     click.echo(
         f"wrote {out} (thresholds: image {checkpoint.thresholds.classification:.3f}, "
         f"pixel {checkpoint.thresholds.segmentation:.3f}); "
-        f"next: psicbatch eval {out} TEST_DATA --layout {dataset['layout']}"
+        f"next: psicbatch eval {out} TEST_DATA{layout}"
     )
 
 
@@ -260,7 +263,8 @@ def evaluate_command(
 @click.option(
     "--group-by",
     metavar="REGEX",
-    help="Keep images in one fold whose ids (paths in DATA without the extension) share "
+    help="Keep images in one fold whose ids (paths in DATA without the extension, after "
+    "DATA/ where several are given) share "
     "this pattern's match (its first group, if it has one): '^(.*)_cam[0-9]+$' keeps a "
     "part's camera images together. Default: the layout's groups (kosNN/, ClassN/).",
 )
@@ -281,7 +285,7 @@ def evaluate_command(
 )
 @click.option("--quiet", "-q", is_flag=True)
 def cross_validate_command(
-    data: Path,
+    data: tuple[Path, ...],
     layout: str,
     channels: str,
     folds: int,

@@ -21,14 +21,13 @@ from psicbatch.commands.options import (
     device_option,
     precision_option,
 )
+from psicbatch.data.combined import datasets_text, read_datasets
 from psicbatch.data.images import BIT_DEPTHS, file_bit_depth
 from psicbatch.data.layouts import (
     AUTO,
     LAYOUTS,
     SampleRef,
-    read_dataset,
     require_masks,
-    resolve_layout,
 )
 from psicbatch.errors import PsicbatchError
 from psicbatch.fine_tuning import StartingPoint, check_same_reading, starting_point
@@ -67,14 +66,20 @@ def dataset_options(command: Callable) -> Callable:
         help="Grayscale (1) or colour (3); auto: colour for kolektorsdd2 only.",
     )(command)
     command = layout_option()(command)
-    return click.argument("data", type=click.Path(path_type=Path))(command)
+    return click.argument("data", nargs=-1, required=True, type=click.Path(path_type=Path))(command)
 
 
-def load_dataset(data: Path, layout: str, channels: str) -> tuple[list[SampleRef], int]:
-    samples = read_dataset(data, layout)
-    if channels == "auto":
-        return samples, 3 if layout == "kolektorsdd2" else 1
-    return samples, int(channels)
+def channel_count(choice: str, layouts: list[str]) -> int:
+    """``--channels``: as chosen, or (auto) colour for KolektorSDD2's images only."""
+    if choice != "auto":
+        return int(choice)
+    colour = {layout == "kolektorsdd2" for layout in layouts}
+    if len(colour) > 1:
+        raise PsicbatchError(
+            "the folders mix KolektorSDD2's colour images with grayscale layouts; choose "
+            "--channels 1 or 3"
+        )
+    return 3 if colour == {True} else 1
 
 
 def training_options(command: Callable) -> Callable:
@@ -194,7 +199,9 @@ class TrainingSetup:
     start: StartingPoint | None = None  # the checkpoint --init starts from
 
 
-def training_setup(data: Path, layout: str, channels: str, kwargs: dict[str, Any]) -> TrainingSetup:
+def training_setup(
+    data: tuple[Path, ...], layout: str, channels: str, kwargs: dict[str, Any]
+) -> TrainingSetup:
     """What train and cv both start from: the training options (popped from the
     command's keyword arguments), the samples, their channel count, the dataset's
     description, and each image file's digest (the images a model learns from are
@@ -204,13 +211,13 @@ def training_setup(data: Path, layout: str, channels: str, kwargs: dict[str, Any
     size_choice = None
     if start is not None:
         channels, size_choice = _as_the_start_reads(start, channels, kwargs)
-    layout = resolve_layout(data, layout)
-    samples, channel_count = load_dataset(data, layout, channels)
-    bit_depth = _bit_depth(kwargs.pop("bit_depth"), samples, channel_count)
+    samples, layouts = read_datasets(data, layout)
+    channels_read = channel_count(channels, layouts)
+    bit_depth = _bit_depth(kwargs.pop("bit_depth"), samples, channels_read)
     if len(samples) < 2:
         raise PsicbatchError(
-            f"{data}: {len(samples)} labelled image found; training needs at least 2 "
-            "(thresholds and batches need more than one)"
+            f"{datasets_text(data)}: {len(samples)} labelled image found; training needs "
+            "at least 2 (thresholds and batches need more than one)"
         )
     if kwargs["input_size"] == "auto":
         kwargs["input_size"], size_choice = auto_input_size(samples, bit_depth)
@@ -220,17 +227,18 @@ def training_setup(data: Path, layout: str, channels: str, kwargs: dict[str, Any
     check_masks([s.is_defective for s in samples], [s.mask_known for s in samples], options.mode)
     unmasked = sum(not s.mask_known for s in samples)
     dataset = {
-        "path": str(data),
-        "layout": layout,
+        "path": datasets_text(data),
+        **({"folders": [str(folder) for folder in data]} if len(data) > 1 else {}),
+        "layout": datasets_text(layouts),
         "images": len(samples),
-        "channels": str(channel_count),
+        "channels": str(channels_read),
         "bit_depth": bit_depth,
         **({"defective_without_masks": unmasked} if unmasked else {}),
         "command": command_line(),
         **({"input_size": size_choice} if size_choice else {}),
     }
     digests = file_digests(sample.image_path for sample in samples)
-    return TrainingSetup(options, samples, channel_count, dataset, digests, start)
+    return TrainingSetup(options, samples, channels_read, dataset, digests, start)
 
 
 def _as_the_start_reads(
