@@ -2,13 +2,15 @@
 
 A line's model meets newly labelled images: a new batch of parts, a new defect, a
 camera moved. Starting from its weights instead of random ones keeps what it has learnt
-and needs fewer epochs. The new model keeps what its weights were learnt on: the network's
-width, the image channels and pixel depth, the normalisation (mean and std) and the
-resizing; by default also the input size and tiling, since filters are learnt at one
-scale. Thresholds are chosen again on the new training images.
+(on KolektorSDD it drew better masks than training again, in the same time; see
+``benchmarks/results/kolektorsdd-fine-tuning/``). The new model keeps what its weights
+were learnt on: the network's width, the image channels and pixel depth, the
+normalisation (mean and std) and the resizing; by default also the input size and
+tiling, since filters are learnt at one scale. Thresholds are chosen again on the new
+training images.
 
-The starting checkpoint is recorded by content (a SHA-256 of its file: a resumed or
-resumed cross-validation refuses another one), and the images it was trained on join
+The starting checkpoint is recorded by content (a SHA-256 of its file: a resumed training
+or a rerun cross-validation refuses another one), and the images it was trained on join
 the new model's record, so an evaluation still says which of its images the model has
 seen, directly or through the model it started from.
 """

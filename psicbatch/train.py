@@ -15,6 +15,8 @@ paper describes. Segmentation epochs see every defective image and as many rando
 defect-free ones (balanced sampling). After training, both decision thresholds are chosen
 on the training images (best F1) and saved. Progress is checkpointed after every epoch to
 ``OUT.partial``; ``resume`` continues from there with the same result as an uninterrupted run.
+With a ``start`` (``--init``), training begins from a trained checkpoint's weights and
+normalisation instead of random ones and the images' statistics (``fine_tuning``).
 """
 
 from __future__ import annotations
