@@ -36,7 +36,7 @@ from psicbatch.data.synth import generate
 from psicbatch.engines.registry import NAMES
 from psicbatch.errors import PsicbatchError
 from psicbatch.fine_tuning import started_from
-from psicbatch.fingerprints import ImageSet, copies_note
+from psicbatch.fingerprints import ImageSet, copies_note, recorded_images
 from psicbatch.progress import progress_bar
 from psicbatch.reports import evaluation_markdown
 from psicbatch.run.output_guard import CHECKPOINT, check_output, check_output_folder
@@ -313,7 +313,7 @@ def cross_validate_command(
     if group_by is not None:
         samples = grouped_by(samples, group_by)
         dataset = {**dataset, "group_by": group_by}
-    _notes(setup, quiet)
+    _notes(setup, quiet, folds=True)
     with progress_bar(quiet, console) as progress:
         report = cross_validate(
             samples,
@@ -331,10 +331,11 @@ def cross_validate_command(
     click.echo(f"{len(report['folds'])} folds written to {out}/")
 
 
-def _notes(setup: TrainingSetup, quiet: bool) -> None:
-    """Say the input size ``auto`` chose, which training images are byte-identical
-    copies of others (each weighs twice in training, and a copy labelled differently
-    contradicts its original), and how many defective images teach the decision only."""
+def _notes(setup: TrainingSetup, quiet: bool, folds: bool = False) -> None:
+    """Say the checkpoint training starts from, the input size ``auto`` chose, which
+    training images are byte-identical copies of others (each weighs twice in training,
+    and a copy labelled differently contradicts its original), and how many defective
+    images teach the decision only. ``folds``: for a cross-validation."""
     size = setup.dataset.get("input_size")
     copies = copies_note([sample.id for sample in setup.samples], setup.digests)
     unmasked = setup.dataset.get("defective_without_masks", 0)
@@ -345,14 +346,33 @@ def _notes(setup: TrainingSetup, quiet: bool) -> None:
         if unmasked
         else None
     )
-    start = setup.start
-    starting = (
-        f"starting from the weights of {started_from(start.record())}; its width "
-        f"{setup.options.width}, normalisation and pixel reading are kept"
-        if start
-        else None
+    notes = (
+        *_starting_notes(setup, folds),
+        f"input size {size}" if size else None,
+        copies,
+        without_masks,
     )
-    notes = (starting, f"input size {size}" if size else None, copies, without_masks)
     for note in notes:
         if note and not quiet:
             console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _starting_notes(setup: TrainingSetup, folds: bool) -> list[str]:
+    """The checkpoint ``--init`` starts from, and how many of the images it had learnt
+    from already: in a cross-validation, test images it saw are not new to its folds."""
+    start = setup.start
+    if start is None:
+        return []
+    notes = [
+        f"starting from the weights of {started_from(start.record())}; its width "
+        f"{setup.options.width}, normalisation and pixel reading are kept"
+    ]
+    seen = recorded_images(start.checkpoint.training.get("image_digests"))
+    known = seen.count_among(setup.digests) if seen is not None else 0
+    if known:
+        notes.append(
+            f"{known} of these {len(setup.digests)} images are among those the starting "
+            "checkpoint was trained on"
+            + ("; test images among them are not new to their folds' models" if folds else "")
+        )
+    return notes
