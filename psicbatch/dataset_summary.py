@@ -1,4 +1,4 @@
-"""``psicbatch info DATA``: how psicbatch reads a labelled dataset, before hours of
+"""``psicbatch info DATA [DATA ...]``: how psicbatch reads a labelled dataset, before hours of
 training on it: the layout it matched, the images of each kind, the defective images
 without a mask, the defect types a review named, the groups cross-validation folds are
 made of, and the input size ``--input-size auto`` would train at."""
@@ -6,10 +6,12 @@ made of, and the input size ``--input-size auto`` would train at."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from psicbatch.data.layouts import read_dataset
+from psicbatch.data.combined import datasets_text, read_datasets
+from psicbatch.data.layouts import AUTO
 from psicbatch.data.splits import grouped_by, joined_groups
 from psicbatch.fingerprints import copies_note, file_digests
 from psicbatch.network_size import auto_input_size
@@ -17,11 +19,12 @@ from psicbatch.scores import named_types
 
 
 def dataset_summary(
-    path: Path, layout: str, chosen: bool = False, group_by: str | None = None
+    paths: Sequence[Path], layout: str, group_by: str | None = None
 ) -> dict[str, Any]:
-    """The dataset at ``path`` as ``layout`` reads it (``chosen`` by --layout, or the one
-    layout its folders match), its cv groups as ``cv --group-by`` makes them where given."""
-    samples = read_dataset(path, layout)
+    """The dataset in ``paths`` (several: as ``train`` reads them together) as ``layout``
+    reads it (chosen by --layout, or for ``auto`` the one layout each folder matches), its
+    cv groups as ``cv --group-by`` makes them where given."""
+    samples, layouts = read_datasets(paths, layout)
     if group_by is not None:
         samples = grouped_by(samples, group_by)
     defective = [sample for sample in samples if sample.is_defective]
@@ -34,8 +37,9 @@ def dataset_summary(
     with_defects = {joined.get(s.group, s.group) for s in defective}
     _, said = auto_input_size(samples)
     summary: dict[str, Any] = {
-        "folder": str(path),
-        "layout": layout if chosen else f"{layout} (auto: the one its folders match)",
+        "folder": datasets_text(paths),
+        "layout": datasets_text(layouts)
+        + ("" if layout != AUTO else " (auto: the one its folders match)"),
         "images": len(samples),
         "good": len(samples) - len(defective),
         "defective": len(defective),

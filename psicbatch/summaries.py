@@ -8,12 +8,12 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from psicbatch.data.layouts import AUTO, matching_layouts, resolve_layout
+from psicbatch.data.layouts import AUTO, matching_layouts
 from psicbatch.decisions import Decisions, target_text
 from psicbatch.engines.manifest import MANIFEST_NAME, Manifest, read_manifest
 from psicbatch.engines.revisions import engine_decisions
@@ -33,16 +33,17 @@ from psicbatch.scores import (
 
 
 def summarize(
-    path: Path, layout: str = AUTO, group_by: str | None = None
+    paths: Sequence[Path], layout: str = AUTO, group_by: str | None = None
 ) -> tuple[str, dict[str, Any]]:
-    """What ``path`` is (a checkpoint, an engine folder, a run's results, an evaluation,
+    """What ``paths`` are (a checkpoint, an engine folder, a run's results, an evaluation,
     decisions, a labelled dataset: in ``layout`` where one is named, its cv groups made by
-    ``group_by`` where given) and its summary; a one-line error where it is none of them."""
-    if layout != AUTO or group_by is not None:
+    ``group_by`` where given; several: the folders of one dataset) and their summary; a
+    one-line error where they are none of them."""
+    if len(paths) > 1 or layout != AUTO or group_by is not None:
         from psicbatch.dataset_summary import dataset_summary
 
-        read_as = resolve_layout(path, layout)
-        return "dataset", dataset_summary(path, read_as, layout != AUTO, group_by)
+        return "dataset", dataset_summary(paths, layout, group_by)
+    path = paths[0]
     if path.is_dir():
         engine = (path / MANIFEST_NAME).exists()
         if not engine and watch_identity(path):
@@ -55,7 +56,7 @@ def summarize(
         if len(layouts) == 1:
             from psicbatch.dataset_summary import dataset_summary
 
-            return "dataset", dataset_summary(path, layouts[0])
+            return "dataset", dataset_summary([path], AUTO)
         matched = f": it looks like the {' and the '.join(layouts)} layouts" if layouts else ""
         raise PsicbatchError(
             f"{path}: not an engine folder ({MANIFEST_NAME}), an eval or cv folder "

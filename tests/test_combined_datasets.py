@@ -82,3 +82,17 @@ def test_train_and_cv_on_two_folders(tmp_path: Path) -> None:
     assert job["path"] == f"{first.resolve()} + {newer.resolve()}"
     swapped = runner.invoke(main, ["cv", str(newer), str(first), *args[3:]])
     assert swapped.exit_code == 1 and "differs in the dataset" in swapped.output
+
+
+def test_info_shows_several_folders_as_training_reads_them(tmp_path: Path) -> None:
+    make_kolektorsdd(tmp_path / "line1")
+    make_classes(tmp_path / "reviewed")
+    folders = [str(tmp_path / "line1"), str(tmp_path / "reviewed")]
+    result = CliRunner().invoke(main, ["info", *folders, "--json"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["folder"] == " + ".join(folders) and shown["images"] == 8
+    assert shown["layout"] == "kolektorsdd + classes (auto: the one its folders match)"
+    assert shown["defective"] == 3 and shown["defective without a mask"] == 1
+    refused = CliRunner().invoke(main, ["info", folders[0], str(tmp_path / "missing")])
+    assert refused.exit_code == 1 and "missing: not a folder" in refused.output

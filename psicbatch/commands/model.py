@@ -21,10 +21,10 @@ from psicbatch.summaries import summarize
 
 @click.command(short_help=SUMMARIES["info"])
 @click.argument(
-    "path",
-    metavar="[CHECKPOINT|ENGINE|RESULTS|EVALUATION|DATA]",
+    "paths",
+    metavar="[CHECKPOINT|ENGINE|RESULTS|EVALUATION|DATA...]",
     type=click.Path(path_type=Path),
-    required=False,
+    nargs=-1,
 )
 @layout_option("a DATA folder")
 @click.option(
@@ -33,24 +33,25 @@ from psicbatch.summaries import summarize
     help="With a DATA folder: its cross-validation groups as cv --group-by makes them.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead.")
-def info(path: Path | None, layout: str, group_by: str | None, as_json: bool) -> None:
+def info(paths: tuple[Path, ...], layout: str, group_by: str | None, as_json: bool) -> None:
     """Show a checkpoint (configuration, size, cost per image), an engine folder (backend,
     precision, shapes, parity, decisions), a run's results (counts, engine, settings), an
     eval or cv folder (headline metrics, engine, command), a decision file (threshold,
     rule, what it was chosen for and on, its region of interest) or a labelled dataset
     folder as training would read it (layout, counts, defective images without masks,
-    defect types, cross-validation groups, identical images, the auto input size).
+    defect types, cross-validation groups, identical images, the auto input size;
+    several DATA folders as train reads them together).
 
     Without PATH, this machine: CPU instructions and what the torch engine does with them,
     GPUs, DALI and each engine backend (installed, loading, what it runs), and what
     build-engine and run choose here by default."""
-    if path is None:
+    if not paths:
         from psicbatch.machine_summary import machine_summary
 
         title, summary = "psicbatch on this machine", machine_summary()
     else:
-        kind, summary = summarize(path, layout, group_by)
-        title = f"psicbatch {kind} {path}"
+        kind, summary = summarize(paths, layout, group_by)
+        title = f"psicbatch {kind} {' '.join(map(str, paths))}"
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
