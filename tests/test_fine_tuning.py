@@ -100,6 +100,10 @@ def test_fine_tuning_trains_on_from_the_starting_weights(
     # from random weights (another seed) ends far from them.
     moved = (weights[name] - start[name]).norm()
     assert 10 * moved < (from_scratch[name] - start[name]).norm()
+    # The new model reads images as the first did, so an evaluation sets them side by side.
+    report = tmp_path / "report"
+    _invoke("eval", tuned, line["first"], "--compare-to", line["model"], "-o", report, "-q")
+    assert f"## Against {line['model']} (torch fp32" in (report / "report.md").read_text()
 
 
 def test_options_that_would_read_images_otherwise_are_refused(
