@@ -10,7 +10,8 @@
 #   tuned-short      from it, 10 + 10 epochs;
 #   tuned-short-slow from it, 10 + 10 epochs at a fifth of the learning rates;
 #   tuned-new        from it, 10 + 10 epochs on the new part alone;
-#   retrained-short  from random weights, 10 + 10 epochs (tuned-short's cost).
+#   retrained-short  from random weights, 10 + 10 epochs (tuned-short's cost);
+#   retrained-long   from random weights, 80 + 60 epochs (first's and tuned's together).
 # Each run's rotation N lands in OUT_DIR/RUN/foldN (model.pt, model.json, evaluation/);
 # OUT_DIR/summary.md sets the runs side by side. A rerun into the same OUT_DIR skips the
 # runs already scored there (the parts are the same every time).
@@ -18,7 +19,8 @@
 source "$(dirname "$0")/scaled_kolektorsdd.sh"
 "$python" "$here/benchmarks/kolektorsdd_thirds.py" "$work/small" "$work/parts"
 cd "$here"
-runs=(first retrained tuned tuned-short tuned-short-slow tuned-new retrained-short)
+runs=(first retrained tuned tuned-short tuned-short-slow tuned-new retrained-short
+    retrained-long)
 train_and_score() {  # RUN ROTATION DATA TEST [TRAIN_OPTION ...]
     local result="$out/$1/fold$2" data=$3 test=$4
     shift 4
@@ -45,6 +47,7 @@ for rotation in 1 2 3; do
         --seg-lr 0.02 --cls-lr 0.01
     train_and_score tuned-new "$rotation" "$new" "$test" "${short[@]}"
     train_and_score retrained-short "$rotation" "$both" "$test" --seg-epochs 10 --cls-epochs 10
+    train_and_score retrained-long "$rotation" "$both" "$test" --seg-epochs 80 --cls-epochs 60
 done
 "$python" "$here/benchmarks/runs_summary.py" "$out" "${runs[@]}" > "$out/summary.md"
 cat "$out/summary.md"
