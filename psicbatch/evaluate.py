@@ -8,7 +8,7 @@ ONNX Runtime, int8 or TensorRT engine.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -19,8 +19,9 @@ import torch
 from rich.progress import Progress
 
 from psicbatch import metrics
+from psicbatch.data.combined import read_datasets
 from psicbatch.data.labelled import LabelledImage, from_memory, read_labelled
-from psicbatch.data.layouts import SampleRef, read_dataset
+from psicbatch.data.layouts import SampleRef
 from psicbatch.data.memory import TensorDataset
 from psicbatch.decisions import Rule
 from psicbatch.engines.base import Engine
@@ -73,7 +74,7 @@ class Evaluation:
 
 def evaluate_dataset(
     spec: EngineSpec,
-    data: Path,
+    data: Sequence[Path],
     layout: str,
     device: str,
     batch_size: int = 8,
@@ -84,7 +85,8 @@ def evaluate_dataset(
     digests: list[bytes | None] | None = None,
 ) -> Evaluation:
     """``psicbatch eval``: open the engine (first, so a bad engine fails before any image is
-    read), then score it on the labelled dataset, each image read once as it is needed;
+    read), then score it on the labelled dataset (the folders ``data``, read together as
+    training reads them), each image read once as it is needed;
     with ``compare_to`` also score that checkpoint in fp32 on the same images and add the
     differences; with ``roi``, masks (true and predicted) count inside the region of
     interest only; with ``decisions``, images are judged as a run of them judges them
@@ -100,7 +102,7 @@ def evaluate_dataset(
         )
         engines.append(open_engine(fp32, device, batch_size))
         _check_same_reading(engine, engines[1], compare_to)
-    samples = read_dataset(data, layout)
+    samples, _ = read_datasets(data, layout)
     preprocessing = engine.manifest.engine_preprocessing()
     images = read_labelled(samples, preprocessing, batch_size)
     result, *baseline = evaluate_engines(

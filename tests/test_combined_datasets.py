@@ -72,6 +72,12 @@ def test_train_and_cv_on_two_folders(tmp_path: Path) -> None:
     seen = ImageSet.decode(load_checkpoint(model).training["image_digests"])
     images = [*first.glob("images/*"), *newer.glob("good/*"), *newer.glob("defective/*")]
     assert seen == ImageSet.of_files(images)
+    report = tmp_path / "report"
+    result = runner.invoke(main, ["eval", str(model), str(first), str(newer), "-o", str(report)])
+    assert result.exit_code == 0, result.output
+    assert f"# Evaluation of {model} on {first} + {newer}" in result.output
+    assert "All of these images are among the" in result.output
+    assert json.loads((report / "metrics.json").read_text())["images"] == 13
     out = tmp_path / "cv"
     args = ["cv", str(first), str(newer), "--folds", "2", "-o", str(out), "-q", *TINY]
     result = runner.invoke(main, args)

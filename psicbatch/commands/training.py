@@ -31,6 +31,7 @@ from psicbatch.commands.training_options import (
     training_options,
     training_setup,
 )
+from psicbatch.data.combined import datasets_text
 from psicbatch.data.layouts import LAYOUTS
 from psicbatch.data.synth import generate
 from psicbatch.engines.registry import NAMES
@@ -201,9 +202,10 @@ def evaluate_command(
     labels: Path | None,
     quiet: bool,
 ) -> None:
-    """Score a checkpoint (CHECKPOINT DATA), an engine (--engine DIR DATA) or a run's
+    """Score a checkpoint (CHECKPOINT DATA...), an engine (--engine DIR DATA...) or a run's
     results (RESULTS --labels DATA) on labelled images: mask/boundary IoU, AUC, AP,
-    accuracy, and the escapes and false rejects of the image decisions a run applies."""
+    accuracy, and the escapes and false rejects of the image decisions a run applies.
+    Several DATA folders are scored as one dataset, as train reads them."""
     from psicbatch.engines.spec import EngineSpec
     from psicbatch.evaluate import Evaluation, evaluate_dataset
     from psicbatch.roi import RegionOfInterest
@@ -218,24 +220,25 @@ def evaluate_command(
             )
         from psicbatch.audit import audit_results
 
-        name, data = paths[0], labels
+        name, data = paths[0], str(labels)
         score = partial(audit_results, name, labels, layout)
     else:
-        if len(paths) != (1 if engine else 2):
+        checkpoint = None if engine or not paths else paths[0]
+        folders = paths[1:] if checkpoint else paths
+        if not folders:
             raise click.UsageError(
-                "give CHECKPOINT DATA, --engine DIR DATA, or RESULTS --labels DATA"
+                "give CHECKPOINT DATA, --engine DIR DATA, or RESULTS --labels DATA "
+                "(several DATA folders are scored as one dataset)"
             )
         decisions = chosen_decisions(decisions_file, engine, threshold, roi)
-        *model, data = paths
-        spec = EngineSpec(
-            engine_dir=engine, checkpoint=None if engine else model[0], precision=precision
-        )
-        name = engine or model[0]
+        spec = EngineSpec(engine_dir=engine, checkpoint=checkpoint, precision=precision)
+        name = engine or paths[0]
+        data = datasets_text(folders)
         region = RegionOfInterest(decisions.roi) if decisions.roi is not None else None
         score = partial(
             evaluate_dataset,
             spec,
-            data,
+            folders,
             layout,
             device,
             batch_size,
