@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 from psicbatch.checkpoint import load_checkpoint, save_checkpoint
 from psicbatch.cli import main
@@ -20,6 +21,7 @@ from psicbatch.train import Trainer
 from psicbatch.train_options import TrainOptions
 
 EPOCHS = ["--seg-epochs", "1", "--cls-epochs", "1", "-q"]
+SMALL = ["--width", "0.125", "--input-size", "40x48"]  # the first model's network
 
 
 def _invoke(*args: object) -> str:
@@ -43,14 +45,9 @@ def line(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     generate(root / "first", 16, (48, 56), defect_rate=0.5, seed=1)
     generate(root / "newer", 12, (48, 56), defect_rate=0.5, seed=2)
     for image in (root / "newer" / "images").glob("*.png"):  # a brighter lamp
-        from PIL import Image
-
-        pixels = Image.open(image)
-        pixels.point(lambda value: min(255, value + 40)).save(image)
+        Image.open(image).point(lambda value: min(255, value + 40)).save(image)
     model = root / "first.pt"
-    _invoke(
-        "train", root / "first", "-o", model, "--width", "0.125", "--input-size", "40x48", *EPOCHS
-    )
+    _invoke("train", root / "first", "-o", model, *SMALL, *EPOCHS)
     return {"first": root / "first", "newer": root / "newer", "model": model}
 
 
@@ -90,8 +87,7 @@ def test_fine_tuning_trains_on_from_the_starting_weights(
 ) -> None:
     tuned, scratch = tmp_path / "tuned.pt", tmp_path / "scratch.pt"
     _invoke("train", line["newer"], "--init", line["model"], "-o", tuned, "--seed", "5", *EPOCHS)
-    size = ["--width", "0.125", "--input-size", "40x48"]
-    _invoke("train", line["newer"], "-o", scratch, *size, "--seed", "5", *EPOCHS)
+    _invoke("train", line["newer"], "-o", scratch, *SMALL, "--seed", "5", *EPOCHS)
     start = load_checkpoint(line["model"]).state_dict
     weights, from_scratch = load_checkpoint(tuned).state_dict, load_checkpoint(scratch).state_dict
     name = "features.layers.0.0.weight"
@@ -129,23 +125,10 @@ def test_a_resumed_fine_tuning_keeps_its_starting_checkpoint(
     line: dict[str, Path], tmp_path: Path
 ) -> None:
     other = tmp_path / "other.pt"
-    _invoke(
-        "train",
-        line["first"],
-        "-o",
-        other,
-        "--width",
-        "0.125",
-        "--input-size",
-        "40x48",
-        "--seed",
-        "1",
-        *EPOCHS,
-    )
+    _invoke("train", line["first"], "-o", other, *SMALL, "--seed", "1", *EPOCHS)
     out = tmp_path / "tuned.pt"
     _invoke("train", line["newer"], "--init", line["model"], "-o", out, *EPOCHS)
-    (tmp_path / "tuned.pt.partial").write_bytes(out.read_bytes())  # as if stopped
-    checkpoint = load_checkpoint(out)
+    checkpoint = load_checkpoint(out)  # saved again as a stopped training's progress
     checkpoint.training["complete"] = False
     save_checkpoint(checkpoint, tmp_path / "tuned.pt.partial")
     out.unlink()
@@ -184,9 +167,7 @@ def test_cv_from_a_checkpoint_counts_the_images_it_had_learnt_from(
     )
     # Another starting checkpoint is another job.
     other = tmp_path / "other.pt"
-    _invoke(
-        "train", line["newer"], "-o", other, "--width", "0.125", "--input-size", "40x48", *EPOCHS
-    )
+    _invoke("train", line["newer"], "-o", other, *SMALL, *EPOCHS)
     said = _refusal("cv", line["first"], "--init", other, "--folds", "2", "-o", out, *EPOCHS)
     assert "differs in the training options: init " in said
 
