@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from psicbatch.assets import demo_model_path
 from psicbatch.checkpoint import load_checkpoint
 from psicbatch.cli import main
 from psicbatch.commands.training_options import channel_count
@@ -102,3 +103,25 @@ def test_info_shows_several_folders_as_training_reads_them(tmp_path: Path) -> No
     assert shown["defective"] == 3 and shown["defective without a mask"] == 1
     refused = CliRunner().invoke(main, ["info", folders[0], str(tmp_path / "missing")])
     assert refused.exit_code == 1 and "missing: not a folder" in refused.output
+
+
+def test_calibrate_scores_several_folders_together(tmp_path: Path) -> None:
+    first, newer = tmp_path / "first", tmp_path / "newer"
+    generate(first, 8, (64, 64), defect_rate=0.5, seed=4)
+    generate(newer, 6, (64, 64), defect_rate=0.5, seed=5)
+    decisions = tmp_path / "decisions.json"
+    args = ["calibrate", str(first), str(newer), "--model", str(demo_model_path())]
+    result = CliRunner().invoke(main, [*args, "-o", str(decisions), "-q"])
+    assert result.exit_code == 0, result.output
+    validation = json.loads(decisions.read_text())["validation"]
+    assert validation["defective"] + validation["good"] == 14
+    assert validation["source"].startswith(f"{first} + {newer} scored by ")
+    stored = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
+    for path in stored:
+        path.write_bytes(b"")
+    for mixed, said in (
+        ([str(first), str(stored[0])], "not both"),
+        ([str(path) for path in stored], "one file or folder at a time"),
+    ):
+        refused = CliRunner().invoke(main, ["calibrate", *mixed, "-o", str(tmp_path / "x.json")])
+        assert refused.exit_code == 2 and said in refused.output, refused.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,9 @@ OUTPUTS = (
 
 
 @click.command("calibrate", short_help=SUMMARIES["calibrate"])
-@click.argument("predictions", type=click.Path(path_type=Path, exists=True))
+@click.argument(
+    "predictions", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True)
+)
 @click.option(
     "--model",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
@@ -148,7 +151,7 @@ OUTPUTS = (
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar while a dataset is scored.")
 def calibrate_command(
-    predictions: Path,
+    predictions: tuple[Path, ...],
     model: Path | None,
     precision: str,
     device: str,
@@ -169,8 +172,8 @@ def calibrate_command(
 ) -> None:
     """Choose the image threshold for a target escape rate from eval/cv predictions, from
     run results (a file or a --watch folder) with --labels, or by scoring a labelled
-    dataset (PREDICTIONS a folder) with --model or --engine; write a decision file and its
-    reports."""
+    dataset (PREDICTIONS a folder, or several scored as one dataset) with --model or
+    --engine; write a decision file and its reports."""
     if (min_area_mm2 is None) != (pixel_size is None):
         raise click.BadParameter("--min-area-mm2 and --pixel-size go together")
     if min_area_mm2 is not None and pixel_size is not None:
@@ -181,7 +184,7 @@ def calibrate_command(
     target, limits = _target(max_escape_rate, max_false_reject_rate, type_limits)
     written = (out, out.with_suffix(".md"), out.with_suffix(".html"))
     inputs: dict[str, Path | None] = {
-        "the predictions": predictions,
+        **{f"the predictions {path}": path for path in predictions},
         "the labels": labels,
         "the model": model,
         "the engine folder": engine,
@@ -189,23 +192,22 @@ def calibrate_command(
     }
     for kind, path in zip(OUTPUTS, written, strict=True):
         check_output(path, kind, named_inputs=inputs, overwrite=overwrite)
-    if predictions.is_dir() and watch_identity(predictions) is None:  # a dataset folder
-        if labels is not None:
-            raise click.BadParameter("--labels goes with run results, not a dataset folder")
+    if _are_datasets(predictions, labels):
         with progress_bar(quiet) as progress:
             data, digests, scorer, region, seen = _scored(
                 predictions, engine, model, precision, layout, device, roi, limits, progress
             )
     else:
+        (stored_at,) = predictions
         if model is not None:
             raise click.BadParameter(
                 "--model scores a dataset folder; stored predictions are scored already"
             )
-        stored = StoredPredictions.read(predictions)
+        stored = StoredPredictions.read(stored_at)
         scorer, recorded_region = _recorded(stored)
-        region = _located_region(predictions, recorded_region, roi, engine)
+        region = _located_region(stored_at, recorded_region, roi, engine)
         if engine is not None:
-            _check_scored_by(predictions, scorer, engine)
+            _check_scored_by(stored_at, scorer, engine)
         data = read_validation(stored, labels, layout, chosen_rule)
         digests = file_digests(data.files)  # recorded, and counted among training images
         seen = _seen_in_training(stored.record, data.files, digests)
@@ -249,6 +251,27 @@ def calibrate_command(
         f"next: psicbatch eval{scored} HELD_OUT_DATA {applied} (their escapes on images they "
         f"were not chosen on), then psicbatch run IMAGES {applied}"
     )
+
+
+def _are_datasets(predictions: tuple[Path, ...], labels: Path | None) -> bool:
+    """Whether PREDICTIONS are labelled dataset folders to score (several are scored
+    together), rather than one file or folder of stored predictions; mixes refused."""
+    datasets = [path for path in predictions if path.is_dir() and watch_identity(path) is None]
+    if not datasets:
+        if len(predictions) > 1:
+            raise click.BadParameter(
+                "stored predictions (results or an eval's) are calibrated one file or folder "
+                "at a time"
+            )
+        return False
+    if labels is not None:
+        raise click.BadParameter("--labels goes with run results, not a dataset folder")
+    if len(datasets) < len(predictions):
+        raise click.BadParameter(
+            "give dataset folders (scored together) or one file or folder of stored "
+            "predictions, not both"
+        )
+    return True
 
 
 def _target(
@@ -334,7 +357,7 @@ def _check_scored_by(predictions: Path, scorer: dict[str, Any], engine: Path) ->
 
 
 def _scored(
-    dataset: Path,
+    folders: Sequence[Path],
     engine: Path | None,
     model: Path | None,
     precision: str,
@@ -344,10 +367,11 @@ def _scored(
     limits: dict[str, float],
     progress: Progress,
 ) -> tuple[Validation, list[bytes | None], dict[str, Any], dict[str, Any] | None, Overlap | None]:
-    """A labelled dataset scored by a model or engine, as ``eval`` scores it (masks
+    """A labelled dataset (``folders``, read together as training reads them) scored by a
+    model or engine, as ``eval`` scores it (masks
     inside ``roi`` only, when given), its image files' digests, that engine, the region's
     record and how many of the images the model was trained on."""
-    from psicbatch.data.layouts import read_dataset
+    from psicbatch.data.combined import datasets_text, read_datasets
     from psicbatch.engines.spec import EngineSpec
     from psicbatch.evaluate import evaluate_dataset
     from psicbatch.roi import RegionOfInterest
@@ -358,12 +382,13 @@ def _scored(
     region = RegionOfInterest(read_region(roi)) if roi is not None else None
     spec = EngineSpec(engine_dir=engine, checkpoint=model, precision=precision)
     # Made once: recorded with the decisions and counted among the training images.
-    samples = read_dataset(dataset, layout)
+    samples, _ = read_datasets(folders, layout)
+    dataset = datasets_text(folders)
     types = [sample.defect_type for sample in samples]
-    check_type_limits(limits, types, [s.is_defective for s in samples], str(dataset))
+    check_type_limits(limits, types, [s.is_defective for s in samples], dataset)
     digests = file_digests([sample.image_path for sample in samples])
     result = evaluate_dataset(
-        spec, [dataset], layout, device, progress=progress, roi=region, digests=digests
+        spec, folders, layout, device, progress=progress, roi=region, digests=digests
     )
     validation = scored_rows(result.rows, f"{dataset} scored by {engine or model}")
     engine_used = result.summary.engine
