@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from psicbatch.errors import CheckpointError, PsicbatchError
-from psicbatch.fingerprints import recorded_images
+from psicbatch.fingerprints import ImageSet, recorded_images
 from psicbatch.paths import file_sha256
 
 if TYPE_CHECKING:  # torch is imported when a checkpoint is read, not by the command line
@@ -45,22 +45,30 @@ class StartingPoint:
     def channels(self) -> int:
         return self.checkpoint.model_config.in_channels
 
+    @property
+    def width(self) -> float:
+        return self.checkpoint.model_config.width
+
+    @property
+    def images_seen(self) -> ImageSet | None:
+        """The images the starting model was trained on, where its record says."""
+        return recorded_images(self.checkpoint.training.get("image_digests"))
+
     def check_fits(self, init: str | None, width: float, channels: int, bit_depth: int) -> None:
         """A training from here has options and images as ``train --init`` makes them."""
         if init != self.digest:
             raise ValueError("the options' init must be the starting checkpoint's SHA-256")
-        check_same_reading(self, "--width", width, self.checkpoint.model_config.width)
+        check_same_reading(self, "--width", width, self.width)
         check_same_reading(self, "--channels", channels, self.channels)
         check_same_reading(self, "--bit-depth", bit_depth, self.bit_depth)
 
     def record(self) -> dict[str, Any]:
         """What a fine-tuned checkpoint and a cross-validation report say of it."""
-        training = self.checkpoint.training
-        images = recorded_images(training.get("image_digests"))
+        images = self.images_seen
         return {
             "path": str(self.path),
             "sha256": self.digest,
-            "data": (training.get("dataset") or {}).get("path"),
+            "data": (self.checkpoint.training.get("dataset") or {}).get("path"),
             "images": len(images) if images is not None else None,
         }
 
@@ -68,8 +76,7 @@ class StartingPoint:
         """The images a fine-tuned model has seen (``ImageSet.encode``'s form): the new
         training's (``encoded``) and those the starting model was trained on. None when
         neither is recorded."""
-        new = recorded_images(encoded)
-        earlier = recorded_images(self.checkpoint.training.get("image_digests"))
+        new, earlier = recorded_images(encoded), self.images_seen
         if new is None or earlier is None:
             return encoded if earlier is None else earlier.encode()
         return (new | earlier).encode()

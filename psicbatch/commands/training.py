@@ -37,7 +37,7 @@ from psicbatch.data.synth import generate
 from psicbatch.engines.registry import NAMES
 from psicbatch.errors import PsicbatchError
 from psicbatch.fine_tuning import started_from
-from psicbatch.fingerprints import ImageSet, copies_note, recorded_images
+from psicbatch.fingerprints import ImageSet, copies_note
 from psicbatch.progress import progress_bar
 from psicbatch.reports import evaluation_markdown
 from psicbatch.run.output_guard import CHECKPOINT, check_output, check_output_folder
@@ -370,7 +370,7 @@ def _starting_notes(setup: TrainingSetup, folds: bool) -> list[str]:
         f"starting from the weights of {started_from(start.record())}; its width "
         f"{setup.options.width}, normalisation and pixel reading are kept"
     ]
-    seen = recorded_images(start.checkpoint.training.get("image_digests"))
+    seen = start.images_seen
     known = seen.count_among(setup.digests) if seen is not None else 0
     if known:
         notes.append(

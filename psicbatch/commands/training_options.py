@@ -249,14 +249,13 @@ def _as_the_start_reads(
     ``--input-size auto``, its input size and tiling. Returns ``--channels`` and how the
     input size was chosen (None: given)."""
     preprocessing = start.checkpoint.preprocessing
-    width = start.checkpoint.model_config.width
     if channels != "auto":
         check_same_reading(start, "--channels", int(channels), start.channels)
     if kwargs["bit_depth"] != "auto":
         check_same_reading(start, "--bit-depth", int(kwargs["bit_depth"]), start.bit_depth)
     if _given("width"):
-        check_same_reading(start, "--width", kwargs["width"], width)
-    kwargs.update(width=width, bit_depth=str(start.bit_depth), init=start.digest)
+        check_same_reading(start, "--width", kwargs["width"], start.width)
+    kwargs.update(width=start.width, bit_depth=str(start.bit_depth), init=start.digest)
     if kwargs["input_size"] != "auto":
         return str(start.channels), None
     height, size_width = kwargs["input_size"] = preprocessing.input_size
