@@ -82,6 +82,7 @@ def evaluate_dataset(
     progress: Progress | None = None,
     roi: RegionOfInterest | None = None,
     decisions: RunDecisions | None = None,
+    samples: list[SampleRef] | None = None,
     digests: list[bytes | None] | None = None,
 ) -> Evaluation:
     """``psicbatch eval``: open the engine (first, so a bad engine fails before any image is
@@ -90,8 +91,9 @@ def evaluate_dataset(
     with ``compare_to`` also score that checkpoint in fp32 on the same images and add the
     differences; with ``roi``, masks (true and predicted) count inside the region of
     interest only; with ``decisions``, images are judged as a run of them judges them
-    (refused for decisions chosen on another engine's probabilities). ``digests``: the
-    image files' (in the dataset's order), where the caller made them already."""
+    (refused for decisions chosen on another engine's probabilities). ``samples`` and
+    ``digests``: the dataset's images and their files' digests (in its order), where the
+    caller made them already."""
     engine = open_engine(spec, device, batch_size)
     if decisions is not None:
         check_decisions_fit(decisions.record, vars(engine.manifest))
@@ -102,7 +104,8 @@ def evaluate_dataset(
         )
         engines.append(open_engine(fp32, device, batch_size))
         _check_same_reading(engine, engines[1], compare_to)
-    samples, _ = read_datasets(data, layout)
+    if samples is None:
+        samples, _ = read_datasets(data, layout)
     preprocessing = engine.manifest.engine_preprocessing()
     images = read_labelled(samples, preprocessing, batch_size)
     result, *baseline = evaluate_engines(

@@ -388,7 +388,14 @@ def _scored(
     check_type_limits(limits, types, [s.is_defective for s in samples], dataset)
     digests = file_digests([sample.image_path for sample in samples])
     result = evaluate_dataset(
-        spec, folders, layout, device, progress=progress, roi=region, digests=digests
+        spec,
+        folders,
+        layout,
+        device,
+        progress=progress,
+        roi=region,
+        samples=samples,
+        digests=digests,
     )
     validation = scored_rows(result.rows, f"{dataset} scored by {engine or model}")
     engine_used = result.summary.engine
