@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
+from psicbatch.data.combined import division_note
 from psicbatch.data.memory import known_defect_mask
 from psicbatch.errors import PsicbatchError
 from psicbatch.evaluate import Evaluation, image_row, metrics_summary
@@ -33,13 +34,13 @@ USED_COLUMNS = ("path", "path_bytes", "probability", "is_defect", "mask", "error
 
 
 def audit_results(
-    results: Path, labels: Path, layout: str, progress: Progress | None = None
+    results: Path, labels: Path, layout: str, split: str, progress: Progress | None = None
 ) -> Evaluation:
     """Score the rows of ``results`` (a results file or a --watch folder) whose images are
-    in the labelled dataset ``labels``, in the dataset's order; the summary says how
-    many labelled images had a result."""
+    in the labelled dataset ``labels`` (in its ``split`` part), in the dataset's order; the
+    summary says how many labelled images had a result."""
     table, run = read_results_table(results)
-    found = labelled_results(results, table, labels, layout, USED_COLUMNS)
+    found = labelled_results(results, table, labels, layout, USED_COLUMNS, split)
     scored = found.usable
     region = _region(run, results)
     task = progress.add_task("scoring", total=len(scored), status="") if progress else None
@@ -71,6 +72,7 @@ def audit_results(
     summary.roi = run.get("roi")
     summary.gated_masks = run.get("masks") == "gated"  # results before the option: all
     summary.source = _source(results, run, found)
+    summary.division = division_note([labels], [sample for sample, _ in scored], split)
     return Evaluation(rows, summary, gallery)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from psicbatch.data.combined import WHOLE, part_text
 from psicbatch.decisions import CLASSIFIER, OperatingPoint, Rule, choose, operating_points
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path, row_file
@@ -86,9 +87,10 @@ def read_validation(
     labels: Path | None = None,
     layout: str = "folder",
     rule: Rule = CLASSIFIER,
+    split: str = WHOLE,
 ) -> Validation:
-    """Eval/cv predictions (``labels`` None) or run results joined with ``labels``; an
-    area ``rule`` is refused on masks gated by the image decision."""
+    """Eval/cv predictions (``labels`` None) or run results joined with ``labels`` (its
+    ``split`` part); an area ``rule`` is refused on masks gated by the image decision."""
     path = readable_path(stored.path)
     if rule.name != "classifier" and stored.masks_gated:
         raise PsicbatchError(
@@ -100,6 +102,11 @@ def read_validation(
         raise PsicbatchError(
             f"{path}: eval or cv predictions hold their labels; give them without --labels"
         )
+    if labels is None and split != WHOLE:
+        raise PsicbatchError(
+            f"{path}: --split {split} picks a part of a labelled dataset; eval or cv "
+            "predictions hold the images they were made on"
+        )
     if labels is None:
         needed = {"path", "probability", "is_defective", "predicted_defect_pixels"}
         if not needed <= set(stored.table.column_names):
@@ -109,7 +116,7 @@ def read_validation(
                 "give the labelled dataset with --labels DATA"
             )
         return scored_rows(stored.table.to_pylist(), f"predictions {path}")
-    found = labelled_results(stored.path, stored.table, labels, layout, RESULT_COLUMNS)
+    found = labelled_results(stored.path, stored.table, labels, layout, RESULT_COLUMNS, split)
     used = found.usable
     return Validation(
         [row["path"] for _, row in used],
@@ -118,7 +125,8 @@ def read_validation(
         np.array([sample.is_defective for sample, _ in used], dtype=bool),
         np.array([row["mask_area"] for _, row in used], dtype=np.int64),
         None,
-        f"run results {path} labelled by {readable_path(labels)}: {found.counts('used')}",
+        f"run results {path} labelled by {readable_path(labels)}{part_text(split)}: "
+        f"{found.counts('used')}",
         [sample.defect_type for sample, _ in used],
     )
 

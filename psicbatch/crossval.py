@@ -24,7 +24,7 @@ from psicbatch.cv_report import (
     cross_validation_markdown,
     cross_validation_tables,
 )
-from psicbatch.data.combined import datasets_text
+from psicbatch.data.combined import WHOLE, datasets_text, part_text
 from psicbatch.data.layouts import SampleRef
 from psicbatch.data.memory import InPlaceSplits, load_into_memory
 from psicbatch.data.splits import joined_groups, kfold_by_group, save_splits
@@ -105,7 +105,7 @@ def cross_validate(
         all_rows += [{**row, "fold": fold} for row in report.pop("rows")]
     pooled = metrics_summary(all_rows)
     report = {
-        "dataset": dataset["path"],
+        "dataset": f"{dataset['path']}{part_text(dataset.get('split', WHOLE))}",
         "layout": dataset["layout"],
         "command": dataset["command"],
         "images": len(samples),
@@ -144,7 +144,7 @@ def _linked(joined: dict[str, str]) -> list[list[str]]:
 JOB_FILE = "cv_job.json"  # beside splits.json, which records the folds
 # Identity field -> how a message names it.
 JOB_FIELDS = {
-    "dataset": "the dataset (DATA, --layout, --channels, --group-by)",
+    "dataset": "the dataset (DATA, --layout, --split, --channels, --group-by)",
     "folds": "the folds (--folds, --seed, the dataset's images and which are identical)",
     "training": "the training options",
     "scoring": "the scoring engine (--engine-backend, --engine-precision)",
@@ -158,8 +158,9 @@ def _job_identity(
     gives it back (the device they ran on is not part of it)."""
     where = {key: dataset.get(key) for key in ("layout", "channels", "bit_depth")}
     folders = [Path(folder).resolve() for folder in dataset.get("folders") or [dataset["path"]]]
-    if dataset.get("group_by") is not None:  # folders of earlier jobs record none
-        where["group_by"] = dataset["group_by"]
+    for key in ("group_by", "split"):  # folders of earlier jobs record neither
+        if dataset.get(key) is not None:
+            where[key] = dataset[key]
     training = {key: value for key, value in options.to_dict().items() if key != "device"}
     job = {
         "dataset": {"path": datasets_text(folders), **where},

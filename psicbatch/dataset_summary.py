@@ -1,7 +1,8 @@
 """``psicbatch info DATA [DATA ...]``: how psicbatch reads a labelled dataset, before hours of
-training on it: the layout it matched, the images of each kind, the defective images
-without a mask, the defect types a review named, the groups cross-validation folds are
-made of, and the input size ``--input-size auto`` would train at."""
+training on it: the layout it matched, the parts of a published train/test division, the
+images of each kind, the defective images without a mask, the defect types a review
+named, the groups cross-validation folds are made of, and the input size
+``--input-size auto`` would train at."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from psicbatch.data.combined import datasets_text, read_datasets
-from psicbatch.data.layouts import AUTO
+from psicbatch.data.combined import WHOLE, datasets_text, part_text, read_datasets
+from psicbatch.data.layouts import AUTO, PARTS, SampleRef
 from psicbatch.data.splits import grouped_by, joined_groups
 from psicbatch.fingerprints import copies_note, file_digests
 from psicbatch.network_size import auto_input_size
@@ -19,12 +20,13 @@ from psicbatch.scores import named_types
 
 
 def dataset_summary(
-    paths: Sequence[Path], layout: str, group_by: str | None = None
+    paths: Sequence[Path], layout: str, group_by: str | None = None, split: str = WHOLE
 ) -> dict[str, Any]:
     """The dataset in ``paths`` (several: as ``train`` reads them together) as ``layout``
-    reads it (chosen by --layout, or for ``auto`` the one layout each folder matches), its
-    cv groups as ``cv --group-by`` makes them where given."""
-    samples, layouts = read_datasets(paths, layout)
+    reads it (chosen by --layout, or for ``auto`` the one layout each folder matches), of
+    a published train/test division the ``split`` part, its cv groups as
+    ``cv --group-by`` makes them where given."""
+    samples, layouts = read_datasets(paths, layout, split)
     if group_by is not None:
         samples = grouped_by(samples, group_by)
     defective = [sample for sample in samples if sample.is_defective]
@@ -37,9 +39,10 @@ def dataset_summary(
     with_defects = {joined.get(s.group, s.group) for s in defective}
     _, said = auto_input_size(samples)
     summary: dict[str, Any] = {
-        "folder": datasets_text(paths),
+        "folder": f"{datasets_text(paths)}{part_text(split)}",
         "layout": datasets_text(layouts)
         + ("" if layout != AUTO else " (auto: the one its folders match)"),
+        "published parts": _parts(samples),
         "images": len(samples),
         "good": len(samples) - len(defective),
         "defective": len(defective),
@@ -58,8 +61,22 @@ def dataset_summary(
         "identical images": copies_note([s.id for s in samples], digests) or "none",
         "input size (auto)": said,
     }
+    if not summary["published parts"]:
+        del summary["published parts"]
     if not unmasked:
         del summary["defective without a mask"]
     if not types:
         del summary["defect types"]
     return summary
+
+
+def _parts(samples: Sequence[SampleRef]) -> list[str]:
+    """Each part of a published train/test division read, with its counts (none: the
+    layout has no such division)."""
+    lines = []
+    for part in PARTS:
+        members = [sample for sample in samples if sample.subset == part]
+        if members:
+            defective = sum(sample.is_defective for sample in members)
+            lines.append(f"{part}: {len(members)} images, {defective} defective")
+    return lines

@@ -19,7 +19,7 @@ import torch
 from rich.progress import Progress
 
 from psicbatch import metrics
-from psicbatch.data.combined import read_datasets
+from psicbatch.data.combined import WHOLE, division_note, read_datasets
 from psicbatch.data.labelled import LabelledImage, from_memory, read_labelled
 from psicbatch.data.layouts import SampleRef
 from psicbatch.data.memory import TensorDataset
@@ -84,6 +84,7 @@ def evaluate_dataset(
     decisions: RunDecisions | None = None,
     samples: list[SampleRef] | None = None,
     digests: list[bytes | None] | None = None,
+    split: str = WHOLE,
 ) -> Evaluation:
     """``psicbatch eval``: open the engine (first, so a bad engine fails before any image is
     read), then score it on the labelled dataset (the folders ``data``, read together as
@@ -91,9 +92,10 @@ def evaluate_dataset(
     with ``compare_to`` also score that checkpoint in fp32 on the same images and add the
     differences; with ``roi``, masks (true and predicted) count inside the region of
     interest only; with ``decisions``, images are judged as a run of them judges them
-    (refused for decisions chosen on another engine's probabilities). ``samples`` and
-    ``digests``: the dataset's images and their files' digests (in its order), where the
-    caller made them already."""
+    (refused for decisions chosen on another engine's probabilities). ``split``: only that
+    part of a published train/test division. ``samples`` and ``digests``: the dataset's
+    images (of that part) and their files' digests (in its order), where the caller made
+    them already."""
     engine = open_engine(spec, device, batch_size)
     if decisions is not None:
         check_decisions_fit(decisions.record, vars(engine.manifest))
@@ -105,7 +107,7 @@ def evaluate_dataset(
         engines.append(open_engine(fp32, device, batch_size))
         _check_same_reading(engine, engines[1], compare_to)
     if samples is None:
-        samples, _ = read_datasets(data, layout)
+        samples, _ = read_datasets(data, layout, split)
     preprocessing = engine.manifest.engine_preprocessing()
     images = read_labelled(samples, preprocessing, batch_size)
     result, *baseline = evaluate_engines(
@@ -114,6 +116,7 @@ def evaluate_dataset(
     files = [sample.image_path for sample in samples]
     record = decisions.record if decisions is not None else None
     result.summary.overlap = overlap_of(files, engine.manifest.training_images, record, digests)
+    result.summary.division = division_note(data, samples, split)
     if baseline:
         result.summary.comparison = result.summary.compare(baseline[0].summary, str(compare_to))
     return result

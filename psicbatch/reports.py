@@ -149,6 +149,8 @@ def evaluation_context(summary: EvaluationSummary) -> list[str]:
     """The sentences that say what was scored: images, engine, the image decision, region
     of interest."""
     sentences = [f"{summary.images} images, {summary.defective_images} defective."]
+    if summary.division is not None:
+        sentences.append(f"{summary.division}.")
     if summary.unmasked_defective:
         sentences.append(
             f"{summary.unmasked_defective} of the defective images have no mask: they count "

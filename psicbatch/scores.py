@@ -251,6 +251,7 @@ class EvaluationSummary:
     overlap: Overlap | None = None  # of the images, those the model or decisions had seen
     unmasked_defective: int = 0  # defective images without a true mask: no mask scores
     defect_types: list[DefectTypeScores] = field(default_factory=list)  # where reviews name them
+    division: str | None = None  # the part of a published train/test division scored, or both
 
     def compare(self, reference: EvaluationSummary, name: str) -> Comparison:
         """This summary's headline metrics next to ``reference``'s, with deltas."""
@@ -293,6 +294,7 @@ class EvaluationSummary:
             overlap=Overlap(**data["overlap"]) if data.get("overlap") else None,
             unmasked_defective=int(data.get("unmasked_defective", 0)),
             defect_types=[DefectTypeScores(**kind) for kind in data.get("defect_types", [])],
+            division=data.get("division"),
         )
 
 

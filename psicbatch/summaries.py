@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from psicbatch.data.combined import WHOLE
 from psicbatch.data.layouts import AUTO, matching_layouts
 from psicbatch.decisions import Decisions, target_text
 from psicbatch.engines.manifest import MANIFEST_NAME, Manifest, read_manifest
@@ -33,16 +34,17 @@ from psicbatch.scores import (
 
 
 def summarize(
-    paths: Sequence[Path], layout: str = AUTO, group_by: str | None = None
+    paths: Sequence[Path], layout: str = AUTO, group_by: str | None = None, split: str = WHOLE
 ) -> tuple[str, dict[str, Any]]:
     """What ``paths`` are (a checkpoint, an engine folder, a run's results, an evaluation,
     decisions, a labelled dataset: in ``layout`` where one is named, its cv groups made by
-    ``group_by`` where given; several: the folders of one dataset) and their summary; a
-    one-line error where they are none of them."""
-    if len(paths) > 1 or layout != AUTO or group_by is not None:
+    ``group_by`` where given, the ``split`` part of a published train/test division;
+    several: the folders of one dataset) and their summary; a one-line error where they
+    are none of them."""
+    if len(paths) > 1 or layout != AUTO or group_by is not None or split != WHOLE:
         from psicbatch.dataset_summary import dataset_summary
 
-        return "dataset", dataset_summary(paths, layout, group_by)
+        return "dataset", dataset_summary(paths, layout, group_by, split)
     path = paths[0]
     if path.is_dir():
         engine = (path / MANIFEST_NAME).exists()
@@ -142,6 +144,7 @@ def evaluation_summary(path: Path) -> tuple[str, dict[str, Any]]:
     return "cross-validation" if name == "cv.json" else "evaluation", {
         "folder": str(path),
         **what,
+        **({"dataset parts": summary.division} if summary.division else {}),
         "images": summary.images,
         "defective_images": summary.defective_images,
         **({"without a mask": summary.unmasked_defective} if summary.unmasked_defective else {}),
@@ -282,7 +285,8 @@ def training_summary(training: dict[str, Any]) -> dict[str, Any]:
         "minutes": round(training.get("train_seconds", 0.0) / 60, 1),
         "precision": (training.get("precision") or {}).get("precision"),
         "large_kernels": training.get("large_kernels"),  # conv10 direct or by FFT
-        "data": f"{dataset.get('path', '-')} ({dataset.get('layout', '-')})",
+        "data": f"{dataset.get('path', '-')} ({dataset.get('layout', '-')}"
+        + (f", {dataset['split']} part)" if dataset.get("split") else ")"),
         "input_size": dataset.get("input_size"),  # how --input-size auto chose it
         "started_from": started_from(training["init"]) if training.get("init") else None,
         "trained_on": trained_on(training.get("image_digests")),

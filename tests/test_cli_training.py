@@ -328,7 +328,9 @@ def test_cv_keeps_the_images_a_pattern_groups_in_one_fold(dataset: Path, tmp_pat
     assert "are kept in one fold: 3 groups" in (out / "report.md").read_text()
     again = CliRunner().invoke(main, [*args, "--group-by", r"synth_0000(\d)"])
     assert again.exit_code == 1 and "Traceback" not in again.output
-    assert "differs in the dataset (DATA, --layout, --channels, --group-by)" in again.output
+    assert (
+        "differs in the dataset (DATA, --layout, --split, --channels, --group-by)" in again.output
+    )
 
 
 def test_train_on_missing_folder_is_one_line(tmp_path: Path) -> None:

@@ -148,7 +148,9 @@ def test_dagm(tmp_path: Path, with_labels_file: bool) -> None:
     assert len(samples) == 6
     defective = [s.id for s in samples if s.is_defective]
     assert defective == ["Class3/Train/0002", "Class3/Test/0002"]
-    assert all(s.group == "Class3" for s in samples)
+    assert [s.group for s in samples] == [s.id for s in samples]  # each image its own group
+    assert [s.defect_type for s in samples if s.is_defective] == ["Class3", "Class3"]
+    assert [s.subset for s in samples] == ["train"] * 3 + ["test"] * 3
     assert read_mask(samples[1].mask_path).sum() == 40
 
 

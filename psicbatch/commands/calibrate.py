@@ -34,7 +34,7 @@ from psicbatch.commands.options import (
     device_option,
     precision_option,
 )
-from psicbatch.commands.training_options import layout_option
+from psicbatch.commands.training_options import layout_option, split_option
 from psicbatch.decisions import (
     RULES,
     Decisions,
@@ -78,6 +78,7 @@ OUTPUTS = (
     "those images, or of some of them (copies count), matched as eval RESULTS --labels does.",
 )
 @layout_option("the --labels dataset")
+@split_option
 @click.option(
     "--max-escape-rate",
     type=PROBABILITY,
@@ -157,6 +158,7 @@ def calibrate_command(
     device: str,
     labels: Path | None,
     layout: str,
+    split: str,
     max_escape_rate: float,
     type_limits: tuple[tuple[str, float], ...],
     max_false_reject_rate: float | None,
@@ -195,7 +197,16 @@ def calibrate_command(
     if _are_datasets(predictions, labels):
         with progress_bar(quiet) as progress:
             data, digests, scorer, region, seen = _scored(
-                predictions, engine, model, precision, layout, device, roi, limits, progress
+                predictions,
+                engine,
+                model,
+                precision,
+                layout,
+                split,
+                device,
+                roi,
+                limits,
+                progress,
             )
     else:
         (stored_at,) = predictions
@@ -208,7 +219,7 @@ def calibrate_command(
         region = _located_region(stored_at, recorded_region, roi, engine)
         if engine is not None:
             _check_scored_by(stored_at, scorer, engine)
-        data = read_validation(stored, labels, layout, chosen_rule)
+        data = read_validation(stored, labels, layout, chosen_rule, split)
         digests = file_digests(data.files)  # recorded, and counted among training images
         seen = _seen_in_training(stored.record, data.files, digests)
     result = calibrate(data, chosen_rule, max_escape_rate, max_false_reject_rate, limits)
@@ -362,16 +373,18 @@ def _scored(
     model: Path | None,
     precision: str,
     layout: str,
+    split: str,
     device: str,
     roi: Path | None,
     limits: dict[str, float],
     progress: Progress,
 ) -> tuple[Validation, list[bytes | None], dict[str, Any], dict[str, Any] | None, Overlap | None]:
-    """A labelled dataset (``folders``, read together as training reads them) scored by a
-    model or engine, as ``eval`` scores it (masks
-    inside ``roi`` only, when given), its image files' digests, that engine, the region's
-    record and how many of the images the model was trained on."""
-    from psicbatch.data.combined import datasets_text, read_datasets
+    """A labelled dataset (``folders``, read together as training reads them; of a
+    published train/test division, the ``split`` part) scored by a model or engine, as
+    ``eval`` scores it (masks inside ``roi`` only, when given), its image files' digests,
+    that engine, the region's record and how many of the images the model was trained
+    on."""
+    from psicbatch.data.combined import datasets_text, part_text, read_datasets
     from psicbatch.engines.spec import EngineSpec
     from psicbatch.evaluate import evaluate_dataset
     from psicbatch.roi import RegionOfInterest
@@ -382,8 +395,8 @@ def _scored(
     region = RegionOfInterest(read_region(roi)) if roi is not None else None
     spec = EngineSpec(engine_dir=engine, checkpoint=model, precision=precision)
     # Made once: recorded with the decisions and counted among the training images.
-    samples, _ = read_datasets(folders, layout)
-    dataset = datasets_text(folders)
+    samples, _ = read_datasets(folders, layout, split)
+    dataset = f"{datasets_text(folders)}{part_text(split)}"
     types = [sample.defect_type for sample in samples]
     check_type_limits(limits, types, [s.is_defective for s in samples], dataset)
     digests = file_digests([sample.image_path for sample in samples])
@@ -396,6 +409,7 @@ def _scored(
         roi=region,
         samples=samples,
         digests=digests,
+        split=split,
     )
     validation = scored_rows(result.rows, f"{dataset} scored by {engine or model}")
     engine_used = result.summary.engine

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from psicbatch.commands import SUMMARIES
 from psicbatch.commands.options import NETWORK_SIZE, Bounded
-from psicbatch.commands.training_options import layout_option
+from psicbatch.commands.training_options import layout_option, split_option
 from psicbatch.run.output_guard import CHECKPOINT, check_output
 from psicbatch.run.results import field_text
 from psicbatch.summaries import summarize
@@ -27,13 +27,16 @@ from psicbatch.summaries import summarize
     nargs=-1,
 )
 @layout_option("a DATA folder")
+@split_option
 @click.option(
     "--group-by",
     metavar="REGEX",
     help="With a DATA folder: its cross-validation groups as cv --group-by makes them.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead.")
-def info(paths: tuple[Path, ...], layout: str, group_by: str | None, as_json: bool) -> None:
+def info(
+    paths: tuple[Path, ...], layout: str, split: str, group_by: str | None, as_json: bool
+) -> None:
     """Show a checkpoint (configuration, size, cost per image), an engine folder (backend,
     precision, shapes, parity, decisions), a run's results (counts, engine, settings), an
     eval or cv folder (headline metrics, engine, command), a decision file (threshold,
@@ -50,7 +53,7 @@ def info(paths: tuple[Path, ...], layout: str, group_by: str | None, as_json: bo
 
         title, summary = "psicbatch on this machine", machine_summary()
     else:
-        kind, summary = summarize(paths, layout, group_by)
+        kind, summary = summarize(paths, layout, group_by, split)
         title = f"psicbatch {kind} {' '.join(map(str, paths))}"
     if as_json:
         click.echo(json.dumps(summary, indent=2))

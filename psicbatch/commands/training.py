@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -28,10 +29,11 @@ from psicbatch.commands.training_options import (
     TrainingSetup,
     dataset_options,
     layout_option,
+    split_option,
     training_options,
     training_setup,
 )
-from psicbatch.data.combined import datasets_text
+from psicbatch.data.combined import datasets_text, part_text
 from psicbatch.data.layouts import LAYOUTS
 from psicbatch.data.synth import generate
 from psicbatch.engines.registry import NAMES
@@ -101,6 +103,7 @@ def synth(
 def train(
     data: tuple[Path, ...],
     layout: str,
+    split: str,
     channels: str,
     out: Path,
     resume: bool,
@@ -120,7 +123,7 @@ def train(
             raise click.BadParameter("must be below half the tile", param_hint="--overlap")
         kwargs.update(input_size=tile, tile_overlap=overlap)
     check_output(out, CHECKPOINT, overwrite=overwrite)  # before hours of training, not after
-    setup = training_setup(data, layout, channels, kwargs)
+    setup = training_setup(data, layout, split, channels, kwargs)
     options, samples, dataset = setup.options, setup.samples, setup.dataset
     _notes(setup, quiet)
     with progress_bar(quiet, console) as progress:
@@ -142,10 +145,11 @@ def train(
         trainer = Trainer(tensors, options, out, progress, metadata, setup.start)
         checkpoint = trainer.run(resume)
     layout = f" --layout {dataset['layout']}" if dataset["layout"] in LAYOUTS else ""
+    test_data = f"{shlex.join(map(str, data))} --split test" if split == "train" else "TEST_DATA"
     click.echo(
         f"wrote {out} (thresholds: image {checkpoint.thresholds.classification:.3f}, "
         f"pixel {checkpoint.thresholds.segmentation:.3f}); "
-        f"next: psicbatch eval {out} TEST_DATA{layout}"
+        f"next: psicbatch eval {out} {test_data}{layout}"
     )
 
 
@@ -162,6 +166,7 @@ def train(
     help="Also score this checkpoint in fp32 and show the metric deltas.",
 )
 @layout_option()
+@split_option
 @click.option(
     "--out",
     "-o",
@@ -192,6 +197,7 @@ def evaluate_command(
     engine: Path | None,
     compare_to: Path | None,
     layout: str,
+    split: str,
     out: Path,
     batch_size: int,
     precision: str,
@@ -220,8 +226,8 @@ def evaluate_command(
             )
         from psicbatch.audit import audit_results
 
-        name, data = paths[0], str(labels)
-        score = partial(audit_results, name, labels, layout)
+        name, data = paths[0], f"{labels}{part_text(split)}"
+        score = partial(audit_results, name, labels, layout, split)
     else:
         checkpoint = None if engine or not paths else paths[0]
         folders = paths[1:] if checkpoint else paths
@@ -233,7 +239,7 @@ def evaluate_command(
         decisions = chosen_decisions(decisions_file, engine, threshold, roi)
         spec = EngineSpec(engine_dir=engine, checkpoint=checkpoint, precision=precision)
         name = engine or paths[0]
-        data = datasets_text(folders)
+        data = f"{datasets_text(folders)}{part_text(split)}"
         region = RegionOfInterest(decisions.roi) if decisions.roi is not None else None
         score = partial(
             evaluate_dataset,
@@ -245,6 +251,7 @@ def evaluate_command(
             compare_to,
             roi=region,
             decisions=decisions,
+            split=split,
         )
     check_output_folder(out, "metrics.json", "evaluation")
     with progress_bar(quiet, console) as progress:
@@ -269,7 +276,7 @@ def evaluate_command(
     help="Keep images in one fold whose ids (paths in DATA without the extension, after "
     "DATA/ where several are given) share "
     "this pattern's match (its first group, if it has one): '^(.*)_cam[0-9]+$' keeps a "
-    "part's camera images together. Default: the layout's groups (kosNN/, ClassN/).",
+    "part's camera images together. Default: the layout's groups (KolektorSDD's kosNN/).",
 )
 @click.option(
     "--engine-backend",
@@ -290,6 +297,7 @@ def evaluate_command(
 def cross_validate_command(
     data: tuple[Path, ...],
     layout: str,
+    split: str,
     channels: str,
     folds: int,
     only_fold: int | None,
@@ -305,7 +313,7 @@ def cross_validate_command(
     from psicbatch.data.splits import grouped_by
 
     check_output_folder(out, "splits.json", "cross-validation")
-    setup = training_setup(data, layout, channels, kwargs)
+    setup = training_setup(data, layout, split, channels, kwargs)
     samples, dataset = setup.samples, setup.dataset
     if setup.start is not None and setup.options.tile_overlap is not None:
         raise PsicbatchError(
@@ -335,7 +343,8 @@ def cross_validate_command(
 
 
 def _notes(setup: TrainingSetup, quiet: bool, folds: bool = False) -> None:
-    """Say the checkpoint training starts from, the input size ``auto`` chose, which
+    """Say the checkpoint training starts from, the part of a published train/test
+    division read (or that both were), the input size ``auto`` chose, which
     training images are byte-identical copies of others (each weighs twice in training,
     and a copy labelled differently contradicts its original), and how many defective
     images teach the decision only. ``folds``: for a cross-validation."""
@@ -351,6 +360,7 @@ def _notes(setup: TrainingSetup, quiet: bool, folds: bool = False) -> None:
     )
     notes = (
         *_starting_notes(setup, folds),
+        setup.division,
         f"input size {size}" if size else None,
         copies,
         without_masks,

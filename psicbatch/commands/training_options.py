@@ -21,7 +21,13 @@ from psicbatch.commands.options import (
     device_option,
     precision_option,
 )
-from psicbatch.data.combined import datasets_text, read_datasets
+from psicbatch.data.combined import (
+    SPLITS,
+    WHOLE,
+    datasets_text,
+    division_note,
+    read_datasets,
+)
 from psicbatch.data.images import BIT_DEPTHS, file_bit_depth
 from psicbatch.data.layouts import (
     AUTO,
@@ -47,8 +53,20 @@ def layout_option(what: str = "DATA") -> Callable:
     )
 
 
+def split_option(command: Callable) -> Callable:
+    """The one definition of ``--split``: which part of a published train/test division."""
+    return click.option(
+        "--split",
+        type=click.Choice(SPLITS),
+        default=WHOLE,
+        show_default=True,
+        help="Of a dataset published with a train/test division (kolektorsdd2 and dagm: "
+        "train/ and test/), read only this part; other folders are read whole.",
+    )(command)
+
+
 def dataset_options(command: Callable) -> Callable:
-    """DATA folder, its layout, colour and bit depth."""
+    """DATA folder, its layout and part, colour and bit depth."""
     command = click.option(
         "--bit-depth",
         type=click.Choice(["auto", *map(str, BIT_DEPTHS)]),
@@ -65,7 +83,7 @@ def dataset_options(command: Callable) -> Callable:
         show_default=True,
         help="Grayscale (1) or colour (3); auto: colour for kolektorsdd2 only.",
     )(command)
-    command = layout_option()(command)
+    command = split_option(layout_option()(command))
     return click.argument("data", nargs=-1, required=True, type=click.Path(path_type=Path))(command)
 
 
@@ -197,10 +215,11 @@ class TrainingSetup:
     dataset: dict[str, Any]  # its description, recorded in checkpoints and reports
     digests: list[bytes | None]  # each sample's image file (fingerprints.file_digest)
     start: StartingPoint | None = None  # the checkpoint --init starts from
+    division: str | None = None  # the part of a published train/test division read
 
 
 def training_setup(
-    data: tuple[Path, ...], layout: str, channels: str, kwargs: dict[str, Any]
+    data: tuple[Path, ...], layout: str, split: str, channels: str, kwargs: dict[str, Any]
 ) -> TrainingSetup:
     """What train and cv both start from: the training options (popped from the
     command's keyword arguments), the samples, their channel count, the dataset's
@@ -211,7 +230,7 @@ def training_setup(
     size_choice = None
     if start is not None:
         channels, size_choice = _as_the_start_reads(start, channels, kwargs)
-    samples, layouts = read_datasets(data, layout)
+    samples, layouts = read_datasets(data, layout, split)
     channels_read = channel_count(channels, layouts)
     bit_depth = _bit_depth(kwargs.pop("bit_depth"), samples, channels_read)
     if len(samples) < 2:
@@ -230,6 +249,7 @@ def training_setup(
         "path": datasets_text(data),
         **({"folders": [str(folder) for folder in data]} if len(data) > 1 else {}),
         "layout": datasets_text(layouts),
+        **({"split": split} if split != WHOLE else {}),
         "images": len(samples),
         "channels": str(channels_read),
         "bit_depth": bit_depth,
@@ -238,7 +258,8 @@ def training_setup(
         **({"input_size": size_choice} if size_choice else {}),
     }
     digests = file_digests(sample.image_path for sample in samples)
-    return TrainingSetup(options, samples, channels_read, dataset, digests, start)
+    division = division_note(data, samples, split)
+    return TrainingSetup(options, samples, channels_read, dataset, digests, start, division)
 
 
 def _as_the_start_reads(

@@ -1,6 +1,6 @@
 """Several labelled folders trained on as one dataset (``train DATA DATA ...``): a line's
 first images and those reviewed since, each folder in its own layout, without copying
-them into one.
+them into one; and a published dataset's own train/test division (``--split``).
 
 With more than one folder, each image's id and group are prefixed with its folder as
 given (``reviewed/good/x``): ids stay unique, and a folder's groups (``kosNN``) never join
@@ -10,29 +10,77 @@ another folder's in cross-validation.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from psicbatch.data.layouts import SampleRef, read_dataset, resolve_layout
+from psicbatch.data.layouts import PARTS, SampleRef, read_dataset, resolve_layout
 from psicbatch.errors import PsicbatchError
 
+WHOLE = "all"  # --split all: every image, the published division ignored
+SPLITS = (WHOLE, *PARTS)
 
-def read_datasets(roots: Sequence[Path], layout: str) -> tuple[list[SampleRef], list[str]]:
+
+def read_datasets(
+    roots: Sequence[Path], layout: str, split: str = WHOLE
+) -> tuple[list[SampleRef], list[str]]:
     """Every folder's samples, and each folder's layout (``layout``, or for ``auto`` the
-    one the folder matches)."""
+    one the folder matches). ``split``: of a folder with a published train/test division
+    (KolektorSDD2, DAGM), only that part; other folders are read whole."""
     layouts = [resolve_layout(root, layout) for root in roots]
-    if len(roots) == 1:
-        return read_dataset(roots[0], layouts[0]), layouts
-    _refuse_repeats(roots)
+    if len(roots) > 1:
+        _refuse_repeats(roots)
     samples = []
     for root, found in zip(roots, layouts, strict=True):
         prefix = Path(os.path.normpath(root)).as_posix()
-        samples += [
-            replace(sample, id=f"{prefix}/{sample.id}", group=f"{prefix}/{sample.group}")
-            for sample in read_dataset(root, found)
-        ]
+        read = _part(read_dataset(root, found), split, root, found)
+        samples += (
+            read
+            if len(roots) == 1
+            else [
+                replace(sample, id=f"{prefix}/{sample.id}", group=f"{prefix}/{sample.group}")
+                for sample in read
+            ]
+        )
+    if split != WHOLE and not any(sample.subset for sample in samples):
+        raise PsicbatchError(
+            f"{datasets_text(roots)}: --split {split}: no published train/test division "
+            f"(the {datasets_text(layouts)} layout has none; kolektorsdd2 and dagm have one)"
+        )
     return samples, layouts
+
+
+def _part(samples: list[SampleRef], split: str, root: Path, layout: str) -> list[SampleRef]:
+    """The samples of one folder in the ``split`` part, where it has that division."""
+    if split == WHOLE or not any(sample.subset for sample in samples):
+        return samples
+    part = [sample for sample in samples if sample.subset == split]
+    if not part:
+        raise PsicbatchError(f"{root}: no images in its {split} part (the {layout} layout)")
+    return part
+
+
+def division_note(roots: Sequence[Path], samples: Sequence[SampleRef], split: str) -> str | None:
+    """Which part of a published train/test division was read, or that both were: a
+    model trained on both parts and scored on one is scored on images it learnt."""
+    parts = Counter(sample.subset for sample in samples if sample.subset)
+    if len(parts) < (1 if split != WHOLE else 2):  # nothing left out, nothing to leave out
+        return None
+    others = ", other folders whole" if sum(parts.values()) < len(samples) else ""
+    folders = datasets_text(roots)
+    if split != WHOLE:
+        return f"{folders}: the {parts[split]} images of the published {split} part{others}"
+    counts = " and ".join(f"{parts[name]} {name}" for name in PARTS if parts[name])
+    return (
+        f"{folders}: the published train and test parts read together ({counts} images"
+        f"{others}); --split train or --split test reads one"
+    )
+
+
+def part_text(split: str) -> str:
+    """`` (test part)`` after a dataset's name where ``--split`` chose a part."""
+    return "" if split == WHOLE else f" ({split} part)"
 
 
 def datasets_text(values: Sequence[object]) -> str:

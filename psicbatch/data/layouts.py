@@ -6,7 +6,9 @@ Layouts (``DATA`` is the folder given on the command line):
   defect where the mask is above zero. Folds group whole ``kosNN`` folders.
 - ``kolektorsdd2``: ``train|test/ID.png`` (colour) with ``ID_GT.png``.
 - ``dagm``: ``ClassN/Train|Test/NNNN.PNG``; defective images are listed in
-  ``.../Label/Labels.txt`` with masks ``.../Label/NNNN_label.PNG``. Groups are classes.
+  ``.../Label/Labels.txt`` with masks ``.../Label/NNNN_label.PNG``. Each class has a
+  texture and a defect of its own: a defective image's class is its defect type, so folds
+  hold every class's defects, and reports count escapes by class.
 - ``folder`` (your own data): ``images/NAME.ext`` with optional ``masks/NAME.ext`` (same
   name, any image extension); an image without a mask is defect-free.
 - ``classes`` (images sorted by a review): ``good/`` (or ``ok/``) and ``defective/`` (or
@@ -45,7 +47,7 @@ class SampleRef:
     mask_path: Path | None
     is_defective: bool
     group: str
-    subset: str = ""  # the layout's own train/test division, where it has one
+    subset: str = ""  # its part of the layout's own train/test division (PARTS), if any
     defect_type: str = ""  # a review's subfolder of defective/ (the classes layout)
 
     @property
@@ -119,10 +121,11 @@ def read_dagm(root: Path) -> list[SampleRef]:
                 mask_name = defective.get(image.stem)
                 mask = folder / LABEL_FOLDER / mask_name if mask_name else None
                 sample_id = f"{class_dir.name}/{subset}/{image.stem}"
-                labelled = SampleRef(
-                    sample_id, image, mask, mask is not None, class_dir.name, subset.lower()
-                )  # Labels.txt says which are defective
-                samples.append(labelled)
+                listed = mask is not None  # Labels.txt says which are defective
+                kind = class_dir.name if listed else ""
+                samples.append(
+                    SampleRef(sample_id, image, mask, listed, sample_id, subset.lower(), kind)
+                )
     return samples
 
 
@@ -244,6 +247,8 @@ def _images_below(folder: Path) -> list[Path]:
         and p.is_file()
     )
 
+
+PARTS = ("train", "test")  # the published division of kolektorsdd2 and dagm
 
 LAYOUTS: dict[str, Callable[[Path], list[SampleRef]]] = {
     "kolektorsdd": read_kolektorsdd,

@@ -23,15 +23,16 @@ def kfold_by_group(
 ) -> list[list[str]]:
     """Test-set sample ids for each fold.
 
-    Whole groups (a ``kosNN`` folder, a DAGM class, or a single image) go to one fold, so
+    Whole groups (a ``kosNN`` folder, or a single image) go to one fold, so
     related images never sit on both sides of a split; with ``digests`` (each sample's
     image file, ``fingerprints.file_digest``), groups holding an identical image count as
     one (KolektorSDD's kos01 and kos26 hold the same eight images). Groups with defects
     are dealt out first, each to the fold with the fewest defective images so far, then
     defect-free groups to the fold with the fewest images; the order is shuffled with
-    ``seed``. Where a review named defect types, the rarest types' groups are dealt first,
-    each to the fold with the fewest of its types: three images of a rare type go to three
-    folds, so every fold's model trains on some of them (without types, the same folds).
+    ``seed``. Where defect types are named (a review's subfolders, DAGM's classes), the
+    rarest types' groups are dealt first, each to the fold with the fewest of its types:
+    three images of a rare type go to three folds, so every fold's model trains on some
+    of them (without types, the same folds).
     """
     if folds < 2:
         raise PsicbatchError(f"cross-validation needs at least 2 folds, got {folds}")

@@ -21,7 +21,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from psicbatch.data.layouts import SampleRef, read_dataset
+from psicbatch.data.combined import WHOLE, read_datasets
+from psicbatch.data.layouts import SampleRef
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import path_bytes, path_from_bytes, readable_path
 
@@ -71,11 +72,17 @@ class Found:
 
 
 def labelled_results(
-    results: Path, table: pa.Table, labels: Path, layout: str, columns: tuple[str, ...]
+    results: Path,
+    table: pa.Table,
+    labels: Path,
+    layout: str,
+    columns: tuple[str, ...],
+    split: str = WHOLE,
 ) -> Found:
     """The ``columns`` of the rows of ``table`` (read from ``results``) whose images are
-    in the dataset ``labels``; refused in one line when none of them has a usable row."""
-    samples = read_dataset(labels, layout)
+    in the dataset ``labels`` (in its ``split`` part); refused in one line when none of
+    them has a usable row."""
+    samples, _ = read_datasets([labels], layout, split)
     found = result_rows(table, samples, columns)
     if not found.usable:
         example = f" (they name e.g. {table['path'][0]})" if table.num_rows else ""
