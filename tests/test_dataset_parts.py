@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -182,9 +183,10 @@ def test_calibrate_and_an_audit_read_the_part_asked_for(tmp_path: Path) -> None:
     validation = json.loads(decisions.read_text())["validation"]
     assert validation["defective"] + validation["good"] == 12
     assert validation["source"].startswith(f"{dagm} (test part) scored by ")
+    # A run of the whole dataset, its results of the test part scored.
     results = tmp_path / "results.parquet"
-    run = ["run", str(dagm), "--layout", "dagm", "-o", str(results), "--decoder", "pil"]
-    result = runner.invoke(main, [*run, *FAST])
+    run = ["run", str(dagm), "--layout", "dagm", "-o", str(results), "--decoder", "pil", *FAST]
+    result = runner.invoke(main, run)
     assert result.exit_code == 0, result.output
     audit = tmp_path / "audit"
     args = ["eval", str(results), "--labels", str(dagm), "--split", "test", "-o", str(audit), "-q"]
@@ -192,6 +194,15 @@ def test_calibrate_and_an_audit_read_the_part_asked_for(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     metrics = json.loads((audit / "metrics.json").read_text())
     assert metrics["images"] == 12 and "12 results are of images not labelled" in metrics["source"]
+    # A run of the test part alone.
+    tested = tmp_path / "test.parquet"
+    result = runner.invoke(main, [*run[:5], str(tested), *run[6:], "--split", "test"])
+    assert result.exit_code == 0, result.output
+    assert sorted(pq.read_table(tested)["path"].to_pylist()) == sorted(
+        str(path) for path in dagm.glob("Class*/Test/*.PNG")
+    )
+    refused = runner.invoke(main, ["run", str(dagm), "--split", "test", "-o", str(tested)])
+    assert refused.exit_code == 2 and "give --layout" in refused.output
     # Eval predictions were made on their images already: no part to pick.
     refused = runner.invoke(
         main,

@@ -33,8 +33,9 @@ from psicbatch.commands.options import (
     TYPE_LIMIT,
     device_option,
     precision_option,
+    split_option,
 )
-from psicbatch.commands.training_options import layout_option, split_option
+from psicbatch.commands.training_options import layout_option
 from psicbatch.decisions import (
     RULES,
     Decisions,

@@ -12,8 +12,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from psicbatch.commands import SUMMARIES
-from psicbatch.commands.options import NETWORK_SIZE, Bounded
-from psicbatch.commands.training_options import layout_option, split_option
+from psicbatch.commands.options import NETWORK_SIZE, Bounded, split_option
+from psicbatch.commands.training_options import layout_option
 from psicbatch.run.output_guard import CHECKPOINT, check_output
 from psicbatch.run.results import field_text
 from psicbatch.summaries import summarize

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from psicbatch.data.combined import SPLITS, WHOLE
 from psicbatch.devices import DEVICE_HELP, DEVICES_HELP, parse_devices, resolve_device
 from psicbatch.engines.registry import PRECISION_CHOICES, TORCH_PRECISION_CHOICES
 from psicbatch.errors import PsicbatchError
@@ -235,3 +236,15 @@ def chosen_decisions(
     if decisions_file and threshold is not None:
         raise click.BadParameter("give --threshold or --decisions, not both")
     return run_decisions(decisions_file, engine, threshold, roi)
+
+
+def split_option(command: Callable) -> Callable:
+    """The one definition of ``--split``: which part of a published train/test division."""
+    return click.option(
+        "--split",
+        type=click.Choice(SPLITS),
+        default=WHOLE,
+        show_default=True,
+        help="Of a dataset published with a train/test division (kolektorsdd2 and dagm: "
+        "train/ and test/), read only this part; other folders are read whole.",
+    )(command)

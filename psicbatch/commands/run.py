@@ -27,7 +27,9 @@ from psicbatch.commands.options import (
     decision_options,
     device_option,
     engine_options,
+    split_option,
 )
+from psicbatch.data.combined import WHOLE
 from psicbatch.data.layouts import AUTO, LAYOUTS
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
@@ -67,6 +69,7 @@ WATCH_OUT = "results"  # --watch's default --out: a folder of parts
     help="SOURCES are dataset folders in this layout (as for train and eval; auto: the one "
     "each folder matches): only their images are inspected, not their masks.",
 )
+@split_option
 @click.option(
     "--out",
     "-o",
@@ -175,6 +178,7 @@ def run_command(
     sources: tuple[str, ...],
     list_file: Path | None,
     layout: str | None,
+    split: str,
     out: Path,
     overwrite: bool,
     engine: Path | None,
@@ -218,7 +222,11 @@ def run_command(
             )
         if click.get_current_context().get_parameter_source("out") == ParameterSource.DEFAULT:
             out = Path(WATCH_OUT)
-    inputs = collect_inputs(list(sources), list_file, layout) if watch is None else None
+    if split != WHOLE and layout is None:
+        raise click.BadParameter(
+            "picks a part of dataset folders: give --layout", param_hint="--split"
+        )
+    inputs = collect_inputs(list(sources), list_file, layout, split) if watch is None else None
     spec = EngineSpec(
         engine_dir=engine,
         checkpoint=None if engine else model or demo_model_path(),
@@ -237,7 +245,9 @@ def run_command(
         masks=masks,
         resume=resume,
         overwrite=overwrite,
-        sources=tuple(resolved_sources([str(watch)] if watch else sources, list_file, layout)),
+        sources=tuple(
+            resolved_sources([str(watch)] if watch else sources, list_file, layout, split)
+        ),
         list_file=list_file,
         part_rows=flush_every,
         batch_timeout=batch_timeout,

@@ -24,12 +24,12 @@ from psicbatch.commands.options import (
     decision_options,
     device_option,
     precision_option,
+    split_option,
 )
 from psicbatch.commands.training_options import (
     TrainingSetup,
     dataset_options,
     layout_option,
-    split_option,
     training_options,
     training_setup,
 )

@@ -20,14 +20,9 @@ from psicbatch.commands.options import (
     Bounded,
     device_option,
     precision_option,
+    split_option,
 )
-from psicbatch.data.combined import (
-    SPLITS,
-    WHOLE,
-    datasets_text,
-    division_note,
-    read_datasets,
-)
+from psicbatch.data.combined import WHOLE, datasets_text, division_note, read_datasets
 from psicbatch.data.images import BIT_DEPTHS, file_bit_depth
 from psicbatch.data.layouts import (
     AUTO,
@@ -51,18 +46,6 @@ def layout_option(what: str = "DATA") -> Callable:
         show_default=True,
         help=f"How {what} is organised (see the README); auto: the one layout its folders match.",
     )
-
-
-def split_option(command: Callable) -> Callable:
-    """The one definition of ``--split``: which part of a published train/test division."""
-    return click.option(
-        "--split",
-        type=click.Choice(SPLITS),
-        default=WHOLE,
-        show_default=True,
-        help="Of a dataset published with a train/test division (kolektorsdd2 and dagm: "
-        "train/ and test/), read only this part; other folders are read whole.",
-    )(command)
 
 
 def dataset_options(command: Callable) -> Callable:

@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from psicbatch.data.combined import WHOLE, read_datasets
 from psicbatch.data.images import IMAGE_SUFFIXES
 from psicbatch.data.layouts import (
     GT_SUFFIX,
@@ -22,7 +23,6 @@ from psicbatch.data.layouts import (
     LAYOUTS,
     MASK_FOLDER,
     guess_layout,
-    read_dataset,
 )
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path, regular_file_bytes
@@ -79,7 +79,10 @@ class Inputs:
 
 
 def collect_inputs(
-    sources: list[str], list_file: Path | None = None, layout: str | None = None
+    sources: list[str],
+    list_file: Path | None = None,
+    layout: str | None = None,
+    split: str = WHOLE,
 ) -> Inputs:
     """Images in a stable order, each once.
 
@@ -88,14 +91,16 @@ def collect_inputs(
     whatever their extension; anything else is a glob pattern. A list file holds one path
     per line (blank lines and ``#`` comments skipped), relative to the list file's folder;
     its bytes are taken as file names as they are, whatever their encoding. With
-    ``layout``, each source is a dataset folder in that layout and gives its images.
+    ``layout``, each source is a dataset folder in that layout and gives its images (of a
+    published train/test division, those of the ``split`` part).
     """
     inputs = Inputs([])
     for source in sources:
         if layout is None:
             inputs.paths += _expand(source, inputs.skipped)
         else:
-            inputs.paths += [sample.image_path for sample in read_dataset(Path(source), layout)]
+            samples, _ = read_datasets([Path(source)], layout, split)
+            inputs.paths += [sample.image_path for sample in samples]
     if layout is None:  # what the sources gave, before the list's explicit choices
         inputs.mask_like = sum(map(looks_like_mask, dict.fromkeys(inputs.paths)))
         guesses = {guess_layout(Path(source)) for source in sources} - {None}

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from psicbatch.data.combined import WHOLE
 from psicbatch.data.layouts import resolve_layout
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
@@ -111,16 +112,18 @@ def check_same_job(folder: Path, current: JobIdentity, name: str = JOB_FILE) -> 
 
 
 def resolved_sources(
-    sources: Sequence[str], list_file: Path | None, layout: str | None = None
+    sources: Sequence[str], list_file: Path | None, layout: str | None = None, split: str = WHOLE
 ) -> list[str]:
     """Sources as absolute paths with links resolved; glob patterns made absolute; with a
-    dataset ``layout``, each folder prefixed by it (its images only are the inputs)."""
+    dataset ``layout``, each folder prefixed by it (its images only are the inputs), and
+    by the ``split`` part where one was picked."""
     resolved = [
         os.path.realpath(source) if os.path.exists(source) else os.path.abspath(source)
         for source in sources
     ]
     if layout is not None:
-        resolved = [f"{resolve_layout(Path(source), layout)}:{source}" for source in resolved]
+        part = "" if split == WHOLE else f"{split} part:"
+        resolved = [f"{resolve_layout(Path(source), layout)}:{part}{source}" for source in resolved]
     if list_file is not None:
         resolved.append("list:" + os.path.realpath(list_file))
     return resolved
