@@ -130,6 +130,28 @@ class Trainer:
         partial_path(self.out).unlink(missing_ok=True)
         return final
 
+    def _check_same_data(self, partial: Path, state: dict[str, Any]) -> None:
+        """A resumed training goes on with the images it started with: others would be
+        learnt from under the record of the first ones (the command line aside, which
+        ``--resume`` itself changes)."""
+        recorded, now = (
+            {key: value for key, value in (record or {}).items() if key != "command"}
+            for record in (state.get("dataset"), self.metadata.get("dataset"))
+        )
+        if recorded != now:
+            raise PsicbatchError(
+                f"{partial}: was started on other data (rerun without --resume, or with the "
+                f"same data){changed_values(recorded, now)}"
+            )
+        images = self.metadata.get("image_digests")
+        if self.start is not None:
+            images = self.start.seen_with(images)
+        if images is not None and state.get("image_digests") != images:
+            raise PsicbatchError(
+                f"{partial}: was started on other images: files were added, removed or "
+                "changed since (rerun without --resume to train on them)"
+            )
+
     def _start(self, resume: bool) -> tuple[PSICNet, Preprocessing, dict[str, Any]]:
         partial = partial_path(self.out)
         if resume and partial.exists():
@@ -143,6 +165,7 @@ class Trainer:
                     f"{partial}: was started with other options (rerun without --resume "
                     f"or with the same options){changes}"
                 )
+            self._check_same_data(partial, state)
             return saved.build_model(), saved.preprocessing, state
         if resume:
             raise PsicbatchError(f"{partial}: nothing to resume (no partial training found)")

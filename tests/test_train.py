@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from psicbatch.data.masks import DefectMasks
 from psicbatch.data.memory import TensorDataset, load_into_memory
 from psicbatch.data.synth import generate
 from psicbatch.errors import PsicbatchError
+from psicbatch.fingerprints import ImageSet
 from psicbatch.losses import segmentation_loss, soft_dice_loss, weighted_cross_entropy
 from psicbatch.memory_inference import predict_batches
 from psicbatch.metrics import average_precision
@@ -226,6 +228,29 @@ def test_resume_refuses_other_options(tmp_path: Path, data: tuple) -> None:
     named = f"other options .*: input_size {size} there, 40x24 now, seed 0 there, 7 now$"
     with pytest.raises(PsicbatchError, match=named):
         Trainer(data[0], changed, out).run(resume=True)
+
+
+def test_resume_refuses_other_data_and_other_images(tmp_path: Path, data: tuple) -> None:
+    """Resuming on other images would learn from them under the first ones' record."""
+    out = tmp_path / "m.pt"
+    options = TrainOptions(**{**TINY.__dict__, "seg_epochs": 1, "cls_epochs": 1})
+
+    def metadata(path: str, images: bytes, command: str = "psicbatch train a") -> dict:
+        digests = ImageSet.of_digests([hashlib.sha256(images).digest()]).encode()
+        dataset = {"path": path, "split": "train", "images": 12, "command": command}
+        return {"dataset": dataset, "image_digests": digests}
+
+    first = metadata("a", b"first")
+    train_module.save_checkpoint(
+        Trainer(data[0], options, out, None, first).run(), partial_path(out)
+    )
+    with pytest.raises(PsicbatchError, match=r"other data .*: path a there, b now$"):
+        Trainer(data[0], options, out, None, metadata("b", b"first")).run(resume=True)
+    with pytest.raises(PsicbatchError, match="other images: files were added, removed or changed"):
+        Trainer(data[0], options, out, None, metadata("a", b"other")).run(resume=True)
+    again = metadata("a", b"first", command="psicbatch train a --resume")
+    resumed = Trainer(data[0], options, out, None, again).run(resume=True)
+    assert resumed.training["image_digests"] == first["image_digests"]
 
 
 def test_resume_accepts_a_partial_run_saved_before_a_new_option(
