@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 RED = (255, 0, 0)
+BLUE = (0, 90, 255)  # a second mask beside a red one (another run's)
 TINT = 0.55  # how much of a tinted pixel is the mask's colour
 
 

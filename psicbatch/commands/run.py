@@ -433,11 +433,18 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
     help="Replace an earlier psicbatch page, table or mask export at --html, --csv, --mask-images.",
 )
 @click.option(
+    "--compare-to",
+    type=click.Path(path_type=Path, exists=True),
+    help="Another run's results of the same images (a file or a --watch folder): the page "
+    "adds what this run decided differently (e.g. a new model's run beside the line's).",
+)
+@click.option(
     "--top",
     type=NON_NEGATIVE_INT,
     default=24,
     show_default=True,
-    help="Thumbnails of the most likely defects, and of the images nearest the threshold.",
+    help="Thumbnails of the most likely defects, of the images nearest the threshold, and "
+    "of the decisions that changed.",
 )
 @click.option(
     "--max-file-size",
@@ -459,6 +466,7 @@ def report_command(
     csv_path: Path | None,
     mask_folder: Path | None,
     overwrite: bool,
+    compare_to: Path | None,
     top: int,
     max_file_size: float,
     decode_timeout: float,
@@ -467,16 +475,23 @@ def report_command(
     --csv, a table of it for spreadsheets; with --mask-images, its masks as image files.
 
     RESULTS is a results file of psicbatch run, or a --watch output folder (or one
-    date=... or hour=... folder in it).
+    date=... or hour=... folder in it). With --compare-to, the page also sets it beside
+    another run's results of the same images: the decisions that changed, how far the
+    probabilities moved, how well the masks agree.
     """
     if html_path is None and csv_path is None and mask_folder is None:
         html_path = Path("report.html")
+    if compare_to is not None:
+        if html_path is None:
+            raise click.BadParameter("the comparison is on the page: give --html too")
+        if compare_to.resolve() == results.resolve():
+            raise click.BadParameter("compares RESULTS with themselves", param_hint="--compare-to")
     outputs = {kind: path for kind, path in ((REPORT, html_path), (CSV_TABLE, csv_path)) if path}
     what = "the results folder" if results.is_dir() else "the results file"
     for kind, path in outputs.items():
         if not path.absolute().parent.is_dir():
             raise PsicbatchError(f"{readable_path(path)}: its folder does not exist")
-        named: dict[str, Path | None] = {what: results}
+        named: dict[str, Path | None] = {what: results, "the results compared": compare_to}
         named.update({f"the {other.noun}": p for other, p in outputs.items() if other != kind})
         check_output(path, kind, named_inputs=named, overwrite=overwrite)
     if mask_folder is not None:
@@ -486,5 +501,5 @@ def report_command(
         click.echo(f"wrote {readable_path(csv_path)}: {write_csv_table(results, csv_path)}")
     if html_path is not None:
         limits = FileLimits(int(max_file_size * MIB), decode_timeout)
-        counts = write_report(results, html_path, top, limits)
+        counts = write_report(results, html_path, top, limits, compare_to)
         click.echo(f"wrote {readable_path(html_path)}: {counts}")

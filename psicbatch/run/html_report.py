@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from psicbatch.data.images import ImageReadError, read_image
 from psicbatch.paths import readable_path, row_file
-from psicbatch.pictures import RED, figure_data_uri, png_data_uri, tinted_thumbnail
+from psicbatch.pictures import BLUE, RED, figure_data_uri, png_data_uri, tinted_thumbnail
 from psicbatch.run import rle
 from psicbatch.run.files import FileLimits
 from psicbatch.run.headers import read_bytes
@@ -32,24 +32,29 @@ from psicbatch.run.results import (
     read_results_table,
     results_counts,
 )
+from psicbatch.run.results_comparison import ComparedRuns, compare_results
 
 THUMBNAIL_HEIGHT = 220
 ERRORS_LISTED = 200  # the page names these; the rest are counted
 
 
-def thumbnail(row: dict[str, Any], limits: FileLimits) -> str | None:
-    """The image with its mask in red, scaled to THUMBNAIL_HEIGHT; None if it cannot be
-    read within ``limits``, or its mask (of an edited results file) cannot be decoded."""
+def thumbnail(
+    row: dict[str, Any], limits: FileLimits, other_mask: dict[str, Any] | None = None
+) -> str | None:
+    """The image with its mask in red (and ``other_mask``, another run's, in blue),
+    scaled to THUMBNAIL_HEIGHT; None if it cannot be read within ``limits``, or a mask
+    (of an edited results file) cannot be decoded or does not fit it."""
     path = row_file(row)
+    masks = [(row["mask"], RED), *([(other_mask, BLUE)] if other_mask is not None else [])]
     try:
         data, _, _ = read_bytes(path, limits.max_bytes)  # refuses huge headers too
         image = call_limited(lambda: read_image(path, 3, data), limits.decode_seconds)
-        mask = rle.decode(row["mask"])
+        layers = [(rle.decode(mask), colour) for mask, colour in masks]
     except (ImageReadError, TimeLimitExceeded, ValueError):  # ValueError: a damaged RLE
         return None
-    if mask.shape != image.shape[:2]:
+    if any(mask.shape != image.shape[:2] for mask, _ in layers):
         return None
-    return png_data_uri(tinted_thumbnail(image, THUMBNAIL_HEIGHT, [(mask, RED)]))
+    return png_data_uri(tinted_thumbnail(image, THUMBNAIL_HEIGHT, layers))
 
 
 def histogram(probabilities: np.ndarray, threshold: float | None = None) -> str:
@@ -99,19 +104,34 @@ def _card(row: dict[str, Any], uri: str | None, judged: str = "") -> str:
     )
 
 
-def write_report(results: Path, html_path: Path, top: int, limits: FileLimits) -> str:
+def write_report(
+    results: Path,
+    html_path: Path,
+    top: int,
+    limits: FileLimits,
+    compare_to: Path | None = None,
+) -> str:
     """Build the page and write it atomically, only over nothing or an earlier report;
-    the counts it shows, in one line."""
-    page, counts = build_report(results, top, limits)
+    the counts it shows (and the comparison), in one line."""
+    page, counts = build_report(results, top, limits, compare_to)
     write_checked(html_path, REPORT, lambda temporary: temporary.write_text(page, encoding="utf-8"))
     return counts
 
 
-def build_report(results: Path, top: int = 24, limits: FileLimits | None = None) -> tuple[str, str]:
-    """The page, and its counts in one line. The rows stay in one Arrow table (a day of
-    a line's results can hold millions); only the rows the page shows become Python."""
+def build_report(
+    results: Path,
+    top: int = 24,
+    limits: FileLimits | None = None,
+    compare_to: Path | None = None,
+) -> tuple[str, str]:
+    """The page, and its counts in one line; with ``compare_to`` (another run's results
+    of the same images, a file or a watch folder) a section on what this run decided
+    differently. The rows stay in one Arrow table (a day of a line's results can hold
+    millions); only the rows the page shows become Python."""
     limits = limits or FileLimits()
     table, metadata = read_results_table(results)
+    # Read before any thumbnail is made, so that a bad one fails at once.
+    that = (compare_to, *read_results_table(compare_to)) if compare_to is not None else None
     images, defect_count, error_count = results_counts(table)
     readable = pc.is_null(table["error"])  # masks and indices: no copy of the table
     defects = pc.indices_nonzero(pc.and_(readable, pc.fill_null(table["is_defect"], False)))
@@ -162,6 +182,11 @@ def build_report(results: Path, top: int = 24, limits: FileLimits | None = None)
             + "</div>"
         )
     counts = f"{images} images, {defect_count} defective, {error_count} errors"
+    comparison = ""
+    if that is not None:
+        changes = compare_results(table, that[1])
+        comparison = _comparison_section((results, table, metadata), that, changes, top, limits)
+        counts += f"; compared with {readable_path(that[0])}: {changes.line()}"
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">{REPORT_MARKER.decode()}
 <title>psicbatch report: {e(readable_path(results.name))}</title>
@@ -176,6 +201,7 @@ table.meta th {{ text-align: left; padding-right: 1em; }}
 <h1>psicbatch report: {e(readable_path(results))}</h1>
 <table class="counts"><tr><td>{images} images</td><td>{defect_count} defective</td>
 <td>{100 * rate:.1f}% of readable images defective</td><td>{error_count} errors</td></tr></table>
+{comparison}
 <h2>Defect probability</h2>{histogram_html}
 <h2>Most likely defects ({len(shown)} of {defect_count})</h2>
 <div class="defects">{"".join(cards) or "<p>No defects found.</p>"}</div>
@@ -185,3 +211,84 @@ table.meta th {{ text-align: left; padding-right: 1em; }}
 </body></html>
 """
     return page, counts
+
+
+def _comparison_section(
+    this: tuple[Path, pa.Table, dict[str, Any]],
+    that: tuple[Path, pa.Table, dict[str, Any]],
+    compared: ComparedRuns,
+    top: int,
+    limits: FileLimits,
+) -> str:
+    """What this run decided differently from the other (each: its results' path, rows
+    and description) on the same images: counts, probability
+    changes, mask agreement, and the changed images (this run's mask in red, the other's
+    in blue), largest probability change first."""
+    (results, table, run), (other, other_table, other_run) = this, that
+    e = html.escape
+    name = e(readable_path(other))
+    shifts = compared.shifts
+    facts: list[tuple[str, Any]] = [
+        ("this run", _run_line(results, table, run)),
+        ("the other run", _run_line(other, other_table, other_run)),
+        ("images with a result in both", compared.both),
+        ("judged defective in both", compared.judged.get("defective/defective", 0)),
+        ("judged good in both", compared.judged.get("good/good", 0)),
+        ("now judged defective (good there)", compared.newly_defective),
+        ("now judged good (defective there)", compared.newly_good),
+        ("only in this run (or an error there)", compared.only_here),
+        ("only in the other run (or an error here)", compared.only_there),
+        ("files changed between the runs (not compared)", compared.changed_files),
+    ]
+    if shifts.size:
+        percentiles = np.percentile(shifts, [50, 95])
+        facts.append(
+            (
+                "probability change",
+                f"median {percentiles[0]:.3g}, 95th percentile {percentiles[1]:.3g}, "
+                f"largest {shifts.max():.3g}",
+            )
+        )
+    if compared.mask_ious:
+        facts.append(
+            (
+                "masks of images both judge defective",
+                f"mean IoU {np.mean(compared.mask_ious):.3f} over {len(compared.mask_ious)} "
+                f"images (lowest {min(compared.mask_ious):.3f})",
+            )
+        )
+    rows = "".join(f"<tr><th>{e(key)}</th><td>{e(str(value))}</td></tr>" for key, value in facts)
+    shown = compared.changed[:top]
+    masks = table.column("mask").take([here["index"] for here, _ in shown]).to_pylist()
+    others = other_table.column("mask").take([there["index"] for _, there in shown]).to_pylist()
+    cards = []
+    for (here, there), mask, other_mask in zip(shown, masks, others, strict=True):
+        row = {**here, "mask": mask}
+        verdict = "defective" if here["is_defect"] else "good"
+        was = "defective" if there["is_defect"] else "good"
+        caption = f" (was {there['probability']:.3f}), judged {verdict} (was {was})"
+        cards.append(_card(row, thumbnail(row, limits, other_mask), caption))
+    listed = compared.changed[top : top + ERRORS_LISTED]
+    more = len(compared.changed) - top - len(listed)
+    items = "".join(f"<li><code>{e(here['path'])}</code></li>" for here, _ in listed)
+    if more > 0:
+        items += f"<li>and {more} more</li>"
+    return (
+        f'<h2>Compared with {name}</h2><table class="meta">{rows}</table>'
+        f"<h3>Decisions that changed ({len(compared.changed)})</h3><p>Largest probability "
+        "change first; this run's mask in red, the other run's in blue.</p>"
+        f'<div class="defects">{"".join(cards) or "<p>None.</p>"}</div>'
+        + (f"<ul>{items}</ul>" if items else "")
+    )
+
+
+def _run_line(results: Path, table: pa.Table, run: dict[str, Any]) -> str:
+    """A run's results, engine and how it judged images, in one line."""
+    said = described(results, table, run)
+    facts = [
+        str(said["results"]),
+        str(said.get("engine") or "engine not recorded"),
+        *([f"engine sha256 {said['engine_sha256'][:12]}"] if said.get("engine_sha256") else []),
+        *([f"judged defective: {said['judged defective']}"] if "judged defective" in said else []),
+    ]
+    return ", ".join(facts)
