@@ -1,6 +1,7 @@
 """Time and peak memory of ``psicbatch report`` on a large results file.
 
     python benchmarks/report_scale.py OUT_DIR [--rows 480000] [--root CHECKOUT] [--audit]
+                                             [--compare]
 
 Makes a results file by running the bundled demo model on 24 generated images and
 repeating its rows to ``--rows`` (a long run's or a day's worth), then times ``psicbatch
@@ -8,8 +9,11 @@ report`` on it and on the 24-row file (start-up: imports), each in a fresh proce
 peak RSS comes from the operating system. ``--root`` times another checkout's psicbatch
 (e.g. an earlier version) on files made the same way. ``--audit`` also times ``psicbatch
 eval RESULTS --labels`` on both files against the 24 labelled images (every row of the
-large file then names a labelled image: the most rows to match). Writes
-OUT_DIR/report_scale.json.
+large file then names a labelled image: the most rows to match). ``--compare`` also
+times ``psicbatch report NEW --compare-to OLD`` where OLD is the large file with every
+row's path made unique (``--rows`` images) and NEW the same rows with each probability
+moved by up to +-0.05 and judged again at the run's threshold (a retrained model's kind
+of change), beside ``report NEW`` alone. Writes OUT_DIR/report_scale.json.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,12 +63,41 @@ def timed_audit(root: Path, results: Path, labels: Path) -> dict:
     return timed(root, "eval", str(results), "--labels", str(labels), "-o", str(out), "-q")
 
 
+def compared_pair(large: pa.Table, old: Path, new: Path) -> None:
+    """``old``: ``large`` with a path of its own on every row; ``new``: the same images
+    with their probabilities moved a little and judged again at the run's threshold."""
+    names = pa.array(
+        [f"{index:07d}-{path}" for index, path in enumerate(large["path"].to_pylist())]
+    )
+    unique = large.set_column(large.schema.get_field_index("path"), "path", names)
+    unique = unique.set_column(
+        unique.schema.get_field_index("path_bytes"), "path_bytes", pc.cast(names, pa.binary())
+    )
+    metadata = json.loads(large.schema.metadata[b"psicbatch"])
+    threshold = metadata["thresholds"]["classification"]
+    moved = np.clip(
+        unique["probability"].to_numpy()
+        + np.random.default_rng(0).uniform(-0.05, 0.05, unique.num_rows),
+        0,
+        1,
+    ).astype(np.float32)
+    changed = unique.set_column(
+        unique.schema.get_field_index("probability"), "probability", pa.array(moved)
+    )
+    changed = changed.set_column(
+        changed.schema.get_field_index("is_defect"), "is_defect", pa.array(moved >= threshold)
+    )
+    pq.write_table(unique.replace_schema_metadata(large.schema.metadata), old)
+    pq.write_table(changed.replace_schema_metadata(large.schema.metadata), new)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--rows", type=int, default=480_000)
     parser.add_argument("--root", type=Path, default=ROOT, help="the psicbatch checkout to time")
     parser.add_argument("--audit", action="store_true", help="also time eval RESULTS --labels")
+    parser.add_argument("--compare", action="store_true", help="also time report --compare-to")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
@@ -85,6 +120,19 @@ def main() -> None:
         if args.audit:
             for name, file in (("small", small), ("large", large)):
                 results[f"audit_{name}"] = timed_audit(args.root, file, work / "data")
+        if args.compare:
+            old, new = work / "old.parquet", work / "new.parquet"
+            compared_pair(repeated.replace_schema_metadata(table.schema.metadata), old, new)
+            results["new_alone"] = timed_report(args.root, new)
+            results["new_compared"] = timed(
+                args.root,
+                "report",
+                str(new),
+                "--html",
+                str(work / "c.html"),
+                "--compare-to",
+                str(old),
+            )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report_scale.json").write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results))

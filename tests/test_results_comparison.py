@@ -79,10 +79,9 @@ def test_what_changed_between_two_runs_of_the_same_images() -> None:
     assert (compared.newly_defective, compared.newly_good) == (1, 1)
     np.testing.assert_allclose(sorted(compared.shifts), [0.05, 0.1, 0.5, 0.85], atol=1e-6)
     # Largest change first, each with its row in both tables.
-    assert [(here["path"], there["index"]) for here, there in compared.changed] == [
-        ("c.png", 3),
-        ("b.png", 2),
-    ]
+    ours, theirs = compared.changed_rows(0, 10)
+    assert (ours.to_pylist(), theirs.to_pylist()) == ([2, 1], [3, 2])  # c.png, then b.png
+    assert compared.changed_rows(1, 5)[0].to_pylist() == [1]
     assert compared.mask_ious == [pytest.approx(1 / 3)]  # rows 0-3 against rows 2-5
     line = compared.line()
     assert line.startswith("4 images in both: 1 now judged defective, 1 now judged good, 2")
@@ -118,7 +117,21 @@ def test_report_sets_a_run_beside_another_run_of_the_same_images(tmp_path: Path)
     assert f"<h3>Decisions that changed ({newly})</h3>" in text
     section = text[text.index("<h3>Decisions that changed") : text.index("Defect probability")]
     assert len(re.findall(r'<img src="data:image/png', section)) == min(2, newly)
+    assert section.count("<li><code>") == max(0, newly - 2)  # the others, named
     assert "judged defective (was good)" in section
+    assert "<tr><th>images with a result in both</th><td>24</td></tr>" in text
+    # A copy of the same results: nothing changed.
+    copy = tmp_path / "copy.parquet"
+    copy.write_bytes(line.read_bytes())
+    same = tmp_path / "same.html"
+    result = runner.invoke(
+        main, ["report", str(copy), "--html", str(same), "--compare-to", str(line)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "24 images in both: 0 now judged defective, 0 now judged good, 24 judged alike" in (
+        result.output
+    )
+    assert "<h3>Decisions that changed (0)</h3>" in same.read_text()
     # Refused in one line: no page, the same results, something else.
     for extra, said in (
         (["--csv", str(tmp_path / "x.csv")], "the comparison is on the page: give --html"),

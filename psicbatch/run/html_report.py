@@ -258,24 +258,23 @@ def _comparison_section(
             )
         )
     rows = "".join(f"<tr><th>{e(key)}</th><td>{e(str(value))}</td></tr>" for key, value in facts)
-    shown = compared.changed[:top]
-    masks = table.column("mask").take([here["index"] for here, _ in shown]).to_pylist()
-    others = other_table.column("mask").take([there["index"] for _, there in shown]).to_pylist()
+    ours, theirs = compared.changed_rows(0, top)
+    shown = table.take(ours).to_pylist()
+    before = other_table.select(["probability", "is_defect", "mask"]).take(theirs).to_pylist()
     cards = []
-    for (here, there), mask, other_mask in zip(shown, masks, others, strict=True):
-        row = {**here, "mask": mask}
-        verdict = "defective" if here["is_defect"] else "good"
+    for row, there in zip(shown, before, strict=True):
+        verdict = "defective" if row["is_defect"] else "good"
         was = "defective" if there["is_defect"] else "good"
         caption = f" (was {there['probability']:.3f}), judged {verdict} (was {was})"
-        cards.append(_card(row, thumbnail(row, limits, other_mask), caption))
-    listed = compared.changed[top : top + ERRORS_LISTED]
-    more = len(compared.changed) - top - len(listed)
-    items = "".join(f"<li><code>{e(here['path'])}</code></li>" for here, _ in listed)
+        cards.append(_card(row, thumbnail(row, limits, there["mask"]), caption))
+    listed = table["path"].take(compared.changed_rows(top, top + ERRORS_LISTED)[0]).to_pylist()
+    more = compared.changed.num_rows - top - len(listed)
+    items = "".join(f"<li><code>{e(path)}</code></li>" for path in listed)
     if more > 0:
         items += f"<li>and {more} more</li>"
     return (
         f'<h2>Compared with {name}</h2><table class="meta">{rows}</table>'
-        f"<h3>Decisions that changed ({len(compared.changed)})</h3><p>Largest probability "
+        f"<h3>Decisions that changed ({compared.changed.num_rows})</h3><p>Largest probability "
         "change first; this run's mask in red, the other run's in blue.</p>"
         f'<div class="defects">{"".join(cards) or "<p>None.</p>"}</div>'
         + (f"<ul>{items}</ul>" if items else "")

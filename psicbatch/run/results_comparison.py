@@ -5,21 +5,26 @@ them on the line's own recent images beside the results it has shows what would 
 which parts would now be judged defective or good, how far the probabilities move, and
 whether the masks of the parts both judge defective still agree. No labels are needed,
 and nothing is inferred again: both runs' rows are read as they were written.
+
+A day of a line's results can hold millions of rows, so the rows are matched in Arrow;
+only the changed decisions a page shows and the masks compared become Python.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from psicbatch.metrics import mask_iou
 from psicbatch.run import rle
 
-USED = ("path", "path_bytes", "probability", "is_defect", "mask_area", "error", "file_size")
+KEY, ROW = "_file", "_row"  # a row's file (its path's bytes) and its number in its table
+THERE = "_there"  # the other run's columns, once joined
+COMPARED = ("probability", "is_defect", "error", "file_size")
+MASKS_AT_ONCE = 4096  # masks made Python objects at a time
 
 
 @dataclass
@@ -31,10 +36,10 @@ class ComparedRuns:
     only_here: int = 0  # images of this run the other lacks (or has only an error for)
     only_there: int = 0
     changed_files: int = 0  # same path, another file (its size differs): not compared
-    judged: dict[str, int] = field(default_factory=dict)  # "defective/good" here/there
+    judged: dict[str, int] = field(default_factory=dict)  # "defective/good": here/there
     shifts: np.ndarray = field(default_factory=lambda: np.zeros(0))  # |probability change|
     mask_ious: list[float] = field(default_factory=list)  # of images both judge defective
-    changed: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
+    changed: pa.Table = field(default_factory=lambda: pa.table({}))  # their rows here, there
 
     @property
     def newly_defective(self) -> int:
@@ -43,6 +48,12 @@ class ComparedRuns:
     @property
     def newly_good(self) -> int:
         return self.judged.get("good/defective", 0)
+
+    def changed_rows(self, start: int, stop: int) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+        """The row numbers, here and there, of the changed decisions ``start:stop``
+        (largest probability change first)."""
+        rows = self.changed.slice(start, max(0, stop - start))
+        return rows[ROW], rows[f"{ROW}{THERE}"]
 
     def line(self) -> str:
         """The comparison in one line, for the terminal."""
@@ -77,73 +88,68 @@ class ComparedRuns:
 
 def compare_results(here: pa.Table, there: pa.Table) -> ComparedRuns:
     """Each image's result in ``here`` against its result in ``there`` (by path; an image
-    inspected twice counts with its last result). Images whose decisions differ come
-    with both rows (their ``index`` in each table; masks not read), largest probability
-    change first."""
+    inspected twice counts with its last result, none where that is an error)."""
     ours, theirs = _usable_rows(here), _usable_rows(there)
-    compared = ComparedRuns()
-    shared = [key for key in ours if key in theirs]
-    compared.only_here = len(ours) - len(shared)
-    compared.only_there = len(theirs) - len(shared)
-    both_defective: list[tuple[int, int]] = []
-    shifts, changed = [], []
-    for key in shared:
-        row, other = ours[key], theirs[key]
-        if _other_file(row, other):
-            compared.changed_files += 1
-            continue
-        verdict = f"{_judged(row)}/{_judged(other)}"
-        compared.judged[verdict] = compared.judged.get(verdict, 0) + 1
-        shifts.append(abs(row["probability"] - other["probability"]))
-        if row["is_defect"] != other["is_defect"]:
-            changed.append((row, other))
-        elif row["is_defect"]:
-            both_defective.append((row["index"], other["index"]))
-    compared.both = len(shifts)
-    compared.shifts = np.array(shifts, dtype=float)
-    compared.changed = sorted(
-        changed, key=lambda pair: -abs(pair[0]["probability"] - pair[1]["probability"])
+    joined = ours.join(theirs, KEY, join_type="inner", right_suffix=THERE)
+    compared = ComparedRuns(
+        only_here=ours.num_rows - joined.num_rows, only_there=theirs.num_rows - joined.num_rows
     )
-    compared.mask_ious = _mask_agreement(here, there, both_defective)
+    if {"file_size", f"file_size{THERE}"} <= set(joined.column_names):
+        sizes = joined["file_size"], joined[f"file_size{THERE}"]
+        other_file = pc.fill_null(pc.not_equal(*sizes), False)  # unknown sizes: the same
+        compared.changed_files = pc.sum(other_file).as_py() or 0
+        joined = joined.filter(pc.invert(other_file))
+    compared.both = joined.num_rows
+    now, was = joined["is_defect"], joined[f"is_defect{THERE}"]
+    for verdict, mask in (
+        ("defective/defective", pc.and_(now, was)),
+        ("defective/good", pc.and_(now, pc.invert(was))),
+        ("good/defective", pc.and_(pc.invert(now), was)),
+        ("good/good", pc.and_(pc.invert(now), pc.invert(was))),
+    ):
+        compared.judged[verdict] = pc.sum(mask).as_py() or 0
+    shift = pc.abs(pc.subtract(joined["probability"], joined[f"probability{THERE}"]))
+    compared.shifts = shift.to_numpy().astype(float)
+    changed = joined.append_column("_shift", shift).filter(pc.not_equal(now, was))
+    order = changed.sort_by([("_shift", "descending")])
+    compared.changed = order.select([ROW, f"{ROW}{THERE}"])
+    both = joined.filter(pc.and_(now, was))
+    compared.mask_ious = _mask_agreement(here, there, both[ROW], both[f"{ROW}{THERE}"])
     return compared
 
 
-def _usable_rows(table: pa.Table) -> dict[bytes, dict[str, Any]]:
-    """Rows without an error by their file's path (bytes, exactly), the last one where a
-    path repeats, each with its row number in ``table``."""
-    columns = [name for name in USED if name in table.column_names]
-    rows: dict[bytes, dict[str, Any]] = {}
-    for index, row in enumerate(table.select(columns).to_pylist()):
-        key = row.get("path_bytes") or os.fsencode(row["path"])
-        if row["error"] is None:
-            rows[key] = {**row, "index": index}
-        else:
-            rows.pop(key, None)  # the last result is an error: no decision to compare
-    return rows
+def _usable_rows(table: pa.Table) -> pa.Table:
+    """The last row of each file (by its path's bytes, exactly) where that row has no
+    error, with its number in ``table``: the columns the comparison reads."""
+    path = pc.cast(table["path"], pa.binary())
+    if "path_bytes" in table.column_names:  # older results have only the path
+        path = pc.coalesce(table["path_bytes"], path)
+    columns = [name for name in COMPARED if name in table.column_names]
+    rows = table.select(columns).append_column(KEY, path)
+    rows = rows.append_column(ROW, pa.array(np.arange(table.num_rows)))
+    latest = rows.take(rows.group_by(KEY).aggregate([(ROW, "max")])[f"{ROW}_max"])
+    return latest.filter(pc.is_null(latest["error"])).drop_columns(["error"])
 
 
-def _other_file(row: dict[str, Any], other: dict[str, Any]) -> bool:
-    sizes = (row.get("file_size"), other.get("file_size"))
-    return None not in sizes and sizes[0] != sizes[1]
-
-
-def _judged(row: dict[str, Any]) -> str:
-    return "defective" if row["is_defect"] else "good"
-
-
-def _mask_agreement(here: pa.Table, there: pa.Table, pairs: list[tuple[int, int]]) -> list[float]:
-    """The IoU of the two runs' masks of each image both judged defective (an image whose
-    masks are both empty, or that cannot be decoded, is left out)."""
-    if not pairs:
-        return []
-    ours = here.column("mask").take([a for a, _ in pairs]).to_pylist()
-    theirs = there.column("mask").take([b for _, b in pairs]).to_pylist()
+def _mask_agreement(
+    here: pa.Table, there: pa.Table, ours: pa.ChunkedArray, theirs: pa.ChunkedArray
+) -> list[float]:
+    """The IoU of the two runs' masks of each image both judged defective (rows ``ours``
+    here, ``theirs`` there); an image whose masks are both empty, or that cannot be
+    decoded, is left out."""
     ious = []
-    for mask, other in zip(ours, theirs, strict=True):
-        try:
-            a, b = rle.decode(mask), rle.decode(other)
-        except ValueError:
-            continue
-        if a.shape == b.shape and (a.any() or b.any()):
-            ious.append(mask_iou(b, a))
+    for start in range(0, len(ours), MASKS_AT_ONCE):  # a day's defects: not all at once
+        chunk = slice(start, start + MASKS_AT_ONCE)
+        masks = zip(
+            here["mask"].take(ours[chunk]).to_pylist(),
+            there["mask"].take(theirs[chunk]).to_pylist(),
+            strict=True,
+        )
+        for mask, other in masks:
+            try:
+                a, b = rle.decode(mask), rle.decode(other)
+            except ValueError:
+                continue
+            if a.shape == b.shape and (a.any() or b.any()):
+                ious.append(mask_iou(b, a))
     return ious
