@@ -182,6 +182,9 @@ def _check_same_job(out: Path, job: dict[str, Any], test_ids: list[list[str]]) -
             recorded["folds"] = json.loads((out / "splits.json").read_text())["test_ids"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise PsicbatchError(f"{out}: damaged cross-validation record ({error})") from None
+    if isinstance(recorded.get("training"), dict):  # options added since take their defaults
+        defaults = TrainOptions().to_dict()
+        recorded["training"] = {**{k: defaults[k] for k in job["training"]}, **recorded["training"]}
     current = {**job, "folds": test_ids}
     differing = [
         JOB_FIELDS[key] + changed_values(recorded[key], current[key])

@@ -1,4 +1,4 @@
-"""What each training epoch sees: balanced draws and random flips."""
+"""What each training epoch sees: balanced draws, random flips and random gains."""
 
 from __future__ import annotations
 
@@ -33,3 +33,14 @@ def random_flips(images: torch.Tensor, masks: torch.Tensor, rng: np.random.Gener
             images[index] = images[index].flip(dims)
             masks[index] = masks[index].flip(dims)
     return images, masks
+
+
+def random_gains(
+    images: torch.Tensor, spread: float, max_value: float, rng: np.random.Generator
+) -> torch.Tensor:
+    """Each image's pixels (as they are decoded, before normalisation) times its own gain
+    drawn from [1 - spread, 1 + spread], clipped to the pixel range: the light or
+    exposure of a line drifts, and a model that saw only one level judges parts by it."""
+    gains = rng.uniform(1 - spread, 1 + spread, len(images)).astype(np.float32)
+    scale = torch.from_numpy(gains).to(images.device).view(-1, *([1] * (images.dim() - 1)))
+    return (images.float() * scale).clamp_(0, max_value)

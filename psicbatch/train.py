@@ -56,10 +56,11 @@ from psicbatch.pixel_threshold import (
 )
 from psicbatch.precision import autocast, choose_precision
 from psicbatch.preprocess import normalize
-from psicbatch.sampling import balanced_order, random_flips
+from psicbatch.sampling import balanced_order, random_flips, random_gains
 from psicbatch.train_options import TrainOptions, changed_values, check_masks
 
 PHASES = ("segmentation", "classification", "end-to-end")
+LIT_COPIES = 3  # with --brightness, step 2 sees each image under this many random lights more
 
 
 def partial_path(out: Path) -> Path:
@@ -242,11 +243,20 @@ class Trainer:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         # Pixels go up as they are (a quarter of float32's bytes) and are normalised where
         # the model runs; normalised before flipping, since torch flips no uint16.
-        images = normalize(self.data.images[index].to(self.device), preprocessing)
+        images = self._lit(self.data.images[index].to(self.device), preprocessing, rng)
         masks = self.masks[index].to(self.device)
         if self.options.augment:
             images, masks = random_flips(images, masks, rng)
         return images, masks
+
+    def _lit(
+        self, pixels: torch.Tensor, preprocessing: Preprocessing, rng: np.random.Generator | None
+    ) -> torch.Tensor:
+        """Network input of decoded pixels, each image under its own random light where
+        ``--brightness`` asks for it (``rng``; None: as they are)."""
+        if self.options.brightness and rng is not None:
+            pixels = random_gains(pixels, self.options.brightness, preprocessing.max_value, rng)
+        return normalize(pixels, preprocessing)
 
     def _sgd_epoch(
         self,
@@ -291,21 +301,29 @@ class Trainer:
 
     def _frozen_outputs(self, model: PSICNet, preprocessing: Preprocessing) -> tuple:
         """What the classifier's trained layers see of every image (``Classifier.inputs``),
-        from the frozen network: computed once for all classification epochs."""
+        from the frozen network: computed once for all classification epochs, as each
+        image is and, with ``--brightness``, under LIT_COPIES random lights more (the
+        first axis), of which each epoch draws one per image."""
         model.eval()
         count = len(self.data.images)
+        copies = 1 + (LIT_COPIES if self.options.brightness else 0)
+        rng = np.random.default_rng([self.options.seed, len(PHASES)])  # the same on resume
         cache: tuple[torch.Tensor, ...] = ()
         with torch.no_grad():
-            for start in range(0, count, self.options.batch_size):
-                batch = self.data.images[start : start + self.options.batch_size]
-                with autocast(self.device, self.precision):
-                    deep, seg = model.segment(normalize(batch.to(self.device), preprocessing))
-                    outputs = model.classifier.inputs(deep, seg)
-                # Written in place: joining the batches' parts at the end would hold the
-                # whole cache twice at once, the training's peak.
-                cache = cache or tuple(o.new_empty((count, *o.shape[1:])) for o in outputs)
-                for held, output in zip(cache, outputs, strict=True):
-                    held[start : start + len(batch)] = output
+            for copy in range(copies):
+                for start in range(0, count, self.options.batch_size):
+                    batch = self.data.images[start : start + self.options.batch_size]
+                    images = self._lit(batch.to(self.device), preprocessing, rng if copy else None)
+                    with autocast(self.device, self.precision):
+                        deep, seg = model.segment(images)
+                        outputs = model.classifier.inputs(deep, seg)
+                    # Written in place: joining the batches' parts at the end would hold
+                    # the whole cache twice at once, the training's peak.
+                    cache = cache or tuple(
+                        o.new_empty((copies, count, *o.shape[1:])) for o in outputs
+                    )
+                    for held, output in zip(cache, outputs, strict=True):
+                        held[copy, start : start + len(batch)] = output
         return cache
 
     def _classification_epoch(self, model, preprocessing, rng, epoch, epochs, cache) -> float:
@@ -316,9 +334,13 @@ class Trainer:
         positives = float(labels.sum())
         pos_weight = torch.tensor((len(labels) - positives) / max(positives, 1.0))
 
+        copies = len(pooled_all)
+
         def batch_loss(index: np.ndarray) -> torch.Tensor:
+            lit = rng.integers(0, copies, len(index)) if copies > 1 else np.zeros_like(index)
             with autocast(self.device, self.precision):
-                logits = model.classifier.head(pooled_all[index], stats_all[index]).squeeze(1)
+                pooled, stats = pooled_all[lit, index], stats_all[lit, index]
+                logits = model.classifier.head(pooled, stats).squeeze(1)
             return F.binary_cross_entropy_with_logits(
                 logits.float(), labels[index], pos_weight=pos_weight.to(self.device)
             )

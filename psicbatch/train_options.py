@@ -24,6 +24,7 @@ class TrainOptions:
     cls_lr: float = 0.05
     dilate: int = 0  # grow defect labels by this many pixels (thin annotations)
     augment: bool = True  # random horizontal and vertical flips
+    brightness: float = 0.0  # each training image's pixels times a gain in [1 - b, 1 + b]
     delta: float = 0.01  # end-to-end classification loss weight
     alpha_cap: float = 1.0  # eq. (2): the defect pixels' weight alpha at most this (1: none)
     dice_weight: float = 0.0  # weight of a soft Dice term added to eq. (2) (0: the paper's)
@@ -45,6 +46,8 @@ class TrainOptions:
             )
         if not 0.5 <= self.alpha_cap <= 1.0:
             raise PsicbatchError(f"--alpha-cap must lie in [0.5, 1], got {self.alpha_cap}")
+        if not 0.0 <= self.brightness < 1.0:
+            raise PsicbatchError(f"--brightness must lie in [0, 1), got {self.brightness}")
         if not 0.0 <= self.dice_weight <= 10.0:
             raise PsicbatchError(f"--dice-weight must lie in [0, 10], got {self.dice_weight}")
         if self.pixel_threshold not in PIXEL_THRESHOLDS:

@@ -196,13 +196,18 @@ def test_cv_reports_in_paper_layout_and_resumes(dataset: Path, tmp_path: Path) -
     shown = json.loads(CliRunner().invoke(main, ["info", str(out), "--json"]).output)
     assert shown["folds"] == 2 and shown["images"] == 30
     assert shown["AP (%)"] == round(100 * report["pooled"]["classification"]["ap"], 2)
-    # A rerun finds every fold finished and only rewrites the summary.
+    # A rerun finds every fold finished and only rewrites the summary, also where the
+    # job was recorded before an option existed (it had its default then).
     stamp = (out / "fold1" / "model.pt").stat().st_mtime_ns
+    job = json.loads((out / "cv_job.json").read_text())
+    del job["training"]["brightness"]
+    (out / "cv_job.json").write_text(json.dumps(job))
     assert CliRunner().invoke(main, args).exit_code == 0
     assert (out / "fold1" / "model.pt").stat().st_mtime_ns == stamp
     # Another job's rerun is refused before any work, not reported with these folds.
     for change, named in (
         (["--seg-epochs", "3"], "the training options: seg_epochs 2 there, 3 now"),
+        (["--brightness", "0.2"], "the training options: brightness 0.0 there, 0.2 now"),
         (["--folds", "3"], "the folds (--folds, --seed, the dataset's images and which are"),
     ):
         changed = [*args, *change] if change[0] != "--folds" else [*args[:2], *change, *args[4:]]
@@ -351,6 +356,8 @@ def test_train_on_missing_folder_is_one_line(tmp_path: Path) -> None:
         ("--input-size", "100x100"),  # not a multiple of 8
         ("--seg-lr", "inf"),
         ("--dice-weight", "nan"),
+        ("--brightness", "1"),  # a gain of 0: black images
+        ("--brightness", "-0.1"),
     ],
 )
 def test_impossible_training_options_are_refused_before_any_data_is_read(

@@ -18,7 +18,7 @@ from psicbatch.fingerprints import ImageSet
 from psicbatch.losses import segmentation_loss, soft_dice_loss, weighted_cross_entropy
 from psicbatch.memory_inference import predict_batches
 from psicbatch.metrics import average_precision
-from psicbatch.sampling import balanced_order
+from psicbatch.sampling import balanced_order, random_gains
 from psicbatch.train import Trainer, partial_path
 from psicbatch.train_options import TrainOptions
 
@@ -228,6 +228,59 @@ def test_resume_refuses_other_options(tmp_path: Path, data: tuple) -> None:
     named = f"other options .*: input_size {size} there, 40x24 now, seed 0 there, 7 now$"
     with pytest.raises(PsicbatchError, match=named):
         Trainer(data[0], changed, out).run(resume=True)
+
+
+def test_random_gains_stay_within_their_spread_and_the_pixel_range() -> None:
+    pixels = torch.full((200, 1, 4, 4), 200, dtype=torch.uint8)
+    lit = random_gains(pixels, 0.3, 255.0, np.random.default_rng(0))
+    gains = lit[:, 0, 0, 0] / 200
+    assert lit.dtype == torch.float32 and bool((lit == lit[:, :, :1, :1]).all())  # per image
+    assert gains.min() >= 0.7 and gains[lit[:, 0, 0, 0] < 255].max() <= 1.3
+    assert gains.max() == 255 / 200  # brighter than the range: clipped
+    assert gains.std() > 0.1  # spread, not one gain for all
+    again = random_gains(pixels, 0.3, 255.0, np.random.default_rng(0))
+    assert torch.equal(lit, again)
+
+
+def test_brightness_trains_under_random_light_and_resumes_to_the_same_model(
+    tmp_path: Path, data: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step 1 draws each image's light afresh; step 2 draws among three lit copies of the
+    frozen network's outputs besides the image as it is (copy 0: the plain training's)."""
+    options = TrainOptions(**{**TINY.__dict__, "seg_epochs": 2, "cls_epochs": 2})
+    lit = TrainOptions(**{**options.__dict__, "brightness": 0.3})
+    caches = []
+    real_frozen = Trainer._frozen_outputs
+
+    def frozen(self: Trainer, *args: object) -> tuple:
+        caches.append(real_frozen(self, *args))
+        return caches[-1]
+
+    monkeypatch.setattr(Trainer, "_frozen_outputs", frozen)
+    plain = Trainer(data[0], options, tmp_path / "plain.pt").run()
+    straight = Trainer(data[0], lit, tmp_path / "lit.pt").run()
+    assert [len(cache[0]) for cache in caches] == [1, 4]
+    assert not torch.equal(caches[1][0][1], caches[1][0][0])  # another light, other features
+    differs = [n for n, t in plain.state_dict.items() if not torch.equal(t, straight.state_dict[n])]
+    assert differs  # the segmentation part learnt under other light
+    monkeypatch.setattr(Trainer, "_frozen_outputs", real_frozen)
+    real_save, saves = train_module.save_checkpoint, []
+
+    def crash_on_third_save(checkpoint: object, path: Path) -> object:
+        saves.append(path)
+        if len(saves) == 3:  # after step 1, during step 2
+            raise KeyboardInterrupt
+        return real_save(checkpoint, path)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", crash_on_third_save)
+    out = tmp_path / "resumed.pt"
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(data[0], lit, out).run()
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    resumed = Trainer(data[0], lit, out).run(resume=True)
+    for name, tensor in straight.state_dict.items():
+        assert torch.equal(tensor, resumed.state_dict[name]), name
+    assert resumed.training["options"]["brightness"] == 0.3
 
 
 def test_resume_refuses_other_data_and_other_images(tmp_path: Path, data: tuple) -> None:

@@ -154,6 +154,15 @@ def training_options(command: Callable) -> Callable:
             help="Random horizontal and vertical flips.",
         ),
         click.option(
+            "--brightness",
+            type=Bounded(float, 0, 0.95),
+            default=defaults.brightness,
+            show_default=True,
+            help="Train on each image under a random light: its pixels times a gain drawn "
+            "from [1-B, 1+B] (0: as they are, the paper's). For lines whose light or "
+            "exposure drifts.",
+        ),
+        click.option(
             "--alpha-cap",
             type=Bounded(float, 0.5, 1),
             default=defaults.alpha_cap,
