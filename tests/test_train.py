@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import psicbatch.train as train_module
-from psicbatch.checkpoint import load_checkpoint
+from psicbatch.checkpoint import Checkpoint, load_checkpoint
 from psicbatch.data.layouts import read_dataset
 from psicbatch.data.masks import DefectMasks
 from psicbatch.data.memory import TensorDataset, load_into_memory
@@ -170,27 +170,38 @@ def test_training_with_a_dice_term_learns(tmp_path: Path, data: tuple) -> None:
     assert np.mean(history["segmentation"][-2:]) < 0.9 * np.mean(history["segmentation"][:2])
 
 
+def _stopped_then_resumed(
+    data: TensorDataset,
+    options: TrainOptions,
+    out: Path,
+    at_save: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Checkpoint:
+    """A training stopped (KeyboardInterrupt) as it saves for the ``at_save``-th time,
+    then resumed: its final checkpoint."""
+    real_save, saves = train_module.save_checkpoint, []
+
+    def stop_at(checkpoint: object, path: Path) -> object:
+        saves.append(path)
+        if len(saves) == at_save:
+            raise KeyboardInterrupt
+        return real_save(checkpoint, path)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", stop_at)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(data, options, out).run()
+    assert partial_path(out).exists() and not out.exists()
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    return Trainer(data, options, out).run(resume=True)
+
+
 def test_resume_after_crash_gives_the_same_model(
     tmp_path: Path, data: tuple, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     options = TrainOptions(**{**TINY.__dict__, "seg_epochs": 4, "cls_epochs": 3})
     reference = Trainer(data[0], options, tmp_path / "straight.pt").run()
-
-    real_save, saves = train_module.save_checkpoint, []
-
-    def crash_on_fifth_save(checkpoint: object, path: Path) -> object:
-        saves.append(path)
-        if len(saves) == 5:  # after 4 segmentation epochs, during classification
-            raise KeyboardInterrupt
-        return real_save(checkpoint, path)
-
-    monkeypatch.setattr(train_module, "save_checkpoint", crash_on_fifth_save)
-    out = tmp_path / "resumed.pt"
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(data[0], options, out).run()
-    assert partial_path(out).exists() and not out.exists()
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
-    resumed = Trainer(data[0], options, out).run(resume=True)
+    # Stopped after 4 segmentation epochs, during classification.
+    resumed = _stopped_then_resumed(data[0], options, tmp_path / "resumed.pt", 5, monkeypatch)
     assert resumed.training["loss_history"] == reference.training["loss_history"]
     for name, tensor in reference.state_dict.items():
         assert torch.equal(tensor, resumed.state_dict[name]), name
@@ -264,20 +275,8 @@ def test_brightness_trains_under_random_light_and_resumes_to_the_same_model(
     differs = [n for n, t in plain.state_dict.items() if not torch.equal(t, straight.state_dict[n])]
     assert differs  # the segmentation part learnt under other light
     monkeypatch.setattr(Trainer, "_frozen_outputs", real_frozen)
-    real_save, saves = train_module.save_checkpoint, []
-
-    def crash_on_third_save(checkpoint: object, path: Path) -> object:
-        saves.append(path)
-        if len(saves) == 3:  # after step 1, during step 2
-            raise KeyboardInterrupt
-        return real_save(checkpoint, path)
-
-    monkeypatch.setattr(train_module, "save_checkpoint", crash_on_third_save)
-    out = tmp_path / "resumed.pt"
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(data[0], lit, out).run()
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
-    resumed = Trainer(data[0], lit, out).run(resume=True)
+    # Stopped after step 1, during step 2.
+    resumed = _stopped_then_resumed(data[0], lit, tmp_path / "resumed.pt", 3, monkeypatch)
     for name, tensor in straight.state_dict.items():
         assert torch.equal(tensor, resumed.state_dict[name]), name
     assert resumed.training["options"]["brightness"] == 0.3
