@@ -160,9 +160,10 @@ def build_report(
     readable_count = images - error_count
     rate = defect_count / readable_count if readable_count else 0.0
     shown_counts = ("results", "images", "defective", "errors")  # at the top of the page
+    description = described(results, table, metadata)
     meta_rows = "".join(
         f"<tr><th>{e(key)}</th><td>{e(field_text(value))}</td></tr>"
-        for key, value in described(results, table, metadata).items()
+        for key, value in description.items()
         if key not in shown_counts
     )
     probabilities = pc.filter(table["probability"], readable).to_numpy()
@@ -184,9 +185,16 @@ def build_report(
     counts = f"{images} images, {defect_count} defective, {error_count} errors"
     comparison = ""
     if that is not None:
-        changes = compare_results(table, that[1])
-        comparison = _comparison_section((results, table, metadata), that, changes, top, limits)
-        counts += f"; compared with {readable_path(that[0])}: {changes.line()}"
+        other, other_table, other_run = that
+        changes = compare_results(table, other_table)
+        comparison = _comparison_section(
+            (table, description),
+            (other_table, described(other, other_table, other_run)),
+            changes,
+            top,
+            limits,
+        )
+        counts += f"; compared with {readable_path(other)}: {changes.line()}"
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">{REPORT_MARKER.decode()}
 <title>psicbatch report: {e(readable_path(results.name))}</title>
@@ -214,23 +222,23 @@ table.meta th {{ text-align: left; padding-right: 1em; }}
 
 
 def _comparison_section(
-    this: tuple[Path, pa.Table, dict[str, Any]],
-    that: tuple[Path, pa.Table, dict[str, Any]],
+    this: tuple[pa.Table, dict[str, Any]],
+    that: tuple[pa.Table, dict[str, Any]],
     compared: ComparedRuns,
     top: int,
     limits: FileLimits,
 ) -> str:
-    """What this run decided differently from the other (each: its results' path, rows
-    and description) on the same images: counts, probability
-    changes, mask agreement, and the changed images (this run's mask in red, the other's
-    in blue), largest probability change first."""
-    (results, table, run), (other, other_table, other_run) = this, that
+    """What this run decided differently from the other (each: its rows and
+    ``described`` description) on the same images: counts, probability changes, mask
+    agreement, and the changed images (this run's mask in red, the other's in blue),
+    largest probability change first."""
+    (table, said), (other_table, other_said) = this, that
     e = html.escape
-    name = e(readable_path(other))
+    name = e(str(other_said["results"]))
     shifts = compared.shifts
     facts: list[tuple[str, Any]] = [
-        ("this run", _run_line(results, table, run)),
-        ("the other run", _run_line(other, other_table, other_run)),
+        ("this run", _run_line(said)),
+        ("the other run", _run_line(other_said)),
         ("images with a result in both", compared.both),
         ("judged defective in both", compared.judged.get("defective/defective", 0)),
         ("judged good in both", compared.judged.get("good/good", 0)),
@@ -281,9 +289,9 @@ def _comparison_section(
     )
 
 
-def _run_line(results: Path, table: pa.Table, run: dict[str, Any]) -> str:
-    """A run's results, engine and how it judged images, in one line."""
-    said = described(results, table, run)
+def _run_line(said: dict[str, Any]) -> str:
+    """A run's results, engine and how it judged images (its ``described`` description),
+    in one line."""
     facts = [
         str(said["results"]),
         str(said.get("engine") or "engine not recorded"),
