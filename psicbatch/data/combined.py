@@ -33,16 +33,14 @@ def read_datasets(
         _refuse_repeats(roots)
     samples = []
     for root, found in zip(roots, layouts, strict=True):
-        prefix = Path(os.path.normpath(root)).as_posix()
         read = _part(read_dataset(root, found), split, root, found)
-        samples += (
-            read
-            if len(roots) == 1
-            else [
+        if len(roots) > 1:  # ids and groups apart: each begins with its folder
+            prefix = Path(os.path.normpath(root)).as_posix()
+            read = [
                 replace(sample, id=f"{prefix}/{sample.id}", group=f"{prefix}/{sample.group}")
                 for sample in read
             ]
-        )
+        samples += read
     if split != WHOLE and not any(sample.subset for sample in samples):
         raise PsicbatchError(
             f"{datasets_text(roots)}: --split {split}: no published train/test division "
