@@ -18,10 +18,12 @@ from rich.progress import Progress
 
 from psicbatch.data.combined import division_note
 from psicbatch.data.memory import known_defect_mask
+from psicbatch.data.splits import grouped_by
 from psicbatch.errors import PsicbatchError
 from psicbatch.evaluate import Evaluation, image_row, metrics_summary
 from psicbatch.fingerprints import overlap_of
 from psicbatch.gallery import Gallery
+from psicbatch.part_scores import grouping_of
 from psicbatch.paths import readable_path
 from psicbatch.region_record import recorded_file, short
 from psicbatch.roi import RegionOfInterest
@@ -34,14 +36,23 @@ USED_COLUMNS = ("path", "path_bytes", "probability", "is_defect", "mask", "error
 
 
 def audit_results(
-    results: Path, labels: Path, layout: str, split: str, progress: Progress | None = None
+    results: Path,
+    labels: Path,
+    layout: str,
+    split: str,
+    group_by: str | None = None,
+    progress: Progress | None = None,
 ) -> Evaluation:
     """Score the rows of ``results`` (a results file or a --watch folder) whose images are
     in the labelled dataset ``labels`` (in its ``split`` part), in the dataset's order; the
-    summary says how many labelled images had a result."""
+    summary says how many labelled images had a result. ``group_by``: as ``eval``'s, the
+    pattern whose match makes the parts judged together."""
     table, run = read_results_table(results)
     found = labelled_results(results, table, labels, layout, USED_COLUMNS, split)
     scored = found.usable
+    if group_by is not None:
+        samples = grouped_by([sample for sample, _ in scored], group_by)
+        scored = [(sample, row) for sample, (_, row) in zip(samples, scored, strict=True)]
     region = _region(run, results)
     task = progress.add_task("scoring", total=len(scored), status="") if progress else None
     rows: list[dict[str, Any]] = []
@@ -58,7 +69,7 @@ def audit_results(
         gallery.offer(row, truth, predicted)
         if progress is not None and task is not None:
             progress.advance(task)
-    summary = metrics_summary(rows)
+    summary = metrics_summary(rows, grouping_of(group_by))
     summary.thresholds = {
         key: value
         for key, value in (run.get("thresholds") or {}).items()

@@ -37,6 +37,7 @@ from psicbatch.errors import PsicbatchError
 from psicbatch.evaluate import evaluate, metrics_summary
 from psicbatch.fine_tuning import StartingPoint
 from psicbatch.fingerprints import ImageSet, file_digests, overlap_of
+from psicbatch.part_scores import grouping_of
 from psicbatch.reports import plot_curves, write_json, write_predictions
 from psicbatch.scores import EvaluationSummary
 from psicbatch.train import Trainer, partial_path
@@ -103,7 +104,7 @@ def cross_validate(
         )
         fold_reports.append(report)
         all_rows += [{**row, "fold": fold} for row in report.pop("rows")]
-    pooled = metrics_summary(all_rows)
+    pooled = metrics_summary(all_rows, grouping_of(dataset.get("group_by")))
     report = {
         "dataset": f"{dataset['path']}{part_text(dataset.get('split', WHOLE))}",
         "layout": dataset["layout"],
@@ -276,7 +277,8 @@ def _run_fold(
     test_samples = [samples[i] for i in test_index]
     batch = 4 * options.batch_size
     engine = _fold_engine(model_path, fold_dir, scoring, resolve_device(options.device), batch)
-    evaluation = evaluate(engine, test_samples, test_data, batch, progress)
+    grouping = grouping_of(dataset.get("group_by"))
+    evaluation = evaluate(engine, test_samples, test_data, batch, progress, grouping)
     test_files = [sample.image_path for sample in test_samples]  # known by content: 0 seen
     training = str(checkpoint.training.get("image_digests", ""))
     test_digests = [digests[i] for i in test_index]

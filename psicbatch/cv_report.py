@@ -19,11 +19,14 @@ from psicbatch.reports import (
     DEFECT_TYPE_COLUMNS,
     DEFECT_TYPE_TITLE,
     METRIC_NOTE,
+    RATE_COLUMNS,
     READINGS,
     Column,
+    Rates,
     html_grid,
     markdown_table,
     metric_column,
+    part_rates,
     percent,
     reading_columns,
 )
@@ -263,6 +266,7 @@ def _blocks(report: dict[str, Any], curves: list[Path]) -> list[Block]:
         Table.of(FOLD_COLUMNS, report["folds"]),
         Paragraph(f"Pooled over all folds' test predictions: {pooled_scores}."),
         *_defect_types(pooled),
+        *_parts(pooled),
         *([Curves(curves)] if curves else []),
         *(
             [Pages("Each fold's test set, with the images its model got most wrong", pages)]
@@ -280,6 +284,19 @@ def _defect_types(pooled: EvaluationSummary) -> list[Block]:
     return [
         Heading(3, f"{DEFECT_TYPE_TITLE} (pooled over folds)"),
         Table.of(DEFECT_TYPE_COLUMNS, pooled.defect_types),
+    ]
+
+
+def _parts(pooled: EvaluationSummary) -> list[Block]:
+    """The image decisions counted in parts over all folds, where parts have several
+    images (each fold's threshold on its own test parts)."""
+    rates, sentences = part_rates(pooled)
+    if not rates:
+        return []
+    return [
+        Heading(3, "Escapes and false rejects in parts (pooled over folds)"),
+        Table.of(RATE_COLUMNS, [Rates.of(pooled), *rates]),
+        *(Paragraph(sentence) for sentence in sentences),
     ]
 
 

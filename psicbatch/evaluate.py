@@ -23,6 +23,7 @@ from psicbatch.data.combined import WHOLE, division_note, read_datasets
 from psicbatch.data.labelled import LabelledImage, from_memory, read_labelled
 from psicbatch.data.layouts import SampleRef
 from psicbatch.data.memory import TensorDataset
+from psicbatch.data.splits import grouped_by
 from psicbatch.decisions import Rule
 from psicbatch.engines.base import Engine
 from psicbatch.engines.spec import EngineSpec, open_engine
@@ -30,6 +31,7 @@ from psicbatch.errors import PsicbatchError
 from psicbatch.evaluation_page import evaluation_html
 from psicbatch.fingerprints import overlap_of
 from psicbatch.gallery import Gallery
+from psicbatch.part_scores import DATASET_GROUPS, grouping_of, part_scores
 from psicbatch.paths import path_bytes, readable_path
 from psicbatch.preprocess import full_resolution_mask, normalize
 from psicbatch.reports import write_evaluation_report
@@ -85,6 +87,7 @@ def evaluate_dataset(
     samples: list[SampleRef] | None = None,
     digests: list[bytes | None] | None = None,
     split: str = WHOLE,
+    group_by: str | None = None,
 ) -> Evaluation:
     """``psicbatch eval``: open the engine (first, so a bad engine fails before any image is
     read), then score it on the labelled dataset (the folders ``data``, read together as
@@ -95,7 +98,8 @@ def evaluate_dataset(
     (refused for decisions chosen on another engine's probabilities). ``split``: only that
     part of a published train/test division. ``samples`` and ``digests``: the dataset's
     images (of that part) and their files' digests (in its order), where the caller made
-    them already."""
+    them already. ``group_by``: images whose ids share this pattern's match are one part
+    (``data.splits.grouped_by``; default: the dataset's groups), judged together."""
     engine = open_engine(spec, device, batch_size)
     if decisions is not None:
         check_decisions_fit(decisions.record, vars(engine.manifest))
@@ -108,10 +112,19 @@ def evaluate_dataset(
         _check_same_reading(engine, engines[1], compare_to)
     if samples is None:
         samples, _ = read_datasets(data, layout, split)
+    if group_by is not None:
+        samples = grouped_by(samples, group_by)
     preprocessing = engine.manifest.engine_preprocessing()
     images = read_labelled(samples, preprocessing, batch_size)
     result, *baseline = evaluate_engines(
-        engines, images, len(samples), batch_size, progress, roi, decisions=decisions
+        engines,
+        images,
+        len(samples),
+        batch_size,
+        progress,
+        roi,
+        decisions=decisions,
+        grouping=grouping_of(group_by),
     )
     files = [sample.image_path for sample in samples]
     record = decisions.record if decisions is not None else None
@@ -128,12 +141,14 @@ def evaluate(
     data: TensorDataset,
     batch_size: int = 8,
     progress: Progress | None = None,
-    roi: RegionOfInterest | None = None,
+    grouping: str = DATASET_GROUPS,
 ) -> Evaluation:
     """``evaluate_engines`` for one engine on images already in memory (cross-validation's
     test folds)."""
     images = from_memory(samples, data)
-    return evaluate_engines([engine], images, len(samples), batch_size, progress, roi)[0]
+    return evaluate_engines(
+        [engine], images, len(samples), batch_size, progress, grouping=grouping
+    )[0]
 
 
 def evaluate_engines(
@@ -145,6 +160,7 @@ def evaluate_engines(
     roi: RegionOfInterest | None = None,
     overlap: bool | None = None,
     decisions: RunDecisions | None = None,
+    grouping: str = DATASET_GROUPS,
 ) -> list[Evaluation]:
     """Run every engine (any backend: the engine that is deployed is the one scored) on
     each batch of ``images`` and score each image against its original-resolution mask
@@ -152,7 +168,7 @@ def evaluate_engines(
     tiled model's images go one at a time, their tiles stitched back as ``psicbatch run``
     does (``tiles.TileGrid``). ``overlap``: infer beside the scoring (default: on GPUs).
     Every engine judges images by the same ``decisions`` (default: its model's
-    threshold)."""
+    threshold). ``grouping``: what made the samples' groups, the parts they judge together."""
     tiled = engines[0].manifest.engine_preprocessing().tile_overlap is not None
     step = 1 if tiled else max(1, min(batch_size, *(e.batch_range[1] for e in engines)))
     task = progress.add_task("evaluating", total=count, status="") if progress else None
@@ -179,7 +195,7 @@ def evaluate_engines(
         if progress is not None and task is not None:
             progress.advance(task, len(group))
     return [
-        Evaluation(engine_rows, _summary(engine_rows, engine, roi, decision), gallery)
+        Evaluation(engine_rows, _summary(engine_rows, engine, roi, decision, grouping), gallery)
         for engine, engine_rows, decision, gallery in zip(
             engines, rows, judged, galleries, strict=True
         )
@@ -293,8 +309,9 @@ def _summary(
     engine: Engine,
     roi: RegionOfInterest | None,
     decision: AppliedDecisions,
+    grouping: str,
 ) -> EvaluationSummary:
-    summary = metrics_summary(rows)
+    summary = metrics_summary(rows, grouping)
     summary.thresholds = {**engine.manifest.thresholds, "classification": decision.threshold}
     summary.engine = describe(engine)
     summary.roi = roi.record() if roi is not None else None
@@ -331,6 +348,7 @@ def image_row(
         "probability": probability,
         "predicted_defective": judged_defective,
         "defect_type": sample.defect_type,
+        "part": readable_path(sample.group),  # its images are judged together (part_scores)
         "mask_known": truth is not None,
         "mask_iou": mask_iou,
         "boundary_iou": boundary_iou,
@@ -360,8 +378,11 @@ def image_iou(row: dict[str, Any], kind: str, gated: bool) -> float:
     return 0.0 if kept and row["predicted_defect_pixels"] else 1.0
 
 
-def metrics_summary(rows: list[dict[str, Any]]) -> EvaluationSummary:
-    """Dataset-level metrics from per-image rows (also used to pool folds).
+def metrics_summary(
+    rows: list[dict[str, Any]], grouping: str = DATASET_GROUPS
+) -> EvaluationSummary:
+    """Dataset-level metrics from per-image rows (also used to pool folds); the decision
+    over parts too where parts (made by ``grouping``) have several images.
 
     Mask and boundary mIoU: over the defective images (strict; what an overlay shows),
     over all images, and over all images with decision-gated masks (see ``image_iou``).
@@ -393,6 +414,7 @@ def metrics_summary(rows: list[dict[str, Any]]) -> EvaluationSummary:
             ap=metrics.average_precision(labels, scores),
             **metrics.classification_counts(labels, decisions),
         ),
+        parts=part_scores(rows, grouping),
     )
 
 

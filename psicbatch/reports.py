@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from psicbatch import metrics
 from psicbatch.fingerprints import seen_before
+from psicbatch.part_scores import PartScores
 from psicbatch.scores import (
     HEADLINE,
     DefectTypeScores,
@@ -190,6 +191,38 @@ class Rates:
             "these images", counts.fn, counts.fn + counts.tp, counts.fp, counts.fp + counts.tn
         )
 
+    @classmethod
+    def of_parts(cls, parts: PartScores) -> Rates:
+        return cls(
+            "their parts (images of a part judged together)",
+            parts.escapes,
+            parts.defective,
+            parts.false_rejects,
+            parts.good,
+        )
+
+
+def part_rates(summary: EvaluationSummary) -> tuple[list[Rates], list[str]]:
+    """The escapes and false rejects counted in parts, and what the parts are; nothing
+    where every part is one image."""
+    parts = summary.parts
+    if parts is None:
+        return [], []
+    elsewhere = (
+        f" {parts.caught_elsewhere} of the defective parts rejected were rejected only for "
+        "an image without a defect."
+        if parts.caught_elsewhere
+        else ""
+    )
+    sentence = (
+        f"{parts.parts} parts of up to {parts.largest} images ({parts.grouping}), "
+        f"{parts.defective} defective: a part is defective when any of its images is, and "
+        "rejected when any of its images is judged defective. Ranked by their images' largest "
+        f"probability, parts score AUC {percent(parts.auc)}% and AP {percent(parts.ap)}%."
+        f"{elsewhere}"
+    )
+    return [Rates.of_parts(parts)], [sentence]
+
 
 def escape_bound(escapes: int, defective: int) -> str:
     """The one-sided 95% upper bound of the escape rate ``defective`` images vouch for."""
@@ -230,7 +263,8 @@ def decision_rates(summary: EvaluationSummary) -> tuple[list[Rates], list[str]]:
     images calibrated decisions were chosen on, with sentences setting them against the
     decisions' target."""
     measured = Rates.of(summary)
-    rows, sentences = [measured], list[str]()
+    of_parts, sentences = part_rates(summary)
+    rows = [measured, *of_parts]
     decisions = summary.decisions
     if decisions is None:
         return rows, sentences

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from psicbatch.fingerprints import Overlap
+from psicbatch.part_scores import PartScores
 
 
 @dataclass(frozen=True)
@@ -252,6 +253,7 @@ class EvaluationSummary:
     unmasked_defective: int = 0  # defective images without a true mask: no mask scores
     defect_types: list[DefectTypeScores] = field(default_factory=list)  # where reviews name them
     division: str | None = None  # the part of a published train/test division scored, or both
+    parts: PartScores | None = None  # the decision over parts, where parts have several images
 
     def compare(self, reference: EvaluationSummary, name: str) -> Comparison:
         """This summary's headline metrics next to ``reference``'s, with deltas."""
@@ -295,6 +297,7 @@ class EvaluationSummary:
             unmasked_defective=int(data.get("unmasked_defective", 0)),
             defect_types=[DefectTypeScores(**kind) for kind in data.get("defect_types", [])],
             division=data.get("division"),
+            parts=PartScores(**data["parts"]) if data.get("parts") else None,
         )
 
 

@@ -21,6 +21,7 @@ from psicbatch.engines.revisions import engine_decisions
 from psicbatch.errors import PsicbatchError
 from psicbatch.fine_tuning import started_from
 from psicbatch.fingerprints import SEEN_BEFORE, seen_before, trained_on
+from psicbatch.part_scores import PartScores
 from psicbatch.paths import file_sha256, regular_file_bytes
 from psicbatch.run.output_guard import RESULTS, is_results_file
 from psicbatch.run.results import results_summary, watch_identity
@@ -150,6 +151,7 @@ def evaluation_summary(path: Path) -> tuple[str, dict[str, Any]]:
         **({"without a mask": summary.unmasked_defective} if summary.unmasked_defective else {}),
         **{f"{metric.label} (%)": round(100 * metric.of(summary), 2) for metric in HEADLINE},
         "FP / FN": f"{summary.classification.fp} / {summary.classification.fn}",
+        **({"parts": _parts_line(summary.parts)} if summary.parts else {}),
         **(
             {"escapes by defect type": type_escapes_lines(summary.defect_types)}
             if summary.defect_types
@@ -165,6 +167,15 @@ def evaluation_summary(path: Path) -> tuple[str, dict[str, Any]]:
         "command": summary.command or record.get("command", "-"),
         "reports": ", ".join(n for n in ("report.html", "report.md") if (path / n).is_file()),
     }
+
+
+def _parts_line(parts: PartScores) -> str:
+    """``50 of up to 8 images (the dataset's groups): 0 of 23 defective escaped, ...``"""
+    return (
+        f"{parts.parts} of up to {parts.largest} images ({parts.grouping}): "
+        f"{parts.escapes} of {parts.defective} defective escaped, "
+        f"{parts.false_rejects} of {parts.good} good rejected"
+    )
 
 
 def checkpoint_summary(path: Path) -> dict[str, Any]:

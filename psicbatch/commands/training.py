@@ -191,6 +191,14 @@ def train(
     help="Score a run's results (RESULTS: a results file or --watch folder) against this "
     "labelled dataset: the decisions and masks the run made, without inference.",
 )
+@click.option(
+    "--group-by",
+    metavar="REGEX",
+    help="The images of one part (its sides, its cameras) are those whose ids share this "
+    "pattern's match (its first group, if it has one), as cv --group-by; escapes and false "
+    "rejects are then counted in parts too. Default: the layout's groups (KolektorSDD's "
+    "kosNN/ folders; other layouts: each image its own part).",
+)
 @click.option("--quiet", "-q", is_flag=True)
 def evaluate_command(
     paths: tuple[Path, ...],
@@ -206,6 +214,7 @@ def evaluate_command(
     decisions_file: Path | None,
     roi: Path | None,
     labels: Path | None,
+    group_by: str | None,
     quiet: bool,
 ) -> None:
     """Score a checkpoint (CHECKPOINT DATA...), an engine (--engine DIR DATA...) or a run's
@@ -227,7 +236,7 @@ def evaluate_command(
         from psicbatch.audit import audit_results
 
         name, data = paths[0], f"{labels}{part_text(split)}"
-        score = partial(audit_results, name, labels, layout, split)
+        score = partial(audit_results, name, labels, layout, split, group_by)
     else:
         checkpoint = None if engine or not paths else paths[0]
         folders = paths[1:] if checkpoint else paths
@@ -252,6 +261,7 @@ def evaluate_command(
             roi=region,
             decisions=decisions,
             split=split,
+            group_by=group_by,
         )
     check_output_folder(out, "metrics.json", "evaluation")
     with progress_bar(quiet, console) as progress:
