@@ -321,16 +321,22 @@ def test_cv_refuses_folds_whose_training_images_have_no_mask(dataset: Path, tmp_
 
 def test_cv_keeps_the_images_a_pattern_groups_in_one_fold(dataset: Path, tmp_path: Path) -> None:
     """--group-by: images whose ids share the match go to one fold (here by their number's
-    tens: synth_0001x together), the report says so, and a rerun with another pattern
-    is refused rather than resumed."""
+    tens: synth_0001x together), the report says so and counts escapes in those parts,
+    and a rerun with another pattern is refused rather than resumed."""
     out = tmp_path / "cv"
     args = ["cv", str(dataset), "--folds", "2", "-o", str(out), "-q", *TINY]
-    result = CliRunner().invoke(main, [*args, "--group-by", r"synth_000(\d)\d"])
+    pattern = r"synth_000(\d)\d"
+    result = CliRunner().invoke(main, [*args, "--group-by", pattern])
     assert result.exit_code == 0, result.output
     folds = json.loads((out / "splits.json").read_text())["test_ids"]
     tens = [{sample_id[-2] for sample_id in fold} for fold in folds]
     assert tens[0].isdisjoint(tens[1]) and tens[0] | tens[1] == {"0", "1", "2"}
-    assert "are kept in one fold: 3 groups" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "are kept in one fold: 3 groups" in report
+    parts = json.loads((out / "cv.json").read_text())["pooled"]["parts"]  # pooled over folds
+    assert (parts["parts"], parts["largest"]) == (3, 10)
+    assert "Escapes and false rejects in parts (pooled over folds)" in report
+    assert f"3 parts of up to 10 images (--group-by {pattern})" in report
     again = CliRunner().invoke(main, [*args, "--group-by", r"synth_0000(\d)"])
     assert again.exit_code == 1 and "Traceback" not in again.output
     assert (

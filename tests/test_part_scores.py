@@ -1,0 +1,158 @@
+"""Decisions per part: a part is defective when any of its images is and rejected when any
+of its images is judged defective; reports count escapes and false rejects in parts where
+a part has several images (KolektorSDD's kosNN folders, or ``eval --group-by``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from psicbatch import metrics
+from psicbatch.assets import demo_model_path
+from psicbatch.cli import main
+from psicbatch.data.synth import generate
+from psicbatch.part_scores import part_scores
+
+SAMPLE = Path(__file__).resolve().parents[2] / "shared/data/kolektorsdd-original-sample"
+LAST_DIGIT = r"synth_000\d(\d)"  # synth_00003, synth_00013 and synth_00023: one part
+
+
+def _row(part: str, defective: bool, judged: bool, probability: float) -> dict:
+    return {
+        "part": part,
+        "is_defective": defective,
+        "predicted_defective": judged,
+        "probability": probability,
+    }
+
+
+def test_a_part_is_judged_by_all_its_images() -> None:
+    rows = [
+        _row("caught", True, True, 0.9),  # its defect found
+        _row("caught", False, False, 0.1),
+        _row("escaped", True, False, 0.4),  # no image of it judged defective
+        _row("escaped", False, False, 0.2),
+        _row("elsewhere", True, False, 0.3),  # rejected, but for its good image
+        _row("elsewhere", False, True, 0.8),
+        _row("rejected", False, False, 0.1),  # a good part, one image judged defective
+        _row("rejected", False, True, 0.7),
+        _row("passed", False, False, 0.05),
+        _row("alone", False, False, 0.35),  # a part of one image among others
+    ]
+    parts = part_scores(rows)
+    assert parts is not None
+    assert (parts.parts, parts.largest, parts.defective, parts.good) == (6, 2, 3, 3)
+    assert (parts.escapes, parts.false_rejects, parts.caught_elsewhere) == (1, 1, 1)
+    largest = {"caught": 0.9, "escaped": 0.4, "elsewhere": 0.8}
+    good = {"rejected": 0.7, "passed": 0.05, "alone": 0.35}
+    labels = [True] * 3 + [False] * 3
+    scores = [*largest.values(), *good.values()]
+    assert parts.auc == pytest.approx(metrics.roc_auc(labels, scores))
+    assert parts.ap == pytest.approx(metrics.average_precision(labels, scores))
+    assert parts.auc == pytest.approx(8 / 9)  # 0.4 ranks below the good part's 0.7
+
+
+def test_parts_of_one_image_each_add_nothing() -> None:
+    rows = [_row(f"p{i}", i % 2 == 0, i % 3 == 0, i / 10) for i in range(6)]
+    assert part_scores(rows) is None
+    older = [{key: value for key, value in row.items() if key != "part"} for row in rows]
+    older[0]["part"] = older[1]["part"] = "p"  # rows before parts were recorded: not all
+    assert part_scores(older) is None
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("parts")
+    generate(data, 24, (64, 96), defect_rate=0.25, seed=5)
+    return data
+
+
+def _parts_of(predictions: Path) -> dict[str, int]:
+    """The part counts, worked out from the per-image predictions by hand."""
+    parts: dict[str, list[dict]] = {}
+    for row in pq.read_table(predictions).to_pylist():
+        parts.setdefault(row["part"], []).append(row)
+    defective = {name for name, rows in parts.items() if any(r["is_defective"] for r in rows)}
+    rejected = {name for name, rows in parts.items() if any(r["predicted_defective"] for r in rows)}
+    return {
+        "parts": len(parts),
+        "defective": len(defective),
+        "escapes": len(defective - rejected),
+        "false_rejects": len(rejected - defective),
+    }
+
+
+def test_eval_counts_escapes_in_the_parts_a_pattern_makes(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "e"
+    args = ["eval", str(demo_model_path()), str(dataset), "-o", str(out), "-q"]
+    result = CliRunner().invoke(main, [*args, "--group-by", LAST_DIGIT, "--threshold", "0.3"])
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((out / "metrics.json").read_text())["parts"]
+    assert {key: recorded[key] for key in _parts_of(out / "predictions.parquet")} == _parts_of(
+        out / "predictions.parquet"
+    )
+    assert recorded["parts"] == 10 and recorded["largest"] == 3
+    assert 0 < recorded["defective"] < 10
+    assert recorded["grouping"] == f"--group-by {LAST_DIGIT}"
+    report = (out / "report.md").read_text()
+    assert "| their parts (images of a part judged together) |" in report
+    assert f"10 parts of up to 3 images (--group-by {LAST_DIGIT})" in report
+    assert "their parts" in (out / "report.html").read_text()
+    info = CliRunner().invoke(main, ["info", str(out)])
+    assert f"10 of up to 3 images (--group-by {LAST_DIGIT})" in " ".join(info.output.split())
+
+    alone = tmp_path / "alone"
+    plain = CliRunner().invoke(main, [*args[:-3], "-o", str(alone), "-q"])
+    assert plain.exit_code == 0, plain.output
+    assert "parts" not in json.loads((alone / "metrics.json").read_text())
+    assert "their parts" not in (alone / "report.md").read_text()
+
+
+def test_kolektorsdd_folders_are_parts(tmp_path: Path) -> None:
+    """Each kosNN folder holds the eight images of one commutator: its part."""
+    if not SAMPLE.is_dir():
+        pytest.skip("the KolektorSDD sample is not here")
+    data = tmp_path / "ksdd"
+    shutil.copytree(SAMPLE, data)
+    out = tmp_path / "e"
+    args = ["eval", str(demo_model_path()), str(data), "-o", str(out), "-q"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    parts = json.loads((out / "metrics.json").read_text())["parts"]
+    assert (parts["parts"], parts["largest"]) == (2, 8)
+    assert parts["grouping"] == "the dataset's groups"
+    names = set(pq.read_table(out / "predictions.parquet")["part"].to_pylist())
+    assert names == {"kos01", "kos21"}
+
+
+def test_a_run_audited_in_parts_counts_as_its_evaluation(dataset: Path, tmp_path: Path) -> None:
+    """The same decisions scored from a run's results and by inference give the same part
+    counts."""
+    results = tmp_path / "r.parquet"
+    fp32 = ["--threshold", "0.3", "--precision", "fp32"]
+    ran = CliRunner().invoke(
+        main, ["run", str(dataset / "images"), "-o", str(results), "-q", *fp32]
+    )
+    assert ran.exit_code in (0, 3), ran.output
+    audit, scored = tmp_path / "audit", tmp_path / "scored"
+    common = ["--group-by", LAST_DIGIT, "-q"]
+    audited = CliRunner().invoke(
+        main, ["eval", str(results), "--labels", str(dataset), "-o", str(audit), *common]
+    )
+    assert audited.exit_code == 0, audited.output
+    evaluated = CliRunner().invoke(
+        main, ["eval", str(demo_model_path()), str(dataset), "-o", str(scored), *fp32, *common]
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    first, second = (json.loads((d / "metrics.json").read_text())["parts"] for d in (audit, scored))
+    assert first["parts"] == 10
+    for key in ("parts", "largest", "defective", "escapes", "false_rejects", "grouping"):
+        assert first[key] == second[key], key
+    for key in ("auc", "ap"):
+        assert math.isclose(first[key], second[key], abs_tol=1e-3), key
