@@ -19,8 +19,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from psicbatch.data.combined import WHOLE, part_text
-from psicbatch.decisions import CLASSIFIER, OperatingPoint, Rule, choose, operating_points
+from psicbatch.data.splits import grouped_by, pattern_groups
+from psicbatch.decisions import (
+    CLASSIFIER,
+    OperatingPoint,
+    Rule,
+    choose,
+    operating_points,
+    point_at,
+)
 from psicbatch.errors import PsicbatchError
+from psicbatch.part_scores import PartIndex
 from psicbatch.paths import readable_path, row_file
 from psicbatch.run.labelled_results import labelled_results
 from psicbatch.run.output_guard import is_results_file
@@ -40,6 +49,7 @@ class Validation:
     folds: np.ndarray | None  # cv predictions: each image's fold
     source: str
     defect_types: list[str]  # as a review sorted the images ("" where it named none)
+    parts: list[str] | None = None  # each image's part; None where not recorded
 
 
 @dataclass
@@ -88,9 +98,12 @@ def read_validation(
     layout: str = "folder",
     rule: Rule = CLASSIFIER,
     split: str = WHOLE,
+    group_by: str | None = None,
 ) -> Validation:
     """Eval/cv predictions (``labels`` None) or run results joined with ``labels`` (its
-    ``split`` part); an area ``rule`` is refused on masks gated by the image decision."""
+    ``split`` part); an area ``rule`` is refused on masks gated by the image decision.
+    ``group_by``: the pattern whose match in an image's id names its part (otherwise the
+    part the predictions record, or the dataset's group)."""
     path = readable_path(stored.path)
     if rule.name != "classifier" and stored.masks_gated:
         raise PsicbatchError(
@@ -115,9 +128,19 @@ def read_validation(
                 f"{', '.join(sorted(needed - set(stored.table.column_names)))}); for run results "
                 "give the labelled dataset with --labels DATA"
             )
-        return scored_rows(stored.table.to_pylist(), f"predictions {path}")
+        rows = stored.table.to_pylist()
+        if group_by is not None:
+            names = pattern_groups([row["id"] for row in rows], group_by)
+            rows = [
+                {**row, "part": name or row.get("part") or row["id"]}  # unmatched: as they were
+                for row, name in zip(rows, names, strict=True)
+            ]
+        return scored_rows(rows, f"predictions {path}")
     found = labelled_results(stored.path, stored.table, labels, layout, RESULT_COLUMNS, split)
     used = found.usable
+    if group_by is not None:
+        samples = grouped_by([sample for sample, _ in used], group_by)
+        used = [(sample, row) for sample, (_, row) in zip(samples, used, strict=True)]
     return Validation(
         [row["path"] for _, row in used],
         [sample.image_path for sample, _ in used],
@@ -128,6 +151,7 @@ def read_validation(
         f"run results {path} labelled by {readable_path(labels)}{part_text(split)}: "
         f"{found.counts('used')}",
         [sample.defect_type for sample, _ in used],
+        [readable_path(sample.group) for sample, _ in used],
     )
 
 
@@ -142,7 +166,14 @@ def scored_rows(rows: list[dict[str, Any]], source: str) -> Validation:
         np.array([row["fold"] for row in rows]) if rows and "fold" in rows[0] else None,
         source,
         [row.get("defect_type", "") for row in rows],  # predictions before types: none
+        _recorded_parts(rows),
     )
+
+
+def _recorded_parts(rows: list[dict[str, Any]]) -> list[str] | None:
+    """Each row's part, or None where rows predate the ``part`` column."""
+    parts = [row.get("part") for row in rows]
+    return None if any(part is None for part in parts) else [str(part) for part in parts]
 
 
 @dataclass
@@ -151,6 +182,7 @@ class Calibration:
     points: list[OperatingPoint]
     per_fold: dict[int, OperatingPoint]  # cv predictions: each fold's own operating point
     nearest: list[dict[str, Any]]  # the images closest to the threshold, on either side
+    in_images: OperatingPoint | None = None  # decisions chosen for parts, counted in images
 
 
 def calibrate(
@@ -160,14 +192,18 @@ def calibrate(
     max_false_reject_rate: float | None,
     type_limits: dict[str, float] | None = None,
     nearest: int = 5,
+    by_part: bool = False,
 ) -> Calibration:
     """The operating point for the target on the validation images (and each cv fold's
     own); ``type_limits``: the most escapes of a named defect type, as a share of its
-    images."""
+    images. ``by_part``: escapes and false rejects counted in parts (``part_scores``)."""
     limits = type_limits or {}
     check_type_limits(limits, data.defect_types, data.labels.tolist(), data.source)
+    parts = checked_parts(data) if by_part else None
     target = (max_escape_rate, max_false_reject_rate, limits)
-    points = operating_points(data.probabilities, data.labels, data.areas, rule, data.defect_types)
+    points = operating_points(
+        data.probabilities, data.labels, data.areas, rule, data.defect_types, parts
+    )
     chosen = choose(points, *target)
     per_fold = {}
     if data.folds is not None:
@@ -179,6 +215,9 @@ def calibrate(
                 data.areas[inside],
                 rule,
                 [kind for kind, kept in zip(data.defect_types, inside, strict=True) if kept],
+                None
+                if parts is None
+                else [p for p, kept in zip(parts, inside, strict=True) if kept],
             )
             per_fold[int(fold)] = choose(fold_points, *target)
     order = np.argsort(np.abs(data.probabilities - chosen.threshold))[: nearest * 2]
@@ -193,7 +232,26 @@ def calibrate(
         }
         for i in order
     ]
-    return Calibration(chosen, points, per_fold, closest)
+    in_images = None
+    if parts is not None:
+        in_images = point_at(chosen.threshold, data.probabilities, data.labels, data.areas, rule)
+    return Calibration(chosen, points, per_fold, closest, in_images)
+
+
+def checked_parts(data: Validation) -> list[str]:
+    """The images' parts, for decisions counted in parts; refused in one line where they
+    are not recorded or where every part is one image."""
+    if data.parts is None:
+        raise PsicbatchError(
+            f"{data.source}: these predictions record no parts (made before they were "
+            "recorded); give --group-by REGEX, or score the dataset again"
+        )
+    if not PartIndex.of(data.parts).joins_images:
+        raise PsicbatchError(
+            f"{data.source}: every part is one image, so parts decide as images do; give "
+            "--group-by REGEX to name the images of one part"
+        )
+    return data.parts
 
 
 def check_type_limits(

@@ -5,6 +5,7 @@ with the escape / false-reject curve and thumbnails where the files can be read.
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,18 @@ POINT_COLUMNS: tuple[Column[OperatingPoint], ...] = (
 )
 
 
+COUNTED_COLUMNS = (Column[OperatingPoint]("counted in", lambda p: p.unit), *POINT_COLUMNS)
+
+
+def chosen_points(
+    result: Calibration,
+) -> tuple[Sequence[Column[OperatingPoint]], list[OperatingPoint]]:
+    """The operating point's table: decisions chosen for parts also counted in images."""
+    if result.in_images is None:
+        return POINT_COLUMNS, [result.chosen]
+    return COUNTED_COLUMNS, [result.chosen, result.in_images]
+
+
 def _point(item: tuple[int, OperatingPoint]) -> OperatingPoint:
     return item[1]
 
@@ -73,7 +86,8 @@ def curve_png(points: list[OperatingPoint], chosen: OperatingPoint) -> str:
         thresholds, [100 * p.false_reject_rate for p in points], where="post", label="false rejects"
     )
     axes.axvline(max(chosen.threshold, 1e-6), color="#c03030", linestyle="--", label="chosen")
-    axes.set(xscale="log", xlabel="image threshold", ylabel="% of defective / good images")
+    unit = chosen.unit
+    axes.set(xscale="log", xlabel="image threshold", ylabel=f"% of defective / good {unit}")
     axes.legend(fontsize=8)
     figure.tight_layout()
     return figure_data_uri(figure)
@@ -118,7 +132,7 @@ figcaption {{ font-size: 0.8em; word-break: break-all; }}
 <h1>Decisions for the line</h1>
 <p>{e(summary_line(decisions, data, result.chosen))}</p>
 <pre>{e(decisions.command)}</pre>
-<h2>Operating point</h2>{html_table(POINT_COLUMNS, [result.chosen])}
+<h2>Operating point</h2>{html_table(*chosen_points(result))}
 {types}
 <h2>Escapes and false rejects against the threshold</h2><img src="{curve}" alt="">
 {folds}
@@ -152,8 +166,19 @@ def summary_line(decisions: Decisions, data: Validation, point: OperatingPoint) 
     return (
         f"Target: {target_text(decisions.target)}; decision by "
         f"{rule_text}. Validation: {data.source}, {point.defective} defective and "
-        f"{point.good} good images.{region}{training} Set by {decisions.set_by} at "
-        f"{decisions.set_at}."
+        f"{point.good} good {point.unit}{_of_images(data, point)}.{region}{training} Set by "
+        f"{decisions.set_by} at {decisions.set_at}."
+    )
+
+
+def _of_images(data: Validation, point: OperatingPoint) -> str:
+    """How many images the parts hold, where parts were counted; a part is rejected when
+    any of its images is judged defective."""
+    if point.unit != "parts":
+        return ""
+    return (
+        f" ({len(data.labels)} images; a part is defective when any of its images is, and "
+        "rejected when any of its images is judged defective)"
     )
 
 
@@ -170,12 +195,14 @@ def calibration_markdown(decisions: Decisions, data: Validation, result: Calibra
         "",
         "## Operating point",
         "",
-        *column_table(POINT_COLUMNS, [point]),
+        *column_table(*chosen_points(result)),
         "",
-        f"With {point.defective} defective validation images and {point.escapes} escaping, the "
+        f"With {point.defective} defective validation {point.unit} and {point.escapes} "
+        "escaping, the "
         f"escape rate on new parts is below {100 * point.escape_rate_upper:.1f}% with 95% "
         "confidence (one-sided Clopper-Pearson bound): that is all this many defects can "
-        "vouch for. More labelled defective images narrow it (about 3/n with none escaping).",
+        f"vouch for. More labelled defective {point.unit} narrow it (about 3/n with none "
+        "escaping).",
     ]
     if result.chosen.by_type:
         lines += [

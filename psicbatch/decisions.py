@@ -26,11 +26,13 @@ import numpy as np
 
 from psicbatch.atomic import write_atomically
 from psicbatch.errors import PsicbatchError
+from psicbatch.part_scores import PartIndex
 from psicbatch.paths import FileSnapshot
 from psicbatch.scores import TypeEscapes, named_types
 
 RULES = ("classifier", "both", "either")  # how the image decision and the area combine
 CONFIDENCE = 0.95
+PARTS_TARGET = "parts"  # a target's key naming what made the parts it counts, if it does
 DECISIONS_FORMAT = "psicbatch-decisions"
 DECISIONS_VERSION = 2  # 2: may name a region of interest (version 1 never does)
 
@@ -84,6 +86,7 @@ class OperatingPoint:
     false_rejects: int  # good images judged defective
     good: int
     by_type: tuple[TypeEscapes, ...] = ()  # where a review named defect types
+    unit: str = "images"  # what the counts count: images, or parts (``part_scores``)
 
     @property
     def escape_rate(self) -> float:
@@ -132,11 +135,14 @@ def operating_points(
     areas: np.ndarray,
     rule: Rule,
     defect_types: Sequence[str] | None = None,
+    parts: Sequence[str] | None = None,
 ) -> list[OperatingPoint]:
     """Every distinct decision the threshold can make on these images, from the lowest
     threshold (everything rejected) up: each at the midpoint between neighbouring scores,
     so the validation images keep their decision with the largest margin; with each
-    image's ``defect_types`` (a review's), each type's escapes at every point."""
+    image's ``defect_types`` (a review's), each type's escapes at every point. With each
+    image's part (``parts``), counted in parts: a part is defective when any of its images
+    is, and judged defective when any of its images is (``part_scores``)."""
     labels = np.asarray(labels, dtype=bool)
     if not labels.any():
         raise PsicbatchError(
@@ -149,19 +155,31 @@ def operating_points(
             "estimated; add labelled good images"
         )
     scores = np.asarray(probabilities, dtype=float)
+    always, when_above = rule.parts(areas)
+    swing = when_above & ~always  # decided by the threshold alone
+    of_type = np.asarray(defect_types if defect_types is not None else [""] * len(labels))
+    kinds = named_types(defect_types, labels.tolist()) if defect_types is not None else []
+    members = [labels & (of_type == kind) for kind in kinds]
+    if parts is not None:
+        of = PartIndex.of(parts)
+        # A part swings at its highest-scoring image that the threshold decides.
+        scores = np.where(of.any(swing), of.max(np.where(swing, scores, -np.inf)), of.max(scores))
+        always = of.any(always)
+        swing = of.any(swing) & ~always
+        labels = of.any(labels)
+        members = [of.any(member) for member in members]
     distinct = np.unique(scores)
     candidates = np.array(
         [0.0, *((distinct[:-1] + distinct[1:]) / 2), math.nextafter(distinct[-1], 2)]
     )
-    judged = _judged_counter(scores, areas, rule, candidates)
+    judged = _judged_counter(scores, always, swing, candidates)
     defective, good = int(labels.sum()), int((~labels).sum())
     caught, rejected = judged(labels), judged(~labels)
-    by_type: list[tuple[str, int, np.ndarray]] = []  # (type, its images, caught at each)
-    if defect_types is not None:
-        of_type = np.asarray(defect_types)
-        for kind in named_types(defect_types, labels.tolist()):
-            members = labels & (of_type == kind)
-            by_type.append((kind, int(members.sum()), judged(members)))
+    by_type = [
+        (kind, int(member.sum()), judged(member))
+        for kind, member in zip(kinds, members, strict=True)
+    ]
+    unit = "images" if parts is None else "parts"
     return [
         OperatingPoint(
             float(t),
@@ -170,24 +188,42 @@ def operating_points(
             int(rejected[n]),
             good,
             tuple(TypeEscapes(k, images, images - int(found[n])) for k, images, found in by_type),
+            unit,
         )
         for n, t in enumerate(candidates)
     ]
 
 
+def point_at(
+    threshold: float, probabilities: np.ndarray, labels: np.ndarray, areas: np.ndarray, rule: Rule
+) -> OperatingPoint:
+    """The escapes and false rejects of one threshold on these images, counted in images
+    (decisions chosen for parts, seen image by image)."""
+    labels = np.asarray(labels, dtype=bool)
+    judged = rule.defective(np.asarray(probabilities) >= threshold, areas)
+    return OperatingPoint(
+        threshold,
+        int((labels & ~judged).sum()),
+        int(labels.sum()),
+        int((~labels & judged).sum()),
+        int((~labels).sum()),
+    )
+
+
 def _judged_counter(
-    scores: np.ndarray, areas: np.ndarray, rule: Rule, candidates: np.ndarray
+    scores: np.ndarray, always: np.ndarray, swing: np.ndarray, candidates: np.ndarray
 ) -> Callable[[np.ndarray], np.ndarray]:
     """How many of a set of images (a boolean mask) are judged defective at each candidate
-    threshold. One sort and cumulative counts, not a pass over every image per candidate:
-    the images at or above a threshold are a prefix of the images by descending score."""
-    always, when_above = rule.parts(areas)
+    threshold: those judged so whatever their score (``always``) and those the threshold
+    decides (``swing``) at or above it. One sort and cumulative counts, not a pass over
+    every image per candidate: the images at or above a threshold are a prefix of the
+    images by descending score."""
     order = np.argsort(-scores, kind="stable")
-    swing = (when_above & ~always)[order]  # decided by the threshold alone
+    swinging = swing[order]
     above = len(scores) - np.searchsorted(np.sort(scores), candidates, side="left")
 
     def judged(members: np.ndarray) -> np.ndarray:
-        cumulative = np.concatenate([[0], np.cumsum(swing & members[order])])
+        cumulative = np.concatenate([[0], np.cumsum(swinging & members[order])])
         return int((always & members).sum()) + cumulative[above]
 
     return judged
@@ -310,10 +346,17 @@ class Decisions:
 
 
 def target_text(target: dict[str, Any]) -> str:
-    """``max_escape_rate 0, of crack 0``."""
+    """``max_escape_rate 0, of crack 0``, and ``counted in parts (the dataset's groups)``
+    for decisions chosen for parts."""
     limits = target.get("max_escape_rate_of") or {}
-    rates = [f"{key} {value:g}" for key, value in target.items() if key != "max_escape_rate_of"]
-    return ", ".join(rates + [f"of {kind} {rate:g}" for kind, rate in sorted(limits.items())])
+    rates = [
+        f"{key} {value:g}"
+        for key, value in target.items()
+        if key not in ("max_escape_rate_of", PARTS_TARGET)
+    ]
+    of_types = [f"of {kind} {rate:g}" for kind, rate in sorted(limits.items())]
+    parts = [f"counted in parts ({target[PARTS_TARGET]})"] if PARTS_TARGET in target else []
+    return ", ".join(rates + of_types + parts)
 
 
 def scoring_engine(engine: dict[str, Any]) -> dict[str, Any]:

@@ -54,21 +54,18 @@ def part_scores(
     one image, or where rows predate the ``part`` column."""
     if not rows or any(row.get("part") is None for row in rows):
         return None
-    names, index = np.unique([row["part"] for row in rows], return_inverse=True)
-    sizes = np.bincount(index, minlength=len(names))
-    if sizes.max() < 2:
+    of = PartIndex.of([row["part"] for row in rows])
+    if not of.joins_images:
         return None
     defective_image = np.array([row["is_defective"] for row in rows], bool)
     judged_image = np.array([row["predicted_defective"] for row in rows], bool)
-    probability = np.array([row["probability"] for row in rows], float)
-    defective = _any(index, defective_image, len(names))
-    judged = _any(index, judged_image, len(names))
-    caught_on_defect = _any(index, defective_image & judged_image, len(names))
-    largest = np.full(len(names), -np.inf)
-    np.maximum.at(largest, index, probability)
+    defective = of.any(defective_image)
+    judged = of.any(judged_image)
+    caught_on_defect = of.any(defective_image & judged_image)
+    largest = of.max(np.array([row["probability"] for row in rows], float))
     return PartScores(
-        parts=len(names),
-        largest=int(sizes.max()),
+        parts=of.count,
+        largest=int(of.sizes.max()),
         defective=int(defective.sum()),
         escapes=int((defective & ~judged).sum()),
         false_rejects=int((~defective & judged).sum()),
@@ -79,6 +76,33 @@ def part_scores(
     )
 
 
-def _any(index: np.ndarray, values: np.ndarray, parts: int) -> np.ndarray:
-    """For each part, whether any of its images' ``values`` is true."""
-    return np.bincount(index, weights=values.astype(float), minlength=parts) > 0
+@dataclass(frozen=True)
+class PartIndex:
+    """Which part each image belongs to, for reducing per-image values to per-part ones."""
+
+    index: np.ndarray  # each image's part, 0..count-1
+    count: int
+
+    @classmethod
+    def of(cls, parts: Sequence[str]) -> PartIndex:
+        names, index = np.unique(np.asarray(parts, dtype=str), return_inverse=True)
+        return cls(index.reshape(-1), len(names))
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.bincount(self.index, minlength=self.count)
+
+    @property
+    def joins_images(self) -> bool:
+        """Whether some part has several images (otherwise parts are images)."""
+        return bool(self.count) and int(self.sizes.max()) > 1
+
+    def any(self, values: np.ndarray) -> np.ndarray:
+        """For each part, whether any of its images' ``values`` is true."""
+        return np.bincount(self.index, weights=values.astype(float), minlength=self.count) > 0
+
+    def max(self, values: np.ndarray) -> np.ndarray:
+        """For each part, the largest of its images' ``values``."""
+        largest = np.full(self.count, -np.inf)
+        np.maximum.at(largest, self.index, values)
+        return largest

@@ -270,23 +270,33 @@ def decision_rates(summary: EvaluationSummary) -> tuple[list[Rates], list[str]]:
         return rows, sentences
     sentences += seen_before(summary.overlap, "validation")
     validation = decisions.validation
+    in_parts = validation.get("unit") == "parts"
     if {"escapes", "defective", "false_rejects", "good"} <= set(validation):
         source = validation.get("source")
+        what = "validation parts" if in_parts else "validation"
         rows.append(
             Rates(
-                f"validation ({source})" if source else "validation",
+                f"{what} ({source})" if source else what,
                 validation["escapes"],
                 validation["defective"],
                 validation["false_rejects"],
                 validation["good"],
             )
         )
+    # Decisions chosen for parts are held to their target in parts, where there are any.
+    target_rates = of_parts[0] if in_parts and of_parts else measured
+    where = "these images' parts" if target_rates is not measured else "these images"
     for key, what, count, total in (
-        ("max_escape_rate", "escape rate", measured.escapes, measured.defective),
-        ("max_false_reject_rate", "false-reject rate", measured.false_rejects, measured.good),
+        ("max_escape_rate", "escape rate", target_rates.escapes, target_rates.defective),
+        (
+            "max_false_reject_rate",
+            "false-reject rate",
+            target_rates.false_rejects,
+            target_rates.good,
+        ),
     ):
         if key in decisions.target and total:
-            sentences.append(_against_target(what, count / total, decisions.target[key]))
+            sentences.append(_against_target(what, count / total, decisions.target[key], where))
     limits = decisions.target.get("max_escape_rate_of") or {}
     for kind in summary.defect_types:
         if kind.defect_type in limits and kind.images:
@@ -296,10 +306,10 @@ def decision_rates(summary: EvaluationSummary) -> tuple[list[Rates], list[str]]:
     return rows, sentences
 
 
-def _against_target(what: str, rate: float, limit: float) -> str:
+def _against_target(what: str, rate: float, limit: float, where: str = "these images") -> str:
     verdict = "within" if rate <= limit else "above"
     return (
-        f"The {what} on these images, {100 * rate:.1f}%, is {verdict} the target the "
+        f"The {what} on {where}, {100 * rate:.1f}%, is {verdict} the target the "
         f"decisions were chosen for (at most {100 * limit:g}%)."
     )
 

@@ -130,7 +130,7 @@ class AppliedDecisions:
         else:
             source = "the threshold given"
         validation = record.get("validation") or {}
-        counts = ("source", "escapes", "defective", "false_rejects", "good")
+        counts = ("source", "escapes", "defective", "false_rejects", "good", "unit")
         return cls(
             threshold=threshold,
             rule=rule,

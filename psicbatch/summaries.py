@@ -91,7 +91,7 @@ def decisions_fields(decisions: Decisions) -> dict[str, Any]:
         "pixel_size_mm": decisions.pixel_size_mm,
         "validation": {
             key: chosen[key]
-            for key in ("source", "defective", "escapes", "good", "false_rejects")
+            for key in ("source", "unit", "defective", "escapes", "good", "false_rejects")
             if key in chosen
         },
         "escape_rate_upper_95": chosen.get("escape_rate_upper_95"),

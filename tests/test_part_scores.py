@@ -9,6 +9,7 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -17,6 +18,7 @@ from psicbatch import metrics
 from psicbatch.assets import demo_model_path
 from psicbatch.cli import main
 from psicbatch.data.synth import generate
+from psicbatch.decisions import Rule, operating_points
 from psicbatch.part_scores import part_scores
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared/data/kolektorsdd-original-sample"
@@ -156,3 +158,137 @@ def test_a_run_audited_in_parts_counts_as_its_evaluation(dataset: Path, tmp_path
         assert first[key] == second[key], key
     for key in ("auc", "ap"):
         assert math.isclose(first[key], second[key], abs_tol=1e-3), key
+
+
+@pytest.mark.parametrize("rule", [Rule(), Rule("both", 30), Rule("either", 30)])
+def test_each_threshold_counts_parts_as_their_images_decide(rule: Rule) -> None:
+    """Against a count by hand at every threshold: a part is caught when any of its images
+    is judged defective by the threshold and the rule."""
+    rng = np.random.default_rng(7)
+    images = 60
+    parts = [f"p{n}" for n in rng.integers(0, 18, images)]
+    labels = rng.random(images) < 0.2
+    probabilities = np.round(rng.random(images), 2)  # ties among images and parts
+    areas = rng.integers(0, 60, images) * (rng.random(images) < 0.5)
+    points = operating_points(probabilities, labels, areas, rule, None, parts)
+    names = sorted(set(parts))
+    member = np.array([[part == name for part in parts] for name in names])
+    defective = (member & labels).any(axis=1)
+    assert points[0].defective == defective.sum() and points[0].unit == "parts"
+    for point in points:
+        judged = rule.defective(probabilities >= point.threshold, areas)
+        rejected = (member & judged).any(axis=1)
+        assert point.escapes == (defective & ~rejected).sum()
+        assert point.false_rejects == (~defective & rejected).sum()
+    thresholds = [point.threshold for point in points]
+    assert thresholds == sorted(thresholds)
+
+
+# Two defective parts (A caught by its good image, B by its defect) and two good ones.
+PREDICTIONS = [
+    ("A/defect", "A", True, 0.3),
+    ("A/good", "A", False, 0.9),
+    ("B/defect", "B", True, 0.8),
+    ("B/good", "B", False, 0.1),
+    ("C/one", "C", False, 0.5),
+    ("C/two", "C", False, 0.2),
+    ("D/one", "D", False, 0.4),
+    ("D/two", "D", False, 0.05),
+]
+
+
+def _predictions(folder: Path) -> Path:
+    """Eval predictions as ``evaluate.image_row`` writes them, made by hand."""
+    import pyarrow as pa
+
+    rows = [
+        {
+            "id": name,
+            "path": str(folder / f"{name}.png"),
+            "part": part,
+            "is_defective": defective,
+            "probability": probability,
+            "predicted_defective": probability >= 0.5,
+            "predicted_defect_pixels": 0,
+        }
+        for name, part, defective, probability in PREDICTIONS
+    ]
+    path = folder / "predictions.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def test_decisions_for_parts_reject_fewer_good_parts(tmp_path: Path) -> None:
+    """No escaped image needs a threshold below 0.3, which rejects both good parts; no
+    escaped part only needs each defective part caught by one image (A by its 0.9): a
+    threshold between 0.5 and 0.8 rejects no good part, and lets A's defect image pass."""
+    predictions = str(_predictions(tmp_path))
+    images, parts = tmp_path / "images.json", tmp_path / "parts.json"
+    by_image = CliRunner().invoke(main, ["calibrate", predictions, "-o", str(images)])
+    by_part = CliRunner().invoke(main, ["calibrate", predictions, "--per-part", "-o", str(parts)])
+    assert by_image.exit_code == 0, by_image.output
+    assert by_part.exit_code == 0, by_part.output
+    image_record, part_record = (json.loads(path.read_text()) for path in (images, parts))
+    assert image_record["classification_threshold"] == pytest.approx(0.25)
+    assert image_record["validation"]["false_rejects"] == 3  # 0.4, 0.5 and A's 0.9
+    assert part_record["classification_threshold"] == pytest.approx(0.65)
+    validation = part_record["validation"]
+    assert validation["unit"] == "parts"
+    counts = ("escapes", "defective", "false_rejects", "good")
+    assert [validation[key] for key in counts] == [0, 2, 0, 2]
+    assert part_record["target"] == {
+        "max_escape_rate": 0.0,
+        "parts": "as the predictions record them",
+    }
+    assert (
+        "0 of 2 defective parts escape (95% upper bound 77.6%), 0 of 2 good parts rejected "
+        "(0.00%); in images 1 of 2 and 1 of 6" in by_part.output
+    )
+    report = parts.with_suffix(".md").read_text()
+    assert "| parts | 0.65 | 0 of 2 |" in report and "| images | 0.65 | 1 of 2 |" in report
+    assert "counted in parts (as the predictions record them)" in report
+
+
+def test_an_evaluation_holds_part_decisions_to_their_target_in_parts(
+    dataset: Path, tmp_path: Path
+) -> None:
+    scored = tmp_path / "scored"
+    args = ["eval", str(demo_model_path()), str(dataset), "-q", "--group-by", LAST_DIGIT]
+    assert CliRunner().invoke(main, [*args, "-o", str(scored)]).exit_code == 0
+    decisions = tmp_path / "parts.json"
+    predictions = str(scored / "predictions.parquet")
+    chosen = CliRunner().invoke(
+        main, ["calibrate", predictions, "--per-part", "-o", str(decisions)]
+    )
+    assert chosen.exit_code == 0, chosen.output
+    target = json.loads(decisions.read_text())["target"]
+    assert target["parts"] == f"--group-by {LAST_DIGIT}"  # as the evaluation named them
+    held = tmp_path / "held"
+    applied = CliRunner().invoke(main, [*args, "-o", str(held), "--decisions", str(decisions)])
+    assert applied.exit_code == 0, applied.output
+    text = " ".join((held / "report.md").read_text().split())
+    assert "The escape rate on these images' parts, 0.0%, is within the target" in text
+    assert "| validation parts (predictions" in text
+
+
+def test_parts_that_are_single_images_or_unnamed_are_refused(dataset: Path, tmp_path: Path) -> None:
+    scored = tmp_path / "scored"
+    args = ["eval", str(demo_model_path()), str(dataset), "-o", str(scored), "-q"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    predictions = str(scored / "predictions.parquet")
+    alone = CliRunner().invoke(main, ["calibrate", predictions, "--per-part", "-o", "x.json"])
+    assert alone.exit_code == 1 and "Traceback" not in alone.output
+    assert "every part is one image" in alone.output
+    regrouped = tmp_path / "regrouped.json"
+    again = CliRunner().invoke(
+        main,
+        ["calibrate", predictions, "--per-part", "--group-by", LAST_DIGIT, "-o", str(regrouped)],
+    )
+    assert again.exit_code == 0, again.output
+    assert (
+        json.loads(regrouped.read_text())["validation"]["good"]
+        + json.loads(regrouped.read_text())["validation"]["defective"]
+        == 10
+    )
+    lone = CliRunner().invoke(main, ["calibrate", predictions, "--group-by", LAST_DIGIT])
+    assert lone.exit_code == 2 and "--group-by names the parts --per-part counts" in lone.output

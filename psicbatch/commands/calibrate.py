@@ -37,6 +37,7 @@ from psicbatch.commands.options import (
 )
 from psicbatch.commands.training_options import layout_option
 from psicbatch.decisions import (
+    PARTS_TARGET,
     RULES,
     Decisions,
     Rule,
@@ -48,6 +49,7 @@ from psicbatch.engines.manifest import read_manifest
 from psicbatch.engines.revisions import set_decisions
 from psicbatch.errors import PsicbatchError
 from psicbatch.fingerprints import ImageSet, Overlap, file_digests, overlap_of, training_note
+from psicbatch.part_scores import grouping_of
 from psicbatch.progress import progress_bar
 from psicbatch.region_record import applied_region, read_region, recorded_file, short
 from psicbatch.run.output_guard import OutputKind, check_output
@@ -100,6 +102,18 @@ OUTPUTS = (
     "--max-false-reject-rate",
     type=PROBABILITY,
     help="Instead: most good images judged defective, as a share; the fewest escapes within it.",
+)
+@click.option(
+    "--per-part",
+    is_flag=True,
+    help="Count escapes and false rejects in parts, not images: a part (KolektorSDD's kosNN/ "
+    "folders, or --group-by's) is rejected when any of its images is judged defective.",
+)
+@click.option(
+    "--group-by",
+    metavar="REGEX",
+    help="With --per-part: the images of one part are those whose ids share this pattern's "
+    "match (its first group, if it has one), as eval --group-by.",
 )
 @click.option(
     "--min-area",
@@ -163,6 +177,8 @@ def calibrate_command(
     max_escape_rate: float,
     type_limits: tuple[tuple[str, float], ...],
     max_false_reject_rate: float | None,
+    per_part: bool,
+    group_by: str | None,
     min_area: int,
     min_area_mm2: float | None,
     pixel_size: float | None,
@@ -184,7 +200,9 @@ def calibrate_command(
             raise click.BadParameter("give --min-area (pixels) or --min-area-mm2, not both")
         min_area = math.ceil(min_area_mm2 / pixel_size**2 - 1e-9)
     chosen_rule = Rule(rule, min_area)
-    target, limits = _target(max_escape_rate, max_false_reject_rate, type_limits)
+    target, limits = _target(
+        max_escape_rate, max_false_reject_rate, type_limits, per_part, group_by
+    )
     written = (out, out.with_suffix(".md"), out.with_suffix(".html"))
     inputs: dict[str, Path | None] = {
         **{f"the predictions {path}": path for path in predictions},
@@ -195,6 +213,7 @@ def calibrate_command(
     }
     for kind, path in zip(OUTPUTS, written, strict=True):
         check_output(path, kind, named_inputs=inputs, overwrite=overwrite)
+    stored = None
     if _are_datasets(predictions, labels):
         with progress_bar(quiet) as progress:
             data, digests, scorer, region, seen = _scored(
@@ -207,6 +226,7 @@ def calibrate_command(
                 device,
                 roi,
                 limits,
+                group_by,
                 progress,
             )
     else:
@@ -220,10 +240,14 @@ def calibrate_command(
         region = _located_region(stored_at, recorded_region, roi, engine)
         if engine is not None:
             _check_scored_by(stored_at, scorer, engine)
-        data = read_validation(stored, labels, layout, chosen_rule, split)
+        data = read_validation(stored, labels, layout, chosen_rule, split, group_by)
         digests = file_digests(data.files)  # recorded, and counted among training images
         seen = _seen_in_training(stored.record, data.files, digests)
-    result = calibrate(data, chosen_rule, max_escape_rate, max_false_reject_rate, limits)
+    if per_part:
+        target[PARTS_TARGET] = _parts_grouping(group_by, stored, labels)
+    result = calibrate(
+        data, chosen_rule, max_escape_rate, max_false_reject_rate, limits, by_part=per_part
+    )
     set_by, set_at = who_and_when()
     decisions = Decisions(
         classification_threshold=result.chosen.threshold,
@@ -247,11 +271,18 @@ def calibrate_command(
         click.echo(f"note: {training_note(seen.training, seen.images)}", err=True)
     written[1].write_text(calibration_markdown(decisions, data, result))
     written[2].write_text(calibration_html(decisions, data, result), encoding="utf-8")
-    point = result.chosen
+    point, unit = result.chosen, result.chosen.unit
+    in_images = result.in_images
     click.echo(
-        f"threshold {point.threshold:.4g}: {point.escapes} of {point.defective} defective images "
+        f"threshold {point.threshold:.4g}: {point.escapes} of {point.defective} defective {unit} "
         f"escape (95% upper bound {100 * point.escape_rate_upper:.1f}%), {point.false_rejects} "
-        f"of {point.good} good images rejected ({100 * point.false_reject_rate:.2f}%)"
+        f"of {point.good} good {unit} rejected ({100 * point.false_reject_rate:.2f}%)"
+        + (
+            f"; in images {in_images.escapes} of {in_images.defective} and "
+            f"{in_images.false_rejects} of {in_images.good}"
+            if in_images
+            else ""
+        )
     )
     click.echo(f"decisions written to {out} (reports {written[1]}, {written[2]})")
     if engine is not None:
@@ -290,8 +321,13 @@ def _target(
     max_escape_rate: float,
     max_false_reject_rate: float | None,
     type_limits: tuple[tuple[str, float], ...],
+    per_part: bool,
+    group_by: str | None,
 ) -> tuple[dict[str, Any], dict[str, float]]:
-    """The target as the decision file records it, and the limits by defect type."""
+    """The target as the decision file records it (what made the parts it counts, if it
+    counts parts, is added once the predictions are read), and the limits by defect type."""
+    if group_by is not None and not per_part:
+        raise click.BadParameter("--group-by names the parts --per-part counts; give both")
     limits = dict(type_limits)
     if len(limits) < len(type_limits):
         raise click.BadParameter("a defect type is given twice", param_hint="--max-escape-rate-of")
@@ -314,6 +350,19 @@ def _recorded(stored: StoredPredictions) -> tuple[dict[str, Any], dict[str, Any]
         return scoring_engine(engine) if engine.get("engine_sha256") else {}, region
     except AttributeError:
         return {}, None  # a damaged record
+
+
+def _parts_grouping(
+    group_by: str | None, stored: StoredPredictions | None, labels: Path | None
+) -> str:
+    """What made the parts counted: the pattern, the dataset's groups, or for stored eval
+    or cv predictions the parts they record, as their evaluation names them."""
+    if group_by is not None or stored is None or labels is not None:
+        return grouping_of(group_by)
+    parts = stored.record.get("parts")
+    if isinstance(parts, dict) and isinstance(parts.get("grouping"), str):
+        return str(parts["grouping"])
+    return "as the predictions record them"
 
 
 def _seen_in_training(
@@ -378,13 +427,14 @@ def _scored(
     device: str,
     roi: Path | None,
     limits: dict[str, float],
+    group_by: str | None,
     progress: Progress,
 ) -> tuple[Validation, list[bytes | None], dict[str, Any], dict[str, Any] | None, Overlap | None]:
     """A labelled dataset (``folders``, read together as training reads them; of a
     published train/test division, the ``split`` part) scored by a model or engine, as
-    ``eval`` scores it (masks inside ``roi`` only, when given), its image files' digests,
-    that engine, the region's record and how many of the images the model was trained
-    on."""
+    ``eval`` scores it (masks inside ``roi`` only, when given; parts by ``group_by``), its
+    image files' digests, that engine, the region's record and how many of the images the
+    model was trained on."""
     from psicbatch.data.combined import datasets_text, part_text, read_datasets
     from psicbatch.engines.spec import EngineSpec
     from psicbatch.evaluate import evaluate_dataset
@@ -411,6 +461,7 @@ def _scored(
         samples=samples,
         digests=digests,
         split=split,
+        group_by=group_by,
     )
     validation = scored_rows(result.rows, f"{dataset} scored by {engine or model}")
     engine_used = result.summary.engine

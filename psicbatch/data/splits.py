@@ -80,30 +80,36 @@ def _defect_types(members: list[SampleRef]) -> set[str]:
 
 def grouped_by(samples: list[SampleRef], pattern: str) -> list[SampleRef]:
     """The samples with the groups ``pattern`` names: images of one part (several cameras
-    or sides) must share a fold, or a model is tested on a part it was trained on. The
-    regular expression is searched in each sample's id (its path in the dataset without
-    the extension, ``good/part12_cam1``); its first capture group, or else its whole
-    match, names the group. Samples it does not match keep their own group; a pattern
-    that matches none is refused, since it would group nothing."""
+    or sides) must share a fold, or a model is tested on a part it was trained on.
+    Samples it does not match keep their own group (see ``pattern_groups``)."""
+    names = pattern_groups([sample.id for sample in samples], pattern)
+    return [
+        sample if name is None else replace(sample, group=name)
+        for sample, name in zip(samples, names, strict=True)
+    ]
+
+
+def pattern_groups(ids: Sequence[str], pattern: str) -> list[str | None]:
+    """The group ``pattern`` names for each id (a sample's path in the dataset without
+    the extension, ``good/part12_cam1``), None where it names none: the regular expression
+    is searched in the id, and its first capture group, or else its whole match, names
+    the group. A pattern that matches no id is refused, since it would group nothing."""
     try:
         compiled = re.compile(pattern)
     except re.error as error:
         raise PsicbatchError(
             f"--group-by {pattern!r}: not a regular expression ({error})"
         ) from None
-    grouped, matched = [], 0
-    for sample in samples:
-        found = compiled.search(sample.id)
+    names: list[str | None] = []
+    for sample_id in ids:
+        found = compiled.search(sample_id)
         name = None if found is None else found.group(1 if compiled.groups else 0)
-        if name is None:  # no match, or an optional group that took no part in it
-            grouped.append(sample)
-            continue
-        matched += 1
-        grouped.append(replace(sample, group=f"group-by:{name}"))
-    if not matched:
-        example = f" (such as {samples[0].id})" if samples else ""
+        # no match, or an optional group that took no part in it: no group named
+        names.append(None if name is None else f"group-by:{name}")
+    if all(name is None for name in names):
+        example = f" (such as {ids[0]})" if ids else ""
         raise PsicbatchError(f"--group-by {pattern!r} matches no image's id{example}")
-    return grouped
+    return names
 
 
 def joined_groups(samples: list[SampleRef], digests: Sequence[bytes | None]) -> dict[str, str]:
