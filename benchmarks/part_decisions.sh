@@ -9,3 +9,9 @@ source "$(dirname "$0")/scaled_kolektorsdd.sh"
 mkdir -p "$out"
 cd "$here"
 "$python" -m psicbatch cv "$work/small" --layout kolektorsdd --folds 3 --quiet --out "$out/cv"
+# Decisions from the pooled test predictions (each fold's model scored its own test
+# folders), without inference: for no escaped image, and for no escaped commutator.
+"$python" -m psicbatch calibrate "$out/cv/predictions.parquet" --overwrite \
+    --out "$out/images.json"
+"$python" -m psicbatch calibrate "$out/cv/predictions.parquet" --overwrite --per-part \
+    --out "$out/parts.json"

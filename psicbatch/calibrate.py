@@ -22,6 +22,7 @@ from psicbatch.data.combined import WHOLE, part_text
 from psicbatch.data.splits import grouped_by, pattern_groups
 from psicbatch.decisions import (
     CLASSIFIER,
+    NoRates,
     OperatingPoint,
     Rule,
     choose,
@@ -56,8 +57,8 @@ class Validation:
 class StoredPredictions:
     """Predictions already computed, read once with the record that describes them: eval
     or cv predictions (labelled in their rows; the record is eval's ``metrics.json``
-    beside them, where there is one) or a run's results (a results file or a --watch
-    folder; the record is the run's)."""
+    beside them, or cv's pooled summary in ``cv.json``, where there is one) or a run's
+    results (a results file or a --watch folder; the record is the run's)."""
 
     path: Path
     table: pa.Table
@@ -73,11 +74,7 @@ class StoredPredictions:
             table = pq.read_table(path)
         except (OSError, ValueError) as error:
             raise PsicbatchError(f"{path}: not a readable Parquet file ({error})") from None
-        try:  # eval writes it beside its predictions
-            beside = json.loads((path.parent / "metrics.json").read_text())
-        except (OSError, ValueError):
-            beside = {}
-        return cls(path, table, beside if isinstance(beside, dict) else {}, False)
+        return cls(path, table, _record_beside(path), False)
 
     @property
     def masks_gated(self) -> bool:
@@ -87,6 +84,20 @@ class StoredPredictions:
         if self.run_results:
             return self.record.get("masks") == "gated"
         return bool(self.record.get("gated_masks"))
+
+
+def _record_beside(predictions: Path) -> dict[str, Any]:
+    """The summary eval (``metrics.json``) or cv (``cv.json``, pooled over its folds)
+    writes beside its predictions; empty where there is none or it cannot be read."""
+    for name, key in (("metrics.json", None), ("cv.json", "pooled")):
+        try:
+            record = json.loads((predictions.parent / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and key is not None:
+            record = record.get(key)
+        return record if isinstance(record, dict) else {}
+    return {}
 
 
 RESULT_COLUMNS = ("path", "path_bytes", "probability", "mask_area", "error")
@@ -205,21 +216,7 @@ def calibrate(
         data.probabilities, data.labels, data.areas, rule, data.defect_types, parts
     )
     chosen = choose(points, *target)
-    per_fold = {}
-    if data.folds is not None:
-        for fold in sorted(set(data.folds.tolist())):
-            inside = data.folds == fold
-            fold_points = operating_points(
-                data.probabilities[inside],
-                data.labels[inside],
-                data.areas[inside],
-                rule,
-                [kind for kind, kept in zip(data.defect_types, inside, strict=True) if kept],
-                None
-                if parts is None
-                else [p for p, kept in zip(parts, inside, strict=True) if kept],
-            )
-            per_fold[int(fold)] = choose(fold_points, *target)
+    per_fold = _per_fold(data, rule, parts, target) if data.folds is not None else {}
     order = np.argsort(np.abs(data.probabilities - chosen.threshold))[: nearest * 2]
     closest = [
         {
@@ -236,6 +233,31 @@ def calibrate(
     if parts is not None:
         in_images = point_at(chosen.threshold, data.probabilities, data.labels, data.areas, rule)
     return Calibration(chosen, points, per_fold, closest, in_images)
+
+
+def _per_fold(
+    data: Validation, rule: Rule, parts: list[str] | None, target: tuple[Any, ...]
+) -> dict[int, OperatingPoint]:
+    """Each cv fold's own operating point for the target; a fold whose test images (or
+    parts) are all of one kind has none."""
+    assert data.folds is not None
+    per_fold = {}
+    for fold in sorted(set(data.folds.tolist())):
+        inside = data.folds == fold
+        kept = np.flatnonzero(inside)
+        try:
+            points = operating_points(
+                data.probabilities[inside],
+                data.labels[inside],
+                data.areas[inside],
+                rule,
+                [data.defect_types[i] for i in kept],
+                None if parts is None else [parts[i] for i in kept],
+            )
+        except NoRates:
+            continue
+        per_fold[int(fold)] = choose(points, *target)
+    return per_fold
 
 
 def checked_parts(data: Validation) -> list[str]:

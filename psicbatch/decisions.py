@@ -144,16 +144,6 @@ def operating_points(
     image's part (``parts``), counted in parts: a part is defective when any of its images
     is, and judged defective when any of its images is (``part_scores``)."""
     labels = np.asarray(labels, dtype=bool)
-    if not labels.any():
-        raise PsicbatchError(
-            "the validation images hold no defective image: an escape rate cannot be "
-            "estimated; add labelled defective images"
-        )
-    if labels.all():
-        raise PsicbatchError(
-            "the validation images hold no defect-free image: a false-reject rate cannot be "
-            "estimated; add labelled good images"
-        )
     scores = np.asarray(probabilities, dtype=float)
     always, when_above = rule.parts(areas)
     swing = when_above & ~always  # decided by the threshold alone
@@ -168,6 +158,8 @@ def operating_points(
         swing = of.any(swing) & ~always
         labels = of.any(labels)
         members = [of.any(member) for member in members]
+    unit = "images" if parts is None else "parts"
+    _check_both_kinds(labels, unit)
     distinct = np.unique(scores)
     candidates = np.array(
         [0.0, *((distinct[:-1] + distinct[1:]) / 2), math.nextafter(distinct[-1], 2)]
@@ -179,7 +171,6 @@ def operating_points(
         (kind, int(member.sum()), judged(member))
         for kind, member in zip(kinds, members, strict=True)
     ]
-    unit = "images" if parts is None else "parts"
     return [
         OperatingPoint(
             float(t),
@@ -192,6 +183,24 @@ def operating_points(
         )
         for n, t in enumerate(candidates)
     ]
+
+
+class NoRates(PsicbatchError):
+    """Validation images (or parts) all of one kind: no escape or false-reject rate."""
+
+
+def _check_both_kinds(labels: np.ndarray, unit: str) -> None:
+    kind = unit[:-1]  # image, part
+    if not labels.any():
+        raise NoRates(
+            f"the validation images hold no defective {kind}: an escape rate cannot be "
+            f"estimated; add labelled defective {unit}"
+        )
+    if labels.all():
+        raise NoRates(
+            f"the validation images hold no defect-free {kind}: a false-reject rate cannot "
+            f"be estimated; add labelled good {unit}"
+        )
 
 
 def point_at(

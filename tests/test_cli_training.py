@@ -337,6 +337,10 @@ def test_cv_keeps_the_images_a_pattern_groups_in_one_fold(dataset: Path, tmp_pat
     assert (parts["parts"], parts["largest"]) == (3, 10)
     assert "Escapes and false rejects in parts (pooled over folds)" in report
     assert f"3 parts of up to 10 images (--group-by {pattern})" in report
+    calibrate = ["calibrate", str(out / "predictions.parquet"), "--per-part"]
+    refused = CliRunner().invoke(main, calibrate)  # every one of the 3 parts is defective
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "hold no defect-free part: a false-reject rate cannot be estimated" in refused.output
     again = CliRunner().invoke(main, [*args, "--group-by", r"synth_0000(\d)"])
     assert again.exit_code == 1 and "Traceback" not in again.output
     assert (

@@ -197,8 +197,9 @@ PREDICTIONS = [
 ]
 
 
-def _predictions(folder: Path) -> Path:
-    """Eval predictions as ``evaluate.image_row`` writes them, made by hand."""
+def _predictions(folder: Path, folds: dict[str, int] | None = None) -> Path:
+    """Eval predictions as ``evaluate.image_row`` writes them, made by hand; cv's, with
+    each part's fold, where ``folds`` are given."""
     import pyarrow as pa
 
     rows = [
@@ -210,6 +211,7 @@ def _predictions(folder: Path) -> Path:
             "probability": probability,
             "predicted_defective": probability >= 0.5,
             "predicted_defect_pixels": 0,
+            **({"fold": folds[part]} if folds else {}),
         }
         for name, part, defective, probability in PREDICTIONS
     ]
@@ -247,6 +249,25 @@ def test_decisions_for_parts_reject_fewer_good_parts(tmp_path: Path) -> None:
     report = parts.with_suffix(".md").read_text()
     assert "| parts | 0.65 | 0 of 2 |" in report and "| images | 0.65 | 1 of 2 |" in report
     assert "counted in parts (as the predictions record them)" in report
+
+
+def test_parts_of_cv_predictions_are_named_as_cv_named_them(tmp_path: Path) -> None:
+    """Also: a fold whose test parts are all of one kind has no point of its own (here
+    both: fold 1 holds the defective parts, fold 2 the good ones)."""
+    predictions = _predictions(tmp_path, {"A": 1, "B": 1, "C": 2, "D": 2})
+    pooled = {"pooled": {"parts": {"grouping": "--group-by (part[0-9]+)"}}}
+    (tmp_path / "cv.json").write_text(json.dumps(pooled))
+    out = tmp_path / "parts.json"
+    chosen = CliRunner().invoke(main, ["calibrate", str(predictions), "--per-part", "-o", str(out)])
+    assert chosen.exit_code == 0, chosen.output
+    assert json.loads(out.read_text())["target"]["parts"] == "--group-by (part[0-9]+)"
+    assert "Per fold" not in out.with_suffix(".md").read_text()
+    with_good = _predictions(tmp_path, {"A": 1, "B": 2, "C": 1, "D": 2})
+    again = CliRunner().invoke(
+        main, ["calibrate", str(with_good), "--per-part", "-o", str(out), "--overwrite"]
+    )
+    assert again.exit_code == 0, again.output
+    assert "| fold |" in out.with_suffix(".md").read_text()
 
 
 def test_an_evaluation_holds_part_decisions_to_their_target_in_parts(
