@@ -104,6 +104,7 @@ def test_eval_counts_escapes_in_the_parts_a_pattern_makes(dataset: Path, tmp_pat
     assert recorded["grouping"] == f"--group-by {LAST_DIGIT}"
     report = (out / "report.md").read_text()
     assert "| their parts (images of a part judged together) |" in report
+    assert "parts score AUC " in report and "n/a%" not in report
     assert f"10 parts of up to 3 images (--group-by {LAST_DIGIT})" in report
     assert "their parts" in (out / "report.html").read_text()
     info = CliRunner().invoke(main, ["info", str(out)])
