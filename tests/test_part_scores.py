@@ -4,12 +4,14 @@ a part has several images (KolektorSDD's kosNN folders, or ``eval --group-by``).
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -201,8 +203,6 @@ PREDICTIONS = [
 def _predictions(folder: Path, folds: dict[str, int] | None = None) -> Path:
     """Eval predictions as ``evaluate.image_row`` writes them, made by hand; cv's, with
     each part's fold, where ``folds`` are given."""
-    import pyarrow as pa
-
     rows = [
         {
             "id": name,
@@ -314,3 +314,67 @@ def test_parts_that_are_single_images_or_unnamed_are_refused(dataset: Path, tmp_
     )
     lone = CliRunner().invoke(main, ["calibrate", predictions, "--group-by", LAST_DIGIT])
     assert lone.exit_code == 2 and "--group-by names the parts --per-part counts" in lone.output
+
+
+def _results(folder: Path) -> pa.Table:
+    """A run's results made by hand: a watch inspected p3_cam1 twice (it was replaced),
+    p2_cam1 could not be read, and one file's name matches no part."""
+    rows = [
+        ("p1_cam1.png", True, 0.9, None),
+        ("p1_cam2.png", False, 0.2, None),
+        ("p2_cam1.png", None, None, "damaged file"),
+        ("p2_cam2.png", False, 0.1, None),
+        ("p3_cam1.png", True, 0.8, None),
+        ("p3_cam2.png", False, 0.3, None),
+        ("p3_cam1.png", False, 0.4, None),  # inspected again: this result counts
+        ("=odd.png", False, 0.05, None),
+    ]
+    table = pa.table(
+        {
+            "path": [str(folder / name) for name, *_ in rows],
+            "is_defect": [judged for _, judged, _, _ in rows],
+            "probability": pa.array([p for _, _, p, _ in rows], pa.float32()),
+            "error": [error for *_, error in rows],
+        }
+    )
+    return table
+
+
+def test_a_runs_parts_are_rejected_passed_or_unknown(tmp_path: Path) -> None:
+    from psicbatch.run.part_table import part_table
+
+    table = _results(tmp_path)
+    parts = part_table(table, r"(p[0-9])_cam").to_pylist()
+    assert [(p["part"], p["decision"]) for p in parts] == [
+        ("p1", "reject"),
+        ("p2", "unknown"),
+        (str(tmp_path / "=odd.png"), "pass"),
+        ("p3", "pass"),
+    ]
+    p1, p2, odd, p3 = parts
+    assert (p1["images"], p1["judged_defective"], p1["errors"]) == (2, 1, 0)
+    assert (p2["images"], p2["judged_defective"], p2["errors"]) == (2, 0, 1)
+    assert p2["largest_probability"] == pytest.approx(0.1)
+    assert (p3["images"], p3["judged_defective"]) == (2, 0)  # its last results only
+    assert p3["largest_probability"] == pytest.approx(0.4)
+    assert odd["images"] == 1
+
+
+def test_report_writes_a_runs_parts(dataset: Path, tmp_path: Path) -> None:
+    results = tmp_path / "r.parquet"
+    ran = CliRunner().invoke(main, ["run", str(dataset / "images"), "-o", str(results), "-q"])
+    assert ran.exit_code in (0, 3), ran.output
+    parts = tmp_path / "parts.csv"
+    args = ["report", str(results), "--parts-csv", str(parts), "--group-by", LAST_DIGIT]
+    written = CliRunner().invoke(main, args)
+    assert written.exit_code == 0, written.output
+    rows = list(csv.DictReader(parts.open()))
+    judged = pq.read_table(results).to_pylist()
+    rejected = {Path(row["path"]).stem[-1] for row in judged if row["is_defect"]}
+    assert {row["part"] for row in rows if row["decision"] == "reject"} == rejected
+    assert sum(int(row["images"]) for row in rows) == len(judged) == 24
+    assert f"10 parts of 24 images: {len(rejected)} rejected" in written.output
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 1 and "pass --overwrite" in again.output
+    alone = CliRunner().invoke(main, args[:-2])
+    assert alone.exit_code == 2 and "--parts-csv and --group-by go together" in alone.output

@@ -43,6 +43,7 @@ from psicbatch.run.mask_images import write_mask_images
 from psicbatch.run.options import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT, MASK_MODES, RunOptions
 from psicbatch.run.output import parts_directory
 from psicbatch.run.output_guard import REPORT, check_output
+from psicbatch.run.part_table import PARTS_TABLE, write_part_table
 from psicbatch.run.shutdown import Stopped, exit_at_once, signals_stop
 
 if TYPE_CHECKING:
@@ -421,6 +422,19 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
     help="Also (or only) a CSV table: one row per image, boxes split into columns, no masks.",
 )
 @click.option(
+    "--parts-csv",
+    "parts_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also (or only) a CSV table of parts (with --group-by): a part is rejected when any "
+    "of its images was judged defective.",
+)
+@click.option(
+    "--group-by",
+    metavar="REGEX",
+    help="For --parts-csv: the images of one part are those whose paths share this "
+    "pattern's match (its first group, if it has one): '(part[0-9]+)_cam'.",
+)
+@click.option(
     "--mask-images",
     "mask_folder",
     type=click.Path(path_type=Path, file_okay=False),
@@ -464,6 +478,8 @@ def report_command(
     results: Path,
     html_path: Path | None,
     csv_path: Path | None,
+    parts_path: Path | None,
+    group_by: str | None,
     mask_folder: Path | None,
     overwrite: bool,
     compare_to: Path | None,
@@ -472,21 +488,28 @@ def report_command(
     decode_timeout: float,
 ) -> None:
     """A self-contained HTML page about a results file: counts, defects, errors; with
-    --csv, a table of it for spreadsheets; with --mask-images, its masks as image files.
+    --csv, a table of it for spreadsheets; with --parts-csv, its parts rejected or passed;
+    with --mask-images, its masks as image files.
 
     RESULTS is a results file of psicbatch run, or a --watch output folder (or one
     date=... or hour=... folder in it). With --compare-to, the page also sets it beside
     another run's results of the same images: the decisions that changed, how far the
     probabilities moved, how well the masks agree.
     """
-    if html_path is None and csv_path is None and mask_folder is None:
+    if (parts_path is None) != (group_by is None):
+        raise click.BadParameter("--parts-csv and --group-by go together")
+    if html_path is None and csv_path is None and mask_folder is None and parts_path is None:
         html_path = Path("report.html")
     if compare_to is not None:
         if html_path is None:
             raise click.BadParameter("the comparison is on the page: give --html too")
         if compare_to.resolve() == results.resolve():
             raise click.BadParameter("compares RESULTS with themselves", param_hint="--compare-to")
-    outputs = {kind: path for kind, path in ((REPORT, html_path), (CSV_TABLE, csv_path)) if path}
+    outputs = {
+        kind: path
+        for kind, path in ((REPORT, html_path), (CSV_TABLE, csv_path), (PARTS_TABLE, parts_path))
+        if path
+    }
     what = "the results folder" if results.is_dir() else "the results file"
     for kind, path in outputs.items():
         if not path.absolute().parent.is_dir():
@@ -499,6 +522,9 @@ def report_command(
         click.echo(f"wrote {readable_path(mask_folder)}: {written}")
     if csv_path is not None:
         click.echo(f"wrote {readable_path(csv_path)}: {write_csv_table(results, csv_path)}")
+    if parts_path is not None and group_by is not None:
+        written = write_part_table(results, parts_path, group_by)
+        click.echo(f"wrote {readable_path(parts_path)}: {written}")
     if html_path is not None:
         limits = FileLimits(int(max_file_size * MIB), decode_timeout)
         counts = write_report(results, html_path, top, limits, compare_to)

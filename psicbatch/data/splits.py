@@ -78,6 +78,9 @@ def _defect_types(members: list[SampleRef]) -> set[str]:
     return {s.defect_type for s in members if s.is_defective}
 
 
+GROUP_PREFIX = "group-by:"  # groups a pattern names: never a dataset's own group
+
+
 def grouped_by(samples: list[SampleRef], pattern: str) -> list[SampleRef]:
     """The samples with the groups ``pattern`` names: images of one part (several cameras
     or sides) must share a fold, or a model is tested on a part it was trained on.
@@ -105,7 +108,7 @@ def pattern_groups(ids: Sequence[str], pattern: str) -> list[str | None]:
         found = compiled.search(sample_id)
         name = None if found is None else found.group(1 if compiled.groups else 0)
         # no match, or an optional group that took no part in it: no group named
-        names.append(None if name is None else f"group-by:{name}")
+        names.append(None if name is None else f"{GROUP_PREFIX}{name}")
     if all(name is None for name in names):
         example = f" (such as {ids[0]})" if ids else ""
         raise PsicbatchError(f"--group-by {pattern!r} matches no image's id{example}")

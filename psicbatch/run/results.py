@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -36,6 +37,21 @@ def read_results_table(results: Path) -> tuple[pa.Table, dict[str, Any]]:
     check_regular(results)
     metadata = read_metadata(results)
     return pq.read_table(results), metadata
+
+
+KEY, ROW = "_file", "_row"  # a row's file (its path's bytes) and its number in its table
+
+
+def latest_rows(table: pa.Table, columns: list[str]) -> pa.Table:
+    """The last row of each file (by its path's bytes, exactly: a watch inspects a
+    replaced file again), its ``columns`` with the file (``KEY``) and the row's number in
+    ``table`` (``ROW``)."""
+    path = pc.cast(table["path"], pa.binary())
+    if "path_bytes" in table.column_names:  # older results have only the path
+        path = pc.coalesce(table["path_bytes"], path)
+    rows = table.select(columns).append_column(KEY, path)
+    rows = rows.append_column(ROW, pa.array(np.arange(table.num_rows)))
+    return rows.take(rows.group_by(KEY).aggregate([(ROW, "max")])[f"{ROW}_max"])
 
 
 def watch_identity(folder: Path) -> Path | None:

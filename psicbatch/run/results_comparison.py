@@ -20,8 +20,8 @@ import pyarrow.compute as pc
 
 from psicbatch.metrics import mask_iou
 from psicbatch.run import rle
+from psicbatch.run.results import KEY, ROW, latest_rows
 
-KEY, ROW = "_file", "_row"  # a row's file (its path's bytes) and its number in its table
 THERE = "_there"  # the other run's columns, once joined
 COMPARED = ("probability", "is_defect", "error", "file_size")
 MASKS_AT_ONCE = 4096  # masks made Python objects at a time
@@ -119,15 +119,9 @@ def compare_results(here: pa.Table, there: pa.Table) -> ComparedRuns:
 
 
 def _usable_rows(table: pa.Table) -> pa.Table:
-    """The last row of each file (by its path's bytes, exactly) where that row has no
-    error, with its number in ``table``: the columns the comparison reads."""
-    path = pc.cast(table["path"], pa.binary())
-    if "path_bytes" in table.column_names:  # older results have only the path
-        path = pc.coalesce(table["path_bytes"], path)
-    columns = [name for name in COMPARED if name in table.column_names]
-    rows = table.select(columns).append_column(KEY, path)
-    rows = rows.append_column(ROW, pa.array(np.arange(table.num_rows)))
-    latest = rows.take(rows.group_by(KEY).aggregate([(ROW, "max")])[f"{ROW}_max"])
+    """The last row of each file where that row has no error, with its number in
+    ``table``: the columns the comparison reads."""
+    latest = latest_rows(table, [name for name in COMPARED if name in table.column_names])
     return latest.filter(pc.is_null(latest["error"])).drop_columns(["error"])
 
 

@@ -1,0 +1,109 @@
+"""A run's results counted in parts (``report --parts-csv``): a line passes or rejects a
+part, and a part is often several images (its sides, its cameras). A part is rejected when
+any of its images was judged defective, passes when all were judged good, and is unknown
+when none was judged defective but one could not be inspected (its row is an error).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+
+from psicbatch.data.splits import GROUP_PREFIX, pattern_groups
+from psicbatch.paths import file_head
+from psicbatch.run.csv_table import spreadsheet_table
+from psicbatch.run.output_guard import OutputKind, write_checked
+from psicbatch.run.results import latest_rows, read_results_table
+
+PART_COLUMNS = [
+    "part",
+    "decision",
+    "images",
+    "judged_defective",
+    "errors",
+    "largest_probability",
+]
+DECISIONS = ("reject", "unknown", "pass")  # the order parts are listed in
+
+
+def part_table(table: pa.Table, pattern: str) -> pa.Table:
+    """One row per part: its images' last results (a watch may inspect a replaced file
+    again), grouped by the match of ``pattern`` in their paths (``data.splits``: its first
+    capture group, if it has one); a path it does not match is a part of its own."""
+    latest = latest_rows(table, ["path", "is_defect", "probability", "error"])
+    paths = latest["path"].to_pylist()
+    names = pattern_groups(paths, pattern)
+    parts = [
+        path if name is None else name.removeprefix(GROUP_PREFIX)
+        for path, name in zip(paths, names, strict=True)
+    ]
+    errored = pc.is_valid(latest["error"])
+    rows = pa.table(
+        {
+            "part": parts,
+            "judged": pc.and_(pc.fill_null(latest["is_defect"], False), pc.invert(errored)),
+            "errored": errored,
+            "probability": pc.if_else(errored, None, latest["probability"]),
+        }
+    )
+    counted = rows.group_by("part").aggregate(
+        [
+            ("part", "count"),
+            ("judged", "sum"),
+            ("errored", "sum"),
+            ("probability", "max"),
+        ]
+    )
+    judged, errors = counted["judged_sum"], counted["errored_sum"]
+    decision = pc.if_else(
+        pc.greater(judged, 0), "reject", pc.if_else(pc.greater(errors, 0), "unknown", "pass")
+    )
+    order = pc.index_in(decision, pa.array(DECISIONS))
+    result = pa.table(
+        [
+            counted["part"],
+            decision,
+            counted["part_count"],
+            judged,
+            errors,
+            counted["probability_max"],
+        ],
+        names=PART_COLUMNS,
+    )
+    return (
+        result.append_column("_order", order)
+        .sort_by([("_order", "ascending"), ("part", "ascending")])
+        .drop_columns(["_order"])
+    )
+
+
+def write_part_table(results: Path, csv_path: Path, pattern: str) -> str:
+    """Write the table atomically, only over nothing or an earlier one; what it holds, in
+    a few words."""
+    table, _ = read_results_table(results)
+    parts = part_table(table, pattern)
+    safe = spreadsheet_table(parts)  # a part named by a file name is never a formula
+    write_checked(csv_path, PARTS_TABLE, lambda temporary: pa_csv.write_csv(safe, temporary))
+    counts = {kind: pc.sum(pc.equal(parts["decision"], kind)).as_py() or 0 for kind in DECISIONS}
+    unknown = f", {counts['unknown']} unknown (an image not inspected)" if counts["unknown"] else ""
+    images = pc.sum(parts["images"]).as_py() or 0
+    return (
+        f"{parts.num_rows} parts of {images} images: {counts['reject']} rejected, "
+        f"{counts['pass']} passed{unknown}"
+    )
+
+
+def is_part_table(path: Path) -> bool:
+    """A CSV file whose header is the one this module writes."""
+    try:
+        first_line = file_head(path).split(b"\n", 1)[0].decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return next(csv.reader([first_line]), []) == PART_COLUMNS
+
+
+PARTS_TABLE = OutputKind("part table", "--parts-csv", is_part_table, "CSV", (".csv",))
