@@ -413,7 +413,7 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
     "--html",
     "html_path",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="The page (default: report.html, unless only --csv is given).",
+    help="The page (default: report.html, unless only tables or mask images are asked for).",
 )
 @click.option(
     "--csv",
@@ -444,7 +444,8 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
 @click.option(
     "--overwrite",
     is_flag=True,
-    help="Replace an earlier psicbatch page, table or mask export at --html, --csv, --mask-images.",
+    help="Replace an earlier psicbatch page, table or mask export at --html, --csv, "
+    "--parts-csv, --mask-images.",
 )
 @click.option(
     "--compare-to",
