@@ -87,7 +87,7 @@ OUTPUTS = (
     type=PROBABILITY,
     default=0.0,
     show_default=True,
-    help="Most defective images judged good, as a share (0: none).",
+    help="Most defective images (with --per-part: parts) judged good, as a share (0: none).",
 )
 @click.option(
     "--max-escape-rate-of",
@@ -101,7 +101,8 @@ OUTPUTS = (
 @click.option(
     "--max-false-reject-rate",
     type=PROBABILITY,
-    help="Instead: most good images judged defective, as a share; the fewest escapes within it.",
+    help="Instead: most good images (with --per-part: parts) judged defective, as a share; "
+    "the fewest escapes within it.",
 )
 @click.option(
     "--per-part",
