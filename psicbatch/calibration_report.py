@@ -21,7 +21,11 @@ from psicbatch.reports import TYPE_ESCAPE_COLUMNS, Column, column_table, html_ta
 THUMBNAIL_HEIGHT = 160
 MARKDOWN_TITLE = "Decisions for the line"  # how calibrate's reports are known again
 HTML_TITLE = "psicbatch decisions"
-TYPE_TITLE = "Defective images by type, with these decisions"
+
+
+def type_title(point: OperatingPoint) -> str:
+    """The heading of each defect type's escapes, counted in images or in parts."""
+    return f"Defective {point.unit} by type, with these decisions"
 
 
 def is_calibration_markdown(path: Path) -> bool:
@@ -114,7 +118,8 @@ def calibration_html(decisions: Decisions, data: Validation, result: Calibration
         )
     types = ""
     if result.chosen.by_type:
-        types = f"<h2>{TYPE_TITLE}</h2>{html_table(TYPE_ESCAPE_COLUMNS, result.chosen.by_type)}"
+        table = html_table(TYPE_ESCAPE_COLUMNS, result.chosen.by_type)
+        types = f"<h2>{type_title(result.chosen)}</h2>{table}"
     folds = ""
     if result.per_fold:
         table = html_table(FOLD_COLUMNS, result.per_fold.items())
@@ -207,7 +212,7 @@ def calibration_markdown(decisions: Decisions, data: Validation, result: Calibra
     if result.chosen.by_type:
         lines += [
             "",
-            f"## {TYPE_TITLE}",
+            f"## {type_title(result.chosen)}",
             "",
             *column_table(TYPE_ESCAPE_COLUMNS, result.chosen.by_type),
         ]

@@ -166,14 +166,18 @@ def test_a_run_audited_in_parts_counts_as_its_evaluation(dataset: Path, tmp_path
 @pytest.mark.parametrize("rule", [Rule(), Rule("both", 30), Rule("either", 30)])
 def test_each_threshold_counts_parts_as_their_images_decide(rule: Rule) -> None:
     """Against a count by hand at every threshold: a part is caught when any of its images
-    is judged defective by the threshold and the rule."""
+    is judged defective by the threshold and the rule (also by defect type)."""
     rng = np.random.default_rng(7)
     images = 60
     parts = [f"p{n}" for n in rng.integers(0, 18, images)]
     labels = rng.random(images) < 0.2
     probabilities = np.round(rng.random(images), 2)  # ties among images and parts
     areas = rng.integers(0, 60, images) * (rng.random(images) < 0.5)
-    points = operating_points(probabilities, labels, areas, rule, None, parts)
+    types = [
+        str(kind) if label else ""
+        for kind, label in zip(rng.choice(["crack", "dent"], images), labels, strict=True)
+    ]
+    points = operating_points(probabilities, labels, areas, rule, types, parts)
     names = sorted(set(parts))
     member = np.array([[part == name for part in parts] for name in names])
     defective = (member & labels).any(axis=1)
@@ -183,6 +187,9 @@ def test_each_threshold_counts_parts_as_their_images_decide(rule: Rule) -> None:
         rejected = (member & judged).any(axis=1)
         assert point.escapes == (defective & ~rejected).sum()
         assert point.false_rejects == (~defective & rejected).sum()
+        for kind in point.by_type:  # a part of a type holds a defective image of it
+            of_kind = (member & (np.array(types) == kind.defect_type)).any(axis=1)
+            assert (kind.images, kind.escapes) == (of_kind.sum(), (of_kind & ~rejected).sum())
     thresholds = [point.threshold for point in points]
     assert thresholds == sorted(thresholds)
 
