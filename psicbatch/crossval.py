@@ -41,7 +41,7 @@ from psicbatch.part_scores import grouping_of
 from psicbatch.reports import plot_curves, write_json, write_predictions
 from psicbatch.scores import EvaluationSummary
 from psicbatch.train import Trainer, partial_path
-from psicbatch.train_options import TrainOptions, changed_values, check_masks
+from psicbatch.train_options import TrainOptions, changed_values, check_masks, with_defaults
 
 
 @dataclass(frozen=True)
@@ -183,9 +183,8 @@ def _check_same_job(out: Path, job: dict[str, Any], test_ids: list[list[str]]) -
             recorded["folds"] = json.loads((out / "splits.json").read_text())["test_ids"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise PsicbatchError(f"{out}: damaged cross-validation record ({error})") from None
-    if isinstance(recorded.get("training"), dict):  # options added since take their defaults
-        defaults = TrainOptions().to_dict()
-        recorded["training"] = {**{k: defaults[k] for k in job["training"]}, **recorded["training"]}
+    if isinstance(recorded.get("training"), dict):  # the job leaves out the device
+        recorded["training"] = with_defaults(recorded["training"], job["training"])
     current = {**job, "folds": test_ids}
     differing = [
         JOB_FIELDS[key] + changed_values(recorded[key], current[key])

@@ -57,7 +57,7 @@ from psicbatch.pixel_threshold import (
 from psicbatch.precision import autocast, choose_precision
 from psicbatch.preprocess import normalize
 from psicbatch.sampling import balanced_order, random_flips, random_gains
-from psicbatch.train_options import TrainOptions, changed_values, check_masks
+from psicbatch.train_options import TrainOptions, changed_values, check_masks, with_defaults
 
 PHASES = ("segmentation", "classification", "end-to-end")
 LIT_COPIES = 3  # with --brightness, step 2 sees each image under this many random lights more
@@ -158,8 +158,7 @@ class Trainer:
         if resume and partial.exists():
             saved = load_checkpoint(partial)
             state = saved.training
-            # Options added since the partial run was saved take their defaults.
-            saved_options = {**TrainOptions().to_dict(), **state.get("options", {})}
+            saved_options = with_defaults(state.get("options", {}))
             if saved_options != self.options.to_dict():
                 changes = changed_values(saved_options, self.options.to_dict())
                 raise PsicbatchError(

@@ -3,6 +3,7 @@ command line declares them without importing torch."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -52,6 +53,13 @@ class TrainOptions:
             raise PsicbatchError(f"--dice-weight must lie in [0, 10], got {self.dice_weight}")
         if self.pixel_threshold not in PIXEL_THRESHOLDS:
             raise PsicbatchError(f"--pixel-threshold must be one of {', '.join(PIXEL_THRESHOLDS)}")
+
+
+def with_defaults(recorded: dict[str, Any], keys: Iterable[str] | None = None) -> dict[str, Any]:
+    """Training options as an earlier record holds them, those added since taking their
+    defaults (of ``keys`` only, where given: a record that leaves some out on purpose)."""
+    defaults = TrainOptions().to_dict()
+    return {**{key: defaults[key] for key in (defaults if keys is None else keys)}, **recorded}
 
 
 def changed_values(recorded: Any, current: Any) -> str:
