@@ -10,6 +10,7 @@ is its images' largest, which ranks parts for AUC and AP.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,7 @@ class PartScores:
     escapes: int  # defective parts none of whose images was judged defective
     false_rejects: int  # good parts with an image judged defective
     caught_elsewhere: int  # defective parts rejected only by images without a defect
-    auc: float  # of a part's largest probability
+    auc: float  # of a part's largest probability; NaN where all parts are of one kind
     ap: float
     grouping: str = DATASET_GROUPS  # what made the parts: a dataset's groups, a pattern
 
@@ -63,6 +64,7 @@ def part_scores(
     judged = of.any(judged_image)
     caught_on_defect = of.any(defective_image & judged_image)
     largest = of.max(np.array([row["probability"] for row in rows], float))
+    ranked = 0 < defective.sum() < of.count  # parts of both kinds, or no ranking to score
     return PartScores(
         parts=of.count,
         largest=int(of.sizes.max()),
@@ -70,8 +72,8 @@ def part_scores(
         escapes=int((defective & ~judged).sum()),
         false_rejects=int((~defective & judged).sum()),
         caught_elsewhere=int((defective & judged & ~caught_on_defect).sum()),
-        auc=metrics.roc_auc(defective, largest),
-        ap=metrics.average_precision(defective, largest),
+        auc=metrics.roc_auc(defective, largest) if ranked else math.nan,
+        ap=metrics.average_precision(defective, largest) if ranked else math.nan,
         grouping=grouping,
     )
 

@@ -214,12 +214,16 @@ def part_rates(summary: EvaluationSummary) -> tuple[list[Rates], list[str]]:
         if parts.caught_elsewhere
         else ""
     )
+    ranking = (
+        f" Ranked by their images' largest probability, parts score AUC {percent(parts.auc)}% "
+        f"and AP {percent(parts.ap)}%."
+        if parts.good and parts.defective
+        else f" All are {'defective' if parts.defective else 'good'}: no ranking of parts to score."
+    )
     sentence = (
         f"{parts.parts} parts of up to {parts.largest} images ({parts.grouping}), "
         f"{parts.defective} defective: a part is defective when any of its images is, and "
-        "rejected when any of its images is judged defective. Ranked by their images' largest "
-        f"probability, parts score AUC {_with_sign(parts.auc)} and AP {_with_sign(parts.ap)}."
-        f"{elsewhere}"
+        f"rejected when any of its images is judged defective.{ranking}{elsewhere}"
     )
     return [Rates.of_parts(parts)], [sentence]
 
@@ -389,12 +393,6 @@ def write_evaluation_report(
     curves = plot_curves(out_dir, rows, title)
     (out_dir / "report.md").write_text(evaluation_markdown(summary, title))
     return curves
-
-
-def _with_sign(value: float) -> str:
-    """``99.65%``, or ``n/a`` where there is no value (parts all of one kind: no AUC)."""
-    text = percent(value)
-    return text if text == "n/a" else f"{text}%"
 
 
 def percent(value: float) -> str:

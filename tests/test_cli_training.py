@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -337,6 +338,8 @@ def test_cv_keeps_the_images_a_pattern_groups_in_one_fold(dataset: Path, tmp_pat
     assert (parts["parts"], parts["largest"]) == (3, 10)
     assert "Escapes and false rejects in parts (pooled over folds)" in report
     assert f"3 parts of up to 10 images (--group-by {pattern})" in report
+    assert "All are defective: no ranking of parts to score." in report
+    assert math.isnan(parts["auc"]) and math.isnan(parts["ap"])  # not AP 1 of a trivial order
     calibrate = ["calibrate", str(out / "predictions.parquet"), "--per-part"]
     refused = CliRunner().invoke(main, calibrate)  # every one of the 3 parts is defective
     assert refused.exit_code == 1 and "Traceback" not in refused.output
