@@ -141,10 +141,11 @@ def read_validation(
             )
         rows = stored.table.to_pylist()
         if group_by is not None:
-            names = pattern_groups([row["id"] for row in rows], group_by)
+            ids = [row.get("id") or row["path"] for row in rows]  # early rows: paths only
+            names = pattern_groups(ids, group_by)
             rows = [
-                {**row, "part": name or row.get("part") or row["id"]}  # unmatched: as they were
-                for row, name in zip(rows, names, strict=True)
+                {**row, "part": name or row.get("part") or image}  # unmatched: as they were
+                for row, name, image in zip(rows, names, ids, strict=True)
             ]
         return scored_rows(rows, f"predictions {path}")
     found = labelled_results(stored.path, stored.table, labels, layout, RESULT_COLUMNS, split)

@@ -51,7 +51,7 @@ class Rule:
         if self.min_area < 0:
             raise PsicbatchError(f"the minimum area must be at least 0 pixels, got {self.min_area}")
 
-    def parts(self, areas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def conditions(self, areas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(images judged defective whatever the probability, images judged defective
         when their probability reaches the threshold), from the mask areas."""
         areas = np.asarray(areas)
@@ -71,7 +71,7 @@ class Rule:
 
     def defective(self, above: np.ndarray, areas: np.ndarray) -> np.ndarray:
         """The decision from 'probability at or above the threshold' and the mask areas."""
-        always, when_above = self.parts(areas)
+        always, when_above = self.conditions(areas)
         return always | (above & when_above)
 
 
@@ -145,7 +145,7 @@ def operating_points(
     is, and judged defective when any of its images is (``part_scores``)."""
     labels = np.asarray(labels, dtype=bool)
     scores = np.asarray(probabilities, dtype=float)
-    always, when_above = rule.parts(areas)
+    always, when_above = rule.conditions(areas)
     swing = when_above & ~always  # decided by the threshold alone
     of_type = np.asarray(defect_types if defect_types is not None else [""] * len(labels))
     kinds = named_types(defect_types, labels.tolist()) if defect_types is not None else []

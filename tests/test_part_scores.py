@@ -252,7 +252,7 @@ def test_decisions_for_parts_reject_fewer_good_parts(tmp_path: Path) -> None:
     }
     assert (
         "0 of 2 defective parts escape (95% upper bound 77.6%), 0 of 2 good parts rejected "
-        "(0.00%); in images 1 of 2 and 1 of 6" in by_part.output
+        "(0.00%); in images, 1 of 2 defective escape and 1 of 6 good are rejected" in by_part.output
     )
     report = parts.with_suffix(".md").read_text()
     assert "| parts | 0.65 | 0 of 2 |" in report and "| images | 0.65 | 1 of 2 |" in report

@@ -279,8 +279,8 @@ def calibrate_command(
         f"escape (95% upper bound {100 * point.escape_rate_upper:.1f}%), {point.false_rejects} "
         f"of {point.good} good {unit} rejected ({100 * point.false_reject_rate:.2f}%)"
         + (
-            f"; in images {in_images.escapes} of {in_images.defective} and "
-            f"{in_images.false_rejects} of {in_images.good}"
+            f"; in images, {in_images.escapes} of {in_images.defective} defective escape "
+            f"and {in_images.false_rejects} of {in_images.good} good are rejected"
             if in_images
             else ""
         )
