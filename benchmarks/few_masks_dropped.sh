@@ -3,10 +3,11 @@
 # benchmarks/few_masks.sh OUT_DIR, each fold of its half/ and quarter/ runs is trained
 # again (psicbatch train, the same defaults and input size) without the defective images
 # that have no mask, and scored (psicbatch eval) on the same test images, into
-# OUT_DIR/half-dropped and OUT_DIR/quarter-dropped; OUT_DIR/summary.md is then rewritten
-# with them.
+# OUT_DIR/half-dropped and OUT_DIR/quarter-dropped (a rerun skips what is there already);
+# OUT_DIR/summary.md is then rewritten with them.
 #   benchmarks/few_masks_dropped.sh OUT_DIR [SCALE]   # SCALE as given to few_masks.sh
 source "$(dirname "$0")/scaled_kolektorsdd.sh"
+source "$here/benchmarks/train_and_score.sh"
 "$python" "$here/benchmarks/kolektorsdd_review.py" "$work/small" "$work"
 cd "$here"
 size=$("$python" -c "import json, sys; print('x'.join(map(str, json.load(open(sys.argv[1]))['options']['input_size'])))" "$out/half/cv.json")
@@ -16,12 +17,8 @@ for review in half quarter; do
         "$python" "$here/benchmarks/fold_folders.py" "$work/$review" "$out/$review/splits.json" \
             "$fold" "$folds/train" "$folds/test"
         result="$out/$review-dropped/fold$fold"
-        mkdir -p "$result"
-        "$python" -m psicbatch train "$folds/train" --input-size "$size" --quiet \
-            --out "$result/model.pt"
-        "$python" -m psicbatch info "$result/model.pt" --json > "$result/model.json"
-        "$python" -m psicbatch eval "$result/model.pt" "$folds/test" --quiet \
-            --out "$result/evaluation"
+        train_once "$result/model.pt" "$folds/train" --input-size "$size"
+        score_once "$result/model.pt" "$folds/test" "$result"
     done
 done
 "$python" "$here/benchmarks/runs_summary.py" "$out" > "$out/summary.md"

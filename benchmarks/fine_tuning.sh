@@ -17,6 +17,7 @@
 # runs already scored there (the parts are the same every time).
 #   benchmarks/fine_tuning.sh OUT_DIR [SCALE]     # SCALE 0.46 by default: 500 px -> 230
 source "$(dirname "$0")/scaled_kolektorsdd.sh"
+source "$here/benchmarks/train_and_score.sh"
 "$python" "$here/benchmarks/kolektorsdd_thirds.py" "$work/small" "$work/parts"
 cd "$here"
 runs=(first retrained tuned tuned-short tuned-short-slow tuned-new retrained-short
@@ -24,11 +25,8 @@ runs=(first retrained tuned tuned-short tuned-short-slow tuned-new retrained-sho
 train_and_score() {  # RUN ROTATION DATA TEST [TRAIN_OPTION ...]
     local result="$out/$1/fold$2" data=$3 test=$4
     shift 4
-    [[ -f "$result/evaluation/metrics.json" ]] && return
-    mkdir -p "$result"
-    "$python" -m psicbatch train "$data" --quiet --out "$result/model.pt" "$@"
-    "$python" -m psicbatch info "$result/model.pt" --json > "$result/model.json"
-    "$python" -m psicbatch eval "$result/model.pt" "$test" --quiet --out "$result/evaluation"
+    train_once "$result/model.pt" "$data" "$@"
+    score_once "$result/model.pt" "$test" "$result"
 }
 for rotation in 1 2 3; do
     test="$work/parts/$rotation"

@@ -11,6 +11,7 @@
 # side by side. A rerun into the same OUT_DIR skips what is there already.
 #   benchmarks/lighting_drift.sh OUT_DIR [SCALE]     # SCALE 0.46 by default: 500 px -> 230
 source "$(dirname "$0")/scaled_kolektorsdd.sh"
+source "$here/benchmarks/train_and_score.sh"
 "$python" "$here/benchmarks/kolektorsdd_thirds.py" "$work/small" "$work/parts"
 cd "$here"
 gains=(1.0 0.8 1.25)
@@ -27,19 +28,10 @@ done
 for run in plain brightness; do
     for rotation in 1 2 3; do
         model="$out/$run/fold$rotation/model.pt"
-        if [[ ! -f "$model" ]]; then
-            mkdir -p "$(dirname "$model")"
-            # shellcheck disable=SC2086  # the options split into words on purpose
-            "$python" -m psicbatch train "$work/both$rotation" --quiet --out "$model" \
-                ${training[$run]}
-        fi
+        # shellcheck disable=SC2086  # the options split into words on purpose
+        train_once "$model" "$work/both$rotation" ${training[$run]}
         for gain in "${gains[@]}"; do
-            result="$out/$run-x$gain/fold$rotation"
-            [[ -f "$result/evaluation/metrics.json" ]] && continue
-            mkdir -p "$result"
-            "$python" -m psicbatch info "$model" --json > "$result/model.json"
-            "$python" -m psicbatch eval "$model" "$work/test$rotation-x$gain" --quiet \
-                --out "$result/evaluation"
+            score_once "$model" "$work/test$rotation-x$gain" "$out/$run-x$gain/fold$rotation"
         done
     done
 done
