@@ -1,7 +1,7 @@
 """Time and peak memory of ``psicbatch report`` on a large results file.
 
     python benchmarks/report_scale.py OUT_DIR [--rows 480000] [--root CHECKOUT] [--audit]
-                                             [--compare]
+                                             [--compare] [--parts]
 
 Makes a results file by running the bundled demo model on 24 generated images and
 repeating its rows to ``--rows`` (a long run's or a day's worth), then times ``psicbatch
@@ -13,7 +13,9 @@ large file then names a labelled image: the most rows to match). ``--compare`` a
 times ``psicbatch report NEW --compare-to OLD`` where OLD is the large file with every
 row's path made unique (``--rows`` images) and NEW the same rows with each probability
 moved by up to +-0.05 and judged again at the run's threshold (a retrained model's kind
-of change), beside ``report NEW`` alone. Writes OUT_DIR/report_scale.json.
+of change), beside ``report NEW`` alone. ``--parts`` also times ``psicbatch report
+--parts-csv`` on OLD with parts of ten images (``--group-by`` on the row numbers that begin
+its paths). Writes OUT_DIR/report_scale.json.
 """
 
 from __future__ import annotations
@@ -63,9 +65,12 @@ def timed_audit(root: Path, results: Path, labels: Path) -> dict:
     return timed(root, "eval", str(results), "--labels", str(labels), "-o", str(out), "-q")
 
 
-def compared_pair(large: pa.Table, old: Path, new: Path) -> None:
-    """``old``: ``large`` with a path of its own on every row; ``new``: the same images
-    with their probabilities moved a little and judged again at the run's threshold."""
+PARTS_OF_TEN = r"^(\d{6})\d-"  # rows 0000000-0000009 are one part, and so on
+
+
+def unique_paths(large: pa.Table, path: Path) -> pa.Table:
+    """``large`` with a path of its own on every row (its row number first), written to
+    ``path`` too."""
     names = pa.array(
         [f"{index:07d}-{path}" for index, path in enumerate(large["path"].to_pylist())]
     )
@@ -73,6 +78,14 @@ def compared_pair(large: pa.Table, old: Path, new: Path) -> None:
     unique = unique.set_column(
         unique.schema.get_field_index("path_bytes"), "path_bytes", pc.cast(names, pa.binary())
     )
+    pq.write_table(unique.replace_schema_metadata(large.schema.metadata), path)
+    return unique
+
+
+def compared_pair(large: pa.Table, old: Path, new: Path) -> None:
+    """``old``: ``large`` with a path of its own on every row; ``new``: the same images
+    with their probabilities moved a little and judged again at the run's threshold."""
+    unique = unique_paths(large, old)
     metadata = json.loads(large.schema.metadata[b"psicbatch"])
     threshold = metadata["thresholds"]["classification"]
     moved = np.clip(
@@ -87,7 +100,6 @@ def compared_pair(large: pa.Table, old: Path, new: Path) -> None:
     changed = changed.set_column(
         changed.schema.get_field_index("is_defect"), "is_defect", pa.array(moved >= threshold)
     )
-    pq.write_table(unique.replace_schema_metadata(large.schema.metadata), old)
     pq.write_table(changed.replace_schema_metadata(large.schema.metadata), new)
 
 
@@ -98,6 +110,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=ROOT, help="the psicbatch checkout to time")
     parser.add_argument("--audit", action="store_true", help="also time eval RESULTS --labels")
     parser.add_argument("--compare", action="store_true", help="also time report --compare-to")
+    parser.add_argument("--parts", action="store_true", help="also time report --parts-csv")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
@@ -133,6 +146,11 @@ def main() -> None:
                 "--compare-to",
                 str(old),
             )
+        if args.parts:
+            unique = work / "unique.parquet"
+            unique_paths(repeated.replace_schema_metadata(table.schema.metadata), unique)
+            parts_csv = ["--parts-csv", str(work / "parts.csv"), "--group-by", PARTS_OF_TEN]
+            results["parts"] = timed(args.root, "report", str(unique), *parts_csv)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report_scale.json").write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results))
