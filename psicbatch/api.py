@@ -10,6 +10,7 @@ Files or in-memory images (numpy arrays: uint8, or uint16 grayscale at full rang
 through the same worker as ``psicbatch run`` (decoding, the engine, masks on the device,
 RLE), batch by batch;
 typed results come back in input order, an unreadable image as a result with its error.
+``part_decision`` turns the results of one part's images into the part's decision.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from psicbatch.errors import PsicbatchError
 from psicbatch.run import rle
 from psicbatch.run.decode import ArrayDecoder
 from psicbatch.run.options import DEFAULT_BATCH_SIZE, RunOptions
+from psicbatch.run.part_table import verdict
 from psicbatch.run.run_decisions import check_decisions_fit, run_decisions
 from psicbatch.run.worker import Task, Worker
 
@@ -68,6 +70,17 @@ class Inspection:
             size=None if row.get("height") is None else (row["height"], row["width"]),
             error=row.get("error"),
         )
+
+
+def part_decision(inspections: Iterable[Inspection]) -> str:
+    """The decision on a part from the results of its images (its sides, its cameras), as
+    ``report --parts-csv`` decides: ``reject`` when any was judged defective, ``unknown``
+    when none was but one could not be inspected, ``pass`` otherwise."""
+    results = list(inspections)
+    if not results:
+        raise PsicbatchError("a part's decision needs the results of its images; none given")
+    judged = sum(bool(result.is_defect) for result in results if result.error is None)
+    return verdict(judged, sum(result.error is not None for result in results))
 
 
 class Inspector:

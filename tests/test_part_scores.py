@@ -385,3 +385,35 @@ def test_report_writes_a_runs_parts(dataset: Path, tmp_path: Path) -> None:
     assert again.exit_code == 1 and "pass --overwrite" in again.output
     alone = CliRunner().invoke(main, args[:-2])
     assert alone.exit_code == 2 and "--parts-csv and --group-by go together" in alone.output
+
+
+def test_line_software_decides_a_part_as_the_parts_table_does(
+    dataset: Path, tmp_path: Path
+) -> None:
+    """``psicbatch.part_decision`` on the results ``Inspector`` gives for each part's images
+    equals the decision ``report --parts-csv`` writes for the part from a run's results."""
+    import re
+
+    import psicbatch
+    from psicbatch.api import Inspection
+
+    images = sorted((dataset / "images").glob("*.png"))
+    results, table = tmp_path / "r.parquet", tmp_path / "parts.csv"
+    fp32 = ["--precision", "fp32", "--threshold", "0.05", "-q"]
+    ran = CliRunner().invoke(main, ["run", *map(str, images), "-o", str(results), *fp32])
+    assert ran.exit_code in (0, 3), ran.output
+    args = ["report", str(results), "--parts-csv", str(table), "--group-by", LAST_DIGIT]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    written = {row["part"]: row["decision"] for row in csv.DictReader(table.open())}
+    assert set(written.values()) == {"reject", "pass"}  # both kinds, or the test says little
+    with psicbatch.Inspector(precision="fp32", threshold=0.05) as inspector:
+        for part in written:
+            ours = [image for image in images if re.search(LAST_DIGIT, image.stem)[1] == part]
+            decided = psicbatch.part_decision(inspector.inspect(ours))
+            assert decided == written[part], part
+    failed = Inspection(0, "x.png", None, None, None, None, None, None, "damaged file")
+    passed = Inspection(1, "y.png", 0.01, False, None, 0, None, (8, 8), None)
+    assert psicbatch.part_decision([passed, failed]) == "unknown"
+    assert psicbatch.part_decision([passed]) == "pass"
+    with pytest.raises(psicbatch.errors.PsicbatchError, match="none given"):
+        psicbatch.part_decision([])

@@ -30,6 +30,14 @@ PART_COLUMNS = [
 DECISIONS = ("reject", "unknown", "pass")  # the order parts are listed in
 
 
+def verdict(judged_defective: int, errors: int) -> str:
+    """A part's decision from its images: ``reject`` when any was judged defective,
+    ``unknown`` when none was but one could not be inspected, ``pass`` otherwise."""
+    if judged_defective:
+        return "reject"
+    return "unknown" if errors else "pass"
+
+
 def part_table(table: pa.Table, pattern: str) -> pa.Table:
     """One row per part: its images' last results (a watch may inspect a replaced file
     again), grouped by the match of ``pattern`` in their paths (``data.splits``: its first
@@ -59,8 +67,8 @@ def part_table(table: pa.Table, pattern: str) -> pa.Table:
         ]
     )
     judged, errors = counted["judged_sum"], counted["errored_sum"]
-    decision = pc.if_else(
-        pc.greater(judged, 0), "reject", pc.if_else(pc.greater(errors, 0), "unknown", "pass")
+    decision = pa.array(
+        [verdict(j, e) for j, e in zip(judged.to_pylist(), errors.to_pylist(), strict=True)]
     )
     order = pc.index_in(decision, pa.array(DECISIONS))
     result = pa.table(
