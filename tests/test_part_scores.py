@@ -385,6 +385,9 @@ def test_report_writes_a_runs_parts(dataset: Path, tmp_path: Path) -> None:
     assert again.exit_code == 1 and "pass --overwrite" in again.output
     alone = CliRunner().invoke(main, args[:-2])
     assert alone.exit_code == 2 and "--parts-csv and --group-by go together" in alone.output
+    unmatched = CliRunner().invoke(main, [*args[:-1], "camera9", "--overwrite"])
+    assert unmatched.exit_code == 1 and "Traceback" not in unmatched.output
+    assert "--group-by 'camera9' matches no image's path (such as " in unmatched.output
 
 
 def test_line_software_decides_a_part_as_the_parts_table_does(

@@ -92,11 +92,12 @@ def grouped_by(samples: list[SampleRef], pattern: str) -> list[SampleRef]:
     ]
 
 
-def pattern_groups(ids: Sequence[str], pattern: str) -> list[str | None]:
+def pattern_groups(ids: Sequence[str], pattern: str, named: str = "id") -> list[str | None]:
     """The group ``pattern`` names for each id (a sample's path in the dataset without
     the extension, ``good/part12_cam1``), None where it names none: the regular expression
     is searched in the id, and its first capture group, or else its whole match, names
-    the group. A pattern that matches no id is refused, since it would group nothing."""
+    the group. A pattern that matches no id is refused, since it would group nothing
+    (``named``: what the ids are, for that message)."""
     try:
         compiled = re.compile(pattern)
     except re.error as error:
@@ -111,7 +112,7 @@ def pattern_groups(ids: Sequence[str], pattern: str) -> list[str | None]:
         names.append(None if name is None else f"{GROUP_PREFIX}{name}")
     if all(name is None for name in names):
         example = f" (such as {ids[0]})" if ids else ""
-        raise PsicbatchError(f"--group-by {pattern!r} matches no image's id{example}")
+        raise PsicbatchError(f"--group-by {pattern!r} matches no image's {named}{example}")
     return names
 
 

@@ -44,7 +44,7 @@ def part_table(table: pa.Table, pattern: str) -> pa.Table:
     capture group, if it has one); a path it does not match is a part of its own."""
     latest = latest_rows(table, ["path", "is_defect", "probability", "error"])
     paths = latest["path"].to_pylist()
-    names = pattern_groups(paths, pattern)
+    names = pattern_groups(paths, pattern, "path")
     parts = [
         path if name is None else name.removeprefix(GROUP_PREFIX)
         for path, name in zip(paths, names, strict=True)
