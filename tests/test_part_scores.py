@@ -384,7 +384,17 @@ def test_report_writes_a_runs_parts(dataset: Path, tmp_path: Path) -> None:
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 1 and "pass --overwrite" in again.output
     alone = CliRunner().invoke(main, args[:-2])
-    assert alone.exit_code == 2 and "--parts-csv and --group-by go together" in alone.output
+    assert alone.exit_code == 2 and "--parts-csv needs --group-by" in alone.output
+    page = tmp_path / "page.html"
+    counted = CliRunner().invoke(
+        main, ["report", str(results), "--html", str(page), "--group-by", LAST_DIGIT]
+    )
+    assert counted.exit_code == 0, counted.output
+    said = f"10 parts of 24 images: {len(rejected)} rejected, {10 - len(rejected)} passed"
+    assert said in counted.output and said in page.read_text()
+    tables_only = [*args[:2], "--csv", str(tmp_path / "rows.csv"), "--group-by", LAST_DIGIT]
+    nowhere = CliRunner().invoke(main, tables_only)
+    assert nowhere.exit_code == 2 and "--group-by counts parts for --parts-csv or" in nowhere.output
     unmatched = CliRunner().invoke(main, [*args[:-1], "camera9", "--overwrite"])
     assert unmatched.exit_code == 1 and "Traceback" not in unmatched.output
     assert "--group-by 'camera9' matches no image's path (such as " in unmatched.output

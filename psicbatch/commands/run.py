@@ -407,6 +407,25 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
         console.print(f"error {path}: {message}", markup=False, highlight=False, soft_wrap=True)
 
 
+def _check_report_options(
+    results: Path,
+    html_path: Path | None,
+    parts_path: Path | None,
+    group_by: str | None,
+    compare_to: Path | None,
+) -> None:
+    """Options that need another, or that cannot go together, refused before any work."""
+    if parts_path is not None and group_by is None:
+        raise click.BadParameter("--parts-csv needs --group-by, which names a part's images")
+    if group_by is not None and parts_path is None and html_path is None:
+        raise click.BadParameter("--group-by counts parts for --parts-csv or the page (--html)")
+    if compare_to is not None:
+        if html_path is None:
+            raise click.BadParameter("the comparison is on the page: give --html too")
+        if compare_to.resolve() == results.resolve():
+            raise click.BadParameter("compares RESULTS with themselves", param_hint="--compare-to")
+
+
 @click.command("report", short_help=SUMMARIES["report"])
 @click.argument("results", type=click.Path(path_type=Path))
 @click.option(
@@ -431,8 +450,9 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
 @click.option(
     "--group-by",
     metavar="REGEX",
-    help="For --parts-csv: the images of one part are those whose paths share this "
-    "pattern's match (its first group, if it has one): '(part[0-9]+)_cam'.",
+    help="The images of one part are those whose paths share this pattern's match (its "
+    "first group, if it has one): '(part[0-9]+)_cam'. For --parts-csv, and the page counts "
+    "parts too.",
 )
 @click.option(
     "--mask-images",
@@ -497,15 +517,9 @@ def report_command(
     another run's results of the same images: the decisions that changed, how far the
     probabilities moved, how well the masks agree.
     """
-    if (parts_path is None) != (group_by is None):
-        raise click.BadParameter("--parts-csv and --group-by go together")
     if html_path is None and csv_path is None and mask_folder is None and parts_path is None:
         html_path = Path("report.html")
-    if compare_to is not None:
-        if html_path is None:
-            raise click.BadParameter("the comparison is on the page: give --html too")
-        if compare_to.resolve() == results.resolve():
-            raise click.BadParameter("compares RESULTS with themselves", param_hint="--compare-to")
+    _check_report_options(results, html_path, parts_path, group_by, compare_to)
     outputs = {
         kind: path
         for kind, path in ((REPORT, html_path), (CSV_TABLE, csv_path), (PARTS_TABLE, parts_path))
@@ -528,5 +542,5 @@ def report_command(
         click.echo(f"wrote {readable_path(parts_path)}: {written}")
     if html_path is not None:
         limits = FileLimits(int(max_file_size * MIB), decode_timeout)
-        counts = write_report(results, html_path, top, limits, compare_to)
+        counts = write_report(results, html_path, top, limits, compare_to, group_by)
         click.echo(f"wrote {readable_path(html_path)}: {counts}")

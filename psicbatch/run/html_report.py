@@ -25,6 +25,7 @@ from psicbatch.run.files import FileLimits
 from psicbatch.run.headers import read_bytes
 from psicbatch.run.limited import TimeLimitExceeded, call_limited
 from psicbatch.run.output_guard import REPORT, REPORT_MARKER, write_checked
+from psicbatch.run.part_table import part_counts, part_table
 from psicbatch.run.results import (
     described,
     field_text,
@@ -110,10 +111,11 @@ def write_report(
     top: int,
     limits: FileLimits,
     compare_to: Path | None = None,
+    group_by: str | None = None,
 ) -> str:
     """Build the page and write it atomically, only over nothing or an earlier report;
     the counts it shows (and the comparison), in one line."""
-    page, counts = build_report(results, top, limits, compare_to)
+    page, counts = build_report(results, top, limits, compare_to, group_by)
     write_checked(html_path, REPORT, lambda temporary: temporary.write_text(page, encoding="utf-8"))
     return counts
 
@@ -123,11 +125,13 @@ def build_report(
     top: int = 24,
     limits: FileLimits | None = None,
     compare_to: Path | None = None,
+    group_by: str | None = None,
 ) -> tuple[str, str]:
     """The page, and its counts in one line; with ``compare_to`` (another run's results
     of the same images, a file or a watch folder) a section on what this run decided
-    differently. The rows stay in one Arrow table (a day of a line's results can hold
-    millions); only the rows the page shows become Python."""
+    differently; with ``group_by``, its parts' decisions counted (``part_table``). The
+    rows stay in one Arrow table (a day of a line's results can hold millions); only the
+    rows the page shows become Python."""
     limits = limits or FileLimits()
     table, metadata = read_results_table(results)
     # Read before any thumbnail is made, so that a bad one fails at once.
@@ -183,6 +187,11 @@ def build_report(
             + "</div>"
         )
     counts = f"{images} images, {defect_count} defective, {error_count} errors"
+    parts = ""
+    if group_by is not None:
+        in_parts = part_counts(part_table(table, group_by))
+        parts = f"<p>Parts (--group-by <code>{e(group_by)}</code>): {e(in_parts)}.</p>"
+        counts += f"; {in_parts}"
     comparison = ""
     if that is not None:
         other, other_table, other_run = that
@@ -209,7 +218,7 @@ table.meta th {{ text-align: left; padding-right: 1em; }}
 <h1>psicbatch report: {e(readable_path(results))}</h1>
 <table class="counts"><tr><td>{images} images</td><td>{defect_count} defective</td>
 <td>{100 * rate:.1f}% of readable images defective</td><td>{error_count} errors</td></tr></table>
-{comparison}
+{parts}{comparison}
 <h2>Defect probability</h2>{histogram_html}
 <h2>Most likely defects ({len(shown)} of {defect_count})</h2>
 <div class="defects">{"".join(cards) or "<p>No defects found.</p>"}</div>

@@ -96,6 +96,11 @@ def write_part_table(results: Path, csv_path: Path, pattern: str) -> str:
     parts = part_table(table, pattern)
     safe = spreadsheet_table(parts)  # a part named by a file name is never a formula
     write_checked(csv_path, PARTS_TABLE, lambda temporary: pa_csv.write_csv(safe, temporary))
+    return part_counts(parts)
+
+
+def part_counts(parts: pa.Table) -> str:
+    """``120 parts of 960 images: 3 rejected, 117 passed`` (and those unknown)."""
     counts = {kind: pc.sum(pc.equal(parts["decision"], kind)).as_py() or 0 for kind in DECISIONS}
     unknown = f", {counts['unknown']} unknown (an image not inspected)" if counts["unknown"] else ""
     images = pc.sum(parts["images"]).as_py() or 0
