@@ -363,6 +363,8 @@ def test_a_runs_parts_are_rejected_passed_or_unknown(tmp_path: Path) -> None:
     assert (p2["images"], p2["judged_defective"], p2["errors"]) == (2, 0, 1)
     assert p2["largest_probability"] == pytest.approx(0.1)
     assert (p3["images"], p3["judged_defective"]) == (2, 0)  # its last results only
+    assert p1["defective_images"] == str(tmp_path / "p1_cam1.png")
+    assert p2["defective_images"] == p3["defective_images"] == ""
     assert p3["largest_probability"] == pytest.approx(0.4)
     assert odd["images"] == 1
 

@@ -26,7 +26,9 @@ PART_COLUMNS = [
     "judged_defective",
     "errors",
     "largest_probability",
+    "defective_images",  # the paths of those judged defective: what a reviewer looks at
 ]
+PATH_SEPARATOR = " | "
 DECISIONS = ("reject", "unknown", "pass")  # the order parts are listed in
 
 
@@ -66,6 +68,15 @@ def part_table(table: pa.Table, pattern: str) -> pa.Table:
             ("probability", "max"),
         ]
     )
+    listed = (
+        pa.table({"part": parts, "path": latest["path"]})
+        .filter(rows["judged"])
+        .group_by("part")
+        .aggregate([("path", "list")])
+    )
+    joined = pc.binary_join(listed["path_list"], PATH_SEPARATOR)  # joins take no lists
+    judged_paths = pa.table({"part": listed["part"], "defective_images": joined})
+    counted = counted.join(judged_paths, "part", join_type="left outer")
     judged, errors = counted["judged_sum"], counted["errored_sum"]
     decision = pa.array(
         [verdict(j, e) for j, e in zip(judged.to_pylist(), errors.to_pylist(), strict=True)]
@@ -79,6 +90,7 @@ def part_table(table: pa.Table, pattern: str) -> pa.Table:
             judged,
             errors,
             counted["probability_max"],
+            pc.fill_null(counted["defective_images"], ""),
         ],
         names=PART_COLUMNS,
     )
