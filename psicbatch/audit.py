@@ -18,7 +18,6 @@ from rich.progress import Progress
 
 from psicbatch.data.combined import division_note
 from psicbatch.data.memory import known_defect_mask
-from psicbatch.data.splits import grouped_by
 from psicbatch.errors import PsicbatchError
 from psicbatch.evaluate import Evaluation, image_row, metrics_summary
 from psicbatch.fingerprints import overlap_of
@@ -28,7 +27,7 @@ from psicbatch.paths import readable_path
 from psicbatch.region_record import recorded_file, short
 from psicbatch.roi import RegionOfInterest
 from psicbatch.run import rle
-from psicbatch.run.labelled_results import Found, labelled_results
+from psicbatch.run.labelled_results import Found, labelled_results, regrouped
 from psicbatch.run.results import judged_by, read_results_table
 from psicbatch.scores import EngineDescription
 
@@ -49,10 +48,7 @@ def audit_results(
     pattern whose match makes the parts judged together."""
     table, run = read_results_table(results)
     found = labelled_results(results, table, labels, layout, USED_COLUMNS, split)
-    scored = found.usable
-    if group_by is not None:
-        samples = grouped_by([sample for sample, _ in scored], group_by)
-        scored = [(sample, row) for sample, (_, row) in zip(samples, scored, strict=True)]
+    scored = regrouped(found.usable, group_by)
     region = _region(run, results)
     task = progress.add_task("scoring", total=len(scored), status="") if progress else None
     rows: list[dict[str, Any]] = []

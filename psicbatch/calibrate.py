@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from psicbatch.data.combined import WHOLE, part_text
-from psicbatch.data.splits import grouped_by, pattern_groups
+from psicbatch.data.splits import pattern_groups
 from psicbatch.decisions import (
     CLASSIFIER,
     NoRates,
@@ -32,7 +32,7 @@ from psicbatch.decisions import (
 from psicbatch.errors import PsicbatchError
 from psicbatch.part_scores import PartIndex
 from psicbatch.paths import readable_path, row_file
-from psicbatch.run.labelled_results import labelled_results
+from psicbatch.run.labelled_results import labelled_results, regrouped
 from psicbatch.run.output_guard import is_results_file
 from psicbatch.run.results import read_results_table
 from psicbatch.scores import named_types
@@ -149,10 +149,7 @@ def read_validation(
             ]
         return scored_rows(rows, f"predictions {path}")
     found = labelled_results(stored.path, stored.table, labels, layout, RESULT_COLUMNS, split)
-    used = found.usable
-    if group_by is not None:
-        samples = grouped_by([sample for sample, _ in used], group_by)
-        used = [(sample, row) for sample, (_, row) in zip(samples, used, strict=True)]
+    used = regrouped(found.usable, group_by)
     return Validation(
         [row["path"] for _, row in used],
         [sample.image_path for sample, _ in used],

@@ -147,9 +147,8 @@ def operating_points(
     scores = np.asarray(probabilities, dtype=float)
     always, when_above = rule.conditions(areas)
     swing = when_above & ~always  # decided by the threshold alone
-    of_type = np.asarray(defect_types if defect_types is not None else [""] * len(labels))
     kinds = named_types(defect_types, labels.tolist()) if defect_types is not None else []
-    members = [labels & (of_type == kind) for kind in kinds]
+    members = [labels & (np.asarray(defect_types) == kind) for kind in kinds]
     if parts is not None:
         of = PartIndex.of(parts)
         # A part swings at its highest-scoring image that the threshold decides.

@@ -22,8 +22,8 @@ from psicbatch.cli import main
 from psicbatch.data.synth import generate
 from psicbatch.decisions import Rule, operating_points
 from psicbatch.part_scores import part_scores
+from tests.test_layouts import KSDD_ORIGINAL
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared/data/kolektorsdd-original-sample"
 LAST_DIGIT = r"synth_000\d(\d)"  # synth_00003, synth_00013 and synth_00023: one part
 
 
@@ -121,10 +121,10 @@ def test_eval_counts_escapes_in_the_parts_a_pattern_makes(dataset: Path, tmp_pat
 
 def test_kolektorsdd_folders_are_parts(tmp_path: Path) -> None:
     """Each kosNN folder holds the eight images of one commutator: its part."""
-    if not SAMPLE.is_dir():
+    if not KSDD_ORIGINAL.is_dir():
         pytest.skip("the KolektorSDD sample is not here")
     data = tmp_path / "ksdd"
-    shutil.copytree(SAMPLE, data)
+    shutil.copytree(KSDD_ORIGINAL, data)
     out = tmp_path / "e"
     args = ["eval", str(demo_model_path()), str(data), "-o", str(out), "-q"]
     result = CliRunner().invoke(main, args)

@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from psicbatch.data.combined import WHOLE, read_datasets
 from psicbatch.data.layouts import SampleRef
+from psicbatch.data.splits import grouped_by
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import path_bytes, path_from_bytes, readable_path
 
@@ -92,6 +93,15 @@ def labelled_results(
             "the folder the run started in where it was given relative paths"
         )
     return found
+
+
+def regrouped(pairs: list[Pair], pattern: str | None) -> list[Pair]:
+    """The pairs with their samples in the groups ``pattern`` names (the images of one
+    part, ``data.splits.grouped_by``); as they are without a pattern."""
+    if pattern is None:
+        return pairs
+    samples = grouped_by([sample for sample, _ in pairs], pattern)
+    return [(sample, row) for sample, (_, row) in zip(samples, pairs, strict=True)]
 
 
 def result_rows(table: pa.Table, samples: list[SampleRef], columns: tuple[str, ...]) -> Found:
