@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from psicbatch.data.combined import WHOLE, datasets_text, part_text, read_datasets
-from psicbatch.data.layouts import AUTO, PARTS, SampleRef
+from psicbatch.data.layouts import AUTO, PARTS, SampleRef, folder_of_dataset
 from psicbatch.data.splits import grouped_by, joined_groups
 from psicbatch.fingerprints import copies_note, file_digests
 from psicbatch.network_size import auto_input_size
@@ -38,8 +38,12 @@ def dataset_summary(
     groups = {joined.get(s.group, s.group) for s in samples}
     with_defects = {joined.get(s.group, s.group) for s in defective}
     _, said = auto_input_size(samples)
+    parts_of = [folder_of_dataset(path, found) for path, found in zip(paths, layouts, strict=True)]
     summary: dict[str, Any] = {
         "folder": f"{datasets_text(paths)}{part_text(split)}",
+        "part of the dataset": [
+            f"{part.dataset} (its folder {'/'.join(part.inside)})" for part in parts_of if part
+        ],
         "layout": datasets_text(layouts)
         + ("" if layout != AUTO else " (auto: the one its folders match)"),
         "published parts": _parts(samples),
@@ -61,8 +65,9 @@ def dataset_summary(
         "identical images": copies_note([s.id for s in samples], digests) or "none",
         "input size (auto)": said,
     }
-    if not summary["published parts"]:
-        del summary["published parts"]
+    for empty in ("published parts", "part of the dataset"):
+        if not summary[empty]:
+            del summary[empty]
     if not unmasked:
         del summary["defective without a mask"]
     if not types:

@@ -208,8 +208,9 @@ def part_rates(summary: EvaluationSummary) -> tuple[list[Rates], list[str]]:
     parts = summary.parts
     if parts is None:
         return [], []
+    were = "was" if parts.caught_elsewhere == 1 else "were"
     elsewhere = (
-        f" {parts.caught_elsewhere} of the defective parts rejected were rejected only for "
+        f" {parts.caught_elsewhere} of the defective parts rejected {were} rejected only for "
         "an image without a defect."
         if parts.caught_elsewhere
         else ""
@@ -221,7 +222,8 @@ def part_rates(summary: EvaluationSummary) -> tuple[list[Rates], list[str]]:
         else f" All are {'defective' if parts.defective else 'good'}: no ranking of parts to score."
     )
     sentence = (
-        f"{parts.parts} parts of up to {parts.largest} images ({parts.grouping}), "
+        f"{parts.parts} {'part' if parts.parts == 1 else 'parts'} of up to {parts.largest} "
+        f"images ({parts.grouping}), "
         f"{parts.defective} defective: a part is defective when any of its images is, and "
         f"rejected when any of its images is judged defective.{ranking}{elsewhere}"
     )

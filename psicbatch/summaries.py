@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from psicbatch.data.combined import WHOLE
-from psicbatch.data.layouts import AUTO, matching_layouts
+from psicbatch.data.layouts import AUTO, folder_of_dataset, matching_layouts
 from psicbatch.decisions import Decisions, target_text
 from psicbatch.engines.manifest import MANIFEST_NAME, Manifest, read_manifest
 from psicbatch.engines.revisions import engine_decisions
@@ -56,7 +56,7 @@ def summarize(
         if engine:
             return "engine", engine_summary(path, read_manifest(path))
         layouts = matching_layouts(path)
-        if len(layouts) == 1:
+        if len(layouts) == 1 or (not layouts and folder_of_dataset(path) is not None):
             from psicbatch.dataset_summary import dataset_summary
 
             return "dataset", dataset_summary([path], AUTO)

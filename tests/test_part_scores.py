@@ -9,6 +9,7 @@ import json
 import math
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +23,7 @@ from psicbatch.cli import main
 from psicbatch.data.synth import generate
 from psicbatch.decisions import Rule, operating_points
 from psicbatch.part_scores import part_scores
+from psicbatch.reports import part_rates
 from tests.test_layouts import KSDD_ORIGINAL
 
 LAST_DIGIT = r"synth_000\d(\d)"  # synth_00003, synth_00013 and synth_00023: one part
@@ -60,6 +62,14 @@ def test_a_part_is_judged_by_all_its_images() -> None:
     assert parts.auc == pytest.approx(metrics.roc_auc(labels, scores))
     assert parts.ap == pytest.approx(metrics.average_precision(labels, scores))
     assert parts.auc == pytest.approx(8 / 9)  # 0.4 ranks below the good part's 0.7
+
+
+def test_the_parts_sentence_counts_one_part_in_the_singular() -> None:
+    parts = part_scores([_row("elsewhere", True, False, 0.3), _row("elsewhere", False, True, 0.8)])
+    assert parts is not None
+    _, (sentence,) = part_rates(SimpleNamespace(parts=parts))
+    assert sentence.startswith("1 part of up to 2 images (the dataset's groups), 1 defective:")
+    assert "1 of the defective parts rejected was rejected only for an image" in sentence
 
 
 def test_parts_of_one_image_each_add_nothing() -> None:

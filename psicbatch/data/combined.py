@@ -3,8 +3,10 @@ first images and those reviewed since, each folder in its own layout, without co
 them into one; and a published dataset's own train/test division (``--split``).
 
 With more than one folder, each image's id and group are prefixed with its folder as
-given (``reviewed/good/x``): ids stay unique, and a folder's groups (``kosNN``) never join
-another folder's in cross-validation.
+given (``reviewed/good/x``), or for a folder of a dataset (``kolektorsdd/kos05``) with
+the dataset's (``kolektorsdd/kos05/Part0``): ids stay unique, a folder's groups (``kosNN``)
+never join another folder's in cross-validation, and an image read twice (a dataset and
+one of its folders) is refused.
 """
 
 from __future__ import annotations
@@ -15,7 +17,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from psicbatch.data.layouts import PARTS, SampleRef, read_dataset, resolve_layout
+from psicbatch.data.layouts import (
+    PARTS,
+    SampleRef,
+    folder_of_dataset,
+    read_dataset,
+    resolve_layout,
+)
 from psicbatch.errors import PsicbatchError
 
 WHOLE = "all"  # --split all: every image, the published division ignored
@@ -32,14 +40,17 @@ def read_datasets(
     if len(roots) > 1:
         _refuse_repeats(roots)
     samples = []
+    read_from: dict[str, Path] = {}  # id -> the folder it was read from
     for root, found in zip(roots, layouts, strict=True):
         read = _part(read_dataset(root, found), split, root, found)
-        if len(roots) > 1:  # ids and groups apart: each begins with its folder
-            prefix = Path(os.path.normpath(root)).as_posix()
+        if len(roots) > 1:  # ids and groups apart: each begins with its dataset's folder
+            part = folder_of_dataset(root, found)
+            prefix = Path(os.path.normpath(root if part is None else part.dataset)).as_posix()
             read = [
                 replace(sample, id=f"{prefix}/{sample.id}", group=f"{prefix}/{sample.group}")
                 for sample in read
             ]
+            _refuse_read_twice(read, root, read_from)
         samples += read
     if split != WHOLE and not any(sample.subset for sample in samples):
         raise PsicbatchError(
@@ -97,3 +108,17 @@ def _refuse_repeats(roots: Sequence[Path]) -> None:
             also = "" if str(earlier) == str(root) else f" (as {earlier} and as {root})"
             raise PsicbatchError(f"{root}: the same folder given twice{also}")
         seen[resolved] = root
+
+
+def _refuse_read_twice(read: list[SampleRef], root: Path, read_from: dict[str, Path]) -> None:
+    """One line where ``root`` gives an image an earlier folder gave (a dataset and one of
+    its folders: it would weigh twice and could sit on both sides of a fold); records
+    ``read``'s ids otherwise."""
+    again = [sample for sample in read if sample.id in read_from]
+    if again:
+        more = f" and {len(again) - 1} more" if len(again) > 1 else ""
+        raise PsicbatchError(
+            f"{root}: its images are also read from {read_from[again[0].id]} "
+            f"({again[0].image_path}{more}); give each folder once"
+        )
+    read_from.update((sample.id, root) for sample in read)

@@ -18,10 +18,16 @@ Layouts (``DATA`` is the folder given on the command line):
   and audits need only the sorting; a defective image without a mask has no
   segmentation score, and two-step training learns the image decision from it, not
   the masks.
+
+A folder of such a dataset (``kolektorsdd/kos05``, ``dagm/Class3`` or ``dagm/Class3/Test``,
+``kolektorsdd2/test``, a review's ``defective/``, the folder layout's ``images/``) is read
+as that part of its dataset: its images only, its masks found where the dataset keeps
+them, its ids and groups those of the whole dataset.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,9 +84,17 @@ def _sample(
     return SampleRef(sample_id, image, mask, _has_defect(mask), group, subset)
 
 
-def read_kolektorsdd(root: Path) -> list[SampleRef]:
+def _within(parts: tuple[str, ...], inside: tuple[str, ...]) -> bool:
+    """Whether the dataset's folder at ``parts`` is read when only its folder ``inside``
+    is (empty: the whole dataset): it lies in that folder, or holds it."""
+    common = min(len(parts), len(inside))
+    return parts[:common] == inside[:common]
+
+
+def read_kolektorsdd(root: Path, inside: tuple[str, ...] = ()) -> list[SampleRef]:
     samples = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    folders = (p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for folder in sorted(p for p in folders if _within((p.name,), inside)):
         for image in _images_in(folder):
             if image.stem.endswith(LABEL_SUFFIX):
                 continue
@@ -92,10 +106,10 @@ def read_kolektorsdd(root: Path) -> list[SampleRef]:
     return samples
 
 
-def read_kolektorsdd2(root: Path) -> list[SampleRef]:
+def read_kolektorsdd2(root: Path, inside: tuple[str, ...] = ()) -> list[SampleRef]:
     samples = []
     for subset in ("train", "test"):
-        if not (root / subset).is_dir():
+        if not (root / subset).is_dir() or not _within((subset,), inside):
             continue
         for image in _images_in(root / subset):
             if image.stem.endswith(GT_SUFFIX):
@@ -108,13 +122,13 @@ def read_kolektorsdd2(root: Path) -> list[SampleRef]:
     return samples
 
 
-def read_dagm(root: Path) -> list[SampleRef]:
+def read_dagm(root: Path, inside: tuple[str, ...] = ()) -> list[SampleRef]:
     samples = []
     classes = sorted(p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"Class\d+", p.name))
     for class_dir in classes:
         for subset in ("Train", "Test"):
             folder = class_dir / subset
-            if not folder.is_dir():
+            if not folder.is_dir() or not _within((class_dir.name, subset), inside):
                 continue
             defective = _dagm_labels(folder)
             for image in _images_in(folder):
@@ -159,7 +173,8 @@ def _dagm_labels(folder: Path) -> dict[str, str]:
     return defective
 
 
-def read_folder(root: Path) -> list[SampleRef]:
+def read_folder(root: Path, inside: tuple[str, ...] = ()) -> list[SampleRef]:
+    """The whole dataset, whatever ``inside`` says: its one folder of images is all of it."""
     images_dir, masks_dir = root / "images", root / MASK_FOLDER
     if not images_dir.is_dir():
         raise PsicbatchError(f"{root}: the folder layout needs an images/ subfolder")
@@ -175,8 +190,10 @@ GOOD_FOLDERS = ("good", "ok")  # the classes layout's folder names, in any case
 DEFECTIVE_FOLDERS = ("defective", "ng")
 
 
-def read_classes(root: Path) -> list[SampleRef]:
-    folders = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+def read_classes(root: Path, inside: tuple[str, ...] = ()) -> list[SampleRef]:
+    folders = {
+        p.name.lower(): p for p in root.iterdir() if p.is_dir() and _within((p.name,), inside)
+    }
     good = [folders[name] for name in GOOD_FOLDERS if name in folders]
     defective = [folders[name] for name in DEFECTIVE_FOLDERS if name in folders]
     if not good and not defective:
@@ -250,7 +267,7 @@ def _images_below(folder: Path) -> list[Path]:
 
 PARTS = ("train", "test")  # the published division of kolektorsdd2 and dagm
 
-LAYOUTS: dict[str, Callable[[Path], list[SampleRef]]] = {
+LAYOUTS: dict[str, Callable[[Path, tuple[str, ...]], list[SampleRef]]] = {
     "kolektorsdd": read_kolektorsdd,
     "kolektorsdd2": read_kolektorsdd2,
     "dagm": read_dagm,
@@ -289,10 +306,60 @@ def matching_layouts(root: Path) -> list[str]:
     return [layout for layout in LAYOUTS if signs[layout]]
 
 
+# The folders of a dataset that are read as that part of it, by their names from the
+# dataset's folder down (regular expressions, matched whole).
+DATASET_FOLDERS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "kolektorsdd": ((r"kos\d+",),),
+    "kolektorsdd2": ((r"train|test",),),
+    "dagm": ((r"Class\d+",), (r"Class\d+", r"Train|Test")),
+    "folder": (("images",),),
+    "classes": ((r"(?i)good|ok|defective|ng",),),
+}
+
+
+@dataclass(frozen=True)
+class DatasetFolder:
+    """A folder that is one part of a dataset: the dataset's folder, its layout, and the
+    folder's path inside it (``("Class3", "Test")``)."""
+
+    dataset: Path
+    layout: str
+    inside: tuple[str, ...]
+
+
+def folder_of_dataset(root: Path, layout: str = AUTO) -> DatasetFolder | None:
+    """Where ``root`` is no dataset in ``layout`` (``auto``: in any) but one folder of a
+    dataset in it, which: a user inspecting or scoring a few of KolektorSDD's parts
+    gives their ``kosNN`` folders, not a copy of them laid out as a dataset."""
+    matched = matching_layouts(root)
+    if matched and (layout == AUTO or layout in matched):
+        return None
+    names = Path(os.path.abspath(root)).parts
+    for depth in (1, 2):
+        if len(names) <= depth:  # above the file system's root: no dataset
+            break
+        inside = names[len(names) - depth :]
+        dataset = Path(os.path.normpath(os.path.join(root, *[".."] * depth)))
+        for name in LAYOUTS if layout == AUTO else (layout,):
+            patterns = DATASET_FOLDERS.get(name, ())
+            if any(_names_match(pattern, inside) for pattern in patterns) and (
+                name in matching_layouts(dataset)
+            ):
+                return DatasetFolder(dataset, name, inside)
+    return None
+
+
+def _names_match(patterns: tuple[str, ...], names: tuple[str, ...]) -> bool:
+    return len(patterns) == len(names) and all(map(re.fullmatch, patterns, names))
+
+
 def guess_layout(root: Path) -> str | None:
-    """The layout a folder looks like (None: none of them), so a wrong or forgotten
-    ``--layout`` can be answered with the right one."""
+    """The layout a folder (or the dataset it is a folder of) looks like (None: none of
+    them), so a wrong or forgotten ``--layout`` can be answered with the right one."""
     found = matching_layouts(root)
+    if not found:
+        part = folder_of_dataset(root)
+        return None if part is None else part.layout
     return found[0] if len(found) == 1 else None
 
 
@@ -310,22 +377,29 @@ def resolve_layout(root: Path, layout: str) -> str:
         raise PsicbatchError(
             f"{root}: looks like the {' and the '.join(found)} layouts; choose one with --layout"
         )
+    part = folder_of_dataset(root)
+    if part is not None:
+        return part.layout
     raise PsicbatchError(
         f"{root}: not a dataset layout psicbatch knows (images/ for folder, good/ or ng/ "
-        "for classes, kosNN/, ClassN/, train/ or test/); choose one with --layout"
+        "for classes, kosNN/, ClassN/, train/ or test/) nor one of their folders; choose "
+        "one with --layout"
     )
 
 
 def read_dataset(root: Path, layout: str) -> list[SampleRef]:
-    """All samples of a dataset; a clear error for an unknown layout or an empty folder,
-    naming the layout the folder looks like when that is another."""
+    """All samples of a dataset, or of the part of one that ``root`` is a folder of (ids
+    and groups as in the whole dataset); a clear error for an unknown layout or an empty
+    folder, naming the layout the folder looks like when that is another."""
     layout = resolve_layout(root, layout)
     if layout not in LAYOUTS:
         raise PsicbatchError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     if not root.is_dir():
         raise PsicbatchError(f"{root}: not a folder")
+    part = folder_of_dataset(root, layout)
+    dataset, inside = (root, ()) if part is None else (part.dataset, part.inside)
     try:
-        samples = LAYOUTS[layout](root)
+        samples = LAYOUTS[layout](dataset, inside)
         if not samples:
             raise PsicbatchError(f"{root}: no images found in the {layout!r} layout")
     except PsicbatchError as error:
