@@ -155,6 +155,35 @@ def test_a_bad_model_file_is_one_line(runner: CliRunner, tmp_path: Path, command
     ]
 
 
+@pytest.mark.parametrize(
+    ("command", "usage"),
+    [
+        (["run", "."], "a checkpoint runs with --model {path}"),
+        (["bench"], "a checkpoint runs with --model {path}"),
+        (["calibrate", "."], "a checkpoint runs with --model {path}"),
+        (["eval", "."], "a checkpoint is scored as psicbatch eval {path} DATA"),
+    ],
+)
+def test_a_checkpoint_given_as_an_engine_says_how_to_give_it(
+    runner: CliRunner, tiny_checkpoint: Path, command: list[str], usage: str
+) -> None:
+    result = runner.invoke(main, [*command, "--engine", str(tiny_checkpoint)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: Invalid value for '--engine': {tiny_checkpoint} is a file, not an engine "
+        f"folder from build-engine; {usage.format(path=tiny_checkpoint)}"
+    )
+
+
+def test_engines_with_none_built_says_how_to_build_one(runner: CliRunner, tmp_path: Path) -> None:
+    for root in (tmp_path, tmp_path / "missing"):
+        result = runner.invoke(main, ["engines", str(root)])
+        assert result.exit_code == 0
+        assert result.output == (
+            f"no engine folders under {root}; build one: psicbatch build-engine CHECKPOINT\n"
+        )
+
+
 def test_init_rejects_bad_options(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(main, ["init", str(tmp_path / "m.pt"), "--input-size", "12by5"])
     assert result.exit_code == 2 and "1408x512" in result.output

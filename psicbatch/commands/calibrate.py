@@ -30,7 +30,9 @@ from psicbatch.commands.options import (
     NON_NEGATIVE_INT,
     POSITIVE,
     PROBABILITY,
+    RUN_CHECKPOINT,
     TYPE_LIMIT,
+    EngineFolder,
     device_option,
     precision_option,
     split_option,
@@ -143,7 +145,7 @@ OUTPUTS = (
 )
 @click.option(
     "--engine",
-    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    type=EngineFolder(RUN_CHECKPOINT, exists=True),
     help="The engine the decisions are for: it scores PREDICTIONS when that is a dataset "
     "folder, and receives the decisions as a new manifest revision (earlier revisions are "
     "kept); run applies them with that engine.",

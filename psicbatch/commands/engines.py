@@ -24,6 +24,7 @@ from psicbatch.commands.options import (
 from psicbatch.engines.build_options import BACKENDS, BuildOptions
 from psicbatch.engines.manifest import list_engines
 from psicbatch.network_size import MIN_NETWORK_SIZE
+from psicbatch.paths import readable_path
 
 
 @click.command("build-engine", short_help=SUMMARIES["build-engine"])
@@ -185,10 +186,17 @@ def parity_line(parity: dict) -> str:
 @click.argument("root", type=click.Path(path_type=Path, file_okay=False), default="engines")
 def engines_command(root: Path) -> None:
     """List the engines built under ROOT (default: engines/)."""
+    found = list_engines(root) if root.is_dir() else []
+    if not found:  # an empty table would say nothing of what to do
+        click.echo(
+            f"no engine folders under {readable_path(root)}; build one: psicbatch build-engine "
+            "CHECKPOINT"
+        )
+        return
     table = Table(title=escape(f"engines under {root}"))  # names may hold [brackets]
     for column in ("folder", "backend", "precision", "input", "batch", "parity IoU", "built for"):
         table.add_column(column)
-    for directory, manifest in list_engines(root) if root.is_dir() else []:
+    for directory, manifest in found:
         if isinstance(manifest, str):
             table.add_row(escape(str(directory)), "[red]unreadable", escape(manifest), *[""] * 4)
             continue

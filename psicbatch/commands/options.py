@@ -55,6 +55,30 @@ class Bounded(click.ParamType):
         return f"<= {self.high:g}"
 
 
+class EngineFolder(click.Path):
+    """An engine folder. A file given for one is most often a checkpoint: the error says
+    how this command takes a checkpoint (``checkpoint_usage``, with ``{path}``) instead of
+    click's "Directory is a file"."""
+
+    def __init__(self, checkpoint_usage: str, exists: bool = False) -> None:
+        super().__init__(path_type=Path, exists=exists)
+        self.checkpoint_usage = checkpoint_usage
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        path = Path(str(super().convert(value, param, ctx)))
+        if path.is_file():
+            self.fail(
+                f"{path} is a file, not an engine folder from build-engine; "
+                f"{self.checkpoint_usage.format(path=path)}",
+                param,
+                ctx,
+            )
+        return path
+
+
+RUN_CHECKPOINT = "a checkpoint runs with --model {path}"
+
+
 POSITIVE = Bounded(float, 0, low_open=True)
 AT_LEAST_ONE = Bounded(int, 1)
 
@@ -191,7 +215,7 @@ def engine_options(command: Callable) -> Callable:
     options = [
         click.option(
             "--engine",
-            type=click.Path(path_type=Path, file_okay=False),
+            type=EngineFolder(RUN_CHECKPOINT),
             help="An engine folder from build-engine.",
         ),
         click.option(

@@ -20,6 +20,7 @@ from psicbatch.commands.options import (
     PROBABILITY,
     SIZE,
     Bounded,
+    EngineFolder,
     chosen_decisions,
     decision_options,
     device_option,
@@ -157,7 +158,7 @@ def train(
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "--engine",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=EngineFolder("a checkpoint is scored as psicbatch eval {path} DATA"),
     help="Score a built engine folder instead of a checkpoint.",
 )
 @click.option(
