@@ -27,6 +27,7 @@ from psicbatch.scores import (
     SegmentationScores,
     TypeEscapes,
 )
+from psicbatch.wording import counted
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -222,7 +223,7 @@ def part_rates(summary: EvaluationSummary) -> tuple[list[Rates], list[str]]:
         else f" All are {'defective' if parts.defective else 'good'}: no ranking of parts to score."
     )
     sentence = (
-        f"{parts.parts} {'part' if parts.parts == 1 else 'parts'} of up to {parts.largest} "
+        f"{counted(parts.parts, 'part')} of up to {parts.largest} "
         f"images ({parts.grouping}), "
         f"{parts.defective} defective: a part is defective when any of its images is, and "
         f"rejected when any of its images is judged defective.{ranking}{elsewhere}"

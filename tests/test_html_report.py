@@ -47,7 +47,7 @@ def test_html_report_shows_every_listed_defect(tmp_path: Path) -> None:
     page = tmp_path / "report.html"
     result = runner.invoke(main, ["report", str(results), "--html", str(page), "--top", "5"])
     assert result.exit_code == 0, result.output
-    counts = re.search(r"wrote .*report.html: 17 images, (\d+) defective, 1 errors", result.output)
+    counts = re.search(r"wrote .*report.html: 17 images, (\d+) defective, 1 error\b", result.output)
     assert counts is not None, result.output
     text = page.read_text()
     listed = re.search(r"Most likely defects \((\d+) of (\d+)\)", text)

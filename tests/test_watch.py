@@ -139,7 +139,7 @@ def test_watch_survives_a_kill_with_every_file_once_and_stops_on_sigterm(tmp_pat
         result = CliRunner().invoke(main, report)
         assert result.exit_code == 0, result.output
         text = page.read_text()
-        assert f"<td>{expected} images</td>" in text and "<td>1 errors</td>" in text
+        assert f"<td>{expected} images</td>" in text and "<td>1 error</td>" in text
         assert "<tr><th>parts</th>" in text and "<tr><th>completed</th>" in text
         assert f"watch.csv: {expected} rows" in result.output
         shown = CliRunner().invoke(main, ["info", str(results), "--json"])

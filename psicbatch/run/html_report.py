@@ -34,6 +34,7 @@ from psicbatch.run.results import (
     results_counts,
 )
 from psicbatch.run.results_comparison import ComparedRuns, compare_results
+from psicbatch.wording import counted
 
 THUMBNAIL_HEIGHT = 220
 ERRORS_LISTED = 200  # the page names these; the rest are counted
@@ -186,7 +187,9 @@ def build_report(
             + "".join(_card(row, picture(row), verdict[bool(row["is_defect"])]) for row in nearest)
             + "</div>"
         )
-    counts = f"{images} images, {defect_count} defective, {error_count} errors"
+    counts = (
+        f"{counted(images, 'image')}, {defect_count} defective, {counted(error_count, 'error')}"
+    )
     parts = ""
     if group_by is not None:
         in_parts = part_counts(part_table(table, group_by))
@@ -216,8 +219,9 @@ body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 table.meta th {{ text-align: left; padding-right: 1em; }}
 </style></head><body>
 <h1>psicbatch report: {e(readable_path(results))}</h1>
-<table class="counts"><tr><td>{images} images</td><td>{defect_count} defective</td>
-<td>{100 * rate:.1f}% of readable images defective</td><td>{error_count} errors</td></tr></table>
+<table class="counts"><tr><td>{counted(images, "image")}</td><td>{defect_count} defective</td>
+<td>{100 * rate:.1f}% of readable images defective</td><td>{counted(error_count, "error")}</td>
+</tr></table>
 {parts}{comparison}
 <h2>Defect probability</h2>{histogram_html}
 <h2>Most likely defects ({len(shown)} of {defect_count})</h2>

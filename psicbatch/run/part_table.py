@@ -18,6 +18,7 @@ from psicbatch.paths import file_head
 from psicbatch.run.csv_table import spreadsheet_table
 from psicbatch.run.output_guard import OutputKind, write_checked
 from psicbatch.run.results import latest_rows, read_results_table
+from psicbatch.wording import counted
 
 PART_COLUMNS = [
     "part",
@@ -117,7 +118,8 @@ def part_counts(parts: pa.Table) -> str:
     unknown = f", {counts['unknown']} unknown (an image not inspected)" if counts["unknown"] else ""
     images = pc.sum(parts["images"]).as_py() or 0
     return (
-        f"{parts.num_rows} parts of {images} images: {counts['reject']} rejected, "
+        f"{counted(parts.num_rows, 'part')} of {counted(images, 'image')}: "
+        f"{counts['reject']} rejected, "
         f"{counts['pass']} passed{unknown}"
     )
 

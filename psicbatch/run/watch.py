@@ -43,6 +43,7 @@ from psicbatch.run.rows import SCHEMA
 from psicbatch.run.run_decisions import check_decisions_fit
 from psicbatch.run.runner import describe_run, job_identity, run_record, worker_devices
 from psicbatch.run.worker import Worker
+from psicbatch.wording import counted
 
 BATCH_LIMIT = 8  # files per part at most: latency before throughput on a line
 WATCH_SCHEMA = pa.schema(
@@ -116,10 +117,11 @@ class WatchStatus:
 
     def line(self) -> str:
         if not self.latencies:
-            return f"{self.images} images, waiting for files"
+            return f"{counted(self.images, 'image')}, waiting for files"
         p50, p95, p99 = np.percentile(np.array(self.latencies) * 1000, [50, 95, 99])
         return (
-            f"{self.images} images, {self.defects} defective, {self.errors} errors; latency "
+            f"{counted(self.images, 'image')}, {self.defects} defective, "
+            f"{counted(self.errors, 'error')}; latency "
             f"(complete to written) p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms"
         )
 
