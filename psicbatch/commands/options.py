@@ -62,6 +62,7 @@ class EngineFolder(click.Path):
 
     def __init__(self, checkpoint_usage: str, exists: bool = False) -> None:
         super().__init__(path_type=Path, exists=exists)
+        self.name = "directory"  # the help's metavar: what is asked for, files answered
         self.checkpoint_usage = checkpoint_usage
 
     def convert(self, value: Any, param: Any, ctx: Any) -> Any:
