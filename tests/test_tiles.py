@@ -18,6 +18,7 @@ from psicbatch.api import Inspector
 from psicbatch.assets import demo_model_path
 from psicbatch.checkpoint import load_checkpoint, save_checkpoint
 from psicbatch.cli import main
+from psicbatch.commands.training import tile_overlap
 from psicbatch.data import memory
 from psicbatch.data.images import read_image
 from psicbatch.data.layouts import read_dataset
@@ -118,7 +119,14 @@ def test_train_on_tiles_records_the_tiling(tmp_path: Path) -> None:
     assert checkpoint.preprocessing.tile_overlap == 8
     assert checkpoint.training["options"]["tile_overlap"] == 8
     wide = CliRunner().invoke(main, [*base, "--overlap", "32"])
-    assert wide.exit_code == 2 and "below half the tile" in wide.output
+    assert wide.exit_code == 2
+    assert "--overlap: 32 is not below half the tile (64x64: at most 31)" in wide.output
+
+
+def test_the_default_overlap_fits_small_tiles() -> None:
+    assert tile_overlap((512, 256), None) == 32  # the default where it fits
+    assert tile_overlap((64, 48), None) == 23 and tile_overlap((65, 66), None) == 32
+    assert tile_overlap((64, 64), 0) == 0 and tile_overlap((64, 64), 31) == 31
 
 
 def test_training_tiles_are_defective_where_their_part_of_the_mask_is(tmp_path: Path) -> None:

@@ -75,6 +75,23 @@ def synth(
     click.echo(f"wrote {count} images to {out}; next: psicbatch train {out} --out model.pt")
 
 
+TILE_OVERLAP = 32  # pixels: the default where tiles are large enough
+
+
+def tile_overlap(tile: tuple[int, int], asked: int | None) -> int:
+    """The overlap asked for, or by default ``TILE_OVERLAP`` cut to below half the tile
+    (a small tile would refuse the default); a one-line error for one not below half."""
+    most = (min(tile) - 1) // 2
+    if asked is None:
+        return min(TILE_OVERLAP, most)
+    if asked > most:
+        raise click.BadParameter(
+            f"{asked} is not below half the tile ({tile[0]}x{tile[1]}: at most {most})",
+            param_hint="--overlap",
+        )
+    return asked
+
+
 @click.command(short_help=SUMMARIES["train"])
 @dataset_options
 @training_options
@@ -96,9 +113,8 @@ def synth(
 @click.option(
     "--overlap",
     type=NON_NEGATIVE_INT,
-    default=32,
-    show_default=True,
-    help="With --tile: pixels neighbouring tiles share at least (below half a tile).",
+    help=f"With --tile: pixels neighbouring tiles share at least, below half a tile "
+    f"[default: {TILE_OVERLAP}, or less for tiles under {2 * TILE_OVERLAP + 2} pixels a side].",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def train(
@@ -110,7 +126,7 @@ def train(
     resume: bool,
     overwrite: bool,
     tile: tuple[int, int] | None,
-    overlap: int,
+    overlap: int | None,
     quiet: bool,
     **kwargs: Any,
 ) -> None:
@@ -120,9 +136,7 @@ def train(
     from psicbatch.train import Trainer
 
     if tile is not None:
-        if not 2 * overlap < min(tile):
-            raise click.BadParameter("must be below half the tile", param_hint="--overlap")
-        kwargs.update(input_size=tile, tile_overlap=overlap)
+        kwargs.update(input_size=tile, tile_overlap=tile_overlap(tile, overlap))
     check_output(out, CHECKPOINT, overwrite=overwrite)  # before hours of training, not after
     setup = training_setup(data, layout, split, channels, kwargs)
     options, samples, dataset = setup.options, setup.samples, setup.dataset
