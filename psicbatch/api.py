@@ -72,15 +72,17 @@ class Inspection:
         )
 
 
-def part_decision(inspections: Iterable[Inspection]) -> str:
+def part_decision(inspections: Iterable[Inspection], images: int | None = None) -> str:
     """The decision on a part from the results of its images (its sides, its cameras), as
     ``report --parts-csv`` decides: ``reject`` when any was judged defective, ``unknown``
-    when none was but one could not be inspected, ``pass`` otherwise."""
+    when none was but one could not be inspected, ``incomplete`` when there are fewer
+    results than the part's ``images`` (where given), ``pass`` otherwise."""
     results = list(inspections)
     if not results:
         raise PsicbatchError("a part's decision needs the results of its images; none given")
     judged = sum(bool(result.is_defect) for result in results if result.error is None)
-    return verdict(judged, sum(result.error is not None for result in results))
+    errors = sum(result.error is not None for result in results)
+    return verdict(judged, errors, len(results), images)
 
 
 class Inspector:

@@ -358,10 +358,10 @@ def _results(folder: Path) -> pa.Table:
 
 
 def test_a_runs_parts_are_rejected_passed_or_unknown(tmp_path: Path) -> None:
-    from psicbatch.run.part_table import part_table
+    from psicbatch.run.part_table import PartGrouping, part_table
 
     table = _results(tmp_path)
-    parts = part_table(table, r"(p[0-9])_cam").to_pylist()
+    parts = part_table(table, PartGrouping(r"(p[0-9])_cam")).to_pylist()
     assert [(p["part"], p["decision"]) for p in parts] == [
         ("p1", "reject"),
         ("p2", "unknown"),
@@ -377,6 +377,17 @@ def test_a_runs_parts_are_rejected_passed_or_unknown(tmp_path: Path) -> None:
     assert p2["defective_images"] == p3["defective_images"] == ""
     assert p3["largest_probability"] == pytest.approx(0.4)
     assert odd["images"] == 1
+    # Parts of three images: a defect still rejects, an error is still unknown, but a
+    # part whose images are all good is passed only when all three were inspected.
+    three = part_table(table, PartGrouping(r"(p[0-9])_cam", images=3)).to_pylist()
+    assert [(p["part"], p["decision"]) for p in three] == [
+        ("p1", "reject"),
+        ("p2", "unknown"),
+        (str(tmp_path / "=odd.png"), "incomplete"),
+        ("p3", "incomplete"),
+    ]
+    two = part_table(table, PartGrouping(r"(p[0-9])_cam", images=2)).to_pylist()
+    assert [p["decision"] for p in two] == ["reject", "unknown", "incomplete", "pass"]
 
 
 def test_report_writes_a_runs_parts(dataset: Path, tmp_path: Path) -> None:
@@ -407,6 +418,17 @@ def test_report_writes_a_runs_parts(dataset: Path, tmp_path: Path) -> None:
     tables_only = [*args[:2], "--csv", str(tmp_path / "rows.csv"), "--group-by", LAST_DIGIT]
     nowhere = CliRunner().invoke(main, tables_only)
     assert nowhere.exit_code == 2 and "--group-by counts parts for --parts-csv or" in nowhere.output
+    every_side = [*args, "--part-images", "3", "--overwrite"]  # LAST_DIGIT's parts: 2 or 3
+    sides = CliRunner().invoke(main, every_side)
+    assert sides.exit_code == 0, sides.output
+    decided = {row["part"]: row for row in csv.DictReader(parts.open())}
+    for row in decided.values():
+        short = int(row["images"]) < 3 and row["part"] not in rejected
+        assert (row["decision"] == "incomplete") == short, row
+    assert any(row["decision"] == "incomplete" for row in decided.values())
+    assert " incomplete (images missing)" in sides.output
+    loose = CliRunner().invoke(main, [*args[:2], "--html", str(page), "--part-images", "3"])
+    assert loose.exit_code == 2 and "--part-images needs --group-by" in loose.output
     unmatched = CliRunner().invoke(main, [*args[:-1], "camera9", "--overwrite"])
     assert unmatched.exit_code == 1 and "Traceback" not in unmatched.output
     assert "--group-by 'camera9' matches no image's path (such as " in unmatched.output
@@ -440,5 +462,7 @@ def test_line_software_decides_a_part_as_the_parts_table_does(
     passed = Inspection(1, "y.png", 0.01, False, None, 0, None, (8, 8), None)
     assert psicbatch.part_decision([passed, failed]) == "unknown"
     assert psicbatch.part_decision([passed]) == "pass"
+    assert psicbatch.part_decision([passed], images=2) == "incomplete"
+    assert psicbatch.part_decision([passed, failed], images=3) == "unknown"
     with pytest.raises(psicbatch.errors.PsicbatchError, match="none given"):
         psicbatch.part_decision([])

@@ -43,7 +43,7 @@ from psicbatch.run.mask_images import write_mask_images
 from psicbatch.run.options import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT, MASK_MODES, RunOptions
 from psicbatch.run.output import parts_directory
 from psicbatch.run.output_guard import REPORT, check_output
-from psicbatch.run.part_table import PARTS_TABLE, write_part_table
+from psicbatch.run.part_table import PARTS_TABLE, PartGrouping, write_part_table
 from psicbatch.run.shutdown import Stopped, exit_at_once, signals_stop
 
 if TYPE_CHECKING:
@@ -412,6 +412,7 @@ def _check_report_options(
     html_path: Path | None,
     parts_path: Path | None,
     group_by: str | None,
+    part_images: int | None,
     compare_to: Path | None,
 ) -> None:
     """Options that need another, or that cannot go together, refused before any work."""
@@ -419,6 +420,8 @@ def _check_report_options(
         raise click.BadParameter("--parts-csv needs --group-by, which names a part's images")
     if group_by is not None and parts_path is None and html_path is None:
         raise click.BadParameter("--group-by counts parts for --parts-csv or the page (--html)")
+    if part_images is not None and group_by is None:
+        raise click.BadParameter("--part-images needs --group-by, which names a part's images")
     if compare_to is not None:
         if html_path is None:
             raise click.BadParameter("the comparison is on the page: give --html too")
@@ -453,6 +456,13 @@ def _check_report_options(
     help="The images of one part are those whose paths share this pattern's match (its "
     "first group, if it has one): '(part[0-9]+)_cam'. For --parts-csv, and the page counts "
     "parts too.",
+)
+@click.option(
+    "--part-images",
+    type=AT_LEAST_ONE,
+    metavar="N",
+    help="With --group-by: a part has N images (its sides, its cameras); one with fewer, "
+    "none judged defective, is incomplete rather than passed.",
 )
 @click.option(
     "--mask-images",
@@ -501,6 +511,7 @@ def report_command(
     csv_path: Path | None,
     parts_path: Path | None,
     group_by: str | None,
+    part_images: int | None,
     mask_folder: Path | None,
     overwrite: bool,
     compare_to: Path | None,
@@ -519,7 +530,8 @@ def report_command(
     """
     if html_path is None and csv_path is None and mask_folder is None and parts_path is None:
         html_path = Path("report.html")
-    _check_report_options(results, html_path, parts_path, group_by, compare_to)
+    _check_report_options(results, html_path, parts_path, group_by, part_images, compare_to)
+    grouping = None if group_by is None else PartGrouping(group_by, part_images)
     outputs = {
         kind: path
         for kind, path in ((REPORT, html_path), (CSV_TABLE, csv_path), (PARTS_TABLE, parts_path))
@@ -537,10 +549,10 @@ def report_command(
         click.echo(f"wrote {readable_path(mask_folder)}: {written}")
     if csv_path is not None:
         click.echo(f"wrote {readable_path(csv_path)}: {write_csv_table(results, csv_path)}")
-    if parts_path is not None and group_by is not None:
-        written = write_part_table(results, parts_path, group_by)
+    if parts_path is not None and grouping is not None:
+        written = write_part_table(results, parts_path, grouping)
         click.echo(f"wrote {readable_path(parts_path)}: {written}")
     if html_path is not None:
         limits = FileLimits(int(max_file_size * MIB), decode_timeout)
-        counts = write_report(results, html_path, top, limits, compare_to, group_by)
+        counts = write_report(results, html_path, top, limits, compare_to, grouping)
         click.echo(f"wrote {readable_path(html_path)}: {counts}")

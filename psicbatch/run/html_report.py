@@ -25,7 +25,7 @@ from psicbatch.run.files import FileLimits
 from psicbatch.run.headers import read_bytes
 from psicbatch.run.limited import TimeLimitExceeded, call_limited
 from psicbatch.run.output_guard import REPORT, REPORT_MARKER, write_checked
-from psicbatch.run.part_table import part_counts, part_table
+from psicbatch.run.part_table import PartGrouping, part_counts, part_table
 from psicbatch.run.results import (
     described,
     field_text,
@@ -112,11 +112,11 @@ def write_report(
     top: int,
     limits: FileLimits,
     compare_to: Path | None = None,
-    group_by: str | None = None,
+    grouping: PartGrouping | None = None,
 ) -> str:
     """Build the page and write it atomically, only over nothing or an earlier report;
     the counts it shows (and the comparison), in one line."""
-    page, counts = build_report(results, top, limits, compare_to, group_by)
+    page, counts = build_report(results, top, limits, compare_to, grouping)
     write_checked(html_path, REPORT, lambda temporary: temporary.write_text(page, encoding="utf-8"))
     return counts
 
@@ -126,11 +126,11 @@ def build_report(
     top: int = 24,
     limits: FileLimits | None = None,
     compare_to: Path | None = None,
-    group_by: str | None = None,
+    grouping: PartGrouping | None = None,
 ) -> tuple[str, str]:
     """The page, and its counts in one line; with ``compare_to`` (another run's results
     of the same images, a file or a watch folder) a section on what this run decided
-    differently; with ``group_by``, its parts' decisions counted (``part_table``). The
+    differently; with ``grouping``, its parts' decisions counted (``part_table``). The
     rows stay in one Arrow table (a day of a line's results can hold millions); only the
     rows the page shows become Python."""
     limits = limits or FileLimits()
@@ -191,9 +191,9 @@ def build_report(
         f"{counted(images, 'image')}, {defect_count} defective, {counted(error_count, 'error')}"
     )
     parts = ""
-    if group_by is not None:
-        in_parts = part_counts(part_table(table, group_by))
-        parts = f"<p>Parts (--group-by <code>{e(group_by)}</code>): {e(in_parts)}.</p>"
+    if grouping is not None:
+        in_parts = part_counts(part_table(table, grouping))
+        parts = f"<p>Parts (--group-by <code>{e(grouping.pattern)}</code>): {e(in_parts)}.</p>"
         counts += f"; {in_parts}"
     comparison = ""
     if that is not None:

@@ -2,11 +2,15 @@
 part, and a part is often several images (its sides, its cameras). A part is rejected when
 any of its images was judged defective, passes when all were judged good, and is unknown
 when none was judged defective but one could not be inspected (its row is an error).
+Where the line says how many images a part has, a part with fewer, none of them judged
+defective, is incomplete rather than passed: a side that was never imaged was never
+inspected.
 """
 
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -30,24 +34,36 @@ PART_COLUMNS = [
     "defective_images",  # the paths of those judged defective: what a reviewer looks at
 ]
 PATH_SEPARATOR = " | "
-DECISIONS = ("reject", "unknown", "pass")  # the order parts are listed in
+DECISIONS = ("reject", "unknown", "incomplete", "pass")  # the order parts are listed in
 
 
-def verdict(judged_defective: int, errors: int) -> str:
-    """A part's decision from its images: ``reject`` when any was judged defective,
-    ``unknown`` when none was but one could not be inspected, ``pass`` otherwise."""
+@dataclass(frozen=True)
+class PartGrouping:
+    """How a run's images make parts: ``pattern``'s match in their paths (``data.splits``:
+    its first capture group, if it has one), and where given, how many images a part has."""
+
+    pattern: str
+    images: int | None = None
+
+
+def verdict(judged_defective: int, errors: int, images: int, expected: int | None = None) -> str:
+    """A part's decision from its ``images``: ``reject`` when any was judged defective,
+    ``unknown`` when none was but one could not be inspected, ``incomplete`` when fewer
+    than ``expected`` were inspected, ``pass`` otherwise."""
     if judged_defective:
         return "reject"
-    return "unknown" if errors else "pass"
+    if errors:
+        return "unknown"
+    return "incomplete" if expected is not None and images < expected else "pass"
 
 
-def part_table(table: pa.Table, pattern: str) -> pa.Table:
+def part_table(table: pa.Table, grouping: PartGrouping) -> pa.Table:
     """One row per part: its images' last results (a watch may inspect a replaced file
-    again), grouped by the match of ``pattern`` in their paths (``data.splits``: its first
-    capture group, if it has one); a path it does not match is a part of its own."""
+    again), grouped as ``grouping`` says; a path the pattern does not match is a part of
+    its own."""
     latest = latest_rows(table, ["path", "is_defect", "probability", "error"])
     paths = latest["path"].to_pylist()
-    names = pattern_groups(paths, pattern, "path")
+    names = pattern_groups(paths, grouping.pattern, "path")
     parts = [
         path if name is None else name.removeprefix(GROUP_PREFIX)
         for path, name in zip(paths, names, strict=True)
@@ -61,7 +77,7 @@ def part_table(table: pa.Table, pattern: str) -> pa.Table:
             "probability": pc.if_else(errored, None, latest["probability"]),
         }
     )
-    counted = rows.group_by("part").aggregate(
+    per_part = rows.group_by("part").aggregate(
         [
             ("part", "count"),
             ("judged", "sum"),
@@ -77,21 +93,28 @@ def part_table(table: pa.Table, pattern: str) -> pa.Table:
     )
     joined = pc.binary_join(listed["path_list"], PATH_SEPARATOR)  # joins take no lists
     judged_paths = pa.table({"part": listed["part"], "defective_images": joined})
-    counted = counted.join(judged_paths, "part", join_type="left outer")
-    judged, errors = counted["judged_sum"], counted["errored_sum"]
+    per_part = per_part.join(judged_paths, "part", join_type="left outer")
+    judged, errors, images = (
+        per_part[name] for name in ("judged_sum", "errored_sum", "part_count")
+    )
     decision = pa.array(
-        [verdict(j, e) for j, e in zip(judged.to_pylist(), errors.to_pylist(), strict=True)]
+        [
+            verdict(*counts, grouping.images)
+            for counts in zip(
+                judged.to_pylist(), errors.to_pylist(), images.to_pylist(), strict=True
+            )
+        ]
     )
     order = pc.index_in(decision, pa.array(DECISIONS))
     result = pa.table(
         [
-            counted["part"],
+            per_part["part"],
             decision,
-            counted["part_count"],
+            images,
             judged,
             errors,
-            counted["probability_max"],
-            pc.fill_null(counted["defective_images"], ""),
+            per_part["probability_max"],
+            pc.fill_null(per_part["defective_images"], ""),
         ],
         names=PART_COLUMNS,
     )
@@ -102,11 +125,11 @@ def part_table(table: pa.Table, pattern: str) -> pa.Table:
     )
 
 
-def write_part_table(results: Path, csv_path: Path, pattern: str) -> str:
+def write_part_table(results: Path, csv_path: Path, grouping: PartGrouping) -> str:
     """Write the table atomically, only over nothing or an earlier one; what it holds, in
     a few words."""
     table, _ = read_results_table(results)
-    parts = part_table(table, pattern)
+    parts = part_table(table, grouping)
     safe = spreadsheet_table(parts)  # a part named by a file name is never a formula
     write_checked(csv_path, PARTS_TABLE, lambda temporary: pa_csv.write_csv(safe, temporary))
     return part_counts(parts)
@@ -116,11 +139,13 @@ def part_counts(parts: pa.Table) -> str:
     """``120 parts of 960 images: 3 rejected, 117 passed`` (and those unknown)."""
     counts = {kind: pc.sum(pc.equal(parts["decision"], kind)).as_py() or 0 for kind in DECISIONS}
     unknown = f", {counts['unknown']} unknown (an image not inspected)" if counts["unknown"] else ""
+    incomplete = (
+        f", {counts['incomplete']} incomplete (images missing)" if counts["incomplete"] else ""
+    )
     images = pc.sum(parts["images"]).as_py() or 0
     return (
         f"{counted(parts.num_rows, 'part')} of {counted(images, 'image')}: "
-        f"{counts['reject']} rejected, "
-        f"{counts['pass']} passed{unknown}"
+        f"{counts['reject']} rejected, {counts['pass']} passed{unknown}{incomplete}"
     )
 
 
