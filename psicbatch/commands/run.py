@@ -45,6 +45,8 @@ from psicbatch.run.output import parts_directory
 from psicbatch.run.output_guard import REPORT, check_output
 from psicbatch.run.part_table import PARTS_TABLE, PartGrouping, write_part_table
 from psicbatch.run.shutdown import Stopped, exit_at_once, signals_stop
+from psicbatch.run.watch_parts import DEFAULT_TIMEOUT as DEFAULT_PART_TIMEOUT
+from psicbatch.run.watch_parts import WatchParts
 
 if TYPE_CHECKING:
     from psicbatch.engines.spec import EngineSpec
@@ -174,6 +176,28 @@ WATCH_OUT = "results"  # --watch's default --out: a folder of parts
     help="With --watch: a file is complete when a file of its name plus this suffix "
     "exists (e.g. .done), instead of --settle.",
 )
+@click.option(
+    "--group-by",
+    metavar="REGEX",
+    help="With --watch: decide parts as their images come, a part's images being those "
+    "whose paths share this pattern's match (its first group, if it has one); each "
+    "decision is a line of OUT/_parts.csv.",
+)
+@click.option(
+    "--part-images",
+    type=AT_LEAST_ONE,
+    metavar="N",
+    help="With --group-by: a part has N images; it is decided once N are inspected (or one "
+    "is judged defective), and incomplete if its images stop coming before.",
+)
+@click.option(
+    "--part-timeout",
+    type=POSITIVE,
+    default=DEFAULT_PART_TIMEOUT,
+    show_default=True,
+    help="With --group-by: seconds after a part's last image before it is decided on the "
+    "images it has.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def run_command(
     sources: tuple[str, ...],
@@ -204,6 +228,9 @@ def run_command(
     watch: Path | None,
     settle: float,
     marker: str | None,
+    group_by: str | None,
+    part_images: int | None,
+    part_timeout: float,
     quiet: bool,
 ) -> None:
     """Inspect images: defect probability and RLE mask per image, written to Parquet.
@@ -215,6 +242,7 @@ def run_command(
 
     if engine and model:
         raise click.BadParameter("give --engine or --model, not both")
+    parts = _watch_parts(watch, group_by, part_images, part_timeout)
     decisions = chosen_decisions(decisions_file, engine, threshold, roi)
     if watch is not None:
         if sources or list_file or layout or resume or executor != "local" or workers > 1:
@@ -256,7 +284,7 @@ def run_command(
     )
     console = Console(stderr=True)
     if watch is not None:
-        _watch(spec, options, WatchOptions(watch, settle, marker), console, quiet)
+        _watch(spec, options, WatchOptions(watch, settle, marker, parts=parts), console, quiet)
         return
     assert inputs is not None
     paths = inputs.paths
@@ -268,6 +296,23 @@ def run_command(
         _print_summary(console, summary, out)
     if summary.errors and not allow_errors:
         sys.exit(EXIT_IMAGES_FAILED)
+
+
+def _watch_parts(
+    watch: Path | None, group_by: str | None, part_images: int | None, part_timeout: float
+) -> WatchParts | None:
+    """How a watch decides parts, where ``--group-by`` asks it to; refused without a watch
+    (a finished run's parts: ``report --parts-csv``)."""
+    if group_by is None:
+        if part_images is not None:
+            raise click.BadParameter("--part-images needs --group-by, which names a part's images")
+        return None
+    if watch is None:
+        raise click.BadParameter(
+            "--group-by decides parts as a --watch inspects them; a run's parts are counted "
+            "by report RESULTS --parts-csv PARTS.csv --group-by REGEX"
+        )
+    return WatchParts(PartGrouping(group_by, part_images), part_timeout)
 
 
 def _inspect(

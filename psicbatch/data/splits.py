@@ -92,23 +92,33 @@ def grouped_by(samples: list[SampleRef], pattern: str) -> list[SampleRef]:
     ]
 
 
+def compiled_pattern(pattern: str) -> re.Pattern[str]:
+    """A ``--group-by`` pattern, or a one-line error saying why it is none."""
+    try:
+        return re.compile(pattern)
+    except re.error as error:
+        raise PsicbatchError(
+            f"--group-by {pattern!r}: not a regular expression ({error})"
+        ) from None
+
+
+def group_name(compiled: re.Pattern[str], text: str) -> str | None:
+    """What ``compiled`` names in ``text``: its first capture group, or else its whole
+    match; None where it does not match, or an optional group took no part in it."""
+    found = compiled.search(text)
+    return None if found is None else found.group(1 if compiled.groups else 0)
+
+
 def pattern_groups(ids: Sequence[str], pattern: str, named: str = "id") -> list[str | None]:
     """The group ``pattern`` names for each id (a sample's path in the dataset without
     the extension, ``good/part12_cam1``), None where it names none: the regular expression
     is searched in the id, and its first capture group, or else its whole match, names
     the group. A pattern that matches no id is refused, since it would group nothing
     (``named``: what the ids are, for that message)."""
-    try:
-        compiled = re.compile(pattern)
-    except re.error as error:
-        raise PsicbatchError(
-            f"--group-by {pattern!r}: not a regular expression ({error})"
-        ) from None
+    compiled = compiled_pattern(pattern)
     names: list[str | None] = []
     for sample_id in ids:
-        found = compiled.search(sample_id)
-        name = None if found is None else found.group(1 if compiled.groups else 0)
-        # no match, or an optional group that took no part in it: no group named
+        name = group_name(compiled, sample_id)
         names.append(None if name is None else f"{GROUP_PREFIX}{name}")
     if all(name is None for name in names):
         example = f" (such as {ids[0]})" if ids else ""

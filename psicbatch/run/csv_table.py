@@ -12,6 +12,7 @@ table never evaluates what a file name or an error message says.
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -25,6 +26,11 @@ from psicbatch.run.results import read_results_table
 LEFT_IN_PARQUET = ("mask", "path_bytes")
 FIRST_COLUMNS = ["path", "width", "height", "probability", "is_defect"]  # how one is known
 FORMULA_START = r"^([=+\-@\t\r])"
+
+
+def formula_safe(text: str) -> str:
+    """One text cell as ``spreadsheet_table`` writes it: never a formula."""
+    return re.sub(FORMULA_START, r"'\1", text)
 
 
 def spreadsheet_table(table: pa.Table) -> pa.Table:

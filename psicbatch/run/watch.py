@@ -12,7 +12,9 @@ records the job's identity (as ``--resume`` does), so a restart with another eng
 refused; ``OUT/_watch_run.json`` what a results file's metadata records (the engine with
 the images its model learnt from, the decision file, the region), from the latest start,
 for reports and audits. SIGINT/SIGTERM stop at once: a batch in flight is dropped, to be
-inspected again. Each finished hour's parts are merged into one (``compaction``).
+inspected again. Each finished hour's parts are merged into one (``compaction``). With
+``--group-by``, the parts a line passes or rejects (several images each) are decided as
+their images come (``watch_parts``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import datetime
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,10 +45,17 @@ from psicbatch.run.output import STAMP_COLUMNS, write_part
 from psicbatch.run.rows import SCHEMA
 from psicbatch.run.run_decisions import check_decisions_fit
 from psicbatch.run.runner import describe_run, job_identity, run_record, worker_devices
+from psicbatch.run.watch_parts import PartDecisions, WatchParts
 from psicbatch.run.worker import Worker
 from psicbatch.wording import counted
 
 BATCH_LIMIT = 8  # files per part at most: latency before throughput on a line
+PARTS_SAID = {
+    "reject": "rejected",
+    "pass": "passed",
+    "unknown": "unknown",
+    "incomplete": "incomplete",
+}
 WATCH_SCHEMA = pa.schema(
     [
         *SCHEMA,
@@ -61,6 +71,7 @@ class WatchOptions:
     settle_seconds: float = 2.0
     marker: str | None = None  # e.g. ".done": NAME is complete once NAME.done exists
     poll_seconds: float = 0.1
+    parts: WatchParts | None = None  # decide parts as their images come (--group-by)
 
 
 @dataclass
@@ -108,6 +119,7 @@ class WatchStatus:
     defects: int = 0
     errors: int = 0
     latencies: list[float] = field(default_factory=list)  # seconds, the last 10,000
+    parts: Counter[str] = field(default_factory=Counter)  # decisions made, by kind
 
     def add(self, rows: list[dict[str, Any]], latencies: list[float]) -> None:
         self.images += len(rows)
@@ -119,10 +131,12 @@ class WatchStatus:
         if not self.latencies:
             return f"{counted(self.images, 'image')}, waiting for files"
         p50, p95, p99 = np.percentile(np.array(self.latencies) * 1000, [50, 95, 99])
+        parts = ", ".join(f"{count} {PARTS_SAID[kind]}" for kind, count in self.parts.items())
         return (
             f"{counted(self.images, 'image')}, {self.defects} defective, "
             f"{counted(self.errors, 'error')}; latency "
             f"(complete to written) p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms"
+            + (f"; parts: {parts}" if parts else "")
         )
 
 
@@ -150,13 +164,21 @@ def watch(
     record = json.dumps(run_record(engine_info, options), indent=1) + "\n"
     write_atomically(out / WATCH_RUN_FILE, lambda path: path.write_text(record))
     done = done_versions(out)
+    decisions = None if watching.parts is None else PartDecisions(out, watching.parts)
     worker = Worker(spec, options, devices[0], threads=None)
     tracker = CompletionTracker(watching.settle_seconds, watching.marker)
     result = result if result is not None else WatchStatus()
+    if decisions is not None:
+        result.parts = decisions.counts
     status(result)
     compactor = Compactor(out, _hour_folder(out, datetime.datetime.now(datetime.timezone.utc)))
     compactor.start()  # the hours an earlier watch left unmerged
     for batch, completed in _complete_batches(folder, out, tracker, done, watching, clock):
+        if not batch:  # a poll that found nothing: parts may have waited long enough
+            if decisions is not None:
+                decisions.expire()
+                status(result)
+            continue
         rows = worker.rows(list(enumerate(path for path, _ in batch)))
         stamp = datetime.datetime.now(datetime.timezone.utc)
         completed_at = stamp - datetime.timedelta(seconds=clock() - completed)
@@ -170,6 +192,8 @@ def watch(
         write_part(pa.Table.from_pylist(rows, schema=WATCH_SCHEMA), part)
         compactor.part_written(part)
         done.update((row["path_bytes"], row["file_size"], row["file_mtime_ns"]) for row in rows)
+        if decisions is not None:
+            decisions.add(rows)
         result.add(rows, [clock() - completed] * len(rows))
         status(result)
 
@@ -182,9 +206,10 @@ def _complete_batches(
     watching: WatchOptions,
     clock: Callable[[], float],
 ) -> Iterator[tuple[list[tuple[Path, os.stat_result]], float]]:
-    """Batches of complete files not in ``done``, with when they were found complete.
-    Every file found complete by one scan is handed out (and, by the caller, added to
-    ``done``) before the next scan, so no scan finds a file that is still waiting."""
+    """Batches of complete files not in ``done``, with when they were found complete, and
+    an empty batch for each poll that found none (time passes for waiting parts). Every
+    file found complete by one scan is handed out (and, by the caller, added to ``done``)
+    before the next scan, so no scan finds a file that is still waiting."""
     scanner = FolderScan(folder, out, done)
     while True:
         now = clock()
@@ -193,6 +218,7 @@ def _complete_batches(
         for start in range(0, len(ready), BATCH_LIMIT):
             yield [(path, found[path]) for path in ready[start : start + BATCH_LIMIT]], now
         if not ready:
+            yield [], now
             time.sleep(max(watching.poll_seconds, scanner.wait_seconds))
 
 

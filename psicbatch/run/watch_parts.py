@@ -1,0 +1,223 @@
+"""A watch's parts decided as their images are inspected (``run --watch --group-by``).
+
+A line passes or rejects a part, often several images (its sides, its cameras), and acts
+on the decision while the part is still on the line, not after the day's report. A part
+is rejected as soon as one of its images is judged defective; decided once ``images`` of
+them are inspected (passed, or unknown where one could not be inspected: ``verdict``);
+and, where its images stop coming for ``timeout`` seconds before that, incomplete (or,
+without a part size, decided on the images it has). Each decision is one line of
+``OUT/_parts.csv`` (its leading ``_`` keeps dataset readers of ``OUT`` off it), appended
+whole and flushed at once.
+
+A part is decided once, across restarts: on start the parts are rebuilt from the watch's
+rows, the parts the file already holds are not decided again, and a part that became
+decidable after its rows were written but before its line was (a kill between the two)
+is decided then. Decided parts are held as the watch's ledger holds file versions (16
+bytes each), so a week of a line's parts costs a few MiB; an image of a part already
+decided is inspected and written as any other, and decides nothing more.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import json
+import shlex
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from psicbatch.atomic import write_atomically
+from psicbatch.data.splits import compiled_pattern, group_name
+from psicbatch.errors import PsicbatchError
+from psicbatch.paths import readable_path
+from psicbatch.run.csv_table import formula_safe
+from psicbatch.run.folder_scan import Ledger
+from psicbatch.run.part_table import PART_COLUMNS, PATH_SEPARATOR, PartGrouping, verdict
+
+DECISIONS_FILE = "_parts.csv"
+OPTIONS_FILE = "_parts.json"  # what the decisions were made with: a restart must agree
+DECISION_COLUMNS = ["decided_at", *PART_COLUMNS]
+ROW_COLUMNS = ["path", "path_bytes", "is_defect", "error", "probability", "completed_at"]
+DEFAULT_TIMEOUT = 60.0  # seconds without a new image before a part is decided as it is
+
+
+@dataclass(frozen=True)
+class WatchParts:
+    """How a watch makes parts of its images, and how long a part may wait for them."""
+
+    grouping: PartGrouping
+    timeout: float = DEFAULT_TIMEOUT
+
+    def options_text(self) -> str:
+        images = "" if self.grouping.images is None else f" --part-images {self.grouping.images}"
+        pattern = shlex.quote(self.grouping.pattern)  # as typed in a shell
+        return f"--group-by {pattern}{images} --part-timeout {self.timeout:g}"
+
+
+@dataclass
+class _Part:
+    """A part not yet decided: its images' last results, by exact path."""
+
+    last_complete: datetime.datetime
+    results: dict[bytes, tuple[str, bool, bool, float | None]] = field(default_factory=dict)
+
+    def add(self, row: dict[str, Any]) -> None:
+        errored = row["error"] is not None
+        judged = bool(row["is_defect"]) and not errored
+        probability = None if errored else row["probability"]
+        self.results[row["path_bytes"]] = (row["path"], judged, errored, probability)
+        self.last_complete = max(self.last_complete, row["completed_at"])
+
+    def decision(self, expected: int | None, timed_out: bool) -> str | None:
+        """``verdict`` once it can be given: on a defect, on ``expected`` images, or on
+        the images it has once they stopped coming; None while it waits."""
+        judged = sum(result[1] for result in self.results.values())
+        errors = sum(result[2] for result in self.results.values())
+        images = len(self.results)
+        if judged or timed_out or (expected is not None and images >= expected):
+            return verdict(judged, errors, images, expected)
+        return None
+
+
+def _utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+class PartDecisions:
+    """The parts of one watch folder: rebuilt from its rows, then kept as rows come."""
+
+    def __init__(
+        self, out: Path, parts: WatchParts, now: Callable[[], datetime.datetime] = _utc_now
+    ) -> None:
+        self.parts, self.now = parts, now
+        self.pattern = compiled_pattern(parts.grouping.pattern)
+        self.path = out / DECISIONS_FILE
+        self.counts: Counter[str] = Counter()  # decisions made by this process
+        self._pending: dict[str, _Part] = {}
+        self._decided = Ledger()
+        _claim_options(out, parts)
+        for name in _decided_names(self.path):
+            self._decided.add(_key(name))
+        self._rebuild(out)
+
+    def add(self, rows: Iterable[dict[str, Any]]) -> None:
+        """A batch's rows (as written), then the decisions they make, then those whose
+        time ran out."""
+        self._decide(self._record_all(rows))
+
+    def expire(self) -> None:
+        """Decide the parts whose images stopped coming ``timeout`` seconds ago."""
+        self._decide(set())
+
+    def _record_all(self, rows: Iterable[dict[str, Any]]) -> set[str]:
+        """Each row into its part's results; the parts not yet decided they touched."""
+        return {name for row in rows if (name := self._record(row)) is not None}
+
+    def _record(self, row: dict[str, Any]) -> str | None:
+        """The row into its part's results; its part, unless already decided."""
+        name = group_name(self.pattern, row["path"]) or row["path"]
+        if _key(name) in self._decided:
+            return None
+        part = self._pending.setdefault(name, _Part(row["completed_at"]))
+        part.add(row)
+        return name
+
+    def _decide(self, touched: set[str]) -> None:
+        cutoff = self.now() - datetime.timedelta(seconds=self.parts.timeout)
+        expected = self.parts.grouping.images
+        lines = []
+        for name, part in list(self._pending.items()):
+            timed_out = part.last_complete <= cutoff
+            if name not in touched and not timed_out:
+                continue
+            decision = part.decision(expected, timed_out)
+            if decision is None:
+                continue
+            lines.append(self._line(name, part, decision))
+            del self._pending[name]
+            self._decided.add(_key(name))
+            self.counts[decision] += 1
+        if lines:
+            _append(self.path, lines)
+
+    def _line(self, name: str, part: _Part, decision: str) -> list[Any]:
+        results = part.results.values()
+        probabilities = [r[3] for r in results if r[3] is not None]
+        return [
+            self.now().isoformat(timespec="milliseconds"),
+            formula_safe(name),
+            decision,
+            len(part.results),
+            sum(r[1] for r in results),
+            sum(r[2] for r in results),
+            str(np.float32(max(probabilities))) if probabilities else "",  # as stored
+            formula_safe(PATH_SEPARATOR.join(r[0] for r in results if r[1])),
+        ]
+
+    def _rebuild(self, out: Path) -> None:
+        """The parts of every row written so far, in the order their files were complete;
+        then the decisions they allow (a restart after a kill decides them now)."""
+        rows = []
+        for written in sorted(out.glob("date=*/hour=*/part-*.parquet")):
+            rows += pq.read_table(written, columns=ROW_COLUMNS).to_pylist()
+        self._decide(self._record_all(sorted(rows, key=lambda row: row["completed_at"])))
+
+
+def _key(name: str) -> tuple[bytes, int, int]:
+    """A part's name as the ledger holds a file version (its name as the file shows it)."""
+    return (formula_safe(name).encode("utf-8", "surrogateescape"), 0, 0)
+
+
+def _claim_options(out: Path, parts: WatchParts) -> None:
+    """Record how parts are made, or refuse a restart that makes them otherwise: its
+    decisions would not be those of the parts the file already holds."""
+    record = out / OPTIONS_FILE
+    wanted = asdict(parts)
+    if record.exists():
+        earlier = json.loads(record.read_text())
+        if earlier != json.loads(json.dumps(wanted)):
+            made = WatchParts(PartGrouping(**earlier["grouping"]), earlier["timeout"])
+            raise PsicbatchError(
+                f"{readable_path(out)}: its parts were decided with {made.options_text()}; "
+                f"give the same, or another --out (now: {parts.options_text()})"
+            )
+        return
+    text = json.dumps(wanted, indent=1) + "\n"
+    write_atomically(record, lambda path: path.write_text(text))
+
+
+def _decided_names(path: Path) -> list[str]:
+    """The parts the decision file holds; a file begun here gets its header first. A
+    line a kill cut short is removed (its part is decided again)."""
+    if not path.exists():
+        _append(path, [DECISION_COLUMNS])
+        return []
+    data = path.read_bytes()
+    if not data.startswith(_csv_text([DECISION_COLUMNS]).encode()):
+        raise PsicbatchError(f"{readable_path(path)}: not a part decision file psicbatch writes")
+    whole = data[: data.rfind(b"\n") + 1]
+    if len(whole) < len(data):
+        with path.open("r+b") as file:
+            file.truncate(len(whole))
+    reader = csv.DictReader(io.StringIO(whole.decode("utf-8", "surrogateescape")))
+    return [row["part"] for row in reader]
+
+
+def _csv_text(lines: list[list[Any]]) -> str:
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(lines)
+    return text.getvalue()
+
+
+def _append(path: Path, lines: list[list[Any]]) -> None:
+    """Whole lines, in one write, flushed: a reader tailing the file sees each decision
+    as soon as it is made."""
+    with path.open("a", encoding="utf-8", errors="surrogateescape", newline="") as file:
+        file.write(_csv_text(lines))

@@ -1,0 +1,176 @@
+"""Parts decided as a watch inspects their images (``run --watch --group-by``): rejected at
+the first defect, decided on their last image, incomplete when their images stop coming;
+each decided once, across restarts."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import os
+import signal
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from psicbatch.cli import main
+from psicbatch.data.synth import generate
+from psicbatch.errors import PsicbatchError
+from psicbatch.run.part_table import PartGrouping
+from psicbatch.run.watch_parts import DECISIONS_FILE, PartDecisions, WatchParts
+from tests.test_watch import start_watch, wait_for
+
+START = datetime.datetime(2026, 12, 6, 8, 0, tzinfo=datetime.timezone.utc)
+CAMERA = r"(p\d+)_cam"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __call__(self) -> datetime.datetime:
+        return START + datetime.timedelta(seconds=self.seconds)
+
+
+def row(name: str, judged: bool = False, error: str | None = None, at: float = 0.0) -> dict:
+    return {
+        "path": f"/line/{name}.png",
+        "path_bytes": f"/line/{name}.png".encode(),
+        "is_defect": judged,
+        "error": error,
+        "probability": None if error else (0.9 if judged else 0.1),
+        "completed_at": START + datetime.timedelta(seconds=at),
+    }
+
+
+def decided(out: Path) -> list[dict]:
+    with (out / DECISIONS_FILE).open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def decisions(
+    out: Path, images: int | None = 3, timeout: float = 10
+) -> tuple[PartDecisions, Clock]:
+    clock = Clock()
+    out.mkdir(exist_ok=True)  # a watch's folder, claimed by then
+    return PartDecisions(out, WatchParts(PartGrouping(CAMERA, images), timeout), clock), clock
+
+
+def test_a_part_is_rejected_at_its_first_defect_and_decided_on_its_last_image(
+    tmp_path: Path,
+) -> None:
+    parts, _ = decisions(tmp_path)
+    parts.add([row("p1_cam1"), row("p2_cam1"), row("p3_cam1")])
+    assert decided(tmp_path) == []  # each waits for its other images
+    parts.add([row("p1_cam2", judged=True)])  # a defect: rejected without its third image
+    parts.add([row("p2_cam2"), row("p2_cam3")])  # all three good: passed
+    parts.add([row("p3_cam2", error="damaged file"), row("p3_cam3")])  # one not inspected
+    parts.add([row("p1_cam3", judged=True)])  # a part already decided decides nothing more
+    lines = decided(tmp_path)
+    assert [(line["part"], line["decision"]) for line in lines] == [
+        ("p1", "reject"),
+        ("p2", "pass"),
+        ("p3", "unknown"),
+    ]
+    p1, p2, p3 = lines
+    assert (p1["images"], p1["judged_defective"], p1["errors"]) == ("2", "1", "0")
+    assert p1["defective_images"] == "/line/p1_cam2.png" and p1["largest_probability"] == "0.9"
+    assert (p2["images"], p2["judged_defective"], p2["defective_images"]) == ("3", "0", "")
+    assert (p3["errors"], p3["largest_probability"]) == ("1", "0.1")
+    assert parts.counts == {"reject": 1, "pass": 1, "unknown": 1}
+
+
+def test_a_part_whose_images_stop_coming_is_decided_on_those_it_has(tmp_path: Path) -> None:
+    sized, clock = decisions(tmp_path / "sized", images=3, timeout=10)
+    sized.add([row("p1_cam1", at=0), row("p1_cam2", at=4)])
+    clock.seconds = 13.9  # 9.9 s after its last image: it still waits
+    sized.expire()
+    assert decided(tmp_path / "sized") == []
+    clock.seconds = 14
+    sized.expire()
+    (line,) = decided(tmp_path / "sized")
+    assert (line["part"], line["decision"], line["images"]) == ("p1", "incomplete", "2")
+    assert line["decided_at"].startswith("2026-12-06T08:00:14")
+    unsized, clock = decisions(tmp_path / "unsized", images=None, timeout=10)
+    unsized.add([row("p1_cam1"), row("odd"), row("p2_cam1", error="truncated")])
+    clock.seconds = 10  # no size: decided on what came, once nothing more does
+    unsized.expire()
+    assert {(line["part"], line["decision"]) for line in decided(tmp_path / "unsized")} == {
+        ("p1", "pass"),
+        ("/line/odd.png", "pass"),  # a path the pattern does not match: a part of its own
+        ("p2", "unknown"),
+    }
+
+
+def _written(out: Path, rows: list[dict]) -> None:
+    """Rows as a watch writes them, in a part of its folder."""
+    hour = out / "date=2026-12-06" / "hour=08"
+    hour.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), hour / f"part-{len(list(hour.iterdir()))}.parquet")
+
+
+def test_a_restart_decides_each_part_once(tmp_path: Path) -> None:
+    parts, _ = decisions(tmp_path)
+    first = [row("p1_cam1", judged=True), row("p2_cam1"), row("p2_cam2")]
+    _written(tmp_path, first)
+    parts.add(first)  # p1 decided; p2 waits
+    # Killed after writing these rows, before their decision's line:
+    _written(tmp_path, [row("p2_cam3"), row("p3_cam1", judged=True)])
+    with (tmp_path / DECISIONS_FILE).open("a") as file:
+        file.write("2026-12-06T08:00:01.000+00:00,p9,rej")  # and a line cut short
+    restarted, _ = decisions(tmp_path)
+    assert [(line["part"], line["decision"]) for line in decided(tmp_path)] == [
+        ("p1", "reject"),  # not again
+        ("p2", "pass"),  # decided at the restart, from the rows written before the kill
+        ("p3", "reject"),
+    ]
+    assert restarted.counts == {"pass": 1, "reject": 1}
+    restarted.add([row("p1_cam2"), row("p4_cam1", judged=True)])
+    assert [line["part"] for line in decided(tmp_path)] == ["p1", "p2", "p3", "p4"]
+
+
+def test_a_restart_that_makes_parts_otherwise_is_refused(tmp_path: Path) -> None:
+    decisions(tmp_path, images=3)
+    with pytest.raises(PsicbatchError) as error:
+        decisions(tmp_path, images=2)
+    assert str(error.value) == (
+        f"{tmp_path}: its parts were decided with --group-by '{CAMERA}' --part-images 3 "
+        f"--part-timeout 10; give the same, or another --out (now: --group-by '{CAMERA}' "
+        "--part-images 2 --part-timeout 10)"
+    )
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / DECISIONS_FILE).write_text("part,note\nx,y\n")
+    with pytest.raises(PsicbatchError, match=r"_parts\.csv: not a part decision file psicbatch"):
+        decisions(tmp_path / "other")
+
+
+def test_part_options_need_a_watch_and_each_other(tmp_path: Path) -> None:
+    runner = CliRunner()
+    alone = runner.invoke(main, ["run", str(tmp_path), "--group-by", CAMERA])
+    assert alone.exit_code == 2 and "by report RESULTS --parts-csv" in alone.output
+    sized = runner.invoke(main, ["run", "--watch", str(tmp_path), "--part-images", "3"])
+    assert sized.exit_code == 2 and "--part-images needs --group-by" in sized.output
+
+
+def test_a_watch_decides_parts_as_their_images_come(tmp_path: Path) -> None:
+    images = generate(tmp_path / "made", 3, (64, 64), seed=3)
+    folder, out = tmp_path / "line", tmp_path / "results"
+    folder.mkdir()
+    options = ["--settle", "0.3", "--threshold", "1", "--group-by", CAMERA, "--part-images", "2"]
+    watch = start_watch(folder, out, *options, "--part-timeout", "1")
+    for name, image in zip(("p1_cam1", "p1_cam2", "p2_cam1"), images, strict=True):
+        (folder / f"{name}.png").write_bytes(image.read_bytes())
+    wait_for(lambda: len(decided(out)) == 2 if (out / DECISIONS_FILE).exists() else False, watch)
+    assert {(line["part"], line["decision"]) for line in decided(out)} == {
+        ("p1", "pass"),  # both images judged good (threshold 1)
+        ("p2", "incomplete"),  # its second image never came
+    }
+    os.killpg(watch.pid, signal.SIGTERM)
+    _, stderr = watch.communicate(timeout=30)
+    assert "parts: 1 passed, 1 incomplete" in stderr
+    again = start_watch(folder, out, *options[:-1], "3", "--part-timeout", "1")
+    _, stderr = again.communicate(timeout=60)
+    assert again.returncode == 1 and "its parts were decided with" in stderr
+    assert len(decided(out)) == 2  # the refused start decided nothing
