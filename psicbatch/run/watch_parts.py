@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from psicbatch.atomic import write_atomically
@@ -120,9 +121,13 @@ class PartDecisions:
         """Each row into its part's results; the parts not yet decided they touched."""
         return {name for row in rows if (name := self._record(row)) is not None}
 
+    def _part_of(self, path: str) -> str:
+        """A path's part: the pattern's match, or the path itself where it does not match."""
+        return group_name(self.pattern, path) or path
+
     def _record(self, row: dict[str, Any]) -> str | None:
         """The row into its part's results; its part, unless already decided."""
-        name = group_name(self.pattern, row["path"]) or row["path"]
+        name = self._part_of(row["path"])
         if _key(name) in self._decided:
             return None
         part = self._pending.setdefault(name, _Part(row["completed_at"]))
@@ -162,12 +167,18 @@ class PartDecisions:
         ]
 
     def _rebuild(self, out: Path) -> None:
-        """The parts of every row written so far, in the order their files were complete;
-        then the decisions they allow (a restart after a kill decides them now)."""
-        rows = []
+        """The parts not yet decided, from every row written so far, in the order their
+        files were complete; then the decisions they allow (a restart after a kill decides
+        them now). Rows of decided parts, nearly all of a long watch's, stay in Arrow."""
+        waiting = []
         for written in sorted(out.glob("date=*/hour=*/part-*.parquet")):
-            rows += pq.read_table(written, columns=ROW_COLUMNS).to_pylist()
-        self._decide(self._record_all(sorted(rows, key=lambda row: row["completed_at"])))
+            table = pq.read_table(written, columns=ROW_COLUMNS)
+            undecided = [
+                _key(self._part_of(path)) not in self._decided for path in table["path"].to_pylist()
+            ]
+            if any(undecided):
+                waiting += table.filter(pa.array(undecided)).to_pylist()
+        self._decide(self._record_all(sorted(waiting, key=lambda row: row["completed_at"])))
 
 
 def _key(name: str) -> tuple[bytes, int, int]:
