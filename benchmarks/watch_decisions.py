@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -76,14 +75,23 @@ def make_folder(out: Path, rows: int, images: int) -> None:
     (out / DECISIONS_FILE).write_text("\n".join([header, *lines]) + "\n")
 
 
+def peak_mib() -> float:
+    """This process's peak resident memory (VmHWM: its own since exec, unlike ru_maxrss,
+    which a child can inherit from the parent that made its folder)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def measure(out: Path, rows: int, images: int) -> dict:
     """In this process, on the folder made for it: the restart's time and memory, then
     the loop's time per batch."""
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = peak_mib()
     started = time.perf_counter()
     decisions = PartDecisions(out, WatchParts(PartGrouping(PATTERN, images)))
     rebuild = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_mib()
     restart_decided = sum(decisions.counts.values())
     new = [row(rows + i, images) for i in range(BATCHES * BATCH)]
     started = time.perf_counter()

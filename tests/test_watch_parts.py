@@ -174,3 +174,12 @@ def test_a_watch_decides_parts_as_their_images_come(tmp_path: Path) -> None:
     _, stderr = again.communicate(timeout=60)
     assert again.returncode == 1 and "its parts were decided with" in stderr
     assert len(decided(out)) == 2  # the refused start decided nothing
+    record = out / "_watch_run.json"
+    started = record.stat().st_mtime_ns
+    plain = start_watch(folder, out, *options[:4])  # no --group-by: it says what it leaves
+    wait_for(lambda: record.stat().st_mtime_ns != started, plain)
+    os.killpg(plain.pid, signal.SIGTERM)
+    _, stderr = plain.communicate(timeout=30)
+    assert "holds part decisions (_parts.json); this watch, without --group-by, decides none" in (
+        " ".join(stderr.split())
+    )

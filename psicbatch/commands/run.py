@@ -46,6 +46,7 @@ from psicbatch.run.output_guard import REPORT, check_output
 from psicbatch.run.part_table import PARTS_TABLE, PartGrouping, write_part_table
 from psicbatch.run.shutdown import Stopped, exit_at_once, signals_stop
 from psicbatch.run.watch_parts import DEFAULT_TIMEOUT as DEFAULT_PART_TIMEOUT
+from psicbatch.run.watch_parts import OPTIONS_FILE as PARTS_OPTIONS
 from psicbatch.run.watch_parts import WatchParts
 
 if TYPE_CHECKING:
@@ -359,6 +360,14 @@ def _watch(
     """Inspect until stopped, with a status line; a signal ends it normally (exit 0)."""
     from psicbatch.run.watch import WatchStatus, watch
 
+    if watching.parts is None and (options.out / PARTS_OPTIONS).exists() and not quiet:
+        console.print(  # its parts would wait, undecided, for a watch that decides them
+            f"note: {readable_path(options.out)} holds part decisions ({PARTS_OPTIONS}); "
+            "this watch, without --group-by, decides none",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     with signals_stop(), console.status("starting", spinner="dots") as line:
 
         def show(status: WatchStatus) -> None:

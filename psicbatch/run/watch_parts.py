@@ -173,11 +173,10 @@ class PartDecisions:
         waiting = []
         for written in sorted(out.glob("date=*/hour=*/part-*.parquet")):
             table = pq.read_table(written, columns=ROW_COLUMNS)
-            undecided = [
-                _key(self._part_of(path)) not in self._decided for path in table["path"].to_pylist()
-            ]
-            if any(undecided):
-                waiting += table.filter(pa.array(undecided)).to_pylist()
+            names = [self._part_of(path) for path in table["path"].to_pylist()]
+            undecided = {name for name in set(names) if _key(name) not in self._decided}
+            if undecided:  # each part looked up once, not once per image
+                waiting += table.filter(pa.array([n in undecided for n in names])).to_pylist()
         self._decide(self._record_all(sorted(waiting, key=lambda row: row["completed_at"])))
 
 
