@@ -309,7 +309,7 @@ def interrupted_job(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
     root = tmp_path_factory.mktemp("job")
     folder = root / "imgs"
     folder.mkdir()
-    for i in range(6):
+    for i in range(24):  # enough left after two saved parts for the kill to come first
         image(folder / f"part_{i:03d}.png", i)
     out = root / "r.parquet"
     checkpoint = load_checkpoint(demo_model_path())
