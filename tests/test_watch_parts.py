@@ -140,6 +140,10 @@ def test_a_restart_that_makes_parts_otherwise_is_refused(tmp_path: Path) -> None
         f"--part-timeout 10; give the same, or another --out (now: --group-by '{CAMERA}' "
         "--part-images 2 --part-timeout 10)"
     )
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / DECISIONS_FILE).touch()  # a kill before its header: begun again
+    decisions(tmp_path / "cut")
+    assert (tmp_path / "cut" / DECISIONS_FILE).read_text().startswith("decided_at,part,")
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / DECISIONS_FILE).write_text("part,note\nx,y\n")
     with pytest.raises(PsicbatchError, match=r"_parts\.csv: not a part decision file psicbatch"):

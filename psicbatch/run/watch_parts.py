@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -62,26 +62,35 @@ class WatchParts:
         return f"--group-by {pattern}{images} --part-timeout {self.timeout:g}"
 
 
+class _Image(NamedTuple):
+    """What a part's decision needs of one of its images' results."""
+
+    path: str
+    judged: bool  # judged defective
+    errored: bool  # not inspected: its row is an error
+    probability: float | None
+
+
 @dataclass
 class _Part:
     """A part not yet decided: its images' last results, by exact path."""
 
     last_complete: datetime.datetime
-    results: dict[bytes, tuple[str, bool, bool, float | None]] = field(default_factory=dict)
+    images: dict[bytes, _Image] = field(default_factory=dict)
 
     def add(self, row: dict[str, Any]) -> None:
         errored = row["error"] is not None
         judged = bool(row["is_defect"]) and not errored
         probability = None if errored else row["probability"]
-        self.results[row["path_bytes"]] = (row["path"], judged, errored, probability)
+        self.images[row["path_bytes"]] = _Image(row["path"], judged, errored, probability)
         self.last_complete = max(self.last_complete, row["completed_at"])
 
     def decision(self, expected: int | None, timed_out: bool) -> str | None:
         """``verdict`` once it can be given: on a defect, on ``expected`` images, or on
         the images it has once they stopped coming; None while it waits."""
-        judged = sum(result[1] for result in self.results.values())
-        errors = sum(result[2] for result in self.results.values())
-        images = len(self.results)
+        judged = sum(image.judged for image in self.images.values())
+        errors = sum(image.errored for image in self.images.values())
+        images = len(self.images)
         if judged or timed_out or (expected is not None and images >= expected):
             return verdict(judged, errors, images, expected)
         return None
@@ -153,17 +162,17 @@ class PartDecisions:
             _append(self.path, lines)
 
     def _line(self, name: str, part: _Part, decision: str) -> list[Any]:
-        results = part.results.values()
-        probabilities = [r[3] for r in results if r[3] is not None]
+        images = part.images.values()
+        probabilities = [image.probability for image in images if image.probability is not None]
         return [
             self.now().isoformat(timespec="milliseconds"),
             formula_safe(name),
             decision,
-            len(part.results),
-            sum(r[1] for r in results),
-            sum(r[2] for r in results),
+            len(images),
+            sum(image.judged for image in images),
+            sum(image.errored for image in images),
             str(np.float32(max(probabilities))) if probabilities else "",  # as stored
-            formula_safe(PATH_SEPARATOR.join(r[0] for r in results if r[1])),
+            formula_safe(PATH_SEPARATOR.join(image.path for image in images if image.judged)),
         ]
 
     def _rebuild(self, out: Path) -> None:
@@ -206,10 +215,10 @@ def _claim_options(out: Path, parts: WatchParts) -> None:
 def _decided_names(path: Path) -> list[str]:
     """The parts the decision file holds; a file begun here gets its header first. A
     line a kill cut short is removed (its part is decided again)."""
-    if not path.exists():
+    data = path.read_bytes() if path.exists() else b""
+    if not data:  # new, or a kill came before its header was written
         _append(path, [DECISION_COLUMNS])
         return []
-    data = path.read_bytes()
     if not data.startswith(_csv_text([DECISION_COLUMNS]).encode()):
         raise PsicbatchError(f"{readable_path(path)}: not a part decision file psicbatch writes")
     whole = data[: data.rfind(b"\n") + 1]
