@@ -30,10 +30,10 @@ sys.path.insert(0, str(ROOT))
 
 from psicbatch.bench.machine import machine  # noqa: E402
 from psicbatch.reports import markdown_table  # noqa: E402
+from psicbatch.run.job import PART_DECISIONS_FILE  # noqa: E402
 from psicbatch.run.part_table import PartGrouping  # noqa: E402
 from psicbatch.run.watch_parts import (  # noqa: E402
     DECISION_COLUMNS,
-    DECISIONS_FILE,
     PartDecisions,
     WatchParts,
 )
@@ -72,7 +72,7 @@ def make_folder(out: Path, rows: int, images: int) -> None:
         for p in range(parts - 10)
     ]
     header = ",".join(DECISION_COLUMNS)
-    (out / DECISIONS_FILE).write_text("\n".join([header, *lines]) + "\n")
+    (out / PART_DECISIONS_FILE).write_text("\n".join([header, *lines]) + "\n")
 
 
 def peak_mib() -> float:

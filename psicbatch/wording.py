@@ -6,3 +6,19 @@ from __future__ import annotations
 def counted(count: int, noun: str, plural: str | None = None) -> str:
     """``count`` and ``noun``, in the plural (``plural``, else ``noun`` + s) unless one."""
     return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
+# A part decision as a count of them reads: "3 rejected, 117 passed".
+DECISIONS_SAID = {
+    "reject": "rejected",
+    "pass": "passed",
+    "unknown": "unknown",
+    "incomplete": "incomplete",
+}
+
+
+def decisions_said(counts: dict[str, int]) -> str:
+    """Part decisions counted, in ``DECISIONS_SAID``'s order: ``2 rejected, 5 passed``."""
+    return ", ".join(
+        f"{counts[kind]} {said}" for kind, said in DECISIONS_SAID.items() if counts.get(kind)
+    )

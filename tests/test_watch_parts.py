@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import json
 import os
 import signal
 from pathlib import Path
@@ -18,8 +19,9 @@ from click.testing import CliRunner
 from psicbatch.cli import main
 from psicbatch.data.synth import generate
 from psicbatch.errors import PsicbatchError
+from psicbatch.run.job import PART_DECISIONS_FILE
 from psicbatch.run.part_table import PartGrouping
-from psicbatch.run.watch_parts import DECISIONS_FILE, PartDecisions, WatchParts
+from psicbatch.run.watch_parts import PartDecisions, WatchParts
 from tests.test_watch import start_watch, wait_for
 
 START = datetime.datetime(2026, 12, 6, 8, 0, tzinfo=datetime.timezone.utc)
@@ -46,7 +48,7 @@ def row(name: str, judged: bool = False, error: str | None = None, at: float = 0
 
 
 def decided(out: Path) -> list[dict]:
-    with (out / DECISIONS_FILE).open(newline="") as file:
+    with (out / PART_DECISIONS_FILE).open(newline="") as file:
         return list(csv.DictReader(file))
 
 
@@ -104,9 +106,9 @@ def test_a_part_whose_images_stop_coming_is_decided_on_those_it_has(tmp_path: Pa
     }
 
 
-def _written(out: Path, rows: list[dict]) -> None:
+def _written(out: Path, rows: list[dict], hour: int = 8) -> None:
     """Rows as a watch writes them, in a part of its folder."""
-    hour = out / "date=2026-12-06" / "hour=08"
+    hour = out / "date=2026-12-06" / f"hour={hour:02d}"
     hour.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), hour / f"part-{len(list(hour.iterdir()))}.parquet")
 
@@ -118,7 +120,7 @@ def test_a_restart_decides_each_part_once(tmp_path: Path) -> None:
     parts.add(first)  # p1 decided; p2 waits
     # Killed after writing these rows, before their decision's line:
     _written(tmp_path, [row("p2_cam3"), row("p3_cam1", judged=True)])
-    with (tmp_path / DECISIONS_FILE).open("a") as file:
+    with (tmp_path / PART_DECISIONS_FILE).open("a") as file:
         file.write("2026-12-06T08:00:01.000+00:00,p9,rej")  # and a line cut short
     restarted, _ = decisions(tmp_path)
     assert [(line["part"], line["decision"]) for line in decided(tmp_path)] == [
@@ -131,6 +133,31 @@ def test_a_restart_decides_each_part_once(tmp_path: Path) -> None:
     assert [line["part"] for line in decided(tmp_path)] == ["p1", "p2", "p3", "p4"]
 
 
+def test_info_and_the_page_count_a_watchs_decisions_of_the_folder_shown(tmp_path: Path) -> None:
+    from psicbatch.run.results import results_summary
+
+    (tmp_path / "_watch.json").write_text('{"sources": ["/line"]}')
+    parts, clock = decisions(tmp_path)
+    for hour, rows in ((8, [row("p1_cam1", judged=True)]), (9, [row("p2_cam1"), row("p3_cam1")])):
+        clock.seconds = 3600 * (hour - 8)
+        written = [r | {"completed_at": clock()} for r in rows]
+        _written(tmp_path, written, hour)
+        parts.add(written)
+    clock.seconds = 3600 + 10
+    parts.expire()  # p2 and p3 incomplete, decided at 09:00:10
+    day = tmp_path / "date=2026-12-06"
+    said = {
+        folder: results_summary(folder)["part decisions"]
+        for folder in (tmp_path, day, day / "hour=08", day / "hour=09")
+    }
+    assert said == {
+        tmp_path: "1 rejected, 2 incomplete (_parts.csv)",
+        day: "1 rejected, 2 incomplete (_parts.csv)",
+        day / "hour=08": "1 rejected (_parts.csv)",
+        day / "hour=09": "2 incomplete (_parts.csv)",
+    }
+
+
 def test_a_restart_that_makes_parts_otherwise_is_refused(tmp_path: Path) -> None:
     decisions(tmp_path, images=3)
     with pytest.raises(PsicbatchError) as error:
@@ -141,11 +168,11 @@ def test_a_restart_that_makes_parts_otherwise_is_refused(tmp_path: Path) -> None
         "--part-images 2 --part-timeout 10)"
     )
     (tmp_path / "cut").mkdir()
-    (tmp_path / "cut" / DECISIONS_FILE).touch()  # a kill before its header: begun again
+    (tmp_path / "cut" / PART_DECISIONS_FILE).touch()  # a kill before its header: begun again
     decisions(tmp_path / "cut")
-    assert (tmp_path / "cut" / DECISIONS_FILE).read_text().startswith("decided_at,part,")
+    assert (tmp_path / "cut" / PART_DECISIONS_FILE).read_text().startswith("decided_at,part,")
     (tmp_path / "other").mkdir()
-    (tmp_path / "other" / DECISIONS_FILE).write_text("part,note\nx,y\n")
+    (tmp_path / "other" / PART_DECISIONS_FILE).write_text("part,note\nx,y\n")
     with pytest.raises(PsicbatchError, match=r"_parts\.csv: not a part decision file psicbatch"):
         decisions(tmp_path / "other")
 
@@ -166,7 +193,9 @@ def test_a_watch_decides_parts_as_their_images_come(tmp_path: Path) -> None:
     watch = start_watch(folder, out, *options, "--part-timeout", "1")
     for name, image in zip(("p1_cam1", "p1_cam2", "p2_cam1"), images, strict=True):
         (folder / f"{name}.png").write_bytes(image.read_bytes())
-    wait_for(lambda: len(decided(out)) == 2 if (out / DECISIONS_FILE).exists() else False, watch)
+    wait_for(
+        lambda: len(decided(out)) == 2 if (out / PART_DECISIONS_FILE).exists() else False, watch
+    )
     assert {(line["part"], line["decision"]) for line in decided(out)} == {
         ("p1", "pass"),  # both images judged good (threshold 1)
         ("p2", "incomplete"),  # its second image never came
@@ -174,6 +203,8 @@ def test_a_watch_decides_parts_as_their_images_come(tmp_path: Path) -> None:
     os.killpg(watch.pid, signal.SIGTERM)
     _, stderr = watch.communicate(timeout=30)
     assert "parts: 1 passed, 1 incomplete" in stderr
+    shown = CliRunner().invoke(main, ["info", str(out), "--json"])
+    assert json.loads(shown.output)["part decisions"] == "1 passed, 1 incomplete (_parts.csv)"
     again = start_watch(folder, out, *options[:-1], "3", "--part-timeout", "1")
     _, stderr = again.communicate(timeout=60)
     assert again.returncode == 1 and "its parts were decided with" in stderr

@@ -38,7 +38,7 @@ from psicbatch.run.csv_table import CSV_TABLE, write_csv_table
 from psicbatch.run.files import DEFAULT_DECODE_SECONDS, DEFAULT_MAX_MIB, MIB, FileLimits
 from psicbatch.run.html_report import write_report
 from psicbatch.run.inputs import collect_inputs
-from psicbatch.run.job import resolved_sources
+from psicbatch.run.job import PART_OPTIONS_FILE, resolved_sources
 from psicbatch.run.mask_images import write_mask_images
 from psicbatch.run.options import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT, MASK_MODES, RunOptions
 from psicbatch.run.output import parts_directory
@@ -46,7 +46,6 @@ from psicbatch.run.output_guard import REPORT, check_output
 from psicbatch.run.part_table import PARTS_TABLE, PartGrouping, write_part_table
 from psicbatch.run.shutdown import Stopped, exit_at_once, signals_stop
 from psicbatch.run.watch_parts import DEFAULT_TIMEOUT as DEFAULT_PART_TIMEOUT
-from psicbatch.run.watch_parts import OPTIONS_FILE as PARTS_OPTIONS
 from psicbatch.run.watch_parts import WatchParts
 
 if TYPE_CHECKING:
@@ -360,9 +359,9 @@ def _watch(
     """Inspect until stopped, with a status line; a signal ends it normally (exit 0)."""
     from psicbatch.run.watch import WatchStatus, watch
 
-    if watching.parts is None and (options.out / PARTS_OPTIONS).exists() and not quiet:
+    if watching.parts is None and (options.out / PART_OPTIONS_FILE).exists() and not quiet:
         console.print(  # its parts would wait, undecided, for a watch that decides them
-            f"note: {readable_path(options.out)} holds part decisions ({PARTS_OPTIONS}); "
+            f"note: {readable_path(options.out)} holds part decisions ({PART_OPTIONS_FILE}); "
             "this watch, without --group-by, decides none",
             markup=False,
             highlight=False,

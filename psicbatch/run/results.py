@@ -10,7 +10,9 @@ nearest one above.
 
 from __future__ import annotations
 
+import csv
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +25,10 @@ from psicbatch.engines.manifest import large_kernel_note
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 from psicbatch.run.files import check_regular
-from psicbatch.run.job import WATCH_JOB_FILE, WATCH_RUN_FILE
+from psicbatch.run.job import PART_DECISIONS_FILE, WATCH_JOB_FILE, WATCH_RUN_FILE
 from psicbatch.run.output import read_metadata
 from psicbatch.scores import AppliedDecisions
+from psicbatch.wording import decisions_said
 
 PARTITION_LEVELS = 2  # date=..., hour=...
 
@@ -113,7 +116,7 @@ def described(results: Path, table: pa.Table, run: dict[str, Any]) -> dict[str, 
         },
     }
     settings = ["sources", "masks", "decoder", "devices", "roi", "inputs", "resumed"]
-    settings += ["parts", "completed"]  # a watch folder's
+    settings += ["parts", "completed", "part decisions"]  # a watch folder's
     times = ("started_at", "finished_at", "psicbatch_version", "schema_version")
     summary.update({key: run.get(key) for key in (*settings, *times)})
     return {key: value for key, value in summary.items() if value not in ({}, None, "")}
@@ -152,8 +155,24 @@ def _watch_results(folder: Path) -> tuple[pa.Table, dict[str, Any]]:
     except (OSError, ValueError) as error:  # pyarrow's errors are ValueErrors too
         raise PsicbatchError(f"{readable_path(folder)}: cannot be read ({error})") from None
     description["parts"] = len(parts)
+    description["part decisions"] = _part_decisions(folder, identity.parent)
     span = pc.min_max(table["completed_at"]) if "completed_at" in table.column_names else None
     if span is not None and span["min"].is_valid:
         first, last = span["min"].as_py(), span["max"].as_py()
         description["completed"] = f"{first:%Y-%m-%d %H:%M:%S} to {last:%Y-%m-%d %H:%M:%S} UTC"
     return table, description
+
+
+def _part_decisions(folder: Path, root: Path) -> str | None:
+    """The parts the watch at ``root`` decided as their images came, counted by kind, of
+    the day or hour ``folder`` is (by when they were decided); None where it decides no
+    parts."""
+    decisions = root / PART_DECISIONS_FILE
+    if not decisions.is_file():
+        return None
+    inside = folder.resolve().relative_to(root.resolve()).parts  # date=..., hour=...
+    when = "T".join(part.split("=", 1)[1] for part in inside)  # 2026-12-04T07: a prefix
+    with decisions.open(newline="", encoding="utf-8", errors="surrogateescape") as file:
+        rows = csv.DictReader(file)
+        counts = Counter(row["decision"] for row in rows if row["decided_at"].startswith(when))
+    return f"{decisions_said(counts) or 'none'} ({PART_DECISIONS_FILE})"

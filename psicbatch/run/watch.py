@@ -47,15 +47,9 @@ from psicbatch.run.run_decisions import check_decisions_fit
 from psicbatch.run.runner import describe_run, job_identity, run_record, worker_devices
 from psicbatch.run.watch_parts import PartDecisions, WatchParts
 from psicbatch.run.worker import Worker
-from psicbatch.wording import counted
+from psicbatch.wording import counted, decisions_said
 
 BATCH_LIMIT = 8  # files per part at most: latency before throughput on a line
-PARTS_SAID = {
-    "reject": "rejected",
-    "pass": "passed",
-    "unknown": "unknown",
-    "incomplete": "incomplete",
-}
 WATCH_SCHEMA = pa.schema(
     [
         *SCHEMA,
@@ -131,7 +125,7 @@ class WatchStatus:
         if not self.latencies:
             return f"{counted(self.images, 'image')}, waiting for files"
         p50, p95, p99 = np.percentile(np.array(self.latencies) * 1000, [50, 95, 99])
-        parts = ", ".join(f"{count} {PARTS_SAID[kind]}" for kind, count in self.parts.items())
+        parts = decisions_said(self.parts)
         return (
             f"{counted(self.images, 'image')}, {self.defects} defective, "
             f"{counted(self.errors, 'error')}; latency "

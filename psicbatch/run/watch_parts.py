@@ -6,8 +6,7 @@ is rejected as soon as one of its images is judged defective; decided once ``ima
 them are inspected (passed, or unknown where one could not be inspected: ``verdict``);
 and, where its images stop coming for ``timeout`` seconds before that, incomplete (or,
 without a part size, decided on the images it has). Each decision is one line of
-``OUT/_parts.csv`` (its leading ``_`` keeps dataset readers of ``OUT`` off it), appended
-whole and flushed at once.
+``OUT/_parts.csv`` (``job.PART_DECISIONS_FILE``), appended whole and flushed at once.
 
 A part is decided once, across restarts: on start the parts are rebuilt from the watch's
 rows, the parts the file already holds are not decided again, and a part that became
@@ -40,10 +39,9 @@ from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 from psicbatch.run.csv_table import formula_safe
 from psicbatch.run.folder_scan import Ledger
+from psicbatch.run.job import PART_DECISIONS_FILE, PART_OPTIONS_FILE
 from psicbatch.run.part_table import PART_COLUMNS, PATH_SEPARATOR, PartGrouping, verdict
 
-DECISIONS_FILE = "_parts.csv"
-OPTIONS_FILE = "_parts.json"  # what the decisions were made with: a restart must agree
 DECISION_COLUMNS = ["decided_at", *PART_COLUMNS]
 ROW_COLUMNS = ["path", "path_bytes", "is_defect", "error", "probability", "completed_at"]
 DEFAULT_TIMEOUT = 60.0  # seconds without a new image before a part is decided as it is
@@ -108,7 +106,7 @@ class PartDecisions:
     ) -> None:
         self.parts, self.now = parts, now
         self.pattern = compiled_pattern(parts.grouping.pattern)
-        self.path = out / DECISIONS_FILE
+        self.path = out / PART_DECISIONS_FILE
         self.counts: Counter[str] = Counter()  # decisions made by this process
         self._pending: dict[str, _Part] = {}
         self._decided = Ledger()
@@ -197,7 +195,7 @@ def _key(name: str) -> tuple[bytes, int, int]:
 def _claim_options(out: Path, parts: WatchParts) -> None:
     """Record how parts are made, or refuse a restart that makes them otherwise: its
     decisions would not be those of the parts the file already holds."""
-    record = out / OPTIONS_FILE
+    record = out / PART_OPTIONS_FILE
     wanted = asdict(parts)
     if record.exists():
         earlier = json.loads(record.read_text())
