@@ -183,6 +183,8 @@ def test_part_options_need_a_watch_and_each_other(tmp_path: Path) -> None:
     assert alone.exit_code == 2 and "by report RESULTS --parts-csv" in alone.output
     sized = runner.invoke(main, ["run", "--watch", str(tmp_path), "--part-images", "3"])
     assert sized.exit_code == 2 and "--part-images needs --group-by" in sized.output
+    waiting = runner.invoke(main, ["run", "--watch", str(tmp_path), "--part-timeout", "5"])
+    assert waiting.exit_code == 2 and "--part-timeout needs --group-by" in waiting.output
 
 
 def test_a_watch_decides_parts_as_their_images_come(tmp_path: Path) -> None:

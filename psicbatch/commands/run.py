@@ -304,8 +304,8 @@ def _watch_parts(
     """How a watch decides parts, where ``--group-by`` asks it to; refused without a watch
     (a finished run's parts: ``report --parts-csv``)."""
     if group_by is None:
-        if part_images is not None:
-            raise click.BadParameter("--part-images needs --group-by, which names a part's images")
+        given = click.get_current_context().get_parameter_source("part_timeout")
+        _need_group_by(part_images, group_by, given != ParameterSource.DEFAULT)
         return None
     if watch is None:
         raise click.BadParameter(
@@ -313,6 +313,13 @@ def _watch_parts(
             "by report RESULTS --parts-csv PARTS.csv --group-by REGEX"
         )
     return WatchParts(PartGrouping(group_by, part_images), part_timeout)
+
+
+def _need_group_by(part_images: int | None, group_by: str | None, timeout: bool = False) -> None:
+    """Part options mean nothing without the pattern that makes parts."""
+    for option, given in (("--part-images", part_images is not None), ("--part-timeout", timeout)):
+        if given and group_by is None:
+            raise click.BadParameter(f"{option} needs --group-by, which names a part's images")
 
 
 def _inspect(
@@ -473,8 +480,7 @@ def _check_report_options(
         raise click.BadParameter("--parts-csv needs --group-by, which names a part's images")
     if group_by is not None and parts_path is None and html_path is None:
         raise click.BadParameter("--group-by counts parts for --parts-csv or the page (--html)")
-    if part_images is not None and group_by is None:
-        raise click.BadParameter("--part-images needs --group-by, which names a part's images")
+    _need_group_by(part_images, group_by)
     if compare_to is not None:
         if html_path is None:
             raise click.BadParameter("the comparison is on the page: give --html too")
