@@ -207,6 +207,12 @@ def test_a_watch_decides_parts_as_their_images_come(tmp_path: Path) -> None:
     assert "parts: 1 passed, 1 incomplete" in stderr
     shown = CliRunner().invoke(main, ["info", str(out), "--json"])
     assert json.loads(shown.output)["part decisions"] == "1 passed, 1 incomplete (_parts.csv)"
+    table = tmp_path / "parts.csv"  # made afterwards, as the watch made its parts
+    made = CliRunner().invoke(main, ["report", str(out), "--parts-csv", str(table)])
+    assert made.exit_code == 0, made.output
+    with table.open(newline="") as file:
+        afterwards = {row["part"]: row["decision"] for row in csv.DictReader(file)}
+    assert afterwards == {line["part"]: line["decision"] for line in decided(out)}
     again = start_watch(folder, out, *options[:-1], "3", "--part-timeout", "1")
     _, stderr = again.communicate(timeout=60)
     assert again.returncode == 1 and "its parts were decided with" in stderr

@@ -192,22 +192,31 @@ def _key(name: str) -> tuple[bytes, int, int]:
     return (formula_safe(name).encode("utf-8", "surrogateescape"), 0, 0)
 
 
+def recorded_parts(out: Path) -> WatchParts | None:
+    """How the watch at ``out`` makes its parts, where it decides them (``report`` counts
+    its parts the same way unless told otherwise)."""
+    record = out / PART_OPTIONS_FILE
+    if not record.is_file():
+        return None
+    try:
+        earlier = json.loads(record.read_text())
+        return WatchParts(PartGrouping(**earlier["grouping"]), earlier["timeout"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise PsicbatchError(f"{readable_path(record)}: cannot be read ({error})") from None
+
+
 def _claim_options(out: Path, parts: WatchParts) -> None:
     """Record how parts are made, or refuse a restart that makes them otherwise: its
     decisions would not be those of the parts the file already holds."""
-    record = out / PART_OPTIONS_FILE
-    wanted = asdict(parts)
-    if record.exists():
-        earlier = json.loads(record.read_text())
-        if earlier != json.loads(json.dumps(wanted)):
-            made = WatchParts(PartGrouping(**earlier["grouping"]), earlier["timeout"])
-            raise PsicbatchError(
-                f"{readable_path(out)}: its parts were decided with {made.options_text()}; "
-                f"give the same, or another --out (now: {parts.options_text()})"
-            )
-        return
-    text = json.dumps(wanted, indent=1) + "\n"
-    write_atomically(record, lambda path: path.write_text(text))
+    made = recorded_parts(out)
+    if made is None:
+        text = json.dumps(asdict(parts), indent=1) + "\n"
+        write_atomically(out / PART_OPTIONS_FILE, lambda path: path.write_text(text))
+    elif made != parts:
+        raise PsicbatchError(
+            f"{readable_path(out)}: its parts were decided with {made.options_text()}; "
+            f"give the same, or another --out (now: {parts.options_text()})"
+        )
 
 
 def _decided_names(path: Path) -> list[str]:
