@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 
-def counted(count: int, noun: str, plural: str | None = None) -> str:
-    """``count`` and ``noun``, in the plural (``plural``, else ``noun`` + s) unless one."""
-    return f"{count} {noun if count == 1 else plural or noun + 's'}"
+def counted(count: int, noun: str) -> str:
+    """``count`` and ``noun``, in the plural unless one (the nouns counted take an s)."""
+    return f"{count} {noun if count == 1 else noun + 's'}"
 
 
 # A part decision as a count of them reads: "3 rejected, 117 passed".

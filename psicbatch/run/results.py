@@ -171,7 +171,7 @@ def _part_decisions(folder: Path, root: Path) -> str | None:
     if not decisions.is_file():
         return None
     inside = folder.resolve().relative_to(root.resolve()).parts  # date=..., hour=...
-    when = "T".join(part.split("=", 1)[1] for part in inside)  # 2026-12-04T07: a prefix
+    when = "T".join(part.partition("=")[2] for part in inside)  # 2026-12-04T07: a prefix
     with decisions.open(newline="", encoding="utf-8", errors="surrogateescape") as file:
         rows = csv.DictReader(file)
         counts = Counter(row["decision"] for row in rows if row["decided_at"].startswith(when))
