@@ -8,6 +8,7 @@ import csv
 import datetime
 import json
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -177,6 +178,20 @@ def test_a_restart_that_makes_parts_otherwise_is_refused(tmp_path: Path) -> None
         decisions(tmp_path / "other")
 
 
+def test_a_watchs_parts_are_counted_as_it_made_them_unless_told_otherwise(tmp_path: Path) -> None:
+    from psicbatch.run.watch_parts import parts_pattern
+
+    (tmp_path / "_watch.json").write_text("{}")
+    day = tmp_path / "date=2026-12-06"
+    day.mkdir()
+    assert parts_pattern(day, None) is None  # a watch that decides no parts
+    decisions(tmp_path)
+    assert parts_pattern(tmp_path, None) == parts_pattern(day, None) == CAMERA
+    assert parts_pattern(day, "(p1)") == "(p1)"
+    (tmp_path / "results.parquet").touch()
+    assert parts_pattern(tmp_path / "results.parquet", None) is None
+
+
 def test_part_options_need_a_watch_and_each_other(tmp_path: Path) -> None:
     runner = CliRunner()
     alone = runner.invoke(main, ["run", str(tmp_path), "--group-by", CAMERA])
@@ -213,6 +228,17 @@ def test_a_watch_decides_parts_as_their_images_come(tmp_path: Path) -> None:
     with table.open(newline="") as file:
         afterwards = {row["part"]: row["decision"] for row in csv.DictReader(file)}
     assert afterwards == {line["part"]: line["decision"] for line in decided(out)}
+    labels = tmp_path / "reviewed"  # the review: every image good
+    (labels / "images").mkdir(parents=True)
+    for image in folder.glob("*.png"):
+        shutil.copy(image, labels / "images" / image.name)
+    audit = tmp_path / "audit"
+    audited = CliRunner().invoke(
+        main, ["eval", str(out), "--labels", str(labels), "-o", str(audit)]
+    )
+    assert audited.exit_code == 0, audited.output
+    parts = json.loads((audit / "metrics.json").read_text())["parts"]
+    assert (parts["parts"], parts["grouping"]) == (2, f"--group-by {CAMERA}")  # as the watch
     again = start_watch(folder, out, *options[:-1], "3", "--part-timeout", "1")
     _, stderr = again.communicate(timeout=60)
     assert again.returncode == 1 and "its parts were decided with" in stderr

@@ -56,6 +56,7 @@ from psicbatch.progress import progress_bar
 from psicbatch.region_record import applied_region, read_region, recorded_file, short
 from psicbatch.run.output_guard import OutputKind, check_output
 from psicbatch.run.results import watch_identity
+from psicbatch.run.watch_parts import parts_pattern
 
 # The decision file and its two reports, each replacing only its own kind.
 OUTPUTS = (
@@ -203,6 +204,7 @@ def calibrate_command(
             raise click.BadParameter("give --min-area (pixels) or --min-area-mm2, not both")
         min_area = math.ceil(min_area_mm2 / pixel_size**2 - 1e-9)
     chosen_rule = Rule(rule, min_area)
+    group_by = parts_pattern(predictions[0], group_by) if labels and per_part else group_by
     target, limits = _target(
         max_escape_rate, max_false_reject_rate, type_limits, per_part, group_by
     )

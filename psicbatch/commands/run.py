@@ -44,10 +44,9 @@ from psicbatch.run.options import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT, MAS
 from psicbatch.run.output import parts_directory
 from psicbatch.run.output_guard import REPORT, check_output
 from psicbatch.run.part_table import PARTS_TABLE, PartGrouping, write_part_table
-from psicbatch.run.results import watch_identity
 from psicbatch.run.shutdown import Stopped, exit_at_once, signals_stop
 from psicbatch.run.watch_parts import DEFAULT_TIMEOUT as DEFAULT_PART_TIMEOUT
-from psicbatch.run.watch_parts import WatchParts, recorded_parts
+from psicbatch.run.watch_parts import WatchParts, recorded_grouping
 
 if TYPE_CHECKING:
     from psicbatch.engines.spec import EngineSpec
@@ -590,10 +589,9 @@ def report_command(
     """
     if html_path is None and csv_path is None and mask_folder is None and parts_path is None:
         html_path = Path("report.html")
-    identity = watch_identity(results)  # a watch's parts, as it decided them by default
-    recorded = None if identity is None else recorded_parts(identity.parent)
+    recorded = recorded_grouping(results)  # a watch's parts, as it decided them by default
     if group_by is None and recorded is not None and (parts_path or html_path):
-        group_by, part_images = recorded.grouping.pattern, part_images or recorded.grouping.images
+        group_by, part_images = recorded.pattern, part_images or recorded.images
     _check_report_options(results, html_path, parts_path, group_by, part_images, compare_to)
     grouping = None if group_by is None else PartGrouping(group_by, part_images)
     outputs = {

@@ -249,8 +249,10 @@ def evaluate_command(
                 "scored (no --engine, --compare-to, --decisions, --threshold or --roi)"
             )
         from psicbatch.audit import audit_results
+        from psicbatch.run.watch_parts import parts_pattern
 
         name, data = paths[0], f"{labels}{part_text(split)}"
+        group_by = parts_pattern(name, group_by)
         score = partial(audit_results, name, labels, layout, split, group_by)
     else:
         checkpoint = None if engine or not paths else paths[0]

@@ -41,6 +41,7 @@ from psicbatch.run.csv_table import formula_safe
 from psicbatch.run.folder_scan import Ledger
 from psicbatch.run.job import PART_DECISIONS_FILE, PART_OPTIONS_FILE
 from psicbatch.run.part_table import PART_COLUMNS, PATH_SEPARATOR, PartGrouping, verdict
+from psicbatch.run.results import watch_identity
 
 DECISION_COLUMNS = ["decided_at", *PART_COLUMNS]
 ROW_COLUMNS = ["path", "path_bytes", "is_defect", "error", "probability", "completed_at"]
@@ -203,6 +204,23 @@ def recorded_parts(out: Path) -> WatchParts | None:
         return WatchParts(PartGrouping(**earlier["grouping"]), earlier["timeout"])
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise PsicbatchError(f"{readable_path(record)}: cannot be read ({error})") from None
+
+
+def recorded_grouping(results: Path) -> PartGrouping | None:
+    """How the watch whose folder (or day or hour of it) ``results`` is made its parts,
+    where it decides them: what counts a line's parts in ``report``, ``eval RESULTS
+    --labels`` and ``calibrate RESULTS --labels --per-part`` unless ``--group-by`` is
+    given. None for a results file, or a watch that decides no parts."""
+    identity = watch_identity(results) if results.is_dir() else None
+    parts = None if identity is None else recorded_parts(identity.parent)
+    return None if parts is None else parts.grouping
+
+
+def parts_pattern(results: Path, group_by: str | None) -> str | None:
+    """``--group-by`` where given, else the pattern of the watch ``results`` is: a line's
+    parts are audited as its watch made them."""
+    recorded = recorded_grouping(results)
+    return group_by if group_by is not None or recorded is None else recorded.pattern
 
 
 def _claim_options(out: Path, parts: WatchParts) -> None:
