@@ -406,6 +406,16 @@ def test_training_needs_two_images(tmp_path: Path) -> None:
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_training_without_a_defective_image_is_refused_before_loading(tmp_path: Path) -> None:
+    data = _folder_dataset(tmp_path / "good", 3)  # no masks: every image defect-free
+    result = CliRunner().invoke(main, ["train", str(data), "--out", str(tmp_path / "m.pt"), *TINY])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Error: {data}: none of its 3 labelled images is defective; training needs at least "
+        "one (a mask marking defect pixels, or for a review's sorting an image in defective/)"
+    ]
+
+
 def test_masks_of_another_size_than_their_image_are_refused(tmp_path: Path) -> None:
     data = _folder_dataset(tmp_path / "data", 4, mask_size=(24, 32))  # half the image
     for command in (

@@ -230,6 +230,12 @@ def training_setup(
             f"{datasets_text(data)}: {len(samples)} labelled image found; training needs "
             "at least 2 (thresholds and batches need more than one)"
         )
+    if not any(sample.is_defective for sample in samples):  # found before the images load
+        raise PsicbatchError(
+            f"{datasets_text(data)}: none of its {len(samples)} labelled images is defective; "
+            "training needs at least one (a mask marking defect pixels, or for a review's "
+            "sorting an image in defective/)"
+        )
     if kwargs["input_size"] == "auto":
         kwargs["input_size"], size_choice = auto_input_size(samples, bit_depth)
     options = train_options_from(kwargs)
