@@ -252,3 +252,17 @@ def test_a_watch_decides_parts_as_their_images_come(tmp_path: Path) -> None:
     assert "holds part decisions (_parts.json); this watch, without --group-by, decides none" in (
         " ".join(stderr.split())
     )
+    # A folder it cannot write into (as on a full disk): one line, not a traceback.
+    for day in out.glob("date=*"):
+        day.rename(tmp_path / day.name)  # its rows gone: the images are inspected again
+    today = datetime.datetime.now(datetime.timezone.utc)
+    for stamp in (today, today + datetime.timedelta(days=1)):
+        (out / f"date={stamp:%Y-%m-%d}").write_text("not a folder")
+    blocked = start_watch(folder, out, *options[:4])
+    _, stderr = blocked.communicate(timeout=60)
+    assert blocked.returncode == 1 and "Traceback" not in stderr, stderr
+    assert (
+        stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"Error: {out}: cannot write the watch's results (")
+    )

@@ -25,6 +25,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Container, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,11 +155,13 @@ def watch(
     engine_info = describe_run(spec, options, devices)
     check_decisions_fit(options.decisions, engine_info["manifest"])
     identity = job_identity(engine_info, options, [])
-    _claim(out, identity)
     record = json.dumps(run_record(engine_info, options), indent=1) + "\n"
-    write_atomically(out / WATCH_RUN_FILE, lambda path: path.write_text(record))
+    with _writing(out):
+        _claim(out, identity)
+        write_atomically(out / WATCH_RUN_FILE, lambda path: path.write_text(record))
     done = done_versions(out)
-    decisions = None if watching.parts is None else PartDecisions(out, watching.parts)
+    with _writing(out):
+        decisions = None if watching.parts is None else PartDecisions(out, watching.parts)
     worker = Worker(spec, options, devices[0], threads=None)
     tracker = CompletionTracker(watching.settle_seconds, watching.marker)
     result = result if result is not None else WatchStatus()
@@ -170,7 +173,8 @@ def watch(
     for batch, completed in _complete_batches(folder, out, tracker, done, watching, clock):
         if not batch:  # a poll that found nothing: parts may have waited long enough
             if decisions is not None:
-                decisions.expire()
+                with _writing(out):
+                    decisions.expire()
                 status(result)
             continue
         rows = worker.rows(list(enumerate(path for path, _ in batch)))
@@ -182,12 +186,14 @@ def watch(
             row.setdefault("file_size", stat.st_size)
             row.setdefault("file_mtime_ns", stat.st_mtime_ns)
             row["completed_at"] = completed_at
-        part = _part_path(out, stamp)
-        write_part(pa.Table.from_pylist(rows, schema=WATCH_SCHEMA), part)
+        with _writing(out):
+            part = _part_path(out, stamp)
+            write_part(pa.Table.from_pylist(rows, schema=WATCH_SCHEMA), part)
         compactor.part_written(part)
         done.update((row["path_bytes"], row["file_size"], row["file_mtime_ns"]) for row in rows)
         if decisions is not None:
-            decisions.add(rows)
+            with _writing(out):
+                decisions.add(rows)
         result.add(rows, [clock() - completed] * len(rows))
         status(result)
 
@@ -214,6 +220,19 @@ def _complete_batches(
         if not ready:
             yield [], now
             time.sleep(max(watching.poll_seconds, scanner.wait_seconds))
+
+
+@contextmanager
+def _writing(out: Path) -> Iterator[None]:
+    """A write into the watch's folder that fails (a full disk) as one line, not a
+    traceback: what was not written is inspected, or decided, again at the next start."""
+    try:
+        yield
+    except OSError as error:
+        raise PsicbatchError(
+            f"{readable_path(out)}: cannot write the watch's results ({error.strerror or error}); "
+            "what was not written is inspected again at the next start"
+        ) from None
 
 
 def _hour_folder(out: Path, stamp: datetime.datetime) -> Path:
