@@ -159,6 +159,21 @@ def test_info_and_the_page_count_a_watchs_decisions_of_the_folder_shown(tmp_path
     }
 
 
+def test_a_damaged_part_of_the_rows_is_named_at_a_restart(tmp_path: Path) -> None:
+    from psicbatch.run.watch import done_versions
+
+    hour = tmp_path / "date=2026-12-06" / "hour=08"
+    hour.mkdir(parents=True)
+    (hour / "part-1.parquet").write_bytes(b"damaged")
+    for start in (lambda: done_versions(tmp_path), lambda: decisions(tmp_path)):
+        with pytest.raises(PsicbatchError) as error:
+            start()
+        said = str(error.value)
+        assert said.startswith(f"{hour / 'part-1.parquet'}: a part of the watch's results cannot")
+        assert said.endswith("move it out of the folder to go on without it (its files are "
+                             "inspected again)")  # fmt: skip
+
+
 def test_a_restart_that_makes_parts_otherwise_is_refused(tmp_path: Path) -> None:
     decisions(tmp_path, images=3)
     with pytest.raises(PsicbatchError) as error:

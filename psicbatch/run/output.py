@@ -128,6 +128,18 @@ def write_part(table: pa.Table, path: Path) -> None:
     )
 
 
+def read_part(path: Path, columns: list[str]) -> pa.Table:
+    """A watch's part read back, or one line naming it where it cannot be (damaged on
+    disk): moved away, its files are inspected again."""
+    try:
+        return pq.read_table(path, columns=columns)
+    except (OSError, ValueError) as error:  # pyarrow's errors are ValueErrors too
+        raise PsicbatchError(
+            f"{readable_path(path)}: a part of the watch's results cannot be read ({error}); "
+            "move it out of the folder to go on without it (its files are inspected again)"
+        ) from None
+
+
 class BackgroundWriter:
     """Writes part files in a thread of its own, so compressing and writing row groups runs
     beside the workers; a write error is raised on the next ``write`` or at ``close``."""

@@ -31,7 +31,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from psicbatch.atomic import write_atomically
 from psicbatch.data.splits import compiled_pattern, group_name
@@ -40,6 +39,7 @@ from psicbatch.paths import readable_path
 from psicbatch.run.csv_table import formula_safe
 from psicbatch.run.folder_scan import Ledger
 from psicbatch.run.job import PART_DECISIONS_FILE, PART_OPTIONS_FILE
+from psicbatch.run.output import read_part
 from psicbatch.run.part_table import PART_COLUMNS, PATH_SEPARATOR, PartGrouping, verdict
 from psicbatch.run.results import watch_identity
 
@@ -180,7 +180,7 @@ class PartDecisions:
         them now). Rows of decided parts, nearly all of a long watch's, stay in Arrow."""
         waiting = []
         for written in sorted(out.glob("date=*/hour=*/part-*.parquet")):
-            table = pq.read_table(written, columns=ROW_COLUMNS)
+            table = read_part(written, ROW_COLUMNS)
             names = [self._part_of(path) for path in table["path"].to_pylist()]
             undecided = {name for name in set(names) if _key(name) not in self._decided}
             if undecided:  # each part looked up once, not once per image
