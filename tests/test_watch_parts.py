@@ -170,8 +170,8 @@ def test_a_damaged_part_of_the_rows_is_named_at_a_restart(tmp_path: Path) -> Non
             start()
         said = str(error.value)
         assert said.startswith(f"{hour / 'part-1.parquet'}: a part of the watch's results cannot")
-        assert said.endswith("move it out of the folder to go on without it (its files are "
-                             "inspected again)")  # fmt: skip
+        ending = "move it out of the folder to go on without it (its files are inspected again)"
+        assert said.endswith(ending)
 
 
 def test_a_restart_that_makes_parts_otherwise_is_refused(tmp_path: Path) -> None:
