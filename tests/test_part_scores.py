@@ -427,6 +427,13 @@ def test_report_writes_a_runs_parts(dataset: Path, tmp_path: Path) -> None:
         assert (row["decision"] == "incomplete") == short, row
     assert any(row["decision"] == "incomplete" for row in decided.values())
     assert " incomplete (images missing)" in sides.output
+    short = sorted(name for name, row in decided.items() if row["decision"] == "incomplete")
+    on_page = ["--html", str(page), "--group-by", LAST_DIGIT, "--part-images", "3"]
+    listed = CliRunner().invoke(main, ["report", str(results), *on_page, "--overwrite"])
+    assert listed.exit_code == 0, listed.output
+    text = page.read_text()
+    assert f"<h2>Parts neither rejected nor passed ({len(short)})</h2>" in text
+    assert all(f"<tr><td>{name}</td><td>incomplete</td><td>2</td>" in text for name in short)
     loose = CliRunner().invoke(main, [*args[:2], "--html", str(page), "--part-images", "3"])
     assert loose.exit_code == 2 and "--part-images needs --group-by" in loose.output
     unmatched = CliRunner().invoke(main, [*args[:-1], "camera9", "--overwrite"])

@@ -190,11 +190,8 @@ def build_report(
     counts = (
         f"{counted(images, 'image')}, {defect_count} defective, {counted(error_count, 'error')}"
     )
-    parts = ""
-    if grouping is not None:
-        in_parts = part_counts(part_table(table, grouping))
-        parts = f"<p>Parts (--group-by <code>{e(grouping.pattern)}</code>): {e(in_parts)}.</p>"
-        counts += f"; {in_parts}"
+    parts, in_parts = _parts_section(table, grouping, top) if grouping else ("", "")
+    counts += f"; {in_parts}" if in_parts else ""
     comparison = ""
     if that is not None:
         other, other_table, other_run = that
@@ -232,6 +229,29 @@ table.meta th {{ text-align: left; padding-right: 1em; }}
 </body></html>
 """
     return page, counts
+
+
+def _parts_section(table: pa.Table, grouping: PartGrouping, top: int) -> tuple[str, str]:
+    """The page's parts: their decisions counted, and the first ``top`` of those neither
+    rejected nor passed (an image not inspected, images missing: a camera or a file to
+    look at); and the counts in a line."""
+    e = html.escape
+    decided = part_table(table, grouping)
+    in_parts = part_counts(decided)
+    section = f"<p>Parts (--group-by <code>{e(grouping.pattern)}</code>): {e(in_parts)}.</p>"
+    undecided = decided.filter(pc.is_in(decided["decision"], pa.array(["unknown", "incomplete"])))
+    if undecided.num_rows:
+        rows = "".join(
+            f"<tr><td>{e(part['part'])}</td><td>{part['decision']}</td><td>{part['images']}</td>"
+            f"<td>{part['errors']}</td></tr>"
+            for part in undecided.slice(0, top).to_pylist()
+        )
+        section += (
+            f"<h2>Parts neither rejected nor passed ({undecided.num_rows})</h2>"
+            '<table class="meta"><tr><th>part</th><th>decision</th><th>images</th>'
+            f"<th>errors</th></tr>{rows}</table>"
+        )
+    return section, in_parts
 
 
 def _comparison_section(
