@@ -215,6 +215,8 @@ def test_part_options_need_a_watch_and_each_other(tmp_path: Path) -> None:
     assert sized.exit_code == 2 and "--part-images needs --group-by" in sized.output
     waiting = runner.invoke(main, ["run", "--watch", str(tmp_path), "--part-timeout", "5"])
     assert waiting.exit_code == 2 and "--part-timeout needs --group-by" in waiting.output
+    broken = runner.invoke(main, ["run", "--watch", str(tmp_path), "--group-by", "(p"])
+    assert broken.exit_code == 1 and "--group-by '(p': not a regular expression" in broken.output
 
 
 def test_a_watch_decides_parts_as_their_images_come(tmp_path: Path) -> None:

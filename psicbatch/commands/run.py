@@ -31,6 +31,7 @@ from psicbatch.commands.options import (
 )
 from psicbatch.data.combined import WHOLE
 from psicbatch.data.layouts import AUTO, LAYOUTS
+from psicbatch.data.splits import compiled_pattern
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 from psicbatch.progress import progress_bar
@@ -312,6 +313,7 @@ def _watch_parts(
             "--group-by decides parts as a --watch inspects them; a run's parts are counted "
             "by report RESULTS --parts-csv PARTS.csv --group-by REGEX"
         )
+    compiled_pattern(group_by)  # a pattern that is none is refused before the engine opens
     return WatchParts(PartGrouping(group_by, part_images), part_timeout)
 
 
