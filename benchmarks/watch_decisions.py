@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from psicbatch.bench.machine import machine  # noqa: E402
+from psicbatch.bench.machine import machine, resident_mib  # noqa: E402
 from psicbatch.reports import markdown_table  # noqa: E402
 from psicbatch.run.job import PART_DECISIONS_FILE  # noqa: E402
 from psicbatch.run.part_table import PartGrouping  # noqa: E402
@@ -75,23 +75,14 @@ def make_folder(out: Path, rows: int, images: int) -> None:
     (out / PART_DECISIONS_FILE).write_text("\n".join([header, *lines]) + "\n")
 
 
-def peak_mib() -> float:
-    """This process's peak resident memory (VmHWM: its own since exec, unlike ru_maxrss,
-    which a child can inherit from the parent that made its folder)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
 def measure(out: Path, rows: int, images: int) -> dict:
     """In this process, on the folder made for it: the restart's time and memory, then
     the loop's time per batch."""
-    before = peak_mib()
+    before = resident_mib(field="VmHWM")  # its own peak, not the parent's
     started = time.perf_counter()
     decisions = PartDecisions(out, WatchParts(PartGrouping(PATTERN, images)))
     rebuild = time.perf_counter() - started
-    peak = peak_mib()
+    peak = resident_mib(field="VmHWM")
     restart_decided = sum(decisions.counts.values())
     new = [row(rows + i, images) for i in range(BATCHES * BATCH)]
     started = time.perf_counter()

@@ -63,12 +63,13 @@ class DriverMemorySampler:
         self.peak_mib = reading if self.peak_mib is None else max(self.peak_mib, reading)
 
 
-def resident_mib(pid: int | str = "self") -> float | None:
-    """What process ``pid`` holds in memory now (VmRSS, Linux), in MiB; None once it has
+def resident_mib(pid: int | str = "self", field: str = "VmRSS") -> float | None:
+    """What process ``pid`` holds in memory now (VmRSS, Linux), or its peak since it began
+    (``field="VmHWM"``: unlike ru_maxrss, never a parent's), in MiB; None once it has
     ended or where /proc has no such field."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except FileNotFoundError:
         return None

@@ -128,16 +128,19 @@ def write_part(table: pa.Table, path: Path) -> None:
     )
 
 
-def read_part(path: Path, columns: list[str]) -> pa.Table:
-    """A watch's part read back, or one line naming it where it cannot be (damaged on
-    disk): moved away, its files are inspected again."""
-    try:
-        return pq.read_table(path, columns=columns)
-    except (OSError, ValueError) as error:  # pyarrow's errors are ValueErrors too
-        raise PsicbatchError(
-            f"{readable_path(path)}: a part of the watch's results cannot be read ({error}); "
-            "move it out of the folder to go on without it (its files are inspected again)"
-        ) from None
+def watch_tables(out: Path, columns: list[str]) -> Iterator[pa.Table]:
+    """The ``columns`` of every part a watch wrote into ``out``, in the order of their
+    names (hour by hour); one line naming a part that cannot be read (damaged on disk):
+    moved away, its files are inspected again."""
+    for part in sorted(out.glob("date=*/hour=*/part-*.parquet")):
+        try:
+            yield pq.read_table(part, columns=columns)
+        except (OSError, ValueError) as error:  # pyarrow's errors are ValueErrors too
+            raise PsicbatchError(
+                f"{readable_path(part)}: a part of the watch's results cannot be read "
+                f"({error}); move it out of the folder to go on without it (its files are "
+                "inspected again)"
+            ) from None
 
 
 class BackgroundWriter:

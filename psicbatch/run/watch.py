@@ -41,7 +41,7 @@ from psicbatch.run.compaction import Compactor
 from psicbatch.run.folder_scan import FileVersion, FolderScan, Ledger
 from psicbatch.run.job import WATCH_JOB_FILE, WATCH_RUN_FILE, JobIdentity, check_same_job
 from psicbatch.run.options import RunOptions
-from psicbatch.run.output import STAMP_COLUMNS, read_part, write_part
+from psicbatch.run.output import STAMP_COLUMNS, watch_tables, write_part
 from psicbatch.run.rows import SCHEMA
 from psicbatch.run.run_decisions import check_decisions_fit
 from psicbatch.run.runner import describe_run, job_identity, run_record, worker_devices
@@ -99,8 +99,7 @@ class CompletionTracker:
 def done_versions(out: Path) -> Ledger:
     """Every file version in the parts already written: the ledger."""
     done = Ledger()
-    for part in out.glob("date=*/hour=*/part-*.parquet"):
-        table = read_part(part, ["path_bytes", "file_size", "file_mtime_ns"])
+    for table in watch_tables(out, ["path_bytes", "file_size", "file_mtime_ns"]):
         done.update(zip(*(table.column(i).to_pylist() for i in range(3)), strict=True))
     return done
 

@@ -39,7 +39,7 @@ from psicbatch.paths import readable_path
 from psicbatch.run.csv_table import formula_safe
 from psicbatch.run.folder_scan import Ledger
 from psicbatch.run.job import PART_DECISIONS_FILE, PART_OPTIONS_FILE
-from psicbatch.run.output import read_part
+from psicbatch.run.output import watch_tables
 from psicbatch.run.part_table import PART_COLUMNS, PATH_SEPARATOR, PartGrouping, verdict
 from psicbatch.run.results import watch_identity
 
@@ -179,8 +179,7 @@ class PartDecisions:
         files were complete; then the decisions they allow (a restart after a kill decides
         them now). Rows of decided parts, nearly all of a long watch's, stay in Arrow."""
         waiting = []
-        for written in sorted(out.glob("date=*/hour=*/part-*.parquet")):
-            table = read_part(written, ROW_COLUMNS)
+        for table in watch_tables(out, ROW_COLUMNS):
             names = [self._part_of(path) for path in table["path"].to_pylist()]
             undecided = {name for name in set(names) if _key(name) not in self._decided}
             if undecided:  # each part looked up once, not once per image
