@@ -31,12 +31,9 @@ sys.path.insert(0, str(ROOT))
 from psicbatch.bench.machine import machine, resident_mib  # noqa: E402
 from psicbatch.reports import markdown_table  # noqa: E402
 from psicbatch.run.job import PART_DECISIONS_FILE  # noqa: E402
+from psicbatch.run.part_files import DECISION_COLUMNS  # noqa: E402
 from psicbatch.run.part_table import PartGrouping  # noqa: E402
-from psicbatch.run.watch_parts import (  # noqa: E402
-    DECISION_COLUMNS,
-    PartDecisions,
-    WatchParts,
-)
+from psicbatch.run.watch_parts import PartDecisions, WatchParts  # noqa: E402
 
 HOUR_ROWS = 3600
 PATTERN = r"(part\d+)_cam"

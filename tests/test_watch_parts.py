@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from psicbatch.cli import main
 from psicbatch.data.synth import generate
 from psicbatch.errors import PsicbatchError
-from psicbatch.run.job import PART_DECISIONS_FILE
+from psicbatch.run.job import LATE_IMAGES_FILE, PART_DECISIONS_FILE
 from psicbatch.run.part_table import PartGrouping
 from psicbatch.run.watch_parts import PartDecisions, WatchParts
 from tests.test_watch import start_watch, wait_for
@@ -48,8 +48,8 @@ def row(name: str, judged: bool = False, error: str | None = None, at: float = 0
     }
 
 
-def decided(out: Path) -> list[dict]:
-    with (out / PART_DECISIONS_FILE).open(newline="") as file:
+def decided(out: Path, name: str = PART_DECISIONS_FILE) -> list[dict]:
+    with (out / name).open(newline="") as file:
         return list(csv.DictReader(file))
 
 
@@ -107,6 +107,48 @@ def test_a_part_whose_images_stop_coming_is_decided_on_those_it_has(tmp_path: Pa
     }
 
 
+def test_an_image_after_its_parts_decision_is_noted_unless_the_part_was_rejected(
+    tmp_path: Path,
+) -> None:
+    parts, clock = decisions(tmp_path, images=2, timeout=10)
+    parts.add([row("p1_cam1", judged=True), row("p2_cam1"), row("p2_cam2")])
+    parts.add([row("p3_cam1", error="truncated"), row("p3_cam2"), row("p4_cam1")])
+    clock.seconds = 10
+    parts.expire()  # p4: incomplete
+    assert decided(tmp_path, LATE_IMAGES_FILE) == []
+    clock.seconds = 11
+    parts.add([row("p1_cam2", judged=True), row("p2_cam3", judged=True), row("p4_cam2")])
+    parts.add([row("p3_cam1", error="still truncated")])  # the same file, inspected again
+    late = decided(tmp_path, LATE_IMAGES_FILE)
+    assert [(line["part"], line["decision"], line["path"]) for line in late] == [
+        ("p2", "pass", "/line/p2_cam3.png"),  # p1's second image: rejected already, not noted
+        ("p4", "incomplete", "/line/p4_cam2.png"),
+        ("p3", "unknown", "/line/p3_cam1.png"),
+    ]
+    passed, incomplete, unknown = late
+    assert (passed["is_defect"], passed["probability"], passed["error"]) == ("true", "0.9", "")
+    assert (incomplete["is_defect"], incomplete["probability"]) == ("false", "0.1")
+    assert (unknown["is_defect"], unknown["error"], unknown["probability"]) == (
+        "",
+        "still truncated",
+        "",
+    )
+    assert passed["noted_at"].startswith("2026-12-06T08:00:11")
+    assert (parts.late.images, parts.late.judged_defective) == (3, 1)
+    assert [line["part"] for line in decided(tmp_path)] == ["p1", "p2", "p3", "p4"]  # as made
+    with (tmp_path / LATE_IMAGES_FILE).open("a") as file:
+        file.write("2026-12-06T08:00:12.000+00:00,p2,pa")  # a line a kill cut short
+    restarted, _ = decisions(tmp_path, images=2, timeout=10)  # decisions kept by kind
+    restarted.add([row("p1_cam3", judged=True), row("p2_cam4")])
+    assert [line["path"] for line in decided(tmp_path, LATE_IMAGES_FILE)] == [
+        "/line/p2_cam3.png",
+        "/line/p4_cam2.png",
+        "/line/p3_cam1.png",
+        "/line/p2_cam4.png",
+    ]
+    assert (restarted.late.images, restarted.late.judged_defective) == (1, 0)
+
+
 def _written(out: Path, rows: list[dict], hour: int = 8) -> None:
     """Rows as a watch writes them, in a part of its folder."""
     hour = out / "date=2026-12-06" / f"hour={hour:02d}"
@@ -146,16 +188,23 @@ def test_info_and_the_page_count_a_watchs_decisions_of_the_folder_shown(tmp_path
         parts.add(written)
     clock.seconds = 3600 + 10
     parts.expire()  # p2 and p3 incomplete, decided at 09:00:10
+    clock.seconds = 3600 + 20
+    late = [row("p2_cam2", judged=True) | {"completed_at": clock()}]
+    _written(tmp_path, late, 9)
+    parts.add(late)  # noted at 09:00:20
     day = tmp_path / "date=2026-12-06"
     said = {
-        folder: results_summary(folder)["part decisions"]
+        folder: (
+            results_summary(folder)["part decisions"],
+            results_summary(folder).get("late images"),
+        )
         for folder in (tmp_path, day, day / "hour=08", day / "hour=09")
     }
     assert said == {
-        tmp_path: "1 rejected, 2 incomplete (_parts.csv)",
-        day: "1 rejected, 2 incomplete (_parts.csv)",
-        day / "hour=08": "1 rejected (_parts.csv)",
-        day / "hour=09": "2 incomplete (_parts.csv)",
+        tmp_path: ("1 rejected, 2 incomplete (_parts.csv)", "1, 1 judged defective (_late.csv)"),
+        day: ("1 rejected, 2 incomplete (_parts.csv)", "1, 1 judged defective (_late.csv)"),
+        day / "hour=08": ("1 rejected (_parts.csv)", None),
+        day / "hour=09": ("2 incomplete (_parts.csv)", "1, 1 judged defective (_late.csv)"),
     }
 
 
@@ -189,7 +238,9 @@ def test_a_restart_that_makes_parts_otherwise_is_refused(tmp_path: Path) -> None
     assert (tmp_path / "cut" / PART_DECISIONS_FILE).read_text().startswith("decided_at,part,")
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / PART_DECISIONS_FILE).write_text("part,note\nx,y\n")
-    with pytest.raises(PsicbatchError, match=r"_parts\.csv: not a part decision file psicbatch"):
+    with pytest.raises(
+        PsicbatchError, match=r"_parts\.csv: not a file of a watch.s parts psicbatch writes"
+    ):
         decisions(tmp_path / "other")
 
 
@@ -219,6 +270,39 @@ def test_part_options_need_a_watch_and_each_other(tmp_path: Path) -> None:
     assert broken.exit_code == 1 and "--group-by '(p': not a regular expression" in broken.output
 
 
+def _what_reports_say_of_the_watch(tmp_path: Path, folder: Path, out: Path) -> None:
+    """``info``, the page, the parts table and an audit of the watch's folder: the parts
+    as the watch made them, and the image that came after its part's decision."""
+    shown = json.loads(CliRunner().invoke(main, ["info", str(out), "--json"]).output)
+    assert shown["part decisions"] == "1 passed, 1 incomplete (_parts.csv)"
+    assert shown["late images"] == "1, 0 judged defective (_late.csv)"
+    page = tmp_path / "page.html"
+    reported = CliRunner().invoke(main, ["report", str(out), "--html", str(page)])
+    assert reported.exit_code == 0, reported.output
+    assert "1 late image (0 judged defective)" in " ".join(reported.output.split())
+    assert "Images after their part's decision (1)" in page.read_text()
+    assert f"<td>p2</td><td>incomplete</td><td><code>{folder / 'p2_cam2.png'}</code>" in (
+        page.read_text()
+    )
+    table = tmp_path / "parts.csv"  # made afterwards, as the watch made its parts
+    made = CliRunner().invoke(main, ["report", str(out), "--parts-csv", str(table)])
+    assert made.exit_code == 0, made.output
+    with table.open(newline="") as file:
+        afterwards = {row["part"]: row["decision"] for row in csv.DictReader(file)}
+    assert afterwards == {"p1": "pass", "p2": "pass"}  # on all its images, the late one too
+    labels = tmp_path / "reviewed"  # the review: every image good
+    (labels / "images").mkdir(parents=True)
+    for image in folder.glob("*.png"):
+        shutil.copy(image, labels / "images" / image.name)
+    audit = tmp_path / "audit"
+    audited = CliRunner().invoke(
+        main, ["eval", str(out), "--labels", str(labels), "-o", str(audit)]
+    )
+    assert audited.exit_code == 0, audited.output
+    parts = json.loads((audit / "metrics.json").read_text())["parts"]
+    assert (parts["parts"], parts["grouping"]) == (2, f"--group-by {CAMERA}")  # as the watch
+
+
 def test_a_watch_decides_parts_as_their_images_come(tmp_path: Path) -> None:
     images = generate(tmp_path / "made", 3, (64, 64), seed=3)
     folder, out = tmp_path / "line", tmp_path / "results"
@@ -232,30 +316,15 @@ def test_a_watch_decides_parts_as_their_images_come(tmp_path: Path) -> None:
     )
     assert {(line["part"], line["decision"]) for line in decided(out)} == {
         ("p1", "pass"),  # both images judged good (threshold 1)
-        ("p2", "incomplete"),  # its second image never came
+        ("p2", "incomplete"),  # its second image had not come
     }
+    (folder / "p2_cam2.png").write_bytes((folder / "p1_cam1.png").read_bytes())  # it comes
+    wait_for(lambda: len(decided(out, LATE_IMAGES_FILE)) == 1, watch)
     os.killpg(watch.pid, signal.SIGTERM)
     _, stderr = watch.communicate(timeout=30)
-    assert "parts: 1 passed, 1 incomplete" in stderr
-    shown = CliRunner().invoke(main, ["info", str(out), "--json"])
-    assert json.loads(shown.output)["part decisions"] == "1 passed, 1 incomplete (_parts.csv)"
-    table = tmp_path / "parts.csv"  # made afterwards, as the watch made its parts
-    made = CliRunner().invoke(main, ["report", str(out), "--parts-csv", str(table)])
-    assert made.exit_code == 0, made.output
-    with table.open(newline="") as file:
-        afterwards = {row["part"]: row["decision"] for row in csv.DictReader(file)}
-    assert afterwards == {line["part"]: line["decision"] for line in decided(out)}
-    labels = tmp_path / "reviewed"  # the review: every image good
-    (labels / "images").mkdir(parents=True)
-    for image in folder.glob("*.png"):
-        shutil.copy(image, labels / "images" / image.name)
-    audit = tmp_path / "audit"
-    audited = CliRunner().invoke(
-        main, ["eval", str(out), "--labels", str(labels), "-o", str(audit)]
-    )
-    assert audited.exit_code == 0, audited.output
-    parts = json.loads((audit / "metrics.json").read_text())["parts"]
-    assert (parts["parts"], parts["grouping"]) == (2, f"--group-by {CAMERA}")  # as the watch
+    said = " ".join(stderr.split())
+    assert "parts: 1 passed, 1 incomplete; 1 late image (0 judged defective) in _late.csv" in said
+    _what_reports_say_of_the_watch(tmp_path, folder, out)
     again = start_watch(folder, out, *options[:-1], "3", "--part-timeout", "1")
     _, stderr = again.communicate(timeout=60)
     assert again.returncode == 1 and "its parts were decided with" in stderr

@@ -30,6 +30,7 @@ from psicbatch.run.results import (
     described,
     field_text,
     judged_by,
+    late_images,
     read_results_table,
     results_counts,
 )
@@ -192,6 +193,8 @@ def build_report(
     )
     parts, in_parts = _parts_section(table, grouping, top) if grouping else ("", "")
     counts += f"; {in_parts}" if in_parts else ""
+    late, late_line = _late_section(late_images(results), top)
+    counts += f"; {late_line}" if late_line else ""
     comparison = ""
     if that is not None:
         other, other_table, other_run = that
@@ -219,7 +222,7 @@ table.meta th {{ text-align: left; padding-right: 1em; }}
 <table class="counts"><tr><td>{counted(images, "image")}</td><td>{defect_count} defective</td>
 <td>{100 * rate:.1f}% of readable images defective</td><td>{counted(error_count, "error")}</td>
 </tr></table>
-{parts}{comparison}
+{parts}{late}{comparison}
 <h2>Defect probability</h2>{histogram_html}
 <h2>Most likely defects ({len(shown)} of {defect_count})</h2>
 <div class="defects">{"".join(cards) or "<p>No defects found.</p>"}</div>
@@ -252,6 +255,40 @@ def _parts_section(table: pa.Table, grouping: PartGrouping, top: int) -> tuple[s
             f"<th>errors</th></tr>{rows}</table>"
         )
     return section, in_parts
+
+
+def _late_section(lines: list[dict[str, str]], top: int) -> tuple[str, str]:
+    """The images a watch noted as late (they came after their part was decided), those
+    judged defective first: a passed part one of them shows defective is a part to pull
+    from the line's good ones. The first ``top``, and their counts in a line."""
+    if not lines:
+        return "", ""
+    e = html.escape
+    judged = sum(line["is_defect"] == "true" for line in lines)
+    said = f"{counted(len(lines), 'late image')} ({judged} judged defective)"
+    first = sorted(lines, key=lambda line: (line["is_defect"] != "true", line["error"] == ""))
+    rows = "".join(
+        f"<tr><td>{e(line['part'])}</td><td>{e(line['decision'])}</td>"
+        f"<td><code>{e(line['path'])}</code></td><td>{e(line['noted_at'])}</td>"
+        f"<td>{_late_result(line)}</td></tr>"
+        for line in first[:top]
+    )
+    section = (
+        f"<h2>Images after their part's decision ({len(lines)})</h2><p>Each came after the "
+        "watch had decided its part, and did not change that decision (the parts counted "
+        "above are counted on all their images, these too): a part passed, unknown or "
+        f"incomplete that one of them shows defective is a part to look at again. {e(said)}.</p>"
+        '<table class="meta"><tr><th>part</th><th>decided</th><th>image</th><th>noted</th>'
+        f"<th>result</th></tr>{rows}</table>"
+    )
+    return section, said
+
+
+def _late_result(line: dict[str, str]) -> str:
+    if line["error"]:
+        return f"error: {html.escape(line['error'])}"
+    judged = "judged defective" if line["is_defect"] == "true" else "judged good"
+    return f"{judged}, probability {html.escape(line['probability'])}"
 
 
 def _comparison_section(

@@ -26,8 +26,10 @@ WATCH_JOB_FILE = "_watch.json"  # a --watch's identity, at the top of its output
 # Beside it: its latest start's record, what a results file's metadata holds (``run_record``).
 WATCH_RUN_FILE = "_watch_run.json"
 # With --group-by: the parts decided as their images came, one line each (``watch_parts``),
-# and how its parts are made. Their leading ``_`` keeps dataset readers of the folder off.
+# the images that came after their part was decided, and how its parts are made. Their
+# leading ``_`` keeps dataset readers of the folder off.
 PART_DECISIONS_FILE = "_parts.csv"
+LATE_IMAGES_FILE = "_late.csv"
 PART_OPTIONS_FILE = "_parts.json"
 # Field -> how a message names it, and the options that set it.
 FIELDS = {

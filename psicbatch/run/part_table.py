@@ -21,18 +21,10 @@ from psicbatch.data.splits import GROUP_PREFIX, pattern_groups
 from psicbatch.paths import file_head
 from psicbatch.run.csv_table import spreadsheet_table
 from psicbatch.run.output_guard import OutputKind, write_checked
+from psicbatch.run.part_files import PART_COLUMNS
 from psicbatch.run.results import latest_rows, read_results_table
 from psicbatch.wording import counted
 
-PART_COLUMNS = [
-    "part",
-    "decision",
-    "images",
-    "judged_defective",
-    "errors",
-    "largest_probability",
-    "defective_images",  # the paths of those judged defective: what a reviewer looks at
-]
 PATH_SEPARATOR = " | "
 DECISIONS = ("reject", "unknown", "incomplete", "pass")  # the order parts are listed in
 

@@ -10,7 +10,6 @@ nearest one above.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import Counter
 from pathlib import Path
@@ -25,8 +24,14 @@ from psicbatch.engines.manifest import large_kernel_note
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 from psicbatch.run.files import check_regular
-from psicbatch.run.job import PART_DECISIONS_FILE, WATCH_JOB_FILE, WATCH_RUN_FILE
+from psicbatch.run.job import (
+    LATE_IMAGES_FILE,
+    PART_DECISIONS_FILE,
+    WATCH_JOB_FILE,
+    WATCH_RUN_FILE,
+)
 from psicbatch.run.output import read_metadata
+from psicbatch.run.part_files import DECISION_COLUMNS, LATE_COLUMNS, whole_lines
 from psicbatch.scores import AppliedDecisions
 from psicbatch.wording import decisions_said
 
@@ -116,7 +121,7 @@ def described(results: Path, table: pa.Table, run: dict[str, Any]) -> dict[str, 
         },
     }
     settings = ["sources", "masks", "decoder", "devices", "roi", "inputs", "resumed"]
-    settings += ["parts", "completed", "part decisions"]  # a watch folder's
+    settings += ["parts", "completed", "part decisions", "late images"]  # a watch folder's
     times = ("started_at", "finished_at", "psicbatch_version", "schema_version")
     summary.update({key: run.get(key) for key in (*settings, *times)})
     return {key: value for key, value in summary.items() if value not in ({}, None, "")}
@@ -156,6 +161,7 @@ def _watch_results(folder: Path) -> tuple[pa.Table, dict[str, Any]]:
         raise PsicbatchError(f"{readable_path(folder)}: cannot be read ({error})") from None
     description["parts"] = len(parts)
     description["part decisions"] = _part_decisions(folder, identity.parent)
+    description["late images"] = _late_said(late_images(folder))
     span = pc.min_max(table["completed_at"]) if "completed_at" in table.column_names else None
     if span is not None and span["min"].is_valid:
         first, last = span["min"].as_py(), span["max"].as_py()
@@ -170,9 +176,33 @@ def _part_decisions(folder: Path, root: Path) -> str | None:
     decisions = root / PART_DECISIONS_FILE
     if not decisions.is_file():
         return None
+    lines = _made_during(folder, root, decisions, DECISION_COLUMNS, "decided_at")
+    counts = Counter(line["decision"] for line in lines)
+    return f"{decisions_said(counts) or 'none'} ({PART_DECISIONS_FILE})"
+
+
+def late_images(results: Path) -> list[dict[str, str]]:
+    """The images of a watch's parts that came after their part was decided, noted
+    during the day or hour ``results`` is (``watch_parts``); none for a results file."""
+    identity = watch_identity(results) if results.is_dir() else None
+    if identity is None:
+        return []
+    root = identity.parent
+    return _made_during(results, root, root / LATE_IMAGES_FILE, LATE_COLUMNS, "noted_at")
+
+
+def _late_said(lines: list[dict[str, str]]) -> str | None:
+    if not lines:
+        return None
+    judged = sum(line["is_defect"] == "true" for line in lines)
+    return f"{len(lines)}, {judged} judged defective ({LATE_IMAGES_FILE})"
+
+
+def _made_during(
+    folder: Path, root: Path, path: Path, columns: list[str], stamp: str
+) -> list[dict[str, str]]:
+    """The lines of the watch's file ``path`` made during the day or hour ``folder`` is
+    (all of them for the watch's own folder)."""
     inside = folder.resolve().relative_to(root.resolve()).parts  # date=..., hour=...
     when = "T".join(part.partition("=")[2] for part in inside)  # 2026-12-04T07: a prefix
-    with decisions.open(newline="", encoding="utf-8", errors="surrogateescape") as file:
-        rows = csv.DictReader(file)
-        counts = Counter(row["decision"] for row in rows if row["decided_at"].startswith(when))
-    return f"{decisions_said(counts) or 'none'} ({PART_DECISIONS_FILE})"
+    return [line for line in whole_lines(path, columns) if line[stamp].startswith(when)]

@@ -39,13 +39,19 @@ from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 from psicbatch.run.compaction import Compactor
 from psicbatch.run.folder_scan import FileVersion, FolderScan, Ledger
-from psicbatch.run.job import WATCH_JOB_FILE, WATCH_RUN_FILE, JobIdentity, check_same_job
+from psicbatch.run.job import (
+    LATE_IMAGES_FILE,
+    WATCH_JOB_FILE,
+    WATCH_RUN_FILE,
+    JobIdentity,
+    check_same_job,
+)
 from psicbatch.run.options import RunOptions
 from psicbatch.run.output import STAMP_COLUMNS, watch_tables, write_part
 from psicbatch.run.rows import SCHEMA
 from psicbatch.run.run_decisions import check_decisions_fit
 from psicbatch.run.runner import describe_run, job_identity, run_record, worker_devices
-from psicbatch.run.watch_parts import PartDecisions, WatchParts
+from psicbatch.run.watch_parts import LateImages, PartDecisions, WatchParts
 from psicbatch.run.worker import Worker
 from psicbatch.wording import counted, decisions_said
 
@@ -113,6 +119,7 @@ class WatchStatus:
     errors: int = 0
     latencies: list[float] = field(default_factory=list)  # seconds, the last 10,000
     parts: Counter[str] = field(default_factory=Counter)  # decisions made, by kind
+    late: LateImages = field(default_factory=LateImages)  # after their part's decision
 
     def add(self, rows: list[dict[str, Any]], latencies: list[float]) -> None:
         self.images += len(rows)
@@ -130,6 +137,15 @@ class WatchStatus:
             f"{counted(self.errors, 'error')}; latency "
             f"(complete to written) p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms"
             + (f"; parts: {parts}" if parts else "")
+            + self._late_said()
+        )
+
+    def _late_said(self) -> str:
+        if not self.late.images:
+            return ""
+        return (
+            f"; {counted(self.late.images, 'late image')} "
+            f"({self.late.judged_defective} judged defective) in {LATE_IMAGES_FILE}"
         )
 
 
@@ -164,7 +180,7 @@ def watch(
     tracker = CompletionTracker(watching.settle_seconds, watching.marker)
     result = result if result is not None else WatchStatus()
     if decisions is not None:
-        result.parts = decisions.counts
+        result.parts, result.late = decisions.counts, decisions.late
     status(result)
     compactor = Compactor(out, _hour_folder(out, datetime.datetime.now(datetime.timezone.utc)))
     compactor.start()  # the hours an earlier watch left unmerged

@@ -8,22 +8,29 @@ and, where its images stop coming for ``timeout`` seconds before that, incomplet
 without a part size, decided on the images it has). Each decision is one line of
 ``OUT/_parts.csv`` (``job.PART_DECISIONS_FILE``), appended whole and flushed at once.
 
+An image of a part already passed (or unknown, or incomplete) that comes after the
+decision could have changed it: a camera slower than the timeout, a part imaged again. It
+is inspected and written as any other, decides nothing more, and is one line of
+``OUT/_late.csv`` (``job.LATE_IMAGES_FILE``) at once, so that the line can pull a passed
+part a late image shows defective. An image of a part already rejected changes nothing
+and is not noted.
+
 A part is decided once, across restarts: on start the parts are rebuilt from the watch's
 rows, the parts the file already holds are not decided again, and a part that became
 decidable after its rows were written but before its line was (a kill between the two)
 is decided then. Decided parts are held as the watch's ledger holds file versions (16
-bytes each), so a week of a line's parts costs a few MiB; an image of a part already
-decided is inspected and written as any other, and decides nothing more.
+bytes each, again for those not rejected), so a week of a line's parts costs a few MiB. A late
+image's line that a kill prevented (between its row and its line) is not noted at the
+next start: its row is in the results, where ``report --parts-csv`` decides its part on
+all its images.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime
-import io
 import json
 import shlex
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,14 +45,16 @@ from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 from psicbatch.run.csv_table import formula_safe
 from psicbatch.run.folder_scan import Ledger
-from psicbatch.run.job import PART_DECISIONS_FILE, PART_OPTIONS_FILE
+from psicbatch.run.job import LATE_IMAGES_FILE, PART_DECISIONS_FILE, PART_OPTIONS_FILE
 from psicbatch.run.output import watch_tables
-from psicbatch.run.part_table import PART_COLUMNS, PATH_SEPARATOR, PartGrouping, verdict
+from psicbatch.run.part_files import DECISION_COLUMNS, LATE_COLUMNS, append, begin
+from psicbatch.run.part_table import PATH_SEPARATOR, PartGrouping, verdict
 from psicbatch.run.results import watch_identity
 
-DECISION_COLUMNS = ["decided_at", *PART_COLUMNS]
 ROW_COLUMNS = ["path", "path_bytes", "is_defect", "error", "probability", "completed_at"]
 DEFAULT_TIMEOUT = 60.0  # seconds without a new image before a part is decided as it is
+# Decisions a late image could have changed, the commonest first (looked up in turn).
+OPEN_DECISIONS = ("pass", "incomplete", "unknown")
 
 
 @dataclass(frozen=True)
@@ -66,8 +75,27 @@ class _Image(NamedTuple):
 
     path: str
     judged: bool  # judged defective
-    errored: bool  # not inspected: its row is an error
+    error: str | None  # why it was not inspected
     probability: float | None
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> _Image:
+        error = row["error"]
+        judged = bool(row["is_defect"]) and error is None
+        return cls(row["path"], judged, error, None if error is not None else row["probability"])
+
+    @property
+    def errored(self) -> bool:
+        return self.error is not None
+
+
+@dataclass
+class LateImages:
+    """Images that came after their part was decided (not rejected), noted by this
+    process: what the watch's status line counts."""
+
+    images: int = 0
+    judged_defective: int = 0
 
 
 @dataclass
@@ -78,10 +106,7 @@ class _Part:
     images: dict[bytes, _Image] = field(default_factory=dict)
 
     def add(self, row: dict[str, Any]) -> None:
-        errored = row["error"] is not None
-        judged = bool(row["is_defect"]) and not errored
-        probability = None if errored else row["probability"]
-        self.images[row["path_bytes"]] = _Image(row["path"], judged, errored, probability)
+        self.images[row["path_bytes"]] = _Image.of(row)
         self.last_complete = max(self.last_complete, row["completed_at"])
 
     def decision(self, expected: int | None, timed_out: bool) -> str | None:
@@ -108,44 +133,65 @@ class PartDecisions:
         self.parts, self.now = parts, now
         self.pattern = compiled_pattern(parts.grouping.pattern)
         self.path = out / PART_DECISIONS_FILE
+        self.late_path = out / LATE_IMAGES_FILE
         self.counts: Counter[str] = Counter()  # decisions made by this process
+        self.late = LateImages()
         self._pending: dict[str, _Part] = {}
-        self._decided = Ledger()
+        self._decided = Ledger()  # every part decided
+        self._open = {decision: Ledger() for decision in OPEN_DECISIONS}  # and not rejected
         _claim_options(out, parts)
-        for name in _decided_names(self.path):
-            self._decided.add(_key(name))
+        self._hold((line["part"], line["decision"]) for line in begin(self.path, DECISION_COLUMNS))
+        begin(self.late_path, LATE_COLUMNS)
         self._rebuild(out)
 
     def add(self, rows: Iterable[dict[str, Any]]) -> None:
-        """A batch's rows (as written), then the decisions they make, then those whose
-        time ran out."""
-        self._decide(self._record_all(rows))
+        """A batch's rows (as written): each into its part, then the decisions they make
+        and those whose time ran out, then the late images among them."""
+        touched, late = set(), []
+        for row in rows:
+            name = self._part_of(row["path"])
+            decision = self._decision_of(name)
+            if decision is None:
+                self._pending.setdefault(name, _Part(row["completed_at"])).add(row)
+                touched.add(name)
+            elif decision != "reject":  # it could have decided otherwise
+                late.append(self._late_line(name, decision, _Image.of(row)))
+        self._decide(touched)
+        if late:
+            append(self.late_path, late)
+            self.late.images += len(late)
+            self.late.judged_defective += sum(line[4] == "true" for line in late)
 
     def expire(self) -> None:
         """Decide the parts whose images stopped coming ``timeout`` seconds ago."""
         self._decide(set())
 
-    def _record_all(self, rows: Iterable[dict[str, Any]]) -> set[str]:
-        """Each row into its part's results; the parts not yet decided they touched."""
-        return {name for row in rows if (name := self._record(row)) is not None}
-
     def _part_of(self, path: str) -> str:
         """A path's part: the pattern's match, or the path itself where it does not match."""
         return group_name(self.pattern, path) or path
 
-    def _record(self, row: dict[str, Any]) -> str | None:
-        """The row into its part's results; its part, unless already decided."""
-        name = self._part_of(row["path"])
-        if _key(name) in self._decided:
+    def _decision_of(self, name: str) -> str | None:
+        """The part's decision, if it is decided."""
+        key = _key(name)
+        if key not in self._decided:
             return None
-        part = self._pending.setdefault(name, _Part(row["completed_at"]))
-        part.add(row)
-        return name
+        return next((kind for kind, held in self._open.items() if key in held), "reject")
+
+    def _hold(self, decided: Iterable[tuple[str, str]]) -> None:
+        """Parts as decided, by name and decision: each ledger updated once (a restart
+        holds a week's parts, and the ledger sorts its new entries in at each update)."""
+        by_decision: dict[str, list[tuple[bytes, int, int]]] = defaultdict(list)
+        for name, decision in decided:
+            by_decision[decision].append(_key(name))
+        for decision, keys in by_decision.items():
+            self._decided.update(keys)
+            if decision in self._open:
+                self._open[decision].update(keys)
 
     def _decide(self, touched: set[str]) -> None:
         cutoff = self.now() - datetime.timedelta(seconds=self.parts.timeout)
         expected = self.parts.grouping.images
-        lines = []
+        lines, made = [], []
         for name, part in list(self._pending.items()):
             timed_out = part.last_complete <= cutoff
             if name not in touched and not timed_out:
@@ -155,10 +201,11 @@ class PartDecisions:
                 continue
             lines.append(self._line(name, part, decision))
             del self._pending[name]
-            self._decided.add(_key(name))
+            made.append((name, decision))
             self.counts[decision] += 1
+        self._hold(made)
         if lines:
-            _append(self.path, lines)
+            append(self.path, lines)
 
     def _line(self, name: str, part: _Part, decision: str) -> list[Any]:
         images = part.images.values()
@@ -174,6 +221,19 @@ class PartDecisions:
             formula_safe(PATH_SEPARATOR.join(image.path for image in images if image.judged)),
         ]
 
+    def _late_line(self, name: str, decision: str, image: _Image) -> list[Any]:
+        """An image of a part decided ``decision`` before it came: what it would have
+        changed (``is_defect`` empty where it could not be inspected)."""
+        return [
+            self.now().isoformat(timespec="milliseconds"),
+            formula_safe(name),
+            decision,
+            formula_safe(image.path),
+            "" if image.errored else str(image.judged).lower(),
+            formula_safe(image.error or ""),
+            "" if image.probability is None else str(np.float32(image.probability)),
+        ]
+
     def _rebuild(self, out: Path) -> None:
         """The parts not yet decided, from every row written so far, in the order their
         files were complete; then the decisions they allow (a restart after a kill decides
@@ -184,7 +244,7 @@ class PartDecisions:
             undecided = {name for name in set(names) if _key(name) not in self._decided}
             if undecided:  # each part looked up once, not once per image
                 waiting += table.filter(pa.array([n in undecided for n in names])).to_pylist()
-        self._decide(self._record_all(sorted(waiting, key=lambda row: row["completed_at"])))
+        self.add(sorted(waiting, key=lambda row: row["completed_at"]))
 
 
 def _key(name: str) -> tuple[bytes, int, int]:
@@ -234,33 +294,3 @@ def _claim_options(out: Path, parts: WatchParts) -> None:
             f"{readable_path(out)}: its parts were decided with {made.options_text()}; "
             f"give the same, or another --out (now: {parts.options_text()})"
         )
-
-
-def _decided_names(path: Path) -> list[str]:
-    """The parts the decision file holds; a file begun here gets its header first. A
-    line a kill cut short is removed (its part is decided again)."""
-    data = path.read_bytes() if path.exists() else b""
-    if not data:  # new, or a kill came before its header was written
-        _append(path, [DECISION_COLUMNS])
-        return []
-    if not data.startswith(_csv_text([DECISION_COLUMNS]).encode()):
-        raise PsicbatchError(f"{readable_path(path)}: not a part decision file psicbatch writes")
-    whole = data[: data.rfind(b"\n") + 1]
-    if len(whole) < len(data):
-        with path.open("r+b") as file:
-            file.truncate(len(whole))
-    reader = csv.DictReader(io.StringIO(whole.decode("utf-8", "surrogateescape")))
-    return [row["part"] for row in reader]
-
-
-def _csv_text(lines: list[list[Any]]) -> str:
-    text = io.StringIO()
-    csv.writer(text, lineterminator="\n").writerows(lines)
-    return text.getvalue()
-
-
-def _append(path: Path, lines: list[list[Any]]) -> None:
-    """Whole lines, in one write, flushed: a reader tailing the file sees each decision
-    as soon as it is made."""
-    with path.open("a", encoding="utf-8", errors="surrogateescape", newline="") as file:
-        file.write(_csv_text(lines))
