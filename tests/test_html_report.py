@@ -21,8 +21,8 @@ from psicbatch.engines.frequency_conv import large_kernel_method
 from psicbatch.engines.manifest import FREQUENCY_DOMAIN
 from psicbatch.precision import cpu_auto
 from psicbatch.run import html_report
-from psicbatch.run.csv_table import spreadsheet_table
 from psicbatch.run.results import read_results_table
+from psicbatch.run.spreadsheet import spreadsheet_table
 
 
 def test_html_report_shows_every_listed_defect(tmp_path: Path) -> None:

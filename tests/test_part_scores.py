@@ -390,6 +390,20 @@ def test_a_runs_parts_are_rejected_passed_or_unknown(tmp_path: Path) -> None:
     assert [p["decision"] for p in two] == ["reject", "unknown", "incomplete", "pass"]
 
 
+def _each_image_row_names_its_part(results: Path, table: Path, parts: list[dict]) -> None:
+    """``report --csv --group-by``: each image's row with its part and the part's decision
+    (as ``parts``, the rows of ``--parts-csv``, give it)."""
+    args = ["report", str(results), "--csv", str(table), "--group-by", LAST_DIGIT]
+    listed = CliRunner().invoke(main, args)
+    assert listed.exit_code == 0, listed.output
+    decision_of = {row["part"]: row["decision"] for row in parts}
+    image_rows = list(csv.DictReader(table.open()))
+    assert list(image_rows[0])[-2:] == ["part", "part_decision"] and len(image_rows) == 24
+    for row in image_rows:
+        assert row["part"] == Path(row["path"]).stem[-1]
+        assert row["part_decision"] == decision_of[row["part"]]
+
+
 def test_report_writes_a_runs_parts(dataset: Path, tmp_path: Path) -> None:
     results = tmp_path / "r.parquet"
     ran = CliRunner().invoke(main, ["run", str(dataset / "images"), "-o", str(results), "-q"])
@@ -415,9 +429,12 @@ def test_report_writes_a_runs_parts(dataset: Path, tmp_path: Path) -> None:
     assert counted.exit_code == 0, counted.output
     said = f"10 parts of 24 images: {len(rejected)} rejected, {10 - len(rejected)} passed"
     assert said in counted.output and said in page.read_text()
-    tables_only = [*args[:2], "--csv", str(tmp_path / "rows.csv"), "--group-by", LAST_DIGIT]
-    nowhere = CliRunner().invoke(main, tables_only)
-    assert nowhere.exit_code == 2 and "--group-by counts parts for --parts-csv or" in nowhere.output
+    _each_image_row_names_its_part(results, tmp_path / "rows.csv", rows)
+    masks_only = [*args[:2], "--mask-images", str(tmp_path / "masks"), "--group-by", LAST_DIGIT]
+    nowhere = CliRunner().invoke(main, masks_only)
+    assert nowhere.exit_code == 2 and "--group-by counts parts for --parts-csv, --csv" in (
+        nowhere.output
+    )
     every_side = [*args, "--part-images", "3", "--overwrite"]  # LAST_DIGIT's parts: 2 or 3
     sides = CliRunner().invoke(main, every_side)
     assert sides.exit_code == 0, sides.output

@@ -290,6 +290,11 @@ def _what_reports_say_of_the_watch(tmp_path: Path, folder: Path, out: Path) -> N
     with table.open(newline="") as file:
         afterwards = {row["part"]: row["decision"] for row in csv.DictReader(file)}
     assert afterwards == {"p1": "pass", "p2": "pass"}  # on all its images, the late one too
+    rows = tmp_path / "rows.csv"  # each image with its part, as the watch made its parts
+    assert CliRunner().invoke(main, ["report", str(out), "--csv", str(rows)]).exit_code == 0
+    with rows.open(newline="") as file:
+        parts_of = sorted((row["part"], row["part_decision"]) for row in csv.DictReader(file))
+    assert parts_of == [("p1", "pass")] * 2 + [("p2", "pass")] * 2
     labels = tmp_path / "reviewed"  # the review: every image good
     (labels / "images").mkdir(parents=True)
     for image in folder.glob("*.png"):

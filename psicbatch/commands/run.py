@@ -472,6 +472,7 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
 def _check_report_options(
     results: Path,
     html_path: Path | None,
+    csv_path: Path | None,
     parts_path: Path | None,
     group_by: str | None,
     part_images: int | None,
@@ -480,8 +481,10 @@ def _check_report_options(
     """Options that need another, or that cannot go together, refused before any work."""
     if parts_path is not None and group_by is None:
         raise click.BadParameter("--parts-csv needs --group-by, which names a part's images")
-    if group_by is not None and parts_path is None and html_path is None:
-        raise click.BadParameter("--group-by counts parts for --parts-csv or the page (--html)")
+    if group_by is not None and parts_path is None and html_path is None and csv_path is None:
+        raise click.BadParameter(
+            "--group-by counts parts for --parts-csv, --csv or the page (--html)"
+        )
     _need_group_by(part_images, group_by)
     if compare_to is not None:
         if html_path is None:
@@ -592,9 +595,11 @@ def report_command(
     if html_path is None and csv_path is None and mask_folder is None and parts_path is None:
         html_path = Path("report.html")
     recorded = recorded_grouping(results)  # a watch's parts, as it decided them by default
-    if group_by is None and recorded is not None and (parts_path or html_path):
+    if group_by is None and recorded is not None and (parts_path or html_path or csv_path):
         group_by, part_images = recorded.pattern, part_images or recorded.images
-    _check_report_options(results, html_path, parts_path, group_by, part_images, compare_to)
+    _check_report_options(
+        results, html_path, csv_path, parts_path, group_by, part_images, compare_to
+    )
     grouping = None if group_by is None else PartGrouping(group_by, part_images)
     outputs = {
         kind: path
@@ -612,7 +617,8 @@ def report_command(
         written = write_mask_images(results, mask_folder, overwrite)
         click.echo(f"wrote {readable_path(mask_folder)}: {written}")
     if csv_path is not None:
-        click.echo(f"wrote {readable_path(csv_path)}: {write_csv_table(results, csv_path)}")
+        written = write_csv_table(results, csv_path, grouping)
+        click.echo(f"wrote {readable_path(csv_path)}: {written}")
     if parts_path is not None and grouping is not None:
         written = write_part_table(results, parts_path, grouping)
         click.echo(f"wrote {readable_path(parts_path)}: {written}")

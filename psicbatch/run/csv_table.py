@@ -1,57 +1,52 @@
 """A results file or ``--watch`` folder as one CSV table, for spreadsheets and line
 systems that do not read Parquet.
 
-One row per image, with the results table's columns in their order; a box becomes one
-column per field (``mask_bbox_x`` ... ``mask_bbox_h``). The mask itself (a COCO RLE
-string) and the path's exact bytes stay in the Parquet file: neither is a cell anyone
-reads. A text cell that a spreadsheet would take for a formula (beginning with ``=``,
-``+``, ``-``, ``@``, a tab or a carriage return) gets a leading ``'``, so opening the
-table never evaluates what a file name or an error message says.
+One row per image, with the results table's columns in their order, as ``spreadsheet``
+makes cells of them (boxes split into columns, no masks, never a formula). Where the
+images make parts (``report --group-by``, or the parts a watch decided), two last columns
+give each row its ``part`` and the part's decision (``part_decision``, as ``report
+--parts-csv`` gives it), so that a spreadsheet filters a part's images or a rejected
+part's.
 """
 
 from __future__ import annotations
 
 import csv
-import re
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from psicbatch.paths import file_head
 from psicbatch.run.output_guard import OutputKind, write_checked
+from psicbatch.run.part_table import PartGrouping, part_names, part_table
 from psicbatch.run.results import read_results_table
+from psicbatch.run.spreadsheet import spreadsheet_table
 
-LEFT_IN_PARQUET = ("mask", "path_bytes")
 FIRST_COLUMNS = ["path", "width", "height", "probability", "is_defect"]  # how one is known
-FORMULA_START = r"^([=+\-@\t\r])"
 
 
-def formula_safe(text: str) -> str:
-    """One text cell as ``spreadsheet_table`` writes it: never a formula."""
-    return re.sub(FORMULA_START, r"'\1", text)
-
-
-def spreadsheet_table(table: pa.Table) -> pa.Table:
-    """Results rows as flat, formula-safe columns."""
-    flat = table.drop_columns([c for c in LEFT_IN_PARQUET if c in table.column_names]).flatten()
-    columns = [
-        pc.replace_substring_regex(column, pattern=FORMULA_START, replacement=r"'\1")
-        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
-        else column
-        for column in flat.columns
-    ]
-    return pa.table(columns, names=[name.replace(".", "_") for name in flat.column_names])
-
-
-def write_csv_table(results: Path, csv_path: Path) -> str:
+def write_csv_table(results: Path, csv_path: Path, grouping: PartGrouping | None = None) -> str:
     """Write the table atomically, only over nothing or an earlier one; what it holds,
     in a few words."""
     table, _ = read_results_table(results)
-    flat = spreadsheet_table(table)
+    flat = spreadsheet_table(table if grouping is None else with_parts(table, grouping))
     write_checked(csv_path, CSV_TABLE, lambda temporary: pa_csv.write_csv(flat, temporary))
     return f"{flat.num_rows} rows, {flat.num_columns} columns"
+
+
+def with_parts(table: pa.Table, grouping: PartGrouping) -> pa.Table:
+    """The rows with their ``part`` and its ``part_decision`` (an image inspected again
+    gets its part's decision on its last result, as every row of the part does)."""
+    parts = part_names(table["path"].to_pylist(), grouping.pattern)
+    decided = part_table(table, grouping)
+    decision_of = dict(
+        zip(decided["part"].to_pylist(), decided["decision"].to_pylist(), strict=True)
+    )
+    decisions = [decision_of[part] for part in parts]
+    return table.append_column("part", pa.array(parts, pa.string())).append_column(
+        "part_decision", pa.array(decisions, pa.string())
+    )
 
 
 def is_results_table(path: Path) -> bool:

@@ -34,10 +34,10 @@ from psicbatch.cpus import available_cpus
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path, row_file
 from psicbatch.progress import progress_bar
-from psicbatch.run.csv_table import spreadsheet_table
 from psicbatch.run.output_guard import check_output_folder
 from psicbatch.run.results import read_results_table
 from psicbatch.run.rle import decode
+from psicbatch.run.spreadsheet import spreadsheet_table
 from psicbatch.run.stages import staged
 
 MASK_INDEX = "masks.csv"

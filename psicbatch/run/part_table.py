@@ -19,10 +19,10 @@ import pyarrow.csv as pa_csv
 
 from psicbatch.data.splits import GROUP_PREFIX, pattern_groups
 from psicbatch.paths import file_head
-from psicbatch.run.csv_table import spreadsheet_table
 from psicbatch.run.output_guard import OutputKind, write_checked
 from psicbatch.run.part_files import PART_COLUMNS
 from psicbatch.run.results import latest_rows, read_results_table
+from psicbatch.run.spreadsheet import spreadsheet_table
 from psicbatch.wording import counted
 
 PATH_SEPARATOR = " | "
@@ -49,17 +49,22 @@ def verdict(judged_defective: int, errors: int, images: int, expected: int | Non
     return "incomplete" if expected is not None and images < expected else "pass"
 
 
+def part_names(paths: list[str], pattern: str) -> list[str]:
+    """Each path's part: ``pattern``'s match in it (its first group, if it has one), or
+    the path itself where it does not match."""
+    names = pattern_groups(paths, pattern, "path")
+    return [
+        path if name is None else name.removeprefix(GROUP_PREFIX)
+        for path, name in zip(paths, names, strict=True)
+    ]
+
+
 def part_table(table: pa.Table, grouping: PartGrouping) -> pa.Table:
     """One row per part: its images' last results (a watch may inspect a replaced file
     again), grouped as ``grouping`` says; a path the pattern does not match is a part of
     its own."""
     latest = latest_rows(table, ["path", "is_defect", "probability", "error"])
-    paths = latest["path"].to_pylist()
-    names = pattern_groups(paths, grouping.pattern, "path")
-    parts = [
-        path if name is None else name.removeprefix(GROUP_PREFIX)
-        for path, name in zip(paths, names, strict=True)
-    ]
+    parts = part_names(latest["path"].to_pylist(), grouping.pattern)
     errored = pc.is_valid(latest["error"])
     rows = pa.table(
         {

@@ -43,13 +43,13 @@ from psicbatch.atomic import write_atomically
 from psicbatch.data.splits import compiled_pattern, group_name
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
-from psicbatch.run.csv_table import formula_safe
 from psicbatch.run.folder_scan import Ledger
 from psicbatch.run.job import LATE_IMAGES_FILE, PART_DECISIONS_FILE, PART_OPTIONS_FILE
 from psicbatch.run.output import watch_tables
 from psicbatch.run.part_files import DECISION_COLUMNS, LATE_COLUMNS, append, begin
 from psicbatch.run.part_table import PATH_SEPARATOR, PartGrouping, verdict
 from psicbatch.run.results import watch_identity
+from psicbatch.run.spreadsheet import formula_safe
 
 ROW_COLUMNS = ["path", "path_bytes", "is_defect", "error", "probability", "completed_at"]
 DEFAULT_TIMEOUT = 60.0  # seconds without a new image before a part is decided as it is
