@@ -518,8 +518,8 @@ def _check_report_options(
     "--group-by",
     metavar="REGEX",
     help="The images of one part are those whose paths share this pattern's match (its "
-    "first group, if it has one): '(part[0-9]+)_cam'. For --parts-csv, and the page counts "
-    "parts too.",
+    "first group, if it has one): '(part[0-9]+)_cam'. For --parts-csv; the page counts "
+    "parts too, and --csv gives each image its part and the part's decision.",
 )
 @click.option(
     "--part-images",
