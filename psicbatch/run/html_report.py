@@ -35,6 +35,7 @@ from psicbatch.run.results import (
     results_counts,
 )
 from psicbatch.run.results_comparison import ComparedRuns, compare_results
+from psicbatch.run.timeline import timeline, timeline_figure
 from psicbatch.wording import counted
 
 THUMBNAIL_HEIGHT = 220
@@ -224,6 +225,7 @@ table.meta th {{ text-align: left; padding-right: 1em; }}
 </tr></table>
 {parts}{late}{comparison}
 <h2>Defect probability</h2>{histogram_html}
+{_over_time_section(table)}
 <h2>Most likely defects ({len(shown)} of {defect_count})</h2>
 <div class="defects">{"".join(cards) or "<p>No defects found.</p>"}</div>
 {borderline}
@@ -255,6 +257,21 @@ def _parts_section(table: pa.Table, grouping: PartGrouping, top: int) -> tuple[s
             f"<th>errors</th></tr>{rows}</table>"
         )
     return section, in_parts
+
+
+def _over_time_section(table: pa.Table) -> str:
+    """A watch's images and their share judged defective over time; nothing for a
+    results file (no time per image) or a stretch too short to show one."""
+    line = timeline(table)
+    if line is None:
+        return ""
+    highest = line.highest()
+    said = f" The {html.escape(highest)}." if highest else ""
+    return (
+        f"<h2>Over time</h2><p>Images per {line.width_said()} (by when their file was "
+        f"complete), and the share of the readable ones judged defective.{said}</p>"
+        f'<img src="{timeline_figure(line)}">'
+    )
 
 
 def _late_section(lines: list[dict[str, str]], top: int) -> tuple[str, str]:
