@@ -19,10 +19,10 @@ A part is decided once, across restarts: on start the parts are rebuilt from the
 rows, the parts the file already holds are not decided again, and a part that became
 decidable after its rows were written but before its line was (a kill between the two)
 is decided then. Decided parts are held as the watch's ledger holds file versions (16
-bytes each, again for those not rejected), so a week of a line's parts costs a few MiB. A late
-image's line that a kill prevented (between its row and its line) is not noted at the
-next start: its row is in the results, where ``report --parts-csv`` decides its part on
-all its images.
+bytes each, again for those not rejected), so a week of a line's parts costs a few MiB.
+A late image's line that a kill prevented (between its row and its line) is not made at
+the next start: its row is in the results, where ``report --parts-csv`` decides its part
+on all its images.
 """
 
 from __future__ import annotations
@@ -155,12 +155,12 @@ class PartDecisions:
                 self._pending.setdefault(name, _Part(row["completed_at"])).add(row)
                 touched.add(name)
             elif decision != "reject":  # it could have decided otherwise
-                late.append(self._late_line(name, decision, _Image.of(row)))
+                late.append((name, decision, _Image.of(row)))
         self._decide(touched)
         if late:
-            append(self.late_path, late)
+            append(self.late_path, [self._late_line(*image) for image in late])
             self.late.images += len(late)
-            self.late.judged_defective += sum(line[4] == "true" for line in late)
+            self.late.judged_defective += sum(image.judged for _, _, image in late)
 
     def expire(self) -> None:
         """Decide the parts whose images stopped coming ``timeout`` seconds ago."""
