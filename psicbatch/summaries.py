@@ -204,7 +204,24 @@ def checkpoint_summary(path: Path) -> dict[str, Any]:
             for phase, values in checkpoint.training.get("loss_history", {}).items()
             if values
         },
+        **_validation_lines(checkpoint.training),
     }
+
+
+def _validation_lines(training: dict[str, Any]) -> dict[str, str]:
+    """Each phase's scores on the validation images by epoch (``train --validation``):
+    where the loss turns up, or the AP down, more epochs stopped helping."""
+    held_out = training.get("validation")
+    if not held_out:
+        return {}
+    lines = {"validation": f"{held_out['path']} ({held_out['images']} images)"}
+    for phase, measures in training.get("validation_history", {}).items():
+        for measure, values in measures.items():
+            if measure == "ap":  # in percent, as every report gives the paper's AP
+                lines[f"validation {phase} AP by epoch"] = sparkline([100 * v for v in values])
+            else:
+                lines[f"validation {phase} loss by epoch"] = sparkline(values)
+    return lines
 
 
 def engine_summary(directory: Path, manifest: Manifest) -> dict[str, Any]:

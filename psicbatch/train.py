@@ -16,7 +16,8 @@ defect-free ones (balanced sampling). After training, both decision thresholds a
 on the training images (best F1) and saved. Progress is checkpointed after every epoch to
 ``OUT.partial``; ``resume`` continues from there with the same result as an uninterrupted run.
 With a ``start`` (``--init``), training begins from a trained checkpoint's weights and
-normalisation instead of random ones and the images' statistics (``fine_tuning``).
+normalisation instead of random ones and the images' statistics (``fine_tuning``). With
+``validation`` images, every epoch is also scored on them (``validation``).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from psicbatch.precision import autocast, choose_precision
 from psicbatch.preprocess import normalize
 from psicbatch.sampling import balanced_order, random_flips, random_gains
 from psicbatch.train_options import TrainOptions, changed_values, check_masks, with_defaults
+from psicbatch.validation import EpochValidation
 
 PHASES = ("segmentation", "classification", "end-to-end")
 LIT_COPIES = 3  # with --brightness, step 2 sees each image under this many random lights more
@@ -82,6 +84,7 @@ class Trainer:
         progress: Progress | None = None,
         metadata: dict[str, Any] | None = None,
         start: StartingPoint | None = None,
+        validation: TensorDataset | None = None,
     ) -> None:
         if start is not None:
             start.check_fits(options.init, options.width, data.images.shape[1], data.bit_depth)
@@ -101,6 +104,11 @@ class Trainer:
         self.mask_known = data.masks_known()
         self.metadata = metadata or {}
         self.start = start
+        self.validation = (
+            None
+            if validation is None
+            else EpochValidation(validation, options, self.device, self.precision)
+        )
         check_masks(data.labels.tolist(), self.mask_known.tolist(), options.mode)
 
     def run(self, resume: bool = False) -> Checkpoint:
@@ -143,6 +151,11 @@ class Trainer:
             raise PsicbatchError(
                 f"{partial}: was started on other data (rerun without --resume, or with the "
                 f"same data){changed_values(recorded, now)}"
+            )
+        if state.get("validation") != self.metadata.get("validation"):
+            raise PsicbatchError(
+                f"{partial}: was started with other validation images, or none (rerun "
+                "without --resume, or with the same --validation)"
             )
         images = self.metadata.get("image_digests")
         if self.start is not None:
@@ -216,11 +229,13 @@ class Trainer:
         cache = self._frozen_outputs(model, preprocessing) if phase == "classification" else None
         task = self._task(f"training {phase}", epochs, done)
         history = state["loss_history"].setdefault(phase, [])
+        held_out = self._held_out_inputs(model, preprocessing, phase)
         for epoch in range(done, epochs):
             started = time.monotonic()
             rng = np.random.default_rng([self.options.seed, PHASES.index(phase), epoch])
             loss = epoch_fn(model, preprocessing, rng, epoch, epochs, cache)
             history.append(round(loss, 6))
+            self._validate(model, preprocessing, state, phase, 1.0 - epoch / epochs, held_out)
             state["epochs_done"][phase] = epoch + 1
             state["train_seconds"] = state.get("train_seconds", 0.0) + time.monotonic() - started
             if self.loss_scale.dynamic:
@@ -228,6 +243,37 @@ class Trainer:
             save_checkpoint(self._checkpoint(model, preprocessing, state), partial_path(self.out))
             if self.progress is not None:
                 self.progress.update(task, advance=1, status=f"loss {loss:.4f}")
+
+    def _held_out_inputs(
+        self, model: PSICNet, preprocessing: Preprocessing, phase: str
+    ) -> tuple[torch.Tensor, ...]:
+        """The frozen network's outputs for the validation images, which step 2 scores
+        every epoch (none for the other phases, or without validation)."""
+        if self.validation is None or phase != "classification":
+            return ()
+        return self._frozen_outputs(model, preprocessing, self.validation.data.images, copies=1)
+
+    def _validate(
+        self,
+        model: PSICNet,
+        preprocessing: Preprocessing,
+        state: dict[str, Any],
+        phase: str,
+        mix: float,
+        held_out: tuple[torch.Tensor, ...],
+    ) -> None:
+        """Score the epoch just trained on the validation images, into the record."""
+        if self.validation is None:
+            return
+        if phase == "segmentation":
+            scores = self.validation.segmentation(model, preprocessing)
+        elif phase == "classification":
+            scores = self.validation.classification(model, held_out)
+        else:  # end to end: eq. (1) at the mix the epoch trained with
+            scores = self.validation.end_to_end(model, preprocessing, mix)
+        measures = state.setdefault("validation_history", {}).setdefault(phase, {})
+        for measure, value in scores.items():
+            measures.setdefault(measure, []).append(round(value, 6))
 
     def _task(self, description: str, total: int, completed: int) -> Any:
         if self.progress is None:
@@ -298,20 +344,29 @@ class Trainer:
             model.segmentation_parameters(), batches, self.options.seg_lr, epoch, epochs, batch_loss
         )
 
-    def _frozen_outputs(self, model: PSICNet, preprocessing: Preprocessing) -> tuple:
-        """What the classifier's trained layers see of every image (``Classifier.inputs``),
-        from the frozen network: computed once for all classification epochs, as each
-        image is and, with ``--brightness``, under LIT_COPIES random lights more (the
-        first axis), of which each epoch draws one per image."""
+    def _frozen_outputs(
+        self,
+        model: PSICNet,
+        preprocessing: Preprocessing,
+        pixels: torch.Tensor | None = None,
+        copies: int | None = None,
+    ) -> tuple:
+        """What the classifier's trained layers see of every image (``Classifier.inputs``;
+        of ``pixels``, the training images unless given), from the frozen network:
+        computed once for all classification epochs, as each image is and, with
+        ``--brightness``, under LIT_COPIES random lights more (the first axis), of which
+        each epoch draws one per image."""
         model.eval()
-        count = len(self.data.images)
-        copies = 1 + (LIT_COPIES if self.options.brightness else 0)
+        pixels = self.data.images if pixels is None else pixels
+        count = len(pixels)
+        if copies is None:
+            copies = 1 + (LIT_COPIES if self.options.brightness else 0)
         rng = np.random.default_rng([self.options.seed, len(PHASES)])  # the same on resume
         cache: tuple[torch.Tensor, ...] = ()
         with torch.no_grad():
             for copy in range(copies):
                 for start in range(0, count, self.options.batch_size):
-                    batch = self.data.images[start : start + self.options.batch_size]
+                    batch = pixels[start : start + self.options.batch_size]
                     images = self._lit(batch.to(self.device), preprocessing, rng if copy else None)
                     with autocast(self.device, self.precision):
                         deep, seg = model.segment(images)

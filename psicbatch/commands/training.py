@@ -6,7 +6,7 @@ import shlex
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -33,9 +33,10 @@ from psicbatch.commands.training_options import (
     layout_option,
     training_options,
     training_setup,
+    validation_set,
 )
 from psicbatch.data.combined import datasets_text, part_text
-from psicbatch.data.layouts import LAYOUTS
+from psicbatch.data.layouts import LAYOUTS, SampleRef
 from psicbatch.data.synth import generate
 from psicbatch.engines.registry import NAMES
 from psicbatch.errors import PsicbatchError
@@ -44,6 +45,9 @@ from psicbatch.fingerprints import ImageSet, copies_note
 from psicbatch.progress import progress_bar
 from psicbatch.reports import evaluation_markdown
 from psicbatch.run.output_guard import CHECKPOINT, check_output, check_output_folder
+
+if TYPE_CHECKING:  # torch: imported by the commands that need it, when they run
+    from psicbatch.data.memory import TensorDataset
 
 console = Console(stderr=True)
 
@@ -116,6 +120,12 @@ def tile_overlap(tile: tuple[int, int], asked: int | None) -> int:
     help=f"With --tile: pixels neighbouring tiles share at least, below half a tile "
     f"[default: {TILE_OVERLAP}, or less for tiles under {2 * TILE_OVERLAP + 2} pixels a side].",
 )
+@click.option(
+    "--validation",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="Labelled images held out of training (read as DATA is): every epoch is scored "
+    "on them, to see where more epochs stop helping (info OUT shows the scores by epoch).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def train(
     data: tuple[Path, ...],
@@ -127,44 +137,63 @@ def train(
     overwrite: bool,
     tile: tuple[int, int] | None,
     overlap: int | None,
+    validation: Path | None,
     quiet: bool,
     **kwargs: Any,
 ) -> None:
     """Train PSIC-Net on a labelled dataset (two-step mode by default); several DATA
     folders train as one (a line's first images and those reviewed since)."""
-    from psicbatch.data.memory import load_into_memory, load_tiles
     from psicbatch.train import Trainer
+    from psicbatch.validation import best_epochs
 
     if tile is not None:
         kwargs.update(input_size=tile, tile_overlap=tile_overlap(tile, overlap))
     check_output(out, CHECKPOINT, overwrite=overwrite)  # before hours of training, not after
     setup = training_setup(data, layout, split, channels, kwargs)
-    options, samples, dataset = setup.options, setup.samples, setup.dataset
+    options, dataset = setup.options, setup.dataset
+    held_out = validation_set(validation, layout, setup) if validation is not None else None
     _notes(setup, quiet)
+    if held_out is not None and held_out.shared and not quiet:
+        console.print(
+            f"note: {held_out.shared} of the {len(held_out.samples)} validation images are "
+            "byte-identical to training images: their scores are not of images held out",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     with progress_bar(quiet, console) as progress:
-        if options.tile_overlap is None:
-            tensors = load_into_memory(
-                samples, options.input_size, setup.channels, progress, dataset["bit_depth"]
-            )
-        else:
-            tensors = load_tiles(
-                samples,
-                options.input_size,
-                options.tile_overlap,
-                setup.channels,
-                progress,
-                dataset["bit_depth"],
-            )
+        tensors = _in_memory(setup, setup.samples, progress)
         images = ImageSet.of_digests(setup.digests)  # evaluations count them
         metadata = {"dataset": dataset, "image_digests": images.encode()}
-        trainer = Trainer(tensors, options, out, progress, metadata, setup.start)
+        held_tensors = None
+        if held_out is not None:
+            held_tensors = _in_memory(setup, held_out.samples, progress)
+            metadata["validation"] = held_out.record
+        trainer = Trainer(tensors, options, out, progress, metadata, setup.start, held_tensors)
         checkpoint = trainer.run(resume)
+    for line in best_epochs(checkpoint.training.get("validation_history", {})):
+        if not quiet:
+            console.print(f"validation: {line}", markup=False, highlight=False, soft_wrap=True)
     layout = f" --layout {dataset['layout']}" if dataset["layout"] in LAYOUTS else ""
     test_data = f"{shlex.join(map(str, data))} --split test" if split == "train" else "TEST_DATA"
     click.echo(
         f"wrote {out} (thresholds: image {checkpoint.thresholds.classification:.3f}, "
         f"pixel {checkpoint.thresholds.segmentation:.3f}); "
         f"next: psicbatch eval {out} {test_data}{layout}"
+    )
+
+
+def _in_memory(
+    setup: TrainingSetup, samples: list[SampleRef], progress: Progress | None
+) -> TensorDataset:
+    """Images as training holds them: resized to the input size, or cut into its tiles."""
+    from psicbatch.data.memory import load_into_memory, load_tiles
+
+    options, bit_depth = setup.options, setup.dataset["bit_depth"]
+    if options.tile_overlap is None:
+        return load_into_memory(samples, options.input_size, setup.channels, progress, bit_depth)
+    return load_tiles(
+        samples, options.input_size, options.tile_overlap, setup.channels, progress, bit_depth
     )
 
 

@@ -32,8 +32,9 @@ from psicbatch.data.layouts import (
 )
 from psicbatch.errors import PsicbatchError
 from psicbatch.fine_tuning import StartingPoint, check_same_reading, starting_point
-from psicbatch.fingerprints import file_digests
+from psicbatch.fingerprints import ImageSet, file_digests
 from psicbatch.network_size import auto_input_size
+from psicbatch.paths import readable_path
 from psicbatch.train_options import MODES, PIXEL_THRESHOLDS, TrainOptions, check_masks
 
 
@@ -307,3 +308,38 @@ def train_options_from(kwargs: dict[str, Any]) -> TrainOptions:
     """Pop the training options out of a command's keyword arguments."""
     names = TrainOptions.__dataclass_fields__
     return TrainOptions(**{name: kwargs.pop(name) for name in list(kwargs) if name in names})
+
+
+@dataclass(frozen=True)
+class ValidationSet:
+    """Labelled images held out of training, scored after every epoch."""
+
+    samples: list[SampleRef]
+    record: dict[str, Any]  # in the checkpoint: what was held out (a resume checks it)
+    shared: int  # of them, byte-identical copies of training images
+
+
+def validation_set(folder: Path, layout: str, setup: TrainingSetup) -> ValidationSet:
+    """``--validation``: read as the training data is (its ``--layout``; auto: the one the
+    folder matches), refused where it could not score the image decision."""
+    samples, layouts = read_datasets((folder,), layout)
+    defective = sum(sample.is_defective for sample in samples)
+    if not defective:
+        raise PsicbatchError(
+            f"{readable_path(folder)}: none of its {len(samples)} labelled images is "
+            "defective; --validation needs defective images to score the masks and the "
+            "image decision on"
+        )
+    if setup.options.tile_overlap is not None:
+        require_masks(samples, "tiled validation labels each tile by its part of the mask")
+    digests = file_digests(sample.image_path for sample in samples)
+    training = set(setup.digests) - {None}
+    record = {
+        "path": str(folder),
+        "layout": layouts[0],
+        "images": len(samples),
+        "defective": defective,
+        "image_digests": ImageSet.of_digests(digests).encode(),
+    }
+    shared = sum(digest in training for digest in digests if digest is not None)
+    return ValidationSet(samples, record, shared)
