@@ -58,7 +58,8 @@ def main(model: Path, out: Path) -> None:
         f"`{model.name}`: trained on {training['dataset']['path']} ({training['dataset']['images']}"
         f" images), held out: {training['validation']['path']} "
         f"({training['validation']['images']} images), "
-        f"{training['train_seconds'] / 60:.1f} minutes of training epochs.",
+        f"{training['train_seconds'] / 60:.1f} minutes of training epochs, "
+        f"{training['validation_seconds'] / 60:.1f} of scoring them on the held-out images.",
         "",
         *(f"- {line}" for line in best_epochs(held_out)),
         "",
@@ -69,7 +70,9 @@ def main(model: Path, out: Path) -> None:
     (out / "curves.md").write_text("\n".join(text) + "\n")
     kept = ("loss_history", "validation_history", "validation", "dataset", "options")
     record = {"machine": facts, "training": {key: training[key] for key in kept}}
-    record["training"]["train_seconds"] = training["train_seconds"]
+    record["training"].update(
+        {key: training[key] for key in ("train_seconds", "validation_seconds")}
+    )
     (out / "curves.json").write_text(json.dumps(record, indent=1) + "\n")
     print("\n".join(text[:6]))
 

@@ -235,9 +235,9 @@ class Trainer:
             rng = np.random.default_rng([self.options.seed, PHASES.index(phase), epoch])
             loss = epoch_fn(model, preprocessing, rng, epoch, epochs, cache)
             history.append(round(loss, 6))
+            state["train_seconds"] = state.get("train_seconds", 0.0) + time.monotonic() - started
             self._validate(model, preprocessing, state, phase, 1.0 - epoch / epochs, held_out)
             state["epochs_done"][phase] = epoch + 1
-            state["train_seconds"] = state.get("train_seconds", 0.0) + time.monotonic() - started
             if self.loss_scale.dynamic:
                 state["loss_scale"] = self.loss_scale.record()
             save_checkpoint(self._checkpoint(model, preprocessing, state), partial_path(self.out))
@@ -262,9 +262,11 @@ class Trainer:
         mix: float,
         held_out: tuple[torch.Tensor, ...],
     ) -> None:
-        """Score the epoch just trained on the validation images, into the record."""
+        """Score the epoch just trained on the validation images, into the record (and
+        its time apart from the training's)."""
         if self.validation is None:
             return
+        started = time.monotonic()
         if phase == "segmentation":
             scores = self.validation.segmentation(model, preprocessing)
         elif phase == "classification":
@@ -274,6 +276,9 @@ class Trainer:
         measures = state.setdefault("validation_history", {}).setdefault(phase, {})
         for measure, value in scores.items():
             measures.setdefault(measure, []).append(round(value, 6))
+        state["validation_seconds"] = (
+            state.get("validation_seconds", 0.0) + time.monotonic() - started
+        )
 
     def _task(self, description: str, total: int, completed: int) -> Any:
         if self.progress is None:
