@@ -2,7 +2,9 @@
 (``train --validation``): where the held-out loss stopped falling, and whether the
 default epoch counts go past it.
 
-    python benchmarks/validation_curve.py MODEL OUT_DIR   # curves.png, curves.md
+    python benchmarks/validation_curve.py MODEL OUT_DIR [WHAT]   # curves.png, curves.md
+
+WHAT says in words what was trained on and held out (the folders may be temporary).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from psicbatch.reports import markdown_table  # noqa: E402
 from psicbatch.validation import best_epochs  # noqa: E402
 
 
-def main(model: Path, out: Path) -> None:
+def main(model: Path, out: Path, what: str) -> None:
     training = load_checkpoint(model).training
     losses, held_out = training["loss_history"], training["validation_history"]
     out.mkdir(parents=True, exist_ok=True)
@@ -55,9 +57,9 @@ def main(model: Path, out: Path) -> None:
     text = [
         f"# Held-out scores by epoch: {facts['cpu']}, {facts['isa']}",
         "",
-        f"`{model.name}`: trained on {training['dataset']['path']} ({training['dataset']['images']}"
-        f" images), held out: {training['validation']['path']} "
-        f"({training['validation']['images']} images), "
+        f"{what}: trained on {training['dataset']['images']} images, "
+        f"{training['validation']['images']} held out "
+        f"({training['validation']['defective']} of them defective); "
         f"{training['train_seconds'] / 60:.1f} minutes of training epochs, "
         f"{training['validation_seconds'] / 60:.1f} of scoring them on the held-out images.",
         "",
@@ -78,4 +80,4 @@ def main(model: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]), " ".join(sys.argv[3:]) or "A model")

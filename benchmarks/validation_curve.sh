@@ -10,6 +10,7 @@ mkdir -p "$work/both" "$out"
 ln -s "$work/parts/1"/* "$work/parts/2"/* "$work/both/"
 cd "$here"
 "$python" -m psicbatch train "$work/both" --validation "$work/parts/3" --out "$out/model.pt" \
-    --overwrite 2>&1 | grep -v '━' | tee "$out/train.txt"
-"$python" "$here/benchmarks/validation_curve.py" "$out/model.pt" "$out"
+    --overwrite 2>&1 | grep -v '━' | sed "s|$work|WORK|g; s|$here/||g" | tee "$out/train.txt"
+"$python" "$here/benchmarks/validation_curve.py" "$out/model.pt" "$out" \
+    "KolektorSDD scaled by $scale, in thirds of whole commutators: the defaults, thirds 1 and 2"
 rm "$out/model.pt"
