@@ -53,6 +53,12 @@ def test_images_are_counted_in_bins_as_wide_as_the_span_needs() -> None:
     assert days.highest() is None  # no bin with five readable images names a rate
     assert timeline(_rows((0, False, False), (0.5, True, False))) is None  # one bin
     assert timeline(_rows((0, False, False)).drop_columns(["completed_at"])) is None
+    older = pa.concat_tables(  # a part written before rows had times: left out
+        [_rows((0, True, False), (90, False, False)), _rows((5, True, False)).drop_columns(
+            ["completed_at"])], promote_options="permissive"
+    )  # fmt: skip
+    counted = timeline(older)
+    assert counted is not None and counted.images.sum() == 2 and counted.defective.sum() == 1
 
 
 def test_the_page_of_a_watch_shows_its_images_over_time(tmp_path: Path) -> None:

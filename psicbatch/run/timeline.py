@@ -76,7 +76,10 @@ def _span(begins: datetime.datetime, ends: datetime.datetime) -> str:
 def timeline(table: pa.Table) -> Timeline | None:
     """The rows counted over time; None without times (a results file) or where every
     image falls in one bin (nothing to see over time)."""
-    if "completed_at" not in table.column_names or table.num_rows == 0:
+    if "completed_at" not in table.column_names:
+        return None
+    table = table.filter(pc.is_valid(table["completed_at"]))  # parts of an older watch lack it
+    if table.num_rows == 0:
         return None
     micros = pc.cast(table["completed_at"], pa.int64()).to_numpy()
     seconds = micros // 1_000_000
