@@ -311,6 +311,12 @@ def training_summary(training: dict[str, Any]) -> dict[str, Any]:
         "epochs": training.get("epochs_done", {}),
         "final_loss": {phase: values[-1] for phase, values in losses.items() if values},
         "minutes": round(training.get("train_seconds", 0.0) / 60, 1),
+        # scoring the epochs on held-out images (--validation), apart from training them
+        "validation_minutes": (
+            round(training["validation_seconds"] / 60, 1)
+            if "validation_seconds" in training
+            else None
+        ),
         "precision": (training.get("precision") or {}).get("precision"),
         "large_kernels": training.get("large_kernels"),  # conv10 direct or by FFT
         "data": f"{dataset.get('path', '-')} ({dataset.get('layout', '-')}"

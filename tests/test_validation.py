@@ -137,6 +137,7 @@ def test_train_validation_on_the_command_line(tmp_path: Path) -> None:
     shown = json.loads(CliRunner().invoke(main, ["info", str(out), "--json"]).output)
     assert shown["validation"] == f"{tmp_path / 'held'} (12 images)"
     assert shown["validation classification AP by epoch"].count(" ") == 2  # first, bars, last
+    assert shown["training"]["validation_minutes"] >= 0  # apart from the training's minutes
     copied = tmp_path / "copied"  # the training images held out again: said so
     shutil.copytree(tmp_path / "train", copied)
     again = CliRunner().invoke(main, [*args[:-1], str(copied), "--overwrite"])
