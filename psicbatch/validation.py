@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from psicbatch.checkpoint import Preprocessing
+from psicbatch.data.masks import DefectMasks
 from psicbatch.data.memory import TensorDataset
 from psicbatch.losses import segmentation_loss
 from psicbatch.metrics import average_precision
@@ -28,13 +28,6 @@ from psicbatch.model import PSICNet
 from psicbatch.precision import autocast
 from psicbatch.preprocess import normalize
 from psicbatch.train_options import TrainOptions
-
-# What each phase's epochs are scored by (the loss: lower is better; AP: higher).
-MEASURES = {
-    "segmentation": ("loss",),
-    "classification": ("loss", "ap"),
-    "end-to-end": ("loss", "ap"),
-}
 
 
 @dataclass
@@ -46,10 +39,10 @@ class EpochValidation:
     options: TrainOptions
     device: torch.device
     precision: str
-    masks: Any = field(init=False)
+    masks: DefectMasks = field(init=False)  # training's targets: dilated as asked
 
     def __post_init__(self) -> None:
-        self.masks = self.data.masks.dilated(self.options.dilate)  # as training's targets
+        self.masks = self.data.masks.dilated(self.options.dilate)
 
     def segmentation(self, model: PSICNet, preprocessing: Preprocessing) -> dict[str, float]:
         """Eq. (2) (and the Dice term, where trained with it) over the images whose masks
