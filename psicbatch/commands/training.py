@@ -154,12 +154,9 @@ def train(
     held_out = validation_set(validation, layout, setup) if validation is not None else None
     _notes(setup, quiet)
     if held_out is not None and held_out.shared and not quiet:
-        console.print(
+        _say(
             f"note: {held_out.shared} of the {len(held_out.samples)} validation images are "
-            "byte-identical to training images: their scores are not of images held out",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
+            "byte-identical to training images: their scores are not of images held out"
         )
     with progress_bar(quiet, console) as progress:
         tensors = _in_memory(setup, setup.samples, progress)
@@ -173,7 +170,7 @@ def train(
         checkpoint = trainer.run(resume)
     for line in best_epochs(checkpoint.training.get("validation_history", {})):
         if not quiet:
-            console.print(f"validation: {line}", markup=False, highlight=False, soft_wrap=True)
+            _say(f"validation: {line}")
     layout = f" --layout {dataset['layout']}" if dataset["layout"] in LAYOUTS else ""
     test_data = f"{shlex.join(map(str, data))} --split test" if split == "train" else "TEST_DATA"
     click.echo(
@@ -181,6 +178,11 @@ def train(
         f"pixel {checkpoint.thresholds.segmentation:.3f}); "
         f"next: psicbatch eval {out} {test_data}{layout}"
     )
+
+
+def _say(line: str) -> None:
+    """A line to the terminal as written: paths and options hold brackets rich would read."""
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _in_memory(
@@ -423,7 +425,7 @@ def _notes(setup: TrainingSetup, quiet: bool, folds: bool = False) -> None:
     )
     for note in notes:
         if note and not quiet:
-            console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+            _say(f"note: {note}")
 
 
 def _starting_notes(setup: TrainingSetup, folds: bool) -> list[str]:
