@@ -197,16 +197,24 @@ def test_a_tiled_run_on_the_gpu_matches_the_cpu_run(tmp_path: Path) -> None:
 
 
 def test_training_on_the_gpu(tmp_path: Path) -> None:
-    """Both steps on CUDA at the automatic precision; the checkpoint then runs on a CPU."""
-    data, model = tmp_path / "data", tmp_path / "gpu.pt"
+    """Both steps on CUDA at the automatic precision, every epoch scored on held-out
+    images; the checkpoint then runs on a CPU."""
+    data, held_out, model = tmp_path / "data", tmp_path / "held-out", tmp_path / "gpu.pt"
     generate(data, 8, (64, 64), defect_rate=0.5, seed=3)
+    generate(held_out, 6, (64, 64), defect_rate=0.5, seed=4)
     tiny = ["--width", "0.125", "--input-size", "64x64", "--seg-epochs", "3", "--cls-epochs", "2"]
-    result = CliRunner().invoke(main, ["train", str(data), "-o", str(model), *tiny, "-q"])
+    args = ["train", str(data), "-o", str(model), *tiny, "--validation", str(held_out), "-q"]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     training = load_checkpoint(model).training
     assert training["complete"] and training["precision"]["precision"] in ("bf16", "fp16")
     losses = [loss for phase in training["loss_history"].values() for loss in phase]
     assert len(losses) == 5 and all(np.isfinite(losses))
+    scores = training["validation_history"]
+    assert [len(scores["segmentation"]["loss"]), len(scores["classification"]["ap"])] == [3, 2]
+    assert all(
+        np.isfinite(v) for measures in scores.values() for vs in measures.values() for v in vs
+    )
     with Inspector(model, device="cpu", precision="fp32") as inspector:
         found = list(inspector.inspect(sorted((data / "images").glob("*.png"))))
     assert len(found) == 8 and all(0 <= item.probability <= 1 for item in found)
