@@ -142,9 +142,13 @@ def test_train_validation_on_the_command_line(tmp_path: Path) -> None:
     shutil.copytree(tmp_path / "train", copied)
     again = CliRunner().invoke(main, [*args[:-1], str(copied), "--overwrite"])
     assert again.exit_code == 0, again.output
-    assert "note: 24 of the 24 validation images are byte-identical to training images" in (
-        " ".join(again.output.split())
-    )
+    said = "note: of the 24 validation images, 24 are byte-identical to training images: "
+    assert said in " ".join(again.output.split())
+    fine_tuned = [*args[:3], str(tmp_path / "m2.pt"), "--init", str(out)]  # from m.pt
+    onwards = CliRunner().invoke(main, [*fine_tuned, *args[6:-1], str(copied)])
+    assert onwards.exit_code == 0, onwards.output
+    said = "24 are byte-identical to training images, 24 are among those the starting checkpoint"
+    assert said in " ".join(onwards.output.split())
     good = tmp_path / "good"  # without a defective image: nothing to score decisions on
     generate(good, 4, (64, 64), defect_rate=0.0, seed=3)
     refused = CliRunner().invoke(main, [*args[:-1], str(good), "--overwrite"])

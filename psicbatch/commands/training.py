@@ -153,11 +153,8 @@ def train(
     options, dataset = setup.options, setup.dataset
     held_out = validation_set(validation, layout, setup) if validation is not None else None
     _notes(setup, quiet)
-    if held_out is not None and held_out.shared and not quiet:
-        _say(
-            f"note: {held_out.shared} of the {len(held_out.samples)} validation images are "
-            "byte-identical to training images: their scores are not of images held out"
-        )
+    if held_out is not None and (note := held_out.note()) and not quiet:
+        _say(f"note: {note}")
     with progress_bar(quiet, console) as progress:
         tensors = _in_memory(setup, setup.samples, progress)
         images = ImageSet.of_digests(setup.digests)  # evaluations count them

@@ -317,6 +317,23 @@ class ValidationSet:
     samples: list[SampleRef]
     record: dict[str, Any]  # in the checkpoint: what was held out (a resume checks it)
     shared: int  # of them, byte-identical copies of training images
+    seen_before: int  # of them, among the images the starting checkpoint learnt from
+
+    def note(self) -> str | None:
+        """Validation images a model learnt from, which are therefore not held out."""
+        parts = [
+            f"{self.shared} are byte-identical to training images" if self.shared else "",
+            f"{self.seen_before} are among those the starting checkpoint was trained on"
+            if self.seen_before
+            else "",
+        ]
+        said = ", ".join(part for part in parts if part)
+        if not said:
+            return None
+        return (
+            f"of the {len(self.samples)} validation images, {said}: their scores are not of "
+            "images held out"
+        )
 
 
 def validation_set(folder: Path, layout: str, setup: TrainingSetup) -> ValidationSet:
@@ -342,4 +359,6 @@ def validation_set(folder: Path, layout: str, setup: TrainingSetup) -> Validatio
         "image_digests": ImageSet.of_digests(digests).encode(),
     }
     shared = sum(digest in training for digest in digests if digest is not None)
-    return ValidationSet(samples, record, shared)
+    seen = setup.start.images_seen if setup.start is not None else None
+    seen_before = seen.count_among(digests) if seen is not None else 0
+    return ValidationSet(samples, record, shared, seen_before)
