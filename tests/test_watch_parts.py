@@ -112,18 +112,19 @@ def test_an_image_after_its_parts_decision_is_noted_unless_the_part_was_rejected
 ) -> None:
     parts, clock = decisions(tmp_path, images=2, timeout=10)
     parts.add([row("p1_cam1", judged=True), row("p2_cam1"), row("p2_cam2")])
-    parts.add([row("p3_cam1", error="truncated"), row("p3_cam2"), row("p4_cam1")])
+    parts.add([row("p3_cam1", error="truncated"), row("p3_cam2"), row("p4_cam1"), row("p5_cam1")])
+    _written(tmp_path, [row("p5_cam1")])  # read again at the restart below
     clock.seconds = 10
-    parts.expire()  # p4: incomplete
+    parts.expire()  # p4, p5: incomplete
     assert decided(tmp_path, LATE_IMAGES_FILE) == []
     clock.seconds = 11
     parts.add([row("p1_cam2", judged=True), row("p2_cam3", judged=True), row("p4_cam2")])
     parts.add([row("p3_cam1", error="still truncated")])  # the same file, inspected again
     late = decided(tmp_path, LATE_IMAGES_FILE)
-    assert [(line["part"], line["decision"], line["path"]) for line in late] == [
-        ("p2", "pass", "/line/p2_cam3.png"),  # p1's second image: rejected already, not noted
-        ("p4", "incomplete", "/line/p4_cam2.png"),
-        ("p3", "unknown", "/line/p3_cam1.png"),
+    assert [(line["part"], line["decision"], line["now"], line["path"]) for line in late] == [
+        ("p2", "pass", "reject", "/line/p2_cam3.png"),  # p1's second: rejected, not noted
+        ("p4", "incomplete", "pass", "/line/p4_cam2.png"),  # its second image, good
+        ("p3", "unknown", "unknown", "/line/p3_cam1.png"),
     ]
     passed, incomplete, unknown = late
     assert (passed["is_defect"], passed["probability"], passed["error"]) == ("true", "0.9", "")
@@ -135,18 +136,36 @@ def test_an_image_after_its_parts_decision_is_noted_unless_the_part_was_rejected
     )
     assert passed["noted_at"].startswith("2026-12-06T08:00:11")
     assert (parts.late.images, parts.late.judged_defective) == (3, 1)
-    assert [line["part"] for line in decided(tmp_path)] == ["p1", "p2", "p3", "p4"]  # as made
+    assert [line["part"] for line in decided(tmp_path)] == ["p1", "p2", "p3", "p4", "p5"]
     with (tmp_path / LATE_IMAGES_FILE).open("a") as file:
         file.write("2026-12-06T08:00:12.000+00:00,p2,pa")  # a line a kill cut short
     restarted, _ = decisions(tmp_path, images=2, timeout=10)  # decisions kept by kind
-    restarted.add([row("p1_cam3", judged=True), row("p2_cam4")])
-    assert [line["path"] for line in decided(tmp_path, LATE_IMAGES_FILE)] == [
-        "/line/p2_cam3.png",
-        "/line/p4_cam2.png",
-        "/line/p3_cam1.png",
-        "/line/p2_cam4.png",
+    restarted.add([row("p1_cam3", judged=True), row("p2_cam4"), row("p5_cam2")])
+    after = [(line["path"], line["now"]) for line in decided(tmp_path, LATE_IMAGES_FILE)]
+    assert after[3:] == [
+        ("/line/p2_cam4.png", "reject"),  # good, but an earlier late image was defective
+        ("/line/p5_cam2.png", "pass"),  # its first image read again from the rows
     ]
-    assert (restarted.late.images, restarted.late.judged_defective) == (1, 0)
+    assert len(after) == 5 and (restarted.late.images, restarted.late.judged_defective) == (2, 0)
+
+
+def test_only_the_latest_incomplete_parts_keep_their_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("psicbatch.run.watch_parts.INCOMPLETE_KEPT", 1)
+    parts, clock = decisions(tmp_path, images=2, timeout=10)
+    parts.add([row("p1_cam1")])
+    clock.seconds = 5
+    parts.add([row("p2_cam1")])
+    clock.seconds = 15
+    parts.expire()  # both incomplete; p1's images no longer kept
+    parts.add([row("p1_cam2"), row("p2_cam2"), row("p1_cam3", judged=True)])
+    now = [(line["path"], line["now"]) for line in decided(tmp_path, LATE_IMAGES_FILE)]
+    assert now == [
+        ("/line/p1_cam2.png", "incomplete"),  # not known to be complete: said as it was
+        ("/line/p2_cam2.png", "pass"),
+        ("/line/p1_cam3.png", "reject"),  # a defect rejects it all the same
+    ]
 
 
 def _written(out: Path, rows: list[dict], hour: int = 8) -> None:
@@ -200,11 +219,12 @@ def test_info_and_the_page_count_a_watchs_decisions_of_the_folder_shown(tmp_path
         )
         for folder in (tmp_path, day, day / "hour=08", day / "hour=09")
     }
+    late = "1 late image (1 judged defective); 1 part now decided otherwise (_late.csv)"
     assert said == {
-        tmp_path: ("1 rejected, 2 incomplete (_parts.csv)", "1, 1 judged defective (_late.csv)"),
-        day: ("1 rejected, 2 incomplete (_parts.csv)", "1, 1 judged defective (_late.csv)"),
+        tmp_path: ("1 rejected, 2 incomplete (_parts.csv)", late),
+        day: ("1 rejected, 2 incomplete (_parts.csv)", late),
         day / "hour=08": ("1 rejected (_parts.csv)", None),
-        day / "hour=09": ("2 incomplete (_parts.csv)", "1, 1 judged defective (_late.csv)"),
+        day / "hour=09": ("2 incomplete (_parts.csv)", late),
     }
 
 
@@ -275,13 +295,14 @@ def _what_reports_say_of_the_watch(tmp_path: Path, folder: Path, out: Path) -> N
     as the watch made them, and the image that came after its part's decision."""
     shown = json.loads(CliRunner().invoke(main, ["info", str(out), "--json"]).output)
     assert shown["part decisions"] == "1 passed, 1 incomplete (_parts.csv)"
-    assert shown["late images"] == "1, 0 judged defective (_late.csv)"
+    late = "1 late image (0 judged defective); 1 part now decided otherwise (_late.csv)"
+    assert shown["late images"] == late
     page = tmp_path / "page.html"
     reported = CliRunner().invoke(main, ["report", str(out), "--html", str(page)])
     assert reported.exit_code == 0, reported.output
-    assert "1 late image (0 judged defective)" in " ".join(reported.output.split())
+    assert "1 late image (0 judged defective); 1 part now" in " ".join(reported.output.split())
     assert "Images after their part's decision (1)" in page.read_text()
-    assert f"<td>p2</td><td>incomplete</td><td><code>{folder / 'p2_cam2.png'}</code>" in (
+    assert f"<td>p2</td><td>incomplete</td><td>pass</td><td><code>{folder / 'p2_cam2.png'}" in (
         page.read_text()
     )
     table = tmp_path / "parts.csv"  # made afterwards, as the watch made its parts

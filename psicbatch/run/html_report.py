@@ -25,6 +25,7 @@ from psicbatch.run.files import FileLimits
 from psicbatch.run.headers import read_bytes
 from psicbatch.run.limited import TimeLimitExceeded, call_limited
 from psicbatch.run.output_guard import REPORT, REPORT_MARKER, write_checked
+from psicbatch.run.part_files import late_said
 from psicbatch.run.part_table import PartGrouping, part_counts, part_table
 from psicbatch.run.results import (
     described,
@@ -281,22 +282,23 @@ def _late_section(lines: list[dict[str, str]], top: int) -> tuple[str, str]:
     if not lines:
         return "", ""
     e = html.escape
-    judged = sum(line["is_defect"] == "true" for line in lines)
-    said = f"{counted(len(lines), 'late image')} ({judged} judged defective)"
+    said = late_said(lines)
     first = sorted(lines, key=lambda line: (line["is_defect"] != "true", line["error"] == ""))
     rows = "".join(
-        f"<tr><td>{e(line['part'])}</td><td>{e(line['decision'])}</td>"
+        f"<tr><td>{e(line['part'])}</td><td>{e(line['decision'])}</td><td>{e(line['now'])}</td>"
         f"<td><code>{e(line['path'])}</code></td><td>{e(line['noted_at'])}</td>"
         f"<td>{_late_result(line)}</td></tr>"
         for line in first[:top]
     )
     section = (
         f"<h2>Images after their part's decision ({len(lines)})</h2><p>Each came after the "
-        "watch had decided its part, and did not change that decision (the parts counted "
-        "above are counted on all their images, these too): a part passed, unknown or "
-        f"incomplete that one of them shows defective is a part to look at again. {e(said)}.</p>"
-        '<table class="meta"><tr><th>part</th><th>decided</th><th>image</th><th>noted</th>'
-        f"<th>result</th></tr>{rows}</table>"
+        "watch had decided its part, and did not change that decision; <i>now</i> is the "
+        "decision the part would get on every image of it so far (the parts counted above "
+        "are counted on all their images, these too): a part passed that one of them shows "
+        "defective is a part to pull, an incomplete one now passed a part to release. "
+        f"{e(said)}.</p>"
+        '<table class="meta"><tr><th>part</th><th>decided</th><th>now</th><th>image</th>'
+        f"<th>noted</th><th>result</th></tr>{rows}</table>"
     )
     return section, said
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
+from psicbatch.wording import counted
 
 # A part's line, in ``report --parts-csv``'s table and (after when it was decided) here.
 PART_COLUMNS = [
@@ -27,7 +28,9 @@ PART_COLUMNS = [
     "defective_images",  # the paths of those judged defective: what a reviewer looks at
 ]
 DECISION_COLUMNS = ["decided_at", *PART_COLUMNS]
-LATE_COLUMNS = ["noted_at", "part", "decision", "path", "is_defect", "error", "probability"]
+# A late image: the decision its part was given, and the one it would now get on every
+# image of it so far.
+LATE_COLUMNS = ["noted_at", "part", "decision", "now", "path", "is_defect", "error", "probability"]
 
 
 def begin(path: Path, columns: Sequence[str]) -> Iterator[dict[str, str]]:
@@ -78,3 +81,15 @@ def _csv_text(lines: list[list[Any]]) -> str:
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows(lines)
     return text.getvalue()
+
+
+def late_said(lines: list[dict[str, str]]) -> str:
+    """Late images counted in words: how many, how many judged defective, and how many
+    parts their last line says would now be decided otherwise."""
+    judged = sum(line["is_defect"] == "true" for line in lines)
+    last = {line["part"]: line for line in lines}  # each part's latest line
+    changed = sum(line["now"] != line["decision"] for line in last.values())
+    return (
+        f"{counted(len(lines), 'late image')} ({judged} judged defective); "
+        f"{counted(changed, 'part')} now decided otherwise"
+    )

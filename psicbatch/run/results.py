@@ -31,7 +31,7 @@ from psicbatch.run.job import (
     WATCH_RUN_FILE,
 )
 from psicbatch.run.output import read_metadata
-from psicbatch.run.part_files import DECISION_COLUMNS, LATE_COLUMNS, whole_lines
+from psicbatch.run.part_files import DECISION_COLUMNS, LATE_COLUMNS, late_said, whole_lines
 from psicbatch.scores import AppliedDecisions
 from psicbatch.wording import decisions_said
 
@@ -192,10 +192,7 @@ def late_images(results: Path) -> list[dict[str, str]]:
 
 
 def _late_said(lines: list[dict[str, str]]) -> str | None:
-    if not lines:
-        return None
-    judged = sum(line["is_defect"] == "true" for line in lines)
-    return f"{len(lines)}, {judged} judged defective ({LATE_IMAGES_FILE})"
+    return f"{late_said(lines)} ({LATE_IMAGES_FILE})" if lines else None
 
 
 def _made_during(

@@ -11,9 +11,10 @@ without a part size, decided on the images it has). Each decision is one line of
 An image of a part already passed (or unknown, or incomplete) that comes after the
 decision could have changed it: a camera slower than the timeout, a part imaged again. It
 is inspected and written as any other, decides nothing more, and is one line of
-``OUT/_late.csv`` (``job.LATE_IMAGES_FILE``) at once, so that the line can pull a passed
-part a late image shows defective. An image of a part already rejected changes nothing
-and is not noted.
+``OUT/_late.csv`` (``job.LATE_IMAGES_FILE``) at once, with the decision the part would
+now get on every image of it so far (``now``), so that the line can pull a passed part a
+late image shows defective, or release an incomplete part whose last image came. An
+image of a part already rejected changes nothing and is not noted.
 
 A part is decided once, across restarts: on start the parts are rebuilt from the watch's
 rows, the parts the file already holds are not decided again, and a part that became
@@ -55,6 +56,9 @@ ROW_COLUMNS = ["path", "path_bytes", "is_defect", "error", "probability", "compl
 DEFAULT_TIMEOUT = 60.0  # seconds without a new image before a part is decided as it is
 # Decisions a late image could have changed, the commonest first (looked up in turn).
 OPEN_DECISIONS = ("pass", "incomplete", "unknown")
+# Incomplete parts whose images are kept, the latest decided, for a late image to complete
+# (a misjudged --part-images makes every part incomplete: memory stays bounded).
+INCOMPLETE_KEPT = 10_000
 
 
 @dataclass(frozen=True)
@@ -139,15 +143,18 @@ class PartDecisions:
         self._pending: dict[str, _Part] = {}
         self._decided = Ledger()  # every part decided
         self._open = {decision: Ledger() for decision in OPEN_DECISIONS}  # and not rejected
+        self._incomplete: dict[str, _Part] = {}  # their images, the latest INCOMPLETE_KEPT
+        self._late_seen: dict[str, tuple[bool, bool]] = {}  # late images: judged, errored
         _claim_options(out, parts)
         self._hold((line["part"], line["decision"]) for line in begin(self.path, DECISION_COLUMNS))
-        begin(self.late_path, LATE_COLUMNS)
+        for line in begin(self.late_path, LATE_COLUMNS):
+            self._remember_late(line["part"], line["is_defect"] == "true", bool(line["error"]))
         self._rebuild(out)
 
     def add(self, rows: Iterable[dict[str, Any]]) -> None:
         """A batch's rows (as written): each into its part, then the decisions they make
         and those whose time ran out, then the late images among them."""
-        touched, late = set(), []
+        touched, late, judged = set(), [], 0
         for row in rows:
             name = self._part_of(row["path"])
             decision = self._decision_of(name)
@@ -155,12 +162,35 @@ class PartDecisions:
                 self._pending.setdefault(name, _Part(row["completed_at"])).add(row)
                 touched.add(name)
             elif decision != "reject":  # it could have decided otherwise
-                late.append((name, decision, _Image.of(row)))
+                image = _Image.of(row)
+                self._remember_late(name, image.judged, image.errored)
+                if name in self._incomplete:
+                    self._incomplete[name].add(row)
+                late.append(self._late_line(name, decision, image))  # now: with it
+                judged += image.judged
         self._decide(touched)
         if late:
-            append(self.late_path, [self._late_line(*image) for image in late])
+            append(self.late_path, late)
             self.late.images += len(late)
-            self.late.judged_defective += sum(image.judged for _, _, image in late)
+            self.late.judged_defective += judged
+
+    def _remember_late(self, name: str, judged: bool, errored: bool) -> None:
+        """What the late images of a decided part showed so far: one judged defective,
+        one not inspected."""
+        earlier = self._late_seen.get(name, (False, False))
+        self._late_seen[name] = (earlier[0] or judged, earlier[1] or errored)
+
+    def _now(self, name: str, decision: str) -> str:
+        """The decision a part decided ``decision`` would now get on every image of it so
+        far: an incomplete part's images are kept (the latest INCOMPLETE_KEPT; an older
+        one stays incomplete unless a late image rejects it or was not inspected)."""
+        expected = self.parts.grouping.images
+        if name in self._incomplete:
+            return self._incomplete[name].decision(expected, timed_out=True) or decision
+        judged, errored = self._late_seen.get(name, (False, False))
+        if decision == "incomplete":
+            return verdict(judged, errored, 0, expected)
+        return verdict(judged, errored or decision == "unknown", expected or 1, expected)
 
     def expire(self) -> None:
         """Decide the parts whose images stopped coming ``timeout`` seconds ago."""
@@ -203,9 +233,16 @@ class PartDecisions:
             del self._pending[name]
             made.append((name, decision))
             self.counts[decision] += 1
+            if decision == "incomplete":
+                self._keep_incomplete(name, part)
         self._hold(made)
         if lines:
             append(self.path, lines)
+
+    def _keep_incomplete(self, name: str, part: _Part) -> None:
+        self._incomplete[name] = part
+        if len(self._incomplete) > INCOMPLETE_KEPT:
+            del self._incomplete[next(iter(self._incomplete))]  # the earliest decided
 
     def _line(self, name: str, part: _Part, decision: str) -> list[Any]:
         images = part.images.values()
@@ -222,12 +259,13 @@ class PartDecisions:
         ]
 
     def _late_line(self, name: str, decision: str, image: _Image) -> list[Any]:
-        """An image of a part decided ``decision`` before it came: what it would have
-        changed (``is_defect`` empty where it could not be inspected)."""
+        """An image of a part decided ``decision`` before it came, with the decision the
+        part would now get (``is_defect`` empty where it could not be inspected)."""
         return [
             self.now().isoformat(timespec="milliseconds"),
             formula_safe(name),
             decision,
+            self._now(name, decision),
             formula_safe(image.path),
             "" if image.errored else str(image.judged).lower(),
             formula_safe(image.error or ""),
@@ -238,12 +276,24 @@ class PartDecisions:
         """The parts not yet decided, from every row written so far, in the order their
         files were complete; then the decisions they allow (a restart after a kill decides
         them now). Rows of decided parts, nearly all of a long watch's, stay in Arrow."""
-        waiting = []
+        waiting: list[dict[str, Any]] = []
+        incomplete: list[dict[str, Any]] = []
         for table in watch_tables(out, ROW_COLUMNS):
             names = [self._part_of(path) for path in table["path"].to_pylist()]
-            undecided = {name for name in set(names) if _key(name) not in self._decided}
-            if undecided:  # each part looked up once, not once per image
-                waiting += table.filter(pa.array([n in undecided for n in names])).to_pylist()
+            undecided, kept = set(), set()  # each part looked up once, not once per image
+            for name in set(names):
+                key = _key(name)
+                if key not in self._decided:
+                    undecided.add(name)
+                elif key in self._open["incomplete"]:
+                    kept.add(name)
+            for wanted, found in ((undecided, waiting), (kept, incomplete)):
+                if wanted:
+                    found += table.filter(pa.array([n in wanted for n in names])).to_pylist()
+        for row in sorted(incomplete, key=lambda row: row["completed_at"]):  # late ones too
+            name = self._part_of(row["path"])
+            self._keep_incomplete(name, self._incomplete.pop(name, _Part(row["completed_at"])))
+            self._incomplete[name].add(row)
         self.add(sorted(waiting, key=lambda row: row["completed_at"]))
 
 
