@@ -278,6 +278,7 @@ class PartDecisions:
         them now). Rows of decided parts, nearly all of a long watch's, stay in Arrow."""
         waiting: list[dict[str, Any]] = []
         incomplete: list[dict[str, Any]] = []
+        any_incomplete = len(self._open["incomplete"]) > 0  # else one look-up a part less
         for table in watch_tables(out, ROW_COLUMNS):
             names = [self._part_of(path) for path in table["path"].to_pylist()]
             undecided, kept = set(), set()  # each part looked up once, not once per image
@@ -285,7 +286,7 @@ class PartDecisions:
                 key = _key(name)
                 if key not in self._decided:
                     undecided.add(name)
-                elif key in self._open["incomplete"]:
+                elif any_incomplete and key in self._open["incomplete"]:
                     kept.add(name)
             for wanted, found in ((undecided, waiting), (kept, incomplete)):
                 if wanted:
