@@ -135,7 +135,11 @@ def test_an_image_after_its_parts_decision_is_noted_unless_the_part_was_rejected
         "",
     )
     assert passed["noted_at"].startswith("2026-12-06T08:00:11")
-    assert (parts.late.images, parts.late.judged_defective) == (3, 1)
+    assert (parts.late.images, parts.late.judged_defective, parts.late.changed) == (
+        3,
+        1,
+        {"p2", "p4"},
+    )
     assert [line["part"] for line in decided(tmp_path)] == ["p1", "p2", "p3", "p4", "p5"]
     with (tmp_path / LATE_IMAGES_FILE).open("a") as file:
         file.write("2026-12-06T08:00:12.000+00:00,p2,pa")  # a line a kill cut short
@@ -349,7 +353,10 @@ def test_a_watch_decides_parts_as_their_images_come(tmp_path: Path) -> None:
     os.killpg(watch.pid, signal.SIGTERM)
     _, stderr = watch.communicate(timeout=30)
     said = " ".join(stderr.split())
-    assert "parts: 1 passed, 1 incomplete; 1 late image (0 judged defective) in _late.csv" in said
+    assert (
+        "parts: 1 passed, 1 incomplete; 1 late image (0 judged defective), 1 part now decided "
+        "otherwise, in _late.csv" in said
+    )
     _what_reports_say_of_the_watch(tmp_path, folder, out)
     again = start_watch(folder, out, *options[:-1], "3", "--part-timeout", "1")
     _, stderr = again.communicate(timeout=60)

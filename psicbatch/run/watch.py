@@ -145,7 +145,9 @@ class WatchStatus:
             return ""
         return (
             f"; {counted(self.late.images, 'late image')} "
-            f"({self.late.judged_defective} judged defective) in {LATE_IMAGES_FILE}"
+            f"({self.late.judged_defective} judged defective), "
+            f"{counted(len(self.late.changed), 'part')} now decided otherwise, "
+            f"in {LATE_IMAGES_FILE}"
         )
 
 

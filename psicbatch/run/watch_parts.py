@@ -100,6 +100,7 @@ class LateImages:
 
     images: int = 0
     judged_defective: int = 0
+    changed: set[str] = field(default_factory=set)  # parts they would now decide otherwise
 
 
 @dataclass
@@ -166,7 +167,10 @@ class PartDecisions:
                 self._remember_late(name, image.judged, image.errored)
                 if name in self._incomplete:
                     self._incomplete[name].add(row)
-                late.append(self._late_line(name, decision, image))  # now: with it
+                line = self._late_line(name, decision, image)  # now: with it
+                if line[3] != decision:
+                    self.late.changed.add(name)
+                late.append(line)
                 judged += image.judged
         self._decide(touched)
         if late:
