@@ -167,10 +167,10 @@ class PartDecisions:
                 self._remember_late(name, image.judged, image.errored)
                 if name in self._incomplete:
                     self._incomplete[name].add(row)
-                line = self._late_line(name, decision, image)  # now: with it
-                if line[3] != decision:
+                decided_now = self._now(name, decision)  # with this image
+                if decided_now != decision:
                     self.late.changed.add(name)
-                late.append(line)
+                late.append(self._late_line(name, decision, decided_now, image))
                 judged += image.judged
         self._decide(touched)
         if late:
@@ -181,8 +181,9 @@ class PartDecisions:
     def _remember_late(self, name: str, judged: bool, errored: bool) -> None:
         """What the late images of a decided part showed so far: one judged defective,
         one not inspected."""
-        earlier = self._late_seen.get(name, (False, False))
-        self._late_seen[name] = (earlier[0] or judged, earlier[1] or errored)
+        key = formula_safe(name)  # as the file names it, where a restart reads it again
+        earlier = self._late_seen.get(key, (False, False))
+        self._late_seen[key] = (earlier[0] or judged, earlier[1] or errored)
 
     def _now(self, name: str, decision: str) -> str:
         """The decision a part decided ``decision`` would now get on every image of it so
@@ -191,7 +192,7 @@ class PartDecisions:
         expected = self.parts.grouping.images
         if name in self._incomplete:
             return self._incomplete[name].decision(expected, timed_out=True) or decision
-        judged, errored = self._late_seen.get(name, (False, False))
+        judged, errored = self._late_seen.get(formula_safe(name), (False, False))
         if decision == "incomplete":
             return verdict(judged, errored, 0, expected)
         return verdict(judged, errored or decision == "unknown", expected or 1, expected)
@@ -262,14 +263,14 @@ class PartDecisions:
             formula_safe(PATH_SEPARATOR.join(image.path for image in images if image.judged)),
         ]
 
-    def _late_line(self, name: str, decision: str, image: _Image) -> list[Any]:
+    def _late_line(self, name: str, decision: str, decided_now: str, image: _Image) -> list[Any]:
         """An image of a part decided ``decision`` before it came, with the decision the
         part would now get (``is_defect`` empty where it could not be inspected)."""
         return [
             self.now().isoformat(timespec="milliseconds"),
             formula_safe(name),
             decision,
-            self._now(name, decision),
+            decided_now,
             formula_safe(image.path),
             "" if image.errored else str(image.judged).lower(),
             formula_safe(image.error or ""),
