@@ -167,7 +167,7 @@ class PartDecisions:
                 self._remember_late(name, image.judged, image.errored)
                 if name in self._incomplete:
                     self._incomplete[name].add(row)
-                decided_now = self._now(name, decision)  # with this image
+                decided_now = self._decision_now(name, decision)  # with this image
                 if decided_now != decision:
                     self.late.changed.add(name)
                 late.append(self._late_line(name, decision, decided_now, image))
@@ -185,7 +185,7 @@ class PartDecisions:
         earlier = self._late_seen.get(key, (False, False))
         self._late_seen[key] = (earlier[0] or judged, earlier[1] or errored)
 
-    def _now(self, name: str, decision: str) -> str:
+    def _decision_now(self, name: str, decision: str) -> str:
         """The decision a part decided ``decision`` would now get on every image of it so
         far: an incomplete part's images are kept (the latest INCOMPLETE_KEPT; an older
         one stays incomplete unless a late image rejects it or was not inspected)."""
