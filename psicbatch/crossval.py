@@ -42,6 +42,7 @@ from psicbatch.reports import plot_curves, write_json, write_predictions
 from psicbatch.scores import EvaluationSummary
 from psicbatch.train import Trainer, partial_path
 from psicbatch.train_options import TrainOptions, changed_values, check_masks, with_defaults
+from psicbatch.validation import best_epochs
 
 
 @dataclass(frozen=True)
@@ -63,19 +64,22 @@ def cross_validate(
     only_fold: int | None = None,
     digests: list[bytes | None] | None = None,
     start: StartingPoint | None = None,
+    score_epochs: bool = False,
 ) -> dict[str, Any]:
     """Run every fold (or only fold ``only_fold``, 1-based, for studies that change one
     thing on fixed folds) and write ``OUT/report.md``, ``report.html``, ``cv.json``,
     predictions and curves.
     ``digests``: each sample's image file's (read here when not given); ``start``: the
-    checkpoint every fold's training starts from (``--init``)."""
+    checkpoint every fold's training starts from (``--init``); ``score_epochs``: every
+    epoch of a fold's training scored on its test images (``validation``), whose best
+    epochs the report gives fold by fold."""
     if only_fold is not None and not 1 <= only_fold <= folds:
         raise PsicbatchError(f"--fold must be between 1 and {folds}, got {only_fold}")
     if digests is None:
         digests = file_digests(sample.image_path for sample in samples)
     test_ids = kfold_by_group(samples, folds, options.seed, digests)
     _check_fold_masks(samples, test_ids, options.mode)  # before any fold trains
-    job = _job_identity(dataset, options, scoring)
+    job = _job_identity(dataset, options, scoring, score_epochs)
     _check_same_job(out, job, test_ids)
     out.mkdir(parents=True, exist_ok=True)
     (out / JOB_FILE).write_text(json.dumps(job, indent=1) + "\n")
@@ -101,6 +105,7 @@ def cross_validate(
             progress,
             scoring,
             start,
+            score_epochs,
         )
         fold_reports.append(report)
         all_rows += [{**row, "fold": fold} for row in report.pop("rows")]
@@ -149,11 +154,12 @@ JOB_FIELDS = {
     "folds": "the folds (--folds, --seed, the dataset's images and which are identical)",
     "training": "the training options",
     "scoring": "the scoring engine (--engine-backend, --engine-precision)",
+    "score_epochs": "whether every epoch was scored on the folds' test images (--score-epochs)",
 }
 
 
 def _job_identity(
-    dataset: dict[str, Any], options: TrainOptions, scoring: FoldEngine
+    dataset: dict[str, Any], options: TrainOptions, scoring: FoldEngine, score_epochs: bool
 ) -> dict[str, Any]:
     """What a cross-validation's folds depend on besides the folds themselves, as JSON
     gives it back (the device they ran on is not part of it)."""
@@ -167,6 +173,7 @@ def _job_identity(
         "dataset": {"path": datasets_text(folders), **where},
         "training": training,
         "scoring": {"backend": scoring.backend, "precision": scoring.precision},
+        "score_epochs": score_epochs,
     }
     return json.loads(json.dumps(job))
 
@@ -185,6 +192,8 @@ def _check_same_job(out: Path, job: dict[str, Any], test_ids: list[list[str]]) -
         raise PsicbatchError(f"{out}: damaged cross-validation record ({error})") from None
     if isinstance(recorded.get("training"), dict):  # the job leaves out the device
         recorded["training"] = with_defaults(recorded["training"], job["training"])
+    if "training" in recorded:  # jobs recorded before epochs could be scored scored none
+        recorded.setdefault("score_epochs", False)
     current = {**job, "folds": test_ids}
     differing = [
         JOB_FIELDS[key] + changed_values(recorded[key], current[key])
@@ -246,6 +255,7 @@ def _run_fold(
     progress: Progress | None,
     scoring: FoldEngine,
     start: StartingPoint | None,
+    score_epochs: bool,
 ) -> dict[str, Any]:
     fold_dir = out / f"fold{fold}"
     model_path = fold_dir / "model.pt"
@@ -259,16 +269,25 @@ def _run_fold(
         return record
     train_data, test_data = data.split(train_index, test_index)
     if not model_path.exists():
+        metadata = {
+            "dataset": {**dataset, "fold": fold, "train_images": len(train_index)},
+            "image_digests": ImageSet.of_digests(digests[i] for i in train_index).encode(),
+        }
+        if score_epochs:
+            held_out = ImageSet.of_digests(digests[i] for i in test_index).encode()
+            metadata["validation"] = {
+                "path": f"fold {fold}'s test images",
+                "images": len(test_index),
+                "image_digests": held_out,
+            }
         trainer = Trainer(
             train_data,
             options,
             model_path,
             progress,
-            metadata={
-                "dataset": {**dataset, "fold": fold, "train_images": len(train_index)},
-                "image_digests": ImageSet.of_digests(digests[i] for i in train_index).encode(),
-            },
+            metadata=metadata,
             start=start,
+            validation=test_data if score_epochs else None,
         )
         trainer.run(resume=partial_path(model_path).exists())
     checkpoint = load_checkpoint(model_path)
@@ -290,5 +309,7 @@ def _run_fold(
         "train_minutes": train_minutes,
         "summary": evaluation.summary,
     }
+    if "validation_history" in checkpoint.training:
+        record["best_epochs"] = best_epochs(checkpoint.training["validation_history"])
     write_json(done_marker, record)
     return {**record, "rows": evaluation.rows}

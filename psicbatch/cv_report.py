@@ -264,6 +264,7 @@ def _blocks(report: dict[str, Any], curves: list[Path]) -> list[Block]:
         Paragraph("mAP is the mean of the folds' AP; FP and FN are summed over folds."),
         Heading(2, "Folds"),
         Table.of(FOLD_COLUMNS, report["folds"]),
+        *_best_epochs(report),
         Paragraph(f"Pooled over all folds' test predictions: {pooled_scores}."),
         *_defect_types(pooled),
         *_parts(pooled),
@@ -274,6 +275,23 @@ def _blocks(report: dict[str, Any], curves: list[Path]) -> list[Block]:
             else []
         ),
         Paragraph(METRIC_NOTE),
+    ]
+
+
+def _best_epochs(report: dict[str, Any]) -> list[Block]:
+    """Where each fold's training scored best on its test images, epoch by epoch
+    (``cv --score-epochs``): the epochs the folds agree on are the ones to train for."""
+    scored = [fold for fold in report["folds"] if fold.get("best_epochs")]
+    if not scored:
+        return []
+    return [
+        Heading(3, "Best epochs on each fold's test images (--score-epochs)"),
+        *(Paragraph(f"Fold {fold['fold']}: {'; '.join(fold['best_epochs'])}.") for fold in scored),
+        Paragraph(
+            "Each epoch was scored on the fold's test images with its phase's own loss "
+            "(and, from step 2 on, the AP); the models are those of the last epoch, "
+            "scored above."
+        ),
     ]
 
 

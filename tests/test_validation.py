@@ -154,3 +154,30 @@ def test_train_validation_on_the_command_line(tmp_path: Path) -> None:
     refused = CliRunner().invoke(main, [*args[:-1], str(good), "--overwrite"])
     assert refused.exit_code == 1 and "Traceback" not in refused.output
     assert f"Error: {good}: none of its 4 labelled images is defective" in refused.output
+
+
+def test_cv_scores_each_folds_epochs_on_its_test_images(tmp_path: Path) -> None:
+    generate(tmp_path / "data", 24, (48, 48), defect_rate=0.4, seed=5)
+    out = tmp_path / "cv"
+    tiny = ["--width", "0.125", "--input-size", "48x48", "--seg-epochs", "2", "--cls-epochs", "2"]
+    args = ["cv", str(tmp_path / "data"), "--folds", "2", "--out", str(out), "-q", *tiny]
+    scored = CliRunner().invoke(main, [*args, "--score-epochs"])
+    assert scored.exit_code == 0, scored.output
+    report = json.loads((out / "cv.json").read_text())
+    for fold in report["folds"]:
+        assert fold["best_epochs"][0].startswith("segmentation loss lowest at ")
+        model = json.loads(
+            CliRunner().invoke(main, ["info", str(out / f"fold{fold['fold']}" / "model.pt"),
+                                      "--json"]).output
+        )  # fmt: skip
+        assert (
+            model["validation"]
+            == f"fold {fold['fold']}'s test images ({fold['test_images']} images)"
+        )
+    markdown = (out / "report.md").read_text()
+    assert "Best epochs on each fold's test images (--score-epochs)" in markdown
+    assert "Fold 2: segmentation loss lowest at " in markdown
+    refused = CliRunner().invoke(main, args)  # the folds were scored: another job
+    assert refused.exit_code == 1, refused.output
+    said = "differs in whether every epoch was scored on the folds' test images (--score-epochs)"
+    assert said in " ".join(refused.output.split())

@@ -348,6 +348,12 @@ def evaluate_command(
     required=True,
     help="Folder for fold models and the report; rerun to resume.",
 )
+@click.option(
+    "--score-epochs",
+    is_flag=True,
+    help="Score every epoch of each fold's training on the fold's test images (as train "
+    "--validation does): the report gives each fold's best epochs.",
+)
 @click.option("--quiet", "-q", is_flag=True)
 def cross_validate_command(
     data: tuple[Path, ...],
@@ -360,6 +366,7 @@ def cross_validate_command(
     engine_backend: str,
     engine_precision: str,
     out: Path,
+    score_epochs: bool,
     quiet: bool,
     **kwargs: Any,
 ) -> None:
@@ -392,6 +399,7 @@ def cross_validate_command(
             only_fold,
             setup.digests,
             setup.start,
+            score_epochs,
         )
     click.echo((out / "report.md").read_text())
     click.echo(f"{len(report['folds'])} folds written to {out}/")
