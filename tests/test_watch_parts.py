@@ -385,3 +385,17 @@ def test_a_watch_decides_parts_as_their_images_come(tmp_path: Path) -> None:
         .splitlines()[-1]
         .startswith(f"Error: {out}: cannot write the watch's results (")
     )
+
+
+def test_a_watch_names_parts_as_the_parts_table_does_even_by_an_empty_group(
+    tmp_path: Path,
+) -> None:
+    from psicbatch.run.part_table import part_names
+
+    out = tmp_path / "out"
+    out.mkdir()
+    pattern = r"(z*)_cam"  # its group matches, empty, before "_cam"
+    parts = PartDecisions(out, WatchParts(PartGrouping(pattern, 1), 10), Clock())
+    parts.add([row("p1_cam1")])
+    (line,) = decided(out)
+    assert line["part"] == part_names(["/line/p1_cam1.png"], pattern)[0] == ""

@@ -10,6 +10,7 @@ inspected.
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from psicbatch.data.splits import GROUP_PREFIX, pattern_groups
+from psicbatch.data.splits import GROUP_PREFIX, group_name, pattern_groups
 from psicbatch.paths import file_head
 from psicbatch.run.output_guard import OutputKind, write_checked
 from psicbatch.run.part_files import PART_COLUMNS
@@ -47,6 +48,14 @@ def verdict(judged_defective: int, errors: int, images: int, expected: int | Non
     if errors:
         return "unknown"
     return "incomplete" if expected is not None and images < expected else "pass"
+
+
+def part_of(compiled: re.Pattern[str], path: str) -> str:
+    """A path's part: the pattern's match (its first group, if it has one, even an empty
+    one), or the path itself where it does not match. What ``part_names`` gives each path,
+    one path at a time (a watch's images, as they come)."""
+    name = group_name(compiled, path)
+    return path if name is None else name
 
 
 def part_names(paths: list[str], pattern: str) -> list[str]:

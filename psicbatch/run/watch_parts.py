@@ -41,14 +41,14 @@ import numpy as np
 import pyarrow as pa
 
 from psicbatch.atomic import write_atomically
-from psicbatch.data.splits import compiled_pattern, group_name
+from psicbatch.data.splits import compiled_pattern
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 from psicbatch.run.folder_scan import Ledger
 from psicbatch.run.job import LATE_IMAGES_FILE, PART_DECISIONS_FILE, PART_OPTIONS_FILE
 from psicbatch.run.output import watch_tables
 from psicbatch.run.part_files import DECISION_COLUMNS, LATE_COLUMNS, append, begin
-from psicbatch.run.part_table import PATH_SEPARATOR, PartGrouping, verdict
+from psicbatch.run.part_table import PATH_SEPARATOR, PartGrouping, part_of, verdict
 from psicbatch.run.results import watch_identity
 from psicbatch.run.spreadsheet import formula_safe
 
@@ -202,8 +202,7 @@ class PartDecisions:
         self._decide(set())
 
     def _part_of(self, path: str) -> str:
-        """A path's part: the pattern's match, or the path itself where it does not match."""
-        return group_name(self.pattern, path) or path
+        return part_of(self.pattern, path)
 
     def _decision_of(self, name: str) -> str | None:
         """The part's decision, if it is decided."""
