@@ -295,10 +295,11 @@ class PartDecisions:
             for wanted, found in ((undecided, waiting), (kept, incomplete)):
                 if wanted:
                     found += table.filter(pa.array([n in wanted for n in names])).to_pylist()
+        restored: dict[str, _Part] = {}
         for row in sorted(incomplete, key=lambda row: row["completed_at"]):  # late ones too
-            name = self._part_of(row["path"])
-            self._keep_incomplete(name, self._incomplete.pop(name, _Part(row["completed_at"])))
-            self._incomplete[name].add(row)
+            restored.setdefault(self._part_of(row["path"]), _Part(row["completed_at"])).add(row)
+        for name, part in sorted(restored.items(), key=lambda item: item[1].last_complete):
+            self._keep_incomplete(name, part)  # in the order they were decided
         self.add(sorted(waiting, key=lambda row: row["completed_at"]))
 
 
