@@ -231,12 +231,12 @@ def training_setup(
             f"{datasets_text(data)}: {len(samples)} labelled image found; training needs "
             "at least 2 (thresholds and batches need more than one)"
         )
-    if not any(sample.is_defective for sample in samples):  # found before the images load
-        raise PsicbatchError(
-            f"{datasets_text(data)}: none of its {len(samples)} labelled images is defective; "
-            "training needs at least one (a mask marking defect pixels, or for a review's "
-            "sorting an image in defective/)"
-        )
+    _refuse_without_defects(  # found before the images load
+        datasets_text(data),
+        samples,
+        "training needs at least one (a mask marking defect pixels, or for a review's "
+        "sorting an image in defective/)",
+    )
     if kwargs["input_size"] == "auto":
         kwargs["input_size"], size_choice = auto_input_size(samples, bit_depth)
     options = train_options_from(kwargs)
@@ -340,25 +340,31 @@ def validation_set(folder: Path, layout: str, setup: TrainingSetup) -> Validatio
     """``--validation``: read as the training data is (its ``--layout``; auto: the one the
     folder matches), refused where it could not score the image decision."""
     samples, layouts = read_datasets((folder,), layout)
-    defective = sum(sample.is_defective for sample in samples)
-    if not defective:
-        raise PsicbatchError(
-            f"{readable_path(folder)}: none of its {len(samples)} labelled images is "
-            "defective; --validation needs defective images to score the masks and the "
-            "image decision on"
-        )
+    _refuse_without_defects(
+        readable_path(folder),
+        samples,
+        "--validation needs defective images to score the masks and the image decision on",
+    )
     if setup.options.tile_overlap is not None:
         require_masks(samples, "tiled validation labels each tile by its part of the mask")
     digests = file_digests(sample.image_path for sample in samples)
-    training = set(setup.digests) - {None}
     record = {
         "path": str(folder),
         "layout": layouts[0],
         "images": len(samples),
-        "defective": defective,
+        "defective": sum(sample.is_defective for sample in samples),
         "image_digests": ImageSet.of_digests(digests).encode(),
     }
-    shared = sum(digest in training for digest in digests if digest is not None)
+    shared = ImageSet.of_digests(setup.digests).count_among(digests)
     seen = setup.start.images_seen if setup.start is not None else None
     seen_before = seen.count_among(digests) if seen is not None else 0
     return ValidationSet(samples, record, shared, seen_before)
+
+
+def _refuse_without_defects(named: str, samples: list[SampleRef], needs: str) -> None:
+    """One line where no labelled image of ``named`` is defective: nothing to learn, or to
+    score, a defect on."""
+    if not any(sample.is_defective for sample in samples):
+        raise PsicbatchError(
+            f"{named}: none of its {len(samples)} labelled images is defective; {needs}"
+        )
