@@ -1,4 +1,5 @@
-"""One look for every long-running loop: a rich progress bar with a free-text status field."""
+"""One look for every long-running loop (a rich progress bar with a free-text status
+field), and for the plain lines said beside it (``say``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,12 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+
+def say(console: Console, line: str) -> None:
+    """A line to the terminal as written, wrapped but never read as markup: file names and
+    options hold brackets that rich would take for styles."""
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def progress_bar(quiet: bool = False, console: Console | None = None) -> Progress:

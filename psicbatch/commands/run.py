@@ -34,7 +34,7 @@ from psicbatch.data.layouts import AUTO, LAYOUTS
 from psicbatch.data.splits import compiled_pattern
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
-from psicbatch.progress import progress_bar
+from psicbatch.progress import progress_bar, say
 from psicbatch.run.csv_table import CSV_TABLE, write_csv_table
 from psicbatch.run.files import DEFAULT_DECODE_SECONDS, DEFAULT_MAX_MIB, MIB, FileLimits
 from psicbatch.run.html_report import write_report
@@ -291,7 +291,7 @@ def run_command(
     paths = inputs.paths
     for note in (inputs.skipped_note(), inputs.mask_note()):
         if note and not quiet:
-            console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+            say(console, f"note: {note}")
     summary = _inspect(paths, spec, options, _executor(executor, address), console, quiet)
     if not quiet:
         _print_summary(console, summary, out)
@@ -369,12 +369,10 @@ def _watch(
     from psicbatch.run.watch import WatchStatus, watch
 
     if watching.parts is None and (options.out / PART_OPTIONS_FILE).exists() and not quiet:
-        console.print(  # its parts would wait, undecided, for a watch that decides them
+        say(  # its parts would wait, undecided, for a watch that decides them
+            console,
             f"note: {readable_path(options.out)} holds part decisions ({PART_OPTIONS_FILE}); "
             "this watch, without --group-by, decides none",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
         )
     with signals_stop(), console.status("starting", spinner="dots") as line:
 
@@ -404,7 +402,7 @@ def _stopped(console: Console, stop: BaseException, out: Path) -> None:
         if parts.is_dir()
         else "no results had been computed yet"
     )
-    console.print(f"stopped by {stop}: {saved}", markup=False, highlight=False, soft_wrap=True)
+    say(console, f"stopped by {stop}: {saved}")
     sys.exit(stop.exit_code)
 
 
@@ -466,7 +464,7 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
         table.add_row(key, escape(str(value)))  # paths may hold [brackets]
     console.print(table)
     for path, message in summary.error_examples[:10]:
-        console.print(f"error {path}: {message}", markup=False, highlight=False, soft_wrap=True)
+        say(console, f"error {path}: {message}")
 
 
 def _check_report_options(

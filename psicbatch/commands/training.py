@@ -42,7 +42,7 @@ from psicbatch.engines.registry import NAMES
 from psicbatch.errors import PsicbatchError
 from psicbatch.fine_tuning import started_from
 from psicbatch.fingerprints import ImageSet, copies_note
-from psicbatch.progress import progress_bar
+from psicbatch.progress import progress_bar, say
 from psicbatch.reports import evaluation_markdown
 from psicbatch.run.output_guard import CHECKPOINT, check_output, check_output_folder
 
@@ -154,7 +154,7 @@ def train(
     held_out = validation_set(validation, layout, setup) if validation is not None else None
     _notes(setup, quiet)
     if held_out is not None and (note := held_out.note()) and not quiet:
-        _say(f"note: {note}")
+        say(console, f"note: {note}")
     with progress_bar(quiet, console) as progress:
         tensors = _in_memory(setup, setup.samples, progress)
         images = ImageSet.of_digests(setup.digests)  # evaluations count them
@@ -167,7 +167,7 @@ def train(
         checkpoint = trainer.run(resume)
     for line in best_epochs(checkpoint.training.get("validation_history", {})):
         if not quiet:
-            _say(f"validation: {line}")
+            say(console, f"validation: {line}")
     layout = f" --layout {dataset['layout']}" if dataset["layout"] in LAYOUTS else ""
     test_data = f"{shlex.join(map(str, data))} --split test" if split == "train" else "TEST_DATA"
     click.echo(
@@ -175,11 +175,6 @@ def train(
         f"pixel {checkpoint.thresholds.segmentation:.3f}); "
         f"next: psicbatch eval {out} {test_data}{layout}"
     )
-
-
-def _say(line: str) -> None:
-    """A line to the terminal as written: paths and options hold brackets rich would read."""
-    console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _in_memory(
@@ -430,7 +425,7 @@ def _notes(setup: TrainingSetup, quiet: bool, folds: bool = False) -> None:
     )
     for note in notes:
         if note and not quiet:
-            _say(f"note: {note}")
+            say(console, f"note: {note}")
 
 
 def _starting_notes(setup: TrainingSetup, folds: bool) -> list[str]:
