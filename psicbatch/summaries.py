@@ -309,6 +309,8 @@ def training_summary(training: dict[str, Any]) -> dict[str, Any]:
         "mode": options.get("mode", training.get("mode", "unknown")),
         "complete": training.get("complete", training.get("mode") == "untrained"),
         "epochs": training.get("epochs_done", {}),
+        # each phase's epoch whose weights it ended with (--keep best; else the last)
+        "kept_epochs": training.get("kept_epochs"),
         "final_loss": {phase: values[-1] for phase, values in losses.items() if values},
         "minutes": round(training.get("train_seconds", 0.0) / 60, 1),
         # scoring the epochs on held-out images (--validation), apart from training them

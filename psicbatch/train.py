@@ -17,7 +17,9 @@ on the training images (best F1) and saved. Progress is checkpointed after every
 ``OUT.partial``; ``resume`` continues from there with the same result as an uninterrupted run.
 With a ``start`` (``--init``), training begins from a trained checkpoint's weights and
 normalisation instead of random ones and the images' statistics (``fine_tuning``). With
-``validation`` images, every epoch is also scored on them (``validation``).
+``validation`` images, every epoch is also scored on them (``validation``), and with
+``keep="best"`` each phase ends with the weights of its best-scoring epoch: those of the
+best so far are held in ``OUT.best.partial``, so a resumed training keeps them too.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ from psicbatch.precision import autocast, choose_precision
 from psicbatch.preprocess import normalize
 from psicbatch.sampling import balanced_order, random_flips, random_gains
 from psicbatch.train_options import TrainOptions, changed_values, check_masks, with_defaults
-from psicbatch.validation import EpochValidation
+from psicbatch.validation import EpochValidation, best_epoch
 
 PHASES = ("segmentation", "classification", "end-to-end")
 LIT_COPIES = 3  # with --brightness, step 2 sees each image under this many random lights more
@@ -67,6 +69,11 @@ LIT_COPIES = 3  # with --brightness, step 2 sees each image under this many rand
 
 def partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
+
+
+def best_path(out: Path) -> Path:
+    """Where ``keep="best"`` holds the weights of the current phase's best epoch so far."""
+    return out.with_name(out.name + ".best.partial")
 
 
 def _poly_lr(base: float, step: int, total: int) -> float:
@@ -90,6 +97,7 @@ class Trainer:
             start.check_fits(options.init, options.width, data.images.shape[1], data.bit_depth)
         elif options.init is not None:
             raise ValueError("options.init names a starting checkpoint; pass it as start")
+        options.check_keep(validated=validation is not None)
         self.data = data
         self.options = options
         self.out = out
@@ -132,11 +140,13 @@ class Trainer:
             done = state["epochs_done"].get(phase, 0)
             if done < epochs:
                 self._run_phase(model, preprocessing, state, phase, done, epochs)
+            self._keep_best(model, preprocessing, state, phase)
         thresholds = self._choose_thresholds(model, preprocessing)
         state["complete"] = True
         final = self._checkpoint(model, preprocessing, state, thresholds)
         save_checkpoint(final, self.out)
         partial_path(self.out).unlink(missing_ok=True)
+        best_path(self.out).unlink(missing_ok=True)
         return final
 
     def _check_same_data(self, partial: Path, state: dict[str, Any]) -> None:
@@ -182,6 +192,7 @@ class Trainer:
             return saved.build_model(), saved.preprocessing, state
         if resume:
             raise PsicbatchError(f"{partial}: nothing to resume (no partial training found)")
+        best_path(self.out).unlink(missing_ok=True)  # an earlier training's
         torch.manual_seed(self.options.seed)
         state = {
             "options": self.options.to_dict(),
@@ -230,6 +241,8 @@ class Trainer:
         task = self._task(f"training {phase}", epochs, done)
         history = state["loss_history"].setdefault(phase, [])
         held_out = self._held_out_inputs(model, preprocessing, phase)
+        if done and self._best_epoch(state, phase) == done:  # stopped before it was held
+            save_checkpoint(self._checkpoint(model, preprocessing, state), best_path(self.out))
         for epoch in range(done, epochs):
             started = time.monotonic()
             rng = np.random.default_rng([self.options.seed, PHASES.index(phase), epoch])
@@ -240,9 +253,43 @@ class Trainer:
             state["epochs_done"][phase] = epoch + 1
             if self.loss_scale.dynamic:
                 state["loss_scale"] = self.loss_scale.record()
-            save_checkpoint(self._checkpoint(model, preprocessing, state), partial_path(self.out))
+            checkpoint = self._checkpoint(model, preprocessing, state)
+            save_checkpoint(checkpoint, partial_path(self.out))
+            if self._best_epoch(state, phase) == epoch + 1:
+                save_checkpoint(checkpoint, best_path(self.out))
             if self.progress is not None:
                 self.progress.update(task, advance=1, status=f"loss {loss:.4f}")
+
+    def _best_epoch(self, state: dict[str, Any], phase: str) -> int | None:
+        """The phase's best epoch so far where ``keep="best"`` asks for it (else None)."""
+        if self.options.keep != "best":
+            return None
+        return best_epoch(phase, state.get("validation_history", {}).get(phase, {}))
+
+    def _keep_best(
+        self, model: PSICNet, preprocessing: Preprocessing, state: dict[str, Any], phase: str
+    ) -> None:
+        """End the phase with its best epoch's weights (``keep="best"``): the next phase
+        learns from them and the thresholds are chosen on them. Recorded in the state as
+        ``kept_epochs``; where every score was not finite, the last epoch is kept."""
+        if self.options.keep != "best":
+            return
+        done = state["epochs_done"].get(phase, 0)
+        kept = state.setdefault("kept_epochs", {})
+        if not done or phase in kept:
+            return
+        best = self._best_epoch(state, phase) or done
+        if best != done:
+            held = load_checkpoint(best_path(self.out))
+            if held.training.get("epochs_done", {}).get(phase) != best:
+                raise PsicbatchError(
+                    f"{best_path(self.out)}: does not hold {phase} epoch {best}, the best "
+                    "(rerun without --resume)"
+                )
+            model.load_state_dict(held.state_dict)
+        kept[phase] = best
+        save_checkpoint(self._checkpoint(model, preprocessing, state), partial_path(self.out))
+        best_path(self.out).unlink(missing_ok=True)
 
     def _held_out_inputs(
         self, model: PSICNet, preprocessing: Preprocessing, phase: str

@@ -11,6 +11,7 @@ from psicbatch.errors import PsicbatchError
 
 PIXEL_THRESHOLDS = ("f1", "iou")  # how the pixel threshold is chosen (``pixel_threshold``)
 MODES = ("two-step", "end-to-end")
+KEEPS = ("last", "best")  # which epoch's weights each phase ends with (``--keep``)
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class TrainOptions:
     tile_overlap: int | None = None  # trained on input_size tiles at native resolution
     seed: int = 0
     init: str | None = None  # SHA-256 of the checkpoint whose weights training starts from
+    keep: str = "last"  # best: each phase ends with its best epoch on the validation images
     precision: str = "auto"
     device: str = "auto"
 
@@ -53,6 +55,16 @@ class TrainOptions:
             raise PsicbatchError(f"--dice-weight must lie in [0, 10], got {self.dice_weight}")
         if self.pixel_threshold not in PIXEL_THRESHOLDS:
             raise PsicbatchError(f"--pixel-threshold must be one of {', '.join(PIXEL_THRESHOLDS)}")
+        if self.keep not in KEEPS:
+            raise PsicbatchError(f"--keep must be one of {', '.join(KEEPS)}, got {self.keep!r}")
+
+    def check_keep(self, validated: bool) -> None:
+        """A best epoch is the one scoring best on held-out images: none without them."""
+        if self.keep == "best" and not validated:
+            raise PsicbatchError(
+                "--keep best needs --validation: each phase keeps the epoch that scores best "
+                "on held-out images"
+            )
 
 
 def with_defaults(recorded: dict[str, Any], keys: Iterable[str] | None = None) -> dict[str, Any]:

@@ -119,6 +119,29 @@ class EpochValidation:
         return {"loss": float(loss), "ap": float(ap)}
 
 
+def best_epoch(phase: str, measures: dict[str, list[float]]) -> int | None:
+    """The epoch (from 1) whose weights ``--keep best`` keeps, None where no epoch scored
+    finite: the masks' lowest held-out loss; the image decision's highest AP, among equal
+    APs the lowest loss in step 2 and the latest epoch end to end (whose loss weighs the
+    masks and the decision differently every epoch, so losses of two epochs do not
+    compare). Equal scores otherwise keep the earlier epoch."""
+    losses, aps = measures.get("loss", []), measures.get("ap")
+
+    def ranked(epoch: int) -> tuple[float, ...]:
+        loss = losses[epoch] if math.isfinite(losses[epoch]) else math.inf
+        if aps is None:
+            return (-loss,)
+        ap = aps[epoch] if math.isfinite(aps[epoch]) else -math.inf
+        return (ap, epoch) if phase == "end-to-end" else (ap, -loss)
+
+    scored = [
+        epoch
+        for epoch in range(len(losses))
+        if math.isfinite(losses[epoch]) or (aps is not None and math.isfinite(aps[epoch]))
+    ]
+    return max(scored, key=ranked) + 1 if scored else None
+
+
 def best_epochs(history: dict[str, dict[str, list[float]]]) -> list[str]:
     """Each phase's best epoch by its validation scores, in words: where the lowest loss
     (or highest AP) came well before the last epoch, fewer epochs would have done."""
@@ -142,3 +165,11 @@ def best_epochs(history: dict[str, dict[str, list[float]]]) -> list[str]:
                 else f"{phase} {name} at epoch {epoch} of {len(values)} ({shown}; last {last})"
             )
     return said
+
+
+def kept_epochs_text(kept: dict[str, int], epochs_done: dict[str, int]) -> str:
+    """Which epoch's weights each phase kept (``--keep best``), in words."""
+    phases = ", ".join(
+        f"{phase} epoch {epoch} of {epochs_done[phase]}" for phase, epoch in kept.items()
+    )
+    return f"kept {phases} (--keep best)"

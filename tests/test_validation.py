@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,15 +15,16 @@ import torch
 from click.testing import CliRunner
 
 import psicbatch.train as train_module
+from psicbatch.checkpoint import Checkpoint
 from psicbatch.cli import main
 from psicbatch.data.memory import TensorDataset
 from psicbatch.data.synth import generate
 from psicbatch.errors import PsicbatchError
 from psicbatch.memory_inference import predict_batches
 from psicbatch.metrics import average_precision
-from psicbatch.train import Trainer, partial_path
+from psicbatch.train import Trainer, best_path, partial_path
 from psicbatch.train_options import TrainOptions
-from psicbatch.validation import EpochValidation, best_epochs
+from psicbatch.validation import EpochValidation, best_epoch, best_epochs
 from tests.test_train import TINY, synthetic
 
 OPTIONS = TrainOptions(**{**TINY.__dict__, "seg_epochs": 4, "cls_epochs": 3})
@@ -181,3 +184,141 @@ def test_cv_scores_each_folds_epochs_on_its_test_images(tmp_path: Path) -> None:
     assert refused.exit_code == 1, refused.output
     said = "differs in whether every epoch was scored on the folds' test images (--score-epochs)"
     assert said in " ".join(refused.output.split())
+
+
+def test_the_best_epoch_is_the_lowest_loss_or_the_highest_ap_with_ties_broken_by_phase() -> None:
+    assert best_epoch("segmentation", {"loss": [0.5, 0.3, 0.3, 0.4]}) == 2  # earlier of equals
+    assert best_epoch("segmentation", {"loss": [math.nan, 0.6, math.inf]}) == 2
+    assert best_epoch("segmentation", {"loss": [math.nan, math.nan]}) is None
+    assert best_epoch("segmentation", {}) is None
+    step_2 = {"loss": [0.9, 0.5, 0.4, 0.3], "ap": [0.8, 1.0, 1.0, 0.9]}
+    assert best_epoch("classification", step_2) == 3  # AP 1 twice: the lower loss
+    assert best_epoch("end-to-end", step_2) == 3  # AP 1 twice: the later epoch
+    assert best_epoch("end-to-end", {"loss": [0.9, 0.5], "ap": [0.9, math.nan]}) == 1
+
+
+def test_keep_best_ends_each_phase_with_the_weights_of_its_chosen_epoch(
+    tmp_path: Path, data: tuple[TensorDataset, TensorDataset], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the best epochs fixed (segmentation 2 of 4, classification 1 of 3), the model
+    ends with the segmentation weights a plain training had after its epoch 2, and step 2
+    learns from those: its weights are those of its own epoch 1."""
+    train, held_out = data
+    real_save, saved = train_module.save_checkpoint, []
+
+    def recording(checkpoint: Checkpoint, path: Path) -> Path:
+        if path.name.endswith(".pt.partial"):
+            saved.append((path.stem, dict(checkpoint.training["epochs_done"]), checkpoint))
+        return real_save(checkpoint, path)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", recording)
+    plain = Trainer(train, OPTIONS, tmp_path / "plain.pt", validation=held_out).run()
+    fixed = {"segmentation": 2, "classification": 1}
+    monkeypatch.setattr(train_module, "best_epoch", lambda phase, measures: fixed[phase])
+    keep_best = replace(OPTIONS, keep="best")
+    best = Trainer(train, keep_best, tmp_path / "best.pt", validation=held_out).run()
+    assert best.training["kept_epochs"] == fixed
+    assert not best_path(tmp_path / "best.pt").exists()
+
+    def saved_at(stem: str, epochs_done: dict[str, int]) -> dict[str, torch.Tensor]:
+        return next(c.state_dict for s, done, c in saved if s == stem and done == epochs_done)
+
+    plain_epoch_2 = saved_at("plain.pt", {"segmentation": 2})
+    own_epoch_1 = saved_at("best.pt", {"segmentation": 4, "classification": 1})
+    for name, tensor in best.state_dict.items():
+        assert torch.equal(tensor, own_epoch_1[name]), name
+        if not name.startswith("classifier."):
+            assert torch.equal(tensor, plain_epoch_2[name]), name
+    changed = [n for n, t in plain.state_dict.items() if not torch.equal(t, best.state_dict[n])]
+    assert any(not name.startswith("classifier.") for name in changed)  # not epoch 4's
+    history = best.training["validation_history"]
+    assert history["segmentation"] == plain.training["validation_history"]["segmentation"]
+
+
+def test_keep_best_keeps_the_epochs_scoring_best_and_scores_the_model_as_they_scored(
+    tmp_path: Path, data: tuple[TensorDataset, TensorDataset]
+) -> None:
+    train, held_out = data
+    checkpoint = Trainer(
+        train, replace(OPTIONS, keep="best"), tmp_path / "m.pt", validation=held_out
+    ).run()
+    history = checkpoint.training["validation_history"]
+    kept = checkpoint.training["kept_epochs"]
+    assert kept == {phase: best_epoch(phase, measures) for phase, measures in history.items()}
+    model, precision = checkpoint.build_model(), checkpoint.training["precision"]["precision"]
+    check = EpochValidation(held_out, OPTIONS, torch.device("cpu"), precision)
+    again = check.segmentation(model, checkpoint.preprocessing)["loss"]
+    assert again == pytest.approx(
+        history["segmentation"]["loss"][kept["segmentation"] - 1], rel=2e-2
+    )
+    (_, probabilities, _), *_ = predict_batches(
+        model, held_out.images, checkpoint.preprocessing, 64, torch.device("cpu"), precision
+    )
+    ap = average_precision(held_out.labels.numpy(), probabilities.numpy())
+    assert ap == pytest.approx(
+        history["classification"]["ap"][kept["classification"] - 1], abs=0.02
+    )
+    with pytest.raises(PsicbatchError, match="--keep best needs --validation"):
+        Trainer(train, replace(OPTIONS, keep="best"), tmp_path / "n.pt")
+    with pytest.raises(PsicbatchError, match="--keep must be one of last, best"):
+        replace(OPTIONS, keep="first")
+
+
+def test_keep_best_stopped_at_any_save_and_resumed_gives_the_uninterrupted_model(
+    tmp_path: Path, data: tuple[TensorDataset, TensorDataset], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, held_out = data
+    options = replace(OPTIONS, seg_epochs=3, cls_epochs=2, keep="best")
+    straight = Trainer(train, options, tmp_path / "straight.pt", validation=held_out).run()
+    real_save, saves = train_module.save_checkpoint, []
+
+    def stop_at(count: int) -> Callable[[Checkpoint, Path], Path]:
+        def save(checkpoint: Checkpoint, path: Path) -> Path:
+            saves.append(path)
+            if len(saves) == count:
+                raise KeyboardInterrupt
+            return real_save(checkpoint, path)
+
+        return save
+
+    stop = 1
+    while True:
+        out, saves[:] = tmp_path / f"stopped-{stop}.pt", []
+        monkeypatch.setattr(train_module, "save_checkpoint", stop_at(stop))
+        try:
+            Trainer(train, options, out, validation=held_out).run()
+            break  # it saved fewer times: every point has been tried
+        except KeyboardInterrupt:
+            pass
+        monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+        resume = partial_path(out).exists()
+        resumed = Trainer(train, options, out, validation=held_out).run(resume=resume)
+        assert resumed.training["kept_epochs"] == straight.training["kept_epochs"], stop
+        for name, tensor in straight.state_dict.items():
+            assert torch.equal(tensor, resumed.state_dict[name]), (stop, name)
+        assert not best_path(out).exists()
+        stop += 1
+    assert stop > 8  # each epoch's partial, the best epochs held, each phase's end, the model
+
+
+def test_train_keep_best_on_the_command_line(tmp_path: Path) -> None:
+    generate(tmp_path / "train", 24, (64, 64), defect_rate=0.4, seed=1)
+    generate(tmp_path / "held", 12, (64, 64), defect_rate=0.4, seed=2)
+    out = tmp_path / "m.pt"
+    args = ["train", str(tmp_path / "train"), "--out", str(out), "--width", "0.125"]
+    args += ["--seg-epochs", "3", "--cls-epochs", "2", "--keep", "best"]
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "Error: --keep best needs --validation: each phase keeps" in refused.output
+    assert not out.exists()
+    trained = CliRunner().invoke(main, [*args, "--validation", str(tmp_path / "held")])
+    assert trained.exit_code == 0, trained.output
+    shown = json.loads(CliRunner().invoke(main, ["info", str(out), "--json"]).output)
+    kept = shown["training"]["kept_epochs"]
+    assert set(kept) == {"segmentation", "classification"}
+    said = (
+        f"validation: kept segmentation epoch {kept['segmentation']} of 3, classification "
+        f"epoch {kept['classification']} of 2 (--keep best)"
+    )
+    assert said in " ".join(trained.output.split())
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["held", "m.pt", "train"]

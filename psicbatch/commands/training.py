@@ -45,6 +45,7 @@ from psicbatch.fingerprints import ImageSet, copies_note
 from psicbatch.progress import progress_bar, say
 from psicbatch.reports import evaluation_markdown
 from psicbatch.run.output_guard import CHECKPOINT, check_output, check_output_folder
+from psicbatch.train_options import KEEPS, TrainOptions
 
 if TYPE_CHECKING:  # torch: imported by the commands that need it, when they run
     from psicbatch.data.memory import TensorDataset
@@ -126,6 +127,15 @@ def tile_overlap(tile: tuple[int, int], asked: int | None) -> int:
     help="Labelled images held out of training (read as DATA is): every epoch is scored "
     "on them, to see where more epochs stop helping (info OUT shows the scores by epoch).",
 )
+@click.option(
+    "--keep",
+    type=click.Choice(KEEPS),
+    default=TrainOptions.keep,
+    show_default=True,
+    help="Which epoch's weights each phase ends with: the last (the paper's), or the one "
+    "scoring best on the --validation images (step 1: lowest loss; step 2 and end to end: "
+    "highest AP). Those images then chose the model: judge it on others.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def train(
     data: tuple[Path, ...],
@@ -144,13 +154,14 @@ def train(
     """Train PSIC-Net on a labelled dataset (two-step mode by default); several DATA
     folders train as one (a line's first images and those reviewed since)."""
     from psicbatch.train import Trainer
-    from psicbatch.validation import best_epochs
+    from psicbatch.validation import best_epochs, kept_epochs_text
 
     if tile is not None:
         kwargs.update(input_size=tile, tile_overlap=tile_overlap(tile, overlap))
     check_output(out, CHECKPOINT, overwrite=overwrite)  # before hours of training, not after
     setup = training_setup(data, layout, split, channels, kwargs)
     options, dataset = setup.options, setup.dataset
+    options.check_keep(validated=validation is not None)
     held_out = validation_set(validation, layout, setup) if validation is not None else None
     _notes(setup, quiet)
     if held_out is not None and (note := held_out.note()) and not quiet:
@@ -165,7 +176,10 @@ def train(
             metadata["validation"] = held_out.record
         trainer = Trainer(tensors, options, out, progress, metadata, setup.start, held_tensors)
         checkpoint = trainer.run(resume)
-    for line in best_epochs(checkpoint.training.get("validation_history", {})):
+    lines = best_epochs(checkpoint.training.get("validation_history", {}))
+    if kept := checkpoint.training.get("kept_epochs"):
+        lines.append(kept_epochs_text(kept, checkpoint.training["epochs_done"]))
+    for line in lines:
         if not quiet:
             say(console, f"validation: {line}")
     layout = f" --layout {dataset['layout']}" if dataset["layout"] in LAYOUTS else ""
