@@ -26,4 +26,4 @@ for rotation in 1 2 3; do
   done
 done
 "$python" "$here/benchmarks/keep_best.py" "$out" \
-    "KolektorSDD scaled by $scale; $(paste -sd';' "$work/parts.txt")"
+    "KolektorSDD scaled by $scale; $(paste -sd';' "$work/parts.txt" | sed 's/;/; /g')"
