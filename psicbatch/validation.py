@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -167,9 +168,20 @@ def best_epochs(history: dict[str, dict[str, list[float]]]) -> list[str]:
     return said
 
 
-def kept_epochs_text(kept: dict[str, int], epochs_done: dict[str, int]) -> str:
-    """Which epoch's weights each phase kept (``--keep best``), in words."""
-    phases = ", ".join(
-        f"{phase} epoch {epoch} of {epochs_done[phase]}" for phase, epoch in kept.items()
-    )
-    return f"kept {phases} (--keep best)"
+def kept_epochs_text(training: dict[str, Any]) -> str | None:
+    """Which epoch's weights each phase kept (``--keep best``) and what it scored, in
+    words; None where the last epochs were kept."""
+    kept = training.get("kept_epochs")
+    if not kept:
+        return None
+    history, done = training["validation_history"], training["epochs_done"]
+    phases = []
+    for phase, epoch in kept.items():
+        measures = history.get(phase, {})
+        scores = [
+            f"AP {100 * measures['ap'][epoch - 1]:.2f}" if "ap" in measures else "",
+            f"loss {measures['loss'][epoch - 1]:.4g}" if "loss" in measures else "",
+        ]
+        scored = ", ".join(score for score in scores if score)
+        phases.append(f"{phase} epoch {epoch} of {done[phase]} ({scored})")
+    return f"kept {', '.join(phases)} (--keep best)"

@@ -177,8 +177,8 @@ def train(
         trainer = Trainer(tensors, options, out, progress, metadata, setup.start, held_tensors)
         checkpoint = trainer.run(resume)
     lines = best_epochs(checkpoint.training.get("validation_history", {}))
-    if kept := checkpoint.training.get("kept_epochs"):
-        lines.append(kept_epochs_text(kept, checkpoint.training["epochs_done"]))
+    if kept := kept_epochs_text(checkpoint.training):
+        lines.append(kept)
     for line in lines:
         if not quiet:
             say(console, f"validation: {line}")
