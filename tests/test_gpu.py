@@ -204,6 +204,7 @@ def test_training_on_the_gpu(tmp_path: Path) -> None:
     generate(held_out, 6, (64, 64), defect_rate=0.5, seed=4)
     tiny = ["--width", "0.125", "--input-size", "64x64", "--seg-epochs", "3", "--cls-epochs", "2"]
     args = ["train", str(data), "-o", str(model), *tiny, "--validation", str(held_out), "-q"]
+    args += ["--keep", "best"]  # each phase's best epoch, restored into the CUDA model
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     training = load_checkpoint(model).training
@@ -215,6 +216,8 @@ def test_training_on_the_gpu(tmp_path: Path) -> None:
     assert all(
         np.isfinite(v) for measures in scores.values() for vs in measures.values() for v in vs
     )
+    kept = training["kept_epochs"]
+    assert 1 <= kept["segmentation"] <= 3 and 1 <= kept["classification"] <= 2
     with Inspector(model, device="cpu", precision="fp32") as inspector:
         found = list(inspector.inspect(sorted((data / "images").glob("*.png"))))
     assert len(found) == 8 and all(0 <= item.probability <= 1 for item in found)
