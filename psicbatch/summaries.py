@@ -311,6 +311,7 @@ def training_summary(training: dict[str, Any]) -> dict[str, Any]:
         "epochs": training.get("epochs_done", {}),
         # each phase's epoch whose weights it ended with (--keep best; else the last)
         "kept_epochs": training.get("kept_epochs"),
+        "thresholds_on": options.get("thresholds_on"),  # the images they were chosen on
         "final_loss": {phase: values[-1] for phase, values in losses.items() if values},
         "minutes": round(training.get("train_seconds", 0.0) / 60, 1),
         # scoring the epochs on held-out images (--validation), apart from training them

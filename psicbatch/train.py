@@ -13,8 +13,9 @@
 Optimiser: plain SGD without momentum, learning rate decaying polynomially to zero, as the
 paper describes. Segmentation epochs see every defective image and as many randomly drawn
 defect-free ones (balanced sampling). After training, both decision thresholds are chosen
-on the training images (best F1) and saved. Progress is checkpointed after every epoch to
-``OUT.partial``; ``resume`` continues from there with the same result as an uninterrupted run.
+(best F1) on the training images, or on the validation images, and saved. Progress is
+checkpointed after every epoch to ``OUT.partial``; ``resume`` continues from there with
+the same result as an uninterrupted run.
 With a ``start`` (``--init``), training begins from a trained checkpoint's weights and
 normalisation instead of random ones and the images' statistics (``fine_tuning``). With
 ``validation`` images, every epoch is also scored on them (``validation``), and with
@@ -97,7 +98,7 @@ class Trainer:
             start.check_fits(options.init, options.width, data.images.shape[1], data.bit_depth)
         elif options.init is not None:
             raise ValueError("options.init names a starting checkpoint; pass it as start")
-        options.check_keep(validated=validation is not None)
+        options.check_validation(validated=validation is not None)
         self.data = data
         self.options = options
         self.out = out
@@ -482,9 +483,14 @@ class Trainer:
         )
 
     def _choose_thresholds(self, model: PSICNet, preprocessing: Preprocessing) -> Thresholds:
-        """Thresholds on the training images: best F1 per image; per pixel, see
-        ``pixel_threshold``."""
-        count = len(self.data.images)
+        """Thresholds on the training images, or (``thresholds_on="validation"``) on the
+        held-out ones, on which the network is less sure than on those it learnt: best F1
+        per image; per pixel, see ``pixel_threshold``."""
+        data = self.data
+        if self.options.thresholds_on == "validation" and self.validation is not None:
+            data = self.validation.data
+        mask_known = data.masks_known()
+        count = len(data.images)
         image_probs = torch.empty(count)
         # Per image, over HISTOGRAM_BINS bins; filled in place: thousands of small tensors
         # kept in a list, allocated between each batch's large freed ones, fragment the
@@ -494,24 +500,24 @@ class Trainer:
         background_hists = torch.empty(count, HISTOGRAM_BINS)
         for index, probs, seg in predict_batches(
             model,
-            self.data.images,
+            data.images,
             preprocessing,
             self.options.batch_size,
             self.device,
             self.precision,
         ):
             image_probs[index] = probs
-            masks = self.data.masks[index]  # thresholds are judged on the undilated labels
+            masks = data.masks[index]  # thresholds are judged on the undilated labels
             rows = range(index.start, index.stop)
             for row, image_seg, mask in zip(rows, seg, masks, strict=True):
-                if self.mask_known[row]:  # an unknown mask counts for no pixel
+                if mask_known[row]:  # an unknown mask counts for no pixel
                     defect_hists[row], background_hists[row] = pixel_histograms(image_seg, mask)
                 else:
                     defect_hists[row], background_hists[row] = 0, 0
         segmentation = choose_pixel_threshold(
             defect_hists, background_hists, self.options.pixel_threshold
         )
-        classification = best_f1_threshold(self.data.labels.numpy(), image_probs.numpy())
+        classification = best_f1_threshold(data.labels.numpy(), image_probs.numpy())
         return Thresholds(classification=classification, segmentation=segmentation)
 
     def _checkpoint(

@@ -12,6 +12,7 @@ from psicbatch.errors import PsicbatchError
 PIXEL_THRESHOLDS = ("f1", "iou")  # how the pixel threshold is chosen (``pixel_threshold``)
 MODES = ("two-step", "end-to-end")
 KEEPS = ("last", "best")  # which epoch's weights each phase ends with (``--keep``)
+THRESHOLD_IMAGES = ("training", "validation")  # the images thresholds are chosen on
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class TrainOptions:
     seed: int = 0
     init: str | None = None  # SHA-256 of the checkpoint whose weights training starts from
     keep: str = "last"  # best: each phase ends with its best epoch on the validation images
+    thresholds_on: str = "training"  # the images both decision thresholds are chosen on
     precision: str = "auto"
     device: str = "auto"
 
@@ -57,13 +59,25 @@ class TrainOptions:
             raise PsicbatchError(f"--pixel-threshold must be one of {', '.join(PIXEL_THRESHOLDS)}")
         if self.keep not in KEEPS:
             raise PsicbatchError(f"--keep must be one of {', '.join(KEEPS)}, got {self.keep!r}")
+        if self.thresholds_on not in THRESHOLD_IMAGES:
+            raise PsicbatchError(
+                f"--thresholds-on must be one of {', '.join(THRESHOLD_IMAGES)}, "
+                f"got {self.thresholds_on!r}"
+            )
 
-    def check_keep(self, validated: bool) -> None:
-        """A best epoch is the one scoring best on held-out images: none without them."""
-        if self.keep == "best" and not validated:
+    def check_validation(self, validated: bool) -> None:
+        """What is chosen on held-out images needs them (``validated``: given)."""
+        if validated:
+            return
+        if self.keep == "best":
             raise PsicbatchError(
                 "--keep best needs --validation: each phase keeps the epoch that scores best "
                 "on held-out images"
+            )
+        if self.thresholds_on == "validation":
+            raise PsicbatchError(
+                "--thresholds-on validation needs --validation: the images the thresholds "
+                "are chosen on"
             )
 
 

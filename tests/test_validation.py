@@ -324,3 +324,50 @@ def test_train_keep_best_on_the_command_line(tmp_path: Path) -> None:
     )
     assert re.search(said, " ".join(trained.output.split())), trained.output
     assert sorted(path.name for path in tmp_path.iterdir()) == ["held", "m.pt", "train"]
+
+
+def test_thresholds_on_validation_are_those_the_held_out_images_give_the_same_weights(
+    tmp_path: Path, data: tuple[TensorDataset, TensorDataset]
+) -> None:
+    train, held_out = data
+    on_training = Trainer(train, OPTIONS, tmp_path / "a.pt", validation=held_out).run()
+    options = replace(OPTIONS, thresholds_on="validation")
+    on_validation = Trainer(train, options, tmp_path / "b.pt", validation=held_out).run()
+    for name, tensor in on_training.state_dict.items():
+        assert torch.equal(tensor, on_validation.state_dict[name]), name
+    # The held-out images' thresholds for this model, as a training on them chooses them.
+    as_if_trained_on_them = Trainer(held_out, OPTIONS, tmp_path / "c.pt")
+    model = on_validation.build_model()
+    expected = as_if_trained_on_them._choose_thresholds(model, on_validation.preprocessing)
+    assert on_validation.thresholds == expected
+    assert on_validation.thresholds.classification != on_training.thresholds.classification
+    assert on_validation.thresholds.segmentation != on_training.thresholds.segmentation
+    assert on_validation.training["options"]["thresholds_on"] == "validation"
+    with pytest.raises(PsicbatchError, match="--thresholds-on validation needs --validation"):
+        Trainer(train, options, tmp_path / "d.pt")
+
+
+def test_thresholds_on_validation_on_the_command_line(tmp_path: Path) -> None:
+    generate(tmp_path / "train", 24, (64, 64), defect_rate=0.4, seed=1)
+    generate(tmp_path / "held", 12, (64, 64), defect_rate=0.4, seed=2)
+    out = tmp_path / "m.pt"
+    args = ["train", str(tmp_path / "train"), "--out", str(out), "--width", "0.125"]
+    args += ["--seg-epochs", "2", "--cls-epochs", "2", "--thresholds-on", "validation"]
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "Error: --thresholds-on validation needs --validation" in refused.output
+    trained = CliRunner().invoke(main, [*args, "--validation", str(tmp_path / "held")])
+    assert trained.exit_code == 0, trained.output
+    assert "on the validation images); next: psicbatch eval" in " ".join(trained.output.split())
+    shown = json.loads(CliRunner().invoke(main, ["info", str(out), "--json"]).output)
+    assert shown["training"]["thresholds_on"] == "validation"
+    reviewed = tmp_path / "reviewed"  # sorted by a review: defective images without masks
+    for image in sorted((tmp_path / "held" / "images").glob("*.png")):
+        defective = (tmp_path / "held" / "masks" / image.name).exists()
+        folder = reviewed / ("defective" if defective else "good")
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(image, folder / image.name)
+    unmasked = CliRunner().invoke(main, [*args, "--validation", str(reviewed), "--overwrite"])
+    assert unmasked.exit_code == 1 and "Traceback" not in unmasked.output
+    said = f"Error: {reviewed}: no defective image has a mask; --thresholds-on validation"
+    assert said in " ".join(unmasked.output.split())

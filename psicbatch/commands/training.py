@@ -45,7 +45,7 @@ from psicbatch.fingerprints import ImageSet, copies_note
 from psicbatch.progress import progress_bar, say
 from psicbatch.reports import evaluation_markdown
 from psicbatch.run.output_guard import CHECKPOINT, check_output, check_output_folder
-from psicbatch.train_options import KEEPS, TrainOptions
+from psicbatch.train_options import KEEPS, THRESHOLD_IMAGES, TrainOptions
 
 if TYPE_CHECKING:  # torch: imported by the commands that need it, when they run
     from psicbatch.data.memory import TensorDataset
@@ -136,6 +136,14 @@ def tile_overlap(tile: tuple[int, int], asked: int | None) -> int:
     "scoring best on the --validation images (step 1: lowest loss; step 2 and end to end: "
     "highest AP). Those images then chose the model: judge it on others.",
 )
+@click.option(
+    "--thresholds-on",
+    type=click.Choice(THRESHOLD_IMAGES),
+    default=TrainOptions.thresholds_on,
+    show_default=True,
+    help="Choose the image and pixel thresholds on the training images, of which the "
+    "network is surer than of new ones, or on the --validation images.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def train(
     data: tuple[Path, ...],
@@ -161,7 +169,7 @@ def train(
     check_output(out, CHECKPOINT, overwrite=overwrite)  # before hours of training, not after
     setup = training_setup(data, layout, split, channels, kwargs)
     options, dataset = setup.options, setup.dataset
-    options.check_keep(validated=validation is not None)
+    options.check_validation(validated=validation is not None)
     held_out = validation_set(validation, layout, setup) if validation is not None else None
     _notes(setup, quiet)
     if held_out is not None and (note := held_out.note()) and not quiet:
@@ -184,9 +192,10 @@ def train(
             say(console, f"validation: {line}")
     layout = f" --layout {dataset['layout']}" if dataset["layout"] in LAYOUTS else ""
     test_data = f"{shlex.join(map(str, data))} --split test" if split == "train" else "TEST_DATA"
+    chosen_on = ", on the validation images" if options.thresholds_on == "validation" else ""
     click.echo(
         f"wrote {out} (thresholds: image {checkpoint.thresholds.classification:.3f}, "
-        f"pixel {checkpoint.thresholds.segmentation:.3f}); "
+        f"pixel {checkpoint.thresholds.segmentation:.3f}{chosen_on}); "
         f"next: psicbatch eval {out} {test_data}{layout}"
     )
 

@@ -182,7 +182,8 @@ def training_options(command: Callable) -> Callable:
             type=click.Choice(PIXEL_THRESHOLDS),
             default=defaults.pixel_threshold,
             show_default=True,
-            help="Choose the pixel threshold for best F1 or best IoU on the training images.",
+            help="Choose the pixel threshold for best F1 or best IoU (on the training "
+            "images, or on those --thresholds-on names).",
         ),
         click.option("--seed", default=defaults.seed, show_default=True),
         click.option(
@@ -347,6 +348,14 @@ def validation_set(folder: Path, layout: str, setup: TrainingSetup) -> Validatio
     )
     if setup.options.tile_overlap is not None:
         require_masks(samples, "tiled validation labels each tile by its part of the mask")
+    if setup.options.thresholds_on == "validation" and not any(
+        sample.is_defective and sample.mask_known for sample in samples
+    ):
+        raise PsicbatchError(
+            f"{readable_path(folder)}: no defective image has a mask; --thresholds-on "
+            "validation chooses the pixel threshold on defect pixels (add masks, or choose "
+            "the thresholds on the training images)"
+        )
     digests = file_digests(sample.image_path for sample in samples)
     record = {
         "path": str(folder),
