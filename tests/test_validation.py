@@ -302,30 +302,6 @@ def test_keep_best_stopped_at_any_save_and_resumed_gives_the_uninterrupted_model
     assert stop > 8  # each epoch's partial, the best epochs held, each phase's end, the model
 
 
-def test_train_keep_best_on_the_command_line(tmp_path: Path) -> None:
-    generate(tmp_path / "train", 24, (64, 64), defect_rate=0.4, seed=1)
-    generate(tmp_path / "held", 12, (64, 64), defect_rate=0.4, seed=2)
-    out = tmp_path / "m.pt"
-    args = ["train", str(tmp_path / "train"), "--out", str(out), "--width", "0.125"]
-    args += ["--seg-epochs", "3", "--cls-epochs", "2", "--keep", "best"]
-    refused = CliRunner().invoke(main, args)
-    assert refused.exit_code == 1 and "Traceback" not in refused.output
-    assert "Error: --keep best needs --validation: each phase keeps" in refused.output
-    assert not out.exists()
-    trained = CliRunner().invoke(main, [*args, "--validation", str(tmp_path / "held")])
-    assert trained.exit_code == 0, trained.output
-    shown = json.loads(CliRunner().invoke(main, ["info", str(out), "--json"]).output)
-    kept = shown["training"]["kept_epochs"]
-    assert set(kept) == {"segmentation", "classification"}
-    said = (
-        rf"validation: kept segmentation epoch {kept['segmentation']} of 3 \(loss [0-9.e-]+\), "
-        rf"classification epoch {kept['classification']} of 2 \(AP [0-9.]+, loss [0-9.e-]+\) "
-        r"\(--keep best\)"
-    )
-    assert re.search(said, " ".join(trained.output.split())), trained.output
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["held", "m.pt", "train"]
-
-
 def test_thresholds_on_validation_are_those_the_held_out_images_give_the_same_weights(
     tmp_path: Path, data: tuple[TensorDataset, TensorDataset]
 ) -> None:
@@ -347,20 +323,36 @@ def test_thresholds_on_validation_are_those_the_held_out_images_give_the_same_we
         Trainer(train, options, tmp_path / "d.pt")
 
 
-def test_thresholds_on_validation_on_the_command_line(tmp_path: Path) -> None:
+def test_keep_best_and_thresholds_on_validation_on_the_command_line(tmp_path: Path) -> None:
     generate(tmp_path / "train", 24, (64, 64), defect_rate=0.4, seed=1)
     generate(tmp_path / "held", 12, (64, 64), defect_rate=0.4, seed=2)
     out = tmp_path / "m.pt"
     args = ["train", str(tmp_path / "train"), "--out", str(out), "--width", "0.125"]
-    args += ["--seg-epochs", "2", "--cls-epochs", "2", "--thresholds-on", "validation"]
-    refused = CliRunner().invoke(main, args)
-    assert refused.exit_code == 1 and "Traceback" not in refused.output
-    assert "Error: --thresholds-on validation needs --validation" in refused.output
+    args += ["--seg-epochs", "3", "--cls-epochs", "2"]
+    for option, said in (
+        (["--keep", "best"], "--keep best needs --validation: each phase keeps"),
+        (["--thresholds-on", "validation"], "--thresholds-on validation needs --validation"),
+    ):
+        refused = CliRunner().invoke(main, [*args, *option])
+        assert refused.exit_code == 1 and "Traceback" not in refused.output
+        assert f"Error: {said}" in refused.output
+    assert not out.exists()
+    args += ["--keep", "best", "--thresholds-on", "validation"]
     trained = CliRunner().invoke(main, [*args, "--validation", str(tmp_path / "held")])
     assert trained.exit_code == 0, trained.output
-    assert "on the validation images); next: psicbatch eval" in " ".join(trained.output.split())
     shown = json.loads(CliRunner().invoke(main, ["info", str(out), "--json"]).output)
+    kept = shown["training"]["kept_epochs"]
+    assert set(kept) == {"segmentation", "classification"}
+    said = (
+        rf"validation: kept segmentation epoch {kept['segmentation']} of 3 \(loss [0-9.e-]+\), "
+        rf"classification epoch {kept['classification']} of 2 \(AP [0-9.]+, loss [0-9.e-]+\) "
+        r"\(--keep best\)"
+    )
+    output = " ".join(trained.output.split())
+    assert re.search(said, output), output
+    assert "on the validation images); next: psicbatch eval" in output
     assert shown["training"]["thresholds_on"] == "validation"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["held", "m.pt", "train"]
     reviewed = tmp_path / "reviewed"  # sorted by a review: defective images without masks
     for image in sorted((tmp_path / "held" / "images").glob("*.png")):
         defective = (tmp_path / "held" / "masks" / image.name).exists()
