@@ -281,11 +281,12 @@ class Trainer:
             return
         best = self._best_epoch(state, phase) or done
         if best != done:
-            held = load_checkpoint(best_path(self.out))
-            if held.training.get("epochs_done", {}).get(phase) != best:
+            held_path = best_path(self.out)
+            held = load_checkpoint(held_path) if held_path.exists() else None
+            if held is None or held.training.get("epochs_done", {}).get(phase) != best:
                 raise PsicbatchError(
-                    f"{best_path(self.out)}: does not hold {phase} epoch {best}, the best "
-                    "(rerun without --resume)"
+                    f"{held_path}: {'does not hold' if held else 'is gone, and with it'} "
+                    f"{phase} epoch {best}, the best (rerun without --resume)"
                 )
             model.load_state_dict(held.state_dict)
         kept[phase] = best

@@ -302,6 +302,31 @@ def test_keep_best_stopped_at_any_save_and_resumed_gives_the_uninterrupted_model
     assert stop > 8  # each epoch's partial, the best epochs held, each phase's end, the model
 
 
+def test_a_resume_without_the_best_epochs_weights_is_refused_in_one_line(
+    tmp_path: Path, data: tuple[TensorDataset, TensorDataset], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, held_out = data
+    options, out = replace(OPTIONS, keep="best"), tmp_path / "m.pt"
+    monkeypatch.setattr(train_module, "best_epoch", lambda phase, measures: 1)
+    real_save = train_module.save_checkpoint
+
+    def stop_after_the_last_epoch(checkpoint: Checkpoint, path: Path) -> Path:
+        saved = real_save(checkpoint, path)
+        if checkpoint.training["epochs_done"] == {"segmentation": OPTIONS.seg_epochs}:
+            raise KeyboardInterrupt  # before the phase ends with its best epoch's weights
+        return saved
+
+    monkeypatch.setattr(train_module, "save_checkpoint", stop_after_the_last_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(train, options, out, validation=held_out).run()
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    best_path(out).unlink()
+    with pytest.raises(PsicbatchError) as refused:
+        Trainer(train, options, out, validation=held_out).run(resume=True)
+    said = f"{best_path(out)}: is gone, and with it segmentation epoch 1, the best (rerun without"
+    assert said in str(refused.value)
+
+
 def test_thresholds_on_validation_are_those_the_held_out_images_give_the_same_weights(
     tmp_path: Path, data: tuple[TensorDataset, TensorDataset]
 ) -> None:
