@@ -23,6 +23,7 @@ from psicbatch.data.synth import generate
 from psicbatch.errors import PsicbatchError
 from psicbatch.memory_inference import predict_batches
 from psicbatch.metrics import average_precision
+from psicbatch.pixel_threshold import HISTOGRAM_BINS
 from psicbatch.train import Trainer, best_path, partial_path
 from psicbatch.train_options import TrainOptions
 from psicbatch.validation import EpochValidation, best_epoch, best_epochs
@@ -340,7 +341,10 @@ def test_thresholds_on_validation_are_those_the_held_out_images_give_the_same_we
     as_if_trained_on_them = Trainer(held_out, OPTIONS, tmp_path / "c.pt")
     model = on_validation.build_model()
     expected = as_if_trained_on_them._choose_thresholds(model, on_validation.preprocessing)
-    assert on_validation.thresholds == expected
+    # The same model in another memory layout: its probabilities may differ in the last bits.
+    chosen = on_validation.thresholds
+    assert chosen.classification == pytest.approx(expected.classification, abs=1e-5)
+    assert chosen.segmentation == pytest.approx(expected.segmentation, abs=1.5 / HISTOGRAM_BINS)
     assert on_validation.thresholds.classification != on_training.thresholds.classification
     assert on_validation.thresholds.segmentation != on_training.thresholds.segmentation
     assert on_validation.training["options"]["thresholds_on"] == "validation"
