@@ -1,4 +1,5 @@
-"""Training losses: eq. (2)'s weighted cross-entropy and the optional soft Dice term."""
+"""Training losses: eq. (2)'s weighted cross-entropy, the optional soft Dice term, and
+step 2's weight of defective images."""
 
 from __future__ import annotations
 
@@ -36,6 +37,14 @@ def soft_dice_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     targets = masks.flatten(1)[has_defect].float()
     dice = 2 * (probabilities * targets).sum(1) / (probabilities.sum(1) + targets.sum(1))
     return 1.0 - dice.mean()
+
+
+def defect_weight(labels: torch.Tensor) -> torch.Tensor:
+    """Step 2's weight of a defective image in its binary cross-entropy: defect-free over
+    defective images, so that the few defective ones weigh as much in all as the many
+    good ones (on the labels' device)."""
+    positives = float(labels.sum())
+    return torch.tensor((len(labels) - positives) / max(positives, 1.0), device=labels.device)
 
 
 def segmentation_loss(

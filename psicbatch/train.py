@@ -49,7 +49,7 @@ from psicbatch.engines.manifest import FREQUENCY_DOMAIN
 from psicbatch.errors import PsicbatchError
 from psicbatch.fine_tuning import StartingPoint
 from psicbatch.loss_scaling import LossScale
-from psicbatch.losses import segmentation_loss
+from psicbatch.losses import defect_weight, segmentation_loss
 from psicbatch.memory_inference import predict_batches
 from psicbatch.metrics import best_f1_threshold
 from psicbatch.model import ModelConfig, PSICNet
@@ -439,9 +439,7 @@ class Trainer:
         model.eval()
         model.classifier.train()
         labels = self.data.labels.float().to(self.device)
-        positives = float(labels.sum())
-        pos_weight = torch.tensor((len(labels) - positives) / max(positives, 1.0))
-
+        pos_weight = defect_weight(labels)
         copies = len(pooled_all)
 
         def batch_loss(index: np.ndarray) -> torch.Tensor:
@@ -450,7 +448,7 @@ class Trainer:
                 pooled, stats = pooled_all[lit, index], stats_all[lit, index]
                 logits = model.classifier.head(pooled, stats).squeeze(1)
             return F.binary_cross_entropy_with_logits(
-                logits.float(), labels[index], pos_weight=pos_weight.to(self.device)
+                logits.float(), labels[index], pos_weight=pos_weight
             )
 
         batches = self._batches(rng.permutation(len(labels)), 4 * self.options.batch_size)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from psicbatch.checkpoint import Preprocessing
 from psicbatch.data.masks import DefectMasks
 from psicbatch.data.memory import TensorDataset
-from psicbatch.losses import segmentation_loss
+from psicbatch.losses import defect_weight, segmentation_loss
 from psicbatch.metrics import average_precision
 from psicbatch.model import PSICNet
 from psicbatch.precision import autocast
@@ -110,11 +110,7 @@ class EpochValidation:
         """The weighted binary cross-entropy (defective images weighed by good/defective,
         as training weighs its own) and the average precision."""
         labels = self.data.labels.float().to(logits.device)
-        positives = float(labels.sum())
-        pos_weight = torch.tensor((len(labels) - positives) / max(positives, 1.0))
-        loss = F.binary_cross_entropy_with_logits(
-            logits, labels, pos_weight=pos_weight.to(logits.device)
-        )
+        loss = F.binary_cross_entropy_with_logits(logits, labels, pos_weight=defect_weight(labels))
         probabilities = torch.sigmoid(logits).cpu().numpy()
         ap = average_precision(self.data.labels.numpy(), probabilities)
         return {"loss": float(loss), "ap": float(ap)}
