@@ -152,10 +152,7 @@ def best_epochs(history: dict[str, dict[str, list[float]]]) -> list[str]:
                 continue
             best, epoch = (max if measure == "ap" else min)(finite, key=lambda pair: pair[0])
             name = "AP highest" if measure == "ap" else "loss lowest"
-            shown, last = (
-                (f"{100 * value:.2f}" if measure == "ap" else f"{value:.4g}")
-                for value in (best, values[-1])
-            )
+            shown, last = (_shown(measure, value) for value in (best, values[-1]))
             said.append(
                 f"{phase} {name} at its last epoch, {epoch} ({shown})"
                 if epoch == len(values)
@@ -174,10 +171,15 @@ def kept_epochs_text(training: dict[str, Any]) -> str | None:
     phases = []
     for phase, epoch in kept.items():
         measures = history.get(phase, {})
-        scores = [
-            f"AP {100 * measures['ap'][epoch - 1]:.2f}" if "ap" in measures else "",
-            f"loss {measures['loss'][epoch - 1]:.4g}" if "loss" in measures else "",
-        ]
-        scored = ", ".join(score for score in scores if score)
+        scored = ", ".join(
+            f"{measure.replace('ap', 'AP')} {_shown(measure, measures[measure][epoch - 1])}"
+            for measure in ("ap", "loss")
+            if measure in measures
+        )
         phases.append(f"{phase} epoch {epoch} of {done[phase]} ({scored})")
     return f"kept {', '.join(phases)} (--keep best)"
+
+
+def _shown(measure: str, value: float) -> str:
+    """A validation score as every line says it: the AP in percent, a loss to 4 figures."""
+    return f"{100 * value:.2f}" if measure == "ap" else f"{value:.4g}"
