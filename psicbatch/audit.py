@@ -74,7 +74,9 @@ def audit_results(
     summary.decisions = judged_by(run)
     engine = run.get("engine") or {}
     files = [sample.image_path for sample, _ in scored]
-    summary.overlap = overlap_of(files, engine.get("training_images"), run.get("decisions"))
+    summary.overlap = overlap_of(
+        files, engine.get("training_images"), run.get("decisions"), chosen=engine.get("chosen_on")
+    )
     summary.engine = _engine(run)
     summary.roi = run.get("roi")
     summary.gated_masks = run.get("masks") == "gated"  # results before the option: all

@@ -12,7 +12,7 @@ from typing import Any
 from psicbatch.calibrate import Calibration, Validation
 from psicbatch.data.images import ImageReadError, read_image
 from psicbatch.decisions import Decisions, OperatingPoint, target_text
-from psicbatch.fingerprints import training_note
+from psicbatch.fingerprints import calibration_notes
 from psicbatch.paths import file_head
 from psicbatch.pictures import figure_data_uri, png_data_uri, tinted_thumbnail
 from psicbatch.region_record import short
@@ -166,8 +166,11 @@ def summary_line(decisions: Decisions, data: Validation, point: OperatingPoint) 
         if decisions.roi is not None
         else ""
     )
-    seen = decisions.validation.get("seen_in_training")
-    training = f" Note: {training_note(seen, len(data.files))}." if seen else ""
+    validation = decisions.validation
+    seen = calibration_notes(
+        validation.get("seen_in_training"), validation.get("seen_in_choosing"), len(data.files)
+    )
+    training = "".join(f" Note: {note}." for note in seen)
     return (
         f"Target: {target_text(decisions.target)}; decision by "
         f"{rule_text}. Validation: {data.source}, {point.defective} defective and "

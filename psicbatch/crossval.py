@@ -36,7 +36,7 @@ from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.errors import PsicbatchError
 from psicbatch.evaluate import evaluate, metrics_summary
 from psicbatch.fine_tuning import StartingPoint
-from psicbatch.fingerprints import ImageSet, file_digests, overlap_of
+from psicbatch.fingerprints import ImageSet, chosen_on, file_digests, overlap_of
 from psicbatch.part_scores import grouping_of
 from psicbatch.reports import plot_curves, write_json, write_predictions
 from psicbatch.scores import EvaluationSummary
@@ -300,7 +300,9 @@ def _run_fold(
     test_files = [sample.image_path for sample in test_samples]  # known by content: 0 seen
     training = str(checkpoint.training.get("image_digests", ""))
     test_digests = [digests[i] for i in test_index]
-    evaluation.summary.overlap = overlap_of(test_files, training, None, test_digests)
+    evaluation.summary.overlap = overlap_of(
+        test_files, training, None, test_digests, chosen_on(checkpoint.training)
+    )
     evaluation.write(fold_dir / "evaluation", f"Fold {fold} test set")
     record = {
         "fold": fold,

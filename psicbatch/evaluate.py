@@ -128,7 +128,10 @@ def evaluate_dataset(
     )
     files = [sample.image_path for sample in samples]
     record = decisions.record if decisions is not None else None
-    result.summary.overlap = overlap_of(files, engine.manifest.training_images, record, digests)
+    manifest = engine.manifest
+    result.summary.overlap = overlap_of(
+        files, manifest.training_images, record, digests, manifest.chosen_on
+    )
     result.summary.division = division_note(data, samples, split)
     if baseline:
         result.summary.comparison = result.summary.compare(baseline[0].summary, str(compare_to))

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from psicbatch.errors import CheckpointError, PsicbatchError
-from psicbatch.fingerprints import ImageSet, recorded_images
+from psicbatch.fingerprints import ImageSet, epochs_chosen_on, recorded_images
 from psicbatch.paths import file_sha256
 
 if TYPE_CHECKING:  # torch is imported when a checkpoint is read, not by the command line
@@ -65,11 +65,14 @@ class StartingPoint:
     def record(self) -> dict[str, Any]:
         """What a fine-tuned checkpoint and a cross-validation report say of it."""
         images = self.images_seen
+        training = self.checkpoint.training
         return {
             "path": str(self.path),
             "sha256": self.digest,
-            "data": (self.checkpoint.training.get("dataset") or {}).get("path"),
+            "data": (training.get("dataset") or {}).get("path"),
             "images": len(images) if images is not None else None,
+            # held-out images that chose its weights: evaluations count them too
+            **({"epochs_chosen_on": chosen} if (chosen := epochs_chosen_on(training)) else {}),
         }
 
     def seen_with(self, encoded: str | None) -> str | None:

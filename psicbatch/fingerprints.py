@@ -1,9 +1,10 @@
 """The images a model was trained on and decisions were chosen on, known again by content.
 
-Figures measured on images a model learnt from, or on the images its decisions were
-calibrated on, say how it does on those images, not on new parts. So a checkpoint keeps
-a digest of every training image file, a decision file one of every validation image, and
-an evaluation counts how many of its own images are among them. An image is known by its
+Figures measured on images a model learnt from, on the held-out images that chose its
+kept epochs or thresholds, or on the images its decisions were calibrated on, say how it
+does on those images, not on new parts. So a checkpoint keeps a digest of every training
+and validation image file, a decision file one of every validation image, and an
+evaluation counts how many of its own images are among them. An image is known by its
 file's bytes (a 64-bit BLAKE2b digest): a copy or a renamed file is the same image, a
 re-encoded one is not. A set is stored as one base64 string of its sorted digests, eight
 bytes an image (2.8 kB of text for 264 KolektorSDD training images).
@@ -95,6 +96,9 @@ class Overlap:
     training_total: int | None = None  # the images the model was trained on
     validation: int | None = None
     validation_total: int | None = None  # the images the decisions were chosen on
+    chosen: int | None = None
+    chosen_total: int | None = None  # the held-out images that chose the model
+    chosen_for: str | None = None  # what they chose: "the model's kept epochs and thresholds"
 
 
 def overlap_of(
@@ -102,16 +106,22 @@ def overlap_of(
     training: str | None,
     decisions: dict[str, Any] | None,
     digests: list[bytes | None] | None = None,
+    chosen: dict[str, str] | None = None,
 ) -> Overlap | None:
     """``files``' overlap with a model's training images (``training``, as a checkpoint
-    or manifest stores them) and with the validation images of ``decisions`` (their
-    record); None, and no file read, when neither records its images. ``digests``: the
+    or manifest stores them), with the held-out images that chose the model (``chosen``,
+    ``chosen_on``'s record) and with the validation images of ``decisions`` (their
+    record); None, and no file read, when none records its images. ``digests``: the
     files' own, where they were read already. A record that cannot be decoded counts as
     none: it is a report's aside, not a reason to refuse."""
     validation = ((decisions or {}).get("validation") or {}).get("image_digests")
     known = {
         name: recorded_images(text)
-        for name, text in (("training", training), ("validation", validation))
+        for name, text in (
+            ("training", training),
+            ("chosen", (chosen or {}).get("image_digests")),
+            ("validation", validation),
+        )
     }
     if not any(known.values()):
         return None
@@ -122,7 +132,50 @@ def overlap_of(
         if images:
             setattr(overlap, name, images.count_among(digests))
             setattr(overlap, f"{name}_total", len(images))
+    if overlap.chosen is not None and chosen is not None:
+        overlap.chosen_for = str(chosen.get("chose", "the model"))
     return overlap
+
+
+def chosen_on(training: dict[str, Any]) -> dict[str, str]:
+    """The held-out images that chose what a model is, and what they chose, for its
+    manifest: ``{"chose": "the model's kept epochs and thresholds", "image_digests": ...}``;
+    empty where none chose anything (validation images that only scored the epochs are
+    held out still)."""
+    choices = _choices(training)
+    if not choices:
+        return {}
+    own = [what for what in ("kept epochs", "thresholds") if what in choices]
+    said = [f"the model's {' and '.join(own)}"] if own else []
+    if "starting epochs" in choices:
+        said.append("the kept epochs of the model it started from")
+    return {"chose": " and ".join(said), "image_digests": _union(choices.values())}
+
+
+def epochs_chosen_on(training: dict[str, Any]) -> str | None:
+    """The held-out images that chose a model's weights (its kept epochs, or those of the
+    model it started from): what a model fine-tuned from it records; None if none did."""
+    choices = _choices(training)
+    weights = [choices[what] for what in ("kept epochs", "starting epochs") if what in choices]
+    return _union(weights) if weights else None
+
+
+def _choices(training: dict[str, Any]) -> dict[str, ImageSet]:
+    """What held-out images chose, and which: the kept epochs (``train --keep best``), the
+    thresholds (``--thresholds-on validation``), the starting model's kept epochs
+    (``--init``), from a checkpoint's training record."""
+    options = training.get("options") or {}
+    held_out = recorded_images((training.get("validation") or {}).get("image_digests"))
+    made = {
+        "kept epochs": held_out if options.get("keep") == "best" else None,
+        "thresholds": held_out if options.get("thresholds_on") == "validation" else None,
+        "starting epochs": recorded_images((training.get("init") or {}).get("epochs_chosen_on")),
+    }
+    return {what: images for what, images in made.items() if images}
+
+
+def _union(sets: Iterable[ImageSet]) -> str:
+    return ImageSet(frozenset().union(*(image_set.digests for image_set in sets))).encode()
 
 
 def copies_note(ids: list[str], digests: list[bytes | None], shown: int = 3) -> str | None:
@@ -150,14 +203,32 @@ def copies_note(ids: list[str], digests: list[bytes | None], shown: int = 3) -> 
     )
 
 
-# What images seen before are, and what their share means for the figures.
+@dataclass(frozen=True)
+class SeenBefore:
+    """What images seen before are (``what``), and what their share means for the
+    figures: all of them (``all_seen``), some (``some_seen``); ``label``: ``info``'s key."""
+
+    label: str
+    what: str
+    all_seen: str
+    some_seen: str
+
+
 SEEN_BEFORE = {
-    "training": (
+    "training": SeenBefore(
+        "seen in training",
         "the model was trained on",
         "the figures say how it does on images it learnt from, not on new parts",
         "the figures overstate how it does on new parts",
     ),
-    "validation": (
+    "chosen": SeenBefore(
+        "seen in choosing the model",
+        "that chose {chose}",
+        "the figures say how it does on the images it was chosen for, not on new parts",
+        "the figures overstate how it does on new parts",
+    ),
+    "validation": SeenBefore(
+        "seen in validation",
         "the decisions were chosen on",
         "the rates repeat validation's and do not check the decisions on images they have not seen",
         "the rates are partly validation's own and check the decisions less than they seem to",
@@ -171,28 +242,49 @@ def seen_before(overlap: Overlap | None, kind: str) -> list[str]:
     seen = getattr(overlap, kind) if overlap is not None else None
     if overlap is None or seen is None:
         return []
-    what, all_seen, some_seen = SEEN_BEFORE[kind]
+    said = SEEN_BEFORE[kind]
+    what = said.what.format(chose=overlap.chosen_for)
     among = f"the {getattr(overlap, kind + '_total')} images {what}"
     if not seen:
         return [f"None of these images is among {among} (known by their files' content)."]
     if seen == overlap.images:
-        return [f"All of these images are among {among}: {all_seen}."]
-    return [f"{seen} of these {overlap.images} images are among {among}: {some_seen}."]
+        return [f"All of these images are among {among}: {said.all_seen}."]
+    return [f"{seen} of these {overlap.images} images are among {among}: {said.some_seen}."]
 
 
-def training_note(seen: int, images: int) -> str:
-    """What calibrating on images the model was trained on means for the threshold."""
-    return (
-        f"{seen} of the {images} validation images are among those the model was trained on: "
-        "its probabilities there are surer than on new parts, so the threshold chosen may "
-        "let more defects escape on the line than validation shows"
-    )
+def calibration_notes(training: int | None, chosen: int | None, images: int) -> list[str]:
+    """What calibrating on images the model was trained on (``training`` of ``images``),
+    or on held-out images that chose its epochs or thresholds (``chosen``), means for the
+    threshold."""
+    why = {
+        "those the model was trained on": (training, "its probabilities there are surer"),
+        "the held-out images that chose the model's epochs or thresholds": (
+            chosen,
+            "it was picked for how it did on them: it does better there",
+        ),
+    }
+    return [
+        f"{seen} of the {images} validation images are among {among}: {surer} than on new "
+        "parts, so the threshold chosen may let more defects escape on the line than "
+        "validation shows"
+        for among, (seen, surer) in why.items()
+        if seen
+    ]
 
 
 def trained_on(text: Any) -> str | None:
     """``264 images, known by their files' content``, for ``info``; None unrecorded."""
     images = recorded_images(text)
     return f"{len(images)} images, known by their files' content" if images else None
+
+
+def chosen_text(chosen: dict[str, str]) -> str | None:
+    """``the model's kept epochs: 130 held-out images, known by their files' content``,
+    for ``info``; None where no held-out image chose anything."""
+    images = recorded_images(chosen.get("image_digests"))
+    if not images:
+        return None
+    return f"{chosen.get('chose')}: {len(images)} held-out images, known by their files' content"
 
 
 def recorded_images(text: Any) -> ImageSet | None:

@@ -163,6 +163,7 @@ def evaluation_context(summary: EvaluationSummary) -> list[str]:
     if summary.engine is not None:
         sentences.append(f"Engine: {summary.engine.line()}.")
     sentences += seen_before(summary.overlap, "training")
+    sentences += seen_before(summary.overlap, "chosen")
     if summary.decisions is not None:
         sentences.append(f"Judged defective: {summary.decisions.line()}.")
     if summary.roi is not None:

@@ -20,7 +20,7 @@ from psicbatch.engines.manifest import MANIFEST_NAME, Manifest, read_manifest
 from psicbatch.engines.revisions import engine_decisions
 from psicbatch.errors import PsicbatchError
 from psicbatch.fine_tuning import started_from
-from psicbatch.fingerprints import SEEN_BEFORE, seen_before, trained_on
+from psicbatch.fingerprints import SEEN_BEFORE, chosen_on, chosen_text, seen_before, trained_on
 from psicbatch.part_scores import PartScores
 from psicbatch.paths import file_sha256, regular_file_bytes
 from psicbatch.run.output_guard import RESULTS, is_results_file
@@ -159,8 +159,8 @@ def evaluation_summary(path: Path) -> tuple[str, dict[str, Any]]:
         ),
         "judged defective": summary.decisions.line() if summary.decisions else "-",
         **{
-            f"seen in {kind}": " ".join(said)
-            for kind in SEEN_BEFORE
+            seen.label: " ".join(said)
+            for kind, seen in SEEN_BEFORE.items()
             if (said := seen_before(summary.overlap, kind))
         },
         "engine": engine,
@@ -252,6 +252,7 @@ def engine_summary(directory: Path, manifest: Manifest) -> dict[str, Any]:
         "bit_depth": manifest.preprocessing.get("bit_depth"),
         "thresholds": manifest.thresholds,
         "trained_on": trained_on(manifest.training_images),
+        "chosen_on": chosen_text(manifest.chosen_on),
         **_stored_decisions(directory),
         "revision": manifest.revision,
         "parity": {
@@ -327,6 +328,7 @@ def training_summary(training: dict[str, Any]) -> dict[str, Any]:
         "input_size": dataset.get("input_size"),  # how --input-size auto chose it
         "started_from": started_from(training["init"]) if training.get("init") else None,
         "trained_on": trained_on(training.get("image_digests")),
+        "chosen_on": chosen_text(chosen_on(training)),  # held-out images that chose it
         # defective images that taught the decision only (no mask)
         "defective_without_masks": dataset.get("defective_without_masks"),
     }

@@ -107,7 +107,8 @@ def test_evaluations_count_the_images_the_model_and_its_decisions_had_seen(
         )
     overlap = json.loads((report / "metrics.json").read_text())["overlap"]
     assert overlap == {"images": 9, "training": 3, "training_total": 30, "validation": 3,
-                       "validation_total": 30}  # fmt: skip
+                       "validation_total": 30, "chosen": None, "chosen_total": None,
+                       "chosen_for": None}  # fmt: skip
     assert json.loads(_cli("info", str(report), "--json"))["seen in training"].startswith(by_model)
     # A built engine carries the record in its manifest.
     engine = tmp_path / "engine"

@@ -3,6 +3,7 @@ and (for the image decision) the paper's AP, without changing the model."""
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
@@ -392,3 +393,78 @@ def test_keep_best_and_thresholds_on_validation_on_the_command_line(tmp_path: Pa
     assert unmasked.exit_code == 1 and "Traceback" not in unmasked.output
     said = f"Error: {reviewed}: no defective image has a mask; --thresholds-on validation"
     assert said in " ".join(unmasked.output.split())
+
+
+def _cli(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_evaluations_count_the_held_out_images_that_chose_the_model(tmp_path: Path) -> None:
+    """Held-out images that chose a model's kept epochs or thresholds are no longer new to
+    it: an evaluation, a run's scored results, a calibration and a model fine-tuned from it
+    say how many of their images those were; images that only scored epochs are not."""
+    generate(tmp_path / "train", 24, (48, 48), defect_rate=0.4, seed=1)
+    generate(tmp_path / "held", 12, (48, 48), defect_rate=0.4, seed=2)
+    mixed = tmp_path / "mixed"  # 4 new images, and 3 of the held-out ones renamed
+    generate(mixed, 4, (48, 48), defect_rate=0.5, seed=3)
+    for image in sorted((tmp_path / "held" / "images").glob("*.png"))[:3]:
+        shutil.copy(image, mixed / "images" / f"copy_{image.name}")
+        if (mask := tmp_path / "held" / "masks" / image.name).exists():
+            shutil.copy(mask, mixed / "masks" / f"copy_{image.name}")
+    model, args = tmp_path / "m.pt", ["--width", "0.125", "--seg-epochs", "2", "--cls-epochs", "2"]
+    _cli("train", str(tmp_path / "train"), "--out", str(model), *args, "-q",
+         "--validation", str(tmp_path / "held"), "--keep", "best")  # fmt: skip
+    info = json.loads(_cli("info", str(model), "--json"))["training"]
+    chose = "the model's kept epochs"
+    assert info["chosen_on"] == f"{chose}: 12 held-out images, known by their files' content"
+    said = f"3 of these 7 images are among the 12 images that chose {chose}: the figures overstate"
+    report = tmp_path / "report"
+    _cli("eval", str(model), str(mixed), "-o", str(report), "-q")
+    overlap = json.loads((report / "metrics.json").read_text())["overlap"]
+    assert (overlap["chosen"], overlap["chosen_total"], overlap["chosen_for"]) == (3, 12, chose)
+    assert overlap["training"] == 0
+    for page in ("report.md", "report.html"):
+        assert said in " ".join(html.unescape((report / page).read_text()).split())
+    shown = json.loads(_cli("info", str(report), "--json"))
+    assert shown["seen in choosing the model"].startswith(said)
+    # An engine built from it, a run's results scored against the labels, and a
+    # calibration on them say the same.
+    engine = tmp_path / "engine"
+    _cli("build-engine", str(model), "--backend", "torch", "--precision", "fp32",
+         "--out", str(engine))  # fmt: skip
+    assert json.loads(_cli("info", str(engine), "--json"))["chosen_on"] == info["chosen_on"]
+    results = tmp_path / "mixed.parquet"
+    _cli("run", str(mixed / "images"), "-o", str(results), "--engine", str(engine),
+         "--decoder", "pil", "-q")  # fmt: skip
+    _cli("eval", str(results), "--labels", str(mixed), "-o", str(tmp_path / "audit"), "-q")
+    assert said in " ".join((tmp_path / "audit" / "report.md").read_text().split())
+    decisions = tmp_path / "d.json"
+    calibrate = ["calibrate", str(results), "--labels", str(mixed), "--max-escape-rate", "1"]
+    calibrated = CliRunner().invoke(main, [*calibrate, "-o", str(decisions)])
+    note = (
+        "3 of the 7 validation images are among the held-out images that chose the model's "
+        "epochs or thresholds: it was picked for how it did on them"
+    )
+    assert calibrated.exit_code == 0 and f"note: {note}" in " ".join(calibrated.output.split())
+    assert json.loads(decisions.read_text())["validation"]["seen_in_choosing"] == 3
+    assert note in " ".join(decisions.with_suffix(".md").read_text().split())
+    # A model fine-tuned from it keeps them: its weights started from the kept epochs.
+    tuned = tmp_path / "tuned.pt"
+    _cli("train", str(tmp_path / "train"), "--out", str(tuned), "--init", str(model),
+         "--seg-epochs", "1", "--cls-epochs", "1", "-q")  # fmt: skip
+    earlier = "the kept epochs of the model it started from"
+    assert json.loads(_cli("info", str(tuned), "--json"))["training"]["chosen_on"].startswith(
+        f"{earlier}: 12 held-out images"
+    )
+    # Held-out images that only scored the epochs chose nothing: nothing to say.
+    scored = tmp_path / "scored.pt"
+    _cli("train", str(tmp_path / "train"), "--out", str(scored), *args, "-q",
+         "--validation", str(tmp_path / "held"))  # fmt: skip
+    assert "chosen_on" not in json.loads(_cli("info", str(scored), "--json"))["training"]
+    _cli("eval", str(scored), str(mixed), "-o", str(tmp_path / "plain"), "-q")
+    assert (
+        json.loads((tmp_path / "plain" / "metrics.json").read_text())["overlap"]["chosen"] is None
+    )
+    assert "images that chose" not in (tmp_path / "plain" / "report.md").read_text()

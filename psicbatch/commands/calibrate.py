@@ -50,7 +50,13 @@ from psicbatch.decisions import (
 from psicbatch.engines.manifest import read_manifest
 from psicbatch.engines.revisions import set_decisions
 from psicbatch.errors import PsicbatchError
-from psicbatch.fingerprints import ImageSet, Overlap, file_digests, overlap_of, training_note
+from psicbatch.fingerprints import (
+    ImageSet,
+    Overlap,
+    calibration_notes,
+    file_digests,
+    overlap_of,
+)
 from psicbatch.part_scores import grouping_of
 from psicbatch.progress import progress_bar
 from psicbatch.region_record import applied_region, read_region, recorded_file, short
@@ -247,7 +253,7 @@ def calibrate_command(
             _check_scored_by(stored_at, scorer, engine)
         data = read_validation(stored, labels, layout, chosen_rule, split, group_by)
         digests = file_digests(data.files)  # recorded, and counted among training images
-        seen = _seen_in_training(stored.record, data.files, digests)
+        seen = _seen_before(stored.record, data.files, digests)
     if per_part:
         target[PARTS_TARGET] = _parts_grouping(group_by, stored, labels)
     result = calibrate(
@@ -264,6 +270,7 @@ def calibrate_command(
             **result.chosen.to_dict(),
             "image_digests": ImageSet.of_digests(digests).encode(),  # eval counts them
             **({"seen_in_training": seen.training} if seen and seen.training is not None else {}),
+            **({"seen_in_choosing": seen.chosen} if seen and seen.chosen is not None else {}),
         },
         set_by=set_by,
         set_at=set_at,
@@ -272,8 +279,9 @@ def calibrate_command(
         roi=region,
     )
     decisions.write(out)
-    if seen is not None and seen.training and not quiet:
-        click.echo(f"note: {training_note(seen.training, seen.images)}", err=True)
+    if seen is not None and not quiet:
+        for note in calibration_notes(seen.training, seen.chosen, seen.images):
+            click.echo(f"note: {note}", err=True)
     written[1].write_text(calibration_markdown(decisions, data, result))
     written[2].write_text(calibration_html(decisions, data, result), encoding="utf-8")
     point, unit = result.chosen, result.chosen.unit
@@ -370,15 +378,16 @@ def _parts_grouping(
     return "as the predictions record them"
 
 
-def _seen_in_training(
+def _seen_before(
     stored: dict[str, Any], files: list[Path], digests: list[bytes | None]
 ) -> Overlap | None:
-    """How many validation images the scoring model was trained on: counted here for run
-    results (their engine records its training images), as eval counted them for its
-    predictions; None where nothing records it."""
+    """How many validation images the scoring model was trained on, or were held-out
+    images that chose it: counted here for run results (their engine records its images),
+    as eval counted them for its predictions; None where nothing records it."""
     try:
-        if "training_images" in (stored.get("engine") or {}):
-            return overlap_of(files, stored["engine"]["training_images"], None, digests)
+        if "training_images" in (engine := stored.get("engine") or {}):
+            chosen = engine.get("chosen_on")
+            return overlap_of(files, engine["training_images"], None, digests, chosen)
         return Overlap(**stored["overlap"]) if stored.get("overlap") else None
     except (TypeError, AttributeError):
         return None  # a damaged record: the note is an aside

@@ -38,6 +38,7 @@ from psicbatch.engines.tuning import (
 )
 from psicbatch.engines.tuning import summary as tuning_summary
 from psicbatch.errors import PsicbatchError
+from psicbatch.fingerprints import chosen_on
 from psicbatch.network_size import STRIDE
 from psicbatch.paths import file_sha256
 from psicbatch.precision import choose_precision, cpu_auto, resolve_precision
@@ -360,6 +361,7 @@ def draft_manifest(
         versions=_library_versions(backend),
         model=checkpoint.model_config.to_dict(),
         training_images=str(checkpoint.training.get("image_digests", "")),
+        chosen_on=chosen_on(checkpoint.training),
     )
 
 

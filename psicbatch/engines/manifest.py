@@ -69,6 +69,9 @@ class Manifest:
     # The checkpoint's training images, as digests of their files (fingerprints.ImageSet):
     # evaluations count how many of their own images the model learnt from.
     training_images: str = ""
+    # The held-out images that chose the model's kept epochs or thresholds, and what they
+    # chose (fingerprints.chosen_on): evaluations count them too.
+    chosen_on: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.input_size = _pair(self.input_size)  # JSON gives lists
