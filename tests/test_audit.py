@@ -276,7 +276,8 @@ def test_a_watch_folder_audits_as_a_results_file_of_the_same_run(
             assert row[key] == other[key], (path, key)
     assert audits["watch"]["overlap"] == audits["file"]["overlap"] == {
         "images": 16, "training": 3, "training_total": 3, "validation": 16,
-        "validation_total": 16}  # fmt: skip
+        "validation_total": 16, "chosen": None, "chosen_total": None,
+        "chosen_for": None}  # fmt: skip
     assert audits["watch"]["decisions"] == audits["file"]["decisions"]
     assert audits["watch"]["roi"] == audits["file"]["roi"] is not None
     # Decisions chosen again on the watch folder are those chosen on the results file.
