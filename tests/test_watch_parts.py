@@ -22,7 +22,7 @@ from psicbatch.data.synth import generate
 from psicbatch.errors import PsicbatchError
 from psicbatch.run.job import LATE_IMAGES_FILE, PART_DECISIONS_FILE
 from psicbatch.run.part_table import PartGrouping
-from psicbatch.run.watch_parts import PartDecisions, WatchParts
+from psicbatch.run.watch_parts import PartDecisions, WatchParts, late_marked
 from tests.test_watch import start_watch, wait_for
 
 START = datetime.datetime(2026, 12, 6, 8, 0, tzinfo=datetime.timezone.utc)
@@ -172,11 +172,61 @@ def test_only_the_latest_incomplete_parts_keep_their_images(
     ]
 
 
-def _written(out: Path, rows: list[dict], hour: int = 8) -> None:
-    """Rows as a watch writes them, in a part of its folder."""
+def _written(
+    out: Path, rows: list[dict], hour: int = 8, late: tuple[list[int], Clock] | None = None
+) -> None:
+    """Rows as a watch writes them, in a part of its folder (naming its late images, and
+    when it was written, where ``late`` gives them)."""
     hour = out / "date=2026-12-06" / f"hour={hour:02d}"
     hour.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows), hour / f"part-{len(list(hour.iterdir()))}.parquet")
+    table = pa.Table.from_pylist(rows)
+    if late is not None:
+        table = late_marked(table, late[0], late[1]())
+    pq.write_table(table, hour / f"part-{len(list(hour.iterdir()))}.parquet")
+
+
+def test_a_late_images_line_a_kill_kept_from_being_made_is_made_at_the_restart(
+    tmp_path: Path,
+) -> None:
+    parts, clock = decisions(tmp_path, images=2, timeout=10)
+    first = [row("p1_cam1"), row("p1_cam2"), row("p2_cam1", judged=True), row("p4_cam1")]
+    _written(tmp_path, first, late=(parts.late_rows(first), clock))
+    parts.add(first)  # p1 passed, p2 rejected
+    clock.seconds = 3
+    earlier = [row("p1_cam3", at=3)]  # late, and noted
+    _written(tmp_path, earlier, late=(parts.late_rows(earlier), clock))
+    parts.add(earlier)
+    clock.seconds = 5
+    batch = [row(name, judged=name == "p1_cam4", at=5)
+             for name in ("p1_cam3", "p2_cam2", "p1_cam4", "p3_cam1")]  # fmt: skip
+    assert parts.late_rows(batch) == [0, 2]  # p2 rejected: not noted; p3 not decided
+    _written(tmp_path, batch, late=(parts.late_rows(batch), clock))
+    # Killed here: the rows written, not their late images' lines (nor p4's second image).
+    clock.seconds = 6
+    restarted = PartDecisions(tmp_path, parts.parts, clock)
+    lines = [(line["path"], line["decision"], line["now"], line["is_defect"])
+             for line in decided(tmp_path, LATE_IMAGES_FILE)]  # fmt: skip
+    assert lines == [
+        ("/line/p1_cam3.png", "pass", "pass", "false"),  # noted before the kill
+        ("/line/p1_cam3.png", "pass", "pass", "false"),  # the same file again: made now
+        ("/line/p1_cam4.png", "pass", "reject", "true"),
+    ]
+    assert (restarted.late.images, restarted.late.judged_defective) == (2, 1)
+    assert restarted.late.changed == {"p1"}
+    again = PartDecisions(tmp_path, parts.parts, clock)  # made once: not again
+    assert len(decided(tmp_path, LATE_IMAGES_FILE)) == 3 and again.late.images == 0
+    # A write of the lines cut short: the lines after the whole ones are made.
+    text = (tmp_path / LATE_IMAGES_FILE).read_text().splitlines(keepends=True)
+    (tmp_path / LATE_IMAGES_FILE).write_text("".join(text[:3]) + text[3][:20])
+    cut = PartDecisions(tmp_path, parts.parts, clock)
+    assert [line["path"] for line in decided(tmp_path, LATE_IMAGES_FILE)][1:] == [
+        "/line/p1_cam3.png",
+        "/line/p1_cam4.png",
+    ]
+    assert (cut.late.images, cut.late.judged_defective) == (1, 1)
+    clock.seconds = 20
+    cut.add([row("p1_cam5", at=20)])  # p1 known to hold a defect since
+    assert decided(tmp_path, LATE_IMAGES_FILE)[-1]["now"] == "reject"
 
 
 def test_a_restart_decides_each_part_once(tmp_path: Path) -> None:
@@ -358,6 +408,16 @@ def test_a_watch_decides_parts_as_their_images_come(tmp_path: Path) -> None:
         "otherwise, in _late.csv" in said
     )
     _what_reports_say_of_the_watch(tmp_path, folder, out)
+    # Killed between the late image's row and its line: the line is made at the restart.
+    late_file = out / LATE_IMAGES_FILE
+    (noted,) = decided(out, LATE_IMAGES_FILE)
+    late_file.write_text(late_file.read_text().splitlines(keepends=True)[0])  # its header
+    restarted = start_watch(folder, out, *options, "--part-timeout", "1")
+    wait_for(lambda: len(decided(out, LATE_IMAGES_FILE)) == 1, restarted)
+    os.killpg(restarted.pid, signal.SIGTERM)
+    restarted.communicate(timeout=30)
+    (made,) = decided(out, LATE_IMAGES_FILE)
+    assert made.pop("noted_at") >= noted.pop("noted_at") and made == noted
     again = start_watch(folder, out, *options[:-1], "3", "--part-timeout", "1")
     _, stderr = again.communicate(timeout=60)
     assert again.returncode == 1 and "its parts were decided with" in stderr

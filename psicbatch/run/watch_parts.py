@@ -21,9 +21,10 @@ rows, the parts the file already holds are not decided again, and a part that be
 decidable after its rows were written but before its line was (a kill between the two)
 is decided then. Decided parts are held as the watch's ledger holds file versions (16
 bytes each, again for those not rejected), so a week of a line's parts costs a few MiB.
-A late image's line that a kill prevented (between its row and its line) is not made at
-the next start: its row is in the results, where ``report --parts-csv`` decides its part
-on all its images.
+A late image's line is made at the next start where a kill (or a full disk) came between
+its row and its line: each batch's rows file names its late images in its metadata
+(``LATE_ROWS``), and only the last batch written can lack their lines, since the watch
+stops at the first failure.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from __future__ import annotations
 import datetime
 import json
 import shlex
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from psicbatch.atomic import write_atomically
 from psicbatch.data.splits import compiled_pattern
@@ -59,6 +61,8 @@ OPEN_DECISIONS = ("pass", "incomplete", "unknown")
 # Incomplete parts whose images are kept, the latest decided, for a late image to complete
 # (a misjudged --part-images makes every part incomplete: memory stays bounded).
 INCOMPLETE_KEPT = 10_000
+# A rows file's metadata: which of its rows are late images, and when it was written.
+LATE_ROWS = b"psicbatch.late_rows"
 
 
 @dataclass(frozen=True)
@@ -148,14 +152,17 @@ class PartDecisions:
         self._late_seen: dict[str, tuple[bool, bool]] = {}  # late images: judged, errored
         _claim_options(out, parts)
         self._hold((line["part"], line["decision"]) for line in begin(self.path, DECISION_COLUMNS))
+        lost = _LastBatch.read(out)
         for line in begin(self.late_path, LATE_COLUMNS):
             self._remember_late(line["part"], line["is_defect"] == "true", bool(line["error"]))
+            lost.saw(line)
         self._rebuild(out)
+        self._note_late(lost.without_lines())  # lines a kill kept from being made
 
     def add(self, rows: Iterable[dict[str, Any]]) -> None:
         """A batch's rows (as written): each into its part, then the decisions they make
         and those whose time ran out, then the late images among them."""
-        touched, late, judged = set(), [], 0
+        touched, late = set(), []
         for row in rows:
             name = self._part_of(row["path"])
             decision = self._decision_of(name)
@@ -163,19 +170,48 @@ class PartDecisions:
                 self._pending.setdefault(name, _Part(row["completed_at"])).add(row)
                 touched.add(name)
             elif decision != "reject":  # it could have decided otherwise
-                image = _Image.of(row)
-                self._remember_late(name, image.judged, image.errored)
-                if name in self._incomplete:
-                    self._incomplete[name].add(row)
-                decided_now = self._decision_now(name, decision)  # with this image
-                if decided_now != decision:
-                    self.late.changed.add(name)
-                late.append(self._late_line(name, decision, decided_now, image))
-                judged += image.judged
+                late.append(row)
+        noted = self._late_lines(late)  # before deciding, which may let a kept part go
         self._decide(touched)
-        if late:
-            append(self.late_path, late)
-            self.late.images += len(late)
+        self._append_late(*noted)
+
+    def late_rows(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Which of a batch's rows ``add`` will note as late images, for the batch's rows
+        file to name (``late_marked``) before it is written."""
+        return [i for i, row in enumerate(rows) if self._open_decision(row) is not None]
+
+    def _note_late(self, rows: list[dict[str, Any]]) -> None:
+        self._append_late(*self._late_lines(rows))
+
+    def _open_decision(self, row: dict[str, Any]) -> str | None:
+        """The decision of the row's part, where it was decided and not rejected: the row
+        is then a late image."""
+        decision = self._decision_of(self._part_of(row["path"]))
+        return None if decision == "reject" else decision
+
+    def _late_lines(self, rows: list[dict[str, Any]]) -> tuple[list[list[Any]], int]:
+        """The lines of the late images among ``rows``, each with the decision its part
+        would now get, and how many of them were judged defective."""
+        lines, judged = [], 0
+        for row in rows:
+            if (decision := self._open_decision(row)) is None:
+                continue
+            name = self._part_of(row["path"])
+            image = _Image.of(row)
+            self._remember_late(name, image.judged, image.errored)
+            if name in self._incomplete:
+                self._incomplete[name].add(row)
+            decided_now = self._decision_now(name, decision)  # with this image
+            if decided_now != decision:
+                self.late.changed.add(name)
+            lines.append(self._late_line(name, decision, decided_now, image))
+            judged += image.judged
+        return lines, judged
+
+    def _append_late(self, lines: list[list[Any]], judged: int) -> None:
+        if lines:
+            append(self.late_path, lines)
+            self.late.images += len(lines)
             self.late.judged_defective += judged
 
     def _remember_late(self, name: str, judged: bool, errored: bool) -> None:
@@ -301,6 +337,56 @@ class PartDecisions:
         for name, part in sorted(restored.items(), key=lambda item: item[1].last_complete):
             self._keep_incomplete(name, part)  # in the order they were decided
         self.add(sorted(waiting, key=lambda row: row["completed_at"]))
+
+
+def late_marked(table: pa.Table, late: list[int], written_at: datetime.datetime) -> pa.Table:
+    """A batch's rows file naming its late images (``PartDecisions.late_rows``) and when
+    it was written, so that a restart makes the lines a kill kept from being made."""
+    if not late:
+        return table
+    record = {"rows": late, "at": written_at.isoformat(timespec="milliseconds")}
+    return table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), LATE_ROWS: json.dumps(record).encode()}
+    )
+
+
+@dataclass
+class _LastBatch:
+    """The late images of the last rows file a watch wrote, and the last lines of its
+    late images' file: only that batch's lines can be missing (the watch stops at the
+    first failure), and a write cut short keeps its first lines whole."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    written_at: str = ""
+    tail: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=0))
+
+    @classmethod
+    def read(cls, out: Path) -> _LastBatch:
+        files = sorted(out.glob("date=*/hour=*/part-*.parquet"))
+        try:
+            metadata = (pq.read_schema(files[-1]).metadata or {}) if files else {}
+            if LATE_ROWS not in metadata:
+                return cls()
+            record = json.loads(metadata[LATE_ROWS])
+            rows = pq.read_table(files[-1], columns=ROW_COLUMNS).take(record["rows"]).to_pylist()
+            return cls(rows, str(record["at"]), deque(maxlen=len(rows)))
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            return cls()  # a damaged file: named when the rows are read
+
+    def saw(self, line: dict[str, str]) -> None:
+        self.tail.append(line)
+
+    def without_lines(self) -> list[dict[str, Any]]:
+        """The late rows whose lines are not among the file's last lines."""
+        lines = list(self.tail)
+        for made in range(len(lines), 0, -1):
+            pairs = zip(lines[-made:], self.rows, strict=False)
+            if all(
+                line["path"] == formula_safe(row["path"]) and line["noted_at"] >= self.written_at
+                for line, row in pairs
+            ):
+                return self.rows[made:]
+        return self.rows
 
 
 def _key(name: str) -> tuple[bytes, int, int]:
