@@ -6,7 +6,8 @@ merged hour of one image a second holds) whose rows are the images of parts of
 ``--part-images`` each, every part decided in ``_parts.csv`` but the last ten; then, in a
 process of its own (so its peak memory is the restart's), ``PartDecisions`` opened on it
 (the restart: its time, and the process's peak resident memory before and after), and
-1,000 batches of 8 new rows added (the loop's time per batch).
+1,000 batches of 8 new rows added, their late images found first as the watch finds them
+(the loop's time per batch).
 
     python benchmarks/watch_decisions.py OUT_DIR [--rows 60000,600000] [--part-images 3]
 """
@@ -33,7 +34,7 @@ from psicbatch.reports import markdown_table  # noqa: E402
 from psicbatch.run.job import PART_DECISIONS_FILE  # noqa: E402
 from psicbatch.run.part_files import DECISION_COLUMNS  # noqa: E402
 from psicbatch.run.part_table import PartGrouping  # noqa: E402
-from psicbatch.run.watch_parts import PartDecisions, WatchParts  # noqa: E402
+from psicbatch.run.watch_parts import PartDecisions, WatchParts, late_rows  # noqa: E402
 
 HOUR_ROWS = 3600
 PATTERN = r"(part\d+)_cam"
@@ -84,7 +85,10 @@ def measure(out: Path, rows: int, images: int) -> dict:
     new = [row(rows + i, images) for i in range(BATCHES * BATCH)]
     started = time.perf_counter()
     for start in range(0, len(new), BATCH):
-        decisions.add(new[start : start + BATCH])
+        batch = new[start : start + BATCH]
+        parts = decisions.parts_of(batch)
+        late_rows(parts)  # named in the batch's rows file before it is written
+        decisions.add(batch, parts)
     per_batch = (time.perf_counter() - started) / BATCHES
     return {
         "rows": rows,

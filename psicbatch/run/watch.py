@@ -51,7 +51,13 @@ from psicbatch.run.output import STAMP_COLUMNS, watch_tables, write_part
 from psicbatch.run.rows import SCHEMA
 from psicbatch.run.run_decisions import check_decisions_fit
 from psicbatch.run.runner import describe_run, job_identity, run_record, worker_devices
-from psicbatch.run.watch_parts import LateImages, PartDecisions, WatchParts, late_marked
+from psicbatch.run.watch_parts import (
+    LateImages,
+    PartDecisions,
+    WatchParts,
+    late_marked,
+    late_rows,
+)
 from psicbatch.run.worker import Worker
 from psicbatch.wording import counted, decisions_said
 
@@ -202,27 +208,26 @@ def watch(
             row.setdefault("file_size", stat.st_size)
             row.setdefault("file_mtime_ns", stat.st_mtime_ns)
             row["completed_at"] = completed_at
-        part = _write_rows(out, rows, stamp, decisions)
+        parts = decisions.parts_of(rows) if decisions is not None else []
+        part = _write_rows(out, rows, stamp, late_rows(parts))
         compactor.part_written(part)
         done.update((row["path_bytes"], row["file_size"], row["file_mtime_ns"]) for row in rows)
         if decisions is not None:
             with _writing(out):
-                decisions.add(rows)
+                decisions.add(rows, parts)
         result.add(rows, [clock() - completed] * len(rows))
         status(result)
 
 
 def _write_rows(
-    out: Path, rows: list[dict[str, Any]], stamp: datetime.datetime, decisions: PartDecisions | None
+    out: Path, rows: list[dict[str, Any]], stamp: datetime.datetime, late: list[int]
 ) -> Path:
-    """A batch's rows as a new part of the hour's partition, naming its late images
-    where parts are decided; the part's path."""
+    """A batch's rows as a new part of the hour's partition, naming its ``late`` images
+    (indices; where parts are decided); the part's path."""
     with _writing(out):
         part = _part_path(out, stamp)
         table = pa.Table.from_pylist(rows, schema=WATCH_SCHEMA)
-        if decisions is not None:
-            table = late_marked(table, decisions.late_rows(rows), stamp)
-        write_part(table, part)
+        write_part(late_marked(table, late, stamp), part)
     return part
 
 

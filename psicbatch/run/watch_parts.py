@@ -36,7 +36,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 import numpy as np
 import pyarrow as pa
@@ -159,44 +159,41 @@ class PartDecisions:
         self._rebuild(out)
         self._note_late(lost.without_lines())  # lines a kill kept from being made
 
-    def add(self, rows: Iterable[dict[str, Any]]) -> None:
-        """A batch's rows (as written): each into its part, then the decisions they make
-        and those whose time ran out, then the late images among them."""
+    def parts_of(self, rows: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
+        """Each row's part and the part's decision so far (None: not decided): what
+        ``add`` goes by, and what names a batch's late images (``late_rows``) before its
+        rows are written."""
+        names = [self._part_of(row["path"]) for row in rows]
+        return [(name, self._decision_of(name)) for name in names]
+
+    def add(
+        self, rows: list[dict[str, Any]], parts: list[tuple[str, str | None]] | None = None
+    ) -> None:
+        """A batch's rows (as written; ``parts``: ``parts_of`` them, where it was asked
+        already): each into its part, then the decisions they make and those whose time
+        ran out, then the late images among them."""
         touched, late = set(), []
-        for row in rows:
-            name = self._part_of(row["path"])
-            decision = self._decision_of(name)
+        for row, (name, decision) in zip(rows, parts or self.parts_of(rows), strict=True):
             if decision is None:
                 self._pending.setdefault(name, _Part(row["completed_at"])).add(row)
                 touched.add(name)
-            elif decision != "reject":  # it could have decided otherwise
-                late.append(row)
+            elif is_open(decision):  # it could have decided otherwise
+                late.append((row, name, decision))
         noted = self._late_lines(late)  # before deciding, which may let a kept part go
         self._decide(touched)
         self._append_late(*noted)
 
-    def late_rows(self, rows: list[dict[str, Any]]) -> list[int]:
-        """Which of a batch's rows ``add`` will note as late images, for the batch's rows
-        file to name (``late_marked``) before it is written."""
-        return [i for i, row in enumerate(rows) if self._open_decision(row) is not None]
-
     def _note_late(self, rows: list[dict[str, Any]]) -> None:
-        self._append_late(*self._late_lines(rows))
+        """Late images' lines, made again (their parts decided before them)."""
+        parts = zip(rows, self.parts_of(rows), strict=True)
+        late = [(row, name, decision) for row, (name, decision) in parts if is_open(decision)]
+        self._append_late(*self._late_lines(late))
 
-    def _open_decision(self, row: dict[str, Any]) -> str | None:
-        """The decision of the row's part, where it was decided and not rejected: the row
-        is then a late image."""
-        decision = self._decision_of(self._part_of(row["path"]))
-        return None if decision == "reject" else decision
-
-    def _late_lines(self, rows: list[dict[str, Any]]) -> tuple[list[list[Any]], int]:
-        """The lines of the late images among ``rows``, each with the decision its part
-        would now get, and how many of them were judged defective."""
+    def _late_lines(self, late: list[tuple[dict[str, Any], str, str]]) -> tuple[list[Any], int]:
+        """The lines of late images (each a row, its part and the part's decision), each
+        with the decision its part would now get, and how many were judged defective."""
         lines, judged = [], 0
-        for row in rows:
-            if (decision := self._open_decision(row)) is None:
-                continue
-            name = self._part_of(row["path"])
+        for row, name, decision in late:
             image = _Image.of(row)
             self._remember_late(name, image.judged, image.errored)
             if name in self._incomplete:
@@ -339,9 +336,20 @@ class PartDecisions:
         self.add(sorted(waiting, key=lambda row: row["completed_at"]))
 
 
+def is_open(decision: str | None) -> TypeGuard[str]:
+    """A part decided so that a later image could change it (not rejected): such an
+    image is late."""
+    return decision is not None and decision != "reject"
+
+
+def late_rows(parts: list[tuple[str, str | None]]) -> list[int]:
+    """Which of a batch's rows ``add`` notes as late images, from ``parts_of`` them."""
+    return [index for index, (_, decision) in enumerate(parts) if is_open(decision)]
+
+
 def late_marked(table: pa.Table, late: list[int], written_at: datetime.datetime) -> pa.Table:
-    """A batch's rows file naming its late images (``PartDecisions.late_rows``) and when
-    it was written, so that a restart makes the lines a kill kept from being made."""
+    """A batch's rows file naming its late images (``late_rows``) and when it was
+    written, so that a restart makes the lines a kill kept from being made."""
     if not late:
         return table
     record = {"rows": late, "at": written_at.isoformat(timespec="milliseconds")}
