@@ -139,11 +139,13 @@ def _fold_summary(fold: dict[str, Any]) -> EvaluationSummary:
 
 
 def _seen(summary: EvaluationSummary) -> str:
-    """How many of a fold's test images its model was trained on (copies known by content)."""
+    """How many of a fold's test images its model was trained on (copies known by
+    content), and how many chose its starting model's epochs where any did."""
     overlap = summary.overlap
     if overlap is None or overlap.training is None:
         return "not recorded"
-    return str(overlap.training)
+    chose = f" (and {overlap.chosen} that chose {overlap.chosen_for})" if overlap.chosen else ""
+    return f"{overlap.training}{chose}"
 
 
 FOLD_COLUMNS: tuple[Column[dict[str, Any]], ...] = (

@@ -54,6 +54,12 @@ class StartingPoint:
         """The images the starting model was trained on, where its record says."""
         return recorded_images(self.checkpoint.training.get("image_digests"))
 
+    @property
+    def images_chosen_on(self) -> ImageSet | None:
+        """The held-out images that chose the starting model's weights (its kept epochs,
+        or those of the model it started from), where its record says."""
+        return recorded_images(epochs_chosen_on(self.checkpoint.training))
+
     def check_fits(self, init: str | None, width: float, channels: int, bit_depth: int) -> None:
         """A training from here has options and images as ``train --init`` makes them."""
         if init != self.digest:

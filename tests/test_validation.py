@@ -401,21 +401,35 @@ def _cli(*args: str) -> str:
     return result.output
 
 
-def test_evaluations_count_the_held_out_images_that_chose_the_model(tmp_path: Path) -> None:
-    """Held-out images that chose a model's kept epochs or thresholds are no longer new to
-    it: an evaluation, a run's scored results, a calibration and a model fine-tuned from it
-    say how many of their images those were; images that only scored epochs are not."""
-    generate(tmp_path / "train", 24, (48, 48), defect_rate=0.4, seed=1)
-    generate(tmp_path / "held", 12, (48, 48), defect_rate=0.4, seed=2)
-    mixed = tmp_path / "mixed"  # 4 new images, and 3 of the held-out ones renamed
+@pytest.fixture(scope="module")
+def chosen(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A training's images, held-out images that chose its kept epochs (``--keep best``),
+    and a folder of 4 new images and 3 of the held-out ones renamed."""
+    root = tmp_path_factory.mktemp("chosen")
+    generate(root / "train", 24, (48, 48), defect_rate=0.4, seed=1)
+    generate(root / "held", 12, (48, 48), defect_rate=0.4, seed=2)
+    mixed = root / "mixed"
     generate(mixed, 4, (48, 48), defect_rate=0.5, seed=3)
-    for image in sorted((tmp_path / "held" / "images").glob("*.png"))[:3]:
+    for image in sorted((root / "held" / "images").glob("*.png"))[:3]:
         shutil.copy(image, mixed / "images" / f"copy_{image.name}")
-        if (mask := tmp_path / "held" / "masks" / image.name).exists():
+        if (mask := root / "held" / "masks" / image.name).exists():
             shutil.copy(mask, mixed / "masks" / f"copy_{image.name}")
-    model, args = tmp_path / "m.pt", ["--width", "0.125", "--seg-epochs", "2", "--cls-epochs", "2"]
-    _cli("train", str(tmp_path / "train"), "--out", str(model), *args, "-q",
-         "--validation", str(tmp_path / "held"), "--keep", "best")  # fmt: skip
+    model = root / "m.pt"
+    _cli("train", str(root / "train"), "--out", str(model), *CHOSEN_EPOCHS, "-q",
+         "--validation", str(root / "held"), "--keep", "best")  # fmt: skip
+    return {"train": root / "train", "held": root / "held", "mixed": mixed, "model": model}
+
+
+CHOSEN_EPOCHS = ["--width", "0.125", "--seg-epochs", "2", "--cls-epochs", "2"]
+
+
+def test_evaluations_count_the_held_out_images_that_chose_the_model(
+    chosen: dict[str, Path], tmp_path: Path
+) -> None:
+    """Held-out images that chose a model's kept epochs or thresholds are no longer new to
+    it: an evaluation, an engine's run results scored later and a calibration say how
+    many of their images those were."""
+    model, mixed = chosen["model"], chosen["mixed"]
     info = json.loads(_cli("info", str(model), "--json"))["training"]
     chose = "the model's kept epochs"
     assert info["chosen_on"] == f"{chose}: 12 held-out images, known by their files' content"
@@ -450,18 +464,37 @@ def test_evaluations_count_the_held_out_images_that_chose_the_model(tmp_path: Pa
     assert calibrated.exit_code == 0 and f"note: {note}" in " ".join(calibrated.output.split())
     assert json.loads(decisions.read_text())["validation"]["seen_in_choosing"] == 3
     assert note in " ".join(decisions.with_suffix(".md").read_text().split())
+
+
+def test_models_fine_tuned_from_a_chosen_model_count_the_images_that_chose_it(
+    chosen: dict[str, Path], tmp_path: Path
+) -> None:
+    """A model fine-tuned from one whose epochs held-out images chose keeps them (its
+    weights started from those epochs), and so does a cross-validation from it; images
+    that only scored a training's epochs chose nothing."""
+    model, mixed = chosen["model"], chosen["mixed"]
     # A model fine-tuned from it keeps them: its weights started from the kept epochs.
     tuned = tmp_path / "tuned.pt"
-    _cli("train", str(tmp_path / "train"), "--out", str(tuned), "--init", str(model),
-         "--seg-epochs", "1", "--cls-epochs", "1", "-q")  # fmt: skip
+    said = _cli("train", str(chosen["train"]), "--out", str(tuned), "--init", str(model),
+                "--seg-epochs", "1", "--cls-epochs", "1", "--validation", str(mixed))  # fmt: skip
+    chose_start = "3 are among those that chose the starting checkpoint's epochs: their scores"
+    assert f"note: of the 7 validation images, {chose_start}" in " ".join(said.split())
     earlier = "the kept epochs of the model it started from"
     assert json.loads(_cli("info", str(tuned), "--json"))["training"]["chosen_on"].startswith(
         f"{earlier}: 12 held-out images"
     )
+    # So is a cross-validation from it: its test images chose the starting model.
+    said = _cli("cv", str(chosen["held"]), "--init", str(model), "--folds", "2",
+                "-o", str(tmp_path / "cv"), "--seg-epochs", "1", "--cls-epochs", "1")  # fmt: skip
+    among = "among the held-out images that chose the starting checkpoint's epochs; test images"
+    assert f"note: 12 of these 12 images are {among}" in " ".join(said.split())
+    folds = [line for line in (tmp_path / "cv" / "report.md").read_text().splitlines()
+             if line.startswith("| 1 |") or line.startswith("| 2 |")]  # fmt: skip
+    assert len(folds) == 2 and all(f"| 0 (and 6 that chose {earlier}) |" in f for f in folds)
     # Held-out images that only scored the epochs chose nothing: nothing to say.
     scored = tmp_path / "scored.pt"
-    _cli("train", str(tmp_path / "train"), "--out", str(scored), *args, "-q",
-         "--validation", str(tmp_path / "held"))  # fmt: skip
+    _cli("train", str(chosen["train"]), "--out", str(scored), *CHOSEN_EPOCHS, "-q",
+         "--validation", str(chosen["held"]))  # fmt: skip
     assert "chosen_on" not in json.loads(_cli("info", str(scored), "--json"))["training"]
     _cli("eval", str(scored), str(mixed), "-o", str(tmp_path / "plain"), "-q")
     assert (

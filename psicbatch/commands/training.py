@@ -453,7 +453,8 @@ def _notes(setup: TrainingSetup, quiet: bool, folds: bool = False) -> None:
 
 def _starting_notes(setup: TrainingSetup, folds: bool) -> list[str]:
     """The checkpoint ``--init`` starts from, and how many of the images it had learnt
-    from already: in a cross-validation, test images it saw are not new to its folds."""
+    from already, or had its epochs chosen on: in a cross-validation, such test images
+    are not new to its folds."""
     start = setup.start
     if start is None:
         return []
@@ -461,12 +462,12 @@ def _starting_notes(setup: TrainingSetup, folds: bool) -> list[str]:
         f"starting from the weights of {started_from(start.record())}; its width "
         f"{setup.options.width}, normalisation and pixel reading are kept"
     ]
-    seen = start.images_seen
-    known = seen.count_among(setup.digests) if seen is not None else 0
-    if known:
-        notes.append(
-            f"{known} of these {len(setup.digests)} images are among those the starting "
-            "checkpoint was trained on"
-            + ("; test images among them are not new to their folds' models" if folds else "")
-        )
+    not_new = "; test images among them are not new to their folds' models" if folds else ""
+    for images, what in (
+        (start.images_seen, "those the starting checkpoint was trained on"),
+        (start.images_chosen_on, "the held-out images that chose the starting checkpoint's epochs"),
+    ):
+        known = images.count_among(setup.digests) if images is not None else 0
+        if known:
+            notes.append(f"{known} of these {len(setup.digests)} images are among {what}{not_new}")
     return notes

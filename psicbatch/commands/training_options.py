@@ -319,13 +319,18 @@ class ValidationSet:
     record: dict[str, Any]  # in the checkpoint: what was held out (a resume checks it)
     shared: int  # of them, byte-identical copies of training images
     seen_before: int  # of them, among the images the starting checkpoint learnt from
+    chose_start: int = 0  # of them, among those that chose the starting checkpoint's epochs
 
     def note(self) -> str | None:
-        """Validation images a model learnt from, which are therefore not held out."""
+        """Validation images a model learnt from, or that chose its starting weights,
+        which are therefore not held out."""
         parts = [
             f"{self.shared} are byte-identical to training images" if self.shared else "",
             f"{self.seen_before} are among those the starting checkpoint was trained on"
             if self.seen_before
+            else "",
+            f"{self.chose_start} are among those that chose the starting checkpoint's epochs"
+            if self.chose_start
             else "",
         ]
         said = ", ".join(part for part in parts if part)
@@ -365,9 +370,12 @@ def validation_set(folder: Path, layout: str, setup: TrainingSetup) -> Validatio
         "image_digests": ImageSet.of_digests(digests).encode(),
     }
     shared = ImageSet.of_digests(setup.digests).count_among(digests)
-    seen = setup.start.images_seen if setup.start is not None else None
-    seen_before = seen.count_among(digests) if seen is not None else 0
-    return ValidationSet(samples, record, shared, seen_before)
+    start = setup.start
+    seen, chose = (start.images_seen, start.images_chosen_on) if start else (None, None)
+    seen_before, chose_start = (
+        images.count_among(digests) if images is not None else 0 for images in (seen, chose)
+    )
+    return ValidationSet(samples, record, shared, seen_before, chose_start)
 
 
 def _refuse_without_defects(named: str, samples: list[SampleRef], needs: str) -> None:
