@@ -273,7 +273,7 @@ def test_info_and_the_page_count_a_watchs_decisions_of_the_folder_shown(tmp_path
         )
         for folder in (tmp_path, day, day / "hour=08", day / "hour=09")
     }
-    late = "1 late image (1 judged defective); 1 part now decided otherwise (_late.csv)"
+    late = "1 late image (1 judged defective), 1 part now decided otherwise (_late.csv)"
     assert said == {
         tmp_path: ("1 rejected, 2 incomplete (_parts.csv)", late),
         day: ("1 rejected, 2 incomplete (_parts.csv)", late),
@@ -349,12 +349,12 @@ def _what_reports_say_of_the_watch(tmp_path: Path, folder: Path, out: Path) -> N
     as the watch made them, and the image that came after its part's decision."""
     shown = json.loads(CliRunner().invoke(main, ["info", str(out), "--json"]).output)
     assert shown["part decisions"] == "1 passed, 1 incomplete (_parts.csv)"
-    late = "1 late image (0 judged defective); 1 part now decided otherwise (_late.csv)"
+    late = "1 late image (0 judged defective), 1 part now decided otherwise (_late.csv)"
     assert shown["late images"] == late
     page = tmp_path / "page.html"
     reported = CliRunner().invoke(main, ["report", str(out), "--html", str(page)])
     assert reported.exit_code == 0, reported.output
-    assert "1 late image (0 judged defective); 1 part now" in " ".join(reported.output.split())
+    assert "1 late image (0 judged defective), 1 part now" in " ".join(reported.output.split())
     assert "Images after their part's decision (1)" in page.read_text()
     assert f"<td>p2</td><td>incomplete</td><td>pass</td><td><code>{folder / 'p2_cam2.png'}" in (
         page.read_text()

@@ -89,7 +89,13 @@ def late_said(lines: list[dict[str, str]]) -> str:
     judged = sum(line["is_defect"] == "true" for line in lines)
     last = {line["part"]: line for line in lines}  # each part's latest line
     changed = sum(line["now"] != line["decision"] for line in last.values())
+    return late_counts_said(len(lines), judged, changed)
+
+
+def late_counts_said(images: int, judged: int, changed: int) -> str:
+    """``3 late images (1 judged defective), 1 part now decided otherwise``: as the watch's
+    status line and, from the file's lines, ``info`` and the page say it."""
     return (
-        f"{counted(len(lines), 'late image')} ({judged} judged defective); "
+        f"{counted(images, 'late image')} ({judged} judged defective), "
         f"{counted(changed, 'part')} now decided otherwise"
     )

@@ -48,6 +48,7 @@ from psicbatch.run.job import (
 )
 from psicbatch.run.options import RunOptions
 from psicbatch.run.output import STAMP_COLUMNS, watch_tables, write_part
+from psicbatch.run.part_files import late_counts_said
 from psicbatch.run.rows import SCHEMA
 from psicbatch.run.run_decisions import check_decisions_fit
 from psicbatch.run.runner import describe_run, job_identity, run_record, worker_devices
@@ -149,12 +150,9 @@ class WatchStatus:
     def _late_said(self) -> str:
         if not self.late.images:
             return ""
-        return (
-            f"; {counted(self.late.images, 'late image')} "
-            f"({self.late.judged_defective} judged defective), "
-            f"{counted(len(self.late.changed), 'part')} now decided otherwise, "
-            f"in {LATE_IMAGES_FILE}"
-        )
+        late = self.late
+        said = late_counts_said(late.images, late.judged_defective, len(late.changed))
+        return f"; {said}, in {LATE_IMAGES_FILE}"
 
 
 def watch(
