@@ -172,3 +172,26 @@ def test_the_ledger_takes_a_tenth_of_the_memory_of_its_versions() -> None:
     as_tuples = allocated(lambda: {(bytes(p), s + 2**40, t + 1) for p, s, t in versions})
     as_ledger = allocated(lambda: Ledger(versions))
     assert as_ledger < as_tuples / 10, (as_ledger, as_tuples)
+
+
+@pytest.mark.parametrize("shared_high", [False, True])
+def test_the_ledger_answers_many_questions_at_once_as_one_at_a_time(
+    monkeypatch: pytest.MonkeyPatch, shared_high: bool
+) -> None:
+    """Sorted in by a merge, looked up together; also where digests share their high half
+    (forced here: a chance collision, or a digest added again), both halves decide."""
+    if shared_high:
+        digest = Ledger._digest
+        monkeypatch.setattr(
+            Ledger, "_digest", staticmethod(lambda version: bytes(8) + digest(version)[8:])
+        )
+    monkeypatch.setattr(Ledger, "RECENT_LIMIT", 5)
+    versions = [(f"/line/{i}.png".encode(), i, 7) for i in range(40)]
+    ledger = Ledger(versions[:23])
+    ledger.update(versions[10:30:2])  # some again, some new, across sort-ins
+    ledger.add(versions[31])  # still among the recent ones
+    held = {*versions[:23], *versions[10:30:2], versions[31]}
+    asked = [*versions, (b"/line/0.png", 0, 8)]
+    assert ledger.holds_each(asked) == [version in held for version in asked]
+    assert ledger.holds_each(asked) == [version in ledger for version in asked]
+    assert len(ledger) == len(held) and Ledger().holds_each(asked[:2]) == [False, False]

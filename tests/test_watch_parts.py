@@ -459,3 +459,16 @@ def test_a_watch_names_parts_as_the_parts_table_does_even_by_an_empty_group(
     parts.add([row("p1_cam1")])
     (line,) = decided(out)
     assert line["part"] == part_names(["/line/p1_cam1.png"], pattern)[0] == ""
+
+
+def test_a_cell_is_made_safe_alike_in_the_part_files_and_the_tables() -> None:
+    """The part files' cells (one at a time) and report's tables (Arrow columns) quote the
+    same formula starts."""
+    import pyarrow.compute as pc
+
+    from psicbatch.run.spreadsheet import FORMULA_START, formula_safe
+
+    texts = [f"{first}x" for first in "=+-@\t\r'a "] + ["", "a=b"]
+    column = pc.replace_substring_regex(pa.array(texts), pattern=FORMULA_START, replacement=r"'\1")
+    assert [formula_safe(text) for text in texts] == column.to_pylist()
+    assert sum(text != formula_safe(text) for text in texts) == 6

@@ -83,6 +83,23 @@ class Ledger:
         self._sort_in()  # the recent digests may repeat sorted ones
         return len(self._high)
 
+    def holds_each(self, versions: list[FileVersion]) -> list[bool]:
+        """``version in ledger`` for each of many at once, the sorted arrays searched for
+        all of them together (a restarted watch asks of each of a week's parts)."""
+        digests = [self._digest(file_version) for file_version in versions]
+        if not digests:
+            return []
+        halves = np.frombuffer(b"".join(digests), dtype="<u8").reshape(-1, 2)
+        first = np.searchsorted(self._high, halves[:, 0], side="left")
+        matches = np.searchsorted(self._high, halves[:, 0], side="right") - first
+        found = np.zeros(len(digests), dtype=bool)
+        single = np.flatnonzero(matches == 1)  # a high half met once: its low half decides
+        found[single] = self._low[first[single]] == halves[single, 1]
+        return [
+            bool(known) or digest in self._recent or (count > 1 and self._holds(digest))
+            for known, digest, count in zip(found, digests, matches.tolist(), strict=True)
+        ]
+
     def _holds(self, digest: bytes) -> bool:
         if digest in self._recent:
             return True
@@ -92,14 +109,21 @@ class Ledger:
         return bool((self._low[first:last] == low).any())
 
     def _sort_in(self) -> None:
-        """The recent digests into the sorted arrays, each digest once."""
+        """The recent digests into the sorted arrays, each digest once. A stable sort by
+        the high halves merges the sorted arrays with the few recent digests in linear
+        time (a restart sorts in a week's versions a few thousand at a time: sorting all
+        of them by both halves each time took 5.6 of the 6.9 s over 600,000); only where
+        high halves repeat (a digest added again) are both halves sorted."""
         if not self._recent:
             return
         halves = np.frombuffer(b"".join(self._recent), dtype="<u8").reshape(-1, 2)
         high = np.concatenate([self._high, halves[:, 0]])
         low = np.concatenate([self._low, halves[:, 1]])
-        order = np.lexsort((low, high))
+        order = np.argsort(high, kind="stable")
         high, low = high[order], low[order]
+        if (high[1:] == high[:-1]).any():
+            order = np.lexsort((low, high))
+            high, low = high[order], low[order]
         first = np.ones(len(high), dtype=bool)
         first[1:] = (high[1:] != high[:-1]) | (low[1:] != low[:-1])
         self._high, self._low = high[first], low[first]

@@ -319,11 +319,17 @@ class PartDecisions:
         for table in watch_tables(out, ROW_COLUMNS):
             names = [self._part_of(path) for path in table["path"].to_pylist()]
             undecided, kept = set(), set()  # each part looked up once, not once per image
-            for name in set(names):
-                key = _key(name)
-                if key not in self._decided:
+            unique = list(set(names))
+            keys = [_key(name) for name in unique]  # looked up together
+            decided = self._decided.holds_each(keys)
+            if any_incomplete:
+                incomplete_now = self._open["incomplete"].holds_each(keys)
+            else:
+                incomplete_now = [False] * len(keys)
+            for name, known, still_open in zip(unique, decided, incomplete_now, strict=True):
+                if not known:
                     undecided.add(name)
-                elif any_incomplete and key in self._open["incomplete"]:
+                elif still_open:
                     kept.add(name)
             for wanted, found in ((undecided, waiting), (kept, incomplete)):
                 if wanted:
