@@ -1,11 +1,14 @@
 """What deciding parts costs a watch (``run --watch --group-by``): a restart's rebuild of
-its parts from a long watch's rows, and the work each batch adds to the watch's loop.
+its parts from a long watch's rows, and the work each batch adds to the watch's loop;
+beside them, the restart's reading of its ledger (every file version inspected), which
+every watch does.
 
 For each ``--rows`` size: a watch folder of hourly merged files (3,600 rows each, as a
 merged hour of one image a second holds) whose rows are the images of parts of
 ``--part-images`` each, every part decided in ``_parts.csv`` but the last ten; then, in a
-process of its own (so its peak memory is the restart's), ``PartDecisions`` opened on it
-(the restart: its time, and the process's peak resident memory before and after), and
+process of its own (so its peak memory is the restart's), the ledger read
+(``done_versions``) and ``PartDecisions`` opened on it (the restart: their times, and
+the process's peak resident memory before and after), and
 1,000 batches of 8 new rows added, their late images found first as the watch finds them
 (the loop's time per batch).
 
@@ -34,7 +37,13 @@ from psicbatch.reports import markdown_table  # noqa: E402
 from psicbatch.run.job import PART_DECISIONS_FILE  # noqa: E402
 from psicbatch.run.part_files import DECISION_COLUMNS  # noqa: E402
 from psicbatch.run.part_table import PartGrouping  # noqa: E402
-from psicbatch.run.watch_parts import PartDecisions, WatchParts, late_rows  # noqa: E402
+from psicbatch.run.watch import done_versions  # noqa: E402
+from psicbatch.run.watch_parts import PartDecisions, WatchParts  # noqa: E402
+
+try:  # the code since a batch's rows file names its late images; runs on earlier code too
+    from psicbatch.run.watch_parts import late_rows
+except ImportError:
+    late_rows = None
 
 HOUR_ROWS = 3600
 PATTERN = r"(part\d+)_cam"
@@ -51,6 +60,8 @@ def row(index: int, images: int) -> dict:
         "error": None,
         "probability": 0.9 if index % 97 == 0 else 0.1,
         "completed_at": START + datetime.timedelta(seconds=index),
+        "file_size": 100_000 + index % 1000,
+        "file_mtime_ns": 1_764_000_000_000_000_000 + index,
     }
 
 
@@ -78,6 +89,9 @@ def measure(out: Path, rows: int, images: int) -> dict:
     the loop's time per batch."""
     before = resident_mib(field="VmHWM")  # its own peak, not the parent's
     started = time.perf_counter()
+    ledger = len(done_versions(out))
+    ledger_seconds = time.perf_counter() - started
+    started = time.perf_counter()
     decisions = PartDecisions(out, WatchParts(PartGrouping(PATTERN, images)))
     rebuild = time.perf_counter() - started
     peak = resident_mib(field="VmHWM")
@@ -86,12 +100,17 @@ def measure(out: Path, rows: int, images: int) -> dict:
     started = time.perf_counter()
     for start in range(0, len(new), BATCH):
         batch = new[start : start + BATCH]
+        if late_rows is None:
+            decisions.add(batch)
+            continue
         parts = decisions.parts_of(batch)
         late_rows(parts)  # named in the batch's rows file before it is written
         decisions.add(batch, parts)
     per_batch = (time.perf_counter() - started) / BATCHES
     return {
         "rows": rows,
+        "ledger_versions": ledger,
+        "ledger_seconds": ledger_seconds,
         "rebuild_seconds": rebuild,
         "peak_mib_before": before,
         "peak_mib_after": peak,
@@ -128,6 +147,7 @@ def main() -> None:
     (args.out / "watch-decisions.json").write_text(json.dumps(record | {"results": results}) + "\n")
     header = [
         "rows in the folder",
+        "restart: ledger s",
         "restart: rebuild s",
         "peak MiB before / after",
         "decided at restart",
@@ -136,6 +156,7 @@ def main() -> None:
     table = [
         [
             f"{r['rows']:,}",
+            f"{r['ledger_seconds']:.2f}",
             f"{r['rebuild_seconds']:.2f}",
             f"{r['peak_mib_before']:.0f} / {r['peak_mib_after']:.0f}",
             r["decided_at_restart"],
@@ -145,8 +166,8 @@ def main() -> None:
     ]
     text = (
         f"# Part decisions in a watch: {facts['cpu']}, {facts['isa']}\n\n"
-        f"`PartDecisions` at {revision}, parts of {args.part_images} images, hourly merged "
-        f"files of {HOUR_ROWS} rows, every part decided but the last ten; then "
+        f"The ledger and `PartDecisions` at {revision}, parts of {args.part_images} images, "
+        f"hourly merged files of {HOUR_ROWS} rows, every part decided but the last ten; then "
         f"{BATCHES} batches of {BATCH} new rows. Each size in a process of its own.\n\n"
         + "\n".join(markdown_table(header, table))
         + "\n"
