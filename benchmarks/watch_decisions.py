@@ -40,11 +40,6 @@ from psicbatch.run.part_table import PartGrouping  # noqa: E402
 from psicbatch.run.watch import done_versions  # noqa: E402
 from psicbatch.run.watch_parts import PartDecisions, WatchParts  # noqa: E402
 
-try:  # the code since a batch's rows file names its late images; runs on earlier code too
-    from psicbatch.run.watch_parts import late_rows
-except ImportError:
-    late_rows = None
-
 HOUR_ROWS = 3600
 PATTERN = r"(part\d+)_cam"
 START = datetime.datetime(2026, 12, 1, tzinfo=datetime.timezone.utc)
@@ -100,11 +95,11 @@ def measure(out: Path, rows: int, images: int) -> dict:
     started = time.perf_counter()
     for start in range(0, len(new), BATCH):
         batch = new[start : start + BATCH]
-        if late_rows is None:
+        if not hasattr(decisions, "late_metadata"):  # code from before it: runs on it too
             decisions.add(batch)
             continue
         parts = decisions.parts_of(batch)
-        late_rows(parts)  # named in the batch's rows file before it is written
+        decisions.late_metadata(parts)  # recorded in the batch's rows file, before it
         decisions.add(batch, parts)
     per_batch = (time.perf_counter() - started) / BATCHES
     return {

@@ -22,7 +22,7 @@ from psicbatch.data.synth import generate
 from psicbatch.errors import PsicbatchError
 from psicbatch.run.job import LATE_IMAGES_FILE, PART_DECISIONS_FILE
 from psicbatch.run.part_table import PartGrouping
-from psicbatch.run.watch_parts import PartDecisions, WatchParts, late_marked, late_rows
+from psicbatch.run.watch_parts import LATE_ROWS, PartDecisions, WatchParts
 from tests.test_watch import start_watch, wait_for
 
 START = datetime.datetime(2026, 12, 6, 8, 0, tzinfo=datetime.timezone.utc)
@@ -172,16 +172,12 @@ def test_only_the_latest_incomplete_parts_keep_their_images(
     ]
 
 
-def _written(
-    out: Path, rows: list[dict], hour: int = 8, late: tuple[list[int], Clock] | None = None
-) -> None:
-    """Rows as a watch writes them, in a part of its folder (naming its late images, and
-    when it was written, where ``late`` gives them)."""
+def _written(out: Path, rows: list[dict], hour: int = 8, late: dict | None = None) -> None:
+    """Rows as a watch writes them, in a part of its folder (with the record of its late
+    images, ``PartDecisions.late_metadata``, where given)."""
     hour = out / "date=2026-12-06" / f"hour={hour:02d}"
     hour.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist(rows)
-    if late is not None:
-        table = late_marked(table, late[0], late[1]())
+    table = pa.Table.from_pylist(rows).replace_schema_metadata(late or None)
     pq.write_table(table, hour / f"part-{len(list(hour.iterdir()))}.parquet")
 
 
@@ -190,17 +186,18 @@ def test_a_late_images_line_a_kill_kept_from_being_made_is_made_at_the_restart(
 ) -> None:
     parts, clock = decisions(tmp_path, images=2, timeout=10)
     first = [row("p1_cam1"), row("p1_cam2"), row("p2_cam1", judged=True), row("p4_cam1")]
-    _written(tmp_path, first, late=(late_rows(parts.parts_of(first)), clock))
+    _written(tmp_path, first, late=parts.late_metadata(parts.parts_of(first)))
     parts.add(first)  # p1 passed, p2 rejected
     clock.seconds = 3
     earlier = [row("p1_cam3", at=3)]  # late, and noted
-    _written(tmp_path, earlier, late=(late_rows(parts.parts_of(earlier)), clock))
+    _written(tmp_path, earlier, late=parts.late_metadata(parts.parts_of(earlier)))
     parts.add(earlier)
     clock.seconds = 5
     batch = [row(name, judged=name == "p1_cam4", at=5)
              for name in ("p1_cam3", "p2_cam2", "p1_cam4", "p3_cam1")]  # fmt: skip
-    assert late_rows(parts.parts_of(batch)) == [0, 2]  # p2 rejected: not noted; p3 not decided
-    _written(tmp_path, batch, late=(late_rows(parts.parts_of(batch)), clock))
+    late = parts.late_metadata(parts.parts_of(batch))
+    assert json.loads(late[LATE_ROWS]) == {"rows": [0, 2], "after": 1}  # p2 rejected; p3 waits
+    _written(tmp_path, batch, late=late)
     # Killed here: the rows written, not their late images' lines (nor p4's second image).
     clock.seconds = 6
     restarted = PartDecisions(tmp_path, parts.parts, clock)

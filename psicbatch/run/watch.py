@@ -56,8 +56,6 @@ from psicbatch.run.watch_parts import (
     LateImages,
     PartDecisions,
     WatchParts,
-    late_marked,
-    late_rows,
 )
 from psicbatch.run.worker import Worker
 from psicbatch.wording import counted, decisions_said
@@ -207,7 +205,8 @@ def watch(
             row.setdefault("file_mtime_ns", stat.st_mtime_ns)
             row["completed_at"] = completed_at
         parts = decisions.parts_of(rows) if decisions is not None else []
-        part = _write_rows(out, rows, stamp, late_rows(parts))
+        late = decisions.late_metadata(parts) if decisions is not None else {}
+        part = _write_rows(out, rows, stamp, late)
         compactor.part_written(part)
         done.update((row["path_bytes"], row["file_size"], row["file_mtime_ns"]) for row in rows)
         if decisions is not None:
@@ -218,14 +217,17 @@ def watch(
 
 
 def _write_rows(
-    out: Path, rows: list[dict[str, Any]], stamp: datetime.datetime, late: list[int]
+    out: Path, rows: list[dict[str, Any]], stamp: datetime.datetime, late: dict[bytes, bytes]
 ) -> Path:
-    """A batch's rows as a new part of the hour's partition, naming its ``late`` images
-    (indices; where parts are decided); the part's path."""
+    """A batch's rows as a new part of the hour's partition, with the record of its
+    ``late`` images where parts are decided (``PartDecisions.late_metadata``); the
+    part's path."""
     with _writing(out):
         part = _part_path(out, stamp)
         table = pa.Table.from_pylist(rows, schema=WATCH_SCHEMA)
-        write_part(late_marked(table, late, stamp), part)
+        if late:
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), **late})
+        write_part(table, part)
     return part
 
 

@@ -22,9 +22,10 @@ decidable after its rows were written but before its line was (a kill between th
 is decided then. Decided parts are held as the watch's ledger holds file versions (16
 bytes each, again for those not rejected), so a week of a line's parts costs a few MiB.
 A late image's line is made at the next start where a kill (or a full disk) came between
-its row and its line: each batch's rows file names its late images in its metadata
-(``LATE_ROWS``), and only the last batch written can lack their lines, since the watch
-stops at the first failure.
+its row and its line: each batch's rows file names its late images in its metadata, with
+how many lines the file of late images held before them (``LATE_ROWS``); only the last
+batch written can lack its lines, since the watch stops at the first failure, and the
+lines the file holds beyond that count are the ones made.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from __future__ import annotations
 import datetime
 import json
 import shlex
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,7 +62,8 @@ OPEN_DECISIONS = ("pass", "incomplete", "unknown")
 # Incomplete parts whose images are kept, the latest decided, for a late image to complete
 # (a misjudged --part-images makes every part incomplete: memory stays bounded).
 INCOMPLETE_KEPT = 10_000
-# A rows file's metadata: which of its rows are late images, and when it was written.
+# A rows file's metadata: which of its rows are late images, and how many lines the file
+# of late images held before theirs.
 LATE_ROWS = b"psicbatch.late_rows"
 
 
@@ -150,19 +152,19 @@ class PartDecisions:
         self._open = {decision: Ledger() for decision in OPEN_DECISIONS}  # and not rejected
         self._incomplete: dict[str, _Part] = {}  # their images, the latest INCOMPLETE_KEPT
         self._late_seen: dict[str, tuple[bool, bool]] = {}  # late images: judged, errored
+        self._late_lines_held = 0  # whole lines in the file of late images
         _claim_options(out, parts)
         self._hold((line["part"], line["decision"]) for line in begin(self.path, DECISION_COLUMNS))
-        lost = _LastBatch.read(out)
         for line in begin(self.late_path, LATE_COLUMNS):
             self._remember_late(line["part"], line["is_defect"] == "true", bool(line["error"]))
-            lost.saw(line)
+            self._late_lines_held += 1
         self._rebuild(out)
-        self._note_late(lost.without_lines())  # lines a kill kept from being made
+        self._note_late(_lines_lost(out, self._late_lines_held))  # a kill kept them unmade
 
     def parts_of(self, rows: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
         """Each row's part and the part's decision so far (None: not decided): what
-        ``add`` goes by, and what names a batch's late images (``late_rows``) before its
-        rows are written."""
+        ``add`` goes by, and what names a batch's late images (``late_metadata``) before
+        its rows are written."""
         names = [self._part_of(row["path"]) for row in rows]
         return [(name, self._decision_of(name)) for name in names]
 
@@ -208,8 +210,19 @@ class PartDecisions:
     def _append_late(self, lines: list[list[Any]], judged: int) -> None:
         if lines:
             append(self.late_path, lines)
+            self._late_lines_held += len(lines)
             self.late.images += len(lines)
             self.late.judged_defective += judged
+
+    def late_metadata(self, parts: list[tuple[str, str | None]]) -> dict[bytes, bytes]:
+        """What a batch's rows file records of its late images (from ``parts_of`` its
+        rows) before it is written, so that a restart makes the lines a kill kept from
+        being made: which rows, and how many lines the file of late images held before
+        theirs. None recorded for a batch without late images."""
+        late = [index for index, (_, decision) in enumerate(parts) if is_open(decision)]
+        if not late:
+            return {}
+        return {LATE_ROWS: json.dumps({"rows": late, "after": self._late_lines_held}).encode()}
 
     def _remember_late(self, name: str, judged: bool, errored: bool) -> None:
         """What the late images of a decided part showed so far: one judged defective,
@@ -348,59 +361,22 @@ def is_open(decision: str | None) -> TypeGuard[str]:
     return decision is not None and decision != "reject"
 
 
-def late_rows(parts: list[tuple[str, str | None]]) -> list[int]:
-    """Which of a batch's rows ``add`` notes as late images, from ``parts_of`` them."""
-    return [index for index, (_, decision) in enumerate(parts) if is_open(decision)]
-
-
-def late_marked(table: pa.Table, late: list[int], written_at: datetime.datetime) -> pa.Table:
-    """A batch's rows file naming its late images (``late_rows``) and when it was
-    written, so that a restart makes the lines a kill kept from being made."""
-    if not late:
-        return table
-    record = {"rows": late, "at": written_at.isoformat(timespec="milliseconds")}
-    return table.replace_schema_metadata(
-        {**(table.schema.metadata or {}), LATE_ROWS: json.dumps(record).encode()}
-    )
-
-
-@dataclass
-class _LastBatch:
-    """The late images of the last rows file a watch wrote, and the last lines of its
-    late images' file: only that batch's lines can be missing (the watch stops at the
-    first failure), and a write cut short keeps its first lines whole."""
-
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    written_at: str = ""
-    tail: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=0))
-
-    @classmethod
-    def read(cls, out: Path) -> _LastBatch:
-        files = sorted(out.glob("date=*/hour=*/part-*.parquet"))
-        try:
-            metadata = (pq.read_schema(files[-1]).metadata or {}) if files else {}
-            if LATE_ROWS not in metadata:
-                return cls()
-            record = json.loads(metadata[LATE_ROWS])
-            rows = pq.read_table(files[-1], columns=ROW_COLUMNS).take(record["rows"]).to_pylist()
-            return cls(rows, str(record["at"]), deque(maxlen=len(rows)))
-        except (OSError, ValueError, KeyError, TypeError, IndexError):
-            return cls()  # a damaged file: named when the rows are read
-
-    def saw(self, line: dict[str, str]) -> None:
-        self.tail.append(line)
-
-    def without_lines(self) -> list[dict[str, Any]]:
-        """The late rows whose lines are not among the file's last lines."""
-        lines = list(self.tail)
-        for made in range(len(lines), 0, -1):
-            pairs = zip(lines[-made:], self.rows, strict=False)
-            if all(
-                line["path"] == formula_safe(row["path"]) and line["noted_at"] >= self.written_at
-                for line, row in pairs
-            ):
-                return self.rows[made:]
-        return self.rows
+def _lines_lost(out: Path, lines_held: int) -> list[dict[str, Any]]:
+    """The late images of the last rows file a watch wrote whose lines the file of late
+    images lacks (it holds ``lines_held``): those past the lines it held before them."""
+    files = sorted(out.glob("date=*/hour=*/part-*.parquet"))
+    try:
+        metadata = (pq.read_schema(files[-1]).metadata or {}) if files else {}
+        if LATE_ROWS not in metadata:
+            return []
+        record = json.loads(metadata[LATE_ROWS])
+        made = max(0, lines_held - int(record["after"]))
+        missing = pa.array(record["rows"][made:], pa.int64())
+        if not len(missing):
+            return []
+        return pq.read_table(files[-1], columns=ROW_COLUMNS).take(missing).to_pylist()
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return []  # a damaged file: named when the rows are read
 
 
 def _key(name: str) -> tuple[bytes, int, int]:
