@@ -106,7 +106,7 @@ def overlap_of(
     training: str | None,
     decisions: dict[str, Any] | None,
     digests: list[bytes | None] | None = None,
-    chosen: dict[str, str] | None = None,
+    chosen: Any = None,
 ) -> Overlap | None:
     """``files``' overlap with a model's training images (``training``, as a checkpoint
     or manifest stores them), with the held-out images that chose the model (``chosen``,
@@ -114,12 +114,12 @@ def overlap_of(
     record); None, and no file read, when none records its images. ``digests``: the
     files' own, where they were read already. A record that cannot be decoded counts as
     none: it is a report's aside, not a reason to refuse."""
-    validation = ((decisions or {}).get("validation") or {}).get("image_digests")
+    validation = _record(_record(decisions).get("validation")).get("image_digests")
     known = {
         name: recorded_images(text)
         for name, text in (
             ("training", training),
-            ("chosen", (chosen or {}).get("image_digests")),
+            ("chosen", _record(chosen).get("image_digests")),
             ("validation", validation),
         )
     }
@@ -132,8 +132,8 @@ def overlap_of(
         if images:
             setattr(overlap, name, images.count_among(digests))
             setattr(overlap, f"{name}_total", len(images))
-    if overlap.chosen is not None and chosen is not None:
-        overlap.chosen_for = str(chosen.get("chose", "the model"))
+    if overlap.chosen is not None:
+        overlap.chosen_for = str(_record(chosen).get("chose", "the model"))
     return overlap
 
 
@@ -164,14 +164,21 @@ def _choices(training: dict[str, Any]) -> dict[str, ImageSet]:
     """What held-out images chose, and which: the kept epochs (``train --keep best``), the
     thresholds (``--thresholds-on validation``), the starting model's kept epochs
     (``--init``), from a checkpoint's training record."""
-    options = training.get("options") or {}
-    held_out = recorded_images((training.get("validation") or {}).get("image_digests"))
+    options = _record(training.get("options"))
+    held_out = recorded_images(_record(training.get("validation")).get("image_digests"))
     made = {
         "kept epochs": held_out if options.get("keep") == "best" else None,
         "thresholds": held_out if options.get("thresholds_on") == "validation" else None,
-        "starting epochs": recorded_images((training.get("init") or {}).get("epochs_chosen_on")),
+        "starting epochs": recorded_images(_record(training.get("init")).get("epochs_chosen_on")),
     }
     return {what: images for what, images in made.items() if images}
+
+
+def _record(value: Any) -> dict[str, Any]:
+    """A record as read from a file (a manifest, a checkpoint, a results file's metadata):
+    one damaged into something else counts as none, since the images a model has seen
+    are a report's aside, not a reason to refuse it."""
+    return value if isinstance(value, dict) else {}
 
 
 def _union(sets: Iterable[ImageSet]) -> str:
@@ -278,13 +285,14 @@ def trained_on(text: Any) -> str | None:
     return f"{len(images)} images, known by their files' content" if images else None
 
 
-def chosen_text(chosen: dict[str, str]) -> str | None:
+def chosen_text(chosen: Any) -> str | None:
     """``the model's kept epochs: 130 held-out images, known by their files' content``,
     for ``info``; None where no held-out image chose anything."""
-    images = recorded_images(chosen.get("image_digests"))
+    record = _record(chosen)
+    images = recorded_images(record.get("image_digests"))
     if not images:
         return None
-    return f"{chosen.get('chose')}: {len(images)} held-out images, known by their files' content"
+    return f"{record.get('chose')}: {len(images)} held-out images, known by their files' content"
 
 
 def recorded_images(text: Any) -> ImageSet | None:

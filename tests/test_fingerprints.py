@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from psicbatch.fingerprints import ImageSet, file_digest, overlap_of
+from psicbatch.fingerprints import ImageSet, chosen_on, chosen_text, file_digest, overlap_of
 
 
 def test_a_copy_is_the_same_image_and_another_file_is_not(tmp_path: Path) -> None:
@@ -39,3 +39,19 @@ def test_a_damaged_record_is_refused_by_decode_and_ignored_by_overlap(text: obje
     with pytest.raises(ValueError):
         ImageSet.decode(text)  # type: ignore[arg-type]
     assert overlap_of([], text, None) is None  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("damaged", ["garbage", 7, ["a"], {"image_digests": "not base64!"}])
+def test_a_damaged_record_of_the_images_that_chose_a_model_counts_as_none(
+    tmp_path: Path, damaged: object
+) -> None:
+    """A hand-edited manifest, checkpoint record or results file: nothing said, no error."""
+    image = tmp_path / "a.png"
+    image.write_bytes(b"\x89PNG an image")
+    assert overlap_of([image], None, None, chosen=damaged) is None
+    assert chosen_text(damaged) is None
+    record = {"options": {"keep": "best"}, "validation": damaged, "init": damaged}
+    assert chosen_on(record) == {} and chosen_on({"options": damaged}) == {}
+    held = ImageSet.of_files([image]).encode()
+    kept = {"options": {"keep": "best"}, "validation": {"image_digests": held}}
+    assert chosen_on(kept) == {"chose": "the model's kept epochs", "image_digests": held}
