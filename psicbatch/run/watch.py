@@ -52,11 +52,7 @@ from psicbatch.run.part_files import late_counts_said
 from psicbatch.run.rows import SCHEMA
 from psicbatch.run.run_decisions import check_decisions_fit
 from psicbatch.run.runner import describe_run, job_identity, run_record, worker_devices
-from psicbatch.run.watch_parts import (
-    LateImages,
-    PartDecisions,
-    WatchParts,
-)
+from psicbatch.run.watch_parts import LateImages, PartDecisions, WatchParts
 from psicbatch.run.worker import Worker
 from psicbatch.wording import counted, decisions_said
 

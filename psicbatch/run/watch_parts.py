@@ -179,7 +179,7 @@ class PartDecisions:
             if decision is None:
                 self._pending.setdefault(name, _Part(row["completed_at"])).add(row)
                 touched.add(name)
-            elif is_open(decision):  # it could have decided otherwise
+            elif _is_open(decision):  # it could have decided otherwise
                 late.append((row, name, decision))
         noted = self._late_lines(late)  # before deciding, which may let a kept part go
         self._decide(touched)
@@ -188,10 +188,12 @@ class PartDecisions:
     def _note_late(self, rows: list[dict[str, Any]]) -> None:
         """Late images' lines, made again (their parts decided before them)."""
         parts = zip(rows, self.parts_of(rows), strict=True)
-        late = [(row, name, decision) for row, (name, decision) in parts if is_open(decision)]
+        late = [(row, name, decision) for row, (name, decision) in parts if _is_open(decision)]
         self._append_late(*self._late_lines(late))
 
-    def _late_lines(self, late: list[tuple[dict[str, Any], str, str]]) -> tuple[list[Any], int]:
+    def _late_lines(
+        self, late: list[tuple[dict[str, Any], str, str]]
+    ) -> tuple[list[list[Any]], int]:
         """The lines of late images (each a row, its part and the part's decision), each
         with the decision its part would now get, and how many were judged defective."""
         lines, judged = [], 0
@@ -218,8 +220,8 @@ class PartDecisions:
         """What a batch's rows file records of its late images (from ``parts_of`` its
         rows) before it is written, so that a restart makes the lines a kill kept from
         being made: which rows, and how many lines the file of late images held before
-        theirs. None recorded for a batch without late images."""
-        late = [index for index, (_, decision) in enumerate(parts) if is_open(decision)]
+        theirs; nothing for a batch without late images."""
+        late = [index for index, (_, decision) in enumerate(parts) if _is_open(decision)]
         if not late:
             return {}
         return {LATE_ROWS: json.dumps({"rows": late, "after": self._late_lines_held}).encode()}
@@ -355,7 +357,7 @@ class PartDecisions:
         self.add(sorted(waiting, key=lambda row: row["completed_at"]))
 
 
-def is_open(decision: str | None) -> TypeGuard[str]:
+def _is_open(decision: str | None) -> TypeGuard[str]:
     """A part decided so that a later image could change it (not rejected): such an
     image is late."""
     return decision is not None and decision != "reject"
