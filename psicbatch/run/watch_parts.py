@@ -25,7 +25,8 @@ A late image's line is made at the next start where a kill (or a full disk) came
 its row and its line: each batch's rows file names its late images in its metadata, with
 how many lines the file of late images held before them (``LATE_ROWS``); only the last
 batch written can lack its lines, since the watch stops at the first failure, and the
-lines the file holds beyond that count are the ones made.
+lines the file holds beyond that count are the ones made (unless a watch without
+``--group-by`` ran in between: its batches, or its merging of the hour, hide that one).
 """
 
 from __future__ import annotations
