@@ -91,7 +91,11 @@ def decisions_fields(decisions: Decisions) -> dict[str, Any]:
         "pixel_size_mm": decisions.pixel_size_mm,
         "validation": {
             key: chosen[key]
-            for key in ("source", "unit", "defective", "escapes", "good", "false_rejects")
+            for key in (
+                *("source", "unit", "defective", "escapes", "good", "false_rejects"),
+                # of them, images the model learnt from, or held-out images that chose it
+                *("seen_in_training", "seen_in_choosing"),
+            )
             if key in chosen
         },
         "escape_rate_upper_95": chosen.get("escape_rate_upper_95"),

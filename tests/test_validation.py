@@ -463,6 +463,8 @@ def test_evaluations_count_the_held_out_images_that_chose_the_model(
     )
     assert calibrated.exit_code == 0 and f"note: {note}" in " ".join(calibrated.output.split())
     assert json.loads(decisions.read_text())["validation"]["seen_in_choosing"] == 3
+    shown = json.loads(_cli("info", str(decisions), "--json"))["validation"]
+    assert (shown["seen_in_training"], shown["seen_in_choosing"]) == (0, 3)
     assert note in " ".join(decisions.with_suffix(".md").read_text().split())
 
 
