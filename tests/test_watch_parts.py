@@ -279,6 +279,27 @@ def test_info_and_the_page_count_a_watchs_decisions_of_the_folder_shown(tmp_path
     }
 
 
+def test_info_counts_a_watchs_images_reading_only_the_columns_it_counts(tmp_path: Path) -> None:
+    """A month of a watch's masks would take gigabytes; counting its images needs three
+    columns, and a results file or watch folder gives only those asked for that it has."""
+    from psicbatch.run.results import COUNTED_COLUMNS, read_results_table, results_summary
+
+    (tmp_path / "_watch.json").write_text('{"sources": ["/line"]}')
+    rows = [row("p1_cam1", judged=True), row("p2_cam1"), row("p3_cam1", error="truncated")]
+    _written(tmp_path, [r | {"mask": "not read"} for r in rows])
+    _written(tmp_path, [row("p4_cam1", at=5) | {"mask": "not read"}], hour=9)
+    table, _ = read_results_table(tmp_path, [*COUNTED_COLUMNS, "absent"])
+    assert table.column_names == COUNTED_COLUMNS and table.num_rows == 4
+    summary = results_summary(tmp_path)
+    assert (summary["images"], summary["defective"], summary["errors"]) == (4, 1, 1)
+    assert summary["completed"] == "2026-12-06 08:00:00 to 2026-12-06 08:00:05 UTC"
+    from psicbatch.run.output import METADATA_KEY
+
+    single = tmp_path / "results.parquet"
+    pq.write_table(pa.Table.from_pylist(rows).replace_schema_metadata({METADATA_KEY: "{}"}), single)
+    assert read_results_table(single, ["error", "mask"])[0].column_names == ["error"]
+
+
 def test_a_damaged_part_of_the_rows_is_named_at_a_restart(tmp_path: Path) -> None:
     from psicbatch.run.watch import done_versions
 

@@ -68,6 +68,10 @@ def part_names(paths: list[str], pattern: str) -> list[str]:
     ]
 
 
+# What part_table reads of the results: a part's images' last results, known by file.
+PART_INPUTS = ["path", "path_bytes", "is_defect", "probability", "error"]
+
+
 def part_table(table: pa.Table, grouping: PartGrouping) -> pa.Table:
     """One row per part: its images' last results (a watch may inspect a replaced file
     again), grouped as ``grouping`` says; a path the pattern does not match is a part of
@@ -134,7 +138,7 @@ def part_table(table: pa.Table, grouping: PartGrouping) -> pa.Table:
 def write_part_table(results: Path, csv_path: Path, grouping: PartGrouping) -> str:
     """Write the table atomically, only over nothing or an earlier one; what it holds, in
     a few words."""
-    table, _ = read_results_table(results)
+    table, _ = read_results_table(results, PART_INPUTS)
     parts = part_table(table, grouping)
     safe = spreadsheet_table(parts)  # a part named by a file name is never a formula
     write_checked(csv_path, PARTS_TABLE, lambda temporary: pa_csv.write_csv(safe, temporary))

@@ -38,13 +38,24 @@ from psicbatch.wording import decisions_said
 PARTITION_LEVELS = 2  # date=..., hour=...
 
 
-def read_results_table(results: Path) -> tuple[pa.Table, dict[str, Any]]:
-    """The rows and the run's description of a results file or a watch folder."""
+def read_results_table(
+    results: Path, columns: list[str] | None = None
+) -> tuple[pa.Table, dict[str, Any]]:
+    """The rows and the run's description of a results file or a watch folder: every
+    column, or those of ``columns`` the files hold (a month of a watch's masks would
+    take gigabytes that counting its images does not need)."""
     if results.is_dir():
-        return _watch_results(results)
+        return _watch_results(results, columns)
     check_regular(results)
     metadata = read_metadata(results)
-    return pq.read_table(results), metadata
+    return _read_columns(results, columns), metadata
+
+
+def _read_columns(path: Path, columns: list[str] | None) -> pa.Table:
+    if columns is None:
+        return pq.read_table(path)
+    source = pq.ParquetFile(path)
+    return source.read([name for name in columns if name in source.schema_arrow.names])
 
 
 KEY, ROW = "_file", "_row"  # a row's file (its path's bytes) and its number in its table
@@ -83,6 +94,9 @@ def judged_by(run: dict[str, Any]) -> AppliedDecisions | None:
     return AppliedDecisions.from_record(threshold, record, rule, min_area)
 
 
+COUNTED_COLUMNS = ["is_defect", "error", "completed_at"]  # what results_counts and spans read
+
+
 def results_counts(table: pa.Table) -> tuple[int, int, int]:
     """Images, those judged defective, those with an error (no decision)."""
     defective = pc.sum(table["is_defect"]).as_py() or 0
@@ -92,7 +106,7 @@ def results_counts(table: pa.Table) -> tuple[int, int, int]:
 def results_summary(results: Path) -> dict[str, Any]:
     """What a results file or watch folder holds and what made it, from its own record:
     the counts, the engine, thresholds and decisions, the run's settings and times."""
-    table, run = read_results_table(results)
+    table, run = read_results_table(results, COUNTED_COLUMNS)
     return described(results, table, run)
 
 
@@ -137,7 +151,7 @@ def field_text(value: Any) -> str:
     return str(value)
 
 
-def _watch_results(folder: Path) -> tuple[pa.Table, dict[str, Any]]:
+def _watch_results(folder: Path, columns: list[str] | None) -> tuple[pa.Table, dict[str, Any]]:
     """Every part below ``folder``, described by the watch's identity, its latest
     start's record and the time span its parts cover."""
     identity = watch_identity(folder)
@@ -155,7 +169,7 @@ def _watch_results(folder: Path) -> tuple[pa.Table, dict[str, Any]]:
         if latest_start.is_file():
             description.update(json.loads(latest_start.read_text()))
         table = pa.concat_tables(
-            [pq.read_table(part) for part in parts], promote_options="permissive"
+            [_read_columns(part, columns) for part in parts], promote_options="permissive"
         )
     except (OSError, ValueError) as error:  # pyarrow's errors are ValueErrors too
         raise PsicbatchError(f"{readable_path(folder)}: cannot be read ({error})") from None
