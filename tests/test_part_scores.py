@@ -490,3 +490,29 @@ def test_line_software_decides_a_part_as_the_parts_table_does(
     assert psicbatch.part_decision([passed, failed], images=3) == "unknown"
     with pytest.raises(psicbatch.errors.PsicbatchError, match="none given"):
         psicbatch.part_decision([])
+
+
+def test_parts_decided_from_names_given_equal_those_matched_again() -> None:
+    """``report --csv`` matches the pattern once and hands the names to the parts table:
+    the same parts, a file inspected again deciding by its last result."""
+    import pyarrow as pa
+
+    from psicbatch.run.csv_table import with_parts
+    from psicbatch.run.part_table import PartGrouping, part_names, part_table
+
+    paths = ["/l/p1_a.png", "/l/p1_b.png", "/l/p2_a.png", "/l/p1_a.png", "/l/lone.png"]
+    table = pa.table({
+        "path": paths,
+        "path_bytes": [path.encode() for path in paths],
+        "is_defect": [True, False, False, False, True],  # p1_a good when inspected again
+        "probability": [0.9, 0.1, 0.2, 0.3, 0.8],
+        "error": [None] * 5,
+    })  # fmt: skip
+    grouping = PartGrouping(r"(p\d)_", 2)
+    names = part_names(paths, grouping.pattern)
+    assert part_table(table, grouping, names) == part_table(table, grouping)
+    rows = with_parts(table, grouping).to_pylist()
+    assert [(row["part"], row["part_decision"]) for row in rows] == [
+        ("p1", "pass"), ("p1", "pass"), ("p2", "incomplete"), ("p1", "pass"),
+        ("/l/lone.png", "reject"),
+    ]  # fmt: skip

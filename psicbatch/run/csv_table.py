@@ -39,7 +39,7 @@ def with_parts(table: pa.Table, grouping: PartGrouping) -> pa.Table:
     """The rows with their ``part`` and its ``part_decision`` (an image inspected again
     gets its part's decision on its last result, as every row of the part does)."""
     parts = part_names(table["path"].to_pylist(), grouping.pattern)
-    decided = part_table(table, grouping)
+    decided = part_table(table, grouping, parts)
     decision_of = dict(
         zip(decided["part"].to_pylist(), decided["decision"].to_pylist(), strict=True)
     )

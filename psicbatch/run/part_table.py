@@ -22,7 +22,7 @@ from psicbatch.data.splits import GROUP_PREFIX, group_name, pattern_groups
 from psicbatch.paths import file_head
 from psicbatch.run.output_guard import OutputKind, write_checked
 from psicbatch.run.part_files import PART_COLUMNS
-from psicbatch.run.results import latest_rows, read_results_table
+from psicbatch.run.results import ROW, latest_rows, read_results_table
 from psicbatch.run.spreadsheet import spreadsheet_table
 from psicbatch.wording import counted
 
@@ -72,12 +72,16 @@ def part_names(paths: list[str], pattern: str) -> list[str]:
 PART_INPUTS = ["path", "path_bytes", "is_defect", "probability", "error"]
 
 
-def part_table(table: pa.Table, grouping: PartGrouping) -> pa.Table:
+def part_table(table: pa.Table, grouping: PartGrouping, names: list[str] | None = None) -> pa.Table:
     """One row per part: its images' last results (a watch may inspect a replaced file
     again), grouped as ``grouping`` says; a path the pattern does not match is a part of
-    its own."""
+    its own. ``names``: every row's part (``part_names``), where the caller has them
+    already (the pattern is then not matched again)."""
     latest = latest_rows(table, ["path", "is_defect", "probability", "error"])
-    parts = part_names(latest["path"].to_pylist(), grouping.pattern)
+    if names is None:
+        parts = part_names(latest["path"].to_pylist(), grouping.pattern)
+    else:
+        parts = [names[row] for row in latest[ROW].to_pylist()]
     errored = pc.is_valid(latest["error"])
     rows = pa.table(
         {
