@@ -22,7 +22,7 @@ def test_tiny_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
         "--width",
         "0.125",
         "--duration",
-        "1",
+        "0.3",
         "-o",
         str(out),
     ]

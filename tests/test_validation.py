@@ -420,7 +420,7 @@ def chosen(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"train": root / "train", "held": root / "held", "mixed": mixed, "model": model}
 
 
-CHOSEN_EPOCHS = ["--width", "0.125", "--seg-epochs", "2", "--cls-epochs", "2"]
+CHOSEN_EPOCHS = ["--width", "0.125", "--seg-epochs", "1", "--cls-epochs", "1"]
 
 
 def test_evaluations_count_the_held_out_images_that_chose_the_model(
