@@ -67,8 +67,8 @@ class StoredPredictions:
 
     @classmethod
     def read(cls, path: Path) -> StoredPredictions:
-        if path.is_dir() or is_results_file(path):
-            table, record = read_results_table(path)
+        if path.is_dir() or is_results_file(path):  # without masks: a day of a watch holds many
+            table, record = read_results_table(path, [*RESULT_COLUMNS, "file_size"])
             return cls(path, table, record, True)
         try:
             table = pq.read_table(path)
@@ -100,6 +100,8 @@ def _record_beside(predictions: Path) -> dict[str, Any]:
     return {}
 
 
+# What calibrating reads of a run's results (and the file size that finds a labelled
+# image moved after its inspection: ``labelled_results``).
 RESULT_COLUMNS = ("path", "path_bytes", "probability", "mask_area", "error")
 
 

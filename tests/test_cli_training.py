@@ -125,7 +125,11 @@ def test_evaluations_count_the_images_the_model_and_its_decisions_had_seen(
     _cli("eval", str(results), "--labels", str(mixed), "-o", str(audit), "-q")
     said = (audit / "report.md").read_text()
     assert by_model in said and by_decisions in said
-    # Calibrating on those results, or on the folder scored anew, counts the same 3.
+    # Calibrating on those results, or on the folder scored anew, counts the same 3; the
+    # results' masks are not read for it.
+    from psicbatch.calibrate import StoredPredictions
+
+    assert "mask" not in StoredPredictions.read(results).table.column_names
     for source, extra in ((results, ["--labels", str(mixed)]), (mixed, ["--model", str(trained)])):
         chosen = tmp_path / f"{source.name}.json"
         _cli("calibrate", str(source), *extra, "--max-escape-rate", "1", "-o", str(chosen), "-q")
