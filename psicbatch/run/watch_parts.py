@@ -361,7 +361,7 @@ class PartDecisions:
 def _is_open(decision: str | None) -> TypeGuard[str]:
     """A part decided so that a later image could change it (not rejected): such an
     image is late."""
-    return decision is not None and decision != "reject"
+    return decision in OPEN_DECISIONS
 
 
 def _lines_lost(out: Path, lines_held: int) -> list[dict[str, Any]]:
