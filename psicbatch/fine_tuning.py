@@ -60,6 +60,15 @@ class StartingPoint:
         or those of the model it started from), where its record says."""
         return recorded_images(epochs_chosen_on(self.checkpoint.training))
 
+    def known_among(self, digests: list[bytes | None]) -> tuple[int, int]:
+        """How many of ``digests`` (image files' digests) the starting model was trained
+        on, and how many are held-out images that chose its epochs (0 where unrecorded)."""
+        seen, chose = self.images_seen, self.images_chosen_on
+        return (
+            seen.count_among(digests) if seen is not None else 0,
+            chose.count_among(digests) if chose is not None else 0,
+        )
+
     def check_fits(self, init: str | None, width: float, channels: int, bit_depth: int) -> None:
         """A training from here has options and images as ``train --init`` makes them."""
         if init != self.digest:

@@ -463,11 +463,11 @@ def _starting_notes(setup: TrainingSetup, folds: bool) -> list[str]:
         f"{setup.options.width}, normalisation and pixel reading are kept"
     ]
     not_new = "; test images among them are not new to their folds' models" if folds else ""
-    for images, what in (
-        (start.images_seen, "those the starting checkpoint was trained on"),
-        (start.images_chosen_on, "the held-out images that chose the starting checkpoint's epochs"),
-    ):
-        known = images.count_among(setup.digests) if images is not None else 0
+    whose = (
+        "those the starting checkpoint was trained on",
+        "the held-out images that chose the starting checkpoint's epochs",
+    )
+    for known, what in zip(start.known_among(setup.digests), whose, strict=True):
         if known:
             notes.append(f"{known} of these {len(setup.digests)} images are among {what}{not_new}")
     return notes

@@ -370,11 +370,7 @@ def validation_set(folder: Path, layout: str, setup: TrainingSetup) -> Validatio
         "image_digests": ImageSet.of_digests(digests).encode(),
     }
     shared = ImageSet.of_digests(setup.digests).count_among(digests)
-    start = setup.start
-    seen, chose = (start.images_seen, start.images_chosen_on) if start else (None, None)
-    seen_before, chose_start = (
-        images.count_among(digests) if images is not None else 0 for images in (seen, chose)
-    )
+    seen_before, chose_start = setup.start.known_among(digests) if setup.start else (0, 0)
     return ValidationSet(samples, record, shared, seen_before, chose_start)
 
 
