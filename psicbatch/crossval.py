@@ -32,6 +32,7 @@ from psicbatch.devices import resolve_device
 from psicbatch.engines.base import Engine
 from psicbatch.engines.build import BuildOptions, build_engine
 from psicbatch.engines.loading import load_engine
+from psicbatch.engines.registry import backend
 from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.errors import PsicbatchError
 from psicbatch.evaluate import evaluate, metrics_summary
@@ -51,6 +52,34 @@ class FoldEngine:
 
     backend: str = "torch"
     precision: str = "auto"
+
+    def check(self, device: str) -> None:
+        """Refuse at once, naming cv's own options, an engine no fold could be scored
+        with here: met only after the first fold's training, it would cost that
+        training."""
+        if self.precision == "int8":
+            raise PsicbatchError(
+                "int8 engines need calibration images; build each fold's engine with "
+                "'psicbatch build-engine FOLD/model.pt --precision int8 --calib DIR' and "
+                "score it with 'psicbatch eval --engine'"
+            )
+        entry = backend(self.backend, "--engine-backend")
+        problem = entry.problem()
+        if problem is not None:
+            raise PsicbatchError(f"--engine-backend {self.backend} is {problem}")
+        kind = device.split(":")[0]
+        where = kind if kind in entry.precisions else "cpu"  # CPU runtimes score on the CPU
+        if where not in entry.precisions:
+            raise PsicbatchError(
+                f"--engine-backend {self.backend} runs on {' or '.join(entry.precisions)}; "
+                f"the folds train and are scored on {kind} (--device)"
+            )
+        floats = [p for p in entry.precisions[where] if p != "int8"]
+        if self.precision not in ("auto", *floats):
+            raise PsicbatchError(
+                f"--engine-precision {self.precision} is not available with the "
+                f"{self.backend} engine on {where}; choose auto or {', '.join(sorted(floats))}"
+            )
 
 
 def cross_validate(
@@ -75,6 +104,7 @@ def cross_validate(
     epochs the report gives fold by fold."""
     if only_fold is not None and not 1 <= only_fold <= folds:
         raise PsicbatchError(f"--fold must be between 1 and {folds}, got {only_fold}")
+    scoring.check(resolve_device(options.device))
     if digests is None:
         digests = file_digests(sample.image_path for sample in samples)
     test_ids = kfold_by_group(samples, folds, options.seed, digests)
@@ -214,12 +244,6 @@ def _fold_engine(
     if scoring.backend == "torch":
         return open_engine(
             EngineSpec(checkpoint=model_path, precision=scoring.precision), device, max_batch
-        )
-    if scoring.precision == "int8":
-        raise PsicbatchError(
-            "int8 engines need calibration images; build each fold's engine with "
-            "'psicbatch build-engine FOLD/model.pt --precision int8 --calib DIR' and score it "
-            "with 'psicbatch eval --engine'"
         )
     options = BuildOptions(
         backend=scoring.backend,

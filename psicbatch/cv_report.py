@@ -225,13 +225,18 @@ def _table3(report: dict[str, Any]) -> Table:
 
 
 def _network(report: dict[str, Any]) -> str:
-    """The network the folds trained: its width and input size (and how it was chosen)."""
+    """The network the folds trained: its width and input size (and how it was chosen),
+    and what scored it."""
     options = report["options"]
     height, width = options["input_size"]
     size = report.get("input_size_choice") or f"{height}x{width}"
     start = report.get("init")
     fine_tuned = f", every fold fine-tuned from {started_from(start)}" if start else ""
-    return f"PSIC-Net at width {options['width']}, input {size}{fine_tuned}"
+    scored = dict.fromkeys(  # folds resumed elsewhere can differ in device
+        engine.ran_as() for fold in report["folds"] if (engine := fold["summary"].engine)
+    )
+    scoring = f"; each fold's model scored with {' or '.join(scored)}" if scored else ""
+    return f"PSIC-Net at width {options['width']}, input {size}{fine_tuned}{scoring}"
 
 
 def _blocks(report: dict[str, Any], curves: list[Path]) -> list[Block]:

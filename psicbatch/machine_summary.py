@@ -25,7 +25,6 @@ from psicbatch.engines.frequency_conv import large_kernel_method
 from psicbatch.engines.fused_relu import fusion_works
 from psicbatch.engines.registry import BACKENDS, Backend
 from psicbatch.engines.tuning import cpu_candidates
-from psicbatch.errors import error_line
 from psicbatch.precision import DTYPES, cpu_auto, gpu_has_native_bf16
 from psicbatch.run.decode import DALI_BUILDS, dali_available
 from psicbatch.versions import NOT_INSTALLED, installed_versions
@@ -122,16 +121,13 @@ def backend_status(entry: Backend) -> str:
     """Installed or not (with the extra that installs it), whether it imports, and what
     it runs where."""
     runs = "; ".join(f"{device} {', '.join(p)}" for device, p in entry.precisions.items())
-    if not entry.installed():
-        return f"{NOT_INSTALLED} ({entry.install_hint}); runs {runs}"
-    try:
-        modules = [importlib.import_module(m) for m in entry.modules]
-    except (ImportError, OSError) as error:  # e.g. TensorRT's bindings without its libraries
-        return f"installed, but does not load ({error_line(error)})"
-    version = getattr(modules[0], "__version__", "?")
-    line = f"{version}; runs {runs}"
+    problem = entry.problem()
+    if problem is not None:
+        return f"{problem}; runs {runs}"
+    module = importlib.import_module(entry.modules[0])  # imported by problem() already
+    line = f"{getattr(module, '__version__', '?')}; runs {runs}"
     if entry.name == "onnxruntime":
-        line += f"; providers {', '.join(modules[0].get_available_providers())}"
+        line += f"; providers {', '.join(module.get_available_providers())}"
     return line
 
 

@@ -57,13 +57,14 @@ class EngineDescription:
     input_size: tuple[int, int]
     selection: str | None = None  # why this backend and precision
 
+    def ran_as(self) -> str:
+        """Backend, precision and device, as in ``onnxruntime fp32 on cpu``."""
+        return f"{self.backend} {self.precision} on {self.device}"
+
     def line(self) -> str:
         why = f" ({self.selection})" if self.selection else ""
         height, width = self.input_size
-        return (
-            f"{self.backend} {self.precision} on {self.device}{why}, {height}x{width}, "
-            f"engine sha256 {self.engine_sha256[:12]}"
-        )
+        return f"{self.ran_as()}{why}, {height}x{width}, engine sha256 {self.engine_sha256[:12]}"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EngineDescription:

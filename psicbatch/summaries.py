@@ -145,7 +145,7 @@ def evaluation_summary(path: Path) -> tuple[str, dict[str, Any]]:
         if scored and scored[0]:
             e = EngineDescription.from_dict(scored[0])
             height, width = e.input_size
-            engine = f"{e.backend} {e.precision} on {e.device}, {height}x{width}, one per fold"
+            engine = f"{e.ran_as()}, {height}x{width}, one per fold"
     return "cross-validation" if name == "cv.json" else "evaluation", {
         "folder": str(path),
         **what,

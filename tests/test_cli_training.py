@@ -187,7 +187,11 @@ def test_cv_reports_in_paper_layout_and_resumes(dataset: Path, tmp_path: Path) -
     assert len(pq.read_table(out / "predictions.parquet")) == 30
     markdown = (out / "report.md").read_text()
     assert "paper Table 1 layout" in markdown and "psicbatch cv" in markdown
-    assert "(12 defective); PSIC-Net at width 0.125, input 48x48. Command:" in markdown
+    scored_with = report["folds"][0]["summary"]["engine"]["precision"]  # the CPU's auto
+    assert (
+        "(12 defective); PSIC-Net at width 0.125, input 48x48; each fold's model scored with "
+        f"torch {scored_with} on cpu. Command:"
+    ) in markdown
     pages = ["fold1/evaluation/report.html", "fold2/evaluation/report.html"]
     assert report["fold_pages"] == pages and all((out / page).is_file() for page in pages)
     assert f"`{pages[1]}`" in markdown
@@ -253,6 +257,67 @@ def test_cv_runs_a_single_fold_with_the_mask_study_options(dataset: Path, tmp_pa
     assert "mask_miou_gated" in report["tables"]["table1"]
     bad = CliRunner().invoke(main, [*args[:4], "--fold", "4", *args[6:]])
     assert bad.exit_code == 1 and "--fold must be between 1 and 3" in bad.output
+
+
+def test_cv_scores_each_fold_with_the_engine_it_names(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cv"
+    args = ["cv", str(dataset), "--folds", "2", "--fold", "1", "-o", str(out), "-q", *TINY]
+    scoring = ["--engine-backend", "onnxruntime", "--engine-precision", "fp32"]
+    result = CliRunner().invoke(main, [*args, *scoring])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "fold1" / "engine" / "manifest.json").read_text())
+    assert (manifest["backend"], manifest["precision"]) == ("onnxruntime", "fp32")
+    engine = json.loads((out / "cv.json").read_text())["folds"][0]["summary"]["engine"]
+    assert (engine["backend"], engine["precision"]) == ("onnxruntime", "fp32")
+    assert engine["engine_sha256"] == manifest["engine_sha256"]  # the engine built, scored
+    assert "each fold's model scored with onnxruntime fp32 on cpu" in result.output
+
+
+@pytest.mark.parametrize(
+    ("scoring", "refusal"),
+    [
+        (["--engine-precision", "int8"], "int8 engines need calibration images"),
+        (
+            ["--engine-backend", "onnxruntime", "--engine-precision", "bf16"],
+            "--engine-precision bf16 is not available with the onnxruntime engine on cpu; "
+            "choose auto or fp32",
+        ),
+        (
+            ["--engine-precision", "fp16"],
+            "--engine-precision fp16 is not available with the torch engine on cpu; "
+            "choose auto or bf16, fp32",
+        ),
+    ],
+)
+def test_cv_refuses_an_engine_it_cannot_score_with_before_any_fold_trains(
+    dataset: Path, tmp_path: Path, scoring: list[str], refusal: str
+) -> None:
+    out = tmp_path / "cv"
+    args = ["cv", str(dataset), "--folds", "2", "-o", str(out), "--device", "cpu", *TINY]
+    result = CliRunner().invoke(main, [*args, *scoring])
+    assert result.exit_code == 1 and refusal in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not out.exists()  # no fold trained, nothing written
+
+
+def test_cv_names_a_backend_missing_or_on_another_device_by_its_own_option(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from psicbatch.crossval import FoldEngine
+    from psicbatch.engines.registry import BACKENDS, Backend
+    from psicbatch.errors import PsicbatchError
+
+    tensorrt = FoldEngine("tensorrt", "fp16")
+    monkeypatch.setattr(Backend, "installed", lambda entry: entry.name != "tensorrt")
+    assert BACKENDS["tensorrt"].problem() == "not installed (pip install 'psicbatch[tensorrt]')"
+    with pytest.raises(PsicbatchError, match=r"^--engine-backend tensorrt is not installed \("):
+        tensorrt.check("cuda:0")
+    monkeypatch.setattr(Backend, "problem", lambda entry: None)  # as where it loads
+    tensorrt.check("cuda:0")
+    with pytest.raises(PsicbatchError, match="tensorrt runs on cuda; the folds train and are"):
+        tensorrt.check("cpu")
+    FoldEngine("onnxruntime", "fp32").check("cuda:1")  # a GPU provider
+    FoldEngine("openvino", "fp32").check("cuda:0")  # a CPU runtime: scores on the CPU
 
 
 def test_cv_of_a_review_sorted_by_type_reports_each_types_escapes(
@@ -454,4 +519,4 @@ def test_the_input_size_follows_the_images_by_default(tmp_path: Path) -> None:
     assert shown["input_size"] == "40x104" and shown["training"]["input_size"] == chosen
     cv = tmp_path / "cv"  # cv says the size too: its command does not
     _cli("cv", str(data), "--folds", "2", "-o", str(cv), "-q", *epochs)
-    assert f"PSIC-Net at width 0.0625, input {chosen}. Command:" in (cv / "report.md").read_text()
+    assert f"PSIC-Net at width 0.0625, input {chosen}; each" in (cv / "report.md").read_text()

@@ -259,7 +259,7 @@ def test_missing_tensorrt_is_one_clear_line() -> None:
     )
     assert result.exit_code == 1
     assert result.output.strip() == (
-        "Error: TensorRT is not installed (Python package 'tensorrt'); use --backend auto "
+        "Error: TensorRT is not installed (pip install 'psicbatch[tensorrt]'); use --backend auto "
         "(fastest available here) or --backend onnxruntime"
     )
 

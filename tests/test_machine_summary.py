@@ -89,9 +89,12 @@ def tensorrt_without_libraries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 @pytest.mark.usefixtures("tensorrt_without_libraries")
 def test_tensorrt_installed_without_its_libraries_is_named_so() -> None:
     status = machine_summary.backend_status(BACKENDS["tensorrt"])
-    assert status == f"installed, but does not load (ImportError: {MISSING_LIBRARY})"
+    assert status == (
+        f"installed, but does not load (ImportError: {MISSING_LIBRARY}); runs cuda fp16, fp32, "
+        "bf16, int8"
+    )
     assert not tensorrt_usable("cuda:0")  # build-engine auto then builds torch on the GPU
-    with pytest.raises(PsicbatchError, match="TensorRT is installed but does not load"):
+    with pytest.raises(PsicbatchError, match="TensorRT is installed, but does not load"):
         import_tensorrt()
 
 

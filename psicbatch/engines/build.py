@@ -28,7 +28,13 @@ from psicbatch.engines.loading import load_engine
 from psicbatch.engines.manifest import MANIFEST_NAME, Manifest
 from psicbatch.engines.parity import measure_parity, parity_problem
 from psicbatch.engines.quantize import quantize_int8
-from psicbatch.engines.registry import CPU_INT8_BACKENDS, SUPPORTED, backend, installed_cpu_int8
+from psicbatch.engines.registry import (
+    BACKENDS,
+    CPU_INT8_BACKENDS,
+    SUPPORTED,
+    backend,
+    installed_cpu_int8,
+)
 from psicbatch.engines.tuning import (
     TIMING_BATCH,
     Candidate,
@@ -70,15 +76,7 @@ def _silent(step: str) -> None:
 
 def tensorrt_usable(device: str) -> bool:
     """TensorRT's bindings import and ``device`` is a GPU."""
-    if not device.startswith("cuda"):
-        return False
-    from psicbatch.engines.tensorrt_engine import import_tensorrt
-
-    try:
-        import_tensorrt()
-    except PsicbatchError:  # not installed, or installed without loadable libraries
-        return False
-    return True
+    return device.startswith("cuda") and BACKENDS["tensorrt"].problem() is None
 
 
 def cpu_int8_backend() -> str | None:

@@ -12,7 +12,7 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
-from psicbatch.errors import PsicbatchError
+from psicbatch.errors import PsicbatchError, error_line
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,18 @@ class Backend:
 
     def installed(self) -> bool:
         return all(importlib.util.find_spec(module) is not None for module in self.modules)
+
+    def problem(self) -> str | None:
+        """Why this backend cannot run here, or None: not installed, or installed without
+        what it loads (TensorRT's bindings install where its libraries do not)."""
+        if not self.installed():
+            return f"not installed ({self.install_hint})"
+        try:
+            for module in self.modules:
+                importlib.import_module(module)
+        except (ImportError, OSError) as error:
+            return f"installed, but does not load ({error_line(error)})"
+        return None
 
     def load(self, attribute: str) -> Any:
         return getattr(importlib.import_module(self.module), attribute)

@@ -21,7 +21,6 @@ size and the largest batch), for which TensorRT sizes its activation memory.
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,8 @@ import torch
 
 from psicbatch.engines.base import Engine
 from psicbatch.engines.manifest import INPUT_NAME, OUTPUT_NAMES, Manifest
-from psicbatch.engines.registry import SUPPORTED
-from psicbatch.errors import PsicbatchError, error_line
+from psicbatch.engines.registry import BACKENDS, SUPPORTED
+from psicbatch.errors import PsicbatchError
 from psicbatch.precision import DTYPES
 from psicbatch.run.options import DEFAULT_BATCH_SIZE
 
@@ -104,18 +103,14 @@ def compatibility_problem(
 def import_tensorrt() -> Any:
     """The ``tensorrt`` module, or a one-line error saying whether it is missing or is
     installed without libraries that load (its bindings install where they do not)."""
-    if importlib.util.find_spec("tensorrt") is None:
+    problem = BACKENDS["tensorrt"].problem()
+    if problem is not None:
         raise PsicbatchError(
-            "TensorRT is not installed (Python package 'tensorrt'); use --backend auto "
-            "(fastest available here) or --backend onnxruntime"
+            f"TensorRT is {problem}; use --backend auto (fastest available here) or "
+            "--backend onnxruntime"
         )
-    try:
-        import tensorrt
-    except (ImportError, OSError) as error:
-        raise PsicbatchError(
-            f"TensorRT is installed but does not load ({error_line(error)}); use --backend "
-            "auto (fastest available here) or --backend onnxruntime"
-        ) from None
+    import tensorrt
+
     return tensorrt
 
 
