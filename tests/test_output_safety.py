@@ -148,6 +148,12 @@ def test_folders_of_other_files_are_not_written_into(tmp_path: Path) -> None:
         assert refused.exit_code == 1 and said in refused.output, refused.output
         assert len(refused.output.strip().splitlines()) == 1
     assert sorted(p.name for p in mine.iterdir()) == ["report.md"]
+    below_a_file = mine / "report.md" / "out"
+    for command in (["synth", below_a_file, "--count", "2"], ["bench", "--out", below_a_file]):
+        refused = invoke(*command)
+        said = "report.md/out: a part of this path is not a folder"  # not "exists and is not"
+        assert refused.exit_code == 1 and said in refused.output, refused.output
+        assert len(refused.output.strip().splitlines()) == 1
     data = tmp_path / "data"
     assert invoke("synth", data, "--count", "6", "--size", "32x32").exit_code == 0
     assert invoke("synth", data, "--count", "3", "--size", "32x32").exit_code == 0

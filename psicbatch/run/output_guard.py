@@ -131,6 +131,7 @@ def folder_entries(folder: Path, option: str) -> list[str]:
     except FileNotFoundError:
         return []
     except NotADirectoryError:
+        _status(folder, shown)  # a file above it is "a part of this path is not a folder"
         raise PsicbatchError(
             f"{shown}: exists and is not a folder; choose another {option}"
         ) from None
