@@ -9,6 +9,7 @@ import click
 
 from psicbatch import __version__
 from psicbatch.commands import ARGV_KEY, SUMMARIES
+from psicbatch.cpus import limit_threads_to_quota
 from psicbatch.errors import PsicbatchError
 from psicbatch.pixel_limit import max_pixels
 from psicbatch.run.shutdown import exit_process
@@ -58,6 +59,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             max_pixels()  # a bad limit is refused before any command (or worker) reads it
+            limit_threads_to_quota()  # before any command loads torch
             return super().invoke(ctx)
         except PsicbatchError as error:
             raise click.ClickException(str(error)) from None

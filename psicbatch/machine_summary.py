@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from psicbatch import __version__, hardware
-from psicbatch.cpus import available_cpus
+from psicbatch.cpus import cpus_line
 from psicbatch.devices import default_device
 from psicbatch.engines.build import tensorrt_usable
 from psicbatch.engines.frequency_conv import large_kernel_method
@@ -28,6 +28,7 @@ from psicbatch.engines.tuning import cpu_candidates
 from psicbatch.precision import DTYPES, cpu_auto, gpu_has_native_bf16
 from psicbatch.run.decode import DALI_BUILDS, dali_available
 from psicbatch.versions import NOT_INSTALLED, installed_versions
+from psicbatch.wording import counted
 
 
 def machine_summary() -> dict[str, Any]:
@@ -40,7 +41,7 @@ def machine_summary() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch_build(),
         "cpu": hardware.cpu_model(),
-        "cpus": f"{available_cpus()} available to psicbatch, of {os.cpu_count()}",
+        "cpus": f"{cpus_line()}; torch runs {counted(torch.get_num_threads(), 'thread')}",
         "cpu instructions": hardware.cpu_precisions().describe(),
         "torch on the cpu": cpu_choice.grounds,  # the instruction line is just above
         "conv10 on the cpu": (

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from psicbatch import __version__
+from psicbatch.cpus import available_cpus, cpu_quota
 from psicbatch.engines.manifest import Manifest
 from psicbatch.engines.registry import BACKENDS, all_packages
 from psicbatch.hardware import cpu_model, cpu_precisions
@@ -102,6 +103,9 @@ def machine() -> dict[str, Any]:
         "cpu": cpu_model(),
         "isa": cpu_precisions().describe(),
         "cores": os.cpu_count(),
+        "cpus_available": available_cpus(),  # affinity, lowered to a CPU quota
+        "cpu_quota": cpu_quota(),
+        "torch_threads": torch.get_num_threads(),
         "gpu": gpu,
         "python": platform.python_version(),
         "torch": torch.__version__,
