@@ -20,12 +20,13 @@ CPU_TOPOLOGY = Path("/sys/devices/system/cpu")
 
 
 def available_cpus() -> int:
-    """CPUs this process may keep busy: its affinity, lowered to its CPU quota rounded to
-    the nearest CPU (on a 2-core Xeon, one thread beat two under quotas of 1 and 1.25
-    CPUs, two beat one under 1.5: benchmarks/results/cpu-quota-avx512/)."""
+    """CPUs this process may keep busy: its affinity, lowered to its CPU quota rounded
+    down. On a 2-core Xeon, under a quota of 1 CPU one thread ran 1.9-2.7x as fast as two;
+    under 1.25 and 1.5, two threads gained nothing steadily and varied twice as widely
+    (benchmarks/results/cpu-quota-avx512/): a line wants the steady rate."""
     cpus = len(_affinity())
     quota = cpu_quota()
-    return cpus if quota is None else max(1, min(cpus, math.floor(quota + 0.5)))
+    return cpus if quota is None else max(1, min(cpus, math.floor(quota)))
 
 
 def cpu_quota(root: Path = CGROUP_ROOT, membership: str | None = None) -> float | None:

@@ -72,7 +72,7 @@ def test_no_quota_where_none_is_set_or_readable(
 
 
 @pytest.mark.parametrize(
-    ("quota", "expected"), [(None, 64), (4.0, 4), (1.25, 1), (1.5, 2), (0.2, 1), (100.0, 64)]
+    ("quota", "expected"), [(None, 64), (4.0, 4), (1.5, 1), (3.9, 3), (0.2, 1), (100.0, 64)]
 )
 def test_available_cpus_are_the_affinity_lowered_to_the_quota(
     monkeypatch: pytest.MonkeyPatch, quota: float | None, expected: int

@@ -130,6 +130,22 @@ def test_onnx_file_loads_in_a_fresh_session_with_dynamic_shapes(engines) -> None
         )
 
 
+def test_cpu_runtimes_take_the_threads_psicbatch_gives_torch(engines) -> None:
+    """ONNX Runtime's and OpenVINO's own defaults (a thread per physical core) know
+    neither a container's CPU quota nor a run's workers sharing the CPUs: an engine
+    built with --threads 0 runs as many as torch does where it is opened."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # as a worker sharing the CPUs, or a quota, sets it
+        ort = load_engine(engines["onnxruntime", "fp32"][0], "cpu")
+        assert ort.session.get_session_options().intra_op_num_threads == 1
+        openvino = load_engine(engines["openvino", "int8"][0], "cpu")
+        compiled = openvino.request.get_compiled_model()
+        assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def compiled_engine_parity(out: Path, precision: str, device: str) -> dict:
     """Build the demo model as a compiled torch engine (torch.compile at one fixed size,
     warmed at open) on ``device``; its parity against fp32, as the build checked it."""

@@ -82,7 +82,8 @@ from psicbatch.paths import readable_path
     type=NON_NEGATIVE_INT,
     default=BuildOptions.threads,
     show_default=True,
-    help="ONNX Runtime / OpenVINO threads (0: one per core).",
+    help="ONNX Runtime / OpenVINO threads (0: as many as torch runs where the engine "
+    "runs: the CPUs psicbatch may use there, shared by a run's workers).",
 )
 @click.option("--compile", is_flag=True, help="torch backend: torch.compile the model when loaded.")
 @click.option(

@@ -26,10 +26,13 @@ CUDA_PROVIDER = "CUDAExecutionProvider"
 
 
 def session_options(threads: int) -> Any:
+    """``threads`` 0: as many as torch runs in this process, which psicbatch sizes to the
+    CPUs it may use (a container's quota, a run's workers sharing them); ONNX Runtime's
+    own default, one per physical core, knows neither."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads  # 0: one per physical core
+    options.intra_op_num_threads = threads or torch.get_num_threads()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return options
 
