@@ -2,10 +2,10 @@
 machine: its affinity (a container's or scheduler's CPU set) lowered to its CPU quota (a
 container's ``--cpus``, a Kubernetes CPU limit), not the machine's count.
 
-A quota is CPU time, not CPUs: a container limited to 4 CPUs on a 64-core host still
-sees 64 CPUs, and torch's default of one thread per physical core (32) spends the
-quota early in each scheduling period, then waits out the rest of it throttled, every
-thread stalled at the next synchronisation by the slowest.
+A quota is CPU time, not CPUs: a container limited to 4 CPUs on a host of 32 cores
+still sees all 32, and torch's default of one thread per physical core spends the quota
+early in each scheduling period, then waits out the rest of it throttled, every thread
+stalled at the next synchronisation by the slowest.
 """
 
 from __future__ import annotations
