@@ -147,3 +147,24 @@ def test_a_process_in_a_cgroup_with_a_quota_sizes_its_threads_to_it() -> None:
     assert said.returncode == 0, said.stderr
     assert "1 available to psicbatch (a CPU quota of 1), of" in said.stdout
     assert '; torch runs 1 thread"' in said.stdout
+
+
+def test_a_run_on_fewer_cpus_than_the_machine_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from psicbatch.data.synth import generate
+
+    generate(tmp_path / "data", 4, (48, 48), defect_rate=0.5, seed=1)
+    out = tmp_path / "r.parquet"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # kept by the run, whatever the quota
+    monkeypatch.setenv("COLUMNS", "200")  # the summary's rows on one line each
+    monkeypatch.setattr(cpus, "cpu_quota", lambda: 1.0)
+    said = CliRunner().invoke(main, ["run", str(tmp_path / "data" / "images"), "-o", str(out)])
+    assert said.exit_code == 0, said.output
+    assert "1 available to psicbatch (a CPU quota of 1), of" in said.output
+    monkeypatch.setattr(cpus, "cpu_quota", lambda: None)
+    monkeypatch.setattr(cpus, "_affinity", lambda: list(range(os.cpu_count() or 1)))
+    again = ["run", str(tmp_path / "data" / "images"), "-o", str(out), "--overwrite"]
+    said = CliRunner().invoke(main, again)
+    assert said.exit_code == 0, said.output
+    assert "available to psicbatch" not in said.output  # every CPU: no row
