@@ -4,6 +4,8 @@ the DALI GPU graph and the metadata of the engine that runs."""
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -112,6 +114,19 @@ def test_a_hung_worker_process_times_out_with_a_clear_error() -> None:
         assert time.monotonic() - began < 10
     finally:
         worker.terminate()
+
+
+def test_a_worker_killed_by_a_signal_is_named_by_it() -> None:
+    """SIGKILL, unasked, is most often the kernel's out-of-memory killer: the error says
+    so, and what needs less memory."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    worker = context.Process(target=time.sleep, args=(30,), daemon=True)
+    worker.start()
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.join(10)
+    with pytest.raises(PsicbatchError, match=r"stopped unexpectedly \(killed by SIGKILL, as"):
+        receive(results, [worker], 5.0, "batch 1")
 
 
 def test_each_spawned_gpu_worker_sees_only_its_gpu(monkeypatch: pytest.MonkeyPatch) -> None:

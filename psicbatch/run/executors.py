@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import signal
 import time
 from collections.abc import Iterator
 from itertools import islice
@@ -156,7 +157,7 @@ def receive(result_queue: Any, workers: list, timeout: float, waiting_for: str) 
             dead = [p for p in workers if not p.is_alive()]
             if dead:
                 raise PsicbatchError(
-                    f"a worker process stopped unexpectedly (exit code {dead[0].exitcode})"
+                    f"a worker process stopped unexpectedly ({_ended(dead[0].exitcode)})"
                 ) from None
             if time.monotonic() > deadline:
                 raise PsicbatchError(
@@ -168,6 +169,23 @@ def receive(result_queue: Any, workers: list, timeout: float, waiting_for: str) 
         if isinstance(message, tuple) and message and message[0] == "failed":
             raise PsicbatchError(message[1])
         return message
+
+
+def _ended(exit_code: int | None) -> str:
+    """How a worker process ended, in words: its exit code, or the signal that ended it
+    (SIGKILL, unasked, is most often the kernel's out-of-memory killer)."""
+    if exit_code is None or exit_code >= 0:
+        return f"exit code {exit_code}"
+    try:
+        name = signal.Signals(-exit_code).name
+    except ValueError:
+        return f"killed by signal {-exit_code}"
+    if name == "SIGKILL":
+        return (
+            "killed by SIGKILL, as the system does when memory runs out: fewer --workers "
+            "or a smaller --batch-size need less"
+        )
+    return f"killed by {name}"
 
 
 def _worker_main(
