@@ -259,6 +259,7 @@ def test_cv_runs_a_single_fold_with_the_mask_study_options(dataset: Path, tmp_pa
     assert bad.exit_code == 1 and "--fold must be between 1 and 3" in bad.output
 
 
+@pytest.mark.slow  # the ONNX export alone takes about 8 s on 2 cores
 def test_cv_scores_each_fold_with_the_engine_it_names(dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "cv"
     args = ["cv", str(dataset), "--folds", "2", "--fold", "1", "-o", str(out), "-q", *TINY]
