@@ -128,11 +128,17 @@ def write_part(table: pa.Table, path: Path) -> None:
     )
 
 
+def watch_part_files(out: Path) -> list[Path]:
+    """Every part a watch wrote into ``out``, in the order of their names (hour by hour,
+    the last written last)."""
+    return sorted(out.glob("date=*/hour=*/part-*.parquet"))
+
+
 def watch_tables(out: Path, columns: list[str]) -> Iterator[pa.Table]:
-    """The ``columns`` of every part a watch wrote into ``out``, in the order of their
-    names (hour by hour); one line naming a part that cannot be read (damaged on disk):
-    moved away, its files are inspected again."""
-    for part in sorted(out.glob("date=*/hour=*/part-*.parquet")):
+    """The ``columns`` of every part a watch wrote into ``out`` (``watch_part_files``);
+    one line naming a part that cannot be read (damaged on disk): moved away, its files
+    are inspected again."""
+    for part in watch_part_files(out):
         try:
             yield pq.read_table(part, columns=columns)
         except (OSError, ValueError) as error:  # pyarrow's errors are ValueErrors too

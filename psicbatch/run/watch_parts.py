@@ -50,7 +50,7 @@ from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 from psicbatch.run.folder_scan import Ledger
 from psicbatch.run.job import LATE_IMAGES_FILE, PART_DECISIONS_FILE, PART_OPTIONS_FILE
-from psicbatch.run.output import watch_tables
+from psicbatch.run.output import watch_part_files, watch_tables
 from psicbatch.run.part_files import DECISION_COLUMNS, LATE_COLUMNS, append, begin
 from psicbatch.run.part_table import PATH_SEPARATOR, PartGrouping, part_of, verdict
 from psicbatch.run.results import watch_identity
@@ -367,7 +367,7 @@ def _is_open(decision: str | None) -> TypeGuard[str]:
 def _lines_lost(out: Path, lines_held: int) -> list[dict[str, Any]]:
     """The late images of the last rows file a watch wrote whose lines the file of late
     images lacks (it holds ``lines_held``): those past the lines it held before them."""
-    files = sorted(out.glob("date=*/hour=*/part-*.parquet"))
+    files = watch_part_files(out)
     try:
         metadata = (pq.read_schema(files[-1]).metadata or {}) if files else {}
         if LATE_ROWS not in metadata:
