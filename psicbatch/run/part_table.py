@@ -68,8 +68,10 @@ def part_names(paths: list[str], pattern: str) -> list[str]:
     ]
 
 
-# What part_table reads of the results: a part's images' last results, known by file.
-PART_INPUTS = ["path", "path_bytes", "is_defect", "probability", "error"]
+# What part_table takes of a part's images' last results, and what it reads of the
+# results: those, and each image's file (``latest_rows`` knows a file by its path's bytes).
+PART_RESULTS = ["path", "is_defect", "probability", "error"]
+PART_INPUTS = [*PART_RESULTS, "path_bytes"]
 
 
 def part_table(table: pa.Table, grouping: PartGrouping, names: list[str] | None = None) -> pa.Table:
@@ -77,7 +79,7 @@ def part_table(table: pa.Table, grouping: PartGrouping, names: list[str] | None 
     again), grouped as ``grouping`` says; a path the pattern does not match is a part of
     its own. ``names``: every row's part (``part_names``), where the caller has them
     already (the pattern is then not matched again)."""
-    latest = latest_rows(table, ["path", "is_defect", "probability", "error"])
+    latest = latest_rows(table, PART_RESULTS)
     if names is None:
         parts = part_names(latest["path"].to_pylist(), grouping.pattern)
     else:
