@@ -24,8 +24,12 @@ def available_cpus() -> int:
     down. On a 2-core Xeon, under a quota of 1 CPU one thread ran 1.9-2.7x as fast as two;
     under 1.25 and 1.5, two threads gained nothing steadily and varied twice as widely
     (benchmarks/results/cpu-quota-avx512/): a line wants the steady rate."""
+    return _within(cpu_quota())
+
+
+def _within(quota: float | None) -> int:
+    """The affinity's CPUs, at most ``quota`` of them rounded down (at least one)."""
     cpus = len(_affinity())
-    quota = cpu_quota()
     return cpus if quota is None else max(1, min(cpus, math.floor(quota)))
 
 
@@ -110,9 +114,9 @@ def physical_cores() -> int:
 
 def cpus_line() -> str:
     """The CPUs psicbatch keeps busy here, and why not the machine's all, in words."""
-    quota = cpu_quota()
+    quota = cpu_quota()  # read once for both
     limit = f" (a CPU quota of {quota:g})" if quota is not None else ""
-    return f"{available_cpus()} available to psicbatch{limit}, of {os.cpu_count()}"
+    return f"{_within(quota)} available to psicbatch{limit}, of {os.cpu_count()}"
 
 
 def limit_threads_to_quota() -> None:
