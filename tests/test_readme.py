@@ -33,6 +33,7 @@ def test_the_contents_list_every_section_in_order_with_its_anchor() -> None:
     sections = [(level, title) for level, title in headings(text) if title != "Contents"]
     expected = [f"{'  ' * (level - 2)}- [{title}](#{anchor(title)})" for level, title in sections]
     assert listed == expected
+    assert text.count(listed[0]) == 1, "a second list of contents outside '## Contents'"
 
 
 def test_every_relative_link_leads_to_a_file_or_a_heading() -> None:
