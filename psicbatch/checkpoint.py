@@ -18,6 +18,7 @@ can never drift from the way the model was trained.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import zipfile
@@ -98,10 +99,18 @@ def untrained_checkpoint(
 
 
 def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
-    """Write atomically (temporary file, then rename) so a crash never leaves half a file."""
+    """Write atomically (temporary file, then rename) so a crash never leaves half a file;
+    a failed write is a one-line CheckpointError with the OS's reason. The archive is made
+    in memory first: torch's own file writer reports a full disk only as ``unexpected pos
+    N vs M``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, lambda temporary: torch.save(checkpoint.to_dict(), temporary))
+    archive = io.BytesIO()
+    torch.save(checkpoint.to_dict(), archive)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, lambda temporary: temporary.write_bytes(archive.getbuffer()))
+    except OSError as error:
+        raise CheckpointError(path, f"cannot be written ({error.strerror or error})") from None
     return path
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+from pathlib import Path
 from typing import Any
 
 import click
@@ -11,6 +13,7 @@ from psicbatch import __version__
 from psicbatch.commands import ARGV_KEY, SUMMARIES
 from psicbatch.cpus import limit_threads_to_quota
 from psicbatch.errors import PsicbatchError
+from psicbatch.paths import readable_path
 from psicbatch.pixel_limit import max_pixels
 from psicbatch.run.shutdown import exit_process
 
@@ -34,8 +37,8 @@ COMMANDS = {
 
 class _Group(click.Group):
     """Loads commands on demand (``COMMANDS``; ``--help`` lists them without loading any),
-    turns PsicbatchError into click's one-line 'Error: ...' with exit code 1, and keeps the
-    arguments so reports can record the exact command."""
+    turns PsicbatchError (and an OSError naming a file) into click's one-line 'Error: ...'
+    with exit code 1, and keeps the arguments so reports can record the exact command."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -63,6 +66,13 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except PsicbatchError as error:
             raise click.ClickException(str(error)) from None
+        except OSError as error:
+            # A file the system refused where no check foresaw it (a disk that filled, a
+            # folder removed meanwhile): the file and the reason, not a traceback.
+            if error.filename is None:
+                raise
+            shown = readable_path(Path(os.fsdecode(error.filename)))
+            raise click.ClickException(f"{shown}: {error.strerror or error}") from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -20,6 +20,14 @@ def say(console: Console, line: str) -> None:
     console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
+def stop_progress(progress: Progress) -> None:
+    """Stop a bar that is shown. rich's own ``stop`` also ends a line on a console that is
+    not a terminal, shown or not: an error before the bar's first report would follow an
+    empty line, and a second stop would add another."""
+    if progress.live.is_started:
+        progress.stop()
+
+
 def progress_bar(quiet: bool = False, console: Console | None = None) -> Progress:
     """A Progress whose tasks may carry a ``status`` field (loss, images/s, ...)."""
     return Progress(

@@ -4,11 +4,13 @@ it must not trust. Every case here once lost data or crashed."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,7 @@ from psicbatch.data.synth import generate
 from psicbatch.errors import PsicbatchError
 from psicbatch.model import PSICNet
 from psicbatch.run.output import read_metadata
-from psicbatch.run.output_guard import REPORT_MARKER, RESULTS, write_checked
+from psicbatch.run.output_guard import REPORT, REPORT_MARKER, RESULTS, write_checked
 from tests.run_processes import killed_run
 
 CONSOLE = Path(sys.executable).parent / "psicbatch"
@@ -423,3 +425,129 @@ def test_a_failed_write_is_one_line_and_leaves_nothing_behind(tmp_path: Path) ->
     said = f"{out}: cannot write the results file (No space left on device); the parts are kept"
     assert str(raised.value) == said
     assert list(tmp_path.iterdir()) == []
+
+
+# 9. An output where nothing can be written is refused before any work.
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(folder: Path, *options: str) -> Iterator[Path]:
+    """A small tmpfs at ``folder`` (root only; skips the test elsewhere)."""
+    folder.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", ",".join(options), "tmpfs", str(folder)]
+    if os.geteuid() != 0 or subprocess.run(mount, capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root and a kernel that allows it here")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+@pytest.fixture
+def unwritable(tmp_path: Path) -> Iterator[Path]:
+    """A folder that takes no new file: a read-only mount as root (whom permissions do
+    not stop), a folder without write permission otherwise."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "unwritable"
+        folder.mkdir(mode=0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    with mounted_tmpfs(tmp_path / "unwritable", "ro", "size=64k") as folder:
+        yield folder
+
+
+def test_outputs_that_cannot_be_written_are_refused_in_one_line_before_any_work(
+    images: Path, unwritable: Path, tmp_path: Path
+) -> None:
+    """Found at the end, an unwritable output would cost what came before it: hours of
+    training, an engine's build, a run's inference. Each command names it first, in one
+    line, also where the folder is still to be made inside the unwritable one."""
+    labelled = tmp_path / "labelled"
+    generate(labelled, 4, (32, 32), defect_rate=0.5, seed=1)
+    results = tmp_path / "r.parquet"
+    assert invoke("run", images, "--out", results, *FAST).exit_code == 0
+    model, tiny = demo_model_path(), ["--width", "0.125", "--input-size", "32x32"]
+    reason = "Permission denied" if os.geteuid() else "Read-only file system"
+    new = unwritable / "new"
+    commands = [
+        (["init", new / "m.pt", *tiny], "OUTPUT"),
+        (["train", labelled, "--out", unwritable / "m.pt", *tiny], "--out"),
+        (["build-engine", model, "--out", new / "engine"], "--out"),
+        (["eval", model, labelled, "--out", unwritable / "eval"], "--out"),
+        (["cv", labelled, "--folds", "2", "--out", new / "cv", *tiny], "--out"),
+        (["calibrate", labelled, "--model", model, "--out", unwritable / "d.json"], "--out"),
+        (["run", images, "--out", new / "r.parquet", *FAST], "--out"),
+        (["run", "--watch", images, "--out", unwritable / "w", *FAST], "--out"),
+        (["run", images, "--out", unwritable / "r.parquet", *FAST[:-1]], "--out"),  # a bar
+        (["report", results, "--html", unwritable / "r.html"], "--html"),
+        (["report", results, "--csv", unwritable / "r.csv"], "--csv"),
+        (["report", results, "--mask-images", new / "masks"], "--mask-images"),
+        (["synth", new / "synth", "--count", "2"], "OUT"),
+        (["bench", "--out", unwritable / "bench", "--width", "0.125"], "--out"),
+    ]
+    for command, option in commands:
+        output = next(part for part in command if str(part).startswith(str(unwritable)))
+        result = invoke(*command)
+        said = (
+            f"Error: {output}: cannot be written ({unwritable}: {reason}); choose another {option}"
+        )
+        assert (result.exit_code, result.output.splitlines()) == (1, [said]), command
+    assert list(unwritable.iterdir()) == []
+
+
+def test_a_write_that_fails_on_a_read_only_file_system_says_why(unwritable: Path) -> None:
+    """Removing the temporary file fails there too; that must not hide the write's error."""
+    with pytest.raises(PsicbatchError, match=r"cannot write the report \((Read-only|Perm)"):
+        write_checked(unwritable / "r.html", REPORT, lambda temporary: temporary.write_text("x"))
+
+
+def test_a_checkpoint_the_disk_cannot_hold_is_one_line_naming_the_reason(tmp_path: Path) -> None:
+    """torch's own writer would say only ``unexpected pos N vs M``."""
+    with mounted_tmpfs(tmp_path / "small", "size=64k") as small:
+        result = invoke("init", small / "m.pt", "--width", "0.25")
+        said = f"Error: {small / 'm.pt'}: cannot be written (No space left on device)"
+        assert (result.exit_code, result.output.splitlines()) == (1, [said])
+        assert list(small.iterdir()) == []
+
+
+def test_a_file_the_system_refuses_unforeseen_is_named_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OSError that names a file, where no check foresaw it, is one line; one that
+    names none is a bug and keeps its traceback."""
+    import psicbatch.checkpoint
+
+    def refuse(checkpoint: object, path: Path) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
+
+    monkeypatch.setattr(psicbatch.checkpoint, "save_checkpoint", refuse)
+    result = invoke("init", tmp_path / "m.pt", "--width", "0.125")
+    assert (result.exit_code, result.output.splitlines()) == (
+        1,
+        [f"Error: {tmp_path / 'm.pt'}: Input/output error"],
+    )
+    monkeypatch.setattr(psicbatch.checkpoint, "save_checkpoint", lambda *_: os.close(-1))
+    assert isinstance(invoke("init", tmp_path / "m.pt").exception, OSError)
+
+
+def test_calibrating_into_an_engine_on_a_read_only_file_system_is_refused_first(
+    tmp_path: Path,
+) -> None:
+    """calibrate --engine stores its decisions in the engine folder: a deployed engine on a
+    read-only mount is named before the images are scored, and nothing is written."""
+    labelled = tmp_path / "labelled"
+    generate(labelled, 4, (32, 32), defect_rate=0.5, seed=1)
+    with mounted_tmpfs(tmp_path / "deployed", "size=8m") as deployed:
+        engine = deployed / "engine"
+        build = ["build-engine", demo_model_path(), "--backend", "torch", "--precision", "fp32"]
+        assert invoke(*build, "--out", engine).exit_code == 0
+        remount = ["mount", "-o", "remount,ro", str(deployed)]
+        subprocess.run(remount, check=True)
+        result = invoke("calibrate", labelled, "--engine", engine, "--out", tmp_path / "d.json")
+        said = (
+            f"Error: {engine}: cannot be written ({engine}: Read-only file system); copy the "
+            "engine folder where it can be, and give that"
+        )
+        assert (result.exit_code, result.output.splitlines()) == (1, [said])
+    assert not (tmp_path / "d.json").exists()

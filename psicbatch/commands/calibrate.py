@@ -60,7 +60,7 @@ from psicbatch.fingerprints import (
 from psicbatch.part_scores import grouping_of
 from psicbatch.progress import progress_bar
 from psicbatch.region_record import applied_region, read_region, recorded_file, short
-from psicbatch.run.output_guard import OutputKind, check_output
+from psicbatch.run.output_guard import OutputKind, check_output, check_writable
 from psicbatch.run.results import watch_identity
 from psicbatch.run.watch_parts import parts_pattern
 
@@ -222,8 +222,7 @@ def calibrate_command(
         "the engine folder": engine,
         "the region of interest": roi,
     }
-    for kind, path in zip(OUTPUTS, written, strict=True):
-        check_output(path, kind, named_inputs=inputs, overwrite=overwrite)
+    _check_outputs(written, inputs, engine, overwrite)
     stored = None
     if _are_datasets(predictions, labels):
         with progress_bar(quiet) as progress:
@@ -307,6 +306,17 @@ def calibrate_command(
         f"next: psicbatch eval{scored} HELD_OUT_DATA {applied} (their escapes on images they "
         f"were not chosen on), then psicbatch run IMAGES {applied}"
     )
+
+
+def _check_outputs(
+    written: tuple[Path, ...], inputs: dict[str, Path | None], engine: Path | None, overwrite: bool
+) -> None:
+    """The decision file and its reports, and the engine folder that stores the decisions
+    too, checked before any scoring: each may be written and replaces nothing it must not."""
+    for kind, path in zip(OUTPUTS, written, strict=True):
+        check_output(path, kind, named_inputs=inputs, overwrite=overwrite)
+    if engine is not None:
+        check_writable(engine, engine, "copy the engine folder where it can be, and give that")
 
 
 def _are_datasets(predictions: tuple[Path, ...], labels: Path | None) -> bool:

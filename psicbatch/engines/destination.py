@@ -18,7 +18,7 @@ from psicbatch.engines.manifest import MANIFEST_NAME
 from psicbatch.engines.revisions import is_revision
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
-from psicbatch.run.output_guard import folder_entries
+from psicbatch.run.output_guard import check_writable, folder_entries
 
 
 def check_destination(directory: Path, overwrite: bool) -> None:
@@ -26,6 +26,7 @@ def check_destination(directory: Path, overwrite: bool) -> None:
     but an earlier engine (and that without ``overwrite``)."""
     shown = readable_path(directory)
     entries = folder_entries(directory, "--out")
+    check_writable(directory.parent, directory, "choose another --out")  # built, then renamed
     if not entries:
         return
     own = _engine_files(directory)

@@ -6,18 +6,22 @@ image, the list file, the model or engine), a file of another kind, a device nod
 folder. An earlier psicbatch output of the same kind is replaced only with
 ``--overwrite`` (or by the ``--resume`` that continues it). The final rename checks the
 kind again, so a file that appeared at the path during a long run is not replaced either.
+An output where the file system takes no new file (a read-only mount, a folder without
+write permission) is refused before the work too, not when its result is ready.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from psicbatch.atomic import write_atomically
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import file_head, input_key, readable_path
 
@@ -108,6 +112,28 @@ def check_output(
             f"{shown}: holds an earlier psicbatch {kind.noun}{earlier}; pass --overwrite to "
             f"replace it, or choose another {kind.option}"
         )
+    check_writable(path.parent, path, f"choose another {kind.option}")
+
+
+def check_writable(folder: Path, output: Path, advice: str) -> None:
+    """Refuse, in one line, an output whose ``folder`` (or, where it is still to be made,
+    the nearest folder above it) cannot take a new file: a read-only file system or a
+    folder without write permission found only at the end would cost the work before it,
+    such as hours of training. A file is created there and removed (unnamed where the
+    file system allows), so the answer is the file system's own, for permissions and
+    read-only mounts alike; it says nothing of free space, which an empty file needs none
+    of."""
+    existing = folder
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise PsicbatchError(
+            f"{readable_path(output)}: cannot be written ({readable_path(existing)}: "
+            f"{error.strerror or error}); {advice}"
+        ) from None
 
 
 def check_output_folder(folder: Path, marker: str, noun: str, option: str = "--out") -> None:
@@ -120,6 +146,7 @@ def check_output_folder(folder: Path, marker: str, noun: str, option: str = "--o
             f"{readable_path(folder)}: holds files and is not an earlier psicbatch {noun} "
             f"(no {marker}); choose another {option}, or an empty folder"
         )
+    check_writable(folder, folder, f"choose another {option}")
 
 
 def folder_entries(folder: Path, option: str) -> list[str]:
@@ -145,17 +172,15 @@ def write_checked(
     """``write`` the output under a temporary name beside ``path``, then rename it over
     nothing or a file of ``kind``; a failure is one line (ending in ``kept``, what is
     still there) and leaves no temporary file."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        write(temporary)
-        replace_checked(temporary, path, kind)
+        write_atomically(
+            path, write, rename=lambda temporary, _: replace_checked(temporary, path, kind)
+        )
     except OSError as error:
         raise PsicbatchError(
             f"{readable_path(path)}: cannot write the {kind.noun} ({error.strerror or error})"
             + kept
         ) from None
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def replace_checked(temporary: Path, path: Path, kind: OutputKind) -> None:

@@ -48,6 +48,7 @@ from psicbatch.run.job import (
 )
 from psicbatch.run.options import RunOptions
 from psicbatch.run.output import STAMP_COLUMNS, watch_tables, write_part
+from psicbatch.run.output_guard import check_writable
 from psicbatch.run.part_files import late_counts_said
 from psicbatch.run.rows import SCHEMA
 from psicbatch.run.run_decisions import check_decisions_fit
@@ -161,8 +162,7 @@ def watch(
     (``shutdown.signals_stop`` turns it into ``Stopped``, which leaves through here);
     ``result`` counts as it goes, so it holds the figures however the watch ends."""
     folder, out = watching.folder.resolve(), options.out.resolve()
-    if not folder.is_dir():
-        raise PsicbatchError(f"{readable_path(folder)}: --watch needs a folder")
+    _check_folders(folder, out)
     devices = worker_devices(options)
     if len(devices) > 1:
         raise PsicbatchError("--watch runs on one device; give one --device")
@@ -276,10 +276,18 @@ def _part_path(out: Path, stamp: datetime.datetime) -> Path:
     return partition / f"part-{stamp:%Y%m%dT%H%M%S%f}-{os.getpid()}.parquet"
 
 
-def _claim(out: Path, identity: JobIdentity) -> None:
-    """``out`` as this job's folder: new, or recorded with the same identity."""
+def _check_folders(folder: Path, out: Path) -> None:
+    """The watched folder and the results folder, refused in one line before the engine
+    opens (a results folder on a read-only file system would fail at the first batch)."""
+    if not folder.is_dir():
+        raise PsicbatchError(f"{readable_path(folder)}: --watch needs a folder")
     if out.exists() and not out.is_dir():
         raise PsicbatchError(f"{readable_path(out)}: not a folder (--watch writes a folder)")
+    check_writable(out, out, "choose another --out")
+
+
+def _claim(out: Path, identity: JobIdentity) -> None:
+    """``out`` as this job's folder: new, or recorded with the same identity."""
     if (out / WATCH_JOB_FILE).exists():
         check_same_job(out, identity, WATCH_JOB_FILE)
         return
