@@ -20,17 +20,23 @@ def say(console: Console, line: str) -> None:
     console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
-def stop_progress(progress: Progress) -> None:
-    """Stop a bar that is shown. rich's own ``stop`` also ends a line on a console that is
-    not a terminal, shown or not: an error before the bar's first report would follow an
-    empty line, and a second stop would add another."""
-    if progress.live.is_started:
-        progress.stop()
+class _Progress(Progress):
+    """rich's Progress, whose ``stop`` ends a line on a console that is not a terminal
+    (a log, a pipe) only where a bar was shown, and only once: an error before the first
+    task is then one line, not an empty one and the error."""
+
+    def stop(self) -> None:
+        if not self.live.is_started:
+            return
+        if self.tasks:
+            super().stop()
+        else:
+            self.live.stop()
 
 
 def progress_bar(quiet: bool = False, console: Console | None = None) -> Progress:
     """A Progress whose tasks may carry a ``status`` field (loss, images/s, ...)."""
-    return Progress(
+    return _Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),

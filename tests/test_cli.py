@@ -155,6 +155,17 @@ def test_a_bad_model_file_is_one_line(runner: CliRunner, tmp_path: Path, command
     ]
 
 
+def test_an_error_before_a_progress_bar_shows_a_task_is_one_line(
+    runner: CliRunner, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """Also on a console that is not a terminal (a log), where rich ends a line whenever
+    a bar stops: no empty line comes before the error."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a dataset")
+    result = runner.invoke(main, ["eval", str(tiny_checkpoint), str(notes)])
+    assert (result.exit_code, result.output.splitlines()) == (1, [f"Error: {notes}: not a folder"])
+
+
 @pytest.mark.parametrize(
     ("command", "usage"),
     [

@@ -36,7 +36,7 @@ from psicbatch.data.layouts import AUTO, LAYOUTS
 from psicbatch.data.splits import compiled_pattern
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
-from psicbatch.progress import progress_bar, say, stop_progress
+from psicbatch.progress import progress_bar, say
 from psicbatch.run.csv_table import CSV_TABLE, write_csv_table
 from psicbatch.run.files import DEFAULT_DECODE_SECONDS, DEFAULT_MAX_MIB, MIB, FileLimits
 from psicbatch.run.html_report import write_report
@@ -357,10 +357,10 @@ def _inspect(
             summary = run(paths, spec, options, update, executor)
             update(summary, final=True)
         except (Stopped, KeyboardInterrupt) as stop:
-            stop_progress(progress)
+            progress.stop()
             _stopped(console, stop, options.out)
         finally:
-            stop_progress(progress)
+            progress.stop()
     return summary
 
 
