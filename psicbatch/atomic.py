@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
+
+NAME_MAX = 255  # bytes in one file name, on Linux's file systems
 
 
 def write_atomically(
@@ -17,7 +20,7 @@ def write_atomically(
     """``write`` the file under a temporary name beside ``path`` (``.NAME`` + ``suffix``,
     by default ``.tmp-PID``), then ``rename`` it there: a reader or a crash never sees half
     a file, and a failed write leaves no temporary behind."""
-    temporary = path.with_name(f".{path.name}{suffix or f'.tmp-{os.getpid()}'}")
+    temporary = _temporary(path, suffix or f".tmp-{os.getpid()}")
     try:
         write(temporary)
         rename(temporary, path)
@@ -26,3 +29,13 @@ def write_atomically(
         # error, raised already, is the one to report.
         with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)
+
+
+def _temporary(path: Path, suffix: str) -> Path:
+    """``.NAME`` + ``suffix`` beside ``path``; where that would pass the 255 bytes a file
+    name may have (an image named near that limit, whose mask is exported), a digest of
+    the name stands for it."""
+    name = f".{path.name}{suffix}"
+    if len(os.fsencode(name)) > NAME_MAX:
+        name = f".{hashlib.sha256(os.fsencode(path.name)).hexdigest()[:32]}{suffix}"
+    return path.with_name(name)

@@ -185,3 +185,21 @@ def test_a_damaged_mask_stops_the_export_in_one_line(results: Path, tmp_path: Pa
     shown = CliRunner().invoke(main, ["report", str(edited), "--html", str(page), "--top", "99"])
     assert shown.exit_code == 0, shown.output
     assert "(image unreadable)" in page.read_text()
+
+
+def test_images_named_near_the_file_name_limit_get_their_masks(tmp_path: Path) -> None:
+    """A file name holds at most 255 bytes: the temporary name a mask is written under
+    must not pass it where the mask's own name does not."""
+    generate(tmp_path / "data", 4, (128, 128), defect_rate=1.0, seed=5)
+    (tmp_path / "line").mkdir()
+    for index, image in enumerate(sorted((tmp_path / "data" / "images").glob("*.png"))):
+        shutil.copy(image, tmp_path / "line" / f"{'p' * 250}{index}.png")
+    out = tmp_path / "results.parquet"
+    fast = ["-q", "--decoder", "pil", "--device", "cpu", "--masks", "all"]
+    run = CliRunner().invoke(main, ["run", str(tmp_path / "line"), "--out", str(out), *fast])
+    assert run.exit_code == 0, run.output
+    code, output = _export(out, tmp_path / "masks")
+    assert code == 0, output
+    rows = pq.read_table(out, columns=["path", "mask_area"]).to_pylist()
+    masked = {Path(row["path"]).name.encode() for row in rows if row["mask_area"]}
+    assert masked and _written(tmp_path / "masks") == {b"masks.csv", b"masks.json", *masked}
