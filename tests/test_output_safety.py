@@ -24,6 +24,7 @@ from psicbatch.cli import main
 from psicbatch.data.synth import generate
 from psicbatch.errors import PsicbatchError
 from psicbatch.model import PSICNet
+from psicbatch.output_lock import OutputLock
 from psicbatch.run.output import read_metadata
 from psicbatch.run.output_guard import REPORT, REPORT_MARKER, RESULTS, write_checked
 from tests.run_processes import killed_run
@@ -551,3 +552,23 @@ def test_calibrating_into_an_engine_on_a_read_only_file_system_is_refused_first(
         )
         assert (result.exit_code, result.output.splitlines()) == (1, [said])
     assert not (tmp_path / "d.json").exists()
+
+
+# 10. One process at a time writes an output.
+
+
+def test_a_second_training_or_cross_validation_of_one_output_is_refused(tmp_path: Path) -> None:
+    """Both would save their epochs (or folds) over each other's, and a resume would go on
+    from either; the second stops in one line and writes nothing."""
+    labelled = tmp_path / "labelled"
+    generate(labelled, 4, (32, 32), defect_rate=0.5, seed=1)
+    tiny = ["--width", "0.125", "--input-size", "32x32", "-q"]
+    for command, out in (("train", tmp_path / "m.pt"), ("cv", tmp_path / "cv")):
+        with OutputLock(out, command):
+            result = invoke(command, labelled, "--out", out, *tiny)
+        said = (
+            f"Error: {out}: another psicbatch {command} is writing this output (lock "
+            f"{out}.lock); wait for it or choose another --out"
+        )
+        assert (result.exit_code, result.output.splitlines()) == (1, [said])
+        assert [path.name for path in tmp_path.iterdir()] == ["labelled"]

@@ -19,6 +19,7 @@ from psicbatch.data.images import read_image
 from psicbatch.data.synth import generate
 from psicbatch.engines.spec import EngineSpec, open_engine
 from psicbatch.errors import PsicbatchError
+from psicbatch.output_lock import OutputLock
 from psicbatch.preprocess import Preprocessing, normalize
 from psicbatch.run import decode, rle
 from psicbatch.run.decode import (
@@ -32,7 +33,7 @@ from psicbatch.run.decode import (
 )
 from psicbatch.run.inputs import collect_inputs
 from psicbatch.run.job import resolved_sources
-from psicbatch.run.output import OutputLock, read_metadata
+from psicbatch.run.output import read_metadata
 from tests.reference_rows import assert_same_results, result_row
 from tests.run_processes import killed_run
 from tests.test_layouts import make_dagm, make_kolektorsdd
@@ -360,7 +361,7 @@ def test_finding_no_images_names_where_it_looked_and_what_it_passed_over(
 
 def test_a_second_run_on_the_same_output_is_refused(images: Path, tmp_path: Path) -> None:
     out = tmp_path / "locked.parquet"
-    with OutputLock(out):
+    with OutputLock(out, "run"):
         code, output = run_cli(str(images), "--out", str(out))
     assert code == 1 and "another psicbatch run is writing this output" in output
     assert not out.exists()

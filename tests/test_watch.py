@@ -149,6 +149,31 @@ def test_watch_survives_a_kill_with_every_file_once_and_stops_on_sigterm(tmp_pat
         assert "completed_at" in csv_table.read_text().splitlines()[0]
 
 
+@pytest.mark.timeout(60)  # without the lock, the second watch would watch until stopped
+def test_a_second_watch_on_the_same_folder_is_refused(tmp_path: Path) -> None:
+    """Both would inspect every image: each would be in the results twice."""
+    (image,) = generate(tmp_path / "made", 1, (64, 64), seed=3)
+    folder, out = tmp_path / "line", tmp_path / "results"
+    folder.mkdir()
+    first = start_watch(folder, out, "--settle", "0.2", "--precision", "fp32")
+    try:
+        (folder / "a.png").write_bytes(image.read_bytes())
+        wait_for(lambda: len(rows(out)) == 1, first)
+        second = ["run", "--watch", str(folder), "--out", str(out), "--device", "cpu"]
+        result = CliRunner().invoke(main, [*second, "--precision", "fp32"])
+        said = (
+            f"Error: {out}: another psicbatch run --watch is writing this output (lock "
+            f"{out / '_watch.lock'}); wait for it or choose another --out"
+        )
+        assert (result.exit_code, result.output.splitlines()) == (1, [said])
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=30) == 0
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert len(rows(out)) == 1 and not (out / "_watch.lock").exists()
+
+
 def test_a_restart_with_another_engine_is_refused(tmp_path: Path) -> None:
     (tmp_path / "line").mkdir()
     out = tmp_path / "results"

@@ -42,6 +42,7 @@ from psicbatch.engines.registry import NAMES
 from psicbatch.errors import PsicbatchError
 from psicbatch.fine_tuning import started_from
 from psicbatch.fingerprints import ImageSet, copies_note
+from psicbatch.output_lock import OutputLock
 from psicbatch.progress import progress_bar, say
 from psicbatch.reports import evaluation_markdown
 from psicbatch.run.output_guard import CHECKPOINT, check_output, check_output_folder
@@ -174,7 +175,7 @@ def train(
     _notes(setup, quiet)
     if held_out is not None and (note := held_out.note()) and not quiet:
         say(console, f"note: {note}")
-    with progress_bar(quiet, console) as progress:
+    with OutputLock(out, "train"), progress_bar(quiet, console) as progress:
         tensors = _in_memory(setup, setup.samples, progress)
         images = ImageSet.of_digests(setup.digests)  # evaluations count them
         metadata = {"dataset": dataset, "image_digests": images.encode()}
@@ -405,7 +406,7 @@ def cross_validate_command(
         samples = grouped_by(samples, group_by)
         dataset = {**dataset, "group_by": group_by}
     _notes(setup, quiet, folds=True)
-    with progress_bar(quiet, console) as progress:
+    with OutputLock(out, "cv"), progress_bar(quiet, console) as progress:
         report = cross_validate(
             samples,
             setup.options,

@@ -25,6 +25,7 @@ JOB_FILE = "_job.json"  # "_": Parquet readers of the folder pass over it
 WATCH_JOB_FILE = "_watch.json"  # a --watch's identity, at the top of its output folder
 # Beside it: its latest start's record, what a results file's metadata holds (``run_record``).
 WATCH_RUN_FILE = "_watch_run.json"
+WATCH_LOCK_FILE = "_watch.lock"  # held while a watch writes the folder (``output_lock``)
 # With --group-by: the parts decided as their images came, one line each (``watch_parts``),
 # the images that came after their part was decided, and how its parts are made. Their
 # leading ``_`` keeps dataset readers of the folder off.

@@ -15,10 +15,8 @@ leaves no ``OUT.parts``.
 
 from __future__ import annotations
 
-import fcntl
 import itertools
 import json
-import os
 import queue
 import shutil
 import threading
@@ -33,6 +31,7 @@ import pyarrow.parquet as pq
 
 from psicbatch.atomic import write_atomically
 from psicbatch.errors import PsicbatchError
+from psicbatch.output_lock import OutputLock
 from psicbatch.paths import path_from_bytes, readable_path
 from psicbatch.run.files import FileStamp, current_stamp
 from psicbatch.run.job import JobIdentity, check_same_job
@@ -60,42 +59,6 @@ PART_ONLY = [INDEX_COLUMN, KEY_COLUMN]
 
 def parts_directory(out: Path) -> Path:
     return out.with_name(out.name + ".parts")
-
-
-class OutputLock:
-    """Exclusive, non-blocking lock on ``OUT.lock`` for the duration of a run."""
-
-    def __init__(self, out: Path) -> None:
-        self.path = out.with_name(out.name + ".lock")
-        self.handle: Any = None
-
-    def __enter__(self) -> OutputLock:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.handle = open(self.path, "a+")  # held open for the lock's lifetime
-        except OSError as error:
-            raise PsicbatchError(
-                f"{self.path.parent}: cannot write the output there ({error.strerror or error})"
-            ) from None
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.handle.close()
-            raise PsicbatchError(
-                f"{readable_path(self.path.with_suffix(''))}: another psicbatch run is writing "
-                f"this output (lock {readable_path(self.path)}); wait for it or choose another "
-                "--out"
-            ) from None
-        self.handle.seek(0)
-        self.handle.truncate()
-        self.handle.write(f"{os.getpid()}\n")
-        self.handle.flush()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.path.unlink(missing_ok=True)
-        fcntl.flock(self.handle, fcntl.LOCK_UN)
-        self.handle.close()
 
 
 class PartWriter:
@@ -203,7 +166,7 @@ class ResultsOutput:
         self.job = job
         self.keys = keys  # input_key of every input, in input order
         self.resume = resume
-        self.lock = OutputLock(out)
+        self.lock = OutputLock(out, "run")
         self.done: set[bytes] = set()  # inputs already in the parts (resume)
         self.recomputed = 0  # rows of the interrupted run computed again
         self.dropped = 0  # rows of files no longer among the inputs

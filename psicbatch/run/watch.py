@@ -36,12 +36,14 @@ import pyarrow as pa
 from psicbatch.atomic import write_atomically
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
+from psicbatch.output_lock import OutputLock
 from psicbatch.paths import readable_path
 from psicbatch.run.compaction import Compactor
 from psicbatch.run.folder_scan import FileVersion, FolderScan, Ledger
 from psicbatch.run.job import (
     LATE_IMAGES_FILE,
     WATCH_JOB_FILE,
+    WATCH_LOCK_FILE,
     WATCH_RUN_FILE,
     JobIdentity,
     check_same_job,
@@ -172,44 +174,46 @@ def watch(
     record = json.dumps(run_record(engine_info, options), indent=1) + "\n"
     with _writing(out):
         _claim(out, identity)
-        write_atomically(out / WATCH_RUN_FILE, lambda path: path.write_text(record))
-    done = done_versions(out)
-    with _writing(out):
-        decisions = None if watching.parts is None else PartDecisions(out, watching.parts)
-    worker = Worker(spec, options, devices[0], threads=None)
-    tracker = CompletionTracker(watching.settle_seconds, watching.marker)
-    result = result if result is not None else WatchStatus()
-    if decisions is not None:
-        result.parts, result.late = decisions.counts, decisions.late
-    status(result)
-    compactor = Compactor(out, _hour_folder(out, datetime.datetime.now(datetime.timezone.utc)))
-    compactor.start()  # the hours an earlier watch left unmerged
-    for batch, completed in _complete_batches(folder, out, tracker, done, watching, clock):
-        if not batch:  # a poll that found nothing: parts may have waited long enough
+    with OutputLock(out, "run --watch", out / WATCH_LOCK_FILE):
+        with _writing(out):
+            write_atomically(out / WATCH_RUN_FILE, lambda path: path.write_text(record))
+        done = done_versions(out)
+        with _writing(out):
+            decisions = None if watching.parts is None else PartDecisions(out, watching.parts)
+        worker = Worker(spec, options, devices[0], threads=None)
+        tracker = CompletionTracker(watching.settle_seconds, watching.marker)
+        result = result if result is not None else WatchStatus()
+        if decisions is not None:
+            result.parts, result.late = decisions.counts, decisions.late
+        status(result)
+        compactor = Compactor(out, _hour_folder(out, datetime.datetime.now(datetime.timezone.utc)))
+        compactor.start()  # the hours an earlier watch left unmerged
+        for batch, completed in _complete_batches(folder, out, tracker, done, watching, clock):
+            if not batch:  # a poll that found nothing: parts may have waited long enough
+                if decisions is not None:
+                    with _writing(out):
+                        decisions.expire()
+                    status(result)
+                continue
+            rows = worker.rows(list(enumerate(path for path, _ in batch)))
+            stamp = datetime.datetime.now(datetime.timezone.utc)
+            completed_at = stamp - datetime.timedelta(seconds=clock() - completed)
+            for row, (_, stat) in zip(rows, batch, strict=True):
+                row.pop("input_index")
+                # The version the decoder read (it records it); the scanned one if it read none.
+                row.setdefault("file_size", stat.st_size)
+                row.setdefault("file_mtime_ns", stat.st_mtime_ns)
+                row["completed_at"] = completed_at
+            parts = decisions.parts_of(rows) if decisions is not None else []
+            late = decisions.late_metadata(parts) if decisions is not None else {}
+            part = _write_rows(out, rows, stamp, late)
+            compactor.part_written(part)
+            done.update((row["path_bytes"], row["file_size"], row["file_mtime_ns"]) for row in rows)
             if decisions is not None:
                 with _writing(out):
-                    decisions.expire()
-                status(result)
-            continue
-        rows = worker.rows(list(enumerate(path for path, _ in batch)))
-        stamp = datetime.datetime.now(datetime.timezone.utc)
-        completed_at = stamp - datetime.timedelta(seconds=clock() - completed)
-        for row, (_, stat) in zip(rows, batch, strict=True):
-            row.pop("input_index")
-            # The version the decoder read (it records it); the scanned one if it read none.
-            row.setdefault("file_size", stat.st_size)
-            row.setdefault("file_mtime_ns", stat.st_mtime_ns)
-            row["completed_at"] = completed_at
-        parts = decisions.parts_of(rows) if decisions is not None else []
-        late = decisions.late_metadata(parts) if decisions is not None else {}
-        part = _write_rows(out, rows, stamp, late)
-        compactor.part_written(part)
-        done.update((row["path_bytes"], row["file_size"], row["file_mtime_ns"]) for row in rows)
-        if decisions is not None:
-            with _writing(out):
-                decisions.add(rows, parts)
-        result.add(rows, [clock() - completed] * len(rows))
-        status(result)
+                    decisions.add(rows, parts)
+            result.add(rows, [clock() - completed] * len(rows))
+            status(result)
 
 
 def _write_rows(

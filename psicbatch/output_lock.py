@@ -1,0 +1,64 @@
+"""One psicbatch process at a time per output.
+
+Two processes writing one output interleave their files: two watches on one folder
+inspected every image twice, two trainings of one ``--out`` would save their epochs over
+each other's and resume from either. The second process refuses in one line instead. The
+lock is an OS file lock on a lock file (``OUT.lock`` beside a results file, a checkpoint
+or a cross-validation folder; ``_watch.lock`` inside a watch's folder), held for the
+process's life and freed by the OS even when the process is killed; the file is removed
+when the process ends normally.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import IO
+
+from psicbatch.errors import PsicbatchError
+from psicbatch.paths import readable_path
+
+
+def lock_beside(out: Path) -> Path:
+    """``OUT.lock``: the lock file of an output that is a file, or a folder made by its command."""
+    return out.with_name(out.name + ".lock")
+
+
+class OutputLock:
+    """Exclusive, non-blocking lock on ``path`` (default ``OUT.lock``) while ``command``
+    writes ``out``."""
+
+    def __init__(self, out: Path, command: str, path: Path | None = None) -> None:
+        self.out = out
+        self.command = command
+        self.path = path or lock_beside(out)
+        self.handle: IO[str] | None = None
+
+    def __enter__(self) -> OutputLock:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.handle = open(self.path, "a+")  # held open for the lock's lifetime
+        except OSError as error:
+            raise PsicbatchError(
+                f"{self.path.parent}: cannot write the output there ({error.strerror or error})"
+            ) from None
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.close()
+            raise PsicbatchError(
+                f"{readable_path(self.out)}: another psicbatch {self.command} is writing this "
+                f"output (lock {readable_path(self.path)}); wait for it or choose another --out"
+            ) from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(f"{os.getpid()}\n")
+        self.handle.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.handle is not None
+        self.path.unlink(missing_ok=True)
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
