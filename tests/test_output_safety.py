@@ -572,3 +572,16 @@ def test_a_second_training_or_cross_validation_of_one_output_is_refused(tmp_path
         )
         assert (result.exit_code, result.output.splitlines()) == (1, [said])
         assert [path.name for path in tmp_path.iterdir()] == ["labelled"]
+
+
+def test_a_second_build_into_one_engine_folder_is_refused(tmp_path: Path) -> None:
+    """It would remove the first build's staging folder from under it."""
+    engine = tmp_path / "engine"
+    with OutputLock(engine, "build-engine"):
+        result = invoke("build-engine", demo_model_path(), "--out", engine, "--backend", "torch")
+    said = (
+        f"Error: {engine}: another psicbatch build-engine is writing this output (lock "
+        f"{engine}.lock); wait for it or choose another --out"
+    )
+    assert (result.exit_code, result.output.splitlines()) == (1, [said])
+    assert list(tmp_path.iterdir()) == []

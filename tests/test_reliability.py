@@ -285,12 +285,12 @@ KILL_DRIVER = textwrap.dedent(
     elif point == "row-group-write":  # the part's temporary file is written, not yet renamed
         output.pq.write_table = die_after(output.pq.write_table, on_call=lambda *a: True)
     elif point == "final-rename":  # the finished file is complete under its temporary name
-        real_replace = output.os.replace
+        real_replace = os.replace
         def replace(source, destination):
             if str(destination).endswith("results.parquet"):
                 os.kill(os.getpid(), signal.SIGKILL)
             return real_replace(source, destination)
-        output.os.replace = replace
+        os.replace = replace
     from psicbatch.cli import main
     main(sys.argv[3:])
     """

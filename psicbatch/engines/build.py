@@ -7,6 +7,7 @@ against the fp32 checkpoint, and only then move the folder into place.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from psicbatch.engines.tuning import summary as tuning_summary
 from psicbatch.errors import PsicbatchError
 from psicbatch.fingerprints import chosen_on
 from psicbatch.network_size import STRIDE
+from psicbatch.output_lock import OutputLock
 from psicbatch.paths import file_sha256
 from psicbatch.precision import choose_precision, cpu_auto, resolve_precision
 from psicbatch.versions import installed_versions
@@ -185,14 +187,26 @@ def build_engine(
         ends.append((choice.fallback.backend, choice.fallback.precision))
     if tuned:
         ends += [(c.backend, c.precision) for c in cpu_candidates(options.calib is not None)]
-    for name, precision in ends:
-        directory = options.out or default_directory(checkpoint_path, name, precision, size)
-        check_destination(directory, options.overwrite)
-    say("reading the calibration and parity images")
-    images = image_sets(
-        checkpoint, size, options.calib, options.parity_images, options.parity_count
+    directories = sorted(
+        {options.out or default_directory(checkpoint_path, *end, size) for end in ends}
     )
-    build = Build(checkpoint_path, checkpoint, options, size, images, say)
+    for directory in directories:
+        check_destination(directory, options.overwrite)
+    with contextlib.ExitStack() as locks:  # a second build there would remove our staging
+        for directory in directories:
+            locks.enter_context(OutputLock(directory, "build-engine"))
+        say("reading the calibration and parity images")
+        images = image_sets(
+            checkpoint, size, options.calib, options.parity_images, options.parity_count
+        )
+        build = Build(checkpoint_path, checkpoint, options, size, images, say)
+        return _built(build, choice, tuned)
+
+
+def _built(build: Build, choice: Choice, tuned: bool) -> tuple[Path, Manifest]:
+    """The chosen engine built, measured among the CPU candidates where ``tuned``, or its
+    fallback where an automatic int8 choice fails parity."""
+    options = build.options
     if tuned:
         return tuned_build(build)
     if choice.fallback is None:
