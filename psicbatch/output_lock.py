@@ -1,12 +1,13 @@
 """One psicbatch process at a time per output.
 
-Two processes writing one output interleave their files: two watches on one folder
-inspected every image twice, two trainings of one ``--out`` would save their epochs over
-each other's and resume from either. The second process refuses in one line instead. The
-lock is an OS file lock on a lock file (``OUT.lock`` beside a results file, a checkpoint
-or a cross-validation folder; ``_watch.lock`` inside a watch's folder), held for the
-process's life and freed by the OS even when the process is killed; the file is removed
-when the process ends normally.
+Two processes writing one output interleave their files: two watches on one folder inspected
+every image twice, two trainings of one ``--out`` would save their epochs over each other's
+and resume from either, two builds of one engine folder would remove each other's staging
+folder. The second process refuses in one line instead. The lock is an OS file lock on a
+lock file (``OUT.lock`` beside a results file, a checkpoint, a cross-validation folder or an
+engine folder; ``_watch.lock`` inside a watch's folder, whose parent a line may not let it
+write), held for the process's life and freed by the OS even when the process is killed; the
+file is removed when the process ends normally.
 """
 
 from __future__ import annotations
