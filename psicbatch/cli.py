@@ -10,12 +10,12 @@ from typing import Any
 import click
 
 from psicbatch import __version__
-from psicbatch.commands import ARGV_KEY, SUMMARIES
+from psicbatch.commands import ARGV_KEY, STOP_NOTE_KEY, SUMMARIES
 from psicbatch.cpus import limit_threads_to_quota
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 from psicbatch.pixel_limit import max_pixels
-from psicbatch.run.shutdown import exit_process
+from psicbatch.run.shutdown import Stopped, exit_process, signals_stop
 
 # Each command's module is imported when the command runs: a command (and every worker
 # process a run spawns, which imports this module again) pays only for what it uses.
@@ -38,7 +38,9 @@ COMMANDS = {
 class _Group(click.Group):
     """Loads commands on demand (``COMMANDS``; ``--help`` lists them without loading any),
     turns PsicbatchError (and an OSError naming a file) into click's one-line 'Error: ...'
-    with exit code 1, and keeps the arguments so reports can record the exact command."""
+    with exit code 1, a stopping signal into one line and 128 + its number (after every
+    ``finally`` on the way out ran), and keeps the arguments so reports can record the
+    exact command."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -63,7 +65,12 @@ class _Group(click.Group):
         try:
             max_pixels()  # a bad limit is refused before any command (or worker) reads it
             limit_threads_to_quota()  # before any command loads torch
-            return super().invoke(ctx)
+            with signals_stop():  # SIGTERM too unwinds: temporary folders and locks go
+                return super().invoke(ctx)
+        except Stopped as stop:
+            note = ctx.meta.get(STOP_NOTE_KEY)
+            click.echo(f"stopped by {stop}" + (f": {note()}" if note else ""), err=True)
+            ctx.exit(stop.exit_code)
         except PsicbatchError as error:
             raise click.ClickException(str(error)) from None
         except OSError as error:

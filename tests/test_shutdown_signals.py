@@ -1,5 +1,6 @@
-"""A run stopped by Ctrl-C, SIGTERM or a full disk saves what is done, says so in one line
-and exits with its code; the saved rows resume to the full table."""
+"""A command stopped by Ctrl-C, SIGTERM or a full disk saves what is done, says so in one
+line and exits with its code; a run's saved rows resume to the full table, a training's
+epochs to its model."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import os
 import resource
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
+from psicbatch.data.synth import generate
 from tests.run_processes import (
     CONSOLE,
     FAST,
@@ -71,3 +74,55 @@ def test_a_full_disk_mid_run_is_one_line_and_exit_1(images: Path, tmp_path: Path
     message = stderr.decode().strip()
     assert len(message.splitlines()) == 1 and "File too large" in message, message
     assert "cannot write results" in message and "--resume" in message
+
+
+def _stopped(command: list[object], started: Callable[[], bool], stop: int) -> tuple[int, str]:
+    """``psicbatch COMMAND`` stopped by ``stop`` (to its process group, as a terminal's
+    Ctrl-C) once ``started``: its exit code and what it printed on standard error."""
+    process = subprocess.Popen(
+        [CONSOLE, *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        wait_for(started, process=process)
+        os.killpg(process.pid, stop)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    return process.returncode, stderr.decode()
+
+
+def test_a_stopped_training_keeps_its_epochs_says_so_and_resumes(tmp_path: Path) -> None:
+    """Every command, not only run: a signal unwinds it (its lock goes) and one line says
+    what is kept; a training's epochs so far are, and --resume goes on from them."""
+    generate(tmp_path / "data", 6, (64, 64), defect_rate=0.5, seed=1)
+    out = tmp_path / "m.pt"
+    train = ["train", tmp_path / "data", "--out", out, "--width", "0.125", "-q"]
+    epochs = ["--seg-epochs", "400", "--cls-epochs", "1"]
+    partial = tmp_path / "m.pt.partial"
+    code, stderr = _stopped([*train, *epochs], partial.exists, signal.SIGTERM)
+    assert code == 143, stderr
+    assert stderr.splitlines() == [
+        f"stopped by SIGTERM: the epochs done are in {partial}; the same command with "
+        "--resume continues"
+    ]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["data", "m.pt.partial"]
+    resumed = subprocess.run(
+        [CONSOLE, *train, "--seg-epochs", "2", "--cls-epochs", "1", "--resume"],
+        capture_output=True,
+        timeout=STARTUP_SECONDS * 2,
+    )
+    # Its epochs were kept with its options: a resume with others says so, not mixing them.
+    said = b"seg_epochs 400 there, 2 now"
+    assert resumed.returncode == 1 and said in resumed.stderr, resumed.stderr
+
+
+def test_a_stopped_build_leaves_no_staging_tuning_or_lock_behind(tmp_path: Path) -> None:
+    model = tmp_path / "m.pt"
+    init = [CONSOLE, "init", model, "--width", "0.125", "--input-size", "64x64"]
+    subprocess.run(init, check=True, capture_output=True)
+    engines = tmp_path / "engines"
+    tuning = lambda: any(engines.glob(".psicbatch-tuning-*/*"))  # noqa: E731
+    build = ["build-engine", model, "--out", engines / "line", "--tune-seconds", "60"]
+    code, stderr = _stopped(build, tuning, signal.SIGINT)
+    assert (code, stderr.splitlines()[-1]) == (130, "stopped by SIGINT"), stderr
+    assert list(engines.iterdir()) == []

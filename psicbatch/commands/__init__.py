@@ -13,6 +13,9 @@ import shlex
 import click
 
 ARGV_KEY = "psicbatch.argv"
+# A command that keeps work when a signal stops it says where (a callable in ctx.meta,
+# asked at the stop: the line ``psicbatch.cli`` prints then).
+STOP_NOTE_KEY = "psicbatch.stop_note"
 
 # Each command's short help, what ``psicbatch --help`` lists: kept here, where listing them
 # imports no command module (they import torch), so the listing answers at once.

@@ -12,7 +12,7 @@ import click
 from rich.console import Console
 from rich.progress import Progress
 
-from psicbatch.commands import SUMMARIES, command_line
+from psicbatch.commands import STOP_NOTE_KEY, SUMMARIES, command_line
 from psicbatch.commands.options import (
     AT_LEAST_ONE,
     NETWORK_SIZE,
@@ -168,6 +168,7 @@ def train(
     if tile is not None:
         kwargs.update(input_size=tile, tile_overlap=tile_overlap(tile, overlap))
     check_output(out, CHECKPOINT, overwrite=overwrite)  # before hours of training, not after
+    click.get_current_context().meta[STOP_NOTE_KEY] = lambda: _training_kept(out)
     setup = training_setup(data, layout, split, channels, kwargs)
     options, dataset = setup.options, setup.dataset
     options.check_validation(validated=validation is not None)
@@ -199,6 +200,16 @@ def train(
         f"pixel {checkpoint.thresholds.segmentation:.3f}{chosen_on}); "
         f"next: psicbatch eval {out} {test_data}{layout}"
     )
+
+
+def _training_kept(out: Path) -> str:
+    """What a training stopped by a signal keeps: its epochs so far, for --resume."""
+    from psicbatch.train import partial_path
+
+    partial = partial_path(out)
+    if partial.is_file():
+        return f"the epochs done are in {partial}; the same command with --resume continues"
+    return "no epoch had finished, so nothing was kept"
 
 
 def _in_memory(
@@ -394,6 +405,10 @@ def cross_validate_command(
     from psicbatch.data.splits import grouped_by
 
     check_output_folder(out, "splits.json", "cross-validation")
+    click.get_current_context().meta[STOP_NOTE_KEY] = lambda: (
+        f"the folds done, and the epochs of the one under way, are kept in {out}; the same "
+        "command continues from them"
+    )
     setup = training_setup(data, layout, split, channels, kwargs)
     samples, dataset = setup.samples, setup.dataset
     if setup.start is not None and setup.options.tile_overlap is not None:
