@@ -7,11 +7,13 @@ folder. The second process refuses in one line instead. The lock is an OS file l
 lock file (``OUT.lock`` beside a results file, a checkpoint, a cross-validation folder or an
 engine folder; ``_watch.lock`` inside a watch's folder, whose parent a line may not let it
 write), held for the process's life and freed by the OS even when the process is killed; the
-file is removed when the process ends normally.
+file is removed when the process ends normally. Where the file system offers no locks, the
+output goes unguarded.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
@@ -20,10 +22,8 @@ from typing import IO
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 
-
-def lock_beside(out: Path) -> Path:
-    """``OUT.lock``: the lock file of an output that is a file, or a folder made by its command."""
-    return out.with_name(out.name + ".lock")
+# What flock says on a file system that offers no locks (NFS without its lock service).
+NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}
 
 
 class OutputLock:
@@ -33,7 +33,7 @@ class OutputLock:
     def __init__(self, out: Path, command: str, path: Path | None = None) -> None:
         self.out = out
         self.command = command
-        self.path = path or lock_beside(out)
+        self.path = path or out.with_name(out.name + ".lock")
         self.handle: IO[str] | None = None
 
     def __enter__(self) -> OutputLock:
@@ -52,6 +52,11 @@ class OutputLock:
                 f"{readable_path(self.out)}: another psicbatch {self.command} is writing this "
                 f"output (lock {readable_path(self.path)}); wait for it or choose another --out"
             ) from None
+        except OSError as error:
+            if error.errno not in NO_LOCKS:
+                raise
+            # A network mount without its lock service: the output goes unguarded, as
+            # it did before there were locks, rather than refused.
         self.handle.seek(0)
         self.handle.truncate()
         self.handle.write(f"{os.getpid()}\n")
@@ -61,5 +66,4 @@ class OutputLock:
     def __exit__(self, *exc: object) -> None:
         assert self.handle is not None
         self.path.unlink(missing_ok=True)
-        fcntl.flock(self.handle, fcntl.LOCK_UN)
-        self.handle.close()
+        self.handle.close()  # which frees the lock

@@ -585,3 +585,27 @@ def test_a_second_build_into_one_engine_folder_is_refused(tmp_path: Path) -> Non
     )
     assert (result.exit_code, result.output.splitlines()) == (1, [said])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_lock_is_freed_at_the_end_and_skipped_where_there_are_no_locks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A network mount without its lock service would refuse every output otherwise."""
+    import fcntl
+
+    out = tmp_path / "m.pt"
+    with OutputLock(out, "train"):
+        assert (tmp_path / "m.pt.lock").read_text() == f"{os.getpid()}\n"
+        with pytest.raises(PsicbatchError, match="another psicbatch train is writing"):
+            OutputLock(out, "train").__enter__()
+    assert list(tmp_path.iterdir()) == []
+    with OutputLock(out, "train"):  # free again
+        pass
+
+    def no_locks(*_: object) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with OutputLock(out, "train"):
+        pass
+    assert list(tmp_path.iterdir()) == []
