@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -169,6 +173,29 @@ def test_tuning_keeps_the_fastest_candidate_that_keeps_parity() -> None:
     assert best == "onnxruntime fp32"
     assert [t.outcome.split(":")[0] for t in trials] == ["not used", "timed", "timed"]
     assert trials[0].seconds_per_image is None and "parity check failed" in trials[0].outcome
+
+
+def test_a_stop_that_a_library_turned_into_an_error_still_stops_the_tuning() -> None:
+    """Ctrl-C during the ONNX export's imports once read as "onnx is missing": the build
+    went on with the next candidate and finished, the signal lost."""
+    from psicbatch.run.shutdown import Stopped, signals_stop
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers run in the main thread only")
+
+    def build(candidate: Candidate) -> str:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs here, in this (the main) thread
+        except Stopped:
+            raise PsicbatchError("ONNX export needs the 'onnx' extra") from None
+        return candidate.label
+
+    candidates = [Candidate("openvino", "fp32"), Candidate("torch", "fp32")]
+    with pytest.raises(Stopped), signals_stop():
+        tune(candidates, build, lambda built, seconds: 0.001, budget=60)
+    with signals_stop():  # a later block starts with no stop asked
+        assert tune(candidates[1:], lambda c: c.label, lambda b, s: 0.001)[1] == "torch fp32"
 
 
 def test_tuning_stops_when_the_budget_is_spent() -> None:

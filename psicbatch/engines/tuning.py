@@ -24,6 +24,7 @@ from psicbatch.engines.base import Engine
 from psicbatch.engines.build_options import TUNE_SECONDS
 from psicbatch.engines.registry import BACKENDS, installed_cpu_int8
 from psicbatch.errors import PsicbatchError
+from psicbatch.run.shutdown import raise_if_stopped
 
 TIMING_BATCH = 8  # the run's default batch size
 
@@ -94,6 +95,7 @@ def tune(
         try:
             built = build(candidate)
         except PsicbatchError as error:
+            raise_if_stopped()  # Ctrl-C in an import read as "onnx is missing"
             trial.outcome = f"not used: {error}"
             continue
         share = max(budget - (clock() - started), 0.0) / (len(candidates) - number)

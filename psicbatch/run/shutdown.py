@@ -22,6 +22,7 @@ from collections.abc import Iterator
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 WATCHDOG_SECONDS = 1.0
+_asked: list[int] = []  # the signal that asked this process to stop, once one did
 
 
 class Stopped(BaseException):
@@ -47,6 +48,7 @@ def signals_stop() -> Iterator[None]:
     def stop(signal_number: int, frame: object) -> None:
         for number in STOP_SIGNALS:
             signal.signal(number, signal.SIG_IGN)
+        _asked.append(signal_number)
         raise Stopped(signal_number)
 
     previous = {number: signal.signal(number, stop) for number in STOP_SIGNALS}
@@ -55,6 +57,15 @@ def signals_stop() -> Iterator[None]:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+        _asked.clear()
+
+
+def raise_if_stopped() -> None:
+    """Raise ``Stopped`` again where a signal asked for it and a library's own error took
+    its place (an import it interrupted can read as a missing module): code that goes on
+    after a failure calls this first, so a stop is never taken for a failure."""
+    if _asked:
+        raise Stopped(_asked[0])
 
 
 def exit_process(code: int) -> None:
