@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 from pathlib import Path
@@ -74,12 +75,29 @@ class _Group(click.Group):
         except PsicbatchError as error:
             raise click.ClickException(str(error)) from None
         except OSError as error:
-            # A file the system refused where no check foresaw it (a disk that filled, a
-            # folder removed meanwhile): the file and the reason, not a traceback.
-            if error.filename is None:
+            line = _refusal_line(error, ctx.invoked_subcommand)
+            if line is None:
                 raise
-            shown = readable_path(Path(os.fsdecode(error.filename)))
-            raise click.ClickException(f"{shown}: {error.strerror or error}") from None
+            raise click.ClickException(line) from None
+
+
+# The system's refusals of a write: a full disk or quota, a file too large, a read-only mount.
+WRITE_REFUSALS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+def _refusal_line(error: OSError, command: str | None) -> str | None:
+    """One line for a file the system refused where no check foresaw it (a disk that
+    filled, a folder removed meanwhile): the file and the reason. A copy names the file it
+    wrote (the second), and a refused write that names no file (an image library writing
+    to an open file) says which command was writing. None: not the system's refusal, a
+    bug, which keeps its traceback."""
+    refused_write = error.errno in WRITE_REFUSALS
+    name = (error.filename2 if refused_write else None) or error.filename
+    if name is not None:
+        return f"{readable_path(Path(os.fsdecode(name)))}: {error.strerror or error}"
+    if refused_write:
+        return f"{error.strerror} while psicbatch {command} wrote its output"
+    return None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

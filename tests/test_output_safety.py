@@ -10,7 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -510,6 +510,10 @@ def test_a_checkpoint_the_disk_cannot_hold_is_one_line_naming_the_reason(tmp_pat
         said = f"Error: {small / 'm.pt'}: cannot be written (No space left on device)"
         assert (result.exit_code, result.output.splitlines()) == (1, [said])
         assert list(small.iterdir()) == []
+        # An image library writing to an open file names none: the command is named.
+        result = invoke("synth", small / "synth", "--count", "40", "--size", "128x128", "-q")
+        said = "Error: No space left on device while psicbatch synth wrote its output"
+        assert (result.exit_code, result.output.splitlines()) == (1, [said])
 
 
 def test_a_file_the_system_refuses_unforeseen_is_named_in_one_line(
@@ -528,6 +532,22 @@ def test_a_file_the_system_refuses_unforeseen_is_named_in_one_line(
         1,
         [f"Error: {tmp_path / 'm.pt'}: Input/output error"],
     )
+
+    def fill(error: OSError) -> Callable[..., None]:
+        def write(*_: object) -> None:
+            raise error
+
+        return write
+
+    full = errno.ENOSPC, os.strerror(errno.ENOSPC)
+    copied = OSError(*full, "model.pt", None, str(tmp_path / "engine" / "model.pt"))
+    for error, said in (
+        (OSError(*full), "No space left on device while psicbatch init wrote its output"),
+        (copied, f"{tmp_path / 'engine' / 'model.pt'}: No space left on device"),  # the copy
+    ):
+        monkeypatch.setattr(psicbatch.checkpoint, "save_checkpoint", fill(error))
+        result = invoke("init", tmp_path / "m.pt", "--width", "0.125")
+        assert (result.exit_code, result.output.splitlines()) == (1, [f"Error: {said}"])
     monkeypatch.setattr(psicbatch.checkpoint, "save_checkpoint", lambda *_: os.close(-1))
     assert isinstance(invoke("init", tmp_path / "m.pt").exception, OSError)
 
