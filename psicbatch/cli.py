@@ -16,7 +16,7 @@ from psicbatch.cpus import limit_threads_to_quota
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 from psicbatch.pixel_limit import max_pixels
-from psicbatch.run.shutdown import Stopped, exit_process, signals_stop
+from psicbatch.run.shutdown import Stopped, exit_process, raise_if_stopped, signals_stop
 
 # Each command's module is imported when the command runs: a command (and every worker
 # process a run spawns, which imports this module again) pays only for what it uses.
@@ -67,7 +67,11 @@ class _Group(click.Group):
             max_pixels()  # a bad limit is refused before any command (or worker) reads it
             limit_threads_to_quota()  # before any command loads torch
             with signals_stop():  # SIGTERM too unwinds: temporary folders and locks go
-                return super().invoke(ctx)
+                try:
+                    return super().invoke(ctx)
+                except (PsicbatchError, OSError):
+                    raise_if_stopped()  # a library's error that a stop caused is the stop
+                    raise
         except Stopped as stop:
             note = ctx.meta.get(STOP_NOTE_KEY)
             click.echo(f"stopped by {stop}" + (f": {note()}" if note else ""), err=True)

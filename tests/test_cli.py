@@ -2,8 +2,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import click
@@ -164,6 +168,30 @@ def test_an_error_before_a_progress_bar_shows_a_task_is_one_line(
     notes.write_text("not a dataset")
     result = runner.invoke(main, ["eval", str(tiny_checkpoint), str(notes)])
     assert (result.exit_code, result.output.splitlines()) == (1, [f"Error: {notes}: not a folder"])
+
+
+def test_an_error_a_stop_caused_is_reported_as_the_stop(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C inside a library can come out as the library's own error (an interrupted
+    import reads as a missing package): the command says it was stopped, with its code."""
+    import psicbatch.checkpoint
+    from psicbatch.errors import PsicbatchError
+    from psicbatch.run.shutdown import Stopped
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers run in the main thread only")
+
+    def interrupted(*_: object) -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs here
+        except Stopped:
+            raise PsicbatchError("onnx is missing") from None
+
+    monkeypatch.setattr(psicbatch.checkpoint, "save_checkpoint", interrupted)
+    result = runner.invoke(main, ["init", str(tmp_path / "m.pt"), "--width", "0.125"])
+    assert (result.exit_code, result.output.splitlines()) == (130, ["stopped by SIGINT"])
 
 
 @pytest.mark.parametrize(

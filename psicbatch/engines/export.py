@@ -15,7 +15,6 @@ from psicbatch.engines.manifest import INPUT_NAME, OUTPUT_NAMES
 from psicbatch.errors import PsicbatchError
 from psicbatch.model import PSICNet
 from psicbatch.network_size import STRIDE
-from psicbatch.run.shutdown import raise_if_stopped
 
 ONNX_OPSET = 18
 
@@ -108,7 +107,6 @@ def require_onnx() -> Any:
         import onnxruntime  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError as error:
-        raise_if_stopped()
         raise PsicbatchError(
             f"ONNX export needs the 'onnx' extra ({error.name} is missing): "
             "pip install 'psicbatch[onnx]'"
