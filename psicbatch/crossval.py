@@ -42,7 +42,13 @@ from psicbatch.part_scores import grouping_of
 from psicbatch.reports import plot_curves, write_json, write_predictions
 from psicbatch.scores import EvaluationSummary
 from psicbatch.train import Trainer, partial_path
-from psicbatch.train_options import TrainOptions, changed_values, check_masks, with_defaults
+from psicbatch.train_options import (
+    TrainOptions,
+    changed_values,
+    check_masks,
+    option_name,
+    with_defaults,
+)
 from psicbatch.validation import best_epochs
 
 
@@ -226,7 +232,8 @@ def _check_same_job(out: Path, job: dict[str, Any], test_ids: list[list[str]]) -
         recorded.setdefault("score_epochs", False)
     current = {**job, "folds": test_ids}
     differing = [
-        JOB_FIELDS[key] + changed_values(recorded[key], current[key])
+        JOB_FIELDS[key]
+        + changed_values(recorded[key], current[key], option_name if key == "training" else str)
         for key in JOB_FIELDS
         if key in recorded and recorded[key] != current[key]
     ]

@@ -61,7 +61,13 @@ from psicbatch.pixel_threshold import (
 from psicbatch.precision import autocast, choose_precision
 from psicbatch.preprocess import normalize
 from psicbatch.sampling import balanced_order, random_flips, random_gains
-from psicbatch.train_options import TrainOptions, changed_values, check_masks, with_defaults
+from psicbatch.train_options import (
+    TrainOptions,
+    changed_values,
+    check_masks,
+    option_name,
+    with_defaults,
+)
 from psicbatch.validation import EpochValidation, best_epoch
 
 PHASES = ("segmentation", "classification", "end-to-end")
@@ -184,7 +190,7 @@ class Trainer:
             state = saved.training
             saved_options = with_defaults(state.get("options", {}))
             if saved_options != self.options.to_dict():
-                changes = changed_values(saved_options, self.options.to_dict())
+                changes = changed_values(saved_options, self.options.to_dict(), option_name)
                 raise PsicbatchError(
                     f"{partial}: was started with other options (rerun without --resume "
                     f"or with the same options){changes}"

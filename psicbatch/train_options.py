@@ -3,7 +3,7 @@ command line declares them without importing torch."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -81,6 +81,11 @@ class TrainOptions:
             )
 
 
+# Recorded options that train's command line spells otherwise, or sets with none.
+OPTION_NAMES = {"tile_overlap": "--overlap"}
+UNSET_BY_OPTIONS = {"delta"}  # end-to-end mode's classification weight: the paper's
+
+
 def with_defaults(recorded: dict[str, Any], keys: Iterable[str] | None = None) -> dict[str, Any]:
     """Training options as an earlier record holds them, those added since taking their
     defaults (of ``keys`` only, where given: a record that leaves some out on purpose)."""
@@ -88,17 +93,26 @@ def with_defaults(recorded: dict[str, Any], keys: Iterable[str] | None = None) -
     return {**{key: defaults[key] for key in (defaults if keys is None else keys)}, **recorded}
 
 
-def changed_values(recorded: Any, current: Any) -> str:
+def changed_values(recorded: Any, current: Any, named: Callable[[str], str] = str) -> str:
     """Which values of a record differ, then and now (``: input_size 512x512 there, 816x320
-    now``): a default that changed between two runs is named, not only its group."""
+    now``, each key as ``named`` says it): a default that changed between two runs is
+    named, not only its group."""
     if not (isinstance(recorded, dict) and isinstance(current, dict)):
         return ""
     changed = [
-        f"{key} {_value_text(recorded.get(key))} there, {_value_text(current.get(key))} now"
+        f"{named(key)} {_value_text(recorded.get(key))} there, {_value_text(current.get(key))} now"
         for key in sorted(set(recorded) | set(current))
         if recorded.get(key) != current.get(key)
     ]
     return f": {', '.join(changed)}" if changed else ""
+
+
+def option_name(key: str) -> str:
+    """How ``train`` spells the option that sets a recorded one: ``seg_epochs`` is
+    ``--seg-epochs``, ``tile_overlap`` ``--overlap``; one no option sets keeps its name."""
+    if key in UNSET_BY_OPTIONS:
+        return key
+    return OPTION_NAMES.get(key, "--" + key.replace("_", "-"))
 
 
 def _value_text(value: Any) -> str:

@@ -216,8 +216,8 @@ def test_cv_reports_in_paper_layout_and_resumes(dataset: Path, tmp_path: Path) -
     assert (out / "fold1" / "model.pt").stat().st_mtime_ns == stamp
     # Another job's rerun is refused before any work, not reported with these folds.
     for change, named in (
-        (["--seg-epochs", "3"], "the training options: seg_epochs 2 there, 3 now"),
-        (["--brightness", "0.2"], "the training options: brightness 0.0 there, 0.2 now"),
+        (["--seg-epochs", "3"], "the training options: --seg-epochs 2 there, 3 now"),
+        (["--brightness", "0.2"], "the training options: --brightness 0.0 there, 0.2 now"),
         (["--folds", "3"], "the folds (--folds, --seed, the dataset's images and which are"),
     ):
         changed = [*args, *change] if change[0] != "--folds" else [*args[:2], *change, *args[4:]]

@@ -112,7 +112,7 @@ def test_a_stopped_training_keeps_its_epochs_says_so_and_resumes(tmp_path: Path)
         timeout=STARTUP_SECONDS * 2,
     )
     # Its epochs were kept with its options: a resume with others says so, not mixing them.
-    said = b"seg_epochs 400 there, 2 now"
+    said = b"--seg-epochs 400 there, 2 now"
     assert resumed.returncode == 1 and said in resumed.stderr, resumed.stderr
 
 

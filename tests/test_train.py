@@ -236,7 +236,7 @@ def test_resume_refuses_other_options(tmp_path: Path, data: tuple) -> None:
     )  # a finished model standing in as a partial one
     changed = TrainOptions(**{**options.__dict__, "seed": 7, "input_size": (40, 24)})
     size = f"{options.input_size[0]}x{options.input_size[1]}"
-    named = f"other options .*: input_size {size} there, 40x24 now, seed 0 there, 7 now$"
+    named = f"other options .*: --input-size {size} there, 40x24 now, --seed 0 there, 7 now$"
     with pytest.raises(PsicbatchError, match=named):
         Trainer(data[0], changed, out).run(resume=True)
 
@@ -450,3 +450,13 @@ def test_balanced_order_among_some_images() -> None:
     among = torch.tensor([True, False, True, True, True, True, True])
     order = balanced_order(labels, np.random.default_rng(0), among)
     assert sorted(order.tolist())[:2] == [0, 2] and 1 not in order and len(order) == 4
+
+
+def test_every_recorded_training_option_is_named_as_the_command_line_spells_it() -> None:
+    """A resume or a cv rerun refused for other options names each as the user gives it."""
+    from psicbatch.commands.training import train
+    from psicbatch.train_options import UNSET_BY_OPTIONS, option_name
+
+    flags = {flag for param in train.params for flag in (*param.opts, *param.secondary_opts)}
+    for key in TrainOptions().to_dict():
+        assert option_name(key) in flags or option_name(key) == key in UNSET_BY_OPTIONS, key
