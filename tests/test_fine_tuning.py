@@ -169,7 +169,7 @@ def test_cv_from_a_checkpoint_counts_the_images_it_had_learnt_from(
     other = tmp_path / "other.pt"
     _invoke("train", line["newer"], "-o", other, *SMALL, *EPOCHS)
     said = _refusal("cv", line["first"], "--init", other, "--folds", "2", "-o", out, *EPOCHS)
-    assert "differs in the training options: init " in said
+    assert "differs in the training options: --init " in said
 
 
 def test_from_a_tiled_checkpoint_training_tiles_and_cv_asks_for_a_size(tmp_path: Path) -> None:
