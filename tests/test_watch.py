@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -65,6 +66,31 @@ def test_files_found_complete_together_are_each_handed_out_once(tmp_path: Path) 
         handed += [path.name for path, _ in batch]
         done.update(version(path, stat) for path, stat in batch)
     assert sorted(handed) == [f"{index:02d}.png" for index in range(count)]
+
+
+def test_a_stop_that_something_swallowed_still_ends_the_watch(tmp_path: Path) -> None:
+    """A signal whose handler runs inside a finalizer raises there, where Python only
+    prints the exception; the handler then ignores further signals. The watch's next poll
+    raises the stop again: it had run on, deaf to SIGTERM."""
+    from psicbatch.run.shutdown import Stopped, signals_stop
+    from psicbatch.run.watch import _complete_batches
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers run in the main thread only")
+    watching = WatchOptions(tmp_path, marker=".done")
+    tracker = CompletionTracker(0, ".done")
+    with signals_stop():
+        batches = _complete_batches(
+            tmp_path, tmp_path / "out", tracker, set(), watching, time.monotonic
+        )
+        assert next(batches)[0] == []  # a poll that found nothing
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler runs here
+        except Stopped:
+            pass  # swallowed, as by a finalizer
+        with pytest.raises(Stopped):
+            next(batches)
 
 
 def start_watch(folder: Path, out: Path, *options: str) -> subprocess.Popen:

@@ -55,6 +55,7 @@ from psicbatch.run.part_files import late_counts_said
 from psicbatch.run.rows import SCHEMA
 from psicbatch.run.run_decisions import check_decisions_fit
 from psicbatch.run.runner import describe_run, job_identity, run_record, worker_devices
+from psicbatch.run.shutdown import raise_if_stopped
 from psicbatch.run.watch_parts import LateImages, PartDecisions, WatchParts
 from psicbatch.run.worker import Worker
 from psicbatch.wording import counted, decisions_said
@@ -245,6 +246,10 @@ def _complete_batches(
     before the next scan, so no scan finds a file that is still waiting."""
     scanner = FolderScan(folder, out, done)
     while True:
+        # A stop that code it interrupted swallowed (an exception raised in a finalizer is
+        # only printed) is raised again here: the signal handler ignores further signals,
+        # so the watch would otherwise run on, deaf to SIGTERM.
+        raise_if_stopped()
         now = clock()
         found = scanner.pending(now)
         ready = tracker.complete(found, now)
