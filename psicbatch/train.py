@@ -60,6 +60,7 @@ from psicbatch.pixel_threshold import (
 )
 from psicbatch.precision import autocast, choose_precision
 from psicbatch.preprocess import normalize
+from psicbatch.run.shutdown import raise_if_stopped
 from psicbatch.sampling import balanced_order, random_flips, random_gains
 from psicbatch.train_options import (
     TrainOptions,
@@ -375,6 +376,7 @@ class Trainer:
         """One pass of plain SGD with the decaying learning rate; returns the mean loss."""
         losses = []
         for step, index in enumerate(batches):
+            raise_if_stopped()  # a stop that the code it interrupted swallowed
             lr = _poly_lr(base_lr, epoch * len(batches) + step, epochs * len(batches))
             loss = batch_loss(index)
             grads = self.loss_scale.gradients(loss, parameters)

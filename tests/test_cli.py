@@ -2,12 +2,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import click
@@ -18,6 +15,7 @@ from psicbatch import __version__
 from psicbatch.assets import demo_model_path
 from psicbatch.cli import COMMANDS, main
 from psicbatch.commands import SUMMARIES
+from tests.stops import main_thread_only, send_stop
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "psicbatch"
 
@@ -179,13 +177,11 @@ def test_an_error_a_stop_caused_is_reported_as_the_stop(
     from psicbatch.errors import PsicbatchError
     from psicbatch.run.shutdown import Stopped
 
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signal handlers run in the main thread only")
+    main_thread_only()
 
     def interrupted(*_: object) -> None:
         try:
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(1)  # the handler runs here
+            send_stop(signal.SIGINT)
         except Stopped:
             raise PsicbatchError("onnx is missing") from None
 

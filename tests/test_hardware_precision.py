@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +22,7 @@ from psicbatch.errors import PsicbatchError
 from psicbatch.run.runner import RunOptions, describe_run, worker_devices
 from psicbatch.train import Trainer
 from psicbatch.train_options import TrainOptions
+from tests.stops import main_thread_only, send_stop
 
 AVX2 = hardware.CpuPrecisions("AVX2", bf16=False, fp16=False, int8_dot=False)
 AVX512_BF16 = hardware.CpuPrecisions("AVX512", bf16=True, fp16=False, int8_dot=True)
@@ -180,13 +178,11 @@ def test_a_stop_that_a_library_turned_into_an_error_still_stops_the_tuning() -> 
     went on with the next candidate and finished, the signal lost."""
     from psicbatch.run.shutdown import Stopped, signals_stop
 
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signal handlers run in the main thread only")
+    main_thread_only()
 
     def build(candidate: Candidate) -> str:
         try:
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(1)  # the handler runs here, in this (the main) thread
+            send_stop(signal.SIGINT)
         except Stopped:
             raise PsicbatchError("ONNX export needs the 'onnx' extra") from None
         return candidate.label

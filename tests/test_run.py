@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from psicbatch.run.job import resolved_sources
 from psicbatch.run.output import read_metadata
 from tests.reference_rows import assert_same_results, result_row
 from tests.run_processes import killed_run
+from tests.stops import main_thread_only, send_stop
 from tests.test_layouts import make_dagm, make_kolektorsdd
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -480,3 +482,20 @@ def test_dali_hands_its_own_buffers_over_and_they_outlive_later_batches(images: 
         decoder.decode(files[start : start + 4])
     assert torch.equal(first, kept)
     assert torch.equal(dali_copy(decoder, files[:4]), kept)
+
+
+def test_a_swallowed_stop_stops_a_run_at_its_next_batch(images: Path, tmp_path: Path) -> None:
+    """The signal handler ignores further signals: a stop that the code it interrupted
+    swallowed would leave a day's run deaf to Ctrl-C."""
+    from psicbatch.run.runner import RunOptions, run
+    from psicbatch.run.shutdown import Stopped, signals_stop
+
+    main_thread_only()
+    files = sorted(images.glob("*.png"))
+    options = RunOptions(out=tmp_path / "r.parquet", batch_size=2, decoder="pil", devices=("cpu",))
+    with signals_stop():
+        with contextlib.suppress(Stopped):  # swallowed, as by a finalizer
+            send_stop()
+        with pytest.raises(Stopped):
+            run(files, EngineSpec(checkpoint=demo_model_path()), options)
+    assert not (tmp_path / "r.parquet").exists()

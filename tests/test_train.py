@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from psicbatch.metrics import average_precision
 from psicbatch.sampling import balanced_order, random_gains
 from psicbatch.train import Trainer, partial_path
 from psicbatch.train_options import TrainOptions
+from tests.stops import main_thread_only, send_stop
 
 SIZE = (64, 64)
 # precision auto: bf16 where the CPU has it natively, else fp32 (emulated bf16 is ~6x slower)
@@ -460,3 +462,18 @@ def test_every_recorded_training_option_is_named_as_the_command_line_spells_it()
     flags = {flag for param in train.params for flag in (*param.opts, *param.secondary_opts)}
     for key in TrainOptions().to_dict():
         assert option_name(key) in flags or option_name(key) == key in UNSET_BY_OPTIONS, key
+
+
+def test_a_swallowed_stop_stops_the_training_at_its_next_step(
+    data: tuple[TensorDataset, TensorDataset], tmp_path: Path
+) -> None:
+    """The signal handler ignores further signals: a stop that the code it interrupted
+    swallowed would leave hours of training deaf to Ctrl-C."""
+    from psicbatch.run.shutdown import Stopped, signals_stop
+
+    main_thread_only()
+    with signals_stop():
+        with contextlib.suppress(Stopped):  # swallowed, as by a finalizer
+            send_stop()
+        with pytest.raises(Stopped):
+            Trainer(data[0], TINY, tmp_path / "m.pt").run()

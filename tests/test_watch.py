@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +20,7 @@ from psicbatch.cli import main
 from psicbatch.data.synth import generate
 from psicbatch.run.watch import CompletionTracker, WatchOptions
 from tests.run_processes import CONSOLE
+from tests.stops import main_thread_only, send_stop
 
 
 def stat(size: int, mtime: int) -> os.stat_result:
@@ -75,8 +76,7 @@ def test_a_stop_that_something_swallowed_still_ends_the_watch(tmp_path: Path) ->
     from psicbatch.run.shutdown import Stopped, signals_stop
     from psicbatch.run.watch import _complete_batches
 
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signal handlers run in the main thread only")
+    main_thread_only()
     watching = WatchOptions(tmp_path, marker=".done")
     tracker = CompletionTracker(0, ".done")
     with signals_stop():
@@ -84,11 +84,8 @@ def test_a_stop_that_something_swallowed_still_ends_the_watch(tmp_path: Path) ->
             tmp_path, tmp_path / "out", tracker, set(), watching, time.monotonic
         )
         assert next(batches)[0] == []  # a poll that found nothing
-        try:
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(1)  # the handler runs here
-        except Stopped:
-            pass  # swallowed, as by a finalizer
+        with contextlib.suppress(Stopped):  # swallowed, as by a finalizer
+            send_stop()
         with pytest.raises(Stopped):
             next(batches)
 

@@ -31,6 +31,7 @@ from psicbatch.run.options import RunOptions
 from psicbatch.run.output import KEY_COLUMN, SCHEMA_VERSION, ResultsOutput, parts_directory
 from psicbatch.run.output_guard import RESULTS, check_output
 from psicbatch.run.run_decisions import check_decisions_fit
+from psicbatch.run.shutdown import raise_if_stopped
 from psicbatch.run.worker import LATENCY
 
 FLUSH_SECONDS = 10.0
@@ -171,6 +172,7 @@ def _save_results(
     last_flush = first_batch_done = time.monotonic()
     try:
         for batch_number, (rows, times) in enumerate(results):
+            raise_if_stopped()  # a stop that the code it interrupted swallowed
             if batch_number == 0:
                 first_batch_done = time.monotonic()
             else:
