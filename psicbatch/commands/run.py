@@ -47,7 +47,7 @@ from psicbatch.run.options import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT, MAS
 from psicbatch.run.output import parts_directory
 from psicbatch.run.output_guard import REPORT, check_output
 from psicbatch.run.part_table import PARTS_TABLE, PartGrouping, write_part_table
-from psicbatch.run.shutdown import Stopped, exit_at_once, signals_stop
+from psicbatch.run.shutdown import Stopped, exit_at_once
 from psicbatch.run.watch_parts import DEFAULT_TIMEOUT as DEFAULT_PART_TIMEOUT
 from psicbatch.run.watch_parts import WatchParts, recorded_grouping
 
@@ -352,15 +352,14 @@ def _inspect(
             status=status if summary.images or final else "opening the engine",
         )
 
-    with signals_stop():
-        try:
-            summary = run(paths, spec, options, update, executor)
-            update(summary, final=True)
-        except (Stopped, KeyboardInterrupt) as stop:
-            progress.stop()
-            _stopped(console, stop, options.out)
-        finally:
-            progress.stop()
+    try:  # the command line turns SIGINT and SIGTERM into Stopped (``signals_stop``)
+        summary = run(paths, spec, options, update, executor)
+        update(summary, final=True)
+    except (Stopped, KeyboardInterrupt) as stop:
+        progress.stop()
+        _stopped(console, stop, options.out)
+    finally:
+        progress.stop()
     return summary
 
 
@@ -376,7 +375,7 @@ def _watch(
             f"note: {readable_path(options.out)} holds part decisions ({PART_OPTIONS_FILE}); "
             "this watch, without --group-by, decides none",
         )
-    with signals_stop(), console.status("starting", spinner="dots") as line:
+    with console.status("starting", spinner="dots") as line:
 
         def show(status: WatchStatus) -> None:
             if not quiet:
