@@ -114,7 +114,17 @@ def physical_cores() -> int:
 
 def cpus_line() -> str:
     """The CPUs psicbatch keeps busy here, and why not the machine's all, in words."""
-    quota = cpu_quota()  # read once for both
+    return _line(cpu_quota())
+
+
+def fewer_cpus_line() -> str | None:
+    """``cpus_line`` where psicbatch keeps fewer CPUs busy than the machine has (a CPU
+    set, a quota), None where it keeps them all: the quota read once for both."""
+    quota = cpu_quota()
+    return _line(quota) if _within(quota) < (os.cpu_count() or 1) else None
+
+
+def _line(quota: float | None) -> str:
     limit = f" (a CPU quota of {quota:g})" if quota is not None else ""
     return f"{_within(quota)} available to psicbatch{limit}, of {os.cpu_count()}"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
@@ -30,7 +29,7 @@ from psicbatch.commands.options import (
     engine_options,
     split_option,
 )
-from psicbatch.cpus import available_cpus, cpus_line
+from psicbatch.cpus import fewer_cpus_line
 from psicbatch.data.combined import WHOLE
 from psicbatch.data.layouts import AUTO, LAYOUTS
 from psicbatch.data.splits import compiled_pattern
@@ -445,9 +444,8 @@ def _steady(summary: RunSummary) -> str:
 def _cpus_row() -> list[tuple[str, str]]:
     """The CPUs the run kept busy, where fewer than the machine's (a CPU set, a container's
     quota): what a slower rate than on the bare machine may come from."""
-    if available_cpus() < (os.cpu_count() or 1):
-        return [("cpus", cpus_line())]
-    return []
+    line = fewer_cpus_line()
+    return [("cpus", line)] if line is not None else []
 
 
 def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
