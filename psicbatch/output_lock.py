@@ -4,11 +4,14 @@ Two processes writing one output interleave their files: two watches on one fold
 every image twice, two trainings of one ``--out`` would save their epochs over each other's
 and resume from either, two builds of one engine folder would remove each other's staging
 folder. The second process refuses in one line instead. The lock is an OS file lock on a
-lock file (``OUT.lock`` beside a results file, a checkpoint, a cross-validation folder or an
-engine folder; ``_watch.lock`` inside a watch's folder, whose parent a line may not let it
-write), held for the process's life and freed by the OS even when the process is killed; the
-file is removed when the process ends normally. Where the file system offers no locks, the
-output goes unguarded.
+lock file (``OUT.lock`` beside a results file, a checkpoint, a decision file, a report
+folder (``cv``, ``eval``, ``bench``) or an engine folder; ``_watch.lock`` inside a watch's
+folder, whose parent a line may not let it write), held for the process's life and freed by
+the OS even when the process is killed; the file is removed when the process ends normally.
+It names the process and the command that holds it, so a refusal says which one to wait
+for: commands share a lock where they write one output (``build-engine`` and ``calibrate
+--engine`` an engine folder). Where the file system offers no locks, the output goes
+unguarded.
 """
 
 from __future__ import annotations
@@ -47,9 +50,10 @@ class OutputLock:
         try:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            holder = self._holder()
             self.handle.close()
             raise PsicbatchError(
-                f"{readable_path(self.out)}: another psicbatch {self.command} is writing this "
+                f"{readable_path(self.out)}: another psicbatch {holder} is writing this "
                 f"output (lock {readable_path(self.path)}); wait for it or choose another --out"
             ) from None
         except OSError as error:
@@ -59,9 +63,17 @@ class OutputLock:
             # it did before there were locks, rather than refused.
         self.handle.seek(0)
         self.handle.truncate()
-        self.handle.write(f"{os.getpid()}\n")
+        self.handle.write(f"{os.getpid()} {self.command}\n")
         self.handle.flush()
         return self
+
+    def _holder(self) -> str:
+        """The command and process holding the lock, as its file names them (the asking
+        command where the holder has not written them yet)."""
+        assert self.handle is not None
+        self.handle.seek(0)
+        pid, _, command = self.handle.read().strip().partition(" ")
+        return f"{command} (process {pid})" if pid.isdigit() and command else self.command
 
     def __exit__(self, *exc: object) -> None:
         assert self.handle is not None

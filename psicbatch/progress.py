@@ -3,6 +3,9 @@ field), and for the plain lines said beside it (``say``)."""
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -12,6 +15,8 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+from psicbatch.run.shutdown import raise_if_stopped
 
 
 def say(console: Console, line: str) -> None:
@@ -23,7 +28,17 @@ def say(console: Console, line: str) -> None:
 class _Progress(Progress):
     """rich's Progress, whose ``stop`` ends a line on a console that is not a terminal
     (a log, a pipe) only where a bar was shown, and only once: an error before the first
-    task is then one line, not an empty one and the error."""
+    task is then one line, not an empty one and the error. Each step the main thread
+    reports raises a stop again that the code it interrupted swallowed (a finalizer only
+    prints an exception), so every loop with a bar ends on Ctrl-C or SIGTERM."""
+
+    def advance(self, task_id: Any, advance: float = 1) -> None:
+        _stop_if_asked()
+        super().advance(task_id, advance)
+
+    def update(self, task_id: Any, **changes: Any) -> None:
+        _stop_if_asked()
+        super().update(task_id, **changes)
 
     def stop(self) -> None:
         if not self.live.is_started:
@@ -32,6 +47,12 @@ class _Progress(Progress):
             super().stop()
         else:
             self.live.stop()
+
+
+def _stop_if_asked() -> None:
+    """``raise_if_stopped`` in the main thread, the one a signal stops."""
+    if threading.current_thread() is threading.main_thread():
+        raise_if_stopped()
 
 
 def progress_bar(quiet: bool = False, console: Console | None = None) -> Progress:

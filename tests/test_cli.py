@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -265,3 +266,58 @@ def test_info_shows_how_the_loss_fell(runner: CliRunner) -> None:
     assert result.exit_code == 0
     assert "segmentation loss by epoch" in result.output
     assert "classification loss by epoch" in result.output
+
+
+@pytest.mark.parametrize("command", ["eval", "calibrate", "bench", "build-engine"])
+def test_a_swallowed_stop_ends_the_command_at_its_next_step(
+    runner: CliRunner,
+    tiny_checkpoint: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+) -> None:
+    """The signal handler ignores further signals: a stop that the code it interrupted
+    swallowed (a finalizer only prints an exception) would leave the command deaf to
+    Ctrl-C until its end. It stops at its next step instead, and writes nothing."""
+    import torch
+
+    from psicbatch.data.synth import generate
+    from psicbatch.run.shutdown import Stopped
+
+    main_thread_only()
+    data = tmp_path / "data"
+    generate(data, 4, (48, 64), defect_rate=0.5, seed=1)
+    out = tmp_path / "out"
+    # A benchmark's end-to-end part is a run, which stops at its next batch already.
+    engine_only = ["--no-end-to-end", "--no-host-ceiling", "--no-baseline"]
+    arguments = {
+        "eval": [tiny_checkpoint, data, "--out", out],
+        "calibrate": [data, "--model", tiny_checkpoint, "--out", out],
+        "bench": [
+            "--model",
+            tiny_checkpoint,
+            "--sizes",
+            "64x48",
+            "--batch",
+            "1",
+            *engine_only,
+            "-o",
+            out,
+        ],
+        "build-engine": [tiny_checkpoint, "--backend", "torch", "--out", out],
+    }[command]
+    load = torch.load
+    swallowed: list[bool] = []
+
+    def loading_swallows_a_stop(*args: object, **kwargs: object) -> object:
+        if not swallowed:
+            swallowed.append(True)
+            with contextlib.suppress(Stopped):  # as by a finalizer
+                send_stop()
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", loading_swallows_a_stop)
+    result = runner.invoke(main, [command, *map(str, arguments)])
+    assert swallowed and result.exit_code == 143, result.output
+    assert result.output.splitlines()[-1].startswith("stopped by SIGTERM"), result.output
+    assert not out.exists() and not out.with_name("out.lock").exists()

@@ -586,12 +586,16 @@ def test_a_second_training_or_cross_validation_of_one_output_is_refused(tmp_path
     for command, out in (("train", tmp_path / "m.pt"), ("cv", tmp_path / "cv")):
         with OutputLock(out, command):
             result = invoke(command, labelled, "--out", out, *tiny)
-        said = (
-            f"Error: {out}: another psicbatch {command} is writing this output (lock "
-            f"{out}.lock); wait for it or choose another --out"
-        )
-        assert (result.exit_code, result.output.splitlines()) == (1, [said])
+        assert (result.exit_code, result.output.splitlines()) == (1, [held(out, command)])
         assert [path.name for path in tmp_path.iterdir()] == ["labelled"]
+
+
+def held(out: Path, holder: str) -> str:
+    """The refusal of an output that ``holder`` (in this process) is writing."""
+    return (
+        f"Error: {out}: another psicbatch {holder} (process {os.getpid()}) is writing this "
+        f"output (lock {out}.lock); wait for it or choose another --out"
+    )
 
 
 def test_a_second_build_into_one_engine_folder_is_refused(tmp_path: Path) -> None:
@@ -599,12 +603,33 @@ def test_a_second_build_into_one_engine_folder_is_refused(tmp_path: Path) -> Non
     engine = tmp_path / "engine"
     with OutputLock(engine, "build-engine"):
         result = invoke("build-engine", demo_model_path(), "--out", engine, "--backend", "torch")
-    said = (
-        f"Error: {engine}: another psicbatch build-engine is writing this output (lock "
-        f"{engine}.lock); wait for it or choose another --out"
-    )
-    assert (result.exit_code, result.output.splitlines()) == (1, [said])
+    assert (result.exit_code, result.output.splitlines()) == (1, [held(engine, "build-engine")])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_reports_and_decisions_are_written_by_one_process_at_a_time(tmp_path: Path) -> None:
+    """Two evaluations or benchmarks into one folder would mix their files (and two
+    benchmarks at once would time each other); two calibrations would replace each other's
+    decision file; a calibration storing its decisions in an engine folder that a build is
+    replacing would lose them. The second refuses in one line, naming the first."""
+    labelled = tmp_path / "labelled"
+    generate(labelled, 4, (32, 32), defect_rate=0.5, seed=1)
+    model = demo_model_path()
+    engine = tmp_path / "engine"
+    assert invoke("build-engine", model, "--backend", "torch", "--out", engine).exit_code == 0
+    evaluation, bench, decisions = tmp_path / "eval", tmp_path / "bench", tmp_path / "d.json"
+    attempts = [
+        ("eval", evaluation, ["eval", model, labelled, "--out", evaluation]),
+        ("bench", bench, ["bench", "--model", model, "--out", bench]),
+        ("calibrate", decisions, ["calibrate", labelled, "--model", model, "--out", decisions]),
+        ("build-engine", engine, ["calibrate", labelled, "--engine", engine, "--out", decisions]),
+        ("calibrate", engine, ["build-engine", model, "--out", engine, "--overwrite"]),
+    ]
+    for holder, out, command in attempts:
+        with OutputLock(out, holder):
+            result = invoke(*command)
+        assert (result.exit_code, result.output.splitlines()) == (1, [held(out, holder)])
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["engine", "labelled"]
 
 
 def test_an_output_lock_is_freed_at_the_end_and_skipped_where_there_are_no_locks(
@@ -615,8 +640,10 @@ def test_an_output_lock_is_freed_at_the_end_and_skipped_where_there_are_no_locks
 
     out = tmp_path / "m.pt"
     with OutputLock(out, "train"):
-        assert (tmp_path / "m.pt.lock").read_text() == f"{os.getpid()}\n"
-        with pytest.raises(PsicbatchError, match="another psicbatch train is writing"):
+        assert (tmp_path / "m.pt.lock").read_text() == f"{os.getpid()} train\n"
+        with pytest.raises(
+            PsicbatchError, match=r"another psicbatch train \(process [0-9]+\) is writing"
+        ):
             OutputLock(out, "train").__enter__()
     assert list(tmp_path.iterdir()) == []
     with OutputLock(out, "train"):  # free again

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -365,7 +366,7 @@ def test_a_second_run_on_the_same_output_is_refused(images: Path, tmp_path: Path
     out = tmp_path / "locked.parquet"
     with OutputLock(out, "run"):
         code, output = run_cli(str(images), "--out", str(out))
-    assert code == 1 and "another psicbatch run is writing this output" in output
+    assert code == 1 and f"another psicbatch run (process {os.getpid()}) is writing" in output
     assert not out.exists()
 
 

@@ -185,8 +185,8 @@ def test_a_second_watch_on_the_same_folder_is_refused(tmp_path: Path) -> None:
         second = ["run", "--watch", str(folder), "--out", str(out), "--device", "cpu"]
         result = CliRunner().invoke(main, [*second, "--precision", "fp32"])
         said = (
-            f"Error: {out}: another psicbatch run --watch is writing this output (lock "
-            f"{out / '_watch.lock'}); wait for it or choose another --out"
+            f"Error: {out}: another psicbatch run --watch (process {first.pid}) is writing "
+            f"this output (lock {out / '_watch.lock'}); wait for it or choose another --out"
         )
         assert (result.exit_code, result.output.splitlines()) == (1, [said])
         first.send_signal(signal.SIGTERM)

@@ -23,8 +23,10 @@ from psicbatch.commands.options import (
     engine_options,
 )
 from psicbatch.devices import resolve_device
+from psicbatch.output_lock import OutputLock
 from psicbatch.reports import write_json
 from psicbatch.run.output_guard import check_output_folder
+from psicbatch.run.shutdown import raise_if_stopped
 
 # The image sizes of the datasets the paper measures on (KolektorSDD, KolektorSDD2, DAGM).
 SIZE_PRESETS = {"ksdd": (1408, 512), "ksdd2": (640, 232), "dagm": (512, 512)}
@@ -181,7 +183,12 @@ def bench_command(
         sweep=batches == "sweep",
     )
     console = Console(stderr=True)
-    with tempfile.TemporaryDirectory() as folder:
+
+    def say(step: str) -> None:
+        raise_if_stopped()  # a stop that the code it interrupted swallowed
+        console.print(f"  {step}", markup=False)
+
+    with OutputLock(out, "bench"), tempfile.TemporaryDirectory() as folder:
         checkpoint = None
         if engine is None:
             checkpoint = (
@@ -193,13 +200,13 @@ def bench_command(
             engine,
             precision,
             device,
-            progress=lambda text: console.print(f"  {text}", markup=False),
+            progress=say,
         )
-    out.mkdir(parents=True, exist_ok=True)
-    report.command = command_line()
-    write_json(out / "bench.json", report.to_dict())
-    (out / "bench.md").write_text(markdown(report))
-    plot_benchmark(report, out)
+        out.mkdir(parents=True, exist_ok=True)
+        report.command = command_line()
+        write_json(out / "bench.json", report.to_dict())
+        (out / "bench.md").write_text(markdown(report))
+        plot_benchmark(report, out)
     table = Table(title=f"psicbatch bench ({report.ceiling['gflops']:.0f} GFLOP/s ceiling)")
     for column in SIZE_COLUMNS:
         table.add_column(column.header)

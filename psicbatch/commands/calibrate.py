@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,7 @@ from psicbatch.fingerprints import (
     file_digests,
     overlap_of,
 )
+from psicbatch.output_lock import OutputLock
 from psicbatch.part_scores import grouping_of
 from psicbatch.progress import progress_bar
 from psicbatch.region_record import applied_region, read_region, recorded_file, short
@@ -223,89 +225,90 @@ def calibrate_command(
         "the region of interest": roi,
     }
     _check_outputs(written, inputs, engine, overwrite)
-    stored = None
-    if _are_datasets(predictions, labels):
-        with progress_bar(quiet) as progress:
-            data, digests, scorer, region, seen = _scored(
-                predictions,
-                engine,
-                model,
-                precision,
-                layout,
-                split,
-                device,
-                roi,
-                limits,
-                group_by,
-                progress,
-            )
-    else:
-        (stored_at,) = predictions
-        if model is not None:
-            raise click.BadParameter(
-                "--model scores a dataset folder; stored predictions are scored already"
-            )
-        stored = StoredPredictions.read(stored_at)
-        scorer, recorded_region = _recorded(stored)
-        region = _located_region(stored_at, recorded_region, roi, engine)
-        if engine is not None:
-            _check_scored_by(stored_at, scorer, engine)
-        data = read_validation(stored, labels, layout, chosen_rule, split, group_by)
-        digests = file_digests(data.files)  # recorded, and counted among training images
-        seen = _seen_before(stored.record, data.files, digests)
-    if per_part:
-        target[PARTS_TARGET] = _parts_grouping(group_by, stored, labels)
-    result = calibrate(
-        data, chosen_rule, max_escape_rate, max_false_reject_rate, limits, by_part=per_part
-    )
-    set_by, set_at = who_and_when()
-    decisions = Decisions(
-        classification_threshold=result.chosen.threshold,
-        rule=chosen_rule,
-        target=target,
-        pixel_size_mm=pixel_size,
-        validation={
-            "source": data.source,
-            **result.chosen.to_dict(),
-            "image_digests": ImageSet.of_digests(digests).encode(),  # eval counts them
-            **({"seen_in_training": seen.training} if seen and seen.training is not None else {}),
-            **({"seen_in_choosing": seen.chosen} if seen and seen.chosen is not None else {}),
-        },
-        set_by=set_by,
-        set_at=set_at,
-        command=command_line(),
-        scored_by=scorer,
-        roi=region,
-    )
-    decisions.write(out)
-    if seen is not None and not quiet:
-        for note in calibration_notes(seen.training, seen.chosen, seen.images):
-            click.echo(f"note: {note}", err=True)
-    written[1].write_text(calibration_markdown(decisions, data, result))
-    written[2].write_text(calibration_html(decisions, data, result), encoding="utf-8")
-    point, unit = result.chosen, result.chosen.unit
-    in_images = result.in_images
-    click.echo(
-        f"threshold {point.threshold:.4g}: {point.escapes} of {point.defective} defective {unit} "
-        f"escape (95% upper bound {100 * point.escape_rate_upper:.1f}%), {point.false_rejects} "
-        f"of {point.good} good {unit} rejected ({100 * point.false_reject_rate:.2f}%)"
-        + (
-            f"; in images, {in_images.escapes} of {in_images.defective} defective escape "
-            f"and {in_images.false_rejects} of {in_images.good} good are rejected"
-            if in_images
-            else ""
+    with _output_locks(out, engine):
+        stored = None
+        if _are_datasets(predictions, labels):
+            with progress_bar(quiet) as progress:
+                data, digests, scorer, region, seen = _scored(
+                    predictions,
+                    engine,
+                    model,
+                    precision,
+                    layout,
+                    split,
+                    device,
+                    roi,
+                    limits,
+                    group_by,
+                    progress,
+                )
+        else:
+            (stored_at,) = predictions
+            if model is not None:
+                raise click.BadParameter(
+                    "--model scores a dataset folder; stored predictions are scored already"
+                )
+            stored = StoredPredictions.read(stored_at)
+            scorer, recorded_region = _recorded(stored)
+            region = _located_region(stored_at, recorded_region, roi, engine)
+            if engine is not None:
+                _check_scored_by(stored_at, scorer, engine)
+            data = read_validation(stored, labels, layout, chosen_rule, split, group_by)
+            digests = file_digests(data.files)  # recorded, and counted among training images
+            seen = _seen_before(stored.record, data.files, digests)
+        if per_part:
+            target[PARTS_TARGET] = _parts_grouping(group_by, stored, labels)
+        result = calibrate(
+            data, chosen_rule, max_escape_rate, max_false_reject_rate, limits, by_part=per_part
         )
-    )
-    click.echo(f"decisions written to {out} (reports {written[1]}, {written[2]})")
-    if engine is not None:
-        manifest = set_decisions(engine, decisions, out)
-        click.echo(f"stored in {engine} as manifest revision {manifest.revision}")
-    applied = f"--engine {engine}" if engine else f"--decisions {out}"
-    scored = "" if engine else " MODEL"
-    click.echo(
-        f"next: psicbatch eval{scored} HELD_OUT_DATA {applied} (their escapes on images they "
-        f"were not chosen on), then psicbatch run IMAGES {applied}"
-    )
+        set_by, set_at = who_and_when()
+        decisions = Decisions(
+            classification_threshold=result.chosen.threshold,
+            rule=chosen_rule,
+            target=target,
+            pixel_size_mm=pixel_size,
+            validation={
+                "source": data.source,
+                **result.chosen.to_dict(),
+                "image_digests": ImageSet.of_digests(digests).encode(),  # eval counts them
+                **_seen_counts(seen),
+            },
+            set_by=set_by,
+            set_at=set_at,
+            command=command_line(),
+            scored_by=scorer,
+            roi=region,
+        )
+        decisions.write(out)
+        if seen is not None and not quiet:
+            for note in calibration_notes(seen.training, seen.chosen, seen.images):
+                click.echo(f"note: {note}", err=True)
+        written[1].write_text(calibration_markdown(decisions, data, result))
+        written[2].write_text(calibration_html(decisions, data, result), encoding="utf-8")
+        point, unit = result.chosen, result.chosen.unit
+        in_images = result.in_images
+        click.echo(
+            f"threshold {point.threshold:.4g}: {point.escapes} of {point.defective} defective "
+            f"{unit} escape (95% upper bound {100 * point.escape_rate_upper:.1f}%), "
+            f"{point.false_rejects} of {point.good} good {unit} rejected "
+            f"({100 * point.false_reject_rate:.2f}%)"
+            + (
+                f"; in images, {in_images.escapes} of {in_images.defective} defective escape "
+                f"and {in_images.false_rejects} of {in_images.good} good are rejected"
+                if in_images
+                else ""
+            )
+        )
+        click.echo(f"decisions written to {out} (reports {written[1]}, {written[2]})")
+        if engine is not None:
+            manifest = set_decisions(engine, decisions, out)
+            click.echo(f"stored in {engine} as manifest revision {manifest.revision}")
+        applied = f"--engine {engine}" if engine else f"--decisions {out}"
+        scored = "" if engine else " MODEL"
+        click.echo(
+            f"next: psicbatch eval{scored} HELD_OUT_DATA {applied} (their escapes on images they "
+            f"were not chosen on), then psicbatch run IMAGES {applied}"
+        )
 
 
 def _check_outputs(
@@ -317,6 +320,18 @@ def _check_outputs(
         check_output(path, kind, named_inputs=inputs, overwrite=overwrite)
     if engine is not None:
         check_writable(engine, engine, "copy the engine folder where it can be, and give that")
+
+
+@contextlib.contextmanager
+def _output_locks(out: Path, engine: Path | None) -> Iterator[None]:
+    """The decision file, and the engine folder that stores the decisions too, written by
+    this process alone: a second calibrate, or a build-engine of that folder (which replaces
+    it), is refused while this one runs."""
+    with contextlib.ExitStack() as locks:
+        locks.enter_context(OutputLock(out, "calibrate"))
+        if engine is not None:
+            locks.enter_context(OutputLock(engine, "calibrate"))
+        yield
 
 
 def _are_datasets(predictions: tuple[Path, ...], labels: Path | None) -> bool:
@@ -386,6 +401,15 @@ def _parts_grouping(
     if isinstance(parts, dict) and isinstance(parts.get("grouping"), str):
         return str(parts["grouping"])
     return "as the predictions record them"
+
+
+def _seen_counts(seen: Overlap | None) -> dict[str, int]:
+    """The validation record's counts of images seen in training and in choosing the
+    model, where they are known."""
+    if seen is None:
+        return {}
+    counts = {"seen_in_training": seen.training, "seen_in_choosing": seen.chosen}
+    return {key: count for key, count in counts.items() if count is not None}
 
 
 def _seen_before(

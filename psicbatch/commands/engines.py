@@ -25,6 +25,7 @@ from psicbatch.engines.build_options import BACKENDS, BuildOptions
 from psicbatch.engines.manifest import list_engines
 from psicbatch.network_size import MIN_NETWORK_SIZE
 from psicbatch.paths import readable_path
+from psicbatch.run.shutdown import raise_if_stopped
 
 
 @click.command("build-engine", short_help=SUMMARIES["build-engine"])
@@ -149,6 +150,7 @@ def build_engine_command(checkpoint: Path, **values: Any) -> None:
     started = time.monotonic()
 
     def say(step: str) -> None:
+        raise_if_stopped()  # a stop that the code it interrupted swallowed
         status.update(escape(step))  # steps name files, whose names may hold [brackets]
         steps.print(f"[{time.monotonic() - started:6.1f} s] {step}", highlight=False, markup=False)
 

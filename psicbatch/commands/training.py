@@ -339,11 +339,12 @@ def evaluate_command(
             group_by=group_by,
         )
     check_output_folder(out, "metrics.json", "evaluation")
-    with progress_bar(quiet, console) as progress:
-        result = score(progress)
-    result.summary.evaluated = str(name)
-    result.summary.command = command_line()
-    written = result.write(out, f"Evaluation of {name}")
+    with OutputLock(out, "eval"):
+        with progress_bar(quiet, console) as progress:
+            result = score(progress)
+        result.summary.evaluated = str(name)
+        result.summary.command = command_line()
+        written = result.write(out, f"Evaluation of {name}")
     click.echo(evaluation_markdown(result.summary, f"Evaluation of {name} on {data}"))
     click.echo(f"report written to {out}/ ({', '.join(written)})")
 
