@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO
 
 from psicbatch.errors import PsicbatchError
-from psicbatch.paths import readable_path
+from psicbatch.paths import named_path, readable_path
 
 # What flock says on a file system that offers no locks (NFS without its lock service).
 NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}
@@ -36,7 +36,12 @@ class OutputLock:
     def __init__(self, out: Path, command: str, path: Path | None = None) -> None:
         self.out = out
         self.command = command
-        self.path = path or out.with_name(out.name + ".lock")
+        named = named_path(out)
+        if not named.name:
+            raise PsicbatchError(
+                f"{out}: the root folder cannot be an output; choose another --out"
+            )
+        self.path = path or named.with_name(named.name + ".lock")
         self.handle: IO[str] | None = None
 
     def __enter__(self) -> OutputLock:

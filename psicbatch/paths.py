@@ -46,6 +46,13 @@ def input_key(path: os.PathLike | str) -> bytes:
     return os.fsencode(os.path.abspath(path))
 
 
+def named_path(path: Path) -> Path:
+    """``path`` with a last name: ``.``, ``..`` and ``x/..`` as the folder they name (an
+    output places files beside itself, ``OUT.lock``, ``OUT.parts``, which needs its name);
+    other paths as given, so messages keep the user's spelling."""
+    return path.resolve() if path.name in ("", "..") else path
+
+
 def path_from_bytes(raw: bytes) -> Path:
     """The path a stored ``path_bytes`` value names."""
     return Path(os.fsdecode(raw))

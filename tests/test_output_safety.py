@@ -277,6 +277,30 @@ def test_small_input_files_that_are_pipes_or_not_what_they_claim(tmp_path: Path)
         assert len(result.output.strip().splitlines()) == 1
 
 
+def test_an_output_spelt_dot_or_dot_dot_is_the_folder_it_names(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outputs place files beside themselves (OUT.lock, OUT.parts), which ``.`` has no
+    name for: every command took it for a traceback. It is the folder it names."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    generate(tmp_path / "labelled", 4, (32, 32), defect_rate=0.5, seed=1)
+    evaluated = invoke("eval", demo_model_path(), tmp_path / "labelled", "--out", ".", "-q")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert (here / "metrics.json").exists() and not (tmp_path / "here.lock").exists()
+    for out in (".", ".."):  # a folder, not the results file a run writes
+        result = invoke("run", images, "--out", out, *FAST)
+        said = f"Error: {Path(out).resolve()}: exists and is not a regular file; --out must"
+        assert (result.exit_code, result.output.startswith(said)) == (1, True), result.output
+    built = tmp_path / "built"
+    built.mkdir()
+    monkeypatch.chdir(built)
+    result = invoke("build-engine", demo_model_path(), "--backend", "torch", "--out", ".")
+    assert result.exit_code == 0, result.output
+    assert (built / "manifest.json").exists()
+
+
 # 2. Any byte string is a valid file name.
 
 

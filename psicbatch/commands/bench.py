@@ -19,6 +19,7 @@ from psicbatch.commands.options import (
     NETWORK_SIZE,
     POSITIVE,
     Bounded,
+    OutputPath,
     device_option,
     engine_options,
 )
@@ -141,7 +142,7 @@ def _batches(value: str, device: str) -> tuple[int, ...]:
 @click.option(
     "--out",
     "-o",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=OutputPath(file_okay=False),
     default="bench",
     show_default=True,
 )

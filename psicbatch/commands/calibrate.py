@@ -34,6 +34,7 @@ from psicbatch.commands.options import (
     RUN_CHECKPOINT,
     TYPE_LIMIT,
     EngineFolder,
+    OutputPath,
     device_option,
     precision_option,
     split_option,
@@ -162,7 +163,7 @@ OUTPUTS = (
 @click.option(
     "--out",
     "-o",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=OutputPath(dir_okay=False),
     default="decisions.json",
     show_default=True,
     help="The decision file for psicbatch run --decisions (reports .md and .html beside it).",

@@ -17,6 +17,7 @@ from psicbatch.commands.options import (
     NON_NEGATIVE_INT,
     POSITIVE,
     PROBABILITY,
+    OutputPath,
     SizeType,
     device_option,
     precision_option,
@@ -132,7 +133,7 @@ from psicbatch.run.shutdown import raise_if_stopped
 @click.option(
     "-o",
     "--out",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=OutputPath(file_okay=False),
     default=BuildOptions.out,
     help="Engine folder (default: engines/<model>-<backend>-<precision>-<HxW>).",
 )

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from psicbatch.commands import SUMMARIES
-from psicbatch.commands.options import NETWORK_SIZE, Bounded, split_option
+from psicbatch.commands.options import NETWORK_SIZE, Bounded, OutputPath, split_option
 from psicbatch.commands.training_options import layout_option
 from psicbatch.run.output_guard import CHECKPOINT, check_output
 from psicbatch.run.results import field_text
@@ -67,7 +67,7 @@ def info(
 
 
 @click.command(short_help=SUMMARIES["init"])
-@click.argument("output", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("output", type=OutputPath(dir_okay=False))
 @click.option(
     "--width",
     type=Bounded(float, 0, 4, low_open=True),

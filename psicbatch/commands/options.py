@@ -14,6 +14,7 @@ from psicbatch.devices import DEVICE_HELP, DEVICES_HELP, parse_devices, resolve_
 from psicbatch.engines.registry import PRECISION_CHOICES, TORCH_PRECISION_CHOICES
 from psicbatch.errors import PsicbatchError
 from psicbatch.network_size import MIN_NETWORK_SIZE, STRIDE
+from psicbatch.paths import named_path
 from psicbatch.run.run_decisions import RunDecisions, run_decisions
 
 
@@ -75,6 +76,17 @@ class EngineFolder(click.Path):
                 ctx,
             )
         return path
+
+
+class OutputPath(click.Path):
+    """A file or folder a command writes; ``.`` or ``..`` is taken as the folder it names
+    (``named_path``)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(path_type=Path, **kwargs)
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        return named_path(Path(str(super().convert(value, param, ctx))))
 
 
 RUN_CHECKPOINT = "a checkpoint runs with --model {path}"

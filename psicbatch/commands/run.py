@@ -23,6 +23,7 @@ from psicbatch.commands.options import (
     AT_LEAST_ONE,
     NON_NEGATIVE_INT,
     POSITIVE,
+    OutputPath,
     chosen_decisions,
     decision_options,
     device_option,
@@ -78,7 +79,7 @@ WATCH_OUT = "results"  # --watch's default --out: a folder of parts
 @click.option(
     "--out",
     "-o",
-    type=click.Path(path_type=Path),
+    type=OutputPath(),
     default="results.parquet",
     show_default=True,
     help="The results file (with --watch: a folder of parts, default results/).",
@@ -504,19 +505,19 @@ def _check_report_options(
 @click.option(
     "--html",
     "html_path",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=OutputPath(dir_okay=False),
     help="The page (default: report.html, unless only tables or mask images are asked for).",
 )
 @click.option(
     "--csv",
     "csv_path",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=OutputPath(dir_okay=False),
     help="Also (or only) a CSV table: one row per image, boxes split into columns, no masks.",
 )
 @click.option(
     "--parts-csv",
     "parts_path",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=OutputPath(dir_okay=False),
     help="Also (or only) a CSV table of parts (with --group-by): a part is rejected when any "
     "of its images was judged defective.",
 )
@@ -537,7 +538,7 @@ def _check_report_options(
 @click.option(
     "--mask-images",
     "mask_folder",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=OutputPath(file_okay=False),
     help="Also (or only) a folder with each non-empty mask as a 1-bit PNG at its image's "
     "size, listed in masks.csv.",
 )

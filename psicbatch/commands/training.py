@@ -21,6 +21,7 @@ from psicbatch.commands.options import (
     SIZE,
     Bounded,
     EngineFolder,
+    OutputPath,
     chosen_decisions,
     decision_options,
     device_option,
@@ -55,7 +56,7 @@ console = Console(stderr=True)
 
 
 @click.command(short_help=SUMMARIES["synth"])
-@click.argument("out", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("out", type=OutputPath(file_okay=False))
 @click.option(
     "--count", type=AT_LEAST_ONE, default=200, show_default=True, help="Number of images."
 )
@@ -104,7 +105,7 @@ def tile_overlap(tile: tuple[int, int], asked: int | None) -> int:
 @click.option(
     "--out",
     "-o",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=OutputPath(dir_okay=False),
     required=True,
     help="Checkpoint to write (progress is kept in OUT.partial).",
 )
@@ -243,7 +244,7 @@ def _in_memory(
 @click.option(
     "--out",
     "-o",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=OutputPath(file_okay=False),
     default="evaluation",
     show_default=True,
     help="Report folder.",
@@ -375,7 +376,7 @@ def evaluate_command(
 @click.option(
     "--out",
     "-o",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=OutputPath(file_okay=False),
     required=True,
     help="Folder for fold models and the report; rerun to resume.",
 )
