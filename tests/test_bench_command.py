@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -78,6 +79,9 @@ def test_tiny_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
     assert "psicbatch bench" in text and "dagm (512x512)" in text and "--width 0.125" in text
     assert "End to end" in text and "Host ceiling (null engine, decoding excluded)" in text
     assert "Cold start, apart from every figure below" in text
+    contention = report["contention"]  # what else used the CPUs meanwhile (Linux)
+    assert contention["seconds"] > 0 and contention["cpus"] == len(os.sched_getaffinity(0))
+    assert "CPU contention during the benchmark" in text
     for figure in ("bench_latency.png", "bench_throughput.png"):
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     compared = CliRunner().invoke(

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from psicbatch.bench.contention import contention, cpu_times
 from psicbatch.bench.machine import (
     DriverMemorySampler,
     driver_used_mib,
@@ -88,11 +89,13 @@ def run_benchmark(
 ) -> BenchReport:
     """Measure every size x batch, the baseline per size and the ceiling, in one run, all
     on ``device`` (engine-only, end to end, baseline and host ceiling), with the GPU
-    memory the driver counts sampled throughout."""
+    memory the driver counts sampled throughout and what else used the CPUs meanwhile."""
     device = resolve_device(device)
     read = partial(driver_used_mib, device) if device.startswith("cuda") else None
+    before = cpu_times()
     with DriverMemorySampler(read) as sampler:
         report = _measure(plan, checkpoint_path, engine_dir, precision, device, progress)
+    report.contention = contention(before, cpu_times())
     report.memory_peak = memory_peak(sampler.peak_mib)
     return report
 

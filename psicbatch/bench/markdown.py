@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from psicbatch.bench.benchmark import STAGES, engine_busy
+from psicbatch.bench.contention import contention_line
 from psicbatch.bench.report import BenchReport, EngineChoice, EngineOnlyRow, SizeSummary
 from psicbatch.reports import Column, column_table
 
@@ -129,6 +130,8 @@ def markdown(report: BenchReport) -> str:
         f"Ceiling measured in the same run: {c['gflops']:.0f} {_unit(c)} ({c['precision']} "
         f"{c['size']}x{c['size']} matrix product). Peak memory: "
         f"{_memory(report.memory_peak)}.",
+        "",
+        contention_line(report.contention),
         "",
         "```",
         report.command or "",

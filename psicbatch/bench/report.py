@@ -116,6 +116,7 @@ class BenchReport:
     memory_peak: dict[str, Any] = field(default_factory=dict)
     command: str | None = None
     sweep: dict[str, str] = field(default_factory=dict)  # --batch sweep: why each size stopped
+    contention: dict[str, Any] | None = None  # what else used the CPUs (``contention``)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -153,6 +154,7 @@ class BenchReport:
             memory_peak=data.get("memory_peak", {}),
             command=data.get("command"),
             sweep=data.get("sweep", {}),
+            contention=data.get("contention"),
         )
 
 

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from psicbatch.assets import demo_model_path
+from psicbatch.bench.contention import contention_line
 from psicbatch.bench.plots import plot_benchmark
 from psicbatch.bench.report import BenchReport, compare_reports
 from psicbatch.commands import SUMMARIES, command_line
@@ -214,6 +215,8 @@ def bench_command(
     for row in report.summary:
         table.add_row(*(str(column.cell(row)) for column in SIZE_COLUMNS))
     Console().print(table)
+    if report.contention and report.contention["notable"]:
+        click.echo(f"note: {contention_line(report.contention)}", err=True)
     click.echo(f"reports written to {out}/ (bench.json, bench.md, bench_*.png)")
 
 

@@ -1,0 +1,68 @@
+"""What else used the CPUs during a benchmark: other processes and the hypervisor's steal
+time, read from /proc/stat over this process's CPUs, less its own CPU time."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from psicbatch.bench.contention import CpuTimes, contention, contention_line, cpu_times
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def stat_line(name: str, user: int, system: int, idle: int, steal: int) -> str:
+    # user nice system idle iowait irq softirq steal guest guest_nice, in ticks
+    return f"{name} {user} 0 {system} {idle} 0 0 0 {steal} 0 0"
+
+
+def test_only_this_processs_cpus_count(tmp_path: Path) -> None:
+    """A container pinned to a few CPUs of a large host is contended on those only."""
+    mine = sorted(os.sched_getaffinity(0))
+    lines = ["cpu 99999 0 99999 0 0 0 0 99999 0 0"]  # the whole machine: not read
+    lines += [stat_line(f"cpu{cpu}", 3 * TICK, TICK, 50 * TICK, TICK // 2) for cpu in mine]
+    lines += [stat_line(f"cpu{max(mine) + 1}", 90 * TICK, 0, 0, 9 * TICK)]  # not ours
+    stat = tmp_path / "stat"
+    stat.write_text("\n".join([*lines, "intr 1 2 3", "ctxt 5"]) + "\n")
+    times = cpu_times(stat)
+    assert times is not None and times.cpus == len(mine)
+    assert times.busy == 4.0 * len(mine) and times.steal == 0.5 * len(mine)
+    assert cpu_times(tmp_path / "absent") is None
+
+
+def test_others_are_the_busy_time_less_this_processs_own() -> None:
+    start = CpuTimes(cpus=2, busy=10.0, steal=1.0, own=4.0, clock=100.0)
+    end = CpuTimes(cpus=2, busy=16.0, steal=1.5, own=8.0, clock=104.0)
+    measured = contention(start, end)
+    assert measured is not None
+    assert (measured["other_processes_cpus"], measured["steal_cpus"]) == (0.5, 0.125)
+    assert measured["notable"] and "every figure here is lower" in contention_line(measured)
+    quiet = contention(start, CpuTimes(cpus=2, busy=14.1, steal=1.0, own=8.0, clock=104.0))
+    assert quiet is not None and not quiet["notable"]
+    assert "lower" not in contention_line(quiet)
+    assert contention(None, end) is None and "not recorded" in contention_line(None)
+
+
+def test_a_process_spinning_on_the_same_cpus_is_counted_and_this_ones_work_is_not() -> None:
+    def burn(seconds: float) -> tuple[CpuTimes | None, CpuTimes | None]:
+        start, until = cpu_times(), time.monotonic() + seconds
+        while time.monotonic() < until:
+            pass
+        return start, cpu_times()
+
+    alone = contention(*burn(1.0))
+    assert alone is not None and alone["other_processes_cpus"] < 0.5, alone
+    spin = "import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end: pass"
+    spinner = subprocess.Popen([sys.executable, "-c", spin])  # inherits this CPU set
+    try:
+        time.sleep(0.5)  # started
+        start = cpu_times()
+        time.sleep(1.5)  # this process idle: the spinner has a CPU to itself
+        shared = contention(start, cpu_times())
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert shared is not None and shared["other_processes_cpus"] > 0.6, shared
