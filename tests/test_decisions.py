@@ -527,19 +527,21 @@ def test_a_run_applies_the_region_as_it_was_checked_even_if_its_file_then_change
     images = sorted((dataset / "images").iterdir())
     spec = EngineSpec(checkpoint=demo_model_path(), precision="fp32")
 
-    def results(out: Path, roi: Path, on_rows: Callable[[RunSummary], None] | None) -> list:
+    def results(
+        out: Path, roi: Path, on_rows: Callable[[RunSummary], None] | None, workers: int
+    ) -> list:
         chosen = run_decisions(None, None, None, roi)
-        options = RunOptions(out, batch_size=4, workers=2, devices=("cpu",), decoder="pil",
-                             roi=chosen.roi, masks="all")  # fmt: skip
+        options = RunOptions(out, batch_size=4, workers=workers, devices=("cpu",),
+                             decoder="pil", roi=chosen.roi, masks="all")  # fmt: skip
         run(images, spec, options, on_rows)
         return pq.read_table(out).to_pylist()
 
     def replace_region(summary: RunSummary) -> None:
         region.write_bytes(everything.read_bytes())
 
-    whole = results(tmp_path / "whole.parquet", everything, None)
+    whole = results(tmp_path / "whole.parquet", everything, None, workers=1)  # the reference
     assert any(rle.decode(row["mask"])[:, 64:].any() for row in whole)  # the case at stake
-    inside = results(tmp_path / "inside.parquet", region, replace_region)
+    inside = results(tmp_path / "inside.parquet", region, replace_region, workers=2)
     assert region.read_bytes() == everything.read_bytes()  # the file did change
     assert read_metadata(tmp_path / "inside.parquet")["roi"]["sha256"] == checked
     for full, kept in zip(whole, inside, strict=True):

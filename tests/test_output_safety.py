@@ -224,6 +224,7 @@ def test_report_does_not_trust_the_paths_in_results(images: Path, tmp_path: Path
     assert defects.count("(image unreadable)") == nearest.count("(image unreadable)") == 2
 
 
+@pytest.mark.timeout(120)  # opening a pipe would wait for a writer that never comes
 def test_calibration_and_datasets_do_not_open_what_is_not_a_file(tmp_path: Path) -> None:
     """A named pipe where an image was: calibrate's page shows no thumbnail for it, eval
     and training name it in one line; neither waits for a writer that never comes."""
@@ -235,19 +236,19 @@ def test_calibration_and_datasets_do_not_open_what_is_not_a_file(tmp_path: Path)
     pipe.unlink()
     os.mkfifo(pipe)
     decisions = tmp_path / "d.json"
-    calibrate = [CONSOLE, "calibrate", out, "--labels", root, "-o", decisions]
-    process = subprocess.run(calibrate, capture_output=True, text=True, timeout=120)
-    assert process.returncode == 0, process.stderr
+    result = invoke("calibrate", out, "--labels", root, "-o", decisions)
+    assert result.exit_code == 0, result.output
     assert "(image not readable here)" in decisions.with_suffix(".html").read_text()
     for command in (
         ["eval", demo_model_path(), root, "--out", tmp_path / "eval"],
         ["train", root, "--out", tmp_path / "m.pt", "--width", "0.125", "--input-size", "32x32"],
     ):
-        process = subprocess.run([CONSOLE, *command], capture_output=True, text=True, timeout=120)
-        assert process.returncode == 1, process.stderr
-        assert f"{pipe}: not a regular file (named pipe)" in process.stderr.strip().splitlines()[-1]
+        result = invoke(*command)
+        assert result.exit_code == 1, result.output
+        assert f"{pipe}: not a regular file (named pipe)" in result.output.strip().splitlines()[-1]
 
 
+@pytest.mark.timeout(120)  # opening a pipe would wait for a writer that never comes
 def test_small_input_files_that_are_pipes_or_not_what_they_claim(tmp_path: Path) -> None:
     """A list, a decision file or a bench report that is a named pipe, or a report that is
     not one: one line naming the file, never a wait or a traceback."""
@@ -263,12 +264,12 @@ def test_small_input_files_that_are_pipes_or_not_what_they_claim(tmp_path: Path)
         ["run", images, "--roi", pipe, "--out", tmp_path / "c.parquet"],
         ["eval", demo_model_path(), images, "--roi", pipe],
     ):
-        process = subprocess.run([CONSOLE, *command], capture_output=True, text=True, timeout=60)
-        assert process.returncode == 1, process.stderr
-        assert process.stderr.strip().startswith(f"Error: {pipe}: not a"), process.stderr
-        assert "(named pipe)" in process.stderr and len(process.stderr.strip().splitlines()) == 1
-    shown = subprocess.run([CONSOLE, "info", pipe], capture_output=True, text=True, timeout=60)
-    assert shown.returncode == 1 and shown.stderr.strip() == f"Error: {pipe}: not a file"
+        result = invoke(*command)
+        assert result.exit_code == 1, result.output
+        assert result.output.strip().startswith(f"Error: {pipe}: not a"), result.output
+        assert "(named pipe)" in result.output and len(result.output.strip().splitlines()) == 1
+    shown = invoke("info", pipe)
+    assert shown.exit_code == 1 and shown.output.strip() == f"Error: {pipe}: not a file"
     for text, said in (("{}", "KeyError: 'machine'"), ("nope", "JSONDecodeError")):
         report = tmp_path / "bench.json"
         report.write_text(text)
