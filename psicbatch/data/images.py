@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from psicbatch.errors import PsicbatchError
+from psicbatch.folder_walk import files_below
 from psicbatch.paths import not_regular, readable_path
 from psicbatch.pixel_limit import VARIABLE, max_pixels
 
@@ -43,9 +44,10 @@ class ImageReadError(PsicbatchError):
 
 
 def image_files(folder: Path) -> list[Path]:
-    """Images under ``folder`` (recursive), label files of the supported layouts (masks/,
-    Label/, *_label, *_GT) left out, so a dataset folder can be given as it is."""
-    files = sorted(p for p in folder.rglob("*") if _is_image_not_label(p, folder))
+    """Images under ``folder`` (recursive, ``files_below``), label files of the supported
+    layouts (masks/, Label/, *_label, *_GT) left out, so a dataset folder can be given as
+    it is."""
+    files = sorted(p for p in files_below(folder) if _is_image_not_label(p, folder))
     if not files:
         raise PsicbatchError(f"{folder}: no images found")
     return files

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from psicbatch.data.images import IMAGE_SUFFIXES, read_mask
 from psicbatch.errors import PsicbatchError
+from psicbatch.folder_walk import files_below
 from psicbatch.paths import regular_file_bytes
 
 # How the published layouts name and place ground-truth masks.
@@ -254,11 +255,11 @@ def _class_mask(masks: dict[str, Path], image: Path, folder: Path) -> tuple[Path
 
 
 def _images_below(folder: Path) -> list[Path]:
-    """Images in ``folder`` and its subfolders (a review may sort defects by type); links
-    to folders are not followed."""
+    """Images in ``folder`` and its subfolders (a review may sort defects by type;
+    ``files_below``)."""
     return sorted(
         p
-        for p in folder.rglob("*")
+        for p in files_below(folder)
         if _is_image_name(p.name)
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
         and p.is_file()

@@ -25,6 +25,7 @@ from psicbatch.data.layouts import (
     guess_layout,
 )
 from psicbatch.errors import PsicbatchError
+from psicbatch.folder_walk import files_below
 from psicbatch.paths import readable_path, regular_file_bytes
 
 MASK_STEM_ENDINGS = (LABEL_SUFFIX.lower(), GT_SUFFIX.lower())
@@ -142,14 +143,12 @@ def _expand(source: str, skipped: Counter) -> list[Path]:
 
 def _walk(folder: Path, skipped: Counter) -> list[Path]:
     images = []
-    for root, folders, files in os.walk(folder, followlinks=False):
-        folders.sort()
-        for name in sorted(files):
-            suffix = Path(name).suffix.lower()
-            if suffix in IMAGE_SUFFIXES:
-                images.append(Path(root) / name)
-            else:
-                skipped[readable_path(suffix)] += 1
+    for path in files_below(folder):
+        suffix = path.suffix.lower()
+        if suffix in IMAGE_SUFFIXES:
+            images.append(path)
+        else:
+            skipped[readable_path(suffix)] += 1
     return images
 
 

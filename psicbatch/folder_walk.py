@@ -1,0 +1,41 @@
+"""The files below a folder, for every command that searches one (a run's input folders,
+a dataset's image folders, calibration and parity images).
+
+Links to folders are followed: camera folders linked into one input folder (``ln -s
+/mnt/line3 images/line3``) are read as if they were there, under the link's name, where
+they would otherwise be passed over without a word. Each folder is searched once, known by
+its device and inode: a link back up the tree (a loop) or to a folder searched already is
+not followed again, so every file is listed once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def files_below(folder: Path) -> Iterator[Path]:
+    """Every file below ``folder`` (links to files included, as they are), a folder's
+    files before its subfolders', each in name order."""
+    searched: set[tuple[int, int]] = set()
+    for root, folders, files in os.walk(folder, followlinks=True):
+        if not _first_visit(root, searched):
+            folders.clear()  # reached again through a link: searched already
+            continue
+        folders.sort()
+        for name in sorted(files):
+            yield Path(root) / name
+
+
+def _first_visit(folder: str, searched: set[tuple[int, int]]) -> bool:
+    """Whether ``folder`` (as its link leads) is searched for the first time, noting it."""
+    try:
+        status = os.stat(folder)
+    except OSError:
+        return False  # gone since it was listed
+    identity = (status.st_dev, status.st_ino)
+    if identity in searched:
+        return False
+    searched.add(identity)
+    return True

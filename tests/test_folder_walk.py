@@ -1,0 +1,56 @@
+"""Folders are searched through links to folders, each folder once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from click.testing import CliRunner
+
+from psicbatch.cli import main
+from psicbatch.data.images import image_files
+from psicbatch.data.layouts import read_dataset
+from psicbatch.data.synth import generate
+from psicbatch.folder_walk import files_below
+
+
+def test_linked_folders_are_searched_once_each_and_loops_are_not_followed(
+    tmp_path: Path,
+) -> None:
+    inputs, camera = tmp_path / "inputs", tmp_path / "mnt" / "line3"
+    (inputs / "day1").mkdir(parents=True)
+    camera.mkdir(parents=True)
+    for path in (inputs / "a.png", inputs / "day1" / "b.png", camera / "c.png"):
+        path.write_bytes(b"")
+    (inputs / "line3").symlink_to(camera)  # a camera folder linked in
+    (inputs / "line3-again").symlink_to(camera)  # the same folder under a second name
+    (inputs / "day1" / "up").symlink_to("..")  # a loop, if followed
+    (inputs / "gone").symlink_to(tmp_path / "nowhere")  # a dangling link: a file, as given
+    found = [path.relative_to(inputs).as_posix() for path in files_below(inputs)]
+    assert found == ["a.png", "gone", "day1/b.png", "line3/c.png"]
+
+
+def test_a_run_and_a_dataset_read_images_in_linked_folders(tmp_path: Path) -> None:
+    """A run said 'no input images' for a folder of linked camera folders."""
+    generate(tmp_path / "cam1", 3, (48, 48), defect_rate=0.5, seed=1)
+    generate(tmp_path / "cam2", 2, (48, 48), defect_rate=0.5, seed=2)
+    line = tmp_path / "line"
+    line.mkdir()
+    for camera in ("cam1", "cam2"):
+        (line / camera).symlink_to(tmp_path / camera / "images")
+    out = tmp_path / "r.parquet"
+    options = ["--device", "cpu", "--decoder", "pil", "--precision", "fp32", "-q"]
+    result = CliRunner().invoke(main, ["run", str(line), "--out", str(out), *options])
+    assert result.exit_code == 0, result.output
+    paths = sorted(
+        Path(path).relative_to(line).parts[0] for path in pq.read_table(out)["path"].to_pylist()
+    )
+    assert paths == ["cam1"] * 3 + ["cam2"] * 2
+    assert len(image_files(line)) == 5  # calibration and parity image folders
+    review = tmp_path / "review"  # the classes layout, its defect types linked in
+    (review / "defective").mkdir(parents=True)
+    (review / "good").symlink_to(tmp_path / "cam2" / "images")
+    (review / "defective" / "crack").symlink_to(tmp_path / "cam1" / "images")
+    samples = read_dataset(review, "classes")
+    ids = sorted(sample.id.split("/")[:2] for sample in samples)
+    assert ids == [["defective", "crack"]] * 3 + [["good", "synth_00000"], ["good", "synth_00001"]]
