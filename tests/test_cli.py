@@ -321,3 +321,16 @@ def test_a_swallowed_stop_ends_the_command_at_its_next_step(
     assert swallowed and result.exit_code == 143, result.output
     assert result.output.splitlines()[-1].startswith("stopped by SIGTERM"), result.output
     assert not out.exists() and not out.with_name("out.lock").exists()
+
+
+def test_info_shows_numbers_to_six_digits_and_records_in_records_in_parentheses() -> None:
+    """A threshold read 0.45000386238098145 and nested records read as Python dicts;
+    ``--json`` keeps every digit."""
+    from psicbatch.run.results import field_text
+
+    record = {"mode": "two-step", "epochs": {"segmentation": 3}, "loss": 0.3798253297805786}
+    assert field_text(record) == "mode=two-step, epochs=(segmentation=3), loss=0.379825"
+    assert field_text({"classification": 0.45000386238098145}) == "classification=0.450004"
+    assert field_text([0.7302255841967469]) == "[0.730226]"
+    assert field_text(["first line", "second"]) == "first line\nsecond"
+    assert (field_text({}), field_text(12), field_text("x")) == ("-", "12", "x")

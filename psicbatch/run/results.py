@@ -141,13 +141,19 @@ def described(results: Path, table: pa.Table, run: dict[str, Any]) -> dict[str, 
     return {key: value for key, value in summary.items() if value not in ({}, None, "")}
 
 
-def field_text(value: Any) -> str:
-    """A summary's value as a person reads it: ``key=value, ...`` for a record, a list of
-    texts one per line."""
+def field_text(value: Any, inner: bool = False) -> str:
+    """A summary's value as a person reads it: ``key=value, ...`` for a record (in
+    parentheses within another), a list of texts one per line, numbers to 6 significant
+    digits (``--json`` keeps every digit)."""
     if isinstance(value, dict):
-        return ", ".join(f"{key}={item}" for key, item in value.items()) or "-"
-    if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
-        return "\n".join(value)
+        fields = ", ".join(f"{key}={field_text(item, True)}" for key, item in value.items())
+        return f"({fields})" if inner else fields or "-"
+    if isinstance(value, list):
+        if value and not inner and all(isinstance(item, str) for item in value):
+            return "\n".join(value)
+        return f"[{', '.join(field_text(item, True) for item in value)}]"
+    if isinstance(value, float):
+        return f"{value:.6g}"
     return str(value)
 
 
