@@ -599,3 +599,17 @@ def test_a_held_instruction_set_gets_a_kernel_cache_of_its_own(
                 monkeypatch.setenv(name, value)
         separate_kernel_cache()
         assert os.environ.get("TORCHINDUCTOR_CACHE_DIR") == after
+
+
+def test_a_reduced_precision_engine_checked_on_synthetic_images_says_how_to_check_it(
+    tmp_path: Path,
+) -> None:
+    """Synthetic images need not hold the defects a line's images do, where bf16 or int8
+    differ most from fp32: the build says how to measure parity on images like the line's."""
+    for precision, noted in (("bf16", True), ("fp32", False)):
+        build = ["build-engine", str(demo_model_path()), "--backend", "torch"]
+        out = ["--precision", precision, "--out", str(tmp_path / precision)]
+        result = CliRunner().invoke(main, [*build, *out])
+        assert result.exit_code == 0, result.output
+        said = "note: parity was measured on synthetic images; --parity-images DIR"
+        assert (said in result.output) == noted, result.output

@@ -22,7 +22,7 @@ from psicbatch.commands.options import (
     device_option,
     precision_option,
 )
-from psicbatch.engines.build_options import BACKENDS, BuildOptions
+from psicbatch.engines.build_options import BACKENDS, SYNTHETIC, BuildOptions
 from psicbatch.engines.manifest import list_engines
 from psicbatch.network_size import MIN_NETWORK_SIZE
 from psicbatch.paths import readable_path
@@ -172,6 +172,13 @@ def build_engine_command(checkpoint: Path, **values: Any) -> None:
         click.echo(f"  {trial['backend']:<12} {trial['precision']:<5} {timing}  {trial['outcome']}")
     click.echo(f"chose {manifest.backend} {manifest.precision}: {manifest.selection}")
     click.echo(parity_line(parity))
+    if parity["source"] == SYNTHETIC and manifest.precision != "fp32":
+        click.echo(  # reduced precision errs most on the images it was not checked on
+            f"note: parity was measured on synthetic images; --parity-images DIR (held-out "
+            f"images like the line's) measures the {manifest.precision} engine on what it "
+            "will see",
+            err=True,
+        )
     click.echo(f"next: psicbatch run IMAGES --engine {directory} --out results.parquet")
 
 

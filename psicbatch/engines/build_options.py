@@ -15,6 +15,7 @@ from psicbatch.errors import PsicbatchError
 
 BACKENDS = ("auto", *NAMES)
 PARITY_COUNT = 32  # parity images at most, spread over the folder given
+SYNTHETIC = "synthetic"  # the parity source where no folder of images is given
 MIN_MASK_IOU = 0.9  # least mean mask IoU against the fp32 model for an engine to be kept
 TUNE_SECONDS = 60.0  # budget for building and timing the candidates of a CPU's auto choice
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from psicbatch.checkpoint import Checkpoint
 from psicbatch.data.images import image_files
-from psicbatch.engines.build_options import PARITY_COUNT
+from psicbatch.engines.build_options import PARITY_COUNT, SYNTHETIC
 from psicbatch.engines.parity import synthetic_parity_images
 from psicbatch.errors import PsicbatchError
 from psicbatch.preprocess import load_images
@@ -71,7 +71,7 @@ def image_sets(
         else None
     )
     if not parity_files:
-        return ImageSets(calibration, synthetic_parity_images(checkpoint, size), "synthetic")
+        return ImageSets(calibration, synthetic_parity_images(checkpoint, size), SYNTHETIC)
     parity = load_images(_spread(parity_files, parity_count), preprocessing).numpy()
     return ImageSets(calibration, parity, parity_source)
 
