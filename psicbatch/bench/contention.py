@@ -1,7 +1,7 @@
 """What else used this process's CPUs while a benchmark measured: other processes, and a
 virtual machine's hypervisor (steal time: CPU time it gave other guests). Both lower every
-figure with no change in psicbatch, by as much as 2x on machines of one class; a report
-that says so is read for what it is, instead of as a slower commit or a slower setting.
+figure with no change in psicbatch; a report that says so is read for what it is, not as
+a slower commit or a slower setting.
 
 Counted from ``/proc/stat`` over the CPUs this process may run on (its affinity), less the
 CPU time of the process itself and of the worker processes it waited for. Where
