@@ -117,8 +117,10 @@ def test_images_in_subfolders_only_and_not_the_output(tmp_path: Path) -> None:
     images = [write(tmp_path / name) for name in ("a.PNG", "cam1/day2/b.jpg", ".hidden.png")]
     for other in ("notes.txt", "a.png.done", "out/part.png", "elsewhere/c.png", ".png"):
         write(tmp_path / other)  # ".png": a name with no stem, no suffix (as os.path.splitext)
-    found = FolderScan(tmp_path, tmp_path / "out", set()).pending(now=0.0)
+    scan = FolderScan(tmp_path, tmp_path / "out", set())
+    found = scan.pending(now=0.0)
     assert sorted(found) == sorted([*images, tmp_path / "elsewhere" / "c.png"])
+    assert scan.linked_folders == {str(tmp_path / "linked")}  # for the watch to say
 
 
 def test_a_folder_changed_within_its_clock_tick_is_listed_again(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from psicbatch.cli import main
 from psicbatch.data.synth import generate
+from psicbatch.run.folder_scan import FolderScan
 from psicbatch.run.watch import CompletionTracker, WatchOptions
 from tests.run_processes import CONSOLE
 from tests.stops import main_thread_only, send_stop
@@ -58,9 +59,8 @@ def test_files_found_complete_together_are_each_handed_out_once(tmp_path: Path) 
         (tmp_path / f"{index:02d}.png.done").touch()
     done: set = set()
     watching = WatchOptions(tmp_path, marker=".done")
-    batches = _complete_batches(
-        tmp_path, tmp_path / "out", CompletionTracker(0, ".done"), done, watching, time.monotonic
-    )
+    scanner = FolderScan(tmp_path, tmp_path / "out", done)
+    batches = _complete_batches(scanner, CompletionTracker(0, ".done"), watching, time.monotonic)
     handed = []
     for _ in range(2):  # as the watch does: each batch written, then the next asked for
         batch, _ = next(batches)
@@ -80,9 +80,8 @@ def test_a_stop_that_something_swallowed_still_ends_the_watch(tmp_path: Path) ->
     watching = WatchOptions(tmp_path, marker=".done")
     tracker = CompletionTracker(0, ".done")
     with signals_stop():
-        batches = _complete_batches(
-            tmp_path, tmp_path / "out", tracker, set(), watching, time.monotonic
-        )
+        scanner = FolderScan(tmp_path, tmp_path / "out", set())
+        batches = _complete_batches(scanner, tracker, watching, time.monotonic)
         assert next(batches)[0] == []  # a poll that found nothing
         with contextlib.suppress(Stopped):  # swallowed, as by a finalizer
             send_stop()
@@ -178,6 +177,7 @@ def test_a_second_watch_on_the_same_folder_is_refused(tmp_path: Path) -> None:
     (image,) = generate(tmp_path / "made", 1, (64, 64), seed=3)
     folder, out = tmp_path / "line", tmp_path / "results"
     folder.mkdir()
+    (folder / "camera2").symlink_to(tmp_path / "made")  # said, not followed
     first = start_watch(folder, out, "--settle", "0.2", "--precision", "fp32")
     try:
         (folder / "a.png").write_bytes(image.read_bytes())
@@ -195,6 +195,9 @@ def test_a_second_watch_on_the_same_folder_is_refused(tmp_path: Path) -> None:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
     assert len(rows(out)) == 1 and not (out / "_watch.lock").exists()
+    linked, target = folder.resolve() / "camera2", (tmp_path / "made").resolve()
+    said = f"note: {linked} links to a folder, which a watch does not follow: watch {target}"
+    assert said in first.stderr.read(), "the linked folder was passed over without a word"
 
 
 def test_a_restart_with_another_engine_is_refused(tmp_path: Path) -> None:

@@ -376,10 +376,19 @@ def _watch(
             "this watch, without --group-by, decides none",
         )
     with console.status("starting", spinner="dots") as line:
+        noted: set[str] = set()
 
         def show(status: WatchStatus) -> None:
-            if not quiet:
-                line.update(escape(f"watching {readable_path(watching.folder)}: {status.line()}"))
+            if quiet:
+                return
+            for link in sorted(status.linked_folders - noted):  # else watched by no one
+                noted.add(link)
+                say(
+                    console,
+                    f"note: {readable_path(link)} links to a folder, which a watch does not "
+                    f"follow: watch {readable_path(Path(link).resolve())} too, or instead",
+                )
+            line.update(escape(f"watching {readable_path(watching.folder)}: {status.line()}"))
 
         status = WatchStatus()
         try:

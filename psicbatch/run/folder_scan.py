@@ -140,42 +140,53 @@ class Listing:
     listed_ns: int  # wall clock
     folders: list[str]
     candidates: list[tuple[str, int]]
+    links: list[str]  # links to folders, not followed
 
     def still_valid(self, mtime_ns: int) -> bool:
         return mtime_ns == self.mtime_ns and self.listed_ns - mtime_ns > QUIET_NS
 
 
 def list_folder(folder: str, mtime_ns: int, skip: str, inspected: dict[str, int]) -> Listing:
-    """``folder``'s subfolders (``skip``, the output, left out; linked folders are not
-    followed, as ``os.walk`` does not) and image files not ``inspected`` (name -> inode)
-    in that inode, as ``readdir`` gives them. A folder that keeps receiving files is
-    listed at every poll: per entry, only what ``readdir`` gave (type, name, inode) is
-    read, and no path is made."""
+    """``folder``'s subfolders (``skip``, the output, left out), its links to folders
+    (not followed: a folder reached by two paths would be inspected under both) and image
+    files not ``inspected`` (name -> inode) in that inode, as ``readdir`` gives them. A
+    folder that keeps receiving files is listed at every poll: per entry, only what
+    ``readdir`` gave (type, name, inode) is read, and no path is made."""
     listed_ns = time.time_ns()
-    folders, images = [], []
+    folders, images, links = [], [], []
     with os.scandir(folder) as entries:
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
                 if entry.path != skip:
                     folders.append(entry.path)
+            elif entry.is_symlink() and entry.is_dir():
+                links.append(entry.path)
             elif entry.name.lstrip(".").lower().endswith(IMAGE_SUFFIXES):  # as splitext
                 inode = entry.inode()
                 if inspected.get(entry.name) != inode:
                     images.append((entry.name, inode))
-    return Listing(folder, mtime_ns, listed_ns, folders, images)
+    return Listing(folder, mtime_ns, listed_ns, folders, images, links)
 
 
 class FolderScan:
     """The image files under ``folder`` (recursive) whose current version is not in
     ``done`` (the watch's ledger, which it extends as it writes results)."""
 
-    def __init__(self, folder: Path, skip: Path, done: Container[FileVersion]) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        skip: Path,
+        done: Container[FileVersion],
+        linked_folders: set[str] | None = None,
+    ) -> None:
         self.folder, self.skip, self.done = str(folder), str(skip), done
         # folder -> name -> inode, of the files whose current version is done
         self.inspected: dict[str, dict[str, int]] = {}
         self.listings: dict[str, Listing] = {}
         self.next_full_pass = 0.0
         self.wait_seconds = 0.0  # how long to wait before the next poll, at least
+        # links to folders met, not followed (the caller's set, where it gives one)
+        self.linked_folders = set() if linked_folders is None else linked_folders
 
     def pending(self, now: float) -> dict[Path, os.stat_result]:
         """Path -> stat of every image file not yet inspected in its current version."""
@@ -225,5 +236,6 @@ class FolderScan:
                 continue
             listings[folder] = listing
             folders.extend(listing.folders)
+            self.linked_folders.update(listing.links)
             yield listing
         self.listings = listings

@@ -24,7 +24,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +39,7 @@ from psicbatch.errors import PsicbatchError
 from psicbatch.output_lock import OutputLock
 from psicbatch.paths import readable_path
 from psicbatch.run.compaction import Compactor
-from psicbatch.run.folder_scan import FileVersion, FolderScan, Ledger
+from psicbatch.run.folder_scan import FolderScan, Ledger
 from psicbatch.run.job import (
     LATE_IMAGES_FILE,
     WATCH_JOB_FILE,
@@ -125,6 +125,7 @@ class WatchStatus:
     latencies: list[float] = field(default_factory=list)  # seconds, the last 10,000
     parts: Counter[str] = field(default_factory=Counter)  # decisions made, by kind
     late: LateImages = field(default_factory=LateImages)  # after their part's decision
+    linked_folders: set[str] = field(default_factory=set)  # below the folder, not followed
 
     def add(self, rows: list[dict[str, Any]], latencies: list[float]) -> None:
         self.images += len(rows)
@@ -189,7 +190,8 @@ def watch(
         status(result)
         compactor = Compactor(out, _hour_folder(out, datetime.datetime.now(datetime.timezone.utc)))
         compactor.start()  # the hours an earlier watch left unmerged
-        for batch, completed in _complete_batches(folder, out, tracker, done, watching, clock):
+        scanner = FolderScan(folder, out, done, result.linked_folders)
+        for batch, completed in _complete_batches(scanner, tracker, watching, clock):
             if not batch:  # a poll that found nothing: parts may have waited long enough
                 if decisions is not None:
                     with _writing(out):
@@ -233,18 +235,16 @@ def _write_rows(
 
 
 def _complete_batches(
-    folder: Path,
-    out: Path,
+    scanner: FolderScan,
     tracker: CompletionTracker,
-    done: Container[FileVersion],
     watching: WatchOptions,
     clock: Callable[[], float],
 ) -> Iterator[tuple[list[tuple[Path, os.stat_result]], float]]:
-    """Batches of complete files not in ``done``, with when they were found complete, and
-    an empty batch for each poll that found none (time passes for waiting parts). Every
-    file found complete by one scan is handed out (and, by the caller, added to ``done``)
-    before the next scan, so no scan finds a file that is still waiting."""
-    scanner = FolderScan(folder, out, done)
+    """Batches of complete files the scanner finds not done, with when they were found
+    complete, and an empty batch for each poll that found none (time passes for waiting
+    parts). Every file found complete by one scan is handed out (and, by the caller, added
+    to the scanner's done versions) before the next scan, so no scan finds a file that is
+    still waiting."""
     while True:
         # A stop that code it interrupted swallowed (an exception raised in a finalizer is
         # only printed) is raised again here: the signal handler ignores further signals,
