@@ -5,7 +5,8 @@ Links to folders are followed: camera folders linked into one input folder (``ln
 /mnt/line3 images/line3``) are read as if they were there, under the link's name, where
 they would otherwise be passed over without a word. Each folder is searched once, known by
 its device and inode: a link back up the tree (a loop) or to a folder searched already is
-not followed again, so every file is listed once.
+not followed again, so every file is listed once. A folder that cannot be read (no
+permission) is passed over and, where the caller asks, named with why.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-def files_below(folder: Path) -> Iterator[Path]:
+def files_below(folder: Path, unreadable: list[OSError] | None = None) -> Iterator[Path]:
     """Every file below ``folder`` (links to files included, as they are), a folder's
-    files before its subfolders', each in name order."""
+    files before its subfolders', each in name order; the errors of folders that could
+    not be read are added to ``unreadable``."""
     searched: set[tuple[int, int]] = set()
-    for root, folders, files in os.walk(folder, followlinks=True):
+    noted = unreadable.append if unreadable is not None else None
+    for root, folders, files in os.walk(folder, onerror=noted, followlinks=True):
         if not _first_visit(root, searched):
             folders.clear()  # reached again through a link: searched already
             continue

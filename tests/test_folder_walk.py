@@ -1,10 +1,15 @@
-"""Folders are searched through links to folders, each folder once."""
+"""Folders are searched through links to folders, each folder once; a folder that cannot
+be read is named."""
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
+import pytest
 from click.testing import CliRunner
 
 from psicbatch.cli import main
@@ -54,3 +59,35 @@ def test_a_run_and_a_dataset_read_images_in_linked_folders(tmp_path: Path) -> No
     samples = read_dataset(review, "classes")
     ids = sorted(sample.id.split("/")[:2] for sample in samples)
     assert ids == [["defective", "crack"]] * 3 + [["good", "synth_00000"], ["good", "synth_00001"]]
+
+
+def test_a_folder_that_cannot_be_read_is_named_not_passed_over_silently(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its images were left out without a word (checked by hand as an unprivileged user
+    with a folder of mode 000: the same lines)."""
+    inputs = tmp_path / "in"
+    for folder, seed in (("locked", 1), ("open", 2)):
+        generate(inputs / folder, 1, (48, 48), defect_rate=0, seed=seed)
+    locked = inputs / "locked"
+    refused = [locked]
+    real_scandir = os.scandir
+
+    def scandir(path: Any = ".") -> Any:  # as os.walk meets a folder of mode 000
+        if not isinstance(path, int) and Path(os.fsdecode(path)) in refused:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    options = ["--device", "cpu", "--decoder", "pil", "--precision", "fp32"]
+    out = tmp_path / "r.parquet"
+    result = CliRunner().invoke(main, ["run", str(inputs), "--out", str(out), *options])
+    assert result.exit_code == 0, result.output
+    said = "note: could not read 1 folder in the inputs, whose images are not inspected: "
+    assert result.output.startswith(f"{said}{locked} (Permission denied)\n"), result.output
+    assert pq.read_table(out).num_rows == 1
+    refused.append(inputs / "open")
+    again = CliRunner().invoke(main, ["run", str(inputs), "--out", str(tmp_path / "n.parquet")])
+    assert again.exit_code == 1 and again.output.startswith(
+        f"Error: no input images in {inputs}: could not read 2 folders in the inputs"
+    ), again.output

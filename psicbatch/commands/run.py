@@ -291,7 +291,7 @@ def run_command(
         return
     assert inputs is not None
     paths = inputs.paths
-    for note in (inputs.skipped_note(), inputs.mask_note()):
+    for note in (inputs.unreadable_note(), inputs.skipped_note(), inputs.mask_note()):
         if note and not quiet:
             say(console, f"note: {note}")
     summary = _inspect(paths, spec, options, _executor(executor, address), console, quiet)

@@ -51,6 +51,9 @@ class Inputs:
     # dataset layout the source folders look like (when they agree on one).
     mask_like: int = 0
     layout_guess: str | None = None
+    # Folders below the inputs that could not be read (no permission): their images are
+    # not among the inputs, which the run says rather than passing over them silently.
+    unreadable: list[OSError] = field(default_factory=list)
 
     def skipped_note(self) -> str | None:
         """One line saying what the folder scans passed over, or None."""
@@ -64,6 +67,21 @@ class Inputs:
         return (
             f"skipped {count} {files} in the input folders that psicbatch does not read "
             f"({kinds}); it reads {', '.join(IMAGE_SUFFIXES)}"
+        )
+
+    def unreadable_note(self) -> str | None:
+        """One line naming the folders that could not be read, or None."""
+        if not self.unreadable:
+            return None
+        named = [
+            f"{readable_path(error.filename)} ({error.strerror or error})"
+            for error in self.unreadable[:3]
+        ]
+        more = f" and {len(self.unreadable) - 3} more" if len(self.unreadable) > 3 else ""
+        folders = "folder" if len(self.unreadable) == 1 else "folders"
+        return (
+            f"could not read {len(self.unreadable)} {folders} in the inputs, whose images are "
+            f"not inspected: {', '.join(named)}{more}"
         )
 
     def mask_note(self) -> str | None:
@@ -87,9 +105,9 @@ def collect_inputs(
 ) -> Inputs:
     """Images in a stable order, each once.
 
-    Folders are searched recursively for image extensions without following symbolic links
-    to folders (so link loops cannot trap the search); files named explicitly are taken
-    whatever their extension; anything else is a glob pattern. A list file holds one path
+    Folders are searched recursively for image extensions, through links to folders, each
+    folder once (``files_below``); files named explicitly are taken whatever their
+    extension; anything else is a glob pattern. A list file holds one path
     per line (blank lines and ``#`` comments skipped), relative to the list file's folder;
     its bytes are taken as file names as they are, whatever their encoding. With
     ``layout``, each source is a dataset folder in that layout and gives its images (of a
@@ -98,7 +116,7 @@ def collect_inputs(
     inputs = Inputs([])
     for source in sources:
         if layout is None:
-            inputs.paths += _expand(source, inputs.skipped)
+            inputs.paths += _expand(source, inputs)
         else:
             samples, _ = read_datasets([Path(source)], layout, split)
             inputs.paths += [sample.image_path for sample in samples]
@@ -121,14 +139,17 @@ def _nothing_found(sources: list[str], list_file: Path | None, inputs: Inputs) -
         places.append(f"the list {readable_path(list_file)}")
     if not places:
         return "no input images: give folders, files, globs or --list"
-    found = inputs.skipped_note() or f"psicbatch reads {', '.join(IMAGE_SUFFIXES)}"
+    found = (
+        "; ".join(note for note in (inputs.unreadable_note(), inputs.skipped_note()) if note)
+        or f"psicbatch reads {', '.join(IMAGE_SUFFIXES)}"
+    )
     return f"no input images in {', '.join(places)}: {found}"
 
 
-def _expand(source: str, skipped: Counter) -> list[Path]:
+def _expand(source: str, inputs: Inputs) -> list[Path]:
     path = Path(source)
     if path.is_dir():
-        return _walk(path, skipped)
+        return _walk(path, inputs)
     if path.is_file() or path.is_symlink():
         return [path]
     matches = sorted(glob.glob(source, recursive=True))
@@ -136,19 +157,18 @@ def _expand(source: str, skipped: Counter) -> list[Path]:
         raise PsicbatchError(
             f"{readable_path(source)}: no such file or folder, and no file matches it"
         )
-    return [
-        p for m in matches for p in (_walk(Path(m), skipped) if Path(m).is_dir() else [Path(m)])
-    ]
+    return [p for m in matches for p in (_walk(Path(m), inputs) if Path(m).is_dir() else [Path(m)])]
 
 
-def _walk(folder: Path, skipped: Counter) -> list[Path]:
+def _walk(folder: Path, inputs: Inputs) -> list[Path]:
+    """The images below ``folder``; the other files and unreadable folders noted."""
     images = []
-    for path in files_below(folder):
+    for path in files_below(folder, inputs.unreadable):
         suffix = path.suffix.lower()
         if suffix in IMAGE_SUFFIXES:
             images.append(path)
         else:
-            skipped[readable_path(suffix)] += 1
+            inputs.skipped[readable_path(suffix)] += 1
     return images
 
 
