@@ -6,7 +6,9 @@ Links to folders are followed: camera folders linked into one input folder (``ln
 they would otherwise be passed over without a word. Each folder is searched once, known by
 its device and inode: a link back up the tree (a loop) or to a folder searched already is
 not followed again, so every file is listed once. A folder that cannot be read (no
-permission) is passed over and, where the caller asks, named with why.
+permission) is passed over, as ``os.walk`` does: a dataset on its own file system holds
+``lost+found``, which only root reads. A run names such folders (``unreadable``), since it
+would otherwise leave their images out without a word.
 """
 
 from __future__ import annotations
