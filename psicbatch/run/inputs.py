@@ -27,6 +27,7 @@ from psicbatch.data.layouts import (
 from psicbatch.errors import PsicbatchError
 from psicbatch.folder_walk import files_below
 from psicbatch.paths import readable_path, regular_file_bytes
+from psicbatch.wording import counted
 
 MASK_STEM_ENDINGS = (LABEL_SUFFIX.lower(), GT_SUFFIX.lower())
 MASK_FOLDERS = (LABEL_FOLDER.lower(), MASK_FOLDER.lower())
@@ -62,10 +63,9 @@ class Inputs:
         kinds = ", ".join(
             f"{count} {suffix or '(no extension)'}" for suffix, count in self.skipped.most_common()
         )
-        count = sum(self.skipped.values())
-        files = "file" if count == 1 else "files"
         return (
-            f"skipped {count} {files} in the input folders that psicbatch does not read "
+            f"skipped {counted(sum(self.skipped.values()), 'file')} in the input folders "
+            "that psicbatch does not read "
             f"({kinds}); it reads {', '.join(IMAGE_SUFFIXES)}"
         )
 
@@ -78,10 +78,9 @@ class Inputs:
             for error in self.unreadable[:3]
         ]
         more = f" and {len(self.unreadable) - 3} more" if len(self.unreadable) > 3 else ""
-        folders = "folder" if len(self.unreadable) == 1 else "folders"
         return (
-            f"could not read {len(self.unreadable)} {folders} in the inputs, whose images are "
-            f"not inspected: {', '.join(named)}{more}"
+            f"could not read {counted(len(self.unreadable), 'folder')} in the inputs, whose "
+            f"images are not inspected: {', '.join(named)}{more}"
         )
 
     def mask_note(self) -> str | None:
