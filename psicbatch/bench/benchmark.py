@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-from psicbatch.bench.contention import contention, cpu_times
 from psicbatch.bench.machine import (
     DriverMemorySampler,
     driver_used_mib,
@@ -38,6 +37,7 @@ from psicbatch.bench.report import (
     summarize,
 )
 from psicbatch.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, untrained_checkpoint
+from psicbatch.contention import contention, cpu_times
 from psicbatch.data.images import image_files
 from psicbatch.data.synth import generate, generate_many
 from psicbatch.devices import resolve_device

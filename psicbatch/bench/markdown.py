@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from psicbatch.bench.benchmark import STAGES, engine_busy
-from psicbatch.bench.contention import contention_line
 from psicbatch.bench.report import BenchReport, EngineChoice, EngineOnlyRow, SizeSummary
+from psicbatch.contention import contention_line
 from psicbatch.reports import Column, column_table
 
 STAGE_HEADER = " / ".join(STAGES)

@@ -12,7 +12,6 @@ from rich.console import Console
 from rich.table import Table
 
 from psicbatch.assets import demo_model_path
-from psicbatch.bench.contention import contention_line
 from psicbatch.bench.plots import plot_benchmark
 from psicbatch.bench.report import BenchReport, compare_reports
 from psicbatch.commands import SUMMARIES, command_line
@@ -24,6 +23,7 @@ from psicbatch.commands.options import (
     device_option,
     engine_options,
 )
+from psicbatch.contention import contention_line
 from psicbatch.devices import resolve_device
 from psicbatch.output_lock import OutputLock
 from psicbatch.reports import write_json

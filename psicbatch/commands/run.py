@@ -30,6 +30,7 @@ from psicbatch.commands.options import (
     engine_options,
     split_option,
 )
+from psicbatch.contention import contention_line
 from psicbatch.cpus import fewer_cpus_line
 from psicbatch.data.combined import WHOLE
 from psicbatch.data.layouts import AUTO, LAYOUTS
@@ -474,6 +475,7 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
         ),
         ("engine", summary.engine),
         *_cpus_row(),
+        *_contention_row(summary),
         ("stage time per image", _stages(summary)),
         ("latency per image (decoding to row)", _latencies(summary)),
         ("files no longer among the inputs (rows dropped)", summary.dropped),
@@ -483,6 +485,14 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
     console.print(table)
     for path, message in summary.error_examples[:10]:
         say(console, f"error {path}: {message}")
+
+
+def _contention_row(summary: RunSummary) -> list[tuple[str, str]]:
+    """A row where other processes or the hypervisor took a notable share of the CPUs:
+    the run's rate then says less about the engine than about the machine's load."""
+    if not summary.contention or not summary.contention["notable"]:
+        return []
+    return [("CPU contention", contention_line(summary.contention, "the run", "its rate is"))]
 
 
 def _check_report_options(

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from psicbatch import __version__
+from psicbatch.contention import contention, cpu_times
 from psicbatch.decisions import CLASSIFIER
 from psicbatch.devices import default_device
 from psicbatch.engines.manifest import large_kernel_note
@@ -66,6 +67,9 @@ class RunSummary:
     steady_batches: int = 0  # batches after the first
     steady_seconds: float = 0.0  # from the first batch's rows to the last's (no finalising)
     latencies: list[float] = field(default_factory=list)  # per image: decoding to its row
+    # What else used the CPUs meanwhile (``contention``); None on a cluster, whose
+    # workers are other machines' processes.
+    contention: dict[str, Any] | None = None
 
     @property
     def steady_measured(self) -> bool:
@@ -148,8 +152,10 @@ def run(
             summary.engine += f" ({manifest['selection']})"
         if on_rows is not None:  # the inputs, output and engine are checked: work starts
             on_rows(summary)
+        before = cpu_times()
         results = (executor or local_results)(tasks, spec, options, devices)
         first, last = _save_results(results, keys, output, summary, options, on_rows)
+        summary.contention = contention(before, cpu_times()) if executor is None else None
         summary.steady_seconds = last - first
         output.finish(_metadata(engine_info, options, summary, len(paths), started_at))
         summary.add_times({"write": output.write_seconds})

@@ -1,7 +1,7 @@
-"""What else used this process's CPUs while a benchmark measured: other processes, and a
-virtual machine's hypervisor (steal time: CPU time it gave other guests). Both lower every
-figure with no change in psicbatch; a report that says so is read for what it is, not as
-a slower commit or a slower setting.
+"""What else used this process's CPUs while a benchmark measured or a run inspected: other
+processes, and a virtual machine's hypervisor (steal time: CPU time it gave other guests).
+Both lower every figure with no change in psicbatch; a report that says so is read for
+what it is, not as a slower commit, engine or setting.
 
 Counted from ``/proc/stat`` over the CPUs this process may run on (its affinity), less the
 CPU time of the process itself and of the worker processes it waited for. Where
@@ -73,16 +73,21 @@ def contention(start: CpuTimes | None, end: CpuTimes | None) -> dict[str, Any] |
     }
 
 
-def contention_line(measured: dict[str, Any] | None) -> str:
-    """The contention in words, for the report and the console."""
+def contention_line(
+    measured: dict[str, Any] | None,
+    during: str = "the benchmark",
+    lowered: str = "every figure here is",
+) -> str:
+    """The contention ``during`` a measurement in words, saying which figures are
+    ``lowered`` when it was notable."""
     if measured is None:
         return "CPU contention: not recorded (it is read from /proc/stat, on Linux)."
     others, steal, cpus = (measured[k] for k in ("other_processes_cpus", "steal_cpus", "cpus"))
     said = (
-        f"CPU contention during the benchmark ({measured['seconds']:.0f} s): other processes "
+        f"CPU contention during {during} ({measured['seconds']:.0f} s): other processes "
         f"kept {others:.2f} of this process's {cpus} CPUs busy on average, the hypervisor "
         f"took {steal:.2f} of them (steal time)"
     )
     if measured["notable"]:
-        return f"{said}: every figure here is lower than on an otherwise idle machine."
+        return f"{said}: {lowered} lower than on an otherwise idle machine."
     return f"{said}."

@@ -4,14 +4,16 @@ time, read from /proc/stat over this process's CPUs, less its own CPU time."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from psicbatch.bench.contention import CpuTimes, contention, contention_line, cpu_times
+from psicbatch.contention import CpuTimes, contention, contention_line, cpu_times
 
 TICK = os.sysconf("SC_CLK_TCK")
+SPIN = "import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end: pass"
 
 
 def stat_line(name: str, user: int, system: int, idle: int, steal: int) -> str:
@@ -40,6 +42,7 @@ def test_others_are_the_busy_time_less_this_processs_own() -> None:
     assert measured is not None
     assert (measured["other_processes_cpus"], measured["steal_cpus"]) == (0.5, 0.125)
     assert measured["notable"] and "every figure here is lower" in contention_line(measured)
+    assert "during the run (4 s): " in contention_line(measured, "the run", "its rate is")
     quiet = contention(start, CpuTimes(cpus=2, busy=14.1, steal=1.0, own=8.0, clock=104.0))
     assert quiet is not None and not quiet["notable"]
     assert "lower" not in contention_line(quiet)
@@ -55,8 +58,7 @@ def test_a_process_spinning_on_the_same_cpus_is_counted_and_this_ones_work_is_no
 
     alone = contention(*burn(1.0))
     assert alone is not None and alone["other_processes_cpus"] < 0.5, alone
-    spin = "import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end: pass"
-    spinner = subprocess.Popen([sys.executable, "-c", spin])  # inherits this CPU set
+    spinner = subprocess.Popen([sys.executable, "-c", SPIN])  # inherits this CPU set
     try:
         time.sleep(0.5)  # started
         start = cpu_times()
@@ -66,3 +68,26 @@ def test_a_process_spinning_on_the_same_cpus_is_counted_and_this_ones_work_is_no
         spinner.kill()
         spinner.wait()
     assert shared is not None and shared["other_processes_cpus"] > 0.6, shared
+
+
+def test_a_run_says_when_other_processes_shared_its_cpus(tmp_path: Path) -> None:
+    """Its images/s then say less about the engine than about the machine's load."""
+    from click.testing import CliRunner
+
+    from psicbatch.cli import main
+    from psicbatch.data.synth import generate
+
+    generate(tmp_path / "data", 24, (96, 96), defect_rate=0.5, seed=3)
+    run = ["run", str(tmp_path / "data" / "images"), "-o", str(tmp_path / "r.parquet")]
+    options = ["--device", "cpu", "--decoder", "pil", "--precision", "fp32", "--batch-size", "4"]
+    spinner = subprocess.Popen([sys.executable, "-c", SPIN])  # on this process's CPUs
+    try:
+        result = CliRunner(env={"COLUMNS": "400"}).invoke(main, [*run, *options])
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert result.exit_code == 0, result.output
+    row = re.search(
+        r"CPU contention during the run \(.*\): its rate is lower than on an", result.output
+    )
+    assert row is not None, result.output
