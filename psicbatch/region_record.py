@@ -31,7 +31,7 @@ def read_region(path: Path) -> FileSnapshot:
         raise unreadable_region(path, error) from None
 
 
-def unreadable_region(path: Path, error: Exception) -> PsicbatchError:
+def unreadable_region(path: Path, error: Exception | str) -> PsicbatchError:
     """The one line for a region file that cannot be read or decoded."""
     problem = f"not a readable region-of-interest image ({error})"
     return PsicbatchError(f"{readable_path(path)}: {problem}")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from psicbatch.data.images import check_pixels
 from psicbatch.errors import PsicbatchError
@@ -31,6 +31,8 @@ class RegionOfInterest:
             with Image.open(io.BytesIO(source.data)) as image:
                 check_pixels(path, *image.size)
                 pixels = np.asarray(image.convert("L"))
+        except UnidentifiedImageError:  # its message names an in-memory buffer
+            raise unreadable_region(path, "an unknown or damaged image format") from None
         except (OSError, ValueError) as error:
             raise unreadable_region(path, error) from None
         self.inside = pixels >= 128

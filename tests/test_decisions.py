@@ -238,6 +238,12 @@ def test_a_region_of_interest_removes_defects_outside_it(dataset: Path, tmp_path
         main, ["run", str(dataset / "images"), "--roi", str(tmp_path / "black.png"), *common]
     )
     assert black.exit_code == 1 and "has no white pixel: nothing would be inspected" in black.output
+    (tmp_path / "notes.png").write_text("not an image")  # PIL's message names a buffer
+    notes = CliRunner().invoke(main, ["run", images, "--roi", str(tmp_path / "notes.png")])
+    assert notes.output.splitlines() == [
+        f"Error: {tmp_path / 'notes.png'}: not a readable region-of-interest image (an unknown "
+        "or damaged image format)"
+    ]
 
 
 def test_decisions_stored_in_an_engine_are_a_new_revision_that_run_applies(
