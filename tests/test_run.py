@@ -428,6 +428,26 @@ def test_ray_executor_gives_the_local_executors_rows(images: Path, tmp_path: Pat
     assert read_metadata(ray)["thresholds"] == read_metadata(local)["thresholds"]
 
 
+@pytest.mark.timeout(60, method="thread")  # Ray retries in native code, for minutes
+def test_a_ray_cluster_address_nothing_answers_at_is_one_line_at_once(
+    images: Path, tmp_path: Path
+) -> None:
+    """Ray retried it inside native code, where neither Ctrl-C nor SIGTERM stopped it."""
+    import socket
+
+    pytest.importorskip("ray", reason="Ray is an optional extra")
+    with socket.socket() as closed:  # a port that was free a moment ago: nothing listens
+        closed.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{closed.getsockname()[1]}"
+    out = tmp_path / "r.parquet"
+    code, output = run_cli(
+        str(images), "--out", str(out), "--executor", "ray", "--address", address
+    )
+    said = f"Error: cannot connect to the Ray cluster at --address {address} (Connection refused)"
+    assert (code, output.strip().splitlines()[-1]) == (1, said)
+    assert not out.exists()
+
+
 def test_both_decoders_refuse_gif_and_round_16_bit_alike(tmp_path: Path) -> None:
     every_value = np.arange(65536, dtype=np.uint32).astype(np.uint16).reshape(256, 256)
     Image.fromarray(every_value).save(tmp_path / "sixteen.png")

@@ -11,6 +11,7 @@ file would fail a Ray read task, losing the per-file error isolation.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +23,8 @@ from psicbatch.paths import path_bytes, path_from_bytes
 from psicbatch.run.options import RunOptions
 from psicbatch.run.output import KEY_COLUMN, PART_SCHEMA
 from psicbatch.run.worker import STAGE_COUNT, Task, Worker
+
+REACH_SECONDS = 5.0  # how long a cluster's head may take to accept a connection
 
 # Rows as actors return them; the driver adds each input's key, as for local workers.
 RAY_SCHEMA = PART_SCHEMA.remove(PART_SCHEMA.get_field_index(KEY_COLUMN))
@@ -39,9 +42,18 @@ def ray_results(
     except ImportError:
         raise PsicbatchError("--executor ray needs Ray: pip install 'psicbatch[ray]'") from None
     if not ray.is_initialized():
-        ray.init(
-            address=address, include_dashboard=False, log_to_driver=False, configure_logging=False
-        )
+        if address is not None:
+            check_reachable(address)
+        try:
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        except (ConnectionError, ValueError) as error:  # no cluster there, or no address
+            cluster = f"the Ray cluster at --address {address}" if address else "a local Ray"
+            raise PsicbatchError(f"cannot connect to {cluster} ({error})") from None
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
@@ -88,3 +100,20 @@ def ray_results(
         (batch.to_pylist(), {})
         for batch in dataset.iter_batches(batch_size=options.batch_size, batch_format="pyarrow")
     )
+
+
+def check_reachable(address: str) -> None:
+    """A cluster address (HOST:PORT) at which nothing answers, refused at once: Ray retries
+    it for minutes inside native code, where Ctrl-C and SIGTERM cannot stop it. Other
+    forms (``auto``, ``ray://``) are left to Ray."""
+    host, colon, port = address.rpartition(":")
+    if not colon or not port.isdigit() or "://" in address:
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_SECONDS):
+            pass
+    except OSError as error:
+        raise PsicbatchError(
+            f"cannot connect to the Ray cluster at --address {address} "
+            f"({error.strerror or error or 'no answer'})"
+        ) from None
