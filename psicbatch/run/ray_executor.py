@@ -41,9 +41,9 @@ def ray_results(
         import ray
     except ImportError:
         raise PsicbatchError("--executor ray needs Ray: pip install 'psicbatch[ray]'") from None
+    if address is not None:  # answering, even where this process is connected already
+        check_reachable(address)
     if not ray.is_initialized():
-        if address is not None:
-            check_reachable(address)
         try:
             ray.init(
                 address=address,
