@@ -106,11 +106,11 @@ def collect_inputs(
 
     Folders are searched recursively for image extensions, through links to folders, each
     folder once (``files_below``); files named explicitly are taken whatever their
-    extension; anything else is a glob pattern. A list file holds one path
-    per line (blank lines and ``#`` comments skipped), relative to the list file's folder;
-    its bytes are taken as file names as they are, whatever their encoding. With
-    ``layout``, each source is a dataset folder in that layout and gives its images (of a
-    published train/test division, those of the ``split`` part).
+    extension; anything else is a glob pattern. A list file holds one path per line (blank
+    lines and ``#`` comments skipped), relative to the list file's folder; its bytes are
+    taken as file names as they are, whatever their encoding. With ``layout``, each source
+    is a dataset folder in that layout and gives its images (of a published train/test
+    division, those of the ``split`` part).
     """
     inputs = Inputs([])
     for source in sources:

@@ -114,6 +114,5 @@ def check_reachable(address: str) -> None:
             pass
     except OSError as error:
         raise PsicbatchError(
-            f"cannot connect to the Ray cluster at --address {address} "
-            f"({error.strerror or error or 'no answer'})"
+            f"cannot connect to the Ray cluster at --address {address} ({error.strerror or error})"
         ) from None
