@@ -64,6 +64,7 @@ class TrainOptions:
                 f"--thresholds-on must be one of {', '.join(THRESHOLD_IMAGES)}, "
                 f"got {self.thresholds_on!r}"
             )
+        check_epochs(self.mode, self.seg_epochs, self.cls_epochs, self.init is not None)
 
     def check_validation(self, validated: bool) -> None:
         """What is chosen on held-out images needs them (``validated``: given)."""
@@ -79,6 +80,31 @@ class TrainOptions:
                 "--thresholds-on validation needs --validation: the images the thresholds "
                 "are chosen on"
             )
+
+
+def check_epochs(mode: str, seg_epochs: int, cls_epochs: int, from_trained: bool) -> None:
+    """A part of the network trained for no epoch keeps its random weights: a model that
+    would write noise as masks or probabilities is refused, unless its training starts
+    from trained weights (``from_trained``: ``--init``), where no epoch of a step keeps
+    that step's weights as they were."""
+    if from_trained:
+        return
+    start = "start from a trained checkpoint's weights with --init"
+    if mode == "end-to-end" and seg_epochs == 0:
+        raise PsicbatchError(
+            f"--seg-epochs 0 trains nothing (end-to-end training's epochs are --seg-epochs): "
+            f"the network would keep its random weights; give it epochs, or {start}"
+        )
+    if mode == "two-step" and seg_epochs == 0:
+        raise PsicbatchError(
+            "--seg-epochs 0 leaves the segmentation network's weights random (masks of "
+            f"noise, and step 2 decides from its features); give step 1 epochs, or {start}"
+        )
+    if mode == "two-step" and cls_epochs == 0:
+        raise PsicbatchError(
+            "--cls-epochs 0 leaves the classification layers' weights random (every "
+            f"image's defect probability would be noise); give step 2 epochs, or {start}"
+        )
 
 
 # Recorded options that train's command line spells otherwise, or sets with none.

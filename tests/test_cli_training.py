@@ -455,6 +455,32 @@ def test_impossible_training_options_are_refused_before_any_data_is_read(
     assert option in result.output
 
 
+@pytest.mark.parametrize("command", ["train", "cv"])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--seg-epochs", "0", "--cls-epochs", "0"], "--seg-epochs 0 leaves the segmentation"),
+        (["--seg-epochs", "0"], "--seg-epochs 0 leaves the segmentation network's weights"),
+        (["--cls-epochs", "0"], "--cls-epochs 0 leaves the classification layers' weights"),
+        (["--mode", "end-to-end", "--seg-epochs", "0"], "--seg-epochs 0 trains nothing"),
+        (["--mode", "end-to-end", "--cls-epochs", "5"], "--cls-epochs set step 2 of two-step"),
+        (["--mode", "end-to-end", "--cls-lr", "0.1"], "--cls-lr set step 2 of two-step"),
+    ],
+)
+def test_epochs_that_leave_weights_random_and_options_no_phase_reads_are_refused(
+    tmp_path: Path, command: str, options: list[str], message: str
+) -> None:
+    """Without --init such a model would write noise, under the name of a trained one
+    (--init with no epochs keeps the starting weights: tests/test_fine_tuning.py)."""
+    # The data folder does not exist: the refusal comes before anything is read.
+    args = [command, str(tmp_path / "no-data"), "--out", str(tmp_path / "m"), *options]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"Error: {message}")
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "m").exists()
+
+
 def _folder_dataset(root: Path, count: int, mask_size: tuple[int, int] | None = None) -> Path:
     import numpy as np
     from PIL import Image

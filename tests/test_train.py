@@ -107,6 +107,23 @@ def test_dice_weight_out_of_range(weight: float) -> None:
         TrainOptions(dice_weight=weight)
 
 
+@pytest.mark.parametrize(
+    ("epochs", "refused"),
+    [
+        ({"seg_epochs": 0}, "--seg-epochs 0"),
+        ({"cls_epochs": 0}, "--cls-epochs 0"),
+        ({"mode": "end-to-end", "seg_epochs": 0}, "--seg-epochs 0"),
+    ],
+)
+def test_options_that_would_leave_weights_random_need_a_starting_checkpoint(
+    epochs: dict, refused: str
+) -> None:
+    with pytest.raises(PsicbatchError, match=f"^{refused} .* or start from a trained"):
+        TrainOptions(**epochs)
+    TrainOptions(**epochs, init="ab" * 32)  # from trained weights: an epoch-less step keeps them
+    TrainOptions(mode="end-to-end", cls_epochs=0)  # no step 2 to leave untrained
+
+
 def test_balanced_order_takes_every_defect_and_as_many_clean() -> None:
     labels = torch.tensor([True, False, False, True, False, False, False])
     order = balanced_order(labels, np.random.default_rng(0))

@@ -35,7 +35,14 @@ from psicbatch.fine_tuning import StartingPoint, check_same_reading, starting_po
 from psicbatch.fingerprints import ImageSet, file_digests
 from psicbatch.network_size import auto_input_size
 from psicbatch.paths import readable_path
-from psicbatch.train_options import MODES, PIXEL_THRESHOLDS, TrainOptions, check_masks
+from psicbatch.train_options import (
+    MODES,
+    PIXEL_THRESHOLDS,
+    TrainOptions,
+    check_epochs,
+    check_masks,
+    option_name,
+)
 
 
 def layout_option(what: str = "DATA") -> Callable:
@@ -220,6 +227,7 @@ def training_setup(
     description, and each image file's digest (the images a model learns from are
     recorded, and copies of one another are noted)."""
     init = kwargs.pop("init")
+    _check_epochs(kwargs, from_trained=init is not None)  # before any image is read
     start = starting_point(init) if init is not None else None
     size_choice = None
     if start is not None:
@@ -286,6 +294,19 @@ def _as_the_start_reads(
     else:
         how = f"{height}x{size_width}"
     return str(start.channels), f"{how} (auto: the starting checkpoint's)"
+
+
+def _check_epochs(kwargs: dict[str, Any], from_trained: bool) -> None:
+    """Epochs that would leave weights random are refused, and step 2's options in
+    end-to-end mode, which has no step 2 and would pass them over."""
+    check_epochs(kwargs["mode"], kwargs["seg_epochs"], kwargs["cls_epochs"], from_trained)
+    if kwargs["mode"] == "end-to-end":
+        unused = [option_name(name) for name in ("cls_epochs", "cls_lr") if _given(name)]
+        if unused:
+            raise PsicbatchError(
+                f"{' and '.join(unused)} set step 2 of two-step training; end-to-end "
+                "training has one phase: --seg-epochs epochs from --seg-lr"
+            )
 
 
 def _given(parameter: str) -> bool:
