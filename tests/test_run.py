@@ -469,6 +469,51 @@ def test_both_decoders_refuse_gif_and_round_16_bit_alike(tmp_path: Path) -> None
     np.testing.assert_array_equal(pil, np.round(every_value / 257))
 
 
+def _pages(path: Path, pages: list[np.ndarray], subfile_types: list[int]) -> None:
+    """A TIFF of these pages, each with its NewSubfileType (1: a reduced-resolution copy)."""
+    from PIL import TiffImagePlugin
+
+    with path.open("w+b") as file, TiffImagePlugin.AppendingTiffWriter(file) as tiff:
+        for page, kind in zip(pages, subfile_types, strict=True):
+            Image.fromarray(page).save(tiff, format="TIFF", tiffinfo={254: kind})
+            tiff.newFrame()
+
+
+def test_files_of_several_images_are_refused_by_every_reader_and_thumbnails_pass(
+    tmp_path: Path,
+) -> None:
+    """Decoders read a file's first image alone: a defect on a TIFF's second page, or in
+    an animation's later frame, would have gone uninspected under a result."""
+    from psicbatch.data.images import read_image
+
+    first = (np.arange(48 * 64) % 251).astype(np.uint8).reshape(48, 64)
+    frames = [Image.fromarray(first), Image.fromarray(255 - first)]
+    _pages(tmp_path / "pages.tif", [first, 255 - first], [0, 0])
+    _pages(tmp_path / "thumbnail.tif", [first, first[::4, ::4]], [0, 1])
+    frames[0].save(tmp_path / "moving.webp", save_all=True, append_images=frames[1:])
+    frames[0].save(tmp_path / "moving.png", save_all=True, append_images=frames[1:])
+    Image.fromarray(first).save(tmp_path / "one.tif")
+    names = ["pages.tif", "thumbnail.tif", "moving.webp", "moving.png", "one.tif"]
+    paths = [tmp_path / name for name in names]
+    grey_levels = Preprocessing(input_size=(48, 64), mean=(0.0,), std=(1 / 255,))
+    for decoder in (DaliDecoder(grey_levels, 4), PilDecoder(grey_levels)):
+        batch = decoder.decode(paths)
+        assert batch.positions == [1, 4]
+        assert batch.errors == {
+            0: "holds 2 images (TIFF pages); psicbatch inspects one image per "
+            "file and would see only the first: save each as its own file",
+            2: batch.errors[2],
+            3: batch.errors[3],
+        }
+        assert "holds 2 images (WEBP frames)" in batch.errors[2]
+        assert "holds 2 images (PNG frames)" in batch.errors[3]
+        np.testing.assert_array_equal(batch.images[0].numpy(), batch.images[1].numpy())
+        np.testing.assert_array_equal(batch.images[0, 0].numpy(), first)
+    with pytest.raises(PsicbatchError, match=r"pages\.tif: holds 2 images"):
+        read_image(paths[0], 1)  # training's and evaluation's reader
+    assert np.array_equal(read_image(paths[1], 1)[:, :, 0], first)
+
+
 def test_the_summary_gives_the_rate_after_start_up() -> None:
     from psicbatch.commands.run import _steady
     from psicbatch.run.runner import RunSummary

@@ -137,6 +137,7 @@ def _open(path: Path, data: bytes | None = None, lazy: bool = False) -> Image.Im
     try:
         image = Image.open(path if data is None else io.BytesIO(data))
         check_pixels(path, *image.size)
+        check_one_image(path, image)
         if not lazy:
             image.load()
     except FileNotFoundError:
@@ -148,6 +149,39 @@ def _open(path: Path, data: bytes | None = None, lazy: bool = False) -> Image.Im
     except (OSError, ValueError, SyntaxError) as error:
         raise ImageReadError(path, f"damaged image ({error})") from None
     return image
+
+
+# Formats whose files may hold further images that every decoder passes over, each word
+# as a user knows them. An MPO (a JPEG with a preview or second view appended) is not one:
+# its first image is the picture.
+SEQUENCES = {"TIFF": "pages", "WEBP": "frames", "PNG": "frames"}
+NEW_SUBFILE_TYPE = 254  # a TIFF page's kind; bit 0 set: a reduced-resolution copy
+
+
+def images_held(image: Image.Image) -> int:
+    """How many full images an opened file holds, from its headers: a TIFF's pages less
+    its reduced-resolution copies (thumbnails), an animated WebP's or PNG's frames."""
+    frames = getattr(image, "n_frames", 1) if image.format in SEQUENCES else 1
+    if frames == 1 or image.format != "TIFF":
+        return frames
+    full = 0
+    for page in range(frames):
+        image.seek(page)
+        full += not image.tag_v2.get(NEW_SUBFILE_TYPE, 0) & 1
+    image.seek(0)
+    return full
+
+
+def check_one_image(path: Path, image: Image.Image, held: int | None = None) -> None:
+    """Refuse a file of several images: decoders read only its first, so a defect on
+    another page would go uninspected while the file got a result."""
+    held = images_held(image) if held is None else held
+    if held > 1:
+        raise ImageReadError(
+            path,
+            f"holds {held} images ({image.format} {SEQUENCES[str(image.format)]}); psicbatch "
+            "inspects one image per file and would see only the first: save each as its own file",
+        )
 
 
 def check_pixels(path: Path, width: int, height: int) -> None:

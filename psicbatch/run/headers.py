@@ -15,8 +15,10 @@ from psicbatch.data.images import (
     MAX_PIXELS,
     ImageReadError,
     check_bit_depth,
+    check_one_image,
     check_pixels,
     image_bit_depth,
+    images_held,
     read_image,
 )
 from psicbatch.pixel_limit import VARIABLE
@@ -46,6 +48,7 @@ def header_size(path: Path, data: bytes, bit_depth: int) -> tuple[int, int] | No
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
             kind, depth = image.format, image_bit_depth(image)
+            held = images_held(image)
             # An oversized image is refused below, before its orientation is looked for:
             # for some PNGs that decodes them.
             oversized = width * height > MAX_PIXELS
@@ -61,6 +64,7 @@ def header_size(path: Path, data: bytes, bit_depth: int) -> tuple[int, int] | No
         )
     check_bit_depth(depth, bit_depth, path)
     check_pixels(path, width, height)
+    check_one_image(path, image, held)
     return (width, height) if rotated else (height, width)
 
 
