@@ -79,7 +79,7 @@ def test_reading_results_back_needs_no_torch(tmp_path: Path) -> None:
     (tmp_path / "engines" / "broken" / "manifest.json").write_text("{")
     Decisions(0.75, Rule("both", 9)).write(tmp_path / "decisions.json")
     for arguments, shown in [
-        (["report", str(results), "--html", str(page), "--csv", str(table)], "wrote"),
+        (["report", str(results), "-o", str(page), "--csv", str(table)], "wrote"),  # --html
         (["report", str(results), "--mask-images", str(tmp_path / "masks")], "wrote"),
         (["info", str(results)], "psicbatch results"),
         (["engines", str(tmp_path / "engines")], "unreadable"),

@@ -103,7 +103,7 @@ def test_outputs_are_named_as_what_they_hold(images: Path, tmp_path: Path) -> No
     assert len(wrong.output.strip().splitlines()) == 1 and not (tmp_path / "r.csv").exists()
     results = tmp_path / "r.PQ"
     assert invoke("run", images, "--out", results, *FAST).exit_code == 0
-    wrong = invoke("report", results, "--html", tmp_path / "page.pdf")
+    wrong = invoke("report", results, "--out", tmp_path / "page.pdf")  # --html, as others say
     said = "page.pdf: a psicbatch report is HTML, not .pdf; name it *.html"
     assert wrong.exit_code == 1 and said in wrong.output, wrong.output
     assert not (tmp_path / "page.pdf").exists()

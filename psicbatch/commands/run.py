@@ -523,6 +523,8 @@ def _check_report_options(
 @click.argument("results", type=click.Path(path_type=Path))
 @click.option(
     "--html",
+    "-o",
+    "--out",
     "html_path",
     type=OutputPath(dir_okay=False),
     help="The page (default: report.html, unless only tables or mask images are asked for).",
