@@ -300,6 +300,8 @@ def test_a_swallowed_stop_ends_the_command_at_its_next_step(
             "64x48",
             "--batch",
             "1",
+            "--duration",
+            "0.5",
             *engine_only,
             "-o",
             out,
