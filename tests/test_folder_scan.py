@@ -112,15 +112,76 @@ def test_full_passes_forget_removed_files(tmp_path: Path) -> None:
 def test_images_in_subfolders_only_and_not_the_output(tmp_path: Path) -> None:
     (tmp_path / "cam1" / "day2").mkdir(parents=True)
     (tmp_path / "out").mkdir()
-    (tmp_path / "elsewhere").mkdir()
-    (tmp_path / "linked").symlink_to(tmp_path / "elsewhere")  # not followed, as os.walk
+    (tmp_path / "results").symlink_to(tmp_path / "out")  # the output by another path
     images = [write(tmp_path / name) for name in ("a.PNG", "cam1/day2/b.jpg", ".hidden.png")]
-    for other in ("notes.txt", "a.png.done", "out/part.png", "elsewhere/c.png", ".png"):
+    for other in ("notes.txt", "a.png.done", "out/part.png", ".png"):
         write(tmp_path / other)  # ".png": a name with no stem, no suffix (as os.path.splitext)
     scan = FolderScan(tmp_path, tmp_path / "out", set())
-    found = scan.pending(now=0.0)
-    assert sorted(found) == sorted([*images, tmp_path / "elsewhere" / "c.png"])
-    assert scan.linked_folders == {str(tmp_path / "linked")}  # for the watch to say
+    assert sorted(scan.pending(now=0.0)) == sorted(images)
+    assert scan.notes == {}
+
+
+def test_linked_folders_are_watched_each_once_and_keep_the_path_first_watched_under(
+    tmp_path: Path,
+) -> None:
+    """A camera's folder linked into the line's (``ln -s /mnt/cam3 line/cam3``) is watched
+    as if it were there. A folder reached by two paths is watched under one, and keeps it
+    while it leads there: under a new path its files would be inspected again."""
+    line, mounted = tmp_path / "line", tmp_path / "mnt" / "cam3"
+    (line / "cam1").mkdir(parents=True)
+    (mounted / "day1").mkdir(parents=True)
+    a = write(line / "cam1" / "a.png")
+    write(mounted / "day1" / "b.png")
+    (line / "z_cam3").symlink_to(mounted)
+    (line / "y_day1").symlink_to(mounted / "day1")  # first in name order: day1's path
+    (line / "cam1" / "loop").symlink_to(line)
+    (line / "cam1" / "again").symlink_to(line / "cam1")
+    scan = FolderScan(line, line / "out", set())
+    assert sorted(scan.pending(now=0.0)) == [a, line / "y_day1" / "b.png"]
+    watched_as = "is the folder watched as {}: its images are inspected once, there"
+    assert scan.notes == {
+        str(line / "cam1" / "loop"): watched_as.format(line),
+        str(line / "cam1" / "again"): watched_as.format(line / "cam1"),
+        str(line / "z_cam3" / "day1"): watched_as.format(line / "y_day1"),
+    }
+    # A link added that comes first in name order: day1 keeps the path it is watched under.
+    (line / "x_day1").symlink_to(mounted / "day1")
+    write(mounted / "day1" / "c.png")
+    assert sorted(scan.pending(now=scan.next_full_pass)) == [
+        a,
+        *(line / "y_day1" / n for n in ("b.png", "c.png")),
+    ]
+    assert scan.notes[str(line / "x_day1")] == watched_as.format(line / "y_day1")
+    # Once that path leads elsewhere, the folder is watched under the next.
+    (line / "y_day1").unlink()
+    assert sorted(scan.pending(now=scan.next_full_pass)) == [
+        a,
+        *(line / "x_day1" / n for n in ("b.png", "c.png")),
+    ]
+
+
+def test_a_folder_that_cannot_be_read_is_named_and_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder an operator made with the wrong owner stopped the whole watch; now it
+    holds back its own images only."""
+    (tmp_path / "cam1").mkdir()
+    (tmp_path / "cam2").mkdir()
+    a, b = write(tmp_path / "cam1" / "a.png"), write(tmp_path / "cam2" / "b.png")
+    real_scandir = os.scandir
+
+    def refusing(path: str) -> object:
+        if path == str(tmp_path / "cam2"):
+            raise PermissionError(13, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(folder_scan.os, "scandir", refusing)
+    scan = FolderScan(tmp_path, tmp_path / "out", set())
+    assert list(scan.pending(now=0.0)) == [a]
+    said = "cannot be read (Permission denied): its images wait until it can"
+    assert scan.notes == {str(tmp_path / "cam2"): said}
+    monkeypatch.setattr(folder_scan.os, "scandir", real_scandir)  # its owner mended
+    assert sorted(scan.pending(now=0.5)) == [a, b]
 
 
 def test_a_folder_changed_within_its_clock_tick_is_listed_again(tmp_path: Path) -> None:

@@ -177,11 +177,12 @@ def test_a_second_watch_on_the_same_folder_is_refused(tmp_path: Path) -> None:
     (image,) = generate(tmp_path / "made", 1, (64, 64), seed=3)
     folder, out = tmp_path / "line", tmp_path / "results"
     folder.mkdir()
-    (folder / "camera2").symlink_to(tmp_path / "made")  # said, not followed
+    (folder / "camera2").symlink_to(tmp_path / "made")  # watched as if it were there
+    (folder / "camera3").symlink_to(folder)  # a loop: said, not followed
     first = start_watch(folder, out, "--settle", "0.2", "--precision", "fp32")
     try:
         (folder / "a.png").write_bytes(image.read_bytes())
-        wait_for(lambda: len(rows(out)) == 1, first)
+        wait_for(lambda: len(rows(out)) == 2, first)
         second = ["run", "--watch", str(folder), "--out", str(out), "--device", "cpu"]
         result = CliRunner().invoke(main, [*second, "--precision", "fp32"])
         said = (
@@ -194,10 +195,11 @@ def test_a_second_watch_on_the_same_folder_is_refused(tmp_path: Path) -> None:
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
-    assert len(rows(out)) == 1 and not (out / "_watch.lock").exists()
-    linked, target = folder.resolve() / "camera2", (tmp_path / "made").resolve()
-    said = f"note: {linked} links to a folder, which a watch does not follow: watch {target}"
-    assert said in first.stderr.read(), "the linked folder was passed over without a word"
+    assert not (out / "_watch.lock").exists()
+    linked = folder.resolve() / "camera2" / image.relative_to(tmp_path / "made")
+    assert sorted(row["path"] for row in rows(out)) == [str(folder / "a.png"), str(linked)]
+    said = f"note: {folder.resolve() / 'camera3'} is the folder watched as {folder.resolve()}"
+    assert said in first.stderr.read(), "the loop was passed over without a word"
 
 
 def test_a_restart_with_another_engine_is_refused(tmp_path: Path) -> None:

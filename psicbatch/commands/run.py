@@ -382,13 +382,9 @@ def _watch(
         def show(status: WatchStatus) -> None:
             if quiet:
                 return
-            for link in sorted(status.linked_folders - noted):  # else watched by no one
-                noted.add(link)
-                say(
-                    console,
-                    f"note: {readable_path(link)} links to a folder, which a watch does not "
-                    f"follow: watch {readable_path(Path(link).resolve())} too, or instead",
-                )
+            for folder in sorted(status.folder_notes.keys() - noted):
+                noted.add(folder)
+                say(console, f"note: {readable_path(folder)} {status.folder_notes[folder]}")
             line.update(escape(f"watching {readable_path(watching.folder)}: {status.line()}"))
 
         status = WatchStatus()

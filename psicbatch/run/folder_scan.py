@@ -9,11 +9,19 @@ removed or renamed in it) keeps its last listing. A file is stat'ed when its nam
 new, not yet inspected, or now names another inode (a file replaced by a rename). Files
 rewritten in place change neither: full passes list and stat everything again, at most
 every ``FULL_PASS_SECONDS`` and never more than a small share of the time.
+
+Links to folders are followed, as a run's input folders are, each folder once (known by
+its device and inode) and always under the same path: the folders themselves first, then
+links in name order, and a folder once watched through a link keeps that link's path
+while it leads there (a file reached by a second path would otherwise be inspected
+again, as another file). A folder that cannot be read is passed over and tried again at
+every poll, so a wrong permission holds back its images, not the watch.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import os
 import struct
 import time
@@ -27,6 +35,7 @@ from psicbatch.data.images import IMAGE_SUFFIXES
 from psicbatch.paths import path_bytes
 
 FileVersion = tuple[bytes, int, int]  # path bytes, size, mtime in ns
+Identity = tuple[int, int]  # a folder's device and inode
 FULL_PASS_SECONDS = 2.0  # at least this long between full passes
 FULL_PASS_SHARE = 0.05  # and full passes take at most this share of the time
 POLL_SHARE = 0.1  # a poll takes at most this share of the time between polls
@@ -140,16 +149,15 @@ class Listing:
     listed_ns: int  # wall clock
     folders: list[str]
     candidates: list[tuple[str, int]]
-    links: list[str]  # links to folders, not followed
+    links: list[str]  # links to folders
 
     def still_valid(self, mtime_ns: int) -> bool:
         return mtime_ns == self.mtime_ns and self.listed_ns - mtime_ns > QUIET_NS
 
 
 def list_folder(folder: str, mtime_ns: int, skip: str, inspected: dict[str, int]) -> Listing:
-    """``folder``'s subfolders (``skip``, the output, left out), its links to folders
-    (not followed: a folder reached by two paths would be inspected under both) and image
-    files not ``inspected`` (name -> inode) in that inode, as ``readdir`` gives them. A
+    """``folder``'s subfolders (``skip``, the output, left out), its links to folders and
+    image files not ``inspected`` (name -> inode) in that inode, as ``readdir`` gives them. A
     folder that keeps receiving files is listed at every poll: per entry, only what
     ``readdir`` gave (type, name, inode) is read, and no path is made."""
     listed_ns = time.time_ns()
@@ -177,7 +185,7 @@ class FolderScan:
         folder: Path,
         skip: Path,
         done: Container[FileVersion],
-        linked_folders: set[str] | None = None,
+        notes: dict[str, str] | None = None,
     ) -> None:
         self.folder, self.skip, self.done = str(folder), str(skip), done
         # folder -> name -> inode, of the files whose current version is done
@@ -185,8 +193,11 @@ class FolderScan:
         self.listings: dict[str, Listing] = {}
         self.next_full_pass = 0.0
         self.wait_seconds = 0.0  # how long to wait before the next poll, at least
-        # links to folders met, not followed (the caller's set, where it gives one)
-        self.linked_folders = set() if linked_folders is None else linked_folders
+        # a folder (device, inode) -> the link it is watched through, for as long as it leads there
+        self.linked: dict[Identity, str] = {}
+        self.output = _identity(self.skip)  # the output folder, which links may lead to too
+        # path -> what the watch should say of it (the caller's dict, where it gives one)
+        self.notes = {} if notes is None else notes
 
     def pending(self, now: float) -> dict[Path, os.stat_result]:
         """Path -> stat of every image file not yet inspected in its current version."""
@@ -221,21 +232,67 @@ class FolderScan:
         return found
 
     def _folders(self) -> Iterator[Listing]:
-        """Every folder's listing, listed again where the folder changed."""
-        listings, folders = {}, [self.folder]
-        while folders:
-            folder = folders.pop()
+        """Every folder's listing, listed again where the folder changed: the folders
+        below the watched one, then those links lead to (each link's folders before the
+        next link), in name order, each folder once."""
+        listings: dict[str, Listing] = {}
+        seen: dict[Identity, str] = {}  # folder -> the path it was listed under
+        folders: list[tuple[str, bool]] = [(self.folder, False)]  # (path, through a link)
+        links: list[str] = []
+        while folders or links:
+            folder, through_link = folders.pop() if folders else (heapq.heappop(links), True)
             try:
-                mtime_ns = os.stat(folder).st_mtime_ns
+                status = os.stat(folder)
+                identity = (status.st_dev, status.st_ino)
+                if identity == self.output or not self._first_path(
+                    folder, identity, seen, through_link
+                ):
+                    continue
                 listing = self.listings.get(folder)
-                if listing is None or not listing.still_valid(mtime_ns):
+                if listing is None or not listing.still_valid(status.st_mtime_ns):
                     listing = list_folder(
-                        folder, mtime_ns, self.skip, self.inspected.get(folder, {})
+                        folder, status.st_mtime_ns, self.skip, self.inspected.get(folder, {})
                     )
             except (FileNotFoundError, NotADirectoryError):  # removed while scanning
                 continue
+            except OSError as error:  # no permission: tried again at the next poll
+                self.notes.setdefault(
+                    folder,
+                    f"cannot be read ({error.strerror or error}): its images wait until it can",
+                )
+                continue
             listings[folder] = listing
-            folders.extend(listing.folders)
-            self.linked_folders.update(listing.links)
+            folders.extend((subfolder, through_link) for subfolder in listing.folders)
+            for link in listing.links:
+                heapq.heappush(links, link)
             yield listing
         self.listings = listings
+
+    def _first_path(
+        self, folder: str, identity: Identity, seen: dict[Identity, str], through_link: bool
+    ) -> bool:
+        """Whether ``folder`` is the path its folder is watched under: the first this
+        scan met, and for one reached through a link, the path it was first watched under
+        for as long as that path leads there (its files keep their paths). Notes another."""
+        first = seen.get(identity)
+        if first is None and through_link:
+            earlier = self.linked.setdefault(identity, folder)
+            first = earlier if earlier != folder and _identity(earlier) == identity else None
+        if first is not None:
+            self.notes.setdefault(
+                folder, f"is the folder watched as {first}: its images are inspected once, there"
+            )
+            return False
+        seen[identity] = folder
+        if through_link:
+            self.linked[identity] = folder
+        return True
+
+
+def _identity(path: str) -> Identity | None:
+    """The device and inode of the folder ``path`` leads to; None where there is none."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino

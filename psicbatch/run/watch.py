@@ -125,7 +125,8 @@ class WatchStatus:
     latencies: list[float] = field(default_factory=list)  # seconds, the last 10,000
     parts: Counter[str] = field(default_factory=Counter)  # decisions made, by kind
     late: LateImages = field(default_factory=LateImages)  # after their part's decision
-    linked_folders: set[str] = field(default_factory=set)  # below the folder, not followed
+    # folders below the watched one it passed over (unreadable, or reached by a second path)
+    folder_notes: dict[str, str] = field(default_factory=dict)
 
     def add(self, rows: list[dict[str, Any]], latencies: list[float]) -> None:
         self.images += len(rows)
@@ -190,7 +191,7 @@ def watch(
         status(result)
         compactor = Compactor(out, _hour_folder(out, datetime.datetime.now(datetime.timezone.utc)))
         compactor.start()  # the hours an earlier watch left unmerged
-        scanner = FolderScan(folder, out, done, result.linked_folders)
+        scanner = FolderScan(folder, out, done, result.folder_notes)
         for batch, completed in _complete_batches(scanner, tracker, watching, clock):
             if not batch:  # a poll that found nothing: parts may have waited long enough
                 if decisions is not None:
