@@ -17,6 +17,7 @@ from psicbatch.data.images import image_files
 from psicbatch.data.layouts import read_dataset
 from psicbatch.data.synth import generate
 from psicbatch.folder_walk import files_below
+from psicbatch.run.folder_scan import FolderScan
 
 
 def test_linked_folders_are_searched_once_each_and_loops_are_not_followed(
@@ -31,8 +32,13 @@ def test_linked_folders_are_searched_once_each_and_loops_are_not_followed(
     (inputs / "line3-again").symlink_to(camera)  # the same folder under a second name
     (inputs / "day1" / "up").symlink_to("..")  # a loop, if followed
     (inputs / "gone").symlink_to(tmp_path / "nowhere")  # a dangling link: a file, as given
+    (inputs / "a-day1").symlink_to(inputs / "day1")  # first in name order, but a link
     found = [path.relative_to(inputs).as_posix() for path in files_below(inputs)]
+    # Folders before links, links in name order: the paths a watch gives the same files.
     assert found == ["a.png", "gone", "day1/b.png", "line3/c.png"]
+    scan = FolderScan(inputs, tmp_path / "out", set())
+    images = sorted(inputs / path for path in found if path.endswith(".png"))
+    assert sorted(scan.pending(now=0.0)) == images
 
 
 def test_a_run_and_a_dataset_read_images_in_linked_folders(tmp_path: Path) -> None:
