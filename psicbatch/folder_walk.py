@@ -28,7 +28,7 @@ def files_below(folder: Path, unreadable: list[OSError] | None = None) -> Iterat
     folders met, in name order; the errors of folders that could not be read are added to
     ``unreadable``."""
     searched: set[tuple[int, int]] = set()
-    folders, links = [str(folder)], []
+    folders, links = [str(folder)], list[str]()  # links: a heap, in name order
     while folders or links:
         current = folders.pop() if folders else heapq.heappop(links)
         if not _first_visit(current, searched):
