@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -479,11 +481,24 @@ def _pages(path: Path, pages: list[np.ndarray], subfile_types: list[int]) -> Non
             tiff.newFrame()
 
 
+def _break_the_page_list(tiff: Path, broken: Path) -> None:
+    """A copy of a one-page little-endian TIFF whose next-page offset points 3 bytes
+    before its end: its first page decodes, what follows cannot be read."""
+    data = bytearray(tiff.read_bytes())
+    first_page = int.from_bytes(data[4:8], "little")
+    tags = int.from_bytes(data[first_page : first_page + 2], "little")
+    next_page = first_page + 2 + 12 * tags
+    data[next_page : next_page + 4] = (len(data) - 3).to_bytes(4, "little")
+    broken.write_bytes(bytes(data))
+
+
 def test_files_of_several_images_are_refused_by_every_reader_and_thumbnails_pass(
     tmp_path: Path,
 ) -> None:
     """Decoders read a file's first image alone: a defect on a TIFF's second page, or in
-    an animation's later frame, would have gone uninspected under a result."""
+    an animation's later frame, would have gone uninspected under a result. A TIFF whose
+    list of pages cannot be followed holds an unknown number: damaged, without PIL's
+    warning on the console beside the error row."""
     from psicbatch.data.images import read_image
 
     first = (np.arange(48 * 64) % 251).astype(np.uint8).reshape(48, 64)
@@ -493,7 +508,8 @@ def test_files_of_several_images_are_refused_by_every_reader_and_thumbnails_pass
     frames[0].save(tmp_path / "moving.webp", save_all=True, append_images=frames[1:])
     frames[0].save(tmp_path / "moving.png", save_all=True, append_images=frames[1:])
     Image.fromarray(first).save(tmp_path / "one.tif")
-    names = ["pages.tif", "thumbnail.tif", "moving.webp", "moving.png", "one.tif"]
+    _break_the_page_list(tmp_path / "one.tif", tmp_path / "broken.tif")
+    names = ["pages.tif", "thumbnail.tif", "moving.webp", "moving.png", "one.tif", "broken.tif"]
     paths = [tmp_path / name for name in names]
     grey_levels = Preprocessing(input_size=(48, 64), mean=(0.0,), std=(1 / 255,))
     for decoder in (DaliDecoder(grey_levels, 4), PilDecoder(grey_levels)):
@@ -504,6 +520,7 @@ def test_files_of_several_images_are_refused_by_every_reader_and_thumbnails_pass
             "file and would see only the first: save each as its own file",
             2: batch.errors[2],
             3: batch.errors[3],
+            5: "damaged image (its list of pages is broken: TypeError: Missing dimensions)",
         }
         assert "holds 2 images (WEBP frames)" in batch.errors[2]
         assert "holds 2 images (PNG frames)" in batch.errors[3]
@@ -512,6 +529,17 @@ def test_files_of_several_images_are_refused_by_every_reader_and_thumbnails_pass
     with pytest.raises(PsicbatchError, match=r"pages\.tif: holds 2 images"):
         read_image(paths[0], 1)  # training's and evaluation's reader
     assert np.array_equal(read_image(paths[1], 1)[:, :, 0], first)
+    # PIL warns of the broken list ("Corrupt EXIF data"); pytest shows every warning, so
+    # the reader runs in a process of its own, where any warning not filtered is an error.
+    probe = (
+        "import sys\nfrom psicbatch.data.images import read_image\ntry:\n"
+        f"    read_image(__import__('pathlib').Path({str(paths[5])!r}), 1)\n"
+        "except Exception as error:\n    print(error)"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-W", "error", "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert shown.stdout.strip().endswith(batch.errors[5]) and not shown.stderr
 
 
 def test_the_summary_gives_the_rate_after_start_up() -> None:

@@ -32,6 +32,8 @@ BIT_DEPTHS = (8, 12, 16)  # a model's pixel depth: 8 bits, or 12/16 stored in 16
 MAX_PIXELS = max_pixels()
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+# A TIFF's damaged tags: the file then decodes or gets an error row, which says so once.
+warnings.filterwarnings("ignore", message="Corrupt EXIF data", module="PIL.TiffImagePlugin")
 
 
 class ImageReadError(PsicbatchError):
@@ -136,10 +138,14 @@ def _open(path: Path, data: bytes | None = None, lazy: bool = False) -> Image.Im
             raise ImageReadError(path, problem)
     try:
         image = Image.open(path if data is None else io.BytesIO(data))
-        check_pixels(path, *image.size)
-        check_one_image(path, image)
-        if not lazy:
-            image.load()
+        try:
+            check_pixels(path, *image.size)
+            check_one_image(path, image)
+            if not lazy:
+                image.load()
+        except BaseException:
+            image.close()  # its file, at once: a run refuses thousands
+            raise
     except FileNotFoundError:
         raise ImageReadError(path, "no such file") from None
     except UnidentifiedImageError:
@@ -158,24 +164,34 @@ SEQUENCES = {"TIFF": "pages", "WEBP": "frames", "PNG": "frames"}
 NEW_SUBFILE_TYPE = 254  # a TIFF page's kind; bit 0 set: a reduced-resolution copy
 
 
-def images_held(image: Image.Image) -> int:
+def images_held(path: Path, image: Image.Image) -> int:
     """How many full images an opened file holds, from its headers: a TIFF's pages less
-    its reduced-resolution copies (thumbnails), an animated WebP's or PNG's frames."""
-    frames = getattr(image, "n_frames", 1) if image.format in SEQUENCES else 1
-    if frames == 1 or image.format != "TIFF":
-        return frames
-    full = 0
-    for page in range(frames):
-        image.seek(page)
-        full += not image.tag_v2.get(NEW_SUBFILE_TYPE, 0) & 1
-    image.seek(0)
+    its reduced-resolution copies (thumbnails), an animated WebP's or PNG's frames. A
+    list of them that cannot be followed is a damaged file: what it holds is unknown."""
+    kind = str(image.format)
+    if kind not in SEQUENCES:
+        return 1
+    try:
+        frames = image.n_frames  # type: ignore[attr-defined]
+        if frames == 1 or kind != "TIFF":
+            return frames
+        full = 0
+        for page in range(frames):
+            image.seek(page)
+            full += not image.tag_v2.get(NEW_SUBFILE_TYPE, 0) & 1  # type: ignore[attr-defined]
+        image.seek(0)
+    except Exception as error:  # PIL's TypeError, EOFError, struct.error... of a broken list
+        detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        raise ImageReadError(
+            path, f"damaged image (its list of {SEQUENCES[kind]} is broken: {detail})"
+        ) from None
     return full
 
 
 def check_one_image(path: Path, image: Image.Image, held: int | None = None) -> None:
     """Refuse a file of several images: decoders read only its first, so a defect on
     another page would go uninspected while the file got a result."""
-    held = images_held(image) if held is None else held
+    held = images_held(path, image) if held is None else held
     if held > 1:
         raise ImageReadError(
             path,

@@ -48,11 +48,13 @@ def header_size(path: Path, data: bytes, bit_depth: int) -> tuple[int, int] | No
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
             kind, depth = image.format, image_bit_depth(image)
-            held = images_held(image)
+            held = images_held(path, image)
             # An oversized image is refused below, before its orientation is looked for:
             # for some PNGs that decodes them.
             oversized = width * height > MAX_PIXELS
             rotated = not oversized and _orientation(image, data) in TRANSPOSING_ORIENTATIONS
+    except ImageReadError:
+        raise
     except Image.DecompressionBombError:
         limit = f"above the {MAX_PIXELS / 1e6:.3g} megapixel limit; set {VARIABLE} to raise it"
         raise ImageReadError(path, f"image is far too large ({limit})") from None
