@@ -12,11 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from psicbatch.data.combined import WHOLE, datasets_text, part_text, read_datasets
+from psicbatch.data.image_check import unusable_images
 from psicbatch.data.layouts import AUTO, PARTS, SampleRef, folder_of_dataset
 from psicbatch.data.splits import grouped_by, joined_groups
 from psicbatch.fingerprints import copies_note, file_digests
 from psicbatch.network_size import auto_input_size
 from psicbatch.scores import named_types
+
+LISTED = 20  # images that cannot be used, named one by one
 
 
 def dataset_summary(
@@ -37,7 +40,10 @@ def dataset_summary(
     joined = joined_groups(samples, digests)
     groups = {joined.get(s.group, s.group) for s in samples}
     with_defects = {joined.get(s.group, s.group) for s in defective}
-    _, said = auto_input_size(samples)
+    unusable = unusable_images(samples)
+    refused = {error.path for error in unusable}
+    readable = [sample for sample in samples if sample.image_path not in refused]
+    _, said = auto_input_size(readable) if readable else (None, "none: no image can be read")
     parts_of = [folder_of_dataset(path, found) for path, found in zip(paths, layouts, strict=True)]
     summary: dict[str, Any] = {
         "folder": f"{datasets_text(paths)}{part_text(split)}",
@@ -64,8 +70,10 @@ def dataset_summary(
         ),
         "identical images": copies_note([s.id for s in samples], digests) or "none",
         "input size (auto)": said,
+        "images that cannot be used": [str(error) for error in unusable[:LISTED]]
+        + ([f"and {len(unusable) - LISTED} more"] if len(unusable) > LISTED else []),
     }
-    for empty in ("published parts", "part of the dataset"):
+    for empty in ("published parts", "part of the dataset", "images that cannot be used"):
         if not summary[empty]:
             del summary[empty]
     if not unmasked:

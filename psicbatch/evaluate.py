@@ -8,6 +8,7 @@ ONNX Runtime, int8 or TensorRT engine.
 from __future__ import annotations
 
 import math
+import shlex
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -20,6 +21,7 @@ from rich.progress import Progress
 
 from psicbatch import metrics
 from psicbatch.data.combined import WHOLE, division_note, read_datasets
+from psicbatch.data.image_check import refuse_unusable
 from psicbatch.data.labelled import LabelledImage, from_memory, read_labelled
 from psicbatch.data.layouts import SampleRef
 from psicbatch.data.memory import TensorDataset
@@ -115,6 +117,8 @@ def evaluate_dataset(
     if group_by is not None:
         samples = grouped_by(samples, group_by)
     preprocessing = engine.manifest.engine_preprocessing()
+    # Files scoring would stop at, known in seconds: the first named, the others counted.
+    refuse_unusable(samples, shlex.join(map(str, data)), preprocessing.bit_depth)
     images = read_labelled(samples, preprocessing, batch_size)
     result, *baseline = evaluate_engines(
         engines,

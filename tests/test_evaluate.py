@@ -20,6 +20,7 @@ from psicbatch.assets import demo_model_path
 from psicbatch.checkpoint import load_checkpoint, save_checkpoint
 from psicbatch.cli import main
 from psicbatch.cpus import available_cpus
+from psicbatch.data import labelled
 from psicbatch.data.labelled import read_labelled
 from psicbatch.data.layouts import read_dataset
 from psicbatch.data.memory import load_into_memory
@@ -83,20 +84,20 @@ def test_eval_reads_images_as_it_scores_them(
     dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """When the first batch reaches the engine, at most the read-ahead has been decoded,
-    not the whole test set."""
-    opened: list[str] = []
+    not the whole test set (every header was read before: no image is decoded then)."""
+    decoded: list[str] = []
     read_when_scored: list[int] = []
-    original_open, original_infer = Image.open, Engine.infer
+    original_read, original_infer = labelled.read_image, Engine.infer
 
-    def counting_open(file, *args, **kwargs):  # type: ignore[no-untyped-def]
-        opened.append(str(file))
-        return original_open(file, *args, **kwargs)
+    def counting_read(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        decoded.append(str(path))
+        return original_read(path, *args, **kwargs)
 
     def recording_infer(self, images):  # type: ignore[no-untyped-def]
-        read_when_scored.append(sum("/images/" in name for name in opened))
+        read_when_scored.append(sum("/images/" in name for name in decoded))
         return original_infer(self, images)
 
-    monkeypatch.setattr(Image, "open", counting_open)
+    monkeypatch.setattr(labelled, "read_image", counting_read)
     monkeypatch.setattr(Engine, "infer", recording_infer)
     args = ["eval", str(demo_model_path()), str(dataset), "-o", str(tmp_path / "e")]
     result = CliRunner().invoke(main, [*args, "--batch-size", "4", "--device", "cpu", "-q"])

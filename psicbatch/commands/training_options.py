@@ -3,6 +3,7 @@ cv), apart from the shared option types so that other commands do not import tra
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from psicbatch.commands.options import (
     split_option,
 )
 from psicbatch.data.combined import WHOLE, datasets_text, division_note, read_datasets
+from psicbatch.data.image_check import refuse_unusable
 from psicbatch.data.images import BIT_DEPTHS, file_bit_depth
 from psicbatch.data.layouts import (
     AUTO,
@@ -234,7 +236,11 @@ def training_setup(
         channels, size_choice = _as_the_start_reads(start, channels, kwargs)
     samples, layouts = read_datasets(data, layout, split)
     channels_read = channel_count(channels, layouts)
+    folders = shlex.join(map(str, data))
+    refuse_unusable(samples, folders)  # in seconds, before minutes of loading
     bit_depth = _bit_depth(kwargs.pop("bit_depth"), samples, channels_read)
+    if bit_depth > 8:
+        refuse_unusable(samples, folders, bit_depth)  # 8-bit images among deeper ones
     if len(samples) < 2:
         raise PsicbatchError(
             f"{datasets_text(data)}: {len(samples)} labelled image found; training needs "

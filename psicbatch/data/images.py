@@ -27,6 +27,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # one) is refused by both, so the decoder never decides whether an image gets a result.
 DECODED_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "TIFF", "WEBP")
 UNREADABLE = "not a readable image (unknown or damaged format)"
+EMPTY = "empty file (0 bytes)"
 WIDE_MODES = ("I;16", "I;16B", "I;16L", "I")  # PIL's modes of 16-bit grayscale files
 BIT_DEPTHS = (8, 12, 16)  # a model's pixel depth: 8 bits, or 12/16 stored in 16-bit files
 MAX_PIXELS = max_pixels()
@@ -104,10 +105,15 @@ def check_bit_depth(image_depth: int, bit_depth: int, path: Path) -> None:
         )
 
 
-def file_bit_depth(path: Path) -> int:
-    """A file's bit depth from its header (16 or 8): ``train --bit-depth auto``."""
+def file_bit_depth(path: Path, bit_depth: int = 8) -> int:
+    """A file's bit depth from its header (16 or 8; ``train --bit-depth auto``), opened
+    as far as its header without decoding it: an ImageReadError for a file no reader
+    would use (not an image, too large, several images in one) or, for a model of
+    ``bit_depth``, one of too few bits."""
     with _open(path, lazy=True) as image:
-        return image_bit_depth(image)
+        depth = image_bit_depth(image)
+    check_bit_depth(depth, bit_depth, path)
+    return depth
 
 
 def with_channels(image: Image.Image, channels: int) -> np.ndarray:
@@ -129,7 +135,8 @@ def _open(path: Path, data: bytes | None = None, lazy: bool = False) -> Image.Im
     as one-line errors."""
     if data is None:
         try:
-            problem = not_regular(os.stat(path).st_mode)
+            status = os.stat(path)
+            problem = not_regular(status.st_mode) or (EMPTY if not status.st_size else None)
         except FileNotFoundError:
             raise ImageReadError(path, "no such file") from None
         except OSError:

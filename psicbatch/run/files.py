@@ -14,7 +14,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from psicbatch.data.images import ImageReadError
+from psicbatch.data.images import EMPTY, ImageReadError
 from psicbatch.paths import not_regular
 
 MIB = 2**20
@@ -73,7 +73,7 @@ def read_file(path: Path, max_bytes: int) -> tuple[bytes, FileStamp]:
     if len(data) > max_bytes:
         raise ImageReadError(path, _too_large(len(data), max_bytes, "grew while read: "))
     if not data:
-        raise ImageReadError(path, "empty file (0 bytes)")
+        raise ImageReadError(path, EMPTY)
     return data, FileStamp.of(status)
 
 

@@ -1,0 +1,40 @@
+"""Every image of a labelled dataset opened as far as its header before any is decoded.
+
+Training decodes its images one after another and stopped at the first it could not use,
+minutes in, and at the next after that file was mended. Headers alone take seconds:
+``train`` and ``cv`` refuse such a dataset before loading it, naming the first file and
+counting the others, and ``psicbatch info DATA`` lists them all. (Damage that only
+decoding finds, a file cut short, still stops the loading, naming the file.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from psicbatch.data.images import ImageReadError, file_bit_depth
+from psicbatch.data.layouts import SampleRef
+from psicbatch.errors import PsicbatchError
+from psicbatch.wording import counted
+
+
+def unusable_images(samples: Sequence[SampleRef], bit_depth: int = 8) -> list[ImageReadError]:
+    """What is wrong with each image a model of ``bit_depth`` could not use, as far as
+    headers tell, in the samples' order."""
+    problems = []
+    for sample in samples:
+        try:
+            file_bit_depth(sample.image_path, bit_depth)
+        except ImageReadError as error:
+            problems.append(error)
+    return problems
+
+
+def refuse_unusable(samples: Sequence[SampleRef], data: str, bit_depth: int = 8) -> None:
+    """One line for a dataset with images training would stop at: the first, and how
+    many more (``psicbatch info DATA`` lists them)."""
+    problems = unusable_images(samples, bit_depth)
+    if problems:
+        more = len(problems) - 1
+        listed = f"; psicbatch info {data} lists them" if more else ""
+        others = f" (and {counted(more, 'more image')} that cannot be used{listed})"
+        raise PsicbatchError(f"{problems[0]}{others if more else ''}")
