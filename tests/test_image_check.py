@@ -19,7 +19,8 @@ TINY = ["--width", "0.125", "--input-size", "48x48", "--seg-epochs", "1", "--cls
 
 @pytest.fixture
 def damaged(tmp_path: Path) -> Path:
-    """Eight synthetic images, three of which no reader can use."""
+    """Eight synthetic images, three of which no reader can use, and a defective one's mask
+    drawn on a smaller copy of it."""
     data = tmp_path / "data"
     generate(data, 8, (48, 48), defect_rate=0.5, seed=1)
     images = sorted((data / "images").glob("*.png"))
@@ -27,24 +28,33 @@ def damaged(tmp_path: Path) -> Path:
     images[4].write_bytes(b"")
     frames = [Image.new("L", (48, 48), 20), Image.new("L", (48, 48), 200)]
     frames[0].save(images[6], save_all=True, append_images=frames[1:])
+    mask = sorted((data / "masks").glob("*.png"))[1]  # synth_00002's
+    Image.open(mask).resize((24, 32)).save(mask)
     return data
 
 
-@pytest.mark.parametrize("command", ["train", "cv"])
-def test_training_names_the_first_unusable_image_and_counts_the_rest_before_loading(
-    damaged: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
-) -> None:
-    """It stopped at the first, minutes into loading, and at the next once that was mended."""
+@pytest.fixture
+def no_loading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training that loads an image fails the test: the refusal must come before. (The
+    reader inside ``memory`` is replaced, not a function other modules import by name:
+    one imported while it was replaced would keep the replacement.)"""
 
     def loading(*args: object, **kwargs: object) -> None:
         raise AssertionError("images were loaded")
 
-    monkeypatch.setattr(memory, "load_into_memory", loading)
+    monkeypatch.setattr(memory, "read_resized", loading)
+
+
+@pytest.mark.parametrize("command", ["train", "cv"])
+def test_training_names_the_first_unusable_image_and_counts_the_rest_before_loading(
+    damaged: Path, tmp_path: Path, no_loading: None, command: str
+) -> None:
+    """It stopped at the first, minutes into loading, and at the next once that was mended."""
     result = CliRunner().invoke(main, [command, str(damaged), "-o", str(tmp_path / "m"), *TINY])
     assert result.exit_code == 1, result.output
     assert result.output.strip() == (
         f"Error: {damaged}/images/synth_00001.png: not a readable image (unknown or damaged "
-        f"format) (and 2 more images that cannot be used; psicbatch info {damaged} lists them)"
+        f"format) (and 3 more images that cannot be used; psicbatch info {damaged} lists them)"
     )
 
 
@@ -55,8 +65,11 @@ def test_info_lists_every_unusable_image_and_shows_the_rest(damaged: Path) -> No
     assert summary["images"] == 8
     assert summary["input size (auto)"].startswith("48x48")  # of the images that can be read
     folder = damaged / "images"
+    mask = damaged / "masks" / "synth_00002.png"
     assert summary["images that cannot be used"] == [
         f"{folder}/synth_00001.png: not a readable image (unknown or damaged format)",
+        f"{mask}: mask is 24x32 (width x height) but its image {folder / mask.name} is "
+        "48x48; masks must have their image's size",
         f"{folder}/synth_00004.png: empty file (0 bytes)",
         f"{folder}/synth_00006.png: holds 2 images (PNG frames); psicbatch inspects one image "
         "per file and would see only the first: save each as its own file",
@@ -64,3 +77,16 @@ def test_info_lists_every_unusable_image_and_shows_the_rest(damaged: Path) -> No
     generate(damaged, 8, (48, 48), defect_rate=0.5, seed=1)  # mended
     mended = json.loads(CliRunner().invoke(main, ["info", str(damaged), "--json"]).output)
     assert "images that cannot be used" not in mended
+
+
+def test_held_out_images_are_opened_before_training_too(
+    damaged: Path, tmp_path: Path, no_loading: None
+) -> None:
+    clean = tmp_path / "clean"
+    generate(clean, 6, (48, 48), defect_rate=0.5, seed=2)
+
+    arguments = ["train", str(clean), "--validation", str(damaged), "-o", str(tmp_path / "m")]
+    result = CliRunner().invoke(main, [*arguments, *TINY])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"Error: {damaged}/images/synth_00001.png: not a readable")
+    assert result.output.strip().endswith(f"psicbatch info {damaged} lists them)")

@@ -373,6 +373,7 @@ def validation_set(folder: Path, layout: str, setup: TrainingSetup) -> Validatio
     """``--validation``: read as the training data is (its ``--layout``; auto: the one the
     folder matches), refused where it could not score the image decision."""
     samples, layouts = read_datasets((folder,), layout)
+    refuse_unusable(samples, shlex.quote(str(folder)), setup.dataset["bit_depth"])
     _refuse_without_defects(
         readable_path(folder),
         samples,

@@ -10,23 +10,35 @@ decoding finds, a file cut short, still stops the loading, naming the file.)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
-from psicbatch.data.images import ImageReadError, file_bit_depth
+from psicbatch.data.images import ImageReadError, file_header, mask_size_error
 from psicbatch.data.layouts import SampleRef
 from psicbatch.errors import PsicbatchError
 from psicbatch.wording import counted
 
 
 def unusable_images(samples: Sequence[SampleRef], bit_depth: int = 8) -> list[ImageReadError]:
-    """What is wrong with each image a model of ``bit_depth`` could not use, as far as
-    headers tell, in the samples' order."""
+    """What is wrong with each image a model of ``bit_depth`` could not use, or with its
+    mask, as far as headers tell, in the samples' order."""
     problems = []
     for sample in samples:
         try:
-            file_bit_depth(sample.image_path, bit_depth)
+            size, _ = file_header(sample.image_path, bit_depth)
+            if sample.is_defective and sample.mask_path is not None:
+                _check_mask_size(sample.mask_path, sample.image_path, size)
         except ImageReadError as error:
             problems.append(error)
     return problems
+
+
+def _check_mask_size(mask: Path, image: Path, size: tuple[int, int]) -> None:
+    """A mask of neither the image's stored size nor that turned by a quarter (EXIF
+    rotation, which only decoding some PNGs tells) cannot cover it; loading checks the
+    rotated size exactly."""
+    mask_size, _ = file_header(mask)
+    if mask_size not in (size, size[::-1]):
+        raise mask_size_error(mask, image, mask_size, size)
 
 
 def refuse_unusable(samples: Sequence[SampleRef], data: str, bit_depth: int = 8) -> None:

@@ -105,15 +105,33 @@ def check_bit_depth(image_depth: int, bit_depth: int, path: Path) -> None:
         )
 
 
-def file_bit_depth(path: Path, bit_depth: int = 8) -> int:
-    """A file's bit depth from its header (16 or 8; ``train --bit-depth auto``), opened
-    as far as its header without decoding it: an ImageReadError for a file no reader
-    would use (not an image, too large, several images in one) or, for a model of
+def file_bit_depth(path: Path) -> int:
+    """A file's bit depth from its header (16 or 8): ``train --bit-depth auto``."""
+    return file_header(path)[1]
+
+
+def file_header(path: Path, bit_depth: int = 8) -> tuple[tuple[int, int], int]:
+    """A file's (H, W) as stored (before any EXIF rotation) and bit depth, opened as far
+    as its header without decoding it: an ImageReadError for a file no reader would use
+    (not an image, empty, too large, several images in one) or, for a model of
     ``bit_depth``, one of too few bits."""
     with _open(path, lazy=True) as image:
+        width, height = image.size
         depth = image_bit_depth(image)
     check_bit_depth(depth, bit_depth, path)
-    return depth
+    return (height, width), depth
+
+
+def mask_size_error(
+    mask: Path, image: Path, mask_size: tuple[int, int], image_size: tuple[int, int]
+) -> ImageReadError:
+    """A mask that does not cover its image pixel for pixel (sizes as H, W)."""
+    return ImageReadError(
+        mask,
+        f"mask is {mask_size[1]}x{mask_size[0]} (width x height) but its image "
+        f"{readable_path(image)} is {image_size[1]}x{image_size[0]}; masks must have their "
+        "image's size",
+    )
 
 
 def with_channels(image: Image.Image, channels: int) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
-from psicbatch.data.images import ImageReadError, read_image, read_mask
+from psicbatch.data.images import ImageReadError, mask_size_error, read_image, read_mask
 from psicbatch.data.layouts import SampleRef
 from psicbatch.data.masks import DefectMasks
 from psicbatch.errors import PsicbatchError
@@ -184,11 +184,7 @@ def defect_mask(sample: SampleRef, size: tuple[int, int]) -> np.ndarray:
         return np.zeros(size, bool)
     mask = read_mask(sample.mask_path)
     if mask.shape != tuple(size):
-        raise PsicbatchError(
-            f"{readable_path(sample.mask_path)}: mask is {mask.shape[1]}x{mask.shape[0]} "
-            f"(width x height) but its image {readable_path(sample.image_path)} is "
-            f"{size[1]}x{size[0]}; masks must have their image's size"
-        )
+        raise mask_size_error(sample.mask_path, sample.image_path, mask.shape, size)
     return mask
 
 
