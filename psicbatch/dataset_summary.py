@@ -40,7 +40,9 @@ def dataset_summary(
     joined = joined_groups(samples, digests)
     groups = {joined.get(s.group, s.group) for s in samples}
     with_defects = {joined.get(s.group, s.group) for s in defective}
-    unusable = unusable_images(samples)
+    unusable, depths = unusable_images(samples)
+    if depths and depths[0] == 16 and 8 in depths:  # 16-bit training refuses 8-bit images
+        unusable, depths = unusable_images(samples, 16)
     refused = {error.path for error in unusable}
     readable = [sample for sample in samples if sample.image_path not in refused]
     _, said = auto_input_size(readable) if readable else (None, "none: no image can be read")
@@ -70,6 +72,7 @@ def dataset_summary(
         ),
         "identical images": copies_note([s.id for s in samples], digests) or "none",
         "input size (auto)": said,
+        "pixel depth": _depths(depths),
         "images that cannot be used": [str(error) for error in unusable[:LISTED]]
         + ([f"and {len(unusable) - LISTED} more"] if len(unusable) > LISTED else []),
     }
@@ -81,6 +84,21 @@ def dataset_summary(
     if not types:
         del summary["defect types"]
     return summary
+
+
+def _depths(depths: Sequence[int | None]) -> str:
+    """The images' bit depths, counted, and where 8-bit images follow a 16-bit first one,
+    that training at the depth ``--bit-depth auto`` takes (the first image's) refuses them."""
+    counts = Counter(depth for depth in depths if depth is not None)
+    said = ", ".join(
+        f"{depth}-bit: {count}" for depth, count in sorted(counts.items(), reverse=True)
+    )
+    if depths and depths[0] == 16 and counts[8]:
+        said += (
+            " (train --bit-depth auto reads 16 bits, the first image's, and refuses the "
+            "8-bit images: listed below)"
+        )
+    return said or "none can be read"
 
 
 def _parts(samples: Sequence[SampleRef]) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -90,3 +91,28 @@ def test_held_out_images_are_opened_before_training_too(
     assert result.exit_code == 1, result.output
     assert result.output.startswith(f"Error: {damaged}/images/synth_00001.png: not a readable")
     assert result.output.strip().endswith(f"psicbatch info {damaged} lists them)")
+
+
+def test_info_counts_pixel_depths_and_lists_8_bit_images_a_16_bit_training_refuses(
+    tmp_path: Path, no_loading: None
+) -> None:
+    data = tmp_path / "deep"
+    generate(data, 4, (48, 48), defect_rate=0.5, seed=3)
+    images = sorted((data / "images").glob("*.png"))
+    for image in images[:3]:  # the camera's 16-bit files; the last one saved at 8 bits
+        Image.fromarray(np.asarray(Image.open(image)).astype(np.uint16) * 257).save(image)
+    summary = json.loads(CliRunner().invoke(main, ["info", str(data), "--json"]).output)
+    assert summary["pixel depth"] == (
+        "16-bit: 3, 8-bit: 1 (train --bit-depth auto reads 16 bits, the first image's, and "
+        "refuses the 8-bit images: listed below)"
+    )
+    said = f"{images[3]}: an 8-bit image, but the model reads 16-bit grayscale"
+    assert [line[: len(said)] for line in summary["images that cannot be used"]] == [said]
+    result = CliRunner().invoke(main, ["train", str(data), "-o", str(tmp_path / "m"), *TINY])
+    assert result.exit_code == 1 and result.output.startswith(f"Error: {said}")
+    first, last = (np.asarray(Image.open(image)) for image in (images[0], images[3]))
+    Image.fromarray((first // 257).astype(np.uint8)).save(images[0])  # auto: 8 bits now
+    Image.fromarray(last.astype(np.uint16) * 257).save(images[3])
+    summary = json.loads(CliRunner().invoke(main, ["info", str(data), "--json"]).output)
+    assert summary["pixel depth"] == "16-bit: 3, 8-bit: 1"
+    assert "images that cannot be used" not in summary

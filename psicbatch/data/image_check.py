@@ -12,24 +12,36 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from psicbatch.data.images import ImageReadError, file_header, mask_size_error
+from psicbatch.data.images import (
+    ImageReadError,
+    check_bit_depth,
+    file_header,
+    mask_size_error,
+)
 from psicbatch.data.layouts import SampleRef
 from psicbatch.errors import PsicbatchError
 from psicbatch.wording import counted
 
 
-def unusable_images(samples: Sequence[SampleRef], bit_depth: int = 8) -> list[ImageReadError]:
+def unusable_images(
+    samples: Sequence[SampleRef], bit_depth: int = 8
+) -> tuple[list[ImageReadError], list[int | None]]:
     """What is wrong with each image a model of ``bit_depth`` could not use, or with its
-    mask, as far as headers tell, in the samples' order."""
-    problems = []
+    mask, as far as headers tell, in the samples' order; and each image's bit depth
+    (None: its header could not be read)."""
+    problems: list[ImageReadError] = []
+    depths: list[int | None] = []
     for sample in samples:
+        depth = None
         try:
-            size, _ = file_header(sample.image_path, bit_depth)
+            size, depth = file_header(sample.image_path)
+            check_bit_depth(depth, bit_depth, sample.image_path)
             if sample.is_defective and sample.mask_path is not None:
                 _check_mask_size(sample.mask_path, sample.image_path, size)
         except ImageReadError as error:
             problems.append(error)
-    return problems
+        depths.append(depth)
+    return problems, depths
 
 
 def _check_mask_size(mask: Path, image: Path, size: tuple[int, int]) -> None:
@@ -44,7 +56,7 @@ def _check_mask_size(mask: Path, image: Path, size: tuple[int, int]) -> None:
 def refuse_unusable(samples: Sequence[SampleRef], data: str, bit_depth: int = 8) -> None:
     """One line for a dataset with images training would stop at: the first, and how
     many more (``psicbatch info DATA`` lists them)."""
-    problems = unusable_images(samples, bit_depth)
+    problems, _ = unusable_images(samples, bit_depth)
     if problems:
         more = len(problems) - 1
         listed = f"; psicbatch info {data} lists them" if more else ""
