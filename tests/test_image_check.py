@@ -3,8 +3,12 @@ file it could not use is known in seconds, and listed by ``info DATA``."""
 
 from __future__ import annotations
 
+import builtins
+import errno
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -116,3 +120,25 @@ def test_info_counts_pixel_depths_and_lists_8_bit_images_a_16_bit_training_refus
     summary = json.loads(CliRunner().invoke(main, ["info", str(data), "--json"]).output)
     assert summary["pixel depth"] == "16-bit: 3, 8-bit: 1"
     assert "images that cannot be used" not in summary
+
+
+def test_an_image_that_may_not_be_read_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It read 'damaged image ([Errno 13] Permission denied: ...)'."""
+    data = tmp_path / "data"
+    generate(data, 4, (48, 48), defect_rate=0.5, seed=3)
+    locked = sorted((data / "images").glob("*.png"))[2]
+    if os.geteuid() == 0:  # root reads any file: the refusal as the system gives it
+        real_open = builtins.open
+
+        def refusing(file: Any, *args: Any, **kwargs: Any) -> Any:
+            if str(file) == str(locked):
+                raise PermissionError(errno.EACCES, "Permission denied", str(file))
+            return real_open(file, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", refusing)
+    else:
+        locked.chmod(0)
+    summary = json.loads(CliRunner().invoke(main, ["info", str(data), "--json"]).output)
+    assert summary["images that cannot be used"] == [f"{locked}: permission denied"]

@@ -28,6 +28,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 DECODED_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "TIFF", "WEBP")
 UNREADABLE = "not a readable image (unknown or damaged format)"
 EMPTY = "empty file (0 bytes)"
+PERMISSION_DENIED = "permission denied"
 WIDE_MODES = ("I;16", "I;16B", "I;16L", "I")  # PIL's modes of 16-bit grayscale files
 BIT_DEPTHS = (8, 12, 16)  # a model's pixel depth: 8 bits, or 12/16 stored in 16-bit files
 MAX_PIXELS = max_pixels()
@@ -173,6 +174,8 @@ def _open(path: Path, data: bytes | None = None, lazy: bool = False) -> Image.Im
             raise
     except FileNotFoundError:
         raise ImageReadError(path, "no such file") from None
+    except PermissionError:
+        raise ImageReadError(path, PERMISSION_DENIED) from None
     except UnidentifiedImageError:
         raise ImageReadError(path, UNREADABLE) from None
     except Image.DecompressionBombError as error:  # "Image size (N pixels) exceeds limit ..."

@@ -14,7 +14,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from psicbatch.data.images import EMPTY, ImageReadError
+from psicbatch.data.images import EMPTY, PERMISSION_DENIED, ImageReadError
 from psicbatch.paths import not_regular
 
 MIB = 2**20
@@ -57,7 +57,7 @@ def read_file(path: Path, max_bytes: int) -> tuple[bytes, FileStamp]:
         _check_regular(path, os.stat(path), max_bytes)
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except PermissionError:
-        raise ImageReadError(path, "permission denied") from None
+        raise ImageReadError(path, PERMISSION_DENIED) from None
     except FileNotFoundError:
         raise ImageReadError(path, "no such file") from None
     except OSError as error:
