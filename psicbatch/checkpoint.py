@@ -35,6 +35,7 @@ from psicbatch.model import ModelConfig, PSICNet
 from psicbatch.preprocess import Preprocessing
 
 FORMAT = "psicbatch-checkpoint"
+ZIP_MAGIC = b"PK\x03\x04"  # how a zip archive, as torch.save writes one, begins
 FORMAT_VERSION = 1
 _REQUIRED_KEYS = ("model", "preprocessing", "thresholds", "state_dict")
 
@@ -158,8 +159,14 @@ def _load_plain_data(path: Path) -> Any:
     if not path.is_file():
         raise CheckpointError(path, "no such file" if not path.exists() else "not a file")
     if not zipfile.is_zipfile(path):
+        with path.open("rb") as file:
+            begins_as_zip = file.read(4) == ZIP_MAGIC
         raise CheckpointError(
-            path, "not a PyTorch checkpoint (expected a torch.save zip archive, e.g. model.pt)"
+            path,
+            "damaged PyTorch file (a zip archive without its end: a copy or download cut "
+            "short? copy it again)"
+            if begins_as_zip
+            else "not a PyTorch checkpoint (expected a torch.save zip archive, e.g. model.pt)",
         )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -235,6 +242,10 @@ def _offending_global(message: str) -> str:
     return "unsupported object"
 
 
+# torch's request for reports, which some of its messages end with: not the user's to act on
+TORCH_REPORT_REQUEST = "(Could this error message be improved?"
+
+
 def _first_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[0] if lines else "unknown error"
+    return lines[0].split(TORCH_REPORT_REQUEST)[0].strip() if lines else "unknown error"

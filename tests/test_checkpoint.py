@@ -77,10 +77,20 @@ def test_random_bytes(tmp_path: Path) -> None:
 
 
 def test_truncated_checkpoint(tmp_path: Path) -> None:
+    """A copy cut short is a damaged checkpoint, not 'not a PyTorch checkpoint'."""
     path = save_checkpoint(make_checkpoint(), tmp_path / "model.pt")
     path.write_bytes(path.read_bytes()[:-5000])
-    message = _expect_error(path)
-    assert "not a PyTorch checkpoint" in message or "damaged" in message
+    _expect_error(path, "damaged PyTorch file (a zip archive without its end: a copy or download")
+
+
+def test_a_damaged_archive_is_said_without_torchs_request_for_reports(tmp_path: Path) -> None:
+    import zipfile
+
+    path = tmp_path / "model.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("model/data.pkl", b"garbage")
+    message = _expect_error(path, "damaged PyTorch file (")
+    assert "Could this error message be improved" not in message and message.endswith(")")
 
 
 def test_bare_state_dict(tmp_path: Path) -> None:
