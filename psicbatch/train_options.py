@@ -85,8 +85,8 @@ class TrainOptions:
 def check_epochs(mode: str, seg_epochs: int, cls_epochs: int, from_trained: bool) -> None:
     """A part of the network trained for no epoch keeps its random weights: a model that
     would write noise as masks or probabilities is refused, unless its training starts
-    from trained weights (``from_trained``: ``--init``), where no epoch of a step keeps
-    that step's weights as they were."""
+    from trained weights (``from_trained``: ``--init``), where a step given no epoch keeps
+    the weights it starts from."""
     if from_trained:
         return
     start = "start from a trained checkpoint's weights with --init"
