@@ -472,7 +472,8 @@ def test_both_decoders_refuse_gif_and_round_16_bit_alike(tmp_path: Path) -> None
 
 
 def _pages(path: Path, pages: list[np.ndarray], subfile_types: list[int]) -> None:
-    """A TIFF of these pages, each with its NewSubfileType (1: a reduced-resolution copy)."""
+    """A TIFF of these pages, each with its NewSubfileType (1: a reduced-resolution copy, 4: a
+    transparency mask)."""
     from PIL import TiffImagePlugin
 
     with path.open("w+b") as file, TiffImagePlugin.AppendingTiffWriter(file) as tiff:
@@ -506,7 +507,7 @@ def test_files_of_several_images_are_refused_by_every_reader_and_thumbnails_pass
     first = (np.arange(48 * 64) % 251).astype(np.uint8).reshape(48, 64)
     frames = [Image.fromarray(first), Image.fromarray(255 - first)]
     _pages(tmp_path / "pages.tif", [first, 255 - first], [0, 0])
-    _pages(tmp_path / "thumbnail.tif", [first, first[::4, ::4]], [0, 1])
+    _pages(tmp_path / "thumbnail.tif", [first, first[::4, ::4], first > 9], [0, 1, 4])  # + mask
     frames[0].save(tmp_path / "moving.webp", save_all=True, append_images=frames[1:])
     frames[0].save(tmp_path / "moving.png", save_all=True, append_images=frames[1:])
     Image.fromarray(first).save(tmp_path / "one.tif")

@@ -189,12 +189,16 @@ def _open(path: Path, data: bytes | None = None, lazy: bool = False) -> Image.Im
 # as a user knows them. An MPO (a JPEG with a preview or second view appended) is not one:
 # its first image is the picture.
 SEQUENCES = {"TIFF": "pages", "WEBP": "frames", "PNG": "frames"}
-NEW_SUBFILE_TYPE = 254  # a TIFF page's kind; bit 0 set: a reduced-resolution copy
+NEW_SUBFILE_TYPE = 254  # a TIFF page's kind (its tag number)
+# Its bits for pages that are no image of their own: a reduced-resolution copy (1), a
+# transparency mask of another page (4).
+NOT_AN_IMAGE = 0b101
 
 
 def images_held(path: Path, image: Image.Image) -> int:
     """How many full images an opened file holds, from its headers: a TIFF's pages less
-    its reduced-resolution copies (thumbnails), an animated WebP's or PNG's frames. A
+    its reduced-resolution copies (thumbnails) and transparency masks, an animated WebP's
+    or PNG's frames. A
     list of them that cannot be followed is a damaged file: what it holds is unknown."""
     kind = str(image.format)
     if kind not in SEQUENCES:
@@ -206,7 +210,7 @@ def images_held(path: Path, image: Image.Image) -> int:
         full = 0
         for page in range(frames):
             image.seek(page)
-            full += not image.tag_v2.get(NEW_SUBFILE_TYPE, 0) & 1  # type: ignore[attr-defined]
+            full += not image.tag_v2.get(NEW_SUBFILE_TYPE, 0) & NOT_AN_IMAGE  # type: ignore[attr-defined]
         image.seek(0)
     except Exception as error:  # PIL's TypeError, EOFError, struct.error... of a broken list
         detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
