@@ -142,3 +142,27 @@ def test_an_image_that_may_not_be_read_says_so(
         locked.chmod(0)
     summary = json.loads(CliRunner().invoke(main, ["info", str(data), "--json"]).output)
     assert summary["images that cannot be used"] == [f"{locked}: permission denied"]
+
+
+@pytest.mark.parametrize("command", ["eval", "calibrate"])
+def test_scoring_names_the_first_unusable_image_before_any_is_scored(
+    damaged: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    from psicbatch.assets import demo_model_path
+    from psicbatch.data import labelled
+
+    def reading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an image was decoded")
+
+    monkeypatch.setattr(labelled, "read_image", reading)  # as in no_loading, its own module's
+    model = str(demo_model_path())
+    arguments = {
+        "eval": [model, str(damaged)],
+        "calibrate": [str(damaged), "--model", model],
+    }[command]
+    result = CliRunner().invoke(main, [command, *arguments, "-o", str(tmp_path / "out"), "-q"])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().endswith(
+        f"(and 3 more images that cannot be used; psicbatch info {damaged} lists them)"
+    )
+    assert not (tmp_path / "out").exists()
