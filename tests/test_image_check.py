@@ -1,5 +1,6 @@
-"""A dataset's images are opened as far as their headers before training loads any: every
-file it could not use is known in seconds, and listed by ``info DATA``."""
+"""A dataset's images are opened as far as their headers before training or scoring
+decodes any: every file they could not use is known in seconds, and listed by ``info
+DATA``."""
 
 from __future__ import annotations
 
