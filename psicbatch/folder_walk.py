@@ -18,19 +18,48 @@ from __future__ import annotations
 
 import heapq
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+Identity = tuple[int, int]  # a folder's device and inode
+
+
+class SearchOrder:
+    """The order folders are searched in, by a run's walk and by a watch's scan alike, so
+    both name a folder reached by two paths the same way: the folders below the start
+    first, depth first; then the folders links lead to, in the links' name order, each
+    link's subfolders before the next link. Iterating gives (folder, whether it was
+    reached through a link); ``add`` gives what the folder just handed out holds."""
+
+    def __init__(self, start: str) -> None:
+        self.folders: list[tuple[str, bool]] = [(start, False)]  # a stack
+        self.links: list[str] = []  # a heap, in name order
+        self.through_link = False  # of the folder handed out last
+
+    def __iter__(self) -> Iterator[tuple[str, bool]]:
+        while self.folders or self.links:
+            if self.folders:
+                folder, self.through_link = self.folders.pop()
+            else:
+                folder, self.through_link = heapq.heappop(self.links), True
+            yield folder, self.through_link
+
+    def add(self, subfolders: Iterable[str], links: Iterable[str]) -> None:
+        """The last folder's subfolders (searched next, the last given first: a stack)
+        and its links to folders."""
+        self.folders.extend((folder, self.through_link) for folder in subfolders)
+        for link in links:
+            heapq.heappush(self.links, link)
 
 
 def files_below(folder: Path, unreadable: list[OSError] | None = None) -> Iterator[Path]:
     """Every file below ``folder`` (links to files included, as they are): a folder's
     files in name order, then its subfolders' in name order, then those of the links to
-    folders met, in name order; the errors of folders that could not be read are added to
-    ``unreadable``."""
-    searched: set[tuple[int, int]] = set()
-    folders, links = [str(folder)], list[str]()  # links: a heap, in name order
-    while folders or links:
-        current = folders.pop() if folders else heapq.heappop(links)
+    folders met, in name order (``SearchOrder``); the errors of folders that could not be
+    read are added to ``unreadable``."""
+    searched: set[Identity] = set()
+    order = SearchOrder(str(folder))
+    for current, _ in order:
         if not _first_visit(current, searched):
             continue  # reached again through a link: searched already
         try:
@@ -40,25 +69,30 @@ def files_below(folder: Path, unreadable: list[OSError] | None = None) -> Iterat
             if unreadable is not None:
                 unreadable.append(error)
             continue
-        subfolders = []
+        subfolders, links = [], []
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
                 subfolders.append(entry.path)
             elif entry.is_symlink() and entry.is_dir():
-                heapq.heappush(links, entry.path)
+                links.append(entry.path)
             else:
                 yield Path(entry.path)
-        folders.extend(reversed(subfolders))  # the first in name order searched first
+        order.add(reversed(subfolders), links)  # the first in name order searched first
 
 
-def _first_visit(folder: str, searched: set[tuple[int, int]]) -> bool:
+def _first_visit(folder: str, searched: set[Identity]) -> bool:
     """Whether ``folder`` (as its link leads) is searched for the first time, noting it."""
-    try:
-        status = os.stat(folder)
-    except OSError:
-        return False  # gone since it was listed
-    identity = (status.st_dev, status.st_ino)
-    if identity in searched:
-        return False
+    identity = folder_identity(folder)
+    if identity is None or identity in searched:
+        return False  # gone since it was listed, or searched already
     searched.add(identity)
     return True
+
+
+def folder_identity(path: str) -> Identity | None:
+    """The device and inode of the folder ``path`` leads to; None where there is none."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino

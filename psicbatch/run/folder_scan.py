@@ -21,7 +21,6 @@ every poll, so a wrong permission holds back its images, not the watch.
 from __future__ import annotations
 
 import hashlib
-import heapq
 import os
 import struct
 import time
@@ -32,10 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from psicbatch.data.images import IMAGE_SUFFIXES
+from psicbatch.folder_walk import Identity, SearchOrder, folder_identity
 from psicbatch.paths import path_bytes
 
 FileVersion = tuple[bytes, int, int]  # path bytes, size, mtime in ns
-Identity = tuple[int, int]  # a folder's device and inode
 FULL_PASS_SECONDS = 2.0  # at least this long between full passes
 FULL_PASS_SHARE = 0.05  # and full passes take at most this share of the time
 POLL_SHARE = 0.1  # a poll takes at most this share of the time between polls
@@ -195,7 +194,7 @@ class FolderScan:
         self.wait_seconds = 0.0  # how long to wait before the next poll, at least
         # a folder (device, inode) -> the link it is watched through, for as long as it leads there
         self.linked: dict[Identity, str] = {}
-        self.output = _identity(self.skip)  # the output folder, which links may lead to too
+        self.output = folder_identity(self.skip)  # the output folder, which links may lead to too
         # path -> what the watch should say of it (the caller's dict, where it gives one)
         self.notes = {} if notes is None else notes
 
@@ -237,10 +236,8 @@ class FolderScan:
         next link), in name order, each folder once."""
         listings: dict[str, Listing] = {}
         seen: dict[Identity, str] = {}  # folder -> the path it was listed under
-        folders: list[tuple[str, bool]] = [(self.folder, False)]  # (path, through a link)
-        links: list[str] = []
-        while folders or links:
-            folder, through_link = folders.pop() if folders else (heapq.heappop(links), True)
+        order = SearchOrder(self.folder)
+        for folder, through_link in order:
             try:
                 status = os.stat(folder)
                 identity = (status.st_dev, status.st_ino)
@@ -262,9 +259,7 @@ class FolderScan:
                 )
                 continue
             listings[folder] = listing
-            folders.extend((subfolder, through_link) for subfolder in listing.folders)
-            for link in listing.links:
-                heapq.heappush(links, link)
+            order.add(listing.folders, listing.links)
             yield listing
         self.listings = listings
 
@@ -277,7 +272,7 @@ class FolderScan:
         first = seen.get(identity)
         if first is None and through_link:
             earlier = self.linked.setdefault(identity, folder)
-            first = earlier if earlier != folder and _identity(earlier) == identity else None
+            first = earlier if earlier != folder and folder_identity(earlier) == identity else None
         if first is not None:
             self.notes.setdefault(
                 folder, f"is the folder watched as {first}: its images are inspected once, there"
@@ -287,12 +282,3 @@ class FolderScan:
         if through_link:
             self.linked[identity] = folder
         return True
-
-
-def _identity(path: str) -> Identity | None:
-    """The device and inode of the folder ``path`` leads to; None where there is none."""
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None
-    return status.st_dev, status.st_ino
