@@ -2,9 +2,10 @@
 
 Training decodes its images one after another and stopped at the first it could not use,
 minutes in, and at the next after that file was mended. Headers alone take seconds:
-``train`` and ``cv`` refuse such a dataset before loading it, naming the first file and
-counting the others, and ``psicbatch info DATA`` lists them all. (Damage that only
-decoding finds, a file cut short, still stops the loading, naming the file.)
+``train``, ``cv``, ``eval`` and ``calibrate`` refuse such a dataset before decoding it,
+naming the first file and counting the others, and ``psicbatch info DATA`` lists them
+all. (Damage that only decoding finds, a file cut short, still stops the loading, naming
+the file.)
 """
 
 from __future__ import annotations
@@ -57,8 +58,10 @@ def refuse_unusable(samples: Sequence[SampleRef], data: str, bit_depth: int = 8)
     """One line for a dataset with images training would stop at: the first, and how
     many more (``psicbatch info DATA`` lists them)."""
     problems, _ = unusable_images(samples, bit_depth)
+    if len(problems) == 1:
+        raise problems[0]
     if problems:
-        more = len(problems) - 1
-        listed = f"; psicbatch info {data} lists them" if more else ""
-        others = f" (and {counted(more, 'more image')} that cannot be used{listed})"
-        raise PsicbatchError(f"{problems[0]}{others if more else ''}")
+        raise PsicbatchError(
+            f"{problems[0]} (and {counted(len(problems) - 1, 'more image')} that cannot be "
+            f"used; psicbatch info {data} lists them)"
+        )

@@ -111,16 +111,13 @@ def file_bit_depth(path: Path) -> int:
     return file_header(path)[1]
 
 
-def file_header(path: Path, bit_depth: int = 8) -> tuple[tuple[int, int], int]:
+def file_header(path: Path) -> tuple[tuple[int, int], int]:
     """A file's (H, W) as stored (before any EXIF rotation) and bit depth, opened as far
     as its header without decoding it: an ImageReadError for a file no reader would use
-    (not an image, empty, too large, several images in one) or, for a model of
-    ``bit_depth``, one of too few bits."""
+    (not an image, empty, too large, several images in one)."""
     with _open(path, lazy=True) as image:
         width, height = image.size
-        depth = image_bit_depth(image)
-    check_bit_depth(depth, bit_depth, path)
-    return (height, width), depth
+        return (height, width), image_bit_depth(image)
 
 
 def mask_size_error(
