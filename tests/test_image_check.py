@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from psicbatch.cli import main
-from psicbatch.data import memory
+from psicbatch.data import labelled, memory
 from psicbatch.data.synth import generate
 
 TINY = ["--width", "0.125", "--input-size", "48x48", "--seg-epochs", "1", "--cls-epochs", "1"]
@@ -41,14 +41,16 @@ def damaged(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def no_loading(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Training that loads an image fails the test: the refusal must come before. (The
-    reader inside ``memory`` is replaced, not a function other modules import by name:
-    one imported while it was replaced would keep the replacement.)"""
+    """Training that loads an image, or scoring that decodes one, fails the test: the
+    refusal must come before. (The readers inside ``memory`` and ``labelled`` are
+    replaced, not functions other modules import by name: one imported while it was
+    replaced would keep the replacement.)"""
 
     def loading(*args: object, **kwargs: object) -> None:
-        raise AssertionError("images were loaded")
+        raise AssertionError("an image was decoded")
 
     monkeypatch.setattr(memory, "read_resized", loading)
+    monkeypatch.setattr(labelled, "read_image", loading)
 
 
 @pytest.mark.parametrize("command", ["train", "cv"])
@@ -147,15 +149,10 @@ def test_an_image_that_may_not_be_read_says_so(
 
 @pytest.mark.parametrize("command", ["eval", "calibrate"])
 def test_scoring_names_the_first_unusable_image_before_any_is_scored(
-    damaged: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+    damaged: Path, tmp_path: Path, no_loading: None, command: str
 ) -> None:
     from psicbatch.assets import demo_model_path
-    from psicbatch.data import labelled
 
-    def reading(*args: object, **kwargs: object) -> None:
-        raise AssertionError("an image was decoded")
-
-    monkeypatch.setattr(labelled, "read_image", reading)  # as in no_loading, its own module's
     model = str(demo_model_path())
     arguments = {
         "eval": [model, str(damaged)],
