@@ -11,6 +11,7 @@ import pytest
 
 from psicbatch.run import folder_scan
 from psicbatch.run.folder_scan import FULL_PASS_SECONDS, QUIET_NS, FolderScan, Ledger, version
+from tests.refusals import refuse_listing
 
 
 def counted(monkeypatch: pytest.MonkeyPatch, name: str) -> list[str]:
@@ -168,19 +169,13 @@ def test_a_folder_that_cannot_be_read_is_named_and_tried_again(
     (tmp_path / "cam1").mkdir()
     (tmp_path / "cam2").mkdir()
     a, b = write(tmp_path / "cam1" / "a.png"), write(tmp_path / "cam2" / "b.png")
-    real_scandir = os.scandir
-
-    def refusing(path: str) -> object:
-        if path == str(tmp_path / "cam2"):
-            raise PermissionError(13, "Permission denied", path)
-        return real_scandir(path)
-
-    monkeypatch.setattr(folder_scan.os, "scandir", refusing)
+    refused = [tmp_path / "cam2"]
+    refuse_listing(monkeypatch, refused)
     scan = FolderScan(tmp_path, tmp_path / "out", set())
     assert list(scan.pending(now=0.0)) == [a]
     said = "cannot be read (Permission denied): its images wait until it can"
     assert scan.notes == {str(tmp_path / "cam2"): said}
-    monkeypatch.setattr(folder_scan.os, "scandir", real_scandir)  # its owner mended
+    refused.clear()  # its owner mended
     assert sorted(scan.pending(now=0.5)) == [a, b]
 
 

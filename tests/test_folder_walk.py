@@ -3,10 +3,7 @@ be read is named."""
 
 from __future__ import annotations
 
-import errno
-import os
 from pathlib import Path
-from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -18,6 +15,7 @@ from psicbatch.data.layouts import read_dataset
 from psicbatch.data.synth import generate
 from psicbatch.folder_walk import files_below
 from psicbatch.run.folder_scan import FolderScan
+from tests.refusals import refuse_listing
 
 
 def test_linked_folders_are_searched_once_each_and_loops_are_not_followed(
@@ -77,14 +75,7 @@ def test_a_folder_that_cannot_be_read_is_named_not_passed_over_silently(
         generate(inputs / folder, 1, (48, 48), defect_rate=0, seed=seed)
     locked = inputs / "locked"
     refused = [locked]
-    real_scandir = os.scandir
-
-    def scandir(path: Any = ".") -> Any:  # as os.walk meets a folder of mode 000
-        if not isinstance(path, int) and Path(os.fsdecode(path)) in refused:
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(path))
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
+    refuse_listing(monkeypatch, refused)
     options = ["--device", "cpu", "--decoder", "pil", "--precision", "fp32"]
     out = tmp_path / "r.parquet"
     result = CliRunner().invoke(main, ["run", str(inputs), "--out", str(out), *options])
