@@ -1,11 +1,13 @@
-"""CPU int8 candidates against psicbatch's torch bf16 engine, all figures from one run.
+"""CPU int8 candidates against psicbatch's torch engine, all figures from one run.
 
 The paper's network (width 1, untrained: cost does not depend on the weights), calibrated
 on synthetic images at 1408x512, measured engine-only at the paper's sizes, batches 1 and
 4, on the same ready-made input. For each size and batch the candidates run one after
-the other, so each ratio to torch bf16 comes from minutes apart on the same machine.
+the other, so each ratio to the torch engine comes from minutes apart on the same machine.
 
-Candidates: psicbatch's torch engine (bf16 autocast, channels_last); ONNX Runtime on QDQ
+Candidates: psicbatch's torch engine in the precision ``auto`` gives it on this CPU (bf16
+where native and faster, else fp32: emulated bf16 would flatter every int8 ratio on an
+AVX2-only CPU), as it opens (channels_last, conv10 as it computes it here); ONNX Runtime on QDQ
 graphs with signed symmetric (s8, TensorRT's format) or unsigned asymmetric (u8)
 activations and on a QOperator graph (u8); OpenVINO on the same QDQ graphs; PyTorch PT2E
 quantization with the x86 Inductor quantizer under ``torch.compile`` (torchao). Weights
@@ -45,11 +47,11 @@ from psicbatch.engines.quantize import quantize_int8  # noqa: E402
 from psicbatch.engines.spec import EngineSpec, open_engine  # noqa: E402
 from psicbatch.model import ModelConfig  # noqa: E402
 from psicbatch.network_size import STRIDE  # noqa: E402
+from psicbatch.precision import cpu_auto  # noqa: E402
 from psicbatch.reports import markdown_table  # noqa: E402
 from psicbatch.versions import installed_versions  # noqa: E402
 
 CALIBRATION_SIZE = (1408, 512)
-REFERENCE = "torch bf16"
 Runner = Callable[[np.ndarray], Any]
 
 
@@ -57,9 +59,11 @@ def threads() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def torch_bf16(checkpoint_path: Path) -> Runner:
-    engine = open_engine(EngineSpec(checkpoint=checkpoint_path, precision="bf16"), "cpu")
-    return lambda batch: engine.infer(torch.from_numpy(batch))
+def torch_auto(checkpoint_path: Path) -> tuple[str, Runner]:
+    """The reference: the torch engine as ``run`` opens a checkpoint here, and its name."""
+    precision = cpu_auto().precision
+    engine = open_engine(EngineSpec(checkpoint=checkpoint_path, precision=precision), "cpu")
+    return f"torch {precision}", lambda batch: engine.infer(torch.from_numpy(batch))
 
 
 def onnxruntime_session(graph: Path) -> Runner:
@@ -117,7 +121,8 @@ def candidates(work: Path, skip: set[str]) -> dict[str, Runner]:
         "s8": quantize_int8(fp32, work / "qdq-s8.onnx", calibration, "s8"),
         "u8": quantize_int8(fp32, work / "qdq-u8.onnx", calibration, "u8"),
     }
-    runners = {REFERENCE: torch_bf16(checkpoint_path)}
+    reference, runner = torch_auto(checkpoint_path)
+    runners = {reference: runner}  # first: compare() divides by it
     for activations, graph in graphs.items():
         runners[f"onnxruntime int8 QDQ {activations}"] = onnxruntime_session(graph)
     qoperator = quantize_int8(fp32, work / "qop-u8.onnx", calibration, "u8", operator_form=True)
@@ -132,6 +137,7 @@ def candidates(work: Path, skip: set[str]) -> dict[str, Runner]:
 def compare(
     runners: dict[str, Runner], sizes: list[tuple[int, int]], batches: list[int], seconds: float
 ) -> list[dict[str, Any]]:
+    reference = next(iter(runners))
     results = []
     generator = np.random.default_rng(0)
     for size in sizes:
@@ -162,13 +168,14 @@ def compare(
                 results.append(result)
                 print(json.dumps(result), flush=True)
     for result in results:
-        reference = next(
+        same_shape = next(
             r
             for r in results
             if (r["candidate"], r["size"], r["batch"])
-            == (REFERENCE, result["size"], result["batch"])
+            == (reference, result["size"], result["batch"])
         )
-        result["x_torch_bf16"] = result["images_per_s"] / reference["images_per_s"]
+        result["reference"] = reference
+        result["x_reference"] = result["images_per_s"] / same_shape["images_per_s"]
     return results
 
 
@@ -180,16 +187,17 @@ def report(results: list[dict[str, Any]], command: str, about: dict[str, Any]) -
             r["candidate"],
             f"{1 / r['images_per_s']:.3f}",
             f"{r['images_per_s']:.2f}",
-            f"{r['x_torch_bf16']:.2f}x",
+            f"{r['x_reference']:.2f}x",
             "yes" if r["stable"] else "no",
         ]
         for r in results
     ]
-    header = ["size", "batch", "candidate", "s/image", "images/s", "x torch bf16", "stable"]
+    reference = results[0]["reference"]
+    header = ["size", "batch", "candidate", "s/image", "images/s", f"x {reference}", "stable"]
     m = about["machine"]
     return "\n".join(
         [
-            "# CPU int8 candidates against torch bf16",
+            f"# CPU int8 candidates against {reference}",
             "",
             "```",
             command,
@@ -199,7 +207,8 @@ def report(results: list[dict[str, Any]], command: str, about: dict[str, Any]) -
             f"Libraries: {', '.join(f'{k} {v}' for k, v in about['libraries'].items())}.",
             "",
             "The paper's network (width 1), engine-only on ready-made input. Each ratio "
-            "divides by torch bf16 at the same size and batch, measured in this run. "
+            f"divides by {reference} (`auto`'s precision here: {cpu_auto().reason}) "
+            "at the same size and batch, measured in this run. "
             "`stable`: three consecutive measurement windows within 10%.",
             "",
             *markdown_table(header, rows),

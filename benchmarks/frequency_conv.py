@@ -166,7 +166,8 @@ def write_report(out: Path, title: str, cpu_notes: str, rows: Callable[[], list[
     lines = [
         f"# {title}",
         "",
-        f"CPU: {hardware.cpu_precisions().describe()}; {torch.get_num_threads()} threads; "
+        f"CPU: {hardware.cpu_model()} ({hardware.cpu_precisions().describe()}); "
+        f"{torch.get_num_threads()} threads; "
         f"torch {torch.__version__}{cpu_notes}.",
         f"Command: python {' '.join(sys.argv)}",
         "",
