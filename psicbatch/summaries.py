@@ -327,6 +327,7 @@ def training_summary(training: dict[str, Any]) -> dict[str, Any]:
         ),
         "precision": (training.get("precision") or {}).get("precision"),
         "large_kernels": training.get("large_kernels"),  # conv10 direct or by FFT
+        "layout": training.get("layout"),  # channels_last or contiguous
         "data": f"{dataset.get('path', '-')} ({dataset.get('layout', '-')}"
         + (f", {dataset['split']} part)" if dataset.get("split") else ")"),
         "input_size": dataset.get("input_size"),  # how --input-size auto chose it

@@ -14,8 +14,10 @@ from psicbatch.assets import demo_model_path
 from psicbatch.bench.machine import faster_configuration_advice
 from psicbatch.data.masks import DefectMasks
 from psicbatch.data.memory import TensorDataset
+from psicbatch.engines import build, tuning
 from psicbatch.engines.build import BuildOptions, checkpoint_manifest, choose_engine
 from psicbatch.engines.build_options import MIN_MASK_IOU
+from psicbatch.engines.registry import Backend
 from psicbatch.engines.spec import EngineSpec, describe_engine
 from psicbatch.engines.tuning import Candidate, tune
 from psicbatch.errors import PsicbatchError
@@ -217,6 +219,47 @@ def test_tuning_stops_when_the_budget_is_spent() -> None:
     assert all(share <= 60 for share in shares)
     nothing, none = tune(candidates, build, measure, budget=0, clock=lambda: now[0])
     assert none is None and all(t.outcome.startswith("skipped") for t in nothing)
+
+
+@pytest.mark.parametrize(
+    ("cpu", "amx", "expected"),
+    [
+        (AVX2, False, ["torch fp32", "openvino fp32", "onnxruntime fp32", "openvino int8"]),
+        (
+            AVX512_BF16,
+            True,
+            ["openvino int8", "torch bf16", "openvino fp32", "onnxruntime fp32", "torch fp32"],
+        ),
+    ],
+)
+def test_tuning_times_the_likely_winners_first(
+    cpu: hardware.CpuPrecisions, amx: bool, expected: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The budget may run out after one candidate at the paper's size: torch in auto's
+    precision leads the floats, and int8 goes last where the CPU has no int8 dot products
+    (slower than torch fp32 there)."""
+    monkeypatch.setattr(hardware, "cpu_precisions", lambda: cpu)
+    monkeypatch.setattr(hardware, "onednn_uses_amx", lambda precision: amx)
+    monkeypatch.setattr(tuning, "installed_cpu_int8", lambda: ["openvino"])
+    monkeypatch.setattr(Backend, "installed", lambda backend: backend.name != "tensorrt")
+    assert [c.label for c in tuning.cpu_candidates(calibrated=True)] == expected
+    assert "int8" not in str([c.label for c in tuning.cpu_candidates(calibrated=False)])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="auto picks TensorRT where it can")
+def test_no_tune_keeps_the_float_engine_where_the_cpu_has_no_int8_dot_products(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(build, "cpu_int8_backend", lambda: "openvino")
+    monkeypatch.setattr(build, "tensorrt_usable", lambda device: False)
+    for cpu, expected in ((AVX2, ("torch", "fp32")), (AVX512_BF16, ("openvino", "int8"))):
+        monkeypatch.setattr(hardware, "cpu_precisions", lambda cpu=cpu: cpu)
+        monkeypatch.setattr(hardware, "onednn_uses_amx", lambda precision: True)
+        choice = build.choose_engine(BuildOptions(calib=tmp_path, tune=False))
+        assert (choice.backend, choice.precision) == expected
+    monkeypatch.setattr(hardware, "cpu_precisions", lambda: AVX2)
+    reason = build.choose_engine(BuildOptions(calib=tmp_path, tune=False)).reason
+    assert reason.startswith("this CPU has no int8 dot products, where int8 engines ran slower")
 
 
 @pytest.mark.parametrize(

@@ -1,15 +1,17 @@
 """CPU int8 engines: separate calibration and parity images, and what ``--backend auto
---precision auto --no-tune`` picks on a CPU (int8 only with calibration images and
-parity; otherwise torch in the CPU's native float precision)."""
+--precision auto --no-tune`` picks on a CPU (int8 only with calibration images, int8 dot
+products and parity; otherwise torch in the CPU's native float precision)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
 
+from psicbatch import hardware
 from psicbatch.assets import demo_model_path
 from psicbatch.cli import main
 from psicbatch.data.synth import generate
@@ -23,6 +25,8 @@ cpu_only = pytest.mark.skipif(
     torch.cuda.is_available(), reason="auto picks GPU engines where a GPU is visible"
 )
 NATIVE_FLOAT = cpu_auto().precision  # bf16 where native, else fp32
+# this CPU as it is, but with int8 dot products: --no-tune picks int8 only on such CPUs
+WITH_INT8_DOT = dataclasses.replace(hardware.cpu_precisions(), int8_dot=True)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +78,11 @@ def test_one_calibration_image_cannot_be_split(folders, tmp_path: Path) -> None:
 
 
 @cpu_only
-def test_auto_picks_int8_with_calibration_images_and_parity(folders, tmp_path: Path) -> None:
+def test_auto_picks_int8_with_calibration_images_and_parity(
+    folders, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a CPU with int8 dot products (without them it keeps the float engine)."""
+    monkeypatch.setattr(hardware, "cpu_precisions", lambda: WITH_INT8_DOT)
     calib, _ = folders
     result = CliRunner().invoke(
         main,
@@ -106,10 +114,11 @@ def test_auto_picks_the_native_float_without_calibration_images(tmp_path: Path) 
 
 @cpu_only
 def test_auto_falls_back_to_the_native_float_when_int8_fails_parity(
-    folders, tmp_path: Path
+    folders, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An unreachable mask IoU makes int8 fail; its parity check is enforced even with
     --no-parity-check (it decides the choice), which then keeps the float engine."""
+    monkeypatch.setattr(hardware, "cpu_precisions", lambda: WITH_INT8_DOT)
     calib, _ = folders
     options = BuildOptions(
         calib=calib, min_mask_iou=1.01, check_parity=False, out=tmp_path / "e", tune=False

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 import psicbatch.train as train_module
+from psicbatch import hardware
 from psicbatch.checkpoint import Checkpoint, load_checkpoint
 from psicbatch.data.layouts import read_dataset
 from psicbatch.data.masks import DefectMasks
@@ -20,6 +22,7 @@ from psicbatch.losses import segmentation_loss, soft_dice_loss, weighted_cross_e
 from psicbatch.memory_inference import predict_batches
 from psicbatch.metrics import average_precision
 from psicbatch.sampling import balanced_order, random_gains
+from psicbatch.summaries import training_summary
 from psicbatch.train import Trainer, partial_path
 from psicbatch.train_options import TrainOptions
 from tests.stops import main_thread_only, send_stop
@@ -227,10 +230,16 @@ def test_resume_after_crash_gives_the_same_model(
     assert resumed.thresholds == reference.thresholds
 
 
-def test_training_on_the_cpu_runs_channels_last(
-    tmp_path: Path, data: tuple, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("capability", "layout"), [("AVX2", "contiguous"), ("AVX512", "channels_last")]
+)
+def test_training_on_the_cpu_runs_in_the_layout_measured_faster_there(
+    tmp_path: Path, data: tuple, monkeypatch: pytest.MonkeyPatch, capability: str, layout: str
 ) -> None:
-    """The layout measured faster for training steps there; checkpoints load as before."""
+    """channels_last trained faster with AVX-512 kernels and slower on an AVX2-only CPU;
+    checkpoints record the layout and load alike."""
+    cpu = dataclasses.replace(hardware.cpu_precisions(), capability=capability)
+    monkeypatch.setattr(hardware, "cpu_precisions", lambda: cpu)
     real_phase, layouts = Trainer._run_phase, []
 
     def phase(self: Trainer, model: torch.nn.Module, *args: object) -> None:
@@ -241,7 +250,9 @@ def test_training_on_the_cpu_runs_channels_last(
     monkeypatch.setattr(Trainer, "_run_phase", phase)
     options = TrainOptions(**{**TINY.__dict__, "seg_epochs": 1, "cls_epochs": 1})
     checkpoint = Trainer(data[0], options, tmp_path / "m.pt").run()
-    assert layouts == [True, True]
+    assert layouts == [layout == "channels_last"] * 2
+    assert checkpoint.training["layout"] == layout
+    assert training_summary(checkpoint.training)["layout"] == layout  # as info shows it
     model = load_checkpoint(tmp_path / "m.pt").build_model()
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, checkpoint.state_dict[name]), name

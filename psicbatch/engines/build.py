@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from psicbatch import __version__
+from psicbatch import __version__, hardware
 from psicbatch.checkpoint import Checkpoint, load_checkpoint
 from psicbatch.devices import resolve_device
 from psicbatch.engines.build_options import BuildOptions
@@ -91,8 +91,10 @@ def choose_engine(options: BuildOptions) -> Choice:
 
     ``auto`` is TensorRT with a GPU. On CPUs, ``build_engine`` times the candidates
     (``tuning``); this rule of thumb serves ``--no-tune``: int8 (2.3-3x torch bf16 at the
-    paper's sizes on AVX-512 VNNI, benchmarks/results/cpu-int8/) when calibration images
-    are given and the int8 engine keeps parity with fp32; otherwise torch in the
+    paper's sizes on AVX-512 VNNI, benchmarks/results/cpu-int8/; 0.70-0.99x torch fp32
+    without int8 dot products, cpu-int8-avx2-epyc/) when calibration images are given,
+    the CPU has int8 dot products and the int8 engine keeps parity with fp32; otherwise
+    torch in the
     precision ``auto`` gives on this CPU (``cpu_auto``: bf16 where native and faster, 2.5x
     ONNX Runtime fp32 on an AVX-512 BF16 CPU, benchmarks/results/cpu-backends/; else fp32).
     """
@@ -130,6 +132,13 @@ def choose_engine(options: BuildOptions) -> Choice:
             "torch",
             floating.precision,
             f"no CPU int8 runtime installed ({install_int8}); {floating.reason}",
+        )
+    if not hardware.cpu_precisions().int8_dot:
+        return Choice(
+            "torch",
+            floating.precision,
+            f"this CPU has no int8 dot products, where int8 engines ran slower than torch "
+            f"fp32; {floating.reason}",
         )
     fallback = Choice("torch", floating.precision, floating.reason)
     return Choice(int8, "int8", "calibration images given, and parity with fp32 held", fallback)

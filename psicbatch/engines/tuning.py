@@ -1,8 +1,9 @@
 """Choosing a CPU engine by timing the candidates on this machine.
 
 The fastest CPU engine differs by machine: torch bf16 wins on AVX-512 BF16 servers,
-ONNX Runtime fp32 beats torch fp32 by 1.5x on some AVX2 PCs, OpenVINO int8 beats ONNX
-Runtime int8 by 2x on VNNI machines but not without VNNI. Like TensorRT's tactic timing,
+ONNX Runtime fp32 beat torch fp32 by 1.5x on an AVX2 PC until torch computed conv10 by
+FFT, OpenVINO int8 beats ONNX Runtime int8 by 2x on VNNI machines, and without int8 dot
+products no int8 engine beat torch fp32. Like TensorRT's tactic timing,
 one level up: every candidate installed here is built, checked for parity with fp32 and
 timed at the engine's input size and a run's batch, within a time budget; the fastest
 that keeps parity wins. A candidate is started only while the budget lasts (the last one
@@ -24,6 +25,7 @@ from psicbatch.engines.base import Engine
 from psicbatch.engines.build_options import TUNE_SECONDS
 from psicbatch.engines.registry import BACKENDS, installed_cpu_int8
 from psicbatch.errors import PsicbatchError
+from psicbatch.precision import cpu_auto
 from psicbatch.run.shutdown import raise_if_stopped
 
 TIMING_BATCH = 8  # the run's default batch size
@@ -53,17 +55,27 @@ class Trial:
 
 
 def cpu_candidates(calibrated: bool) -> list[Candidate]:
-    """What can run here, likely winners first (the budget may not reach the last):
-    int8 with calibration images, torch bf16 where it is native, then the fp32 engines."""
-    int8 = installed_cpu_int8() if calibrated else []
-    candidates = [Candidate(b, "int8") for b in int8]
-    if hardware.cpu_precisions().bf16:
-        candidates.append(Candidate("torch", "bf16"))
-    return candidates + [
+    """What can run here, likely winners first, since the budget may not reach the last
+    (at the paper's size one candidate's build and timing can take a minute on a CPU).
+
+    The float engines start with torch in the precision ``auto`` gives it here: it
+    computes conv10 by FFT where that pays, which the ONNX graphs cannot, and was the
+    fastest float engine at the CPU recipe's size on an AVX2 EPYC (ONNX Runtime and
+    OpenVINO fp32 2.4-3x slower) and on an AVX-512 BF16 Xeon. int8, with calibration
+    images, comes first where the CPU has int8 dot products (OpenVINO int8 2.3-3x torch
+    bf16 on AVX-512 VNNI) and last where it has none (every int8 candidate 0.70-0.99x
+    torch fp32 on that EPYC, benchmarks/results/cpu-int8-avx2-epyc/).
+    """
+    int8 = [Candidate(b, "int8") for b in installed_cpu_int8()] if calibrated else []
+    floats = [Candidate("torch", "bf16")] if hardware.cpu_precisions().bf16 else []
+    floats += [
         Candidate(name, "fp32")
         for name, entry in BACKENDS.items()
         if "fp32" in entry.precisions.get("cpu", ()) and entry.installed()
     ]
+    preferred = Candidate("torch", cpu_auto().precision)
+    floats.sort(key=lambda candidate: candidate != preferred)  # stable: the rest keep order
+    return int8 + floats if hardware.cpu_precisions().int8_dot else floats + int8
 
 
 Built = TypeVar("Built")
