@@ -140,7 +140,8 @@ def engine_choice() -> str:
             return f"TensorRT on {device}"
         return f"torch fp16 on {device} (TensorRT does not load here)"
     timed = ", ".join(candidate.label for candidate in cpu_candidates(calibrated=False))
-    return f"times {timed} on this CPU and keeps the fastest (int8 too with --calib)"
+    int8 = "first" if hardware.cpu_precisions().int8_dot else "last: no int8 dot products here"
+    return f"times {timed} on this CPU and keeps the fastest (with --calib int8 too, {int8})"
 
 
 def _version_or_hint(package: str, hint: str) -> str:

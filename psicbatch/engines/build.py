@@ -94,9 +94,9 @@ def choose_engine(options: BuildOptions) -> Choice:
     paper's sizes on AVX-512 VNNI, benchmarks/results/cpu-int8/; 0.70-0.99x torch fp32
     without int8 dot products, cpu-int8-avx2-epyc/) when calibration images are given,
     the CPU has int8 dot products and the int8 engine keeps parity with fp32; otherwise
-    torch in the
-    precision ``auto`` gives on this CPU (``cpu_auto``: bf16 where native and faster, 2.5x
-    ONNX Runtime fp32 on an AVX-512 BF16 CPU, benchmarks/results/cpu-backends/; else fp32).
+    torch in the precision ``auto`` gives on this CPU (``cpu_auto``: bf16 where native and
+    faster, 2.5x ONNX Runtime fp32 on an AVX-512 BF16 CPU, benchmarks/results/cpu-backends/;
+    else fp32).
     """
     device = resolve_device(options.device)
     if options.backend != "auto":
