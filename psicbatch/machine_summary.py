@@ -52,6 +52,7 @@ def machine_summary() -> dict[str, Any]:
             if fused
             else "separate from the convolutions (oneDNN's fused operator failed its check here)"
         ),
+        "training layout on the cpu": hardware.training_layout(cpu),  # inference: channels_last
         "gpus": gpus(),
         "default device": default_device(),
         "dali": dali_status(),

@@ -85,16 +85,6 @@ def best_path(out: Path) -> Path:
     return out.with_name(out.name + ".best.partial")
 
 
-def training_layout(device: torch.device) -> str:
-    """The memory layout training steps ran faster in (``benchmarks/cpu_engine_forms.py
-    --train``, the CPU recipe's network): channels_last where torch runs AVX-512 kernels
-    (1.29-1.37x the default layout on an AVX-512 Xeon), the default layout on other CPUs
-    (channels_last 0.52-0.94x on an AVX2-only EPYC; the Xeon held to AVX2 kernels gave
-    1.09-1.10x, but has not an AVX2 PC's caches) and on GPUs, where it was not measured."""
-    avx512 = hardware.cpu_precisions().capability.startswith("AVX512")
-    return "channels_last" if device.type == "cpu" and avx512 else "contiguous"
-
-
 def _poly_lr(base: float, step: int, total: int) -> float:
     return base * (1 - step / max(1, total)) ** 0.9
 
@@ -144,7 +134,7 @@ class Trainer:
         if "loss_scale" in state:  # a resumed fp16 training goes on at its scale
             self.loss_scale = LossScale(**state["loss_scale"])
         model.to(self.device)
-        state["layout"] = training_layout(self.device)
+        state["layout"] = hardware.training_layout(self.device)
         if state["layout"] == "channels_last":
             model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         # conv10 by FFT where that is faster (weights and state dict unchanged)

@@ -41,6 +41,7 @@ def test_an_avx2_cpu_gets_fp32_and_conv10_in_the_frequency_domain(
     assert shown["cpu instructions"] == AVX2.describe()
     assert shown["torch on the cpu"].startswith("auto: fp32, this CPU has no native bf16")
     assert shown["conv10 on the cpu"] == "frequency domain in fp32"
+    assert shown["training layout on the cpu"] == "contiguous"
     assert shown["build-engine auto"].startswith("times torch fp32, ")
     assert "torch bf16" not in shown["build-engine auto"]
     assert shown["build-engine auto"].endswith("int8 too, last: no int8 dot products here)")
@@ -55,6 +56,7 @@ def test_an_amx_cpu_gets_bf16_and_conv10_direct(monkeypatch: pytest.MonkeyPatch)
     # Why, without the instruction line the row above already shows.
     assert shown["torch on the cpu"] == "auto: bf16, computed in AMX tiles on this CPU"
     assert shown["conv10 on the cpu"] == "direct in bf16"
+    assert shown["training layout on the cpu"] == "channels_last"
     assert shown["build-engine auto"].startswith("times torch bf16, ")
     assert shown["build-engine auto"].endswith("(with --calib int8 too, first)")
 
