@@ -66,8 +66,9 @@ def cpu_candidates(calibrated: bool) -> list[Candidate]:
     bf16 on AVX-512 VNNI) and last where it has none (every int8 candidate 0.70-0.99x
     torch fp32 on that EPYC, benchmarks/results/cpu-int8-avx2-epyc/).
     """
+    cpu = hardware.cpu_precisions()
     int8 = [Candidate(b, "int8") for b in installed_cpu_int8()] if calibrated else []
-    floats = [Candidate("torch", "bf16")] if hardware.cpu_precisions().bf16 else []
+    floats = [Candidate("torch", "bf16")] if cpu.bf16 else []
     floats += [
         Candidate(name, "fp32")
         for name, entry in BACKENDS.items()
@@ -75,7 +76,7 @@ def cpu_candidates(calibrated: bool) -> list[Candidate]:
     ]
     preferred = Candidate("torch", cpu_auto().precision)
     floats.sort(key=lambda candidate: candidate != preferred)  # stable: the rest keep order
-    return int8 + floats if hardware.cpu_precisions().int8_dot else floats + int8
+    return int8 + floats if cpu.int8_dot else floats + int8
 
 
 Built = TypeVar("Built")
