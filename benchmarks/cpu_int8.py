@@ -116,7 +116,7 @@ def candidates(work: Path, skip: set[str]) -> dict[str, Runner]:
     checkpoint = untrained_checkpoint(ModelConfig(width=1.0), CALIBRATION_SIZE)
     checkpoint_path = save_checkpoint(checkpoint, work / "paper-width-1.pt")
     calibration = synthetic_parity_images(checkpoint, CALIBRATION_SIZE)
-    fp32 = export_onnx(checkpoint, work / "fp32.onnx", CALIBRATION_SIZE, 16, True)
+    fp32 = export_onnx(checkpoint, work / "fp32.onnx", CALIBRATION_SIZE, True)
     graphs = {
         "s8": quantize_int8(fp32, work / "qdq-s8.onnx", calibration, "s8"),
         "u8": quantize_int8(fp32, work / "qdq-u8.onnx", calibration, "u8"),

@@ -58,29 +58,30 @@ def test_folding_refuses_a_model_in_training_mode() -> None:
 
 
 def test_the_same_graph_is_exported_once_per_process(tmp_path, monkeypatch) -> None:
-    """A tuned build turns one exported graph into several candidates."""
+    """A tuned build turns one exported graph into several candidates, and engines of
+    the same checkpoint and size share it whatever their largest batch."""
     from psicbatch.engines import export
 
     calls = []
 
-    def fake_export(checkpoint, path, size, max_batch, dynamic, dtype):
-        calls.append((size, max_batch))
+    def fake_export(checkpoint, path, size, dynamic, dtype):
+        calls.append(size)
         path.write_bytes(f"graph {len(calls)}".encode())
 
     monkeypatch.setattr(export, "_export", fake_export)
     monkeypatch.setattr(export, "_last_export", {})
 
-    def exported(name: str, max_batch: int, sha: str | None) -> bytes:
+    def exported(name: str, size: tuple[int, int], sha: str | None) -> bytes:
         """The graph's bytes; ``sha`` None: no digest, so nothing is remembered."""
         path = tmp_path / name
-        export.export_onnx(object(), path, (64, 64), max_batch, True, checkpoint_sha256=sha)
+        export.export_onnx(object(), path, size, True, checkpoint_sha256=sha)
         return path.read_bytes()
 
-    assert exported("1.onnx", 4, "sha-a") == exported("2.onnx", 4, "sha-a") == b"graph 1"
+    assert exported("1.onnx", (64, 64), "sha-a") == exported("2.onnx", (64, 64), "sha-a")
     assert len(calls) == 1
-    exported("3.onnx", 8, "sha-a")
-    exported("4.onnx", 8, "sha-b")
-    exported("5.onnx", 8, None)  # without a checkpoint digest: always exported
+    exported("3.onnx", (64, 96), "sha-a")
+    exported("4.onnx", (64, 96), "sha-b")
+    exported("5.onnx", (64, 96), None)  # without a checkpoint digest: always exported
     assert len(calls) == 4
 
 

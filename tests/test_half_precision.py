@@ -38,7 +38,7 @@ def graphs(tmp_path_factory: pytest.TempPathFactory, images: np.ndarray) -> list
     """The fp32 graph, its int8 Q/DQ graph and that graph with fp16 outside the pairs."""
     folder = tmp_path_factory.mktemp("qdq")
     checkpoint = load_checkpoint(demo_model_path())
-    fp32 = export_onnx(checkpoint, folder / "fp32.onnx", images.shape[2:], 4, False)
+    fp32 = export_onnx(checkpoint, folder / "fp32.onnx", images.shape[2:], False)
     int8 = quantize_int8(fp32, folder / "int8.onnx", images[:8], "s8")
     return [fp32, int8, float16_outside_qdq(int8, folder / "int8-fp16.onnx")]
 

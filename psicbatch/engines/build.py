@@ -422,7 +422,7 @@ def _build_backend(
     if not entry.from_onnx:
         say("building")
         return entry.load(entry.builder)(checkpoint_path, staging, options.compile)
-    size, max_batch = manifest.input_size, manifest.max_batch
+    size = manifest.input_size
     work = staging / "work"
     work.mkdir()
     try:
@@ -433,7 +433,6 @@ def _build_backend(
                 checkpoint,
                 work / "fp32.onnx",
                 size,
-                max_batch,
                 options.dynamic_size,
                 checkpoint_sha256=manifest.checkpoint_sha256,
             )
@@ -456,7 +455,6 @@ def _build_backend(
             checkpoint,
             work / "model.onnx",
             size,
-            max_batch,
             options.dynamic_size,
             dtype,
             checkpoint_sha256=manifest.checkpoint_sha256,

@@ -17,6 +17,7 @@ from psicbatch.model import PSICNet
 from psicbatch.network_size import STRIDE
 
 ONNX_OPSET = 18
+MAX_EXPORTED_BATCH = 65536  # the range torch.export reasons over; ONNX keeps the batch free
 
 
 class ProbabilityModel(nn.Module):
@@ -43,22 +44,22 @@ def export_onnx(
     checkpoint: Checkpoint,
     path: Path,
     input_size: tuple[int, int],
-    max_batch: int,
     dynamic_size: bool,
     dtype: torch.dtype = torch.float32,
     checkpoint_sha256: str | None = None,
 ) -> Path:
     """One self-contained ONNX file with dynamic batch (and size, in multiples of 8).
 
-    With ``checkpoint_sha256`` the last graph this process exported is reused when the
-    same checkpoint and shapes come again: the export is the slow part of an ONNX-based
-    build (tens of seconds for the paper's network), and a tuned build turns the same
-    graph into up to four candidates."""
-    key = (checkpoint_sha256, tuple(input_size), max_batch, dynamic_size, dtype)
+    The batch has no bound of its own in the graph, so engines of any largest batch share
+    it. With ``checkpoint_sha256`` the last graph this process exported is reused when the
+    same checkpoint and size come again: the export is the slow part of an ONNX-based
+    build (10-15 s for the demo model on a 2-core CPU, tens of seconds for the paper's
+    network), and a tuned build turns the same graph into up to four candidates."""
+    key = (checkpoint_sha256, tuple(input_size), dynamic_size, dtype)
     if checkpoint_sha256 is not None and _last_export.get("key") == key:
         path.write_bytes(_last_export["graph"])
         return path
-    _export(checkpoint, path, input_size, max_batch, dynamic_size, dtype)
+    _export(checkpoint, path, input_size, dynamic_size, dtype)
     if checkpoint_sha256 is not None:
         _last_export.update(key=key, graph=path.read_bytes())
     return path
@@ -68,7 +69,6 @@ def _export(
     checkpoint: Checkpoint,
     path: Path,
     input_size: tuple[int, int],
-    max_batch: int,
     dynamic_size: bool,
     dtype: torch.dtype,
 ) -> None:
@@ -78,8 +78,9 @@ def _export(
 
     model = ProbabilityModel(checkpoint.build_model(), dtype)
     channels = checkpoint.model_config.in_channels
-    example = torch.zeros(min(2, max_batch), channels, *input_size)
-    axes: dict[int, object] = {0: Dim("batch", min=1, max=max(2, max_batch))}
+    # Batch 2, not 1: torch.export fixes a dimension its example gives as 1.
+    example = torch.zeros(2, channels, *input_size)
+    axes: dict[int, object] = {0: Dim("batch", min=1, max=MAX_EXPORTED_BATCH)}
     if dynamic_size:
         axes[2] = STRIDE * Dim("height_in_strides", min=1, max=1024)
         axes[3] = STRIDE * Dim("width_in_strides", min=1, max=1024)
