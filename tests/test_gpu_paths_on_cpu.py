@@ -94,6 +94,19 @@ def test_the_paper_size_input_on_the_cpu_path(tmp_path: Path) -> None:
     assert summary.seg_max.shape == (2,) and summary.sizes[1] == (2000, 700)
 
 
+def test_every_benchmark_script_parses() -> None:
+    """What the default suite checks of the benchmarks that run only in ``slow`` tests or
+    on a GPU: each shell script is valid bash and each Python script compiles."""
+    scripts = sorted((ROOT / "benchmarks").glob("*.sh"))
+    assert ROOT / "benchmarks" / "gpu_check.sh" in scripts
+    for script in scripts:
+        checked = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert checked.returncode == 0, f"{script.name}: {checked.stderr}"
+    for source in sorted((ROOT / "benchmarks").glob("*.py")):
+        compile(source.read_text(), str(source), "exec")
+
+
+@pytest.mark.slow  # reason: ten processes of the GPU check's steps at tiny sizes (~50 s)
 def test_the_gpu_check_script_runs_in_its_cpu_dry_run_mode(tmp_path: Path) -> None:
     out = tmp_path / "check"
     environment = {**os.environ, "PYTHON": sys.executable}
