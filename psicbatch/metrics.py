@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import ndimage
 
 BOUNDARY_DILATION_RATIO = 0.02
 
@@ -38,6 +37,8 @@ def boundary_band(mask: np.ndarray, ratio: float = BOUNDARY_DILATION_RATIO) -> n
     # Eroding with the outside (and the image border) as background, as the reference code
     # does; within the mask's bounding box only, since outside it every pixel is
     # background either way: a defect covers a small part of its image.
+    from scipy import ndimage  # here: every command imports this module, few score boundaries
+
     box = (slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1))
     part = mask[box]
     eroded = ndimage.binary_erosion(

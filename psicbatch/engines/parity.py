@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from psicbatch.checkpoint import Checkpoint
-from psicbatch.data.synth import synth_image
 from psicbatch.engines.base import Engine
 from psicbatch.engines.build_options import MIN_MASK_IOU
 from psicbatch.engines.export import ProbabilityModel
@@ -24,6 +23,8 @@ def synthetic_parity_images(
     checkpoint: Checkpoint, size: tuple[int, int], count: int = 8
 ) -> np.ndarray:
     """Textured images, half with defects, for parity checks when no images are given."""
+    from psicbatch.data.synth import synth_image  # here: SciPy, which only builds need
+
     rng = np.random.default_rng(0)
     channels = checkpoint.model_config.in_channels
     images = np.stack([synth_image(rng, *size, defective=i % 2 == 0)[0] for i in range(count)])
