@@ -52,3 +52,21 @@ def test_workers_end_when_the_main_process_is_killed(images: Path, tmp_path: Pat
         wait_for(lambda: not any(map(alive, workers)), 15)
     finally:
         process.kill()
+
+
+def test_stopping_workers_ends_a_stopped_one_at_once() -> None:
+    """A stopped process holds SIGTERM until it runs again: the workers are resumed as
+    they are terminated, not killed only after the grace period."""
+    import multiprocessing
+
+    from psicbatch.run.executors import _stop_now
+
+    context = multiprocessing.get_context("fork")  # a bare child: no interpreter to start
+    worker = context.Process(target=time.sleep, args=(60,), daemon=True)
+    worker.start()
+    os.kill(worker.pid, signal.SIGSTOP)
+    wait_for(lambda: Path(f"/proc/{worker.pid}/stat").read_text().split()[2] == "T", 10)
+    started = time.monotonic()
+    _stop_now([worker], context.Queue(), context.Queue())
+    assert not worker.is_alive() and worker.exitcode == -signal.SIGTERM
+    assert time.monotonic() - started < 4  # the grace period is 5 s

@@ -11,6 +11,7 @@ terminated at once; a worker also ends by itself when its parent dies.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import queue
@@ -136,14 +137,22 @@ def _stop_now(workers: list, task_queue: Any, result_queue: Any) -> None:
     for process in workers:
         if process.is_alive():
             process.terminate()
-    deadline = time.monotonic() + 5  # for all of them together: a stopped process holds
-    for process in workers:  # SIGTERM pending until it is killed
+            _resume(process)  # a stopped process holds SIGTERM until it runs again
+    deadline = time.monotonic() + 5  # for all of them together
+    for process in workers:
         process.join(timeout=max(0.0, deadline - time.monotonic()))
         if process.is_alive():
             process.kill()
     for channel in (task_queue, result_queue):
         channel.cancel_join_thread()
         channel.close()
+
+
+def _resume(process: Any) -> None:
+    """SIGCONT to a process that may be stopped, so that the SIGTERM it was sent ends it
+    now rather than at the kill after the grace period."""
+    with contextlib.suppress(ProcessLookupError, AttributeError):  # gone, or no SIGCONT
+        os.kill(process.pid, signal.SIGCONT)
 
 
 def receive(result_queue: Any, workers: list, timeout: float, waiting_for: str) -> Any:
