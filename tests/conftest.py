@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 
 
 def _pin_this_worker() -> None:
@@ -22,7 +23,16 @@ def _pin_this_worker() -> None:
         os.sched_setaffinity(0, share)
 
 
+def _cache_bytecode() -> None:
+    """Write compiled modules even where the environment says not to: the suite starts
+    about a hundred Python processes that import psicbatch, and each would otherwise
+    compile every module of it again (about 0.3 s a process on 2 cores)."""
+    sys.dont_write_bytecode = False
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
+
 _pin_this_worker()
+_cache_bytecode()
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
