@@ -267,10 +267,19 @@ def test_keep_best_keeps_the_epochs_scoring_best_and_scores_the_model_as_they_sc
         replace(OPTIONS, keep="first")
 
 
+@pytest.mark.parametrize(
+    "stride",
+    [3, pytest.param(1, marks=pytest.mark.slow)],  # slow: every save point (25 trainings)
+)
 def test_keep_best_stopped_at_any_save_and_resumed_gives_the_uninterrupted_model(
-    tmp_path: Path, data: tuple[TensorDataset, TensorDataset], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    data: tuple[TensorDataset, TensorDataset],
+    monkeypatch: pytest.MonkeyPatch,
+    stride: int,
 ) -> None:
-    # Every save point is tried, each a training stopped there and one resumed: fewer
+    # Save points 1, 1 + stride, ... are tried, each a training stopped there and one
+    # resumed: by default an epoch's partial, a best epoch held, a phase's end and a
+    # partial after the kept epoch (12 saves, in the order training makes them); fewer
     # images than the other tests, since what is checked is only that both end alike.
     train, held_out = data[0].subset(list(range(16))), data[1].subset(list(range(12)))
     options = replace(OPTIONS, seg_epochs=3, cls_epochs=2, keep="best")
@@ -304,8 +313,8 @@ def test_keep_best_stopped_at_any_save_and_resumed_gives_the_uninterrupted_model
         for name, tensor in straight.state_dict.items():
             assert torch.equal(tensor, resumed.state_dict[name]), (stop, name)
         assert not best_path(out).exists()
-        stop += 1
-    assert stop > 8  # each epoch's partial, the best epochs held, each phase's end, the model
+        stop += stride
+    assert stop > 12  # each epoch's partial, the best epochs held, each phase's end, the model
 
 
 def test_a_resume_without_the_best_epochs_weights_is_refused_in_one_line(
