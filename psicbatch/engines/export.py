@@ -53,8 +53,9 @@ def export_onnx(
     The batch has no bound of its own in the graph, so engines of any largest batch share
     it. With ``checkpoint_sha256`` the last graph this process exported is reused when the
     same checkpoint and size come again: the export is the slow part of an ONNX-based
-    build (10-15 s for the demo model on a 2-core CPU, tens of seconds for the paper's
-    network), and a tuned build turns the same graph into up to four candidates."""
+    build (about 13 s on a 2-core AVX2 CPU, for the demo model and the paper's network
+    alike: tracing, not the weights, takes the time), and a tuned build turns the same
+    graph into up to four candidates."""
     key = (checkpoint_sha256, tuple(input_size), dynamic_size, dtype)
     if checkpoint_sha256 is not None and _last_export.get("key") == key:
         path.write_bytes(_last_export["graph"])
