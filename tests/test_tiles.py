@@ -200,14 +200,16 @@ def test_eval_scores_a_tiled_model_as_run_inspects_it(tmp_path: Path) -> None:
 
 
 def test_a_built_engine_tiles_as_its_checkpoint_does(tmp_path: Path) -> None:
-    """Engines take tiles as their input: no special graph, the manifest keeps the tiling."""
+    """Engines take tiles as their input: no special graph, the manifest keeps the tiling.
+    A torch engine stands for every backend here: they share the manifest and the run
+    path, and ONNX graphs take any size in multiples of 8 (test_engines)."""
     from psicbatch.engines.build import BuildOptions, build_engine
 
     image, _ = line_scan_image(300, 1000)
     Image.fromarray(image).save(tmp_path / "a.png")
     model = tiled_demo(tmp_path / "t.pt")
     options = BuildOptions(
-        backend="onnxruntime", precision="fp32", max_batch=8, out=tmp_path / "e", device="cpu"
+        backend="torch", precision="fp32", max_batch=8, out=tmp_path / "e", device="cpu"
     )
     directory, manifest = build_engine(model, options)
     assert manifest.engine_preprocessing().tile_overlap == 16
