@@ -70,3 +70,25 @@ def test_stopping_workers_ends_a_stopped_one_at_once() -> None:
     _stop_now([worker], context.Queue(), context.Queue())
     assert not worker.is_alive() and worker.exitcode == -signal.SIGTERM
     assert time.monotonic() - started < 4  # the grace period is 5 s
+
+
+def test_waiting_for_workers_at_the_end_is_bounded_for_all_together() -> None:
+    """A run that ends normally waits a while for its workers to leave; with several
+    that do not, the wait is shared rather than spent again on each."""
+    import multiprocessing
+
+    from psicbatch.run.executors import _join_all
+
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=time.sleep, args=(60,), daemon=True) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    try:
+        started = time.monotonic()
+        _join_all(workers, seconds=1)
+        assert time.monotonic() - started < 2  # one after another would take 3 s
+        assert all(worker.is_alive() for worker in workers)
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.join()

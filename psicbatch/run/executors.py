@@ -125,8 +125,7 @@ def _ordered(
         raise
     for _ in workers:
         task_queue.put(None)
-    for process in workers:
-        process.join(timeout=10)
+    _join_all(workers, seconds=10)
     _stop_now(workers, task_queue, result_queue)
 
 
@@ -138,14 +137,21 @@ def _stop_now(workers: list, task_queue: Any, result_queue: Any) -> None:
         if process.is_alive():
             process.terminate()
             _resume(process)  # a stopped process holds SIGTERM until it runs again
-    deadline = time.monotonic() + 5  # for all of them together
+    _join_all(workers, seconds=5)
     for process in workers:
-        process.join(timeout=max(0.0, deadline - time.monotonic()))
         if process.is_alive():
             process.kill()
     for channel in (task_queue, result_queue):
         channel.cancel_join_thread()
         channel.close()
+
+
+def _join_all(workers: list, seconds: float) -> None:
+    """Wait up to ``seconds`` for all workers together, not for each in turn, so that
+    a run's exit waits at most that long however many workers it has."""
+    deadline = time.monotonic() + seconds
+    for process in workers:
+        process.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def _resume(process: Any) -> None:
