@@ -11,7 +11,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from click.testing import CliRunner
 from PIL import Image
+
+from psicbatch.cli import main
 
 CONSOLE = Path(sys.executable).parent / "psicbatch"
 FAST = ["--decoder", "pil", "--precision", "fp32", "--device", "cpu", "-q"]
@@ -20,18 +23,31 @@ IMAGES = 600
 
 
 def many_images(folder: Path) -> Path:
-    """Enough small images that a run lasts well past its first saved rows."""
+    """Enough small images that a run lasts well past its first saved rows, in
+    ``folder/images``, and beside them a small model to run them with (``run_options``):
+    the runs here are about stopping, not the network, which would take most of their
+    time at the demo model's size."""
+    images = folder / "images"
+    images.mkdir()
     rng = np.random.default_rng(0)
     for i in range(IMAGES):
         Image.fromarray(rng.integers(0, 255, (40, 48), dtype=np.uint8)).save(
-            folder / f"{i:04d}.png", compress_level=0
+            images / f"{i:04d}.png", compress_level=0
         )
-    return folder
+    model = ["init", str(folder / "model.pt"), "--width", "0.125", "--input-size", "64x64"]
+    made = CliRunner().invoke(main, model)
+    assert made.exit_code == 0, made.output
+    return images
 
 
-def start(folder: Path, out: Path, *args: str, **popen: object) -> subprocess.Popen:
+def run_options(images: Path) -> list[object]:
+    """The options of every run of ``many_images``: the same for a run and its resume."""
+    return [*FAST, "--model", images.parent / "model.pt"]
+
+
+def start(images: Path, out: Path, *args: str, **popen: object) -> subprocess.Popen:
     return subprocess.Popen(
-        [CONSOLE, "run", folder, "--out", out, *FAST, "--flush-every", "8", *args],
+        [CONSOLE, "run", images, "--out", out, *run_options(images), "--flush-every", "8", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         **popen,

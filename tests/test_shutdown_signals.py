@@ -17,10 +17,10 @@ import pytest
 from psicbatch.data.synth import generate
 from tests.run_processes import (
     CONSOLE,
-    FAST,
     IMAGES,
     STARTUP_SECONDS,
     many_images,
+    run_options,
     saved_parts,
     start,
     wait_for,
@@ -52,7 +52,7 @@ def test_a_signal_saves_what_is_done_and_exits_with_its_code(
     lines = stderr.decode().strip().splitlines()
     assert lines == [lines[-1]] and f"stopped by {name}" in lines[-1] and "--resume" in lines[-1]
     resumed = subprocess.run(
-        [CONSOLE, "run", images, "--out", out, *FAST, "--resume"],
+        [CONSOLE, "run", images, "--out", out, *run_options(images), "--resume"],
         capture_output=True,
         timeout=STARTUP_SECONDS * 2,
     )
