@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 from psicbatch import metrics
 from psicbatch.scores import EvaluationSummary
@@ -105,6 +104,8 @@ def test_two_class_miou() -> None:
 
 @pytest.mark.parametrize("seed", range(8))
 def test_auc_and_ap_match_scikit_learn(seed: int) -> None:
+    from sklearn.metrics import average_precision_score, roc_auc_score  # 2 s to import
+
     rng = np.random.default_rng(seed)
     labels = rng.random(60) < 0.25
     labels[:2] = [True, False]
