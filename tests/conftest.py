@@ -25,7 +25,7 @@ def _pin_this_worker() -> None:
 
 def _cache_bytecode() -> None:
     """Write compiled modules even where the environment says not to: the suite starts
-    about a hundred Python processes that import psicbatch, and each would otherwise
+    about 80 Python processes that import psicbatch, and each would otherwise
     compile every module of it again (about 0.3 s a process on 2 cores)."""
     sys.dont_write_bytecode = False
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
