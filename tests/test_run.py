@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -418,8 +419,18 @@ def test_killed_run_resumes_to_the_same_table(images: Path, tmp_path: Path) -> N
     )
 
 
-def test_ray_executor_gives_the_local_executors_rows(images: Path, tmp_path: Path) -> None:
-    pytest.importorskip("ray", reason="Ray is an optional extra")
+@pytest.fixture
+def local_ray() -> Iterator[None]:
+    """Ray, shut down after the test: the local Ray a run starts in this process keeps
+    its processes, and about 5% of a core, until then (a command's process ends)."""
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra")
+    yield
+    ray.shutdown()
+
+
+def test_ray_executor_gives_the_local_executors_rows(
+    images: Path, tmp_path: Path, local_ray: None
+) -> None:
     folder = bad_folder(tmp_path, images)
     local, ray = tmp_path / "local.parquet", tmp_path / "ray.parquet"
     args = [str(folder), "--decoder", "pil", "--batch-size", "3", "--allow-errors"]
