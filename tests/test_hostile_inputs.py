@@ -242,6 +242,8 @@ def test_a_file_that_decodes_too_long_gets_an_error_row(
             decoder,
             "--decode-timeout",
             "1",
+            "--batch-size",
+            "2",  # DALI gives a batch 1 s per file before it isolates the one that stalls
         ],
     )
     assert result.exit_code == 3, result.output
