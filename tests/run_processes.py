@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from click.testing import CliRunner
 from PIL import Image
 
-from psicbatch.cli import main
+from psicbatch.checkpoint import save_checkpoint, untrained_checkpoint
+from psicbatch.model import ModelConfig
 
 CONSOLE = Path(sys.executable).parent / "psicbatch"
 FAST = ["--decoder", "pil", "--precision", "fp32", "--device", "cpu", "-q"]
@@ -34,9 +34,7 @@ def many_images(folder: Path) -> Path:
         Image.fromarray(rng.integers(0, 255, (40, 48), dtype=np.uint8)).save(
             images / f"{i:04d}.png", compress_level=0
         )
-    model = ["init", str(folder / "model.pt"), "--width", "0.125", "--input-size", "64x64"]
-    made = CliRunner().invoke(main, model)
-    assert made.exit_code == 0, made.output
+    save_checkpoint(untrained_checkpoint(ModelConfig(width=0.125), (64, 64)), folder / "model.pt")
     return images
 
 
