@@ -12,7 +12,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,9 +34,8 @@ from psicbatch.run.inputs import collect_inputs
 from psicbatch.run.job import resolved_sources
 from psicbatch.run.output import read_metadata
 from psicbatch.run.runner import RunOptions, run
-from tests.run_processes import killed_run
+from tests.run_processes import CONSOLE, killed_run
 
-CONSOLE = Path(sys.executable).parent / "psicbatch"
 PER_RUN_SECONDS = 120
 
 

@@ -9,7 +9,6 @@ import errno
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,10 +26,8 @@ from psicbatch.model import PSICNet
 from psicbatch.output_lock import OutputLock
 from psicbatch.run.output import read_metadata
 from psicbatch.run.output_guard import REPORT, REPORT_MARKER, RESULTS, write_checked
-from tests.run_processes import killed_run
+from tests.run_processes import CONSOLE, FAST, killed_run
 
-CONSOLE = Path(sys.executable).parent / "psicbatch"
-FAST = ["--decoder", "pil", "--precision", "fp32", "--device", "cpu", "-q"]
 INVALID_UTF8 = os.fsdecode(b"camera_\xff\xfe.png")
 
 
