@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -30,6 +31,9 @@ from psicbatch.engines.manifest import MANIFEST_NAME
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import file_sha256
+from psicbatch.preprocess import Preprocessing
+from psicbatch.run.batch_budget import SLACK, BatchBudget
+from psicbatch.run.files import FileLimits
 from psicbatch.run.inputs import collect_inputs
 from psicbatch.run.job import resolved_sources
 from psicbatch.run.output import read_metadata
@@ -205,8 +209,8 @@ def test_a_file_that_decodes_too_long_gets_an_error_row(
 
     folder = tmp_path / "images"
     folder.mkdir()
-    for index in range(5):
-        image(folder / f"{index}.png", index)
+    for index in range(11):
+        image(folder / f"{index:02}.png", index)
     slow = image(folder / "slow.png", 99).read_bytes()
     if decoder == "pil":
         real = decode.read_image
@@ -241,11 +245,63 @@ def test_a_file_that_decodes_too_long_gets_an_error_row(
             "--decode-timeout",
             "1",
             "--batch-size",
-            "2",  # DALI gives a batch 1 s per file before it isolates the one that stalls
+            "12",  # one batch: the timeout once per file would outlast --batch-timeout
+            "--batch-timeout",
+            "8",
         ],
     )
     assert result.exit_code == 3, result.output
     assert time.monotonic() - began < 25
     rows = {Path(r["path"]).name: r for r in pq.read_table(out).to_pylist()}
     assert rows["slow.png"]["error"] == "decoding took longer than 1 s (--decode-timeout)"
-    assert all(rows[f"{i}.png"]["error"] is None for i in range(5))
+    assert all(rows[f"{i:02}.png"]["error"] is None for i in range(11))
+
+
+def test_a_batch_budget_is_one_limit_and_the_pace_seen_for_the_rest() -> None:
+    budget = BatchBudget(file_seconds=60)
+    assert budget.seconds(8) == 120  # the limit for the slowest file, and once for the rest
+    assert budget.seconds(1) == 60
+    budget.record(0.8, 8)  # 0.1 s per file
+    assert budget.seconds(8) == pytest.approx(60 + SLACK * 8 * 0.1)
+    assert budget.seconds(1) == 60  # one file: its limit
+    budget.record(0.4, 8)  # a faster batch does not lower it
+    assert budget.seconds(8) == pytest.approx(60 + SLACK * 8 * 0.1)
+    budget.record(80, 8)  # 10 s per file
+    assert budget.seconds(8) == 60 + SLACK * 8 * 10
+    budget.record(240, 8)  # 30 s per file
+    assert budget.seconds(8) == 480  # never more than the limit once per file
+
+
+def test_dali_gives_a_stalled_file_about_two_timeouts_once_batches_were_timed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stalled file's batch gets one timeout and the pace of the batches before, not one
+    timeout per file; then its files are decoded alone, each within the timeout."""
+    pytest.importorskip("nvidia.dali")
+    import psicbatch.run.decode as decode
+
+    files = [image(tmp_path / f"{index}.png", index, (16, 16)) for index in range(8)]
+    slow = files[6].read_bytes()
+
+    def quick_or_stalled(self: object, arrays: list[np.ndarray]) -> torch.Tensor:
+        if any(array.tobytes() == slow for array in arrays):
+            time.sleep(30)
+        return torch.zeros((len(arrays), 1, 16, 16), dtype=torch.uint8)
+
+    budgets: list[float] = []
+    real_call_limited = decode.call_limited
+
+    def recorded(call: Any, seconds: float) -> Any:
+        budgets.append(seconds)
+        return real_call_limited(call, seconds)
+
+    monkeypatch.setattr(decode.DaliDecoder, "_run", quick_or_stalled)
+    monkeypatch.setattr(decode, "call_limited", recorded)
+    decoder = decode.DaliDecoder(Preprocessing((16, 16)), 4, limits=FileLimits(decode_seconds=1))
+    first, second = decoder.decode(files[:4]), decoder.decode(files[4:])
+    assert first.positions == [0, 1, 2, 3] and first.errors == {}
+    assert second.positions == [0, 1, 3]
+    assert second.errors == {2: "decoding took longer than 1 s (--decode-timeout)"}
+    assert budgets[0] == 2  # nothing timed yet: the timeout twice
+    assert 1 < budgets[1] < 2  # one timeout and four files at the first batch's pace
+    assert budgets[2:] == [1, 1, 1, 1]  # then each file alone

@@ -9,9 +9,9 @@ device by the worker (``preprocess.Normalizer``):
   otherwise. The pipeline's output reaches torch without a copy, on the same device (GPU
   memory for ``mixed``: no round trip through the host), through DLPack on a CUDA stream
   of the decoder's own, which it waits for: never behind the engine's work. DALI fails a
-  whole batch on one bad file and the pipeline cannot be used again, so a failed batch
-  is retried file by file on fresh pipelines to name the bad file(s) and keep every good
-  one.
+  whole batch on one bad file and the pipeline cannot be used again, so a failed batch,
+  or one past its time budget (``batch_budget``), is retried file by file on fresh
+  pipelines to name the bad file(s) and keep every good one.
 - ``PilDecoder``: PIL in a thread pool, when DALI is not installed, and for tiled models
   (each image cut at native resolution into the engine's tiles, ``tiles.TileGrid``).
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib.util
 import queue
+import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -44,6 +45,7 @@ from psicbatch.data.images import (
 )
 from psicbatch.errors import PsicbatchError
 from psicbatch.preprocess import Preprocessing, engine_input, read_chw
+from psicbatch.run.batch_budget import BatchBudget
 from psicbatch.run.files import FileLimits, FileStamp, current_stamp
 from psicbatch.run.headers import read_bytes
 from psicbatch.run.limited import TimeLimitExceeded, call_limited, run_limited
@@ -153,6 +155,7 @@ class DaliDecoder:
     def __post_init__(self) -> None:
         self.pipeline = self._build()
         self.stream: torch.cuda.Stream | None = None  # the copies' own, made at first use
+        self.budget = BatchBudget(self.limits.decode_seconds)
 
     def _build(self) -> Any:
         built = define_pipeline(self.preprocessing, self.batch_size, self.threads, self.device_id)
@@ -207,15 +210,21 @@ class DaliDecoder:
         if not readable:
             return batch
         arrays = [np.frombuffer(data, dtype=np.uint8) for _, _, data, _ in readable]
-        seconds = self.limits.decode_seconds * len(readable)
         try:
-            images = call_limited(partial(self._run, arrays), seconds)
+            images = self._run_timed(arrays, self.budget.seconds(len(arrays)))
         except (RuntimeError, TimeLimitExceeded):
             return self._isolate(readable, batch)
         batch.positions = [position for position, _, _, _ in readable]
         batch.sizes = [size for _, _, _, size in readable]
         batch.images = images
         return batch
+
+    def _run_timed(self, arrays: list[np.ndarray], seconds: float) -> torch.Tensor:
+        """``_run`` within ``seconds``; its pace, when it succeeds, sets later budgets."""
+        began = time.monotonic()
+        images = call_limited(partial(self._run, arrays), seconds)
+        self.budget.record(time.monotonic() - began, len(arrays))
+        return images
 
     def _isolate(self, readable: list, batch: DecodedBatch) -> DecodedBatch:
         """After a failed or overlong batch: fresh pipeline, one file at a time."""
@@ -224,7 +233,7 @@ class DaliDecoder:
         for position, path, data, size in readable:
             array = np.frombuffer(data, dtype=np.uint8)
             try:
-                images.append(call_limited(partial(self._run, [array]), self.limits.decode_seconds))
+                images.append(self._run_timed([array], self.limits.decode_seconds))
             except TimeLimitExceeded:
                 batch.errors[position] = _timed_out(self.limits)
                 self.pipeline = self._build()  # an abandoned pipeline is not reused
