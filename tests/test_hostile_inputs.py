@@ -302,6 +302,40 @@ def test_dali_gives_a_stalled_file_about_two_timeouts_once_batches_were_timed(
     assert first.positions == [0, 1, 2, 3] and first.errors == {}
     assert second.positions == [0, 1, 3]
     assert second.errors == {2: "decoding took longer than 1 s (--decode-timeout)"}
-    assert budgets[0] == 2  # nothing timed yet: the timeout twice
-    assert 1 < budgets[1] < 2  # one timeout and four files at the first batch's pace
-    assert budgets[2:] == [1, 1, 1, 1]  # then each file alone
+    # Each batch is read, then decoded, within its budget.
+    assert budgets[:2] == [2, 2]  # nothing timed yet: the timeout twice
+    assert 1 < budgets[2] == budgets[3] < 2  # one timeout, four files at the first one's pace
+    assert budgets[4:] == [1, 1, 1, 1]  # then each file alone
+
+
+@pytest.mark.parametrize("decoder", ["dali", "pil"])
+def test_a_file_whose_reading_stalls_gets_an_error_and_its_batch_goes_on(
+    tmp_path: Path, decoder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on a network share that stops answering for one file: its read is abandoned at
+    --decode-timeout, as a decoding would be."""
+    if decoder == "dali":
+        pytest.importorskip("nvidia.dali")
+    import psicbatch.run.decode as decode
+
+    files = [image(tmp_path / f"{index}.png", index, (16, 16)) for index in range(4)]
+    real_read = decode.read_bytes
+
+    def stalled(path: Path, *args: Any) -> Any:
+        if path == files[1]:
+            time.sleep(30)
+        return real_read(path, *args)
+
+    monkeypatch.setattr(decode, "read_bytes", stalled)
+    limits, preprocessing = FileLimits(decode_seconds=1), Preprocessing((16, 16))
+    chosen = (
+        decode.DaliDecoder(preprocessing, 4, limits=limits)
+        if decoder == "dali"
+        else decode.PilDecoder(preprocessing, limits=limits)
+    )
+    began = time.monotonic()
+    batch = chosen.decode(files)
+    assert time.monotonic() - began < 20  # not the 30 s the read takes
+    assert batch.positions == [0, 2, 3]
+    assert batch.errors == {1: "decoding took longer than 1 s (--decode-timeout)"}
+    assert set(batch.stamps) == {0, 1, 2, 3}  # which version of each file it was

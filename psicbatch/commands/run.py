@@ -140,7 +140,7 @@ WATCH_OUT = "results"  # --watch's default --out: a folder of parts
     type=POSITIVE,
     default=DEFAULT_DECODE_SECONDS,
     show_default=True,
-    help="Seconds one file may take to decode before it gets an error row.",
+    help="Seconds one file may take to read and decode before it gets an error row.",
 )
 @click.option(
     "--flush-every",

@@ -107,12 +107,7 @@ class PilDecoder:
 
     def decode(self, paths: list[Path]) -> DecodedBatch:
         calls = [partial(self._one, path) for path in paths]
-        results = run_limited(calls, self.threads, self.limits.decode_seconds)
-        outcomes = [_outcome(result, self.limits) for result in results]
-        for position, result in enumerate(results):
-            if isinstance(result, TimeLimitExceeded):  # it was read: record which version
-                outcomes[position] = (outcomes[position][0], current_stamp(paths[position]))
-        return _collect(outcomes, self.pin)
+        return _collect(_limited_outcomes(calls, paths, self.threads, self.limits), self.pin)
 
     def close(self) -> None:
         pass
@@ -124,6 +119,30 @@ class StampedError(Exception):
     def __init__(self, problem: str, stamp: FileStamp) -> None:
         super().__init__(problem)
         self.problem, self.stamp = problem, stamp
+
+
+def _each(calls: list[partial]) -> list[Any]:
+    """Each call's result or exception, in order."""
+    results: list[Any] = []
+    for call in calls:
+        try:
+            results.append(call())
+        except Exception as error:
+            results.append(error)
+    return results
+
+
+def _limited_outcomes(
+    calls: list[partial], paths: list[Path], threads: int, limits: FileLimits
+) -> list[Any]:
+    """Each call's outcome (``_outcome``), ``threads`` at a time, each within the
+    decoding limit; for one past it, the version of its file that took so long."""
+    results = run_limited(calls, threads, limits.decode_seconds)
+    outcomes = [_outcome(result, limits) for result in results]
+    for position, result in enumerate(results):
+        if isinstance(result, TimeLimitExceeded):
+            outcomes[position] = (outcomes[position][0], current_stamp(paths[position]))
+    return outcomes
 
 
 def _outcome(result: object, limits: FileLimits) -> Any:
@@ -195,14 +214,13 @@ class DaliDecoder:
     def decode(self, paths: list[Path]) -> DecodedBatch:
         batch = DecodedBatch()
         readable: list[tuple[int, Path, bytes, tuple[int, int]]] = []
-        for position, path in enumerate(paths):
-            try:
-                data, size, batch.stamps[position] = read_bytes(
-                    path, self.limits.max_bytes, self.preprocessing.bit_depth
-                )
-            except ImageReadError as error:
-                batch.errors[position] = error.problem
+        for position, (path, outcome) in enumerate(zip(paths, self._read(paths), strict=True)):
+            if isinstance(outcome[0], str):
+                batch.errors[position], stamp = outcome
+                if stamp is not None:
+                    batch.stamps[position] = stamp
                 continue
+            data, size, batch.stamps[position] = outcome
             if size is None:
                 batch.errors[position] = _diagnose(path, data)
             else:
@@ -218,6 +236,20 @@ class DaliDecoder:
         batch.sizes = [size for _, _, _, size in readable]
         batch.images = images
         return batch
+
+    def _read(self, paths: list[Path]) -> list[Any]:
+        """Each file's bytes, header size and stamp, or why not (``_outcome``), within
+        the limit as PIL's decoding reads them: one call reads the batch within its budget
+        (a thread per file would cost more than most reads); past it, each file is read
+        alone within the limit, so a read that stalls (a share that stops answering) is
+        that file's error, not a stalled batch."""
+        depth = self.preprocessing.bit_depth
+        reads = [partial(read_bytes, path, self.limits.max_bytes, depth) for path in paths]
+        try:
+            results = call_limited(partial(_each, reads), self.budget.seconds(len(reads)))
+        except TimeLimitExceeded:
+            return _limited_outcomes(reads, paths, self.threads, self.limits)
+        return [_outcome(result, self.limits) for result in results]
 
     def _run_timed(self, arrays: list[np.ndarray], seconds: float) -> torch.Tensor:
         """``_run`` within ``seconds``; its pace, when it succeeds, sets later budgets."""

@@ -24,7 +24,8 @@ DEFAULT_DECODE_SECONDS = 60.0  # a camera image decodes in milliseconds
 
 @dataclass(frozen=True)
 class FileLimits:
-    """Per-file limits of a run: bytes read, and seconds one file may take to decode."""
+    """Per-file limits of a run: bytes read, and seconds one file may take to read and
+    decode."""
 
     max_bytes: int = DEFAULT_MAX_MIB * MIB
     decode_seconds: float = DEFAULT_DECODE_SECONDS
