@@ -11,7 +11,7 @@ slowest file plus, for the rest, a generous multiple of the slowest pace seen so
 (before any batch was timed, the limit once more); never more than the limit once per
 file. A stalled file then costs two or three timeouts (its batch's, then its own alone).
 A healthy batch that overruns loses only time: its files are read or decoded again one
-at a time, each within the limit, and their pace raises the budget for later batches.
+at a time, each within the limit (and the pace of those decoded raises later budgets).
 """
 
 from __future__ import annotations
