@@ -339,3 +339,25 @@ def test_a_file_whose_reading_stalls_gets_an_error_and_its_batch_goes_on(
     assert batch.positions == [0, 2, 3]
     assert batch.errors == {1: "decoding took longer than 1 s (--decode-timeout)"}
     assert set(batch.stamps) == {0, 1, 2, 3}  # which version of each file it was
+
+
+def test_a_report_thumbnail_whose_reading_stalls_is_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from psicbatch.run import html_report, rle
+
+    good, stalled = (image(tmp_path / f"{name}.png", 0, (16, 16)) for name in ("good", "stalled"))
+    real_read = html_report.read_bytes
+
+    def read(path: Path, *args: Any) -> Any:
+        if path == stalled:
+            time.sleep(30)
+        return real_read(path, *args)
+
+    monkeypatch.setattr(html_report, "read_bytes", read)
+    limits = FileLimits(decode_seconds=1)
+    mask = rle.empty((16, 16))
+    assert html_report.thumbnail({"path": str(good), "mask": mask}, limits) is not None
+    began = time.monotonic()
+    assert html_report.thumbnail({"path": str(stalled), "mask": mask}, limits) is None
+    assert time.monotonic() - began < 20  # not the 30 s the read takes

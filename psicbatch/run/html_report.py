@@ -51,9 +51,13 @@ def thumbnail(
     (of an edited results file) cannot be decoded or does not fit it."""
     path = row_file(row)
     masks = [(row["mask"], RED), *([(other_mask, BLUE)] if other_mask is not None else [])]
-    try:
+
+    def read() -> np.ndarray:  # within the limit, reading too: a share may stop answering
         data, _, _ = read_bytes(path, limits.max_bytes)  # refuses huge headers too
-        image = call_limited(lambda: read_image(path, 3, data), limits.decode_seconds)
+        return read_image(path, 3, data)
+
+    try:
+        image = call_limited(read, limits.decode_seconds)
         layers = [(rle.decode(mask), colour) for mask, colour in masks]
     except (ImageReadError, TimeLimitExceeded, ValueError):  # ValueError: a damaged RLE
         return None
