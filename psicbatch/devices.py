@@ -11,6 +11,8 @@ command's ``--help``) does not pay the second it takes to import.
 
 from __future__ import annotations
 
+import importlib.metadata
+
 from psicbatch.errors import PsicbatchError
 
 DEVICE_HELP = "auto, cpu, cuda, cuda:N or N"
@@ -19,9 +21,22 @@ DEVICES_HELP = f"{DEVICE_HELP}, or GPUs as 0,1 or all"
 
 def default_device() -> str:
     """The first GPU when one is visible, else the CPU."""
+    if cpu_build_of_torch():  # sees no GPU: known without importing torch
+        return "cpu"
     import torch
 
     return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def cpu_build_of_torch() -> bool:
+    """Whether the installed torch is a CPU-only build (PyTorch's ``+cpu`` wheels), read
+    from its version, so that ``--device auto`` on a CPU machine leaves importing torch
+    to the work itself and a command's own checks answer at once. Other builds (CUDA,
+    ROCm, unlabelled) are asked whether they see a GPU."""
+    try:
+        return importlib.metadata.version("torch").endswith("+cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
 
 
 def parse_devices(value: str) -> tuple[str, ...]:

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from click.testing import CliRunner
 
+from psicbatch import devices
 from psicbatch.cli import main
-from psicbatch.devices import parse_devices, resolve_device
+from psicbatch.devices import cpu_build_of_torch, default_device, parse_devices, resolve_device
 from psicbatch.errors import PsicbatchError
 
 
 @pytest.fixture
 def two_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devices, "cpu_build_of_torch", lambda: False)  # a CUDA build
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
 
@@ -86,3 +93,35 @@ def test_every_command_checks_its_device_before_any_work(no_gpu, command) -> Non
     assert result.exit_code == 2, result.output
     assert "device 'cuda:3': GPU 3 does not exist here (no GPU is visible)" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("version", "sees_a_gpu", "expected"),
+    [
+        ("2.13.0+cpu", True, "cpu"),  # a CPU build is not asked: it cannot see one
+        ("2.13.0+cu130", True, "cuda:0"),
+        ("2.13.0", True, "cuda:0"),  # unlabelled (PyPI's CUDA wheels): asked
+        ("2.13.0+cu130", False, "cpu"),
+    ],
+)
+def test_auto_is_the_first_gpu_torch_sees_and_a_cpu_build_sees_none(
+    monkeypatch: pytest.MonkeyPatch, version: str, sees_a_gpu: bool, expected: str
+) -> None:
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: version)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: sees_a_gpu)
+    assert default_device() == expected
+
+
+@pytest.mark.skipif(not cpu_build_of_torch(), reason="torch here is not a CPU build")
+def test_what_run_and_eval_are_given_wrongly_is_said_before_torch_loads(tmp_path: Path) -> None:
+    """On a CPU build, --device auto needs no torch, and run's inputs and eval's
+    arguments are checked before the work imports it: a mistake is said at once."""
+    probe = (
+        "import sys\nfrom psicbatch.cli import main\n"
+        f"for argv in (['run', {str(tmp_path)!r}], ['eval']):\n"
+        "    try:\n        main(argv)\n    except SystemExit as e:\n"
+        "        print(e.code, 'torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.stdout.splitlines() == ["1 False", "2 False"], result.stdout + result.stderr
+    assert "no input images in" in result.stderr and "give CHECKPOINT DATA" in result.stderr

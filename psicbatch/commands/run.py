@@ -241,9 +241,6 @@ def run_command(
 
     SOURCES are folders (searched recursively), image files or glob patterns.
     """
-    from psicbatch.engines.spec import EngineSpec
-    from psicbatch.run.watch import WatchOptions
-
     if engine and model:
         raise click.BadParameter("give --engine or --model, not both")
     parts = _watch_parts(watch, group_by, part_images, part_timeout)
@@ -260,6 +257,9 @@ def run_command(
             "picks a part of dataset folders: give --layout", param_hint="--split"
         )
     inputs = collect_inputs(list(sources), list_file, layout, split) if watch is None else None
+    from psicbatch.engines.spec import EngineSpec  # torch: after what the command line says
+    from psicbatch.run.watch import WatchOptions
+
     spec = EngineSpec(
         engine_dir=engine,
         checkpoint=None if engine else model or demo_model_path(),

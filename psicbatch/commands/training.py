@@ -51,6 +51,7 @@ from psicbatch.train_options import KEEPS, THRESHOLD_IMAGES, TrainOptions
 
 if TYPE_CHECKING:  # torch: imported by the commands that need it, when they run
     from psicbatch.data.memory import TensorDataset
+    from psicbatch.evaluate import Evaluation
 
 console = Console(stderr=True)
 
@@ -295,10 +296,6 @@ def evaluate_command(
     results (RESULTS --labels DATA) on labelled images: mask/boundary IoU, AUC, AP,
     accuracy, and the escapes and false rejects of the image decisions a run applies.
     Several DATA folders are scored as one dataset, as train reads them."""
-    from psicbatch.engines.spec import EngineSpec
-    from psicbatch.evaluate import Evaluation, evaluate_dataset
-    from psicbatch.roi import RegionOfInterest
-
     score: Callable[[Progress], Evaluation]
     if labels is not None:
         scoring = (engine, compare_to, decisions_file, threshold, roi)
@@ -321,6 +318,10 @@ def evaluate_command(
                 "give CHECKPOINT DATA, --engine DIR DATA, or RESULTS --labels DATA "
                 "(several DATA folders are scored as one dataset)"
             )
+        from psicbatch.engines.spec import EngineSpec  # torch: after the usage checks
+        from psicbatch.evaluate import evaluate_dataset
+        from psicbatch.roi import RegionOfInterest
+
         decisions = chosen_decisions(decisions_file, engine, threshold, roi)
         spec = EngineSpec(engine_dir=engine, checkpoint=checkpoint, precision=precision)
         name = engine or paths[0]
