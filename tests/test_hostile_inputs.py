@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -308,6 +309,18 @@ def test_dali_gives_a_stalled_file_about_two_timeouts_once_batches_were_timed(
     assert budgets[4:] == [1, 1, 1, 1]  # then each file alone
 
 
+def stalling(read: Callable[..., Any], stalled: Path) -> Callable[..., Any]:
+    """``read``, except that reading ``stalled`` first waits 30 s, as a network share that
+    stops answering for one file."""
+
+    def stalling_read(path: Path, *args: Any) -> Any:
+        if path == stalled:
+            time.sleep(30)
+        return read(path, *args)
+
+    return stalling_read
+
+
 @pytest.mark.parametrize("decoder", ["dali", "pil"])
 def test_a_file_whose_reading_stalls_gets_an_error_and_its_batch_goes_on(
     tmp_path: Path, decoder: str, monkeypatch: pytest.MonkeyPatch
@@ -319,14 +332,7 @@ def test_a_file_whose_reading_stalls_gets_an_error_and_its_batch_goes_on(
     import psicbatch.run.decode as decode
 
     files = [image(tmp_path / f"{index}.png", index, (16, 16)) for index in range(4)]
-    real_read = decode.read_bytes
-
-    def stalled(path: Path, *args: Any) -> Any:
-        if path == files[1]:
-            time.sleep(30)
-        return real_read(path, *args)
-
-    monkeypatch.setattr(decode, "read_bytes", stalled)
+    monkeypatch.setattr(decode, "read_bytes", stalling(decode.read_bytes, files[1]))
     limits, preprocessing = FileLimits(decode_seconds=0.5), Preprocessing((16, 16))
     chosen = (
         decode.DaliDecoder(preprocessing, 4, limits=limits)
@@ -347,14 +353,7 @@ def test_a_report_thumbnail_whose_reading_stalls_is_left_out(
     from psicbatch.run import html_report, rle
 
     good, stalled = (image(tmp_path / f"{name}.png", 0, (16, 16)) for name in ("good", "stalled"))
-    real_read = html_report.read_bytes
-
-    def read(path: Path, *args: Any) -> Any:
-        if path == stalled:
-            time.sleep(30)
-        return real_read(path, *args)
-
-    monkeypatch.setattr(html_report, "read_bytes", read)
+    monkeypatch.setattr(html_report, "read_bytes", stalling(html_report.read_bytes, stalled))
     limits = FileLimits(decode_seconds=0.5)
     mask = rle.empty((16, 16))
     assert html_report.thumbnail({"path": str(good), "mask": mask}, limits) is not None
