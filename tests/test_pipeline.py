@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -19,7 +20,8 @@ from psicbatch.engines.spec import EngineSpec, describe_engine
 from psicbatch.errors import PsicbatchError
 from psicbatch.precision import cpu_auto
 from psicbatch.preprocess import Preprocessing
-from psicbatch.run.executors import receive, worker_environment
+from psicbatch.run.executors import PROGRESS, receive, worker_environment
+from psicbatch.run.heartbeat import Heartbeat
 from psicbatch.run.runner import RunOptions, describe_run, worker_devices
 from psicbatch.run.stages import StageTimeout, staged
 
@@ -102,6 +104,29 @@ def test_a_hung_stage_times_out_with_a_clear_error() -> None:
     hang.set()
 
 
+def test_a_stage_that_beats_its_heartbeat_may_take_longer_than_the_timeout() -> None:
+    """A result that takes 2.5 s, beating every 0.2 s, within a 1 s timeout: slow work
+    that moves on. Once the beats stop, the silence times out."""
+    heartbeat = Heartbeat()
+    stop_beating = threading.Event()
+
+    def slow(value: int) -> int:
+        for _ in range(1 if value else 12):
+            time.sleep(0.2)
+            heartbeat.beat()
+        if value:
+            stop_beating.wait()
+        return value
+
+    results = staged(range(2), slow, timeout=1.0, name="batch", heartbeat=heartbeat)
+    assert next(results) == 0
+    began = time.monotonic()
+    with pytest.raises(StageTimeout, match=r"no batch result and no progress within 1 s"):
+        next(results)
+    assert 1.0 <= time.monotonic() - began < 3.0
+    stop_beating.set()
+
+
 def test_a_hung_worker_process_times_out_with_a_clear_error() -> None:
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
@@ -109,9 +134,34 @@ def test_a_hung_worker_process_times_out_with_a_clear_error() -> None:
     worker.start()
     try:
         began = time.monotonic()
-        with pytest.raises(PsicbatchError, match=r"no result from any worker for 2 s.*batch 7"):
+        with pytest.raises(
+            PsicbatchError, match=r"no result or progress from any worker for 2 s.*batch 7"
+        ):
             receive(results, [worker], 2.0, "batch 7")
         assert time.monotonic() - began < 10
+    finally:
+        worker.terminate()
+
+
+def _progress_then_result(results: Any, beats: int) -> None:
+    results.put("ready")
+    for _ in range(beats):
+        results.put(PROGRESS)
+        time.sleep(0.3)
+    results.put((0, [], {}))
+
+
+def test_a_worker_process_telling_of_progress_is_waited_for() -> None:
+    """Progress for 3 s, then a batch's result, within a 1 s timeout: the result comes."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    worker = context.Process(target=_progress_then_result, args=(results, 10), daemon=True)
+    worker.start()
+    try:
+        assert receive(results, [worker], 60.0, "its start") == "ready"
+        began = time.monotonic()
+        assert receive(results, [worker], 1.0, "batch 0") == (0, [], {})
+        assert time.monotonic() - began > 1.0
     finally:
         worker.terminate()
 

@@ -4,6 +4,8 @@ resolution that resizing loses, and training on tiles."""
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,9 +25,14 @@ from psicbatch.data import memory
 from psicbatch.data.images import read_image
 from psicbatch.data.layouts import read_dataset
 from psicbatch.data.synth import defect_mask, generate, texture
+from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
 from psicbatch.run import rle
+from psicbatch.run.options import RunOptions
+from psicbatch.run.stages import StageTimeout
+from psicbatch.run.worker import Worker
 from psicbatch.tiles import TileGrid, axis_origins
+from tests.run_processes import wait_for
 
 
 @pytest.mark.parametrize(
@@ -104,6 +111,53 @@ def test_a_tiled_run_records_the_deciding_tile(tmp_path: Path) -> None:
     assert rle.decode(rows["a.png"]["mask"]).shape == (300, 1000)  # one mask, original size
     assert rows["a.png"]["tile"]["w"] == 128 and rows["small.png"]["tile"]["w"] == 90
     assert rle.decode(rows["small.png"]["mask"]).shape == (100, 90)
+
+
+def test_a_slow_tiled_batch_whose_engine_calls_move_on_is_not_taken_for_hung(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One image of 15 tiles, one tile per engine call, 0.1 s each: the batch takes 1.5 s
+    or more, three times --batch-timeout, while each call moves it on. A worker whose
+    calls did not beat would be stopped as hung."""
+    image, _ = line_scan_image(300, 500)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    spec = EngineSpec(checkpoint=tiled_demo(tmp_path / "t.pt"), precision="fp32")
+    options = RunOptions(out=tmp_path / "r.parquet", decoder="pil", devices=("cpu",), batch_size=1)
+    worker = Worker(spec, options, "cpu", threads=1)
+    calls = []
+    infer = worker.engine.infer
+
+    def slow_infer(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(len(images))
+        time.sleep(0.1)
+        return infer(images)
+
+    monkeypatch.setattr(worker.engine, "infer", slow_infer)
+    tasks = [(0, [(0, tmp_path / "a.png")])]
+    (_, rows, _), *_ = list(worker.process(iter(tasks), batch_timeout=0.5))
+    assert calls == [1] * 15 and rows[0]["error"] is None
+    monkeypatch.setattr(worker.heartbeat, "beat", lambda: None)
+    with pytest.raises(StageTimeout, match=r"no batch result and no progress within 0\.5 s"):
+        list(worker.process(iter(tasks), batch_timeout=0.5))
+    wait_for(lambda: not [t for t in threading.enumerate() if t.name.startswith("psicbatch-")])
+
+
+@pytest.mark.slow
+def test_worker_processes_tell_their_parent_of_a_slow_batchs_progress(tmp_path: Path) -> None:
+    """Two spawned workers, each with a 6000x1500 image in 756 tiles: seconds per batch,
+    far beyond a --batch-timeout of 0.5 s, while their engine calls move on."""
+    image, _ = line_scan_image()
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(image).save(folder / name)
+    out = tmp_path / "r.parquet"
+    model = str(tiled_demo(tmp_path / "t.pt"))
+    args = ["run", str(folder), "--model", model, "-o", str(out), "--device", "cpu", "-q"]
+    slow = ["--workers", "2", "--batch-size", "1", "--batch-timeout", "0.5"]
+    result = CliRunner().invoke(main, [*args, *slow])
+    assert result.exit_code == 0, result.output
+    assert [row["error"] for row in pq.read_table(out).to_pylist()] == [None, None]
 
 
 def test_train_on_tiles_records_the_tiling(tmp_path: Path) -> None:

@@ -126,7 +126,8 @@ WATCH_OUT = "results"  # --watch's default --out: a folder of parts
     type=POSITIVE,
     default=DEFAULT_BATCH_TIMEOUT,
     show_default=True,
-    help="Seconds to wait for one batch before declaring a worker hung.",
+    help="Seconds a worker may go without progress (a batch decoded, an engine call, a "
+    "batch's masks or rows) before it is declared hung.",
 )
 @click.option(
     "--max-file-size",

@@ -3,8 +3,10 @@
 Each spawned GPU worker sees only its own GPU (``CUDA_VISIBLE_DEVICES``), so every
 library in it (torch, DALI, ONNX Runtime, TensorRT) uses that GPU as device 0. The
 parent hands out batches and yields results in input order, with a window of several
-batches per worker in flight, so one slow batch does not stall the other workers. A
-worker that sends nothing for ``batch_timeout`` seconds stops the run with a clear error.
+batches per worker in flight, so one slow batch does not stall the other workers. Workers
+tell the parent of their progress (``Heartbeat``) about once a second, or four times per
+``batch_timeout`` if that is shorter; ``batch_timeout`` seconds without a result or
+progress from any worker stop the run with a clear error.
 Whenever the run stops early (an error, a hung worker, a signal) the workers are
 terminated at once; a worker also ends by itself when its parent dies.
 """
@@ -18,17 +20,20 @@ import queue
 import signal
 import time
 from collections.abc import Iterator
+from functools import partial
 from itertools import islice
 from typing import Any
 
 from psicbatch.cpus import available_cpus
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
+from psicbatch.run.heartbeat import TELL_EVERY, Heartbeat
 from psicbatch.run.options import RunOptions
 from psicbatch.run.shutdown import die_with_parent
 from psicbatch.run.worker import Rows, Task, Worker
 
 BatchResult = tuple[Rows, dict[str, float]]
+PROGRESS = "progress"  # a worker's message: work moved on, though no batch is done yet
 IN_FLIGHT_PER_WORKER = 4
 # Starting a worker (imports, loading or deserialising the engine) may take far longer
 # than a batch; --batch-timeout applies to batches, this at least to the start.
@@ -163,11 +168,14 @@ def _resume(process: Any) -> None:
 
 def receive(result_queue: Any, workers: list, timeout: float, waiting_for: str) -> Any:
     """The next message from any worker; a clear error when a worker died, failed, or
-    sent nothing for ``timeout`` seconds."""
+    sent nothing, not even progress, for ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             message = result_queue.get(timeout=min(1.0, timeout))
+            if message == PROGRESS:
+                deadline = time.monotonic() + timeout
+                continue
         except queue.Empty:
             dead = [p for p in workers if not p.is_alive()]
             if dead:
@@ -176,9 +184,9 @@ def receive(result_queue: Any, workers: list, timeout: float, waiting_for: str) 
                 ) from None
             if time.monotonic() > deadline:
                 raise PsicbatchError(
-                    f"no result from any worker for {timeout:.0f} s while waiting for "
-                    f"{waiting_for}; a worker may be hung (raise --batch-timeout if batches "
-                    "are legitimately this slow)"
+                    f"no result or progress from any worker for {timeout:g} s while waiting "
+                    f"for {waiting_for}; a worker may be hung (raise --batch-timeout if its "
+                    "work is legitimately this slow)"
                 ) from None
             continue
         if isinstance(message, tuple) and message and message[0] == "failed":
@@ -216,7 +224,10 @@ def _worker_main(
     environment, local_device = worker_environment(device)
     os.environ.update(environment)  # before anything initialises CUDA in this process
     try:
-        worker = Worker(spec, options, local_device, threads)
+        # Told often enough that even a short --batch-timeout sees several messages.
+        every = min(TELL_EVERY, options.batch_timeout / 4)
+        heartbeat = Heartbeat(partial(result_queue.put, PROGRESS), every)
+        worker = Worker(spec, options, local_device, threads, heartbeat)
         result_queue.put("ready")
         for message in worker.process(iter(task_queue.get, None)):
             result_queue.put(message)

@@ -6,7 +6,9 @@ different batch at the same time while memory stays bounded. ``workers`` threads
 on consecutive items at once (results still in order), for a stage whose one item
 cannot keep the machine busy: decoding a batch of 8 files on 16 cores waits for its
 slowest file while half the cores idle. Exceptions travel to the consumer and are raised
-there; a consumer that stops early stops the threads.
+there; a consumer that stops early stops the threads. With a timeout, a consumer waiting
+longer than that for a result, or, given a ``Heartbeat``, that long since its last beat,
+gets ``StageTimeout``.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from concurrent.futures import TimeoutError as FutureTimeout  # TimeoutError fro
 from typing import Any
 
 from psicbatch.errors import PsicbatchError
+from psicbatch.run.heartbeat import Heartbeat
 
 _DONE = object()
 _POLL = 0.1  # seconds between looks at the stop flag
+_SLICE = 1.0  # seconds between looks at the heartbeat while waiting for a result
 
 
 class StageTimeout(PsicbatchError):
@@ -36,30 +40,57 @@ def staged(
     timeout: float | None = None,
     name: str = "stage",
     workers: int = 1,
+    heartbeat: Heartbeat | None = None,
 ) -> Iterator[Any]:
     """``function(item)`` for every item, computed in background threads, in order.
 
-    With ``timeout``, waiting longer than that for one result raises ``StageTimeout``.
+    With ``timeout``, waiting longer than that for one result raises ``StageTimeout``;
+    with a ``heartbeat`` too, only that long without a result or a beat does.
     """
     stage = _Stage(items, function, depth, max(1, workers))
     stage.start(name)
     try:
         while True:
-            began = time.monotonic()
-            try:
-                future = stage.ready.get(timeout=timeout)
-                if future is _DONE:
-                    return
-                left = None if timeout is None else max(0.0, timeout - time.monotonic() + began)
-                result = future.result(timeout=left)
-            except (queue.Empty, TimeoutError, FutureTimeout):
-                raise StageTimeout(
-                    f"no {name} result within {timeout:.0f} s; the worker may be "
-                    "hung (raise --batch-timeout if batches are legitimately this slow)"
-                ) from None
-            yield result
+            patience = _Patience(timeout, heartbeat, name)
+            future = patience.wait(lambda seconds: stage.ready.get(timeout=seconds), queue.Empty)
+            if future is _DONE:
+                return
+            patience.wait(future.exception, FutureTimeout)  # done; its own error raised below
+            yield future.result()
     finally:
         stage.stop.set()
+
+
+class _Patience:
+    """Waiting for one result, in slices, until ``timeout`` seconds of silence: since the
+    wait began, or since the heartbeat's last beat if that is later."""
+
+    def __init__(self, timeout: float | None, heartbeat: Heartbeat | None, name: str) -> None:
+        self.timeout, self.heartbeat, self.name = timeout, heartbeat, name
+        self.began = time.monotonic()
+
+    def wait(self, get: Callable[[float | None], Any], empty: type[Exception]) -> Any:
+        """``get(seconds)``'s answer, where ``get`` raises ``empty`` if none came in time."""
+        if self.timeout is None:
+            return get(None)
+        while True:
+            quiet = (
+                self.began if self.heartbeat is None else self.heartbeat.silent_since(self.began)
+            )
+            left = self.timeout - (time.monotonic() - quiet)
+            if left <= 0:
+                raise StageTimeout(self._message())
+            try:
+                return get(min(left, _SLICE))
+            except empty:
+                continue
+
+    def _message(self) -> str:
+        silence = "" if self.heartbeat is None else " and no progress"
+        return (
+            f"no {self.name} result{silence} within {self.timeout:g} s; the worker may be "
+            "hung (raise --batch-timeout if its work is legitimately this slow)"
+        )
 
 
 class _Stage:

@@ -9,6 +9,8 @@ queues it on a CUDA stream of its own and hands the batch on with an event (``st
 so no stage waits for another on the host and the inference thread only launches the
 engine; only small results and the run boundaries of defective masks cross back to the
 host, and the per-image Python work happens in a thread that launches no GPU work.
+Each stage beats the worker's heartbeat as it finishes a piece of work, so a batch that
+takes long while its work moves on (many tiles, large images) is not taken for a hung one.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from psicbatch.preprocess import Normalizer
 from psicbatch.roi import RegionOfInterest
 from psicbatch.run import streams
 from psicbatch.run.decode import DecodedBatch, Decoder, make_decoder
+from psicbatch.run.heartbeat import Heartbeat
 from psicbatch.run.options import RunOptions
 from psicbatch.run.postprocess import MaskSummary, result_rows, summarize_masks, summarize_tiles
 from psicbatch.run.rows import error_row
@@ -63,8 +66,14 @@ def _at_least(probabilities: torch.Tensor, threshold: float) -> torch.Tensor:
 
 class Worker:
     def __init__(
-        self, spec: EngineSpec, options: RunOptions, device: str, threads: int | None
+        self,
+        spec: EngineSpec,
+        options: RunOptions,
+        device: str,
+        threads: int | None,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
+        self.heartbeat = heartbeat or Heartbeat()
         if threads is not None:
             torch.set_num_threads(threads)
         self.device = torch.device(device)
@@ -105,12 +114,19 @@ class Worker:
         self, tasks: Iterator[Task], batch_timeout: float | None = None
     ) -> Iterator[tuple[int, Rows, dict[str, float]]]:
         """(batch number, rows, stage seconds) per batch, in order; the four stages overlap.
-        With ``batch_timeout``, a batch taking longer raises ``StageTimeout`` (a spawned
-        worker, which may wait for tasks, is watched by its parent instead)."""
+        With ``batch_timeout``, that long without a batch's rows or a heartbeat raises
+        ``StageTimeout`` (a spawned worker, which may wait for tasks, is watched by its
+        parent instead)."""
         decoded = staged(tasks, self._decode, name="decoding", workers=self.decoder.at_once)
         inferred = staged(decoded, self._infer, name="inference")
         summarized = staged(inferred, self._postprocess, name="post-processing")
-        for batch in staged(summarized, self._make_rows, timeout=batch_timeout, name="batch"):
+        for batch in staged(
+            summarized,
+            self._make_rows,
+            timeout=batch_timeout,
+            name="batch",
+            heartbeat=self.heartbeat,
+        ):
             batch.times[LATENCY] = time.perf_counter() - batch.began
             yield batch.task[0], batch.rows, batch.times
 
@@ -150,6 +166,7 @@ class Worker:
             # Else the batch keeps its pixels until its rows: DALI's GPU output is DALI's
             # memory, which record_stream cannot keep from reuse while work reads it.
         batch.times["decode+preprocess"] = time.perf_counter() - began
+        self.heartbeat.beat()
         return batch
 
     def _infer(self, batch: InFlightBatch) -> InFlightBatch:
@@ -170,6 +187,7 @@ class Worker:
                         chunk = self.normalizer(chunk)
                     probabilities, segmentation = self.engine.infer(chunk)
                     engine_seconds += time.perf_counter() - engine_began
+                    self.heartbeat.beat()  # on GPUs, queued: launches block once queues fill
                     if len(chunk) == len(images):  # the usual case: one call, no copy
                         batch.probabilities, batch.segmentation = probabilities, segmentation
                         continue
@@ -218,6 +236,7 @@ class Worker:
                 batch.times["inference"] = batch.started.elapsed_time(batch.done) / 1000
         batch.probabilities = batch.segmentation = None  # free device memory early
         batch.times["postprocess"] = time.perf_counter() - began
+        self.heartbeat.beat()
         return batch
 
     def _make_rows(self, batch: InFlightBatch) -> InFlightBatch:
@@ -247,4 +266,5 @@ class Worker:
         batch.rows = rows
         batch.decoded = batch.summary = None
         batch.times["rows"] = time.perf_counter() - began
+        self.heartbeat.beat()
         return batch
