@@ -30,12 +30,12 @@ import torch
 
 from psicbatch import __version__
 from psicbatch.atomic import write_atomically
+from psicbatch.checkpoint_file import check_checkpoint_file
 from psicbatch.errors import CheckpointError
 from psicbatch.model import ModelConfig, PSICNet
 from psicbatch.preprocess import Preprocessing
 
 FORMAT = "psicbatch-checkpoint"
-ZIP_MAGIC = b"PK\x03\x04"  # how a zip archive, as torch.save writes one, begins
 FORMAT_VERSION = 1
 _REQUIRED_KEYS = ("model", "preprocessing", "thresholds", "state_dict")
 
@@ -156,18 +156,7 @@ def is_checkpoint(path: Path) -> bool:
 
 
 def _load_plain_data(path: Path) -> Any:
-    if not path.is_file():
-        raise CheckpointError(path, "no such file" if not path.exists() else "not a file")
-    if not zipfile.is_zipfile(path):
-        with path.open("rb") as file:
-            begins_as_zip = file.read(4) == ZIP_MAGIC
-        raise CheckpointError(
-            path,
-            "damaged PyTorch file (a zip archive without its end: a copy or download cut "
-            "short? copy it again)"
-            if begins_as_zip
-            else "not a PyTorch checkpoint (expected a torch.save zip archive, e.g. model.pt)",
-        )
+    check_checkpoint_file(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:

@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from psicbatch.checkpoint_file import check_checkpoint_file
 from psicbatch.data.combined import WHOLE
 from psicbatch.data.layouts import AUTO, folder_of_dataset, matching_layouts
 from psicbatch.decisions import Decisions, target_text
@@ -183,6 +184,7 @@ def _parts_line(parts: PartScores) -> str:
 
 
 def checkpoint_summary(path: Path) -> dict[str, Any]:
+    check_checkpoint_file(path)  # a wrong path said before torch loads
     from psicbatch.checkpoint import load_checkpoint  # torch: for checkpoints and engines only
     from psicbatch.model import count_flops
 

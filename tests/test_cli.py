@@ -94,6 +94,37 @@ def test_an_option_error_needs_no_torch(runner: CliRunner) -> None:
     assert "Invalid value for '--batch-size'" in result.stderr
 
 
+def test_every_command_says_a_checkpoint_is_wrong_before_torch_loads(tmp_path: Path) -> None:
+    """Absent, or not a checkpoint at all: checked while the arguments are parsed, the
+    same line as loading would say, without waiting for torch (about 2 s)."""
+    notes = tmp_path / "notes.pt"
+    notes.write_text("not a model")
+    absent = tmp_path / "absent.pt"
+    folder = tmp_path / "images"
+    folder.mkdir()
+    commands = [
+        ["info", str(absent)],
+        ["build-engine", str(notes), "--device", "cpu"],
+        ["bench", "--model", str(absent), "--device", "cpu"],
+        ["run", str(folder), "--model", str(notes), "--device", "cpu"],
+        ["train", str(folder), "--init", str(absent), "--out", str(tmp_path / "m.pt")],
+        ["calibrate", str(folder), "--model", str(notes), "--device", "cpu"],
+    ]
+    probe = (
+        "import sys\nfrom psicbatch.cli import main\n"
+        f"for argv in {commands!r}:\n"
+        "    try:\n        main(argv)\n    except SystemExit as e:\n"
+        "        print(argv[0], e.code, 'torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    said = [f"{argv[0]} 1 False" for argv in commands]
+    assert result.stdout.splitlines() == said, result.stdout + result.stderr
+    errors = result.stderr.strip().splitlines()
+    assert errors.count(f"Error: {absent}: no such file") == 3, result.stderr
+    wrong = f"Error: {notes}: not a PyTorch checkpoint (expected a torch.save zip archive"
+    assert sum(line.startswith(wrong) for line in errors) == 3, result.stderr
+
+
 def test_info_reports_config_parameters_and_flops(runner: CliRunner, tiny_checkpoint: Path) -> None:
     result = runner.invoke(main, ["info", str(tiny_checkpoint), "--json"])
     assert result.exit_code == 0, result.output

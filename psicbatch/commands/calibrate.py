@@ -33,6 +33,7 @@ from psicbatch.commands.options import (
     PROBABILITY,
     RUN_CHECKPOINT,
     TYPE_LIMIT,
+    CheckpointFile,
     EngineFolder,
     OutputPath,
     device_option,
@@ -81,7 +82,7 @@ OUTPUTS = (
 )
 @click.option(
     "--model",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    type=CheckpointFile(),
     help="With a dataset folder as PREDICTIONS: score it with this checkpoint first.",
 )
 @precision_option("checkpoint", what="With --model: the precision the weights run in; ")

@@ -17,6 +17,7 @@ from psicbatch.commands.options import (
     NON_NEGATIVE_INT,
     POSITIVE,
     PROBABILITY,
+    CheckpointFile,
     OutputPath,
     SizeType,
     device_option,
@@ -30,7 +31,7 @@ from psicbatch.run.shutdown import raise_if_stopped
 
 
 @click.command("build-engine", short_help=SUMMARIES["build-engine"])
-@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("checkpoint", type=CheckpointFile())
 @click.option(
     "--backend",
     type=click.Choice(BACKENDS),

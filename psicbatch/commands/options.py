@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from psicbatch.checkpoint_file import check_checkpoint_file
 from psicbatch.data.combined import SPLITS, WHOLE
 from psicbatch.devices import DEVICE_HELP, DEVICES_HELP, parse_devices, resolve_device
 from psicbatch.engines.registry import PRECISION_CHOICES, TORCH_PRECISION_CHOICES
@@ -75,6 +76,20 @@ class EngineFolder(click.Path):
                 param,
                 ctx,
             )
+        return path
+
+
+class CheckpointFile(click.Path):
+    """A checkpoint to read, checked as far as it can be without torch while the
+    arguments are parsed (``check_checkpoint_file``): a wrong path is said at once, as
+    every command's errors are (one line, exit code 1)."""
+
+    def __init__(self) -> None:
+        super().__init__(path_type=Path, dir_okay=False)
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        path = Path(str(super().convert(value, param, ctx)))
+        check_checkpoint_file(path)
         return path
 
 
@@ -233,7 +248,7 @@ def engine_options(command: Callable) -> Callable:
         ),
         click.option(
             "--model",
-            type=click.Path(path_type=Path, dir_okay=False),
+            type=CheckpointFile(),
             help="A checkpoint, run with the torch backend (default: the bundled demo model).",
         ),
         precision_option("checkpoint", what="With --model: the precision the weights run in; "),

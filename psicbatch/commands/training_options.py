@@ -19,6 +19,7 @@ from psicbatch.commands.options import (
     POSITIVE,
     TRAINING_SIZE,
     Bounded,
+    CheckpointFile,
     device_option,
     precision_option,
     split_option,
@@ -197,7 +198,7 @@ def training_options(command: Callable) -> Callable:
         click.option("--seed", default=defaults.seed, show_default=True),
         click.option(
             "--init",
-            type=click.Path(path_type=Path, dir_okay=False),
+            type=CheckpointFile(),
             help="Start from this trained checkpoint's weights (fine-tuning) instead of "
             "random ones. Its width, colour, pixel depth and normalisation are kept, and "
             "with --input-size auto its input size (and tiling).",
