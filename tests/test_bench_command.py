@@ -7,6 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from psicbatch.assets import demo_model_path
 from psicbatch.bench.benchmark import STAGES
 from psicbatch.cli import main
 from psicbatch.engines.null_engine import NULL_OUTPUTS
@@ -91,7 +92,7 @@ def test_tiny_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
     assert "1.00x" in compared.output and "dagm" in compared.output
 
 
-def test_bad_options(tmp_path: Path) -> None:
+def test_bad_options() -> None:
     runner = CliRunner()
     assert runner.invoke(main, ["bench", "--batch", "0"]).exit_code == 2
     huge = runner.invoke(main, ["bench", "--sizes", "dagm,huge"])
@@ -99,7 +100,7 @@ def test_bad_options(tmp_path: Path) -> None:
     assert "'huge' is neither a preset (ksdd, ksdd2, dagm) nor a size" in huge.output
     odd = runner.invoke(main, ["bench", "--sizes", "100x100"])
     assert odd.exit_code == 2 and "multiples of 8" in odd.output
-    both = runner.invoke(main, ["bench", "--width", "1", "--model", str(tmp_path / "m.pt")])
+    both = runner.invoke(main, ["bench", "--width", "1", "--model", str(demo_model_path())])
     assert both.exit_code == 2 and "at most one" in both.output
     for width in ("9", "0", "-1"):  # refused by the option, before any model is built
         wide = runner.invoke(main, ["bench", "--width", width])
