@@ -16,6 +16,7 @@ from psicbatch import __version__
 from psicbatch.assets import demo_model_path
 from psicbatch.cli import COMMANDS, main
 from psicbatch.commands import SUMMARIES
+from tests.fresh_process import exits_in_a_fresh_process
 from tests.stops import main_thread_only, send_stop
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "psicbatch"
@@ -84,14 +85,9 @@ def test_no_command_imports_torch_before_it_runs() -> None:
 
 
 def test_an_option_error_needs_no_torch(runner: CliRunner) -> None:
-    probe = (
-        "import sys\nfrom psicbatch.cli import main\ntry:\n"
-        "    main(['run', 'x', '--batch-size', '0'])\nexcept SystemExit as e:\n"
-        "    print(e.code, 'torch' in sys.modules)"
-    )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-    assert result.stdout.splitlines()[-1] == "2 False", result.stdout + result.stderr
-    assert "Invalid value for '--batch-size'" in result.stderr
+    exits, printed = exits_in_a_fresh_process(["run", "x", "--batch-size", "0"])
+    assert exits == ["2 False"], printed
+    assert "Invalid value for '--batch-size'" in printed
 
 
 def test_every_command_says_a_checkpoint_is_wrong_before_torch_loads(tmp_path: Path) -> None:
@@ -110,19 +106,12 @@ def test_every_command_says_a_checkpoint_is_wrong_before_torch_loads(tmp_path: P
         ["train", str(folder), "--init", str(absent), "--out", str(tmp_path / "m.pt")],
         ["calibrate", str(folder), "--model", str(notes), "--device", "cpu"],
     ]
-    probe = (
-        "import sys\nfrom psicbatch.cli import main\n"
-        f"for argv in {commands!r}:\n"
-        "    try:\n        main(argv)\n    except SystemExit as e:\n"
-        "        print(argv[0], e.code, 'torch' in sys.modules)"
-    )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-    said = [f"{argv[0]} 1 False" for argv in commands]
-    assert result.stdout.splitlines() == said, result.stdout + result.stderr
-    errors = result.stderr.strip().splitlines()
-    assert errors.count(f"Error: {absent}: no such file") == 3, result.stderr
+    exits, printed = exits_in_a_fresh_process(*commands)
+    assert exits == ["1 False"] * len(commands), printed
+    errors = printed.splitlines()
+    assert errors.count(f"Error: {absent}: no such file") == 3, printed
     wrong = f"Error: {notes}: not a PyTorch checkpoint (expected a torch.save zip archive"
-    assert sum(line.startswith(wrong) for line in errors) == 3, result.stderr
+    assert sum(line.startswith(wrong) for line in errors) == 3, printed
 
 
 def test_info_reports_config_parameters_and_flops(runner: CliRunner, tiny_checkpoint: Path) -> None:

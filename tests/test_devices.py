@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from psicbatch import devices
 from psicbatch.cli import main
 from psicbatch.devices import cpu_build_of_torch, default_device, parse_devices, resolve_device
 from psicbatch.errors import PsicbatchError
+from tests.fresh_process import exits_in_a_fresh_process
 
 
 @pytest.fixture
@@ -116,12 +115,6 @@ def test_auto_is_the_first_gpu_torch_sees_and_a_cpu_build_sees_none(
 def test_what_run_and_eval_are_given_wrongly_is_said_before_torch_loads(tmp_path: Path) -> None:
     """On a CPU build, --device auto needs no torch, and run's inputs and eval's
     arguments are checked before the work imports it: a mistake is said at once."""
-    probe = (
-        "import sys\nfrom psicbatch.cli import main\n"
-        f"for argv in (['run', {str(tmp_path)!r}], ['eval']):\n"
-        "    try:\n        main(argv)\n    except SystemExit as e:\n"
-        "        print(e.code, 'torch' in sys.modules)"
-    )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-    assert result.stdout.splitlines() == ["1 False", "2 False"], result.stdout + result.stderr
-    assert "no input images in" in result.stderr and "give CHECKPOINT DATA" in result.stderr
+    exits, printed = exits_in_a_fresh_process(["run", str(tmp_path)], ["eval"])
+    assert exits == ["1 False", "2 False"], printed
+    assert "no input images in" in printed and "give CHECKPOINT DATA" in printed

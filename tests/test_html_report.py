@@ -4,8 +4,6 @@ import csv
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,6 +21,7 @@ from psicbatch.precision import cpu_auto
 from psicbatch.run import html_report
 from psicbatch.run.results import read_results_table
 from psicbatch.run.spreadsheet import spreadsheet_table
+from tests.fresh_process import exits_in_a_fresh_process
 
 
 def test_html_report_shows_every_listed_defect(tmp_path: Path) -> None:
@@ -85,13 +84,9 @@ def test_reading_results_back_needs_no_torch(tmp_path: Path) -> None:
         (["engines", str(tmp_path / "engines")], "unreadable"),
         (["info", str(tmp_path / "decisions.json")], "name=both, min_area=9"),
     ]:
-        probe = (
-            f"import sys\nfrom psicbatch.cli import main\ntry:\n    main({arguments!r})\n"
-            "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules)"
-        )
-        result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-        assert result.stdout.splitlines()[-1] == "0 False", result.stdout + result.stderr
-        assert shown in result.stdout + result.stderr
+        exits, printed = exits_in_a_fresh_process(arguments)
+        assert exits == ["0 False"], printed
+        assert shown in printed
     assert page.is_file() and table.is_file()
 
 
