@@ -75,6 +75,27 @@ def alive(pid: int) -> bool:
         return False
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``: its children, theirs, and so on."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = map(int, (task / "children").read_text().split())
+        except OSError:
+            continue
+        for child in children:
+            found += [child, *descendants(child)]
+    return found
+
+
+def command_line(pid: int) -> bytes:
+    """The process's command line as it shows it (Ray's processes rename themselves)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def workers_of(pid: int) -> list[int]:
     """The spawned worker processes of ``pid`` (not multiprocessing's resource tracker)."""
     found = []

@@ -127,6 +127,25 @@ def test_a_stage_that_beats_its_heartbeat_may_take_longer_than_the_timeout() -> 
     stop_beating.set()
 
 
+def test_the_first_result_may_take_its_own_longer_timeout() -> None:
+    """Workers that open their engine as they start: the first batch waits longer."""
+
+    hang = threading.Event()
+
+    def slow_first(value: int) -> int:
+        if value == 0:
+            time.sleep(1.5)
+        if value == 2:
+            hang.wait()
+        return value
+
+    results = staged(range(3), slow_first, timeout=1.0, name="batch", first_timeout=3.0)
+    assert [next(results), next(results)] == [0, 1]
+    with pytest.raises(StageTimeout, match=r"no batch result within 1 s"):
+        next(results)
+    hang.set()
+
+
 def test_a_hung_worker_process_times_out_with_a_clear_error() -> None:
     context = multiprocessing.get_context("spawn")
     results = context.Queue()

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -419,26 +418,19 @@ def test_killed_run_resumes_to_the_same_table(images: Path, tmp_path: Path) -> N
     )
 
 
-@pytest.fixture
-def local_ray() -> Iterator[None]:
-    """Ray, shut down after the test: the local Ray a run starts in this process keeps
-    its processes, and about 5% of a core, until then (a command's process ends)."""
+def test_ray_executor_gives_the_local_executors_rows(images: Path, tmp_path: Path) -> None:
+    """And the local Ray the run started ends with the run: its processes would take
+    about 5% of a core until this process ends."""
     ray = pytest.importorskip("ray", reason="Ray is an optional extra")
-    yield
-    ray.shutdown()
-
-
-def test_ray_executor_gives_the_local_executors_rows(
-    images: Path, tmp_path: Path, local_ray: None
-) -> None:
     folder = bad_folder(tmp_path, images)
-    local, ray = tmp_path / "local.parquet", tmp_path / "ray.parquet"
+    local, ray_out = tmp_path / "local.parquet", tmp_path / "ray.parquet"
     args = [str(folder), "--decoder", "pil", "--batch-size", "3", "--allow-errors"]
     assert run_cli(*args, "--out", str(local))[0] == 0
-    code, output = run_cli(*args, "--out", str(ray), "--executor", "ray")
+    code, output = run_cli(*args, "--out", str(ray_out), "--executor", "ray")
     assert code == 0, output
-    assert_same_results(table(ray), table(local))
-    assert read_metadata(ray)["thresholds"] == read_metadata(local)["thresholds"]
+    assert_same_results(table(ray_out), table(local))
+    assert read_metadata(ray_out)["thresholds"] == read_metadata(local)["thresholds"]
+    assert not ray.is_initialized()
 
 
 @pytest.mark.timeout(60, method="thread")  # Ray retries in native code, for minutes

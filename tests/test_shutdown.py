@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.run_processes import alive, many_images, saved_parts, start, wait_for, workers_of
+from tests.run_processes import (
+    alive,
+    command_line,
+    descendants,
+    many_images,
+    saved_parts,
+    start,
+    wait_for,
+    workers_of,
+)
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +101,51 @@ def test_waiting_for_workers_at_the_end_is_bounded_for_all_together() -> None:
         for worker in workers:
             worker.kill()
             worker.join()
+
+
+def test_stop_handlers_a_library_replaces_are_put_back() -> None:
+    """As Ray's start replaces them with its own, which abort the process."""
+    from psicbatch.run.shutdown import signals_stop, stop_handlers_kept
+
+    with signals_stop():
+        ours = [signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)]
+        with stop_handlers_kept():
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        assert [signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)] == ours
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", ["hung actor", "SIGTERM"])
+def test_a_ray_run_that_hangs_or_is_stopped_ends_with_its_ray(
+    images: Path, tmp_path: Path, stop: str
+) -> None:
+    """Ray waited for a hung actor for ever (--batch-timeout did not apply), and its own
+    SIGTERM handler aborted the run (exit code 134) instead of saving its rows. Either
+    way the run ends as local runs do, and the local Ray it started ends with it."""
+    pytest.importorskip("ray", reason="Ray is an optional extra")
+    out = tmp_path / "r.parquet"
+    options = ["--executor", "ray", "--batch-size", "1", "--batch-timeout", "5"]
+    process = start(images, out, *options)
+    try:
+        wait_for(lambda: saved_parts(out) >= 1, process=process)
+        family = descendants(process.pid)
+        if stop == "SIGTERM":
+            process.send_signal(signal.SIGTERM)
+        else:
+            actors = [pid for pid in family if b"MapBatches(Inspector)" in command_line(pid)]
+            assert actors, "no Ray actor found"
+            for actor in actors:
+                os.kill(actor, signal.SIGSTOP)
+        _, stderr = process.communicate(timeout=90)
+        if stop == "SIGTERM":
+            assert process.returncode == 143, stderr
+            assert b"stopped by SIGTERM: the results computed so far are in" in stderr
+        else:
+            assert process.returncode == 1, stderr
+            assert b"Error: no batch result within 5 s; the worker may be hung" in stderr
+        assert b"Traceback" not in stderr
+        assert saved_parts(out) >= 1
+        wait_for(lambda: not any(map(alive, family)), 15)
+    finally:
+        process.kill()

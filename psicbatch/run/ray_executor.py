@@ -6,13 +6,17 @@ batch per stage at once, overlapping decoding, inference and post-processing, an
 stream back in input order to the driver, which writes them with the same crash-safe
 writer as local runs: same schema, same error rows, same ``--resume``. Files are read
 inside the actors rather than with ``ray.data.read_binary_files``, because one unreadable
-file would fail a Ray read task, losing the per-file error isolation.
+file would fail a Ray read task, losing the per-file error isolation. As for local
+workers, a batch that takes longer than ``--batch-timeout`` stops the run as hung (Ray
+would wait for a hung actor for ever), and SIGINT or SIGTERM saves the rows computed.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -20,8 +24,11 @@ import pyarrow as pa
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import path_bytes, path_from_bytes
+from psicbatch.run.executors import ENGINE_OPEN_SECONDS
 from psicbatch.run.options import RunOptions
 from psicbatch.run.output import KEY_COLUMN, PART_SCHEMA
+from psicbatch.run.shutdown import stop_handlers_kept
+from psicbatch.run.stages import staged
 from psicbatch.run.worker import STAGE_COUNT, Task, Worker
 
 REACH_SECONDS = 5.0  # how long a cluster's head may take to accept a connection
@@ -37,20 +44,27 @@ def ray_results(
     devices: list[str],
     address: str | None = None,
 ) -> Iterator[tuple[list[dict[str, Any]], dict[str, float]]]:
+    # A thread stuck in Ray when the run stops would start a new local Ray, without
+    # the run to stop it, once the run shut Ray down: no automatic start in this process.
+    os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
     try:
         import ray
+        import ray.data
     except ImportError:
         raise PsicbatchError("--executor ray needs Ray: pip install 'psicbatch[ray]'") from None
+    _quiet_ray_data_console()
     if address is not None:  # answering, even where this process is connected already
         check_reachable(address)
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         try:
-            ray.init(
-                address=address,
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
+            with stop_handlers_kept():
+                ray.init(
+                    address=address,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
         except (ConnectionError, ValueError) as error:  # no cluster there, or no address
             cluster = f"the Ray cluster at --address {address}" if address else "a local Ray"
             raise PsicbatchError(f"cannot connect to {cluster} ({error})") from None
@@ -60,7 +74,11 @@ def ray_results(
     items = [
         {"input_index": i, "path_bytes": path_bytes(p)} for _, batch in tasks for i, p in batch
     ]
+    # A Ray this run started is shut down however the run ends: its processes would
+    # outlive a process that exits without its teardown, as one with a stuck thread does.
+    shut_down = ray.shutdown if started else _leave_running
     if not items:
+        shut_down()
         return iter(())
     gpus = 1 if devices[0].startswith("cuda") else 0
     count = len(devices)
@@ -95,11 +113,38 @@ def ray_results(
         num_gpus=gpus,
         num_cpus=1,
     )
-    # Stage times are not collected from Ray actors; Ray's own dashboard shows them.
-    return (
-        (batch.to_pylist(), {})
-        for batch in dataset.iter_batches(batch_size=options.batch_size, batch_format="pyarrow")
-    )
+    batches = dataset.iter_batches(batch_size=options.batch_size, batch_format="pyarrow")
+    return _watched(batches, options.batch_timeout, shut_down)
+
+
+def _watched(
+    batches: Iterator[pa.Table], timeout: float, shut_down: Callable[[], None]
+) -> Iterator[tuple[list[dict[str, Any]], dict[str, float]]]:
+    """Each batch's rows, read from Ray in a thread of their own, so that waiting more
+    than ``timeout`` for one (for the first, while the actors open their engines, at least
+    ``ENGINE_OPEN_SECONDS``) stops the run as hung; then ``shut_down``, however it ends."""
+    opening = max(timeout, ENGINE_OPEN_SECONDS)
+    try:
+        yield from staged(batches, _rows, timeout=timeout, name="batch", first_timeout=opening)
+    finally:
+        shut_down()
+
+
+def _rows(batch: pa.Table) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    return batch.to_pylist(), {}  # stage times are not collected from Ray's actors
+
+
+def _leave_running() -> None:
+    """A Ray this run did not start is left to whoever started it."""
+
+
+def _quiet_ray_data_console() -> None:
+    """Ray Data writes each dataset's plan and progress (INFO) and the errors of its own
+    teardown (WARNING, with tracebacks) to the console, between psicbatch's progress bar
+    and its one-line errors; they stay in Ray's session log (``ray-data.log``)."""
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setLevel(logging.ERROR)
 
 
 def check_reachable(address: str) -> None:

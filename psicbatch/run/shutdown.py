@@ -60,6 +60,23 @@ def signals_stop() -> Iterator[None]:
         _asked.clear()
 
 
+@contextlib.contextmanager
+def stop_handlers_kept() -> Iterator[None]:
+    """Within the block, a library may install its own SIGINT and SIGTERM handlers; after
+    it, the ones in place before are back. Ray's, installed as it starts, print a native
+    stack trace and abort (exit code 134): the rows a stop saves would be lost."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handlers = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in handlers.items():
+            if handler is not None:  # None: not installed from Python, cannot be put back
+                signal.signal(number, handler)
+
+
 def raise_if_stopped() -> None:
     """Raise ``Stopped`` again where a signal asked for it and a library's own error took
     its place (an import it interrupted can read as a missing module): code that goes on

@@ -41,17 +41,22 @@ def staged(
     name: str = "stage",
     workers: int = 1,
     heartbeat: Heartbeat | None = None,
+    first_timeout: float | None = None,
 ) -> Iterator[Any]:
     """``function(item)`` for every item, computed in background threads, in order.
 
     With ``timeout``, waiting longer than that for one result raises ``StageTimeout``;
-    with a ``heartbeat`` too, only that long without a result or a beat does.
+    with a ``heartbeat`` too, only that long without a result or a beat does. The first
+    result may take ``first_timeout`` instead, where given (workers that open their
+    engine as they start).
     """
     stage = _Stage(items, function, depth, max(1, workers))
     stage.start(name)
     try:
+        waiting = timeout if first_timeout is None else first_timeout
         while True:
-            patience = _Patience(timeout, heartbeat, name)
+            patience = _Patience(waiting, heartbeat, name)
+            waiting = timeout
             future = patience.wait(lambda seconds: stage.ready.get(timeout=seconds), queue.Empty)
             if future is _DONE:
                 return
