@@ -12,7 +12,9 @@ records the job's identity (as ``--resume`` does), so a restart with another eng
 refused; ``OUT/_watch_run.json`` what a results file's metadata records (the engine with
 the images its model learnt from, the decision file, the region), from the latest start,
 for reports and audits. SIGINT/SIGTERM stop at once: a batch in flight is dropped, to be
-inspected again. Each finished hour's parts are merged into one (``compaction``). With
+inspected again; so is one that makes no progress for ``--batch-timeout`` seconds, after
+which the watch stops with an error (exit code 1), for its service manager to restart
+it. Each finished hour's parts are merged into one (``compaction``). With
 ``--group-by``, the parts a line passes or rejects (several images each) are decided as
 their images come (``watch_parts``).
 """
@@ -199,7 +201,9 @@ def watch(
                         decisions.expire()
                     status(result)
                 continue
-            rows = worker.rows(list(enumerate(path for path, _ in batch)))
+            rows = worker.rows_watched(
+                list(enumerate(path for path, _ in batch)), options.batch_timeout
+            )
             stamp = datetime.datetime.now(datetime.timezone.utc)
             completed_at = stamp - datetime.timedelta(seconds=clock() - completed)
             for row, (_, stat) in zip(rows, batch, strict=True):

@@ -142,6 +142,14 @@ class Worker:
         assert batch.rows is not None
         return batch.rows
 
+    def rows_watched(self, items: list[tuple[int, Path]], timeout: float) -> Rows:
+        """``rows``, in a thread of its own, for a caller that no pipeline watches (a
+        watch): ``timeout`` seconds without a stage's progress raise ``StageTimeout``."""
+        (rows,) = staged(
+            [items], self.rows, timeout=timeout, name="batch", heartbeat=self.heartbeat
+        )
+        return rows
+
     def _decode_task(self, batch: InFlightBatch) -> InFlightBatch:
         return self._decode(batch.task)
 
