@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -32,6 +33,7 @@ from psicbatch.run.stages import staged
 from psicbatch.run.worker import STAGE_COUNT, Task, Worker
 
 REACH_SECONDS = 5.0  # how long a cluster's head may take to accept a connection
+CLOSE_SECONDS = 5.0  # how long a stopped run waits for the thread reading from Ray
 
 # Rows as actors return them; the driver adds each input's key, as for local workers.
 RAY_SCHEMA = PART_SCHEMA.remove(PART_SCHEMA.get_field_index(KEY_COLUMN))
@@ -113,21 +115,39 @@ def ray_results(
         num_gpus=gpus,
         num_cpus=1,
     )
-    batches = dataset.iter_batches(batch_size=options.batch_size, batch_format="pyarrow")
+    batches = iter(dataset.iter_batches(batch_size=options.batch_size, batch_format="pyarrow"))
     return _watched(batches, options.batch_timeout, shut_down)
 
 
 def _watched(
-    batches: Iterator[pa.Table], timeout: float, shut_down: Callable[[], None]
+    batches: Generator[pa.Table, None, None], timeout: float, shut_down: Callable[[], None]
 ) -> Iterator[tuple[list[dict[str, Any]], dict[str, float]]]:
     """Each batch's rows, read from Ray in a thread of their own, so that waiting more
     than ``timeout`` for one (for the first, while the actors open their engines, at least
     ``ENGINE_OPEN_SECONDS``) stops the run as hung; then ``shut_down``, however it ends."""
     opening = max(timeout, ENGINE_OPEN_SECONDS)
+    rows = staged(batches, _rows, timeout=timeout, name="batch", first_timeout=opening)
     try:
-        yield from staged(batches, _rows, timeout=timeout, name="batch", first_timeout=opening)
+        yield from rows
     finally:
+        rows.close()  # the reading thread leaves once its batch from Ray comes
+        _close_when_free(batches, CLOSE_SECONDS)
         shut_down()
+
+
+def _close_when_free(batches: Generator[pa.Table, None, None], seconds: float) -> None:
+    """Close Ray's iterator, which ends its execution and its actors, once the reading
+    thread has left it (within ``seconds``; a hung one never does). Ray shut down while
+    its iterator was still open printed tracebacks of the iterator's own teardown."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            batches.close()
+            return
+        except ValueError:  # "generator already executing": the thread is still in it
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
 
 
 def _rows(batch: pa.Table) -> tuple[list[dict[str, Any]], dict[str, float]]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout  # TimeoutError from 3.11 on
 from typing import Any
@@ -42,7 +42,7 @@ def staged(
     workers: int = 1,
     heartbeat: Heartbeat | None = None,
     first_timeout: float | None = None,
-) -> Iterator[Any]:
+) -> Generator[Any, None, None]:
     """``function(item)`` for every item, computed in background threads, in order.
 
     With ``timeout``, waiting longer than that for one result raises ``StageTimeout``;
