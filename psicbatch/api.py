@@ -15,6 +15,7 @@ typed results come back in input order, an unreadable image as a result with its
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
 from psicbatch.run import rle
 from psicbatch.run.decode import ArrayDecoder
-from psicbatch.run.options import DEFAULT_BATCH_SIZE, RunOptions
+from psicbatch.run.options import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT, RunOptions
 from psicbatch.run.part_table import verdict
 from psicbatch.run.run_decisions import check_decisions_fit, run_decisions
 from psicbatch.run.worker import Task, Worker
@@ -101,14 +102,19 @@ class Inspector:
         roi: str | Path | None = None,
         masks: str = "gated",
         threshold: float | None = None,
+        batch_timeout: float | None = DEFAULT_BATCH_TIMEOUT,
     ) -> None:
         """``engine_or_checkpoint``: an engine folder or a checkpoint (default: the bundled
         demo model); ``decisions``: a decision file from ``psicbatch calibrate`` (default:
         the decisions stored with the engine, if any, as ``psicbatch run`` applies them);
         ``threshold``: the image threshold instead of any decisions (the model's when
-        neither is given)."""
+        neither is given); ``batch_timeout``: seconds without progress after which
+        ``inspect`` raises ``StageTimeout`` rather than leave its caller waiting on a hung
+        engine (``None``: wait however long)."""
         if decisions is not None and threshold is not None:
             raise PsicbatchError("give threshold or decisions, not both")
+        if batch_timeout is not None and not 0 < batch_timeout < math.inf:
+            raise PsicbatchError("batch_timeout must be positive and finite, or None")
         source = Path(engine_or_checkpoint) if engine_or_checkpoint else demo_model_path()
         folder = source.is_dir()
         spec = EngineSpec(
@@ -134,7 +140,7 @@ class Inspector:
             roi=chosen.roi,
             masks=masks,
         )
-        self.batch_size = batch_size
+        self.batch_size, self.batch_timeout = batch_size, batch_timeout
         self.worker = Worker(spec, options, where, threads=None)
         try:
             check_decisions_fit(chosen.record, vars(self.worker.engine.manifest))
@@ -167,7 +173,7 @@ class Inspector:
             (number, names[start : start + self.batch_size])
             for number, start in enumerate(range(0, len(names), self.batch_size))
         ]
-        for _, rows, _ in self.worker.process(iter(tasks)):
+        for _, rows, _ in self.worker.process(iter(tasks), self.batch_timeout):
             yield from (Inspection.from_row(row) for row in rows)
 
     def close(self) -> None:

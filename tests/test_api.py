@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from PIL import Image
 import psicbatch
 from psicbatch.cli import main
 from psicbatch.data.synth import generate
+from psicbatch.errors import PsicbatchError
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +107,31 @@ def test_an_engine_s_stored_decisions_apply_as_in_psicbatch_run(
     set_decisions(engine, other, tmp_path / "other.json")
     with pytest.raises(psicbatch.errors.PsicbatchError, match="another engine's probabilities"):
         psicbatch.Inspector(engine, device="cpu", decoder="pil")
+
+
+@pytest.mark.timeout(60, method="thread")  # without the timeout, inspect waits for ever
+def test_a_hung_engine_raises_instead_of_holding_the_caller(
+    images: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Line software calling inspect would have waited on a hung engine for ever."""
+    from psicbatch.run.stages import StageTimeout
+    from psicbatch.run.worker import Worker
+
+    hang = threading.Event()
+    infer = Worker._infer
+
+    def hung_infer(worker: Worker, batch: object) -> object:
+        hang.wait()
+        return infer(worker, batch)
+
+    monkeypatch.setattr(Worker, "_infer", hung_infer)
+    path = next(images.glob("*.png"))
+    said = "no batch result and no progress within 1 s"
+    with (
+        psicbatch.Inspector(device="cpu", precision="fp32", batch_timeout=1) as inspector,
+        pytest.raises(StageTimeout, match=said),
+    ):
+        list(inspector.inspect([path]))
+    hang.set()
+    with pytest.raises(PsicbatchError, match="batch_timeout must be positive"):
+        psicbatch.Inspector(batch_timeout=0)
