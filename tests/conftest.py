@@ -10,6 +10,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
 
 
 def _pin_this_worker() -> None:
@@ -53,3 +56,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _deterministic() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def hung_engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every worker's engine call waits until the test ends: a hung engine (a GPU that
+    stopped answering) with nothing else wrong, for the tests of what notices it."""
+    from psicbatch.run.worker import Worker
+
+    release = threading.Event()
+    infer = Worker._infer
+
+    def hung_infer(worker: Worker, batch: Any) -> Any:
+        release.wait()
+        return infer(worker, batch)
+
+    monkeypatch.setattr(Worker, "_infer", hung_infer)
+    yield
+    release.set()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -111,20 +110,11 @@ def test_an_engine_s_stored_decisions_apply_as_in_psicbatch_run(
 
 @pytest.mark.timeout(60, method="thread")  # without the timeout, inspect waits for ever
 def test_a_hung_engine_raises_instead_of_holding_the_caller(
-    images: Path, monkeypatch: pytest.MonkeyPatch
+    images: Path, hung_engine: None
 ) -> None:
     """Line software calling inspect would have waited on a hung engine for ever."""
     from psicbatch.run.stages import StageTimeout
-    from psicbatch.run.worker import Worker
 
-    hang = threading.Event()
-    infer = Worker._infer
-
-    def hung_infer(worker: Worker, batch: object) -> object:
-        hang.wait()
-        return infer(worker, batch)
-
-    monkeypatch.setattr(Worker, "_infer", hung_infer)
     path = next(images.glob("*.png"))
     said = "no batch result and no progress within 1 s"
     with (
@@ -132,6 +122,5 @@ def test_a_hung_engine_raises_instead_of_holding_the_caller(
         pytest.raises(StageTimeout, match=said),
     ):
         list(inspector.inspect([path]))
-    hang.set()
     with pytest.raises(PsicbatchError, match="batch_timeout must be positive"):
         psicbatch.Inspector(batch_timeout=0)

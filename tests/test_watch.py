@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -174,30 +173,19 @@ def test_watch_survives_a_kill_with_every_file_once_and_stops_on_sigterm(tmp_pat
 
 @pytest.mark.timeout(60, method="thread")  # without the timeout, the watch hangs for ever
 def test_a_watch_whose_batch_makes_no_progress_stops_with_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, hung_engine: None
 ) -> None:
     """A hung engine froze a watch without a word, and with it the line's inspection:
     --batch-timeout did not apply to watches. It stops the watch now (exit code 1), for
     its service manager to restart it; the batch's files are inspected again then."""
-    from psicbatch.run.worker import Worker
-
     (image,) = generate(tmp_path / "made", 1, (64, 64), seed=3)
     folder, out = tmp_path / "line", tmp_path / "results"
     folder.mkdir()
     (folder / "a.png").write_bytes(image.read_bytes())
-    hang = threading.Event()
-    infer = Worker._infer
-
-    def hung_infer(worker: Worker, batch: object) -> object:
-        hang.wait()
-        return infer(worker, batch)
-
-    monkeypatch.setattr(Worker, "_infer", hung_infer)
     args = ["run", "--watch", str(folder), "--out", str(out), "--device", "cpu", "-q"]
     options = ["--settle", "0.1", "--precision", "fp32", "--batch-timeout", "1"]
     began = time.monotonic()
     result = CliRunner().invoke(main, [*args, *options])
-    hang.set()
     assert result.exit_code == 1, result.output
     said = "Error: no batch result and no progress within 1 s; the worker may be hung"
     assert result.output.startswith(said) and len(result.output.splitlines()) == 1
