@@ -348,11 +348,9 @@ def _inspect(
         progress.start()  # no-op once started
         rate = summary.images / max(time.monotonic() - started, 1e-9)
         status = f"{rate:.1f} img/s  defects {summary.defects}  errors {summary.errors}"
-        progress.update(
-            task,
-            completed=summary.skipped + summary.images,
-            status=status if summary.images or final else "opening the engine",
-        )
+        if not summary.images and not final:
+            status = "first batch" if summary.engines_open else "opening the engine"
+        progress.update(task, completed=summary.skipped + summary.images, status=status)
 
     try:  # the command line turns SIGINT and SIGTERM into Stopped (``signals_stop``)
         summary = run(paths, spec, options, update, executor)

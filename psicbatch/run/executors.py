@@ -43,7 +43,8 @@ ENGINE_OPEN_SECONDS = 300.0
 def local_results(
     tasks: list[Task], spec: EngineSpec, options: RunOptions, devices: list[str]
 ) -> Iterator[BatchResult]:
-    """(rows, stage seconds) of every batch in input order, from workers on this machine."""
+    """(rows, stage seconds) of every batch in input order, from workers on this machine;
+    their engines are open when it returns (a run's progress line says so)."""
     if len(devices) == 1:
         worker = Worker(spec, options, devices[0], threads=available_cpus())
         batches = worker.process(iter(tasks), options.batch_timeout)

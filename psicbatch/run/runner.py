@@ -63,6 +63,9 @@ class RunSummary:
     engine: str = ""  # backend, precision and device as they ran, and why
     error_examples: list[tuple[str, str]] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)  # summed over batches
+    # The workers' engines are open: what follows is the first batch, not the opening
+    # (a batch of large images through a tiled model can take minutes on a CPU).
+    engines_open: bool = False
     steady_images: int = 0  # images after the first batch (start-up excluded)
     steady_batches: int = 0  # batches after the first
     steady_seconds: float = 0.0  # from the first batch's rows to the last's (no finalising)
@@ -154,6 +157,9 @@ def run(
             on_rows(summary)
         before = cpu_times()
         results = (executor or local_results)(tasks, spec, options, devices)
+        if executor is None and on_rows is not None:  # local workers open theirs first
+            summary.engines_open = True
+            on_rows(summary)
         first, last = _save_results(results, keys, output, summary, options, on_rows)
         summary.contention = contention(before, cpu_times()) if executor is None else None
         summary.steady_seconds = last - first
