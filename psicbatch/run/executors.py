@@ -26,7 +26,7 @@ from typing import Any
 
 from psicbatch.cpus import available_cpus
 from psicbatch.engines.spec import EngineSpec
-from psicbatch.errors import PsicbatchError
+from psicbatch.errors import PsicbatchError, error_line
 from psicbatch.run.heartbeat import TELL_EVERY, Heartbeat
 from psicbatch.run.options import RunOptions
 from psicbatch.run.shutdown import die_with_parent
@@ -34,6 +34,8 @@ from psicbatch.run.worker import Rows, Task, Worker
 
 BatchResult = tuple[Rows, dict[str, float]]
 PROGRESS = "progress"  # a worker's message: work moved on, though no batch is done yet
+# How torch (CUDA, the CPU allocator) and ONNX Runtime say that memory ran out.
+OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "failed to allocate memory")
 IN_FLIGHT_PER_WORKER = 4
 # Starting a worker (imports, loading or deserialising the engine) may take far longer
 # than a batch; --batch-timeout applies to batches, this at least to the start.
@@ -48,8 +50,30 @@ def local_results(
     if len(devices) == 1:
         worker = Worker(spec, options, devices[0], threads=available_cpus())
         batches = worker.process(iter(tasks), options.batch_timeout)
-        return ((rows, times) for _, rows, times in batches)
+        return said_as_one_line(((rows, times) for _, rows, times in batches), devices[0])
     return _parallel_results(tasks, spec, options, devices)
+
+
+def said_as_one_line(batches: Iterator[Any], device: str) -> Iterator[Any]:
+    """``batches``, with a worker's unexpected error (a CUDA out-of-memory error, an
+    engine's own) as the one line a worker process reports (``worker_failure``), not a
+    traceback."""
+    try:
+        yield from batches
+    except PsicbatchError:
+        raise
+    except Exception as error:
+        raise PsicbatchError(worker_failure(f"worker on {device}", error)) from error
+
+
+def worker_failure(worker: str, error: BaseException) -> str:
+    """One line for a worker's unexpected error; running out of memory says what needs
+    less of it."""
+    line = f"{worker} failed: {error_line(error)}"
+    text = str(error).lower()
+    if isinstance(error, MemoryError) or any(sign in text for sign in OUT_OF_MEMORY):
+        line += "; a smaller --batch-size or fewer --workers need less memory"
+    return line
 
 
 def worker_environment(device: str, parent_mask: str | None = None) -> tuple[dict[str, str], str]:
@@ -235,4 +259,4 @@ def _worker_main(
     except PsicbatchError as error:
         result_queue.put(("failed", str(error)))
     except Exception as error:  # reported to the parent, which stops the run cleanly
-        result_queue.put(("failed", f"worker on {device} failed: {type(error).__name__}: {error}"))
+        result_queue.put(("failed", worker_failure(f"worker on {device}", error)))
