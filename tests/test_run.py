@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +41,7 @@ from psicbatch.run.inputs import collect_inputs
 from psicbatch.run.job import resolved_sources
 from psicbatch.run.output import read_metadata
 from tests.reference_rows import assert_same_results, result_row
-from tests.run_processes import killed_run
+from tests.run_processes import CONSOLE, command_line, descendants, killed_run, wait_for
 from tests.stops import main_thread_only, send_stop
 from tests.test_layouts import make_dagm, make_kolektorsdd
 
@@ -433,13 +435,39 @@ def test_ray_executor_gives_the_local_executors_rows(images: Path, tmp_path: Pat
     assert not ray.is_initialized()
 
 
+@pytest.mark.slow
+def test_a_ray_actor_that_cannot_open_its_engine_says_so_in_one_line(
+    images: Path, tmp_path: Path
+) -> None:
+    """As a cluster's node that cannot read the model at the driver's path: the run
+    ended in a traceback of about 500 lines, Ray's wrapping of the actor's."""
+    pytest.importorskip("ray", reason="Ray is an optional extra")
+    model = tmp_path / "model.pt"
+    shutil.copy(demo_model_path(), model)
+    command = [CONSOLE, "run", images, "--out", tmp_path / "r.parquet", "--model", model]
+    process = subprocess.Popen(
+        [*command, "--executor", "ray", "--device", "cpu", "-q"], stderr=subprocess.PIPE
+    )
+
+    def ray_started() -> bool:
+        return any(b"raylet" in command_line(pid) for pid in descendants(process.pid))
+
+    try:
+        wait_for(ray_started, process=process)
+        model.unlink()  # read by the run already, not yet by its actor
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 1
+    said = f"Error: a Ray actor on {socket.gethostname()}: {model}: no such file"
+    assert stderr.decode().strip().splitlines()[-1] == said
+
+
 @pytest.mark.timeout(60, method="thread")  # Ray retries in native code, for minutes
 def test_a_ray_cluster_address_nothing_answers_at_is_one_line_at_once(
     images: Path, tmp_path: Path
 ) -> None:
     """Ray retried it inside native code, where neither Ctrl-C nor SIGTERM stopped it."""
-    import socket
-
     pytest.importorskip("ray", reason="Ray is an optional extra")
     with socket.socket() as closed:  # a port that was free a moment ago: nothing listens
         closed.bind(("127.0.0.1", 0))

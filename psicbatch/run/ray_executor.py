@@ -13,8 +13,10 @@ would wait for a hung actor for ever), and SIGINT or SIGTERM saves the rows comp
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -23,9 +25,9 @@ from typing import Any
 import pyarrow as pa
 
 from psicbatch.engines.spec import EngineSpec
-from psicbatch.errors import PsicbatchError
+from psicbatch.errors import PsicbatchError, error_line
 from psicbatch.paths import path_bytes, path_from_bytes
-from psicbatch.run.executors import ENGINE_OPEN_SECONDS
+from psicbatch.run.executors import ENGINE_OPEN_SECONDS, worker_failure
 from psicbatch.run.options import RunOptions
 from psicbatch.run.output import KEY_COLUMN, PART_SCHEMA
 from psicbatch.run.shutdown import stop_handlers_kept
@@ -90,7 +92,8 @@ def ray_results(
 
         def __init__(self) -> None:
             device = "cuda:0" if gpus else "cpu"  # Ray assigns each actor its own GPU
-            self.worker = Worker(spec, options, device, threads=None if gpus else 1)
+            with _said_by_this_actor():
+                self.worker = Worker(spec, options, device, threads=None if gpus else 1)
 
         def __call__(self, batch: pa.Table) -> pa.Table:
             items = list(
@@ -100,7 +103,8 @@ def ray_results(
                     strict=True,
                 )
             )
-            return pa.Table.from_pylist(self.worker.rows(items), schema=RAY_SCHEMA)
+            with _said_by_this_actor():
+                return pa.Table.from_pylist(self.worker.rows(items), schema=RAY_SCHEMA)
 
     # One call per stage at once per actor (Worker.rows lets each stage take one batch at a
     # time), so decoding, inference and post-processing overlap as in local workers.
@@ -129,6 +133,10 @@ def _watched(
     rows = staged(batches, _rows, timeout=timeout, name="batch", first_timeout=opening)
     try:
         yield from rows
+    except PsicbatchError:
+        raise
+    except Exception as error:  # Ray's, holding the actor's traceback as text
+        raise PsicbatchError(_actors_line(error)) from error
     finally:
         rows.close()  # the reading thread leaves once its batch from Ray comes
         _close_when_free(batches, CLOSE_SECONDS)
@@ -150,6 +158,26 @@ def _close_when_free(batches: Generator[pa.Table, None, None], seconds: float) -
             time.sleep(0.05)
 
 
+@contextlib.contextmanager
+def _said_by_this_actor() -> Iterator[None]:
+    """An actor's error as one line naming its machine (on a cluster, a file the driver
+    reads that a node cannot is the likely cause), for ``_actors_line`` to find."""
+    where = f"a Ray actor on {socket.gethostname()}"
+    try:
+        yield
+    except PsicbatchError as error:
+        raise PsicbatchError(f"{where}: {error}") from None
+    except Exception as error:
+        raise PsicbatchError(worker_failure(where, error)) from None
+
+
+def _actors_line(error: Exception) -> str:
+    """The line an actor said (``_said_by_this_actor``), found in the text of Ray's
+    error, which wraps the actor's as a formatted traceback, not as an object."""
+    said = re.findall(r"^psicbatch\.errors\.\w+: (.+)$", str(error), re.MULTILINE)
+    return said[-1] if said else f"the Ray run failed: {error_line(error)}"
+
+
 def _rows(batch: pa.Table) -> tuple[list[dict[str, Any]], dict[str, float]]:
     return batch.to_pylist(), {}  # stage times are not collected from Ray's actors
 
@@ -159,12 +187,13 @@ def _leave_running() -> None:
 
 
 def _quiet_ray_data_console() -> None:
-    """Ray Data writes each dataset's plan and progress (INFO) and the errors of its own
-    teardown (WARNING, with tracebacks) to the console, between psicbatch's progress bar
-    and its one-line errors; they stay in Ray's session log (``ray-data.log``)."""
+    """Ray Data writes each dataset's plan and progress (INFO), the errors of its own
+    teardown (WARNING) and an actor's error (ERROR), with tracebacks, to the console,
+    between psicbatch's progress bar and its one-line errors (an actor's is one of them,
+    ``_actors_line``); they stay in Ray's session log (``ray-data.log``)."""
     for handler in logging.getLogger("ray.data").handlers:
         if isinstance(handler, logging.StreamHandler):
-            handler.setLevel(logging.ERROR)
+            handler.setLevel(logging.CRITICAL)
 
 
 def check_reachable(address: str) -> None:
