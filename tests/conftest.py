@@ -74,3 +74,17 @@ def hung_engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(Worker, "_infer", hung_infer)
     yield
     release.set()
+
+
+@pytest.fixture
+def engine_out_of_memory(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every worker's engine call runs out of GPU memory; the error's message."""
+    from psicbatch.run.worker import Worker
+
+    message = "CUDA out of memory. Tried to allocate 20.00 GiB"
+
+    def out_of_memory(worker: Worker, batch: Any) -> Any:
+        raise torch.cuda.OutOfMemoryError(message)
+
+    monkeypatch.setattr(Worker, "_infer", out_of_memory)
+    return message

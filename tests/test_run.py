@@ -652,21 +652,15 @@ def test_a_swallowed_stop_stops_a_run_at_its_next_batch(images: Path, tmp_path: 
 
 
 def test_a_workers_unexpected_error_is_one_line(
-    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    images: Path, tmp_path: Path, engine_out_of_memory: str
 ) -> None:
     """Running out of GPU memory in the one local worker was a traceback (a worker
     process said one line); it is that line, with what needs less memory."""
-    from psicbatch.run.worker import Worker
-
-    def out_of_memory(worker: Worker, batch: object) -> None:
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-
-    monkeypatch.setattr(Worker, "_infer", out_of_memory)
     code, output = run_cli(str(images), "--out", str(tmp_path / "r.parquet"), "--device", "cpu")
     assert code == 1
     assert output.strip() == (
-        "Error: worker on cpu failed: OutOfMemoryError: CUDA out of memory. Tried to allocate "
-        "20.00 GiB; a smaller --batch-size or fewer --workers need less memory"
+        f"Error: worker on cpu failed: OutOfMemoryError: {engine_out_of_memory}; "
+        "a smaller --batch-size or fewer --workers need less memory"
     )
 
 
@@ -681,7 +675,7 @@ def test_a_workers_unexpected_error_is_one_line(
 def test_a_workers_failure_says_what_needs_less_memory_where_memory_ran_out(
     error: BaseException, hint: bool
 ) -> None:
-    from psicbatch.run.executors import worker_failure
+    from psicbatch.run.failures import worker_failure
 
     line = worker_failure("worker on cuda:1", error)
     assert line.startswith(f"worker on cuda:1 failed: {type(error).__name__}")

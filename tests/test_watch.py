@@ -193,6 +193,21 @@ def test_a_watch_whose_batch_makes_no_progress_stops_with_one_line(
     assert rows(out) == []  # its files wait for the restart
 
 
+def test_a_watch_whose_engine_fails_says_so_in_one_line(
+    tmp_path: Path, engine_out_of_memory: str
+) -> None:
+    """It was a traceback."""
+    (image,) = generate(tmp_path / "made", 1, (64, 64), seed=3)
+    folder, out = tmp_path / "line", tmp_path / "results"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(image.read_bytes())
+    args = ["run", "--watch", str(folder), "--out", str(out), "--device", "cpu", "-q"]
+    result = CliRunner().invoke(main, [*args, "--settle", "0.1", "--precision", "fp32"])
+    assert result.exit_code == 1, result.output
+    said = f"Error: worker on cpu failed: OutOfMemoryError: {engine_out_of_memory}; a smaller"
+    assert result.output.startswith(said) and len(result.output.splitlines()) == 1
+
+
 @pytest.mark.timeout(60)  # without the lock, the second watch would watch until stopped
 def test_a_second_watch_on_the_same_folder_is_refused(tmp_path: Path) -> None:
     """Both would inspect every image: each would be in the results twice."""

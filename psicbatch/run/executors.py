@@ -26,7 +26,8 @@ from typing import Any
 
 from psicbatch.cpus import available_cpus
 from psicbatch.engines.spec import EngineSpec
-from psicbatch.errors import PsicbatchError, error_line
+from psicbatch.errors import PsicbatchError
+from psicbatch.run.failures import said_in_one_line, worker_failure
 from psicbatch.run.heartbeat import TELL_EVERY, Heartbeat
 from psicbatch.run.options import RunOptions
 from psicbatch.run.shutdown import die_with_parent
@@ -34,8 +35,6 @@ from psicbatch.run.worker import Rows, Task, Worker
 
 BatchResult = tuple[Rows, dict[str, float]]
 PROGRESS = "progress"  # a worker's message: work moved on, though no batch is done yet
-# How torch (CUDA, the CPU allocator) and ONNX Runtime say that memory ran out.
-OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "failed to allocate memory")
 IN_FLIGHT_PER_WORKER = 4
 # Starting a worker (imports, loading or deserialising the engine) may take far longer
 # than a batch; --batch-timeout applies to batches, this at least to the start.
@@ -55,25 +54,10 @@ def local_results(
 
 
 def said_as_one_line(batches: Iterator[Any], device: str) -> Iterator[Any]:
-    """``batches``, with a worker's unexpected error (a CUDA out-of-memory error, an
-    engine's own) as the one line a worker process reports (``worker_failure``), not a
-    traceback."""
-    try:
+    """``batches``, with the worker's unexpected error as the one line a worker process
+    reports, not a traceback."""
+    with said_in_one_line(f"worker on {device}"):
         yield from batches
-    except PsicbatchError:
-        raise
-    except Exception as error:
-        raise PsicbatchError(worker_failure(f"worker on {device}", error)) from error
-
-
-def worker_failure(worker: str, error: BaseException) -> str:
-    """One line for a worker's unexpected error; running out of memory says what needs
-    less of it."""
-    line = f"{worker} failed: {error_line(error)}"
-    text = str(error).lower()
-    if isinstance(error, MemoryError) or any(sign in text for sign in OUT_OF_MEMORY):
-        line += "; a smaller --batch-size or fewer --workers need less memory"
-    return line
 
 
 def worker_environment(device: str, parent_mask: str | None = None) -> tuple[dict[str, str], str]:

@@ -27,7 +27,8 @@ import pyarrow as pa
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError, error_line
 from psicbatch.paths import path_bytes, path_from_bytes
-from psicbatch.run.executors import ENGINE_OPEN_SECONDS, worker_failure
+from psicbatch.run.executors import ENGINE_OPEN_SECONDS
+from psicbatch.run.failures import worker_failure
 from psicbatch.run.options import RunOptions
 from psicbatch.run.output import KEY_COLUMN, PART_SCHEMA
 from psicbatch.run.shutdown import stop_handlers_kept

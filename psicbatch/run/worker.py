@@ -30,6 +30,7 @@ from psicbatch.preprocess import Normalizer
 from psicbatch.roi import RegionOfInterest
 from psicbatch.run import streams
 from psicbatch.run.decode import DecodedBatch, Decoder, make_decoder
+from psicbatch.run.failures import said_in_one_line
 from psicbatch.run.heartbeat import Heartbeat
 from psicbatch.run.options import RunOptions
 from psicbatch.run.postprocess import MaskSummary, result_rows, summarize_masks, summarize_tiles
@@ -144,10 +145,12 @@ class Worker:
 
     def rows_watched(self, items: list[tuple[int, Path]], timeout: float) -> Rows:
         """``rows``, in a thread of its own, for a caller that no pipeline watches (a
-        watch): ``timeout`` seconds without a stage's progress raise ``StageTimeout``."""
-        (rows,) = staged(
-            [items], self.rows, timeout=timeout, name="batch", heartbeat=self.heartbeat
-        )
+        watch): ``timeout`` seconds without a stage's progress raise ``StageTimeout``, and
+        an unexpected error is one line (``said_in_one_line``)."""
+        with said_in_one_line(f"worker on {self.device}"):
+            (rows,) = staged(
+                [items], self.rows, timeout=timeout, name="batch", heartbeat=self.heartbeat
+            )
         return rows
 
     def _decode_task(self, batch: InFlightBatch) -> InFlightBatch:
