@@ -14,6 +14,7 @@ would wait for a hung actor for ever), and SIGINT or SIGTERM saves the rows comp
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import re
@@ -31,7 +32,7 @@ from psicbatch.run.executors import ENGINE_OPEN_SECONDS
 from psicbatch.run.failures import worker_failure
 from psicbatch.run.options import RunOptions
 from psicbatch.run.output import KEY_COLUMN, PART_SCHEMA
-from psicbatch.run.shutdown import stop_handlers_kept
+from psicbatch.run.shutdown import before_exit, stop_handlers_kept
 from psicbatch.run.stages import staged
 from psicbatch.run.worker import STAGE_COUNT, Task, Worker
 
@@ -131,7 +132,8 @@ def _watched(
     than ``timeout`` for one (for the first, while the actors open their engines, at least
     ``ENGINE_OPEN_SECONDS``) stops the run as hung; then ``shut_down``, however it ends."""
     opening = max(timeout, ENGINE_OPEN_SECONDS)
-    rows = staged(batches, _rows, timeout=timeout, name="batch", first_timeout=opening)
+    reader = _python_rows(batches)
+    rows = staged(reader, _unchanged, timeout=timeout, name="batch", first_timeout=opening)
     try:
         yield from rows
     except PsicbatchError:
@@ -140,22 +142,41 @@ def _watched(
         raise PsicbatchError(_actors_line(error)) from error
     finally:
         rows.close()  # the reading thread leaves once its batch from Ray comes
-        _close_when_free(batches, CLOSE_SECONDS)
-        shut_down()
+        if _closed_when_free(reader, CLOSE_SECONDS):
+            # Ray's iterator, which ends its execution and actors, and every table from
+            # Ray's object store, before Ray: a table freed after Ray's shutdown (or Ray's
+            # iterator closed after it) ended the process at once, before its rows were saved.
+            batches.close()
+            gc.collect()
+            shut_down()
+        else:  # a thread stuck in Ray would end the process so as Ray shut down
+            before_exit(shut_down)
 
 
-def _close_when_free(batches: Generator[pa.Table, None, None], seconds: float) -> None:
-    """Close Ray's iterator, which ends its execution and its actors, once the reading
-    thread has left it (within ``seconds``; a hung one never does). Ray shut down while
-    its iterator was still open printed tracebacks of the iterator's own teardown."""
+def _python_rows(
+    batches: Iterator[pa.Table],
+) -> Generator[tuple[list[dict[str, Any]], dict[str, float]], None, None]:
+    """Each batch as Python rows, as soon as it comes: no table from Ray's object store
+    is held past the reading of the next."""
+    for batch in batches:
+        yield batch.to_pylist(), {}  # stage times are not collected from Ray's actors
+
+
+def _unchanged(rows: Any) -> Any:
+    return rows
+
+
+def _closed_when_free(reader: Generator[Any, None, None], seconds: float) -> bool:
+    """Whether ``reader`` was closed once the reading thread had left it, within
+    ``seconds`` (a thread hung in Ray never does)."""
     deadline = time.monotonic() + seconds
     while True:
         try:
-            batches.close()
-            return
+            reader.close()
+            return True
         except ValueError:  # "generator already executing": the thread is still in it
             if time.monotonic() > deadline:
-                return
+                return False
             time.sleep(0.05)
 
 
@@ -177,10 +198,6 @@ def _actors_line(error: Exception) -> str:
     error, which wraps the actor's as a formatted traceback, not as an object."""
     said = re.findall(r"^psicbatch\.errors\.\w+: (.+)$", str(error), re.MULTILINE)
     return said[-1] if said else f"the Ray run failed: {error_line(error)}"
-
-
-def _rows(batch: pa.Table) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    return batch.to_pylist(), {}  # stage times are not collected from Ray's actors
 
 
 def _leave_running() -> None:

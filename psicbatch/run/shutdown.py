@@ -17,12 +17,13 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 WATCHDOG_SECONDS = 1.0
 _asked: list[int] = []  # the signal that asked this process to stop, once one did
+_before_exit: list[Callable[[], None]] = []  # ``before_exit``'s callbacks
 
 
 class Stopped(BaseException):
@@ -86,10 +87,20 @@ def raise_if_stopped() -> None:
         raise Stopped(_asked[0])
 
 
+def before_exit(callback: Callable[[], None]) -> None:
+    """Call ``callback`` as the process exits (``exit_process``), once all else is done
+    however it exits: the teardown of a library that a stuck thread is still inside (a
+    local Ray's), which may end the process at once, waits until the results are saved."""
+    _before_exit.append(callback)
+
+
 def exit_process(code: int) -> None:
     """Exit with ``code``. When psicbatch's own threads are still alive (stuck in a
     decoder or engine call that cannot be interrupted), skip the interpreter's teardown,
     which would wait for them or abort in native destructors."""
+    for callback in _before_exit:
+        with contextlib.suppress(Exception):  # exiting regardless
+            callback()
     stuck = [t for t in threading.enumerate() if t.name.startswith("psicbatch-") and t.is_alive()]
     if not stuck:
         sys.exit(code)
