@@ -680,3 +680,21 @@ def test_a_workers_failure_says_what_needs_less_memory_where_memory_ran_out(
     line = worker_failure("worker on cuda:1", error)
     assert line.startswith(f"worker on cuda:1 failed: {type(error).__name__}")
     assert line.endswith("fewer --workers need less memory") == hint
+
+
+def test_an_engine_that_fails_to_open_is_one_line(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As CUDA does when it cannot start (a driver too old for the build): a traceback."""
+    from psicbatch.run import worker
+
+    def cannot_start(*args: object) -> None:
+        raise RuntimeError("CUDA driver initialization failed, you might not have a CUDA gpu.")
+
+    monkeypatch.setattr(worker, "open_engine", cannot_start)
+    code, output = run_cli(str(images), "--out", str(tmp_path / "r.parquet"), "--device", "cpu")
+    assert (code, output.strip()) == (
+        1,
+        "Error: worker on cpu failed: RuntimeError: CUDA driver initialization failed, you "
+        "might not have a CUDA gpu.",
+    )

@@ -80,7 +80,8 @@ class Worker:
         self.device = torch.device(device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-        self.engine = open_engine(spec, device, max(options.batch_size, 1))
+        with said_in_one_line(f"worker on {device}"):  # e.g. CUDA that cannot start
+            self.engine = open_engine(spec, device, max(options.batch_size, 1))
         manifest = self.engine.manifest
         self.threshold = (
             options.threshold
