@@ -48,16 +48,16 @@ def local_results(
     their engines are open when it returns (a run's progress line says so)."""
     if len(devices) == 1:
         worker = Worker(spec, options, devices[0], threads=available_cpus())
-        batches = worker.process(iter(tasks), options.batch_timeout)
-        return said_as_one_line(((rows, times) for _, rows, times in batches), devices[0])
+        return _in_this_process(worker, tasks, options.batch_timeout)
     return _parallel_results(tasks, spec, options, devices)
 
 
-def said_as_one_line(batches: Iterator[Any], device: str) -> Iterator[Any]:
-    """``batches``, with the worker's unexpected error as the one line a worker process
-    reports, not a traceback."""
-    with said_in_one_line(f"worker on {device}"):
-        yield from batches
+def _in_this_process(worker: Worker, tasks: list[Task], timeout: float) -> Iterator[BatchResult]:
+    """The one local worker's batches; its unexpected error is the one line a worker
+    process reports, not a traceback."""
+    with said_in_one_line(f"worker on {worker.device}"):
+        for _, rows, times in worker.process(iter(tasks), timeout):
+            yield rows, times
 
 
 def worker_environment(device: str, parent_mask: str | None = None) -> tuple[dict[str, str], str]:
