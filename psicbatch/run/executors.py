@@ -27,7 +27,7 @@ from typing import Any
 from psicbatch.cpus import available_cpus
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
-from psicbatch.run.failures import said_in_one_line, worker_failure
+from psicbatch.run.failures import said_in_one_line
 from psicbatch.run.heartbeat import TELL_EVERY, Heartbeat
 from psicbatch.run.options import RunOptions
 from psicbatch.run.shutdown import die_with_parent
@@ -232,15 +232,14 @@ def _worker_main(
     die_with_parent(parent_pid)
     environment, local_device = worker_environment(device)
     os.environ.update(environment)  # before anything initialises CUDA in this process
-    try:
-        # Told often enough that even a short --batch-timeout sees several messages.
-        every = min(TELL_EVERY, options.batch_timeout / 4)
-        heartbeat = Heartbeat(partial(result_queue.put, PROGRESS), every)
-        worker = Worker(spec, options, local_device, threads, heartbeat)
-        result_queue.put("ready")
-        for message in worker.process(iter(task_queue.get, None)):
-            result_queue.put(message)
+    try:  # an error is reported to the parent, which stops the run cleanly
+        with said_in_one_line(f"worker on {device}"):
+            # Told often enough that even a short --batch-timeout sees several messages.
+            every = min(TELL_EVERY, options.batch_timeout / 4)
+            heartbeat = Heartbeat(partial(result_queue.put, PROGRESS), every)
+            worker = Worker(spec, options, local_device, threads, heartbeat)
+            result_queue.put("ready")
+            for message in worker.process(iter(task_queue.get, None)):
+                result_queue.put(message)
     except PsicbatchError as error:
         result_queue.put(("failed", str(error)))
-    except Exception as error:  # reported to the parent, which stops the run cleanly
-        result_queue.put(("failed", worker_failure(f"worker on {device}", error)))
