@@ -58,6 +58,11 @@ def ray_results(
         import ray.data
     except ImportError:
         raise PsicbatchError("--executor ray needs Ray: pip install 'psicbatch[ray]'") from None
+    items = [
+        {"input_index": i, "path_bytes": path_bytes(p)} for _, batch in tasks for i, p in batch
+    ]
+    if not items:  # all done already (a resume): no Ray to start
+        return iter(())
     _quiet_ray_data_console()
     if address is not None:  # answering, even where this process is connected already
         check_reachable(address)
@@ -77,15 +82,9 @@ def ray_results(
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
-    items = [
-        {"input_index": i, "path_bytes": path_bytes(p)} for _, batch in tasks for i, p in batch
-    ]
     # A Ray this run started is shut down however the run ends: its processes would
     # outlive a process that exits without its teardown, as one with a stuck thread does.
     shut_down = ray.shutdown if started else _leave_running
-    if not items:
-        shut_down()
-        return iter(())
     gpus = 1 if devices[0].startswith("cuda") else 0
     count = len(devices)
 
@@ -149,7 +148,7 @@ def _watched(
             batches.close()
             gc.collect()
             shut_down()
-        else:  # a thread stuck in Ray would end the process so as Ray shut down
+        else:  # shut down now, Ray would let the thread stuck in it end the process at once
             before_exit(shut_down)
 
 
