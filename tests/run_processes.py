@@ -75,17 +75,20 @@ def alive(pid: int) -> bool:
         return False
 
 
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid``: its children, theirs, and so on."""
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started (of any of its threads), still running."""
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
-            children = map(int, (task / "children").read_text().split())
+            found += map(int, (task / "children").read_text().split())
         except OSError:
             continue
-        for child in children:
-            found += [child, *descendants(child)]
     return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``: its children, theirs, and so on."""
+    return [found for child in children(pid) for found in (child, *descendants(child))]
 
 
 def command_line(pid: int) -> bytes:
@@ -98,20 +101,7 @@ def command_line(pid: int) -> bytes:
 
 def workers_of(pid: int) -> list[int]:
     """The spawned worker processes of ``pid`` (not multiprocessing's resource tracker)."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children = (task / "children").read_text().split()
-        except OSError:
-            continue
-        for child in map(int, children):
-            try:
-                command = Path(f"/proc/{child}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"spawn_main" in command:
-                found.append(child)
-    return found
+    return [child for child in children(pid) if b"spawn_main" in command_line(child)]
 
 
 def killed_run(arguments: list[object], out: Path, parts: int = 2, seconds: float = 120) -> Path:
