@@ -21,7 +21,7 @@ from psicbatch.errors import PsicbatchError
 from psicbatch.precision import cpu_auto
 from psicbatch.preprocess import Preprocessing
 from psicbatch.run.executors import PROGRESS, receive, worker_environment
-from psicbatch.run.heartbeat import Heartbeat
+from psicbatch.run.heartbeat import Heartbeat, TileProgress, Tiles
 from psicbatch.run.runner import RunOptions, describe_run, worker_devices
 from psicbatch.run.stages import StageTimeout, staged
 
@@ -164,25 +164,56 @@ def test_a_hung_worker_process_times_out_with_a_clear_error() -> None:
 
 def _progress_then_result(results: Any, beats: int) -> None:
     results.put("ready")
-    for _ in range(beats):
-        results.put(PROGRESS)
+    for beat in range(beats):
+        results.put((PROGRESS, 1, (beat + 1, beats + 1)))
         time.sleep(0.3)
+    results.put((PROGRESS, 1, None))
     results.put((0, [], {}))
 
 
 def test_a_worker_process_telling_of_progress_is_waited_for() -> None:
-    """Progress for 3 s, then a batch's result, within a 1 s timeout: the result comes."""
+    """Progress for 3 s, then a batch's result, within a 1 s timeout: the result comes,
+    and the tiles the worker told of were passed on."""
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     worker = context.Process(target=_progress_then_result, args=(results, 10), daemon=True)
     worker.start()
+    told: list[Tiles] = []
     try:
         assert receive(results, [worker], 60.0, "its start") == "ready"
         began = time.monotonic()
-        assert receive(results, [worker], 1.0, "batch 0") == (0, [], {})
+        tiles = TileProgress(told.append)
+        assert receive(results, [worker], 1.0, "batch 0", tiles) == (0, [], {})
         assert time.monotonic() - began > 1.0
     finally:
         worker.terminate()
+    assert told == [(beat, 11) for beat in range(1, 11)] + [None]
+
+
+def test_a_heartbeat_tells_a_tiled_batchs_start_and_end_at_once() -> None:
+    """Between them, at most every ``every`` seconds; the end is told even right after
+    another tell, so no finished batch's count lingers."""
+    told: list[Tiles] = []
+    heartbeat = Heartbeat(told.append, every=60.0)
+    heartbeat.beat()  # the first beat is told
+    for done in (4, 8, 12, 16):
+        heartbeat.tiles_inferred(done, 16)
+    heartbeat.beat()
+    heartbeat.tiles_inferred(3, 3)  # a batch in one engine call: nothing under way
+    assert told == [None, (4, 16), None]
+    assert heartbeat.tiles is None
+
+
+def test_tile_progress_sums_the_workers_and_tells_changes_only() -> None:
+    told: list[Tiles] = []
+    tiles = TileProgress(told.append)
+    tiles.tell(0, (4, 16))
+    tiles.tell(1, (8, 32))
+    tiles.tell(1, (8, 32))
+    tiles.tell(0, None)
+    tiles.tell(0, None)
+    tiles.tell(1, None)
+    assert told == [(4, 16), (12, 48), (8, 32), None]
 
 
 def test_a_worker_killed_by_a_signal_is_named_by_it() -> None:

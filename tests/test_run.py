@@ -576,28 +576,6 @@ def test_files_of_several_images_are_refused_by_every_reader_and_thumbnails_pass
     assert shown.stdout.strip().endswith(batch.errors[5]) and not shown.stderr
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_the_progress_line_tells_the_first_batch_from_the_engines_opening(
-    images: Path, tmp_path: Path, workers: int
-) -> None:
-    """It said "opening the engine" until the first batch was done: minutes of a first
-    batch of large images through a tiled model on a CPU read as a slow opening."""
-    from psicbatch.run.runner import RunOptions, RunSummary, run
-
-    seen: list[tuple[int, bool]] = []
-
-    def note(summary: RunSummary) -> None:
-        seen.append((summary.images, summary.engines_open))
-
-    paths = sorted(images.iterdir())
-    spec = EngineSpec(checkpoint=demo_model_path(), precision="fp32")
-    options = RunOptions(tmp_path / "r.parquet", batch_size=4, workers=workers,
-                         devices=("cpu",), decoder="pil")  # fmt: skip
-    run(paths, spec, options, note)
-    assert seen[:2] == [(0, False), (0, True)]  # checked, then the engines opened
-    assert seen[2][0] > 0 and seen[-1] == (len(paths), True)
-
-
 def test_the_summary_gives_the_rate_after_start_up() -> None:
     from psicbatch.commands.run import _steady
     from psicbatch.run.runner import RunSummary

@@ -137,9 +137,44 @@ def test_a_slow_tiled_batch_whose_engine_calls_move_on_is_not_taken_for_hung(
     (_, rows, _), *_ = list(worker.process(iter(tasks), batch_timeout=0.5))
     assert calls == [1] * 15 and rows[0]["error"] is None
     monkeypatch.setattr(worker.heartbeat, "beat", lambda: None)
+    monkeypatch.setattr(worker.heartbeat, "tiles_inferred", lambda done, total: None)
     with pytest.raises(StageTimeout, match=r"no batch result and no progress within 0\.5 s"):
         list(worker.process(iter(tasks), batch_timeout=0.5))
     wait_for(lambda: not [t for t in threading.enumerate() if t.name.startswith("psicbatch-")])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_progress_line_tells_the_first_batch_and_the_tiles_inferred(
+    tmp_path: Path, workers: int
+) -> None:
+    """A first batch of large images through a tiled model can take minutes on a CPU: the
+    line said "opening the engine" until it was done, then nothing moved within a batch.
+    It tells the engines' opening from the first batch, and the tiles inferred so far in
+    the batches under way (here 4 engine calls of 4 tiles per batch); none is left once
+    the batches are done."""
+    from psicbatch.commands.run import run_status
+    from psicbatch.run.runner import RunSummary, run
+
+    generate(tmp_path, 8, (150, 190), defect_rate=0.5, seed=21)  # 4 tiles each
+    seen: list[tuple[int, bool, tuple[int, int] | None]] = []
+    lines: list[str] = []
+
+    def note(summary: RunSummary) -> None:
+        seen.append((summary.images, summary.engines_open, summary.tiles))
+        lines.append(run_status(summary, 1.0))
+
+    paths = sorted((tmp_path / "images").iterdir())
+    spec = EngineSpec(checkpoint=tiled_demo(tmp_path / "t.pt"), precision="fp32")
+    options = RunOptions(tmp_path / "r.parquet", batch_size=4, workers=workers,
+                         devices=("cpu",), decoder="pil")  # fmt: skip
+    run(paths, spec, options, note)
+    assert seen[:2] == [(0, False, None), (0, True, None)]  # checked, then the engines opened
+    assert lines[:2] == ["opening the engine", "first batch"]
+    assert seen[-1] == (len(paths), True, None)
+    told = [tiles for _, _, tiles in seen if tiles is not None]
+    assert told and all(0 < done < total and total % 16 == 0 for done, total in told)
+    first = next(i for i, (_, _, tiles) in enumerate(seen) if tiles is not None)
+    assert lines[first].startswith("first batch  tiles inferred ")
 
 
 @pytest.mark.slow

@@ -347,9 +347,7 @@ def _inspect(
     def update(summary: RunSummary, final: bool = False) -> None:
         progress.start()  # no-op once started
         rate = summary.images / max(time.monotonic() - started, 1e-9)
-        status = f"{rate:.1f} img/s  defects {summary.defects}  errors {summary.errors}"
-        if not summary.images and not final:
-            status = "first batch" if summary.engines_open else "opening the engine"
+        status = run_status(summary, rate, final)
         progress.update(task, completed=summary.skipped + summary.images, status=status)
 
     try:  # the command line turns SIGINT and SIGTERM into Stopped (``signals_stop``)
@@ -361,6 +359,20 @@ def _inspect(
     finally:
         progress.stop()
     return summary
+
+
+def run_status(summary: RunSummary, rate: float, final: bool = False) -> str:
+    """The progress line's words: the rate and counts, or what the run waits for before
+    its first rows, and how far the tiled batches under way are (such a batch of large
+    images can take minutes on a CPU)."""
+    status = f"{rate:.1f} img/s  defects {summary.defects}  errors {summary.errors}"
+    if final:
+        return status
+    if not summary.images:
+        status = "first batch" if summary.engines_open else "opening the engine"
+    if summary.tiles is not None:
+        status += "  tiles inferred {}/{}".format(*summary.tiles)
+    return status
 
 
 def _watch(

@@ -4,9 +4,10 @@ Each spawned GPU worker sees only its own GPU (``CUDA_VISIBLE_DEVICES``), so eve
 library in it (torch, DALI, ONNX Runtime, TensorRT) uses that GPU as device 0. The
 parent hands out batches and yields results in input order, with a window of several
 batches per worker in flight, so one slow batch does not stall the other workers. Workers
-tell the parent of their progress (``Heartbeat``) about once a second, or four times per
-``batch_timeout`` if that is shorter; ``batch_timeout`` seconds without a result or
-progress from any worker stop the run with a clear error.
+tell the parent of their progress (``Heartbeat``: with the tiles of a tiled batch
+inferred so far) about once a second, or four times per ``batch_timeout`` if that is
+shorter; ``batch_timeout`` seconds without a result or progress from any worker stop the
+run with a clear error.
 Whenever the run stops early (an error, a hung worker, a signal) the workers are
 terminated at once; a worker also ends by itself when its parent dies.
 """
@@ -28,13 +29,15 @@ from psicbatch.cpus import available_cpus
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
 from psicbatch.run.failures import said_in_one_line
-from psicbatch.run.heartbeat import TELL_EVERY, Heartbeat
+from psicbatch.run.heartbeat import TELL_EVERY, Heartbeat, TileProgress, Tiles
 from psicbatch.run.options import RunOptions
 from psicbatch.run.shutdown import die_with_parent
 from psicbatch.run.worker import Rows, Task, Worker
 
 BatchResult = tuple[Rows, dict[str, float]]
-PROGRESS = "progress"  # a worker's message: work moved on, though no batch is done yet
+# A worker's message, (PROGRESS, worker number, Tiles): work moved on, though no batch is
+# done yet.
+PROGRESS = "progress"
 IN_FLIGHT_PER_WORKER = 4
 # Starting a worker (imports, loading or deserialising the engine) may take far longer
 # than a batch; --batch-timeout applies to batches, this at least to the start.
@@ -42,14 +45,20 @@ ENGINE_OPEN_SECONDS = 300.0
 
 
 def local_results(
-    tasks: list[Task], spec: EngineSpec, options: RunOptions, devices: list[str]
+    tasks: list[Task],
+    spec: EngineSpec,
+    options: RunOptions,
+    devices: list[str],
+    tiles: TileProgress | None = None,
 ) -> Iterator[BatchResult]:
     """(rows, stage seconds) of every batch in input order, from workers on this machine;
-    their engines are open when it returns (a run's progress line says so)."""
+    their engines are open when it returns (a run's progress line says so). ``tiles`` is
+    told how far the workers' tiled batches are."""
     if len(devices) == 1:
-        worker = Worker(spec, options, devices[0], threads=available_cpus())
+        heartbeat = Heartbeat(partial(tiles.tell, 0), TELL_EVERY / 4) if tiles else None
+        worker = Worker(spec, options, devices[0], available_cpus(), heartbeat)
         return _in_this_process(worker, tasks, options.batch_timeout)
-    return _parallel_results(tasks, spec, options, devices)
+    return _parallel_results(tasks, spec, options, devices, tiles)
 
 
 def _in_this_process(worker: Worker, tasks: list[Task], timeout: float) -> Iterator[BatchResult]:
@@ -86,7 +95,11 @@ def worker_environment(device: str, parent_mask: str | None = None) -> tuple[dic
 
 
 def _parallel_results(
-    tasks: list[Task], spec: EngineSpec, options: RunOptions, devices: list[str]
+    tasks: list[Task],
+    spec: EngineSpec,
+    options: RunOptions,
+    devices: list[str],
+    tiles: TileProgress | None,
 ) -> Iterator[BatchResult]:
     context = multiprocessing.get_context("spawn")
     task_queue = context.Queue()
@@ -96,8 +109,9 @@ def _parallel_results(
     # Each worker's share of the CPUs: its torch threads on the CPU, its decoding threads.
     threads = max(1, available_cpus() // len(devices))
     workers = []
-    for device in devices:
-        arguments = (spec, options, device, threads, task_queue, result_queue, os.getpid())
+    for number, device in enumerate(devices):
+        queues = (task_queue, result_queue)
+        arguments = (spec, options, device, threads, number, *queues, os.getpid())
         workers.append(context.Process(target=_worker_main, args=arguments, daemon=True))
     try:
         for process in workers:
@@ -108,11 +122,16 @@ def _parallel_results(
     except BaseException:
         _stop_now(workers, task_queue, result_queue)
         raise
-    return _ordered(tasks, task_queue, result_queue, workers, options.batch_timeout)
+    return _ordered(tasks, task_queue, result_queue, workers, options.batch_timeout, tiles)
 
 
 def _ordered(
-    tasks: list[Task], task_queue: Any, result_queue: Any, workers: list, timeout: float
+    tasks: list[Task],
+    task_queue: Any,
+    result_queue: Any,
+    workers: list,
+    timeout: float,
+    tiles: TileProgress | None,
 ) -> Iterator[BatchResult]:
     """Keep a window of batches in flight; yield results in batch order."""
     feed = iter(tasks)
@@ -125,7 +144,8 @@ def _ordered(
     next_number = 0
     try:
         while next_number < len(tasks):
-            number, rows, times = receive(result_queue, workers, timeout, f"batch {next_number}")
+            waiting_for = f"batch {next_number}"
+            number, rows, times = receive(result_queue, workers, timeout, waiting_for, tiles)
             finished[number] = (rows, times)
             while next_number in finished:
                 yield finished.pop(next_number)
@@ -175,15 +195,24 @@ def _resume(process: Any) -> None:
         os.kill(process.pid, signal.SIGCONT)
 
 
-def receive(result_queue: Any, workers: list, timeout: float, waiting_for: str) -> Any:
-    """The next message from any worker; a clear error when a worker died, failed, or
-    sent nothing, not even progress, for ``timeout`` seconds."""
+def receive(
+    result_queue: Any,
+    workers: list,
+    timeout: float,
+    waiting_for: str,
+    tiles: TileProgress | None = None,
+) -> Any:
+    """The next message from any worker but progress, which ``tiles`` is told; a clear
+    error when a worker died, failed, or sent nothing, not even progress, for
+    ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             message = result_queue.get(timeout=min(1.0, timeout))
-            if message == PROGRESS:
+            if isinstance(message, tuple) and message[:1] == (PROGRESS,):
                 deadline = time.monotonic() + timeout
+                if tiles is not None:
+                    tiles.tell(*message[1:])
                 continue
         except queue.Empty:
             dead = [p for p in workers if not p.is_alive()]
@@ -225,6 +254,7 @@ def _worker_main(
     options: RunOptions,
     device: str,
     threads: int,
+    number: int,
     task_queue: Any,
     result_queue: Any,
     parent_pid: int,
@@ -236,10 +266,14 @@ def _worker_main(
         with said_in_one_line(f"worker on {device}"):
             # Told often enough that even a short --batch-timeout sees several messages.
             every = min(TELL_EVERY, options.batch_timeout / 4)
-            heartbeat = Heartbeat(partial(result_queue.put, PROGRESS), every)
+            heartbeat = Heartbeat(partial(_tell_progress, result_queue, number), every)
             worker = Worker(spec, options, local_device, threads, heartbeat)
             result_queue.put("ready")
             for message in worker.process(iter(task_queue.get, None)):
                 result_queue.put(message)
     except PsicbatchError as error:
         result_queue.put(("failed", str(error)))
+
+
+def _tell_progress(result_queue: Any, number: int, tiles: Tiles) -> None:
+    result_queue.put((PROGRESS, number, tiles))

@@ -5,38 +5,86 @@ whole batches could not tell a slow batch from a hung one: a batch of large imag
 a tiled model on a CPU can take many minutes while its engine calls finish one after
 another, and such a run was stopped as hung (and its resume stopped at the same batch).
 Each stage beats when it finishes a piece of work (a batch decoded, an engine call, a
-batch's masks or rows); the watcher measures the silence since the last beat.
+batch's masks or rows); the watcher measures the silence since the last beat. The same
+beats carry how far a tiled batch's inference has gone, for the progress line: such a
+batch's bar would otherwise stand still for minutes.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
 TELL_EVERY = 1.0  # seconds: at most one progress message per second to a parent process
+# (tiles inferred, tiles) of the batch in inference, where a tiled model's batch takes
+# several engine calls; None between such batches.
+Tiles = tuple[int, int] | None
 
 
 class Heartbeat:
     """The time of the last progress, shared by a worker's stage threads.
 
-    ``listener``, where given, is called on a beat at most every ``every`` seconds: a
-    spawned worker's way to tell its parent, which watches it from another process.
+    ``listener``, where given, is called with ``tiles`` on a beat at most every ``every``
+    seconds, and at once when a tiled batch's inference begins or ends: a spawned
+    worker's way to tell its parent, which watches it from another process, and a run's
+    way to show a tiled batch's progress.
     """
 
     def __init__(
-        self, listener: Callable[[], None] | None = None, every: float = TELL_EVERY
+        self, listener: Callable[[Tiles], None] | None = None, every: float = TELL_EVERY
     ) -> None:
         self.last = time.monotonic()
         self._listener, self._every = listener, every
         self._told = float("-inf")
+        self.tiles: Tiles = None
+        # Held while ``tiles`` changes and while it is told, so that what the listener
+        # hears last is what is so: no finished batch's count lingers on a progress line.
+        self._lock = threading.Lock()
 
     def beat(self) -> None:
+        self._beat(at_once=False)
+
+    def tiles_inferred(self, done: int, total: int) -> None:
+        """An engine call of a tiled batch finished: ``done`` of its ``total`` tiles."""
+        with self._lock:
+            tiles = (done, total) if done < total else None
+            began_or_ended = (tiles is None) != (self.tiles is None)
+            self.tiles = tiles
+        self._beat(at_once=began_or_ended)
+
+    def _beat(self, at_once: bool) -> None:
         now = time.monotonic()
         self.last = now  # one float: assigning it is atomic, no lock needed
-        if self._listener is not None and now - self._told >= self._every:
-            self._told = now
-            self._listener()
+        if self._listener is not None and (at_once or now - self._told >= self._every):
+            with self._lock:
+                self._told = now
+                self._listener(self.tiles)
 
     def silent_since(self, began: float) -> float:
         """When the silence began: the last beat, or ``began`` if that is later."""
         return max(began, self.last)
+
+
+class TileProgress:
+    """Tiles inferred in the tiled batches under way, per worker, summed for a run's
+    progress line; ``on_change`` gets the sum (None: no tiled batch under way)."""
+
+    def __init__(self, on_change: Callable[[Tiles], None]) -> None:
+        self._on_change = on_change
+        self._by_worker: dict[int, tuple[int, int]] = {}
+
+    def tell(self, worker: int, tiles: Tiles) -> None:
+        if self._by_worker.get(worker) == tiles:
+            return
+        if tiles is None:
+            del self._by_worker[worker]
+        else:
+            self._by_worker[worker] = tiles
+        self._on_change(self.total())
+
+    def total(self) -> Tiles:
+        under_way = list(self._by_worker.values())
+        if not under_way:
+            return None
+        return sum(done for done, _ in under_way), sum(total for _, total in under_way)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from psicbatch.paths import input_key
 from psicbatch.roi import RegionOfInterest
 from psicbatch.run.decode import decoder_name
 from psicbatch.run.executors import local_results
+from psicbatch.run.heartbeat import TileProgress, Tiles
 from psicbatch.run.job import JobIdentity
 from psicbatch.run.options import RunOptions
 from psicbatch.run.output import KEY_COLUMN, SCHEMA_VERSION, ResultsOutput, parts_directory
@@ -66,6 +68,7 @@ class RunSummary:
     # The workers' engines are open: what follows is the first batch, not the opening
     # (a batch of large images through a tiled model can take minutes on a CPU).
     engines_open: bool = False
+    tiles: Tiles = None  # tiles inferred so far of the tiled batches under way, and of all
     steady_images: int = 0  # images after the first batch (start-up excluded)
     steady_batches: int = 0  # batches after the first
     steady_seconds: float = 0.0  # from the first batch's rows to the last's (no finalising)
@@ -156,8 +159,13 @@ def run(
         if on_rows is not None:  # the inputs, output and engine are checked: work starts
             on_rows(summary)
         before = cpu_times()
-        results = (executor or local_results)(tasks, spec, options, devices)
-        if executor is None and on_rows is not None:  # local workers open theirs first
+        if executor is not None:
+            results = executor(tasks, spec, options, devices)
+        elif on_rows is None:
+            results = local_results(tasks, spec, options, devices)
+        else:  # local workers open their engines first, and tell of tiled batches
+            tiles = TileProgress(partial(_tiles_told, summary, on_rows))
+            results = local_results(tasks, spec, options, devices, tiles)
             summary.engines_open = True
             on_rows(summary)
         first, last = _save_results(results, keys, output, summary, options, on_rows)
@@ -167,6 +175,13 @@ def run(
         summary.add_times({"write": output.write_seconds})
         summary.seconds = time.monotonic() - clock
     return summary
+
+
+def _tiles_told(summary: RunSummary, on_rows: Callable[[RunSummary], None], tiles: Tiles) -> None:
+    """A tiled batch moved on: its progress line says so (called from a worker's thread
+    with one local worker)."""
+    summary.tiles = tiles
+    on_rows(summary)
 
 
 def _save_results(

@@ -187,6 +187,7 @@ class Worker:
         began = time.perf_counter()
         images = batch.images
         engine_seconds = 0.0
+        tiled = batch.decoded is not None and bool(batch.decoded.grids)
         if images is not None:
             streams.hand_over(batch.uploaded, self.infer_stream, images)
             with streams.on(self.infer_stream):
@@ -199,7 +200,11 @@ class Worker:
                         chunk = self.normalizer(chunk)
                     probabilities, segmentation = self.engine.infer(chunk)
                     engine_seconds += time.perf_counter() - engine_began
-                    self.heartbeat.beat()  # on GPUs, queued: launches block once queues fill
+                    # On GPUs, queued: launches block once the queues fill.
+                    if tiled:
+                        self.heartbeat.tiles_inferred(start + len(chunk), len(images))
+                    else:
+                        self.heartbeat.beat()
                     if len(chunk) == len(images):  # the usual case: one call, no copy
                         batch.probabilities, batch.segmentation = probabilities, segmentation
                         continue
