@@ -177,6 +177,32 @@ def test_the_progress_line_tells_the_first_batch_and_the_tiles_inferred(
     assert lines[first].startswith("first batch  tiles inferred ")
 
 
+def test_a_watchs_status_line_tells_the_tiles_inferred(tmp_path: Path) -> None:
+    """A watch of line-scan images showed "waiting for files" while a tiled batch took
+    minutes; it says how far the batch is, and nothing of it once its rows are in."""
+    from psicbatch.run.watch import WatchOptions, WatchStatus, watch
+
+    generate(tmp_path / "line", 4, (150, 190), defect_rate=0.5, seed=21)  # 4 tiles each
+    lines: list[str] = []
+
+    class Enough(Exception):
+        """The first batch's rows are in."""
+
+    def status(result: WatchStatus) -> None:
+        lines.append(result.line())
+        if result.images:
+            raise Enough
+
+    spec = EngineSpec(checkpoint=tiled_demo(tmp_path / "t.pt"), precision="fp32")
+    options = RunOptions(tmp_path / "results", batch_size=4, devices=("cpu",), decoder="pil")
+    with pytest.raises(Enough):
+        watch(spec, options, WatchOptions(tmp_path / "line" / "images", settle_seconds=0), status)
+    assert lines[0] == "0 images, waiting for files"
+    told = [line for line in lines if "tiles" in line]
+    assert told and all(line.startswith("0 images, inspecting; tiles inferred ") for line in told)
+    assert lines[-1].startswith("4 images, ") and "tiles" not in lines[-1]
+
+
 @pytest.mark.slow
 def test_worker_processes_tell_their_parent_of_a_slow_batchs_progress(tmp_path: Path) -> None:
     """Two spawned workers, each with a 6000x1500 image in 756 tiles: seconds per batch,

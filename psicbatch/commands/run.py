@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -389,14 +390,16 @@ def _watch(
         )
     with console.status("starting", spinner="dots") as line:
         noted: set[str] = set()
+        showing = threading.Lock()  # the worker's thread shows a tiled batch's progress
 
         def show(status: WatchStatus) -> None:
             if quiet:
                 return
-            for folder in sorted(status.folder_notes.keys() - noted):
-                noted.add(folder)
-                say(console, f"note: {readable_path(folder)} {status.folder_notes[folder]}")
-            line.update(escape(f"watching {readable_path(watching.folder)}: {status.line()}"))
+            with showing:
+                for folder in sorted(status.folder_notes.keys() - noted):
+                    noted.add(folder)
+                    say(console, f"note: {readable_path(folder)} {status.folder_notes[folder]}")
+                line.update(escape(f"watching {readable_path(watching.folder)}: {status.line()}"))
 
         status = WatchStatus()
         try:

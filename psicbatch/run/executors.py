@@ -55,7 +55,7 @@ def local_results(
     their engines are open when it returns (a run's progress line says so). ``tiles`` is
     told how far the workers' tiled batches are."""
     if len(devices) == 1:
-        heartbeat = Heartbeat(partial(tiles.tell, 0), TELL_EVERY / 4) if tiles else None
+        heartbeat = tiles.heartbeat() if tiles is not None else None
         worker = Worker(spec, options, devices[0], available_cpus(), heartbeat)
         return _in_this_process(worker, tasks, options.batch_timeout)
     return _parallel_results(tasks, spec, options, devices, tiles)

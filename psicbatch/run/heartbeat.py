@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 
 TELL_EVERY = 1.0  # seconds: at most one progress message per second to a parent process
 # (tiles inferred, tiles) of the batch in inference, where a tiled model's batch takes
@@ -82,6 +83,11 @@ class TileProgress:
         else:
             self._by_worker[worker] = tiles
         self._on_change(self.total())
+
+    def heartbeat(self) -> Heartbeat:
+        """The heartbeat of this process's one worker, telling this of its tiles (changes
+        only, at most four times a second between a batch's start and end)."""
+        return Heartbeat(partial(self.tell, 0), TELL_EVERY / 4)
 
     def total(self) -> Tiles:
         under_way = list(self._by_worker.values())

@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from psicbatch.output_lock import OutputLock
 from psicbatch.paths import readable_path
 from psicbatch.run.compaction import Compactor
 from psicbatch.run.folder_scan import FolderScan, Ledger
+from psicbatch.run.heartbeat import TileProgress, Tiles
 from psicbatch.run.job import (
     LATE_IMAGES_FILE,
     WATCH_JOB_FILE,
@@ -129,6 +131,7 @@ class WatchStatus:
     late: LateImages = field(default_factory=LateImages)  # after their part's decision
     # folders below the watched one it passed over (unreadable, or reached by a second path)
     folder_notes: dict[str, str] = field(default_factory=dict)
+    tiles: Tiles = None  # how far a tiled batch in inference is (large images take long)
 
     def add(self, rows: list[dict[str, Any]], latencies: list[float]) -> None:
         self.images += len(rows)
@@ -137,8 +140,10 @@ class WatchStatus:
         self.latencies = (self.latencies + latencies)[-10_000:]
 
     def line(self) -> str:
+        tiles = "; tiles inferred {}/{}".format(*self.tiles) if self.tiles is not None else ""
         if not self.latencies:
-            return f"{counted(self.images, 'image')}, waiting for files"
+            waiting = "inspecting" if tiles else "waiting for files"
+            return f"{counted(self.images, 'image')}, {waiting}{tiles}"
         p50, p95, p99 = np.percentile(np.array(self.latencies) * 1000, [50, 95, 99])
         parts = decisions_said(self.parts)
         return (
@@ -147,6 +152,7 @@ class WatchStatus:
             f"(complete to written) p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms"
             + (f"; parts: {parts}" if parts else "")
             + self._late_said()
+            + tiles
         )
 
     def _late_said(self) -> str:
@@ -185,9 +191,10 @@ def watch(
         done = done_versions(out)
         with _writing(out):
             decisions = None if watching.parts is None else PartDecisions(out, watching.parts)
-        worker = Worker(spec, options, devices[0], threads=None)
-        tracker = CompletionTracker(watching.settle_seconds, watching.marker)
         result = result if result is not None else WatchStatus()
+        tiles = TileProgress(partial(_tiles_told, result, status))
+        worker = Worker(spec, options, devices[0], None, tiles.heartbeat())
+        tracker = CompletionTracker(watching.settle_seconds, watching.marker)
         if decisions is not None:
             result.parts, result.late = decisions.counts, decisions.late
         status(result)
@@ -205,13 +212,7 @@ def watch(
                 list(enumerate(path for path, _ in batch)), options.batch_timeout
             )
             stamp = datetime.datetime.now(datetime.timezone.utc)
-            completed_at = stamp - datetime.timedelta(seconds=clock() - completed)
-            for row, (_, stat) in zip(rows, batch, strict=True):
-                row.pop("input_index")
-                # The version the decoder read (it records it); the scanned one if it read none.
-                row.setdefault("file_size", stat.st_size)
-                row.setdefault("file_mtime_ns", stat.st_mtime_ns)
-                row["completed_at"] = completed_at
+            _stamp_rows(rows, batch, stamp - datetime.timedelta(seconds=clock() - completed))
             parts = decisions.parts_of(rows) if decisions is not None else []
             late = decisions.late_metadata(parts) if decisions is not None else {}
             part = _write_rows(out, rows, stamp, late)
@@ -222,6 +223,26 @@ def watch(
                     decisions.add(rows, parts)
             result.add(rows, [clock() - completed] * len(rows))
             status(result)
+
+
+def _stamp_rows(
+    rows: list[dict[str, Any]],
+    batch: list[tuple[Path, os.stat_result]],
+    completed_at: datetime.datetime,
+) -> None:
+    """What a watch's rows record beside a run's: the file version and when it was complete."""
+    for row, (_, stat) in zip(rows, batch, strict=True):
+        row.pop("input_index")
+        # The version the decoder read (it records it); the scanned one if it read none.
+        row.setdefault("file_size", stat.st_size)
+        row.setdefault("file_mtime_ns", stat.st_mtime_ns)
+        row["completed_at"] = completed_at
+
+
+def _tiles_told(result: WatchStatus, status: Callable[[WatchStatus], None], tiles: Tiles) -> None:
+    """A tiled batch moved on: the status line says so (called from the worker's thread)."""
+    result.tiles = tiles
+    status(result)
 
 
 def _write_rows(
