@@ -165,7 +165,7 @@ def test_a_hung_worker_process_times_out_with_a_clear_error() -> None:
 def _progress_then_result(results: Any, beats: int) -> None:
     results.put("ready")
     for beat in range(beats):
-        results.put((PROGRESS, 1, (beat + 1, beats + 1)))
+        results.put((PROGRESS, 1, Tiles(beat + 1, beats + 1, 0.5)))
         time.sleep(0.3)
     results.put((PROGRESS, 1, None))
     results.put((0, [], {}))
@@ -187,7 +187,7 @@ def test_a_worker_process_telling_of_progress_is_waited_for() -> None:
         assert time.monotonic() - began > 1.0
     finally:
         worker.terminate()
-    assert told == [(beat, 11) for beat in range(1, 11)] + [None]
+    assert told == [Tiles(beat, 11, 0.5) for beat in range(1, 11)] + [None]
 
 
 def test_a_heartbeat_tells_a_tiled_batchs_start_and_end_at_once() -> None:
@@ -197,23 +197,23 @@ def test_a_heartbeat_tells_a_tiled_batchs_start_and_end_at_once() -> None:
     heartbeat = Heartbeat(told.append, every=60.0)
     heartbeat.beat()  # the first beat is told
     for done in (4, 8, 12, 16):
-        heartbeat.tiles_inferred(done, 16)
+        heartbeat.tiles_inferred(done, 16, images=2)
     heartbeat.beat()
-    heartbeat.tiles_inferred(3, 3)  # a batch in one engine call: nothing under way
-    assert told == [None, (4, 16), None]
+    heartbeat.tiles_inferred(3, 3, images=3)  # a batch in one engine call: nothing under way
+    assert told == [None, Tiles(4, 16, 0.5), None]
     assert heartbeat.tiles is None
 
 
 def test_tile_progress_sums_the_workers_and_tells_changes_only() -> None:
     told: list[Tiles] = []
     tiles = TileProgress(told.append)
-    tiles.tell(0, (4, 16))
-    tiles.tell(1, (8, 32))
-    tiles.tell(1, (8, 32))
+    tiles.tell(0, Tiles(4, 16, 0.5))
+    tiles.tell(1, Tiles(8, 32, 2.0))
+    tiles.tell(1, Tiles(8, 32, 2.0))
     tiles.tell(0, None)
     tiles.tell(0, None)
     tiles.tell(1, None)
-    assert told == [(4, 16), (12, 48), (8, 32), None]
+    assert told == [Tiles(4, 16, 0.5), Tiles(12, 48, 2.5), Tiles(8, 32, 2.0), None]
 
 
 def test_a_worker_killed_by_a_signal_is_named_by_it() -> None:

@@ -576,6 +576,17 @@ def test_files_of_several_images_are_refused_by_every_reader_and_thumbnails_pass
     assert shown.stdout.strip().endswith(batch.errors[5]) and not shown.stderr
 
 
+def test_the_progress_line_gives_a_slow_rate_to_two_figures() -> None:
+    """A tiled run of line-scan images inspects an image every few seconds: "0.1 img/s"
+    said little."""
+    from psicbatch.commands.run import run_status
+    from psicbatch.run.runner import RunSummary
+
+    summary = RunSummary(images=3, defects=1)
+    assert run_status(summary, 0.083) == "0.083 img/s  defects 1  errors 0"
+    assert run_status(summary, 98.84) == "98.8 img/s  defects 1  errors 0"
+
+
 def test_the_summary_gives_the_rate_after_start_up() -> None:
     from psicbatch.commands.run import _steady
     from psicbatch.run.runner import RunSummary

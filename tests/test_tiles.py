@@ -28,6 +28,7 @@ from psicbatch.data.synth import defect_mask, generate, texture
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
 from psicbatch.run import rle
+from psicbatch.run.heartbeat import Tiles
 from psicbatch.run.options import RunOptions
 from psicbatch.run.stages import StageTimeout
 from psicbatch.run.worker import Worker
@@ -137,7 +138,7 @@ def test_a_slow_tiled_batch_whose_engine_calls_move_on_is_not_taken_for_hung(
     (_, rows, _), *_ = list(worker.process(iter(tasks), batch_timeout=0.5))
     assert calls == [1] * 15 and rows[0]["error"] is None
     monkeypatch.setattr(worker.heartbeat, "beat", lambda: None)
-    monkeypatch.setattr(worker.heartbeat, "tiles_inferred", lambda done, total: None)
+    monkeypatch.setattr(worker.heartbeat, "tiles_inferred", lambda *told: None)
     with pytest.raises(StageTimeout, match=r"no batch result and no progress within 0\.5 s"):
         list(worker.process(iter(tasks), batch_timeout=0.5))
     wait_for(lambda: not [t for t in threading.enumerate() if t.name.startswith("psicbatch-")])
@@ -152,16 +153,18 @@ def test_the_progress_line_tells_the_first_batch_and_the_tiles_inferred(
     It tells the engines' opening from the first batch, and the tiles inferred so far in
     the batches under way (here 4 engine calls of 4 tiles per batch); none is left once
     the batches are done."""
-    from psicbatch.commands.run import run_status
+    from psicbatch.commands.run import images_done, run_status
     from psicbatch.run.runner import RunSummary, run
 
     generate(tmp_path, 8, (150, 190), defect_rate=0.5, seed=21)  # 4 tiles each
-    seen: list[tuple[int, bool, tuple[int, int] | None]] = []
+    seen: list[tuple[int, bool, Tiles | None]] = []
     lines: list[str] = []
+    done: list[float] = []
 
     def note(summary: RunSummary) -> None:
         seen.append((summary.images, summary.engines_open, summary.tiles))
         lines.append(run_status(summary, 1.0))
+        done.append(images_done(summary))
 
     paths = sorted((tmp_path / "images").iterdir())
     spec = EngineSpec(checkpoint=tiled_demo(tmp_path / "t.pt"), precision="fp32")
@@ -172,9 +175,11 @@ def test_the_progress_line_tells_the_first_batch_and_the_tiles_inferred(
     assert lines[:2] == ["opening the engine", "first batch"]
     assert seen[-1] == (len(paths), True, None)
     told = [tiles for _, _, tiles in seen if tiles is not None]
-    assert told and all(0 < done < total and total % 16 == 0 for done, total in told)
+    assert told and all(0 < t.inferred < t.total and t.total % 16 == 0 for t in told)
+    assert all(t.images == 4 * t.inferred / 16 for t in told)  # 4 images of 4 tiles a batch
     first = next(i for i, (_, _, tiles) in enumerate(seen) if tiles is not None)
     assert lines[first].startswith("first batch  tiles inferred ")
+    assert 0 < done[first] < 4 and done[-1] == len(paths)  # the bar moves within a batch
 
 
 def test_a_watchs_status_line_tells_the_tiles_inferred(tmp_path: Path) -> None:

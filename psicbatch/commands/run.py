@@ -344,12 +344,17 @@ def _inspect(
     progress = progress_bar(quiet, console)
     task = progress.add_task("inspecting", total=len(paths), status="")
     started = time.monotonic()
+    shown = 0.0
 
     def update(summary: RunSummary, final: bool = False) -> None:
+        nonlocal shown
         progress.start()  # no-op once started
         rate = summary.images / max(time.monotonic() - started, 1e-9)
         status = run_status(summary, rate, final)
-        progress.update(task, completed=summary.skipped + summary.images, status=status)
+        # Tiled batches move the bar as their tiles are inferred, so that its estimate of
+        # the time left holds; it never moves back while a batch's rows are being made.
+        shown = max(shown, images_done(summary))
+        progress.update(task, completed=shown, status=status)
 
     try:  # the command line turns SIGINT and SIGTERM into Stopped (``signals_stop``)
         summary = run(paths, spec, options, update, executor)
@@ -362,17 +367,23 @@ def _inspect(
     return summary
 
 
+def images_done(summary: RunSummary) -> float:
+    """Images done, with the share of the tiled batches under way that was inferred."""
+    return summary.skipped + summary.images + (summary.tiles.images if summary.tiles else 0)
+
+
 def run_status(summary: RunSummary, rate: float, final: bool = False) -> str:
     """The progress line's words: the rate and counts, or what the run waits for before
     its first rows, and how far the tiled batches under way are (such a batch of large
     images can take minutes on a CPU)."""
-    status = f"{rate:.1f} img/s  defects {summary.defects}  errors {summary.errors}"
+    shown_rate = f"{rate:.1f}" if rate >= 1 else f"{rate:.2g}"  # tiled: 0.083, not 0.1
+    status = f"{shown_rate} img/s  defects {summary.defects}  errors {summary.errors}"
     if final:
         return status
     if not summary.images:
         status = "first batch" if summary.engines_open else "opening the engine"
     if summary.tiles is not None:
-        status += "  tiles inferred {}/{}".format(*summary.tiles)
+        status += f"  tiles inferred {summary.tiles.inferred}/{summary.tiles.total}"
     return status
 
 

@@ -275,5 +275,5 @@ def _worker_main(
         result_queue.put(("failed", str(error)))
 
 
-def _tell_progress(result_queue: Any, number: int, tiles: Tiles) -> None:
+def _tell_progress(result_queue: Any, number: int, tiles: Tiles | None) -> None:
     result_queue.put((PROGRESS, number, tiles))

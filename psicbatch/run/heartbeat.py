@@ -16,11 +16,19 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
+from typing import NamedTuple
 
 TELL_EVERY = 1.0  # seconds: at most one progress message per second to a parent process
-# (tiles inferred, tiles) of the batch in inference, where a tiled model's batch takes
-# several engine calls; None between such batches.
-Tiles = tuple[int, int] | None
+
+
+class Tiles(NamedTuple):
+    """How far the inference of tiled batches is, where a batch takes several engine
+    calls: tiles through the engine, of how many, and the images' worth they make (a
+    progress bar's share of the batches' images). Sums add up field by field."""
+
+    inferred: int
+    total: int
+    images: float
 
 
 class Heartbeat:
@@ -33,12 +41,12 @@ class Heartbeat:
     """
 
     def __init__(
-        self, listener: Callable[[Tiles], None] | None = None, every: float = TELL_EVERY
+        self, listener: Callable[[Tiles | None], None] | None = None, every: float = TELL_EVERY
     ) -> None:
         self.last = time.monotonic()
         self._listener, self._every = listener, every
         self._told = float("-inf")
-        self.tiles: Tiles = None
+        self.tiles: Tiles | None = None  # of the batch in inference
         # Held while ``tiles`` changes and while it is told, so that what the listener
         # hears last is what is so: no finished batch's count lingers on a progress line.
         self._lock = threading.Lock()
@@ -46,10 +54,11 @@ class Heartbeat:
     def beat(self) -> None:
         self._beat(at_once=False)
 
-    def tiles_inferred(self, done: int, total: int) -> None:
-        """An engine call of a tiled batch finished: ``done`` of its ``total`` tiles."""
+    def tiles_inferred(self, done: int, total: int, images: int) -> None:
+        """An engine call of a tiled batch of ``images`` finished: ``done`` of its
+        ``total`` tiles."""
         with self._lock:
-            tiles = (done, total) if done < total else None
+            tiles = Tiles(done, total, images * done / total) if done < total else None
             began_or_ended = (tiles is None) != (self.tiles is None)
             self.tiles = tiles
         self._beat(at_once=began_or_ended)
@@ -71,11 +80,11 @@ class TileProgress:
     """Tiles inferred in the tiled batches under way, per worker, summed for a run's
     progress line; ``on_change`` gets the sum (None: no tiled batch under way)."""
 
-    def __init__(self, on_change: Callable[[Tiles], None]) -> None:
+    def __init__(self, on_change: Callable[[Tiles | None], None]) -> None:
         self._on_change = on_change
-        self._by_worker: dict[int, tuple[int, int]] = {}
+        self._by_worker: dict[int, Tiles] = {}
 
-    def tell(self, worker: int, tiles: Tiles) -> None:
+    def tell(self, worker: int, tiles: Tiles | None) -> None:
         if self._by_worker.get(worker) == tiles:
             return
         if tiles is None:
@@ -89,8 +98,8 @@ class TileProgress:
         only, at most four times a second between a batch's start and end)."""
         return Heartbeat(partial(self.tell, 0), TELL_EVERY / 4)
 
-    def total(self) -> Tiles:
+    def total(self) -> Tiles | None:
         under_way = list(self._by_worker.values())
         if not under_way:
             return None
-        return sum(done for done, _ in under_way), sum(total for _, total in under_way)
+        return Tiles(*(sum(field) for field in zip(*under_way, strict=True)))

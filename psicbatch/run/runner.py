@@ -68,7 +68,7 @@ class RunSummary:
     # The workers' engines are open: what follows is the first batch, not the opening
     # (a batch of large images through a tiled model can take minutes on a CPU).
     engines_open: bool = False
-    tiles: Tiles = None  # tiles inferred so far of the tiled batches under way, and of all
+    tiles: Tiles | None = None  # how far the tiled batches under way are
     steady_images: int = 0  # images after the first batch (start-up excluded)
     steady_batches: int = 0  # batches after the first
     steady_seconds: float = 0.0  # from the first batch's rows to the last's (no finalising)
@@ -177,7 +177,9 @@ def run(
     return summary
 
 
-def _tiles_told(summary: RunSummary, on_rows: Callable[[RunSummary], None], tiles: Tiles) -> None:
+def _tiles_told(
+    summary: RunSummary, on_rows: Callable[[RunSummary], None], tiles: Tiles | None
+) -> None:
     """A tiled batch moved on: its progress line says so (called from a worker's thread
     with one local worker)."""
     summary.tiles = tiles

@@ -131,7 +131,7 @@ class WatchStatus:
     late: LateImages = field(default_factory=LateImages)  # after their part's decision
     # folders below the watched one it passed over (unreadable, or reached by a second path)
     folder_notes: dict[str, str] = field(default_factory=dict)
-    tiles: Tiles = None  # how far a tiled batch in inference is (large images take long)
+    tiles: Tiles | None = None  # how far a tiled batch in inference is (large images take long)
 
     def add(self, rows: list[dict[str, Any]], latencies: list[float]) -> None:
         self.images += len(rows)
@@ -140,7 +140,7 @@ class WatchStatus:
         self.latencies = (self.latencies + latencies)[-10_000:]
 
     def line(self) -> str:
-        tiles = "; tiles inferred {}/{}".format(*self.tiles) if self.tiles is not None else ""
+        tiles = f"; tiles inferred {self.tiles.inferred}/{self.tiles.total}" if self.tiles else ""
         if not self.latencies:
             waiting = "inspecting" if tiles else "waiting for files"
             return f"{counted(self.images, 'image')}, {waiting}{tiles}"
@@ -239,7 +239,9 @@ def _stamp_rows(
         row["completed_at"] = completed_at
 
 
-def _tiles_told(result: WatchStatus, status: Callable[[WatchStatus], None], tiles: Tiles) -> None:
+def _tiles_told(
+    result: WatchStatus, status: Callable[[WatchStatus], None], tiles: Tiles | None
+) -> None:
     """A tiled batch moved on: the status line says so (called from the worker's thread)."""
     result.tiles = tiles
     status(result)

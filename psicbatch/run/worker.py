@@ -202,7 +202,8 @@ class Worker:
                     engine_seconds += time.perf_counter() - engine_began
                     # On GPUs, queued: launches block once the queues fill.
                     if tiled:
-                        self.heartbeat.tiles_inferred(start + len(chunk), len(images))
+                        inferred, count = start + len(chunk), len(batch.task[1])
+                        self.heartbeat.tiles_inferred(inferred, len(images), count)
                     else:
                         self.heartbeat.beat()
                     if len(chunk) == len(images):  # the usual case: one call, no copy
