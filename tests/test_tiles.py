@@ -226,6 +226,26 @@ def test_worker_processes_tell_their_parent_of_a_slow_batchs_progress(tmp_path: 
     assert [row["error"] for row in pq.read_table(out).to_pylist()] == [None, None]
 
 
+@pytest.mark.slow
+def test_ray_actors_tell_the_driver_of_a_slow_batchs_progress(tmp_path: Path) -> None:
+    """Under --executor ray the timeout counted whole batches: 6000x1500 images in 756
+    tiles each, on one actor's one core, took seconds per batch and were stopped as
+    hung under a --batch-timeout of 2 s, while their engine calls moved on."""
+    pytest.importorskip("ray", reason="Ray is an optional extra")
+    image, _ = line_scan_image()
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray(image).save(folder / name)
+    out = tmp_path / "r.parquet"
+    model = str(tiled_demo(tmp_path / "t.pt"))
+    args = ["run", str(folder), "--model", model, "-o", str(out), "--device", "cpu", "-q"]
+    slow = ["--executor", "ray", "--batch-size", "1", "--batch-timeout", "2"]
+    result = CliRunner().invoke(main, [*args, *slow])
+    assert result.exit_code == 0, result.output
+    assert [row["error"] for row in pq.read_table(out).to_pylist()] == [None] * 3
+
+
 def test_train_on_tiles_records_the_tiling(tmp_path: Path) -> None:
     data = tmp_path / "data"
     generate(data, 4, (160, 224), defect_rate=0.5, seed=2)

@@ -29,7 +29,7 @@ from psicbatch.cpus import available_cpus
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
 from psicbatch.run.failures import said_in_one_line
-from psicbatch.run.heartbeat import TELL_EVERY, Heartbeat, TileProgress, Tiles
+from psicbatch.run.heartbeat import Heartbeat, TileProgress, Tiles, tell_every
 from psicbatch.run.options import RunOptions
 from psicbatch.run.shutdown import die_with_parent
 from psicbatch.run.worker import Rows, Task, Worker
@@ -264,8 +264,7 @@ def _worker_main(
     os.environ.update(environment)  # before anything initialises CUDA in this process
     try:  # an error is reported to the parent, which stops the run cleanly
         with said_in_one_line(f"worker on {device}"):
-            # Told often enough that even a short --batch-timeout sees several messages.
-            every = min(TELL_EVERY, options.batch_timeout / 4)
+            every = tell_every(options.batch_timeout)
             heartbeat = Heartbeat(partial(_tell_progress, result_queue, number), every)
             worker = Worker(spec, options, local_device, threads, heartbeat)
             result_queue.put("ready")

@@ -21,6 +21,12 @@ from typing import NamedTuple
 TELL_EVERY = 1.0  # seconds: at most one progress message per second to a parent process
 
 
+def tell_every(timeout: float) -> float:
+    """Seconds between progress messages: often enough that even a short
+    ``--batch-timeout`` sees several."""
+    return min(TELL_EVERY, timeout / 4)
+
+
 class Tiles(NamedTuple):
     """How far the inference of tiled batches is, where a batch takes several engine
     calls: tiles through the engine, of how many, and the images' worth they make (a

@@ -7,8 +7,9 @@ stream back in input order to the driver, which writes them with the same crash-
 writer as local runs: same schema, same error rows, same ``--resume``. Files are read
 inside the actors rather than with ``ray.data.read_binary_files``, because one unreadable
 file would fail a Ray read task, losing the per-file error isolation. As for local
-workers, a batch that takes longer than ``--batch-timeout`` stops the run as hung (Ray
-would wait for a hung actor for ever), and SIGINT or SIGTERM saves the rows computed.
+workers, ``--batch-timeout`` seconds without a batch or progress from the actors
+(``ray_progress``) stop the run as hung (Ray would wait for a hung actor for ever), and
+SIGINT or SIGTERM saves the rows computed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import re
 import socket
 import time
 from collections.abc import Callable, Generator, Iterator
+from functools import partial
 from typing import Any
 
 import pyarrow as pa
@@ -30,8 +32,10 @@ from psicbatch.errors import PsicbatchError, error_line
 from psicbatch.paths import path_bytes, path_from_bytes
 from psicbatch.run.executors import ENGINE_OPEN_SECONDS
 from psicbatch.run.failures import worker_failure
+from psicbatch.run.heartbeat import Heartbeat, tell_every
 from psicbatch.run.options import RunOptions
 from psicbatch.run.output import KEY_COLUMN, PART_SCHEMA
+from psicbatch.run.ray_progress import actor_heartbeat, beats_from, start_board
 from psicbatch.run.shutdown import before_exit, stop_handlers_kept
 from psicbatch.run.stages import staged
 from psicbatch.run.worker import STAGE_COUNT, Task, Worker
@@ -87,6 +91,7 @@ def ray_results(
     shut_down = ray.shutdown if started else _leave_running
     gpus = 1 if devices[0].startswith("cuda") else 0
     count = len(devices)
+    board, every = start_board(ray), tell_every(options.batch_timeout)
 
     class Inspector:
         """One decoder and engine per actor, created once and reused for every batch."""
@@ -94,7 +99,9 @@ def ray_results(
         def __init__(self) -> None:
             device = "cuda:0" if gpus else "cpu"  # Ray assigns each actor its own GPU
             with _said_by_this_actor():
-                self.worker = Worker(spec, options, device, threads=None if gpus else 1)
+                threads = None if gpus else 1
+                heartbeat = actor_heartbeat(board, every)
+                self.worker = Worker(spec, options, device, threads, heartbeat)
 
         def __call__(self, batch: pa.Table) -> pa.Table:
             items = list(
@@ -121,20 +128,34 @@ def ray_results(
         num_cpus=1,
     )
     batches = iter(dataset.iter_batches(batch_size=options.batch_size, batch_format="pyarrow"))
-    return _watched(batches, options.batch_timeout, shut_down)
+    progress = partial(beats_from, ray, board, every=every)
+    return _watched(batches, options.batch_timeout, progress, shut_down)
 
 
 def _watched(
-    batches: Generator[pa.Table, None, None], timeout: float, shut_down: Callable[[], None]
+    batches: Generator[pa.Table, None, None],
+    timeout: float,
+    progress: Callable[[Heartbeat], contextlib.AbstractContextManager],
+    shut_down: Callable[[], None],
 ) -> Iterator[tuple[list[dict[str, Any]], dict[str, float]]]:
     """Each batch's rows, read from Ray in a thread of their own, so that waiting more
-    than ``timeout`` for one (for the first, while the actors open their engines, at least
-    ``ENGINE_OPEN_SECONDS``) stops the run as hung; then ``shut_down``, however it ends."""
+    than ``timeout`` without one or the actors' ``progress`` (for the first, while the
+    actors open their engines, at least ``ENGINE_OPEN_SECONDS``) stops the run as hung;
+    then ``shut_down``, however it ends."""
     opening = max(timeout, ENGINE_OPEN_SECONDS)
     reader = _python_rows(batches)
-    rows = staged(reader, _unchanged, timeout=timeout, name="batch", first_timeout=opening)
+    heartbeat = Heartbeat()
+    rows = staged(
+        reader,
+        _unchanged,
+        timeout=timeout,
+        name="batch",
+        first_timeout=opening,
+        heartbeat=heartbeat,
+    )
     try:
-        yield from rows
+        with progress(heartbeat):
+            yield from rows
     except PsicbatchError:
         raise
     except Exception as error:  # Ray's, holding the actor's traceback as text
