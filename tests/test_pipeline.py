@@ -213,7 +213,11 @@ def test_tile_progress_sums_the_workers_and_tells_changes_only() -> None:
     tiles.tell(0, None)
     tiles.tell(0, None)
     tiles.tell(1, None)
-    assert told == [Tiles(4, 16, 0.5), Tiles(12, 48, 2.5), Tiles(8, 32, 2.0), None]
+    tiles.tell(2, Tiles(1, 16, 0.5))
+    tiles.clear()
+    tiles.clear()
+    assert told[:4] == [Tiles(4, 16, 0.5), Tiles(12, 48, 2.5), Tiles(8, 32, 2.0), None]
+    assert told[4:] == [Tiles(1, 16, 0.5), None]  # cleared once
 
 
 def test_a_worker_killed_by_a_signal_is_named_by_it() -> None:

@@ -230,20 +230,25 @@ def test_worker_processes_tell_their_parent_of_a_slow_batchs_progress(tmp_path: 
 def test_ray_actors_tell_the_driver_of_a_slow_batchs_progress(tmp_path: Path) -> None:
     """Under --executor ray the timeout counted whole batches: 6000x1500 images in 756
     tiles each, on one actor's one core, took seconds per batch and were stopped as
-    hung under a --batch-timeout of 2 s, while their engine calls moved on."""
+    hung under a --batch-timeout of 2 s, while their engine calls moved on. The actors'
+    tiles reach the progress line too."""
     pytest.importorskip("ray", reason="Ray is an optional extra")
+    from psicbatch.run.ray_executor import ray_results
+    from psicbatch.run.runner import run
+
     image, _ = line_scan_image()
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for name in ("a.png", "b.png", "c.png"):
-        Image.fromarray(image).save(folder / name)
-    out = tmp_path / "r.parquet"
-    model = str(tiled_demo(tmp_path / "t.pt"))
-    args = ["run", str(folder), "--model", model, "-o", str(out), "--device", "cpu", "-q"]
-    slow = ["--executor", "ray", "--batch-size", "1", "--batch-timeout", "2"]
-    result = CliRunner().invoke(main, [*args, *slow])
-    assert result.exit_code == 0, result.output
-    assert [row["error"] for row in pq.read_table(out).to_pylist()] == [None] * 3
+    paths = [tmp_path / name for name in ("a.png", "b.png", "c.png")]
+    for path in paths:
+        Image.fromarray(image).save(path)
+    spec = EngineSpec(checkpoint=tiled_demo(tmp_path / "t.pt"), precision="fp32")
+    options = RunOptions(tmp_path / "r.parquet", batch_size=1, devices=("cpu",),
+                         decoder="pil", batch_timeout=2)  # fmt: skip
+    told: list[Tiles | None] = []
+    summary = run(paths, spec, options, lambda summary: told.append(summary.tiles), ray_results)
+    assert summary.images == 3 and summary.errors == 0
+    under_way = [tiles for tiles in told if tiles is not None]
+    assert under_way and all(0 < tiles.inferred < tiles.total == 756 for tiles in under_way)
+    assert told[-1] is None
 
 
 def test_train_on_tiles_records_the_tiling(tmp_path: Path) -> None:

@@ -88,9 +88,9 @@ class TileProgress:
 
     def __init__(self, on_change: Callable[[Tiles | None], None]) -> None:
         self._on_change = on_change
-        self._by_worker: dict[int, Tiles] = {}
+        self._by_worker: dict[int | str, Tiles] = {}
 
-    def tell(self, worker: int, tiles: Tiles | None) -> None:
+    def tell(self, worker: int | str, tiles: Tiles | None) -> None:
         if self._by_worker.get(worker) == tiles:
             return
         if tiles is None:
@@ -98,6 +98,12 @@ class TileProgress:
         else:
             self._by_worker[worker] = tiles
         self._on_change(self.total())
+
+    def clear(self) -> None:
+        """Nothing is under way any more."""
+        if self._by_worker:
+            self._by_worker.clear()
+            self._on_change(None)
 
     def heartbeat(self) -> Heartbeat:
         """The heartbeat of this process's one worker, telling this of its tiles (changes

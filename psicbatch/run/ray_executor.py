@@ -32,7 +32,7 @@ from psicbatch.errors import PsicbatchError, error_line
 from psicbatch.paths import path_bytes, path_from_bytes
 from psicbatch.run.executors import ENGINE_OPEN_SECONDS
 from psicbatch.run.failures import worker_failure
-from psicbatch.run.heartbeat import Heartbeat, tell_every
+from psicbatch.run.heartbeat import Heartbeat, TileProgress, tell_every
 from psicbatch.run.options import RunOptions
 from psicbatch.run.output import KEY_COLUMN, PART_SCHEMA
 from psicbatch.run.ray_progress import actor_heartbeat, beats_from, start_board
@@ -53,7 +53,10 @@ def ray_results(
     options: RunOptions,
     devices: list[str],
     address: str | None = None,
+    tiles: TileProgress | None = None,
 ) -> Iterator[tuple[list[dict[str, Any]], dict[str, float]]]:
+    """(rows, stage seconds) of every batch in input order, from Ray actors; ``tiles`` is
+    told how far their tiled batches are."""
     # A thread stuck in Ray when the run stops would start a new local Ray, without
     # the run to stop it, once the run shut Ray down: no automatic start in this process.
     os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
@@ -128,7 +131,7 @@ def ray_results(
         num_cpus=1,
     )
     batches = iter(dataset.iter_batches(batch_size=options.batch_size, batch_format="pyarrow"))
-    progress = partial(beats_from, ray, board, every=every)
+    progress = partial(beats_from, ray, board, every=every, tiles=tiles)
     return _watched(batches, options.batch_timeout, progress, shut_down)
 
 

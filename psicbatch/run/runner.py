@@ -115,9 +115,11 @@ def run(
     """Process every path not already done and write ``options.out``.
 
     ``on_rows(summary)`` is called once the output and engine are checked, before any
-    work, then after every batch. ``executor(tasks, spec, options, devices)`` yields
-    (rows, stage seconds) of each batch in batch order; the default runs local workers,
-    ``ray_executor.ray_results`` a Ray cluster.
+    work, then after every batch, and as tiled batches move on (from a worker's
+    thread with one local worker). ``executor(tasks, spec, options, devices, tiles=)``
+    yields (rows, stage seconds) of each batch in batch order, telling ``tiles`` of
+    tiled batches; the default runs local workers, ``ray_executor.ray_results`` a Ray
+    cluster.
     """
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     clock = time.monotonic()
@@ -159,13 +161,9 @@ def run(
         if on_rows is not None:  # the inputs, output and engine are checked: work starts
             on_rows(summary)
         before = cpu_times()
-        if executor is not None:
-            results = executor(tasks, spec, options, devices)
-        elif on_rows is None:
-            results = local_results(tasks, spec, options, devices)
-        else:  # local workers open their engines first, and tell of tiled batches
-            tiles = TileProgress(partial(_tiles_told, summary, on_rows))
-            results = local_results(tasks, spec, options, devices, tiles)
+        tiles = TileProgress(partial(_tiles_told, summary, on_rows)) if on_rows else None
+        results = (executor or local_results)(tasks, spec, options, devices, tiles=tiles)
+        if executor is None and on_rows is not None:  # local workers open theirs first
             summary.engines_open = True
             on_rows(summary)
         first, last = _save_results(results, keys, output, summary, options, on_rows)
@@ -180,8 +178,7 @@ def run(
 def _tiles_told(
     summary: RunSummary, on_rows: Callable[[RunSummary], None], tiles: Tiles | None
 ) -> None:
-    """A tiled batch moved on: its progress line says so (called from a worker's thread
-    with one local worker)."""
+    """A tiled batch moved on: its progress line says so."""
     summary.tiles = tiles
     on_rows(summary)
 
