@@ -40,6 +40,7 @@ from psicbatch.run.shutdown import before_exit, stop_handlers_kept
 from psicbatch.run.stages import staged
 from psicbatch.run.worker import STAGE_COUNT, Task, Worker
 
+_RAY_AUTHENTICATION_SETUP = "ray._private.authentication.authentication_token_setup"
 REACH_SECONDS = 5.0  # how long a cluster's head may take to accept a connection
 CLOSE_SECONDS = 5.0  # how long a stopped run waits for the thread reading from Ray
 
@@ -70,7 +71,7 @@ def ray_results(
     ]
     if not items:  # all done already (a resume): no Ray to start
         return iter(())
-    _quiet_ray_data_console()
+    _quiet_ray_console()
     if address is not None:  # answering, even where this process is connected already
         check_reachable(address)
     started = not ray.is_initialized()
@@ -227,14 +228,17 @@ def _leave_running() -> None:
     """A Ray this run did not start is left to whoever started it."""
 
 
-def _quiet_ray_data_console() -> None:
+def _quiet_ray_console() -> None:
     """Ray Data writes each dataset's plan and progress (INFO), the errors of its own
     teardown (WARNING) and an actor's error (ERROR), with tracebacks, to the console,
     between psicbatch's progress bar and its one-line errors (an actor's is one of them,
-    ``_actors_line``); they stay in Ray's session log (``ray-data.log``)."""
+    ``_actors_line``); they stay in Ray's session log (``ray-data.log``). Ray's start of a
+    local Ray warns that it chose token authentication, its default for it (errors of
+    authentication are still said)."""
     for handler in logging.getLogger("ray.data").handlers:
         if isinstance(handler, logging.StreamHandler):
             handler.setLevel(logging.CRITICAL)
+    logging.getLogger(_RAY_AUTHENTICATION_SETUP).setLevel(logging.ERROR)
 
 
 def check_reachable(address: str) -> None:
