@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -423,7 +424,8 @@ def test_killed_run_resumes_to_the_same_table(images: Path, tmp_path: Path) -> N
 def test_ray_executor_gives_the_local_executors_rows(images: Path, tmp_path: Path) -> None:
     """And the local Ray the run started ends with the run: its processes would take
     about 5% of a core until this process ends. Ray's warning that it chose token
-    authentication for it is not printed."""
+    authentication for it is not printed. The summary gives the actors' stage times
+    and latencies, as for local workers (it gave none)."""
     ray = pytest.importorskip("ray", reason="Ray is an optional extra")
     folder = bad_folder(tmp_path, images)
     local, ray_out = tmp_path / "local.parquet", tmp_path / "ray.parquet"
@@ -431,9 +433,15 @@ def test_ray_executor_gives_the_local_executors_rows(images: Path, tmp_path: Pat
     assert run_cli(*args, "--out", str(local))[0] == 0
     with pytest.MonkeyPatch.context() as patch:  # as a fresh shell has it
         patch.delenv("RAY_AUTH_MODE", raising=False)
-        code, output = run_cli(*args, "--out", str(ray_out), "--executor", "ray")
+        ray_run = ["run", *args, "--out", str(ray_out), "--executor", "ray"]
+        result = CliRunner().invoke(main, ray_run, env={"COLUMNS": "200"})
+    code, output = result.exit_code, result.output
     assert code == 0, output
     assert "Token authentication" not in output
+    stages = re.search(
+        r"stage time per image\s*│\s*decode\+preprocess [\d.]+ ms, inference", output
+    )
+    assert stages and re.search(r"latency per image .*│ p50 \d+ ms, p95", output), output
     assert_same_results(table(ray_out), table(local))
     assert read_metadata(ray_out)["thresholds"] == read_metadata(local)["thresholds"]
     assert not ray.is_initialized()

@@ -38,14 +38,19 @@ from psicbatch.run.output import KEY_COLUMN, PART_SCHEMA
 from psicbatch.run.ray_progress import actor_heartbeat, beats_from, start_board
 from psicbatch.run.shutdown import before_exit, stop_handlers_kept
 from psicbatch.run.stages import staged
-from psicbatch.run.worker import STAGE_COUNT, Task, Worker
+from psicbatch.run.worker import LATENCY, STAGE_COUNT, Task, Worker
 
 _RAY_AUTHENTICATION_SETUP = "ray._private.authentication.authentication_token_setup"
 REACH_SECONDS = 5.0  # how long a cluster's head may take to accept a connection
 CLOSE_SECONDS = 5.0  # how long a stopped run waits for the thread reading from Ray
 
-# Rows as actors return them; the driver adds each input's key, as for local workers.
-RAY_SCHEMA = PART_SCHEMA.remove(PART_SCHEMA.get_field_index(KEY_COLUMN))
+# Rows as actors return them; the driver adds each input's key, as for local workers, and
+# takes their stage times out (each row carries its share of its batch's stage seconds,
+# and its batch's latency: Ray may regroup rows into other batches on their way).
+STAGE_SECONDS = "stage_seconds"
+RAY_SCHEMA = PART_SCHEMA.remove(PART_SCHEMA.get_field_index(KEY_COLUMN)).append(
+    pa.field(STAGE_SECONDS, pa.map_(pa.string(), pa.float64()))
+)
 
 
 def ray_results(
@@ -116,7 +121,11 @@ def ray_results(
                 )
             )
             with _said_by_this_actor():
-                return pa.Table.from_pylist(self.worker.rows(items), schema=RAY_SCHEMA)
+                rows, times = self.worker.timed_rows(items)
+            shares = _shared_out(times, len(rows))
+            for row in rows:
+                row[STAGE_SECONDS] = shares
+            return pa.Table.from_pylist(rows, schema=RAY_SCHEMA)
 
     # One call per stage at once per actor (Worker.rows lets each stage take one batch at a
     # time), so decoding, inference and post-processing overlap as in local workers.
@@ -180,10 +189,30 @@ def _watched(
 def _python_rows(
     batches: Iterator[pa.Table],
 ) -> Generator[tuple[list[dict[str, Any]], dict[str, float]], None, None]:
-    """Each batch as Python rows, as soon as it comes: no table from Ray's object store
-    is held past the reading of the next."""
+    """Each batch as Python rows, with its stage seconds, as soon as it comes: no table
+    from Ray's object store is held past the reading of the next."""
     for batch in batches:
-        yield batch.to_pylist(), {}  # stage times are not collected from Ray's actors
+        rows = batch.to_pylist()
+        yield rows, _gathered([dict(row.pop(STAGE_SECONDS)) for row in rows])
+
+
+def _shared_out(times: dict[str, float], rows: int) -> dict[str, float]:
+    """A batch's stage seconds shared out over its rows, each with the batch's latency."""
+    return {
+        stage: seconds if stage == LATENCY else seconds / rows for stage, seconds in times.items()
+    }
+
+
+def _gathered(shares: list[dict[str, float]]) -> dict[str, float]:
+    """The stage seconds of rows, summed; their latency, averaged (Ray returns an actor's
+    batch whole, so this is its latency, unless Ray cut or joined batches on their way)."""
+    times: dict[str, float] = {}
+    for share in shares:
+        for stage, seconds in share.items():
+            times[stage] = times.get(stage, 0.0) + seconds
+    if LATENCY in times:
+        times[LATENCY] /= len(shares)
+    return times
 
 
 def _unchanged(rows: Any) -> Any:

@@ -137,12 +137,17 @@ class Worker:
         Several threads may call it at once (a Ray actor running one call per stage): each
         stage takes one batch at a time, so batches overlap stage by stage as in
         ``process``."""
+        return self.timed_rows(items)[0]
+
+    def timed_rows(self, items: list[tuple[int, Path]]) -> tuple[Rows, dict[str, float]]:
+        """``rows``, with the batch's stage seconds and its latency (``LATENCY``)."""
         batch = InFlightBatch((0, items), None, {})
         for stage, lock in zip(self.stages, self.stage_locks, strict=True):
             with lock:
                 batch = stage(batch)
         assert batch.rows is not None
-        return batch.rows
+        batch.times[LATENCY] = time.perf_counter() - batch.began
+        return batch.rows, batch.times
 
     def rows_watched(self, items: list[tuple[int, Path]], timeout: float) -> Rows:
         """``rows``, in a thread of its own, for a caller that no pipeline watches (a
