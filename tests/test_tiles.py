@@ -247,6 +247,7 @@ def test_ray_actors_tell_the_driver_of_a_slow_batchs_progress(tmp_path: Path) ->
     told: list[Tiles | None] = []
     summary = run(paths, spec, options, lambda summary: told.append(summary.tiles), ray_results)
     assert summary.images == 3 and summary.errors == 0
+    assert summary.stage_seconds["inference"] > 0 and len(summary.latencies) == 3
     under_way = [tiles for tiles in told if tiles is not None]
     assert under_way and all(0 < tiles.inferred < tiles.total == 756 for tiles in under_way)
     assert told[-1] is None
