@@ -348,7 +348,10 @@ def _inspect(
 
     def update(summary: RunSummary, final: bool = False) -> None:
         nonlocal shown
-        progress.start()  # no-op once started
+        if threading.current_thread() is threading.main_thread():
+            # No-op once started. A worker's thread telling of tiles (one local worker)
+            # must not start the bar again once the run has stopped it.
+            progress.start()
         rate = summary.images / max(time.monotonic() - started, 1e-9)
         status = run_status(summary, rate, final)
         # Tiled batches move the bar as their tiles are inferred, so that its estimate of
