@@ -234,8 +234,9 @@ def test_ray_actors_tell_the_driver_of_a_slow_batchs_progress(tmp_path: Path) ->
     hung under a --batch-timeout of 2 s, while their engine calls moved on. The actors'
     tiles reach the progress line too."""
     pytest.importorskip("ray", reason="Ray is an optional extra")
+    from psicbatch.commands.run import run_status
     from psicbatch.run.ray_executor import ray_results
-    from psicbatch.run.runner import run
+    from psicbatch.run.runner import RunSummary, run
 
     image, _ = line_scan_image()
     paths = [tmp_path / name for name in ("a.png", "b.png", "c.png")]
@@ -245,12 +246,20 @@ def test_ray_actors_tell_the_driver_of_a_slow_batchs_progress(tmp_path: Path) ->
     options = RunOptions(tmp_path / "r.parquet", batch_size=1, devices=("cpu",),
                          decoder="pil", batch_timeout=2)  # fmt: skip
     told: list[Tiles | None] = []
-    summary = run(paths, spec, options, lambda summary: told.append(summary.tiles), ray_results)
+    lines: list[str] = []
+
+    def note(summary: RunSummary) -> None:
+        told.append(summary.tiles)
+        lines.append(run_status(summary, 1.0))
+
+    summary = run(paths, spec, options, note, ray_results)
     assert summary.images == 3 and summary.errors == 0
     assert summary.stage_seconds["inference"] > 0 and len(summary.latencies) == 3
     under_way = [tiles for tiles in told if tiles is not None]
     assert under_way and all(0 < tiles.inferred < tiles.total == 756 for tiles in under_way)
     assert told[-1] is None
+    assert lines[0] == "opening the engine"
+    assert lines[told.index(under_way[0])].startswith("first batch  tiles inferred ")
 
 
 def test_train_on_tiles_records_the_tiling(tmp_path: Path) -> None:

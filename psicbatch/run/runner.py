@@ -178,8 +178,10 @@ def run(
 def _tiles_told(
     summary: RunSummary, on_rows: Callable[[RunSummary], None], tiles: Tiles | None
 ) -> None:
-    """A tiled batch moved on: its progress line says so."""
+    """A tiled batch moved on: its progress line says so (and that engines are open,
+    which Ray's actors tell in no other way)."""
     summary.tiles = tiles
+    summary.engines_open |= tiles is not None
     on_rows(summary)
 
 
