@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -218,6 +219,34 @@ def test_tile_progress_sums_the_workers_and_tells_changes_only() -> None:
     tiles.clear()
     assert told[:4] == [Tiles(4, 16, 0.5), Tiles(12, 48, 2.5), Tiles(8, 32, 2.0), None]
     assert told[4:] == [Tiles(1, 16, 0.5), None]  # cleared once
+
+
+def test_the_driver_hears_ray_actors_progress_from_their_board() -> None:
+    """The driver's reading of the board (a stand-in for Ray here): a moved count beats
+    the heartbeat and says the actors are at work, the actors' tiles are summed, and
+    nothing is left under way on the way out."""
+    from psicbatch.run.ray_progress import beats_from
+
+    readings = iter(
+        [
+            (0, {}),  # the actors are opening their engines
+            (1, {}),  # at work: a batch decoded
+            (2, {"a": Tiles(4, 16, 1.0)}),
+            (3, {"a": Tiles(8, 16, 2.0), "b": Tiles(2, 8, 0.5)}),
+        ]
+    )
+    last = (3, {"a": Tiles(8, 16, 2.0), "b": Tiles(2, 8, 0.5)})
+    board = SimpleNamespace(read=SimpleNamespace(remote=lambda: next(readings, last)))
+    ray = SimpleNamespace(get=lambda reading, timeout: reading)
+    heartbeat, told = Heartbeat(), []
+    began = heartbeat.last
+    with beats_from(ray, board, heartbeat, 0.01, TileProgress(told.append)):
+        deadline = time.monotonic() + 10
+        while Tiles(10, 24, 2.5) not in told and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert heartbeat.last > began
+    assert told[:2] == [None, Tiles(4, 16, 1.0)]  # at work, then the first tiles
+    assert Tiles(10, 24, 2.5) in told and told[-1] is None
 
 
 def test_a_worker_killed_by_a_signal_is_named_by_it() -> None:

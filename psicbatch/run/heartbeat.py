@@ -84,11 +84,13 @@ class Heartbeat:
 
 class TileProgress:
     """Tiles inferred in the tiled batches under way, per worker, summed for a run's
-    progress line; ``on_change`` gets the sum (None: no tiled batch under way)."""
+    progress line; ``on_change`` gets the sum (None: no tiled batch under way). Each
+    call also says that the workers are at work."""
 
     def __init__(self, on_change: Callable[[Tiles | None], None]) -> None:
         self._on_change = on_change
         self._by_worker: dict[int | str, Tiles] = {}
+        self._at_work = False
 
     def tell(self, worker: int | str, tiles: Tiles | None) -> None:
         if self._by_worker.get(worker) == tiles:
@@ -98,6 +100,13 @@ class TileProgress:
         else:
             self._by_worker[worker] = tiles
         self._on_change(self.total())
+
+    def at_work(self) -> None:
+        """The workers made progress, so their engines are open (Ray's actors say so in no
+        other way): ``on_change`` hears it once, tiles or none."""
+        if not self._at_work:
+            self._at_work = True
+            self._on_change(self.total())
 
     def clear(self) -> None:
         """Nothing is under way any more."""

@@ -61,7 +61,8 @@ def beats_from(
     ray: Any, board: Any, heartbeat: Heartbeat, every: float, tiles: TileProgress | None
 ) -> Iterator[None]:
     """While inside, ``heartbeat`` beats whenever the board's count moved, and ``tiles``
-    is told of the actors' tiled batches; the board is read every ``every`` s by a
+    is told that the actors are at work and of their tiled batches; the board is read
+    every ``every`` s by a
     thread that leaves (within one reading) on the way out, before the caller shuts Ray
     down. Once every batch is in, nothing is under way, whatever the last reading said."""
     leaving = threading.Event()
@@ -77,6 +78,8 @@ def beats_from(
             if count != seen:
                 seen = count
                 heartbeat.beat()
+                if tiles is not None:
+                    tiles.at_work()
             if tiles is not None:
                 for actor in under_way.keys() | told.keys():
                     tiles.tell(actor, told.get(actor))

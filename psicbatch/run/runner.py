@@ -178,10 +178,10 @@ def run(
 def _tiles_told(
     summary: RunSummary, on_rows: Callable[[RunSummary], None], tiles: Tiles | None
 ) -> None:
-    """A tiled batch moved on: its progress line says so (and that engines are open,
-    which Ray's actors tell in no other way)."""
+    """The workers told of their work: their engines are open (Ray's actors tell it in
+    no other way), and their tiled batches are this far."""
     summary.tiles = tiles
-    summary.engines_open |= tiles is not None
+    summary.engines_open = True
     on_rows(summary)
 
 
