@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pyarrow.dataset as ds
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from psicbatch.cli import main
 from psicbatch.data.synth import generate
@@ -171,6 +171,19 @@ def test_watch_survives_a_kill_with_every_file_once_and_stops_on_sigterm(tmp_pat
         assert "completed_at" in csv_table.read_text().splitlines()[0]
 
 
+def watch_one_image(tmp_path: Path, *options: str) -> tuple[Result, Path]:
+    """A watch, in this process, of a folder holding one image; how it ended, and its
+    results folder."""
+    (image,) = generate(tmp_path / "made", 1, (64, 64), seed=3)
+    folder, out = tmp_path / "line", tmp_path / "results"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(image.read_bytes())
+    args = ["run", "--watch", str(folder), "--out", str(out), "--device", "cpu", "-q"]
+    return CliRunner().invoke(
+        main, [*args, "--settle", "0.1", "--precision", "fp32", *options]
+    ), out
+
+
 @pytest.mark.timeout(60, method="thread")  # without the timeout, the watch hangs for ever
 def test_a_watch_whose_batch_makes_no_progress_stops_with_one_line(
     tmp_path: Path, hung_engine: None
@@ -178,14 +191,8 @@ def test_a_watch_whose_batch_makes_no_progress_stops_with_one_line(
     """A hung engine froze a watch without a word, and with it the line's inspection:
     --batch-timeout did not apply to watches. It stops the watch now (exit code 1), for
     its service manager to restart it; the batch's files are inspected again then."""
-    (image,) = generate(tmp_path / "made", 1, (64, 64), seed=3)
-    folder, out = tmp_path / "line", tmp_path / "results"
-    folder.mkdir()
-    (folder / "a.png").write_bytes(image.read_bytes())
-    args = ["run", "--watch", str(folder), "--out", str(out), "--device", "cpu", "-q"]
-    options = ["--settle", "0.1", "--precision", "fp32", "--batch-timeout", "1"]
     began = time.monotonic()
-    result = CliRunner().invoke(main, [*args, *options])
+    result, out = watch_one_image(tmp_path, "--batch-timeout", "1")
     assert result.exit_code == 1, result.output
     said = "Error: no batch result and no progress within 1 s; the worker may be hung"
     assert result.output.startswith(said) and len(result.output.splitlines()) == 1
@@ -197,12 +204,7 @@ def test_a_watch_whose_engine_fails_says_so_in_one_line(
     tmp_path: Path, engine_out_of_memory: str
 ) -> None:
     """It was a traceback."""
-    (image,) = generate(tmp_path / "made", 1, (64, 64), seed=3)
-    folder, out = tmp_path / "line", tmp_path / "results"
-    folder.mkdir()
-    (folder / "a.png").write_bytes(image.read_bytes())
-    args = ["run", "--watch", str(folder), "--out", str(out), "--device", "cpu", "-q"]
-    result = CliRunner().invoke(main, [*args, "--settle", "0.1", "--precision", "fp32"])
+    result, _ = watch_one_image(tmp_path)
     assert result.exit_code == 1, result.output
     said = f"Error: worker on cpu failed: OutOfMemoryError: {engine_out_of_memory}; a smaller"
     assert result.output.startswith(said) and len(result.output.splitlines()) == 1
