@@ -62,17 +62,18 @@ def beats_from(
 ) -> Iterator[None]:
     """While inside, ``heartbeat`` beats whenever the board's count moved, and ``tiles``
     is told that the actors are at work and of their tiled batches; the board is read
-    every ``every`` s by a
-    thread that leaves (within one reading) on the way out, before the caller shuts Ray
-    down. Once every batch is in, nothing is under way, whatever the last reading said."""
+    every ``every`` s by a thread that leaves (within one reading) on the way out, before
+    the caller shuts Ray down. Once every batch is in, nothing is under way, whatever the
+    last reading said."""
     leaving = threading.Event()
+    reading = max(every, 1.0)  # the longest one reading may take
 
     def read() -> None:
         seen = 0
         under_way: dict[str, Tiles] = {}
         while not leaving.wait(every):
             try:
-                count, told = ray.get(board.read.remote(), timeout=max(every, 1.0))
+                count, told = ray.get(board.read.remote(), timeout=reading)
             except Exception:  # a slow answer or a Ray shutting down: read again
                 continue
             if count != seen:
@@ -91,6 +92,6 @@ def beats_from(
         yield
     finally:
         leaving.set()
-        reader.join(timeout=max(every, 1.0) + 1.0)
+        reader.join(timeout=reading + 1.0)
     if tiles is not None:
         tiles.clear()
