@@ -96,6 +96,30 @@ def test_a_consumer_that_stops_early_stops_the_stage_threads() -> None:
     assert alive() == []
 
 
+def test_a_chain_of_stages_stopped_by_an_error_ends_its_threads_while_the_error_is_held() -> None:
+    """A consumer that stops on an error and keeps it (a caller holding the exception, or
+    a test's ``pytest.raises``) keeps its frames, and with them the generators of the
+    stages below the last: each stage closes its items when it stops, so the threads of
+    every stage end, not only those of the last."""
+
+    def alive() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("psicbatch-chain")]
+
+    def consume() -> None:
+        decoded = staged(range(100), lambda value: value, name="chain-decoding", workers=2)
+        inferred = staged(decoded, lambda value: value, name="chain-inference")
+        for value in staged(inferred, lambda value: value, name="chain-rows"):
+            if value == 3:
+                raise RuntimeError("stopped")
+
+    with pytest.raises(RuntimeError, match="stopped") as held:
+        consume()
+    deadline = time.monotonic() + 5
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert alive() == [] and held.traceback  # the frames are still held
+
+
 def test_a_hung_stage_times_out_with_a_clear_error() -> None:
     hang = threading.Event()
     with pytest.raises(

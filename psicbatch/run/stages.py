@@ -142,7 +142,17 @@ class _Stage:
             failed.set_exception(error)
             self._put(failed)
             return
+        finally:
+            self._close_items()
         self._put(_DONE)
+
+    def _close_items(self) -> None:
+        """Close the items (a stage below, when stages are chained) as this stage stops,
+        so that stage stops too: its generator would otherwise be closed only once nothing
+        refers to it, and a consumer holding an error holds its frames, and them."""
+        close = getattr(self.items, "close", None)
+        if close is not None:
+            close()
 
     def _work(self) -> None:
         while not self.stop.is_set():
