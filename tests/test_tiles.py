@@ -125,6 +125,7 @@ def test_a_slow_tiled_batch_whose_engine_calls_move_on_is_not_taken_for_hung(
     Image.fromarray(image).save(tmp_path / "a.png")
     spec = EngineSpec(checkpoint=tiled_demo(tmp_path / "t.pt"), precision="fp32")
     options = RunOptions(out=tmp_path / "r.parquet", decoder="pil", devices=("cpu",), batch_size=1)
+    others = set(threading.enumerate())  # of the tests before, which may still be ending
     worker = Worker(spec, options, "cpu", threads=1)
     calls = []
     infer = worker.engine.infer
@@ -142,7 +143,11 @@ def test_a_slow_tiled_batch_whose_engine_calls_move_on_is_not_taken_for_hung(
     monkeypatch.setattr(worker.heartbeat, "tiles_inferred", lambda *told: None)
     with pytest.raises(StageTimeout, match=r"no batch result and no progress within 0\.75 s"):
         list(worker.process(iter(tasks), batch_timeout=0.75))
-    wait_for(lambda: not [t for t in threading.enumerate() if t.name.startswith("psicbatch-")])
+    wait_for(
+        lambda: (
+            not [t for t in set(threading.enumerate()) - others if t.name.startswith("psicbatch-")]
+        )
+    )
 
 
 @pytest.mark.parametrize("workers", [1, 2])
