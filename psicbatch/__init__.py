@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Inspector", "Inspection", "part_decision"):
+    if name in ("Inspector", "Inspection", "Tiles", "part_decision"):
         from psicbatch import api
 
         return getattr(api, name)

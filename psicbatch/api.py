@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +31,7 @@ from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
 from psicbatch.run import rle
 from psicbatch.run.decode import ArrayDecoder
+from psicbatch.run.heartbeat import TileProgress, Tiles
 from psicbatch.run.options import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT, RunOptions
 from psicbatch.run.part_table import verdict
 from psicbatch.run.run_decisions import check_decisions_fit, run_decisions
@@ -103,6 +104,7 @@ class Inspector:
         masks: str = "gated",
         threshold: float | None = None,
         batch_timeout: float | None = DEFAULT_BATCH_TIMEOUT,
+        progress: Callable[[Tiles | None], None] | None = None,
     ) -> None:
         """``engine_or_checkpoint``: an engine folder or a checkpoint (default: the bundled
         demo model); ``decisions``: a decision file from ``psicbatch calibrate`` (default:
@@ -110,7 +112,11 @@ class Inspector:
         ``threshold``: the image threshold instead of any decisions (the model's when
         neither is given); ``batch_timeout``: seconds without progress after which
         ``inspect`` raises ``StageTimeout`` rather than leave its caller waiting on a hung
-        engine (``None``: wait however long)."""
+        engine (``None``: wait however long); ``progress``: told how far a tiled model's
+        batch is (``Tiles``: tiles inferred, of how many, the images' worth they make; None
+        once its inference is done) as it begins and ends and at most four times a second
+        between, from one of the Inspector's threads: such a batch of line-scan images can
+        take minutes on a CPU before its results come."""
         if decisions is not None and threshold is not None:
             raise PsicbatchError("give threshold or decisions, not both")
         if batch_timeout is not None and not 0 < batch_timeout < math.inf:
@@ -141,7 +147,8 @@ class Inspector:
             masks=masks,
         )
         self.batch_size, self.batch_timeout = batch_size, batch_timeout
-        self.worker = Worker(spec, options, where, threads=None)
+        heartbeat = TileProgress(progress).heartbeat() if progress is not None else None
+        self.worker = Worker(spec, options, where, threads=None, heartbeat=heartbeat)
         try:
             check_decisions_fit(chosen.record, vars(self.worker.engine.manifest))
         except PsicbatchError:

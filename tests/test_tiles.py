@@ -150,6 +150,41 @@ def test_a_slow_tiled_batch_whose_engine_calls_move_on_is_not_taken_for_hung(
     )
 
 
+def test_an_inspector_tells_its_caller_how_far_a_tiled_batch_is(tmp_path: Path) -> None:
+    """Line software showing its own progress: each batch of one 300x500 image is 15
+    tiles, one per engine call; the caller hears the tiles inferred as they grow, and None
+    as each batch's inference ends, from a thread of the Inspector's. An untiled model's
+    batches tell nothing."""
+    image, _ = line_scan_image(300, 500)
+    told: list[Tiles | None] = []
+    callers: set[threading.Thread] = set()
+
+    def progress(tiles: Tiles | None) -> None:
+        told.append(tiles)
+        callers.add(threading.current_thread())
+
+    model = tiled_demo(tmp_path / "t.pt")
+    with Inspector(model, device="cpu", batch_size=1, progress=progress) as inspector:
+        results = list(inspector.inspect([image, image[::-1]]))
+    assert [result.error for result in results] == [None, None]
+    assert told[-1] is None and threading.main_thread() not in callers
+    batches: list[list[Tiles]] = [[]]
+    for tiles in told[:-1]:
+        if tiles is None:  # a batch's inference ended
+            batches.append([])
+        else:
+            batches[-1].append(tiles)
+    assert len(batches) == 2
+    for batch in batches:
+        inferred = [tiles.inferred for tiles in batch]
+        assert inferred[0] == 1 and inferred == sorted(set(inferred)) and inferred[-1] < 15
+        assert batch == [Tiles(n, 15, n / 15) for n in inferred]
+    told.clear()
+    with Inspector(device="cpu", batch_size=1, progress=progress) as untiled:
+        list(untiled.inspect([image[:128, :128]] * 3))
+    assert told == []
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_the_progress_line_tells_the_first_batch_and_the_tiles_inferred(
     tmp_path: Path, workers: int
