@@ -18,8 +18,9 @@ from click.testing import CliRunner, Result
 
 from psicbatch.cli import main
 from psicbatch.data.synth import generate
+from psicbatch.errors import PsicbatchError
 from psicbatch.run.folder_scan import FolderScan
-from psicbatch.run.watch import CompletionTracker, WatchOptions
+from psicbatch.run.watch import CompletionTracker, WatchOptions, WatchStatus
 from tests.run_processes import CONSOLE
 from tests.stops import main_thread_only, send_stop
 
@@ -171,17 +172,93 @@ def test_watch_survives_a_kill_with_every_file_once_and_stops_on_sigterm(tmp_pat
         assert "completed_at" in csv_table.read_text().splitlines()[0]
 
 
-def watch_one_image(tmp_path: Path, *options: str) -> tuple[Result, Path]:
+def watch_one_image(tmp_path: Path, *options: str, quiet: bool = True) -> tuple[Result, Path]:
     """A watch, in this process, of a folder holding one image; how it ended, and its
     results folder."""
     (image,) = generate(tmp_path / "made", 1, (64, 64), seed=3)
     folder, out = tmp_path / "line", tmp_path / "results"
     folder.mkdir()
     (folder / "a.png").write_bytes(image.read_bytes())
-    args = ["run", "--watch", str(folder), "--out", str(out), "--device", "cpu", "-q"]
+    args = ["run", "--watch", str(folder), "--out", str(out), "--device", "cpu"]
     return CliRunner().invoke(
-        main, [*args, "--settle", "0.1", "--precision", "fp32", *options]
+        main,
+        [*args, *(["-q"] if quiet else []), "--settle", "0.1", "--precision", "fp32", *options],
     ), out
+
+
+def test_a_watch_says_when_its_folder_stops_answering_and_when_it_answers_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A network share that stops answering holds a scan in a system call (a hard NFS
+    mount, for ever): the watch showed "waiting for files" meanwhile, as if no part came.
+    The scan runs in a thread of its own; the watch notes the silence (after 1 s here)
+    and the answer, then inspects what the scan found. Ended by a later scan's error."""
+    from psicbatch.run import folder_scan
+
+    monkeypatch.setattr(folder_scan, "SILENT_SECONDS", 1.0)
+    real_stat, stalled = os.stat, []
+
+    def stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        if str(path).endswith("a.png") and not stalled:
+            stalled.append(path)
+            time.sleep(2.5)
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(folder_scan.os, "stat", stat)
+    pending = FolderScan.pending
+
+    def pending_until_done(scanner: FolderScan, now: float) -> dict:
+        if rows(Path(scanner.skip)):  # the watch's results folder
+            raise PsicbatchError("the test has seen enough")
+        return pending(scanner, now)
+
+    monkeypatch.setattr(FolderScan, "pending", pending_until_done)
+    result, out = watch_one_image(tmp_path, quiet=False)
+    notes = [line for line in result.output.splitlines() if line.startswith("note: ")]
+    folder = tmp_path / "line"
+    assert notes == [
+        f"note: {folder} has not answered for 1 s (a network share that stopped answering?); "
+        "the watch waits for it",
+        f"note: {folder} answers again",
+    ], result.output
+    assert result.output.splitlines()[-1] == "Error: the test has seen enough"
+    assert [Path(row["path"]).name for row in rows(out)] == ["a.png"]
+    assert WatchStatus(silent=12.4).line() == (
+        "0 images, waiting for files; the folder has not answered for 12 s"
+    )
+
+
+def test_time_passes_for_waiting_parts_while_the_folder_does_not_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A part whose last image never came is decided incomplete at --part-timeout: the
+    watch is handed an empty batch each second of a silent scan, as at each empty poll,
+    and the files the scan found once it answers."""
+    from psicbatch.run import folder_scan
+    from psicbatch.run.watch import _complete_batches
+
+    monkeypatch.setattr(folder_scan, "SILENT_SECONDS", 0.5)
+    (tmp_path / "a.png").write_bytes(b"x")
+    real_stat = os.stat
+
+    def stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        if str(path).endswith("a.png"):
+            time.sleep(2.5)
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(folder_scan.os, "stat", stat)
+    scanner = FolderScan(tmp_path, tmp_path / "out", set())
+    told: list[float | None] = []
+    tracker = CompletionTracker(settle_seconds=0)
+    batches = _complete_batches(
+        scanner, tracker, WatchOptions(tmp_path), time.monotonic, told.append
+    )
+    handed = [next(batches)[0]]
+    while not handed[-1]:
+        handed.append(next(batches)[0])
+    assert len(handed) >= 2 and [path.name for path, _ in handed[-1]] == ["a.png"]
+    silent = [seconds for seconds in told if seconds is not None]
+    assert silent and silent == sorted(silent) and told[-1] is None
 
 
 @pytest.mark.timeout(60, method="thread")  # without the timeout, the watch hangs for ever

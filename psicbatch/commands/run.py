@@ -404,15 +404,20 @@ def _watch(
         )
     with console.status("starting", spinner="dots") as line:
         noted: set[str] = set()
+        said = 0  # of the watch's notes
         showing = threading.Lock()  # the worker's thread shows a tiled batch's progress
 
         def show(status: WatchStatus) -> None:
+            nonlocal said
             if quiet:
                 return
             with showing:
                 for folder in sorted(status.folder_notes.keys() - noted):
                     noted.add(folder)
                     say(console, f"note: {readable_path(folder)} {status.folder_notes[folder]}")
+                for note in status.notes[said:]:
+                    say(console, f"note: {note}")
+                said = len(status.notes)
                 line.update(escape(f"watching {readable_path(watching.folder)}: {status.line()}"))
 
         status = WatchStatus()

@@ -15,7 +15,10 @@ its device and inode) and always under the same path: the folders themselves fir
 links in name order, and a folder once watched through a link keeps that link's path
 while it leads there (a file reached by a second path would otherwise be inspected
 again, as another file). A folder that cannot be read is passed over and tried again at
-every poll, so a wrong permission holds back its images, not the watch.
+every poll, so a wrong permission holds back its images, not the watch. A folder that
+stops answering (``SILENT_SECONDS``) is the share's delay, not the scan's work: it does
+not lengthen the wait before the next poll, which would otherwise grow to ten times the
+silence once the share answers again.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ POLL_SHARE = 0.1  # a poll takes at most this share of the time between polls
 # (A file server whose clock runs behind can still hide a file that long: until the next
 # full pass.)
 QUIET_NS = 2_000_000_000
+# A scan that has had no answer from the file system for this long is waiting on it (a
+# network share that stopped answering: a hard NFS mount waits for ever, not failing).
+SILENT_SECONDS = 10.0
 
 
 def version(path: Path | str, stat: os.stat_result) -> FileVersion:
@@ -197,11 +203,27 @@ class FolderScan:
         self.output = folder_identity(self.skip)  # the output folder, which links may lead to too
         # path -> what the watch should say of it (the caller's dict, where it gives one)
         self.notes = {} if notes is None else notes
+        self.answered = time.monotonic()  # when the file system last answered the scan
+        self.silence = 0.0  # seconds of the scan under way spent without an answer
+
+    def silent_for(self) -> float | None:
+        """How long the scan under way (in another thread) has had no answer from the
+        file system, where that is ``SILENT_SECONDS`` or more."""
+        waited = time.monotonic() - self.answered
+        return waited if waited >= SILENT_SECONDS else None
+
+    def _answer(self) -> None:
+        """A system call of the scan returned."""
+        now = time.monotonic()
+        if now - self.answered >= SILENT_SECONDS:
+            self.silence += now - self.answered
+        self.answered = now
 
     def pending(self, now: float) -> dict[Path, os.stat_result]:
         """Path -> stat of every image file not yet inspected in its current version."""
         full_pass = now >= self.next_full_pass
-        started = time.monotonic()
+        started = self.answered = time.monotonic()
+        self.silence = 0.0
         if full_pass:  # everything listed and stat'ed again; removed files forgotten
             self.inspected, self.listings = {}, {}
         found = {}
@@ -216,6 +238,8 @@ class FolderScan:
                     stat = os.stat(path)
                 except FileNotFoundError:  # removed since it was listed
                     continue
+                finally:
+                    self._answer()
                 if version(path, stat) in self.done:
                     inspected[name] = inode
                 else:
@@ -223,7 +247,8 @@ class FolderScan:
                     found[Path(path)] = stat
                     candidates.append((name, inode))
             listing.candidates = candidates
-        took = time.monotonic() - started
+        self._answer()
+        took = time.monotonic() - started - self.silence
         if full_pass:
             self.next_full_pass = now + max(FULL_PASS_SECONDS, took / FULL_PASS_SHARE)
         else:
@@ -258,6 +283,8 @@ class FolderScan:
                     f"cannot be read ({error.strerror or error}): its images wait until it can",
                 )
                 continue
+            finally:
+                self._answer()
             listings[folder] = listing
             order.add(listing.folders, listing.links)
             yield listing

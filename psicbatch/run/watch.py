@@ -16,7 +16,9 @@ inspected again; so is one that makes no progress for ``--batch-timeout`` second
 which the watch stops with an error (exit code 1), for its service manager to restart
 it. Each finished hour's parts are merged into one (``compaction``). With
 ``--group-by``, the parts a line passes or rejects (several images each) are decided as
-their images come (``watch_parts``).
+their images come (``watch_parts``). The folder is scanned in a thread of its own: where
+it stops answering (a network share), the status line and a note say so, parts that
+waited long enough are still decided, and a signal still stops the watch.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_for_future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -65,6 +70,7 @@ from psicbatch.run.worker import Worker
 from psicbatch.wording import counted, decisions_said
 
 BATCH_LIMIT = 8  # files per part at most: latency before throughput on a line
+SCAN_PATIENCE = 1.0  # seconds between looks at a scan under way (is the folder silent?)
 WATCH_SCHEMA = pa.schema(
     [
         *SCHEMA,
@@ -132,6 +138,8 @@ class WatchStatus:
     # folders below the watched one it passed over (unreadable, or reached by a second path)
     folder_notes: dict[str, str] = field(default_factory=dict)
     tiles: Tiles | None = None  # how far a tiled batch in inference is (large images take long)
+    silent: float | None = None  # seconds the watched folder has not answered, if long
+    notes: list[str] = field(default_factory=list)  # what the watch said, to print once each
 
     def add(self, rows: list[dict[str, Any]], latencies: list[float]) -> None:
         self.images += len(rows)
@@ -140,10 +148,14 @@ class WatchStatus:
         self.latencies = (self.latencies + latencies)[-10_000:]
 
     def line(self) -> str:
-        tiles = f"; tiles inferred {self.tiles.inferred}/{self.tiles.total}" if self.tiles else ""
+        under_way = (
+            f"; tiles inferred {self.tiles.inferred}/{self.tiles.total}" if self.tiles else ""
+        )
+        if self.silent is not None:
+            under_way += f"; the folder has not answered for {self.silent:.0f} s"
         if not self.latencies:
-            waiting = "inspecting" if tiles else "waiting for files"
-            return f"{counted(self.images, 'image')}, {waiting}{tiles}"
+            waiting = "inspecting" if self.tiles else "waiting for files"
+            return f"{counted(self.images, 'image')}, {waiting}{under_way}"
         p50, p95, p99 = np.percentile(np.array(self.latencies) * 1000, [50, 95, 99])
         parts = decisions_said(self.parts)
         return (
@@ -152,7 +164,7 @@ class WatchStatus:
             f"(complete to written) p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms"
             + (f"; parts: {parts}" if parts else "")
             + self._late_said()
-            + tiles
+            + under_way
         )
 
     def _late_said(self) -> str:
@@ -201,7 +213,8 @@ def watch(
         compactor = Compactor(out, _hour_folder(out, datetime.datetime.now(datetime.timezone.utc)))
         compactor.start()  # the hours an earlier watch left unmerged
         scanner = FolderScan(folder, out, done, result.folder_notes)
-        for batch, completed in _complete_batches(scanner, tracker, watching, clock):
+        silence = partial(_silence_told, result, status, folder)
+        for batch, completed in _complete_batches(scanner, tracker, watching, clock, silence):
             if not batch:  # a poll that found nothing: parts may have waited long enough
                 if decisions is not None:
                     with _writing(out):
@@ -247,6 +260,23 @@ def _tiles_told(
     status(result)
 
 
+def _silence_told(
+    result: WatchStatus, status: Callable[[WatchStatus], None], folder: Path, seconds: float | None
+) -> None:
+    """How long the watched folder has not answered (None: it answers): the status line
+    says so, and a note when it stops and starts answering again."""
+    if seconds is not None and result.silent is None:
+        result.notes.append(
+            f"{readable_path(folder)} has not answered for {seconds:.0f} s (a network share "
+            "that stopped answering?); the watch waits for it"
+        )
+    elif seconds is None and result.silent is not None:
+        result.notes.append(f"{readable_path(folder)} answers again")
+    if seconds != result.silent:
+        result.silent = seconds
+        status(result)
+
+
 def _write_rows(
     out: Path, rows: list[dict[str, Any]], stamp: datetime.datetime, late: dict[bytes, bytes]
 ) -> Path:
@@ -267,25 +297,56 @@ def _complete_batches(
     tracker: CompletionTracker,
     watching: WatchOptions,
     clock: Callable[[], float],
+    silence: Callable[[float | None], None] = lambda _: None,
 ) -> Iterator[tuple[list[tuple[Path, os.stat_result]], float]]:
     """Batches of complete files the scanner finds not done, with when they were found
     complete, and an empty batch for each poll that found none (time passes for waiting
-    parts). Every file found complete by one scan is handed out (and, by the caller, added
-    to the scanner's done versions) before the next scan, so no scan finds a file that is
-    still waiting."""
+    parts), and each second of a scan that waits on a folder that does not answer
+    (``silence`` is told for how long). Every file found complete by one scan is handed
+    out (and, by the caller, added to the scanner's done versions) before the next scan,
+    so no scan finds a file that is still waiting."""
     while True:
         # A stop that code it interrupted swallowed (an exception raised in a finalizer is
         # only printed) is raised again here: the signal handler ignores further signals,
         # so the watch would otherwise run on, deaf to SIGTERM.
         raise_if_stopped()
         now = clock()
-        found = scanner.pending(now)
-        ready = tracker.complete(found, now)
+        scan = _in_a_thread(partial(_scan, scanner, tracker, now))
+        while wait_for_future([scan], timeout=SCAN_PATIENCE).not_done:
+            silent = scanner.silent_for()
+            silence(silent)
+            if silent is not None:
+                yield [], clock()
+        silence(None)
+        found, ready = scan.result()
         for start in range(0, len(ready), BATCH_LIMIT):
             yield [(path, found[path]) for path in ready[start : start + BATCH_LIMIT]], now
         if not ready:
             yield [], now
             time.sleep(max(watching.poll_seconds, scanner.wait_seconds))
+
+
+def _scan(
+    scanner: FolderScan, tracker: CompletionTracker, now: float
+) -> tuple[dict[Path, os.stat_result], list[Path]]:
+    """The files not done under the watched folder, and those of them complete."""
+    found = scanner.pending(now)
+    return found, tracker.complete(found, now)
+
+
+def _in_a_thread(call: Callable[[], Any]) -> Future:
+    """``call()`` in a daemon thread: a file system that stops answering holds that
+    thread in a system call, not the watch (its stops, its status line, its parts)."""
+    future: Future = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(call())
+        except BaseException as error:  # raised in the watch, where the result is taken
+            future.set_exception(error)
+
+    threading.Thread(target=run, name="psicbatch-folder-scan", daemon=True).start()
+    return future
 
 
 @contextmanager
