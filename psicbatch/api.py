@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,13 +156,27 @@ class Inspector:
             self.worker.decoder.close()  # its threads would outlive a refused Inspector
             raise
         self.files_decoder = self.worker.decoder
+        self.inspecting = threading.Lock()  # one ``inspect`` at a time: they share the worker
         self.arrays = ArrayDecoder(
             self.worker.engine.manifest.engine_preprocessing(), pin=where.startswith("cuda")
         )
 
     def inspect(self, images: Iterable[str | Path | np.ndarray]) -> Iterator[Inspection]:
-        """Results for ``images`` (all files, or all numpy arrays), in their order."""
-        items = list(images)
+        """Results for ``images`` (all files, or all numpy arrays), in their order. One
+        ``inspect`` runs at a time: another, started before the results of the one under
+        way are all taken (or its loop left), is refused rather than mix their images."""
+        if not self.inspecting.acquire(blocking=False):
+            raise PsicbatchError(
+                "this Inspector is inspecting other images (in another thread, or results "
+                "not yet all taken): give each thread an Inspector of its own"
+            )
+        try:
+            yield from self._inspect(list(images))
+        finally:
+            self.arrays.arrays.clear()  # those of a loop left early would stay referenced
+            self.inspecting.release()
+
+    def _inspect(self, items: list[str | Path | np.ndarray]) -> Iterator[Inspection]:
         in_memory = [isinstance(item, np.ndarray) for item in items]
         if any(in_memory) and not all(in_memory):
             raise PsicbatchError("give files or arrays in one call, not both")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,43 @@ def test_inspecting_files_gives_the_rows_of_psicbatch_run(images: Path, tmp_path
         assert found.mask().sum() == found.mask_area == row["mask_area"]
         assert found.size == (150, 190) and found.error is None
     assert any(found.is_defect for found in results)
+
+
+def test_an_inspect_under_way_refuses_another_instead_of_mixing_their_images(
+    images: Path,
+) -> None:
+    """Two inspections of arrays at once (two threads, or two loops interleaved) share
+    the worker and its store of arrays: the first's later results were the second's
+    images' (30 arrays in batches of 2, interleaved after one result), and the second
+    failed on a KeyError. The second is refused until the first's results are all taken
+    or its loop is left; the first's results are unchanged."""
+    frames = [np.asarray(Image.open(path)) for path in sorted(images.glob("*.png"))[:5]]
+    with psicbatch.Inspector(device="cpu", precision="fp32", batch_size=2) as inspector:
+        alone = [result.probability for result in inspector.inspect(frames)]
+        first = inspector.inspect(frames)
+        taken = [next(first).probability]
+        refused = "this Inspector is inspecting other images .* an Inspector of its own"
+        with pytest.raises(PsicbatchError, match=refused):
+            list(inspector.inspect(frames[::-1]))
+        errors: list[str] = []
+        other = threading.Thread(target=lambda: errors.extend(_refusal(inspector, frames)))
+        other.start()
+        other.join()
+        assert taken + [result.probability for result in first] == alone
+        assert len(errors) == 1 and "inspecting other images" in errors[0]
+        for _ in inspector.inspect(frames):
+            break  # a loop left early ends its inspection
+        again = [result.probability for result in inspector.inspect(frames[::-1])]
+        assert again == pytest.approx(alone[::-1], abs=1e-5)  # batched otherwise
+        assert inspector.arrays.arrays == {}  # no array kept once its inspection ended
+
+
+def _refusal(inspector: psicbatch.Inspector, frames: list[np.ndarray]) -> list[str]:
+    try:
+        list(inspector.inspect(frames))
+    except PsicbatchError as error:
+        return [str(error)]
+    return []
 
 
 def test_arrays_give_what_their_files_give_and_bad_ones_only_an_error(images: Path) -> None:
