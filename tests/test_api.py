@@ -162,3 +162,9 @@ def test_a_hung_engine_raises_instead_of_holding_the_caller(
         list(inspector.inspect([path]))
     with pytest.raises(PsicbatchError, match="batch_timeout must be positive"):
         psicbatch.Inspector(batch_timeout=0)
+
+
+def test_a_decoder_that_does_not_exist_is_refused() -> None:
+    """It was taken for PIL without a word, as any name but dali was."""
+    with pytest.raises(PsicbatchError, match="--decoder must be one of auto, dali, pil"):
+        psicbatch.Inspector(device="cpu", decoder="nvjpeg")

@@ -45,7 +45,13 @@ from psicbatch.run.html_report import write_report
 from psicbatch.run.inputs import collect_inputs
 from psicbatch.run.job import PART_OPTIONS_FILE, resolved_sources
 from psicbatch.run.mask_images import write_mask_images
-from psicbatch.run.options import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT, MASK_MODES, RunOptions
+from psicbatch.run.options import (
+    DECODERS,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_BATCH_TIMEOUT,
+    MASK_MODES,
+    RunOptions,
+)
 from psicbatch.run.output import parts_directory
 from psicbatch.run.output_guard import REPORT, check_output
 from psicbatch.run.part_table import PARTS_TABLE, PartGrouping, write_part_table
@@ -100,7 +106,7 @@ WATCH_OUT = "results"  # --watch's default --out: a folder of parts
 @device_option(several=True)
 @click.option(
     "--decoder",
-    type=click.Choice(["auto", "dali", "pil"]),
+    type=click.Choice(DECODERS),
     default="auto",
     show_default=True,
     help="auto: DALI on a GPU when installed, else PIL.",

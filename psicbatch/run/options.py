@@ -17,6 +17,7 @@ from psicbatch.paths import FileSnapshot
 from psicbatch.run.files import FileLimits
 
 MASK_MODES = ("gated", "all")
+DECODERS = ("auto", "dali", "pil")  # and "null", which only benchmarks use
 DEFAULT_BATCH_SIZE = 8  # also the batch TensorRT engines are tuned for
 DEFAULT_BATCH_TIMEOUT = 600.0
 
@@ -48,6 +49,8 @@ class RunOptions:
             raise PsicbatchError("--batch-size, --workers and --flush-every must be at least 1")
         if self.masks not in MASK_MODES:
             raise PsicbatchError(f"--masks must be one of {', '.join(MASK_MODES)}")
+        if self.decoder not in (*DECODERS, "null"):
+            raise PsicbatchError(f"--decoder must be one of {', '.join(DECODERS)}")
         seconds = (self.batch_timeout, self.limits.decode_seconds)
         if not all(math.isfinite(s) and s > 0 for s in seconds):
             raise PsicbatchError("--batch-timeout and --decode-timeout must be positive and finite")
