@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from psicbatch.run.heartbeat import TileProgress, Tiles
 from psicbatch.run.options import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT, RunOptions
 from psicbatch.run.part_table import verdict
 from psicbatch.run.run_decisions import check_decisions_fit, run_decisions
+from psicbatch.run.stages import StageTimeout
 from psicbatch.run.worker import Task, Worker
 
 
@@ -157,26 +159,62 @@ class Inspector:
             raise
         self.files_decoder = self.worker.decoder
         self.inspecting = threading.Lock()  # one ``inspect`` at a time: they share the worker
+        self.pipeline: list[threading.Thread] = []  # of the last ``inspect``
         self.arrays = ArrayDecoder(
             self.worker.engine.manifest.engine_preprocessing(), pin=where.startswith("cuda")
         )
 
     def inspect(self, images: Iterable[str | Path | np.ndarray]) -> Iterator[Inspection]:
-        """Results for ``images`` (all files, or all numpy arrays), in their order. One
-        ``inspect`` runs at a time: another, started before the results of the one under
-        way are all taken (or its loop left), is refused rather than mix their images."""
+        """Results for ``images`` (all files, or all numpy arrays), in their order.
+
+        One ``inspect`` runs at a time, since they share the worker: another, started
+        before the one under way has inspected all its images (or its loop was left), is
+        refused rather than mix their images. One started after a loop left early waits
+        until the earlier one's batches in flight are through the worker."""
         if not self.inspecting.acquire(blocking=False):
             raise PsicbatchError(
                 "this Inspector is inspecting other images (in another thread, or results "
                 "not yet all taken): give each thread an Inspector of its own"
             )
+        inspecting = True
         try:
-            yield from self._inspect(list(images))
+            self._earlier_one_ended()
+            tasks = self._tasks(list(images))
+            self.pipeline = []
+            batches = self.worker.process(iter(tasks), self.batch_timeout, self.pipeline)
+            for number, rows, _ in batches:
+                results = [Inspection.from_row(row) for row in rows]
+                if number == len(tasks) - 1:  # all inspected: another may start
+                    batches.close()
+                    inspecting = self._end()
+                yield from results
         finally:
-            self.arrays.arrays.clear()  # those of a loop left early would stay referenced
-            self.inspecting.release()
+            if inspecting:
+                self._end()
 
-    def _inspect(self, items: list[str | Path | np.ndarray]) -> Iterator[Inspection]:
+    def _earlier_one_ended(self) -> None:
+        """Wait until the threads of the last ``inspect`` have ended: one whose loop was
+        left early may still be decoding or inferring the batches it had in flight."""
+        deadline = None if self.batch_timeout is None else time.monotonic() + self.batch_timeout
+        for thread in self.pipeline:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                raise StageTimeout(
+                    f"an earlier inspect's batch is still in the worker after "
+                    f"{self.batch_timeout:g} s; the engine may be hung (carry on with a new "
+                    "process)"
+                )
+
+    def _end(self) -> bool:
+        """This ``inspect`` is over: its arrays are dropped (those of a loop left early
+        would stay referenced) and another may start. False: no longer inspecting."""
+        self.arrays.arrays.clear()
+        self.inspecting.release()
+        return False
+
+    def _tasks(self, items: list[str | Path | np.ndarray]) -> list[Task]:
+        """The batches of ``items``, their arrays put where the array decoder finds them,
+        and the decoder they need chosen."""
         in_memory = [isinstance(item, np.ndarray) for item in items]
         if any(in_memory) and not all(in_memory):
             raise PsicbatchError("give files or arrays in one call, not both")
@@ -191,12 +229,10 @@ class Inspector:
                 kind = type(item).__name__
                 raise PsicbatchError(f"image {index}: give a path or a numpy array, not a {kind}")
         self.worker.decoder = self.arrays if items and all(in_memory) else self.files_decoder
-        tasks: list[Task] = [
+        return [
             (number, names[start : start + self.batch_size])
             for number, start in enumerate(range(0, len(names), self.batch_size))
         ]
-        for _, rows, _ in self.worker.process(iter(tasks), self.batch_timeout):
-            yield from (Inspection.from_row(row) for row in rows)
 
     def close(self) -> None:
         self.files_decoder.close()

@@ -42,16 +42,20 @@ def staged(
     workers: int = 1,
     heartbeat: Heartbeat | None = None,
     first_timeout: float | None = None,
+    threads: list[threading.Thread] | None = None,
 ) -> Generator[Any, None, None]:
     """``function(item)`` for every item, computed in background threads, in order.
 
     With ``timeout``, waiting longer than that for one result raises ``StageTimeout``;
     with a ``heartbeat`` too, only that long without a result or a beat does. The first
     result may take ``first_timeout`` instead, where given (workers that open their
-    engine as they start).
+    engine as they start). ``threads``, where given, gets the stage's threads, for a
+    caller that must know when they have ended.
     """
     stage = _Stage(items, function, depth, max(1, workers))
-    stage.start(name)
+    started = stage.start(name)
+    if threads is not None:
+        threads.extend(started)
     try:
         waiting = timeout if first_timeout is None else first_timeout
         while True:
@@ -111,7 +115,7 @@ class _Stage:
         self.jobs: queue.Queue = queue.Queue()
         self.stop = threading.Event()
 
-    def start(self, name: str) -> None:
+    def start(self, name: str) -> list[threading.Thread]:
         threads = [threading.Thread(target=self._produce, name=f"psicbatch-{name}")]
         threads += [
             threading.Thread(target=self._work, name=f"psicbatch-{name}-{number}")
@@ -120,6 +124,7 @@ class _Stage:
         for thread in threads:
             thread.daemon = True
             thread.start()
+        return threads
 
     def _put(self, value: Any) -> bool:
         while not self.stop.is_set():

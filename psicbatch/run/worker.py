@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -113,21 +113,27 @@ class Worker:
         self.stage_locks = tuple(threading.Lock() for _ in self.stages)  # for ``rows``
 
     def process(
-        self, tasks: Iterator[Task], batch_timeout: float | None = None
-    ) -> Iterator[tuple[int, Rows, dict[str, float]]]:
+        self,
+        tasks: Iterator[Task],
+        batch_timeout: float | None = None,
+        threads: list[threading.Thread] | None = None,
+    ) -> Generator[tuple[int, Rows, dict[str, float]], None, None]:
         """(batch number, rows, stage seconds) per batch, in order; the four stages overlap.
         With ``batch_timeout``, that long without a batch's rows or a heartbeat raises
         ``StageTimeout`` (a spawned worker, which may wait for tasks, is watched by its
-        parent instead)."""
-        decoded = staged(tasks, self._decode, name="decoding", workers=self.decoder.at_once)
-        inferred = staged(decoded, self._infer, name="inference")
-        summarized = staged(inferred, self._postprocess, name="post-processing")
+        parent instead). ``threads`` gets the stages' threads (``staged``)."""
+        decoded = staged(
+            tasks, self._decode, name="decoding", workers=self.decoder.at_once, threads=threads
+        )
+        inferred = staged(decoded, self._infer, name="inference", threads=threads)
+        summarized = staged(inferred, self._postprocess, name="post-processing", threads=threads)
         for batch in staged(
             summarized,
             self._make_rows,
             timeout=batch_timeout,
             name="batch",
             heartbeat=self.heartbeat,
+            threads=threads,
         ):
             batch.times[LATENCY] = time.perf_counter() - batch.began
             yield batch.task[0], batch.rows, batch.times
