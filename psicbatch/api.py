@@ -186,7 +186,8 @@ class Inspector:
                 results = [Inspection.from_row(row) for row in rows]
                 if number == len(tasks) - 1:  # all inspected: another may start
                     batches.close()
-                    inspecting = self._end()
+                    self._end()
+                    inspecting = False
                 yield from results
         finally:
             if inspecting:
@@ -205,12 +206,11 @@ class Inspector:
                     "process)"
                 )
 
-    def _end(self) -> bool:
+    def _end(self) -> None:
         """This ``inspect`` is over: its arrays are dropped (those of a loop left early
-        would stay referenced) and another may start. False: no longer inspecting."""
+        would stay referenced) and another may start."""
         self.arrays.arrays.clear()
         self.inspecting.release()
-        return False
 
     def _tasks(self, items: list[str | Path | np.ndarray]) -> list[Task]:
         """The batches of ``items``, their arrays put where the array decoder finds them,
