@@ -87,7 +87,9 @@ def test_an_inspect_after_a_loop_left_early_waits_for_its_batches_in_flight() ->
         for _ in range(3):
             for _ in inspector.inspect(darker):
                 break
+            assert inspector.pipeline  # its threads, which the next inspect waits for
             assert [result.probability for result in inspector.inspect(lighter)] == alone
+            assert inspector.pipeline == []  # a whole inspection leaves nothing to wait for
 
 
 def _refusal(inspector: psicbatch.Inspector, frames: list[np.ndarray]) -> list[str]:
