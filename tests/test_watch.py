@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -257,7 +258,7 @@ def test_time_passes_for_waiting_parts_while_the_folder_does_not_answer(
     told: list[float | None] = []
     tracker = CompletionTracker(settle_seconds=0)
     batches = watch_module._complete_batches(
-        scanner, tracker, WatchOptions(tmp_path), time.monotonic, told.append
+        scanner, tracker, WatchOptions(tmp_path), time.monotonic, lambda s, _: told.append(s)
     )
     handed = [next(batches)[0]]
     while not handed[-1]:
@@ -265,6 +266,31 @@ def test_time_passes_for_waiting_parts_while_the_folder_does_not_answer(
     assert len(handed) >= 2 and [path.name for path, _ in handed[-1]] == ["a.png"]
     silent = [seconds for seconds in told if seconds is not None]
     assert silent and silent == sorted(silent) and told[-1] is None
+
+
+def test_a_watch_says_when_its_folder_is_gone_and_when_it_is_back(tmp_path: Path) -> None:
+    """A camera share unmounted, or its folder moved: the watch said nothing and showed
+    "waiting for files" until the folder came back."""
+    from psicbatch.run.watch import _complete_batches, _folder_told
+
+    folder = tmp_path / "line"
+    folder.mkdir()
+    result, lines = WatchStatus(), []
+    told = partial(_folder_told, result, lambda status: lines.append(status.line()), folder)
+    scanner = FolderScan(folder, tmp_path / "out", set())
+    watching = WatchOptions(folder, poll_seconds=0.01)
+    batches = _complete_batches(scanner, CompletionTracker(0), watching, time.monotonic, told)
+    assert next(batches)[0] == [] and lines == []
+    folder.rmdir()
+    assert next(batches)[0] == [] and result.missing
+    assert lines == ["0 images, waiting for files; the folder is gone"]
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"x")
+    assert [path.name for path, _ in next(batches)[0]] == ["a.png"] and not result.missing
+    assert result.notes == [
+        f"{folder} is gone (unmounted, moved or removed?); the watch waits for it to come back",
+        f"{folder} is back",
+    ]
 
 
 @pytest.mark.timeout(60, method="thread")  # without the timeout, the watch hangs for ever

@@ -204,6 +204,7 @@ class FolderScan:
         # path -> what the watch should say of it (the caller's dict, where it gives one)
         self.notes = {} if notes is None else notes
         self.answered = time.monotonic()  # when the file system last answered the scan
+        self.missing = False  # the watched folder itself, at the last scan (unmounted, moved)
         self.silence = 0.0  # seconds of the scan under way spent without an answer
 
     def silent_for(self) -> float | None:
@@ -265,6 +266,8 @@ class FolderScan:
         for folder, through_link in order:
             try:
                 status = os.stat(folder)
+                if folder == self.folder:
+                    self.missing = False
                 identity = (status.st_dev, status.st_ino)
                 if identity == self.output or not self._first_path(
                     folder, identity, seen, through_link
@@ -276,6 +279,8 @@ class FolderScan:
                         folder, status.st_mtime_ns, self.skip, self.inspected.get(folder, {})
                     )
             except (FileNotFoundError, NotADirectoryError):  # removed while scanning
+                if folder == self.folder:
+                    self.missing = True
                 continue
             except OSError as error:  # no permission: tried again at the next poll
                 self.notes.setdefault(

@@ -139,6 +139,7 @@ class WatchStatus:
     folder_notes: dict[str, str] = field(default_factory=dict)
     tiles: Tiles | None = None  # how far a tiled batch in inference is (large images take long)
     silent: float | None = None  # seconds the watched folder has not answered, if long
+    missing: bool = False  # the watched folder is gone (unmounted, moved or removed)
     notes: list[str] = field(default_factory=list)  # what the watch said, to print once each
 
     def add(self, rows: list[dict[str, Any]], latencies: list[float]) -> None:
@@ -153,6 +154,8 @@ class WatchStatus:
         )
         if self.silent is not None:
             under_way += f"; the folder has not answered for {self.silent:.0f} s"
+        if self.missing:
+            under_way += "; the folder is gone"
         if not self.latencies:
             waiting = "inspecting" if self.tiles else "waiting for files"
             return f"{counted(self.images, 'image')}, {waiting}{under_way}"
@@ -213,8 +216,8 @@ def watch(
         compactor = Compactor(out, _hour_folder(out, datetime.datetime.now(datetime.timezone.utc)))
         compactor.start()  # the hours an earlier watch left unmerged
         scanner = FolderScan(folder, out, done, result.folder_notes)
-        silence = partial(_silence_told, result, status, folder)
-        for batch, completed in _complete_batches(scanner, tracker, watching, clock, silence):
+        told = partial(_folder_told, result, status, folder)
+        for batch, completed in _complete_batches(scanner, tracker, watching, clock, told):
             if not batch:  # a poll that found nothing: parts may have waited long enough
                 if decisions is not None:
                     with _writing(out):
@@ -260,20 +263,31 @@ def _tiles_told(
     status(result)
 
 
-def _silence_told(
-    result: WatchStatus, status: Callable[[WatchStatus], None], folder: Path, seconds: float | None
+def _folder_told(
+    result: WatchStatus,
+    status: Callable[[WatchStatus], None],
+    folder: Path,
+    silent: float | None,
+    missing: bool,
 ) -> None:
-    """How long the watched folder has not answered (None: it answers): the status line
-    says so, and a note when it stops and starts answering again."""
-    if seconds is not None and result.silent is None:
+    """How long the watched folder has not answered (None: it answers), and whether it is
+    gone: the status line says so, and a note when either begins and ends."""
+    shown = readable_path(folder)
+    if silent is not None and result.silent is None:
         result.notes.append(
-            f"{readable_path(folder)} has not answered for {seconds:.0f} s (a network share "
-            "that stopped answering?); the watch waits for it"
+            f"{shown} has not answered for {silent:.0f} s (a network share that stopped "
+            "answering?); the watch waits for it"
         )
-    elif seconds is None and result.silent is not None:
-        result.notes.append(f"{readable_path(folder)} answers again")
-    if seconds != result.silent:
-        result.silent = seconds
+    elif silent is None and result.silent is not None:
+        result.notes.append(f"{shown} answers again")
+    if missing != result.missing:
+        result.notes.append(
+            f"{shown} is gone (unmounted, moved or removed?); the watch waits for it to come back"
+            if missing
+            else f"{shown} is back"
+        )
+    if (silent, missing) != (result.silent, result.missing):
+        result.silent, result.missing = silent, missing
         status(result)
 
 
@@ -297,14 +311,15 @@ def _complete_batches(
     tracker: CompletionTracker,
     watching: WatchOptions,
     clock: Callable[[], float],
-    silence: Callable[[float | None], None] = lambda _: None,
+    told: Callable[[float | None, bool], None] = lambda silent, missing: None,
 ) -> Iterator[tuple[list[tuple[Path, os.stat_result]], float]]:
     """Batches of complete files the scanner finds not done, with when they were found
     complete, and an empty batch for each poll that found none (time passes for waiting
-    parts), and each second of a scan that waits on a folder that does not answer
-    (``silence`` is told for how long). Every file found complete by one scan is handed
-    out (and, by the caller, added to the scanner's done versions) before the next scan,
-    so no scan finds a file that is still waiting."""
+    parts), and each second of a scan that waits on a folder that does not answer.
+    ``told`` hears how long the folder has not answered (None: it answers) and whether
+    it is gone. Every file found complete by one scan is handed out (and, by the caller,
+    added to the scanner's done versions) before the next scan, so no scan finds a file
+    that is still waiting."""
     while True:
         # A stop that code it interrupted swallowed (an exception raised in a finalizer is
         # only printed) is raised again here: the signal handler ignores further signals,
@@ -314,11 +329,11 @@ def _complete_batches(
         scan = _in_a_thread(partial(_scan, scanner, tracker, now))
         while wait_for_future([scan], timeout=SCAN_PATIENCE).not_done:
             silent = scanner.silent_for()
-            silence(silent)
+            told(silent, scanner.missing)
             if silent is not None:
                 yield [], clock()
-        silence(None)
         found, ready = scan.result()
+        told(None, scanner.missing)
         for start in range(0, len(ready), BATCH_LIMIT):
             yield [(path, found[path]) for path in ready[start : start + BATCH_LIMIT]], now
         if not ready:
