@@ -173,8 +173,8 @@ class Inspector:
         until the earlier one's batches in flight are through the worker."""
         if not self.inspecting.acquire(blocking=False):
             raise PsicbatchError(
-                "this Inspector is inspecting other images (in another thread, or results "
-                "not yet all taken): give each thread an Inspector of its own"
+                "this Inspector is inspecting other images (in another thread, or in a loop "
+                "not yet finished): give each thread an Inspector of its own"
             )
         inspecting = True
         try:
