@@ -33,6 +33,7 @@ from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
 from psicbatch.run import rle
 from psicbatch.run.decode import ArrayDecoder
+from psicbatch.run.files import DEFAULT_DECODE_SECONDS, DEFAULT_MAX_MIB, MIB, FileLimits
 from psicbatch.run.heartbeat import TileProgress, Tiles
 from psicbatch.run.options import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT, RunOptions
 from psicbatch.run.part_table import verdict
@@ -108,6 +109,8 @@ class Inspector:
         threshold: float | None = None,
         batch_timeout: float | None = DEFAULT_BATCH_TIMEOUT,
         progress: Callable[[Tiles | None], None] | None = None,
+        max_file_size: float = DEFAULT_MAX_MIB,
+        decode_timeout: float = DEFAULT_DECODE_SECONDS,
     ) -> None:
         """``engine_or_checkpoint``: an engine folder or a checkpoint (default: the bundled
         demo model); ``decisions``: a decision file from ``psicbatch calibrate`` (default:
@@ -119,11 +122,16 @@ class Inspector:
         batch is (``Tiles``: tiles inferred, of how many, the images' worth they make; None
         once its inference is done) as it begins and ends and at most four times a second
         between, from one of the Inspector's threads: such a batch of line-scan images can
-        take minutes on a CPU before its results come."""
+        take minutes on a CPU before its results come; ``max_file_size`` (MiB) and
+        ``decode_timeout`` (seconds): a file above the size, or one whose reading and
+        decoding takes longer (a share that stopped answering), gets a result with its
+        error, as ``psicbatch run --max-file-size/--decode-timeout``."""
         if decisions is not None and threshold is not None:
             raise PsicbatchError("give threshold or decisions, not both")
         if batch_timeout is not None and not 0 < batch_timeout < math.inf:
             raise PsicbatchError("batch_timeout must be positive and finite, or None")
+        if not 0 < max_file_size < math.inf:
+            raise PsicbatchError("max_file_size must be a positive and finite number of MiB")
         source = Path(engine_or_checkpoint) if engine_or_checkpoint else demo_model_path()
         folder = source.is_dir()
         spec = EngineSpec(
@@ -148,6 +156,7 @@ class Inspector:
             decisions=chosen.record,
             roi=chosen.roi,
             masks=masks,
+            limits=FileLimits(int(max_file_size * MIB), decode_timeout),
         )
         self.batch_size, self.batch_timeout = batch_size, batch_timeout
         heartbeat = TileProgress(progress).heartbeat() if progress is not None else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +189,34 @@ def test_a_decoder_that_does_not_exist_is_refused() -> None:
     """It was taken for PIL without a word, as any name but dali was."""
     with pytest.raises(PsicbatchError, match="--decoder must be one of auto, dali, pil"):
         psicbatch.Inspector(device="cpu", decoder="nvjpeg")
+
+
+def test_the_file_limits_of_a_run_apply(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file whose read stalls (a share that stopped answering) or that is too large
+    gets a result with its error, the others theirs, as in psicbatch run; the Inspector
+    had only the run's defaults (60 s, 256 MiB)."""
+    import psicbatch.run.decode as decode
+
+    files = sorted(images.glob("*.png"))[:3]
+    real = decode.read_image
+
+    def stall(path: Path, *args: object) -> np.ndarray:
+        if path == files[1]:
+            time.sleep(3)
+        return real(path, *args)
+
+    monkeypatch.setattr(decode, "read_image", stall)
+    options = {"device": "cpu", "decoder": "pil", "precision": "fp32"}
+    with psicbatch.Inspector(**options, decode_timeout=0.5) as inspector:
+        errors = [result.error for result in inspector.inspect(files)]
+    assert errors == [None, "decoding took longer than 0.5 s (--decode-timeout)", None]
+    small = tmp_path / "small.png"
+    Image.new("L", (64, 48), 90).save(small)  # a few hundred bytes; the others, kilobytes
+    limit = (small.stat().st_size + 1) / 2**20
+    with psicbatch.Inspector(**options, max_file_size=limit) as inspector:
+        small_error, *large_errors = (result.error for result in inspector.inspect([small, *files]))
+    assert small_error is None and all(" MiB, above the " in error for error in large_errors)
+    with pytest.raises(PsicbatchError, match="max_file_size must be a positive and finite"):
+        psicbatch.Inspector(max_file_size=float("nan"))
