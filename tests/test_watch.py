@@ -188,6 +188,22 @@ def watch_one_image(tmp_path: Path, *options: str, quiet: bool = True) -> tuple[
     ), out
 
 
+def stall_first_stat(monkeypatch: pytest.MonkeyPatch, name: str, seconds: float) -> None:
+    """The scan's first ``stat`` of a file named ``name`` waits ``seconds``, as on a
+    network share that stopped answering."""
+    from psicbatch.run import folder_scan
+
+    real_stat, stalled = os.stat, []
+
+    def stalling(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        if str(path).endswith(name) and not stalled:
+            stalled.append(path)
+            time.sleep(seconds)
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(folder_scan.os, "stat", stalling)
+
+
 def test_a_watch_says_when_its_folder_stops_answering_and_when_it_answers_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -200,15 +216,7 @@ def test_a_watch_says_when_its_folder_stops_answering_and_when_it_answers_again(
 
     monkeypatch.setattr(folder_scan, "SILENT_SECONDS", 0.5)
     monkeypatch.setattr(watch_module, "SCAN_PATIENCE", 0.2)
-    real_stat, stalled = os.stat, []
-
-    def stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
-        if str(path).endswith("a.png") and not stalled:
-            stalled.append(path)
-            time.sleep(1.2)
-        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(folder_scan.os, "stat", stat)
+    stall_first_stat(monkeypatch, "a.png", 1.2)
     pending = FolderScan.pending
 
     def pending_until_done(scanner: FolderScan, now: float) -> dict:
@@ -246,14 +254,7 @@ def test_time_passes_for_waiting_parts_while_the_folder_does_not_answer(
     monkeypatch.setattr(folder_scan, "SILENT_SECONDS", 0.3)
     monkeypatch.setattr(watch_module, "SCAN_PATIENCE", 0.2)
     (tmp_path / "a.png").write_bytes(b"x")
-    real_stat = os.stat
-
-    def stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
-        if str(path).endswith("a.png"):
-            time.sleep(1.2)
-        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(folder_scan.os, "stat", stat)
+    stall_first_stat(monkeypatch, "a.png", 1.2)
     scanner = FolderScan(tmp_path, tmp_path / "out", set())
     told: list[float | None] = []
     tracker = CompletionTracker(settle_seconds=0)
