@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from psicbatch.calibrate import Calibration, Validation
-from psicbatch.data.images import ImageReadError, read_image
+from psicbatch.data.images import read_image
 from psicbatch.decisions import Decisions, OperatingPoint, target_text
 from psicbatch.fingerprints import calibration_notes
 from psicbatch.paths import file_head
-from psicbatch.pictures import figure_data_uri, png_data_uri, tinted_thumbnail
+from psicbatch.pictures import PictureReader, figure_data_uri, png_data_uri, tinted_thumbnail
 from psicbatch.region_record import short
 from psicbatch.reports import TYPE_ESCAPE_COLUMNS, Column, column_table, html_table
 
@@ -97,19 +97,17 @@ def curve_png(points: list[OperatingPoint], chosen: OperatingPoint) -> str:
     return figure_data_uri(figure)
 
 
-def thumbnail(path: Path) -> str | None:
-    try:
-        image = read_image(path, 3)
-    except (ImageReadError, OSError):
-        return None
-    return png_data_uri(tinted_thumbnail(image, THUMBNAIL_HEIGHT))
+def thumbnail(path: Path, reader: PictureReader) -> str | None:
+    image = reader.read(lambda: read_image(path, 3))
+    return None if image is None else png_data_uri(tinted_thumbnail(image, THUMBNAIL_HEIGHT))
 
 
 def calibration_html(decisions: Decisions, data: Validation, result: Calibration) -> str:
     e = html.escape
     cards = []
+    reader = PictureReader()
     for image in result.nearest:
-        uri = thumbnail(image["file"])
+        uri = thumbnail(image["file"], reader)
         picture = f'<img src="{uri}" alt="">' if uri else "<p>(image not readable here)</p>"
         label = labelled(image)
         cards.append(

@@ -8,10 +8,17 @@ import html
 import math
 from pathlib import Path
 
-from psicbatch.data.images import ImageReadError, read_image
+from psicbatch.data.images import read_image
 from psicbatch.gallery import KINDS, THUMBNAIL_HEIGHT, Example, Gallery, Kind
 from psicbatch.paths import row_file
-from psicbatch.pictures import RED, png_bytes_uri, png_data_uri, thumbnail_size, tinted_thumbnail
+from psicbatch.pictures import (
+    RED,
+    PictureReader,
+    png_bytes_uri,
+    png_data_uri,
+    thumbnail_size,
+    tinted_thumbnail,
+)
 from psicbatch.reports import (
     COMPARISON_COLUMNS,
     DEFECT_TYPE_COLUMNS,
@@ -57,7 +64,8 @@ def evaluation_html(
     pictures = "".join(
         f'<img src="{png_bytes_uri(curve.read_bytes())}" alt="{e(curve.stem)}">' for curve in curves
     )
-    sections = "".join(_section(kind, gallery) for kind in KINDS)
+    reader = PictureReader()
+    sections = "".join(_section(kind, gallery, reader) for kind in KINDS)
     swatch = '<span class="swatch" style="background: rgb{}"></span> {}'
     legend = ", ".join(
         swatch.format(colour, name)
@@ -90,21 +98,21 @@ figcaption {{ font-size: 0.8em; word-break: break-all; }}
 """
 
 
-def _section(kind: Kind, gallery: Gallery) -> str:
+def _section(kind: Kind, gallery: Gallery, reader: PictureReader) -> str:
     examples = gallery.worst(kind)
     count = gallery.counts[kind.title]
     shown = f"{len(examples)} of {count}" if count > len(examples) else str(count)
-    cards = "".join(_card(example) for example in examples) or "<p>None.</p>"
+    cards = "".join(_card(example, reader) for example in examples) or "<p>None.</p>"
     return (
         f"<h2>{html.escape(kind.title)} ({shown})</h2>"
         f'<p class="note">{html.escape(kind.order)}</p><div class="images">{cards}</div>'
     )
 
 
-def _card(example: Example) -> str:
+def _card(example: Example, reader: PictureReader) -> str:
     e = html.escape
     row = example.row
-    uri = _thumbnail(example)
+    uri = _thumbnail(example, reader)
     picture = f'<img src="{uri}" alt="">' if uri else "<p>(image not readable here)</p>"
     iou = "" if math.isnan(row["mask_iou"]) else f", mask IoU {row['mask_iou']:.3f}"
     true = row["true_defect_pixels"]
@@ -115,12 +123,11 @@ def _card(example: Example) -> str:
     )
 
 
-def _thumbnail(example: Example) -> str | None:
+def _thumbnail(example: Example, reader: PictureReader) -> str | None:
     """The image read again, its masks tinted over it; None when it cannot be read or
     is no longer the size it was scored at."""
-    try:
-        image = read_image(row_file(example.row), 3)
-    except (ImageReadError, OSError):
+    image = reader.read(lambda: read_image(row_file(example.row), 3))
+    if image is None:
         return None
     if thumbnail_size(image.shape[:2], THUMBNAIL_HEIGHT) != example.truth.shape:
         return None

@@ -5,15 +5,39 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from psicbatch.data.images import ImageReadError, ReadStalled
+from psicbatch.run.limited import TimeLimitExceeded
+
 RED = (255, 0, 0)
 BLUE = (0, 90, 255)  # a second mask beside a red one (another run's)
 TINT = 0.55  # how much of a tinted pixel is the mask's colour
+
+
+class PictureReader:
+    """Reads a page's images one after another. A picture that cannot be read is left
+    out; once one stalled past its time limit, so are all after it: they sit on the same
+    share, and each would wait its whole limit (a page shows dozens)."""
+
+    def __init__(self) -> None:
+        self.stalled = False
+
+    def read(self, read: Callable[[], np.ndarray]) -> np.ndarray | None:
+        """``read()``'s image; None when it fails or stalls, or one before it stalled."""
+        if self.stalled:
+            return None
+        try:
+            return read()
+        except (ReadStalled, TimeLimitExceeded):
+            self.stalled = True
+        except (ImageReadError, OSError):
+            pass
+        return None
 
 
 def png_bytes_uri(data: bytes) -> str:

@@ -151,6 +151,7 @@ def test_the_gallery_keeps_the_worst_images_of_each_kind() -> None:
 
 def test_a_missed_defect_without_a_true_mask_is_shown_as_such() -> None:
     from psicbatch.evaluation_page import _card
+    from psicbatch.pictures import PictureReader
 
     gallery = Gallery(size=3)
     predicted = np.zeros((40, 80), bool)
@@ -158,7 +159,7 @@ def test_a_missed_defect_without_a_true_mask_is_shown_as_such() -> None:
     gallery.offer({**row, "true_defect_pixels": None}, None, predicted)
     (example,) = gallery.worst(KINDS[0])
     assert not example.truth.any()  # nothing drawn as the true defect
-    assert "0 px predicted, no true mask</figcaption>" in _card(example)
+    assert "0 px predicted, no true mask</figcaption>" in _card(example, PictureReader())
 
 
 def test_a_crack_one_pixel_wide_stays_visible_in_a_thumbnail() -> None:

@@ -347,16 +347,22 @@ def test_a_file_whose_reading_stalls_gets_an_error_and_its_batch_goes_on(
     assert set(batch.stamps) == {0, 1, 2, 3}  # which version of each file it was
 
 
-def test_a_report_thumbnail_whose_reading_stalls_is_left_out(
+def test_a_report_thumbnail_whose_reading_stalls_is_left_out_and_so_are_those_after_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The files after it sit on the same share: each would wait its whole limit."""
+    from psicbatch.pictures import PictureReader
     from psicbatch.run import html_report, rle
 
     good, stalled = (image(tmp_path / f"{name}.png", 0, (16, 16)) for name in ("good", "stalled"))
     monkeypatch.setattr(html_report, "read_bytes", stalling(html_report.read_bytes, stalled))
     limits = FileLimits(decode_seconds=0.5)
     mask = rle.empty((16, 16))
-    assert html_report.thumbnail({"path": str(good), "mask": mask}, limits) is not None
+    reader = PictureReader()
+    good_row, stalled_row = ({"path": str(file), "mask": mask} for file in (good, stalled))
+    assert html_report.thumbnail(good_row, limits, reader) is not None
     began = time.monotonic()
-    assert html_report.thumbnail({"path": str(stalled), "mask": mask}, limits) is None
+    assert html_report.thumbnail(stalled_row, limits, reader) is None
     assert time.monotonic() - began < 20  # not the 30 s the read takes
+    assert html_report.thumbnail(good_row, limits, reader) is None
+    assert html_report.thumbnail(good_row, limits, PictureReader()) is not None

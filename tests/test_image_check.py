@@ -8,6 +8,8 @@ import builtins
 import errno
 import json
 import os
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from psicbatch.cli import main
-from psicbatch.data import labelled, memory
+from psicbatch.data import images, labelled, memory
 from psicbatch.data.synth import generate
 
 TINY = ["--width", "0.125", "--input-size", "48x48", "--seg-epochs", "1", "--cls-epochs", "1"]
@@ -164,3 +166,112 @@ def test_scoring_names_the_first_unusable_image_before_any_is_scored(
         f"(and 3 more images that cannot be used; psicbatch info {damaged} lists them)"
     )
     assert not (tmp_path / "out").exists()
+
+
+Stall = Callable[[list[Path], bool], list[Path]]
+
+
+@pytest.fixture
+def stall(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stall]:
+    """``stall(files, headers)``: opening those files (also as far as their headers, or
+    only to decode them) waits as a read on a share that stopped answering does, until the
+    test ends; reading from a path is given 0.5 s. It returns the list of the stalled
+    files' openings, in order, as they happen."""
+    released = threading.Event()
+    real_opened = images._opened
+    monkeypatch.setattr(images, "READ_SECONDS", 0.5)
+
+    def stalling(files: list[Path], headers: bool) -> list[Path]:
+        stalled: list[Path] = []
+
+        def opened(path: Path, data: bytes | None, lazy: bool) -> Any:
+            if path in files and (headers or not lazy):
+                stalled.append(path)
+                released.wait(30)
+            return real_opened(path, data, lazy)
+
+        monkeypatch.setattr(images, "_opened", opened)
+        return stalled
+
+    yield stalling
+    released.set()
+
+
+def _scoring_arguments(command: str, data: Path, out: Path) -> list[str]:
+    from psicbatch.assets import demo_model_path
+
+    model = str(demo_model_path())
+    return {
+        "train": ["train", str(data), "-o", str(out), *TINY],
+        "eval": ["eval", model, str(data), "-o", str(out), "-q"],
+        "calibrate": ["calibrate", str(data), "--model", model, "-o", str(out), "-q"],
+    }[command]
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "calibrate", "info"])
+def test_a_dataset_on_a_share_that_stopped_answering_ends_in_one_line_at_its_first_file(
+    tmp_path: Path, stall: Stall, command: str
+) -> None:
+    """Each stalled file waited for ever: the job hung without a word. Now the first is
+    named after the time limit, and the files beside it, which would stall as long, are
+    not tried one after another."""
+    data = tmp_path / "data"
+    generate(data, 6, (48, 48), defect_rate=0.5, seed=4)
+    files = sorted((data / "images").glob("*.png"))
+    stalled = stall(files, True)
+    if command == "info":
+        arguments = ["info", str(data)]
+    else:
+        arguments = _scoring_arguments(command, data, tmp_path / "out")
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 1, result.output
+    assert result.output.strip() == (
+        f"Error: {files[0]}: took longer than 0.5 s to read (a network share that stopped "
+        "answering?)"
+    )
+    assert stalled == [files[0]]
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "calibrate"])
+def test_a_file_whose_decoding_stalls_ends_loading_and_scoring_in_one_line(
+    tmp_path: Path, stall: Stall, command: str
+) -> None:
+    """Its header read, its pixels stall: training's loading and scoring's reading
+    threads waited for ever."""
+    data = tmp_path / "data"
+    generate(data, 6, (48, 48), defect_rate=0.5, seed=4)
+    stalled_file = sorted((data / "images").glob("*.png"))[3]
+    stalled = stall([stalled_file], False)
+    result = CliRunner().invoke(main, _scoring_arguments(command, data, tmp_path / "out"))
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: {stalled_file}: took longer than 0.5 s to read (a network share that "
+        "stopped answering?)"
+    )
+    assert stalled == [stalled_file]
+
+
+@pytest.mark.parametrize("command", ["eval", "calibrate"])
+def test_a_page_whose_picture_stalls_leaves_out_the_pictures_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """The share stopped answering once the images were scored: each of the page's
+    pictures (dozens) would have waited its whole limit."""
+    from psicbatch import calibration_report, evaluation_page
+
+    data = tmp_path / "data"
+    generate(data, 6, (48, 48), defect_rate=0.5, seed=4)
+    tried: list[Path] = []
+
+    def stalled(path: Path, *args: object) -> None:
+        tried.append(path)
+        raise images.ReadStalled(path, "took longer than 60 s to read")
+
+    module = {"eval": evaluation_page, "calibrate": calibration_report}[command]
+    monkeypatch.setattr(module, "read_image", stalled)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, _scoring_arguments(command, data, out))
+    assert result.exit_code == 0, result.output
+    page = (out / "report.html" if command == "eval" else out.with_suffix(".html")).read_text()
+    assert page.count("(image not readable here)") > 1
+    assert len(tried) == 1

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from psicbatch.data.images import (
     ImageReadError,
+    ReadStalled,
     check_bit_depth,
     file_header,
     mask_size_error,
@@ -39,6 +40,8 @@ def unusable_images(
             check_bit_depth(depth, bit_depth, sample.image_path)
             if sample.is_defective and sample.mask_path is not None:
                 _check_mask_size(sample.mask_path, sample.image_path, size)
+        except ReadStalled:
+            raise  # the files beside it would stall as long: one line now
         except ImageReadError as error:
             problems.append(error)
         depths.append(depth)

@@ -5,6 +5,11 @@ or ``PSICBATCH_MAX_MEGAPIXELS``: see ``pixel_limit``) before it is decoded
 (``check_pixels``), and refused in one line above it. PIL's own decompression-bomb check
 is set to the same limit for this process: no warning for the images psicbatch accepts,
 and PIL's refusal at twice the limit stays as a backstop.
+
+A file opened from its path (training, evaluation, calibration, masks) is opened, read
+and decoded within ``READ_SECONDS``: on a network share that stopped answering a read
+waits in the kernel for ever, and a job must end with a line naming the file instead.
+(A run reads each file's bytes itself, under its own ``--decode-timeout``.)
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from psicbatch.errors import PsicbatchError
 from psicbatch.folder_walk import files_below
 from psicbatch.paths import not_regular, readable_path
 from psicbatch.pixel_limit import VARIABLE, max_pixels
+from psicbatch.run.limited import TimeLimitExceeded, call_limited
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Formats (as PIL names them) that both decoders, PIL and DALI, read; any other (GIF, for
@@ -32,6 +38,9 @@ PERMISSION_DENIED = "permission denied"
 WIDE_MODES = ("I;16", "I;16B", "I;16L", "I")  # PIL's modes of 16-bit grayscale files
 BIT_DEPTHS = (8, 12, 16)  # a model's pixel depth: 8 bits, or 12/16 stored in 16-bit files
 MAX_PIXELS = max_pixels()
+# Seconds a file may take to open, read and decode from its path; a camera image takes
+# milliseconds, a 100-megapixel PNG about a second. Also a run's default --decode-timeout.
+READ_SECONDS = 60.0
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 # A TIFF's damaged tags: the file then decodes or gets an error row, which says so once.
@@ -45,6 +54,12 @@ class ImageReadError(PsicbatchError):
         super().__init__(f"{readable_path(path)}: {problem}")
         self.path = path
         self.problem = problem
+
+
+class ReadStalled(ImageReadError):
+    """A file that did not open, read and decode within READ_SECONDS: most likely on a
+    share that stopped answering, where the files beside it would stall as well, so a
+    reader of many stops at the first instead of waiting that long for each."""
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -148,7 +163,20 @@ def read_mask(path: Path) -> np.ndarray:
 
 def _open(path: Path, data: bytes | None = None, lazy: bool = False) -> Image.Image:
     """Open (and, unless ``lazy``, decode) an image, only from a regular file; failures
-    as one-line errors."""
+    as one-line errors. From the path, within READ_SECONDS (``ReadStalled``)."""
+    if data is not None:
+        return _opened(path, data, lazy)
+    try:
+        return call_limited(lambda: _opened(path, None, lazy), READ_SECONDS)
+    except TimeLimitExceeded:
+        raise ReadStalled(
+            path,
+            f"took longer than {READ_SECONDS:g} s to read (a network share that stopped "
+            "answering?)",
+        ) from None
+
+
+def _opened(path: Path, data: bytes | None, lazy: bool) -> Image.Image:
     if data is None:
         try:
             status = os.stat(path)

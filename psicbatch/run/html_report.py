@@ -17,13 +17,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from psicbatch.data.images import ImageReadError, read_image
+from psicbatch.data.images import read_image
 from psicbatch.paths import readable_path, row_file
-from psicbatch.pictures import BLUE, RED, figure_data_uri, png_data_uri, tinted_thumbnail
+from psicbatch.pictures import (
+    BLUE,
+    RED,
+    PictureReader,
+    figure_data_uri,
+    png_data_uri,
+    tinted_thumbnail,
+)
 from psicbatch.run import rle
 from psicbatch.run.files import FileLimits
 from psicbatch.run.headers import read_bytes
-from psicbatch.run.limited import TimeLimitExceeded, call_limited
+from psicbatch.run.limited import call_limited
 from psicbatch.run.output_guard import REPORT, REPORT_MARKER, write_checked
 from psicbatch.run.part_files import late_said
 from psicbatch.run.part_table import PartGrouping, part_counts, part_table
@@ -44,11 +51,14 @@ ERRORS_LISTED = 200  # the page names these; the rest are counted
 
 
 def thumbnail(
-    row: dict[str, Any], limits: FileLimits, other_mask: dict[str, Any] | None = None
+    row: dict[str, Any],
+    limits: FileLimits,
+    reader: PictureReader,
+    other_mask: dict[str, Any] | None = None,
 ) -> str | None:
     """The image with its mask in red (and ``other_mask``, another run's, in blue),
-    scaled to THUMBNAIL_HEIGHT; None if it cannot be read within ``limits``, or a mask
-    (of an edited results file) cannot be decoded or does not fit it."""
+    scaled to THUMBNAIL_HEIGHT; None if ``reader`` gives none within ``limits``, or a
+    mask (of an edited results file) cannot be decoded or does not fit it."""
     path = row_file(row)
     masks = [(row["mask"], RED), *([(other_mask, BLUE)] if other_mask is not None else [])]
 
@@ -56,10 +66,12 @@ def thumbnail(
         data, _, _ = read_bytes(path, limits.max_bytes)  # refuses huge headers too
         return read_image(path, 3, data)
 
+    image = reader.read(lambda: call_limited(read, limits.decode_seconds))
+    if image is None:
+        return None
     try:
-        image = call_limited(read, limits.decode_seconds)
         layers = [(rle.decode(mask), colour) for mask, colour in masks]
-    except (ImageReadError, TimeLimitExceeded, ValueError):  # ValueError: a damaged RLE
+    except ValueError:  # a damaged RLE
         return None
     if any(mask.shape != image.shape[:2] for mask, _ in layers):
         return None
@@ -153,13 +165,14 @@ def build_report(
     listed = table.take(failed[:ERRORS_LISTED]).to_pylist()
     e = html.escape
     made: dict[tuple[Path, str], str | None] = {}
+    reader = PictureReader()
 
     def picture(row: dict[str, Any]) -> str | None:
         """The row's thumbnail, made once: a row can be both a likely defect and one of
         the borderline images."""
         key = (row_file(row), str(row.get("mask")))
         if key not in made:
-            made[key] = thumbnail(row, limits)
+            made[key] = thumbnail(row, limits, reader)
         return made[key]
 
     cards = [_card(row, picture(row)) for row in shown]
@@ -363,11 +376,12 @@ def _comparison_section(
     shown = table.take(ours).to_pylist()
     before = other_table.select(["probability", "is_defect", "mask"]).take(theirs).to_pylist()
     cards = []
+    reader = PictureReader()
     for row, there in zip(shown, before, strict=True):
         verdict = "defective" if row["is_defect"] else "good"
         was = "defective" if there["is_defect"] else "good"
         caption = f" (was {there['probability']:.3f}), judged {verdict} (was {was})"
-        cards.append(_card(row, thumbnail(row, limits, there["mask"]), caption))
+        cards.append(_card(row, thumbnail(row, limits, reader, there["mask"]), caption))
     listed = table["path"].take(compared.changed_rows(top, top + ERRORS_LISTED)[0]).to_pylist()
     more = compared.changed.num_rows - top - len(listed)
     items = "".join(f"<li><code>{e(path)}</code></li>" for path in listed)
