@@ -54,6 +54,14 @@ def images_per_second(
     return float(result["throughput_items_per_s"])
 
 
+def generated_files(root: Path) -> dict[str, list[Path]]:
+    """DISTINCT generated images at SIZE under ``root``, as PNG and as JPEG files."""
+    pngs = sorted(generate(root / "generated", DISTINCT, SIZE, seed=5))
+    for png in pngs:
+        Image.open(png).save(png.with_suffix(".jpg"), quality=92)
+    return {"png": pngs, "jpg": [png.with_suffix(".jpg") for png in pngs]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
@@ -66,15 +74,11 @@ def main() -> None:
     rows, results = [], []
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        pngs = sorted(generate(root / "generated", DISTINCT, SIZE, seed=5))
-        jpgs = []
-        for png in pngs:
-            Image.open(png).save(png.with_suffix(".jpg"), quality=92)
-            jpgs.append(png.with_suffix(".jpg"))
+        generated = generated_files(root)
         cases = [
             (decoder, kind, distinct, batch)
             for decoder in args.decoders.split(",")
-            for kind, distinct in (("png", pngs), ("jpg", jpgs))
+            for kind, distinct in generated.items()
             for batch in batches
         ]
         for decoder, kind, distinct, batch in cases:

@@ -26,10 +26,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from PIL import Image
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from decoding_batches import ROUNDS, SIZE, generated_files  # noqa: E402  (this folder's)
 
 from psicbatch.bench.machine import machine  # noqa: E402
 from psicbatch.bench.measurements import end_to_end  # noqa: E402
@@ -39,9 +39,6 @@ from psicbatch.engines.spec import EngineSpec  # noqa: E402
 from psicbatch.reports import markdown_table  # noqa: E402
 from psicbatch.run import limited  # noqa: E402
 
-SIZE = (1408, 512)
-DISTINCT = 24  # generated images, cycled through
-ROUNDS = 3
 BATCH = 8
 READS = 200  # files of each kind read per measurement
 
@@ -112,12 +109,7 @@ def main() -> None:
     reading: list[dict] = []
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        pngs = sorted(generate(root / "generated", DISTINCT, SIZE, seed=5))
-        jpgs = []
-        for png in pngs:
-            Image.open(png).save(png.with_suffix(".jpg"), quality=92)
-            jpgs.append(png.with_suffix(".jpg"))
-        for kind, distinct in (("png", pngs), ("jpg", jpgs)):
+        for kind, distinct in generated_files(root).items():
             files = [distinct[i % len(distinct)] for i in range(args.count)]
             rates: dict[str, list[float]] = {"fresh": [], "kept": []}
             for round_number in range(ROUNDS):
