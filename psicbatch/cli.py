@@ -16,6 +16,7 @@ from psicbatch.cpus import limit_threads_to_quota
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 from psicbatch.pixel_limit import max_pixels
+from psicbatch.read_limit import read_seconds
 from psicbatch.run.shutdown import Stopped, exit_process, raise_if_stopped, signals_stop
 
 # Each command's module is imported when the command runs: a command (and every worker
@@ -65,6 +66,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             max_pixels()  # a bad limit is refused before any command (or worker) reads it
+            read_seconds()
             limit_threads_to_quota()  # before any command loads torch
             with signals_stop():  # SIGTERM too unwinds: temporary folders and locks go
                 try:

@@ -10,10 +10,7 @@ worker process a run starts applies the same limit without being handed it.
 
 from __future__ import annotations
 
-import math
-import os
-
-from psicbatch.errors import PsicbatchError
+from psicbatch.environment import positive_number
 
 VARIABLE = "PSICBATCH_MAX_MEGAPIXELS"
 DEFAULT_MEGAPIXELS = 100
@@ -22,13 +19,4 @@ DEFAULT_MEGAPIXELS = 100
 def max_pixels() -> int:
     """The limit in pixels, from the environment; a value that is not a positive number
     is a one-line error."""
-    text = os.environ.get(VARIABLE, "").strip()
-    if not text:
-        return DEFAULT_MEGAPIXELS * 1_000_000
-    try:
-        megapixels = float(text)
-    except ValueError:
-        megapixels = math.nan
-    if not (math.isfinite(megapixels) and megapixels > 0):
-        raise PsicbatchError(f"{VARIABLE}={text}: not a positive number of megapixels")
-    return max(1, int(megapixels * 1_000_000))
+    return max(1, int(positive_number(VARIABLE, DEFAULT_MEGAPIXELS, "megapixels") * 1_000_000))

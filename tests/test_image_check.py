@@ -227,7 +227,7 @@ def test_a_dataset_on_a_share_that_stopped_answering_ends_in_one_line_at_its_fir
     assert result.exit_code == 1, result.output
     assert result.output.strip() == (
         f"Error: {files[0]}: took longer than 0.5 s to read (a network share that stopped "
-        "answering?)"
+        "answering? set PSICBATCH_READ_TIMEOUT to wait longer)"
     )
     assert stalled == [files[0]]
 
@@ -246,7 +246,7 @@ def test_a_file_whose_decoding_stalls_ends_loading_and_scoring_in_one_line(
     assert result.exit_code == 1, result.output
     assert result.output.strip().splitlines()[-1] == (
         f"Error: {stalled_file}: took longer than 0.5 s to read (a network share that "
-        "stopped answering?)"
+        "stopped answering? set PSICBATCH_READ_TIMEOUT to wait longer)"
     )
     assert stalled == [stalled_file]
 
@@ -275,3 +275,31 @@ def test_a_page_whose_picture_stalls_leaves_out_the_pictures_after_it(
     page = (out / "report.html" if command == "eval" else out.with_suffix(".html")).read_text()
     assert page.count("(image not readable here)") > 1
     assert len(tried) == 1
+
+
+def test_a_slow_share_is_given_longer_in_the_environment_and_a_bad_limit_is_one_line(
+    tmp_path: Path,
+) -> None:
+    """PSICBATCH_READ_TIMEOUT moves the limit (line-scan files over a thin link take
+    longer than a minute); a value that is not a positive number is refused before any
+    command runs."""
+    import subprocess
+    import sys
+
+    said = "from psicbatch.data import images; print(images.READ_SECONDS)"
+    for value, limit in (("", "60.0"), ("300", "300.0"), (" 0.5 ", "0.5")):
+        environment = {**os.environ, "PSICBATCH_READ_TIMEOUT": value}
+        finished = subprocess.run(
+            [sys.executable, "-c", said], env=environment, capture_output=True, text=True
+        )
+        assert finished.stdout.strip() == limit, finished.stderr
+    data = tmp_path / "data"
+    generate(data, 2, (48, 48), defect_rate=0.5, seed=4)
+    for value in ("0", "soon", "inf", "-5"):
+        result = CliRunner().invoke(
+            main, ["info", str(data)], env={"PSICBATCH_READ_TIMEOUT": value}
+        )
+        assert result.exit_code == 1, result.output
+        assert result.output.strip() == (
+            f"Error: PSICBATCH_READ_TIMEOUT={value}: not a positive number of seconds"
+        )

@@ -7,9 +7,9 @@ is set to the same limit for this process: no warning for the images psicbatch a
 and PIL's refusal at twice the limit stays as a backstop.
 
 A file opened from its path (training, evaluation, calibration, masks) is opened, read
-and decoded within ``READ_SECONDS``: on a network share that stopped answering a read
-waits in the kernel for ever, and a job must end with a line naming the file instead.
-(A run reads each file's bytes itself, under its own ``--decode-timeout``.)
+and decoded within ``READ_SECONDS`` (``read_limit``): on a network share that stopped
+answering a read waits in the kernel for ever, and a job must end with a line naming the
+file instead. (A run reads each file's bytes itself, under its own ``--decode-timeout``.)
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from psicbatch import read_limit
 from psicbatch.errors import PsicbatchError
 from psicbatch.folder_walk import files_below
 from psicbatch.paths import not_regular, readable_path
@@ -38,9 +39,7 @@ PERMISSION_DENIED = "permission denied"
 WIDE_MODES = ("I;16", "I;16B", "I;16L", "I")  # PIL's modes of 16-bit grayscale files
 BIT_DEPTHS = (8, 12, 16)  # a model's pixel depth: 8 bits, or 12/16 stored in 16-bit files
 MAX_PIXELS = max_pixels()
-# Seconds a file may take to open, read and decode from its path; a camera image takes
-# milliseconds, a 100-megapixel PNG about a second. Also a run's default --decode-timeout.
-READ_SECONDS = 60.0
+READ_SECONDS = read_limit.read_seconds()
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 # A TIFF's damaged tags: the file then decodes or gets an error row, which says so once.
@@ -172,7 +171,7 @@ def _open(path: Path, data: bytes | None = None, lazy: bool = False) -> Image.Im
         raise ReadStalled(
             path,
             f"took longer than {READ_SECONDS:g} s to read (a network share that stopped "
-            "answering?)",
+            f"answering? set {read_limit.VARIABLE} to wait longer)",
         ) from None
 
 

@@ -14,12 +14,12 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from psicbatch.data.images import EMPTY, PERMISSION_DENIED, READ_SECONDS, ImageReadError
+from psicbatch.data.images import EMPTY, PERMISSION_DENIED, ImageReadError
 from psicbatch.paths import not_regular
 
 MIB = 2**20
 DEFAULT_MAX_MIB = 256  # far above any camera image
-DEFAULT_DECODE_SECONDS = READ_SECONDS  # a camera image decodes in milliseconds
+DEFAULT_DECODE_SECONDS = 60.0  # a camera image decodes in milliseconds
 
 
 @dataclass(frozen=True)

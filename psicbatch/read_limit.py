@@ -1,0 +1,23 @@
+"""How long opening, reading and decoding one file from its path may take, for the
+commands that read datasets (``train``, ``cv``, ``eval``, ``calibrate``, ``info``) and
+the pages that show their images; a run has ``--decode-timeout`` instead.
+
+A read from a network share that stopped answering waits in the kernel for ever, so each
+file is read within this limit (``data.images``). 60 s is far above a camera image's
+milliseconds and a 100-megapixel PNG's second or so; a slower share (line-scan TIFFs over
+a thin link) can be given more with ``PSICBATCH_READ_TIMEOUT``, an environment variable
+as the pixel limit is.
+"""
+
+from __future__ import annotations
+
+from psicbatch.environment import positive_number
+
+VARIABLE = "PSICBATCH_READ_TIMEOUT"
+DEFAULT_SECONDS = 60.0
+
+
+def read_seconds() -> float:
+    """The limit in seconds, from the environment; a value that is not a positive number
+    is a one-line error."""
+    return positive_number(VARIABLE, DEFAULT_SECONDS, "seconds")
