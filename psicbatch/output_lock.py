@@ -11,11 +11,14 @@ the OS even when the process is killed; the file is removed when the process end
 It names the process and the command that holds it, so a refusal says which one to wait
 for: commands share a lock where they write one output (``build-engine`` and ``calibrate
 --engine`` an engine folder). Where the file system offers no locks, the output goes
-unguarded.
+unguarded. Releasing waits at most ``RELEASE_SECONDS`` for the file system: on a share that
+stopped answering a process asked to stop would otherwise wait there for ever, and a lock
+file left behind locks nothing (the lock is the open file's, freed as the process ends).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -24,9 +27,11 @@ from typing import IO
 
 from psicbatch.errors import PsicbatchError
 from psicbatch.paths import named_path, readable_path
+from psicbatch.run.limited import TimeLimitExceeded, call_limited
 
 # What flock says on a file system that offers no locks (NFS without its lock service).
 NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}
+RELEASE_SECONDS = 5.0
 
 
 class OutputLock:
@@ -81,6 +86,12 @@ class OutputLock:
         return f"{command} (process {pid})" if pid.isdigit() and command else self.command
 
     def __exit__(self, *exc: object) -> None:
-        assert self.handle is not None
-        self.path.unlink(missing_ok=True)
-        self.handle.close()  # which frees the lock
+        handle = self.handle
+        assert handle is not None
+
+        def release() -> None:
+            self.path.unlink(missing_ok=True)
+            handle.close()  # which frees the lock
+
+        with contextlib.suppress(TimeLimitExceeded):
+            call_limited(release, RELEASE_SECONDS)

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -385,3 +386,101 @@ def test_decisions_chosen_on_another_engine_are_refused_before_watching(tmp_path
     assert result.exit_code == 1, result.output
     assert "chosen on another engine's probabilities (onnxruntime int8" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def stall_first_write(monkeypatch: pytest.MonkeyPatch, until: Callable[[], object]) -> None:
+    """The watch's first write of a part waits for ``until()`` to return, as a write
+    into a network share that stopped answering does."""
+    from psicbatch.run import watch as watch_module
+
+    real_write, stalled = watch_module.write_part, []
+
+    def stalling(table: object, part: Path) -> None:
+        if not stalled:
+            stalled.append(part)
+            until()
+        real_write(table, part)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(watch_module, "write_part", stalling)
+
+
+def test_a_watch_says_when_its_results_folder_stops_answering_and_when_it_answers_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write into a results folder on a share that stops answering held the watch
+    in a system call without a word. It now runs in a thread of its own; the watch notes
+    the wait (after 0.5 s here) and the answer. Ended by a later scan's error."""
+    from psicbatch.run import watch as watch_module
+
+    monkeypatch.setattr(watch_module, "SILENT_SECONDS", 0.5)
+    monkeypatch.setattr(watch_module, "SCAN_PATIENCE", 0.2)
+    stall_first_write(monkeypatch, partial(time.sleep, 1.2))
+    pending = FolderScan.pending
+
+    def pending_until_done(scanner: FolderScan, now: float) -> dict:
+        if rows(Path(scanner.skip)):  # the watch's results folder
+            raise PsicbatchError("the test has seen enough")
+        return pending(scanner, now)
+
+    monkeypatch.setattr(FolderScan, "pending", pending_until_done)
+    result, out = watch_one_image(tmp_path, quiet=False)
+    notes = [line for line in result.output.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 2, result.output
+    assert re.fullmatch(
+        rf"note: {re.escape(str(out))} has not answered for \d+ s \(a network share that "
+        r"stopped answering\?\); the watch waits to write its results there",
+        notes[0],
+    )
+    assert notes[1] == f"note: {out} answers again"
+    assert result.output.splitlines()[-1] == "Error: the test has seen enough"
+    assert [Path(row["path"]).name for row in rows(out)] == ["a.png"]
+    assert WatchStatus(out_silent=12.4).line() == (
+        "0 images, waiting for files; the results folder has not answered for 12 s"
+    )
+
+
+def test_a_stop_ends_a_watch_whose_results_folder_does_not_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM (a service manager's stop) waited with the write, for ever on a hard NFS
+    mount, and so did removing the lock file on the way out; the service manager then
+    killed the watch. Now the watch stops at once: the batch whose write waits is
+    inspected again at the next start, and the lock file left behind locks nothing."""
+    import threading
+
+    from psicbatch import output_lock
+    from psicbatch.commands import run as run_command
+    from psicbatch.run import watch as watch_module
+    from psicbatch.run.job import WATCH_LOCK_FILE
+
+    main_thread_only()
+    monkeypatch.setattr(watch_module, "SILENT_SECONDS", 0.3)
+    monkeypatch.setattr(watch_module, "SCAN_PATIENCE", 0.2)
+    monkeypatch.setattr(output_lock, "RELEASE_SECONDS", 0.5)
+    monkeypatch.setattr(run_command, "exit_at_once", lambda code: sys.exit(code))
+    answered = threading.Event()
+
+    def never_answered() -> None:
+        threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        answered.wait(60)
+
+    stall_first_write(monkeypatch, never_answered)
+    real_unlink = Path.unlink
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:
+        if path.name == WATCH_LOCK_FILE:
+            answered.wait(60)
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    began = time.monotonic()
+    try:
+        result, out = watch_one_image(tmp_path, quiet=False)
+        written = rows(out)  # before the write is let go
+    finally:
+        answered.set()
+    assert time.monotonic() - began < 30
+    assert result.exit_code == 0, result.output
+    assert f"note: {out} has not answered for 0 s" in result.output
+    assert f"stopped by SIGTERM; results in {out}" in result.output.replace("\n", ""), result.output
+    assert written == []

@@ -18,7 +18,10 @@ it. Each finished hour's parts are merged into one (``compaction``). With
 ``--group-by``, the parts a line passes or rejects (several images each) are decided as
 their images come (``watch_parts``). The folder is scanned in a thread of its own: where
 it stops answering (a network share), the status line and a note say so, parts that
-waited long enough are still decided, and a signal still stops the watch.
+waited long enough are still decided, and a signal still stops the watch. Each batch's
+results are written in a thread of their own too: a results folder that stops answering
+is said the same way, and a signal still stops the watch (the batch whose write waits is
+inspected again at the next start).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from psicbatch.errors import PsicbatchError
 from psicbatch.output_lock import OutputLock
 from psicbatch.paths import readable_path
 from psicbatch.run.compaction import Compactor
-from psicbatch.run.folder_scan import FolderScan, Ledger
+from psicbatch.run.folder_scan import SILENT_SECONDS, FolderScan, Ledger
 from psicbatch.run.heartbeat import TileProgress, Tiles
 from psicbatch.run.job import (
     LATE_IMAGES_FILE,
@@ -70,7 +73,7 @@ from psicbatch.run.worker import Worker
 from psicbatch.wording import counted, decisions_said
 
 BATCH_LIMIT = 8  # files per part at most: latency before throughput on a line
-SCAN_PATIENCE = 1.0  # seconds between looks at a scan under way (is the folder silent?)
+SCAN_PATIENCE = 1.0  # seconds between looks at a scan or write under way (is it silent?)
 WATCH_SCHEMA = pa.schema(
     [
         *SCHEMA,
@@ -140,6 +143,7 @@ class WatchStatus:
     tiles: Tiles | None = None  # how far a tiled batch in inference is (large images take long)
     silent: float | None = None  # seconds the watched folder has not answered, if long
     missing: bool = False  # the watched folder is gone (unmounted, moved or removed)
+    out_silent: float | None = None  # seconds a write into the results has waited, if long
     notes: list[str] = field(default_factory=list)  # what the watch said, to print once each
 
     def add(self, rows: list[dict[str, Any]], latencies: list[float]) -> None:
@@ -156,6 +160,8 @@ class WatchStatus:
             under_way += f"; the folder has not answered for {self.silent:.0f} s"
         if self.missing:
             under_way += "; the folder is gone"
+        if self.out_silent is not None:
+            under_way += f"; the results folder has not answered for {self.out_silent:.0f} s"
         if not self.latencies:
             waiting = "inspecting" if self.tiles else "waiting for files"
             return f"{counted(self.images, 'image')}, {waiting}{under_way}"
@@ -217,11 +223,11 @@ def watch(
         compactor.start()  # the hours an earlier watch left unmerged
         scanner = FolderScan(folder, out, done, result.folder_notes)
         told = partial(_folder_told, result, status, folder)
+        written = partial(_written, told=partial(_out_told, result, status, out))
         for batch, completed in _complete_batches(scanner, tracker, watching, clock, told):
             if not batch:  # a poll that found nothing: parts may have waited long enough
                 if decisions is not None:
-                    with _writing(out):
-                        decisions.expire()
+                    written(partial(_expire, out, decisions))
                     status(result)
                 continue
             rows = worker.rows_watched(
@@ -229,14 +235,8 @@ def watch(
             )
             stamp = datetime.datetime.now(datetime.timezone.utc)
             _stamp_rows(rows, batch, stamp - datetime.timedelta(seconds=clock() - completed))
-            parts = decisions.parts_of(rows) if decisions is not None else []
-            late = decisions.late_metadata(parts) if decisions is not None else {}
-            part = _write_rows(out, rows, stamp, late)
-            compactor.part_written(part)
+            written(partial(_save, out, rows, stamp, decisions, compactor))
             done.update((row["path_bytes"], row["file_size"], row["file_mtime_ns"]) for row in rows)
-            if decisions is not None:
-                with _writing(out):
-                    decisions.add(rows, parts)
             result.add(rows, [clock() - completed] * len(rows))
             status(result)
 
@@ -291,6 +291,60 @@ def _folder_told(
         status(result)
 
 
+def _out_told(
+    result: WatchStatus, status: Callable[[WatchStatus], None], out: Path, silent: float | None
+) -> None:
+    """How long a write into the results folder has waited (None: it is done): the
+    status line says so, and a note when the wait begins and ends."""
+    if silent is not None and result.out_silent is None:
+        result.notes.append(
+            f"{readable_path(out)} has not answered for {silent:.0f} s (a network share that "
+            "stopped answering?); the watch waits to write its results there"
+        )
+    elif silent is None and result.out_silent is not None:
+        result.notes.append(f"{readable_path(out)} answers again")
+    if silent != result.out_silent:
+        result.out_silent = silent
+        status(result)
+
+
+def _written(call: Callable[[], None], told: Callable[[float | None], None]) -> None:
+    """``call()``, writes into the results folder, in a thread of its own: a share that
+    stops answering holds that thread in a system call, while the watch still hears its
+    stops (a fresh thread per batch: it may never come back) and ``told`` hears how
+    long the write has waited, from SILENT_SECONDS on."""
+    began = time.monotonic()
+    writing = _in_a_thread(call, "psicbatch-watch-write")
+    while wait_for_future([writing], timeout=SCAN_PATIENCE).not_done:
+        waited = time.monotonic() - began
+        if waited >= SILENT_SECONDS:
+            told(waited)
+    told(None)
+    writing.result()
+
+
+def _save(
+    out: Path,
+    rows: list[dict[str, Any]],
+    stamp: datetime.datetime,
+    decisions: PartDecisions | None,
+    compactor: Compactor,
+) -> None:
+    """A batch's rows as a part, and the decisions of the parts of a line they finish."""
+    parts = decisions.parts_of(rows) if decisions is not None else []
+    late = decisions.late_metadata(parts) if decisions is not None else {}
+    compactor.part_written(_write_rows(out, rows, stamp, late))
+    if decisions is not None:
+        with _writing(out):
+            decisions.add(rows, parts)
+
+
+def _expire(out: Path, decisions: PartDecisions) -> None:
+    """Decide the parts that waited past their timeout."""
+    with _writing(out):
+        decisions.expire()
+
+
 def _write_rows(
     out: Path, rows: list[dict[str, Any]], stamp: datetime.datetime, late: dict[bytes, bytes]
 ) -> Path:
@@ -326,7 +380,7 @@ def _complete_batches(
         # so the watch would otherwise run on, deaf to SIGTERM.
         raise_if_stopped()
         now = clock()
-        scan = _in_a_thread(partial(_scan, scanner, tracker, now))
+        scan = _in_a_thread(partial(_scan, scanner, tracker, now), "psicbatch-folder-scan")
         while wait_for_future([scan], timeout=SCAN_PATIENCE).not_done:
             silent = scanner.silent_for()
             told(silent, scanner.missing)
@@ -349,7 +403,7 @@ def _scan(
     return found, tracker.complete(found, now)
 
 
-def _in_a_thread(call: Callable[[], Any]) -> Future:
+def _in_a_thread(call: Callable[[], Any], name: str) -> Future:
     """``call()`` in a daemon thread: a file system that stops answering holds that
     thread in a system call, not the watch (its stops, its status line, its parts)."""
     future: Future = Future()
@@ -360,7 +414,7 @@ def _in_a_thread(call: Callable[[], Any]) -> Future:
         except BaseException as error:  # raised in the watch, where the result is taken
             future.set_exception(error)
 
-    threading.Thread(target=run, name="psicbatch-folder-scan", daemon=True).start()
+    threading.Thread(target=run, name=name, daemon=True).start()
     return future
 
 
