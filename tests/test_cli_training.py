@@ -27,8 +27,10 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_synth_writes_folder_layout(dataset: Path) -> None:
+def test_synth_writes_folder_layout(dataset: Path, tmp_path: Path) -> None:
     assert len(list((dataset / "images").glob("*.png"))) == 30
+    one = CliRunner().invoke(main, ["synth", str(tmp_path / "one"), "--count", "1", "-q"])
+    assert one.output.startswith(f"wrote 1 image to {tmp_path / 'one'}; next:")  # not "1 images"
     assert len(list((dataset / "masks").glob("*.png"))) == 12
     assert json.loads((dataset / "synth.json").read_text())["count"] == 30
 

@@ -48,6 +48,7 @@ from psicbatch.progress import progress_bar, say
 from psicbatch.reports import evaluation_markdown
 from psicbatch.run.output_guard import CHECKPOINT, check_output, check_output_folder
 from psicbatch.train_options import KEEPS, THRESHOLD_IMAGES, TrainOptions
+from psicbatch.wording import counted
 
 if TYPE_CHECKING:  # torch: imported by the commands that need it, when they run
     from psicbatch.data.memory import TensorDataset
@@ -80,7 +81,9 @@ def synth(
         earlier.unlink()  # an earlier, larger set would leave images behind
     with progress_bar(quiet, console) as progress:
         generate(out, count, size, defect_rate, seed, progress)
-    click.echo(f"wrote {count} images to {out}; next: psicbatch train {out} --out model.pt")
+    click.echo(
+        f"wrote {counted(count, 'image')} to {out}; next: psicbatch train {out} --out model.pt"
+    )
 
 
 TILE_OVERLAP = 32  # pixels: the default where tiles are large enough
