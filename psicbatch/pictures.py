@@ -35,7 +35,7 @@ class PictureReader:
             return read()
         except (ReadStalled, TimeLimitExceeded):
             self.stalled = True
-        except (ImageReadError, OSError):
+        except (ImageReadError, OSError, ValueError):  # ValueError: PIL on damaged metadata
             pass
         return None
 
