@@ -205,6 +205,25 @@ def stall_first_stat(monkeypatch: pytest.MonkeyPatch, name: str, seconds: float)
     monkeypatch.setattr(folder_scan.os, "stat", stalling)
 
 
+def notes_until_the_first_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[str], Path]:
+    """The notes of a watch of one image (``watch_one_image``) that the scan after its
+    first rows ends with an error, and its results folder (holding that image's row)."""
+    pending = FolderScan.pending
+
+    def pending_until_done(scanner: FolderScan, now: float) -> dict:
+        if rows(Path(scanner.skip)):  # the watch's results folder
+            raise PsicbatchError("the test has seen enough")
+        return pending(scanner, now)
+
+    monkeypatch.setattr(FolderScan, "pending", pending_until_done)
+    result, out = watch_one_image(tmp_path, quiet=False)
+    assert result.output.splitlines()[-1] == "Error: the test has seen enough", result.output
+    assert [Path(row["path"]).name for row in rows(out)] == ["a.png"]
+    return [line for line in result.output.splitlines() if line.startswith("note: ")], out
+
+
 def test_a_watch_says_when_its_folder_stops_answering_and_when_it_answers_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -218,26 +237,15 @@ def test_a_watch_says_when_its_folder_stops_answering_and_when_it_answers_again(
     monkeypatch.setattr(folder_scan, "SILENT_SECONDS", 0.5)
     monkeypatch.setattr(watch_module, "SCAN_PATIENCE", 0.2)
     stall_first_stat(monkeypatch, "a.png", 1.2)
-    pending = FolderScan.pending
-
-    def pending_until_done(scanner: FolderScan, now: float) -> dict:
-        if rows(Path(scanner.skip)):  # the watch's results folder
-            raise PsicbatchError("the test has seen enough")
-        return pending(scanner, now)
-
-    monkeypatch.setattr(FolderScan, "pending", pending_until_done)
-    result, out = watch_one_image(tmp_path, quiet=False)
-    notes = [line for line in result.output.splitlines() if line.startswith("note: ")]
+    notes, _ = notes_until_the_first_rows(tmp_path, monkeypatch)
     folder = tmp_path / "line"
-    assert len(notes) == 2, result.output
+    assert len(notes) == 2, notes
     assert re.fullmatch(
         rf"note: {re.escape(str(folder))} has not answered for \d+ s \(a network share that "
         r"stopped answering\?\); the watch waits for it",
         notes[0],
     )
     assert notes[1] == f"note: {folder} answers again"
-    assert result.output.splitlines()[-1] == "Error: the test has seen enough"
-    assert [Path(row["path"]).name for row in rows(out)] == ["a.png"]
     assert WatchStatus(silent=12.4).line() == (
         "0 images, waiting for files; the folder has not answered for 12 s"
     )
@@ -415,25 +423,14 @@ def test_a_watch_says_when_its_results_folder_stops_answering_and_when_it_answer
     monkeypatch.setattr(watch_module, "SILENT_SECONDS", 0.5)
     monkeypatch.setattr(watch_module, "SCAN_PATIENCE", 0.2)
     stall_first_write(monkeypatch, partial(time.sleep, 1.2))
-    pending = FolderScan.pending
-
-    def pending_until_done(scanner: FolderScan, now: float) -> dict:
-        if rows(Path(scanner.skip)):  # the watch's results folder
-            raise PsicbatchError("the test has seen enough")
-        return pending(scanner, now)
-
-    monkeypatch.setattr(FolderScan, "pending", pending_until_done)
-    result, out = watch_one_image(tmp_path, quiet=False)
-    notes = [line for line in result.output.splitlines() if line.startswith("note: ")]
-    assert len(notes) == 2, result.output
+    notes, out = notes_until_the_first_rows(tmp_path, monkeypatch)
+    assert len(notes) == 2, notes
     assert re.fullmatch(
         rf"note: {re.escape(str(out))} has not answered for \d+ s \(a network share that "
         r"stopped answering\?\); the watch waits to write its results there",
         notes[0],
     )
     assert notes[1] == f"note: {out} answers again"
-    assert result.output.splitlines()[-1] == "Error: the test has seen enough"
-    assert [Path(row["path"]).name for row in rows(out)] == ["a.png"]
     assert WatchStatus(out_silent=12.4).line() == (
         "0 images, waiting for files; the results folder has not answered for 12 s"
     )

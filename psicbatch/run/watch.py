@@ -273,13 +273,7 @@ def _folder_told(
     """How long the watched folder has not answered (None: it answers), and whether it is
     gone: the status line says so, and a note when either begins and ends."""
     shown = readable_path(folder)
-    if silent is not None and result.silent is None:
-        result.notes.append(
-            f"{shown} has not answered for {silent:.0f} s (a network share that stopped "
-            "answering?); the watch waits for it"
-        )
-    elif silent is None and result.silent is not None:
-        result.notes.append(f"{shown} answers again")
+    _silence_noted(result.notes, folder, result.silent, silent, "the watch waits for it")
     if missing != result.missing:
         result.notes.append(
             f"{shown} is gone (unmounted, moved or removed?); the watch waits for it to come back"
@@ -291,18 +285,27 @@ def _folder_told(
         status(result)
 
 
+def _silence_noted(
+    notes: list[str], place: Path, before: float | None, now: float | None, waiting: str
+) -> None:
+    """A note where ``place``'s silence begins (``now`` seconds of it, ``before`` None)
+    or ends (``now`` None)."""
+    if now is not None and before is None:
+        notes.append(
+            f"{readable_path(place)} has not answered for {now:.0f} s (a network share that "
+            f"stopped answering?); {waiting}"
+        )
+    elif now is None and before is not None:
+        notes.append(f"{readable_path(place)} answers again")
+
+
 def _out_told(
     result: WatchStatus, status: Callable[[WatchStatus], None], out: Path, silent: float | None
 ) -> None:
     """How long a write into the results folder has waited (None: it is done): the
     status line says so, and a note when the wait begins and ends."""
-    if silent is not None and result.out_silent is None:
-        result.notes.append(
-            f"{readable_path(out)} has not answered for {silent:.0f} s (a network share that "
-            "stopped answering?); the watch waits to write its results there"
-        )
-    elif silent is None and result.out_silent is not None:
-        result.notes.append(f"{readable_path(out)} answers again")
+    waiting = "the watch waits to write its results there"
+    _silence_noted(result.notes, out, result.out_silent, silent, waiting)
     if silent != result.out_silent:
         result.out_silent = silent
         status(result)
