@@ -303,3 +303,36 @@ def test_a_slow_share_is_given_longer_in_the_environment_and_a_bad_limit_is_one_
         assert result.output.strip() == (
             f"Error: PSICBATCH_READ_TIMEOUT={value}: not a positive number of seconds"
         )
+
+
+def test_a_tiled_training_whose_header_read_stalls_ends_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tiled training reads each whole file for its grid of tiles before cutting any
+    (``run.headers.image_size``); that read waited for ever on a share that stopped
+    answering."""
+    from psicbatch.run import headers
+
+    data = tmp_path / "data"
+    generate(data, 4, (96, 96), defect_rate=0.5, seed=4)
+    stalled = sorted((data / "images").glob("*.png"))[2]
+    released = threading.Event()
+    real_read_file = headers.read_file
+
+    def stalling(path: Path, max_bytes: int) -> Any:
+        if path == stalled:
+            released.wait(30)
+        return real_read_file(path, max_bytes)
+
+    monkeypatch.setattr(headers, "read_file", stalling)
+    monkeypatch.setattr(images, "READ_SECONDS", 0.5)
+    arguments = ["train", str(data), "-o", str(tmp_path / "m.pt"), "--tile", "64x64", *TINY[:2]]
+    try:
+        result = CliRunner().invoke(main, [*arguments, *TINY[4:], "-q"])
+    finally:
+        released.set()
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: {stalled}: took longer than 0.5 s to read (a network share that stopped "
+        "answering? set PSICBATCH_READ_TIMEOUT to wait longer)"
+    )

@@ -17,7 +17,9 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -38,6 +40,7 @@ EMPTY = "empty file (0 bytes)"
 PERMISSION_DENIED = "permission denied"
 WIDE_MODES = ("I;16", "I;16B", "I;16L", "I")  # PIL's modes of 16-bit grayscale files
 BIT_DEPTHS = (8, 12, 16)  # a model's pixel depth: 8 bits, or 12/16 stored in 16-bit files
+T = TypeVar("T")
 MAX_PIXELS = max_pixels()
 READ_SECONDS = read_limit.read_seconds()
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -165,8 +168,13 @@ def _open(path: Path, data: bytes | None = None, lazy: bool = False) -> Image.Im
     as one-line errors. From the path, within READ_SECONDS (``ReadStalled``)."""
     if data is not None:
         return _opened(path, data, lazy)
+    return within_read_limit(path, lambda: _opened(path, None, lazy))
+
+
+def within_read_limit(path: Path, read: Callable[[], T]) -> T:
+    """``read()``, a reading of ``path``, within READ_SECONDS; ``ReadStalled`` past it."""
     try:
-        return call_limited(lambda: _opened(path, None, lazy), READ_SECONDS)
+        return call_limited(read, READ_SECONDS)
     except TimeLimitExceeded:
         raise ReadStalled(
             path,

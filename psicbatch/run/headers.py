@@ -6,6 +6,7 @@ instead of making a decoder allocate gigabytes."""
 from __future__ import annotations
 
 import io
+from functools import partial
 from pathlib import Path
 
 from PIL import Image
@@ -20,6 +21,7 @@ from psicbatch.data.images import (
     image_bit_depth,
     images_held,
     read_image,
+    within_read_limit,
 )
 from psicbatch.pixel_limit import VARIABLE
 from psicbatch.run.files import FileStamp, read_file
@@ -108,9 +110,10 @@ def _png_may_orient(data: bytes) -> bool:
 
 def image_size(path: Path, bit_depth: int = 8) -> tuple[int, int]:
     """An image's (H, W) after EXIF rotation, from its header, for training (any file
-    size is read; the orientation is found without decoding, as a run finds it). A header
-    PIL cannot read is decoded, which says what is wrong with the file."""
-    data, size, _ = read_bytes(path, ANY_FILE_SIZE, bit_depth)
+    size is read, within the read limit; the orientation is found without decoding, as a
+    run finds it). A header PIL cannot read is decoded, which says what is wrong with the
+    file."""
+    data, size, _ = within_read_limit(path, partial(read_bytes, path, ANY_FILE_SIZE, bit_depth))
     if size is None:
         height, width = read_image(path, 1, data, bit_depth).shape[:2]
         return height, width
