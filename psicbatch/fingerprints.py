@@ -17,13 +17,15 @@ import binascii
 import hashlib
 import os
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from psicbatch.cpus import available_cpus
+from psicbatch.data import images as image_files
 from psicbatch.paths import hashed_file
+from psicbatch.run.limited import TimeLimitExceeded, run_limited
 
 DIGEST_SIZE = 8  # bytes: a chance collision among a million images is about 3e-8
 
@@ -41,9 +43,20 @@ def file_digest(path: os.PathLike | str) -> bytes | None:
 
 def file_digests(paths: Iterable[os.PathLike | str]) -> list[bytes | None]:
     """``file_digest`` of each path, in order, read by a thread per CPU (hashing and
-    reading release the GIL)."""
-    with ThreadPoolExecutor(available_cpus()) as pool:
-        return list(pool.map(file_digest, paths))
+    reading release the GIL), each within the read limit: past it, ``ReadStalled`` (the
+    share stopped answering; the files beside it would stall as long)."""
+    paths = list(paths)
+    calls = [partial(file_digest, path) for path in paths]
+    digests: list[bytes | None] = []
+    for path, digest in zip(
+        paths, run_limited(calls, available_cpus(), image_files.READ_SECONDS), strict=True
+    ):
+        if isinstance(digest, TimeLimitExceeded):
+            raise image_files.read_stalled(Path(path))
+        if isinstance(digest, BaseException):
+            raise digest
+        digests.append(digest)
+    return digests
 
 
 @dataclass(frozen=True)

@@ -336,3 +336,31 @@ def test_a_tiled_training_whose_header_read_stalls_ends_in_one_line(
         f"Error: {stalled}: took longer than 0.5 s to read (a network share that stopped "
         "answering? set PSICBATCH_READ_TIMEOUT to wait longer)"
     )
+
+
+def test_digests_of_files_on_a_share_that_stopped_answering_end_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training, cv, calibrate and info know images by their files' digests, read by a
+    pool of threads: a stalled read held the pool, and the command, for ever."""
+    from psicbatch import fingerprints
+
+    data = tmp_path / "data"
+    generate(data, 4, (48, 48), defect_rate=0.5, seed=4)
+    files = sorted((data / "images").glob("*.png"))
+    released = threading.Event()
+    real_hashed_file = fingerprints.hashed_file
+
+    def stalling(path: Path, digest: Any) -> Any:
+        if Path(path) == files[1]:
+            released.wait(30)
+        return real_hashed_file(path, digest)
+
+    monkeypatch.setattr(fingerprints, "hashed_file", stalling)
+    monkeypatch.setattr(images, "READ_SECONDS", 0.5)
+    try:
+        assert len(fingerprints.file_digests(files[2:])) == 2
+        with pytest.raises(images.ReadStalled, match=r"synth_00001\.png: took longer than 0\.5 s"):
+            fingerprints.file_digests(files)
+    finally:
+        released.set()

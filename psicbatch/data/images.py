@@ -176,11 +176,16 @@ def within_read_limit(path: Path, read: Callable[[], T]) -> T:
     try:
         return call_limited(read, READ_SECONDS)
     except TimeLimitExceeded:
-        raise ReadStalled(
-            path,
-            f"took longer than {READ_SECONDS:g} s to read (a network share that stopped "
-            f"answering? set {read_limit.VARIABLE} to wait longer)",
-        ) from None
+        raise read_stalled(path) from None
+
+
+def read_stalled(path: Path) -> ReadStalled:
+    """The error of a reading of ``path`` that ran past READ_SECONDS."""
+    return ReadStalled(
+        path,
+        f"took longer than {READ_SECONDS:g} s to read (a network share that stopped "
+        f"answering? set {read_limit.VARIABLE} to wait longer)",
+    )
 
 
 def _opened(path: Path, data: bytes | None, lazy: bool) -> Image.Image:
