@@ -505,3 +505,29 @@ def test_a_swallowed_stop_stops_the_training_at_its_next_step(
             send_stop()
         with pytest.raises(Stopped):
             Trainer(data[0], TINY, tmp_path / "m.pt").run()
+
+
+def test_images_loaded_by_several_threads_are_those_read_one_by_one_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training decodes its images by a thread per CPU; each row of the dataset is still
+    its sample's pixels, size and mask, and a file that cannot be read is named as the
+    first such in the samples' order."""
+    from psicbatch.data import memory
+    from psicbatch.preprocess import read_resized, resize_mask
+
+    generate(tmp_path / "d", 12, (40, 56), defect_rate=0.5, seed=5)
+    samples = read_dataset(tmp_path / "d", "folder")
+    monkeypatch.setattr(memory, "available_cpus", lambda: 3)
+    data = load_into_memory(samples, (32, 48), 1)
+    for index, sample in enumerate(samples):
+        image, size = read_resized(sample.image_path, (32, 48), 1)
+        assert np.array_equal(data.images[index].numpy(), image.transpose(2, 0, 1))
+        assert data.original_sizes[index] == size == (40, 56)
+        mask = resize_mask(memory.defect_mask(sample, size), (32, 48))
+        assert np.array_equal(data.masks[[index]][0, 0].numpy(), mask)
+    assert data.labels.tolist() == [sample.is_defective for sample in samples]
+    for late in (9, 4):
+        samples[late].image_path.write_bytes(b"")
+    with pytest.raises(PsicbatchError, match=r"synth_00004\.png: empty file"):
+        load_into_memory(samples, (32, 48), 1)

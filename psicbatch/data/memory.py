@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
+from psicbatch.cpus import available_cpus
 from psicbatch.data.images import ImageReadError, mask_size_error, read_image, read_mask
 from psicbatch.data.layouts import SampleRef
 from psicbatch.data.masks import DefectMasks
@@ -22,6 +23,7 @@ from psicbatch.errors import PsicbatchError
 from psicbatch.paths import readable_path
 from psicbatch.preprocess import read_resized, resize_mask
 from psicbatch.run.headers import image_size
+from psicbatch.run.stages import staged
 from psicbatch.tiles import TileGrid
 
 STATS_CHUNK = 16  # images whose pixels are summed at once
@@ -139,19 +141,28 @@ def load_tiles(
     The files' headers give every grid first (as a run reads them: sizes after EXIF
     rotation, oversized images refused), so the tiles are cut into one tensor of their
     final size: joining per-image parts would hold them twice, and the allocator keeps
-    the parts' memory after they are freed."""
+    the parts' memory after they are freed. Headers are read by a thread per available
+    CPU, images by two."""
     task = progress.add_task("reading headers", total=len(samples), status="") if progress else None
+    workers = available_cpus()
     grids = []
-    for sample in samples:
-        grids.append(TileGrid(image_size(sample.image_path, bit_depth), tile, overlap))
+    for size in staged(
+        samples,
+        lambda sample: image_size(sample.image_path, bit_depth),
+        depth=2 * workers,
+        name="headers",
+        workers=workers,
+    ):
+        grids.append(TileGrid(size, tile, overlap))
         if progress is not None and task is not None:
             progress.advance(task)
     count = sum(len(grid.origins) for grid in grids)
     images = torch.empty((count, channels, *tile), dtype=_pixel_type(bit_depth))
     masks = DefectMasks(count, tile)
     task = progress.add_task("cutting tiles", total=len(samples), status="") if progress else None
-    start = 0
-    for sample, grid in zip(samples, grids, strict=True):
+
+    def read(job: tuple[SampleRef, TileGrid]) -> tuple[np.ndarray, np.ndarray]:
+        sample, grid = job
         image = read_image(sample.image_path, channels, bit_depth=bit_depth)
         if image.shape[:2] != grid.size:
             raise ImageReadError(
@@ -159,9 +170,17 @@ def load_tiles(
                 f"decodes to {image.shape[1]}x{image.shape[0]} (width x height), but its "
                 f"header says {grid.size[1]}x{grid.size[0]}",
             )
+        return image, defect_mask(sample, grid.size)
+
+    # A line-scan image and its mask can take hundreds of megabytes: two read at a time,
+    # one ahead, as evaluation reads them.
+    jobs = list(zip(samples, grids, strict=True))
+    read_ahead = staged(jobs, read, depth=1, name="tiles", workers=min(2, workers))
+    pixels = images.numpy()  # copied into by numpy: torch's copy would wake its threads
+    start = 0
+    for (image, mask), grid in zip(read_ahead, grids, strict=True):
         end = start + len(grid.origins)
-        images[start:end] = torch.from_numpy(grid.cut(image))
-        mask = defect_mask(sample, grid.size)
+        pixels[start:end] = grid.cut(image)
         for index, mask_tile in enumerate(grid.cut(mask[:, :, None])[:, 0], start=start):
             masks.put(index, mask_tile)
         start = end
@@ -201,17 +220,28 @@ def load_into_memory(
     progress: Progress | None = None,
     bit_depth: int = 8,
 ) -> TensorDataset:
+    """Every sample decoded and resized to ``size``, with its mask, by a thread per
+    available CPU (decoding releases the GIL), in order, a few images ahead of the copy
+    into the dataset's tensors."""
     images = torch.empty((len(samples), channels, *size), dtype=_pixel_type(bit_depth))
     masks = DefectMasks(len(samples), size)
     task = progress.add_task("loading images", total=len(samples), status="") if progress else None
     original_sizes = []
-    for index, sample in enumerate(samples):
+
+    def read(sample: SampleRef) -> tuple[np.ndarray, tuple[int, int], np.ndarray | None]:
         image, original_size = read_resized(sample.image_path, size, channels, bit_depth)
+        if sample.mask_path is None or not sample.is_defective:
+            return image, original_size, None
+        return image, original_size, resize_mask(defect_mask(sample, original_size), size)
+
+    workers = available_cpus()
+    loaded = staged(samples, read, depth=2 * workers, name="load", workers=workers)
+    pixels = images.numpy()  # copied into by numpy: torch's copy would wake its threads
+    for index, (image, original_size, mask) in enumerate(loaded):
         original_sizes.append(original_size)
-        images[index] = torch.from_numpy(image.transpose(2, 0, 1).copy())
-        if sample.mask_path is not None and sample.is_defective:
-            mask = defect_mask(sample, original_size)
-            masks.put(index, resize_mask(mask, size))
+        pixels[index] = image.transpose(2, 0, 1)
+        if mask is not None:
+            masks.put(index, mask)
         if progress is not None and task is not None:
             progress.advance(task)
     labels = torch.tensor([s.is_defective for s in samples], dtype=torch.bool)
