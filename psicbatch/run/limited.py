@@ -5,9 +5,10 @@ each call runs in a daemon thread, at most ``threads`` at a time; one still runn
 its limit is abandoned (its result discarded, its slot given to the next call), and the
 process can still exit.
 
-Threads that finished a call wait a while for the next instead of ending: starting a
-fresh thread for each image made its decoding about a quarter slower (JPEG, 3 ms a file),
-and files are read by the thousand. An abandoned thread that finishes late is reused too.
+Threads that finished a call wait a while for the next instead of ending: with a fresh
+thread for each file, a run's PIL decoding was 1.1-1.2 times slower
+(``benchmarks/limited_reads.py``), and files are read by the thousand. An abandoned
+thread that finishes late is reused too.
 """
 
 from __future__ import annotations
