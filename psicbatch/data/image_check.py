@@ -1,6 +1,6 @@
 """Every image of a labelled dataset opened as far as its header before any is decoded.
 
-Training decodes its images one after another and stopped at the first it could not use,
+Training decodes every image before it starts, and stopped at the first it could not use,
 minutes in, and at the next after that file was mended. Headers alone take seconds:
 ``train``, ``cv``, ``eval`` and ``calibrate`` refuse such a dataset before decoding it,
 naming the first file and counting the others, and ``psicbatch info DATA`` lists them
