@@ -17,8 +17,9 @@ from typing import Any
 
 import torch
 
-from psicbatch import __version__, hardware
+from psicbatch import __version__, hardware, pixel_limit, read_limit
 from psicbatch.cpus import cpus_line
+from psicbatch.data.images import MAX_PIXELS, READ_SECONDS
 from psicbatch.devices import default_device
 from psicbatch.engines.build import tensorrt_usable
 from psicbatch.engines.frequency_conv import large_kernel_method
@@ -59,7 +60,16 @@ def machine_summary() -> dict[str, Any]:
         **{f"backend {name}": backend_status(entry) for name, entry in BACKENDS.items()},
         "build-engine auto": engine_choice(),
         "ray": _version_or_hint("ray", "pip install 'psicbatch[ray]' for run --executor ray"),
+        "limits": limits(),
     }
+
+
+def limits() -> str:
+    """The limits every reader applies, and the variables that move them."""
+    return (
+        f"images up to {MAX_PIXELS / 1e6:g} megapixels ({pixel_limit.VARIABLE}); "
+        f"a dataset's file read within {READ_SECONDS:g} s ({read_limit.VARIABLE})"
+    )
 
 
 def torch_build() -> str:

@@ -123,3 +123,26 @@ def test_no_gpu_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
     assert machine_summary.gpus() == "none visible (CUDA_VISIBLE_DEVICES='')"
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert machine_summary.gpus().startswith("none visible: no GPU or driver")
+
+
+def test_the_limits_every_reader_applies_are_shown_with_their_variables() -> None:
+    """A line engineer whose line-scan images are refused, or whose share is slow, sees
+    the limits in force and what moves them."""
+    import os
+    import subprocess
+    import sys
+
+    shown = machine_summary.machine_summary()
+    assert shown["limits"] == (
+        "images up to 100 megapixels (PSICBATCH_MAX_MEGAPIXELS); a dataset's file read "
+        "within 60 s (PSICBATCH_READ_TIMEOUT)"
+    )
+    moved = {"PSICBATCH_MAX_MEGAPIXELS": "400", "PSICBATCH_READ_TIMEOUT": "300"}
+    said = "from psicbatch.machine_summary import limits; print(limits())"
+    finished = subprocess.run(
+        [sys.executable, "-c", said], env={**os.environ, **moved}, capture_output=True, text=True
+    )
+    assert finished.stdout.strip() == (
+        "images up to 400 megapixels (PSICBATCH_MAX_MEGAPIXELS); a dataset's file read "
+        "within 300 s (PSICBATCH_READ_TIMEOUT)"
+    ), finished.stderr
