@@ -12,15 +12,19 @@ device such as /dev/zero would never end one.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from psicbatch import read_limit
 from psicbatch.errors import PsicbatchError
+from psicbatch.run.limited import TimeLimitExceeded, call_limited
 
 
 class _Updatable(Protocol):
@@ -86,7 +90,16 @@ def not_regular(mode: int) -> str | None:
 def regular_file_bytes(path: Path) -> bytes:
     """A small input file's bytes (a list of paths, a decision file, a report), refused in
     one line when it is not a regular file: reading a named pipe would wait for ever.
-    Other failures raise OSError, for the caller to word."""
+    Read within the read limit (``read_limit``): a share that stopped answering would wait
+    for ever too. Other failures, and that one, raise OSError, for the caller to word."""
+    seconds = read_limit.read_seconds()
+    try:
+        return call_limited(partial(_regular_file_bytes, path), seconds)
+    except TimeLimitExceeded:
+        raise TimeoutError(errno.ETIMEDOUT, read_limit.stalled(seconds)) from None
+
+
+def _regular_file_bytes(path: Path) -> bytes:
     problem = not_regular(os.stat(path).st_mode)
     if problem:
         raise PsicbatchError(f"{readable_path(path)}: {problem}")

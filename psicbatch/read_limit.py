@@ -17,6 +17,14 @@ VARIABLE = "PSICBATCH_READ_TIMEOUT"
 DEFAULT_SECONDS = 60.0
 
 
+def stalled(seconds: float) -> str:
+    """What is wrong with a reading that ran past the limit of ``seconds``."""
+    return (
+        f"took longer than {seconds:g} s to read (a network share that stopped answering? "
+        f"set {VARIABLE} to wait longer)"
+    )
+
+
 def read_seconds() -> float:
     """The limit in seconds, from the environment; a value that is not a positive number
     is a one-line error."""

@@ -364,3 +364,35 @@ def test_digests_of_files_on_a_share_that_stopped_answering_end_in_one_line(
             fingerprints.file_digests(files)
     finally:
         released.set()
+
+
+def test_a_small_input_file_on_a_share_that_stopped_answering_ends_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's --list (as a decision file, a region, DAGM's Labels.txt: small files read
+    whole) waited for ever on such a share."""
+    from psicbatch import paths
+
+    listing = tmp_path / "list.txt"
+    listing.write_text("a.png\n")
+    released = threading.Event()
+    real_read = paths._regular_file_bytes
+
+    def stalling(path: Path) -> bytes:
+        if path == listing:
+            released.wait(30)
+        return real_read(path)
+
+    monkeypatch.setattr(paths, "_regular_file_bytes", stalling)
+    monkeypatch.setenv("PSICBATCH_READ_TIMEOUT", "0.5")
+    arguments = ["run", "--list", str(listing), "--out", str(tmp_path / "r.parquet")]
+    try:
+        result = CliRunner().invoke(main, arguments)
+    finally:
+        released.set()
+    assert result.exit_code == 1, result.output
+    assert result.output.strip() == (
+        f"Error: {listing}: cannot read the list (took longer than 0.5 s to read (a network "
+        "share that stopped answering? set PSICBATCH_READ_TIMEOUT to wait longer))"
+    )
+    assert not (tmp_path / "r.parquet").exists()

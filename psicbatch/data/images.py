@@ -181,11 +181,7 @@ def within_read_limit(path: Path, read: Callable[[], T]) -> T:
 
 def read_stalled(path: Path) -> ReadStalled:
     """The error of a reading of ``path`` that ran past READ_SECONDS."""
-    return ReadStalled(
-        path,
-        f"took longer than {READ_SECONDS:g} s to read (a network share that stopped "
-        f"answering? set {read_limit.VARIABLE} to wait longer)",
-    )
+    return ReadStalled(path, read_limit.stalled(READ_SECONDS))
 
 
 def _opened(path: Path, data: bytes | None, lazy: bool) -> Image.Image:
