@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 
@@ -39,6 +40,8 @@ _cache_bytecode()
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+from tests.stalls import StallReads  # noqa: E402
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -73,6 +76,27 @@ def hung_engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     monkeypatch.setattr(Worker, "_infer", hung_infer)
     yield
+    release.set()
+
+
+@pytest.fixture
+def stall_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[StallReads]:
+    """``stall_reads(module, name, path)``: a call of ``module.name`` whose first argument
+    is ``path`` waits until the test ends, as a read from a network share that stopped
+    answering does; its other calls run as they are."""
+    release = threading.Event()
+
+    def stall(module: object, name: str, stalled: Path) -> None:
+        read = getattr(module, name)
+
+        def stalling(path: Any, *args: Any, **kwargs: Any) -> Any:
+            if Path(path) == stalled:
+                release.wait(60)
+            return read(path, *args, **kwargs)
+
+        monkeypatch.setattr(module, name, stalling)
+
+    yield stall
     release.set()
 
 

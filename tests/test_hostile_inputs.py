@@ -13,7 +13,6 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from psicbatch.run.job import resolved_sources
 from psicbatch.run.output import read_metadata
 from psicbatch.run.runner import RunOptions, run
 from tests.run_processes import CONSOLE, killed_run
+from tests.stalls import StallReads
 
 PER_RUN_SECONDS = 120
 
@@ -309,21 +309,9 @@ def test_dali_gives_a_stalled_file_about_two_timeouts_once_batches_were_timed(
     assert budgets[4:] == [1, 1, 1, 1]  # then each file alone
 
 
-def stalling(read: Callable[..., Any], stalled: Path) -> Callable[..., Any]:
-    """``read``, except that reading ``stalled`` first waits 30 s, as a network share that
-    stops answering for one file."""
-
-    def stalling_read(path: Path, *args: Any) -> Any:
-        if path == stalled:
-            time.sleep(30)
-        return read(path, *args)
-
-    return stalling_read
-
-
 @pytest.mark.parametrize("decoder", ["dali", "pil"])
 def test_a_file_whose_reading_stalls_gets_an_error_and_its_batch_goes_on(
-    tmp_path: Path, decoder: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, decoder: str, stall_reads: StallReads
 ) -> None:
     """As on a network share that stops answering for one file: its read is abandoned at
     --decode-timeout, as a decoding would be."""
@@ -332,7 +320,7 @@ def test_a_file_whose_reading_stalls_gets_an_error_and_its_batch_goes_on(
     import psicbatch.run.decode as decode
 
     files = [image(tmp_path / f"{index}.png", index, (16, 16)) for index in range(4)]
-    monkeypatch.setattr(decode, "read_bytes", stalling(decode.read_bytes, files[1]))
+    stall_reads(decode, "read_bytes", files[1])
     limits, preprocessing = FileLimits(decode_seconds=0.5), Preprocessing((16, 16))
     chosen = (
         decode.DaliDecoder(preprocessing, 4, limits=limits)
@@ -341,21 +329,21 @@ def test_a_file_whose_reading_stalls_gets_an_error_and_its_batch_goes_on(
     )
     began = time.monotonic()
     batch = chosen.decode(files)
-    assert time.monotonic() - began < 20  # not the 30 s the read takes
+    assert time.monotonic() - began < 20  # not the wait of the stalled read
     assert batch.positions == [0, 2, 3]
     assert batch.errors == {1: "decoding took longer than 0.5 s (--decode-timeout)"}
     assert set(batch.stamps) == {0, 1, 2, 3}  # which version of each file it was
 
 
 def test_a_report_thumbnail_whose_reading_stalls_is_left_out_and_so_are_those_after_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, stall_reads: StallReads
 ) -> None:
     """The files after it sit on the same share: each would wait its whole limit."""
     from psicbatch.pictures import PictureReader
     from psicbatch.run import html_report, rle
 
     good, stalled = (image(tmp_path / f"{name}.png", 0, (16, 16)) for name in ("good", "stalled"))
-    monkeypatch.setattr(html_report, "read_bytes", stalling(html_report.read_bytes, stalled))
+    stall_reads(html_report, "read_bytes", stalled)
     limits = FileLimits(decode_seconds=0.5)
     mask = rle.empty((16, 16))
     reader = PictureReader()
@@ -363,6 +351,6 @@ def test_a_report_thumbnail_whose_reading_stalls_is_left_out_and_so_are_those_af
     assert html_report.thumbnail(good_row, limits, reader) is not None
     began = time.monotonic()
     assert html_report.thumbnail(stalled_row, limits, reader) is None
-    assert time.monotonic() - began < 20  # not the 30 s the read takes
+    assert time.monotonic() - began < 20  # not the wait of the stalled read
     assert html_report.thumbnail(good_row, limits, reader) is None
     assert html_report.thumbnail(good_row, limits, PictureReader()) is not None

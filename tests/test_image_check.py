@@ -21,6 +21,7 @@ from PIL import Image
 from psicbatch.cli import main
 from psicbatch.data import images, labelled, memory
 from psicbatch.data.synth import generate
+from tests.stalls import StallReads
 
 TINY = ["--width", "0.125", "--input-size", "48x48", "--seg-epochs", "1", "--cls-epochs", "1"]
 
@@ -306,7 +307,7 @@ def test_a_slow_share_is_given_longer_in_the_environment_and_a_bad_limit_is_one_
 
 
 def test_a_tiled_training_whose_header_read_stalls_ends_in_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stall_reads: StallReads
 ) -> None:
     """A tiled training reads each whole file for its grid of tiles before cutting any
     (``run.headers.image_size``); that read waited for ever on a share that stopped
@@ -316,21 +317,10 @@ def test_a_tiled_training_whose_header_read_stalls_ends_in_one_line(
     data = tmp_path / "data"
     generate(data, 4, (96, 96), defect_rate=0.5, seed=4)
     stalled = sorted((data / "images").glob("*.png"))[2]
-    released = threading.Event()
-    real_read_file = headers.read_file
-
-    def stalling(path: Path, max_bytes: int) -> Any:
-        if path == stalled:
-            released.wait(30)
-        return real_read_file(path, max_bytes)
-
-    monkeypatch.setattr(headers, "read_file", stalling)
+    stall_reads(headers, "read_file", stalled)
     monkeypatch.setattr(images, "READ_SECONDS", 0.5)
     arguments = ["train", str(data), "-o", str(tmp_path / "m.pt"), "--tile", "64x64", *TINY[:2]]
-    try:
-        result = CliRunner().invoke(main, [*arguments, *TINY[4:], "-q"])
-    finally:
-        released.set()
+    result = CliRunner().invoke(main, [*arguments, *TINY[4:], "-q"])
     assert result.exit_code == 1, result.output
     assert result.output.strip().splitlines()[-1] == (
         f"Error: {stalled}: took longer than 0.5 s to read (a network share that stopped "
@@ -339,7 +329,7 @@ def test_a_tiled_training_whose_header_read_stalls_ends_in_one_line(
 
 
 def test_digests_of_files_on_a_share_that_stopped_answering_end_in_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stall_reads: StallReads
 ) -> None:
     """Training, cv, calibrate and info know images by their files' digests, read by a
     pool of threads: a stalled read held the pool, and the command, for ever."""
@@ -348,26 +338,15 @@ def test_digests_of_files_on_a_share_that_stopped_answering_end_in_one_line(
     data = tmp_path / "data"
     generate(data, 4, (48, 48), defect_rate=0.5, seed=4)
     files = sorted((data / "images").glob("*.png"))
-    released = threading.Event()
-    real_hashed_file = fingerprints.hashed_file
-
-    def stalling(path: Path, digest: Any) -> Any:
-        if Path(path) == files[1]:
-            released.wait(30)
-        return real_hashed_file(path, digest)
-
-    monkeypatch.setattr(fingerprints, "hashed_file", stalling)
+    stall_reads(fingerprints, "hashed_file", files[1])
     monkeypatch.setattr(images, "READ_SECONDS", 0.5)
-    try:
-        assert len(fingerprints.file_digests(files[2:])) == 2
-        with pytest.raises(images.ReadStalled, match=r"synth_00001\.png: took longer than 0\.5 s"):
-            fingerprints.file_digests(files)
-    finally:
-        released.set()
+    assert len(fingerprints.file_digests(files[2:])) == 2
+    with pytest.raises(images.ReadStalled, match=r"synth_00001\.png: took longer than 0\.5 s"):
+        fingerprints.file_digests(files)
 
 
 def test_a_small_input_file_on_a_share_that_stopped_answering_ends_in_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stall_reads: StallReads
 ) -> None:
     """A run's --list (as a decision file, a region, DAGM's Labels.txt: small files read
     whole) waited for ever on such a share."""
@@ -375,21 +354,10 @@ def test_a_small_input_file_on_a_share_that_stopped_answering_ends_in_one_line(
 
     listing = tmp_path / "list.txt"
     listing.write_text("a.png\n")
-    released = threading.Event()
-    real_read = paths._regular_file_bytes
-
-    def stalling(path: Path) -> bytes:
-        if path == listing:
-            released.wait(30)
-        return real_read(path)
-
-    monkeypatch.setattr(paths, "_regular_file_bytes", stalling)
+    stall_reads(paths, "_regular_file_bytes", listing)
     monkeypatch.setenv("PSICBATCH_READ_TIMEOUT", "0.5")
     arguments = ["run", "--list", str(listing), "--out", str(tmp_path / "r.parquet")]
-    try:
-        result = CliRunner().invoke(main, arguments)
-    finally:
-        released.set()
+    result = CliRunner().invoke(main, arguments)
     assert result.exit_code == 1, result.output
     assert result.output.strip() == (
         f"Error: {listing}: cannot read the list (took longer than 0.5 s to read (a network "
