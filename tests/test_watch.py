@@ -224,6 +224,18 @@ def notes_until_the_first_rows(
     return [line for line in result.output.splitlines() if line.startswith("note: ")], out
 
 
+def assert_silence_noted(notes: list[str], place: Path, waiting: str) -> None:
+    """The two notes of a silence of ``place``: when it began (then what the watch does,
+    ``waiting``) and when it ended."""
+    assert len(notes) == 2, notes
+    assert re.fullmatch(
+        rf"note: {re.escape(str(place))} has not answered for \d+ s \(a network share that "
+        rf"stopped answering\?\); {re.escape(waiting)}",
+        notes[0],
+    )
+    assert notes[1] == f"note: {place} answers again"
+
+
 def test_a_watch_says_when_its_folder_stops_answering_and_when_it_answers_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -238,14 +250,7 @@ def test_a_watch_says_when_its_folder_stops_answering_and_when_it_answers_again(
     monkeypatch.setattr(watch_module, "SCAN_PATIENCE", 0.2)
     stall_first_stat(monkeypatch, "a.png", 1.2)
     notes, _ = notes_until_the_first_rows(tmp_path, monkeypatch)
-    folder = tmp_path / "line"
-    assert len(notes) == 2, notes
-    assert re.fullmatch(
-        rf"note: {re.escape(str(folder))} has not answered for \d+ s \(a network share that "
-        r"stopped answering\?\); the watch waits for it",
-        notes[0],
-    )
-    assert notes[1] == f"note: {folder} answers again"
+    assert_silence_noted(notes, tmp_path / "line", "the watch waits for it")
     assert WatchStatus(silent=12.4).line() == (
         "0 images, waiting for files; the folder has not answered for 12 s"
     )
@@ -424,13 +429,7 @@ def test_a_watch_says_when_its_results_folder_stops_answering_and_when_it_answer
     monkeypatch.setattr(watch_module, "SCAN_PATIENCE", 0.2)
     stall_first_write(monkeypatch, partial(time.sleep, 1.2))
     notes, out = notes_until_the_first_rows(tmp_path, monkeypatch)
-    assert len(notes) == 2, notes
-    assert re.fullmatch(
-        rf"note: {re.escape(str(out))} has not answered for \d+ s \(a network share that "
-        r"stopped answering\?\); the watch waits to write its results there",
-        notes[0],
-    )
-    assert notes[1] == f"note: {out} answers again"
+    assert_silence_noted(notes, out, "the watch waits to write its results there")
     assert WatchStatus(out_silent=12.4).line() == (
         "0 images, waiting for files; the results folder has not answered for 12 s"
     )
