@@ -82,18 +82,25 @@ def test_an_error_of_the_items_reaches_the_consumer() -> None:
         list(staged(items(), lambda value: value, workers=2))
 
 
-def test_a_consumer_that_stops_early_stops_the_stage_threads() -> None:
-    def alive() -> list[str]:
-        return [t.name for t in threading.enumerate() if t.name.startswith("psicbatch-early")]
+def stage_threads(name: str) -> list[str]:
+    """The threads still alive of the stages whose names begin with ``name``."""
+    return [t.name for t in threading.enumerate() if t.name.startswith(f"psicbatch-{name}")]
 
+
+def threads_left_after(name: str, seconds: float = 5) -> list[str]:
+    """``stage_threads(name)`` once they have ended, or after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while stage_threads(name) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return stage_threads(name)
+
+
+def test_a_consumer_that_stops_early_stops_the_stage_threads() -> None:
     results = staged(range(100), lambda value: value, name="early", workers=3)
     assert next(results) == 0
-    assert len(alive()) == 4  # the producer and three workers
+    assert len(stage_threads("early")) == 4  # the producer and three workers
     results.close()
-    deadline = time.monotonic() + 5
-    while alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert alive() == []
+    assert threads_left_after("early") == []
 
 
 def test_a_chain_of_stages_stopped_by_an_error_ends_its_threads_while_the_error_is_held() -> None:
@@ -101,9 +108,6 @@ def test_a_chain_of_stages_stopped_by_an_error_ends_its_threads_while_the_error_
     a test's ``pytest.raises``) keeps its frames, and with them the generators of the
     stages below the last: each stage closes its items when it stops, so the threads of
     every stage end, not only those of the last."""
-
-    def alive() -> list[str]:
-        return [t.name for t in threading.enumerate() if t.name.startswith("psicbatch-chain")]
 
     def consume() -> None:
         decoded = staged(range(100), lambda value: value, name="chain-decoding", workers=2)
@@ -114,10 +118,7 @@ def test_a_chain_of_stages_stopped_by_an_error_ends_its_threads_while_the_error_
 
     with pytest.raises(RuntimeError, match="stopped") as held:
         consume()
-    deadline = time.monotonic() + 5
-    while alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert alive() == [] and held.traceback  # the frames are still held
+    assert threads_left_after("chain") == [] and held.traceback  # the frames are still held
 
 
 def test_a_hung_stage_times_out_with_a_clear_error() -> None:
