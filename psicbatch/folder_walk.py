@@ -73,11 +73,21 @@ def files_below(folder: Path, unreadable: list[OSError] | None = None) -> Iterat
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
                 subfolders.append(entry.path)
-            elif entry.is_symlink() and entry.is_dir():
+            elif leads_to_folder(entry):
                 links.append(entry.path)
             else:
                 yield Path(entry.path)
         order.add(reversed(subfolders), links)  # the first in name order searched first
+
+
+def leads_to_folder(entry: os.DirEntry[str]) -> bool:
+    """Whether ``entry`` is a link to a folder. A link that cannot be followed (a loop of
+    links, a target the system refuses to look at) is a file, as a dangling link is: its
+    read fails alone, where the error ended the whole search."""
+    try:
+        return entry.is_symlink() and entry.is_dir()
+    except OSError:
+        return False
 
 
 def _first_visit(folder: str, searched: set[Identity]) -> bool:

@@ -88,3 +88,33 @@ def test_a_folder_that_cannot_be_read_is_named_not_passed_over_silently(
     assert again.exit_code == 1 and again.output.startswith(
         f"Error: no input images in {inputs}: could not read 2 folders in the inputs"
     ), again.output
+
+
+def test_a_link_that_cannot_be_followed_is_a_file_not_the_end_of_the_search(
+    tmp_path: Path,
+) -> None:
+    """A loop of links among the inputs ended a run ('Error: in/loop.png: Too many levels
+    of symbolic links') and a watch, and training called it a damaged image."""
+    inputs = tmp_path / "in"
+    generate(inputs / "cam", 2, (48, 48), defect_rate=0, seed=1)
+    images = inputs / "cam" / "images"
+    (images / "loop.png").symlink_to("loop.png")
+    (images / "loop").symlink_to("loop")
+    found = sorted(path.name for path in files_below(images))
+    assert found == ["loop", "loop.png", "synth_00000.png", "synth_00001.png"]
+    scan = FolderScan(inputs, tmp_path / "out", set())
+    pending = sorted(path.name for path in scan.pending(now=0.0))
+    assert pending == ["loop.png", "synth_00000.png", "synth_00001.png"]
+    loops = "cannot be read (Too many levels of symbolic links)"
+    train = ["train", str(inputs / "cam"), "--out", str(tmp_path / "m.pt"), "--width", "0.125"]
+    refused = CliRunner().invoke(main, train)  # named before training, as it was not
+    assert refused.exit_code == 1
+    assert refused.output == f"Error: {images / 'loop.png'}: {loops}\n", refused.output
+    out = tmp_path / "r.parquet"
+    options = ["--device", "cpu", "--decoder", "pil", "--precision", "fp32"]
+    result = CliRunner().invoke(main, ["run", str(images), "--out", str(out), *options])
+    assert result.exit_code == 3, result.output  # some images failed
+    rows = pq.read_table(out, columns=["path", "error"]).to_pylist()
+    errors = {Path(row["path"]).name: row["error"] for row in rows}
+    assert errors["synth_00000.png"] is None and errors["synth_00001.png"] is None
+    assert errors["loop.png"] == loops, errors

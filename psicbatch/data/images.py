@@ -184,15 +184,23 @@ def read_stalled(path: Path) -> ReadStalled:
     return ReadStalled(path, read_limit.stalled(READ_SECONDS))
 
 
+def read_refusal(path: Path, error: OSError) -> ImageReadError:
+    """The one-line error of a file the system would not let be read (a link that loops, a
+    share's I/O error), from the error of its ``stat``, ``open`` or read."""
+    if isinstance(error, FileNotFoundError):
+        return ImageReadError(path, "no such file")
+    if isinstance(error, PermissionError):
+        return ImageReadError(path, PERMISSION_DENIED)
+    return ImageReadError(path, f"cannot be read ({error.strerror or error})")
+
+
 def _opened(path: Path, data: bytes | None, lazy: bool) -> Image.Image:
     if data is None:
         try:
             status = os.stat(path)
-            problem = not_regular(status.st_mode) or (EMPTY if not status.st_size else None)
-        except FileNotFoundError:
-            raise ImageReadError(path, "no such file") from None
-        except OSError:
-            problem = None  # opening it says what is wrong
+        except OSError as error:
+            raise read_refusal(path, error) from None
+        problem = not_regular(status.st_mode) or (EMPTY if not status.st_size else None)
         if problem:
             raise ImageReadError(path, problem)
     try:
@@ -205,10 +213,8 @@ def _opened(path: Path, data: bytes | None, lazy: bool) -> Image.Image:
         except BaseException:
             image.close()  # its file, at once: a run refuses thousands
             raise
-    except FileNotFoundError:
-        raise ImageReadError(path, "no such file") from None
-    except PermissionError:
-        raise ImageReadError(path, PERMISSION_DENIED) from None
+    except (FileNotFoundError, PermissionError) as error:
+        raise read_refusal(path, error) from None
     except UnidentifiedImageError:
         raise ImageReadError(path, UNREADABLE) from None
     except Image.DecompressionBombError as error:  # "Image size (N pixels) exceeds limit ..."

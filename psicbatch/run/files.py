@@ -14,7 +14,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from psicbatch.data.images import EMPTY, PERMISSION_DENIED, ImageReadError
+from psicbatch.data.images import EMPTY, ImageReadError, read_refusal
 from psicbatch.paths import not_regular
 
 MIB = 2**20
@@ -57,18 +57,14 @@ def read_file(path: Path, max_bytes: int) -> tuple[bytes, FileStamp]:
     try:
         _check_regular(path, os.stat(path), max_bytes)
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except PermissionError:
-        raise ImageReadError(path, PERMISSION_DENIED) from None
-    except FileNotFoundError:
-        raise ImageReadError(path, "no such file") from None
     except OSError as error:
-        raise ImageReadError(path, f"cannot be read ({error.strerror or error})") from None
+        raise read_refusal(path, error) from None
     try:
         status = os.fstat(descriptor)
         _check_regular(path, status, max_bytes)  # the file opened may not be the one checked
         data = _read_at_most(descriptor, max_bytes + 1)
     except OSError as error:
-        raise ImageReadError(path, f"cannot be read ({error.strerror or error})") from None
+        raise read_refusal(path, error) from None
     finally:
         os.close(descriptor)
     if len(data) > max_bytes:
@@ -82,10 +78,8 @@ def check_regular(path: Path) -> None:
     """An ImageReadError unless ``path`` is a regular file (links followed) that exists."""
     try:
         status = os.stat(path)
-    except FileNotFoundError:
-        raise ImageReadError(path, "no such file") from None
     except OSError as error:
-        raise ImageReadError(path, f"cannot be read ({error.strerror or error})") from None
+        raise read_refusal(path, error) from None
     _check_regular(path, status, status.st_size)
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from psicbatch.data.images import IMAGE_SUFFIXES
-from psicbatch.folder_walk import Identity, SearchOrder, folder_identity
+from psicbatch.folder_walk import Identity, SearchOrder, folder_identity, leads_to_folder
 from psicbatch.paths import path_bytes
 
 FileVersion = tuple[bytes, int, int]  # path bytes, size, mtime in ns
@@ -172,13 +172,28 @@ def list_folder(folder: str, mtime_ns: int, skip: str, inspected: dict[str, int]
             if entry.is_dir(follow_symlinks=False):
                 if entry.path != skip:
                     folders.append(entry.path)
-            elif entry.is_symlink() and entry.is_dir():
+            elif leads_to_folder(entry):
                 links.append(entry.path)
             elif entry.name.lstrip(".").lower().endswith(IMAGE_SUFFIXES):  # as splitext
                 inode = entry.inode()
                 if inspected.get(entry.name) != inode:
                     images.append((entry.name, inode))
     return Listing(folder, mtime_ns, listed_ns, folders, images, links)
+
+
+def file_status(path: str) -> os.stat_result | None:
+    """``path``'s status; a link's own where the link cannot be followed (a loop of
+    links), so that its read fails alone, on its row, where the error stopped the watch.
+    None where the file is gone."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        try:
+            return os.lstat(path)
+        except FileNotFoundError:
+            return None
 
 
 class FolderScan:
@@ -236,11 +251,11 @@ class FolderScan:
                     continue  # inspected since the folder was listed
                 path = os.path.join(listing.folder, name)
                 try:
-                    stat = os.stat(path)
-                except FileNotFoundError:  # removed since it was listed
-                    continue
+                    stat = file_status(path)
                 finally:
                     self._answer()
+                if stat is None:  # removed since it was listed
+                    continue
                 if version(path, stat) in self.done:
                     inspected[name] = inode
                 else:
