@@ -91,6 +91,20 @@ def part_decision(inspections: Iterable[Inspection], images: int | None = None) 
     return verdict(judged, errors, len(results), images)
 
 
+def _listed(
+    images: Iterable[str | Path | np.ndarray] | str | Path,
+) -> list[str | Path | np.ndarray]:
+    """The images of one ``inspect`` call, one path as one image."""
+    if isinstance(images, str | os.PathLike):
+        return [Path(images)]
+    if isinstance(images, np.ndarray | bytes):
+        raise PsicbatchError(
+            f"give a list of images, not one {type(images).__name__}: [frame] for one "
+            "image, list(frames) for a stack of them"
+        )
+    return list(images)
+
+
 class Inspector:
     """A decoder and an engine opened once, on one device, for any number of calls, one
     at a time: threads that inspect at once need an Inspector each (an engine's buffers
@@ -173,8 +187,12 @@ class Inspector:
             self.worker.engine.manifest.engine_preprocessing(), pin=where.startswith("cuda")
         )
 
-    def inspect(self, images: Iterable[str | Path | np.ndarray]) -> Iterator[Inspection]:
-        """Results for ``images`` (all files, or all numpy arrays), in their order.
+    def inspect(
+        self, images: Iterable[str | Path | np.ndarray] | str | Path
+    ) -> Iterator[Inspection]:
+        """Results for ``images`` (all files, or all numpy arrays), in their order; one
+        path is one image (its characters were taken for paths). One array is refused:
+        whether it is an image or a stack of them is the caller's to say.
 
         One ``inspect`` runs at a time, since they share the worker: another, started
         before the one under way has inspected all its images (or its loop was left), is
@@ -188,7 +206,7 @@ class Inspector:
         inspecting = True
         try:
             self._earlier_one_ended()
-            tasks = self._tasks(list(images))
+            tasks = self._tasks(_listed(images))
             self.pipeline = []
             batches = self.worker.process(iter(tasks), self.batch_timeout, self.pipeline)
             for number, rows, _ in batches:

@@ -120,6 +120,23 @@ def test_arrays_give_what_their_files_give_and_bad_ones_only_an_error(images: Pa
     assert from_arrays[-1].probability is None and from_arrays[-2].probability is None
 
 
+def test_one_path_is_one_image_and_one_array_is_refused(images: Path) -> None:
+    """A path given alone was taken character by character: 17 results of 'no such file'
+    or 'is a directory' for one image; an array alone, row by row."""
+    file = sorted(images.glob("*.png"))[0]
+    frame = np.asarray(Image.open(file))
+    with psicbatch.Inspector(device="cpu", precision="fp32", decoder="pil") as inspector:
+        listed = list(inspector.inspect([file]))
+        for alone in (str(file), file):
+            assert list(inspector.inspect(alone)) == listed
+        for bare in (frame, str(file).encode()):
+            with pytest.raises(PsicbatchError, match=r"give a list of images, not one "):
+                list(inspector.inspect(bare))
+        (from_frame,) = inspector.inspect([frame])
+        assert from_frame.probability == listed[0].probability
+    assert len(listed) == 1 and listed[0].error is None
+
+
 def test_an_engine_s_stored_decisions_apply_as_in_psicbatch_run(
     images: Path, tmp_path: Path
 ) -> None:
