@@ -27,7 +27,7 @@ import numpy as np
 from psicbatch.atomic import write_atomically
 from psicbatch.errors import PsicbatchError
 from psicbatch.part_scores import PartIndex
-from psicbatch.paths import FileSnapshot
+from psicbatch.paths import FileSnapshot, readable_path
 from psicbatch.scores import TypeEscapes, named_types
 
 RULES = ("classifier", "both", "either")  # how the image decision and the area combine
@@ -323,7 +323,10 @@ class Decisions:
             snapshot = FileSnapshot.read(path)
             data = json.loads(snapshot.data)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise PsicbatchError(f"{path}: not a readable decision file ({error})") from None
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+            raise PsicbatchError(
+                f"{readable_path(path)}: not a readable decision file ({reason})"
+            ) from None
         return cls.from_dict(data, str(path)), snapshot.sha256
 
     @classmethod

@@ -28,7 +28,7 @@ def read_region(path: Path) -> FileSnapshot:
     try:
         return FileSnapshot.read(path)
     except OSError as error:
-        raise unreadable_region(path, error) from None
+        raise unreadable_region(path, error.strerror or error) from None
 
 
 def unreadable_region(path: Path, error: Exception | str) -> PsicbatchError:

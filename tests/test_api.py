@@ -208,6 +208,18 @@ def test_a_decoder_that_does_not_exist_is_refused() -> None:
         psicbatch.Inspector(device="cpu", decoder="nvjpeg")
 
 
+def test_arguments_a_caller_got_wrong_are_refused_in_a_line(tmp_path: Path) -> None:
+    """A batch size of 2.5 was taken; a decision file or region that is not there said
+    '([Errno 2] No such file or directory: 'PATH')' after its path."""
+    with pytest.raises(PsicbatchError, match=r"--batch-size, .* must be whole numbers"):
+        psicbatch.Inspector(device="cpu", batch_size=2.5)  # type: ignore[arg-type]
+    absent = tmp_path / "absent"
+    for argument, kind in (("decisions", "decision file"), ("roi", "region-of-interest image")):
+        with pytest.raises(PsicbatchError) as refused:
+            psicbatch.Inspector(device="cpu", **{argument: absent})
+        assert str(refused.value) == f"{absent}: not a readable {kind} (No such file or directory)"
+
+
 def test_the_file_limits_of_a_run_apply(
     images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -45,7 +45,10 @@ class RunOptions:
     def __post_init__(self) -> None:
         """The command line checks each option's range; this keeps library callers to
         the same rules, with the same one-line messages."""
-        if self.batch_size < 1 or self.workers < 1 or self.part_rows < 1:
+        counts = (self.batch_size, self.workers, self.part_rows)
+        if not all(isinstance(count, int) for count in counts):
+            raise PsicbatchError("--batch-size, --workers and --flush-every must be whole numbers")
+        if min(counts) < 1:
             raise PsicbatchError("--batch-size, --workers and --flush-every must be at least 1")
         if self.masks not in MASK_MODES:
             raise PsicbatchError(f"--masks must be one of {', '.join(MASK_MODES)}")
