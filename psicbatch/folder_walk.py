@@ -11,17 +11,27 @@ themselves first, then links in name order, so a run's and a watch's results of 
 folder name its files alike. A folder that cannot be read (no
 permission) is passed over, as ``os.walk`` does: a dataset on its own file system holds
 ``lost+found``, which only root reads. A run names such folders (``unreadable``), since it
-would otherwise leave their images out without a word.
+would otherwise leave their images out without a word. A folder that does not answer
+within the read limit (``read_limit``: a network share that stopped answering) ends the
+search in one line naming it, where it waited for ever.
 """
 
 from __future__ import annotations
 
 import heapq
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
+
+from psicbatch import read_limit
+from psicbatch.errors import PsicbatchError
+from psicbatch.paths import readable_path
+from psicbatch.run.limited import TimeLimitExceeded, call_limited
 
 Identity = tuple[int, int]  # a folder's device and inode
+T = TypeVar("T")
 
 
 class SearchOrder:
@@ -60,34 +70,73 @@ def files_below(folder: Path, unreadable: list[OSError] | None = None) -> Iterat
     searched: set[Identity] = set()
     order = SearchOrder(str(folder))
     for current, _ in order:
-        if not _first_visit(current, searched):
-            continue  # reached again through a link: searched already
         try:
-            with os.scandir(current) as listing:
-                entries = sorted(listing, key=lambda entry: entry.name)
+            found = _looked_at(current, partial(_contents, current, searched))
         except OSError as error:
             if unreadable is not None:
                 unreadable.append(error)
             continue
-        subfolders, links = [], []
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                subfolders.append(entry.path)
-            elif leads_to_folder(entry):
-                links.append(entry.path)
-            else:
-                yield Path(entry.path)
+        if found is None:
+            continue  # reached again through a link: searched already
+        files, subfolders, links = found
+        yield from map(Path, files)
         order.add(reversed(subfolders), links)  # the first in name order searched first
+
+
+def entries_of(folder: Path, folders_only: bool = False) -> list[Path]:
+    """``folder``'s entries (with ``folders_only``, those that lead to folders), looked at
+    within the read limit, as every search of a folder is."""
+    return _looked_at(str(folder), partial(_entries, folder, folders_only))
+
+
+def _entries(folder: Path, folders_only: bool) -> list[Path]:
+    with os.scandir(folder) as listing:
+        return [folder / e.name for e in listing if not folders_only or _leads_to_a_folder(e)]
+
+
+def _leads_to_a_folder(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a loop of links
+        return False
+
+
+def _looked_at(folder: str, look: Callable[[], T]) -> T:
+    """``look()``, a look into ``folder``, within the read limit (``read_limit``); past it,
+    one line naming the folder: on a share that stopped answering, it waits for ever."""
+    seconds = read_limit.read_seconds()
+    try:
+        return call_limited(look, seconds)
+    except TimeLimitExceeded:
+        raise PsicbatchError(f"{readable_path(folder)}: {read_limit.unanswered(seconds)}") from None
+
+
+def _contents(
+    folder: str, searched: set[Identity]
+) -> tuple[list[str], list[str], list[str]] | None:
+    """``folder``'s files, subfolders and links to folders, each in name order; None where
+    it was searched already. Looked at in one call, which the walk gives the read limit:
+    on a share that stopped answering, a look waits for ever."""
+    if not _first_visit(folder, searched):
+        return None
+    with os.scandir(folder) as listing:
+        entries = sorted(listing, key=lambda entry: entry.name)
+    files, subfolders, links = [], [], []
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            subfolders.append(entry.path)
+        elif leads_to_folder(entry):
+            links.append(entry.path)
+        else:
+            files.append(entry.path)
+    return files, subfolders, links
 
 
 def leads_to_folder(entry: os.DirEntry[str]) -> bool:
     """Whether ``entry`` is a link to a folder. A link that cannot be followed (a loop of
     links, a target the system refuses to look at) is a file, as a dangling link is: its
     read fails alone, where the error ended the whole search."""
-    try:
-        return entry.is_symlink() and entry.is_dir()
-    except OSError:
-        return False
+    return entry.is_symlink() and _leads_to_a_folder(entry)
 
 
 def _first_visit(folder: str, searched: set[Identity]) -> bool:

@@ -68,7 +68,8 @@ def limits() -> str:
     """The limits every reader applies, and the variables that move them."""
     return (
         f"images up to {MAX_PIXELS / 1e6:g} megapixels ({pixel_limit.VARIABLE}); "
-        f"a dataset's file read within {READ_SECONDS:g} s ({read_limit.VARIABLE})"
+        f"a dataset's file read, a path or folder looked at, within {READ_SECONDS:g} s "
+        f"({read_limit.VARIABLE})"
     )
 
 

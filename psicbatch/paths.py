@@ -12,6 +12,7 @@ device such as /dev/zero would never end one.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -97,6 +98,23 @@ def regular_file_bytes(path: Path) -> bytes:
         return call_limited(partial(_regular_file_bytes, path), seconds)
     except TimeLimitExceeded:
         raise TimeoutError(errno.ETIMEDOUT, read_limit.stalled(seconds)) from None
+
+
+def answering(path: Path | str) -> None:
+    """Nothing, once a look at ``path`` (its status) came back, whatever it said; a
+    one-line error where it did not within the read limit (``read_limit``). For the first
+    look at a path a command is given: on a share that stopped answering it waited for
+    ever, before the command had said a word."""
+    seconds = read_limit.read_seconds()
+    try:
+        call_limited(partial(_look, path), seconds)
+    except TimeLimitExceeded:
+        raise PsicbatchError(f"{readable_path(path)}: {read_limit.unanswered(seconds)}") from None
+
+
+def _look(path: Path | str) -> None:
+    with contextlib.suppress(OSError):  # what is wrong is the caller's to say
+        os.stat(path)
 
 
 def _regular_file_bytes(path: Path) -> bytes:

@@ -1,6 +1,8 @@
 """How long opening, reading and decoding one file from its path may take, for the
 commands that read datasets (``train``, ``cv``, ``eval``, ``calibrate``, ``info``) and
-the pages that show their images; a run has ``--decode-timeout`` instead.
+the pages that show their images (a run has ``--decode-timeout`` instead); and, for
+every command, how long the first look at a path the command line names and the listing
+of a folder searched for files may take (``paths.answering``, ``folder_walk``).
 
 A read from a network share that stopped answering waits in the kernel for ever, so each
 file is read within this limit (``data.images``). 60 s is far above a camera image's
@@ -19,10 +21,17 @@ DEFAULT_SECONDS = 60.0
 
 def stalled(seconds: float) -> str:
     """What is wrong with a reading that ran past the limit of ``seconds``."""
-    return (
-        f"took longer than {seconds:g} s to read (a network share that stopped answering? "
-        f"set {VARIABLE} to wait longer)"
-    )
+    return _past(f"took longer than {seconds:g} s to read")
+
+
+def unanswered(seconds: float) -> str:
+    """What is wrong with a path that a look at (its status, its listing) did not come
+    back from within ``seconds``."""
+    return _past(f"did not answer within {seconds:g} s")
+
+
+def _past(what: str) -> str:
+    return f"{what} (a network share that stopped answering? set {VARIABLE} to wait longer)"
 
 
 def read_seconds() -> float:

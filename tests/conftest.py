@@ -90,7 +90,7 @@ def stall_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[StallReads]:
         read = getattr(module, name)
 
         def stalling(path: Any, *args: Any, **kwargs: Any) -> Any:
-            if Path(path) == stalled:
+            if isinstance(path, str | os.PathLike) and Path(path) == stalled:
                 release.wait(60)
             return read(path, *args, **kwargs)
 

@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from psicbatch.assets import demo_model_path
 from psicbatch.cli import main
 from psicbatch.data import images, labelled, memory
 from psicbatch.data.synth import generate
@@ -364,3 +365,54 @@ def test_a_small_input_file_on_a_share_that_stopped_answering_ends_in_one_line(
         "share that stopped answering? set PSICBATCH_READ_TIMEOUT to wait longer))"
     )
     assert not (tmp_path / "r.parquet").exists()
+
+
+def _unanswered(path: Path) -> str:
+    return (
+        f"Error: {path}: did not answer within 0.5 s (a network share that stopped "
+        "answering? set PSICBATCH_READ_TIMEOUT to wait longer)"
+    )
+
+
+@pytest.mark.parametrize("command", ["run", "watch", "train", "info", "eval"])
+def test_a_share_gone_before_the_command_starts_ends_it_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stall_reads: StallReads, command: str
+) -> None:
+    """The first look at a folder the command line names (click's check of a path, the
+    run's look at its sources) waited for ever, before the command had said a word."""
+    data = tmp_path / "share"
+    generate(data, 2, (48, 48), defect_rate=0.5, seed=4)
+    stall_reads(os, "stat", data)
+    monkeypatch.setenv("PSICBATCH_READ_TIMEOUT", "0.5")
+    out = tmp_path / "out"
+    model = str(demo_model_path())
+    arguments = {
+        "run": ["run", str(data), "--out", f"{out}.parquet"],
+        "watch": ["run", "--watch", str(data), "--out", str(out)],
+        "train": ["train", str(data), "-o", str(out), *TINY],
+        "info": ["info", str(data)],
+        "eval": ["eval", model, str(data), "-o", str(out)],
+    }[command]
+    result = CliRunner().invoke(main, arguments)
+    assert (result.exit_code, result.output.strip()) == (1, _unanswered(data))
+    assert not out.exists() and not Path(f"{out}.parquet").exists()
+
+
+@pytest.mark.parametrize("command", ["run", "train"])
+def test_a_folder_whose_listing_stalls_ends_the_search_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stall_reads: StallReads, command: str
+) -> None:
+    """A share that stops answering while its folders are searched held the listing for
+    ever."""
+    data = tmp_path / "data"
+    generate(data, 4, (48, 48), defect_rate=0.5, seed=4)
+    stalled = data / "images"  # a subfolder for the run, the dataset's own for training
+    stall_reads(os, "scandir", stalled)
+    monkeypatch.setenv("PSICBATCH_READ_TIMEOUT", "0.5")
+    out = tmp_path / "out"
+    arguments = {
+        "run": ["run", str(data), "--out", str(out)],
+        "train": ["train", str(data), "-o", str(out), *TINY],
+    }[command]
+    result = CliRunner().invoke(main, arguments)
+    assert (result.exit_code, result.output.strip()) == (1, _unanswered(stalled))

@@ -134,8 +134,8 @@ def test_the_limits_every_reader_applies_are_shown_with_their_variables() -> Non
 
     shown = machine_summary.machine_summary()
     assert shown["limits"] == (
-        "images up to 100 megapixels (PSICBATCH_MAX_MEGAPIXELS); a dataset's file read "
-        "within 60 s (PSICBATCH_READ_TIMEOUT)"
+        "images up to 100 megapixels (PSICBATCH_MAX_MEGAPIXELS); a dataset's file read, "
+        "a path or folder looked at, within 60 s (PSICBATCH_READ_TIMEOUT)"
     )
     moved = {"PSICBATCH_MAX_MEGAPIXELS": "400", "PSICBATCH_READ_TIMEOUT": "300"}
     said = "from psicbatch.machine_summary import limits; print(limits())"
@@ -143,6 +143,6 @@ def test_the_limits_every_reader_applies_are_shown_with_their_variables() -> Non
         [sys.executable, "-c", said], env={**os.environ, **moved}, capture_output=True, text=True
     )
     assert finished.stdout.strip() == (
-        "images up to 400 megapixels (PSICBATCH_MAX_MEGAPIXELS); a dataset's file read "
-        "within 300 s (PSICBATCH_READ_TIMEOUT)"
+        "images up to 400 megapixels (PSICBATCH_MAX_MEGAPIXELS); a dataset's file read, "
+        "a path or folder looked at, within 300 s (PSICBATCH_READ_TIMEOUT)"
     ), finished.stderr

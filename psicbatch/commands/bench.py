@@ -19,6 +19,7 @@ from psicbatch.commands.options import (
     NETWORK_SIZE,
     POSITIVE,
     Bounded,
+    Location,
     OutputPath,
     device_option,
     engine_options,
@@ -104,7 +105,7 @@ def _batches(value: str, device: str) -> tuple[int, ...]:
 )
 @click.option(
     "--images",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=Location(path_type=Path, file_okay=False),
     help="Real images for the baseline (default: synthetic).",
 )
 @click.option(
@@ -137,7 +138,7 @@ def _batches(value: str, device: str) -> tuple[int, ...]:
 @click.option(
     "--compare",
     nargs=2,
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    type=Location(path_type=Path, dir_okay=False, exists=True),
     help="Show two bench.json reports side by side instead of measuring.",
 )
 @click.option(

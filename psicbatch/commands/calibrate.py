@@ -35,6 +35,7 @@ from psicbatch.commands.options import (
     TYPE_LIMIT,
     CheckpointFile,
     EngineFolder,
+    Location,
     OutputPath,
     device_option,
     precision_option,
@@ -77,9 +78,7 @@ OUTPUTS = (
 
 
 @click.command("calibrate", short_help=SUMMARIES["calibrate"])
-@click.argument(
-    "predictions", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True)
-)
+@click.argument("predictions", nargs=-1, required=True, type=Location(path_type=Path, exists=True))
 @click.option(
     "--model",
     type=CheckpointFile(),
@@ -89,7 +88,7 @@ OUTPUTS = (
 @device_option()
 @click.option(
     "--labels",
-    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    type=Location(path_type=Path, file_okay=False, exists=True),
     help="With run results (a results file or a --watch folder): the labelled dataset of "
     "those images, or of some of them (copies count), matched as eval RESULTS --labels does.",
 )
@@ -174,7 +173,7 @@ OUTPUTS = (
 )
 @click.option(
     "--roi",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    type=Location(path_type=Path, dir_okay=False, exists=True),
     help="With a dataset folder: count masks inside this region of interest only (white = "
     "inspect), as run --roi; with predictions scored inside a region: where that region "
     "is now. Runs of the decisions apply the same region.",

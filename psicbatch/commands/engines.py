@@ -18,6 +18,7 @@ from psicbatch.commands.options import (
     POSITIVE,
     PROBABILITY,
     CheckpointFile,
+    Location,
     OutputPath,
     SizeType,
     device_option,
@@ -61,14 +62,14 @@ from psicbatch.run.shutdown import raise_if_stopped
 )
 @click.option(
     "--calib",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=Location(path_type=Path, file_okay=False),
     default=BuildOptions.calib,
     help="Representative images for int8 calibration; every 4th is held out for the "
     "parity check unless --parity-images is given.",
 )
 @click.option(
     "--parity-images",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=Location(path_type=Path, file_okay=False),
     default=BuildOptions.parity_images,
     help="Images to compare the engine with fp32 on, none of them in --calib "
     "(default: held out of --calib, else synthetic images).",
@@ -98,7 +99,7 @@ from psicbatch.run.shutdown import raise_if_stopped
 )
 @click.option(
     "--cache-dir",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=Location(path_type=Path, file_okay=False),
     default=BuildOptions.cache_dir,
     help="TensorRT timing cache folder, reused across builds (default: next to the engine).",
 )
@@ -195,7 +196,7 @@ def parity_line(parity: dict) -> str:
 
 
 @click.command("engines", short_help=SUMMARIES["engines"])
-@click.argument("root", type=click.Path(path_type=Path, file_okay=False), default="engines")
+@click.argument("root", type=Location(path_type=Path, file_okay=False), default="engines")
 def engines_command(root: Path) -> None:
     """List the engines built under ROOT (default: engines/)."""
     found = list_engines(root) if root.is_dir() else []

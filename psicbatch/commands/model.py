@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from psicbatch.commands import SUMMARIES
-from psicbatch.commands.options import NETWORK_SIZE, Bounded, OutputPath, split_option
+from psicbatch.commands.options import NETWORK_SIZE, Bounded, Location, OutputPath, split_option
 from psicbatch.commands.training_options import layout_option
 from psicbatch.run.output_guard import CHECKPOINT, check_output
 from psicbatch.run.results import field_text
@@ -23,7 +23,7 @@ from psicbatch.summaries import summarize
 @click.argument(
     "paths",
     metavar="[CHECKPOINT|ENGINE|RESULTS|EVALUATION|DATA...]",
-    type=click.Path(path_type=Path),
+    type=Location(path_type=Path),
     nargs=-1,
 )
 @layout_option("a DATA folder")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from psicbatch.devices import DEVICE_HELP, DEVICES_HELP, parse_devices, resolve_
 from psicbatch.engines.registry import PRECISION_CHOICES, TORCH_PRECISION_CHOICES
 from psicbatch.errors import PsicbatchError
 from psicbatch.network_size import MIN_NETWORK_SIZE, STRIDE
-from psicbatch.paths import named_path
+from psicbatch.paths import answering, named_path
 from psicbatch.run.run_decisions import RunDecisions, run_decisions
 
 
@@ -57,7 +58,17 @@ class Bounded(click.ParamType):
         return f"<= {self.high:g}"
 
 
-class EngineFolder(click.Path):
+class Location(click.Path):
+    """click's path type, looked at first within the read limit (``paths.answering``):
+    click's own check of a path (its status) waited for ever on a share that stopped
+    answering, before the command said a word."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        answering(os.fsdecode(value))
+        return super().convert(value, param, ctx)
+
+
+class EngineFolder(Location):
     """An engine folder. A file given for one is most often a checkpoint: the error says
     how this command takes a checkpoint (``checkpoint_usage``, with ``{path}``) instead of
     click's "Directory is a file"."""
@@ -79,7 +90,7 @@ class EngineFolder(click.Path):
         return path
 
 
-class CheckpointFile(click.Path):
+class CheckpointFile(Location):
     """A checkpoint to read, checked as far as it can be without torch while the
     arguments are parsed (``check_checkpoint_file``): a wrong path is said at once, as
     every command's errors are (one line, exit code 1)."""
@@ -93,7 +104,7 @@ class CheckpointFile(click.Path):
         return path
 
 
-class OutputPath(click.Path):
+class OutputPath(Location):
     """A file or folder a command writes; ``.`` or ``..`` is taken as the folder it names
     (``named_path``)."""
 
@@ -271,7 +282,7 @@ def decision_options(command: Callable) -> Callable:
         click.option(
             "--decisions",
             "decisions_file",
-            type=click.Path(path_type=Path, dir_okay=False, exists=True),
+            type=Location(path_type=Path, dir_okay=False, exists=True),
             help="A decision file from psicbatch calibrate: its threshold, minimum area and rule.",
         ),
     ]

@@ -24,6 +24,7 @@ from psicbatch.commands.options import (
     AT_LEAST_ONE,
     NON_NEGATIVE_INT,
     POSITIVE,
+    Location,
     OutputPath,
     chosen_decisions,
     decision_options,
@@ -74,7 +75,7 @@ WATCH_OUT = "results"  # --watch's default --out: a folder of parts
 @click.option(
     "--list",
     "list_file",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=Location(path_type=Path, dir_okay=False),
     help="A text file with one image path per line.",
 )
 @click.option(
@@ -114,7 +115,7 @@ WATCH_OUT = "results"  # --watch's default --out: a folder of parts
 @decision_options
 @click.option(
     "--roi",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    type=Location(path_type=Path, dir_okay=False, exists=True),
     help="Region of interest: a grayscale image, white where to inspect; defects outside it "
     "are removed from masks, areas and the area rule (default: the region the decisions "
     "were calibrated inside, if any; another is refused).",
@@ -172,7 +173,7 @@ WATCH_OUT = "results"  # --watch's default --out: a folder of parts
 @click.option("--address", help="Ray cluster address (default: start a local Ray).")
 @click.option(
     "--watch",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=Location(path_type=Path, file_okay=False),
     help="Inspect files as they are written into this folder, until stopped (SIGINT/"
     "SIGTERM); --out is then a folder of Parquet parts by date and hour.",
 )
@@ -555,7 +556,7 @@ def _check_report_options(
 
 
 @click.command("report", short_help=SUMMARIES["report"])
-@click.argument("results", type=click.Path(path_type=Path))
+@click.argument("results", type=Location(path_type=Path))
 @click.option(
     "--html",
     "-o",
@@ -606,7 +607,7 @@ def _check_report_options(
 )
 @click.option(
     "--compare-to",
-    type=click.Path(path_type=Path, exists=True),
+    type=Location(path_type=Path, exists=True),
     help="Another run's results of the same images (a file or a --watch folder): the page "
     "adds what this run decided differently (e.g. a new model's run beside the line's).",
 )

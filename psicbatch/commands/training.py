@@ -21,6 +21,7 @@ from psicbatch.commands.options import (
     SIZE,
     Bounded,
     EngineFolder,
+    Location,
     OutputPath,
     chosen_decisions,
     decision_options,
@@ -129,7 +130,7 @@ def tile_overlap(tile: tuple[int, int], asked: int | None) -> int:
 )
 @click.option(
     "--validation",
-    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    type=Location(path_type=Path, exists=True, file_okay=False),
     help="Labelled images held out of training (read as DATA is): every epoch is scored "
     "on them, to see where more epochs stop helping (info OUT shows the scores by epoch).",
 )
@@ -232,7 +233,7 @@ def _in_memory(
 
 
 @click.command("eval", short_help=SUMMARIES["eval"])
-@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, type=Location(path_type=Path))
 @click.option(
     "--engine",
     type=EngineFolder("a checkpoint is scored as psicbatch eval {path} DATA"),
@@ -240,7 +241,7 @@ def _in_memory(
 )
 @click.option(
     "--compare-to",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=Location(path_type=Path, dir_okay=False),
     help="Also score this checkpoint in fp32 and show the metric deltas.",
 )
 @layout_option()
@@ -259,13 +260,13 @@ def _in_memory(
 @decision_options
 @click.option(
     "--roi",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    type=Location(path_type=Path, dir_okay=False, exists=True),
     help="Score masks inside this region of interest only (white = inspect), as run --roi "
     "(default: the region the decisions were calibrated inside, if any; another is refused).",
 )
 @click.option(
     "--labels",
-    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    type=Location(path_type=Path, file_okay=False, exists=True),
     help="Score a run's results (RESULTS: a results file or --watch folder) against this "
     "labelled dataset: the decisions and masks the run made, without inference.",
 )

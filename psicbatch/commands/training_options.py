@@ -20,6 +20,7 @@ from psicbatch.commands.options import (
     TRAINING_SIZE,
     Bounded,
     CheckpointFile,
+    Location,
     device_option,
     precision_option,
     split_option,
@@ -78,7 +79,7 @@ def dataset_options(command: Callable) -> Callable:
         help="Grayscale (1) or colour (3); auto: colour for kolektorsdd2 only.",
     )(command)
     command = split_option(layout_option()(command))
-    return click.argument("data", nargs=-1, required=True, type=click.Path(path_type=Path))(command)
+    return click.argument("data", nargs=-1, required=True, type=Location(path_type=Path))(command)
 
 
 def channel_count(choice: str, layouts: list[str]) -> int:

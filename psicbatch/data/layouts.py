@@ -35,7 +35,7 @@ from pathlib import Path
 
 from psicbatch.data.images import IMAGE_SUFFIXES, read_mask
 from psicbatch.errors import PsicbatchError
-from psicbatch.folder_walk import files_below
+from psicbatch.folder_walk import entries_of, files_below
 from psicbatch.paths import regular_file_bytes
 
 # How the published layouts name and place ground-truth masks.
@@ -65,7 +65,7 @@ class SampleRef:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if _is_image_name(p.name))
+    return sorted(p for p in entries_of(folder) if _is_image_name(p.name))
 
 
 def _is_image_name(name: str) -> bool:
@@ -94,7 +94,7 @@ def _within(parts: tuple[str, ...], inside: tuple[str, ...]) -> bool:
 
 def read_kolektorsdd(root: Path, inside: tuple[str, ...] = ()) -> list[SampleRef]:
     samples = []
-    folders = (p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = (p for p in entries_of(root, folders_only=True) if not p.name.startswith("."))
     for folder in sorted(p for p in folders if _within((p.name,), inside)):
         for image in _images_in(folder):
             if image.stem.endswith(LABEL_SUFFIX):
@@ -125,7 +125,9 @@ def read_kolektorsdd2(root: Path, inside: tuple[str, ...] = ()) -> list[SampleRe
 
 def read_dagm(root: Path, inside: tuple[str, ...] = ()) -> list[SampleRef]:
     samples = []
-    classes = sorted(p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"Class\d+", p.name))
+    classes = sorted(
+        p for p in entries_of(root, folders_only=True) if re.fullmatch(r"Class\d+", p.name)
+    )
     for class_dir in classes:
         for subset in ("Train", "Test"):
             folder = class_dir / subset
@@ -193,7 +195,7 @@ DEFECTIVE_FOLDERS = ("defective", "ng")
 
 def read_classes(root: Path, inside: tuple[str, ...] = ()) -> list[SampleRef]:
     folders = {
-        p.name.lower(): p for p in root.iterdir() if p.is_dir() and _within((p.name,), inside)
+        p.name.lower(): p for p in entries_of(root, folders_only=True) if _within((p.name,), inside)
     }
     good = [folders[name] for name in GOOD_FOLDERS if name in folders]
     defective = [folders[name] for name in DEFECTIVE_FOLDERS if name in folders]
@@ -294,7 +296,7 @@ AUTO = "auto"  # --layout auto: the one layout the folder's top level matches
 def matching_layouts(root: Path) -> list[str]:
     """The layouts a folder looks like from its top level, in ``LAYOUTS``' order."""
     try:
-        folders = {p.name for p in root.iterdir() if p.is_dir()}
+        folders = {p.name for p in entries_of(root, folders_only=True)}
     except OSError:  # not a folder, or not readable: the caller's error says so
         return []
     signs = {

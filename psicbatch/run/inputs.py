@@ -26,7 +26,7 @@ from psicbatch.data.layouts import (
 )
 from psicbatch.errors import PsicbatchError
 from psicbatch.folder_walk import files_below
-from psicbatch.paths import readable_path, regular_file_bytes
+from psicbatch.paths import answering, readable_path, regular_file_bytes
 from psicbatch.wording import counted
 
 MASK_STEM_ENDINGS = (LABEL_SUFFIX.lower(), GT_SUFFIX.lower())
@@ -114,6 +114,7 @@ def collect_inputs(
     """
     inputs = Inputs([])
     for source in sources:
+        answering(source)
         if layout is None:
             inputs.paths += _expand(source, inputs)
         else:
