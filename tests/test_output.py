@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from psicbatch.run import rle
-from psicbatch.run.output import PartWriter, finalize, parts_directory, read_metadata
+from psicbatch.run import output, rle
+from psicbatch.run.output import (
+    BackgroundWriter,
+    PartWriter,
+    finalize,
+    parts_directory,
+    read_metadata,
+)
 from tests.reference_rows import bbox
 
 
@@ -121,3 +129,37 @@ def test_parts_written_before_the_tile_column_finish_with_nulls(tmp_path: Path) 
     assert finalize(out, {"schema_version": 3}) == 1
     (back,) = pq.read_table(out).to_pylist()
     assert back["path"] == "a.png" and back["tile"] is None
+
+
+class _StallingWriter:
+    """Its first write waits for ``answered``, as one into a share that stopped answering."""
+
+    def __init__(self) -> None:
+        self.answered = threading.Event()
+        self.written: list[list[dict]] = []
+
+    def write(self, rows: list[dict]) -> None:
+        if not self.written:
+            self.answered.wait(60)
+        self.written.append(rows)
+
+
+def test_a_writer_that_does_not_answer_is_told_and_a_stop_does_not_wait_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A wait on the writer (its queue full, its closing) waited without a word, and for
+    ever once the run was stopped."""
+    monkeypatch.setattr(output, "SILENT_SECONDS", 0.2)
+    monkeypatch.setattr(output, "PATIENCE", 0.02)
+    stalling = _StallingWriter()
+    writer = BackgroundWriter(stalling)  # type: ignore[arg-type]
+    told: list[float | None] = []
+    batches = [[{"row": number}] for number in range(4)]
+    for rows in batches[:3]:  # the first is being written, two wait in the queue
+        assert writer.write(rows, told.append)
+    assert not writer.write(batches[3], told.append, patient=False)
+    assert told and told[-1] is not None and told[-1] >= 0.2
+    assert not writer.close(patient=False)
+    stalling.answered.set()
+    assert writer.close(told.append)
+    assert stalling.written == batches[:3]

@@ -393,7 +393,7 @@ def test_a_stop_right_after_rows_are_handed_over_saves_them_once(tmp_path: Path)
             self.saved: list[int] = []
             self.stopped = False
 
-        def write(self, handed: list[dict]) -> None:
+        def write(self, handed: list[dict], *told: object, patient: bool = True) -> None:
             self.saved += [row["input_index"] for row in handed]
             if len(self.saved) == 4 and not self.stopped:
                 self.stopped = True
@@ -404,5 +404,5 @@ def test_a_stop_right_after_rows_are_handed_over_saves_them_once(tmp_path: Path)
     options = RunOptions(out=tmp_path / "r.parquet", part_rows=2)
     keys = [str(i).encode() for i in range(6)]
     with pytest.raises(KeyboardInterrupt):
-        _save_results(batches, keys, output, RunSummary(), options, None)  # type: ignore[arg-type]
+        _save_results(batches, keys, output, RunSummary(), options, lambda _: None, None)  # type: ignore[arg-type]
     assert output.saved == [0, 1, 2, 3]

@@ -8,6 +8,8 @@ import os
 import resource
 import signal
 import subprocess
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -126,3 +128,67 @@ def test_a_stopped_build_leaves_no_staging_tuning_or_lock_behind(tmp_path: Path)
     code, stderr = _stopped(build, tuning, signal.SIGINT)
     assert (code, stderr.splitlines()[-1]) == (130, "stopped by SIGINT"), stderr
     assert list(engines.iterdir()) == []
+
+
+def test_a_stop_ends_a_run_whose_results_folder_does_not_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM waited with the writer, for ever on a hard NFS mount, and so did the looks
+    at the parts folder on the way out. Now a stop waits for a write until it has not
+    answered for SILENT_SECONDS, then ends in one line saying so; the parts written
+    before stay for --resume. The progress line said nothing while the writes waited."""
+    from click.testing import CliRunner
+
+    from psicbatch import output_lock
+    from psicbatch.cli import main
+    from psicbatch.commands import run as run_command
+    from psicbatch.run import output
+    from psicbatch.run.runner import RunSummary
+    from tests.stops import main_thread_only
+
+    main_thread_only()
+    monkeypatch.setattr(output, "SILENT_SECONDS", 0.3)
+    monkeypatch.setattr(output, "PATIENCE", 0.05)
+    for module in (output, output_lock, run_command):
+        monkeypatch.setattr(module, "RELEASE_SECONDS", 0.5)
+    gone, answered = threading.Event(), threading.Event()
+    real_write, real_is_dir = output.write_part, Path.is_dir
+
+    def write_part(table: object, path: Path) -> None:
+        if path.name != "part-00000000.parquet":  # the share stops answering
+            if not gone.is_set():
+                gone.set()
+                threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            answered.wait(60)
+        real_write(table, path)  # type: ignore[arg-type]
+
+    def is_dir(path: Path) -> bool:
+        if gone.is_set() and path.name.endswith(".parts"):
+            answered.wait(60)
+        return real_is_dir(path)
+
+    monkeypatch.setattr(output, "write_part", write_part)
+    monkeypatch.setattr(Path, "is_dir", is_dir)
+    generate(tmp_path / "data", 40, (48, 48), defect_rate=0.5, seed=1)
+    out = tmp_path / "r.parquet"
+    options = ["--device", "cpu", "--decoder", "pil", "--precision", "fp32"]
+    small = ["--batch-size", "2", "--flush-every", "2"]
+    began = time.monotonic()
+    try:
+        result = CliRunner().invoke(
+            main, ["run", str(tmp_path / "data" / "images"), "-o", str(out), *small, *options]
+        )
+        saved = sorted(path.name for path in output.parts_directory(out).iterdir())
+    finally:
+        answered.set()
+    assert time.monotonic() - began < 30
+    assert result.exit_code == 143, result.output
+    parts = output.parts_directory(out)
+    assert result.output.strip().splitlines()[-1] == (
+        f"stopped by SIGTERM: {parts} does not answer (a network share that stopped "
+        "answering?); the results saved there before stay for --resume, which computes "
+        "the others again"
+    )
+    assert "part-00000000.parquet" in saved and not out.exists()
+    waiting = run_command.run_status(RunSummary(images=4, out_silent=12.4), 2.0)
+    assert waiting.endswith("  the results folder has not answered for 12 s"), waiting

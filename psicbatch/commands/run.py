@@ -38,6 +38,7 @@ from psicbatch.data.combined import WHOLE
 from psicbatch.data.layouts import AUTO, LAYOUTS
 from psicbatch.data.splits import compiled_pattern
 from psicbatch.errors import PsicbatchError
+from psicbatch.output_lock import RELEASE_SECONDS
 from psicbatch.paths import readable_path
 from psicbatch.progress import progress_bar, say
 from psicbatch.run.csv_table import CSV_TABLE, write_csv_table
@@ -45,6 +46,7 @@ from psicbatch.run.files import DEFAULT_DECODE_SECONDS, DEFAULT_MAX_MIB, MIB, Fi
 from psicbatch.run.html_report import write_report
 from psicbatch.run.inputs import collect_inputs
 from psicbatch.run.job import PART_OPTIONS_FILE, resolved_sources
+from psicbatch.run.limited import TimeLimitExceeded, call_limited
 from psicbatch.run.mask_images import write_mask_images
 from psicbatch.run.options import (
     DECODERS,
@@ -394,6 +396,8 @@ def run_status(summary: RunSummary, rate: float, final: bool = False) -> str:
         status = "first batch" if summary.engines_open else "opening the engine"
     if summary.tiles is not None:
         status += f"  tiles inferred {summary.tiles.inferred}/{summary.tiles.total}"
+    if summary.out_silent is not None:
+        status += f"  the results folder has not answered for {summary.out_silent:.0f} s"
     return status
 
 
@@ -444,11 +448,20 @@ def _stopped(console: Console, stop: BaseException, out: Path) -> None:
     """One line and the signal's exit code (130 for Ctrl-C, 143 for SIGTERM)."""
     stop = stop if isinstance(stop, Stopped) else Stopped(signal.SIGINT)
     parts = parts_directory(out)
-    saved = (
-        f"the results computed so far are in {readable_path(parts)}; continue with --resume"
-        if parts.is_dir()
-        else "no results had been computed yet"
-    )
+    try:
+        kept = call_limited(parts.is_dir, RELEASE_SECONDS)
+    except TimeLimitExceeded:
+        kept = None
+    if kept is None:  # the results folder stopped answering: the writes there wait
+        saved = (
+            f"{readable_path(parts)} does not answer (a network share that stopped "
+            "answering?); the results saved there before stay for --resume, which computes "
+            "the others again"
+        )
+    elif kept:
+        saved = f"the results computed so far are in {readable_path(parts)}; continue with --resume"
+    else:
+        saved = "no results had been computed yet"
     say(console, f"stopped by {stop}: {saved}")
     sys.exit(stop.exit_code)
 

@@ -15,13 +15,15 @@ leaves no ``OUT.parts``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import queue
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +33,11 @@ import pyarrow.parquet as pq
 
 from psicbatch.atomic import write_atomically
 from psicbatch.errors import PsicbatchError
-from psicbatch.output_lock import OutputLock
+from psicbatch.output_lock import RELEASE_SECONDS, OutputLock
 from psicbatch.paths import path_from_bytes, readable_path
 from psicbatch.run.files import FileStamp, current_stamp
 from psicbatch.run.job import JobIdentity, check_same_job
+from psicbatch.run.limited import TimeLimitExceeded, call_limited
 from psicbatch.run.output_guard import RESULTS, write_checked
 from psicbatch.run.rows import SCHEMA
 
@@ -55,6 +58,16 @@ PART_SCHEMA = pa.schema(
     ]
 )
 PART_ONLY = [INDEX_COLUMN, KEY_COLUMN]
+
+# A write into the parts that has not returned for this long: the folder does not answer
+# (a network share that stopped answering). Waits on the writer look again this often.
+SILENT_SECONDS = 10.0
+PATIENCE = 0.5
+Told = Callable[[float | None], None]  # how long the results folder has not answered
+
+
+def _untold(silent: float | None) -> None:
+    """A wait on the writer that nobody is shown."""
 
 
 def parts_directory(out: Path) -> Path:
@@ -114,13 +127,19 @@ def watch_tables(out: Path, columns: list[str]) -> Iterator[pa.Table]:
 
 class BackgroundWriter:
     """Writes part files in a thread of its own, so compressing and writing row groups runs
-    beside the workers; a write error is raised on the next ``write`` or at ``close``."""
+    beside the workers; a write error is raised on the next ``write`` or at ``close``.
+
+    A share that stops answering holds the write under way in a system call: whoever
+    waits on the writer (its queue full, or its closing) is told how long the write has
+    waited, from SILENT_SECONDS on (``told``, None once it answers), and a wait that is not
+    ``patient`` (a run that stops) gives up then, where it waited for ever."""
 
     def __init__(self, writer: PartWriter, depth: int = 2) -> None:
         self.writer = writer
         self.seconds = 0.0  # spent writing, for the run's stage times
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
+        self.began: float | None = None  # when the write under way began
         self.thread = threading.Thread(target=self._loop, name="psicbatch-writer", daemon=True)
         self.thread.start()
 
@@ -128,23 +147,58 @@ class BackgroundWriter:
         while (rows := self.queue.get()) is not None:
             if self.error is not None:
                 continue  # drain after a failure; the error is reported to the caller
-            began = time.perf_counter()
+            began = self.began = time.monotonic()
             try:
                 self.writer.write(rows)
             except BaseException as error:
                 self.error = error
-            self.seconds += time.perf_counter() - began
+            self.began = None
+            self.seconds += time.monotonic() - began
 
-    def write(self, rows: list[dict[str, Any]]) -> None:
-        self._raise()
-        if rows:
-            self.queue.put(rows)
+    def silent_for(self) -> float | None:
+        """How long the write under way has waited, from SILENT_SECONDS on; else None."""
+        began = self.began
+        waited = 0.0 if began is None else time.monotonic() - began
+        return waited if waited >= SILENT_SECONDS else None
 
-    def close(self) -> None:
-        """Wait until every row is written."""
-        self.queue.put(None)
-        self.thread.join()
+    def write(self, rows: list[dict[str, Any]], told: Told = _untold, patient: bool = True) -> bool:
+        """Hand ``rows`` over; False where an impatient wait gave up on a writer that does
+        not answer (the rows are not written)."""
         self._raise()
+        return not rows or self._wait(partial(self._handed, rows), told, patient)
+
+    def close(self, told: Told = _untold, patient: bool = True) -> bool:
+        """Wait until every row is written: True; False where an impatient wait gave up."""
+        if not self._wait(partial(self._handed, None), told, patient):
+            return False
+        if not self._wait(self._ended, told, patient):
+            return False
+        self._raise()
+        return True
+
+    def _ended(self) -> bool:
+        self.thread.join(PATIENCE)
+        return not self.thread.is_alive()
+
+    def _handed(self, item: list[dict[str, Any]] | None) -> bool:
+        try:
+            self.queue.put(item, timeout=PATIENCE)
+        except queue.Full:
+            return False
+        return True
+
+    def _wait(self, done: Callable[[], bool], told: Told, patient: bool) -> bool:
+        """``done()`` again until it is true, telling ``told`` how long the writer has not
+        answered; an impatient wait gives up (False) once it has not for SILENT_SECONDS."""
+        silent = None
+        while not done():
+            silent = self.silent_for()
+            told(silent)
+            if silent is not None and not patient:
+                return False
+        if silent is not None:
+            told(None)
+        return True
 
     def _raise(self) -> None:
         if self.error is not None:
@@ -210,27 +264,34 @@ class ResultsOutput:
     def write_seconds(self) -> float:
         return self._open_writer.seconds
 
-    def write(self, rows: list[dict[str, Any]]) -> None:
-        self._open_writer.write(rows)
+    def write(self, rows: list[dict[str, Any]], told: Told = _untold, patient: bool = True) -> None:
+        self._open_writer.write(rows, told, patient)
 
-    def finish(self, metadata: dict[str, Any]) -> None:
+    def finish(self, metadata: dict[str, Any], told: Told = _untold) -> None:
         """Wait for every row, then assemble ``OUT`` atomically from the parts."""
-        self._open_writer.close()
+        self._open_writer.close(told)
         finalize(self.out, metadata)
 
     def __exit__(self, *exc: object) -> None:
         try:
             if self.writer is not None and self.writer.thread.is_alive():
-                self.writer.close()  # rows handed over are saved even when the run stops
+                # Rows handed over are saved even when the run stops, unless the folder
+                # does not answer: a resume computes those again.
+                self.writer.close(patient=False)
         finally:
             self._release()
 
     def _release(self) -> None:
-        """Unlock; a run that saved no row leaves no parts folder to block the next one."""
+        """Unlock; a run that saved no row leaves no parts folder to block the next one.
+        Within RELEASE_SECONDS: a share that stopped answering would hold a stop for ever."""
+        with contextlib.suppress(TimeLimitExceeded):
+            call_limited(self._remove_empty_parts, RELEASE_SECONDS)
+        self.lock.__exit__()
+
+    def _remove_empty_parts(self) -> None:
         parts = parts_directory(self.out)
         if parts.is_dir() and not any(parts.glob("part-*.parquet")):
             shutil.rmtree(parts, ignore_errors=True)
-        self.lock.__exit__()
 
 
 def reconcile(out: Path, keys: list[bytes]) -> tuple[set[bytes], int, int]:

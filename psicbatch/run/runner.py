@@ -8,6 +8,7 @@ background writer, and records in the results file the engine as it actually ran
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +32,13 @@ from psicbatch.run.executors import local_results
 from psicbatch.run.heartbeat import TileProgress, Tiles
 from psicbatch.run.job import JobIdentity
 from psicbatch.run.options import RunOptions
-from psicbatch.run.output import KEY_COLUMN, SCHEMA_VERSION, ResultsOutput, parts_directory
+from psicbatch.run.output import (
+    KEY_COLUMN,
+    SCHEMA_VERSION,
+    ResultsOutput,
+    Told,
+    parts_directory,
+)
 from psicbatch.run.output_guard import RESULTS, check_output
 from psicbatch.run.run_decisions import check_decisions_fit
 from psicbatch.run.shutdown import raise_if_stopped
@@ -69,6 +76,7 @@ class RunSummary:
     # (a batch of large images through a tiled model can take minutes on a CPU).
     engines_open: bool = False
     tiles: Tiles | None = None  # how far the tiled batches under way are
+    out_silent: float | None = None  # how long a write of results has waited (10 s on)
     steady_images: int = 0  # images after the first batch (start-up excluded)
     steady_batches: int = 0  # batches after the first
     steady_seconds: float = 0.0  # from the first batch's rows to the last's (no finalising)
@@ -166,10 +174,11 @@ def run(
         if executor is None and on_rows is not None:  # local workers open theirs first
             summary.engines_open = True
             on_rows(summary)
-        first, last = _save_results(results, keys, output, summary, options, on_rows)
+        told = partial(_out_told, summary, on_rows)
+        first, last = _save_results(results, keys, output, summary, options, told, on_rows)
         summary.contention = contention(before, cpu_times()) if executor is None else None
         summary.steady_seconds = last - first
-        output.finish(_metadata(engine_info, options, summary, len(paths), started_at))
+        output.finish(_metadata(engine_info, options, summary, len(paths), started_at), told)
         summary.add_times({"write": output.write_seconds})
         summary.seconds = time.monotonic() - clock
     return summary
@@ -185,17 +194,28 @@ def _tiles_told(
     on_rows(summary)
 
 
+def _out_told(
+    summary: RunSummary, on_rows: Callable[[RunSummary], None] | None, silent: float | None
+) -> None:
+    """How long a write into the results folder has waited (None: it answers)."""
+    if silent != summary.out_silent:
+        summary.out_silent = silent
+        if on_rows is not None:
+            on_rows(summary)
+
+
 def _save_results(
     results: Any,
     keys: list[bytes],
     output: ResultsOutput,
     summary: RunSummary,
     options: RunOptions,
+    told: Told,
     on_rows: Callable[[RunSummary], None] | None,
 ) -> tuple[float, float]:
     """Write every batch's rows as they arrive (in parts, so a stopped run keeps them);
     returns when the first batch was done (where steady throughput starts) and when the
-    last one was."""
+    last one was. ``told`` hears how long the results folder has not answered."""
     pending: list[dict[str, Any]] = []
     last_flush = first_batch_done = time.monotonic()
     try:
@@ -215,14 +235,15 @@ def _save_results(
                 # Taken from ``pending`` before the hand-over: a stop (a signal raises at
                 # any point) right after it must not hand the same rows over again below.
                 flushing, pending, last_flush = pending, [], time.monotonic()
-                output.write(flushing)
+                output.write(flushing, told)
             if on_rows is not None:
                 on_rows(summary)
     finally:  # rows already computed are saved even when the run stops (once: see above)
         close = getattr(results, "close", None)
         if close is not None:
             close()  # stops the workers at once when the run stops early
-        output.write(pending)
+        # A run that stops does not wait on a results folder that does not answer.
+        output.write(pending, told, patient=sys.exc_info()[0] is None)
     return first_batch_done, time.monotonic()
 
 
