@@ -20,18 +20,13 @@ from __future__ import annotations
 
 import heapq
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
-from psicbatch import read_limit
-from psicbatch.errors import PsicbatchError
-from psicbatch.paths import readable_path
-from psicbatch.run.limited import TimeLimitExceeded, call_limited
+from psicbatch.paths import looked_at
 
 Identity = tuple[int, int]  # a folder's device and inode
-T = TypeVar("T")
 
 
 class SearchOrder:
@@ -71,7 +66,7 @@ def files_below(folder: Path, unreadable: list[OSError] | None = None) -> Iterat
     order = SearchOrder(str(folder))
     for current, _ in order:
         try:
-            found = _looked_at(current, partial(_contents, current, searched))
+            found = looked_at(current, partial(_contents, current, searched))
         except OSError as error:
             if unreadable is not None:
                 unreadable.append(error)
@@ -86,29 +81,19 @@ def files_below(folder: Path, unreadable: list[OSError] | None = None) -> Iterat
 def entries_of(folder: Path, folders_only: bool = False) -> list[Path]:
     """``folder``'s entries (with ``folders_only``, those that lead to folders), looked at
     within the read limit, as every search of a folder is."""
-    return _looked_at(str(folder), partial(_entries, folder, folders_only))
+    return looked_at(str(folder), partial(_entries, folder, folders_only))
 
 
 def _entries(folder: Path, folders_only: bool) -> list[Path]:
     with os.scandir(folder) as listing:
-        return [folder / e.name for e in listing if not folders_only or _leads_to_a_folder(e)]
+        return [folder / e.name for e in listing if not folders_only or _is_folder(e)]
 
 
-def _leads_to_a_folder(entry: os.DirEntry[str]) -> bool:
+def _is_folder(entry: os.DirEntry[str]) -> bool:
     try:
         return entry.is_dir()
     except OSError:  # a loop of links
         return False
-
-
-def _looked_at(folder: str, look: Callable[[], T]) -> T:
-    """``look()``, a look into ``folder``, within the read limit (``read_limit``); past it,
-    one line naming the folder: on a share that stopped answering, it waits for ever."""
-    seconds = read_limit.read_seconds()
-    try:
-        return call_limited(look, seconds)
-    except TimeLimitExceeded:
-        raise PsicbatchError(f"{readable_path(folder)}: {read_limit.unanswered(seconds)}") from None
 
 
 def _contents(
@@ -125,18 +110,18 @@ def _contents(
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
             subfolders.append(entry.path)
-        elif leads_to_folder(entry):
+        elif is_link_to_folder(entry):
             links.append(entry.path)
         else:
             files.append(entry.path)
     return files, subfolders, links
 
 
-def leads_to_folder(entry: os.DirEntry[str]) -> bool:
+def is_link_to_folder(entry: os.DirEntry[str]) -> bool:
     """Whether ``entry`` is a link to a folder. A link that cannot be followed (a loop of
     links, a target the system refuses to look at) is a file, as a dangling link is: its
     read fails alone, where the error ended the whole search."""
-    return entry.is_symlink() and _leads_to_a_folder(entry)
+    return entry.is_symlink() and _is_folder(entry)
 
 
 def _first_visit(folder: str, searched: set[Identity]) -> bool:

@@ -17,7 +17,7 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -33,6 +33,7 @@ class _Updatable(Protocol):
 
 
 Hash = TypeVar("Hash", bound=_Updatable)  # any hashlib object
+T = TypeVar("T")
 
 
 def path_bytes(path: os.PathLike | str) -> bytes:
@@ -102,12 +103,18 @@ def regular_file_bytes(path: Path) -> bytes:
 
 def answering(path: Path | str) -> None:
     """Nothing, once a look at ``path`` (its status) came back, whatever it said; a
-    one-line error where it did not within the read limit (``read_limit``). For the first
-    look at a path a command is given: on a share that stopped answering it waited for
-    ever, before the command had said a word."""
+    one-line error where it did not within the read limit. For the first look at a path
+    a command is given: on a share that stopped answering it waited for ever, before the
+    command had said a word."""
+    looked_at(path, partial(_look, path))
+
+
+def looked_at(path: Path | str, look: Callable[[], T]) -> T:
+    """``look()``, a look at ``path`` (its status, its listing), within the read limit
+    (``read_limit``); past it, one line naming the path."""
     seconds = read_limit.read_seconds()
     try:
-        call_limited(partial(_look, path), seconds)
+        return call_limited(look, seconds)
     except TimeLimitExceeded:
         raise PsicbatchError(f"{readable_path(path)}: {read_limit.unanswered(seconds)}") from None
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from psicbatch.data.images import IMAGE_SUFFIXES
-from psicbatch.folder_walk import Identity, SearchOrder, folder_identity, leads_to_folder
+from psicbatch.folder_walk import Identity, SearchOrder, folder_identity, is_link_to_folder
 from psicbatch.paths import path_bytes
 
 FileVersion = tuple[bytes, int, int]  # path bytes, size, mtime in ns
@@ -172,7 +172,7 @@ def list_folder(folder: str, mtime_ns: int, skip: str, inspected: dict[str, int]
             if entry.is_dir(follow_symlinks=False):
                 if entry.path != skip:
                     folders.append(entry.path)
-            elif leads_to_folder(entry):
+            elif is_link_to_folder(entry):
                 links.append(entry.path)
             elif entry.name.lstrip(".").lower().endswith(IMAGE_SUFFIXES):  # as splitext
                 inode = entry.inode()
