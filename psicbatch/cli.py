@@ -30,7 +30,7 @@ COMMANDS = {
     "eval": ("psicbatch.commands.training", "evaluate_command"),
     "info": ("psicbatch.commands.model", "info"),
     "init": ("psicbatch.commands.model", "init"),
-    "report": ("psicbatch.commands.run", "report_command"),
+    "report": ("psicbatch.commands.report", "report_command"),
     "run": ("psicbatch.commands.run", "run_command"),
     "synth": ("psicbatch.commands.training", "synth"),
     "train": ("psicbatch.commands.training", "train"),

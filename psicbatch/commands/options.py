@@ -311,3 +311,10 @@ def split_option(command: Callable) -> Callable:
         help="Of a dataset published with a train/test division (kolektorsdd2 and dagm: "
         "train/ and test/), read only this part; other folders are read whole.",
     )(command)
+
+
+def need_group_by(part_images: int | None, group_by: str | None, timeout: bool = False) -> None:
+    """Part options mean nothing without the pattern that makes parts."""
+    for option, given in (("--part-images", part_images is not None), ("--part-timeout", timeout)):
+        if given and group_by is None:
+            raise click.BadParameter(f"{option} needs --group-by, which names a part's images")
