@@ -32,10 +32,11 @@ from psicbatch.devices import resolve_device
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
 from psicbatch.run import rle
+from psicbatch.run.batch_choice import chosen_batch_size
 from psicbatch.run.decode import ArrayDecoder
 from psicbatch.run.files import DEFAULT_DECODE_SECONDS, DEFAULT_MAX_MIB, MIB, FileLimits
 from psicbatch.run.heartbeat import TileProgress, Tiles
-from psicbatch.run.options import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT, RunOptions
+from psicbatch.run.options import DEFAULT_BATCH_TIMEOUT, RunOptions
 from psicbatch.run.part_table import verdict
 from psicbatch.run.run_decisions import check_decisions_fit, run_decisions
 from psicbatch.run.stages import StageTimeout
@@ -114,7 +115,7 @@ class Inspector:
         self,
         engine_or_checkpoint: str | Path | None = None,
         device: str = "auto",
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,
         precision: str = "auto",
         decoder: str = "auto",
         decisions: str | Path | None = None,
@@ -127,8 +128,10 @@ class Inspector:
         decode_timeout: float = DEFAULT_DECODE_SECONDS,
     ) -> None:
         """``engine_or_checkpoint``: an engine folder or a checkpoint (default: the bundled
-        demo model); ``decisions``: a decision file from ``psicbatch calibrate`` (default:
-        the decisions stored with the engine, if any, as ``psicbatch run`` applies them);
+        demo model); ``batch_size``: images per batch (None: as ``psicbatch run
+        --batch-size auto`` chooses for the engine and device); ``decisions``: a decision
+        file from ``psicbatch calibrate`` (default: the decisions stored with the engine,
+        if any, as ``psicbatch run`` applies them);
         ``threshold``: the image threshold instead of any decisions (the model's when
         neither is given); ``batch_timeout``: seconds without progress after which
         ``inspect`` raises ``StageTimeout`` rather than leave its caller waiting on a hung
@@ -160,6 +163,8 @@ class Inspector:
             Path(roi) if roi is not None else None,
         )
         where = resolve_device(device)
+        if batch_size is None:
+            batch_size, _ = chosen_batch_size(spec, where)
         options = RunOptions(
             out=Path("results.parquet"),  # never written: results are returned
             batch_size=batch_size,

@@ -249,3 +249,12 @@ def test_the_file_limits_of_a_run_apply(
     assert small_error is None and all(" MiB, above the " in error for error in large_errors)
     with pytest.raises(PsicbatchError, match="max_file_size must be a positive and finite"):
         psicbatch.Inspector(max_file_size=float("nan"))
+
+
+def test_an_inspector_chooses_its_batch_as_a_run_does(tmp_path: Path) -> None:
+    model = tmp_path / "m.pt"
+    assert CliRunner().invoke(main, ["init", str(model), "--width", "0.125"]).exit_code == 0
+    with psicbatch.Inspector(model, device="cpu") as chosen:
+        assert chosen.batch_size == 1  # 512x512 inputs on a CPU
+    with psicbatch.Inspector(model, device="cpu", batch_size=3) as given:
+        assert given.batch_size == 3

@@ -205,6 +205,19 @@ class SizeType(click.ParamType):
         return height, width
 
 
+class AutoOr(click.ParamType):
+    """``auto`` (given as None: the command chooses) or a value of ``kind``."""
+
+    def __init__(self, kind: click.ParamType) -> None:
+        self.kind = kind
+        self.name = f"{kind.name}|auto"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if value is None or value == "auto":
+            return None
+        return self.kind.convert(value, param, ctx)
+
+
 SIZE = SizeType()
 # Sizes the network is trained, built or measured at: three 2x2 poolings need multiples
 # of STRIDE; below MIN_NETWORK_SIZE the classifier sees less than one pixel.

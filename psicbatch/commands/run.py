@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ from psicbatch.commands import SUMMARIES
 from psicbatch.commands.options import (
     AT_LEAST_ONE,
     POSITIVE,
+    AutoOr,
     Location,
     OutputPath,
     chosen_decisions,
@@ -93,7 +95,14 @@ WATCH_OUT = "results"  # --watch's default --out: a folder of parts
 @click.option(
     "--overwrite", is_flag=True, help="Replace an earlier psicbatch results file at --out."
 )
-@click.option("--batch-size", type=AT_LEAST_ONE, default=DEFAULT_BATCH_SIZE, show_default=True)
+@click.option(
+    "--batch-size",
+    type=AutoOr(AT_LEAST_ONE),
+    default="auto",
+    show_default=True,
+    help=f"Images per batch. auto: {DEFAULT_BATCH_SIZE} on a GPU; on a CPU as many as make "
+    "512x512's pixels (1 at 512x512 and above), at most 8.",
+)
 @click.option(
     "--workers",
     type=AT_LEAST_ONE,
@@ -219,7 +228,7 @@ def run_command(
     engine: Path | None,
     model: Path | None,
     precision: str,
-    batch_size: int,
+    batch_size: int | None,
     workers: int,
     devices: tuple[str, ...],
     decoder: str,
@@ -264,6 +273,8 @@ def run_command(
         )
     inputs = collect_inputs(list(sources), list_file, layout, split) if watch is None else None
     from psicbatch.engines.spec import EngineSpec  # torch: after what the command line says
+    from psicbatch.run.batch_choice import chosen_batch_size
+    from psicbatch.run.runner import worker_devices
     from psicbatch.run.watch import WatchOptions
 
     spec = EngineSpec(
@@ -273,7 +284,7 @@ def run_command(
     )
     options = RunOptions(
         out=out,
-        batch_size=batch_size,
+        batch_size=batch_size or DEFAULT_BATCH_SIZE,
         workers=workers,
         devices=devices,
         decoder=decoder,
@@ -292,6 +303,11 @@ def run_command(
         batch_timeout=batch_timeout,
         limits=FileLimits(int(max_file_size * MIB), decode_timeout),
     )
+    batch_said = str(options.batch_size)
+    if batch_size is None:
+        batch_size, why = chosen_batch_size(spec, worker_devices(options)[0])
+        options = replace(options, batch_size=batch_size)
+        batch_said = f"{batch_size} (auto: {why})"
     console = Console(stderr=True)
     if watch is not None:
         _watch(spec, options, WatchOptions(watch, settle, marker, parts=parts), console, quiet)
@@ -303,7 +319,7 @@ def run_command(
             say(console, f"note: {note}")
     summary = _inspect(paths, spec, options, _executor(executor, address), console, quiet)
     if not quiet:
-        _print_summary(console, summary, out)
+        _print_summary(console, summary, out, batch_said)
     if summary.errors and not allow_errors:
         sys.exit(EXIT_IMAGES_FAILED)
 
@@ -496,7 +512,9 @@ def _cpus_row() -> list[tuple[str, str]]:
     return [("cpus", line)] if line is not None else []
 
 
-def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
+def _print_summary(
+    console: Console, summary: RunSummary, out: Path, batch: str | None = None
+) -> None:
     table = Table(title="psicbatch run", show_header=False)
     rate = summary.images / summary.seconds if summary.seconds else 0.0
     for key, value in (
@@ -511,6 +529,7 @@ def _print_summary(console: Console, summary: RunSummary, out: Path) -> None:
             f"{_steady(summary)} ({summary.decoder} decoder)",
         ),
         ("engine", summary.engine),
+        *([("batch", batch)] if batch else []),
         *_cpus_row(),
         *_contention_row(summary),
         ("stage time per image", _stages(summary)),

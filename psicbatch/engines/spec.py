@@ -51,6 +51,20 @@ def describe_engine(spec: EngineSpec, device: str, max_batch: int = 64) -> Manif
     return manifest
 
 
+def engine_input_size(spec: EngineSpec) -> tuple[int, int]:
+    """The input size (height, width) of the engine ``open_engine`` gives, read from the
+    engine folder's manifest or the checkpoint, without loading the engine."""
+    if spec.engine_dir is not None:
+        height, width = read_manifest(spec.engine_dir).input_size
+        return height, width
+    if spec.null_outputs is not None:
+        return spec.input_size or (512, 512)
+    from psicbatch.checkpoint import load_checkpoint
+    from psicbatch.engines.build import engine_size
+
+    return engine_size(load_checkpoint(_checkpoint(spec)), spec.input_size)
+
+
 def open_engine(spec: EngineSpec, device: str, max_batch: int = 64) -> Engine:
     """The engine of ``spec``, loaded on ``device`` (a checkpoint runs in place, as a torch
     engine, without building an engine folder)."""
