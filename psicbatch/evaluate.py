@@ -38,6 +38,7 @@ from psicbatch.paths import path_bytes, readable_path
 from psicbatch.preprocess import full_resolution_mask, normalize
 from psicbatch.reports import write_evaluation_report
 from psicbatch.roi import RegionOfInterest
+from psicbatch.run.batch_choice import chosen_batch_size
 from psicbatch.run.run_decisions import RunDecisions, check_decisions_fit
 from psicbatch.run.stages import staged
 from psicbatch.scores import (
@@ -81,7 +82,7 @@ def evaluate_dataset(
     data: Sequence[Path],
     layout: str,
     device: str,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     compare_to: Path | None = None,
     progress: Progress | None = None,
     roi: RegionOfInterest | None = None,
@@ -101,7 +102,9 @@ def evaluate_dataset(
     part of a published train/test division. ``samples`` and ``digests``: the dataset's
     images (of that part) and their files' digests (in its order), where the caller made
     them already. ``group_by``: images whose ids share this pattern's match are one part
-    (``data.splits.grouped_by``; default: the dataset's groups), judged together."""
+    (``data.splits.grouped_by``; default: the dataset's groups), judged together.
+    ``batch_size``: None, as a run chooses it (``run.batch_choice``)."""
+    batch_size = batch_size or chosen_batch_size(spec, device)[0]
     engine = open_engine(spec, device, batch_size)
     if decisions is not None:
         check_decisions_fit(decisions.record, vars(engine.manifest))

@@ -446,3 +446,25 @@ def test_decisions_can_limit_one_defect_types_escapes(dataset: Path, tmp_path: P
     ]
     result = CliRunner().invoke(main, [*args, "--max-escape-rate-of", "pit=0"])
     assert result.exit_code == 1 and f"{reviewed}: no defective image of type pit" in result.output
+
+
+def test_eval_opens_its_engine_at_the_batch_a_run_would_choose(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It scored in batches of 8 whatever the device and size (see ``run.batch_choice``)."""
+    from psicbatch import evaluate as evaluation
+    from psicbatch.engines.spec import EngineSpec
+
+    model = tmp_path / "m.pt"
+    assert CliRunner().invoke(main, ["init", str(model), "--width", "0.125"]).exit_code == 0
+    opened: list[int] = []
+    real_open = evaluation.open_engine
+
+    def open_engine(spec: EngineSpec, device: str, batch: int) -> object:
+        opened.append(batch)
+        return real_open(spec, device, batch)
+
+    monkeypatch.setattr(evaluation, "open_engine", open_engine)
+    for checkpoint in (model, demo_model_path()):  # 512x512 inputs, then 128x128
+        evaluation.evaluate_dataset(EngineSpec(checkpoint=checkpoint), [dataset], "auto", "cpu")
+    assert opened == [1, 8]
