@@ -613,3 +613,12 @@ def test_a_reduced_precision_engine_checked_on_synthetic_images_says_how_to_chec
         assert result.exit_code == 0, result.output
         said = "note: parity was measured on synthetic images; --parity-images DIR"
         assert (said in result.output) == noted, result.output
+
+
+def test_an_engine_folder_that_is_not_there_is_said_so(tmp_path: Path) -> None:
+    """It was called 'not an engine folder (no manifest.json)', as if it were a folder."""
+    absent = tmp_path / "engines" / "line3"
+    image = tmp_path / "a.png"
+    image.write_bytes(b"")
+    result = CliRunner().invoke(main, ["run", str(image), "--engine", str(absent), "-o", "r"])
+    assert (result.exit_code, result.output) == (1, f"Error: {absent}: no such engine folder\n")

@@ -131,6 +131,8 @@ def inside_folder(directory: Path, name: str, named_in: Path) -> Path:
 def read_manifest(directory: Path, verify: bool = True) -> Manifest:
     """Read and check a manifest; with ``verify``, also the engine file's sha256."""
     path = directory / MANIFEST_NAME
+    if not directory.exists():
+        raise PsicbatchError(f"{directory}: no such engine folder")
     if not path.is_file():
         raise PsicbatchError(f"{directory}: not an engine folder (no {MANIFEST_NAME})")
     try:
