@@ -108,8 +108,8 @@ def _listed(
 
 class Inspector:
     """A decoder and an engine opened once, on one device, for any number of calls, one
-    at a time: threads that inspect at once need an Inspector each (an engine's buffers
-    and CUDA graphs serve one call at a time)."""
+    at a time (an engine's buffers and CUDA graphs serve one call at a time): calls from
+    several threads take turns."""
 
     def __init__(
         self,
@@ -187,6 +187,7 @@ class Inspector:
             raise
         self.files_decoder = self.worker.decoder
         self.inspecting = threading.Lock()  # one ``inspect`` at a time: they share the worker
+        self.owner: int | None = None  # the thread whose ``inspect`` holds it
         self.pipeline: list[threading.Thread] = []  # of the last ``inspect``
         self.arrays = ArrayDecoder(
             self.worker.engine.manifest.engine_preprocessing(), pin=where.startswith("cuda")
@@ -199,15 +200,12 @@ class Inspector:
         path is one image (its characters were taken for paths). One array is refused:
         whether it is an image or a stack of them is the caller's to say.
 
-        One ``inspect`` runs at a time, since they share the worker: another, started
-        before the one under way has inspected all its images (or its loop was left), is
-        refused rather than mix their images. One started after a loop left early waits
-        until the earlier one's batches in flight are through the worker."""
-        if not self.inspecting.acquire(blocking=False):
-            raise PsicbatchError(
-                "this Inspector is inspecting other images (in another thread, or in a loop "
-                "not yet finished): give each thread an Inspector of its own"
-            )
+        One ``inspect`` runs at a time, since they share the worker (``_take_turn``): one
+        from another thread waits until the one under way has inspected all its images
+        (or its loop was left); one from the same thread is refused. One started after a
+        loop left early waits until the earlier one's batches in flight are through the
+        worker."""
+        self._take_turn()
         inspecting = True
         try:
             self._earlier_one_ended()
@@ -225,6 +223,25 @@ class Inspector:
         finally:
             if inspecting:
                 self._end()
+
+    def _take_turn(self) -> None:
+        """This call's turn at the worker. Another thread's inspection is waited for, up
+        to ``batch_timeout`` (a service's threads share one Inspector, and its engine's
+        memory, rather than refuse each other); this thread's own, a loop not yet
+        finished, cannot end while this thread waits, so it is refused."""
+        if self.owner == threading.get_ident():
+            raise PsicbatchError(
+                "this Inspector is inspecting other images in this thread (a loop not yet "
+                "finished): finish or leave that loop first"
+            )
+        if not self.inspecting.acquire(
+            timeout=-1 if self.batch_timeout is None else self.batch_timeout
+        ):
+            raise PsicbatchError(
+                f"this Inspector waited {self.batch_timeout:g} s for another thread's "
+                "inspection to end (a loop neither finished nor left?)"
+            )
+        self.owner = threading.get_ident()
 
     def _earlier_one_ended(self) -> None:
         """Wait until the threads of the last ``inspect`` have ended where its loop was
@@ -245,6 +262,7 @@ class Inspector:
         """This ``inspect`` is over: its arrays are dropped (those of a loop left early
         would stay referenced) and another may start."""
         self.arrays.arrays.clear()
+        self.owner = None
         self.inspecting.release()
 
     def _tasks(self, items: list[str | Path | np.ndarray]) -> list[Task]:

@@ -44,37 +44,55 @@ def test_inspecting_files_gives_the_rows_of_psicbatch_run(images: Path, tmp_path
     assert any(found.is_defect for found in results)
 
 
-def test_an_inspect_under_way_refuses_another_instead_of_mixing_their_images(
+def test_an_inspect_under_way_holds_another_back_instead_of_mixing_their_images(
     images: Path,
 ) -> None:
     """Two inspections of arrays at once (two threads, or two loops interleaved) share
     the worker and its store of arrays: the first's later results were the second's
     images' (30 arrays in batches of 2, interleaved after one result), and the second
-    failed on a KeyError. The second is refused until the first has inspected all its
-    images (its results need not all be taken) or its loop is left; the first's results
-    are unchanged."""
+    failed on a KeyError. Another thread's call now waits until the first has inspected
+    all its images (its results need not all be taken) or its loop is left, and then
+    gives its own results; one from the same thread, which could never see the first
+    end, is refused. The first's results are unchanged."""
     frames = [np.asarray(Image.open(path)) for path in sorted(images.glob("*.png"))[:5]]
     with psicbatch.Inspector(device="cpu", precision="fp32", batch_size=2) as inspector:
         alone = [result.probability for result in inspector.inspect(frames)]
         first = inspector.inspect(frames)
         taken = [next(first).probability]
-        refused = "this Inspector is inspecting other images .* an Inspector of its own"
-        with pytest.raises(PsicbatchError, match=refused):
+        with pytest.raises(PsicbatchError, match="inspecting other images in this thread"):
             list(inspector.inspect(frames[::-1]))
-        errors: list[str] = []
-        other = threading.Thread(target=lambda: errors.extend(_refusal(inspector, frames)))
-        other.start()
-        other.join()
+        other: list[float | None] = []
+        waiting = threading.Thread(
+            target=lambda: other.extend(r.probability for r in inspector.inspect(frames[::-1]))
+        )
+        waiting.start()
+        time.sleep(0.5)
+        assert waiting.is_alive() and other == []  # its turn comes after the first's
         assert taken + [result.probability for result in first] == alone
-        assert len(errors) == 1 and "inspecting other images" in errors[0]
+        waiting.join(60)
+        assert other == pytest.approx(alone[::-1], abs=1e-5)  # batched otherwise
         for _ in inspector.inspect(frames):
             break  # a loop left early ends its inspection
         again = [result.probability for result in inspector.inspect(frames[::-1])]
-        assert again == pytest.approx(alone[::-1], abs=1e-5)  # batched otherwise
+        assert again == pytest.approx(alone[::-1], abs=1e-5)
         assert inspector.arrays.arrays == {}  # no array kept once its inspection ended
         kept = inspector.inspect(frames[:2])
         next(kept)  # one batch: all its images are inspected, though its results are not all taken
         assert [result.probability for result in inspector.inspect(frames)] == alone
+
+
+def test_a_call_from_another_thread_waits_at_most_the_batch_timeout(images: Path) -> None:
+    """A loop neither finished nor left would hold another thread's call for ever."""
+    frames = [np.asarray(Image.open(path)) for path in sorted(images.glob("*.png"))[:3]]
+    with psicbatch.Inspector(device="cpu", batch_size=1, batch_timeout=0.5) as inspector:
+        held = inspector.inspect(frames)
+        next(held)
+        errors = _refusal(inspector, frames)
+        assert errors == [
+            "this Inspector waited 0.5 s for another thread's inspection to end (a loop "
+            "neither finished nor left?)"
+        ]
+        assert len(list(held)) == 2
 
 
 def test_an_inspect_after_a_loop_left_early_waits_for_its_batches_in_flight() -> None:
@@ -94,11 +112,19 @@ def test_an_inspect_after_a_loop_left_early_waits_for_its_batches_in_flight() ->
 
 
 def _refusal(inspector: psicbatch.Inspector, frames: list[np.ndarray]) -> list[str]:
-    try:
-        list(inspector.inspect(frames))
-    except PsicbatchError as error:
-        return [str(error)]
-    return []
+    """What ``inspect`` refused with, called from another thread."""
+    errors: list[str] = []
+
+    def call() -> None:
+        try:
+            list(inspector.inspect(frames))
+        except PsicbatchError as error:
+            errors.append(str(error))
+
+    other = threading.Thread(target=call)
+    other.start()
+    other.join(60)
+    return errors
 
 
 def test_arrays_give_what_their_files_give_and_bad_ones_only_an_error(images: Path) -> None:
