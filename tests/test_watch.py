@@ -435,6 +435,50 @@ def test_a_watch_says_when_its_results_folder_stops_answering_and_when_it_answer
     )
 
 
+def test_a_watch_whose_results_folder_stalls_as_it_starts_says_so_and_stops_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its start (claiming the folder, its lock and records, reading the versions done)
+    held the watch in a system call without a word on a share that stopped answering
+    after the first look at --out, deaf to SIGTERM there (a wait that a signal can
+    interrupt stands in for that call here). Now the start runs in a thread of its own:
+    a start that stalls is noted, and a stop ends the watch within seconds."""
+    import threading
+
+    from psicbatch.commands import run as run_command
+    from psicbatch.run import watch as watch_module
+
+    main_thread_only()
+    monkeypatch.setattr(watch_module, "SILENT_SECONDS", 0.3)
+    monkeypatch.setattr(watch_module, "SCAN_PATIENCE", 0.2)
+    monkeypatch.setattr(run_command, "exit_at_once", lambda code: sys.exit(code))
+    answered = threading.Event()
+    real_done = watch_module.done_versions
+
+    def stalled_done(out: Path) -> object:
+        threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        answered.wait(60)
+        return real_done(out)
+
+    monkeypatch.setattr(watch_module, "done_versions", stalled_done)
+    began = time.monotonic()
+    try:
+        result, out = watch_one_image(tmp_path, quiet=False)
+        written = rows(out)
+    finally:
+        answered.set()
+    assert time.monotonic() - began < 30
+    assert result.exit_code == 0, result.output
+    said = result.output.replace("\n", "")
+    assert re.search(
+        rf"note: {re.escape(str(out))} has not answered for \d+ s \(a network share that "
+        r"stopped answering\?\); the watch waits for it to start",
+        said,
+    ), result.output
+    assert f"stopped by SIGTERM; results in {out}" in said, result.output
+    assert written == []
+
+
 def test_a_stop_ends_a_watch_whose_results_folder_does_not_answer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -74,6 +74,7 @@ from psicbatch.wording import counted, decisions_said
 
 BATCH_LIMIT = 8  # files per part at most: latency before throughput on a line
 SCAN_PATIENCE = 1.0  # seconds between looks at a scan or write under way (is it silent?)
+T = TypeVar("T")
 WATCH_SCHEMA = pa.schema(
     [
         *SCHEMA,
@@ -204,15 +205,12 @@ def watch(
     check_decisions_fit(options.decisions, engine_info["manifest"])
     identity = job_identity(engine_info, options, [])
     record = json.dumps(run_record(engine_info, options), indent=1) + "\n"
-    with _writing(out):
-        _claim(out, identity)
-    with OutputLock(out, "run --watch", out / WATCH_LOCK_FILE):
-        with _writing(out):
-            write_atomically(out / WATCH_RUN_FILE, lambda path: path.write_text(record))
-        done = done_versions(out)
-        with _writing(out):
-            decisions = None if watching.parts is None else PartDecisions(out, watching.parts)
-        result = result if result is not None else WatchStatus()
+    result = result if result is not None else WatchStatus()
+    lock = OutputLock(out, "run --watch", out / WATCH_LOCK_FILE)
+    opened = partial(_open_results, out, identity, record, lock, watching.parts)
+    waiting = "the watch waits for it to start"
+    done, decisions = _written(opened, partial(_out_told, result, status, out, waiting))
+    try:
         tiles = TileProgress(partial(_tiles_told, result, status))
         worker = Worker(spec, options, devices[0], None, tiles.heartbeat())
         tracker = CompletionTracker(watching.settle_seconds, watching.marker)
@@ -223,7 +221,8 @@ def watch(
         compactor.start()  # the hours an earlier watch left unmerged
         scanner = FolderScan(folder, out, done, result.folder_notes)
         told = partial(_folder_told, result, status, folder)
-        written = partial(_written, told=partial(_out_told, result, status, out))
+        writing = "the watch waits to write its results there"
+        written = partial(_written, told=partial(_out_told, result, status, out, writing))
         for batch, completed in _complete_batches(scanner, tracker, watching, clock, told):
             if not batch:  # a poll that found nothing: parts may have waited long enough
                 if decisions is not None:
@@ -239,6 +238,28 @@ def watch(
             done.update((row["path_bytes"], row["file_size"], row["file_mtime_ns"]) for row in rows)
             result.add(rows, [clock() - completed] * len(rows))
             status(result)
+    finally:
+        lock.__exit__()
+
+
+def _open_results(
+    out: Path, identity: JobIdentity, record: str, lock: OutputLock, parts: WatchParts | None
+) -> tuple[Ledger, PartDecisions | None]:
+    """``out`` claimed for this job and locked, the run's record written, the versions
+    done and the parts' decisions read: everything the watch's start asks of its results
+    folder, which the watch waits for in a thread it can stop (``_written``)."""
+    with _writing(out):
+        _claim(out, identity)
+    lock.__enter__()
+    try:
+        with _writing(out):
+            write_atomically(out / WATCH_RUN_FILE, lambda path: path.write_text(record))
+        done = done_versions(out)
+        with _writing(out):
+            return done, None if parts is None else PartDecisions(out, parts)
+    except BaseException:
+        lock.__exit__()
+        raise
 
 
 def _stamp_rows(
@@ -300,22 +321,26 @@ def _silence_noted(
 
 
 def _out_told(
-    result: WatchStatus, status: Callable[[WatchStatus], None], out: Path, silent: float | None
+    result: WatchStatus,
+    status: Callable[[WatchStatus], None],
+    out: Path,
+    waiting: str,
+    silent: float | None,
 ) -> None:
-    """How long a write into the results folder has waited (None: it is done): the
-    status line says so, and a note when the wait begins and ends."""
-    waiting = "the watch waits to write its results there"
+    """How long a call into the results folder has waited (None: it is done): the status
+    line says so, and a note when the wait begins (then what the watch does, ``waiting``)
+    and ends."""
     _silence_noted(result.notes, out, result.out_silent, silent, waiting)
     if silent != result.out_silent:
         result.out_silent = silent
         status(result)
 
 
-def _written(call: Callable[[], None], told: Callable[[float | None], None]) -> None:
-    """``call()``, writes into the results folder, in a thread of its own: a share that
-    stops answering holds that thread in a system call, while the watch still hears its
-    stops (a fresh thread per batch: it may never come back) and ``told`` hears how
-    long the write has waited, from SILENT_SECONDS on."""
+def _written(call: Callable[[], T], told: Callable[[float | None], None]) -> T:
+    """``call()``'s result, of work in the results folder, from a thread of its own: a
+    share that stops answering holds that thread in a system call, while the watch still
+    hears its stops (a fresh thread per call: it may never come back) and ``told`` hears
+    how long the call has waited, from SILENT_SECONDS on."""
     began = time.monotonic()
     writing = _in_a_thread(call, "psicbatch-watch-write")
     while wait_for_future([writing], timeout=SCAN_PATIENCE).not_done:
@@ -323,7 +348,7 @@ def _written(call: Callable[[], None], told: Callable[[float | None], None]) -> 
         if waited >= SILENT_SECONDS:
             told(waited)
     told(None)
-    writing.result()
+    return writing.result()
 
 
 def _save(
