@@ -204,6 +204,7 @@ def checkpoint_summary(path: Path) -> dict[str, Any]:
         "mean": list(checkpoint.preprocessing.mean),
         "std": list(checkpoint.preprocessing.std),
         "thresholds": asdict(checkpoint.thresholds),
+        "run_batch_here": _run_batch_here(checkpoint=path),
         "training": training_summary(checkpoint.training),
         **{
             f"{phase} loss by epoch": sparkline(values)
@@ -253,6 +254,7 @@ def engine_summary(directory: Path, manifest: Manifest) -> dict[str, Any]:
         "input_size": f"{height}x{width}",
         "accepted_sizes": "{}x{}..{}x{}".format(*manifest.min_size, *manifest.max_size),
         "batch": f"{manifest.min_batch}..{manifest.max_batch}",
+        "run_batch_here": _run_batch_here(engine_dir=directory),
         "gflop_per_image": round(count_flops(config, height, width) / 1e9, 2) if config else None,
         "tile_overlap": manifest.preprocessing.get("tile_overlap"),
         "bit_depth": manifest.preprocessing.get("bit_depth"),
@@ -272,6 +274,18 @@ def engine_summary(directory: Path, manifest: Manifest) -> dict[str, Any]:
         "versions": manifest.versions,
     }
     return {key: value for key, value in summary.items() if value not in ({}, None, "")}
+
+
+def _run_batch_here(engine_dir: Path | None = None, checkpoint: Path | None = None) -> str:
+    """The batch ``psicbatch run --batch-size auto`` takes with this engine or checkpoint
+    on this machine's default device, and why (``run.batch_choice``)."""
+    from psicbatch.devices import default_device
+    from psicbatch.engines.spec import EngineSpec  # torch: for checkpoints and engines only
+    from psicbatch.run.batch_choice import chosen_batch_size
+
+    spec = EngineSpec(engine_dir=engine_dir, checkpoint=checkpoint)
+    batch, why = chosen_batch_size(spec, default_device())
+    return f"{batch} (auto: {why})"
 
 
 def _large_kernels_here(manifest: Manifest) -> str | None:

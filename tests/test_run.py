@@ -702,7 +702,7 @@ def test_an_engine_that_fails_to_open_is_one_line(
 
 
 def test_the_batch_is_chosen_for_the_device_and_input_size_unless_given(
-    images: Path, tmp_path: Path
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Batches of 8 ran the paper's network 5-8% slower than batches of 1 on an AVX2
     CPU, and held each result for the whole batch: on a CPU a batch holds up to 512x512's
@@ -722,6 +722,12 @@ def test_the_batch_is_chosen_for_the_device_and_input_size_unless_given(
         1,
         "512x512 inputs on a CPU: up to 512x512's pixels a batch",
     )
+    from psicbatch import devices
+    from psicbatch.summaries import checkpoint_summary
+
+    monkeypatch.setattr(devices, "default_device", lambda: "cpu")  # as on a GPU server too
+    said_here = "1 (auto: 512x512 inputs on a CPU: up to 512x512's pixels a batch)"
+    assert checkpoint_summary(model)["run_batch_here"] == said_here  # psicbatch info
     options = ["--device", "cpu", "--decoder", "pil", "--precision", "fp32", "--model", str(model)]
     files = [str(path) for path in sorted(images.glob("*.png"))[:2]]
     for given, said in ((None, "1 (auto: 512x512 inputs on a CPU"), ("2", "2")):
