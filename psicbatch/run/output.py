@@ -36,6 +36,7 @@ from psicbatch.errors import PsicbatchError
 from psicbatch.output_lock import RELEASE_SECONDS, OutputLock
 from psicbatch.paths import path_from_bytes, readable_path
 from psicbatch.run.files import FileStamp, current_stamp
+from psicbatch.run.folder_scan import SILENT_SECONDS
 from psicbatch.run.job import JobIdentity, check_same_job
 from psicbatch.run.limited import TimeLimitExceeded, call_limited
 from psicbatch.run.output_guard import RESULTS, write_checked
@@ -59,9 +60,8 @@ PART_SCHEMA = pa.schema(
 )
 PART_ONLY = [INDEX_COLUMN, KEY_COLUMN]
 
-# A write into the parts that has not returned for this long: the folder does not answer
-# (a network share that stopped answering). Waits on the writer look again this often.
-SILENT_SECONDS = 10.0
+# Waits on the writer look again this often; a write that has not returned for
+# SILENT_SECONDS (as long as a watch's scan) is waiting on a folder that does not answer.
 PATIENCE = 0.5
 Told = Callable[[float | None], None]  # how long the results folder has not answered
 
