@@ -2,8 +2,9 @@
 
 ``auto`` (the first GPU when one is visible, else the CPU), ``cpu``, ``cuda``, ``cuda:N``
 or ``N``; where a command runs several workers (``run``) also a list of GPUs (``0,1``,
-``cuda:0,cuda:1``) or ``all``. Every form resolves to ``cpu`` or ``cuda:N``, checked
-against the GPUs visible here, so a typo fails in one line before any work starts.
+``cuda:0,cuda:1``) or ``all``, and there ``auto`` is every visible GPU (``every_gpu``).
+Every form resolves to ``cpu`` or ``cuda:N``, checked against the GPUs visible here, so a
+typo fails in one line before any work starts.
 
 torch is imported only when a device is resolved: declaring ``--device`` (and every
 command's ``--help``) does not pay the second it takes to import.
@@ -17,6 +18,7 @@ from psicbatch.errors import PsicbatchError
 
 DEVICE_HELP = "auto, cpu, cuda, cuda:N or N"
 DEVICES_HELP = f"{DEVICE_HELP}, or GPUs as 0,1 or all"
+AUTO = "auto"
 
 
 def default_device() -> str:
@@ -26,6 +28,20 @@ def default_device() -> str:
     import torch
 
     return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def every_gpu() -> tuple[str, ...]:
+    """Every visible GPU, else the CPU: where a run puts its workers by default. A run is
+    a throughput job (its images are independent), so a GPU server's other GPUs would
+    only sit idle beside the first; a scheduler's ``CUDA_VISIBLE_DEVICES`` still limits
+    them, and ``--device`` names fewer."""
+    if cpu_build_of_torch():
+        return ("cpu",)
+    import torch
+
+    if not torch.cuda.is_available():
+        return ("cpu",)
+    return tuple(f"cuda:{index}" for index in range(torch.cuda.device_count()))
 
 
 def cpu_build_of_torch() -> bool:
@@ -42,7 +58,7 @@ def cpu_build_of_torch() -> bool:
 def parse_devices(value: str) -> tuple[str, ...]:
     """Every device ``value`` names, as ``cpu`` or ``cuda:N`` (see the module's syntax)."""
     text = value.strip().lower()
-    if text in ("", "auto"):
+    if text in ("", AUTO):
         return (default_device(),)
     if text == "cpu":
         return ("cpu",)
@@ -57,6 +73,13 @@ def parse_devices(value: str) -> tuple[str, ...]:
     if len(set(devices)) != len(devices):
         raise PsicbatchError(f"device {value!r}: a GPU is named twice")
     return devices
+
+
+def run_devices(value: str) -> tuple[str, ...]:
+    """The devices ``run``'s ``--device`` names, as ``parse_devices`` gives them, but
+    ``auto`` left empty for what runs to choose: a run every visible GPU
+    (``every_gpu``), a watch, which runs on one device, the first."""
+    return () if value.strip().lower() in ("", AUTO) else parse_devices(value)
 
 
 def resolve_device(value: str) -> str:

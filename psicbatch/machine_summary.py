@@ -20,7 +20,7 @@ import torch
 from psicbatch import __version__, hardware, pixel_limit, read_limit
 from psicbatch.cpus import cpus_line
 from psicbatch.data.images import MAX_PIXELS, READ_SECONDS
-from psicbatch.devices import default_device
+from psicbatch.devices import default_device, every_gpu
 from psicbatch.engines.build import tensorrt_usable
 from psicbatch.engines.frequency_conv import large_kernel_method
 from psicbatch.engines.fused_relu import fusion_works
@@ -56,6 +56,7 @@ def machine_summary() -> dict[str, Any]:
         "training layout on the cpu": hardware.training_layout(cpu),  # inference: channels_last
         "gpus": gpus(),
         "default device": default_device(),
+        "run's default devices": ", ".join(every_gpu()),
         "dali": dali_status(),
         **{f"backend {name}": backend_status(entry) for name, entry in BACKENDS.items()},
         "build-engine auto": engine_choice(),

@@ -11,8 +11,18 @@ from click.testing import CliRunner
 
 from psicbatch import devices
 from psicbatch.cli import main
-from psicbatch.devices import cpu_build_of_torch, default_device, parse_devices, resolve_device
+from psicbatch.commands.options import Devices
+from psicbatch.devices import (
+    cpu_build_of_torch,
+    default_device,
+    parse_devices,
+    resolve_device,
+    run_devices,
+)
 from psicbatch.errors import PsicbatchError
+from psicbatch.run.options import RunOptions
+from psicbatch.run.runner import devices_said, worker_devices
+from psicbatch.run.watch import watch_device
 from tests.fresh_process import exits_in_a_fresh_process
 
 
@@ -66,6 +76,37 @@ def test_without_a_gpu_auto_is_the_cpu_and_gpus_are_refused(no_gpu) -> None:
     for value in ("cuda", "0", "all"):
         with pytest.raises(PsicbatchError, match="no GPU is visible"):
             parse_devices(value)
+
+
+def test_a_run_takes_every_gpu_by_default_and_a_watch_the_first(two_gpus) -> None:
+    auto = Devices(several=True).convert("auto", None, None)
+    assert auto == run_devices(" AUTO ") == ()  # left for what runs to choose
+    assert run_devices("1") == ("cuda:1",)
+    assert worker_devices(RunOptions(Path("r.parquet"), devices=auto)) == ["cuda:0", "cuda:1"]
+    two_each = RunOptions(Path("r.parquet"), devices=auto, workers=2)
+    assert worker_devices(two_each) == ["cuda:0", "cuda:0", "cuda:1", "cuda:1"]
+    assert watch_device(RunOptions(Path("out"), devices=auto)) == "cuda:0"
+    assert watch_device(RunOptions(Path("out"), devices=("cuda:1",))) == "cuda:1"
+    with pytest.raises(PsicbatchError, match="--watch runs on one device; give one --device"):
+        watch_device(RunOptions(Path("out"), devices=("cuda:0", "cuda:1")))
+
+
+def test_without_a_gpu_a_run_and_a_watch_take_the_cpu(no_gpu) -> None:
+    assert worker_devices(RunOptions(Path("r.parquet"), workers=2)) == ["cpu", "cpu"]
+    assert watch_device(RunOptions(Path("out"))) == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("devices", "said"),
+    [
+        (["cpu"], "cpu"),
+        (["cpu", "cpu"], "cpu (2 workers)"),
+        (["cuda:0", "cuda:1"], "cuda:0, cuda:1"),
+        (["cuda:0", "cuda:0", "cuda:1", "cuda:1"], "cuda:0, cuda:1 (2 workers each)"),
+    ],
+)
+def test_a_run_names_every_device_its_workers_ran_on(devices: list[str], said: str) -> None:
+    assert devices_said(devices) == said
 
 
 def test_one_device_commands_refuse_a_list(two_gpus) -> None:

@@ -12,7 +12,7 @@ import click
 
 from psicbatch.checkpoint_file import check_checkpoint_file
 from psicbatch.data.combined import SPLITS, WHOLE
-from psicbatch.devices import DEVICE_HELP, DEVICES_HELP, parse_devices, resolve_device
+from psicbatch.devices import DEVICE_HELP, DEVICES_HELP, resolve_device, run_devices
 from psicbatch.engines.registry import PRECISION_CHOICES, TORCH_PRECISION_CHOICES
 from psicbatch.errors import PsicbatchError
 from psicbatch.network_size import MIN_NETWORK_SIZE, STRIDE
@@ -125,7 +125,7 @@ AT_LEAST_ONE = Bounded(int, 1)
 class Devices(click.ParamType):
     """``--device`` in the one syntax of ``psicbatch.devices``, resolved and checked when
     the command line is read: one device (``cpu`` or ``cuda:N``), or with ``several`` a
-    tuple of them."""
+    tuple of them (empty for ``auto``, which a run and a watch resolve differently)."""
 
     name = "device"
 
@@ -136,7 +136,7 @@ class Devices(click.ParamType):
         if isinstance(value, tuple):
             return value
         try:
-            return parse_devices(value) if self.several else resolve_device(value)
+            return run_devices(value) if self.several else resolve_device(value)
         except PsicbatchError as error:
             self.fail(str(error), param, ctx)
 
@@ -151,8 +151,12 @@ def device_option(several: bool = False) -> Callable:
         type=Devices(several),
         default="auto",
         show_default=True,
-        help=(DEVICES_HELP if several else DEVICE_HELP)
-        + " (auto: the first GPU when one is visible, else the CPU).",
+        help=(
+            f"{DEVICES_HELP} (auto: every visible GPU, a worker each, else the CPU; a watch "
+            "takes the first GPU)."
+            if several
+            else f"{DEVICE_HELP} (auto: the first GPU when one is visible, else the CPU)."
+        ),
     )
 
 

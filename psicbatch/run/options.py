@@ -27,7 +27,7 @@ class RunOptions:
     out: Path
     batch_size: int = DEFAULT_BATCH_SIZE
     workers: int = 1  # worker processes: in all on the CPU, per GPU with devices
-    devices: tuple[str, ...] = ()  # "cpu" or "cuda:N"; empty: the first GPU, else the CPU
+    devices: tuple[str, ...] = ()  # "cpu" or "cuda:N"; empty: every GPU (a watch: the first)
     decoder: str = "auto"
     threshold: float | None = None  # overrides the engine's image threshold
     rule: Rule = field(default_factory=Rule)  # the image decision (a decision file's rule)

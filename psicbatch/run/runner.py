@@ -22,7 +22,7 @@ import torch
 from psicbatch import __version__
 from psicbatch.contention import contention, cpu_times
 from psicbatch.decisions import CLASSIFIER
-from psicbatch.devices import default_device
+from psicbatch.devices import every_gpu
 from psicbatch.engines.manifest import large_kernel_note
 from psicbatch.engines.spec import EngineSpec, describe_engine
 from psicbatch.paths import input_key
@@ -48,9 +48,19 @@ FLUSH_SECONDS = 10.0
 
 
 def worker_devices(options: RunOptions) -> list[str]:
-    """One entry per worker: ``workers`` on the CPU, or ``workers`` on each GPU."""
-    devices = options.devices or (default_device(),)
+    """One entry per worker: ``workers`` on the CPU, or ``workers`` on each GPU (by
+    default every visible GPU)."""
+    devices = options.devices or every_gpu()
     return [device for device in devices for _ in range(options.workers)]
+
+
+def devices_said(devices: list[str]) -> str:
+    """The workers' devices, each once, and how many workers each ran where more than one."""
+    distinct = list(dict.fromkeys(devices))
+    per_device = len(devices) // len(distinct)
+    if per_device == 1:
+        return ", ".join(distinct)
+    return f"{', '.join(distinct)} ({per_device} workers{' each' if len(distinct) > 1 else ''})"
 
 
 # Batches after the first that make a rate after start-up: over fewer, it would time how
@@ -162,7 +172,7 @@ def run(
         ]
         summary.decoder = engine_info["decoder"]
         manifest = engine_info["manifest"]
-        summary.engine = f"{manifest['backend']} {manifest['precision']} on {devices[0]}"
+        summary.engine = f"{manifest['backend']} {manifest['precision']} on {devices_said(devices)}"
         summary.engine += large_kernel_note(manifest["backend_details"])
         if manifest["selection"]:
             summary.engine += f" ({manifest['selection']})"

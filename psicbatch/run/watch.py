@@ -45,6 +45,7 @@ import numpy as np
 import pyarrow as pa
 
 from psicbatch.atomic import write_atomically
+from psicbatch.devices import default_device
 from psicbatch.engines.spec import EngineSpec
 from psicbatch.errors import PsicbatchError
 from psicbatch.output_lock import OutputLock
@@ -66,7 +67,7 @@ from psicbatch.run.output_guard import check_writable
 from psicbatch.run.part_files import late_counts_said
 from psicbatch.run.rows import SCHEMA
 from psicbatch.run.run_decisions import check_decisions_fit
-from psicbatch.run.runner import describe_run, job_identity, run_record, worker_devices
+from psicbatch.run.runner import describe_run, job_identity, run_record
 from psicbatch.run.shutdown import raise_if_stopped
 from psicbatch.run.watch_parts import LateImages, PartDecisions, WatchParts
 from psicbatch.run.worker import Worker
@@ -198,9 +199,7 @@ def watch(
     ``result`` counts as it goes, so it holds the figures however the watch ends."""
     folder, out = watching.folder.resolve(), options.out.resolve()
     _check_folders(folder, out)
-    devices = worker_devices(options)
-    if len(devices) > 1:
-        raise PsicbatchError("--watch runs on one device; give one --device")
+    devices = [watch_device(options)]
     engine_info = describe_run(spec, options, devices)
     check_decisions_fit(options.decisions, engine_info["manifest"])
     identity = job_identity(engine_info, options, [])
@@ -240,6 +239,15 @@ def watch(
             status(result)
     finally:
         lock.__exit__()
+
+
+def watch_device(options: RunOptions) -> str:
+    """The one device a watch runs on: the one given, or the first GPU when one is
+    visible, else the CPU (a watch inspects files as they come, a batch at a time)."""
+    devices = options.devices or (default_device(),)
+    if len(devices) > 1:
+        raise PsicbatchError("--watch runs on one device; give one --device")
+    return devices[0]
 
 
 def _open_results(
