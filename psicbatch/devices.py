@@ -31,17 +31,26 @@ def default_device() -> str:
 
 
 def every_gpu() -> tuple[str, ...]:
-    """Every visible GPU, else the CPU: where a run puts its workers by default. A run is
-    a throughput job (its images are independent), so a GPU server's other GPUs would
-    only sit idle beside the first; a scheduler's ``CUDA_VISIBLE_DEVICES`` still limits
-    them, and ``--device`` names fewer."""
+    """Every visible GPU of the first one's kind (name and compute capability), else the
+    CPU: where a run puts its workers by default. A run is a throughput job (its images
+    are independent), so a GPU server's other GPUs would only sit idle beside the first;
+    GPUs of another kind are left out, since a TensorRT engine runs only on the kind it
+    was built on and a workstation's display GPU would hold its batches back. A
+    scheduler's ``CUDA_VISIBLE_DEVICES`` still limits them, and ``--device`` names any."""
     if cpu_build_of_torch():
         return ("cpu",)
     import torch
 
     if not torch.cuda.is_available():
         return ("cpu",)
-    return tuple(f"cuda:{index}" for index in range(torch.cuda.device_count()))
+
+    def kind(index: int) -> tuple[str, tuple[int, int]]:
+        return torch.cuda.get_device_name(index), torch.cuda.get_device_capability(index)
+
+    first = kind(0)
+    return tuple(
+        f"cuda:{index}" for index in range(torch.cuda.device_count()) if kind(index) == first
+    )
 
 
 def cpu_build_of_torch() -> bool:

@@ -31,6 +31,8 @@ def two_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(devices, "cpu_build_of_torch", lambda: False)  # a CUDA build
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: "NVIDIA H100")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index: (9, 0))
 
 
 @pytest.fixture
@@ -89,6 +91,21 @@ def test_a_run_takes_every_gpu_by_default_and_a_watch_the_first(two_gpus) -> Non
     assert watch_device(RunOptions(Path("out"), devices=("cuda:1",))) == "cuda:1"
     with pytest.raises(PsicbatchError, match="--watch runs on one device; give one --device"):
         watch_device(RunOptions(Path("out"), devices=("cuda:0", "cuda:1")))
+
+
+def test_a_run_by_default_leaves_out_gpus_of_another_kind(
+    two_gpus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kinds = {
+        0: ("NVIDIA H100", (9, 0)),
+        1: ("NVIDIA RTX A2000", (8, 6)),
+        2: ("NVIDIA H100", (9, 0)),
+    }
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: kinds[index][0])
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index: kinds[index][1])
+    assert worker_devices(RunOptions(Path("r.parquet"))) == ["cuda:0", "cuda:2"]
+    assert parse_devices("all") == ("cuda:0", "cuda:1", "cuda:2")  # named: every one
 
 
 def test_without_a_gpu_a_run_and_a_watch_take_the_cpu(no_gpu) -> None:

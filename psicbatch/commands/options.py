@@ -152,8 +152,8 @@ def device_option(several: bool = False) -> Callable:
         default="auto",
         show_default=True,
         help=(
-            f"{DEVICES_HELP} (auto: every visible GPU, a worker each, else the CPU; a watch "
-            "takes the first GPU)."
+            f"{DEVICES_HELP} (auto: every visible GPU of the first one's kind, a worker "
+            "each, else the CPU; a watch takes the first GPU)."
             if several
             else f"{DEVICE_HELP} (auto: the first GPU when one is visible, else the CPU)."
         ),
