@@ -22,6 +22,7 @@ from psicbatch.assets import demo_model_path
 from psicbatch.checkpoint import load_checkpoint
 from psicbatch.cli import main
 from psicbatch.data.synth import generate
+from psicbatch.devices import every_gpu
 from psicbatch.engines.build import BuildOptions, build_engine
 from psicbatch.engines.loading import load_engine
 from psicbatch.metrics import mask_iou
@@ -132,12 +133,15 @@ def test_tensorrt_build_parity_and_run(images: Path, tmp_path: Path) -> None:
 def test_two_gpus_give_the_one_gpu_table(images: Path, tmp_path: Path) -> None:
     if torch.cuda.device_count() < 2:
         pytest.skip("needs two GPUs")
-    one, two = tmp_path / "one.parquet", tmp_path / "two.parquet"
+    one, two, every = (tmp_path / f"{name}.parquet" for name in ("one", "two", "every"))
     run_cli(str(images), "-o", str(one), "--device", "0", "--batch-size", "4")
     run_cli(str(images), "-o", str(two), "--device", "0,1", "--batch-size", "4")
+    run_cli(str(images), "-o", str(every), "--batch-size", "4")  # --device auto
     # cudnn.benchmark may choose other kernels in another process: not bit-identical
-    assert_same_results(pq.read_table(one).to_pylist(), pq.read_table(two).to_pylist())
+    for several in (two, every):
+        assert_same_results(pq.read_table(one).to_pylist(), pq.read_table(several).to_pylist())
     assert read_metadata(two)["devices"] == ["cuda:0", "cuda:1"]
+    assert read_metadata(every)["devices"] == list(every_gpu())
 
 
 def test_a_bad_file_under_dali_on_the_gpu_gets_an_error_row(images: Path, tmp_path: Path) -> None:
