@@ -16,6 +16,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from psicbatch.assets import demo_model_path
+from psicbatch.commands.run import run_status
 from psicbatch.data.synth import generate
 from tests.run_processes import (
     CONSOLE,
@@ -192,3 +194,48 @@ def test_a_stop_ends_a_run_whose_results_folder_does_not_answer(
     assert "part-00000000.parquet" in saved and not out.exists()
     waiting = run_command.run_status(RunSummary(images=4, out_silent=12.4), 2.0)
     assert waiting.endswith("  the results folder has not answered for 12 s"), waiting
+
+
+@pytest.mark.parametrize("stalled", ["checking", "opening"])
+def test_a_run_says_its_results_folder_does_not_answer_as_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stalled: str
+) -> None:
+    """The run's checks of its results and their opening (lock, parts folder, a resume's
+    parts read) waited in the main thread without a word on a share that stopped
+    answering, deaf to a stop there. They now run in threads of their own while the run
+    tells how long they have waited."""
+    from psicbatch.engines.spec import EngineSpec
+    from psicbatch.run import output, runner
+    from psicbatch.run.options import RunOptions
+    from psicbatch.run.runner import RunSummary
+
+    for module in (output, runner):
+        monkeypatch.setattr(module, "SILENT_SECONDS", 0.3)
+        monkeypatch.setattr(module, "PATIENCE", 0.05)
+    targets = {
+        "checking": (runner, "_check_out"),
+        "opening": (output.ResultsOutput, "_open"),
+    }
+    owner, name = targets[stalled]
+    real = getattr(owner, name)
+
+    def slow(*args: object, **kwargs: object) -> object:
+        time.sleep(1.0)  # the share answers again after a second
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, slow)
+    generate(tmp_path / "data", 2, (32, 32), seed=1)
+    paths = sorted((tmp_path / "data" / "images").iterdir())
+    seen: list[tuple[float | None, bool]] = []
+    options = RunOptions(tmp_path / "r.parquet", devices=("cpu",), decoder="pil")
+    runner.run(
+        paths,
+        EngineSpec(checkpoint=demo_model_path()),
+        options,
+        lambda summary: seen.append((summary.out_silent, summary.output_open)),
+    )
+    waits = [opened for silent, opened in seen if silent is not None]
+    assert waits and not any(opened for opened in waits), seen
+    assert pq.read_table(tmp_path / "r.parquet").num_rows == 2
+    line = run_status(RunSummary(out_silent=12.4), 0.0)
+    assert line.endswith("opening the results  the results folder has not answered for 12 s")

@@ -398,6 +398,7 @@ def run_status(summary: RunSummary, rate: float, final: bool = False) -> str:
         return status
     if not summary.images:
         status = "first batch" if summary.engines_open else "opening the engine"
+        status = status if summary.output_open else "opening the results"
     if summary.tiles is not None:
         status += f"  tiles inferred {summary.tiles.inferred}/{summary.tiles.total}"
     if summary.out_silent is not None:

@@ -41,6 +41,7 @@ from psicbatch.run.job import JobIdentity, check_same_job
 from psicbatch.run.limited import TimeLimitExceeded, call_limited
 from psicbatch.run.output_guard import RESULTS, write_checked
 from psicbatch.run.rows import SCHEMA
+from psicbatch.run.waiting_calls import waited_for
 
 SCHEMA_VERSION = 4  # 2: path_bytes; 3: tile; 4: file_size, file_mtime_ns
 METADATA_KEY = b"psicbatch"
@@ -60,8 +61,9 @@ PART_SCHEMA = pa.schema(
 )
 PART_ONLY = [INDEX_COLUMN, KEY_COLUMN]
 
-# Waits on the writer look again this often; a write that has not returned for
-# SILENT_SECONDS (as long as a watch's scan) is waiting on a folder that does not answer.
+# Waits on the writer, or on opening the results, look again this often; a
+# call that has not returned for SILENT_SECONDS (as long as a watch's scan) is waiting on
+# a folder that does not answer.
 PATIENCE = 0.5
 Told = Callable[[float | None], None]  # how long the results folder has not answered
 
@@ -212,14 +214,19 @@ class ResultsOutput:
 
     ``with ResultsOutput(out, job, keys, resume) as output: output.write(rows);
     output.finish(meta)``. Leaving the block without ``finish`` (an error, a kill, a
-    signal) keeps every row written so far in ``OUT.parts/`` for ``--resume``.
+    signal) keeps every row written so far in ``OUT.parts/`` for ``--resume``. Opening
+    works in the folder from a thread of its own (``waited_for``): a share that stops
+    answering there is told of (``told``), and a stop still heard.
     """
 
-    def __init__(self, out: Path, job: JobIdentity, keys: list[bytes], resume: bool) -> None:
+    def __init__(
+        self, out: Path, job: JobIdentity, keys: list[bytes], resume: bool, told: Told = _untold
+    ) -> None:
         self.out = out
         self.job = job
         self.keys = keys  # input_key of every input, in input order
         self.resume = resume
+        self.told = told
         self.lock = OutputLock(out, "run")
         self.done: set[bytes] = set()  # inputs already in the parts (resume)
         self.recomputed = 0  # rows of the interrupted run computed again
@@ -227,6 +234,9 @@ class ResultsOutput:
         self.writer: BackgroundWriter | None = None
 
     def __enter__(self) -> ResultsOutput:
+        return waited_for(self._open, self.told, "psicbatch-results-open", PATIENCE, SILENT_SECONDS)
+
+    def _open(self) -> ResultsOutput:
         self.lock.__enter__()
         parts = parts_directory(self.out)
         try:
@@ -270,6 +280,8 @@ class ResultsOutput:
     def finish(self, metadata: dict[str, Any], told: Told = _untold) -> None:
         """Wait for every row, then assemble ``OUT`` atomically from the parts."""
         self._open_writer.close(told)
+        # Here, not in a thread that a stop would leave running: a stop mid-way keeps the
+        # parts for --resume (OUT is written whole or not at all).
         finalize(self.out, metadata)
 
     def __exit__(self, *exc: object) -> None:

@@ -29,11 +29,13 @@ from psicbatch.paths import input_key
 from psicbatch.roi import RegionOfInterest
 from psicbatch.run.decode import decoder_name
 from psicbatch.run.executors import local_results
+from psicbatch.run.folder_scan import SILENT_SECONDS
 from psicbatch.run.heartbeat import TileProgress, Tiles
 from psicbatch.run.job import JobIdentity
 from psicbatch.run.options import RunOptions
 from psicbatch.run.output import (
     KEY_COLUMN,
+    PATIENCE,
     SCHEMA_VERSION,
     ResultsOutput,
     Told,
@@ -42,6 +44,7 @@ from psicbatch.run.output import (
 from psicbatch.run.output_guard import RESULTS, check_output
 from psicbatch.run.run_decisions import check_decisions_fit
 from psicbatch.run.shutdown import raise_if_stopped
+from psicbatch.run.waiting_calls import waited_for
 from psicbatch.run.worker import LATENCY
 
 FLUSH_SECONDS = 10.0
@@ -82,11 +85,12 @@ class RunSummary:
     engine: str = ""  # backend, precision and device as they ran, and why
     error_examples: list[tuple[str, str]] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)  # summed over batches
+    output_open: bool = False  # the results are checked and open: the engine opens next
     # The workers' engines are open: what follows is the first batch, not the opening
     # (a batch of large images through a tiled model can take minutes on a CPU).
     engines_open: bool = False
     tiles: Tiles | None = None  # how far the tiled batches under way are
-    out_silent: float | None = None  # how long a write of results has waited (10 s on)
+    out_silent: float | None = None  # how long a call into the results has waited (10 s on)
     steady_images: int = 0  # images after the first batch (start-up excluded)
     steady_batches: int = 0  # batches after the first
     steady_seconds: float = 0.0  # from the first batch's rows to the last's (no finalising)
@@ -142,30 +146,19 @@ def run(
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     clock = time.monotonic()
     keys = [input_key(path) for path in paths]
-    parts = parts_directory(options.out)
-    check_output(
-        options.out,
-        RESULTS,
-        set(keys),
-        {
-            "the --list file": options.list_file,
-            "the model": spec.checkpoint,
-            "the engine folder": spec.engine_dir,
-        },
-        overwrite=options.overwrite or (options.resume and parts.is_dir()),
-        earlier=f" of a finished run (no {parts.name} to resume from)" if options.resume else "",
-    )
+    summary = RunSummary()
+    told = partial(_out_told, summary, on_rows)  # a results folder that does not answer
+    checked = partial(_check_out, options, spec, set(keys))
+    waited_for(checked, told, "psicbatch-results-check", PATIENCE, SILENT_SECONDS)
     devices = worker_devices(options)
     engine_info = describe_run(spec, options, devices)
     check_decisions_fit(options.decisions, engine_info["manifest"])
     job = job_identity(engine_info, options, keys)
-    with ResultsOutput(options.out, job, keys, options.resume) as output:
+    with ResultsOutput(options.out, job, keys, options.resume, told) as output:
         todo = [(i, p) for i, p in enumerate(paths) if keys[i] not in output.done]
-        summary = RunSummary(
-            skipped=len(paths) - len(todo),
-            recomputed=output.recomputed,
-            dropped=output.dropped,
-        )
+        summary.skipped = len(paths) - len(todo)
+        summary.recomputed, summary.dropped = output.recomputed, output.dropped
+        summary.output_open = True
         tasks = [
             (number, todo[start : start + options.batch_size])
             for number, start in enumerate(range(0, len(todo), options.batch_size))
@@ -184,7 +177,6 @@ def run(
         if executor is None and on_rows is not None:  # local workers open theirs first
             summary.engines_open = True
             on_rows(summary)
-        told = partial(_out_told, summary, on_rows)
         first, last = _save_results(results, keys, output, summary, options, told, on_rows)
         summary.contention = contention(before, cpu_times()) if executor is None else None
         summary.steady_seconds = last - first
@@ -192,6 +184,23 @@ def run(
         summary.add_times({"write": output.write_seconds})
         summary.seconds = time.monotonic() - clock
     return summary
+
+
+def _check_out(options: RunOptions, spec: EngineSpec, keys: set[bytes]) -> None:
+    """Refuse, in one line, results a run must not write (see ``check_output``)."""
+    parts = parts_directory(options.out)
+    check_output(
+        options.out,
+        RESULTS,
+        keys,
+        {
+            "the --list file": options.list_file,
+            "the model": spec.checkpoint,
+            "the engine folder": spec.engine_dir,
+        },
+        overwrite=options.overwrite or (options.resume and parts.is_dir()),
+        earlier=f" of a finished run (no {parts.name} to resume from)" if options.resume else "",
+    )
 
 
 def _tiles_told(

@@ -29,11 +29,9 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from concurrent.futures import wait as wait_for_future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -69,6 +67,7 @@ from psicbatch.run.rows import SCHEMA
 from psicbatch.run.run_decisions import check_decisions_fit
 from psicbatch.run.runner import describe_run, job_identity, run_record
 from psicbatch.run.shutdown import raise_if_stopped
+from psicbatch.run.waiting_calls import in_a_thread, waited_for
 from psicbatch.run.watch_parts import LateImages, PartDecisions, WatchParts
 from psicbatch.run.worker import Worker
 from psicbatch.wording import counted, decisions_said
@@ -346,17 +345,9 @@ def _out_told(
 
 def _written(call: Callable[[], T], told: Callable[[float | None], None]) -> T:
     """``call()``'s result, of work in the results folder, from a thread of its own: a
-    share that stops answering holds that thread in a system call, while the watch still
-    hears its stops (a fresh thread per call: it may never come back) and ``told`` hears
-    how long the call has waited, from SILENT_SECONDS on."""
-    began = time.monotonic()
-    writing = _in_a_thread(call, "psicbatch-watch-write")
-    while wait_for_future([writing], timeout=SCAN_PATIENCE).not_done:
-        waited = time.monotonic() - began
-        if waited >= SILENT_SECONDS:
-            told(waited)
-    told(None)
-    return writing.result()
+    share that stops answering holds that thread, while the watch still hears its stops
+    and ``told`` hears how long the call has waited, from SILENT_SECONDS on."""
+    return waited_for(call, told, "psicbatch-watch-write", SCAN_PATIENCE, SILENT_SECONDS)
 
 
 def _save(
@@ -416,7 +407,9 @@ def _complete_batches(
         # so the watch would otherwise run on, deaf to SIGTERM.
         raise_if_stopped()
         now = clock()
-        scan = _in_a_thread(partial(_scan, scanner, tracker, now), "psicbatch-folder-scan")
+        # In a thread: a share that stops answering holds it, not the watch (its stops,
+        # its status line, its parts).
+        scan = in_a_thread(partial(_scan, scanner, tracker, now), "psicbatch-folder-scan")
         while wait_for_future([scan], timeout=SCAN_PATIENCE).not_done:
             silent = scanner.silent_for()
             told(silent, scanner.missing)
@@ -437,21 +430,6 @@ def _scan(
     """The files not done under the watched folder, and those of them complete."""
     found = scanner.pending(now)
     return found, tracker.complete(found, now)
-
-
-def _in_a_thread(call: Callable[[], Any], name: str) -> Future:
-    """``call()`` in a daemon thread: a file system that stops answering holds that
-    thread in a system call, not the watch (its stops, its status line, its parts)."""
-    future: Future = Future()
-
-    def run() -> None:
-        try:
-            future.set_result(call())
-        except BaseException as error:  # raised in the watch, where the result is taken
-            future.set_exception(error)
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    return future
 
 
 @contextmanager
