@@ -328,6 +328,30 @@ def test_resume_with_names_that_are_not_utf8(images: Path, tmp_path: Path) -> No
     assert pq.read_table(out).num_rows == 16
 
 
+def test_a_run_stopped_as_it_began_is_started_again_plainly_or_by_resume(
+    images: Path, tmp_path: Path
+) -> None:
+    """Stopped after making OUT.parts but before its job record (written next, whole or
+    not at all): nothing was computed, and a new run or a resume starts afresh. The
+    empty folder was taken for an interrupted run's, which --resume then refused as an
+    older psicbatch's."""
+    from psicbatch.run.output import parts_directory
+
+    out = tmp_path / "r.parquet"
+    for resume in ([], ["--resume"]):
+        parts = parts_directory(out)
+        parts.mkdir()
+        (parts / "._job.json.tmp-99999").write_text('{"sources": [')  # its half-written record
+        result = invoke("run", images, "--out", out, *FAST, *resume)
+        assert result.exit_code == 0, result.output
+        assert pq.read_table(out).num_rows == 6 and not parts.exists()
+        out.unlink()
+    parts.mkdir()
+    (parts / "part-00000000.parquet").write_bytes(b"rows of a run without a record")
+    result = invoke("run", images, "--out", out, *FAST, "--resume")
+    assert result.exit_code == 1 and "without a job record" in result.output, result.output
+
+
 # 3. A resume continues the same job or refuses.
 
 

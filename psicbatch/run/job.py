@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from psicbatch.atomic import write_atomically
 from psicbatch.data.combined import WHOLE
 from psicbatch.data.layouts import resolve_layout
 from psicbatch.errors import PsicbatchError
@@ -64,8 +65,10 @@ class JobIdentity:
         ]
 
     def write(self, folder: Path, name: str = JOB_FILE) -> None:
+        """Written whole or not at all: a run stopped as it wrote it leaves none."""
         # ensure_ascii keeps names that are not valid UTF-8 exact (as \\udcXX escapes).
-        (folder / name).write_text(json.dumps(asdict(self), indent=1) + "\n")
+        text = json.dumps(asdict(self), indent=1) + "\n"
+        write_atomically(folder / name, lambda path: path.write_text(text))
 
     @classmethod
     def read(cls, folder: Path, name: str = JOB_FILE) -> JobIdentity | None:

@@ -240,6 +240,8 @@ class ResultsOutput:
         self.lock.__enter__()
         parts = parts_directory(self.out)
         try:
+            if _begun_only(parts):  # a run stopped as it began: nothing to resume there
+                shutil.rmtree(parts)
             if parts.exists() and not self.resume:
                 raise PsicbatchError(
                     f"{readable_path(self.out)}: an interrupted run left results in "
@@ -352,6 +354,14 @@ def reconcile(out: Path, keys: list[bytes]) -> tuple[set[bytes], int, int]:
         kept = kept.set_column(column, INDEX_COLUMN, pa.array(indices, pa.int64()))
         write_part(kept, part)
     return done, recomputed, dropped
+
+
+def _begun_only(parts: Path) -> bool:
+    """``OUT.parts`` as a run stopped as it began leaves it: no job record yet (it is
+    written next, whole or not at all), so no part either."""
+    if not parts.is_dir() or JobIdentity.read(parts) is not None:
+        return False
+    return not any(parts.glob("part-*.parquet"))
 
 
 def remove_stale_temporaries(out: Path) -> None:
