@@ -328,20 +328,29 @@ def test_resume_with_names_that_are_not_utf8(images: Path, tmp_path: Path) -> No
     assert pq.read_table(out).num_rows == 16
 
 
-def test_a_run_stopped_as_it_began_is_started_again_plainly_or_by_resume(
+def test_a_run_stopped_before_it_saved_a_row_is_started_again_plainly_or_by_resume(
     images: Path, tmp_path: Path
 ) -> None:
-    """Stopped after making OUT.parts but before its job record (written next, whole or
-    not at all): nothing was computed, and a new run or a resume starts afresh. The
-    empty folder was taken for an interrupted run's, which --resume then refused as an
-    older psicbatch's."""
+    """Killed, or stopped as it made OUT.parts (before its job record, written whole or
+    not at all, was in it), a run that saved no row left a parts folder without parts:
+    it was taken for an interrupted run's, which a plain run refused and --resume refused
+    as an older psicbatch's or another job's. Nothing was saved, so either starts afresh."""
+    from psicbatch.run.job import JobIdentity
     from psicbatch.run.output import parts_directory
 
     out = tmp_path / "r.parquet"
-    for resume in ([], ["--resume"]):
+    another = JobIdentity(["elsewhere"], {}, {}, "all", "pil", {})
+    for resume, record in (
+        ([], None),
+        (["--resume"], None),
+        ([], another),
+        (["--resume"], another),
+    ):
         parts = parts_directory(out)
         parts.mkdir()
-        (parts / "._job.json.tmp-99999").write_text('{"sources": [')  # its half-written record
+        (parts / "._job.json.tmp-99999").write_text('{"sources": [')  # a half-written record
+        if record is not None:  # or a whole one: killed before its first part was saved
+            record.write(parts)
         result = invoke("run", images, "--out", out, *FAST, *resume)
         assert result.exit_code == 0, result.output
         assert pq.read_table(out).num_rows == 6 and not parts.exists()

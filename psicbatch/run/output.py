@@ -240,7 +240,7 @@ class ResultsOutput:
         self.lock.__enter__()
         parts = parts_directory(self.out)
         try:
-            if _begun_only(parts):  # a run stopped as it began: nothing to resume there
+            if _holds_no_rows(parts):  # of a run stopped before it saved any: nothing to resume
                 shutil.rmtree(parts)
             if parts.exists() and not self.resume:
                 raise PsicbatchError(
@@ -304,7 +304,7 @@ class ResultsOutput:
 
     def _remove_empty_parts(self) -> None:
         parts = parts_directory(self.out)
-        if parts.is_dir() and not any(parts.glob("part-*.parquet")):
+        if _holds_no_rows(parts):
             shutil.rmtree(parts, ignore_errors=True)
 
 
@@ -356,12 +356,11 @@ def reconcile(out: Path, keys: list[bytes]) -> tuple[set[bytes], int, int]:
     return done, recomputed, dropped
 
 
-def _begun_only(parts: Path) -> bool:
-    """``OUT.parts`` as a run stopped as it began leaves it: no job record yet (it is
-    written next, whole or not at all), so no part either."""
-    if not parts.is_dir() or JobIdentity.read(parts) is not None:
-        return False
-    return not any(parts.glob("part-*.parquet"))
+def _holds_no_rows(parts: Path) -> bool:
+    """``OUT.parts`` without a part: a run stopped before it saved a row leaves it so
+    where it could not remove it (killed, or stopped as it made the folder, before its
+    job record, written whole or not at all, was in it)."""
+    return parts.is_dir() and not any(parts.glob("part-*.parquet"))
 
 
 def remove_stale_temporaries(out: Path) -> None:
