@@ -378,6 +378,7 @@ def test_a_second_run_on_the_same_output_is_refused(images: Path, tmp_path: Path
 def test_interrupted_run_is_refused_without_resume(images: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.parquet"
     (tmp_path / "r.parquet.parts").mkdir()
+    (tmp_path / "r.parquet.parts" / "part-00000000.parquet").write_bytes(b"saved rows")
     code, output = run_cli(str(images), "--out", str(out))
     assert code == 1 and "--resume" in output
 
