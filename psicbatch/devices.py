@@ -35,7 +35,8 @@ def every_gpu() -> tuple[str, ...]:
     CPU: where a run puts its workers by default. A run is a throughput job (its images
     are independent), so a GPU server's other GPUs would only sit idle beside the first;
     GPUs of another kind are left out, since a TensorRT engine runs only on the kind it
-    was built on and a workstation's display GPU would hold its batches back. A
+    was built on and a workstation's display GPU would hold its batches back (CUDA
+    numbers the fastest GPU first unless ``CUDA_DEVICE_ORDER=PCI_BUS_ID``). A
     scheduler's ``CUDA_VISIBLE_DEVICES`` still limits them, and ``--device`` names any."""
     if cpu_build_of_torch():
         return ("cpu",)
