@@ -39,7 +39,7 @@ def describe_engine(spec: EngineSpec, device: str, max_batch: int = 64) -> Manif
     elif spec.null_outputs is not None:
         from psicbatch.engines.null_engine import null_manifest
 
-        return null_manifest(spec.input_size or (512, 512), max_batch)
+        return null_manifest(_null_size(spec), max_batch)
     else:
         from psicbatch.engines.build import checkpoint_manifest
 
@@ -53,16 +53,21 @@ def describe_engine(spec: EngineSpec, device: str, max_batch: int = 64) -> Manif
 
 def engine_input_size(spec: EngineSpec) -> tuple[int, int]:
     """The input size (height, width) of the engine ``open_engine`` gives, read from the
-    engine folder's manifest or the checkpoint, without loading the engine."""
+    engine folder's manifest (its engine file is checked where it is opened, not hashed
+    here too) or the checkpoint, without loading the engine."""
     if spec.engine_dir is not None:
-        height, width = read_manifest(spec.engine_dir).input_size
+        height, width = read_manifest(spec.engine_dir, verify=False).input_size
         return height, width
     if spec.null_outputs is not None:
-        return spec.input_size or (512, 512)
+        return _null_size(spec)
     from psicbatch.checkpoint import load_checkpoint
     from psicbatch.engines.build import engine_size
 
     return engine_size(load_checkpoint(_checkpoint(spec)), spec.input_size)
+
+
+def _null_size(spec: EngineSpec) -> tuple[int, int]:
+    return spec.input_size or (512, 512)
 
 
 def open_engine(spec: EngineSpec, device: str, max_batch: int = 64) -> Engine:

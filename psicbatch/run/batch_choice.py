@@ -17,10 +17,13 @@ from psicbatch.run.options import DEFAULT_BATCH_SIZE
 CPU_PIXELS = 512 * 512  # a CPU batch's images hold at most this many pixels together
 
 
-def chosen_batch_size(spec: EngineSpec, device: str) -> tuple[int, str]:
-    """The batch for ``spec``'s engine on ``device`` ("cpu" or "cuda:N"), and why."""
+def chosen_batch_size(
+    spec: EngineSpec, device: str, input_size: tuple[int, int] | None = None
+) -> tuple[int, str]:
+    """The batch for ``spec``'s engine on ``device`` ("cpu" or "cuda:N"), and why;
+    ``input_size``: the engine's, where the caller has it (else read from ``spec``)."""
     if device != "cpu":
         return DEFAULT_BATCH_SIZE, "on a GPU"
-    height, width = engine_input_size(spec)
+    height, width = input_size or engine_input_size(spec)
     batch = max(1, min(DEFAULT_BATCH_SIZE, CPU_PIXELS // (height * width)))
     return batch, f"{height}x{width} inputs on a CPU: up to 512x512's pixels a batch"
