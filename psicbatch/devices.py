@@ -67,9 +67,9 @@ def cpu_build_of_torch() -> bool:
 
 def parse_devices(value: str) -> tuple[str, ...]:
     """Every device ``value`` names, as ``cpu`` or ``cuda:N`` (see the module's syntax)."""
-    text = value.strip().lower()
-    if text in ("", AUTO):
+    if _is_auto(value):
         return (default_device(),)
+    text = value.strip().lower()
     if text == "cpu":
         return ("cpu",)
     import torch
@@ -89,7 +89,11 @@ def run_devices(value: str) -> tuple[str, ...]:
     """The devices ``run``'s ``--device`` names, as ``parse_devices`` gives them, but
     ``auto`` left empty for what runs to choose: a run every visible GPU
     (``every_gpu``), a watch, which runs on one device, the first."""
-    return () if value.strip().lower() in ("", AUTO) else parse_devices(value)
+    return () if _is_auto(value) else parse_devices(value)
+
+
+def _is_auto(value: str) -> bool:
+    return value.strip().lower() in ("", AUTO)
 
 
 def resolve_device(value: str) -> str:
