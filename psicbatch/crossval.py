@@ -321,7 +321,7 @@ def _run_fold(
             validation=test_data if score_epochs else None,
         )
         trainer.run(resume=partial_path(model_path).exists())
-    checkpoint = load_checkpoint(model_path)
+    checkpoint = load_checkpoint(model_path, weights=False)  # its training record only
     train_minutes = checkpoint.training.get("train_seconds", 0.0) / 60
     test_samples = [samples[i] for i in test_index]
     batch = 4 * options.batch_size

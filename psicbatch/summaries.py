@@ -189,7 +189,7 @@ def checkpoint_summary(path: Path) -> dict[str, Any]:
     from psicbatch.engines.build import engine_size
     from psicbatch.model import count_flops
 
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path, weights=False)  # their shapes are counted only
     height, width = checkpoint.preprocessing.input_size
     params = sum(t.numel() for name, t in checkpoint.state_dict.items() if _is_parameter(name))
     flops = count_flops(checkpoint.model_config, height, width)

@@ -158,3 +158,59 @@ def test_pickled_code_is_refused_without_running(tmp_path: Path) -> None:
     torch.save(data, tmp_path / "evil.pt")
     _expect_error(tmp_path / "evil.pt", "refused", "could run code", "system")
     assert not marker.exists()
+
+
+def test_a_model_gets_a_copy_of_the_weights_in_the_networks_own_types(tmp_path: Path) -> None:
+    """Built on the meta device and given the weights: a model trained on does not change
+    its checkpoint, and weights stored in another float type are the network's again."""
+    checkpoint = make_checkpoint()
+    wider = {name: tensor.double() for name, tensor in checkpoint.state_dict.items()}
+    model = Checkpoint(checkpoint.model_config, checkpoint.preprocessing, wider).build_model()
+    for name, tensor in model.state_dict().items():
+        assert tensor.device.type == "cpu" and tensor.dtype == checkpoint.state_dict[name].dtype
+        assert torch.equal(tensor, checkpoint.state_dict[name].to(tensor.dtype))
+    assert all(parameter.requires_grad for parameter in model.parameters())
+    assert not model.training
+    model = checkpoint.build_model()
+    before = {name: tensor.clone() for name, tensor in checkpoint.state_dict.items()}
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(1.0)
+    assert all(torch.equal(before[name], checkpoint.state_dict[name]) for name in before)
+
+
+def test_the_configuration_alone_maps_the_weights_and_any_archive_is_read(tmp_path: Path) -> None:
+    """``weights=False`` maps the weights instead of reading them; an archive whose records
+    are compressed (zipped again) is read, not mapped: torch maps it as garbage weights."""
+    import zipfile
+
+    path = save_checkpoint(make_checkpoint(), tmp_path / "model.pt")
+    mapped = load_checkpoint(path, weights=False)
+    assert str(path) in _mapped_files()
+    assert mapped.model_config == load_checkpoint(path).model_config
+    zipped = tmp_path / "zipped.pt"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as to:
+        for record in source.infolist():
+            to.writestr(record.filename, source.read(record.filename))
+    read = load_checkpoint(zipped, weights=False)
+    assert read.preprocessing == mapped.preprocessing and str(zipped) not in _mapped_files()
+    for name, tensor in read.state_dict.items():
+        assert torch.equal(tensor, mapped.state_dict[name])
+
+
+def _mapped_files() -> str:
+    return Path("/proc/self/maps").read_text()
+
+
+def test_a_file_written_again_in_place_gets_its_new_digest(tmp_path: Path) -> None:
+    """Digests are remembered for a file as it is: the same size written again in place
+    (same name, same inode) is hashed again."""
+    from psicbatch.paths import file_sha256
+
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"a" * 4096)
+    first = file_sha256(path)
+    assert file_sha256(path) == first
+    with path.open("r+b") as file:
+        file.write(b"b")
+    assert file_sha256(path) != first

@@ -739,3 +739,31 @@ def test_the_batch_is_chosen_for_the_device_and_input_size_unless_given(
         row = next(line for line in result.output.splitlines() if "│ batch" in line)
         assert row.split("│")[2].strip().startswith(said), row
         assert read_metadata(out)["engine"]["max_batch"] == int(said[0])
+
+
+def test_a_run_reads_and_hashes_its_checkpoint_once(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its manifest, input size and engine all come from the checkpoint: the weights are
+    read for the engine alone (the rest maps them), and the file is hashed once."""
+    from psicbatch import paths
+
+    model = tmp_path / "model.pt"  # a file this process has not hashed before
+    shutil.copyfile(demo_model_path(), model)
+    reads, hashes = [], []
+    load, hashed_file = torch.load, paths.hashed_file
+
+    def counted_load(path: object, *args: object, **kwargs: object) -> object:
+        reads.append((Path(str(path)), kwargs.get("mmap")))
+        return load(path, *args, **kwargs)
+
+    def counted_hash(path: object, digest: object) -> object:
+        hashes.append(Path(str(path)))
+        return hashed_file(path, digest)
+
+    monkeypatch.setattr(torch, "load", counted_load)
+    monkeypatch.setattr(paths, "hashed_file", counted_hash)
+    code, output = run_cli(str(images), "--model", str(model), "-o", str(tmp_path / "r.parquet"))
+    assert code == 0, output
+    assert [path for path, mapped in reads if not mapped] == [model]
+    assert hashes.count(model) == 1

@@ -395,7 +395,7 @@ def checkpoint_manifest(
 ) -> Manifest:
     """The manifest of a torch engine that runs a checkpoint file in place on ``device``
     (``auto`` precision: fp16 on a GPU; on the CPU ``precision.cpu_auto``'s choice)."""
-    checkpoint = load_checkpoint(checkpoint_path)
+    checkpoint = load_checkpoint(checkpoint_path, weights=False)
     choice = choose_precision(precision, "torch", device)
     precision = choice.precision
     size = engine_size(checkpoint, input_size)

@@ -63,7 +63,7 @@ def engine_input_size(spec: EngineSpec) -> tuple[int, int]:
     from psicbatch.checkpoint import load_checkpoint
     from psicbatch.engines.build import engine_size
 
-    return engine_size(load_checkpoint(_checkpoint(spec)), spec.input_size)
+    return engine_size(load_checkpoint(_checkpoint(spec), weights=False), spec.input_size)
 
 
 def _null_size(spec: EngineSpec) -> tuple[int, int]:
