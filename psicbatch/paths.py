@@ -18,6 +18,7 @@ import functools
 import hashlib
 import os
 import stat
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -167,10 +168,17 @@ def file_sha256(path: str | os.PathLike) -> str:
 
     Remembered for the file as it is (device, inode, size, modified and changed times): a
     run describes its checkpoint more than once (0.09 s each for the paper's network's
-    128 MB on a 2-core AVX2 EPYC), while a file written since has other times."""
+    128 MB on a 2-core AVX2 EPYC), while a file written since has other times. A file
+    changed in the last SETTLED_NS is hashed every time: the times a file system gives
+    can be milliseconds coarse, so two writes that close together may share them."""
     state = os.stat(path)
+    if time.time_ns() - state.st_ctime_ns < SETTLED_NS:
+        return hashed_file(path, hashlib.sha256()).hexdigest()
     identity = (state.st_dev, state.st_ino, state.st_size, state.st_mtime_ns, state.st_ctime_ns)
     return _sha256_of(identity, os.fsdecode(path))
+
+
+SETTLED_NS = 2_000_000_000
 
 
 @functools.lru_cache(maxsize=16)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -202,15 +203,23 @@ def _mapped_files() -> str:
     return Path("/proc/self/maps").read_text()
 
 
-def test_a_file_written_again_in_place_gets_its_new_digest(tmp_path: Path) -> None:
+def test_a_file_written_again_in_place_gets_its_new_digest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Digests are remembered for a file as it is: the same size written again in place
-    (same name, same inode) is hashed again."""
-    from psicbatch.paths import file_sha256
+    (same name, same inode), at once or later, is hashed again."""
+    from psicbatch import paths
 
+    monkeypatch.setattr(paths, "SETTLED_NS", 200_000_000)
     path = tmp_path / "model.pt"
     path.write_bytes(b"a" * 4096)
-    first = file_sha256(path)
-    assert file_sha256(path) == first
+    first = paths.file_sha256(path)
     with path.open("r+b") as file:
-        file.write(b"b")
-    assert file_sha256(path) != first
+        file.write(b"b")  # within the file system's time resolution, maybe
+    second = paths.file_sha256(path)
+    assert second != first
+    time.sleep(paths.SETTLED_NS / 1e9)
+    assert paths.file_sha256(path) == second
+    with path.open("r+b") as file:
+        file.write(b"c")
+    assert paths.file_sha256(path) not in (first, second)

@@ -748,8 +748,8 @@ def test_a_run_reads_and_hashes_its_checkpoint_once(
     read for the engine alone (the rest maps them), and the file is hashed once."""
     from psicbatch import paths
 
-    model = tmp_path / "model.pt"  # a file this process has not hashed before
-    shutil.copyfile(demo_model_path(), model)
+    model = demo_model_path()
+    paths._sha256_of.cache_clear()
     reads, hashes = [], []
     load, hashed_file = torch.load, paths.hashed_file
 
