@@ -239,3 +239,53 @@ def test_a_run_says_its_results_folder_does_not_answer_as_it_starts(
     assert pq.read_table(tmp_path / "r.parquet").num_rows == 2
     line = run_status(RunSummary(out_silent=12.4), 0.0)
     assert line.endswith("opening the results  the results folder has not answered for 12 s")
+
+
+def test_a_run_tells_how_far_its_results_file_is_and_a_folder_that_stops_answering_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Assembling the results file from its parts stays in the run's own thread (a stop
+    must not leave it running) and was silent: a large run's progress stood at its end,
+    and on a share that stopped answering it waited there without a word. The run now
+    tells how many parts are in, and how long a part has not come."""
+    import pyarrow as pa
+
+    from psicbatch.engines.spec import EngineSpec
+    from psicbatch.run import output
+    from psicbatch.run.options import RunOptions
+    from psicbatch.run.runner import RunSummary, run
+
+    monkeypatch.setattr(output, "SILENT_SECONDS", 0.3)
+    monkeypatch.setattr(output, "PATIENCE", 0.05)
+    as_schema = output._as_schema
+
+    def slow_second_part(table: pa.Table, schema: pa.Schema) -> pa.Table:
+        if slow_second_part.calls == 1:  # type: ignore[attr-defined]
+            time.sleep(1.0)  # the share answers again after a second
+        slow_second_part.calls += 1  # type: ignore[attr-defined]
+        return as_schema(table, schema)
+
+    slow_second_part.calls = 0  # type: ignore[attr-defined]
+    monkeypatch.setattr(output, "_as_schema", slow_second_part)
+    generate(tmp_path / "data", 6, (32, 32), seed=1)
+    paths = sorted((tmp_path / "data" / "images").iterdir())
+    seen: list[tuple[tuple[int, int] | None, float | None]] = []
+    options = RunOptions(
+        tmp_path / "r.parquet", devices=("cpu",), decoder="pil", batch_size=2, part_rows=2
+    )
+    run(
+        paths,
+        EngineSpec(checkpoint=demo_model_path()),
+        options,
+        lambda summary: seen.append((summary.assembled, summary.out_silent)),
+    )
+    assert pq.read_table(tmp_path / "r.parquet").num_rows == 6
+    assembly = [(assembled, silent) for assembled, silent in seen if assembled is not None]
+    assert [assembled for assembled, _ in assembly if _ is None][:2] == [(0, 3), (1, 3)]
+    waited = [silent for assembled, silent in assembly if assembled == (1, 3) and silent]
+    assert max(waited, default=0.0) >= 0.8, seen  # the second part had not come
+    assert assembly[-1] == ((3, 3), None)
+    line = run_status(RunSummary(images=6, assembled=(1, 3), out_silent=12.4), 2.0)
+    assert line.endswith(
+        "  writing the results file: parts in 1/3  the results folder has not answered for 12 s"
+    ), line

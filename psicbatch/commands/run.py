@@ -401,6 +401,8 @@ def run_status(summary: RunSummary, rate: float, final: bool = False) -> str:
         status = status if summary.output_open else "opening the results"
     if summary.tiles is not None:
         status += f"  tiles inferred {summary.tiles.inferred}/{summary.tiles.total}"
+    if summary.assembled is not None:
+        status += "  writing the results file: parts in {}/{}".format(*summary.assembled)
     if summary.out_silent is not None:
         status += f"  the results folder has not answered for {summary.out_silent:.0f} s"
     return status

@@ -41,7 +41,7 @@ from psicbatch.run.job import JobIdentity, check_same_job
 from psicbatch.run.limited import TimeLimitExceeded, call_limited
 from psicbatch.run.output_guard import RESULTS, write_checked
 from psicbatch.run.rows import SCHEMA
-from psicbatch.run.waiting_calls import waited_for
+from psicbatch.run.waiting_calls import SilenceWatch, waited_for
 
 SCHEMA_VERSION = 4  # 2: path_bytes; 3: tile; 4: file_size, file_mtime_ns
 METADATA_KEY = b"psicbatch"
@@ -66,6 +66,13 @@ PART_ONLY = [INDEX_COLUMN, KEY_COLUMN]
 # a folder that does not answer.
 PATIENCE = 0.5
 Told = Callable[[float | None], None]  # how long the results folder has not answered
+
+
+Assembled = Callable[[int, int], None]  # parts in the results file so far, of how many
+
+
+def _unseen(done: int, total: int) -> None:
+    """Nobody follows the assembly."""
 
 
 def _untold(silent: float | None) -> None:
@@ -279,12 +286,22 @@ class ResultsOutput:
     def write(self, rows: list[dict[str, Any]], told: Told = _untold, patient: bool = True) -> None:
         self._open_writer.write(rows, told, patient)
 
-    def finish(self, metadata: dict[str, Any], told: Told = _untold) -> None:
-        """Wait for every row, then assemble ``OUT`` atomically from the parts."""
+    def finish(
+        self, metadata: dict[str, Any], told: Told = _untold, assembled: Assembled = _unseen
+    ) -> None:
+        """Wait for every row, then assemble ``OUT`` atomically from the parts, telling
+        ``assembled`` how many parts are in, and ``told`` how long the folder has not
+        answered (a part that takes SILENT_SECONDS)."""
         self._open_writer.close(told)
         # Here, not in a thread that a stop would leave running: a stop mid-way keeps the
         # parts for --resume (OUT is written whole or not at all).
-        finalize(self.out, metadata)
+        with SilenceWatch(told, "psicbatch-assembly-watch", PATIENCE, SILENT_SECONDS) as watch:
+
+            def part_in(done: int, total: int) -> None:
+                watch.heard()
+                assembled(done, total)
+
+            finalize(self.out, metadata, part_in)
 
     def __exit__(self, *exc: object) -> None:
         try:
@@ -371,20 +388,23 @@ def remove_stale_temporaries(out: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
-def finalize(out: Path, metadata: dict[str, Any]) -> int:
-    """Stream the parts into ``OUT`` (atomically), then remove them. Returns the row count."""
+def finalize(out: Path, metadata: dict[str, Any], assembled: Assembled = _unseen) -> int:
+    """Stream the parts into ``OUT`` (atomically), then remove them; ``assembled`` hears
+    how many parts are in. Returns the row count."""
     directory = parts_directory(out)
     parts = sorted(directory.glob("part-*.parquet")) if directory.is_dir() else []
     schema = RESULTS_SCHEMA.with_metadata({METADATA_KEY: json.dumps(metadata).encode()})
     rows = 0
+    assembled(0, len(parts))
 
     def write(temporary: Path) -> None:
         nonlocal rows
         with pq.ParquetWriter(temporary, schema, compression="zstd") as writer:
-            for table in _in_input_order(parts):
+            for table, parts_in in _in_input_order(parts):
                 table = table.drop_columns([c for c in PART_ONLY if c in table.column_names])
                 writer.write_table(_as_schema(table, schema))
                 rows += table.num_rows
+                assembled(parts_in, len(parts))
 
     kept = "; the computed results are kept and --resume finishes the file"
     write_checked(out, RESULTS, write, kept)
@@ -401,10 +421,11 @@ def _as_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return table.select(schema.names).cast(schema)
 
 
-def _in_input_order(parts: list[Path]) -> Iterator[pa.Table]:
-    """The parts' rows in input order. Runs write parts in order, so each part is streamed
-    alone; only after a resume recomputed some rows (their new part overlaps older ones'
-    index ranges) are all parts read together and sorted."""
+def _in_input_order(parts: list[Path]) -> Iterator[tuple[pa.Table, int]]:
+    """The parts' rows in input order, each with how many parts they complete. Runs write
+    parts in order, so each part is streamed alone; only after a resume recomputed some
+    rows (their new part overlaps older ones' index ranges) are all parts read together
+    and sorted."""
     ranges = {}
     for part in parts:
         index = pq.read_table(part, columns=[INDEX_COLUMN]).column(INDEX_COLUMN)
@@ -412,10 +433,11 @@ def _in_input_order(parts: list[Path]) -> Iterator[pa.Table]:
     ordered = sorted(parts, key=lambda part: ranges[part])
     disjoint = all(ranges[a][1] < ranges[b][0] for a, b in itertools.pairwise(ordered))
     if disjoint:
-        yield from (pq.read_table(part).sort_by(INDEX_COLUMN) for part in ordered)
+        for number, part in enumerate(ordered, 1):
+            yield pq.read_table(part).sort_by(INDEX_COLUMN), number
     elif ordered:
         tables = [pq.read_table(part) for part in ordered]
-        yield pa.concat_tables(tables, promote_options="default").sort_by(INDEX_COLUMN)
+        yield pa.concat_tables(tables, promote_options="default").sort_by(INDEX_COLUMN), len(tables)
 
 
 def read_metadata(path: Path) -> dict[str, Any]:

@@ -91,6 +91,7 @@ class RunSummary:
     engines_open: bool = False
     tiles: Tiles | None = None  # how far the tiled batches under way are
     out_silent: float | None = None  # how long a call into the results has waited (10 s on)
+    assembled: tuple[int, int] | None = None  # parts in the results file, of how many
     steady_images: int = 0  # images after the first batch (start-up excluded)
     steady_batches: int = 0  # batches after the first
     steady_seconds: float = 0.0  # from the first batch's rows to the last's (no finalising)
@@ -180,7 +181,8 @@ def run(
         first, last = _save_results(results, keys, output, summary, options, told, on_rows)
         summary.contention = contention(before, cpu_times()) if executor is None else None
         summary.steady_seconds = last - first
-        output.finish(_metadata(engine_info, options, summary, len(paths), started_at), told)
+        metadata = _metadata(engine_info, options, summary, len(paths), started_at)
+        output.finish(metadata, told, partial(_assembly_told, summary, on_rows))
         summary.add_times({"write": output.write_seconds})
         summary.seconds = time.monotonic() - clock
     return summary
@@ -221,6 +223,15 @@ def _out_told(
         summary.out_silent = silent
         if on_rows is not None:
             on_rows(summary)
+
+
+def _assembly_told(
+    summary: RunSummary, on_rows: Callable[[RunSummary], None] | None, done: int, total: int
+) -> None:
+    """How many parts are in the results file so far."""
+    summary.assembled = done, total
+    if on_rows is not None:
+        on_rows(summary)
 
 
 def _save_results(
