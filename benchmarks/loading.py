@@ -20,6 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from revision import commit_of  # noqa: E402
+
 from psicbatch.bench.machine import machine  # noqa: E402
 from psicbatch.reports import markdown_table  # noqa: E402
 
@@ -69,7 +71,7 @@ def main() -> None:
             taken[side].append(spent)
             print(side, count, f"{spent:.2f} s", flush=True)
     facts = machine()
-    commits = {side: _commit(checkout) for side, checkout in checkouts.items()}
+    commits = {side: commit_of(checkout) for side, checkout in checkouts.items()}
     args.out.mkdir(parents=True, exist_ok=True)
     record = {"machine": facts, "data": str(args.data), "images": count, "size": args.size}
     record |= {"commits": commits, "seconds": taken}
@@ -88,13 +90,6 @@ def main() -> None:
     )
     (args.out / "loading.md").write_text(text)
     print(text)
-
-
-def _commit(checkout: Path) -> str:
-    finished = subprocess.run(
-        ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    )
-    return finished.stdout.strip() or "unknown"
 
 
 if __name__ == "__main__":

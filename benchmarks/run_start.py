@@ -25,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from revision import commit_of  # noqa: E402
+
 from psicbatch.bench.machine import machine  # noqa: E402
 from psicbatch.reports import markdown_table  # noqa: E402
 
@@ -87,7 +89,7 @@ def measure(args: argparse.Namespace, work: Path) -> None:
             taken[side].append(spent)
             print(side, " ".join(f"{s:.2f}" for s in spent), flush=True)
     facts = machine()
-    commits = {side: _commit(checkout) for side, checkout in checkouts.items()}
+    commits = {side: commit_of(checkout) for side, checkout in checkouts.items()}
     record = {"machine": facts, "commits": commits, "model_bytes": model.stat().st_size}
     record |= {"seconds": taken}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -111,13 +113,6 @@ def measure(args: argparse.Namespace, work: Path) -> None:
     )
     (args.out / "run_start.md").write_text(text)
     print(text)
-
-
-def _commit(checkout: Path) -> str:
-    finished = subprocess.run(
-        ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    )
-    return finished.stdout.strip() or "unknown"
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from revision import commit_of  # noqa: E402
+
 from psicbatch.bench.machine import machine  # noqa: E402
 from psicbatch.reports import markdown_table  # noqa: E402
 from psicbatch.run.job import PART_DECISIONS_FILE  # noqa: E402
@@ -120,9 +122,7 @@ def main() -> None:
     passed = [delays[name] for name in made if made[name]["decision"] == "pass"]
     rejected = [delays[name] for name in made if made[name]["decision"] == "reject"]
     facts = machine()
-    revision = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
+    revision = commit_of(ROOT)
     record = {
         "machine": facts,
         "revision": revision,

@@ -32,6 +32,8 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from revision import commit_of  # noqa: E402
+
 from psicbatch.bench.machine import machine, resident_mib  # noqa: E402
 from psicbatch.reports import markdown_table  # noqa: E402
 from psicbatch.run.job import PART_DECISIONS_FILE  # noqa: E402
@@ -133,9 +135,7 @@ def main() -> None:
             child += ["--part-images", str(args.part_images)]
             done = subprocess.run(child, capture_output=True, text=True, check=True)
         results.append(json.loads(done.stdout))
-    revision = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
+    revision = commit_of(ROOT)
     facts = machine()
     args.out.mkdir(parents=True, exist_ok=True)
     record = {"machine": facts, "revision": revision, "part_images": args.part_images}

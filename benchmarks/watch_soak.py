@@ -32,6 +32,8 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from revision import commit_of  # noqa: E402
+
 from psicbatch.bench.machine import machine, resident_mib  # noqa: E402
 from psicbatch.data.synth import generate  # noqa: E402
 from psicbatch.reports import markdown_table  # noqa: E402
@@ -130,9 +132,7 @@ def main() -> None:
     parser.add_argument("--checkout", type=Path, default=ROOT, help="whose psicbatch runs")
     parser.add_argument("--model", type=Path, help="checkpoint (default: the demo model)")
     args = parser.parse_args()
-    revision = subprocess.run(  # before the watch starts: the code it runs
-        ["git", "rev-parse", "--short", "HEAD"], cwd=args.checkout, capture_output=True, text=True
-    ).stdout.strip()
+    revision = commit_of(args.checkout)  # before the watch starts: the code it runs
     with tempfile.TemporaryDirectory() as folder:
         started = time.monotonic()
         samples, idle_share = soak(Path(folder), args)
