@@ -163,6 +163,9 @@ def file_head(path: Path, size: int = 4096) -> bytes:
         return b""
 
 
+SETTLED_NS = 2_000_000_000  # how old a file's last change is before its digest is kept
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """Content hash used to tie engines and results to the exact checkpoint they came from.
 
@@ -176,9 +179,6 @@ def file_sha256(path: str | os.PathLike) -> str:
         return hashed_file(path, hashlib.sha256()).hexdigest()
     identity = (state.st_dev, state.st_ino, state.st_size, state.st_mtime_ns, state.st_ctime_ns)
     return _sha256_of(identity, os.fsdecode(path))
-
-
-SETTLED_NS = 2_000_000_000
 
 
 @functools.lru_cache(maxsize=16)
