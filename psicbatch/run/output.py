@@ -66,8 +66,6 @@ PART_ONLY = [INDEX_COLUMN, KEY_COLUMN]
 # a folder that does not answer.
 PATIENCE = 0.5
 Told = Callable[[float | None], None]  # how long the results folder has not answered
-
-
 Assembled = Callable[[int, int], None]  # parts in the results file so far, of how many
 
 
