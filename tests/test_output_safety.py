@@ -191,13 +191,14 @@ def test_report_never_replaces_its_results_or_foreign_files(images: Path, tmp_pa
     assert invoke("report", out, "--html", report, "--overwrite").exit_code == 0
 
 
-def test_report_on_an_empty_file_or_into_a_missing_folder(images: Path, tmp_path: Path) -> None:
+def test_a_run_makes_its_folders_and_a_report_needs_its_own(images: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty.parquet"
     empty.write_bytes(b"")
     result = invoke("report", empty, "--html", tmp_path / "a.html")
     assert result.exit_code == 1 and "not a psicbatch results file" in result.output
-    out = tmp_path / "r.parquet"
+    out = tmp_path / "day" / "line 1" / "r.parquet"  # folders not there yet
     assert invoke("run", images, "--out", out, *FAST).exit_code == 0
+    assert pq.read_table(out).num_rows > 0
     result = invoke("report", out, "--html", tmp_path / "missing" / "a.html")
     assert result.exit_code == 1 and "folder does not exist" in result.output
     assert len(result.output.strip().splitlines()) == 1
