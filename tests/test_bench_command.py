@@ -24,7 +24,7 @@ def test_tiny_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
         "--width",
         "0.125",
         "--duration",
-        "0.3",
+        "0.1",
         "-o",
         str(out),
     ]
