@@ -205,7 +205,7 @@ def checkpoint_summary(path: Path) -> dict[str, Any]:
         "mean": list(checkpoint.preprocessing.mean),
         "std": list(checkpoint.preprocessing.std),
         "thresholds": asdict(checkpoint.thresholds),
-        "run_batch_here": _run_batch_here(engine_size(checkpoint, None), checkpoint=path),
+        "run_batch_here": _run_batch_here(engine_size(checkpoint, None)),
         "training": training_summary(checkpoint.training),
         **{
             f"{phase} loss by epoch": sparkline(values)
@@ -255,7 +255,7 @@ def engine_summary(directory: Path, manifest: Manifest) -> dict[str, Any]:
         "input_size": f"{height}x{width}",
         "accepted_sizes": "{}x{}..{}x{}".format(*manifest.min_size, *manifest.max_size),
         "batch": f"{manifest.min_batch}..{manifest.max_batch}",
-        "run_batch_here": _run_batch_here((height, width), engine_dir=directory),
+        "run_batch_here": _run_batch_here((height, width)),
         "gflop_per_image": round(count_flops(config, height, width) / 1e9, 2) if config else None,
         "tile_overlap": manifest.preprocessing.get("tile_overlap"),
         "bit_depth": manifest.preprocessing.get("bit_depth"),
@@ -277,18 +277,13 @@ def engine_summary(directory: Path, manifest: Manifest) -> dict[str, Any]:
     return {key: value for key, value in summary.items() if value not in ({}, None, "")}
 
 
-def _run_batch_here(
-    input_size: tuple[int, int], engine_dir: Path | None = None, checkpoint: Path | None = None
-) -> str:
-    """The batch ``psicbatch run --batch-size auto`` takes with this engine or checkpoint
-    (of this input size, read already) on this machine's default device, and why
-    (``run.batch_choice``)."""
+def _run_batch_here(input_size: tuple[int, int]) -> str:
+    """The batch ``psicbatch run --batch-size auto`` takes with an engine or checkpoint of
+    ``input_size`` on this machine's default device, and why (``run.batch_choice``)."""
     from psicbatch.devices import default_device
-    from psicbatch.engines.spec import EngineSpec  # torch: for checkpoints and engines only
-    from psicbatch.run.batch_choice import chosen_batch_size
+    from psicbatch.run.batch_choice import batch_for_size
 
-    spec = EngineSpec(engine_dir=engine_dir, checkpoint=checkpoint)
-    batch, why = chosen_batch_size(spec, default_device(), input_size)
+    batch, why = batch_for_size(input_size, default_device())
     return f"{batch} (auto: {why})"
 
 

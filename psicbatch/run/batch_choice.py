@@ -15,15 +15,19 @@ from psicbatch.engines.spec import EngineSpec, engine_input_size
 from psicbatch.run.options import DEFAULT_BATCH_SIZE
 
 CPU_PIXELS = 512 * 512  # a CPU batch's images hold at most this many pixels together
+ON_A_GPU = (DEFAULT_BATCH_SIZE, "on a GPU")
 
 
-def chosen_batch_size(
-    spec: EngineSpec, device: str, input_size: tuple[int, int] | None = None
-) -> tuple[int, str]:
-    """The batch for ``spec``'s engine on ``device`` ("cpu" or "cuda:N"), and why;
-    ``input_size``: the engine's, where the caller has it (else read from ``spec``)."""
+def chosen_batch_size(spec: EngineSpec, device: str) -> tuple[int, str]:
+    """The batch for ``spec``'s engine on ``device`` ("cpu" or "cuda:N"), and why; the
+    engine's input size is read only where it counts, on the CPU."""
+    return ON_A_GPU if device != "cpu" else batch_for_size(engine_input_size(spec), device)
+
+
+def batch_for_size(input_size: tuple[int, int], device: str) -> tuple[int, str]:
+    """The batch for an engine of ``input_size`` (height, width) on ``device``, and why."""
     if device != "cpu":
-        return DEFAULT_BATCH_SIZE, "on a GPU"
-    height, width = input_size or engine_input_size(spec)
+        return ON_A_GPU
+    height, width = input_size
     batch = max(1, min(DEFAULT_BATCH_SIZE, CPU_PIXELS // (height * width)))
     return batch, f"{height}x{width} inputs on a CPU: up to 512x512's pixels a batch"
