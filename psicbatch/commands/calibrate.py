@@ -7,12 +7,13 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 from rich.progress import Progress
 
 from psicbatch.calibrate import (
+    Calibration,
     StoredPredictions,
     Validation,
     calibrate,
@@ -206,13 +207,7 @@ def calibrate_command(
     run results (a file or a --watch folder) with --labels, or by scoring a labelled
     dataset (PREDICTIONS a folder, or several scored as one dataset) with --model or
     --engine; write a decision file and its reports."""
-    if (min_area_mm2 is None) != (pixel_size is None):
-        raise click.BadParameter("--min-area-mm2 and --pixel-size go together")
-    if min_area_mm2 is not None and pixel_size is not None:
-        if min_area:
-            raise click.BadParameter("give --min-area (pixels) or --min-area-mm2, not both")
-        min_area = math.ceil(min_area_mm2 / pixel_size**2 - 1e-9)
-    chosen_rule = Rule(rule, min_area)
+    chosen_rule = Rule(rule, _min_area(min_area, min_area_mm2, pixel_size))
     group_by = parts_pattern(predictions[0], group_by) if labels and per_part else group_by
     target, limits = _target(
         max_escape_rate, max_false_reject_rate, type_limits, per_part, group_by
@@ -230,7 +225,7 @@ def calibrate_command(
         stored = None
         if _are_datasets(predictions, labels):
             with progress_bar(quiet) as progress:
-                data, digests, scorer, region, seen = _scored(
+                scored = _scored(
                     predictions,
                     engine,
                     model,
@@ -250,66 +245,121 @@ def calibrate_command(
                     "--model scores a dataset folder; stored predictions are scored already"
                 )
             stored = StoredPredictions.read(stored_at)
-            scorer, recorded_region = _recorded(stored)
-            region = _located_region(stored_at, recorded_region, roi, engine)
-            if engine is not None:
-                _check_scored_by(stored_at, scorer, engine)
-            data = read_validation(stored, labels, layout, chosen_rule, split, group_by)
-            digests = file_digests(data.files)  # recorded, and counted among training images
-            seen = _seen_before(stored.record, data.files, digests)
+            scored = _stored(
+                stored, stored_at, labels, engine, roi, layout, chosen_rule, split, group_by
+            )
         if per_part:
             target[PARTS_TARGET] = _parts_grouping(group_by, stored, labels)
+        data = scored.validation
         result = calibrate(
             data, chosen_rule, max_escape_rate, max_false_reject_rate, limits, by_part=per_part
         )
-        set_by, set_at = who_and_when()
-        decisions = Decisions(
-            classification_threshold=result.chosen.threshold,
-            rule=chosen_rule,
-            target=target,
-            pixel_size_mm=pixel_size,
-            validation={
-                "source": data.source,
-                **result.chosen.to_dict(),
-                "image_digests": ImageSet.of_digests(digests).encode(),  # eval counts them
-                **_seen_counts(seen),
-            },
-            set_by=set_by,
-            set_at=set_at,
-            command=command_line(),
-            scored_by=scorer,
-            roi=region,
-        )
+        decisions = _decisions(scored, result, chosen_rule, target, pixel_size)
         decisions.write(out)
+        seen = scored.seen
         if seen is not None and not quiet:
             for note in calibration_notes(seen.training, seen.chosen, seen.images):
                 click.echo(f"note: {note}", err=True)
         written[1].write_text(calibration_markdown(decisions, data, result))
         written[2].write_text(calibration_html(decisions, data, result), encoding="utf-8")
-        point, unit = result.chosen, result.chosen.unit
-        in_images = result.in_images
-        click.echo(
-            f"threshold {point.threshold:.4g}: {point.escapes} of {point.defective} defective "
-            f"{unit} escape (95% upper bound {100 * point.escape_rate_upper:.1f}%), "
-            f"{point.false_rejects} of {point.good} good {unit} rejected "
-            f"({100 * point.false_reject_rate:.2f}%)"
-            + (
-                f"; in images, {in_images.escapes} of {in_images.defective} defective escape "
-                f"and {in_images.false_rejects} of {in_images.good} good are rejected"
-                if in_images
-                else ""
-            )
-        )
+        click.echo(_chosen_said(result))
         click.echo(f"decisions written to {out} (reports {written[1]}, {written[2]})")
         if engine is not None:
             manifest = set_decisions(engine, decisions, out)
             click.echo(f"stored in {engine} as manifest revision {manifest.revision}")
         applied = f"--engine {engine}" if engine else f"--decisions {out}"
-        scored = "" if engine else " MODEL"
         click.echo(
-            f"next: psicbatch eval{scored} HELD_OUT_DATA {applied} (their escapes on images they "
-            f"were not chosen on), then psicbatch run IMAGES {applied}"
+            f"next: psicbatch eval{'' if engine else ' MODEL'} HELD_OUT_DATA {applied} (their "
+            f"escapes on images they were not chosen on), then psicbatch run IMAGES {applied}"
         )
+
+
+class Scored(NamedTuple):
+    """Images scored for a calibration and what the decisions record of them."""
+
+    validation: Validation
+    digests: list[bytes | None]  # of the image files: eval counts them
+    scorer: dict[str, Any]  # the engine that scored them
+    region: dict[str, Any] | None  # the region of interest's record
+    seen: Overlap | None  # how many of the images the model was trained on
+
+
+def _min_area(min_area: int, min_area_mm2: float | None, pixel_size: float | None) -> int:
+    """The area rule's minimum in pixels, given in pixels or in mm² with the pixel size."""
+    if (min_area_mm2 is None) != (pixel_size is None):
+        raise click.BadParameter("--min-area-mm2 and --pixel-size go together")
+    if min_area_mm2 is None or pixel_size is None:
+        return min_area
+    if min_area:
+        raise click.BadParameter("give --min-area (pixels) or --min-area-mm2, not both")
+    return math.ceil(min_area_mm2 / pixel_size**2 - 1e-9)
+
+
+def _stored(
+    stored: StoredPredictions,
+    stored_at: Path,
+    labels: Path | None,
+    engine: Path | None,
+    roi: Path | None,
+    layout: str,
+    rule: Rule,
+    split: str,
+    group_by: str | None,
+) -> Scored:
+    """Predictions scored already (eval/cv predictions, run results with ``labels``)."""
+    scorer, recorded_region = _recorded(stored)
+    region = _located_region(stored_at, recorded_region, roi, engine)
+    if engine is not None:
+        _check_scored_by(stored_at, scorer, engine)
+    data = read_validation(stored, labels, layout, rule, split, group_by)
+    digests = file_digests(data.files)  # recorded, and counted among training images
+    seen = _seen_before(stored.record, data.files, digests)
+    return Scored(data, digests, scorer, region, seen)
+
+
+def _decisions(
+    scored: Scored,
+    result: Calibration,
+    rule: Rule,
+    target: dict[str, Any],
+    pixel_size: float | None,
+) -> Decisions:
+    """The decision file's content: the chosen threshold, and how and on what it was chosen."""
+    set_by, set_at = who_and_when()
+    return Decisions(
+        classification_threshold=result.chosen.threshold,
+        rule=rule,
+        target=target,
+        pixel_size_mm=pixel_size,
+        validation={
+            "source": scored.validation.source,
+            **result.chosen.to_dict(),
+            "image_digests": ImageSet.of_digests(scored.digests).encode(),  # eval counts them
+            **_seen_counts(scored.seen),
+        },
+        set_by=set_by,
+        set_at=set_at,
+        command=command_line(),
+        scored_by=scored.scorer,
+        roi=scored.region,
+    )
+
+
+def _chosen_said(result: Calibration) -> str:
+    """The chosen threshold and its escapes and false rejects, in one line."""
+    point, unit, in_images = result.chosen, result.chosen.unit, result.in_images
+    said = (
+        f"threshold {point.threshold:.4g}: {point.escapes} of {point.defective} defective "
+        f"{unit} escape (95% upper bound {100 * point.escape_rate_upper:.1f}%), "
+        f"{point.false_rejects} of {point.good} good {unit} rejected "
+        f"({100 * point.false_reject_rate:.2f}%)"
+    )
+    if in_images:
+        said += (
+            f"; in images, {in_images.escapes} of {in_images.defective} defective escape "
+            f"and {in_images.false_rejects} of {in_images.good} good are rejected"
+        )
+    return said
 
 
 def _check_outputs(
@@ -478,7 +528,7 @@ def _scored(
     limits: dict[str, float],
     group_by: str | None,
     progress: Progress,
-) -> tuple[Validation, list[bytes | None], dict[str, Any], dict[str, Any] | None, Overlap | None]:
+) -> Scored:
     """A labelled dataset (``folders``, read together as training reads them; of a
     published train/test division, the ``split`` part) scored by a model or engine, as
     ``eval`` scores it (masks inside ``roi`` only, when given; parts by ``group_by``), its
@@ -517,4 +567,4 @@ def _scored(
     scorer = scoring_engine(vars(engine_used)) if engine_used else {}
     seen = result.summary.overlap
     where = {**region.record(), "file": os.path.abspath(region.path)} if region else None
-    return validation, digests, scorer, where, seen
+    return Scored(validation, digests, scorer, where, seen)
