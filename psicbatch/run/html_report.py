@@ -10,6 +10,7 @@ inputs: regular files only, within the same size and decoding-time limits.
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from psicbatch.run.results import (
 )
 from psicbatch.run.results_comparison import ComparedRuns, compare_results
 from psicbatch.run.timeline import timeline, timeline_figure
+from psicbatch.scores import AppliedDecisions
 from psicbatch.wording import counted
 
 THUMBNAIL_HEIGHT = 220
@@ -161,8 +163,6 @@ def build_report(
     defects = pc.indices_nonzero(pc.and_(readable, pc.fill_null(table["is_defect"], False)))
     order = pc.array_sort_indices(pc.take(table["probability"], defects), order="descending")
     shown = table.take(pc.take(defects, order[:top])).to_pylist()  # the stable sort's first
-    failed = pc.indices_nonzero(pc.invert(readable))
-    listed = table.take(failed[:ERRORS_LISTED]).to_pylist()
     e = html.escape
     made: dict[tuple[Path, str], str | None] = {}
     reader = PictureReader()
@@ -176,12 +176,6 @@ def build_report(
         return made[key]
 
     cards = [_card(row, picture(row)) for row in shown]
-    error_items = "".join(f"<li><code>{e(r['path'])}</code>: {e(r['error'])}</li>" for r in listed)
-    if error_count > len(listed):
-        error_items += (
-            f"<li>and {error_count - len(listed)} more (every one is in the results; "
-            "<code>psicbatch report --csv</code> lists them)</li>"
-        )
     readable_count = images - error_count
     rate = defect_count / readable_count if readable_count else 0.0
     shown_counts = ("results", "images", "defective", "errors")  # at the top of the page
@@ -191,22 +185,9 @@ def build_report(
         for key, value in description.items()
         if key not in shown_counts
     )
-    probabilities = pc.filter(table["probability"], readable).to_numpy()
     judged = judged_by(metadata)
-    threshold = judged.threshold if judged else None
-    histogram_html = f'<img src="{histogram(probabilities, threshold)}">' if readable_count else ""
-    borderline = ""
-    if judged is not None:
-        histogram_html = f"<p>Judged defective: {e(judged.line())}.</p>{histogram_html}"
-        nearest = nearest_threshold(table, readable, judged.threshold, top)
-        verdict = {True: " (judged defective)", False: " (judged good)"}
-        borderline = (
-            f"<h2>Nearest the threshold ({len(nearest)})</h2><p>The images whose probability "
-            "lies closest to the threshold, judged either way, nearest first: the borderline "
-            'parts to look at first.</p><div class="defects">'
-            + "".join(_card(row, picture(row), verdict[bool(row["is_defect"])]) for row in nearest)
-            + "</div>"
-        )
+    histogram_html = _histogram_section(table, readable, judged) if readable_count else ""
+    borderline = _borderline_section(table, readable, judged, top, picture) if judged else ""
     counts = (
         f"{counted(images, 'image')}, {defect_count} defective, {counted(error_count, 'error')}"
     )
@@ -247,11 +228,52 @@ table.meta th {{ text-align: left; padding-right: 1em; }}
 <h2>Most likely defects ({len(shown)} of {defect_count})</h2>
 <div class="defects">{"".join(cards) or "<p>No defects found.</p>"}</div>
 {borderline}
-<h2>Errors ({error_count})</h2><ul>{error_items or "<li>none</li>"}</ul>
+{_errors_section(table, readable, error_count)}
 <h2>Run</h2><table class="meta">{meta_rows}</table>
 </body></html>
 """
     return page, counts
+
+
+def _histogram_section(table: pa.Table, readable: pa.Array, judged: AppliedDecisions | None) -> str:
+    """The readable images' probabilities as a histogram, with the threshold they were
+    judged by where the results record it."""
+    probabilities = pc.filter(table["probability"], readable).to_numpy()
+    threshold = judged.threshold if judged else None
+    picture = f'<img src="{histogram(probabilities, threshold)}">'
+    return f"<p>Judged defective: {html.escape(judged.line())}.</p>{picture}" if judged else picture
+
+
+def _borderline_section(
+    table: pa.Table,
+    readable: pa.Array,
+    judged: AppliedDecisions,
+    top: int,
+    picture: Callable[[dict[str, Any]], str | None],
+) -> str:
+    """The ``top`` images nearest the threshold, judged either way."""
+    nearest = nearest_threshold(table, readable, judged.threshold, top)
+    verdict = {True: " (judged defective)", False: " (judged good)"}
+    return (
+        f"<h2>Nearest the threshold ({len(nearest)})</h2><p>The images whose probability "
+        "lies closest to the threshold, judged either way, nearest first: the borderline "
+        'parts to look at first.</p><div class="defects">'
+        + "".join(_card(row, picture(row), verdict[bool(row["is_defect"])]) for row in nearest)
+        + "</div>"
+    )
+
+
+def _errors_section(table: pa.Table, readable: pa.Array, error_count: int) -> str:
+    """The first ``ERRORS_LISTED`` unreadable images and why, and how many more there are."""
+    e = html.escape
+    listed = table.take(pc.indices_nonzero(pc.invert(readable))[:ERRORS_LISTED]).to_pylist()
+    items = "".join(f"<li><code>{e(r['path'])}</code>: {e(r['error'])}</li>" for r in listed)
+    if error_count > len(listed):
+        items += (
+            f"<li>and {error_count - len(listed)} more (every one is in the results; "
+            "<code>psicbatch report --csv</code> lists them)</li>"
+        )
+    return f"<h2>Errors ({error_count})</h2><ul>{items or '<li>none</li>'}</ul>"
 
 
 def _parts_section(table: pa.Table, grouping: PartGrouping, top: int) -> tuple[str, str]:
