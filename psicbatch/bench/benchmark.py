@@ -161,23 +161,7 @@ def _measure(
                     f"{e2e['throughput_items_per_s']:.2f} images/s"
                 )
         if plan.host_ceiling:
-            with tempfile.TemporaryDirectory() as folder:
-                for outputs in NULL_OUTPUTS:
-                    host.append(
-                        host_ceiling(
-                            size,
-                            outputs,
-                            plan.host_batch,
-                            min(10.0, plan.seconds / 2),
-                            device,
-                            Path(folder) / outputs,
-                        )
-                    )
-                    if progress:
-                        progress(
-                            f"{name} host ceiling, {outputs} outputs: "
-                            f"{host[-1]['throughput_items_per_s']:.0f} images/s"
-                        )
+            host += _host_ceilings(name, size, plan, device, progress)
         if plan.baseline and checkpoint is not None:
             baselines[name] = _baseline(checkpoint, size, plan, device)
             if progress:
@@ -204,6 +188,26 @@ def _measure(
         memory_peak={},  # run_benchmark's, once every measurement is done
         sweep=sweep_stops,
     )
+
+
+def _host_ceilings(
+    name: str, size: tuple[int, int], plan: BenchPlan, device: str, progress: Any
+) -> list[dict[str, Any]]:
+    """The host ceiling at ``size`` for each kind of null output (``host_ceiling``)."""
+    measured = []
+    with tempfile.TemporaryDirectory() as folder:
+        for outputs in NULL_OUTPUTS:
+            seconds = min(10.0, plan.seconds / 2)
+            result = host_ceiling(
+                size, outputs, plan.host_batch, seconds, device, Path(folder) / outputs
+            )
+            measured.append(result)
+            if progress:
+                progress(
+                    f"{name} host ceiling, {outputs} outputs: "
+                    f"{result['throughput_items_per_s']:.0f} images/s"
+                )
+    return measured
 
 
 def sweep_batches(device: str) -> tuple[int, ...]:
