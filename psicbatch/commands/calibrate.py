@@ -245,9 +245,7 @@ def calibrate_command(
                     "--model scores a dataset folder; stored predictions are scored already"
                 )
             stored = StoredPredictions.read(stored_at)
-            scored = _stored(
-                stored, stored_at, labels, engine, roi, layout, chosen_rule, split, group_by
-            )
+            scored = _stored(stored, labels, engine, roi, layout, chosen_rule, split, group_by)
         if per_part:
             target[PARTS_TARGET] = _parts_grouping(group_by, stored, labels)
         data = scored.validation
@@ -297,7 +295,6 @@ def _min_area(min_area: int, min_area_mm2: float | None, pixel_size: float | Non
 
 def _stored(
     stored: StoredPredictions,
-    stored_at: Path,
     labels: Path | None,
     engine: Path | None,
     roi: Path | None,
@@ -308,9 +305,9 @@ def _stored(
 ) -> Scored:
     """Predictions scored already (eval/cv predictions, run results with ``labels``)."""
     scorer, recorded_region = _recorded(stored)
-    region = _located_region(stored_at, recorded_region, roi, engine)
+    region = _located_region(stored.path, recorded_region, roi, engine)
     if engine is not None:
-        _check_scored_by(stored_at, scorer, engine)
+        _check_scored_by(stored.path, scorer, engine)
     data = read_validation(stored, labels, layout, rule, split, group_by)
     digests = file_digests(data.files)  # recorded, and counted among training images
     seen = _seen_before(stored.record, data.files, digests)
