@@ -242,6 +242,109 @@ def test_a_run_says_its_results_folder_does_not_answer_as_it_starts(
     assert line.endswith("opening the results  the results folder has not answered for 12 s")
 
 
+def test_a_run_says_its_model_does_not_answer_as_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading and hashing the model before the results open waited in the main thread
+    without a word on a share that stopped answering, deaf to a stop there. It now runs
+    in a thread of its own while the run tells how long it has waited."""
+    from psicbatch.engines.spec import EngineSpec
+    from psicbatch.run import runner
+    from psicbatch.run.options import RunOptions
+    from psicbatch.run.runner import RunSummary
+
+    monkeypatch.setattr(runner, "SILENT_SECONDS", 0.3)
+    monkeypatch.setattr(runner, "PATIENCE", 0.05)
+    real = runner.describe_run
+
+    def slow(*args: object) -> object:
+        time.sleep(1.0)  # the share answers again after a second
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runner, "describe_run", slow)
+    generate(tmp_path / "data", 2, (32, 32), seed=1)
+    paths = sorted((tmp_path / "data" / "images").iterdir())
+    seen: list[tuple[float | None, bool]] = []
+    options = RunOptions(tmp_path / "r.parquet", devices=("cpu",), decoder="pil")
+    runner.run(
+        paths,
+        EngineSpec(checkpoint=demo_model_path()),
+        options,
+        lambda summary: seen.append((summary.model_silent, summary.output_open)),
+    )
+    waits = [silent for silent, opened in seen if silent is not None and not opened]
+    assert waits and max(waits) >= 0.8 and seen[-1][0] is None, seen
+    assert pq.read_table(tmp_path / "r.parquet").num_rows == 2
+    line = run_status(RunSummary(model_silent=12.4), 0.0)
+    assert line.endswith("reading the model  its folder has not answered for 12 s"), line
+
+
+def test_a_stop_ends_a_run_whose_model_does_not_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while the model's share does not answer ends the run at once, in one line.
+    A wait in a thread that blocks the signal stands in for that call, which no signal
+    interrupts: made in the main thread, it held the stop until the share answered."""
+    from click.testing import CliRunner
+
+    from psicbatch.cli import main
+    from psicbatch.run import runner
+    from tests.stops import main_thread_only
+
+    main_thread_only()
+    answered = threading.Event()
+    real = runner.describe_run
+
+    def stalled(*args: object) -> object:
+        threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            answered.wait(60)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runner, "describe_run", stalled)
+    generate(tmp_path / "data", 2, (32, 32), seed=1)
+    out = tmp_path / "r.parquet"
+    began = time.monotonic()
+    try:
+        result = CliRunner().invoke(
+            main, ["run", str(tmp_path / "data" / "images"), "-o", str(out), "--device", "cpu"]
+        )
+    finally:
+        answered.set()
+    assert time.monotonic() - began < 30
+    assert result.exit_code == 143, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last == "stopped by SIGTERM: no results had been computed yet", result.output
+    assert not out.exists()
+
+
+def test_a_run_that_cannot_read_its_models_size_says_so_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch chosen for a CPU reads the model's input size before the run starts: on
+    a share that stopped answering it waited there for ever, before a word was said."""
+    from click.testing import CliRunner
+
+    from psicbatch.cli import main
+    from psicbatch.run import batch_choice
+
+    monkeypatch.setenv("PSICBATCH_READ_TIMEOUT", "0.5")
+    monkeypatch.setattr(batch_choice, "engine_input_size", lambda spec: time.sleep(3))
+    generate(tmp_path / "data", 2, (32, 32), seed=1)
+    model, out = demo_model_path(), tmp_path / "r.parquet"
+    args = ["run", str(tmp_path / "data" / "images"), "-o", str(out), "--device", "cpu"]
+    result = CliRunner().invoke(main, [*args, "--model", str(model)])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip() == (
+        f"Error: {model}: did not answer within 0.5 s (a network share that stopped "
+        "answering? set PSICBATCH_READ_TIMEOUT to wait longer)"
+    )
+    assert not out.exists()
+
+
 def test_a_run_tells_how_far_its_results_file_is_and_a_folder_that_stops_answering_there(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

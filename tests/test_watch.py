@@ -19,6 +19,7 @@ import pyarrow.dataset as ds
 import pytest
 from click.testing import CliRunner, Result
 
+from psicbatch.assets import demo_model_path
 from psicbatch.cli import main
 from psicbatch.data.synth import generate
 from psicbatch.errors import PsicbatchError
@@ -432,6 +433,30 @@ def test_a_watch_says_when_its_results_folder_stops_answering_and_when_it_answer
     assert_silence_noted(notes, out, "the watch waits to write its results there")
     assert WatchStatus(out_silent=12.4).line() == (
         "0 images, waiting for files; the results folder has not answered for 12 s"
+    )
+
+
+def test_a_watch_says_when_its_model_does_not_answer_as_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading and hashing the model held the watch in a system call without a word on a
+    share that stopped answering. It now runs in a thread of its own; the watch notes the
+    wait (after 0.3 s here) and the answer, then watches."""
+    from psicbatch.run import runner
+
+    monkeypatch.setattr(runner, "SILENT_SECONDS", 0.3)
+    monkeypatch.setattr(runner, "PATIENCE", 0.05)
+    real = runner.describe_run
+
+    def slow(*args: object) -> object:
+        time.sleep(1.2)  # the share answers again
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runner, "describe_run", slow)
+    notes, _ = notes_until_the_first_rows(tmp_path, monkeypatch)
+    assert_silence_noted(notes, demo_model_path(), "the watch waits for it to start")
+    assert WatchStatus(model_silent=12.4).line() == (
+        "0 images, waiting for files; the model's folder has not answered for 12 s"
     )
 
 

@@ -40,7 +40,7 @@ from psicbatch.data.combined import WHOLE
 from psicbatch.data.layouts import AUTO, LAYOUTS
 from psicbatch.data.splits import compiled_pattern
 from psicbatch.output_lock import RELEASE_SECONDS
-from psicbatch.paths import readable_path
+from psicbatch.paths import looked_at, readable_path
 from psicbatch.progress import progress_bar, say
 from psicbatch.run.files import DEFAULT_DECODE_SECONDS, DEFAULT_MAX_MIB, MIB, FileLimits
 from psicbatch.run.inputs import collect_inputs
@@ -304,8 +304,9 @@ def run_command(
         limits=FileLimits(int(max_file_size * MIB), decode_timeout),
     )
     batch_said = str(options.batch_size)
-    if batch_size is None:
-        batch_size, why = chosen_batch_size(spec, worker_devices(options)[0])
+    if batch_size is None:  # reads the model's input size: within the read limit
+        choice = partial(chosen_batch_size, spec, worker_devices(options)[0])
+        batch_size, why = looked_at(spec.engine_dir or spec.checkpoint or "the model", choice)
         options = replace(options, batch_size=batch_size)
         batch_said = f"{batch_size} (auto: {why})"
     console = Console(stderr=True)
@@ -399,12 +400,15 @@ def run_status(summary: RunSummary, rate: float, final: bool = False) -> str:
     if not summary.images:
         status = "first batch" if summary.engines_open else "opening the engine"
         status = status if summary.output_open else "opening the results"
+        status = status if summary.model_silent is None else "reading the model"
     if summary.tiles is not None:
         status += f"  tiles inferred {summary.tiles.inferred}/{summary.tiles.total}"
     if summary.assembled is not None:
         status += "  writing the results file: parts in {}/{}".format(*summary.assembled)
     if summary.out_silent is not None:
         status += f"  the results folder has not answered for {summary.out_silent:.0f} s"
+    if summary.model_silent is not None:
+        status += f"  its folder has not answered for {summary.model_silent:.0f} s"
     return status
 
 

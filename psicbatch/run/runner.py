@@ -91,6 +91,7 @@ class RunSummary:
     engines_open: bool = False
     tiles: Tiles | None = None  # how far the tiled batches under way are
     out_silent: float | None = None  # how long a call into the results has waited (10 s on)
+    model_silent: float | None = None  # how long reading the model has waited (10 s on)
     assembled: tuple[int, int] | None = None  # parts in the results file, of how many
     steady_images: int = 0  # images after the first batch (start-up excluded)
     steady_batches: int = 0  # batches after the first
@@ -148,11 +149,12 @@ def run(
     clock = time.monotonic()
     keys = [input_key(path) for path in paths]
     summary = RunSummary()
-    told = partial(_out_told, summary, on_rows)  # a results folder that does not answer
+    told = partial(_silence_told, "out_silent", summary, on_rows)  # the results folder's
     checked = partial(_check_out, options, spec, set(keys))
     waited_for(checked, told, "psicbatch-results-check", PATIENCE, SILENT_SECONDS)
     devices = worker_devices(options)
-    engine_info = describe_run(spec, options, devices)
+    model_told = partial(_silence_told, "model_silent", summary, on_rows)
+    engine_info = described_run(spec, options, devices, model_told)
     check_decisions_fit(options.decisions, engine_info["manifest"])
     job = job_identity(engine_info, options, keys)
     with ResultsOutput(options.out, job, keys, options.resume, told) as output:
@@ -215,12 +217,16 @@ def _tiles_told(
     on_rows(summary)
 
 
-def _out_told(
-    summary: RunSummary, on_rows: Callable[[RunSummary], None] | None, silent: float | None
+def _silence_told(
+    waited: str,
+    summary: RunSummary,
+    on_rows: Callable[[RunSummary], None] | None,
+    silent: float | None,
 ) -> None:
-    """How long a write into the results folder has waited (None: it answers)."""
-    if silent != summary.out_silent:
-        summary.out_silent = silent
+    """How long a call has waited (None: it is done), in the summary's field ``waited``:
+    ``out_silent`` for the results folder, ``model_silent`` for the model's."""
+    if silent != getattr(summary, waited):
+        setattr(summary, waited, silent)
         if on_rows is not None:
             on_rows(summary)
 
@@ -316,6 +322,16 @@ def _metadata(
         "started_at": started_at,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def described_run(
+    spec: EngineSpec, options: RunOptions, devices: list[str], told: Told
+) -> dict[str, Any]:
+    """``describe_run`` from a thread of its own: it reads and hashes the model, which on
+    a share that stopped answering waited in the main thread without a word, deaf to a
+    stop. ``told`` hears how long it has waited, from SILENT_SECONDS on."""
+    call = partial(describe_run, spec, options, devices)
+    return waited_for(call, told, "psicbatch-model-read", PATIENCE, SILENT_SECONDS)
 
 
 def describe_run(spec: EngineSpec, options: RunOptions, devices: list[str]) -> dict[str, Any]:

@@ -65,7 +65,7 @@ from psicbatch.run.output_guard import check_writable
 from psicbatch.run.part_files import late_counts_said
 from psicbatch.run.rows import SCHEMA
 from psicbatch.run.run_decisions import check_decisions_fit
-from psicbatch.run.runner import describe_run, job_identity, run_record
+from psicbatch.run.runner import described_run, job_identity, run_record
 from psicbatch.run.shutdown import raise_if_stopped
 from psicbatch.run.waiting_calls import in_a_thread, waited_for
 from psicbatch.run.watch_parts import LateImages, PartDecisions, WatchParts
@@ -74,6 +74,7 @@ from psicbatch.wording import counted, decisions_said
 
 BATCH_LIMIT = 8  # files per part at most: latency before throughput on a line
 SCAN_PATIENCE = 1.0  # seconds between looks at a scan or write under way (is it silent?)
+STARTING = "the watch waits for it to start"  # what a wait before the first scan holds up
 T = TypeVar("T")
 WATCH_SCHEMA = pa.schema(
     [
@@ -145,6 +146,7 @@ class WatchStatus:
     silent: float | None = None  # seconds the watched folder has not answered, if long
     missing: bool = False  # the watched folder is gone (unmounted, moved or removed)
     out_silent: float | None = None  # seconds a write into the results has waited, if long
+    model_silent: float | None = None  # seconds reading the model has waited, if long
     notes: list[str] = field(default_factory=list)  # what the watch said, to print once each
 
     def add(self, rows: list[dict[str, Any]], latencies: list[float]) -> None:
@@ -163,6 +165,8 @@ class WatchStatus:
             under_way += "; the folder is gone"
         if self.out_silent is not None:
             under_way += f"; the results folder has not answered for {self.out_silent:.0f} s"
+        if self.model_silent is not None:
+            under_way += f"; the model's folder has not answered for {self.model_silent:.0f} s"
         if not self.latencies:
             waiting = "inspecting" if self.tiles else "waiting for files"
             return f"{counted(self.images, 'image')}, {waiting}{under_way}"
@@ -199,15 +203,17 @@ def watch(
     folder, out = watching.folder.resolve(), options.out.resolve()
     _check_folders(folder, out)
     devices = [watch_device(options)]
-    engine_info = describe_run(spec, options, devices)
+    result = result if result is not None else WatchStatus()
+    model = spec.engine_dir or spec.checkpoint or Path("the model")
+    model_told = partial(_wait_told, "model_silent", result, status, model, STARTING)
+    engine_info = described_run(spec, options, devices, model_told)
     check_decisions_fit(options.decisions, engine_info["manifest"])
     identity = job_identity(engine_info, options, [])
     record = json.dumps(run_record(engine_info, options), indent=1) + "\n"
-    result = result if result is not None else WatchStatus()
     lock = OutputLock(out, "run --watch", out / WATCH_LOCK_FILE)
     opened = partial(_open_results, out, identity, record, lock, watching.parts)
-    waiting = "the watch waits for it to start"
-    done, decisions = _written(opened, partial(_out_told, result, status, out, waiting))
+    out_told = partial(_wait_told, "out_silent", result, status, out)
+    done, decisions = _written(opened, partial(out_told, STARTING))
     try:
         tiles = TileProgress(partial(_tiles_told, result, status))
         worker = Worker(spec, options, devices[0], None, tiles.heartbeat())
@@ -220,7 +226,7 @@ def watch(
         scanner = FolderScan(folder, out, done, result.folder_notes)
         told = partial(_folder_told, result, status, folder)
         writing = "the watch waits to write its results there"
-        written = partial(_written, told=partial(_out_told, result, status, out, writing))
+        written = partial(_written, told=partial(out_told, writing))
         for batch, completed in _complete_batches(scanner, tracker, watching, clock, told):
             if not batch:  # a poll that found nothing: parts may have waited long enough
                 if decisions is not None:
@@ -327,19 +333,21 @@ def _silence_noted(
         notes.append(f"{readable_path(place)} answers again")
 
 
-def _out_told(
+def _wait_told(
+    waited: str,
     result: WatchStatus,
     status: Callable[[WatchStatus], None],
-    out: Path,
+    place: Path,
     waiting: str,
     silent: float | None,
 ) -> None:
-    """How long a call into the results folder has waited (None: it is done): the status
-    line says so, and a note when the wait begins (then what the watch does, ``waiting``)
-    and ends."""
-    _silence_noted(result.notes, out, result.out_silent, silent, waiting)
-    if silent != result.out_silent:
-        result.out_silent = silent
+    """How long a call into ``place`` has waited (None: it is done), in the status's field
+    ``waited`` (``out_silent``: the results folder; ``model_silent``: the model's): the
+    status line says so, and a note when the wait begins (then what the watch does,
+    ``waiting``) and ends."""
+    _silence_noted(result.notes, place, getattr(result, waited), silent, waiting)
+    if silent != getattr(result, waited):
+        setattr(result, waited, silent)
         status(result)
 
 
