@@ -197,14 +197,14 @@ def test_a_stop_ends_a_run_whose_results_folder_does_not_answer(
     assert waiting.endswith("  the results folder has not answered for 12 s"), waiting
 
 
-@pytest.mark.parametrize("stalled", ["checking", "opening"])
-def test_a_run_says_its_results_folder_does_not_answer_as_it_starts(
+@pytest.mark.parametrize("stalled", ["checking", "opening", "reading the model"])
+def test_a_run_says_what_does_not_answer_as_it_starts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stalled: str
 ) -> None:
     """The run's checks of its results and their opening (lock, parts folder, a resume's
-    parts read) waited in the main thread without a word on a share that stopped
-    answering, deaf to a stop there. They now run in threads of their own while the run
-    tells how long they have waited."""
+    parts read), and reading and hashing the model, waited in the main thread without a
+    word on a share that stopped answering, deaf to a stop there. They now run in
+    threads of their own while the run tells how long they have waited."""
     from psicbatch.engines.spec import EngineSpec
     from psicbatch.run import output, runner
     from psicbatch.run.options import RunOptions
@@ -213,11 +213,16 @@ def test_a_run_says_its_results_folder_does_not_answer_as_it_starts(
     for module in (output, runner):
         monkeypatch.setattr(module, "SILENT_SECONDS", 0.3)
         monkeypatch.setattr(module, "PATIENCE", 0.05)
-    targets = {
-        "checking": (runner, "_check_out"),
-        "opening": (output.ResultsOutput, "_open"),
-    }
-    owner, name = targets[stalled]
+    owner, name, waited, said = {
+        "checking": (runner, "_check_out", "out_silent", "opening the results  the results"),
+        "opening": (
+            output.ResultsOutput,
+            "_open",
+            "out_silent",
+            "opening the results  the results",
+        ),
+        "reading the model": (runner, "describe_run", "model_silent", "reading the model  its"),
+    }[stalled]
     real = getattr(owner, name)
 
     def slow(*args: object, **kwargs: object) -> object:
@@ -233,50 +238,14 @@ def test_a_run_says_its_results_folder_does_not_answer_as_it_starts(
         paths,
         EngineSpec(checkpoint=demo_model_path()),
         options,
-        lambda summary: seen.append((summary.out_silent, summary.output_open)),
+        lambda summary: seen.append((getattr(summary, waited), summary.output_open)),
     )
-    waits = [opened for silent, opened in seen if silent is not None]
-    assert waits and not any(opened for opened in waits), seen
+    waits = [(silent, opened) for silent, opened in seen if silent is not None]
+    assert waits and not any(opened for _, opened in waits), seen
+    assert max(silent for silent, _ in waits) >= 0.8 and seen[-1][0] is None, seen
     assert pq.read_table(tmp_path / "r.parquet").num_rows == 2
-    line = run_status(RunSummary(out_silent=12.4), 0.0)
-    assert line.endswith("opening the results  the results folder has not answered for 12 s")
-
-
-def test_a_run_says_its_model_does_not_answer_as_it_starts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Reading and hashing the model before the results open waited in the main thread
-    without a word on a share that stopped answering, deaf to a stop there. It now runs
-    in a thread of its own while the run tells how long it has waited."""
-    from psicbatch.engines.spec import EngineSpec
-    from psicbatch.run import runner
-    from psicbatch.run.options import RunOptions
-    from psicbatch.run.runner import RunSummary
-
-    monkeypatch.setattr(runner, "SILENT_SECONDS", 0.3)
-    monkeypatch.setattr(runner, "PATIENCE", 0.05)
-    real = runner.describe_run
-
-    def slow(*args: object) -> object:
-        time.sleep(1.0)  # the share answers again after a second
-        return real(*args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(runner, "describe_run", slow)
-    generate(tmp_path / "data", 2, (32, 32), seed=1)
-    paths = sorted((tmp_path / "data" / "images").iterdir())
-    seen: list[tuple[float | None, bool]] = []
-    options = RunOptions(tmp_path / "r.parquet", devices=("cpu",), decoder="pil")
-    runner.run(
-        paths,
-        EngineSpec(checkpoint=demo_model_path()),
-        options,
-        lambda summary: seen.append((summary.model_silent, summary.output_open)),
-    )
-    waits = [silent for silent, opened in seen if silent is not None and not opened]
-    assert waits and max(waits) >= 0.8 and seen[-1][0] is None, seen
-    assert pq.read_table(tmp_path / "r.parquet").num_rows == 2
-    line = run_status(RunSummary(model_silent=12.4), 0.0)
-    assert line.endswith("reading the model  its folder has not answered for 12 s"), line
+    line = run_status(RunSummary(**{waited: 12.4}), 0.0)
+    assert line.endswith(f"{said} folder has not answered for 12 s"), line
 
 
 def test_a_stop_ends_a_run_whose_model_does_not_answer(
