@@ -306,7 +306,7 @@ def run_command(
     batch_said = str(options.batch_size)
     if batch_size is None:  # reads the model's input size: within the read limit
         choice = partial(chosen_batch_size, spec, worker_devices(options)[0])
-        batch_size, why = looked_at(spec.engine_dir or spec.checkpoint or "the model", choice)
+        batch_size, why = looked_at(spec.source, choice)
         options = replace(options, batch_size=batch_size)
         batch_said = f"{batch_size} (auto: {why})"
     console = Console(stderr=True)

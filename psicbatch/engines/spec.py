@@ -30,6 +30,11 @@ class EngineSpec:
     input_size: tuple[int, int] | None = None  # checkpoints and null: run at this size
     null_outputs: str | None = None
 
+    @property
+    def source(self) -> Path:
+        """Where the engine is read from, as messages name it (the null engine: nowhere)."""
+        return self.engine_dir or self.checkpoint or Path("the null engine")
+
 
 def describe_engine(spec: EngineSpec, device: str, max_batch: int = 64) -> Manifest:
     """The manifest of the engine ``open_engine`` gives on ``device``; for torch, with how

@@ -149,7 +149,7 @@ def run(
     clock = time.monotonic()
     keys = [input_key(path) for path in paths]
     summary = RunSummary()
-    told = partial(_silence_told, "out_silent", summary, on_rows)  # the results folder's
+    told = partial(_silence_told, "out_silent", summary, on_rows)  # of the results folder
     checked = partial(_check_out, options, spec, set(keys))
     waited_for(checked, told, "psicbatch-results-check", PATIENCE, SILENT_SECONDS)
     devices = worker_devices(options)

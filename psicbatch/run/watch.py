@@ -204,8 +204,7 @@ def watch(
     _check_folders(folder, out)
     devices = [watch_device(options)]
     result = result if result is not None else WatchStatus()
-    model = spec.engine_dir or spec.checkpoint or Path("the model")
-    model_told = partial(_wait_told, "model_silent", result, status, model, STARTING)
+    model_told = partial(_wait_told, "model_silent", result, status, spec.source, STARTING)
     engine_info = described_run(spec, options, devices, model_told)
     check_decisions_fit(options.decisions, engine_info["manifest"])
     identity = job_identity(engine_info, options, [])
