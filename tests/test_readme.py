@@ -51,3 +51,15 @@ def test_every_relative_link_leads_to_a_file_or_a_heading() -> None:
             elif not path and fragment not in anchors:
                 broken.append(f"{document.relative_to(ROOT)}: #{fragment}")
     assert not broken
+
+
+def test_the_benchmarks_index_names_every_script_and_result_folder() -> None:
+    """benchmarks/README.md is where a result is found from its scenario and a scenario
+    from its result: one added without a line there is lost among the others."""
+    benchmarks = ROOT / "benchmarks"
+    index = (benchmarks / "README.md").read_text()
+    scripts = [path.name for path in benchmarks.iterdir() if path.suffix in {".py", ".sh"}]
+    folders = [path.name for path in (benchmarks / "results").iterdir() if path.is_dir()]
+    missing = [name for name in scripts if f"`{name}`" not in index]
+    missing += [name for name in folders if f"results/{name}/" not in index]
+    assert not missing
