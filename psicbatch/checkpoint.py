@@ -23,6 +23,7 @@ import os
 import pickle
 import zipfile
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from psicbatch.atomic import write_atomically
 from psicbatch.checkpoint_file import check_checkpoint_file
 from psicbatch.errors import CheckpointError
 from psicbatch.model import ModelConfig, PSICNet
+from psicbatch.paths import read_in_time
 from psicbatch.preprocess import Preprocessing
 
 FORMAT = "psicbatch-checkpoint"
@@ -171,6 +173,11 @@ def is_checkpoint(path: Path) -> bool:
 
 
 def _load_plain_data(path: Path, mmap: bool) -> Any:
+    """The file's plain data, read within the read limit (``paths.read_in_time``)."""
+    return read_in_time(path, partial(_plain_data, path, mmap))
+
+
+def _plain_data(path: Path, mmap: bool) -> Any:
     check_checkpoint_file(path)
     try:
         mmap = mmap and _records_stored(path)

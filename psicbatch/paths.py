@@ -114,11 +114,23 @@ def answering(path: Path | str) -> None:
 def looked_at(path: Path | str, look: Callable[[], T]) -> T:
     """``look()``, a look at ``path`` (its status, its listing), within the read limit
     (``read_limit``); past it, one line naming the path."""
+    return _within_read_limit(path, look, read_limit.unanswered)
+
+
+def read_in_time(path: Path | str, read: Callable[[], T]) -> T:
+    """``read()``, a reading of the file at ``path`` (a model, an engine's manifest, a
+    digest), within the read limit; past it, one line naming the file."""
+    return _within_read_limit(path, read, read_limit.stalled)
+
+
+def _within_read_limit(
+    path: Path | str, call: Callable[[], T], problem: Callable[[float], str]
+) -> T:
     seconds = read_limit.read_seconds()
     try:
-        return call_limited(look, seconds)
+        return call_limited(call, seconds)
     except TimeLimitExceeded:
-        raise PsicbatchError(f"{readable_path(path)}: {read_limit.unanswered(seconds)}") from None
+        raise PsicbatchError(f"{readable_path(path)}: {problem(seconds)}") from None
 
 
 def _look(path: Path | str) -> None:
@@ -176,7 +188,7 @@ def file_sha256(path: str | os.PathLike) -> str:
     can be milliseconds coarse, so two writes that close together may share them."""
     state = os.stat(path)
     if time.time_ns() - state.st_ctime_ns < SETTLED_NS:
-        return hashed_file(path, hashlib.sha256()).hexdigest()
+        return _sha256(os.fsdecode(path))
     identity = (state.st_dev, state.st_ino, state.st_size, state.st_mtime_ns, state.st_ctime_ns)
     return _sha256_of(identity, os.fsdecode(path))
 
@@ -184,7 +196,13 @@ def file_sha256(path: str | os.PathLike) -> str:
 @functools.lru_cache(maxsize=16)
 def _sha256_of(identity: tuple[int, ...], path: str) -> str:
     """The digest of the file at ``path`` while it keeps ``identity``."""
-    return hashed_file(path, hashlib.sha256()).hexdigest()
+    return _sha256(path)
+
+
+def _sha256(path: str) -> str:
+    """The file's digest, read within the read limit: a share that stopped answering
+    would hold the reading for ever."""
+    return read_in_time(path, partial(hashed_file, path, hashlib.sha256())).hexdigest()
 
 
 def hashed_file(path: str | os.PathLike, digest: Hash) -> Hash:

@@ -1,12 +1,14 @@
 """How long opening, reading and decoding one file from its path may take, for the
 commands that read datasets (``train``, ``cv``, ``eval``, ``calibrate``, ``info``) and
 the pages that show their images (a run has ``--decode-timeout`` instead); and, for
-every command, how long the first look at a path the command line names and the listing
-of a folder searched for files may take (``paths.answering``, ``folder_walk``).
+every command, how long the first look at a path the command line names, the listing
+of a folder searched for files and the reading of a model, an engine's manifest or a
+file's digest may take (``paths.answering``, ``folder_walk``, ``paths.read_in_time``).
 
 A read from a network share that stopped answering waits in the kernel for ever, so each
 file is read within this limit (``data.images``). 60 s is far above a camera image's
-milliseconds and a 100-megapixel PNG's second or so; a slower share (line-scan TIFFs over
+milliseconds, a 100-megapixel PNG's second or so and the 2 MB/s that reads the paper's
+network's 128 MB checkpoint within it; a slower share (line-scan TIFFs over
 a thin link) can be given more with ``PSICBATCH_READ_TIMEOUT``, an environment variable
 as the pixel limit is.
 """

@@ -223,3 +223,60 @@ def test_a_file_written_again_in_place_gets_its_new_digest(
     with path.open("r+b") as file:
         file.write(b"c")
     assert paths.file_sha256(path) not in (first, second)
+
+
+STALLED = (
+    "took longer than 0.5 s to read (a network share that stopped answering? set "
+    "PSICBATCH_READ_TIMEOUT to wait longer)"
+)
+
+
+def stall(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> None:
+    """``owner.name`` waits 3 s before it does its work, as a read from a network share
+    that stopped answering would wait for ever; the read limit is 0.5 s."""
+    monkeypatch.setenv("PSICBATCH_READ_TIMEOUT", "0.5")
+    real = getattr(owner, name)
+
+    def stalled(*args: object, **kwargs: object) -> object:
+        time.sleep(3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, stalled)
+
+
+def test_a_model_that_does_not_come_is_one_line_after_the_read_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model read from a share that stopped answering held every command that reads
+    one (info, eval, build-engine, train --init, a run's workers) for ever, in a system
+    call no Ctrl-C interrupts. It is read within the read limit."""
+    from click.testing import CliRunner
+
+    from psicbatch import checkpoint
+    from psicbatch.cli import main
+
+    path = tmp_path / "model.pt"
+    save_checkpoint(make_checkpoint(), path)
+    stall(monkeypatch, checkpoint, "check_checkpoint_file")
+    began = time.monotonic()
+    result = CliRunner().invoke(main, ["info", str(path)])
+    assert time.monotonic() - began < 2.5
+    assert (result.exit_code, result.output.strip()) == (1, f"Error: {path}: {STALLED}")
+
+
+def test_a_digest_or_manifest_that_does_not_come_is_one_line_after_the_read_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from psicbatch import paths
+    from psicbatch.engines.manifest import MANIFEST_NAME, read_manifest
+    from psicbatch.errors import PsicbatchError
+
+    (tmp_path / MANIFEST_NAME).write_text("{}")
+    stall(monkeypatch, paths, "hashed_file")
+    with pytest.raises(PsicbatchError) as digest:
+        paths.file_sha256(tmp_path / MANIFEST_NAME)
+    stall(monkeypatch, Path, "read_text")
+    with pytest.raises(PsicbatchError) as manifest:
+        read_manifest(tmp_path)
+    assert str(digest.value) == f"{tmp_path / MANIFEST_NAME}: {STALLED}"
+    assert str(manifest.value) == f"{tmp_path / MANIFEST_NAME}: {STALLED}"

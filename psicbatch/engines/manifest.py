@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from psicbatch.atomic import write_atomically
 from psicbatch.errors import PsicbatchError
 from psicbatch.network_size import STRIDE
-from psicbatch.paths import file_sha256
+from psicbatch.paths import file_sha256, read_in_time
 
 if TYPE_CHECKING:  # preprocess imports torch; listing and reading manifests does not need it
     from psicbatch.preprocess import Preprocessing
@@ -136,7 +136,7 @@ def read_manifest(directory: Path, verify: bool = True) -> Manifest:
     if not path.is_file():
         raise PsicbatchError(f"{directory}: not an engine folder (no {MANIFEST_NAME})")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_in_time(path, path.read_text))
     except json.JSONDecodeError as error:
         raise PsicbatchError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from None
     except (OSError, UnicodeDecodeError) as error:
