@@ -290,25 +290,33 @@ def test_a_stop_ends_a_run_whose_model_does_not_answer(
     assert not out.exists()
 
 
-def test_a_run_that_cannot_read_its_models_size_says_so_in_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("batch", [[], ["--batch-size", "2"]], ids=["auto", "given"])
+def test_a_run_whose_model_does_not_come_ends_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: list[str]
 ) -> None:
-    """The batch chosen for a CPU reads the model's input size before the run starts: on
-    a share that stopped answering it waited there for ever, before a word was said."""
+    """The model is read before the run starts (its input size, for the batch chosen on a
+    CPU; then its description): on a share that stopped answering that waited for ever.
+    Each reading is within the read limit."""
     from click.testing import CliRunner
 
+    from psicbatch import checkpoint
     from psicbatch.cli import main
-    from psicbatch.run import batch_choice
 
     monkeypatch.setenv("PSICBATCH_READ_TIMEOUT", "0.5")
-    monkeypatch.setattr(batch_choice, "engine_input_size", lambda spec: time.sleep(3))
+    real = checkpoint.check_checkpoint_file
+
+    def stalled(path: Path) -> None:
+        time.sleep(3)
+        real(path)
+
+    monkeypatch.setattr(checkpoint, "check_checkpoint_file", stalled)
     generate(tmp_path / "data", 2, (32, 32), seed=1)
     model, out = demo_model_path(), tmp_path / "r.parquet"
     args = ["run", str(tmp_path / "data" / "images"), "-o", str(out), "--device", "cpu"]
-    result = CliRunner().invoke(main, [*args, "--model", str(model)])
+    result = CliRunner().invoke(main, [*args, "--model", str(model), *batch])
     assert result.exit_code == 1, result.output
     assert result.output.strip() == (
-        f"Error: {model}: did not answer within 0.5 s (a network share that stopped "
+        f"Error: {model}: took longer than 0.5 s to read (a network share that stopped "
         "answering? set PSICBATCH_READ_TIMEOUT to wait longer)"
     )
     assert not out.exists()

@@ -40,7 +40,7 @@ from psicbatch.data.combined import WHOLE
 from psicbatch.data.layouts import AUTO, LAYOUTS
 from psicbatch.data.splits import compiled_pattern
 from psicbatch.output_lock import RELEASE_SECONDS
-from psicbatch.paths import looked_at, readable_path
+from psicbatch.paths import readable_path
 from psicbatch.progress import progress_bar, say
 from psicbatch.run.files import DEFAULT_DECODE_SECONDS, DEFAULT_MAX_MIB, MIB, FileLimits
 from psicbatch.run.inputs import collect_inputs
@@ -304,9 +304,8 @@ def run_command(
         limits=FileLimits(int(max_file_size * MIB), decode_timeout),
     )
     batch_said = str(options.batch_size)
-    if batch_size is None:  # reads the model's input size: within the read limit
-        choice = partial(chosen_batch_size, spec, worker_devices(options)[0])
-        batch_size, why = looked_at(spec.source, choice)
+    if batch_size is None:
+        batch_size, why = chosen_batch_size(spec, worker_devices(options)[0])
         options = replace(options, batch_size=batch_size)
         batch_said = f"{batch_size} (auto: {why})"
     console = Console(stderr=True)
