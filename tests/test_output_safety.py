@@ -129,6 +129,36 @@ def test_checkpoints_replace_only_earlier_checkpoints_and_those_on_request(
     assert model.read_bytes() != before
 
 
+def test_an_output_checked_on_a_share_that_stops_answering_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the first look at a path the command line names, the checks of an output
+    (what is there, whether its folder takes a new file) held a command for ever on a
+    share that stopped answering. They are made within the read limit."""
+    import time
+
+    from psicbatch.run import output_guard
+
+    monkeypatch.setenv("PSICBATCH_READ_TIMEOUT", "0.5")
+    real = output_guard._status
+
+    def stalled(path: Path, shown: str) -> object:
+        time.sleep(3)
+        return real(path, shown)
+
+    monkeypatch.setattr(output_guard, "_status", stalled)
+    model = tmp_path / "m.pt"
+    began = time.monotonic()
+    refused = invoke("init", model, "--width", "0.125", "--input-size", "64x64")
+    assert time.monotonic() - began < 2.5
+    assert (refused.exit_code, refused.output.strip()) == (
+        1,
+        f"Error: {model}: did not answer within 0.5 s (a network share that stopped "
+        "answering? set PSICBATCH_READ_TIMEOUT to wait longer)",
+    )
+    assert not model.exists()
+
+
 def test_folders_of_other_files_are_not_written_into(tmp_path: Path) -> None:
     """eval, cv, bench and synth write several files into a folder: a new or empty one,
     or their own earlier one, never a folder of the user's files."""

@@ -17,13 +17,14 @@ import stat
 import tempfile
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from psicbatch.atomic import write_atomically
 from psicbatch.errors import PsicbatchError
-from psicbatch.paths import file_head, input_key, readable_path
+from psicbatch.paths import file_head, input_key, looked_at, readable_path
 
 REPORT_MARKER = b'<meta name="generator" content="psicbatch report">'
 
@@ -81,7 +82,22 @@ def check_output(
     and folders the command reads by name, e.g. {"the model": model.pt} (files compared
     as files, links and hard links included; a folder covers everything inside it).
     ``earlier`` says more of an earlier output found there (e.g. that its run finished).
+    The checks look at the output and its folder within the read limit (``looked_at``):
+    on a share that stopped answering after the command's first look they held it for
+    ever, where no Ctrl-C is heard.
     """
+    checks = partial(_check_output, path, kind, input_keys, named_inputs, overwrite, earlier)
+    looked_at(path, checks)
+
+
+def _check_output(
+    path: Path,
+    kind: OutputKind,
+    input_keys: Collection[bytes],
+    named_inputs: dict[str, Path | None] | None,
+    overwrite: bool,
+    earlier: str,
+) -> None:
     shown = readable_path(path)
     status = _status(path, shown)
     for what, named in (named_inputs or {}).items():
