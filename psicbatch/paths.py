@@ -185,12 +185,18 @@ def file_sha256(path: str | os.PathLike) -> str:
     run describes its checkpoint more than once (0.09 s each for the paper's network's
     128 MB on a 2-core AVX2 EPYC), while a file written since has other times. A file
     changed in the last SETTLED_NS is hashed every time: the times a file system gives
-    can be milliseconds coarse, so two writes that close together may share them."""
+    can be milliseconds coarse, so two writes that close together may share them. Read
+    within the read limit: a share that stopped answering would hold the reading for ever."""
+    name = os.fsdecode(path)
+    return read_in_time(name, partial(_file_sha256, name))
+
+
+def _file_sha256(path: str) -> str:
     state = os.stat(path)
     if time.time_ns() - state.st_ctime_ns < SETTLED_NS:
-        return _sha256(os.fsdecode(path))
+        return _sha256(path)
     identity = (state.st_dev, state.st_ino, state.st_size, state.st_mtime_ns, state.st_ctime_ns)
-    return _sha256_of(identity, os.fsdecode(path))
+    return _sha256_of(identity, path)
 
 
 @functools.lru_cache(maxsize=16)
@@ -200,9 +206,7 @@ def _sha256_of(identity: tuple[int, ...], path: str) -> str:
 
 
 def _sha256(path: str) -> str:
-    """The file's digest, read within the read limit: a share that stopped answering
-    would hold the reading for ever."""
-    return read_in_time(path, partial(hashed_file, path, hashlib.sha256())).hexdigest()
+    return hashed_file(path, hashlib.sha256()).hexdigest()
 
 
 def hashed_file(path: str | os.PathLike, digest: Hash) -> Hash:
