@@ -194,10 +194,9 @@ def _host_ceilings(
     name: str, size: tuple[int, int], plan: BenchPlan, device: str, progress: Any
 ) -> list[dict[str, Any]]:
     """The host ceiling at ``size`` for each kind of null output (``host_ceiling``)."""
-    measured = []
+    measured, seconds = [], min(10.0, plan.seconds / 2)
     with tempfile.TemporaryDirectory() as folder:
         for outputs in NULL_OUTPUTS:
-            seconds = min(10.0, plan.seconds / 2)
             result = host_ceiling(
                 size, outputs, plan.host_batch, seconds, device, Path(folder) / outputs
             )
